@@ -1,0 +1,698 @@
+//! Typed configuration, read once at startup.
+//!
+//! Two sources feed it:
+//!
+//! * `jobs.toml` ([`JobsConfig`]): every queue with its concurrency, attempts,
+//!   backoff and timeout, the dispatcher's window and every cron entry. Any of
+//!   its keys can be overridden by an environment variable with the `JOBS__`
+//!   prefix (`JOBS__QUEUES__EMAIL__CONCURRENCY=64`).
+//! * the environment ([`Settings::from_env`]): connection URLs, listen
+//!   addresses and secrets.
+//!
+//! A bad file is an error that names the key (`queues.email.concurrency: must be
+//! at least 1`), so a typo stops startup instead of silently using a default.
+
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use anyhow::{Context, bail};
+use rand::Rng;
+use secrecy::SecretString;
+use serde::{Deserialize, Deserializer};
+
+use crate::jobs::QueueName;
+
+/// Everything `jobs.toml` declares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsConfig {
+    /// Per-queue settings, keyed by queue name (validated against
+    /// [`QueueName`]; a string key keeps error paths readable).
+    pub queues: BTreeMap<String, QueueConfig>,
+    /// How due rows move from Postgres to Redis.
+    pub dispatcher: DispatcherConfig,
+    /// Periodic jobs.
+    #[serde(default)]
+    pub cron: Vec<CronEntry>,
+    /// How long message content is kept.
+    pub retention: RetentionConfig,
+}
+
+/// One queue's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// Jobs of this queue one worker process runs at once.
+    pub concurrency: usize,
+    /// Attempts of one unit of work before it is marked `failed`.
+    pub max_attempts: u32,
+    /// Upper bound of one attempt; also the lease a claim holds.
+    pub timeout_secs: u64,
+    /// Delay between attempts.
+    pub backoff: Backoff,
+}
+
+impl QueueConfig {
+    /// One attempt's upper bound.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout_secs)
+    }
+}
+
+/// Exponential backoff with jitter: attempt `n` (1-based) waits
+/// `min(max, initial × multiplier^(n-1))`, spread by ±`jitter` (a fraction).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backoff {
+    /// Delay after the first failed attempt, in milliseconds.
+    pub initial_ms: u64,
+    /// Longest delay, in milliseconds.
+    pub max_ms: u64,
+    /// Growth factor per attempt, at least 1.
+    pub multiplier: f64,
+    /// Random spread as a fraction of the delay, from 0 to 1.
+    pub jitter: f64,
+}
+
+impl Backoff {
+    /// The delay after failed attempt number `attempt` (1-based).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let exp = attempt.saturating_sub(1).min(64) as i32;
+        let base = (self.initial_ms as f64 * self.multiplier.powi(exp)).min(self.max_ms as f64);
+        let spread = if self.jitter > 0.0 {
+            rand::rng().random_range(-self.jitter..=self.jitter)
+        } else {
+            0.0
+        };
+        Duration::from_millis((base * (1.0 + spread)).max(0.0) as u64)
+    }
+}
+
+/// The dispatcher's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Pause between sweeps, in milliseconds.
+    pub interval_ms: u64,
+    /// Most jobs waiting in one queue's Redis backlog.
+    pub high_water_mark: usize,
+    /// Most notifications carried by one delivery job.
+    pub group_size: usize,
+    /// Seconds after which a pushed but unclaimed row is pushed again.
+    pub redispatch_after_secs: u64,
+}
+
+impl DispatcherConfig {
+    /// Pause between sweeps.
+    pub fn interval(&self) -> Duration {
+        Duration::from_millis(self.interval_ms)
+    }
+}
+
+/// Content retention.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days after which the content of a finished notification is erased.
+    pub content_days: u32,
+    /// Seconds after which Redis forgets a finished job.
+    pub finished_jobs_secs: u64,
+    /// Hours real-time events are kept for catch-up.
+    pub events_hours: u32,
+}
+
+/// One periodic job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronEntry {
+    /// Unique name; a tick is recorded under it.
+    pub name: String,
+    /// When it fires.
+    pub schedule: CronSchedule,
+    /// What it enqueues.
+    pub job: CronJob,
+}
+
+/// The jobs a cron entry can start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CronJob {
+    /// Drop finished jobs' bookkeeping from Redis.
+    VacuumQueues,
+    /// Erase the content of finished notifications past retention.
+    RedactExpiredContent,
+    /// Drop real-time events past retention.
+    PruneEvents,
+}
+
+impl CronJob {
+    /// All jobs.
+    pub const ALL: &'static [CronJob] = &[
+        CronJob::VacuumQueues,
+        CronJob::RedactExpiredContent,
+        CronJob::PruneEvents,
+    ];
+
+    /// The job's name, as written in `jobs.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CronJob::VacuumQueues => "vacuum_queues",
+            CronJob::RedactExpiredContent => "redact_expired_content",
+            CronJob::PruneEvents => "prune_events",
+        }
+    }
+}
+
+impl FromStr for CronJob {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CronJob::ALL
+            .iter()
+            .copied()
+            .find(|j| j.as_str() == s)
+            .ok_or_else(|| format!("unknown job `{s}`"))
+    }
+}
+
+/// A parsed cron expression (six fields, seconds first, UTC).
+#[derive(Clone)]
+pub struct CronSchedule {
+    source: String,
+    schedule: cron::Schedule,
+}
+
+impl CronSchedule {
+    /// The parsed schedule.
+    pub fn schedule(&self) -> &cron::Schedule {
+        &self.schedule
+    }
+}
+
+impl std::fmt::Debug for CronSchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl FromStr for CronSchedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let fields = s.split_whitespace().count();
+        if fields != 6 {
+            return Err(format!(
+                "`{s}` has {fields} fields; six are expected (sec min hour day month weekday)"
+            ));
+        }
+        let schedule = cron::Schedule::from_str(s)
+            .map_err(|e| format!("`{s}` is not a valid cron expression: {e}"))?;
+        Ok(Self {
+            source: s.to_owned(),
+            schedule,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for CronSchedule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JobsConfig {
+    /// Reads `path`, applies `JOBS__…` overrides from `env`, and validates.
+    pub fn load(
+        path: &std::path::Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("while reading the jobs file {}", path.display()))?;
+        Self::parse(&text, env).with_context(|| format!("in the jobs file {}", path.display()))
+    }
+
+    /// Parses the text of a jobs file, applies overrides, and validates.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.message().trim()))?;
+        for (key, raw) in env {
+            let Some(path) = key.strip_prefix("JOBS__") else {
+                continue;
+            };
+            apply_override(&mut value, path, &raw)
+                .with_context(|| format!("in the override {key}"))?;
+        }
+        let config: JobsConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
+            .map_err(|e| {
+                let path = e.path().to_string();
+                anyhow::anyhow!("{path}: {}", e.into_inner().message().trim())
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for (name, q) in &self.queues {
+            let at = format!("queues.{name}");
+            if name.parse::<QueueName>().is_err() {
+                let known: Vec<&str> = QueueName::ALL.iter().map(|q| q.as_str()).collect();
+                bail!("{at}: unknown queue; the queues are {}", known.join(", "));
+            }
+            if q.concurrency == 0 {
+                bail!("{at}.concurrency: must be at least 1");
+            }
+            if q.max_attempts == 0 {
+                bail!("{at}.max_attempts: must be at least 1");
+            }
+            if q.timeout_secs == 0 {
+                bail!("{at}.timeout_secs: must be at least 1");
+            }
+            let b = &q.backoff;
+            if b.initial_ms == 0 {
+                bail!("{at}.backoff.initial_ms: must be at least 1");
+            }
+            if b.max_ms < b.initial_ms {
+                bail!("{at}.backoff.max_ms: must not be below initial_ms");
+            }
+            if !(b.multiplier.is_finite() && b.multiplier >= 1.0) {
+                bail!("{at}.backoff.multiplier: must be a number of at least 1");
+            }
+            if !(0.0..=1.0).contains(&b.jitter) {
+                bail!("{at}.backoff.jitter: must be between 0 and 1");
+            }
+        }
+        for required in QueueName::ALL {
+            if !self.queues.contains_key(required.as_str()) {
+                bail!("queues.{required}: missing; every queue must be declared");
+            }
+        }
+        let d = &self.dispatcher;
+        if d.interval_ms == 0 {
+            bail!("dispatcher.interval_ms: must be at least 1");
+        }
+        if d.high_water_mark == 0 || d.high_water_mark > 5_000 {
+            bail!(
+                "dispatcher.high_water_mark: must be between 1 and 5000 (the Redis backend fails above about 8000 due jobs)"
+            );
+        }
+        if d.group_size == 0 || d.group_size > 1_000 {
+            bail!("dispatcher.group_size: must be between 1 and 1000");
+        }
+        if d.redispatch_after_secs == 0 {
+            bail!("dispatcher.redispatch_after_secs: must be at least 1");
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, c) in self.cron.iter().enumerate() {
+            if c.name.trim().is_empty() {
+                bail!("cron[{i}].name: must not be empty");
+            }
+            if !names.insert(c.name.as_str()) {
+                bail!("cron[{i}].name: `{}` is declared twice", c.name);
+            }
+        }
+        if self.retention.content_days == 0 {
+            bail!("retention.content_days: must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The settings of `queue`; validation guarantees every queue is declared.
+    pub fn queue(&self, queue: QueueName) -> &QueueConfig {
+        &self.queues[queue.as_str()]
+    }
+}
+
+/// Sets `a__b__c` (lower-cased) in `table` to `raw`, read as a TOML value
+/// where it parses as one, else as a string.
+fn apply_override(table: &mut toml::Table, path: &str, raw: &str) -> anyhow::Result<()> {
+    let parts: Vec<String> = path.split("__").map(|p| p.to_ascii_lowercase()).collect();
+    if parts.iter().any(String::is_empty) {
+        bail!("the path `{path}` has an empty part");
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let (last, parents) = parts.split_last().expect("split yields at least one part");
+    let mut node = table;
+    for p in parents {
+        node = node
+            .entry(p.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("`{p}` is not a table"))?;
+    }
+    node.insert(last.clone(), value);
+    Ok(())
+}
+
+/// How email leaves the platform.
+#[derive(Debug, Clone)]
+pub enum EmailTransport {
+    /// SMTP through lettre. The URL follows lettre's form:
+    /// `smtp://host:587?tls=required`, `smtps://user:pass@host:465`,
+    /// or `smtp://localhost:1025` for plain text.
+    Smtp {
+        /// The server URL; it may hold credentials.
+        url: SecretString,
+        /// Most pooled connections per worker process.
+        pool_max_size: u32,
+        /// A PEM file of extra CA certificates to trust for the server's TLS
+        /// certificate (a private relay's CA); the system roots otherwise.
+        ca_file: Option<PathBuf>,
+    },
+    /// Messages are written as `.eml` files into this folder (development
+    /// without an SMTP catcher).
+    File {
+        /// Where the files go.
+        dir: PathBuf,
+    },
+}
+
+/// Email settings.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// The transport.
+    pub transport: EmailTransport,
+    /// The `From` mailbox, e.g. `Notifications <no-reply@example.org>`.
+    pub from: lettre::message::Mailbox,
+}
+
+/// How end users' and admins' bearer JWTs are verified.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// Algorithms accepted (`JWT_ALGORITHMS`, default `HS256,RS256,ES256`);
+    /// `none` is never accepted.
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// Required `iss` (`JWT_ISSUER`), when set.
+    pub issuer: Option<String>,
+    /// Required `aud` (`JWT_AUDIENCE`), when set.
+    pub audience: Option<String>,
+    /// The OIDC provider's JWKS URL for RS256/ES256 (`JWT_JWKS_URL`).
+    pub jwks_url: Option<String>,
+    /// Allowed clock skew in seconds (`JWT_LEEWAY_SECS`, default 30).
+    pub leeway_secs: u64,
+    /// Claim holding the subject (`JWT_SUBJECT_CLAIM`, default `sub`).
+    pub subject_claim: String,
+    /// Claim holding the tenant id (`JWT_TENANT_CLAIM`, default `tenant_id`).
+    pub tenant_claim: String,
+    /// Claim holding the roles (`JWT_ROLES_CLAIM`, default `roles`): an array
+    /// of strings or one space-separated string.
+    pub roles_claim: String,
+}
+
+/// The WebSocket endpoint's limits.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// How often the server pings (`WS_HEARTBEAT_SECS`, default 25).
+    pub heartbeat: Duration,
+    /// A connection silent this long is closed (`WS_IDLE_TIMEOUT_SECS`, default 60).
+    pub idle_timeout: Duration,
+    /// How long a browser has to send its token (`WS_AUTH_TIMEOUT_SECS`, default 10).
+    pub auth_timeout: Duration,
+    /// Events queued for one client before it is dropped as too slow
+    /// (`WS_CLIENT_QUEUE`, default 256).
+    pub client_queue: usize,
+}
+
+/// Settings of all three services, from the environment plus `jobs.toml`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Postgres URL (`DATABASE_URL`).
+    pub database_url: SecretString,
+    /// Most Postgres connections per process (`DATABASE_MAX_CONNECTIONS`).
+    pub database_max_connections: u32,
+    /// Redis URL (`REDIS_URL`).
+    pub redis_url: SecretString,
+    /// Prefix of every Redis key (`REDIS_PREFIX`), so several deployments can
+    /// share one Redis.
+    pub redis_prefix: String,
+    /// Queues, dispatcher and cron.
+    pub jobs: JobsConfig,
+    /// The API's listen address (`API_ADDR`).
+    pub api_addr: SocketAddr,
+    /// Largest accepted request body in bytes (`MAX_BODY_BYTES`).
+    pub max_body_bytes: usize,
+    /// Where a worker or scheduler serves `/metrics` (`METRICS_ADDR`); none
+    /// when unset. The API serves it on its own port.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Email delivery.
+    pub email: EmailSettings,
+    /// Queues this worker replica serves (`WORKER_QUEUES`, comma separated);
+    /// all when unset.
+    pub worker_queues: Vec<QueueName>,
+    /// How long a stopping process waits for in-flight work (`SHUTDOWN_TIMEOUT_SECS`).
+    pub shutdown_timeout: Duration,
+    /// How often an idle worker looks for new jobs (`WORKER_POLL_INTERVAL_MS`).
+    pub worker_poll_interval: Duration,
+    /// Keys that seal secrets at rest (`ENCRYPTION_KEYS`, `ENCRYPTION_KEY_ID`);
+    /// none when unset, and then nothing that needs them can be stored.
+    pub encryption: Option<crate::crypto::Keyring>,
+    /// Bearer JWT verification.
+    pub jwt: JwtSettings,
+    /// The WebSocket endpoint.
+    pub realtime: RealtimeSettings,
+}
+
+impl Settings {
+    /// Reads the process environment and the jobs file (`JOBS_FILE`, default
+    /// `jobs.toml`).
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads settings from the given variables, so tests can build them
+    /// without touching the process environment.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let get = |k: &str| vars.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let jobs_file = PathBuf::from(get("JOBS_FILE").unwrap_or("jobs.toml"));
+        let jobs = JobsConfig::load(&jobs_file, vars.clone())?;
+        let parse = |k: &str, default: &str| -> anyhow::Result<String> {
+            Ok(get(k).unwrap_or(default).to_owned())
+        };
+        let num = |k: &str, default: u64| -> anyhow::Result<u64> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse()
+                    .with_context(|| format!("{k}: `{v}` is not a whole number")),
+            }
+        };
+        let database_url = parse("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/notify")?;
+        let redis_url = parse("REDIS_URL", "redis://127.0.0.1:6379")?;
+        let api_addr = parse("API_ADDR", "127.0.0.1:8080")?;
+        let api_addr = api_addr
+            .parse()
+            .with_context(|| format!("API_ADDR: `{api_addr}` is not host:port"))?;
+        let metrics_addr = get("METRICS_ADDR")
+            .map(|v| {
+                v.parse()
+                    .with_context(|| format!("METRICS_ADDR: `{v}` is not host:port"))
+            })
+            .transpose()?;
+        let transport = match get("SMTP_URL") {
+            Some(url) => EmailTransport::Smtp {
+                url: SecretString::from(url.to_owned()),
+                pool_max_size: num("SMTP_POOL_MAX_SIZE", 16)? as u32,
+                ca_file: get("SMTP_CA_FILE").map(PathBuf::from),
+            },
+            None => EmailTransport::File {
+                dir: PathBuf::from(get("MAIL_DIR").unwrap_or("var/mail")),
+            },
+        };
+        let from = get("EMAIL_FROM").unwrap_or("Notifications <no-reply@localhost>");
+        let from = from
+            .parse()
+            .with_context(|| format!("EMAIL_FROM: `{from}` is not a mailbox"))?;
+        let worker_queues = match get("WORKER_QUEUES") {
+            None => QueueName::ALL.to_vec(),
+            Some(list) => list
+                .split(',')
+                .map(|q| {
+                    q.trim()
+                        .parse::<QueueName>()
+                        .map_err(|e| anyhow::anyhow!("WORKER_QUEUES: {e}"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
+        let encryption = match (get("ENCRYPTION_KEYS"), get("ENCRYPTION_KEY_ID")) {
+            (None, None) => None,
+            (Some(keys), Some(active)) => Some(crate::crypto::Keyring::parse(keys, active)?),
+            _ => bail!("ENCRYPTION_KEYS and ENCRYPTION_KEY_ID go together"),
+        };
+        let algorithms = get("JWT_ALGORITHMS")
+            .unwrap_or("HS256,RS256,ES256")
+            .split(',')
+            .map(|a| {
+                let a = a.trim();
+                a.parse::<jsonwebtoken::Algorithm>()
+                    .map_err(|_| anyhow::anyhow!("JWT_ALGORITHMS: `{a}` is not a JWT algorithm"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let jwt = JwtSettings {
+            algorithms,
+            issuer: get("JWT_ISSUER").map(str::to_owned),
+            audience: get("JWT_AUDIENCE").map(str::to_owned),
+            jwks_url: get("JWT_JWKS_URL").map(str::to_owned),
+            leeway_secs: num("JWT_LEEWAY_SECS", 30)?,
+            subject_claim: parse("JWT_SUBJECT_CLAIM", "sub")?,
+            tenant_claim: parse("JWT_TENANT_CLAIM", "tenant_id")?,
+            roles_claim: parse("JWT_ROLES_CLAIM", "roles")?,
+        };
+        let redis_prefix = parse("REDIS_PREFIX", "notify")?;
+        if redis_prefix.contains(['{', '}', ' ']) {
+            bail!("REDIS_PREFIX: must not contain braces or spaces");
+        }
+        Ok(Self {
+            database_url: SecretString::from(database_url),
+            database_max_connections: num("DATABASE_MAX_CONNECTIONS", 20)? as u32,
+            redis_url: SecretString::from(redis_url),
+            redis_prefix,
+            jobs,
+            api_addr,
+            max_body_bytes: num("MAX_BODY_BYTES", 256 * 1024)? as usize,
+            metrics_addr,
+            email: EmailSettings { transport, from },
+            worker_queues,
+            shutdown_timeout: Duration::from_secs(num("SHUTDOWN_TIMEOUT_SECS", 30)?),
+            worker_poll_interval: Duration::from_millis(
+                num("WORKER_POLL_INTERVAL_MS", 100)?.max(1),
+            ),
+            encryption,
+            jwt,
+            realtime: RealtimeSettings {
+                heartbeat: Duration::from_secs(num("WS_HEARTBEAT_SECS", 25)?.max(1)),
+                idle_timeout: Duration::from_secs(num("WS_IDLE_TIMEOUT_SECS", 60)?.max(1)),
+                auth_timeout: Duration::from_secs(num("WS_AUTH_TIMEOUT_SECS", 10)?.max(1)),
+                client_queue: num("WS_CLIENT_QUEUE", 256)?.max(1) as usize,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REAL: &str = include_str!("../../jobs.toml");
+
+    fn parse(text: &str) -> anyhow::Result<JobsConfig> {
+        JobsConfig::parse(text, Vec::new())
+    }
+
+    fn error_of(text: &str) -> String {
+        format!("{:#}", parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn the_real_jobs_file_parses() {
+        let config = parse(REAL).expect("jobs.toml must parse");
+        for q in QueueName::ALL {
+            assert!(config.queues.contains_key(q.as_str()), "{q} is declared");
+        }
+        assert!(config.cron.iter().any(|c| c.job == CronJob::VacuumQueues));
+    }
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let text = REAL.replace("concurrency = 32", "concurrency = 32\nconcurrancy = 3");
+        let err = error_of(&text);
+        assert!(
+            err.contains("queues.email") && err.contains("concurrancy"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn zero_concurrency_is_named() {
+        let err = error_of(&REAL.replace("concurrency = 32", "concurrency = 0"));
+        assert_eq!(err, "queues.email.concurrency: must be at least 1");
+    }
+
+    #[test]
+    fn a_bad_cron_expression_is_named() {
+        let err = error_of(&REAL.replace("\"0 */5 * * * *\"", "\"0 */5 * * *\""));
+        assert!(err.starts_with("cron[0].schedule"), "{err}");
+        assert!(err.contains("six are expected"), "{err}");
+        let err = error_of(&REAL.replace("\"0 */5 * * * *\"", "\"0 */5 * * * fortnight\""));
+        assert!(
+            err.starts_with("cron[0].schedule") && err.contains("not a valid cron"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_queue_or_job_is_named() {
+        let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
+        assert_eq!(
+            err,
+            "queues.fax: unknown queue; the queues are email, inapp, maintenance"
+        );
+        let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
+        assert!(
+            err.starts_with("cron[0].job") && err.contains("vacuum_everything"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_queue_is_named() {
+        let start = REAL.find("[queues.maintenance]").unwrap();
+        let end = REAL.find("# The dispatcher").unwrap();
+        let text = format!("{}{}", &REAL[..start], &REAL[end..]);
+        let err = error_of(&text);
+        assert_eq!(
+            err,
+            "queues.maintenance: missing; every queue must be declared"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_win() {
+        let env = vec![
+            (
+                "JOBS__QUEUES__EMAIL__CONCURRENCY".to_owned(),
+                "7".to_owned(),
+            ),
+            (
+                "JOBS__DISPATCHER__HIGH_WATER_MARK".to_owned(),
+                "123".to_owned(),
+            ),
+            ("UNRELATED".to_owned(), "x".to_owned()),
+        ];
+        let config = JobsConfig::parse(REAL, env).unwrap();
+        assert_eq!(config.queue(QueueName::Email).concurrency, 7);
+        assert_eq!(config.dispatcher.high_water_mark, 123);
+    }
+
+    #[test]
+    fn an_override_of_the_wrong_type_is_named() {
+        let env = vec![(
+            "JOBS__QUEUES__EMAIL__CONCURRENCY".to_owned(),
+            "lots".to_owned(),
+        )];
+        let err = format!("{:#}", JobsConfig::parse(REAL, env).unwrap_err());
+        assert!(err.starts_with("queues.email.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let b = Backoff {
+            initial_ms: 100,
+            max_ms: 1_000,
+            multiplier: 2.0,
+            jitter: 0.0,
+        };
+        let d: Vec<u128> = (1..=6).map(|n| b.delay(n).as_millis()).collect();
+        assert_eq!(d, vec![100, 200, 400, 800, 1_000, 1_000]);
+        let j = Backoff { jitter: 0.5, ..b };
+        for _ in 0..100 {
+            let ms = j.delay(2).as_millis();
+            assert!((100..=300).contains(&ms), "{ms}");
+        }
+    }
+}

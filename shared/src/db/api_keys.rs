@@ -1,0 +1,98 @@
+//! Tenant API keys. A key is shown once when it is created; only its SHA-256
+//! hash is stored. Keys carry 240 random bits, so a fast hash is the right
+//! tool (a password hash would only slow every request down).
+
+use base64::Engine as _;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use sqlx::PgExecutor;
+
+use crate::domain::{ApiKeyId, TenantId};
+
+/// The visible start of every key, so leaked keys are easy to find in code.
+pub const KEY_PREFIX: &str = "ntf_";
+
+/// A newly created key; the secret is never retrievable again.
+#[derive(Debug)]
+pub struct NewApiKey {
+    /// The key's id.
+    pub id: ApiKeyId,
+    /// The key itself.
+    pub secret: SecretString,
+}
+
+/// Whose key a request presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyOwner {
+    /// The tenant.
+    pub tenant_id: TenantId,
+    /// The key.
+    pub key_id: ApiKeyId,
+}
+
+/// The stored hash of `secret`.
+pub fn hash(secret: &str) -> Vec<u8> {
+    Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// Creates a key for `tenant_id`.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    name: &str,
+) -> Result<NewApiKey, sqlx::Error> {
+    let mut raw = [0u8; 30];
+    rand::rng().fill_bytes(&mut raw);
+    let secret = format!(
+        "{KEY_PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+    );
+    let id = ApiKeyId::new();
+    sqlx::query("insert into api_keys (id, tenant_id, name, key_prefix, key_hash) values ($1, $2, $3, $4, $5)")
+        .bind(id)
+        .bind(tenant_id)
+        .bind(name)
+        .bind(&secret[..KEY_PREFIX.len() + 6])
+        .bind(hash(&secret))
+        .execute(db)
+        .await?;
+    Ok(NewApiKey {
+        id,
+        secret: SecretString::from(secret),
+    })
+}
+
+/// The owner of an active key of an active tenant, if `secret` is one.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate(
+    db: impl PgExecutor<'_>,
+    secret: &SecretString,
+) -> Result<Option<KeyOwner>, sqlx::Error> {
+    let row: Option<(TenantId, ApiKeyId)> = sqlx::query_as(
+        "select k.tenant_id, k.id from api_keys k join tenants t on t.id = k.tenant_id
+         where k.key_hash = $1 and k.revoked_at is null and t.status = 'active'",
+    )
+    .bind(hash(secret.expose_secret()))
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(tenant_id, key_id)| KeyOwner { tenant_id, key_id }))
+}
+
+/// Revokes a key of `tenant_id`; false when there is no such active key.
+#[tracing::instrument(skip_all)]
+pub async fn revoke(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key_id: ApiKeyId,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update api_keys set revoked_at = now() where tenant_id = $1 and id = $2 and revoked_at is null",
+    )
+    .bind(tenant_id)
+    .bind(key_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

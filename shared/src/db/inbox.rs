@@ -1,0 +1,180 @@
+//! A subscriber's in-app inbox: the in-app notifications delivered to them.
+//!
+//! Every function takes the tenant and the subscriber first; a notification
+//! of anyone else is simply not found. Counts are counted, not kept, so they
+//! cannot drift from the rows.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, types::Json};
+
+use crate::domain::{NotificationId, SubscriberId, TenantId};
+
+/// What every inbox query is limited to.
+const MINE: &str = "tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null";
+
+/// One inbox entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Item {
+    /// The notification's id.
+    pub id: NotificationId,
+    /// Its category, if the sender gave one.
+    pub category: Option<String>,
+    /// Title, body, action URL and data.
+    pub content: Json<Value>,
+    /// When it was read.
+    pub read_at: Option<DateTime<Utc>>,
+    /// When it was archived.
+    pub archived_at: Option<DateTime<Utc>>,
+    /// When it was sent.
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, category, content, read_at, archived_at, created_at";
+
+/// Which entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only read (true) or unread (false) ones.
+    pub read: Option<bool>,
+    /// Archived ones instead of the rest.
+    pub archived: bool,
+    /// Only this category.
+    pub category: Option<String>,
+}
+
+/// Entries older than `before` (a `(created_at, id)` cursor), newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+    filter: &Filter,
+    before: Option<(DateTime<Utc>, NotificationId)>,
+    limit: i64,
+) -> Result<Vec<Item>, sqlx::Error> {
+    let (at, id) = before.unzip();
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from notifications where {MINE}
+           and ($3::boolean is null or (read_at is not null) = $3)
+           and (archived_at is not null) = $4
+           and ($5::text is null or category = $5)
+           and ($6::timestamptz is null or (created_at, id) < ($6, $7))
+         order by created_at desc, id desc limit $8"
+    ))
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .bind(filter.read)
+    .bind(filter.archived)
+    .bind(&filter.category)
+    .bind(at)
+    .bind(id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One entry.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+    id: NotificationId,
+) -> Result<Option<Item>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from notifications where {MINE} and id = $3"
+    ))
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// How an entry changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Mark read (keeps the first read time).
+    Read,
+    /// Mark unread.
+    Unread,
+    /// Archive.
+    Archive,
+}
+
+/// Changes one entry; the entry as it is afterwards, if it exists.
+#[tracing::instrument(skip_all)]
+pub async fn change(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+    id: NotificationId,
+    change: Change,
+) -> Result<Option<Item>, sqlx::Error> {
+    let set = match change {
+        Change::Read => "read_at = coalesce(read_at, now())",
+        Change::Unread => "read_at = null",
+        Change::Archive => "archived_at = coalesce(archived_at, now())",
+    };
+    sqlx::query_as(&format!(
+        "update notifications set {set} where {MINE} and id = $3 returning {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes entries (they leave the inbox; the delivery record stays).
+/// Returns the ids of `ids` that were in this inbox.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+    ids: &[NotificationId],
+) -> Result<Vec<NotificationId>, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "update notifications set deleted_at = now() where {MINE} and id = any($3) returning id"
+    ))
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Unread entries that are not archived.
+#[tracing::instrument(skip_all)]
+pub async fn unread_count(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "select count(*) from notifications where {MINE} and read_at is null and archived_at is null"
+    ))
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .fetch_one(db)
+    .await
+}
+
+/// Marks every unread entry read; returns how many changed.
+#[tracing::instrument(skip_all)]
+pub async fn mark_all_read(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "update notifications set read_at = now() where {MINE} and read_at is null"
+    ))
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,556 @@
+//! Notifications and their delivery attempts.
+//!
+//! A notification row is the unit of work. Its life:
+//!
+//! ```text
+//! queued ──claim──▶ sending ──▶ sent
+//!   ▲                  │  └────▶ failed   (permanent error, or out of attempts)
+//!   └── retry (run_at = now + backoff) ◀┘
+//! ```
+//!
+//! A worker [`claim`]s rows before any side effect, with a lease that ends at
+//! `run_at`; a second delivery of the same job finds nothing to claim. A row
+//! whose lease ran out (its worker died) is put back by
+//! [`recover_expired_leases`].
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgExecutor, types::Json};
+
+use crate::domain::{
+    AttemptOutcome, Channel, NotificationId, NotificationStatus, SubscriberId, TenantId,
+};
+
+/// The content of an email notification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailContent {
+    /// The subject line.
+    pub subject: String,
+    /// The plain-text body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// The HTML body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+}
+
+/// A notification to insert.
+#[derive(Debug, Clone)]
+pub struct NewNotification<'a> {
+    /// Its channel.
+    pub channel: Channel,
+    /// Address, number or device, as the channel reads it.
+    pub recipient: &'a str,
+    /// Channel-specific content.
+    pub content: Value,
+    /// The caller's metadata, returned as given.
+    pub metadata: Value,
+    /// Attempts before it is marked `failed`.
+    pub max_attempts: u32,
+    /// The caller's `Idempotency-Key` and a hash of the request it came with.
+    pub idempotency: Option<(&'a str, Vec<u8>)>,
+    /// The subscriber whose inbox it goes to (in-app).
+    pub subscriber_id: Option<SubscriberId>,
+    /// The sender's category for it.
+    pub category: Option<&'a str>,
+    /// Whether it ignores preferences and quiet hours.
+    pub critical: bool,
+    /// Whether the caller pushes its job right after the commit; if that
+    /// push fails it must call [`release_dispatch`].
+    pub dispatched: bool,
+}
+
+/// What [`insert`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new row.
+    Created(NotificationId),
+    /// The idempotency key was used before; nothing was inserted.
+    Existing {
+        /// The row created by the first request.
+        id: NotificationId,
+        /// Whether the first request had the same body.
+        same_request: bool,
+    },
+}
+
+/// Inserts a notification for `tenant_id`, or finds the one an earlier request
+/// with the same idempotency key created. Concurrent requests with one key
+/// create one row: the unique index makes the later ones wait and find it.
+#[tracing::instrument(skip_all)]
+pub async fn insert(
+    db: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+    new: NewNotification<'_>,
+) -> Result<Inserted, sqlx::Error> {
+    let id = NotificationId::new();
+    let (key, hash) = match &new.idempotency {
+        Some((k, h)) => (Some(*k), Some(h.as_slice())),
+        None => (None, None),
+    };
+    let created: Option<(NotificationId,)> = sqlx::query_as(
+        "insert into notifications
+             (id, tenant_id, channel, recipient, content, metadata, max_attempts, idempotency_key, request_hash,
+              dispatched_at, subscriber_id, category, critical)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, $11, $12, $13)
+         on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+         returning id",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(new.channel)
+    .bind(new.recipient)
+    .bind(&new.content)
+    .bind(&new.metadata)
+    .bind(new.max_attempts as i32)
+    .bind(key)
+    .bind(hash)
+    .bind(new.dispatched)
+    .bind(new.subscriber_id)
+    .bind(new.category)
+    .bind(new.critical)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some((id,)) = created {
+        return Ok(Inserted::Created(id));
+    }
+    let (id, stored_hash): (NotificationId, Option<Vec<u8>>) = sqlx::query_as(
+        "select id, request_hash from notifications where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_one(&mut *db)
+    .await?;
+    Ok(Inserted::Existing {
+        id,
+        same_request: stored_hash.as_deref() == hash,
+    })
+}
+
+/// A notification as its tenant sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Notification {
+    /// Its id.
+    pub id: NotificationId,
+    /// Its channel.
+    pub channel: Channel,
+    /// Its recipient.
+    pub recipient: String,
+    /// Channel-specific content (erased after retention).
+    pub content: Json<Value>,
+    /// The caller's metadata.
+    pub metadata: Json<Value>,
+    /// Current status.
+    pub status: NotificationStatus,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The provider's id of the message, once sent.
+    pub provider_message_id: Option<String>,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// When the next attempt is due (while queued).
+    pub run_at: DateTime<Utc>,
+    /// When the provider accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Reads one notification of `tenant_id`.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: NotificationId,
+) -> Result<Option<Notification>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, channel, recipient, content, metadata, status, attempts, max_attempts,
+                provider_message_id, last_error, run_at, sent_at, created_at, updated_at
+         from notifications where tenant_id = $1 and id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// One recorded attempt.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Attempt {
+    /// 1-based attempt number.
+    pub attempt: i32,
+    /// What came of it.
+    pub outcome: AttemptOutcome,
+    /// Which provider was tried.
+    pub provider: String,
+    /// The provider's answer, e.g. the SMTP reply.
+    pub provider_response: Option<String>,
+    /// The error, if it failed.
+    pub error: Option<String>,
+    /// How long the provider took.
+    pub latency_ms: i32,
+    /// When it ended.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The attempts of one notification of `tenant_id`, oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn attempts(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: NotificationId,
+) -> Result<Vec<Attempt>, sqlx::Error> {
+    sqlx::query_as(
+        "select attempt, outcome, provider, provider_response, error, latency_ms, created_at
+         from delivery_attempts where tenant_id = $1 and notification_id = $2 order by attempt, id",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks rows of `tenant_id` as not in Redis (their push failed), so the
+/// dispatcher's next sweep pushes them.
+#[tracing::instrument(skip_all)]
+pub async fn release_dispatch(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update notifications set dispatched_at = null
+         where tenant_id = $1 and id = any($2) and status = 'queued'",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// A row a worker now holds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    /// Its id.
+    pub id: NotificationId,
+    /// Its recipient.
+    pub recipient: String,
+    /// Its content.
+    pub content: Json<Value>,
+    /// This attempt's number.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The subscriber it is for (always for in-app).
+    pub subscriber_id: Option<SubscriberId>,
+    /// Its category.
+    pub category: Option<String>,
+    /// Whether it ignores preferences and quiet hours.
+    pub critical: bool,
+}
+
+/// Claims the due, queued rows among `ids` for one attempt, holding them for
+/// `lease`. Rows already claimed, finished or not yet due are skipped, so a
+/// duplicate job claims nothing.
+#[tracing::instrument(skip_all)]
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+    lease: Duration,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "update notifications
+         set status = 'sending', attempts = attempts + 1, dispatched_at = null,
+             run_at = now() + make_interval(secs => $3)
+         where tenant_id = $1 and id = any($2) and status = 'queued' and run_at <= now()
+           and attempts < max_attempts
+         returning id, recipient, content, attempts, max_attempts, subscriber_id, category, critical",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .bind(lease.as_secs_f64())
+    .fetch_all(db)
+    .await
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The provider accepted the message.
+    Sent {
+        /// The provider's id for it.
+        provider_message_id: String,
+        /// The provider's answer.
+        response: String,
+    },
+    /// A transient failure; try again after `after`.
+    Retry {
+        /// The error.
+        error: String,
+        /// The backoff.
+        after: Duration,
+    },
+    /// Give up.
+    Failed {
+        /// The error.
+        error: String,
+    },
+    /// Not sent: the subscriber's preferences rule it out.
+    Suppressed {
+        /// Which preference.
+        reason: String,
+    },
+}
+
+/// Facts about an attempt, beside its outcome.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord<'a> {
+    /// The attempt number the claim returned.
+    pub attempt: i32,
+    /// Which provider was used.
+    pub provider: &'a str,
+    /// How long it took.
+    pub latency: Duration,
+    /// Which worker ran it.
+    pub worker: &'a str,
+}
+
+/// Records an attempt of a row this worker claimed and moves the row on, in
+/// one statement. Returns false if the claim was lost meanwhile (its lease ran
+/// out and another worker took the row), in which case nothing is written.
+#[tracing::instrument(skip_all)]
+pub async fn record_attempt(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: NotificationId,
+    record: AttemptRecord<'_>,
+    outcome: &Outcome,
+) -> Result<bool, sqlx::Error> {
+    let (status, attempt_outcome, delay, provider_message_id, response, error) = match outcome {
+        Outcome::Sent {
+            provider_message_id,
+            response,
+        } => (
+            "sent",
+            AttemptOutcome::Sent,
+            0.0,
+            Some(provider_message_id.as_str()),
+            Some(response.as_str()),
+            None,
+        ),
+        Outcome::Retry { error, after } => (
+            "queued",
+            AttemptOutcome::Retry,
+            after.as_secs_f64(),
+            None,
+            None,
+            Some(error.as_str()),
+        ),
+        Outcome::Failed { error } => (
+            "failed",
+            AttemptOutcome::Failed,
+            0.0,
+            None,
+            None,
+            Some(error.as_str()),
+        ),
+        Outcome::Suppressed { reason } => (
+            "suppressed",
+            AttemptOutcome::Suppressed,
+            0.0,
+            None,
+            None,
+            Some(reason.as_str()),
+        ),
+    };
+    let written = sqlx::query(
+        "with moved as (
+             update notifications
+             set status = $4,
+                 run_at = now() + make_interval(secs => $5),
+                 dispatched_at = null,
+                 provider_message_id = coalesce($6, provider_message_id),
+                 last_error = $8,
+                 sent_at = case when $4 = 'sent' then now() else sent_at end
+             where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3
+             returning id
+         )
+         insert into delivery_attempts
+             (tenant_id, notification_id, attempt, outcome, provider, provider_response, error, latency_ms, worker)
+         select $1, id, $3, $9, $10, $7, $8, $11, $12 from moved",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(record.attempt)
+    .bind(status)
+    .bind(delay)
+    .bind(provider_message_id)
+    .bind(response)
+    .bind(error)
+    .bind(attempt_outcome)
+    .bind(record.provider)
+    .bind(record.latency.as_millis().min(i32::MAX as u128) as i32)
+    .bind(record.worker)
+    .execute(db)
+    .await?;
+    Ok(written.rows_affected() == 1)
+}
+
+/// Puts a claimed row back, unattempted, until `until` (the subscriber's quiet
+/// hours): the claim's attempt is given back. False if the claim was lost.
+#[tracing::instrument(skip_all)]
+pub async fn defer(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: NotificationId,
+    attempt: i32,
+    until: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update notifications set status = 'queued', attempts = attempts - 1, run_at = $4, dispatched_at = null
+         where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(attempt)
+    .bind(until)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The error recorded for an attempt whose worker vanished.
+pub const LOST_WORKER: &str = "the worker stopped during the attempt; the outcome is unknown";
+
+/// Puts back rows of `channel` whose claim's lease ran out (their worker
+/// died or hung): they are queued again, or `failed` if that was their last
+/// attempt, and the lost attempt is recorded. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn recover_expired_leases(
+    db: impl PgExecutor<'_>,
+    channel: Channel,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "with lost as (
+             update notifications
+             set status = case when attempts >= max_attempts then 'failed' else 'queued' end,
+                 last_error = $2, run_at = now(), dispatched_at = null
+             where id in (
+                 select id from notifications
+                 where channel = $1 and status = 'sending' and run_at <= now()
+                 order by run_at limit 1000
+                 for update skip locked)
+             returning id, tenant_id, attempts, status
+         )
+         insert into delivery_attempts
+             (tenant_id, notification_id, attempt, outcome, provider, error, latency_ms, worker)
+         select tenant_id, id, attempts, case status when 'failed' then 'failed' else 'retry' end,
+                'unknown', $2, 0, 'dispatcher'
+         from lost",
+    )
+    .bind(channel)
+    .bind(LOST_WORKER)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Picks up to `limit` due rows of `channel` that are not in Redis (never
+/// pushed, or pushed longer than `redispatch_after` ago and still unclaimed)
+/// and marks them pushed. Concurrent dispatchers pick disjoint rows. Works
+/// across tenants; the result is ordered by tenant so callers can group it.
+#[tracing::instrument(skip_all)]
+pub async fn take_due(
+    db: impl PgExecutor<'_>,
+    channel: Channel,
+    limit: usize,
+    redispatch_after: Duration,
+) -> Result<Vec<(TenantId, NotificationId)>, sqlx::Error> {
+    sqlx::query_as(
+        "with due as (
+             select id from notifications
+             where channel = $1 and status = 'queued' and run_at <= now()
+               and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $2))
+             order by run_at
+             limit $3
+             for update skip locked
+         )
+         update notifications n set dispatched_at = now()
+         from due where n.id = due.id
+         returning n.tenant_id, n.id",
+    )
+    .bind(channel)
+    .bind(redispatch_after.as_secs_f64())
+    .bind(limit as i64)
+    .fetch_all(db)
+    .await
+    .map(|mut rows: Vec<(TenantId, NotificationId)>| {
+        rows.sort_unstable();
+        rows
+    })
+}
+
+/// Marks rows [`take_due`] returned as not pushed (the window filled or the
+/// push failed), so the next sweep takes them again. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn release_taken(
+    db: impl PgExecutor<'_>,
+    ids: &[NotificationId],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update notifications set dispatched_at = null where id = any($1) and status = 'queued'",
+    )
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets that queued rows were pushed, after Redis lost its data; the next
+/// sweep pushes them again. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update notifications set dispatched_at = null where status = 'queued' and dispatched_at is not null",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Erases the content and metadata of up to `limit` finished notifications
+/// older than `days`. Status, attempts and timestamps stay. In-app messages
+/// still in a user's inbox are the user's to keep; they are erased once the
+/// user deletes them. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn redact_expired_content(
+    db: impl PgExecutor<'_>,
+    days: u32,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update notifications
+         set content = '{}'::jsonb, metadata = '{}'::jsonb, content_redacted_at = now()
+         where id in (
+             select id from notifications
+             where status in ('sent', 'failed', 'suppressed') and content_redacted_at is null
+               and updated_at < now() - make_interval(days => $1)
+               and not (channel = 'inapp' and status = 'sent' and deleted_at is null)
+             limit $2
+             for update skip locked)",
+    )
+    .bind(days as i32)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

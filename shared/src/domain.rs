@@ -1,0 +1,279 @@
+//! Domain types. Each is parsed once at the edge, so code that holds one knows
+//! it is valid: an [`EmailAddress`] is a deliverable address, a [`Subject`]
+//! cannot inject a header, a [`TenantId`] is never confused with another id.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new, time-ordered id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = uuid::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
+}
+
+uuid_id!(
+    /// An organisation on the platform; every tenant-owned row carries one.
+    TenantId
+);
+uuid_id!(
+    /// One notification: a message to one recipient on one channel.
+    NotificationId
+);
+uuid_id!(
+    /// A tenant's API key (its id, never the secret).
+    ApiKeyId
+);
+uuid_id!(
+    /// One of a tenant's end users, who has an in-app inbox.
+    SubscriberId
+);
+
+/// Why a value was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// A single deliverable email address (`local@domain`), without display name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    /// Longest address accepted (RFC 5321 path limit).
+    pub const MAX_LEN: usize = 254;
+
+    /// Parses and normalises (trims, lower-cases the domain).
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let s = raw.trim();
+        if s.is_empty() {
+            return Err(Invalid("must not be empty".into()));
+        }
+        if s.len() > Self::MAX_LEN {
+            return Err(Invalid(format!(
+                "must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if s.chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>' || c == ',')
+        {
+            return Err(Invalid(
+                "must be a single address without spaces, brackets or control characters".into(),
+            ));
+        }
+        let address: lettre::Address = s
+            .parse()
+            .map_err(|_| Invalid("is not a valid email address".into()))?;
+        let domain = address.domain();
+        if !domain.contains('.') && !domain.starts_with('[') && domain != "localhost" {
+            return Err(Invalid("must have a fully qualified domain".into()));
+        }
+        Ok(Self(format!(
+            "{}@{}",
+            address.user(),
+            domain.to_ascii_lowercase()
+        )))
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EmailAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An email subject: one line, no CR or LF, at most [`Subject::MAX_CHARS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Subject(String);
+
+impl Subject {
+    /// Longest subject accepted, in characters.
+    pub const MAX_CHARS: usize = 998;
+
+    /// Parses a subject.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.contains(['\r', '\n']) {
+            return Err(Invalid("must not contain CR or LF".into()));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Invalid("must not contain control characters".into()));
+        }
+        if raw.trim().is_empty() {
+            return Err(Invalid("must not be empty".into()));
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(Invalid(format!(
+                "must be at most {} characters",
+                Self::MAX_CHARS
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The subject as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A delivery channel. One Redis queue serves each.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Channel {
+    /// Email over SMTP.
+    Email,
+    /// A row in the subscriber's in-app inbox.
+    #[serde(rename = "inapp")]
+    #[sqlx(rename = "inapp")]
+    InApp,
+}
+
+impl Channel {
+    /// The channel's name as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "email",
+            Channel::InApp => "inapp",
+        }
+    }
+}
+
+/// Where a notification is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum NotificationStatus {
+    /// Accepted and waiting for a worker (also between retries).
+    Queued,
+    /// A worker holds it and is talking to the provider.
+    Sending,
+    /// The provider accepted it.
+    Sent,
+    /// Given up: a permanent error, or out of attempts.
+    Failed,
+    /// Not sent: the subscriber's preferences rule it out.
+    Suppressed,
+}
+
+impl NotificationStatus {
+    /// The status as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// What came of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The provider accepted the message.
+    Sent,
+    /// A transient failure; another attempt is scheduled.
+    Retry,
+    /// A permanent failure, or the last attempt failed.
+    Failed,
+    /// Not sent because of the subscriber's preferences.
+    Suppressed,
+}
+
+impl AttemptOutcome {
+    /// The outcome as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sent => "sent",
+            Self::Retry => "retry",
+            Self::Failed => "failed",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_addresses_are_parsed_strictly() {
+        assert_eq!(
+            EmailAddress::parse(" Pat@Example.ORG ").unwrap().as_str(),
+            "Pat@example.org"
+        );
+        for bad in [
+            "",
+            "no-at-sign",
+            "a@b",
+            "two@a.org,three@b.org",
+            "Pat <pat@example.org>",
+            "pat@exa mple.org",
+            "pat@example.org\r\nBcc: x@evil.org",
+            "@example.org",
+        ] {
+            assert!(
+                EmailAddress::parse(bad).is_err(),
+                "{bad:?} must be rejected"
+            );
+        }
+        let long = format!("{}@example.org", "a".repeat(250));
+        assert!(EmailAddress::parse(&long).is_err());
+    }
+
+    #[test]
+    fn subjects_cannot_carry_headers() {
+        assert!(Subject::parse("Your results are ready").is_ok());
+        assert_eq!(
+            Subject::parse("Hi\r\nBcc: x@evil.org").unwrap_err().0,
+            "must not contain CR or LF"
+        );
+        assert!(Subject::parse("Hi\nthere").is_err());
+        assert!(Subject::parse("   ").is_err());
+        assert!(Subject::parse(&"x".repeat(999)).is_err());
+    }
+}

@@ -1,0 +1,55 @@
+//! The parts the api, worker and scheduler share.
+//!
+//! * [`config`]: `jobs.toml` plus the environment, read once at startup.
+//! * [`domain`]: ids, email addresses, subjects, channels and statuses, each
+//!   parsed at the edge.
+//! * [`crypto`]: secrets sealed at rest with AES-256-GCM.
+//! * [`db`]: Postgres access, one module per aggregate, tenant id first.
+//! * [`events`]: real-time events, recorded for catch-up and published
+//!   through Redis to every API instance.
+//! * [`jobs`]: job payloads next to their queues, and the [`jobs::Queues`]
+//!   handle that pushes them to Redis.
+//! * [`telemetry`]: logs and metrics.
+
+pub mod config;
+pub mod crypto;
+pub mod db;
+pub mod domain;
+pub mod events;
+pub mod jobs;
+pub mod preferences;
+pub mod telemetry;
+
+/// Opens the Postgres pool and the Redis queue handle every service needs.
+/// Redis connects lazily, so a service starts while Redis is away.
+pub async fn connect(settings: &config::Settings) -> anyhow::Result<(sqlx::PgPool, jobs::Queues)> {
+    use anyhow::Context;
+    let pool = db::connect(settings)
+        .await
+        .context("while connecting to Postgres")?;
+    let queues = jobs::Queues::new(&settings.redis_url, &settings.redis_prefix)
+        .context("while configuring Redis")?;
+    Ok((pool, queues))
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

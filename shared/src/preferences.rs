@@ -1,0 +1,230 @@
+//! A subscriber's preferences: which channels and categories they want, and
+//! when they do not want to be disturbed.
+//!
+//! Stored as JSON, parsed strictly (unknown keys are errors). Anything not
+//! mentioned is allowed. A critical notification ignores all of it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::domain::Channel;
+
+/// A subscriber's preferences.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    /// Channels turned on or off (absent: on).
+    #[serde(default)]
+    pub channels: BTreeMap<Channel, bool>,
+    /// Per category: on or off as a whole, or per channel.
+    #[serde(default)]
+    pub categories: BTreeMap<String, CategoryPreference>,
+    /// A daily window without email (in-app is never held back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+}
+
+/// One category's preference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryPreference {
+    /// The whole category on or off.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Channels of this category turned on or off.
+    #[serde(default)]
+    pub channels: BTreeMap<Channel, bool>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A daily quiet window in the subscriber's time zone; it may run past
+/// midnight (`22:00`–`07:00`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// Start, `HH:MM`.
+    #[serde(with = "hh_mm")]
+    pub start: NaiveTime,
+    /// End, `HH:MM`.
+    #[serde(with = "hh_mm")]
+    pub end: NaiveTime,
+    /// An IANA time zone, e.g. `America/Chicago`.
+    #[serde(serialize_with = "tz_name", deserialize_with = "tz_parse")]
+    pub timezone: chrono_tz::Tz,
+}
+
+mod hh_mm {
+    use chrono::NaiveTime;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(t: &NaiveTime, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.format("%H:%M").to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
+        let s = String::deserialize(d)?;
+        NaiveTime::parse_from_str(&s, "%H:%M")
+            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a time as HH:MM")))
+    }
+}
+
+fn tz_name<S: Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(tz.name())
+}
+
+fn tz_parse<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IANA time zone")))
+}
+
+impl Preferences {
+    /// Parses preferences, naming the offending key on error.
+    pub fn parse(value: serde_json::Value) -> Result<Self, String> {
+        if !value.is_object() {
+            return Err("preferences must be a JSON object".into());
+        }
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            if path == "." {
+                inner
+            } else {
+                format!("{path}: {inner}")
+            }
+        })
+    }
+
+    /// Whether a notification of `category` may go out on `channel`.
+    pub fn allows(&self, channel: Channel, category: Option<&str>) -> bool {
+        if self.channels.get(&channel) == Some(&false) {
+            return false;
+        }
+        match category.and_then(|c| self.categories.get(c)) {
+            Some(c) => c.enabled && c.channels.get(&channel) != Some(&false),
+            None => true,
+        }
+    }
+
+    /// When `channel` may next disturb the subscriber, if `now` falls in
+    /// their quiet hours.
+    pub fn quiet_until(&self, channel: Channel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if channel == Channel::InApp {
+            return None;
+        }
+        let q = self.quiet_hours.as_ref()?;
+        if q.start == q.end {
+            return None;
+        }
+        let local = now.with_timezone(&q.timezone);
+        let time = local.time();
+        let inside = if q.start < q.end {
+            time >= q.start && time < q.end
+        } else {
+            time >= q.start || time < q.end
+        };
+        if !inside {
+            return None;
+        }
+        let mut day = local.date_naive();
+        if time >= q.end {
+            day = day.succ_opt()?;
+        }
+        // The end as a local time; on a DST gap, the first instant after it.
+        let end = day.and_time(q.end);
+        let resolved = q
+            .timezone
+            .from_local_datetime(&end)
+            .earliest()
+            .or_else(|| {
+                q.timezone
+                    .from_local_datetime(&(end + chrono::Duration::hours(1)))
+                    .earliest()
+            })?;
+        Some(resolved.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn channels_and_categories_opt_out() {
+        let p = Preferences::parse(json!({
+            "channels": {"email": false},
+            "categories": {"marketing": {"enabled": false}, "billing": {"channels": {"inapp": false}}},
+        }))
+        .unwrap();
+        assert!(!p.allows(Channel::Email, None));
+        assert!(p.allows(Channel::InApp, None));
+        assert!(!p.allows(Channel::InApp, Some("marketing")));
+        assert!(!p.allows(Channel::InApp, Some("billing")));
+        assert!(p.allows(Channel::InApp, Some("results")));
+        assert!(Preferences::default().allows(Channel::Email, Some("anything")));
+    }
+
+    #[test]
+    fn quiet_hours_defer_email_to_the_end_of_the_window_in_local_time() {
+        let p = Preferences::parse(json!({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "America/Chicago"}}))
+            .unwrap();
+        // 23:30 in Chicago (CST, UTC-6) on 15 January: quiet until 07:00 local the next day.
+        assert_eq!(
+            p.quiet_until(Channel::Email, at("2026-01-16T05:30:00Z")),
+            Some(at("2026-01-16T13:00:00Z"))
+        );
+        // 03:00 local: the same morning.
+        assert_eq!(
+            p.quiet_until(Channel::Email, at("2026-01-16T09:00:00Z")),
+            Some(at("2026-01-16T13:00:00Z"))
+        );
+        // 12:00 local: not quiet.
+        assert_eq!(
+            p.quiet_until(Channel::Email, at("2026-01-16T18:00:00Z")),
+            None
+        );
+        // In-app never waits.
+        assert_eq!(
+            p.quiet_until(Channel::InApp, at("2026-01-16T05:30:00Z")),
+            None
+        );
+        // Summer time (CDT, UTC-5).
+        assert_eq!(
+            p.quiet_until(Channel::Email, at("2026-07-16T04:30:00Z")),
+            Some(at("2026-07-16T12:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn bad_preferences_are_named() {
+        for (bad, key) in [
+            (json!({"chanels": {}}), "chanels"),
+            (json!({"channels": {"fax": true}}), "channels"),
+            (
+                json!({"quiet_hours": {"start": "25:00", "end": "07:00", "timezone": "UTC"}}),
+                "quiet_hours.start",
+            ),
+            (
+                json!({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Olympus"}}),
+                "quiet_hours.timezone",
+            ),
+            (
+                json!({"categories": {"x": {"enabled": "no"}}}),
+                "categories.x.enabled",
+            ),
+        ] {
+            let err = Preferences::parse(bad).unwrap_err();
+            assert!(err.contains(key), "{err}");
+        }
+    }
+}
