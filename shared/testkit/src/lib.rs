@@ -1,0 +1,65 @@
+//! Test support for the platform's black-box tests.
+//!
+//! * [`db::TestDb`]: a fresh Postgres database per test, cloned from a
+//!   migrated template, dropped afterwards.
+//! * [`smtp::SmtpServer`]: a real SMTP server on a free port (the protocol
+//!   is spoken by the `mailin` state machine) that records what arrived and
+//!   can be told to refuse, hold or vanish.
+//! * [`proxy::TcpProxy`]: a TCP proxy that can be cut and restored, to take
+//!   Redis away from the platform without touching the shared Redis.
+//! * [`jwks::JwksServer`]: an OIDC provider's JWKS endpoint, with test keys.
+//! * [`process::terminate`]: SIGTERM a child process and collect its output.
+//! * [`app::TestApp`]: the api, worker and scheduler in-process on port 0,
+//!   with their own database, Redis key prefix and SMTP server, plus helpers
+//!   to drive the API.
+//!
+//! Tests run in parallel: nothing here flushes Redis or touches another
+//! test's database.
+
+pub mod app;
+pub mod bench;
+pub mod db;
+pub mod jwks;
+pub mod process;
+pub mod proxy;
+pub mod smtp;
+
+pub use app::{TestApp, TestAppBuilder, spawn_app};
+
+/// The repository root.
+pub fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+/// Postgres server URL without a database (`TEST_DATABASE_URL`).
+pub fn postgres_server_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+/// Redis URL (`TEST_REDIS_URL`).
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after
+/// `timeout` with `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
