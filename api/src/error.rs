@@ -1,0 +1,196 @@
+//! The API's one error type, and how every error leaves the API: as an
+//! `application/problem+json` body (RFC 9457) carrying the request id.
+//!
+//! Errors raised by poem and poem-openapi themselves (a malformed body, an
+//! unknown route, a wrong method, a missing key) are rendered the same way by
+//! [`problem_response`], so a caller never sees another error shape.
+
+use poem::{Response, error::ResponseError, http::StatusCode};
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use serde::Serialize;
+
+/// One field that failed validation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, poem_openapi::Object)]
+pub struct InvalidParam {
+    /// The field's name (JSON path for nested fields).
+    pub name: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+/// Everything a handler can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: one or more fields are invalid.
+    #[error("the request has invalid fields")]
+    Invalid(Vec<InvalidParam>),
+    /// 400: a header is invalid.
+    #[error("the {0} header {1}")]
+    BadHeader(&'static str, &'static str),
+    /// 401: no valid API key.
+    #[error("a valid API key is required (Authorization: Bearer <key>)")]
+    Unauthorized,
+    /// 404: no such resource for this caller (also for other tenants' ids).
+    #[error("no {0} with that id")]
+    NotFound(&'static str),
+    /// 422: the idempotency key was used before with a different request.
+    #[error("the Idempotency-Key was already used with a different request body")]
+    IdempotencyKeyReused,
+    /// 503: a dependency is down.
+    #[error("the service is not ready: {0}")]
+    Unavailable(String),
+    /// 500: anything else; the cause is logged, never shown.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    /// A single invalid field.
+    pub fn invalid(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid(vec![InvalidParam {
+            name: name.into(),
+            reason: reason.into(),
+        }])
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("while talking to Postgres"))
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Invalid(_) | ApiError::BadHeader(..) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl poem_openapi::ApiResponse for ApiError {
+    fn meta() -> MetaResponses {
+        let statuses: [(u16, &'static str); 8] = [
+            (400, "Invalid fields, headers or JSON"),
+            (401, "A missing, unknown or revoked API key"),
+            (404, "No such resource for this caller"),
+            (411, "No Content-Length on a request with a body"),
+            (413, "A body over the configured limit"),
+            (422, "An Idempotency-Key reused with a different body"),
+            (503, "A dependency is down"),
+            (500, "An internal error; quote the request id"),
+        ];
+        MetaResponses {
+            responses: statuses
+                .into_iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/problem+json",
+                        schema: <Problem as poem_openapi::types::Type>::schema_ref(),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        <Problem as poem_openapi::types::Type>::register(registry);
+    }
+}
+
+/// A problem details body (RFC 9457).
+#[derive(Debug, Serialize, poem_openapi::Object)]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// The request path.
+    pub instance: String,
+    /// The request id, also in the `X-Request-Id` header.
+    pub request_id: String,
+    /// Invalid fields, when there are any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[oai(skip_serializing_if_is_empty)]
+    pub invalid_params: Vec<InvalidParam>,
+}
+
+/// Renders any error as a problem+json response. 5xx causes are logged with
+/// their chain and replaced by a generic detail.
+pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Response {
+    let status = err.status();
+    let mut invalid_params = Vec::new();
+    let (kind, detail) = if status.is_server_error() {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            ("unavailable", err.to_string())
+        } else {
+            let chain = match err.downcast_ref::<ApiError>() {
+                Some(ApiError::Internal(e)) => format!("{e:#}"),
+                _ => err.to_string(),
+            };
+            tracing::error!(error = %chain, "request failed");
+            (
+                "internal",
+                "an internal error occurred; quote the request id when reporting it".to_owned(),
+            )
+        }
+    } else {
+        let kind = match err.downcast_ref::<ApiError>() {
+            Some(ApiError::Invalid(params)) => {
+                invalid_params = params.clone();
+                "validation"
+            }
+            Some(ApiError::BadHeader(..)) => "bad-header",
+            Some(ApiError::Unauthorized) => "unauthorized",
+            Some(ApiError::NotFound(_)) => "not-found",
+            Some(ApiError::IdempotencyKeyReused) => "idempotency-key-reused",
+            _ => match status {
+                StatusCode::UNAUTHORIZED => "unauthorized",
+                StatusCode::NOT_FOUND => "not-found",
+                StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+                StatusCode::LENGTH_REQUIRED => "length-required",
+                StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+                StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+                _ => "bad-request",
+            },
+        };
+        let detail = match status {
+            StatusCode::UNAUTHORIZED => ApiError::Unauthorized.to_string(),
+            _ => err.to_string(),
+        };
+        (kind, detail)
+    };
+    let problem = Problem {
+        kind: format!("/problems/{kind}"),
+        title: status.canonical_reason().unwrap_or("Error").to_owned(),
+        status: status.as_u16(),
+        detail,
+        instance: path.to_owned(),
+        request_id: request_id.to_owned(),
+        invalid_params,
+    };
+    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    let mut resp = Response::builder()
+        .status(status)
+        .content_type("application/problem+json")
+        .body(body);
+    if let Some(op) = err.data::<poem_openapi::OperationId>() {
+        resp.set_data(*op);
+    }
+    resp
+}

@@ -1,0 +1,195 @@
+//! The HTTP API.
+//!
+//! It only validates, writes Postgres and enqueues: every send is committed
+//! before it is answered, then pushed to Redis for the workers. Routes:
+//!
+//! * `/api/v1/services/*`: machine callers with tenant API keys ([`auth`]).
+//! * `/health/live`, `/health/ready`, `/metrics`.
+//! * `/openapi.json` and Swagger UI at `/docs`.
+//!
+//! Every error is `application/problem+json` with the request id
+//! ([`error`], [`middleware`]).
+
+pub mod auth;
+pub mod cli;
+pub mod error;
+pub mod identity;
+pub mod middleware;
+pub mod realtime;
+pub mod routes;
+pub mod window;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use poem::{EndpointExt, Route, get, handler, listener::TcpAcceptor};
+use poem_openapi::OpenApiService;
+use shared::{
+    config::{JobsConfig, Settings},
+    jobs::Queues,
+};
+use sqlx::PgPool;
+
+use crate::window::Window;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// Postgres.
+    pub pool: PgPool,
+    /// The Redis queues.
+    pub queues: Queues,
+    /// Queue settings (attempts per channel).
+    pub jobs: Arc<JobsConfig>,
+    /// The queues' backlog window.
+    pub window: Arc<Window>,
+    /// Bearer JWT verification.
+    pub verifier: identity::Verifier,
+    /// This instance's WebSocket clients.
+    pub hub: Arc<realtime::Hub>,
+    /// WebSocket limits.
+    pub realtime: shared::config::RealtimeSettings,
+}
+
+#[handler]
+fn metrics_endpoint() -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(shared::telemetry::metrics_handle().render())
+}
+
+/// The documented API.
+pub fn openapi() -> OpenApiService<
+    (
+        routes::notifications::NotificationsApi,
+        routes::users::UsersApi,
+        routes::inbox::InboxApi,
+        routes::health::HealthApi,
+    ),
+    (),
+> {
+    OpenApiService::new(
+        (
+            routes::notifications::NotificationsApi,
+            routes::users::UsersApi,
+            routes::inbox::InboxApi,
+            routes::health::HealthApi,
+        ),
+        "Notification platform API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Send notifications to patients and staff, and track their delivery.")
+}
+
+/// The whole application as one endpoint.
+pub fn app(state: AppState, max_body: usize) -> impl poem::Endpoint {
+    let api = openapi();
+    let docs = api.swagger_ui();
+    let spec = api.spec_endpoint();
+    Route::new()
+        .nest("/", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .at("/metrics", get(metrics_endpoint))
+        .at("/api/v1/ws", get(realtime::endpoint))
+        .data(state)
+        .around(move |ep, req| middleware::edge(ep, req, max_body))
+}
+
+/// A bound, ready-to-run API server.
+pub struct Application {
+    acceptor: TcpAcceptor,
+    addr: SocketAddr,
+    state: AppState,
+    max_body: usize,
+    redis_url: secrecy::SecretString,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Application {
+    /// Connects, applies migrations and binds `settings.api_addr` (port 0
+    /// picks a free port).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        shared::telemetry::metrics_handle();
+        let (pool, queues) = shared::connect(settings).await?;
+        shared::db::migrate(&pool)
+            .await
+            .context("while applying migrations")?;
+        let window = Arc::new(Window::new(
+            queues.clone(),
+            settings.jobs.dispatcher.high_water_mark,
+        ));
+        let verifier = identity::Verifier::new(
+            settings.jwt.clone(),
+            settings.encryption.clone(),
+            pool.clone(),
+        );
+        let state = AppState {
+            pool,
+            queues,
+            jobs: Arc::new(settings.jobs.clone()),
+            window,
+            verifier,
+            hub: Arc::default(),
+            realtime: settings.realtime.clone(),
+        };
+        let listener = tokio::net::TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("while binding {}", settings.api_addr))?;
+        let addr = listener.local_addr()?;
+        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        Ok(Self {
+            acceptor,
+            addr,
+            state,
+            max_body: settings.max_body_bytes,
+            redis_url: settings.redis_url.clone(),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves, then lets open requests finish for
+    /// up to `grace`.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> anyhow::Result<()> {
+        tracing::info!(addr = %self.addr, "api listening");
+        let pool = self.state.pool.clone();
+        let listener = tokio::spawn(realtime::listen(
+            secrecy::ExposeSecret::expose_secret(&self.redis_url).to_owned(),
+            self.state.queues.prefix().to_owned(),
+            self.state.hub.clone(),
+        ));
+        let served = poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app(self.state, self.max_body), shutdown, Some(grace))
+            .await
+            .context("while serving");
+        listener.abort();
+        served?;
+        pool.close().await;
+        tracing::info!("api stopped");
+        Ok(())
+    }
+}
+
+/// Builds and runs the API until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = Application::build(&settings).await?;
+    app.run_until(shutdown, settings.shutdown_timeout).await
+}

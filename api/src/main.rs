@@ -1,0 +1,16 @@
+//! Starts the API, or runs an admin command. See the crate docs of `api`.
+
+use anyhow::Context;
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = api::cli::Cli::parse();
+    shared::telemetry::init("api");
+    let settings =
+        shared::config::Settings::from_env().context("while reading the configuration")?;
+    match cli.command.unwrap_or(api::cli::Command::Serve) {
+        api::cli::Command::Serve => api::run(settings, shared::shutdown_signal()).await,
+        other => api::cli::admin(&settings, other).await,
+    }
+}

@@ -1,0 +1,513 @@
+//! Real-time delivery over WebSocket at `/api/v1/ws`.
+//!
+//! **Auth.** A JWT in the `Authorization` header, or, for browsers, a first
+//! message `{"type":"auth","token":"…"}` within `WS_AUTH_TIMEOUT_SECS`.
+//!
+//! **Topics.** A connection starts on its user's topic (`user:<subject>`).
+//! `{"type":"subscribe","topics":[…]}` / `unsubscribe` add and remove
+//! topics: anyone may have `org`; `ADMIN`s may also have `batch:<id>` and
+//! `bulk:<id>`; nobody may have another user's topic. Topics never cross
+//! tenants: a connection only hears its own tenant's channel.
+//!
+//! **Catch-up.** User events carry the user's event number; reconnecting
+//! with `?since=<id>` first replays every kept event after it (or sends
+//! `resync_required` when some are no longer kept).
+//!
+//! **Across replicas.** Events come from the tenant's Redis channel, which
+//! every instance's [`listen`] task follows, so a client hears changes made
+//! through any instance or worker.
+//!
+//! **Heartbeat and backpressure.** The server pings every
+//! `WS_HEARTBEAT_SECS` and closes a connection silent for
+//! `WS_IDLE_TIMEOUT_SECS`. Each client has a queue of `WS_CLIENT_QUEUE`
+//! events; a client that falls that far behind is closed (4008) and told to
+//! reconnect with `since`.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::{SinkExt, StreamExt};
+use poem::{
+    IntoResponse, Request, handler,
+    http::header,
+    web::{
+        Data, Query,
+        websocket::{CloseCode, Message, WebSocket, WebSocketConfig},
+    },
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::{
+    config::RealtimeSettings,
+    db::{events, subscribers},
+    domain::TenantId,
+    events::{Event, user_topic},
+};
+use tokio::sync::{Notify, mpsc};
+
+use crate::{AppState, error::ApiError, identity::Identity};
+
+/// Most events replayed on reconnect.
+const CATCH_UP_LIMIT: i64 = 1_000;
+
+struct Conn {
+    topics: Arc<Mutex<HashSet<String>>>,
+    tx: mpsc::Sender<Arc<str>>,
+    overflow: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+/// Connections of this instance, by tenant.
+#[derive(Default)]
+pub struct Hub {
+    next: AtomicU64,
+    conns: RwLock<HashMap<TenantId, HashMap<u64, Conn>>>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+/// A connection's place in the hub; leaving it unregisters.
+struct Registration {
+    hub: Arc<Hub>,
+    tenant_id: TenantId,
+    id: u64,
+    topics: Arc<Mutex<HashSet<String>>>,
+    rx: mpsc::Receiver<Arc<str>>,
+    overflow: Arc<AtomicBool>,
+    wake: Arc<Notify>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut conns) = self.hub.conns.write()
+            && let Some(tenant) = conns.get_mut(&self.tenant_id)
+        {
+            tenant.remove(&self.id);
+            if tenant.is_empty() {
+                conns.remove(&self.tenant_id);
+            }
+        }
+        metrics::gauge!("ws_connections").decrement(1.0);
+    }
+}
+
+impl Hub {
+    fn register(
+        self: &Arc<Self>,
+        tenant_id: TenantId,
+        topic: String,
+        queue: usize,
+    ) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(queue);
+        let topics = Arc::new(Mutex::new(HashSet::from([topic])));
+        let overflow = Arc::new(AtomicBool::new(false));
+        let wake = Arc::new(Notify::new());
+        let conn = Conn {
+            topics: topics.clone(),
+            tx,
+            overflow: overflow.clone(),
+            wake: wake.clone(),
+        };
+        self.conns
+            .write()
+            .expect("hub lock")
+            .entry(tenant_id)
+            .or_default()
+            .insert(id, conn);
+        metrics::gauge!("ws_connections").increment(1.0);
+        Registration {
+            hub: self.clone(),
+            tenant_id,
+            id,
+            topics,
+            rx,
+            overflow,
+            wake,
+        }
+    }
+
+    /// Hands an event to this instance's clients on its topic.
+    pub fn dispatch(&self, event: &Event) {
+        let text: Arc<str> = Arc::from(
+            json!({"type": event.kind, "topic": event.topic, "id": event.id, "at": event.at, "data": event.data})
+                .to_string(),
+        );
+        let conns = self.conns.read().expect("hub lock");
+        let Some(tenant) = conns.get(&event.tenant_id) else {
+            return;
+        };
+        for conn in tenant.values() {
+            if !conn
+                .topics
+                .lock()
+                .expect("topics lock")
+                .contains(&event.topic)
+            {
+                continue;
+            }
+            if conn.tx.try_send(text.clone()).is_err()
+                && !conn.overflow.swap(true, Ordering::SeqCst)
+            {
+                conn.wake.notify_one();
+            }
+        }
+    }
+
+    /// Tells every client that events may have been missed (after this
+    /// instance lost its Redis subscription).
+    pub fn resync_all(&self) {
+        let text: Arc<str> = Arc::from(
+            json!({"type": "resync_required", "reason": "events may have been missed"}).to_string(),
+        );
+        for tenant in self.conns.read().expect("hub lock").values() {
+            for conn in tenant.values() {
+                let _ = conn.tx.try_send(text.clone());
+            }
+        }
+    }
+}
+
+/// Follows every tenant's event channel and dispatches to `hub`, reconnecting
+/// after failures. Runs until aborted.
+pub async fn listen(redis_url: String, prefix: String, hub: Arc<Hub>) {
+    let pattern = shared::events::channel_pattern(&prefix);
+    let mut connected_before = false;
+    loop {
+        let subscribed = async {
+            let client = redis::Client::open(redis_url.as_str())?;
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.psubscribe(&pattern).await?;
+            Ok::<_, redis::RedisError>(pubsub)
+        }
+        .await;
+        match subscribed {
+            Ok(mut pubsub) => {
+                if connected_before {
+                    hub.resync_all();
+                }
+                connected_before = true;
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    let Ok(payload) = msg.get_payload::<String>() else {
+                        continue;
+                    };
+                    match serde_json::from_str::<Event>(&payload) {
+                        Ok(event) => hub.dispatch(&event),
+                        Err(error) => {
+                            tracing::warn!(%error, "an unreadable event on the events channel")
+                        }
+                    }
+                }
+                tracing::warn!("lost the events subscription; reconnecting");
+            }
+            Err(error) => tracing::warn!(%error, "cannot subscribe to events; retrying"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Query parameters of the WebSocket endpoint.
+#[derive(Debug, Deserialize)]
+pub struct WsParams {
+    /// The last event number the client saw.
+    pub since: Option<i64>,
+}
+
+/// `GET /api/v1/ws`.
+#[handler]
+pub async fn endpoint(
+    req: &Request,
+    ws: WebSocket,
+    state: Data<&AppState>,
+    Query(params): Query<WsParams>,
+) -> poem::Result<impl IntoResponse> {
+    let state = state.0.clone();
+    // A token in the header is checked before the upgrade.
+    let identity = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            let token = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or_default();
+            match state.verifier.verify(token).await {
+                Ok(id) => Some(id),
+                Err(reason) => {
+                    tracing::info!(%reason, "websocket token refused");
+                    return Err(ApiError::Unauthorized.into());
+                }
+            }
+        }
+    };
+    let settings = state.realtime.clone();
+    // Clients only send small control messages; small buffers keep a held
+    // connection cheap and cap what a client can make the server read.
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(Some(16 * 1024))
+        .max_frame_size(Some(16 * 1024));
+    Ok(ws.config(config).on_upgrade(move |socket| async move {
+        let (mut sink, mut stream) = socket.split();
+        let identity = match identity {
+            Some(id) => id,
+            None => match first_message_auth(&state, &mut stream, settings.auth_timeout).await {
+                Some(id) => id,
+                None => {
+                    let _ = sink
+                        .send(Message::close_with(
+                            CloseCode::from(4401),
+                            "authentication required",
+                        ))
+                        .await;
+                    return;
+                }
+            },
+        };
+        if let Err(error) = serve(
+            &state,
+            &settings,
+            identity,
+            params.since,
+            &mut sink,
+            &mut stream,
+        )
+        .await
+        {
+            tracing::debug!(%error, "websocket ended");
+        }
+    }))
+}
+
+async fn first_message_auth<S>(
+    state: &AppState,
+    stream: &mut S,
+    deadline: Duration,
+) -> Option<Identity>
+where
+    S: futures::Stream<Item = std::io::Result<Message>> + Unpin,
+{
+    let msg = tokio::time::timeout(deadline, stream.next())
+        .await
+        .ok()??
+        .ok()?;
+    let Message::Text(text) = msg else {
+        return None;
+    };
+    let value: Value = serde_json::from_str(&text).ok()?;
+    if value["type"] != "auth" {
+        return None;
+    }
+    let token = value["token"].as_str()?;
+    match state.verifier.verify(token).await {
+        Ok(id) => Some(id),
+        Err(reason) => {
+            tracing::info!(%reason, "websocket token refused");
+            None
+        }
+    }
+}
+
+/// Whether `who` may follow `topic`.
+fn allowed(who: &Identity, topic: &str) -> Result<(), &'static str> {
+    let is_admin = who.roles.iter().any(|r| r.eq_ignore_ascii_case("admin"));
+    let id_ok = |id: &str| {
+        !id.is_empty()
+            && id.len() <= 64
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    match topic.split_once(':') {
+        None if topic == "org" => Ok(()),
+        Some(("user", subject)) if subject == who.subject => Ok(()),
+        Some(("user", _)) => Err("forbidden"),
+        Some(("batch" | "bulk", id)) if id_ok(id) => {
+            if is_admin {
+                Ok(())
+            } else {
+                Err("forbidden")
+            }
+        }
+        _ => Err("unknown_topic"),
+    }
+}
+
+async fn serve<Si, St>(
+    state: &AppState,
+    settings: &RealtimeSettings,
+    who: Identity,
+    since: Option<i64>,
+    sink: &mut Si,
+    stream: &mut St,
+) -> anyhow::Result<()>
+where
+    Si: futures::Sink<Message, Error = std::io::Error> + Unpin,
+    St: futures::Stream<Item = std::io::Result<Message>> + Unpin,
+{
+    let own = user_topic(&who.subject);
+    // Register before reading the catch-up, so nothing falls between the two;
+    // user events are numbered, so repeats are skipped below.
+    let mut reg = state
+        .hub
+        .register(who.tenant_id, own.clone(), settings.client_queue);
+    let subscriber = subscribers::find(&state.pool, who.tenant_id, &who.subject).await?;
+    let last = match subscriber {
+        Some(s) => events::last_seq(&state.pool, who.tenant_id, s).await?,
+        None => 0,
+    };
+    send(
+        sink,
+        json!({"type": "ready", "subject": who.subject, "last_event_id": last}),
+    )
+    .await?;
+    let mut high = 0;
+    if let (Some(since), Some(s)) = (since, subscriber) {
+        let replay = events::since(&state.pool, who.tenant_id, s, since, CATCH_UP_LIMIT).await?;
+        let complete = replay.first().is_none_or(|e| e.seq == since + 1)
+            && (replay.len() as i64) < CATCH_UP_LIMIT;
+        if !complete {
+            send(
+                sink,
+                json!({"type": "resync_required", "reason": "some events are no longer kept"}),
+            )
+            .await?;
+        }
+        for e in replay {
+            high = e.seq;
+            send(
+                sink,
+                json!({"type": e.kind, "topic": own, "id": e.seq, "at": e.created_at, "data": e.payload.0}),
+            )
+            .await?;
+        }
+    }
+    // A client that does not take what is sent within the idle timeout is as
+    // good as gone: its socket is full and its queue is filling.
+    let write_limit = settings.idle_timeout;
+    let mut heartbeat = tokio::time::interval(settings.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            biased;
+            _ = reg.wake.notified() => {
+                if reg.overflow.load(Ordering::SeqCst) {
+                    return close_slow(sink).await;
+                }
+            }
+            out = reg.rx.recv() => {
+                let Some(text) = out else { return Ok(()) };
+                if high > 0 && let Ok(v) = serde_json::from_str::<Value>(&text)
+                    && v["topic"] == own.as_str() && v["id"].as_i64().is_some_and(|id| id <= high)
+                {
+                    continue;
+                }
+                if tokio::time::timeout(write_limit, sink.send(Message::Text(text.to_string()))).await.is_err() {
+                    return close_slow(sink).await;
+                }
+                metrics::counter!("ws_events_sent_total").increment(1);
+            }
+            _ = heartbeat.tick() => {
+                if last_heard.elapsed() > settings.idle_timeout {
+                    let _ = sink.send(Message::close_with(CloseCode::Away, "no answer to pings")).await;
+                    return Ok(());
+                }
+                sink.send(Message::Ping(Vec::new())).await?;
+            }
+            incoming = stream.next() => {
+                let Some(Ok(msg)) = incoming else { return Ok(()) };
+                last_heard = Instant::now();
+                match msg {
+                    Message::Text(text) => handle_client(&who, &reg, &text, sink).await?,
+                    Message::Close(_) => return Ok(()),
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Drops a client that fell behind, telling it (if its socket still takes
+/// anything) to reconnect with `since`.
+async fn close_slow<Si>(sink: &mut Si) -> anyhow::Result<()>
+where
+    Si: futures::Sink<Message, Error = std::io::Error> + Unpin,
+{
+    metrics::counter!("ws_slow_clients_closed_total").increment(1);
+    let close = Message::close_with(CloseCode::from(4008), "too slow; reconnect with since");
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+    Ok(())
+}
+
+async fn handle_client<Si>(
+    who: &Identity,
+    reg: &Registration,
+    text: &str,
+    sink: &mut Si,
+) -> anyhow::Result<()>
+where
+    Si: futures::Sink<Message, Error = std::io::Error> + Unpin,
+{
+    let Ok(msg) = serde_json::from_str::<Value>(text) else {
+        return send(sink, json!({"type": "error", "code": "bad_message"})).await;
+    };
+    let topics: Vec<String> = msg["topics"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .take(50)
+                .collect()
+        })
+        .unwrap_or_default();
+    match msg["type"].as_str() {
+        Some("subscribe") => {
+            let mut granted = Vec::new();
+            for topic in topics {
+                match allowed(who, &topic) {
+                    Ok(()) => {
+                        reg.topics
+                            .lock()
+                            .expect("topics lock")
+                            .insert(topic.clone());
+                        granted.push(topic);
+                    }
+                    Err(code) => {
+                        send(sink, json!({"type": "error", "code": code, "topic": topic})).await?
+                    }
+                }
+            }
+            send(sink, json!({"type": "subscribed", "topics": granted})).await
+        }
+        Some("unsubscribe") => {
+            {
+                let mut set = reg.topics.lock().expect("topics lock");
+                for topic in &topics {
+                    set.remove(topic);
+                }
+            }
+            send(sink, json!({"type": "unsubscribed", "topics": topics})).await
+        }
+        Some("ping") => send(sink, json!({"type": "pong"})).await,
+        _ => send(sink, json!({"type": "error", "code": "bad_message"})).await,
+    }
+}
+
+async fn send<Si>(sink: &mut Si, value: Value) -> anyhow::Result<()>
+where
+    Si: futures::Sink<Message, Error = std::io::Error> + Unpin,
+{
+    sink.send(Message::Text(value.to_string())).await?;
+    Ok(())
+}

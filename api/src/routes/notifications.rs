@@ -1,0 +1,507 @@
+//! `/api/v1/services/notifications`: send an email or an in-app message, and
+//! read its status.
+//!
+//! A send is validated, committed to Postgres, and only then answered 202:
+//! the 202 is a promise that the message goes out even if Redis is away.
+//! Right after the commit the API pushes the job to Redis; if that fails, the
+//! scheduler's dispatcher pushes it later.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, param::Path, payload::Json};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::{
+    db::{
+        notifications::{self, EmailContent, Inserted, NewNotification},
+        subscribers,
+    },
+    domain::{Channel, EmailAddress, NotificationId, NotificationStatus, Subject},
+    jobs::{QueueName, SendNotifications},
+};
+
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    error::{ApiError, InvalidParam},
+    routes::ApiTags,
+};
+
+/// Most keys in `metadata`.
+const MAX_METADATA_KEYS: usize = 50;
+/// Longest `Idempotency-Key`.
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// The notification endpoints.
+#[derive(Debug)]
+pub struct NotificationsApi;
+
+/// A notification to send: an email (`channel` omitted or `email`) or an
+/// in-app message (`channel: "inapp"`).
+#[derive(Debug, Clone, Object, serde::Serialize)]
+#[oai(deny_unknown_fields)]
+pub struct SendRequest {
+    /// `email` (the default) or `inapp`.
+    pub channel: Option<String>,
+    /// Email, required. The recipient's address, e.g. `pat@example.org`.
+    pub to: Option<String>,
+    /// Email, required. The subject: one line, at most 998 characters.
+    pub subject: Option<String>,
+    /// Email. The plain-text body. At least one of `text` and `html` is required.
+    pub text: Option<String>,
+    /// Email. The HTML body.
+    pub html: Option<String>,
+    /// The user's id at your identity provider (the JWT subject they sign in
+    /// with). Required for in-app; for email it makes the user's preferences
+    /// apply.
+    pub subscriber_id: Option<String>,
+    /// In-app, required. One line, at most 200 characters.
+    pub title: Option<String>,
+    /// In-app. The message, at most 5,000 characters.
+    pub body: Option<String>,
+    /// In-app. Where a click leads: an `https://` or `http://` URL, or a path
+    /// starting with `/`.
+    pub action_url: Option<String>,
+    /// In-app. Data for your app (a JSON object).
+    pub data: Option<Value>,
+    /// A category (letters, digits, `.`, `_`, `-`; at most 100), for inbox
+    /// filters.
+    pub category: Option<String>,
+    /// Critical (a result, a safety alert): sent even against the user's
+    /// opt-outs and quiet hours.
+    pub critical: Option<bool>,
+    /// Your own key/value data, returned as given (a JSON object).
+    pub metadata: Option<Value>,
+}
+
+/// A send was accepted.
+#[derive(Debug, Clone, Object)]
+pub struct Accepted {
+    /// The notification's id.
+    pub id: String,
+    /// `queued`.
+    pub status: String,
+    /// Where to poll for its status.
+    pub status_url: String,
+}
+
+/// Answers to a send.
+#[derive(Debug, ApiResponse)]
+pub enum SendResponse {
+    /// Accepted: committed and queued. With the same `Idempotency-Key` and body
+    /// the first answer is returned again, with `Idempotent-Replayed: true`.
+    #[oai(status = 202)]
+    Accepted(
+        Json<Accepted>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+/// One delivery attempt.
+#[derive(Debug, Object)]
+pub struct AttemptView {
+    /// 1-based.
+    pub attempt: i32,
+    /// `sent`, `retry` or `failed`.
+    pub outcome: String,
+    /// The provider used.
+    pub provider: String,
+    /// The provider's answer, e.g. the SMTP reply.
+    pub provider_response: Option<String>,
+    /// The error, when it failed.
+    pub error: Option<String>,
+    /// How long the provider took.
+    pub latency_ms: i32,
+    /// When it ended.
+    pub at: DateTime<Utc>,
+}
+
+/// A notification's status.
+#[derive(Debug, Object)]
+pub struct NotificationView {
+    /// Its id.
+    pub id: String,
+    /// `email`.
+    pub channel: String,
+    /// The recipient.
+    pub to: String,
+    /// `queued`, `sending`, `sent` or `failed`.
+    pub status: String,
+    /// Attempts made.
+    pub attempt_count: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// When the next attempt is due, while a retry is pending.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The provider's id of the message (the `Message-ID` for email).
+    pub provider_message_id: Option<String>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptView>,
+    /// Your metadata.
+    pub metadata: Value,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When the provider accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Answers to a status read.
+#[derive(Debug, ApiResponse)]
+pub enum GetResponse {
+    /// The notification.
+    #[oai(status = 200)]
+    Ok(Json<NotificationView>),
+}
+
+/// A send that passed validation.
+struct ValidSend {
+    channel: Channel,
+    /// The address, or the subscriber's external id.
+    recipient: String,
+    /// The subscriber's external id, when the send names one.
+    subscriber: Option<String>,
+    content: Value,
+    category: Option<String>,
+    metadata: Value,
+}
+
+/// Collects every invalid field of a request.
+#[derive(Default)]
+struct Problems(Vec<InvalidParam>);
+
+impl Problems {
+    fn add(&mut self, name: &str, reason: impl Into<String>) {
+        self.0.push(InvalidParam {
+            name: name.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn required<'a>(&mut self, name: &str, value: &'a Option<String>) -> Option<&'a str> {
+        if value.is_none() {
+            self.add(name, "is required");
+        }
+        value.as_deref()
+    }
+
+    fn absent(&mut self, name: &str, value: bool, channel: &str) {
+        if value {
+            self.add(name, format!("is not used by the {channel} channel"));
+        }
+    }
+
+    fn object(&mut self, name: &str, value: &Option<Value>, max_keys: usize) -> Value {
+        match value {
+            None | Some(Value::Null) => Value::Object(Default::default()),
+            Some(Value::Object(m)) if m.len() > max_keys => {
+                self.add(name, format!("must have at most {max_keys} keys"));
+                Value::Null
+            }
+            Some(v @ Value::Object(_)) => v.clone(),
+            Some(_) => {
+                self.add(name, "must be a JSON object");
+                Value::Null
+            }
+        }
+    }
+
+    fn text(
+        &mut self,
+        name: &str,
+        value: &str,
+        max_chars: usize,
+        one_line: bool,
+    ) -> Option<String> {
+        if value.trim().is_empty() {
+            self.add(name, "must not be empty");
+        } else if value.chars().count() > max_chars {
+            self.add(name, format!("must be at most {max_chars} characters"));
+        } else if one_line && value.chars().any(char::is_control) {
+            self.add(name, "must be one line without control characters");
+        } else {
+            return Some(value.to_owned());
+        }
+        None
+    }
+}
+
+fn action_url_ok(url: &str) -> bool {
+    if url.len() > 2048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return false;
+    }
+    if url.starts_with('/') && !url.starts_with("//") {
+        return true;
+    }
+    let lower = url.to_ascii_lowercase();
+    (lower.starts_with("https://") || lower.starts_with("http://")) && url.len() > "https://".len()
+}
+
+fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
+    let mut p = Problems::default();
+    let category = req.category.as_ref().and_then(|c| {
+        let ok = !c.is_empty()
+            && c.len() <= 100
+            && c.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !ok {
+            p.add(
+                "category",
+                "must be 1 to 100 letters, digits, `.`, `_` or `-`",
+            );
+        }
+        ok.then(|| c.clone())
+    });
+    let metadata = p.object("metadata", &req.metadata, MAX_METADATA_KEYS);
+    let valid = match req.channel.as_deref().unwrap_or("email") {
+        "email" => {
+            for (name, present) in [
+                ("title", req.title.is_some()),
+                ("body", req.body.is_some()),
+                ("action_url", req.action_url.is_some()),
+                ("data", req.data.is_some()),
+            ] {
+                p.absent(name, present, "email");
+            }
+            let to = p
+                .required("to", &req.to)
+                .and_then(|to| EmailAddress::parse(to).map_err(|e| p.add("to", e.0)).ok());
+            let subject = p
+                .required("subject", &req.subject)
+                .and_then(|s| Subject::parse(s).map_err(|e| p.add("subject", e.0)).ok());
+            let subscriber = req
+                .subscriber_id
+                .as_deref()
+                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            let non_empty =
+                |s: &Option<String>| s.as_ref().filter(|s| !s.trim().is_empty()).cloned();
+            let (text, html) = (non_empty(&req.text), non_empty(&req.html));
+            if text.is_none() && html.is_none() {
+                p.add("text", "`text` or `html` is required and must not be empty");
+            }
+            to.zip(subject).map(|(to, subject)| ValidSend {
+                channel: Channel::Email,
+                recipient: to.as_str().to_owned(),
+                subscriber,
+                content: serde_json::to_value(EmailContent {
+                    subject: subject.as_str().to_owned(),
+                    text,
+                    html,
+                })
+                .unwrap_or_default(),
+                category: category.clone(),
+                metadata: metadata.clone(),
+            })
+        }
+        "inapp" => {
+            for (name, present) in [
+                ("to", req.to.is_some()),
+                ("subject", req.subject.is_some()),
+                ("text", req.text.is_some()),
+                ("html", req.html.is_some()),
+            ] {
+                p.absent(name, present, "inapp");
+            }
+            let subscriber = p
+                .required("subscriber_id", &req.subscriber_id)
+                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            let title = p
+                .required("title", &req.title)
+                .and_then(|t| p.text("title", t, 200, true));
+            let body = req
+                .body
+                .as_deref()
+                .and_then(|b| p.text("body", b, 5_000, false));
+            if let Some(url) = &req.action_url
+                && !action_url_ok(url)
+            {
+                p.add(
+                    "action_url",
+                    "must be an http(s) URL or a path starting with `/`, at most 2048 characters",
+                );
+            }
+            let data = p.object("data", &req.data, MAX_METADATA_KEYS);
+            subscriber.zip(title).map(|(subscriber, title)| ValidSend {
+                channel: Channel::InApp,
+                recipient: subscriber.clone(),
+                subscriber: Some(subscriber),
+                content: serde_json::json!({"title": title, "body": body, "action_url": req.action_url, "data": data}),
+                category: category.clone(),
+                metadata: metadata.clone(),
+            })
+        }
+        other => {
+            p.add(
+                "channel",
+                format!("`{other}` is not a channel; use `email` or `inapp`"),
+            );
+            None
+        }
+    };
+    match valid {
+        Some(v) if p.0.is_empty() => Ok(v),
+        _ => Err(ApiError::Invalid(p.0)),
+    }
+}
+
+fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => Err(ApiError::BadHeader(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        )),
+        Some(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => Err(ApiError::BadHeader(
+            "Idempotency-Key",
+            "must be printable ASCII without spaces",
+        )),
+        Some(k) => Ok(Some(k)),
+    }
+}
+
+fn accepted(id: NotificationId, replayed: bool) -> SendResponse {
+    let url = format!("/api/v1/services/notifications/{id}");
+    SendResponse::Accepted(
+        Json(Accepted {
+            id: id.to_string(),
+            status: NotificationStatus::Queued.as_str().into(),
+            status_url: url.clone(),
+        }),
+        url,
+        replayed.then(|| "true".to_owned()),
+    )
+}
+
+#[OpenApi(
+    prefix_path = "/api/v1/services/notifications",
+    tag = "ApiTags::Notifications"
+)]
+impl NotificationsApi {
+    /// Send an email or an in-app message.
+    ///
+    /// Answers 202 once the send is committed; poll `status_url` for the
+    /// outcome. Send an `Idempotency-Key` to make retries of this request safe:
+    /// the same key with the same body returns the first answer and sends
+    /// nothing again; with a different body it is refused with 422.
+    #[oai(path = "/send", method = "post", operation_id = "notifications.send")]
+    async fn send(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
+        body: Json<SendRequest>,
+    ) -> Result<SendResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let key = idempotency_key(key.0)?;
+        let valid = validate(&body.0)?;
+        let channel = valid.channel;
+        let queue = QueueName::for_channel(channel);
+        let config = state.jobs.queue(queue);
+        let hash = key
+            .as_ref()
+            .map(|_| Sha256::digest(serde_json::to_vec(&body.0).unwrap_or_default()).to_vec());
+        let push = state.window.reserve(queue).await;
+        let mut tx = state.pool.begin().await?;
+        let subscriber_id = match &valid.subscriber {
+            Some(external_id) => Some(subscribers::upsert(&mut *tx, tenant_id, external_id).await?),
+            None => None,
+        };
+        let new = NewNotification {
+            channel,
+            recipient: &valid.recipient,
+            content: valid.content,
+            metadata: valid.metadata,
+            max_attempts: config.max_attempts,
+            idempotency: key.as_deref().zip(hash),
+            subscriber_id,
+            category: valid.category.as_deref(),
+            critical: body.0.critical.unwrap_or(false),
+            dispatched: push,
+        };
+        let id = match notifications::insert(&mut tx, tenant_id, new).await? {
+            Inserted::Created(id) => id,
+            Inserted::Existing {
+                id,
+                same_request: true,
+            } => return Ok(accepted(id, true)),
+            Inserted::Existing {
+                same_request: false,
+                ..
+            } => return Err(ApiError::IdempotencyKeyReused),
+        };
+        tx.commit().await?;
+        metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
+            .increment(1);
+        if push {
+            let job = SendNotifications {
+                tenant_id,
+                channel,
+                notification_ids: vec![id],
+            };
+            if let Err(error) = state.queues.push(job).await {
+                tracing::warn!(%error, notification_id = %id, "queued in Postgres only; the dispatcher will push it");
+                notifications::release_dispatch(&state.pool, tenant_id, &[id]).await?;
+            }
+        }
+        tracing::info!(notification_id = %id, "send accepted");
+        Ok(accepted(id, false))
+    }
+
+    /// Read a notification's status and attempts.
+    #[oai(path = "/:id", method = "get", operation_id = "notifications.get")]
+    async fn get(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<GetResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let id: NotificationId =
+            id.0.parse()
+                .map_err(|_| ApiError::NotFound("notification"))?;
+        // One snapshot for the row and its attempts, so a worker recording an
+        // attempt in between cannot make them disagree.
+        let mut tx = state.pool.begin().await?;
+        sqlx::query("set transaction isolation level repeatable read, read only")
+            .execute(&mut *tx)
+            .await?;
+        let n = notifications::get(&mut *tx, tenant_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("notification"))?;
+        let attempts = notifications::attempts(&mut *tx, tenant_id, id).await?;
+        tx.commit().await?;
+        let next_attempt_at =
+            (n.status == NotificationStatus::Queued && n.attempts > 0).then_some(n.run_at);
+        Ok(GetResponse::Ok(Json(NotificationView {
+            id: n.id.to_string(),
+            channel: n.channel.as_str().into(),
+            to: n.recipient,
+            status: n.status.as_str().into(),
+            attempt_count: n.attempts,
+            max_attempts: n.max_attempts,
+            next_attempt_at,
+            provider_message_id: n.provider_message_id,
+            last_error: n.last_error,
+            attempts: attempts
+                .into_iter()
+                .map(|a| AttemptView {
+                    attempt: a.attempt,
+                    outcome: a.outcome.as_str().into(),
+                    provider: a.provider,
+                    provider_response: a.provider_response,
+                    error: a.error,
+                    latency_ms: a.latency_ms,
+                    at: a.created_at,
+                })
+                .collect(),
+            metadata: n.metadata.0,
+            created_at: n.created_at,
+            updated_at: n.updated_at,
+            sent_at: n.sent_at,
+        })))
+    }
+}
