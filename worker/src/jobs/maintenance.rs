@@ -1,0 +1,94 @@
+//! `RunMaintenance`: housekeeping started by cron ticks.
+//!
+//! * `vacuum_queues` drops the bookkeeping the Redis backend keeps for
+//!   finished jobs (their data, metadata and the `done` set), which would
+//!   otherwise grow without bound.
+//! * `redact_expired_content` erases the bodies of finished notifications past
+//!   the retention period.
+//! * `prune_events` drops real-time events kept for catch-up past their
+//!   retention.
+
+use std::{sync::Arc, time::Instant};
+
+use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
+use shared::{
+    config::CronJob,
+    db::notifications,
+    jobs::{Job, QueueName, RunMaintenance},
+};
+use tracing::Instrument;
+
+use crate::WorkerState;
+
+/// Runs one `RunMaintenance` job.
+pub async fn handle(
+    job: RunMaintenance,
+    state: Data<Arc<WorkerState>>,
+    task_id: TaskId,
+) -> Result<(), BoxDynError> {
+    let span = tracing::info_span!("job", queue = %job.queue(), job = RunMaintenance::NAME, job_id = %task_id, task = ?job.task);
+    async move {
+        let queue = job.queue().as_str();
+        metrics::counter!("jobs_started_total", "queue" => queue).increment(1);
+        let started = Instant::now();
+        let result = match job.task {
+            CronJob::VacuumQueues => vacuum_queues(&state).await,
+            CronJob::RedactExpiredContent => redact(&state).await,
+            CronJob::PruneEvents => {
+                shared::db::events::prune(&state.pool, state.jobs.retention.events_hours)
+                    .await
+                    .map_err(Into::into)
+            }
+        };
+        metrics::histogram!("job_duration_seconds", "queue" => queue)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(count) => {
+                metrics::counter!("jobs_succeeded_total", "queue" => queue).increment(1);
+                tracing::info!(count, "maintenance done");
+            }
+            Err(error) => {
+                // The next tick tries again; nothing is lost by waiting.
+                metrics::counter!("jobs_failed_total", "queue" => queue).increment(1);
+                tracing::error!(error = format!("{error:#}"), "maintenance failed");
+            }
+        }
+        Ok(())
+    }
+    .instrument(span)
+    .await
+}
+
+async fn vacuum_queues(state: &WorkerState) -> anyhow::Result<u64> {
+    use apalis_core::backend::Vacuum;
+    let mut total = 0;
+    for queue in QueueName::ALL {
+        let mut storage = state.queues.storage::<RunMaintenance>(*queue, 1);
+        total += storage
+            .vacuum_before(std::time::Duration::from_secs(
+                state.jobs.retention.finished_jobs_secs,
+            ))
+            .await
+            .map_err(|e| anyhow::anyhow!("while vacuuming {queue}: {e}"))? as u64;
+        // The backend adds every finished id to this set and never removes it.
+        let done = format!("{}:done", state.queues.namespace(*queue));
+        let mut conn = state.queues.connection();
+        redis::cmd("DEL")
+            .arg(&done)
+            .query_async::<()>(&mut conn)
+            .await?;
+    }
+    Ok(total)
+}
+
+async fn redact(state: &WorkerState) -> anyhow::Result<u64> {
+    let days = state.jobs.retention.content_days;
+    let mut total = 0;
+    loop {
+        let n = notifications::redact_expired_content(&state.pool, days, 5_000).await?;
+        total += n;
+        if n < 5_000 {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! The worker: runs the jobs on the Redis queues.
+//!
+//! A worker process serves the queues `WORKER_QUEUES` names (all by default),
+//! each with the concurrency `jobs.toml` gives it. Replicas are stateless and
+//! can be added or removed at any time: every unit of work is a Postgres row,
+//! claimed before any side effect, so a job delivered twice does its work once
+//! and a worker killed mid-job loses nothing (its lease runs out and the
+//! scheduler's dispatcher hands the row to another worker).
+//!
+//! On SIGTERM the worker stops fetching, lets in-flight jobs finish within
+//! `SHUTDOWN_TIMEOUT_SECS`, and exits 0.
+
+pub mod jobs;
+pub mod providers;
+pub mod registry;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use apalis::prelude::Monitor;
+use lettre::message::Mailbox;
+use shared::{
+    config::{JobsConfig, Settings},
+    jobs::{QueueName, Queues},
+};
+use sqlx::PgPool;
+
+use crate::providers::email::EmailSender;
+
+/// What every job handler of this process shares.
+#[derive(Debug)]
+pub struct WorkerState {
+    /// Postgres.
+    pub pool: PgPool,
+    /// The Redis queues.
+    pub queues: Queues,
+    /// Queue settings.
+    pub jobs: JobsConfig,
+    /// Email transport.
+    pub email: EmailSender,
+    /// The `From` of every email.
+    pub email_from: Mailbox,
+    /// This process's unique name (host, pid and a random suffix).
+    pub name: String,
+    /// How often an idle queue worker looks for jobs.
+    pub poll_interval: Duration,
+}
+
+/// A name no other worker process has, now or after a restart.
+pub fn unique_name() -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "worker".into());
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+/// Runs the worker until `shutdown` resolves, then drains in-flight jobs for
+/// at most the configured bound.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (pool, queues) = shared::connect(&settings).await?;
+    let email_timeout = settings.jobs.queue(QueueName::Email).timeout();
+    let email =
+        EmailSender::new(&settings.email, email_timeout).context("while setting up email")?;
+    let state = Arc::new(WorkerState {
+        pool,
+        queues,
+        jobs: settings.jobs.clone(),
+        email,
+        email_from: settings.email.from.clone(),
+        name: unique_name(),
+        poll_interval: settings.worker_poll_interval,
+    });
+    tracing::info!(worker = %state.name, queues = ?settings.worker_queues, "worker starting");
+    let monitor = registry::register(Monitor::new(), &state, &settings.worker_queues)
+        .should_restart(|ctx, error| {
+            tracing::error!(worker = ctx.name(), %error, "queue worker stopped; restarting");
+            true
+        })
+        .shutdown_timeout(settings.shutdown_timeout);
+    monitor
+        .run_with_signal(async move {
+            shutdown.await;
+            tracing::info!("stopping: no new jobs, draining in-flight ones");
+            Ok(())
+        })
+        .await
+        .context("while running the queue workers")?;
+    state.pool.close().await;
+    tracing::info!(worker = %state.name, "worker stopped");
+    Ok(())
+}

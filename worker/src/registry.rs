@@ -1,0 +1,71 @@
+//! The one place every queue is wired: which job type it carries, which
+//! handler runs it, and its concurrency from `jobs.toml`.
+
+use std::{sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use shared::jobs::{QueueName, RunMaintenance, SendNotifications};
+
+use crate::{WorkerState, jobs};
+
+/// A restarted queue worker waits this long per earlier restart (at most 10 s),
+/// so a Redis outage does not spin.
+fn restart_delay(restarts: usize) -> Duration {
+    Duration::from_secs(restarts.min(10) as u64)
+}
+
+/// Registers, on `$monitor`, a worker for `$queue` that runs `$handler` on
+/// jobs of type `$job`. Every queue worker is built the same way: a unique
+/// name per (re)start, the backend polled every `poll_interval` (an idle
+/// worker otherwise waits for its 30 s heartbeat), a delay before a restart,
+/// and the queue's concurrency.
+macro_rules! queue_worker {
+    ($monitor:expr, $state:expr, $queue:expr, $job:ty, $handler:path) => {{
+        let state: Arc<WorkerState> = $state.clone();
+        let queue: QueueName = $queue;
+        let concurrency = state.jobs.queue(queue).concurrency;
+        $monitor.register(move |restarts| {
+            let delay = restart_delay(restarts);
+            let backend = state
+                .queues
+                .storage::<$job>(queue, concurrency)
+                .before_start(move |_| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok(())
+                })
+                .poll_with_interval(state.poll_interval);
+            WorkerBuilder::new(format!("{}:{queue}:{restarts}", state.name))
+                .backend(backend)
+                .data(state.clone())
+                .concurrency(concurrency)
+                .build($handler)
+        })
+    }};
+}
+
+/// Registers a worker for each queue this replica serves.
+pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueName]) -> Monitor {
+    for &queue in queues {
+        monitor = match queue {
+            QueueName::Email | QueueName::InApp => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    SendNotifications,
+                    jobs::send_notifications::handle
+                )
+            }
+            QueueName::Maintenance => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    RunMaintenance,
+                    jobs::maintenance::handle
+                )
+            }
+        };
+    }
+    monitor
+}
