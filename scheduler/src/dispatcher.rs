@@ -1,0 +1,255 @@
+//! The dispatcher: due work from Postgres into Redis, under a bounded window.
+//!
+//! Each sweep, for each delivery queue:
+//!
+//! 1. puts back rows whose worker died mid-send (their claim's lease ran out);
+//! 2. measures the queue's Redis backlog and, while it is under the
+//!    high-water mark, takes due rows that are not in Redis, groups them by
+//!    tenant into jobs of up to `group_size` ids, and pushes them.
+//!
+//! Rows taken but not pushed (the window filled, or Redis failed) are released
+//! at once for the next sweep. Cron ticks whose job never reached Redis are
+//! pushed too.
+//!
+//! Redis losing its data (a restart without persistence, a flush, a failover)
+//! is detected by a marker key: when the marker is gone, every queued row is
+//! treated as not pushed and goes out again. Workers' claims make the repeats
+//! harmless.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use shared::{
+    config::{CronJob, JobsConfig},
+    db::{
+        cron_ticks,
+        locks::{self, LockKey},
+        notifications,
+    },
+    domain::{Channel, NotificationId, TenantId},
+    jobs::{QueueName, Queues, SendNotifications},
+};
+use sqlx::PgPool;
+
+use crate::cron::job_for;
+
+/// The channels the dispatcher feeds.
+const CHANNELS: &[Channel] = &[Channel::Email, Channel::InApp];
+
+/// What one sweep did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Rows whose lost claim was put back.
+    pub recovered: u64,
+    /// Rows pushed.
+    pub dispatched: usize,
+    /// Jobs pushed.
+    pub jobs: usize,
+    /// Whether Redis was found to have lost its data.
+    pub redis_reset: bool,
+}
+
+/// Moves due work into Redis.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    pool: PgPool,
+    queues: Queues,
+    config: JobsConfig,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `pool` and `queues`.
+    pub fn new(pool: PgPool, queues: Queues, config: JobsConfig) -> Self {
+        Self {
+            pool,
+            queues,
+            config,
+        }
+    }
+
+    fn marker_key(&self) -> String {
+        format!("{}:dispatcher:marker", self.queues.prefix())
+    }
+
+    /// Sets the marker if it is missing; true when it was missing, which means
+    /// Redis is new or lost its data.
+    async fn redis_was_reset(&self) -> anyhow::Result<bool> {
+        let mut conn = self.queues.connection();
+        let created: Option<String> = redis::cmd("SET")
+            .arg(self.marker_key())
+            .arg(uuid::Uuid::new_v4().to_string())
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .context("while checking the Redis marker")?;
+        Ok(created.is_some())
+    }
+
+    /// One pass over every queue.
+    pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
+        let mut report = SweepReport::default();
+        if self.redis_was_reset().await? {
+            let n = notifications::forget_dispatched(&self.pool).await?;
+            if n > 0 {
+                tracing::warn!(
+                    rows = n,
+                    "Redis lost its queues; pushing every queued row again"
+                );
+            }
+            report.redis_reset = true;
+        }
+        for &channel in CHANNELS {
+            report.recovered += notifications::recover_expired_leases(&self.pool, channel).await?;
+            let (rows, jobs) = self.dispatch_channel(channel).await?;
+            report.dispatched += rows;
+            report.jobs += jobs;
+        }
+        self.push_unenqueued_ticks().await?;
+        if report.recovered > 0 {
+            tracing::warn!(
+                rows = report.recovered,
+                "put back notifications whose worker stopped mid-send"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Dispatches one channel's queue, unless another dispatcher is doing it
+    /// right now: one at a time keeps the window a true bound.
+    async fn dispatch_channel(&self, channel: Channel) -> anyhow::Result<(usize, usize)> {
+        let queue = QueueName::for_channel(channel);
+        let key =
+            LockKey::Dispatch(QueueName::ALL.iter().position(|q| *q == queue).unwrap_or(0) as u16);
+        let mut lock = self.pool.acquire().await?;
+        if !locks::try_lock(&mut lock, key).await? {
+            return Ok((0, 0));
+        }
+        let result = self.dispatch_locked(queue, channel).await;
+        locks::unlock(&mut lock, key).await?;
+        result
+    }
+
+    async fn dispatch_locked(
+        &self,
+        queue: QueueName,
+        channel: Channel,
+    ) -> anyhow::Result<(usize, usize)> {
+        let d = &self.config.dispatcher;
+        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
+        let mut rows_pushed = 0;
+        let mut jobs_pushed = 0;
+        loop {
+            let backlog = self.queues.backlog(queue).await?;
+            metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
+            let room = d.high_water_mark.saturating_sub(backlog);
+            if room == 0 {
+                break;
+            }
+            let limit = (room * d.group_size).min(20_000);
+            let due = notifications::take_due(&self.pool, channel, limit, redispatch_after).await?;
+            if due.is_empty() {
+                break;
+            }
+            let taken = due.len();
+            let (jobs, leftover) = group(channel, due, d.group_size, room);
+            if !leftover.is_empty() {
+                notifications::release_taken(&self.pool, &leftover).await?;
+            }
+            let pushed_rows: usize = jobs.iter().map(|j| j.notification_ids.len()).sum();
+            let job_count = jobs.len();
+            if let Err(error) = self.queues.push_all(queue, jobs.clone()).await {
+                let ids: Vec<NotificationId> =
+                    jobs.into_iter().flat_map(|j| j.notification_ids).collect();
+                notifications::release_taken(&self.pool, &ids).await?;
+                return Err(error).context("while pushing due notifications");
+            }
+            rows_pushed += pushed_rows;
+            jobs_pushed += job_count;
+            metrics::counter!("dispatched_notifications_total", "queue" => queue.as_str())
+                .increment(pushed_rows as u64);
+            // A short batch means nothing more is due.
+            if taken < limit {
+                break;
+            }
+        }
+        Ok((rows_pushed, jobs_pushed))
+    }
+
+    async fn push_unenqueued_ticks(&self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (name, at, job) in cron_ticks::lock_unenqueued(&mut *tx).await? {
+            let Ok(job) = job.parse::<CronJob>() else {
+                tracing::warn!(entry = %name, %job, "a recorded tick names a job this version does not know");
+                continue;
+            };
+            self.queues.push(job_for(job, at)).await?;
+            cron_ticks::mark_enqueued(&mut *tx, &name, at).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Groups rows (sorted by tenant) into jobs of up to `group_size` ids of one
+/// tenant, at most `max_jobs` of them; returns the jobs and the rows left over.
+fn group(
+    channel: Channel,
+    rows: Vec<(TenantId, NotificationId)>,
+    group_size: usize,
+    max_jobs: usize,
+) -> (Vec<SendNotifications>, Vec<NotificationId>) {
+    let mut jobs: Vec<SendNotifications> = Vec::new();
+    let mut leftover = Vec::new();
+    for (tenant_id, id) in rows {
+        let fits = jobs
+            .last()
+            .is_some_and(|j| j.tenant_id == tenant_id && j.notification_ids.len() < group_size);
+        if fits {
+            jobs.last_mut()
+                .expect("checked above")
+                .notification_ids
+                .push(id);
+        } else if jobs.len() < max_jobs {
+            jobs.push(SendNotifications {
+                tenant_id,
+                channel,
+                notification_ids: vec![id],
+            });
+        } else {
+            leftover.push(id);
+        }
+    }
+    (jobs, leftover)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(n: usize) -> Vec<NotificationId> {
+        (0..n).map(|_| NotificationId::new()).collect()
+    }
+
+    #[test]
+    fn rows_are_grouped_by_tenant_and_size() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let mut rows: Vec<_> = ids(5).into_iter().map(|i| (a, i)).collect();
+        rows.extend(ids(2).into_iter().map(|i| (b, i)));
+        let (jobs, leftover) = group(Channel::Email, rows, 2, 10);
+        let sizes: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.tenant_id, j.notification_ids.len()))
+            .collect();
+        assert_eq!(sizes, vec![(a, 2), (a, 2), (a, 1), (b, 2)]);
+        assert!(leftover.is_empty());
+    }
+
+    #[test]
+    fn rows_past_the_window_are_left_over() {
+        let a = TenantId::new();
+        let rows: Vec<_> = ids(7).into_iter().map(|i| (a, i)).collect();
+        let (jobs, leftover) = group(Channel::Email, rows, 3, 2);
+        assert_eq!(jobs.len(), 2);
+        assert_eq!(leftover.len(), 1);
+    }
+}

@@ -1,0 +1,60 @@
+//! The scheduler: cron ticks and the dispatcher.
+//!
+//! * [`cron::CronTicker`] fires each `jobs.toml` cron entry once per tick,
+//!   however many schedulers run: the tick is a row whose primary key only one
+//!   of them can insert.
+//! * [`dispatcher::Dispatcher`] moves due work from Postgres (the source of
+//!   truth) into Redis: rows the API could not push, retries whose backoff has
+//!   passed, rows whose worker died, and everything again after Redis lost its
+//!   data. It keeps each queue's Redis backlog under a high-water mark, so
+//!   millions of rows wait cheaply in Postgres and the Redis backend never
+//!   sees the due-job burst that crashes it.
+//!
+//! Several schedulers can run side by side; they split the work between them.
+
+pub mod cron;
+pub mod dispatcher;
+
+use std::{future::Future, time::Duration};
+
+use shared::config::Settings;
+
+/// Runs the scheduler until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (pool, queues) = shared::connect(&settings).await?;
+    let dispatcher =
+        dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
+    let mut ticker = cron::CronTicker::new(
+        pool.clone(),
+        queues,
+        settings.jobs.cron.clone(),
+        chrono::Utc::now(),
+    );
+    let mut sweep = tokio::time::interval(settings.jobs.dispatcher.interval());
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    tracing::info!(entries = settings.jobs.cron.len(), "scheduler starting");
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = sweep.tick() => {
+                if let Err(error) = dispatcher.sweep().await {
+                    tracing::warn!(error = format!("{error:#}"), "dispatcher sweep failed; retrying");
+                }
+            }
+            _ = tick.tick() => {
+                if let Err(error) = ticker.tick(chrono::Utc::now()).await {
+                    tracing::warn!(error = format!("{error:#}"), "cron tick failed; retrying");
+                }
+            }
+        }
+    }
+    pool.close().await;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
