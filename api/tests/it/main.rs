@@ -1,0 +1,10 @@
+//! The API's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
+
+mod cli;
+mod identity;
+mod inbox;
+mod logs;
+mod operations;
+mod preferences;
+mod realtime;
+mod send_email;

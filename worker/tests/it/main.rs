@@ -1,0 +1,8 @@
+//! The worker's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
+
+mod defects;
+mod delivery;
+mod durability;
+mod logs;
+mod maintenance;
+mod startup;
