@@ -34,7 +34,7 @@ use sqlx::PgPool;
 use crate::cron::job_for;
 
 /// The channels the dispatcher feeds.
-const CHANNELS: &[Channel] = &[Channel::Email, Channel::InApp];
+const CHANNELS: &[Channel] = Channel::ALL;
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -154,6 +154,35 @@ impl Subject {
     }
 }
 
+/// A phone number in E.164 form: `+`, then 8 to 15 digits, the first not 0.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    /// Parses an E.164 number (surrounding spaces are trimmed; nothing else
+    /// is rewritten, so `(555) 010-0000` is refused rather than guessed at).
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let s = raw.trim();
+        let digits = s.strip_prefix('+').unwrap_or("");
+        let ok = (8..=15).contains(&digits.len())
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && !digits.starts_with('0');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Invalid(
+                "must be an E.164 number: `+`, then 8 to 15 digits (e.g. +15005550006)".into(),
+            ))
+        }
+    }
+
+    /// The number as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// A delivery channel. One Redis queue serves each.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
@@ -161,8 +190,16 @@ impl Subject {
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Channel {
-    /// Email over SMTP.
+    /// Email, over SMTP or SendGrid.
     Email,
+    /// Text messages (Twilio).
+    Sms,
+    /// Mobile push (FCM).
+    Push,
+    /// WhatsApp (the Cloud API).
+    #[serde(rename = "whatsapp")]
+    #[sqlx(rename = "whatsapp")]
+    WhatsApp,
     /// A row in the subscriber's in-app inbox.
     #[serde(rename = "inapp")]
     #[sqlx(rename = "inapp")]
@@ -170,12 +207,29 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Every channel, in a stable order.
+    pub const ALL: &'static [Channel] = &[
+        Channel::Email,
+        Channel::Sms,
+        Channel::Push,
+        Channel::WhatsApp,
+        Channel::InApp,
+    ];
+
     /// The channel's name as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Channel::Email => "email",
+            Channel::Sms => "sms",
+            Channel::Push => "push",
+            Channel::WhatsApp => "whatsapp",
             Channel::InApp => "inapp",
         }
+    }
+
+    /// Parses a channel name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|c| c.as_str() == s)
     }
 }
 

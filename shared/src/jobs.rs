@@ -29,6 +29,13 @@ use crate::{
 pub enum QueueName {
     /// Email deliveries.
     Email,
+    /// SMS deliveries.
+    Sms,
+    /// Push deliveries.
+    Push,
+    /// WhatsApp deliveries.
+    #[serde(rename = "whatsapp")]
+    WhatsApp,
     /// In-app deliveries (into subscribers' inboxes).
     #[serde(rename = "inapp")]
     InApp,
@@ -38,13 +45,22 @@ pub enum QueueName {
 
 impl QueueName {
     /// All queues, in a stable order.
-    pub const ALL: &'static [QueueName] =
-        &[QueueName::Email, QueueName::InApp, QueueName::Maintenance];
+    pub const ALL: &'static [QueueName] = &[
+        QueueName::Email,
+        QueueName::Sms,
+        QueueName::Push,
+        QueueName::WhatsApp,
+        QueueName::InApp,
+        QueueName::Maintenance,
+    ];
 
     /// The queue's name.
     pub fn as_str(self) -> &'static str {
         match self {
             QueueName::Email => "email",
+            QueueName::Sms => "sms",
+            QueueName::Push => "push",
+            QueueName::WhatsApp => "whatsapp",
             QueueName::InApp => "inapp",
             QueueName::Maintenance => "maintenance",
         }
@@ -54,6 +70,9 @@ impl QueueName {
     pub fn for_channel(channel: Channel) -> Self {
         match channel {
             Channel::Email => QueueName::Email,
+            Channel::Sms => QueueName::Sms,
+            Channel::Push => QueueName::Push,
+            Channel::WhatsApp => QueueName::WhatsApp,
             Channel::InApp => QueueName::InApp,
         }
     }

@@ -47,7 +47,11 @@ macro_rules! queue_worker {
 pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueName]) -> Monitor {
     for &queue in queues {
         monitor = match queue {
-            QueueName::Email | QueueName::InApp => {
+            QueueName::Email
+            | QueueName::Sms
+            | QueueName::Push
+            | QueueName::WhatsApp
+            | QueueName::InApp => {
                 queue_worker!(
                     monitor,
                     state,

@@ -216,6 +216,10 @@ async fn deliver(
             Verdict::Suppress(reason) => ("preferences", Err(SendError::Suppressed(reason))),
             Verdict::Send => match channel {
                 Channel::Email => (state.email.provider(), send_email(state, &row, config).await),
+                Channel::Sms | Channel::Push | Channel::WhatsApp => (
+                    "none",
+                    Err(SendError::Permanent(format!("no {} provider is configured", channel.as_str()))),
+                ),
                 // The row is the inbox entry: marking it sent puts it there.
                 Channel::InApp => (
                     "inapp",
