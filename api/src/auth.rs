@@ -5,7 +5,11 @@
 //! * [`UserJwt`]: end users and admins with a JWT (`/api/v1/users/me/*`), see
 //!   [`crate::identity`].
 //!
-//! Any failure gets 401; neither keys nor tokens are ever logged.
+//! * [`Admin`]: tenant administration (`/api/v1/admin/*`), with the tenant's
+//!   API key or a JWT carrying the `ADMIN` role.
+//!
+//! Any failure gets 401 (403 for a valid JWT without the role); neither keys
+//! nor tokens are ever logged.
 
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
@@ -65,6 +69,48 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
         Err(reason) => {
             tracing::info!(%reason, "token refused");
             Err(ApiError::Unauthorized.into())
+        }
+    }
+}
+
+/// A tenant administrator: the tenant's API key, or an end-user JWT whose
+/// roles include `ADMIN`. Call [`Admin::caller`] to get the tenant and the
+/// audit actor; it refuses a JWT without the role.
+#[derive(Debug, SecurityScheme)]
+pub enum Admin {
+    /// A tenant API key.
+    Key(ServiceKey),
+    /// A user's JWT.
+    User(UserJwt),
+}
+
+/// Who is administering which tenant.
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    /// The tenant administered.
+    pub tenant_id: shared::domain::TenantId,
+    /// The audit actor: `api_key:<id>` or `user:<subject>`.
+    pub actor: String,
+}
+
+impl Admin {
+    /// The caller, or 403 for a user without the `ADMIN` role.
+    pub fn caller(&self) -> Result<AdminCaller, ApiError> {
+        match self {
+            Admin::Key(ServiceKey(owner)) => Ok(AdminCaller {
+                tenant_id: owner.tenant_id,
+                actor: format!("api_key:{}", owner.key_id),
+            }),
+            Admin::User(UserJwt(identity)) => {
+                if identity.roles.iter().any(|r| r.eq_ignore_ascii_case("admin")) {
+                    Ok(AdminCaller {
+                        tenant_id: identity.tenant_id,
+                        actor: format!("user:{}", identity.subject),
+                    })
+                } else {
+                    Err(ApiError::Forbidden("the ADMIN role is required"))
+                }
+            }
         }
     }
 }

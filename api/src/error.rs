@@ -30,9 +30,15 @@ pub enum ApiError {
     /// 401: no valid API key.
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
     Unauthorized,
+    /// 403: authenticated, but not allowed to do this.
+    #[error("{0}")]
+    Forbidden(&'static str),
     /// 404: no such resource for this caller (also for other tenants' ids).
     #[error("no {0} with that id")]
     NotFound(&'static str),
+    /// 409: conflicts with the current state (e.g. a name already taken).
+    #[error("{0}")]
+    Conflict(String),
     /// 422: the idempotency key was used before with a different request.
     #[error("the Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
@@ -65,7 +71,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid(_) | ApiError::BadHeader(..) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -75,10 +83,12 @@ impl ResponseError for ApiError {
 
 impl poem_openapi::ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let statuses: [(u16, &'static str); 8] = [
+        let statuses: [(u16, &'static str); 10] = [
             (400, "Invalid fields, headers or JSON"),
             (401, "A missing, unknown or revoked API key"),
+            (403, "Authenticated, but without the role this needs"),
             (404, "No such resource for this caller"),
+            (409, "Conflicts with the resource's current state"),
             (411, "No Content-Length on a request with a body"),
             (413, "A body over the configured limit"),
             (422, "An Idempotency-Key reused with a different body"),
@@ -157,7 +167,9 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
             }
             Some(ApiError::BadHeader(..)) => "bad-header",
             Some(ApiError::Unauthorized) => "unauthorized",
+            Some(ApiError::Forbidden(_)) => "forbidden",
             Some(ApiError::NotFound(_)) => "not-found",
+            Some(ApiError::Conflict(_)) => "conflict",
             Some(ApiError::IdempotencyKeyReused) => "idempotency-key-reused",
             _ => match status {
                 StatusCode::UNAUTHORIZED => "unauthorized",
