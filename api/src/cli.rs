@@ -31,6 +31,10 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Re-seal every stored secret (provider credentials, JWT secrets) with
+    /// the active key, `ENCRYPTION_KEY_ID`. Keep the old key in
+    /// `ENCRYPTION_KEYS` until this has run; then it can be removed.
+    RotateSecrets,
     /// Manage API keys.
     Key {
         /// What to do.
@@ -106,6 +110,52 @@ async fn audited(
     )
     .await?;
     Ok(())
+}
+
+/// Re-seals, with the active key, every secret sealed with another one.
+/// Returns how many provider configs and JWT secrets were re-sealed. A value
+/// that does not open (its key is gone, or it was altered) stops the run
+/// with an error naming it; nothing else is changed for it.
+async fn rotate_secrets(
+    pool: &sqlx::PgPool,
+    keyring: &shared::crypto::Keyring,
+) -> anyhow::Result<(u64, u64)> {
+    use shared::db::providers;
+    let active = keyring.active_key_id();
+    let mut resealed = (0, 0);
+    loop {
+        let batch = providers::sealed_with_other_keys(pool, active, 500).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for (tenant, id, old) in batch {
+            let aad = shared::providers::aad(tenant, id);
+            let plain = keyring
+                .open(&old, &aad)
+                .map_err(|e| anyhow::anyhow!("provider config {id}: {e}"))?;
+            let new = keyring.seal(&plain, &aad);
+            if providers::reseal(pool, tenant, id, &old, &new).await? {
+                resealed.0 += 1;
+            }
+        }
+    }
+    loop {
+        let batch = jwt_secrets::sealed_with_other_keys(pool, active, 500).await?;
+        if batch.is_empty() {
+            break;
+        }
+        for (tenant, old) in batch {
+            let aad = jwt_secrets::aad(tenant);
+            let plain = keyring
+                .open(&old, &aad)
+                .map_err(|e| anyhow::anyhow!("JWT secret of tenant {tenant}: {e}"))?;
+            let new = keyring.seal(&plain, &aad);
+            if jwt_secrets::reseal(pool, tenant, &old, &new).await? {
+                resealed.1 += 1;
+            }
+        }
+    }
+    Ok(resealed)
 }
 
 /// Runs an admin command (anything but `serve`). `migrate` also creates the
@@ -184,6 +234,27 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
             )
             .await?;
             println!("jwt_secret={secret}");
+        }
+        Command::RotateSecrets => {
+            let keyring = settings.encryption.as_ref().ok_or_else(|| {
+                anyhow::anyhow!("set ENCRYPTION_KEYS and ENCRYPTION_KEY_ID to rotate secrets")
+            })?;
+            let (providers, jwt) = rotate_secrets(&pool, keyring).await?;
+            audit::record(
+                &pool,
+                audit::Entry {
+                    tenant_id: None,
+                    actor: "cli",
+                    action: "secrets.rotate",
+                    resource_type: "encryption_key",
+                    resource_id: Some(keyring.active_key_id().to_owned()),
+                    result: "success",
+                    request_id: None,
+                    details: serde_json::json!({"provider_configs": providers, "jwt_secrets": jwt}),
+                },
+            )
+            .await?;
+            println!("resealed provider_configs={providers} jwt_secrets={jwt}");
         }
         Command::Key {
             command: KeyCommand::Create { tenant, name },

@@ -49,6 +49,8 @@ pub struct AppState {
     pub hub: Arc<realtime::Hub>,
     /// WebSocket limits.
     pub realtime: shared::config::RealtimeSettings,
+    /// Seals secrets organisations store (provider credentials).
+    pub keyring: Option<shared::crypto::Keyring>,
 }
 
 #[handler]
@@ -64,6 +66,7 @@ pub fn openapi() -> OpenApiService<
         routes::notifications::NotificationsApi,
         routes::users::UsersApi,
         routes::inbox::InboxApi,
+        routes::providers::ProvidersApi,
         routes::health::HealthApi,
     ),
     (),
@@ -73,6 +76,7 @@ pub fn openapi() -> OpenApiService<
             routes::notifications::NotificationsApi,
             routes::users::UsersApi,
             routes::inbox::InboxApi,
+            routes::providers::ProvidersApi,
             routes::health::HealthApi,
         ),
         "Notification platform API",
@@ -139,6 +143,7 @@ impl Application {
             verifier,
             hub: Arc::default(),
             realtime: settings.realtime.clone(),
+            keyring: settings.encryption.clone(),
         };
         let listener = tokio::net::TcpListener::bind(settings.api_addr)
             .await

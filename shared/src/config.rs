@@ -35,6 +35,37 @@ pub struct JobsConfig {
     pub cron: Vec<CronEntry>,
     /// How long message content is kept.
     pub retention: RetentionConfig,
+    /// When a failing provider is skipped.
+    pub circuit_breaker: CircuitBreakerConfig,
+}
+
+/// The circuit breaker every provider config has: after `failures`
+/// consecutive failures the provider is skipped for `cooldown_secs`, then one
+/// send probes it (half-open) and closes the circuit if it succeeds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive failures that open the circuit.
+    pub failures: u32,
+    /// Seconds an open circuit stays open before a probe.
+    pub cooldown_secs: u64,
+}
+
+impl CircuitBreakerConfig {
+    /// How long an open circuit stays open.
+    pub fn cooldown(&self) -> Duration {
+        Duration::from_secs(self.cooldown_secs)
+    }
+}
+
+/// A token bucket: `per_sec` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained sends per second.
+    pub per_sec: u32,
+    /// Sends that may go at once after a quiet spell.
+    pub burst: u32,
 }
 
 /// One queue's settings.
@@ -49,6 +80,10 @@ pub struct QueueConfig {
     pub timeout_secs: u64,
     /// Delay between attempts.
     pub backoff: Backoff,
+    /// The default rate of each provider on this queue, shared by all
+    /// workers; a provider config may set its own `rate_per_sec`.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl QueueConfig {
@@ -283,6 +318,14 @@ impl JobsConfig {
             if !(0.0..=1.0).contains(&b.jitter) {
                 bail!("{at}.backoff.jitter: must be between 0 and 1");
             }
+            if let Some(r) = &q.rate_limit {
+                if r.per_sec == 0 {
+                    bail!("{at}.rate_limit.per_sec: must be at least 1");
+                }
+                if r.burst == 0 {
+                    bail!("{at}.rate_limit.burst: must be at least 1");
+                }
+            }
         }
         for required in QueueName::ALL {
             if !self.queues.contains_key(required.as_str()) {
@@ -312,6 +355,12 @@ impl JobsConfig {
             if !names.insert(c.name.as_str()) {
                 bail!("cron[{i}].name: `{}` is declared twice", c.name);
             }
+        }
+        if self.circuit_breaker.failures == 0 {
+            bail!("circuit_breaker.failures: must be at least 1");
+        }
+        if self.circuit_breaker.cooldown_secs == 0 {
+            bail!("circuit_breaker.cooldown_secs: must be at least 1");
         }
         if self.retention.content_days == 0 {
             bail!("retention.content_days: must be at least 1");
@@ -370,6 +419,24 @@ pub enum EmailTransport {
         /// Where the files go.
         dir: PathBuf,
     },
+}
+
+/// Where each HTTP provider's API lives. Operators set these (tests point
+/// them at local fakes); tenants never can.
+#[derive(Debug, Clone)]
+pub struct ProviderUrls {
+    /// `TWILIO_BASE_URL`, default `https://api.twilio.com`.
+    pub twilio: String,
+    /// `SENDGRID_BASE_URL`, default `https://api.sendgrid.com`.
+    pub sendgrid: String,
+    /// `FCM_BASE_URL`, default `https://fcm.googleapis.com`.
+    pub fcm: String,
+    /// `GOOGLE_TOKEN_URL`, default `https://oauth2.googleapis.com/token`.
+    pub google_token: String,
+    /// `WHATSAPP_BASE_URL`, default `https://graph.facebook.com`.
+    pub whatsapp: String,
+    /// `WHATSAPP_API_VERSION`, default `v21.0`.
+    pub whatsapp_version: String,
 }
 
 /// Email settings.
@@ -455,6 +522,8 @@ pub struct Settings {
     pub jwt: JwtSettings,
     /// The WebSocket endpoint.
     pub realtime: RealtimeSettings,
+    /// HTTP providers' base URLs.
+    pub provider_urls: ProviderUrls,
 }
 
 impl Settings {
@@ -543,6 +612,22 @@ impl Settings {
             tenant_claim: parse("JWT_TENANT_CLAIM", "tenant_id")?,
             roles_claim: parse("JWT_ROLES_CLAIM", "roles")?,
         };
+        let base_url = |k: &str, default: &str| -> anyhow::Result<String> {
+            let v = get(k).unwrap_or(default).trim_end_matches('/').to_owned();
+            let parsed = url::Url::parse(&v).with_context(|| format!("{k}: `{v}` is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                bail!("{k}: must be an http(s) URL");
+            }
+            Ok(v)
+        };
+        let provider_urls = ProviderUrls {
+            twilio: base_url("TWILIO_BASE_URL", "https://api.twilio.com")?,
+            sendgrid: base_url("SENDGRID_BASE_URL", "https://api.sendgrid.com")?,
+            fcm: base_url("FCM_BASE_URL", "https://fcm.googleapis.com")?,
+            google_token: base_url("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token")?,
+            whatsapp: base_url("WHATSAPP_BASE_URL", "https://graph.facebook.com")?,
+            whatsapp_version: parse("WHATSAPP_API_VERSION", "v21.0")?,
+        };
         let redis_prefix = parse("REDIS_PREFIX", "notify")?;
         if redis_prefix.contains(['{', '}', ' ']) {
             bail!("REDIS_PREFIX: must not contain braces or spaces");
@@ -570,6 +655,7 @@ impl Settings {
                 auth_timeout: Duration::from_secs(num("WS_AUTH_TIMEOUT_SECS", 10)?.max(1)),
                 client_queue: num("WS_CLIENT_QUEUE", 256)?.max(1) as usize,
             },
+            provider_urls,
         })
     }
 }
@@ -630,7 +716,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, inapp, maintenance"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, maintenance"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

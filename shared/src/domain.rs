@@ -276,6 +276,9 @@ pub enum AttemptOutcome {
     Failed,
     /// Not sent because of the subscriber's preferences.
     Suppressed,
+    /// This provider failed or was skipped, and the send moved on to the
+    /// next one within the same attempt.
+    Failover,
 }
 
 impl AttemptOutcome {
@@ -286,6 +289,7 @@ impl AttemptOutcome {
             Self::Retry => "retry",
             Self::Failed => "failed",
             Self::Suppressed => "suppressed",
+            Self::Failover => "failover",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! * [`domain`]: ids, email addresses, subjects, channels and statuses, each
 //!   parsed at the edge.
 //! * [`crypto`]: secrets sealed at rest with AES-256-GCM.
+//! * [`providers`]: the delivery providers organisations configure.
 //! * [`db`]: Postgres access, one module per aggregate, tenant id first.
 //! * [`events`]: real-time events, recorded for catch-up and published
 //!   through Redis to every API instance.
@@ -18,6 +19,7 @@ pub mod domain;
 pub mod events;
 pub mod jobs;
 pub mod preferences;
+pub mod providers;
 pub mod telemetry;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.

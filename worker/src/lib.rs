@@ -25,7 +25,7 @@ use shared::{
 };
 use sqlx::PgPool;
 
-use crate::providers::email::EmailSender;
+use crate::providers::{HttpProviders, email::EmailSender, guard::Guard};
 
 /// What every job handler of this process shares.
 #[derive(Debug)]
@@ -44,6 +44,12 @@ pub struct WorkerState {
     pub name: String,
     /// How often an idle queue worker looks for jobs.
     pub poll_interval: Duration,
+    /// Opens providers' sealed credentials.
+    pub keyring: Option<shared::crypto::Keyring>,
+    /// HTTP providers' client and addresses.
+    pub http: HttpProviders,
+    /// Providers' shared rate limits and circuit breakers.
+    pub guard: Guard,
 }
 
 /// A name no other worker process has, now or after a restart.
@@ -65,7 +71,27 @@ pub async fn run(
     let email_timeout = settings.jobs.queue(QueueName::Email).timeout();
     let email =
         EmailSender::new(&settings.email, email_timeout).context("while setting up email")?;
+    let http_timeout = [
+        QueueName::Email,
+        QueueName::Sms,
+        QueueName::Push,
+        QueueName::WhatsApp,
+    ]
+    .iter()
+    .map(|q| settings.jobs.queue(*q).timeout())
+    .max()
+    .unwrap_or(email_timeout);
+    let http = HttpProviders::new(settings.provider_urls.clone(), http_timeout)
+        .context("while setting up the HTTP providers' client")?;
+    let guard = Guard::new(
+        queues.connection(),
+        queues.prefix(),
+        settings.jobs.circuit_breaker.clone(),
+    );
     let state = Arc::new(WorkerState {
+        keyring: settings.encryption.clone(),
+        http,
+        guard,
         pool,
         queues,
         jobs: settings.jobs.clone(),

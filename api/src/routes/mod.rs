@@ -3,6 +3,7 @@
 pub mod health;
 pub mod inbox;
 pub mod notifications;
+pub mod providers;
 pub mod users;
 
 use poem_openapi::Tags;
@@ -14,6 +15,8 @@ pub enum ApiTags {
     Notifications,
     /// The signed-in user and their in-app inbox.
     Users,
+    /// Organisation administration: providers.
+    Admin,
     /// Liveness and readiness.
     Health,
 }

@@ -16,7 +16,7 @@ use shared::{
         notifications::{self, EmailContent, Inserted, NewNotification},
         subscribers,
     },
-    domain::{Channel, EmailAddress, NotificationId, NotificationStatus, Subject},
+    domain::{Channel, EmailAddress, NotificationId, NotificationStatus, PhoneNumber, Subject},
     jobs::{QueueName, SendNotifications},
 };
 
@@ -41,13 +41,18 @@ pub struct NotificationsApi;
 #[derive(Debug, Clone, Object, serde::Serialize)]
 #[oai(deny_unknown_fields)]
 pub struct SendRequest {
-    /// `email` (the default) or `inapp`.
+    /// `email` (the default), `sms`, `push`, `whatsapp` or `inapp`.
     pub channel: Option<String>,
-    /// Email, required. The recipient's address, e.g. `pat@example.org`.
+    /// Required for email (an address, e.g. `pat@example.org`), sms and
+    /// whatsapp (an E.164 number, e.g. `+15005550006`) and push (the device's
+    /// FCM registration token).
     pub to: Option<String>,
     /// Email, required. The subject: one line, at most 998 characters.
     pub subject: Option<String>,
-    /// Email. The plain-text body. At least one of `text` and `html` is required.
+    /// Email: the plain-text body (at least one of `text` and `html` is
+    /// required). SMS: the message, required, at most 1,600 characters.
+    /// WhatsApp: free-form text (only within 24 hours of the person's last
+    /// message; otherwise use `whatsapp_template`).
     pub text: Option<String>,
     /// Email. The HTML body.
     pub html: Option<String>,
@@ -55,14 +60,18 @@ pub struct SendRequest {
     /// with). Required for in-app; for email it makes the user's preferences
     /// apply.
     pub subscriber_id: Option<String>,
-    /// In-app, required. One line, at most 200 characters.
+    /// In-app and push, required. One line, at most 200 characters.
     pub title: Option<String>,
-    /// In-app. The message, at most 5,000 characters.
+    /// In-app and push. The message, at most 5,000 characters.
     pub body: Option<String>,
+    /// WhatsApp. A template approved by Meta: `{"name": "appointment_reminder",
+    /// "language": "en_US", "parameters": ["Pat", "3 PM"]}`.
+    pub whatsapp_template: Option<Value>,
     /// In-app. Where a click leads: an `https://` or `http://` URL, or a path
     /// starting with `/`.
     pub action_url: Option<String>,
-    /// In-app. Data for your app (a JSON object).
+    /// In-app and push. Data for your app (a JSON object; push needs string
+    /// values).
     pub data: Option<Value>,
     /// A category (letters, digits, `.`, `_`, `-`; at most 100), for inbox
     /// filters.
@@ -103,12 +112,16 @@ pub enum SendResponse {
 pub struct AttemptView {
     /// 1-based.
     pub attempt: i32,
-    /// `sent`, `retry` or `failed`.
+    /// `sent`, `retry`, `failed`, `suppressed`, or `failover` (this
+    /// provider failed or was skipped and the same attempt went on to the
+    /// next one).
     pub outcome: String,
     /// The provider used.
     pub provider: String,
     /// The provider's answer, e.g. the SMTP reply.
     pub provider_response: Option<String>,
+    /// The provider's status code (HTTP status or SMTP reply code).
+    pub response_code: Option<i32>,
     /// The error, when it failed.
     pub error: Option<String>,
     /// How long the provider took.
@@ -241,6 +254,67 @@ fn action_url_ok(url: &str) -> bool {
     (lower.starts_with("https://") || lower.starts_with("http://")) && url.len() > "https://".len()
 }
 
+/// Checks a WhatsApp template reference: a name, a language code and up to
+/// 20 text parameters.
+fn whatsapp_template(p: &mut Problems, tpl: &Value) -> Option<Value> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Tpl {
+        name: String,
+        language: String,
+        #[serde(default)]
+        parameters: Vec<String>,
+    }
+    let tpl: Tpl = match serde_json::from_value(tpl.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            p.add("whatsapp_template", e.to_string());
+            return None;
+        }
+    };
+    let name_ok = !tpl.name.is_empty()
+        && tpl.name.len() <= 512
+        && tpl
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !name_ok {
+        p.add(
+            "whatsapp_template.name",
+            "must be lower-case letters, digits and `_`",
+        );
+    }
+    let lang_ok = (2..=15).contains(&tpl.language.len())
+        && tpl
+            .language
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !lang_ok {
+        p.add(
+            "whatsapp_template.language",
+            "must be a language code such as `en_US`",
+        );
+    }
+    if tpl.parameters.len() > 20 {
+        p.add("whatsapp_template.parameters", "at most 20");
+    }
+    for (i, param) in tpl.parameters.iter().enumerate() {
+        if param.is_empty() || param.chars().count() > 1_024 {
+            p.add(
+                &format!("whatsapp_template.parameters[{i}]"),
+                "must be 1 to 1024 characters",
+            );
+        }
+    }
+    (name_ok && lang_ok && tpl.parameters.len() <= 20).then(|| {
+        serde_json::json!({
+            "template_name": tpl.name,
+            "language": tpl.language,
+            "parameters": tpl.parameters,
+        })
+    })
+}
+
 fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     let mut p = Problems::default();
     let category = req.category.as_ref().and_then(|c| {
@@ -264,6 +338,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 ("body", req.body.is_some()),
                 ("action_url", req.action_url.is_some()),
                 ("data", req.data.is_some()),
+                ("whatsapp_template", req.whatsapp_template.is_some()),
             ] {
                 p.absent(name, present, "email");
             }
@@ -303,6 +378,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 ("subject", req.subject.is_some()),
                 ("text", req.text.is_some()),
                 ("html", req.html.is_some()),
+                ("whatsapp_template", req.whatsapp_template.is_some()),
             ] {
                 p.absent(name, present, "inapp");
             }
@@ -334,10 +410,130 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 metadata: metadata.clone(),
             })
         }
+        "sms" => {
+            for (name, present) in [
+                ("subject", req.subject.is_some()),
+                ("html", req.html.is_some()),
+                ("title", req.title.is_some()),
+                ("body", req.body.is_some()),
+                ("action_url", req.action_url.is_some()),
+                ("data", req.data.is_some()),
+                ("whatsapp_template", req.whatsapp_template.is_some()),
+            ] {
+                p.absent(name, present, "sms");
+            }
+            let to = p
+                .required("to", &req.to)
+                .and_then(|to| PhoneNumber::parse(to).map_err(|e| p.add("to", e.0)).ok());
+            let text = p
+                .required("text", &req.text)
+                .and_then(|t| p.text("text", t, 1_600, false));
+            let subscriber = req
+                .subscriber_id
+                .as_deref()
+                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            to.zip(text).map(|(to, text)| ValidSend {
+                channel: Channel::Sms,
+                recipient: to.as_str().to_owned(),
+                subscriber,
+                content: serde_json::json!({"body": text}),
+                category: category.clone(),
+                metadata: metadata.clone(),
+            })
+        }
+        "push" => {
+            for (name, present) in [
+                ("subject", req.subject.is_some()),
+                ("text", req.text.is_some()),
+                ("html", req.html.is_some()),
+                ("action_url", req.action_url.is_some()),
+                ("whatsapp_template", req.whatsapp_template.is_some()),
+            ] {
+                p.absent(name, present, "push");
+            }
+            let to = p.required("to", &req.to).and_then(|t| {
+                let ok =
+                    !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic());
+                if !ok {
+                    p.add(
+                        "to",
+                        "must be a device registration token (1 to 4096 printable characters)",
+                    );
+                }
+                ok.then(|| t.to_owned())
+            });
+            let title = p
+                .required("title", &req.title)
+                .and_then(|t| p.text("title", t, 200, true));
+            let body = req
+                .body
+                .as_deref()
+                .and_then(|b| p.text("body", b, 5_000, false));
+            let data = p.object("data", &req.data, MAX_METADATA_KEYS);
+            if let Value::Object(m) = &data
+                && m.values().any(|v| !v.is_string())
+            {
+                p.add("data", "push data values must be strings");
+            }
+            let subscriber = req
+                .subscriber_id
+                .as_deref()
+                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            to.zip(title).map(|(to, title)| ValidSend {
+                channel: Channel::Push,
+                recipient: to,
+                subscriber,
+                content: serde_json::json!({"title": title, "body": body, "data": data}),
+                category: category.clone(),
+                metadata: metadata.clone(),
+            })
+        }
+        "whatsapp" => {
+            for (name, present) in [
+                ("subject", req.subject.is_some()),
+                ("html", req.html.is_some()),
+                ("title", req.title.is_some()),
+                ("body", req.body.is_some()),
+                ("action_url", req.action_url.is_some()),
+                ("data", req.data.is_some()),
+            ] {
+                p.absent(name, present, "whatsapp");
+            }
+            let to = p
+                .required("to", &req.to)
+                .and_then(|to| PhoneNumber::parse(to).map_err(|e| p.add("to", e.0)).ok());
+            let content = match (&req.text, &req.whatsapp_template) {
+                (Some(t), None) => p
+                    .text("text", t, 4_096, false)
+                    .map(|t| serde_json::json!({"text": t})),
+                (None, Some(tpl)) => whatsapp_template(&mut p, tpl),
+                _ => {
+                    p.add(
+                        "text",
+                        "exactly one of `text` and `whatsapp_template` is required",
+                    );
+                    None
+                }
+            };
+            let subscriber = req
+                .subscriber_id
+                .as_deref()
+                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            to.zip(content).map(|(to, content)| ValidSend {
+                channel: Channel::WhatsApp,
+                recipient: to.as_str().to_owned(),
+                subscriber,
+                content,
+                category: category.clone(),
+                metadata: metadata.clone(),
+            })
+        }
         other => {
             p.add(
                 "channel",
-                format!("`{other}` is not a channel; use `email` or `inapp`"),
+                format!(
+                    "`{other}` is not a channel; use `email`, `sms`, `push`, `whatsapp` or `inapp`"
+                ),
             );
             None
         }
@@ -493,6 +689,7 @@ impl NotificationsApi {
                     outcome: a.outcome.as_str().into(),
                     provider: a.provider,
                     provider_response: a.provider_response,
+                    response_code: a.response_code,
                     error: a.error,
                     latency_ms: a.latency_ms,
                     at: a.created_at,

@@ -6,5 +6,6 @@ mod inbox;
 mod logs;
 mod operations;
 mod preferences;
+mod providers;
 mod realtime;
 mod send_email;

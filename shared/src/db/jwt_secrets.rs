@@ -43,3 +43,47 @@ pub async fn get(
     .await?;
     Ok(row.map(|(key_id, bytes)| Sealed { key_id, bytes }))
 }
+
+/// Secrets not sealed with `key_id`, across tenants: what a key rotation
+/// must re-seal. At most `limit`.
+#[tracing::instrument(skip_all)]
+pub async fn sealed_with_other_keys(
+    db: impl PgExecutor<'_>,
+    key_id: &str,
+    limit: i64,
+) -> Result<Vec<(TenantId, Sealed)>, sqlx::Error> {
+    let rows: Vec<(TenantId, String, Vec<u8>)> = sqlx::query_as(
+        "select tenant_id, key_id, ciphertext from tenant_jwt_secrets
+         where key_id <> $1 order by tenant_id limit $2",
+    )
+    .bind(key_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, key_id, bytes)| (t, Sealed { key_id, bytes }))
+        .collect())
+}
+
+/// Replaces a sealed secret after a rotation, if it is still the one read.
+#[tracing::instrument(skip_all)]
+pub async fn reseal(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    old: &Sealed,
+    new: &Sealed,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update tenant_jwt_secrets set key_id = $4, ciphertext = $5
+         where tenant_id = $1 and key_id = $2 and ciphertext = $3",
+    )
+    .bind(tenant_id)
+    .bind(&old.key_id)
+    .bind(&old.bytes)
+    .bind(&new.key_id)
+    .bind(&new.bytes)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -192,6 +192,8 @@ pub struct Attempt {
     pub provider: String,
     /// The provider's answer, e.g. the SMTP reply.
     pub provider_response: Option<String>,
+    /// The provider's status code.
+    pub response_code: Option<i32>,
     /// The error, if it failed.
     pub error: Option<String>,
     /// How long the provider took.
@@ -208,7 +210,7 @@ pub async fn attempts(
     id: NotificationId,
 ) -> Result<Vec<Attempt>, sqlx::Error> {
     sqlx::query_as(
-        "select attempt, outcome, provider, provider_response, error, latency_ms, created_at
+        "select attempt, outcome, provider, provider_response, response_code, error, latency_ms, created_at
          from delivery_attempts where tenant_id = $1 and notification_id = $2 order by attempt, id",
     )
     .bind(tenant_id)
@@ -322,6 +324,8 @@ pub struct AttemptRecord<'a> {
     pub latency: Duration,
     /// Which worker ran it.
     pub worker: &'a str,
+    /// The provider's status code (HTTP status or SMTP reply code).
+    pub code: Option<u16>,
 }
 
 /// Records an attempt of a row this worker claimed and moves the row on, in
@@ -385,8 +389,9 @@ pub async fn record_attempt(
              returning id
          )
          insert into delivery_attempts
-             (tenant_id, notification_id, attempt, outcome, provider, provider_response, error, latency_ms, worker)
-         select $1, id, $3, $9, $10, $7, $8, $11, $12 from moved",
+             (tenant_id, notification_id, attempt, outcome, provider, provider_response, error, latency_ms, worker,
+              response_code)
+         select $1, id, $3, $9, $10, $7, $8, $11, $12, $13 from moved",
     )
     .bind(tenant_id)
     .bind(id)
@@ -400,9 +405,53 @@ pub async fn record_attempt(
     .bind(record.provider)
     .bind(record.latency.as_millis().min(i32::MAX as u128) as i32)
     .bind(record.worker)
+    .bind(record.code.map(i32::from))
     .execute(db)
     .await?;
     Ok(written.rows_affected() == 1)
+}
+
+/// Records the providers an attempt moved past (failed or skipped) before
+/// its outcome, as `failover` rows of the same attempt. Only while the claim
+/// holds.
+#[tracing::instrument(skip_all)]
+pub async fn record_failovers(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: NotificationId,
+    attempt: i32,
+    worker: &str,
+    hops: &[(String, String, Option<u16>, Duration)],
+) -> Result<(), sqlx::Error> {
+    if hops.is_empty() {
+        return Ok(());
+    }
+    let providers: Vec<&str> = hops.iter().map(|h| h.0.as_str()).collect();
+    let errors: Vec<&str> = hops.iter().map(|h| h.1.as_str()).collect();
+    let codes: Vec<Option<i32>> = hops.iter().map(|h| h.2.map(i32::from)).collect();
+    let latencies: Vec<i32> = hops
+        .iter()
+        .map(|h| h.3.as_millis().min(i32::MAX as u128) as i32)
+        .collect();
+    sqlx::query(
+        "insert into delivery_attempts
+             (tenant_id, notification_id, attempt, outcome, provider, error, response_code, latency_ms, worker)
+         select $1, n.id, $3, 'failover', h.provider, h.error, h.code, h.latency, $4
+         from notifications n,
+              unnest($5::text[], $6::text[], $7::int4[], $8::int4[]) as h(provider, error, code, latency)
+         where n.tenant_id = $1 and n.id = $2 and n.status = 'sending' and n.attempts = $3",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(attempt)
+    .bind(worker)
+    .bind(&providers)
+    .bind(&errors)
+    .bind(&codes)
+    .bind(&latencies)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// Puts a claimed row back, unattempted, until `until` (the subscriber's quiet

@@ -63,7 +63,7 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("EMAIL_FROM", "Care Team <care@clinic.example.org>"),
     ("JOBS__DISPATCHER__INTERVAL_MS", "50"),
     ("JOBS__DISPATCHER__REDISPATCH_AFTER_SECS", "10"),
-    ("JOBS__QUEUES__EMAIL__TIMEOUT_SECS", "5"),
+    ("JOBS__QUEUES__EMAIL__TIMEOUT_SECS", "10"),
     ("JOBS__QUEUES__EMAIL__BACKOFF__INITIAL_MS", "100"),
     ("JOBS__QUEUES__EMAIL__BACKOFF__MAX_MS", "2000"),
     ("JOBS__QUEUES__EMAIL__BACKOFF__MULTIPLIER", "2.0"),
@@ -98,6 +98,14 @@ impl TestAppBuilder {
     /// Sets an environment-style setting (also `JOBS__…` overrides).
     pub fn var(mut self, key: &str, value: impl ToString) -> Self {
         self.vars.push((key.to_owned(), value.to_string()));
+        self
+    }
+
+    /// Points the platform at the fake HTTP providers.
+    pub fn providers(mut self, fake: &crate::providers::FakeProviders) -> Self {
+        for (k, v) in fake.vars() {
+            self.vars.push((k.to_owned(), v));
+        }
         self
     }
 
@@ -450,6 +458,22 @@ impl TestApp {
             .await
             .unwrap();
         (t.id, k.secret.expose_secret().to_owned())
+    }
+
+    /// Adds a provider config through the admin API; returns its id.
+    pub async fn add_provider(&self, body: &Value) -> String {
+        let resp = self
+            .client
+            .post(self.url("/api/v1/admin/providers"))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let created: Value = resp.json().await.unwrap();
+        assert_eq!(status, 201, "{created}");
+        created["id"].as_str().unwrap().to_owned()
     }
 
     /// A Redis connection (no prefix applied).

@@ -8,6 +8,8 @@
 //! * [`proxy::TcpProxy`]: a TCP proxy that can be cut and restored, to take
 //!   Redis away from the platform without touching the shared Redis.
 //! * [`jwks::JwksServer`]: an OIDC provider's JWKS endpoint, with test keys.
+//! * [`providers::FakeProviders`]: Twilio, SendGrid, FCM and WhatsApp
+//!   stand-ins that check requests and answer as documented.
 //! * [`process::terminate`]: SIGTERM a child process and collect its output.
 //! * [`app::TestApp`]: the api, worker and scheduler in-process on port 0,
 //!   with their own database, Redis key prefix and SMTP server, plus helpers
@@ -21,6 +23,7 @@ pub mod bench;
 pub mod db;
 pub mod jwks;
 pub mod process;
+pub mod providers;
 pub mod proxy;
 pub mod smtp;
 

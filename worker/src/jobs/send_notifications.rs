@@ -11,7 +11,6 @@ use std::{sync::Arc, time::Instant};
 use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use futures::StreamExt;
 use shared::{
-    config::QueueConfig,
     db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
     db::{events, inbox, preferences},
     domain::{Channel, TenantId},
@@ -22,8 +21,16 @@ use tracing::Instrument;
 
 use crate::{
     WorkerState,
-    providers::email::{Receipt, SendError, build_message},
+    providers::{
+        Receipt, SendError,
+        chain::{self, ChainOutcome, Provider},
+        email::build_message,
+        fcm::{self, PushContent, PushError},
+        sendgrid, twilio,
+        whatsapp::{self, WhatsAppContent},
+    },
 };
+use shared::providers::ProviderSpec;
 
 /// Sends within one job run at most this many at once.
 const PARALLEL_SENDS: usize = 8;
@@ -45,6 +52,31 @@ pub async fn handle(
     );
     async move {
         let config = state.jobs.queue(queue);
+        let providers = if job.channel == Channel::InApp {
+            Vec::new()
+        } else {
+            match chain::load(
+                &state.pool,
+                state.keyring.as_ref(),
+                job.tenant_id,
+                job.channel,
+                config.rate_limit,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(error) => {
+                    // Nothing is claimed yet; the dispatcher pushes the rows again.
+                    tracing::error!(
+                        error = &error as &dyn std::error::Error,
+                        "cannot load providers"
+                    );
+                    metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+                    return Ok(());
+                }
+            }
+        };
+        let providers = &providers;
         let rounds = job.notification_ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
         let lease = config.timeout() * rounds;
         let claimed =
@@ -72,7 +104,9 @@ pub async fn handle(
             .for_each_concurrent(PARALLEL_SENDS, |row| {
                 let state = state.clone();
                 let task_id = task_id.clone();
-                async move { deliver(&state, job.tenant_id, job.channel, row, &task_id).await }
+                async move {
+                    deliver(&state, job.tenant_id, job.channel, providers, row, &task_id).await
+                }
             })
             .await;
         Ok(())
@@ -119,23 +153,74 @@ async fn consult_preferences(
     }
 }
 
-/// Sends one claimed email notification through the configured transport,
-/// bounded by the queue's timeout.
-async fn send_email(
+fn content<T: serde::de::DeserializeOwned>(row: &Claimed) -> Result<T, SendError> {
+    serde_json::from_value::<T>(row.content.0.clone())
+        .map_err(|e| SendError::permanent(format!("unreadable content: {e}")))
+}
+
+/// The SMS content.
+#[derive(serde::Deserialize)]
+struct SmsContent {
+    body: String,
+}
+
+/// Sends one claimed notification through one provider.
+async fn send_with(
     state: &WorkerState,
+    tenant_id: TenantId,
     row: &Claimed,
-    config: &QueueConfig,
+    provider: &Provider,
 ) -> Result<Receipt, SendError> {
-    let content = serde_json::from_value::<EmailContent>(row.content.0.clone())
-        .map_err(|e| SendError::Permanent(format!("unreadable content: {e}")))?;
-    let (message, message_id) = build_message(&state.email_from, row.id, &row.recipient, &content)?;
-    match tokio::time::timeout(config.timeout(), state.email.send(message, message_id)).await {
-        Ok(r) => r,
-        Err(_) => Err(SendError::Transient(format!(
-            "no answer from the provider within {}s",
-            config.timeout_secs
-        ))),
+    let http = &state.http;
+    match &provider.spec {
+        ProviderSpec::Smtp(_) => {
+            let email = content::<EmailContent>(row)?;
+            let (message, message_id) =
+                build_message(&state.email_from, row.id, &row.recipient, &email)?;
+            state.email.send(message, message_id).await
+        }
+        ProviderSpec::SendGrid(settings, credentials) => {
+            let email = content::<EmailContent>(row)?;
+            sendgrid::send(
+                http,
+                settings,
+                credentials,
+                (tenant_id, row.id),
+                &row.recipient,
+                &email,
+            )
+            .await
+        }
+        ProviderSpec::Twilio(settings, credentials) => {
+            let sms = content::<SmsContent>(row)?;
+            twilio::send(http, settings, credentials, &row.recipient, &sms.body).await
+        }
+        ProviderSpec::Fcm(settings, credentials) => {
+            let push = content::<PushContent>(row)?;
+            let id = provider.id.unwrap_or_default();
+            match fcm::send(http, id, settings, credentials, &row.recipient, &push).await {
+                Ok(receipt) => Ok(receipt),
+                Err(PushError::Other(e)) => Err(e),
+                Err(PushError::TokenGone(e)) => {
+                    forget_device(state, tenant_id, row).await;
+                    Err(e)
+                }
+            }
+        }
+        ProviderSpec::WhatsApp(settings, credentials) => {
+            let message = content::<WhatsAppContent>(row)?;
+            whatsapp::send(http, settings, credentials, &row.recipient, &message).await
+        }
     }
+}
+
+/// Removes a device token FCM no longer knows from the subscriber it belongs to.
+async fn forget_device(state: &WorkerState, tenant_id: TenantId, row: &Claimed) {
+    let Some(subscriber_id) = row.subscriber_id else {
+        return;
+    };
+    // MERGE-WIRE: subscribers::remove_push_token
+    let _ = (state, tenant_id, subscriber_id);
 }
 
 /// Records an attempt. An in-app notification that reached the inbox is
@@ -179,11 +264,27 @@ async fn record_outcome(
     Ok(true)
 }
 
+/// Puts a claimed row back until `until` without spending its attempt.
+async fn defer(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    row: &Claimed,
+    until: chrono::DateTime<chrono::Utc>,
+    why: &str,
+) {
+    match notifications::defer(&state.pool, tenant_id, row.id, row.attempts, until).await {
+        Ok(_) => tracing::info!(until = %until, why, "deferred"),
+        Err(error) => tracing::error!(error = &error as &dyn std::error::Error, "cannot defer"),
+    }
+    metrics::counter!("notifications_deferred_total").increment(1);
+}
+
 /// Delivers one claimed notification on its channel and records the attempt.
 async fn deliver(
     state: &WorkerState,
     tenant_id: TenantId,
     channel: Channel,
+    providers: &[Provider],
     row: Claimed,
     task_id: &TaskId,
 ) {
@@ -204,39 +305,60 @@ async fn deliver(
             (Some(subscriber_id), false) => consult_preferences(state, tenant_id, subscriber_id, channel, &row).await,
             _ => Verdict::Send,
         };
-        let (provider, result) = match verdict {
+        let mut hops = Vec::new();
+        let (provider, result): (String, Result<Receipt, SendError>) = match verdict {
             Verdict::Defer(until) => {
-                match notifications::defer(&state.pool, tenant_id, row.id, row.attempts, until).await {
-                    Ok(_) => tracing::info!(until = %until, "quiet hours; deferred"),
-                    Err(error) => tracing::error!(error = &error as &dyn std::error::Error, "cannot defer"),
-                }
-                metrics::counter!("notifications_deferred_total", "channel" => channel.as_str()).increment(1);
+                defer(state, tenant_id, &row, until, "quiet hours").await;
                 return;
             }
-            Verdict::Suppress(reason) => ("preferences", Err(SendError::Suppressed(reason))),
-            Verdict::Send => match channel {
-                Channel::Email => (state.email.provider(), send_email(state, &row, config).await),
-                Channel::Sms | Channel::Push | Channel::WhatsApp => (
-                    "none",
-                    Err(SendError::Permanent(format!("no {} provider is configured", channel.as_str()))),
-                ),
-                // The row is the inbox entry: marking it sent puts it there.
-                Channel::InApp => (
-                    "inapp",
-                    Ok(Receipt { message_id: format!("inapp:{}", row.id), response: "placed in the inbox".into() }),
-                ),
-            },
+            Verdict::Suppress(reason) => ("preferences".into(), Err(SendError::Suppressed(reason))),
+            // The row is the inbox entry: marking it sent puts it there.
+            Verdict::Send if channel == Channel::InApp => (
+                "inapp".into(),
+                Ok(Receipt { message_id: format!("inapp:{}", row.id), response: "placed in the inbox".into(), code: None }),
+            ),
+            Verdict::Send if providers.is_empty() => ("none".into(), Err(chain::none_configured(channel))),
+            Verdict::Send => {
+                let (outcome, skipped) = chain::run(&state.guard, providers, config.timeout(), |i| {
+                    send_with(state, tenant_id, &row, &providers[i])
+                })
+                .await;
+                hops = skipped;
+                match outcome {
+                    ChainOutcome::Sent { provider, receipt } => (provider, Ok(receipt)),
+                    ChainOutcome::Failed { provider, error } => (provider, Err(error)),
+                    ChainOutcome::Busy(wait) => {
+                        let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                        defer(state, tenant_id, &row, until, "every provider is paused or rate limited").await;
+                        return;
+                    }
+                }
+            }
         };
         let latency = started.elapsed();
+        let code = match &result {
+            Ok(receipt) => receipt.code,
+            Err(e) => e.code(),
+        };
         let outcome = match result {
             Ok(receipt) => Outcome::Sent { provider_message_id: receipt.message_id, response: receipt.response },
-            Err(SendError::Transient(error)) if row.attempts < row.max_attempts => {
+            Err(SendError::Transient { error, .. }) if row.attempts < row.max_attempts => {
                 Outcome::Retry { error, after: config.backoff.delay(row.attempts as u32) }
             }
-            Err(SendError::Transient(error)) => Outcome::Failed { error },
-            Err(SendError::Permanent(error)) => Outcome::Failed { error },
+            Err(SendError::RateLimited { error, retry_after, .. }) if row.attempts < row.max_attempts => {
+                Outcome::Retry { error, after: config.backoff.delay(row.attempts as u32).max(retry_after) }
+            }
+            Err(SendError::Transient { error, .. } | SendError::RateLimited { error, .. }) => Outcome::Failed { error },
+            Err(SendError::Permanent { error, .. }) => Outcome::Failed { error },
             Err(SendError::Suppressed(reason)) => Outcome::Suppressed { reason },
         };
+        if !hops.is_empty() {
+            let rows: Vec<_> = hops.iter().map(|h| (h.provider.clone(), h.error.clone(), h.code, h.latency)).collect();
+            if let Err(error) = notifications::record_failovers(&state.pool, tenant_id, row.id, row.attempts, &state.name, &rows).await {
+                tracing::error!(error = &error as &dyn std::error::Error, "cannot record the failovers");
+            }
+            metrics::counter!("provider_failovers_total", "channel" => channel.as_str()).increment(hops.len() as u64);
+        }
         let label = match &outcome {
             Outcome::Sent { .. } => "sent",
             Outcome::Retry { .. } => "retry",
@@ -245,9 +367,10 @@ async fn deliver(
         };
         let record = AttemptRecord {
             attempt: row.attempts,
-            provider,
+            provider: &provider,
             latency,
             worker: &state.name,
+            code,
         };
         match record_outcome(state, tenant_id, &row, record, &outcome).await {
             Ok(true) => {}

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::{Receipt, SendError};
 use lettre::{
     AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart, header::ContentType},
@@ -18,30 +19,6 @@ use shared::{
     db::notifications::EmailContent,
     domain::NotificationId,
 };
-
-/// Why a send did not go through.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SendError {
-    /// Worth another attempt: a 4xx reply, a timeout, a connection error.
-    #[error("{0}")]
-    Transient(String),
-    /// Never worth another attempt: a 5xx reply, or a message that cannot be
-    /// built.
-    #[error("{0}")]
-    Permanent(String),
-    /// Not to be sent: the subscriber's preferences rule it out.
-    #[error("{0}")]
-    Suppressed(String),
-}
-
-/// What a successful send returns.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    /// The `Message-ID` of the sent message.
-    pub message_id: String,
-    /// The server's reply, e.g. `250 2.0.0 Ok: queued as 4F2A1`.
-    pub response: String,
-}
 
 /// An email transport.
 #[derive(Debug, Clone)]
@@ -104,17 +81,34 @@ impl EmailSender {
                     Ok(Receipt {
                         message_id,
                         response: format!("{} {}", reply.code(), text.join(" ")),
+                        code: reply.code().to_string().parse().ok(),
                     })
                 }
-                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-                Err(e) => Err(SendError::Transient(e.to_string())),
+                Err(e) => {
+                    let code = e.status().and_then(|c| c.to_string().parse().ok());
+                    if e.is_permanent() {
+                        Err(SendError::Permanent {
+                            code,
+                            error: e.to_string(),
+                        })
+                    } else {
+                        Err(SendError::Transient {
+                            code,
+                            error: e.to_string(),
+                        })
+                    }
+                }
             },
             Self::File(t) => match t.send(message).await {
                 Ok(id) => Ok(Receipt {
                     message_id,
                     response: format!("written as {id}.eml"),
+                    code: None,
                 }),
-                Err(e) => Err(SendError::Transient(e.to_string())),
+                Err(e) => Err(SendError::Transient {
+                    code: None,
+                    error: e.to_string(),
+                }),
             },
         }
     }
@@ -164,7 +158,7 @@ pub fn build_message(
 ) -> Result<(Message, String), SendError> {
     let to: Mailbox = to
         .parse()
-        .map_err(|e| SendError::Permanent(format!("bad recipient: {e}")))?;
+        .map_err(|e| SendError::permanent(format!("bad recipient: {e}")))?;
     let domain = from.email.domain().to_owned();
     let message_id = format!("<{id}@{domain}>");
     let builder = Message::builder()
@@ -179,8 +173,8 @@ pub fn build_message(
         )),
         (Some(text), None) => builder.header(ContentType::TEXT_PLAIN).body(text.clone()),
         (None, Some(html)) => builder.header(ContentType::TEXT_HTML).body(html.clone()),
-        (None, None) => return Err(SendError::Permanent("the notification has no body".into())),
+        (None, None) => return Err(SendError::permanent("the notification has no body")),
     }
-    .map_err(|e| SendError::Permanent(format!("cannot build the message: {e}")))?;
+    .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))?;
     Ok((message, message_id))
 }

@@ -1,0 +1,468 @@
+//! `/api/v1/admin/providers`: an organisation's delivery providers per
+//! channel, in failover order.
+//!
+//! Credentials are sealed with AES-256-GCM before they are stored (the tenant
+//! and provider ids bound in as associated data) and are never returned: the
+//! API answers their masked form. Every change is audited, without secrets.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde_json::Value;
+use shared::{
+    db::{
+        audit,
+        providers::{self as db, ProviderConfig, ProviderWrite},
+    },
+    providers::{ProviderKind, ProviderSpec, aad, mask},
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    auth::{Admin, AdminCaller},
+    error::{ApiError, InvalidParam},
+    middleware::RequestId,
+    routes::ApiTags,
+};
+
+/// The provider endpoints.
+#[derive(Debug)]
+pub struct ProvidersApi;
+
+/// A provider config to create.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateProvider {
+    /// `smtp` (the platform's relay), `sendgrid`, `twilio`, `fcm` or
+    /// `whatsapp`. The channel follows from it.
+    pub provider: String,
+    /// A name unique within the organisation (1 to 100 characters).
+    pub name: String,
+    /// Failover order within the channel, 0 to 1000: lower goes first.
+    pub priority: Option<i32>,
+    /// Whether sends use it (default true).
+    pub enabled: Option<bool>,
+    /// Plain settings. sendgrid: `from_email`, `from_name`; twilio:
+    /// `account_sid` and `from` or `messaging_service_sid`; fcm:
+    /// `project_id`; whatsapp: `phone_number_id`. Any: `rate_per_sec`.
+    pub settings: Option<Value>,
+    /// Secrets, never shown again. sendgrid: `api_key`; twilio:
+    /// `auth_token`; fcm: the service account's key file (`client_email`,
+    /// `private_key`, `private_key_id`); whatsapp: `access_token`,
+    /// `app_secret`.
+    pub credentials: Option<Value>,
+}
+
+/// A provider config's replacement. The provider kind cannot change.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateProvider {
+    /// Its name.
+    pub name: String,
+    /// Failover order.
+    pub priority: Option<i32>,
+    /// Whether sends use it.
+    pub enabled: Option<bool>,
+    /// Plain settings.
+    pub settings: Option<Value>,
+    /// New secrets; omit to keep the stored ones.
+    pub credentials: Option<Value>,
+}
+
+/// A provider config as shown: credentials masked.
+#[derive(Debug, Object)]
+pub struct ProviderView {
+    /// Its id.
+    pub id: String,
+    /// The channel it delivers.
+    pub channel: String,
+    /// The provider.
+    pub provider: String,
+    /// Its name.
+    pub name: String,
+    /// Failover order.
+    pub priority: i32,
+    /// Whether sends use it.
+    pub enabled: bool,
+    /// Plain settings.
+    pub settings: Value,
+    /// The credentials' masked form (at most their last four characters).
+    pub credentials: Value,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ProviderConfig> for ProviderView {
+    fn from(c: ProviderConfig) -> Self {
+        Self {
+            id: c.id.to_string(),
+            channel: c.channel.as_str().into(),
+            provider: c.provider.as_str().into(),
+            name: c.name,
+            priority: c.priority,
+            enabled: c.enabled,
+            settings: c.settings.0,
+            credentials: c.masked.0,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+/// The organisation's providers.
+#[derive(Debug, Object)]
+pub struct ProviderList {
+    /// By channel, then failover order.
+    pub items: Vec<ProviderView>,
+}
+
+/// Answers with one config.
+#[derive(Debug, ApiResponse)]
+pub enum ProviderResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<ProviderView>, #[oai(header = "Location")] String),
+    /// The config.
+    #[oai(status = 200)]
+    Ok(Json<ProviderView>),
+}
+
+/// Answers with the list.
+#[derive(Debug, ApiResponse)]
+pub enum ListResponse {
+    /// Every config.
+    #[oai(status = 200)]
+    Ok(Json<ProviderList>),
+}
+
+/// Answers to a delete.
+#[derive(Debug, ApiResponse)]
+pub enum DeleteResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("provider"))
+}
+
+fn problems_of(list: Vec<(String, String)>) -> ApiError {
+    ApiError::Invalid(
+        list.into_iter()
+            .map(|(name, reason)| InvalidParam { name, reason })
+            .collect(),
+    )
+}
+
+/// Checks the common fields and the kind's settings and credentials.
+fn check(
+    kind: ProviderKind,
+    name: &str,
+    priority: Option<i32>,
+    settings: &Option<Value>,
+    credentials: &Option<Value>,
+    credentials_required: bool,
+) -> Result<Option<ProviderSpec>, ApiError> {
+    let mut problems = Vec::new();
+    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        problems.push((
+            "name".to_owned(),
+            "must be 1 to 100 characters on one line".to_owned(),
+        ));
+    }
+    if let Some(p) = priority
+        && !(0..=1000).contains(&p)
+    {
+        problems.push(("priority".into(), "must be between 0 and 1000".into()));
+    }
+    let settings = settings
+        .clone()
+        .unwrap_or_else(|| Value::Object(Default::default()));
+    let spec = match (credentials, credentials_required) {
+        (None, false) => {
+            // Settings alone are checked with the kind's rules on update;
+            // the stored credentials are kept.
+            None
+        }
+        _ => {
+            let creds = credentials.clone().unwrap_or(Value::Null);
+            match ProviderSpec::parse(kind, &settings, &creds) {
+                Ok(spec) => Some(spec),
+                Err(p) => {
+                    problems.extend(p);
+                    None
+                }
+            }
+        }
+    };
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(problems_of(problems))
+    }
+}
+
+async fn audit_change(
+    state: &AppState,
+    caller: &AdminCaller,
+    action: &str,
+    id: Uuid,
+    request_id: &RequestId,
+    details: Value,
+) -> Result<(), ApiError> {
+    audit::record(
+        &state.pool,
+        audit::Entry {
+            tenant_id: Some(caller.tenant_id),
+            actor: &caller.actor,
+            action,
+            resource_type: "provider",
+            resource_id: Some(id.to_string()),
+            result: "success",
+            request_id: Some(&request_id.0),
+            details,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Seals `spec`'s credentials for config `id` of the caller's tenant.
+fn seal(
+    state: &AppState,
+    caller: &AdminCaller,
+    id: Uuid,
+    spec: &ProviderSpec,
+) -> Result<(Option<shared::crypto::Sealed>, Value), ApiError> {
+    let Some(credentials) = spec.credentials() else {
+        return Ok((None, Value::Object(Default::default())));
+    };
+    let keyring = state.keyring.as_ref().ok_or_else(|| {
+        ApiError::Unavailable(
+            "credentials cannot be stored: no encryption key is configured (ENCRYPTION_KEYS)"
+                .into(),
+        )
+    })?;
+    let plain = serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?;
+    Ok((
+        Some(keyring.seal(&plain, &aad(caller.tenant_id, id))),
+        mask(&credentials),
+    ))
+}
+
+#[OpenApi(prefix_path = "/api/v1/admin/providers", tag = "ApiTags::Admin")]
+impl ProvidersApi {
+    /// Add a provider to a channel.
+    #[oai(path = "/", method = "post", operation_id = "admin.providers.create")]
+    async fn create(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: Json<CreateProvider>,
+    ) -> Result<ProviderResponse, ApiError> {
+        let caller = auth.caller()?;
+        let req = body.0;
+        let kind = ProviderKind::parse(&req.provider).ok_or_else(|| {
+            ApiError::invalid(
+                "provider",
+                "must be one of `smtp`, `sendgrid`, `twilio`, `fcm`, `whatsapp`",
+            )
+        })?;
+        let spec = check(
+            kind,
+            &req.name,
+            req.priority,
+            &req.settings,
+            &req.credentials,
+            true,
+        )?
+        .ok_or_else(|| ApiError::invalid("credentials", "are required"))?;
+        let id = Uuid::now_v7();
+        let (sealed, masked) = seal(&state, &caller, id, &spec)?;
+        let write = ProviderWrite {
+            provider: kind,
+            name: req.name.trim(),
+            priority: req.priority.unwrap_or(100),
+            enabled: req.enabled.unwrap_or(true),
+            settings: spec.settings(),
+            sealed,
+            masked,
+        };
+        let created = match db::create(&state.pool, caller.tenant_id, id, write).await {
+            Ok(c) => c,
+            Err(e) if db::is_name_taken(&e) => {
+                return Err(ApiError::Conflict(
+                    "a provider with that name already exists".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        audit_change(
+            &state,
+            &caller,
+            "provider.create",
+            id,
+            &request_id,
+            serde_json::json!({"provider": kind.as_str(), "channel": kind.channel().as_str()}),
+        )
+        .await?;
+        Ok(ProviderResponse::Created(
+            Json(created.into()),
+            format!("/api/v1/admin/providers/{id}"),
+        ))
+    }
+
+    /// The organisation's providers, by channel and failover order.
+    #[oai(path = "/", method = "get", operation_id = "admin.providers.list")]
+    async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
+        let caller = auth.caller()?;
+        let items = db::list(&state.pool, caller.tenant_id).await?;
+        Ok(ListResponse::Ok(Json(ProviderList {
+            items: items.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// One provider.
+    #[oai(path = "/:id", method = "get", operation_id = "admin.providers.get")]
+    async fn get(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<ProviderResponse, ApiError> {
+        let caller = auth.caller()?;
+        let id = parse_id(&id.0)?;
+        let config = db::get(&state.pool, caller.tenant_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("provider"))?;
+        Ok(ProviderResponse::Ok(Json(config.into())))
+    }
+
+    /// Replace a provider's name, order, settings and (optionally)
+    /// credentials.
+    #[oai(path = "/:id", method = "put", operation_id = "admin.providers.update")]
+    async fn update(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: Json<UpdateProvider>,
+    ) -> Result<ProviderResponse, ApiError> {
+        let caller = auth.caller()?;
+        let id = parse_id(&id.0)?;
+        let current = db::get(&state.pool, caller.tenant_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("provider"))?;
+        let req = body.0;
+        let kind = current.provider;
+        let spec = check(
+            kind,
+            &req.name,
+            req.priority,
+            &req.settings,
+            &req.credentials,
+            false,
+        )?;
+        let (settings, sealed, masked) = match spec {
+            Some(spec) => {
+                let (sealed, masked) = seal(&state, &caller, id, &spec)?;
+                (spec.settings(), sealed, masked)
+            }
+            None => {
+                // Settings change alone: check them against the stored
+                // credentials, which must still open.
+                let keyring = state.keyring.as_ref();
+                let stored = match (current.sealed(), keyring) {
+                    (None, _) => Value::Null,
+                    (Some(sealed), Some(ring)) => {
+                        let plain =
+                            ring.open(&sealed, &aad(caller.tenant_id, id))
+                                .map_err(|_| {
+                                    ApiError::invalid(
+                                        "credentials",
+                                        "the stored credentials no longer open; send them again",
+                                    )
+                                })?;
+                        serde_json::from_slice(&plain).unwrap_or(Value::Null)
+                    }
+                    (Some(_), None) => {
+                        return Err(ApiError::Unavailable(
+                            "no encryption key is configured (ENCRYPTION_KEYS)".into(),
+                        ));
+                    }
+                };
+                let settings = req
+                    .settings
+                    .clone()
+                    .unwrap_or_else(|| Value::Object(Default::default()));
+                let spec = ProviderSpec::parse(kind, &settings, &stored).map_err(problems_of)?;
+                (spec.settings(), None, Value::Null)
+            }
+        };
+        let write = ProviderWrite {
+            provider: kind,
+            name: req.name.trim(),
+            priority: req.priority.unwrap_or(current.priority),
+            enabled: req.enabled.unwrap_or(current.enabled),
+            settings,
+            sealed: sealed.clone(),
+            masked,
+        };
+        let updated = match db::update(&state.pool, caller.tenant_id, id, write).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(ApiError::NotFound("provider")),
+            Err(e) if db::is_name_taken(&e) => {
+                return Err(ApiError::Conflict(
+                    "a provider with that name already exists".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        audit_change(
+            &state,
+            &caller,
+            "provider.update",
+            id,
+            &request_id,
+            serde_json::json!({"credentials_replaced": sealed.is_some()}),
+        )
+        .await?;
+        Ok(ProviderResponse::Ok(Json(updated.into())))
+    }
+
+    /// Remove a provider.
+    #[oai(
+        path = "/:id",
+        method = "delete",
+        operation_id = "admin.providers.delete"
+    )]
+    async fn delete(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<DeleteResponse, ApiError> {
+        let caller = auth.caller()?;
+        let id = parse_id(&id.0)?;
+        if !db::delete(&state.pool, caller.tenant_id, id).await? {
+            return Err(ApiError::NotFound("provider"));
+        }
+        audit_change(
+            &state,
+            &caller,
+            "provider.delete",
+            id,
+            &request_id,
+            Value::Object(Default::default()),
+        )
+        .await?;
+        Ok(DeleteResponse::Deleted)
+    }
+}

@@ -1,0 +1,249 @@
+//! Organisations' provider configs (see [`crate::providers`]). Credentials are
+//! stored sealed; this module never sees them in the clear.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, types::Json};
+use uuid::Uuid;
+
+use crate::{crypto::Sealed, domain::Channel, domain::TenantId, providers::ProviderKind};
+
+/// A provider config as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ProviderConfig {
+    /// Its id.
+    pub id: Uuid,
+    /// The channel it delivers.
+    pub channel: Channel,
+    /// The provider.
+    pub provider: ProviderKind,
+    /// A name unique within the organisation.
+    pub name: String,
+    /// Failover order within the channel: lower goes first.
+    pub priority: i32,
+    /// Whether sends use it.
+    pub enabled: bool,
+    /// Plain settings.
+    pub settings: Json<Value>,
+    /// Which key sealed the credentials.
+    pub key_id: Option<String>,
+    /// The sealed credentials.
+    pub ciphertext: Option<Vec<u8>>,
+    /// What may be shown of the credentials.
+    pub masked: Json<Value>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl ProviderConfig {
+    /// The sealed credentials, if it has any.
+    pub fn sealed(&self) -> Option<Sealed> {
+        self.key_id
+            .clone()
+            .zip(self.ciphertext.clone())
+            .map(|(key_id, bytes)| Sealed { key_id, bytes })
+    }
+}
+
+/// A config to write.
+#[derive(Debug, Clone)]
+pub struct ProviderWrite<'a> {
+    /// The provider.
+    pub provider: ProviderKind,
+    /// Its name.
+    pub name: &'a str,
+    /// Failover order.
+    pub priority: i32,
+    /// Whether sends use it.
+    pub enabled: bool,
+    /// Plain settings.
+    pub settings: Value,
+    /// Sealed credentials.
+    pub sealed: Option<Sealed>,
+    /// Their masked form.
+    pub masked: Value,
+}
+
+const COLUMNS: &str = "id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked, created_at, updated_at";
+
+/// Whether a write clashed with another config's name.
+pub fn is_name_taken(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.constraint())
+        .is_some_and(|c| c == "provider_configs_tenant_name_key")
+}
+
+/// Creates a config with the given id (the id is part of the credentials'
+/// associated data, so the caller picks it before sealing).
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    new: ProviderWrite<'_>,
+) -> Result<ProviderConfig, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into provider_configs
+             (id, tenant_id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(tenant_id)
+    .bind(new.provider.channel())
+    .bind(new.provider)
+    .bind(new.name)
+    .bind(new.priority)
+    .bind(new.enabled)
+    .bind(&new.settings)
+    .bind(new.sealed.as_ref().map(|s| s.key_id.as_str()))
+    .bind(new.sealed.as_ref().map(|s| s.bytes.as_slice()))
+    .bind(&new.masked)
+    .fetch_one(db)
+    .await
+}
+
+/// Replaces a config. The provider kind cannot change. `None` credentials
+/// keep the stored ones.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    new: ProviderWrite<'_>,
+) -> Result<Option<ProviderConfig>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update provider_configs
+         set name = $4, priority = $5, enabled = $6, settings = $7,
+             key_id = case when $8::text is null then key_id else $8 end,
+             ciphertext = case when $8::text is null then ciphertext else $9 end,
+             masked = case when $8::text is null then masked else $10 end
+         where tenant_id = $1 and id = $2 and provider = $3
+         returning {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(new.provider)
+    .bind(new.name)
+    .bind(new.priority)
+    .bind(new.enabled)
+    .bind(&new.settings)
+    .bind(new.sealed.as_ref().map(|s| s.key_id.as_str()))
+    .bind(new.sealed.as_ref().map(|s| s.bytes.as_slice()))
+    .bind(&new.masked)
+    .fetch_optional(db)
+    .await
+}
+
+/// One config of `tenant_id`.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<Option<ProviderConfig>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from provider_configs where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every config of `tenant_id`, by channel then failover order.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+) -> Result<Vec<ProviderConfig>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from provider_configs where tenant_id = $1
+         order by channel, priority, name"
+    ))
+    .bind(tenant_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The enabled configs of one channel, in failover order.
+#[tracing::instrument(skip_all)]
+pub async fn for_channel(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    channel: Channel,
+) -> Result<Vec<ProviderConfig>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from provider_configs
+         where tenant_id = $1 and channel = $2 and enabled
+         order by priority, name"
+    ))
+    .bind(tenant_id)
+    .bind(channel)
+    .fetch_all(db)
+    .await
+}
+
+/// Deletes a config; false if there was none.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("delete from provider_configs where tenant_id = $1 and id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Configs whose credentials are not sealed with `key_id`, across tenants:
+/// what a key rotation must re-seal. `(tenant, id, sealed)`, at most `limit`.
+#[tracing::instrument(skip_all)]
+pub async fn sealed_with_other_keys(
+    db: impl PgExecutor<'_>,
+    key_id: &str,
+    limit: i64,
+) -> Result<Vec<(TenantId, Uuid, Sealed)>, sqlx::Error> {
+    let rows: Vec<(TenantId, Uuid, String, Vec<u8>)> = sqlx::query_as(
+        "select tenant_id, id, key_id, ciphertext from provider_configs
+         where key_id is not null and key_id <> $1 order by id limit $2",
+    )
+    .bind(key_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(t, id, key_id, bytes)| (t, id, Sealed { key_id, bytes }))
+        .collect())
+}
+
+/// Replaces sealed credentials after a rotation, if they are still the ones
+/// read (a concurrent update wins).
+#[tracing::instrument(skip_all)]
+pub async fn reseal(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    old: &Sealed,
+    new: &Sealed,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update provider_configs set key_id = $5, ciphertext = $6
+         where tenant_id = $1 and id = $2 and key_id = $3 and ciphertext = $4",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(&old.key_id)
+    .bind(&old.bytes)
+    .bind(&new.key_id)
+    .bind(&new.bytes)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

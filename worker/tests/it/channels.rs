@@ -1,0 +1,488 @@
+//! SMS, push, WhatsApp and SendGrid deliveries through organisations' own
+//! provider configs, against local stand-ins that check each request:
+//! failover, the circuit breaker, 429s with `Retry-After`, timeouts, and a
+//! rate limit shared by worker processes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testkit::{
+    TestApp, TestAppBuilder,
+    providers::{
+        Answer, FakeProviders, INVALID_NUMBER, Kind, SENDGRID_KEY, TWILIO_AUTH_TOKEN, TWILIO_SID_A,
+        TWILIO_SID_B, UNREGISTERED_TOKEN_PREFIX, WHATSAPP_TOKEN, WINDOW_CLOSED_NUMBER,
+        fcm_service_account,
+    },
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+const PATIENT: &str = "+15005550006";
+
+fn builder(fake: &FakeProviders) -> TestAppBuilder {
+    let mut b = TestApp::builder().providers(fake);
+    for q in ["SMS", "PUSH", "WHATSAPP", "EMAIL"] {
+        b = b
+            .var(&format!("JOBS__QUEUES__{q}__TIMEOUT_SECS"), 2)
+            .var(&format!("JOBS__QUEUES__{q}__BACKOFF__INITIAL_MS"), 100)
+            .var(&format!("JOBS__QUEUES__{q}__BACKOFF__MAX_MS"), 500);
+    }
+    b
+}
+
+fn twilio(name: &str, sid: &str, priority: i32) -> Value {
+    json!({
+        "provider": "twilio", "name": name, "priority": priority,
+        "settings": {"account_sid": sid, "from": "+15005550999"},
+        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    })
+}
+
+async fn send(app: &TestApp, body: Value) -> String {
+    let resp = app.post_send(&app.api_key, None, &body).await;
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{answer}");
+    answer["id"].as_str().unwrap().to_owned()
+}
+
+async fn sms(app: &TestApp, to: &str) -> String {
+    send(
+        app,
+        json!({"channel": "sms", "to": to, "text": "Your lab results are ready."}),
+    )
+    .await
+}
+
+fn outcomes(n: &Value) -> Vec<(String, String, Option<i64>)> {
+    n["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["outcome"].as_str().unwrap().to_owned(),
+                a["provider"].as_str().unwrap().to_owned(),
+                a["response_code"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sms_goes_out_through_twilio_with_the_documented_request() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&twilio("twilio-main", TWILIO_SID_A, 10))
+        .await;
+    let id = sms(&app, PATIENT).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let sid = n["provider_message_id"].as_str().unwrap();
+    assert!(sid.starts_with("SM") && sid.len() == 34, "{sid}");
+    assert_eq!(
+        outcomes(&n),
+        [("sent".into(), "twilio-main".into(), Some(201))]
+    );
+    let reqs = fake.requests(Kind::Twilio);
+    assert_eq!(reqs.len(), 1);
+    let r = &reqs[0];
+    assert_eq!(
+        r.path,
+        format!("/2010-04-01/Accounts/{TWILIO_SID_A}/Messages.json")
+    );
+    assert_eq!(r.body["To"], PATIENT);
+    assert_eq!(r.body["From"], "+15005550999");
+    assert_eq!(r.body["Body"], "Your lab results are ready.");
+    assert!(r.authorization.as_deref().unwrap().starts_with("Basic "));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_without_a_provider_fails_with_that_reason() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    let id = sms(&app, PATIENT).await;
+    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    assert_eq!(
+        n["last_error"],
+        "no sms provider is configured for this organisation"
+    );
+    assert!(fake.requests(Kind::Twilio).is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transient_failure_fails_over_and_a_permanent_one_does_not() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&twilio("primary", TWILIO_SID_A, 1)).await;
+    app.add_provider(&twilio("backup", TWILIO_SID_B, 2)).await;
+    fake.script(Kind::Twilio, TWILIO_SID_A, [Answer::Unavailable]);
+    let id = sms(&app, PATIENT).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    assert_eq!(
+        outcomes(&n),
+        [
+            ("failover".into(), "primary".into(), Some(503)),
+            ("sent".into(), "backup".into(), Some(201)),
+        ]
+    );
+    assert_eq!(n["attempt_count"], 1, "failover happens within one attempt");
+
+    // An invalid number is the message's fault: no failover, no retry.
+    let id = sms(&app, INVALID_NUMBER).await;
+    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    assert_eq!(
+        outcomes(&n),
+        [("failed".into(), "primary".into(), Some(400))]
+    );
+    assert!(n["last_error"].as_str().unwrap().contains("21211"), "{n}");
+    let to_backup = fake
+        .requests(Kind::Twilio)
+        .iter()
+        .filter(|r| r.path.contains(TWILIO_SID_B) && r.body["To"] == INVALID_NUMBER)
+        .count();
+    assert_eq!(to_backup, 0);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_429_is_honoured_with_its_retry_after_then_the_send_goes_out() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&twilio("only", TWILIO_SID_A, 1)).await;
+    fake.script(
+        Kind::Twilio,
+        TWILIO_SID_A,
+        [Answer::TooManyRequests(Some(2))],
+    );
+    let started = Instant::now();
+    let id = sms(&app, PATIENT).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let reqs = fake.requests(Kind::Twilio);
+    assert_eq!(reqs.len(), 2);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_millis(1_900),
+        "the retry waited for Retry-After: {gap:?} (backoff alone is 100 ms)"
+    );
+    assert_eq!(
+        outcomes(&n),
+        [
+            ("retry".into(), "only".into(), Some(429)),
+            ("sent".into(), "only".into(), Some(201)),
+        ]
+    );
+    assert!(started.elapsed() < WAIT);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_that_hangs_times_out_and_the_send_fails_over() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&twilio("slow", TWILIO_SID_A, 1)).await;
+    app.add_provider(&twilio("quick", TWILIO_SID_B, 2)).await;
+    fake.script(
+        Kind::Twilio,
+        TWILIO_SID_A,
+        [Answer::Hang(Duration::from_secs(10))],
+    );
+    let id = sms(&app, PATIENT).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let attempts = n["attempts"].as_array().unwrap();
+    assert_eq!(attempts[0]["outcome"], "failover");
+    assert_eq!(attempts[0]["provider"], "slow");
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("in time")
+            || attempts[0]["error"].as_str().unwrap().contains("within"),
+        "{n}"
+    );
+    assert_eq!(attempts[1]["provider"], "quick");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_circuit_opens_after_repeated_failures_and_closes_after_a_good_probe() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake)
+        .var("JOBS__CIRCUIT_BREAKER__FAILURES", 2)
+        .var("JOBS__CIRCUIT_BREAKER__COOLDOWN_SECS", 2)
+        .spawn()
+        .await;
+    app.add_provider(&twilio("flaky", TWILIO_SID_A, 1)).await;
+    app.add_provider(&twilio("steady", TWILIO_SID_B, 2)).await;
+    fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Unavailable);
+    for _ in 0..2 {
+        let id = sms(&app, PATIENT).await;
+        app.wait_for_status(&id, "sent", WAIT).await;
+    }
+    let tried = |fake: &FakeProviders| {
+        fake.requests(Kind::Twilio)
+            .iter()
+            .filter(|r| r.path.contains(TWILIO_SID_A))
+            .count()
+    };
+    assert_eq!(tried(&fake), 2, "both sends tried the flaky provider first");
+
+    // Open: the flaky provider is skipped, not called.
+    let id = sms(&app, PATIENT).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    assert_eq!(tried(&fake), 2);
+    assert!(
+        n["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open"),
+        "{n}"
+    );
+
+    // After the cool-down one send probes it; its success closes the circuit.
+    fake.heal(Kind::Twilio, TWILIO_SID_A);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    for _ in 0..2 {
+        let id = sms(&app, PATIENT).await;
+        let n = app.wait_for_status(&id, "sent", WAIT).await;
+        assert_eq!(outcomes(&n), [("sent".into(), "flaky".into(), Some(201))]);
+    }
+    assert_eq!(tried(&fake), 4);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_rate_limit_holds_across_two_worker_processes() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).without_worker().spawn().await;
+    let mut body = twilio("limited", TWILIO_SID_A, 1);
+    body["settings"]["rate_per_sec"] = json!(5);
+    app.add_provider(&body).await;
+    let ids = futures::future::join_all((0..40).map(|_| sms(&app, PATIENT))).await;
+    let spawn = || {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+            .envs(app.vars.iter().cloned())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the worker binary starts")
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    for id in &ids {
+        app.wait_for_status(id, "sent", Duration::from_secs(40))
+            .await;
+    }
+    a.kill().await.unwrap();
+    b.kill().await.unwrap();
+    let reqs = fake.requests(Kind::Twilio);
+    assert_eq!(reqs.len(), 40);
+    // 5 a second with a burst of 10: 40 sends need at least (40 - 10) / 5 s.
+    let span = reqs[39].at - reqs[0].at;
+    assert!(span >= Duration::from_millis(5_500), "{span:?}");
+    // And no second ever held more than the burst plus one second's rate.
+    for (i, r) in reqs.iter().enumerate() {
+        let in_window = reqs[i..]
+            .iter()
+            .take_while(|o| o.at - r.at < Duration::from_secs(1))
+            .count();
+        assert!(in_window <= 15, "{in_window} sends within a second");
+    }
+    let workers: i64 = sqlx::query_scalar(
+        "select count(distinct worker) from delivery_attempts where outcome = 'sent'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(workers, 2, "both processes sent");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_goes_out_through_sendgrid_and_falls_back_to_the_platform_relay() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&json!({
+        "provider": "sendgrid", "name": "sendgrid", "priority": 1,
+        "settings": {"from_email": "care@clinic.example.org", "from_name": "Care Team"},
+        "credentials": {"api_key": SENDGRID_KEY},
+    }))
+    .await;
+    app.add_provider(&json!({"provider": "smtp", "name": "relay", "priority": 2}))
+        .await;
+    let email = json!({"to": "pat@example.org", "subject": "Results", "text": "Ready.", "html": "<p>Ready.</p>"});
+    let id = send(&app, email.clone()).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    assert!(
+        n["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sg-")
+    );
+    let r = &fake.requests(Kind::SendGrid)[0];
+    assert_eq!(
+        r.body["personalizations"][0]["to"][0]["email"],
+        "pat@example.org"
+    );
+    assert_eq!(r.body["content"][0]["type"], "text/plain");
+    assert_eq!(r.body["content"][1]["type"], "text/html");
+    assert_eq!(r.body["custom_args"]["notification_id"], id.as_str());
+    assert_eq!(
+        r.authorization.as_deref(),
+        Some(format!("Bearer {SENDGRID_KEY}").as_str())
+    );
+    assert!(app.smtp.received().is_empty());
+
+    fake.always(Kind::SendGrid, SENDGRID_KEY, Answer::Unavailable);
+    let id = send(&app, email).await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    assert_eq!(
+        outcomes(&n),
+        [
+            ("failover".into(), "sendgrid".into(), Some(503)),
+            ("sent".into(), "relay".into(), Some(250)),
+        ]
+    );
+    assert_eq!(app.smtp.received().len(), 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn push_through_fcm_reuses_its_access_token_and_drops_gone_devices() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&json!({
+        "provider": "fcm", "name": "firebase",
+        "settings": {"project_id": "test-project"},
+        "credentials": fcm_service_account(),
+    }))
+    .await;
+    for _ in 0..2 {
+        let id = send(
+            &app,
+            json!({"channel": "push", "to": "device-token-1", "title": "Your visit", "body": "Starts at 3 PM", "data": {"visit": "42"}}),
+        )
+        .await;
+        let n = app.wait_for_status(&id, "sent", WAIT).await;
+        assert!(
+            n["provider_message_id"]
+                .as_str()
+                .unwrap()
+                .starts_with("projects/test-project/messages/")
+        );
+    }
+    assert_eq!(
+        fake.requests(Kind::GoogleToken).len(),
+        1,
+        "the token is cached"
+    );
+    let sent = fake.requests(Kind::Fcm);
+    assert_eq!(sent[0].body["message"]["token"], "device-token-1");
+    assert_eq!(sent[0].body["message"]["data"]["visit"], "42");
+    assert!(
+        sent[0]
+            .authorization
+            .as_deref()
+            .unwrap()
+            .starts_with("Bearer ya29.")
+    );
+
+    let id = send(
+        &app,
+        json!({"channel": "push", "to": format!("{UNREGISTERED_TOKEN_PREFIX}1"), "title": "Hello"}),
+    )
+    .await;
+    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    assert!(
+        n["last_error"].as_str().unwrap().contains("UNREGISTERED"),
+        "{n}"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whatsapp_sends_text_and_templates_and_refuses_text_outside_the_window() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&json!({
+        "provider": "whatsapp", "name": "cloud-api",
+        "settings": {"phone_number_id": "106540352242922"},
+        "credentials": {"access_token": WHATSAPP_TOKEN, "app_secret": "0123456789abcdef"},
+    }))
+    .await;
+    let id = send(
+        &app,
+        json!({"channel": "whatsapp", "to": PATIENT, "text": "See you soon"}),
+    )
+    .await;
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    assert!(
+        n["provider_message_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("wamid.")
+    );
+    let id = send(
+        &app,
+        json!({"channel": "whatsapp", "to": WINDOW_CLOSED_NUMBER,
+               "whatsapp_template": {"name": "appointment_reminder", "language": "en_US", "parameters": ["Pat", "3 PM"]}}),
+    )
+    .await;
+    app.wait_for_status(&id, "sent", WAIT).await;
+    let reqs = fake.requests(Kind::WhatsApp);
+    assert_eq!(reqs[0].path, "/v21.0/106540352242922/messages");
+    assert_eq!(reqs[0].body["to"], PATIENT.trim_start_matches('+'));
+    assert_eq!(reqs[0].body["text"]["body"], "See you soon");
+    assert_eq!(reqs[1].body["template"]["name"], "appointment_reminder");
+    assert_eq!(reqs[1].body["template"]["language"]["code"], "en_US");
+    assert_eq!(
+        reqs[1].body["template"]["components"][0]["parameters"][1]["text"],
+        "3 PM"
+    );
+
+    let id = send(
+        &app,
+        json!({"channel": "whatsapp", "to": WINDOW_CLOSED_NUMBER, "text": "Hi"}),
+    )
+    .await;
+    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    let error = n["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("131047") && error.contains("template"),
+        "{error}"
+    );
+    assert_eq!(n["attempt_count"], 1, "not retried");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_are_sealed_and_a_tampered_ciphertext_is_not_used() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    let id = app.add_provider(&twilio("main", TWILIO_SID_A, 1)).await;
+    let (key_id, ciphertext): (String, Vec<u8>) =
+        sqlx::query_as("select key_id, ciphertext from provider_configs where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(key_id, "test");
+    assert!(
+        !ciphertext
+            .windows(TWILIO_AUTH_TOKEN.len())
+            .any(|w| w == TWILIO_AUTH_TOKEN.as_bytes()),
+        "the token is not stored in the clear"
+    );
+    sqlx::query(
+        "update provider_configs set ciphertext = set_byte(ciphertext, 20, get_byte(ciphertext, 20) # 1) where id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let nid = sms(&app, PATIENT).await;
+    app.wait_for_status(&nid, "failed", WAIT).await;
+    assert!(
+        fake.requests(Kind::Twilio).is_empty(),
+        "nothing sent with altered credentials"
+    );
+    app.shutdown().await;
+}
