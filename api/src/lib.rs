@@ -3,7 +3,8 @@
 //! It only validates, writes Postgres and enqueues: every send is committed
 //! before it is answered, then pushed to Redis for the workers. Routes:
 //!
-//! * `/api/v1/services/*`: machine callers with tenant API keys ([`auth`]).
+//! * `/api/v1/services/*`: machine callers with tenant API keys ([`auth`]):
+//!   sends and their status, subscribers and their preferences.
 //! * `/health/live`, `/health/ready`, `/metrics`.
 //! * `/openapi.json` and Swagger UI at `/docs`.
 //!
@@ -11,6 +12,7 @@
 //! ([`error`], [`middleware`]).
 
 pub mod auth;
+pub mod body;
 pub mod cli;
 pub mod error;
 pub mod identity;
@@ -64,6 +66,7 @@ fn metrics_endpoint() -> poem::Response {
 pub fn openapi() -> OpenApiService<
     (
         routes::notifications::NotificationsApi,
+        routes::subscribers::SubscribersApi,
         routes::users::UsersApi,
         routes::inbox::InboxApi,
         routes::providers::ProvidersApi,
@@ -74,6 +77,7 @@ pub fn openapi() -> OpenApiService<
     OpenApiService::new(
         (
             routes::notifications::NotificationsApi,
+            routes::subscribers::SubscribersApi,
             routes::users::UsersApi,
             routes::inbox::InboxApi,
             routes::providers::ProvidersApi,

@@ -183,6 +183,180 @@ impl PhoneNumber {
     }
 }
 
+/// A subscriber's id in the tenant's own systems (the JWT subject they sign
+/// in with): 1 to [`ExternalId::MAX_CHARS`] characters, not blank, without
+/// control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ExternalId(String);
+
+impl ExternalId {
+    /// Longest external id accepted, in characters.
+    pub const MAX_CHARS: usize = 255;
+
+    /// Parses an external id; nothing is trimmed or rewritten.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.trim().is_empty() {
+            return Err(Invalid("must not be empty".into()));
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(Invalid(format!(
+                "must be at most {} characters",
+                Self::MAX_CHARS
+            )));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Invalid("must not contain control characters".into()));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ExternalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An FCM registration token: 1 to [`PushToken::MAX_LEN`] characters without
+/// whitespace or control characters. Opaque; never logged.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct PushToken(String);
+
+impl fmt::Debug for PushToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PushToken(..)")
+    }
+}
+
+impl PushToken {
+    /// Longest token accepted, in characters.
+    pub const MAX_LEN: usize = 4096;
+
+    /// Parses a token; nothing is trimmed.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.is_empty() {
+            return Err(Invalid("must not be empty".into()));
+        }
+        if raw.chars().count() > Self::MAX_LEN {
+            return Err(Invalid(format!(
+                "must be at most {} characters",
+                Self::MAX_LEN
+            )));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(Invalid(
+                "must not contain whitespace or control characters".into(),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The token as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A BCP 47 language tag such as `en`, `en-US`, `es-419` or `zh-Hant-TW`,
+/// with its subtags in their conventional case (`en-us` becomes `en-US`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Locale(String);
+
+impl Locale {
+    /// Longest tag accepted.
+    pub const MAX_LEN: usize = 35;
+
+    /// Parses a tag: a 2 to 8 letter language, then subtags of 1 to 8
+    /// letters or digits, joined by `-`.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let refuse = || {
+            Invalid(format!(
+                "must be a BCP 47 language tag such as `en` or `en-US`, at most {} characters",
+                Self::MAX_LEN
+            ))
+        };
+        if raw.is_empty() || raw.len() > Self::MAX_LEN {
+            return Err(refuse());
+        }
+        let mut tag = Vec::new();
+        for (i, sub) in raw.split('-').enumerate() {
+            let ok = if i == 0 {
+                (2..=8).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_alphabetic())
+            } else {
+                (1..=8).contains(&sub.len()) && sub.bytes().all(|b| b.is_ascii_alphanumeric())
+            };
+            if !ok {
+                return Err(refuse());
+            }
+            let alpha = sub.bytes().all(|b| b.is_ascii_alphabetic());
+            tag.push(match sub.len() {
+                2 if i > 0 && alpha => sub.to_ascii_uppercase(),
+                4 if i > 0 && alpha => {
+                    let lower = sub.to_ascii_lowercase();
+                    lower[..1].to_ascii_uppercase() + &lower[1..]
+                }
+                _ => sub.to_ascii_lowercase(),
+            });
+        }
+        Ok(Self(tag.join("-")))
+    }
+
+    /// The tag as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A first or last name: 1 to [`PersonName::MAX_CHARS`] characters, not
+/// blank, without control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PersonName(String);
+
+impl PersonName {
+    /// Longest name accepted, in characters.
+    pub const MAX_CHARS: usize = 200;
+
+    /// Parses a name; nothing is trimmed or rewritten.
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.trim().is_empty() {
+            return Err(Invalid(
+                "must not be empty (omit it or send null instead)".into(),
+            ));
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return Err(Invalid(format!(
+                "must be at most {} characters",
+                Self::MAX_CHARS
+            )));
+        }
+        if raw.chars().any(char::is_control) {
+            return Err(Invalid("must not contain control characters".into()));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// An IANA time zone name such as `America/Chicago`, parsed exactly.
+pub fn parse_time_zone(raw: &str) -> Result<chrono_tz::Tz, Invalid> {
+    raw.parse::<chrono_tz::Tz>().map_err(|_| {
+        Invalid("must be an IANA time zone name such as `America/Chicago` or `UTC`".into())
+    })
+}
+
 /// A delivery channel. One Redis queue serves each.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, sqlx::Type,
@@ -321,6 +495,67 @@ mod tests {
         }
         let long = format!("{}@example.org", "a".repeat(250));
         assert!(EmailAddress::parse(&long).is_err());
+    }
+
+    #[test]
+    fn subscriber_fields_are_parsed_strictly() {
+        assert_eq!(
+            ExternalId::parse("patient 42").unwrap().as_str(),
+            "patient 42"
+        );
+        for bad in [String::new(), "  ".into(), "a\nb".into(), "x".repeat(256)] {
+            assert!(ExternalId::parse(&bad).is_err(), "{bad:?} must be rejected");
+        }
+        assert!(ExternalId::parse(&"é".repeat(255)).is_ok());
+
+        assert!(PushToken::parse(&"t".repeat(4096)).is_ok());
+        for bad in [String::new(), "a b".into(), "a\tb".into(), "t".repeat(4097)] {
+            assert!(PushToken::parse(&bad).is_err(), "{bad:?} must be rejected");
+        }
+        assert_eq!(
+            format!("{:?}", PushToken::parse("secret").unwrap()),
+            "PushToken(..)"
+        );
+
+        for (raw, tag) in [
+            ("en", "en"),
+            ("en-us", "en-US"),
+            ("ES-419", "es-419"),
+            ("zh-hant-tw", "zh-Hant-TW"),
+        ] {
+            assert_eq!(Locale::parse(raw).unwrap().as_str(), tag);
+        }
+        for bad in [
+            "",
+            "e",
+            "en_US",
+            "en-",
+            "-en",
+            "en--US",
+            "en-US-toolongsubtag",
+            "1a",
+            "en US",
+        ] {
+            assert!(Locale::parse(bad).is_err(), "{bad:?} must be rejected");
+        }
+
+        assert!(PersonName::parse("Ada").is_ok());
+        for bad in [
+            String::new(),
+            " ".into(),
+            "A\u{7}da".into(),
+            "a".repeat(201),
+        ] {
+            assert!(PersonName::parse(&bad).is_err(), "{bad:?} must be rejected");
+        }
+
+        assert_eq!(
+            parse_time_zone("America/Chicago").unwrap().name(),
+            "America/Chicago"
+        );
+        for bad in ["", "Mars/Olympus", "america/chicago", "+02:00"] {
+            assert!(parse_time_zone(bad).is_err(), "{bad:?} must be rejected");
+        }
     }
 
     #[test]

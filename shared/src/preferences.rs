@@ -2,7 +2,8 @@
 //! when they do not want to be disturbed.
 //!
 //! Stored as JSON, parsed strictly (unknown keys are errors). Anything not
-//! mentioned is allowed. A critical notification ignores all of it.
+//! mentioned is allowed; `"enabled": false` at the top level opts out of
+//! everything. A critical notification ignores all of it.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +13,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::domain::Channel;
 
 /// A subscriber's preferences.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Preferences {
+    /// Everything on or off (absent: on). Off suppresses every channel and
+    /// category; only critical notifications still go out. Shown only when
+    /// off, so preferences that never used it keep their shape.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
     /// Channels turned on or off (absent: on).
     #[serde(default)]
     pub channels: BTreeMap<Channel, bool>,
@@ -38,8 +44,23 @@ pub struct CategoryPreference {
     pub channels: BTreeMap<Channel, bool>,
 }
 
+impl Default for Preferences {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            channels: BTreeMap::new(),
+            categories: BTreeMap::new(),
+            quiet_hours: None,
+        }
+    }
+}
+
 fn yes() -> bool {
     true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A daily quiet window in the subscriber's time zone; it may run past
@@ -102,6 +123,9 @@ impl Preferences {
 
     /// Whether a notification of `category` may go out on `channel`.
     pub fn allows(&self, channel: Channel, category: Option<&str>) -> bool {
+        if !self.enabled {
+            return false;
+        }
         if self.channels.get(&channel) == Some(&false) {
             return false;
         }
@@ -172,6 +196,42 @@ mod tests {
         assert!(!p.allows(Channel::InApp, Some("billing")));
         assert!(p.allows(Channel::InApp, Some("results")));
         assert!(Preferences::default().allows(Channel::Email, Some("anything")));
+    }
+
+    #[test]
+    fn a_global_opt_out_suppresses_every_channel_and_category() {
+        let off = Preferences::parse(json!({"enabled": false})).unwrap();
+        for &channel in Channel::ALL {
+            for category in [None, Some("results"), Some("marketing")] {
+                assert!(!off.allows(channel, category), "{channel:?} {category:?}");
+            }
+        }
+        // Even where a channel or category is explicitly on.
+        let off = Preferences::parse(json!({
+            "enabled": false,
+            "channels": {"email": true},
+            "categories": {"results": {"enabled": true, "channels": {"email": true}}},
+        }))
+        .unwrap();
+        assert!(!off.allows(Channel::Email, Some("results")));
+        // Explicitly on is the default, and the stored shape without the key
+        // is unchanged.
+        let on = Preferences::parse(json!({"enabled": true})).unwrap();
+        assert_eq!(on, Preferences::default());
+        assert!(on.allows(Channel::Sms, Some("results")));
+        assert_eq!(
+            serde_json::to_value(&on).unwrap(),
+            json!({"channels": {}, "categories": {}})
+        );
+        assert_eq!(
+            serde_json::to_value(Preferences::parse(json!({"enabled": false})).unwrap()).unwrap(),
+            json!({"enabled": false, "channels": {}, "categories": {}})
+        );
+        assert!(
+            Preferences::parse(json!({"enabled": "no"}))
+                .unwrap_err()
+                .contains("enabled")
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@ pub mod health;
 pub mod inbox;
 pub mod notifications;
 pub mod providers;
+pub mod subscribers;
 pub mod users;
 
 use poem_openapi::Tags;
@@ -13,6 +14,8 @@ use poem_openapi::Tags;
 pub enum ApiTags {
     /// Sending notifications and reading their status.
     Notifications,
+    /// The tenant's end users: contact points, profiles and preferences.
+    Subscribers,
     /// The signed-in user and their in-app inbox.
     Users,
     /// Organisation administration: providers.

@@ -9,3 +9,4 @@ mod preferences;
 mod providers;
 mod realtime;
 mod send_email;
+mod subscribers;

@@ -219,8 +219,11 @@ async fn forget_device(state: &WorkerState, tenant_id: TenantId, row: &Claimed) 
     let Some(subscriber_id) = row.subscriber_id else {
         return;
     };
-    // MERGE-WIRE: subscribers::remove_push_token
-    let _ = (state, tenant_id, subscriber_id);
+    match shared::db::subscribers::remove_push_token(&state.pool, tenant_id, subscriber_id, &row.recipient).await {
+        Ok(true) => tracing::info!("removed a device token FCM no longer knows"),
+        Ok(false) => {}
+        Err(error) => tracing::error!(error = &error as &dyn std::error::Error, "cannot remove the device token"),
+    }
 }
 
 /// Records an attempt. An in-app notification that reached the inbox is
