@@ -10,6 +10,7 @@
 //! * [`jobs`]: job payloads next to their queues, and the [`jobs::Queues`]
 //!   handle that pushes them to Redis.
 //! * [`telemetry`]: logs and metrics.
+//! * [`templates`]: tenants' message templates and their strict renderer.
 
 pub mod config;
 pub mod crypto;
@@ -19,6 +20,7 @@ pub mod events;
 pub mod jobs;
 pub mod preferences;
 pub mod telemetry;
+pub mod templates;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.
 /// Redis connects lazily, so a service starts while Redis is away.
