@@ -102,7 +102,11 @@ impl Admin {
                 actor: format!("api_key:{}", owner.key_id),
             }),
             Admin::User(UserJwt(identity)) => {
-                if identity.roles.iter().any(|r| r.eq_ignore_ascii_case("admin")) {
+                if identity
+                    .roles
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case("admin"))
+                {
                     Ok(AdminCaller {
                         tenant_id: identity.tenant_id,
                         actor: format!("user:{}", identity.subject),
