@@ -68,6 +68,8 @@ pub const MAX_DATA_KEYS: usize = 50;
 pub const MAX_WHATSAPP_PARAMETERS: usize = 50;
 /// Largest rendered field.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
+/// Largest output of one render, over all fields.
+pub const MAX_RENDER_BYTES: usize = 512 * 1024;
 /// Most `{{#each}}` iterations in one render, over all fields.
 pub const MAX_ITERATIONS: usize = 10_000;
 /// Deepest nesting of blocks and subexpressions in one string.
@@ -1173,16 +1175,16 @@ fn instrument(t: &mut Compiled, tick: &Compiled) {
     }
 }
 
-/// Collects a field's output, refusing to grow past [`MAX_OUTPUT_BYTES`].
-#[derive(Default)]
+/// Collects a field's output, refusing to grow past `limit`.
 struct Capped {
     buf: Vec<u8>,
+    limit: usize,
     overflowed: bool,
 }
 
 impl io::Write for Capped {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
-        if self.buf.len() + bytes.len() > MAX_OUTPUT_BYTES {
+        if self.buf.len() + bytes.len() > self.limit {
             self.overflowed = true;
             return Err(io::Error::other("the output limit is reached"));
         }
@@ -1201,6 +1203,8 @@ struct Renderer {
     ctx: Context,
     budget: Arc<Budget>,
     tick: Compiled,
+    /// Output bytes left for the remaining fields.
+    output_left: usize,
 }
 
 impl fmt::Debug for Renderer {
@@ -1226,6 +1230,7 @@ impl Renderer {
             ctx: Context::from(data.clone()),
             budget,
             tick,
+            output_left: MAX_RENDER_BYTES,
         }
     }
 
@@ -1245,14 +1250,23 @@ impl Renderer {
         } else {
             self.hbs.register_escape_fn(handlebars::no_escape);
         }
-        let mut out = Capped::default();
+        let mut out = Capped {
+            buf: Vec::new(),
+            limit: MAX_OUTPUT_BYTES.min(self.output_left),
+            overflowed: false,
+        };
         let rendered = self
             .hbs
             .render_with_context_to_write(field, &self.ctx, &mut out);
+        self.output_left -= out.buf.len();
         match rendered {
             Ok(()) => {
                 String::from_utf8(out.buf).map_err(|_| invalid(field, "renders invalid UTF-8"))
             }
+            Err(_) if out.overflowed && out.limit < MAX_OUTPUT_BYTES => Err(invalid(
+                field,
+                format!("takes the render past {MAX_RENDER_BYTES} bytes in all"),
+            )),
             Err(_) if out.overflowed => Err(invalid(
                 field,
                 format!("renders to more than {MAX_OUTPUT_BYTES} bytes"),
@@ -1848,6 +1862,28 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field(), "locales.en.email.text");
         assert!(e.reason().contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn the_output_of_all_fields_together_is_bounded() {
+        let each = "{{#each a}}{{../big}}{{/each}}";
+        let t = Template::parse(with(
+            &["locales", "en", "push", "data"],
+            json!({"a": each, "b": each, "c": each}),
+        ))
+        .unwrap();
+        let a: Vec<u32> = (0..200).collect();
+        let data = json!({"day": "Mon", "a": a, "big": "x".repeat(1024)});
+        let e = render(&t, Channel::Push, None, &data).unwrap_err();
+        assert_eq!(e.field(), "locales.en.push.data.c");
+        assert!(e.reason().contains("in all"), "{e}");
+        let two = Template::parse(with(
+            &["locales", "en", "push", "data"],
+            json!({"a": each, "b": each}),
+        ))
+        .unwrap();
+        let ok = render(&two, Channel::Push, None, &data).unwrap();
+        assert_eq!(ok.content["data"]["b"].as_str().unwrap().len(), 200 * 1024);
     }
 
     #[test]
