@@ -16,6 +16,7 @@ pub mod locks;
 pub mod notifications;
 pub mod preferences;
 pub mod subscribers;
+pub mod templates;
 pub mod tenants;
 
 use std::time::Duration;
