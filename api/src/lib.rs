@@ -4,6 +4,8 @@
 //! before it is answered, then pushed to Redis for the workers. Routes:
 //!
 //! * `/api/v1/services/*`: machine callers with tenant API keys ([`auth`]).
+//! * `/api/v1/admin/*`: organisation administrators, with the tenant's API
+//!   key or a JWT carrying the `ADMIN` role.
 //! * `/health/live`, `/health/ready`, `/metrics`.
 //! * `/openapi.json` and Swagger UI at `/docs`.
 //!
@@ -65,6 +67,7 @@ pub fn openapi() -> OpenApiService<
         routes::users::UsersApi,
         routes::inbox::InboxApi,
         routes::health::HealthApi,
+        routes::templates::TemplatesApi,
     ),
     (),
 > {
@@ -74,6 +77,7 @@ pub fn openapi() -> OpenApiService<
             routes::users::UsersApi,
             routes::inbox::InboxApi,
             routes::health::HealthApi,
+            routes::templates::TemplatesApi,
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

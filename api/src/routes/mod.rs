@@ -3,6 +3,7 @@
 pub mod health;
 pub mod inbox;
 pub mod notifications;
+pub mod templates;
 pub mod users;
 
 use poem_openapi::Tags;
@@ -16,4 +17,6 @@ pub enum ApiTags {
     Users,
     /// Liveness and readiness.
     Health,
+    /// Administering an organisation: its message templates.
+    Admin,
 }

@@ -8,3 +8,4 @@ mod operations;
 mod preferences;
 mod realtime;
 mod send_email;
+mod templates;
