@@ -333,6 +333,36 @@ async fn preview_renders_each_channel_and_refuses_an_unknown_variable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preview_that_would_loop_or_grow_without_bound_is_refused() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let mut body = reminder("bounded");
+    body["locales"]["en"]["sms"]["body"] =
+        json!("{{#each rows}}{{#each ../rows}}{{#each ../../rows}}.{{/each}}{{/each}}{{/each}}");
+    body["locales"]["en"]["email"]["text"] = json!("{{#each rows}}{{../big}}{{/each}}");
+    let id = admin.created(&body).await;
+    let rows: Vec<u32> = (0..100).collect();
+    let (field, reason) = invalid_field(
+        admin
+            .preview(&id, &json!({"data": {"rows": rows}, "channels": ["sms"]}))
+            .await,
+    )
+    .await;
+    assert_eq!(field, "locales.en.sms.body");
+    assert!(reason.contains("loops more than"), "{reason}");
+    let data = json!({"name": "Pat", "day": "Mon", "rows": rows, "big": "x".repeat(4096)});
+    let (field, reason) = invalid_field(
+        admin
+            .preview(&id, &json!({"data": data, "channels": ["email"]}))
+            .await,
+    )
+    .await;
+    assert_eq!(field, "locales.en.email.text");
+    assert!(reason.contains("bytes"), "{reason}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn syntax_errors_and_partials_are_refused_on_save_naming_the_field() {
     let app = app().await;
     let admin = Admin::key(&app);
