@@ -60,9 +60,20 @@ impl ApiError {
     }
 }
 
+/// Unique constraints a caller can run into, and what 409 says for each.
+const CONFLICTS: &[(&str, &str)] = &[(
+    shared::db::templates::KEY_CONSTRAINT,
+    "a template with this key already exists",
+)];
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Internal(anyhow::Error::new(e).context("while talking to Postgres"))
+        let conflict = shared::db::violated_constraint(&e)
+            .and_then(|name| CONFLICTS.iter().find(|(c, _)| *c == name));
+        match conflict {
+            Some((_, detail)) => Self::Conflict((*detail).to_owned()),
+            None => Self::Internal(anyhow::Error::new(e).context("while talking to Postgres")),
+        }
     }
 }
 

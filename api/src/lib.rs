@@ -5,6 +5,8 @@
 //!
 //! * `/api/v1/services/*`: machine callers with tenant API keys ([`auth`]):
 //!   sends and their status, subscribers and their preferences.
+//! * `/api/v1/admin/*`: organisation administrators, with the tenant's API
+//!   key or a JWT carrying the `ADMIN` role: providers and templates.
 //! * `/health/live`, `/health/ready`, `/metrics`.
 //! * `/openapi.json` and Swagger UI at `/docs`.
 //!
@@ -71,6 +73,7 @@ pub fn openapi() -> OpenApiService<
         routes::inbox::InboxApi,
         routes::providers::ProvidersApi,
         routes::health::HealthApi,
+        routes::templates::TemplatesApi,
     ),
     (),
 > {
@@ -82,6 +85,7 @@ pub fn openapi() -> OpenApiService<
             routes::inbox::InboxApi,
             routes::providers::ProvidersApi,
             routes::health::HealthApi,
+            routes::templates::TemplatesApi,
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

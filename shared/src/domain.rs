@@ -59,6 +59,10 @@ uuid_id!(
     /// One of a tenant's end users, who has an in-app inbox.
     SubscriberId
 );
+uuid_id!(
+    /// A tenant's reusable message template.
+    TemplateId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -11,6 +11,7 @@
 //! * [`jobs`]: job payloads next to their queues, and the [`jobs::Queues`]
 //!   handle that pushes them to Redis.
 //! * [`telemetry`]: logs and metrics.
+//! * [`templates`]: tenants' message templates and their strict renderer.
 
 pub mod config;
 pub mod crypto;
@@ -21,6 +22,7 @@ pub mod jobs;
 pub mod preferences;
 pub mod providers;
 pub mod telemetry;
+pub mod templates;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.
 /// Redis connects lazily, so a service starts while Redis is away.

@@ -5,6 +5,7 @@ pub mod inbox;
 pub mod notifications;
 pub mod providers;
 pub mod subscribers;
+pub mod templates;
 pub mod users;
 
 use poem_openapi::Tags;
@@ -18,7 +19,7 @@ pub enum ApiTags {
     Subscribers,
     /// The signed-in user and their in-app inbox.
     Users,
-    /// Organisation administration: providers.
+    /// Administering an organisation: its providers and message templates.
     Admin,
     /// Liveness and readiness.
     Health,

@@ -10,3 +10,4 @@ mod providers;
 mod realtime;
 mod send_email;
 mod subscribers;
+mod templates;

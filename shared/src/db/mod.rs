@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod preferences;
 pub mod providers;
 pub mod subscribers;
+pub mod templates;
 pub mod tenants;
 
 use std::time::Duration;

@@ -1,0 +1,804 @@
+//! Message templates under `/api/v1/admin/templates`: administrators create,
+//! list, read, replace, delete and preview them; every string is checked when
+//! saved, rendering is strict and escapes email HTML, and nobody reaches
+//! another organisation's templates.
+
+use serde_json::{Value, json};
+use testkit::TestApp;
+
+const BASE: &str = "/api/v1/admin/templates";
+
+async fn app() -> TestApp {
+    TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await
+}
+
+/// A valid template: email and SMS in English, French and Canadian French.
+fn reminder(key: &str) -> Value {
+    json!({
+        "key": key,
+        "name": "Appointment reminder",
+        "description": "The day before an appointment",
+        "category": "appointments",
+        "critical": false,
+        "default_locale": "en",
+        "default_channels": ["email", "sms"],
+        "locales": {
+            "en": {
+                "email": {
+                    "subject": "See you {{day}}, {{name}}",
+                    "html": "<p>Hello {{name}}</p>",
+                    "text": "Hello {{name}}"
+                },
+                "sms": {"body": "Hello {{name}}, see you {{day}}."},
+                "inapp": {"title": "See you {{day}}", "action_url": "/appointments/{{id}}"}
+            },
+            "fr": {
+                "email": {"subject": "À {{day}}, {{name}}", "text": "Bonjour {{name}}"},
+                "sms": {"body": "Bonjour {{name}}, à {{day}}."}
+            },
+            "fr-CA": {"sms": {"body": "Allô {{name}}, à {{day}}."}}
+        }
+    })
+}
+
+/// Calls the template API with `token`.
+struct Admin<'a> {
+    app: &'a TestApp,
+    token: String,
+}
+
+impl<'a> Admin<'a> {
+    fn key(app: &'a TestApp) -> Self {
+        Self {
+            app,
+            token: app.api_key.clone(),
+        }
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .app
+            .client
+            .request(method, self.app.url(&format!("{BASE}{path}")))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        req.send().await.expect("the api answers")
+    }
+
+    async fn create(&self, body: &Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, "", Some(body)).await
+    }
+
+    /// Creates a template and returns its id.
+    async fn created(&self, body: &Value) -> String {
+        let resp = self.create(body).await;
+        assert_eq!(resp.status(), 201, "{body}");
+        resp.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    async fn put(&self, id: &str, body: &Value) -> reqwest::Response {
+        self.send(reqwest::Method::PUT, &format!("/{id}"), Some(body))
+            .await
+    }
+
+    async fn delete(&self, id: &str) -> reqwest::Response {
+        self.send(reqwest::Method::DELETE, &format!("/{id}"), None)
+            .await
+    }
+
+    async fn preview(&self, id: &str, body: &Value) -> reqwest::Response {
+        self.send(reqwest::Method::POST, &format!("/{id}/preview"), Some(body))
+            .await
+    }
+
+    /// A preview that must succeed.
+    async fn rendered(&self, id: &str, body: &Value) -> Value {
+        let resp = self.preview(id, body).await;
+        assert_eq!(resp.status(), 200, "{body}");
+        resp.json().await.unwrap()
+    }
+}
+
+/// Checks the problem+json shape and returns the body.
+async fn problem(resp: reqwest::Response, status: u16) -> Value {
+    assert_eq!(resp.status(), status);
+    assert_eq!(resp.headers()["content-type"], "application/problem+json");
+    let request_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    assert_eq!(body["request_id"], request_id.as_str());
+    body
+}
+
+/// The one invalid field a 400 names, and why.
+async fn invalid_field(resp: reqwest::Response) -> (String, String) {
+    let body = problem(resp, 400).await;
+    let params = body["invalid_params"].as_array().unwrap();
+    assert_eq!(params.len(), 1, "{body}");
+    (
+        params[0]["name"].as_str().unwrap().to_owned(),
+        params[0]["reason"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn count_templates(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from templates")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+fn data() -> Value {
+    json!({"name": "Pat", "day": "Monday", "id": 42})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templates_are_created_read_replaced_and_deleted() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let resp = admin.create(&reminder("appointment.reminder")).await;
+    assert_eq!(resp.status(), 201);
+    let location = resp.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = resp.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("{BASE}/{id}"));
+    assert_eq!(created["key"], "appointment.reminder");
+    assert_eq!(created["default_channels"], json!(["email", "sms"]));
+    assert_eq!(created["locales"], reminder("x")["locales"]);
+
+    let read: Value = admin.get(&format!("/{id}")).await.json().await.unwrap();
+    assert_eq!(read, created);
+    let stored =
+        shared::db::templates::get_by_key(&app.pool, app.tenant_id, "appointment.reminder")
+            .await
+            .unwrap()
+            .expect("found by key");
+    assert_eq!(stored.id.to_string(), id);
+
+    let mut replacement = reminder("appointment.reminder.v2");
+    replacement["name"] = json!("Reminder, second edition");
+    replacement["critical"] = json!(true);
+    replacement["locales"]["en"]["sms"]["body"] = json!("Reminder: {{day}}");
+    let resp = admin.put(&id, &replacement).await;
+    assert_eq!(resp.status(), 200);
+    let updated: Value = resp.json().await.unwrap();
+    assert_eq!(updated["id"], id.as_str());
+    assert_eq!(updated["key"], "appointment.reminder.v2");
+    assert_eq!(updated["critical"], true);
+    assert_eq!(updated["created_at"], created["created_at"]);
+    assert_ne!(updated["updated_at"], created["updated_at"]);
+    let rendered = admin
+        .rendered(
+            &id,
+            &json!({"data": {"day": "Tuesday"}, "channels": ["sms"]}),
+        )
+        .await;
+    assert_eq!(
+        rendered["channels"]["sms"]["content"]["body"],
+        "Reminder: Tuesday"
+    );
+
+    let resp = admin.delete(&id).await;
+    assert_eq!(resp.status(), 204);
+    problem(admin.get(&format!("/{id}")).await, 404).await;
+    problem(admin.delete(&id).await, 404).await;
+    assert_eq!(count_templates(&app).await, 0);
+    app.shutdown().await;
+}
+
+/// One row of the audit log.
+#[derive(Debug, sqlx::FromRow)]
+struct AuditRow {
+    actor: String,
+    action: String,
+    resource_type: String,
+    resource_id: Option<String>,
+    result: String,
+    request_id: Option<String>,
+    details: Value,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_change_is_audited_with_the_actor_and_without_content() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let resp = admin.create(&reminder("audited")).await;
+    assert_eq!(resp.status(), 201);
+    let create_request = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let id = resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = admin.put(&id, &reminder("audited.v2")).await;
+    assert_eq!(resp.status(), 200);
+    let resp = admin.delete(&id).await;
+    assert_eq!(resp.status(), 204);
+    // Refused changes leave no audit record.
+    problem(admin.delete(&id).await, 404).await;
+    let rows: Vec<AuditRow> = sqlx::query_as(
+        "select actor, action, resource_type, resource_id, result, request_id, details
+         from audit_log where tenant_id = $1 order by id",
+    )
+    .bind(app.tenant_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["template.create", "template.update", "template.delete"]
+    );
+    assert_eq!(rows[0].request_id.as_deref(), Some(create_request.as_str()));
+    for row in &rows {
+        assert!(row.actor.starts_with("api_key:"), "{row:?}");
+        assert_eq!(row.resource_type, "template");
+        assert_eq!(row.resource_id.as_deref(), Some(id.as_str()));
+        assert_eq!(row.result, "success");
+        assert!(row.request_id.is_some());
+        let text = row.details.to_string();
+        assert!(
+            !text.contains("Hello") && !text.contains("subject") && !text.contains("locales"),
+            "no content in the audit log: {text}"
+        );
+    }
+    assert_eq!(rows[0].details, json!({"key": "audited"}));
+    assert_eq!(rows[1].details, json!({"key": "audited.v2"}));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn preview_renders_each_channel_and_refuses_an_unknown_variable() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let id = admin.created(&reminder("strict")).await;
+    let preview = admin.rendered(&id, &json!({"data": data()})).await;
+    assert_eq!(
+        preview["channels"],
+        json!({
+            "email": {"locale": "en", "content": {
+                "subject": "See you Monday, Pat", "html": "<p>Hello Pat</p>", "text": "Hello Pat"
+            }},
+            "sms": {"locale": "en", "content": {"body": "Hello Pat, see you Monday."}}
+        })
+    );
+    let inapp = admin
+        .rendered(&id, &json!({"data": data(), "channels": ["inapp"]}))
+        .await;
+    assert_eq!(
+        inapp["channels"]["inapp"]["content"],
+        json!({"title": "See you Monday", "body": null, "action_url": "/appointments/42", "data": {}})
+    );
+
+    let resp = admin
+        .preview(&id, &json!({"data": {"name": "Pat"}, "channels": ["sms"]}))
+        .await;
+    let (field, reason) = invalid_field(resp).await;
+    assert_eq!(field, "locales.en.sms.body");
+    assert!(reason.contains("`day`"), "{reason}");
+    // Every failing channel is named.
+    let body = problem(
+        admin
+            .preview(&id, &json!({"data": {"day": "Monday"}}))
+            .await,
+        400,
+    )
+    .await;
+    let fields: Vec<&str> = body["invalid_params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["locales.en.email.subject", "locales.en.sms.body"]);
+    assert!(
+        body["invalid_params"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("`name`")
+    );
+
+    for (bad, field) in [
+        (json!({"channels": ["fax"]}), "channels[0]"),
+        (json!({"channels": ["email", "push"]}), "channels[1]"),
+        (json!({"channels": []}), "channels"),
+        (json!({"locale": "not a locale"}), "locale"),
+        (json!({"data": [1, 2]}), "data"),
+    ] {
+        let (name, _) = invalid_field(admin.preview(&id, &bad).await).await;
+        assert_eq!(name, field, "{bad}");
+    }
+    let resp = admin
+        .preview(&id, &json!({"data": {}, "extra": true}))
+        .await;
+    problem(resp, 400).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_preview_that_would_loop_or_grow_without_bound_is_refused() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let mut body = reminder("bounded");
+    body["locales"]["en"]["sms"]["body"] =
+        json!("{{#each rows}}{{#each ../rows}}{{#each ../../rows}}.{{/each}}{{/each}}{{/each}}");
+    body["locales"]["en"]["email"]["text"] = json!("{{#each rows}}{{../big}}{{/each}}");
+    let id = admin.created(&body).await;
+    let rows: Vec<u32> = (0..100).collect();
+    let (field, reason) = invalid_field(
+        admin
+            .preview(&id, &json!({"data": {"rows": rows}, "channels": ["sms"]}))
+            .await,
+    )
+    .await;
+    assert_eq!(field, "locales.en.sms.body");
+    assert!(reason.contains("loops more than"), "{reason}");
+    let data = json!({"name": "Pat", "day": "Mon", "rows": rows, "big": "x".repeat(4096)});
+    let (field, reason) = invalid_field(
+        admin
+            .preview(&id, &json!({"data": data, "channels": ["email"]}))
+            .await,
+    )
+    .await;
+    assert_eq!(field, "locales.en.email.text");
+    assert!(reason.contains("bytes"), "{reason}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn syntax_errors_and_partials_are_refused_on_save_naming_the_field() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let cases = [
+        (
+            ["fr", "email", "subject"],
+            json!("À {{#if day}}{{day}}"),
+            "is not a valid template",
+        ),
+        (
+            ["en", "sms", "body"],
+            json!("Hello {{name"),
+            "is not a valid template",
+        ),
+        (["en", "email", "text"], json!("{{> footer}}"), "partials"),
+        (
+            ["en", "email", "html"],
+            json!("{{#> layout}}<p>{{name}}</p>{{/layout}}"),
+            "partials",
+        ),
+        (
+            ["en", "email", "text"],
+            json!("{{#*inline \"footer\"}}x{{/inline}}{{> footer}}"),
+            "inline partials",
+        ),
+        (
+            ["en", "email", "html"],
+            json!("<p>{{{name}}}</p>"),
+            "escaped",
+        ),
+        (
+            ["en", "email", "html"],
+            json!("<p>{{& name}}</p>"),
+            "escaped",
+        ),
+        (["en", "sms", "body"], json!("{{log name}}"), "not a helper"),
+    ];
+    for (path, value, needle) in cases {
+        let mut body = reminder("broken");
+        body["locales"][path[0]][path[1]][path[2]] = value.clone();
+        let (field, reason) = invalid_field(admin.create(&body).await).await;
+        assert_eq!(field, format!("locales.{}", path.join(".")), "{value}");
+        assert!(reason.contains(needle), "{value}: {reason}");
+    }
+    assert_eq!(count_templates(&app).await, 0, "nothing stored");
+
+    // An update is checked the same way and leaves the template as it was.
+    let id = admin.created(&reminder("kept")).await;
+    let mut body = reminder("kept");
+    body["locales"]["en"]["sms"]["body"] = json!("{{> footer}}");
+    let (field, _) = invalid_field(admin.put(&id, &body).await).await;
+    assert_eq!(field, "locales.en.sms.body");
+    let stored: Value = admin.get(&format!("/{id}")).await.json().await.unwrap();
+    assert_eq!(stored["locales"], reminder("kept")["locales"]);
+
+    // Several bad fields are named at once.
+    let mut body = reminder("Not A Key");
+    body["default_locale"] = json!("de");
+    body["default_channels"] = json!(["email", "fax"]);
+    let refused = problem(admin.create(&body).await, 400).await;
+    let names: Vec<&str> = refused["invalid_params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["default_channels[1]"], "a type error stops parsing");
+    let mut body = reminder("Not A Key");
+    body["default_locale"] = json!("de");
+    let refused = problem(admin.create(&body).await, 400).await;
+    let names: Vec<&str> = refused["invalid_params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["key", "default_locale"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_html_escapes_data_while_text_and_sms_stay_raw() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let id = admin.created(&reminder("escaping")).await;
+    let hostile = json!({"name": "<script>alert('x')</script>", "day": "Mon & Tue"});
+    let preview = admin.rendered(&id, &json!({"data": hostile})).await;
+    let email = &preview["channels"]["email"]["content"];
+    assert_eq!(
+        email["html"],
+        "<p>Hello &lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;</p>"
+    );
+    assert_eq!(email["text"], "Hello <script>alert('x')</script>");
+    assert_eq!(
+        email["subject"],
+        "See you Mon & Tue, <script>alert('x')</script>"
+    );
+    assert_eq!(
+        preview["channels"]["sms"]["content"]["body"],
+        "Hello <script>alert('x')</script>, see you Mon & Tue."
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_line_break_in_the_data_cannot_reach_the_subject() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let id = admin.created(&reminder("injection")).await;
+    for day in [
+        "Monday\r\nBcc: everyone@evil.example",
+        "Monday\nX",
+        "Monday\r",
+    ] {
+        let resp = admin
+            .preview(
+                &id,
+                &json!({"data": {"name": "Pat", "day": day}, "channels": ["email"]}),
+            )
+            .await;
+        let (field, reason) = invalid_field(resp).await;
+        assert_eq!(field, "locales.en.email.subject", "{day:?}");
+        assert!(reason.contains("CR or LF"), "{reason}");
+    }
+    // The same data is fine in the SMS body, which may have several lines.
+    let sms = admin
+        .rendered(
+            &id,
+            &json!({"data": {"name": "Pat", "day": "Monday\nat 9"}, "channels": ["sms"]}),
+        )
+        .await;
+    assert_eq!(
+        sms["channels"]["sms"]["content"]["body"],
+        "Hello Pat, see you Monday\nat 9."
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn locales_fall_back_from_the_tag_to_its_language_to_the_default() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let id = admin.created(&reminder("locales")).await;
+    let render = |locale: &'static str| {
+        let admin = &admin;
+        let id = id.clone();
+        async move {
+            admin
+                .rendered(&id, &json!({"data": data(), "locale": locale}))
+                .await["channels"]
+                .clone()
+        }
+    };
+    let fr_ca = render("fr-CA").await;
+    assert_eq!(fr_ca["sms"]["locale"], "fr-CA");
+    assert_eq!(fr_ca["sms"]["content"]["body"], "Allô Pat, à Monday.");
+    assert_eq!(
+        fr_ca["email"]["locale"], "fr",
+        "fr-CA has no email: its language"
+    );
+    assert_eq!(fr_ca["email"]["content"]["subject"], "À Monday, Pat");
+    let fr_be = render("fr_be").await;
+    assert_eq!(fr_be["sms"]["locale"], "fr");
+    let de = render("de-DE").await;
+    assert_eq!(de["sms"]["locale"], "en");
+    assert_eq!(de["email"]["content"]["subject"], "See you Monday, Pat");
+    let none = admin.rendered(&id, &json!({"data": data()})).await;
+    assert_eq!(none["channels"]["sms"]["locale"], "en");
+    app.shutdown().await;
+}
+
+/// Templates over 64 KiB of JSON are refused by validation with 400 naming
+/// `template`, as long as the request fits the API's body limit (256 KiB by
+/// default); a request over that limit is refused with 413 before it is read,
+/// like any other request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_templates_are_refused() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    let mut big = reminder("big");
+    let mut data = serde_json::Map::new();
+    for i in 0..5 {
+        data.insert(format!("k{i}"), json!("x".repeat(15 * 1024)));
+    }
+    big["locales"]["en"]["inapp"]["data"] = Value::Object(data);
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!((64 * 1024..256 * 1024).contains(&size), "{size}");
+    let (field, reason) = invalid_field(admin.create(&big).await).await;
+    assert_eq!(field, "template");
+    assert!(reason.contains("65536"), "{reason}");
+
+    let mut huge = reminder("huge");
+    huge["description"] = json!("x".repeat(300 * 1024));
+    problem(admin.create(&huge).await, 413).await;
+
+    let mut long_field = reminder("long");
+    long_field["locales"]["en"]["email"]["html"] = json!("x".repeat(16 * 1024 + 1));
+    let (field, _) = invalid_field(admin.create(&long_field).await).await;
+    assert_eq!(field, "locales.en.email.html");
+
+    let mut many = reminder("many");
+    for c in b'a'..=b'u' {
+        many["locales"][format!("a{}", c as char)] = json!({"sms": {"body": "hi"}});
+    }
+    let (field, _) = invalid_field(admin.create(&many).await).await;
+    assert_eq!(field, "locales");
+    assert_eq!(count_templates(&app).await, 0);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_json_and_unknown_fields_are_refused() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    for raw in ["{\"key\": \"x\", ", "not json", ""] {
+        let resp = app
+            .client
+            .post(app.url(BASE))
+            .bearer_auth(&app.api_key)
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        problem(resp, 400).await;
+    }
+    let mut unknown = reminder("unknown");
+    unknown["owner"] = json!("someone");
+    let (field, reason) = invalid_field(admin.create(&unknown).await).await;
+    assert_eq!(field, "owner");
+    assert!(reason.contains("unknown field"), "{reason}");
+    let mut nested = reminder("nested");
+    nested["locales"]["en"]["email"]["bcc"] = json!("everyone@evil.example");
+    let (field, _) = invalid_field(admin.create(&nested).await).await;
+    assert_eq!(field, "locales.en.email.bcc");
+    let (field, _) = invalid_field(admin.create(&json!(["a"])).await).await;
+    assert_eq!(field, "template");
+    assert_eq!(count_templates(&app).await, 0);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_administrators_may_manage_templates() {
+    let app = app().await;
+    let secret = app.issue_jwt_secret(app.tenant_id).await;
+    let user = Admin {
+        app: &app,
+        token: testkit::jwks::user_token(&secret, app.tenant_id, "pat", &["NURSE"]),
+    };
+    let body = problem(user.create(&reminder("by-user")).await, 403).await;
+    assert!(body["detail"].as_str().unwrap().contains("ADMIN"));
+    problem(user.get("").await, 403).await;
+    assert_eq!(count_templates(&app).await, 0);
+
+    let admin = Admin {
+        app: &app,
+        token: testkit::jwks::user_token(&secret, app.tenant_id, "dr-lee", &["ADMIN"]),
+    };
+    let id = admin.created(&reminder("by-admin")).await;
+    assert_eq!(admin.get(&format!("/{id}")).await.status(), 200);
+    problem(user.get(&format!("/{id}")).await, 403).await;
+    let actor: String =
+        sqlx::query_scalar("select actor from audit_log where action = 'template.create'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(actor, "user:dr-lee");
+
+    let anonymous = app.client.get(app.url(BASE)).send().await.unwrap();
+    problem(anonymous, 401).await;
+    let forged = Admin {
+        app: &app,
+        token: "ntf_not-a-real-key".into(),
+    };
+    problem(forged.get("").await, 401).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_organisations_template_is_not_found() {
+    let app = app().await;
+    let (other_tenant, other_key) = app.other_tenant().await;
+    let other = Admin {
+        app: &app,
+        token: other_key,
+    };
+    let theirs = other.created(&reminder("theirs")).await;
+    let admin = Admin::key(&app);
+    problem(admin.get(&format!("/{theirs}")).await, 404).await;
+    problem(admin.put(&theirs, &reminder("stolen")).await, 404).await;
+    problem(admin.delete(&theirs).await, 404).await;
+    problem(admin.preview(&theirs, &json!({"data": data()})).await, 404).await;
+    for bad in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
+        problem(admin.get(&format!("/{bad}")).await, 404).await;
+        problem(admin.put(bad, &reminder("x")).await, 404).await;
+        problem(admin.delete(bad).await, 404).await;
+        problem(admin.preview(bad, &json!({})).await, 404).await;
+    }
+    let page: Value = admin.get("").await.json().await.unwrap();
+    assert_eq!(page["items"], json!([]));
+    assert!(
+        shared::db::templates::get_by_key(&app.pool, app.tenant_id, "theirs")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Theirs is untouched, and nothing was audited for this tenant.
+    let kept: Value = other.get(&format!("/{theirs}")).await.json().await.unwrap();
+    assert_eq!(kept["key"], "theirs");
+    let audited: i64 = sqlx::query_scalar("select count(*) from audit_log where tenant_id = $1")
+        .bind(app.tenant_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(audited, 0);
+    let theirs_audited: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where tenant_id = $1")
+            .bind(other_tenant)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(theirs_audited, 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templates_are_listed_in_key_order_page_by_page() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    for key in ["e.five", "a.one", "c.three", "b.two", "d.four"] {
+        admin.created(&reminder(key)).await;
+    }
+    let (_, other_key) = app.other_tenant().await;
+    Admin {
+        app: &app,
+        token: other_key,
+    }
+    .created(&reminder("a.other"))
+    .await;
+
+    let mut keys = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let query = match &cursor {
+            Some(c) => format!("?limit=2&cursor={c}"),
+            None => "?limit=2".to_owned(),
+        };
+        let page: Value = admin.get(&query).await.json().await.unwrap();
+        pages += 1;
+        let items = page["items"].as_array().unwrap();
+        assert!(items.len() <= 2);
+        for item in items {
+            assert!(item.get("locales").is_none(), "a list carries no content");
+            keys.push(item["key"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(keys, ["a.one", "b.two", "c.three", "d.four", "e.five"]);
+    assert_eq!(pages, 3);
+    let all: Value = admin.get("").await.json().await.unwrap();
+    assert_eq!(all["items"].as_array().unwrap().len(), 5);
+    assert!(all["next_cursor"].is_null());
+
+    for (query, field) in [
+        ("?limit=0", "limit"),
+        ("?limit=201", "limit"),
+        ("?cursor=%25%25%25", "cursor"),
+        ("?cursor=", "cursor"),
+    ] {
+        let (name, _) = invalid_field(admin.get(query).await).await;
+        assert_eq!(name, field, "{query}");
+    }
+    let max: Value = admin.get("?limit=200").await.json().await.unwrap();
+    assert_eq!(max["items"].as_array().unwrap().len(), 5);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_already_used_in_the_organisation_is_a_conflict() {
+    let app = app().await;
+    let admin = Admin::key(&app);
+    admin.created(&reminder("taken")).await;
+    let body = problem(admin.create(&reminder("taken")).await, 409).await;
+    assert!(body["detail"].as_str().unwrap().contains("key"), "{body}");
+    let id = admin.created(&reminder("free")).await;
+    problem(admin.put(&id, &reminder("taken")).await, 409).await;
+    let kept: Value = admin.get(&format!("/{id}")).await.json().await.unwrap();
+    assert_eq!(kept["key"], "free");
+    assert_eq!(count_templates(&app).await, 2);
+    let audited: i64 = sqlx::query_scalar("select count(*) from audit_log")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(audited, 2, "only the two creates");
+    // Another organisation may use the same key.
+    let (_, other_key) = app.other_tenant().await;
+    Admin {
+        app: &app,
+        token: other_key,
+    }
+    .created(&reminder("taken"))
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_template_endpoints_are_documented() {
+    let app = app().await;
+    let spec: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let paths = &spec["paths"];
+    for (path, method, status) in [
+        (BASE.to_owned(), "post", "201"),
+        (BASE.to_owned(), "get", "200"),
+        (format!("{BASE}/{{id}}"), "get", "200"),
+        (format!("{BASE}/{{id}}"), "put", "200"),
+        (format!("{BASE}/{{id}}"), "delete", "204"),
+        (format!("{BASE}/{{id}}/preview"), "post", "200"),
+    ] {
+        let op = &paths[&path][method];
+        assert_eq!(op["tags"], json!(["Admin"]), "{method} {path}");
+        for s in [status, "400", "401", "403", "404"] {
+            assert!(op["responses"][s].is_object(), "{method} {path} {s}");
+        }
+    }
+    assert!(paths[BASE]["post"]["responses"]["409"].is_object());
+    app.shutdown().await;
+}

@@ -1,0 +1,239 @@
+//! A tenant's message templates.
+//!
+//! Every function takes the tenant first and every query is scoped by it, so
+//! another tenant's template is simply not found. Keys are unique per tenant:
+//! a create or update that takes a used key fails on [`KEY_CONSTRAINT`].
+//! Only templates from [`Template::parse`] are written.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgExecutor, types::Json};
+
+use crate::{
+    domain::{Channel, TemplateId, TenantId},
+    templates::{LocaleContent, Template},
+};
+
+/// The unique constraint on a tenant's template keys.
+pub const KEY_CONSTRAINT: &str = "templates_tenant_id_key_key";
+
+/// A stored template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTemplate {
+    /// Its id.
+    pub id: TemplateId,
+    /// The template.
+    pub template: Template,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A template in a list: everything but its content.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TemplateSummary {
+    /// Its id.
+    pub id: TemplateId,
+    /// Its key.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The category its sends get.
+    pub category: Option<String>,
+    /// Whether its sends are critical.
+    pub critical: bool,
+    /// The fallback locale.
+    pub default_locale: String,
+    /// The channels a send uses when it names none.
+    pub default_channels: Vec<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: TemplateId,
+    key: String,
+    name: String,
+    description: Option<String>,
+    category: Option<String>,
+    critical: bool,
+    default_locale: String,
+    default_channels: Vec<String>,
+    locales: Json<BTreeMap<String, LocaleContent>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<Row> for StoredTemplate {
+    type Error = sqlx::Error;
+
+    fn try_from(row: Row) -> Result<Self, Self::Error> {
+        let default_channels = row
+            .default_channels
+            .iter()
+            .map(|c| {
+                Channel::parse(c).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("template {}: channel `{c}`", row.id).into())
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            id: row.id,
+            template: Template {
+                key: row.key,
+                name: row.name,
+                description: row.description,
+                category: row.category,
+                critical: row.critical,
+                default_locale: row.default_locale,
+                default_channels,
+                locales: row.locales.0,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+const COLUMNS: &str = "id, key, name, description, category, critical, default_locale, \
+     default_channels, locales, created_at, updated_at";
+
+fn channel_names(t: &Template) -> Vec<&'static str> {
+    t.default_channels.iter().map(|c| c.as_str()).collect()
+}
+
+/// Stores a new template.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    template: &Template,
+) -> Result<StoredTemplate, sqlx::Error> {
+    let row: Row = sqlx::query_as(&format!(
+        "insert into templates (id, tenant_id, key, name, description, category, critical,
+                                default_locale, default_channels, locales)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         returning {COLUMNS}"
+    ))
+    .bind(TemplateId::new())
+    .bind(tenant_id)
+    .bind(&template.key)
+    .bind(&template.name)
+    .bind(&template.description)
+    .bind(&template.category)
+    .bind(template.critical)
+    .bind(&template.default_locale)
+    .bind(channel_names(template))
+    .bind(Json(&template.locales))
+    .fetch_one(db)
+    .await?;
+    row.try_into()
+}
+
+/// Up to `limit` templates in key order, after the key `after` when given.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<TemplateSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, key, name, description, category, critical, default_locale,
+                default_channels, created_at, updated_at
+         from templates
+         where tenant_id = $1 and ($2::text is null or key > $2)
+         order by key limit $3",
+    )
+    .bind(tenant_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// One template by id.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: TemplateId,
+) -> Result<Option<StoredTemplate>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "select {COLUMNS} from templates where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// One template by key.
+#[tracing::instrument(skip_all)]
+pub async fn get_by_key(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<Option<StoredTemplate>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "select {COLUMNS} from templates where tenant_id = $1 and key = $2"
+    ))
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// Replaces a template wholesale; `None` when the tenant has no such template.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: TemplateId,
+    template: &Template,
+) -> Result<Option<StoredTemplate>, sqlx::Error> {
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "update templates
+         set key = $3, name = $4, description = $5, category = $6, critical = $7,
+             default_locale = $8, default_channels = $9, locales = $10
+         where tenant_id = $1 and id = $2
+         returning {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(&template.key)
+    .bind(&template.name)
+    .bind(&template.description)
+    .bind(&template.category)
+    .bind(template.critical)
+    .bind(&template.default_locale)
+    .bind(channel_names(template))
+    .bind(Json(&template.locales))
+    .fetch_optional(db)
+    .await?;
+    row.map(TryInto::try_into).transpose()
+}
+
+/// Deletes a template; its key, or `None` when the tenant has no such
+/// template.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: TemplateId,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("delete from templates where tenant_id = $1 and id = $2 returning key")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
