@@ -64,19 +64,19 @@ fn metrics_endpoint() -> poem::Response {
         .body(shared::telemetry::metrics_handle().render())
 }
 
+/// Every documented endpoint group.
+pub type Apis = (
+    routes::notifications::NotificationsApi,
+    routes::subscribers::SubscribersApi,
+    routes::users::UsersApi,
+    routes::inbox::InboxApi,
+    routes::providers::ProvidersApi,
+    routes::templates::TemplatesApi,
+    routes::health::HealthApi,
+);
+
 /// The documented API.
-pub fn openapi() -> OpenApiService<
-    (
-        routes::notifications::NotificationsApi,
-        routes::subscribers::SubscribersApi,
-        routes::users::UsersApi,
-        routes::inbox::InboxApi,
-        routes::providers::ProvidersApi,
-        routes::health::HealthApi,
-        routes::templates::TemplatesApi,
-    ),
-    (),
-> {
+pub fn openapi() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             routes::notifications::NotificationsApi,
@@ -84,8 +84,8 @@ pub fn openapi() -> OpenApiService<
             routes::users::UsersApi,
             routes::inbox::InboxApi,
             routes::providers::ProvidersApi,
-            routes::health::HealthApi,
             routes::templates::TemplatesApi,
+            routes::health::HealthApi,
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

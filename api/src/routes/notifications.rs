@@ -1,5 +1,5 @@
-//! `/api/v1/services/notifications`: send an email or an in-app message, and
-//! read its status.
+//! `/api/v1/services/notifications`: send a notification on any channel,
+//! raw or from a template, and read its status.
 //!
 //! A send is validated, committed to Postgres, and only then answered 202:
 //! the 202 is a promise that the message goes out even if Redis is away.
@@ -81,17 +81,58 @@ pub struct SendRequest {
     pub critical: Option<bool>,
     /// Your own key/value data, returned as given (a JSON object).
     pub metadata: Option<Value>,
+    /// The key of one of your templates (`/api/v1/admin/templates`) to render
+    /// instead of giving the content. Its category and critical flag apply.
+    pub template: Option<String>,
+    /// The template's variables (a JSON object). Every variable the template
+    /// uses must be present.
+    pub template_data: Option<Value>,
+    /// With a template: the channels to send on (default: the template's
+    /// default channels). Each becomes its own notification.
+    pub channels: Option<Vec<String>>,
+    /// With a template: the locale to render (default: the subscriber's, then
+    /// the template's default).
+    pub locale: Option<String>,
+    /// When to send (RFC 3339, at most 365 days ahead); now when omitted.
+    pub send_at: Option<DateTime<Utc>>,
+}
+
+/// One notification a send created.
+#[derive(Debug, Clone, Object)]
+pub struct AcceptedNotification {
+    /// Its id.
+    pub id: String,
+    /// Its channel.
+    pub channel: String,
+    /// Its status.
+    pub status: String,
+    /// Where to poll for its status.
+    pub status_url: String,
+}
+
+/// A channel a template send could not use.
+#[derive(Debug, Clone, Object)]
+pub struct SkippedChannel {
+    /// The channel.
+    pub channel: String,
+    /// Why, e.g. the subscriber has no phone number.
+    pub reason: String,
 }
 
 /// A send was accepted.
 #[derive(Debug, Clone, Object)]
 pub struct Accepted {
-    /// The notification's id.
+    /// The (first) notification's id.
     pub id: String,
     /// `queued`.
     pub status: String,
     /// Where to poll for its status.
     pub status_url: String,
+    /// Every notification the send created (one per channel, one per device
+    /// for push).
+    pub notifications: Vec<AcceptedNotification>,
+    /// Channels a template send could not use, and why.
+    pub skipped: Vec<SkippedChannel>,
 }
 
 /// Answers to a send.
@@ -559,17 +600,227 @@ fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn accepted(id: NotificationId, replayed: bool) -> SendResponse {
-    let url = format!("/api/v1/services/notifications/{id}");
+fn accepted(
+    created: &[(NotificationId, Channel, NotificationStatus)],
+    skipped: Vec<SkippedChannel>,
+    replayed: bool,
+) -> SendResponse {
+    let url = |id: &NotificationId| format!("/api/v1/services/notifications/{id}");
+    let notifications: Vec<AcceptedNotification> = created
+        .iter()
+        .map(|(id, channel, status)| AcceptedNotification {
+            id: id.to_string(),
+            channel: channel.as_str().into(),
+            status: status.as_str().into(),
+            status_url: url(id),
+        })
+        .collect();
+    let first = notifications.first().cloned();
+    let (id, status, status_url) = first
+        .map(|n| (n.id, n.status, n.status_url))
+        .unwrap_or_default();
     SendResponse::Accepted(
         Json(Accepted {
-            id: id.to_string(),
-            status: NotificationStatus::Queued.as_str().into(),
-            status_url: url.clone(),
+            id,
+            status,
+            status_url: status_url.clone(),
+            notifications,
+            skipped,
         }),
-        url,
+        status_url,
         replayed.then(|| "true".to_owned()),
     )
+}
+
+/// Checks a template send's own fields and renders it for each channel.
+async fn plan_template(
+    state: &AppState,
+    tenant_id: shared::domain::TenantId,
+    req: &SendRequest,
+    key: &str,
+) -> Result<(Vec<ValidSend>, Vec<SkippedChannel>, bool), ApiError> {
+    let mut p = Problems::default();
+    for (name, present) in [
+        ("channel", req.channel.is_some()),
+        ("subject", req.subject.is_some()),
+        ("text", req.text.is_some()),
+        ("html", req.html.is_some()),
+        ("title", req.title.is_some()),
+        ("body", req.body.is_some()),
+        ("action_url", req.action_url.is_some()),
+        ("data", req.data.is_some()),
+        ("whatsapp_template", req.whatsapp_template.is_some()),
+        ("category", req.category.is_some()),
+        ("critical", req.critical.is_some()),
+    ] {
+        if present {
+            p.add(name, "is not used with `template`: the template gives it");
+        }
+    }
+    let data = match &req.template_data {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.add("template_data", "must be a JSON object");
+            Value::Null
+        }
+    };
+    let metadata = p.object("metadata", &req.metadata, MAX_METADATA_KEYS);
+    let subscriber = req
+        .subscriber_id
+        .as_deref()
+        .and_then(|s| p.text("subscriber_id", s, 255, true));
+    let mut channels = Vec::new();
+    for (i, c) in req.channels.iter().flatten().enumerate() {
+        match Channel::parse(c) {
+            Some(c) if !channels.contains(&c) => channels.push(c),
+            Some(_) => p.add(&format!("channels[{i}]"), "is listed twice"),
+            None => p.add(&format!("channels[{i}]"), format!("`{c}` is not a channel")),
+        }
+    }
+    if req.channels.as_ref().is_some_and(Vec::is_empty) {
+        p.add("channels", "must not be empty");
+    }
+    if subscriber.is_none() && req.to.is_none() {
+        p.add("subscriber_id", "`subscriber_id` or `to` is required");
+    }
+    if !p.0.is_empty() {
+        return Err(ApiError::Invalid(p.0));
+    }
+    let template = shared::db::templates::get_by_key(&state.pool, tenant_id, key)
+        .await?
+        .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
+        .template;
+    if channels.is_empty() {
+        channels = template.default_channels().to_vec();
+    }
+    if req.to.is_some() && channels.len() != 1 {
+        return Err(ApiError::invalid(
+            "to",
+            "a direct address serves one channel; name it in `channels`, or send to a `subscriber_id`",
+        ));
+    }
+    let contacts = match &subscriber {
+        Some(external_id) => match subscribers::find(&state.pool, tenant_id, external_id).await? {
+            Some(id) => subscribers::contacts(&state.pool, tenant_id, id).await?,
+            None => None,
+        },
+        None => None,
+    };
+    let locale = req.locale.clone().or_else(|| {
+        contacts
+            .as_ref()
+            .and_then(|c| c.locale.as_ref())
+            .map(|l| l.as_str().to_owned())
+    });
+    let mut plans = Vec::new();
+    let mut skipped = Vec::new();
+    for channel in channels {
+        // Who: the direct address, or the subscriber's contact point.
+        let recipients: Vec<String> = match (&req.to, channel) {
+            (Some(to), Channel::Email) => vec![
+                EmailAddress::parse(to)
+                    .map_err(|e| ApiError::invalid("to", e.0))?
+                    .as_str()
+                    .to_owned(),
+            ],
+            (Some(to), Channel::Sms | Channel::WhatsApp) => vec![
+                PhoneNumber::parse(to)
+                    .map_err(|e| ApiError::invalid("to", e.0))?
+                    .as_str()
+                    .to_owned(),
+            ],
+            (Some(to), Channel::Push) => {
+                if to.is_empty() || to.len() > 4096 || !to.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(ApiError::invalid(
+                        "to",
+                        "must be a device registration token",
+                    ));
+                }
+                vec![to.clone()]
+            }
+            (Some(_), Channel::InApp) => {
+                return Err(ApiError::invalid(
+                    "to",
+                    "in-app messages go to a `subscriber_id`",
+                ));
+            }
+            (None, Channel::InApp) => subscriber.clone().into_iter().collect(),
+            (None, _) => {
+                let c = contacts.as_ref();
+                match channel {
+                    Channel::Email => c
+                        .and_then(|c| c.email.as_ref())
+                        .map(|e| e.as_str().to_owned())
+                        .into_iter()
+                        .collect(),
+                    Channel::Sms => c
+                        .and_then(|c| c.phone.as_ref())
+                        .map(|e| e.as_str().to_owned())
+                        .into_iter()
+                        .collect(),
+                    Channel::WhatsApp => c
+                        .and_then(|c| c.whatsapp.as_ref())
+                        .map(|e| e.as_str().to_owned())
+                        .into_iter()
+                        .collect(),
+                    Channel::Push => c
+                        .map(|c| {
+                            c.push_tokens
+                                .iter()
+                                .map(|t| t.as_str().to_owned())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    Channel::InApp => Vec::new(),
+                }
+            }
+        };
+        if recipients.is_empty() {
+            skipped.push(SkippedChannel {
+                channel: channel.as_str().into(),
+                reason: match channel {
+                    Channel::Email => "the subscriber has no email address",
+                    Channel::Sms => "the subscriber has no phone number",
+                    Channel::WhatsApp => "the subscriber has no WhatsApp number",
+                    _ => "the subscriber has no registered device",
+                }
+                .into(),
+            });
+            continue;
+        }
+        let rendered = shared::templates::render(&template, channel, locale.as_deref(), &data)
+            .map_err(|e| {
+                ApiError::Invalid(vec![InvalidParam {
+                    name: "template_data".into(),
+                    reason: e.to_string(),
+                }])
+            })?;
+        for recipient in recipients {
+            plans.push(ValidSend {
+                channel,
+                recipient,
+                subscriber: subscriber.clone(),
+                content: rendered.content.clone(),
+                category: template.category().map(str::to_owned),
+                metadata: metadata.clone(),
+            });
+        }
+    }
+    if plans.is_empty() {
+        let reasons: Vec<String> = skipped
+            .iter()
+            .map(|s| format!("{}: {}", s.channel, s.reason))
+            .collect();
+        return Err(ApiError::invalid(
+            "subscriber_id",
+            format!(
+                "no channel can reach this recipient ({})",
+                reasons.join("; ")
+            ),
+        ));
+    }
+    Ok((plans, skipped, template.critical()))
 }
 
 #[OpenApi(
@@ -577,7 +828,11 @@ fn accepted(id: NotificationId, replayed: bool) -> SendResponse {
     tag = "ApiTags::Notifications"
 )]
 impl NotificationsApi {
-    /// Send an email or an in-app message.
+    /// Send a notification: raw content on one channel (`channel` plus its
+    /// fields), or a template rendered for a subscriber on several channels
+    /// (`template`, `template_data`, `subscriber_id`, optional `channels`).
+    /// Each channel becomes its own notification, listed in `notifications`;
+    /// `send_at` schedules it.
     ///
     /// Answers 202 once the send is committed; poll `status_url` for the
     /// outcome. Send an `Idempotency-Key` to make retries of this request safe:
@@ -593,58 +848,127 @@ impl NotificationsApi {
     ) -> Result<SendResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
-        let valid = validate(&body.0)?;
-        let channel = valid.channel;
-        let queue = QueueName::for_channel(channel);
-        let config = state.jobs.queue(queue);
+        let req = &body.0;
+        let run_at = match req.send_at {
+            Some(at) if at > Utc::now() + chrono::Duration::days(365) => {
+                return Err(ApiError::invalid(
+                    "send_at",
+                    "must be at most 365 days ahead",
+                ));
+            }
+            Some(at) if at > Utc::now() => Some(at),
+            _ => None,
+        };
+        let (plans, skipped, critical) = match &req.template {
+            Some(template) => plan_template(&state, tenant_id, req, template).await?,
+            None => {
+                for (name, present) in [
+                    ("template_data", req.template_data.is_some()),
+                    ("channels", req.channels.is_some()),
+                    ("locale", req.locale.is_some()),
+                ] {
+                    if present {
+                        return Err(ApiError::invalid(name, "is only used with `template`"));
+                    }
+                }
+                (
+                    vec![validate(req)?],
+                    Vec::new(),
+                    req.critical.unwrap_or(false),
+                )
+            }
+        };
         let hash = key
             .as_ref()
-            .map(|_| Sha256::digest(serde_json::to_vec(&body.0).unwrap_or_default()).to_vec());
-        let push = state.window.reserve(queue).await;
+            .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
+        // Scheduled sends wait in Postgres; the dispatcher pushes them when due.
+        let mut push = std::collections::BTreeMap::new();
+        for plan in &plans {
+            let queue = QueueName::for_channel(plan.channel);
+            if run_at.is_none() && !push.contains_key(&queue) {
+                let room = state.window.reserve(queue).await;
+                push.insert(queue, room);
+            }
+        }
         let mut tx = state.pool.begin().await?;
-        let subscriber_id = match &valid.subscriber {
-            Some(external_id) => Some(subscribers::upsert(&mut *tx, tenant_id, external_id).await?),
-            None => None,
-        };
-        let new = NewNotification {
-            channel,
-            recipient: &valid.recipient,
-            content: valid.content,
-            metadata: valid.metadata,
-            max_attempts: config.max_attempts,
-            idempotency: key.as_deref().zip(hash),
-            subscriber_id,
-            category: valid.category.as_deref(),
-            critical: body.0.critical.unwrap_or(false),
-            dispatched: push,
-        };
-        let id = match notifications::insert(&mut tx, tenant_id, new).await? {
-            Inserted::Created(id) => id,
-            Inserted::Existing {
-                id,
-                same_request: true,
-            } => return Ok(accepted(id, true)),
-            Inserted::Existing {
-                same_request: false,
-                ..
-            } => return Err(ApiError::IdempotencyKeyReused),
-        };
+        let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            let queue = QueueName::for_channel(plan.channel);
+            let subscriber_id = match &plan.subscriber {
+                Some(external_id) => {
+                    Some(subscribers::upsert(&mut *tx, tenant_id, external_id).await?)
+                }
+                None => None,
+            };
+            let new = NewNotification {
+                channel: plan.channel,
+                recipient: &plan.recipient,
+                content: plan.content.clone(),
+                metadata: plan.metadata.clone(),
+                max_attempts: state.jobs.queue(queue).max_attempts,
+                // The first notification carries the request's key; the
+                // others are found through it.
+                idempotency: if i == 0 {
+                    key.as_deref().zip(hash.clone())
+                } else {
+                    None
+                },
+                subscriber_id,
+                category: plan.category.as_deref(),
+                critical,
+                dispatched: push.get(&queue).copied().unwrap_or(false),
+                send_id: created.first().map(|c| c.0),
+                run_at,
+            };
+            match notifications::insert(&mut tx, tenant_id, new).await? {
+                Inserted::Created(id) => {
+                    created.push((id, plan.channel, NotificationStatus::Queued))
+                }
+                Inserted::Existing {
+                    id,
+                    same_request: true,
+                } => {
+                    drop(tx);
+                    let earlier = notifications::of_send(&state.pool, tenant_id, id).await?;
+                    return Ok(accepted(&earlier, skipped, true));
+                }
+                Inserted::Existing {
+                    same_request: false,
+                    ..
+                } => return Err(ApiError::IdempotencyKeyReused),
+            }
+        }
         tx.commit().await?;
-        metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
-            .increment(1);
-        if push {
+        for (_, channel, _) in &created {
+            metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
+                .increment(1);
+        }
+        for (queue, room) in push {
+            if !room {
+                continue;
+            }
+            let ids: Vec<NotificationId> = created
+                .iter()
+                .filter(|(_, c, _)| QueueName::for_channel(*c) == queue)
+                .map(|(id, _, _)| *id)
+                .collect();
+            let channel = created
+                .iter()
+                .find(|(_, c, _)| QueueName::for_channel(*c) == queue)
+                .map(|(_, c, _)| *c);
+            let Some(channel) = channel else { continue };
             let job = SendNotifications {
                 tenant_id,
                 channel,
-                notification_ids: vec![id],
+                notification_ids: ids.clone(),
             };
             if let Err(error) = state.queues.push(job).await {
-                tracing::warn!(%error, notification_id = %id, "queued in Postgres only; the dispatcher will push it");
-                notifications::release_dispatch(&state.pool, tenant_id, &[id]).await?;
+                tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
+                notifications::release_dispatch(&state.pool, tenant_id, &ids).await?;
             }
         }
-        tracing::info!(notification_id = %id, "send accepted");
-        Ok(accepted(id, false))
+        tracing::info!(notification_id = %created[0].0, count = created.len(), "send accepted");
+        Ok(accepted(&created, skipped, false))
     }
 
     /// Read a notification's status and attempts.

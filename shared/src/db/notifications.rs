@@ -61,6 +61,11 @@ pub struct NewNotification<'a> {
     /// Whether the caller pushes its job right after the commit; if that
     /// push fails it must call [`release_dispatch`].
     pub dispatched: bool,
+    /// The first notification of the same send request; `None` for the
+    /// first itself.
+    pub send_id: Option<NotificationId>,
+    /// When to send it; now when `None`.
+    pub run_at: Option<DateTime<Utc>>,
 }
 
 /// What [`insert`] did.
@@ -94,8 +99,9 @@ pub async fn insert(
     let created: Option<(NotificationId,)> = sqlx::query_as(
         "insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, idempotency_key, request_hash,
-              dispatched_at, subscriber_id, category, critical)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, $11, $12, $13)
+              dispatched_at, subscriber_id, category, critical, send_id, run_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, $11, $12, $13,
+                 coalesce($14, $1), coalesce($15, now()))
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
          returning id",
     )
@@ -112,6 +118,8 @@ pub async fn insert(
     .bind(new.subscriber_id)
     .bind(new.category)
     .bind(new.critical)
+    .bind(new.send_id)
+    .bind(new.run_at)
     .fetch_optional(&mut *db)
     .await?;
     if let Some((id,)) = created {
@@ -178,6 +186,24 @@ pub async fn get(
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(db)
+    .await
+}
+
+/// The notifications one send request created, as `(id, channel, status)`,
+/// the first (the request's own id) first.
+#[tracing::instrument(skip_all)]
+pub async fn of_send(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    send_id: NotificationId,
+) -> Result<Vec<(NotificationId, Channel, NotificationStatus)>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, channel, status from notifications
+         where tenant_id = $1 and send_id = $2 order by (id = $2) desc, id",
+    )
+    .bind(tenant_id)
+    .bind(send_id)
+    .fetch_all(db)
     .await
 }
 

@@ -219,10 +219,20 @@ async fn forget_device(state: &WorkerState, tenant_id: TenantId, row: &Claimed) 
     let Some(subscriber_id) = row.subscriber_id else {
         return;
     };
-    match shared::db::subscribers::remove_push_token(&state.pool, tenant_id, subscriber_id, &row.recipient).await {
+    match shared::db::subscribers::remove_push_token(
+        &state.pool,
+        tenant_id,
+        subscriber_id,
+        &row.recipient,
+    )
+    .await
+    {
         Ok(true) => tracing::info!("removed a device token FCM no longer knows"),
         Ok(false) => {}
-        Err(error) => tracing::error!(error = &error as &dyn std::error::Error, "cannot remove the device token"),
+        Err(error) => tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "cannot remove the device token"
+        ),
     }
 }
 

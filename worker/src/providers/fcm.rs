@@ -70,8 +70,8 @@ pub struct PushContent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
     /// Data for the app (string values, as FCM requires).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub data: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Why a push failed, beside the usual [`SendError`]: the device token is
@@ -159,8 +159,8 @@ pub async fn send(
         notification["body"] = json!(body);
     }
     let mut message = json!({"token": device_token, "notification": notification});
-    if !content.data.is_empty() {
-        message["data"] = json!(content.data);
+    if let Some(data) = content.data.as_ref().filter(|d| !d.is_empty()) {
+        message["data"] = json!(data);
     }
     let resp = http
         .client
