@@ -199,7 +199,7 @@ pub async fn of_send(
 ) -> Result<Vec<(NotificationId, Channel, NotificationStatus)>, sqlx::Error> {
     sqlx::query_as(
         "select id, channel, status from notifications
-         where tenant_id = $1 and send_id = $2 order by (id = $2) desc, id",
+         where tenant_id = $1 and (send_id = $2 or id = $2) order by (id = $2) desc, id",
     )
     .bind(tenant_id)
     .bind(send_id)

@@ -1,0 +1,181 @@
+//! Templated sends and HTTP providers: how fast the API accepts sends that
+//! render a template for a subscriber, how fast one worker puts them into
+//! inboxes, and how fast one worker delivers SMS through an HTTP provider
+//! (the local Twilio stand-in), with end-to-end latency from acceptance to
+//! the provider's answer.
+//!
+//! Run with `cargo bench -p worker --bench channels` against the local
+//! Postgres and Redis. `BENCH_SENDS` (default 10,000) and `BENCH_CONCURRENCY`
+//! (default 64) size each run.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde_json::json;
+use testkit::{
+    TestApp,
+    providers::{FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+};
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+fn main() {
+    testkit::bench::run(run());
+}
+
+/// Latency from acceptance (`created_at`) to the provider's answer
+/// (`sent_at`), per channel, as recorded by Postgres.
+async fn delivery_latency(app: &TestApp, channel: &str) -> Histogram<u64> {
+    let rows: Vec<f64> = sqlx::query_scalar(
+        "select extract(epoch from (sent_at - created_at))::float8 * 1e6
+         from notifications where channel = $1 and status = 'sent'",
+    )
+    .bind(channel)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut h = Histogram::<u64>::new(3).unwrap();
+    for us in rows {
+        h.record(us.max(1.0) as u64).unwrap();
+    }
+    h
+}
+
+async fn wait_sent(app: &TestApp, channel: &str, n: i64) {
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        let sent: i64 = sqlx::query_scalar(
+            "select count(*) from notifications where channel = $1 and status = 'sent'",
+        )
+        .bind(channel)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if sent >= n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{sent}/{n} {channel} sent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn run() {
+    let sends = testkit::bench::env_num("BENCH_SENDS", 10_000);
+    let concurrency = testkit::bench::env_num("BENCH_CONCURRENCY", 64);
+    println!(
+        "channels benchmark on {} ({sends} sends per run, {concurrency} concurrent callers)",
+        testkit::bench::machine()
+    );
+    let fake = FakeProviders::start().await;
+    let mut app = TestApp::builder()
+        .providers(&fake)
+        .without_worker()
+        .var("JOBS__QUEUES__INAPP__CONCURRENCY", 64)
+        .var("JOBS__QUEUES__SMS__CONCURRENCY", 64)
+        .var("DATABASE_MAX_CONNECTIONS", 40)
+        .var("JOBS__DISPATCHER__INTERVAL_MS", 250)
+        .spawn()
+        .await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({
+            "key": "results", "name": "Results ready", "category": "results",
+            "default_locale": "en", "default_channels": ["inapp"],
+            "locales": {"en": {
+                "inapp": {"title": "Results for {{patient.first_name}}", "body": "{{#each tests}}{{name}}: {{status}}\n{{/each}}", "action_url": "/results/{{id}}"},
+                "sms": {"body": "Hi {{patient.first_name}}, {{count}} results are ready."}
+            }}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    app.add_provider(&json!({
+        "provider": "twilio", "name": "twilio",
+        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999", "rate_per_sec": 10000},
+        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    }))
+    .await;
+    let data = json!({
+        "patient": {"first_name": "Pat"}, "id": 42, "count": 3,
+        "tests": [{"name": "CBC", "status": "normal"}, {"name": "A1C", "status": "review"}, {"name": "Lipids", "status": "normal"}],
+    });
+
+    // 1. Templated in-app sends accepted by the API (template rendered,
+    // subscriber upserted, committed, pushed).
+    let body = json!({"template": "results", "subscriber_id": "pat", "template_data": data});
+    let mut accept = Histogram::<u64>::new(3).unwrap();
+    let started = Instant::now();
+    let answers = app.send_many(sends, concurrency, &body).await;
+    let took = started.elapsed();
+    let ok = answers.iter().filter(|(s, _)| *s == 202).count();
+    for (_, latency) in &answers {
+        accept.record(latency.as_micros() as u64).unwrap();
+    }
+    assert_eq!(ok, sends, "every templated send is accepted");
+    println!(
+        "templated api accept: {:>8.0} sends/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        ok as f64 / took.as_secs_f64(),
+        ms(&accept, 0.5),
+        ms(&accept, 0.99),
+    );
+
+    // 2. One worker puts them into the inbox.
+    app.start_worker();
+    let started = Instant::now();
+    wait_sent(&app, "inapp", sends as i64).await;
+    let took = started.elapsed();
+    println!(
+        "in-app delivery:      {:>8.0} notifications/s (one worker, {sends} in {:.2} s)",
+        sends as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    app.stop_worker().await;
+
+    // 3. Templated SMS through the HTTP provider, accepted with no worker
+    // running, then delivered by one worker.
+    let body = json!({"template": "results", "to": "+15005550006", "channels": ["sms"], "template_data": data});
+    let answers = app.send_many(sends, concurrency, &body).await;
+    assert!(answers.iter().all(|(s, _)| *s == 202));
+    app.start_worker();
+    let started = Instant::now();
+    wait_sent(&app, "sms", sends as i64).await;
+    let took = started.elapsed();
+    assert_eq!(fake.requests(Kind::Twilio).len(), sends);
+    println!(
+        "sms via http provider:{:>8.0} sends/s (one worker, {sends} in {:.2} s)",
+        sends as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+
+    // 4. End-to-end latency at a steady rate an idle worker can keep up
+    // with: accepted to the provider's answer.
+    sqlx::query("delete from delivery_attempts")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query("delete from notifications where channel = 'sms'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let probes = testkit::bench::env_num("BENCH_LATENCY_SAMPLES", 500);
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..probes {
+        tick.tick().await;
+        let resp = app.send_email(&body).await;
+        assert_eq!(resp.status(), 202);
+    }
+    wait_sent(&app, "sms", probes as i64).await;
+    let e2e = delivery_latency(&app, "sms").await;
+    println!(
+        "sms end to end:       p50 {:>6.2} ms   p99 {:>6.2} ms   ({} sends at 100/s, accepted to provider answer, worker polling every 100 ms)",
+        ms(&e2e, 0.5),
+        ms(&e2e, 0.99),
+        e2e.len()
+    );
+    app.shutdown().await;
+}
