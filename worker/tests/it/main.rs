@@ -7,3 +7,4 @@ mod durability;
 mod logs;
 mod maintenance;
 mod startup;
+mod webhooks;
