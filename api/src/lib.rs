@@ -55,6 +55,9 @@ pub struct AppState {
     pub realtime: shared::config::RealtimeSettings,
     /// Seals secrets organisations store (provider credentials).
     pub keyring: Option<shared::crypto::Keyring>,
+    /// Whether webhook endpoints may be `http` and on loopback or private
+    /// addresses (`WEBHOOKS_ALLOW_LOOPBACK`, tests and development only).
+    pub webhooks_allow_loopback: bool,
 }
 
 #[handler]
@@ -72,6 +75,7 @@ pub type Apis = (
     routes::inbox::InboxApi,
     routes::providers::ProvidersApi,
     routes::templates::TemplatesApi,
+    routes::webhooks::WebhooksApi,
     routes::health::HealthApi,
 );
 
@@ -85,6 +89,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             routes::inbox::InboxApi,
             routes::providers::ProvidersApi,
             routes::templates::TemplatesApi,
+            routes::webhooks::WebhooksApi,
             routes::health::HealthApi,
         ),
         "Notification platform API",
@@ -152,6 +157,7 @@ impl Application {
             hub: Arc::default(),
             realtime: settings.realtime.clone(),
             keyring: settings.encryption.clone(),
+            webhooks_allow_loopback: settings.webhooks.allow_loopback,
         };
         let listener = tokio::net::TcpListener::bind(settings.api_addr)
             .await

@@ -7,6 +7,9 @@
 //!    high-water mark, takes due rows that are not in Redis, groups them by
 //!    tenant into jobs of up to `group_size` ids, and pushes them.
 //!
+//! The `webhook` queue is fed the same way from `webhook_deliveries`: lost
+//! claims put back, due deliveries to enabled endpoints grouped by tenant.
+//!
 //! Rows taken but not pushed (the window filled, or Redis failed) are released
 //! at once for the next sweep. Cron ticks whose job never reached Redis are
 //! pushed too.
@@ -24,10 +27,10 @@ use shared::{
     db::{
         cron_ticks,
         locks::{self, LockKey},
-        notifications,
+        notifications, webhooks,
     },
     domain::{Channel, NotificationId, TenantId},
-    jobs::{QueueName, Queues, SendNotifications},
+    jobs::{DeliverWebhooks, QueueName, Queues, SendNotifications},
 };
 use sqlx::PgPool;
 
@@ -89,7 +92,8 @@ impl Dispatcher {
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport::default();
         if self.redis_was_reset().await? {
-            let n = notifications::forget_dispatched(&self.pool).await?;
+            let n = notifications::forget_dispatched(&self.pool).await?
+                + webhooks::forget_dispatched(&self.pool).await?;
             if n > 0 {
                 tracing::warn!(
                     rows = n,
@@ -104,11 +108,15 @@ impl Dispatcher {
             report.dispatched += rows;
             report.jobs += jobs;
         }
+        report.recovered += webhooks::recover_expired_leases(&self.pool).await?;
+        let (rows, jobs) = self.dispatch_webhooks().await?;
+        report.dispatched += rows;
+        report.jobs += jobs;
         self.push_unenqueued_ticks().await?;
         if report.recovered > 0 {
             tracing::warn!(
                 rows = report.recovered,
-                "put back notifications whose worker stopped mid-send"
+                "put back notifications or webhook deliveries whose worker stopped mid-send"
             );
         }
         Ok(report)
@@ -175,6 +183,61 @@ impl Dispatcher {
         Ok((rows_pushed, jobs_pushed))
     }
 
+    /// Dispatches the `webhook` queue, one dispatcher at a time.
+    async fn dispatch_webhooks(&self) -> anyhow::Result<(usize, usize)> {
+        let queue = QueueName::Webhook;
+        let key =
+            LockKey::Dispatch(QueueName::ALL.iter().position(|q| *q == queue).unwrap_or(0) as u16);
+        let mut lock = self.pool.acquire().await?;
+        if !locks::try_lock(&mut lock, key).await? {
+            return Ok((0, 0));
+        }
+        let result = self.dispatch_webhooks_locked().await;
+        locks::unlock(&mut lock, key).await?;
+        result
+    }
+
+    async fn dispatch_webhooks_locked(&self) -> anyhow::Result<(usize, usize)> {
+        let queue = QueueName::Webhook;
+        let d = &self.config.dispatcher;
+        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
+        let mut rows_pushed = 0;
+        let mut jobs_pushed = 0;
+        loop {
+            let backlog = self.queues.backlog(queue).await?;
+            metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
+            let room = d.high_water_mark.saturating_sub(backlog);
+            if room == 0 {
+                break;
+            }
+            let limit = (room * d.group_size).min(20_000);
+            let due = webhooks::take_due(&self.pool, limit, redispatch_after).await?;
+            if due.is_empty() {
+                break;
+            }
+            let taken = due.len();
+            let (jobs, leftover) = group_webhooks(due, d.group_size, room);
+            if !leftover.is_empty() {
+                webhooks::release_taken(&self.pool, &leftover).await?;
+            }
+            let pushed_rows: usize = jobs.iter().map(|j| j.delivery_ids.len()).sum();
+            let job_count = jobs.len();
+            if let Err(error) = self.queues.push_all(queue, jobs.clone()).await {
+                let ids: Vec<uuid::Uuid> = jobs.into_iter().flat_map(|j| j.delivery_ids).collect();
+                webhooks::release_taken(&self.pool, &ids).await?;
+                return Err(error).context("while pushing due webhook deliveries");
+            }
+            rows_pushed += pushed_rows;
+            jobs_pushed += job_count;
+            metrics::counter!("dispatched_notifications_total", "queue" => queue.as_str())
+                .increment(pushed_rows as u64);
+            if taken < limit {
+                break;
+            }
+        }
+        Ok((rows_pushed, jobs_pushed))
+    }
+
     async fn push_unenqueued_ticks(&self) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         for (name, at, job) in cron_ticks::lock_unenqueued(&mut *tx).await? {
@@ -222,6 +285,30 @@ fn group(
     (jobs, leftover)
 }
 
+/// Groups webhook deliveries (sorted by tenant) like [`group`].
+fn group_webhooks(
+    rows: Vec<(TenantId, uuid::Uuid)>,
+    group_size: usize,
+    max_jobs: usize,
+) -> (Vec<DeliverWebhooks>, Vec<uuid::Uuid>) {
+    let mut jobs: Vec<DeliverWebhooks> = Vec::new();
+    let mut leftover = Vec::new();
+    for (tenant_id, id) in rows {
+        let count = jobs.len();
+        match jobs.last_mut() {
+            Some(j) if j.tenant_id == tenant_id && j.delivery_ids.len() < group_size => {
+                j.delivery_ids.push(id)
+            }
+            _ if count < max_jobs => jobs.push(DeliverWebhooks {
+                tenant_id,
+                delivery_ids: vec![id],
+            }),
+            _ => leftover.push(id),
+        }
+    }
+    (jobs, leftover)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,6 +329,27 @@ mod tests {
             .collect();
         assert_eq!(sizes, vec![(a, 2), (a, 2), (a, 1), (b, 2)]);
         assert!(leftover.is_empty());
+    }
+
+    #[test]
+    fn webhook_deliveries_are_grouped_by_tenant_within_the_window() {
+        let (a, b) = (TenantId::new(), TenantId::new());
+        let mut rows: Vec<_> = (0..3).map(|_| (a, uuid::Uuid::new_v4())).collect();
+        rows.extend((0..2).map(|_| (b, uuid::Uuid::new_v4())));
+        rows.sort_unstable();
+        let (jobs, leftover) = group_webhooks(rows.clone(), 2, 10);
+        let mut sizes: Vec<_> = jobs
+            .iter()
+            .map(|j| (j.tenant_id, j.delivery_ids.len()))
+            .collect();
+        sizes.sort_unstable();
+        let mut expected = vec![(a, 2), (a, 1), (b, 2)];
+        expected.sort_unstable();
+        assert_eq!(sizes, expected);
+        assert!(leftover.is_empty());
+        let (jobs, leftover) = group_webhooks(rows, 2, 1);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(leftover.len(), 3);
     }
 
     #[test]

@@ -485,6 +485,18 @@ pub struct RealtimeSettings {
     pub client_queue: usize,
 }
 
+/// Outgoing webhooks.
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `WEBHOOKS_ALLOW_LOOPBACK=true` lets endpoints be `http` and on
+    /// loopback or private addresses: for tests and local development only.
+    /// Off by default; cloud metadata addresses stay refused either way.
+    pub allow_loopback: bool,
+    /// An endpoint is disabled after this many deliveries in a row failed
+    /// their last attempt (`WEBHOOKS_DISABLE_AFTER_FAILURES`, default 10).
+    pub disable_after_failures: u32,
+}
+
 /// Settings of all three services, from the environment plus `jobs.toml`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -524,6 +536,8 @@ pub struct Settings {
     pub realtime: RealtimeSettings,
     /// HTTP providers' base URLs.
     pub provider_urls: ProviderUrls,
+    /// Outgoing webhooks.
+    pub webhooks: WebhookSettings,
 }
 
 impl Settings {
@@ -628,6 +642,16 @@ impl Settings {
             whatsapp: base_url("WHATSAPP_BASE_URL", "https://graph.facebook.com")?,
             whatsapp_version: parse("WHATSAPP_API_VERSION", "v21.0")?,
         };
+        let allow_loopback = match get("WEBHOOKS_ALLOW_LOOPBACK") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => bail!("WEBHOOKS_ALLOW_LOOPBACK: `{v}` is neither `true` nor `false`"),
+        };
+        let webhooks = WebhookSettings {
+            allow_loopback,
+            disable_after_failures: num("WEBHOOKS_DISABLE_AFTER_FAILURES", 10)?.clamp(1, 1_000)
+                as u32,
+        };
         let redis_prefix = parse("REDIS_PREFIX", "notify")?;
         if redis_prefix.contains(['{', '}', ' ']) {
             bail!("REDIS_PREFIX: must not contain braces or spaces");
@@ -656,6 +680,7 @@ impl Settings {
                 client_queue: num("WS_CLIENT_QUEUE", 256)?.max(1) as usize,
             },
             provider_urls,
+            webhooks,
         })
     }
 }
@@ -716,7 +741,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, maintenance"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

@@ -39,6 +39,8 @@ pub enum QueueName {
     /// In-app deliveries (into subscribers' inboxes).
     #[serde(rename = "inapp")]
     InApp,
+    /// Signed deliveries to organisations' webhook endpoints.
+    Webhook,
     /// Housekeeping started by cron entries.
     Maintenance,
 }
@@ -51,6 +53,7 @@ impl QueueName {
         QueueName::Push,
         QueueName::WhatsApp,
         QueueName::InApp,
+        QueueName::Webhook,
         QueueName::Maintenance,
     ];
 
@@ -62,6 +65,7 @@ impl QueueName {
             QueueName::Push => "push",
             QueueName::WhatsApp => "whatsapp",
             QueueName::InApp => "inapp",
+            QueueName::Webhook => "webhook",
             QueueName::Maintenance => "maintenance",
         }
     }
@@ -122,6 +126,24 @@ impl Job for SendNotifications {
 
     fn queue(&self) -> QueueName {
         QueueName::for_channel(self.channel)
+    }
+}
+
+/// Deliver a group of webhook deliveries (rows of `webhook_deliveries`) of
+/// one tenant to their endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverWebhooks {
+    /// Whose deliveries they are.
+    pub tenant_id: TenantId,
+    /// The rows to deliver.
+    pub delivery_ids: Vec<uuid::Uuid>,
+}
+
+impl Job for DeliverWebhooks {
+    const NAME: &'static str = "DeliverWebhooks";
+
+    fn queue(&self) -> QueueName {
+        QueueName::Webhook
     }
 }
 

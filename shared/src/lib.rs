@@ -12,6 +12,7 @@
 //!   handle that pushes them to Redis.
 //! * [`telemetry`]: logs and metrics.
 //! * [`templates`]: tenants' message templates and their strict renderer.
+//! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
 
 pub mod config;
 pub mod crypto;
@@ -23,6 +24,7 @@ pub mod preferences;
 pub mod providers;
 pub mod telemetry;
 pub mod templates;
+pub mod webhooks;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.
 /// Redis connects lazily, so a service starts while Redis is away.

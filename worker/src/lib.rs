@@ -13,6 +13,7 @@
 pub mod jobs;
 pub mod providers;
 pub mod registry;
+pub mod webhooks;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -50,6 +51,10 @@ pub struct WorkerState {
     pub http: HttpProviders,
     /// Providers' shared rate limits and circuit breakers.
     pub guard: Guard,
+    /// Calls organisations' webhook endpoints.
+    pub webhooks: webhooks::WebhookClient,
+    /// Failed deliveries in a row that disable a webhook endpoint.
+    pub webhook_disable_after: u32,
 }
 
 /// A name no other worker process has, now or after a restart.
@@ -88,7 +93,14 @@ pub async fn run(
         queues.prefix(),
         settings.jobs.circuit_breaker.clone(),
     );
+    let webhooks = webhooks::WebhookClient::new(
+        settings.jobs.queue(QueueName::Webhook).timeout(),
+        settings.webhooks.allow_loopback,
+    )
+    .context("while setting up the webhook client")?;
     let state = Arc::new(WorkerState {
+        webhooks,
+        webhook_disable_after: settings.webhooks.disable_after_failures,
         keyring: settings.encryption.clone(),
         http,
         guard,

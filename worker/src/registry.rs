@@ -4,7 +4,7 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use shared::jobs::{QueueName, RunMaintenance, SendNotifications};
+use shared::jobs::{DeliverWebhooks, QueueName, RunMaintenance, SendNotifications};
 
 use crate::{WorkerState, jobs};
 
@@ -58,6 +58,15 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     SendNotifications,
                     jobs::send_notifications::handle
+                )
+            }
+            QueueName::Webhook => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    DeliverWebhooks,
+                    jobs::deliver_webhooks::handle
                 )
             }
             QueueName::Maintenance => {

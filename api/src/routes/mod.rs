@@ -7,6 +7,7 @@ pub mod providers;
 pub mod subscribers;
 pub mod templates;
 pub mod users;
+pub mod webhooks;
 
 use poem_openapi::Tags;
 
@@ -19,7 +20,8 @@ pub enum ApiTags {
     Subscribers,
     /// The signed-in user and their in-app inbox.
     Users,
-    /// Administering an organisation: its providers and message templates.
+    /// Administering an organisation: its providers, message templates and
+    /// webhook endpoints.
     Admin,
     /// Liveness and readiness.
     Health,

@@ -11,3 +11,4 @@ mod realtime;
 mod send_email;
 mod subscribers;
 mod templates;
+mod webhooks;

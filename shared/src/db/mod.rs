@@ -19,6 +19,7 @@ pub mod providers;
 pub mod subscribers;
 pub mod templates;
 pub mod tenants;
+pub mod webhooks;
 
 use std::time::Duration;
 

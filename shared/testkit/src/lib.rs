@@ -10,6 +10,8 @@
 //! * [`jwks::JwksServer`]: an OIDC provider's JWKS endpoint, with test keys.
 //! * [`providers::FakeProviders`]: Twilio, SendGrid, FCM and WhatsApp
 //!   stand-ins that check requests and answer as documented.
+//! * [`webhooks::Receiver`]: an organisation's webhook endpoint that
+//!   records signed deliveries and answers with scripted status codes.
 //! * [`process::terminate`]: SIGTERM a child process and collect its output.
 //! * [`app::TestApp`]: the api, worker and scheduler in-process on port 0,
 //!   with their own database, Redis key prefix and SMTP server, plus helpers
@@ -26,6 +28,7 @@ pub mod process;
 pub mod providers;
 pub mod proxy;
 pub mod smtp;
+pub mod webhooks;
 
 pub use app::{TestApp, TestAppBuilder, spawn_app};
 

@@ -4,5 +4,6 @@
 //! (`run_at`), never by the Redis backend, whose own retry ignores max
 //! attempts.
 
+pub mod deliver_webhooks;
 pub mod maintenance;
 pub mod send_notifications;

@@ -12,15 +12,17 @@ use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use futures::StreamExt;
 use shared::{
     db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
-    db::{events, inbox, preferences},
+    db::{events, inbox, preferences, webhooks},
     domain::{Channel, TenantId},
     events::entry_view,
-    jobs::{Job, SendNotifications},
+    jobs::{Job, QueueName, SendNotifications},
+    webhooks::WebhookEvent,
 };
 use tracing::Instrument;
 
 use crate::{
     WorkerState,
+    jobs::deliver_webhooks,
     providers::{
         Receipt, SendError,
         chain::{self, ChainOutcome, Provider},
@@ -238,7 +240,9 @@ async fn forget_device(state: &WorkerState, tenant_id: TenantId, row: &Claimed) 
 
 /// Records an attempt. An in-app notification that reached the inbox is
 /// recorded together with its `notification.created` and
-/// `unread_count.changed` events, which are then published.
+/// `unread_count.changed` events, which are then published. A final status
+/// (`sent`, `failed`, `suppressed`) queues the webhook deliveries of its
+/// event in the same transaction; their job is pushed after the commit.
 async fn record_outcome(
     state: &WorkerState,
     tenant_id: TenantId,
@@ -246,34 +250,53 @@ async fn record_outcome(
     record: AttemptRecord<'_>,
     outcome: &Outcome,
 ) -> Result<bool, sqlx::Error> {
-    let (Some(subscriber_id), Outcome::Sent { .. }) = (row.subscriber_id, outcome) else {
+    let event = match outcome {
+        Outcome::Sent { .. } => Some(WebhookEvent::Sent),
+        Outcome::Failed { .. } => Some(WebhookEvent::Failed),
+        Outcome::Suppressed { .. } => Some(WebhookEvent::Suppressed),
+        Outcome::Retry { .. } => None,
+    };
+    let inbox_entry = match (row.subscriber_id, outcome) {
+        (Some(subscriber_id), Outcome::Sent { .. }) => Some(subscriber_id),
+        _ => None,
+    };
+    let Some(event) = event else {
         return notifications::record_attempt(&state.pool, tenant_id, row.id, record, outcome)
             .await;
     };
     let mut tx = state.pool.begin().await?;
-    events::lock_subscriber(&mut tx, tenant_id, subscriber_id).await?;
+    if let Some(subscriber_id) = inbox_entry {
+        events::lock_subscriber(&mut tx, tenant_id, subscriber_id).await?;
+    }
     if !notifications::record_attempt(&mut *tx, tenant_id, row.id, record, outcome).await? {
         return Ok(false);
     }
-    let created = inbox::get(&mut *tx, tenant_id, subscriber_id, row.id)
-        .await?
-        .map(|item| entry_view(&item));
-    let published = shared::events::record_inbox_events(
-        &mut tx,
-        tenant_id,
-        subscriber_id,
-        &row.recipient,
-        created
-            .map(|c| ("notification.created", c))
-            .into_iter()
-            .collect(),
-    )
-    .await?;
+    let mut published = Vec::new();
+    if let Some(subscriber_id) = inbox_entry {
+        let created = inbox::get(&mut *tx, tenant_id, subscriber_id, row.id)
+            .await?
+            .map(|item| entry_view(&item));
+        published = shared::events::record_inbox_events(
+            &mut tx,
+            tenant_id,
+            subscriber_id,
+            &row.recipient,
+            created
+                .map(|c| ("notification.created", c))
+                .into_iter()
+                .collect(),
+        )
+        .await?;
+    }
+    let max_attempts = state.jobs.queue(QueueName::Webhook).max_attempts;
+    let deliveries =
+        webhooks::enqueue_for_notification(&mut tx, tenant_id, row.id, event, max_attempts).await?;
     tx.commit().await?;
     if let Err(error) = shared::events::publish(&state.queues, &published).await {
         // Connected clients catch up from Postgres when they reconnect.
         tracing::warn!(%error, "cannot publish inbox events");
     }
+    deliver_webhooks::push(state, tenant_id, deliveries).await;
     Ok(true)
 }
 

@@ -8,3 +8,4 @@ mod logs;
 mod maintenance;
 mod startup;
 mod templated;
+mod webhooks;

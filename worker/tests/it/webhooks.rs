@@ -1,0 +1,329 @@
+//! Outgoing webhooks end to end: a sent email reaches the organisation's
+//! endpoint as a signed event the receiver verifies, failures are retried
+//! with backoff and end `failed` (disabling an endpoint that keeps failing),
+//! only subscribed events go out, redirects are not followed, and a
+//! duplicate job sends nothing.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use shared::{
+    domain::TenantId,
+    jobs::{DeliverWebhooks, Queues},
+    webhooks::verify,
+};
+use testkit::{TestApp, TestAppBuilder, eventually, webhooks::Receiver};
+
+const WAIT: Duration = Duration::from_secs(20);
+const PATH: &str = "/api/v1/admin/webhooks";
+
+/// An app whose webhooks may go to loopback, with retries in milliseconds.
+fn builder() -> TestAppBuilder {
+    TestApp::builder()
+        .var("WEBHOOKS_ALLOW_LOOPBACK", true)
+        .var("JOBS__QUEUES__WEBHOOK__BACKOFF__INITIAL_MS", 100)
+        .var("JOBS__QUEUES__WEBHOOK__BACKOFF__MAX_MS", 400)
+        .var("JOBS__QUEUES__WEBHOOK__BACKOFF__MULTIPLIER", 2.0)
+        .var("JOBS__QUEUES__WEBHOOK__BACKOFF__JITTER", 0.0)
+        .var("JOBS__QUEUES__WEBHOOK__TIMEOUT_SECS", 5)
+}
+
+/// Registers an endpoint; returns its id and secret.
+async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
+    let resp = app
+        .client
+        .post(app.url(PATH))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"url": url, "events": events}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let body: Value = resp.json().await.unwrap();
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["secret"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn get(app: &TestApp, path: &str) -> Value {
+    let resp = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// Waits until the endpoint's newest delivery has `status`.
+async fn wait_for_delivery(app: &TestApp, endpoint: &str, status: &str) -> Value {
+    eventually(&format!("a {status} delivery"), WAIT, || async {
+        let list = get(app, &format!("{PATH}/{endpoint}/deliveries")).await;
+        let first = list["items"][0].clone();
+        (first["status"] == status).then_some(first)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sent_email_produces_a_signed_delivery_the_receiver_verifies() {
+    let receiver = Receiver::start().await;
+    let app = builder().spawn().await;
+    let (endpoint, secret) = register(&app, &receiver.url("/hook"), &["notification.sent"]).await;
+    let id = app
+        .send_email(&json!({
+            "to": "pat@example.org",
+            "subject": "Your lab results are ready",
+            "text": "Please log in to view them.",
+            "metadata": {"order": "A-17"},
+        }))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let got = receiver.wait_for(1, WAIT).await;
+    let hook = &got[0];
+    assert_eq!(hook.path, "/hook");
+    assert_eq!(hook.content_type, "application/json");
+    assert_eq!(
+        verify(
+            &secret,
+            &hook.id,
+            &hook.timestamp,
+            &hook.body,
+            &hook.signature,
+            chrono::Utc::now()
+        ),
+        Ok(())
+    );
+    // Another secret does not verify it.
+    assert!(
+        verify(
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            &hook.id,
+            &hook.timestamp,
+            &hook.body,
+            &hook.signature,
+            chrono::Utc::now()
+        )
+        .is_err()
+    );
+    let body = hook.json();
+    assert_eq!(body["id"], hook.id.as_str());
+    assert_eq!(body["type"], "notification.sent");
+    assert!(
+        body["created_at"].as_str().unwrap().ends_with('Z'),
+        "{body}"
+    );
+    let data = &body["data"];
+    assert_eq!(data["notification_id"], id.as_str());
+    assert_eq!(data["channel"], "email");
+    assert_eq!(data["status"], "sent");
+    assert_eq!(data["provider"], "smtp");
+    assert!(data["provider_message_id"].is_string(), "{body}");
+    assert_eq!(data["metadata"], json!({"order": "A-17"}));
+    // Ids and statuses only: no recipient, no content.
+    let text = String::from_utf8_lossy(&hook.body);
+    for leak in ["pat@example.org", "lab results", "log in"] {
+        assert!(!text.contains(leak), "{leak} in {text}");
+    }
+    let delivery = wait_for_delivery(&app, &endpoint, "delivered").await;
+    assert_eq!(delivery["id"], hook.id.as_str());
+    assert_eq!(delivery["attempts"], 1);
+    assert_eq!(delivery["last_status_code"], 200);
+
+    // A duplicate job for the delivered row claims nothing and calls nobody.
+    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    queues
+        .push(DeliverWebhooks {
+            tenant_id: app.tenant_id,
+            delivery_ids: vec![hook.id.parse().unwrap()],
+        })
+        .await
+        .unwrap();
+    app.wait_queue_empty(shared::jobs::QueueName::Webhook, WAIT)
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_answering_500_then_200_gets_a_retry() {
+    let receiver = Receiver::start().await;
+    receiver.answer_next(&[500]);
+    let app = builder().spawn().await;
+    let (endpoint, secret) = register(&app, &receiver.url("/hook"), &["notification.sent"]).await;
+    app.send_to("pat@example.org").await;
+    let got = receiver.wait_for(2, WAIT).await;
+    assert_eq!(got[0].id, got[1].id, "the same event, tried again");
+    assert_eq!(got[0].body, got[1].body);
+    for hook in &got {
+        assert_eq!(
+            verify(
+                &secret,
+                &hook.id,
+                &hook.timestamp,
+                &hook.body,
+                &hook.signature,
+                chrono::Utc::now()
+            ),
+            Ok(())
+        );
+    }
+    let delivery = wait_for_delivery(&app, &endpoint, "delivered").await;
+    assert_eq!(delivery["attempts"], 2);
+    assert_eq!(delivery["last_status_code"], 200);
+    let view = get(&app, &format!("{PATH}/{endpoint}")).await;
+    assert_eq!(view["consecutive_failures"], 0);
+    assert_eq!(view["enabled"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_endpoint_that_keeps_failing_ends_failed_and_disabled_until_re_enabled() {
+    let receiver = Receiver::start().await;
+    receiver.always(503);
+    let app = builder()
+        .var("JOBS__QUEUES__WEBHOOK__MAX_ATTEMPTS", 3)
+        .var("WEBHOOKS_DISABLE_AFTER_FAILURES", 2)
+        .spawn()
+        .await;
+    let (endpoint, _) = register(&app, &receiver.url("/hook"), &["notification.sent"]).await;
+
+    app.send_to("pat@example.org").await;
+    let failed = wait_for_delivery(&app, &endpoint, "failed").await;
+    assert_eq!(failed["attempts"], 3);
+    assert_eq!(failed["max_attempts"], 3);
+    assert_eq!(failed["last_status_code"], 503);
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("503"),
+        "{failed}"
+    );
+    let view = get(&app, &format!("{PATH}/{endpoint}")).await;
+    assert_eq!(view["consecutive_failures"], 1);
+    assert_eq!(
+        view["enabled"], true,
+        "one failed delivery does not disable it"
+    );
+
+    app.send_to("sam@example.org").await;
+    let view = eventually("the endpoint to be disabled", WAIT, || async {
+        let v = get(&app, &format!("{PATH}/{endpoint}")).await;
+        (v["enabled"] == false).then_some(v)
+    })
+    .await;
+    assert_eq!(view["consecutive_failures"], 2);
+    assert!(
+        view["disabled_reason"]
+            .as_str()
+            .unwrap()
+            .contains("2 deliveries in a row failed"),
+        "{view}"
+    );
+    // Exactly max attempts per delivery reached the receiver, and no more come.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(receiver.received().len(), 6);
+
+    // A disabled endpoint hears nothing.
+    app.send_to("kim@example.org").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(receiver.received().len(), 6);
+
+    // Re-enabled with PUT, it hears about the next event.
+    receiver.always(204);
+    let resp = app
+        .client
+        .put(app.url(&format!("{PATH}/{endpoint}")))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"url": receiver.url("/hook"), "events": ["notification.sent"], "enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let view: Value = resp.json().await.unwrap();
+    assert_eq!(view["enabled"], true);
+    assert_eq!(view["consecutive_failures"], 0);
+    assert_eq!(view["disabled_reason"], Value::Null);
+    app.send_to("lee@example.org").await;
+    receiver.wait_for(7, WAIT).await;
+    wait_for_delivery(&app, &endpoint, "delivered").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_subscribed_events_are_delivered() {
+    let receiver = Receiver::start().await;
+    let app = builder().spawn().await;
+    let (failed_only, _) = register(
+        &app,
+        &receiver.url("/failed-only"),
+        &["notification.failed"],
+    )
+    .await;
+    let (sent_only, _) = register(&app, &receiver.url("/sent-only"), &["notification.sent"]).await;
+    // Another organisation's endpoint hears nothing of this one's sends.
+    let (other_tenant, _) = app.other_tenant().await;
+    insert_foreign_endpoint(&app, other_tenant, &receiver.url("/other-tenant")).await;
+
+    app.send_to("pat@example.org").await;
+    receiver.wait_for(1, WAIT).await;
+    wait_for_delivery(&app, &sent_only, "delivered").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(paths, vec!["/sent-only"]);
+    let list = get(&app, &format!("{PATH}/{failed_only}/deliveries")).await;
+    assert_eq!(list["items"], json!([]));
+}
+
+/// Registers an endpoint for `tenant` directly, sealed as the API does.
+async fn insert_foreign_endpoint(app: &TestApp, tenant: TenantId, url: &str) {
+    let id = uuid::Uuid::now_v7();
+    let keyring = app.settings.encryption.as_ref().unwrap();
+    let sealed = keyring.seal(
+        shared::webhooks::generate_secret().as_bytes(),
+        &shared::webhooks::aad(tenant, id),
+    );
+    shared::db::webhooks::create(
+        &app.pool,
+        tenant,
+        id,
+        shared::db::webhooks::EndpointWrite {
+            url,
+            description: "",
+            events: vec!["notification.sent".into()],
+            enabled: true,
+        },
+        &sealed,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redirect_is_not_followed_and_counts_as_a_failure() {
+    let receiver = Receiver::start().await;
+    receiver.always(302);
+    let app = builder()
+        .var("JOBS__QUEUES__WEBHOOK__MAX_ATTEMPTS", 2)
+        .spawn()
+        .await;
+    let (endpoint, _) = register(&app, &receiver.url("/hook"), &["notification.sent"]).await;
+    app.send_to("pat@example.org").await;
+    let failed = wait_for_delivery(&app, &endpoint, "failed").await;
+    assert_eq!(failed["attempts"], 2);
+    assert_eq!(failed["last_status_code"], 302);
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("redirect"),
+        "{failed}"
+    );
+    let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
+    assert_eq!(
+        paths,
+        vec!["/hook", "/hook"],
+        "the redirect target is never called"
+    );
+}
