@@ -198,3 +198,41 @@ async fn quiet_hours_defer_email_to_the_end_of_the_window() {
     assert_eq!(subjects, vec!["Urgent"]);
     app.shutdown().await;
 }
+
+/// The deferred send goes out when the window ends. Windows are whole
+/// minutes, so this one ends at the next minute boundary (at least 20 s away)
+/// and the test waits for the real clock to get there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deferred_send_goes_out_when_the_quiet_window_ends() {
+    let app = TestApp::builder().spawn().await;
+    let token = pat_token(&app).await;
+    let now = Utc::now();
+    let hhmm = |t: chrono::DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
+    let mut end = (now + chrono::Duration::minutes(1))
+        .with_second(0)
+        .unwrap()
+        .with_nanosecond(0)
+        .unwrap();
+    if end - now < chrono::Duration::seconds(20) {
+        end += chrono::Duration::minutes(1);
+    }
+    let quiet = json!({"quiet_hours": {"start": hhmm(now - chrono::Duration::hours(1)), "end": hhmm(end), "timezone": "UTC"}});
+    assert_eq!(put(&app, &token, &quiet).await.status(), 200);
+    let email = send(&app, json!({"to": "pat@example.org", "subscriber_id": "pat", "subject": "After hours", "text": "t"})).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(app.smtp.received().is_empty(), "held during quiet hours");
+    let n = app
+        .wait_for_status(&email, "sent", Duration::from_secs(150))
+        .await;
+    let sent_at: chrono::DateTime<Utc> = n["sent_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        sent_at >= end,
+        "sent at {sent_at}, the window ends at {end}"
+    );
+    assert!(
+        sent_at < end + chrono::Duration::seconds(10),
+        "sent promptly after the window: {sent_at}"
+    );
+    assert_eq!(n["attempt_count"], 1);
+    app.shutdown().await;
+}
