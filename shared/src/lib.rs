@@ -13,6 +13,7 @@
 //! * [`telemetry`]: logs and metrics.
 //! * [`templates`]: tenants' message templates and their strict renderer.
 
+pub mod callbacks;
 pub mod config;
 pub mod crypto;
 pub mod db;
