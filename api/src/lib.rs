@@ -7,6 +7,8 @@
 //!   sends and their status, subscribers and their preferences.
 //! * `/api/v1/admin/*`: organisation administrators, with the tenant's API
 //!   key or a JWT carrying the `ADMIN` role: providers and templates.
+//! * `/webhooks/*`: providers' delivery callbacks, each checked against the
+//!   signing secret of the provider config its URL names.
 //! * `/health/live`, `/health/ready`, `/metrics`.
 //! * `/openapi.json` and Swagger UI at `/docs`.
 //!
@@ -55,6 +57,10 @@ pub struct AppState {
     pub realtime: shared::config::RealtimeSettings,
     /// Seals secrets organisations store (provider credentials).
     pub keyring: Option<shared::crypto::Keyring>,
+    /// The URL the API is reached at from outside, without a trailing `/`
+    /// (`PUBLIC_BASE_URL`, else `http://` and the bound address): providers
+    /// sign their callbacks with it.
+    pub public_base_url: String,
 }
 
 #[handler]
@@ -64,19 +70,20 @@ fn metrics_endpoint() -> poem::Response {
         .body(shared::telemetry::metrics_handle().render())
 }
 
+/// Every group of documented routes.
+pub type Apis = (
+    routes::notifications::NotificationsApi,
+    routes::subscribers::SubscribersApi,
+    routes::users::UsersApi,
+    routes::inbox::InboxApi,
+    routes::providers::ProvidersApi,
+    routes::health::HealthApi,
+    routes::templates::TemplatesApi,
+    routes::callbacks::CallbacksApi,
+);
+
 /// The documented API.
-pub fn openapi() -> OpenApiService<
-    (
-        routes::notifications::NotificationsApi,
-        routes::subscribers::SubscribersApi,
-        routes::users::UsersApi,
-        routes::inbox::InboxApi,
-        routes::providers::ProvidersApi,
-        routes::health::HealthApi,
-        routes::templates::TemplatesApi,
-    ),
-    (),
-> {
+pub fn openapi() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             routes::notifications::NotificationsApi,
@@ -86,6 +93,7 @@ pub fn openapi() -> OpenApiService<
             routes::providers::ProvidersApi,
             routes::health::HealthApi,
             routes::templates::TemplatesApi,
+            routes::callbacks::CallbacksApi,
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),
@@ -143,6 +151,10 @@ impl Application {
             settings.encryption.clone(),
             pool.clone(),
         );
+        let listener = tokio::net::TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("while binding {}", settings.api_addr))?;
+        let addr = listener.local_addr()?;
         let state = AppState {
             pool,
             queues,
@@ -152,11 +164,11 @@ impl Application {
             hub: Arc::default(),
             realtime: settings.realtime.clone(),
             keyring: settings.encryption.clone(),
+            public_base_url: settings
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
         };
-        let listener = tokio::net::TcpListener::bind(settings.api_addr)
-            .await
-            .with_context(|| format!("while binding {}", settings.api_addr))?;
-        let addr = listener.local_addr()?;
         let acceptor = TcpAcceptor::from_tokio(listener)?;
         Ok(Self {
             acceptor,

@@ -244,9 +244,7 @@ pub fn sendgrid_message_id(sg_message_id: &str) -> &str {
 pub fn sendgrid_events(body: &[u8], tenant_id: Uuid) -> Result<Vec<ReportedEvent>, Malformed> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("is not valid JSON: {e}"))?;
-    let items = value
-        .as_array()
-        .ok_or("must be a JSON array of events")?;
+    let items = value.as_array().ok_or("must be a JSON array of events")?;
     let mut out = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let obj = item
@@ -318,12 +316,7 @@ pub fn sendgrid_events(body: &[u8], tenant_id: Uuid) -> Result<Vec<ReportedEvent
 /// and `MessageStatus` are required; a status that reports no outcome
 /// (`queued`, `sent`, …) gives `None`.
 pub fn twilio_event(params: &[(String, String)]) -> Result<Option<ReportedEvent>, Malformed> {
-    let get = |k: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let sid = get("MessageSid").ok_or("MessageSid is required")?;
     if !(sid.len() >= 2 && sid.len() <= 64 && sid.bytes().all(|b| b.is_ascii_alphanumeric())) {
         return Err("MessageSid must be a message SID".into());
@@ -381,7 +374,10 @@ fn meta_time(v: &Value) -> Option<DateTime<Utc>> {
 /// Reads a WhatsApp Cloud API webhook body: `entry[].changes[].value`
 /// `statuses[]` (`delivered`, `read`, `failed`) and `messages[]` (inbound).
 /// Changes for another business number than `phone_number_id` are left out.
-pub fn whatsapp_callback(body: &[u8], phone_number_id: &str) -> Result<WhatsAppCallback, Malformed> {
+pub fn whatsapp_callback(
+    body: &[u8],
+    phone_number_id: &str,
+) -> Result<WhatsAppCallback, Malformed> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| format!("is not valid JSON: {e}"))?;
     if !value.is_object() {
@@ -532,7 +528,11 @@ mod tests {
         let good = "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8";
         assert_eq!(verify_meta("key", body, Some(good)), Ok(()));
         assert_eq!(
-            verify_meta("key", b"The quick brown fox jumps over the lazy cat", Some(good)),
+            verify_meta(
+                "key",
+                b"The quick brown fox jumps over the lazy cat",
+                Some(good)
+            ),
             Err(SignatureError::Mismatch)
         );
         assert_eq!(
@@ -615,7 +615,10 @@ mod tests {
         assert_eq!(events.len(), 3, "{events:?}");
         assert_eq!(events[0].target, Target::MessageId("abc".into()));
         assert_eq!(events[0].report, DeliveryReport::Delivered);
-        assert_eq!(events[0].occurred_at, DateTime::from_timestamp(1_700_000_000, 0));
+        assert_eq!(
+            events[0].occurred_at,
+            DateTime::from_timestamp(1_700_000_000, 0)
+        );
         assert_eq!(events[1].target, Target::Notification(n));
         assert_eq!(events[1].report, DeliveryReport::Read);
         assert_eq!(events[2].report, DeliveryReport::Bounced);
@@ -648,11 +651,16 @@ mod tests {
         );
         assert!(!format!("{ev:?}").contains("+15005550006"));
         assert_eq!(
-            twilio_event(&pairs(&[("MessageSid", "SM0123"), ("MessageStatus", "sent")])),
+            twilio_event(&pairs(&[
+                ("MessageSid", "SM0123"),
+                ("MessageStatus", "sent")
+            ])),
             Ok(None)
         );
         assert!(twilio_event(&pairs(&[("MessageStatus", "delivered")])).is_err());
-        assert!(twilio_event(&pairs(&[("MessageSid", "SM 1"), ("MessageStatus", "read")])).is_err());
+        assert!(
+            twilio_event(&pairs(&[("MessageSid", "SM 1"), ("MessageStatus", "read")])).is_err()
+        );
     }
 
     #[test]

@@ -714,7 +714,9 @@ mod tests {
         };
         assert_eq!(with(None).unwrap().public_base_url, None);
         assert_eq!(
-            with(Some("https://notify.example.org/")).unwrap().public_base_url,
+            with(Some("https://notify.example.org/"))
+                .unwrap()
+                .public_base_url,
             Some("https://notify.example.org".to_owned())
         );
         for bad in ["notify.example.org", "ftp://x.org", "https://x.org/?a=1"] {
