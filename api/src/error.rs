@@ -30,6 +30,9 @@ pub enum ApiError {
     /// 401: no valid API key.
     #[error("a valid API key is required (Authorization: Bearer <key>)")]
     Unauthorized,
+    /// 401: a provider callback whose signature is missing, wrong or stale.
+    #[error("{0}")]
+    BadSignature(String),
     /// 403: authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(&'static str),
@@ -81,7 +84,7 @@ impl ResponseError for ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::Invalid(_) | ApiError::BadHeader(..) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -96,7 +99,10 @@ impl poem_openapi::ApiResponse for ApiError {
     fn meta() -> MetaResponses {
         let statuses: [(u16, &'static str); 10] = [
             (400, "Invalid fields, headers or JSON"),
-            (401, "A missing, unknown or revoked API key"),
+            (
+                401,
+                "A missing, unknown or revoked API key (or a bad callback signature)",
+            ),
             (403, "Authenticated, but without the role this needs"),
             (404, "No such resource for this caller"),
             (409, "Conflicts with the resource's current state"),
@@ -178,6 +184,7 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
             }
             Some(ApiError::BadHeader(..)) => "bad-header",
             Some(ApiError::Unauthorized) => "unauthorized",
+            Some(ApiError::BadSignature(_)) => "bad-signature",
             Some(ApiError::Forbidden(_)) => "forbidden",
             Some(ApiError::NotFound(_)) => "not-found",
             Some(ApiError::Conflict(_)) => "conflict",
@@ -193,6 +200,13 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
             },
         };
         let detail = match status {
+            _ if matches!(
+                err.downcast_ref::<ApiError>(),
+                Some(ApiError::BadSignature(_))
+            ) =>
+            {
+                err.to_string()
+            }
             StatusCode::UNAUTHORIZED => ApiError::Unauthorized.to_string(),
             _ => err.to_string(),
         };

@@ -7,6 +7,8 @@
 //!   sends and their status, subscribers and their preferences.
 //! * `/api/v1/admin/*`: organisation administrators, with the tenant's API
 //!   key or a JWT carrying the `ADMIN` role: providers and templates.
+//! * `/webhooks/*`: providers' delivery callbacks, each checked against the
+//!   signing secret of the provider config its URL names.
 //! * `/health/live`, `/health/ready`, `/metrics`.
 //! * `/openapi.json` and Swagger UI at `/docs`.
 //!
@@ -58,6 +60,10 @@ pub struct AppState {
     /// Whether webhook endpoints may be `http` and on loopback or private
     /// addresses (`WEBHOOKS_ALLOW_LOOPBACK`, tests and development only).
     pub webhooks_allow_loopback: bool,
+    /// The URL the API is reached at from outside, without a trailing `/`
+    /// (`PUBLIC_BASE_URL`, else `http://` and the bound address): providers
+    /// sign their callbacks with it.
+    pub public_base_url: String,
 }
 
 #[handler]
@@ -76,6 +82,7 @@ pub type Apis = (
     routes::providers::ProvidersApi,
     routes::templates::TemplatesApi,
     routes::webhooks::WebhooksApi,
+    routes::callbacks::CallbacksApi,
     routes::health::HealthApi,
 );
 
@@ -90,6 +97,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             routes::providers::ProvidersApi,
             routes::templates::TemplatesApi,
             routes::webhooks::WebhooksApi,
+            routes::callbacks::CallbacksApi,
             routes::health::HealthApi,
         ),
         "Notification platform API",
@@ -148,6 +156,10 @@ impl Application {
             settings.encryption.clone(),
             pool.clone(),
         );
+        let listener = tokio::net::TcpListener::bind(settings.api_addr)
+            .await
+            .with_context(|| format!("while binding {}", settings.api_addr))?;
+        let addr = listener.local_addr()?;
         let state = AppState {
             pool,
             queues,
@@ -158,11 +170,11 @@ impl Application {
             realtime: settings.realtime.clone(),
             keyring: settings.encryption.clone(),
             webhooks_allow_loopback: settings.webhooks.allow_loopback,
+            public_base_url: settings
+                .public_base_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}")),
         };
-        let listener = tokio::net::TcpListener::bind(settings.api_addr)
-            .await
-            .with_context(|| format!("while binding {}", settings.api_addr))?;
-        let addr = listener.local_addr()?;
         let acceptor = TcpAcceptor::from_tokio(listener)?;
         Ok(Self {
             acceptor,

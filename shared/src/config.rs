@@ -515,6 +515,11 @@ pub struct Settings {
     pub api_addr: SocketAddr,
     /// Largest accepted request body in bytes (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// The URL the API is reached at from outside (`PUBLIC_BASE_URL`, no
+    /// trailing `/`), which providers sign their callbacks with (Twilio signs
+    /// the full URL it calls). `None` when unset: then `http://` and the
+    /// address the API is bound to (`API_ADDR`).
+    pub public_base_url: Option<String>,
     /// Where a worker or scheduler serves `/metrics` (`METRICS_ADDR`); none
     /// when unset. The API serves it on its own port.
     pub metrics_addr: Option<SocketAddr>,
@@ -652,6 +657,17 @@ impl Settings {
             disable_after_failures: num("WEBHOOKS_DISABLE_AFTER_FAILURES", 10)?.clamp(1, 1_000)
                 as u32,
         };
+        let public_base_url = match get("PUBLIC_BASE_URL") {
+            None => None,
+            Some(v) => {
+                let v = base_url("PUBLIC_BASE_URL", v)?;
+                let parsed = url::Url::parse(&v)?;
+                if parsed.query().is_some() || parsed.fragment().is_some() {
+                    bail!("PUBLIC_BASE_URL: must not have a query or fragment");
+                }
+                Some(v)
+            }
+        };
         let redis_prefix = parse("REDIS_PREFIX", "notify")?;
         if redis_prefix.contains(['{', '}', ' ']) {
             bail!("REDIS_PREFIX: must not contain braces or spaces");
@@ -664,6 +680,7 @@ impl Settings {
             jobs,
             api_addr,
             max_body_bytes: num("MAX_BODY_BYTES", 256 * 1024)? as usize,
+            public_base_url,
             metrics_addr,
             email: EmailSettings { transport, from },
             worker_queues,
@@ -706,6 +723,31 @@ mod tests {
             assert!(config.queues.contains_key(q.as_str()), "{q} is declared");
         }
         assert!(config.cron.iter().any(|c| c.job == CronJob::VacuumQueues));
+    }
+
+    #[test]
+    fn the_public_base_url_is_checked_and_optional() {
+        let with = |v: Option<&str>| {
+            let mut vars = vec![(
+                "JOBS_FILE".to_owned(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../jobs.toml").to_owned(),
+            )];
+            if let Some(v) = v {
+                vars.push(("PUBLIC_BASE_URL".to_owned(), v.to_owned()));
+            }
+            Settings::from_vars(vars)
+        };
+        assert_eq!(with(None).unwrap().public_base_url, None);
+        assert_eq!(
+            with(Some("https://notify.example.org/"))
+                .unwrap()
+                .public_base_url,
+            Some("https://notify.example.org".to_owned())
+        );
+        for bad in ["notify.example.org", "ftp://x.org", "https://x.org/?a=1"] {
+            let err = format!("{:#}", with(Some(bad)).unwrap_err());
+            assert!(err.starts_with("PUBLIC_BASE_URL"), "{bad}: {err}");
+        }
     }
 
     #[test]

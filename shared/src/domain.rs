@@ -412,31 +412,109 @@ impl Channel {
 }
 
 /// Where a notification is in its life.
+///
+/// Workers move it `queued → sending → sent | failed | suppressed`; after
+/// that only the provider's reports move it, and only forward (see
+/// [`NotificationStatus::after_report`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum NotificationStatus {
     /// Accepted and waiting for a worker (also between retries).
     Queued,
+    /// Held back for later (reserved: nothing sets it yet).
+    Deferred,
     /// A worker holds it and is talking to the provider.
     Sending,
     /// The provider accepted it.
     Sent,
-    /// Given up: a permanent error, or out of attempts.
+    /// The provider reported it delivered to the recipient's device or
+    /// mailbox.
+    Delivered,
+    /// The provider reported it opened or read.
+    Read,
+    /// Given up: a permanent error, out of attempts, or the provider
+    /// reported it undeliverable after accepting it.
     Failed,
+    /// The provider reported that the receiving server bounced or dropped it.
+    Bounced,
     /// Not sent: the subscriber's preferences rule it out.
     Suppressed,
+    /// Withdrawn before it was sent (reserved: nothing sets it yet).
+    Cancelled,
 }
 
 impl NotificationStatus {
+    /// Every status.
+    pub const ALL: &'static [NotificationStatus] = &[
+        Self::Queued,
+        Self::Deferred,
+        Self::Sending,
+        Self::Sent,
+        Self::Delivered,
+        Self::Read,
+        Self::Failed,
+        Self::Bounced,
+        Self::Suppressed,
+        Self::Cancelled,
+    ];
+
     /// The status as stored and shown.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "queued",
+            Self::Deferred => "deferred",
             Self::Sending => "sending",
             Self::Sent => "sent",
+            Self::Delivered => "delivered",
+            Self::Read => "read",
             Self::Failed => "failed",
+            Self::Bounced => "bounced",
             Self::Suppressed => "suppressed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// The status a provider's `report` moves a notification in this status
+    /// to, or `None` when the report changes nothing. Reports only move
+    /// forward: `sent → delivered → read`, and `sent | delivered → bounced |
+    /// failed`. A report about a message not yet recorded as sent, or one
+    /// that arrives after a later status (a `delivered` after `read`, anything
+    /// after a bounce), changes nothing.
+    pub fn after_report(self, report: DeliveryReport) -> Option<NotificationStatus> {
+        use DeliveryReport as R;
+        use NotificationStatus as S;
+        match (self, report) {
+            (S::Sent, R::Delivered) => Some(S::Delivered),
+            (S::Sent | S::Delivered, R::Read) => Some(S::Read),
+            (S::Sent | S::Delivered, R::Bounced) => Some(S::Bounced),
+            (S::Sent | S::Delivered, R::Failed) => Some(S::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// What a provider reported about a message it had accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliveryReport {
+    /// Delivered to the device or mailbox.
+    Delivered,
+    /// Opened or read.
+    Read,
+    /// Bounced or dropped by the receiving side (email).
+    Bounced,
+    /// Undeliverable.
+    Failed,
+}
+
+impl DeliveryReport {
+    /// The status the report names.
+    pub fn status(self) -> NotificationStatus {
+        match self {
+            DeliveryReport::Delivered => NotificationStatus::Delivered,
+            DeliveryReport::Read => NotificationStatus::Read,
+            DeliveryReport::Bounced => NotificationStatus::Bounced,
+            DeliveryReport::Failed => NotificationStatus::Failed,
         }
     }
 }
@@ -572,5 +650,67 @@ mod tests {
         assert!(Subject::parse("Hi\nthere").is_err());
         assert!(Subject::parse("   ").is_err());
         assert!(Subject::parse(&"x".repeat(999)).is_err());
+    }
+
+    #[test]
+    fn provider_reports_only_move_a_notification_forward() {
+        use DeliveryReport as R;
+        use NotificationStatus as S;
+        let reports = [R::Delivered, R::Read, R::Bounced, R::Failed];
+        let moves = |from: S| -> Vec<(R, Option<S>)> {
+            reports.iter().map(|&r| (r, from.after_report(r))).collect()
+        };
+        assert_eq!(
+            moves(S::Sent),
+            [
+                (R::Delivered, Some(S::Delivered)),
+                (R::Read, Some(S::Read)),
+                (R::Bounced, Some(S::Bounced)),
+                (R::Failed, Some(S::Failed)),
+            ]
+        );
+        assert_eq!(
+            moves(S::Delivered),
+            [
+                (R::Delivered, None),
+                (R::Read, Some(S::Read)),
+                (R::Bounced, Some(S::Bounced)),
+                (R::Failed, Some(S::Failed)),
+            ],
+            "a repeated delivered report changes nothing"
+        );
+        for from in [
+            S::Queued,
+            S::Deferred,
+            S::Sending,
+            S::Read,
+            S::Failed,
+            S::Bounced,
+            S::Suppressed,
+            S::Cancelled,
+        ] {
+            assert!(
+                moves(from).iter().all(|(_, to)| to.is_none()),
+                "nothing moves a {from:?} notification"
+            );
+        }
+        // Whatever a report moves to is the status it names, and never back
+        // to an earlier one.
+        let rank = |s: S| S::ALL.iter().position(|x| *x == s).unwrap();
+        for &from in S::ALL {
+            for &r in &reports {
+                if let Some(to) = from.after_report(r) {
+                    assert_eq!(to, r.status());
+                    assert!(rank(to) > rank(from), "{from:?} -> {to:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_status_has_a_distinct_name() {
+        let names: std::collections::HashSet<_> =
+            NotificationStatus::ALL.iter().map(|s| s.as_str()).collect();
+        assert_eq!(names.len(), 10);
     }
 }

@@ -14,6 +14,7 @@
 //! * [`templates`]: tenants' message templates and their strict renderer.
 //! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
 
+pub mod callbacks;
 pub mod config;
 pub mod crypto;
 pub mod db;

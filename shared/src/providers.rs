@@ -95,6 +95,11 @@ pub struct SendGridSettings {
     /// The sender's display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_name: Option<String>,
+    /// The signed event webhook's verification key, as SendGrid shows it
+    /// (base64 of an ECDSA P-256 public key, or PEM). Without it, SendGrid's
+    /// delivery callbacks are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_public_key: Option<String>,
     /// Sends per second, across all workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_per_sec: Option<u32>,
@@ -176,8 +181,13 @@ pub struct WhatsAppCredentials {
     /// A system-user access token.
     pub access_token: String,
     /// The app secret, which signs Meta's callbacks (`X-Hub-Signature-256`).
+    /// Without it, WhatsApp's delivery callbacks are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_secret: Option<String>,
+    /// The token Meta echoes when the callback URL is verified (`GET` with
+    /// `hub.verify_token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_token: Option<String>,
 }
 
 macro_rules! redacted_debug {
@@ -305,6 +315,15 @@ impl ProviderSpec {
                             "must be one line of at most 200 characters".into(),
                         ));
                     }
+                    if let Some(key) = &s.webhook_public_key
+                        && let Err(reason) = (if key.len() > 4096 {
+                            Err("must be at most 4096 characters")
+                        } else {
+                            crate::callbacks::sendgrid_public_key(key).map(drop)
+                        })
+                    {
+                        p.push(("settings.webhook_public_key".into(), reason.into()));
+                    }
                 }
                 if let Some(c) = &c {
                     check_token("credentials.api_key", &c.api_key, 512, &mut p);
@@ -405,6 +424,9 @@ impl ProviderSpec {
                     check_token("credentials.access_token", &c.access_token, 1024, &mut p);
                     if let Some(secret) = &c.app_secret {
                         check_token("credentials.app_secret", secret, 256, &mut p);
+                    }
+                    if let Some(token) = &c.verify_token {
+                        check_token("credentials.verify_token", token, 256, &mut p);
                     }
                 }
                 s.zip(c).map(|(s, c)| ProviderSpec::WhatsApp(s, c))
@@ -552,6 +574,46 @@ mod tests {
         assert_eq!(
             masked,
             json!({"api_key": "••••wxyz", "auth_token": "••••", "private_key": "••••"})
+        );
+    }
+
+    #[test]
+    fn callback_secrets_are_checked_and_masked() {
+        use base64::Engine;
+        use p256::pkcs8::EncodePublicKey;
+        let signing = p256::ecdsa::SigningKey::from_slice(&[9u8; 32]).unwrap();
+        let der = signing.verifying_key().to_public_key_der().unwrap();
+        let key = base64::engine::general_purpose::STANDARD.encode(der.as_bytes());
+        let sendgrid = |key: &str| {
+            ProviderSpec::parse(
+                ProviderKind::SendGrid,
+                &json!({"from_email": "care@clinic.example.org", "webhook_public_key": key}),
+                &json!({"api_key": "SG.abcdefghijklmnopqrstuvwxyz"}),
+            )
+        };
+        let spec = sendgrid(&key).unwrap();
+        assert_eq!(spec.settings()["webhook_public_key"], key.as_str());
+        for bad in ["not a key", "bm90IGEga2V5", &"A".repeat(5000)] {
+            let problems = sendgrid(bad).unwrap_err();
+            assert_eq!(problems.len(), 1);
+            assert_eq!(problems[0].0, "settings.webhook_public_key");
+        }
+
+        let whatsapp = |token: &str| {
+            ProviderSpec::parse(
+                ProviderKind::WhatsApp,
+                &json!({"phone_number_id": "1234567890"}),
+                &json!({"access_token": "EAAtoken0123456789", "app_secret": "0123456789abcdef", "verify_token": token}),
+            )
+        };
+        let spec = whatsapp("verify-0123456789").unwrap();
+        assert_eq!(
+            mask(&spec.credentials().unwrap())["verify_token"],
+            "••••6789"
+        );
+        assert_eq!(
+            whatsapp("has space").unwrap_err()[0].0,
+            "credentials.verify_token"
         );
     }
 

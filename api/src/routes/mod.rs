@@ -1,5 +1,6 @@
 //! Routes, one module per resource.
 
+pub mod callbacks;
 pub mod health;
 pub mod inbox;
 pub mod notifications;
@@ -25,4 +26,7 @@ pub enum ApiTags {
     Admin,
     /// Liveness and readiness.
     Health,
+    /// Providers' delivery callbacks, each checked against its provider
+    /// config's signing secret.
+    Webhooks,
 }

@@ -180,7 +180,9 @@ pub struct NotificationView {
     pub channel: String,
     /// The recipient.
     pub to: String,
-    /// `queued`, `sending`, `sent` or `failed`.
+    /// `queued`, `sending`, `sent`, `failed` or `suppressed`; after the
+    /// provider reports on a sent message, `delivered`, `read` or `bounced`
+    /// (or `failed`). Reports only move it forward.
     pub status: String,
     /// Attempts made.
     pub attempt_count: i32,
@@ -202,6 +204,10 @@ pub struct NotificationView {
     pub updated_at: DateTime<Utc>,
     /// When the provider accepted it.
     pub sent_at: Option<DateTime<Utc>>,
+    /// When the provider reported it delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When it was read (reported by the provider, or read in the inbox).
+    pub read_at: Option<DateTime<Utc>>,
 }
 
 /// Answers to a status read.
@@ -1023,6 +1029,8 @@ impl NotificationsApi {
             created_at: n.created_at,
             updated_at: n.updated_at,
             sent_at: n.sent_at,
+            delivered_at: n.delivered_at,
+            read_at: n.read_at,
         })))
     }
 }

@@ -43,14 +43,15 @@ pub struct CreateProvider {
     pub priority: Option<i32>,
     /// Whether sends use it (default true).
     pub enabled: Option<bool>,
-    /// Plain settings. sendgrid: `from_email`, `from_name`; twilio:
+    /// Plain settings. sendgrid: `from_email`, `from_name`,
+    /// `webhook_public_key` (for signed delivery callbacks); twilio:
     /// `account_sid` and `from` or `messaging_service_sid`; fcm:
     /// `project_id`; whatsapp: `phone_number_id`. Any: `rate_per_sec`.
     pub settings: Option<Value>,
     /// Secrets, never shown again. sendgrid: `api_key`; twilio:
     /// `auth_token`; fcm: the service account's key file (`client_email`,
     /// `private_key`, `private_key_id`); whatsapp: `access_token`,
-    /// `app_secret`.
+    /// `app_secret` and `verify_token` (for delivery callbacks).
     pub credentials: Option<Value>,
 }
 

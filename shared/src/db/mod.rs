@@ -15,6 +15,7 @@ pub mod jwt_secrets;
 pub mod locks;
 pub mod notifications;
 pub mod preferences;
+pub mod provider_events;
 pub mod providers;
 pub mod subscribers;
 pub mod templates;

@@ -3,10 +3,13 @@
 //! A notification row is the unit of work. Its life:
 //!
 //! ```text
-//! queued ──claim──▶ sending ──▶ sent
-//!   ▲                  │  └────▶ failed   (permanent error, or out of attempts)
+//! queued ──claim──▶ sending ──▶ sent ──▶ delivered ──▶ read   (provider reports,
+//!   ▲                  │  │        └──────────┴──▶ bounced | failed   forward only)
+//!   │                  │  └────▶ failed   (permanent error, or out of attempts)
 //!   └── retry (run_at = now + backoff) ◀┘
 //! ```
+//!
+//! Provider reports are recorded by [`super::provider_events`].
 //!
 //! A worker [`claim`]s rows before any side effect, with a lease that ends at
 //! `run_at`; a second delivery of the same job finds nothing to claim. A row
@@ -165,6 +168,11 @@ pub struct Notification {
     pub run_at: DateTime<Utc>,
     /// When the provider accepted it.
     pub sent_at: Option<DateTime<Utc>>,
+    /// When the provider reported it delivered.
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When it was read: reported by the provider, or marked in the inbox
+    /// (in-app).
+    pub read_at: Option<DateTime<Utc>>,
     /// When it was accepted.
     pub created_at: DateTime<Utc>,
     /// When it last changed.
@@ -180,7 +188,8 @@ pub async fn get(
 ) -> Result<Option<Notification>, sqlx::Error> {
     sqlx::query_as(
         "select id, channel, recipient, content, metadata, status, attempts, max_attempts,
-                provider_message_id, last_error, run_at, sent_at, created_at, updated_at
+                provider_message_id, last_error, run_at, sent_at, delivered_at, read_at,
+                created_at, updated_at
          from notifications where tenant_id = $1 and id = $2",
     )
     .bind(tenant_id)
@@ -617,7 +626,8 @@ pub async fn redact_expired_content(
          set content = '{}'::jsonb, metadata = '{}'::jsonb, content_redacted_at = now()
          where id in (
              select id from notifications
-             where status in ('sent', 'failed', 'suppressed') and content_redacted_at is null
+             where status in ('sent', 'delivered', 'read', 'failed', 'bounced', 'suppressed', 'cancelled')
+               and content_redacted_at is null
                and updated_at < now() - make_interval(days => $1)
                and not (channel = 'inapp' and status = 'sent' and deleted_at is null)
              limit $2

@@ -153,6 +153,30 @@ pub async fn get(
     .await
 }
 
+/// A config and its tenant, found by id alone: a provider's callback names
+/// the config in its URL, and the config's secret then proves the caller.
+/// Works across tenants; everything the callback touches afterwards is
+/// scoped to the tenant returned.
+#[tracing::instrument(skip_all)]
+pub async fn find_for_callback(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<(TenantId, ProviderConfig)>, sqlx::Error> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        tenant_id: TenantId,
+        #[sqlx(flatten)]
+        config: ProviderConfig,
+    }
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "select tenant_id, {COLUMNS} from provider_configs where id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| (r.tenant_id, r.config)))
+}
+
 /// Every config of `tenant_id`, by channel then failover order.
 #[tracing::instrument(skip_all)]
 pub async fn list(
