@@ -50,6 +50,18 @@ pub enum WebhookEvent {
 }
 
 impl WebhookEvent {
+    /// The event a provider's report of `status` raises, if any.
+    pub fn for_report(status: crate::domain::NotificationStatus) -> Option<Self> {
+        use crate::domain::NotificationStatus as S;
+        match status {
+            S::Delivered => Some(Self::Delivered),
+            S::Read => Some(Self::Read),
+            S::Bounced => Some(Self::Bounced),
+            S::Failed => Some(Self::Failed),
+            _ => None,
+        }
+    }
+
     /// Every event, in a stable order.
     pub const ALL: &'static [WebhookEvent] = &[
         WebhookEvent::Sent,

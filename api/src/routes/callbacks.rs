@@ -26,10 +26,12 @@ use shared::{
     callbacks::{self, ReportedEvent, SignatureError},
     db::{
         provider_events::{self, Recorded},
-        providers,
+        providers, webhooks,
     },
     domain::TenantId,
+    jobs::{DeliverWebhooks, QueueName},
     providers::{ProviderKind, ProviderSpec, aad},
+    webhooks::WebhookEvent,
 };
 use uuid::Uuid;
 
@@ -137,12 +139,30 @@ async fn record(
         ..Default::default()
     };
     let mut tx = state.pool.begin().await?;
+    let mut deliveries = Vec::new();
+    let webhook_attempts = state.jobs.queue(QueueName::Webhook).max_attempts;
     for event in events {
         match provider_events::record(&mut tx, found.tenant_id, found.id, kind, event).await? {
             Recorded::Unmatched => summary.unmatched += 1,
             Recorded::Repeated => summary.repeated += 1,
             Recorded::Unchanged => summary.unchanged += 1,
-            Recorded::Moved(_) => summary.applied += 1,
+            Recorded::Moved(notification_id, status) => {
+                summary.applied += 1;
+                // The organisation's webhook endpoints hear of it, in the
+                // same transaction as the change.
+                if let Some(webhook_event) = WebhookEvent::for_report(status) {
+                    deliveries.extend(
+                        webhooks::enqueue_for_notification(
+                            &mut tx,
+                            found.tenant_id,
+                            notification_id,
+                            webhook_event,
+                            webhook_attempts,
+                        )
+                        .await?,
+                    );
+                }
+            }
         }
     }
     for (number, at) in inbound {
@@ -151,6 +171,16 @@ async fn record(
         summary.inbound += matched.min(u32::MAX as u64) as u32;
     }
     tx.commit().await?;
+    if !deliveries.is_empty() {
+        let job = DeliverWebhooks {
+            tenant_id: found.tenant_id,
+            delivery_ids: deliveries,
+        };
+        if let Err(error) = state.queues.push(job.clone()).await {
+            tracing::warn!(%error, "cannot push webhook deliveries; the dispatcher will");
+            webhooks::release_dispatch(&state.pool, found.tenant_id, &job.delivery_ids).await?;
+        }
+    }
     tracing::info!(
         provider_id = %found.id,
         provider = kind.as_str(),

@@ -30,7 +30,7 @@ pub enum Recorded {
     /// report).
     Unchanged,
     /// Recorded, and the notification moved to this status.
-    Moved(NotificationStatus),
+    Moved(NotificationId, NotificationStatus),
 }
 
 /// Records one event reported through provider config `provider_id` of
@@ -119,7 +119,7 @@ pub async fn record(
     .bind(event.error.as_deref())
     .execute(&mut *db)
     .await?;
-    Ok(Recorded::Moved(next))
+    Ok(Recorded::Moved(id, next))
 }
 
 /// Records that the subscriber of `tenant_id` whose WhatsApp number is
@@ -144,4 +144,22 @@ pub async fn record_whatsapp_inbound(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// When the person with WhatsApp number `number` (E.164) last wrote to the
+/// organisation, as far as its callbacks have told; `None` when unknown.
+#[tracing::instrument(skip_all)]
+pub async fn last_whatsapp_inbound(
+    db: impl sqlx::PgExecutor<'_>,
+    tenant_id: TenantId,
+    number: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select max(whatsapp_last_inbound_at) from subscribers
+         where tenant_id = $1 and whatsapp = $2",
+    )
+    .bind(tenant_id)
+    .bind(number)
+    .fetch_one(db)
+    .await
 }

@@ -211,8 +211,35 @@ async fn send_with(
         }
         ProviderSpec::WhatsApp(settings, credentials) => {
             let message = content::<WhatsAppContent>(row)?;
+            if matches!(message, WhatsAppContent::Text { .. }) {
+                outside_whatsapp_window(state, tenant_id, &row.recipient).await?;
+            }
             whatsapp::send(http, settings, credentials, &row.recipient, &message).await
         }
+    }
+}
+
+/// Refuses free-form WhatsApp text when the organisation's callbacks show the
+/// person last wrote more than 24 hours ago (Meta would refuse it with error
+/// 131047). Unknown times are left to Meta.
+async fn outside_whatsapp_window(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    number: &str,
+) -> Result<(), SendError> {
+    let last = shared::db::provider_events::last_whatsapp_inbound(&state.pool, tenant_id, number)
+        .await
+        .map_err(|e| SendError::Transient {
+            code: None,
+            error: format!("cannot read the WhatsApp window: {e}"),
+        })?;
+    match last {
+        Some(at) if at < chrono::Utc::now() - chrono::Duration::hours(24) => {
+            Err(SendError::permanent(
+                "more than 24 hours since the person last wrote: free-form WhatsApp text is not allowed; send a template",
+            ))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -486,3 +486,65 @@ async fn credentials_are_sealed_and_a_tampered_ciphertext_is_not_used() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn whatsapp_text_is_refused_when_callbacks_show_the_window_closed() {
+    let fake = FakeProviders::start().await;
+    let app = builder(&fake).spawn().await;
+    app.add_provider(&json!({
+        "provider": "whatsapp", "name": "cloud-api",
+        "settings": {"phone_number_id": "106540352242922"},
+        "credentials": {"access_token": WHATSAPP_TOKEN},
+    }))
+    .await;
+    for (who, number, hours_ago) in [("pat", "+15005550006", 50), ("sam", "+15005550007", 2)] {
+        let resp = app
+            .client
+            .put(app.url(&format!("/api/v1/services/subscribers/{who}")))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"whatsapp": number}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+        // What WhatsApp's inbound-message callbacks record.
+        sqlx::query(
+            "update subscribers set whatsapp_last_inbound_at = now() - make_interval(hours => $1) where external_id = $2",
+        )
+        .bind(hours_ago)
+        .bind(who)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let closed = send(
+        &app,
+        json!({"channel": "whatsapp", "to": "+15005550006", "text": "Hi"}),
+    )
+    .await;
+    let n = app.wait_for_status(&closed, "failed", WAIT).await;
+    assert!(
+        n["last_error"].as_str().unwrap().contains("24 hours"),
+        "{n}"
+    );
+    let open = send(
+        &app,
+        json!({"channel": "whatsapp", "to": "+15005550007", "text": "Hi"}),
+    )
+    .await;
+    app.wait_for_status(&open, "sent", WAIT).await;
+    let template = send(
+        &app,
+        json!({"channel": "whatsapp", "to": "+15005550006",
+               "whatsapp_template": {"name": "appointment_reminder", "language": "en_US"}}),
+    )
+    .await;
+    app.wait_for_status(&template, "sent", WAIT).await;
+    let to_closed = fake
+        .requests(Kind::WhatsApp)
+        .iter()
+        .filter(|r| r.body["to"] == "15005550006" && r.body["type"] == "text")
+        .count();
+    assert_eq!(to_closed, 0, "text outside the window never reaches Meta");
+    app.shutdown().await;
+}

@@ -327,3 +327,87 @@ async fn a_redirect_is_not_followed_and_counts_as_a_failure() {
         "the redirect target is never called"
     );
 }
+
+/// A provider's signed delivery report moves the notification on, and the
+/// organisation's endpoint hears `notification.delivered`, then
+/// `notification.read`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_reports_reach_the_organisations_endpoint() {
+    use hmac::{Hmac, Mac};
+    use testkit::providers::{FakeProviders, WHATSAPP_TOKEN};
+    let fake = FakeProviders::start().await;
+    let receiver = Receiver::start().await;
+    let app = builder().providers(&fake).spawn().await;
+    let app_secret = "whatsapp-app-secret-0123456789";
+    let provider = app
+        .add_provider(&json!({
+            "provider": "whatsapp", "name": "cloud-api",
+            "settings": {"phone_number_id": "106540352242922"},
+            "credentials": {"access_token": WHATSAPP_TOKEN, "app_secret": app_secret},
+        }))
+        .await;
+    let (_, secret) = register(
+        &app,
+        &receiver.url("/hook"),
+        &["notification.delivered", "notification.read"],
+    )
+    .await;
+    let id = app
+        .post_send(
+            &app.api_key,
+            None,
+            &json!({"channel": "whatsapp", "to": "+15005550006", "text": "See you soon"}),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let wamid = n["provider_message_id"].as_str().unwrap().to_owned();
+    for (status, event) in [
+        ("delivered", "notification.delivered"),
+        ("read", "notification.read"),
+    ] {
+        let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": "15550100000", "phone_number_id": "106540352242922"},
+            "statuses": [{"id": wamid, "status": status, "timestamp": chrono::Utc::now().timestamp().to_string(), "recipient_id": "15005550006"}]
+        }}]}]})
+        .to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(app_secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        let resp = app
+            .client
+            .post(app.url(&format!("/webhooks/whatsapp/{provider}")))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        app.wait_for_status(&id, status, WAIT).await;
+        let got = receiver
+            .wait_for(if status == "read" { 2 } else { 1 }, WAIT)
+            .await;
+        let hook = got.last().unwrap();
+        assert_eq!(
+            verify(
+                &secret,
+                &hook.id,
+                &hook.timestamp,
+                &hook.body,
+                &hook.signature,
+                chrono::Utc::now()
+            ),
+            Ok(())
+        );
+        assert_eq!(hook.json()["type"], event);
+        assert_eq!(hook.json()["data"]["notification_id"], id.as_str());
+    }
+    app.shutdown().await;
+}
