@@ -93,6 +93,37 @@ pub struct AdminCaller {
     pub actor: String,
 }
 
+impl AdminCaller {
+    /// Records an administrative change to `resource_type` `id` in the audit
+    /// log, through `db` (the change's own transaction where there is one).
+    /// `details` must hold no secrets or message content.
+    pub async fn audit(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        request_id: &crate::middleware::RequestId,
+        action: &str,
+        resource_type: &str,
+        id: impl std::fmt::Display,
+        details: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        shared::db::audit::record(
+            db,
+            shared::db::audit::Entry {
+                tenant_id: Some(self.tenant_id),
+                actor: &self.actor,
+                action,
+                resource_type,
+                resource_id: Some(id.to_string()),
+                result: "success",
+                request_id: Some(&request_id.0),
+                details,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 impl Admin {
     /// The caller, or 403 for a user without the `ADMIN` role.
     pub fn caller(&self) -> Result<AdminCaller, ApiError> {

@@ -10,10 +10,7 @@ use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
-    db::{
-        audit,
-        providers::{self as db, ProviderConfig, ProviderWrite},
-    },
+    db::providers::{self as db, ProviderConfig, ProviderWrite},
     providers::{ProviderKind, ProviderSpec, aad, mask},
 };
 use uuid::Uuid;
@@ -207,31 +204,6 @@ fn check(
     }
 }
 
-async fn audit_change(
-    state: &AppState,
-    caller: &AdminCaller,
-    action: &str,
-    id: Uuid,
-    request_id: &RequestId,
-    details: Value,
-) -> Result<(), ApiError> {
-    audit::record(
-        &state.pool,
-        audit::Entry {
-            tenant_id: Some(caller.tenant_id),
-            actor: &caller.actor,
-            action,
-            resource_type: "provider",
-            resource_id: Some(id.to_string()),
-            result: "success",
-            request_id: Some(&request_id.0),
-            details,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
 /// Seals `spec`'s credentials for config `id` of the caller's tenant.
 fn seal(
     state: &AppState,
@@ -303,15 +275,16 @@ impl ProvidersApi {
             }
             Err(e) => return Err(e.into()),
         };
-        audit_change(
-            &state,
-            &caller,
-            "provider.create",
-            id,
-            &request_id,
-            serde_json::json!({"provider": kind.as_str(), "channel": kind.channel().as_str()}),
-        )
-        .await?;
+        caller
+            .audit(
+                &state.pool,
+                &request_id,
+                "provider.create",
+                "provider",
+                id,
+                serde_json::json!({"provider": kind.as_str(), "channel": kind.channel().as_str()}),
+            )
+            .await?;
         Ok(ProviderResponse::Created(
             Json(created.into()),
             format!("/api/v1/admin/providers/{id}"),
@@ -425,15 +398,16 @@ impl ProvidersApi {
             }
             Err(e) => return Err(e.into()),
         };
-        audit_change(
-            &state,
-            &caller,
-            "provider.update",
-            id,
-            &request_id,
-            serde_json::json!({"credentials_replaced": sealed.is_some()}),
-        )
-        .await?;
+        caller
+            .audit(
+                &state.pool,
+                &request_id,
+                "provider.update",
+                "provider",
+                id,
+                serde_json::json!({"credentials_replaced": sealed.is_some()}),
+            )
+            .await?;
         Ok(ProviderResponse::Ok(Json(updated.into())))
     }
 
@@ -455,15 +429,16 @@ impl ProvidersApi {
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("provider"));
         }
-        audit_change(
-            &state,
-            &caller,
-            "provider.delete",
-            id,
-            &request_id,
-            Value::Object(Default::default()),
-        )
-        .await?;
+        caller
+            .audit(
+                &state.pool,
+                &request_id,
+                "provider.delete",
+                "provider",
+                id,
+                Value::Object(Default::default()),
+            )
+            .await?;
         Ok(DeleteResponse::Deleted)
     }
 }

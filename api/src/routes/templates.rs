@@ -19,18 +19,14 @@ use poem_openapi::{
 };
 use serde_json::{Value, json};
 use shared::{
-    db::{
-        audit,
-        templates::{self, StoredTemplate, TemplateSummary},
-    },
+    db::templates::{self, StoredTemplate, TemplateSummary},
     domain::{Channel, TemplateId},
     templates::{FieldError, RenderError, Template, canonical_locale, render},
 };
-use sqlx::{Postgres, Transaction};
 
 use crate::{
     AppState,
-    auth::{Admin, AdminCaller},
+    auth::Admin,
     error::{ApiError, InvalidParam},
     middleware::RequestId,
     routes::ApiTags,
@@ -247,32 +243,6 @@ fn decode_cursor(raw: &str) -> Result<String, ApiError> {
         .ok_or_else(bad)
 }
 
-/// Records an administrative change in the same transaction as the change.
-async fn audited(
-    tx: &mut Transaction<'_, Postgres>,
-    caller: &AdminCaller,
-    request_id: &RequestId,
-    action: &str,
-    id: TemplateId,
-    key: &str,
-) -> Result<(), ApiError> {
-    audit::record(
-        &mut **tx,
-        audit::Entry {
-            tenant_id: Some(caller.tenant_id),
-            actor: &caller.actor,
-            action,
-            resource_type: "template",
-            resource_id: Some(id.to_string()),
-            result: "success",
-            request_id: Some(&request_id.0),
-            details: json!({ "key": key }),
-        },
-    )
-    .await?;
-    Ok(())
-}
-
 /// The channels a preview asks for, or the template's defaults.
 fn preview_channels(
     template: &Template,
@@ -341,15 +311,16 @@ impl TemplatesApi {
         let template = Template::parse(body.0).map_err(invalid)?;
         let mut tx = state.pool.begin().await?;
         let stored = templates::create(&mut *tx, caller.tenant_id, &template).await?;
-        audited(
-            &mut tx,
-            &caller,
-            &request_id,
-            "template.create",
-            stored.id,
-            template.key(),
-        )
-        .await?;
+        caller
+            .audit(
+                &mut *tx,
+                &request_id,
+                "template.create",
+                "template",
+                stored.id,
+                json!({"key": template.key()}),
+            )
+            .await?;
         tx.commit().await?;
         tracing::info!(template_id = %stored.id, "template created");
         let location = format!("/api/v1/admin/templates/{}", stored.id);
@@ -427,15 +398,16 @@ impl TemplatesApi {
         let stored = templates::update(&mut *tx, caller.tenant_id, id, &template)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
-        audited(
-            &mut tx,
-            &caller,
-            &request_id,
-            "template.update",
-            id,
-            template.key(),
-        )
-        .await?;
+        caller
+            .audit(
+                &mut *tx,
+                &request_id,
+                "template.update",
+                "template",
+                id,
+                json!({"key": template.key()}),
+            )
+            .await?;
         tx.commit().await?;
         tracing::info!(template_id = %id, "template updated");
         Ok(TemplateResponse::Ok(Json(view(stored)?)))
@@ -456,7 +428,16 @@ impl TemplatesApi {
         let key = templates::delete(&mut *tx, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
-        audited(&mut tx, &caller, &request_id, "template.delete", id, &key).await?;
+        caller
+            .audit(
+                &mut *tx,
+                &request_id,
+                "template.delete",
+                "template",
+                id,
+                json!({"key": key}),
+            )
+            .await?;
         tx.commit().await?;
         tracing::info!(template_id = %id, "template deleted");
         Ok(DeletedResponse::NoContent)

@@ -18,10 +18,7 @@ use poem_openapi::{
 };
 use serde_json::{Value, json};
 use shared::{
-    db::{
-        audit,
-        webhooks::{self as db, Delivery, Endpoint, EndpointWrite},
-    },
+    db::webhooks::{self as db, Delivery, Endpoint, EndpointWrite},
     webhooks::{WebhookEvent, aad, check_endpoint, generate_secret},
 };
 use uuid::Uuid;
@@ -366,31 +363,6 @@ fn host_of(url: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-async fn audit_change(
-    state: &AppState,
-    caller: &AdminCaller,
-    action: &str,
-    id: Uuid,
-    request_id: &RequestId,
-    details: Value,
-) -> Result<(), ApiError> {
-    audit::record(
-        &state.pool,
-        audit::Entry {
-            tenant_id: Some(caller.tenant_id),
-            actor: &caller.actor,
-            action,
-            resource_type: "webhook_endpoint",
-            resource_id: Some(id.to_string()),
-            result: "success",
-            request_id: Some(&request_id.0),
-            details,
-        },
-    )
-    .await?;
-    Ok(())
-}
-
 #[OpenApi(prefix_path = "/api/v1/admin/webhooks", tag = "ApiTags::Admin")]
 impl WebhooksApi {
     /// Register an endpoint. The answer holds its signing secret, shown this
@@ -435,13 +407,7 @@ impl WebhooksApi {
             enabled,
         };
         let created = db::create(&state.pool, caller.tenant_id, id, write, &sealed).await?;
-        audit_change(
-            &state,
-            &caller,
-            "webhook.create",
-            id,
-            &request_id,
-            json!({"host": host_of(&checked.url), "events": checked.events, "enabled": enabled}),
+        caller.audit(&state.pool, &request_id, "webhook.create", "webhook_endpoint", id, json!({"host": host_of(&checked.url), "events": checked.events, "enabled": enabled}),
         )
         .await?;
         Ok(CreateResponse::Created(
@@ -508,20 +474,21 @@ impl WebhooksApi {
         let updated = db::update(&state.pool, caller.tenant_id, id, write)
             .await?
             .ok_or(ApiError::NotFound("webhook endpoint"))?;
-        audit_change(
-            &state,
-            &caller,
-            "webhook.update",
-            id,
-            &request_id,
-            json!({
-                "host": host_of(&checked.url),
-                "events": checked.events,
-                "enabled": enabled,
-                "re_enabled": enabled && !current.enabled,
-            }),
-        )
-        .await?;
+        caller
+            .audit(
+                &state.pool,
+                &request_id,
+                "webhook.update",
+                "webhook_endpoint",
+                id,
+                json!({
+                    "host": host_of(&checked.url),
+                    "events": checked.events,
+                    "enabled": enabled,
+                    "re_enabled": enabled && !current.enabled,
+                }),
+            )
+            .await?;
         Ok(WebhookResponse::Ok(Json(updated.into())))
     }
 
@@ -543,15 +510,16 @@ impl WebhooksApi {
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
-        audit_change(
-            &state,
-            &caller,
-            "webhook.delete",
-            id,
-            &request_id,
-            json!({}),
-        )
-        .await?;
+        caller
+            .audit(
+                &state.pool,
+                &request_id,
+                "webhook.delete",
+                "webhook_endpoint",
+                id,
+                json!({}),
+            )
+            .await?;
         Ok(DeleteResponse::Deleted)
     }
 
@@ -575,15 +543,16 @@ impl WebhooksApi {
         if !db::set_secret(&state.pool, caller.tenant_id, id, &sealed).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
-        audit_change(
-            &state,
-            &caller,
-            "webhook.rotate_secret",
-            id,
-            &request_id,
-            json!({}),
-        )
-        .await?;
+        caller
+            .audit(
+                &state.pool,
+                &request_id,
+                "webhook.rotate_secret",
+                "webhook_endpoint",
+                id,
+                json!({}),
+            )
+            .await?;
         Ok(RotateResponse::Ok(Json(RotatedSecret {
             id: id.to_string(),
             secret,
