@@ -188,7 +188,8 @@ pub struct NotificationView {
     pub attempt_count: i32,
     /// Attempts allowed.
     pub max_attempts: i32,
-    /// When the next attempt is due, while a retry is pending.
+    /// When the next attempt is due: while a retry waits, or while deferred
+    /// (quiet hours, or every provider paused).
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// The provider's id of the message (the `Message-ID` for email).
     pub provider_message_id: Option<String>,
@@ -208,6 +209,23 @@ pub struct NotificationView {
     pub delivered_at: Option<DateTime<Utc>>,
     /// When it was read (reported by the provider, or read in the inbox).
     pub read_at: Option<DateTime<Utc>>,
+}
+
+/// A cancelled notification.
+#[derive(Debug, Object)]
+pub struct Cancelled {
+    /// Its id.
+    pub id: String,
+    /// `cancelled`.
+    pub status: String,
+}
+
+/// Answers to a cancel.
+#[derive(Debug, ApiResponse)]
+pub enum CancelResponse {
+    /// Cancelled: it will not be sent.
+    #[oai(status = 200)]
+    Ok(Json<Cancelled>),
 }
 
 /// Answers to a status read.
@@ -977,6 +995,41 @@ impl NotificationsApi {
         Ok(accepted(&created, skipped, false))
     }
 
+    /// Cancel a notification that has not gone out: queued, scheduled
+    /// (`send_at`) or deferred (quiet hours). One a worker is already sending,
+    /// or that has finished, answers 409 with its status.
+    #[oai(
+        path = "/:id/cancel",
+        method = "post",
+        operation_id = "notifications.cancel"
+    )]
+    async fn cancel(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<CancelResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let id: NotificationId =
+            id.0.parse()
+                .map_err(|_| ApiError::NotFound("notification"))?;
+        let mut conn = state.pool.acquire().await?;
+        match notifications::cancel(&mut conn, tenant_id, id).await? {
+            notifications::Cancelled::Done => {
+                tracing::info!(notification_id = %id, "cancelled");
+                Ok(CancelResponse::Ok(Json(Cancelled {
+                    id: id.to_string(),
+                    status: NotificationStatus::Cancelled.as_str().into(),
+                })))
+            }
+            notifications::Cancelled::TooLate(status) => Err(ApiError::Conflict(format!(
+                "the notification is {} and can no longer be cancelled",
+                status.as_str()
+            ))),
+            notifications::Cancelled::NotFound => Err(ApiError::NotFound("notification")),
+        }
+    }
+
     /// Read a notification's status and attempts.
     #[oai(path = "/:id", method = "get", operation_id = "notifications.get")]
     async fn get(
@@ -1000,8 +1053,11 @@ impl NotificationsApi {
             .ok_or(ApiError::NotFound("notification"))?;
         let attempts = notifications::attempts(&mut *tx, tenant_id, id).await?;
         tx.commit().await?;
-        let next_attempt_at =
-            (n.status == NotificationStatus::Queued && n.attempts > 0).then_some(n.run_at);
+        let next_attempt_at = match n.status {
+            NotificationStatus::Queued if n.attempts > 0 => Some(n.run_at),
+            NotificationStatus::Deferred => Some(n.run_at),
+            _ => None,
+        };
         Ok(GetResponse::Ok(Json(NotificationView {
             id: n.id.to_string(),
             channel: n.channel.as_str().into(),

@@ -181,7 +181,7 @@ async fn quiet_hours_defer_email_to_the_end_of_the_window() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-        (status == "queued" && run_at > now + chrono::Duration::minutes(30))
+        (status == "deferred" && run_at > now + chrono::Duration::minutes(30))
             .then_some((run_at, attempts))
     })
     .await;

@@ -264,7 +264,7 @@ pub async fn release_dispatch(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update notifications set dispatched_at = null
-         where tenant_id = $1 and id = any($2) and status = 'queued'",
+         where tenant_id = $1 and id = any($2) and status in ('queued', 'deferred')",
     )
     .bind(tenant_id)
     .bind(ids)
@@ -308,7 +308,7 @@ pub async fn claim(
         "update notifications
          set status = 'sending', attempts = attempts + 1, dispatched_at = null,
              run_at = now() + make_interval(secs => $3)
-         where tenant_id = $1 and id = any($2) and status = 'queued' and run_at <= now()
+         where tenant_id = $1 and id = any($2) and status in ('queued', 'deferred') and run_at <= now()
            and attempts < max_attempts
          returning id, recipient, content, attempts, max_attempts, subscriber_id, category, critical",
     )
@@ -500,7 +500,7 @@ pub async fn defer(
     until: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "update notifications set status = 'queued', attempts = attempts - 1, run_at = $4, dispatched_at = null
+        "update notifications set status = 'deferred', attempts = attempts - 1, run_at = $4, dispatched_at = null
          where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3",
     )
     .bind(tenant_id)
@@ -510,6 +510,46 @@ pub async fn defer(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// What [`cancel`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// It was waiting and is now `cancelled`.
+    Done,
+    /// It is already past waiting (sending, sent, failed, …): this status.
+    TooLate(NotificationStatus),
+    /// No such notification for this tenant.
+    NotFound,
+}
+
+/// Cancels a notification of `tenant_id` that has not gone out yet (queued,
+/// deferred or scheduled). A worker that already claimed it finishes it.
+#[tracing::instrument(skip_all)]
+pub async fn cancel(
+    db: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+    id: NotificationId,
+) -> Result<Cancelled, sqlx::Error> {
+    let done = sqlx::query(
+        "update notifications set status = 'cancelled', dispatched_at = null,
+             last_error = 'cancelled by the sender'
+         where tenant_id = $1 and id = $2 and status in ('queued', 'deferred')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Cancelled::Done);
+    }
+    let status: Option<NotificationStatus> =
+        sqlx::query_scalar("select status from notifications where tenant_id = $1 and id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *db)
+            .await?;
+    Ok(status.map_or(Cancelled::NotFound, Cancelled::TooLate))
 }
 
 /// The error recorded for an attempt whose worker vanished.
@@ -562,7 +602,7 @@ pub async fn take_due(
     sqlx::query_as(
         "with due as (
              select id from notifications
-             where channel = $1 and status = 'queued' and run_at <= now()
+             where channel = $1 and status in ('queued', 'deferred') and run_at <= now()
                and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $2))
              order by run_at
              limit $3
@@ -591,7 +631,7 @@ pub async fn release_taken(
     ids: &[NotificationId],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update notifications set dispatched_at = null where id = any($1) and status = 'queued'",
+        "update notifications set dispatched_at = null where id = any($1) and status in ('queued', 'deferred')",
     )
     .bind(ids)
     .execute(db)
@@ -604,7 +644,7 @@ pub async fn release_taken(
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "update notifications set dispatched_at = null where status = 'queued' and dispatched_at is not null",
+        "update notifications set dispatched_at = null where status in ('queued', 'deferred') and dispatched_at is not null",
     )
     .execute(db)
     .await?;

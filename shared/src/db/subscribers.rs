@@ -467,7 +467,7 @@ pub async fn delete(
         "update notifications
          set status = 'failed', last_error = $3, run_at = now(), dispatched_at = null,
              content = '{}'::jsonb, metadata = '{}'::jsonb, content_redacted_at = now()
-         where tenant_id = $1 and subscriber_id = $2 and status in ('queued', 'sending')",
+         where tenant_id = $1 and subscriber_id = $2 and status in ('queued', 'deferred', 'sending')",
     )
     .bind(tenant_id)
     .bind(id)

@@ -291,3 +291,57 @@ async fn the_template_category_drives_preferences_and_critical_templates_overrid
         app.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_send_can_be_cancelled_until_it_goes_out() {
+    let fake = FakeProviders::start().await;
+    let app = setup(&fake, false).await;
+    let at = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let body = |to: &str| {
+        json!({"template": "reminder", "to": to, "channels": ["sms"],
+               "template_data": {"name": "Pat", "day": "Friday", "id": 3},
+               "send_at": at.to_rfc3339()})
+    };
+    let (_, later) = send(&app, None, &body("+15005550006")).await;
+    let (_, kept) = send(&app, None, &body("+15005550007")).await;
+    let later = later["id"].as_str().unwrap().to_owned();
+    let kept = kept["id"].as_str().unwrap().to_owned();
+    let cancel = |key: String, id: String| {
+        let app = &app;
+        async move {
+            let resp = app
+                .client
+                .post(app.url(&format!("/api/v1/services/notifications/{id}/cancel")))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (_, other_key) = app.other_tenant().await;
+    assert_eq!(
+        cancel(other_key, later.clone()).await.0,
+        404,
+        "another tenant's"
+    );
+    assert_eq!(cancel(app.api_key.clone(), "nope".into()).await.0, 404);
+    let (status, answer) = cancel(app.api_key.clone(), later.clone()).await;
+    assert_eq!(
+        (status, answer["status"].as_str()),
+        (200, Some("cancelled"))
+    );
+    app.wait_for_status(&kept, "sent", WAIT).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.notification(&later).await["status"], "cancelled");
+    assert_eq!(
+        fake.requests(Kind::Twilio).len(),
+        1,
+        "only the kept one went out"
+    );
+    let (status, problem) = cancel(app.api_key.clone(), kept).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("sent"));
+    app.shutdown().await;
+}
