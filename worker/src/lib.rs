@@ -86,8 +86,12 @@ pub async fn run(
     .map(|q| settings.jobs.queue(*q).timeout())
     .max()
     .unwrap_or(email_timeout);
-    let http = HttpProviders::new(settings.provider_urls.clone(), http_timeout)
-        .context("while setting up the HTTP providers' client")?;
+    let http = HttpProviders::new(
+        settings.provider_urls.clone(),
+        http_timeout,
+        settings.public_base_url.clone(),
+    )
+    .context("while setting up the HTTP providers' client")?;
     let guard = Guard::new(
         queues.connection(),
         queues.prefix(),

@@ -195,7 +195,20 @@ async fn send_with(
         }
         ProviderSpec::Twilio(settings, credentials) => {
             let sms = content::<SmsContent>(row)?;
-            twilio::send(http, settings, credentials, &row.recipient, &sms.body).await
+            let callback = http
+                .public_base_url
+                .as_ref()
+                .zip(provider.id)
+                .map(|(base, id)| format!("{base}/webhooks/twilio/{id}"));
+            twilio::send(
+                http,
+                settings,
+                credentials,
+                &row.recipient,
+                &sms.body,
+                callback.as_deref(),
+            )
+            .await
         }
         ProviderSpec::Fcm(settings, credentials) => {
             let push = content::<PushContent>(row)?;

@@ -158,11 +158,18 @@ pub struct HttpProviders {
     pub urls: ProviderUrls,
     /// FCM access tokens, per provider config.
     pub fcm_tokens: fcm::TokenCache,
+    /// Where the API is reached from outside (`PUBLIC_BASE_URL`), for
+    /// per-message delivery callbacks; none when unset.
+    pub public_base_url: Option<String>,
 }
 
 impl HttpProviders {
     /// A client whose requests give up after `timeout`.
-    pub fn new(urls: ProviderUrls, timeout: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        urls: ProviderUrls,
+        timeout: Duration,
+        public_base_url: Option<String>,
+    ) -> anyhow::Result<Self> {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -173,6 +180,7 @@ impl HttpProviders {
             client,
             urls,
             fcm_tokens: fcm::TokenCache::default(),
+            public_base_url,
         })
     }
 }

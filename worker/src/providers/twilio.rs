@@ -19,19 +19,24 @@ struct TwilioError {
 /// unreachable number, or a recipient who replied STOP.
 const PERMANENT_CODES: &[i64] = &[21211, 21214, 21408, 21601, 21610, 21612, 21614, 21617];
 
-/// Sends `body` to `to` (E.164).
+/// Sends `body` to `to` (E.164). With `status_callback`, Twilio reports the
+/// message's delivery there (the API's `/webhooks/twilio/{provider_id}`).
 pub async fn send(
     http: &HttpProviders,
     settings: &TwilioSettings,
     credentials: &TwilioCredentials,
     to: &str,
     body: &str,
+    status_callback: Option<&str>,
 ) -> Result<Receipt, SendError> {
     let url = format!(
         "{}/2010-04-01/Accounts/{}/Messages.json",
         http.urls.twilio, settings.account_sid
     );
     let mut form: Vec<(&str, &str)> = vec![("To", to), ("Body", body)];
+    if let Some(url) = status_callback {
+        form.push(("StatusCallback", url));
+    }
     match (&settings.from, &settings.messaging_service_sid) {
         (Some(from), _) => form.push(("From", from)),
         (None, Some(mg)) => form.push(("MessagingServiceSid", mg)),

@@ -71,8 +71,12 @@ fn outcomes(n: &Value) -> Vec<(String, String, Option<i64>)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sms_goes_out_through_twilio_with_the_documented_request() {
     let fake = FakeProviders::start().await;
-    let app = builder(&fake).spawn().await;
-    app.add_provider(&twilio("twilio-main", TWILIO_SID_A, 10))
+    let app = builder(&fake)
+        .var("PUBLIC_BASE_URL", "https://notify.example.org")
+        .spawn()
+        .await;
+    let provider = app
+        .add_provider(&twilio("twilio-main", TWILIO_SID_A, 10))
         .await;
     let id = sms(&app, PATIENT).await;
     let n = app.wait_for_status(&id, "sent", WAIT).await;
@@ -92,6 +96,10 @@ async fn sms_goes_out_through_twilio_with_the_documented_request() {
     assert_eq!(r.body["To"], PATIENT);
     assert_eq!(r.body["From"], "+15005550999");
     assert_eq!(r.body["Body"], "Your lab results are ready.");
+    assert_eq!(
+        r.body["StatusCallback"],
+        format!("https://notify.example.org/webhooks/twilio/{provider}")
+    );
     assert!(r.authorization.as_deref().unwrap().starts_with("Basic "));
     app.shutdown().await;
 }
