@@ -92,8 +92,12 @@ impl UsersApi {
     ) -> Result<PreferencesResponse, ApiError> {
         let prefs = Preferences::parse(body.0)
             .map_err(|reason| ApiError::invalid("preferences", reason))?;
-        let subscriber =
-            subscribers::upsert(&state.pool, auth.0.tenant_id, &auth.0.subject).await?;
+        let subscriber = subscribers::upsert(
+            &mut *state.pool.acquire().await?,
+            auth.0.tenant_id,
+            &auth.0.subject,
+        )
+        .await?;
         preferences::put(&state.pool, auth.0.tenant_id, subscriber, &prefs).await?;
         Ok(PreferencesResponse::Ok(Json(
             serde_json::to_value(prefs).map_err(anyhow::Error::from)?,

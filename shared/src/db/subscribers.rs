@@ -38,12 +38,27 @@ pub const MAX_BULK: usize = 1_000;
 pub const DELETED_BEFORE_SENT: &str = "the subscriber was deleted before it was sent";
 
 /// The subscriber of `tenant_id` known as `external_id`, created on first use.
+///
+/// An existing subscriber is found without locking its row, so concurrent
+/// sends to one person do not queue behind each other; only the first use
+/// writes.
 #[tracing::instrument(skip_all)]
 pub async fn upsert(
-    db: impl PgExecutor<'_>,
+    db: &mut sqlx::PgConnection,
     tenant_id: TenantId,
     external_id: &str,
 ) -> Result<SubscriberId, sqlx::Error> {
+    let existing: Option<SubscriberId> =
+        sqlx::query_scalar("select id from subscribers where tenant_id = $1 and external_id = $2")
+            .bind(tenant_id)
+            .bind(external_id)
+            .fetch_optional(&mut *db)
+            .await?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    // A concurrent first use may win the insert; then this one updates
+    // nothing but still returns the row.
     sqlx::query_scalar(
         "insert into subscribers (id, tenant_id, external_id) values ($1, $2, $3)
          on conflict (tenant_id, external_id) do update set external_id = excluded.external_id
@@ -52,7 +67,7 @@ pub async fn upsert(
     .bind(SubscriberId::new())
     .bind(tenant_id)
     .bind(external_id)
-    .fetch_one(db)
+    .fetch_one(&mut *db)
     .await
 }
 

@@ -143,9 +143,13 @@ async fn vacuum_drops_the_redis_bookkeeping_of_finished_jobs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn realtime_events_past_retention_are_pruned() {
     let app = TestApp::builder().without_scheduler().spawn().await;
-    let subscriber = shared::db::subscribers::upsert(&app.pool, app.tenant_id, "pat")
-        .await
-        .unwrap();
+    let subscriber = shared::db::subscribers::upsert(
+        &mut *app.pool.acquire().await.unwrap(),
+        app.tenant_id,
+        "pat",
+    )
+    .await
+    .unwrap();
     let mut tx = app.pool.begin().await.unwrap();
     for _ in 0..2 {
         shared::db::events::append(
