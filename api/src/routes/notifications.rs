@@ -920,7 +920,7 @@ impl NotificationsApi {
             let queue = QueueName::for_channel(plan.channel);
             let subscriber_id = match &plan.subscriber {
                 Some(external_id) => {
-                    Some(subscribers::upsert(&mut *tx, tenant_id, external_id).await?)
+                    Some(subscribers::upsert(&mut tx, tenant_id, external_id).await?)
                 }
                 None => None,
             };

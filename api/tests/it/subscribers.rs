@@ -640,13 +640,9 @@ async fn contacts_are_read_for_delivery_and_dead_push_tokens_are_removed() {
     assert_eq!(read["push_tokens"], json!(["fcm:token/2"]));
 
     // A subscriber known only by a send has no contact points.
-    let bare = subscribers::upsert(
-        &mut *app.pool.acquire().await.unwrap(),
-        app.tenant_id,
-        "lee",
-    )
-    .await
-    .unwrap();
+    let bare = subscribers::upsert(&mut app.pool.acquire().await.unwrap(), app.tenant_id, "lee")
+        .await
+        .unwrap();
     let none = subscribers::contacts(&app.pool, app.tenant_id, bare)
         .await
         .unwrap()

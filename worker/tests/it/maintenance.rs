@@ -144,7 +144,7 @@ async fn vacuum_drops_the_redis_bookkeeping_of_finished_jobs() {
 async fn realtime_events_past_retention_are_pruned() {
     let app = TestApp::builder().without_scheduler().spawn().await;
     let subscriber = shared::db::subscribers::upsert(
-        &mut *app.pool.acquire().await.unwrap(),
+        &mut app.pool.acquire().await.unwrap(),
         app.tenant_id,
         "pat",
     )
