@@ -97,6 +97,23 @@ pub struct SendRequest {
     pub send_at: Option<DateTime<Utc>>,
 }
 
+impl SendRequest {
+    /// The raw-content fields, each with whether it is present.
+    fn content_fields(&self) -> [(&'static str, bool); 9] {
+        [
+            ("to", self.to.is_some()),
+            ("subject", self.subject.is_some()),
+            ("text", self.text.is_some()),
+            ("html", self.html.is_some()),
+            ("title", self.title.is_some()),
+            ("body", self.body.is_some()),
+            ("action_url", self.action_url.is_some()),
+            ("data", self.data.is_some()),
+            ("whatsapp_template", self.whatsapp_template.is_some()),
+        ]
+    }
+}
+
 /// One notification a send created.
 #[derive(Debug, Clone, Object)]
 pub struct AcceptedNotification {
@@ -267,9 +284,13 @@ impl Problems {
         value.as_deref()
     }
 
-    fn absent(&mut self, name: &str, value: bool, channel: &str) {
-        if value {
-            self.add(name, format!("is not used by the {channel} channel"));
+    /// Flags every content field present in `req` that `channel` does not
+    /// use.
+    fn only_fields_of(&mut self, req: &SendRequest, channel: &str, used: &[&str]) {
+        for (name, present) in req.content_fields() {
+            if present && !used.contains(&name) {
+                self.add(name, format!("is not used by the {channel} channel"));
+            }
         }
     }
 
@@ -398,15 +419,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     let metadata = p.object("metadata", &req.metadata, MAX_METADATA_KEYS);
     let valid = match req.channel.as_deref().unwrap_or("email") {
         "email" => {
-            for (name, present) in [
-                ("title", req.title.is_some()),
-                ("body", req.body.is_some()),
-                ("action_url", req.action_url.is_some()),
-                ("data", req.data.is_some()),
-                ("whatsapp_template", req.whatsapp_template.is_some()),
-            ] {
-                p.absent(name, present, "email");
-            }
+            p.only_fields_of(req, "email", &["to", "subject", "text", "html"]);
             let to = p
                 .required("to", &req.to)
                 .and_then(|to| EmailAddress::parse(to).map_err(|e| p.add("to", e.0)).ok());
@@ -438,15 +451,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "inapp" => {
-            for (name, present) in [
-                ("to", req.to.is_some()),
-                ("subject", req.subject.is_some()),
-                ("text", req.text.is_some()),
-                ("html", req.html.is_some()),
-                ("whatsapp_template", req.whatsapp_template.is_some()),
-            ] {
-                p.absent(name, present, "inapp");
-            }
+            p.only_fields_of(req, "inapp", &["title", "body", "action_url", "data"]);
             let subscriber = p
                 .required("subscriber_id", &req.subscriber_id)
                 .and_then(|s| p.text("subscriber_id", s, 255, true));
@@ -476,17 +481,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "sms" => {
-            for (name, present) in [
-                ("subject", req.subject.is_some()),
-                ("html", req.html.is_some()),
-                ("title", req.title.is_some()),
-                ("body", req.body.is_some()),
-                ("action_url", req.action_url.is_some()),
-                ("data", req.data.is_some()),
-                ("whatsapp_template", req.whatsapp_template.is_some()),
-            ] {
-                p.absent(name, present, "sms");
-            }
+            p.only_fields_of(req, "sms", &["to", "text"]);
             let to = p
                 .required("to", &req.to)
                 .and_then(|to| PhoneNumber::parse(to).map_err(|e| p.add("to", e.0)).ok());
@@ -507,15 +502,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "push" => {
-            for (name, present) in [
-                ("subject", req.subject.is_some()),
-                ("text", req.text.is_some()),
-                ("html", req.html.is_some()),
-                ("action_url", req.action_url.is_some()),
-                ("whatsapp_template", req.whatsapp_template.is_some()),
-            ] {
-                p.absent(name, present, "push");
-            }
+            p.only_fields_of(req, "push", &["to", "title", "body", "data"]);
             let to = p.required("to", &req.to).and_then(|t| {
                 let ok =
                     !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic());
@@ -554,16 +541,7 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "whatsapp" => {
-            for (name, present) in [
-                ("subject", req.subject.is_some()),
-                ("html", req.html.is_some()),
-                ("title", req.title.is_some()),
-                ("body", req.body.is_some()),
-                ("action_url", req.action_url.is_some()),
-                ("data", req.data.is_some()),
-            ] {
-                p.absent(name, present, "whatsapp");
-            }
+            p.only_fields_of(req, "whatsapp", &["to", "text", "whatsapp_template"]);
             let to = p
                 .required("to", &req.to)
                 .and_then(|to| PhoneNumber::parse(to).map_err(|e| p.add("to", e.0)).ok());
@@ -664,19 +642,18 @@ async fn plan_template(
     key: &str,
 ) -> Result<(Vec<ValidSend>, Vec<SkippedChannel>, bool), ApiError> {
     let mut p = Problems::default();
-    for (name, present) in [
-        ("channel", req.channel.is_some()),
-        ("subject", req.subject.is_some()),
-        ("text", req.text.is_some()),
-        ("html", req.html.is_some()),
-        ("title", req.title.is_some()),
-        ("body", req.body.is_some()),
-        ("action_url", req.action_url.is_some()),
-        ("data", req.data.is_some()),
-        ("whatsapp_template", req.whatsapp_template.is_some()),
-        ("category", req.category.is_some()),
-        ("critical", req.critical.is_some()),
-    ] {
+    let given = [("channel", req.channel.is_some())]
+        .into_iter()
+        .chain(
+            req.content_fields()
+                .into_iter()
+                .filter(|(name, _)| *name != "to"),
+        )
+        .chain([
+            ("category", req.category.is_some()),
+            ("critical", req.critical.is_some()),
+        ]);
+    for (name, present) in given {
         if present {
             p.add(name, "is not used with `template`: the template gives it");
         }
