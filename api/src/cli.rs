@@ -31,7 +31,8 @@ pub enum Command {
         #[command(subcommand)]
         command: TenantCommand,
     },
-    /// Re-seal every stored secret (provider credentials, JWT secrets) with
+    /// Re-seal every stored secret (provider credentials, webhook signing
+    /// secrets, JWT secrets) with
     /// the active key, `ENCRYPTION_KEY_ID`. Keep the old key in
     /// `ENCRYPTION_KEYS` until this has run; then it can be removed.
     RotateSecrets,
@@ -113,49 +114,37 @@ async fn audited(
 }
 
 /// Re-seals, with the active key, every secret sealed with another one.
-/// Returns how many provider configs and JWT secrets were re-sealed. A value
-/// that does not open (its key is gone, or it was altered) stops the run
-/// with an error naming it; nothing else is changed for it.
+/// Returns how many of each kind were re-sealed. A value that does not open
+/// (its key is gone, or it was altered) stops the run with an error naming
+/// it; nothing else is changed for it.
 async fn rotate_secrets(
     pool: &sqlx::PgPool,
     keyring: &shared::crypto::Keyring,
-) -> anyhow::Result<(u64, u64)> {
-    use shared::db::providers;
+) -> anyhow::Result<Vec<(shared::db::sealed::SecretKind, u64)>> {
+    use shared::db::sealed::{self, SecretKind};
     let active = keyring.active_key_id();
-    let mut resealed = (0, 0);
-    loop {
-        let batch = providers::sealed_with_other_keys(pool, active, 500).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for (tenant, id, old) in batch {
-            let aad = shared::providers::aad(tenant, id);
-            let plain = keyring
-                .open(&old, &aad)
-                .map_err(|e| anyhow::anyhow!("provider config {id}: {e}"))?;
-            let new = keyring.seal(&plain, &aad);
-            if providers::reseal(pool, tenant, id, &old, &new).await? {
-                resealed.0 += 1;
+    let mut counts = Vec::new();
+    for &kind in SecretKind::ALL {
+        let mut resealed = 0;
+        loop {
+            let batch = sealed::sealed_with_other_keys(pool, kind, active, 500).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for (tenant, id, old) in batch {
+                let aad = kind.aad(tenant, id);
+                let plain = keyring
+                    .open(&old, &aad)
+                    .map_err(|e| anyhow::anyhow!("{} {id}: {e}", kind.as_str()))?;
+                let new = keyring.seal(&plain, &aad);
+                if sealed::reseal(pool, kind, tenant, id, &old, &new).await? {
+                    resealed += 1;
+                }
             }
         }
+        counts.push((kind, resealed));
     }
-    loop {
-        let batch = jwt_secrets::sealed_with_other_keys(pool, active, 500).await?;
-        if batch.is_empty() {
-            break;
-        }
-        for (tenant, old) in batch {
-            let aad = jwt_secrets::aad(tenant);
-            let plain = keyring
-                .open(&old, &aad)
-                .map_err(|e| anyhow::anyhow!("JWT secret of tenant {tenant}: {e}"))?;
-            let new = keyring.seal(&plain, &aad);
-            if jwt_secrets::reseal(pool, tenant, &old, &new).await? {
-                resealed.1 += 1;
-            }
-        }
-    }
-    Ok(resealed)
+    Ok(counts)
 }
 
 /// Runs an admin command (anything but `serve`). `migrate` also creates the
@@ -239,7 +228,11 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
             let keyring = settings.encryption.as_ref().ok_or_else(|| {
                 anyhow::anyhow!("set ENCRYPTION_KEYS and ENCRYPTION_KEY_ID to rotate secrets")
             })?;
-            let (providers, jwt) = rotate_secrets(&pool, keyring).await?;
+            let counts = rotate_secrets(&pool, keyring).await?;
+            let details: serde_json::Map<String, serde_json::Value> = counts
+                .iter()
+                .map(|(kind, n)| (kind.as_str().to_owned(), (*n).into()))
+                .collect();
             audit::record(
                 &pool,
                 audit::Entry {
@@ -250,11 +243,15 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
                     resource_id: Some(keyring.active_key_id().to_owned()),
                     result: "success",
                     request_id: None,
-                    details: serde_json::json!({"provider_configs": providers, "jwt_secrets": jwt}),
+                    details: details.into(),
                 },
             )
             .await?;
-            println!("resealed provider_configs={providers} jwt_secrets={jwt}");
+            let summary: Vec<String> = counts
+                .iter()
+                .map(|(kind, n)| format!("{}={n}", kind.as_str()))
+                .collect();
+            println!("resealed {}", summary.join(" "));
         }
         Command::Key {
             command: KeyCommand::Create { tenant, name },

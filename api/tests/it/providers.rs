@@ -292,10 +292,20 @@ async fn rotate_secrets_reseals_everything_with_the_new_key() {
     let app = TestApp::builder()
         .without_worker()
         .without_scheduler()
+        .var("WEBHOOKS_ALLOW_LOOPBACK", true)
         .spawn()
         .await;
     app.add_provider(&twilio("main")).await;
     app.issue_jwt_secret(app.tenant_id).await;
+    let hook = app
+        .client
+        .post(app.url("/api/v1/admin/webhooks"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
     let mut vars: Vec<(String, String)> = app
         .vars
         .iter()
@@ -320,16 +330,17 @@ async fn rotate_secrets_reseals_everything_with_the_new_key() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("provider_configs=1 jwt_secrets=1"),
+        stdout.contains("provider_configs=1 webhook_endpoints=1 jwt_secrets=1"),
         "{stdout}"
     );
     let keys: Vec<String> = sqlx::query_scalar(
-        "select key_id from provider_configs union all select key_id from tenant_jwt_secrets",
+        "select key_id from provider_configs union all select key_id from webhook_endpoints
+         union all select key_id from tenant_jwt_secrets",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    assert_eq!(keys, ["next", "next"]);
+    assert_eq!(keys, ["next", "next", "next"]);
 
     // With only the new key, the resealed credentials still open: a
     // settings-only update checks them.

@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod preferences;
 pub mod provider_events;
 pub mod providers;
+pub mod sealed;
 pub mod subscribers;
 pub mod templates;
 pub mod tenants;
