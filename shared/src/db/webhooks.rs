@@ -614,3 +614,19 @@ pub async fn recent_deliveries(
     .fetch_all(db)
     .await
 }
+
+/// The events any enabled endpoint of `tenant_id` subscribes to, by name.
+/// Workers read it once per job so sends no endpoint listens for are recorded
+/// without a transaction of their own.
+#[tracing::instrument(skip_all)]
+pub async fn subscribed_events(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select distinct unnest(events) from webhook_endpoints where tenant_id = $1 and enabled",
+    )
+    .bind(tenant_id)
+    .fetch_all(db)
+    .await
+}

@@ -79,6 +79,19 @@ pub async fn handle(
             }
         };
         let providers = &providers;
+        let hooked = match webhooks::subscribed_events(&state.pool, job.tenant_id).await {
+            Ok(events) => events,
+            Err(error) => {
+                // Nothing is claimed yet; the dispatcher pushes the rows again.
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot read webhook subscriptions"
+                );
+                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+                return Ok(());
+            }
+        };
+        let hooked = &hooked;
         let rounds = job.notification_ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
         let lease = config.timeout() * rounds;
         let claimed =
@@ -107,7 +120,16 @@ pub async fn handle(
                 let state = state.clone();
                 let task_id = task_id.clone();
                 async move {
-                    deliver(&state, job.tenant_id, job.channel, providers, row, &task_id).await
+                    deliver(
+                        &state,
+                        job.tenant_id,
+                        job.channel,
+                        providers,
+                        hooked,
+                        row,
+                        &task_id,
+                    )
+                    .await
                 }
             })
             .await;
@@ -282,28 +304,32 @@ async fn forget_device(state: &WorkerState, tenant_id: TenantId, row: &Claimed) 
 /// recorded together with its `notification.created` and
 /// `unread_count.changed` events, which are then published. A final status
 /// (`sent`, `failed`, `suppressed`) queues the webhook deliveries of its
-/// event in the same transaction; their job is pushed after the commit.
+/// event in the same transaction when an endpoint of the tenant listens for
+/// it (`hooked`, read when the job started); their job is pushed after the
+/// commit. Anything else is recorded in one statement.
 async fn record_outcome(
     state: &WorkerState,
     tenant_id: TenantId,
     row: &Claimed,
     record: AttemptRecord<'_>,
     outcome: &Outcome,
+    hooked: &[String],
 ) -> Result<bool, sqlx::Error> {
     let event = match outcome {
         Outcome::Sent { .. } => Some(WebhookEvent::Sent),
         Outcome::Failed { .. } => Some(WebhookEvent::Failed),
         Outcome::Suppressed { .. } => Some(WebhookEvent::Suppressed),
         Outcome::Retry { .. } => None,
-    };
+    }
+    .filter(|e| hooked.iter().any(|h| h == e.as_str()));
     let inbox_entry = match (row.subscriber_id, outcome) {
         (Some(subscriber_id), Outcome::Sent { .. }) => Some(subscriber_id),
         _ => None,
     };
-    let Some(event) = event else {
+    if event.is_none() && inbox_entry.is_none() {
         return notifications::record_attempt(&state.pool, tenant_id, row.id, record, outcome)
             .await;
-    };
+    }
     let mut tx = state.pool.begin().await?;
     if let Some(subscriber_id) = inbox_entry {
         events::lock_subscriber(&mut tx, tenant_id, subscriber_id).await?;
@@ -328,9 +354,14 @@ async fn record_outcome(
         )
         .await?;
     }
-    let max_attempts = state.jobs.queue(QueueName::Webhook).max_attempts;
-    let deliveries =
-        webhooks::enqueue_for_notification(&mut tx, tenant_id, row.id, event, max_attempts).await?;
+    let deliveries = match event {
+        Some(event) => {
+            let max_attempts = state.jobs.queue(QueueName::Webhook).max_attempts;
+            webhooks::enqueue_for_notification(&mut tx, tenant_id, row.id, event, max_attempts)
+                .await?
+        }
+        None => Vec::new(),
+    };
     tx.commit().await?;
     if let Err(error) = shared::events::publish(&state.queues, &published).await {
         // Connected clients catch up from Postgres when they reconnect.
@@ -361,6 +392,7 @@ async fn deliver(
     tenant_id: TenantId,
     channel: Channel,
     providers: &[Provider],
+    hooked: &[String],
     row: Claimed,
     task_id: &TaskId,
 ) {
@@ -448,7 +480,7 @@ async fn deliver(
             worker: &state.name,
             code,
         };
-        match record_outcome(state, tenant_id, &row, record, &outcome).await {
+        match record_outcome(state, tenant_id, &row, record, &outcome, hooked).await {
             Ok(true) => {}
             Ok(false) => tracing::warn!("the claim expired before the outcome was recorded"),
             Err(error) => {
