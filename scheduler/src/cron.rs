@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use shared::{
     config::{CronEntry, CronJob},
     db::cron_ticks,
-    jobs::{Queues, RunMaintenance},
+    jobs::{QueueError, Queues, RunMaintenance},
 };
 use sqlx::PgPool;
 
@@ -24,11 +24,23 @@ pub struct CronTicker {
     checked_until: DateTime<Utc>,
 }
 
-/// The job a tick enqueues.
-pub fn job_for(job: CronJob, scheduled_for: DateTime<Utc>) -> RunMaintenance {
-    RunMaintenance {
-        task: job,
-        scheduled_for,
+/// Pushes the job a tick of `job` at `scheduled_for` starts. The tick's time
+/// travels in the job, so what the job does depends on when it was due, not
+/// on when a worker got to it.
+pub async fn push_tick(
+    queues: &Queues,
+    job: CronJob,
+    scheduled_for: DateTime<Utc>,
+) -> Result<(), QueueError> {
+    match job {
+        CronJob::VacuumQueues | CronJob::RedactExpiredContent | CronJob::PruneEvents => {
+            queues
+                .push(RunMaintenance {
+                    task: job,
+                    scheduled_for,
+                })
+                .await
+        }
     }
 }
 
@@ -69,7 +81,7 @@ impl CronTicker {
             }
             tracing::info!(entry = %entry.name, scheduled_for = %at, "cron tick");
             metrics::counter!("cron_ticks_total", "entry" => entry.name.clone()).increment(1);
-            match self.queues.push(job_for(entry.job, at)).await {
+            match push_tick(&self.queues, entry.job, at).await {
                 Ok(()) => cron_ticks::mark_enqueued(&mut *tx, &entry.name, at).await?,
                 Err(error) => {
                     tracing::warn!(entry = %entry.name, %error, "tick recorded; its job will be pushed when Redis answers")

@@ -34,7 +34,7 @@ use shared::{
 };
 use sqlx::PgPool;
 
-use crate::cron::job_for;
+use crate::cron::push_tick;
 
 /// The channels the dispatcher feeds.
 const CHANNELS: &[Channel] = Channel::ALL;
@@ -245,7 +245,7 @@ impl Dispatcher {
                 tracing::warn!(entry = %name, %job, "a recorded tick names a job this version does not know");
                 continue;
             };
-            self.queues.push(job_for(job, at)).await?;
+            push_tick(&self.queues, job, at).await?;
             cron_ticks::mark_enqueued(&mut *tx, &name, at).await?;
         }
         tx.commit().await?;

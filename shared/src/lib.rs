@@ -21,6 +21,7 @@ pub mod db;
 pub mod domain;
 pub mod events;
 pub mod jobs;
+pub mod notices;
 pub mod preferences;
 pub mod providers;
 pub mod telemetry;

@@ -6,6 +6,7 @@ mod delivery;
 mod durability;
 mod logs;
 mod maintenance;
+mod notices;
 mod startup;
 mod templated;
 mod webhooks;
