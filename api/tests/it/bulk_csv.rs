@@ -296,7 +296,9 @@ async fn malformed_uploads_answer_precise_problems() {
     let app = app(TestApp::builder().without_worker().without_scheduler()).await;
     let key = app.api_key.clone();
     let csv: &[u8] = b"Email,First name,Kind\na@example.org,A,b\n";
-    let cases: Vec<(Vec<(&str, &str)>, Option<&[u8]>, &str)> = vec![
+    // (form fields, file, the field the 400 names)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a [u8]>, &'a str);
+    let cases: Vec<Case<'_>> = vec![
         (vec![("template", "lab.ready")], Some(csv), "mapping"),
         (vec![("mapping", MAPPING)], Some(csv), "template"),
         (

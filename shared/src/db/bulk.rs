@@ -574,6 +574,12 @@ pub struct Job {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Notifications per status, as `(status, count)`.
+pub type StatusCounts = Vec<(String, i64)>;
+
+/// A stored row error: row, position within the row, column, reason, value.
+pub type ErrorRow = (i64, i16, String, String, Option<String>);
+
 /// Reads a job of `tenant_id` with its notifications per status, and marks
 /// a `sending` job `completed` once every notification is final.
 #[tracing::instrument(skip_all)]
@@ -581,7 +587,7 @@ pub async fn get(
     db: &mut PgConnection,
     tenant_id: TenantId,
     id: BulkJobId,
-) -> Result<Option<(Job, Vec<(String, i64)>)>, sqlx::Error> {
+) -> Result<Option<(Job, StatusCounts)>, sqlx::Error> {
     const COLUMNS: &str = "id, status, failure, template_key, channels, file_name, size_bytes, \
         cursor_offset, rows_read, rows_valid, rows_invalid, rows_duplicate, parsed_at, \
         completed_at, cancelled_at, failed_at, created_at, updated_at";
@@ -633,7 +639,7 @@ pub async fn errors(
     id: BulkJobId,
     after: (i64, i16),
     limit: i64,
-) -> Result<Vec<(i64, i16, String, String, Option<String>)>, sqlx::Error> {
+) -> Result<Vec<ErrorRow>, sqlx::Error> {
     sqlx::query_as(
         "select row_number, position, column_name, reason, value from bulk_row_errors
          where job_id = $1 and (row_number, position) > ($2, $3)
