@@ -42,6 +42,9 @@ pub enum ApiError {
     /// 409: conflicts with the current state (e.g. a name already taken).
     #[error("{0}")]
     Conflict(String),
+    /// 413: a body (e.g. a CSV upload) over its limit.
+    #[error("{0}")]
+    TooLarge(String),
     /// 422: the idempotency key was used before with a different request.
     #[error("the Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
@@ -88,6 +91,7 @@ impl ResponseError for ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

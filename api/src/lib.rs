@@ -64,6 +64,8 @@ pub struct AppState {
     /// (`PUBLIC_BASE_URL`, else `http://` and the bound address): providers
     /// sign their callbacks with it.
     pub public_base_url: String,
+    /// Largest accepted CSV upload in bytes.
+    pub max_csv_bytes: u64,
 }
 
 #[handler]
@@ -76,6 +78,8 @@ fn metrics_endpoint() -> poem::Response {
 /// Every documented endpoint group.
 pub type Apis = (
     routes::notifications::NotificationsApi,
+    routes::batches::BatchesApi,
+    routes::bulk::BulkApi,
     routes::subscribers::SubscribersApi,
     routes::users::UsersApi,
     routes::inbox::InboxApi,
@@ -91,6 +95,8 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
             routes::notifications::NotificationsApi,
+            routes::batches::BatchesApi,
+            routes::bulk::BulkApi,
             routes::subscribers::SubscribersApi,
             routes::users::UsersApi,
             routes::inbox::InboxApi,
@@ -174,6 +180,7 @@ impl Application {
                 .public_base_url
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
+            max_csv_bytes: settings.max_csv_bytes,
         };
         let acceptor = TcpAcceptor::from_tokio(listener)?;
         Ok(Self {

@@ -66,7 +66,15 @@ pub async fn edge<E: Endpoint>(
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
     async move {
-        let result = match limit_body(&mut req, max_body).await {
+        // A CSV upload is streamed by its handler, which enforces its own
+        // (much larger) limit; every other body is read here, bounded.
+        let streamed = path == crate::routes::bulk::UPLOAD_PATH;
+        let limited = if streamed {
+            Ok(())
+        } else {
+            limit_body(&mut req, max_body).await
+        };
+        let result = match limited {
             Ok(()) => ep.call(req).await.map(IntoResponse::into_response),
             Err(e) => Err(e),
         };

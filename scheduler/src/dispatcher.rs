@@ -25,12 +25,12 @@ use anyhow::Context;
 use shared::{
     config::{CronJob, JobsConfig},
     db::{
-        cron_ticks,
+        batches, bulk, cron_ticks,
         locks::{self, LockKey},
         notifications, webhooks,
     },
     domain::{Channel, NotificationId, TenantId},
-    jobs::{DeliverWebhooks, QueueName, Queues, SendNotifications},
+    jobs::{DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, QueueName, Queues, SendNotifications},
 };
 use sqlx::PgPool;
 
@@ -93,7 +93,9 @@ impl Dispatcher {
         let mut report = SweepReport::default();
         if self.redis_was_reset().await? {
             let n = notifications::forget_dispatched(&self.pool).await?
-                + webhooks::forget_dispatched(&self.pool).await?;
+                + webhooks::forget_dispatched(&self.pool).await?
+                + batches::forget_dispatched(&self.pool).await?
+                + bulk::forget_dispatched(&self.pool).await?;
             if n > 0 {
                 tracing::warn!(
                     rows = n,
@@ -112,6 +114,8 @@ impl Dispatcher {
         let (rows, jobs) = self.dispatch_webhooks().await?;
         report.dispatched += rows;
         report.jobs += jobs;
+        report.jobs += self.dispatch_batch_chunks().await?;
+        report.jobs += self.dispatch_bulk_jobs().await?;
         self.push_unenqueued_ticks().await?;
         if report.recovered > 0 {
             tracing::warn!(
@@ -181,6 +185,63 @@ impl Dispatcher {
             }
         }
         Ok((rows_pushed, jobs_pushed))
+    }
+
+    /// Pushes batch chunks that are not expanded and not in Redis (their push
+    /// failed, or their job was lost), under the `batch_chunk` window.
+    async fn dispatch_batch_chunks(&self) -> anyhow::Result<usize> {
+        let queue = QueueName::BatchChunk;
+        let d = &self.config.dispatcher;
+        let backlog = self.queues.backlog(queue).await?;
+        metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
+        let room = d.high_water_mark.saturating_sub(backlog);
+        if room == 0 {
+            return Ok(0);
+        }
+        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
+        let taken = batches::take_pending_chunks(&self.pool, room, redispatch_after).await?;
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<ExpandBatchChunk> = taken
+            .iter()
+            .map(|&(tenant_id, batch_id, seq)| ExpandBatchChunk {
+                tenant_id,
+                batch_id,
+                seq,
+            })
+            .collect();
+        let count = jobs.len();
+        if let Err(error) = self.queues.push_all(queue, jobs).await {
+            for (tenant_id, batch_id, seq) in taken {
+                batches::release_chunk(&self.pool, tenant_id, batch_id, seq).await?;
+            }
+            return Err(error).context("while pushing batch chunks");
+        }
+        Ok(count)
+    }
+
+    /// Pushes CSV bulk jobs that wait for a parser: never pushed, or whose
+    /// parser stopped committing (it died) for longer than its lease.
+    async fn dispatch_bulk_jobs(&self) -> anyhow::Result<usize> {
+        let queue = QueueName::BulkCsv;
+        let lease = self.config.queue(queue).timeout();
+        let taken = bulk::take_pending(&self.pool, lease, 100).await?;
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<ParseBulkCsv> = taken
+            .iter()
+            .map(|&(tenant_id, job_id)| ParseBulkCsv { tenant_id, job_id })
+            .collect();
+        let count = jobs.len();
+        if let Err(error) = self.queues.push_all(queue, jobs).await {
+            for (tenant_id, id) in taken {
+                bulk::release_dispatch(&self.pool, tenant_id, id).await?;
+            }
+            return Err(error).context("while pushing bulk jobs");
+        }
+        Ok(count)
     }
 
     /// Dispatches the `webhook` queue, one dispatcher at a time.

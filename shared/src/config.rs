@@ -515,6 +515,9 @@ pub struct Settings {
     pub api_addr: SocketAddr,
     /// Largest accepted request body in bytes (`MAX_BODY_BYTES`).
     pub max_body_bytes: usize,
+    /// Largest accepted CSV upload in bytes (`MAX_CSV_BYTES`, default 1 GiB);
+    /// it is streamed, never held in memory.
+    pub max_csv_bytes: u64,
     /// The URL the API is reached at from outside (`PUBLIC_BASE_URL`, no
     /// trailing `/`), which providers sign their callbacks with (Twilio signs
     /// the full URL it calls). `None` when unset: then `http://` and the
@@ -680,6 +683,7 @@ impl Settings {
             jobs,
             api_addr,
             max_body_bytes: num("MAX_BODY_BYTES", 256 * 1024)? as usize,
+            max_csv_bytes: num("MAX_CSV_BYTES", 1024 * 1024 * 1024)?,
             public_base_url,
             metrics_addr,
             email: EmailSettings { transport, from },
@@ -783,7 +787,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

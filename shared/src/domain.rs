@@ -52,6 +52,14 @@ uuid_id!(
     NotificationId
 );
 uuid_id!(
+    /// A batch: recipients a caller streams in numbered chunks.
+    BatchId
+);
+uuid_id!(
+    /// A CSV bulk job: one uploaded file of recipients.
+    BulkJobId
+);
+uuid_id!(
     /// A tenant's API key (its id, never the secret).
     ApiKeyId
 );

@@ -120,3 +120,175 @@ pub async fn record_inbox_events(
     }
     Ok(out)
 }
+
+/// Puts a group of claimed in-app notifications (`(id, attempt)`) into
+/// their subscribers' inboxes in a handful of statements, whatever the
+/// group's size: the subscribers are locked in one order, every row moves to
+/// `sent` with its attempt recorded, and each subscriber gets one
+/// `notification.created` event per new entry and then one
+/// `unread_count.changed` with the count after all of them. Rows whose claim
+/// was lost are skipped. Returns the events to publish after the commit.
+pub async fn deliver_inbox_group(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    claimed: &[(crate::domain::NotificationId, i32)],
+    worker: &str,
+    latency_ms: i32,
+) -> Result<(u64, Vec<Event>), sqlx::Error> {
+    use std::collections::BTreeMap;
+    let ids: Vec<_> = claimed.iter().map(|c| c.0).collect();
+    let attempts: Vec<i32> = claimed.iter().map(|c| c.1).collect();
+    sqlx::query(
+        "select 1 from subscribers where tenant_id = $1 and id in (
+             select subscriber_id from notifications where tenant_id = $1 and id = any($2))
+         order by id for update",
+    )
+    .bind(tenant_id)
+    .bind(&ids)
+    .execute(&mut *tx)
+    .await?;
+    let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(
+        "with moved as (
+             update notifications n
+             set status = 'sent', run_at = now(), dispatched_at = null,
+                 provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
+             from unnest($2::uuid[], $3::int4[]) as c(id, attempt)
+             where n.tenant_id = $1 and n.id = any($2) and n.id = c.id and n.status = 'sending'
+               and n.attempts = c.attempt
+             returning n.id, n.attempts, n.subscriber_id, n.category, n.content, n.read_at,
+                       n.archived_at, n.created_at
+         ), recorded as (
+             insert into delivery_attempts
+                 (tenant_id, notification_id, attempt, outcome, provider, provider_response, latency_ms, worker)
+             select $1, id, attempts, 'sent', 'inapp', 'placed in the inbox', $5, $4 from moved
+         )
+         select subscriber_id, id, category, content, read_at, archived_at, created_at
+         from moved order by subscriber_id, created_at, id",
+    )
+    .bind(tenant_id)
+    .bind(&ids)
+    .bind(&attempts)
+    .bind(worker)
+    .bind(latency_ms)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .map(|r| {
+        (
+            r.subscriber_id,
+            inbox::Item {
+                id: r.id,
+                category: r.category,
+                content: r.content,
+                read_at: r.read_at,
+                archived_at: r.archived_at,
+                created_at: r.created_at,
+            },
+        )
+    })
+    .collect();
+    if moved.is_empty() {
+        return Ok((0, Vec::new()));
+    }
+    let mut per: BTreeMap<SubscriberId, Vec<&inbox::Item>> = BTreeMap::new();
+    for (s, item) in &moved {
+        per.entry(*s).or_default().push(item);
+    }
+    let subscribers: Vec<SubscriberId> = per.keys().copied().collect();
+    let unread: BTreeMap<SubscriberId, i64> = sqlx::query_as::<_, (SubscriberId, i64)>(
+        "select subscriber_id, count(*) from notifications
+         where tenant_id = $1 and subscriber_id = any($2) and channel = 'inapp' and status = 'sent'
+           and deleted_at is null and read_at is null and archived_at is null
+         group by subscriber_id",
+    )
+    .bind(tenant_id)
+    .bind(&subscribers)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+    let counts: Vec<i64> = per.values().map(|items| items.len() as i64 + 1).collect();
+    let ends: BTreeMap<SubscriberId, (i64, String)> =
+        sqlx::query_as::<_, (SubscriberId, i64, String)>(
+            "update subscribers s set event_seq = s.event_seq + c.k
+             from unnest($2::uuid[], $3::int8[]) as c(id, k)
+             where s.tenant_id = $1 and s.id = any($2) and s.id = c.id
+             returning s.id, s.event_seq, s.external_id",
+        )
+        .bind(tenant_id)
+        .bind(&subscribers)
+        .bind(&counts)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|(id, end, subject)| (id, (end, subject)))
+        .collect();
+    let mut rows: Vec<(SubscriberId, i64, &'static str, Value, String)> = Vec::new();
+    for (s, items) in &per {
+        let Some((end, subject)) = ends.get(s) else {
+            continue;
+        };
+        let mut seq = end - items.len() as i64;
+        for item in items {
+            rows.push((
+                *s,
+                seq,
+                "notification.created",
+                entry_view(item),
+                subject.clone(),
+            ));
+            seq += 1;
+        }
+        let count = unread.get(s).copied().unwrap_or(0);
+        rows.push((
+            *s,
+            seq,
+            "unread_count.changed",
+            json!({"unread": count}),
+            subject.clone(),
+        ));
+    }
+    let subs: Vec<SubscriberId> = rows.iter().map(|r| r.0).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.2).collect();
+    let payloads: Vec<&Value> = rows.iter().map(|r| &r.3).collect();
+    let at: DateTime<Utc> = sqlx::query_scalar(
+        "insert into subscriber_events (subscriber_id, seq, tenant_id, kind, payload)
+         select e.subscriber_id, e.seq, $1, e.kind, e.payload
+         from unnest($2::uuid[], $3::int8[], $4::text[], $5::jsonb[]) as e(subscriber_id, seq, kind, payload)
+         returning created_at",
+    )
+    .bind(tenant_id)
+    .bind(&subs)
+    .bind(&seqs)
+    .bind(&kinds)
+    .bind(&payloads)
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .next()
+    .unwrap_or_else(Utc::now);
+    let events = rows
+        .into_iter()
+        .map(|(_, seq, kind, data, subject)| Event {
+            tenant_id,
+            topic: user_topic(&subject),
+            kind: kind.to_owned(),
+            id: Some(seq),
+            data,
+            at,
+        })
+        .collect();
+    Ok((moved.len() as u64, events))
+}
+
+#[derive(sqlx::FromRow)]
+struct MovedRow {
+    subscriber_id: SubscriberId,
+    id: crate::domain::NotificationId,
+    category: Option<String>,
+    content: sqlx::types::Json<Value>,
+    read_at: Option<DateTime<Utc>>,
+    archived_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}

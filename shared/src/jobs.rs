@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     config::CronJob,
-    domain::{Channel, NotificationId, TenantId},
+    domain::{BatchId, BulkJobId, Channel, NotificationId, TenantId},
 };
 
 /// Every queue the workers serve.
@@ -43,6 +43,10 @@ pub enum QueueName {
     Webhook,
     /// Housekeeping started by cron entries.
     Maintenance,
+    /// Batch chunks expanded into notifications.
+    BatchChunk,
+    /// Uploaded CSV files parsed into notifications.
+    BulkCsv,
 }
 
 impl QueueName {
@@ -55,6 +59,8 @@ impl QueueName {
         QueueName::InApp,
         QueueName::Webhook,
         QueueName::Maintenance,
+        QueueName::BatchChunk,
+        QueueName::BulkCsv,
     ];
 
     /// The queue's name.
@@ -67,6 +73,8 @@ impl QueueName {
             QueueName::InApp => "inapp",
             QueueName::Webhook => "webhook",
             QueueName::Maintenance => "maintenance",
+            QueueName::BatchChunk => "batch_chunk",
+            QueueName::BulkCsv => "bulk_csv",
         }
     }
 
@@ -144,6 +152,42 @@ impl Job for DeliverWebhooks {
 
     fn queue(&self) -> QueueName {
         QueueName::Webhook
+    }
+}
+
+/// Expand one chunk of a batch (up to 1,000 recipients) into notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpandBatchChunk {
+    /// Whose batch it is.
+    pub tenant_id: TenantId,
+    /// The batch.
+    pub batch_id: BatchId,
+    /// The chunk's sequence number.
+    pub seq: i32,
+}
+
+impl Job for ExpandBatchChunk {
+    const NAME: &'static str = "ExpandBatchChunk";
+
+    fn queue(&self) -> QueueName {
+        QueueName::BatchChunk
+    }
+}
+
+/// Parse one uploaded CSV file into notifications, from its resume cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParseBulkCsv {
+    /// Whose job it is.
+    pub tenant_id: TenantId,
+    /// The job.
+    pub job_id: BulkJobId,
+}
+
+impl Job for ParseBulkCsv {
+    const NAME: &'static str = "ParseBulkCsv";
+
+    fn queue(&self) -> QueueName {
+        QueueName::BulkCsv
     }
 }
 

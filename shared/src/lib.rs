@@ -17,6 +17,7 @@
 pub mod callbacks;
 pub mod config;
 pub mod crypto;
+pub mod csv_rows;
 pub mod db;
 pub mod domain;
 pub mod events;

@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use shared::jobs::{DeliverWebhooks, QueueName, RunMaintenance, SendNotifications};
+use shared::jobs::{
+    DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, QueueName, RunMaintenance, SendNotifications,
+};
 
 use crate::{WorkerState, jobs};
 
@@ -67,6 +69,24 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     DeliverWebhooks,
                     jobs::deliver_webhooks::handle
+                )
+            }
+            QueueName::BatchChunk => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    ExpandBatchChunk,
+                    jobs::expand_batch_chunk::handle
+                )
+            }
+            QueueName::BulkCsv => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    ParseBulkCsv,
+                    jobs::parse_bulk_csv::handle
                 )
             }
             QueueName::Maintenance => {

@@ -1,5 +1,7 @@
 //! Routes, one module per resource.
 
+pub mod batches;
+pub mod bulk;
 pub mod callbacks;
 pub mod health;
 pub mod inbox;

@@ -1,5 +1,7 @@
 //! The API's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
 
+mod batches;
+mod bulk_csv;
 mod callbacks;
 mod cli;
 mod identity;

@@ -8,6 +8,8 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod batches;
+pub mod bulk;
 pub mod cron_ticks;
 pub mod events;
 pub mod inbox;

@@ -5,5 +5,7 @@
 //! attempts.
 
 pub mod deliver_webhooks;
+pub mod expand_batch_chunk;
 pub mod maintenance;
+pub mod parse_bulk_csv;
 pub mod send_notifications;

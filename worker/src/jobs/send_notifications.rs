@@ -115,6 +115,13 @@ pub async fn handle(
                 "already claimed or finished"
             );
         }
+        let claimed = if job.channel == Channel::InApp
+            && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str())
+        {
+            deliver_inbox_group(&state, job.tenant_id, claimed).await
+        } else {
+            claimed
+        };
         futures::stream::iter(claimed)
             .for_each_concurrent(PARALLEL_SENDS, |row| {
                 let state = state.clone();
@@ -137,6 +144,68 @@ pub async fn handle(
     }
     .instrument(span)
     .await
+}
+
+/// Puts the in-app rows that need no preference check (critical, or their
+/// subscriber has no stored preferences) into the inboxes as one group, in
+/// one transaction of a few statements; returns the others, which go one by
+/// one. On a database error nothing is written: the rows' lease runs out and
+/// the dispatcher puts them back.
+async fn deliver_inbox_group(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    claimed: Vec<Claimed>,
+) -> Vec<Claimed> {
+    let started = Instant::now();
+    let subscribers: Vec<shared::domain::SubscriberId> =
+        claimed.iter().filter_map(|r| r.subscriber_id).collect();
+    let with_prefs = match preferences::with_stored(&state.pool, tenant_id, &subscribers).await {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "cannot read preferences"
+            );
+            return claimed;
+        }
+    };
+    let (fast, slow): (Vec<Claimed>, Vec<Claimed>) = claimed.into_iter().partition(|r| {
+        r.subscriber_id.is_some()
+            && (r.critical || !r.subscriber_id.is_some_and(|s| with_prefs.contains(&s)))
+    });
+    if fast.is_empty() {
+        return slow;
+    }
+    let group: Vec<_> = fast.iter().map(|r| (r.id, r.attempts)).collect();
+    let latency = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    let result = async {
+        let mut tx = state.pool.begin().await?;
+        let done =
+            shared::events::deliver_inbox_group(&mut tx, tenant_id, &group, &state.name, latency)
+                .await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(done)
+    }
+    .await;
+    match result {
+        Ok((sent, events)) => {
+            metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(sent);
+            metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
+                .increment(sent);
+            tracing::info!(sent, "placed in the inboxes");
+            if let Err(error) = shared::events::publish(&state.queues, &events).await {
+                // Connected clients catch up from Postgres when they reconnect.
+                tracing::warn!(%error, "cannot publish inbox events");
+            }
+        }
+        Err(error) => {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "cannot place the group in the inboxes; its lease will run out and it is retried"
+            );
+        }
+    }
+    slow
 }
 
 /// What the subscriber's preferences say about a notification now.

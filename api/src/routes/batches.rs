@@ -1,0 +1,891 @@
+//! Batches under `/api/v1/services/notifications`: a caller streams a large
+//! audience in numbered chunks of up to 1,000 recipients.
+//!
+//! `send-batch` creates the batch (template, channels, default data, and
+//! optionally chunk 0); `send-chunk` adds a chunk; `close` says no more will
+//! come; `cancel` stops everything not yet sent. Each chunk is stored with
+//! its first answer and expanded into notifications by one `batch_chunk`
+//! job; the notifications then go through the channel queues under the
+//! dispatcher's window. A batch is `completed` when it is closed and every
+//! notification is final.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path, Query},
+    payload::Json,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::{
+    db::batches::{self, ChunkAdded, ChunkAnswer, Counts, Created, NewBatch, StoredRecipient},
+    domain::{BatchId, Channel, EmailAddress, NotificationId, NotificationStatus, PhoneNumber},
+    jobs::{ExpandBatchChunk, QueueName},
+};
+
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    body::StrictJson,
+    error::{ApiError, InvalidParam},
+    routes::ApiTags,
+};
+
+/// Most recipients in one chunk.
+pub const MAX_CHUNK: usize = 1_000;
+/// Highest chunk sequence number.
+const MAX_SEQ: i32 = 1_000_000;
+/// Most keys in `defaults`, `metadata` or a recipient's `data`.
+const MAX_KEYS: usize = 50;
+/// Largest `data` of one recipient, as JSON.
+const MAX_DATA_BYTES: usize = 16 * 1024;
+/// Most notifications on one page.
+const MAX_PAGE: u32 = 500;
+
+/// The batch endpoints.
+#[derive(Debug)]
+pub struct BatchesApi;
+
+/// One recipient of a chunk.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct BatchRecipient {
+    /// The user's id at your identity provider. Required for in-app; on the
+    /// other channels it makes the user's preferences apply.
+    pub subscriber_id: Option<String>,
+    /// The email address; required when the batch sends email.
+    pub email: Option<String>,
+    /// The E.164 number; required when the batch sends sms or whatsapp.
+    pub phone: Option<String>,
+    /// Template data for this recipient (a JSON object, at most 50 keys and
+    /// 16 KiB), over the batch's `defaults`.
+    pub data: Option<Value>,
+}
+
+/// A new batch.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct SendBatchRequest {
+    /// The key of one of your templates; every notification is rendered from
+    /// it.
+    pub template: String,
+    /// The channels each recipient gets a notification on (`email`, `sms`,
+    /// `whatsapp`, `inapp`); default: the template's default channels.
+    pub channels: Option<Vec<String>>,
+    /// The locale to render (default: the template's).
+    pub locale: Option<String>,
+    /// Template data every recipient starts from (a JSON object).
+    pub defaults: Option<Value>,
+    /// Your key/value data, copied to every notification (a JSON object).
+    pub metadata: Option<Value>,
+    /// Optionally, the first chunk (sequence number 0): up to 1,000
+    /// recipients.
+    pub recipients: Option<Vec<BatchRecipient>>,
+}
+
+/// One chunk of a batch.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct SendChunkRequest {
+    /// The batch, from `send-batch`.
+    pub batch_id: String,
+    /// The chunk's sequence number, 0 to 1,000,000. Sending the same number
+    /// again is a no-op that returns the first answer.
+    pub seq: i32,
+    /// 1 to 1,000 recipients.
+    pub recipients: Vec<BatchRecipient>,
+}
+
+/// A chunk was accepted.
+#[derive(Debug, Clone, Object)]
+pub struct ChunkAccepted {
+    /// The batch.
+    pub batch_id: String,
+    /// The chunk's sequence number.
+    pub seq: i32,
+    /// Recipients it carried.
+    pub recipients: i32,
+    /// When it was first accepted.
+    pub accepted_at: DateTime<Utc>,
+    /// Where to poll the batch.
+    pub status_url: String,
+}
+
+/// A batch was created.
+#[derive(Debug, Clone, Object)]
+pub struct BatchAccepted {
+    /// Its id.
+    pub batch_id: String,
+    /// `open`.
+    pub status: String,
+    /// Where to poll it.
+    pub status_url: String,
+    /// The first chunk, when the request carried one.
+    pub chunk: Option<ChunkAccepted>,
+}
+
+/// Notifications per status.
+#[derive(Debug, Clone, Default, Object)]
+pub struct StatusCounts {
+    /// Waiting for a worker.
+    pub queued: i64,
+    /// Held back (quiet hours, providers paused).
+    pub deferred: i64,
+    /// Being sent.
+    pub sending: i64,
+    /// Accepted by the provider (in-app: in the inbox).
+    pub sent: i64,
+    /// Reported delivered.
+    pub delivered: i64,
+    /// Reported read.
+    pub read: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// Bounced.
+    pub bounced: i64,
+    /// Ruled out by the subscriber's preferences.
+    pub suppressed: i64,
+    /// Cancelled.
+    pub cancelled: i64,
+}
+
+/// A batch's state.
+#[derive(Debug, Clone, Object)]
+pub struct BatchView {
+    /// Its id.
+    pub id: String,
+    /// `open`, `closed`, `cancelled` or `completed`.
+    pub status: String,
+    /// The template's key.
+    pub template: String,
+    /// The channels.
+    pub channels: Vec<String>,
+    /// Chunks accepted.
+    pub chunks: i64,
+    /// Chunks not yet expanded into notifications.
+    pub chunks_pending: i64,
+    /// Recipients accepted, over every chunk.
+    pub recipients: i64,
+    /// Notifications expected: recipients times channels.
+    pub expected: i64,
+    /// Notifications created so far.
+    pub notifications: i64,
+    /// Notifications in a final status.
+    pub finished: i64,
+    /// `finished / expected`, 0 to 1.
+    pub progress: f64,
+    /// Notifications per status; they add up to `notifications`.
+    pub counts: StatusCounts,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was closed.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// When its last notification finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One notification of a batch.
+#[derive(Debug, Clone, Object)]
+pub struct BatchItem {
+    /// Its id.
+    pub id: String,
+    /// The chunk it came from.
+    pub seq: i32,
+    /// The recipient's place in the chunk.
+    pub index: i32,
+    /// Its channel.
+    pub channel: String,
+    /// Address, number or subscriber id.
+    pub to: String,
+    /// Its status.
+    pub status: String,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A page of a batch's notifications.
+#[derive(Debug, Clone, Object)]
+pub struct BatchItemsPage {
+    /// The notifications, oldest first.
+    pub items: Vec<BatchItem>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Answers to `send-batch`.
+#[derive(Debug, ApiResponse)]
+pub enum SendBatchResponse {
+    /// Created (with its first chunk, if given). With the same
+    /// `Idempotency-Key` and body the first answer is returned again, with
+    /// `Idempotent-Replayed: true`.
+    #[oai(status = 202)]
+    Accepted(
+        Json<BatchAccepted>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+/// Answers to `send-chunk`.
+#[derive(Debug, ApiResponse)]
+pub enum SendChunkResponse {
+    /// Accepted. A chunk number sent before answers its first answer with
+    /// `Idempotent-Replayed: true`.
+    #[oai(status = 202)]
+    Accepted(
+        Json<ChunkAccepted>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+/// Answers with a batch's state.
+#[derive(Debug, ApiResponse)]
+pub enum BatchResponse {
+    /// The batch.
+    #[oai(status = 200)]
+    Ok(Json<BatchView>),
+}
+
+/// Answers with a page of notifications.
+#[derive(Debug, ApiResponse)]
+pub enum ItemsResponse {
+    /// The page.
+    #[oai(status = 200)]
+    Ok(Json<BatchItemsPage>),
+}
+
+fn status_url(id: BatchId) -> String {
+    format!("/api/v1/services/notifications/batches/{id}")
+}
+
+fn batch_id(raw: &str) -> Result<BatchId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("batch"))
+}
+
+fn object(p: &mut Vec<InvalidParam>, name: &str, value: Option<&Value>, max_keys: usize) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(Value::Object(m)) if m.len() > max_keys => {
+            p.push(InvalidParam {
+                name: name.into(),
+                reason: format!("must have at most {max_keys} keys"),
+            });
+            Value::Null
+        }
+        Some(v @ Value::Object(_)) => v.clone(),
+        Some(_) => {
+            p.push(InvalidParam {
+                name: name.into(),
+                reason: "must be a JSON object".into(),
+            });
+            Value::Null
+        }
+    }
+}
+
+fn one_line_ok(s: &str, max: usize) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
+/// Checks a chunk's recipients against the batch's channels, and returns
+/// them normalised (addresses parsed) as they are stored.
+fn recipients(
+    channels: &[Channel],
+    field: &str,
+    given: &[BatchRecipient],
+) -> Result<Vec<StoredRecipient>, ApiError> {
+    let mut p = Vec::new();
+    let add = |p: &mut Vec<InvalidParam>, name: String, reason: &str| {
+        p.push(InvalidParam {
+            name,
+            reason: reason.into(),
+        })
+    };
+    if given.is_empty() || given.len() > MAX_CHUNK {
+        return Err(ApiError::invalid(
+            field,
+            format!("must hold 1 to {MAX_CHUNK} recipients"),
+        ));
+    }
+    let mut out = Vec::with_capacity(given.len());
+    for (i, r) in given.iter().enumerate() {
+        let at = |f: &str| format!("{field}[{i}].{f}");
+        let subscriber_id = match &r.subscriber_id {
+            Some(s) if !one_line_ok(s, 255) => {
+                add(
+                    &mut p,
+                    at("subscriber_id"),
+                    "must be 1 to 255 characters on one line",
+                );
+                None
+            }
+            other => other.clone(),
+        };
+        let email = match &r.email {
+            Some(e) => match EmailAddress::parse(e) {
+                Ok(e) => Some(e.as_str().to_owned()),
+                Err(e) => {
+                    add(&mut p, at("email"), &e.0);
+                    None
+                }
+            },
+            None => None,
+        };
+        let phone = match &r.phone {
+            Some(n) => match PhoneNumber::parse(n) {
+                Ok(n) => Some(n.as_str().to_owned()),
+                Err(e) => {
+                    add(&mut p, at("phone"), &e.0);
+                    None
+                }
+            },
+            None => None,
+        };
+        let data = object(&mut p, &at("data"), r.data.as_ref(), MAX_KEYS);
+        if serde_json::to_vec(&data).map_or(0, |v| v.len()) > MAX_DATA_BYTES {
+            add(&mut p, at("data"), "must be at most 16 KiB as JSON");
+        }
+        for channel in channels {
+            let (missing, name) = match channel {
+                Channel::Email => (r.email.is_none(), "email"),
+                Channel::Sms | Channel::WhatsApp => (r.phone.is_none(), "phone"),
+                Channel::InApp => (r.subscriber_id.is_none(), "subscriber_id"),
+                Channel::Push => (false, ""),
+            };
+            if missing {
+                add(
+                    &mut p,
+                    at(name),
+                    &format!("is required: the batch sends {}", channel.as_str()),
+                );
+            }
+        }
+        out.push(StoredRecipient {
+            subscriber_id,
+            email,
+            phone,
+            data: Some(data).filter(|d| d.as_object().is_some_and(|m| !m.is_empty())),
+        });
+    }
+    if p.is_empty() {
+        Ok(out)
+    } else {
+        Err(ApiError::Invalid(p))
+    }
+}
+
+fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
+    ChunkAccepted {
+        batch_id: id.to_string(),
+        seq,
+        recipients: answer.recipients,
+        accepted_at: answer.accepted_at,
+        status_url: status_url(id),
+    }
+}
+
+/// Stores a chunk in `tx` and commits; pushes its job if it is new.
+async fn add_chunk(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant_id: shared::domain::TenantId,
+    id: BatchId,
+    seq: i32,
+    stored: &[StoredRecipient],
+) -> Result<(ChunkAnswer, bool), ApiError> {
+    let json = serde_json::to_value(stored).map_err(anyhow::Error::from)?;
+    let hash = Sha256::digest(serde_json::to_vec(&json).unwrap_or_default()).to_vec();
+    let added = batches::add_chunk(
+        &mut tx,
+        tenant_id,
+        id,
+        seq,
+        &json,
+        stored.len() as i32,
+        &hash,
+    )
+    .await?;
+    tx.commit().await?;
+    match added {
+        ChunkAdded::New(answer) => {
+            let job = ExpandBatchChunk {
+                tenant_id,
+                batch_id: id,
+                seq,
+            };
+            let pushed = state.window.reserve(QueueName::BatchChunk).await
+                && match state.queues.push(job).await {
+                    Ok(()) => true,
+                    Err(error) => {
+                        tracing::warn!(%error, "chunk stored in Postgres only; the dispatcher will push it");
+                        false
+                    }
+                };
+            if !pushed {
+                batches::release_chunk(&state.pool, tenant_id, id, seq).await?;
+            }
+            metrics::counter!("batch_chunks_accepted_total").increment(1);
+            Ok((answer, false))
+        }
+        ChunkAdded::Existing {
+            answer,
+            same_request: true,
+        } => Ok((answer, true)),
+        ChunkAdded::Existing {
+            same_request: false,
+            ..
+        } => Err(ApiError::Conflict(format!(
+            "chunk {seq} was already accepted with different recipients"
+        ))),
+        ChunkAdded::NotOpen(status) => Err(ApiError::Conflict(format!(
+            "the batch is {status} and takes no more chunks"
+        ))),
+        ChunkAdded::NotFound => Err(ApiError::NotFound("batch")),
+    }
+}
+
+impl StatusCounts {
+    /// From `(status, count)` rows.
+    pub fn from_rows(rows: &[(String, i64)]) -> Self {
+        let mut by = StatusCounts::default();
+        for (status, n) in rows {
+            let slot = match status.as_str() {
+                "queued" => &mut by.queued,
+                "deferred" => &mut by.deferred,
+                "sending" => &mut by.sending,
+                "sent" => &mut by.sent,
+                "delivered" => &mut by.delivered,
+                "read" => &mut by.read,
+                "failed" => &mut by.failed,
+                "bounced" => &mut by.bounced,
+                "suppressed" => &mut by.suppressed,
+                _ => &mut by.cancelled,
+            };
+            *slot += n;
+        }
+        by
+    }
+}
+
+fn view(batch: batches::Batch, counts: &Counts) -> BatchView {
+    let by = StatusCounts::from_rows(&counts.by_status);
+    let expected = counts.recipients * batch.channels.len() as i64;
+    let finished = counts.finished();
+    BatchView {
+        id: batch.id.to_string(),
+        status: batch.status,
+        template: batch.template_key,
+        channels: batch.channels,
+        chunks: counts.chunks,
+        chunks_pending: counts.chunks_pending,
+        recipients: counts.recipients,
+        expected,
+        notifications: counts.notifications(),
+        finished,
+        progress: if expected == 0 {
+            0.0
+        } else {
+            finished as f64 / expected as f64
+        },
+        counts: by,
+        created_at: batch.created_at,
+        closed_at: batch.closed_at,
+        cancelled_at: batch.cancelled_at,
+        completed_at: batch.completed_at,
+        updated_at: batch.updated_at,
+    }
+}
+
+/// Reads a batch with its counts (completing it when it is due).
+async fn load(
+    state: &AppState,
+    tenant_id: shared::domain::TenantId,
+    id: BatchId,
+) -> Result<BatchView, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    if batches::get(&mut *conn, tenant_id, id).await?.is_none() {
+        return Err(ApiError::NotFound("batch"));
+    }
+    let (counts, _) = batches::counts(&mut conn, tenant_id, id).await?;
+    let batch = batches::get(&mut *conn, tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("batch"))?;
+    Ok(view(batch, &counts))
+}
+
+fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(k) if k.is_empty() || k.len() > 255 => Err(ApiError::BadHeader(
+            "Idempotency-Key",
+            "must be 1 to 255 characters",
+        )),
+        Some(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => Err(ApiError::BadHeader(
+            "Idempotency-Key",
+            "must be printable ASCII without spaces",
+        )),
+        Some(k) => Ok(Some(k)),
+    }
+}
+
+#[OpenApi(
+    prefix_path = "/api/v1/services/notifications",
+    tag = "ApiTags::Notifications"
+)]
+impl BatchesApi {
+    /// Create a batch: the template, the channels, default data and,
+    /// optionally, the first chunk (sequence number 0). Add chunks with
+    /// `send-chunk`, then `close` the batch. `Idempotency-Key` makes retries
+    /// safe.
+    #[oai(
+        path = "/send-batch",
+        method = "post",
+        operation_id = "notifications.send_batch"
+    )]
+    async fn send_batch(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
+        body: StrictJson<SendBatchRequest>,
+    ) -> Result<SendBatchResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let key = idempotency_key(key.0)?;
+        let req = &body.0;
+        let mut p = Vec::new();
+        if !one_line_ok(&req.template, 100) {
+            p.push(InvalidParam {
+                name: "template".into(),
+                reason: "must be a template key".into(),
+            });
+        }
+        if let Some(locale) = &req.locale
+            && !(1..=35).contains(&locale.len())
+        {
+            p.push(InvalidParam {
+                name: "locale".into(),
+                reason: "must be a locale such as `en-US`".into(),
+            });
+        }
+        let defaults = object(&mut p, "defaults", req.defaults.as_ref(), MAX_KEYS);
+        let metadata = object(&mut p, "metadata", req.metadata.as_ref(), MAX_KEYS);
+        let mut channels = Vec::new();
+        if req.channels.as_ref().is_some_and(Vec::is_empty) {
+            p.push(InvalidParam {
+                name: "channels".into(),
+                reason: "must not be empty".into(),
+            });
+        }
+        for (i, c) in req.channels.iter().flatten().enumerate() {
+            let name = format!("channels[{i}]");
+            match Channel::parse(c) {
+                Some(Channel::Push) => p.push(InvalidParam {
+                    name,
+                    reason: "push is not offered for batches: devices belong to subscribers; send per subscriber".into(),
+                }),
+                Some(c) if !channels.contains(&c) => channels.push(c),
+                Some(_) => p.push(InvalidParam { name, reason: "is listed twice".into() }),
+                None => p.push(InvalidParam { name, reason: format!("`{c}` is not a channel") }),
+            }
+        }
+        if !p.is_empty() {
+            return Err(ApiError::Invalid(p));
+        }
+        let template = shared::db::templates::get_by_key(&state.pool, tenant_id, &req.template)
+            .await?
+            .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
+            .template;
+        if channels.is_empty() {
+            channels = template
+                .default_channels()
+                .iter()
+                .copied()
+                .filter(|c| *c != Channel::Push)
+                .collect();
+            if channels.is_empty() {
+                return Err(ApiError::invalid(
+                    "channels",
+                    "the template's default channels are push only; name the channels",
+                ));
+            }
+        }
+        let first = req
+            .recipients
+            .as_deref()
+            .map(|r| recipients(&channels, "recipients", r))
+            .transpose()?;
+        let hash = key
+            .as_ref()
+            .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
+        let mut tx = state.pool.begin().await?;
+        let created = batches::create(
+            &mut tx,
+            tenant_id,
+            NewBatch {
+                template_key: &req.template,
+                channels: &channels,
+                locale: req.locale.as_deref(),
+                defaults,
+                metadata,
+                idempotency: key.as_deref().zip(hash),
+            },
+        )
+        .await?;
+        let (id, replayed) = match created {
+            Created::New(id) => (id, false),
+            Created::Existing {
+                id,
+                same_request: true,
+            } => (id, true),
+            Created::Existing {
+                same_request: false,
+                ..
+            } => return Err(ApiError::IdempotencyKeyReused),
+        };
+        let chunk = match &first {
+            Some(stored) => {
+                let (answer, _) = add_chunk(&state, tx, tenant_id, id, 0, stored).await?;
+                Some(chunk_accepted(id, 0, answer))
+            }
+            None => {
+                tx.commit().await?;
+                None
+            }
+        };
+        if !replayed {
+            tracing::info!(batch_id = %id, "batch created");
+        }
+        let status = batches::get(&state.pool, tenant_id, id)
+            .await?
+            .map(|b| b.status)
+            .unwrap_or_default();
+        Ok(SendBatchResponse::Accepted(
+            Json(BatchAccepted {
+                batch_id: id.to_string(),
+                status,
+                status_url: status_url(id),
+                chunk,
+            }),
+            status_url(id),
+            replayed.then(|| "true".to_owned()),
+        ))
+    }
+
+    /// Add one chunk (up to 1,000 recipients) to an open batch. The same
+    /// sequence number again is a no-op that returns the first answer (409
+    /// if its recipients differ); a new chunk after the batch is closed or
+    /// cancelled answers 409.
+    #[oai(
+        path = "/send-chunk",
+        method = "post",
+        operation_id = "notifications.send_chunk"
+    )]
+    async fn send_chunk(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        body: StrictJson<SendChunkRequest>,
+    ) -> Result<SendChunkResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let req = &body.0;
+        let id = batch_id(&req.batch_id)?;
+        if !(0..=MAX_SEQ).contains(&req.seq) {
+            return Err(ApiError::invalid("seq", format!("must be 0 to {MAX_SEQ}")));
+        }
+        let batch = batches::get(&state.pool, tenant_id, id)
+            .await?
+            .ok_or(ApiError::NotFound("batch"))?;
+        let channels: Vec<Channel> = batch
+            .channels
+            .iter()
+            .filter_map(|c| Channel::parse(c))
+            .collect();
+        let stored = recipients(&channels, "recipients", &req.recipients)?;
+        let tx = state.pool.begin().await?;
+        let (answer, replayed) = add_chunk(&state, tx, tenant_id, id, req.seq, &stored).await?;
+        Ok(SendChunkResponse::Accepted(
+            Json(chunk_accepted(id, req.seq, answer)),
+            status_url(id),
+            replayed.then(|| "true".to_owned()),
+        ))
+    }
+
+    /// Close a batch: no more chunks. It becomes `completed` once every
+    /// notification is final. Closing a closed batch is a no-op; a
+    /// cancelled or completed one answers 409.
+    #[oai(
+        path = "/batches/:id/close",
+        method = "post",
+        operation_id = "notifications.close_batch"
+    )]
+    async fn close(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<BatchResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let id = batch_id(&id.0)?;
+        let mut conn = state.pool.acquire().await?;
+        match batches::close(&mut conn, tenant_id, id).await? {
+            batches::Transition::Done => tracing::info!(batch_id = %id, "batch closed"),
+            batches::Transition::Refused(s) if s == "closed" => {}
+            batches::Transition::Refused(s) => {
+                return Err(ApiError::Conflict(format!(
+                    "the batch is {s} and cannot be closed"
+                )));
+            }
+            batches::Transition::NotFound => return Err(ApiError::NotFound("batch")),
+        }
+        drop(conn);
+        Ok(BatchResponse::Ok(Json(load(&state, tenant_id, id).await?)))
+    }
+
+    /// Cancel a batch: every notification not yet sent is `cancelled`, and
+    /// chunks not yet expanded become cancelled notifications. Ones a
+    /// worker is sending right now finish. Cancelling a cancelled batch is a
+    /// no-op; a completed one answers 409.
+    #[oai(
+        path = "/batches/:id/cancel",
+        method = "post",
+        operation_id = "notifications.cancel_batch"
+    )]
+    async fn cancel(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<BatchResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let id = batch_id(&id.0)?;
+        let mut tx = state.pool.begin().await?;
+        let (done, cancelled) = batches::cancel(&mut tx, tenant_id, id).await?;
+        tx.commit().await?;
+        match done {
+            batches::Transition::Done => {
+                tracing::info!(batch_id = %id, cancelled, "batch cancelled")
+            }
+            batches::Transition::Refused(s) if s == "cancelled" => {}
+            batches::Transition::Refused(s) => {
+                return Err(ApiError::Conflict(format!(
+                    "the batch is {s} and cannot be cancelled"
+                )));
+            }
+            batches::Transition::NotFound => return Err(ApiError::NotFound("batch")),
+        }
+        Ok(BatchResponse::Ok(Json(load(&state, tenant_id, id).await?)))
+    }
+
+    /// Read a batch: its state, counts per status, progress and timestamps.
+    #[oai(
+        path = "/batches/:id",
+        method = "get",
+        operation_id = "notifications.get_batch"
+    )]
+    async fn get(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<BatchResponse, ApiError> {
+        let id = batch_id(&id.0)?;
+        Ok(BatchResponse::Ok(Json(
+            load(&state, auth.0.tenant_id, id).await?,
+        )))
+    }
+
+    /// List a batch's notifications, oldest first, by cursor; optionally of
+    /// one status.
+    #[oai(
+        path = "/batches/:id/notifications",
+        method = "get",
+        operation_id = "notifications.list_batch"
+    )]
+    async fn list(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        id: Path<String>,
+        /// Only this status.
+        status: Query<Option<String>>,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Notifications per page, 1 to 500 (default 100).
+        limit: Query<Option<u32>>,
+    ) -> Result<ItemsResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let id = batch_id(&id.0)?;
+        let limit = limit.0.unwrap_or(100);
+        if !(1..=MAX_PAGE).contains(&limit) {
+            return Err(ApiError::invalid(
+                "limit",
+                format!("must be 1 to {MAX_PAGE}"),
+            ));
+        }
+        let status = match status.0.as_deref() {
+            None => None,
+            Some(s) => Some(
+                NotificationStatus::ALL
+                    .iter()
+                    .copied()
+                    .find(|st| st.as_str() == s)
+                    .ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not a status")))?,
+            ),
+        };
+        let after =
+            match cursor.0.as_deref() {
+                None => None,
+                Some(c) => Some(c.parse::<NotificationId>().map_err(|_| {
+                    ApiError::invalid("cursor", "is not a cursor this API returned")
+                })?),
+            };
+        if batches::get(&state.pool, tenant_id, id).await?.is_none() {
+            return Err(ApiError::NotFound("batch"));
+        }
+        let mut items = batches::notifications(
+            &state.pool,
+            tenant_id,
+            id,
+            status,
+            after,
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|i| i.id.to_string())
+        } else {
+            None
+        };
+        Ok(ItemsResponse::Ok(Json(BatchItemsPage {
+            items: items
+                .into_iter()
+                .map(|i| BatchItem {
+                    id: i.id.to_string(),
+                    seq: i.seq,
+                    index: i.index,
+                    channel: i.channel.as_str().into(),
+                    to: i.recipient,
+                    status: i.status.as_str().into(),
+                    last_error: i.last_error,
+                    created_at: i.created_at,
+                    updated_at: i.updated_at,
+                })
+                .collect(),
+            next_cursor,
+        })))
+    }
+}

@@ -1,0 +1,626 @@
+//! CSV bulk jobs under `/api/v1/services/notifications/bulk`: an uploaded
+//! file of recipients, one notification per valid row and channel.
+//!
+//! The upload (multipart: `template`, optional `channels` and `locale`,
+//! `mapping`, then `file` last) is streamed into Postgres in 1 MiB parts as
+//! it arrives, never held whole in memory, and refused with 413 once it
+//! passes `MAX_CSV_BYTES`. A `bulk_csv` job on any worker then parses it
+//! (see `worker/src/jobs/parse_bulk_csv.rs`). Invalid rows are recorded with
+//! their row, column and reason and do not stop valid ones; a file-level
+//! error fails the job and sends nothing.
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use poem::web::{Data, Field, Multipart};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::Path,
+    payload::{Binary, Json},
+};
+use shared::{
+    db::bulk::{self, Mapping, NewJob, PART_BYTES},
+    domain::{BulkJobId, Channel},
+    jobs::ParseBulkCsv,
+};
+use tokio::io::AsyncReadExt;
+
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    error::ApiError,
+    routes::{ApiTags, batches::StatusCounts},
+};
+
+/// The upload's path; the edge middleware lets its body stream.
+pub const UPLOAD_PATH: &str = "/api/v1/services/notifications/bulk/csv";
+/// Largest text field of the upload form.
+const MAX_FIELD_BYTES: u64 = 64 * 1024;
+/// Row errors read from Postgres at a time for the download.
+const ERROR_PAGE: i64 = 5_000;
+
+/// The bulk endpoints.
+#[derive(Debug)]
+pub struct BulkApi;
+
+/// An upload was accepted.
+#[derive(Debug, Clone, Object)]
+pub struct BulkAccepted {
+    /// The job's id.
+    pub job_id: String,
+    /// `queued`.
+    pub status: String,
+    /// Bytes received.
+    pub size_bytes: i64,
+    /// Where to poll it.
+    pub status_url: String,
+}
+
+/// A bulk job's state.
+#[derive(Debug, Clone, Object)]
+pub struct BulkView {
+    /// Its id.
+    pub id: String,
+    /// `queued`, `parsing`, `sending`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Why it failed (a file-level error); nothing was sent.
+    pub failure: Option<String>,
+    /// The template's key.
+    pub template: String,
+    /// The channels.
+    pub channels: Vec<String>,
+    /// The uploaded file's name.
+    pub file_name: Option<String>,
+    /// The file's size.
+    pub size_bytes: i64,
+    /// Bytes parsed so far.
+    pub bytes_read: i64,
+    /// Rows read (after the header).
+    pub rows_read: i64,
+    /// Valid rows: each becomes a notification per channel.
+    pub rows_valid: i64,
+    /// Invalid rows (see `errors_url`).
+    pub rows_invalid: i64,
+    /// Rows repeating an earlier recipient: reported, sent once.
+    pub rows_duplicate: i64,
+    /// Notifications created.
+    pub notifications: i64,
+    /// Notifications per status.
+    pub counts: StatusCounts,
+    /// Parsing progress, 0 to 1.
+    pub parse_progress: f64,
+    /// Sending progress (final notifications over all), 0 to 1.
+    pub send_progress: f64,
+    /// The invalid rows as CSV.
+    pub errors_url: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When parsing finished.
+    pub parsed_at: Option<DateTime<Utc>>,
+    /// When the last notification finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// When it failed.
+    pub failed_at: Option<DateTime<Utc>>,
+}
+
+/// Answers to an upload.
+#[derive(Debug, ApiResponse)]
+pub enum UploadResponse {
+    /// Stored and queued for parsing.
+    #[oai(status = 202)]
+    Accepted(Json<BulkAccepted>, #[oai(header = "Location")] String),
+}
+
+/// Answers with a job's state.
+#[derive(Debug, ApiResponse)]
+pub enum BulkResponse {
+    /// The job.
+    #[oai(status = 200)]
+    Ok(Json<BulkView>),
+}
+
+/// Answers with the errors file.
+#[derive(Debug, ApiResponse)]
+pub enum ErrorsResponse {
+    /// `row,column,reason,value`; row 1 is the first row after the header.
+    #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
+    Csv(
+        Binary<poem::Body>,
+        #[oai(header = "Content-Disposition")] String,
+    ),
+}
+
+fn job_id(raw: &str) -> Result<BulkJobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::NotFound("bulk job"))
+}
+
+fn status_url(id: BulkJobId) -> String {
+    format!("/api/v1/services/notifications/bulk/{id}")
+}
+
+/// Reads a small text field, bounded.
+async fn text(field: Field, name: &str) -> Result<String, ApiError> {
+    let mut buf = Vec::new();
+    field
+        .into_async_read()
+        .take(MAX_FIELD_BYTES + 1)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| ApiError::invalid(name, format!("cannot be read: {e}")))?;
+    if buf.len() as u64 > MAX_FIELD_BYTES {
+        return Err(ApiError::invalid(name, "must be at most 64 KiB"));
+    }
+    String::from_utf8(buf).map_err(|_| ApiError::invalid(name, "must be UTF-8 text"))
+}
+
+/// The form's fields before the file, checked.
+struct Form {
+    template: String,
+    channels: Vec<Channel>,
+    locale: Option<String>,
+    mapping: Mapping,
+}
+
+async fn form(
+    state: &AppState,
+    tenant_id: shared::domain::TenantId,
+    fields: Vec<(String, String)>,
+) -> Result<Form, ApiError> {
+    let mut template = None;
+    let mut channels_raw = None;
+    let mut locale = None;
+    let mut mapping_raw = None;
+    for (name, value) in fields {
+        let slot = match name.as_str() {
+            "template" => &mut template,
+            "channels" => &mut channels_raw,
+            "locale" => &mut locale,
+            "mapping" => &mut mapping_raw,
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "is not a field of this form (template, channels, locale, mapping, file)",
+                ));
+            }
+        };
+        if slot.replace(value).is_some() {
+            return Err(ApiError::invalid(name, "is given twice"));
+        }
+    }
+    let template = template.ok_or_else(|| ApiError::invalid("template", "is required"))?;
+    let stored = shared::db::templates::get_by_key(&state.pool, tenant_id, template.trim())
+        .await?
+        .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
+        .template;
+    let mut channels = Vec::new();
+    match &channels_raw {
+        Some(raw) => {
+            for c in raw.split(',').map(str::trim) {
+                match Channel::parse(c) {
+                    Some(Channel::Push) => {
+                        return Err(ApiError::invalid(
+                            "channels",
+                            "push is not offered for bulk jobs: devices belong to subscribers",
+                        ));
+                    }
+                    Some(c) if !channels.contains(&c) => channels.push(c),
+                    Some(_) => {
+                        return Err(ApiError::invalid(
+                            "channels",
+                            format!("`{c}` is listed twice"),
+                        ));
+                    }
+                    None => {
+                        return Err(ApiError::invalid(
+                            "channels",
+                            format!("`{c}` is not a channel"),
+                        ));
+                    }
+                }
+            }
+        }
+        None => {
+            channels = stored
+                .default_channels()
+                .iter()
+                .copied()
+                .filter(|c| *c != Channel::Push)
+                .collect();
+        }
+    }
+    if channels.is_empty() {
+        return Err(ApiError::invalid(
+            "channels",
+            "must name at least one channel",
+        ));
+    }
+    if let Some(l) = &locale
+        && !(1..=35).contains(&l.len())
+    {
+        return Err(ApiError::invalid(
+            "locale",
+            "must be a locale such as `en-US`",
+        ));
+    }
+    let mapping_raw = mapping_raw.ok_or_else(|| ApiError::invalid("mapping", "is required"))?;
+    let mapping: Mapping = serde_json::from_str(&mapping_raw)
+        .map_err(|e| ApiError::invalid("mapping", format!("is not a valid mapping: {e}")))?;
+    for column in mapping.columns() {
+        if column.is_empty() || column.chars().count() > 200 {
+            return Err(ApiError::invalid(
+                "mapping",
+                "column names must be 1 to 200 characters",
+            ));
+        }
+    }
+    if mapping.data.len() > 50 {
+        return Err(ApiError::invalid(
+            "mapping",
+            "`data` maps at most 50 variables",
+        ));
+    }
+    for channel in &channels {
+        if mapping.column_for(*channel).is_none() {
+            let key = match channel {
+                Channel::Email => "email",
+                Channel::InApp => "subscriber_id",
+                _ => "phone",
+            };
+            return Err(ApiError::invalid(
+                "mapping",
+                format!(
+                    "`{key}` must name a column: the job sends {}",
+                    channel.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(Form {
+        template: template.trim().to_owned(),
+        channels,
+        locale,
+        mapping,
+    })
+}
+
+/// Escapes a cell for the errors file: a leading `=`, `+`, `-`, `@`, tab or
+/// carriage return gets a `'` so a spreadsheet shows it as text instead of
+/// running it as a formula; then CSV quoting.
+pub fn csv_cell(value: &str) -> String {
+    let guarded = match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
+        _ => value.to_owned(),
+    };
+    if guarded.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", guarded.replace('"', "\"\""))
+    } else {
+        guarded
+    }
+}
+
+fn view(job: bulk::Job, counts: &[(String, i64)]) -> BulkView {
+    let by = StatusCounts::from_rows(counts);
+    let notifications: i64 = counts.iter().map(|(_, n)| n).sum();
+    let finished: i64 = counts
+        .iter()
+        .filter(|(s, _)| shared::db::batches::FINAL.contains(&s.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let parse_progress = match job.status.as_str() {
+        "sending" | "completed" => 1.0,
+        _ if job.size_bytes > 0 => job.cursor_offset as f64 / job.size_bytes as f64,
+        _ => 0.0,
+    };
+    BulkView {
+        id: job.id.to_string(),
+        errors_url: format!("{}/errors", status_url(job.id)),
+        status: job.status,
+        failure: job.failure,
+        template: job.template_key,
+        channels: job.channels,
+        file_name: job.file_name,
+        size_bytes: job.size_bytes,
+        bytes_read: job.cursor_offset,
+        rows_read: job.rows_read,
+        rows_valid: job.rows_valid,
+        rows_invalid: job.rows_invalid,
+        rows_duplicate: job.rows_duplicate,
+        notifications,
+        counts: by,
+        parse_progress,
+        send_progress: if notifications == 0 {
+            0.0
+        } else {
+            finished as f64 / notifications as f64
+        },
+        created_at: job.created_at,
+        parsed_at: job.parsed_at,
+        completed_at: job.completed_at,
+        cancelled_at: job.cancelled_at,
+        failed_at: job.failed_at,
+    }
+}
+
+async fn load(
+    state: &AppState,
+    tenant_id: shared::domain::TenantId,
+    id: BulkJobId,
+) -> Result<BulkView, ApiError> {
+    let mut conn = state.pool.acquire().await?;
+    let (job, counts) = bulk::get(&mut conn, tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("bulk job"))?;
+    Ok(view(job, &counts))
+}
+
+/// Streams the file field into parts; the job is discarded on any error.
+async fn store_file(state: &AppState, id: BulkJobId, field: Field) -> Result<u64, ApiError> {
+    let mut reader = field.into_async_read();
+    let mut buf = vec![0u8; PART_BYTES];
+    let mut total: u64 = 0;
+    let mut part = 0;
+    loop {
+        let mut filled = 0;
+        while filled < PART_BYTES {
+            let n = reader
+                .read(&mut buf[filled..])
+                .await
+                .map_err(|e| ApiError::invalid("file", format!("the upload broke off: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        total += filled as u64;
+        if total > state.max_csv_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "the file is larger than {} bytes",
+                state.max_csv_bytes
+            )));
+        }
+        if filled == 0 {
+            return Ok(total);
+        }
+        bulk::put_part(&state.pool, id, part, &buf[..filled]).await?;
+        part += 1;
+        if filled < PART_BYTES {
+            return Ok(total);
+        }
+    }
+}
+
+#[OpenApi(
+    prefix_path = "/api/v1/services/notifications",
+    tag = "ApiTags::Notifications"
+)]
+impl BulkApi {
+    /// Upload a CSV of recipients (`multipart/form-data`): `template` (a
+    /// template key), optional `channels` (comma-separated; default: the
+    /// template's), optional `locale`, `mapping` (JSON: `{"email": "Email",
+    /// "phone": "Mobile", "subscriber_id": "Patient ID", "data": {"name":
+    /// "First name"}}`: which column holds each recipient and feeds each
+    /// template variable), then `file` last. The first row must name the
+    /// columns; a UTF-8 BOM is fine. At most `MAX_CSV_BYTES` (1 GiB by
+    /// default; 413 above). Answers 202 with the job to poll.
+    #[oai(
+        path = "/bulk/csv",
+        method = "post",
+        operation_id = "notifications.bulk_csv"
+    )]
+    async fn upload(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        mut multipart: Multipart,
+    ) -> Result<UploadResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let bad_form = |e: poem::error::ParseMultipartError| {
+            ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
+        };
+        let mut fields = Vec::new();
+        let file = loop {
+            let Some(field) = multipart.next_field().await.map_err(bad_form)? else {
+                return Err(ApiError::invalid("file", "is required (as the last field)"));
+            };
+            let name = field.name().unwrap_or_default().to_owned();
+            if name == "file" {
+                break field;
+            }
+            if fields.len() >= 8 {
+                return Err(ApiError::invalid(name, "too many fields"));
+            }
+            let value = text(field, &name).await?;
+            fields.push((name, value));
+        };
+        let file_name = file.file_name().map(|n| {
+            n.chars()
+                .filter(|c| !c.is_control())
+                .take(255)
+                .collect::<String>()
+        });
+        let form = form(&state, tenant_id, fields).await?;
+        let mapping = serde_json::to_value(&form.mapping).map_err(anyhow::Error::from)?;
+        let id = bulk::create(
+            &state.pool,
+            tenant_id,
+            NewJob {
+                template_key: &form.template,
+                channels: &form.channels,
+                locale: form.locale.as_deref(),
+                mapping,
+                file_name: file_name.as_deref(),
+            },
+        )
+        .await?;
+        let stored = async {
+            let size = store_file(&state, id, file).await?;
+            if size == 0 {
+                return Err(ApiError::invalid("file", "is empty"));
+            }
+            if multipart.next_field().await.map_err(bad_form)?.is_some() {
+                return Err(ApiError::invalid("file", "must be the last field"));
+            }
+            Ok(size)
+        }
+        .await;
+        let size = match stored {
+            Ok(size) => size,
+            Err(e) => {
+                bulk::discard(&state.pool, tenant_id, id).await?;
+                return Err(e);
+            }
+        };
+        bulk::finish_upload(&state.pool, tenant_id, id, size).await?;
+        if let Err(error) = state
+            .queues
+            .push(ParseBulkCsv {
+                tenant_id,
+                job_id: id,
+            })
+            .await
+        {
+            tracing::warn!(%error, "bulk job stored in Postgres only; the dispatcher will push it");
+            bulk::release_dispatch(&state.pool, tenant_id, id).await?;
+        }
+        tracing::info!(bulk_job_id = %id, size, "CSV upload stored");
+        metrics::counter!("bulk_csv_bytes_received_total").increment(size);
+        Ok(UploadResponse::Accepted(
+            Json(BulkAccepted {
+                job_id: id.to_string(),
+                status: "queued".into(),
+                size_bytes: size as i64,
+                status_url: status_url(id),
+            }),
+            status_url(id),
+        ))
+    }
+
+    /// Read a bulk job: state, rows read, valid, invalid and duplicate
+    /// counts, notifications per status, and progress.
+    #[oai(
+        path = "/bulk/:job_id",
+        method = "get",
+        operation_id = "notifications.get_bulk"
+    )]
+    async fn get(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        job_id: Path<String>,
+    ) -> Result<BulkResponse, ApiError> {
+        let id = self::job_id(&job_id.0)?;
+        Ok(BulkResponse::Ok(Json(
+            load(&state, auth.0.tenant_id, id).await?,
+        )))
+    }
+
+    /// Download the invalid and duplicate rows as CSV: `row,column,reason,value`.
+    /// Cells that a spreadsheet would run as a formula are escaped.
+    #[oai(
+        path = "/bulk/:job_id/errors",
+        method = "get",
+        operation_id = "notifications.bulk_errors"
+    )]
+    async fn errors(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        job_id: Path<String>,
+    ) -> Result<ErrorsResponse, ApiError> {
+        let id = self::job_id(&job_id.0)?;
+        let mut conn = state.pool.acquire().await?;
+        if bulk::get(&mut conn, auth.0.tenant_id, id).await?.is_none() {
+            return Err(ApiError::NotFound("bulk job"));
+        }
+        drop(conn);
+        let pool = state.pool.clone();
+        let header = futures::stream::once(async {
+            Ok::<_, std::io::Error>("row,column,reason,value\n".to_owned())
+        });
+        let pages = futures::stream::unfold(Some((0i64, -1i16)), move |after| {
+            let pool = pool.clone();
+            async move {
+                let after = after?;
+                match bulk::errors(&pool, id, after, ERROR_PAGE).await {
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let next = rows.last().map(|r| (r.0, r.1));
+                        let mut out = String::new();
+                        for (row, _, column, reason, value) in &rows {
+                            out.push_str(&format!(
+                                "{row},{},{},{}\n",
+                                csv_cell(column),
+                                csv_cell(reason),
+                                csv_cell(value.as_deref().unwrap_or_default())
+                            ));
+                        }
+                        let next = if rows.len() < ERROR_PAGE as usize {
+                            None
+                        } else {
+                            next
+                        };
+                        Some((Ok(out), next))
+                    }
+                    Err(e) => Some((Err(std::io::Error::other(e)), None)),
+                }
+            }
+        });
+        let body = poem::Body::from_bytes_stream(header.chain(pages));
+        Ok(ErrorsResponse::Csv(
+            Binary(body),
+            format!("attachment; filename=\"bulk-{id}-errors.csv\""),
+        ))
+    }
+
+    /// Cancel a bulk job: parsing stops, and every notification not yet sent
+    /// is cancelled. A cancelled job answers as it is; a completed or failed
+    /// one answers 409.
+    #[oai(
+        path = "/bulk/:job_id/cancel",
+        method = "post",
+        operation_id = "notifications.cancel_bulk"
+    )]
+    async fn cancel(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        job_id: Path<String>,
+    ) -> Result<BulkResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let id = self::job_id(&job_id.0)?;
+        let mut tx = state.pool.begin().await?;
+        let done = bulk::cancel(&mut tx, tenant_id, id).await?;
+        tx.commit().await?;
+        match done {
+            bulk::Cancelled::Done(n) => {
+                tracing::info!(bulk_job_id = %id, cancelled = n, "bulk job cancelled")
+            }
+            bulk::Cancelled::Refused(s) if s == "cancelled" => {}
+            bulk::Cancelled::Refused(s) => {
+                return Err(ApiError::Conflict(format!(
+                    "the bulk job is {s} and cannot be cancelled"
+                )));
+            }
+            bulk::Cancelled::NotFound => return Err(ApiError::NotFound("bulk job")),
+        }
+        Ok(BulkResponse::Ok(Json(load(&state, tenant_id, id).await?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_are_escaped() {
+        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-2"), "'-2");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\rx"), "\"'\rx\"");
+        assert_eq!(csv_cell("plain"), "plain");
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    }
+}

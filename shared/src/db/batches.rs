@@ -1,0 +1,725 @@
+//! Batches, their chunks, and the notifications chunks expand into.
+//!
+//! ```text
+//! open ──close──▶ closed ──every notification final──▶ completed
+//!   └──────┴──cancel──▶ cancelled  (everything not yet sent is cancelled)
+//! ```
+//!
+//! A chunk row keeps the first answer: a repeated chunk number finds it and
+//! creates nothing. Expansion ([`expand`]) inserts every notification of a
+//! chunk in one statement, keyed by (batch, seq, index, channel), and marks
+//! the chunk expanded in the same transaction, so it happens exactly once.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, types::Json};
+
+use crate::domain::{BatchId, Channel, NotificationId, NotificationStatus, SubscriberId, TenantId};
+
+/// Statuses after which a notification does not change on its own.
+pub const FINAL: &[&str] = &[
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "bounced",
+    "suppressed",
+    "cancelled",
+];
+
+/// A batch to create.
+#[derive(Debug, Clone)]
+pub struct NewBatch<'a> {
+    /// The template every notification is rendered from.
+    pub template_key: &'a str,
+    /// The channels each recipient gets a notification on.
+    pub channels: &'a [Channel],
+    /// The locale to render; the template's default when `None`.
+    pub locale: Option<&'a str>,
+    /// Template data every recipient starts from; theirs overrides it.
+    pub defaults: Value,
+    /// The caller's metadata, copied to every notification.
+    pub metadata: Value,
+    /// The caller's `Idempotency-Key` and a hash of the request.
+    pub idempotency: Option<(&'a str, Vec<u8>)>,
+}
+
+/// What [`create`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// A new batch.
+    New(BatchId),
+    /// The idempotency key was used before.
+    Existing {
+        /// The batch the first request created.
+        id: BatchId,
+        /// Whether the first request had the same body.
+        same_request: bool,
+    },
+}
+
+/// Creates a batch, or finds the one an earlier request with the same key
+/// created.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    new: NewBatch<'_>,
+) -> Result<Created, sqlx::Error> {
+    let (key, hash) = match &new.idempotency {
+        Some((k, h)) => (Some(*k), Some(h.as_slice())),
+        None => (None, None),
+    };
+    let channels: Vec<&str> = new.channels.iter().map(|c| c.as_str()).collect();
+    let created: Option<BatchId> = sqlx::query_scalar(
+        "insert into batches (id, tenant_id, template_key, channels, locale, defaults, metadata,
+                              idempotency_key, request_hash)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+         returning id",
+    )
+    .bind(BatchId::new())
+    .bind(tenant_id)
+    .bind(new.template_key)
+    .bind(&channels)
+    .bind(new.locale)
+    .bind(&new.defaults)
+    .bind(&new.metadata)
+    .bind(key)
+    .bind(hash)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(id) = created {
+        return Ok(Created::New(id));
+    }
+    let (id, stored): (BatchId, Option<Vec<u8>>) = sqlx::query_as(
+        "select id, request_hash from batches where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_one(&mut *db)
+    .await?;
+    Ok(Created::Existing {
+        id,
+        same_request: stored.as_deref() == hash,
+    })
+}
+
+/// A batch as its tenant sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Batch {
+    /// Its id.
+    pub id: BatchId,
+    /// The template's key.
+    pub template_key: String,
+    /// The channels.
+    pub channels: Vec<String>,
+    /// The locale, if one was given.
+    pub locale: Option<String>,
+    /// Default template data.
+    pub defaults: Json<Value>,
+    /// The caller's metadata.
+    pub metadata: Json<Value>,
+    /// `open`, `closed`, `cancelled` or `completed`.
+    pub status: String,
+    /// When it was closed.
+    pub closed_at: Option<DateTime<Utc>>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// When its last notification became final (after it was closed).
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const BATCH_COLUMNS: &str = "id, template_key, channels, locale, defaults, metadata, status, \
+                             closed_at, cancelled_at, completed_at, created_at, updated_at";
+
+/// Reads one batch of `tenant_id`.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BatchId,
+) -> Result<Option<Batch>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {BATCH_COLUMNS} from batches where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// The first answer to a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkAnswer {
+    /// Recipients it carried.
+    pub recipients: i32,
+    /// When it was first accepted.
+    pub accepted_at: DateTime<Utc>,
+}
+
+/// What [`add_chunk`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkAdded {
+    /// Stored; its job must be pushed.
+    New(ChunkAnswer),
+    /// This number was sent before; nothing was stored.
+    Existing {
+        /// The first answer.
+        answer: ChunkAnswer,
+        /// Whether the first request had the same recipients.
+        same_request: bool,
+    },
+    /// The batch no longer takes chunks; its status.
+    NotOpen(String),
+    /// No such batch for this tenant.
+    NotFound,
+}
+
+/// Stores chunk `seq` of an open batch, marked as pushed (`dispatched`), or
+/// finds the earlier one. The batch row is read `for share`, so a chunk
+/// either commits before a close or cancel, or sees the batch closed.
+/// Concurrent duplicates: the primary key makes the later one wait and find
+/// the first.
+#[tracing::instrument(skip_all)]
+pub async fn add_chunk(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    batch_id: BatchId,
+    seq: i32,
+    recipients: &Value,
+    count: i32,
+    hash: &[u8],
+) -> Result<ChunkAdded, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("select status from batches where tenant_id = $1 and id = $2 for share")
+            .bind(tenant_id)
+            .bind(batch_id)
+            .fetch_optional(&mut *db)
+            .await?;
+    let Some(status) = status else {
+        return Ok(ChunkAdded::NotFound);
+    };
+    if status != "open" {
+        // A retry of a chunk that was accepted still gets its first answer.
+        return Ok(match earlier_chunk(db, batch_id, seq).await? {
+            Some((recipients, accepted_at, stored)) => ChunkAdded::Existing {
+                answer: ChunkAnswer {
+                    recipients,
+                    accepted_at,
+                },
+                same_request: stored == hash,
+            },
+            None => ChunkAdded::NotOpen(status),
+        });
+    }
+    let created: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "insert into batch_chunks (batch_id, seq, tenant_id, recipients, recipient_count, request_hash, dispatched_at)
+         values ($1, $2, $3, $4, $5, $6, now())
+         on conflict (batch_id, seq) do nothing
+         returning created_at",
+    )
+    .bind(batch_id)
+    .bind(seq)
+    .bind(tenant_id)
+    .bind(recipients)
+    .bind(count)
+    .bind(hash)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(accepted_at) = created {
+        return Ok(ChunkAdded::New(ChunkAnswer {
+            recipients: count,
+            accepted_at,
+        }));
+    }
+    let (recipients, accepted_at, stored) = earlier_chunk(db, batch_id, seq)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok(ChunkAdded::Existing {
+        answer: ChunkAnswer {
+            recipients,
+            accepted_at,
+        },
+        same_request: stored == hash,
+    })
+}
+
+async fn earlier_chunk(
+    db: &mut PgConnection,
+    batch_id: BatchId,
+    seq: i32,
+) -> Result<Option<(i32, DateTime<Utc>, Vec<u8>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select recipient_count, created_at, request_hash from batch_chunks
+         where batch_id = $1 and seq = $2",
+    )
+    .bind(batch_id)
+    .bind(seq)
+    .fetch_optional(db)
+    .await
+}
+
+/// Marks a chunk as not in Redis (its push failed), so the sweep pushes it.
+#[tracing::instrument(skip_all)]
+pub async fn release_chunk(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    batch_id: BatchId,
+    seq: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update batch_chunks set dispatched_at = null
+         where tenant_id = $1 and batch_id = $2 and seq = $3 and expanded_at is null",
+    )
+    .bind(tenant_id)
+    .bind(batch_id)
+    .bind(seq)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Picks up to `limit` unexpanded chunks that are not in Redis (never pushed,
+/// or pushed longer than `redispatch_after` ago) and marks them pushed.
+/// Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn take_pending_chunks(
+    db: impl PgExecutor<'_>,
+    limit: usize,
+    redispatch_after: Duration,
+) -> Result<Vec<(TenantId, BatchId, i32)>, sqlx::Error> {
+    sqlx::query_as(
+        "with due as (
+             select batch_id, seq from batch_chunks
+             where expanded_at is null
+               and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
+             order by dispatched_at nulls first
+             limit $2
+             for update skip locked
+         )
+         update batch_chunks c set dispatched_at = now()
+         from due where c.batch_id = due.batch_id and c.seq = due.seq
+         returning c.tenant_id, c.batch_id, c.seq",
+    )
+    .bind(redispatch_after.as_secs_f64())
+    .bind(limit as i64)
+    .fetch_all(db)
+    .await
+}
+
+/// Forgets that unexpanded chunks were pushed, after Redis lost its data.
+/// Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update batch_chunks set dispatched_at = null
+         where expanded_at is null and dispatched_at is not null",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// What a close or cancel found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transition {
+    /// Done.
+    Done,
+    /// The batch is already in this status, which does not allow it.
+    Refused(String),
+    /// No such batch for this tenant.
+    NotFound,
+}
+
+async fn status_of(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BatchId,
+) -> Result<Transition, sqlx::Error> {
+    let status: Option<String> =
+        sqlx::query_scalar("select status from batches where tenant_id = $1 and id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(&mut *db)
+            .await?;
+    Ok(status.map_or(Transition::NotFound, Transition::Refused))
+}
+
+/// Closes an open batch: no more chunks.
+#[tracing::instrument(skip_all)]
+pub async fn close(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BatchId,
+) -> Result<Transition, sqlx::Error> {
+    let done = sqlx::query(
+        "update batches set status = 'closed', closed_at = now()
+         where tenant_id = $1 and id = $2 and status = 'open'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Transition::Done);
+    }
+    status_of(db, tenant_id, id).await
+}
+
+/// Cancels an open or closed batch: every notification not yet claimed by a
+/// worker becomes `cancelled` (set-based); chunks not yet expanded are
+/// expanded as `cancelled`. Returns how many notifications were cancelled.
+#[tracing::instrument(skip_all)]
+pub async fn cancel(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BatchId,
+) -> Result<(Transition, u64), sqlx::Error> {
+    let done = sqlx::query(
+        "update batches set status = 'cancelled', cancelled_at = now()
+         where tenant_id = $1 and id = $2 and status in ('open', 'closed')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok((status_of(db, tenant_id, id).await?, 0));
+    }
+    let cancelled = sqlx::query(
+        "update notifications set status = 'cancelled', dispatched_at = null,
+             last_error = 'the batch was cancelled'
+         where tenant_id = $1 and batch_id = $2 and status in ('queued', 'deferred')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    Ok((Transition::Done, cancelled.rows_affected()))
+}
+
+/// A batch's counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Chunks accepted.
+    pub chunks: i64,
+    /// Chunks not yet expanded.
+    pub chunks_pending: i64,
+    /// Recipients accepted (in every chunk).
+    pub recipients: i64,
+    /// Notifications per status.
+    pub by_status: Vec<(String, i64)>,
+}
+
+impl Counts {
+    /// Notifications created so far.
+    pub fn notifications(&self) -> i64 {
+        self.by_status.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Notifications in a final status.
+    pub fn finished(&self) -> i64 {
+        self.by_status
+            .iter()
+            .filter(|(s, _)| FINAL.contains(&s.as_str()))
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// Counts a batch's chunks and notifications, and marks a closed batch
+/// `completed` once every chunk is expanded and every notification is
+/// final (its completion time is when the last one finished). Returns the
+/// counts and whether it was completed now.
+#[tracing::instrument(skip_all)]
+pub async fn counts(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BatchId,
+) -> Result<(Counts, bool), sqlx::Error> {
+    let (chunks, chunks_pending, recipients): (i64, i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where expanded_at is null),
+                coalesce(sum(recipient_count), 0)::int8
+         from batch_chunks where tenant_id = $1 and batch_id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_one(&mut *db)
+    .await?;
+    let by_status: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from notifications
+         where tenant_id = $1 and batch_id = $2 group by status order by status",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?;
+    let counts = Counts {
+        chunks,
+        chunks_pending,
+        recipients,
+        by_status,
+    };
+    let mut completed = false;
+    if chunks_pending == 0 && counts.finished() == counts.notifications() {
+        let done = sqlx::query(
+            "update batches b set status = 'completed',
+                 completed_at = greatest(b.closed_at, (select max(updated_at) from notifications
+                                                       where tenant_id = $1 and batch_id = $2))
+             where tenant_id = $1 and id = $2 and status = 'closed'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
+        completed = done.rows_affected() == 1;
+    }
+    Ok((counts, completed))
+}
+
+/// One notification of a batch, for listing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Item {
+    /// Its id.
+    pub id: NotificationId,
+    /// The chunk it came from.
+    pub seq: i32,
+    /// Its place in the chunk.
+    pub index: i32,
+    /// Its channel.
+    pub channel: Channel,
+    /// Its recipient.
+    pub recipient: String,
+    /// Its status.
+    pub status: NotificationStatus,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Up to `limit` notifications of a batch after `after` (by id), optionally
+/// of one status.
+#[tracing::instrument(skip_all)]
+pub async fn notifications(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BatchId,
+    status: Option<NotificationStatus>,
+    after: Option<NotificationId>,
+    limit: i64,
+) -> Result<Vec<Item>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, batch_seq as seq, batch_index as index, channel, recipient, status, last_error,
+                created_at, updated_at
+         from notifications
+         where tenant_id = $1 and batch_id = $2 and ($3::text is null or status = $3)
+           and ($4::uuid is null or id > $4)
+         order by id limit $5",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(status)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A chunk taken for expansion, with its batch.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingChunk {
+    /// The recipients as the caller sent them.
+    pub recipients: Json<Value>,
+    /// The batch's status.
+    pub status: String,
+    /// The template key.
+    pub template_key: String,
+    /// The channels.
+    pub channels: Vec<String>,
+    /// The locale.
+    pub locale: Option<String>,
+    /// Default template data.
+    pub defaults: Json<Value>,
+    /// The caller's metadata.
+    pub metadata: Json<Value>,
+}
+
+/// Locks an unexpanded chunk for expansion in the caller's transaction. `None`
+/// when it is already expanded (a duplicate job), or unknown. A concurrent
+/// duplicate waits for the first and then finds it expanded.
+#[tracing::instrument(skip_all)]
+pub async fn take_chunk(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    batch_id: BatchId,
+    seq: i32,
+) -> Result<Option<PendingChunk>, sqlx::Error> {
+    // The batch first, in the order cancel locks them.
+    sqlx::query_as(
+        "select c.recipients, b.status, b.template_key, b.channels, b.locale, b.defaults, b.metadata
+         from batches b join batch_chunks c on c.batch_id = b.id
+         where b.tenant_id = $1 and b.id = $2 and c.seq = $3 and c.expanded_at is null
+         for share of b for update of c",
+    )
+    .bind(tenant_id)
+    .bind(batch_id)
+    .bind(seq)
+    .fetch_optional(db)
+    .await
+}
+
+/// One notification a chunk expands into.
+#[derive(Debug, Clone)]
+pub struct Expanded {
+    /// The recipient's place in the chunk.
+    pub index: i32,
+    /// The channel.
+    pub channel: Channel,
+    /// Address, number or subscriber id, as the channel reads it.
+    pub recipient: String,
+    /// The rendered content.
+    pub content: Value,
+    /// The subscriber (required for in-app).
+    pub subscriber_id: Option<SubscriberId>,
+    /// `queued`, or `failed`/`cancelled` when it cannot or must not be sent.
+    pub status: NotificationStatus,
+    /// Why, when not queued.
+    pub error: Option<String>,
+    /// Attempts allowed (the channel queue's).
+    pub max_attempts: i32,
+}
+
+/// Finds or creates the subscribers of `external_ids` of `tenant_id`, in
+/// two statements, returning `(external_id, id)`.
+#[tracing::instrument(skip_all, fields(count = external_ids.len()))]
+pub async fn subscriber_ids(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    external_ids: &[String],
+) -> Result<Vec<(String, SubscriberId)>, sqlx::Error> {
+    if external_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let new_ids: Vec<SubscriberId> = external_ids.iter().map(|_| SubscriberId::new()).collect();
+    sqlx::query(
+        "insert into subscribers (id, tenant_id, external_id)
+         select n.id, $1, n.external_id from unnest($2::uuid[], $3::text[]) as n(id, external_id)
+         on conflict (tenant_id, external_id) do nothing",
+    )
+    .bind(tenant_id)
+    .bind(&new_ids)
+    .bind(external_ids)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query_as(
+        "select external_id, id from subscribers where tenant_id = $1 and external_id = any($2)",
+    )
+    .bind(tenant_id)
+    .bind(external_ids)
+    .fetch_all(&mut *db)
+    .await
+}
+
+/// Inserts a chunk's notifications in one statement (rows that exist from an
+/// earlier run are left alone) and marks the chunk expanded. Returns how
+/// many rows were inserted.
+#[expect(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(rows = rows.len()))]
+pub async fn expand(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    batch_id: BatchId,
+    seq: i32,
+    rows: &[Expanded],
+    metadata: &Value,
+    category: Option<&str>,
+    critical: bool,
+) -> Result<u64, sqlx::Error> {
+    let ids: Vec<NotificationId> = rows.iter().map(|_| NotificationId::new()).collect();
+    let indexes: Vec<i32> = rows.iter().map(|r| r.index).collect();
+    let channels: Vec<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
+    let recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
+    let contents: Vec<Value> = rows.iter().map(|r| r.content.clone()).collect();
+    let subscribers: Vec<Option<SubscriberId>> = rows.iter().map(|r| r.subscriber_id).collect();
+    let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
+    let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.max_attempts).collect();
+    let inserted = sqlx::query(
+        "insert into notifications
+             (id, tenant_id, channel, recipient, content, metadata, max_attempts, subscriber_id,
+              category, critical, send_id, status, last_error, batch_id, batch_seq, batch_index)
+         select r.id, $1, r.channel, r.recipient, r.content, $2, r.max_attempts, r.subscriber_id,
+                $4, $5, r.id, r.status, r.error, $6, $7, r.idx
+         from unnest($8::uuid[], $9::int4[], $10::text[], $11::text[], $12::jsonb[], $13::uuid[],
+                     $14::text[], $15::text[], $3::int4[])
+              as r(id, idx, channel, recipient, content, subscriber_id, status, error, max_attempts)
+         on conflict (batch_id, batch_seq, batch_index, channel) where batch_id is not null do nothing",
+    )
+    .bind(tenant_id)
+    .bind(metadata)
+    .bind(&attempts)
+    .bind(category)
+    .bind(critical)
+    .bind(batch_id)
+    .bind(seq)
+    .bind(&ids)
+    .bind(&indexes)
+    .bind(&channels)
+    .bind(&recipients)
+    .bind(&contents)
+    .bind(&subscribers)
+    .bind(&statuses)
+    .bind(&errors)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query(
+        "update batch_chunks set expanded_at = now()
+         where tenant_id = $1 and batch_id = $2 and seq = $3",
+    )
+    .bind(tenant_id)
+    .bind(batch_id)
+    .bind(seq)
+    .execute(&mut *db)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
+/// One recipient of a chunk, as stored with it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredRecipient {
+    /// The subscriber's external id (in-app; it also links the others to the
+    /// subscriber's preferences).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_id: Option<String>,
+    /// The email address (email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The E.164 number (sms, whatsapp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Template data, over the batch's defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl StoredRecipient {
+    /// Where `channel` sends to, if this recipient has it.
+    pub fn address(&self, channel: Channel) -> Option<&str> {
+        match channel {
+            Channel::Email => self.email.as_deref(),
+            Channel::Sms | Channel::WhatsApp => self.phone.as_deref(),
+            Channel::InApp => self.subscriber_id.as_deref(),
+            Channel::Push => None,
+        }
+    }
+}

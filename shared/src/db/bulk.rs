@@ -1,0 +1,700 @@
+//! CSV bulk jobs: the uploaded file in parts, the parse's resume cursor and
+//! counters, row errors, and the notifications the rows become.
+//!
+//! ```text
+//! uploading ──▶ queued ──claim──▶ parsing ──whole file clean──▶ sending ──all final──▶ completed
+//!                                   └──file-level error──▶ failed (held notifications deleted)
+//! any but completed/failed ──cancel──▶ cancelled
+//! ```
+//!
+//! While parsing, notifications are inserted *held* (`queued` with
+//! `run_at = 'infinity'`, which the dispatcher never finds due); [`release`]
+//! makes them due in one statement once the whole file parsed cleanly.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, types::Json};
+
+use crate::domain::{BulkJobId, Channel, NotificationId, SubscriberId, TenantId};
+
+/// Size of one stored part of an upload.
+pub const PART_BYTES: usize = 1024 * 1024;
+
+/// A job to create while its file uploads.
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    /// The template every notification is rendered from.
+    pub template_key: &'a str,
+    /// The channels each valid row gets a notification on.
+    pub channels: &'a [Channel],
+    /// The locale to render.
+    pub locale: Option<&'a str>,
+    /// Which columns hold what (see the API).
+    pub mapping: Value,
+    /// The uploaded file's name.
+    pub file_name: Option<&'a str>,
+}
+
+/// Creates a job in `uploading`.
+#[tracing::instrument(skip_all)]
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    new: NewJob<'_>,
+) -> Result<BulkJobId, sqlx::Error> {
+    let channels: Vec<&str> = new.channels.iter().map(|c| c.as_str()).collect();
+    sqlx::query_scalar(
+        "insert into bulk_jobs (id, tenant_id, template_key, channels, locale, mapping, file_name)
+         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+    )
+    .bind(BulkJobId::new())
+    .bind(tenant_id)
+    .bind(new.template_key)
+    .bind(&channels)
+    .bind(new.locale)
+    .bind(&new.mapping)
+    .bind(new.file_name)
+    .fetch_one(db)
+    .await
+}
+
+/// Stores part `part` of an upload.
+#[tracing::instrument(skip_all)]
+pub async fn put_part(
+    db: impl PgExecutor<'_>,
+    id: BulkJobId,
+    part: i32,
+    data: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("insert into bulk_parts (job_id, part, data) values ($1, $2, $3)")
+        .bind(id)
+        .bind(part)
+        .bind(data)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks an upload complete: the job is `queued` and marked pushed.
+#[tracing::instrument(skip_all)]
+pub async fn finish_upload(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    size: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update bulk_jobs set status = 'queued', size_bytes = $3, dispatched_at = now()
+         where tenant_id = $1 and id = $2 and status = 'uploading'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(size as i64)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a job whose upload was refused or cut off, with its parts.
+#[tracing::instrument(skip_all)]
+pub async fn discard(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from bulk_jobs where tenant_id = $1 and id = $2 and status = 'uploading'")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks a job as not in Redis (its push failed).
+#[tracing::instrument(skip_all)]
+pub async fn release_dispatch(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update bulk_jobs set dispatched_at = null where tenant_id = $1 and id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Picks up to `limit` jobs waiting for a parser (never pushed, pushed more
+/// than `after` ago, or whose parser's lease ran out: it died) and marks
+/// them pushed. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn take_pending(
+    db: impl PgExecutor<'_>,
+    after: Duration,
+    limit: usize,
+) -> Result<Vec<(TenantId, BulkJobId)>, sqlx::Error> {
+    sqlx::query_as(
+        "with due as (
+             select id from bulk_jobs
+             where status in ('queued', 'parsing')
+               and (lease_until is null or lease_until < now())
+               and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
+             limit $2
+             for update skip locked
+         )
+         update bulk_jobs j set dispatched_at = now() from due where j.id = due.id
+         returning j.tenant_id, j.id",
+    )
+    .bind(after.as_secs_f64())
+    .bind(limit as i64)
+    .fetch_all(db)
+    .await
+}
+
+/// Forgets which waiting jobs were pushed, after Redis lost its data.
+#[tracing::instrument(skip_all)]
+pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update bulk_jobs set dispatched_at = null
+         where status in ('queued', 'parsing') and dispatched_at is not null",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A job a parser holds.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    /// The template key.
+    pub template_key: String,
+    /// The channels.
+    pub channels: Vec<String>,
+    /// The locale.
+    pub locale: Option<String>,
+    /// The column mapping.
+    pub mapping: Json<Value>,
+    /// The file's size.
+    pub size_bytes: i64,
+    /// Where the next unread row starts.
+    pub cursor_offset: i64,
+    /// Rows before it.
+    pub cursor_row: i64,
+    /// The header, once read.
+    pub header: Option<Vec<String>>,
+}
+
+/// Claims a queued job, or one whose parser's lease ran out, for `lease`.
+#[tracing::instrument(skip_all)]
+pub async fn claim(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    lease: Duration,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "update bulk_jobs set status = 'parsing', lease_until = now() + make_interval(secs => $3),
+             dispatched_at = null
+         where tenant_id = $1 and id = $2 and status in ('queued', 'parsing')
+           and (lease_until is null or lease_until < now())
+         returning template_key, channels, locale, mapping, size_bytes, cursor_offset, cursor_row, header",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(db)
+    .await
+}
+
+/// Part `part` of a job's file.
+#[tracing::instrument(skip_all)]
+pub async fn part(
+    db: impl PgExecutor<'_>,
+    id: BulkJobId,
+    part: i32,
+) -> Result<Option<Vec<u8>>, sqlx::Error> {
+    sqlx::query_scalar("select data from bulk_parts where job_id = $1 and part = $2")
+        .bind(id)
+        .bind(part)
+        .fetch_optional(db)
+        .await
+}
+
+/// The recipients (the first channel's) already taken by valid rows, with
+/// their rows: a resumed parser reports later copies as duplicates.
+#[tracing::instrument(skip_all)]
+pub async fn seen_recipients(
+    db: impl PgExecutor<'_>,
+    id: BulkJobId,
+    channel: Channel,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select recipient, bulk_row from notifications where bulk_job_id = $1 and channel = $2",
+    )
+    .bind(id)
+    .bind(channel)
+    .fetch_all(db)
+    .await
+}
+
+/// One notification a row becomes.
+#[derive(Debug, Clone)]
+pub struct HeldNotification {
+    /// The row (1 = the first after the header).
+    pub row: i64,
+    /// The channel.
+    pub channel: Channel,
+    /// Where it goes.
+    pub recipient: String,
+    /// Rendered content.
+    pub content: Value,
+    /// The subscriber's external id, if the file maps one.
+    pub subscriber: Option<String>,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+}
+
+/// One problem with a row.
+#[derive(Debug, Clone)]
+pub struct RowError {
+    /// The row (1 = the first after the header).
+    pub row: i64,
+    /// The column.
+    pub column: String,
+    /// Why.
+    pub reason: String,
+    /// The value as given, if any.
+    pub value: Option<String>,
+}
+
+/// What one committed piece of the parse holds.
+#[derive(Debug, Clone, Default)]
+pub struct Chunk {
+    /// The notifications of its valid rows.
+    pub notifications: Vec<HeldNotification>,
+    /// Its row errors (invalid rows and duplicates).
+    pub errors: Vec<RowError>,
+    /// Rows read.
+    pub rows: i64,
+    /// Valid rows.
+    pub valid: i64,
+    /// Invalid rows.
+    pub invalid: i64,
+    /// Duplicate rows.
+    pub duplicates: i64,
+    /// Where the next unread row starts.
+    pub next_offset: i64,
+    /// The header, when this piece read it.
+    pub header: Option<Vec<String>>,
+}
+
+/// Commits one piece of the parse in one transaction: its held
+/// notifications, row errors, counters and the cursor. Refused (`false`,
+/// nothing written) unless the job is still `parsing` at cursor
+/// `from_offset`: it was cancelled, or another parser moved on.
+#[expect(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all, fields(rows = chunk.rows))]
+pub async fn commit_chunk(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    from_offset: i64,
+    chunk: &Chunk,
+    category: Option<&str>,
+    critical: bool,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let ours: Option<i64> = sqlx::query_scalar(
+        "select cursor_offset from bulk_jobs
+         where tenant_id = $1 and id = $2 and status = 'parsing' for update",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *db)
+    .await?;
+    if ours != Some(from_offset) {
+        return Ok(false);
+    }
+    let mut external: Vec<String> = chunk
+        .notifications
+        .iter()
+        .filter_map(|n| n.subscriber.clone())
+        .collect();
+    external.sort_unstable();
+    external.dedup();
+    let subscribers: std::collections::HashMap<String, SubscriberId> =
+        super::batches::subscriber_ids(db, tenant_id, &external)
+            .await?
+            .into_iter()
+            .collect();
+    let n = &chunk.notifications;
+    let ids: Vec<NotificationId> = n.iter().map(|_| NotificationId::new()).collect();
+    let rows: Vec<i64> = n.iter().map(|x| x.row).collect();
+    let channels: Vec<&str> = n.iter().map(|x| x.channel.as_str()).collect();
+    let recipients: Vec<&str> = n.iter().map(|x| x.recipient.as_str()).collect();
+    let contents: Vec<&Value> = n.iter().map(|x| &x.content).collect();
+    let subs: Vec<Option<SubscriberId>> = n
+        .iter()
+        .map(|x| {
+            x.subscriber
+                .as_ref()
+                .and_then(|s| subscribers.get(s).copied())
+        })
+        .collect();
+    let attempts: Vec<i32> = n.iter().map(|x| x.max_attempts).collect();
+    if !n.is_empty() {
+        sqlx::query(
+            "insert into notifications
+                 (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
+                  critical, send_id, status, run_at, bulk_job_id, bulk_row)
+             select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
+                    $4, r.id, 'queued', 'infinity', $2, r.row
+             from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[], $10::uuid[], $11::int4[])
+                  as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
+             on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(category)
+        .bind(critical)
+        .bind(&ids)
+        .bind(&rows)
+        .bind(&channels)
+        .bind(&recipients)
+        .bind(&contents)
+        .bind(&subs)
+        .bind(&attempts)
+        .execute(&mut *db)
+        .await?;
+    }
+    if !chunk.errors.is_empty() {
+        let e = &chunk.errors;
+        let rows: Vec<i64> = e.iter().map(|x| x.row).collect();
+        let mut positions = Vec::with_capacity(e.len());
+        let mut last = (-1, 0i16);
+        for x in e {
+            last = if x.row == last.0 {
+                (x.row, last.1 + 1)
+            } else {
+                (x.row, 0)
+            };
+            positions.push(last.1);
+        }
+        let columns: Vec<&str> = e.iter().map(|x| x.column.as_str()).collect();
+        let reasons: Vec<&str> = e.iter().map(|x| x.reason.as_str()).collect();
+        let values: Vec<Option<&str>> = e.iter().map(|x| x.value.as_deref()).collect();
+        sqlx::query(
+            "insert into bulk_row_errors (job_id, row_number, position, column_name, reason, value)
+             select $1, r.row, r.position, r.col, r.reason, r.value
+             from unnest($2::int8[], $3::int2[], $4::text[], $5::text[], $6::text[])
+                  as r(row, position, col, reason, value)
+             on conflict do nothing",
+        )
+        .bind(id)
+        .bind(&rows)
+        .bind(&positions)
+        .bind(&columns)
+        .bind(&reasons)
+        .bind(&values)
+        .execute(&mut *db)
+        .await?;
+    }
+    sqlx::query(
+        "update bulk_jobs set cursor_offset = $3, cursor_row = cursor_row + $4,
+             rows_read = rows_read + $4, rows_valid = rows_valid + $5,
+             rows_invalid = rows_invalid + $6, rows_duplicate = rows_duplicate + $7,
+             header = coalesce($8, header), lease_until = now() + make_interval(secs => $9)
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(chunk.next_offset)
+    .bind(chunk.rows)
+    .bind(chunk.valid)
+    .bind(chunk.invalid)
+    .bind(chunk.duplicates)
+    .bind(&chunk.header)
+    .bind(lease.as_secs_f64())
+    .execute(&mut *db)
+    .await?;
+    Ok(true)
+}
+
+/// The whole file parsed cleanly: releases every held notification in one
+/// statement and moves the job to `sending`. False if it is no longer
+/// `parsing` (cancelled meanwhile).
+#[tracing::instrument(skip_all)]
+pub async fn release(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update bulk_jobs set status = 'sending', parsed_at = now(), lease_until = null
+         where tenant_id = $1 and id = $2 and status = 'parsing'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query(
+        "update notifications set run_at = now()
+         where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    Ok(true)
+}
+
+/// A file-level error: the job fails with `reason` and its held
+/// notifications are deleted, so nothing of the file is sent.
+#[tracing::instrument(skip_all)]
+pub async fn fail(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let done = sqlx::query(
+        "update bulk_jobs set status = 'failed', failure = $3, failed_at = now(), lease_until = null
+         where tenant_id = $1 and id = $2 and status in ('queued', 'parsing')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(reason)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 1 {
+        sqlx::query(
+            "delete from notifications
+             where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// What [`cancel`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// Cancelled now; this many notifications will not be sent.
+    Done(u64),
+    /// Already final in this status.
+    Refused(String),
+    /// No such job for this tenant.
+    NotFound,
+}
+
+/// Cancels a job: the parser stops at its next commit, and every
+/// notification not yet sent (held or queued) is cancelled, set-based.
+#[tracing::instrument(skip_all)]
+pub async fn cancel(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+) -> Result<Cancelled, sqlx::Error> {
+    let done = sqlx::query(
+        "update bulk_jobs set status = 'cancelled', cancelled_at = now(), lease_until = null
+         where tenant_id = $1 and id = $2 and status in ('uploading', 'queued', 'parsing', 'sending')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 0 {
+        let status: Option<String> =
+            sqlx::query_scalar("select status from bulk_jobs where tenant_id = $1 and id = $2")
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *db)
+                .await?;
+        return Ok(status.map_or(Cancelled::NotFound, Cancelled::Refused));
+    }
+    let n = sqlx::query(
+        "update notifications set status = 'cancelled', dispatched_at = null,
+             last_error = 'the bulk job was cancelled'
+         where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred')",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    Ok(Cancelled::Done(n.rows_affected()))
+}
+
+/// A job as its tenant sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Job {
+    /// Its id.
+    pub id: BulkJobId,
+    /// The status.
+    pub status: String,
+    /// Why it failed.
+    pub failure: Option<String>,
+    /// The template key.
+    pub template_key: String,
+    /// The channels.
+    pub channels: Vec<String>,
+    /// The uploaded file's name.
+    pub file_name: Option<String>,
+    /// Its size.
+    pub size_bytes: i64,
+    /// Bytes parsed so far.
+    pub cursor_offset: i64,
+    /// Rows read.
+    pub rows_read: i64,
+    /// Valid rows.
+    pub rows_valid: i64,
+    /// Invalid rows.
+    pub rows_invalid: i64,
+    /// Duplicate rows.
+    pub rows_duplicate: i64,
+    /// When parsing finished.
+    pub parsed_at: Option<DateTime<Utc>>,
+    /// When the last notification finished.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// When it failed.
+    pub failed_at: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Notifications per status, as `(status, count)`.
+pub type StatusCounts = Vec<(String, i64)>;
+
+/// A stored row error: row, position within the row, column, reason, value.
+pub type ErrorRow = (i64, i16, String, String, Option<String>);
+
+/// Reads a job of `tenant_id` with its notifications per status, and marks
+/// a `sending` job `completed` once every notification is final.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+) -> Result<Option<(Job, StatusCounts)>, sqlx::Error> {
+    const COLUMNS: &str = "id, status, failure, template_key, channels, file_name, size_bytes, \
+        cursor_offset, rows_read, rows_valid, rows_invalid, rows_duplicate, parsed_at, \
+        completed_at, cancelled_at, failed_at, created_at, updated_at";
+    let job: Option<Job> = sqlx::query_as(&format!(
+        "select {COLUMNS} from bulk_jobs where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(mut job) = job else {
+        return Ok(None);
+    };
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "select status, count(*) from notifications
+         where tenant_id = $1 and bulk_job_id = $2 group by status order by status",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?;
+    let open = counts
+        .iter()
+        .filter(|(s, _)| matches!(s.as_str(), "queued" | "deferred" | "sending"))
+        .count();
+    if job.status == "sending" && open == 0 {
+        let done: Option<Job> = sqlx::query_as(&format!(
+            "update bulk_jobs set status = 'completed',
+                 completed_at = greatest(parsed_at, (select max(updated_at) from notifications
+                                                     where tenant_id = $1 and bulk_job_id = $2))
+             where tenant_id = $1 and id = $2 and status = 'sending' returning {COLUMNS}"
+        ))
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_optional(&mut *db)
+        .await?;
+        if let Some(done) = done {
+            job = done;
+        }
+    }
+    Ok(Some((job, counts)))
+}
+
+/// Up to `limit` row errors of a job after row `after` (errors of one row
+/// come together).
+#[tracing::instrument(skip_all)]
+pub async fn errors(
+    db: impl PgExecutor<'_>,
+    id: BulkJobId,
+    after: (i64, i16),
+    limit: i64,
+) -> Result<Vec<ErrorRow>, sqlx::Error> {
+    sqlx::query_as(
+        "select row_number, position, column_name, reason, value from bulk_row_errors
+         where job_id = $1 and (row_number, position) > ($2, $3)
+         order by row_number, position limit $4",
+    )
+    .bind(id)
+    .bind(after.0)
+    .bind(after.1)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Which columns of a file hold what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    /// The column with the subscriber's external id (required for in-app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_id: Option<String>,
+    /// The column with the email address (required for email).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// The column with the E.164 number (required for sms and whatsapp).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Template variable → the column that feeds it.
+    #[serde(default)]
+    pub data: std::collections::BTreeMap<String, String>,
+}
+
+impl Mapping {
+    /// The column that holds `channel`'s recipient.
+    pub fn column_for(&self, channel: Channel) -> Option<&str> {
+        match channel {
+            Channel::Email => self.email.as_deref(),
+            Channel::Sms | Channel::WhatsApp => self.phone.as_deref(),
+            Channel::InApp => self.subscriber_id.as_deref(),
+            Channel::Push => None,
+        }
+    }
+
+    /// Every column it names, once each, in a stable order.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let named = [&self.subscriber_id, &self.email, &self.phone]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(self.data.values().map(String::as_str));
+        for c in named {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+}

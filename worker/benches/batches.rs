@@ -1,0 +1,460 @@
+//! Batches and CSV bulk jobs end to end, with the api and the worker as
+//! real child processes (release builds) so their peak RSS can be read:
+//!
+//! 1. an in-app batch of `BENCH_BATCH` recipients (default 1,000,000) sent
+//!    in chunks of 1,000 by `BENCH_CONCURRENCY` callers (default 8): chunks
+//!    accepted per second, then first chunk → `completed`;
+//! 2. an in-app CSV of `BENCH_CSV_ROWS` rows (default 1,000,000): upload,
+//!    rows ingested per second, then delivered per second;
+//! 3. an SMS batch of `BENCH_HTTP` recipients (default 100,000) through the
+//!    local Twilio stand-in;
+//! 4. a `BENCH_BIG_CSV_MB` MiB CSV (default 1,024) streamed to the api, whose
+//!    peak RSS is read while it streams; the job is then cancelled.
+//!
+//! Build the api binary first, then run:
+//! `cargo build --release -p api && cargo bench -p worker --bench batches`.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use serde_json::{Value, json};
+use testkit::{
+    TestApp,
+    providers::{FakeProviders, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+};
+
+const BOUNDARY: &str = "----bench-boundary-4f1c";
+
+fn main() {
+    testkit::bench::run(run());
+}
+
+/// Peak resident set of a process, in MiB.
+fn vm_hwm_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the bench's path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let api = dir.join("api");
+    assert!(
+        api.exists(),
+        "build the api first: cargo build --release -p api ({} is missing)",
+        api.display()
+    );
+    api
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Children {
+    api: tokio::process::Child,
+    worker: tokio::process::Child,
+    base: String,
+}
+
+fn spawn(app: &TestApp) -> Children {
+    let port = free_port();
+    let vars: Vec<(String, String)> = app
+        .vars
+        .iter()
+        .filter(|(k, _)| k != "API_ADDR")
+        .cloned()
+        .chain([("API_ADDR".to_owned(), format!("127.0.0.1:{port}"))])
+        .collect();
+    let child = |path: PathBuf| {
+        tokio::process::Command::new(path)
+            .envs(vars.iter().cloned())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts")
+    };
+    Children {
+        api: child(api_binary()),
+        worker: child(PathBuf::from(env!("CARGO_BIN_EXE_worker"))),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the api did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn get_json(app: &TestApp, url: &str) -> Value {
+    app.client
+        .get(url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Polls `url` until `done`; returns the last answer.
+async fn poll(app: &TestApp, url: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(3_600);
+    loop {
+        let v = get_json(app, url).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {v}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Sends a whole batch in chunks of 1,000; returns (chunks/s, latencies).
+async fn send_batch(
+    app: &TestApp,
+    base: &str,
+    body: Value,
+    n: usize,
+    concurrency: usize,
+    recipient: impl Fn(usize) -> Value,
+) -> (String, f64, Histogram<u64>, Instant) {
+    let resp = app
+        .client
+        .post(format!("{base}/api/v1/services/notifications/send-batch"))
+        .bearer_auth(&app.api_key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let id = resp.json::<Value>().await.unwrap()["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let chunks: Vec<Value> = (0..n.div_ceil(1_000))
+        .map(|seq| {
+            let recipients: Vec<Value> = (seq * 1_000..((seq + 1) * 1_000).min(n))
+                .map(&recipient)
+                .collect();
+            json!({"batch_id": id, "seq": seq, "recipients": recipients})
+        })
+        .collect();
+    let mut latency = Histogram::<u64>::new(3).unwrap();
+    let first = Instant::now();
+    let answers: Vec<(u16, Duration)> = futures::stream::iter(chunks)
+        .map(|chunk| async move {
+            let started = Instant::now();
+            let status = app
+                .client
+                .post(format!("{base}/api/v1/services/notifications/send-chunk"))
+                .bearer_auth(&app.api_key)
+                .json(&chunk)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            (status, started.elapsed())
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    let took = first.elapsed();
+    assert!(
+        answers.iter().all(|(s, _)| *s == 202),
+        "every chunk accepted"
+    );
+    for (_, l) in &answers {
+        latency.record(l.as_micros() as u64).unwrap();
+    }
+    let resp = app
+        .client
+        .post(format!(
+            "{base}/api/v1/services/notifications/batches/{id}/close"
+        ))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    (
+        id,
+        answers.len() as f64 / took.as_secs_f64(),
+        latency,
+        first,
+    )
+}
+
+fn multipart_head(mapping: &str) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, value) in [
+        ("template", "results"),
+        ("channels", "inapp"),
+        ("mapping", mapping),
+    ] {
+        body.extend_from_slice(
+            format!(
+                "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"bench.csv\"\r\n\r\n")
+            .as_bytes(),
+    );
+    body
+}
+
+async fn upload(app: &TestApp, base: &str, body: reqwest::Body) -> (String, Duration) {
+    let started = Instant::now();
+    let resp = app
+        .client
+        .post(format!("{base}/api/v1/services/notifications/bulk/csv"))
+        .bearer_auth(&app.api_key)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{v}");
+    (v["job_id"].as_str().unwrap().to_owned(), took)
+}
+
+async fn run() {
+    let n = testkit::bench::env_num("BENCH_BATCH", 1_000_000);
+    let rows = testkit::bench::env_num("BENCH_CSV_ROWS", 1_000_000);
+    let http = testkit::bench::env_num("BENCH_HTTP", 100_000);
+    let big_mb = testkit::bench::env_num("BENCH_BIG_CSV_MB", 1_024);
+    let concurrency = testkit::bench::env_num("BENCH_CONCURRENCY", 8);
+    println!(
+        "batches benchmark on {}: batch {n}, csv {rows} rows, http {http}, big csv {big_mb} MiB",
+        testkit::bench::machine()
+    );
+    let fake = FakeProviders::start().await;
+    let app = TestApp::builder()
+        .providers(&fake)
+        .without_worker()
+        .var("JOBS__QUEUES__SMS__CONCURRENCY", 64)
+        .var("JOBS__DISPATCHER__GROUP_SIZE", 500)
+        .var("DATABASE_MAX_CONNECTIONS", 30)
+        .var("MAX_CSV_BYTES", 2u64 << 30)
+        .spawn()
+        .await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({
+            "key": "results", "name": "Results ready", "category": "results",
+            "default_locale": "en", "default_channels": ["inapp"],
+            "locales": {"en": {
+                "inapp": {"title": "Results for {{name}}", "action_url": "/results/{{id}}"},
+                "sms": {"body": "Hi {{name}}, your results are ready."}
+            }}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    app.add_provider(&json!({
+        "provider": "twilio", "name": "twilio",
+        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999", "rate_per_sec": 100000},
+        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    }))
+    .await;
+    let mut kids = spawn(&app);
+    let base = kids.base.clone();
+    wait_ready(&app.client, &base).await;
+    let api_pid = kids.api.id().unwrap();
+    let worker_pid = kids.worker.id().unwrap();
+
+    // 1. In-app batch.
+    if n > 0 {
+        let (id, chunks_per_sec, latency, first) = send_batch(
+            &app,
+            &base,
+            json!({"template": "results", "channels": ["inapp"], "defaults": {"id": 7}}),
+            n,
+            concurrency,
+            |i| json!({"subscriber_id": format!("patient-{i}"), "data": {"name": format!("P{i}")}}),
+        )
+        .await;
+        println!(
+            "batch chunks accepted: {chunks_per_sec:>8.0} chunks/s ({:.0} recipients/s)   p50 {:.2} ms   p99 {:.2} ms",
+            chunks_per_sec * 1_000.0,
+            ms(&latency, 0.5),
+            ms(&latency, 0.99)
+        );
+        let url = format!("{base}/api/v1/services/notifications/batches/{id}");
+        let done = poll(&app, &url, |b| b["status"] == "completed").await;
+        let took = first.elapsed();
+        assert_eq!(done["counts"]["sent"], n as i64, "{done}");
+        println!(
+            "batch in-app end to end: {:>8.0} delivered/s   first chunk → completed {:.1} s",
+            n as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
+    }
+
+    // 2. In-app CSV.
+    if rows > 0 {
+        let mut body =
+            multipart_head(r#"{"subscriber_id": "Patient ID", "data": {"name": "Name"}}"#);
+        body.extend_from_slice(b"Patient ID,Name,Clinic\n");
+        for i in 0..rows {
+            body.extend_from_slice(
+                format!(
+                    "csv-patient-{i},Name {i},Northside Family Practice, suite {}\n",
+                    i % 97
+                )
+                .as_bytes(),
+            );
+        }
+        body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+        let mib = body.len() as f64 / 1_048_576.0;
+        let started = Instant::now();
+        let (id, upload_took) = upload(&app, &base, reqwest::Body::from(body)).await;
+        let url = format!("{base}/api/v1/services/notifications/bulk/{id}");
+        let parsed = poll(&app, &url, |j| {
+            j["status"] != "queued" && j["status"] != "parsing"
+        })
+        .await;
+        let parse_took = started.elapsed();
+        assert_eq!(parsed["rows_valid"], rows as i64, "{parsed}");
+        println!(
+            "csv upload:            {:>8.1} MiB/s ({mib:.0} MiB in {:.2} s)",
+            mib / upload_took.as_secs_f64(),
+            upload_took.as_secs_f64()
+        );
+        println!(
+            "csv ingest:            {:>8.0} rows/s (upload start → every row parsed and held, {:.1} s)",
+            rows as f64 / parse_took.as_secs_f64(),
+            parse_took.as_secs_f64()
+        );
+        let done = poll(&app, &url, |j| j["status"] == "completed").await;
+        let took = started.elapsed();
+        assert_eq!(done["counts"]["sent"], rows as i64);
+        println!(
+            "csv in-app end to end: {:>8.0} delivered/s ({:.1} s upload start → completed)",
+            rows as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
+    }
+
+    // 3. SMS through the HTTP provider.
+    if http > 0 {
+        let (id, _, _, first) = send_batch(
+            &app,
+            &base,
+            json!({"template": "results", "channels": ["sms"]}),
+            http,
+            concurrency,
+            |i| json!({"phone": format!("+1500555{:04}", i % 10_000), "data": {"name": format!("P{i}")}}),
+        )
+        .await;
+        let url = format!("{base}/api/v1/services/notifications/batches/{id}");
+        let done = poll(&app, &url, |b| b["status"] == "completed").await;
+        let took = first.elapsed();
+        assert_eq!(done["counts"]["sent"], http as i64, "{done}");
+        println!(
+            "batch sms via http provider: {:>8.0} delivered/s ({http} in {:.1} s)",
+            http as f64 / took.as_secs_f64(),
+            took.as_secs_f64()
+        );
+    }
+    let api_before_big = vm_hwm_mib(api_pid);
+
+    // 4. A big CSV streamed to the api.
+    if big_mb > 0 {
+        let target = big_mb as u64 * 1_048_576;
+        let head = multipart_head(r#"{"subscriber_id": "Patient ID", "data": {"name": "Name"}}"#);
+        let line =
+            "big-patient-0000000000,Some Name,Northside Family Practice and Clinic, suite 12\n";
+        let block: String = std::iter::once("Patient ID,Name,Clinic\n".to_owned())
+            .chain((0..10_000).map(|_| line.to_owned()))
+            .collect();
+        let blocks = target / block.len() as u64;
+        let stream = futures::stream::iter(
+            std::iter::once(head)
+                .chain((0..blocks).map(move |i| {
+                    // The header only once.
+                    let b = if i == 0 {
+                        block.clone()
+                    } else {
+                        block.replacen("Patient ID,Name,Clinic\n", "", 1)
+                    };
+                    b.into_bytes()
+                }))
+                .chain(std::iter::once(
+                    format!("\r\n--{BOUNDARY}--\r\n").into_bytes(),
+                )),
+        )
+        .map(Ok::<_, std::io::Error>);
+        let (id, took) = upload(&app, &base, reqwest::Body::wrap_stream(stream)).await;
+        println!(
+            "big csv upload:        {:>8.1} MiB/s ({big_mb} MiB in {:.1} s)   api peak RSS {:.0} MiB (before {:.0} MiB)",
+            big_mb as f64 / took.as_secs_f64(),
+            took.as_secs_f64(),
+            vm_hwm_mib(api_pid),
+            api_before_big
+        );
+        let resp = app
+            .client
+            .post(format!(
+                "{base}/api/v1/services/notifications/bulk/{id}/cancel"
+            ))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    println!(
+        "peak RSS: api {:.0} MiB, worker {:.0} MiB",
+        vm_hwm_mib(api_pid),
+        vm_hwm_mib(worker_pid)
+    );
+    let _ = kids.worker.kill().await;
+    let _ = kids.api.kill().await;
+    app.shutdown().await;
+}
