@@ -15,6 +15,7 @@
 //! Every error is `application/problem+json` with the request id
 //! ([`error`], [`middleware`]).
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -84,6 +85,16 @@ pub type Apis = (
     routes::webhooks::WebhooksApi,
     routes::callbacks::CallbacksApi,
     routes::health::HealthApi,
+    OrgApis,
+);
+
+/// Organisations, users, sign-in, invitations and the audit log.
+pub type OrgApis = (
+    routes::organizations::OrganizationsApi,
+    routes::admin_users::AdminUsersApi,
+    routes::sessions::SessionsApi,
+    routes::invitations::InvitationsApi,
+    routes::audit::AuditApi,
 );
 
 /// The documented API.
@@ -99,6 +110,13 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             routes::webhooks::WebhooksApi,
             routes::callbacks::CallbacksApi,
             routes::health::HealthApi,
+            (
+                routes::organizations::OrganizationsApi,
+                routes::admin_users::AdminUsersApi,
+                routes::sessions::SessionsApi,
+                routes::invitations::InvitationsApi,
+                routes::audit::AuditApi,
+            ),
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use shared::jobs::{DeliverWebhooks, QueueName, RunMaintenance, SendNotifications};
+use shared::jobs::{
+    DeliverWebhooks, QueueName, RemindBaaExpiry, RunMaintenance, SendInvitation, SendNotifications,
+};
 
 use crate::{WorkerState, jobs};
 
@@ -76,6 +78,24 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     RunMaintenance,
                     jobs::maintenance::handle
+                )
+            }
+            QueueName::Invitation => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    SendInvitation,
+                    jobs::send_invitation::handle
+                )
+            }
+            QueueName::BaaReminder => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    RemindBaaExpiry,
+                    jobs::remind_baa_expiry::handle
                 )
             }
         };

@@ -6,4 +6,6 @@
 
 pub mod deliver_webhooks;
 pub mod maintenance;
+pub mod remind_baa_expiry;
+pub mod send_invitation;
 pub mod send_notifications;
