@@ -181,7 +181,7 @@ pub struct BulkIds {
 
 /// One item's outcome.
 #[derive(Debug, Object)]
-pub struct BulkItem {
+pub struct InvitationBulkItem {
     /// The item's position in the request.
     pub index: u32,
     /// Its HTTP status: 201/200 done, else the status it would have had.
@@ -194,9 +194,9 @@ pub struct BulkItem {
 
 /// Per-item outcomes.
 #[derive(Debug, Object)]
-pub struct BulkResult {
+pub struct InvitationBulkResult {
     /// One per item, in request order.
-    pub results: Vec<BulkItem>,
+    pub results: Vec<InvitationBulkItem>,
     /// Items done.
     pub succeeded: u32,
     /// Items refused.
@@ -278,7 +278,7 @@ pub enum PageResponse {
 pub enum BulkResponse {
     /// One result per item.
     #[oai(status = 207)]
-    MultiStatus(Json<BulkResult>),
+    MultiStatus(Json<InvitationBulkResult>),
 }
 
 /// Answers to a cancel.
@@ -505,10 +505,10 @@ fn bulk_ids(ids: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn item(index: usize, result: Result<(u16, Uuid), ApiError>) -> BulkItem {
+fn item(index: usize, result: Result<(u16, Uuid), ApiError>) -> InvitationBulkItem {
     use poem::error::ResponseError;
     match result {
-        Ok((status, id)) => BulkItem {
+        Ok((status, id)) => InvitationBulkItem {
             index: index as u32,
             status,
             id: Some(id.to_string()),
@@ -524,7 +524,7 @@ fn item(index: usize, result: Result<(u16, Uuid), ApiError>) -> BulkItem {
                 ApiError::Internal(_) => "an internal error occurred".to_owned(),
                 other => other.to_string(),
             };
-            BulkItem {
+            InvitationBulkItem {
                 index: index as u32,
                 status: e.status().as_u16(),
                 id: None,
@@ -534,10 +534,10 @@ fn item(index: usize, result: Result<(u16, Uuid), ApiError>) -> BulkItem {
     }
 }
 
-fn summarise(results: Vec<BulkItem>) -> BulkResponse {
+fn summarise(results: Vec<InvitationBulkItem>) -> BulkResponse {
     let succeeded = results.iter().filter(|r| r.status < 300).count() as u32;
     let failed = results.len() as u32 - succeeded;
-    BulkResponse::MultiStatus(Json(BulkResult {
+    BulkResponse::MultiStatus(Json(InvitationBulkResult {
         results,
         succeeded,
         failed,

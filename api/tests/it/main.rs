@@ -1,15 +1,20 @@
 //! The API's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
 
+mod audit;
 mod callbacks;
 mod cli;
 mod identity;
 mod inbox;
+mod invitations;
 mod logs;
 mod operations;
+mod org_support;
+mod organizations;
 mod preferences;
 mod providers;
 mod realtime;
 mod send_email;
 mod subscribers;
 mod templates;
+mod users;
 mod webhooks;
