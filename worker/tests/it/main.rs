@@ -1,5 +1,6 @@
 //! The worker's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
 
+mod baa_reminders;
 mod channels;
 mod defects;
 mod delivery;
