@@ -433,3 +433,71 @@ async fn bad_organization_input_gets_a_precise_400() {
     assert_eq!(count, 2, "nothing was created");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_non_compliant_organization_may_be_set_to_block_phi_sends() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let root = platform_admin(&app).await;
+    let id = app.tenant_id.to_string();
+    let send = |phi: bool| {
+        app.client
+            .post(app.url("/api/v1/services/notifications/send"))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"to": "pat@example.org", "subject": "Results", "text": "Ready", "phi": phi}))
+            .send()
+    };
+    assert_eq!(
+        send(true).await.unwrap().status(),
+        202,
+        "not blocking by default"
+    );
+    expect(
+        with(&app, Method::PATCH, &format!("{ORGS}/{id}"), &root.token)
+            .json(&json!({"settings": {"block_phi_when_non_compliant": true}}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let refused = expect(send(true).await.unwrap(), 403).await;
+    assert_eq!(refused["type"], "/problems/forbidden");
+    assert_eq!(
+        send(false).await.unwrap().status(),
+        202,
+        "no PHI, no BAA needed"
+    );
+    let today = Utc::now().date_naive();
+    expect(
+        with(
+            &app,
+            Method::PATCH,
+            &format!("{ORGS}/{id}/sign-baa"),
+            &root.token,
+        )
+        .json(
+            &json!({"signed_on": today, "expires_on": today + Days::new(365),
+                "document_url": "https://docs.example/baa.pdf"}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        send(true).await.unwrap().status(),
+        202,
+        "a valid BAA unblocks"
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from notifications")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 3, "the refused send stored nothing");
+    app.shutdown().await;
+}
