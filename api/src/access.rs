@@ -134,7 +134,7 @@ impl Principal {
     }
 
     /// Records a successful action in `tenant` (the caller's own when `None`).
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     pub async fn audit(
         &self,
         db: impl sqlx::PgExecutor<'_>,

@@ -301,7 +301,7 @@ impl AdminUsersApi {
     /// List users (admins), filtered by `role`, `status` and, for platform
     /// admins, `organization_id`.
     #[oai(path = "/", method = "get", operation_id = "users.list")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,

@@ -167,7 +167,7 @@ impl AuditApi {
     /// admins), `actor`, `action` (exact, or a prefix ending in `.`),
     /// `resource_type`, `resource_id`, `result`, `since` and `until`.
     #[oai(path = "/", method = "get", operation_id = "audit.list")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
@@ -232,7 +232,7 @@ impl AuditApi {
     /// The same rows as CSV (at most 10,000, newest first). The export is
     /// itself audited.
     #[oai(path = "/export", method = "get", operation_id = "audit.export")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     async fn export(
         &self,
         auth: Admin,

@@ -835,7 +835,7 @@ impl InvitationsApi {
     /// List invitations (admins: every one in scope; others: those they
     /// sent), filtered by `status`, `invitation_type` and `email`.
     #[oai(path = "/", method = "get", operation_id = "invitations.list")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,

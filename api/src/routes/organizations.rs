@@ -392,7 +392,7 @@ impl OrganizationsApi {
     /// List organisations (platform admins), filtered by `status`, `type`,
     /// part of the `name` and `compliant`.
     #[oai(path = "/", method = "get", operation_id = "organizations.list")]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,

@@ -22,9 +22,6 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub struct Signed {
     /// Its id.
     pub id: String,
-    /// Its organisation.
-    #[allow(dead_code)]
-    pub tenant: TenantId,
     /// A fresh token.
     pub token: String,
 }
@@ -64,7 +61,6 @@ pub async fn user(app: &TestApp, tenant: TenantId, role: &str, email: &str) -> S
     let body: Value = resp.json().await.unwrap();
     Signed {
         id: u.id.to_string(),
-        tenant,
         token: body["access_token"].as_str().unwrap().to_owned(),
     }
 }

@@ -137,7 +137,7 @@ async fn every_threshold_reaches_the_admins_once_per_agreement() {
             expected.push((first.clone(), t.to_owned()));
         }
         let mut got = sent(&app).await;
-        got.sort_by(|x, y| order(&x.1).cmp(&order(&y.1)));
+        got.sort_by_key(|x| order(&x.1));
         assert_eq!(got, expected, "after day +{offset}");
     }
     // Every reminder went out once on each channel, to the admin only.
