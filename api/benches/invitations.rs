@@ -27,7 +27,11 @@ async fn run() {
         "invitation accept benchmark on {} ({n} invitations, {concurrency} clients)",
         testkit::bench::machine()
     );
-    let app = TestApp::builder().without_worker().without_scheduler().spawn().await;
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
     // Invitations as the invitation job leaves them: sent, with a token hash.
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
