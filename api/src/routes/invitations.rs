@@ -1010,13 +1010,35 @@ impl InvitationsApi {
         let mut tx = state.pool.begin().await?;
         let Some(inv) = invitations::accept(&mut *tx, &hash).await? else {
             drop(tx);
-            let why = match invitations::by_token(&state.pool, &hash).await? {
-                None => ApiError::NotFound("invitation"),
-                Some(i) if i.status == "accepted" => {
-                    ApiError::Conflict("this invitation was already accepted".into())
-                }
-                Some(_) => ApiError::Gone("this invitation has expired or was cancelled"),
+            let Some(found) = invitations::by_token(&state.pool, &hash).await? else {
+                // Unknown tokens are not recorded: anyone can send them.
+                return Err(ApiError::NotFound("invitation"));
             };
+            let (why, status) = if found.status == "accepted" {
+                (
+                    ApiError::Conflict("this invitation was already accepted".into()),
+                    409,
+                )
+            } else {
+                (
+                    ApiError::Gone("this invitation has expired or was cancelled"),
+                    410,
+                )
+            };
+            audit::record(
+                &state.pool,
+                audit::Entry {
+                    tenant_id: Some(found.tenant_id),
+                    actor: "anonymous",
+                    action: "invitation.accept",
+                    resource_type: "invitation",
+                    resource_id: Some(found.id.to_string()),
+                    result: "failure",
+                    request_id: Some(&request_id.0.0),
+                    details: json!({"status": status}),
+                },
+            )
+            .await?;
             return Err(why);
         };
         let ty = InvitationType::parse(&inv.invitation_type)

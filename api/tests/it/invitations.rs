@@ -198,12 +198,20 @@ async fn an_accepted_invitation_creates_the_user_once_even_when_accepts_race() {
         .await
         .unwrap();
     assert_eq!(leaked, 0);
-    let accepted: i64 =
-        sqlx::query_scalar("select count(*) from audit_log where action = 'invitation.accept'")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let accepted: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'invitation.accept' and result = 'success'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     assert_eq!(accepted, 1);
+    let refused: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = 'invitation.accept' and result = 'failure' and actor = 'anonymous'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(refused, 8, "the seven losers and the late retry");
     app.shutdown().await;
 }
 
