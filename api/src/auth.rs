@@ -64,6 +64,16 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
         Ok(identity) => {
             tracing::Span::current()
                 .record("tenant_id", tracing::field::display(identity.tenant_id));
+            if identity.password_change_only
+                && !(req.method() == poem::http::Method::PATCH
+                    && req.uri().path()
+                        == format!("/api/v1/admin/users/{}/password", identity.subject))
+            {
+                return Err(ApiError::Forbidden(
+                    "this token comes from a temporary password: change the password first",
+                )
+                .into());
+            }
             Ok(identity)
         }
         Err(reason) => {

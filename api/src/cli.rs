@@ -36,6 +36,17 @@ pub enum Command {
     /// the active key, `ENCRYPTION_KEY_ID`. Keep the old key in
     /// `ENCRYPTION_KEYS` until this has run; then it can be removed.
     RotateSecrets,
+    /// Create the platform organisation (once) and a platform admin with a
+    /// temporary password, to be changed at first sign-in. Prints the
+    /// ids.
+    PlatformAdmin {
+        /// The admin's email address.
+        #[arg(long)]
+        email: String,
+        /// The temporary password (the password policy applies).
+        #[arg(long, env = "PLATFORM_ADMIN_PASSWORD", hide_env_values = true)]
+        password: String,
+    },
     /// Manage API keys.
     Key {
         /// What to do.
@@ -90,7 +101,7 @@ pub enum KeyCommand {
 }
 
 async fn audited(
-    pool: &sqlx::PgPool,
+    pool: impl sqlx::PgExecutor<'_>,
     tenant_id: TenantId,
     action: &str,
     kind: &str,
@@ -223,6 +234,68 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
             )
             .await?;
             println!("jwt_secret={secret}");
+        }
+        Command::PlatformAdmin { email, password } => {
+            use shared::db::{organizations, users};
+            let email = shared::domain::EmailAddress::parse(email.trim())
+                .map_err(|e| anyhow::anyhow!("--email: {e}"))?;
+            crate::access::check_password("password", &password)
+                .map_err(|e| anyhow::anyhow!("--password {e}: at least 12 characters with a lower-case letter, an upper-case letter and a digit"))?;
+            let hash = crate::access::hash_password(password)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut tx = pool.begin().await?;
+            let platform = match organizations::platform(&mut *tx).await? {
+                Some(p) => p,
+                None => {
+                    let p = organizations::create(
+                        &mut tx,
+                        organizations::NewOrganization {
+                            name: "Platform",
+                            kind: "platform",
+                            contact: serde_json::json!({}),
+                            address: serde_json::json!({}),
+                            settings: serde_json::json!({}),
+                        },
+                    )
+                    .await?;
+                    audited(
+                        &mut *tx,
+                        p.id,
+                        "organization.create",
+                        "organization",
+                        p.id.to_string(),
+                    )
+                    .await?;
+                    p
+                }
+            };
+            let user = users::insert(
+                &mut *tx,
+                users::NewUser {
+                    tenant_id: platform.id,
+                    email: email.as_str(),
+                    first_name: None,
+                    last_name: None,
+                    role: "ADMIN",
+                    password_hash: Some(&hash),
+                    must_change_password: true,
+                    created_by: "cli",
+                },
+            )
+            .await?;
+            shared::db::subscribers::upsert(&mut tx, platform.id, &user.id.to_string()).await?;
+            audited(
+                &mut *tx,
+                platform.id,
+                "user.create",
+                "user",
+                user.id.to_string(),
+            )
+            .await?;
+            tx.commit().await?;
+            println!("platform_organization_id={}", platform.id);
+            println!("user_id={}", user.id);
         }
         Command::RotateSecrets => {
             let keyring = settings.encryption.as_ref().ok_or_else(|| {

@@ -45,6 +45,10 @@ pub enum ApiError {
     /// 413: a body (e.g. a CSV upload) over its limit.
     #[error("{0}")]
     TooLarge(String),
+    /// 410: the resource existed but is no longer usable (an expired or
+    /// cancelled invitation).
+    #[error("{0}")]
+    Gone(&'static str),
     /// 422: the idempotency key was used before with a different request.
     #[error("the Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
@@ -67,10 +71,20 @@ impl ApiError {
 }
 
 /// Unique constraints a caller can run into, and what 409 says for each.
-const CONFLICTS: &[(&str, &str)] = &[(
-    shared::db::templates::KEY_CONSTRAINT,
-    "a template with this key already exists",
-)];
+const CONFLICTS: &[(&str, &str)] = &[
+    (
+        shared::db::templates::KEY_CONSTRAINT,
+        "a template with this key already exists",
+    ),
+    (
+        shared::db::users::EMAIL_CONSTRAINT,
+        "a user with this email address already exists",
+    ),
+    (
+        shared::db::invitations::OPEN_EMAIL_CONSTRAINT,
+        "this address already has an open invitation to this organisation",
+    ),
+];
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
@@ -92,6 +106,7 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Gone(_) => StatusCode::GONE,
             ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -101,7 +116,7 @@ impl ResponseError for ApiError {
 
 impl poem_openapi::ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let statuses: [(u16, &'static str); 10] = [
+        let statuses: [(u16, &'static str); 11] = [
             (400, "Invalid fields, headers or JSON"),
             (
                 401,
@@ -110,6 +125,7 @@ impl poem_openapi::ApiResponse for ApiError {
             (403, "Authenticated, but without the role this needs"),
             (404, "No such resource for this caller"),
             (409, "Conflicts with the resource's current state"),
+            (410, "No longer usable (an expired or cancelled invitation)"),
             (411, "No Content-Length on a request with a body"),
             (413, "A body over the configured limit"),
             (422, "An Idempotency-Key reused with a different body"),
@@ -192,6 +208,7 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
             Some(ApiError::Forbidden(_)) => "forbidden",
             Some(ApiError::NotFound(_)) => "not-found",
             Some(ApiError::Conflict(_)) => "conflict",
+            Some(ApiError::Gone(_)) => "gone",
             Some(ApiError::IdempotencyKeyReused) => "idempotency-key-reused",
             _ => match status {
                 StatusCode::UNAUTHORIZED => "unauthorized",

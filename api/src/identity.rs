@@ -29,7 +29,7 @@ use serde_json::Value;
 use shared::{
     config::JwtSettings,
     crypto::Keyring,
-    db::{jwt_secrets, tenants},
+    db::{jwt_secrets, tenants, users},
     domain::TenantId,
 };
 use sqlx::PgPool;
@@ -47,6 +47,11 @@ pub struct Identity {
     pub tenant_id: TenantId,
     /// The user's roles.
     pub roles: Vec<String>,
+    /// `iat`, when the token has one.
+    pub issued_at: Option<i64>,
+    /// A platform user signed in with a temporary password: the token may
+    /// only change the password.
+    pub password_change_only: bool,
 }
 
 /// Why a token was refused. Each answers 401; the reason is only logged.
@@ -86,6 +91,10 @@ pub enum Rejected {
     /// The keys could not be fetched or opened.
     #[error("keys unavailable")]
     KeysUnavailable,
+    /// The platform user is deactivated, or the token predates its last
+    /// password change or deactivation.
+    #[error("revoked")]
+    Revoked,
 }
 
 #[derive(Debug, Default)]
@@ -119,6 +128,12 @@ impl Verifier {
             http,
             jwks: Arc::default(),
         }
+    }
+
+    /// The settings tokens are checked against (issuer, audience, claim
+    /// names), for issuing tokens this verifier accepts.
+    pub fn settings(&self) -> &JwtSettings {
+        &self.settings
     }
 
     /// Verifies `token` and maps its claims to an [`Identity`].
@@ -159,13 +174,29 @@ impl Verifier {
             ErrorKind::MissingRequiredClaim(c) => Rejected::Claim(c.clone()),
             _ => Rejected::Malformed,
         })?;
-        let identity = self.identity(&data.claims)?;
+        let mut identity = self.identity(&data.claims)?;
         let active = tenants::get(&self.pool, identity.tenant_id)
             .await
             .map_err(|_| Rejected::KeysUnavailable)?
             .is_some_and(|t| t.status == "active");
         if !active {
             return Err(Rejected::UnknownTenant);
+        }
+        // A platform user (its `sub` is its users.id) must still be active,
+        // and the token newer than its last password change or deactivation.
+        if let Ok(user_id) = uuid::Uuid::parse_str(&identity.subject) {
+            let state = users::token_state(&self.pool, identity.tenant_id, user_id)
+                .await
+                .map_err(|_| Rejected::KeysUnavailable)?;
+            if let Some(state) = state {
+                let fresh = identity
+                    .issued_at
+                    .is_some_and(|iat| iat >= state.tokens_valid_after.timestamp());
+                if state.status != "active" || !fresh {
+                    return Err(Rejected::Revoked);
+                }
+                identity.password_change_only = state.must_change_password;
+            }
         }
         Ok(identity)
     }
@@ -201,6 +232,8 @@ impl Verifier {
             subject,
             tenant_id: self.tenant_of(claims)?,
             roles,
+            issued_at: claims.get("iat").and_then(Value::as_i64),
+            password_change_only: false,
         })
     }
 

@@ -7,6 +7,10 @@
 //!   sends and their status, subscribers and their preferences.
 //! * `/api/v1/admin/*`: organisation administrators, with the tenant's API
 //!   key or a JWT carrying the `ADMIN` role: providers and templates.
+//! * `/api/v1/admin/organizations`, `/api/v1/admin/users`,
+//!   `/api/v1/admin/audit`, `/api/v1/auth/login` and `/api/v1/invitations`:
+//!   organisations (tenants) with their BAAs, platform users, invitations
+//!   and the audit log; who may do what is in [`access`].
 //! * `/webhooks/*`: providers' delivery callbacks, each checked against the
 //!   signing secret of the provider config its URL names.
 //! * `/health/live`, `/health/ready`, `/metrics`.
@@ -15,6 +19,7 @@
 //! Every error is `application/problem+json` with the request id
 //! ([`error`], [`middleware`]).
 
+pub mod access;
 pub mod auth;
 pub mod body;
 pub mod cli;
@@ -88,6 +93,16 @@ pub type Apis = (
     routes::webhooks::WebhooksApi,
     routes::callbacks::CallbacksApi,
     routes::health::HealthApi,
+    OrgApis,
+);
+
+/// Organisations, users, sign-in, invitations and the audit log.
+pub type OrgApis = (
+    routes::organizations::OrganizationsApi,
+    routes::admin_users::AdminUsersApi,
+    routes::sessions::SessionsApi,
+    routes::invitations::InvitationsApi,
+    routes::audit::AuditApi,
 );
 
 /// The documented API.
@@ -105,6 +120,13 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             routes::webhooks::WebhooksApi,
             routes::callbacks::CallbacksApi,
             routes::health::HealthApi,
+            (
+                routes::organizations::OrganizationsApi,
+                routes::admin_users::AdminUsersApi,
+                routes::sessions::SessionsApi,
+                routes::invitations::InvitationsApi,
+                routes::audit::AuditApi,
+            ),
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use shared::{
     config::{CronEntry, CronJob},
     db::cron_ticks,
-    jobs::{QueueError, Queues, RunMaintenance},
+    jobs::{QueueError, Queues, RemindBaaExpiry, RunMaintenance},
 };
 use sqlx::PgPool;
 
@@ -33,7 +33,11 @@ pub async fn push_tick(
     scheduled_for: DateTime<Utc>,
 ) -> Result<(), QueueError> {
     match job {
-        CronJob::VacuumQueues | CronJob::RedactExpiredContent | CronJob::PruneEvents => {
+        CronJob::RemindBaaExpiry => queues.push(RemindBaaExpiry { scheduled_for }).await,
+        CronJob::VacuumQueues
+        | CronJob::RedactExpiredContent
+        | CronJob::PruneEvents
+        | CronJob::ExpireInvitations => {
             queues
                 .push(RunMaintenance {
                     task: job,

@@ -37,6 +37,44 @@ pub struct JobsConfig {
     pub retention: RetentionConfig,
     /// When a failing provider is skipped.
     pub circuit_breaker: CircuitBreakerConfig,
+    /// Invitation lifetimes.
+    #[serde(default)]
+    pub invitations: InvitationsConfig,
+    /// When organisations' admins hear that their BAA expires.
+    #[serde(default)]
+    pub baa_reminders: BaaRemindersConfig,
+}
+
+/// Invitations: how long a token stays valid unless the inviter says
+/// otherwise (1 to 30 days).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitationsConfig {
+    /// Days an invitation is valid.
+    pub expiry_days: u32,
+}
+
+impl Default for InvitationsConfig {
+    fn default() -> Self {
+        Self { expiry_days: 7 }
+    }
+}
+
+/// BAA-expiry reminders: days before expiry at which an organisation's
+/// admins are told (each once per agreement), plus once on expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaaRemindersConfig {
+    /// Days before expiry, e.g. `[30, 14, 7, 1]`.
+    pub thresholds_days: Vec<u32>,
+}
+
+impl Default for BaaRemindersConfig {
+    fn default() -> Self {
+        Self {
+            thresholds_days: vec![30, 14, 7, 1],
+        }
+    }
 }
 
 /// The circuit breaker every provider config has: after `failures`
@@ -177,6 +215,11 @@ pub enum CronJob {
     RedactExpiredContent,
     /// Drop real-time events past retention.
     PruneEvents,
+    /// Mark invitations past their expiry as expired, and push invitation
+    /// emails whose job never reached Redis.
+    ExpireInvitations,
+    /// Remind organisations' admins of BAAs near or past expiry.
+    RemindBaaExpiry,
 }
 
 impl CronJob {
@@ -185,6 +228,8 @@ impl CronJob {
         CronJob::VacuumQueues,
         CronJob::RedactExpiredContent,
         CronJob::PruneEvents,
+        CronJob::ExpireInvitations,
+        CronJob::RemindBaaExpiry,
     ];
 
     /// The job's name, as written in `jobs.toml`.
@@ -193,6 +238,8 @@ impl CronJob {
             CronJob::VacuumQueues => "vacuum_queues",
             CronJob::RedactExpiredContent => "redact_expired_content",
             CronJob::PruneEvents => "prune_events",
+            CronJob::ExpireInvitations => "expire_invitations",
+            CronJob::RemindBaaExpiry => "remind_baa_expiry",
         }
     }
 }
@@ -787,7 +834,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv, invitation, baa_reminder"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

@@ -47,6 +47,10 @@ pub enum QueueName {
     BatchChunk,
     /// Uploaded CSV files parsed into notifications.
     BulkCsv,
+    /// Invitation emails: issue the token, render and queue the email.
+    Invitation,
+    /// BAA-expiry reminders to organisations' admins.
+    BaaReminder,
 }
 
 impl QueueName {
@@ -61,6 +65,8 @@ impl QueueName {
         QueueName::Maintenance,
         QueueName::BatchChunk,
         QueueName::BulkCsv,
+        QueueName::Invitation,
+        QueueName::BaaReminder,
     ];
 
     /// The queue's name.
@@ -75,6 +81,8 @@ impl QueueName {
             QueueName::Maintenance => "maintenance",
             QueueName::BatchChunk => "batch_chunk",
             QueueName::BulkCsv => "bulk_csv",
+            QueueName::Invitation => "invitation",
+            QueueName::BaaReminder => "baa_reminder",
         }
     }
 
@@ -205,6 +213,40 @@ impl Job for RunMaintenance {
 
     fn queue(&self) -> QueueName {
         QueueName::Maintenance
+    }
+}
+
+/// Issue an invitation's token and queue its email (the invitation row,
+/// claimed while `pending`, is the unit of work).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendInvitation {
+    /// The organisation invited into.
+    pub tenant_id: TenantId,
+    /// The invitation.
+    pub invitation_id: uuid::Uuid,
+}
+
+impl Job for SendInvitation {
+    const NAME: &'static str = "SendInvitation";
+
+    fn queue(&self) -> QueueName {
+        QueueName::Invitation
+    }
+}
+
+/// Notify organisations' admins of BAAs at a reminder threshold, as of the
+/// day of `scheduled_for` (the tick's time: the job's clock).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemindBaaExpiry {
+    /// The tick that started it.
+    pub scheduled_for: DateTime<Utc>,
+}
+
+impl Job for RemindBaaExpiry {
+    const NAME: &'static str = "RemindBaaExpiry";
+
+    fn queue(&self) -> QueueName {
+        QueueName::BaaReminder
     }
 }
 

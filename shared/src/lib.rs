@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod notices;
 pub mod preferences;
 pub mod providers;
+pub mod roles;
 pub mod telemetry;
 pub mod templates;
 pub mod webhooks;

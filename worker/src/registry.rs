@@ -5,7 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use shared::jobs::{
-    DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, QueueName, RunMaintenance, SendNotifications,
+    DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, QueueName, RemindBaaExpiry, RunMaintenance,
+    SendInvitation, SendNotifications,
 };
 
 use crate::{WorkerState, jobs};
@@ -96,6 +97,24 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     RunMaintenance,
                     jobs::maintenance::handle
+                )
+            }
+            QueueName::Invitation => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    SendInvitation,
+                    jobs::send_invitation::handle
+                )
+            }
+            QueueName::BaaReminder => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    RemindBaaExpiry,
+                    jobs::remind_baa_expiry::handle
                 )
             }
         };

@@ -2,11 +2,16 @@
 
 pub mod batches;
 pub mod bulk;
+pub mod admin_users;
+pub mod audit;
 pub mod callbacks;
 pub mod health;
 pub mod inbox;
+pub mod invitations;
 pub mod notifications;
+pub mod organizations;
 pub mod providers;
+pub mod sessions;
 pub mod subscribers;
 pub mod templates;
 pub mod users;

@@ -95,6 +95,28 @@ pub struct SendRequest {
     pub locale: Option<String>,
     /// When to send (RFC 3339, at most 365 days ahead); now when omitted.
     pub send_at: Option<DateTime<Utc>>,
+    /// Whether the message carries protected health information. While the
+    /// organisation has no valid BAA and its setting
+    /// `block_phi_when_non_compliant` is on, such sends get 403.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phi: Option<bool>,
+}
+
+/// 403 when `tenant_id` blocks PHI sends and has no valid BAA.
+async fn phi_allowed(
+    state: &AppState,
+    tenant_id: shared::domain::TenantId,
+) -> Result<(), ApiError> {
+    let org = shared::db::organizations::get(&state.pool, tenant_id).await?;
+    let blocked = org.is_some_and(|o| {
+        o.blocks_phi_when_non_compliant() && !o.compliant(Utc::now().date_naive())
+    });
+    if blocked {
+        return Err(ApiError::Forbidden(
+            "this organisation has no valid BAA: sends that carry PHI are blocked",
+        ));
+    }
+    Ok(())
 }
 
 impl SendRequest {
@@ -850,6 +872,9 @@ impl NotificationsApi {
         let tenant_id = auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
+        if req.phi == Some(true) {
+            phi_allowed(&state, tenant_id).await?;
+        }
         let run_at = match req.send_at {
             Some(at) if at > Utc::now() + chrono::Duration::days(365) => {
                 return Err(ApiError::invalid(

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
-use testkit::spawn_app;
+use testkit::{TestApp, spawn_app};
 
 fn api(vars: &[(String, String)], args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_api"))
@@ -218,5 +218,62 @@ async fn a_jwt_secret_issued_on_the_command_line_signs_user_tokens_and_is_stored
         .collect();
     let (ok, _, stderr) = api(&vars, &["tenant", "jwt-secret", "--tenant", &tenant]);
     assert!(!ok && stderr.contains("ENCRYPTION_KEYS"), "{stderr}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn platform_admin_bootstraps_the_platform_organization_once() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let mut vars = app.vars.clone();
+    vars.push((
+        "PLATFORM_ADMIN_PASSWORD".to_owned(),
+        "Bootstrap-Pass-1".to_owned(),
+    ));
+    let (ok, stdout, stderr) = api(
+        &vars,
+        &["platform-admin", "--email", "ops@platform.example"],
+    );
+    assert!(ok, "{stderr}");
+    let platform = value(&stdout, "platform_organization_id").to_owned();
+    assert!(!stderr.contains("Bootstrap-Pass-1") && !stdout.contains("Bootstrap-Pass-1"));
+    vars.push((
+        "PLATFORM_ADMIN_PASSWORD".to_owned(),
+        "Second-Admin-Pass-2".to_owned(),
+    ));
+    let (ok, stdout, stderr) = api(
+        &vars,
+        &["platform-admin", "--email", "ops2@platform.example"],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        value(&stdout, "platform_organization_id"),
+        platform,
+        "one platform organisation"
+    );
+    let mut weak = app.vars.clone();
+    weak.push(("PLATFORM_ADMIN_PASSWORD".to_owned(), "weak".to_owned()));
+    let (ok, _, stderr) = api(
+        &weak,
+        &["platform-admin", "--email", "ops3@platform.example"],
+    );
+    assert!(!ok && stderr.contains("--password"), "{stderr}");
+
+    // The admin signs in with the temporary password, which it must change.
+    let session: serde_json::Value = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "ops@platform.example", "password": "Bootstrap-Pass-1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(session["must_change_password"], true);
+    assert_eq!(session["organization_id"], platform.as_str());
     app.shutdown().await;
 }

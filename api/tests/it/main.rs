@@ -2,16 +2,21 @@
 
 mod batches;
 mod bulk_csv;
+mod audit;
 mod callbacks;
 mod cli;
 mod identity;
 mod inbox;
+mod invitations;
 mod logs;
 mod operations;
+mod org_support;
+mod organizations;
 mod preferences;
 mod providers;
 mod realtime;
 mod send_email;
 mod subscribers;
 mod templates;
+mod users;
 mod webhooks;

@@ -46,3 +46,83 @@ pub async fn record(db: impl PgExecutor<'_>, entry: Entry<'_>) -> Result<(), sql
     .await?;
     Ok(())
 }
+
+/// A stored audit record.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    /// Its id (ascending in time).
+    pub id: i64,
+    /// The tenant concerned.
+    pub tenant_id: Option<TenantId>,
+    /// Who acted.
+    pub actor: String,
+    /// What they did.
+    pub action: String,
+    /// The kind of thing acted on.
+    pub resource_type: String,
+    /// Its id.
+    pub resource_id: Option<String>,
+    /// `success` or `failure`.
+    pub result: String,
+    /// The request that did it.
+    pub request_id: Option<String>,
+    /// Extra facts.
+    pub details: Value,
+    /// When.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Filters for [`list`]; every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    /// One tenant.
+    pub tenant: Option<TenantId>,
+    /// Exact actor.
+    pub actor: Option<&'a str>,
+    /// Exact action, or a prefix ending in `.` (`invitation.`).
+    pub action: Option<&'a str>,
+    /// Exact resource type.
+    pub resource_type: Option<&'a str>,
+    /// Exact resource id.
+    pub resource_id: Option<&'a str>,
+    /// `success` or `failure`.
+    pub result: Option<&'a str>,
+    /// At or after.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Before.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Older than this id (newest first paging).
+    pub before_id: Option<i64>,
+}
+
+/// Records newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    f: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, tenant_id, actor, action, resource_type, resource_id, result, request_id,
+            details, created_at
+         from audit_log
+         where ($1::uuid is null or tenant_id = $1) and ($2::text is null or actor = $2)
+           and ($3::text is null or action = $3 or (right($3, 1) = '.' and starts_with(action, $3)))
+           and ($4::text is null or resource_type = $4) and ($5::text is null or resource_id = $5)
+           and ($6::text is null or result = $6) and ($7::timestamptz is null or created_at >= $7)
+           and ($8::timestamptz is null or created_at < $8) and ($9::bigint is null or id < $9)
+         order by id desc limit $10",
+    )
+    .bind(f.tenant)
+    .bind(f.actor)
+    .bind(f.action)
+    .bind(f.resource_type)
+    .bind(f.resource_id)
+    .bind(f.result)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(f.before_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}

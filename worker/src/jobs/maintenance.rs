@@ -5,6 +5,8 @@
 //!   otherwise grow without bound.
 //! * `redact_expired_content` erases the bodies of finished notifications past
 //!   the retention period.
+//! * `expire_invitations` expires invitations past due and pushes lost
+//!   invitation jobs again.
 //! * `prune_events` drops real-time events kept for catch-up past their
 //!   retention.
 
@@ -34,6 +36,13 @@ pub async fn handle(
         let result = match job.task {
             CronJob::VacuumQueues => vacuum_queues(&state).await,
             CronJob::RedactExpiredContent => redact(&state).await,
+            CronJob::ExpireInvitations => expire_invitations(&state, job.scheduled_for).await,
+            // Travels on its own queue; a stray one here does the same work.
+            CronJob::RemindBaaExpiry => {
+                crate::jobs::remind_baa_expiry::remind(&state, job.scheduled_for)
+                    .await
+                    .map(u64::from)
+            }
             CronJob::PruneEvents => {
                 shared::db::events::prune(&state.pool, state.jobs.retention.events_hours)
                     .await
@@ -79,6 +88,27 @@ async fn vacuum_queues(state: &WorkerState) -> anyhow::Result<u64> {
             .await?;
     }
     Ok(total)
+}
+
+/// Expires open invitations past due as of the tick, then pushes again the
+/// invitation jobs that never reached Redis (pending for over two minutes).
+async fn expire_invitations(
+    state: &WorkerState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<u64> {
+    use shared::{db::invitations, jobs::SendInvitation};
+    let expired = invitations::expire(&state.pool, now).await?;
+    let stale = invitations::redispatch(&state.pool, 120, 1_000).await?;
+    for (tenant_id, invitation_id) in stale {
+        state
+            .queues
+            .push(SendInvitation {
+                tenant_id,
+                invitation_id,
+            })
+            .await?;
+    }
+    Ok(expired)
 }
 
 async fn redact(state: &WorkerState) -> anyhow::Result<u64> {

@@ -1,0 +1,742 @@
+//! `/api/v1/admin/users`: the people who sign in to the platform.
+//!
+//! Platform admins manage every organisation's users; an organisation admin
+//! only its own (another organisation's user answers 404). Anyone may change
+//! their own password. Passwords are hashed with argon2id and must pass
+//! [`access::check_password`]; a password an admin sets is temporary: the
+//! user's next token may only change it. Deactivating a user, or changing
+//! its password, ends every token it was issued before.
+//!
+//! Each user has a subscriber whose external id is the user's id, so in-app
+//! notices (BAA reminders, shipment updates) reach its inbox.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use serde_json::json;
+use shared::{
+    db::{subscribers, users},
+    domain::EmailAddress,
+    roles::Role,
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
+    routes::ApiTags,
+};
+
+/// The user endpoints.
+#[derive(Debug)]
+pub struct AdminUsersApi;
+
+/// A user.
+#[derive(Debug, Object)]
+pub struct UserView {
+    /// Its id (its tokens' `sub`).
+    pub id: String,
+    /// Its organisation.
+    pub organization_id: String,
+    /// Sign-in address.
+    pub email: String,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Role.
+    pub role: String,
+    /// `active` or `inactive`.
+    pub status: String,
+    /// Whether its password is temporary.
+    pub must_change_password: bool,
+    /// Last sign-in.
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<users::User> for UserView {
+    fn from(u: users::User) -> Self {
+        Self {
+            id: u.id.to_string(),
+            organization_id: u.tenant_id.to_string(),
+            email: u.email,
+            first_name: u.first_name,
+            last_name: u.last_name,
+            role: u.role,
+            status: u.status,
+            must_change_password: u.must_change_password,
+            last_login_at: u.last_login_at,
+            created_at: u.created_at,
+            updated_at: u.updated_at,
+        }
+    }
+}
+
+/// A new user.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Sign-in address (unique on the platform).
+    pub email: String,
+    /// Given name (up to 100 characters).
+    pub first_name: Option<String>,
+    /// Family name (up to 100 characters).
+    pub last_name: Option<String>,
+    /// ADMIN, DOCTOR, LAB_TECH, PHARMACIST, MARKETER, SUPPORT, SALES,
+    /// DISTRIBUTOR, MASTER_DISTRIBUTOR, OFFICE_ADMIN, MEDICAL_STAFF,
+    /// IVR_COMPANY, SHIPPING_LOGISTICS or CHP_ADMIN.
+    pub role: String,
+    /// A temporary password (the password policy applies); it must be
+    /// changed at first sign-in.
+    pub temporary_password: String,
+    /// The organisation (platform admins; the caller's own otherwise).
+    pub organization_id: Option<String>,
+}
+
+/// Changes to a user; absent fields stay.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Role.
+    pub role: Option<String>,
+}
+
+/// A new password.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The new password: 12 to 128 characters with a lower-case letter, an
+    /// upper-case letter and a digit.
+    pub password: String,
+    /// The current password (required when changing one's own).
+    pub current_password: Option<String>,
+}
+
+/// A page of users.
+#[derive(Debug, Object)]
+pub struct UserPage {
+    /// Users in creation order.
+    pub items: Vec<UserView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A count.
+#[derive(Debug, Object)]
+pub struct Count {
+    /// Role (or status).
+    pub key: String,
+    /// Status.
+    pub status: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// Answers with a user.
+#[derive(Debug, ApiResponse)]
+pub enum UserResponse {
+    /// The user.
+    #[oai(status = 200)]
+    Ok(Json<UserView>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<UserView>, #[oai(header = "Location")] String),
+}
+
+/// Answers with a page.
+#[derive(Debug, ApiResponse)]
+pub enum PageResponse {
+    /// A page.
+    #[oai(status = 200)]
+    Ok(Json<UserPage>),
+}
+
+/// Answers with counts.
+#[derive(Debug, ApiResponse)]
+pub enum StatsResponse {
+    /// Users per role and status.
+    #[oai(status = 200)]
+    Ok(Json<Vec<Count>>),
+}
+
+/// Answers with nothing.
+#[derive(Debug, ApiResponse)]
+pub enum AcceptedResponse {
+    /// Queued.
+    #[oai(status = 202)]
+    Accepted,
+}
+
+fn user_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("user"))
+}
+
+/// Checks an optional name field.
+pub fn check_name(field: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
+    match v.map(str::trim) {
+        None => Ok(None),
+        Some(s) if s.is_empty() || s.chars().count() > 100 || s.chars().any(char::is_control) => {
+            Err(ApiError::invalid(
+                field,
+                "must be 1 to 100 characters without control characters",
+            ))
+        }
+        Some(s) => Ok(Some(s.to_owned())),
+    }
+}
+
+/// Parses an email address field.
+pub fn check_email(field: &str, v: &str) -> Result<EmailAddress, ApiError> {
+    EmailAddress::parse(v.trim()).map_err(|e| ApiError::invalid(field, e.0))
+}
+
+fn check_role(v: &str) -> Result<Role, ApiError> {
+    Role::parse(v).ok_or_else(|| {
+        ApiError::invalid(
+            "role",
+            format!(
+                "must be one of {}",
+                Role::ALL
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        )
+    })
+}
+
+#[OpenApi(prefix_path = "/api/v1/admin/users", tag = "ApiTags::Admin")]
+impl AdminUsersApi {
+    /// Create a user with a temporary password (admins).
+    #[oai(path = "/", method = "post", operation_id = "users.create")]
+    async fn create(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: Json<CreateUser>,
+    ) -> Result<UserResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let b = body.0;
+        let target = p
+            .refused(
+                &state,
+                &request_id,
+                "user.create",
+                "user",
+                None,
+                p.require_admin()
+                    .and_then(|()| p.target_tenant(b.organization_id.as_deref())),
+            )
+            .await?;
+        let email = check_email("email", &b.email)?;
+        let first = check_name("first_name", b.first_name.as_deref())?;
+        let last = check_name("last_name", b.last_name.as_deref())?;
+        let role = check_role(&b.role)?;
+        crate::access::check_password("temporary_password", &b.temporary_password)?;
+        let org = shared::db::organizations::get(&state.pool, target).await?;
+        p.refused(
+            &state,
+            &request_id,
+            "user.create",
+            "user",
+            None,
+            org.ok_or(ApiError::NotFound("organization")).map(|_| ()),
+        )
+        .await?;
+        let hash = crate::access::hash_password(b.temporary_password).await?;
+        let mut tx = state.pool.begin().await?;
+        let user = users::insert(
+            &mut *tx,
+            users::NewUser {
+                tenant_id: target,
+                email: email.as_str(),
+                first_name: first.as_deref(),
+                last_name: last.as_deref(),
+                role: role.as_str(),
+                password_hash: Some(&hash),
+                must_change_password: true,
+                created_by: &p.caller.actor,
+            },
+        )
+        .await;
+        let user = p
+            .refused(
+                &state,
+                &request_id,
+                "user.create",
+                "user",
+                None,
+                user.map_err(ApiError::from),
+            )
+            .await?;
+        subscribers::upsert(&mut tx, target, &user.id.to_string()).await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(target),
+            "user.create",
+            "user",
+            user.id,
+            json!({"role": role.as_str()}),
+        )
+        .await?;
+        tx.commit().await?;
+        let location = format!("/api/v1/admin/users/{}", user.id);
+        Ok(UserResponse::Created(Json(user.into()), location))
+    }
+
+    /// List users (admins), filtered by `role`, `status` and, for platform
+    /// admins, `organization_id`.
+    #[oai(path = "/", method = "get", operation_id = "users.list")]
+    #[expect(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        role: Query<Option<String>>,
+        status: Query<Option<String>>,
+        organization_id: Query<Option<String>>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> Result<PageResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p
+            .refused(
+                &state,
+                &request_id,
+                "user.list",
+                "user",
+                None,
+                p.require_admin()
+                    .and_then(|()| match organization_id.0.as_deref() {
+                        None => Ok(p.scope()),
+                        Some(raw) => p.target_tenant(Some(raw)).map(Some),
+                    }),
+            )
+            .await?;
+        let role = role.0.as_deref().map(check_role).transpose()?;
+        if let Some(s) = status.0.as_deref()
+            && !["active", "inactive"].contains(&s)
+        {
+            return Err(ApiError::invalid("status", "must be active or inactive"));
+        }
+        let limit = limit.0.unwrap_or(50);
+        if !(1..=200).contains(&limit) {
+            return Err(ApiError::invalid("limit", "must be 1 to 200"));
+        }
+        let after = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()?;
+        let mut rows = users::list(
+            &state.pool,
+            users::Filter {
+                tenant,
+                role: role.map(Role::as_str),
+                status: status.0.as_deref(),
+                after,
+            },
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|u| u.id.to_string()))
+            .flatten();
+        Ok(PageResponse::Ok(Json(UserPage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Users per role and status (admins: their organisation; platform
+    /// admins: every organisation).
+    #[oai(path = "/stats", method = "get", operation_id = "users.stats")]
+    async fn stats(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+    ) -> Result<StatsResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.refused(
+            &state,
+            &request_id,
+            "user.stats",
+            "user",
+            None,
+            p.require_admin(),
+        )
+        .await?;
+        let rows = users::stats(&state.pool, p.scope()).await?;
+        Ok(StatsResponse::Ok(Json(
+            rows.into_iter()
+                .map(|(key, status, count)| Count { key, status, count })
+                .collect(),
+        )))
+    }
+
+    /// Read a user (admins; anyone may read themselves).
+    #[oai(path = "/:id", method = "get", operation_id = "users.get")]
+    async fn get(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<UserResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let result = async {
+            let uid = user_id(&id.0)?;
+            if !p.is_admin() && p.user_id != Some(uid) {
+                return Err(ApiError::Forbidden("the ADMIN role is required"));
+            }
+            users::get(&state.pool, p.scope(), uid)
+                .await?
+                .ok_or(ApiError::NotFound("user"))
+        }
+        .await;
+        let user = p
+            .refused(
+                &state,
+                &request_id,
+                "user.read",
+                "user",
+                Some(&id.0),
+                result,
+            )
+            .await?;
+        Ok(UserResponse::Ok(Json(user.into())))
+    }
+
+    /// Change a user's names or role (admins).
+    #[oai(path = "/:id", method = "patch", operation_id = "users.update")]
+    async fn update(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: Json<UpdateUser>,
+    ) -> Result<UserResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let uid = p
+            .refused(
+                &state,
+                &request_id,
+                "user.update",
+                "user",
+                Some(&id.0),
+                p.require_admin().and_then(|()| user_id(&id.0)),
+            )
+            .await?;
+        let b = body.0;
+        let first = check_name("first_name", b.first_name.as_deref())?;
+        let last = check_name("last_name", b.last_name.as_deref())?;
+        let role = b.role.as_deref().map(check_role).transpose()?;
+        let mut tx = state.pool.begin().await?;
+        let result = users::update(
+            &mut *tx,
+            p.scope(),
+            uid,
+            first.as_deref(),
+            last.as_deref(),
+            role.map(Role::as_str),
+        )
+        .await?
+        .ok_or(ApiError::NotFound("user"));
+        let user = p
+            .refused(
+                &state,
+                &request_id,
+                "user.update",
+                "user",
+                Some(&id.0),
+                result,
+            )
+            .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(user.tenant_id),
+            "user.update",
+            "user",
+            uid,
+            json!({"role": role.map(Role::as_str)}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(UserResponse::Ok(Json(user.into())))
+    }
+
+    /// Activate a user (admins).
+    #[oai(
+        path = "/:id/activate",
+        method = "patch",
+        operation_id = "users.activate"
+    )]
+    async fn activate(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<UserResponse, ApiError> {
+        set_status(&auth, &state, &request_id, &id.0, "active", "user.activate").await
+    }
+
+    /// Deactivate a user (admins): its tokens stop working at once.
+    #[oai(
+        path = "/:id/deactivate",
+        method = "patch",
+        operation_id = "users.deactivate"
+    )]
+    async fn deactivate(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<UserResponse, ApiError> {
+        set_status(
+            &auth,
+            &state,
+            &request_id,
+            &id.0,
+            "inactive",
+            "user.deactivate",
+        )
+        .await
+    }
+
+    /// Set a password. Users change their own with `current_password`; an
+    /// admin sets a temporary one, to be changed at the next sign-in. Earlier
+    /// tokens stop working.
+    #[oai(
+        path = "/:id/password",
+        method = "patch",
+        operation_id = "users.password"
+    )]
+    async fn password(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: Json<ChangePassword>,
+    ) -> Result<UserResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let uid = p
+            .refused(
+                &state,
+                &request_id,
+                "user.password",
+                "user",
+                Some(&id.0),
+                user_id(&id.0),
+            )
+            .await?;
+        let own = p.user_id == Some(uid);
+        p.refused(
+            &state,
+            &request_id,
+            "user.password",
+            "user",
+            Some(&id.0),
+            if own || p.is_admin() {
+                Ok(())
+            } else {
+                Err(ApiError::Forbidden("the ADMIN role is required"))
+            },
+        )
+        .await?;
+        let b = body.0;
+        crate::access::check_password("password", &b.password)?;
+        let scope = if own {
+            Some(p.caller.tenant_id)
+        } else {
+            p.scope()
+        };
+        let existing = users::get(&state.pool, scope, uid).await?;
+        let existing = p
+            .refused(
+                &state,
+                &request_id,
+                "user.password",
+                "user",
+                Some(&id.0),
+                existing.ok_or(ApiError::NotFound("user")),
+            )
+            .await?;
+        if own {
+            let current = b.current_password.ok_or_else(|| {
+                ApiError::invalid(
+                    "current_password",
+                    "is required to change your own password",
+                )
+            })?;
+            let creds = users::credentials(&state.pool, &existing.email).await?;
+            if !crate::access::verify_password(current, creds.and_then(|c| c.password_hash)).await {
+                return Err(ApiError::invalid("current_password", "does not match"));
+            }
+            if b.password.len() <= crate::access::MAX_PASSWORD
+                && crate::access::verify_password(
+                    b.password.clone(),
+                    users::credentials(&state.pool, &existing.email)
+                        .await?
+                        .and_then(|c| c.password_hash),
+                )
+                .await
+            {
+                return Err(ApiError::invalid(
+                    "password",
+                    "must differ from the current password",
+                ));
+            }
+        }
+        let hash = crate::access::hash_password(b.password).await?;
+        let mut tx = state.pool.begin().await?;
+        let user = users::set_password(&mut *tx, scope, uid, &hash, !own)
+            .await?
+            .ok_or(ApiError::NotFound("user"))?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(user.tenant_id),
+            "user.password",
+            "user",
+            uid,
+            json!({"temporary": !own}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(UserResponse::Ok(Json(user.into())))
+    }
+
+    /// Send the invitation that created this user's place again, with a new
+    /// token (admins). 409 when none is open.
+    #[oai(
+        path = "/:id/resend-invitation",
+        method = "post",
+        operation_id = "users.resend_invitation"
+    )]
+    async fn resend_invitation(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<AcceptedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let result = async {
+            p.require_admin()?;
+            let uid = user_id(&id.0)?;
+            let user = users::get(&state.pool, p.scope(), uid)
+                .await?
+                .ok_or(ApiError::NotFound("user"))?;
+            let open: Option<(Uuid,)> = sqlx::query_as(
+                "select id from invitations where tenant_id = $1 and lower(email) = lower($2)
+                   and status in ('pending', 'sent', 'expired') order by created_at desc limit 1",
+            )
+            .bind(user.tenant_id)
+            .bind(&user.email)
+            .fetch_optional(&state.pool)
+            .await?;
+            let (inv,) = open.ok_or_else(|| {
+                ApiError::Conflict("this user has no invitation to resend".into())
+            })?;
+            Ok((user.tenant_id, inv))
+        }
+        .await;
+        let (tenant, inv) = p
+            .refused(
+                &state,
+                &request_id,
+                "user.resend_invitation",
+                "user",
+                Some(&id.0),
+                result,
+            )
+            .await?;
+        let expires =
+            Utc::now() + chrono::Duration::days(i64::from(state.jobs.invitations.expiry_days));
+        let mut tx = state.pool.begin().await?;
+        if !shared::db::invitations::reopen(&mut *tx, Some(tenant), inv, expires).await? {
+            return Err(ApiError::Conflict(
+                "this invitation can no longer be resent".into(),
+            ));
+        }
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "invitation.resend",
+            "invitation",
+            inv,
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        crate::routes::invitations::push(&state, tenant, inv).await;
+        Ok(AcceptedResponse::Accepted)
+    }
+}
+
+async fn set_status(
+    auth: &Admin,
+    state: &AppState,
+    request_id: &RequestId,
+    raw: &str,
+    status: &str,
+    action: &str,
+) -> Result<UserResponse, ApiError> {
+    let p = Principal::resolve(state, auth).await?;
+    let uid = p
+        .refused(
+            state,
+            request_id,
+            action,
+            "user",
+            Some(raw),
+            p.require_admin().and_then(|()| user_id(raw)),
+        )
+        .await?;
+    let mut tx = state.pool.begin().await?;
+    let result = users::set_status(&mut *tx, p.scope(), uid, status)
+        .await?
+        .ok_or(ApiError::NotFound("user"));
+    let user = p
+        .refused(state, request_id, action, "user", Some(raw), result)
+        .await?;
+    p.audit(
+        &mut *tx,
+        request_id,
+        Some(user.tenant_id),
+        action,
+        "user",
+        uid,
+        json!({"status": status}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(UserResponse::Ok(Json(user.into())))
+}

@@ -1,0 +1,246 @@
+//! The audit log: the app's database role cannot rewrite it, and admins read
+//! and export it within their organisation.
+
+use reqwest::Method;
+use serde_json::json;
+use testkit::TestApp;
+
+use crate::org_support::{expect, platform_admin, user, with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_app_role_may_append_audit_rows_but_never_change_or_remove_them() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("set local role notify_app")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let is_super: bool =
+        sqlx::query_scalar("select rolsuper from pg_roles where rolname = current_user")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert!(
+        !is_super,
+        "the checks below run as the non-superuser app role"
+    );
+    sqlx::query("insert into audit_log (actor, action, resource_type, result) values ('test', 'probe', 'test', 'success')")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("select count(*) from audit_log")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert!(n >= 1);
+    for statement in [
+        "update audit_log set actor = 'someone else'",
+        "delete from audit_log",
+        "truncate audit_log",
+    ] {
+        sqlx::query("savepoint probe")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let err = sqlx::query(statement).execute(&mut *tx).await.unwrap_err();
+        let message = err.as_database_error().unwrap().message().to_owned();
+        assert!(
+            message.contains("permission denied"),
+            "{statement}: {message}"
+        );
+        sqlx::query("rollback to savepoint probe")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    // Other tables stay writable for the role.
+    sqlx::query("update tenants set name = name")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.rollback().await.unwrap();
+    // The owner is stopped too, by the trigger.
+    sqlx::query("insert into audit_log (actor, action, resource_type, result) values ('test', 'probe', 'test', 'success')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let err = sqlx::query("delete from audit_log")
+        .execute(&app.pool)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("append only"), "{err}");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admins_list_filter_and_export_their_organizations_audit_rows() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let root = platform_admin(&app).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@c.example").await;
+    let (other, other_key) = app.other_tenant().await;
+    app.client
+        .post(app.url("/api/v1/invitations"))
+        .bearer_auth(&other_key)
+        .json(&json!({"email": "z@o.example", "invitation_type": "chp_admin"}))
+        .send()
+        .await
+        .unwrap();
+    for n in 0..3 {
+        expect(
+            with(&app, Method::POST, "/api/v1/invitations", &admin.token)
+                .json(&json!({"email": format!("p{n}@c.example"), "invitation_type": "chp_admin"}))
+                .send()
+                .await
+                .unwrap(),
+            201,
+        )
+        .await;
+    }
+    with(
+        &app,
+        Method::POST,
+        "/api/v1/invitations/doctors",
+        &admin.token,
+    )
+    .json(&json!({"email": "=cmd@c.example"}))
+    .send()
+    .await
+    .unwrap();
+    let page = expect(
+        with(
+            &app,
+            Method::GET,
+            "/api/v1/admin/audit?action=invitation.&limit=2",
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let rest = expect(
+        with(
+            &app,
+            Method::GET,
+            &format!("/api/v1/admin/audit?action=invitation.&limit=10&cursor={cursor}"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    let all: Vec<_> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(rest["items"].as_array().unwrap())
+        .collect();
+    assert_eq!(
+        all.len(),
+        4,
+        "three creates and one refusal, none of the other organisation's"
+    );
+    assert!(
+        all.iter()
+            .all(|r| r["organization_id"] == app.tenant_id.to_string())
+    );
+    let failures = expect(
+        with(
+            &app,
+            Method::GET,
+            "/api/v1/admin/audit?result=failure",
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(failures["items"][0]["details"]["status"], 403);
+    assert_eq!(failures["items"][0]["actor"], format!("user:{}", admin.id));
+    // Only a platform admin may look at another organisation.
+    let peek = with(
+        &app,
+        Method::GET,
+        &format!("/api/v1/admin/audit?organization_id={other}"),
+        &admin.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(peek.status(), 404);
+    let theirs = expect(
+        with(
+            &app,
+            Method::GET,
+            &format!("/api/v1/admin/audit?organization_id={other}"),
+            &root.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(theirs["items"][0]["action"], "invitation.create");
+    for q in [
+        "result=maybe",
+        "limit=0",
+        "cursor=abc",
+        "since=yesterday",
+        "actor=",
+    ] {
+        let resp = with(
+            &app,
+            Method::GET,
+            &format!("/api/v1/admin/audit?{q}"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(resp.status(), 400, "{q}");
+    }
+    let csv = with(
+        &app,
+        Method::GET,
+        "/api/v1/admin/audit/export?action=invitation.",
+        &admin.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(csv.status(), 200);
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text().await.unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("id,created_at,organization_id,actor,action"));
+    assert_eq!(lines.len(), 5);
+    assert!(lines.iter().skip(1).all(|l| l.starts_with('"')));
+    let exported: i64 =
+        sqlx::query_scalar("select count(*) from audit_log where action = 'audit.export'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(exported, 1);
+    app.shutdown().await;
+}

@@ -1,0 +1,429 @@
+//! Invitations. The row is the unit of work: the `invitation` job claims a
+//! `pending` row, gives it a fresh token (only its SHA-256 is stored) and
+//! queues the email in the same transaction, making it `sent`. Accepting is
+//! one conditional update, so a token is used once however many accepts
+//! race. Resending puts the row back to `pending` with no token, so the old
+//! token stops working at once.
+//!
+//! The status shown is the stored one, except that a `sent` invitation whose
+//! email failed or bounced shows `failed`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::{NotificationId, TenantId};
+
+/// The unique index allowing one open invitation per address and
+/// organisation.
+pub const OPEN_EMAIL_CONSTRAINT: &str = "invitations_open_email_key";
+
+/// An invitation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Invitation {
+    /// Its id.
+    pub id: Uuid,
+    /// The organisation invited into.
+    pub tenant_id: TenantId,
+    /// The invited address.
+    pub email: String,
+    /// The invitation type.
+    pub invitation_type: String,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// A note from the inviter.
+    pub message: Option<String>,
+    /// Status, as shown.
+    pub status: String,
+    /// The email's delivery status, once queued.
+    pub email_status: Option<String>,
+    /// The email notification.
+    pub notification_id: Option<Uuid>,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// Audit actor of the inviter.
+    pub invited_by: String,
+    /// The user created by accepting.
+    pub user_id: Option<Uuid>,
+    /// Emails sent so far.
+    pub send_count: i32,
+    /// Last sent.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// Accepted.
+    pub accepted_at: Option<DateTime<Utc>>,
+    /// Cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const SELECT: &str = "select i.id, i.tenant_id, i.email, i.invitation_type, i.first_name, i.last_name,
+        i.message,
+        case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed' else i.status end as status,
+        n.status as email_status, i.notification_id, i.expires_at, i.invited_by, i.user_id,
+        i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at, i.updated_at
+    from invitations i left join notifications n on n.id = i.notification_id";
+
+/// A new invitation's fields.
+#[derive(Debug, Clone)]
+pub struct NewInvitation<'a> {
+    /// Organisation.
+    pub tenant_id: TenantId,
+    /// Address.
+    pub email: &'a str,
+    /// Type.
+    pub invitation_type: &'a str,
+    /// Given name.
+    pub first_name: Option<&'a str>,
+    /// Family name.
+    pub last_name: Option<&'a str>,
+    /// Note.
+    pub message: Option<&'a str>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Inviter.
+    pub invited_by: &'a str,
+}
+
+/// Inserts a `pending` invitation (marked dispatched: the caller pushes its
+/// job after commit).
+#[tracing::instrument(skip_all)]
+pub async fn insert(
+    db: &mut sqlx::PgConnection,
+    n: NewInvitation<'_>,
+) -> Result<Invitation, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into invitations (id, tenant_id, email, invitation_type, first_name, last_name,
+            message, expires_at, invited_by, dispatched_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
+    )
+    .bind(id)
+    .bind(n.tenant_id)
+    .bind(n.email)
+    .bind(n.invitation_type)
+    .bind(n.first_name)
+    .bind(n.last_name)
+    .bind(n.message)
+    .bind(n.expires_at)
+    .bind(n.invited_by)
+    .execute(&mut *db)
+    .await?;
+    get(&mut *db, Some(n.tenant_id), id)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Reads an invitation; `tenant` `None` reads any organisation's.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+) -> Result<Option<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{SELECT} where i.id = $1 and ($2::uuid is null or i.tenant_id = $2)"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    /// One organisation.
+    pub tenant: Option<TenantId>,
+    /// Status as shown.
+    pub status: Option<&'a str>,
+    /// Type.
+    pub invitation_type: Option<&'a str>,
+    /// Address (case-insensitive, exact).
+    pub email: Option<&'a str>,
+    /// After this id.
+    pub after: Option<Uuid>,
+}
+
+/// Invitations in id (creation) order.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    f: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<Invitation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select * from ({SELECT}
+            where ($1::uuid is null or i.tenant_id = $1) and ($3::text is null or i.invitation_type = $3)
+              and ($4::text is null or lower(i.email) = lower($4)) and ($5::uuid is null or i.id > $5)) v
+         where ($2::text is null or v.status = $2)
+         order by v.id limit $6"
+    ))
+    .bind(f.tenant)
+    .bind(f.status)
+    .bind(f.invitation_type)
+    .bind(f.email)
+    .bind(f.after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Changes an open invitation's names, note or expiry; `None` when there is
+/// no such open invitation.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    db: &mut sqlx::PgConnection,
+    tenant: Option<TenantId>,
+    id: Uuid,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    message: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<Option<Invitation>, sqlx::Error> {
+    let done = sqlx::query(
+        "update invitations set first_name = coalesce($3, first_name),
+            last_name = coalesce($4, last_name), message = coalesce($5, message),
+            expires_at = coalesce($6, expires_at)
+         where id = $1 and ($2::uuid is null or tenant_id = $2) and status in ('pending', 'sent')",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(first_name)
+    .bind(last_name)
+    .bind(message)
+    .bind(expires_at)
+    .execute(&mut *db)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get(&mut *db, tenant, id).await
+}
+
+/// Cancels an open invitation; its token stops working. `false` when it is
+/// not open (or not there).
+#[tracing::instrument(skip_all)]
+pub async fn cancel(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update invitations set status = 'cancelled', cancelled_at = now()
+         where id = $1 and ($2::uuid is null or tenant_id = $2) and status in ('pending', 'sent')",
+    )
+    .bind(id)
+    .bind(tenant)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts an invitation that was not accepted or cancelled back to `pending`
+/// with no token (the old one stops working) and a new expiry; `false` when
+/// it cannot be resent.
+#[tracing::instrument(skip_all)]
+pub async fn reopen(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update invitations set status = 'pending', token_hash = null, expires_at = $3,
+            dispatched_at = now()
+         where id = $1 and ($2::uuid is null or tenant_id = $2)
+           and status in ('pending', 'sent', 'failed', 'expired')",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// What the email needs, from a claimed invitation.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    /// Address.
+    pub email: String,
+    /// Type.
+    pub invitation_type: String,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Note.
+    pub message: Option<String>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// The organisation's name.
+    pub organization: String,
+}
+
+/// Claims a `pending`, unexpired invitation for sending: stores the new
+/// token's hash and makes it `sent`. `None` when there is nothing to send.
+#[tracing::instrument(skip_all)]
+pub async fn claim_for_send(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+    token_hash: &[u8],
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "update invitations i set status = 'sent', token_hash = $3, sent_at = now(),
+            send_count = send_count + 1
+         from tenants t
+         where i.id = $1 and i.tenant_id = $2 and t.id = i.tenant_id
+           and i.status = 'pending' and i.expires_at > now()
+         returning i.email, i.invitation_type, i.first_name, i.last_name, i.message,
+            i.expires_at, t.name as organization",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(token_hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Links the email notification.
+#[tracing::instrument(skip_all)]
+pub async fn set_notification(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    notification: NotificationId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update invitations set notification_id = $2 where id = $1")
+        .bind(id)
+        .bind(notification)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// An invitation found by its token.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ByToken {
+    /// Its id.
+    pub id: Uuid,
+    /// Organisation.
+    pub tenant_id: TenantId,
+    /// Stored status.
+    pub status: String,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Address.
+    pub email: String,
+    /// Type.
+    pub invitation_type: String,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Inviter.
+    pub invited_by: String,
+    /// Whether the organisation is active.
+    pub tenant_active: bool,
+}
+
+const BY_TOKEN: &str = "i.id, i.tenant_id, i.status, i.expires_at, i.email, i.invitation_type,
+    i.first_name, i.last_name, i.invited_by, t.status = 'active' as tenant_active";
+
+/// The invitation whose current token hashes to `hash`.
+#[tracing::instrument(skip_all)]
+pub async fn by_token(
+    db: impl PgExecutor<'_>,
+    hash: &[u8],
+) -> Result<Option<ByToken>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {BY_TOKEN} from invitations i join tenants t on t.id = i.tenant_id
+         where i.token_hash = $1"
+    ))
+    .bind(hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Uses the token: the one conditional update that makes an accept single
+/// use. `None` when the token is not (or no longer) acceptable.
+#[tracing::instrument(skip_all)]
+pub async fn accept(db: impl PgExecutor<'_>, hash: &[u8]) -> Result<Option<ByToken>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update invitations i set status = 'accepted', accepted_at = now()
+         from tenants t
+         where i.token_hash = $1 and t.id = i.tenant_id and t.status = 'active'
+           and i.status = 'sent' and i.expires_at > now()
+         returning {BY_TOKEN}"
+    ))
+    .bind(hash)
+    .fetch_optional(db)
+    .await
+}
+
+/// Links the user an accept created.
+#[tracing::instrument(skip_all)]
+pub async fn set_user(db: impl PgExecutor<'_>, id: Uuid, user: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update invitations set user_id = $2 where id = $1")
+        .bind(id)
+        .bind(user)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Marks open invitations past `now` expired; returns how many.
+#[tracing::instrument(skip_all)]
+pub async fn expire(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update invitations set status = 'expired'
+         where status in ('pending', 'sent') and expires_at <= $1",
+    )
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// `pending` invitations whose job was pushed more than `older_than_secs`
+/// ago (lost on the way): marks them pushed again and returns them.
+#[tracing::instrument(skip_all)]
+pub async fn redispatch(
+    db: impl PgExecutor<'_>,
+    older_than_secs: i64,
+    limit: i64,
+) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
+    sqlx::query_as(
+        "update invitations set dispatched_at = now()
+         where id in (select id from invitations
+                      where status = 'pending'
+                        and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
+                      order by created_at limit $2 for update skip locked)
+         returning tenant_id, id",
+    )
+    .bind(older_than_secs as f64)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Counts per status (as shown) and type: `(status, type, count)`.
+#[tracing::instrument(skip_all)]
+pub async fn stats(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select v.status, v.invitation_type, count(*) from ({SELECT}
+            where ($1::uuid is null or i.tenant_id = $1)) v
+         group by v.status, v.invitation_type order by 1, 2"
+    ))
+    .bind(tenant)
+    .fetch_all(db)
+    .await
+}

@@ -1,0 +1,309 @@
+//! Users who sign in with a password: platform and organisation staff. A
+//! user's id is the `sub` of the tokens it is issued, and the external id of
+//! its subscriber (so in-app notices reach it).
+//!
+//! `tokens_valid_after` (whole seconds) moves forward on deactivation and on
+//! every password change; tokens issued before it are refused.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+
+/// The unique index on `lower(email)`.
+pub const EMAIL_CONSTRAINT: &str = "users_email_key";
+
+/// A user, without its password hash.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct User {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation.
+    pub tenant_id: TenantId,
+    /// Sign-in address.
+    pub email: String,
+    /// Given name.
+    pub first_name: Option<String>,
+    /// Family name.
+    pub last_name: Option<String>,
+    /// Role name.
+    pub role: String,
+    /// `active` or `inactive`.
+    pub status: String,
+    /// Whether the password is temporary.
+    pub must_change_password: bool,
+    /// Last sign-in.
+    pub last_login_at: Option<DateTime<Utc>>,
+    /// Who created it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, tenant_id, email, first_name, last_name, role, status,
+    must_change_password, last_login_at, created_by, created_at, updated_at";
+
+/// A new user's fields.
+#[derive(Debug, Clone)]
+pub struct NewUser<'a> {
+    /// Organisation.
+    pub tenant_id: TenantId,
+    /// Address.
+    pub email: &'a str,
+    /// Given name.
+    pub first_name: Option<&'a str>,
+    /// Family name.
+    pub last_name: Option<&'a str>,
+    /// Role.
+    pub role: &'a str,
+    /// argon2id PHC string.
+    pub password_hash: Option<&'a str>,
+    /// Temporary password.
+    pub must_change_password: bool,
+    /// Audit actor.
+    pub created_by: &'a str,
+}
+
+/// Creates an active user.
+#[tracing::instrument(skip_all)]
+pub async fn insert(db: impl PgExecutor<'_>, u: NewUser<'_>) -> Result<User, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into users (id, tenant_id, email, first_name, last_name, role, password_hash,
+            must_change_password, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(u.tenant_id)
+    .bind(u.email)
+    .bind(u.first_name)
+    .bind(u.last_name)
+    .bind(u.role)
+    .bind(u.password_hash)
+    .bind(u.must_change_password)
+    .bind(u.created_by)
+    .fetch_one(db)
+    .await
+}
+
+/// Reads a user; `tenant` `None` reads any organisation's (platform admins).
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from users where id = $1 and ($2::uuid is null or tenant_id = $2)"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await
+}
+
+/// Filters for [`list`].
+#[derive(Debug, Clone, Default)]
+pub struct Filter<'a> {
+    /// One organisation (always set for organisation admins).
+    pub tenant: Option<TenantId>,
+    /// Exact role.
+    pub role: Option<&'a str>,
+    /// Exact status.
+    pub status: Option<&'a str>,
+    /// After this id.
+    pub after: Option<Uuid>,
+}
+
+/// Users in id (creation) order.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    f: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from users
+         where ($1::uuid is null or tenant_id = $1) and ($2::text is null or role = $2)
+           and ($3::text is null or status = $3) and ($4::uuid is null or id > $4)
+         order by id limit $5"
+    ))
+    .bind(f.tenant)
+    .bind(f.role)
+    .bind(f.status)
+    .bind(f.after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Changes names and role; `None` keeps a field.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+    first_name: Option<&str>,
+    last_name: Option<&str>,
+    role: Option<&str>,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update users set first_name = coalesce($3, first_name), last_name = coalesce($4, last_name),
+            role = coalesce($5, role)
+         where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .bind(first_name)
+    .bind(last_name)
+    .bind(role)
+    .fetch_optional(db)
+    .await
+}
+
+/// Activates or deactivates a user. Either way its earlier tokens stop
+/// working.
+#[tracing::instrument(skip_all)]
+pub async fn set_status(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+    status: &str,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update users set status = $3, tokens_valid_after = date_trunc('second', now())
+         where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .bind(status)
+    .fetch_optional(db)
+    .await
+}
+
+/// Stores a new password hash; earlier tokens stop working.
+#[tracing::instrument(skip_all)]
+pub async fn set_password(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    id: Uuid,
+    hash: &str,
+    must_change: bool,
+) -> Result<Option<User>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update users set password_hash = $3, must_change_password = $4,
+            tokens_valid_after = date_trunc('second', now())
+         where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(tenant)
+    .bind(hash)
+    .bind(must_change)
+    .fetch_optional(db)
+    .await
+}
+
+/// What sign-in needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Credentials {
+    /// User id.
+    pub id: Uuid,
+    /// Organisation.
+    pub tenant_id: TenantId,
+    /// Role.
+    pub role: String,
+    /// Status.
+    pub status: String,
+    /// argon2id PHC string.
+    pub password_hash: Option<String>,
+    /// Temporary password.
+    pub must_change_password: bool,
+    /// The organisation's status.
+    pub tenant_status: String,
+}
+
+/// The credentials of the user with `email` (case-insensitive).
+#[tracing::instrument(skip_all)]
+pub async fn credentials(
+    db: impl PgExecutor<'_>,
+    email: &str,
+) -> Result<Option<Credentials>, sqlx::Error> {
+    sqlx::query_as(
+        "select u.id, u.tenant_id, u.role, u.status, u.password_hash, u.must_change_password,
+            t.status as tenant_status
+         from users u join tenants t on t.id = u.tenant_id where lower(u.email) = lower($1)",
+    )
+    .bind(email)
+    .fetch_optional(db)
+    .await
+}
+
+/// Records a sign-in.
+#[tracing::instrument(skip_all)]
+pub async fn touch_login(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("update users set last_login_at = now() where id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// What each request checks about a token's user.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenState {
+    /// Status.
+    pub status: String,
+    /// Temporary password.
+    pub must_change_password: bool,
+    /// Tokens issued before this are refused.
+    pub tokens_valid_after: DateTime<Utc>,
+}
+
+/// The token state of user `id` of `tenant`, if it is one of ours.
+#[tracing::instrument(skip_all)]
+pub async fn token_state(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Option<TokenState>, sqlx::Error> {
+    sqlx::query_as(
+        "select status, must_change_password, tokens_valid_after from users
+         where id = $1 and tenant_id = $2",
+    )
+    .bind(id)
+    .bind(tenant)
+    .fetch_optional(db)
+    .await
+}
+
+/// The active admins of an organisation: `(id, email)`.
+#[tracing::instrument(skip_all)]
+pub async fn admins(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, email from users where tenant_id = $1 and role = 'ADMIN' and status = 'active'
+         order by id",
+    )
+    .bind(tenant)
+    .fetch_all(db)
+    .await
+}
+
+/// Counts per role and status: `(role, status, count)`.
+#[tracing::instrument(skip_all)]
+pub async fn stats(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "select role, status, count(*) from users where ($1::uuid is null or tenant_id = $1)
+         group by role, status order by role, status",
+    )
+    .bind(tenant)
+    .fetch_all(db)
+    .await
+}
