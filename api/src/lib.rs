@@ -84,6 +84,7 @@ pub type Apis = (
     routes::webhooks::WebhooksApi,
     routes::callbacks::CallbacksApi,
     routes::health::HealthApi,
+    routes::shipments::ShipmentsApi,
 );
 
 /// The documented API.
@@ -99,6 +100,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             routes::webhooks::WebhooksApi,
             routes::callbacks::CallbacksApi,
             routes::health::HealthApi,
+            routes::shipments::ShipmentsApi,
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

@@ -177,6 +177,8 @@ pub enum CronJob {
     RedactExpiredContent,
     /// Drop real-time events past retention.
     PruneEvents,
+    /// Poll UPS for the shipments that are due.
+    PollUpsShipments,
 }
 
 impl CronJob {
@@ -185,6 +187,7 @@ impl CronJob {
         CronJob::VacuumQueues,
         CronJob::RedactExpiredContent,
         CronJob::PruneEvents,
+        CronJob::PollUpsShipments,
     ];
 
     /// The job's name, as written in `jobs.toml`.
@@ -193,6 +196,7 @@ impl CronJob {
             CronJob::VacuumQueues => "vacuum_queues",
             CronJob::RedactExpiredContent => "redact_expired_content",
             CronJob::PruneEvents => "prune_events",
+            CronJob::PollUpsShipments => "poll_ups_shipments",
         }
     }
 }
@@ -437,6 +441,9 @@ pub struct ProviderUrls {
     pub whatsapp: String,
     /// `WHATSAPP_API_VERSION`, default `v21.0`.
     pub whatsapp_version: String,
+    /// `UPS_BASE_URL`, default `https://onlinetools.ups.com` (OAuth at
+    /// `/security/v1/oauth/token`, tracking at `/api/track/v1/details/…`).
+    pub ups: String,
 }
 
 /// Email settings.
@@ -646,6 +653,7 @@ impl Settings {
             google_token: base_url("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token")?,
             whatsapp: base_url("WHATSAPP_BASE_URL", "https://graph.facebook.com")?,
             whatsapp_version: parse("WHATSAPP_API_VERSION", "v21.0")?,
+            ups: base_url("UPS_BASE_URL", "https://onlinetools.ups.com")?,
         };
         let allow_loopback = match get("WEBHOOKS_ALLOW_LOOPBACK") {
             None | Some("false") => false,

@@ -43,6 +43,8 @@ pub enum QueueName {
     Webhook,
     /// Housekeeping started by cron entries.
     Maintenance,
+    /// Polling UPS for shipments' tracking.
+    UpsPoll,
 }
 
 impl QueueName {
@@ -55,6 +57,7 @@ impl QueueName {
         QueueName::InApp,
         QueueName::Webhook,
         QueueName::Maintenance,
+        QueueName::UpsPoll,
     ];
 
     /// The queue's name.
@@ -67,6 +70,7 @@ impl QueueName {
             QueueName::InApp => "inapp",
             QueueName::Webhook => "webhook",
             QueueName::Maintenance => "maintenance",
+            QueueName::UpsPoll => "ups_poll",
         }
     }
 
@@ -161,6 +165,28 @@ impl Job for RunMaintenance {
 
     fn queue(&self) -> QueueName {
         QueueName::Maintenance
+    }
+}
+
+/// Poll UPS for shipments. A cron tick pushes a sweep (`shipments` empty):
+/// it claims the due shipments for the tick and pushes them in groups of one
+/// tenant; a group polls each shipment it still holds the claim of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollUpsShipments {
+    /// The tick (or refresh) time: the poll's clock, so the result depends on
+    /// when it was due, not on when a worker got to it.
+    pub scheduled_for: DateTime<Utc>,
+    /// Whose shipments (for a group).
+    pub tenant_id: Option<TenantId>,
+    /// The shipments of a group; empty for a sweep.
+    pub shipments: Vec<uuid::Uuid>,
+}
+
+impl Job for PollUpsShipments {
+    const NAME: &'static str = "PollUpsShipments";
+
+    fn queue(&self) -> QueueName {
+        QueueName::UpsPoll
     }
 }
 

@@ -24,6 +24,7 @@ pub mod jobs;
 pub mod notices;
 pub mod preferences;
 pub mod providers;
+pub mod shipments;
 pub mod telemetry;
 pub mod templates;
 pub mod webhooks;

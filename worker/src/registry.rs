@@ -4,7 +4,9 @@
 use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
-use shared::jobs::{DeliverWebhooks, QueueName, RunMaintenance, SendNotifications};
+use shared::jobs::{
+    DeliverWebhooks, PollUpsShipments, QueueName, RunMaintenance, SendNotifications,
+};
 
 use crate::{WorkerState, jobs};
 
@@ -76,6 +78,15 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     RunMaintenance,
                     jobs::maintenance::handle
+                )
+            }
+            QueueName::UpsPoll => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    PollUpsShipments,
+                    jobs::poll_ups::handle
                 )
             }
         };

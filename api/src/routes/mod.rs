@@ -5,6 +5,7 @@ pub mod health;
 pub mod inbox;
 pub mod notifications;
 pub mod providers;
+pub mod shipments;
 pub mod subscribers;
 pub mod templates;
 pub mod users;
@@ -24,6 +25,8 @@ pub enum ApiTags {
     /// Administering an organisation: its providers, message templates and
     /// webhook endpoints.
     Admin,
+    /// UPS shipments and their tracking.
+    Shipments,
     /// Liveness and readiness.
     Health,
     /// Providers' delivery callbacks, each checked against its provider

@@ -282,7 +282,7 @@ impl ProvidersApi {
                 "provider.create",
                 "provider",
                 id,
-                serde_json::json!({"provider": kind.as_str(), "channel": kind.channel().as_str()}),
+                serde_json::json!({"provider": kind.as_str(), "channel": kind.channel_name()}),
             )
             .await?;
         Ok(ProviderResponse::Created(

@@ -10,6 +10,7 @@ mod preferences;
 mod providers;
 mod realtime;
 mod send_email;
+mod shipments;
 mod subscribers;
 mod templates;
 mod webhooks;

@@ -6,4 +6,5 @@
 
 pub mod deliver_webhooks;
 pub mod maintenance;
+pub mod poll_ups;
 pub mod send_notifications;
