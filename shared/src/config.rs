@@ -791,7 +791,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, ups_poll"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

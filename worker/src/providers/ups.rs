@@ -618,7 +618,7 @@ pub fn parse_tracking(body: &[u8]) -> Result<Tracking, TrackError> {
             location: location.chars().take(200).collect(),
         });
     }
-    events.sort_by(|a, b| b.occurred_at.cmp(&a.occurred_at));
+    events.sort_by_key(|e| std::cmp::Reverse(e.occurred_at));
     let status = events.iter().find_map(|e| ShipmentStatus::parse(&e.status));
     let eta = package
         .delivery_date
