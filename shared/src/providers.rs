@@ -662,6 +662,51 @@ mod tests {
     }
 
     #[test]
+    fn ups_configs_need_client_credentials_and_are_masked() {
+        let spec = ProviderSpec::parse(
+            ProviderKind::Ups,
+            &json!({}),
+            &json!({"client_id": "client-0123456789", "client_secret": "secret-0123456789abcd"}),
+        )
+        .unwrap();
+        assert_eq!(spec.kind().channel_name(), "tracking");
+        assert_eq!(
+            mask(&spec.credentials().unwrap())["client_secret"],
+            "••••abcd"
+        );
+        let names = |c: Value| {
+            ProviderSpec::parse(
+                ProviderKind::Ups,
+                &json!({"base_url": "http://169.254.169.254"}),
+                &c,
+            )
+            .unwrap_err()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(
+                json!({"client_id": "client-0123456789", "client_secret": "secret-0123456789abcd"})
+            ),
+            ["settings.base_url"],
+            "a tenant cannot choose where UPS is"
+        );
+        assert_eq!(
+            ProviderSpec::parse(
+                ProviderKind::Ups,
+                &json!({}),
+                &json!({"client_id": "has space", "client_secret": ""})
+            )
+            .unwrap_err()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+            ["credentials.client_id", "credentials.client_secret"]
+        );
+    }
+
+    #[test]
     fn smtp_takes_no_credentials() {
         assert!(ProviderSpec::parse(ProviderKind::Smtp, &json!({}), &Value::Null).is_ok());
         assert!(

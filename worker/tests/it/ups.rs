@@ -136,9 +136,29 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
     let id = create(&app, &n).await;
     let t0 = start();
     ups.set_scans(&n, vec![Scan::new("M", "20261121", "090000")]);
+    // What every API instance relays to the organisation's WebSocket clients.
+    let mut pubsub = redis::Client::open(testkit::redis_url())
+        .unwrap()
+        .get_async_pubsub()
+        .await
+        .unwrap();
+    pubsub
+        .subscribe(shared::events::channel(&app.redis_prefix, app.tenant_id))
+        .await
+        .unwrap();
 
     let r = tick_and_wait(&app, &id, t0, None).await;
     assert_eq!(r.status, "label_created");
+    let message = tokio::time::timeout(WAIT, futures::StreamExt::next(&mut pubsub.on_message()))
+        .await
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap();
+    assert_eq!(event["type"], "shipment.updated");
+    assert_eq!(event["topic"], "org");
+    assert_eq!(event["data"]["shipment_id"], id.as_str());
+    assert_eq!(event["data"]["status"], "label_created");
+    assert_eq!(event["data"]["previous_status"], "pending");
     assert_eq!(
         r.next_poll_at,
         Some(t0 + chrono::Duration::minutes(30)),
