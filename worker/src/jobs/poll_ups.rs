@@ -98,34 +98,43 @@ pub async fn handle(
     .await
 }
 
-/// Claims the shipments due at `tick` and pushes them in groups.
+/// Claims the shipments due at `tick` and pushes them in groups. One sweep
+/// pushes at most `dispatcher.high_water_mark` groups, so the Redis backlog
+/// stays bounded (and clear of the backend's crash above about 8,000 due
+/// jobs); what is left stays due for the next tick.
 pub async fn sweep(state: &WorkerState, tick: DateTime<Utc>) -> anyhow::Result<usize> {
+    let budget = state.jobs.dispatcher.high_water_mark * GROUP_SIZE;
     let mut total = 0;
-    loop {
-        let claimed = db::claim_due(&state.pool, tick, CLAIM_BATCH).await?;
+    while total < budget {
+        let claimed = db::claim_due(&state.pool, tick, CLAIM_BATCH.min(budget - total)).await?;
         let n = claimed.len();
         total += n;
         let mut by_tenant: BTreeMap<TenantId, Vec<Uuid>> = BTreeMap::new();
         for (tenant, id) in claimed {
             by_tenant.entry(tenant).or_default().push(id);
         }
-        for (tenant_id, ids) in by_tenant {
-            for group in ids.chunks(GROUP_SIZE) {
-                state
-                    .queues
-                    .push(PollUpsShipments {
+        let jobs: Vec<PollUpsShipments> = by_tenant
+            .into_iter()
+            .flat_map(|(tenant_id, ids)| {
+                ids.chunks(GROUP_SIZE)
+                    .map(|group| PollUpsShipments {
                         scheduled_for: tick,
                         tenant_id: Some(tenant_id),
                         shipments: group.to_vec(),
                     })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("while pushing a UPS poll group: {e}"))?;
-            }
-        }
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        state
+            .queues
+            .push_all(QueueName::UpsPoll, jobs)
+            .await
+            .map_err(|e| anyhow::anyhow!("while pushing UPS poll groups: {e}"))?;
         if n < CLAIM_BATCH {
-            return Ok(total);
+            break;
         }
     }
+    Ok(total)
 }
 
 /// The tenant's UPS config: its id and opened credentials.
