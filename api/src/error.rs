@@ -52,6 +52,14 @@ pub enum ApiError {
     /// 422: the idempotency key was used before with a different request.
     #[error("the Idempotency-Key was already used with a different request body")]
     IdempotencyKeyReused,
+    /// 422: well-formed, but fields the domain refuses (e.g. a tracking
+    /// number that is no UPS format or fails its check digit).
+    #[error("the request has fields that cannot be processed")]
+    Unprocessable(Vec<InvalidParam>),
+    /// 429: too many requests; try again after this many seconds
+    /// (`Retry-After`).
+    #[error("too many requests; try again in {0} s")]
+    TooManyRequests(u64),
     /// 503: a dependency is down.
     #[error("the service is not ready: {0}")]
     Unavailable(String),
@@ -84,6 +92,10 @@ const CONFLICTS: &[(&str, &str)] = &[
         shared::db::invitations::OPEN_EMAIL_CONSTRAINT,
         "this address already has an open invitation to this organisation",
     ),
+    (
+        shared::db::shipments::TRACKING_CONSTRAINT,
+        "a shipment with this tracking number already exists",
+    ),
 ];
 
 impl From<sqlx::Error> for ApiError {
@@ -107,7 +119,10 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Gone(_) => StatusCode::GONE,
-            ApiError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::IdempotencyKeyReused | ApiError::Unprocessable(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -116,7 +131,7 @@ impl ResponseError for ApiError {
 
 impl poem_openapi::ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let statuses: [(u16, &'static str); 11] = [
+        let statuses: [(u16, &'static str); 12] = [
             (400, "Invalid fields, headers or JSON"),
             (
                 401,
@@ -128,7 +143,11 @@ impl poem_openapi::ApiResponse for ApiError {
             (410, "No longer usable (an expired or cancelled invitation)"),
             (411, "No Content-Length on a request with a body"),
             (413, "A body over the configured limit"),
-            (422, "An Idempotency-Key reused with a different body"),
+            (
+                422,
+                "An Idempotency-Key reused with a different body, or fields that cannot be processed",
+            ),
+            (429, "Too many requests; see Retry-After"),
             (503, "A dependency is down"),
             (500, "An internal error; quote the request id"),
         ];
@@ -198,10 +217,11 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
         }
     } else {
         let kind = match err.downcast_ref::<ApiError>() {
-            Some(ApiError::Invalid(params)) => {
+            Some(ApiError::Invalid(params) | ApiError::Unprocessable(params)) => {
                 invalid_params = params.clone();
                 "validation"
             }
+            Some(ApiError::TooManyRequests(_)) => "too-many-requests",
             Some(ApiError::BadHeader(..)) => "bad-header",
             Some(ApiError::Unauthorized) => "unauthorized",
             Some(ApiError::BadSignature(_)) => "bad-signature",
@@ -247,6 +267,12 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
         .status(status)
         .content_type("application/problem+json")
         .body(body);
+    if let Some(ApiError::TooManyRequests(secs)) = err.downcast_ref::<ApiError>() {
+        resp.headers_mut().insert(
+            poem::http::header::RETRY_AFTER,
+            poem::http::HeaderValue::from(*secs),
+        );
+    }
     if let Some(op) = err.data::<poem_openapi::OperationId>() {
         resp.set_data(*op);
     }

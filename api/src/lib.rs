@@ -93,6 +93,7 @@ pub type Apis = (
     routes::webhooks::WebhooksApi,
     routes::callbacks::CallbacksApi,
     routes::health::HealthApi,
+    routes::shipments::ShipmentsApi,
     OrgApis,
 );
 
@@ -120,6 +121,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             routes::webhooks::WebhooksApi,
             routes::callbacks::CallbacksApi,
             routes::health::HealthApi,
+            routes::shipments::ShipmentsApi,
             (
                 routes::organizations::OrganizationsApi,
                 routes::admin_users::AdminUsersApi,

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use shared::{
     config::{CronEntry, CronJob},
     db::cron_ticks,
-    jobs::{QueueError, Queues, RemindBaaExpiry, RunMaintenance},
+    jobs::{PollUpsShipments, QueueError, Queues, RemindBaaExpiry, RunMaintenance},
 };
 use sqlx::PgPool;
 
@@ -42,6 +42,15 @@ pub async fn push_tick(
                 .push(RunMaintenance {
                     task: job,
                     scheduled_for,
+                })
+                .await
+        }
+        CronJob::PollUpsShipments => {
+            queues
+                .push(PollUpsShipments {
+                    scheduled_for,
+                    tenant_id: None,
+                    shipments: Vec::new(),
                 })
                 .await
         }

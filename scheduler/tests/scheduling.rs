@@ -113,8 +113,10 @@ async fn a_tick_whose_job_missed_redis_is_pushed_when_redis_is_back() {
     .await;
     assert_eq!(pending_ticks(&app).await, 0);
     assert_eq!(
-        queues.backlog(QueueName::Maintenance).await.unwrap(),
-        won.len()
+        queues.backlog(QueueName::Maintenance).await.unwrap()
+            + queues.backlog(QueueName::UpsPoll).await.unwrap(),
+        won.len(),
+        "every won tick's job, housekeeping and UPS sweeps"
     );
     app.shutdown().await;
 }

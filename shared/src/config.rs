@@ -220,6 +220,8 @@ pub enum CronJob {
     ExpireInvitations,
     /// Remind organisations' admins of BAAs near or past expiry.
     RemindBaaExpiry,
+    /// Poll UPS for the shipments that are due.
+    PollUpsShipments,
 }
 
 impl CronJob {
@@ -230,6 +232,7 @@ impl CronJob {
         CronJob::PruneEvents,
         CronJob::ExpireInvitations,
         CronJob::RemindBaaExpiry,
+        CronJob::PollUpsShipments,
     ];
 
     /// The job's name, as written in `jobs.toml`.
@@ -240,6 +243,7 @@ impl CronJob {
             CronJob::PruneEvents => "prune_events",
             CronJob::ExpireInvitations => "expire_invitations",
             CronJob::RemindBaaExpiry => "remind_baa_expiry",
+            CronJob::PollUpsShipments => "poll_ups_shipments",
         }
     }
 }
@@ -484,6 +488,9 @@ pub struct ProviderUrls {
     pub whatsapp: String,
     /// `WHATSAPP_API_VERSION`, default `v21.0`.
     pub whatsapp_version: String,
+    /// `UPS_BASE_URL`, default `https://onlinetools.ups.com` (OAuth at
+    /// `/security/v1/oauth/token`, tracking at `/api/track/v1/details/…`).
+    pub ups: String,
 }
 
 /// Email settings.
@@ -696,6 +703,7 @@ impl Settings {
             google_token: base_url("GOOGLE_TOKEN_URL", "https://oauth2.googleapis.com/token")?,
             whatsapp: base_url("WHATSAPP_BASE_URL", "https://graph.facebook.com")?,
             whatsapp_version: parse("WHATSAPP_API_VERSION", "v21.0")?,
+            ups: base_url("UPS_BASE_URL", "https://onlinetools.ups.com")?,
         };
         let allow_loopback = match get("WEBHOOKS_ALLOW_LOOPBACK") {
             None | Some("false") => false,
@@ -834,7 +842,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv, invitation, baa_reminder"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv, invitation, baa_reminder, ups_poll"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

@@ -51,6 +51,8 @@ pub enum QueueName {
     Invitation,
     /// BAA-expiry reminders to organisations' admins.
     BaaReminder,
+    /// Polling UPS for shipments' tracking.
+    UpsPoll,
 }
 
 impl QueueName {
@@ -67,6 +69,7 @@ impl QueueName {
         QueueName::BulkCsv,
         QueueName::Invitation,
         QueueName::BaaReminder,
+        QueueName::UpsPoll,
     ];
 
     /// The queue's name.
@@ -83,6 +86,7 @@ impl QueueName {
             QueueName::BulkCsv => "bulk_csv",
             QueueName::Invitation => "invitation",
             QueueName::BaaReminder => "baa_reminder",
+            QueueName::UpsPoll => "ups_poll",
         }
     }
 
@@ -247,6 +251,28 @@ impl Job for RemindBaaExpiry {
 
     fn queue(&self) -> QueueName {
         QueueName::BaaReminder
+    }
+}
+
+/// Poll UPS for shipments. A cron tick pushes a sweep (`shipments` empty):
+/// it claims the due shipments for the tick and pushes them in groups of one
+/// tenant; a group polls each shipment it still holds the claim of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollUpsShipments {
+    /// The tick (or refresh) time: the poll's clock, so the result depends on
+    /// when it was due, not on when a worker got to it.
+    pub scheduled_for: DateTime<Utc>,
+    /// Whose shipments (for a group).
+    pub tenant_id: Option<TenantId>,
+    /// The shipments of a group; empty for a sweep.
+    pub shipments: Vec<uuid::Uuid>,
+}
+
+impl Job for PollUpsShipments {
+    const NAME: &'static str = "PollUpsShipments";
+
+    fn queue(&self) -> QueueName {
+        QueueName::UpsPoll
     }
 }
 

@@ -26,6 +26,7 @@ pub mod notices;
 pub mod preferences;
 pub mod providers;
 pub mod roles;
+pub mod shipments;
 pub mod telemetry;
 pub mod templates;
 pub mod webhooks;

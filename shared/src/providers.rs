@@ -34,6 +34,8 @@ pub enum ProviderKind {
     #[serde(rename = "whatsapp")]
     #[sqlx(rename = "whatsapp")]
     WhatsApp,
+    /// UPS tracking (OAuth2 client credentials); delivers no channel.
+    Ups,
 }
 
 impl ProviderKind {
@@ -44,6 +46,7 @@ impl ProviderKind {
         ProviderKind::Twilio,
         ProviderKind::Fcm,
         ProviderKind::WhatsApp,
+        ProviderKind::Ups,
     ];
 
     /// The kind's name as stored and shown.
@@ -54,6 +57,7 @@ impl ProviderKind {
             ProviderKind::Twilio => "twilio",
             ProviderKind::Fcm => "fcm",
             ProviderKind::WhatsApp => "whatsapp",
+            ProviderKind::Ups => "ups",
         }
     }
 
@@ -62,14 +66,21 @@ impl ProviderKind {
         Self::ALL.iter().copied().find(|k| k.as_str() == s)
     }
 
-    /// The channel the kind delivers.
-    pub fn channel(self) -> Channel {
+    /// The channel the kind delivers (none for UPS, which tracks shipments).
+    pub fn channel(self) -> Option<Channel> {
         match self {
-            ProviderKind::Smtp | ProviderKind::SendGrid => Channel::Email,
-            ProviderKind::Twilio => Channel::Sms,
-            ProviderKind::Fcm => Channel::Push,
-            ProviderKind::WhatsApp => Channel::WhatsApp,
+            ProviderKind::Smtp | ProviderKind::SendGrid => Some(Channel::Email),
+            ProviderKind::Twilio => Some(Channel::Sms),
+            ProviderKind::Fcm => Some(Channel::Push),
+            ProviderKind::WhatsApp => Some(Channel::WhatsApp),
+            ProviderKind::Ups => None,
         }
+    }
+
+    /// What a config of the kind is stored and listed under: its channel, or
+    /// `tracking` for UPS.
+    pub fn channel_name(self) -> &'static str {
+        self.channel().map_or("tracking", Channel::as_str)
     }
 }
 
@@ -190,6 +201,22 @@ pub struct WhatsAppCredentials {
     pub verify_token: Option<String>,
 }
 
+/// UPS settings (none yet; the API's address is the operator's
+/// `UPS_BASE_URL`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsSettings {}
+
+/// UPS OAuth2 client credentials, from the UPS developer portal.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpsCredentials {
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's client secret.
+    pub client_secret: String,
+}
+
 macro_rules! redacted_debug {
     ($($t:ty),*) => {$(
         impl std::fmt::Debug for $t {
@@ -203,7 +230,8 @@ redacted_debug!(
     SendGridCredentials,
     TwilioCredentials,
     FcmCredentials,
-    WhatsAppCredentials
+    WhatsAppCredentials,
+    UpsCredentials
 );
 
 /// A config's settings and credentials, checked for its kind.
@@ -219,6 +247,8 @@ pub enum ProviderSpec {
     Fcm(FcmSettings, FcmCredentials),
     /// WhatsApp.
     WhatsApp(WhatsAppSettings, WhatsAppCredentials),
+    /// UPS tracking.
+    Ups(UpsSettings, UpsCredentials),
 }
 
 /// A problem with one field, named by its path (`settings.from_email`).
@@ -431,6 +461,15 @@ impl ProviderSpec {
                 }
                 s.zip(c).map(|(s, c)| ProviderSpec::WhatsApp(s, c))
             }
+            ProviderKind::Ups => {
+                let s = parse_part::<UpsSettings>("settings", settings, &mut p);
+                let c = parse_part::<UpsCredentials>("credentials", credentials, &mut p);
+                if let Some(c) = &c {
+                    check_token("credentials.client_id", &c.client_id, 256, &mut p);
+                    check_token("credentials.client_secret", &c.client_secret, 256, &mut p);
+                }
+                s.zip(c).map(|(s, c)| ProviderSpec::Ups(s, c))
+            }
         };
         match spec {
             Some(spec) if p.is_empty() => Ok(spec),
@@ -446,6 +485,7 @@ impl ProviderSpec {
             ProviderSpec::Twilio(..) => ProviderKind::Twilio,
             ProviderSpec::Fcm(..) => ProviderKind::Fcm,
             ProviderSpec::WhatsApp(..) => ProviderKind::WhatsApp,
+            ProviderSpec::Ups(..) => ProviderKind::Ups,
         }
     }
 
@@ -457,6 +497,7 @@ impl ProviderSpec {
             ProviderSpec::Twilio(s, _) => serde_json::to_value(s),
             ProviderSpec::Fcm(s, _) => serde_json::to_value(s),
             ProviderSpec::WhatsApp(s, _) => serde_json::to_value(s),
+            ProviderSpec::Ups(s, _) => serde_json::to_value(s),
         };
         v.unwrap_or_default()
     }
@@ -469,6 +510,7 @@ impl ProviderSpec {
             ProviderSpec::Twilio(_, c) => serde_json::to_value(c),
             ProviderSpec::Fcm(_, c) => serde_json::to_value(c),
             ProviderSpec::WhatsApp(_, c) => serde_json::to_value(c),
+            ProviderSpec::Ups(_, c) => serde_json::to_value(c),
         };
         v.ok()
     }
@@ -481,6 +523,8 @@ impl ProviderSpec {
             ProviderSpec::Twilio(s, _) => s.rate_per_sec,
             ProviderSpec::Fcm(s, _) => s.rate_per_sec,
             ProviderSpec::WhatsApp(s, _) => s.rate_per_sec,
+            // The UPS rate is the platform's (`queues.ups_poll.rate_limit`).
+            ProviderSpec::Ups(..) => None,
         }
     }
 }
@@ -614,6 +658,51 @@ mod tests {
         assert_eq!(
             whatsapp("has space").unwrap_err()[0].0,
             "credentials.verify_token"
+        );
+    }
+
+    #[test]
+    fn ups_configs_need_client_credentials_and_are_masked() {
+        let spec = ProviderSpec::parse(
+            ProviderKind::Ups,
+            &json!({}),
+            &json!({"client_id": "client-0123456789", "client_secret": "secret-0123456789abcd"}),
+        )
+        .unwrap();
+        assert_eq!(spec.kind().channel_name(), "tracking");
+        assert_eq!(
+            mask(&spec.credentials().unwrap())["client_secret"],
+            "••••abcd"
+        );
+        let names = |c: Value| {
+            ProviderSpec::parse(
+                ProviderKind::Ups,
+                &json!({"base_url": "http://169.254.169.254"}),
+                &c,
+            )
+            .unwrap_err()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(
+                json!({"client_id": "client-0123456789", "client_secret": "secret-0123456789abcd"})
+            ),
+            ["settings.base_url"],
+            "a tenant cannot choose where UPS is"
+        );
+        assert_eq!(
+            ProviderSpec::parse(
+                ProviderKind::Ups,
+                &json!({}),
+                &json!({"client_id": "has space", "client_secret": ""})
+            )
+            .unwrap_err()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect::<Vec<_>>(),
+            ["credentials.client_id", "credentials.client_secret"]
         );
     }
 

@@ -47,6 +47,8 @@ pub enum WebhookEvent {
     Read,
     /// Not sent: the subscriber's preferences rule it out.
     Suppressed,
+    /// A shipment's tracking status changed.
+    ShipmentUpdated,
 }
 
 impl WebhookEvent {
@@ -70,6 +72,7 @@ impl WebhookEvent {
         WebhookEvent::Bounced,
         WebhookEvent::Read,
         WebhookEvent::Suppressed,
+        WebhookEvent::ShipmentUpdated,
     ];
 
     /// The event's name, as subscribed to and sent in `type`.
@@ -81,6 +84,7 @@ impl WebhookEvent {
             WebhookEvent::Bounced => "notification.bounced",
             WebhookEvent::Read => "notification.read",
             WebhookEvent::Suppressed => "notification.suppressed",
+            WebhookEvent::ShipmentUpdated => "shipment.updated",
         }
     }
 

@@ -55,7 +55,12 @@ pub struct WorkerState {
     pub webhooks: webhooks::WebhookClient,
     /// Failed deliveries in a row that disable a webhook endpoint.
     pub webhook_disable_after: u32,
+    /// Talks to UPS (tokens shared through Redis).
+    pub ups: providers::ups::UpsClient,
 }
+
+/// How long one UPS request may take.
+const UPS_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A name no other worker process has, now or after a restart.
 pub fn unique_name() -> String {
@@ -102,7 +107,16 @@ pub async fn run(
         settings.webhooks.allow_loopback,
     )
     .context("while setting up the webhook client")?;
+    let ups = providers::ups::UpsClient::new(
+        &settings.provider_urls.ups,
+        UPS_REQUEST_TIMEOUT,
+        queues.connection(),
+        queues.prefix(),
+        settings.encryption.clone(),
+    )
+    .context("while setting up the UPS client")?;
     let state = Arc::new(WorkerState {
+        ups,
         webhooks,
         webhook_disable_after: settings.webhooks.disable_after_failures,
         keyring: settings.encryption.clone(),

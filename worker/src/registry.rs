@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use shared::jobs::{
-    DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, QueueName, RemindBaaExpiry, RunMaintenance,
-    SendInvitation, SendNotifications,
+    DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, PollUpsShipments, QueueName, RemindBaaExpiry,
+    RunMaintenance, SendInvitation, SendNotifications,
 };
 
 use crate::{WorkerState, jobs};
@@ -115,6 +115,15 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     RemindBaaExpiry,
                     jobs::remind_baa_expiry::handle
+                )
+            }
+            QueueName::UpsPoll => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    PollUpsShipments,
+                    jobs::poll_ups::handle
                 )
             }
         };

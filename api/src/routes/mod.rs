@@ -12,6 +12,7 @@ pub mod notifications;
 pub mod organizations;
 pub mod providers;
 pub mod sessions;
+pub mod shipments;
 pub mod subscribers;
 pub mod templates;
 pub mod users;
@@ -31,6 +32,8 @@ pub enum ApiTags {
     /// Administering an organisation: its providers, message templates and
     /// webhook endpoints.
     Admin,
+    /// UPS shipments and their tracking.
+    Shipments,
     /// Liveness and readiness.
     Health,
     /// Providers' delivery callbacks, each checked against its provider

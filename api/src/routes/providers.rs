@@ -31,8 +31,9 @@ pub struct ProvidersApi;
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct CreateProvider {
-    /// `smtp` (the platform's relay), `sendgrid`, `twilio`, `fcm` or
-    /// `whatsapp`. The channel follows from it.
+    /// `smtp` (the platform's relay), `sendgrid`, `twilio`, `fcm`,
+    /// `whatsapp`, or `ups` (shipment tracking: `credentials.client_id` and
+    /// `client_secret`). The channel follows from it (`tracking` for UPS).
     pub provider: String,
     /// A name unique within the organisation (1 to 100 characters).
     pub name: String,
@@ -282,7 +283,7 @@ impl ProvidersApi {
                 "provider.create",
                 "provider",
                 id,
-                serde_json::json!({"provider": kind.as_str(), "channel": kind.channel().as_str()}),
+                serde_json::json!({"provider": kind.as_str(), "channel": kind.channel_name()}),
             )
             .await?;
         Ok(ProviderResponse::Created(

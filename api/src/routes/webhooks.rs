@@ -62,7 +62,7 @@ pub struct CreateWebhook {
     /// The events it hears about, one or more of `notification.sent`,
     /// `notification.delivered`, `notification.failed`,
     /// `notification.bounced`, `notification.read`,
-    /// `notification.suppressed`.
+    /// `notification.suppressed`, `shipment.updated`.
     pub events: Vec<String>,
     /// Whether deliveries go to it (default true).
     pub enabled: Option<bool>,
@@ -308,7 +308,10 @@ async fn check(
     }
     let mut chosen: Vec<String> = Vec::new();
     if events.is_empty() || events.len() > 20 {
-        problem("events", "must list 1 to 6 events".into());
+        problem(
+            "events",
+            format!("must list 1 to {} events", WebhookEvent::ALL.len()),
+        );
     } else {
         for (i, e) in events.iter().enumerate() {
             match WebhookEvent::parse(e) {

@@ -16,6 +16,7 @@ mod preferences;
 mod providers;
 mod realtime;
 mod send_email;
+mod shipments;
 mod subscribers;
 mod templates;
 mod users;

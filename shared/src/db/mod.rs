@@ -22,6 +22,7 @@ pub mod preferences;
 pub mod provider_events;
 pub mod providers;
 pub mod sealed;
+pub mod shipments;
 pub mod subscribers;
 pub mod templates;
 pub mod tenants;

@@ -13,8 +13,8 @@ use crate::{crypto::Sealed, domain::Channel, domain::TenantId, providers::Provid
 pub struct ProviderConfig {
     /// Its id.
     pub id: Uuid,
-    /// The channel it delivers.
-    pub channel: Channel,
+    /// The channel it delivers (`tracking` for UPS).
+    pub channel: String,
     /// The provider.
     pub provider: ProviderKind,
     /// A name unique within the organisation.
@@ -92,7 +92,7 @@ pub async fn create(
     ))
     .bind(id)
     .bind(tenant_id)
-    .bind(new.provider.channel())
+    .bind(new.provider.channel_name())
     .bind(new.provider)
     .bind(new.name)
     .bind(new.priority)
@@ -223,4 +223,23 @@ pub async fn delete(
         .execute(db)
         .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The enabled config of `kind` that goes first (lowest priority), if any:
+/// for kinds an organisation has one of in use, such as UPS.
+#[tracing::instrument(skip_all)]
+pub async fn first_of_kind(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    kind: ProviderKind,
+) -> Result<Option<ProviderConfig>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from provider_configs
+         where tenant_id = $1 and provider = $2 and enabled
+         order by priority, name limit 1"
+    ))
+    .bind(tenant_id)
+    .bind(kind)
+    .fetch_optional(db)
+    .await
 }

@@ -28,6 +28,7 @@ pub mod process;
 pub mod providers;
 pub mod proxy;
 pub mod smtp;
+pub mod ups;
 pub mod webhooks;
 
 pub use app::{TestApp, TestAppBuilder, spawn_app};

@@ -48,6 +48,10 @@ pub async fn handle(
                     .await
                     .map_err(Into::into)
             }
+            // Travels on the `ups_poll` queue; here only if pushed by mistake.
+            CronJob::PollUpsShipments => crate::jobs::poll_ups::sweep(&state, job.scheduled_for)
+                .await
+                .map(|n| n as u64),
         };
         metrics::histogram!("job_duration_seconds", "queue" => queue)
             .record(started.elapsed().as_secs_f64());

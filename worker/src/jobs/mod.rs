@@ -10,4 +10,5 @@ pub mod maintenance;
 pub mod parse_bulk_csv;
 pub mod remind_baa_expiry;
 pub mod send_invitation;
+pub mod poll_ups;
 pub mod send_notifications;

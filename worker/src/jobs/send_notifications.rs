@@ -320,6 +320,10 @@ async fn send_with(
             }
             whatsapp::send(http, settings, credentials, &row.recipient, &message).await
         }
+        // Never listed for a channel; here only if a row says otherwise.
+        ProviderSpec::Ups(..) => Err(SendError::permanent(
+            "a UPS tracking config delivers no messages",
+        )),
     }
 }
 

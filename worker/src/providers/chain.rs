@@ -96,7 +96,8 @@ pub async fn load(
         .collect())
 }
 
-fn open(
+/// Opens a stored config's sealed credentials and checks it for its kind.
+pub fn open(
     keyring: Option<&Keyring>,
     tenant_id: TenantId,
     c: &ProviderConfig,

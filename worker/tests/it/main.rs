@@ -11,4 +11,5 @@ mod maintenance;
 mod notices;
 mod startup;
 mod templated;
+mod ups;
 mod webhooks;
