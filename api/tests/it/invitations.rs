@@ -340,7 +340,6 @@ async fn resend_invalidates_the_old_token_and_cancelled_or_expired_ones_are_gone
     )
     .await;
     assert_eq!(summary["by_status"], json!({"accepted": 1, "cancelled": 1}));
-    let _ = WAIT;
     app.shutdown().await;
 }
 
@@ -542,5 +541,91 @@ async fn hostile_tokens_and_inputs_get_precise_answers() {
     )
     .await;
     assert!(mine["items"].as_array().unwrap().is_empty());
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_invitation_whose_email_failed_shows_failed_and_can_be_resent() {
+    let app = TestApp::builder().spawn().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@c.example").await;
+    let created = expect(
+        invite(
+            &app,
+            &admin.token,
+            "",
+            json!({"email": "lost@c.example", "invitation_type": "chp_admin"}),
+        )
+        .await,
+        201,
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    token_for(&app, "lost@c.example", 1).await;
+    let shown = testkit::eventually("the email's status", WAIT, || async {
+        let v = expect(
+            with(&app, Method::GET, &format!("{INV}/{id}"), &admin.token)
+                .send()
+                .await
+                .unwrap(),
+            200,
+        )
+        .await;
+        (v["email_status"] == "sent").then_some(v)
+    })
+    .await;
+    assert_eq!(shown["status"], "sent");
+    // The provider reports a bounce.
+    sqlx::query("update notifications set status = 'bounced' where id = (select notification_id from invitations where id = $1::uuid)")
+        .bind(&id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let shown = expect(
+        with(&app, Method::GET, &format!("{INV}/{id}"), &admin.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(shown["status"], "failed");
+    assert_eq!(shown["email_status"], "bounced");
+    let failed = expect(
+        with(
+            &app,
+            Method::GET,
+            &format!("{INV}?status=failed"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(failed["items"].as_array().unwrap().len(), 1);
+    expect(
+        with(
+            &app,
+            Method::POST,
+            &format!("{INV}/{id}/resend"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    token_for(&app, "lost@c.example", 2).await;
+    let shown = expect(
+        with(&app, Method::GET, &format!("{INV}/{id}"), &admin.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(shown["send_count"], 2);
     app.shutdown().await;
 }
