@@ -1,9 +1,9 @@
 //! Routes, one module per resource.
 
-pub mod batches;
-pub mod bulk;
 pub mod admin_users;
 pub mod audit;
+pub mod batches;
+pub mod bulk;
 pub mod callbacks;
 pub mod health;
 pub mod inbox;

@@ -1,8 +1,8 @@
 //! The API's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
 
+mod audit;
 mod batches;
 mod bulk_csv;
-mod audit;
 mod callbacks;
 mod cli;
 mod identity;

@@ -1,7 +1,7 @@
 //! The worker's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
 
-mod bulk_csv;
 mod baa_reminders;
+mod bulk_csv;
 mod channels;
 mod defects;
 mod delivery;
