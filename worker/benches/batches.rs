@@ -298,7 +298,7 @@ async fn run() {
     assert_eq!(resp.status(), 201);
     app.add_provider(&json!({
         "provider": "twilio", "name": "twilio",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999", "rate_per_sec": 100000},
+        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999", "rate_per_sec": 10000},
         "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
     }))
     .await;
