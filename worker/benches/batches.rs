@@ -344,7 +344,7 @@ async fn run() {
         for i in 0..rows {
             body.extend_from_slice(
                 format!(
-                    "csv-patient-{i},Name {i},Northside Family Practice, suite {}\n",
+                    "csv-patient-{i},Name {i},\"Northside Family Practice, suite {}\"\n",
                     i % 97
                 )
                 .as_bytes(),
