@@ -338,8 +338,9 @@ async fn run() {
 
     // 2. In-app CSV.
     if rows > 0 {
-        let mut body =
-            multipart_head(r#"{"subscriber_id": "Patient ID", "data": {"name": "Name", "id": "Patient ID"}}"#);
+        let mut body = multipart_head(
+            r#"{"subscriber_id": "Patient ID", "data": {"name": "Name", "id": "Patient ID"}}"#,
+        );
         body.extend_from_slice(b"Patient ID,Name,Clinic\n");
         for i in 0..rows {
             body.extend_from_slice(
@@ -407,9 +408,11 @@ async fn run() {
     // 4. A big CSV streamed to the api.
     if big_mb > 0 {
         let target = big_mb as u64 * 1_048_576;
-        let head = multipart_head(r#"{"subscriber_id": "Patient ID", "data": {"name": "Name", "id": "Patient ID"}}"#);
+        let head = multipart_head(
+            r#"{"subscriber_id": "Patient ID", "data": {"name": "Name", "id": "Patient ID"}}"#,
+        );
         let line =
-            "big-patient-0000000000,Some Name,Northside Family Practice and Clinic, suite 12\n";
+            "big-patient-0000000000,Some Name,\"Northside Family Practice and Clinic, suite 12\"\n";
         let block: String = std::iter::once("Patient ID,Name,Clinic\n".to_owned())
             .chain((0..10_000).map(|_| line.to_owned()))
             .collect();
