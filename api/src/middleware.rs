@@ -131,6 +131,7 @@ async fn limit_body(req: &mut Request, max: usize) -> poem::Result<()> {
             )
         })?;
     if declared > max {
+        discard_body(req, declared).await;
         return Err(too_large(max));
     }
     let body = req.take_body();
@@ -143,6 +144,35 @@ async fn limit_body(req: &mut Request, max: usize) -> poem::Result<()> {
     })?;
     req.set_body(Body::from_bytes(bytes));
     Ok(())
+}
+
+/// The most of a refused body that is read before answering 413.
+const DISCARD_MAX: usize = 4 * 1024 * 1024;
+/// How long a refused body may take to arrive before the answer goes out.
+const DISCARD_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads and drops a refused body of moderate size for a bounded time. A
+/// client still writing its body when the server answers and closes sees a
+/// reset instead of the 413; reading what it sends first lets the answer
+/// arrive. Larger bodies, and clients that never send what they declared,
+/// get the 413 without waiting longer.
+async fn discard_body(req: &mut Request, declared: usize) {
+    use tokio::io::AsyncReadExt;
+    if declared > DISCARD_MAX {
+        return;
+    }
+    let mut reader = req.take_body().into_async_read();
+    let drain = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0usize;
+        while read <= declared {
+            match reader.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DISCARD_FOR, drain).await;
 }
 
 fn too_large(max: usize) -> poem::Error {
