@@ -34,10 +34,10 @@
 //! share an iteration budget, so no data can make a render explode.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt, io,
     sync::{
-        Arc,
+        Arc, LazyLock,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
 };
@@ -954,6 +954,65 @@ pub fn render(
     locale: Option<&str>,
     data: &Value,
 ) -> Result<Rendered, RenderError> {
+    render_with(template, None, channel, locale, data)
+}
+
+/// Each template string of a template, by field, compiled and instrumented
+/// (or why it does not compile).
+type CompiledFields = HashMap<String, Result<Compiled, String>>;
+
+/// A template with every string compiled once, for rendering it for many
+/// recipients (a batch chunk, a CSV file). Each render still gets its own
+/// registry, loop budget and output limits, and sees only its own data; the
+/// results are the same as [`render`]'s.
+#[derive(Debug)]
+pub struct Prepared {
+    template: Template,
+    compiled: CompiledFields,
+}
+
+impl Prepared {
+    /// Compiles every string of every locale and channel of `template`.
+    pub fn new(template: Template) -> Self {
+        let mut compiled = HashMap::new();
+        for (tag, content) in &template.locales {
+            for &channel in Channel::ALL {
+                for (path, source, kind) in content.strings(channel) {
+                    let field = format!("locales.{tag}.{}.{path}", channel.as_str());
+                    let entry = compile(source, kind.html).map(|mut c| {
+                        instrument(&mut c, &TICK_TEMPLATE);
+                        c
+                    });
+                    compiled.insert(field, entry);
+                }
+            }
+        }
+        Self { template, compiled }
+    }
+
+    /// The template.
+    pub fn template(&self) -> &Template {
+        &self.template
+    }
+
+    /// Renders like [`render`], without compiling anything again.
+    pub fn render(
+        &self,
+        channel: Channel,
+        locale: Option<&str>,
+        data: &Value,
+    ) -> Result<Rendered, RenderError> {
+        render_with(&self.template, Some(&self.compiled), channel, locale, data)
+    }
+}
+
+fn render_with(
+    template: &Template,
+    compiled: Option<&CompiledFields>,
+    channel: Channel,
+    locale: Option<&str>,
+    data: &Value,
+) -> Result<Rendered, RenderError> {
     let (tag, content) = candidates(template, locale)?
         .into_iter()
         .find_map(|tag| {
@@ -962,7 +1021,7 @@ pub fn render(
         })
         .ok_or(RenderError::NoContent(channel))?;
     let base = format!("locales.{tag}.{}", channel.as_str());
-    let mut r = Renderer::new(data);
+    let mut r = Renderer::new(data, compiled);
     let field = |path: &str| format!("{base}.{path}");
     let content = match channel {
         Channel::Email => {
@@ -1130,6 +1189,10 @@ struct Budget {
 /// nothing and charges one iteration to the render's [`Budget`].
 const TICK: &str = "__iteration";
 
+/// `{{__iteration}}`, compiled.
+static TICK_TEMPLATE: LazyLock<Compiled> =
+    LazyLock::new(|| Compiled::compile(&format!("{{{{{TICK}}}}}")).unwrap_or_default());
+
 struct Tick(Arc<Budget>);
 
 impl HelperDef for Tick {
@@ -1198,16 +1261,17 @@ impl io::Write for Capped {
 }
 
 /// One render: a fresh registry that only ever holds the fields it renders.
-struct Renderer {
+struct Renderer<'c> {
     hbs: Handlebars<'static>,
     ctx: Context,
     budget: Arc<Budget>,
-    tick: Compiled,
+    /// The template's strings compiled ahead, when it was prepared.
+    compiled: Option<&'c CompiledFields>,
     /// Output bytes left for the remaining fields.
     output_left: usize,
 }
 
-impl fmt::Debug for Renderer {
+impl fmt::Debug for Renderer<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Renderer")
             .field("budget", &self.budget)
@@ -1215,8 +1279,8 @@ impl fmt::Debug for Renderer {
     }
 }
 
-impl Renderer {
-    fn new(data: &Value) -> Self {
+impl<'c> Renderer<'c> {
+    fn new(data: &Value, compiled: Option<&'c CompiledFields>) -> Self {
         let budget = Arc::new(Budget {
             left: AtomicUsize::new(MAX_ITERATIONS),
             spent: AtomicBool::new(false),
@@ -1224,12 +1288,11 @@ impl Renderer {
         let mut hbs = Handlebars::new();
         hbs.set_strict_mode(true);
         hbs.register_helper(TICK, Box::new(Tick(budget.clone())));
-        let tick = Compiled::compile(&format!("{{{{{TICK}}}}}")).unwrap_or_default();
         Self {
             hbs,
             ctx: Context::from(data.clone()),
             budget,
-            tick,
+            compiled,
             output_left: MAX_RENDER_BYTES,
         }
     }
@@ -1242,8 +1305,16 @@ impl Renderer {
                 format!("must be at most {MAX_FIELD_BYTES} bytes"),
             ));
         }
-        let mut compiled = compile(source, kind.html).map_err(|reason| invalid(field, reason))?;
-        instrument(&mut compiled, &self.tick);
+        let compiled = match self.compiled.and_then(|c| c.get(field)) {
+            Some(Ok(compiled)) => compiled.clone(),
+            Some(Err(reason)) => return Err(invalid(field, reason.clone())),
+            None => {
+                let mut compiled =
+                    compile(source, kind.html).map_err(|reason| invalid(field, reason))?;
+                instrument(&mut compiled, &TICK_TEMPLATE);
+                compiled
+            }
+        };
         self.hbs.register_template(field, compiled);
         if kind.html {
             self.hbs.register_escape_fn(handlebars::html_escape);
@@ -1862,6 +1933,58 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.field(), "locales.en.email.text");
         assert!(e.reason().contains("bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_prepared_template_renders_what_render_does_for_every_channel_and_locale() {
+        let mut t = base();
+        t["locales"]["es"] = json!({"sms": {"body": "Hola {{name}}"}});
+        let t = Template::parse(t).unwrap();
+        let prepared = Prepared::new(t.clone());
+        for data in [
+            data(),
+            json!({"name": "Ann", "day": "Friday", "id": "7"}),
+            json!({}),
+        ] {
+            for &channel in Channel::ALL {
+                for locale in [
+                    None,
+                    Some("es"),
+                    Some("es-MX"),
+                    Some("fr"),
+                    Some("not a tag!"),
+                ] {
+                    assert_eq!(
+                        prepared.render(channel, locale, &data),
+                        render(&t, channel, locale, &data),
+                        "{channel:?} {locale:?} {data}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn each_render_of_a_prepared_template_has_its_own_budgets() {
+        let nested = Template::parse(with(
+            &["locales", "en", "sms", "body"],
+            json!("{{#each a}}{{#each ../a}}x{{/each}}{{/each}}"),
+        ))
+        .unwrap();
+        let prepared = Prepared::new(nested);
+        let small: Vec<u32> = (0..90).collect();
+        let big: Vec<u32> = (0..200).collect();
+        // 90 × 91 iterations fit one budget; three renders in a row would not.
+        for _ in 0..3 {
+            let r = prepared.render(Channel::Sms, None, &json!({"a": small}));
+            assert!(r.is_err_and(|e| e.reason().contains("1600 characters")));
+        }
+        let e = prepared
+            .render(Channel::Sms, None, &json!({"a": big}))
+            .unwrap_err();
+        assert!(e.reason().contains("loops more than"), "{e}");
+        let ok = prepared.render(Channel::Sms, None, &json!({"a": [1, 2]}));
+        assert_eq!(ok.unwrap().content, json!({"body": "xxxx"}));
     }
 
     #[test]

@@ -93,7 +93,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
     let template = shared::db::templates::get_by_key(&mut *tx, job.tenant_id, &chunk.template_key)
         .await
         .context("while reading the template")?
-        .map(|t| t.template);
+        .map(|t| shared::templates::Prepared::new(t.template));
     let external_ids: Vec<String> = {
         let mut ids: Vec<String> = recipients
             .iter()
@@ -120,11 +120,10 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
                     "the recipient has no address for {}",
                     channel.as_str()
                 )),
-                (Some(t), Some(_)) => {
-                    shared::templates::render(t, channel, chunk.locale.as_deref(), &data)
-                        .map(|r| r.content)
-                        .map_err(|e| format!("template: {e}"))
-                }
+                (Some(t), Some(_)) => t
+                    .render(channel, chunk.locale.as_deref(), &data)
+                    .map(|r| r.content)
+                    .map_err(|e| format!("template: {e}")),
             };
             let (status, content, error) = match rendered {
                 _ if cancelled => (
@@ -165,8 +164,8 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         job.seq,
         &rows,
         &chunk.metadata.0,
-        template.as_ref().and_then(|t| t.category()),
-        template.as_ref().is_some_and(|t| t.critical()),
+        template.as_ref().and_then(|t| t.template().category()),
+        template.as_ref().is_some_and(|t| t.template().critical()),
     )
     .await
     .context("while inserting the notifications")?;
