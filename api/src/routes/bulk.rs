@@ -94,6 +94,10 @@ pub struct BulkView {
     pub errors_url: String,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When the whole file was checked and found free of file-level errors
+    /// (missing header, invalid UTF-8, unbalanced quotes, no rows); rows are
+    /// committed and sent only after this.
+    pub checked_at: Option<DateTime<Utc>>,
     /// When parsing finished.
     pub parsed_at: Option<DateTime<Utc>>,
     /// When the last notification finished.
@@ -335,6 +339,7 @@ fn view(job: bulk::Job, counts: &[(String, i64)]) -> BulkView {
             finished as f64 / notifications as f64
         },
         created_at: job.created_at,
+        checked_at: job.checked_at,
         parsed_at: job.parsed_at,
         completed_at: job.completed_at,
         cancelled_at: job.cancelled_at,

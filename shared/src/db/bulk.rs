@@ -2,14 +2,18 @@
 //! counters, row errors, and the notifications the rows become.
 //!
 //! ```text
-//! uploading ──▶ queued ──claim──▶ parsing ──whole file clean──▶ sending ──all final──▶ completed
-//!                                   └──file-level error──▶ failed (held notifications deleted)
+//! uploading ──▶ queued ──claim──▶ parsing ──whole file parsed──▶ sending ──all final──▶ completed
+//!                                   └──file-level error──▶ failed (nothing sent)
 //! any but completed/failed ──cancel──▶ cancelled
 //! ```
 //!
-//! While parsing, notifications are inserted *held* (`queued` with
-//! `run_at = 'infinity'`, which the dispatcher never finds due); [`release`]
-//! makes them due in one statement once the whole file parsed cleanly.
+//! A parser first reads the whole file without storing anything, to find
+//! the errors that refuse a file, and records that it did
+//! ([`mark_checked`]). Notifications committed after that are due at once,
+//! so sending overlaps the rest of the parse. A job that started committing
+//! before files were checked first inserts them *held* (`queued` with
+//! `run_at = 'infinity'`, which the dispatcher never finds due) and
+//! [`release`] makes them due once the whole file has parsed.
 
 use std::time::Duration;
 
@@ -185,6 +189,8 @@ pub struct Claimed {
     pub cursor_row: i64,
     /// The header, once read.
     pub header: Option<Vec<String>>,
+    /// When the whole file was found free of file-level errors.
+    pub checked_at: Option<DateTime<Utc>>,
 }
 
 /// Claims a queued job, or one whose parser's lease ran out, for `lease`.
@@ -200,13 +206,56 @@ pub async fn claim(
              dispatched_at = null
          where tenant_id = $1 and id = $2 and status in ('queued', 'parsing')
            and (lease_until is null or lease_until < now())
-         returning template_key, channels, locale, mapping, size_bytes, cursor_offset, cursor_row, header",
+         returning template_key, channels, locale, mapping, size_bytes, cursor_offset, cursor_row, header,
+             checked_at",
     )
     .bind(tenant_id)
     .bind(id)
     .bind(lease.as_secs_f64())
     .fetch_optional(db)
     .await
+}
+
+/// Extends the parser's lease; false if the job is no longer `parsing`
+/// (cancelled meanwhile), and the parser should stop.
+#[tracing::instrument(skip_all)]
+pub async fn renew_lease(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update bulk_jobs set lease_until = now() + make_interval(secs => $3)
+         where tenant_id = $1 and id = $2 and status = 'parsing'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(lease.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that the whole file was checked and holds no file-level error,
+/// and extends the lease; false if the job is no longer `parsing`.
+#[tracing::instrument(skip_all)]
+pub async fn mark_checked(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update bulk_jobs set checked_at = now(), lease_until = now() + make_interval(secs => $3)
+         where tenant_id = $1 and id = $2 and status = 'parsing'",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(lease.as_secs_f64())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Part `part` of a job's file.
@@ -291,10 +340,10 @@ pub struct Chunk {
     pub header: Option<Vec<String>>,
 }
 
-/// Commits one piece of the parse in one transaction: its held
-/// notifications, row errors, counters and the cursor. Refused (`false`,
-/// nothing written) unless the job is still `parsing` at cursor
-/// `from_offset`: it was cancelled, or another parser moved on.
+/// Commits one piece of the parse in one transaction: its notifications
+/// (due at once, or held when `hold`), row errors, counters and the cursor.
+/// Refused (`false`, nothing written) unless the job is still `parsing` at
+/// cursor `from_offset`: it was cancelled, or another parser moved on.
 #[expect(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(rows = chunk.rows))]
 pub async fn commit_chunk(
@@ -305,6 +354,7 @@ pub async fn commit_chunk(
     chunk: &Chunk,
     category: Option<&str>,
     critical: bool,
+    hold: bool,
     lease: Duration,
 ) -> Result<bool, sqlx::Error> {
     let ours: Option<i64> = sqlx::query_scalar(
@@ -351,7 +401,8 @@ pub async fn commit_chunk(
                  (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
                   critical, send_id, status, run_at, bulk_job_id, bulk_row)
              select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
-                    $4, r.id, 'queued', 'infinity', $2, r.row
+                    $4, r.id, 'queued',
+                    case when $12 then 'infinity'::timestamptz else now() end, $2, r.row
              from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[], $10::uuid[], $11::int4[])
                   as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
              on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing",
@@ -367,6 +418,7 @@ pub async fn commit_chunk(
         .bind(&contents)
         .bind(&subs)
         .bind(&attempts)
+        .bind(hold)
         .execute(&mut *db)
         .await?;
     }
@@ -423,14 +475,15 @@ pub async fn commit_chunk(
     Ok(true)
 }
 
-/// The whole file parsed cleanly: releases every held notification in one
-/// statement and moves the job to `sending`. False if it is no longer
-/// `parsing` (cancelled meanwhile).
+/// The whole file has parsed: moves the job to `sending` and, when it
+/// `held` its notifications, releases them in one statement. False if it is
+/// no longer `parsing` (cancelled meanwhile).
 #[tracing::instrument(skip_all)]
 pub async fn release(
     db: &mut PgConnection,
     tenant_id: TenantId,
     id: BulkJobId,
+    held: bool,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "update bulk_jobs set status = 'sending', parsed_at = now(), lease_until = null
@@ -443,6 +496,9 @@ pub async fn release(
     if done.rows_affected() == 0 {
         return Ok(false);
     }
+    if !held {
+        return Ok(true);
+    }
     sqlx::query(
         "update notifications set run_at = now()
          where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
@@ -454,8 +510,9 @@ pub async fn release(
     Ok(true)
 }
 
-/// A file-level error: the job fails with `reason` and its held
-/// notifications are deleted, so nothing of the file is sent.
+/// A file-level error: the job fails with `reason`. Its held notifications
+/// are deleted and any due ones not yet sent are cancelled. (A checked file
+/// has no file-level error left to find, so in practice there are none.)
 #[tracing::instrument(skip_all)]
 pub async fn fail(
     db: &mut PgConnection,
@@ -479,6 +536,16 @@ pub async fn fail(
         )
         .bind(tenant_id)
         .bind(id)
+        .execute(&mut *db)
+        .await?;
+        sqlx::query(
+            "update notifications set status = 'cancelled', dispatched_at = null,
+                 last_error = 'the bulk job failed: ' || $3
+             where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred')",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .bind(reason)
         .execute(&mut *db)
         .await?;
     }
@@ -560,6 +627,8 @@ pub struct Job {
     pub rows_invalid: i64,
     /// Duplicate rows.
     pub rows_duplicate: i64,
+    /// When the whole file was found free of file-level errors.
+    pub checked_at: Option<DateTime<Utc>>,
     /// When parsing finished.
     pub parsed_at: Option<DateTime<Utc>>,
     /// When the last notification finished.
@@ -589,7 +658,7 @@ pub async fn get(
     id: BulkJobId,
 ) -> Result<Option<(Job, StatusCounts)>, sqlx::Error> {
     const COLUMNS: &str = "id, status, failure, template_key, channels, file_name, size_bytes, \
-        cursor_offset, rows_read, rows_valid, rows_invalid, rows_duplicate, parsed_at, \
+        cursor_offset, rows_read, rows_valid, rows_invalid, rows_duplicate, checked_at, parsed_at, \
         completed_at, cancelled_at, failed_at, created_at, updated_at";
     let job: Option<Job> = sqlx::query_as(&format!(
         "select {COLUMNS} from bulk_jobs where tenant_id = $1 and id = $2"

@@ -1,19 +1,24 @@
 //! `ParseBulkCsv`: read one uploaded CSV file (stored in Postgres in 1 MiB
 //! parts) as a stream and turn its valid rows into notifications.
 //!
-//! The file is read part by part from the job's resume cursor. After each
-//! part, the notifications of its valid rows (held back), its row errors,
-//! the counters and the cursor are committed in one transaction, so a parser
-//! killed at any moment is resumed, by another worker, from its last commit:
-//! no row lost, none counted twice. Only when the whole file has parsed
-//! cleanly are the held notifications released, in one statement; a
-//! file-level error (no header, invalid UTF-8, unbalanced quotes, no rows)
-//! fails the job and deletes them, so a bad file sends nothing.
+//! First the whole file is read once without storing anything, to find the
+//! errors that refuse a file (no header or one without the mapped columns,
+//! invalid UTF-8, unbalanced quotes, no rows): such a file fails the job and
+//! nothing of it is sent. Then it is read part by part from the job's
+//! resume cursor. After each part, the notifications of its valid rows (due
+//! at once, so sending overlaps the parse), its row errors, the counters
+//! and the cursor are committed in one transaction, so a parser killed at
+//! any moment is resumed, by another worker, from its last commit: no row
+//! lost, none counted twice.
 //!
 //! A recipient that appears again (by the first channel's address) is
 //! reported as a duplicate of its first row and sent once.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context;
 use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
@@ -24,7 +29,7 @@ use shared::{
     domain::{BulkJobId, Channel, EmailAddress, PhoneNumber, TenantId},
     events::Event,
     jobs::{Job, ParseBulkCsv, QueueName},
-    templates::Template,
+    templates::Prepared,
 };
 use tracing::Instrument;
 
@@ -65,7 +70,7 @@ pub async fn handle(
 struct Parse {
     mapping: Mapping,
     channels: Vec<Channel>,
-    template: Template,
+    template: Prepared,
     locale: Option<String>,
     max_attempts: Vec<i32>,
 }
@@ -105,6 +110,34 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
         .await?;
         return Ok(());
     };
+    // A job that committed rows before files were checked first holds them
+    // until its file has parsed; every other job checks the file first.
+    let hold = claimed.checked_at.is_none() && claimed.cursor_offset > 0;
+    if claimed.checked_at.is_none() && !hold {
+        let started = Instant::now();
+        match check(state, tenant_id, id, &mapping, lease).await? {
+            Checked::Clean => {}
+            Checked::Refused(reason) => {
+                let mut conn = state.pool.acquire().await?;
+                bulk::fail(&mut conn, tenant_id, id, &reason).await?;
+                tracing::warn!(reason, "the file is refused; nothing is sent");
+                publish(state, tenant_id, id, "failed").await;
+                return Ok(());
+            }
+            Checked::Stopped => {
+                tracing::info!("the job was cancelled while its file was checked; stopping");
+                return Ok(());
+            }
+        }
+        if !bulk::mark_checked(&state.pool, tenant_id, id, lease).await? {
+            tracing::info!("the job was cancelled while its file was checked; stopping");
+            return Ok(());
+        }
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "file checked"
+        );
+    }
     let cx = Parse {
         max_attempts: channels
             .iter()
@@ -112,7 +145,7 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
             .collect(),
         mapping,
         channels,
-        template,
+        template: Prepared::new(template),
         locale: claimed.locale.clone(),
     };
     let key_channel = cx.channels[0];
@@ -131,8 +164,8 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
     let mut reader = CsvRows::starting_at(committed as u64);
     let mut part_no = (committed as usize / PART_BYTES) as i32;
     let mut skip = committed as usize % PART_BYTES;
-    let category = cx.template.category().map(str::to_owned);
-    let critical = cx.template.critical();
+    let category = cx.template.template().category().map(str::to_owned);
+    let critical = cx.template.template().critical();
     loop {
         let data = bulk::part(&state.pool, id, part_no)
             .await
@@ -193,6 +226,7 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
                 &chunk,
                 category.as_deref(),
                 critical,
+                hold,
                 lease,
             )
             .await
@@ -203,10 +237,10 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
         }
         committed = chunk.next_offset;
         if eof {
-            let released = bulk::release(&mut tx, tenant_id, id).await?;
+            let released = bulk::release(&mut tx, tenant_id, id, hold).await?;
             tx.commit().await?;
             if released {
-                tracing::info!(rows = row, "file parsed; notifications released");
+                tracing::info!(rows = row, "file parsed");
                 publish(state, tenant_id, id, "sending").await;
             }
             return Ok(());
@@ -216,6 +250,84 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
         publish(state, tenant_id, id, "parsing").await;
         part_no += 1;
     }
+}
+
+/// What the first read of a file found.
+enum Checked {
+    /// No file-level error.
+    Clean,
+    /// The file is refused, for this reason.
+    Refused(String),
+    /// The job is no longer the parser's (cancelled).
+    Stopped,
+}
+
+/// How often, at most, a long check extends the parser's lease.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
+
+/// Reads the whole file without storing anything and finds the first
+/// file-level error, exactly as the parse itself would meet it.
+async fn check(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    mapping: &Mapping,
+    lease: Duration,
+) -> anyhow::Result<Checked> {
+    let mut reader = CsvRows::starting_at(0);
+    let mut header = false;
+    let mut rows: i64 = 0;
+    let renew_every = (lease / 3).min(RENEW_EVERY);
+    let mut renewed = Instant::now();
+    for part_no in 0.. {
+        let data = bulk::part(&state.pool, id, part_no)
+            .await
+            .context("while reading a part of the file")?;
+        let eof = data.is_none();
+        let data = data.unwrap_or_default();
+        let mut problem: Option<String> = None;
+        let fed = reader.feed(&data, &mut |record| {
+            let step = if header {
+                rows += 1;
+                match (0..record.len()).find(|&i| record.field(i).is_some_and(|f| f.is_err())) {
+                    Some(i) => Err(format!("invalid UTF-8 in row {rows}, column {}", i + 1)),
+                    None => Ok(()),
+                }
+            } else {
+                read_header(mapping, &record).map(|_| header = true)
+            };
+            match step {
+                Ok(()) => true,
+                Err(e) => {
+                    problem = Some(e);
+                    false
+                }
+            }
+        });
+        if let Err(e) = fed {
+            problem = Some(e.to_string());
+        }
+        if problem.is_none() && eof {
+            if !header {
+                problem = Some("the file is empty".into());
+            } else if rows == 0 {
+                problem = Some("the file has a header but no rows".into());
+            }
+        }
+        if let Some(reason) = problem {
+            return Ok(Checked::Refused(reason));
+        }
+        if eof {
+            break;
+        }
+        if renewed.elapsed() >= renew_every {
+            if !bulk::renew_lease(&state.pool, tenant_id, id, lease).await? {
+                return Ok(Checked::Stopped);
+            }
+            renewed = Instant::now();
+        }
+    }
+    Ok(Checked::Clean)
 }
 
 async fn publish(state: &WorkerState, tenant_id: TenantId, id: BulkJobId, status: &str) {
@@ -352,7 +464,7 @@ fn read_row(
     if errors.is_empty() {
         for (channel, recipient) in &recipients {
             let i = cx.channels.iter().position(|c| c == channel).unwrap_or(0);
-            match shared::templates::render(&cx.template, *channel, cx.locale.as_deref(), &data) {
+            match cx.template.render(*channel, cx.locale.as_deref(), &data) {
                 Ok(rendered) => held.push(HeldNotification {
                     row,
                     channel: *channel,

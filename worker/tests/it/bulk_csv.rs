@@ -147,11 +147,20 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
     assert_eq!(
         scalar(
             &app,
-            "select count(*) from notifications where run_at < 'infinity'"
+            &format!("select count(*) from bulk_jobs where id = '{id}' and checked_at is not null")
+        )
+        .await,
+        1,
+        "the whole file was checked before any row was committed"
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "select count(*) from notifications where run_at = 'infinity'"
         )
         .await,
         0,
-        "nothing released before the whole file parsed"
+        "a checked file's rows are due at once"
     );
 
     let mut second = spawn_worker(&app);
