@@ -526,7 +526,8 @@ async fn load(
     Ok(view(batch, &counts))
 }
 
-fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
+/// Checks an `Idempotency-Key` header.
+pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
         None => Ok(None),
         Some(k) if k.is_empty() || k.len() > 255 => Err(ApiError::BadHeader(

@@ -14,11 +14,12 @@ use futures::StreamExt;
 use poem::web::{Data, Field, Multipart};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::Path,
+    param::{Header, Path},
     payload::{Binary, Json},
 };
+use sha2::{Digest, Sha256};
 use shared::{
-    db::bulk::{self, Mapping, NewJob, PART_BYTES},
+    db::bulk::{self, Keyed, Mapping, NewJob, PART_BYTES},
     domain::{BulkJobId, Channel},
     jobs::ParseBulkCsv,
 };
@@ -47,7 +48,7 @@ pub struct BulkApi;
 pub struct BulkAccepted {
     /// The job's id.
     pub job_id: String,
-    /// `queued`.
+    /// `queued` (a replayed upload: the job's status now).
     pub status: String,
     /// Bytes received.
     pub size_bytes: i64,
@@ -111,9 +112,15 @@ pub struct BulkView {
 /// Answers to an upload.
 #[derive(Debug, ApiResponse)]
 pub enum UploadResponse {
-    /// Stored and queued for parsing.
+    /// Stored and queued for parsing. The same `Idempotency-Key` with the
+    /// same form and file answers with the first job again, with
+    /// `Idempotent-Replayed: true`.
     #[oai(status = 202)]
-    Accepted(Json<BulkAccepted>, #[oai(header = "Location")] String),
+    Accepted(
+        Json<BulkAccepted>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
 }
 
 /// Answers with a job's state.
@@ -359,8 +366,93 @@ async fn load(
     Ok(view(job, &counts))
 }
 
-/// Streams the file field into parts; the job is discarded on any error.
-async fn store_file(state: &AppState, id: BulkJobId, field: Field) -> Result<u64, ApiError> {
+/// A hash of the form's text fields (in name order) and the file's name,
+/// to which the file's bytes are added as they arrive.
+fn request_hasher(fields: &[(String, String)], file_name: Option<&str>) -> Sha256 {
+    let mut sorted: Vec<&(String, String)> = fields.iter().collect();
+    sorted.sort();
+    let mut hasher = Sha256::new();
+    let mut put = |bytes: &[u8]| {
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(bytes);
+    };
+    for (name, value) in sorted {
+        put(name.as_bytes());
+        put(value.as_bytes());
+    }
+    put(file_name.unwrap_or_default().as_bytes());
+    hasher
+}
+
+/// An upload under an idempotency key that a job already holds: the file is
+/// read (and hashed, not stored) so the caller gets an answer rather than a
+/// broken connection, then compared with the first upload.
+async fn replay(
+    state: &AppState,
+    prior: Keyed,
+    file: Field,
+    multipart: &mut Multipart,
+    mut hasher: Sha256,
+) -> Result<UploadResponse, ApiError> {
+    let mut reader = file.into_async_read();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total: u64 = 0;
+    loop {
+        let n = reader
+            .read(&mut buf)
+            .await
+            .map_err(|e| ApiError::invalid("file", format!("the upload broke off: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > state.max_csv_bytes {
+            return Err(ApiError::TooLarge(format!(
+                "the file is larger than {} bytes",
+                state.max_csv_bytes
+            )));
+        }
+        hasher.update(&buf[..n]);
+    }
+    // The field must let go of the form before the next field is read.
+    drop(reader);
+    if multipart
+        .next_field()
+        .await
+        .map_err(|e| ApiError::invalid("body", format!("is not a valid multipart form: {e}")))?
+        .is_some()
+    {
+        return Err(ApiError::invalid("file", "must be the last field"));
+    }
+    let Some(first) = prior.request_hash else {
+        return Err(ApiError::Conflict(
+            "an upload with this Idempotency-Key is still in progress; retry when it has finished"
+                .into(),
+        ));
+    };
+    if first != hasher.finalize().as_slice() {
+        return Err(ApiError::IdempotencyKeyReused);
+    }
+    Ok(UploadResponse::Accepted(
+        Json(BulkAccepted {
+            job_id: prior.id.to_string(),
+            status: prior.status,
+            size_bytes: prior.size_bytes,
+            status_url: status_url(prior.id),
+        }),
+        status_url(prior.id),
+        Some("true".into()),
+    ))
+}
+
+/// Streams the file field into parts, adding it to `hasher` when there is
+/// one; the job is discarded on any error.
+async fn store_file(
+    state: &AppState,
+    id: BulkJobId,
+    field: Field,
+    mut hasher: Option<&mut Sha256>,
+) -> Result<u64, ApiError> {
     let mut reader = field.into_async_read();
     let mut buf = vec![0u8; PART_BYTES];
     let mut total: u64 = 0;
@@ -387,6 +479,9 @@ async fn store_file(state: &AppState, id: BulkJobId, field: Field) -> Result<u64
         if filled == 0 {
             return Ok(total);
         }
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&buf[..filled]);
+        }
         bulk::put_part(&state.pool, id, part, &buf[..filled]).await?;
         part += 1;
         if filled < PART_BYTES {
@@ -408,6 +503,10 @@ impl BulkApi {
     /// template variable), then `file` last. The first row must name the
     /// columns; a UTF-8 BOM is fine. At most `MAX_CSV_BYTES` (1 GiB by
     /// default; 413 above). Answers 202 with the job to poll.
+    /// `Idempotency-Key` makes retries safe: the same key with the same form
+    /// and file answers with the first job (`Idempotent-Replayed: true`);
+    /// with another form or file, 422; while the first upload under the key
+    /// is still streaming, 409.
     #[oai(
         path = "/bulk/csv",
         method = "post",
@@ -417,9 +516,11 @@ impl BulkApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
+        #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         mut multipart: Multipart,
     ) -> Result<UploadResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
+        let key = super::batches::idempotency_key(key.0)?;
         let bad_form = |e: poem::error::ParseMultipartError| {
             ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
         };
@@ -444,9 +545,17 @@ impl BulkApi {
                 .take(255)
                 .collect::<String>()
         });
+        let mut hasher = key
+            .as_ref()
+            .map(|_| request_hasher(&fields, file_name.as_deref()));
         let form = form(&state, tenant_id, fields).await?;
         let mapping = serde_json::to_value(&form.mapping).map_err(anyhow::Error::from)?;
-        let id = bulk::create(
+        if let (Some(k), Some(h)) = (&key, &hasher)
+            && let Some(prior) = bulk::by_idempotency_key(&state.pool, tenant_id, k).await?
+        {
+            return replay(&state, prior, file, &mut multipart, h.clone()).await;
+        }
+        let created = bulk::create(
             &state.pool,
             tenant_id,
             NewJob {
@@ -455,11 +564,31 @@ impl BulkApi {
                 locale: form.locale.as_deref(),
                 mapping,
                 file_name: file_name.as_deref(),
+                idempotency_key: key.as_deref(),
             },
         )
         .await?;
+        let id = match (created, &key, &hasher) {
+            (Some(id), _, _) => id,
+            // Another upload took the key between the look-up and the insert.
+            (None, Some(k), Some(h)) => {
+                let prior = bulk::by_idempotency_key(&state.pool, tenant_id, k)
+                    .await?
+                    .ok_or_else(|| {
+                        ApiError::Conflict(
+                            "an upload with this Idempotency-Key was just refused; retry".into(),
+                        )
+                    })?;
+                return replay(&state, prior, file, &mut multipart, h.clone()).await;
+            }
+            (None, _, _) => {
+                return Err(ApiError::Internal(anyhow::anyhow!(
+                    "a bulk job without a key was not created"
+                )));
+            }
+        };
         let stored = async {
-            let size = store_file(&state, id, file).await?;
+            let size = store_file(&state, id, file, hasher.as_mut()).await?;
             if size == 0 {
                 return Err(ApiError::invalid("file", "is empty"));
             }
@@ -476,7 +605,8 @@ impl BulkApi {
                 return Err(e);
             }
         };
-        bulk::finish_upload(&state.pool, tenant_id, id, size).await?;
+        let hash = hasher.map(|h| h.finalize().to_vec());
+        bulk::finish_upload(&state.pool, tenant_id, id, size, hash.as_deref()).await?;
         if let Err(error) = state
             .queues
             .push(ParseBulkCsv {
@@ -498,6 +628,7 @@ impl BulkApi {
                 status_url: status_url(id),
             }),
             status_url(id),
+            None,
         ))
     }
 

@@ -482,3 +482,146 @@ async fn cancel_stops_every_notification_not_yet_sent() {
     assert_eq!(job(&app, &id).await["counts"]["cancelled"], 2);
     app.shutdown().await;
 }
+
+async fn upload_keyed(
+    app: &TestApp,
+    api_key: &str,
+    idem: &str,
+    body: Vec<u8>,
+) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("{BASE}/csv")))
+        .bearer_auth(api_key)
+        .header("Idempotency-Key", idem)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_replays_the_first_upload_and_refuses_another() {
+    let app = app(TestApp::builder().without_worker().without_scheduler()).await;
+    let csv: &[u8] = b"Email,First name,Kind\na@example.org,A,b\nb@example.org,B,c\n";
+    let form = [("template", "lab.ready"), ("mapping", MAPPING)];
+
+    let first = upload_keyed(&app, &app.api_key, "upload-1", multipart(&form, Some(csv))).await;
+    let status = first.status();
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(status, 202, "{first}");
+    let id = first["job_id"].as_str().unwrap().to_owned();
+
+    let again = upload_keyed(&app, &app.api_key, "upload-1", multipart(&form, Some(csv))).await;
+    let status = again.status();
+    let replayed = again.headers().get("idempotent-replayed").cloned();
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(replayed.unwrap(), "true");
+    assert_eq!(again["job_id"], id.as_str());
+    assert_eq!(again["size_bytes"], first["size_bytes"]);
+
+    // The same key with another file, or another form, is refused.
+    let other_file: &[u8] = b"Email,First name,Kind\nc@example.org,C,d\n";
+    let p = problem(
+        upload_keyed(
+            &app,
+            &app.api_key,
+            "upload-1",
+            multipart(&form, Some(other_file)),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("Idempotency-Key"),
+        "{p}"
+    );
+    let other_form = [
+        ("template", "lab.ready"),
+        ("channels", "inapp"),
+        (
+            "mapping",
+            r#"{"email": "Email", "subscriber_id": "Email", "data": {"name": "First name", "kind": "Kind"}}"#,
+        ),
+    ];
+    problem(
+        upload_keyed(
+            &app,
+            &app.api_key,
+            "upload-1",
+            multipart(&other_form, Some(csv)),
+        )
+        .await,
+        422,
+    )
+    .await;
+    assert_eq!(count(&app, "select count(*) from bulk_jobs").await, 1);
+    assert_eq!(
+        count(&app, "select count(*) from bulk_parts").await,
+        1,
+        "a replay stores nothing"
+    );
+
+    // Malformed keys.
+    for bad in ["has space", &"k".repeat(256)] {
+        let p = problem(
+            upload_keyed(&app, &app.api_key, bad, multipart(&form, Some(csv))).await,
+            400,
+        )
+        .await;
+        assert!(
+            p["detail"].as_str().unwrap().contains("Idempotency-Key"),
+            "{p}"
+        );
+    }
+
+    // Two identical uploads under a new key at once: one job.
+    let (a, b) = tokio::join!(
+        upload_keyed(&app, &app.api_key, "upload-2", multipart(&form, Some(csv))),
+        upload_keyed(&app, &app.api_key, "upload-2", multipart(&form, Some(csv))),
+    );
+    let mut ids = Vec::new();
+    for resp in [a, b] {
+        match resp.status().as_u16() {
+            202 => ids.push(resp.json::<Value>().await.unwrap()["job_id"].clone()),
+            409 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(!ids.is_empty());
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "both answers name one job");
+    assert_eq!(
+        count(
+            &app,
+            "select count(*) from bulk_jobs where idempotency_key = 'upload-2'"
+        )
+        .await,
+        1
+    );
+
+    // Another tenant's key space is its own.
+    let (_, other) = app.other_tenant().await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&other)
+        .json(&template())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let theirs = upload_keyed(&app, &other, "upload-1", multipart(&form, Some(csv))).await;
+    assert_eq!(theirs.status(), 202);
+    assert!(theirs.headers().get("idempotent-replayed").is_none());
+    let theirs: Value = theirs.json().await.unwrap();
+    assert_ne!(theirs["job_id"], id.as_str());
+    assert_eq!(count(&app, "select count(*) from bulk_jobs").await, 3);
+    app.shutdown().await;
+}

@@ -39,19 +39,25 @@ pub struct NewJob<'a> {
     pub mapping: Value,
     /// The uploaded file's name.
     pub file_name: Option<&'a str>,
+    /// The caller's `Idempotency-Key`, if any.
+    pub idempotency_key: Option<&'a str>,
 }
 
-/// Creates a job in `uploading`.
+/// Creates a job in `uploading`; `None` when another job of the tenant
+/// already holds the idempotency key.
 #[tracing::instrument(skip_all)]
 pub async fn create(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     new: NewJob<'_>,
-) -> Result<BulkJobId, sqlx::Error> {
+) -> Result<Option<BulkJobId>, sqlx::Error> {
     let channels: Vec<&str> = new.channels.iter().map(|c| c.as_str()).collect();
     sqlx::query_scalar(
-        "insert into bulk_jobs (id, tenant_id, template_key, channels, locale, mapping, file_name)
-         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+        "insert into bulk_jobs
+             (id, tenant_id, template_key, channels, locale, mapping, file_name, idempotency_key)
+         values ($1, $2, $3, $4, $5, $6, $7, $8)
+         on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
+         returning id",
     )
     .bind(BulkJobId::new())
     .bind(tenant_id)
@@ -60,7 +66,38 @@ pub async fn create(
     .bind(new.locale)
     .bind(&new.mapping)
     .bind(new.file_name)
-    .fetch_one(db)
+    .bind(new.idempotency_key)
+    .fetch_optional(db)
+    .await
+}
+
+/// The job an idempotency key was used for.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Keyed {
+    /// Its id.
+    pub id: BulkJobId,
+    /// Its status.
+    pub status: String,
+    /// The file's size.
+    pub size_bytes: i64,
+    /// The hash of the form and file; `None` while the upload is running.
+    pub request_hash: Option<Vec<u8>>,
+}
+
+/// The tenant's job that holds `key`, if any.
+#[tracing::instrument(skip_all)]
+pub async fn by_idempotency_key(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<Option<Keyed>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, status, size_bytes, request_hash from bulk_jobs
+         where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(db)
     .await
 }
 
@@ -81,21 +118,25 @@ pub async fn put_part(
     Ok(())
 }
 
-/// Marks an upload complete: the job is `queued` and marked pushed.
+/// Marks an upload complete: the job is `queued` and marked pushed, with
+/// the hash of its form and file when it was given an idempotency key.
 #[tracing::instrument(skip_all)]
 pub async fn finish_upload(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     id: BulkJobId,
     size: u64,
+    request_hash: Option<&[u8]>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "update bulk_jobs set status = 'queued', size_bytes = $3, dispatched_at = now()
+        "update bulk_jobs set status = 'queued', size_bytes = $3, dispatched_at = now(),
+             request_hash = $4
          where tenant_id = $1 and id = $2 and status = 'uploading'",
     )
     .bind(tenant_id)
     .bind(id)
     .bind(size as i64)
+    .bind(request_hash)
     .execute(db)
     .await?;
     Ok(())
