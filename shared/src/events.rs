@@ -17,7 +17,7 @@ use sqlx::PgConnection;
 
 use crate::{
     db::{events, inbox},
-    domain::{SubscriberId, TenantId},
+    domain::{NotificationId, SubscriberId, TenantId},
     jobs::{QueueError, Queues},
 };
 
@@ -121,23 +121,39 @@ pub async fn record_inbox_events(
     Ok(out)
 }
 
-/// Puts a group of claimed in-app notifications (`(id, attempt)`) into
-/// their subscribers' inboxes in a handful of statements, whatever the
-/// group's size: the subscribers are locked in one order, every row moves to
-/// `sent` with its attempt recorded, and each subscriber gets one
-/// `notification.created` event per new entry and then one
-/// `unread_count.changed` with the count after all of them. Rows whose claim
-/// was lost are skipped. Returns the events to publish after the commit.
+/// Which in-app rows [`deliver_inbox_group`] moves to `sent`.
+#[derive(Debug, Clone, Copy)]
+pub enum InboxGroup<'a> {
+    /// Rows this worker claimed, as `(id, attempt)`; rows whose claim was
+    /// lost are skipped.
+    Claimed(&'a [(NotificationId, i32)]),
+    /// Rows not claimed yet: those that are due, have attempts left, have a
+    /// subscriber, and need no preference check (critical, or their
+    /// subscriber has no stored preferences) are claimed and delivered in
+    /// the same statement, one write per row instead of two. The others are
+    /// left as they are, for the usual claim.
+    Due(&'a [NotificationId]),
+}
+
+/// Puts a group of in-app notifications into their subscribers' inboxes in
+/// a handful of statements, whatever the group's size: the subscribers are
+/// locked in one order, every row moves to `sent` with its attempt
+/// recorded, and each subscriber gets one `notification.created` event per
+/// new entry and then one `unread_count.changed` with the count after all
+/// of them. Returns the rows delivered and the events to publish after the
+/// commit.
 pub async fn deliver_inbox_group(
     tx: &mut PgConnection,
     tenant_id: TenantId,
-    claimed: &[(crate::domain::NotificationId, i32)],
+    group: InboxGroup<'_>,
     worker: &str,
     latency_ms: i32,
-) -> Result<(u64, Vec<Event>), sqlx::Error> {
+) -> Result<(Vec<NotificationId>, Vec<Event>), sqlx::Error> {
     use std::collections::BTreeMap;
-    let ids: Vec<_> = claimed.iter().map(|c| c.0).collect();
-    let attempts: Vec<i32> = claimed.iter().map(|c| c.1).collect();
+    let (ids, attempts): (Vec<NotificationId>, Vec<i32>) = match group {
+        InboxGroup::Claimed(claimed) => claimed.iter().copied().unzip(),
+        InboxGroup::Due(ids) => (ids.to_vec(), Vec::new()),
+    };
     sqlx::query(
         "select 1 from subscribers where tenant_id = $1 and id in (
              select subscriber_id from notifications where tenant_id = $1 and id = any($2))
@@ -147,14 +163,30 @@ pub async fn deliver_inbox_group(
     .bind(&ids)
     .execute(&mut *tx)
     .await?;
-    let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(
-        "with moved as (
-             update notifications n
+    const CLAIMED: &str = "update notifications n
              set status = 'sent', run_at = now(), dispatched_at = null,
                  provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
              from unnest($2::uuid[], $3::int4[]) as c(id, attempt)
              where n.tenant_id = $1 and n.id = any($2) and n.id = c.id and n.status = 'sending'
-               and n.attempts = c.attempt
+               and n.attempts = c.attempt";
+    // `$3` is bound (empty) and unused, so both forms take the same binds.
+    const DUE: &str = "update notifications n
+             set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
+                 provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
+             where n.tenant_id = $1 and n.id = any($2) and cardinality($3::int4[]) = 0
+               and n.channel = 'inapp' and n.status in ('queued', 'deferred')
+               and n.run_at <= now() and n.attempts < n.max_attempts
+               and n.subscriber_id is not null
+               and (n.critical or not exists (
+                   select 1 from subscriber_preferences p
+                   where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))";
+    let update = match group {
+        InboxGroup::Claimed(_) => CLAIMED,
+        InboxGroup::Due(_) => DUE,
+    };
+    let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(&format!(
+        "with moved as (
+             {update}
              returning n.id, n.attempts, n.subscriber_id, n.category, n.content, n.read_at,
                        n.archived_at, n.created_at
          ), recorded as (
@@ -163,8 +195,8 @@ pub async fn deliver_inbox_group(
              select $1, id, attempts, 'sent', 'inapp', 'placed in the inbox', $5, $4 from moved
          )
          select subscriber_id, id, category, content, read_at, archived_at, created_at
-         from moved order by subscriber_id, created_at, id",
-    )
+         from moved order by subscriber_id, created_at, id"
+    ))
     .bind(tenant_id)
     .bind(&ids)
     .bind(&attempts)
@@ -188,7 +220,7 @@ pub async fn deliver_inbox_group(
     })
     .collect();
     if moved.is_empty() {
-        return Ok((0, Vec::new()));
+        return Ok((Vec::new(), Vec::new()));
     }
     let mut per: BTreeMap<SubscriberId, Vec<&inbox::Item>> = BTreeMap::new();
     for (s, item) in &moved {
@@ -279,13 +311,13 @@ pub async fn deliver_inbox_group(
             at,
         })
         .collect();
-    Ok((moved.len() as u64, events))
+    Ok((moved.iter().map(|(_, item)| item.id).collect(), events))
 }
 
 #[derive(sqlx::FromRow)]
 struct MovedRow {
     subscriber_id: SubscriberId,
-    id: crate::domain::NotificationId,
+    id: NotificationId,
     category: Option<String>,
     content: sqlx::types::Json<Value>,
     read_at: Option<DateTime<Utc>>,

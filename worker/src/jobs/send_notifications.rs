@@ -13,8 +13,8 @@ use futures::StreamExt;
 use shared::{
     db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
     db::{events, inbox, preferences, webhooks},
-    domain::{Channel, TenantId},
-    events::entry_view,
+    domain::{Channel, NotificationId, TenantId},
+    events::{InboxGroup, entry_view},
     jobs::{Job, QueueName, SendNotifications},
     webhooks::WebhookEvent,
 };
@@ -92,32 +92,42 @@ pub async fn handle(
             }
         };
         let hooked = &hooked;
-        let rounds = job.notification_ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
+        // In-app rows that nobody hears about one by one go into the inboxes
+        // as a group; most are claimed and delivered in one statement.
+        let inbox_group = job.channel == Channel::InApp
+            && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+        let mut ids = job.notification_ids.clone();
+        if inbox_group {
+            let placed = place_in_inboxes(&state, job.tenant_id, InboxGroup::Due(&ids)).await;
+            if !placed.is_empty() {
+                let placed: std::collections::HashSet<_> = placed.into_iter().collect();
+                ids.retain(|id| !placed.contains(id));
+            }
+            if ids.is_empty() {
+                return Ok(());
+            }
+        }
+        let rounds = ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
         let lease = config.timeout() * rounds;
-        let claimed =
-            match notifications::claim(&state.pool, job.tenant_id, &job.notification_ids, lease)
-                .await
-            {
-                Ok(c) => c,
-                Err(error) => {
-                    // The rows stay queued; the dispatcher pushes them again.
-                    tracing::error!(
-                        error = &error as &dyn std::error::Error,
-                        "cannot claim notifications"
-                    );
-                    metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
-                    return Ok(());
-                }
-            };
-        if claimed.len() < job.notification_ids.len() {
+        let claimed = match notifications::claim(&state.pool, job.tenant_id, &ids, lease).await {
+            Ok(c) => c,
+            Err(error) => {
+                // The rows stay queued; the dispatcher pushes them again.
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot claim notifications"
+                );
+                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+                return Ok(());
+            }
+        };
+        if claimed.len() < ids.len() {
             tracing::debug!(
-                skipped = job.notification_ids.len() - claimed.len(),
+                skipped = ids.len() - claimed.len(),
                 "already claimed or finished"
             );
         }
-        let claimed = if job.channel == Channel::InApp
-            && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str())
-        {
+        let claimed = if inbox_group {
             deliver_inbox_group(&state, job.tenant_id, claimed).await
         } else {
             claimed
@@ -156,7 +166,6 @@ async fn deliver_inbox_group(
     tenant_id: TenantId,
     claimed: Vec<Claimed>,
 ) -> Vec<Claimed> {
-    let started = Instant::now();
     let subscribers: Vec<shared::domain::SubscriberId> =
         claimed.iter().filter_map(|r| r.subscriber_id).collect();
     let with_prefs = match preferences::with_stored(&state.pool, tenant_id, &subscribers).await {
@@ -177,18 +186,36 @@ async fn deliver_inbox_group(
         return slow;
     }
     let group: Vec<_> = fast.iter().map(|r| (r.id, r.attempts)).collect();
-    let latency = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    place_in_inboxes(state, tenant_id, InboxGroup::Claimed(&group)).await;
+    slow
+}
+
+/// Puts `group` into the inboxes in one transaction and publishes the
+/// events; returns the rows delivered. On a database error nothing is
+/// written: claimed rows' lease runs out and the dispatcher puts them back,
+/// unclaimed ones are claimed as usual.
+async fn place_in_inboxes(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    group: InboxGroup<'_>,
+) -> Vec<NotificationId> {
+    let started = Instant::now();
     let result = async {
         let mut tx = state.pool.begin().await?;
+        let latency = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
         let done =
-            shared::events::deliver_inbox_group(&mut tx, tenant_id, &group, &state.name, latency)
+            shared::events::deliver_inbox_group(&mut tx, tenant_id, group, &state.name, latency)
                 .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(done)
     }
     .await;
     match result {
-        Ok((sent, events)) => {
+        Ok((placed, events)) => {
+            let sent = placed.len() as u64;
+            if sent == 0 {
+                return placed;
+            }
             metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(sent);
             metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
                 .increment(sent);
@@ -197,15 +224,16 @@ async fn deliver_inbox_group(
                 // Connected clients catch up from Postgres when they reconnect.
                 tracing::warn!(%error, "cannot publish inbox events");
             }
+            placed
         }
         Err(error) => {
             tracing::error!(
                 error = &error as &dyn std::error::Error,
-                "cannot place the group in the inboxes; its lease will run out and it is retried"
+                "cannot place the group in the inboxes; it is retried"
             );
+            Vec::new()
         }
     }
-    slow
 }
 
 /// What the subscriber's preferences say about a notification now.
