@@ -11,6 +11,10 @@
 //! 4. a `BENCH_BIG_CSV_MB` MiB CSV (default 1,024) streamed to the api, whose
 //!    peak RSS is read while it streams; the job is then cancelled.
 //!
+//! End-to-end latency percentiles are read from Postgres: for a batch, from
+//! the commit of a recipient's chunk to its notification's `sent_at`; for a
+//! CSV, from the upload's start to `sent_at`.
+//!
 //! Build the api binary first, then run:
 //! `cargo build --release -p api && cargo bench -p worker --bench batches`.
 
@@ -111,6 +115,45 @@ async fn wait_ready(client: &reqwest::Client, base: &str) {
         assert!(Instant::now() < deadline, "the api did not start");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The Postgres settings that decide these numbers, printed with them; a
+/// warning when autovacuum is off (tables filled from empty then never get
+/// statistics, and the plans go bad at a million rows).
+async fn postgres_settings(app: &TestApp) {
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "select name, setting from pg_settings
+         where name in ('autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size',
+                        'synchronous_commit', 'fsync')
+         order by name",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("postgres: {}", line.join(" "));
+    if settings
+        .iter()
+        .any(|(k, v)| k == "autovacuum" && v == "off")
+    {
+        println!(
+            "WARNING: autovacuum is off; production runs with it on. Turn it on with \
+             `ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf();`"
+        );
+    }
+}
+
+/// p50 and p99, in seconds, of the time from `since` to `sent_at` over the
+/// sent notifications that `scope` (an SQL condition) selects.
+async fn sent_latency(app: &TestApp, since: &str, scope: &str) -> (f64, f64) {
+    sqlx::query_as(&format!(
+        "select percentile_cont(0.5) within group (order by extract(epoch from sent_at - {since}))::float8,
+                percentile_cont(0.99) within group (order by extract(epoch from sent_at - {since}))::float8
+         from notifications n where n.status = 'sent' and {scope}"
+    ))
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
 }
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -302,6 +345,7 @@ async fn run() {
         "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
     }))
     .await;
+    postgres_settings(&app).await;
     let mut kids = spawn(&app);
     let base = kids.base.clone();
     wait_ready(&app.client, &base).await;
@@ -329,8 +373,14 @@ async fn run() {
         let done = poll(&app, &url, |b| b["status"] == "completed").await;
         let took = first.elapsed();
         assert_eq!(done["counts"]["sent"], n as i64, "{done}");
+        let (p50, p99) = sent_latency(
+            &app,
+            "(select c.created_at from batch_chunks c where c.batch_id = n.batch_id and c.seq = n.batch_seq)",
+            &format!("n.batch_id = '{id}'"),
+        )
+        .await;
         println!(
-            "batch in-app end to end: {:>8.0} delivered/s   first chunk → completed {:.1} s",
+            "batch in-app end to end: {:>8.0} delivered/s   first chunk → completed {:.1} s   chunk accepted → sent p50 {p50:.1} s, p99 {p99:.1} s",
             n as f64 / took.as_secs_f64(),
             took.as_secs_f64()
         );
@@ -361,22 +411,43 @@ async fn run() {
         })
         .await;
         let parse_took = started.elapsed();
+        let started_at =
+            chrono::Utc::now() - chrono::Duration::from_std(started.elapsed()).unwrap_or_default();
         assert_eq!(parsed["rows_valid"], rows as i64, "{parsed}");
+        let stamp = |k: &str| {
+            parsed[k]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        };
+        if let (Some(created), Some(checked)) = (stamp("created_at"), stamp("checked_at")) {
+            let secs = (checked - created).as_seconds_f64();
+            println!(
+                "csv file check:        {:>8.0} rows/s ({:.0} MiB/s; upload stored → whole file checked, pickup included, {secs:.1} s)",
+                rows as f64 / secs,
+                mib / secs
+            );
+        }
         println!(
             "csv upload:            {:>8.1} MiB/s ({mib:.0} MiB in {:.2} s)",
             mib / upload_took.as_secs_f64(),
             upload_took.as_secs_f64()
         );
         println!(
-            "csv ingest:            {:>8.0} rows/s (upload start → every row parsed and held, {:.1} s)",
+            "csv ingest:            {:>8.0} rows/s (upload start → every row checked, parsed and committed, with sending running beside it, {:.1} s)",
             rows as f64 / parse_took.as_secs_f64(),
             parse_took.as_secs_f64()
         );
         let done = poll(&app, &url, |j| j["status"] == "completed").await;
         let took = started.elapsed();
         assert_eq!(done["counts"]["sent"], rows as i64);
+        let (p50, p99) = sent_latency(
+            &app,
+            &format!("'{}'::timestamptz", started_at.to_rfc3339()),
+            &format!("n.bulk_job_id = '{id}'"),
+        )
+        .await;
         println!(
-            "csv in-app end to end: {:>8.0} delivered/s ({:.1} s upload start → completed)",
+            "csv in-app end to end: {:>8.0} delivered/s ({:.1} s upload start → completed)   upload start → sent p50 {p50:.1} s, p99 {p99:.1} s",
             rows as f64 / took.as_secs_f64(),
             took.as_secs_f64()
         );
@@ -390,15 +461,21 @@ async fn run() {
             json!({"template": "results", "channels": ["sms"]}),
             http,
             concurrency,
-            |i| json!({"phone": format!("+1500555{:04}", i % 10_000), "data": {"name": format!("P{i}")}}),
+            |i| json!({"phone": format!("+1415555{:04}", i % 10_000), "data": {"name": format!("P{i}")}}),
         )
         .await;
         let url = format!("{base}/api/v1/services/notifications/batches/{id}");
         let done = poll(&app, &url, |b| b["status"] == "completed").await;
         let took = first.elapsed();
         assert_eq!(done["counts"]["sent"], http as i64, "{done}");
+        let (p50, p99) = sent_latency(
+            &app,
+            "(select c.created_at from batch_chunks c where c.batch_id = n.batch_id and c.seq = n.batch_seq)",
+            &format!("n.batch_id = '{id}'"),
+        )
+        .await;
         println!(
-            "batch sms via http provider: {:>8.0} delivered/s ({http} in {:.1} s)",
+            "batch sms via http provider: {:>8.0} delivered/s ({http} in {:.1} s)   chunk accepted → sent p50 {p50:.1} s, p99 {p99:.1} s",
             http as f64 / took.as_secs_f64(),
             took.as_secs_f64()
         );
