@@ -9,7 +9,7 @@
 //!
 //! A parser first reads the whole file without storing anything, to find
 //! the errors that refuse a file, and records that it did
-//! ([`mark_checked`]). Notifications committed after that are due at once,
+//! ([`extend_lease`]). Notifications committed after that are due at once,
 //! so sending overlaps the rest of the parse. A job that started committing
 //! before files were checked first inserts them *held* (`queued` with
 //! `run_at = 'infinity'`, which the dispatcher never finds due) and
@@ -257,43 +257,26 @@ pub async fn claim(
     .await
 }
 
-/// Extends the parser's lease; false if the job is no longer `parsing`
-/// (cancelled meanwhile), and the parser should stop.
+/// Extends the parser's lease, and records that the whole file was checked
+/// and holds no file-level error when `checked`; false if the job is no
+/// longer `parsing` (cancelled meanwhile), and the parser should stop.
 #[tracing::instrument(skip_all)]
-pub async fn renew_lease(
+pub async fn extend_lease(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     id: BulkJobId,
     lease: Duration,
+    checked: bool,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "update bulk_jobs set lease_until = now() + make_interval(secs => $3)
+        "update bulk_jobs set lease_until = now() + make_interval(secs => $3),
+             checked_at = case when $4 then now() else checked_at end
          where tenant_id = $1 and id = $2 and status = 'parsing'",
     )
     .bind(tenant_id)
     .bind(id)
     .bind(lease.as_secs_f64())
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Records that the whole file was checked and holds no file-level error,
-/// and extends the lease; false if the job is no longer `parsing`.
-#[tracing::instrument(skip_all)]
-pub async fn mark_checked(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: BulkJobId,
-    lease: Duration,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update bulk_jobs set checked_at = now(), lease_until = now() + make_interval(secs => $3)
-         where tenant_id = $1 and id = $2 and status = 'parsing'",
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(lease.as_secs_f64())
+    .bind(checked)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -129,7 +129,7 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
                 return Ok(());
             }
         }
-        if !bulk::mark_checked(&state.pool, tenant_id, id, lease).await? {
+        if !bulk::extend_lease(&state.pool, tenant_id, id, lease, true).await? {
             tracing::info!("the job was cancelled while its file was checked; stopping");
             return Ok(());
         }
@@ -321,7 +321,7 @@ async fn check(
             break;
         }
         if renewed.elapsed() >= renew_every {
-            if !bulk::renew_lease(&state.pool, tenant_id, id, lease).await? {
+            if !bulk::extend_lease(&state.pool, tenant_id, id, lease, false).await? {
                 return Ok(Checked::Stopped);
             }
             renewed = Instant::now();
