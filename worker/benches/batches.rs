@@ -86,12 +86,21 @@ fn spawn(app: &TestApp) -> Children {
         .cloned()
         .chain([("API_ADDR".to_owned(), format!("127.0.0.1:{port}"))])
         .collect();
+    // Warnings and errors of each child are kept beside the bench binary
+    // (`target/release/bench-api.log`, `bench-worker.log`).
     let child = |path: PathBuf| {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("child")
+            .to_owned();
+        let log = api_binary().with_file_name(format!("bench-{name}.log"));
+        let log = std::fs::File::create(&log).expect("the bench log can be written");
         tokio::process::Command::new(path)
             .envs(vars.iter().cloned())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("the binary starts")
