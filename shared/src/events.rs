@@ -121,85 +121,58 @@ pub async fn record_inbox_events(
     Ok(out)
 }
 
-/// Which in-app rows [`deliver_inbox_group`] moves to `sent`.
-#[derive(Debug, Clone, Copy)]
-pub enum InboxGroup<'a> {
-    /// Rows this worker claimed, as `(id, attempt)`; rows whose claim was
-    /// lost are skipped.
-    Claimed(&'a [(NotificationId, i32)]),
-    /// Rows not claimed yet: those that are due, have attempts left, have a
-    /// subscriber, and need no preference check (critical, or their
-    /// subscriber has no stored preferences) are claimed and delivered in
-    /// the same statement, one write per row instead of two. The others are
-    /// left as they are, for the usual claim.
-    Due(&'a [NotificationId]),
-}
-
-/// Puts a group of in-app notifications into their subscribers' inboxes in
-/// a handful of statements, whatever the group's size: the subscribers are
-/// locked in one order, every row moves to `sent` with its attempt
-/// recorded, and each subscriber gets one `notification.created` event per
-/// new entry and then one `unread_count.changed` with the count after all
-/// of them. Returns the rows delivered and the events to publish after the
-/// commit.
+/// Puts the in-app notifications of a group that can go without a look at
+/// preferences into their subscribers' inboxes, in a handful of statements
+/// whatever the group's size. A row is taken when it is due, has attempts
+/// left, has a subscriber, and is critical or its subscriber has no stored
+/// preferences; it is claimed and delivered in the same statement. The
+/// subscribers are locked in one order, every row taken moves to `sent`
+/// with its attempt recorded, and each subscriber gets one
+/// `notification.created` event per new entry and then one
+/// `unread_count.changed` with the count after all of them. Rows not taken
+/// are left as they are. Returns the rows delivered and the events to
+/// publish after the commit.
 pub async fn deliver_inbox_group(
     tx: &mut PgConnection,
     tenant_id: TenantId,
-    group: InboxGroup<'_>,
+    ids: &[NotificationId],
     worker: &str,
     latency_ms: i32,
 ) -> Result<(Vec<NotificationId>, Vec<Event>), sqlx::Error> {
     use std::collections::BTreeMap;
-    let (ids, attempts): (Vec<NotificationId>, Vec<i32>) = match group {
-        InboxGroup::Claimed(claimed) => claimed.iter().copied().unzip(),
-        InboxGroup::Due(ids) => (ids.to_vec(), Vec::new()),
-    };
     sqlx::query(
         "select 1 from subscribers where tenant_id = $1 and id in (
              select subscriber_id from notifications where tenant_id = $1 and id = any($2))
          order by id for update",
     )
     .bind(tenant_id)
-    .bind(&ids)
+    .bind(ids)
     .execute(&mut *tx)
     .await?;
-    const CLAIMED: &str = "update notifications n
-             set status = 'sent', run_at = now(), dispatched_at = null,
-                 provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
-             from unnest($2::uuid[], $3::int4[]) as c(id, attempt)
-             where n.tenant_id = $1 and n.id = any($2) and n.id = c.id and n.status = 'sending'
-               and n.attempts = c.attempt";
-    // `$3` is bound (empty) and unused, so both forms take the same binds.
-    const DUE: &str = "update notifications n
+    let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(
+        "with moved as (
+             update notifications n
              set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
                  provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
-             where n.tenant_id = $1 and n.id = any($2) and cardinality($3::int4[]) = 0
+             where n.tenant_id = $1 and n.id = any($2)
                and n.channel = 'inapp' and n.status in ('queued', 'deferred')
                and n.run_at <= now() and n.attempts < n.max_attempts
                and n.subscriber_id is not null
                and (n.critical or not exists (
                    select 1 from subscriber_preferences p
-                   where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))";
-    let update = match group {
-        InboxGroup::Claimed(_) => CLAIMED,
-        InboxGroup::Due(_) => DUE,
-    };
-    let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(&format!(
-        "with moved as (
-             {update}
+                   where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))
              returning n.id, n.attempts, n.subscriber_id, n.category, n.content, n.read_at,
                        n.archived_at, n.created_at
          ), recorded as (
              insert into delivery_attempts
                  (tenant_id, notification_id, attempt, outcome, provider, provider_response, latency_ms, worker)
-             select $1, id, attempts, 'sent', 'inapp', 'placed in the inbox', $5, $4 from moved
+             select $1, id, attempts, 'sent', 'inapp', 'placed in the inbox', $4, $3 from moved
          )
          select subscriber_id, id, category, content, read_at, archived_at, created_at
-         from moved order by subscriber_id, created_at, id"
-    ))
+         from moved order by subscriber_id, created_at, id",
+    )
     .bind(tenant_id)
-    .bind(&ids)
-    .bind(&attempts)
+    .bind(ids)
     .bind(worker)
     .bind(latency_ms)
     .fetch_all(&mut *tx)

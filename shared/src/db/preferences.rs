@@ -27,24 +27,6 @@ pub async fn get(
         .unwrap_or_default())
 }
 
-/// Which of `subscribers` of `tenant_id` have preferences stored (the others
-/// have the defaults, which allow everything).
-#[tracing::instrument(skip_all)]
-pub async fn with_stored(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    subscribers: &[SubscriberId],
-) -> Result<std::collections::HashSet<SubscriberId>, sqlx::Error> {
-    let rows: Vec<SubscriberId> = sqlx::query_scalar(
-        "select subscriber_id from subscriber_preferences where tenant_id = $1 and subscriber_id = any($2)",
-    )
-    .bind(tenant_id)
-    .bind(subscribers)
-    .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().collect())
-}
-
 /// Replaces the subscriber's preferences.
 #[tracing::instrument(skip_all)]
 pub async fn put(

@@ -14,7 +14,7 @@ use shared::{
     db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
     db::{events, inbox, preferences, webhooks},
     domain::{Channel, NotificationId, TenantId},
-    events::{InboxGroup, entry_view},
+    events::entry_view,
     jobs::{Job, QueueName, SendNotifications},
     webhooks::WebhookEvent,
 };
@@ -92,13 +92,17 @@ pub async fn handle(
             }
         };
         let hooked = &hooked;
-        // In-app rows that nobody hears about one by one go into the inboxes
-        // as a group; most are claimed and delivered in one statement.
-        let inbox_group = job.channel == Channel::InApp
-            && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+        // In-app rows that nobody hears about one by one and that need no
+        // look at preferences go into the inboxes as a group, claimed and
+        // delivered in one statement; the rest go one by one below.
         let mut ids = job.notification_ids.clone();
-        if inbox_group {
-            let placed = place_in_inboxes(&state, job.tenant_id, InboxGroup::Due(&ids)).await;
+        if job.channel == Channel::InApp && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str())
+        {
+            let Some(placed) = place_in_inboxes(&state, job.tenant_id, &ids).await else {
+                // Nothing was written; the dispatcher pushes the rows again.
+                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+                return Ok(());
+            };
             if !placed.is_empty() {
                 let placed: std::collections::HashSet<_> = placed.into_iter().collect();
                 ids.retain(|id| !placed.contains(id));
@@ -127,11 +131,6 @@ pub async fn handle(
                 "already claimed or finished"
             );
         }
-        let claimed = if inbox_group {
-            deliver_inbox_group(&state, job.tenant_id, claimed).await
-        } else {
-            claimed
-        };
         futures::stream::iter(claimed)
             .for_each_concurrent(PARALLEL_SENDS, |row| {
                 let state = state.clone();
@@ -156,55 +155,21 @@ pub async fn handle(
     .await
 }
 
-/// Puts the in-app rows that need no preference check (critical, or their
-/// subscriber has no stored preferences) into the inboxes as one group, in
-/// one transaction of a few statements; returns the others, which go one by
-/// one. On a database error nothing is written: the rows' lease runs out and
-/// the dispatcher puts them back.
-async fn deliver_inbox_group(
-    state: &WorkerState,
-    tenant_id: TenantId,
-    claimed: Vec<Claimed>,
-) -> Vec<Claimed> {
-    let subscribers: Vec<shared::domain::SubscriberId> =
-        claimed.iter().filter_map(|r| r.subscriber_id).collect();
-    let with_prefs = match preferences::with_stored(&state.pool, tenant_id, &subscribers).await {
-        Ok(s) => s,
-        Err(error) => {
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "cannot read preferences"
-            );
-            return claimed;
-        }
-    };
-    let (fast, slow): (Vec<Claimed>, Vec<Claimed>) = claimed.into_iter().partition(|r| {
-        r.subscriber_id.is_some()
-            && (r.critical || !r.subscriber_id.is_some_and(|s| with_prefs.contains(&s)))
-    });
-    if fast.is_empty() {
-        return slow;
-    }
-    let group: Vec<_> = fast.iter().map(|r| (r.id, r.attempts)).collect();
-    place_in_inboxes(state, tenant_id, InboxGroup::Claimed(&group)).await;
-    slow
-}
-
-/// Puts `group` into the inboxes in one transaction and publishes the
-/// events; returns the rows delivered. On a database error nothing is
-/// written: claimed rows' lease runs out and the dispatcher puts them back,
-/// unclaimed ones are claimed as usual.
+/// Puts what it can of a group into the inboxes in one transaction (see
+/// [`shared::events::deliver_inbox_group`]) and publishes the events;
+/// returns the rows delivered, or `None` on a database error, when nothing
+/// was written.
 async fn place_in_inboxes(
     state: &WorkerState,
     tenant_id: TenantId,
-    group: InboxGroup<'_>,
-) -> Vec<NotificationId> {
+    ids: &[NotificationId],
+) -> Option<Vec<NotificationId>> {
     let started = Instant::now();
     let result = async {
         let mut tx = state.pool.begin().await?;
         let latency = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
         let done =
-            shared::events::deliver_inbox_group(&mut tx, tenant_id, group, &state.name, latency)
+            shared::events::deliver_inbox_group(&mut tx, tenant_id, ids, &state.name, latency)
                 .await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(done)
@@ -214,7 +179,7 @@ async fn place_in_inboxes(
         Ok((placed, events)) => {
             let sent = placed.len() as u64;
             if sent == 0 {
-                return placed;
+                return Some(placed);
             }
             metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(sent);
             metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
@@ -224,14 +189,14 @@ async fn place_in_inboxes(
                 // Connected clients catch up from Postgres when they reconnect.
                 tracing::warn!(%error, "cannot publish inbox events");
             }
-            placed
+            Some(placed)
         }
         Err(error) => {
             tracing::error!(
                 error = &error as &dyn std::error::Error,
                 "cannot place the group in the inboxes; it is retried"
             );
-            Vec::new()
+            None
         }
     }
 }
