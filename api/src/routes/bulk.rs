@@ -366,6 +366,13 @@ async fn load(
     Ok(view(job, &counts))
 }
 
+fn file_too_large(state: &AppState) -> ApiError {
+    ApiError::TooLarge(format!(
+        "the file is larger than {} bytes",
+        state.max_csv_bytes
+    ))
+}
+
 /// A hash of the form's text fields (in name order) and the file's name,
 /// to which the file's bytes are added as they arrive.
 fn request_hasher(fields: &[(String, String)], file_name: Option<&str>) -> Sha256 {
@@ -407,10 +414,7 @@ async fn replay(
         }
         total += n as u64;
         if total > state.max_csv_bytes {
-            return Err(ApiError::TooLarge(format!(
-                "the file is larger than {} bytes",
-                state.max_csv_bytes
-            )));
+            return Err(file_too_large(state));
         }
         hasher.update(&buf[..n]);
     }
@@ -471,10 +475,7 @@ async fn store_file(
         }
         total += filled as u64;
         if total > state.max_csv_bytes {
-            return Err(ApiError::TooLarge(format!(
-                "the file is larger than {} bytes",
-                state.max_csv_bytes
-            )));
+            return Err(file_too_large(state));
         }
         if filled == 0 {
             return Ok(total);
@@ -550,11 +551,6 @@ impl BulkApi {
             .map(|_| request_hasher(&fields, file_name.as_deref()));
         let form = form(&state, tenant_id, fields).await?;
         let mapping = serde_json::to_value(&form.mapping).map_err(anyhow::Error::from)?;
-        if let (Some(k), Some(h)) = (&key, &hasher)
-            && let Some(prior) = bulk::by_idempotency_key(&state.pool, tenant_id, k).await?
-        {
-            return replay(&state, prior, file, &mut multipart, h.clone()).await;
-        }
         let created = bulk::create(
             &state.pool,
             tenant_id,
@@ -570,13 +566,14 @@ impl BulkApi {
         .await?;
         let id = match (created, &key, &hasher) {
             (Some(id), _, _) => id,
-            // Another upload took the key between the look-up and the insert.
+            // Another upload holds the key: this one is a replay, or a reuse.
             (None, Some(k), Some(h)) => {
                 let prior = bulk::by_idempotency_key(&state.pool, tenant_id, k)
                     .await?
                     .ok_or_else(|| {
                         ApiError::Conflict(
-                            "an upload with this Idempotency-Key was just refused; retry".into(),
+                            "the upload that held this Idempotency-Key was just refused; retry"
+                                .into(),
                         )
                     })?;
                 return replay(&state, prior, file, &mut multipart, h.clone()).await;
