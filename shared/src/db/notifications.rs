@@ -26,6 +26,7 @@ use sqlx::{PgExecutor, types::Json};
 use crate::domain::{
     AttemptOutcome, Channel, NotificationId, NotificationStatus, SubscriberId, TenantId,
 };
+use crate::providers::ProviderError;
 
 /// The content of an email notification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -331,15 +332,15 @@ pub enum Outcome {
     },
     /// A transient failure; try again after `after`.
     Retry {
-        /// The error.
-        error: String,
+        /// The error, in the platform's words (never a provider's text).
+        error: ProviderError,
         /// The backoff.
         after: Duration,
     },
     /// Give up.
     Failed {
-        /// The error.
-        error: String,
+        /// The error, in the platform's words (never a provider's text).
+        error: ProviderError,
     },
     /// Not sent: the subscriber's preferences rule it out.
     Suppressed {
@@ -392,7 +393,7 @@ pub async fn record_attempt(
             after.as_secs_f64(),
             None,
             None,
-            Some(error.as_str()),
+            Some(error.to_string()),
         ),
         Outcome::Failed { error } => (
             "failed",
@@ -400,7 +401,7 @@ pub async fn record_attempt(
             0.0,
             None,
             None,
-            Some(error.as_str()),
+            Some(error.to_string()),
         ),
         Outcome::Suppressed { reason } => (
             "suppressed",
@@ -408,7 +409,7 @@ pub async fn record_attempt(
             0.0,
             None,
             None,
-            Some(reason.as_str()),
+            Some(reason.clone()),
         ),
     };
     let written = sqlx::query(
@@ -447,8 +448,8 @@ pub async fn record_attempt(
 }
 
 /// Records the providers an attempt moved past (failed or skipped) before
-/// its outcome, as `failover` rows of the same attempt. Only while the claim
-/// holds.
+/// its outcome, as `failover` rows of the same attempt: `(provider name,
+/// error, status code, latency)`. Only while the claim holds.
 #[tracing::instrument(skip_all)]
 pub async fn record_failovers(
     db: impl PgExecutor<'_>,
@@ -456,13 +457,13 @@ pub async fn record_failovers(
     id: NotificationId,
     attempt: i32,
     worker: &str,
-    hops: &[(String, String, Option<u16>, Duration)],
+    hops: &[(String, ProviderError, Option<u16>, Duration)],
 ) -> Result<(), sqlx::Error> {
     if hops.is_empty() {
         return Ok(());
     }
     let providers: Vec<&str> = hops.iter().map(|h| h.0.as_str()).collect();
-    let errors: Vec<&str> = hops.iter().map(|h| h.1.as_str()).collect();
+    let errors: Vec<String> = hops.iter().map(|h| h.1.to_string()).collect();
     let codes: Vec<Option<i32>> = hops.iter().map(|h| h.2.map(i32::from)).collect();
     let latencies: Vec<i32> = hops
         .iter()

@@ -83,6 +83,10 @@ pub enum Answer {
     Unavailable,
     /// No answer for this long (then a 504).
     Hang(Duration),
+    /// 400 in the provider's error shape with a message that quotes the
+    /// request back, recipient and text included, as real validation errors
+    /// can (Twilio's echo the form, `To=%2B1555…&Body=…`).
+    RejectEchoing,
 }
 
 /// One request the fake received.
@@ -183,8 +187,9 @@ fn form_to_json(bytes: &[u8]) -> Value {
     Value::Object(map)
 }
 
-/// Plays a scripted answer in the provider's error shape.
-async fn scripted(kind: Kind, answer: Answer) -> Response {
+/// Plays a scripted answer in the provider's error shape; `request` is the
+/// request's body (a form as a JSON object), for answers that quote it.
+async fn scripted(kind: Kind, answer: Answer, request: &Value) -> Response {
     let (status, body) = match &answer {
         Answer::TooManyRequests(_) => (
             StatusCode::TOO_MANY_REQUESTS,
@@ -224,6 +229,7 @@ async fn scripted(kind: Kind, answer: Answer) -> Response {
             tokio::time::sleep(*d).await;
             (StatusCode::GATEWAY_TIMEOUT, json!({}))
         }
+        Answer::RejectEchoing => (StatusCode::BAD_REQUEST, echoing_error(kind, request)),
     };
     let mut resp = json_response(status, body);
     if let Answer::TooManyRequests(Some(secs)) = answer {
@@ -231,6 +237,39 @@ async fn scripted(kind: Kind, answer: Answer) -> Response {
             .insert("retry-after", secs.to_string().parse().unwrap());
     }
     resp
+}
+
+/// A 400 body in `kind`'s error shape whose message quotes `request` back.
+fn echoing_error(kind: Kind, request: &Value) -> Value {
+    let quoted = request.to_string();
+    match kind {
+        Kind::Twilio => {
+            let form: String = request
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| {
+                    let v: String = url::form_urlencoded::byte_serialize(
+                        v.as_str().unwrap_or_default().as_bytes(),
+                    )
+                    .collect();
+                    format!("{k}={v}")
+                })
+                .collect::<Vec<_>>()
+                .join("&");
+            let to = request["To"].as_str().unwrap_or_default();
+            json!({"code": 21211, "message": format!("The 'To' number {to} is not a valid phone number. Request: {form}"), "more_info": "https://www.twilio.com/docs/errors/21211", "status": 400})
+        }
+        Kind::SendGrid => {
+            json!({"errors": [{"message": format!("Does not contain a valid address: {quoted}"), "field": "personalizations.0.to.0.email", "help": null}]})
+        }
+        Kind::Fcm | Kind::GoogleToken => {
+            json!({"error": {"code": 400, "message": format!("Invalid JSON payload received: {quoted}"), "status": "INVALID_ARGUMENT", "details": [{"@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", "errorCode": "INVALID_ARGUMENT"}]}})
+        }
+        Kind::WhatsApp => {
+            json!({"error": {"message": format!("(#100) Invalid parameter: {quoted}"), "type": "OAuthException", "code": 100, "fbtrace_id": "AbCdEf"}})
+        }
+    }
 }
 
 fn bearer(req: &Request) -> Option<String> {
@@ -276,7 +315,7 @@ async fn twilio(
             json!({"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}),
         )
     } else if let Some(answer) = state.next_answer(Kind::Twilio, &sid) {
-        scripted(Kind::Twilio, answer).await
+        scripted(Kind::Twilio, answer, &form).await
     } else {
         let to = form["To"].as_str().unwrap_or_default();
         let text = form["Body"].as_str().unwrap_or_default();
@@ -329,7 +368,7 @@ async fn sendgrid(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respon
             json!({"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked", "field": null, "help": null}]}),
         )
     } else if let Some(answer) = state.next_answer(Kind::SendGrid, &key) {
-        scripted(Kind::SendGrid, answer).await
+        scripted(Kind::SendGrid, answer, &json).await
     } else {
         let mut errors = Vec::new();
         if json["personalizations"][0]["to"][0]["email"]
@@ -377,7 +416,7 @@ async fn google_token(req: &Request, body: Body, state: Data<&Arc<State>>) -> Re
     let bytes = body.into_vec().await.unwrap_or_default();
     let form = form_to_json(&bytes);
     let resp = if let Some(answer) = state.next_answer(Kind::GoogleToken, "") {
-        scripted(Kind::GoogleToken, answer).await
+        scripted(Kind::GoogleToken, answer, &form).await
     } else {
         let grant_ok = form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer";
         let assertion = form["assertion"].as_str().unwrap_or_default();
@@ -439,7 +478,7 @@ async fn fcm(
             json!({"error": {"code": 401, "message": "Request had invalid authentication credentials. Expected OAuth 2 access token.", "status": "UNAUTHENTICATED"}}),
         )
     } else if let Some(answer) = state.next_answer(Kind::Fcm, &project) {
-        scripted(Kind::Fcm, answer).await
+        scripted(Kind::Fcm, answer, &json).await
     } else {
         let device = json["message"]["token"].as_str().unwrap_or_default();
         let data_ok = json["message"]["data"]
@@ -484,7 +523,7 @@ async fn whatsapp(
             json!({"error": {"message": "Invalid OAuth access token - Cannot parse access token", "type": "OAuthException", "code": 190, "fbtrace_id": "AbCdEf"}}),
         )
     } else if let Some(answer) = state.next_answer(Kind::WhatsApp, &phone_id) {
-        scripted(Kind::WhatsApp, answer).await
+        scripted(Kind::WhatsApp, answer, &json).await
     } else {
         let to = json["to"].as_str().unwrap_or_default();
         let kind = json["type"].as_str().unwrap_or_default();

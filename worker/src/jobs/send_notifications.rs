@@ -32,7 +32,7 @@ use crate::{
         whatsapp::{self, WhatsAppContent},
     },
 };
-use shared::providers::ProviderSpec;
+use shared::providers::{FailureReason, ProviderSpec};
 
 /// Sends within one job run at most this many at once.
 const PARALLEL_SENDS: usize = 8;
@@ -241,7 +241,8 @@ async fn consult_preferences(
 
 fn content<T: serde::de::DeserializeOwned>(row: &Claimed) -> Result<T, SendError> {
     serde_json::from_value::<T>(row.content.0.clone())
-        .map_err(|e| SendError::permanent(format!("unreadable content: {e}")))
+        // serde's message can quote the content: never kept.
+        .map_err(|_| SendError::permanent(FailureReason::ContentUnreadable))
 }
 
 /// The SMS content.
@@ -314,9 +315,7 @@ async fn send_with(
             whatsapp::send(http, settings, credentials, &row.recipient, &message).await
         }
         // Never listed for a channel; here only if a row says otherwise.
-        ProviderSpec::Ups(..) => Err(SendError::permanent(
-            "a UPS tracking config delivers no messages",
-        )),
+        ProviderSpec::Ups(..) => Err(SendError::permanent(FailureReason::NotAMessagingProvider)),
     }
 }
 
@@ -330,15 +329,16 @@ async fn outside_whatsapp_window(
 ) -> Result<(), SendError> {
     let last = shared::db::provider_events::last_whatsapp_inbound(&state.pool, tenant_id, number)
         .await
-        .map_err(|e| SendError::Transient {
-            code: None,
-            error: format!("cannot read the WhatsApp window: {e}"),
+        .map_err(|error| {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "cannot read the WhatsApp window"
+            );
+            SendError::transient(FailureReason::WindowUnknown)
         })?;
     match last {
         Some(at) if at < chrono::Utc::now() - chrono::Duration::hours(24) => {
-            Err(SendError::permanent(
-                "more than 24 hours since the person last wrote: free-form WhatsApp text is not allowed; send a template",
-            ))
+            Err(SendError::permanent(FailureReason::WhatsAppWindowClosed))
         }
         _ => Ok(()),
     }

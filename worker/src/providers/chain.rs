@@ -16,7 +16,7 @@ use shared::{
     crypto::Keyring,
     db::providers::{self as provider_db, ProviderConfig},
     domain::{Channel, TenantId},
-    providers::{ProviderSpec, aad},
+    providers::{FailureReason, ProviderError, ProviderSpec, aad},
 };
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -125,7 +125,7 @@ pub struct Hop {
     /// The provider's name.
     pub provider: String,
     /// Its error (or why it was skipped).
-    pub error: String,
+    pub error: ProviderError,
     /// Its status code.
     pub code: Option<u16>,
     /// How long it took.
@@ -180,7 +180,7 @@ where
                 tracing::debug!(provider = %p.name, "circuit open; skipped");
                 hops.push(Hop {
                     provider: p.name.clone(),
-                    error: "skipped: circuit open after repeated failures".into(),
+                    error: FailureReason::CircuitOpen.into(),
                     code: None,
                     latency: Duration::ZERO,
                 });
@@ -198,7 +198,10 @@ where
                 if let Err(wait) = ready {
                     hops.push(Hop {
                         provider: p.name.clone(),
-                        error: format!("skipped: rate limit, next slot in {} ms", wait.as_millis()),
+                        error: FailureReason::RateSpent(
+                            wait.as_millis().min(u64::MAX as u128) as u64
+                        )
+                        .into(),
                         code: None,
                         latency: Duration::ZERO,
                     });
@@ -210,10 +213,9 @@ where
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, send(index)).await {
             Ok(r) => r,
-            Err(_) => Err(SendError::Transient {
-                code: None,
-                error: format!("no answer from the provider within {}s", timeout.as_secs()),
-            }),
+            Err(_) => Err(SendError::transient(FailureReason::NoAnswerWithin(
+                timeout.as_secs(),
+            ))),
         };
         let latency = started.elapsed();
         match result {
@@ -254,7 +256,13 @@ where
                 last_failure = Some((hops.len(), p.name.clone(), error.clone()));
                 hops.push(Hop {
                     provider: p.name.clone(),
-                    error: error.to_string(),
+                    error: match &error {
+                        SendError::Transient { error }
+                        | SendError::RateLimited { error, .. }
+                        | SendError::Permanent { error } => error.clone(),
+                        // Never here: suppression ends the chain above.
+                        SendError::Suppressed(_) => FailureReason::Rejected.into(),
+                    },
                     code: error.code(),
                     latency,
                 });
@@ -276,8 +284,5 @@ where
 
 /// The error of a send on a channel the organisation has no provider for.
 pub fn none_configured(channel: Channel) -> SendError {
-    SendError::permanent(format!(
-        "no {} provider is configured for this organisation",
-        channel.as_str()
-    ))
+    SendError::permanent(FailureReason::NoProvider(channel))
 }

@@ -18,6 +18,7 @@ use shared::{
     config::{EmailSettings, EmailTransport},
     db::notifications::EmailContent,
     domain::NotificationId,
+    providers::{FailureReason, ProviderCode, ProviderError, ProviderKind},
 };
 
 /// An email transport.
@@ -84,20 +85,7 @@ impl EmailSender {
                         code: reply.code().to_string().parse().ok(),
                     })
                 }
-                Err(e) => {
-                    let code = e.status().and_then(|c| c.to_string().parse().ok());
-                    if e.is_permanent() {
-                        Err(SendError::Permanent {
-                            code,
-                            error: e.to_string(),
-                        })
-                    } else {
-                        Err(SendError::Transient {
-                            code,
-                            error: e.to_string(),
-                        })
-                    }
-                }
+                Err(e) => Err(smtp_error(&e)),
             },
             Self::File(t) => match t.send(message).await {
                 Ok(id) => Ok(Receipt {
@@ -105,13 +93,50 @@ impl EmailSender {
                     response: format!("written as {id}.eml"),
                     code: None,
                 }),
-                Err(e) => Err(SendError::Transient {
-                    code: None,
-                    error: e.to_string(),
-                }),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot write the message file");
+                    Err(SendError::transient(FailureReason::MailFileFailed))
+                }
             },
         }
     }
+}
+
+/// What an SMTP failure is recorded as. A server's reply text often names
+/// the refused address (`550 5.1.1 <pat@example.org>: Recipient address
+/// rejected`), so only its reply code and enhanced status code are kept.
+fn smtp_error(e: &lettre::transport::smtp::Error) -> SendError {
+    use std::error::Error as _;
+    let status: Option<u16> = e.status().and_then(|c| c.to_string().parse().ok());
+    let reply = e.source().map(|s| s.to_string()).unwrap_or_default();
+    let answered = |reason| {
+        ProviderError::answered(ProviderKind::Smtp, reason, status)
+            .with_code(ProviderCode::smtp_enhanced(&reply))
+    };
+    if e.is_permanent() {
+        return SendError::permanent(answered(FailureReason::MailRefused));
+    }
+    if e.is_transient() {
+        return SendError::transient(answered(FailureReason::MailDeferred));
+    }
+    // Read (never kept) to tell a certificate or handshake failure apart.
+    let mut chain = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        chain.push_str(&s.to_string());
+        source = s.source();
+    }
+    let chain = chain.to_lowercase();
+    let reason = if e.is_tls() || chain.contains("certificate") || chain.contains("tls") {
+        FailureReason::Tls
+    } else if e.is_timeout() {
+        FailureReason::NoAnswer
+    } else if e.is_response() || e.is_client() {
+        FailureReason::MailProtocol
+    } else {
+        FailureReason::CannotConnect
+    };
+    SendError::transient(reason)
 }
 
 /// The TLS mode `url` asks for, trusting the CA certificates in `ca_file`
@@ -158,7 +183,7 @@ pub fn build_message(
 ) -> Result<(Message, String), SendError> {
     let to: Mailbox = to
         .parse()
-        .map_err(|e| SendError::permanent(format!("bad recipient: {e}")))?;
+        .map_err(|_| SendError::permanent(FailureReason::RecipientMalformed))?;
     let domain = from.email.domain().to_owned();
     let message_id = format!("<{id}@{domain}>");
     let builder = Message::builder()
@@ -173,8 +198,8 @@ pub fn build_message(
         )),
         (Some(text), None) => builder.header(ContentType::TEXT_PLAIN).body(text.clone()),
         (None, Some(html)) => builder.header(ContentType::TEXT_HTML).body(html.clone()),
-        (None, None) => return Err(SendError::permanent("the notification has no body")),
+        (None, None) => return Err(SendError::permanent(FailureReason::NoBody)),
     }
-    .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))?;
+    .map_err(|_| SendError::permanent(FailureReason::MessageUnbuildable))?;
     Ok((message, message_id))
 }

@@ -15,10 +15,24 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::providers::{FcmCredentials, FcmSettings};
+use shared::providers::{
+    FailureReason, FcmCredentials, FcmSettings, ProviderCode, ProviderError, ProviderKind,
+};
 use uuid::Uuid;
 
 use super::{HttpProviders, Receipt, SendError, classify_status, retry_after};
+
+/// FCM's documented error codes (`FcmError.errorCode`).
+const ERROR_CODES: &[&str] = &[
+    "UNSPECIFIED_ERROR",
+    "INVALID_ARGUMENT",
+    "UNREGISTERED",
+    "SENDER_ID_MISMATCH",
+    "QUOTA_EXCEEDED",
+    "UNAVAILABLE",
+    "INTERNAL",
+    "THIRD_PARTY_AUTH_ERROR",
+];
 
 /// The OAuth2 scope FCM sends need.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
@@ -104,15 +118,9 @@ async fn access_token(
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
     header.kid = credentials.private_key_id.clone();
     let signing_key = jsonwebtoken::EncodingKey::from_rsa_pem(credentials.private_key.as_bytes())
-        .map_err(|_| SendError::Transient {
-        code: None,
-        error: "the FCM service account's private key does not load".into(),
-    })?;
-    let assertion =
-        jsonwebtoken::encode(&header, &claims, &signing_key).map_err(|e| SendError::Transient {
-            code: None,
-            error: format!("cannot sign the service-account assertion: {e}"),
-        })?;
+        .map_err(|_| SendError::transient(FailureReason::CredentialsUnusable))?;
+    let assertion = jsonwebtoken::encode(&header, &claims, &signing_key)
+        .map_err(|_| SendError::transient(FailureReason::CredentialsUnusable))?;
     let resp = http
         .client
         .post(&http.urls.google_token)
@@ -127,14 +135,25 @@ async fn access_token(
     let wait = retry_after(resp.headers());
     if !status.is_success() {
         // A refused service account is the config's fault: fail over.
-        let mut e = classify_status(status, wait, format!("Google refused the token: {status}"));
-        if let SendError::Permanent { code, error } = e {
-            e = SendError::Transient { code, error };
-        }
-        return Err(e);
+        return Err(
+            match classify_status(
+                ProviderKind::Fcm,
+                status,
+                wait,
+                Some(FailureReason::TokenRefused),
+                None,
+            ) {
+                SendError::Permanent { error } => SendError::Transient { error },
+                e => e,
+            },
+        );
     }
     let answer: TokenAnswer = resp.json().await.map_err(|_| {
-        SendError::transient(status.as_u16(), "Google's token answer is unreadable")
+        SendError::transient(ProviderError::answered(
+            ProviderKind::Fcm,
+            FailureReason::UnreadableAnswer,
+            Some(status.as_u16()),
+        ))
     })?;
     let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(3600));
     let until = Instant::now() + lifetime.saturating_sub(Duration::from_secs(60));
@@ -178,10 +197,11 @@ pub async fn send(
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
         let name = body["name"].as_str().ok_or_else(|| {
-            PushError::Other(SendError::transient(
-                status.as_u16(),
-                "FCM answered without a message name",
-            ))
+            PushError::Other(SendError::transient(ProviderError::answered(
+                ProviderKind::Fcm,
+                FailureReason::NoMessageId,
+                Some(status.as_u16()),
+            )))
         })?;
         return Ok(Receipt {
             message_id: name.to_owned(),
@@ -194,10 +214,11 @@ pub async fn send(
         .into_iter()
         .flatten()
         .find_map(|d| d["errorCode"].as_str())
-        .unwrap_or_default()
-        .to_owned();
+        .unwrap_or_default();
+    // The message is read to tell a bad token from a bad payload, never kept:
+    // it can quote the request back.
     let message = body["error"]["message"].as_str().unwrap_or_default();
-    let what = format!("FCM answered {status} {error_code}: {message}");
+    let code = ProviderCode::named(error_code, ERROR_CODES);
     if status == reqwest::StatusCode::UNAUTHORIZED {
         http.fcm_tokens
             .forget(&(config_id, credentials.client_email.clone()));
@@ -206,10 +227,20 @@ pub async fn send(
         || error_code == "SENDER_ID_MISMATCH"
         || (error_code == "INVALID_ARGUMENT" && message.contains("registration token"));
     if token_gone {
-        return Err(PushError::TokenGone(SendError::Permanent {
-            code: Some(status.as_u16()),
-            error: what,
-        }));
+        return Err(PushError::TokenGone(SendError::permanent(
+            ProviderError::answered(
+                ProviderKind::Fcm,
+                FailureReason::DeviceTokenGone,
+                Some(status.as_u16()),
+            )
+            .with_code(code),
+        )));
     }
-    Err(PushError::Other(classify_status(status, wait, what)))
+    Err(PushError::Other(classify_status(
+        ProviderKind::Fcm,
+        status,
+        wait,
+        None,
+        code,
+    )))
 }

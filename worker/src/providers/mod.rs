@@ -15,28 +15,32 @@ pub mod whatsapp;
 use std::time::Duration;
 
 use reqwest::{StatusCode, header::HeaderMap};
-use shared::config::ProviderUrls;
+use shared::{
+    config::ProviderUrls,
+    providers::{FailureReason, ProviderCode, ProviderError, ProviderKind},
+};
 
 /// Why a send did not go through.
+///
+/// Every failure carries a [`ProviderError`]: a platform-written reason, the
+/// provider's short code and its status code, never a provider's text
+/// (which may quote the recipient or the message back). That is what is
+/// recorded, shown by the API and sent in webhooks.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
     /// Worth another attempt, possibly through another provider: a timeout,
     /// a connection error, a 5xx, refused credentials.
     #[error("{error}")]
     Transient {
-        /// The provider's status code, if it answered.
-        code: Option<u16>,
         /// What happened.
-        error: String,
+        error: ProviderError,
     },
     /// The provider asked us to slow down (429): try another provider, or
     /// this one again after `retry_after`.
     #[error("{error}")]
     RateLimited {
-        /// The provider's status code.
-        code: Option<u16>,
         /// What happened.
-        error: String,
+        error: ProviderError,
         /// How long the provider asked us to wait.
         retry_after: Duration,
     },
@@ -45,10 +49,8 @@ pub enum SendError {
     /// cannot be built.
     #[error("{error}")]
     Permanent {
-        /// The provider's status code, if it answered.
-        code: Option<u16>,
         /// What happened.
-        error: String,
+        error: ProviderError,
     },
     /// Not to be sent: the subscriber's preferences rule it out.
     #[error("{0}")]
@@ -57,44 +59,40 @@ pub enum SendError {
 
 impl SendError {
     /// A transient failure.
-    pub fn transient(code: u16, error: impl Into<String>) -> Self {
+    pub fn transient(error: impl Into<ProviderError>) -> Self {
         Self::Transient {
-            code: Some(code),
             error: error.into(),
         }
     }
 
-    /// A permanent failure found before any provider was asked.
-    pub fn permanent(error: impl Into<String>) -> Self {
+    /// A permanent failure.
+    pub fn permanent(error: impl Into<ProviderError>) -> Self {
         Self::Permanent {
-            code: None,
             error: error.into(),
         }
     }
 
-    /// A failure to reach the provider: always transient.
+    /// A failure to reach the provider: always transient. Nothing of
+    /// reqwest's text is kept (it can name the URL).
     pub fn from_reqwest(e: reqwest::Error) -> Self {
-        let what = if e.is_timeout() {
-            "no answer from the provider in time".to_owned()
+        let reason = if e.is_timeout() {
+            FailureReason::NoAnswer
         } else if e.is_connect() {
-            "cannot connect to the provider".to_owned()
+            FailureReason::CannotConnect
+        } else if e.is_decode() || e.is_body() {
+            FailureReason::UnreadableAnswer
         } else {
-            // reqwest errors name the URL, which holds no secrets (credentials
-            // travel in headers); drop it anyway to keep logs short.
-            format!("talking to the provider failed: {}", e.without_url())
+            FailureReason::ConnectionFailed
         };
-        Self::Transient {
-            code: None,
-            error: what,
-        }
+        Self::transient(reason)
     }
 
     /// The provider's status code, if it answered.
     pub fn code(&self) -> Option<u16> {
         match self {
-            SendError::Transient { code, .. }
-            | SendError::RateLimited { code, .. }
-            | SendError::Permanent { code, .. } => *code,
+            SendError::Transient { error }
+            | SendError::RateLimited { error, .. }
+            | SendError::Permanent { error } => error.status(),
             SendError::Suppressed(_) => None,
         }
     }
@@ -131,22 +129,33 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
-/// The usual reading of an HTTP error status: 429 slows down, 408 and 5xx
-/// are transient, refused credentials (401, 403) are the provider config's
-/// fault so another provider may do, and any other 4xx is the message's fault.
-pub fn classify_status(status: StatusCode, wait: Option<Duration>, error: String) -> SendError {
-    let code = Some(status.as_u16());
+/// The usual reading of an HTTP error status from `provider`: 429 slows
+/// down, 408 and 5xx are transient, refused credentials (401, 403) are the
+/// provider config's fault so another provider may do, and any other 4xx is
+/// the message's fault. `reason` says what such a 4xx meant, when the
+/// provider's code told more (the recipient, the content); `code` is the
+/// provider's error code.
+pub fn classify_status(
+    provider: ProviderKind,
+    status: StatusCode,
+    wait: Option<Duration>,
+    reason: Option<FailureReason>,
+    code: Option<ProviderCode>,
+) -> SendError {
+    let answered = |reason: FailureReason| {
+        ProviderError::answered(provider, reason, Some(status.as_u16())).with_code(code)
+    };
     match status {
         StatusCode::TOO_MANY_REQUESTS => SendError::RateLimited {
-            code,
-            error,
+            error: answered(FailureReason::RateLimited),
             retry_after: wait.unwrap_or(DEFAULT_RETRY_AFTER),
         },
-        StatusCode::REQUEST_TIMEOUT | StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            SendError::Transient { code, error }
+        StatusCode::REQUEST_TIMEOUT => SendError::transient(answered(FailureReason::NoAnswer)),
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+            SendError::transient(answered(FailureReason::CredentialsRefused))
         }
-        s if s.is_server_error() => SendError::Transient { code, error },
-        _ => SendError::Permanent { code, error },
+        s if s.is_server_error() => SendError::transient(answered(FailureReason::Unavailable)),
+        _ => SendError::permanent(answered(reason.unwrap_or(FailureReason::Rejected))),
     }
 }
 
@@ -192,7 +201,15 @@ mod tests {
 
     #[test]
     fn statuses_are_read_the_usual_way() {
-        let e = |s: u16| classify_status(StatusCode::from_u16(s).unwrap(), None, "x".into());
+        let e = |s: u16| {
+            classify_status(
+                ProviderKind::Twilio,
+                StatusCode::from_u16(s).unwrap(),
+                None,
+                None,
+                None,
+            )
+        };
         assert!(
             matches!(e(429), SendError::RateLimited { retry_after, .. } if retry_after == DEFAULT_RETRY_AFTER)
         );

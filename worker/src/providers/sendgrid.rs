@@ -8,7 +8,9 @@ use serde_json::json;
 use shared::{
     db::notifications::EmailContent,
     domain::{NotificationId, TenantId},
-    providers::{SendGridCredentials, SendGridSettings},
+    providers::{
+        FailureReason, ProviderError, ProviderKind, SendGridCredentials, SendGridSettings,
+    },
 };
 
 use super::{HttpProviders, Receipt, SendError, classify_status, retry_after};
@@ -18,10 +20,28 @@ struct Errors {
     errors: Vec<ErrorItem>,
 }
 
+/// One error of SendGrid's answer. Only the field it names is read, to
+/// tell a bad recipient from bad content; its `message` can quote the
+/// request back, so it is never kept.
 #[derive(Debug, Deserialize)]
 struct ErrorItem {
-    message: Option<String>,
     field: Option<String>,
+}
+
+/// What the fields SendGrid's errors name say, in the platform's words.
+fn reason(errors: &[ErrorItem]) -> Option<FailureReason> {
+    errors.iter().find_map(|e| {
+        let field = e.field.as_deref()?;
+        if field.starts_with("personalizations") {
+            Some(FailureReason::RecipientInvalid)
+        } else if field.starts_with("from") || field.starts_with("reply_to") {
+            Some(FailureReason::SenderRejected)
+        } else if field.starts_with("content") || field.starts_with("subject") {
+            Some(FailureReason::ContentRejected)
+        } else {
+            None
+        }
+    })
 }
 
 /// Sends one email.
@@ -42,7 +62,7 @@ pub async fn send(
         parts.push(json!({"type": "text/html", "value": html}));
     }
     if parts.is_empty() {
-        return Err(SendError::permanent("the notification has no body"));
+        return Err(SendError::permanent(FailureReason::NoBody));
     }
     let mut from = json!({"email": settings.from_email});
     if let Some(name) = &settings.from_name {
@@ -73,7 +93,11 @@ pub async fn send(
     let text = resp.text().await.map_err(SendError::from_reqwest)?;
     if status.is_success() {
         let message_id = message_id.ok_or_else(|| {
-            SendError::transient(status.as_u16(), "SendGrid answered without X-Message-Id")
+            SendError::transient(ProviderError::answered(
+                ProviderKind::SendGrid,
+                FailureReason::NoMessageId,
+                Some(status.as_u16()),
+            ))
         })?;
         return Ok(Receipt {
             message_id,
@@ -81,19 +105,14 @@ pub async fn send(
             code: Some(status.as_u16()),
         });
     }
-    let what = match serde_json::from_str::<Errors>(&text) {
-        Ok(Errors { errors }) if !errors.is_empty() => {
-            let items: Vec<String> = errors
-                .iter()
-                .map(|e| match (&e.field, &e.message) {
-                    (Some(f), Some(m)) => format!("{f}: {m}"),
-                    (None, Some(m)) => m.clone(),
-                    _ => "unspecified".into(),
-                })
-                .collect();
-            format!("SendGrid answered {status}: {}", items.join("; "))
-        }
-        _ => format!("SendGrid answered {status}"),
-    };
-    Err(classify_status(status, wait, what))
+    let reason = serde_json::from_str::<Errors>(&text)
+        .ok()
+        .and_then(|e| reason(&e.errors));
+    Err(classify_status(
+        ProviderKind::SendGrid,
+        status,
+        wait,
+        reason,
+        None,
+    ))
 }

@@ -4,20 +4,37 @@
 //! message SID (`SM…`), recorded as the provider message id.
 
 use serde::Deserialize;
-use shared::providers::{TwilioCredentials, TwilioSettings};
+use shared::providers::{
+    FailureReason, ProviderCode, ProviderError, ProviderKind, TwilioCredentials, TwilioSettings,
+};
 
 use super::{HttpProviders, Receipt, SendError, classify_status, retry_after};
 
-/// Twilio's error body.
+/// Twilio's error body. Only its code is read: its `message` can quote the
+/// request back (the number, the text), so it is never kept.
 #[derive(Debug, Deserialize)]
 struct TwilioError {
     code: Option<i64>,
-    message: Option<String>,
 }
 
 /// Twilio error codes that no retry or other provider can fix: a bad or
 /// unreachable number, or a recipient who replied STOP.
 const PERMANENT_CODES: &[i64] = &[21211, 21214, 21408, 21601, 21610, 21612, 21614, 21617];
+
+/// The statuses Twilio gives an accepted message.
+const ACCEPTED_STATUSES: &[&str] = &["accepted", "scheduled", "queued", "sending", "sent"];
+
+/// What a Twilio error code says, in the platform's words.
+fn reason(code: i64) -> Option<FailureReason> {
+    Some(match code {
+        21211 | 21604 | 21614 => FailureReason::RecipientInvalid,
+        21214 | 21408 | 21601 | 21612 => FailureReason::RecipientUnreachable,
+        21610 => FailureReason::RecipientOptedOut,
+        21602 | 21617 => FailureReason::ContentRejected,
+        21212 | 21603 | 21606 | 21659 => FailureReason::SenderRejected,
+        _ => return None,
+    })
+}
 
 /// Sends `body` to `to` (E.164). With `status_callback`, Twilio reports the
 /// message's delivery there (the API's `/webhooks/twilio/{provider_id}`).
@@ -41,9 +58,7 @@ pub async fn send(
         (Some(from), _) => form.push(("From", from)),
         (None, Some(mg)) => form.push(("MessagingServiceSid", mg)),
         (None, None) => {
-            return Err(SendError::permanent(
-                "the Twilio config has neither `from` nor `messaging_service_sid`",
-            ));
+            return Err(SendError::permanent(FailureReason::ConfigIncomplete));
         }
     }
     let resp = http
@@ -64,32 +79,46 @@ pub async fn send(
             status: Option<String>,
         }
         let created: Created = serde_json::from_str(&text).map_err(|_| {
-            SendError::transient(status.as_u16(), "Twilio answered without a message SID")
+            SendError::transient(ProviderError::answered(
+                ProviderKind::Twilio,
+                FailureReason::NoMessageId,
+                Some(status.as_u16()),
+            ))
         })?;
         return Ok(Receipt {
             message_id: created.sid,
             response: format!(
                 "{} {}",
                 status.as_u16(),
-                created.status.unwrap_or_else(|| "accepted".into())
+                // Only Twilio's own status words, never free text.
+                created
+                    .status
+                    .as_deref()
+                    .and_then(|s| ACCEPTED_STATUSES.iter().find(|k| **k == s))
+                    .unwrap_or(&"accepted")
             ),
             code: Some(status.as_u16()),
         });
     }
-    let err: Option<TwilioError> = serde_json::from_str(&text).ok();
-    let code = err.as_ref().and_then(|e| e.code);
-    let what = match &err {
-        Some(TwilioError {
-            code: Some(c),
-            message: Some(m),
-        }) => format!("Twilio error {c}: {m}"),
-        _ => format!("Twilio answered {status}"),
-    };
-    if code.is_some_and(|c| PERMANENT_CODES.contains(&c)) {
-        return Err(SendError::Permanent {
-            code: Some(status.as_u16()),
-            error: what,
-        });
+    let code = serde_json::from_str::<TwilioError>(&text)
+        .ok()
+        .and_then(|e| e.code);
+    let known = code.and_then(ProviderCode::number);
+    if let Some(c) = code.filter(|c| PERMANENT_CODES.contains(c)) {
+        return Err(SendError::permanent(
+            ProviderError::answered(
+                ProviderKind::Twilio,
+                reason(c).unwrap_or(FailureReason::Rejected),
+                Some(status.as_u16()),
+            )
+            .with_code(known),
+        ));
     }
-    Err(classify_status(status, wait, what))
+    Err(classify_status(
+        ProviderKind::Twilio,
+        status,
+        wait,
+        code.and_then(reason),
+        known,
+    ))
 }

@@ -471,14 +471,18 @@ async fn read_limited(mut resp: reqwest::Response) -> Result<Vec<u8>, Attempt> {
     }
 }
 
-/// The `response.errors[].code` values of an error answer.
+/// The `response.errors[].code` values of an error answer that look like
+/// UPS's short codes (`151044`, `TW0001`); anything longer could be a
+/// tracking number quoted back, and is dropped. Messages are never read.
 fn error_codes(body: &[u8]) -> Vec<String> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     v["response"]["errors"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| e["code"].as_str().map(str::to_owned))
+        .filter_map(|e| e["code"].as_str())
+        .filter(|c| (1..=8).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(str::to_owned)
         .collect()
 }
 

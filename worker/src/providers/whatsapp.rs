@@ -7,7 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::providers::{WhatsAppCredentials, WhatsAppSettings};
+use shared::providers::{
+    FailureReason, ProviderCode, ProviderError, ProviderKind, WhatsAppCredentials, WhatsAppSettings,
+};
 
 use super::{HttpProviders, Receipt, SendError, classify_status, retry_after};
 
@@ -36,6 +38,16 @@ pub enum WhatsAppContent {
 const PERMANENT_CODES: &[i64] = &[
     100, 131008, 131009, 131026, 131030, 131047, 131051, 132000, 132001,
 ];
+/// What one of Meta's permanent codes says, in the platform's words.
+fn reason(code: i64) -> FailureReason {
+    match code {
+        131047 => FailureReason::WhatsAppWindowClosed,
+        131026 | 131030 => FailureReason::RecipientUnreachable,
+        131051 | 132000 | 132001 => FailureReason::ContentRejected,
+        _ => FailureReason::Rejected,
+    }
+}
+
 /// Meta's rate-limit codes.
 const RATE_CODES: &[i64] = &[4, 80007, 130429, 131048, 131056];
 
@@ -94,7 +106,11 @@ pub async fn send(
     let answer: Value = resp.json().await.unwrap_or(Value::Null);
     if status.is_success() {
         let wamid = answer["messages"][0]["id"].as_str().ok_or_else(|| {
-            SendError::transient(status.as_u16(), "WhatsApp answered without a message id")
+            SendError::transient(ProviderError::answered(
+                ProviderKind::WhatsApp,
+                FailureReason::NoMessageId,
+                Some(status.as_u16()),
+            ))
         })?;
         return Ok(Receipt {
             message_id: wamid.to_owned(),
@@ -102,36 +118,33 @@ pub async fn send(
             code: Some(status.as_u16()),
         });
     }
+    // Only Meta's code is read: its message can quote the request back.
     #[derive(Deserialize)]
     struct MetaError {
         code: Option<i64>,
-        message: Option<String>,
     }
-    let err: Option<MetaError> = serde_json::from_value(answer["error"].clone()).ok();
-    let code = err.as_ref().and_then(|e| e.code);
-    let message = err.and_then(|e| e.message).unwrap_or_default();
-    let what = match code {
-        Some(131047) => format!(
-            "WhatsApp error 131047: more than 24 hours since the person last wrote; free-form text is not allowed, send a template ({message})"
-        ),
-        Some(c) => format!("WhatsApp error {c}: {message}"),
-        None => format!("WhatsApp answered {status}"),
+    let code = serde_json::from_value::<MetaError>(answer["error"].clone())
+        .ok()
+        .and_then(|e| e.code);
+    let answered = |reason: FailureReason| {
+        ProviderError::answered(ProviderKind::WhatsApp, reason, Some(status.as_u16()))
+            .with_code(code.and_then(ProviderCode::number))
     };
-    let http_code = Some(status.as_u16());
     match code {
         Some(c) if RATE_CODES.contains(&c) => Err(SendError::RateLimited {
-            code: http_code,
-            error: what,
+            error: answered(FailureReason::RateLimited),
             retry_after: wait.unwrap_or(std::time::Duration::from_secs(60)),
         }),
-        Some(c) if PERMANENT_CODES.contains(&c) => Err(SendError::Permanent {
-            code: http_code,
-            error: what,
-        }),
-        Some(190) => Err(SendError::Transient {
-            code: http_code,
-            error: what,
-        }),
-        _ => Err(classify_status(status, wait, what)),
+        Some(c) if PERMANENT_CODES.contains(&c) => Err(SendError::permanent(answered(reason(c)))),
+        Some(190) => Err(SendError::transient(answered(
+            FailureReason::CredentialsRefused,
+        ))),
+        _ => Err(classify_status(
+            ProviderKind::WhatsApp,
+            status,
+            wait,
+            None,
+            code.and_then(ProviderCode::number),
+        )),
     }
 }

@@ -411,3 +411,103 @@ async fn provider_reports_reach_the_organisations_endpoint() {
     }
     app.shutdown().await;
 }
+
+/// Providers' error answers can quote the request back: Twilio's 400s echo
+/// the form (`To=%2B1555…&Body=…`), SendGrid and FCM cite the payload. None
+/// of it reaches the organisation's `notification.failed` webhook or the
+/// notification's status: only the platform's reason, the provider's code
+/// and the status code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn provider_errors_that_echo_the_request_reach_no_webhook_or_status() {
+    use testkit::providers::{
+        Answer, FakeProviders, Kind, SENDGRID_KEY, TWILIO_AUTH_TOKEN, TWILIO_SID_A,
+        fcm_service_account,
+    };
+    let fake = FakeProviders::start().await;
+    let receiver = Receiver::start().await;
+    let app = builder().providers(&fake).spawn().await;
+    for config in [
+        json!({"provider": "twilio", "name": "sms-main",
+               "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
+               "credentials": {"auth_token": TWILIO_AUTH_TOKEN}}),
+        json!({"provider": "sendgrid", "name": "mail-main",
+               "settings": {"from_email": "care@clinic.example.org"},
+               "credentials": {"api_key": SENDGRID_KEY}}),
+        json!({"provider": "fcm", "name": "push-main",
+               "settings": {"project_id": "test-project"},
+               "credentials": fcm_service_account()}),
+    ] {
+        app.add_provider(&config).await;
+    }
+    fake.always(Kind::Twilio, TWILIO_SID_A, Answer::RejectEchoing);
+    fake.always(Kind::SendGrid, SENDGRID_KEY, Answer::RejectEchoing);
+    fake.always(Kind::Fcm, "test-project", Answer::RejectEchoing);
+    register(&app, &receiver.url("/hook"), &["notification.failed"]).await;
+
+    // (request, what must never leak, what the error must name)
+    let cases = [
+        (
+            json!({"channel": "sms", "to": "+15005550006", "text": "Your HIV test result is ready"}),
+            vec!["5005550006", "%2B", "HIV test", "Request:"],
+            "twilio error 21211, HTTP 400",
+        ),
+        (
+            json!({"to": "pat.patient@example.org", "subject": "Biopsy results",
+                   "text": "Dr Lee found a benign mass"}),
+            vec!["pat.patient", "Biopsy", "benign mass", "Does not contain"],
+            "HTTP 400",
+        ),
+        (
+            json!({"channel": "push", "to": "device-token-0123456789", "title": "Chemo reminder",
+                   "body": "Take two capecitabine tablets"}),
+            vec!["device-token", "Chemo", "capecitabine", "Invalid JSON"],
+            "fcm error INVALID_ARGUMENT, HTTP 400",
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (request, _, _) in &cases {
+        let resp = app.post_send(&app.api_key, None, request).await;
+        assert_eq!(resp.status(), 202);
+        let body: Value = resp.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        app.wait_for_status(id, "failed", WAIT).await;
+    }
+    // The providers did quote the request back.
+    let answered = [Kind::Twilio, Kind::SendGrid, Kind::Fcm]
+        .map(|k| fake.requests(k).iter().filter(|r| r.status == 400).count());
+    assert_eq!(answered, [1, 1, 1]);
+
+    let hooks = receiver.wait_for(cases.len(), WAIT).await;
+    assert_eq!(hooks.len(), cases.len());
+    for ((_, leaks, names), id) in cases.iter().zip(&ids) {
+        let hook = hooks
+            .iter()
+            .find(|h| h.json()["data"]["notification_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no webhook for {id}"));
+        let body = hook.json();
+        assert_eq!(body["type"], "notification.failed");
+        let error = body["data"]["error"].as_str().unwrap();
+        assert!(error.contains(names), "{error}");
+        let text = String::from_utf8_lossy(&hook.body);
+        for leak in leaks {
+            assert!(!text.contains(leak), "{leak} in the webhook: {text}");
+        }
+
+        let mut n = app.notification(id).await;
+        assert_eq!(n["status"], "failed");
+        assert!(n["last_error"].as_str().unwrap().contains(names), "{n}");
+        assert!(
+            n["attempts"][0]["error"].as_str().unwrap().contains(names),
+            "{n}"
+        );
+        // The caller's own recipient is shown as `to`; nothing else names it.
+        n.as_object_mut().unwrap().remove("to");
+        let text = n.to_string();
+        for leak in leaks {
+            assert!(!text.contains(leak), "{leak} in the status: {text}");
+        }
+    }
+    app.shutdown().await;
+}
