@@ -3,8 +3,10 @@
 //!
 //! * A provider whose circuit is open is skipped; so is one whose shared rate
 //!   is spent for longer than [`MAX_RATE_WAIT`] (shorter waits are slept).
-//! * A transient failure or a 429 moves the send to the next provider (a 429
-//!   also pauses the provider for every worker for its `Retry-After`).
+//! * A transient failure or a 429 moves the send to the next provider. A 429
+//!   also pauses the provider for every worker for its `Retry-After`, and
+//!   counts like a provider found paused: when no other provider takes the
+//!   send, it waits out the soonest pause without spending an attempt.
 //! * A permanent failure (an invalid number, a recipient who opted out at
 //!   the carrier) stops at once: no other provider would do better.
 //! * Email falls back to the platform's SMTP relay when the organisation has
@@ -150,8 +152,8 @@ pub enum ChainOutcome<R> {
         /// Its error.
         error: SendError,
     },
-    /// No provider could be tried now (open circuits, spent rates): try
-    /// again after this long, without counting an attempt.
+    /// No provider could be tried now (open circuits, spent rates, a 429):
+    /// try again after this long, without counting an attempt.
     Busy(Duration),
 }
 
@@ -245,15 +247,22 @@ where
                 );
             }
             Err(error) => {
-                if let Some(id) = p.id {
-                    if let SendError::RateLimited { retry_after, .. } = &error {
+                if let SendError::RateLimited { retry_after, .. } = &error {
+                    // Not a failure of the send: the provider is paused, as
+                    // if it had been found paused.
+                    if let Some(id) = p.id {
                         guard.pause(id, *retry_after).await;
-                    } else if guard.failed(id).await {
+                    }
+                    note_wait(&mut soonest, *retry_after);
+                } else {
+                    if let Some(id) = p.id
+                        && guard.failed(id).await
+                    {
                         tracing::warn!(provider = %p.name, "circuit opened");
                         metrics::counter!("provider_circuit_opened_total").increment(1);
                     }
+                    last_failure = Some((hops.len(), p.name.clone(), error.clone()));
                 }
-                last_failure = Some((hops.len(), p.name.clone(), error.clone()));
                 hops.push(Hop {
                     provider: p.name.clone(),
                     error: match &error {

@@ -154,33 +154,60 @@ async fn a_transient_failure_fails_over_and_a_permanent_one_does_not() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_429_is_honoured_with_its_retry_after_then_the_send_goes_out() {
+async fn a_429_defers_its_send_until_the_retry_after_without_spending_an_attempt() {
     let fake = FakeProviders::start().await;
-    let app = builder(&fake).spawn().await;
+    // The queue's own backoff (15 s and more, from jobs.toml) is longer than
+    // the Retry-After, so a send retried on the backoff would show.
+    let app = TestApp::builder().providers(&fake).spawn().await;
     app.add_provider(&twilio("only", TWILIO_SID_A, 1)).await;
     fake.script(
         Kind::Twilio,
         TWILIO_SID_A,
-        [Answer::TooManyRequests(Some(2))],
+        [Answer::TooManyRequests(Some(4))],
     );
-    let started = Instant::now();
+    // Maps the fake's request instants onto the wall clock.
+    let (origin, origin_utc) = (Instant::now(), chrono::Utc::now());
     let id = sms(&app, PATIENT).await;
+    let held = testkit::eventually("the 429 to be dealt with", WAIT, || async {
+        let n = app.notification(&id).await;
+        (n["status"] == "deferred" || !n["attempts"].as_array().unwrap().is_empty()).then_some(n)
+    })
+    .await;
+    assert_eq!(held["status"], "deferred", "{held}");
+    assert_eq!(held["attempt_count"], 0, "the 429 spent no attempt: {held}");
+    assert!(outcomes(&held).is_empty(), "nothing recorded as an attempt");
+    let reqs = fake.requests(Kind::Twilio);
+    assert_eq!((reqs.len(), reqs[0].status), (1, 429));
+    let answered_429 = origin_utc + chrono::Duration::from_std(reqs[0].at - origin).unwrap();
+    let (run_at, attempts): (chrono::DateTime<chrono::Utc>, i32) =
+        sqlx::query_as("select run_at, attempts from notifications where id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, 0);
+    let wait = run_at - answered_429;
+    assert!(
+        wait >= chrono::Duration::milliseconds(3_950) && wait <= chrono::Duration::seconds(5),
+        "held for Retry-After (4 s) after the 429, not the queue's backoff: {wait:?}"
+    );
+    let shown: chrono::DateTime<chrono::Utc> =
+        held["next_attempt_at"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (shown - run_at).abs() < chrono::Duration::milliseconds(1),
+        "next_attempt_at says when: {shown} vs {run_at}"
+    );
+
     let n = app.wait_for_status(&id, "sent", WAIT).await;
+    assert_eq!(outcomes(&n), [("sent".into(), "only".into(), Some(201))]);
+    assert_eq!(n["attempt_count"], 1);
     let reqs = fake.requests(Kind::Twilio);
     assert_eq!(reqs.len(), 2);
-    let gap = reqs[1].at - reqs[0].at;
     assert!(
-        gap >= Duration::from_millis(1_900),
-        "the retry waited for Retry-After: {gap:?} (backoff alone is 100 ms)"
+        reqs[1].at - reqs[0].at >= Duration::from_millis(3_950),
+        "sent again only once Retry-After passed: {:?}",
+        reqs[1].at - reqs[0].at
     );
-    assert_eq!(
-        outcomes(&n),
-        [
-            ("retry".into(), "only".into(), Some(429)),
-            ("sent".into(), "only".into(), Some(201)),
-        ]
-    );
-    assert!(started.elapsed() < WAIT);
     app.shutdown().await;
 }
 
