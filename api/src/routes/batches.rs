@@ -755,10 +755,12 @@ impl BatchesApi {
         Ok(BatchResponse::Ok(Json(load(&state, tenant_id, id).await?)))
     }
 
-    /// Cancel a batch: every notification not yet sent is `cancelled`, and
-    /// chunks not yet expanded become cancelled notifications. Ones a
-    /// worker is sending right now finish. Cancelling a cancelled batch is a
-    /// no-op; a completed one answers 409.
+    /// Cancel a batch: every notification not yet sent is `cancelled`,
+    /// those a worker holds (waiting for their turn or a rate limit)
+    /// included, and chunks not yet expanded become cancelled notifications.
+    /// Only a message a provider already has can still be accepted; it then
+    /// shows `sent`. Cancelling a cancelled batch is a no-op; a completed one
+    /// answers 409.
     #[oai(
         path = "/batches/:id/cancel",
         method = "post",

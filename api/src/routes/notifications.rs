@@ -998,8 +998,11 @@ impl NotificationsApi {
     }
 
     /// Cancel a notification that has not gone out: queued, scheduled
-    /// (`send_at`) or deferred (quiet hours). One a worker is already sending,
-    /// or that has finished, answers 409 with its status.
+    /// (`send_at`), deferred (quiet hours, paused providers) or held by a
+    /// worker (`sending`, e.g. waiting out a rate limit), which stops before
+    /// calling a provider. Only a provider that already has the message can
+    /// still accept it; it then shows `sent`. One that has finished answers
+    /// 409 with its status.
     #[oai(
         path = "/:id/cancel",
         method = "post",

@@ -373,8 +373,10 @@ pub async fn close(
     status_of(db, tenant_id, id).await
 }
 
-/// Cancels an open or closed batch: every notification not yet claimed by a
-/// worker becomes `cancelled` (set-based); chunks not yet expanded are
+/// Cancels an open or closed batch: every notification not yet sent
+/// becomes `cancelled` (set-based), those a worker holds (`sending`, e.g.
+/// waiting out a rate limit) included: the worker sees it before calling a
+/// provider (see [`super::notifications`]). Chunks not yet expanded are
 /// expanded as `cancelled`. Returns how many notifications were cancelled.
 #[tracing::instrument(skip_all)]
 pub async fn cancel(
@@ -396,7 +398,7 @@ pub async fn cancel(
     let cancelled = sqlx::query(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'the batch was cancelled'
-         where tenant_id = $1 and batch_id = $2 and status in ('queued', 'deferred')",
+         where tenant_id = $1 and batch_id = $2 and status in ('queued', 'deferred', 'sending')",
     )
     .bind(tenant_id)
     .bind(id)

@@ -565,7 +565,7 @@ pub async fn fail(
         sqlx::query(
             "update notifications set status = 'cancelled', dispatched_at = null,
                  last_error = 'the bulk job failed: ' || $3
-             where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred')",
+             where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred', 'sending')",
         )
         .bind(tenant_id)
         .bind(id)
@@ -588,7 +588,9 @@ pub enum Cancelled {
 }
 
 /// Cancels a job: the parser stops at its next commit, and every
-/// notification not yet sent (held or queued) is cancelled, set-based.
+/// notification not yet sent (held, queued, or `sending` in a worker that
+/// has not called a provider yet) is cancelled, set-based; a worker sees it
+/// before calling a provider (see [`super::notifications`]).
 #[tracing::instrument(skip_all)]
 pub async fn cancel(
     db: &mut PgConnection,
@@ -615,7 +617,7 @@ pub async fn cancel(
     let n = sqlx::query(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'the bulk job was cancelled'
-         where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred')",
+         where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred', 'sending')",
     )
     .bind(tenant_id)
     .bind(id)

@@ -15,6 +15,15 @@
 //! `run_at`; a second delivery of the same job finds nothing to claim. A row
 //! whose lease ran out (its worker died) is put back by
 //! [`recover_expired_leases`].
+//!
+//! Cancel wins over a claim. Every move a worker makes after claiming
+//! ([`defer`], [`record_attempt`]) is conditional on the row still being
+//! `sending` with the claimed attempt, and a cancel ([`cancel`], and the
+//! batch and bulk-job cancels) moves `sending` rows to `cancelled` too. The
+//! worker asks [`still_claimed`] right before calling a provider, so a row
+//! cancelled while it waited for its turn or for a rate limit is never
+//! sent. Only a provider that already had the message when the cancel came
+//! can still accept it; that row is then recorded `sent`, because it was.
 
 use std::time::Duration;
 
@@ -320,6 +329,28 @@ pub async fn claim(
     .await
 }
 
+/// Whether the worker that claimed attempt `attempt` of a row still holds
+/// it: the row is still `sending` with that attempt, not cancelled (or
+/// failed, or taken over after the lease ran out) since. Asked right before
+/// a provider is called.
+#[tracing::instrument(skip_all)]
+pub async fn still_claimed(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: NotificationId,
+    attempt: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from notifications
+                        where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3)",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(attempt)
+    .fetch_one(db)
+    .await
+}
+
 /// How one attempt ended.
 #[derive(Debug, Clone)]
 pub enum Outcome {
@@ -366,7 +397,11 @@ pub struct AttemptRecord<'a> {
 
 /// Records an attempt of a row this worker claimed and moves the row on, in
 /// one statement. Returns false if the claim was lost meanwhile (its lease ran
-/// out and another worker took the row), in which case nothing is written.
+/// out and another worker took the row, or it was cancelled), in which case
+/// nothing is written. The one exception is a provider accepting the
+/// message after the row was cancelled (the cancel came while the provider
+/// already had it): the row is recorded `sent`, because it was. An in-app
+/// row is placed by this statement itself, so a cancel always wins there.
 #[tracing::instrument(skip_all)]
 pub async fn record_attempt(
     db: impl PgExecutor<'_>,
@@ -421,7 +456,8 @@ pub async fn record_attempt(
                  provider_message_id = coalesce($6, provider_message_id),
                  last_error = $8,
                  sent_at = case when $4 = 'sent' then now() else sent_at end
-             where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3
+             where tenant_id = $1 and id = $2 and attempts = $3
+               and (status = 'sending' or (status = 'cancelled' and $4 = 'sent' and channel <> 'inapp'))
              returning id
          )
          insert into delivery_attempts
@@ -475,7 +511,7 @@ pub async fn record_failovers(
          select $1, n.id, $3, 'failover', h.provider, h.error, h.code, h.latency, $4
          from notifications n,
               unnest($5::text[], $6::text[], $7::int4[], $8::int4[]) as h(provider, error, code, latency)
-         where n.tenant_id = $1 and n.id = $2 and n.status = 'sending' and n.attempts = $3",
+         where n.tenant_id = $1 and n.id = $2 and n.status in ('sending', 'cancelled') and n.attempts = $3",
     )
     .bind(tenant_id)
     .bind(id)
@@ -491,7 +527,9 @@ pub async fn record_failovers(
 }
 
 /// Puts a claimed row back, unattempted, until `until` (the subscriber's quiet
-/// hours): the claim's attempt is given back. False if the claim was lost.
+/// hours, or every provider paused): the claim's attempt is given back.
+/// False if the claim was lost (the row was cancelled meanwhile, or its
+/// lease ran out): then nothing changes.
 #[tracing::instrument(skip_all)]
 pub async fn defer(
     db: impl PgExecutor<'_>,
@@ -516,16 +554,19 @@ pub async fn defer(
 /// What [`cancel`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cancelled {
-    /// It was waiting and is now `cancelled`.
+    /// It had not reached a provider and is now `cancelled`.
     Done,
-    /// It is already past waiting (sending, sent, failed, …): this status.
+    /// It is already finished (sent, failed, …): this status.
     TooLate(NotificationStatus),
     /// No such notification for this tenant.
     NotFound,
 }
 
-/// Cancels a notification of `tenant_id` that has not gone out yet (queued,
-/// deferred or scheduled). A worker that already claimed it finishes it.
+/// Cancels a notification of `tenant_id` that has not gone out yet
+/// (queued, deferred, scheduled, or held by a worker: `sending`). A worker
+/// holding it sees the cancel before it calls a provider and stops; only a
+/// provider that already has it can still accept it (the row then ends
+/// `sent`).
 #[tracing::instrument(skip_all)]
 pub async fn cancel(
     db: &mut sqlx::PgConnection,
@@ -535,7 +576,7 @@ pub async fn cancel(
     let done = sqlx::query(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'cancelled by the sender'
-         where tenant_id = $1 and id = $2 and status in ('queued', 'deferred')",
+         where tenant_id = $1 and id = $2 and status in ('queued', 'deferred', 'sending')",
     )
     .bind(tenant_id)
     .bind(id)

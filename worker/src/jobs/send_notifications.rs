@@ -437,7 +437,9 @@ async fn record_outcome(
     Ok(true)
 }
 
-/// Puts a claimed row back until `until` without spending its attempt.
+/// Puts a claimed row back until `until` without spending its attempt,
+/// unless the claim was lost meanwhile (the row was cancelled): then it
+/// stays as it is.
 async fn defer(
     state: &WorkerState,
     tenant_id: TenantId,
@@ -446,10 +448,29 @@ async fn defer(
     why: &str,
 ) {
     match notifications::defer(&state.pool, tenant_id, row.id, row.attempts, until).await {
-        Ok(_) => tracing::info!(until = %until, why, "deferred"),
+        Ok(true) => {
+            tracing::info!(until = %until, why, "deferred");
+            metrics::counter!("notifications_deferred_total").increment(1);
+        }
+        Ok(false) => tracing::info!("cancelled while held; not deferred"),
         Err(error) => tracing::error!(error = &error as &dyn std::error::Error, "cannot defer"),
     }
-    metrics::counter!("notifications_deferred_total").increment(1);
+}
+
+/// Whether the row is still this worker's to send: asked right before each
+/// call to a provider, since a cancel may have come while the row waited
+/// for its turn or for a rate limit. Without an answer it is not sent (the
+/// lease runs out and the dispatcher puts the row back).
+async fn still_claimed(state: &WorkerState, tenant_id: TenantId, row: &Claimed) -> bool {
+    notifications::still_claimed(&state.pool, tenant_id, row.id, row.attempts)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "cannot check the claim before sending; not sent"
+            );
+            false
+        })
 }
 
 /// Delivers one claimed notification on its channel and records the attempt.
@@ -493,9 +514,14 @@ async fn deliver(
             ),
             Verdict::Send if providers.is_empty() => ("none".into(), Err(chain::none_configured(channel))),
             Verdict::Send => {
-                let (outcome, skipped) = chain::run(&state.guard, providers, config.timeout(), |i| {
-                    send_with(state, tenant_id, &row, &providers[i])
-                })
+                let row = &row;
+                let (outcome, skipped) = chain::run(
+                    &state.guard,
+                    providers,
+                    config.timeout(),
+                    || still_claimed(state, tenant_id, row),
+                    |i| send_with(state, tenant_id, row, &providers[i]),
+                )
                 .await;
                 hops = skipped;
                 match outcome {
@@ -503,7 +529,12 @@ async fn deliver(
                     ChainOutcome::Failed { provider, error } => (provider, Err(error)),
                     ChainOutcome::Busy(wait) => {
                         let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                        defer(state, tenant_id, &row, until, "every provider is paused or rate limited").await;
+                        defer(state, tenant_id, row, until, "every provider is paused or rate limited").await;
+                        return;
+                    }
+                    ChainOutcome::Withdrawn => {
+                        tracing::info!("cancelled before a provider had it; not sent");
+                        metrics::counter!("notifications_withdrawn_total", "channel" => channel.as_str()).increment(1);
                         return;
                     }
                 }

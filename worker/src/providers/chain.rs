@@ -9,6 +9,9 @@
 //!   send, it waits out the soonest pause without spending an attempt.
 //! * A permanent failure (an invalid number, a recipient who opted out at
 //!   the carrier) stops at once: no other provider would do better.
+//! * Right before each provider is called, the caller is asked whether the
+//!   send is still wanted (its row may have been cancelled while the send
+//!   waited for its turn or for a rate limit); if not, nothing is sent.
 //! * Email falls back to the platform's SMTP relay when the organisation has
 //!   configured no email provider.
 
@@ -155,20 +158,28 @@ pub enum ChainOutcome<R> {
     /// No provider could be tried now (open circuits, spent rates, a 429):
     /// try again after this long, without counting an attempt.
     Busy(Duration),
+    /// The send was no longer wanted when a provider was about to be called
+    /// (cancelled meanwhile): nothing was sent.
+    Withdrawn,
 }
 
 /// Sends through `providers` in order with `send` (given each provider's
-/// index), behind each one's rate limit and circuit breaker. Returns the outcome and the providers that
-/// failed on the way.
-pub async fn run<R, F, Fut>(
+/// index), behind each one's rate limit and circuit breaker. `wanted` is
+/// asked right before each call to a provider, after any wait; when it
+/// answers false the chain stops with [`ChainOutcome::Withdrawn`]. Returns
+/// the outcome and the providers that failed on the way.
+pub async fn run<R, F, Fut, W, WFut>(
     guard: &Guard,
     providers: &[Provider],
     timeout: Duration,
+    mut wanted: W,
     mut send: F,
 ) -> (ChainOutcome<R>, Vec<Hop>)
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Result<R, SendError>>,
+    W: FnMut() -> WFut,
+    WFut: std::future::Future<Output = bool>,
 {
     let mut hops = Vec::new();
     let mut soonest: Option<Duration> = None;
@@ -211,6 +222,9 @@ where
                     continue;
                 }
             }
+        }
+        if !wanted().await {
+            return (ChainOutcome::Withdrawn, hops);
         }
         let started = Instant::now();
         let result = match tokio::time::timeout(timeout, send(index)).await {

@@ -2,6 +2,7 @@
 
 mod baa_reminders;
 mod bulk_csv;
+mod cancel;
 mod channels;
 mod defects;
 mod delivery;
