@@ -284,7 +284,7 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
                 },
             )
             .await?;
-            shared::db::subscribers::upsert(&mut tx, platform.id, &user.id.to_string()).await?;
+            shared::db::subscribers::link_user(&mut *tx, &user).await?;
             audited(
                 &mut *tx,
                 platform.id,

@@ -36,9 +36,14 @@ pub struct Notice<'a> {
     /// The channels it goes out on (those of the template when empty).
     pub channels: &'a [Channel],
     /// The subscriber (external id) it is for: the in-app recipient, and the
-    /// email recipient when `email` is not given.
+    /// email recipient when `email` is not given, at the address
+    /// [`subscribers::contacts`] resolves (for a platform user, whose external
+    /// id is the user's id: its subscriber's own address, else its sign-in
+    /// address).
     pub subscriber: Option<&'a str>,
-    /// A direct email address (someone who is not a subscriber yet).
+    /// A direct email address, for someone who is neither a subscriber nor a
+    /// user yet (an invitee). Never a user's address: that is resolved from
+    /// `subscriber`, so the address the user chose wins.
     pub email: Option<&'a EmailAddress>,
     /// The locale to render in; the subscriber's, then the template's
     /// default, otherwise.

@@ -7,8 +7,9 @@
 //! user's next token may only change it. Deactivating a user, or changing
 //! its password, ends every token it was issued before.
 //!
-//! Each user has a subscriber whose external id is the user's id, so in-app
-//! notices (BAA reminders, shipment updates) reach its inbox.
+//! Each user has a subscriber whose external id is the user's id and whose
+//! email is the user's sign-in address, so notices (BAA reminders, shipment
+//! updates) reach its inbox and its mailbox.
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -282,7 +283,7 @@ impl AdminUsersApi {
                 user.map_err(ApiError::from),
             )
             .await?;
-        subscribers::upsert(&mut tx, target, &user.id.to_string()).await?;
+        subscribers::link_user(&mut *tx, &user).await?;
         p.audit(
             &mut *tx,
             &request_id,

@@ -1059,7 +1059,7 @@ impl InvitationsApi {
         )
         .await?;
         invitations::set_user(&mut *tx, inv.id, user.id).await?;
-        subscribers::upsert(&mut tx, inv.tenant_id, &user.id.to_string()).await?;
+        subscribers::link_user(&mut *tx, &user).await?;
         audit::record(
             &mut *tx,
             audit::Entry {

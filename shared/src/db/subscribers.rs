@@ -2,7 +2,8 @@
 //! gives them (the JWT subject, called the external id here).
 //!
 //! A subscriber comes into being either on first use (an in-app send, a
-//! signed-in user; [`upsert`] keeps only the external id) or when the tenant
+//! signed-in user; [`upsert`] keeps only the external id), with a platform
+//! user ([`link_user`], whose sign-in address is its email) or when the tenant
 //! stores their profile through the service API ([`upsert_profile`],
 //! [`bulk_upsert`]): contact points, locale, time zone, name and free-form
 //! data. Storing a profile replaces the whole profile; preferences, inbox and
@@ -68,6 +69,30 @@ pub async fn upsert(
     .bind(tenant_id)
     .bind(external_id)
     .fetch_one(&mut *db)
+    .await
+}
+
+/// The subscriber of platform user `user`: its external id is the user's id
+/// (so in-app notices reach the user's inbox) and its email the user's
+/// sign-in address. Created with the user; one that exists already keeps the
+/// address it has and is given the sign-in address when it has none.
+#[tracing::instrument(skip_all)]
+pub async fn link_user(
+    db: impl PgExecutor<'_>,
+    user: &crate::db::users::User,
+) -> Result<SubscriberId, sqlx::Error> {
+    let email = EmailAddress::parse(&user.email).ok();
+    sqlx::query_scalar(
+        "insert into subscribers (id, tenant_id, external_id, email) values ($1, $2, $3, $4)
+         on conflict (tenant_id, external_id)
+             do update set email = coalesce(subscribers.email, excluded.email)
+         returning id",
+    )
+    .bind(SubscriberId::new())
+    .bind(user.tenant_id)
+    .bind(user.id.to_string())
+    .bind(email.as_ref().map(EmailAddress::as_str))
+    .fetch_one(db)
     .await
 }
 
@@ -377,6 +402,11 @@ pub async fn get_by_external_id(
 }
 
 /// How to reach subscriber `subscriber_id` of `tenant_id`, if they exist.
+///
+/// This is where a platform user's notice address is decided, for every
+/// notice and send: a user's subscriber (external id = the user's id, see
+/// [`link_user`]) is written to at the email address it stores, and at the
+/// user's sign-in address when it stores none.
 #[tracing::instrument(skip_all)]
 pub async fn contacts(
     db: impl PgExecutor<'_>,
@@ -387,23 +417,37 @@ pub async fn contacts(
         Option<String>,
         Option<String>,
         Option<String>,
+        Option<String>,
         Vec<String>,
         Option<String>,
         Option<String>,
     );
+    // Only an external id shaped like a uuid is cast, so other ids never
+    // fail the statement.
     let row: Option<ContactRow> = sqlx::query_as(
-        "select email, phone, whatsapp, push_tokens, locale, timezone
-         from subscribers where tenant_id = $1 and id = $2",
+        "select s.email, u.email, s.phone, s.whatsapp, s.push_tokens, s.locale, s.timezone
+         from subscribers s
+         left join users u on u.tenant_id = s.tenant_id
+             and u.id = case when s.external_id
+                 ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                 then s.external_id::uuid end
+         where s.tenant_id = $1 and s.id = $2",
     )
     .bind(tenant_id)
     .bind(subscriber_id)
     .fetch_optional(db)
     .await?;
-    let Some((email, phone, whatsapp, push_tokens, locale, timezone)) = row else {
+    let Some((email, sign_in, phone, whatsapp, push_tokens, locale, timezone)) = row else {
         return Ok(None);
     };
+    let email = match email {
+        Some(own) => Some(EmailAddress::parse(&own).map_err(|e| decode("email", e))?),
+        // A sign-in address that no longer parses (written around the API)
+        // is no address rather than a failed send.
+        None => sign_in.and_then(|e| EmailAddress::parse(&e).ok()),
+    };
     Ok(Some(Contacts {
-        email: opt("email", email, EmailAddress::parse)?,
+        email,
         phone: opt("phone", phone, PhoneNumber::parse)?,
         whatsapp: opt("whatsapp", whatsapp, PhoneNumber::parse)?,
         push_tokens: tokens(push_tokens)?,

@@ -1,6 +1,8 @@
 //! Users who sign in with a password: platform and organisation staff. A
 //! user's id is the `sub` of the tokens it is issued, and the external id of
-//! its subscriber (so in-app notices reach it).
+//! its subscriber (so in-app notices reach it). Its sign-in address is where
+//! its notices are emailed unless its subscriber stores another (see
+//! [`subscribers::contacts`](crate::db::subscribers::contacts)).
 //!
 //! `tokens_valid_after` (whole seconds) moves forward on deactivation and on
 //! every password change; tokens issued before it are refused.
@@ -278,14 +280,11 @@ pub async fn token_state(
     .await
 }
 
-/// The active admins of an organisation: `(id, email)`.
+/// The ids of the active admins of an organisation.
 #[tracing::instrument(skip_all)]
-pub async fn admins(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, email from users where tenant_id = $1 and role = 'ADMIN' and status = 'active'
+pub async fn admins(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from users where tenant_id = $1 and role = 'ADMIN' and status = 'active'
          order by id",
     )
     .bind(tenant)

@@ -21,7 +21,7 @@ use chrono::{DateTime, Days, Utc};
 use serde_json::json;
 use shared::{
     db::{organizations, users},
-    domain::{Channel, EmailAddress},
+    domain::Channel,
     jobs::{Job, RemindBaaExpiry},
     notices::{self, Notice},
     templates::Template,
@@ -139,10 +139,9 @@ pub async fn remind(state: &WorkerState, scheduled_for: DateTime<Utc>) -> anyhow
             "expired": days_left <= 0,
             "threshold": threshold,
         });
-        for (admin, email) in &admins {
-            let Ok(email) = EmailAddress::parse(email) else {
-                continue;
-            };
+        for admin in &admins {
+            // Emailed where the admin's subscriber says: its own address,
+            // else the sign-in address.
             let subscriber = admin.to_string();
             let key = format!("baa:{agreement}:{threshold}:{admin}");
             notices::queue(
@@ -155,7 +154,7 @@ pub async fn remind(state: &WorkerState, scheduled_for: DateTime<Utc>) -> anyhow
                     data: &data,
                     channels: &[Channel::Email, Channel::InApp],
                     subscriber: Some(&subscriber),
-                    email: Some(&email),
+                    email: None,
                     locale: None,
                     metadata: json!({"baa_agreement_id": agreement, "threshold": threshold}),
                     idempotency_key: Some(&key),

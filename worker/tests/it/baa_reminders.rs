@@ -235,3 +235,61 @@ fn order(threshold: &str) -> u32 {
         _ => 4,
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reminder_is_emailed_where_the_admins_subscriber_says() {
+    let app = TestApp::builder().spawn().await;
+    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    // An admin created through the admin API, who then keeps their notices
+    // at another address (their subscriber's own email).
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/users"))
+        .bearer_auth(&app.api_key)
+        .json(
+            &serde_json::json!({"email": "head@clinic.example", "role": "admin",
+            "temporary_password": "Correct-Horse-42"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let admin = body["id"].as_str().unwrap_or_else(|| panic!("{body}"));
+    let resp = app
+        .client
+        .put(app.url(&format!("/api/v1/services/subscribers/{admin}")))
+        .bearer_auth(&app.api_key)
+        .json(&serde_json::json!({"email": "head.personal@home.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+
+    let start = NaiveDate::from_ymd_opt(2027, 3, 1).unwrap();
+    let mut conn = app.pool.acquire().await.unwrap();
+    organizations::sign_baa(
+        &mut conn,
+        app.tenant_id,
+        start - Days::new(335),
+        start + Days::new(30),
+        "https://d.example/1",
+        "test",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    drop(conn);
+    queues
+        .push(RemindBaaExpiry {
+            scheduled_for: at_13(start),
+        })
+        .await
+        .unwrap();
+    let mail = app.smtp.wait_for(1, WAIT).await;
+    assert_eq!(
+        mail[0].parsed().subject(),
+        Some("The BAA of Test Clinic expires in 30 days")
+    );
+    assert_eq!(mail[0].to, ["head.personal@home.example"]);
+    app.shutdown().await;
+}

@@ -472,3 +472,178 @@ async fn one_tick_polls_each_shipment_once_with_two_schedulers() {
     assert_eq!(unique.len(), 20);
     app.shutdown().await;
 }
+
+/// Waits for the emails with `subject` and returns their recipients, sorted.
+async fn mailed(app: &TestApp, subject: &str, n: usize) -> Vec<String> {
+    testkit::eventually("the shipment emails", WAIT, || async {
+        let mut to: Vec<String> = app
+            .smtp
+            .received()
+            .iter()
+            .filter(|m| m.parsed().subject() == Some(subject))
+            .flat_map(|m| m.to.clone())
+            .collect();
+        to.sort();
+        (to.len() >= n).then_some(to)
+    })
+    .await
+}
+
+async fn subscriber_email(app: &TestApp, user_id: &str) -> Option<String> {
+    sqlx::query_scalar("select email from subscribers where tenant_id = $1 and external_id = $2")
+        .bind(app.tenant_id)
+        .bind(user_id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitation() {
+    // With the scheduler: its dispatcher pushes the invitation and the
+    // notices. Its own minute sweep may poll the shipment before the tick
+    // below does; either way the status changes once.
+    let ups = FakeUps::start().await;
+    let app = TestApp::builder()
+        .var("UPS_BASE_URL", ups.url())
+        .spawn()
+        .await;
+    add_ups(&app).await;
+    let password = "Correct-Horse-42";
+
+    // The assignee: created by an organisation admin (the API key).
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/users"))
+        .bearer_auth(&app.api_key)
+        .json(
+            &json!({"email": "nurse.ada@clinic.example", "role": "medical_staff",
+            "temporary_password": password}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let assignee = body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+
+    // The creator: invited, and signed up with the emailed token.
+    let resp = app
+        .client
+        .post(app.url("/api/v1/invitations"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"email": "ops.lee@clinic.example", "invitation_type": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let token = testkit::eventually("the invitation email", WAIT, || async {
+        let mail = app.smtp.received();
+        let body = mail.first()?.parsed().body_text(0)?.into_owned();
+        body.split(|c: char| c.is_whitespace() || c == '/')
+            .find(|w| w.len() == 43)
+            .map(str::to_owned)
+    })
+    .await;
+    let resp = app
+        .client
+        .post(app.url(&format!("/api/v1/invitations/accept/{token}")))
+        .json(&json!({"password": password}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let creator = body["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+    let resp = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": "ops.lee@clinic.example", "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = resp.json().await.unwrap();
+    let jwt = body["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned();
+
+    // Each user's subscriber carries the sign-in address.
+    assert_eq!(
+        subscriber_email(&app, &assignee).await.as_deref(),
+        Some("nurse.ada@clinic.example")
+    );
+    assert_eq!(
+        subscriber_email(&app, &creator).await.as_deref(),
+        Some("ops.lee@clinic.example")
+    );
+    // A user from before the address was stored has a subscriber without
+    // one: the sign-in address is used when the notice is sent.
+    sqlx::query("update subscribers set email = null where external_id = $1")
+        .bind(&assignee)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let n = number(40);
+    ups.set_scans(
+        &n,
+        vec![
+            Scan::new("M", "20261121", "090000"),
+            Scan::new("O", "20261123", "080000"),
+        ],
+    );
+    let resp = app
+        .client
+        .post(app.url("/api/v1/shipments"))
+        .bearer_auth(&jwt)
+        .json(&json!({"tracking_number": n, "reference": "KIT-9", "assigned_to": assignee}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    sweep(&app, start()).await;
+    assert_eq!(
+        mailed(&app, "Shipment out for delivery", 2).await,
+        ["nurse.ada@clinic.example", "ops.lee@clinic.example"],
+        "the assignee and the creator are emailed"
+    );
+
+    // An address the creator's subscriber stores wins over the sign-in one.
+    let resp = app
+        .client
+        .put(app.url(&format!("/api/v1/services/subscribers/{creator}")))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"email": "lee.personal@home.example"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let n = number(41);
+    ups.set_scans(
+        &n,
+        vec![
+            Scan::new("M", "20261121", "090000"),
+            Scan::new("D", "20261123", "143000"),
+        ],
+    );
+    let resp = app
+        .client
+        .post(app.url("/api/v1/shipments"))
+        .bearer_auth(&jwt)
+        .json(&json!({"tracking_number": n, "assigned_to": assignee}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    sweep(&app, start()).await;
+    assert_eq!(
+        mailed(&app, "Shipment delivered", 2).await,
+        ["lee.personal@home.example", "nurse.ada@clinic.example"]
+    );
+    app.shutdown().await;
+}
