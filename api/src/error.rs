@@ -192,7 +192,7 @@ pub struct Problem {
     pub request_id: String,
     /// Invalid fields, when there are any.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[oai(skip_serializing_if_is_empty)]
+    #[oai(default, skip_serializing_if_is_empty)]
     pub invalid_params: Vec<InvalidParam>,
 }
 

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod middleware;
 pub mod realtime;
 pub mod routes;
+pub mod spec;
 pub mod window;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -140,7 +141,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
 pub fn app(state: AppState, max_body: usize) -> impl poem::Endpoint {
     let api = openapi();
     let docs = api.swagger_ui();
-    let spec = api.spec_endpoint();
+    let spec = spec::endpoint(&api);
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)

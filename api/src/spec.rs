@@ -1,0 +1,198 @@
+//! The OpenAPI document served at `/openapi.json`: poem-openapi's, amended in
+//! one place where poem-openapi does not describe what the API does.
+//!
+//! * **Optional properties are nullable.** For every property an object does
+//!   not require, poem-openapi writes `None` as `null` and reads `null` as
+//!   absent (or as the field's default), but never marks the property
+//!   `nullable`. Every such property is marked here, so an `Option` field
+//!   can never again be documented as a plain string that comes back `null`.
+//! * **Statuses answered at the edge.** Some answers come before any
+//!   handler runs, for any operation: a NUL or malformed input (400), a body
+//!   sent too slowly (408), without a length (411) or over the limit (413),
+//!   a wrong `Content-Type` for an operation that takes a body (415), a
+//!   Postgres outage (503) and an internal error (500). Each operation
+//!   documents them, as `application/problem+json`, when it does not already.
+//!   (405 for an undocumented method is not listed: it answers no documented
+//!   operation.)
+//! * **Objects are closed.** No object has properties beyond those it
+//!   declares: responses never carry others, and request objects refuse them.
+
+use poem::{Endpoint, Response, endpoint::make_sync};
+use serde_json::{Map, Value, json};
+
+/// What the edge may answer for any operation, and why.
+pub const EDGE_STATUSES: &[(u16, &str)] = &[
+    (
+        400,
+        "A malformed request (e.g. a NUL character in any input)",
+    ),
+    (408, "The request body was not received in time"),
+    (411, "No Content-Length on a request with a body"),
+    (413, "A body over the configured limit"),
+    (500, "An internal error; quote the request id"),
+    (503, "A dependency is down"),
+];
+
+/// What the edge answers for an operation whose body has another content type.
+pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) =
+    (415, "A body of a content type this operation does not take");
+
+/// The served document.
+pub fn document<T: poem_openapi::OpenApi>(api: &poem_openapi::OpenApiService<T, ()>) -> Value {
+    let mut doc: Value =
+        serde_json::from_str(&api.spec()).expect("poem-openapi writes its document as JSON");
+    amend(&mut doc);
+    doc
+}
+
+/// `/openapi.json`.
+pub fn endpoint<T: poem_openapi::OpenApi>(
+    api: &poem_openapi::OpenApiService<T, ()>,
+) -> impl Endpoint + 'static {
+    let body = serde_json::to_string_pretty(&document(api)).expect("a JSON value serializes");
+    make_sync(move |_| {
+        Response::builder()
+            .content_type("application/json")
+            .body(body.clone())
+    })
+}
+
+/// Applies both amendments to a poem-openapi document.
+pub fn amend(doc: &mut Value) {
+    if let Some(schemas) = doc
+        .pointer_mut("/components/schemas")
+        .and_then(Value::as_object_mut)
+    {
+        for schema in schemas.values_mut() {
+            nullable_optionals(schema);
+            closed(schema);
+        }
+    }
+    let problem = json!({"$ref": "#/components/schemas/Problem"});
+    if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
+        for item in paths.values_mut() {
+            let Some(item) = item.as_object_mut() else {
+                continue;
+            };
+            for operation in item.values_mut() {
+                let Some(operation) = operation.as_object_mut() else {
+                    continue;
+                };
+                let has_body = operation.contains_key("requestBody");
+                let responses = operation
+                    .entry("responses")
+                    .or_insert_with(|| Value::Object(Map::new()));
+                let Some(responses) = responses.as_object_mut() else {
+                    continue;
+                };
+                let edge = EDGE_STATUSES
+                    .iter()
+                    .chain(has_body.then_some(&UNSUPPORTED_MEDIA_TYPE));
+                for (status, description) in edge {
+                    responses.entry(status.to_string()).or_insert_with(|| {
+                        json!({
+                            "description": description,
+                            "content": {"application/problem+json": {"schema": problem.clone()}},
+                        })
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Closes an object schema to properties it does not declare: poem-openapi
+/// objects write only their own fields, and request objects are declared
+/// `deny_unknown_fields` (the negative checks of `.ci/schemathesis.sh` send
+/// unknown fields to every operation and hold each to this).
+fn closed(schema: &mut Value) {
+    let Some(schema) = schema.as_object_mut() else {
+        return;
+    };
+    if schema.contains_key("properties") && !schema.contains_key("additionalProperties") {
+        schema.insert("additionalProperties".to_owned(), Value::Bool(false));
+    }
+}
+
+/// Marks every property `schema` (an object schema) does not require as
+/// nullable.
+fn nullable_optionals(schema: &mut Value) {
+    let Some(schema) = schema.as_object_mut() else {
+        return;
+    };
+    let required: Vec<String> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| {
+            r.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for (name, property) in properties.iter_mut() {
+        if required.contains(name) {
+            continue;
+        }
+        if let Some(property) = property.as_object_mut() {
+            property.insert("nullable".to_owned(), Value::Bool(true));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> Value {
+        document(&crate::openapi())
+    }
+
+    #[test]
+    fn optional_properties_are_nullable_and_required_ones_are_not() {
+        let doc = doc();
+        let audit = &doc["components"]["schemas"]["AuditView"]["properties"];
+        assert_eq!(audit["resource_id"]["nullable"], true);
+        assert!(audit["action"].get("nullable").is_none());
+        let page = &doc["components"]["schemas"]["AuditPage"]["properties"];
+        assert_eq!(page["next_cursor"]["nullable"], true);
+        let org = &doc["components"]["schemas"]["OrganizationView"]["properties"];
+        assert_eq!(org["baa"]["nullable"], true, "a $ref'd optional object too");
+    }
+
+    #[test]
+    fn every_operation_documents_the_edge_statuses() {
+        let doc = doc();
+        let mut operations = 0;
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                operations += 1;
+                let responses = op["responses"].as_object().unwrap();
+                for (status, _) in EDGE_STATUSES {
+                    assert!(
+                        responses.contains_key(&status.to_string()),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+                assert_eq!(
+                    responses.contains_key("415"),
+                    op.get("requestBody").is_some(),
+                    "{method} {path}: 415 exactly when it takes a body"
+                );
+            }
+        }
+        assert!(operations > 50);
+    }
+
+    #[test]
+    fn a_problem_need_not_list_invalid_params() {
+        let doc = doc();
+        let required = doc["components"]["schemas"]["Problem"]["required"]
+            .as_array()
+            .unwrap();
+        assert!(!required.iter().any(|r| r == "invalid_params"));
+    }
+}
