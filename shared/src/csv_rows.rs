@@ -72,7 +72,15 @@ pub struct CsvRows {
     quotes: u64,
     /// Records completed so far.
     records: u64,
+    /// The file's first bytes, held while they are only part of a
+    /// byte-order mark (`csv-core` skips a BOM only when it arrives whole).
+    head: Vec<u8>,
+    /// Whether bytes have gone to `csv-core` yet.
+    started: bool,
 }
+
+/// The UTF-8 byte-order mark.
+const BOM: &[u8] = b"\xef\xbb\xbf";
 
 impl CsvRows {
     /// A reader whose first byte is at `offset` of the file.
@@ -86,6 +94,9 @@ impl CsvRows {
             offset,
             quotes: 0,
             records: 0,
+            head: Vec::new(),
+            // Only the start of the file can carry a BOM.
+            started: offset > 0,
         }
     }
 
@@ -93,6 +104,38 @@ impl CsvRows {
     /// the file) and calls `each` with every record it completes, until
     /// `each` returns `false`. Returns whether it stopped early.
     pub fn feed(
+        &mut self,
+        input: &[u8],
+        each: &mut dyn FnMut(Record<'_>) -> bool,
+    ) -> Result<bool, FileError> {
+        if self.started {
+            return self.feed_started(input, each);
+        }
+        let mut head = std::mem::take(&mut self.head);
+        if input.is_empty() {
+            self.started = true;
+            if !head.is_empty() && self.feed_started(&head, each)? {
+                return Ok(true);
+            }
+            return self.feed_started(input, each);
+        }
+        head.extend_from_slice(&input[..input.len().min(BOM.len())]);
+        if head.len() < BOM.len() && BOM.starts_with(&head) {
+            // Perhaps a BOM cut in two: wait for the rest.
+            self.head = head;
+            return Ok(false);
+        }
+        self.started = true;
+        let held = head.len() - input.len().min(BOM.len());
+        if held == 0 {
+            self.feed_started(input, each)
+        } else {
+            let whole = [&head[..held], input].concat();
+            self.feed_started(&whole, each)
+        }
+    }
+
+    fn feed_started(
         &mut self,
         mut input: &[u8],
         each: &mut dyn FnMut(Record<'_>) -> bool,
@@ -218,5 +261,145 @@ mod tests {
         })
         .unwrap();
         assert_eq!(bad, Some(1));
+    }
+}
+
+/// Properties: any bytes in any pieces read without a panic and the same
+/// way however the file is cut; records written with standard quoting read
+/// back as written; reading resumed at any record's end offset reads the
+/// rest.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    type Rows = Vec<(Vec<Vec<u8>>, u64)>;
+
+    /// Reads `file` cut at `cuts` (offsets into it), from `offset`.
+    fn read(file: &[u8], cuts: &[usize], offset: u64) -> Result<Rows, FileError> {
+        let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (file.len() + 1)).collect();
+        cuts.sort_unstable();
+        cuts.dedup();
+        let mut pieces = Vec::new();
+        let mut at = 0;
+        for c in cuts.into_iter().chain([file.len()]) {
+            if c > at {
+                pieces.push(&file[at..c]);
+                at = c;
+            }
+        }
+        let mut rows = CsvRows::starting_at(offset);
+        let mut out = Vec::new();
+        for piece in pieces.into_iter().chain([&b""[..]]) {
+            rows.feed(piece, &mut |r| {
+                let fields = (0..r.len()).map(|i| r.raw(i).unwrap().to_vec()).collect();
+                out.push((fields, r.end_offset));
+                true
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// A CSV file quoting every field, with `\n` or `\r\n` line ends.
+    fn write(records: &[Vec<String>], crlf: bool) -> Vec<u8> {
+        let mut file = String::new();
+        for record in records {
+            let fields: Vec<String> = record
+                .iter()
+                .map(|f| format!("\"{}\"", f.replace('"', "\"\"")))
+                .collect();
+            file.push_str(&fields.join(","));
+            file.push_str(if crlf { "\r\n" } else { "\n" });
+        }
+        file.into_bytes()
+    }
+
+    /// Any bytes, or bytes made of CSV's special characters, either
+    /// possibly after a UTF-8 byte-order mark.
+    fn bytes() -> impl Strategy<Value = Vec<u8>> {
+        let body = prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            proptest::collection::vec(
+                prop_oneof![
+                    Just(b'"'),
+                    Just(b','),
+                    Just(b'\n'),
+                    Just(b'\r'),
+                    Just(0),
+                    Just(b'a'),
+                    Just(0xff)
+                ],
+                0..256,
+            ),
+        ];
+        (any::<bool>(), body).prop_map(|(bom, body)| {
+            if bom {
+                [&b"\xef\xbb\xbf"[..], &body].concat()
+            } else {
+                body
+            }
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_read_the_same_however_they_are_cut(
+            file in bytes(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let whole = read(&file, &[], 0);
+            let cut = read(&file, &cuts, 0);
+            prop_assert_eq!(&whole, &cut);
+            if let Ok(rows) = whole {
+                let ends: Vec<u64> = rows.iter().map(|r| r.1).collect();
+                prop_assert!(ends.windows(2).all(|w| w[0] < w[1]), "{ends:?}");
+                prop_assert!(ends.iter().all(|e| *e <= file.len() as u64));
+            }
+        }
+
+        #[test]
+        fn quoted_records_read_back_as_written(
+            records in proptest::collection::vec(
+                proptest::collection::vec(any::<String>(), 1..5),
+                0..20,
+            ),
+            crlf in any::<bool>(),
+            cuts in proptest::collection::vec(any::<usize>(), 0..8),
+        ) {
+            let file = write(&records, crlf);
+            let rows = read(&file, &cuts, 0).unwrap();
+            let got: Vec<Vec<String>> = rows
+                .iter()
+                .map(|(fields, _)| {
+                    fields.iter().map(|f| String::from_utf8(f.clone()).unwrap()).collect()
+                })
+                .collect();
+            prop_assert_eq!(got, records);
+            // A record ends at its CR; the LF after it is skipped as an
+            // empty line by whoever reads on.
+            let end = rows.last().map_or(0, |r| r.1);
+            let len = file.len() as u64;
+            prop_assert!(end == len || (crlf && end + 1 == len), "{end} of {len}");
+        }
+
+        #[test]
+        fn reading_resumed_at_a_record_end_reads_the_rest(
+            file in bytes(),
+            pick in any::<prop::sample::Index>(),
+        ) {
+            if let Ok(rows) = read(&file, &[], 0)
+                && !rows.is_empty()
+            {
+                let i = pick.index(rows.len());
+                let cut = rows[i].1;
+                let rest = read(&file[cut as usize..], &[], cut);
+                // Only a BOM at the very start of the file is skipped, so
+                // the rest must not start with one to compare.
+                if !file[cut as usize..].starts_with(b"\xef\xbb\xbf") {
+                    prop_assert_eq!(rest.unwrap(), rows[i + 1..].to_vec());
+                }
+            }
+        }
     }
 }

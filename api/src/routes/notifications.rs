@@ -1095,3 +1095,28 @@ impl NotificationsApi {
         })))
     }
 }
+
+/// `Idempotency-Key` properties: any header value is accepted or refused
+/// without a panic, and what is accepted is 1 to 255 printable ASCII
+/// characters (no NUL, no spaces), unchanged.
+#[cfg(test)]
+mod idempotency_key_properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn accepted_keys_are_short_printable_ascii(raw in prop_oneof![
+            any::<String>(),
+            "[ -~\\x00]{0,300}",
+            "[!-~]{250,260}",
+        ]) {
+            if let Ok(Some(key)) = idempotency_key(Some(raw.clone())) {
+                prop_assert!((1..=255).contains(&key.len()));
+                prop_assert!(key.bytes().all(|b| b.is_ascii_graphic()), "{key:?}");
+                prop_assert_eq!(key, raw);
+            }
+        }
+    }
+}

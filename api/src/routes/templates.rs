@@ -237,9 +237,10 @@ fn decode_cursor(raw: &str) -> Result<String, ApiError> {
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(raw)
         .map_err(|_| bad())?;
+    // A key never holds control characters; a NUL would fail the query.
     String::from_utf8(bytes)
         .ok()
-        .filter(|k| (1..=100).contains(&k.len()))
+        .filter(|k| (1..=100).contains(&k.len()) && !k.chars().any(char::is_control))
         .ok_or_else(bad)
 }
 
@@ -508,5 +509,34 @@ fn render_problem(e: &RenderError) -> InvalidParam {
     InvalidParam {
         name: e.field().to_owned(),
         reason: e.reason(),
+    }
+}
+
+/// Cursor properties: any text decodes without a panic, to a key that can
+/// be queried (1 to 100 bytes, no control characters), and every key a page
+/// ends with round-trips.
+#[cfg(test)]
+mod properties {
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn any_cursor_decodes_to_a_queryable_key_or_is_refused(raw in any::<String>(), bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
+            let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
+            for raw in [raw, forged] {
+                if let Ok(key) = decode_cursor(&raw) {
+                    prop_assert!((1..=100).contains(&key.len()));
+                    prop_assert!(!key.chars().any(char::is_control), "{key:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn template_keys_round_trip(key in "[a-z0-9][a-z0-9._-]{0,99}") {
+            prop_assert_eq!(decode_cursor(&encode_cursor(&key)).ok(), Some(key));
+        }
     }
 }
