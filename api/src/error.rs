@@ -104,6 +104,9 @@ impl From<sqlx::Error> for ApiError {
             .and_then(|name| CONFLICTS.iter().find(|(c, _)| *c == name));
         match conflict {
             Some((_, detail)) => Self::Conflict((*detail).to_owned()),
+            None if crate::outage::is_unreachable(&e) => {
+                Self::Unavailable("Postgres cannot be reached; try again shortly".to_owned())
+            }
             None => Self::Internal(anyhow::Error::new(e).context("while talking to Postgres")),
         }
     }
@@ -196,13 +199,34 @@ pub struct Problem {
     pub invalid_params: Vec<InvalidParam>,
 }
 
+/// What `Retry-After` says on a 503.
+pub const RETRY_UNAVAILABLE_SECS: u64 = 1;
+
 /// Renders any error as a problem+json response. 5xx causes are logged with
 /// their chain and replaced by a generic detail.
 pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Response {
     let status = err.status();
     let mut invalid_params = Vec::new();
+    let unreachable = matches!(
+        err.downcast_ref::<ApiError>(),
+        Some(ApiError::Internal(e)) if e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::outage::is_unreachable)
+        })
+    );
+    let status = if unreachable {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
     let (kind, detail) = if status.is_server_error() {
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if unreachable {
+            (
+                "unavailable",
+                "the service is not ready: Postgres cannot be reached; try again shortly"
+                    .to_owned(),
+            )
+        } else if status == StatusCode::SERVICE_UNAVAILABLE {
             ("unavailable", err.to_string())
         } else {
             let chain = match err.downcast_ref::<ApiError>() {
@@ -271,6 +295,12 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
         resp.headers_mut().insert(
             poem::http::header::RETRY_AFTER,
             poem::http::HeaderValue::from(*secs),
+        );
+    } else if status == StatusCode::SERVICE_UNAVAILABLE {
+        // A dependency is down: the probes recover within a second or two.
+        resp.headers_mut().insert(
+            poem::http::header::RETRY_AFTER,
+            poem::http::HeaderValue::from(RETRY_UNAVAILABLE_SECS),
         );
     }
     if let Some(op) = err.data::<poem_openapi::OperationId>() {

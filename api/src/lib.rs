@@ -25,16 +25,19 @@ pub mod body;
 pub mod cli;
 pub mod error;
 pub mod identity;
+pub mod input;
 pub mod middleware;
+pub mod outage;
 pub mod realtime;
 pub mod routes;
+pub mod server;
 pub mod spec;
 pub mod window;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use poem::{EndpointExt, Route, get, handler, listener::TcpAcceptor};
+use poem::{EndpointExt, Route, get, handler};
 use poem_openapi::OpenApiService;
 use shared::{
     config::{JobsConfig, Settings},
@@ -138,7 +141,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
 }
 
 /// The whole application as one endpoint.
-pub fn app(state: AppState, max_body: usize) -> impl poem::Endpoint {
+pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
     let api = openapi();
     let docs = api.swagger_ui();
     let spec = spec::endpoint(&api);
@@ -149,15 +152,18 @@ pub fn app(state: AppState, max_body: usize) -> impl poem::Endpoint {
         .at("/metrics", get(metrics_endpoint))
         .at("/api/v1/ws", get(realtime::endpoint))
         .data(state)
-        .around(move |ep, req| middleware::edge(ep, req, max_body))
+        .around(move |ep, req| middleware::edge(ep, req, edge.clone()))
 }
 
 /// A bound, ready-to-run API server.
 pub struct Application {
-    acceptor: TcpAcceptor,
+    listener: tokio::net::TcpListener,
     addr: SocketAddr,
     state: AppState,
     max_body: usize,
+    http: shared::config::HttpLimits,
+    postgres: outage::PostgresWatch,
+    postgres_probe: tokio::task::JoinHandle<()>,
     redis_url: secrecy::SecretString,
 }
 
@@ -207,12 +213,16 @@ impl Application {
                 .unwrap_or_else(|| format!("http://{addr}")),
             max_csv_bytes: settings.max_csv_bytes,
         };
-        let acceptor = TcpAcceptor::from_tokio(listener)?;
+        let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
+            .context("while reading DATABASE_URL")?;
         Ok(Self {
-            acceptor,
+            listener,
             addr,
             state,
             max_body: settings.max_body_bytes,
+            http: settings.http.clone(),
+            postgres,
+            postgres_probe,
             redis_url: settings.redis_url.clone(),
         })
     }
@@ -236,10 +246,23 @@ impl Application {
             self.state.queues.prefix().to_owned(),
             self.state.hub.clone(),
         ));
-        let served = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app(self.state, self.max_body), shutdown, Some(grace))
-            .await
-            .context("while serving");
+        let edge = middleware::Edge {
+            max_body: self.max_body,
+            body_timeout: self.http.body_read_timeout,
+            upload_stall_timeout: self.http.upload_stall_timeout,
+            postgres: self.postgres,
+            templates: Arc::new(middleware::RouteTemplates::from_spec(&openapi().spec())),
+        };
+        let served = server::serve(
+            self.listener,
+            app(self.state, edge),
+            self.http,
+            shutdown,
+            grace,
+        )
+        .await
+        .context("while serving");
+        self.postgres_probe.abort();
         listener.abort();
         served?;
         pool.close().await;

@@ -1,22 +1,130 @@
 //! What every request passes through, outermost first:
 //!
 //! 1. a request id (the caller's `X-Request-Id` when it is sane, else a new
-//!    one), echoed in the response and carried by the request's span;
+//!    one), echoed in the response and carried by the request's span, which
+//!    names the route by its template (`/api/v1/services/subscribers/{external_id}`),
+//!    never by the path the caller sent: paths carry identifiers such as a
+//!    patient's external id, and logs must not;
 //! 2. metrics: requests by route and status, and latency;
-//! 3. the body limit: a request with a body needs a `Content-Length` (a
-//!    chunked body gets 411), may not declare more than the limit (413), and
-//!    is cut off with 413 if it streams past it anyway;
-//! 4. problem+json for every error.
+//! 3. a Postgres outage ([`crate::outage`]): routes that need Postgres are
+//!    answered 503 with `Retry-After` at once while it is down;
+//! 4. the body limit: a request with a body needs a `Content-Length` (a
+//!    chunked body gets 411), may not declare more than the limit (413), is
+//!    cut off with 413 if it streams past it anyway, and must arrive within
+//!    the body timeout (408);
+//! 5. NUL characters anywhere in the path, query or body: 400 naming where
+//!    ([`crate::input`]);
+//! 6. problem+json for every error.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use poem::{
     Body, Endpoint, IntoResponse, Request, Response,
     http::{HeaderValue, Method, StatusCode, header},
 };
+use tokio::io::{AsyncRead, ReadBuf};
 use tracing::Instrument;
 
-use crate::error::problem_response;
+use crate::{
+    error::{ApiError, problem_response},
+    outage::PostgresWatch,
+};
+
+/// What the edge needs besides the request.
+#[derive(Debug, Clone)]
+pub struct Edge {
+    /// Largest body read into memory.
+    pub max_body: usize,
+    /// How long a body may take to arrive.
+    pub body_timeout: Duration,
+    /// How long a streamed upload may pause between two reads.
+    pub upload_stall_timeout: Duration,
+    /// Whether Postgres is reachable.
+    pub postgres: PostgresWatch,
+    /// The routes' path templates, for logs.
+    pub templates: Arc<RouteTemplates>,
+}
+
+/// The documented routes' path templates, to name a request's route in logs
+/// without the identifiers its path carries.
+#[derive(Debug, Default)]
+pub struct RouteTemplates {
+    templates: Vec<(String, Vec<Option<String>>)>,
+}
+
+impl RouteTemplates {
+    /// From the paths of an OpenAPI document (`{name}` segments are
+    /// parameters).
+    pub fn from_spec(spec: &str) -> Self {
+        let paths: Vec<String> = serde_json::from_str::<serde_json::Value>(spec)
+            .ok()
+            .and_then(|v| {
+                v.get("paths")
+                    .and_then(|p| p.as_object())
+                    .map(|p| p.keys().cloned().collect())
+            })
+            .unwrap_or_default();
+        let templates = paths
+            .into_iter()
+            .map(|t| {
+                let segments = t
+                    .split('/')
+                    .map(|seg| {
+                        (!(seg.starts_with('{') && seg.ends_with('}'))).then(|| seg.to_owned())
+                    })
+                    .collect();
+                (t, segments)
+            })
+            .collect();
+        Self { templates }
+    }
+
+    /// The template `path` matches, preferring the one with the most literal
+    /// segments; `None` for a path no documented route serves.
+    pub fn name(&self, path: &str) -> &str {
+        match path {
+            "/metrics" | "/api/v1/ws" | "/openapi.json" => {
+                return STATIC_PATHS
+                    .iter()
+                    .find(|p| **p == path)
+                    .copied()
+                    .unwrap_or("unmatched");
+            }
+            p if p == "/docs" || p.starts_with("/docs/") => return "/docs",
+            _ => {}
+        }
+        let segments: Vec<&str> = path.split('/').collect();
+        self.templates
+            .iter()
+            .filter(|(_, t)| {
+                t.len() == segments.len()
+                    && t.iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t.as_deref().is_none_or(|t| t == *s))
+            })
+            .max_by_key(|(_, t)| t.iter().filter(|s| s.is_some()).count())
+            .map_or("unmatched", |(name, _)| name.as_str())
+    }
+}
+
+const STATIC_PATHS: [&str; 3] = ["/metrics", "/api/v1/ws", "/openapi.json"];
+
+/// Routes served without Postgres.
+fn needs_postgres(path: &str) -> bool {
+    !matches!(
+        path,
+        "/health/live" | "/health/ready" | "/metrics" | "/openapi.json"
+    ) && path != "/docs"
+        && !path.starts_with("/docs/")
+}
 
 /// The id of the request being served.
 #[derive(Debug, Clone)]
@@ -53,35 +161,55 @@ fn route_of(resp: &Response, path: &str) -> &'static str {
 }
 
 /// Wraps the whole application.
-pub async fn edge<E: Endpoint>(
-    ep: Arc<E>,
-    mut req: Request,
-    max_body: usize,
-) -> poem::Result<Response> {
+pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem::Result<Response> {
     let started = Instant::now();
     let request_id = request_id_of(&req);
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     req.set_data(RequestId(request_id.clone()));
-    let span =
-        tracing::info_span!("request", request_id = %request_id, method = %method, path = %path);
+    let route_template = edge.templates.name(&path).to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route_template);
     async move {
-        // A CSV upload is streamed by its handler, which enforces its own
-        // (much larger) limit; every other body is read here, bounded.
-        let streamed = path == crate::routes::bulk::UPLOAD_PATH;
-        let limited = if streamed {
-            Ok(())
+        let db = needs_postgres(&path);
+        let mut req_stalled = None;
+        let result = if db && edge.postgres.is_down() {
+            Err(ApiError::Unavailable("Postgres cannot be reached; try again shortly".into()).into())
         } else {
-            limit_body(&mut req, max_body).await
+            let admitted = admit(&mut req, &path, &edge).await;
+            req_stalled = req.data::<UploadStalled>().map(|s| s.0.clone());
+            match admitted {
+                Ok(()) if db => {
+                    tokio::select! {
+                        r = ep.call(req) => r.map(IntoResponse::into_response),
+                        () = edge.postgres.went_down() => Err(ApiError::Unavailable(
+                            "Postgres cannot be reached; try again shortly".into(),
+                        )
+                        .into()),
+                    }
+                }
+                Ok(()) => ep.call(req).await.map(IntoResponse::into_response),
+                Err(e) => Err(e),
+            }
         };
-        let result = match limited {
-            Ok(()) => ep.call(req).await.map(IntoResponse::into_response),
-            Err(e) => Err(e),
+        let stalled = req_stalled.is_some_and(|s| s.load(Ordering::Relaxed));
+        let result = if stalled {
+            Err(poem::Error::from_string(
+                format!(
+                    "the upload paused for over {} ms; send it again",
+                    edge.upload_stall_timeout.as_millis()
+                ),
+                StatusCode::REQUEST_TIMEOUT,
+            ))
+        } else {
+            result
         };
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => problem_response(err, &path, &request_id),
         };
+        if db && resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            edge.postgres.suspect();
+        }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(REQUEST_ID, v);
         }
@@ -103,10 +231,50 @@ pub async fn edge<E: Endpoint>(
     .await
 }
 
-/// Enforces the body limit on requests that carry a body.
-async fn limit_body(req: &mut Request, max: usize) -> poem::Result<()> {
+/// The checks a request passes before its handler runs: the body limit and
+/// timeout, and no NUL anywhere.
+async fn admit(req: &mut Request, path: &str, edge: &Edge) -> poem::Result<()> {
+    // A CSV upload is streamed by its handler, which enforces its own
+    // (much larger) limit and stall timeout; every other body is read here,
+    // bounded.
+    let streamed = path == crate::routes::bulk::UPLOAD_PATH;
+    let body = if streamed {
+        let stalled = Arc::new(AtomicBool::new(false));
+        let reader = StallGuard {
+            inner: req.take_body().into_async_read(),
+            timeout: edge.upload_stall_timeout,
+            deadline: None,
+            stalled: stalled.clone(),
+        };
+        req.set_body(Body::from_async_read(reader));
+        req.set_data(UploadStalled(stalled));
+        None
+    } else {
+        limit_body(req, edge.max_body, edge.body_timeout).await?
+    };
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    crate::input::refuse_nul(
+        req.uri().path(),
+        req.uri().query(),
+        content_type.as_deref(),
+        body.as_deref(),
+    )?;
+    Ok(())
+}
+
+/// Enforces the body limit and timeout on requests that carry a body, and
+/// gives back the body read (which the request keeps too).
+async fn limit_body(
+    req: &mut Request,
+    max: usize,
+    timeout: Duration,
+) -> poem::Result<Option<bytes::Bytes>> {
     if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
-        return Ok(());
+        return Ok(None);
     }
     let declared = req.headers().get(header::CONTENT_LENGTH);
     let Some(declared) = declared else {
@@ -118,7 +286,7 @@ async fn limit_body(req: &mut Request, max: usize) -> poem::Result<()> {
                 StatusCode::LENGTH_REQUIRED,
             ));
         }
-        return Ok(());
+        return Ok(None);
     };
     let declared: usize = declared
         .to_str()
@@ -135,15 +303,35 @@ async fn limit_body(req: &mut Request, max: usize) -> poem::Result<()> {
         return Err(too_large(max));
     }
     let body = req.take_body();
-    let bytes = body.into_bytes_limit(max).await.map_err(|e| match e {
-        poem::error::ReadBodyError::PayloadTooLarge => too_large(max),
-        other => poem::Error::from_string(
-            format!("cannot read the body: {other}"),
+    let bytes = tokio::time::timeout(timeout, body.into_bytes_limit(max))
+        .await
+        .map_err(|_| {
+            poem::Error::from_string(
+                format!(
+                    "the body did not arrive within {} ms: {declared} bytes were announced",
+                    timeout.as_millis()
+                ),
+                StatusCode::REQUEST_TIMEOUT,
+            )
+        })?
+        .map_err(|e| match e {
+            poem::error::ReadBodyError::PayloadTooLarge => too_large(max),
+            other => poem::Error::from_string(
+                format!("cannot read the body: {other}"),
+                StatusCode::BAD_REQUEST,
+            ),
+        })?;
+    if bytes.len() != declared {
+        return Err(poem::Error::from_string(
+            format!(
+                "the body has {} bytes but Content-Length announced {declared}",
+                bytes.len()
+            ),
             StatusCode::BAD_REQUEST,
-        ),
-    })?;
-    req.set_body(Body::from_bytes(bytes));
-    Ok(())
+        ));
+    }
+    req.set_body(Body::from_bytes(bytes.clone()));
+    Ok(Some(bytes))
 }
 
 /// The most of a refused body that is read before answering 413.
@@ -180,4 +368,48 @@ fn too_large(max: usize) -> poem::Error {
         format!("the body is larger than {max} bytes"),
         StatusCode::PAYLOAD_TOO_LARGE,
     )
+}
+
+/// Set when a streamed upload paused for longer than its stall timeout.
+#[derive(Debug, Clone)]
+struct UploadStalled(Arc<AtomicBool>);
+
+/// A streamed body that fails its read once the client has sent nothing for
+/// `timeout` while the server waits for it. Time the server spends between
+/// reads (writing parts to Postgres) does not count.
+struct StallGuard<R> {
+    inner: R,
+    timeout: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: Arc<AtomicBool>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for StallGuard<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.deadline = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if deadline.as_mut().poll(cx).is_ready() {
+                    this.stalled.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client stopped sending",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
 }

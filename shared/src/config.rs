@@ -551,6 +551,29 @@ pub struct WebhookSettings {
     pub disable_after_failures: u32,
 }
 
+/// How long the API waits for a client, and how many connections one
+/// address may hold.
+#[derive(Debug, Clone)]
+pub struct HttpLimits {
+    /// A request's headers must arrive whole within this
+    /// (`HTTP_HEADER_TIMEOUT_MS`, default 10 s); the connection is closed
+    /// otherwise.
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive whole within this
+    /// (`HTTP_BODY_TIMEOUT_MS`, default 10 s); 408 otherwise.
+    pub body_read_timeout: Duration,
+    /// A CSV upload may pause at most this long between two reads
+    /// (`HTTP_UPLOAD_STALL_TIMEOUT_MS`, default 30 s); 408 otherwise.
+    pub upload_stall_timeout: Duration,
+    /// Open connections one client address may hold
+    /// (`HTTP_MAX_CONNECTIONS_PER_IP`, default 256); more are answered 429
+    /// and closed.
+    pub max_connections_per_ip: usize,
+    /// A connection with no traffic for this long is closed
+    /// (`HTTP_IDLE_TIMEOUT_SECS`, default 75).
+    pub idle_timeout: Duration,
+}
+
 /// Settings of all three services, from the environment plus `jobs.toml`.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -572,6 +595,9 @@ pub struct Settings {
     /// Largest accepted CSV upload in bytes (`MAX_CSV_BYTES`, default 1 GiB);
     /// it is streamed, never held in memory.
     pub max_csv_bytes: u64,
+    /// Timeouts and caps that keep slow or hostile clients from holding the
+    /// API's connections.
+    pub http: HttpLimits,
     /// The URL the API is reached at from outside (`PUBLIC_BASE_URL`, no
     /// trailing `/`), which providers sign their callbacks with (Twilio signs
     /// the full URL it calls). `None` when unset: then `http://` and the
@@ -739,6 +765,19 @@ impl Settings {
             api_addr,
             max_body_bytes: num("MAX_BODY_BYTES", 256 * 1024)? as usize,
             max_csv_bytes: num("MAX_CSV_BYTES", 1024 * 1024 * 1024)?,
+            http: HttpLimits {
+                header_read_timeout: Duration::from_millis(
+                    num("HTTP_HEADER_TIMEOUT_MS", 10_000)?.max(1),
+                ),
+                body_read_timeout: Duration::from_millis(
+                    num("HTTP_BODY_TIMEOUT_MS", 10_000)?.max(1),
+                ),
+                upload_stall_timeout: Duration::from_millis(
+                    num("HTTP_UPLOAD_STALL_TIMEOUT_MS", 30_000)?.max(1),
+                ),
+                max_connections_per_ip: num("HTTP_MAX_CONNECTIONS_PER_IP", 256)?.max(1) as usize,
+                idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 75)?.max(1)),
+            },
             public_base_url,
             metrics_addr,
             email: EmailSettings { transport, from },

@@ -5,6 +5,7 @@ mod batches;
 mod bulk_csv;
 mod callbacks;
 mod cli;
+mod edge;
 mod identity;
 mod inbox;
 mod invitations;
