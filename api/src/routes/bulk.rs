@@ -162,7 +162,11 @@ async fn text(field: Field, name: &str) -> Result<String, ApiError> {
     if buf.len() as u64 > MAX_FIELD_BYTES {
         return Err(ApiError::invalid(name, "must be at most 64 KiB"));
     }
-    String::from_utf8(buf).map_err(|_| ApiError::invalid(name, "must be UTF-8 text"))
+    let text = String::from_utf8(buf).map_err(|_| ApiError::invalid(name, "must be UTF-8 text"))?;
+    if text.contains('\0') {
+        return Err(ApiError::invalid(name, crate::input::NUL_REASON));
+    }
+    Ok(text)
 }
 
 /// The form's fields before the file, checked.
@@ -258,6 +262,9 @@ async fn form(
     let mapping: Mapping = serde_json::from_str(&mapping_raw)
         .map_err(|e| ApiError::invalid("mapping", format!("is not a valid mapping: {e}")))?;
     for column in mapping.columns() {
+        if column.contains('\0') {
+            return Err(ApiError::invalid("mapping", crate::input::NUL_REASON));
+        }
         if column.is_empty() || column.chars().count() > 200 {
             return Err(ApiError::invalid(
                 "mapping",

@@ -625,3 +625,50 @@ async fn an_idempotency_key_replays_the_first_upload_and_refuses_another() {
     assert_eq!(count(&app, "select count(*) from bulk_jobs").await, 3);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nul_in_a_cell_is_a_row_error_and_in_a_form_field_a_400() {
+    let app = app(TestApp::builder()).await;
+    let csv =
+        "Email,First name,Kind\r\nann@example.org,A\u{0}nn,blood\r\nbo@example.org,Bo,urine\r\n";
+    let id = upload(&app, csv.as_bytes()).await;
+    let done = wait_job(&app, &id, "completed").await;
+    assert_eq!(done["rows_read"], 2, "{done}");
+    assert_eq!(done["rows_invalid"], 1, "{done}");
+    assert_eq!(done["rows_valid"], 1, "{done}");
+    assert_eq!(done["counts"]["sent"], 1, "{done}");
+    let errors = app
+        .client
+        .get(app.url(&format!("{BASE}/{id}/errors")))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        errors,
+        "row,column,reason,value\n1,First name,must not contain NUL characters (U+0000),\n"
+    );
+
+    for (field, fields) in [
+        (
+            "template",
+            [("template", "lab.ready\u{0}"), ("mapping", MAPPING)],
+        ),
+        (
+            "mapping",
+            [
+                ("template", "lab.ready"),
+                ("mapping", r#"{"email": "Em\u0000ail"}"#),
+            ],
+        ),
+    ] {
+        let body = multipart(&fields, Some(b"Email\r\na@example.org\r\n"));
+        let p = problem(upload_with(&app, &app.api_key, body).await, 400).await;
+        assert_eq!(p["invalid_params"][0]["name"], field, "{p}");
+    }
+    assert_eq!(count(&app, "select count(*) from bulk_jobs").await, 1);
+    app.shutdown().await;
+}

@@ -388,6 +388,22 @@ fn read_row(
     let fields = record
         .fields()
         .map_err(|i| format!("invalid UTF-8 in row {row}, column {}", i + 1))?;
+    // Postgres text cannot hold a NUL, and no address or template value
+    // means one: the row is refused, the rest of the file goes on.
+    if let Some(i) = fields.iter().position(|f| f.contains('\0')) {
+        let column = cols.index.iter().find(|(_, j)| **j == i).map_or_else(
+            || format!("column {}", i + 1),
+            |(name, _)| name.replace('\0', "\u{FFFD}"),
+        );
+        chunk.invalid += 1;
+        chunk.errors.push(RowError {
+            row,
+            column,
+            reason: "must not contain NUL characters (U+0000)".into(),
+            value: None,
+        });
+        return Ok(());
+    }
     let value = |column: &str| -> Option<&str> {
         cols.index
             .get(column)
