@@ -207,7 +207,7 @@ async fn invalid_tracking_numbers_answer_422_naming_the_field_and_store_nothing(
     let (status, problem) = post(
         &app,
         &app.api_key,
-        &json!({"tracking_number": VALID, "carrier": "fedex", "reference": "a\u{0}b"}),
+        &json!({"tracking_number": VALID, "carrier": "fedex", "reference": "a\u{1}b"}),
     )
     .await;
     assert_eq!(status, 422);
@@ -218,6 +218,15 @@ async fn invalid_tracking_numbers_answer_422_naming_the_field_and_store_nothing(
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["carrier", "reference"]);
+    // A NUL is refused at the edge with 400, before the domain's checks.
+    let (status, problem) = post(
+        &app,
+        &app.api_key,
+        &json!({"tracking_number": VALID, "reference": "a\u{0}b"}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["invalid_params"][0]["name"], "reference");
     let stored: i64 = sqlx::query_scalar("select count(*) from shipments")
         .fetch_one(&app.pool)
         .await

@@ -136,8 +136,13 @@ async fn malformed_fields_are_named_and_nothing_is_written() {
             vec!["description"],
         ),
         (
-            json!({"url": "https://169.254.169.254/", "events": ["nope"], "description": "a\u{0}b"}),
+            json!({"url": "https://169.254.169.254/", "events": ["nope"], "description": "a\u{7}b"}),
             vec!["url", "description", "events[0]"],
+        ),
+        // A NUL is refused at the edge, before the route's own checks.
+        (
+            json!({"url": "https://169.254.169.254/", "events": ["nope"], "description": "a\u{0}b"}),
+            vec!["description"],
         ),
     ];
     for (body, expected) in cases {
