@@ -35,7 +35,7 @@ pub struct PostgresWatch {
 impl PostgresWatch {
     /// Starts probing `url`; the task ends with the returned handle.
     pub fn spawn(url: &SecretString) -> anyhow::Result<(Self, tokio::task::JoinHandle<()>)> {
-        let options: PgConnectOptions = url.expose_secret().parse()?;
+        let options = shared::db::connect_options(url.expose_secret())?;
         let options = options.disable_statement_logging();
         let (tx, down) = watch::channel(false);
         let wake = Arc::new(Notify::new());

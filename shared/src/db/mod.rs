@@ -32,7 +32,11 @@ pub mod webhooks;
 use std::time::Duration;
 
 use secrecy::ExposeSecret;
-use sqlx::{PgPool, migrate::Migrator, postgres::PgPoolOptions};
+use sqlx::{
+    PgPool,
+    migrate::Migrator,
+    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
+};
 
 use crate::config::Settings;
 
@@ -53,13 +57,56 @@ pub async fn connect_url(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(url)
+        .connect_with(connect_options(url)?)
         .await
+}
+
+/// The connection options `url` gives, with one change: a Postgres on this
+/// machine (loopback or a Unix socket) is reached without TLS unless the URL
+/// asks for it with `sslmode`. The client's default (`prefer`) would
+/// otherwise encrypt every byte to a server on the same host, which costs
+/// CPU and protects nothing.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    let asks_for_tls = url::Url::parse(url).is_ok_and(|u| {
+        u.query_pairs()
+            .any(|(k, _)| k.eq_ignore_ascii_case("sslmode") || k.eq_ignore_ascii_case("ssl-mode"))
+    });
+    let host = options.get_host();
+    let local = options.get_socket().is_some()
+        || host.starts_with('/')
+        || matches!(host, "localhost" | "127.0.0.1" | "::1" | "[::1]")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(if local && !asks_for_tls {
+        options.ssl_mode(PgSslMode::Disable)
+    } else {
+        options
+    })
 }
 
 /// Applies every pending migration; safe to run from several processes.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(url: &str) -> String {
+        format!("{:?}", connect_options(url).unwrap().get_ssl_mode())
+    }
+
+    #[test]
+    fn a_local_postgres_is_reached_without_tls_unless_the_url_asks() {
+        assert_eq!(mode("postgres://u@127.0.0.1:5432/db"), "Disable");
+        assert_eq!(mode("postgres://u@localhost/db"), "Disable");
+        assert_eq!(mode("postgres://u@[::1]:5432/db"), "Disable");
+        assert_eq!(mode("postgres://u@127.0.0.1/db?sslmode=require"), "Require");
+        assert_eq!(mode("postgres://u@db.internal:5432/db"), "Prefer");
+    }
 }
 
 /// The name of the constraint a database error violated, if any.
