@@ -240,6 +240,12 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
             )
         }
     } else {
+        if let Some(e) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+            invalid_params = vec![InvalidParam {
+                name: e.name.to_owned(),
+                reason: e.reason.clone(),
+            }];
+        }
         let kind = match err.downcast_ref::<ApiError>() {
             Some(ApiError::Invalid(params) | ApiError::Unprocessable(params)) => {
                 invalid_params = params.clone();
@@ -254,6 +260,9 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
             Some(ApiError::Conflict(_)) => "conflict",
             Some(ApiError::Gone(_)) => "gone",
             Some(ApiError::IdempotencyKeyReused) => "idempotency-key-reused",
+            // A parameter poem-openapi refused (e.g. outside the bounds its
+            // document states).
+            None if !invalid_params.is_empty() => "validation",
             _ => match status {
                 StatusCode::UNAUTHORIZED => "unauthorized",
                 StatusCode::NOT_FOUND => "not-found",

@@ -14,6 +14,7 @@
 //!   documents them, as `application/problem+json`, when it does not already.
 //!   (405 for an undocumented method is not listed: it answers no documented
 //!   operation.)
+//! * **Integers are bounded** by their format (a `u32` is never negative).
 //! * **Objects are closed.** No object has properties beyond those it
 //!   declares: responses never carry others, and request objects refuse them.
 
@@ -68,6 +69,7 @@ pub fn amend(doc: &mut Value) {
             closed(schema);
         }
     }
+    integer_bounds(doc);
     let problem = json!({"$ref": "#/components/schemas/Problem"});
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
         for item in paths.values_mut() {
@@ -98,6 +100,37 @@ pub fn amend(doc: &mut Value) {
                 }
             }
         }
+    }
+}
+
+/// Gives every integer schema the range its format can hold, wherever it is
+/// (properties, parameters, items): poem-openapi refuses a value outside it,
+/// e.g. a negative number for a `u32`, but states only the format.
+fn integer_bounds(value: &mut Value) {
+    match value {
+        Value::Object(object) => {
+            let range = match object.get("format").and_then(Value::as_str) {
+                _ if object.get("type").and_then(Value::as_str) != Some("integer") => None,
+                Some("uint8") => Some((json!(0), json!(u8::MAX))),
+                Some("uint16") => Some((json!(0), json!(u16::MAX))),
+                Some("uint32") => Some((json!(0), json!(u32::MAX))),
+                Some("uint64") => Some((json!(0), json!(u64::MAX))),
+                Some("int8") => Some((json!(i8::MIN), json!(i8::MAX))),
+                Some("int16") => Some((json!(i16::MIN), json!(i16::MAX))),
+                Some("int32") => Some((json!(i32::MIN), json!(i32::MAX))),
+                Some("int64") => Some((json!(i64::MIN), json!(i64::MAX))),
+                _ => None,
+            };
+            if let Some((min, max)) = range {
+                object.entry("minimum").or_insert(min);
+                object.entry("maximum").or_insert(max);
+            }
+            for child in object.values_mut() {
+                integer_bounds(child);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integer_bounds),
+        _ => {}
     }
 }
 
@@ -185,6 +218,23 @@ mod tests {
             }
         }
         assert!(operations > 50);
+    }
+
+    #[test]
+    fn integers_carry_the_range_of_their_format() {
+        let doc = doc();
+        let limit = doc["paths"]["/api/v1/admin/templates"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap();
+        assert_eq!(limit["schema"]["minimum"], 1.0, "a stated bound stays");
+        assert_eq!(limit["schema"]["maximum"], 200.0);
+        let days =
+            &doc["components"]["schemas"]["CreateInvitation"]["properties"]["expires_in_days"];
+        assert_eq!(days["minimum"], 0);
+        assert_eq!(days["maximum"], u32::MAX);
     }
 
     #[test]

@@ -827,6 +827,7 @@ impl BatchesApi {
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
         /// Notifications per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
     ) -> Result<ItemsResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;

@@ -199,6 +199,7 @@ impl InboxApi {
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
         /// Entries per page, 1 to 100 (default 20).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let limit = limit.0.unwrap_or(20);

@@ -844,7 +844,7 @@ impl InvitationsApi {
         invitation_type: Query<Option<String>>,
         email: Query<Option<String>>,
         cursor: Query<Option<String>>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         const STATUSES: &[&str] = &[
@@ -1214,7 +1214,9 @@ impl InvitationsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        expires_in_days: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "30")))] expires_in_days: Query<
+            Option<u32>,
+        >,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let id = resend_one(&state, &p, &request_id, &id.0, expires_in_days.0).await?;

@@ -403,7 +403,7 @@ impl OrganizationsApi {
         name: Query<Option<String>>,
         compliant: Query<Option<bool>>,
         cursor: Query<Option<String>>,
-        limit: Query<Option<u32>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         p.refused(
@@ -495,7 +495,7 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        days: Query<Option<u32>>,
+        #[oai(validator(maximum(value = "3650")))] days: Query<Option<u32>>,
     ) -> Result<ListResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         p.refused(

@@ -325,6 +325,7 @@ impl ShipmentsApi {
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
         /// Shipments per page, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);

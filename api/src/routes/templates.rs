@@ -337,6 +337,7 @@ impl TemplatesApi {
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
         /// Templates per page, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let caller = auth.caller()?;

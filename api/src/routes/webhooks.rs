@@ -575,6 +575,7 @@ impl WebhooksApi {
         state: Data<&AppState>,
         id: Path<String>,
         /// How many, 1 to 100 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
     ) -> Result<DeliveriesResponse, ApiError> {
         let caller = auth.caller()?;
