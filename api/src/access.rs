@@ -10,13 +10,18 @@
 //! Refusals (403, 404, 409, 410) of audited actions are written to the audit
 //! log as `failure` rows by [`Principal::refused`].
 
+use std::sync::LazyLock;
+
 use argon2::{
-    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
-    password_hash::{SaltString, rand_core::OsRng},
+    Algorithm, Argon2, Params, PasswordHash, PasswordHasher, PasswordVerifier, Version,
+    password_hash::{
+        SaltString,
+        rand_core::{OsRng, RngCore},
+    },
 };
 use serde_json::{Value, json};
 use shared::{
-    db::{audit, organizations},
+    db::{audit, organizations, users::Credentials},
     domain::TenantId,
     roles::Role,
 };
@@ -231,14 +236,25 @@ pub fn check_password(field: &str, password: &str) -> Result<(), ApiError> {
     }
 }
 
-/// Hashes a password with argon2id (the crate's default parameters), on a
-/// blocking thread.
+/// The one argon2id configuration: every password hash is made with it,
+/// and so is [`DUMMY_HASH`], so that checking either costs the same.
+fn hasher() -> Argon2<'static> {
+    Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::DEFAULT)
+}
+
+/// A PHC string of `password` under [`hasher`], with a fresh salt.
+fn hash_with_salt(password: &[u8]) -> Result<String, argon2::password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    hasher()
+        .hash_password(password, &salt)
+        .map(|h| h.to_string())
+}
+
+/// Hashes a password with argon2id ([`hasher`]'s parameters), on a blocking
+/// thread.
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
     tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
+        hash_with_salt(password.as_bytes())
             .map_err(|e| anyhow::anyhow!("while hashing a password: {e}"))
     })
     .await
@@ -246,25 +262,215 @@ pub async fn hash_password(password: String) -> Result<String, ApiError> {
     .map_err(ApiError::Internal)
 }
 
-/// A hash of a password nobody has, so an unknown address costs the same
-/// time as a wrong password.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    Argon2::default()
-        .hash_password(b"no such user", &SaltString::generate(&mut OsRng))
-        .map(|h| h.to_string())
-        .unwrap_or_default()
+/// The hash checked when there is no stored one (unknown address, no
+/// password set, an unreadable stored hash): a random password nobody
+/// knows, hashed by [`hasher`] like every stored password, so it has the
+/// same algorithm, version, m/t/p costs, salt and output lengths, and
+/// checking it costs what checking a real one does.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    let mut password = [0u8; 32];
+    OsRng.fill_bytes(&mut password);
+    hash_with_salt(&password).expect("a random password hashes")
 });
 
-/// Whether `password` matches `hash` (the dummy hash when `None`).
+/// The counter of argon2 password checks: one per sign-in attempt,
+/// whatever the outcome.
+pub const VERIFICATIONS_METRIC: &str = "password_verifications_total";
+
+/// Whether `password` is the one `stored` was made from: exactly one argon2
+/// computation whatever `stored` is, so a missing or unreadable hash is
+/// checked against [`DUMMY_HASH`] instead (and never matches) rather than
+/// answered at once.
+fn verify_blocking(password: &[u8], stored: Option<&str>) -> bool {
+    // Made on first use by whichever path comes first, not only by the
+    // unknown address.
+    let dummy = DUMMY_HASH.as_str();
+    let (hash, genuine) = match stored.and_then(|s| PasswordHash::new(s).ok()) {
+        Some(h) => (h, true),
+        None => match PasswordHash::new(dummy) {
+            Ok(h) => (h, false),
+            Err(_) => return false,
+        },
+    };
+    metrics::counter!(VERIFICATIONS_METRIC).increment(1);
+    let matches = hasher().verify_password(password, &hash).is_ok();
+    matches && genuine
+}
+
+/// Whether `password` matches `hash` (the dummy hash when `None`), on a
+/// blocking thread; the same work either way.
 pub async fn verify_password(password: String, hash: Option<String>) -> bool {
-    tokio::task::spawn_blocking(move || {
-        let stored = hash.unwrap_or_else(|| DUMMY_HASH.clone());
-        PasswordHash::new(&stored).ok().is_some_and(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-    })
-    .await
-    .unwrap_or(false)
+    tokio::task::spawn_blocking(move || verify_blocking(password.as_bytes(), hash.as_deref()))
+        .await
+        .unwrap_or(false)
+}
+
+/// [`authenticate`], on the calling thread.
+fn authenticate_blocking(creds: Option<Credentials>, password: &[u8]) -> Option<Credentials> {
+    let matches = verify_blocking(
+        password,
+        creds.as_ref().and_then(|c| c.password_hash.as_deref()),
+    );
+    creds.filter(|c| matches && c.status == "active" && c.tenant_status == "active")
+}
+
+/// The sign-in decision, on a blocking thread: the user `creds` names (if
+/// any) when `password` is theirs and both they and their organisation are
+/// active. An unknown address, a user without a password, a wrong password
+/// and an inactive user or organisation all do the same work: one argon2
+/// check with [`hasher`]'s parameters (for hashes it made: all of them).
+pub async fn authenticate(creds: Option<Credentials>, password: String) -> Option<Credentials> {
+    tokio::task::spawn_blocking(move || authenticate_blocking(creds, password.as_bytes()))
+        .await
+        .unwrap_or(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    };
+
+    use argon2::{PasswordHash, password_hash::Ident};
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit,
+    };
+    use shared::db::users::Credentials;
+
+    use super::{DUMMY_HASH, VERIFICATIONS_METRIC, authenticate_blocking, hash_with_salt};
+
+    /// Counts the password checks made on this thread.
+    #[derive(Default)]
+    struct Checks(Arc<AtomicU64>);
+
+    struct Add(Arc<AtomicU64>);
+
+    impl CounterFn for Add {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::SeqCst);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::SeqCst);
+        }
+    }
+
+    impl Recorder for Checks {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            if key.name() == VERIFICATIONS_METRIC {
+                Counter::from_arc(Arc::new(Add(self.0.clone())))
+            } else {
+                Counter::noop()
+            }
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    /// What decides an argon2 check's cost, read from a PHC string.
+    fn cost(phc: &str) -> (Ident<'_>, Option<u32>, Vec<(String, String)>, usize, usize) {
+        let h = PasswordHash::new(phc).unwrap();
+        let params = h
+            .params
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.as_str().to_owned()))
+            .collect();
+        let salt_len = h.salt.unwrap().as_str().len();
+        let output_len = h.hash.unwrap().len();
+        (h.algorithm, h.version, params, salt_len, output_len)
+    }
+
+    #[test]
+    fn the_dummy_hash_costs_what_a_stored_password_hash_costs() {
+        let stored = hash_with_salt(b"Correct-Horse-42").unwrap();
+        assert_eq!(cost(&DUMMY_HASH), cost(&stored));
+        let (algorithm, version, params, _, output_len) = cost(&stored);
+        assert_eq!(algorithm.as_str(), "argon2id");
+        assert_eq!(version, Some(0x13));
+        assert_eq!(
+            params,
+            [("m", "19456"), ("t", "2"), ("p", "1")].map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(output_len, 32);
+        assert_ne!(*DUMMY_HASH, stored, "a salt of its own");
+    }
+
+    fn creds(hash: Option<&str>, status: &str, tenant_status: &str) -> Credentials {
+        Credentials {
+            id: uuid::Uuid::now_v7(),
+            tenant_id: "018f2a4e-0000-7000-8000-000000000001".parse().unwrap(),
+            role: "DOCTOR".into(),
+            status: status.into(),
+            password_hash: hash.map(str::to_owned),
+            must_change_password: false,
+            tenant_status: tenant_status.into(),
+        }
+    }
+
+    #[test]
+    fn every_refused_sign_in_makes_exactly_one_password_check() {
+        let right = "Correct-Horse-42";
+        let stored = hash_with_salt(right.as_bytes()).unwrap();
+        let cases: Vec<(&str, Option<Credentials>, &str, bool)> = vec![
+            ("unknown address", None, right, false),
+            (
+                "wrong password",
+                Some(creds(Some(&stored), "active", "active")),
+                "Wrong-Horse-42",
+                false,
+            ),
+            (
+                "no password set",
+                Some(creds(None, "active", "active")),
+                right,
+                false,
+            ),
+            // The password the dummy hash was once made from: never a way in.
+            (
+                "no password set, the old dummy's password",
+                Some(creds(None, "active", "active")),
+                "no such user",
+                false,
+            ),
+            (
+                "unreadable stored hash",
+                Some(creds(Some("not a phc string"), "active", "active")),
+                right,
+                false,
+            ),
+            (
+                "inactive user",
+                Some(creds(Some(&stored), "inactive", "active")),
+                right,
+                false,
+            ),
+            (
+                "inactive organisation",
+                Some(creds(Some(&stored), "active", "inactive")),
+                right,
+                false,
+            ),
+            (
+                "right password",
+                Some(creds(Some(&stored), "active", "active")),
+                right,
+                true,
+            ),
+        ];
+        for (what, c, password, signed_in) in cases {
+            let checks = Checks::default();
+            let got = metrics::with_local_recorder(&checks, || {
+                authenticate_blocking(c, password.as_bytes())
+            });
+            assert_eq!(got.is_some(), signed_in, "{what}");
+            assert_eq!(checks.0.load(Ordering::SeqCst), 1, "{what}: one check");
+        }
+    }
 }
