@@ -566,8 +566,9 @@ pub struct HttpLimits {
     /// (`HTTP_UPLOAD_STALL_TIMEOUT_MS`, default 30 s); 408 otherwise.
     pub upload_stall_timeout: Duration,
     /// Open connections one client address may hold
-    /// (`HTTP_MAX_CONNECTIONS_PER_IP`, default 256); more are answered 429
-    /// and closed.
+    /// (`HTTP_MAX_CONNECTIONS_PER_IP`, default 1024; `0` turns the cap off,
+    /// e.g. behind a load balancer, where every connection comes from its
+    /// address); more are answered 429 and closed.
     pub max_connections_per_ip: usize,
     /// A connection with no traffic for this long is closed
     /// (`HTTP_IDLE_TIMEOUT_SECS`, default 75).
@@ -775,7 +776,10 @@ impl Settings {
                 upload_stall_timeout: Duration::from_millis(
                     num("HTTP_UPLOAD_STALL_TIMEOUT_MS", 30_000)?.max(1),
                 ),
-                max_connections_per_ip: num("HTTP_MAX_CONNECTIONS_PER_IP", 256)?.max(1) as usize,
+                max_connections_per_ip: match num("HTTP_MAX_CONNECTIONS_PER_IP", 1024)? {
+                    0 => usize::MAX,
+                    n => n as usize,
+                },
                 idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 75)?.max(1)),
             },
             public_base_url,
