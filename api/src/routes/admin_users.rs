@@ -26,6 +26,7 @@ use shared::{
 };
 use uuid::Uuid;
 
+use crate::body::StrictJson;
 use crate::{
     AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
     routes::ApiTags,
@@ -81,8 +82,9 @@ impl From<users::User> for UserView {
 }
 
 /// A new user.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Sign-in address (unique on the platform).
     pub email: String,
@@ -102,8 +104,9 @@ pub struct CreateUser {
 }
 
 /// Changes to a user; absent fields stay.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     /// Given name.
     pub first_name: Option<String>,
@@ -114,8 +117,9 @@ pub struct UpdateUser {
 }
 
 /// A new password.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ChangePassword {
     /// The new password: 12 to 128 characters with a lower-case letter, an
     /// upper-case letter and a digit.
@@ -227,7 +231,7 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateUser>,
+        body: StrictJson<CreateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let b = body.0;
@@ -437,7 +441,7 @@ impl AdminUsersApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<UpdateUser>,
+        body: StrictJson<UpdateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let uid = p
@@ -543,7 +547,7 @@ impl AdminUsersApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<ChangePassword>,
+        body: StrictJson<ChangePassword>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let uid = p

@@ -34,6 +34,7 @@ use shared::{
 };
 use uuid::Uuid;
 
+use crate::body::StrictJson;
 use crate::{
     AppState,
     access::{self, Principal},
@@ -127,8 +128,9 @@ impl From<invitations::Invitation> for InvitationView {
 }
 
 /// A new invitation.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CreateInvitation {
     /// The address to invite.
     pub email: String,
@@ -150,8 +152,9 @@ pub struct CreateInvitation {
 }
 
 /// Changes to an open invitation.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateInvitation {
     /// Given name.
     pub first_name: Option<String>,
@@ -164,16 +167,18 @@ pub struct UpdateInvitation {
 }
 
 /// Several invitations.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct BulkCreate {
     /// 1 to 100 invitations, each as for `POST /`.
     pub invitations: Vec<CreateInvitation>,
 }
 
 /// Several invitation ids.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct BulkIds {
     /// 1 to 100 ids.
     pub ids: Vec<String>,
@@ -220,8 +225,9 @@ pub struct Validity {
 }
 
 /// Accepting an invitation.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Accept {
     /// The new user's password (12 to 128 characters with a lower-case
     /// letter, an upper-case letter and a digit).
@@ -680,7 +686,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateInvitation>,
+        body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         created(&state, &auth, &request_id, body.0, None, None).await
     }
@@ -696,7 +702,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateInvitation>,
+        body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         created(
             &state,
@@ -720,7 +726,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateInvitation>,
+        body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         created(
             &state,
@@ -744,7 +750,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateInvitation>,
+        body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         created(
             &state,
@@ -768,7 +774,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<BulkCreate>,
+        body: StrictJson<BulkCreate>,
     ) -> Result<BulkResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let items = body.0.invitations;
@@ -797,7 +803,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<BulkIds>,
+        body: StrictJson<BulkIds>,
     ) -> Result<BulkResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         bulk_ids(&body.0.ids)?;
@@ -820,7 +826,7 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<BulkIds>,
+        body: StrictJson<BulkIds>,
     ) -> Result<BulkResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         bulk_ids(&body.0.ids)?;
@@ -999,7 +1005,7 @@ impl InvitationsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         token: Path<String>,
-        body: Json<Accept>,
+        body: StrictJson<Accept>,
     ) -> Result<AcceptResponse, ApiError> {
         let hash = token_hash(&token.0).ok_or(ApiError::NotFound("invitation"))?;
         let b = body.0;
@@ -1117,7 +1123,7 @@ impl InvitationsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<UpdateInvitation>,
+        body: StrictJson<UpdateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {

@@ -20,6 +20,7 @@ use shared::{
     jobs::{QueueName, SendNotifications},
 };
 
+use crate::body::StrictJson;
 use crate::{
     AppState,
     auth::ServiceKey,
@@ -38,8 +39,9 @@ pub struct NotificationsApi;
 
 /// A notification to send: an email (`channel` omitted or `email`) or an
 /// in-app message (`channel: "inapp"`).
-#[derive(Debug, Clone, Object, serde::Serialize)]
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct SendRequest {
     /// `email` (the default), `sms`, `push`, `whatsapp` or `inapp`.
     pub channel: Option<String>,
@@ -867,7 +869,7 @@ impl NotificationsApi {
         auth: ServiceKey,
         state: Data<&AppState>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
-        body: Json<SendRequest>,
+        body: StrictJson<SendRequest>,
     ) -> Result<SendResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
         let key = idempotency_key(key.0)?;

@@ -25,6 +25,7 @@ use shared::{
     roles::Role,
 };
 
+use crate::body::StrictJson;
 use crate::{
     AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
     routes::ApiTags,
@@ -129,14 +130,16 @@ fn view(o: Organization) -> OrganizationView {
 }
 
 /// A new organisation.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
     /// Name, 1 to 200 characters.
     pub name: String,
     /// Type: clinic, hospital, pharmacy, laboratory, telehealth, distributor
     /// or other.
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// Contact details (an object, up to 8 KiB), e.g. `{"name", "email", "phone"}`.
     pub contact: Option<Value>,
@@ -148,13 +151,15 @@ pub struct CreateOrganization {
 }
 
 /// Changes to an organisation; absent fields stay.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
     /// Name.
     pub name: Option<String>,
     /// Type.
     #[oai(rename = "type")]
+    #[serde(rename = "type")]
     pub kind: Option<String>,
     /// `active`, `suspended` or `inactive`.
     pub status: Option<String>,
@@ -167,8 +172,9 @@ pub struct UpdateOrganization {
 }
 
 /// A signed BAA.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct SignBaa {
     /// The day it was signed (not in the future).
     pub signed_on: NaiveDate,
@@ -179,8 +185,9 @@ pub struct SignBaa {
 }
 
 /// Who becomes an admin.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct AssignAdmin {
     /// A user of this organisation.
     pub user_id: String,
@@ -344,7 +351,7 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateOrganization>,
+        body: StrictJson<CreateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         p.refused(
@@ -559,7 +566,7 @@ impl OrganizationsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<UpdateOrganization>,
+        body: StrictJson<UpdateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let oid = p
@@ -696,7 +703,7 @@ impl OrganizationsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<SignBaa>,
+        body: StrictJson<SignBaa>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let oid = p
@@ -829,7 +836,7 @@ impl OrganizationsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<AssignAdmin>,
+        body: StrictJson<AssignAdmin>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let oid = p

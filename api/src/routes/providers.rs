@@ -15,6 +15,7 @@ use shared::{
 };
 use uuid::Uuid;
 
+use crate::body::StrictJson;
 use crate::{
     AppState,
     auth::{Admin, AdminCaller},
@@ -28,8 +29,9 @@ use crate::{
 pub struct ProvidersApi;
 
 /// A provider config to create.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CreateProvider {
     /// `smtp` (the platform's relay), `sendgrid`, `twilio`, `fcm`,
     /// `whatsapp`, or `ups` (shipment tracking: `credentials.client_id` and
@@ -54,8 +56,9 @@ pub struct CreateProvider {
 }
 
 /// A provider config's replacement. The provider kind cannot change.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateProvider {
     /// Its name.
     pub name: String,
@@ -237,7 +240,7 @@ impl ProvidersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateProvider>,
+        body: StrictJson<CreateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
         let caller = auth.caller()?;
         let req = body.0;
@@ -327,7 +330,7 @@ impl ProvidersApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<UpdateProvider>,
+        body: StrictJson<UpdateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
         let caller = auth.caller()?;
         let id = parse_id(&id.0)?;

@@ -20,6 +20,7 @@ use rand::RngCore;
 use serde_json::json;
 use shared::db::{audit, jwt_secrets, users};
 
+use crate::body::StrictJson;
 use crate::{AppState, access, error::ApiError, middleware::RequestId, routes::ApiTags};
 
 /// How long an issued token lives.
@@ -30,8 +31,9 @@ pub const TOKEN_TTL_SECS: i64 = 15 * 60;
 pub struct SessionsApi;
 
 /// Credentials.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct Login {
     /// The user's email address.
     pub email: String,
@@ -107,7 +109,7 @@ impl SessionsApi {
         &self,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<Login>,
+        body: StrictJson<Login>,
     ) -> Result<LoginResponse, ApiError> {
         let Login { email, password } = body.0;
         if email.len() > 254 || password.len() > access::MAX_PASSWORD * 4 {

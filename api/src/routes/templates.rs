@@ -24,6 +24,7 @@ use shared::{
     templates::{FieldError, RenderError, Template, canonical_locale, render},
 };
 
+use crate::body::StrictJson;
 use crate::{
     AppState,
     auth::Admin,
@@ -141,8 +142,9 @@ pub struct TemplatePage {
 }
 
 /// A preview: sample data rendered through a stored template.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct PreviewRequest {
     /// The variables, as a send would give them (a JSON object).
     pub data: Option<Value>,
@@ -461,7 +463,7 @@ impl TemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         id: Path<String>,
-        body: Json<PreviewRequest>,
+        body: StrictJson<PreviewRequest>,
     ) -> Result<PreviewResponse, ApiError> {
         let caller = auth.caller()?;
         let id = template_id(&id.0)?;

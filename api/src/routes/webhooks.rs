@@ -23,6 +23,7 @@ use shared::{
 };
 use uuid::Uuid;
 
+use crate::body::StrictJson;
 use crate::{
     AppState,
     auth::{Admin, AdminCaller},
@@ -49,8 +50,9 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct WebhooksApi;
 
 /// An endpoint to register.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct CreateWebhook {
     /// Where deliveries are POSTed: an `https` URL of at most 2048
     /// characters, without a user name or password, whose host is not (and
@@ -71,8 +73,9 @@ pub struct CreateWebhook {
 /// An endpoint's replacement. Setting `enabled` to true re-enables an
 /// endpoint that was disabled after failed deliveries, and clears its
 /// failure count.
-#[derive(Debug, Object)]
+#[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct UpdateWebhook {
     /// Where deliveries go (checked as on creation).
     pub url: String,
@@ -390,7 +393,7 @@ impl WebhooksApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<CreateWebhook>,
+        body: StrictJson<CreateWebhook>,
     ) -> Result<CreateResponse, ApiError> {
         let caller = auth.caller()?;
         let req = body.0;
@@ -458,7 +461,7 @@ impl WebhooksApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: Json<UpdateWebhook>,
+        body: StrictJson<UpdateWebhook>,
     ) -> Result<WebhookResponse, ApiError> {
         let caller = auth.caller()?;
         let id = parse_id(&id.0)?;
