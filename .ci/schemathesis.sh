@@ -14,6 +14,7 @@
 #   SCHEMATHESIS_MAX_EXAMPLES  test cases per operation and phase (default 50)
 #   SCHEMATHESIS_VENV          where schemathesis is installed when `st` is not
 #                              the pinned version (default target/schemathesis-venv)
+#   SCHEMATHESIS_CONFIG        another config file (default .ci/schemathesis.toml)
 #   API_BIN                    a prebuilt api binary (default: cargo build)
 # Extra arguments go to `st run` (e.g. --include-path-regex '/inbox').
 set -euo pipefail
@@ -136,7 +137,7 @@ MAX_EXAMPLES="${SCHEMATHESIS_MAX_EXAMPLES:-50}"
 say "schemathesis $ST_VERSION: seed $SEED, $MAX_EXAMPLES examples per operation and phase"
 say "replay with: SCHEMATHESIS_SEED=$SEED SCHEMATHESIS_MAX_EXAMPLES=$MAX_EXAMPLES .ci/schemathesis.sh"
 run_st() {
-  "$ST" --config-file "$ROOT/.ci/schemathesis.toml" run "http://$API_ADDR/openapi.json" \
+  "$ST" --config-file "${SCHEMATHESIS_CONFIG:-$ROOT/.ci/schemathesis.toml}" run "http://$API_ADDR/openapi.json" \
     --seed "$SEED" --max-examples "$MAX_EXAMPLES" --no-color "$@"
 }
 set +e
