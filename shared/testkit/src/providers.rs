@@ -6,7 +6,8 @@
 //! or the documented error body with its status. A malformed request gets
 //! the provider's own 400/401, so a worker that builds requests wrongly fails
 //! its test. Tests can script the next answers per account (429 with
-//! `Retry-After`, 5xx, a hang, a permanent error) and read every request.
+//! `Retry-After`, 5xx, a hang, a permanent error, a request held at a
+//! [`Gate`] until the test lets it through) and read every request.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -87,6 +88,49 @@ pub enum Answer {
     /// request back, recipient and text included, as real validation errors
     /// can (Twilio's echo the form, `To=%2B1555…&Body=…`).
     RejectEchoing,
+    /// Holds the request until the test opens the [`Gate`], then answers as
+    /// usual (accepted, for a well-formed request).
+    Held(Gate),
+}
+
+/// Holds requests answered with [`Answer::Held`] until the test lets them
+/// go, and tells the test when one has arrived: a provider that has the
+/// message but has not answered yet, without a timer.
+#[derive(Debug, Clone)]
+pub struct Gate {
+    arrived: Arc<tokio::sync::watch::Sender<usize>>,
+    opened: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Self {
+            arrived: Arc::new(tokio::sync::watch::channel(0).0),
+            opened: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Waits until `n` requests have arrived at the gate.
+    pub async fn arrived(&self, n: usize) {
+        let _ = self.arrived.subscribe().wait_for(|a| *a >= n).await;
+    }
+
+    /// Lets held requests (and later ones) through to their answer.
+    pub fn open(&self) {
+        self.opened.send_replace(true);
+    }
+
+    async fn hold(&self) {
+        self.arrived.send_modify(|a| *a += 1);
+        let _ = self.opened.subscribe().wait_for(|o| *o).await;
+    }
 }
 
 /// One request the fake received.
@@ -117,18 +161,22 @@ struct State {
 }
 
 impl State {
-    fn next_answer(&self, kind: Kind, account: &str) -> Option<Answer> {
+    /// The scripted answer for the next request, if any; a held request
+    /// waits for its gate and then gets the usual answer (`None`).
+    async fn next_answer(&self, kind: Kind, account: &str) -> Option<Answer> {
         let key = (kind, account.to_owned());
-        if let Some(a) = self
+        let scripted = self
             .scripts
             .lock()
             .unwrap()
             .get_mut(&key)
-            .and_then(VecDeque::pop_front)
-        {
-            return Some(a);
+            .and_then(VecDeque::pop_front);
+        let answer = scripted.or_else(|| self.always.lock().unwrap().get(&key).cloned());
+        if let Some(Answer::Held(gate)) = &answer {
+            gate.hold().await;
+            return None;
         }
-        self.always.lock().unwrap().get(&key).cloned()
+        answer
     }
 
     fn record(&self, kind: Kind, req: &Request, body: Value, status: u16) {
@@ -230,6 +278,8 @@ async fn scripted(kind: Kind, answer: Answer, request: &Value) -> Response {
             (StatusCode::GATEWAY_TIMEOUT, json!({}))
         }
         Answer::RejectEchoing => (StatusCode::BAD_REQUEST, echoing_error(kind, request)),
+        // Played by `State::next_answer`, which answers as usual afterwards.
+        Answer::Held(_) => unreachable!("a held request gets the usual answer"),
     };
     let mut resp = json_response(status, body);
     if let Answer::TooManyRequests(Some(secs)) = answer {
@@ -314,7 +364,7 @@ async fn twilio(
             StatusCode::UNAUTHORIZED,
             json!({"code": 20003, "message": "Authenticate", "more_info": "https://www.twilio.com/docs/errors/20003", "status": 401}),
         )
-    } else if let Some(answer) = state.next_answer(Kind::Twilio, &sid) {
+    } else if let Some(answer) = state.next_answer(Kind::Twilio, &sid).await {
         scripted(Kind::Twilio, answer, &form).await
     } else {
         let to = form["To"].as_str().unwrap_or_default();
@@ -367,7 +417,7 @@ async fn sendgrid(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respon
             StatusCode::UNAUTHORIZED,
             json!({"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked", "field": null, "help": null}]}),
         )
-    } else if let Some(answer) = state.next_answer(Kind::SendGrid, &key) {
+    } else if let Some(answer) = state.next_answer(Kind::SendGrid, &key).await {
         scripted(Kind::SendGrid, answer, &json).await
     } else {
         let mut errors = Vec::new();
@@ -415,7 +465,7 @@ async fn sendgrid(req: &Request, body: Body, state: Data<&Arc<State>>) -> Respon
 async fn google_token(req: &Request, body: Body, state: Data<&Arc<State>>) -> Response {
     let bytes = body.into_vec().await.unwrap_or_default();
     let form = form_to_json(&bytes);
-    let resp = if let Some(answer) = state.next_answer(Kind::GoogleToken, "") {
+    let resp = if let Some(answer) = state.next_answer(Kind::GoogleToken, "").await {
         scripted(Kind::GoogleToken, answer, &form).await
     } else {
         let grant_ok = form["grant_type"] == "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -477,7 +527,7 @@ async fn fcm(
             StatusCode::UNAUTHORIZED,
             json!({"error": {"code": 401, "message": "Request had invalid authentication credentials. Expected OAuth 2 access token.", "status": "UNAUTHENTICATED"}}),
         )
-    } else if let Some(answer) = state.next_answer(Kind::Fcm, &project) {
+    } else if let Some(answer) = state.next_answer(Kind::Fcm, &project).await {
         scripted(Kind::Fcm, answer, &json).await
     } else {
         let device = json["message"]["token"].as_str().unwrap_or_default();
@@ -522,7 +572,7 @@ async fn whatsapp(
             StatusCode::UNAUTHORIZED,
             json!({"error": {"message": "Invalid OAuth access token - Cannot parse access token", "type": "OAuthException", "code": 190, "fbtrace_id": "AbCdEf"}}),
         )
-    } else if let Some(answer) = state.next_answer(Kind::WhatsApp, &phone_id) {
+    } else if let Some(answer) = state.next_answer(Kind::WhatsApp, &phone_id).await {
         scripted(Kind::WhatsApp, answer, &json).await
     } else {
         let to = json["to"].as_str().unwrap_or_default();
