@@ -238,6 +238,17 @@ mod tests {
     }
 
     #[test]
+    fn a_subscribers_external_id_in_the_path_states_what_is_accepted() {
+        let doc = doc();
+        let param =
+            &doc["paths"]["/api/v1/services/subscribers/{external_id}"]["get"]["parameters"][0];
+        assert_eq!(param["name"], "external_id");
+        assert_eq!(param["schema"]["maxLength"], 255);
+        assert_eq!(param["schema"]["minLength"], 1);
+        assert!(param["schema"]["pattern"].as_str().unwrap().contains("x1F"));
+    }
+
+    #[test]
     fn a_problem_need_not_list_invalid_params() {
         let doc = doc();
         let required = doc["components"]["schemas"]["Problem"]["required"]

@@ -389,6 +389,53 @@ fn bulk(req: BulkRequest) -> Result<Vec<(ExternalId, Profile)>, ApiError> {
 }
 
 /// The external id in a path, or 400 naming `external_id`.
+/// Characters an external id may hold, as a JSON Schema pattern: no control
+/// characters, and at least one that is not white space.
+const EXTERNAL_ID_PATTERN: &str =
+    r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$";
+
+/// A subscriber's external id as a path segment. The document states what
+/// [`ExternalId::parse`] accepts (1 to 255 characters, not blank, no control
+/// characters); the handlers parse it, so a bad id is named in the same
+/// problem as any body field beside it.
+#[derive(Debug, Clone)]
+pub struct ExternalIdSegment(pub String);
+
+impl poem_openapi::types::Type for ExternalIdSegment {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = String;
+    type RawElementValueType = String;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ExternalId".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(
+            poem_openapi::registry::MetaSchema {
+                min_length: Some(1),
+                max_length: Some(ExternalId::MAX_CHARS),
+                pattern: Some(EXTERNAL_ID_PATTERN.to_owned()),
+                ..poem_openapi::registry::MetaSchema::new("string")
+            },
+        ))
+    }
+
+    fn as_raw_value(&self) -> Option<&String> {
+        Some(&self.0)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
+        Box::new(std::iter::once(&self.0))
+    }
+}
+
+impl poem_openapi::types::ParseFromParameter for ExternalIdSegment {
+    fn parse_from_parameter(value: &str) -> poem_openapi::types::ParseResult<Self> {
+        Ok(Self(value.to_owned()))
+    }
+}
+
 fn path_id(raw: &str) -> Result<ExternalId, ApiError> {
     let mut p = Problems::default();
     parse_external_id(&mut p, "external_id".into(), raw).ok_or(ApiError::Invalid(p.0))
@@ -418,12 +465,12 @@ impl SubscribersApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        external_id: Path<String>,
+        external_id: Path<ExternalIdSegment>,
         body: StrictJson<SubscriberInput>,
     ) -> Result<PutResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
         let mut p = Problems::default();
-        let id = parse_external_id(&mut p, "external_id".into(), &external_id.0);
+        let id = parse_external_id(&mut p, "external_id".into(), &external_id.0.0);
         let profile = profile(&mut p, "", body.0);
         let (Some(id), Some(profile)) = (id, profile) else {
             return Err(ApiError::Invalid(p.0));
@@ -453,9 +500,9 @@ impl SubscribersApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        external_id: Path<String>,
+        external_id: Path<ExternalIdSegment>,
     ) -> Result<GetResponse, ApiError> {
-        let id = path_id(&external_id.0)?;
+        let id = path_id(&external_id.0.0)?;
         let stored = subscribers::get_by_external_id(&state.pool, auth.0.tenant_id, id.as_str())
             .await?
             .ok_or(ApiError::NotFound("subscriber"))?;
@@ -477,10 +524,10 @@ impl SubscribersApi {
         auth: ServiceKey,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        external_id: Path<String>,
+        external_id: Path<ExternalIdSegment>,
     ) -> Result<DeleteResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = path_id(&external_id.0)?;
+        let id = path_id(&external_id.0.0)?;
         let mut tx = state.pool.begin().await?;
         let deleted = subscribers::delete(&mut tx, tenant_id, id.as_str())
             .await?
@@ -521,7 +568,8 @@ impl SubscribersApi {
         state: Data<&AppState>,
         body: StrictJson<SubscriberInput>,
     ) -> Result<PutResponse, ApiError> {
-        self.put(auth, state, Path(BULK.to_owned()), body).await
+        self.put(auth, state, Path(ExternalIdSegment(BULK.to_owned())), body)
+            .await
     }
 
     /// `GET` for the subscriber whose external id is `bulk`.
@@ -536,7 +584,8 @@ impl SubscribersApi {
         auth: ServiceKey,
         state: Data<&AppState>,
     ) -> Result<GetResponse, ApiError> {
-        self.get(auth, state, Path(BULK.to_owned())).await
+        self.get(auth, state, Path(ExternalIdSegment(BULK.to_owned())))
+            .await
     }
 
     /// `DELETE` for the subscriber whose external id is `bulk`.
@@ -552,8 +601,13 @@ impl SubscribersApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
     ) -> Result<DeleteResponse, ApiError> {
-        self.delete(auth, state, request_id, Path(BULK.to_owned()))
-            .await
+        self.delete(
+            auth,
+            state,
+            request_id,
+            Path(ExternalIdSegment(BULK.to_owned())),
+        )
+        .await
     }
 
     /// Create or replace up to 1,000 subscribers in one call.
@@ -592,10 +646,10 @@ impl SubscribersApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        external_id: Path<String>,
+        external_id: Path<ExternalIdSegment>,
     ) -> Result<PreferencesResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = path_id(&external_id.0)?;
+        let id = path_id(&external_id.0.0)?;
         let subscriber = subscribers::find(&state.pool, tenant_id, id.as_str())
             .await?
             .ok_or(ApiError::NotFound("subscriber"))?;
@@ -616,11 +670,11 @@ impl SubscribersApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        external_id: Path<String>,
+        external_id: Path<ExternalIdSegment>,
         body: Json<Value>,
     ) -> Result<PreferencesResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = path_id(&external_id.0)?;
+        let id = path_id(&external_id.0.0)?;
         let prefs = Preferences::parse(body.0)
             .map_err(|reason| ApiError::invalid("preferences", reason))?;
         let subscriber = subscribers::find(&state.pool, tenant_id, id.as_str())
