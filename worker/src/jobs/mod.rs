@@ -8,6 +8,7 @@ pub mod deliver_webhooks;
 pub mod expand_batch_chunk;
 pub mod maintenance;
 pub mod parse_bulk_csv;
+pub mod persist;
 pub mod poll_ups;
 pub mod remind_baa_expiry;
 pub mod send_invitation;

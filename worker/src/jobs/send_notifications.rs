@@ -5,6 +5,12 @@
 //! sent with bounded parallelism, and each outcome is recorded with its attempt
 //! in one statement. Transient failures are queued again with exponential
 //! backoff and jitter until `max_attempts`; permanent ones fail at once.
+//!
+//! Once a provider has answered, the answer is recorded even if Postgres is
+//! unreachable or the pool is exhausted for a while: the write is retried
+//! (never the send) until the claim's lease ends (see [`super::persist`]).
+//! Rows put back without an attempt (quiet hours, busy providers) are
+//! retried the same way, so they are not left to the lease either.
 
 use std::{sync::Arc, time::Instant};
 
@@ -22,7 +28,7 @@ use tracing::Instrument;
 
 use crate::{
     WorkerState,
-    jobs::deliver_webhooks,
+    jobs::{deliver_webhooks, persist},
     providers::{
         Receipt, SendError,
         chain::{self, ChainOutcome, Provider},
@@ -113,6 +119,9 @@ pub async fn handle(
         }
         let rounds = ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
         let lease = config.timeout() * rounds;
+        // Taken before the claim, so never later than the lease's end in
+        // Postgres.
+        let lease_ends = tokio::time::Instant::now() + lease;
         let claimed = match notifications::claim(&state.pool, job.tenant_id, &ids, lease).await {
             Ok(c) => c,
             Err(error) => {
@@ -143,6 +152,7 @@ pub async fn handle(
                         providers,
                         hooked,
                         row,
+                        lease_ends,
                         &task_id,
                     )
                     .await
@@ -439,15 +449,20 @@ async fn record_outcome(
 
 /// Puts a claimed row back until `until` without spending its attempt,
 /// unless the claim was lost meanwhile (the row was cancelled): then it
-/// stays as it is.
+/// stays as it is. Waits for Postgres until the lease ends.
 async fn defer(
     state: &WorkerState,
     tenant_id: TenantId,
     row: &Claimed,
     until: chrono::DateTime<chrono::Utc>,
+    lease_ends: tokio::time::Instant,
     why: &str,
 ) {
-    match notifications::defer(&state.pool, tenant_id, row.id, row.attempts, until).await {
+    let put_back = persist::patiently("defer", lease_ends, || {
+        notifications::defer(&state.pool, tenant_id, row.id, row.attempts, until)
+    })
+    .await;
+    match put_back {
         Ok(true) => {
             tracing::info!(until = %until, why, "deferred");
             metrics::counter!("notifications_deferred_total").increment(1);
@@ -459,21 +474,49 @@ async fn defer(
 
 /// Whether the row is still this worker's to send: asked right before each
 /// call to a provider, since a cancel may have come while the row waited
-/// for its turn or for a rate limit. Without an answer it is not sent (the
-/// lease runs out and the dispatcher puts the row back).
-async fn still_claimed(state: &WorkerState, tenant_id: TenantId, row: &Claimed) -> bool {
-    notifications::still_claimed(&state.pool, tenant_id, row.id, row.attempts)
-        .await
-        .unwrap_or_else(|error| {
+/// for its turn or for a rate limit. Waits for Postgres until `until`
+/// (early enough in the lease for a send); without an answer by then it is
+/// not sent, and is put back (if Postgres answers before the lease ends;
+/// otherwise the dispatcher puts it back when the lease has run out).
+async fn still_claimed(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    row: &Claimed,
+    until: tokio::time::Instant,
+    lease_ends: tokio::time::Instant,
+) -> bool {
+    let checked = persist::patiently("claim check", until, || {
+        notifications::still_claimed(&state.pool, tenant_id, row.id, row.attempts)
+    })
+    .await;
+    match checked {
+        Ok(claimed) => claimed,
+        Err(error) => {
             tracing::error!(
                 error = &error as &dyn std::error::Error,
                 "cannot check the claim before sending; not sent"
             );
+            let now = chrono::Utc::now();
+            defer(
+                state,
+                tenant_id,
+                row,
+                now,
+                lease_ends,
+                "the claim could not be checked",
+            )
+            .await;
             false
-        })
+        }
+    }
 }
 
-/// Delivers one claimed notification on its channel and records the attempt.
+/// Delivers one claimed notification on its channel and records the attempt
+/// (waiting for Postgres, if need be, until `lease_ends`).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "what the group's rows share, passed as the job has it"
+)]
 async fn deliver(
     state: &WorkerState,
     tenant_id: TenantId,
@@ -481,6 +524,7 @@ async fn deliver(
     providers: &[Provider],
     hooked: &[String],
     row: Claimed,
+    lease_ends: tokio::time::Instant,
     task_id: &TaskId,
 ) {
     let queue = shared::jobs::QueueName::for_channel(channel);
@@ -503,7 +547,7 @@ async fn deliver(
         let mut hops = Vec::new();
         let (provider, result): (String, Result<Receipt, SendError>) = match verdict {
             Verdict::Defer(until) => {
-                defer(state, tenant_id, &row, until, "quiet hours").await;
+                defer(state, tenant_id, &row, until, lease_ends, "quiet hours").await;
                 return;
             }
             Verdict::Suppress(reason) => ("preferences".into(), Err(SendError::Suppressed(reason))),
@@ -515,11 +559,13 @@ async fn deliver(
             Verdict::Send if providers.is_empty() => ("none".into(), Err(chain::none_configured(channel))),
             Verdict::Send => {
                 let row = &row;
+                // Leave room in the lease for the send.
+                let check_until = lease_ends.checked_sub(config.timeout()).unwrap_or(lease_ends);
                 let (outcome, skipped) = chain::run(
                     &state.guard,
                     providers,
                     config.timeout(),
-                    || still_claimed(state, tenant_id, row),
+                    || still_claimed(state, tenant_id, row, check_until, lease_ends),
                     |i| send_with(state, tenant_id, row, &providers[i]),
                 )
                 .await;
@@ -529,11 +575,11 @@ async fn deliver(
                     ChainOutcome::Failed { provider, error } => (provider, Err(error)),
                     ChainOutcome::Busy(wait) => {
                         let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                        defer(state, tenant_id, row, until, "every provider is paused or rate limited").await;
+                        defer(state, tenant_id, row, until, lease_ends, "every provider is paused or rate limited").await;
                         return;
                     }
                     ChainOutcome::Withdrawn => {
-                        tracing::info!("cancelled before a provider had it; not sent");
+                        tracing::info!("no longer this worker's before a provider had it (cancelled, or put back); not sent");
                         metrics::counter!("notifications_withdrawn_total", "channel" => channel.as_str()).increment(1);
                         return;
                     }
@@ -557,9 +603,19 @@ async fn deliver(
             Err(SendError::Permanent { error, .. }) => Outcome::Failed { error },
             Err(SendError::Suppressed(reason)) => Outcome::Suppressed { reason },
         };
+        // The provider has answered: its answer is recorded, waiting out a
+        // Postgres outage or an exhausted pool for as long as the lease
+        // lasts (and at least one queue timeout: a write after the lease
+        // still lands unless the row was taken back meanwhile); the send
+        // itself is never repeated here.
+        let record_until = lease_ends.max(tokio::time::Instant::now() + config.timeout());
         if !hops.is_empty() {
             let rows: Vec<_> = hops.iter().map(|h| (h.provider.clone(), h.error.clone(), h.code, h.latency)).collect();
-            if let Err(error) = notifications::record_failovers(&state.pool, tenant_id, row.id, row.attempts, &state.name, &rows).await {
+            let recorded = persist::patiently("failovers", record_until, || {
+                notifications::record_failovers(&state.pool, tenant_id, row.id, row.attempts, &state.name, &rows)
+            })
+            .await;
+            if let Err(error) = recorded {
                 tracing::error!(error = &error as &dyn std::error::Error, "cannot record the failovers");
             }
             metrics::counter!("provider_failovers_total", "channel" => channel.as_str()).increment(hops.len() as u64);
@@ -577,11 +633,16 @@ async fn deliver(
             worker: &state.name,
             code,
         };
-        match record_outcome(state, tenant_id, &row, record, &outcome, hooked).await {
+        let recorded = persist::patiently("outcome", record_until, || {
+            record_outcome(state, tenant_id, &row, record.clone(), &outcome, hooked)
+        })
+        .await;
+        match recorded {
             Ok(true) => {}
-            Ok(false) => tracing::warn!("the claim expired before the outcome was recorded"),
+            Ok(false) => tracing::warn!("the claim was lost (cancelled, or its lease ran out) before the outcome was recorded"),
             Err(error) => {
-                // The lease runs out and the dispatcher puts the row back: at
+                // Only when Postgres stayed away for the whole lease (or
+                // refused the write): the dispatcher puts the row back, at
                 // least once, never lost.
                 tracing::error!(error = &error as &dyn std::error::Error, "cannot record the attempt");
             }

@@ -10,6 +10,7 @@ mod durability;
 mod logs;
 mod maintenance;
 mod notices;
+mod recording;
 mod startup;
 mod templated;
 mod ups;

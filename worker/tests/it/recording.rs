@@ -1,0 +1,160 @@
+//! Once a provider has answered, its answer reaches Postgres. A send whose
+//! outcome cannot be written at once (Postgres unreachable, or no free
+//! connection in the pool) is held and written as soon as Postgres answers:
+//! it is never sent again, and never left `sending` until its claim's lease
+//! runs out.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::{
+    TestApp, TestAppBuilder,
+    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+};
+
+/// How long a test waits for one step. The claim's lease of a one-row SMS
+/// job is two queue timeouts (30 s): a row stranded until its lease runs
+/// out does not reach `sent` within this.
+const WAIT: Duration = Duration::from_secs(12);
+
+fn builder(fake: &FakeProviders) -> TestAppBuilder {
+    // The worker's counters are read from this process's recorder, which
+    // must be installed before the worker counts anything.
+    let _ = shared::telemetry::metrics_handle();
+    TestApp::builder().providers(fake)
+}
+
+async fn with_twilio(app: &TestApp) {
+    app.add_provider(&json!({
+        "provider": "twilio", "name": "twilio-main", "priority": 10,
+        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
+        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    }))
+    .await;
+}
+
+async fn sms(app: &TestApp, to: &str) -> String {
+    let resp = app
+        .post_send(
+            &app.api_key,
+            None,
+            &json!({"channel": "sms", "to": to, "text": "Your lab results are ready."}),
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    resp.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The value of a counter of this process (0 when never counted).
+fn counter(series: &str) -> u64 {
+    shared::telemetry::metrics_handle()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+/// Waits until the worker, holding a provider's answer, has found it could
+/// not write it: it either holds the answer to try again, or gives up on it.
+async fn until_the_write_has_failed_once() {
+    testkit::eventually(
+        "the worker to find it cannot record the answer",
+        WAIT,
+        || async {
+            let held = counter(r#"db_write_retries_total{what="outcome"}"#);
+            let given_up = counter(r#"jobs_succeeded_total{queue="sms"}"#);
+            (held + given_up > 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// Waits until the notification is `sent`, read from Postgres itself (the
+/// API may still be finding its way back after an outage), and returns its
+/// attempts: (attempt, outcome, provider).
+async fn sent(app: &TestApp, id: &str) -> Vec<(i32, String, String)> {
+    testkit::eventually(&format!("notification {id} to be sent"), WAIT, || async {
+        let status: String =
+            sqlx::query_scalar("select status from notifications where id::text = $1")
+                .bind(id)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        (status == "sent").then_some(())
+    })
+    .await;
+    sqlx::query_as(
+        "select attempt, outcome, provider from delivery_attempts
+         where notification_id::text = $1 order by id",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+fn once_through_twilio() -> Vec<(i32, String, String)> {
+    vec![(1, "sent".to_owned(), "twilio-main".to_owned())]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_sms_twilio_accepted_while_postgres_was_down_is_recorded_sent_once_it_is_back() {
+    let fake = FakeProviders::start().await;
+    let gate = Gate::new();
+    fake.script(Kind::Twilio, TWILIO_SID_A, [Answer::Held(gate.clone())]);
+    let app = builder(&fake).postgres_through_proxy().spawn().await;
+    with_twilio(&app).await;
+    let id = sms(&app, "+15005550006").await;
+    tokio::time::timeout(WAIT, gate.arrived(1))
+        .await
+        .expect("Twilio has the message");
+
+    let proxy = app.postgres_proxy.as_ref().unwrap();
+    proxy.cut();
+    gate.open();
+    until_the_write_has_failed_once().await;
+    proxy.restore();
+
+    assert_eq!(sent(&app, &id).await, once_through_twilio());
+    assert_eq!(fake.requests(Kind::Twilio).len(), 1, "sent once");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sms_answers_that_find_the_pool_exhausted_are_recorded_once_a_connection_frees() {
+    let fake = FakeProviders::start().await;
+    let gate = Gate::new();
+    fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Held(gate.clone()));
+    let app = builder(&fake)
+        .var("DATABASE_MAX_CONNECTIONS", 2)
+        .spawn()
+        .await;
+    with_twilio(&app).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(sms(&app, &format!("+1500555002{i}")).await);
+    }
+    tokio::time::timeout(WAIT, gate.arrived(3))
+        .await
+        .expect("Twilio has the three messages");
+
+    // Two answers take the worker's two connections and wait on this lock;
+    // the third finds no free connection within the pool's acquire timeout.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("lock table delivery_attempts in exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    gate.open();
+    until_the_write_has_failed_once().await;
+    lock.rollback().await.unwrap();
+
+    for id in &ids {
+        assert_eq!(sent(&app, id).await, once_through_twilio());
+    }
+    assert_eq!(fake.requests(Kind::Twilio).len(), 3, "each sent once");
+    app.shutdown().await;
+}
