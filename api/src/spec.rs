@@ -249,6 +249,17 @@ mod tests {
     }
 
     #[test]
+    fn bulk_invitation_bodies_state_how_many_items_they_take() {
+        let doc = doc();
+        let schemas = &doc["components"]["schemas"];
+        for (schema, field) in [("BulkIds", "ids"), ("BulkCreate", "invitations")] {
+            let items = &schemas[schema]["properties"][field];
+            assert_eq!(items["minItems"], 1, "{schema}");
+            assert_eq!(items["maxItems"], 100, "{schema}");
+        }
+    }
+
+    #[test]
     fn a_problem_need_not_list_invalid_params() {
         let doc = doc();
         let required = doc["components"]["schemas"]["Problem"]["required"]

@@ -172,6 +172,7 @@ pub struct UpdateInvitation {
 #[serde(deny_unknown_fields)]
 pub struct BulkCreate {
     /// 1 to 100 invitations, each as for `POST /`.
+    #[oai(validator(min_items = 1, max_items = 100))]
     pub invitations: Vec<CreateInvitation>,
 }
 
@@ -181,6 +182,7 @@ pub struct BulkCreate {
 #[serde(deny_unknown_fields)]
 pub struct BulkIds {
     /// 1 to 100 ids.
+    #[oai(validator(min_items = 1, max_items = 100))]
     pub ids: Vec<String>,
 }
 
