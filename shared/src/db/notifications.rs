@@ -17,7 +17,7 @@
 //! [`recover_expired_leases`].
 //!
 //! Cancel wins over a claim. Every move a worker makes after claiming
-//! ([`defer`], [`record_attempt`]) is conditional on the row still being
+//! ([`defer`], [`release`], [`record_attempt`]) is conditional on the row still being
 //! `sending` with the claimed attempt, and a cancel ([`cancel`], and the
 //! batch and bulk-job cancels) moves `sending` rows to `cancelled` too. The
 //! worker asks [`still_claimed`] right before calling a provider, so a row
@@ -549,6 +549,32 @@ pub async fn defer(
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Gives claimed rows back at once, unattempted (their worker is stopping
+/// before it got to them): each goes back to `queued`, due now, with its
+/// attempt returned, unless the claim was lost meanwhile (cancelled, or its
+/// lease ran out and another worker took it). `attempts` are the claimed
+/// attempt numbers, one per id. Returns how many went back.
+#[tracing::instrument(skip_all)]
+pub async fn release(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+    attempts: &[i32],
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update notifications n
+         set status = 'queued', attempts = n.attempts - 1, run_at = now(), dispatched_at = null
+         from unnest($2::uuid[], $3::int4[]) as r(id, attempt)
+         where n.tenant_id = $1 and n.id = r.id and n.status = 'sending' and n.attempts = r.attempt",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .bind(attempts)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// What [`cancel`] found.

@@ -14,7 +14,9 @@
 
 use std::{sync::Arc, time::Instant};
 
-use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
+use apalis_core::{
+    error::BoxDynError, task::data::Data, task::task_id::TaskId, worker::context::WorkerContext,
+};
 use futures::StreamExt;
 use shared::{
     db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
@@ -43,11 +45,16 @@ use shared::providers::{FailureReason, ProviderSpec};
 /// Sends within one job run at most this many at once.
 const PARALLEL_SENDS: usize = 8;
 
+/// How often a job with rows still waiting for their turn looks whether its
+/// worker is stopping (apalis gives a handler no waker for that).
+const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Runs one `SendNotifications` job.
 pub async fn handle(
     job: SendNotifications,
     state: Data<Arc<WorkerState>>,
     task_id: TaskId,
+    worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
     let queue = job.queue();
     let span = tracing::info_span!(
@@ -140,29 +147,71 @@ pub async fn handle(
                 "already claimed or finished"
             );
         }
-        futures::stream::iter(claimed)
-            .for_each_concurrent(PARALLEL_SENDS, |row| {
-                let state = state.clone();
-                let task_id = task_id.clone();
-                async move {
-                    deliver(
-                        &state,
-                        job.tenant_id,
-                        job.channel,
-                        providers,
-                        hooked,
-                        row,
-                        lease_ends,
-                        &task_id,
-                    )
-                    .await
-                }
-            })
-            .await;
+        // Rows wait here for their turn. When the worker starts to stop, the
+        // ones still waiting are given back at once (sends in flight finish
+        // and are recorded), rather than held until the lease runs out.
+        let some_wait = claimed.len() > PARALLEL_SENDS;
+        let waiting = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+            claimed,
+        )));
+        if some_wait {
+            // Ends by itself once no row is left waiting.
+            tokio::spawn(give_back_on_stop(
+                (*state).clone(),
+                job.tenant_id,
+                waiting.clone(),
+                lease_ends,
+                worker,
+            ));
+        }
+        let turns = waiting.clone();
+        futures::stream::iter(std::iter::from_fn(move || {
+            turns.lock().expect("not poisoned").pop_front()
+        }))
+        .for_each_concurrent(PARALLEL_SENDS, |row| {
+            let state = state.clone();
+            let task_id = task_id.clone();
+            async move {
+                deliver(
+                    &state,
+                    job.tenant_id,
+                    job.channel,
+                    providers,
+                    hooked,
+                    row,
+                    lease_ends,
+                    &task_id,
+                )
+                .await
+            }
+        })
+        .await;
         Ok(())
     }
     .instrument(span)
     .await
+}
+
+/// Gives back, at once, the rows of a group still `waiting` for their turn
+/// when the worker starts to stop (apalis gives a handler no waker for
+/// that, so it looks every [`STOP_CHECK`]); ends when none is left waiting.
+/// A task of its own, so it also runs if the job is dropped when the
+/// drain's bound runs out.
+async fn give_back_on_stop(
+    state: Arc<WorkerState>,
+    tenant_id: TenantId,
+    waiting: Arc<std::sync::Mutex<std::collections::VecDeque<Claimed>>>,
+    lease_ends: tokio::time::Instant,
+    worker: WorkerContext,
+) {
+    while !worker.is_shutting_down() {
+        if waiting.lock().expect("not poisoned").is_empty() {
+            return;
+        }
+        tokio::time::sleep(STOP_CHECK).await;
+    }
+    let left: Vec<Claimed> = waiting.lock().expect("not poisoned").drain(..).collect();
+    release(&state, tenant_id, &left, lease_ends).await;
 }
 
 /// Puts what it can of a group into the inboxes in one transaction (see
@@ -445,6 +494,32 @@ async fn record_outcome(
     }
     deliver_webhooks::push(state, tenant_id, deliveries).await;
     Ok(true)
+}
+
+/// Gives claimed rows that were never tried back at once, in one
+/// statement, waiting for Postgres until the lease ends.
+async fn release(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    rows: &[Claimed],
+    lease_ends: tokio::time::Instant,
+) {
+    if rows.is_empty() {
+        return;
+    }
+    let ids: Vec<NotificationId> = rows.iter().map(|r| r.id).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+    let released = persist::patiently("release", lease_ends, || {
+        notifications::release(&state.pool, tenant_id, &ids, &attempts)
+    })
+    .await;
+    match released {
+        Ok(n) => tracing::info!(released = n, "stopping: gave back the rows not yet sent"),
+        Err(error) => tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "stopping: cannot give back the rows not yet sent; they wait for their lease"
+        ),
+    }
 }
 
 /// Puts a claimed row back until `until` without spending its attempt,

@@ -2,7 +2,8 @@
 //! outcome cannot be written at once (Postgres unreachable, or no free
 //! connection in the pool) is held and written as soon as Postgres answers:
 //! it is never sent again, and never left `sending` until its claim's lease
-//! runs out.
+//! runs out. Nor are the rows of a group a stopping worker never got to:
+//! they are given back at once.
 
 use std::time::Duration;
 
@@ -156,5 +157,94 @@ async fn sms_answers_that_find_the_pool_exhausted_are_recorded_once_a_connection
         assert_eq!(sent(&app, id).await, once_through_twilio());
     }
     assert_eq!(fake.requests(Kind::Twilio).len(), 3, "each sent once");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sms_of_a_group_a_stopping_worker_never_got_to_are_given_back_at_once() {
+    let fake = FakeProviders::start().await;
+    let gate = Gate::new();
+    fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Held(gate.clone()));
+    let mut app = builder(&fake).spawn().await;
+    with_twilio(&app).await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({
+            "key": "flu.shot", "name": "Flu shot reminder", "default_locale": "en",
+            "default_channels": ["sms"],
+            "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let recipients: Vec<Value> = (0..12)
+        .map(|i| json!({"phone": format!("+1500555{:04}", 1000 + i), "data": {"name": format!("P{i}")}}))
+        .collect();
+    let resp = app
+        .client
+        .post(app.url("/api/v1/services/notifications/send-batch"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"template": "flu.shot", "channels": ["sms"], "recipients": recipients}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+
+    // One job holds the twelve rows: eight at Twilio, four waiting their turn.
+    tokio::time::timeout(WAIT, gate.arrived(8))
+        .await
+        .expect("Twilio has eight messages");
+    let pool = app.pool.clone();
+    let by_status = || async {
+        sqlx::query_as::<_, (String, i32, i64)>(
+            "select status, attempts, count(*) from notifications group by 1, 2 order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(by_status().await, [("sending".to_owned(), 1, 12)]);
+
+    // The worker is told to stop while the eight are in flight.
+    let given_back = async {
+        testkit::eventually("the four waiting rows to be given back", WAIT, || async {
+            let now = by_status().await;
+            now.contains(&("queued".to_owned(), 0, 4)).then_some(now)
+        })
+        .await
+    };
+    let (_, at_stop) = tokio::join!(app.stop_worker(), async {
+        let now = given_back.await;
+        gate.open();
+        now
+    });
+    assert_eq!(
+        at_stop,
+        [("queued".to_owned(), 0, 4), ("sending".to_owned(), 1, 8)],
+        "given back before the eight in flight were answered"
+    );
+    assert_eq!(
+        by_status().await,
+        [("queued".to_owned(), 0, 4), ("sent".to_owned(), 1, 8)],
+        "the eight answered while stopping are recorded"
+    );
+    let unattempted: i64 = sqlx::query_scalar(
+        "select count(*) from notifications n where status = 'queued'
+         and not exists (select 1 from delivery_attempts a where a.notification_id = n.id)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(unattempted, 4, "no attempt is spent on a row given back");
+
+    app.start_worker();
+    testkit::eventually("all twelve to be sent", WAIT, || async {
+        (by_status().await == [("sent".to_owned(), 1, 12)]).then_some(())
+    })
+    .await;
+    assert_eq!(fake.requests(Kind::Twilio).len(), 12, "each sent once");
     app.shutdown().await;
 }
