@@ -120,7 +120,9 @@ fn filter<'a>(
         ("resource_type", &f.resource_type),
         ("resource_id", &f.resource_id),
     ] {
-        if v.as_ref().is_some_and(|s| s.is_empty() || s.len() > 200) {
+        if v.as_ref()
+            .is_some_and(|s| s.is_empty() || s.chars().count() > 200)
+        {
             return Err(ApiError::invalid(name, "must be 1 to 200 characters"));
         }
     }
@@ -174,11 +176,11 @@ impl AuditApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         organization_id: Query<Option<String>>,
-        actor: Query<Option<String>>,
-        action: Query<Option<String>>,
-        resource_type: Query<Option<String>>,
-        resource_id: Query<Option<String>>,
-        result: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] actor: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] action: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] resource_type: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] resource_id: Query<Option<String>>,
+        #[oai(validator(pattern = "^(success|failure)$"))] result: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
         cursor: Query<Option<String>>,
@@ -239,11 +241,11 @@ impl AuditApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         organization_id: Query<Option<String>>,
-        actor: Query<Option<String>>,
-        action: Query<Option<String>>,
-        resource_type: Query<Option<String>>,
-        resource_id: Query<Option<String>>,
-        result: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] actor: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] action: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] resource_type: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 200))] resource_id: Query<Option<String>>,
+        #[oai(validator(pattern = "^(success|failure)$"))] result: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<CsvResponse, ApiError> {

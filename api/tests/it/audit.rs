@@ -244,3 +244,41 @@ async fn admins_list_filter_and_export_their_organizations_audit_rows() {
     assert_eq!(exported, 1);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_filters_are_up_to_200_characters_not_bytes() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let root = platform_admin(&app).await;
+    // 200 two-byte characters are 400 bytes: still within the limit.
+    for path in ["/api/v1/admin/audit", "/api/v1/admin/audit/export"] {
+        let fits = with(
+            &app,
+            Method::GET,
+            &format!("{path}?actor={}", "é".repeat(200)),
+            &root.token,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(fits.status(), 200, "{path}");
+        let over = expect(
+            with(
+                &app,
+                Method::GET,
+                &format!("{path}?actor={}", "é".repeat(201)),
+                &root.token,
+            )
+            .send()
+            .await
+            .unwrap(),
+            400,
+        )
+        .await;
+        assert_eq!(over["invalid_params"][0]["name"], "actor", "{path}");
+    }
+    app.shutdown().await;
+}
