@@ -156,13 +156,16 @@ pub async fn handle(
         )));
         if some_wait {
             // Ends by itself once no row is left waiting.
-            tokio::spawn(give_back_on_stop(
-                (*state).clone(),
-                job.tenant_id,
-                waiting.clone(),
-                lease_ends,
-                worker,
-            ));
+            tokio::spawn(
+                give_back_on_stop(
+                    (*state).clone(),
+                    job.tenant_id,
+                    waiting.clone(),
+                    lease_ends,
+                    worker,
+                )
+                .instrument(tracing::Span::current()),
+            );
         }
         let turns = waiting.clone();
         futures::stream::iter(std::iter::from_fn(move || {
