@@ -108,11 +108,22 @@ pub struct CreateUser {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    /// Given name.
+    /// Given name: 1 to 100 characters, not blank, no control characters.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     pub first_name: Option<String>,
-    /// Family name.
+    /// Family name, as the given name.
+    #[oai(validator(
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    ))]
     pub last_name: Option<String>,
     /// Role.
+    #[oai(validator(
+        pattern = "^(ADMIN|DOCTOR|LAB_TECH|PHARMACIST|MARKETER|SUPPORT|SALES|DISTRIBUTOR|MASTER_DISTRIBUTOR|OFFICE_ADMIN|MEDICAL_STAFF|IVR_COMPANY|SHIPPING_LOGISTICS|CHP_ADMIN)$"
+    ))]
     pub role: Option<String>,
 }
 

@@ -190,6 +190,9 @@ pub struct SignBaa {
 #[serde(deny_unknown_fields)]
 pub struct AssignAdmin {
     /// A user of this organisation.
+    #[oai(validator(
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
     pub user_id: String,
 }
 
