@@ -91,6 +91,14 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// The name of the constraint a database error violated, if any.
+pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
+    match err {
+        sqlx::Error::Database(db) => db.constraint(),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,13 +114,5 @@ mod tests {
         assert_eq!(mode("postgres://u@[::1]:5432/db"), "Disable");
         assert_eq!(mode("postgres://u@127.0.0.1/db?sslmode=require"), "Require");
         assert_eq!(mode("postgres://u@db.internal:5432/db"), "Prefer");
-    }
-}
-
-/// The name of the constraint a database error violated, if any.
-pub fn violated_constraint(err: &sqlx::Error) -> Option<&str> {
-    match err {
-        sqlx::Error::Database(db) => db.constraint(),
-        _ => None,
     }
 }
