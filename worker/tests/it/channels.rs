@@ -291,9 +291,13 @@ async fn the_rate_limit_holds_across_two_worker_processes() {
     body["settings"]["rate_per_sec"] = json!(5);
     app.add_provider(&body).await;
     let ids = futures::future::join_all((0..40).map(|_| sms(&app, PATIENT))).await;
+    // Few sends at a time per process, so the first process up cannot hold
+    // every job while it waits for the shared limit and the second has a
+    // share to send whenever it starts.
     let spawn = || {
         tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
             .envs(app.vars.iter().cloned())
+            .env("JOBS__QUEUES__SMS__CONCURRENCY", "4")
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
