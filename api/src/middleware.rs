@@ -54,41 +54,72 @@ pub struct Edge {
 }
 
 /// The documented routes' path templates, to name a request's route in logs
-/// without the identifiers its path carries.
+/// without the identifiers its path carries, and to say which methods a
+/// path allows when it is called with another.
 #[derive(Debug, Default)]
 pub struct RouteTemplates {
-    templates: Vec<(String, Vec<Option<String>>)>,
+    templates: Vec<Template>,
+}
+
+#[derive(Debug)]
+struct Template {
+    name: String,
+    /// Literal segments, `None` for parameters.
+    segments: Vec<Option<String>>,
+    /// The methods served, as an `Allow` header says them.
+    allow: String,
 }
 
 impl RouteTemplates {
     /// From the paths of an OpenAPI document (`{name}` segments are
     /// parameters).
     pub fn from_spec(spec: &str) -> Self {
-        let paths: Vec<String> = serde_json::from_str::<serde_json::Value>(spec)
-            .ok()
-            .and_then(|v| {
-                v.get("paths")
-                    .and_then(|p| p.as_object())
-                    .map(|p| p.keys().cloned().collect())
-            })
-            .unwrap_or_default();
+        let doc = serde_json::from_str::<serde_json::Value>(spec).unwrap_or_default();
+        let Some(paths) = doc.get("paths").and_then(|p| p.as_object()) else {
+            return Self::default();
+        };
         let templates = paths
-            .into_iter()
-            .map(|t| {
-                let segments = t
+            .iter()
+            .map(|(name, ops)| {
+                let segments = name
                     .split('/')
                     .map(|seg| {
                         (!(seg.starts_with('{') && seg.ends_with('}'))).then(|| seg.to_owned())
                     })
                     .collect();
-                (t, segments)
+                let mut methods: Vec<String> = ops
+                    .as_object()
+                    .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                    .unwrap_or_default();
+                methods.sort();
+                Template {
+                    name: name.clone(),
+                    segments,
+                    allow: methods.join(", "),
+                }
             })
             .collect();
         Self { templates }
     }
 
     /// The template `path` matches, preferring the one with the most literal
-    /// segments; `None` for a path no documented route serves.
+    /// segments (as the router does).
+    fn matching(&self, path: &str) -> Option<&Template> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.templates
+            .iter()
+            .filter(|t| {
+                t.segments.len() == segments.len()
+                    && t.segments
+                        .iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t.as_deref().is_none_or(|t| t == *s))
+            })
+            .max_by_key(|t| t.segments.iter().filter(|s| s.is_some()).count())
+    }
+
+    /// The name of the route `path` is served by: its template, or
+    /// `unmatched` for a path no route serves.
     pub fn name(&self, path: &str) -> &str {
         match path {
             "/metrics" | "/api/v1/ws" | "/openapi.json" => {
@@ -101,17 +132,15 @@ impl RouteTemplates {
             p if p == "/docs" || p.starts_with("/docs/") => return "/docs",
             _ => {}
         }
-        let segments: Vec<&str> = path.split('/').collect();
-        self.templates
-            .iter()
-            .filter(|(_, t)| {
-                t.len() == segments.len()
-                    && t.iter()
-                        .zip(&segments)
-                        .all(|(t, s)| t.as_deref().is_none_or(|t| t == *s))
-            })
-            .max_by_key(|(_, t)| t.iter().filter(|s| s.is_some()).count())
-            .map_or("unmatched", |(name, _)| name.as_str())
+        self.matching(path).map_or("unmatched", |t| t.name.as_str())
+    }
+
+    /// The methods `path` is served with (`GET, PUT`), for a 405's `Allow`.
+    pub fn allow(&self, path: &str) -> Option<&str> {
+        match path {
+            "/metrics" | "/api/v1/ws" | "/openapi.json" => Some("GET"),
+            _ => self.matching(path).map(|t| t.allow.as_str()),
+        }
     }
 }
 
@@ -212,6 +241,12 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
         }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(REQUEST_ID, v);
+        }
+        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+            && let Some(allow) = edge.templates.allow(&path)
+            && let Ok(v) = HeaderValue::from_str(allow)
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
         }
         let route = route_of(&resp, &path);
         let status = resp.status();

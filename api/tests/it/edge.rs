@@ -338,3 +338,41 @@ async fn while_postgres_is_away_requests_get_a_quick_503_and_recover_by_themselv
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_method_a_route_does_not_serve_is_answered_405_with_the_methods_it_does() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    for (method, path, allow) in [
+        (reqwest::Method::DELETE, "/health/live", "GET"),
+        (
+            reqwest::Method::PATCH,
+            "/api/v1/services/subscribers/pat-1",
+            "DELETE, GET, PUT",
+        ),
+        (
+            reqwest::Method::PUT,
+            "/api/v1/services/notifications/send",
+            "POST",
+        ),
+    ] {
+        let resp = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers().get("allow").and_then(|v| v.to_str().ok()),
+            Some(allow),
+            "{method} {path}"
+        );
+        let p = problem(resp, 405).await;
+        assert_eq!(p["type"], "/problems/method-not-allowed");
+    }
+    app.shutdown().await;
+}
