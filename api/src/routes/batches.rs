@@ -526,21 +526,7 @@ async fn load(
     Ok(view(batch, &counts))
 }
 
-/// Checks an `Idempotency-Key` header.
-pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
-    match raw {
-        None => Ok(None),
-        Some(k) if k.is_empty() || k.len() > 255 => Err(ApiError::BadHeader(
-            "Idempotency-Key",
-            "must be 1 to 255 characters",
-        )),
-        Some(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => Err(ApiError::BadHeader(
-            "Idempotency-Key",
-            "must be printable ASCII without spaces",
-        )),
-        Some(k) => Ok(Some(k)),
-    }
-}
+use super::notifications::idempotency_key;
 
 #[OpenApi(
     prefix_path = "/api/v1/services/notifications",
@@ -891,30 +877,5 @@ impl BatchesApi {
                 .collect(),
             next_cursor,
         })))
-    }
-}
-
-/// `Idempotency-Key` properties: any header value is accepted or refused
-/// without a panic, and what is accepted is 1 to 255 printable ASCII
-/// characters (no NUL, no spaces), unchanged.
-#[cfg(test)]
-mod idempotency_key_properties {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn accepted_keys_are_short_printable_ascii(raw in prop_oneof![
-            any::<String>(),
-            "[ -~\\x00]{0,300}",
-            "[!-~]{250,260}",
-        ]) {
-            if let Ok(Some(key)) = idempotency_key(Some(raw.clone())) {
-                prop_assert!((1..=255).contains(&key.len()));
-                prop_assert!(key.bytes().all(|b| b.is_ascii_graphic()), "{key:?}");
-                prop_assert_eq!(key, raw);
-            }
-        }
     }
 }

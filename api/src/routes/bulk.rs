@@ -596,7 +596,7 @@ impl BulkApi {
     ) -> Result<UploadResponse, ApiError> {
         let mut multipart = upload.0;
         let tenant_id = auth.0.tenant_id;
-        let key = super::batches::idempotency_key(key.0)?;
+        let key = super::notifications::idempotency_key(key.0)?;
         let bad_form = |e: poem::error::ParseMultipartError| {
             ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
         };

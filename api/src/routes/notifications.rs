@@ -611,7 +611,9 @@ fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     }
 }
 
-fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
+/// Checks an `Idempotency-Key` header: 1 to 255 printable ASCII characters
+/// without spaces. Every route that honours the key uses this one.
+pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
         None => Ok(None),
         Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => Err(ApiError::BadHeader(
