@@ -143,7 +143,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
 /// The whole application as one endpoint.
 pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
     let api = openapi();
-    let docs = api.swagger_ui();
+    let docs = spec::docs_endpoint(&api);
     let spec = spec::endpoint(&api);
     Route::new()
         .nest("/", api)

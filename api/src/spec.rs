@@ -18,7 +18,7 @@
 //! * **Objects are closed.** No object has properties beyond those it
 //!   declares: responses never carry others, and request objects refuse them.
 
-use poem::{Endpoint, Response, endpoint::make_sync};
+use poem::{Endpoint, Response, endpoint::make_sync, web::Html};
 use serde_json::{Map, Value, json};
 
 /// What the edge may answer for any operation, and why.
@@ -44,6 +44,16 @@ pub fn document<T: poem_openapi::OpenApi>(api: &poem_openapi::OpenApiService<T, 
         serde_json::from_str(&api.spec()).expect("poem-openapi writes its document as JSON");
     amend(&mut doc);
     doc
+}
+
+/// Swagger UI at `/docs`, showing the same amended document as
+/// `/openapi.json` (poem-openapi's own UI would embed its unamended one).
+pub fn docs_endpoint<T: poem_openapi::OpenApi>(
+    api: &poem_openapi::OpenApiService<T, ()>,
+) -> impl Endpoint + 'static {
+    let amended = serde_json::to_string(&document(api)).expect("a JSON value serializes");
+    let html = api.swagger_ui_html().replacen(&api.spec(), &amended, 1);
+    make_sync(move |_| Html(html.clone()))
 }
 
 /// `/openapi.json`.
