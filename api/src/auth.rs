@@ -9,11 +9,12 @@
 //!   API key or a JWT carrying the `ADMIN` role.
 //!
 //! Any failure gets 401 (403 for a valid JWT without the role); neither keys
-//! nor tokens are ever logged.
+//! nor tokens are ever logged. A key that worked is trusted for
+//! `API_KEY_CACHE_SECS` (default 5) without asking Postgres again
+//! ([`ApiKeyCache`]); wrong keys are never cached.
 
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
-use secrecy::SecretString;
 use shared::db::api_keys::{self, KeyOwner};
 
 use crate::{AppState, error::ApiError, identity::Identity};
@@ -34,7 +35,7 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<KeyOwner> 
     if token.len() > MAX_TOKEN_LEN || !token.starts_with(api_keys::KEY_PREFIX) {
         return Err(ApiError::Unauthorized.into());
     }
-    match api_keys::authenticate(&state.pool, &SecretString::from(token)).await {
+    match owner_of(&state.pool, &state.api_keys, &token).await {
         Ok(Some(owner)) => {
             tracing::Span::current().record("tenant_id", tracing::field::display(owner.tenant_id));
             Ok(owner)
@@ -43,6 +44,34 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<KeyOwner> 
         Err(e) => Err(ApiError::from(e).into()),
     }
 }
+
+/// The owner of API key `token`: from `cache` while fresh, else from
+/// Postgres. Only keys that work are cached, so wrong keys cannot fill the
+/// cache, and they are looked up every time.
+pub async fn owner_of(
+    pool: &sqlx::PgPool,
+    cache: &ApiKeyCache,
+    token: &str,
+) -> Result<Option<KeyOwner>, sqlx::Error> {
+    let key_hash = api_keys::hash(token);
+    if let Some(owner) = cache.get(&key_hash) {
+        return Ok(Some(owner));
+    }
+    let owner = api_keys::authenticate_hash(pool, &key_hash).await?;
+    if let Some(owner) = owner {
+        cache.insert(key_hash, owner);
+    }
+    Ok(owner)
+}
+
+/// Most API keys kept by [`ApiKeyCache`]; past it the oldest are dropped.
+pub const API_KEY_CACHE_CAPACITY: usize = 10_000;
+
+/// Keys that authenticated recently, by their SHA-256 hash (never the key
+/// itself), each trusted for `API_KEY_CACHE_SECS` after it was read from
+/// Postgres: a key revoked or a tenant suspended stops working within that
+/// bound on every instance.
+pub type ApiKeyCache = shared::cache::TtlCache<Vec<u8>, KeyOwner>;
 
 /// A caller authenticated by a bearer JWT.
 #[derive(Debug, SecurityScheme)]

@@ -75,6 +75,10 @@ pub struct AppState {
     pub public_base_url: String,
     /// Largest accepted CSV upload in bytes.
     pub max_csv_bytes: u64,
+    /// API keys that authenticated recently (`API_KEY_CACHE_SECS`).
+    pub api_keys: Arc<auth::ApiKeyCache>,
+    /// Compiled templates (`TEMPLATE_CACHE_SECS`).
+    pub templates: Arc<shared::db::templates::TemplateCache>,
 }
 
 #[handler]
@@ -212,6 +216,13 @@ impl Application {
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
             max_csv_bytes: settings.max_csv_bytes,
+            api_keys: Arc::new(auth::ApiKeyCache::new(
+                settings.api_key_cache,
+                auth::API_KEY_CACHE_CAPACITY,
+            )),
+            templates: Arc::new(shared::db::templates::TemplateCache::new(
+                settings.template_cache,
+            )),
         };
         let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
             .context("while reading DATABASE_URL")?;

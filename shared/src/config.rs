@@ -616,6 +616,15 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     /// How often an idle worker looks for new jobs (`WORKER_POLL_INTERVAL_MS`).
     pub worker_poll_interval: Duration,
+    /// How long an authenticated API key is trusted without asking Postgres
+    /// again (`API_KEY_CACHE_SECS`, default 5; 0 turns the cache off): a key
+    /// revoked, or a tenant suspended, elsewhere stops working within this.
+    pub api_key_cache: Duration,
+    /// How long a compiled template is used without reading it again
+    /// (`TEMPLATE_CACHE_SECS`, default 5; 0 turns the cache off): an edit
+    /// made through another API instance shows within this, one made through
+    /// this instance at once.
+    pub template_cache: Duration,
     /// Keys that seal secrets at rest (`ENCRYPTION_KEYS`, `ENCRYPTION_KEY_ID`);
     /// none when unset, and then nothing that needs them can be stored.
     pub encryption: Option<crate::crypto::Keyring>,
@@ -790,6 +799,8 @@ impl Settings {
             worker_poll_interval: Duration::from_millis(
                 num("WORKER_POLL_INTERVAL_MS", 100)?.max(1),
             ),
+            api_key_cache: Duration::from_secs(num("API_KEY_CACHE_SECS", 5)?),
+            template_cache: Duration::from_secs(num("TEMPLATE_CACHE_SECS", 5)?),
             encryption,
             jwt,
             realtime: RealtimeSettings {

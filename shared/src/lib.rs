@@ -1,5 +1,6 @@
 //! The parts the api, worker and scheduler share.
 //!
+//! * [`cache`]: in-process caches with a stated staleness bound.
 //! * [`config`]: `jobs.toml` plus the environment, read once at startup.
 //! * [`domain`]: ids, email addresses, subjects, channels and statuses, each
 //!   parsed at the edge.
@@ -14,6 +15,7 @@
 //! * [`templates`]: tenants' message templates and their strict renderer.
 //! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
 
+pub mod cache;
 pub mod callbacks;
 pub mod config;
 pub mod crypto;

@@ -714,10 +714,12 @@ async fn plan_template(
     if !p.0.is_empty() {
         return Err(ApiError::Invalid(p.0));
     }
-    let template = shared::db::templates::get_by_key(&state.pool, tenant_id, key)
+    let prepared = state
+        .templates
+        .prepared(&state.pool, tenant_id, key)
         .await?
-        .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
-        .template;
+        .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?;
+    let template = prepared.template();
     if channels.is_empty() {
         channels = template.default_channels().to_vec();
     }
@@ -816,7 +818,8 @@ async fn plan_template(
             });
             continue;
         }
-        let rendered = shared::templates::render(&template, channel, locale.as_deref(), &data)
+        let rendered = prepared
+            .render(channel, locale.as_deref(), &data)
             .map_err(|e| {
                 ApiError::Invalid(vec![InvalidParam {
                     name: "template_data".into(),

@@ -413,6 +413,7 @@ impl TemplatesApi {
             )
             .await?;
         tx.commit().await?;
+        state.templates.forget_tenant(caller.tenant_id);
         tracing::info!(template_id = %id, "template updated");
         Ok(TemplateResponse::Ok(Json(view(stored)?)))
     }
@@ -443,6 +444,7 @@ impl TemplatesApi {
             )
             .await?;
         tx.commit().await?;
+        state.templates.forget_tenant(caller.tenant_id);
         tracing::info!(template_id = %id, "template deleted");
         Ok(DeletedResponse::NoContent)
     }

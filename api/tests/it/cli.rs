@@ -78,7 +78,12 @@ async fn migrate_creates_a_missing_database_and_applies_the_schema() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_and_key_made_on_the_command_line_can_send_until_the_key_is_revoked() {
-    let app = spawn_app().await;
+    // The command line is another process: a running API trusts a key it
+    // checked for `API_KEY_CACHE_SECS`, here 0 so the revocation shows at once.
+    let app = TestApp::builder()
+        .var("API_KEY_CACHE_SECS", 0)
+        .spawn()
+        .await;
     let (ok, stdout, stderr) = api(
         &app.vars,
         &["tenant", "create", "--name", "Riverside Clinic"],

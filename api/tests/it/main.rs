@@ -3,6 +3,7 @@
 mod audit;
 mod batches;
 mod bulk_csv;
+mod caches;
 mod callbacks;
 mod cli;
 mod edge;

@@ -70,11 +70,21 @@ pub async fn authenticate(
     db: impl PgExecutor<'_>,
     secret: &SecretString,
 ) -> Result<Option<KeyOwner>, sqlx::Error> {
+    authenticate_hash(db, &hash(secret.expose_secret())).await
+}
+
+/// The owner of an active key of an active tenant whose stored hash is
+/// `key_hash` (see [`hash`]), if there is one.
+#[tracing::instrument(skip_all)]
+pub async fn authenticate_hash(
+    db: impl PgExecutor<'_>,
+    key_hash: &[u8],
+) -> Result<Option<KeyOwner>, sqlx::Error> {
     let row: Option<(TenantId, ApiKeyId)> = sqlx::query_as(
         "select k.tenant_id, k.id from api_keys k join tenants t on t.id = k.tenant_id
          where k.key_hash = $1 and k.revoked_at is null and t.status = 'active'",
     )
-    .bind(hash(secret.expose_secret()))
+    .bind(key_hash)
     .fetch_optional(db)
     .await?;
     Ok(row.map(|(tenant_id, key_id)| KeyOwner { tenant_id, key_id }))

@@ -4,15 +4,19 @@
 //! another tenant's template is simply not found. Keys are unique per tenant:
 //! a create or update that takes a used key fails on [`KEY_CONSTRAINT`].
 //! Only templates from [`Template::parse`] are written.
+//!
+//! Sends read templates through a [`TemplateCache`]: compiled once, then used
+//! for `TEMPLATE_CACHE_SECS`.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, types::Json};
 
 use crate::{
+    cache::{Clock, TtlCache},
     domain::{Channel, TemplateId, TenantId},
-    templates::{LocaleContent, Template},
+    templates::{LocaleContent, Prepared, Template},
 };
 
 /// The unique constraint on a tenant's template keys.
@@ -236,4 +240,55 @@ pub async fn delete(
         .bind(id)
         .fetch_optional(db)
         .await
+}
+
+/// Most templates a [`TemplateCache`] keeps compiled; past it the oldest are
+/// dropped.
+pub const TEMPLATE_CACHE_CAPACITY: usize = 1_000;
+
+/// Templates compiled once and used for sends for a stated time, by tenant
+/// and key. An edit made through this process shows at once (the route
+/// calls [`TemplateCache::forget_tenant`] after its commit); one made through
+/// another process shows within the time-to-live. A key without a template
+/// is never cached.
+#[derive(Debug)]
+pub struct TemplateCache(TtlCache<(TenantId, String), Arc<Prepared>>);
+
+impl TemplateCache {
+    /// A cache that uses a compiled template for `ttl` (zero: reads and
+    /// compiles it for every send).
+    pub fn new(ttl: Duration) -> Self {
+        Self(TtlCache::new(ttl, TEMPLATE_CACHE_CAPACITY))
+    }
+
+    /// [`TemplateCache::new`], reading the time from `clock`.
+    pub fn with_clock(ttl: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self(TtlCache::with_clock(ttl, TEMPLATE_CACHE_CAPACITY, clock))
+    }
+
+    /// The template `key` of `tenant_id`, compiled: from the cache while
+    /// fresh, else read through `db`.
+    #[tracing::instrument(skip_all)]
+    pub async fn prepared(
+        &self,
+        db: impl PgExecutor<'_>,
+        tenant_id: TenantId,
+        key: &str,
+    ) -> Result<Option<Arc<Prepared>>, sqlx::Error> {
+        let entry = (tenant_id, key.to_owned());
+        if let Some(prepared) = self.0.get(&entry) {
+            return Ok(Some(prepared));
+        }
+        let Some(stored) = get_by_key(db, tenant_id, key).await? else {
+            return Ok(None);
+        };
+        let prepared = Arc::new(Prepared::new(stored.template));
+        self.0.insert(entry, prepared.clone());
+        Ok(Some(prepared))
+    }
+
+    /// Forgets every template of `tenant_id`, after it changed one.
+    pub fn forget_tenant(&self, tenant_id: TenantId) {
+        self.0.remove_where(|(tenant, _), _| *tenant == tenant_id);
+    }
 }
