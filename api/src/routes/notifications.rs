@@ -660,13 +660,17 @@ fn accepted(
     )
 }
 
+/// A subscriber already known by its external id, so the send need not look
+/// them up again.
+type KnownSubscriber = Option<(String, shared::domain::SubscriberId)>;
+
 /// Checks a template send's own fields and renders it for each channel.
 async fn plan_template(
     state: &AppState,
     tenant_id: shared::domain::TenantId,
     req: &SendRequest,
     key: &str,
-) -> Result<(Vec<ValidSend>, Vec<SkippedChannel>, bool), ApiError> {
+) -> Result<(Vec<ValidSend>, Vec<SkippedChannel>, bool, KnownSubscriber), ApiError> {
     let mut p = Problems::default();
     let given = [("channel", req.channel.is_some())]
         .into_iter()
@@ -729,12 +733,14 @@ async fn plan_template(
             "a direct address serves one channel; name it in `channels`, or send to a `subscriber_id`",
         ));
     }
-    let contacts = match &subscriber {
-        Some(external_id) => match subscribers::find(&state.pool, tenant_id, external_id).await? {
-            Some(id) => subscribers::contacts(&state.pool, tenant_id, id).await?,
-            None => None,
-        },
-        None => None,
+    let (known, contacts) = match &subscriber {
+        Some(external_id) => {
+            match subscribers::contacts_by_external_id(&state.pool, tenant_id, external_id).await? {
+                Some((id, contacts)) => (Some((external_id.clone(), id)), Some(contacts)),
+                None => (None, None),
+            }
+        }
+        None => (None, None),
     };
     let locale = req.locale.clone().or_else(|| {
         contacts
@@ -850,7 +856,7 @@ async fn plan_template(
             ),
         ));
     }
-    Ok((plans, skipped, template.critical()))
+    Ok((plans, skipped, template.critical(), known))
 }
 
 #[OpenApi(
@@ -892,7 +898,7 @@ impl NotificationsApi {
             Some(at) if at > Utc::now() => Some(at),
             _ => None,
         };
-        let (plans, skipped, critical) = match &req.template {
+        let (plans, skipped, critical, known) = match &req.template {
             Some(template) => plan_template(&state, tenant_id, req, template).await?,
             None => {
                 for (name, present) in [
@@ -908,6 +914,7 @@ impl NotificationsApi {
                     vec![validate(req)?],
                     Vec::new(),
                     req.critical.unwrap_or(false),
+                    None,
                 )
             }
         };
@@ -925,12 +932,19 @@ impl NotificationsApi {
         }
         let mut tx = state.pool.begin().await?;
         let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = Vec::new();
+        // A subscriber is looked up (or created) once per send, not per channel.
+        let mut known = known;
         for (i, plan) in plans.iter().enumerate() {
             let queue = QueueName::for_channel(plan.channel);
             let subscriber_id = match &plan.subscriber {
-                Some(external_id) => {
-                    Some(subscribers::upsert(&mut tx, tenant_id, external_id).await?)
-                }
+                Some(external_id) => match &known {
+                    Some((known_id, id)) if known_id == external_id => Some(*id),
+                    _ => {
+                        let id = subscribers::upsert(&mut tx, tenant_id, external_id).await?;
+                        known = Some((external_id.clone(), id));
+                        Some(id)
+                    }
+                },
                 None => None,
             };
             let new = NewNotification {

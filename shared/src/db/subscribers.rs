@@ -401,6 +401,50 @@ pub async fn get_by_external_id(
     row.map(Subscriber::try_from).transpose()
 }
 
+/// A row of [`CONTACTS`].
+type ContactRow = (
+    SubscriberId,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Vec<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// How to reach a subscriber, with the user's sign-in address. Only an
+/// external id shaped like a uuid is cast, so other ids never fail the
+/// statement. The caller adds the `where` clause.
+const CONTACTS: &str =
+    "select s.id, s.email, u.email, s.phone, s.whatsapp, s.push_tokens, s.locale, s.timezone
+     from subscribers s
+     left join users u on u.tenant_id = s.tenant_id
+         and u.id = case when s.external_id
+             ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+             then s.external_id::uuid end";
+
+fn contacts_of(row: ContactRow) -> Result<(SubscriberId, Contacts), sqlx::Error> {
+    let (id, email, sign_in, phone, whatsapp, push_tokens, locale, timezone) = row;
+    let email = match email {
+        Some(own) => Some(EmailAddress::parse(&own).map_err(|e| decode("email", e))?),
+        // A sign-in address that no longer parses (written around the API)
+        // is no address rather than a failed send.
+        None => sign_in.and_then(|e| EmailAddress::parse(&e).ok()),
+    };
+    Ok((
+        id,
+        Contacts {
+            email,
+            phone: opt("phone", phone, PhoneNumber::parse)?,
+            whatsapp: opt("whatsapp", whatsapp, PhoneNumber::parse)?,
+            push_tokens: tokens(push_tokens)?,
+            locale: opt("locale", locale, Locale::parse)?,
+            timezone: opt("timezone", timezone, parse_time_zone)?,
+        },
+    ))
+}
+
 /// How to reach subscriber `subscriber_id` of `tenant_id`, if they exist.
 ///
 /// This is where a platform user's notice address is decided, for every
@@ -413,47 +457,32 @@ pub async fn contacts(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<Option<Contacts>, sqlx::Error> {
-    type ContactRow = (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Vec<String>,
-        Option<String>,
-        Option<String>,
-    );
-    // Only an external id shaped like a uuid is cast, so other ids never
-    // fail the statement.
-    let row: Option<ContactRow> = sqlx::query_as(
-        "select s.email, u.email, s.phone, s.whatsapp, s.push_tokens, s.locale, s.timezone
-         from subscribers s
-         left join users u on u.tenant_id = s.tenant_id
-             and u.id = case when s.external_id
-                 ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                 then s.external_id::uuid end
-         where s.tenant_id = $1 and s.id = $2",
-    )
+    let row: Option<ContactRow> =
+        sqlx::query_as(&format!("{CONTACTS} where s.tenant_id = $1 and s.id = $2"))
+            .bind(tenant_id)
+            .bind(subscriber_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(contacts_of).transpose()?.map(|(_, c)| c))
+}
+
+/// The subscriber `external_id` of `tenant_id` and how to reach them (as
+/// [`contacts`] decides it), in one statement; `None` when they do not
+/// exist.
+#[tracing::instrument(skip_all)]
+pub async fn contacts_by_external_id(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    external_id: &str,
+) -> Result<Option<(SubscriberId, Contacts)>, sqlx::Error> {
+    let row: Option<ContactRow> = sqlx::query_as(&format!(
+        "{CONTACTS} where s.tenant_id = $1 and s.external_id = $2"
+    ))
     .bind(tenant_id)
-    .bind(subscriber_id)
+    .bind(external_id)
     .fetch_optional(db)
     .await?;
-    let Some((email, sign_in, phone, whatsapp, push_tokens, locale, timezone)) = row else {
-        return Ok(None);
-    };
-    let email = match email {
-        Some(own) => Some(EmailAddress::parse(&own).map_err(|e| decode("email", e))?),
-        // A sign-in address that no longer parses (written around the API)
-        // is no address rather than a failed send.
-        None => sign_in.and_then(|e| EmailAddress::parse(&e).ok()),
-    };
-    Ok(Some(Contacts {
-        email,
-        phone: opt("phone", phone, PhoneNumber::parse)?,
-        whatsapp: opt("whatsapp", whatsapp, PhoneNumber::parse)?,
-        push_tokens: tokens(push_tokens)?,
-        locale: opt("locale", locale, Locale::parse)?,
-        timezone: opt("timezone", timezone, parse_time_zone)?,
-    }))
+    row.map(contacts_of).transpose()
 }
 
 /// Forgets one push token of subscriber `subscriber_id` of `tenant_id` (FCM
