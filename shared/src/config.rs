@@ -614,8 +614,15 @@ pub struct Settings {
     pub worker_queues: Vec<QueueName>,
     /// How long a stopping process waits for in-flight work (`SHUTDOWN_TIMEOUT_SECS`).
     pub shutdown_timeout: Duration,
-    /// How often an idle worker looks for new jobs (`WORKER_POLL_INTERVAL_MS`).
+    /// How often an idle worker looks for new jobs it was not woken for
+    /// (`WORKER_POLL_INTERVAL_MS`, default 1000): a push wakes the workers of
+    /// its queue at once, so this only bounds the pickup of a job whose
+    /// wake-up was lost.
     pub worker_poll_interval: Duration,
+    /// How often a queue worker reports to Redis that it is alive
+    /// (`WORKER_HEARTBEAT_SECS`, default 5); after three missed reports its
+    /// peers take back its in-flight jobs.
+    pub worker_heartbeat: Duration,
     /// How long an authenticated API key is trusted without asking Postgres
     /// again (`API_KEY_CACHE_SECS`, default 5; 0 turns the cache off): a key
     /// revoked, or a tenant suspended, elsewhere stops working within this.
@@ -797,8 +804,9 @@ impl Settings {
             worker_queues,
             shutdown_timeout: Duration::from_secs(num("SHUTDOWN_TIMEOUT_SECS", 30)?),
             worker_poll_interval: Duration::from_millis(
-                num("WORKER_POLL_INTERVAL_MS", 100)?.max(1),
+                num("WORKER_POLL_INTERVAL_MS", 1000)?.max(1),
             ),
+            worker_heartbeat: Duration::from_secs(num("WORKER_HEARTBEAT_SECS", 5)?.max(1)),
             api_key_cache: Duration::from_secs(num("API_KEY_CACHE_SECS", 5)?),
             template_cache: Duration::from_secs(num("TEMPLATE_CACHE_SECS", 5)?),
             encryption,

@@ -293,6 +293,7 @@ pub enum QueueError {
 /// A handle on the Redis queues of one deployment (one key prefix).
 #[derive(Clone)]
 pub struct Queues {
+    client: redis::Client,
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
@@ -317,8 +318,9 @@ impl Queues {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(Self {
+            client,
             conn,
             prefix: prefix.to_owned(),
             timeout,
@@ -374,7 +376,29 @@ impl Queues {
             .map_err(|_| QueueError::Timeout(self.timeout))?
             .map_err(|e| QueueError::Backend(e.to_string()))?;
         metrics::counter!("queue_jobs_pushed_total", "queue" => queue.as_str()).increment(count);
+        self.wake(queue).await;
         Ok(())
+    }
+
+    /// Tells the workers serving `queue` that it has new jobs (see
+    /// [`crate::wake`]). Only a hint: when it is lost, the workers' next poll
+    /// fetches the jobs.
+    pub async fn wake(&self, queue: QueueName) {
+        let mut conn = self.conn.clone();
+        let published = redis::cmd("PUBLISH")
+            .arg(crate::wake::channel(&self.namespace(queue)))
+            .arg(1)
+            .query_async::<i64>(&mut conn)
+            .await;
+        if let Err(error) = published {
+            tracing::debug!(%error, queue = %queue, "cannot wake the queue's workers");
+        }
+    }
+
+    /// Subscribes this process to the wake-ups of `queues` (a worker does,
+    /// for the queues it serves).
+    pub fn subscribe_wakes(&self, queues: &[QueueName]) -> crate::wake::Wakes {
+        crate::wake::Wakes::subscribe(self.client.clone(), &self.prefix, queues)
     }
 
     /// Pushes one job.

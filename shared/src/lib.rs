@@ -14,6 +14,7 @@
 //! * [`telemetry`]: logs and metrics.
 //! * [`templates`]: tenants' message templates and their strict renderer.
 //! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
+//! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
 
 pub mod cache;
 pub mod callbacks;
@@ -31,6 +32,7 @@ pub mod roles;
 pub mod shipments;
 pub mod telemetry;
 pub mod templates;
+pub mod wake;
 pub mod webhooks;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.

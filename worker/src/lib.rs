@@ -43,8 +43,14 @@ pub struct WorkerState {
     pub email_from: Mailbox,
     /// This process's unique name (host, pid and a random suffix).
     pub name: String,
-    /// How often an idle queue worker looks for jobs.
+    /// How often an idle queue worker looks for jobs it was not woken for.
     pub poll_interval: Duration,
+    /// How often a queue worker tells Redis it is alive; three missed ones
+    /// and its peers take its in-flight jobs back.
+    pub heartbeat: Duration,
+    /// Wake-ups for the queues this process serves, so a pushed job is
+    /// fetched at once.
+    pub wakes: shared::wake::Wakes,
     /// Opens providers' sealed credentials.
     pub keyring: Option<shared::crypto::Keyring>,
     /// HTTP providers' client and addresses.
@@ -115,7 +121,10 @@ pub async fn run(
         settings.encryption.clone(),
     )
     .context("while setting up the UPS client")?;
+    let wakes = queues.subscribe_wakes(&settings.worker_queues);
     let state = Arc::new(WorkerState {
+        wakes,
+        heartbeat: settings.worker_heartbeat,
         ups,
         webhooks,
         webhook_disable_after: settings.webhooks.disable_after_failures,

@@ -19,9 +19,10 @@ fn restart_delay(restarts: usize) -> Duration {
 
 /// Registers, on `$monitor`, a worker for `$queue` that runs `$handler` on
 /// jobs of type `$job`. Every queue worker is built the same way: a unique
-/// name per (re)start, the backend polled every `poll_interval` (an idle
-/// worker otherwise waits for its 30 s heartbeat), a delay before a restart,
-/// and the queue's concurrency.
+/// name per (re)start, the backend fetching when a push wakes it
+/// ([`shared::wake`]) and otherwise every `poll_interval` (an idle worker
+/// would else wait for its heartbeat), a delay before a restart, and the
+/// queue's concurrency.
 macro_rules! queue_worker {
     ($monitor:expr, $state:expr, $queue:expr, $job:ty, $handler:path) => {{
         let state: Arc<WorkerState> = $state.clone();
@@ -29,14 +30,21 @@ macro_rules! queue_worker {
         let concurrency = state.jobs.queue(queue).concurrency;
         $monitor.register(move |restarts| {
             let delay = restart_delay(restarts);
-            let backend = state
+            let config = state
                 .queues
-                .storage::<$job>(queue, concurrency)
+                .backend_config(queue, concurrency)
+                .heartbeat_interval(state.heartbeat);
+            let backend = apalis_redis::RedisStorage::<$job>::new(state.queues.connection())
+                .with_config(config)
                 .before_start(move |_| async move {
                     tokio::time::sleep(delay).await;
                     Ok(())
                 })
-                .poll_with_interval(state.poll_interval);
+                .poll_with_strategy(
+                    Strategy::new()
+                        .apply(state.wakes.strategy(queue))
+                        .interval(state.poll_interval),
+                );
             WorkerBuilder::new(format!("{}:{queue}:{restarts}", state.name))
                 .backend(backend)
                 .data(state.clone())

@@ -136,6 +136,26 @@ async fn a_send_to_an_idle_worker_starts_within_a_second() {
     app.shutdown().await;
 }
 
+/// A push wakes the idle workers of its queue (defect 3 without polling
+/// hard): with both the poll interval and the heartbeat an hour, each send
+/// to an idle worker still goes out, because the push woke it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_push_wakes_an_idle_worker_that_would_not_look_for_an_hour() {
+    let app = TestApp::builder()
+        .without_scheduler()
+        .var("WORKER_POLL_INTERVAL_MS", 3_600_000)
+        .var("WORKER_HEARTBEAT_SECS", 3_600)
+        .spawn()
+        .await;
+    for i in 0..3 {
+        let id = app.send_to(&format!("pat{i}@example.org")).await;
+        app.wait_for_status(&id, "sent", Duration::from_secs(60))
+            .await;
+    }
+    assert_eq!(app.smtp.received().len(), 3);
+    app.shutdown().await;
+}
+
 /// A worker killed mid-send leaves a claimed row and a job in its in-flight
 /// set. The row's lease runs out, the dispatcher puts it back, and a new
 /// worker (under a new name) sends it.
