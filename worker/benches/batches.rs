@@ -13,7 +13,10 @@
 //!
 //! End-to-end latency percentiles are read from Postgres: for a batch, from
 //! the commit of a recipient's chunk to its notification's `sent_at`; for a
-//! CSV, from the upload's start to `sent_at`.
+//! CSV, from the upload's start to `sent_at`. Over stage 1 it also reads
+//! what Postgres spent per in-app notification: CPU time of its processes
+//! (`testkit::bench::PgCpu`) and WAL bytes. The headline figures end on one
+//! `BENCH_FIGURE` line, which `.ci/bench` collects.
 //!
 //! Build the api binary first, then run:
 //! `cargo build --release -p api && cargo bench -p worker --bench batches`.
@@ -35,20 +38,6 @@ const BOUNDARY: &str = "----bench-boundary-4f1c";
 
 fn main() {
     testkit::bench::run(run());
-}
-
-/// Peak resident set of a process, in MiB.
-fn vm_hwm_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 fn api_binary() -> PathBuf {
@@ -133,7 +122,8 @@ async fn postgres_settings(app: &TestApp) {
     let settings: Vec<(String, String)> = sqlx::query_as(
         "select name, setting from pg_settings
          where name in ('autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size',
-                        'synchronous_commit', 'fsync')
+                        'synchronous_commit', 'fsync', 'wal_level', 'checkpoint_timeout',
+                        'max_connections')
          order by name",
     )
     .fetch_all(&app.pool)
@@ -364,8 +354,20 @@ async fn run() {
     let api_pid = kids.api.id().unwrap();
     let worker_pid = kids.worker.id().unwrap();
 
+    let database: String = sqlx::query_scalar("select current_database()::text")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut figures: Vec<(&str, f64)> = Vec::new();
+
     // 1. In-app batch.
     if n > 0 {
+        let pg = testkit::bench::PgCpu::start(&database).await;
+        if pg.is_none() {
+            println!(
+                "WARNING: Postgres's processes cannot be read from /proc here; no CPU time per notification"
+            );
+        }
         let (id, chunks_per_sec, latency, first) = send_batch(
             &app,
             &base,
@@ -384,6 +386,10 @@ async fn run() {
         let url = format!("{base}/api/v1/services/notifications/batches/{id}");
         let done = poll(&app, &url, |b| b["status"] == "completed").await;
         let took = first.elapsed();
+        let cost = match pg {
+            Some(pg) => Some(pg.finish().await),
+            None => None,
+        };
         assert_eq!(done["counts"]["sent"], n as i64, "{done}");
         let (p50, p99) = sent_latency(
             &app,
@@ -391,11 +397,35 @@ async fn run() {
             &format!("n.batch_id = '{id}'"),
         )
         .await;
+        let per_s = n as f64 / took.as_secs_f64();
         println!(
-            "batch in-app end to end: {:>8.0} delivered/s   first chunk → completed {:.1} s   chunk accepted → sent p50 {p50:.1} s, p99 {p99:.1} s",
-            n as f64 / took.as_secs_f64(),
+            "batch in-app end to end: {per_s:>8.0} delivered/s   first chunk → completed {:.1} s   chunk accepted → sent p50 {p50:.1} s, p99 {p99:.1} s",
             took.as_secs_f64()
         );
+        figures.extend([
+            ("batch_chunks_per_s", chunks_per_sec),
+            ("inapp_batch_per_s", per_s),
+            ("inapp_batch_p99_s", p99),
+        ]);
+        if let Some(cost) = cost {
+            println!(
+                "postgres per in-app notification: {:.0} µs of CPU ({:.1} s in all), {:.0} bytes of WAL; \
+                 other databases' backends used {:.1} s of CPU meanwhile",
+                cost.cpu_us / n as f64,
+                cost.cpu_us / 1e6,
+                cost.wal_bytes / n as f64,
+                cost.others_cpu_us / 1e6
+            );
+            if cost.others_cpu_us > 0.05 * cost.cpu_us {
+                println!(
+                    "WARNING: other work ran on this Postgres during the stage; the WAL figure counts it too"
+                );
+            }
+            figures.extend([
+                ("pg_us_per_inapp", cost.cpu_us / n as f64),
+                ("pg_wal_bytes_per_inapp", cost.wal_bytes / n as f64),
+            ]);
+        }
     }
 
     // 2. In-app CSV.
@@ -403,16 +433,7 @@ async fn run() {
         let mut body = multipart_head(
             r#"{"subscriber_id": "Patient ID", "data": {"name": "Name", "id": "Patient ID"}}"#,
         );
-        body.extend_from_slice(b"Patient ID,Name,Clinic\n");
-        for i in 0..rows {
-            body.extend_from_slice(
-                format!(
-                    "csv-patient-{i},Name {i},\"Northside Family Practice, suite {}\"\n",
-                    i % 97
-                )
-                .as_bytes(),
-            );
-        }
+        body.extend_from_slice(&testkit::bench::csv(rows));
         body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
         let mib = body.len() as f64 / 1_048_576.0;
         let started = Instant::now();
@@ -438,6 +459,7 @@ async fn run() {
                 rows as f64 / secs,
                 mib / secs
             );
+            figures.push(("csv_check_rows_per_s", rows as f64 / secs));
         }
         println!(
             "csv upload:            {:>8.1} MiB/s ({mib:.0} MiB in {:.2} s)",
@@ -449,6 +471,10 @@ async fn run() {
             rows as f64 / parse_took.as_secs_f64(),
             parse_took.as_secs_f64()
         );
+        figures.push((
+            "csv_ingest_rows_per_s",
+            rows as f64 / parse_took.as_secs_f64(),
+        ));
         let done = poll(&app, &url, |j| j["status"] == "completed").await;
         let took = started.elapsed();
         assert_eq!(done["counts"]["sent"], rows as i64);
@@ -463,6 +489,7 @@ async fn run() {
             rows as f64 / took.as_secs_f64(),
             took.as_secs_f64()
         );
+        figures.push(("csv_inapp_per_s", rows as f64 / took.as_secs_f64()));
     }
 
     // 3. SMS through the HTTP provider.
@@ -491,8 +518,9 @@ async fn run() {
             http as f64 / took.as_secs_f64(),
             took.as_secs_f64()
         );
+        figures.push(("sms_batch_per_s", http as f64 / took.as_secs_f64()));
     }
-    let api_before_big = vm_hwm_mib(api_pid);
+    let api_before_big = testkit::bench::peak_rss_mib(api_pid);
 
     // 4. A big CSV streamed to the api.
     if big_mb > 0 {
@@ -522,14 +550,30 @@ async fn run() {
                 )),
         )
         .map(Ok::<_, std::io::Error>);
+        // The api's resident set, sampled while the file streams in.
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let sampler = tokio::spawn(async move {
+            let mut peak = testkit::bench::rss_mib(api_pid);
+            loop {
+                tokio::select! {
+                    _ = &mut stopped => return peak,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {
+                        peak = peak.max(testkit::bench::rss_mib(api_pid));
+                    }
+                }
+            }
+        });
         let (id, took) = upload(&app, &base, reqwest::Body::wrap_stream(stream)).await;
+        let _ = stop.send(());
+        let streaming_peak = sampler.await.unwrap_or(f64::NAN);
         println!(
-            "big csv upload:        {:>8.1} MiB/s ({big_mb} MiB in {:.1} s)   api peak RSS {:.0} MiB (before {:.0} MiB)",
+            "big csv upload:        {:>8.1} MiB/s ({big_mb} MiB in {:.1} s)   api RSS while it streamed: peak {streaming_peak:.0} MiB; api peak RSS over the run {:.0} MiB (before {:.0} MiB)",
             big_mb as f64 / took.as_secs_f64(),
             took.as_secs_f64(),
-            vm_hwm_mib(api_pid),
+            testkit::bench::peak_rss_mib(api_pid),
             api_before_big
         );
+        figures.push(("api_rss_mb_csv", streaming_peak));
         let resp = app
             .client
             .post(format!(
@@ -543,9 +587,11 @@ async fn run() {
     }
     println!(
         "peak RSS: api {:.0} MiB, worker {:.0} MiB",
-        vm_hwm_mib(api_pid),
-        vm_hwm_mib(worker_pid)
+        testkit::bench::peak_rss_mib(api_pid),
+        testkit::bench::peak_rss_mib(worker_pid)
     );
+    figures.push(("worker_rss_mb", testkit::bench::peak_rss_mib(worker_pid)));
+    testkit::bench::figure(&figures);
     let _ = kids.worker.kill().await;
     let _ = kids.api.kill().await;
     app.shutdown().await;
