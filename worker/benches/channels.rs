@@ -127,7 +127,8 @@ async fn run() {
         .buffer_unordered(concurrency)
         .collect()
         .await;
-    let took = started.elapsed();
+    let accept_took = started.elapsed();
+    let took = accept_took;
     let ok = answers.iter().filter(|(s, _)| *s == 202).count();
     for (_, latency) in &answers {
         accept.record(latency.as_micros() as u64).unwrap();
@@ -140,15 +141,30 @@ async fn run() {
         ms(&accept, 0.99),
     );
 
-    // 2. One worker puts them into the inbox.
+    // 2. One worker puts them into the inbox. The in-app figure counts
+    // from the first send to the last one in an inbox (acceptance plus
+    // delivery), so it stays the same measure whether the worker or the
+    // accepting transaction places them.
+    let placed_at_accept: i64 = sqlx::query_scalar(
+        "select count(*) from notifications where channel = 'inapp' and status = 'sent'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
     app.start_worker();
     let started = Instant::now();
     wait_sent(&app, "inapp", sends as i64).await;
     let took = started.elapsed();
-    let inapp = sends as f64 / took.as_secs_f64();
+    let inapp = sends as f64 / (accept_took + took).as_secs_f64();
     println!(
-        "in-app delivery:      {inapp:>8.0} notifications/s (one worker, {sends} in {:.2} s)",
+        "in-app delivery:      {:>8.0} notifications/s (one worker, {sends} in {:.2} s after acceptance; \
+         {placed_at_accept} already in inboxes when it started)",
+        sends as f64 / took.as_secs_f64(),
         took.as_secs_f64()
+    );
+    println!(
+        "in-app single sends:  {inapp:>8.0} notifications/s (first send → last in an inbox, {:.2} s)",
+        (accept_took + took).as_secs_f64()
     );
     app.stop_worker().await;
 

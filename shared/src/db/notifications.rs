@@ -410,7 +410,57 @@ pub async fn record_attempt(
     record: AttemptRecord<'_>,
     outcome: &Outcome,
 ) -> Result<bool, sqlx::Error> {
-    let (status, attempt_outcome, delay, provider_message_id, response, error) = match outcome {
+    let (status, attempt_outcome, delay, provider_message_id, response, error) = columns(outcome);
+    let written = sqlx::query(
+        "with moved as (
+             update notifications
+             set status = $4,
+                 run_at = now() + make_interval(secs => $5),
+                 dispatched_at = null,
+                 provider_message_id = coalesce($6, provider_message_id),
+                 last_error = $8,
+                 sent_at = case when $4 = 'sent' then now() else sent_at end
+             where tenant_id = $1 and id = $2 and attempts = $3
+               and (status = 'sending' or (status = 'cancelled' and $4 = 'sent' and channel <> 'inapp'))
+             returning id
+         )
+         insert into delivery_attempts
+             (tenant_id, notification_id, attempt, outcome, provider, provider_response, error, latency_ms, worker,
+              response_code)
+         select $1, id, $3, $9, $10, $7, $8, $11, $12, $13 from moved",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(record.attempt)
+    .bind(status)
+    .bind(delay)
+    .bind(provider_message_id)
+    .bind(response)
+    .bind(error)
+    .bind(attempt_outcome)
+    .bind(record.provider)
+    .bind(record.latency.as_millis().min(i32::MAX as u128) as i32)
+    .bind(record.worker)
+    .bind(record.code.map(i32::from))
+    .execute(db)
+    .await?;
+    Ok(written.rows_affected() == 1)
+}
+
+/// The columns an outcome writes: the row's new status, the attempt's
+/// outcome, the delay before the row is due again (seconds), the provider's
+/// message id, its answer, and the error.
+fn columns(
+    outcome: &Outcome,
+) -> (
+    &'static str,
+    AttemptOutcome,
+    f64,
+    Option<&str>,
+    Option<&str>,
+    Option<String>,
+) {
+    match outcome {
         Outcome::Sent {
             provider_message_id,
             response,
@@ -446,41 +496,125 @@ pub async fn record_attempt(
             None,
             Some(reason.clone()),
         ),
-    };
-    let written = sqlx::query(
-        "with moved as (
-             update notifications
-             set status = $4,
-                 run_at = now() + make_interval(secs => $5),
+    }
+}
+
+/// One attempt of a group, for [`record_attempts`].
+#[derive(Debug, Clone)]
+pub struct GroupAttempt<'a> {
+    /// The notification.
+    pub id: NotificationId,
+    /// Facts about the attempt.
+    pub record: AttemptRecord<'a>,
+    /// How it ended.
+    pub outcome: &'a Outcome,
+}
+
+/// Records the attempts of a group of rows this worker claimed, and moves
+/// each row on, in one statement: [`record_attempt`] for many rows at once,
+/// with the same rules for each (nothing is written for a row whose claim
+/// was lost, except a `sent` after a cancel). Returns the rows written.
+#[tracing::instrument(skip_all, fields(rows = attempts.len()))]
+pub async fn record_attempts(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    attempts: &[GroupAttempt<'_>],
+) -> Result<Vec<NotificationId>, sqlx::Error> {
+    if attempts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let n = attempts.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut numbers = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    let mut message_ids = Vec::with_capacity(n);
+    let mut responses = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut outcomes = Vec::with_capacity(n);
+    let mut providers = Vec::with_capacity(n);
+    let mut latencies = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    let mut codes = Vec::with_capacity(n);
+    for a in attempts {
+        let (status, outcome, delay, message_id, response, error) = columns(a.outcome);
+        ids.push(a.id);
+        numbers.push(a.record.attempt);
+        statuses.push(status);
+        delays.push(delay);
+        message_ids.push(message_id);
+        responses.push(response);
+        errors.push(error);
+        outcomes.push(outcome.as_str());
+        providers.push(a.record.provider);
+        latencies.push(a.record.latency.as_millis().min(i32::MAX as u128) as i32);
+        workers.push(a.record.worker);
+        codes.push(a.record.code.map(i32::from));
+    }
+    sqlx::query_scalar(
+        "with o as (
+             select * from unnest($2::uuid[], $3::int4[], $4::text[], $5::float8[], $6::text[],
+                                  $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[],
+                                  $12::text[], $13::int4[])
+                 as o(id, attempt, status, delay, provider_message_id, response, error, outcome,
+                      provider, latency_ms, worker, code)
+         ),
+         moved as (
+             update notifications n
+             set status = o.status,
+                 run_at = now() + make_interval(secs => o.delay),
                  dispatched_at = null,
-                 provider_message_id = coalesce($6, provider_message_id),
-                 last_error = $8,
-                 sent_at = case when $4 = 'sent' then now() else sent_at end
-             where tenant_id = $1 and id = $2 and attempts = $3
-               and (status = 'sending' or (status = 'cancelled' and $4 = 'sent' and channel <> 'inapp'))
-             returning id
+                 provider_message_id = coalesce(o.provider_message_id, n.provider_message_id),
+                 last_error = o.error,
+                 sent_at = case when o.status = 'sent' then now() else n.sent_at end
+             from o
+             where n.tenant_id = $1 and n.id = o.id and n.attempts = o.attempt
+               and (n.status = 'sending' or (n.status = 'cancelled' and o.status = 'sent' and n.channel <> 'inapp'))
+             returning n.id
          )
          insert into delivery_attempts
              (tenant_id, notification_id, attempt, outcome, provider, provider_response, error, latency_ms, worker,
               response_code)
-         select $1, id, $3, $9, $10, $7, $8, $11, $12, $13 from moved",
+         select $1, o.id, o.attempt, o.outcome, o.provider, o.response, o.error, o.latency_ms, o.worker, o.code
+         from o join moved on moved.id = o.id
+         returning notification_id",
     )
     .bind(tenant_id)
-    .bind(id)
-    .bind(record.attempt)
-    .bind(status)
-    .bind(delay)
-    .bind(provider_message_id)
-    .bind(response)
-    .bind(error)
-    .bind(attempt_outcome)
-    .bind(record.provider)
-    .bind(record.latency.as_millis().min(i32::MAX as u128) as i32)
-    .bind(record.worker)
-    .bind(record.code.map(i32::from))
-    .execute(db)
-    .await?;
-    Ok(written.rows_affected() == 1)
+    .bind(&ids)
+    .bind(&numbers)
+    .bind(&statuses)
+    .bind(&delays)
+    .bind(&message_ids)
+    .bind(&responses)
+    .bind(&errors)
+    .bind(&outcomes)
+    .bind(&providers)
+    .bind(&latencies)
+    .bind(&workers)
+    .bind(&codes)
+    .fetch_all(db)
+    .await
+}
+
+/// Of the rows `ids` claimed for attempts `attempts` (one per id), those
+/// this worker still holds ([`still_claimed`] for many rows at once).
+#[tracing::instrument(skip_all, fields(rows = ids.len()))]
+pub async fn still_claimed_of(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+    attempts: &[i32],
+) -> Result<Vec<NotificationId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select n.id from notifications n
+         join unnest($2::uuid[], $3::int4[]) as c(id, attempt) on n.id = c.id
+         where n.tenant_id = $1 and n.status = 'sending' and n.attempts = c.attempt",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .bind(attempts)
+    .fetch_all(db)
+    .await
 }
 
 /// Records the providers an attempt moved past (failed or skipped) before

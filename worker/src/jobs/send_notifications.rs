@@ -34,7 +34,7 @@ use crate::{
     providers::{
         Receipt, SendError,
         chain::{self, ChainOutcome, Provider},
-        email::build_message,
+        email::{self, build_message},
         fcm::{self, PushContent, PushError},
         sendgrid, twilio,
         whatsapp::{self, WhatsAppContent},
@@ -168,27 +168,55 @@ pub async fn handle(
             );
         }
         let turns = waiting.clone();
-        futures::stream::iter(std::iter::from_fn(move || {
-            turns.lock().expect("not poisoned").pop_front()
-        }))
-        .for_each_concurrent(PARALLEL_SENDS, |row| {
-            let state = state.clone();
-            let task_id = task_id.clone();
-            async move {
-                deliver(
-                    &state,
-                    job.tenant_id,
-                    job.channel,
-                    providers,
-                    hooked,
-                    row,
-                    lease_ends,
-                    &task_id,
-                )
-                .await
-            }
-        })
-        .await;
+        // The claim checks of the sends and their outcomes are written for
+        // the group, a few at a time, beside the sends (see
+        // [`check_claims`] and [`record_group`]).
+        let (checks, asked) = tokio::sync::mpsc::unbounded_channel();
+        let (answers, answered) = tokio::sync::mpsc::unbounded_channel();
+        let checks = ClaimChecks(checks);
+        let check_until = lease_ends
+            .checked_sub(config.timeout())
+            .unwrap_or(lease_ends);
+        let sends = async {
+            futures::stream::iter(std::iter::from_fn(move || {
+                turns.lock().expect("not poisoned").pop_front()
+            }))
+            .for_each_concurrent(PARALLEL_SENDS, |row| {
+                let state = state.clone();
+                let task_id = task_id.clone();
+                let (checks, answers) = (&checks, &answers);
+                async move {
+                    let answered = deliver(
+                        &state,
+                        job.tenant_id,
+                        job.channel,
+                        providers,
+                        row,
+                        lease_ends,
+                        &task_id,
+                        checks,
+                    )
+                    .await;
+                    let Some(answered) = answered else { return };
+                    if job.channel == Channel::InApp {
+                        // Placed in the inbox row by row, with its events.
+                        record_alone(&state, job.tenant_id, hooked, answered).await;
+                    } else if let Err(unsent) = answers.send(answered) {
+                        // Only if the recorder is gone: written alone instead.
+                        record_alone(&state, job.tenant_id, hooked, unsent.0).await;
+                    }
+                }
+            })
+            .await;
+            // The recorder and the checker end once they have seen the last.
+            drop(answers);
+            drop(checks);
+        };
+        tokio::join!(
+            sends,
+            check_claims(&state, job.tenant_id, asked, check_until),
+            record_group(&state, job.tenant_id, hooked, answered),
+        );
         Ok(())
     }
     .instrument(span)
@@ -313,12 +341,14 @@ struct SmsContent {
     body: String,
 }
 
-/// Sends one claimed notification through one provider.
+/// Sends one claimed notification through one provider (SMTP over the
+/// connection `reserved` for it, if any).
 async fn send_with(
     state: &WorkerState,
     tenant_id: TenantId,
     row: &Claimed,
     provider: &Provider,
+    reserved: &std::sync::Mutex<Option<email::Connection>>,
 ) -> Result<Receipt, SendError> {
     let http = &state.http;
     match &provider.spec {
@@ -326,7 +356,8 @@ async fn send_with(
             let email = content::<EmailContent>(row)?;
             let (message, message_id) =
                 build_message(&state.email_from, row.id, &row.recipient, &email)?;
-            state.email.send(message, message_id).await
+            let reserved = reserved.lock().expect("not poisoned").take();
+            state.email.send(reserved, message, message_id).await
         }
         ProviderSpec::SendGrid(settings, credentials) => {
             let email = content::<EmailContent>(row)?;
@@ -443,13 +474,7 @@ async fn record_outcome(
     outcome: &Outcome,
     hooked: &[String],
 ) -> Result<bool, sqlx::Error> {
-    let event = match outcome {
-        Outcome::Sent { .. } => Some(WebhookEvent::Sent),
-        Outcome::Failed { .. } => Some(WebhookEvent::Failed),
-        Outcome::Suppressed { .. } => Some(WebhookEvent::Suppressed),
-        Outcome::Retry { .. } => None,
-    }
-    .filter(|e| hooked.iter().any(|h| h == e.as_str()));
+    let event = event_of(outcome).filter(|e| hooked.iter().any(|h| h == e.as_str()));
     let inbox_entry = match (row.subscriber_id, outcome) {
         (Some(subscriber_id), Outcome::Sent { .. }) => Some(subscriber_id),
         _ => None,
@@ -550,30 +575,87 @@ async fn defer(
     }
 }
 
+/// Outcomes of a group written together: at most this many in one
+/// statement.
+const RECORD_AT_MOST: usize = 64;
+
+/// How long the first outcome of a write waits for others to join it.
+const RECORD_LINGER: std::time::Duration = std::time::Duration::from_millis(3);
+
+/// Claim checks of a group asked at once: at most this many in one query.
+const CHECK_AT_MOST: usize = 256;
+
+/// One send's question to [`check_claims`]: is the row still this worker's?
+/// Answered with `None` when Postgres could not say in time.
+type ClaimQuestion = (
+    NotificationId,
+    i32,
+    tokio::sync::oneshot::Sender<Option<bool>>,
+);
+
+/// Where the sends of a group ask [`check_claims`] whether their rows are
+/// still theirs to send.
+struct ClaimChecks(tokio::sync::mpsc::UnboundedSender<ClaimQuestion>);
+
+/// Answers the claim checks of a group's sends. The questions that arrive
+/// while a query runs are answered together by the next one, so a group
+/// pays one round trip for many sends, and each answer is still read after
+/// its question was asked (right before its provider is called). Waits
+/// for Postgres until `until` (early enough in the lease for a send);
+/// without an answer by then the sends asking are told `None`. Ends when
+/// every sender is gone.
+async fn check_claims(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    mut asked: tokio::sync::mpsc::UnboundedReceiver<ClaimQuestion>,
+    until: tokio::time::Instant,
+) {
+    let mut batch = Vec::new();
+    while asked.recv_many(&mut batch, CHECK_AT_MOST).await > 0 {
+        let ids: Vec<NotificationId> = batch.iter().map(|q| q.0).collect();
+        let attempts: Vec<i32> = batch.iter().map(|q| q.1).collect();
+        let checked = persist::patiently("claim check", until, || {
+            notifications::still_claimed_of(&state.pool, tenant_id, &ids, &attempts)
+        })
+        .await;
+        let held: Option<std::collections::HashSet<NotificationId>> = match checked {
+            Ok(held) => Some(held.into_iter().collect()),
+            Err(error) => {
+                tracing::error!(
+                    error = &error as &dyn std::error::Error,
+                    "cannot check the claims before sending; not sent"
+                );
+                None
+            }
+        };
+        for (id, _, answer) in batch.drain(..) {
+            // A send that is gone (its job dropped) needs no answer.
+            let _ = answer.send(held.as_ref().map(|h| h.contains(&id)));
+        }
+    }
+}
+
 /// Whether the row is still this worker's to send: asked right before each
 /// call to a provider, since a cancel may have come while the row waited
-/// for its turn or for a rate limit. Waits for Postgres until `until`
-/// (early enough in the lease for a send); without an answer by then it is
-/// not sent, and is put back (if Postgres answers before the lease ends;
+/// for its turn or for a rate limit (the group's checks are answered
+/// together by [`check_claims`]). Without an answer in time it is not
+/// sent, and is put back (if Postgres answers before the lease ends;
 /// otherwise the dispatcher puts it back when the lease has run out).
 async fn still_claimed(
     state: &WorkerState,
     tenant_id: TenantId,
     row: &Claimed,
-    until: tokio::time::Instant,
+    checks: &ClaimChecks,
     lease_ends: tokio::time::Instant,
 ) -> bool {
-    let checked = persist::patiently("claim check", until, || {
-        notifications::still_claimed(&state.pool, tenant_id, row.id, row.attempts)
-    })
-    .await;
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let checked = match checks.0.send((row.id, row.attempts, answer)) {
+        Ok(()) => answered.await.ok().flatten(),
+        Err(_) => None,
+    };
     match checked {
-        Ok(claimed) => claimed,
-        Err(error) => {
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "cannot check the claim before sending; not sent"
-            );
+        Some(claimed) => claimed,
+        None => {
             let now = chrono::Utc::now();
             defer(
                 state,
@@ -589,8 +671,220 @@ async fn still_claimed(
     }
 }
 
-/// Delivers one claimed notification on its channel and records the attempt
-/// (waiting for Postgres, if need be, until `lease_ends`).
+/// A provider's answer (or the preferences' verdict) for one row, to be
+/// recorded.
+struct Answered {
+    /// The row.
+    row: Claimed,
+    /// Its channel.
+    channel: Channel,
+    /// The provider that answered last.
+    provider: String,
+    /// How long the delivery took.
+    latency: std::time::Duration,
+    /// The provider's status code.
+    code: Option<u16>,
+    /// How the attempt ended.
+    outcome: Outcome,
+    /// Until when the write waits for Postgres.
+    record_until: tokio::time::Instant,
+    /// The row's delivery span, for what is logged once it is recorded.
+    span: tracing::Span,
+}
+
+impl Answered {
+    fn record<'a>(&'a self, worker: &'a str) -> AttemptRecord<'a> {
+        AttemptRecord {
+            attempt: self.row.attempts,
+            provider: &self.provider,
+            latency: self.latency,
+            worker,
+            code: self.code,
+        }
+    }
+}
+
+/// The webhook event an outcome raises.
+fn event_of(outcome: &Outcome) -> Option<WebhookEvent> {
+    match outcome {
+        Outcome::Sent { .. } => Some(WebhookEvent::Sent),
+        Outcome::Failed { .. } => Some(WebhookEvent::Failed),
+        Outcome::Suppressed { .. } => Some(WebhookEvent::Suppressed),
+        Outcome::Retry { .. } => None,
+    }
+}
+
+/// Records one answer alone (see [`record_outcome`]), waiting for Postgres
+/// until its `record_until`, and reports it.
+async fn record_alone(state: &WorkerState, tenant_id: TenantId, hooked: &[String], a: Answered) {
+    let recorded = persist::patiently("outcome", a.record_until, || {
+        record_outcome(
+            state,
+            tenant_id,
+            &a.row,
+            a.record(&state.name),
+            &a.outcome,
+            hooked,
+        )
+    })
+    .await;
+    report(&a, recorded.as_ref().map(|r| *r));
+}
+
+/// Records the answers of a group's sends as they come, a few in one
+/// statement (see [`record_answers`]): a write takes what is waiting, up to
+/// [`RECORD_AT_MOST`], after letting the first wait [`RECORD_LINGER`] for
+/// company. An answer not yet written when the process dies is only ever
+/// sent again (its row stays `sending` until the lease sweep queues it),
+/// never lost. Ends when every sender is gone and all is written.
+async fn record_group(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    hooked: &[String],
+    mut answered: tokio::sync::mpsc::UnboundedReceiver<Answered>,
+) {
+    let mut batch = Vec::with_capacity(RECORD_AT_MOST);
+    loop {
+        if answered.recv_many(&mut batch, RECORD_AT_MOST).await == 0 {
+            return;
+        }
+        let linger = tokio::time::sleep(RECORD_LINGER);
+        tokio::pin!(linger);
+        while batch.len() < RECORD_AT_MOST {
+            let room = RECORD_AT_MOST - batch.len();
+            tokio::select! {
+                more = answered.recv_many(&mut batch, room) => {
+                    if more == 0 {
+                        break;
+                    }
+                }
+                () = &mut linger => break,
+            }
+        }
+        record_answers(state, tenant_id, hooked, &batch).await;
+        batch.clear();
+    }
+}
+
+/// Writes answers of a group in one statement
+/// ([`notifications::record_attempts`]), waiting for Postgres until the
+/// latest of their `record_until`s, and reports each. When an endpoint of
+/// the tenant listens for a final status among them, the webhook deliveries
+/// are queued in the same transaction and their job pushed after the
+/// commit.
+async fn record_answers(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    hooked: &[String],
+    answers: &[Answered],
+) {
+    let Some(until) = answers.iter().map(|a| a.record_until).max() else {
+        return;
+    };
+    let attempts: Vec<_> = answers
+        .iter()
+        .map(|a| notifications::GroupAttempt {
+            id: a.row.id,
+            record: a.record(&state.name),
+            outcome: &a.outcome,
+        })
+        .collect();
+    let hooks: Vec<(NotificationId, WebhookEvent)> = answers
+        .iter()
+        .filter_map(|a| Some((a.row.id, event_of(&a.outcome)?)))
+        .filter(|(_, e)| hooked.iter().any(|h| h == e.as_str()))
+        .collect();
+    let written = persist::patiently("outcome", until, || async {
+        if hooks.is_empty() {
+            return notifications::record_attempts(&state.pool, tenant_id, &attempts)
+                .await
+                .map(|w| (w, Vec::new()));
+        }
+        let mut tx = state.pool.begin().await?;
+        let written = notifications::record_attempts(&mut *tx, tenant_id, &attempts).await?;
+        let max_attempts = state.jobs.queue(QueueName::Webhook).max_attempts;
+        let mut deliveries = Vec::new();
+        for (id, event) in &hooks {
+            if written.contains(id) {
+                deliveries.extend(
+                    webhooks::enqueue_for_notification(
+                        &mut tx,
+                        tenant_id,
+                        *id,
+                        *event,
+                        max_attempts,
+                    )
+                    .await?,
+                );
+            }
+        }
+        tx.commit().await?;
+        Ok((written, deliveries))
+    })
+    .await;
+    match written {
+        Ok((written, deliveries)) => {
+            deliver_webhooks::push(state, tenant_id, deliveries).await;
+            let written: std::collections::HashSet<_> = written.into_iter().collect();
+            for a in answers {
+                report(a, Ok(written.contains(&a.row.id)));
+            }
+        }
+        Err(error) => {
+            for a in answers {
+                report(a, Err(&error));
+            }
+        }
+    }
+}
+
+/// Logs and counts a recorded answer (in its row's span).
+fn report(a: &Answered, recorded: Result<bool, &sqlx::Error>) {
+    let _entered = a.span.enter();
+    let channel = a.channel;
+    let queue = shared::jobs::QueueName::for_channel(channel);
+    match recorded {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "the claim was lost (cancelled, or its lease ran out) before the outcome was recorded"
+        ),
+        Err(error) => {
+            // Only when Postgres stayed away for the whole lease (or
+            // refused the write): the dispatcher puts the row back, at
+            // least once, never lost.
+            tracing::error!(
+                error = error as &dyn std::error::Error,
+                "cannot record the attempt"
+            );
+        }
+    }
+    let (label, metric) = match &a.outcome {
+        Outcome::Sent { .. } => ("sent", "jobs_succeeded_total"),
+        Outcome::Retry { .. } => ("retry", "jobs_retried_total"),
+        Outcome::Failed { .. } => ("failed", "jobs_failed_total"),
+        Outcome::Suppressed { .. } => ("suppressed", "jobs_succeeded_total"),
+    };
+    metrics::counter!(metric, "queue" => queue.as_str()).increment(1);
+    metrics::counter!("notifications_sent_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
+    metrics::histogram!("job_duration_seconds", "queue" => queue.as_str())
+        .record(a.latency.as_secs_f64());
+    match &a.outcome {
+        Outcome::Sent { .. } => tracing::info!(latency_ms = a.latency.as_millis() as u64, "sent"),
+        Outcome::Retry { after, .. } => {
+            tracing::info!(
+                retry_in_ms = after.as_millis() as u64,
+                "transient failure; will retry"
+            )
+        }
+        Outcome::Failed { .. } => tracing::warn!("failed permanently"),
+        Outcome::Suppressed { .. } => tracing::info!("suppressed by the subscriber's preferences"),
+    }
+}
+
+/// Delivers one claimed notification on its channel and returns the answer
+/// to record, or `None` when there is nothing to record (deferred, or no
+/// longer this worker's). Failovers on the way are recorded here (waiting
+/// for Postgres, if need be, until the lease ends).
 #[expect(
     clippy::too_many_arguments,
     reason = "what the group's rows share, passed as the job has it"
@@ -600,11 +894,11 @@ async fn deliver(
     tenant_id: TenantId,
     channel: Channel,
     providers: &[Provider],
-    hooked: &[String],
     row: Claimed,
     lease_ends: tokio::time::Instant,
     task_id: &TaskId,
-) {
+    checks: &ClaimChecks,
+) -> Option<Answered> {
     let queue = shared::jobs::QueueName::for_channel(channel);
     let span = tracing::info_span!(
         "delivery",
@@ -614,6 +908,7 @@ async fn deliver(
         notification_id = %row.id,
         attempt = row.attempts,
     );
+    let kept = span.clone();
     async move {
         metrics::counter!("jobs_started_total", "queue" => queue.as_str()).increment(1);
         let started = Instant::now();
@@ -626,7 +921,7 @@ async fn deliver(
         let (provider, result): (String, Result<Receipt, SendError>) = match verdict {
             Verdict::Defer(until) => {
                 defer(state, tenant_id, &row, until, lease_ends, "quiet hours").await;
-                return;
+                return None;
             }
             Verdict::Suppress(reason) => ("preferences".into(), Err(SendError::Suppressed(reason))),
             // The row is the inbox entry: marking it sent puts it there.
@@ -637,14 +932,23 @@ async fn deliver(
             Verdict::Send if providers.is_empty() => ("none".into(), Err(chain::none_configured(channel))),
             Verdict::Send => {
                 let row = &row;
-                // Leave room in the lease for the send.
-                let check_until = lease_ends.checked_sub(config.timeout()).unwrap_or(lease_ends);
+                // The platform's relay, unlimited, goes first: wait for a
+                // pooled connection before the claim is checked, so the
+                // message goes right after the check.
+                let relay_first = providers
+                    .first()
+                    .is_some_and(|p| matches!(p.spec, ProviderSpec::Smtp(_)) && p.id.is_none() && p.rate.is_none());
+                let reserved = std::sync::Mutex::new(match relay_first {
+                    true => state.email.reserve().await,
+                    false => None,
+                });
+                let reserved = &reserved;
                 let (outcome, skipped) = chain::run(
                     &state.guard,
                     providers,
                     config.timeout(),
-                    || still_claimed(state, tenant_id, row, check_until, lease_ends),
-                    |i| send_with(state, tenant_id, row, &providers[i]),
+                    || still_claimed(state, tenant_id, row, checks, lease_ends),
+                    |i| send_with(state, tenant_id, row, &providers[i], reserved),
                 )
                 .await;
                 hops = skipped;
@@ -654,12 +958,12 @@ async fn deliver(
                     ChainOutcome::Busy(wait) => {
                         let until = chrono::Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
                         defer(state, tenant_id, row, until, lease_ends, "every provider is paused or rate limited").await;
-                        return;
+                        return None;
                     }
                     ChainOutcome::Withdrawn => {
                         tracing::info!("no longer this worker's before a provider had it (cancelled, or put back); not sent");
                         metrics::counter!("notifications_withdrawn_total", "channel" => channel.as_str()).increment(1);
-                        return;
+                        return None;
                     }
                 }
             }
@@ -698,49 +1002,7 @@ async fn deliver(
             }
             metrics::counter!("provider_failovers_total", "channel" => channel.as_str()).increment(hops.len() as u64);
         }
-        let label = match &outcome {
-            Outcome::Sent { .. } => "sent",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Failed { .. } => "failed",
-            Outcome::Suppressed { .. } => "suppressed",
-        };
-        let record = AttemptRecord {
-            attempt: row.attempts,
-            provider: &provider,
-            latency,
-            worker: &state.name,
-            code,
-        };
-        let recorded = persist::patiently("outcome", record_until, || {
-            record_outcome(state, tenant_id, &row, record.clone(), &outcome, hooked)
-        })
-        .await;
-        match recorded {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!("the claim was lost (cancelled, or its lease ran out) before the outcome was recorded"),
-            Err(error) => {
-                // Only when Postgres stayed away for the whole lease (or
-                // refused the write): the dispatcher puts the row back, at
-                // least once, never lost.
-                tracing::error!(error = &error as &dyn std::error::Error, "cannot record the attempt");
-            }
-        }
-        let metric = match label {
-            "sent" | "suppressed" => "jobs_succeeded_total",
-            "retry" => "jobs_retried_total",
-            _ => "jobs_failed_total",
-        };
-        metrics::counter!(metric, "queue" => queue.as_str()).increment(1);
-        metrics::counter!("notifications_sent_total", "channel" => channel.as_str(), "outcome" => label).increment(1);
-        metrics::histogram!("job_duration_seconds", "queue" => queue.as_str()).record(latency.as_secs_f64());
-        match &outcome {
-            Outcome::Sent { .. } => tracing::info!(latency_ms = latency.as_millis() as u64, "sent"),
-            Outcome::Retry { after, .. } => {
-                tracing::info!(retry_in_ms = after.as_millis() as u64, "transient failure; will retry")
-            }
-            Outcome::Failed { .. } => tracing::warn!("failed permanently"),
-            Outcome::Suppressed { .. } => tracing::info!("suppressed by the subscriber's preferences"),
-        }
+        Some(Answered { row, channel, provider, latency, code, outcome, record_until, span: kept })
     }
     .instrument(span)
     .await

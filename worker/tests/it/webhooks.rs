@@ -511,3 +511,125 @@ async fn provider_errors_that_echo_the_request_reach_no_webhook_or_status() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_email_of_a_batch_is_recorded_once_with_its_own_event_whatever_its_outcome() {
+    let receiver = Receiver::start().await;
+    let app = builder().spawn().await;
+    register(
+        &app,
+        &receiver.url("/hook"),
+        &["notification.sent", "notification.suppressed"],
+    )
+    .await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({
+            "key": "results", "name": "Results ready", "category": "results",
+            "default_locale": "en", "default_channels": ["email"],
+            "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}"}}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    // Three of the twenty-four turned these emails off.
+    let opted_out = [3, 11, 19];
+    for i in opted_out {
+        let resp = app
+            .client
+            .put(app.url(&format!("/api/v1/services/subscribers/p{i}")))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"email": format!("p{i}@example.org")}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let resp = app
+            .client
+            .put(app.url(&format!("/api/v1/services/subscribers/p{i}/preferences")))
+            .bearer_auth(&app.api_key)
+            .json(&json!({"categories": {"results": {"enabled": false}}}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    }
+    let recipients: Vec<Value> = (0..24)
+        .map(|i| {
+            json!({"subscriber_id": format!("p{i}"), "email": format!("p{i}@example.org"),
+                   "data": {"name": format!("P{i}")}})
+        })
+        .collect();
+    let resp = app
+        .client
+        .post(app.url("/api/v1/services/notifications/send-batch"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"template": "results", "channels": ["email"], "recipients": recipients}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+
+    let hooks = receiver.wait_for(24, WAIT).await;
+    app.smtp.wait_for(21, WAIT).await;
+    let pool = app.pool.clone();
+    let rows: Vec<(String, String, i32, String, String, Option<i32>)> = sqlx::query_as(
+        "select n.recipient, n.status, a.attempt, a.outcome, a.provider, a.response_code
+         from notifications n join delivery_attempts a on a.notification_id = n.id
+         order by n.recipient",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 24, "one attempt each: {rows:?}");
+    for (recipient, status, attempt, outcome, provider, code) in rows {
+        let i: usize = recipient
+            .trim_start_matches('p')
+            .trim_end_matches("@example.org")
+            .parse()
+            .unwrap();
+        let expected = if opted_out.contains(&i) {
+            ("suppressed", "preferences", None)
+        } else {
+            ("sent", "smtp", Some(250))
+        };
+        assert_eq!(
+            (
+                status.as_str(),
+                attempt,
+                outcome.as_str(),
+                provider.as_str(),
+                code
+            ),
+            (expected.0, 1, expected.0, expected.1, expected.2),
+            "{recipient}"
+        );
+    }
+    let events: std::collections::BTreeSet<(String, String)> = hooks
+        .iter()
+        .map(|h| {
+            let body = h.json();
+            (
+                body["data"]["notification_id"].as_str().unwrap().to_owned(),
+                body["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let notified: std::collections::BTreeSet<&String> = events.iter().map(|e| &e.0).collect();
+    assert_eq!(
+        (hooks.len(), events.len(), notified.len()),
+        (24, 24, 24),
+        "one event per notification"
+    );
+    let suppressed = events
+        .iter()
+        .filter(|(_, t)| t == "notification.suppressed")
+        .count();
+    assert_eq!(suppressed, 3);
+    // Every row is final: nothing is left to send again.
+    assert_eq!(app.smtp.received().len(), 21, "each email sent once");
+    app.shutdown().await;
+}
