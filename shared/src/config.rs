@@ -904,7 +904,7 @@ mod tests {
         let err = error_of(&REAL.replace("[queues.maintenance]", "[queues.fax]"));
         assert_eq!(
             err,
-            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv, invitation, baa_reminder, ups_poll"
+            "queues.fax: unknown queue; the queues are email, sms, push, whatsapp, inapp, webhook, maintenance, batch_chunk, bulk_csv, bulk_chunk, invitation, baa_reminder, ups_poll"
         );
         let err = error_of(&REAL.replace("job = \"vacuum_queues\"", "job = \"vacuum_everything\""));
         assert!(

@@ -125,78 +125,69 @@ pub async fn record_inbox_events(
 /// preferences into their subscribers' inboxes, in a handful of statements
 /// whatever the group's size. A row is taken when it is due, has attempts
 /// left, has a subscriber, and is critical or its subscriber has no stored
-/// preferences; it is claimed and delivered in the same statement. The
-/// subscribers are locked in one order, every row taken moves to `sent`
-/// with its attempt recorded, and each subscriber gets one
-/// `notification.created` event per new entry and then one
-/// `unread_count.changed` with the count after all of them. Rows not taken
-/// are left as they are. Returns the rows delivered and the events to
-/// publish after the commit.
+/// preferences; it is claimed and delivered in the same statement (no
+/// attempt row: placing a message in an inbox has no provider answer to
+/// keep). The subscribers are locked in one order and the events written by
+/// [`announce_placed`]. Rows not taken are left as they are. Returns the rows
+/// delivered and the events to publish after the commit.
 pub async fn deliver_inbox_group(
     tx: &mut PgConnection,
     tenant_id: TenantId,
     ids: &[NotificationId],
-    worker: &str,
-    latency_ms: i32,
 ) -> Result<(Vec<NotificationId>, Vec<Event>), sqlx::Error> {
-    use std::collections::BTreeMap;
     sqlx::query(
         "select 1 from subscribers where tenant_id = $1 and id in (
              select subscriber_id from notifications where tenant_id = $1 and id = any($2))
-         order by id for update",
+         order by id for no key update",
     )
     .bind(tenant_id)
     .bind(ids)
     .execute(&mut *tx)
     .await?;
     let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(
-        "with moved as (
-             update notifications n
-             set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
-                 provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
-             where n.tenant_id = $1 and n.id = any($2)
-               and n.channel = 'inapp' and n.status in ('queued', 'deferred')
-               and n.run_at <= now() and n.attempts < n.max_attempts
-               and n.subscriber_id is not null
-               and (n.critical or not exists (
-                   select 1 from subscriber_preferences p
-                   where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))
-             returning n.id, n.attempts, n.subscriber_id, n.category, n.content, n.read_at,
-                       n.archived_at, n.created_at
-         ), recorded as (
-             insert into delivery_attempts
-                 (tenant_id, notification_id, attempt, outcome, provider, provider_response, latency_ms, worker)
-             select $1, id, attempts, 'sent', 'inapp', 'placed in the inbox', $4, $3 from moved
-         )
-         select subscriber_id, id, category, content, read_at, archived_at, created_at
-         from moved order by subscriber_id, created_at, id",
+        "update notifications n
+         set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
+             provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
+         where n.tenant_id = $1 and n.id = any($2)
+           and n.channel = 'inapp' and n.status in ('queued', 'deferred')
+           and n.run_at <= now() and n.attempts < n.max_attempts
+           and n.subscriber_id is not null
+           and (n.critical or not exists (
+               select 1 from subscriber_preferences p
+               where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))
+         returning n.subscriber_id, n.id, n.category, n.content, n.read_at, n.archived_at,
+                   n.created_at",
     )
     .bind(tenant_id)
     .bind(ids)
-    .bind(worker)
-    .bind(latency_ms)
     .fetch_all(&mut *tx)
     .await?
     .into_iter()
-    .map(|r| {
-        (
-            r.subscriber_id,
-            inbox::Item {
-                id: r.id,
-                category: r.category,
-                content: r.content,
-                read_at: r.read_at,
-                archived_at: r.archived_at,
-                created_at: r.created_at,
-            },
-        )
-    })
+    .map(MovedRow::into_parts)
     .collect();
-    if moved.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+    let placed = moved.iter().map(|(_, item)| item.id).collect();
+    let events = announce_placed(tx, tenant_id, moved).await?;
+    Ok((placed, events))
+}
+
+/// Writes the real-time events of new inbox entries, in the transaction that
+/// placed them, whose subscribers it has locked (`for no key update`, in id
+/// order, before placing them): each subscriber gets one
+/// `notification.created` per entry, oldest first, and then one
+/// `unread_count.changed` with the count after all of them. Returns the
+/// events to publish after the commit.
+pub async fn announce_placed(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    mut placed: Vec<(SubscriberId, inbox::Item)>,
+) -> Result<Vec<Event>, sqlx::Error> {
+    use std::collections::BTreeMap;
+    if placed.is_empty() {
+        return Ok(Vec::new());
     }
+    placed.sort_by_key(|(s, item)| (*s, item.created_at, item.id));
     let mut per: BTreeMap<SubscriberId, Vec<&inbox::Item>> = BTreeMap::new();
-    for (s, item) in &moved {
+    for (s, item) in &placed {
         per.entry(*s).or_default().push(item);
     }
     let subscribers: Vec<SubscriberId> = per.keys().copied().collect();
@@ -273,7 +264,7 @@ pub async fn deliver_inbox_group(
     .into_iter()
     .next()
     .unwrap_or_else(Utc::now);
-    let events = rows
+    Ok(rows
         .into_iter()
         .map(|(_, seq, kind, data, subject)| Event {
             tenant_id,
@@ -283,8 +274,7 @@ pub async fn deliver_inbox_group(
             data,
             at,
         })
-        .collect();
-    Ok((moved.iter().map(|(_, item)| item.id).collect(), events))
+        .collect())
 }
 
 #[derive(sqlx::FromRow)]
@@ -296,4 +286,20 @@ struct MovedRow {
     read_at: Option<DateTime<Utc>>,
     archived_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
+}
+
+impl MovedRow {
+    fn into_parts(self) -> (SubscriberId, inbox::Item) {
+        (
+            self.subscriber_id,
+            inbox::Item {
+                id: self.id,
+                category: self.category,
+                content: self.content,
+                read_at: self.read_at,
+                archived_at: self.archived_at,
+                created_at: self.created_at,
+            },
+        )
+    }
 }

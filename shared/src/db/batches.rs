@@ -632,9 +632,29 @@ pub async fn subscriber_ids(
     .await
 }
 
+/// What [`expand`] wrote.
+#[derive(Debug, Default)]
+pub struct ExpandedChunk {
+    /// Notifications inserted.
+    pub inserted: u64,
+    /// In-app notifications inserted already in their subscribers' inboxes,
+    /// with their subscribers; the caller announces them
+    /// ([`crate::events::announce_placed`]) in the same transaction.
+    pub placed: Vec<(SubscriberId, crate::db::inbox::Item)>,
+}
+
 /// Inserts a chunk's notifications in one statement (rows that exist from an
-/// earlier run are left alone) and marks the chunk expanded. Returns how
-/// many rows were inserted.
+/// earlier run are left alone) and marks the chunk expanded.
+///
+/// Each notification is a send of its own, found by its id: its `send_id`
+/// stays empty, which keeps it out of that index.
+///
+/// With `place_inapp`, in-app notifications that leave nothing to decide
+/// (queued, with a subscriber who is locked here, and critical or whose
+/// subscriber has no stored preferences) are inserted already `sent`, in
+/// the inbox: written once, never dispatched nor claimed. The caller passes
+/// `false` when someone must hear of each send on its own (a tenant webhook
+/// for `notification.sent`); those rows then go through the channel queue.
 #[expect(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(rows = rows.len()))]
 pub async fn expand(
@@ -646,26 +666,62 @@ pub async fn expand(
     metadata: &Value,
     category: Option<&str>,
     critical: bool,
-) -> Result<u64, sqlx::Error> {
+    place_inapp: bool,
+) -> Result<ExpandedChunk, sqlx::Error> {
     let ids: Vec<NotificationId> = rows.iter().map(|_| NotificationId::new()).collect();
     let indexes: Vec<i32> = rows.iter().map(|r| r.index).collect();
     let channels: Vec<&str> = rows.iter().map(|r| r.channel.as_str()).collect();
     let recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
-    let contents: Vec<Value> = rows.iter().map(|r| r.content.clone()).collect();
+    let contents: Vec<&Value> = rows.iter().map(|r| &r.content).collect();
     let subscribers: Vec<Option<SubscriberId>> = rows.iter().map(|r| r.subscriber_id).collect();
     let statuses: Vec<&str> = rows.iter().map(|r| r.status.as_str()).collect();
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.max_attempts).collect();
-    let inserted = sqlx::query(
-        "insert into notifications
+    if place_inapp {
+        // In one order, as every inbox change takes them.
+        let mut inbox_owners: Vec<SubscriberId> = rows
+            .iter()
+            .filter(|r| r.channel == Channel::InApp && r.status == NotificationStatus::Queued)
+            .filter_map(|r| r.subscriber_id)
+            .collect();
+        inbox_owners.sort_unstable();
+        inbox_owners.dedup();
+        if !inbox_owners.is_empty() {
+            sqlx::query(
+                "select 1 from subscribers where tenant_id = $1 and id = any($2)
+                 order by id for no key update",
+            )
+            .bind(tenant_id)
+            .bind(&inbox_owners)
+            .execute(&mut *db)
+            .await?;
+        }
+    }
+    let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
+        "with r as (
+             select * from unnest($8::uuid[], $9::int4[], $10::text[], $11::text[], $12::jsonb[],
+                                  $13::uuid[], $14::text[], $15::text[], $3::int4[])
+                 as r(id, idx, channel, recipient, content, subscriber_id, status, error, max_attempts)
+         ), placed as (
+             select r.id from r
+             where $16 and r.channel = 'inapp' and r.status = 'queued' and r.subscriber_id is not null
+               and ($5 or not exists (
+                   select 1 from subscriber_preferences p
+                   where p.tenant_id = $1 and p.subscriber_id = r.subscriber_id))
+         )
+         insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, subscriber_id,
-              category, critical, send_id, status, last_error, batch_id, batch_seq, batch_index)
+              category, critical, send_id, status, last_error, batch_id, batch_seq, batch_index,
+              attempts, provider_message_id, sent_at)
          select r.id, $1, r.channel, r.recipient, r.content, $2, r.max_attempts, r.subscriber_id,
-                $4, $5, r.id, r.status, r.error, $6, $7, r.idx
-         from unnest($8::uuid[], $9::int4[], $10::text[], $11::text[], $12::jsonb[], $13::uuid[],
-                     $14::text[], $15::text[], $3::int4[])
-              as r(id, idx, channel, recipient, content, subscriber_id, status, error, max_attempts)
-         on conflict (batch_id, batch_seq, batch_index, channel) where batch_id is not null do nothing",
+                $4, $5, null, case when p.id is null then r.status else 'sent' end, r.error,
+                $6, $7, r.idx,
+                case when p.id is null then 0 else 1 end,
+                case when p.id is not null then 'inapp:' || r.id::text end,
+                case when p.id is not null then now() end
+         from r left join placed p on p.id = r.id
+         on conflict (batch_id, batch_seq, batch_index, channel) where batch_id is not null do nothing
+         returning id, status = 'sent', created_at",
     )
     .bind(tenant_id)
     .bind(metadata)
@@ -682,7 +738,8 @@ pub async fn expand(
     .bind(&subscribers)
     .bind(&statuses)
     .bind(&errors)
-    .execute(&mut *db)
+    .bind(place_inapp)
+    .fetch_all(&mut *db)
     .await?;
     sqlx::query(
         "update batch_chunks set expanded_at = now()
@@ -693,7 +750,30 @@ pub async fn expand(
     .bind(seq)
     .execute(&mut *db)
     .await?;
-    Ok(inserted.rows_affected())
+    let by_id: std::collections::HashMap<NotificationId, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let placed = written
+        .iter()
+        .filter(|(_, sent, _)| *sent)
+        .filter_map(|(id, _, created_at)| {
+            let row = &rows[*by_id.get(id)?];
+            Some((
+                row.subscriber_id?,
+                crate::db::inbox::Item {
+                    id: *id,
+                    category: category.map(str::to_owned),
+                    content: Json(row.content.clone()),
+                    read_at: None,
+                    archived_at: None,
+                    created_at: *created_at,
+                },
+            ))
+        })
+        .collect();
+    Ok(ExpandedChunk {
+        inserted: written.len() as u64,
+        placed,
+    })
 }
 
 /// One recipient of a chunk, as stored with it.

@@ -20,14 +20,16 @@ pub struct StoredEvent {
 }
 
 /// Locks the subscriber for the rest of the transaction, so changes to their
-/// inbox and the events that report them happen in one order.
+/// inbox and the events that report them happen in one order. The lock is
+/// `for no key update`: it orders inbox changes without holding up inserts
+/// of new notifications that merely reference the subscriber.
 #[tracing::instrument(skip_all)]
 pub async fn lock_subscriber(
     tx: &mut PgConnection,
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("select 1 from subscribers where tenant_id = $1 and id = $2 for update")
+    sqlx::query("select 1 from subscribers where tenant_id = $1 and id = $2 for no key update")
         .bind(tenant_id)
         .bind(subscriber_id)
         .execute(tx)

@@ -5,8 +5,11 @@
 //! the batch, and all the notifications are inserted in one statement in the
 //! same transaction that marks the chunk expanded. A repeated or concurrent
 //! job finds the chunk expanded and does nothing; a crash rolls everything
-//! back and the chunk is swept again. The rows are born undispatched, so the
-//! scheduler's dispatcher feeds them to the channel queues under its window.
+//! back and the chunk is swept again. In-app notifications that leave
+//! nothing to decide are written once, already in their subscribers'
+//! inboxes with their real-time events; the other rows are born
+//! undispatched, so the scheduler's dispatcher feeds them to the channel
+//! queues under its window.
 
 use std::{collections::HashMap, sync::Arc};
 
@@ -14,9 +17,11 @@ use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use serde_json::{Value, json};
 use shared::{
     db::batches::{self, Expanded, StoredRecipient},
+    db::webhooks,
     domain::{Channel, NotificationStatus},
     events::Event,
     jobs::{ExpandBatchChunk, Job, QueueName},
+    webhooks::WebhookEvent,
 };
 use tracing::Instrument;
 
@@ -157,7 +162,13 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
             });
         }
     }
-    let created = batches::expand(
+    // Someone who hears of each send on its own gets it from the channel
+    // queue's worker; otherwise in-app rows go straight into the inboxes.
+    let hooked = webhooks::subscribed_events(&mut *tx, job.tenant_id)
+        .await
+        .context("while reading webhook subscriptions")?;
+    let place_inapp = !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+    let written = batches::expand(
         &mut tx,
         job.tenant_id,
         job.batch_id,
@@ -166,11 +177,25 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         &chunk.metadata.0,
         template.as_ref().and_then(|t| t.template().category()),
         template.as_ref().is_some_and(|t| t.template().critical()),
+        place_inapp,
     )
     .await
     .context("while inserting the notifications")?;
+    let placed = written.placed.len() as u64;
+    let events = shared::events::announce_placed(&mut tx, job.tenant_id, written.placed)
+        .await
+        .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
-    Ok(Some(created))
+    if placed > 0 {
+        metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);
+        metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
+            .increment(placed);
+        if let Err(error) = shared::events::publish(&state.queues, &events).await {
+            // Connected clients catch up from Postgres when they reconnect.
+            tracing::warn!(%error, "cannot publish inbox events");
+        }
+    }
+    Ok(Some(written.inserted))
 }
 
 /// The batch's default data with the recipient's keys over it.

@@ -254,13 +254,9 @@ async fn place_in_inboxes(
     tenant_id: TenantId,
     ids: &[NotificationId],
 ) -> Option<Vec<NotificationId>> {
-    let started = Instant::now();
     let result = async {
         let mut tx = state.pool.begin().await?;
-        let latency = started.elapsed().as_millis().min(i32::MAX as u128) as i32;
-        let done =
-            shared::events::deliver_inbox_group(&mut tx, tenant_id, ids, &state.name, latency)
-                .await?;
+        let done = shared::events::deliver_inbox_group(&mut tx, tenant_id, ids).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(done)
     }
