@@ -628,6 +628,19 @@ pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, Api
     }
 }
 
+/// Whether in-app sends of `tenant_id` may go into the inbox as they are
+/// accepted: not when the tenant hears of each send on its own
+/// (`notification.sent` webhooks), which the channel's worker reports.
+async fn places_inapp_now(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: shared::domain::TenantId,
+) -> Result<bool, sqlx::Error> {
+    let hooked = shared::db::webhooks::subscribed_events(&mut *tx, tenant_id).await?;
+    Ok(!hooked
+        .iter()
+        .any(|h| h == shared::webhooks::WebhookEvent::Sent.as_str()))
+}
+
 fn accepted(
     created: &[(NotificationId, Channel, NotificationStatus)],
     skipped: Vec<SkippedChannel>,
@@ -985,10 +998,36 @@ impl NotificationsApi {
                 } => return Err(ApiError::IdempotencyKeyReused),
             }
         }
+        // An in-app message that leaves nothing to decide goes into the
+        // inbox in this transaction: no job, no claim, no second write.
+        let inapp: Vec<NotificationId> = created
+            .iter()
+            .filter(|(_, c, _)| *c == Channel::InApp)
+            .map(|(id, _, _)| *id)
+            .collect();
+        let mut inbox_events = Vec::new();
+        if run_at.is_none() && !inapp.is_empty() && places_inapp_now(&mut tx, tenant_id).await? {
+            let (placed, events) =
+                shared::events::deliver_inbox_group(&mut tx, tenant_id, &inapp).await?;
+            for (id, _, status) in &mut created {
+                if placed.contains(id) {
+                    *status = NotificationStatus::Sent;
+                }
+            }
+            inbox_events = events;
+        }
         tx.commit().await?;
         for (_, channel, _) in &created {
             metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
                 .increment(1);
+        }
+        if !inbox_events.is_empty() {
+            metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
+                .increment(1);
+            if let Err(error) = shared::events::publish(&state.queues, &inbox_events).await {
+                // Connected clients catch up from Postgres when they reconnect.
+                tracing::warn!(%error, "cannot publish inbox events");
+            }
         }
         for (queue, room) in push {
             if !room {
@@ -996,9 +1035,14 @@ impl NotificationsApi {
             }
             let ids: Vec<NotificationId> = created
                 .iter()
-                .filter(|(_, c, _)| QueueName::for_channel(*c) == queue)
+                .filter(|(_, c, s)| {
+                    QueueName::for_channel(*c) == queue && *s == NotificationStatus::Queued
+                })
                 .map(|(id, _, _)| *id)
                 .collect();
+            if ids.is_empty() {
+                continue;
+            }
             let channel = created
                 .iter()
                 .find(|(_, c, _)| QueueName::for_channel(*c) == queue)
