@@ -711,8 +711,9 @@ impl BatchesApi {
     }
 
     /// Close a batch: no more chunks. It becomes `completed` once every
-    /// notification is final. Closing a closed batch is a no-op; a
-    /// cancelled or completed one answers 409.
+    /// notification is final. Closing a closed or completed batch is a
+    /// no-op (a retried close may find its batch already finished); a
+    /// cancelled one answers 409.
     #[oai(
         path = "/batches/:id/close",
         method = "post",
@@ -729,7 +730,7 @@ impl BatchesApi {
         let mut conn = state.pool.acquire().await?;
         match batches::close(&mut conn, tenant_id, id).await? {
             batches::Transition::Done => tracing::info!(batch_id = %id, "batch closed"),
-            batches::Transition::Refused(s) if s == "closed" => {}
+            batches::Transition::Refused(s) if s == "closed" || s == "completed" => {}
             batches::Transition::Refused(s) => {
                 return Err(ApiError::Conflict(format!(
                     "the batch is {s} and cannot be closed"

@@ -54,6 +54,16 @@ fn people(from: usize, n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// Recipients reached by email.
+fn mailed(from: usize, n: usize) -> Vec<Value> {
+    (from..from + n)
+        .map(|i| {
+            json!({"subscriber_id": format!("patient-{i}"), "email": format!("p{i}@example.org"),
+                   "data": {"name": format!("P{i}"), "kind": "blood"}})
+        })
+        .collect()
+}
+
 async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> reqwest::Response {
     app.client
         .post(app.url(&format!("{BASE}{path}")))
@@ -362,11 +372,12 @@ async fn a_closed_batch_refuses_new_chunks_but_replays_accepted_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_part_way_stops_everything_not_yet_sent() {
-    // Without a dispatcher, expanded notifications wait in Postgres.
+    // Without a dispatcher, expanded notifications wait in Postgres. (Email:
+    // in-app messages go into the inboxes as their chunk expands.)
     let mut app = app_with(true, false).await;
     let id = create(
         &app,
-        &json!({"template": "lab.ready", "recipients": people(0, 3)}),
+        &json!({"template": "lab.ready", "channels": ["email"], "recipients": mailed(0, 3)}),
     )
     .await;
     wait_batch(&app, &id, "chunk 0 to expand", |b| b["chunks_pending"] == 0).await;
@@ -378,13 +389,13 @@ async fn cancel_part_way_stops_everything_not_yet_sent() {
     app.stop_scheduler().await;
 
     // Chunk 1 expands but is not sent; chunk 2 is not even expanded.
-    assert_eq!(chunk(&app, &id, 1, people(3, 4)).await.status(), 202);
+    assert_eq!(chunk(&app, &id, 1, mailed(3, 4)).await.status(), 202);
     wait_batch(&app, &id, "chunk 1 to expand", |b| {
         b["counts"]["queued"] == 4
     })
     .await;
     app.stop_worker().await;
-    assert_eq!(chunk(&app, &id, 2, people(7, 2)).await.status(), 202);
+    assert_eq!(chunk(&app, &id, 2, mailed(7, 2)).await.status(), 202);
 
     let resp = post(
         &app,
@@ -401,7 +412,7 @@ async fn cancel_part_way_stops_everything_not_yet_sent() {
     assert_eq!(cancelled["counts"]["queued"], 0);
     assert_eq!(cancelled["chunks_pending"], 1);
     assert!(cancelled["cancelled_at"].is_string());
-    problem(chunk(&app, &id, 3, people(20, 1)).await, 409).await;
+    problem(chunk(&app, &id, 3, mailed(20, 1)).await, 409).await;
 
     // The pending chunk expands into cancelled notifications; nothing more
     // is sent.
