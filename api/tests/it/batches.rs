@@ -343,7 +343,13 @@ async fn a_closed_batch_refuses_new_chunks_but_replays_accepted_ones() {
     assert_eq!(resp.status(), 200);
 
     let body = problem(chunk(&app, &id, 2, people(4, 1)).await, 409).await;
-    assert!(body["detail"].as_str().unwrap().contains("closed"));
+    // In-app rows are sent as their chunk expands, so the batch may have
+    // completed by now.
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("closed") || detail.contains("completed"),
+        "{detail}"
+    );
     let replay = chunk(&app, &id, 1, people(2, 2)).await;
     assert_eq!(replay.status(), 202);
     assert_eq!(replay.headers()["idempotent-replayed"], "true");
@@ -663,5 +669,97 @@ async fn send_batch_honours_the_idempotency_key() {
         .await
         .unwrap();
     assert_eq!((batches, chunks), (1, 1));
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn inapp_rows_are_placed_as_their_chunk_expands_and_stored_preferences_still_rule() {
+    // No dispatcher: only what the chunk's own statement places is sent.
+    let mut app = app_with(true, false).await;
+    let subscriber = |rest: &str| app.url(&format!("/api/v1/services/subscribers/patient-1{rest}"));
+    let resp = app
+        .client
+        .put(subscriber(""))
+        .bearer_auth(&app.api_key)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let resp = app
+        .client
+        .put(subscriber("/preferences"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"categories": {"results": {"enabled": false, "channels": {}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let id = create(
+        &app,
+        &json!({"template": "lab.ready", "recipients": people(0, 3)}),
+    )
+    .await;
+    let expanded = wait_batch(&app, &id, "the chunk to expand", |b| {
+        b["chunks_pending"] == 0
+    })
+    .await;
+    // patient-0 and patient-2 are in their inboxes; patient-1's stored
+    // preferences must be consulted, so theirs waits for the queue.
+    assert_eq!(expanded["counts"]["sent"], 2);
+    assert_eq!(expanded["counts"]["queued"], 1);
+    let secret = app.issue_jwt_secret(app.tenant_id).await;
+    let inbox: Value = app
+        .client
+        .get(app.url("/api/v1/users/me/notifications"))
+        .bearer_auth(testkit::jwks::user_token(
+            &secret,
+            app.tenant_id,
+            "patient-2",
+            &[],
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(inbox["items"][0]["title"], "Results for P2");
+    // Written once: no attempt rows; the real-time events are kept for
+    // catch-up, numbered from 1.
+    let attempts: i64 = sqlx::query_scalar(
+        "select count(*) from delivery_attempts a join notifications n on n.id = a.notification_id
+         where n.batch_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 0);
+    let kinds: Vec<(i64, String)> = sqlx::query_as(
+        "select e.seq, e.kind from subscriber_events e join subscribers s on s.id = e.subscriber_id
+         where s.external_id = 'patient-0' order by e.seq",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, "notification.created".to_owned()),
+            (2, "unread_count.changed".to_owned())
+        ]
+    );
+
+    // The dispatcher hands patient-1's to the in-app worker, which honours
+    // the opt-out.
+    app.start_scheduler();
+    let done = wait_batch(&app, &id, "the held row to be decided", |b| {
+        b["counts"]["suppressed"] == 1
+    })
+    .await;
+    assert_eq!(done["counts"]["sent"], 2);
+    assert_eq!(sum_counts(&done), 3);
     app.shutdown().await;
 }
