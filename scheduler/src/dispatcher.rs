@@ -30,7 +30,10 @@ use shared::{
         notifications, webhooks,
     },
     domain::{Channel, NotificationId, TenantId},
-    jobs::{DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, QueueName, Queues, SendNotifications},
+    jobs::{
+        DeliverWebhooks, ExpandBatchChunk, ExpandBulkChunk, ParseBulkCsv, QueueName, Queues,
+        SendNotifications,
+    },
 };
 use sqlx::PgPool;
 
@@ -116,6 +119,7 @@ impl Dispatcher {
         report.jobs += jobs;
         report.jobs += self.dispatch_batch_chunks().await?;
         report.jobs += self.dispatch_bulk_jobs().await?;
+        report.jobs += self.dispatch_bulk_chunks().await?;
         self.push_unenqueued_ticks().await?;
         if report.recovered > 0 {
             tracing::warn!(
@@ -240,6 +244,41 @@ impl Dispatcher {
                 bulk::release_dispatch(&self.pool, tenant_id, id).await?;
             }
             return Err(error).context("while pushing bulk jobs");
+        }
+        Ok(count)
+    }
+
+    /// Pushes CSV chunks that are not expanded and not in Redis (their push
+    /// after the parser's commit failed, or their job was lost), under the
+    /// `bulk_chunk` window.
+    async fn dispatch_bulk_chunks(&self) -> anyhow::Result<usize> {
+        let queue = QueueName::BulkChunk;
+        let d = &self.config.dispatcher;
+        let backlog = self.queues.backlog(queue).await?;
+        metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
+        let room = d.high_water_mark.saturating_sub(backlog);
+        if room == 0 {
+            return Ok(0);
+        }
+        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
+        let taken = bulk::take_pending_chunks(&self.pool, room, redispatch_after).await?;
+        if taken.is_empty() {
+            return Ok(0);
+        }
+        let jobs: Vec<ExpandBulkChunk> = taken
+            .iter()
+            .map(|&(tenant_id, job_id, seq)| ExpandBulkChunk {
+                tenant_id,
+                job_id,
+                seq,
+            })
+            .collect();
+        let count = jobs.len();
+        if let Err(error) = self.queues.push_all(queue, jobs).await {
+            for (tenant_id, id, seq) in taken {
+                bulk::release_chunks(&self.pool, tenant_id, id, &[seq]).await?;
+            }
+            return Err(error).context("while pushing CSV chunks");
         }
         Ok(count)
     }

@@ -45,8 +45,10 @@ pub enum QueueName {
     Maintenance,
     /// Batch chunks expanded into notifications.
     BatchChunk,
-    /// Uploaded CSV files parsed into notifications.
+    /// Uploaded CSV files parsed into chunks of held notifications.
     BulkCsv,
+    /// Chunks of a CSV file's notifications expanded into notifications.
+    BulkChunk,
     /// Invitation emails: issue the token, render and queue the email.
     Invitation,
     /// BAA-expiry reminders to organisations' admins.
@@ -67,6 +69,7 @@ impl QueueName {
         QueueName::Maintenance,
         QueueName::BatchChunk,
         QueueName::BulkCsv,
+        QueueName::BulkChunk,
         QueueName::Invitation,
         QueueName::BaaReminder,
         QueueName::UpsPoll,
@@ -84,6 +87,7 @@ impl QueueName {
             QueueName::Maintenance => "maintenance",
             QueueName::BatchChunk => "batch_chunk",
             QueueName::BulkCsv => "bulk_csv",
+            QueueName::BulkChunk => "bulk_chunk",
             QueueName::Invitation => "invitation",
             QueueName::BaaReminder => "baa_reminder",
             QueueName::UpsPoll => "ups_poll",
@@ -200,6 +204,26 @@ impl Job for ParseBulkCsv {
 
     fn queue(&self) -> QueueName {
         QueueName::BulkCsv
+    }
+}
+
+/// Expand one chunk of a CSV bulk job (up to 1,000 valid rows) into
+/// notifications.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpandBulkChunk {
+    /// Whose job it is.
+    pub tenant_id: TenantId,
+    /// The job.
+    pub job_id: BulkJobId,
+    /// The chunk's key: the file row of its first notification.
+    pub seq: i64,
+}
+
+impl Job for ExpandBulkChunk {
+    const NAME: &'static str = "ExpandBulkChunk";
+
+    fn queue(&self) -> QueueName {
+        QueueName::BulkChunk
     }
 }
 

@@ -5,8 +5,8 @@ use std::{sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use shared::jobs::{
-    DeliverWebhooks, ExpandBatchChunk, ParseBulkCsv, PollUpsShipments, QueueName, RemindBaaExpiry,
-    RunMaintenance, SendInvitation, SendNotifications,
+    DeliverWebhooks, ExpandBatchChunk, ExpandBulkChunk, ParseBulkCsv, PollUpsShipments, QueueName,
+    RemindBaaExpiry, RunMaintenance, SendInvitation, SendNotifications,
 };
 
 use crate::{WorkerState, jobs};
@@ -96,6 +96,15 @@ pub fn register(mut monitor: Monitor, state: &Arc<WorkerState>, queues: &[QueueN
                     queue,
                     ParseBulkCsv,
                     jobs::parse_bulk_csv::handle
+                )
+            }
+            QueueName::BulkChunk => {
+                queue_worker!(
+                    monitor,
+                    state,
+                    queue,
+                    ExpandBulkChunk,
+                    jobs::expand_bulk_chunk::handle
                 )
             }
             QueueName::Maintenance => {

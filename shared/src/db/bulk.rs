@@ -1,5 +1,6 @@
 //! CSV bulk jobs: the uploaded file in parts, the parse's resume cursor and
-//! counters, row errors, and the notifications the rows become.
+//! counters, row errors, the chunks that hold the valid rows'
+//! notifications, and the notifications they expand into.
 //!
 //! ```text
 //! uploading ──▶ queued ──claim──▶ parsing ──whole file parsed──▶ sending ──all final──▶ completed
@@ -7,13 +8,33 @@
 //! any but completed/failed ──cancel──▶ cancelled
 //! ```
 //!
-//! A parser first reads the whole file without storing anything, to find
-//! the errors that refuse a file, and records that it did
-//! ([`extend_lease`]). Notifications committed after that are due at once,
-//! so sending overlaps the rest of the parse. A job that started committing
-//! before files were checked first inserts them *held* (`queued` with
-//! `run_at = 'infinity'`, which the dispatcher never finds due) and
-//! [`release`] makes them due once the whole file has parsed.
+//! Bulk in, bulk out. A parser first reads the whole file without storing
+//! anything, to find the errors that refuse a file, and records that it did
+//! ([`extend_lease`]). Then, per part of the file, it commits the part's
+//! valid rows as *chunks* of up to 1,000 rows' rendered notifications (one
+//! `bulk_chunks` row each, keyed by the file row of its first notification),
+//! its row errors, the counters and the resume cursor ([`commit_chunk`]):
+//! a few rows per part, none in `notifications` and its indexes. Each chunk
+//! is then expanded ([`take_chunk`], [`expand_chunk`]) by a `bulk_chunk`
+//! job, pushed after the commit and swept like a batch's chunks
+//! ([`take_pending_chunks`]): its notifications are inserted in one
+//! statement in the transaction that marks it expanded, so a repeated job
+//! does nothing and a killed one is rolled back and swept again.
+//!
+//! Until it is expanded, a chunk's notifications count as `queued` (or
+//! `cancelled`, once the job is) in [`get`], so the counts never move
+//! backwards and a job completes only when every chunk is expanded and
+//! every notification final. Cancel, release and fail change the job first
+//! and then touch its unexpanded chunks, which waits for expansions in
+//! flight; an expansion reads the job's status only after it holds its
+//! chunk, so it either finishes before the change reaches notifications or
+//! sees the new status.
+//!
+//! A job that started committing before files were checked first expands
+//! its chunks *held* (`queued` with `run_at = 'infinity'`, which the
+//! dispatcher never finds due) and [`release`] makes them due once the
+//! whole file has parsed. Jobs in flight from before chunks keep the
+//! notifications they inserted directly.
 
 use std::time::Duration;
 
@@ -199,16 +220,72 @@ pub async fn take_pending(
     .await
 }
 
-/// Forgets which waiting jobs were pushed, after Redis lost its data.
+/// Forgets which waiting jobs and unexpanded chunks were pushed, after
+/// Redis lost its data.
 #[tracing::instrument(skip_all)]
-pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+pub async fn forget_dispatched(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    let jobs = sqlx::query(
         "update bulk_jobs set dispatched_at = null
          where status in ('queued', 'parsing') and dispatched_at is not null",
     )
     .execute(db)
     .await?;
-    Ok(done.rows_affected())
+    let chunks = sqlx::query(
+        "update bulk_chunks set dispatched_at = null
+         where expanded_at is null and dispatched_at is not null",
+    )
+    .execute(db)
+    .await?;
+    Ok(jobs.rows_affected() + chunks.rows_affected())
+}
+
+/// Picks up to `limit` unexpanded chunks that are not in Redis (never
+/// pushed, or pushed longer than `redispatch_after` ago) and marks them
+/// pushed. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn take_pending_chunks(
+    db: impl PgExecutor<'_>,
+    limit: usize,
+    redispatch_after: Duration,
+) -> Result<Vec<(TenantId, BulkJobId, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "with due as (
+             select job_id, seq from bulk_chunks
+             where expanded_at is null
+               and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
+             order by dispatched_at nulls first
+             limit $2
+             for update skip locked
+         )
+         update bulk_chunks c set dispatched_at = now()
+         from due where c.job_id = due.job_id and c.seq = due.seq
+         returning c.tenant_id, c.job_id, c.seq",
+    )
+    .bind(redispatch_after.as_secs_f64())
+    .bind(limit as i64)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks chunks as not in Redis (their push failed), so the sweep pushes
+/// them.
+#[tracing::instrument(skip_all)]
+pub async fn release_chunks(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    seqs: &[i64],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update bulk_chunks set dispatched_at = null
+         where tenant_id = $1 and job_id = $2 and seq = any($3) and expanded_at is null",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(seqs)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 /// A job a parser holds.
@@ -297,7 +374,8 @@ pub async fn part(
 }
 
 /// The recipients (the first channel's) already taken by valid rows, with
-/// their rows: a resumed parser reports later copies as duplicates.
+/// their rows, whether still held in chunks or expanded (one snapshot): a
+/// resumed parser reports later copies as duplicates.
 #[tracing::instrument(skip_all)]
 pub async fn seen_recipients(
     db: impl PgExecutor<'_>,
@@ -305,7 +383,11 @@ pub async fn seen_recipients(
     channel: Channel,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
-        "select recipient, bulk_row from notifications where bulk_job_id = $1 and channel = $2",
+        "select recipient, bulk_row from notifications where bulk_job_id = $1 and channel = $2
+         union all
+         select r.t, r.r from bulk_chunks c
+             cross join lateral json_to_recordset(c.notifications) as r(r int8, c text, t text)
+         where c.job_id = $1 and c.notifications is not null and r.c = $2",
     )
     .bind(id)
     .bind(channel)
@@ -313,21 +395,60 @@ pub async fn seen_recipients(
     .await
 }
 
-/// One notification a row becomes.
-#[derive(Debug, Clone)]
+/// One notification a row becomes, as a chunk holds it (short keys: a
+/// million of them are written and read once).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HeldNotification {
     /// The row (1 = the first after the header).
+    #[serde(rename = "r")]
     pub row: i64,
     /// The channel.
+    #[serde(rename = "c")]
     pub channel: Channel,
     /// Where it goes.
+    #[serde(rename = "t")]
     pub recipient: String,
     /// Rendered content.
+    #[serde(rename = "b")]
     pub content: Value,
     /// The subscriber's external id, if the file maps one.
+    #[serde(rename = "s", default, skip_serializing_if = "Option::is_none")]
     pub subscriber: Option<String>,
     /// Attempts allowed.
+    #[serde(rename = "a")]
     pub max_attempts: i32,
+}
+
+/// Most valid rows one chunk holds.
+pub const CHUNK_ROWS: usize = 1_000;
+
+/// Splits notifications (in row order) into chunks of up to
+/// [`CHUNK_ROWS`] rows, never splitting a row: `(seq, rows, notifications)`
+/// with `seq` the first notification's row.
+pub fn chunks_of(notifications: &[HeldNotification]) -> Vec<(i64, i32, &[HeldNotification])> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < notifications.len() {
+        let mut rows = 0;
+        let mut end = start;
+        while end < notifications.len() {
+            let row = notifications[end].row;
+            if end == start || row != notifications[end - 1].row {
+                if rows == CHUNK_ROWS {
+                    break;
+                }
+                rows += 1;
+            }
+            end += 1;
+        }
+        out.push((
+            notifications[start].row,
+            rows as i32,
+            &notifications[start..end],
+        ));
+        start = end;
+    }
+    out
 }
 
 /// One problem with a row.
@@ -364,10 +485,12 @@ pub struct Chunk {
     pub header: Option<Vec<String>>,
 }
 
-/// Commits one piece of the parse in one transaction: its notifications
-/// (due at once, or held when `hold`), row errors, counters and the cursor.
-/// Refused (`false`, nothing written) unless the job is still `parsing` at
-/// cursor `from_offset`: it was cancelled, or another parser moved on.
+/// Commits one piece of the parse in one transaction: its notifications,
+/// held in chunks of up to [`CHUNK_ROWS`] rows (marked pushed: the caller
+/// pushes their jobs after the commit), row errors, counters and the
+/// cursor. Returns the chunks' keys, or `None` (nothing written) unless the
+/// job is still `parsing` at cursor `from_offset`: it was cancelled, or
+/// another parser moved on.
 #[expect(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(rows = chunk.rows))]
 pub async fn commit_chunk(
@@ -378,71 +501,46 @@ pub async fn commit_chunk(
     chunk: &Chunk,
     category: Option<&str>,
     critical: bool,
-    hold: bool,
     lease: Duration,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Vec<i64>>, sqlx::Error> {
+    // No key update: expansions of this job's chunks never wait for it.
     let ours: Option<i64> = sqlx::query_scalar(
         "select cursor_offset from bulk_jobs
-         where tenant_id = $1 and id = $2 and status = 'parsing' for update",
+         where tenant_id = $1 and id = $2 and status = 'parsing' for no key update",
     )
     .bind(tenant_id)
     .bind(id)
     .fetch_optional(&mut *db)
     .await?;
     if ours != Some(from_offset) {
-        return Ok(false);
+        return Ok(None);
     }
-    let mut external: Vec<String> = chunk
-        .notifications
-        .iter()
-        .filter_map(|n| n.subscriber.clone())
-        .collect();
-    external.sort_unstable();
-    external.dedup();
-    let subscribers: std::collections::HashMap<String, SubscriberId> =
-        super::batches::subscriber_ids(db, tenant_id, &external)
-            .await?
-            .into_iter()
-            .collect();
-    let n = &chunk.notifications;
-    let ids: Vec<NotificationId> = n.iter().map(|_| NotificationId::new()).collect();
-    let rows: Vec<i64> = n.iter().map(|x| x.row).collect();
-    let channels: Vec<&str> = n.iter().map(|x| x.channel.as_str()).collect();
-    let recipients: Vec<&str> = n.iter().map(|x| x.recipient.as_str()).collect();
-    let contents: Vec<&Value> = n.iter().map(|x| &x.content).collect();
-    let subs: Vec<Option<SubscriberId>> = n
-        .iter()
-        .map(|x| {
-            x.subscriber
-                .as_ref()
-                .and_then(|s| subscribers.get(s).copied())
-        })
-        .collect();
-    let attempts: Vec<i32> = n.iter().map(|x| x.max_attempts).collect();
-    if !n.is_empty() {
+    let pieces = chunks_of(&chunk.notifications);
+    let seqs: Vec<i64> = pieces.iter().map(|p| p.0).collect();
+    if !pieces.is_empty() {
+        let rows: Vec<i32> = pieces.iter().map(|p| p.1).collect();
+        let counts: Vec<i32> = pieces.iter().map(|p| p.2.len() as i32).collect();
+        let payloads = pieces
+            .iter()
+            .map(|p| serde_json::to_string(p.2))
+            .collect::<Result<Vec<String>, _>>()
+            .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
         sqlx::query(
-            "insert into notifications
-                 (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
-                  critical, send_id, status, run_at, bulk_job_id, bulk_row)
-             select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
-                    $4, r.id, 'queued',
-                    case when $12 then 'infinity'::timestamptz else now() end, $2, r.row
-             from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[], $10::uuid[], $11::int4[])
-                  as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
-             on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing",
+            "insert into bulk_chunks
+                 (job_id, seq, tenant_id, row_count, notification_count, notifications, category,
+                  critical, dispatched_at)
+             select $1, c.seq, $2, c.rows, c.n, c.payload::json, $3, $4, now()
+             from unnest($5::int8[], $6::int4[], $7::int4[], $8::text[]) as c(seq, rows, n, payload)
+             on conflict (job_id, seq) do nothing",
         )
-        .bind(tenant_id)
         .bind(id)
+        .bind(tenant_id)
         .bind(category)
         .bind(critical)
-        .bind(&ids)
+        .bind(&seqs)
         .bind(&rows)
-        .bind(&channels)
-        .bind(&recipients)
-        .bind(&contents)
-        .bind(&subs)
-        .bind(&attempts)
-        .bind(hold)
+        .bind(&counts)
+        .bind(&payloads)
         .execute(&mut *db)
         .await?;
     }
@@ -496,12 +594,171 @@ pub async fn commit_chunk(
     .bind(lease.as_secs_f64())
     .execute(&mut *db)
     .await?;
-    Ok(true)
+    Ok(Some(seqs))
+}
+
+/// A chunk locked for expansion, with its job's state read after the lock.
+#[derive(Debug, Clone)]
+pub struct PendingChunk {
+    /// Its notifications.
+    pub notifications: Vec<HeldNotification>,
+    /// The template's category when they were rendered.
+    pub category: Option<String>,
+    /// Whether the template was critical.
+    pub critical: bool,
+    /// The job's status.
+    pub job_status: String,
+    /// Whether the job holds its notifications until its file has parsed
+    /// (it started committing before files were checked first).
+    pub hold: bool,
+}
+
+/// Locks an unexpanded chunk for expansion in the caller's transaction and
+/// reads its job's status (after the lock, so a cancel or release that
+/// settled the chunks first is seen). `None` when it is already expanded
+/// (a duplicate job), or gone (its job failed). A concurrent duplicate
+/// waits for the first and then finds it expanded.
+#[tracing::instrument(skip_all)]
+pub async fn take_chunk(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    seq: i64,
+) -> Result<Option<PendingChunk>, sqlx::Error> {
+    let chunk: Option<(Option<String>, Option<String>, bool)> = sqlx::query_as(
+        "select notifications::text, category, critical from bulk_chunks
+         where tenant_id = $1 and job_id = $2 and seq = $3 and expanded_at is null
+         for update",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(seq)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some((payload, category, critical)) = chunk else {
+        return Ok(None);
+    };
+    let (job_status, hold): (String, bool) = sqlx::query_as(
+        "select status, status = 'parsing' and checked_at is null from bulk_jobs
+         where tenant_id = $1 and id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_one(&mut *db)
+    .await?;
+    let notifications = serde_json::from_str(payload.as_deref().unwrap_or("[]"))
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(Some(PendingChunk {
+        notifications,
+        category,
+        critical,
+        job_status,
+        hold,
+    }))
+}
+
+/// Inserts a locked chunk's notifications in one statement (rows that exist
+/// from an earlier run are left alone; due at once, held while the job
+/// holds them, `cancelled` once the job is cancelled or failed) and marks
+/// the chunk expanded, dropping its payload. Returns how many were
+/// inserted.
+#[tracing::instrument(skip_all, fields(rows = chunk.notifications.len()))]
+pub async fn expand_chunk(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    seq: i64,
+    chunk: &PendingChunk,
+) -> Result<u64, sqlx::Error> {
+    let n = &chunk.notifications;
+    let mut external: Vec<String> = n.iter().filter_map(|n| n.subscriber.clone()).collect();
+    external.sort_unstable();
+    external.dedup();
+    let subscribers: std::collections::HashMap<String, SubscriberId> =
+        super::batches::subscriber_ids(db, tenant_id, &external)
+            .await?
+            .into_iter()
+            .collect();
+    let ids: Vec<NotificationId> = n.iter().map(|_| NotificationId::new()).collect();
+    let rows: Vec<i64> = n.iter().map(|x| x.row).collect();
+    let channels: Vec<&str> = n.iter().map(|x| x.channel.as_str()).collect();
+    let recipients: Vec<&str> = n.iter().map(|x| x.recipient.as_str()).collect();
+    let contents: Vec<&Value> = n.iter().map(|x| &x.content).collect();
+    let subs: Vec<Option<SubscriberId>> = n
+        .iter()
+        .map(|x| {
+            x.subscriber
+                .as_ref()
+                .and_then(|s| subscribers.get(s).copied())
+        })
+        .collect();
+    let attempts: Vec<i32> = n.iter().map(|x| x.max_attempts).collect();
+    let (status, error) = match chunk.job_status.as_str() {
+        "cancelled" => ("cancelled", Some("the bulk job was cancelled")),
+        "failed" => ("cancelled", Some("the bulk job failed")),
+        _ => ("queued", None),
+    };
+    let inserted = sqlx::query(
+        "insert into notifications
+             (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
+              critical, send_id, status, last_error, run_at, bulk_job_id, bulk_row)
+         select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
+                $4, r.id, $12, $13,
+                case when $14 then 'infinity'::timestamptz else now() end, $2, r.row
+         from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[], $10::uuid[], $11::int4[])
+              as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
+         on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(chunk.category.as_deref())
+    .bind(chunk.critical)
+    .bind(&ids)
+    .bind(&rows)
+    .bind(&channels)
+    .bind(&recipients)
+    .bind(&contents)
+    .bind(&subs)
+    .bind(&attempts)
+    .bind(status)
+    .bind(error)
+    .bind(chunk.hold && status == "queued")
+    .execute(&mut *db)
+    .await?;
+    sqlx::query(
+        "update bulk_chunks set expanded_at = now(), notifications = null
+         where tenant_id = $1 and job_id = $2 and seq = $3",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(seq)
+    .execute(&mut *db)
+    .await?;
+    Ok(inserted.rows_affected())
+}
+
+/// Waits for the expansions in flight of a job's chunks, after the caller
+/// changed the job: an expansion that starts later reads the new status.
+async fn settle_chunks(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: BulkJobId,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update bulk_chunks set dispatched_at = dispatched_at
+         where tenant_id = $1 and job_id = $2 and expanded_at is null",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .execute(&mut *db)
+    .await?;
+    Ok(())
 }
 
 /// The whole file has parsed: moves the job to `sending` and, when it
-/// `held` its notifications, releases them in one statement. False if it is
-/// no longer `parsing` (cancelled meanwhile).
+/// `held` its notifications, releases them in one statement (chunks not yet
+/// expanded then expand due). False if it is no longer `parsing`
+/// (cancelled meanwhile).
 #[tracing::instrument(skip_all)]
 pub async fn release(
     db: &mut PgConnection,
@@ -523,6 +780,7 @@ pub async fn release(
     if !held {
         return Ok(true);
     }
+    settle_chunks(db, tenant_id, id).await?;
     sqlx::query(
         "update notifications set run_at = now()
          where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
@@ -534,9 +792,10 @@ pub async fn release(
     Ok(true)
 }
 
-/// A file-level error: the job fails with `reason`. Its held notifications
-/// are deleted and any due ones not yet sent are cancelled. (A checked file
-/// has no file-level error left to find, so in practice there are none.)
+/// A file-level error: the job fails with `reason`. Its chunks not yet
+/// expanded and its held notifications are deleted, and any due ones not
+/// yet sent are cancelled. (A checked file has no file-level error left to
+/// find, so in practice there are none.)
 #[tracing::instrument(skip_all)]
 pub async fn fail(
     db: &mut PgConnection,
@@ -554,6 +813,13 @@ pub async fn fail(
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 1 {
+        sqlx::query(
+            "delete from bulk_chunks where tenant_id = $1 and job_id = $2 and expanded_at is null",
+        )
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
         sqlx::query(
             "delete from notifications
              where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
@@ -587,10 +853,11 @@ pub enum Cancelled {
     NotFound,
 }
 
-/// Cancels a job: the parser stops at its next commit, and every
-/// notification not yet sent (held, queued, or `sending` in a worker that
-/// has not called a provider yet) is cancelled, set-based; a worker sees it
-/// before calling a provider (see [`super::notifications`]).
+/// Cancels a job: the parser stops at its next commit, chunks not yet
+/// expanded expand as `cancelled`, and every notification not yet sent
+/// (held, queued, or `sending` in a worker that has not called a provider
+/// yet) is cancelled, set-based; a worker sees it before calling a provider
+/// (see [`super::notifications`]).
 #[tracing::instrument(skip_all)]
 pub async fn cancel(
     db: &mut PgConnection,
@@ -614,6 +881,15 @@ pub async fn cancel(
                 .await?;
         return Ok(status.map_or(Cancelled::NotFound, Cancelled::Refused));
     }
+    settle_chunks(db, tenant_id, id).await?;
+    let held: i64 = sqlx::query_scalar(
+        "select coalesce(sum(notification_count), 0)::int8 from bulk_chunks
+         where tenant_id = $1 and job_id = $2 and expanded_at is null",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_one(&mut *db)
+    .await?;
     let n = sqlx::query(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'the bulk job was cancelled'
@@ -623,7 +899,7 @@ pub async fn cancel(
     .bind(id)
     .execute(&mut *db)
     .await?;
-    Ok(Cancelled::Done(n.rows_affected()))
+    Ok(Cancelled::Done(n.rows_affected() + held as u64))
 }
 
 /// A job as its tenant sees it.
@@ -696,14 +972,19 @@ pub async fn get(
     let Some(mut job) = job else {
         return Ok(None);
     };
-    let counts: Vec<(String, i64)> = sqlx::query_as(
+    // Notifications and the chunks not yet expanded, in one snapshot.
+    let rows: Vec<(String, i64)> = sqlx::query_as(
         "select status, count(*) from notifications
-         where tenant_id = $1 and bulk_job_id = $2 group by status order by status",
+         where tenant_id = $1 and bulk_job_id = $2 group by status
+         union all
+         select '', coalesce(sum(notification_count), 0)::int8 from bulk_chunks
+         where tenant_id = $1 and job_id = $2 and expanded_at is null",
     )
     .bind(tenant_id)
     .bind(id)
     .fetch_all(&mut *db)
     .await?;
+    let counts = with_held(rows, &job.status);
     let open = counts
         .iter()
         .filter(|(s, _)| matches!(s.as_str(), "queued" | "deferred" | "sending"))
@@ -724,6 +1005,24 @@ pub async fn get(
         }
     }
     Ok(Some((job, counts)))
+}
+
+/// Counts per status with the notifications still held in chunks (status
+/// `""`) counted as `queued`, or `cancelled` once the job is, sorted by
+/// status.
+fn with_held(rows: Vec<(String, i64)>, job_status: &str) -> StatusCounts {
+    let mut counts: std::collections::BTreeMap<String, i64> = Default::default();
+    for (status, n) in rows {
+        let status = match status.as_str() {
+            "" if job_status == "cancelled" => "cancelled".to_owned(),
+            "" => "queued".to_owned(),
+            _ => status,
+        };
+        if n > 0 {
+            *counts.entry(status).or_default() += n;
+        }
+    }
+    counts.into_iter().collect()
 }
 
 /// Up to `limit` row errors of a job after row `after` (errors of one row
@@ -791,5 +1090,74 @@ impl Mapping {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn held(row: i64, channel: Channel) -> HeldNotification {
+        HeldNotification {
+            row,
+            channel,
+            recipient: format!("r{row}"),
+            content: json!({"title": "t"}),
+            subscriber: None,
+            max_attempts: 3,
+        }
+    }
+
+    #[test]
+    fn chunks_hold_up_to_a_thousand_rows_and_never_split_a_row() {
+        // 2,500 rows on two channels, with a gap (an invalid row) at 1,001.
+        let n: Vec<HeldNotification> = (1..=2_501)
+            .filter(|r| *r != 1_001)
+            .flat_map(|r| [held(r, Channel::Email), held(r, Channel::Sms)])
+            .collect();
+        let chunks = chunks_of(&n);
+        let shape: Vec<(i64, i32, usize)> = chunks.iter().map(|c| (c.0, c.1, c.2.len())).collect();
+        assert_eq!(
+            shape,
+            vec![
+                (1, 1_000, 2_000),
+                (1_002, 1_000, 2_000),
+                (2_002, 500, 1_000)
+            ]
+        );
+        assert!(chunks_of(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_held_notification_reads_back_as_written() {
+        let mut n = held(7, Channel::WhatsApp);
+        n.subscriber = Some("patient-7".into());
+        let text = serde_json::to_string(&[n.clone(), held(8, Channel::InApp)]).unwrap();
+        let back: Vec<HeldNotification> = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, vec![n, held(8, Channel::InApp)]);
+    }
+
+    #[test]
+    fn held_notifications_count_as_queued_until_the_job_is_cancelled() {
+        let rows = vec![
+            ("sent".to_owned(), 2),
+            ("queued".to_owned(), 1),
+            (String::new(), 5),
+        ];
+        assert_eq!(
+            with_held(rows.clone(), "sending"),
+            vec![("queued".to_owned(), 6), ("sent".to_owned(), 2)]
+        );
+        assert_eq!(
+            with_held(rows, "cancelled"),
+            vec![
+                ("cancelled".to_owned(), 5),
+                ("queued".to_owned(), 1),
+                ("sent".to_owned(), 2)
+            ]
+        );
+        assert!(with_held(vec![(String::new(), 0)], "sending").is_empty());
     }
 }

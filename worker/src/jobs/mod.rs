@@ -6,6 +6,7 @@
 
 pub mod deliver_webhooks;
 pub mod expand_batch_chunk;
+pub mod expand_bulk_chunk;
 pub mod maintenance;
 pub mod parse_bulk_csv;
 pub mod persist;

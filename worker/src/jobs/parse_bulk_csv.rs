@@ -1,15 +1,20 @@
 //! `ParseBulkCsv`: read one uploaded CSV file (stored in Postgres in 1 MiB
-//! parts) as a stream and turn its valid rows into notifications.
+//! parts) as a stream and hold its valid rows' notifications in chunks.
 //!
 //! First the whole file is read once without storing anything, to find the
 //! errors that refuse a file (no header or one without the mapped columns,
 //! invalid UTF-8, unbalanced quotes, no rows): such a file fails the job and
 //! nothing of it is sent. Then it is read part by part from the job's
-//! resume cursor. After each part, the notifications of its valid rows (due
-//! at once, so sending overlaps the parse), its row errors, the counters
-//! and the cursor are committed in one transaction, so a parser killed at
-//! any moment is resumed, by another worker, from its last commit: no row
-//! lost, none counted twice.
+//! resume cursor. After each part, the notifications of its valid rows
+//! (validated and rendered here, so every row error is known when the
+//! parse ends), held in chunks of up to 1,000 rows, its row errors, the
+//! counters and the cursor are committed in one transaction, so a parser
+//! killed at any moment is resumed, by another worker, from its last
+//! commit: no row lost, none counted twice. Right after each commit the
+//! part's chunks are pushed to the `bulk_chunk` queue, whose jobs
+//! ([`super::expand_bulk_chunk`]) insert them into `notifications`, so
+//! sending overlaps the parse while the parse itself writes only a few rows
+//! per part.
 //!
 //! A recipient that appears again (by the first channel's address) is
 //! reported as a duplicate of its first row and sent once.
@@ -28,7 +33,7 @@ use shared::{
     db::bulk::{self, Chunk, HeldNotification, Mapping, PART_BYTES, RowError},
     domain::{BulkJobId, Channel, EmailAddress, PhoneNumber, TenantId},
     events::Event,
-    jobs::{Job, ParseBulkCsv, QueueName},
+    jobs::{ExpandBulkChunk, Job, ParseBulkCsv, QueueName},
     templates::Prepared,
 };
 use tracing::Instrument;
@@ -217,8 +222,9 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
             publish(state, tenant_id, id, "failed").await;
             return Ok(());
         }
-        if (chunk.rows > 0 || chunk.header.is_some())
-            && !bulk::commit_chunk(
+        let mut seqs = Vec::new();
+        if chunk.rows > 0 || chunk.header.is_some() {
+            match bulk::commit_chunk(
                 &mut tx,
                 tenant_id,
                 id,
@@ -226,19 +232,23 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
                 &chunk,
                 category.as_deref(),
                 critical,
-                hold,
                 lease,
             )
             .await
             .context("while committing a part")?
-        {
-            tracing::info!("the job was cancelled or taken over; stopping");
-            return Ok(());
+            {
+                Some(s) => seqs = s,
+                None => {
+                    tracing::info!("the job was cancelled or taken over; stopping");
+                    return Ok(());
+                }
+            }
         }
         committed = chunk.next_offset;
         if eof {
             let released = bulk::release(&mut tx, tenant_id, id, hold).await?;
             tx.commit().await?;
+            push_chunks(state, tenant_id, id, seqs).await?;
             if released {
                 tracing::info!(rows = row, "file parsed");
                 publish(state, tenant_id, id, "sending").await;
@@ -246,6 +256,7 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
             return Ok(());
         }
         tx.commit().await?;
+        push_chunks(state, tenant_id, id, seqs).await?;
         metrics::counter!("bulk_rows_read_total").increment(chunk.rows as u64);
         publish(state, tenant_id, id, "parsing").await;
         part_no += 1;
@@ -328,6 +339,34 @@ async fn check(
         }
     }
     Ok(Checked::Clean)
+}
+
+/// Pushes the expansion jobs of chunks just committed; on failure they are
+/// marked not pushed, and the dispatcher's sweep pushes them.
+async fn push_chunks(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    seqs: Vec<i64>,
+) -> anyhow::Result<()> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let jobs: Vec<ExpandBulkChunk> = seqs
+        .iter()
+        .map(|&seq| ExpandBulkChunk {
+            tenant_id,
+            job_id: id,
+            seq,
+        })
+        .collect();
+    if let Err(error) = state.queues.push_all(QueueName::BulkChunk, jobs).await {
+        tracing::warn!(%error, "cannot push chunks; the dispatcher will");
+        bulk::release_chunks(&state.pool, tenant_id, id, &seqs)
+            .await
+            .context("while marking chunks not pushed")?;
+    }
+    Ok(())
 }
 
 async fn publish(state: &WorkerState, tenant_id: TenantId, id: BulkJobId, status: &str) {

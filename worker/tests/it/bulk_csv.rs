@@ -1,5 +1,6 @@
-//! A worker killed with SIGKILL in the middle of a 100,000-row CSV: the
-//! next worker resumes from the last committed part, and every valid
+//! Workers killed with SIGKILL in the middle of a 100,000-row CSV, first
+//! while it parses, then while its chunks expand: the next worker resumes
+//! from the last committed part, chunks are expanded once, and every valid
 //! recipient gets exactly one notification, sent once.
 
 use std::time::{Duration, Instant};
@@ -10,9 +11,13 @@ use testkit::TestApp;
 const BOUNDARY: &str = "----bulk-kill-test-boundary";
 const ROWS: usize = 100_000;
 
-fn spawn_worker(app: &TestApp) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .envs(app.vars.iter().cloned())
+fn spawn_worker(app: &TestApp, queues: Option<&str>) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    command.envs(app.vars.iter().cloned());
+    if let Some(queues) = queues {
+        command.env("WORKER_QUEUES", queues);
+    }
+    command
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -53,6 +58,8 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
         .without_worker()
         // The parser's lease: a dead parser is replaced this soon.
         .var("JOBS__QUEUES__BULK_CSV__TIMEOUT_SECS", 2)
+        // Chunks pushed to a worker that died are pushed again this soon.
+        .var("JOBS__DISPATCHER__REDISPATCH_AFTER_SECS", 2)
         .spawn()
         .await;
     let resp = app
@@ -108,7 +115,9 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
     let progress = format!("select rows_read from bulk_jobs where id = '{id}'");
 
     // Kill the first parser as soon as it has committed a part.
-    let mut first = spawn_worker(&app);
+    // The killed workers only parse and expand: their deaths leave no send
+    // to a lease.
+    let mut first = spawn_worker(&app, Some("bulk_csv,bulk_chunk"));
     let started = Instant::now();
     while scalar(&app, &progress).await == 0 {
         assert!(
@@ -130,20 +139,15 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
             .await
             .unwrap();
     assert_eq!(status, "parsing");
-    // What was committed is whole: the counters match the rows stored.
-    let committed_valid = scalar(
-        &app,
-        &format!("select rows_valid from bulk_jobs where id = '{id}'"),
-    )
-    .await;
-    assert_eq!(
-        scalar(
-            &app,
-            &format!("select count(*) from notifications where bulk_job_id = '{id}'")
-        )
-        .await,
-        committed_valid
+    // What was committed is whole: the counters match the rows held,
+    // whether still in chunks or already expanded (one snapshot).
+    let held = format!(
+        "select (select rows_valid from bulk_jobs where id = '{id}')
+              - (select count(*) from notifications where bulk_job_id = '{id}')
+              - (select coalesce(sum(notification_count), 0) from bulk_chunks
+                 where job_id = '{id}' and expanded_at is null)"
     );
+    assert_eq!(scalar(&app, &held).await, 0, "every valid row held once");
     assert_eq!(
         scalar(
             &app,
@@ -163,7 +167,7 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
         "a checked file's rows are due at once"
     );
 
-    let mut second = spawn_worker(&app);
+    let mut second = spawn_worker(&app, Some("bulk_csv,bulk_chunk"));
     testkit::eventually(
         "the file to be parsed",
         Duration::from_secs(120),
@@ -184,7 +188,52 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
     .await
     .unwrap();
     assert_eq!((read, v, i, d), (ROWS as i64, valid, invalid, duplicate));
+    assert_eq!(scalar(&app, &held).await, 0, "every valid row held once");
+
+    // Kill the next worker while the chunks expand: some are done, some not.
+    let chunks = format!(
+        "select count(*) filter (where expanded_at is not null) * 1000000
+              + count(*) filter (where expanded_at is null)
+         from bulk_chunks where job_id = '{id}'"
+    );
+    let started = Instant::now();
+    loop {
+        let c = scalar(&app, &chunks).await;
+        if c >= 1_000_000 && c % 1_000_000 > 0 {
+            break;
+        }
+        assert!(
+            c % 1_000_000 > 0,
+            "every chunk expanded before the kill ({c})"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "expansion never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    second.kill().await.unwrap();
+    second.wait().await.unwrap();
+    assert_eq!(scalar(&app, &held).await, 0, "every valid row held once");
+    let mut third = spawn_worker(&app, None);
+
     let per_job = format!("from notifications where bulk_job_id = '{id}'");
+    testkit::eventually(
+        "every chunk to be expanded",
+        Duration::from_secs(300),
+        || async {
+            (scalar(
+                &app,
+                &format!(
+                    "select count(*) from bulk_chunks where job_id = '{id}' and expanded_at is null"
+                ),
+            )
+            .await
+                == 0)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(
         scalar(&app, &format!("select count(*) {per_job}")).await,
         valid
@@ -238,6 +287,6 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
         valid,
         "one sent attempt each"
     );
-    second.kill().await.unwrap();
+    third.kill().await.unwrap();
     app.shutdown().await;
 }
