@@ -58,8 +58,6 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
         .without_worker()
         // The parser's lease: a dead parser is replaced this soon.
         .var("JOBS__QUEUES__BULK_CSV__TIMEOUT_SECS", 2)
-        // Chunks pushed to a worker that died are pushed again this soon.
-        .var("JOBS__DISPATCHER__REDISPATCH_AFTER_SECS", 2)
         .spawn()
         .await;
     let resp = app
@@ -218,9 +216,11 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
     let mut third = spawn_worker(&app, None);
 
     let per_job = format!("from notifications where bulk_job_id = '{id}'");
+    // Chunks the killed worker held are pushed again after the dispatcher's
+    // `redispatch_after_secs`.
     testkit::eventually(
         "every chunk to be expanded",
-        Duration::from_secs(300),
+        Duration::from_secs(400),
         || async {
             (scalar(
                 &app,
