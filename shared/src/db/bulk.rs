@@ -36,7 +36,7 @@
 //! whole file has parsed. Jobs in flight from before chunks keep the
 //! notifications they inserted directly.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -660,8 +660,9 @@ pub async fn take_chunk(
 /// Inserts a locked chunk's notifications in one statement (rows that exist
 /// from an earlier run are left alone; due at once, held while the job
 /// holds them, `cancelled` once the job is cancelled or failed) and marks
-/// the chunk expanded, dropping its payload. Returns how many were
-/// inserted.
+/// the chunk expanded, dropping its payload. With `place_inapp`, due in-app
+/// rows that leave nothing to decide are inserted already in their inboxes,
+/// as [`super::batches::expand`] does; the caller announces them.
 #[tracing::instrument(skip_all, fields(rows = chunk.notifications.len()))]
 pub async fn expand_chunk(
     db: &mut PgConnection,
@@ -669,7 +670,8 @@ pub async fn expand_chunk(
     id: BulkJobId,
     seq: i64,
     chunk: &PendingChunk,
-) -> Result<u64, sqlx::Error> {
+    place_inapp: bool,
+) -> Result<super::batches::ExpandedChunk, sqlx::Error> {
     let n = &chunk.notifications;
     let mut external: Vec<String> = n.iter().filter_map(|n| n.subscriber.clone()).collect();
     external.sort_unstable();
@@ -698,16 +700,54 @@ pub async fn expand_chunk(
         "failed" => ("cancelled", Some("the bulk job failed")),
         _ => ("queued", None),
     };
-    let inserted = sqlx::query(
-        "insert into notifications
+    let held = chunk.hold && status == "queued";
+    let place_inapp = place_inapp && status == "queued" && !held;
+    if place_inapp {
+        // In one order, as every inbox change takes them.
+        let mut inbox_owners: Vec<SubscriberId> = n
+            .iter()
+            .zip(&subs)
+            .filter(|(x, _)| x.channel == Channel::InApp)
+            .filter_map(|(_, s)| *s)
+            .collect();
+        inbox_owners.sort_unstable();
+        inbox_owners.dedup();
+        if !inbox_owners.is_empty() {
+            sqlx::query(
+                "select 1 from subscribers where tenant_id = $1 and id = any($2)
+                 order by id for no key update",
+            )
+            .bind(tenant_id)
+            .bind(&inbox_owners)
+            .execute(&mut *db)
+            .await?;
+        }
+    }
+    let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
+        "with r as (
+             select * from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[],
+                                  $10::uuid[], $11::int4[])
+                 as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
+         ), placed as (
+             select r.id from r
+             where $15 and r.channel = 'inapp' and r.subscriber_id is not null
+               and ($4 or not exists (
+                   select 1 from subscriber_preferences p
+                   where p.tenant_id = $1 and p.subscriber_id = r.subscriber_id))
+         )
+         insert into notifications
              (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
-              critical, send_id, status, last_error, run_at, bulk_job_id, bulk_row)
+              critical, send_id, status, last_error, run_at, bulk_job_id, bulk_row,
+              attempts, provider_message_id, sent_at)
          select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
-                $4, r.id, $12, $13,
-                case when $14 then 'infinity'::timestamptz else now() end, $2, r.row
-         from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[], $10::uuid[], $11::int4[])
-              as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
-         on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing",
+                $4, null, case when p.id is null then $12 else 'sent' end, $13,
+                case when $14 then 'infinity'::timestamptz else now() end, $2, r.row,
+                case when p.id is null then 0 else 1 end,
+                case when p.id is not null then 'inapp:' || r.id::text end,
+                case when p.id is not null then now() end
+         from r left join placed p on p.id = r.id
+         on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing
+         returning id, status = 'sent', created_at",
     )
     .bind(tenant_id)
     .bind(id)
@@ -722,8 +762,9 @@ pub async fn expand_chunk(
     .bind(&attempts)
     .bind(status)
     .bind(error)
-    .bind(chunk.hold && status == "queued")
-    .execute(&mut *db)
+    .bind(held)
+    .bind(place_inapp)
+    .fetch_all(&mut *db)
     .await?;
     sqlx::query(
         "update bulk_chunks set expanded_at = now(), notifications = null
@@ -734,7 +775,30 @@ pub async fn expand_chunk(
     .bind(seq)
     .execute(&mut *db)
     .await?;
-    Ok(inserted.rows_affected())
+    let by_id: HashMap<NotificationId, usize> =
+        ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let placed = written
+        .iter()
+        .filter(|(_, sent, _)| *sent)
+        .filter_map(|(nid, _, created_at)| {
+            let i = *by_id.get(nid)?;
+            Some((
+                subs[i]?,
+                crate::db::inbox::Item {
+                    id: *nid,
+                    category: chunk.category.clone(),
+                    content: Json(n[i].content.clone()),
+                    read_at: None,
+                    archived_at: None,
+                    created_at: *created_at,
+                },
+            ))
+        })
+        .collect();
+    Ok(super::batches::ExpandedChunk {
+        inserted: written.len() as u64,
+        placed,
+    })
 }
 
 /// Waits for the expansions in flight of a job's chunks, after the caller

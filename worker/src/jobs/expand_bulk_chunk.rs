@@ -5,17 +5,20 @@
 //! notifications inserted in one statement in the same transaction that
 //! marks the chunk expanded and drops its payload. A repeated or concurrent
 //! job finds the chunk expanded and does nothing; a crash rolls everything
-//! back and the scheduler's dispatcher pushes the chunk again. The
-//! notifications are born undispatched, so the dispatcher feeds them to the
-//! channel queues under its window, like a batch's.
+//! back and the scheduler's dispatcher pushes the chunk again. In-app
+//! notifications that leave nothing to decide are written once, already in
+//! their inboxes with their real-time events, like a batch's; the others
+//! are born undispatched, so the dispatcher feeds them to the channel
+//! queues under its window.
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use shared::{
-    db::bulk,
+    db::{bulk, webhooks},
     jobs::{ExpandBulkChunk, Job, QueueName},
+    webhooks::WebhookEvent,
 };
 use tracing::Instrument;
 
@@ -66,9 +69,35 @@ async fn expand(state: &WorkerState, job: &ExpandBulkChunk) -> anyhow::Result<Op
     else {
         return Ok(None);
     };
-    let created = bulk::expand_chunk(&mut tx, job.tenant_id, job.job_id, job.seq, &chunk)
+    // Someone who hears of each send on its own gets it from the channel
+    // queue's worker; otherwise in-app rows go straight into the inboxes.
+    let hooked = webhooks::subscribed_events(&mut *tx, job.tenant_id)
         .await
-        .context("while inserting the notifications")?;
+        .context("while reading webhook subscriptions")?;
+    let place_inapp = !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+    let written = bulk::expand_chunk(
+        &mut tx,
+        job.tenant_id,
+        job.job_id,
+        job.seq,
+        &chunk,
+        place_inapp,
+    )
+    .await
+    .context("while inserting the notifications")?;
+    let placed = written.placed.len() as u64;
+    let events = shared::events::announce_placed(&mut tx, job.tenant_id, written.placed)
+        .await
+        .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
-    Ok(Some(created))
+    if placed > 0 {
+        metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);
+        metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
+            .increment(placed);
+        if let Err(error) = shared::events::publish(&state.queues, &events).await {
+            // Connected clients catch up from Postgres when they reconnect.
+            tracing::warn!(%error, "cannot publish inbox events");
+        }
+    }
+    Ok(Some(written.inserted))
 }
