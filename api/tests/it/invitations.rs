@@ -245,7 +245,11 @@ async fn resend_invalidates_the_old_token_and_cancelled_or_expired_ones_are_gone
         200,
     )
     .await;
-    assert_eq!(resent["status"], "pending");
+    // A woken worker may have sent the new email before the answer is read.
+    assert!(
+        resent["status"] == "pending" || resent["status"] == "sent",
+        "{resent}"
+    );
     let second = token_for(&app, "a@c.example", 2).await;
     assert_ne!(first, second);
     assert!(!valid(&app, &first).await);
