@@ -180,7 +180,8 @@ pub struct Accepted {
 #[derive(Debug, ApiResponse)]
 pub enum SendResponse {
     /// Accepted: committed and queued. With the same `Idempotency-Key` and body
-    /// the first answer is returned again, with `Idempotent-Replayed: true`.
+    /// the first answer is returned again, with `Idempotent-Replayed: true`
+    /// (the same notifications, each with its status now).
     #[oai(status = 202)]
     Accepted(
         Json<Accepted>,
@@ -885,8 +886,9 @@ impl NotificationsApi {
     ///
     /// Answers 202 once the send is committed; poll `status_url` for the
     /// outcome. Send an `Idempotency-Key` to make retries of this request safe:
-    /// the same key with the same body returns the first answer and sends
-    /// nothing again; with a different body it is refused with 422.
+    /// the same key with the same body returns the first answer (the same
+    /// notifications, each with its status now) and sends nothing again;
+    /// with a different body it is refused with 422.
     #[oai(path = "/send", method = "post", operation_id = "notifications.send")]
     async fn send(
         &self,
