@@ -208,7 +208,7 @@ pub async fn announce_placed(
         sqlx::query_as::<_, (SubscriberId, i64, String)>(
             "update subscribers s set event_seq = s.event_seq + c.k
              from unnest($2::uuid[], $3::int8[]) as c(id, k)
-             where s.tenant_id = $1 and s.id = any($2) and s.id = c.id
+             where s.id = c.id and s.tenant_id = $1
              returning s.id, s.event_seq, s.external_id",
         )
         .bind(tenant_id)

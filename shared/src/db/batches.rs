@@ -699,27 +699,28 @@ pub async fn expand(
     }
     let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
         "with r as (
-             select * from unnest($8::uuid[], $9::int4[], $10::text[], $11::text[], $12::jsonb[],
-                                  $13::uuid[], $14::text[], $15::text[], $3::int4[])
+             -- Whether each row goes straight into its inbox, decided once per row.
+             select r.*, ($16 and r.channel = 'inapp' and r.status = 'queued'
+                          and r.subscriber_id is not null
+                          and ($5 or not exists (
+                              select 1 from subscriber_preferences p
+                              where p.tenant_id = $1 and p.subscriber_id = r.subscriber_id)))
+                         as placed
+             from unnest($8::uuid[], $9::int4[], $10::text[], $11::text[], $12::jsonb[],
+                         $13::uuid[], $14::text[], $15::text[], $3::int4[])
                  as r(id, idx, channel, recipient, content, subscriber_id, status, error, max_attempts)
-         ), placed as (
-             select r.id from r
-             where $16 and r.channel = 'inapp' and r.status = 'queued' and r.subscriber_id is not null
-               and ($5 or not exists (
-                   select 1 from subscriber_preferences p
-                   where p.tenant_id = $1 and p.subscriber_id = r.subscriber_id))
          )
          insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, subscriber_id,
               category, critical, send_id, status, last_error, batch_id, batch_seq, batch_index,
               attempts, provider_message_id, sent_at)
          select r.id, $1, r.channel, r.recipient, r.content, $2, r.max_attempts, r.subscriber_id,
-                $4, $5, null, case when p.id is null then r.status else 'sent' end, r.error,
+                $4, $5, null, case when r.placed then 'sent' else r.status end, r.error,
                 $6, $7, r.idx,
-                case when p.id is null then 0 else 1 end,
-                case when p.id is not null then 'inapp:' || r.id::text end,
-                case when p.id is not null then now() end
-         from r left join placed p on p.id = r.id
+                case when r.placed then 1 else 0 end,
+                case when r.placed then 'inapp:' || r.id::text end,
+                case when r.placed then now() end
+         from r
          on conflict (batch_id, batch_seq, batch_index, channel) where batch_id is not null do nothing
          returning id, status = 'sent', created_at",
     )

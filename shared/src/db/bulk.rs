@@ -725,27 +725,27 @@ pub async fn expand_chunk(
     }
     let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
         "with r as (
-             select * from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[],
-                                  $10::uuid[], $11::int4[])
+             -- Whether each row goes straight into its inbox, decided once per row.
+             select r.*, ($15 and r.channel = 'inapp' and r.subscriber_id is not null
+                          and ($4 or not exists (
+                              select 1 from subscriber_preferences p
+                              where p.tenant_id = $1 and p.subscriber_id = r.subscriber_id)))
+                         as placed
+             from unnest($5::uuid[], $6::int8[], $7::text[], $8::text[], $9::jsonb[],
+                         $10::uuid[], $11::int4[])
                  as r(id, row, channel, recipient, content, subscriber_id, max_attempts)
-         ), placed as (
-             select r.id from r
-             where $15 and r.channel = 'inapp' and r.subscriber_id is not null
-               and ($4 or not exists (
-                   select 1 from subscriber_preferences p
-                   where p.tenant_id = $1 and p.subscriber_id = r.subscriber_id))
          )
          insert into notifications
              (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
               critical, send_id, status, last_error, run_at, bulk_job_id, bulk_row,
               attempts, provider_message_id, sent_at)
          select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
-                $4, null, case when p.id is null then $12 else 'sent' end, $13,
+                $4, null, case when r.placed then 'sent' else $12 end, $13,
                 case when $14 then 'infinity'::timestamptz else now() end, $2, r.row,
-                case when p.id is null then 0 else 1 end,
-                case when p.id is not null then 'inapp:' || r.id::text end,
-                case when p.id is not null then now() end
-         from r left join placed p on p.id = r.id
+                case when r.placed then 1 else 0 end,
+                case when r.placed then 'inapp:' || r.id::text end,
+                case when r.placed then now() end
+         from r
          on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing
          returning id, status = 'sent', created_at",
     )
