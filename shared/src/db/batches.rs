@@ -678,24 +678,12 @@ pub async fn expand(
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.max_attempts).collect();
     if place_inapp {
-        // In one order, as every inbox change takes them.
-        let mut inbox_owners: Vec<SubscriberId> = rows
+        let inbox_owners = rows
             .iter()
             .filter(|r| r.channel == Channel::InApp && r.status == NotificationStatus::Queued)
             .filter_map(|r| r.subscriber_id)
             .collect();
-        inbox_owners.sort_unstable();
-        inbox_owners.dedup();
-        if !inbox_owners.is_empty() {
-            sqlx::query(
-                "select 1 from subscribers where tenant_id = $1 and id = any($2)
-                 order by id for no key update",
-            )
-            .bind(tenant_id)
-            .bind(&inbox_owners)
-            .execute(&mut *db)
-            .await?;
-        }
+        super::events::lock_subscribers(db, tenant_id, inbox_owners).await?;
     }
     let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
         "with r as (

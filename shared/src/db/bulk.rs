@@ -703,25 +703,13 @@ pub async fn expand_chunk(
     let held = chunk.hold && status == "queued";
     let place_inapp = place_inapp && status == "queued" && !held;
     if place_inapp {
-        // In one order, as every inbox change takes them.
-        let mut inbox_owners: Vec<SubscriberId> = n
+        let inbox_owners = n
             .iter()
             .zip(&subs)
             .filter(|(x, _)| x.channel == Channel::InApp)
             .filter_map(|(_, s)| *s)
             .collect();
-        inbox_owners.sort_unstable();
-        inbox_owners.dedup();
-        if !inbox_owners.is_empty() {
-            sqlx::query(
-                "select 1 from subscribers where tenant_id = $1 and id = any($2)
-                 order by id for no key update",
-            )
-            .bind(tenant_id)
-            .bind(&inbox_owners)
-            .execute(&mut *db)
-            .await?;
-        }
+        super::events::lock_subscribers(db, tenant_id, inbox_owners).await?;
     }
     let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
         "with r as (

@@ -37,6 +37,31 @@ pub async fn lock_subscriber(
     Ok(())
 }
 
+/// Locks several subscribers, as [`lock_subscriber`] does, in id order (the
+/// order every inbox change takes them, so two writers never wait on each
+/// other crosswise). Repeated ids are fine.
+#[tracing::instrument(skip_all, fields(count = ids.len()))]
+pub async fn lock_subscribers(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    mut ids: Vec<SubscriberId>,
+) -> Result<(), sqlx::Error> {
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "select 1 from subscribers where tenant_id = $1 and id = any($2)
+         order by id for no key update",
+    )
+    .bind(tenant_id)
+    .bind(&ids)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
 /// Appends an event for a subscriber and returns its number and time. Call
 /// in the transaction that made the change it reports.
 #[tracing::instrument(skip_all)]
