@@ -19,6 +19,7 @@
 //! Every error is `application/problem+json` with the request id
 //! ([`error`], [`middleware`]).
 
+pub mod accept;
 pub mod access;
 pub mod auth;
 pub mod body;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub jobs: Arc<JobsConfig>,
     /// The queues' backlog window.
     pub window: Arc<Window>,
+    /// Shares commits between concurrent sends.
+    pub acceptor: accept::Acceptor,
     /// Bearer JWT verification.
     pub verifier: identity::Verifier,
     /// This instance's WebSocket clients.
@@ -201,11 +204,18 @@ impl Application {
             .await
             .with_context(|| format!("while binding {}", settings.api_addr))?;
         let addr = listener.local_addr()?;
+        let acceptor = accept::Acceptor::start(
+            pool.clone(),
+            queues.clone(),
+            window.clone(),
+            settings.jobs.dispatcher.group_size,
+        );
         let state = AppState {
             pool,
             queues,
             jobs: Arc::new(settings.jobs.clone()),
             window,
+            acceptor,
             verifier,
             hub: Arc::default(),
             realtime: settings.realtime.clone(),

@@ -13,13 +13,14 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{
     db::{
-        notifications::{self, EmailContent, Inserted, NewNotification},
+        notifications::{self, EmailContent, Inserted, NewNotification, NewRow},
         subscribers,
     },
     domain::{Channel, EmailAddress, NotificationId, NotificationStatus, PhoneNumber, Subject},
     jobs::{QueueName, SendNotifications},
 };
 
+use crate::accept::Shared;
 use crate::body::StrictJson;
 use crate::{
     AppState,
@@ -894,6 +895,7 @@ impl NotificationsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
+        request_id: Data<&crate::middleware::RequestId>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<SendRequest>,
     ) -> Result<SendResponse, ApiError> {
@@ -933,9 +935,67 @@ impl NotificationsApi {
                 )
             }
         };
+        // Counted against the organisation's send quotas before anything is
+        // written: a send that would pass one is refused whole.
+        let quota = state
+            .limits
+            .take_quota(
+                tenant_id,
+                Some(&request_id.0.0),
+                &crate::limits::per_channel(plans.iter().map(|p| p.channel)),
+            )
+            .await?;
         let hash = key
             .as_ref()
             .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
+        // A send with nothing to decide in its transaction shares a commit
+        // with the sends accepted beside it.
+        let shareable = key.is_none()
+            && run_at.is_none()
+            && plans.iter().all(|p| {
+                p.channel != Channel::InApp
+                    && p.subscriber.as_ref().is_none_or(|s| {
+                        known
+                            .as_ref()
+                            .is_some_and(|(external_id, _)| external_id == s)
+                    })
+            });
+        if shareable {
+            let first = NotificationId::new();
+            let rows: Vec<NewRow> = plans
+                .iter()
+                .enumerate()
+                .map(|(i, plan)| NewRow {
+                    id: if i == 0 { first } else { NotificationId::new() },
+                    tenant_id,
+                    channel: plan.channel,
+                    recipient: plan.recipient.clone(),
+                    content: plan.content.clone(),
+                    metadata: plan.metadata.clone(),
+                    max_attempts: state
+                        .jobs
+                        .queue(QueueName::for_channel(plan.channel))
+                        .max_attempts,
+                    subscriber_id: plan.subscriber.as_ref().and(known.as_ref().map(|k| k.1)),
+                    category: plan.category.clone(),
+                    critical,
+                    dispatched: false,
+                    send_id: first,
+                })
+                .collect();
+            let created: Vec<(NotificationId, Channel, NotificationStatus)> = rows
+                .iter()
+                .map(|r| (r.id, r.channel, NotificationStatus::Queued))
+                .collect();
+            if let Shared::Committed = state.acceptor.accept(rows).await? {
+                for (_, channel, _) in &created {
+                    metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
+                        .increment(1);
+                }
+                tracing::info!(notification_id = %created[0].0, count = created.len(), "send accepted");
+                return Ok(accepted(&created, skipped, false));
+            }
+        }
         // Scheduled sends wait in Postgres; the dispatcher pushes them when due.
         let mut push = std::collections::BTreeMap::new();
         for plan in &plans {
@@ -991,13 +1051,18 @@ impl NotificationsApi {
                     same_request: true,
                 } => {
                     drop(tx);
+                    // A replay sends nothing again.
+                    quota.give_back().await;
                     let earlier = notifications::of_send(&state.pool, tenant_id, id).await?;
                     return Ok(accepted(&earlier, skipped, true));
                 }
                 Inserted::Existing {
                     same_request: false,
                     ..
-                } => return Err(ApiError::IdempotencyKeyReused),
+                } => {
+                    quota.give_back().await;
+                    return Err(ApiError::IdempotencyKeyReused);
+                }
             }
         }
         // An in-app message that leaves nothing to decide goes into the

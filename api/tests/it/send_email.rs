@@ -510,3 +510,56 @@ async fn a_callers_request_id_is_echoed_and_a_hostile_one_replaced() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_sends_of_two_organisations_share_commits_and_stay_their_own() {
+    let app = spawn_app().await;
+    let (_, other_key) = app.other_tenant().await;
+    let sends = futures::future::join_all((0..40).map(|i| {
+        let (key, to) = if i % 2 == 0 {
+            (app.api_key.clone(), format!("ours{i}@example.org"))
+        } else {
+            (other_key.clone(), format!("theirs{i}@example.org"))
+        };
+        let app = &app;
+        async move {
+            let resp = app
+                .post_send(
+                    &key,
+                    None,
+                    &json!({"to": to, "subject": "Your results", "text": format!("Message {i}")}),
+                )
+                .await;
+            assert_eq!(resp.status(), 202);
+            let body: Value = resp.json().await.unwrap();
+            (key, to, body["id"].as_str().unwrap().to_owned())
+        }
+    }))
+    .await;
+    let mail = app.smtp.wait_for(40, WAIT).await;
+    for (key, to, id) in &sends {
+        assert_eq!(
+            mail.iter().filter(|m| m.to == vec![to.clone()]).count(),
+            1,
+            "{to} gets its message once"
+        );
+        let own = app.get_notification_with(id, key).await;
+        assert_eq!(own.status(), 200);
+        let n: Value = own.json().await.unwrap();
+        assert_eq!(&n["to"], to);
+        let stranger = if *key == app.api_key {
+            &other_key
+        } else {
+            &app.api_key
+        };
+        assert_eq!(app.get_notification_with(id, stranger).await.status(), 404);
+    }
+    testkit::eventually("every send to be marked sent", WAIT, || async {
+        (app.count_status("sent").await == 40).then_some(())
+    })
+    .await;
+    app.wait_queue_empty(shared::jobs::QueueName::Email, WAIT)
+        .await;
+    assert_eq!(app.smtp.received().len(), 40, "nothing is sent twice");
+    app.shutdown().await;
+}

@@ -31,6 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgExecutor, types::Json};
+use uuid::Uuid;
 
 use crate::domain::{
     AttemptOutcome, Channel, NotificationId, NotificationStatus, SubscriberId, TenantId,
@@ -149,6 +150,88 @@ pub async fn insert(
         id,
         same_request: stored_hash.as_deref() == hash,
     })
+}
+
+/// A notification accepted together with others of other requests (see
+/// [`insert_many`]): no idempotency key, due now, its id chosen by the caller.
+#[derive(Debug, Clone)]
+pub struct NewRow {
+    /// Its id.
+    pub id: NotificationId,
+    /// Whose it is.
+    pub tenant_id: TenantId,
+    /// Its channel.
+    pub channel: Channel,
+    /// The address, or the subscriber's external id (in-app).
+    pub recipient: String,
+    /// Channel-specific content.
+    pub content: Value,
+    /// The caller's metadata.
+    pub metadata: Value,
+    /// Attempts before it is marked `failed`.
+    pub max_attempts: u32,
+    /// The subscriber it was sent to, if any.
+    pub subscriber_id: Option<SubscriberId>,
+    /// The sender's category for it.
+    pub category: Option<String>,
+    /// Whether it ignores preferences and quiet hours.
+    pub critical: bool,
+    /// Whether its job is pushed right after the commit (see
+    /// [`NewNotification::dispatched`]).
+    pub dispatched: bool,
+    /// The first notification of its send request (itself for the first).
+    pub send_id: NotificationId,
+}
+
+/// Inserts `rows`, of any tenants, in one statement.
+#[tracing::instrument(skip_all, fields(rows = rows.len()))]
+pub async fn insert_many(db: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result<(), sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewRow) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into notifications
+             (id, tenant_id, channel, recipient, content, metadata, max_attempts,
+              dispatched_at, subscriber_id, category, critical, send_id)
+         select id, tenant_id, channel, recipient, content, metadata, max_attempts,
+                case when dispatched then now() end, subscriber_id, category, critical, send_id
+         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+                     $7::int4[], $8::bool[], $9::uuid[], $10::text[], $11::bool[], $12::uuid[])
+              as r(id, tenant_id, channel, recipient, content, metadata, max_attempts,
+                   dispatched, subscriber_id, category, critical, send_id)",
+    )
+    .bind(col(|r| r.id.0))
+    .bind(col(|r| r.tenant_id.0))
+    .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.recipient.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| Json(&r.content)).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| Json(&r.metadata)).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.max_attempts as i32)
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.dispatched).collect::<Vec<_>>())
+    .bind(
+        rows.iter()
+            .map(|r| r.subscriber_id.map(|s| s.0))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rows.iter()
+            .map(|r| r.category.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rows.iter().map(|r| r.critical).collect::<Vec<_>>())
+    .bind(col(|r| r.send_id.0))
+    .execute(&mut *db)
+    .await?;
+    Ok(())
 }
 
 /// A notification as its tenant sees it.

@@ -1,0 +1,234 @@
+//! Concurrent sends share one commit and one push.
+//!
+//! A send that leaves nothing to decide in its transaction (no
+//! `Idempotency-Key`, no `send_at`, no in-app placement, no subscriber to
+//! create) hands its rows to the [`Acceptor`]. A few flushers each take
+//! whatever sends are waiting, up to [`MAX_ROWS`], insert them in one
+//! statement, commit once, and push one delivery job per tenant and channel
+//! (up to the dispatcher's group size) before answering every caller. Nothing
+//! waits for company: a flusher takes what is there when it is free, so a
+//! lone send is committed at once, and under load the sends that arrived
+//! while the previous commit was in flight go in the next one.
+//!
+//! A 202 still means committed: each caller is answered after the commit.
+//! When the shared transaction fails before its commit, each caller goes on
+//! alone through the ordinary path (nothing of theirs was written), so a bad
+//! row cannot take its neighbours' sends down with it; a failed commit
+//! answers every caller with the error, as a lone commit would.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use shared::{
+    db::notifications::{self, NewRow},
+    domain::{Channel, NotificationId, TenantId},
+    jobs::{QueueName, Queues, SendNotifications},
+};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::{error::ApiError, window::Window};
+
+/// Most notifications committed together.
+pub const MAX_ROWS: usize = 512;
+
+/// Transactions in flight at once.
+pub const FLUSHERS: usize = 4;
+
+/// What became of rows handed to [`Acceptor::accept`].
+#[derive(Debug)]
+pub enum Shared {
+    /// Committed (and pushed, or left to the dispatcher).
+    Committed,
+    /// Nothing was written: the caller should send on its own.
+    Alone,
+}
+
+struct Pending {
+    rows: Vec<NewRow>,
+    reply: oneshot::Sender<Result<Shared, ApiError>>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("rows", &self.rows.len())
+            .finish()
+    }
+}
+
+/// Hands concurrent sends to shared transactions.
+#[derive(Debug, Clone)]
+pub struct Acceptor {
+    tx: mpsc::Sender<Pending>,
+}
+
+/// Where a flusher writes and pushes.
+struct Sink {
+    pool: PgPool,
+    queues: Queues,
+    window: Arc<Window>,
+    group_size: usize,
+}
+
+impl Acceptor {
+    /// Starts the flushers; they stop when the last [`Acceptor`] is dropped.
+    pub fn start(pool: PgPool, queues: Queues, window: Arc<Window>, group_size: usize) -> Self {
+        let (tx, rx) = mpsc::channel::<Pending>(MAX_ROWS * FLUSHERS);
+        let rx = Arc::new(Mutex::new(rx));
+        let sink = Arc::new(Sink {
+            pool,
+            queues,
+            window,
+            group_size: group_size.max(1),
+        });
+        for _ in 0..FLUSHERS {
+            let rx = rx.clone();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                while let Some(batch) = next_batch(&rx).await {
+                    sink.flush(batch).await;
+                }
+            });
+        }
+        Self { tx }
+    }
+
+    /// Commits `rows` with whatever other sends are waiting. Every row must
+    /// be due now, without an idempotency key, and need no subscriber
+    /// created; `dispatched` is decided here.
+    pub async fn accept(&self, rows: Vec<NewRow>) -> Result<Shared, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Pending { rows, reply }).await.is_err() {
+            return Ok(Shared::Alone);
+        }
+        // A flusher that went away (the process is stopping) wrote nothing
+        // it did not answer for.
+        answer.await.unwrap_or(Ok(Shared::Alone))
+    }
+}
+
+/// The sends waiting now (at least one), up to [`MAX_ROWS`] rows; `None`
+/// once every sender is gone.
+async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pending>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut rows = first.rows.len();
+    let mut batch = vec![first];
+    while rows < MAX_ROWS {
+        match rx.try_recv() {
+            Ok(p) => {
+                rows += p.rows.len();
+                batch.push(p);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(batch)
+}
+
+impl Sink {
+    async fn flush(&self, mut batch: Vec<Pending>) {
+        // One job per tenant and channel, up to the group size each.
+        let mut groups: BTreeMap<(TenantId, Channel), Vec<(usize, usize)>> = BTreeMap::new();
+        for (p, pending) in batch.iter().enumerate() {
+            for (r, row) in pending.rows.iter().enumerate() {
+                groups
+                    .entry((row.tenant_id, row.channel))
+                    .or_default()
+                    .push((p, r));
+            }
+        }
+        let mut jobs: Vec<(QueueName, SendNotifications)> = Vec::new();
+        for ((tenant_id, channel), members) in groups {
+            let queue = QueueName::for_channel(channel);
+            for chunk in members.chunks(self.group_size) {
+                let room = self.window.reserve(queue).await;
+                for &(p, r) in chunk {
+                    batch[p].rows[r].dispatched = room;
+                }
+                if room {
+                    jobs.push((
+                        queue,
+                        SendNotifications {
+                            tenant_id,
+                            channel,
+                            notification_ids: chunk
+                                .iter()
+                                .map(|&(p, r)| batch[p].rows[r].id)
+                                .collect(),
+                        },
+                    ));
+                }
+            }
+        }
+        let rows: Vec<NewRow> = batch.iter().flat_map(|p| p.rows.iter().cloned()).collect();
+        match self.write(&rows).await {
+            Ok(()) => {}
+            Err(Failed::BeforeCommit(error)) => {
+                tracing::warn!(%error, sends = batch.len(), "a shared accept failed; each send goes on alone");
+                for p in batch {
+                    let _ = p.reply.send(Ok(Shared::Alone));
+                }
+                return;
+            }
+            Err(Failed::Commit(error)) => {
+                let unreachable = crate::outage::is_unreachable(&error);
+                for p in batch {
+                    let _ = p.reply.send(Err(if unreachable {
+                        ApiError::Unavailable(
+                            "Postgres cannot be reached; try again shortly".into(),
+                        )
+                    } else {
+                        ApiError::Internal(anyhow::anyhow!("while committing sends: {error}"))
+                    }));
+                }
+                return;
+            }
+        }
+        metrics::histogram!("api_shared_accept_rows").record(rows.len() as f64);
+        self.push(jobs).await;
+        for p in batch {
+            let _ = p.reply.send(Ok(Shared::Committed));
+        }
+    }
+
+    async fn write(&self, rows: &[NewRow]) -> Result<(), Failed> {
+        let mut tx = self.pool.begin().await.map_err(Failed::BeforeCommit)?;
+        notifications::insert_many(&mut tx, rows)
+            .await
+            .map_err(Failed::BeforeCommit)?;
+        tx.commit().await.map_err(Failed::Commit)
+    }
+
+    /// Pushes the jobs, one round trip per queue; rows whose push fails are
+    /// left to the dispatcher.
+    async fn push(&self, jobs: Vec<(QueueName, SendNotifications)>) {
+        let mut by_queue: BTreeMap<QueueName, Vec<SendNotifications>> = BTreeMap::new();
+        for (queue, job) in jobs {
+            by_queue.entry(queue).or_default().push(job);
+        }
+        for (queue, jobs) in by_queue {
+            let released: Vec<(TenantId, Vec<NotificationId>)> = jobs
+                .iter()
+                .map(|j| (j.tenant_id, j.notification_ids.clone()))
+                .collect();
+            if let Err(error) = self.queues.push_all(queue, jobs).await {
+                tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
+                for (tenant_id, ids) in released {
+                    if let Err(error) =
+                        notifications::release_dispatch(&self.pool, tenant_id, &ids).await
+                    {
+                        // The rows' dispatch mark runs out and the dispatcher
+                        // pushes them then.
+                        tracing::warn!(%error, "cannot release the dispatch mark");
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Failed {
+    BeforeCommit(sqlx::Error),
+    Commit(sqlx::Error),
+}
