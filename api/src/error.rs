@@ -60,6 +60,31 @@ pub enum ApiError {
     /// (`Retry-After`).
     #[error("too many requests; try again in {0} s")]
     TooManyRequests(u64),
+    /// 429: the caller's request rate limit of this class is used up; try
+    /// again after `retry_after` seconds.
+    #[error(
+        "the {class} rate limit ({burst} at once, {rate} a second) is used up; try again in {retry_after} s"
+    )]
+    RateLimited {
+        /// The route class (`send`, `read`, …).
+        class: &'static str,
+        /// Requests allowed at once.
+        burst: u32,
+        /// Sustained requests per second.
+        rate: f64,
+        /// Seconds until one more request is allowed.
+        retry_after: u64,
+    },
+    /// 429: a send quota of the organisation would be passed.
+    #[error("{detail}")]
+    QuotaExceeded {
+        /// `channel:period`, e.g. `sms:day`.
+        name: String,
+        /// What was refused, for a person.
+        detail: String,
+        /// Seconds until the quota renews.
+        retry_after: u64,
+    },
     /// 503: a dependency is down.
     #[error("the service is not ready: {0}")]
     Unavailable(String),
@@ -125,7 +150,9 @@ impl ResponseError for ApiError {
             ApiError::IdempotencyKeyReused | ApiError::Unprocessable(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::TooManyRequests(_)
+            | ApiError::RateLimited { .. }
+            | ApiError::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -150,7 +177,10 @@ impl poem_openapi::ApiResponse for ApiError {
                 422,
                 "An Idempotency-Key reused with a different body, or fields that cannot be processed",
             ),
-            (429, "Too many requests; see Retry-After"),
+            (
+                429,
+                "A rate limit or send quota is used up; see Retry-After and the RateLimit headers",
+            ),
             (503, "A dependency is down"),
             (500, "An internal error; quote the request id"),
         ];
@@ -197,6 +227,12 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[oai(default, skip_serializing_if_is_empty)]
     pub invalid_params: Vec<InvalidParam>,
+    /// On a 429, the limit used up: a rate-limit class (`send`, `read`,
+    /// `write`, `upload`, `auth`, `callback`) or a send quota
+    /// (`quota:<channel>:<period>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[oai(skip_serializing_if_is_none)]
+    pub limit: Option<String>,
 }
 
 /// What `Retry-After` says on a 503.
@@ -252,6 +288,8 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
                 "validation"
             }
             Some(ApiError::TooManyRequests(_)) => "too-many-requests",
+            Some(ApiError::RateLimited { .. }) => "rate-limited",
+            Some(ApiError::QuotaExceeded { .. }) => "quota-exceeded",
             Some(ApiError::BadHeader(..)) => "bad-header",
             Some(ApiError::Unauthorized) => "unauthorized",
             Some(ApiError::BadSignature(_)) => "bad-signature",
@@ -294,13 +332,27 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
         instance: path.to_owned(),
         request_id: request_id.to_owned(),
         invalid_params,
+        limit: match err.downcast_ref::<ApiError>() {
+            Some(ApiError::RateLimited { class, .. }) => Some((*class).to_owned()),
+            Some(ApiError::QuotaExceeded { name, .. }) => Some(format!("quota:{name}")),
+            _ => None,
+        },
     };
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     let mut resp = Response::builder()
         .status(status)
         .content_type("application/problem+json")
         .body(body);
-    if let Some(ApiError::TooManyRequests(secs)) = err.downcast_ref::<ApiError>() {
+    if let Some(
+        ApiError::TooManyRequests(secs)
+        | ApiError::RateLimited {
+            retry_after: secs, ..
+        }
+        | ApiError::QuotaExceeded {
+            retry_after: secs, ..
+        },
+    ) = err.downcast_ref::<ApiError>()
+    {
         resp.headers_mut().insert(
             poem::http::header::RETRY_AFTER,
             poem::http::HeaderValue::from(*secs),

@@ -27,6 +27,7 @@ pub mod cli;
 pub mod error;
 pub mod identity;
 pub mod input;
+pub mod limits;
 pub mod middleware;
 pub mod outage;
 pub mod realtime;
@@ -82,6 +83,8 @@ pub struct AppState {
     pub api_keys: Arc<auth::ApiKeyCache>,
     /// Compiled templates (`TEMPLATE_CACHE_SECS`).
     pub templates: Arc<shared::db::templates::TemplateCache>,
+    /// Request rate limits and send quotas.
+    pub limits: Arc<limits::Limiter>,
 }
 
 #[handler]
@@ -115,6 +118,7 @@ pub type OrgApis = (
     routes::sessions::SessionsApi,
     routes::invitations::InvitationsApi,
     routes::audit::AuditApi,
+    routes::limits::LimitsApi,
 );
 
 /// The documented API.
@@ -139,6 +143,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::sessions::SessionsApi,
                 routes::invitations::InvitationsApi,
                 routes::audit::AuditApi,
+                routes::limits::LimitsApi,
             ),
         ),
         "Notification platform API",
@@ -210,6 +215,18 @@ impl Application {
             window.clone(),
             settings.jobs.dispatcher.group_size,
         );
+        let api_keys = Arc::new(auth::ApiKeyCache::new(
+            settings.api_key_cache,
+            auth::API_KEY_CACHE_CAPACITY,
+        ));
+        let limits = Arc::new(limits::Limiter::new(
+            queues.connection(),
+            queues.prefix(),
+            settings.jobs.rate_limits.clone(),
+            pool.clone(),
+            api_keys.clone(),
+            &settings.jwt.tenant_claim,
+        ));
         let state = AppState {
             pool,
             queues,
@@ -226,13 +243,11 @@ impl Application {
                 .clone()
                 .unwrap_or_else(|| format!("http://{addr}")),
             max_csv_bytes: settings.max_csv_bytes,
-            api_keys: Arc::new(auth::ApiKeyCache::new(
-                settings.api_key_cache,
-                auth::API_KEY_CACHE_CAPACITY,
-            )),
+            api_keys,
             templates: Arc::new(shared::db::templates::TemplateCache::new(
                 settings.template_cache,
             )),
+            limits,
         };
         let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
             .context("while reading DATABASE_URL")?;
@@ -273,6 +288,7 @@ impl Application {
             upload_stall_timeout: self.http.upload_stall_timeout,
             postgres: self.postgres,
             templates: Arc::new(middleware::RouteTemplates::from_spec(&openapi().spec())),
+            limiter: Some(self.state.limits.clone()),
         };
         let served = server::serve(
             self.listener,

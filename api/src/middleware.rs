@@ -14,7 +14,10 @@
 //!    the body timeout (408);
 //! 5. NUL characters anywhere in the path, query or body: 400 naming where
 //!    ([`crate::input`]);
-//! 6. problem+json for every error.
+//! 6. the request rate limit of the caller and route class
+//!    ([`crate::limits`]): `RateLimit-*` headers on every answer of a limited
+//!    route, 429 with `Retry-After` once the limit is used up;
+//! 7. problem+json for every error.
 
 use std::{
     pin::Pin,
@@ -35,6 +38,7 @@ use tracing::Instrument;
 
 use crate::{
     error::{ApiError, problem_response},
+    limits::Checked,
     outage::PostgresWatch,
 };
 
@@ -51,6 +55,8 @@ pub struct Edge {
     pub postgres: PostgresWatch,
     /// The routes' path templates, for logs.
     pub templates: Arc<RouteTemplates>,
+    /// Request rate limits; none: unlimited.
+    pub limiter: Option<Arc<crate::limits::Limiter>>,
 }
 
 /// The documented routes' path templates, to name a request's route in logs
@@ -201,10 +207,43 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
     async move {
         let db = needs_postgres(&path);
         let mut req_stalled = None;
+        let mut limited = None;
+        let mut limiter_down = false;
         let result = if db && edge.postgres.is_down() {
             Err(ApiError::Unavailable("Postgres cannot be reached; try again shortly".into()).into())
         } else {
-            let admitted = admit(&mut req, &path, &edge).await;
+            let mut admitted = admit(&mut req, &path, &edge).await;
+            if admitted.is_ok()
+                && let Some(limiter) = &edge.limiter
+            {
+                match limiter.admit(&req, &route_template).await {
+                    Checked::Unlimited => {}
+                    Checked::Counted {
+                        class,
+                        limit,
+                        verdict,
+                    } => {
+                        if !verdict.allowed {
+                            admitted = Err(ApiError::RateLimited {
+                                class: class.as_str(),
+                                burst: limit.burst,
+                                rate: limit.per_sec,
+                                retry_after: verdict.retry_after_secs.max(1),
+                            }
+                            .into());
+                        }
+                        limited = Some((class, limit, verdict));
+                    }
+                    Checked::Unavailable(class) => {
+                        limiter_down = true;
+                        admitted = Err(ApiError::Unavailable(format!(
+                            "the {} rate limiter cannot be reached; try again shortly",
+                            class.as_str()
+                        ))
+                        .into());
+                    }
+                }
+            }
             req_stalled = req.data::<UploadStalled>().map(|s| s.0.clone());
             match admitted {
                 Ok(()) if db => {
@@ -236,8 +275,11 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
             Ok(resp) => resp,
             Err(err) => problem_response(err, &path, &request_id),
         };
-        if db && resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+        if db && !limiter_down && resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             edge.postgres.suspect();
+        }
+        if let Some((class, limit, verdict)) = limited {
+            verdict.headers(&mut resp, class, limit.per_sec);
         }
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             resp.headers_mut().insert(REQUEST_ID, v);

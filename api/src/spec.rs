@@ -14,6 +14,8 @@
 //!   documents them, as `application/problem+json`, when it does not already.
 //!   (405 for an undocumented method is not listed: it answers no documented
 //!   operation.)
+//! * **Rate limits.** Every operation the edge limits ([`crate::limits`])
+//!   documents 429 with `Retry-After` and the `RateLimit-*` headers.
 //! * **Integers are bounded** by their format (a `u32` is never negative).
 //! * **Objects are closed.** No object has properties beyond those it
 //!   declares: responses never carry others, and request objects refuse them.
@@ -33,6 +35,26 @@ pub const EDGE_STATUSES: &[(u16, &str)] = &[
     (500, "An internal error; quote the request id"),
     (503, "A dependency is down"),
 ];
+
+/// What a limited operation answers once its caller's limit is used up.
+pub const RATE_LIMITED: &str =
+    "A rate limit or send quota is used up; see Retry-After and the RateLimit headers";
+
+/// The headers of a 429.
+fn rate_limit_headers() -> Value {
+    let integer = |description: &str| {
+        json!({
+            "description": description,
+            "schema": {"type": "integer", "format": "int64", "minimum": 0},
+        })
+    };
+    json!({
+        "Retry-After": integer("Seconds until the request may be sent again"),
+        "RateLimit-Limit": integer("Requests of this class allowed at once (absent for a send quota)"),
+        "RateLimit-Remaining": integer("Requests that could be sent now (absent for a send quota)"),
+        "RateLimit-Reset": integer("Seconds until the allowance is whole again (absent for a send quota)"),
+    })
+}
 
 /// What the edge answers for an operation whose body has another content type.
 pub const UNSUPPORTED_MEDIA_TYPE: (u16, &str) =
@@ -82,14 +104,19 @@ pub fn amend(doc: &mut Value) {
     integer_bounds(doc);
     let problem = json!({"$ref": "#/components/schemas/Problem"});
     if let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) {
-        for item in paths.values_mut() {
+        for (path, item) in paths.iter_mut() {
             let Some(item) = item.as_object_mut() else {
                 continue;
             };
-            for operation in item.values_mut() {
+            for (method, operation) in item.iter_mut() {
                 let Some(operation) = operation.as_object_mut() else {
                     continue;
                 };
+                let limited = method
+                    .to_ascii_uppercase()
+                    .parse::<poem::http::Method>()
+                    .ok()
+                    .and_then(|m| crate::limits::Class::of(&m, path));
                 let has_body = operation.contains_key("requestBody");
                 let responses = operation
                     .entry("responses")
@@ -107,6 +134,17 @@ pub fn amend(doc: &mut Value) {
                             "content": {"application/problem+json": {"schema": problem.clone()}},
                         })
                     });
+                }
+                if limited.is_some() {
+                    let refused = responses.entry("429").or_insert_with(|| {
+                        json!({
+                            "description": RATE_LIMITED,
+                            "content": {"application/problem+json": {"schema": problem.clone()}},
+                        })
+                    });
+                    if let Some(refused) = refused.as_object_mut() {
+                        refused.insert("headers".to_owned(), rate_limit_headers());
+                    }
                 }
             }
         }

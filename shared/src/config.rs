@@ -43,6 +43,115 @@ pub struct JobsConfig {
     /// When organisations' admins hear that their BAA expires.
     #[serde(default)]
     pub baa_reminders: BaaRemindersConfig,
+    /// The API's request rate limits, per caller and route class.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+}
+
+/// One class's request rate limit (GCRA): `per_sec` requests a second
+/// sustained (fractions allowed: `0.2` is 12 a minute), at most `burst` at
+/// once after a quiet spell.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimit {
+    /// Sustained requests per second.
+    pub per_sec: f64,
+    /// Requests that may come at once.
+    pub burst: u32,
+}
+
+/// The API's request rate limits: per API key or signed-in user's token for
+/// authenticated routes, per client address for anonymous ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitsConfig {
+    /// Sends and batches (`send`, `send-batch`, `send-chunk`).
+    pub send: ClassLimit,
+    /// Reads (`GET`).
+    pub read: ClassLimit,
+    /// Other writes.
+    pub write: ClassLimit,
+    /// CSV bulk uploads.
+    pub upload: ClassLimit,
+    /// Sign-in and invitation tokens, per client address.
+    pub auth: ClassLimit,
+    /// Providers' delivery callbacks, per client address.
+    pub callback: ClassLimit,
+    /// Seconds an organisation's overrides and quotas are used before they
+    /// are read from Postgres again (0: every request).
+    pub settings_cache_secs: u64,
+    /// Longest wait for Redis on one check, in milliseconds; past it the
+    /// check fails (open or closed by class).
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for RateLimitsConfig {
+    fn default() -> Self {
+        Self {
+            send: ClassLimit {
+                per_sec: 200.0,
+                burst: 400,
+            },
+            read: ClassLimit {
+                per_sec: 100.0,
+                burst: 200,
+            },
+            write: ClassLimit {
+                per_sec: 20.0,
+                burst: 50,
+            },
+            upload: ClassLimit {
+                per_sec: 2.0,
+                burst: 5,
+            },
+            auth: ClassLimit {
+                per_sec: 0.2,
+                burst: 10,
+            },
+            callback: ClassLimit {
+                per_sec: 500.0,
+                burst: 1_000,
+            },
+            settings_cache_secs: 5,
+            redis_timeout_ms: 250,
+        }
+    }
+}
+
+impl RateLimitsConfig {
+    /// Every class's limit, by the class's name.
+    pub fn classes(&self) -> [(&'static str, ClassLimit); 6] {
+        [
+            ("send", self.send),
+            ("read", self.read),
+            ("write", self.write),
+            ("upload", self.upload),
+            ("auth", self.auth),
+            ("callback", self.callback),
+        ]
+    }
+
+    /// How long an override or quota is used without reading it again.
+    pub fn settings_cache(&self) -> Duration {
+        Duration::from_secs(self.settings_cache_secs)
+    }
+
+    /// Longest wait for Redis on one check.
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+}
+
+/// Whether `limit` is one a limiter can apply: a positive, finite rate of at
+/// most a million a second, and a burst of 1 to 1,000,000.
+pub fn check_class_limit(limit: &ClassLimit) -> Result<(), &'static str> {
+    if !(limit.per_sec.is_finite() && limit.per_sec > 0.0 && limit.per_sec <= 1_000_000.0) {
+        return Err("per_sec must be a number above 0 and at most 1000000");
+    }
+    if !(1..=1_000_000).contains(&limit.burst) {
+        return Err("burst must be 1 to 1000000");
+    }
+    Ok(())
 }
 
 /// Invitations: how long a token stays valid unless the inviter says
@@ -415,6 +524,14 @@ impl JobsConfig {
         }
         if self.retention.content_days == 0 {
             bail!("retention.content_days: must be at least 1");
+        }
+        for (class, limit) in self.rate_limits.classes() {
+            if let Err(reason) = check_class_limit(&limit) {
+                bail!("rate_limits.{class}: {reason}");
+            }
+        }
+        if self.rate_limits.redis_timeout_ms == 0 {
+            bail!("rate_limits.redis_timeout_ms: must be at least 1");
         }
         Ok(())
     }

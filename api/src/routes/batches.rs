@@ -398,6 +398,13 @@ fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
 }
 
 /// Stores a chunk in `tx` and commits; pushes its job if it is new.
+/// What a chunk of `recipients` counts against the send quotas: one
+/// notification per recipient and channel of its batch (recipients later
+/// skipped for want of an address or by their preferences still count).
+fn chunk_counts(channels: &[Channel], recipients: usize) -> Vec<(Channel, u64)> {
+    channels.iter().map(|c| (*c, recipients as u64)).collect()
+}
+
 async fn add_chunk(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
@@ -546,6 +553,7 @@ impl BatchesApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
+        request_id: Data<&crate::middleware::RequestId>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<SendBatchRequest>,
     ) -> Result<SendBatchResponse, ApiError> {
@@ -614,6 +622,14 @@ impl BatchesApi {
             .as_deref()
             .map(|r| recipients(&channels, "recipients", r))
             .transpose()?;
+        let quota = state
+            .limits
+            .take_quota(
+                tenant_id,
+                Some(&request_id.0.0),
+                &chunk_counts(&channels, first.as_ref().map_or(0, Vec::len)),
+            )
+            .await?;
         let hash = key
             .as_ref()
             .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
@@ -640,13 +656,24 @@ impl BatchesApi {
             Created::Existing {
                 same_request: false,
                 ..
-            } => return Err(ApiError::IdempotencyKeyReused),
+            } => {
+                quota.give_back().await;
+                return Err(ApiError::IdempotencyKeyReused);
+            }
         };
         let chunk = match &first {
-            Some(stored) => {
-                let (answer, _) = add_chunk(&state, tx, tenant_id, id, 0, stored).await?;
-                Some(chunk_accepted(id, 0, answer))
-            }
+            Some(stored) => match add_chunk(&state, tx, tenant_id, id, 0, stored).await {
+                Ok((answer, chunk_replayed)) => {
+                    if chunk_replayed {
+                        quota.give_back().await;
+                    }
+                    Some(chunk_accepted(id, 0, answer))
+                }
+                Err(e) => {
+                    quota.give_back().await;
+                    return Err(e);
+                }
+            },
             None => {
                 tx.commit().await?;
                 None
@@ -684,6 +711,7 @@ impl BatchesApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
+        request_id: Data<&crate::middleware::RequestId>,
         body: StrictJson<SendChunkRequest>,
     ) -> Result<SendChunkResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
@@ -701,8 +729,26 @@ impl BatchesApi {
             .filter_map(|c| Channel::parse(c))
             .collect();
         let stored = recipients(&channels, "recipients", &req.recipients)?;
+        let quota = state
+            .limits
+            .take_quota(
+                tenant_id,
+                Some(&request_id.0.0),
+                &chunk_counts(&channels, stored.len()),
+            )
+            .await?;
         let tx = state.pool.begin().await?;
-        let (answer, replayed) = add_chunk(&state, tx, tenant_id, id, req.seq, &stored).await?;
+        let (answer, replayed) = match add_chunk(&state, tx, tenant_id, id, req.seq, &stored).await
+        {
+            Ok(added) => added,
+            Err(e) => {
+                quota.give_back().await;
+                return Err(e);
+            }
+        };
+        if replayed {
+            quota.give_back().await;
+        }
         Ok(SendChunkResponse::Accepted(
             Json(chunk_accepted(id, req.seq, answer)),
             status_url(id),

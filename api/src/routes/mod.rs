@@ -8,6 +8,7 @@ pub mod callbacks;
 pub mod health;
 pub mod inbox;
 pub mod invitations;
+pub mod limits;
 pub mod notifications;
 pub mod organizations;
 pub mod providers;

@@ -16,6 +16,7 @@ mod org_support;
 mod organizations;
 mod preferences;
 mod providers;
+mod rate_limits;
 mod realtime;
 mod send_email;
 mod shipments;

@@ -15,6 +15,7 @@ pub mod events;
 pub mod inbox;
 pub mod invitations;
 pub mod jwt_secrets;
+pub mod limits;
 pub mod locks;
 pub mod notifications;
 pub mod organizations;

@@ -68,6 +68,20 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("JOBS__QUEUES__EMAIL__BACKOFF__MAX_MS", "2000"),
     ("JOBS__QUEUES__EMAIL__BACKOFF__MULTIPLIER", "2.0"),
     ("JOBS__QUEUES__EMAIL__BACKOFF__JITTER", "0.0"),
+    // Tests and benches fire requests far faster than any caller should;
+    // the rate-limit tests set their own small limits.
+    ("JOBS__RATE_LIMITS__SEND__PER_SEC", "1000000"),
+    ("JOBS__RATE_LIMITS__SEND__BURST", "1000000"),
+    ("JOBS__RATE_LIMITS__READ__PER_SEC", "1000000"),
+    ("JOBS__RATE_LIMITS__READ__BURST", "1000000"),
+    ("JOBS__RATE_LIMITS__WRITE__PER_SEC", "1000000"),
+    ("JOBS__RATE_LIMITS__WRITE__BURST", "1000000"),
+    ("JOBS__RATE_LIMITS__UPLOAD__PER_SEC", "1000000"),
+    ("JOBS__RATE_LIMITS__UPLOAD__BURST", "1000000"),
+    ("JOBS__RATE_LIMITS__AUTH__PER_SEC", "1000000"),
+    ("JOBS__RATE_LIMITS__AUTH__BURST", "1000000"),
+    ("JOBS__RATE_LIMITS__CALLBACK__PER_SEC", "1000000"),
+    ("JOBS__RATE_LIMITS__CALLBACK__BURST", "1000000"),
 ];
 
 /// Builds a [`TestApp`].

@@ -1,0 +1,947 @@
+//! Request rate limits and send quotas, shared by every API replica through
+//! Redis.
+//!
+//! **Rate limits.** Every request to a documented route falls in one class
+//! ([`Class::of`]): `send`, `read`, `write`, `upload`, `auth` or `callback`.
+//! Authenticated classes are limited per credential: the key is a hash of
+//! the bearer token the caller presented (an API key or a sign-in token),
+//! so the edge needs no Postgres round trip and a forged token can only
+//! spend its own allowance. Anonymous routes (sign-in, invitation tokens,
+//! providers' callbacks, and any request without a bearer token) are
+//! limited per client address. The limit values are the platform's
+//! (`jobs.toml` `[rate_limits]`) unless the caller's organisation has an
+//! override; the organisation is known from the API-key cache the handlers
+//! share, or for a sign-in token from its (not yet verified) tenant claim,
+//! which only ever picks the values applied to that token's own bucket.
+//!
+//! The algorithm is GCRA in one Lua script (one `EVALSHA` round trip): a
+//! key holds the theoretical arrival time of the next request, so state is
+//! one number per caller and class, expiring when the caller is idle.
+//!
+//! When Redis cannot be reached within `redis_timeout_ms`, `read`, `write`,
+//! `send`, `upload` and `callback` requests go through unlimited (a logged
+//! warning and `rate_limit_unavailable_total`): refusing them would turn a
+//! Redis outage into an outage of the whole API. `auth` requests are refused
+//! with 503: sign-in and invitation tokens are what a password-guessing
+//! attacker wants unlimited, and nobody's work is lost by a short retry.
+//! After a failure Redis is not asked again for a second, so an outage does
+//! not add its timeout to every request.
+//!
+//! **Send quotas.** An organisation may have quotas per channel and UTC day
+//! or calendar month. Each accepted send counts its notifications into
+//! Redis counters that expire at the period's end, checked and incremented
+//! for every channel and period of the request at once in one Lua script,
+//! so two replicas cannot both take the last units. A request that would
+//! pass a quota is refused whole (429 naming channel and period); crossing
+//! 80% records a `quota.warning` audit event once per period.
+
+use std::{
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use poem::{
+    Request, Response,
+    http::{HeaderValue, Method},
+};
+use redis::{Script, aio::ConnectionManager};
+use sha2::{Digest, Sha256};
+use shared::{
+    cache::TtlCache,
+    config::{ClassLimit, RateLimitsConfig},
+    db::limits::{Override, Quota},
+    domain::{Channel, TenantId},
+};
+use sqlx::PgPool;
+
+use crate::{auth::ApiKeyCache, error::ApiError};
+
+/// A route class: what a request costs the platform, and so its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// Sends and batches.
+    Send,
+    /// `GET` requests.
+    Read,
+    /// Other writes.
+    Write,
+    /// CSV bulk uploads.
+    Upload,
+    /// Sign-in and invitation tokens (per client address).
+    Auth,
+    /// Providers' delivery callbacks (per client address).
+    Callback,
+}
+
+/// The classes an organisation may override.
+pub const OVERRIDABLE: [Class; 4] = [Class::Send, Class::Read, Class::Write, Class::Upload];
+
+impl Class {
+    /// The class's name, as in `jobs.toml` and the problem details.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Class::Send => "send",
+            Class::Read => "read",
+            Class::Write => "write",
+            Class::Upload => "upload",
+            Class::Auth => "auth",
+            Class::Callback => "callback",
+        }
+    }
+
+    /// The class named `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        [
+            Class::Send,
+            Class::Read,
+            Class::Write,
+            Class::Upload,
+            Class::Auth,
+            Class::Callback,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == name)
+    }
+
+    /// The class of a request by its method and route template (as
+    /// [`crate::middleware::RouteTemplates::name`] gives it); `None` for
+    /// routes that are not limited (health, metrics, the document, the
+    /// WebSocket, unknown paths).
+    pub fn of(method: &Method, template: &str) -> Option<Self> {
+        const SERVICES: &str = "/api/v1/services/notifications";
+        if template == "unmatched"
+            || template.starts_with("/health/")
+            || matches!(
+                template,
+                "/metrics" | "/openapi.json" | "/docs" | "/api/v1/ws"
+            )
+        {
+            return None;
+        }
+        if template.starts_with("/webhooks/") {
+            return Some(Class::Callback);
+        }
+        if template == "/api/v1/auth/login"
+            || template.starts_with("/api/v1/invitations/validate/")
+            || template.starts_with("/api/v1/invitations/accept/")
+        {
+            return Some(Class::Auth);
+        }
+        if *method == Method::GET || *method == Method::HEAD {
+            return Some(Class::Read);
+        }
+        if *method == Method::POST {
+            match template.strip_prefix(SERVICES) {
+                Some("/send" | "/send-batch" | "/send-chunk") => return Some(Class::Send),
+                Some("/bulk/csv") => return Some(Class::Upload),
+                _ => {}
+            }
+        }
+        Some(Class::Write)
+    }
+
+    /// Whether a request of this class is refused while Redis is away.
+    pub fn fails_closed(self) -> bool {
+        self == Class::Auth
+    }
+
+    /// Whether the class is limited per client address.
+    fn anonymous(self) -> bool {
+        matches!(self, Class::Auth | Class::Callback)
+    }
+}
+
+/// One limit check's outcome, for the `RateLimit-*` headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the request may go on.
+    pub allowed: bool,
+    /// The burst: requests allowed at once.
+    pub limit: u32,
+    /// Requests that could go at once right now.
+    pub remaining: u64,
+    /// Seconds until the allowance is whole again.
+    pub reset_secs: u64,
+    /// Seconds until one more request would be allowed (0 when allowed).
+    pub retry_after_secs: u64,
+}
+
+impl Verdict {
+    /// Adds `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` and
+    /// `RateLimit-Policy` (and `Retry-After` on a refusal) to `resp`.
+    pub fn headers(&self, resp: &mut Response, class: Class, rate: f64) {
+        let h = resp.headers_mut();
+        h.insert("ratelimit-limit", HeaderValue::from(self.limit));
+        h.insert("ratelimit-remaining", HeaderValue::from(self.remaining));
+        h.insert("ratelimit-reset", HeaderValue::from(self.reset_secs));
+        let window = (f64::from(self.limit) / rate).ceil().max(1.0) as u64;
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{};w={window};name=\"{}\"",
+            self.limit,
+            class.as_str()
+        )) {
+            h.insert("ratelimit-policy", v);
+        }
+        if !self.allowed {
+            h.insert(
+                poem::http::header::RETRY_AFTER,
+                HeaderValue::from(self.retry_after_secs.max(1)),
+            );
+        }
+    }
+}
+
+/// GCRA. KEYS: the caller's key. ARGV: emission interval (µs), burst.
+/// Returns {allowed, remaining, retry after µs, reset µs}.
+const GCRA: &str = r"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if now < allow_at then
+  return {0, 0, math.ceil(allow_at - now), math.ceil(tat - now)}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now)}
+";
+
+/// Takes `add` from every quota counter of a send, or nothing.
+/// KEYS: counter, warned flag, for each quota. ARGV: quota, add, expiry
+/// (unix seconds), warning level, for each quota. Returns {1, crossed...}
+/// with 1 where the counter crossed its warning level for the first time
+/// this period, or {0, index (1-based), used} for the first quota the send
+/// would pass.
+const TAKE_QUOTA: &str = r"
+local n = #KEYS / 2
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  if used + tonumber(ARGV[4 * i - 2]) > tonumber(ARGV[4 * i - 3]) then
+    return {0, i, used}
+  end
+end
+local out = {1}
+for i = 1, n do
+  local used = redis.call('INCRBY', KEYS[2 * i - 1], ARGV[4 * i - 2])
+  redis.call('EXPIREAT', KEYS[2 * i - 1], ARGV[4 * i - 1])
+  local crossed = 0
+  if used >= tonumber(ARGV[4 * i]) then
+    if redis.call('SET', KEYS[2 * i], '1', 'NX', 'EXAT', ARGV[4 * i - 1]) then
+      crossed = 1
+    end
+  end
+  out[i + 1] = crossed
+end
+return out
+";
+
+/// Gives back what [`TAKE_QUOTA`] took. KEYS: counters. ARGV: amounts.
+const GIVE_BACK: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    local left = redis.call('DECRBY', KEYS[i], ARGV[i])
+    if left < 0 then redis.call('SET', KEYS[i], '0', 'KEEPTTL') end
+  end
+end
+return 0
+";
+
+/// Who a request is counted against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A bearer credential, by the hash of the token, and its organisation
+    /// when known.
+    Credential {
+        /// Hex SHA-256 of the token, shortened.
+        hash: String,
+        /// The organisation whose overrides apply.
+        tenant: Option<TenantId>,
+    },
+    /// A client address.
+    Address(IpAddr),
+}
+
+impl Caller {
+    fn key_part(&self) -> String {
+        match self {
+            Caller::Credential { hash, .. } => format!("k:{hash}"),
+            Caller::Address(ip) => format!("ip:{ip}"),
+        }
+    }
+}
+
+/// What the edge does with a request after its limit check.
+#[derive(Debug)]
+pub enum Checked {
+    /// Not limited: no class, or Redis is away and the class fails open.
+    Unlimited,
+    /// Counted: answer with these headers; refused when `!verdict.allowed`.
+    Counted {
+        /// The class counted.
+        class: Class,
+        /// The limit applied.
+        limit: ClassLimit,
+        /// The outcome.
+        verdict: Verdict,
+    },
+    /// Redis is away and the class fails closed.
+    Unavailable(Class),
+}
+
+/// The rate limiter and send quotas of one API process.
+pub struct Limiter {
+    conn: ConnectionManager,
+    prefix: String,
+    config: RateLimitsConfig,
+    pool: PgPool,
+    api_keys: Arc<ApiKeyCache>,
+    tenant_claim: String,
+    overrides: TtlCache<TenantId, Arc<Vec<Override>>>,
+    quotas: TtlCache<TenantId, Arc<Vec<Quota>>>,
+    down_until: Mutex<Option<Instant>>,
+    gcra: Script,
+    take_quota: Script,
+    give_back: Script,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Most organisations whose overrides or quotas are kept in memory.
+const SETTINGS_CACHE_CAPACITY: usize = 10_000;
+/// How long Redis is left alone after a failed check.
+const REDIS_BACKOFF: Duration = Duration::from_secs(1);
+/// The share of a quota at which its organisation is warned.
+pub const WARNING_SHARE: f64 = 0.8;
+
+/// Why Redis gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum LimiterError {
+    /// It answered with an error or not at all within the timeout.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// It failed recently and is not asked again yet.
+    #[error("redis failed less than a second ago")]
+    BackingOff,
+}
+
+impl Limiter {
+    /// A limiter on `conn`, under `prefix`.
+    pub fn new(
+        conn: ConnectionManager,
+        prefix: &str,
+        config: RateLimitsConfig,
+        pool: PgPool,
+        api_keys: Arc<ApiKeyCache>,
+        tenant_claim: &str,
+    ) -> Self {
+        let ttl = config.settings_cache();
+        Self {
+            conn,
+            prefix: prefix.to_owned(),
+            pool,
+            api_keys,
+            tenant_claim: tenant_claim.to_owned(),
+            overrides: TtlCache::new(ttl, SETTINGS_CACHE_CAPACITY),
+            quotas: TtlCache::new(ttl, SETTINGS_CACHE_CAPACITY),
+            config,
+            down_until: Mutex::new(None),
+            gcra: Script::new(GCRA),
+            take_quota: Script::new(TAKE_QUOTA),
+            give_back: Script::new(GIVE_BACK),
+        }
+    }
+
+    /// The platform's limits.
+    pub fn config(&self) -> &RateLimitsConfig {
+        &self.config
+    }
+
+    /// The platform's limit for `class`.
+    pub fn default_limit(&self, class: Class) -> ClassLimit {
+        let c = &self.config;
+        match class {
+            Class::Send => c.send,
+            Class::Read => c.read,
+            Class::Write => c.write,
+            Class::Upload => c.upload,
+            Class::Auth => c.auth,
+            Class::Callback => c.callback,
+        }
+    }
+
+    /// Drops what this process remembers of `tenant`'s overrides and quotas,
+    /// after they changed.
+    pub fn forget(&self, tenant: TenantId) {
+        self.overrides.remove(&tenant);
+        self.quotas.remove(&tenant);
+    }
+
+    fn backing_off(&self) -> bool {
+        let mut down = self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *down {
+            Some(until) if until > Instant::now() => true,
+            Some(_) => {
+                *down = None;
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn failed(&self) {
+        *self
+            .down_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Instant::now() + REDIS_BACKOFF);
+    }
+
+    async fn run<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'_>,
+    ) -> Result<T, LimiterError> {
+        if self.backing_off() {
+            return Err(LimiterError::BackingOff);
+        }
+        let mut conn = self.conn.clone();
+        let result = tokio::time::timeout(
+            self.config.redis_timeout(),
+            invocation.invoke_async::<T>(&mut conn),
+        )
+        .await;
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => {
+                self.failed();
+                Err(LimiterError::Redis(e.to_string()))
+            }
+            Err(_) => {
+                self.failed();
+                Err(LimiterError::Redis("no answer within the timeout".into()))
+            }
+        }
+    }
+
+    /// Counts one request of `caller` in `class` against `limit`.
+    pub async fn check(
+        &self,
+        class: Class,
+        caller: &Caller,
+        limit: ClassLimit,
+    ) -> Result<Verdict, LimiterError> {
+        let interval_us = (1_000_000.0 / limit.per_sec).ceil().max(1.0) as u64;
+        // The limit is part of the key: a changed limit starts with a whole
+        // allowance rather than one measured in the old limit's units.
+        let key = format!(
+            "{}:rl:{}:{}:{interval_us}:{}",
+            self.prefix,
+            class.as_str(),
+            caller.key_part(),
+            limit.burst
+        );
+        let mut invocation = self.gcra.key(key);
+        invocation.arg(interval_us).arg(limit.burst);
+        let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) =
+            self.run(invocation).await?;
+        Ok(Verdict {
+            allowed: allowed == 1,
+            limit: limit.burst,
+            remaining: remaining.max(0) as u64,
+            reset_secs: secs_up(reset_us),
+            retry_after_secs: secs_up(retry_us),
+        })
+    }
+
+    /// The limit `caller` gets in `class`: its organisation's override, else
+    /// the platform's.
+    pub async fn limit_for(&self, class: Class, caller: &Caller) -> ClassLimit {
+        let default = self.default_limit(class);
+        let Caller::Credential {
+            tenant: Some(tenant),
+            ..
+        } = caller
+        else {
+            return default;
+        };
+        if !OVERRIDABLE.contains(&class) {
+            return default;
+        }
+        match self.overrides_of(*tenant).await {
+            Ok(set) => set
+                .iter()
+                .find(|o| o.class == class.as_str())
+                .map_or(default, |o| ClassLimit {
+                    per_sec: o.per_sec,
+                    burst: u32::try_from(o.burst).unwrap_or(1),
+                }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read rate-limit overrides; using the defaults");
+                default
+            }
+        }
+    }
+
+    /// The organisation's overrides, from memory while fresh.
+    pub async fn overrides_of(&self, tenant: TenantId) -> Result<Arc<Vec<Override>>, sqlx::Error> {
+        if let Some(set) = self.overrides.get(&tenant) {
+            return Ok(set);
+        }
+        let set = Arc::new(shared::db::limits::overrides(&self.pool, tenant).await?);
+        self.overrides.insert(tenant, set.clone());
+        Ok(set)
+    }
+
+    /// The organisation's quotas, from memory while fresh.
+    pub async fn quotas_of(&self, tenant: TenantId) -> Result<Arc<Vec<Quota>>, sqlx::Error> {
+        if let Some(set) = self.quotas.get(&tenant) {
+            return Ok(set);
+        }
+        let set = Arc::new(shared::db::limits::quotas(&self.pool, tenant).await?);
+        self.quotas.insert(tenant, set.clone());
+        Ok(set)
+    }
+
+    /// Who `req` is counted against in `class`.
+    pub async fn caller(&self, req: &Request, class: Class) -> Caller {
+        let address = || {
+            Caller::Address(
+                req.remote_addr()
+                    .as_socket_addr()
+                    .map_or(IpAddr::from([0, 0, 0, 0]), std::net::SocketAddr::ip),
+            )
+        };
+        if class.anonymous() {
+            return address();
+        }
+        let Some(token) = bearer(req) else {
+            return address();
+        };
+        let hash: String = Sha256::digest(token.as_bytes())[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let tenant = if token.starts_with(shared::db::api_keys::KEY_PREFIX) {
+            // The same lookup (and cache) the handler's authentication uses,
+            // so a working key costs no extra Postgres round trip.
+            if token.len() <= 128 {
+                crate::auth::owner_of(&self.pool, &self.api_keys, token)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|o| o.tenant_id)
+            } else {
+                None
+            }
+        } else if token.len() <= 8 * 1024 {
+            jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(token)
+                .ok()
+                .and_then(|claims| {
+                    claims
+                        .get(&self.tenant_claim)
+                        .and_then(serde_json::Value::as_str)
+                        .and_then(|s| s.parse().ok())
+                })
+        } else {
+            None
+        };
+        Caller::Credential { hash, tenant }
+    }
+
+    /// The edge's check of `req`, served by route `template`.
+    pub async fn admit(&self, req: &Request, template: &str) -> Checked {
+        let Some(class) = Class::of(req.method(), template) else {
+            return Checked::Unlimited;
+        };
+        let caller = self.caller(req, class).await;
+        let limit = self.limit_for(class, &caller).await;
+        match self.check(class, &caller, limit).await {
+            Ok(verdict) => {
+                if !verdict.allowed {
+                    metrics::counter!("rate_limit_refusals_total", "class" => class.as_str())
+                        .increment(1);
+                }
+                Checked::Counted {
+                    class,
+                    limit,
+                    verdict,
+                }
+            }
+            Err(error) => {
+                metrics::counter!("rate_limit_unavailable_total", "class" => class.as_str())
+                    .increment(1);
+                if !matches!(error, LimiterError::BackingOff) {
+                    tracing::warn!(%error, class = class.as_str(), "rate limiter unavailable");
+                }
+                if class.fails_closed() {
+                    Checked::Unavailable(class)
+                } else {
+                    Checked::Unlimited
+                }
+            }
+        }
+    }
+
+    /// Takes `counts` (notifications per channel) from the organisation's
+    /// quotas, or refuses the whole send with 429 naming the quota it would
+    /// pass. While Redis is away, nothing is counted and the send goes
+    /// through.
+    pub async fn take_quota(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request_id: Option<&str>,
+        counts: &[(Channel, u64)],
+    ) -> Result<QuotaTicket, ApiError> {
+        let mut ticket = QuotaTicket {
+            limiter: self.clone(),
+            taken: Vec::new(),
+        };
+        let quotas = self.quotas_of(tenant).await?;
+        if quotas.is_empty() {
+            return Ok(ticket);
+        }
+        let now = Utc::now();
+        let mut applied = Vec::new();
+        for (channel, add) in counts {
+            if *add == 0 {
+                continue;
+            }
+            for q in quotas.iter().filter(|q| q.channel == channel.as_str()) {
+                let Some(period) = Period::parse(&q.period) else {
+                    continue;
+                };
+                applied.push((q.clone(), period, *add));
+            }
+        }
+        if applied.is_empty() {
+            return Ok(ticket);
+        }
+        let mut invocation = self.take_quota.prepare_invoke();
+        for (q, period, add) in &applied {
+            let key = self.quota_key(tenant, &q.channel, *period, now);
+            let warn_at = ((q.quota as f64) * WARNING_SHARE).ceil().max(1.0) as i64;
+            invocation
+                .key(&key)
+                .key(format!("{key}:warned"))
+                .arg(q.quota)
+                .arg(*add)
+                .arg(period.end(now).timestamp() + 60)
+                .arg(warn_at);
+        }
+        let answer: Vec<i64> = match self.run(invocation).await {
+            Ok(a) => a,
+            Err(error) => {
+                metrics::counter!("send_quota_unavailable_total").increment(1);
+                if !matches!(error, LimiterError::BackingOff) {
+                    tracing::warn!(%error, "send quotas unavailable; the send is not counted");
+                }
+                return Ok(ticket);
+            }
+        };
+        if answer.first() == Some(&0) {
+            let index = answer.get(1).copied().unwrap_or(1).max(1) as usize - 1;
+            let used = answer.get(2).copied().unwrap_or(0);
+            let (q, period, add) = &applied[index.min(applied.len() - 1)];
+            metrics::counter!("send_quota_refusals_total", "channel" => q.channel.clone(), "period" => period.as_str())
+                .increment(1);
+            let resets = period.end(now);
+            return Err(ApiError::QuotaExceeded {
+                name: format!("{}:{}", q.channel, period.as_str()),
+                detail: format!(
+                    "the {} {} quota of {} is used up: {used} sent this period, this request needs {add}; it renews at {}",
+                    period.adjective(),
+                    q.channel,
+                    q.quota,
+                    resets.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                ),
+                retry_after: (resets - now).num_seconds().max(1) as u64,
+            });
+        }
+        for (i, (q, period, add)) in applied.iter().enumerate() {
+            ticket
+                .taken
+                .push((self.quota_key(tenant, &q.channel, *period, now), *add));
+            if answer.get(i + 1) == Some(&1) {
+                self.warn(tenant, request_id, q, *period).await;
+            }
+        }
+        Ok(ticket)
+    }
+
+    async fn warn(&self, tenant: TenantId, request_id: Option<&str>, q: &Quota, period: Period) {
+        metrics::counter!("send_quota_warnings_total", "channel" => q.channel.clone(), "period" => period.as_str())
+            .increment(1);
+        tracing::info!(%tenant, channel = %q.channel, period = period.as_str(), "send quota 80% used");
+        let recorded = shared::db::audit::record(
+            &self.pool,
+            shared::db::audit::Entry {
+                tenant_id: Some(tenant),
+                actor: "system",
+                action: "quota.warning",
+                resource_type: "organization",
+                resource_id: Some(tenant.to_string()),
+                result: "success",
+                request_id,
+                details: serde_json::json!({
+                    "channel": q.channel,
+                    "period": period.as_str(),
+                    "quota": q.quota,
+                    "share": WARNING_SHARE,
+                }),
+            },
+        )
+        .await;
+        if let Err(error) = recorded {
+            tracing::warn!(%error, "cannot record the quota warning");
+        }
+    }
+
+    fn quota_key(
+        &self,
+        tenant: TenantId,
+        channel: &str,
+        period: Period,
+        now: DateTime<Utc>,
+    ) -> String {
+        format!(
+            "{}:quota:{tenant}:{channel}:{}",
+            self.prefix,
+            period.label(now)
+        )
+    }
+
+    /// How much of each of the organisation's quotas this period has used;
+    /// `None` where Redis cannot say.
+    pub async fn usage(&self, tenant: TenantId, quotas: &[Quota]) -> Vec<Option<i64>> {
+        let now = Utc::now();
+        if quotas.is_empty() || self.backing_off() {
+            return vec![None; quotas.len()];
+        }
+        let keys: Vec<String> = quotas
+            .iter()
+            .map(|q| {
+                Period::parse(&q.period)
+                    .map(|p| self.quota_key(tenant, &q.channel, p, now))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let mut conn = self.conn.clone();
+        let read = tokio::time::timeout(
+            self.config.redis_timeout(),
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query_async::<Vec<Option<i64>>>(&mut conn),
+        )
+        .await;
+        match read {
+            Ok(Ok(used)) => used.into_iter().map(|u| Some(u.unwrap_or(0))).collect(),
+            _ => {
+                self.failed();
+                vec![None; quotas.len()]
+            }
+        }
+    }
+}
+
+/// Quota units taken for a send. They stay taken unless given back, which
+/// a route does when the request turns out to send nothing new (a replayed
+/// idempotent request) or is refused after the count.
+#[derive(Debug)]
+#[must_use = "a send either keeps its quota units or gives them back"]
+pub struct QuotaTicket {
+    limiter: Arc<Limiter>,
+    taken: Vec<(String, u64)>,
+}
+
+impl QuotaTicket {
+    /// The send sent nothing new: gives its units back.
+    pub async fn give_back(self) {
+        if self.taken.is_empty() {
+            return;
+        }
+        let mut invocation = self.limiter.give_back.prepare_invoke();
+        for (key, n) in &self.taken {
+            invocation.key(key).arg(*n);
+        }
+        if let Err(error) = self.limiter.run::<i64>(invocation).await {
+            tracing::warn!(%error, "cannot give back the quota units of a send");
+        }
+    }
+}
+
+/// A quota's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Period {
+    /// A UTC day.
+    Day,
+    /// A calendar month (UTC).
+    Month,
+}
+
+impl Period {
+    /// `day` or `month`.
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "day" => Some(Self::Day),
+            "month" => Some(Self::Month),
+            _ => None,
+        }
+    }
+
+    /// `day` or `month`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    fn adjective(self) -> &'static str {
+        match self {
+            Self::Day => "daily",
+            Self::Month => "monthly",
+        }
+    }
+
+    fn label(self, now: DateTime<Utc>) -> String {
+        match self {
+            Self::Day => format!("day:{}", now.format("%Y%m%d")),
+            Self::Month => format!("month:{}", now.format("%Y%m")),
+        }
+    }
+
+    /// When the period holding `now` ends.
+    pub fn end(self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let date = now.date_naive();
+        let next = match self {
+            Self::Day => date.succ_opt(),
+            Self::Month => {
+                let (y, m) = if date.month() == 12 {
+                    (date.year() + 1, 1)
+                } else {
+                    (date.year(), date.month() + 1)
+                };
+                NaiveDate::from_ymd_opt(y, m, 1)
+            }
+        }
+        .unwrap_or(date);
+        Utc.from_utc_datetime(&next.and_hms_opt(0, 0, 0).unwrap_or_default())
+    }
+}
+
+/// How many notifications `channels` (one per notification) put on each
+/// channel.
+pub fn per_channel(channels: impl IntoIterator<Item = Channel>) -> Vec<(Channel, u64)> {
+    let mut counts: Vec<(Channel, u64)> = Vec::new();
+    for c in channels {
+        match counts.iter_mut().find(|(k, _)| *k == c) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((c, 1)),
+        }
+    }
+    counts
+}
+
+fn secs_up(us: i64) -> u64 {
+    (us.max(0) as u64).div_ceil(1_000_000)
+}
+
+/// The bearer token of `req`, if it carries one.
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_follow_method_and_route() {
+        let of = |m: Method, t: &str| Class::of(&m, t);
+        let n = "/api/v1/services/notifications";
+        assert_eq!(of(Method::POST, &format!("{n}/send")), Some(Class::Send));
+        assert_eq!(
+            of(Method::POST, &format!("{n}/send-batch")),
+            Some(Class::Send)
+        );
+        assert_eq!(
+            of(Method::POST, &format!("{n}/send-chunk")),
+            Some(Class::Send)
+        );
+        assert_eq!(
+            of(Method::POST, &format!("{n}/bulk/csv")),
+            Some(Class::Upload)
+        );
+        assert_eq!(of(Method::GET, &format!("{n}/{{id}}")), Some(Class::Read));
+        assert_eq!(
+            of(Method::POST, &format!("{n}/batches/{{id}}/close")),
+            Some(Class::Write)
+        );
+        assert_eq!(of(Method::POST, "/api/v1/auth/login"), Some(Class::Auth));
+        assert_eq!(
+            of(Method::GET, "/api/v1/invitations/validate/{token}"),
+            Some(Class::Auth)
+        );
+        assert_eq!(
+            of(Method::POST, "/api/v1/invitations/accept/{token}"),
+            Some(Class::Auth)
+        );
+        assert_eq!(
+            of(Method::POST, "/webhooks/twilio/{provider_id}"),
+            Some(Class::Callback)
+        );
+        assert_eq!(of(Method::GET, "/health/ready"), None);
+        assert_eq!(of(Method::GET, "/metrics"), None);
+        assert_eq!(of(Method::POST, "unmatched"), None);
+        assert_eq!(
+            of(Method::DELETE, "/api/v1/admin/templates/{id}"),
+            Some(Class::Write)
+        );
+    }
+
+    #[test]
+    fn periods_end_at_the_next_utc_midnight_or_month() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            Period::Day.end(at("2026-12-05T13:00:00Z")),
+            at("2026-12-06T00:00:00Z")
+        );
+        assert_eq!(
+            Period::Month.end(at("2026-12-05T13:00:00Z")),
+            at("2027-01-01T00:00:00Z")
+        );
+        assert_eq!(
+            Period::Month.end(at("2026-02-28T23:59:59Z")),
+            at("2026-03-01T00:00:00Z")
+        );
+    }
+
+    #[test]
+    fn retry_seconds_round_up() {
+        assert_eq!(secs_up(0), 0);
+        assert_eq!(secs_up(1), 1);
+        assert_eq!(secs_up(1_000_000), 1);
+        assert_eq!(secs_up(1_000_001), 2);
+        assert_eq!(secs_up(-5), 0);
+    }
+}

@@ -1,0 +1,105 @@
+//! An organisation's request rate-limit overrides and send quotas. Each set
+//! is replaced whole by its admin route, in one transaction.
+
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::domain::TenantId;
+
+/// One class's overridden limit.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct Override {
+    /// `send`, `read`, `write` or `upload`.
+    pub class: String,
+    /// Sustained requests per second.
+    pub per_sec: f64,
+    /// Requests at once.
+    pub burst: i32,
+}
+
+/// The organisation's overrides, by class name.
+pub async fn overrides(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+) -> Result<Vec<Override>, sqlx::Error> {
+    sqlx::query_as(
+        "select class, per_sec, burst from rate_limit_overrides
+         where tenant_id = $1 order by class",
+    )
+    .bind(tenant_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces the organisation's overrides with `set`.
+pub async fn replace_overrides(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    set: &[Override],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from rate_limit_overrides where tenant_id = $1")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    for o in set {
+        sqlx::query(
+            "insert into rate_limit_overrides (tenant_id, class, per_sec, burst)
+             values ($1, $2, $3, $4)",
+        )
+        .bind(tenant_id)
+        .bind(&o.class)
+        .bind(o.per_sec)
+        .bind(o.burst)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One send quota.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Quota {
+    /// The channel counted.
+    pub channel: String,
+    /// `day` (UTC) or `month`.
+    pub period: String,
+    /// Notifications allowed per period.
+    pub quota: i64,
+}
+
+/// The organisation's send quotas.
+pub async fn quotas(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+) -> Result<Vec<Quota>, sqlx::Error> {
+    sqlx::query_as(
+        "select channel, period, quota from send_quotas
+         where tenant_id = $1 order by channel, period",
+    )
+    .bind(tenant_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Replaces the organisation's quotas with `set`.
+pub async fn replace_quotas(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    set: &[Quota],
+) -> Result<(), sqlx::Error> {
+    sqlx::query("delete from send_quotas where tenant_id = $1")
+        .bind(tenant_id)
+        .execute(&mut *tx)
+        .await?;
+    for q in set {
+        sqlx::query(
+            "insert into send_quotas (tenant_id, channel, period, quota) values ($1, $2, $3, $4)",
+        )
+        .bind(tenant_id)
+        .bind(&q.channel)
+        .bind(&q.period)
+        .bind(q.quota)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
