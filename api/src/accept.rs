@@ -1,11 +1,12 @@
 //! Concurrent sends share one commit and one push.
 //!
-//! A send that leaves nothing to decide in its transaction (no
-//! `Idempotency-Key`, no `send_at`, no in-app placement, no subscriber to
-//! create) hands its rows to the [`Acceptor`]. A few flushers each take
+//! A send that needs nothing of its own in its transaction (no
+//! `Idempotency-Key`, no `send_at`, no subscriber to create) hands its rows to the [`Acceptor`]. A few flushers each take
 //! whatever sends are waiting, up to [`MAX_ROWS`], insert them in one
 //! statement, commit once, and push one delivery job per tenant and channel
-//! (up to the dispatcher's group size) before answering every caller. Nothing
+//! (up to the dispatcher's group size) before answering every caller. In-app
+//! rows go into their inboxes in the same transaction, as a lone send's do
+//! (see [`places_inapp_now`]). Nothing
 //! waits for company: a flusher takes what is there when it is free, so a
 //! lone send is committed at once, and under load the sends that arrived
 //! while the previous commit was in flight go in the next one.
@@ -16,7 +17,10 @@
 //! row cannot take its neighbours' sends down with it; a failed commit
 //! answers every caller with the error, as a lone commit would.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+};
 
 use shared::{
     db::notifications::{self, NewRow},
@@ -37,8 +41,12 @@ pub const FLUSHERS: usize = 4;
 /// What became of rows handed to [`Acceptor::accept`].
 #[derive(Debug)]
 pub enum Shared {
-    /// Committed (and pushed, or left to the dispatcher).
-    Committed,
+    /// Committed (and pushed, or left to the dispatcher); `placed` are the
+    /// caller's in-app rows now in their inboxes (`sent`).
+    Committed {
+        /// In-app rows placed in their inboxes.
+        placed: Vec<NotificationId>,
+    },
     /// Nothing was written: the caller should send on its own.
     Alone,
 }
@@ -95,7 +103,7 @@ impl Acceptor {
 
     /// Commits `rows` with whatever other sends are waiting. Every row must
     /// be due now, without an idempotency key, and need no subscriber
-    /// created; `dispatched` is decided here.
+    /// created (in-app rows name theirs); `dispatched` is decided here.
     pub async fn accept(&self, rows: Vec<NewRow>) -> Result<Shared, ApiError> {
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Pending { rows, reply }).await.is_err() {
@@ -126,16 +134,33 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pending>>
     Some(batch)
 }
 
+/// What a shared transaction wrote beyond its rows.
+#[derive(Default)]
+struct Written {
+    /// In-app rows that went into their inboxes.
+    placed: HashSet<NotificationId>,
+    /// Their real-time events, published after the commit.
+    events: Vec<shared::events::Event>,
+    /// Jobs for in-app rows that need a worker's decision.
+    jobs: Vec<(QueueName, SendNotifications)>,
+}
+
 impl Sink {
     async fn flush(&self, mut batch: Vec<Pending>) {
-        // One job per tenant and channel, up to the group size each.
+        // One job per tenant and channel, up to the group size each; in-app
+        // rows go into their inboxes in the transaction when they can.
         let mut groups: BTreeMap<(TenantId, Channel), Vec<(usize, usize)>> = BTreeMap::new();
+        let mut inapp: BTreeMap<TenantId, Vec<NotificationId>> = BTreeMap::new();
         for (p, pending) in batch.iter().enumerate() {
             for (r, row) in pending.rows.iter().enumerate() {
-                groups
-                    .entry((row.tenant_id, row.channel))
-                    .or_default()
-                    .push((p, r));
+                if row.channel == Channel::InApp {
+                    inapp.entry(row.tenant_id).or_default().push(row.id);
+                } else {
+                    groups
+                        .entry((row.tenant_id, row.channel))
+                        .or_default()
+                        .push((p, r));
+                }
             }
         }
         let mut jobs: Vec<(QueueName, SendNotifications)> = Vec::new();
@@ -162,8 +187,8 @@ impl Sink {
             }
         }
         let rows: Vec<NewRow> = batch.iter().flat_map(|p| p.rows.iter().cloned()).collect();
-        match self.write(&rows).await {
-            Ok(()) => {}
+        let written = match self.write(&rows, &inapp).await {
+            Ok(written) => written,
             Err(Failed::BeforeCommit(error)) => {
                 tracing::warn!(%error, sends = batch.len(), "a shared accept failed; each send goes on alone");
                 for p in batch {
@@ -184,20 +209,78 @@ impl Sink {
                 }
                 return;
             }
-        }
+        };
         metrics::histogram!("api_shared_accept_rows").record(rows.len() as f64);
+        if !written.placed.is_empty() {
+            metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
+                .increment(written.placed.len() as u64);
+        }
+        if let Err(error) = shared::events::publish(&self.queues, &written.events).await {
+            // Connected clients catch up from Postgres when they reconnect.
+            tracing::warn!(%error, "cannot publish inbox events");
+        }
+        jobs.extend(written.jobs);
         self.push(jobs).await;
         for p in batch {
-            let _ = p.reply.send(Ok(Shared::Committed));
+            let placed = p
+                .rows
+                .iter()
+                .filter(|r| written.placed.contains(&r.id))
+                .map(|r| r.id)
+                .collect();
+            let _ = p.reply.send(Ok(Shared::Committed { placed }));
         }
     }
 
-    async fn write(&self, rows: &[NewRow]) -> Result<(), Failed> {
+    async fn write(
+        &self,
+        rows: &[NewRow],
+        inapp: &BTreeMap<TenantId, Vec<NotificationId>>,
+    ) -> Result<Written, Failed> {
         let mut tx = self.pool.begin().await.map_err(Failed::BeforeCommit)?;
         notifications::insert_many(&mut tx, rows)
             .await
             .map_err(Failed::BeforeCommit)?;
-        tx.commit().await.map_err(Failed::Commit)
+        let mut written = Written::default();
+        // Tenants in id order, so concurrent transactions lock inbox owners
+        // in one order.
+        for (&tenant_id, ids) in inapp {
+            let (placed, events) = if places_inapp_now(&mut tx, tenant_id)
+                .await
+                .map_err(Failed::BeforeCommit)?
+            {
+                shared::events::deliver_inbox_group(&mut tx, tenant_id, ids)
+                    .await
+                    .map_err(Failed::BeforeCommit)?
+            } else {
+                (Vec::new(), Vec::new())
+            };
+            written.events.extend(events);
+            let left: Vec<NotificationId> = ids
+                .iter()
+                .filter(|id| !placed.contains(id))
+                .copied()
+                .collect();
+            written.placed.extend(placed);
+            for chunk in left.chunks(self.group_size) {
+                if !self.window.reserve(QueueName::InApp).await {
+                    continue;
+                }
+                notifications::mark_dispatched(&mut *tx, tenant_id, chunk)
+                    .await
+                    .map_err(Failed::BeforeCommit)?;
+                written.jobs.push((
+                    QueueName::InApp,
+                    SendNotifications {
+                        tenant_id,
+                        channel: Channel::InApp,
+                        notification_ids: chunk.to_vec(),
+                    },
+                ));
+            }
+        }
+        tx.commit().await.map_err(Failed::Commit)?;
+        Ok(written)
     }
 
     /// Pushes the jobs, one round trip per queue; rows whose push fails are
@@ -226,6 +309,19 @@ impl Sink {
             }
         }
     }
+}
+
+/// Whether in-app sends of `tenant_id` may go into the inbox as they are
+/// accepted: not when the tenant hears of each send on its own
+/// (`notification.sent` webhooks), which the channel's worker reports.
+pub async fn places_inapp_now(
+    tx: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+) -> Result<bool, sqlx::Error> {
+    let hooked = shared::db::webhooks::subscribed_events(&mut *tx, tenant_id).await?;
+    Ok(!hooked
+        .iter()
+        .any(|h| h == shared::webhooks::WebhookEvent::Sent.as_str()))
 }
 
 enum Failed {

@@ -630,19 +630,6 @@ pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, Api
     }
 }
 
-/// Whether in-app sends of `tenant_id` may go into the inbox as they are
-/// accepted: not when the tenant hears of each send on its own
-/// (`notification.sent` webhooks), which the channel's worker reports.
-async fn places_inapp_now(
-    tx: &mut sqlx::PgConnection,
-    tenant_id: shared::domain::TenantId,
-) -> Result<bool, sqlx::Error> {
-    let hooked = shared::db::webhooks::subscribed_events(&mut *tx, tenant_id).await?;
-    Ok(!hooked
-        .iter()
-        .any(|h| h == shared::webhooks::WebhookEvent::Sent.as_str()))
-}
-
 fn accepted(
     created: &[(NotificationId, Channel, NotificationStatus)],
     skipped: Vec<SkippedChannel>,
@@ -949,16 +936,26 @@ impl NotificationsApi {
             .as_ref()
             .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
         // A send with nothing to decide in its transaction shares a commit
-        // with the sends accepted beside it.
+        // with the sends accepted beside it; a subscriber it names must
+        // exist already.
+        let mut known = known;
+        if key.is_none()
+            && run_at.is_none()
+            && known.is_none()
+            && let Some(external_id) = plans.iter().find_map(|p| p.subscriber.as_ref())
+        {
+            known = subscribers::find_id(&state.pool, tenant_id, external_id)
+                .await?
+                .map(|id| (external_id.clone(), id));
+        }
         let shareable = key.is_none()
             && run_at.is_none()
             && plans.iter().all(|p| {
-                p.channel != Channel::InApp
-                    && p.subscriber.as_ref().is_none_or(|s| {
-                        known
-                            .as_ref()
-                            .is_some_and(|(external_id, _)| external_id == s)
-                    })
+                p.subscriber.as_ref().is_none_or(|s| {
+                    known
+                        .as_ref()
+                        .is_some_and(|(external_id, _)| external_id == s)
+                })
             });
         if shareable {
             let first = NotificationId::new();
@@ -983,11 +980,16 @@ impl NotificationsApi {
                     send_id: first,
                 })
                 .collect();
-            let created: Vec<(NotificationId, Channel, NotificationStatus)> = rows
+            let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = rows
                 .iter()
                 .map(|r| (r.id, r.channel, NotificationStatus::Queued))
                 .collect();
-            if let Shared::Committed = state.acceptor.accept(rows).await? {
+            if let Shared::Committed { placed } = state.acceptor.accept(rows).await? {
+                for (id, _, status) in &mut created {
+                    if placed.contains(id) {
+                        *status = NotificationStatus::Sent;
+                    }
+                }
                 for (_, channel, _) in &created {
                     metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
                         .increment(1);
@@ -1008,7 +1010,6 @@ impl NotificationsApi {
         let mut tx = state.pool.begin().await?;
         let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = Vec::new();
         // A subscriber is looked up (or created) once per send, not per channel.
-        let mut known = known;
         for (i, plan) in plans.iter().enumerate() {
             let queue = QueueName::for_channel(plan.channel);
             let subscriber_id = match &plan.subscriber {
@@ -1073,7 +1074,10 @@ impl NotificationsApi {
             .map(|(id, _, _)| *id)
             .collect();
         let mut inbox_events = Vec::new();
-        if run_at.is_none() && !inapp.is_empty() && places_inapp_now(&mut tx, tenant_id).await? {
+        if run_at.is_none()
+            && !inapp.is_empty()
+            && crate::accept::places_inapp_now(&mut tx, tenant_id).await?
+        {
             let (placed, events) =
                 shared::events::deliver_inbox_group(&mut tx, tenant_id, &inapp).await?;
             for (id, _, status) in &mut created {

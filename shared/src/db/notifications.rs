@@ -366,6 +366,25 @@ pub async fn release_dispatch(
     Ok(())
 }
 
+/// Marks queued rows of `tenant_id` as pushed by their caller, who pushes
+/// them after the commit (and calls [`release_dispatch`] if that fails).
+#[tracing::instrument(skip_all)]
+pub async fn mark_dispatched(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update notifications set dispatched_at = now()
+         where tenant_id = $1 and id = any($2) and status = 'queued'",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// A row a worker now holds.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Claimed {

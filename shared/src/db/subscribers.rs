@@ -38,6 +38,19 @@ pub const MAX_BULK: usize = 1_000;
 /// subscriber was deleted.
 pub const DELETED_BEFORE_SENT: &str = "the subscriber was deleted before it was sent";
 
+/// The id of `tenant_id`'s subscriber `external_id`, if there is one.
+pub async fn find_id(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    external_id: &str,
+) -> Result<Option<SubscriberId>, sqlx::Error> {
+    sqlx::query_scalar("select id from subscribers where tenant_id = $1 and external_id = $2")
+        .bind(tenant_id)
+        .bind(external_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// The subscriber of `tenant_id` known as `external_id`, created on first use.
 ///
 /// An existing subscriber is found without locking its row, so concurrent
@@ -49,13 +62,7 @@ pub async fn upsert(
     tenant_id: TenantId,
     external_id: &str,
 ) -> Result<SubscriberId, sqlx::Error> {
-    let existing: Option<SubscriberId> =
-        sqlx::query_scalar("select id from subscribers where tenant_id = $1 and external_id = $2")
-            .bind(tenant_id)
-            .bind(external_id)
-            .fetch_optional(&mut *db)
-            .await?;
-    if let Some(id) = existing {
+    if let Some(id) = find_id(&mut *db, tenant_id, external_id).await? {
         return Ok(id);
     }
     // A concurrent first use may win the insert; then this one updates
