@@ -10,6 +10,7 @@
 //! On SIGTERM the worker stops fetching, lets in-flight jobs finish within
 //! `SHUTDOWN_TIMEOUT_SECS`, and exits 0.
 
+pub mod coalesce;
 pub mod jobs;
 pub mod providers;
 pub mod registry;
@@ -63,6 +64,9 @@ pub struct WorkerState {
     pub webhook_disable_after: u32,
     /// Talks to UPS (tokens shared through Redis).
     pub ups: providers::ups::UpsClient,
+    /// The delivery jobs' statements, asked together with those of the
+    /// jobs running beside them.
+    pub together: jobs::together::Together,
 }
 
 /// How long one UPS request may take.
@@ -122,7 +126,13 @@ pub async fn run(
     )
     .context("while setting up the UPS client")?;
     let wakes = queues.subscribe_wakes(&settings.worker_queues);
+    let together = jobs::together::Together::new(
+        pool.clone(),
+        settings.encryption.clone(),
+        settings.jobs.clone(),
+    );
     let state = Arc::new(WorkerState {
+        together,
         wakes,
         heartbeat: settings.worker_heartbeat,
         ups,

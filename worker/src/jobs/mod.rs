@@ -14,3 +14,4 @@ pub mod poll_ups;
 pub mod remind_baa_expiry;
 pub mod send_invitation;
 pub mod send_notifications;
+pub mod together;

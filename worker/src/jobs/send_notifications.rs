@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::{
     WorkerState,
-    jobs::{deliver_webhooks, persist},
+    jobs::{deliver_webhooks, persist, together},
     providers::{
         Receipt, SendError,
         chain::{self, ChainOutcome, Provider},
@@ -67,43 +67,29 @@ pub async fn handle(
     );
     async move {
         let config = state.jobs.queue(queue);
-        let providers = if job.channel == Channel::InApp {
-            Vec::new()
+        // Read with those of the jobs running beside this one (see
+        // [`together`]); in-app sends need no providers.
+        let setup = if job.channel == Channel::InApp {
+            webhooks::subscribed_events(&state.pool, job.tenant_id)
+                .await
+                .map(|hooked| (Vec::new(), hooked))
+                .map_err(Arc::new)
         } else {
-            match chain::load(
-                &state.pool,
-                state.keyring.as_ref(),
-                job.tenant_id,
-                job.channel,
-                config.rate_limit,
-            )
-            .await
-            {
-                Ok(p) => p,
-                Err(error) => {
-                    // Nothing is claimed yet; the dispatcher pushes the rows again.
-                    tracing::error!(
-                        error = &error as &dyn std::error::Error,
-                        "cannot load providers"
-                    );
-                    metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
-                    return Ok(());
-                }
-            }
+            state.together.setup(job.tenant_id, job.channel).await
         };
-        let providers = &providers;
-        let hooked = match webhooks::subscribed_events(&state.pool, job.tenant_id).await {
-            Ok(events) => events,
+        let (providers, hooked) = match setup {
+            Ok(s) => s,
             Err(error) => {
                 // Nothing is claimed yet; the dispatcher pushes the rows again.
                 tracing::error!(
-                    error = &error as &dyn std::error::Error,
-                    "cannot read webhook subscriptions"
+                    error = &*error as &dyn std::error::Error,
+                    "cannot load providers or webhook subscriptions"
                 );
                 metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
                 return Ok(());
             }
         };
+        let providers = &providers;
         let hooked = &hooked;
         // In-app rows that nobody hears about one by one and that need no
         // look at preferences go into the inboxes as a group, claimed and
@@ -129,12 +115,16 @@ pub async fn handle(
         // Taken before the claim, so never later than the lease's end in
         // Postgres.
         let lease_ends = tokio::time::Instant::now() + lease;
-        let claimed = match notifications::claim(&state.pool, job.tenant_id, &ids, lease).await {
+        let claimed = match state
+            .together
+            .claim(job.tenant_id, ids.clone(), lease)
+            .await
+        {
             Ok(c) => c,
             Err(error) => {
                 // The rows stay queued; the dispatcher pushes them again.
                 tracing::error!(
-                    error = &error as &dyn std::error::Error,
+                    error = &*error as &dyn std::error::Error,
                     "cannot claim notifications"
                 );
                 metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
@@ -608,17 +598,13 @@ async fn check_claims(
 ) {
     let mut batch = Vec::new();
     while asked.recv_many(&mut batch, CHECK_AT_MOST).await > 0 {
-        let ids: Vec<NotificationId> = batch.iter().map(|q| q.0).collect();
-        let attempts: Vec<i32> = batch.iter().map(|q| q.1).collect();
-        let checked = persist::patiently("claim check", until, || {
-            notifications::still_claimed_of(&state.pool, tenant_id, &ids, &attempts)
-        })
-        .await;
+        let asked: Vec<(NotificationId, i32)> = batch.iter().map(|q| (q.0, q.1)).collect();
+        let checked = state.together.still_claimed(tenant_id, asked, until).await;
         let held: Option<std::collections::HashSet<NotificationId>> = match checked {
-            Ok(held) => Some(held.into_iter().collect()),
+            Ok(held) => Some(held),
             Err(error) => {
                 tracing::error!(
-                    error = &error as &dyn std::error::Error,
+                    error = &*error as &dyn std::error::Error,
                     "cannot check the claims before sending; not sent"
                 );
                 None
@@ -777,6 +763,39 @@ async fn record_answers(
     let Some(until) = answers.iter().map(|a| a.record_until).max() else {
         return;
     };
+    let hooks: Vec<(NotificationId, WebhookEvent)> = answers
+        .iter()
+        .filter_map(|a| Some((a.row.id, event_of(&a.outcome)?)))
+        .filter(|(_, e)| hooked.iter().any(|h| h == e.as_str()))
+        .collect();
+    if hooks.is_empty() {
+        // Written with the outcomes of the jobs running beside this one.
+        let owned = answers
+            .iter()
+            .map(|a| together::Attempt {
+                id: a.row.id,
+                attempt: a.row.attempts,
+                provider: a.provider.clone(),
+                latency: a.latency,
+                worker: state.name.clone(),
+                code: a.code,
+                outcome: a.outcome.clone(),
+            })
+            .collect();
+        match state.together.record(tenant_id, owned, until).await {
+            Ok(written) => {
+                for a in answers {
+                    report(a, Ok(written.contains(&a.row.id)));
+                }
+            }
+            Err(error) => {
+                for a in answers {
+                    report(a, Err(&*error));
+                }
+            }
+        }
+        return;
+    }
     let attempts: Vec<_> = answers
         .iter()
         .map(|a| notifications::GroupAttempt {
@@ -785,17 +804,7 @@ async fn record_answers(
             outcome: &a.outcome,
         })
         .collect();
-    let hooks: Vec<(NotificationId, WebhookEvent)> = answers
-        .iter()
-        .filter_map(|a| Some((a.row.id, event_of(&a.outcome)?)))
-        .filter(|(_, e)| hooked.iter().any(|h| h == e.as_str()))
-        .collect();
     let written = persist::patiently("outcome", until, || async {
-        if hooks.is_empty() {
-            return notifications::record_attempts(&state.pool, tenant_id, &attempts)
-                .await
-                .map(|w| (w, Vec::new()));
-        }
         let mut tx = state.pool.begin().await?;
         let written = notifications::record_attempts(&mut *tx, tenant_id, &attempts).await?;
         let max_attempts = state.jobs.queue(QueueName::Webhook).max_attempts;
