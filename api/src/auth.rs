@@ -93,11 +93,11 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
         Ok(identity) => {
             tracing::Span::current()
                 .record("tenant_id", tracing::field::display(identity.tenant_id));
-            if identity.password_change_only
-                && !(req.method() == poem::http::Method::PATCH
-                    && req.uri().path()
-                        == format!("/api/v1/admin/users/{}/password", identity.subject))
-            {
+            let changing_password = req.method() == poem::http::Method::PATCH
+                && req.uri().path() == format!("/api/v1/admin/users/{}/password", identity.subject);
+            let signing_out = req.method() == poem::http::Method::POST
+                && req.uri().path() == "/api/v1/auth/logout";
+            if identity.password_change_only && !changing_password && !signing_out {
                 return Err(ApiError::Forbidden(
                     "this token comes from a temporary password: change the password first",
                 )

@@ -52,6 +52,9 @@ pub struct Identity {
     /// A platform user signed in with a temporary password: the token may
     /// only change the password.
     pub password_change_only: bool,
+    /// The sign-in session the token belongs to (`sid`); tokens from an
+    /// external identity provider have none.
+    pub session_id: Option<uuid::Uuid>,
 }
 
 /// Why a token was refused. Each answers 401; the reason is only logged.
@@ -91,8 +94,9 @@ pub enum Rejected {
     /// The keys could not be fetched or opened.
     #[error("keys unavailable")]
     KeysUnavailable,
-    /// The platform user is deactivated, or the token predates its last
-    /// password change or deactivation.
+    /// The platform user is deactivated, the token predates its last
+    /// password change or deactivation, or its session was revoked or has
+    /// ended.
     #[error("revoked")]
     Revoked,
 }
@@ -183,20 +187,35 @@ impl Verifier {
             return Err(Rejected::UnknownTenant);
         }
         // A platform user (its `sub` is its users.id) must still be active,
-        // and the token newer than its last password change or deactivation.
-        if let Ok(user_id) = uuid::Uuid::parse_str(&identity.subject) {
-            let state = users::token_state(&self.pool, identity.tenant_id, user_id)
+        // the token newer than its last password change or deactivation, and
+        // its session (`sid`, when it has one) live: one query.
+        let user_id = uuid::Uuid::parse_str(&identity.subject).ok();
+        match user_id {
+            Some(user_id) => {
+                let state = users::token_state(
+                    &self.pool,
+                    identity.tenant_id,
+                    user_id,
+                    identity.session_id,
+                )
                 .await
                 .map_err(|_| Rejected::KeysUnavailable)?;
-            if let Some(state) = state {
-                let fresh = identity
-                    .issued_at
-                    .is_some_and(|iat| iat >= state.tokens_valid_after.timestamp());
-                if state.status != "active" || !fresh {
-                    return Err(Rejected::Revoked);
+                match state {
+                    Some(state) => {
+                        let fresh = identity
+                            .issued_at
+                            .is_some_and(|iat| iat >= state.tokens_valid_after.timestamp());
+                        if state.status != "active" || !fresh || state.session_live == Some(false) {
+                            return Err(Rejected::Revoked);
+                        }
+                        identity.password_change_only = state.must_change_password;
+                    }
+                    None if identity.session_id.is_some() => return Err(Rejected::Revoked),
+                    None => {}
                 }
-                identity.password_change_only = state.must_change_password;
             }
+            None if identity.session_id.is_some() => return Err(Rejected::Revoked),
+            None => {}
         }
         Ok(identity)
     }
@@ -234,6 +253,14 @@ impl Verifier {
             roles,
             issued_at: claims.get("iat").and_then(Value::as_i64),
             password_change_only: false,
+            session_id: match claims.get("sid") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(|s| uuid::Uuid::parse_str(s).ok())
+                        .ok_or_else(|| Rejected::Claim("sid".into()))?,
+                ),
+            },
         })
     }
 

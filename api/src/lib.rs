@@ -33,6 +33,7 @@ pub mod outage;
 pub mod realtime;
 pub mod routes;
 pub mod server;
+pub mod signin;
 pub mod spec;
 pub mod window;
 
@@ -85,6 +86,8 @@ pub struct AppState {
     pub templates: Arc<shared::db::templates::TemplateCache>,
     /// Request rate limits and send quotas.
     pub limits: Arc<limits::Limiter>,
+    /// Sign-in protection (its clock).
+    pub signin: signin::SignIn,
 }
 
 #[handler]
@@ -118,6 +121,7 @@ pub type OrgApis = (
     routes::sessions::SessionsApi,
     routes::invitations::InvitationsApi,
     routes::audit::AuditApi,
+    routes::security::SecurityApi,
     routes::limits::LimitsApi,
 );
 
@@ -143,6 +147,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::sessions::SessionsApi,
                 routes::invitations::InvitationsApi,
                 routes::audit::AuditApi,
+                routes::security::SecurityApi,
                 routes::limits::LimitsApi,
             ),
         ),
@@ -248,6 +253,7 @@ impl Application {
                 settings.template_cache,
             )),
             limits,
+            signin: signin::SignIn::default(),
         };
         let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
             .context("while reading DATABASE_URL")?;
@@ -266,6 +272,11 @@ impl Application {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Makes sign-in protection read the time from `clock` (tests move it).
+    pub fn set_signin_clock(&mut self, clock: Arc<dyn signin::Clock>) {
+        self.state.signin.clock = clock;
     }
 
     /// Serves until `shutdown` resolves, then lets open requests finish for

@@ -17,6 +17,13 @@
 //! every instance's [`listen`] task follows, so a client hears changes made
 //! through any instance or worker.
 //!
+//! **Revoked sessions.** A connection opened with a token of a sign-in
+//! session (`sid`) is closed with code 4401 when that session is revoked
+//! (sign-out, the user or an admin ending it, a reused refresh token), on
+//! whichever instance it is open: revocations are announced on the Redis
+//! channel `{prefix}:sessions:revoked` ([`crate::signin`]), which [`listen`]
+//! follows too.
+//!
 //! **Heartbeat and backpressure.** The server pings every
 //! `WS_HEARTBEAT_SECS` and closes a connection silent for
 //! `WS_IDLE_TIMEOUT_SECS`. Each client has a queue of `WS_CLIENT_QUEUE`
@@ -57,6 +64,8 @@ use crate::{AppState, error::ApiError, identity::Identity};
 const CATCH_UP_LIMIT: i64 = 1_000;
 
 struct Conn {
+    session: Option<uuid::Uuid>,
+    revoked: Arc<AtomicBool>,
     topics: Arc<Mutex<HashSet<String>>>,
     tx: mpsc::Sender<Arc<str>>,
     overflow: Arc<AtomicBool>,
@@ -84,6 +93,7 @@ struct Registration {
     topics: Arc<Mutex<HashSet<String>>>,
     rx: mpsc::Receiver<Arc<str>>,
     overflow: Arc<AtomicBool>,
+    revoked: Arc<AtomicBool>,
     wake: Arc<Notify>,
 }
 
@@ -107,13 +117,17 @@ impl Hub {
         tenant_id: TenantId,
         topic: String,
         queue: usize,
+        session: Option<uuid::Uuid>,
     ) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(queue);
         let topics = Arc::new(Mutex::new(HashSet::from([topic])));
         let overflow = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(Notify::new());
+        let revoked = Arc::new(AtomicBool::new(false));
         let conn = Conn {
+            session,
+            revoked: revoked.clone(),
             topics: topics.clone(),
             tx,
             overflow: overflow.clone(),
@@ -133,7 +147,20 @@ impl Hub {
             topics,
             rx,
             overflow,
+            revoked,
             wake,
+        }
+    }
+
+    /// Closes this instance's connections of `sessions` (revoked).
+    pub fn close_sessions(&self, sessions: &[uuid::Uuid]) {
+        let conns = self.conns.read().expect("hub lock");
+        for conn in conns.values().flat_map(|t| t.values()) {
+            if conn.session.is_some_and(|s| sessions.contains(&s))
+                && !conn.revoked.swap(true, Ordering::SeqCst)
+            {
+                conn.wake.notify_one();
+            }
         }
     }
 
@@ -182,12 +209,14 @@ impl Hub {
 /// after failures. Runs until aborted.
 pub async fn listen(redis_url: String, prefix: String, hub: Arc<Hub>) {
     let pattern = shared::events::channel_pattern(&prefix);
+    let revocations = crate::signin::revocation_channel(&prefix);
     let mut connected_before = false;
     loop {
         let subscribed = async {
             let client = redis::Client::open(redis_url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.psubscribe(&pattern).await?;
+            pubsub.subscribe(&revocations).await?;
             Ok::<_, redis::RedisError>(pubsub)
         }
         .await;
@@ -202,6 +231,15 @@ pub async fn listen(redis_url: String, prefix: String, hub: Arc<Hub>) {
                     let Ok(payload) = msg.get_payload::<String>() else {
                         continue;
                     };
+                    if msg.get_channel_name() == revocations {
+                        match serde_json::from_str::<Vec<uuid::Uuid>>(&payload) {
+                            Ok(sessions) => hub.close_sessions(&sessions),
+                            Err(error) => {
+                                tracing::warn!(%error, "an unreadable session revocation")
+                            }
+                        }
+                        continue;
+                    }
                     match serde_json::from_str::<Event>(&payload) {
                         Ok(event) => hub.dispatch(&event),
                         Err(error) => {
@@ -358,9 +396,19 @@ where
     let own = user_topic(&who.subject);
     // Register before reading the catch-up, so nothing falls between the two;
     // user events are numbered, so repeats are skipped below.
-    let mut reg = state
-        .hub
-        .register(who.tenant_id, own.clone(), settings.client_queue);
+    let mut reg = state.hub.register(
+        who.tenant_id,
+        own.clone(),
+        settings.client_queue,
+        who.session_id,
+    );
+    // A session revoked between the token check and the registration was
+    // announced before this connection could hear it.
+    if let (Some(sid), Ok(user)) = (who.session_id, uuid::Uuid::parse_str(&who.subject))
+        && !shared::db::sessions::is_live(&state.pool, sid, user).await?
+    {
+        return close_revoked(sink).await;
+    }
     let subscriber = subscribers::find(&state.pool, who.tenant_id, &who.subject).await?;
     let last = match subscriber {
         Some(s) => events::last_seq(&state.pool, who.tenant_id, s).await?,
@@ -402,6 +450,9 @@ where
         tokio::select! {
             biased;
             _ = reg.wake.notified() => {
+                if reg.revoked.load(Ordering::SeqCst) {
+                    return close_revoked(sink).await;
+                }
                 if reg.overflow.load(Ordering::SeqCst) {
                     return close_slow(sink).await;
                 }
@@ -436,6 +487,17 @@ where
             }
         }
     }
+}
+
+/// Ends the connection of a revoked session.
+async fn close_revoked<Si>(sink: &mut Si) -> anyhow::Result<()>
+where
+    Si: futures::Sink<Message, Error = std::io::Error> + Unpin,
+{
+    metrics::counter!("ws_revoked_sessions_closed_total").increment(1);
+    let close = Message::close_with(CloseCode::from(4401), "session revoked; sign in again");
+    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(close)).await;
+    Ok(())
 }
 
 /// Drops a client that fell behind, telling it (if its socket still takes

@@ -7,12 +7,17 @@
 //! user's next token may only change it. Deactivating a user, or changing
 //! its password, ends every token it was issued before.
 //!
+//! Admins may also end every sign-in session of a user
+//! (`DELETE /{id}/sessions`: its tokens stop working, its WebSockets close)
+//! and lift a sign-in lock (`POST /{id}/unlock`); both are audited and
+//! recorded as security events.
+//!
 //! Each user has a subscriber whose external id is the user's id and whose
 //! email is the user's sign-in address, so notices (BAA reminders, shipment
 //! updates) reach its inbox and its mailbox.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
+use poem::{Request, web::Data};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -20,7 +25,11 @@ use poem_openapi::{
 };
 use serde_json::json;
 use shared::{
-    db::{subscribers, users},
+    db::{
+        login_throttle,
+        security_events::{self as events, Event},
+        sessions, subscribers, users,
+    },
     domain::EmailAddress,
     roles::Role,
 };
@@ -184,6 +193,36 @@ pub enum StatsResponse {
     /// Users per role and status.
     #[oai(status = 200)]
     Ok(Json<Vec<Count>>),
+}
+
+/// What revoking a user's sessions did.
+#[derive(Debug, Object)]
+pub struct SessionsRevoked {
+    /// How many live sessions were revoked.
+    pub revoked: u64,
+}
+
+/// Answers to revoking a user's sessions.
+#[derive(Debug, ApiResponse)]
+pub enum SessionsRevokedResponse {
+    /// Revoked; their tokens stop working and their WebSockets are closed.
+    #[oai(status = 200)]
+    Ok(Json<SessionsRevoked>),
+}
+
+/// What unlocking did.
+#[derive(Debug, Object)]
+pub struct Unlocked {
+    /// Whether the user's sign-in address was waiting or locked.
+    pub was_locked: bool,
+}
+
+/// Answers to an unlock.
+#[derive(Debug, ApiResponse)]
+pub enum UnlockResponse {
+    /// The user may sign in again at once; its failures are forgotten.
+    #[oai(status = 200)]
+    Ok(Json<Unlocked>),
 }
 
 /// Answers with nothing.
@@ -634,6 +673,7 @@ impl AdminUsersApi {
         let user = users::set_password(&mut *tx, scope, uid, &hash, !own)
             .await?
             .ok_or(ApiError::NotFound("user"))?;
+        let ended = end_sessions(&mut tx, &user, "password_changed").await?;
         p.audit(
             &mut *tx,
             &request_id,
@@ -645,6 +685,7 @@ impl AdminUsersApi {
         )
         .await?;
         tx.commit().await?;
+        crate::signin::announce_revoked(&state, &ended).await;
         Ok(UserResponse::Ok(Json(user.into())))
     }
 
@@ -715,6 +756,146 @@ impl AdminUsersApi {
         crate::routes::invitations::push(&state, tenant, inv).await;
         Ok(AcceptedResponse::Accepted)
     }
+
+    /// End every sign-in session of a user (admins; another organisation's
+    /// user answers 404): its access and refresh tokens stop working and its
+    /// WebSockets are closed.
+    #[oai(
+        path = "/:id/sessions",
+        method = "delete",
+        operation_id = "users.sessions.revoke_all"
+    )]
+    async fn revoke_sessions(
+        &self,
+        req: &Request,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<SessionsRevokedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let result = async {
+            p.require_admin()?;
+            let uid = user_id(&id.0)?;
+            users::get(&state.pool, p.scope(), uid)
+                .await?
+                .ok_or(ApiError::NotFound("user"))
+        }
+        .await;
+        let user = p
+            .refused(
+                &state,
+                &request_id,
+                "user.sessions.revoke",
+                "user",
+                Some(&id.0),
+                result,
+            )
+            .await?;
+        let client = crate::signin::Client::of(req);
+        let mut tx = state.pool.begin().await?;
+        let revoked = sessions::revoke(
+            &mut *tx,
+            Some(user.tenant_id),
+            user.id,
+            sessions::Which::All,
+            "revoked_by_admin",
+        )
+        .await?;
+        let recorded: Vec<Event> = revoked
+            .iter()
+            .map(|sid| {
+                Event::new(
+                    Some(user.tenant_id),
+                    events::SESSION_REVOKED,
+                    Some(user.id),
+                    client.ip.as_deref(),
+                    client.user_agent.as_deref(),
+                )
+                .session(*sid)
+                .details(json!({"reason": "revoked_by_admin", "by": p.caller.actor}))
+            })
+            .collect();
+        events::record(&mut *tx, &recorded).await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(user.tenant_id),
+            "user.sessions.revoke",
+            "user",
+            user.id,
+            json!({"revoked": revoked.len()}),
+        )
+        .await?;
+        tx.commit().await?;
+        crate::signin::announce_revoked(&state, &revoked).await;
+        Ok(SessionsRevokedResponse::Ok(Json(SessionsRevoked {
+            revoked: revoked.len() as u64,
+        })))
+    }
+
+    /// Lift a user's sign-in lock (admins; another organisation's user
+    /// answers 404): its failed sign-ins are forgotten and it may sign in at
+    /// once. Locks on client addresses stay.
+    #[oai(path = "/:id/unlock", method = "post", operation_id = "users.unlock")]
+    async fn unlock(
+        &self,
+        req: &Request,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<UnlockResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let result = async {
+            p.require_admin()?;
+            let uid = user_id(&id.0)?;
+            users::get(&state.pool, p.scope(), uid)
+                .await?
+                .ok_or(ApiError::NotFound("user"))
+        }
+        .await;
+        let user = p
+            .refused(
+                &state,
+                &request_id,
+                "user.unlock",
+                "user",
+                Some(&id.0),
+                result,
+            )
+            .await?;
+        let now = state.signin.clock.now();
+        let client = crate::signin::Client::of(req);
+        let mut tx = state.pool.begin().await?;
+        let cleared =
+            login_throttle::clear(&mut *tx, &login_throttle::account_key(&user.email)).await?;
+        let was_locked = cleared.is_some_and(|s| s.blocked_until(now).is_some());
+        events::record(
+            &mut *tx,
+            &[Event::new(
+                Some(user.tenant_id),
+                events::ACCOUNT_UNLOCKED,
+                Some(user.id),
+                client.ip.as_deref(),
+                client.user_agent.as_deref(),
+            )
+            .details(json!({"by": p.caller.actor, "was_locked": was_locked}))],
+        )
+        .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(user.tenant_id),
+            "user.unlock",
+            "user",
+            user.id,
+            json!({"was_locked": was_locked}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(UnlockResponse::Ok(Json(Unlocked { was_locked })))
+    }
 }
 
 async fn set_status(
@@ -743,6 +924,11 @@ async fn set_status(
     let user = p
         .refused(state, request_id, action, "user", Some(raw), result)
         .await?;
+    let ended = if status == "active" {
+        Vec::new()
+    } else {
+        end_sessions(&mut tx, &user, "deactivated").await?
+    };
     p.audit(
         &mut *tx,
         request_id,
@@ -754,5 +940,40 @@ async fn set_status(
     )
     .await?;
     tx.commit().await?;
+    crate::signin::announce_revoked(state, &ended).await;
     Ok(UserResponse::Ok(Json(user.into())))
+}
+
+/// Revokes every live session of `user` (a password change, a
+/// deactivation), recording a security event for each; their ids, to
+/// announce after the commit.
+async fn end_sessions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user: &users::User,
+    reason: &str,
+) -> Result<Vec<Uuid>, ApiError> {
+    let ended = sessions::revoke(
+        &mut **tx,
+        Some(user.tenant_id),
+        user.id,
+        sessions::Which::All,
+        reason,
+    )
+    .await?;
+    let recorded: Vec<Event> = ended
+        .iter()
+        .map(|sid| {
+            Event::new(
+                Some(user.tenant_id),
+                events::SESSION_REVOKED,
+                Some(user.id),
+                None,
+                None,
+            )
+            .session(*sid)
+            .details(json!({"reason": reason}))
+        })
+        .collect();
+    events::record(&mut **tx, &recorded).await?;
+    Ok(ended)
 }

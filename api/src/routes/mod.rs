@@ -12,6 +12,7 @@ pub mod limits;
 pub mod notifications;
 pub mod organizations;
 pub mod providers;
+pub mod security;
 pub mod sessions;
 pub mod shipments;
 pub mod subscribers;

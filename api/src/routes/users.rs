@@ -1,15 +1,21 @@
-//! `/api/v1/users/me` and `/api/v1/users/me/preferences`: the signed-in end
-//! user or admin, from their JWT, and their own notification preferences.
+//! `/api/v1/users/me`, `/api/v1/users/me/preferences` and
+//! `/api/v1/users/me/sessions`: the signed-in end user or admin, from their
+//! JWT, their own notification preferences and their sign-in sessions.
 
-use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
+use chrono::{DateTime, Utc};
+use poem::{Request, web::Data};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
-    db::{preferences, subscribers},
+    db::{preferences, sessions, subscribers},
     preferences::Preferences,
 };
+use uuid::Uuid;
 
-use crate::{AppState, auth::UserJwt, error::ApiError, routes::ApiTags};
+use crate::{
+    AppState, auth::UserJwt, error::ApiError, routes::ApiTags, routes::sessions::revoke_own,
+    signin::Client,
+};
 
 /// The user endpoints.
 #[derive(Debug)]
@@ -42,6 +48,68 @@ pub enum PreferencesResponse {
     /// (`{"start": "22:00", "end": "07:00", "timezone": "America/Chicago"}`).
     #[oai(status = 200)]
     Ok(Json<Value>),
+}
+
+/// A live sign-in session.
+#[derive(Debug, Object)]
+pub struct SessionView {
+    /// Its id (its access tokens' `sid`).
+    pub id: String,
+    /// Signed in.
+    pub created_at: DateTime<Utc>,
+    /// Last signed in or refreshed.
+    pub last_used_at: DateTime<Utc>,
+    /// When it ends at the latest.
+    pub expires_at: DateTime<Utc>,
+    /// The client address at the last sign-in or refresh (truncated).
+    pub ip: Option<String>,
+    /// The client's user agent then (truncated).
+    pub user_agent: Option<String>,
+    /// Whether the token of this request belongs to it.
+    pub current: bool,
+}
+
+/// Live sessions.
+#[derive(Debug, Object)]
+pub struct SessionList {
+    /// Newest first.
+    pub items: Vec<SessionView>,
+}
+
+/// How many sessions were revoked.
+#[derive(Debug, Object)]
+pub struct Revoked {
+    /// How many.
+    pub revoked: u64,
+}
+
+/// Answers with sessions.
+#[derive(Debug, ApiResponse)]
+pub enum SessionsResponse {
+    /// The live sessions.
+    #[oai(status = 200)]
+    Ok(Json<SessionList>),
+}
+
+/// Answers to revoking sessions.
+#[derive(Debug, ApiResponse)]
+pub enum RevokedResponse {
+    /// Revoked; their tokens stop working and their WebSockets are closed.
+    #[oai(status = 200)]
+    Ok(Json<Revoked>),
+}
+
+/// Answers to revoking one session.
+#[derive(Debug, ApiResponse)]
+pub enum RevokedOneResponse {
+    /// Revoked; its tokens stop working and its WebSockets are closed.
+    #[oai(status = 204)]
+    NoContent,
+}
+
+/// The platform user the token speaks for (`None` for an external one).
+fn platform_user(id: &crate::identity::Identity) -> Option<Uuid> {
+    Uuid::parse_str(&id.subject).ok()
 }
 
 #[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]
@@ -102,5 +170,106 @@ impl UsersApi {
         Ok(PreferencesResponse::Ok(Json(
             serde_json::to_value(prefs).map_err(anyhow::Error::from)?,
         )))
+    }
+
+    /// The signed-in user's live sign-in sessions, newest first; `current`
+    /// marks the one of this request's token. Empty for tokens from an
+    /// external identity provider.
+    #[oai(
+        path = "/me/sessions",
+        method = "get",
+        operation_id = "users.sessions.list"
+    )]
+    async fn list_sessions(
+        &self,
+        auth: UserJwt,
+        state: Data<&AppState>,
+    ) -> Result<SessionsResponse, ApiError> {
+        let who = auth.0;
+        let items = match platform_user(&who) {
+            Some(user) => sessions::live(&state.pool, who.tenant_id, user)
+                .await?
+                .into_iter()
+                .map(|s| SessionView {
+                    id: s.id.to_string(),
+                    created_at: s.created_at,
+                    last_used_at: s.last_used_at,
+                    expires_at: s.expires_at,
+                    ip: s.ip,
+                    user_agent: s.user_agent,
+                    current: who.session_id == Some(s.id),
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(SessionsResponse::Ok(Json(SessionList { items })))
+    }
+
+    /// Revoke one of the signed-in user's sessions (404 when it is not a
+    /// live session of theirs).
+    #[oai(
+        path = "/me/sessions/:id",
+        method = "delete",
+        operation_id = "users.sessions.revoke"
+    )]
+    async fn revoke_session(
+        &self,
+        req: &Request,
+        auth: UserJwt,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<RevokedOneResponse, ApiError> {
+        let who = auth.0;
+        let sid = Uuid::parse_str(&id.0).map_err(|_| ApiError::NotFound("session"))?;
+        let user = platform_user(&who).ok_or(ApiError::NotFound("session"))?;
+        let revoked = revoke_own(
+            &state,
+            &Client::of(req),
+            who.tenant_id,
+            user,
+            sessions::Which::One(sid),
+            "revoked_by_user",
+        )
+        .await?;
+        if revoked.is_empty() {
+            return Err(ApiError::NotFound("session"));
+        }
+        Ok(RevokedOneResponse::NoContent)
+    }
+
+    /// Sign out everywhere else: revoke every session of the signed-in user
+    /// except the one of this request's token (every one, for a token
+    /// without a session).
+    #[oai(
+        path = "/me/sessions",
+        method = "delete",
+        operation_id = "users.sessions.revoke_others"
+    )]
+    async fn revoke_other_sessions(
+        &self,
+        req: &Request,
+        auth: UserJwt,
+        state: Data<&AppState>,
+    ) -> Result<RevokedResponse, ApiError> {
+        let who = auth.0;
+        let Some(user) = platform_user(&who) else {
+            return Ok(RevokedResponse::Ok(Json(Revoked { revoked: 0 })));
+        };
+        let which = match who.session_id {
+            Some(sid) => sessions::Which::AllBut(sid),
+            None => sessions::Which::All,
+        };
+        let revoked = revoke_own(
+            &state,
+            &Client::of(req),
+            who.tenant_id,
+            user,
+            which,
+            "revoked_by_user",
+        )
+        .await?;
+        Ok(RevokedResponse::Ok(Json(Revoked {
+            revoked: revoked.len() as u64,
+        })))
     }
 }

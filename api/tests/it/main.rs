@@ -19,6 +19,7 @@ mod providers;
 mod rate_limits;
 mod realtime;
 mod send_email;
+mod sessions;
 mod shipments;
 mod subscribers;
 mod templates;

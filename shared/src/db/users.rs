@@ -261,21 +261,30 @@ pub struct TokenState {
     pub must_change_password: bool,
     /// Tokens issued before this are refused.
     pub tokens_valid_after: DateTime<Utc>,
+    /// Whether the token's session (its `sid`) is live: not revoked, not
+    /// expired, the user's own; `None` for a token without one.
+    pub session_live: Option<bool>,
 }
 
-/// The token state of user `id` of `tenant`, if it is one of ours.
+/// The token state of user `id` of `tenant`, if it is one of ours, with
+/// whether its session `sid` is live (in the same query).
 #[tracing::instrument(skip_all)]
 pub async fn token_state(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
     id: Uuid,
+    sid: Option<Uuid>,
 ) -> Result<Option<TokenState>, sqlx::Error> {
     sqlx::query_as(
-        "select status, must_change_password, tokens_valid_after from users
-         where id = $1 and tenant_id = $2",
+        "select u.status, u.must_change_password, u.tokens_valid_after,
+            case when $3::uuid is null then null else exists(
+                select 1 from auth_sessions s where s.id = $3 and s.user_id = u.id
+                  and s.revoked_at is null and s.expires_at > now()) end as session_live
+         from users u where u.id = $1 and u.tenant_id = $2",
     )
     .bind(id)
     .bind(tenant)
+    .bind(sid)
     .fetch_optional(db)
     .await
 }

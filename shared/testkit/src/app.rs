@@ -93,6 +93,7 @@ pub struct TestAppBuilder {
     redis_proxy: bool,
     postgres_proxy: bool,
     smtp: Option<SmtpServer>,
+    signin_clock: Option<std::sync::Arc<dyn api::signin::Clock>>,
 }
 
 impl Default for TestAppBuilder {
@@ -104,6 +105,7 @@ impl Default for TestAppBuilder {
             redis_proxy: false,
             postgres_proxy: false,
             smtp: None,
+            signin_clock: None,
         }
     }
 }
@@ -150,6 +152,12 @@ impl TestAppBuilder {
     /// Uses this SMTP server instead of a fresh accepting one.
     pub fn smtp(mut self, smtp: SmtpServer) -> Self {
         self.smtp = Some(smtp);
+        self
+    }
+
+    /// Makes the api's sign-in protection read the time from `clock`.
+    pub fn signin_clock(mut self, clock: std::sync::Arc<dyn api::signin::Clock>) -> Self {
+        self.signin_clock = Some(clock);
         self
     }
 
@@ -215,9 +223,12 @@ impl TestAppBuilder {
         ]);
         vars.extend(self.vars);
         let settings = Settings::from_vars(vars.clone()).expect("test settings are valid");
-        let application = api::Application::build(&settings)
+        let mut application = api::Application::build(&settings)
             .await
             .expect("the api starts");
+        if let Some(clock) = self.signin_clock {
+            application.set_signin_clock(clock);
+        }
         let addr = application.addr();
         let api_settings = settings.clone();
         let api = Service::spawn(move |shutdown| async move {

@@ -1,0 +1,309 @@
+//! `/api/v1/security/events` and `/api/v1/security/statistics`: sign-ins,
+//! lockouts, unlocks, refresh-token reuse and session revocations, for
+//! admins.
+//!
+//! An organisation admin sees its organisation's events. A platform admin
+//! sees every event, including failed sign-ins with an unknown address,
+//! which belong to no organisation; `organization_id` narrows to one
+//! organisation, `organization_id=platform` to those without one.
+
+use chrono::{DateTime, Duration, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
+use serde_json::Value;
+use shared::db::security_events::{self as events, Scope};
+use uuid::Uuid;
+
+use crate::{
+    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
+    routes::ApiTags,
+};
+
+/// The default statistics window.
+pub const DEFAULT_WINDOW: Duration = Duration::hours(24);
+
+/// The security endpoints.
+#[derive(Debug)]
+pub struct SecurityApi;
+
+/// One security event.
+#[derive(Debug, Object)]
+pub struct SecurityEventView {
+    /// Its id.
+    pub id: i64,
+    /// The organisation; absent for failed sign-ins with an unknown address
+    /// and locks of a client address.
+    pub organization_id: Option<String>,
+    /// `login.succeeded`, `login.failed`, `login.throttled`,
+    /// `account.locked`, `account.unlocked`, `refresh_token.reused` or
+    /// `session.revoked`.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// The user concerned.
+    pub user_id: Option<String>,
+    /// The session concerned.
+    pub session_id: Option<String>,
+    /// The client address (truncated).
+    pub ip: Option<String>,
+    /// The client's user agent (truncated).
+    pub user_agent: Option<String>,
+    /// Extra facts (never a password or token).
+    pub details: Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<events::Row> for SecurityEventView {
+    fn from(r: events::Row) -> Self {
+        Self {
+            id: r.id,
+            organization_id: r.tenant_id.map(|t| t.to_string()),
+            kind: r.kind,
+            user_id: r.user_id.map(|u| u.to_string()),
+            session_id: r.session_id.map(|u| u.to_string()),
+            ip: r.ip,
+            user_agent: r.user_agent,
+            details: r.details,
+            created_at: r.created_at,
+        }
+    }
+}
+
+/// A page of events.
+#[derive(Debug, Object)]
+pub struct SecurityEventPage {
+    /// Events, newest first.
+    pub items: Vec<SecurityEventView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Events of one type.
+#[derive(Debug, Object)]
+pub struct TypeCount {
+    /// The type.
+    #[oai(rename = "type")]
+    pub kind: String,
+    /// How many.
+    pub count: i64,
+}
+
+/// Counts per type over a window.
+#[derive(Debug, Object)]
+pub struct SecurityStatistics {
+    /// The window's start (inclusive).
+    pub since: DateTime<Utc>,
+    /// The window's end (exclusive).
+    pub until: DateTime<Utc>,
+    /// Every type, with zero where none happened.
+    pub counts: Vec<TypeCount>,
+    /// All of them.
+    pub total: i64,
+}
+
+/// Answers with a page.
+#[derive(Debug, ApiResponse)]
+pub enum EventsResponse {
+    /// A page.
+    #[oai(status = 200)]
+    Ok(Json<SecurityEventPage>),
+}
+
+/// Answers with statistics.
+#[derive(Debug, ApiResponse)]
+pub enum StatisticsResponse {
+    /// Counts per type.
+    #[oai(status = 200)]
+    Ok(Json<SecurityStatistics>),
+}
+
+/// The organisations the caller reads.
+fn scope(p: &Principal, organization_id: Option<&str>) -> Result<Scope, ApiError> {
+    match organization_id {
+        None if p.platform => Ok(Scope::All),
+        None => Ok(Scope::Tenant(p.caller.tenant_id)),
+        Some("platform") if p.platform => Ok(Scope::Platform),
+        Some("platform") => Err(ApiError::NotFound("organization")),
+        Some(raw) => p.target_tenant(Some(raw)).map(Scope::Tenant),
+    }
+}
+
+fn kind(raw: Option<&str>) -> Result<Option<&'static str>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(k) => events::KINDS
+            .iter()
+            .find(|known| **known == k)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "type",
+                    format!("must be one of {}", events::KINDS.join(", ")),
+                )
+            }),
+    }
+}
+
+fn user(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    raw.map(|u| Uuid::parse_str(u).map_err(|_| ApiError::invalid("user_id", "is not a user id")))
+        .transpose()
+}
+
+fn window(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    use chrono::Datelike as _;
+    for (name, t) in [("since", since), ("until", until)] {
+        if t.is_some_and(|t| !(1..=9999).contains(&t.year())) {
+            return Err(ApiError::invalid(
+                name,
+                "must be within the years 1 to 9999",
+            ));
+        }
+    }
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::invalid("since", "must not be after until"));
+    }
+    Ok(())
+}
+
+#[OpenApi(prefix_path = "/api/v1/security", tag = "ApiTags::Admin")]
+impl SecurityApi {
+    /// Security events, newest first (admins), filtered by `type`,
+    /// `user_id`, `since`, `until` and, for platform admins,
+    /// `organization_id` (`platform`: events without an organisation).
+    #[oai(path = "/events", method = "get", operation_id = "security.events")]
+    #[expect(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        organization_id: Query<Option<String>>,
+        #[oai(name = "type")] kind_filter: Query<Option<String>>,
+        user_id: Query<Option<String>>,
+        since: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<DateTime<Utc>>>,
+        cursor: Query<Option<String>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+    ) -> Result<EventsResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let scope = p
+            .refused(
+                &state,
+                &request_id,
+                "security.events",
+                "security_event",
+                None,
+                p.require_admin()
+                    .and_then(|()| scope(&p, organization_id.0.as_deref())),
+            )
+            .await?;
+        let kind = kind(kind_filter.0.as_deref())?;
+        let user_id = user(user_id.0.as_deref())?;
+        window(since.0, until.0)?;
+        let limit = limit.0.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(ApiError::invalid("limit", "must be 1 to 500"));
+        }
+        let before_id = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                c.parse::<i64>()
+                    .ok()
+                    .filter(|id| *id > 0)
+                    .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()?;
+        let mut rows = events::list(
+            &state.pool,
+            events::Filter {
+                scope,
+                kind,
+                user_id,
+                since: since.0,
+                until: until.0,
+                before_id,
+            },
+            i64::from(limit) + 1,
+        )
+        .await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        Ok(EventsResponse::Ok(Json(SecurityEventPage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Security events per type over a window (admins): `since` (default
+    /// 24 hours before `until`) to `until` (default now), for one `user_id`
+    /// or everyone, and for platform admins one `organization_id`.
+    #[oai(
+        path = "/statistics",
+        method = "get",
+        operation_id = "security.statistics"
+    )]
+    #[expect(clippy::too_many_arguments)]
+    async fn statistics(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        organization_id: Query<Option<String>>,
+        user_id: Query<Option<String>>,
+        since: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<DateTime<Utc>>>,
+    ) -> Result<StatisticsResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let scope = p
+            .refused(
+                &state,
+                &request_id,
+                "security.statistics",
+                "security_event",
+                None,
+                p.require_admin()
+                    .and_then(|()| scope(&p, organization_id.0.as_deref())),
+            )
+            .await?;
+        let user_id = user(user_id.0.as_deref())?;
+        window(since.0, until.0)?;
+        let until = until.0.unwrap_or_else(Utc::now);
+        let since = match since.0 {
+            Some(s) => s,
+            None => until.checked_sub_signed(DEFAULT_WINDOW).unwrap_or(until),
+        };
+        let found = events::counts(
+            &state.pool,
+            events::Filter {
+                scope,
+                kind: None,
+                user_id,
+                since: Some(since),
+                until: Some(until),
+                before_id: None,
+            },
+        )
+        .await?;
+        let counts: Vec<TypeCount> = events::KINDS
+            .iter()
+            .map(|k| TypeCount {
+                kind: (*k).to_owned(),
+                count: found.iter().find(|(f, _)| f == k).map_or(0, |(_, n)| *n),
+            })
+            .collect();
+        let total = counts.iter().map(|c| c.count).sum();
+        Ok(StatisticsResponse::Ok(Json(SecurityStatistics {
+            since,
+            until,
+            counts,
+            total,
+        })))
+    }
+}

@@ -1,0 +1,234 @@
+//! Security events: sign-ins, lockouts, unlocks, refresh-token reuse and
+//! session revocations, per organisation. A failed sign-in with an unknown
+//! address has no organisation (`tenant_id` null): only platform admins see
+//! that stream. Never a password or token; IP and user agent are truncated
+//! by [`Event::new`].
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+
+/// Every kind of event, for filters and statistics.
+pub const KINDS: &[&str] = &[
+    LOGIN_SUCCEEDED,
+    LOGIN_FAILED,
+    LOGIN_THROTTLED,
+    ACCOUNT_LOCKED,
+    ACCOUNT_UNLOCKED,
+    REFRESH_REUSED,
+    SESSION_REVOKED,
+];
+/// A sign-in that issued a session.
+pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
+/// A wrong address or password (or an inactive user).
+pub const LOGIN_FAILED: &str = "login.failed";
+/// A sign-in refused unchecked while its account or address waits or is
+/// locked.
+pub const LOGIN_THROTTLED: &str = "login.throttled";
+/// An account (or client address) locked after too many failures.
+pub const ACCOUNT_LOCKED: &str = "account.locked";
+/// An admin unlocked an account.
+pub const ACCOUNT_UNLOCKED: &str = "account.unlocked";
+/// A used refresh token was presented again; its session was revoked.
+pub const REFRESH_REUSED: &str = "refresh_token.reused";
+/// A session ended by sign-out, by its user or by an admin.
+pub const SESSION_REVOKED: &str = "session.revoked";
+
+/// Longest stored IP text.
+pub const MAX_IP: usize = 64;
+/// Longest stored user agent, in characters.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// One event to record.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// The organisation, when known.
+    pub tenant_id: Option<TenantId>,
+    /// One of [`KINDS`].
+    pub kind: &'static str,
+    /// The user concerned, when known.
+    pub user_id: Option<Uuid>,
+    /// The session concerned.
+    pub session_id: Option<Uuid>,
+    /// The client address.
+    pub ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// Extra, non-sensitive facts.
+    pub details: Value,
+}
+
+impl Event {
+    /// An event with the client's address and user agent truncated to what
+    /// is stored.
+    pub fn new(
+        tenant_id: Option<TenantId>,
+        kind: &'static str,
+        user_id: Option<Uuid>,
+        ip: Option<&str>,
+        user_agent: Option<&str>,
+    ) -> Self {
+        Self {
+            tenant_id,
+            kind,
+            user_id,
+            session_id: None,
+            ip: ip.map(|s| truncate(s, MAX_IP)),
+            user_agent: user_agent.map(|s| truncate(s, MAX_USER_AGENT)),
+            details: Value::Object(Default::default()),
+        }
+    }
+
+    /// With a session.
+    pub fn session(mut self, id: Uuid) -> Self {
+        self.session_id = Some(id);
+        self
+    }
+
+    /// With details.
+    pub fn details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// The first `max` characters of `s`, without control characters.
+pub fn truncate(s: &str, max: usize) -> String {
+    s.chars().filter(|c| !c.is_control()).take(max).collect()
+}
+
+/// Appends events.
+#[tracing::instrument(skip_all)]
+pub async fn record(db: impl PgExecutor<'_>, events: &[Event]) -> Result<(), sqlx::Error> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut q = sqlx::QueryBuilder::new(
+        "insert into security_events (tenant_id, kind, user_id, session_id, ip, user_agent, details) ",
+    );
+    q.push_values(events, |mut b, e| {
+        b.push_bind(e.tenant_id)
+            .push_bind(e.kind)
+            .push_bind(e.user_id)
+            .push_bind(e.session_id)
+            .push_bind(&e.ip)
+            .push_bind(&e.user_agent)
+            .push_bind(&e.details);
+    });
+    q.build().execute(db).await?;
+    Ok(())
+}
+
+/// A stored event.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    /// Its id (ascending in time).
+    pub id: i64,
+    /// The organisation.
+    pub tenant_id: Option<TenantId>,
+    /// Its kind.
+    pub kind: String,
+    /// The user.
+    pub user_id: Option<Uuid>,
+    /// The session.
+    pub session_id: Option<Uuid>,
+    /// The client address.
+    pub ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+    /// Extra facts.
+    pub details: Value,
+    /// When.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Which organisations' events a reader sees.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope {
+    /// One organisation's.
+    Tenant(TenantId),
+    /// Those without an organisation (unknown addresses).
+    Platform,
+    /// Every event.
+    All,
+}
+
+/// Filters for [`list`] and [`counts`]; every field narrows.
+#[derive(Debug, Clone, Copy)]
+pub struct Filter<'a> {
+    /// Whose events.
+    pub scope: Scope,
+    /// Exact kind.
+    pub kind: Option<&'a str>,
+    /// One user.
+    pub user_id: Option<Uuid>,
+    /// At or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Before.
+    pub until: Option<DateTime<Utc>>,
+    /// Older than this id (newest first paging).
+    pub before_id: Option<i64>,
+}
+
+impl Filter<'_> {
+    fn scope(&self) -> (Option<TenantId>, bool) {
+        match self.scope {
+            Scope::Tenant(t) => (Some(t), false),
+            Scope::Platform => (None, true),
+            Scope::All => (None, false),
+        }
+    }
+}
+
+const WHERE: &str = "where ($1::uuid is null or tenant_id = $1) and (not $2 or tenant_id is null)
+      and ($3::text is null or kind = $3) and ($4::uuid is null or user_id = $4)
+      and ($5::timestamptz is null or created_at >= $5)
+      and ($6::timestamptz is null or created_at < $6) and ($7::bigint is null or id < $7)";
+
+/// Events newest first.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    f: Filter<'_>,
+    limit: i64,
+) -> Result<Vec<Row>, sqlx::Error> {
+    let (tenant, platform) = f.scope();
+    sqlx::query_as(&format!(
+        "select id, tenant_id, kind, user_id, session_id, ip, user_agent, details, created_at
+         from security_events {WHERE} order by id desc limit $8"
+    ))
+    .bind(tenant)
+    .bind(platform)
+    .bind(f.kind)
+    .bind(f.user_id)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(f.before_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Events per kind: `(kind, count)`.
+#[tracing::instrument(skip_all)]
+pub async fn counts(
+    db: impl PgExecutor<'_>,
+    f: Filter<'_>,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    let (tenant, platform) = f.scope();
+    sqlx::query_as(&format!(
+        "select kind, count(*) from security_events {WHERE} group by kind order by kind"
+    ))
+    .bind(tenant)
+    .bind(platform)
+    .bind(f.kind)
+    .bind(f.user_id)
+    .bind(f.since)
+    .bind(f.until)
+    .bind(f.before_id)
+    .fetch_all(db)
+    .await
+}
