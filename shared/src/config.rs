@@ -989,6 +989,58 @@ mod tests {
     }
 
     #[test]
+    fn rate_limits_are_read_overridden_and_checked() {
+        let config = parse(REAL).unwrap();
+        let limits = &config.rate_limits;
+        assert_eq!(limits.send.burst, 400);
+        assert!((limits.auth.per_sec - 0.2).abs() < f64::EPSILON);
+        let overridden = JobsConfig::parse(
+            REAL,
+            vec![
+                (
+                    "JOBS__RATE_LIMITS__SEND__PER_SEC".to_owned(),
+                    "5".to_owned(),
+                ),
+                ("JOBS__RATE_LIMITS__SEND__BURST".to_owned(), "7".to_owned()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            overridden.rate_limits.send,
+            ClassLimit {
+                per_sec: 5.0,
+                burst: 7
+            }
+        );
+        for (var, value, named) in [
+            ("JOBS__RATE_LIMITS__READ__PER_SEC", "0", "rate_limits.read"),
+            (
+                "JOBS__RATE_LIMITS__UPLOAD__BURST",
+                "0",
+                "rate_limits.upload",
+            ),
+            ("JOBS__RATE_LIMITS__AUTH__PER_SEC", "-1", "rate_limits.auth"),
+            (
+                "JOBS__RATE_LIMITS__REDIS_TIMEOUT_MS",
+                "0",
+                "rate_limits.redis_timeout_ms",
+            ),
+        ] {
+            let err = format!(
+                "{:#}",
+                JobsConfig::parse(REAL, vec![(var.to_owned(), value.to_owned())]).unwrap_err()
+            );
+            assert!(err.contains(named), "{var}={value}: {err}");
+        }
+        let without = REAL.split("\n[rate_limits]").next().unwrap().to_owned();
+        assert_eq!(
+            parse(&without).unwrap().rate_limits.send,
+            RateLimitsConfig::default().send,
+            "the section is optional"
+        );
+    }
+
+    #[test]
     fn an_unknown_key_is_named() {
         let text = REAL.replace("concurrency = 32", "concurrency = 32\nconcurrancy = 3");
         let err = error_of(&text);
