@@ -822,3 +822,129 @@ async fn security_events_are_listed_with_filters_and_counted() {
     assert_eq!(old["total"], 0);
     app.shutdown().await;
 }
+
+/// Waits until `n` api instances follow the session revocation channel.
+async fn revocations_followed_by(app: &TestApp, n: i64) {
+    let channel = api::signin::revocation_channel(&app.redis_prefix);
+    testkit::eventually("the instances to follow revocations", WAIT, || {
+        let channel = channel.clone();
+        async move {
+            let mut conn = app.redis().await;
+            let (_, count): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (count >= n).then_some(())
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn signing_out_through_one_replica_closes_the_sessions_socket_on_another() {
+    let app = app().await;
+    user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let replica = api::Application::build(&app.settings).await.unwrap();
+    let replica_addr = replica.addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let replica_task = tokio::spawn(replica.run_until(
+        async move {
+            let _ = stopped.await;
+        },
+        Duration::from_secs(1),
+    ));
+    let signed = session(&app, "doc@clinic.example", "laptop").await;
+    let token = signed["access_token"].as_str().unwrap();
+    let mut req = format!("ws://{replica_addr}/api/v1/ws")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut on_b, _) = connect_async(req).await.expect("the websocket opens");
+    assert_eq!(next_text(&mut on_b).await["type"], "ready");
+    revocations_followed_by(&app, 2).await;
+    let out = app
+        .client
+        .post(app.url("/api/v1/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    assert_eq!(closed_with(&mut on_b).await, Some(4401));
+    let _ = stop.send(());
+    replica_task.await.unwrap().unwrap();
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deactivation_and_a_password_change_end_every_session() {
+    let app = app().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let signed = session(&app, "doc@clinic.example", "laptop").await;
+    let mut ws = connect(&app, signed["access_token"].as_str().unwrap()).await;
+    expect(
+        with(
+            &app,
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{}/deactivate", doctor.id),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(closed_with(&mut ws).await, Some(4401));
+    expect(refresh(&app, &signed["refresh_token"]).await, 401).await;
+    let reasons: Vec<String> = sqlx::query_scalar(
+        "select distinct revoked_reason from auth_sessions where user_id = $1::uuid",
+    )
+    .bind(&doctor.id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(reasons, ["deactivated"]);
+    expect(
+        with(
+            &app,
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{}/activate", doctor.id),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    let again = session(&app, "doc@clinic.example", "laptop").await;
+    expect(
+        with(
+            &app,
+            Method::PATCH,
+            &format!("/api/v1/admin/users/{}/password", doctor.id),
+            &admin.token,
+        )
+        .json(&json!({"password": "Temporary-Pass-77"}))
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    expect(refresh(&app, &again["refresh_token"]).await, 401).await;
+    let live: i64 = sqlx::query_scalar(
+        "select count(*) from auth_sessions where user_id = $1::uuid and revoked_at is null",
+    )
+    .bind(&doctor.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(live, 0);
+    app.shutdown().await;
+}
