@@ -145,27 +145,12 @@ fn kind(raw: Option<&str>) -> Result<Option<&'static str>, ApiError> {
     }
 }
 
-fn user(raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
-    raw.map(|u| Uuid::parse_str(u).map_err(|_| ApiError::invalid("user_id", "is not a user id")))
-        .transpose()
-}
-
-fn window(since: Option<DateTime<Utc>>, until: Option<DateTime<Utc>>) -> Result<(), ApiError> {
-    use chrono::Datelike as _;
-    for (name, t) in [("since", since), ("until", until)] {
-        if t.is_some_and(|t| !(1..=9999).contains(&t.year())) {
-            return Err(ApiError::invalid(
-                name,
-                "must be within the years 1 to 9999",
-            ));
-        }
-    }
-    if let (Some(s), Some(u)) = (since, until)
-        && s > u
-    {
-        return Err(ApiError::invalid("since", "must not be after until"));
-    }
-    Ok(())
+/// `t` within what Postgres stores (years 1 to 9999): a bound beyond it
+/// selects the same events as the nearest one within.
+fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    let low = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
+    let high = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or_default();
+    t.map(|t| t.clamp(low, high))
 }
 
 #[OpenApi(prefix_path = "/api/v1/security", tag = "ApiTags::Admin")]
@@ -181,11 +166,17 @@ impl SecurityApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         organization_id: Query<Option<String>>,
-        #[oai(name = "type")] kind_filter: Query<Option<String>>,
-        user_id: Query<Option<String>>,
+        #[oai(
+            name = "type",
+            validator(
+                pattern = r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked)$"
+            )
+        )]
+        kind_filter: Query<Option<String>>,
+        user_id: Query<Option<Uuid>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
-        cursor: Query<Option<String>>,
+        #[oai(validator(pattern = "^[1-9][0-9]{0,17}$"))] cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
     ) -> Result<EventsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -201,8 +192,6 @@ impl SecurityApi {
             )
             .await?;
         let kind = kind(kind_filter.0.as_deref())?;
-        let user_id = user(user_id.0.as_deref())?;
-        window(since.0, until.0)?;
         let limit = limit.0.unwrap_or(50);
         if !(1..=500).contains(&limit) {
             return Err(ApiError::invalid("limit", "must be 1 to 500"));
@@ -222,9 +211,9 @@ impl SecurityApi {
             events::Filter {
                 scope,
                 kind,
-                user_id,
-                since: since.0,
-                until: until.0,
+                user_id: user_id.0,
+                since: clamp(since.0),
+                until: clamp(until.0),
                 before_id,
             },
             i64::from(limit) + 1,
@@ -256,7 +245,7 @@ impl SecurityApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         organization_id: Query<Option<String>>,
-        user_id: Query<Option<String>>,
+        user_id: Query<Option<Uuid>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<StatisticsResponse, ApiError> {
@@ -272,10 +261,8 @@ impl SecurityApi {
                     .and_then(|()| scope(&p, organization_id.0.as_deref())),
             )
             .await?;
-        let user_id = user(user_id.0.as_deref())?;
-        window(since.0, until.0)?;
-        let until = until.0.unwrap_or_else(Utc::now);
-        let since = match since.0 {
+        let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
+        let since = match clamp(since.0) {
             Some(s) => s,
             None => until.checked_sub_signed(DEFAULT_WINDOW).unwrap_or(until),
         };
@@ -284,7 +271,7 @@ impl SecurityApi {
             events::Filter {
                 scope,
                 kind: None,
-                user_id,
+                user_id: user_id.0,
                 since: Some(since),
                 until: Some(until),
                 before_id: None,

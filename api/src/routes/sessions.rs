@@ -74,7 +74,9 @@ pub struct Login {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct Refresh {
-    /// The refresh token the last sign-in or refresh returned.
+    /// The refresh token the last sign-in or refresh returned: `rt_` and
+    /// 43 base64url characters.
+    #[oai(validator(pattern = "^rt_[A-Za-z0-9_-]{43}$"))]
     pub refresh_token: String,
 }
 
