@@ -681,6 +681,29 @@ impl Limiter {
         Ok(ticket)
     }
 
+    /// `taken`, unless it refused a quota and `replayed` finds that the
+    /// request was accepted before: a replay answers as the first time did
+    /// and takes nothing. `replayed` is only asked on a refusal.
+    pub async fn unless_replayed(
+        self: &Arc<Self>,
+        taken: Result<QuotaTicket, ApiError>,
+        replayed: impl std::future::Future<Output = Result<bool, sqlx::Error>>,
+    ) -> Result<QuotaTicket, ApiError> {
+        match taken {
+            Err(refused @ ApiError::QuotaExceeded { .. }) => {
+                if replayed.await? {
+                    Ok(QuotaTicket {
+                        limiter: self.clone(),
+                        taken: Vec::new(),
+                    })
+                } else {
+                    Err(refused)
+                }
+            }
+            other => other,
+        }
+    }
+
     async fn warn(&self, tenant: TenantId, request_id: Option<&str>, q: &Quota, period: Period) {
         metrics::counter!("send_quota_warnings_total", "channel" => q.channel.clone(), "period" => period.as_str())
             .increment(1);

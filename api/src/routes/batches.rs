@@ -622,13 +622,22 @@ impl BatchesApi {
             .as_deref()
             .map(|r| recipients(&channels, "recipients", r))
             .transpose()?;
-        let quota = state
+        let taken = state
             .limits
             .take_quota(
                 tenant_id,
                 Some(&request_id.0.0),
                 &chunk_counts(&channels, first.as_ref().map_or(0, Vec::len)),
             )
+            .await;
+        let quota = state
+            .limits
+            .unless_replayed(taken, async {
+                match key.as_deref() {
+                    Some(k) => shared::db::limits::batch_accepted(&state.pool, tenant_id, k).await,
+                    None => Ok(false),
+                }
+            })
             .await?;
         let hash = key
             .as_ref()
@@ -729,12 +738,19 @@ impl BatchesApi {
             .filter_map(|c| Channel::parse(c))
             .collect();
         let stored = recipients(&channels, "recipients", &req.recipients)?;
-        let quota = state
+        let taken = state
             .limits
             .take_quota(
                 tenant_id,
                 Some(&request_id.0.0),
                 &chunk_counts(&channels, stored.len()),
+            )
+            .await;
+        let quota = state
+            .limits
+            .unless_replayed(
+                taken,
+                shared::db::limits::chunk_accepted(&state.pool, tenant_id, id, req.seq),
             )
             .await?;
         let tx = state.pool.begin().await?;

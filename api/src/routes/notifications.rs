@@ -924,13 +924,22 @@ impl NotificationsApi {
         };
         // Counted against the organisation's send quotas before anything is
         // written: a send that would pass one is refused whole.
-        let quota = state
+        let taken = state
             .limits
             .take_quota(
                 tenant_id,
                 Some(&request_id.0.0),
                 &crate::limits::per_channel(plans.iter().map(|p| p.channel)),
             )
+            .await;
+        let quota = state
+            .limits
+            .unless_replayed(taken, async {
+                match key.as_deref() {
+                    Some(k) => shared::db::limits::send_accepted(&state.pool, tenant_id, k).await,
+                    None => Ok(false),
+                }
+            })
             .await?;
         let hash = key
             .as_ref()

@@ -543,5 +543,107 @@ async fn a_replayed_send_gives_its_quota_back() {
         "the replays took nothing"
     );
     refused(email(&app, &app.api_key).await, "quota:email:day").await;
+    let replay = app.post_send(&app.api_key, Some("visit-42"), &body).await;
+    assert_eq!(
+        replay.status(),
+        202,
+        "a replay answers as the first time, even with the quota used up"
+    );
+    assert_eq!(replay.headers()["idempotent-replayed"], "true");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_chunk_that_would_pass_a_quota_is_refused_whole() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let post = |path: &str, body: Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(&app.api_key)
+            .json(&body)
+            .send()
+    };
+    expect(
+        post(
+            "/api/v1/admin/templates",
+            json!({
+                "key": "lab.ready",
+                "name": "Lab results ready",
+                "default_locale": "en",
+                "default_channels": ["email"],
+                "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}."}}}
+            }),
+        )
+        .await
+        .unwrap(),
+        201,
+    )
+    .await;
+    let root = platform_admin(&app).await;
+    let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
+    expect(
+        with(&app, Method::PUT, &quotas_url, &root.token)
+            .json(&json!({"quotas": [{"channel": "email", "period": "day", "quota": 10}]}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let batch = expect(
+        post(
+            "/api/v1/services/notifications/send-batch",
+            json!({"template": "lab.ready", "channels": ["email"]}),
+        )
+        .await
+        .unwrap(),
+        202,
+    )
+    .await["batch_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let people = |from: usize, n: usize| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| json!({"subscriber_id": format!("patient-{i}"), "email": format!("p{i}@example.org"), "data": {"name": format!("P{i}")}}))
+            .collect()
+    };
+    let chunk = |seq: i64, recipients: Vec<Value>| {
+        post(
+            "/api/v1/services/notifications/send-chunk",
+            json!({"batch_id": batch, "seq": seq, "recipients": recipients}),
+        )
+    };
+    expect(chunk(0, people(0, 8)).await.unwrap(), 202).await;
+    let body = refused(chunk(1, people(8, 3)).await.unwrap(), "quota:email:day").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("8 sent this period, this request needs 3"),
+        "{body}"
+    );
+    let stored: i64 = sqlx::query_scalar("select count(*) from batch_chunks")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "nothing of the refused chunk is stored");
+    // The repeated first chunk is a replay and takes nothing.
+    expect(chunk(0, people(0, 8)).await.unwrap(), 202).await;
+    expect(chunk(1, people(8, 2)).await.unwrap(), 202).await;
+    let usage = expect(
+        with(&app, Method::GET, &quotas_url, &app.api_key)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(usage["quotas"][0]["used"], 10, "{usage}");
+    assert_eq!(usage["quotas"][0]["remaining"], 0, "{usage}");
     app.shutdown().await;
 }

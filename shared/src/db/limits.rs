@@ -103,3 +103,52 @@ pub async fn replace_quotas(
     }
     Ok(())
 }
+
+/// Whether the organisation already accepted a send under idempotency key
+/// `key`: its replay answers as the first time and takes no quota.
+pub async fn send_accepted(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from notifications where tenant_id = $1 and idempotency_key = $2)",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_one(db)
+    .await
+}
+
+/// Whether the organisation already created a batch under idempotency key
+/// `key`.
+pub async fn batch_accepted(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from batches where tenant_id = $1 and idempotency_key = $2)",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_one(db)
+    .await
+}
+
+/// Whether the batch already holds chunk `seq`.
+pub async fn chunk_accepted(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    batch_id: crate::domain::BatchId,
+    seq: i32,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists (select 1 from batch_chunks where tenant_id = $1 and batch_id = $2 and seq = $3)",
+    )
+    .bind(tenant_id)
+    .bind(batch_id)
+    .bind(seq)
+    .fetch_one(db)
+    .await
+}
