@@ -371,6 +371,19 @@ async fn anonymous_sign_in_and_invitation_tokens_are_limited_per_address() {
     assert_eq!(body["type"], "/problems/rate-limited");
     refused(validate().await, "auth").await;
 
+    // Another client address has its own allowance.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let resp = elsewhere
+        .get(app.url("/api/v1/invitations/validate/no-such-token-at-all"))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(resp.status(), 429);
+    assert_eq!(header(&resp, "ratelimit-remaining"), Some(2));
+
     // Authenticated callers are counted by their key, not their address.
     let resp = read(&app.base, &app.client, &app.api_key).await;
     assert_eq!(resp.status(), 404);
