@@ -97,16 +97,16 @@ impl Default for RateLimitsConfig {
                 burst: 200,
             },
             write: ClassLimit {
-                per_sec: 20.0,
-                burst: 50,
+                per_sec: 50.0,
+                burst: 100,
             },
             upload: ClassLimit {
                 per_sec: 2.0,
                 burst: 5,
             },
             auth: ClassLimit {
-                per_sec: 0.2,
-                burst: 10,
+                per_sec: 2.0,
+                burst: 30,
             },
             callback: ClassLimit {
                 per_sec: 500.0,
@@ -993,7 +993,7 @@ mod tests {
         let config = parse(REAL).unwrap();
         let limits = &config.rate_limits;
         assert_eq!(limits.send.burst, 400);
-        assert!((limits.auth.per_sec - 0.2).abs() < f64::EPSILON);
+        assert!((limits.auth.per_sec - 2.0).abs() < f64::EPSILON);
         let overridden = JobsConfig::parse(
             REAL,
             vec![
