@@ -42,8 +42,10 @@ pub struct LimitsApi;
 pub struct LimitInput {
     /// Sustained requests per second (above 0, at most 1,000,000; `0.5` is
     /// one every two seconds).
+    #[oai(validator(minimum(value = "0", exclusive = true), maximum(value = "1000000")))]
     pub per_sec: f64,
     /// Requests at once after a quiet spell (1 to 1,000,000).
+    #[oai(validator(minimum(value = "1"), maximum(value = "1000000")))]
     pub burst: u32,
 }
 
@@ -91,11 +93,14 @@ pub struct RateLimitsView {
 #[serde(deny_unknown_fields)]
 pub struct QuotaInput {
     /// `email`, `sms`, `push`, `whatsapp` or `inapp`.
+    #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))]
     pub channel: String,
     /// `day` (UTC) or `month` (calendar month, UTC).
+    #[oai(validator(pattern = "^(day|month)$"))]
     pub period: String,
     /// Notifications allowed per period (0 to 1,000,000,000,000; 0 stops
     /// the channel).
+    #[oai(validator(maximum(value = "1000000000000")))]
     pub quota: u64,
 }
 
@@ -105,6 +110,7 @@ pub struct QuotaInput {
 #[serde(deny_unknown_fields)]
 pub struct QuotasInput {
     /// Up to 10 quotas, one per channel and period; empty removes them all.
+    #[oai(validator(max_items = 10))]
     pub quotas: Vec<QuotaInput>,
 }
 
