@@ -300,6 +300,14 @@ pub struct RetentionConfig {
     pub finished_jobs_secs: u64,
     /// Hours real-time events are kept for catch-up.
     pub events_hours: u32,
+    /// Days security events (sign-ins, lockouts, revocations) are kept
+    /// (default 400).
+    #[serde(default = "default_security_events_days")]
+    pub security_events_days: u32,
+}
+
+fn default_security_events_days() -> u32 {
+    400
 }
 
 /// One periodic job.
@@ -1120,6 +1128,16 @@ mod tests {
         )];
         let err = format!("{:#}", JobsConfig::parse(REAL, env).unwrap_err());
         assert!(err.starts_with("queues.email.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn security_events_retention_defaults_to_400_days() {
+        assert_eq!(parse(REAL).unwrap().retention.security_events_days, 400);
+        let without = REAL.replace("security_events_days = 400\n", "");
+        assert_ne!(without, REAL);
+        assert_eq!(parse(&without).unwrap().retention.security_events_days, 400);
+        let custom = REAL.replace("security_events_days = 400", "security_events_days = 30");
+        assert_eq!(parse(&custom).unwrap().retention.security_events_days, 30);
     }
 
     #[test]

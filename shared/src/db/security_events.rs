@@ -232,3 +232,24 @@ pub async fn counts(
     .fetch_all(db)
     .await
 }
+
+/// Deletes up to `limit` events (across organisations) created before
+/// `before`, oldest first; returns how many. Callers repeat it until it
+/// deletes fewer than `limit`, so one run never holds a long lock.
+#[tracing::instrument(skip_all)]
+pub async fn prune(
+    db: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "delete from security_events where id in (
+            select id from security_events where created_at < $1
+            order by created_at limit $2 for update skip locked)",
+    )
+    .bind(before)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -8,7 +8,7 @@
 //! * `expire_invitations` expires invitations past due and pushes lost
 //!   invitation jobs again.
 //! * `prune_events` drops real-time events kept for catch-up past their
-//!   retention.
+//!   retention, and security events past theirs (in batches).
 
 use std::{sync::Arc, time::Instant};
 
@@ -43,11 +43,7 @@ pub async fn handle(
                     .await
                     .map(u64::from)
             }
-            CronJob::PruneEvents => {
-                shared::db::events::prune(&state.pool, state.jobs.retention.events_hours)
-                    .await
-                    .map_err(Into::into)
-            }
+            CronJob::PruneEvents => prune_events(&state, job.scheduled_for).await,
             // Travels on the `ups_poll` queue; here only if pushed by mistake.
             CronJob::PollUpsShipments => crate::jobs::poll_ups::sweep(&state, job.scheduled_for)
                 .await
@@ -113,6 +109,25 @@ async fn expire_invitations(
             .await?;
     }
     Ok(expired)
+}
+
+/// Drops real-time events past their retention, then security events older
+/// than `security_events_days` before the tick, a batch at a time.
+async fn prune_events(
+    state: &WorkerState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<u64> {
+    const BATCH: i64 = 5_000;
+    let mut total =
+        shared::db::events::prune(&state.pool, state.jobs.retention.events_hours).await?;
+    let before = now - chrono::Duration::days(i64::from(state.jobs.retention.security_events_days));
+    loop {
+        let n = shared::db::security_events::prune(&state.pool, before, BATCH).await?;
+        total += n;
+        if n < BATCH as u64 {
+            return Ok(total);
+        }
+    }
 }
 
 async fn redact(state: &WorkerState) -> anyhow::Result<u64> {

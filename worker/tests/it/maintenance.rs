@@ -188,3 +188,72 @@ async fn realtime_events_past_retention_are_pruned() {
     assert_eq!(left, vec![2], "the recent event stays");
     app.shutdown().await;
 }
+
+/// Adds a security event created at `at`; returns its id.
+async fn security_event_at(app: &TestApp, tenant: bool, at: chrono::DateTime<Utc>) -> i64 {
+    sqlx::query_scalar(
+        "insert into security_events (tenant_id, kind, ip, created_at)
+         values ($1, 'login.failed', '198.51.100.7', $2) returning id",
+    )
+    .bind(tenant.then_some(app.tenant_id))
+    .bind(at)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
+async fn security_event_ids(app: &TestApp) -> Vec<i64> {
+    sqlx::query_scalar("select id from security_events order by id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn security_events_are_pruned_in_batches_before_a_given_time() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let cutoff = Utc::now() - chrono::Duration::days(400);
+    let second = chrono::Duration::seconds(1);
+    let mut old = Vec::new();
+    for tenant in [true, false, true] {
+        old.push(security_event_at(&app, tenant, cutoff - second).await);
+    }
+    let kept = security_event_at(&app, true, cutoff + second).await;
+    let prune = || shared::db::security_events::prune(&app.pool, cutoff, 2);
+    assert_eq!(prune().await.unwrap(), 2, "one batch at most");
+    assert_eq!(prune().await.unwrap(), 1);
+    assert_eq!(prune().await.unwrap(), 0);
+    assert_eq!(security_event_ids(&app).await, vec![kept]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_prune_events_tick_drops_security_events_past_retention() {
+    let app = TestApp::builder().without_scheduler().spawn().await;
+    assert_eq!(app.settings.jobs.retention.security_events_days, 400);
+    // A tick 30 days from now: retention counts from the tick's time.
+    let tick = Utc::now() + chrono::Duration::days(30);
+    let gone = security_event_at(&app, true, tick - chrono::Duration::days(401)).await;
+    let unowned = security_event_at(&app, false, tick - chrono::Duration::days(401)).await;
+    let kept = security_event_at(&app, true, tick - chrono::Duration::days(399)).await;
+    assert_eq!(security_event_ids(&app).await, vec![gone, unowned, kept]);
+    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    queues
+        .push(RunMaintenance {
+            task: CronJob::PruneEvents,
+            scheduled_for: tick,
+        })
+        .await
+        .unwrap();
+    let left = testkit::eventually("the old security events to go", WAIT, || async {
+        let ids = security_event_ids(&app).await;
+        (ids.len() == 1).then_some(ids)
+    })
+    .await;
+    assert_eq!(left, vec![kept], "the event inside retention stays");
+    app.shutdown().await;
+}
