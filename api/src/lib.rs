@@ -24,6 +24,7 @@ pub mod access;
 pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod client;
 pub mod error;
 pub mod identity;
 pub mod input;
@@ -300,6 +301,7 @@ impl Application {
             postgres: self.postgres,
             templates: Arc::new(middleware::RouteTemplates::from_spec(&openapi().spec())),
             limiter: Some(self.state.limits.clone()),
+            trusted_proxies: self.http.trusted_proxies.clone(),
         };
         let served = server::serve(
             self.listener,

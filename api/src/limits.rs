@@ -517,13 +517,8 @@ impl Limiter {
 
     /// Who `req` is counted against in `class`.
     pub async fn caller(&self, req: &Request, class: Class) -> Caller {
-        let address = || {
-            Caller::Address(
-                req.remote_addr()
-                    .as_socket_addr()
-                    .map_or(IpAddr::from([0, 0, 0, 0]), std::net::SocketAddr::ip),
-            )
-        };
+        let address =
+            || Caller::Address(crate::client::address(req).unwrap_or(IpAddr::from([0, 0, 0, 0])));
         if class.anonymous() {
             return address();
         }

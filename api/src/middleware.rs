@@ -1,5 +1,7 @@
 //! What every request passes through, outermost first:
 //!
+//! 0. the client address ([`crate::client`]): the TCP peer, or behind a
+//!    trusted proxy the address its `X-Forwarded-For` names;
 //! 1. a request id (the caller's `X-Request-Id` when it is sane, else a new
 //!    one), echoed in the response and carried by the request's span, which
 //!    names the route by its template (`/api/v1/services/subscribers/{external_id}`),
@@ -57,6 +59,8 @@ pub struct Edge {
     pub templates: Arc<RouteTemplates>,
     /// Request rate limits; none: unlimited.
     pub limiter: Option<Arc<crate::limits::Limiter>>,
+    /// Proxies whose `X-Forwarded-For` names the client ([`crate::client`]).
+    pub trusted_proxies: shared::config::TrustedProxies,
 }
 
 /// The documented routes' path templates, to name a request's route in logs
@@ -202,6 +206,7 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     req.set_data(RequestId(request_id.clone()));
+    crate::client::resolve(&mut req, &edge.trusted_proxies);
     let route_template = edge.templates.name(&path).to_owned();
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route = %route_template);
     async move {

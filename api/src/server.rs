@@ -196,7 +196,13 @@ where
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
         };
-        let Some(slot) = per_ip.admit(remote.ip(), limits.max_connections_per_ip) else {
+        // A trusted proxy carries many clients' connections: not capped.
+        let cap = if limits.trusted_proxies.contains(remote.ip()) {
+            usize::MAX
+        } else {
+            limits.max_connections_per_ip
+        };
+        let Some(slot) = per_ip.admit(remote.ip(), cap) else {
             metrics::counter!("http_connections_refused_total", "reason" => "per_ip_cap")
                 .increment(1);
             tokio::spawn(async move {

@@ -135,7 +135,7 @@ pub fn retry_after(now: DateTime<Utc>, until: DateTime<Utc>) -> u64 {
 /// What is kept of the client: its address and user agent, truncated.
 #[derive(Debug, Clone, Default)]
 pub struct Client {
-    /// The peer address (the load balancer's, behind one).
+    /// The client address ([`crate::client::address`]).
     pub ip: Option<String>,
     /// The `User-Agent` header.
     pub user_agent: Option<String>,
@@ -145,10 +145,7 @@ impl Client {
     /// The client of `req`.
     pub fn of(req: &Request) -> Self {
         use shared::db::security_events::{MAX_IP, MAX_USER_AGENT, truncate};
-        let ip = match req.remote_addr().0 {
-            poem::Addr::SocketAddr(a) => Some(a.ip().to_canonical().to_string()),
-            _ => None,
-        };
+        let ip = crate::client::address(req).map(|ip| ip.to_string());
         let user_agent = req
             .headers()
             .get(header::USER_AGENT)

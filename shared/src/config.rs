@@ -12,7 +12,13 @@
 //! A bad file is an error that names the key (`queues.email.concurrency: must be
 //! at least 1`), so a typo stops startup instead of silently using a default.
 
-use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    str::FromStr,
+    time::Duration,
+};
 
 use anyhow::{Context, bail};
 use rand::Rng;
@@ -691,13 +697,54 @@ pub struct HttpLimits {
     /// (`HTTP_UPLOAD_STALL_TIMEOUT_MS`, default 30 s); 408 otherwise.
     pub upload_stall_timeout: Duration,
     /// Open connections one client address may hold
-    /// (`HTTP_MAX_CONNECTIONS_PER_IP`, default 1024; `0` turns the cap off,
-    /// e.g. behind a load balancer, where every connection comes from its
-    /// address); more are answered 429 and closed.
+    /// (`HTTP_MAX_CONNECTIONS_PER_IP`, default 1024; `0` turns the cap off).
+    /// Trusted proxies' connections are not capped. More are answered 429
+    /// and closed.
     pub max_connections_per_ip: usize,
     /// A connection with no traffic for this long is closed
     /// (`HTTP_IDLE_TIMEOUT_SECS`, default 75).
     pub idle_timeout: Duration,
+    /// Load balancers and proxies whose `X-Forwarded-For` is believed
+    /// (`TRUSTED_PROXIES`, comma-separated CIDRs; none by default). Their
+    /// connections are not held to the per-address cap.
+    pub trusted_proxies: TrustedProxies,
+}
+
+/// The networks of the proxies in front of the API (`TRUSTED_PROXIES`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Parses a comma-separated list of CIDRs (`10.0.0.0/8, 2001:db8::/32`);
+    /// a bare address is a single host (`/32` or `/128`). Empty: none.
+    pub fn parse(list: &str) -> anyhow::Result<Self> {
+        let mut nets = Vec::new();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let net = match item.parse::<ipnet::IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => match item.parse::<IpAddr>() {
+                    Ok(ip) => ipnet::IpNet::from(ip.to_canonical()),
+                    Err(_) => bail!(
+                        "TRUSTED_PROXIES: `{item}` is not a CIDR (such as 10.0.0.0/8 or fd00::/8)"
+                    ),
+                },
+            };
+            nets.push(net);
+        }
+        Ok(Self(nets))
+    }
+
+    /// Whether no proxy is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `ip` belongs to a trusted proxy (an IPv4-mapped IPv6 address
+    /// counts as its IPv4 address).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|net| net.contains(&ip))
+    }
 }
 
 /// Settings of all three services, from the environment plus `jobs.toml`.
@@ -922,6 +969,7 @@ impl Settings {
                     n => n as usize,
                 },
                 idle_timeout: Duration::from_secs(num("HTTP_IDLE_TIMEOUT_SECS", 75)?.max(1)),
+                trusted_proxies: TrustedProxies::parse(get("TRUSTED_PROXIES").unwrap_or(""))?,
             },
             public_base_url,
             metrics_addr,
@@ -1128,6 +1176,80 @@ mod tests {
         )];
         let err = format!("{:#}", JobsConfig::parse(REAL, env).unwrap_err());
         assert!(err.starts_with("queues.email.concurrency"), "{err}");
+    }
+
+    #[test]
+    fn trusted_proxies_parse_cidrs_and_single_addresses() {
+        let t = TrustedProxies::parse(" 10.0.0.0/8, 192.168.1.7 ,fd00::/8,,2001:db8::1").unwrap();
+        assert!(t.contains("10.20.30.40".parse().unwrap()));
+        assert!(t.contains("192.168.1.7".parse().unwrap()));
+        assert!(!t.contains("192.168.1.8".parse().unwrap()));
+        assert!(t.contains("fd12::5".parse().unwrap()));
+        assert!(t.contains("2001:db8::1".parse().unwrap()));
+        assert!(!t.contains("2001:db8::2".parse().unwrap()));
+        assert!(!t.contains("11.0.0.1".parse().unwrap()));
+        // An IPv4 peer seen on a dual-stack socket.
+        assert!(t.contains("::ffff:10.1.2.3".parse().unwrap()));
+        // Host bits are dropped: 172.16.5.1/12 is 172.16.0.0/12.
+        let t = TrustedProxies::parse("172.16.5.1/12").unwrap();
+        assert!(t.contains("172.31.255.255".parse().unwrap()));
+        assert!(TrustedProxies::parse("").unwrap().is_empty());
+        assert!(TrustedProxies::parse(" , ").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_bad_trusted_proxy_is_named() {
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0/8",
+            "proxy.internal",
+            "10.0.0.0/8;fd00::/8",
+            "fd00::/129",
+            "10.0.0.1:80",
+        ] {
+            let err = format!("{:#}", TrustedProxies::parse(bad).unwrap_err());
+            assert!(err.starts_with("TRUSTED_PROXIES: `"), "{bad}: {err}");
+        }
+        let vars = [
+            (
+                "JOBS_FILE".to_owned(),
+                format!("{}/../jobs.toml", env!("CARGO_MANIFEST_DIR")),
+            ),
+            (
+                "TRUSTED_PROXIES".to_owned(),
+                "10.0.0.0/8, nonsense".to_owned(),
+            ),
+        ];
+        let err = format!("{:#}", Settings::from_vars(vars).unwrap_err());
+        assert!(
+            err.contains("TRUSTED_PROXIES") && err.contains("nonsense"),
+            "{err}"
+        );
+        let vars = [
+            (
+                "JOBS_FILE".to_owned(),
+                format!("{}/../jobs.toml", env!("CARGO_MANIFEST_DIR")),
+            ),
+            ("TRUSTED_PROXIES".to_owned(), "10.0.0.0/8".to_owned()),
+        ];
+        let settings = Settings::from_vars(vars).unwrap();
+        assert!(
+            settings
+                .http
+                .trusted_proxies
+                .contains("10.9.9.9".parse().unwrap())
+        );
+        let vars = [(
+            "JOBS_FILE".to_owned(),
+            format!("{}/../jobs.toml", env!("CARGO_MANIFEST_DIR")),
+        )];
+        assert!(
+            Settings::from_vars(vars)
+                .unwrap()
+                .http
+                .trusted_proxies
+                .is_empty()
+        );
     }
 
     #[test]

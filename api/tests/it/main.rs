@@ -6,6 +6,7 @@ mod bulk_csv;
 mod caches;
 mod callbacks;
 mod cli;
+mod client_address;
 mod edge;
 mod identity;
 mod inbox;
