@@ -12,10 +12,28 @@
 //! nor tokens are ever logged. A key that worked is trusted for
 //! `API_KEY_CACHE_SECS` (default 5) without asking Postgres again
 //! ([`ApiKeyCache`]); wrong keys are never cached.
+//!
+//! A key with a network allowlist works only from client addresses
+//! ([`crate::client::address`]) inside it; from elsewhere it gets 403 and
+//! counts as no key at all. The cache carries the allowlist, so the check
+//! costs no query (and a changed allowlist applies within the same bound).
 
+use std::{
+    net::IpAddr,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use ipnet::IpNet;
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
-use shared::db::api_keys::{self, KeyOwner};
+use shared::{
+    db::{
+        api_keys::{self, KeyOwner},
+        security_events,
+    },
+    domain::ApiKeyId,
+};
 
 use crate::{AppState, error::ApiError, identity::Identity};
 
@@ -35,43 +53,129 @@ async fn check_api_key(req: &Request, bearer: Bearer) -> poem::Result<KeyOwner> 
     if token.len() > MAX_TOKEN_LEN || !token.starts_with(api_keys::KEY_PREFIX) {
         return Err(ApiError::Unauthorized.into());
     }
-    match owner_of(&state.pool, &state.api_keys, &token).await {
-        Ok(Some(owner)) => {
+    key_owner(req, state, &token).await
+}
+
+/// The owner of API key `token` presented with `req`, or why not.
+async fn key_owner(req: &Request, state: &AppState, token: &str) -> poem::Result<KeyOwner> {
+    let client = crate::client::address(req);
+    match check_key(&state.pool, &state.api_keys, token, client).await {
+        Ok(KeyCheck::Allowed(owner)) => {
             tracing::Span::current().record("tenant_id", tracing::field::display(owner.tenant_id));
             Ok(owner)
         }
-        Ok(None) => Err(ApiError::Unauthorized.into()),
+        Ok(KeyCheck::Refused(owner)) => {
+            tracing::info!(tenant_id = %owner.tenant_id, key_id = %owner.key_id, "API key refused outside its allowlist");
+            if refusal_gate().get(&owner.key_id).is_none() {
+                refusal_gate().insert(owner.key_id, ());
+                let user_agent = req
+                    .headers()
+                    .get(poem::http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok());
+                let event = security_events::Event::new(
+                    Some(owner.tenant_id),
+                    security_events::API_KEY_ADDRESS_REFUSED,
+                    None,
+                    client.map(|c| c.to_string()).as_deref(),
+                    user_agent,
+                )
+                .details(serde_json::json!({ "api_key_id": owner.key_id.to_string() }));
+                if let Err(e) = security_events::record(&state.pool, &[event]).await {
+                    tracing::warn!(error = %e, "security event not recorded");
+                }
+            }
+            Err(ApiError::Forbidden("this API key may not be used from this address").into())
+        }
+        Ok(KeyCheck::Unknown) => Err(ApiError::Unauthorized.into()),
         Err(e) => Err(ApiError::from(e).into()),
     }
 }
 
-/// The owner of API key `token`: from `cache` while fresh, else from
-/// Postgres. Only keys that work are cached, so wrong keys cannot fill the
-/// cache, and they are looked up every time.
+/// Keys whose refusal was recorded as a security event in the last minute:
+/// at most one `api_key.address_refused` event per key per minute on each
+/// instance, however many requests are refused.
+fn refusal_gate() -> &'static shared::cache::TtlCache<ApiKeyId, ()> {
+    static GATE: OnceLock<shared::cache::TtlCache<ApiKeyId, ()>> = OnceLock::new();
+    GATE.get_or_init(|| shared::cache::TtlCache::new(Duration::from_secs(60), 10_000))
+}
+
+/// What an API key is worth from a client address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyCheck {
+    /// No such active key.
+    Unknown,
+    /// A working key, presented from an address its allowlist admits.
+    Allowed(KeyOwner),
+    /// A working key presented from outside its allowlist: not to be
+    /// trusted for anything.
+    Refused(KeyOwner),
+}
+
+/// [`KeyCheck`] of API key `token` presented from `client`, through the
+/// same cache as [`owner_of`].
+pub async fn check_key(
+    pool: &sqlx::PgPool,
+    cache: &ApiKeyCache,
+    token: &str,
+    client: Option<IpAddr>,
+) -> Result<KeyCheck, sqlx::Error> {
+    Ok(match entry_of(pool, cache, token).await? {
+        None => KeyCheck::Unknown,
+        Some(entry) if api_keys::admits(&entry.networks, client) => KeyCheck::Allowed(entry.owner),
+        Some(entry) => KeyCheck::Refused(entry.owner),
+    })
+}
+
+/// The owner of API key `token`, whatever its allowlist (use
+/// [`check_key`] to authenticate a request): from `cache` while fresh, else
+/// from Postgres. Only keys that work are cached, so wrong keys cannot fill
+/// the cache, and they are looked up every time.
 pub async fn owner_of(
     pool: &sqlx::PgPool,
     cache: &ApiKeyCache,
     token: &str,
 ) -> Result<Option<KeyOwner>, sqlx::Error> {
+    Ok(entry_of(pool, cache, token).await?.map(|e| e.owner))
+}
+
+async fn entry_of(
+    pool: &sqlx::PgPool,
+    cache: &ApiKeyCache,
+    token: &str,
+) -> Result<Option<CachedKey>, sqlx::Error> {
     let key_hash = api_keys::hash(token);
-    if let Some(owner) = cache.get(&key_hash) {
-        return Ok(Some(owner));
+    if let Some(entry) = cache.get(&key_hash) {
+        return Ok(Some(entry));
     }
-    let owner = api_keys::authenticate_hash(pool, &key_hash).await?;
-    if let Some(owner) = owner {
-        cache.insert(key_hash, owner);
+    let entry = api_keys::lookup_hash(pool, &key_hash)
+        .await?
+        .map(|(owner, networks)| CachedKey {
+            owner,
+            networks: networks.into(),
+        });
+    if let Some(entry) = &entry {
+        cache.insert(key_hash, entry.clone());
     }
-    Ok(owner)
+    Ok(entry)
+}
+
+/// A working key as [`ApiKeyCache`] holds it.
+#[derive(Debug, Clone)]
+pub struct CachedKey {
+    /// Whose key.
+    pub owner: KeyOwner,
+    /// The networks it may be used from (empty: any).
+    pub networks: Arc<[IpNet]>,
 }
 
 /// Most API keys kept by [`ApiKeyCache`]; past it the oldest are dropped.
 pub const API_KEY_CACHE_CAPACITY: usize = 10_000;
 
 /// Keys that authenticated recently, by their SHA-256 hash (never the key
-/// itself), each trusted for `API_KEY_CACHE_SECS` after it was read from
-/// Postgres: a key revoked or a tenant suspended stops working within that
-/// bound on every instance.
-pub type ApiKeyCache = shared::cache::TtlCache<Vec<u8>, KeyOwner>;
+/// itself), with their allowlists, each trusted for `API_KEY_CACHE_SECS`
+/// after it was read from Postgres: a key revoked, a tenant suspended or an
+/// allowlist changed takes effect within that bound on every instance.
+pub type ApiKeyCache = shared::cache::TtlCache<Vec<u8>, CachedKey>;
 
 /// A caller authenticated by a bearer JWT.
 #[derive(Debug, SecurityScheme)]
@@ -85,6 +189,13 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
     let state = req
         .data::<AppState>()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("state missing")))?;
+    if bearer.token.starts_with(api_keys::KEY_PREFIX) && bearer.token.len() <= MAX_TOKEN_LEN {
+        // An API key is never a JWT; but where either is accepted
+        // ([`Admin`]) the answer is the key's: 403 from outside its
+        // allowlist, else 401.
+        key_owner(req, state, &bearer.token).await?;
+        return Err(ApiError::Unauthorized.into());
+    }
     if bearer.token.len() > MAX_JWT_LEN {
         tracing::info!(reason = "oversized token", "token refused");
         return Err(ApiError::Unauthorized.into());

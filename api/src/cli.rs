@@ -2,10 +2,11 @@
 //! tenants and their API keys. Keys are printed once and never stored.
 
 use clap::{Parser, Subcommand};
+use ipnet::IpNet;
 use secrecy::ExposeSecret;
 use shared::{
     config::Settings,
-    db::{self, api_keys, audit, jwt_secrets, tenants},
+    db::{self, api_keys, audit, jwt_secrets, security_events, tenants},
     domain::{ApiKeyId, TenantId},
 };
 
@@ -88,6 +89,33 @@ pub enum KeyCommand {
         /// A label for the key.
         #[arg(long, default_value = "default")]
         name: String,
+        /// A network (CIDR such as `10.0.0.0/8` or `2001:db8::/32`, or a
+        /// single address) the key may be used from; repeat for more. None:
+        /// any address.
+        #[arg(long = "allow", value_name = "CIDR", value_parser = parse_network)]
+        allow: Vec<IpNet>,
+    },
+    /// Replace the networks a key may be used from.
+    Allow {
+        /// The tenant's id.
+        #[arg(long)]
+        tenant: TenantId,
+        /// The key's id.
+        #[arg(long)]
+        key: ApiKeyId,
+        /// A network (CIDR or single address) the key may be used from;
+        /// repeat for more.
+        #[arg(
+            long = "allow",
+            value_name = "CIDR",
+            value_parser = parse_network,
+            required_unless_present = "any",
+            conflicts_with = "any"
+        )]
+        allow: Vec<IpNet>,
+        /// Let the key be used from any address again.
+        #[arg(long)]
+        any: bool,
     },
     /// Revoke a key.
     Revoke {
@@ -98,6 +126,79 @@ pub enum KeyCommand {
         #[arg(long)]
         key: ApiKeyId,
     },
+}
+
+/// Most networks in one key's allowlist.
+pub const MAX_NETWORKS: usize = 64;
+
+/// One allowlist entry: a CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single
+/// address (taken as `/32` or `/128`). Host bits are dropped
+/// (`10.1.2.3/8` is `10.0.0.0/8`).
+pub fn parse_network(s: &str) -> Result<IpNet, String> {
+    let s = s.trim();
+    let net = match s.parse::<IpNet>() {
+        Ok(net) => net,
+        Err(_) => s.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
+            format!(
+                "{s:?} is not a network: expected a CIDR such as 10.0.0.0/8 or 2001:db8::/32, or an address"
+            )
+        })?,
+    };
+    Ok(net.trunc())
+}
+
+/// `networks` without repeats, or an error when there are too many.
+fn allowlist(mut networks: Vec<IpNet>) -> anyhow::Result<Vec<IpNet>> {
+    networks.sort();
+    networks.dedup();
+    anyhow::ensure!(
+        networks.len() <= MAX_NETWORKS,
+        "at most {MAX_NETWORKS} networks per key"
+    );
+    Ok(networks)
+}
+
+/// Records an API key change in the audit log and as a security event,
+/// together.
+async fn key_changed(
+    pool: &sqlx::PgPool,
+    tenant_id: TenantId,
+    key_id: ApiKeyId,
+    action: &str,
+    kind: &'static str,
+    networks: Option<&[IpNet]>,
+) -> anyhow::Result<()> {
+    let details = match networks {
+        Some(n) => serde_json::json!({
+            "allowed_networks": n.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        }),
+        None => serde_json::json!({}),
+    };
+    let mut tx = pool.begin().await?;
+    audit::record(
+        &mut *tx,
+        audit::Entry {
+            tenant_id: Some(tenant_id),
+            actor: "cli",
+            action,
+            resource_type: "api_key",
+            resource_id: Some(key_id.to_string()),
+            result: "success",
+            request_id: None,
+            details: details.clone(),
+        },
+    )
+    .await?;
+    let mut details = details;
+    details["api_key_id"] = key_id.to_string().into();
+    details["actor"] = "cli".into();
+    security_events::record(
+        &mut *tx,
+        &[security_events::Event::new(Some(tenant_id), kind, None, None, None).details(details)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn audited(
@@ -196,12 +297,13 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
                 }
             };
             let key = api_keys::create(&pool, tenant.id, "default").await?;
-            audited(
+            key_changed(
                 &pool,
                 tenant.id,
+                key.id,
                 "api_key.create",
-                "api_key",
-                key.id.to_string(),
+                security_events::API_KEY_CREATED,
+                Some(&[]),
             )
             .await?;
             println!("tenant_id={}", tenant.id);
@@ -327,19 +429,26 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
             println!("resealed {}", summary.join(" "));
         }
         Command::Key {
-            command: KeyCommand::Create { tenant, name },
+            command:
+                KeyCommand::Create {
+                    tenant,
+                    name,
+                    allow,
+                },
         } => {
+            let allow = allowlist(allow)?;
             anyhow::ensure!(
                 tenants::get(&pool, tenant).await?.is_some(),
                 "no tenant {tenant}"
             );
-            let key = api_keys::create(&pool, tenant, &name).await?;
-            audited(
+            let key = api_keys::create_with_networks(&pool, tenant, &name, &allow).await?;
+            key_changed(
                 &pool,
                 tenant,
+                key.id,
                 "api_key.create",
-                "api_key",
-                key.id.to_string(),
+                security_events::API_KEY_CREATED,
+                Some(&allow),
             )
             .await?;
             println!("api_key_id={}", key.id);
@@ -352,8 +461,46 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
                 api_keys::revoke(&pool, tenant, key).await?,
                 "no active key {key} for tenant {tenant}"
             );
-            audited(&pool, tenant, "api_key.revoke", "api_key", key.to_string()).await?;
+            key_changed(
+                &pool,
+                tenant,
+                key,
+                "api_key.revoke",
+                security_events::API_KEY_REVOKED,
+                None,
+            )
+            .await?;
             println!("revoked {key}");
+        }
+        Command::Key {
+            command:
+                KeyCommand::Allow {
+                    tenant,
+                    key,
+                    allow,
+                    any,
+                },
+        } => {
+            let allow = if any { Vec::new() } else { allowlist(allow)? };
+            anyhow::ensure!(
+                api_keys::set_networks(&pool, tenant, key, &allow).await?,
+                "no active key {key} for tenant {tenant}"
+            );
+            key_changed(
+                &pool,
+                tenant,
+                key,
+                "api_key.allow",
+                security_events::API_KEY_NETWORKS_CHANGED,
+                Some(&allow),
+            )
+            .await?;
+            if allow.is_empty() {
+                println!("key {key} may be used from any address");
+            } else {
+                let list: Vec<String> = allow.iter().map(ToString::to_string).collect();
+                println!("key {key} may be used from {}", list.join(" "));
+            }
         }
     }
     pool.close().await;

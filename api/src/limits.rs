@@ -533,11 +533,18 @@ impl Limiter {
             // The same lookup (and cache) the handler's authentication uses,
             // so a working key costs no extra Postgres round trip.
             if token.len() <= 128 {
-                crate::auth::owner_of(&self.pool, &self.api_keys, token)
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|o| o.tenant_id)
+                // A key refused from this address counts as no key.
+                match crate::auth::check_key(
+                    &self.pool,
+                    &self.api_keys,
+                    token,
+                    crate::client::address(req),
+                )
+                .await
+                {
+                    Ok(crate::auth::KeyCheck::Allowed(o)) => Some(o.tenant_id),
+                    _ => None,
+                }
             } else {
                 None
             }

@@ -35,8 +35,9 @@ pub struct SecurityEventView {
     /// and locks of a client address.
     pub organization_id: Option<String>,
     /// `login.succeeded`, `login.failed`, `login.throttled`,
-    /// `account.locked`, `account.unlocked`, `refresh_token.reused` or
-    /// `session.revoked`.
+    /// `account.locked`, `account.unlocked`, `refresh_token.reused`,
+    /// `session.revoked`, `api_key.created`, `api_key.revoked`,
+    /// `api_key.networks_changed` or `api_key.address_refused`.
     #[oai(rename = "type")]
     pub kind: String,
     /// The user concerned.
@@ -169,7 +170,7 @@ impl SecurityApi {
         #[oai(
             name = "type",
             validator(
-                pattern = r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked)$"
+                pattern = r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked|api_key\.created|api_key\.revoked|api_key\.networks_changed|api_key\.address_refused)$"
             )
         )]
         kind_filter: Query<Option<String>>,

@@ -3,6 +3,7 @@
 //! tool (a password hash would only slow every request down).
 
 use base64::Engine as _;
+use ipnet::IpNet;
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -36,12 +37,24 @@ pub fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-/// Creates a key for `tenant_id`.
+/// Creates a key for `tenant_id`, usable from any address.
 #[tracing::instrument(skip_all)]
 pub async fn create(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     name: &str,
+) -> Result<NewApiKey, sqlx::Error> {
+    create_with_networks(db, tenant_id, name, &[]).await
+}
+
+/// Creates a key for `tenant_id` usable only from client addresses in
+/// `networks` (empty: any address).
+#[tracing::instrument(skip_all)]
+pub async fn create_with_networks(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    name: &str,
+    networks: &[IpNet],
 ) -> Result<NewApiKey, sqlx::Error> {
     let mut raw = [0u8; 30];
     rand::rng().fill_bytes(&mut raw);
@@ -50,12 +63,13 @@ pub async fn create(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
     let id = ApiKeyId::new();
-    sqlx::query("insert into api_keys (id, tenant_id, name, key_prefix, key_hash) values ($1, $2, $3, $4, $5)")
+    sqlx::query("insert into api_keys (id, tenant_id, name, key_prefix, key_hash, allowed_networks) values ($1, $2, $3, $4, $5, $6)")
         .bind(id)
         .bind(tenant_id)
         .bind(name)
         .bind(&secret[..KEY_PREFIX.len() + 6])
         .bind(hash(&secret))
+        .bind(networks_text(networks))
         .execute(db)
         .await?;
     Ok(NewApiKey {
@@ -74,20 +88,76 @@ pub async fn authenticate(
 }
 
 /// The owner of an active key of an active tenant whose stored hash is
-/// `key_hash` (see [`hash`]), if there is one.
+/// `key_hash` (see [`hash`]), if there is one. Ignores the key's allowlist:
+/// see [`lookup_hash`].
 #[tracing::instrument(skip_all)]
 pub async fn authenticate_hash(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
 ) -> Result<Option<KeyOwner>, sqlx::Error> {
-    let row: Option<(TenantId, ApiKeyId)> = sqlx::query_as(
-        "select k.tenant_id, k.id from api_keys k join tenants t on t.id = k.tenant_id
+    Ok(lookup_hash(db, key_hash).await?.map(|(owner, _)| owner))
+}
+
+/// The owner of an active key of an active tenant whose stored hash is
+/// `key_hash`, with the networks the key may be used from (empty: any).
+#[tracing::instrument(skip_all)]
+pub async fn lookup_hash(
+    db: impl PgExecutor<'_>,
+    key_hash: &[u8],
+) -> Result<Option<(KeyOwner, Vec<IpNet>)>, sqlx::Error> {
+    let row: Option<(TenantId, ApiKeyId, Option<Vec<String>>)> = sqlx::query_as(
+        "select k.tenant_id, k.id, k.allowed_networks from api_keys k join tenants t on t.id = k.tenant_id
          where k.key_hash = $1 and k.revoked_at is null and t.status = 'active'",
     )
     .bind(key_hash)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(tenant_id, key_id)| KeyOwner { tenant_id, key_id }))
+    row.map(|(tenant_id, key_id, networks)| {
+        let networks = networks
+            .unwrap_or_default()
+            .iter()
+            .map(|n| {
+                n.parse::<IpNet>()
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((KeyOwner { tenant_id, key_id }, networks))
+    })
+    .transpose()
+}
+
+/// Replaces the allowlist of an active key of `tenant_id` (empty: any
+/// address); false when there is no such active key.
+#[tracing::instrument(skip_all)]
+pub async fn set_networks(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key_id: ApiKeyId,
+    networks: &[IpNet],
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update api_keys set allowed_networks = $3 where tenant_id = $1 and id = $2 and revoked_at is null",
+    )
+    .bind(tenant_id)
+    .bind(key_id)
+    .bind(networks_text(networks))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Whether `networks` (empty: any address) admit `client`. An unknown
+/// client address is admitted only by an empty list.
+pub fn admits(networks: &[IpNet], client: Option<std::net::IpAddr>) -> bool {
+    networks.is_empty()
+        || client.is_some_and(|c| {
+            let c = c.to_canonical();
+            networks.iter().any(|n| n.contains(&c))
+        })
+}
+
+fn networks_text(networks: &[IpNet]) -> Option<Vec<String>> {
+    (!networks.is_empty()).then(|| networks.iter().map(|n| n.trunc().to_string()).collect())
 }
 
 /// Revokes a key of `tenant_id`; false when there is no such active key.

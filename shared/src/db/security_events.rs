@@ -1,5 +1,5 @@
-//! Security events: sign-ins, lockouts, unlocks, refresh-token reuse and
-//! session revocations, per organisation. A failed sign-in with an unknown
+//! Security events: sign-ins, lockouts, unlocks, refresh-token reuse,
+//! session revocations and API key changes and refusals, per organisation. A failed sign-in with an unknown
 //! address has no organisation (`tenant_id` null): only platform admins see
 //! that stream. Never a password or token; IP and user agent are truncated
 //! by [`Event::new`].
@@ -20,6 +20,10 @@ pub const KINDS: &[&str] = &[
     ACCOUNT_UNLOCKED,
     REFRESH_REUSED,
     SESSION_REVOKED,
+    API_KEY_CREATED,
+    API_KEY_REVOKED,
+    API_KEY_NETWORKS_CHANGED,
+    API_KEY_ADDRESS_REFUSED,
 ];
 /// A sign-in that issued a session.
 pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
@@ -36,6 +40,16 @@ pub const ACCOUNT_UNLOCKED: &str = "account.unlocked";
 pub const REFRESH_REUSED: &str = "refresh_token.reused";
 /// A session ended by sign-out, by its user or by an admin.
 pub const SESSION_REVOKED: &str = "session.revoked";
+
+/// An API key was issued.
+pub const API_KEY_CREATED: &str = "api_key.created";
+/// An API key was revoked.
+pub const API_KEY_REVOKED: &str = "api_key.revoked";
+/// An API key's network allowlist was set or cleared.
+pub const API_KEY_NETWORKS_CHANGED: &str = "api_key.networks_changed";
+/// A request with an API key came from an address outside its allowlist
+/// (recorded at most once per key per minute by each API instance).
+pub const API_KEY_ADDRESS_REFUSED: &str = "api_key.address_refused";
 
 /// Longest stored IP text.
 pub const MAX_IP: usize = 64;
