@@ -113,6 +113,7 @@ pub type Apis = (
     routes::health::HealthApi,
     routes::shipments::ShipmentsApi,
     OrgApis,
+    routes::ops::OpsApis,
 );
 
 /// Organisations, users, sign-in, invitations and the audit log.
@@ -150,6 +151,11 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::audit::AuditApi,
                 routes::security::SecurityApi,
                 routes::limits::LimitsApi,
+            ),
+            (
+                routes::ops::queues::OpsQueuesApi,
+                routes::ops::failed::OpsFailedApi,
+                routes::ops::fleet::OpsFleetApi,
             ),
         ),
         "Notification platform API",

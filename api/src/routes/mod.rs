@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod invitations;
 pub mod limits;
 pub mod notifications;
+pub mod ops;
 pub mod organizations;
 pub mod providers;
 pub mod security;
@@ -41,4 +42,7 @@ pub enum ApiTags {
     /// Providers' delivery callbacks, each checked against its provider
     /// config's signing secret.
     Webhooks,
+    /// Running the platform: queues, failed work, pausing, workers, the
+    /// scheduler, providers and search.
+    Operations,
 }
