@@ -9,11 +9,14 @@
 //!   data. It keeps each queue's Redis backlog under a high-water mark, so
 //!   millions of rows wait cheaply in Postgres and the Redis backend never
 //!   sees the due-job burst that crashes it.
+//! * [`fleet::FleetReports`] tells operators when the dispatcher last swept,
+//!   which replica won each cron tick, and how many workers serve each queue.
 //!
 //! Several schedulers can run side by side; they split the work between them.
 
 pub mod cron;
 pub mod dispatcher;
+pub mod fleet;
 
 use std::{future::Future, time::Duration};
 
@@ -27,6 +30,7 @@ pub async fn run(
     let (pool, queues) = shared::connect(&settings).await?;
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
+    let mut reports = fleet::FleetReports::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let mut ticker = cron::CronTicker::new(
         pool.clone(),
         queues,
@@ -43,14 +47,21 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = sweep.tick() => {
-                if let Err(error) = dispatcher.sweep().await {
-                    tracing::warn!(error = format!("{error:#}"), "dispatcher sweep failed; retrying");
+                match dispatcher.sweep().await {
+                    Ok(_) => if let Err(error) = reports.swept().await {
+                        tracing::debug!(error = format!("{error:#}"), "cannot report the sweep");
+                    },
+                    Err(error) => tracing::warn!(error = format!("{error:#}"), "dispatcher sweep failed; retrying"),
                 }
             }
             _ = tick.tick() => {
-                if let Err(error) = ticker.tick(chrono::Utc::now()).await {
-                    tracing::warn!(error = format!("{error:#}"), "cron tick failed; retrying");
+                match ticker.tick(chrono::Utc::now()).await {
+                    Ok(won) => if let Err(error) = reports.ticked(&won).await {
+                        tracing::debug!(error = format!("{error:#}"), "cannot note the ticks' winner");
+                    },
+                    Err(error) => tracing::warn!(error = format!("{error:#}"), "cron tick failed; retrying"),
                 }
+                shared::db::ops_actions::advance_logged(&pool).await;
             }
         }
     }

@@ -16,7 +16,10 @@ use std::{
     collections::HashMap,
     fmt,
     hash::Hash,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -43,6 +46,19 @@ pub struct TtlCache<K, V> {
     capacity: usize,
     clock: Arc<dyn Clock>,
     entries: Mutex<HashMap<K, (V, Instant)>>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// A cache's counters since it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Entries held.
+    pub entries: usize,
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that found nothing fresh (while the cache is on).
+    pub misses: u64,
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
@@ -59,6 +75,8 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
             capacity: capacity.max(1),
             clock,
             entries: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -86,14 +104,21 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
         }
         let now = self.clock.now();
         let mut entries = self.lock();
-        match entries.get(key) {
+        let found = match entries.get(key) {
             Some((value, expires)) if *expires > now => Some(value.clone()),
             Some(_) => {
                 entries.remove(key);
                 None
             }
             None => None,
-        }
+        };
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
     /// Keeps `value` for `key` for the next `ttl`.
@@ -126,6 +151,20 @@ impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     /// Forgets every entry `drop` picks.
     pub fn remove_where(&self, mut drop: impl FnMut(&K, &V) -> bool) {
         self.lock().retain(|k, (v, _)| !drop(k, v));
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Entries held, hits and misses.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            entries: self.len(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 
     /// How many entries are held (fresh or not yet swept).
@@ -215,5 +254,27 @@ mod tests {
         cache.remove_where(|k, _| k.0 == 2);
         assert_eq!(cache.get(&(2, "a")), None);
         assert_eq!(cache.get(&(1, "b")), Some(2));
+        cache.clear();
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn lookups_are_counted_as_hits_and_misses() {
+        let clock = clock();
+        let cache = TtlCache::with_clock(Duration::from_secs(10), 10, clock.clone());
+        assert_eq!(cache.get(&1), None);
+        cache.insert(1, "a");
+        assert_eq!(cache.get(&1), Some("a"));
+        assert_eq!(cache.get(&1), Some("a"));
+        advance(&clock, Duration::from_secs(10));
+        assert_eq!(cache.get(&1), None, "expired");
+        assert_eq!(
+            cache.stats(),
+            Stats {
+                entries: 0,
+                hits: 2,
+                misses: 2
+            }
+        );
     }
 }

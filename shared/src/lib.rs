@@ -14,6 +14,8 @@
 //! * [`telemetry`]: logs and metrics.
 //! * [`templates`]: tenants' message templates and their strict renderer.
 //! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
+//! * [`fleet`]: what the running processes report about themselves, and
+//!   providers' live state, for operators.
 //! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
 
 pub mod cache;
@@ -24,6 +26,7 @@ pub mod csv_rows;
 pub mod db;
 pub mod domain;
 pub mod events;
+pub mod fleet;
 pub mod jobs;
 pub mod notices;
 pub mod preferences;

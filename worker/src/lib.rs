@@ -11,6 +11,7 @@
 //! `SHUTDOWN_TIMEOUT_SECS`, and exits 0.
 
 pub mod coalesce;
+pub mod heartbeat;
 pub mod jobs;
 pub mod providers;
 pub mod registry;
@@ -67,6 +68,8 @@ pub struct WorkerState {
     /// The delivery jobs' statements, asked together with those of the
     /// jobs running beside them.
     pub together: jobs::together::Together,
+    /// Jobs running now, for the heartbeat ([`heartbeat`]).
+    pub in_flight: heartbeat::InFlight,
 }
 
 /// How long one UPS request may take.
@@ -132,6 +135,7 @@ pub async fn run(
         settings.jobs.clone(),
     );
     let state = Arc::new(WorkerState {
+        in_flight: heartbeat::InFlight::default(),
         together,
         wakes,
         heartbeat: settings.worker_heartbeat,
@@ -150,20 +154,33 @@ pub async fn run(
         poll_interval: settings.worker_poll_interval,
     });
     tracing::info!(worker = %state.name, queues = ?settings.worker_queues, "worker starting");
+    let beat = heartbeat::start(
+        &state.queues,
+        heartbeat::Identity {
+            name: state.name.clone(),
+            queues: settings.worker_queues.clone(),
+            jobs: settings.jobs.clone(),
+            started_at: chrono::Utc::now(),
+        },
+        state.in_flight.clone(),
+        settings.worker_heartbeat,
+    );
     let monitor = registry::register(Monitor::new(), &state, &settings.worker_queues)
         .should_restart(|ctx, error| {
             tracing::error!(worker = ctx.name(), %error, "queue worker stopped; restarting");
             true
         })
         .shutdown_timeout(settings.shutdown_timeout);
-    monitor
+    let monitor = monitor
         .run_with_signal(async move {
             shutdown.await;
             tracing::info!("stopping: no new jobs, draining in-flight ones");
             Ok(())
         })
         .await
-        .context("while running the queue workers")?;
+        .context("while running the queue workers");
+    beat.stop().await;
+    monitor?;
     state.pool.close().await;
     tracing::info!(worker = %state.name, "worker stopped");
     Ok(())

@@ -49,6 +49,7 @@ macro_rules! queue_worker {
                 .backend(backend)
                 .data(state.clone())
                 .concurrency(concurrency)
+                .layer(state.in_flight.clone())
                 .build($handler)
         })
     }};

@@ -12,6 +12,7 @@ pub mod batches;
 pub mod bulk;
 pub mod cron_ticks;
 pub mod events;
+pub mod fleet;
 pub mod inbox;
 pub mod invitations;
 pub mod jwt_secrets;

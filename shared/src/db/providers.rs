@@ -35,6 +35,10 @@ pub struct ProviderConfig {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// When an operator paused it (sends skip it until it is resumed).
+    pub paused_at: Option<DateTime<Utc>>,
+    /// Who paused it (the audit actor).
+    pub paused_by: Option<String>,
 }
 
 impl ProviderConfig {
@@ -66,7 +70,8 @@ pub struct ProviderWrite<'a> {
     pub masked: Value,
 }
 
-const COLUMNS: &str = "id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked, created_at, updated_at";
+/// Every column of [`ProviderConfig`], in order.
+pub const COLUMNS: &str = "id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked, created_at, updated_at, paused_at, paused_by";
 
 /// Whether a write clashed with another config's name.
 pub fn is_name_taken(e: &sqlx::Error) -> bool {
@@ -192,7 +197,8 @@ pub async fn list(
     .await
 }
 
-/// The enabled configs of one channel, in failover order.
+/// The enabled configs of one channel, in failover order; paused ones
+/// are included (the chain skips them, and waits when nothing else is left).
 #[tracing::instrument(skip_all)]
 pub async fn for_channel(
     db: impl PgExecutor<'_>,

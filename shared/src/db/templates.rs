@@ -291,4 +291,19 @@ impl TemplateCache {
     pub fn forget_tenant(&self, tenant_id: TenantId) {
         self.0.remove_where(|(tenant, _), _| *tenant == tenant_id);
     }
+
+    /// Forgets every template.
+    pub fn clear(&self) {
+        self.0.clear();
+    }
+
+    /// Entries held, hits and misses.
+    pub fn stats(&self) -> crate::cache::Stats {
+        self.0.stats()
+    }
+
+    /// How long a compiled template is used.
+    pub fn ttl(&self) -> Duration {
+        self.0.ttl()
+    }
 }

@@ -35,6 +35,10 @@ use shared::config::RateLimit;
 /// Longest wait for a rate-limit token before trying the next provider.
 pub const MAX_RATE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a send that found only paused providers waits before it looks
+/// again (its providers are read afresh then).
+pub const PAUSED_RECHECK: Duration = Duration::from_secs(5);
+
 /// One provider ready to send: its config with credentials opened.
 #[derive(Debug, Clone)]
 pub struct Provider {
@@ -46,6 +50,8 @@ pub struct Provider {
     pub spec: ProviderSpec,
     /// Its shared rate.
     pub rate: Option<RateLimit>,
+    /// Whether an operator paused it: sends skip it.
+    pub paused: bool,
 }
 
 /// Why the providers could not be loaded.
@@ -73,6 +79,7 @@ pub async fn load(
             name: "smtp".into(),
             spec: ProviderSpec::Smtp(Default::default()),
             rate: None,
+            paused: false,
         }]);
     }
     Ok(configs
@@ -88,6 +95,7 @@ pub async fn load(
                     .or(default_rate);
                 Some(Provider {
                     id: Some(c.id),
+                    paused: c.paused_at.is_some(),
                     name: c.name,
                     spec,
                     rate,
@@ -188,6 +196,11 @@ where
         *soonest = Some(soonest.map_or(d, |s| s.min(d)));
     };
     for (index, p) in providers.iter().enumerate() {
+        if p.paused {
+            tracing::debug!(provider = %p.name, "paused by an operator; skipped");
+            note_wait(&mut soonest, PAUSED_RECHECK);
+            continue;
+        }
         if let Some(id) = p.id {
             if guard.admit(id, timeout).await == Admission::Open {
                 tracing::debug!(provider = %p.name, "circuit open; skipped");
@@ -269,6 +282,9 @@ where
                     }
                     note_wait(&mut soonest, *retry_after);
                 } else {
+                    if let Some(id) = p.id {
+                        guard.note_error(id, &error.to_string()).await;
+                    }
                     if let Some(id) = p.id
                         && guard.failed(id).await
                     {

@@ -196,6 +196,17 @@ impl Guard {
         }
     }
 
+    /// Records the provider's last error (in the platform's words), for
+    /// operators ([`shared::fleet::provider_live`]).
+    pub async fn note_error(&self, provider: Uuid, error: &str) {
+        let mut conn = self.conn.clone();
+        let noted =
+            shared::fleet::note_provider_error(&mut conn, &self.prefix, provider, error).await;
+        if let Err(error) = noted {
+            tracing::debug!(%error, "cannot record the provider's last error");
+        }
+    }
+
     /// Records a failure; true if the circuit is now open.
     pub async fn failed(&self, provider: Uuid) -> bool {
         let mut conn = self.conn.clone();
