@@ -26,6 +26,7 @@ pub mod body;
 pub mod cli;
 pub mod client;
 pub mod error;
+pub mod fleet;
 pub mod identity;
 pub mod input;
 pub mod limits;
@@ -89,6 +90,8 @@ pub struct AppState {
     pub limits: Arc<limits::Limiter>,
     /// Sign-in protection (its clock).
     pub signin: signin::SignIn,
+    /// This instance's name and WebSocket message rate ([`fleet`]).
+    pub instance: Arc<fleet::Instance>,
 }
 
 #[handler]
@@ -261,6 +264,7 @@ impl Application {
             )),
             limits,
             signin: signin::SignIn::default(),
+            instance: Arc::default(),
         };
         let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
             .context("while reading DATABASE_URL")?;
@@ -300,6 +304,11 @@ impl Application {
             self.state.queues.prefix().to_owned(),
             self.state.hub.clone(),
         ));
+        let fleet_state = self.state.clone();
+        let reporter = tokio::spawn(fleet::run(
+            self.state.clone(),
+            secrecy::ExposeSecret::expose_secret(&self.redis_url).to_owned(),
+        ));
         let edge = middleware::Edge {
             max_body: self.max_body,
             body_timeout: self.http.body_read_timeout,
@@ -320,6 +329,8 @@ impl Application {
         .context("while serving");
         self.postgres_probe.abort();
         listener.abort();
+        reporter.abort();
+        fleet::leave(&fleet_state).await;
         served?;
         pool.close().await;
         tracing::info!("api stopped");

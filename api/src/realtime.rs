@@ -77,6 +77,18 @@ struct Conn {
 pub struct Hub {
     next: AtomicU64,
     conns: RwLock<HashMap<TenantId, HashMap<u64, Conn>>>,
+    sent: AtomicU64,
+}
+
+/// What a [`Hub`] holds now, for operators.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Open connections.
+    pub connections: u64,
+    /// Topics followed, by kind (`user`, `org`, `batch`, `bulk`).
+    pub subscriptions: std::collections::BTreeMap<String, u64>,
+    /// Messages written to clients since the instance started.
+    pub sent: u64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -150,6 +162,23 @@ impl Hub {
             revoked,
             wake,
         }
+    }
+
+    /// Connections, subscriptions by topic kind, and messages sent so far.
+    pub fn stats(&self) -> HubStats {
+        let mut stats = HubStats {
+            sent: self.sent.load(Ordering::Relaxed),
+            ..HubStats::default()
+        };
+        let conns = self.conns.read().expect("hub lock");
+        for conn in conns.values().flat_map(|t| t.values()) {
+            stats.connections += 1;
+            for topic in conn.topics.lock().expect("topics lock").iter() {
+                let kind = topic.split_once(':').map_or(topic.as_str(), |(k, _)| k);
+                *stats.subscriptions.entry(kind.to_owned()).or_default() += 1;
+            }
+        }
+        stats
     }
 
     /// Closes this instance's connections of `sessions` (revoked).
@@ -468,6 +497,7 @@ where
                     return close_slow(sink).await;
                 }
                 metrics::counter!("ws_events_sent_total").increment(1);
+                reg.hub.sent.fetch_add(1, Ordering::Relaxed);
             }
             _ = heartbeat.tick() => {
                 if last_heard.elapsed() > settings.idle_timeout {
