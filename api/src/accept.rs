@@ -76,11 +76,18 @@ struct Sink {
     queues: Queues,
     window: Arc<Window>,
     group_size: usize,
+    throughput: shared::throughput::Throughput,
 }
 
 impl Acceptor {
     /// Starts the flushers; they stop when the last [`Acceptor`] is dropped.
-    pub fn start(pool: PgPool, queues: Queues, window: Arc<Window>, group_size: usize) -> Self {
+    pub fn start(
+        pool: PgPool,
+        queues: Queues,
+        window: Arc<Window>,
+        group_size: usize,
+        throughput: shared::throughput::Throughput,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Pending>(MAX_ROWS * FLUSHERS);
         let rx = Arc::new(Mutex::new(rx));
         let sink = Arc::new(Sink {
@@ -88,6 +95,7 @@ impl Acceptor {
             queues,
             window,
             group_size: group_size.max(1),
+            throughput,
         });
         for _ in 0..FLUSHERS {
             let rx = rx.clone();
@@ -214,6 +222,23 @@ impl Sink {
         if !written.placed.is_empty() {
             metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
                 .increment(written.placed.len() as u64);
+            for p in &batch {
+                let placed = p
+                    .rows
+                    .iter()
+                    .filter(|r| written.placed.contains(&r.id))
+                    .count() as u64;
+                if let Some(first) = p.rows.first() {
+                    self.throughput.record(
+                        QueueName::InApp,
+                        Some(first.tenant_id),
+                        shared::throughput::Outcome::Sent,
+                        placed,
+                        None,
+                        Some(std::time::Duration::ZERO),
+                    );
+                }
+            }
         }
         if let Err(error) = shared::events::publish(&self.queues, &written.events).await {
             // Connected clients catch up from Postgres when they reconnect.
@@ -296,7 +321,11 @@ impl Sink {
                 .map(|j| (j.tenant_id, j.notification_ids.clone()))
                 .collect();
             if let Err(error) = self.queues.push_all(queue, jobs).await {
-                tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
+                if error.is_paused() {
+                    tracing::debug!(queue = %queue, "the queue is paused; the send waits in Postgres");
+                } else {
+                    tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
+                }
                 for (tenant_id, ids) in released {
                     if let Err(error) =
                         notifications::release_dispatch(&self.pool, tenant_id, &ids).await

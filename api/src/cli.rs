@@ -1,6 +1,8 @@
 //! The `api` command line: serve (the default), apply migrations, and manage
 //! tenants and their API keys. Keys are printed once and never stored.
 
+mod queues;
+
 use clap::{Parser, Subcommand};
 use ipnet::IpNet;
 use secrecy::ExposeSecret;
@@ -53,6 +55,23 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Print every queue: paused or running, Redis backlog, work waiting in
+    /// Postgres, the last hour's counts and p99 duration.
+    Queues,
+    /// Pause a queue on every replica: the dispatcher stops feeding it and
+    /// its work waits in Postgres (only queues fed from Postgres).
+    Pause {
+        /// The queue, as in `jobs.toml` (`sms`, `email`, …).
+        queue: String,
+        /// Why, shown to other operators.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        queue: String,
     },
 }
 
@@ -275,6 +294,11 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
     match command {
         Command::Serve => unreachable!("serve is not an admin command"),
         Command::Migrate => println!("migrations applied"),
+        Command::Queues => queues::list(settings, &pool).await?,
+        Command::Pause { queue, reason } => {
+            queues::set(settings, &pool, &queue, true, reason.as_deref()).await?
+        }
+        Command::Resume { queue } => queues::set(settings, &pool, &queue, false, None).await?,
         Command::Tenant {
             command: TenantCommand::Create { name, reuse },
         } => {

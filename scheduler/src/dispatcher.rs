@@ -19,7 +19,7 @@
 //! treated as not pushed and goes out again. Workers' claims make the repeats
 //! harmless.
 
-use std::time::Duration;
+use std::{collections::BTreeSet, time::Duration};
 
 use anyhow::Context;
 use shared::{
@@ -27,7 +27,7 @@ use shared::{
     db::{
         batches, bulk, cron_ticks,
         locks::{self, LockKey},
-        notifications, webhooks,
+        notifications, queue_ops, webhooks,
     },
     domain::{Channel, NotificationId, TenantId},
     jobs::{
@@ -55,12 +55,17 @@ pub struct SweepReport {
     pub redis_reset: bool,
 }
 
+/// How often the dispatcher counts the work waiting in Postgres for the
+/// `queue_due` and `queue_oldest_due_seconds` gauges.
+const GAUGES_EVERY: Duration = Duration::from_secs(5);
+
 /// Moves due work into Redis.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
     pool: PgPool,
     queues: Queues,
     config: JobsConfig,
+    gauged: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl Dispatcher {
@@ -70,7 +75,56 @@ impl Dispatcher {
             pool,
             queues,
             config,
+            gauged: Default::default(),
         }
+    }
+
+    /// Reads the paused queues from Postgres (the truth), makes Redis hold
+    /// the same for every process, and sets the `queue_paused` gauges.
+    async fn paused(&self) -> anyhow::Result<BTreeSet<QueueName>> {
+        let paused: BTreeSet<QueueName> = queue_ops::pauses(&self.pool)
+            .await?
+            .iter()
+            .filter_map(|p| p.queue.parse().ok())
+            .collect();
+        if self.queues.paused_queues().await != paused {
+            self.queues
+                .publish_paused(&paused)
+                .await
+                .context("while publishing the paused queues")?;
+        }
+        for q in QueueName::ALL {
+            metrics::gauge!("queue_paused", "queue" => q.as_str()).set(if paused.contains(q) {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        Ok(paused)
+    }
+
+    /// Every [`GAUGES_EVERY`], sets `queue_due` and
+    /// `queue_oldest_due_seconds` for every queue.
+    async fn gauge_waiting(&self) -> anyhow::Result<()> {
+        {
+            let mut at = self.gauged.lock().unwrap_or_else(|p| p.into_inner());
+            if at.is_some_and(|t| t.elapsed() < GAUGES_EVERY) {
+                return Ok(());
+            }
+            *at = Some(std::time::Instant::now());
+        }
+        let waiting = queue_ops::waiting(&self.pool, None).await?;
+        let now = chrono::Utc::now();
+        for q in QueueName::ALL {
+            let w = waiting.get(q.as_str()).cloned().unwrap_or_default();
+            metrics::gauge!("queue_due", "queue" => q.as_str()).set(w.due as f64);
+            let age = w
+                .oldest_due
+                .map(|t| (now - t).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            metrics::gauge!("queue_oldest_due_seconds", "queue" => q.as_str()).set(age);
+        }
+        Ok(())
     }
 
     fn marker_key(&self) -> String {
@@ -107,19 +161,35 @@ impl Dispatcher {
             }
             report.redis_reset = true;
         }
+        // A paused queue is not fed: its work waits in Postgres.
+        let paused = self.paused().await?;
         for &channel in CHANNELS {
             report.recovered += notifications::recover_expired_leases(&self.pool, channel).await?;
+            if paused.contains(&QueueName::for_channel(channel)) {
+                continue;
+            }
             let (rows, jobs) = self.dispatch_channel(channel).await?;
             report.dispatched += rows;
             report.jobs += jobs;
         }
         report.recovered += webhooks::recover_expired_leases(&self.pool).await?;
-        let (rows, jobs) = self.dispatch_webhooks().await?;
-        report.dispatched += rows;
-        report.jobs += jobs;
-        report.jobs += self.dispatch_batch_chunks().await?;
-        report.jobs += self.dispatch_bulk_jobs().await?;
-        report.jobs += self.dispatch_bulk_chunks().await?;
+        if !paused.contains(&QueueName::Webhook) {
+            let (rows, jobs) = self.dispatch_webhooks().await?;
+            report.dispatched += rows;
+            report.jobs += jobs;
+        }
+        if !paused.contains(&QueueName::BatchChunk) {
+            report.jobs += self.dispatch_batch_chunks().await?;
+        }
+        if !paused.contains(&QueueName::BulkCsv) {
+            report.jobs += self.dispatch_bulk_jobs().await?;
+        }
+        if !paused.contains(&QueueName::BulkChunk) {
+            report.jobs += self.dispatch_bulk_chunks().await?;
+        }
+        if let Err(error) = self.gauge_waiting().await {
+            tracing::warn!(%error, "cannot count the work waiting in Postgres");
+        }
         self.push_unenqueued_ticks().await?;
         if report.recovered > 0 {
             tracing::warn!(

@@ -312,6 +312,18 @@ pub enum QueueError {
     /// Redis did not answer in time.
     #[error("redis did not answer within {0:?}")]
     Timeout(Duration),
+    /// An operator paused the queue; the work stays in Postgres until it is
+    /// resumed (see [`crate::pauses`]).
+    #[error("the {0} queue is paused")]
+    Paused(QueueName),
+}
+
+impl QueueError {
+    /// Whether the push was refused because the queue is paused (not a
+    /// fault worth a warning).
+    pub fn is_paused(&self) -> bool {
+        matches!(self, QueueError::Paused(_))
+    }
 }
 
 /// A handle on the Redis queues of one deployment (one key prefix).
@@ -321,6 +333,7 @@ pub struct Queues {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    paused: crate::pauses::PausedQueues,
 }
 
 impl fmt::Debug for Queues {
@@ -348,6 +361,7 @@ impl Queues {
             conn,
             prefix: prefix.to_owned(),
             timeout,
+            paused: crate::pauses::PausedQueues::default(),
         })
     }
 
@@ -393,6 +407,9 @@ impl Queues {
             return Ok(());
         }
         debug_assert!(jobs.iter().all(|j| j.queue() == queue));
+        if self.is_paused(queue).await {
+            return Err(QueueError::Paused(queue));
+        }
         let count = jobs.len() as u64;
         let mut storage = self.storage::<J>(queue, 1);
         tokio::time::timeout(self.timeout, storage.push_bulk(jobs))
@@ -441,6 +458,34 @@ impl Queues {
             .query_async(&mut conn)
             .await?;
         Ok(active + scheduled)
+    }
+
+    /// Whether an operator paused `queue` (as this process saw it within
+    /// the last second; see [`crate::pauses`]).
+    pub async fn is_paused(&self, queue: QueueName) -> bool {
+        crate::pauses::pausable(queue) && self.paused_queues().await.contains(&queue)
+    }
+
+    /// The paused queues (as this process saw them within the last second).
+    pub async fn paused_queues(&self) -> std::collections::BTreeSet<QueueName> {
+        self.paused
+            .current(&self.conn, &self.prefix, self.timeout)
+            .await
+    }
+
+    /// Makes every process see exactly `queues` paused (the scheduler
+    /// mirrors `queue_pauses` with it; the API after a pause or resume).
+    pub async fn publish_paused(
+        &self,
+        queues: &std::collections::BTreeSet<QueueName>,
+    ) -> Result<(), QueueError> {
+        tokio::time::timeout(
+            self.timeout,
+            self.paused.publish(&self.conn, &self.prefix, queues),
+        )
+        .await
+        .map_err(|_| QueueError::Timeout(self.timeout))??;
+        Ok(())
     }
 
     /// Answers when Redis does.

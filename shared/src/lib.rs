@@ -14,6 +14,9 @@
 //! * [`telemetry`]: logs and metrics.
 //! * [`templates`]: tenants' message templates and their strict renderer.
 //! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
+//! * [`pauses`]: queues an operator paused, as every process sees them.
+//! * [`throughput`]: per-minute counts of finished work for the operators'
+//!   charts.
 //! * [`fleet`]: what the running processes report about themselves, and
 //!   providers' live state, for operators.
 //! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
@@ -29,12 +32,14 @@ pub mod events;
 pub mod fleet;
 pub mod jobs;
 pub mod notices;
+pub mod pauses;
 pub mod preferences;
 pub mod providers;
 pub mod roles;
 pub mod shipments;
 pub mod telemetry;
 pub mod templates;
+pub mod throughput;
 pub mod wake;
 pub mod webhooks;
 

@@ -70,6 +70,8 @@ pub struct WorkerState {
     pub together: jobs::together::Together,
     /// Jobs running now, for the heartbeat ([`heartbeat`]).
     pub in_flight: heartbeat::InFlight,
+    /// Finished work per queue and minute, for the operators' charts.
+    pub throughput: shared::throughput::Throughput,
 }
 
 /// How long one UPS request may take.
@@ -134,8 +136,11 @@ pub async fn run(
         settings.encryption.clone(),
         settings.jobs.clone(),
     );
+    let throughput = shared::throughput::Throughput::new();
+    let flusher = throughput.spawn_flusher(pool.clone());
     let state = Arc::new(WorkerState {
         in_flight: heartbeat::InFlight::default(),
+        throughput,
         together,
         wakes,
         heartbeat: settings.worker_heartbeat,
@@ -181,6 +186,10 @@ pub async fn run(
         .context("while running the queue workers");
     beat.stop().await;
     monitor?;
+    flusher.abort();
+    if let Err(error) = state.throughput.flush(&state.pool).await {
+        tracing::warn!(%error, "cannot record the last second of queue throughput");
+    }
     state.pool.close().await;
     tracing::info!(worker = %state.name, "worker stopped");
     Ok(())

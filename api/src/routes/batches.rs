@@ -436,6 +436,7 @@ async fn add_chunk(
             let pushed = state.window.reserve(QueueName::BatchChunk).await
                 && match state.queues.push(job).await {
                     Ok(()) => true,
+                    Err(error) if error.is_paused() => false,
                     Err(error) => {
                         tracing::warn!(%error, "chunk stored in Postgres only; the dispatcher will push it");
                         false

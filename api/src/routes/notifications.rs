@@ -1104,6 +1104,14 @@ impl NotificationsApi {
         if !inbox_events.is_empty() {
             metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
                 .increment(1);
+            state.throughput.record(
+                QueueName::InApp,
+                Some(tenant_id),
+                shared::throughput::Outcome::Sent,
+                1,
+                None,
+                Some(std::time::Duration::ZERO),
+            );
             if let Err(error) = shared::events::publish(&state.queues, &inbox_events).await {
                 // Connected clients catch up from Postgres when they reconnect.
                 tracing::warn!(%error, "cannot publish inbox events");
@@ -1134,7 +1142,11 @@ impl NotificationsApi {
                 notification_ids: ids.clone(),
             };
             if let Err(error) = state.queues.push(job).await {
-                tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
+                if error.is_paused() {
+                    tracing::debug!(queue = %queue, "the queue is paused; the send waits in Postgres");
+                } else {
+                    tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
+                }
                 notifications::release_dispatch(&state.pool, tenant_id, &ids).await?;
             }
         }

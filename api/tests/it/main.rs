@@ -16,6 +16,8 @@ mod logs;
 mod operations;
 mod org_support;
 mod organizations;
+mod ops_fleet;
+mod ops_queues;
 mod preferences;
 mod providers;
 mod rate_limits;

@@ -27,6 +27,7 @@ pub mod organizations;
 pub mod preferences;
 pub mod provider_events;
 pub mod providers;
+pub mod queue_ops;
 pub mod sealed;
 pub mod security_events;
 pub mod sessions;

@@ -404,6 +404,8 @@ pub struct Claimed {
     pub category: Option<String>,
     /// Whether it ignores preferences and quiet hours.
     pub critical: bool,
+    /// When it was accepted.
+    pub created_at: DateTime<Utc>,
 }
 
 /// Claims the due, queued rows among `ids` for one attempt, holding them for
@@ -422,7 +424,8 @@ pub async fn claim(
              run_at = now() + make_interval(secs => $3)
          where tenant_id = $1 and id = any($2) and status in ('queued', 'deferred') and run_at <= now()
            and attempts < max_attempts
-         returning id, recipient, content, attempts, max_attempts, subscriber_id, category, critical",
+         returning id, recipient, content, attempts, max_attempts, subscriber_id, category, critical,
+                   created_at",
     )
     .bind(tenant_id)
     .bind(ids)

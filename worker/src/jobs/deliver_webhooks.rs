@@ -41,6 +41,15 @@ pub async fn handle(
         size = job.delivery_ids.len(),
     );
     async move {
+        if state.queues.is_paused(queue).await {
+            // Back to Postgres: the dispatcher feeds them once resumed.
+            if let Err(error) =
+                webhooks::release_dispatch(&state.pool, job.tenant_id, &job.delivery_ids).await
+            {
+                tracing::warn!(%error, "cannot hand back a paused queue's job");
+            }
+            return Ok(());
+        }
         let config = state.jobs.queue(queue);
         let rounds = job.delivery_ids.len().div_ceil(PARALLEL_CALLS) as u32 + 1;
         let lease = config.timeout() * rounds;
@@ -81,7 +90,11 @@ pub async fn push(state: &WorkerState, tenant_id: TenantId, delivery_ids: Vec<uu
         delivery_ids,
     };
     if let Err(error) = state.queues.push(job.clone()).await {
-        tracing::warn!(%error, "cannot push webhook deliveries; the dispatcher will");
+        if error.is_paused() {
+            tracing::debug!("the webhook queue is paused; the dispatcher will push them");
+        } else {
+            tracing::warn!(%error, "cannot push webhook deliveries; the dispatcher will");
+        }
         if let Err(error) =
             webhooks::release_dispatch(&state.pool, tenant_id, &job.delivery_ids).await
         {
@@ -158,6 +171,14 @@ async fn deliver(state: &WorkerState, tenant_id: TenantId, row: Claimed) {
         let latency = started.elapsed();
         metrics::histogram!("job_duration_seconds", "queue" => queue.as_str())
             .record(latency.as_secs_f64());
+        let done = match &outcome {
+            DeliveryOutcome::Delivered { .. } => shared::throughput::Outcome::Sent,
+            DeliveryOutcome::Retry { .. } => shared::throughput::Outcome::Retried,
+            DeliveryOutcome::Failed { .. } => shared::throughput::Outcome::Failed,
+        };
+        state
+            .throughput
+            .record(queue, Some(tenant_id), done, 1, Some(latency), None);
         match &outcome {
             DeliveryOutcome::Delivered { code } => {
                 metrics::counter!("jobs_succeeded_total", "queue" => queue.as_str()).increment(1);

@@ -40,7 +40,25 @@ pub async fn handle(
         seq = job.seq,
     );
     async move {
-        match expand(&state, &job).await {
+        if state.queues.is_paused(QueueName::BulkChunk).await {
+            // Back to Postgres: the dispatcher feeds it once resumed.
+            if let Err(error) =
+                bulk::release_chunks(&state.pool, job.tenant_id, job.job_id, &[job.seq]).await
+            {
+                tracing::warn!(%error, "cannot hand back a paused queue's job");
+            }
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let expanded = expand(&state, &job).await;
+        crate::jobs::count_job(
+            &state,
+            QueueName::BulkChunk,
+            Some(job.tenant_id),
+            expanded.is_ok(),
+            started,
+        );
+        match expanded {
             Ok(Some(created)) => {
                 metrics::counter!("bulk_notifications_created_total").increment(created);
                 tracing::debug!(created, "chunk expanded");
@@ -94,6 +112,14 @@ async fn expand(state: &WorkerState, job: &ExpandBulkChunk) -> anyhow::Result<Op
         metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);
         metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
             .increment(placed);
+        state.throughput.record(
+            QueueName::InApp,
+            Some(job.tenant_id),
+            shared::throughput::Outcome::Sent,
+            placed,
+            None,
+            None,
+        );
         if let Err(error) = shared::events::publish(&state.queues, &events).await {
             // Connected clients catch up from Postgres when they reconnect.
             tracing::warn!(%error, "cannot publish inbox events");

@@ -51,6 +51,13 @@ pub async fn handle(
         };
         metrics::histogram!("job_duration_seconds", "queue" => queue)
             .record(started.elapsed().as_secs_f64());
+        crate::jobs::count_job(
+            &state,
+            QueueName::Maintenance,
+            None,
+            result.is_ok(),
+            started,
+        );
         match result {
             Ok(count) => {
                 metrics::counter!("jobs_succeeded_total", "queue" => queue).increment(1);

@@ -15,3 +15,23 @@ pub mod remind_baa_expiry;
 pub mod send_invitation;
 pub mod send_notifications;
 pub mod together;
+
+/// Counts one job of a queue whose jobs are the unit of work (not a
+/// notification) in the operators' throughput: done, or failed (it runs
+/// again).
+pub fn count_job(
+    state: &crate::WorkerState,
+    queue: shared::jobs::QueueName,
+    tenant: Option<shared::domain::TenantId>,
+    ok: bool,
+    started: std::time::Instant,
+) {
+    let outcome = if ok {
+        shared::throughput::Outcome::Sent
+    } else {
+        shared::throughput::Outcome::Retried
+    };
+    state
+        .throughput
+        .record(queue, tenant, outcome, 1, Some(started.elapsed()), None);
+}

@@ -58,7 +58,24 @@ pub async fn handle(
         bulk_job_id = %job.job_id,
     );
     async move {
-        if let Err(error) = parse(&state, job.tenant_id, job.job_id).await {
+        if state.queues.is_paused(QueueName::BulkCsv).await {
+            // Back to Postgres: the dispatcher feeds it once resumed.
+            if let Err(error) = bulk::release_dispatch(&state.pool, job.tenant_id, job.job_id).await
+            {
+                tracing::warn!(%error, "cannot hand back a paused queue's job");
+            }
+            return Ok(());
+        }
+        let started = std::time::Instant::now();
+        let parsed = parse(&state, job.tenant_id, job.job_id).await;
+        crate::jobs::count_job(
+            &state,
+            QueueName::BulkCsv,
+            Some(job.tenant_id),
+            parsed.is_ok(),
+            started,
+        );
+        if let Err(error) = parsed {
             // The lease runs out and the dispatcher hands the job to a
             // parser again, which resumes from the last commit.
             tracing::error!(error = %format!("{error:#}"), "cannot parse the file; it will resume");

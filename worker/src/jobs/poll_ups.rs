@@ -81,6 +81,7 @@ pub async fn handle(
         };
         metrics::histogram!("job_duration_seconds", "queue" => queue)
             .record(started.elapsed().as_secs_f64());
+        crate::jobs::count_job(&state, job.queue(), job.tenant_id, result.is_ok(), started);
         match result {
             Ok(n) => {
                 metrics::counter!("jobs_succeeded_total", "queue" => queue).increment(1);

@@ -64,7 +64,10 @@ pub async fn handle(
     async move {
         let queue = job.queue().as_str();
         metrics::counter!("jobs_started_total", "queue" => queue).increment(1);
-        match remind(&state, job.scheduled_for).await {
+        let started = std::time::Instant::now();
+        let reminded = remind(&state, job.scheduled_for).await;
+        crate::jobs::count_job(&state, job.queue(), None, reminded.is_ok(), started);
+        match reminded {
             Ok(sent) => {
                 metrics::counter!("jobs_succeeded_total", "queue" => queue).increment(1);
                 tracing::info!(sent, "BAA reminders done");

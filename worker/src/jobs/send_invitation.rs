@@ -56,7 +56,16 @@ pub async fn handle(
     let span = tracing::info_span!("job", queue = %job.queue(), job = SendInvitation::NAME, job_id = %task_id, tenant_id = %job.tenant_id, invitation_id = %job.invitation_id);
     async move {
         metrics::counter!("jobs_started_total", "queue" => job.queue().as_str()).increment(1);
-        match send(&state, &job).await {
+        let started = std::time::Instant::now();
+        let sent = send(&state, &job).await;
+        crate::jobs::count_job(
+            &state,
+            job.queue(),
+            Some(job.tenant_id),
+            sent.is_ok(),
+            started,
+        );
+        match sent {
             Ok(sent) => {
                 metrics::counter!("jobs_succeeded_total", "queue" => job.queue().as_str())
                     .increment(1);

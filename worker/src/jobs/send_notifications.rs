@@ -66,6 +66,10 @@ pub async fn handle(
         size = job.notification_ids.len(),
     );
     async move {
+        if state.queues.is_paused(queue).await {
+            hand_back(&state, &job).await;
+            return Ok(());
+        }
         let config = state.jobs.queue(queue);
         // Read with those of the jobs running beside this one (see
         // [`together`]); in-app sends need no providers.
@@ -235,6 +239,16 @@ async fn give_back_on_stop(
     release(&state, tenant_id, &left, lease_ends).await;
 }
 
+/// Gives a job of a paused queue back to Postgres: its rows are marked not
+/// in Redis, so the dispatcher feeds them again once the queue is resumed.
+async fn hand_back(state: &WorkerState, job: &SendNotifications) {
+    match notifications::release_dispatch(&state.pool, job.tenant_id, &job.notification_ids).await {
+        Ok(()) => tracing::debug!("the queue is paused; handed the job back"),
+        // Their dispatch mark runs out and the dispatcher takes them then.
+        Err(error) => tracing::warn!(%error, "cannot hand back a paused queue's job"),
+    }
+}
+
 /// Puts what it can of a group into the inboxes in one transaction (see
 /// [`shared::events::deliver_inbox_group`]) and publishes the events;
 /// returns the rows delivered, or `None` on a database error, when nothing
@@ -260,6 +274,14 @@ async fn place_in_inboxes(
             metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(sent);
             metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
                 .increment(sent);
+            state.throughput.record(
+                shared::jobs::QueueName::InApp,
+                Some(tenant_id),
+                shared::throughput::Outcome::Sent,
+                sent,
+                None,
+                None,
+            );
             tracing::info!(sent, "placed in the inboxes");
             if let Err(error) = shared::events::publish(&state.queues, &events).await {
                 // Connected clients catch up from Postgres when they reconnect.
@@ -710,7 +732,7 @@ async fn record_alone(state: &WorkerState, tenant_id: TenantId, hooked: &[String
         )
     })
     .await;
-    report(&a, recorded.as_ref().map(|r| *r));
+    report(state, tenant_id, &a, recorded.as_ref().map(|r| *r));
 }
 
 /// Records the answers of a group's sends as they come, a few in one
@@ -785,12 +807,12 @@ async fn record_answers(
         match state.together.record(tenant_id, owned, until).await {
             Ok(written) => {
                 for a in answers {
-                    report(a, Ok(written.contains(&a.row.id)));
+                    report(state, tenant_id, a, Ok(written.contains(&a.row.id)));
                 }
             }
             Err(error) => {
                 for a in answers {
-                    report(a, Err(&*error));
+                    report(state, tenant_id, a, Err(&*error));
                 }
             }
         }
@@ -832,24 +854,43 @@ async fn record_answers(
             deliver_webhooks::push(state, tenant_id, deliveries).await;
             let written: std::collections::HashSet<_> = written.into_iter().collect();
             for a in answers {
-                report(a, Ok(written.contains(&a.row.id)));
+                report(state, tenant_id, a, Ok(written.contains(&a.row.id)));
             }
         }
         Err(error) => {
             for a in answers {
-                report(a, Err(&error));
+                report(state, tenant_id, a, Err(&error));
             }
         }
     }
 }
 
 /// Logs and counts a recorded answer (in its row's span).
-fn report(a: &Answered, recorded: Result<bool, &sqlx::Error>) {
+fn report(
+    state: &WorkerState,
+    tenant_id: TenantId,
+    a: &Answered,
+    recorded: Result<bool, &sqlx::Error>,
+) {
     let _entered = a.span.enter();
     let channel = a.channel;
     let queue = shared::jobs::QueueName::for_channel(channel);
     match recorded {
-        Ok(true) => {}
+        Ok(true) => {
+            use shared::throughput::Outcome as Done;
+            let (done, latency) = match &a.outcome {
+                Outcome::Sent { .. } => (
+                    Done::Sent,
+                    (chrono::Utc::now() - a.row.created_at).to_std().ok(),
+                ),
+                Outcome::Suppressed { .. } => (Done::Sent, None),
+                Outcome::Retry { .. } => (Done::Retried, None),
+                Outcome::Failed { .. } => (Done::Failed, None),
+            };
+            state
+                .throughput
+                .record(queue, Some(tenant_id), done, 1, Some(a.latency), latency);
+        }
         Ok(false) => tracing::warn!(
             "the claim was lost (cancelled, or its lease ran out) before the outcome was recorded"
         ),
