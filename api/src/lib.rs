@@ -158,6 +158,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
             (
                 routes::ops::queues::OpsQueuesApi,
                 routes::ops::failed::OpsFailedApi,
+                routes::ops::search::OpsSearchApi,
                 routes::ops::fleet::OpsFleetApi,
             ),
         ),

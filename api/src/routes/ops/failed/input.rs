@@ -1,0 +1,254 @@
+//! What the failed-work endpoints read from callers: filters (query or
+//! body), selections of ids, cursors. Every field is checked here and a bad
+//! one answers 400 naming it; an organisation the caller may not see
+//! answers 404.
+
+use chrono::{DateTime, Utc};
+use poem_openapi::Object;
+use shared::{
+    db::failed_work::{Filter, GroupKey, KINDS, Kind, MAX_SELECTION, Seek},
+    domain::TenantId,
+};
+use uuid::Uuid;
+
+use crate::{access::Principal, error::ApiError};
+
+/// The channels a notification can have.
+pub const CHANNELS: [&str; 5] = ["email", "sms", "push", "whatsapp", "inapp"];
+
+/// A filter of failed items, as a request body.
+#[derive(Debug, Clone, Default, Object)]
+pub struct FilterBody {
+    /// Failed at or after (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Failed before (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// One organisation's items (platform admins; an organisation admin's
+    /// are always its own).
+    pub organization_id: Option<String>,
+    /// `notification`, `webhook`, `bulk_job` or `shipment`.
+    pub kind: Option<String>,
+    /// A notification channel: `email`, `sms`, `push`, `whatsapp`, `inapp`.
+    pub channel: Option<String>,
+    /// A provider (a provider config's name, `smtp`, or `ups`).
+    pub provider: Option<String>,
+    /// An error class, e.g. `mail_refused`, `circuit_open`, `http_5xx`.
+    pub error_class: Option<String>,
+    /// A group's `key` from `GET /api/v1/ops/failed/groups`.
+    pub group: Option<String>,
+}
+
+/// Years Postgres can store; a bound beyond them selects what the nearest
+/// bound within would.
+fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    let low = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
+    let high = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or_default();
+    t.map(|t| t.clamp(low, high))
+}
+
+fn token(field: &str, raw: Option<&str>, max: usize) -> Result<Option<String>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(s)
+            if !s.is_empty() && s.chars().count() <= max && s.chars().all(|c| !c.is_control()) =>
+        {
+            Ok(Some(s.to_owned()))
+        }
+        Some(_) => Err(ApiError::invalid(
+            field,
+            format!("must be 1 to {max} printable characters"),
+        )),
+    }
+}
+
+/// The organisation an optional `organization_id` narrows to: malformed is
+/// 400, another organisation than an organisation admin's own is 404.
+pub fn tenant(p: &Principal, raw: Option<&str>, field: &str) -> Result<Option<TenantId>, ApiError> {
+    match raw {
+        None => Ok(p.scope()),
+        Some(raw) => {
+            if raw.parse::<TenantId>().is_err() {
+                return Err(ApiError::invalid(
+                    field,
+                    "must be an organisation id (a UUID)",
+                ));
+            }
+            p.target_tenant(Some(raw)).map(Some)
+        }
+    }
+}
+
+/// Parses a kind.
+pub fn kind(field: &str, raw: &str) -> Result<Kind, ApiError> {
+    Kind::parse(raw)
+        .ok_or_else(|| ApiError::invalid(field, format!("must be one of {}", KINDS.join(", "))))
+}
+
+/// Checks a filter and confines it to what `p` may see.
+pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<Filter, ApiError> {
+    let name = |field: &str| format!("{prefix}{field}");
+    let kind = f
+        .kind
+        .as_deref()
+        .map(|k| kind(&name("kind"), k))
+        .transpose()?;
+    if let Some(c) = f.channel.as_deref()
+        && !CHANNELS.contains(&c)
+    {
+        return Err(ApiError::invalid(
+            name("channel"),
+            format!("must be one of {}", CHANNELS.join(", ")),
+        ));
+    }
+    let error_class = token(&name("error_class"), f.error_class.as_deref(), 64)?;
+    if error_class.as_deref().is_some_and(|e| {
+        !e.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    }) {
+        return Err(ApiError::invalid(
+            name("error_class"),
+            "must be a class name: lower-case letters, digits and _",
+        ));
+    }
+    let (since, until) = (clamp(f.since), clamp(f.until));
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::invalid(name("since"), "must not be after until"));
+    }
+    let group = f
+        .group
+        .as_deref()
+        .map(|g| {
+            GroupKey::decode(g).ok_or_else(|| {
+                ApiError::invalid(name("group"), "is not a group key this API returned")
+            })
+        })
+        .transpose()?;
+    Ok(Filter {
+        tenant: tenant(p, f.organization_id.as_deref(), &name("organization_id"))?,
+        kind,
+        channel: f.channel.clone(),
+        provider: token(&name("provider"), f.provider.as_deref(), 100)?,
+        error_class,
+        since,
+        until,
+        group,
+    })
+}
+
+/// One item of a selection.
+#[derive(Debug, Clone, Object)]
+pub struct ItemRef {
+    /// `notification`, `webhook`, `bulk_job` or `shipment`.
+    pub kind: String,
+    /// Its id.
+    pub id: String,
+}
+
+/// What a retry or discard applies to: `ids` (answered at once) or a
+/// `filter` (run in the background as an action). Exactly one.
+#[derive(Debug, Clone, Object)]
+pub struct SelectionBody {
+    /// Up to 1,000 items.
+    pub ids: Option<Vec<ItemRef>>,
+    /// Everything that matches (and failed before the action started).
+    pub filter: Option<FilterBody>,
+}
+
+/// A checked selection.
+#[derive(Debug)]
+pub enum Selection {
+    /// These items.
+    Ids(Vec<(Kind, Uuid)>),
+    /// What this matches.
+    Filter(Filter),
+}
+
+/// Checks a selection body.
+pub fn selection(p: &Principal, body: &SelectionBody) -> Result<Selection, ApiError> {
+    match (&body.ids, &body.filter) {
+        (Some(_), Some(_)) | (None, None) => Err(ApiError::invalid(
+            "ids",
+            "give either ids (up to 1000 items) or filter, not both",
+        )),
+        (Some(ids), None) => {
+            if ids.is_empty() || ids.len() > MAX_SELECTION {
+                return Err(ApiError::invalid(
+                    "ids",
+                    format!("must hold 1 to {MAX_SELECTION} items; use filter for more"),
+                ));
+            }
+            ids.iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    let k = kind(&format!("ids[{i}].kind"), &r.kind)?;
+                    let id = Uuid::parse_str(&r.id)
+                        .map_err(|_| ApiError::invalid(format!("ids[{i}].id"), "must be a UUID"))?;
+                    Ok((k, id))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+                .map(Selection::Ids)
+        }
+        (None, Some(f)) => filter(p, f, "filter.").map(Selection::Filter),
+    }
+}
+
+/// Most items on one page.
+pub const MAX_LIMIT: u32 = 500;
+
+/// Checks `limit` (default 50).
+pub fn limit(raw: Option<u32>) -> Result<i64, ApiError> {
+    let limit = raw.unwrap_or(50);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    Ok(i64::from(limit))
+}
+
+/// A cursor's text.
+pub fn encode_cursor((at, id): Seek) -> String {
+    format!("{}_{}", at.timestamp_micros(), id.simple())
+}
+
+/// A cursor [`encode_cursor`] made.
+pub fn decode_cursor(raw: &str) -> Result<Seek, ApiError> {
+    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
+    let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
+    let micros: i64 = micros.parse().map_err(|_| bad())?;
+    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let id = Uuid::try_parse(id).map_err(|_| bad())?;
+    Ok((at, id))
+}
+
+/// A path id: malformed is 400.
+pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::try_parse(raw).map_err(|_| ApiError::invalid("id", "must be a UUID"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_refuse_others() {
+        let seek = (
+            DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap(),
+            Uuid::now_v7(),
+        );
+        assert_eq!(decode_cursor(&encode_cursor(seek)).unwrap(), seek);
+        for bad in [
+            "",
+            "x",
+            "1_",
+            "_1",
+            "12_not-a-uuid",
+            "99999999999999999999_0",
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad}");
+        }
+    }
+}
