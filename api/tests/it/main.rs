@@ -8,6 +8,7 @@ mod caches;
 mod callbacks;
 mod cli;
 mod client_address;
+mod deploy;
 mod edge;
 mod identity;
 mod inbox;
