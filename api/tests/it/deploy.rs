@@ -22,6 +22,15 @@ mod promql;
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Gauges the scheduler sets for every queue of jobs.toml (`queue_depth`
+/// only exists for the queues the dispatcher feeds).
+const PER_QUEUE: &[&str] = &[
+    "queue_due",
+    "queue_oldest_due_seconds",
+    "queue_paused",
+    "workers_alive",
+];
+
 /// The variables that hold credentials: only ever read from a Secret.
 const SECRET_VARS: &[&str] = &[
     "DATABASE_URL",
@@ -472,6 +481,7 @@ fn deployment_queries() -> Vec<(String, String)> {
 async fn every_metric_the_dashboard_alerts_and_autoscaling_read_is_exported() {
     let queries = deployment_queries();
     assert!(queries.len() > 20, "{queries:?}");
+    let jobs = shared::config::JobsConfig::load(&root().join("jobs.toml"), Vec::new()).unwrap();
     let smtp = SmtpServer::start_with(Behaviour::RejectRecipients(421, "4.3.2 Busy".into())).await;
     let app = TestApp::builder().smtp(smtp).spawn().await;
 
@@ -516,7 +526,17 @@ async fn every_metric_the_dashboard_alerts_and_autoscaling_read_is_exported() {
             .text()
             .await
             .unwrap();
-        let gaps = missing(&page, &queries);
+        let mut gaps = missing(&page, &queries);
+        // The per-queue gauges the scaling and the alerts rely on carry a
+        // series for every queue, idle ones included (0, not absent).
+        for queue in jobs.queues.keys() {
+            for gauge in PER_QUEUE {
+                let series = format!("{gauge}{{queue=\"{queue}\"}}");
+                if !page.contains(&series) {
+                    gaps.insert(series);
+                }
+            }
+        }
         if gaps.is_empty() || tokio::time::Instant::now() > deadline {
             break (page, gaps);
         }
