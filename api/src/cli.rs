@@ -1,6 +1,7 @@
 //! The `api` command line: serve (the default), apply migrations, and manage
 //! tenants and their API keys. Keys are printed once and never stored.
 
+mod failed;
 mod queues;
 
 use clap::{Parser, Subcommand};
@@ -73,6 +74,15 @@ pub enum Command {
         /// The queue.
         queue: String,
     },
+    /// Print failed work grouped by kind, error class, provider and
+    /// channel (`--since 1h`, `--organization ID`, `--kind …`).
+    Failed(failed::ListArgs),
+    /// Retry failed work: a group (`--group KEY`, run in 1,000-row steps)
+    /// or items (`--id KIND:ID`, up to 1,000).
+    Retry(failed::SelectArgs),
+    /// Discard failed work (same choices as retry): it leaves the failed
+    /// lists and keeps its status.
+    Discard(failed::SelectArgs),
 }
 
 /// Tenant subcommands.
@@ -299,6 +309,11 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
             queues::set(settings, &pool, &queue, true, reason.as_deref()).await?
         }
         Command::Resume { queue } => queues::set(settings, &pool, &queue, false, None).await?,
+        Command::Failed(args) => failed::list(&pool, args).await?,
+        Command::Retry(args) => failed::apply(&pool, db::failed_work::Action::Retry, args).await?,
+        Command::Discard(args) => {
+            failed::apply(&pool, db::failed_work::Action::Discard, args).await?
+        }
         Command::Tenant {
             command: TenantCommand::Create { name, reuse },
         } => {

@@ -17,6 +17,7 @@ mod logs;
 mod operations;
 mod org_support;
 mod organizations;
+mod ops_failed;
 mod ops_fleet;
 mod ops_queues;
 mod preferences;
