@@ -25,6 +25,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod client;
+pub mod console;
 pub mod error;
 pub mod fleet;
 pub mod identity;
@@ -179,6 +180,7 @@ pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
         .at("/openapi.json", spec)
         .at("/metrics", get(metrics_endpoint))
         .at("/api/v1/ws", get(realtime::endpoint))
+        .nest("/console", console::endpoint())
         .data(state)
         .around(move |ep, req| middleware::edge(ep, req, edge.clone()))
 }
