@@ -10,7 +10,7 @@
 //!   through any instance is cleared or invalidated on every instance.
 
 use std::{
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -19,6 +19,7 @@ use shared::{
     domain::TenantId,
     fleet::{self, ApiInstance, CacheCommand, CacheStats},
 };
+use tokio::sync::Notify;
 
 use crate::AppState;
 
@@ -130,11 +131,17 @@ pub async fn broadcast(state: &AppState, command: &CacheCommand) -> redis::Redis
 }
 
 /// Writes this instance's report every [`REPORT_INTERVAL`] and applies the
-/// cache commands other instances send. Runs until aborted.
+/// cache commands other instances send. The first report is written once
+/// the command channel is followed (or could not be, within a second), so
+/// an instance that is listed also hears cache commands. Runs until
+/// aborted.
 pub async fn run(state: AppState, redis_url: String) {
+    let following = Arc::new(Notify::new());
     let reports = {
         let state = state.clone();
+        let following = following.clone();
         async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), following.notified()).await;
             let mut tick = tokio::time::interval(REPORT_INTERVAL);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -150,10 +157,10 @@ pub async fn run(state: AppState, redis_url: String) {
             }
         }
     };
-    tokio::join!(reports, follow_commands(state, redis_url));
+    tokio::join!(reports, follow_commands(state, redis_url, following));
 }
 
-async fn follow_commands(state: AppState, redis_url: String) {
+async fn follow_commands(state: AppState, redis_url: String, following: Arc<Notify>) {
     let channel = fleet::cache_channel(state.queues.prefix());
     loop {
         let subscribed = async {
@@ -165,6 +172,7 @@ async fn follow_commands(state: AppState, redis_url: String) {
         .await;
         match subscribed {
             Ok(mut pubsub) => {
+                following.notify_one();
                 let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
                     let Ok(payload) = msg.get_payload::<String>() else {
@@ -173,8 +181,7 @@ async fn follow_commands(state: AppState, redis_url: String) {
                     match serde_json::from_str::<CacheCommand>(&payload) {
                         Ok(c) if c.from == state.instance.name() => {}
                         Ok(c) => {
-                            let tag = c.tag.map(TenantId);
-                            if apply(&state, &c.cache, tag) {
+                            if apply(&state, &c.cache, c.tag.map(TenantId)) {
                                 tracing::info!(cache = %c.cache, from = %c.from, "cache cleared on request");
                             }
                         }

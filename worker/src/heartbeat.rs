@@ -202,9 +202,9 @@ mod tests {
 
     use super::*;
 
-    /// A handler that waits for its gate.
+    /// A handler that waits for a permit of its gate.
     #[derive(Clone)]
-    struct Gated(Arc<tokio::sync::Notify>);
+    struct Gated(Arc<tokio::sync::Semaphore>);
 
     impl Service<()> for Gated {
         type Response = ();
@@ -218,7 +218,7 @@ mod tests {
         fn call(&mut self, (): ()) -> Self::Future {
             let gate = self.0.clone();
             Box::pin(async move {
-                gate.notified().await;
+                gate.acquire().await.expect("the gate stays open").forget();
                 Ok(())
             })
         }
@@ -227,13 +227,12 @@ mod tests {
     #[tokio::test]
     async fn jobs_are_counted_while_they_run_and_not_after() {
         let counter = InFlight::default();
-        let gate = Arc::new(tokio::sync::Notify::new());
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
         let mut svc = counter.layer(Gated(gate.clone()));
         let first = tokio::spawn(svc.call(()));
         let second = tokio::spawn(svc.call(()));
         assert_eq!(counter.get(), 2);
-        gate.notify_one();
-        gate.notify_one();
+        gate.add_permits(2);
         first.await.unwrap().unwrap();
         second.await.unwrap().unwrap();
         assert_eq!(counter.get(), 0);

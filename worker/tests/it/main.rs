@@ -7,6 +7,7 @@ mod channels;
 mod defects;
 mod delivery;
 mod durability;
+mod heartbeat;
 mod logs;
 mod maintenance;
 mod notices;
