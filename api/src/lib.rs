@@ -93,6 +93,10 @@ pub struct AppState {
     pub signin: signin::SignIn,
     /// This instance's name and WebSocket message rate ([`fleet`]).
     pub instance: Arc<fleet::Instance>,
+    /// Finished work per queue and minute (in-app sends placed at once).
+    pub throughput: shared::throughput::Throughput,
+    /// The operators' queue overview, computed at most once a second.
+    pub queue_overview: routes::ops::queues::OverviewCache,
 }
 
 #[handler]
@@ -227,11 +231,13 @@ impl Application {
             .await
             .with_context(|| format!("while binding {}", settings.api_addr))?;
         let addr = listener.local_addr()?;
+        let throughput = shared::throughput::Throughput::new();
         let acceptor = accept::Acceptor::start(
             pool.clone(),
             queues.clone(),
             window.clone(),
             settings.jobs.dispatcher.group_size,
+            throughput.clone(),
         );
         let api_keys = Arc::new(auth::ApiKeyCache::new(
             settings.api_key_cache,
@@ -268,6 +274,8 @@ impl Application {
             limits,
             signin: signin::SignIn::default(),
             instance: Arc::default(),
+            throughput,
+            queue_overview: Default::default(),
         };
         let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
             .context("while reading DATABASE_URL")?;
@@ -302,6 +310,8 @@ impl Application {
     ) -> anyhow::Result<()> {
         tracing::info!(addr = %self.addr, "api listening");
         let pool = self.state.pool.clone();
+        let throughput = self.state.throughput.clone();
+        let flusher = throughput.spawn_flusher(pool.clone());
         let listener = tokio::spawn(realtime::listen(
             secrecy::ExposeSecret::expose_secret(&self.redis_url).to_owned(),
             self.state.queues.prefix().to_owned(),
@@ -334,6 +344,10 @@ impl Application {
         listener.abort();
         reporter.abort();
         fleet::leave(&fleet_state).await;
+        flusher.abort();
+        if let Err(error) = throughput.flush(&pool).await {
+            tracing::warn!(%error, "cannot record the last second of queue throughput");
+        }
         served?;
         pool.close().await;
         tracing::info!("api stopped");
