@@ -36,6 +36,7 @@ pub mod pauses;
 pub mod preferences;
 pub mod providers;
 pub mod roles;
+pub mod send_windows;
 pub mod shipments;
 pub mod telemetry;
 pub mod templates;

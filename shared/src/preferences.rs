@@ -3,14 +3,16 @@
 //!
 //! Stored as JSON, parsed strictly (unknown keys are errors). Anything not
 //! mentioned is allowed; `"enabled": false` at the top level opts out of
-//! everything. A critical notification ignores all of it.
+//! everything. A critical notification ignores all of it. Quiet hours hold
+//! back email, SMS, push and WhatsApp (never in-app) and are applied with an
+//! organisation's send windows (see [`crate::send_windows`]).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::domain::Channel;
+use crate::{domain::Channel, send_windows::Window};
 
 /// A subscriber's preferences.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +29,8 @@ pub struct Preferences {
     /// Per category: on or off as a whole, or per channel.
     #[serde(default)]
     pub categories: BTreeMap<String, CategoryPreference>,
-    /// A daily window without email (in-app is never held back).
+    /// A daily window without email, SMS, push or WhatsApp (in-app is never
+    /// held back: an inbox makes no sound).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quiet_hours: Option<QuietHours>,
 }
@@ -64,7 +67,7 @@ fn is_true(b: &bool) -> bool {
 }
 
 /// A daily quiet window in the subscriber's time zone; it may run past
-/// midnight (`22:00`–`07:00`).
+/// midnight (`22:00`–`07:00`). Start equal to end means no quiet hours.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuietHours {
@@ -74,12 +77,20 @@ pub struct QuietHours {
     /// End, `HH:MM`.
     #[serde(with = "hh_mm")]
     pub end: NaiveTime,
-    /// An IANA time zone, e.g. `America/Chicago`.
-    #[serde(serialize_with = "tz_name", deserialize_with = "tz_parse")]
-    pub timezone: chrono_tz::Tz,
+    /// An IANA time zone, e.g. `America/Chicago`. Absent: the subscriber's
+    /// profile time zone, else the organisation's (`settings.timezone`),
+    /// else UTC.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "tz_name",
+        deserialize_with = "tz_parse"
+    )]
+    pub timezone: Option<chrono_tz::Tz>,
 }
 
-mod hh_mm {
+/// `HH:MM` times, exactly.
+pub(crate) mod hh_mm {
     use chrono::NaiveTime;
     use serde::{Deserialize, Deserializer, Serializer};
 
@@ -89,18 +100,22 @@ mod hh_mm {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NaiveTime, D::Error> {
         let s = String::deserialize(d)?;
-        NaiveTime::parse_from_str(&s, "%H:%M")
-            .map_err(|_| serde::de::Error::custom(format!("`{s}` is not a time as HH:MM")))
+        crate::send_windows::parse_hh_mm(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a time as HH:MM")))
     }
 }
 
-fn tz_name<S: Serializer>(tz: &chrono_tz::Tz, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(tz.name())
+fn tz_name<S: Serializer>(tz: &Option<chrono_tz::Tz>, s: S) -> Result<S::Ok, S::Error> {
+    match tz {
+        Some(tz) => s.serialize_str(tz.name()),
+        None => s.serialize_none(),
+    }
 }
 
-fn tz_parse<'de, D: Deserializer<'de>>(d: D) -> Result<chrono_tz::Tz, D::Error> {
+fn tz_parse<'de, D: Deserializer<'de>>(d: D) -> Result<Option<chrono_tz::Tz>, D::Error> {
     let s = String::deserialize(d)?;
     s.parse()
+        .map(Some)
         .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an IANA time zone")))
 }
 
@@ -135,48 +150,42 @@ impl Preferences {
         }
     }
 
-    /// When `channel` may next disturb the subscriber, if `now` falls in
-    /// their quiet hours.
-    pub fn quiet_until(&self, channel: Channel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        if channel == Channel::InApp {
-            return None;
-        }
+    /// The hours the subscriber may be disturbed (the complement of their
+    /// quiet hours) and the zone they are read in: the quiet hours' own
+    /// zone, else `zone`. `None` without quiet hours.
+    pub fn allowed_hours(&self, zone: chrono_tz::Tz) -> Option<(Window, chrono_tz::Tz)> {
         let q = self.quiet_hours.as_ref()?;
         if q.start == q.end {
             return None;
         }
-        let local = now.with_timezone(&q.timezone);
-        let time = local.time();
-        let inside = if q.start < q.end {
-            time >= q.start && time < q.end
-        } else {
-            time >= q.start || time < q.end
+        let quiet = Window {
+            start: q.start,
+            end: q.end,
         };
-        if !inside {
+        Some((quiet.complement(), q.timezone.unwrap_or(zone)))
+    }
+
+    /// When `channel` may next disturb the subscriber, if `now` falls in
+    /// their quiet hours (read in `zone` when they name no zone). In-app
+    /// never waits.
+    pub fn quiet_until(
+        &self,
+        channel: Channel,
+        now: DateTime<Utc>,
+        zone: chrono_tz::Tz,
+    ) -> Option<DateTime<Utc>> {
+        if channel == Channel::InApp {
             return None;
         }
-        let mut day = local.date_naive();
-        if time >= q.end {
-            day = day.succ_opt()?;
-        }
-        // The end as a local time; on a DST gap, the first instant after it.
-        let end = day.and_time(q.end);
-        let resolved = q
-            .timezone
-            .from_local_datetime(&end)
-            .earliest()
-            .or_else(|| {
-                q.timezone
-                    .from_local_datetime(&(end + chrono::Duration::hours(1)))
-                    .earliest()
-            })?;
-        Some(resolved.with_timezone(&Utc))
+        let (allowed, tz) = self.allowed_hours(zone)?;
+        allowed.next_opening(tz, now)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono_tz::Tz;
     use serde_json::json;
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -240,28 +249,88 @@ mod tests {
             .unwrap();
         // 23:30 in Chicago (CST, UTC-6) on 15 January: quiet until 07:00 local the next day.
         assert_eq!(
-            p.quiet_until(Channel::Email, at("2026-01-16T05:30:00Z")),
+            p.quiet_until(Channel::Email, at("2026-01-16T05:30:00Z"), Tz::UTC),
             Some(at("2026-01-16T13:00:00Z"))
         );
         // 03:00 local: the same morning.
         assert_eq!(
-            p.quiet_until(Channel::Email, at("2026-01-16T09:00:00Z")),
+            p.quiet_until(Channel::Email, at("2026-01-16T09:00:00Z"), Tz::UTC),
             Some(at("2026-01-16T13:00:00Z"))
         );
         // 12:00 local: not quiet.
         assert_eq!(
-            p.quiet_until(Channel::Email, at("2026-01-16T18:00:00Z")),
+            p.quiet_until(Channel::Email, at("2026-01-16T18:00:00Z"), Tz::UTC),
             None
         );
         // In-app never waits.
         assert_eq!(
-            p.quiet_until(Channel::InApp, at("2026-01-16T05:30:00Z")),
+            p.quiet_until(Channel::InApp, at("2026-01-16T05:30:00Z"), Tz::UTC),
             None
         );
         // Summer time (CDT, UTC-5).
         assert_eq!(
-            p.quiet_until(Channel::Email, at("2026-07-16T04:30:00Z")),
+            p.quiet_until(Channel::Email, at("2026-07-16T04:30:00Z"), Tz::UTC),
             Some(at("2026-07-16T12:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn quiet_hours_hold_back_every_channel_but_in_app_in_the_zone_given_when_they_name_none() {
+        let p =
+            Preferences::parse(json!({"quiet_hours": {"start": "22:00", "end": "07:00"}})).unwrap();
+        assert_eq!(p.quiet_hours.as_ref().unwrap().timezone, None);
+        let chicago: Tz = "America/Chicago".parse().unwrap();
+        // 23:30 in Chicago; 05:30 in UTC (inside the quiet hours too).
+        let now = at("2026-01-16T05:30:00Z");
+        for channel in [
+            Channel::Email,
+            Channel::Sms,
+            Channel::Push,
+            Channel::WhatsApp,
+        ] {
+            assert_eq!(
+                p.quiet_until(channel, now, chicago),
+                Some(at("2026-01-16T13:00:00Z")),
+                "{channel:?}"
+            );
+            assert_eq!(
+                p.quiet_until(channel, now, Tz::UTC),
+                Some(at("2026-01-16T07:00:00Z")),
+                "{channel:?}"
+            );
+        }
+        assert_eq!(p.quiet_until(Channel::InApp, now, chicago), None);
+        // Stored without a zone, shown without one.
+        assert_eq!(
+            serde_json::to_value(&p).unwrap()["quiet_hours"],
+            json!({"start": "22:00", "end": "07:00"})
+        );
+        // Their own zone wins over the one given.
+        let own = Preferences::parse(
+            json!({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "America/Chicago"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            own.quiet_until(Channel::Sms, now, Tz::Asia__Tokyo),
+            Some(at("2026-01-16T13:00:00Z"))
+        );
+        // Equal start and end: no quiet hours.
+        let none =
+            Preferences::parse(json!({"quiet_hours": {"start": "07:00", "end": "07:00"}})).unwrap();
+        assert_eq!(none.quiet_until(Channel::Sms, now, Tz::UTC), None);
+    }
+
+    #[test]
+    fn quiet_hours_ending_in_a_skipped_hour_end_when_the_clock_jumps() {
+        // 8 March 2026, Chicago springs forward from 02:00 CST to 03:00 CDT;
+        // 02:30 never happens, so quiet hours ending then end at 03:00 CDT.
+        let p = Preferences::parse(
+            json!({"quiet_hours": {"start": "22:00", "end": "02:30", "timezone": "America/Chicago"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            p.quiet_until(Channel::Sms, at("2026-03-08T07:00:00Z"), Tz::UTC),
+            Some(at("2026-03-08T08:00:00Z"))
         );
     }
 
@@ -277,6 +346,10 @@ mod tests {
             (
                 json!({"quiet_hours": {"start": "22:00", "end": "07:00", "timezone": "Mars/Olympus"}}),
                 "quiet_hours.timezone",
+            ),
+            (
+                json!({"quiet_hours": {"start": "22:00", "end": "7:00"}}),
+                "quiet_hours.end",
             ),
             (
                 json!({"categories": {"x": {"enabled": "no"}}}),

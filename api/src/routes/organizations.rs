@@ -146,7 +146,11 @@ pub struct CreateOrganization {
     /// Postal address (an object, up to 8 KiB).
     pub address: Option<Value>,
     /// Settings (an object, up to 8 KiB): `block_phi_when_non_compliant`
-    /// (boolean).
+    /// (boolean); `timezone` (an IANA name: the zone of recipients whose
+    /// profile names none); `send_windows` (per channel `email`, `sms`,
+    /// `push` or `whatsapp`, a daily window in the recipient's local time,
+    /// `{"start": "HH:MM", "end": "HH:MM"}`, start ≠ end, crossing midnight
+    /// allowed: outside it a message waits for the opening, unless critical).
     pub settings: Option<Value>,
 }
 
@@ -167,7 +171,7 @@ pub struct UpdateOrganization {
     pub contact: Option<Value>,
     /// Postal address.
     pub address: Option<Value>,
-    /// Settings (replaced whole).
+    /// Settings (replaced whole; the keys as when creating).
     pub settings: Option<Value>,
 }
 
@@ -324,6 +328,10 @@ fn check_object(field: &str, v: Option<Value>) -> Result<Option<Value>, ApiError
             "settings.block_phi_when_non_compliant",
             "must be a boolean",
         ));
+    }
+    if field == "settings" {
+        shared::send_windows::SendRules::parse(&v)
+            .map_err(|(name, reason)| ApiError::invalid(name, reason))?;
     }
     Ok(Some(v))
 }

@@ -30,6 +30,7 @@ pub mod providers;
 pub mod queue_ops;
 pub mod sealed;
 pub mod security_events;
+pub mod send_windows;
 pub mod sessions;
 pub mod shipments;
 pub mod subscribers;

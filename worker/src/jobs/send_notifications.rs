@@ -9,8 +9,15 @@
 //! Once a provider has answered, the answer is recorded even if Postgres is
 //! unreachable or the pool is exhausted for a while: the write is retried
 //! (never the send) until the claim's lease ends (see [`super::persist`]).
-//! Rows put back without an attempt (quiet hours, busy providers) are
-//! retried the same way, so they are not left to the lease either.
+//! Rows put back without an attempt (quiet hours, send windows, busy
+//! providers) are retried the same way, so they are not left to the lease
+//! either.
+//!
+//! Right after the claim the group is decided at one moment (see
+//! [`screen`]): the subscribers' preferences and time zones are read in one
+//! statement, and the rows their quiet hours or the organisation's send
+//! window hold back are deferred in one statement. A group of rows without
+//! subscribers on a channel without a window reads and writes nothing more.
 
 use std::{sync::Arc, time::Instant};
 
@@ -20,13 +27,17 @@ use apalis_core::{
 use futures::StreamExt;
 use shared::{
     db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
-    db::{events, inbox, preferences, webhooks},
+    db::{events, inbox, webhooks},
     domain::{Channel, NotificationId, TenantId},
     events::entry_view,
     jobs::{Job, QueueName, SendNotifications},
+    send_windows::SendRules,
     webhooks::WebhookEvent,
 };
 use tracing::Instrument;
+
+mod screen;
+use screen::screen;
 
 use crate::{
     WorkerState,
@@ -93,6 +104,23 @@ pub async fn handle(
                 return Ok(());
             }
         };
+        // In-app is never held back, so it needs no send rules.
+        let rules = match job.channel {
+            Channel::InApp => Ok(Arc::new(SendRules::default())),
+            _ => state.together.rules(job.tenant_id).await,
+        };
+        let rules = match rules {
+            Ok(r) => r,
+            Err(error) => {
+                // Nothing is claimed yet; the dispatcher pushes the rows again.
+                tracing::error!(
+                    error = &*error as &dyn std::error::Error,
+                    "cannot load the organisation's send rules"
+                );
+                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+                return Ok(());
+            }
+        };
         let providers = &providers;
         let hooked = &hooked;
         // In-app rows that nobody hears about one by one and that need no
@@ -141,6 +169,16 @@ pub async fn handle(
                 "already claimed or finished"
             );
         }
+        let (claimed, suppressed) = screen(
+            &state,
+            job.tenant_id,
+            job.channel,
+            &rules,
+            claimed,
+            lease_ends,
+        )
+        .await;
+        let suppressed = &suppressed;
         // Rows wait here for their turn. When the worker starts to stop, the
         // ones still waiting are given back at once (sends in flight finish
         // and are recorded), rather than held until the lease runs out.
@@ -180,11 +218,13 @@ pub async fn handle(
                 let task_id = task_id.clone();
                 let (checks, answers) = (&checks, &answers);
                 async move {
+                    let suppress = suppressed.get(&row.id).cloned();
                     let answered = deliver(
                         &state,
                         job.tenant_id,
                         job.channel,
                         providers,
+                        suppress,
                         row,
                         lease_ends,
                         &task_id,
@@ -296,44 +336,6 @@ async fn place_in_inboxes(
             );
             None
         }
-    }
-}
-
-/// What the subscriber's preferences say about a notification now.
-enum Verdict {
-    Send,
-    Suppress(String),
-    Defer(chrono::DateTime<chrono::Utc>),
-}
-
-async fn consult_preferences(
-    state: &WorkerState,
-    tenant_id: TenantId,
-    subscriber_id: shared::domain::SubscriberId,
-    channel: Channel,
-    row: &Claimed,
-) -> Verdict {
-    let prefs = match preferences::get(&state.pool, tenant_id, subscriber_id).await {
-        Ok(p) => p,
-        Err(error) => {
-            // Without them an opt-out cannot be honoured: look again shortly.
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "cannot read preferences; deferring"
-            );
-            return Verdict::Defer(chrono::Utc::now() + chrono::Duration::seconds(30));
-        }
-    };
-    if !prefs.allows(channel, row.category.as_deref()) {
-        let what = match &row.category {
-            Some(c) => format!("the subscriber turned off {} for `{c}`", channel.as_str()),
-            None => format!("the subscriber turned off {}", channel.as_str()),
-        };
-        return Verdict::Suppress(what);
-    }
-    match prefs.quiet_until(channel, chrono::Utc::now()) {
-        Some(until) => Verdict::Defer(until),
-        None => Verdict::Send,
     }
 }
 
@@ -940,6 +942,7 @@ async fn deliver(
     tenant_id: TenantId,
     channel: Channel,
     providers: &[Provider],
+    suppress: Option<String>,
     row: Claimed,
     lease_ends: tokio::time::Instant,
     task_id: &TaskId,
@@ -959,24 +962,17 @@ async fn deliver(
         metrics::counter!("jobs_started_total", "queue" => queue.as_str()).increment(1);
         let started = Instant::now();
         let config = state.jobs.queue(queue);
-        let verdict = match (row.subscriber_id, row.critical) {
-            (Some(subscriber_id), false) => consult_preferences(state, tenant_id, subscriber_id, channel, &row).await,
-            _ => Verdict::Send,
-        };
         let mut hops = Vec::new();
-        let (provider, result): (String, Result<Receipt, SendError>) = match verdict {
-            Verdict::Defer(until) => {
-                defer(state, tenant_id, &row, until, lease_ends, "quiet hours").await;
-                return None;
-            }
-            Verdict::Suppress(reason) => ("preferences".into(), Err(SendError::Suppressed(reason))),
+        // Decided for the group right after the claim (see [`screen`]).
+        let (provider, result): (String, Result<Receipt, SendError>) = match suppress {
+            Some(reason) => ("preferences".into(), Err(SendError::Suppressed(reason))),
             // The row is the inbox entry: marking it sent puts it there.
-            Verdict::Send if channel == Channel::InApp => (
+            None if channel == Channel::InApp => (
                 "inapp".into(),
                 Ok(Receipt { message_id: format!("inapp:{}", row.id), response: "placed in the inbox".into(), code: None }),
             ),
-            Verdict::Send if providers.is_empty() => ("none".into(), Err(chain::none_configured(channel))),
-            Verdict::Send => {
+            None if providers.is_empty() => ("none".into(), Err(chain::none_configured(channel))),
+            None => {
                 let row = &row;
                 // The platform's relay, unlimited, goes first: wait for a
                 // pooled connection before the claim is checked, so the

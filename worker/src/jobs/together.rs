@@ -1,6 +1,7 @@
 //! The statements every delivery job makes, asked together with those of
 //! the jobs running beside it (see [`crate::coalesce`]): the tenant's
-//! providers and webhook subscriptions, the claim, the claim checks before
+//! providers and webhook subscriptions, its send rules (kept for
+//! [`RULES_TTL`]), the claim, the claim checks before
 //! the providers are called, and the outcomes. Each keeps its rules: a
 //! row is claimed by one job only (the one that asked first, when two jobs
 //! carry it), a check is read after it was asked, an outcome is written
@@ -14,6 +15,7 @@ use std::{
 };
 
 use shared::{
+    cache::TtlCache,
     config::JobsConfig,
     crypto::Keyring,
     db::{
@@ -22,6 +24,7 @@ use shared::{
     },
     domain::{Channel, NotificationId, TenantId},
     jobs::QueueName,
+    send_windows::SendRules,
 };
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -37,6 +40,14 @@ const AT_MOST: usize = 64;
 
 /// Statements of one kind running at once (each holds a connection).
 const IN_FLIGHT: usize = 2;
+
+/// How long an organisation's send rules (time zone, send windows) are used
+/// before they are read again: a change to its settings reaches deliveries
+/// within this.
+pub const RULES_TTL: Duration = Duration::from_secs(10);
+
+/// Organisations whose send rules are kept at once.
+const RULES_KEPT: usize = 10_000;
 
 /// What a job reads before it claims: its providers and the webhook events
 /// its tenant listens for.
@@ -69,6 +80,8 @@ pub struct Attempt {
 #[derive(Debug)]
 pub struct Together {
     setup: Coalesce<(TenantId, Channel), (), Setup>,
+    rules: Coalesce<TenantId, (), Arc<SendRules>>,
+    known_rules: TtlCache<TenantId, Arc<SendRules>>,
     claims: Coalesce<(TenantId, Duration), Vec<NotificationId>, Vec<Claimed>>,
     checks: Coalesce<TenantId, Checks, HashSet<NotificationId>>,
     records: Coalesce<TenantId, (Vec<Attempt>, Instant), HashSet<NotificationId>>,
@@ -96,6 +109,17 @@ impl Together {
                     }
                 },
             )
+        };
+        let rules = {
+            let pool = pool.clone();
+            Coalesce::new(AT_MOST, IN_FLIGHT, move |tenant_id, asked: Vec<()>| {
+                let pool = pool.clone();
+                async move {
+                    // One read shared by every asker.
+                    let rules = Arc::new(shared::db::send_windows::rules(&pool, tenant_id).await?);
+                    Ok(asked.iter().map(|()| rules.clone()).collect())
+                }
+            })
         };
         let claims = {
             let pool = pool.clone();
@@ -190,6 +214,8 @@ impl Together {
         );
         Self {
             setup,
+            rules,
+            known_rules: TtlCache::new(RULES_TTL, RULES_KEPT),
             claims,
             checks,
             records,
@@ -203,6 +229,16 @@ impl Together {
         channel: Channel,
     ) -> Result<Setup, Arc<sqlx::Error>> {
         self.setup.ask((tenant_id, channel), ()).await
+    }
+
+    /// The organisation's send rules, read at most every [`RULES_TTL`].
+    pub async fn rules(&self, tenant_id: TenantId) -> Result<Arc<SendRules>, Arc<sqlx::Error>> {
+        if let Some(rules) = self.known_rules.get(&tenant_id) {
+            return Ok(rules);
+        }
+        let rules = self.rules.ask(tenant_id, ()).await?;
+        self.known_rules.insert(tenant_id, rules.clone());
+        Ok(rules)
     }
 
     /// Claims the due rows among `ids` for `lease` ([`notifications::claim`]).
