@@ -122,7 +122,11 @@ pub type Apis = (
     routes::shipments::ShipmentsApi,
     OrgApis,
     routes::ops::OpsApis,
+    AlertApis,
 );
+
+/// Alert rules and alerts.
+pub type AlertApis = (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi);
 
 /// Organisations, users, sign-in, invitations and the audit log.
 pub type OrgApis = (
@@ -166,6 +170,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::ops::search::OpsSearchApi,
                 routes::ops::fleet::OpsFleetApi,
             ),
+            (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi),
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),

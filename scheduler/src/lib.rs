@@ -11,9 +11,13 @@
 //!   sees the due-job burst that crashes it.
 //! * [`fleet::FleetReports`] tells operators when the dispatcher last swept,
 //!   which replica won each cron tick, and how many workers serve each queue.
+//! * [`alerts::Alerting`] evaluates alert rules once per period across
+//!   replicas and makes the outgoing calls (Slack, PagerDuty, webhooks) of
+//!   alerts' transitions.
 //!
 //! Several schedulers can run side by side; they split the work between them.
 
+pub mod alerts;
 pub mod cron;
 pub mod dispatcher;
 pub mod fleet;
@@ -30,6 +34,7 @@ pub async fn run(
     let (pool, queues) = shared::connect(&settings).await?;
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
+    let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;
     let mut reports = fleet::FleetReports::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let mut ticker = cron::CronTicker::new(
         pool.clone(),
@@ -65,6 +70,7 @@ pub async fn run(
             }
         }
     }
+    alerting.stop().await;
     pool.close().await;
     tracing::info!("scheduler stopped");
     Ok(())

@@ -622,6 +622,9 @@ pub struct ProviderUrls {
     /// `UPS_BASE_URL`, default `https://onlinetools.ups.com` (OAuth at
     /// `/security/v1/oauth/token`, tracking at `/api/track/v1/details/…`).
     pub ups: String,
+    /// `PAGERDUTY_BASE_URL`, default `https://events.pagerduty.com` (alerts
+    /// go to `/v2/enqueue`).
+    pub pagerduty: String,
 }
 
 /// Email settings.
@@ -815,6 +818,9 @@ pub struct Settings {
     pub provider_urls: ProviderUrls,
     /// Outgoing webhooks.
     pub webhooks: WebhookSettings,
+    /// How often the scheduler evaluates alert rules
+    /// (`ALERTS_EVALUATE_SECS`, default 5; 0 turns evaluation off).
+    pub alerts_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -919,6 +925,7 @@ impl Settings {
             whatsapp: base_url("WHATSAPP_BASE_URL", "https://graph.facebook.com")?,
             whatsapp_version: parse("WHATSAPP_API_VERSION", "v21.0")?,
             ups: base_url("UPS_BASE_URL", "https://onlinetools.ups.com")?,
+            pagerduty: base_url("PAGERDUTY_BASE_URL", "https://events.pagerduty.com")?,
         };
         let allow_loopback = match get("WEBHOOKS_ALLOW_LOOPBACK") {
             None | Some("false") => false,
@@ -992,6 +999,10 @@ impl Settings {
             },
             provider_urls,
             webhooks,
+            alerts_interval: match num("ALERTS_EVALUATE_SECS", 5)? {
+                0 => None,
+                n => Some(Duration::from_secs(n.min(3600))),
+            },
         })
     }
 }

@@ -21,6 +21,7 @@
 //!   providers' live state, for operators.
 //! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
 
+pub mod alerts;
 pub mod cache;
 pub mod callbacks;
 pub mod config;

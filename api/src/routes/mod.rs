@@ -1,6 +1,7 @@
 //! Routes, one module per resource.
 
 pub mod admin_users;
+pub mod alerts;
 pub mod audit;
 pub mod batches;
 pub mod bulk;

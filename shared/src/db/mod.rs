@@ -6,6 +6,7 @@
 //! tenants by accident. Functions that work across tenants (the dispatcher's
 //! sweeps, maintenance) say so in their names and docs.
 
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod batches;

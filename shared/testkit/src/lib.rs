@@ -20,6 +20,7 @@
 //! Tests run in parallel: nothing here flushes Redis or touches another
 //! test's database.
 
+pub mod alerting;
 pub mod app;
 pub mod bench;
 pub mod db;

@@ -1,0 +1,634 @@
+//! The alert endpoints' handlers.
+
+use super::*;
+use crate::error::InvalidParam;
+
+/// How a `cursor` of the alert list looks: `{opened_at in µs}.{id}`.
+fn encode_cursor(a: &Alert) -> String {
+    format!("{}.{}", a.opened_at.timestamp_micros(), a.id)
+}
+
+fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
+    let (at, id) = raw.split_once('.').ok_or_else(bad)?;
+    let at = at
+        .parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(bad)?;
+    let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok((at, id))
+}
+
+fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
+}
+
+/// `t` within what Postgres stores.
+fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    let low = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
+    let high = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or_default();
+    t.map(|t| t.clamp(low, high))
+}
+
+/// Checks a rule body; also resolves every URL's host, which must not lead
+/// to a forbidden address.
+async fn check(state: &AppState, body: RuleBody) -> Result<RuleSpec, ApiError> {
+    let escalation = body.escalation.map(|levels| {
+        levels
+            .into_iter()
+            .map(|l| {
+                let channels: Vec<Value> = l
+                    .channels
+                    .into_iter()
+                    .map(|c| {
+                        let mut o = serde_json::Map::new();
+                        o.insert("type".into(), c.kind.into());
+                        for (k, v) in [
+                            ("url", c.url),
+                            ("secret", c.secret),
+                            ("routing_key", c.routing_key),
+                        ] {
+                            if let Some(v) = v {
+                                o.insert(k.into(), v.into());
+                            }
+                        }
+                        Value::Object(o)
+                    })
+                    .collect();
+                json!({"after_minutes": l.after_minutes, "channels": channels})
+            })
+            .collect()
+    });
+    let input = RuleInput {
+        name: body.name,
+        metric: body.metric,
+        channel: body.channel,
+        queue: body.queue,
+        min_events: body.min_events,
+        threshold: body.threshold,
+        window_secs: body.window_secs,
+        severity: body.severity,
+        cooldown_secs: body.cooldown_secs,
+        escalation,
+        enabled: body.enabled,
+    };
+    let spec = input
+        .check(state.webhooks_allow_loopback)
+        .map_err(|problems| {
+            ApiError::Invalid(
+                problems
+                    .into_iter()
+                    .map(|(name, reason)| InvalidParam { name, reason })
+                    .collect(),
+            )
+        })?;
+    let mut problems = Vec::new();
+    for (i, level) in spec.escalation.iter().enumerate() {
+        for (j, c) in level.channels.iter().enumerate() {
+            let url = match c {
+                alerts::ChannelSpec::Webhook { url, .. } | alerts::ChannelSpec::Slack { url } => {
+                    url
+                }
+                _ => continue,
+            };
+            if let Err(reason) =
+                shared::webhooks::check_endpoint(url, state.webhooks_allow_loopback).await
+            {
+                problems.push(InvalidParam {
+                    name: format!("escalation[{i}].channels[{j}].url"),
+                    reason,
+                });
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(spec)
+    } else {
+        Err(ApiError::Invalid(problems))
+    }
+}
+
+/// The organisation a new rule is for (`None`: platform-wide).
+fn owner(p: &Principal, requested: Option<&str>) -> Result<Option<TenantId>, ApiError> {
+    match requested {
+        None if p.platform => Ok(None),
+        other => p.target_tenant(other).map(Some),
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1/admin", tag = "ApiTags::Admin")]
+impl AlertRulesApi {
+    /// Alert rules (admins): the organisation's own, its defaults included
+    /// (created on first use); platform admins see every rule and may narrow
+    /// to one `organization_id` (`platform`: platform-wide rules).
+    #[oai(
+        path = "/alert-rules",
+        method = "get",
+        operation_id = "admin.alert_rules.list"
+    )]
+    async fn list_rules(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        organization_id: Query<Option<String>>,
+    ) -> Result<RuleListResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let only = p
+            .refused(
+                &state,
+                &request_id,
+                "alert_rule.list",
+                "alert_rule",
+                None,
+                p.require_admin()
+                    .and_then(|()| match organization_id.0.as_deref() {
+                        None => Ok(None),
+                        Some("platform") if p.platform => Ok(Some(None)),
+                        Some("platform") => Err(ApiError::NotFound("organization")),
+                        Some(raw) => p.target_tenant(Some(raw)).map(|t| Some(Some(t))),
+                    }),
+            )
+            .await?;
+        let mut conn = state.pool.acquire().await?;
+        if let Some(t) = p.scope().or(only.flatten()) {
+            alerts::ensure_defaults(&mut conn, Some(t)).await?;
+        }
+        let rules = store::list_rules(&mut *conn, p.scope(), only).await?;
+        Ok(RuleListResponse::Ok(Json(RuleList {
+            items: rules.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Create a rule (admins). Answers 400 naming each invalid field: an
+    /// unknown metric, a window that is not 1 to 86400 seconds, a threshold
+    /// outside the metric's range, a bad escalation level or target.
+    #[oai(
+        path = "/alert-rules",
+        method = "post",
+        operation_id = "admin.alert_rules.create"
+    )]
+    async fn create_rule(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: StrictJson<RuleBody>,
+    ) -> Result<RuleResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let body = body.0;
+        let tenant = p
+            .refused(
+                &state,
+                &request_id,
+                "alert_rule.create",
+                "alert_rule",
+                None,
+                p.require_admin()
+                    .and_then(|()| owner(&p, body.organization_id.as_deref())),
+            )
+            .await?;
+        let spec = check(&state, body).await?;
+        let mut tx = state.pool.begin().await?;
+        let id = store::insert_rule(&mut *tx, tenant, &spec, None, &p.caller.actor).await?;
+        let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
+        p.audit(
+            &mut *tx,
+            &request_id,
+            tenant,
+            "alert_rule.create",
+            "alert_rule",
+            id,
+            details,
+        )
+        .await?;
+        let rule = store::get_rule(&mut *tx, None, id)
+            .await?
+            .ok_or(ApiError::NotFound("alert rule"))?;
+        tx.commit().await?;
+        Ok(RuleResponse::Created(Json(rule.into())))
+    }
+
+    /// One rule (admins).
+    #[oai(
+        path = "/alert-rules/:id",
+        method = "get",
+        operation_id = "admin.alert_rules.get"
+    )]
+    async fn get_rule(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<RuleResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let found = match p
+            .require_admin()
+            .and_then(|()| parse_id(&id.0, "alert rule"))
+        {
+            Ok(id) => store::get_rule(&state.pool, p.scope(), id)
+                .await?
+                .ok_or(ApiError::NotFound("alert rule")),
+            Err(e) => Err(e),
+        };
+        let rule = p
+            .refused(
+                &state,
+                &request_id,
+                "alert_rule.get",
+                "alert_rule",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        Ok(RuleResponse::Ok(Json(rule.into())))
+    }
+
+    /// Replace a rule (admins): every field as on creation. Its open alerts
+    /// stay open and follow the new definition from the next evaluation.
+    #[oai(
+        path = "/alert-rules/:id",
+        method = "put",
+        operation_id = "admin.alert_rules.update"
+    )]
+    async fn update_rule(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: StrictJson<RuleBody>,
+    ) -> Result<RuleResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let rule_id = p
+            .refused(
+                &state,
+                &request_id,
+                "alert_rule.update",
+                "alert_rule",
+                Some(&id.0),
+                p.require_admin()
+                    .and_then(|()| parse_id(&id.0, "alert rule")),
+            )
+            .await?;
+        if body.0.organization_id.is_some() {
+            return Err(ApiError::invalid(
+                "organization_id",
+                "cannot be changed; create a rule in the other organisation",
+            ));
+        }
+        let spec = check(&state, body.0).await?;
+        let mut tx = state.pool.begin().await?;
+        let updated = store::update_rule(&mut *tx, p.scope(), rule_id, &spec)
+            .await?
+            .ok_or(ApiError::NotFound("alert rule"));
+        let rule = p
+            .refused(
+                &state,
+                &request_id,
+                "alert_rule.update",
+                "alert_rule",
+                Some(&id.0),
+                updated,
+            )
+            .await?;
+        let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
+        p.audit(
+            &mut *tx,
+            &request_id,
+            rule.tenant_id,
+            "alert_rule.update",
+            "alert_rule",
+            rule_id,
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RuleResponse::Ok(Json(rule.into())))
+    }
+
+    /// Delete a rule and its alerts (admins). A deleted default rule is not
+    /// created again; disable it instead to keep its history.
+    #[oai(
+        path = "/alert-rules/:id",
+        method = "delete",
+        operation_id = "admin.alert_rules.delete"
+    )]
+    async fn delete_rule(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<DeletedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let mut tx = state.pool.begin().await?;
+        let found = match p
+            .require_admin()
+            .and_then(|()| parse_id(&id.0, "alert rule"))
+        {
+            Ok(rule_id) => store::get_rule(&mut *tx, p.scope(), rule_id)
+                .await?
+                .ok_or(ApiError::NotFound("alert rule")),
+            Err(e) => Err(e),
+        };
+        let rule = p
+            .refused(
+                &state,
+                &request_id,
+                "alert_rule.delete",
+                "alert_rule",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        store::delete_rule(&mut *tx, p.scope(), rule.id).await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            rule.tenant_id,
+            "alert_rule.delete",
+            "alert_rule",
+            rule.id,
+            json!({"metric": rule.spec.metric.as_str()}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(DeletedResponse::Deleted)
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1/admin", tag = "ApiTags::Admin")]
+impl AlertsApi {
+    /// Alerts, newest first (admins), filtered by `status`, `severity`,
+    /// `rule_id`, opening time (`since` inclusive, `until` exclusive) and,
+    /// for platform admins, `organization_id`.
+    #[oai(path = "/alerts", method = "get", operation_id = "admin.alerts.list")]
+    #[expect(clippy::too_many_arguments)]
+    async fn list_alerts(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        organization_id: Query<Option<String>>,
+        #[oai(validator(pattern = "^(open|acknowledged|resolved)$"))] status: Query<Option<String>>,
+        #[oai(validator(pattern = "^(info|warning|critical)$"))] severity: Query<Option<String>>,
+        rule_id: Query<Option<String>>,
+        since: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(max_length = 100))] cursor: Query<Option<String>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+    ) -> Result<AlertPageResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p
+            .refused(
+                &state,
+                &request_id,
+                "alert.list",
+                "alert",
+                None,
+                p.require_admin()
+                    .and_then(|()| match organization_id.0.as_deref() {
+                        None => Ok(p.scope()),
+                        Some(raw) => p.target_tenant(Some(raw)).map(Some),
+                    }),
+            )
+            .await?;
+        let rule = rule_id
+            .0
+            .as_deref()
+            .map(|r| {
+                Uuid::parse_str(r).map_err(|_| ApiError::invalid("rule_id", "is not a rule id"))
+            })
+            .transpose()?;
+        let limit = limit.0.unwrap_or(50).clamp(1, 200);
+        let filter = store::Filter {
+            tenant,
+            status: status.0,
+            severity: severity.0,
+            rule,
+            since: clamp(since.0),
+            until: clamp(until.0),
+            after: cursor.0.as_deref().map(decode_cursor).transpose()?,
+        };
+        let mut rows = store::list(&state.pool, &filter, i64::from(limit) + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next_cursor = more.then(|| rows.last().map(encode_cursor)).flatten();
+        Ok(AlertPageResponse::Ok(Json(AlertPage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Alert numbers (admins): unresolved alerts per severity now, and over
+    /// alerts opened from `since` (default 7 days before `until`) to
+    /// `until` (default now) how many opened and the mean time to
+    /// acknowledge and to resolve. Platform admins see every organisation
+    /// unless they name one `organization_id`.
+    #[oai(
+        path = "/alerts/statistics",
+        method = "get",
+        operation_id = "admin.alerts.statistics"
+    )]
+    async fn statistics(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        organization_id: Query<Option<String>>,
+        since: Query<Option<DateTime<Utc>>>,
+        until: Query<Option<DateTime<Utc>>>,
+    ) -> Result<StatisticsResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p
+            .refused(
+                &state,
+                &request_id,
+                "alert.statistics",
+                "alert",
+                None,
+                p.require_admin()
+                    .and_then(|()| match organization_id.0.as_deref() {
+                        None => Ok(p.scope()),
+                        Some(raw) => p.target_tenant(Some(raw)).map(Some),
+                    }),
+            )
+            .await?;
+        let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
+        let since = clamp(since.0)
+            .unwrap_or_else(|| until.checked_sub_signed(Duration::days(7)).unwrap_or(until));
+        let mut conn = state.pool.acquire().await?;
+        let stats = store::statistics(&mut conn, tenant, since, until).await?;
+        let mut open = OpenBySeverity::default();
+        for (severity, n) in stats.open_by_severity {
+            match severity.as_str() {
+                "info" => open.info = n,
+                "warning" => open.warning = n,
+                _ => open.critical = n,
+            }
+        }
+        Ok(StatisticsResponse::Ok(Json(AlertStatistics {
+            open_by_severity: open,
+            opened: stats.opened,
+            mean_seconds_to_acknowledge: stats.mean_secs_to_acknowledge,
+            mean_seconds_to_resolve: stats.mean_secs_to_resolve,
+            since,
+            until,
+        })))
+    }
+
+    /// One alert with its history: every transition (opened, escalated,
+    /// acknowledged, resolved) with the notifications it sent and how each
+    /// went.
+    #[oai(
+        path = "/alerts/:id",
+        method = "get",
+        operation_id = "admin.alerts.get"
+    )]
+    async fn get_alert(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<AlertDetailResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let found = match p.require_admin().and_then(|()| parse_id(&id.0, "alert")) {
+            Ok(alert_id) => store::get(&state.pool, p.scope(), alert_id)
+                .await?
+                .ok_or(ApiError::NotFound("alert")),
+            Err(e) => Err(e),
+        };
+        let alert = p
+            .refused(
+                &state,
+                &request_id,
+                "alert.get",
+                "alert",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        let mut conn = state.pool.acquire().await?;
+        let (events, deliveries) = store::history(&mut conn, alert.id).await?;
+        let history = events
+            .into_iter()
+            .map(|e| EventView {
+                notifications: deliveries
+                    .iter()
+                    .filter(|d| d.event_id == e.id)
+                    .map(|d| NotificationView {
+                        id: d.id.to_string(),
+                        channel: d.channel.clone(),
+                        action: d.action.clone(),
+                        status: d.status.clone(),
+                        attempts: d.attempts,
+                        response_status: d.response_status,
+                        last_error: d.last_error.clone(),
+                        notification_ids: d.notification_ids.iter().map(Uuid::to_string).collect(),
+                        sent_at: d.sent_at,
+                    })
+                    .collect(),
+                kind: e.kind,
+                level: e.level,
+                actor: e.actor,
+                at: e.at,
+                details: e.details,
+            })
+            .collect();
+        Ok(AlertDetailResponse::Ok(Json(AlertDetail {
+            alert: alert.into(),
+            history,
+        })))
+    }
+
+    /// Acknowledge an open alert (admins): its escalation stops, and
+    /// PagerDuty, Slack and webhook targets it reached hear of it. 409 when
+    /// it is already acknowledged or resolved.
+    #[oai(
+        path = "/alerts/:id/acknowledge",
+        method = "post",
+        operation_id = "admin.alerts.acknowledge"
+    )]
+    async fn acknowledge(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<AlertResponse, ApiError> {
+        act(&state, &auth, &request_id, &id.0, "acknowledged").await
+    }
+
+    /// Resolve an alert by hand (admins): every target it reached hears of
+    /// it. If the condition still holds, a new alert opens after the rule's
+    /// cooldown. 409 when it is already resolved.
+    #[oai(
+        path = "/alerts/:id/resolve",
+        method = "post",
+        operation_id = "admin.alerts.resolve"
+    )]
+    async fn resolve(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<AlertResponse, ApiError> {
+        act(&state, &auth, &request_id, &id.0, "resolved").await
+    }
+}
+
+async fn act(
+    state: &AppState,
+    auth: &Admin,
+    request_id: &RequestId,
+    raw: &str,
+    to: &str,
+) -> Result<AlertResponse, ApiError> {
+    let p = Principal::resolve(state, auth).await?;
+    let action = if to == "acknowledged" {
+        "alert.acknowledge"
+    } else {
+        "alert.resolve"
+    };
+    let moved = match p.require_admin().and_then(|()| parse_id(raw, "alert")) {
+        Ok(id) => {
+            match alerts::evaluate::act(
+                &state.pool,
+                &state.jobs,
+                p.scope(),
+                id,
+                to,
+                &p.caller.actor,
+                Utc::now(),
+            )
+            .await?
+            {
+                None => Err(ApiError::NotFound("alert")),
+                Some(Err(status)) => {
+                    Err(ApiError::Conflict(format!("the alert is already {status}")))
+                }
+                Some(Ok(alert)) => Ok(alert),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    let alert = p
+        .refused(state, request_id, action, "alert", Some(raw), moved)
+        .await?;
+    p.audit(
+        &state.pool,
+        request_id,
+        alert.tenant_id,
+        action,
+        "alert",
+        alert.id,
+        json!({"rule_id": alert.rule_id, "severity": alert.severity}),
+    )
+    .await?;
+    Ok(AlertResponse::Ok(Json(alert.into())))
+}

@@ -1,0 +1,254 @@
+//! The notifications of an alert's transitions.
+//!
+//! In-app and email go to the admins of the alert's organisation (of the
+//! platform organisation for a platform-wide rule) as ordinary
+//! notifications ([`crate::notices`]), inserted in the transition's
+//! transaction with an idempotency key per alert, transition and admin.
+//! Outgoing calls (Slack, PagerDuty, signed webhooks) are recorded as
+//! `queued` deliveries that the scheduler posts with retries. The unique key
+//! `(transition, channel, target)` makes each notification once per
+//! transition.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use super::{ChannelSpec, Level, Rule};
+use crate::{
+    config::JobsConfig,
+    db::{
+        alerts::{self, Alert, NewDelivery},
+        organizations, users,
+    },
+    domain::{Channel, NotificationId, TenantId},
+    notices::{self, Notice, NoticeError},
+    templates::Template,
+};
+
+/// The template key an organisation may override alert notices with.
+pub const TEMPLATE_KEY: &str = "platform.alert";
+
+static ALERT: LazyLock<Template> = LazyLock::new(|| {
+    notices::builtin(json!({
+        "key": TEMPLATE_KEY,
+        "name": "Alert",
+        "category": "operations",
+        "critical": true,
+        "default_locale": "en",
+        "default_channels": ["email", "inapp"],
+        "locales": {"en": {
+            "email": {
+                "subject": "{{#if resolved}}Resolved: {{/if}}[{{severity}}] {{rule}}: {{subject}}",
+                "text": "{{summary}}\n\nAlert {{alert_id}} is {{state}}.{{#if resolved}}{{else}} Acknowledge it in the admin console to stop its escalation.{{/if}}"
+            },
+            "inapp": {
+                "title": "{{#if resolved}}Resolved: {{/if}}{{rule}} ({{subject}})",
+                "body": "{{summary}}"
+            }
+        }}
+    }))
+});
+
+/// What the admins' notices say.
+#[derive(Debug, Clone)]
+pub struct Wording<'a> {
+    /// The rule's name.
+    pub rule: &'a str,
+    /// `opened`, `escalated` or `resolved`.
+    pub state: &'a str,
+}
+
+/// Notifies level `index` of `rule` for `alert`, as transition `event_id`.
+#[expect(clippy::too_many_arguments)]
+pub async fn level(
+    tx: &mut sqlx::PgConnection,
+    jobs: &JobsConfig,
+    rule: &Rule,
+    alert: &Alert,
+    index: usize,
+    event_id: i64,
+    state: &str,
+    now: DateTime<Utc>,
+) -> Result<(), NoticeError> {
+    let Some(Level { channels, .. }) = rule.spec.escalation.get(index) else {
+        return Ok(());
+    };
+    let wording = Wording {
+        rule: &rule.spec.name,
+        state,
+    };
+    let admin_channels: Vec<Channel> = channels
+        .iter()
+        .filter_map(|c| match c {
+            ChannelSpec::InApp => Some(Channel::InApp),
+            ChannelSpec::Email => Some(Channel::Email),
+            _ => None,
+        })
+        .collect();
+    admins(tx, jobs, alert, event_id, &admin_channels, &wording, now).await?;
+    for c in channels {
+        if matches!(c, ChannelSpec::InApp | ChannelSpec::Email) {
+            continue;
+        }
+        alerts::deliver(
+            &mut *tx,
+            alert,
+            NewDelivery {
+                event_id,
+                channel: c.kind(),
+                target_key: c.target_key(),
+                target: serde_json::to_value(c).unwrap_or_default(),
+                action: "trigger",
+                status: "queued",
+                notification_ids: Vec::new(),
+                run_at: now,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Tells every target `alert` triggered so far that it was acknowledged or
+/// resolved (`action`): outgoing calls for each, and for a resolution the
+/// admins again on the channels they heard it on.
+pub async fn follow_up(
+    tx: &mut sqlx::PgConnection,
+    jobs: &JobsConfig,
+    rule_name: &str,
+    alert: &Alert,
+    event_id: i64,
+    action: &str,
+    now: DateTime<Utc>,
+) -> Result<(), NoticeError> {
+    let targets = alerts::triggered(&mut *tx, alert.id).await?;
+    let mut admin_channels = Vec::new();
+    for (channel, target_key, target) in targets {
+        match channel.as_str() {
+            "in_app" => admin_channels.push(Channel::InApp),
+            "email" => admin_channels.push(Channel::Email),
+            _ => {
+                alerts::deliver(
+                    &mut *tx,
+                    alert,
+                    NewDelivery {
+                        event_id,
+                        channel: &channel,
+                        target_key,
+                        target,
+                        action,
+                        status: "queued",
+                        notification_ids: Vec::new(),
+                        run_at: now,
+                    },
+                )
+                .await?;
+            }
+        }
+    }
+    if action == "resolve" {
+        let wording = Wording {
+            rule: rule_name,
+            state: "resolved",
+        };
+        admins(tx, jobs, alert, event_id, &admin_channels, &wording, now).await?;
+    }
+    Ok(())
+}
+
+/// The organisation whose admins hear about `alert`.
+async fn audience(
+    tx: &mut sqlx::PgConnection,
+    alert: &Alert,
+) -> Result<Option<TenantId>, sqlx::Error> {
+    match alert.tenant_id {
+        Some(t) => Ok(Some(t)),
+        None => Ok(organizations::platform(&mut *tx).await?.map(|o| o.id)),
+    }
+}
+
+async fn admins(
+    tx: &mut sqlx::PgConnection,
+    jobs: &JobsConfig,
+    alert: &Alert,
+    event_id: i64,
+    channels: &[Channel],
+    wording: &Wording<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), NoticeError> {
+    if channels.is_empty() {
+        return Ok(());
+    }
+    let tenant = audience(tx, alert).await?;
+    let admins = match tenant {
+        Some(t) => users::admins(&mut *tx, t).await?,
+        None => Vec::new(),
+    };
+    let data = json!({
+        "alert_id": alert.id,
+        "rule": wording.rule,
+        "subject": alert.subject,
+        "severity": alert.severity,
+        "summary": alert.summary,
+        "state": wording.state,
+        "resolved": wording.state == "resolved",
+    });
+    let mut made: Vec<(Channel, NotificationId)> = Vec::new();
+    if let Some(tenant) = tenant {
+        for admin in &admins {
+            let subscriber = admin.to_string();
+            let key = format!("alert:{}:{event_id}:{admin}", alert.id);
+            let queued = notices::queue(
+                tx,
+                jobs,
+                tenant,
+                Notice {
+                    key: TEMPLATE_KEY,
+                    default: &ALERT,
+                    data: &data,
+                    channels,
+                    subscriber: Some(&subscriber),
+                    email: None,
+                    locale: None,
+                    metadata: json!({"alert_id": alert.id, "alert_state": wording.state}),
+                    idempotency_key: Some(&key),
+                },
+            )
+            .await?;
+            made.extend(queued.notifications);
+        }
+    }
+    for channel in channels {
+        let ids: Vec<uuid::Uuid> = made
+            .iter()
+            .filter(|(c, _)| c == channel)
+            .map(|(_, id)| id.0)
+            .collect();
+        let kind = if *channel == Channel::Email {
+            "email"
+        } else {
+            "in_app"
+        };
+        alerts::deliver(
+            &mut *tx,
+            alert,
+            NewDelivery {
+                event_id,
+                channel: kind,
+                target_key: "admins".to_owned(),
+                target: json!({"type": kind}),
+                action: if wording.state == "resolved" {
+                    "resolve"
+                } else {
+                    "trigger"
+                },
+                status: if ids.is_empty() { "skipped" } else { "sent" },
+                notification_ids: ids,
+                run_at: now,
+            },
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,775 @@
+//! Alert rules: what they watch, how they are checked on save, and the
+//! defaults every organisation gets.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+
+/// The longest window a rule may look back over.
+pub const MAX_WINDOW_SECS: i64 = 86_400;
+/// The longest cooldown.
+pub const MAX_COOLDOWN_SECS: i64 = 7 * 86_400;
+/// The most escalation levels a rule may have.
+pub const MAX_LEVELS: usize = 5;
+/// The most channels one level may notify.
+pub const MAX_CHANNELS: usize = 10;
+/// The latest an escalation level may come, in minutes after opening.
+pub const MAX_AFTER_MINUTES: i64 = 7 * 24 * 60;
+
+/// What a rule watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Percent of a channel's finished sends that failed for good over the
+    /// window (`queue_minutes`); subject: the channel.
+    FailureRate,
+    /// Seconds the oldest due item of a queue has waited; subject: the queue.
+    QueueOldestDueAge,
+    /// Items due in a queue and not yet handed to a worker; subject: the
+    /// queue.
+    QueueDepth,
+    /// The 99th percentile of accepted-to-sent latency over the window, in
+    /// milliseconds; subject: the channel.
+    LatencyP99,
+    /// Provider configs of a channel whose circuit breaker is open; subject:
+    /// the channel.
+    CircuitOpen,
+    /// Live worker processes serving a queue; fires *below* the threshold.
+    /// Subject: the queue.
+    NoWorkerAlive,
+    /// Days until the organisation's BAA expires (negative once expired);
+    /// fires at or below the threshold. Subject: the organisation.
+    BaaExpiring,
+    /// Items that failed for good within the window (every kind of work);
+    /// subject: `failed_work`.
+    FailedWork,
+}
+
+impl Metric {
+    /// Every metric.
+    pub const ALL: [Metric; 8] = [
+        Metric::FailureRate,
+        Metric::QueueOldestDueAge,
+        Metric::QueueDepth,
+        Metric::LatencyP99,
+        Metric::CircuitOpen,
+        Metric::NoWorkerAlive,
+        Metric::BaaExpiring,
+        Metric::FailedWork,
+    ];
+
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::FailureRate => "failure_rate",
+            Metric::QueueOldestDueAge => "queue_oldest_due_age",
+            Metric::QueueDepth => "queue_depth",
+            Metric::LatencyP99 => "latency_p99",
+            Metric::CircuitOpen => "circuit_open",
+            Metric::NoWorkerAlive => "no_worker_alive",
+            Metric::BaaExpiring => "baa_expiring",
+            Metric::FailedWork => "failed_work",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.as_str() == raw)
+    }
+
+    /// The thresholds a rule of this metric may use (inclusive).
+    pub fn threshold_range(self) -> (f64, f64) {
+        match self {
+            Metric::FailureRate => (0.01, 100.0),
+            Metric::QueueOldestDueAge => (1.0, 604_800.0),
+            Metric::QueueDepth | Metric::FailedWork => (1.0, 1e9),
+            Metric::LatencyP99 => (1.0, 3_600_000.0),
+            Metric::CircuitOpen | Metric::NoWorkerAlive => (1.0, 1_000.0),
+            Metric::BaaExpiring => (0.0, 365.0),
+        }
+    }
+
+    /// The unit of its threshold, for people.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Metric::FailureRate => "%",
+            Metric::QueueOldestDueAge => "s",
+            Metric::QueueDepth | Metric::FailedWork => "items",
+            Metric::LatencyP99 => "ms",
+            Metric::CircuitOpen => "open circuits",
+            Metric::NoWorkerAlive => "workers",
+            Metric::BaaExpiring => "days",
+        }
+    }
+
+    /// Whether `value` breaks `threshold`.
+    pub fn fires(self, value: f64, threshold: f64) -> bool {
+        match self {
+            Metric::NoWorkerAlive => value < threshold,
+            Metric::BaaExpiring => value <= threshold,
+            _ => value >= threshold,
+        }
+    }
+}
+
+/// How urgent an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Needs attention soon.
+    Warning,
+    /// Patients are affected now.
+    Critical,
+}
+
+impl Severity {
+    /// Its name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+
+    /// Parses a name.
+    pub fn parse(raw: &str) -> Option<Self> {
+        [Severity::Info, Severity::Warning, Severity::Critical]
+            .into_iter()
+            .find(|s| s.as_str() == raw)
+    }
+}
+
+/// Where a level's notifications go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChannelSpec {
+    /// The organisation's admins' in-app inboxes.
+    InApp,
+    /// The organisation's admins by email (always with in-app beside it, so
+    /// an alert about the email provider still arrives).
+    Email,
+    /// A signed POST to an HTTPS endpoint (the platform's webhook signature).
+    Webhook {
+        /// The endpoint.
+        url: String,
+        /// The signing secret the receiver checks with.
+        secret: String,
+    },
+    /// A Slack-compatible incoming webhook (`{"text": …}`).
+    Slack {
+        /// The incoming-webhook URL.
+        url: String,
+    },
+    /// PagerDuty Events API v2.
+    Pagerduty {
+        /// The integration's routing key.
+        routing_key: String,
+    },
+}
+
+impl ChannelSpec {
+    /// Its type name.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelSpec::InApp => "in_app",
+            ChannelSpec::Email => "email",
+            ChannelSpec::Webhook { .. } => "webhook",
+            ChannelSpec::Slack { .. } => "slack",
+            ChannelSpec::Pagerduty { .. } => "pagerduty",
+        }
+    }
+
+    /// What tells two targets of one type apart, without secrets.
+    pub fn target_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        match self {
+            ChannelSpec::InApp | ChannelSpec::Email => "admins".to_owned(),
+            ChannelSpec::Webhook { url, .. } | ChannelSpec::Slack { url } => {
+                hex::encode(&Sha256::digest(url.as_bytes())[..12])
+            }
+            ChannelSpec::Pagerduty { routing_key } => {
+                hex::encode(&Sha256::digest(routing_key.as_bytes())[..12])
+            }
+        }
+    }
+
+    /// A copy fit to show: URLs cut to their origin, secrets hidden.
+    pub fn masked(&self) -> Value {
+        let origin = |u: &str| {
+            url::Url::parse(u)
+                .map(|p| format!("{}/…", p.origin().ascii_serialization()))
+                .unwrap_or_else(|_| "…".to_owned())
+        };
+        match self {
+            ChannelSpec::InApp | ChannelSpec::Email => json!({"type": self.kind()}),
+            ChannelSpec::Webhook { url, .. } => {
+                json!({"type": "webhook", "url": origin(url), "secret": "whsec_…"})
+            }
+            ChannelSpec::Slack { url } => json!({"type": "slack", "url": origin(url)}),
+            ChannelSpec::Pagerduty { routing_key } => json!({
+                "type": "pagerduty",
+                "routing_key": format!("{}…", routing_key.chars().take(4).collect::<String>()),
+            }),
+        }
+    }
+}
+
+/// One escalation level.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Level {
+    /// Minutes after the alert opened, while unacknowledged.
+    pub after_minutes: i64,
+    /// Who is notified.
+    pub channels: Vec<ChannelSpec>,
+}
+
+/// A rule as the caller sent it: loosely typed, so every mistake gets its
+/// own precise message from [`RuleInput::check`].
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuleInput {
+    /// A name for people.
+    pub name: Option<String>,
+    /// The metric's name.
+    pub metric: Option<String>,
+    /// Narrows to one channel (failure rate, latency, circuits).
+    pub channel: Option<String>,
+    /// Narrows to one queue (age, depth, workers).
+    pub queue: Option<String>,
+    /// Fewest finished sends in the window for a failure rate to count.
+    pub min_events: Option<i64>,
+    /// The threshold, in the metric's unit.
+    pub threshold: Option<f64>,
+    /// Seconds to look back over.
+    pub window_secs: Option<i64>,
+    /// `info`, `warning` or `critical`.
+    pub severity: Option<String>,
+    /// Seconds after an alert resolves before it may open again.
+    pub cooldown_secs: Option<i64>,
+    /// The escalation levels.
+    pub escalation: Option<Vec<Value>>,
+    /// Whether the rule is evaluated.
+    pub enabled: Option<bool>,
+}
+
+/// A checked rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleSpec {
+    /// A name for people.
+    pub name: String,
+    /// What it watches.
+    pub metric: Metric,
+    /// `channel`, `queue` and `min_events` narrowing the metric.
+    pub scope: Value,
+    /// The threshold.
+    pub threshold: f64,
+    /// Seconds to look back over.
+    pub window_secs: i32,
+    /// How urgent.
+    pub severity: Severity,
+    /// Seconds before the same alert may open again.
+    pub cooldown_secs: i32,
+    /// The levels, by `after_minutes`.
+    pub escalation: Vec<Level>,
+    /// Whether it is evaluated.
+    pub enabled: bool,
+}
+
+/// The channels failure rates, latencies and circuits are kept for.
+pub const CHANNELS: &[&str] = &["email", "sms", "push", "whatsapp", "inapp"];
+
+/// One field's problem.
+pub type Problem = (String, String);
+
+impl RuleInput {
+    /// Checks every field; the problems, one per field, when any. URLs are
+    /// checked for form here; the caller resolves hosts
+    /// ([`crate::webhooks::check_endpoint`]).
+    pub fn check(self, allow_loopback: bool) -> Result<RuleSpec, Vec<Problem>> {
+        let mut problems: Vec<Problem> = Vec::new();
+        let mut bad = |f: &str, why: String| problems.push((f.to_owned(), why));
+        let name = match self.name.map(|n| n.trim().to_owned()) {
+            Some(n) if (1..=200).contains(&n.chars().count()) => n,
+            Some(_) => {
+                bad("name", "must be 1 to 200 characters".into());
+                String::new()
+            }
+            None => {
+                bad("name", "is required".into());
+                String::new()
+            }
+        };
+        let metric = match self.metric.as_deref() {
+            None => {
+                bad("metric", "is required".into());
+                None
+            }
+            Some(m) => match Metric::parse(m) {
+                Some(m) => Some(m),
+                None => {
+                    let known: Vec<&str> = Metric::ALL.iter().map(|m| m.as_str()).collect();
+                    bad(
+                        "metric",
+                        format!("unknown metric; one of {}", known.join(", ")),
+                    );
+                    None
+                }
+            },
+        };
+        let mut scope = serde_json::Map::new();
+        if let Some(c) = self.channel {
+            if !matches!(
+                metric,
+                Some(Metric::FailureRate | Metric::LatencyP99 | Metric::CircuitOpen)
+            ) {
+                bad(
+                    "channel",
+                    "applies to failure_rate, latency_p99 and circuit_open only".into(),
+                );
+            } else if !CHANNELS.contains(&c.as_str()) {
+                bad("channel", format!("must be one of {}", CHANNELS.join(", ")));
+            } else {
+                scope.insert("channel".into(), c.into());
+            }
+        }
+        if let Some(q) = self.queue {
+            if !matches!(
+                metric,
+                Some(Metric::QueueOldestDueAge | Metric::QueueDepth | Metric::NoWorkerAlive)
+            ) {
+                bad(
+                    "queue",
+                    "applies to queue_oldest_due_age, queue_depth and no_worker_alive only".into(),
+                );
+            } else if !crate::jobs::QueueName::ALL.iter().any(|n| n.as_str() == q) {
+                bad("queue", "is not a queue of the platform".into());
+            } else {
+                scope.insert("queue".into(), q.into());
+            }
+        }
+        if let Some(n) = self.min_events {
+            if metric != Some(Metric::FailureRate) {
+                bad("min_events", "applies to failure_rate only".into());
+            } else if !(1..=1_000_000).contains(&n) {
+                bad("min_events", "must be 1 to 1000000".into());
+            } else {
+                scope.insert("min_events".into(), n.into());
+            }
+        }
+        let threshold = match (self.threshold, metric) {
+            (None, _) => {
+                bad("threshold", "is required".into());
+                0.0
+            }
+            (Some(t), Some(m)) => {
+                let (lo, hi) = m.threshold_range();
+                if !t.is_finite() || t < lo || t > hi {
+                    bad(
+                        "threshold",
+                        format!("must be {lo} to {hi} ({}) for {}", m.unit(), m.as_str()),
+                    );
+                }
+                t
+            }
+            (Some(t), None) => t,
+        };
+        let window_secs = match self.window_secs {
+            None => {
+                bad("window_secs", "is required".into());
+                0
+            }
+            Some(w) if w <= 0 => {
+                bad("window_secs", "must be positive".into());
+                0
+            }
+            Some(w) if w > MAX_WINDOW_SECS => {
+                bad("window_secs", "must be at most 86400 (24 hours)".into());
+                0
+            }
+            Some(w) => w as i32,
+        };
+        let severity = match self.severity.as_deref() {
+            None => Severity::Warning,
+            Some(s) => Severity::parse(s).unwrap_or_else(|| {
+                bad("severity", "must be info, warning or critical".into());
+                Severity::Warning
+            }),
+        };
+        let cooldown_secs = match self.cooldown_secs.unwrap_or(900) {
+            c if (0..=MAX_COOLDOWN_SECS).contains(&c) => c as i32,
+            _ => {
+                bad("cooldown_secs", "must be 0 to 604800 (7 days)".into());
+                0
+            }
+        };
+        let escalation = match self.escalation {
+            None => vec![Level {
+                after_minutes: 0,
+                channels: vec![ChannelSpec::InApp, ChannelSpec::Email],
+            }],
+            Some(levels) => check_levels(levels, allow_loopback, &mut bad),
+        };
+        if problems.is_empty() {
+            Ok(RuleSpec {
+                name,
+                metric: metric.unwrap_or(Metric::FailureRate),
+                scope: Value::Object(scope),
+                threshold,
+                window_secs,
+                severity,
+                cooldown_secs,
+                escalation,
+                enabled: self.enabled.unwrap_or(true),
+            })
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn check_levels(
+    raw: Vec<Value>,
+    allow_loopback: bool,
+    bad: &mut impl FnMut(&str, String),
+) -> Vec<Level> {
+    if raw.is_empty() || raw.len() > MAX_LEVELS {
+        bad("escalation", format!("must have 1 to {MAX_LEVELS} levels"));
+        return Vec::new();
+    }
+    let mut levels: Vec<Level> = Vec::new();
+    for (i, value) in raw.into_iter().enumerate() {
+        let field = format!("escalation[{i}]");
+        let mut level: Level = match serde_json::from_value(value) {
+            Ok(l) => l,
+            Err(e) => {
+                bad(&field, format!("is not a level: {e}"));
+                continue;
+            }
+        };
+        if !(0..=MAX_AFTER_MINUTES).contains(&level.after_minutes) {
+            bad(
+                &format!("{field}.after_minutes"),
+                format!("must be 0 to {MAX_AFTER_MINUTES}"),
+            );
+        } else if levels
+            .last()
+            .is_some_and(|p| p.after_minutes >= level.after_minutes)
+        {
+            bad(
+                &format!("{field}.after_minutes"),
+                "must be later than the level before".into(),
+            );
+        }
+        if level.channels.is_empty() || level.channels.len() > MAX_CHANNELS {
+            bad(
+                &format!("{field}.channels"),
+                format!("must have 1 to {MAX_CHANNELS} channels"),
+            );
+        }
+        for (j, c) in level.channels.iter().enumerate() {
+            let at = format!("{field}.channels[{j}]");
+            match c {
+                ChannelSpec::Webhook { url, secret } => {
+                    if let Err(why) = crate::webhooks::check_url(url, allow_loopback) {
+                        bad(&format!("{at}.url"), why);
+                    }
+                    if !(16..=200).contains(&secret.len()) {
+                        bad(
+                            &format!("{at}.secret"),
+                            "must be 16 to 200 characters".into(),
+                        );
+                    }
+                }
+                ChannelSpec::Slack { url } => {
+                    if let Err(why) = crate::webhooks::check_url(url, allow_loopback) {
+                        bad(&format!("{at}.url"), why);
+                    }
+                }
+                ChannelSpec::Pagerduty { routing_key } => {
+                    if !(1..=64).contains(&routing_key.len())
+                        || !routing_key.chars().all(|c| c.is_ascii_alphanumeric())
+                    {
+                        bad(
+                            &format!("{at}.routing_key"),
+                            "must be 1 to 64 letters and digits".into(),
+                        );
+                    }
+                }
+                ChannelSpec::InApp | ChannelSpec::Email => {}
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        if !level
+            .channels
+            .iter()
+            .all(|c| seen.insert((c.kind(), c.target_key())))
+        {
+            bad(
+                &format!("{field}.channels"),
+                "names the same target twice".into(),
+            );
+        }
+        // Email never goes alone: an alert about the email provider must
+        // still reach someone.
+        if level.channels.contains(&ChannelSpec::Email)
+            && !level.channels.contains(&ChannelSpec::InApp)
+        {
+            level.channels.insert(0, ChannelSpec::InApp);
+        }
+        levels.push(level);
+    }
+    levels
+}
+
+/// A stored rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation; `None` for a platform-wide rule.
+    pub tenant_id: Option<TenantId>,
+    /// The rule.
+    pub spec: RuleSpec,
+    /// The default it started as (`high_failure_rate`, …).
+    pub builtin: Option<String>,
+    /// Who created it (an audit actor, `system` for defaults).
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Rule {
+    /// The `channel` it narrows to.
+    pub fn channel(&self) -> Option<&str> {
+        self.spec.scope.get("channel").and_then(Value::as_str)
+    }
+
+    /// The `queue` it narrows to.
+    pub fn queue(&self) -> Option<&str> {
+        self.spec.scope.get("queue").and_then(Value::as_str)
+    }
+
+    /// Fewest sends for a failure rate to count (default 20).
+    pub fn min_events(&self) -> i64 {
+        self.spec
+            .scope
+            .get("min_events")
+            .and_then(Value::as_i64)
+            .unwrap_or(20)
+    }
+}
+
+/// The default rules: `(builtin key, spec)`. Each notifies the
+/// organisation's admins in-app and by email at once.
+pub fn defaults() -> Vec<(&'static str, RuleSpec)> {
+    let admins = vec![Level {
+        after_minutes: 0,
+        channels: vec![ChannelSpec::InApp, ChannelSpec::Email],
+    }];
+    let spec =
+        |name: &str, metric, scope: Value, threshold, window_secs, severity, cooldown| RuleSpec {
+            name: name.to_owned(),
+            metric,
+            scope,
+            threshold,
+            window_secs,
+            severity,
+            cooldown_secs: cooldown,
+            escalation: admins.clone(),
+            enabled: true,
+        };
+    vec![
+        (
+            "high_failure_rate",
+            spec(
+                "High failure rate",
+                Metric::FailureRate,
+                json!({"min_events": 20}),
+                25.0,
+                900,
+                Severity::Critical,
+                1800,
+            ),
+        ),
+        (
+            "stuck_queue",
+            spec(
+                "Stuck queue",
+                Metric::QueueOldestDueAge,
+                json!({}),
+                900.0,
+                300,
+                Severity::Warning,
+                1800,
+            ),
+        ),
+        (
+            "breaker_open",
+            spec(
+                "Provider circuit breaker open",
+                Metric::CircuitOpen,
+                json!({}),
+                1.0,
+                60,
+                Severity::Critical,
+                900,
+            ),
+        ),
+        (
+            "baa_expiring",
+            spec(
+                "BAA expiring",
+                Metric::BaaExpiring,
+                json!({}),
+                30.0,
+                86_400,
+                Severity::Warning,
+                86_400,
+            ),
+        ),
+    ]
+}
+
+/// Creates the default rules of every organisation that never had them
+/// (of `tenant` only, when given); returns how many organisations got them.
+pub async fn ensure_defaults(
+    db: &mut sqlx::PgConnection,
+    tenant: Option<TenantId>,
+) -> Result<u64, sqlx::Error> {
+    let fresh: Vec<TenantId> = sqlx::query_scalar(
+        "insert into alert_rule_defaults (tenant_id)
+         select id from tenants where ($1::uuid is null or id = $1)
+         on conflict do nothing returning tenant_id",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *db)
+    .await?;
+    for t in &fresh {
+        for (key, spec) in defaults() {
+            crate::db::alerts::insert_rule(&mut *db, Some(*t), &spec, Some(key), "system").await?;
+        }
+    }
+    Ok(fresh.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(v: Value) -> RuleInput {
+        let mut base =
+            json!({"name": "r", "metric": "failure_rate", "threshold": 10.0, "window_secs": 60});
+        for (k, x) in v.as_object().unwrap() {
+            base[k] = x.clone();
+        }
+        RuleInput {
+            name: base["name"].as_str().map(str::to_owned),
+            metric: base["metric"].as_str().map(str::to_owned),
+            channel: base["channel"].as_str().map(str::to_owned),
+            queue: base["queue"].as_str().map(str::to_owned),
+            min_events: base["min_events"].as_i64(),
+            threshold: base["threshold"].as_f64(),
+            window_secs: base["window_secs"].as_i64(),
+            severity: base["severity"].as_str().map(str::to_owned),
+            cooldown_secs: base["cooldown_secs"].as_i64(),
+            escalation: base["escalation"].as_array().cloned(),
+            enabled: base["enabled"].as_bool(),
+        }
+    }
+
+    fn fields(v: Value) -> Vec<String> {
+        input(v)
+            .check(false)
+            .expect_err("refused")
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect()
+    }
+
+    #[test]
+    fn a_valid_rule_gets_in_app_beside_email_and_defaults() {
+        let spec =
+            input(json!({"escalation": [{"after_minutes": 0, "channels": [{"type": "email"}]}]}))
+                .check(false)
+                .unwrap();
+        assert_eq!(
+            spec.escalation[0].channels,
+            [ChannelSpec::InApp, ChannelSpec::Email]
+        );
+        assert_eq!(spec.severity, Severity::Warning);
+        assert_eq!(spec.cooldown_secs, 900);
+        assert!(spec.enabled);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        assert_eq!(fields(json!({"metric": "cpu"})), ["metric"]);
+        assert_eq!(fields(json!({"window_secs": 0})), ["window_secs"]);
+        assert_eq!(fields(json!({"window_secs": -1})), ["window_secs"]);
+        assert_eq!(fields(json!({"window_secs": 86_401})), ["window_secs"]);
+        assert_eq!(fields(json!({"threshold": 100.5})), ["threshold"]);
+        assert_eq!(
+            fields(json!({"metric": "baa_expiring", "threshold": 400})),
+            ["threshold"]
+        );
+        assert_eq!(fields(json!({"queue": "sms"})), ["queue"]);
+        assert_eq!(
+            fields(json!({"metric": "queue_depth", "threshold": 5, "queue": "nope"})),
+            ["queue"]
+        );
+        assert_eq!(
+            fields(json!({"escalation": [{"after_minutes": 0, "channels": [
+                {"type": "slack", "url": "https://127.0.0.1/x"}]}]})),
+            ["escalation[0].channels[0].url"]
+        );
+        assert_eq!(
+            fields(json!({"escalation": [{"after_minutes": 0, "channels": [
+                {"type": "in_app"}, {"type": "in_app"}]}]})),
+            ["escalation[0].channels"]
+        );
+    }
+
+    #[test]
+    fn thresholds_compare_the_way_each_metric_reads() {
+        assert!(Metric::FailureRate.fires(25.0, 25.0));
+        assert!(!Metric::FailureRate.fires(24.9, 25.0));
+        assert!(Metric::NoWorkerAlive.fires(0.0, 1.0));
+        assert!(!Metric::NoWorkerAlive.fires(1.0, 1.0));
+        assert!(Metric::BaaExpiring.fires(-3.0, 30.0));
+        assert!(!Metric::BaaExpiring.fires(31.0, 30.0));
+    }
+
+    #[test]
+    fn the_defaults_pass_their_own_checks() {
+        for (_, spec) in defaults() {
+            let (lo, hi) = spec.metric.threshold_range();
+            assert!(
+                spec.threshold >= lo && spec.threshold <= hi,
+                "{}",
+                spec.name
+            );
+            assert!(spec.window_secs > 0 && i64::from(spec.window_secs) <= MAX_WINDOW_SECS);
+        }
+    }
+
+    #[test]
+    fn masked_channels_keep_no_secret() {
+        let c = ChannelSpec::Webhook {
+            url: "https://hooks.example.org/secret/path".into(),
+            secret: "whsec_abcdefghijklmnop".into(),
+        };
+        let shown = c.masked().to_string();
+        assert!(
+            !shown.contains("secret/path") && !shown.contains("abcdefghijklmnop"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,749 @@
+//! Alert rules, alerts, their transitions and their deliveries
+//! ([`crate::alerts`]).
+//!
+//! `scope` arguments confine a read or change to one organisation's rows
+//! (`Some`) or let it see every row, platform-wide ones included (`None`,
+//! platform admins and the evaluator).
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgExecutor, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::{
+    alerts::{Level, Metric, Rule, RuleSpec, Severity},
+    domain::TenantId,
+};
+
+#[derive(sqlx::FromRow)]
+struct RuleRow {
+    id: Uuid,
+    tenant_id: Option<TenantId>,
+    name: String,
+    metric: String,
+    scope: Value,
+    threshold: f64,
+    window_secs: i32,
+    severity: String,
+    cooldown_secs: i32,
+    escalation: Value,
+    enabled: bool,
+    builtin: Option<String>,
+    created_by: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<RuleRow> for Rule {
+    fn from(r: RuleRow) -> Self {
+        Rule {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            spec: RuleSpec {
+                name: r.name,
+                metric: Metric::parse(&r.metric).unwrap_or(Metric::FailureRate),
+                scope: r.scope,
+                threshold: r.threshold,
+                window_secs: r.window_secs,
+                severity: Severity::parse(&r.severity).unwrap_or(Severity::Warning),
+                cooldown_secs: r.cooldown_secs,
+                escalation: serde_json::from_value::<Vec<Level>>(r.escalation).unwrap_or_default(),
+                enabled: r.enabled,
+            },
+            builtin: r.builtin,
+            created_by: r.created_by,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+const RULE_COLUMNS: &str = "id, tenant_id, name, metric, scope, threshold, window_secs, severity,
+    cooldown_secs, escalation, enabled, builtin, created_by, created_at, updated_at";
+
+/// Stores a new rule; returns its id.
+#[tracing::instrument(skip_all)]
+pub async fn insert_rule(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    spec: &RuleSpec,
+    builtin: Option<&str>,
+    by: &str,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into alert_rules (id, tenant_id, name, metric, scope, threshold, window_secs,
+             severity, cooldown_secs, escalation, enabled, builtin, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(&spec.name)
+    .bind(spec.metric.as_str())
+    .bind(&spec.scope)
+    .bind(spec.threshold)
+    .bind(spec.window_secs)
+    .bind(spec.severity.as_str())
+    .bind(spec.cooldown_secs)
+    .bind(serde_json::to_value(&spec.escalation).unwrap_or_default())
+    .bind(spec.enabled)
+    .bind(builtin)
+    .bind(by)
+    .execute(db)
+    .await?;
+    Ok(id)
+}
+
+/// Replaces rule `id`'s definition; `None` when `scope` has no such rule.
+#[tracing::instrument(skip_all)]
+pub async fn update_rule(
+    db: impl PgExecutor<'_>,
+    scope: Option<TenantId>,
+    id: Uuid,
+    spec: &RuleSpec,
+) -> Result<Option<Rule>, sqlx::Error> {
+    let row: Option<RuleRow> = sqlx::query_as(&format!(
+        "update alert_rules set name = $3, metric = $4, scope = $5, threshold = $6,
+             window_secs = $7, severity = $8, cooldown_secs = $9, escalation = $10, enabled = $11
+         where id = $2 and ($1::uuid is null or tenant_id = $1)
+         returning {RULE_COLUMNS}"
+    ))
+    .bind(scope)
+    .bind(id)
+    .bind(&spec.name)
+    .bind(spec.metric.as_str())
+    .bind(&spec.scope)
+    .bind(spec.threshold)
+    .bind(spec.window_secs)
+    .bind(spec.severity.as_str())
+    .bind(spec.cooldown_secs)
+    .bind(serde_json::to_value(&spec.escalation).unwrap_or_default())
+    .bind(spec.enabled)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// Deletes rule `id` with its alerts; false when `scope` has no such rule.
+#[tracing::instrument(skip_all)]
+pub async fn delete_rule(
+    db: impl PgExecutor<'_>,
+    scope: Option<TenantId>,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "delete from alert_rules where id = $2 and ($1::uuid is null or tenant_id = $1)",
+    )
+    .bind(scope)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Rule `id`, if `scope` has it.
+#[tracing::instrument(skip_all)]
+pub async fn get_rule(
+    db: impl PgExecutor<'_>,
+    scope: Option<TenantId>,
+    id: Uuid,
+) -> Result<Option<Rule>, sqlx::Error> {
+    let row: Option<RuleRow> = sqlx::query_as(&format!(
+        "select {RULE_COLUMNS} from alert_rules
+         where id = $2 and ($1::uuid is null or tenant_id = $1)"
+    ))
+    .bind(scope)
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Into::into))
+}
+
+/// Rules of `scope` (every rule for `None`), or of exactly `only` (`Some(None)`:
+/// platform-wide rules), oldest first, at most 1,000.
+#[tracing::instrument(skip_all)]
+pub async fn list_rules(
+    db: impl PgExecutor<'_>,
+    scope: Option<TenantId>,
+    only: Option<Option<TenantId>>,
+) -> Result<Vec<Rule>, sqlx::Error> {
+    let mut qb =
+        QueryBuilder::<Postgres>::new(format!("select {RULE_COLUMNS} from alert_rules where true"));
+    if let Some(t) = scope {
+        qb.push(" and tenant_id = ").push_bind(t);
+    }
+    match only {
+        None => {}
+        Some(None) => {
+            qb.push(" and tenant_id is null");
+        }
+        Some(Some(t)) => {
+            qb.push(" and tenant_id = ").push_bind(t);
+        }
+    }
+    qb.push(" order by created_at, id limit 1000");
+    let rows: Vec<RuleRow> = qb.build_query_as().fetch_all(db).await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// Claims up to `limit` enabled rules not yet evaluated for `period`; rules
+/// a rival evaluator is claiming are skipped, so each rule is claimed once
+/// per period.
+#[tracing::instrument(skip_all)]
+pub async fn claim_rules(
+    db: impl PgExecutor<'_>,
+    period: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Rule>, sqlx::Error> {
+    let rows: Vec<RuleRow> = sqlx::query_as(&format!(
+        "update alert_rules set evaluated_for = $1
+         where id in (select id from alert_rules
+                      where enabled and (evaluated_for is null or evaluated_for < $1)
+                      order by id limit $2 for update skip locked)
+         returning {RULE_COLUMNS}"
+    ))
+    .bind(period)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
+/// An alert.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Alert {
+    /// Its id (PagerDuty's dedup key).
+    pub id: Uuid,
+    /// Its organisation (`None`: platform-wide).
+    pub tenant_id: Option<TenantId>,
+    /// The rule that opened it.
+    pub rule_id: Uuid,
+    /// What it is about (a channel, queue, organisation).
+    pub subject: String,
+    /// `open`, `acknowledged` or `resolved`.
+    pub status: String,
+    /// The rule's severity when it opened.
+    pub severity: String,
+    /// What is wrong, for people.
+    pub summary: String,
+    /// The metric's latest value.
+    pub value: f64,
+    /// Escalation levels notified so far.
+    pub level: i32,
+    /// Opened.
+    pub opened_at: DateTime<Utc>,
+    /// Acknowledged.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// By whom.
+    pub acknowledged_by: Option<String>,
+    /// Resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// By whom (`auto`: the condition cleared).
+    pub resolved_by: Option<String>,
+}
+
+const ALERT_COLUMNS: &str = "id, tenant_id, rule_id, subject, status, severity, summary, value,
+    level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by";
+
+/// Rule `rule`'s unresolved alerts.
+pub async fn active(db: impl PgExecutor<'_>, rule: Uuid) -> Result<Vec<Alert>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {ALERT_COLUMNS} from alerts where rule_id = $1 and status <> 'resolved'
+         order by subject for update"
+    ))
+    .bind(rule)
+    .fetch_all(db)
+    .await
+}
+
+/// When the last alert of `rule` about `subject` resolved.
+pub async fn last_resolved(
+    db: impl PgExecutor<'_>,
+    rule: Uuid,
+    subject: &str,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select max(resolved_at) from alerts where rule_id = $1 and subject = $2
+         and status = 'resolved'",
+    )
+    .bind(rule)
+    .bind(subject)
+    .fetch_one(db)
+    .await
+}
+
+/// Opens an alert; `None` when one is open for the rule and subject.
+#[expect(clippy::too_many_arguments)]
+pub async fn open(
+    db: impl PgExecutor<'_>,
+    tenant: Option<TenantId>,
+    rule: Uuid,
+    subject: &str,
+    severity: Severity,
+    summary: &str,
+    value: f64,
+    at: DateTime<Utc>,
+) -> Result<Option<Alert>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into alerts (id, tenant_id, rule_id, subject, status, severity, summary, value,
+             opened_at)
+         values ($1, $2, $3, $4, 'open', $5, $6, $7, $8)
+         on conflict (rule_id, subject) where status <> 'resolved' do nothing
+         returning {ALERT_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(rule)
+    .bind(subject)
+    .bind(severity.as_str())
+    .bind(summary)
+    .bind(value)
+    .bind(at)
+    .fetch_optional(db)
+    .await
+}
+
+/// Notes the metric's latest value of an unresolved alert.
+pub async fn set_value(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    value: f64,
+    summary: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update alerts set value = $2, summary = $3 where id = $1 and status <> 'resolved'",
+    )
+    .bind(id)
+    .bind(value)
+    .bind(summary)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Notes that `level` levels were notified.
+pub async fn set_level(db: impl PgExecutor<'_>, id: Uuid, level: i32) -> Result<(), sqlx::Error> {
+    sqlx::query("update alerts set level = greatest(level, $2) where id = $1")
+        .bind(id)
+        .bind(level)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Acknowledges or resolves alert `id` of `scope` by `by` at `at`; the alert
+/// after the change, or `Err(status)` with its status when it cannot move
+/// (already acknowledged or resolved), or `Ok(None)` when there is none.
+pub async fn transition(
+    db: &mut sqlx::PgConnection,
+    scope: Option<TenantId>,
+    id: Uuid,
+    to: &str,
+    by: &str,
+    at: DateTime<Utc>,
+) -> Result<Option<Result<Alert, String>>, sqlx::Error> {
+    let current: Option<Alert> = sqlx::query_as(&format!(
+        "select {ALERT_COLUMNS} from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)
+         for update"
+    ))
+    .bind(scope)
+    .bind(id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(current) = current else {
+        return Ok(None);
+    };
+    let allowed = match to {
+        "acknowledged" => current.status == "open",
+        _ => current.status != "resolved",
+    };
+    if !allowed {
+        return Ok(Some(Err(current.status)));
+    }
+    let sql = if to == "acknowledged" {
+        "update alerts set status = 'acknowledged', acknowledged_at = $2, acknowledged_by = $3"
+    } else {
+        "update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3"
+    };
+    let alert: Alert = sqlx::query_as(&format!("{sql} where id = $1 returning {ALERT_COLUMNS}"))
+        .bind(id)
+        .bind(at)
+        .bind(by)
+        .fetch_one(&mut *db)
+        .await?;
+    Ok(Some(Ok(alert)))
+}
+
+/// Records a transition; returns its id.
+pub async fn event(
+    db: impl PgExecutor<'_>,
+    alert: &Alert,
+    kind: &str,
+    level: Option<i32>,
+    actor: &str,
+    at: DateTime<Utc>,
+    details: Value,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "insert into alert_events (alert_id, tenant_id, kind, level, actor, at, details)
+         values ($1, $2, $3, $4, $5, $6, $7) returning id",
+    )
+    .bind(alert.id)
+    .bind(alert.tenant_id)
+    .bind(kind)
+    .bind(level)
+    .bind(actor)
+    .bind(at)
+    .bind(details)
+    .fetch_one(db)
+    .await
+}
+
+/// One notification of a transition.
+#[derive(Debug, Clone)]
+pub struct NewDelivery<'a> {
+    /// The transition.
+    pub event_id: i64,
+    /// `in_app`, `email`, `webhook`, `slack`, `pagerduty`.
+    pub channel: &'a str,
+    /// Tells targets of one channel apart.
+    pub target_key: String,
+    /// The channel's spec (URL, key), for the sender.
+    pub target: Value,
+    /// `trigger`, `acknowledge` or `resolve`.
+    pub action: &'a str,
+    /// `queued` for outgoing calls, `sent` when handed to the platform's
+    /// notifications, `skipped` when nobody could be reached.
+    pub status: &'a str,
+    /// The platform notifications it became.
+    pub notification_ids: Vec<Uuid>,
+    /// When it is due.
+    pub run_at: DateTime<Utc>,
+}
+
+/// Records a delivery; false when the transition already has it.
+pub async fn deliver(
+    db: impl PgExecutor<'_>,
+    alert: &Alert,
+    d: NewDelivery<'_>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "insert into alert_deliveries (id, alert_id, event_id, tenant_id, channel, target_key,
+             target, action, status, notification_ids, run_at, sent_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                 case when $9 = 'sent' then $11 end)
+         on conflict on constraint alert_deliveries_once do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(alert.id)
+    .bind(d.event_id)
+    .bind(alert.tenant_id)
+    .bind(d.channel)
+    .bind(&d.target_key)
+    .bind(&d.target)
+    .bind(d.action)
+    .bind(d.status)
+    .bind(&d.notification_ids)
+    .bind(d.run_at)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The outgoing targets alert `id` triggered so far: `(channel, target_key,
+/// target)`.
+pub async fn triggered(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Vec<(String, String, Value)>, sqlx::Error> {
+    sqlx::query_as(
+        "select distinct on (channel, target_key) channel, target_key, target
+         from alert_deliveries where alert_id = $1 and action = 'trigger'
+         order by channel, target_key, created_at",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await
+}
+
+/// Which alerts to list: every field narrows.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// One organisation (the caller's, for an organisation admin).
+    pub tenant: Option<TenantId>,
+    /// `open`, `acknowledged` or `resolved`.
+    pub status: Option<String>,
+    /// `info`, `warning` or `critical`.
+    pub severity: Option<String>,
+    /// One rule.
+    pub rule: Option<Uuid>,
+    /// Opened at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Opened before.
+    pub until: Option<DateTime<Utc>>,
+    /// After this `(opened_at, id)` in newest-first order.
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// Alerts matching `filter`, newest first, at most `limit`.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    filter: &Filter,
+    limit: i64,
+) -> Result<Vec<Alert>, sqlx::Error> {
+    let mut qb =
+        QueryBuilder::<Postgres>::new(format!("select {ALERT_COLUMNS} from alerts where true"));
+    if let Some(t) = filter.tenant {
+        qb.push(" and tenant_id = ").push_bind(t);
+    }
+    if let Some(s) = &filter.status {
+        qb.push(" and status = ").push_bind(s.clone());
+    }
+    if let Some(s) = &filter.severity {
+        qb.push(" and severity = ").push_bind(s.clone());
+    }
+    if let Some(r) = filter.rule {
+        qb.push(" and rule_id = ").push_bind(r);
+    }
+    if let Some(s) = filter.since {
+        qb.push(" and opened_at >= ").push_bind(s);
+    }
+    if let Some(u) = filter.until {
+        qb.push(" and opened_at < ").push_bind(u);
+    }
+    if let Some((at, id)) = filter.after {
+        qb.push(" and (opened_at, id) < (")
+            .push_bind(at)
+            .push(", ")
+            .push_bind(id)
+            .push(")");
+    }
+    qb.push(" order by opened_at desc, id desc limit ")
+        .push_bind(limit);
+    qb.build_query_as().fetch_all(db).await
+}
+
+/// Alert `id`, if `scope` has it.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    scope: Option<TenantId>,
+    id: Uuid,
+) -> Result<Option<Alert>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {ALERT_COLUMNS} from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)"
+    ))
+    .bind(scope)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// One transition.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Event {
+    /// Its id.
+    pub id: i64,
+    /// `opened`, `escalated`, `acknowledged` or `resolved`.
+    pub kind: String,
+    /// The escalation level it notified.
+    pub level: Option<i32>,
+    /// `evaluator`, `auto` or an audit actor.
+    pub actor: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The metric's value and threshold.
+    pub details: Value,
+}
+
+/// One notification of a transition, as recorded.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delivery {
+    /// Its id.
+    pub id: Uuid,
+    /// The transition.
+    pub event_id: i64,
+    /// The channel.
+    pub channel: String,
+    /// `trigger`, `acknowledge` or `resolve`.
+    pub action: String,
+    /// `queued`, `sending`, `sent`, `failed` or `skipped`.
+    pub status: String,
+    /// Calls made.
+    pub attempts: i32,
+    /// The last answer's status code.
+    pub response_status: Option<i32>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// The platform notifications it became (in-app, email).
+    pub notification_ids: Vec<Uuid>,
+    /// When it was sent.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Alert `id`'s transitions and notifications, oldest first.
+#[tracing::instrument(skip_all)]
+pub async fn history(
+    db: &mut sqlx::PgConnection,
+    id: Uuid,
+) -> Result<(Vec<Event>, Vec<Delivery>), sqlx::Error> {
+    let events = sqlx::query_as(
+        "select id, kind, level, actor, at, details from alert_events
+         where alert_id = $1 order by id",
+    )
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?;
+    let deliveries = sqlx::query_as(
+        "select id, event_id, channel, action, status, attempts, response_status, last_error,
+                notification_ids, sent_at
+         from alert_deliveries where alert_id = $1 order by event_id, channel, target_key",
+    )
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok((events, deliveries))
+}
+
+/// Alert counts and response times.
+#[derive(Debug, Clone, Default)]
+pub struct Statistics {
+    /// Unresolved alerts per severity: `(severity, count)`.
+    pub open_by_severity: Vec<(String, i64)>,
+    /// Mean seconds from opening to acknowledgement, over alerts opened in
+    /// the window and acknowledged.
+    pub mean_secs_to_acknowledge: Option<f64>,
+    /// Mean seconds from opening to resolution, over alerts opened in the
+    /// window and resolved.
+    pub mean_secs_to_resolve: Option<f64>,
+    /// Alerts opened in the window.
+    pub opened: i64,
+}
+
+/// Statistics of `tenant` (every alert for `None`) over alerts opened in
+/// `[since, until)`; open counts are of now.
+#[tracing::instrument(skip_all)]
+pub async fn statistics(
+    db: &mut sqlx::PgConnection,
+    tenant: Option<TenantId>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Statistics, sqlx::Error> {
+    let open_by_severity = sqlx::query_as(
+        "select severity, count(*) from alerts
+         where status <> 'resolved' and ($1::uuid is null or tenant_id = $1)
+         group by severity order by severity",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *db)
+    .await?;
+    let (ack, resolve, opened): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
+        "select avg(extract(epoch from acknowledged_at - opened_at))::float8,
+                avg(extract(epoch from resolved_at - opened_at))::float8,
+                count(*)
+         from alerts
+         where ($1::uuid is null or tenant_id = $1) and opened_at >= $2 and opened_at < $3",
+    )
+    .bind(tenant)
+    .bind(since)
+    .bind(until)
+    .fetch_one(&mut *db)
+    .await?;
+    Ok(Statistics {
+        open_by_severity,
+        mean_secs_to_acknowledge: ack,
+        mean_secs_to_resolve: resolve,
+        opened,
+    })
+}
+
+/// An outgoing call to make.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Outgoing {
+    /// The delivery.
+    pub id: Uuid,
+    /// The alert.
+    pub alert_id: Uuid,
+    /// `webhook`, `slack` or `pagerduty`.
+    pub channel: String,
+    /// The channel's spec.
+    pub target: Value,
+    /// `trigger`, `acknowledge` or `resolve`.
+    pub action: String,
+    /// Calls made before this one.
+    pub attempts: i32,
+    /// The transition's kind.
+    pub kind: String,
+    /// The alert's organisation.
+    pub tenant_id: Option<TenantId>,
+    /// The alert's subject.
+    pub subject: String,
+    /// The alert's severity.
+    pub severity: String,
+    /// The alert's summary.
+    pub summary: String,
+    /// The alert's status now.
+    pub status: String,
+    /// The rule's name.
+    pub rule_name: String,
+    /// When the transition happened.
+    pub at: DateTime<Utc>,
+}
+
+/// Claims up to `limit` outgoing calls due at `now`, leased until `lease`
+/// (a claim whose sender died is claimed again after it).
+#[tracing::instrument(skip_all)]
+pub async fn claim_outgoing(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    lease: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Outgoing>, sqlx::Error> {
+    sqlx::query_as(
+        "with c as (
+             update alert_deliveries set status = 'sending', run_at = $2
+             where id in (select id from alert_deliveries
+                          where status in ('queued', 'sending') and run_at <= $1
+                          order by run_at limit $3 for update skip locked)
+             returning id, alert_id, event_id, channel, target, action, attempts)
+         select c.id, c.alert_id, c.channel, c.target, c.action, c.attempts, e.kind,
+                a.tenant_id, a.subject, a.severity, a.summary, a.status, r.name as rule_name, e.at
+         from c join alert_events e on e.id = c.event_id join alerts a on a.id = c.alert_id
+              join alert_rules r on r.id = a.rule_id",
+    )
+    .bind(now)
+    .bind(lease)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Records how a call ended: `sent`, `failed` for good, or `queued` again
+/// at `retry_at`.
+#[tracing::instrument(skip_all)]
+pub async fn finish_outgoing(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: &str,
+    response_status: Option<i32>,
+    error: Option<&str>,
+    at: DateTime<Utc>,
+    retry_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update alert_deliveries set status = $2, attempts = attempts + 1,
+             response_status = $3, last_error = left($4, 1000), run_at = $6,
+             sent_at = case when $2 = 'sent' then $5 end
+         where id = $1",
+    )
+    .bind(id)
+    .bind(status)
+    .bind(response_status)
+    .bind(error)
+    .bind(at)
+    .bind(retry_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
