@@ -20,6 +20,7 @@ pub const MAX_ITEMS: i64 = 1_000;
 
 /// A provider config and its live state.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "FleetProviderItem")]
 pub struct ProviderItem {
     /// The config's id.
     pub id: String,
@@ -59,6 +60,7 @@ pub struct ProviderItem {
 
 /// Provider configs.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetProvidersView")]
 pub struct ProvidersView {
     /// By organisation, channel and failover order; at most 1,000.
     pub items: Vec<ProviderItem>,

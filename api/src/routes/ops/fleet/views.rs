@@ -8,6 +8,7 @@ use shared::fleet::{ApiInstance, WorkerBeat};
 
 /// A live worker process.
 #[derive(Debug, Clone, Object)]
+#[oai(rename = "FleetWorkerItem")]
 pub struct WorkerItem {
     /// Its unique name (host, pid and a random suffix).
     pub name: String,
@@ -48,6 +49,7 @@ impl From<WorkerBeat> for WorkerItem {
 
 /// The live worker processes.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetWorkersView")]
 pub struct WorkersView {
     /// By name.
     pub items: Vec<WorkerItem>,
@@ -55,6 +57,7 @@ pub struct WorkersView {
 
 /// A cron entry of `jobs.toml`.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetSchedulerEntry")]
 pub struct SchedulerEntry {
     /// Its name.
     pub name: String,
@@ -77,6 +80,7 @@ pub struct SchedulerEntry {
 
 /// The dispatcher's last sweep.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetDispatcherView")]
 pub struct DispatcherView {
     /// When the last sweep ended; absent when none was recorded.
     pub last_sweep: Option<DateTime<Utc>>,
@@ -86,6 +90,7 @@ pub struct DispatcherView {
 
 /// The scheduler.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetSchedulerView")]
 pub struct SchedulerView {
     /// Every cron entry, in `jobs.toml` order.
     pub entries: Vec<SchedulerEntry>,
@@ -95,6 +100,7 @@ pub struct SchedulerView {
 
 /// One API instance's WebSocket statistics.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetRealtimeInstance")]
 pub struct RealtimeInstance {
     /// The instance's unique name.
     pub instance: String,
@@ -124,6 +130,7 @@ impl From<ApiInstance> for RealtimeInstance {
 
 /// WebSocket statistics of every live API instance.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetRealtimeView")]
 pub struct RealtimeView {
     /// Each instance, by name.
     pub instances: Vec<RealtimeInstance>,
@@ -133,6 +140,7 @@ pub struct RealtimeView {
 
 /// An in-process cache, added up over the live API instances.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetCacheView")]
 pub struct CacheView {
     /// `api_keys` (authenticated API keys) or `templates` (compiled
     /// templates).
@@ -152,6 +160,7 @@ pub struct CacheView {
 
 /// The caches.
 #[derive(Debug, Object)]
+#[oai(rename = "FleetCachesView")]
 pub struct CachesView {
     /// Every cache.
     pub caches: Vec<CacheView>,
@@ -159,7 +168,7 @@ pub struct CachesView {
 
 /// Which entries to drop.
 #[derive(Debug, Object, serde::Deserialize)]
-#[oai(deny_unknown_fields)]
+#[oai(rename = "FleetInvalidateInput", deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct InvalidateInput {
     /// The tag: an organisation's id; its entries are dropped.
