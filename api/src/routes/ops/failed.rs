@@ -28,9 +28,13 @@ use shared::db::{
     failed_work::{self, Action, Filter},
     ops_actions::{self, OpsAction},
 };
+use uuid::Uuid;
 
 use self::input::{FilterBody, Selection, SelectionBody, decode_cursor, encode_cursor};
-use crate::{AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId};
+use crate::{
+    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
+    middleware::RequestId,
+};
 
 /// The failed-work endpoints.
 #[derive(Debug)]
@@ -256,7 +260,7 @@ fn query_filter(
     p: &Principal,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
-    organization_id: Option<String>,
+    organization_id: Option<Uuid>,
     kind: Option<String>,
     channel: Option<String>,
     provider: Option<String>,
@@ -372,11 +376,15 @@ impl OpsFailedApi {
         request_id: Data<&RequestId>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
-        organization_id: Query<Option<String>>,
-        kind: Query<Option<String>>,
-        channel: Query<Option<String>>,
-        provider: Query<Option<String>>,
-        error_class: Query<Option<String>>,
+        organization_id: Query<Option<Uuid>>,
+        #[oai(validator(pattern = "^(notification|webhook|bulk_job|shipment)$"))] kind: Query<
+            Option<String>,
+        >,
+        #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))] channel: Query<
+            Option<String>,
+        >,
+        #[oai(validator(min_length = 1, max_length = 100))] provider: Query<Option<String>>,
+        #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] error_class: Query<Option<String>>,
     ) -> Result<GroupsResponse, ApiError> {
         let p = admin(&state, &auth, &request_id, "ops.failed.groups").await?;
         let filter = query_filter(
@@ -432,14 +440,18 @@ impl OpsFailedApi {
         request_id: Data<&RequestId>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
-        organization_id: Query<Option<String>>,
-        kind: Query<Option<String>>,
-        channel: Query<Option<String>>,
-        provider: Query<Option<String>>,
-        error_class: Query<Option<String>>,
-        group: Query<Option<String>>,
-        cursor: Query<Option<String>>,
-        limit: Query<Option<u32>>,
+        organization_id: Query<Option<Uuid>>,
+        #[oai(validator(pattern = "^(notification|webhook|bulk_job|shipment)$"))] kind: Query<
+            Option<String>,
+        >,
+        #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))] channel: Query<
+            Option<String>,
+        >,
+        #[oai(validator(min_length = 1, max_length = 100))] provider: Query<Option<String>>,
+        #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] error_class: Query<Option<String>>,
+        #[oai(validator(pattern = "^[A-Za-z0-9_-]{1,1024}$"))] group: Query<Option<String>>,
+        #[oai(validator(pattern = "^-?[0-9]{1,19}_[0-9a-f]{32}$"))] cursor: Query<Option<String>>,
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let p = admin(&state, &auth, &request_id, "ops.failed.list").await?;
         let filter = query_filter(
@@ -504,10 +516,10 @@ impl OpsFailedApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<SelectionBody>,
+        body: StrictJson<SelectionBody>,
     ) -> Result<RetryResponse, ApiError> {
         Ok(
-            match apply(&state, &auth, &request_id, Action::Retry, &body).await? {
+            match apply(&state, &auth, &request_id, Action::Retry, &body.0).await? {
                 Applied::Done(c) => RetryResponse::Done(Json(Retried {
                     retried: c.applied,
                     skipped: c.skipped,
@@ -533,10 +545,10 @@ impl OpsFailedApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: Json<SelectionBody>,
+        body: StrictJson<SelectionBody>,
     ) -> Result<DiscardResponse, ApiError> {
         Ok(
-            match apply(&state, &auth, &request_id, Action::Discard, &body).await? {
+            match apply(&state, &auth, &request_id, Action::Discard, &body.0).await? {
                 Applied::Done(c) => DiscardResponse::Done(Json(Discarded {
                     discarded: c.applied,
                     skipped: c.skipped,

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use shared::db::ops_search::{self, Timeline};
 
 use super::failed::input::path_id;
+
 use crate::{AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId};
 
 /// The search and timeline endpoints.
@@ -212,7 +213,7 @@ impl OpsSearchApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        q: Query<Option<String>>,
+        #[oai(validator(min_length = 1, max_length = 255))] q: Query<Option<String>>,
     ) -> Result<SearchResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         p.refused(

@@ -16,25 +16,32 @@ use crate::{access::Principal, error::ApiError};
 /// The channels a notification can have.
 pub const CHANNELS: [&str; 5] = ["email", "sms", "push", "whatsapp", "inapp"];
 
-/// A filter of failed items, as a request body.
-#[derive(Debug, Clone, Default, Object)]
+/// A filter of failed items, as a request body (and the query's filters).
+#[derive(Debug, Clone, Default, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct FilterBody {
-    /// Failed at or after (RFC 3339).
+    /// Failed at or after (RFC 3339); not after `until`.
     pub since: Option<DateTime<Utc>>,
     /// Failed before (RFC 3339).
     pub until: Option<DateTime<Utc>>,
     /// One organisation's items (platform admins; an organisation admin's
-    /// are always its own).
-    pub organization_id: Option<String>,
+    /// are always its own, and another organisation is not found).
+    pub organization_id: Option<Uuid>,
     /// `notification`, `webhook`, `bulk_job` or `shipment`.
+    #[oai(validator(pattern = "^(notification|webhook|bulk_job|shipment)$"))]
     pub kind: Option<String>,
     /// A notification channel: `email`, `sms`, `push`, `whatsapp`, `inapp`.
+    #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))]
     pub channel: Option<String>,
     /// A provider (a provider config's name, `smtp`, or `ups`).
+    #[oai(validator(min_length = 1, max_length = 100))]
     pub provider: Option<String>,
     /// An error class, e.g. `mail_refused`, `circuit_open`, `http_5xx`.
+    #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))]
     pub error_class: Option<String>,
     /// A group's `key` from `GET /api/v1/ops/failed/groups`.
+    #[oai(validator(pattern = "^[A-Za-z0-9_-]{1,1024}$"))]
     pub group: Option<String>,
 }
 
@@ -126,7 +133,11 @@ pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<Filter, Api
         })
         .transpose()?;
     Ok(Filter {
-        tenant: tenant(p, f.organization_id.as_deref(), &name("organization_id"))?,
+        tenant: tenant(
+            p,
+            f.organization_id.map(|o| o.to_string()).as_deref(),
+            &name("organization_id"),
+        )?,
         kind,
         channel: f.channel.clone(),
         provider: token(&name("provider"), f.provider.as_deref(), 100)?,
@@ -138,19 +149,25 @@ pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<Filter, Api
 }
 
 /// One item of a selection.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct ItemRef {
     /// `notification`, `webhook`, `bulk_job` or `shipment`.
+    #[oai(validator(pattern = "^(notification|webhook|bulk_job|shipment)$"))]
     pub kind: String,
     /// Its id.
-    pub id: String,
+    pub id: Uuid,
 }
 
 /// What a retry or discard applies to: `ids` (answered at once) or a
 /// `filter` (run in the background as an action). Exactly one.
-#[derive(Debug, Clone, Object)]
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub struct SelectionBody {
-    /// Up to 1,000 items.
+    /// 1 to 1,000 items.
+    #[oai(validator(min_items = 1, max_items = 1000))]
     pub ids: Option<Vec<ItemRef>>,
     /// Everything that matches (and failed before the action started).
     pub filter: Option<FilterBody>,
@@ -181,12 +198,7 @@ pub fn selection(p: &Principal, body: &SelectionBody) -> Result<Selection, ApiEr
             }
             ids.iter()
                 .enumerate()
-                .map(|(i, r)| {
-                    let k = kind(&format!("ids[{i}].kind"), &r.kind)?;
-                    let id = Uuid::parse_str(&r.id)
-                        .map_err(|_| ApiError::invalid(format!("ids[{i}].id"), "must be a UUID"))?;
-                    Ok((k, id))
-                })
+                .map(|(i, r)| Ok((kind(&format!("ids[{i}].kind"), &r.kind)?, r.id)))
                 .collect::<Result<Vec<_>, ApiError>>()
                 .map(Selection::Ids)
         }
@@ -224,7 +236,7 @@ pub fn decode_cursor(raw: &str) -> Result<Seek, ApiError> {
     Ok((at, id))
 }
 
-/// A path id: malformed is 400.
+/// A path id: malformed is 400 naming `id`.
 pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::try_parse(raw).map_err(|_| ApiError::invalid("id", "must be a UUID"))
 }
