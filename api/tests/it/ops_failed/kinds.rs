@@ -110,3 +110,59 @@ async fn bulk_jobs_and_shipments_are_grouped_and_retried_or_discarded_by_kind() 
     assert_eq!(expect(resp, 200).await["items"], json!([]));
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_notification_whose_content_retention_erased_is_skipped_and_its_timeline_shows_callbacks()
+{
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let root = platform_admin(&app).await;
+    let id: String = sqlx::query_scalar(
+        "insert into notifications (id, tenant_id, channel, recipient, content, max_attempts, status,
+                                    attempts, last_error, sent_at, provider_message_id,
+                                    content_redacted_at)
+         values (gen_random_uuid(), $1, 'email', 'pat.patient@example.org', '{}', 5, 'bounced', 1,
+                 'the receiving mail server bounced the message (5.1.1)', now(), 'sg-1', now())
+         returning id::text",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "insert into provider_events (tenant_id, notification_id, provider, event_key, event, status,
+                                      provider_message_id, error_code, occurred_at)
+         values ($1, $2::uuid, 'sendgrid', repeat('a', 64), 'bounce', 'bounced', 'sg-1', '5.1.1', now())",
+    )
+    .bind(app.tenant_id)
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let listed = get(&app, &root.token, FAILED).await;
+    assert_eq!(listed["items"][0]["error_class"], "bounced", "{listed}");
+
+    let body = json!({"ids": [{"kind": "notification", "id": id}]});
+    let done = post(&app, &root.token, RETRY, &body, 200).await;
+    assert_eq!(done, json!({"retried": 0, "skipped": 1, "not_found": 0}));
+    let t = get(
+        &app,
+        &root.token,
+        &format!("/api/v1/ops/notifications/{id}/timeline"),
+    )
+    .await;
+    assert!(!t.to_string().contains("pat.patient"), "{t}");
+    assert_eq!(t["notification"]["status"], "bounced");
+    let callback = t["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "provider_event")
+        .expect("the bounce callback");
+    assert_eq!(callback["detail"]["event"], "bounce");
+    assert_eq!(callback["detail"]["error_code"], "5.1.1");
+    app.shutdown().await;
+}
