@@ -269,6 +269,7 @@ pub struct AlertPage {
 
 /// One transition.
 #[derive(Debug, Object)]
+#[oai(rename = "AlertEventView")]
 pub struct EventView {
     /// `opened`, `escalated`, `acknowledged` or `resolved`.
     pub kind: String,
