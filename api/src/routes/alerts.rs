@@ -39,7 +39,7 @@ pub struct AlertsApi;
 #[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
-pub struct ChannelBody {
+pub struct AlertChannelBody {
     /// `in_app` (the admins' inboxes), `email` (the admins, always with
     /// in-app beside it), `webhook` (a signed POST), `slack` (an incoming
     /// webhook) or `pagerduty` (Events API v2).
@@ -61,19 +61,19 @@ pub struct ChannelBody {
 #[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
-pub struct LevelBody {
+pub struct AlertLevelBody {
     /// Minutes after the alert opened, while it is unacknowledged (0 to
     /// 10080; each level later than the one before).
     pub after_minutes: i64,
     /// Who is notified (1 to 10 targets).
-    pub channels: Vec<ChannelBody>,
+    pub channels: Vec<AlertChannelBody>,
 }
 
 /// A rule to create, or a rule's replacement.
 #[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
-pub struct RuleBody {
+pub struct AlertRuleBody {
     /// A name for people (1 to 200 characters).
     pub name: Option<String>,
     /// `failure_rate` (% of a channel's finished sends that failed),
@@ -104,7 +104,7 @@ pub struct RuleBody {
     pub cooldown_secs: Option<i64>,
     /// The escalation levels (1 to 5; default: the admins in-app and by
     /// email at once).
-    pub escalation: Option<Vec<LevelBody>>,
+    pub escalation: Option<Vec<AlertLevelBody>>,
     /// Whether the rule is evaluated (default true).
     pub enabled: Option<bool>,
     /// Platform admins: the organisation the rule is for (absent: a
@@ -114,7 +114,7 @@ pub struct RuleBody {
 
 /// An escalation level as stored (secrets masked).
 #[derive(Debug, Object)]
-pub struct LevelView {
+pub struct AlertLevelView {
     /// Minutes after opening.
     pub after_minutes: i64,
     /// Targets: `type`, and URLs cut to their origin, secrets and routing
@@ -124,7 +124,7 @@ pub struct LevelView {
 
 /// A rule.
 #[derive(Debug, Object)]
-pub struct RuleView {
+pub struct AlertRuleView {
     /// Its id.
     pub id: String,
     /// Its organisation; absent for a platform-wide rule.
@@ -150,7 +150,7 @@ pub struct RuleView {
     /// Seconds before the same alert may open again.
     pub cooldown_secs: i32,
     /// Escalation levels.
-    pub escalation: Vec<LevelView>,
+    pub escalation: Vec<AlertLevelView>,
     /// Whether it is evaluated.
     pub enabled: bool,
     /// The default it started as (`high_failure_rate`, `stuck_queue`,
@@ -164,7 +164,7 @@ pub struct RuleView {
     pub updated_at: DateTime<Utc>,
 }
 
-impl From<Rule> for RuleView {
+impl From<Rule> for AlertRuleView {
     fn from(r: Rule) -> Self {
         Self {
             id: r.id.to_string(),
@@ -183,7 +183,7 @@ impl From<Rule> for RuleView {
                 .spec
                 .escalation
                 .iter()
-                .map(|l| LevelView {
+                .map(|l| AlertLevelView {
                     after_minutes: l.after_minutes,
                     channels: l.channels.iter().map(|c| c.masked()).collect(),
                 })
@@ -199,9 +199,9 @@ impl From<Rule> for RuleView {
 
 /// Rules.
 #[derive(Debug, Object)]
-pub struct RuleList {
+pub struct AlertRuleList {
     /// Oldest first (at most 1,000).
-    pub items: Vec<RuleView>,
+    pub items: Vec<AlertRuleView>,
 }
 
 /// An alert.
@@ -270,7 +270,7 @@ pub struct AlertPage {
 /// One transition.
 #[derive(Debug, Object)]
 #[oai(rename = "AlertEventView")]
-pub struct EventView {
+pub struct AlertEventView {
     /// `opened`, `escalated`, `acknowledged` or `resolved`.
     pub kind: String,
     /// The escalation level it notified.
@@ -282,12 +282,12 @@ pub struct EventView {
     /// The value and threshold at the time.
     pub details: Value,
     /// Its notifications.
-    pub notifications: Vec<NotificationView>,
+    pub notifications: Vec<AlertNotificationView>,
 }
 
 /// One notification of a transition.
 #[derive(Debug, Object)]
-pub struct NotificationView {
+pub struct AlertNotificationView {
     /// Its id.
     pub id: String,
     /// `in_app`, `email`, `webhook`, `slack` or `pagerduty`.
@@ -315,14 +315,14 @@ pub struct AlertDetail {
     /// The alert.
     pub alert: AlertView,
     /// Its transitions, oldest first, each with its notifications.
-    pub history: Vec<EventView>,
+    pub history: Vec<AlertEventView>,
 }
 
 /// Alerts in numbers.
 #[derive(Debug, Object)]
 pub struct AlertStatistics {
     /// Unresolved alerts per severity now.
-    pub open_by_severity: OpenBySeverity,
+    pub open_by_severity: AlertOpenBySeverity,
     /// Alerts opened in the window.
     pub opened: i64,
     /// Mean seconds from opening to acknowledgement of the window's
@@ -339,7 +339,7 @@ pub struct AlertStatistics {
 
 /// Counts per severity.
 #[derive(Debug, Object, Default)]
-pub struct OpenBySeverity {
+pub struct AlertOpenBySeverity {
     /// `info`.
     pub info: i64,
     /// `warning`.
@@ -350,26 +350,26 @@ pub struct OpenBySeverity {
 
 /// Answers with a rule.
 #[derive(Debug, ApiResponse)]
-pub enum RuleResponse {
+pub enum AlertRuleResponse {
     /// The rule.
     #[oai(status = 200)]
-    Ok(Json<RuleView>),
+    Ok(Json<AlertRuleView>),
     /// Created.
     #[oai(status = 201)]
-    Created(Json<RuleView>),
+    Created(Json<AlertRuleView>),
 }
 
 /// Answers with rules.
 #[derive(Debug, ApiResponse)]
-pub enum RuleListResponse {
+pub enum AlertRuleListResponse {
     /// The rules.
     #[oai(status = 200)]
-    Ok(Json<RuleList>),
+    Ok(Json<AlertRuleList>),
 }
 
 /// Answers a deletion.
 #[derive(Debug, ApiResponse)]
-pub enum DeletedResponse {
+pub enum AlertDeletedResponse {
     /// Deleted, with its alerts.
     #[oai(status = 204)]
     Deleted,
@@ -401,7 +401,7 @@ pub enum AlertResponse {
 
 /// Answers with statistics.
 #[derive(Debug, ApiResponse)]
-pub enum StatisticsResponse {
+pub enum AlertStatisticsResponse {
     /// The numbers.
     #[oai(status = 200)]
     Ok(Json<AlertStatistics>),

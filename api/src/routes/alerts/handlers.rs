@@ -33,7 +33,7 @@ fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
 
 /// Checks a rule body; also resolves every URL's host, which must not lead
 /// to a forbidden address.
-async fn check(state: &AppState, body: RuleBody) -> Result<RuleSpec, ApiError> {
+async fn check(state: &AppState, body: AlertRuleBody) -> Result<RuleSpec, ApiError> {
     let escalation = body.escalation.map(|levels| {
         levels
             .into_iter()
@@ -133,7 +133,7 @@ impl AlertRulesApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         organization_id: Query<Option<String>>,
-    ) -> Result<RuleListResponse, ApiError> {
+    ) -> Result<AlertRuleListResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let only = p
             .refused(
@@ -156,7 +156,7 @@ impl AlertRulesApi {
             alerts::ensure_defaults(&mut conn, Some(t)).await?;
         }
         let rules = store::list_rules(&mut *conn, p.scope(), only).await?;
-        Ok(RuleListResponse::Ok(Json(RuleList {
+        Ok(AlertRuleListResponse::Ok(Json(AlertRuleList {
             items: rules.into_iter().map(Into::into).collect(),
         })))
     }
@@ -174,8 +174,8 @@ impl AlertRulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        body: StrictJson<RuleBody>,
-    ) -> Result<RuleResponse, ApiError> {
+        body: StrictJson<AlertRuleBody>,
+    ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let body = body.0;
         let tenant = p
@@ -207,7 +207,7 @@ impl AlertRulesApi {
             .await?
             .ok_or(ApiError::NotFound("alert rule"))?;
         tx.commit().await?;
-        Ok(RuleResponse::Created(Json(rule.into())))
+        Ok(AlertRuleResponse::Created(Json(rule.into())))
     }
 
     /// One rule (admins).
@@ -222,7 +222,7 @@ impl AlertRulesApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-    ) -> Result<RuleResponse, ApiError> {
+    ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let found = match p
             .require_admin()
@@ -243,7 +243,7 @@ impl AlertRulesApi {
                 found,
             )
             .await?;
-        Ok(RuleResponse::Ok(Json(rule.into())))
+        Ok(AlertRuleResponse::Ok(Json(rule.into())))
     }
 
     /// Replace a rule (admins): every field as on creation. Its open alerts
@@ -259,8 +259,8 @@ impl AlertRulesApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-        body: StrictJson<RuleBody>,
-    ) -> Result<RuleResponse, ApiError> {
+        body: StrictJson<AlertRuleBody>,
+    ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let rule_id = p
             .refused(
@@ -306,7 +306,7 @@ impl AlertRulesApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(RuleResponse::Ok(Json(rule.into())))
+        Ok(AlertRuleResponse::Ok(Json(rule.into())))
     }
 
     /// Delete a rule and its alerts (admins). A deleted default rule is not
@@ -322,7 +322,7 @@ impl AlertRulesApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<String>,
-    ) -> Result<DeletedResponse, ApiError> {
+    ) -> Result<AlertDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let mut tx = state.pool.begin().await?;
         let found = match p
@@ -356,7 +356,7 @@ impl AlertRulesApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(DeletedResponse::Deleted)
+        Ok(AlertDeletedResponse::Deleted)
     }
 }
 
@@ -441,7 +441,7 @@ impl AlertsApi {
         organization_id: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
-    ) -> Result<StatisticsResponse, ApiError> {
+    ) -> Result<AlertStatisticsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
             .refused(
@@ -462,7 +462,7 @@ impl AlertsApi {
             .unwrap_or_else(|| until.checked_sub_signed(Duration::days(7)).unwrap_or(until));
         let mut conn = state.pool.acquire().await?;
         let stats = store::statistics(&mut conn, tenant, since, until).await?;
-        let mut open = OpenBySeverity::default();
+        let mut open = AlertOpenBySeverity::default();
         for (severity, n) in stats.open_by_severity {
             match severity.as_str() {
                 "info" => open.info = n,
@@ -470,7 +470,7 @@ impl AlertsApi {
                 _ => open.critical = n,
             }
         }
-        Ok(StatisticsResponse::Ok(Json(AlertStatistics {
+        Ok(AlertStatisticsResponse::Ok(Json(AlertStatistics {
             open_by_severity: open,
             opened: stats.opened,
             mean_seconds_to_acknowledge: stats.mean_secs_to_acknowledge,
@@ -516,11 +516,11 @@ impl AlertsApi {
         let (events, deliveries) = store::history(&mut conn, alert.id).await?;
         let history = events
             .into_iter()
-            .map(|e| EventView {
+            .map(|e| AlertEventView {
                 notifications: deliveries
                     .iter()
                     .filter(|d| d.event_id == e.id)
-                    .map(|d| NotificationView {
+                    .map(|d| AlertNotificationView {
                         id: d.id.to_string(),
                         channel: d.channel.clone(),
                         action: d.action.clone(),
