@@ -1,5 +1,6 @@
 //! The API's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
 
+mod alerts;
 mod api_key_networks;
 mod audit;
 mod batches;

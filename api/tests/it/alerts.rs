@@ -1,0 +1,768 @@
+//! Alert rules and alerts: the lifecycle under an injected clock (opens
+//! once, escalates once, notifies each channel once, resolves by itself,
+//! opens again only after the cooldown), racing evaluators, a storm of
+//! failures, validation, tenancy, and the Slack, PagerDuty and webhook
+//! request shapes checked by local servers.
+//!
+//! The running scheduler's own evaluation is off (`ALERTS_EVALUATE_SECS=0`):
+//! the tests call [`Evaluator::evaluate`] and [`Sender::deliver`] with the
+//! time they choose.
+
+use std::time::Duration;
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use reqwest::Method;
+use scheduler::alerts::Sender;
+use serde_json::{Value, json};
+use shared::{
+    alerts::Evaluator,
+    db::queue_ops::{self, MinuteRow},
+    domain::TenantId,
+    jobs::Queues,
+    throughput::BUCKETS,
+};
+use testkit::{TestApp, alerting::FakeTarget, webhooks::Receiver};
+use uuid::Uuid;
+
+use crate::org_support::{Signed, expect, platform_admin, user, with};
+
+const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
+const SECRET: &str = "alert-signing-secret-42";
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn app(pagerduty: &FakeTarget) -> TestApp {
+    TestApp::builder()
+        .var("ALERTS_EVALUATE_SECS", 0)
+        .var("WEBHOOKS_ALLOW_LOOPBACK", "true")
+        .var("PAGERDUTY_BASE_URL", pagerduty.base())
+        .spawn()
+        .await
+}
+
+fn evaluator(app: &TestApp) -> Evaluator {
+    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    Evaluator::new(
+        app.pool.clone(),
+        queues,
+        app.settings.jobs.clone(),
+        Duration::from_secs(5),
+    )
+}
+
+/// A minute boundary a little in the past, so windows ending at the test's
+/// times read the rows the test wrote.
+fn start() -> DateTime<Utc> {
+    Utc::now().duration_trunc(TimeDelta::minutes(1)).unwrap() - TimeDelta::hours(3)
+}
+
+/// Adds `sent` and `failed` sends of `queue` for `tenant` at `minute`.
+async fn sends(
+    app: &TestApp,
+    tenant: TenantId,
+    queue: &'static str,
+    minute: DateTime<Utc>,
+    sent: i64,
+    failed: i64,
+) {
+    queue_ops::add_minutes(
+        &app.pool,
+        &[MinuteRow {
+            queue,
+            minute: minute.duration_trunc(TimeDelta::minutes(1)).unwrap(),
+            tenant_id: tenant.0,
+            sent,
+            failed,
+            retried: 0,
+            duration_ms: vec![0; BUCKETS],
+            latency_ms: vec![0; BUCKETS],
+        }],
+    )
+    .await
+    .unwrap();
+}
+
+/// The org admin's view of its rules; deletes the default failure-rate
+/// rule so the tests' own rule is the only one that reads failures.
+async fn drop_default_failure_rule(app: &TestApp, admin: &Signed) {
+    let rules = expect(
+        with(app, Method::GET, "/api/v1/admin/alert-rules", &admin.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let builtins: Vec<&str> = rules["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["builtin"].as_str())
+        .collect();
+    assert_eq!(
+        builtins,
+        [
+            "high_failure_rate",
+            "stuck_queue",
+            "breaker_open",
+            "baa_expiring"
+        ],
+        "every organisation gets the default rules"
+    );
+    let id = rules["items"][0]["id"].as_str().unwrap();
+    let path = format!("/api/v1/admin/alert-rules/{id}");
+    let resp = with(app, Method::DELETE, &path, &admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+}
+
+async fn create_rule(app: &TestApp, admin: &Signed, body: Value) -> Value {
+    expect(
+        with(app, Method::POST, "/api/v1/admin/alert-rules", &admin.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await
+}
+
+async fn alerts_of(app: &TestApp, rule: &str) -> Vec<(Uuid, String, Option<String>)> {
+    sqlx::query_as(
+        "select id, status, resolved_by from alerts where rule_id = $1::uuid order by opened_at",
+    )
+    .bind(rule)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// `(state, channel, count)` of the admins' notifications about `alert`.
+async fn admin_notices(app: &TestApp, alert: Uuid) -> Vec<(String, String, i64)> {
+    sqlx::query_as(
+        "select metadata->>'alert_state', channel, count(*) from notifications
+         where metadata->>'alert_id' = $1 group by 1, 2 order by 1, 2",
+    )
+    .bind(alert.to_string())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_alert_opens_once_escalates_once_notifies_each_channel_once_resolves_itself_and_waits_out_its_cooldown()
+ {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let slack = FakeTarget::slack().await;
+    let hook = Receiver::start().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    drop_default_failure_rule(&app, &admin).await;
+    let rule = create_rule(
+        &app,
+        &admin,
+        json!({
+            "name": "SMS failing",
+            "metric": "failure_rate",
+            "channel": "sms",
+            "min_events": 10,
+            "threshold": 50,
+            "window_secs": 3600,
+            "severity": "critical",
+            "cooldown_secs": 1800,
+            "escalation": [
+                {"after_minutes": 0, "channels": [
+                    {"type": "email"},
+                    {"type": "slack", "url": slack.url("/services/T0/B0/x")},
+                ]},
+                {"after_minutes": 10, "channels": [
+                    {"type": "pagerduty", "routing_key": ROUTING_KEY},
+                    {"type": "webhook", "url": hook.url("/alerts"), "secret": SECRET},
+                ]},
+            ],
+        }),
+    )
+    .await;
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    // Email never goes alone: in-app was added beside it.
+    assert_eq!(rule["escalation"][0]["channels"][0]["type"], "in_app");
+    assert_eq!(rule["escalation"][1]["channels"][0]["routing_key"], "R0UT…");
+
+    let eval = evaluator(&app);
+    let sender = Sender::new(app.pool.clone(), &app.settings).unwrap();
+    let t0 = start();
+    sends(
+        &app,
+        app.tenant_id,
+        "sms",
+        t0 - TimeDelta::minutes(1),
+        10,
+        90,
+    )
+    .await;
+
+    // Opens once, however many evaluations see the condition.
+    let first = eval.evaluate(t0).await.unwrap();
+    assert_eq!(first.opened, 1, "{first:?}");
+    for s in [5, 10, 15] {
+        let r = eval.evaluate(t0 + TimeDelta::seconds(s)).await.unwrap();
+        assert_eq!((r.opened, r.escalated, r.resolved), (0, 0, 0), "{r:?}");
+    }
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts.len(), 1);
+    let alert = alerts[0].0;
+    sender.deliver(t0 + TimeDelta::seconds(15)).await.unwrap();
+    assert_eq!(slack.calls().len(), 1, "level 0 reached Slack once");
+    assert!(pagerduty.calls().is_empty(), "level 1 is not due yet");
+
+    // Escalates once, after ten unacknowledged minutes.
+    let r = eval.evaluate(t0 + TimeDelta::minutes(9)).await.unwrap();
+    assert_eq!(r.escalated, 0);
+    let r = eval.evaluate(t0 + TimeDelta::minutes(11)).await.unwrap();
+    assert_eq!(r.escalated, 1);
+    let r = eval.evaluate(t0 + TimeDelta::minutes(12)).await.unwrap();
+    assert_eq!(r.escalated, 0);
+    sender.deliver(t0 + TimeDelta::minutes(12)).await.unwrap();
+    let pd = pagerduty.calls();
+    assert_eq!(pd.len(), 1, "{pd:?}");
+    assert_eq!(pd[0].status, 202, "{:?}", pd[0].body);
+    assert_eq!(pd[0].path, "/v2/enqueue");
+    assert_eq!(pd[0].body["event_action"], "trigger");
+    assert_eq!(pd[0].body["routing_key"], ROUTING_KEY);
+    assert_eq!(pd[0].body["dedup_key"], alert.to_string());
+    assert_eq!(pd[0].body["payload"]["severity"], "critical");
+    assert_eq!(
+        pd[0].body["payload"]["source"],
+        format!("notify/organization/{}", app.tenant_id)
+    );
+    assert!(
+        pd[0].body["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("sms: 90.0%")
+    );
+    let hooks = hook.wait_for(1, WAIT).await;
+    assert_eq!(hooks.len(), 1);
+    let t11 = t0 + TimeDelta::minutes(12);
+    shared::webhooks::verify(
+        SECRET,
+        &hooks[0].id,
+        &hooks[0].timestamp,
+        &hooks[0].body,
+        &hooks[0].signature,
+        t11,
+    )
+    .expect("the webhook is signed with the channel's secret");
+    assert_eq!(hooks[0].json()["type"], "alert.escalated");
+    assert_eq!(hooks[0].json()["data"]["alert_id"], alert.to_string());
+
+    // Resolves by itself once the window no longer holds the failures.
+    let t_clear = t0 + TimeDelta::minutes(70);
+    let r = eval.evaluate(t_clear).await.unwrap();
+    assert_eq!(r.resolved, 1, "{r:?}");
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts[0].1, "resolved");
+    assert_eq!(alerts[0].2.as_deref(), Some("auto"));
+    sender.deliver(t_clear).await.unwrap();
+    let pd = pagerduty.calls();
+    assert_eq!(pd.len(), 2);
+    assert_eq!(pd[1].body["event_action"], "resolve");
+    assert_eq!(pd[1].body["dedup_key"], alert.to_string());
+    assert_eq!(pd[1].status, 202);
+    let sl = slack.calls();
+    assert_eq!(sl.len(), 2, "opened and resolved, once each");
+    assert!(
+        sl.iter()
+            .all(|c| c.status == 200 && c.content_type.starts_with("application/json"))
+    );
+    assert!(sl[1].body["text"].as_str().unwrap().contains("Resolved"));
+    let hooks = hook.wait_for(2, WAIT).await;
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[1].json()["type"], "alert.resolved");
+
+    // The admin heard it in-app and by email once per transition.
+    assert_eq!(
+        admin_notices(&app, alert).await,
+        vec![
+            ("opened".to_owned(), "email".to_owned(), 1),
+            ("opened".to_owned(), "inapp".to_owned(), 1),
+            ("resolved".to_owned(), "email".to_owned(), 1),
+            ("resolved".to_owned(), "inapp".to_owned(), 1),
+        ]
+    );
+
+    // The history shows every transition with its notifications.
+    let detail = expect(
+        with(
+            &app,
+            Method::GET,
+            &format!("/api/v1/admin/alerts/{alert}"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    let kinds: Vec<&str> = detail["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["opened", "escalated", "resolved"]);
+    assert_eq!(detail["alert"]["resolved_by"], "auto");
+    let opened: Vec<&str> = detail["history"][0]["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["channel"].as_str().unwrap())
+        .collect();
+    assert_eq!(opened, ["email", "in_app", "slack"]);
+    assert!(
+        detail["history"][0]["notifications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["status"] == "sent")
+    );
+
+    // The failures return: nothing opens within the cooldown, then one
+    // new alert does.
+    sends(&app, app.tenant_id, "sms", t_clear, 0, 50).await;
+    let r = eval
+        .evaluate(t_clear + TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(r.opened, 0, "within the cooldown");
+    let r = eval
+        .evaluate(t_clear + TimeDelta::minutes(29))
+        .await
+        .unwrap();
+    assert_eq!(r.opened, 0, "still within the cooldown");
+    let r = eval
+        .evaluate(t_clear + TimeDelta::minutes(31))
+        .await
+        .unwrap();
+    assert_eq!(r.opened, 1, "after the cooldown");
+    assert_eq!(alerts_of(&app, &rule_id).await.len(), 2);
+
+    // The deleted default rule was not created again.
+    let rules = expect(
+        with(&app, Method::GET, "/api/v1/admin/alert-rules", &admin.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(
+        rules["items"].as_array().unwrap().len(),
+        4,
+        "three defaults and the test's rule"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_storm_of_failures_under_two_racing_evaluators_is_evaluated_once_per_period_and_makes_one_alert()
+ {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    drop_default_failure_rule(&app, &admin).await;
+    let rule = create_rule(
+        &app,
+        &admin,
+        json!({"name": "Email failing", "metric": "failure_rate", "channel": "email",
+               "threshold": 20, "window_secs": 900, "escalation": [
+                   {"after_minutes": 0, "channels": [{"type": "in_app"}]}]}),
+    )
+    .await;
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    let (a, b) = (evaluator(&app), evaluator(&app));
+    let t0 = start();
+    // A first pass creates every organisation's default rules.
+    a.evaluate(t0 - TimeDelta::minutes(1)).await.unwrap();
+    let enabled: i64 = sqlx::query_scalar("select count(*) from alert_rules where enabled")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    for step in 0..12 {
+        let now = t0 + TimeDelta::seconds(5 * step);
+        // Identical failures keep arriving.
+        sends(&app, app.tenant_id, "email", now, 1, 40).await;
+        let (ra, rb) = tokio::join!(a.evaluate(now), b.evaluate(now));
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        assert_eq!(
+            ra.rules + rb.rules,
+            enabled as usize,
+            "each rule once in period {step}: {ra:?} {rb:?}"
+        );
+        // Evaluating the same period again does nothing.
+        assert_eq!(a.evaluate(now).await.unwrap().rules, 0);
+    }
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts.len(), 1, "one alert for the whole storm");
+    assert_eq!(alerts[0].1, "open");
+    let notices: i64 =
+        sqlx::query_scalar("select count(*) from notifications where metadata->>'alert_id' = $1")
+            .bind(alerts[0].0.to_string())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(notices, 1, "the admin heard it once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledging_stops_the_escalation_and_tells_pagerduty_and_a_failed_call_is_retried_with_backoff()
+ {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    drop_default_failure_rule(&app, &admin).await;
+    let rule = create_rule(
+        &app,
+        &admin,
+        json!({"name": "Push failing", "metric": "failure_rate", "channel": "push",
+               "threshold": 10, "window_secs": 3600, "severity": "warning", "escalation": [
+                   {"after_minutes": 0, "channels": [{"type": "pagerduty", "routing_key": ROUTING_KEY}]},
+                   {"after_minutes": 5, "channels": [{"type": "in_app"}]}]}),
+    )
+    .await;
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    let eval = evaluator(&app);
+    let sender = Sender::new(app.pool.clone(), &app.settings).unwrap();
+    let t0 = start();
+    sends(&app, app.tenant_id, "push", t0, 0, 30).await;
+    assert_eq!(eval.evaluate(t0).await.unwrap().opened, 1);
+    let alert = alerts_of(&app, &rule_id).await[0].0;
+
+    // PagerDuty is down for the first call: it is retried after its backoff.
+    pagerduty.answer_next(&[503]);
+    sender.deliver(t0).await.unwrap();
+    let (status, attempts, code): (String, i32, Option<i32>) = sqlx::query_as(
+        "select status, attempts, response_status from alert_deliveries
+         where alert_id = $1 and channel = 'pagerduty'",
+    )
+    .bind(alert)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), attempts, code), ("queued", 1, Some(503)));
+    assert_eq!(
+        sender.deliver(t0 + TimeDelta::seconds(5)).await.unwrap(),
+        0,
+        "not before its backoff"
+    );
+    assert_eq!(
+        sender.deliver(t0 + TimeDelta::seconds(21)).await.unwrap(),
+        1
+    );
+    let pd = pagerduty.calls();
+    assert_eq!(pd.len(), 2);
+    assert_eq!(pd[1].status, 202);
+    assert_eq!(pd[1].body["payload"]["severity"], "warning");
+
+    let acked = expect(
+        with(
+            &app,
+            Method::POST,
+            &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(acked["status"], "acknowledged");
+    // Twice is a conflict.
+    let again = with(
+        &app,
+        Method::POST,
+        &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
+        &admin.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 409);
+    let r = eval.evaluate(t0 + TimeDelta::minutes(6)).await.unwrap();
+    assert_eq!(r.escalated, 0, "an acknowledged alert does not escalate");
+    // The acknowledgement was made now, on the real clock.
+    sender.deliver(Utc::now()).await.unwrap();
+    let pd = pagerduty.calls();
+    assert_eq!(pd.len(), 3);
+    assert_eq!(pd[2].body["event_action"], "acknowledge");
+    assert_eq!(pd[2].body["dedup_key"], alert.to_string());
+    assert_eq!(pd[2].status, 202);
+
+    let resolved = expect(
+        with(
+            &app,
+            Method::POST,
+            &format!("/api/v1/admin/alerts/{alert}/resolve"),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(resolved["status"], "resolved");
+    assert_eq!(resolved["resolved_by"], format!("user:{}", admin.id));
+
+    let listed = expect(
+        with(
+            &app,
+            Method::GET,
+            "/api/v1/admin/alerts?status=resolved&severity=warning&limit=1",
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(listed["items"][0]["id"], alert.to_string());
+    let stats = expect(
+        with(
+            &app,
+            Method::GET,
+            "/api/v1/admin/alerts/statistics?since=2000-01-01T00:00:00Z",
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(stats["opened"], 1);
+    assert_eq!(stats["open_by_severity"]["warning"], 0);
+    assert!(stats["mean_seconds_to_acknowledge"].as_f64().unwrap() > 0.0);
+    assert!(stats["mean_seconds_to_resolve"].as_f64().unwrap() > 0.0);
+    let audited: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action in ('alert.acknowledge', 'alert.resolve', 'alert_rule.create')
+         and result = 'success'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_rules_are_refused_naming_the_field() {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let base = json!({"name": "r", "metric": "failure_rate", "threshold": 10, "window_secs": 60});
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"metric": "cpu_load"}), "metric"),
+        (json!({"window_secs": 0}), "window_secs"),
+        (json!({"window_secs": -60}), "window_secs"),
+        (json!({"window_secs": 86_401}), "window_secs"),
+        (json!({"threshold": 150}), "threshold"),
+        (json!({"threshold": 0}), "threshold"),
+        (json!({"severity": "urgent"}), "severity"),
+        (json!({"cooldown_secs": -1}), "cooldown_secs"),
+        (json!({"channel": "fax"}), "channel"),
+        (json!({"queue": "sms"}), "queue"),
+        (json!({"escalation": []}), "escalation"),
+        (
+            json!({"escalation": [{"after_minutes": 5, "channels": [{"type": "in_app"}]},
+                                  {"after_minutes": 5, "channels": [{"type": "email"}]}]}),
+            "escalation[1].after_minutes",
+        ),
+        (
+            json!({"escalation": [{"after_minutes": 0, "channels": [
+                {"type": "slack", "url": "http://169.254.169.254/latest"}]}]}),
+            "escalation[0].channels[0].url",
+        ),
+        (
+            json!({"escalation": [{"after_minutes": 0, "channels": [
+                {"type": "pagerduty", "routing_key": "not a key!"}]}]}),
+            "escalation[0].channels[0].routing_key",
+        ),
+        (
+            json!({"escalation": [{"after_minutes": 0, "channels": [
+                {"type": "webhook", "url": "https://hooks.example.org/x", "secret": "short"}]}]}),
+            "escalation[0].channels[0].secret",
+        ),
+        (
+            json!({"escalation": [{"after_minutes": 0, "channels": [{"type": "carrier_pigeon"}]}]}),
+            "escalation[0]",
+        ),
+    ];
+    for (patch, field) in cases {
+        let mut body = base.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let resp = with(
+            &app,
+            Method::POST,
+            "/api/v1/admin/alert-rules",
+            &admin.token,
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+        let problem = expect(resp, 400).await;
+        let names: Vec<&str> = problem["invalid_params"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{problem}"))
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&field), "{body} → {problem}");
+    }
+    let none: i64 =
+        sqlx::query_scalar("select count(*) from alert_rules where created_by <> 'system'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(none, 0, "nothing was stored");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_organisations_rules_and_alerts_answer_404_and_platform_admins_see_all() {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let root = platform_admin(&app).await;
+    let a = user(&app, app.tenant_id, "ADMIN", "a@clinic.example").await;
+    let other = shared::db::tenants::create(&app.pool, "Other Clinic")
+        .await
+        .unwrap();
+    let b = user(&app, other.id, "ADMIN", "b@other.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let rule = create_rule(
+        &app,
+        &a,
+        json!({"name": "WhatsApp failing", "metric": "failure_rate", "channel": "whatsapp",
+               "threshold": 10, "window_secs": 600}),
+    )
+    .await;
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    let t0 = start();
+    sends(&app, app.tenant_id, "whatsapp", t0, 0, 30).await;
+    evaluator(&app).evaluate(t0).await.unwrap();
+    let alert = alerts_of(&app, &rule_id).await[0].0;
+
+    let rule_path = format!("/api/v1/admin/alert-rules/{rule_id}");
+    let alert_path = format!("/api/v1/admin/alerts/{alert}");
+    for (method, path) in [
+        (Method::GET, rule_path.clone()),
+        (Method::DELETE, rule_path.clone()),
+        (Method::GET, alert_path.clone()),
+        (Method::POST, format!("{alert_path}/acknowledge")),
+        (Method::POST, format!("{alert_path}/resolve")),
+        (
+            Method::GET,
+            "/api/v1/admin/alert-rules/not-a-uuid".to_owned(),
+        ),
+    ] {
+        let resp = with(&app, method.clone(), &path, &b.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 404, "{method} {path}");
+    }
+    let put = with(&app, Method::PUT, &rule_path, &b.token)
+        .json(&json!({"name": "mine now", "metric": "failure_rate", "threshold": 10, "window_secs": 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 404);
+    let named = with(&app, Method::POST, "/api/v1/admin/alert-rules", &b.token)
+        .json(
+            &json!({"name": "x", "metric": "failure_rate", "threshold": 10, "window_secs": 60,
+                      "organization_id": app.tenant_id.to_string()}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(named.status(), 404, "naming another organisation");
+    let listed = expect(
+        with(&app, Method::GET, "/api/v1/admin/alerts", &b.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert!(
+        listed["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["id"] != alert.to_string())
+    );
+    let forbidden = with(
+        &app,
+        Method::GET,
+        "/api/v1/admin/alert-rules",
+        &doctor.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(forbidden.status(), 403, "admins only");
+
+    // The platform admin sees both organisations' alerts and makes
+    // platform-wide rules.
+    let seen = expect(
+        with(&app, Method::GET, &alert_path, &root.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(seen["alert"]["organization_id"], app.tenant_id.to_string());
+    let wide = create_rule(
+        &app,
+        &root,
+        json!({"name": "Too few SMS workers", "metric": "no_worker_alive", "queue": "sms",
+               "threshold": 1000, "window_secs": 60, "severity": "critical"}),
+    )
+    .await;
+    assert!(wide["organization_id"].is_null());
+    let hidden = with(
+        &app,
+        Method::GET,
+        &format!("/api/v1/admin/alert-rules/{}", wide["id"].as_str().unwrap()),
+        &a.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(
+        hidden.status(),
+        404,
+        "platform-wide rules are the platform's"
+    );
+    // Fewer than 1,000 workers serve SMS: the platform's rule fires.
+    let r = evaluator(&app)
+        .evaluate(t0 + TimeDelta::seconds(5))
+        .await
+        .unwrap();
+    assert!(r.opened >= 1, "{r:?}");
+    let wide_alerts = alerts_of(&app, wide["id"].as_str().unwrap()).await;
+    assert_eq!(wide_alerts.len(), 1);
+    let refusals: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where result = 'failure' and resource_type in ('alert', 'alert_rule')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(refusals >= 7, "refusals are audited: {refusals}");
+}
