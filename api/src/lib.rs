@@ -122,11 +122,19 @@ pub type Apis = (
     routes::shipments::ShipmentsApi,
     OrgApis,
     routes::ops::OpsApis,
+    AudienceApis,
     AlertApis,
 );
 
 /// Alert rules and alerts.
 pub type AlertApis = (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi);
+
+/// Topics, sends to a topic or the organisation, and system broadcasts.
+pub type AudienceApis = (
+    routes::topics::TopicsApi,
+    routes::topics::TopicSendsApi,
+    routes::broadcasts::BroadcastsApi,
+);
 
 /// Organisations, users, sign-in, invitations and the audit log.
 pub type OrgApis = (
@@ -169,6 +177,11 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::ops::failed::OpsFailedApi,
                 routes::ops::search::OpsSearchApi,
                 routes::ops::fleet::OpsFleetApi,
+            ),
+            (
+                routes::topics::TopicsApi,
+                routes::topics::TopicSendsApi,
+                routes::broadcasts::BroadcastsApi,
             ),
             (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi),
         ),

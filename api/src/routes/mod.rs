@@ -4,6 +4,7 @@ pub mod admin_users;
 pub mod alerts;
 pub mod audit;
 pub mod batches;
+pub mod broadcasts;
 pub mod bulk;
 pub mod callbacks;
 pub mod health;
@@ -19,6 +20,7 @@ pub mod sessions;
 pub mod shipments;
 pub mod subscribers;
 pub mod templates;
+pub mod topics;
 pub mod users;
 pub mod webhooks;
 

@@ -37,6 +37,7 @@ pub mod shipments;
 pub mod subscribers;
 pub mod templates;
 pub mod tenants;
+pub mod topics;
 pub mod users;
 pub mod webhooks;
 

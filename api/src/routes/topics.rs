@@ -1,0 +1,883 @@
+//! Topics under `/api/v1/services/topics`, and sends to a topic or to the
+//! whole organisation under `/api/v1/services/notifications`.
+//!
+//! A topic is a named group of the organisation's subscribers, addressed by
+//! a `key` unique in the organisation. Members are added and removed by
+//! their external ids, up to 10,000 a call; ids with no subscriber are
+//! listed in the answer and change nothing.
+//!
+//! `send-topic` and `send-organization` are batches whose recipients the
+//! platform reads itself: the batch is created closed and its chunks are cut
+//! from the audience in one statement in the request's transaction (see
+//! [`shared::db::topics::cut_chunks`]). The batch workers then expand the
+//! chunks exactly once each, with every member's preferences, and the
+//! batch's status URL follows it like any batch. Another organisation's
+//! topic answers 404.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path, Query},
+    payload::Json,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::{
+    db::{
+        batches::{self, Created, NewBatch},
+        topics::{self, Audience, MAX_MEMBERS_PER_CALL, Topic},
+    },
+    domain::{Channel, ExternalId, TenantId},
+};
+
+use super::notifications::idempotency_key;
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    body::StrictJson,
+    error::{ApiError, InvalidParam},
+    middleware::RequestId,
+    routes::ApiTags,
+};
+
+/// Most topics or members on one page.
+const MAX_PAGE: u32 = 500;
+/// Most keys in `defaults` or `metadata`.
+const MAX_KEYS: usize = 50;
+
+/// The topic endpoints.
+#[derive(Debug)]
+pub struct TopicsApi;
+
+/// The sends to a topic or to the organisation.
+#[derive(Debug)]
+pub struct TopicSendsApi;
+
+/// A new topic.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTopic {
+    /// Your key for it, unique in the organisation: 1 to 100 lower-case
+    /// letters, digits, `.`, `_` or `-`, starting with a letter or digit
+    /// (e.g. `ward-3.night`).
+    pub key: String,
+    /// Its display name: one line, 1 to 200 characters.
+    pub name: String,
+    /// What it is for: at most 2,000 characters.
+    pub description: Option<String>,
+}
+
+/// A topic's new name and description (the key stays).
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTopic {
+    /// Its display name: one line, 1 to 200 characters.
+    pub name: String,
+    /// What it is for: at most 2,000 characters; left out or `null` erases it.
+    pub description: Option<String>,
+}
+
+/// A topic.
+#[derive(Debug, Clone, Object)]
+pub struct TopicView {
+    /// Its key, unique in the organisation.
+    pub key: String,
+    /// Its display name.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// How many subscribers are members now.
+    pub members: i64,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When its name or description last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Topic> for TopicView {
+    fn from(t: Topic) -> Self {
+        Self {
+            key: t.key,
+            name: t.name,
+            description: t.description,
+            members: t.members,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// A page of topics.
+#[derive(Debug, Clone, Object)]
+pub struct TopicPage {
+    /// The topics, by key.
+    pub items: Vec<TopicView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Subscribers to add to or remove from a topic.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct MembersRequest {
+    /// 1 to 10,000 external ids of your subscribers, each once.
+    #[oai(validator(min_items = 1, max_items = 10000))]
+    pub subscribers: Vec<String>,
+}
+
+/// What a membership call changed.
+#[derive(Debug, Clone, Object)]
+pub struct MembersChanged {
+    /// Subscribers added (or removed) by this call.
+    pub changed: u64,
+    /// Subscribers named that were already members (adding) or were not
+    /// members (removing).
+    pub unchanged: u64,
+    /// External ids with no subscriber in the organisation, in the order
+    /// given: nothing was done for them (create them with
+    /// `PUT /api/v1/services/subscribers/{id}` first).
+    pub unknown: Vec<String>,
+    /// Members now.
+    pub members: i64,
+}
+
+/// One member of a topic.
+#[derive(Debug, Clone, Object)]
+pub struct MemberView {
+    /// The subscriber's external id.
+    pub subscriber_id: String,
+    /// When they were added to the topic.
+    pub added_at: DateTime<Utc>,
+}
+
+/// A page of members.
+#[derive(Debug, Clone, Object)]
+pub struct MemberPage {
+    /// The members, in a stable order.
+    pub items: Vec<MemberView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A send to every member of a topic.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct TopicSendRequest {
+    /// The topic's key.
+    pub topic: String,
+    /// The key of one of your templates; every notification is rendered
+    /// from it.
+    pub template: String,
+    /// The channels each member gets a notification on (`email`, `sms`,
+    /// `whatsapp`, `inapp`); default: the template's default channels.
+    pub channels: Option<Vec<String>>,
+    /// The locale to render (default: the template's).
+    pub locale: Option<String>,
+    /// Template data every member gets (a JSON object, at most 50 keys).
+    pub defaults: Option<Value>,
+    /// Your key/value data, copied to every notification (a JSON object).
+    pub metadata: Option<Value>,
+}
+
+/// A send to every subscriber of the organisation.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationSendRequest {
+    /// The key of one of your templates.
+    pub template: String,
+    /// The channels (`email`, `sms`, `whatsapp`, `inapp`); default: the
+    /// template's default channels.
+    pub channels: Option<Vec<String>>,
+    /// The locale to render (default: the template's).
+    pub locale: Option<String>,
+    /// Template data every subscriber gets (a JSON object).
+    pub defaults: Option<Value>,
+    /// Your key/value data, copied to every notification (a JSON object).
+    pub metadata: Option<Value>,
+}
+
+/// A send to an audience was accepted.
+#[derive(Debug, Clone, Object)]
+pub struct AudienceAccepted {
+    /// The batch that carries it.
+    pub batch_id: String,
+    /// The batch's status: `closed` (then `completed` once every
+    /// notification is final).
+    pub status: String,
+    /// `topic:<key>` or `organization`.
+    pub audience: String,
+    /// Recipients read from the audience when it was accepted.
+    pub recipients: i64,
+    /// Where to poll the batch (`GET`, and `…/notifications` for each one).
+    pub status_url: String,
+}
+
+/// Answers with a topic.
+#[derive(Debug, ApiResponse)]
+pub enum TopicResponse {
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<TopicView>, #[oai(header = "Location")] String),
+    /// The topic.
+    #[oai(status = 200)]
+    Ok(Json<TopicView>),
+}
+
+/// Answers with a page of topics.
+#[derive(Debug, ApiResponse)]
+pub enum TopicPageResponse {
+    /// The page.
+    #[oai(status = 200)]
+    Ok(Json<TopicPage>),
+}
+
+/// Answers to a delete.
+#[derive(Debug, ApiResponse)]
+pub enum TopicDeletedResponse {
+    /// Deleted, with its memberships.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+/// Answers to a membership change.
+#[derive(Debug, ApiResponse)]
+pub enum MembersChangedResponse {
+    /// Done; unknown external ids are listed.
+    #[oai(status = 200)]
+    Ok(Json<MembersChanged>),
+}
+
+/// Answers with a page of members.
+#[derive(Debug, ApiResponse)]
+pub enum MemberPageResponse {
+    /// The page.
+    #[oai(status = 200)]
+    Ok(Json<MemberPage>),
+}
+
+/// Answers to a send to an audience.
+#[derive(Debug, ApiResponse)]
+pub enum AudienceResponse {
+    /// Accepted: the batch and its chunks are committed. With the same
+    /// `Idempotency-Key` and body the first answer is returned again, with
+    /// `Idempotent-Replayed: true`, and nothing more is sent.
+    #[oai(status = 202)]
+    Accepted(
+        Json<AudienceAccepted>,
+        #[oai(header = "Location")] String,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+fn key_ok(key: &str) -> bool {
+    let b = key.as_bytes();
+    (1..=100).contains(&b.len())
+        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+}
+
+fn one_line(s: &str, max: usize) -> bool {
+    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
+}
+
+fn check_text(p: &mut Vec<InvalidParam>, name: &str, description: Option<&str>) {
+    if let Some(d) = description
+        && (d.trim().is_empty()
+            || d.chars().count() > 2_000
+            || d.chars().any(|c| c.is_control() && c != '\n'))
+    {
+        p.push(InvalidParam {
+            name: name.into(),
+            reason: "must be 1 to 2,000 characters".into(),
+        });
+    }
+}
+
+fn problems(p: Vec<InvalidParam>) -> Result<(), ApiError> {
+    if p.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(p))
+    }
+}
+
+fn page_limit(limit: Option<u32>) -> Result<i64, ApiError> {
+    match limit.unwrap_or(100) {
+        l @ 1..=MAX_PAGE => Ok(i64::from(l)),
+        _ => Err(ApiError::invalid(
+            "limit",
+            format!("must be 1 to {MAX_PAGE}"),
+        )),
+    }
+}
+
+/// The topic with `key`, or 404 (also for a malformed key and for another
+/// organisation's topic).
+async fn find(state: &AppState, tenant_id: TenantId, key: &str) -> Result<Topic, ApiError> {
+    if !key_ok(key) {
+        return Err(ApiError::NotFound("topic"));
+    }
+    topics::get(&state.pool, tenant_id, key)
+        .await?
+        .ok_or(ApiError::NotFound("topic"))
+}
+
+/// The external ids of a membership call, checked: each well-formed and
+/// named once.
+fn member_ids(req: &MembersRequest) -> Result<Vec<String>, ApiError> {
+    let n = req.subscribers.len();
+    if n == 0 || n > MAX_MEMBERS_PER_CALL {
+        return Err(ApiError::invalid(
+            "subscribers",
+            format!("must hold 1 to {MAX_MEMBERS_PER_CALL} external ids; split larger lists"),
+        ));
+    }
+    let mut p = Vec::new();
+    let mut seen = std::collections::HashMap::with_capacity(n);
+    for (i, raw) in req.subscribers.iter().enumerate() {
+        let name = format!("subscribers[{i}]");
+        if let Err(e) = ExternalId::parse(raw) {
+            p.push(InvalidParam { name, reason: e.0 });
+        } else if let Some(first) = seen.insert(raw.as_str(), i) {
+            seen.insert(raw.as_str(), first);
+            p.push(InvalidParam {
+                name,
+                reason: format!("repeats subscribers[{first}]"),
+            });
+        }
+        if p.len() >= 100 {
+            break;
+        }
+    }
+    problems(p)?;
+    Ok(req.subscribers.clone())
+}
+
+fn object(p: &mut Vec<InvalidParam>, name: &str, value: Option<&Value>) -> Value {
+    match value {
+        None | Some(Value::Null) => Value::Object(Default::default()),
+        Some(Value::Object(m)) if m.len() <= MAX_KEYS => Value::Object(m.clone()),
+        Some(Value::Object(_)) => {
+            p.push(InvalidParam {
+                name: name.into(),
+                reason: format!("must have at most {MAX_KEYS} keys"),
+            });
+            Value::Null
+        }
+        Some(_) => {
+            p.push(InvalidParam {
+                name: name.into(),
+                reason: "must be a JSON object".into(),
+            });
+            Value::Null
+        }
+    }
+}
+
+/// The checked parts of a send to an audience.
+struct AudienceSend<'a> {
+    template: &'a str,
+    channels: Option<&'a [String]>,
+    locale: Option<&'a str>,
+    defaults: Option<&'a Value>,
+    metadata: Option<&'a Value>,
+}
+
+/// Validates, creates the batch closed with its chunks cut from `audience`,
+/// takes the quota for what it holds, and commits.
+async fn send_to(
+    state: &AppState,
+    tenant_id: TenantId,
+    request_id: &RequestId,
+    key: Option<String>,
+    hash_of: Vec<u8>,
+    audience: (Audience, String),
+    send: AudienceSend<'_>,
+) -> Result<AudienceResponse, ApiError> {
+    let mut p = Vec::new();
+    if !one_line(send.template, 100) {
+        p.push(InvalidParam {
+            name: "template".into(),
+            reason: "must be a template key".into(),
+        });
+    }
+    if let Some(l) = send.locale
+        && !(1..=35).contains(&l.len())
+    {
+        p.push(InvalidParam {
+            name: "locale".into(),
+            reason: "must be a locale such as `en-US`".into(),
+        });
+    }
+    let defaults = object(&mut p, "defaults", send.defaults);
+    let metadata = object(&mut p, "metadata", send.metadata);
+    let mut channels = Vec::new();
+    if send.channels.is_some_and(<[String]>::is_empty) {
+        p.push(InvalidParam {
+            name: "channels".into(),
+            reason: "must not be empty".into(),
+        });
+    }
+    for (i, c) in send.channels.unwrap_or_default().iter().enumerate() {
+        let name = format!("channels[{i}]");
+        let reason = match Channel::parse(c) {
+            Some(Channel::Push) => "push is not offered for audiences: send per subscriber".into(),
+            Some(c) if !channels.contains(&c) => {
+                channels.push(c);
+                continue;
+            }
+            Some(_) => "is listed twice".into(),
+            None => format!("`{c}` is not a channel"),
+        };
+        p.push(InvalidParam { name, reason });
+    }
+    problems(p)?;
+    let template = shared::db::templates::get_by_key(&state.pool, tenant_id, send.template)
+        .await?
+        .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
+        .template;
+    if channels.is_empty() {
+        channels = (template.default_channels().iter().copied())
+            .filter(|c| *c != Channel::Push)
+            .collect();
+        if channels.is_empty() {
+            return Err(ApiError::invalid(
+                "channels",
+                "the template's default channels are push only; name the channels",
+            ));
+        }
+    }
+    let hash = key.as_ref().map(|_| Sha256::digest(&hash_of).to_vec());
+    let mut tx = state.pool.begin().await?;
+    let created = batches::create(
+        &mut tx,
+        tenant_id,
+        NewBatch {
+            template_key: send.template,
+            channels: &channels,
+            locale: send.locale,
+            defaults,
+            metadata,
+            idempotency: key.as_deref().zip(hash),
+        },
+    )
+    .await?;
+    let (label, audience_label) = (audience.0, audience.1);
+    let (id, recipients, replayed) = match created {
+        Created::New(id) => {
+            let recipients = topics::cut_chunks(&mut tx, tenant_id, id, label, &channels).await?;
+            topics::close_cut_batch(&mut *tx, tenant_id, id).await?;
+            let counts: Vec<(Channel, u64)> =
+                channels.iter().map(|c| (*c, recipients as u64)).collect();
+            let quota = state
+                .limits
+                .take_quota(tenant_id, Some(&request_id.0), &counts)
+                .await?;
+            if let Err(e) = tx.commit().await {
+                quota.give_back().await;
+                return Err(e.into());
+            }
+            tracing::info!(batch_id = %id, recipients, "audience send accepted");
+            metrics::counter!("audience_sends_accepted_total").increment(1);
+            (id, recipients, false)
+        }
+        Created::Existing {
+            id,
+            same_request: true,
+        } => {
+            drop(tx);
+            let counts = {
+                let mut conn = state.pool.acquire().await?;
+                batches::counts(&mut conn, tenant_id, id).await?.0
+            };
+            (id, counts.recipients, true)
+        }
+        Created::Existing { .. } => return Err(ApiError::IdempotencyKeyReused),
+    };
+    let status = batches::get(&state.pool, tenant_id, id)
+        .await?
+        .map(|b| b.status)
+        .unwrap_or_default();
+    let url = format!("/api/v1/services/notifications/batches/{id}");
+    Ok(AudienceResponse::Accepted(
+        Json(AudienceAccepted {
+            batch_id: id.to_string(),
+            status,
+            audience: audience_label,
+            recipients,
+            status_url: url.clone(),
+        }),
+        url,
+        replayed.then(|| "true".to_owned()),
+    ))
+}
+
+#[OpenApi(prefix_path = "/api/v1/services/topics", tag = "ApiTags::Subscribers")]
+impl TopicsApi {
+    /// Create a topic. A key already used in the organisation answers 409.
+    #[oai(path = "/", method = "post", operation_id = "topics.create")]
+    async fn create(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        body: StrictJson<CreateTopic>,
+    ) -> Result<TopicResponse, ApiError> {
+        let b = body.0;
+        let mut p = Vec::new();
+        if !key_ok(&b.key) {
+            p.push(InvalidParam {
+                name: "key".into(),
+                reason: "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit".into(),
+            });
+        }
+        if !one_line(&b.name, 200) {
+            p.push(InvalidParam {
+                name: "name".into(),
+                reason: "must be 1 to 200 characters on one line".into(),
+            });
+        }
+        check_text(&mut p, "description", b.description.as_deref());
+        problems(p)?;
+        let created = topics::create(
+            &state.pool,
+            auth.0.tenant_id,
+            &b.key,
+            &b.name,
+            b.description.as_deref(),
+        )
+        .await;
+        let topic = match created {
+            Err(e) if shared::db::violated_constraint(&e) == Some(topics::KEY_CONSTRAINT) => {
+                return Err(ApiError::Conflict(
+                    "a topic with this key already exists".into(),
+                ));
+            }
+            other => other?,
+        };
+        let location = format!("/api/v1/services/topics/{}", topic.key);
+        Ok(TopicResponse::Created(Json(topic.into()), location))
+    }
+
+    /// List the organisation's topics by key, by cursor.
+    #[oai(path = "/", method = "get", operation_id = "topics.list")]
+    async fn list(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Topics per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<TopicPageResponse, ApiError> {
+        let limit = page_limit(limit.0)?;
+        if cursor.0.as_deref().is_some_and(|c| !key_ok(c)) {
+            return Err(ApiError::invalid(
+                "cursor",
+                "is not a cursor this API returned",
+            ));
+        }
+        let mut items = topics::list(
+            &state.pool,
+            auth.0.tenant_id,
+            cursor.0.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|t| t.key.clone())
+        } else {
+            None
+        };
+        Ok(TopicPageResponse::Ok(Json(TopicPage {
+            items: items.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Read a topic.
+    #[oai(path = "/:key", method = "get", operation_id = "topics.get")]
+    async fn get(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        key: Path<String>,
+    ) -> Result<TopicResponse, ApiError> {
+        let topic = find(&state, auth.0.tenant_id, &key.0).await?;
+        Ok(TopicResponse::Ok(Json(topic.into())))
+    }
+
+    /// Replace a topic's name and description.
+    #[oai(path = "/:key", method = "put", operation_id = "topics.update")]
+    async fn update(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        key: Path<String>,
+        body: StrictJson<UpdateTopic>,
+    ) -> Result<TopicResponse, ApiError> {
+        let b = body.0;
+        if !key_ok(&key.0) {
+            return Err(ApiError::NotFound("topic"));
+        }
+        let mut p = Vec::new();
+        if !one_line(&b.name, 200) {
+            p.push(InvalidParam {
+                name: "name".into(),
+                reason: "must be 1 to 200 characters on one line".into(),
+            });
+        }
+        check_text(&mut p, "description", b.description.as_deref());
+        problems(p)?;
+        let topic = topics::update(
+            &state.pool,
+            auth.0.tenant_id,
+            &key.0,
+            &b.name,
+            b.description.as_deref(),
+        )
+        .await?
+        .ok_or(ApiError::NotFound("topic"))?;
+        Ok(TopicResponse::Ok(Json(topic.into())))
+    }
+
+    /// Delete a topic and its memberships (the subscribers stay). Sends
+    /// already accepted still reach the members they were cut for.
+    #[oai(path = "/:key", method = "delete", operation_id = "topics.delete")]
+    async fn delete(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        key: Path<String>,
+    ) -> Result<TopicDeletedResponse, ApiError> {
+        if !key_ok(&key.0) || !topics::delete(&state.pool, auth.0.tenant_id, &key.0).await? {
+            return Err(ApiError::NotFound("topic"));
+        }
+        Ok(TopicDeletedResponse::Deleted)
+    }
+
+    /// Add up to 10,000 subscribers (by external id) to a topic. Members
+    /// already in it stay; external ids with no subscriber are listed in
+    /// `unknown` and change nothing. A repeated id answers 400.
+    #[oai(
+        path = "/:key/members",
+        method = "post",
+        operation_id = "topics.add_members"
+    )]
+    async fn add_members(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        key: Path<String>,
+        body: StrictJson<MembersRequest>,
+    ) -> Result<MembersChangedResponse, ApiError> {
+        self.change(auth.0.tenant_id, &state, &key.0, &body.0, true)
+            .await
+    }
+
+    /// Remove up to 10,000 subscribers (by external id) from a topic. Ids
+    /// that are not members are counted in `unchanged`; ids with no
+    /// subscriber are listed in `unknown`.
+    #[oai(
+        path = "/:key/members/remove",
+        method = "post",
+        operation_id = "topics.remove_members"
+    )]
+    async fn remove_members(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        key: Path<String>,
+        body: StrictJson<MembersRequest>,
+    ) -> Result<MembersChangedResponse, ApiError> {
+        self.change(auth.0.tenant_id, &state, &key.0, &body.0, false)
+            .await
+    }
+
+    /// List a topic's members, by cursor.
+    #[oai(
+        path = "/:key/members",
+        method = "get",
+        operation_id = "topics.list_members"
+    )]
+    async fn list_members(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        key: Path<String>,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Members per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<MemberPageResponse, ApiError> {
+        let limit = page_limit(limit.0)?;
+        let after =
+            match cursor.0.as_deref() {
+                None => None,
+                Some(c) => Some(c.parse::<uuid::Uuid>().map_err(|_| {
+                    ApiError::invalid("cursor", "is not a cursor this API returned")
+                })?),
+            };
+        let tenant_id = auth.0.tenant_id;
+        let topic = find(&state, tenant_id, &key.0).await?;
+        let mut items = topics::members(&state.pool, tenant_id, topic.id, after, limit + 1).await?;
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|m| m.subscriber_id.to_string())
+        } else {
+            None
+        };
+        Ok(MemberPageResponse::Ok(Json(MemberPage {
+            items: items
+                .into_iter()
+                .map(|m| MemberView {
+                    subscriber_id: m.external_id,
+                    added_at: m.added_at,
+                })
+                .collect(),
+            next_cursor,
+        })))
+    }
+}
+
+impl TopicsApi {
+    async fn change(
+        &self,
+        tenant_id: TenantId,
+        state: &AppState,
+        key: &str,
+        req: &MembersRequest,
+        add: bool,
+    ) -> Result<MembersChangedResponse, ApiError> {
+        let ids = member_ids(req)?;
+        let topic = find(state, tenant_id, key).await?;
+        let mut tx = state.pool.begin().await?;
+        let changed = if add {
+            topics::add_members(&mut tx, tenant_id, topic.id, &ids).await?
+        } else {
+            topics::remove_members(&mut tx, tenant_id, topic.id, &ids).await?
+        };
+        tx.commit().await?;
+        let members = topics::get(&state.pool, tenant_id, key)
+            .await?
+            .map_or(0, |t| t.members);
+        Ok(MembersChangedResponse::Ok(Json(MembersChanged {
+            changed: changed.changed,
+            unchanged: changed.unchanged,
+            unknown: changed.unknown,
+            members,
+        })))
+    }
+}
+
+#[OpenApi(
+    prefix_path = "/api/v1/services/notifications",
+    tag = "ApiTags::Notifications"
+)]
+impl TopicSendsApi {
+    /// Send a template to every member of a topic. The members are read
+    /// when the send is accepted and carried by a closed batch (poll its
+    /// `status_url`); each gets one notification per channel, with their
+    /// preferences applied. `Idempotency-Key` makes retries safe.
+    #[oai(
+        path = "/send-topic",
+        method = "post",
+        operation_id = "notifications.send_topic"
+    )]
+    async fn send_topic(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
+        body: StrictJson<TopicSendRequest>,
+    ) -> Result<AudienceResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let key = idempotency_key(key.0)?;
+        let req = &body.0;
+        if !key_ok(&req.topic) {
+            return Err(ApiError::invalid(
+                "topic",
+                "must be a topic key (lower-case letters, digits, `.`, `_`, `-`)",
+            ));
+        }
+        let topic = find(&state, tenant_id, &req.topic).await?;
+        let hash_of = serde_json::to_vec(&(req, "topic")).unwrap_or_default();
+        send_to(
+            &state,
+            tenant_id,
+            &request_id,
+            key,
+            hash_of,
+            (Audience::Topic(topic.id), format!("topic:{}", topic.key)),
+            AudienceSend {
+                template: &req.template,
+                channels: req.channels.as_deref(),
+                locale: req.locale.as_deref(),
+                defaults: req.defaults.as_ref(),
+                metadata: req.metadata.as_ref(),
+            },
+        )
+        .await
+    }
+
+    /// Send a template to every subscriber of the organisation, as a closed
+    /// batch like `send-topic`.
+    #[oai(
+        path = "/send-organization",
+        method = "post",
+        operation_id = "notifications.send_organization"
+    )]
+    async fn send_organization(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
+        body: StrictJson<OrganizationSendRequest>,
+    ) -> Result<AudienceResponse, ApiError> {
+        let key = idempotency_key(key.0)?;
+        let req = &body.0;
+        let hash_of = serde_json::to_vec(&(req, "organization")).unwrap_or_default();
+        send_to(
+            &state,
+            auth.0.tenant_id,
+            &request_id,
+            key,
+            hash_of,
+            (Audience::Organization, "organization".to_owned()),
+            AudienceSend {
+                template: &req.template,
+                channels: req.channels.as_deref(),
+                locale: req.locale.as_deref(),
+                defaults: req.defaults.as_ref(),
+                metadata: req.metadata.as_ref(),
+            },
+        )
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_keys_are_lower_case_words() {
+        for ok in ["a", "ward-3", "care.team_1", &"x".repeat(100)] {
+            assert!(key_ok(ok), "{ok}");
+        }
+        for bad in ["", "-a", ".a", "Ward", "a b", "a/b", "é", &"x".repeat(101)] {
+            assert!(!key_ok(bad), "{bad}");
+        }
+    }
+}
