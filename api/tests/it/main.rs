@@ -30,5 +30,6 @@ mod sessions;
 mod shipments;
 mod subscribers;
 mod templates;
+mod topics;
 mod users;
 mod webhooks;
