@@ -9,6 +9,7 @@ mod caches;
 mod callbacks;
 mod cli;
 mod client_address;
+mod console;
 mod deploy;
 mod edge;
 mod identity;
