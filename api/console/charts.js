@@ -4,10 +4,13 @@
 
 import { h, s, num } from './dom.js';
 
-function niceMax(v) {
-  if (v <= 0) return 1;
-  const p = 10 ** Math.floor(Math.log10(v));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * p >= v) return m * p;
+/** A step for four gridlines that reach at least `v`, in whole, round
+ * numbers (1, 2, 5, 10, 20, 50, …). */
+function niceStep(v) {
+  const raw = Math.max(v, 1) / 4;
+  if (raw <= 1) return 1;
+  const p = 10 ** Math.floor(Math.log10(raw));
+  for (const m of [1, 2, 5, 10]) if (m * p >= raw) return m * p;
   return 10 * p;
 }
 
@@ -70,22 +73,24 @@ function tickTime(d, step) {
  * along it shows one point's values.
  */
 export function timeChart(points, series, { step = 60, title = 'throughput' } = {}) {
-  const W = 880, H = 260, L = 52, R = 12, T = 12, B = 30;
+  const W = 1100, H = 250, L = 52, R = 12, T = 12, B = 30;
   const iw = W - L - R, ih = H - T - B;
   const n = points.length;
-  const max = niceMax(Math.max(0, ...points.flatMap((p) => series.map((sr) => p[sr.key] || 0))));
+  const highest = Math.max(0, ...points.flatMap((p) => series.map((sr) => p[sr.key] || 0)));
+  const stepY = niceStep(highest);
+  const max = stepY * 4;
   const x = (i) => L + (n <= 1 ? iw / 2 : (i / (n - 1)) * iw);
   const y = (v) => T + ih - (v / max) * ih;
   const totals = series.map((sr) => `${sr.name} ${num(points.reduce((a, p) => a + (p[sr.key] || 0), 0))}`);
   const svg = s('svg', {
     class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
-    'aria-label': `${title}: ${n} points of ${step} s; totals ${totals.join(', ')}; highest ${num(max)} per step`,
+    'aria-label': `${title}: ${n} points of ${step} s; totals ${totals.join(', ')}; highest ${num(highest)} per step`,
   });
   for (let k = 0; k <= 4; k++) {
-    const v = (max / 4) * k;
+    const v = stepY * k;
     svg.append(
       s('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }),
-      s('text', { x: L - 8, y: y(v) + 4, class: 'axis', 'text-anchor': 'end', text: num(Math.round(v)) }),
+      s('text', { x: L - 8, y: y(v) + 4, class: 'axis', 'text-anchor': 'end', text: num(v) }),
     );
   }
   const ticks = Math.min(6, n);
@@ -135,4 +140,10 @@ export function timeChart(points, series, { step = 60, title = 'throughput' } = 
   const legend = h('ul', { class: 'legend' },
     series.map((sr) => h('li', {}, h('span', { class: `swatch fill-${sr.tone}`, 'aria-hidden': 'true' }), sr.name)));
   return h('figure', { class: 'chart-box' }, svg, legend, readout);
+}
+
+/** A colour key: [{name, tone}]. */
+export function legend(items) {
+  return h('ul', { class: 'legend' },
+    items.map((it) => h('li', {}, h('span', { class: `swatch fill-${it.tone}`, 'aria-hidden': 'true' }), it.name)));
 }

@@ -39,7 +39,8 @@ export function mount(root, { toast }) {
   function apiFilters() {
     const span = SINCE.find(([k]) => k === filters.since);
     const since = span && span[2] ? new Date(Date.now() - span[2] * 1000).toISOString() : '';
-    return { since, kind: filters.kind, channel: filters.channel, provider: filters.provider, error_class: filters.error_class };
+    const all = { since, kind: filters.kind, channel: filters.channel, provider: filters.provider, error_class: filters.error_class };
+    return Object.fromEntries(Object.entries(all).filter(([, v]) => v));
   }
 
   function drawForm() {

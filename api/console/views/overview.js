@@ -48,7 +48,7 @@ function card(q, samples) {
     stat('Deferred', num(q.deferred + q.scheduled), 'deferred')),
   stackedBar(depthParts(q), { label: `${q.name} depth` }),
   h('div', { class: 'card-foot' },
-    h('dl', { class: 'mini' },
+    h('dl', { class: 'stats mini' },
       stat('Sent 1 m', num(q.last_1m.sent), 'sent_1m', 'ok'),
       stat('Failed 1 m', num(q.last_1m.failed), 'failed_1m', failing ? 'bad' : ''),
       stat('Retried 1 m', num(q.last_1m.retried), 'retried_1m'),
@@ -119,12 +119,17 @@ export function mount(root) {
       if (ctrl.signal.aborted) return;
       fail(err);
     }
-    try {
-      await stream('/api/v1/ops/stream', (name, data) => {
-        if (name === 'queues') update(data);
-      }, ctrl.signal);
-    } catch {
-      // Falls back to polling below.
+    // A stream ends after a while (10 minutes): open the next one. One that
+    // cannot be opened or breaks gives way to polling.
+    for (;;) {
+      try {
+        await stream('/api/v1/ops/stream', (name, data) => {
+          if (name === 'queues') update(data);
+        }, ctrl.signal);
+      } catch {
+        break;
+      }
+      if (ctrl.signal.aborted) return;
     }
     if (!ctrl.signal.aborted) poll();
   })();

@@ -3,7 +3,7 @@
 
 import { call } from '../api.js';
 import { h, num, ms, badge, errorBox, time, when, replace } from '../dom.js';
-import { timeChart, stackedBar } from '../charts.js';
+import { timeChart, stackedBar, legend } from '../charts.js';
 import { confirm, modal } from '../dialog.js';
 import { waiting } from './overview.js';
 
@@ -42,25 +42,31 @@ export function mount(root, { match, params, toast }) {
   if (!RANGES.some(([r]) => r === range)) range = '1h';
   const summary = h('section', { class: 'card', 'aria-label': 'State' }, h('p', { class: 'loading', text: 'Loading…' }));
   const chart = h('section', { class: 'card', 'aria-labelledby': 'hist-title' });
+  const counts = h('div', { class: 'two-col' });
   const action = h('div', { class: 'page-actions' });
   root.append(
     h('p', { class: 'crumbs' }, h('a', { href: '#/overview', text: 'Queues' }), ' / ', name),
     h('div', { class: 'page-head' }, h('h1', { text: `Queue ${name}` }), action),
-    summary, chart);
+    summary, chart, counts);
   let alive = true;
   let timer = null;
 
   let shownPaused = null;
+  const DEPTH = [['In Redis', 'backlog'], ['Due', 'due'], ['In flight', 'flight'], ['Deferred', 'deferred'], ['Scheduled', 'scheduled']];
 
   function showQueue(q) {
     // The button is rebuilt only when the state changes, so it keeps focus.
     if (q.paused !== shownPaused) {
       shownPaused = q.paused;
       const had = action.contains(document.activeElement);
-      replace(action, q.paused
-        ? h('button', { type: 'button', class: 'primary', onclick: resume, text: 'Resume queue' })
-        : h('button', { type: 'button', class: 'danger', onclick: pause, text: 'Pause queue' }));
-      if (had) action.firstChild.focus();
+      if (q.pausable === false && !q.paused) {
+        replace(action, h('span', { class: 'muted', text: 'Cron-driven: cannot be paused' }));
+      } else {
+        replace(action, q.paused
+          ? h('button', { type: 'button', class: 'primary', onclick: resume, text: 'Resume queue' })
+          : h('button', { type: 'button', class: 'danger', onclick: pause, text: 'Pause queue' }));
+        if (had) action.firstChild.focus();
+      }
     }
     replace(summary,
       h('div', { class: 'card-head' },
@@ -74,7 +80,8 @@ export function mount(root, { match, params, toast }) {
         row('Due', num(q.due), 'due'),
         row('In flight', num(q.in_flight), 'in_flight'),
         row('Deferred', num(q.deferred), 'deferred'),
-        row('Scheduled', num(q.scheduled), 'scheduled')),
+        row('Scheduled', num(q.scheduled), 'scheduled'),
+        q.oldest_due_secs === undefined ? null : row('Oldest due', q.oldest_due_secs === null ? '—' : ms(q.oldest_due_secs * 1000), 'oldest_due')),
       stackedBar([
         { name: 'In Redis', value: q.backlog || 0, tone: 'backlog' },
         { name: 'Due', value: q.due, tone: 'due' },
@@ -82,16 +89,23 @@ export function mount(root, { match, params, toast }) {
         { name: 'Deferred', value: q.deferred, tone: 'deferred' },
         { name: 'Scheduled', value: q.scheduled, tone: 'scheduled' },
       ], { label: `${name} depth` }),
-      h('table', { class: 'grid-table' },
-        h('thead', {}, h('tr', {}, ['', 'Sent', 'Failed', 'Retried'].map((t) => h('th', { scope: 'col', text: t })))),
-        h('tbody', {}, [['Last minute', q.last_1m], ['Last 15 minutes', q.last_15m], ['Last hour', q.last_1h]].map(([label, c]) =>
-          h('tr', {}, h('th', { scope: 'row', text: label }), h('td', { text: num(c.sent) }),
-            h('td', { text: num(c.failed) }), h('td', { text: num(c.retried) }))))),
-      h('dl', { class: 'stats wide' },
-        row('Run time p50', ms(q.duration_ms.p50), 'duration_p50'),
-        row('Run time p99', ms(q.duration_ms.p99), 'duration_p99'),
-        row('Wait p50', ms(q.latency_ms.p50), 'latency_p50'),
-        row('Wait p99', ms(q.latency_ms.p99), 'latency_p99')));
+      legend(DEPTH.map(([n, tone]) => ({ name: n, tone }))));
+    replace(counts,
+      h('section', { class: 'card', 'aria-labelledby': 'counts-title' },
+        h('h2', { id: 'counts-title', text: 'Outcomes' }),
+        h('table', { class: 'grid-table' },
+          h('thead', {}, h('tr', {}, ['', 'Sent', 'Failed', 'Retried'].map((t) => h('th', { scope: 'col', text: t })))),
+          h('tbody', {}, [['Last minute', q.last_1m], ['Last 15 minutes', q.last_15m], ['Last hour', q.last_1h]].map(([label, c]) =>
+            h('tr', {}, h('th', { scope: 'row', text: label }), h('td', { text: num(c.sent) }),
+              h('td', { text: num(c.failed) }), h('td', { text: num(c.retried) })))))),
+      h('section', { class: 'card', 'aria-labelledby': 'timing-title' },
+        h('h2', { id: 'timing-title', text: 'Timing, last hour' }),
+        h('dl', { class: 'stats wide' },
+          row('Run time p50', ms(q.duration_ms.p50), 'duration_p50'),
+          row('Run time p99', ms(q.duration_ms.p99), 'duration_p99'),
+          row('Wait p50', ms(q.latency_ms.p50), 'latency_p50'),
+          row('Wait p99', ms(q.latency_ms.p99), 'latency_p99')),
+        h('p', { class: 'muted', text: 'Run time: a job\'s handling. Wait: from due to picked up.' })));
   }
 
   async function loadQueue() {

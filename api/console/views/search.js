@@ -17,7 +17,7 @@ function detailList(detail) {
   if (!entries.length) return null;
   return h('dl', { class: 'detail' }, entries.map(([k, v]) => [
     h('dt', { text: k }),
-    h('dd', { text: typeof v === 'object' && v !== null ? JSON.stringify(v) : String(v) }),
+    h('dd', { text: v === null || v === undefined ? '—' : typeof v === 'object' ? JSON.stringify(v) : String(v) }),
   ]));
 }
 
