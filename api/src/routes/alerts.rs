@@ -269,7 +269,6 @@ pub struct AlertPage {
 
 /// One transition.
 #[derive(Debug, Object)]
-#[oai(rename = "AlertEventView")]
 pub struct AlertEventView {
     /// `opened`, `escalated`, `acknowledged` or `resolved`.
     pub kind: String,
