@@ -27,6 +27,7 @@ mod providers;
 mod rate_limits;
 mod realtime;
 mod send_email;
+mod send_windows;
 mod sessions;
 mod shipments;
 mod subscribers;

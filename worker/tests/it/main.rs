@@ -12,6 +12,7 @@ mod logs;
 mod maintenance;
 mod notices;
 mod recording;
+mod send_windows;
 mod startup;
 mod templated;
 mod ups;
