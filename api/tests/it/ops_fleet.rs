@@ -652,3 +652,105 @@ async fn cache_commands_reach_every_api_instance() {
     serving.await.unwrap().unwrap();
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn providers_show_the_state_workers_share_and_the_scheduler_sets_the_fleet_gauges() {
+    let fake = FakeProviders::start().await;
+    fake.script(
+        Kind::Twilio,
+        TWILIO_SID_A,
+        [testkit::providers::Answer::Unavailable],
+    );
+    let app = TestApp::builder()
+        .providers(&fake)
+        .var("WORKER_QUEUES", "email,sms")
+        .spawn()
+        .await;
+    let mut config = twilio("primary", TWILIO_SID_A, 1);
+    config["settings"]["rate_per_sec"] = json!(10);
+    let id = app.add_provider(&config).await;
+    let admin = platform_admin(&app).await;
+    let key = app.api_key.clone();
+    sms(&app).await;
+    let failed = testkit::eventually("the provider's error to be recorded", WAIT, || async {
+        let body = expect(get(&app, "/api/v1/ops/providers", &key).await, 200).await;
+        let item = body["items"][0].clone();
+        item["last_error"].is_string().then_some(item)
+    })
+    .await;
+    assert!(
+        failed["last_error"].as_str().unwrap().contains("503"),
+        "{failed}"
+    );
+    assert!(failed["last_error_at"].is_string());
+    assert_eq!(failed["circuit"], "closed", "one failure does not open it");
+    let tokens = failed["rate_tokens"].as_f64().unwrap();
+    assert!(
+        (0.0..=20.0).contains(&tokens),
+        "burst is twice the rate: {tokens}"
+    );
+
+    // The breaker opened and a 429 paused it, as workers record them.
+    let mut conn = app.redis().await;
+    let part = |p: &str| format!("{}:provider:{id}:{p}", app.redis_prefix);
+    let _: () = redis::pipe()
+        .cmd("SET")
+        .arg(part("open"))
+        .arg(1)
+        .arg("PX")
+        .arg(60_000)
+        .ignore()
+        .cmd("SET")
+        .arg(part("paused"))
+        .arg(1)
+        .arg("PX")
+        .arg(30_000)
+        .ignore()
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let body = expect(get(&app, "/api/v1/ops/providers", &admin.token).await, 200).await;
+    let item = &body["items"][0];
+    assert_eq!(item["circuit"], "open");
+    let until: chrono::DateTime<chrono::Utc> =
+        item["paused_until"].as_str().unwrap().parse().unwrap();
+    assert!(
+        until > chrono::Utc::now() + chrono::Duration::seconds(20),
+        "{item}"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(part("open"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(exists, 1, "reading changes nothing");
+
+    testkit::eventually("the fleet gauges", WAIT, || async {
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        };
+        [
+            (r#"workers_alive{queue="email"}"#, 1.0),
+            (r#"workers_alive{queue="sms"}"#, 1.0),
+            (r#"workers_alive{queue="push"}"#, 0.0),
+            (r#"workers_alive{queue="ups_poll"}"#, 0.0),
+            (r#"provider_circuits_open{channel="sms"}"#, 1.0),
+            (r#"provider_circuits_open{channel="email"}"#, 0.0),
+        ]
+        .iter()
+        .all(|(series, want)| value(series) == Some(*want))
+        .then_some(())
+    })
+    .await;
+    app.shutdown().await;
+}
