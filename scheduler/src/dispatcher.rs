@@ -100,6 +100,15 @@ impl Dispatcher {
                 0.0
             });
         }
+        // Present from the first sweep, at 0, so a rate over it is 0 rather
+        // than absent until the first push.
+        for q in CHANNELS
+            .iter()
+            .map(|c| QueueName::for_channel(*c))
+            .chain([QueueName::Webhook])
+        {
+            metrics::counter!("dispatched_notifications_total", "queue" => q.as_str()).increment(0);
+        }
         Ok(paused)
     }
 
@@ -112,6 +121,17 @@ impl Dispatcher {
                 return Ok(());
             }
             *at = Some(std::time::Instant::now());
+        }
+        // The queues this dispatcher does not feed get their Redis depth here.
+        for q in [
+            QueueName::Maintenance,
+            QueueName::Invitation,
+            QueueName::BaaReminder,
+            QueueName::UpsPoll,
+        ] {
+            if let Ok(n) = self.queues.backlog(q).await {
+                metrics::gauge!("queue_depth", "queue" => q.as_str()).set(n as f64);
+            }
         }
         let waiting = queue_ops::waiting(&self.pool, None).await?;
         let now = chrono::Utc::now();

@@ -56,7 +56,17 @@ pub fn metrics_handle() -> PrometheusHandle {
             let buckets = [
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ];
+            // Accepted → sent spans retries, quiet hours and send windows.
+            let latency = [
+                0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                21600.0, 86400.0,
+            ];
             let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("notification_latency_seconds".into()),
+                    &latency,
+                )
+                .expect("the bucket list is not empty")
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
                 .expect("the bucket list is not empty")
                 .build_recorder();

@@ -881,10 +881,14 @@ fn report(
         Ok(true) => {
             use shared::throughput::Outcome as Done;
             let (done, latency) = match &a.outcome {
-                Outcome::Sent { .. } => (
-                    Done::Sent,
-                    (chrono::Utc::now() - a.row.created_at).to_std().ok(),
-                ),
+                Outcome::Sent { .. } => {
+                    let latency = (chrono::Utc::now() - a.row.created_at).to_std().ok();
+                    if let Some(l) = latency {
+                        metrics::histogram!("notification_latency_seconds", "channel" => channel.as_str())
+                            .record(l.as_secs_f64());
+                    }
+                    (Done::Sent, latency)
+                }
                 Outcome::Suppressed { .. } => (Done::Sent, None),
                 Outcome::Retry { .. } => (Done::Retried, None),
                 Outcome::Failed { .. } => (Done::Failed, None),
