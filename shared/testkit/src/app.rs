@@ -62,6 +62,10 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("SHUTDOWN_TIMEOUT_SECS", "10"),
     ("EMAIL_FROM", "Care Team <care@clinic.example.org>"),
     ("JOBS__DISPATCHER__INTERVAL_MS", "50"),
+    // Alert rules are evaluated by the alert tests themselves, with their
+    // own clock; elsewhere a default rule tripped by a test's failures
+    // would add notices that test does not expect.
+    ("ALERTS_EVALUATE_SECS", "0"),
     ("JOBS__DISPATCHER__REDISPATCH_AFTER_SECS", "10"),
     ("JOBS__QUEUES__EMAIL__TIMEOUT_SECS", "10"),
     ("JOBS__QUEUES__EMAIL__BACKOFF__INITIAL_MS", "100"),
