@@ -134,7 +134,11 @@ impl Class {
         }
         if *method == Method::POST {
             match template.strip_prefix(SERVICES) {
-                Some("/send" | "/send-batch" | "/send-chunk") => return Some(Class::Send),
+                Some(
+                    "/send" | "/send-batch" | "/send-chunk" | "/send-topic" | "/send-organization",
+                ) => {
+                    return Some(Class::Send);
+                }
                 Some("/bulk/csv") => return Some(Class::Upload),
                 _ => {}
             }
@@ -907,6 +911,14 @@ mod tests {
         assert_eq!(of(Method::POST, &format!("{n}/send")), Some(Class::Send));
         assert_eq!(
             of(Method::POST, &format!("{n}/send-batch")),
+            Some(Class::Send)
+        );
+        assert_eq!(
+            of(Method::POST, &format!("{n}/send-topic")),
+            Some(Class::Send)
+        );
+        assert_eq!(
+            of(Method::POST, &format!("{n}/send-organization")),
             Some(Class::Send)
         );
         assert_eq!(
