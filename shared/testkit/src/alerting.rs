@@ -222,18 +222,10 @@ impl FakeTarget {
 
     /// Waits until at least `n` requests arrived; panics after `timeout`.
     pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Call> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
+        crate::eventually(&format!("{n} requests"), timeout, || async {
             let got = self.calls();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {n} requests arrived",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            (got.len() >= n).then_some(got)
+        })
+        .await
     }
 }
