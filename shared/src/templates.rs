@@ -34,12 +34,10 @@
 //! share an iteration budget, so no data can make a render explode.
 
 use std::{
+    cell::Cell,
     collections::{BTreeMap, BTreeSet, HashMap},
     fmt, io,
-    sync::{
-        Arc, LazyLock,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
+    sync::LazyLock,
 };
 
 use handlebars::{
@@ -962,37 +960,55 @@ pub fn render(
     render_with(template, None, channel, locale, data)
 }
 
-/// Each template string of a template, by field, compiled and instrumented
-/// (or why it does not compile).
-type CompiledFields = HashMap<String, Result<Compiled, String>>;
+/// Each template string of a template, by field: registered in its
+/// [`Prepared`]'s registry for its kind, or why it does not compile.
+type CompiledFields = HashMap<String, Result<(), String>>;
 
 /// A template with every string compiled once, for rendering it for many
-/// recipients (a batch chunk, a CSV file). Each render still gets its own
-/// registry, loop budget and output limits, and sees only its own data; the
-/// results are the same as [`render`]'s.
-#[derive(Debug)]
+/// recipients (a batch chunk, a CSV file, a cached template). Its strings
+/// are registered once in two registries (email HTML escaped, everything
+/// else not) that every render shares; templates cannot name each other
+/// (partials are refused), so a render still sees only the field it renders
+/// and its own data, with its own loop budget and output limits. The results
+/// are the same as [`render`]'s.
 pub struct Prepared {
     template: Template,
     compiled: CompiledFields,
+    /// The registries the compiled fields are in: plain text, email HTML.
+    registries: [Handlebars<'static>; 2],
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Prepared")
+            .field("template", &self.template.key)
+            .field("fields", &self.compiled.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Prepared {
     /// Compiles every string of every locale and channel of `template`.
     pub fn new(template: Template) -> Self {
         let mut compiled = HashMap::new();
+        let mut registries = [registry(false), registry(true)];
         for (tag, content) in &template.locales {
             for &channel in Channel::ALL {
                 for (path, source, kind) in content.strings(channel) {
                     let field = format!("locales.{tag}.{}.{path}", channel.as_str());
                     let entry = compile(source, kind.html).map(|mut c| {
                         instrument(&mut c, &TICK_TEMPLATE);
-                        c
+                        registries[usize::from(kind.html)].register_template(&field, c);
                     });
                     compiled.insert(field, entry);
                 }
             }
         }
-        Self { template, compiled }
+        Self {
+            template,
+            compiled,
+            registries,
+        }
     }
 
     /// The template.
@@ -1007,13 +1023,27 @@ impl Prepared {
         locale: Option<&str>,
         data: &Value,
     ) -> Result<Rendered, RenderError> {
-        render_with(&self.template, Some(&self.compiled), channel, locale, data)
+        render_with(&self.template, Some(self), channel, locale, data)
     }
+}
+
+/// A registry in strict mode with the iteration helper, escaping values
+/// for email HTML or not at all.
+fn registry(html: bool) -> Handlebars<'static> {
+    let mut hbs = Handlebars::new();
+    hbs.set_strict_mode(true);
+    hbs.register_helper(TICK, Box::new(Tick));
+    if html {
+        hbs.register_escape_fn(handlebars::html_escape);
+    } else {
+        hbs.register_escape_fn(handlebars::no_escape);
+    }
+    hbs
 }
 
 fn render_with(
     template: &Template,
-    compiled: Option<&CompiledFields>,
+    compiled: Option<&Prepared>,
     channel: Channel,
     locale: Option<&str>,
     data: &Value,
@@ -1183,22 +1213,23 @@ fn max_chars(field: &str, value: &str, max: usize) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// The iterations `{{#each}}` bodies may still make in one render.
-#[derive(Debug)]
-struct Budget {
-    left: AtomicUsize,
-    spent: AtomicBool,
-}
-
 /// The helper [`instrument`] puts first in every `{{#each}}` body: it writes
-/// nothing and charges one iteration to the render's [`Budget`].
+/// nothing and charges one iteration to the budget of the render running on
+/// this thread ([`ITERATIONS`]).
 const TICK: &str = "__iteration";
 
 /// `{{__iteration}}`, compiled.
 static TICK_TEMPLATE: LazyLock<Compiled> =
     LazyLock::new(|| Compiled::compile(&format!("{{{{{TICK}}}}}")).unwrap_or_default());
 
-struct Tick(Arc<Budget>);
+thread_local! {
+    /// The iteration budget of the field rendering on this thread: the
+    /// iterations left and whether one was refused. A render is synchronous,
+    /// so the renderer sets it before each field and reads it back after.
+    static ITERATIONS: Cell<(usize, bool)> = const { Cell::new((0, false)) };
+}
+
+struct Tick;
 
 impl HelperDef for Tick {
     fn call<'reg: 'rc, 'rc>(
@@ -1209,16 +1240,12 @@ impl HelperDef for Tick {
         _: &mut RenderContext<'reg, 'rc>,
         _: &mut dyn Output,
     ) -> HelperResult {
-        let charged = self
-            .0
-            .left
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
-                left.checked_sub(1)
-            });
-        if charged.is_err() {
-            self.0.spent.store(true, Ordering::Relaxed);
+        let (left, _) = ITERATIONS.get();
+        if left == 0 {
+            ITERATIONS.set((0, true));
             return Err(RenderErrorReason::Other("the iteration budget is spent".into()).into());
         }
+        ITERATIONS.set((left - 1, false));
         Ok(())
     }
 }
@@ -1265,13 +1292,16 @@ impl io::Write for Capped {
     }
 }
 
-/// One render: a fresh registry that only ever holds the fields it renders.
+/// One render: a prepared template's shared registries, or for a template
+/// not prepared a fresh registry that only ever holds the fields it renders.
 struct Renderer<'c> {
-    hbs: Handlebars<'static>,
+    /// The registry of a template not prepared, made at its first field.
+    own: Option<Handlebars<'static>>,
     ctx: Context,
-    budget: Arc<Budget>,
+    /// Iterations left to the render's loops, and whether one was refused.
+    budget: (usize, bool),
     /// The template's strings compiled ahead, when it was prepared.
-    compiled: Option<&'c CompiledFields>,
+    prepared: Option<&'c Prepared>,
     /// Output bytes left for the remaining fields.
     output_left: usize,
 }
@@ -1285,19 +1315,12 @@ impl fmt::Debug for Renderer<'_> {
 }
 
 impl<'c> Renderer<'c> {
-    fn new(data: &Value, compiled: Option<&'c CompiledFields>) -> Self {
-        let budget = Arc::new(Budget {
-            left: AtomicUsize::new(MAX_ITERATIONS),
-            spent: AtomicBool::new(false),
-        });
-        let mut hbs = Handlebars::new();
-        hbs.set_strict_mode(true);
-        hbs.register_helper(TICK, Box::new(Tick(budget.clone())));
+    fn new(data: &Value, prepared: Option<&'c Prepared>) -> Self {
         Self {
-            hbs,
+            own: None,
             ctx: Context::from(data.clone()),
-            budget,
-            compiled,
+            budget: (MAX_ITERATIONS, false),
+            prepared,
             output_left: MAX_RENDER_BYTES,
         }
     }
@@ -1310,30 +1333,31 @@ impl<'c> Renderer<'c> {
                 format!("must be at most {MAX_FIELD_BYTES} bytes"),
             ));
         }
-        let compiled = match self.compiled.and_then(|c| c.get(field)) {
-            Some(Ok(compiled)) => compiled.clone(),
-            Some(Err(reason)) => return Err(invalid(field, reason.clone())),
-            None => {
+        let hbs = match self.prepared.map(|p| (p, p.compiled.get(field))) {
+            Some((p, Some(Ok(())))) => &p.registries[usize::from(kind.html)],
+            Some((_, Some(Err(reason)))) => return Err(invalid(field, reason.clone())),
+            _ => {
                 let mut compiled =
                     compile(source, kind.html).map_err(|reason| invalid(field, reason))?;
                 instrument(&mut compiled, &TICK_TEMPLATE);
-                compiled
+                let hbs = self.own.get_or_insert_with(|| registry(false));
+                hbs.register_template(field, compiled);
+                if kind.html {
+                    hbs.register_escape_fn(handlebars::html_escape);
+                } else {
+                    hbs.register_escape_fn(handlebars::no_escape);
+                }
+                &*hbs
             }
         };
-        self.hbs.register_template(field, compiled);
-        if kind.html {
-            self.hbs.register_escape_fn(handlebars::html_escape);
-        } else {
-            self.hbs.register_escape_fn(handlebars::no_escape);
-        }
         let mut out = Capped {
             buf: Vec::new(),
             limit: MAX_OUTPUT_BYTES.min(self.output_left),
             overflowed: false,
         };
-        let rendered = self
-            .hbs
-            .render_with_context_to_write(field, &self.ctx, &mut out);
+        ITERATIONS.set(self.budget);
+        let rendered = hbs.render_with_context_to_write(field, &self.ctx, &mut out);
+        self.budget = ITERATIONS.get();
         self.output_left -= out.buf.len();
         match rendered {
             Ok(()) => {
@@ -1354,7 +1378,7 @@ impl<'c> Renderer<'c> {
                 field,
                 format!("renders to more than {MAX_OUTPUT_BYTES} bytes"),
             )),
-            Err(_) if self.budget.spent.load(Ordering::Relaxed) => Err(invalid(
+            Err(_) if self.budget.1 => Err(invalid(
                 field,
                 format!("loops more than {MAX_ITERATIONS} times in one render"),
             )),
