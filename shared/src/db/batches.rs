@@ -10,7 +10,10 @@
 //! chunk in one statement, keyed by (batch, seq, index, channel), and marks
 //! the chunk expanded in the same transaction, so it happens exactly once.
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -601,35 +604,66 @@ pub struct Expanded {
     pub max_attempts: i32,
 }
 
-/// Finds or creates the subscribers of `external_ids` of `tenant_id`, in
-/// two statements, returning `(external_id, id)`.
+/// The subscribers of a chunk by external id, created where missing, in
+/// one statement.
+#[derive(Debug, Default)]
+pub struct ChunkSubscribers {
+    /// Each external id's subscriber.
+    pub ids: HashMap<String, SubscriberId>,
+    /// The subscribers this transaction created: no other transaction can
+    /// see them before it commits, so they need no lock to order their
+    /// inbox changes.
+    pub created: HashSet<SubscriberId>,
+}
+
+impl ChunkSubscribers {
+    /// The subscribers among `ids` that another transaction may also be
+    /// changing: those not created here.
+    pub fn to_lock(&self, ids: impl IntoIterator<Item = SubscriberId>) -> Vec<SubscriberId> {
+        ids.into_iter()
+            .filter(|id| !self.created.contains(id))
+            .collect()
+    }
+}
+
+/// Finds the subscribers with these external ids, creating the missing
+/// ones, in one statement (the lookup does not see the rows the insert
+/// adds, so each id is answered once, by one side or the other).
 #[tracing::instrument(skip_all, fields(count = external_ids.len()))]
 pub async fn subscriber_ids(
     db: &mut PgConnection,
     tenant_id: TenantId,
     external_ids: &[String],
-) -> Result<Vec<(String, SubscriberId)>, sqlx::Error> {
+) -> Result<ChunkSubscribers, sqlx::Error> {
     if external_ids.is_empty() {
-        return Ok(Vec::new());
+        return Ok(ChunkSubscribers::default());
     }
     let new_ids: Vec<SubscriberId> = external_ids.iter().map(|_| SubscriberId::new()).collect();
-    sqlx::query(
-        "insert into subscribers (id, tenant_id, external_id)
-         select n.id, $1, n.external_id from unnest($2::uuid[], $3::text[]) as n(id, external_id)
-         on conflict (tenant_id, external_id) do nothing",
+    let rows: Vec<(String, SubscriberId, bool)> = sqlx::query_as(
+        "with created as (
+             insert into subscribers (id, tenant_id, external_id)
+             select n.id, $1, n.external_id from unnest($2::uuid[], $3::text[]) as n(id, external_id)
+             on conflict (tenant_id, external_id) do nothing
+             returning external_id, id
+         )
+         select external_id, id, true from created
+         union all
+         select external_id, id, false from subscribers
+         where tenant_id = $1 and external_id = any($3)",
     )
     .bind(tenant_id)
     .bind(&new_ids)
     .bind(external_ids)
-    .execute(&mut *db)
-    .await?;
-    sqlx::query_as(
-        "select external_id, id from subscribers where tenant_id = $1 and external_id = any($2)",
-    )
-    .bind(tenant_id)
-    .bind(external_ids)
     .fetch_all(&mut *db)
-    .await
+    .await?;
+    let mut out = ChunkSubscribers::default();
+    for (external_id, id, created) in rows {
+        if created {
+            out.created.insert(id);
+        }
+        out.ids.insert(external_id, id);
+    }
+    Ok(out)
 }
 
 /// What [`expand`] wrote.
@@ -650,7 +684,8 @@ pub struct ExpandedChunk {
 /// stays empty, which keeps it out of that index.
 ///
 /// With `place_inapp`, in-app notifications that leave nothing to decide
-/// (queued, with a subscriber who is locked here, and critical or whose
+/// (queued, with a subscriber who is locked here or was created in this
+/// transaction, and critical or whose
 /// subscriber has no stored preferences) are inserted already `sent`, in
 /// the inbox: written once, never dispatched nor claimed. The caller passes
 /// `false` when someone must hear of each send on its own (a tenant webhook
@@ -667,6 +702,7 @@ pub async fn expand(
     category: Option<&str>,
     critical: bool,
     place_inapp: bool,
+    known: &ChunkSubscribers,
 ) -> Result<ExpandedChunk, sqlx::Error> {
     let ids: Vec<NotificationId> = rows.iter().map(|_| NotificationId::new()).collect();
     let indexes: Vec<i32> = rows.iter().map(|r| r.index).collect();
@@ -678,11 +714,11 @@ pub async fn expand(
     let errors: Vec<Option<&str>> = rows.iter().map(|r| r.error.as_deref()).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.max_attempts).collect();
     if place_inapp {
-        let inbox_owners = rows
-            .iter()
-            .filter(|r| r.channel == Channel::InApp && r.status == NotificationStatus::Queued)
-            .filter_map(|r| r.subscriber_id)
-            .collect();
+        let inbox_owners = known.to_lock(
+            rows.iter()
+                .filter(|r| r.channel == Channel::InApp && r.status == NotificationStatus::Queued)
+                .filter_map(|r| r.subscriber_id),
+        );
         super::events::lock_subscribers(db, tenant_id, inbox_owners).await?;
     }
     let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
@@ -739,7 +775,7 @@ pub async fn expand(
     .bind(seq)
     .execute(&mut *db)
     .await?;
-    let by_id: std::collections::HashMap<NotificationId, usize> =
+    let by_id: HashMap<NotificationId, usize> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
     let placed = written
         .iter()

@@ -676,11 +676,8 @@ pub async fn expand_chunk(
     let mut external: Vec<String> = n.iter().filter_map(|n| n.subscriber.clone()).collect();
     external.sort_unstable();
     external.dedup();
-    let subscribers: std::collections::HashMap<String, SubscriberId> =
-        super::batches::subscriber_ids(db, tenant_id, &external)
-            .await?
-            .into_iter()
-            .collect();
+    let found = super::batches::subscriber_ids(db, tenant_id, &external).await?;
+    let subscribers = &found.ids;
     let ids: Vec<NotificationId> = n.iter().map(|_| NotificationId::new()).collect();
     let rows: Vec<i64> = n.iter().map(|x| x.row).collect();
     let channels: Vec<&str> = n.iter().map(|x| x.channel.as_str()).collect();
@@ -703,12 +700,12 @@ pub async fn expand_chunk(
     let held = chunk.hold && status == "queued";
     let place_inapp = place_inapp && status == "queued" && !held;
     if place_inapp {
-        let inbox_owners = n
-            .iter()
-            .zip(&subs)
-            .filter(|(x, _)| x.channel == Channel::InApp)
-            .filter_map(|(_, s)| *s)
-            .collect();
+        let inbox_owners = found.to_lock(
+            n.iter()
+                .zip(&subs)
+                .filter(|(x, _)| x.channel == Channel::InApp)
+                .filter_map(|(_, s)| *s),
+        );
         super::events::lock_subscribers(db, tenant_id, inbox_owners).await?;
     }
     let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(

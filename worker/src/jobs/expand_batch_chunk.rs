@@ -11,7 +11,7 @@
 //! undispatched, so the scheduler's dispatcher feeds them to the channel
 //! queues under its window.
 
-use std::{collections::HashMap, sync::Arc};
+use std::sync::Arc;
 
 use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use serde_json::{Value, json};
@@ -126,12 +126,9 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         ids.dedup();
         ids
     };
-    let subscribers: HashMap<String, _> =
-        batches::subscriber_ids(&mut tx, job.tenant_id, &external_ids)
-            .await
-            .context("while finding the subscribers")?
-            .into_iter()
-            .collect();
+    let subscribers = batches::subscriber_ids(&mut tx, job.tenant_id, &external_ids)
+        .await
+        .context("while finding the subscribers")?;
     let cancelled = chunk.status == "cancelled";
     let mut rows = Vec::with_capacity(recipients.len() * channels.len());
     for (index, r) in recipients.iter().enumerate() {
@@ -164,7 +161,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
             let subscriber_id = r
                 .subscriber_id
                 .as_ref()
-                .and_then(|s| subscribers.get(s).copied());
+                .and_then(|s| subscribers.ids.get(s).copied());
             rows.push(Expanded {
                 index: index as i32,
                 channel,
@@ -196,6 +193,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         template.as_ref().and_then(|t| t.template().category()),
         template.as_ref().is_some_and(|t| t.template().critical()),
         place_inapp,
+        &subscribers,
     )
     .await
     .context("while inserting the notifications")?;
