@@ -20,6 +20,8 @@
 //! * [`fleet`]: what the running processes report about themselves, and
 //!   providers' live state, for operators.
 //! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
+//! * [`workflows`]: organisations' multi-step notification journeys, checked
+//!   on save.
 
 pub mod alerts;
 pub mod cache;
@@ -44,6 +46,7 @@ pub mod templates;
 pub mod throughput;
 pub mod wake;
 pub mod webhooks;
+pub mod workflows;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.
 /// Redis connects lazily, so a service starts while Redis is away.
