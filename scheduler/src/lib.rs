@@ -14,6 +14,8 @@
 //! * [`alerts::Alerting`] evaluates alert rules once per period across
 //!   replicas and makes the outgoing calls (Slack, PagerDuty, webhooks) of
 //!   alerts' transitions.
+//! * [`workflows::Runner`] executes the due steps of workflow runs, each
+//!   once, claimed with `for update skip locked` so replicas split them.
 //!
 //! Several schedulers can run side by side; they split the work between them.
 
@@ -21,6 +23,7 @@ pub mod alerts;
 pub mod cron;
 pub mod dispatcher;
 pub mod fleet;
+pub mod workflows;
 
 use std::{future::Future, time::Duration};
 
@@ -35,6 +38,7 @@ pub async fn run(
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;
+    let runner = workflows::Runner::new(pool.clone(), settings.jobs.clone());
     let mut reports = fleet::FleetReports::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let mut ticker = cron::CronTicker::new(
         pool.clone(),
@@ -67,6 +71,9 @@ pub async fn run(
                     Err(error) => tracing::warn!(error = format!("{error:#}"), "cron tick failed; retrying"),
                 }
                 shared::db::ops_actions::advance_logged(&pool).await;
+                if let Err(error) = runner.advance(chrono::Utc::now()).await {
+                    tracing::warn!(error = format!("{error:#}"), "workflow runner failed; retrying");
+                }
             }
         }
     }

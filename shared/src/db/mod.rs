@@ -40,6 +40,8 @@ pub mod tenants;
 pub mod topics;
 pub mod users;
 pub mod webhooks;
+pub mod workflow_runs;
+pub mod workflows;
 
 use std::time::Duration;
 

@@ -1,0 +1,441 @@
+//! The workflow runner: on every scheduler tick it wakes runs whose wait is
+//! over (a watched notification reached its status), then claims due runs
+//! one at a time (`for update skip locked`, so schedulers side by side
+//! split them) and executes their steps.
+//!
+//! Exactly once: a run's row stays locked from its claim until the
+//! transaction that executed its step(s) and moved it on commits; every
+//! executed step is recorded under the primary key `(run, step)` before it
+//! acts, and a send step only inserts notifications in that same
+//! transaction (the dispatcher feeds them to the channel queues after the
+//! commit). Nothing leaves the process before the commit, so no lease is
+//! needed: a runner killed mid-step rolls back and the run is claimed again.
+//!
+//! Sends go through the platform's send path: notification rows born
+//! undispatched, so the workers apply the subscriber's preferences, quiet
+//! hours and the organisation's send windows when they claim them. Send
+//! quotas (counted by the API on acceptance) are not charged for workflow
+//! sends.
+//!
+//! `now` is an argument everywhere, so tests move time.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use shared::{
+    config::JobsConfig,
+    db::{
+        notifications::{self, Inserted, NewNotification},
+        workflow_runs::{self as runs, Claimed, Executed, Next},
+    },
+    domain::Channel,
+    jobs::QueueName,
+    workflows::{self, Condition, END, OnLimit, Step, StepKind, WaitOn},
+};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// Most runs one [`Runner::advance`] call executes, so a tick stays short.
+const RUNS_PER_TICK: usize = 500;
+
+/// Executes due workflow steps.
+#[derive(Debug, Clone)]
+pub struct Runner {
+    pool: PgPool,
+    jobs: Arc<JobsConfig>,
+}
+
+impl Runner {
+    /// A runner on `pool`; `jobs` gives each channel's attempts.
+    pub fn new(pool: PgPool, jobs: JobsConfig) -> Self {
+        Self {
+            pool,
+            jobs: Arc::new(jobs),
+        }
+    }
+
+    /// Wakes finished waits and executes every run due at `now` (at most
+    /// [`RUNS_PER_TICK`]). Returns how many runs were moved on.
+    pub async fn advance(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
+        runs::wake_reached(&self.pool, now)
+            .await
+            .context("while waking runs whose wait is over")?;
+        let mut done = 0;
+        while done < RUNS_PER_TICK {
+            let mut tx = self.pool.begin().await.context("while starting")?;
+            let Some(run) = runs::claim_due(&mut tx, now)
+                .await
+                .context("while claiming a due run")?
+            else {
+                break;
+            };
+            let result = self.execute(&mut tx, &run, now).await;
+            match result {
+                Ok(()) => tx.commit().await.context("while committing a run's step")?,
+                Err(error) => {
+                    // The step rolls back; the run fails on its own, so
+                    // one bad run does not hold back the others.
+                    drop(tx);
+                    tracing::error!(run_id = %run.id, error = format!("{error:#}"), "workflow step failed");
+                    let mut tx = self.pool.begin().await?;
+                    runs::advance(
+                        &mut tx,
+                        &run,
+                        Next::Finish("failed", Some("an internal error stopped this step".into())),
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                }
+            }
+            done += 1;
+        }
+        if done > 0 {
+            metrics::counter!("workflow_runs_advanced_total").increment(done as u64);
+        }
+        Ok(done)
+    }
+
+    /// Executes `run`'s steps from its current one until it parks or ends.
+    async fn execute(
+        &self,
+        tx: &mut PgConnection,
+        run: &Claimed,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let steps = &run.steps.0;
+        let mut current = run.clone();
+        let mut seq = run.executed;
+        loop {
+            let Some(step) = steps.get(current.step as usize) else {
+                runs::advance(tx, &current, Next::Finish("completed", None), now).await?;
+                return Ok(());
+            };
+            let next = self.step(tx, &current, step, seq, now).await?;
+            match next {
+                Next::Step(i) => {
+                    runs::advance(tx, &current, Next::Step(i), now).await?;
+                    seq += 1;
+                    current.step = i;
+                    current.step_started_at = now;
+                    current.wait_until = None;
+                    current.digest_key = None;
+                    if i as usize >= steps.len() {
+                        runs::advance(tx, &current, Next::Finish("completed", None), now).await?;
+                        return Ok(());
+                    }
+                }
+                other => {
+                    runs::advance(tx, &current, other, now).await?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Executes one step; returns how the run moves on.
+    async fn step(
+        &self,
+        tx: &mut PgConnection,
+        run: &Claimed,
+        step: &Step,
+        seq: i64,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<Next> {
+        let after = Next::Step(run.step + 1);
+        let record = |outcome: &'static str, detail: Option<String>| Executed {
+            key: &step.key,
+            kind: kind_name(&step.kind),
+            outcome,
+            detail,
+            notifications: Vec::new(),
+        };
+        match &step.kind {
+            StepKind::Send {
+                template,
+                channels,
+                to,
+            } => {
+                // Recorded first: a step already recorded never sends again.
+                if !runs::record(tx, run, seq, &record("sent", None), now).await? {
+                    return Ok(after);
+                }
+                match self.send(tx, run, template, channels, to.as_deref()).await? {
+                    Ok((ids, skipped)) => {
+                        let outcome = if ids.is_empty() { "skipped" } else { "sent" };
+                        let detail = (!skipped.is_empty()).then(|| skipped.join("; "));
+                        runs::set_notifications(tx, run, &step.key, &ids, outcome, detail.as_deref())
+                            .await?;
+                        Ok(after)
+                    }
+                    Err(why) => {
+                        let why = format!("step `{}`: {why}", step.key);
+                        runs::set_notifications(tx, run, &step.key, &[], "failed", Some(&why)).await?;
+                        Ok(Next::Finish("failed", Some(why)))
+                    }
+                }
+            }
+            StepKind::Delay(delay) => match run.wait_until {
+                Some(until) if until <= now => {
+                    runs::record(tx, run, seq, &record("done", None), now).await?;
+                    Ok(after)
+                }
+                Some(until) => Ok(Next::Sleep {
+                    until,
+                    digest_key: None,
+                    digest_items: None,
+                }),
+                None => {
+                    let zone = self.zone(tx, run).await?;
+                    match workflows::delay_end(delay, &run.payload.0, zone, now) {
+                        Ok(until) if until <= now => {
+                            runs::record(tx, run, seq, &record("done", None), now).await?;
+                            Ok(after)
+                        }
+                        Ok(until) => Ok(Next::Sleep {
+                            until,
+                            digest_key: None,
+                            digest_items: None,
+                        }),
+                        Err(why) => {
+                            let why = format!("step `{}`: {why}", step.key);
+                            runs::record(tx, run, seq, &record("failed", Some(why.clone())), now)
+                                .await?;
+                            Ok(Next::Finish("failed", Some(why)))
+                        }
+                    }
+                }
+            },
+            StepKind::WaitFor { on, timeout_secs } => {
+                let Some(until) = run.wait_until else {
+                    let until = now + Duration::seconds(*timeout_secs);
+                    return Ok(match on {
+                        WaitOn::Status { step, status } => {
+                            let ids = runs::step_of(&mut *tx, run, step)
+                                .await?
+                                .map(|(_, ids)| ids)
+                                .unwrap_or_default();
+                            Next::Wait {
+                                until,
+                                notifications: Some(ids),
+                                status: Some(status.as_str()),
+                                event: None,
+                            }
+                        }
+                        WaitOn::Event { event } => Next::Wait {
+                            until,
+                            notifications: None,
+                            status: None,
+                            event: Some(event.clone()),
+                        },
+                    });
+                };
+                let met = match on {
+                    WaitOn::Status { .. } => runs::reached(&mut *tx, run).await?,
+                    WaitOn::Event { .. } => run.event_payload.is_some(),
+                };
+                if met {
+                    runs::record(tx, run, seq, &record("met", None), now).await?;
+                    Ok(after)
+                } else if until <= now {
+                    runs::record(tx, run, seq, &record("timed_out", None), now).await?;
+                    Ok(after)
+                } else {
+                    Ok(Next::Park(until))
+                }
+            }
+            StepKind::Branch { condition, then } => {
+                let holds = match condition {
+                    Condition::Outcome { step, outcome } => runs::step_of(&mut *tx, run, step)
+                        .await?
+                        .is_some_and(|(o, _)| &o == outcome),
+                    Condition::Field { field, op, value } => {
+                        workflows::compare(&run.payload.0, field, *op, value.as_ref())
+                    }
+                };
+                let outcome = if holds { "taken" } else { "not_taken" };
+                runs::record(tx, run, seq, &record(outcome, None), now).await?;
+                if !holds {
+                    return Ok(after);
+                }
+                if then == END {
+                    return Ok(Next::Finish("completed", None));
+                }
+                let target = run.steps.0.iter().position(|s| &s.key == then);
+                Ok(Next::Step(target.unwrap_or(run.steps.0.len()) as i32))
+            }
+            StepKind::Digest {
+                window_secs,
+                group_by,
+            } => {
+                if let Some(until) = run.wait_until {
+                    if until > now {
+                        return Ok(Next::Park(until));
+                    }
+                    let count = run
+                        .digest_items
+                        .as_ref()
+                        .and_then(|d| d.0.as_array().map(Vec::len))
+                        .unwrap_or(1);
+                    let detail = Some(format!("{count} triggers collected"));
+                    runs::record(tx, run, seq, &record("collected", detail), now).await?;
+                    return Ok(after);
+                }
+                let group = group_by
+                    .as_deref()
+                    .and_then(|p| workflows::lookup(&run.payload.0, p))
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                    .unwrap_or_default();
+                runs::lock(
+                    tx,
+                    &format!("digest:{}:{}:{}:{group}", run.workflow_id, run.subscriber_id, run.step),
+                )
+                .await?;
+                if let Some(collector) = runs::join_digest(tx, run, &group, now).await? {
+                    let detail = Some(format!("collected by run {collector}"));
+                    runs::record(tx, run, seq, &record("merged", detail), now).await?;
+                    return Ok(Next::Finish("merged", None));
+                }
+                Ok(Next::Sleep {
+                    until: now + Duration::seconds(*window_secs),
+                    digest_key: Some(group),
+                    digest_items: Some(json!([run.payload.0])),
+                })
+            }
+            StepKind::Throttle {
+                limit,
+                window_secs,
+                on_limit,
+            } => {
+                runs::lock(
+                    tx,
+                    &format!("throttle:{}:{}:{}", run.workflow_id, run.subscriber_id, step.key),
+                )
+                .await?;
+                let since = now - Duration::seconds(*window_secs);
+                if runs::passed(&mut *tx, run, &step.key, since).await? < *limit {
+                    runs::record(tx, run, seq, &record("passed", None), now).await?;
+                    return Ok(after);
+                }
+                let into = match on_limit {
+                    OnLimit::Merge => runs::merge_into_latest(tx, run, &step.key).await?,
+                    OnLimit::Drop => None,
+                };
+                match into {
+                    Some(other) => {
+                        let detail = Some(format!("merged into run {other}"));
+                        runs::record(tx, run, seq, &record("merged", detail), now).await?;
+                        Ok(Next::Finish("merged", None))
+                    }
+                    None => {
+                        let detail = Some(format!("over {limit} in {window_secs} s"));
+                        runs::record(tx, run, seq, &record("dropped", detail), now).await?;
+                        Ok(Next::Finish("dropped", None))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The zone a local-time delay reads: the subscriber's, else the
+    /// organisation's, else UTC.
+    async fn zone(&self, tx: &mut PgConnection, run: &Claimed) -> anyhow::Result<chrono_tz::Tz> {
+        let own = shared::db::subscribers::contacts(&mut *tx, run.tenant_id, run.subscriber_id)
+            .await?
+            .and_then(|c| c.timezone);
+        if let Some(tz) = own {
+            return Ok(tz);
+        }
+        let rules = shared::db::send_windows::rules(&mut *tx, run.tenant_id).await?;
+        Ok(rules.timezone.unwrap_or(chrono_tz::UTC))
+    }
+
+    /// Renders `template` for each channel and inserts the notifications,
+    /// undispatched. `Ok(Err(why))` when the run cannot go on (the template
+    /// is gone or does not render with the payload); channels the
+    /// subscriber cannot be reached on are skipped and named.
+    async fn send(
+        &self,
+        tx: &mut PgConnection,
+        run: &Claimed,
+        template: &str,
+        channels: &[Channel],
+        to: Option<&str>,
+    ) -> anyhow::Result<Result<(Vec<Uuid>, Vec<String>), String>> {
+        let Some(stored) =
+            shared::db::templates::get_by_key(&mut *tx, run.tenant_id, template).await?
+        else {
+            return Ok(Err(format!("the template `{template}` no longer exists")));
+        };
+        let prepared = shared::templates::Prepared::new(stored.template);
+        let contacts = shared::db::subscribers::contacts(&mut *tx, run.tenant_id, run.subscriber_id)
+            .await?
+            .unwrap_or_default();
+        let data = workflows::template_data(
+            &run.payload.0,
+            run.digest_items.as_ref().map(|d| &d.0),
+            run.event_payload.as_ref().map(|e| &e.0),
+        );
+        let locale = contacts.locale.as_ref().map(|l| l.as_str().to_owned());
+        let metadata = json!({"workflow": run.workflow_key, "workflow_run_id": run.id});
+        let (mut ids, mut skipped) = (Vec::new(), Vec::new());
+        for &channel in channels {
+            let recipient = match (to, channel) {
+                (Some(to), _) => Some(to.to_owned()),
+                (None, Channel::InApp) => Some(run.external_id.clone()),
+                (None, Channel::Email) => contacts.email.as_ref().map(|e| e.as_str().to_owned()),
+                (None, Channel::Sms) => contacts.phone.as_ref().map(|p| p.as_str().to_owned()),
+                (None, Channel::WhatsApp) => {
+                    contacts.whatsapp.as_ref().map(|p| p.as_str().to_owned())
+                }
+                (None, Channel::Push) => None,
+            };
+            let Some(recipient) = recipient else {
+                skipped.push(format!("{}: the subscriber has no address", channel.as_str()));
+                continue;
+            };
+            let rendered = match prepared.render(channel, locale.as_deref(), &data) {
+                Ok(r) => r,
+                Err(e) => return Ok(Err(format!("template `{template}`: {e}"))),
+            };
+            let inserted = notifications::insert(
+                tx,
+                run.tenant_id,
+                NewNotification {
+                    channel,
+                    recipient: &recipient,
+                    content: rendered.content,
+                    metadata: metadata.clone(),
+                    max_attempts: self.jobs.queue(QueueName::for_channel(channel)).max_attempts,
+                    idempotency: None,
+                    // A fixed address is not the subscriber: their
+                    // preferences do not hold it back.
+                    subscriber_id: to.is_none().then_some(run.subscriber_id),
+                    category: prepared.template().category(),
+                    critical: prepared.template().critical(),
+                    dispatched: false,
+                    send_id: None,
+                    run_at: None,
+                },
+            )
+            .await?;
+            if let Inserted::Created(id) = inserted {
+                ids.push(id.0);
+            }
+        }
+        Ok(Ok((ids, skipped)))
+    }
+}
+
+fn kind_name(kind: &StepKind) -> &'static str {
+    match kind {
+        StepKind::Send { .. } => "send",
+        StepKind::Delay(_) => "delay",
+        StepKind::WaitFor { .. } => "wait_for",
+        StepKind::Branch { .. } => "branch",
+        StepKind::Digest { .. } => "digest",
+        StepKind::Throttle { .. } => "throttle",
+    }
+}

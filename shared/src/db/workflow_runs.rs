@@ -1,0 +1,414 @@
+//! The runner's side of workflow runs: waking runs whose wait is over,
+//! claiming a due run (`for update skip locked`: the row stays locked until
+//! the transaction that executes its step commits), recording each executed
+//! step once, and moving the run on. Works across tenants; every statement
+//! that touches one run names its tenant.
+//!
+//! Times are the runner's `now`, passed in, so tests move time instead of
+//! waiting.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, types::Json};
+use uuid::Uuid;
+
+use crate::{
+    domain::{SubscriberId, TenantId},
+    workflows::Step,
+};
+
+/// The predicate "notification `n` reached the status run `r` waits for".
+const REACHED: &str = "case r.wait_status
+        when 'read' then n.read_at is not null
+        when 'delivered' then n.status in ('delivered', 'read') or n.read_at is not null
+        else n.status in ('sent', 'delivered', 'read') or n.read_at is not null end";
+
+/// Makes runs waiting for a notification status that has been reached due
+/// at `now` (one set-based statement each sweep). Returns how many.
+#[tracing::instrument(skip_all)]
+pub async fn wake_reached(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "update workflow_runs r set run_at = $1
+         where r.status = 'waiting' and r.wait_notifications is not null and r.run_at > $1
+           and exists (select 1 from notifications n
+                       where n.tenant_id = r.tenant_id and n.id = any(r.wait_notifications)
+                         and ({REACHED}))"
+    ))
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A run claimed for execution, with its version's steps.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    /// Its id.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant_id: TenantId,
+    /// The workflow.
+    pub workflow_id: Uuid,
+    /// The workflow's key.
+    pub workflow_key: String,
+    /// The subscriber.
+    pub subscriber_id: SubscriberId,
+    /// Their external id.
+    pub external_id: String,
+    /// The trigger's payload.
+    pub payload: Json<Value>,
+    /// `running` or `waiting`.
+    pub status: String,
+    /// The current step.
+    pub step: i32,
+    /// When it became current.
+    pub step_started_at: DateTime<Utc>,
+    /// A wait's (or delay's) end, once the step started one.
+    pub wait_until: Option<DateTime<Utc>>,
+    /// The event that ended a wait.
+    pub event_payload: Option<Json<Value>>,
+    /// A digest being collected (its key).
+    pub digest_key: Option<String>,
+    /// Triggers collected.
+    pub digest_items: Option<Json<Value>>,
+    /// Steps executed so far.
+    pub executed: i64,
+    /// The version's steps.
+    pub steps: Json<Vec<Step>>,
+}
+
+/// Locks one run due at `now` that no other runner holds, or `None`.
+#[tracing::instrument(skip_all)]
+pub async fn claim_due(
+    db: &mut PgConnection,
+    now: DateTime<Utc>,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    sqlx::query_as(
+        "select r.id, r.tenant_id, r.workflow_id, w.key as workflow_key, r.subscriber_id,
+                s.external_id, r.payload, r.status, r.step, r.step_started_at, r.wait_until,
+                r.event_payload, r.digest_key, r.digest_items,
+                (select count(*) from workflow_run_steps x where x.run_id = r.id) as executed,
+                v.steps
+         from workflow_runs r
+         join workflows w on w.id = r.workflow_id
+         join workflow_versions v on v.workflow_id = r.workflow_id and v.version = r.version
+         join subscribers s on s.id = r.subscriber_id
+         where r.status in ('running', 'waiting') and r.run_at <= $1
+         order by r.run_at
+         limit 1
+         for update of r skip locked",
+    )
+    .bind(now)
+    .fetch_optional(db)
+    .await
+}
+
+/// One executed step to record.
+#[derive(Debug, Clone)]
+pub struct Executed<'a> {
+    /// The step's key.
+    pub key: &'a str,
+    /// Its type.
+    pub kind: &'a str,
+    /// Its outcome.
+    pub outcome: &'a str,
+    /// More about it.
+    pub detail: Option<String>,
+    /// Notifications it created.
+    pub notifications: Vec<Uuid>,
+}
+
+/// Records step `e` of run `run`; false when it was already recorded (the
+/// step then must not act again).
+#[tracing::instrument(skip_all)]
+pub async fn record(
+    db: &mut PgConnection,
+    run: &Claimed,
+    seq: i64,
+    e: &Executed<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "insert into workflow_run_steps
+             (run_id, tenant_id, step_key, seq, kind, outcome, detail, notification_ids,
+              workflow_id, subscriber_id, started_at, finished_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         on conflict (run_id, step_key) do nothing",
+    )
+    .bind(run.id)
+    .bind(run.tenant_id)
+    .bind(e.key)
+    .bind(seq as i32)
+    .bind(e.kind)
+    .bind(e.outcome)
+    .bind(e.detail.as_deref())
+    .bind(&e.notifications)
+    .bind(run.workflow_id)
+    .bind(run.subscriber_id)
+    .bind(run.step_started_at.min(now))
+    .bind(now)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Fills in the notifications of a recorded send step.
+#[tracing::instrument(skip_all)]
+pub async fn set_notifications(
+    db: impl PgExecutor<'_>,
+    run: &Claimed,
+    key: &str,
+    ids: &[Uuid],
+    outcome: &str,
+    detail: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update workflow_run_steps set notification_ids = $4, outcome = $5, detail = $6
+         where tenant_id = $1 and run_id = $2 and step_key = $3",
+    )
+    .bind(run.tenant_id)
+    .bind(run.id)
+    .bind(key)
+    .bind(ids)
+    .bind(outcome)
+    .bind(detail)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The outcome and notifications of step `key` of run `run`, if it ran.
+#[tracing::instrument(skip_all)]
+pub async fn step_of(
+    db: impl PgExecutor<'_>,
+    run: &Claimed,
+    key: &str,
+) -> Result<Option<(String, Vec<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select outcome, notification_ids from workflow_run_steps
+         where tenant_id = $1 and run_id = $2 and step_key = $3",
+    )
+    .bind(run.tenant_id)
+    .bind(run.id)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// Whether one of the notifications a waiting run watches reached its
+/// status.
+#[tracing::instrument(skip_all)]
+pub async fn reached(db: impl PgExecutor<'_>, run: &Claimed) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "select exists (select 1 from workflow_runs r join notifications n
+                        on n.tenant_id = r.tenant_id and n.id = any(r.wait_notifications)
+                        where r.tenant_id = $1 and r.id = $2 and ({REACHED}))"
+    ))
+    .bind(run.tenant_id)
+    .bind(run.id)
+    .fetch_one(db)
+    .await
+}
+
+/// How a run moves on.
+#[derive(Debug, Clone)]
+pub enum Next {
+    /// To step `step`, due at `now`.
+    Step(i32),
+    /// Park the current step until `until` (a delay, or a digest window
+    /// when `digest_key` is set).
+    Sleep {
+        /// When to look again.
+        until: DateTime<Utc>,
+        /// A digest's key, while collecting.
+        digest_key: Option<String>,
+        /// Its first item.
+        digest_items: Option<Value>,
+    },
+    /// Wait for notifications to reach a status, or for an event, until
+    /// `until`.
+    Wait {
+        /// The deadline.
+        until: DateTime<Utc>,
+        /// Watched notifications.
+        notifications: Option<Vec<Uuid>>,
+        /// Their status.
+        status: Option<&'static str>,
+        /// Or the event's name.
+        event: Option<String>,
+    },
+    /// Keep waiting as before; look again at `until`.
+    Park(DateTime<Utc>),
+    /// End the run with this status (`completed`, `failed`, `merged`,
+    /// `dropped`) and error.
+    Finish(&'static str, Option<String>),
+}
+
+/// Moves run `run` on.
+#[tracing::instrument(skip_all)]
+pub async fn advance(
+    db: &mut PgConnection,
+    run: &Claimed,
+    next: Next,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let q = match next {
+        Next::Step(step) => sqlx::query(
+            "update workflow_runs set status = 'running', step = $3, step_started_at = $4,
+                 run_at = $4, wait_until = null, wait_notifications = null, wait_status = null,
+                 wait_event = null, digest_key = null
+             where tenant_id = $1 and id = $2",
+        )
+        .bind(run.tenant_id)
+        .bind(run.id)
+        .bind(step)
+        .bind(now),
+        Next::Sleep {
+            until,
+            digest_key,
+            digest_items,
+        } => sqlx::query(
+            "update workflow_runs set status = case when $4::text is null then 'running'
+                                                     else 'waiting' end,
+                 run_at = $3, wait_until = $3, digest_key = $4,
+                 digest_items = coalesce($5, digest_items)
+             where tenant_id = $1 and id = $2",
+        )
+        .bind(run.tenant_id)
+        .bind(run.id)
+        .bind(until)
+        .bind(digest_key)
+        .bind(digest_items),
+        Next::Wait {
+            until,
+            notifications,
+            status,
+            event,
+        } => sqlx::query(
+            "update workflow_runs set status = 'waiting', run_at = $3, wait_until = $3,
+                 wait_notifications = $4, wait_status = $5, wait_event = $6, event_payload = null
+             where tenant_id = $1 and id = $2",
+        )
+        .bind(run.tenant_id)
+        .bind(run.id)
+        .bind(until)
+        .bind(notifications)
+        .bind(status)
+        .bind(event),
+        Next::Park(until) => {
+            sqlx::query("update workflow_runs set run_at = $3 where tenant_id = $1 and id = $2")
+                .bind(run.tenant_id)
+                .bind(run.id)
+                .bind(until)
+        }
+        Next::Finish(status, error) => sqlx::query(
+            "update workflow_runs set status = $3, error = $4, run_at = null, finished_at = $5,
+                 wait_notifications = null, wait_event = null, digest_key = null
+             where tenant_id = $1 and id = $2",
+        )
+        .bind(run.tenant_id)
+        .bind(run.id)
+        .bind(status)
+        .bind(error)
+        .bind(now),
+    };
+    q.execute(db).await?;
+    Ok(())
+}
+
+/// Takes a transaction-scoped lock on `parts` (a digest's or a throttle's
+/// subscriber and key), so runs of one subscriber decide one at a time.
+#[tracing::instrument(skip_all)]
+pub async fn lock(db: &mut PgConnection, parts: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
+        .bind(parts)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Adds run `run`'s payload to the digest run `run` would join: another run
+/// of the same workflow and subscriber collecting at the same step with the
+/// same key and still open at `now`. Returns that run's id, or `None` when
+/// there is none (this run then collects).
+#[tracing::instrument(skip_all)]
+pub async fn join_digest(
+    db: &mut PgConnection,
+    run: &Claimed,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update workflow_runs set digest_items = digest_items || jsonb_build_array($6::jsonb)
+         where id = (select id from workflow_runs
+                     where tenant_id = $1 and workflow_id = $2 and subscriber_id = $3
+                       and step = $4 and status = 'waiting' and digest_key = $5
+                       and wait_until > $7 and id <> $8
+                     order by created_at limit 1)
+           and status = 'waiting' and digest_key = $5 and wait_until > $7
+         returning id",
+    )
+    .bind(run.tenant_id)
+    .bind(run.workflow_id)
+    .bind(run.subscriber_id)
+    .bind(run.step)
+    .bind(key)
+    .bind(&run.payload.0)
+    .bind(now)
+    .bind(run.id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Runs of `run`'s workflow and subscriber that passed throttle `key` in
+/// the window ending at `now`.
+#[tracing::instrument(skip_all)]
+pub async fn passed(
+    db: impl PgExecutor<'_>,
+    run: &Claimed,
+    key: &str,
+    since: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "select count(*) from workflow_run_steps
+         where workflow_id = $1 and subscriber_id = $2 and step_key = $3 and outcome = 'passed'
+           and finished_at > $4",
+    )
+    .bind(run.workflow_id)
+    .bind(run.subscriber_id)
+    .bind(key)
+    .bind(since)
+    .fetch_one(db)
+    .await
+}
+
+/// Adds run `run`'s payload to the `digest_items` of the latest run of the
+/// same workflow and subscriber that passed throttle `key` and is still
+/// going. Returns that run, or `None` when there is none.
+#[tracing::instrument(skip_all)]
+pub async fn merge_into_latest(
+    db: &mut PgConnection,
+    run: &Claimed,
+    key: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update workflow_runs r
+         set digest_items = coalesce(r.digest_items, jsonb_build_array(r.payload))
+                            || jsonb_build_array($5::jsonb)
+         where r.id = (select x.run_id from workflow_run_steps x
+                       join workflow_runs o on o.id = x.run_id
+                       where x.workflow_id = $2 and x.subscriber_id = $3 and x.step_key = $4
+                         and x.outcome = 'passed' and o.tenant_id = $1
+                         and o.status in ('running', 'waiting') and o.id <> $6
+                       order by x.finished_at desc limit 1)
+         returning r.id",
+    )
+    .bind(run.tenant_id)
+    .bind(run.workflow_id)
+    .bind(run.subscriber_id)
+    .bind(key)
+    .bind(&run.payload.0)
+    .bind(run.id)
+    .fetch_optional(db)
+    .await
+}

@@ -1,0 +1,415 @@
+//! Workflows as the API sees them: versioned definitions, triggers that
+//! start runs (one per subscriber), a run and its steps, cancellation and
+//! caller events. The runner's side (claiming due runs and advancing them)
+//! is [`super::workflow_runs`].
+//!
+//! Saving a workflow under a key that exists makes a new version; runs keep
+//! the version they started with.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{PgConnection, PgExecutor, types::Json};
+use uuid::Uuid;
+
+use crate::{
+    domain::{SubscriberId, TenantId},
+    workflows::Step,
+};
+
+/// A workflow at one version.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Workflow {
+    /// Its id.
+    pub id: Uuid,
+    /// The caller's key.
+    pub key: String,
+    /// This version.
+    pub version: i32,
+    /// The newest version.
+    pub latest: i32,
+    /// Its display name (of this version).
+    pub name: String,
+    /// The steps (of this version).
+    pub steps: Json<Vec<Step>>,
+    /// When the workflow was first saved.
+    pub created_at: DateTime<Utc>,
+    /// When this version was saved.
+    pub saved_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "w.id, w.key, v.version, w.version as latest, v.name, v.steps, \
+                       w.created_at, v.created_at as saved_at";
+
+/// Saves `steps` as the next version of workflow `key` (the first when it
+/// is new), and returns it.
+#[tracing::instrument(skip_all)]
+pub async fn save(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    key: &str,
+    name: &str,
+    steps: &[Step],
+) -> Result<Workflow, sqlx::Error> {
+    let (id, version): (Uuid, i32) = sqlx::query_as(
+        "insert into workflows (id, tenant_id, key, version) values ($1, $2, $3, 1)
+         on conflict (tenant_id, key) do update set version = workflows.version + 1
+         returning id, version",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_one(&mut *db)
+    .await?;
+    sqlx::query(
+        "insert into workflow_versions (workflow_id, tenant_id, version, name, steps)
+         values ($1, $2, $3, $4, $5)",
+    )
+    .bind(id)
+    .bind(tenant_id)
+    .bind(version)
+    .bind(name)
+    .bind(Json(steps))
+    .execute(&mut *db)
+    .await?;
+    get(&mut *db, tenant_id, key, Some(version))
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Workflow `key` at `version` (the newest when `None`).
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key: &str,
+    version: Option<i32>,
+) -> Result<Option<Workflow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from workflows w
+         join workflow_versions v on v.workflow_id = w.id
+         where w.tenant_id = $1 and w.key = $2 and v.version = coalesce($3, w.version)"
+    ))
+    .bind(tenant_id)
+    .bind(key)
+    .bind(version)
+    .fetch_optional(db)
+    .await
+}
+
+/// Up to `limit` workflows (newest versions) by key, after `after`.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<Workflow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from workflows w
+         join workflow_versions v on v.workflow_id = w.id and v.version = w.version
+         where w.tenant_id = $1 and ($2::text is null or w.key > $2)
+         order by w.key limit $3"
+    ))
+    .bind(tenant_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// An earlier trigger with the same `Idempotency-Key`: its request hash and
+/// the runs it started.
+#[tracing::instrument(skip_all)]
+pub async fn earlier_trigger(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<Option<(Option<Vec<u8>>, Vec<Uuid>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select request_hash, run_ids from workflow_triggers
+         where tenant_id = $1 and idempotency_key = $2",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(db)
+    .await
+}
+
+/// What a trigger starts.
+#[derive(Debug, Clone)]
+pub struct NewRuns<'a> {
+    /// The workflow.
+    pub workflow_id: Uuid,
+    /// Its version the runs keep.
+    pub version: i32,
+    /// One run per subscriber.
+    pub subscribers: &'a [SubscriberId],
+    /// The trigger's payload.
+    pub payload: &'a Value,
+    /// Cancels them all when named to the cancel endpoint.
+    pub cancellation_key: Option<&'a str>,
+    /// The caller's `Idempotency-Key` and a hash of the request.
+    pub idempotency: Option<(&'a str, Vec<u8>)>,
+}
+
+/// Starts one run per subscriber, due now, and records the trigger. `None`
+/// when a concurrent request with the same idempotency key won: the caller
+/// reads [`earlier_trigger`] again.
+#[tracing::instrument(skip_all, fields(runs = new.subscribers.len()))]
+pub async fn start(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    new: NewRuns<'_>,
+) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+    let ids: Vec<Uuid> = new.subscribers.iter().map(|_| Uuid::now_v7()).collect();
+    let (key, hash) = match &new.idempotency {
+        Some((k, h)) => (Some(*k), Some(h.as_slice())),
+        None => (None, None),
+    };
+    let recorded = sqlx::query(
+        "insert into workflow_triggers (id, tenant_id, idempotency_key, request_hash, run_ids)
+         values ($1, $2, $3, $4, $5)
+         on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(tenant_id)
+    .bind(key)
+    .bind(hash)
+    .bind(&ids)
+    .execute(&mut *db)
+    .await?;
+    if recorded.rows_affected() == 0 {
+        return Ok(None);
+    }
+    sqlx::query(
+        "insert into workflow_runs
+             (id, tenant_id, workflow_id, version, subscriber_id, payload, cancellation_key,
+              status, step, run_at)
+         select r.id, $1, $2, $3, r.subscriber_id, $4, $5, 'running', 0, now()
+         from unnest($6::uuid[], $7::uuid[]) as r(id, subscriber_id)",
+    )
+    .bind(tenant_id)
+    .bind(new.workflow_id)
+    .bind(new.version)
+    .bind(new.payload)
+    .bind(new.cancellation_key)
+    .bind(&ids)
+    .bind(new.subscribers)
+    .execute(&mut *db)
+    .await?;
+    Ok(Some(ids))
+}
+
+/// The subscribers of topic `topic_id`, at most `limit` (the caller refuses
+/// larger topics).
+#[tracing::instrument(skip_all)]
+pub async fn topic_subscribers(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    topic_id: Uuid,
+    limit: i64,
+) -> Result<Vec<SubscriberId>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select subscriber_id from topic_members where tenant_id = $1 and topic_id = $2
+         order by subscriber_id limit $3",
+    )
+    .bind(tenant_id)
+    .bind(topic_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A run as its organisation sees it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Run {
+    /// Its id.
+    pub id: Uuid,
+    /// The workflow's key.
+    pub workflow: String,
+    /// The version it runs.
+    pub version: i32,
+    /// The subscriber's external id.
+    pub subscriber_id: String,
+    /// `running`, `waiting`, `completed`, `cancelled`, `failed`, `merged`,
+    /// `dropped`.
+    pub status: String,
+    /// The current step's place.
+    pub step: i32,
+    /// When the current step became current.
+    pub step_started_at: DateTime<Utc>,
+    /// When the runner looks at it next.
+    pub run_at: Option<DateTime<Utc>>,
+    /// While waiting: the deadline.
+    pub wait_until: Option<DateTime<Utc>>,
+    /// The caller's cancellation key.
+    pub cancellation_key: Option<String>,
+    /// Triggers collected by a digest (this run's own first).
+    pub digest_items: Option<Json<Value>>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was triggered.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The steps of its version.
+    pub steps: Json<Vec<Step>>,
+}
+
+/// One executed step of a run.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunStep {
+    /// The step's key.
+    pub step_key: String,
+    /// Its type.
+    pub kind: String,
+    /// Its outcome.
+    pub outcome: String,
+    /// More about it (why skipped, which run collected it, …).
+    pub detail: Option<String>,
+    /// Notifications it created.
+    pub notification_ids: Vec<Uuid>,
+    /// When it became current.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// Run `id` of `tenant_id` with its executed steps in order.
+#[tracing::instrument(skip_all)]
+pub async fn run(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<Option<(Run, Vec<RunStep>)>, sqlx::Error> {
+    let run: Option<Run> = sqlx::query_as(
+        "select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
+                r.step, r.step_started_at, r.run_at, r.wait_until, r.cancellation_key,
+                r.digest_items, r.error, r.created_at, r.finished_at, v.steps
+         from workflow_runs r
+         join workflows w on w.id = r.workflow_id
+         join workflow_versions v on v.workflow_id = r.workflow_id and v.version = r.version
+         join subscribers s on s.id = r.subscriber_id
+         where r.tenant_id = $1 and r.id = $2",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(run) = run else { return Ok(None) };
+    let steps = sqlx::query_as(
+        "select step_key, kind, outcome, detail, notification_ids, started_at, finished_at
+         from workflow_run_steps where tenant_id = $1 and run_id = $2 order by seq",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(Some((run, steps)))
+}
+
+/// Which runs to cancel.
+#[derive(Debug, Clone, Copy)]
+pub enum Which<'a> {
+    /// One run.
+    Run(Uuid),
+    /// Every run triggered with this cancellation key.
+    Key(&'a str),
+}
+
+/// What [`cancel`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cancelled {
+    /// Runs that were going and are now cancelled.
+    pub runs: u64,
+    /// Notifications of those runs that were not yet with a provider and
+    /// now never will be.
+    pub notifications: u64,
+}
+
+/// Cancels the runs that are still going: no step of theirs runs again, and
+/// their notifications not yet handed to a provider (`queued`, `deferred`,
+/// or claimed by a worker that has not sent yet) are cancelled as a single
+/// notification's cancel does. A step being executed finishes first (its
+/// row is locked) and its notifications are cancelled here too.
+#[tracing::instrument(skip_all)]
+pub async fn cancel(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    which: Which<'_>,
+) -> Result<Cancelled, sqlx::Error> {
+    let (id, key) = match which {
+        Which::Run(id) => (Some(id), None),
+        Which::Key(k) => (None, Some(k)),
+    };
+    let runs: Vec<Uuid> = sqlx::query_scalar(
+        "update workflow_runs set status = 'cancelled', run_at = null, finished_at = now(),
+             wait_notifications = null, wait_event = null
+         where tenant_id = $1 and status in ('running', 'waiting')
+           and (($2::uuid is not null and id = $2)
+                or ($3::text is not null and cancellation_key = $3))
+         returning id",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(key)
+    .fetch_all(&mut *db)
+    .await?;
+    if runs.is_empty() {
+        return Ok(Cancelled::default());
+    }
+    let notifications = sqlx::query(
+        "update notifications set status = 'cancelled', dispatched_at = null,
+             last_error = 'cancelled with its workflow run'
+         where tenant_id = $1 and status in ('queued', 'deferred', 'sending')
+           and id in (select unnest(notification_ids) from workflow_run_steps
+                      where tenant_id = $1 and run_id = any($2))",
+    )
+    .bind(tenant_id)
+    .bind(&runs)
+    .execute(&mut *db)
+    .await?
+    .rows_affected();
+    Ok(Cancelled {
+        runs: runs.len() as u64,
+        notifications,
+    })
+}
+
+/// Whether run `id` exists for `tenant_id`.
+#[tracing::instrument(skip_all)]
+pub async fn run_exists(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists (select 1 from workflow_runs where tenant_id = $1 and id = $2)")
+        .bind(tenant_id)
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
+/// Ends the waits of `subscriber_id`'s runs waiting for event `name`: they
+/// are due now and take `payload` as the event. Returns the runs resumed.
+#[tracing::instrument(skip_all)]
+pub async fn post_event(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+    name: &str,
+    payload: &Value,
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "update workflow_runs set event_payload = $4, run_at = least(run_at, now())
+         where tenant_id = $1 and subscriber_id = $2 and status = 'waiting' and wait_event = $3
+           and event_payload is null
+         returning id",
+    )
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .bind(name)
+    .bind(payload)
+    .fetch_all(db)
+    .await
+}
