@@ -18,12 +18,26 @@ pub struct InvalidParam {
     pub reason: String,
 }
 
+/// One problem of a workflow definition, named by its step.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, poem_openapi::Object)]
+pub struct StepProblem {
+    /// The step's key (`steps[i]` while it has none; `steps` for the list).
+    pub step: String,
+    /// The step's field (`type`, `channels[1]`, `if.step`, …).
+    pub field: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: one or more fields are invalid.
     #[error("the request has invalid fields")]
     Invalid(Vec<InvalidParam>),
+    /// 400: a workflow definition has problems, each named by its step.
+    #[error("the workflow has invalid steps")]
+    InvalidSteps(Vec<StepProblem>),
     /// 400: a header is invalid.
     #[error("the {0} header {1}")]
     BadHeader(&'static str, &'static str),
@@ -140,7 +154,9 @@ impl From<sqlx::Error> for ApiError {
 impl ResponseError for ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            ApiError::Invalid(_) | ApiError::BadHeader(..) => StatusCode::BAD_REQUEST,
+            ApiError::Invalid(_) | ApiError::InvalidSteps(_) | ApiError::BadHeader(..) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized | ApiError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
@@ -227,6 +243,10 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     #[oai(default, skip_serializing_if_is_empty)]
     pub invalid_params: Vec<InvalidParam>,
+    /// A workflow definition's problems, each named by its step.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[oai(default, skip_serializing_if_is_empty)]
+    pub errors: Vec<StepProblem>,
     /// On a 429, the limit used up: a rate-limit class (`send`, `read`,
     /// `write`, `upload`, `auth`, `callback`) or a send quota
     /// (`quota:<channel>:<period>`).
@@ -243,6 +263,7 @@ pub const RETRY_UNAVAILABLE_SECS: u64 = 1;
 pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Response {
     let status = err.status();
     let mut invalid_params = Vec::new();
+    let mut errors = Vec::new();
     let unreachable = matches!(
         err.downcast_ref::<ApiError>(),
         Some(ApiError::Internal(e)) if e.chain().any(|c| {
@@ -285,6 +306,10 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
         let kind = match err.downcast_ref::<ApiError>() {
             Some(ApiError::Invalid(params) | ApiError::Unprocessable(params)) => {
                 invalid_params = params.clone();
+                "validation"
+            }
+            Some(ApiError::InvalidSteps(problems)) => {
+                errors = problems.clone();
                 "validation"
             }
             Some(ApiError::TooManyRequests(_)) => "too-many-requests",
@@ -332,6 +357,7 @@ pub fn problem_response(err: poem::Error, path: &str, request_id: &str) -> Respo
         instance: path.to_owned(),
         request_id: request_id.to_owned(),
         invalid_params,
+        errors,
         limit: match err.downcast_ref::<ApiError>() {
             Some(ApiError::RateLimited { class, .. }) => Some((*class).to_owned()),
             Some(ApiError::QuotaExceeded { name, .. }) => Some(format!("quota:{name}")),

@@ -129,11 +129,14 @@ pub type Apis = (
 /// Alert rules and alerts.
 pub type AlertApis = (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi);
 
-/// Topics, sends to a topic or the organisation, and system broadcasts.
+/// Topics, sends to a topic or the organisation, system broadcasts, and
+/// workflows with their runs.
 pub type AudienceApis = (
     routes::topics::TopicsApi,
     routes::topics::TopicSendsApi,
     routes::broadcasts::BroadcastsApi,
+    routes::workflows::WorkflowsApi,
+    routes::workflows::WorkflowRunsApi,
 );
 
 /// Organisations, users, sign-in, invitations and the audit log.
@@ -182,6 +185,8 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::topics::TopicsApi,
                 routes::topics::TopicSendsApi,
                 routes::broadcasts::BroadcastsApi,
+                routes::workflows::WorkflowsApi,
+                routes::workflows::WorkflowRunsApi,
             ),
             (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi),
         ),

@@ -23,6 +23,7 @@ pub mod templates;
 pub mod topics;
 pub mod users;
 pub mod webhooks;
+pub mod workflows;
 
 use poem_openapi::Tags;
 

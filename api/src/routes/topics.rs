@@ -246,7 +246,11 @@ fn page_limit(limit: Option<u32>) -> Result<i64, ApiError> {
 
 /// The topic with `key`, or 404 (also for a malformed key and for another
 /// organisation's topic).
-async fn find(state: &AppState, tenant_id: TenantId, key: &str) -> Result<Topic, ApiError> {
+pub(crate) async fn find(
+    state: &AppState,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<Topic, ApiError> {
     if !key_ok(key) {
         return Err(ApiError::NotFound("topic"));
     }

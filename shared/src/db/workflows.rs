@@ -383,11 +383,13 @@ pub async fn run_exists(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select exists (select 1 from workflow_runs where tenant_id = $1 and id = $2)")
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_one(db)
-        .await
+    sqlx::query_scalar(
+        "select exists (select 1 from workflow_runs where tenant_id = $1 and id = $2)",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_one(db)
+    .await
 }
 
 /// Ends the waits of `subscriber_id`'s runs waiting for event `name`: they

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::{
-    Condition, Delay, END, MAX_DURATION_SECS, MAX_STEPS, Op, OnLimit, Step, StepKind, WaitOn,
+    Condition, Delay, END, MAX_DURATION_SECS, MAX_STEPS, OnLimit, Op, Step, StepKind, WaitOn,
     WaitStatus, check_address, local_time, outcomes,
 };
 use crate::domain::Channel;
@@ -84,7 +84,12 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn required_string(&mut self, e: &mut Errors, name: &'static str, max: usize) -> Option<String> {
+    fn required_string(
+        &mut self,
+        e: &mut Errors,
+        name: &'static str,
+        max: usize,
+    ) -> Option<String> {
         let v = self.string(e, name, max);
         if v.is_none() && self.map.get(name).is_none_or(Value::is_null) {
             e.add(&self.step, name, "is required");
@@ -110,7 +115,11 @@ impl<'a> Fields<'a> {
                     None
                 }
                 _ => {
-                    e.add(&self.step, name, "must be a whole number of seconds, at least 1");
+                    e.add(
+                        &self.step,
+                        name,
+                        "must be a whole number of seconds, at least 1",
+                    );
                     None
                 }
             },
@@ -165,7 +174,11 @@ pub fn parse_steps(steps: &Value) -> Result<Vec<Step>, Vec<StepError>> {
                 }
             }
             Some(END) => {
-                e.add(&fallback, "key", "`end` is reserved: branches jump to it to end the run");
+                e.add(
+                    &fallback,
+                    "key",
+                    "`end` is reserved: branches jump to it to end the run",
+                );
                 fallback
             }
             Some(_) | None => {
@@ -211,7 +224,11 @@ pub fn parse_steps(steps: &Value) -> Result<Vec<Step>, Vec<StepError>> {
                 None
             }
             None => {
-                e.add(&step, "type", "is required (send, delay, wait_for, branch, digest, throttle)");
+                e.add(
+                    &step,
+                    "type",
+                    "is required (send, delay, wait_for, branch, digest, throttle)",
+                );
                 None
             }
         };
@@ -299,13 +316,21 @@ fn delay(f: &mut Fields<'_>, e: &mut Errors) -> Option<StepKind> {
     if let Some(p) = &field
         && !path_ok(p)
     {
-        e.add(&f.step, "until_field", "must be a dotted payload path (`appointment.at`)");
+        e.add(
+            &f.step,
+            "until_field",
+            "must be a dotted payload path (`appointment.at`)",
+        );
         return None;
     }
     if let Some(t) = &local
         && local_time(t).is_none()
     {
-        e.add(&f.step, "until_local_time", "must be a time of day, `HH:MM`");
+        e.add(
+            &f.step,
+            "until_local_time",
+            "must be a time of day, `HH:MM`",
+        );
         return None;
     }
     let d = match (secs, field, local) {
@@ -424,7 +449,11 @@ fn branch(
     let condition = match f.get("if") {
         Some(Value::Object(c)) => condition(f, e, c, i, index, parsed),
         _ => {
-            e.add(&f.step, "if", "is required: an object with `step` and `outcome`, or `field`, `op` and `value`");
+            e.add(
+                &f.step,
+                "if",
+                "is required: an object with `step` and `outcome`, or `field`, `op` and `value`",
+            );
             None
         }
     };
@@ -450,7 +479,11 @@ fn condition(
     };
     for k in c.keys() {
         if !allowed.contains(&k.as_str()) {
-            e.add(&f.step, &format!("if.{k}"), "is not a field of this condition");
+            e.add(
+                &f.step,
+                &format!("if.{k}"),
+                "is not a field of this condition",
+            );
             return None;
         }
     }
@@ -480,7 +513,11 @@ fn condition(
         });
     }
     let Some(field) = text("field").filter(|p| path_ok(p)) else {
-        e.add(&f.step, "if.field", "must be a dotted payload path, or name `step`");
+        e.add(
+            &f.step,
+            "if.field",
+            "must be a dotted payload path, or name `step`",
+        );
         return None;
     };
     let op = match text("op") {

@@ -54,11 +54,17 @@ fn every_problem_names_its_step_and_field() {
     assert!(e.contains(&("a".into(), "type".into())), "{e:?}");
     assert!(e.contains(&("b".into(), "then".into())), "{e:?}");
     assert!(e.contains(&("c".into(), "duration_secs".into())), "{e:?}");
-    assert!(e.contains(&("d".into(), "then".into())), "a jump back is a cycle: {e:?}");
+    assert!(
+        e.contains(&("d".into(), "then".into())),
+        "a jump back is a cycle: {e:?}"
+    );
     assert!(e.contains(&("d".into(), "key".into())), "{e:?}");
     assert!(e.contains(&("steps[5]".into(), "key".into())), "{e:?}");
     assert!(e.contains(&("f".into(), "channels[1]".into())), "{e:?}");
-    assert!(e.contains(&("g".into(), "step".into())), "a later step: {e:?}");
+    assert!(
+        e.contains(&("g".into(), "step".into())),
+        "a later step: {e:?}"
+    );
     assert!(e.contains(&("h".into(), "to".into())), "{e:?}");
 }
 
@@ -67,7 +73,10 @@ fn more_than_fifty_steps_are_refused() {
     let steps: Vec<Value> = (0..51)
         .map(|i| json!({"key": format!("s{i}"), "type": "delay", "duration_secs": 1}))
         .collect();
-    assert_eq!(errors(Value::Array(steps)), vec![("steps".into(), "steps".into())]);
+    assert_eq!(
+        errors(Value::Array(steps)),
+        vec![("steps".into(), "steps".into())]
+    );
 }
 
 #[test]
@@ -75,7 +84,11 @@ fn a_local_time_delay_ends_at_the_next_such_minute_in_the_zone() {
     let now = Utc.with_ymd_and_hms(2026, 3, 7, 20, 0, 0).unwrap();
     let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
     let end = delay_end(&Delay::UntilLocalTime("09:00".into()), &json!({}), tz, now).unwrap();
-    assert_eq!(end, Utc.with_ymd_and_hms(2026, 3, 8, 13, 0, 0).unwrap(), "after the DST change");
+    assert_eq!(
+        end,
+        Utc.with_ymd_and_hms(2026, 3, 8, 13, 0, 0).unwrap(),
+        "after the DST change"
+    );
     let field = Delay::UntilField("appt.at".into());
     let payload = json!({"appt": {"at": "2026-03-09T10:00:00Z"}});
     assert_eq!(

@@ -1,0 +1,548 @@
+//! Workflows under `/api/v1/services/workflows`: an organisation's
+//! multi-step notification journeys (send, delay, wait for a status or an
+//! event, branch, digest, throttle), saved by key as JSON and versioned.
+//!
+//! Saving checks the whole definition and answers 400 with an `errors` list
+//! naming each problem's step, field and reason (unknown step types, jumps
+//! to missing steps or back to earlier ones, more than 50 steps, durations
+//! over a year, templates that do not exist or lack a channel's content).
+//! Each save is a new version; runs keep the version they started with.
+//!
+//! A trigger starts one run per subscriber (the one named, or every member
+//! of a topic), due at once; the scheduler's runner executes the steps (see
+//! `scheduler::workflows`). Runs, cancellation and caller events are in
+//! [`runs`]. Another organisation's workflows and runs answer 404.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Header, Path, Query},
+    payload::Json,
+};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use shared::{
+    db::workflows::{self as store, NewRuns, Workflow},
+    domain::{ExternalId, TenantId},
+    workflows::{MAX_PAYLOAD_BYTES, StepKind, parse_steps},
+};
+
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    body::StrictJson,
+    error::{ApiError, StepProblem},
+    middleware::RequestId,
+    routes::{ApiTags, notifications::idempotency_key},
+};
+
+mod runs;
+
+pub use runs::WorkflowRunsApi;
+
+/// Most workflows on one page.
+const MAX_PAGE: u32 = 200;
+/// Most members a trigger to a topic starts runs for.
+pub const MAX_TOPIC_RUNS: i64 = 10_000;
+/// Keys that name routes, not workflows.
+const RESERVED: &[&str] = &["runs", "cancel", "events"];
+
+/// The workflow endpoints.
+#[derive(Debug)]
+pub struct WorkflowsApi;
+
+/// A workflow definition to save.
+#[derive(Debug, Clone, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct SaveWorkflow {
+    /// Its display name.
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// The steps, run in order (branches jump forward). Each is an object
+    /// with a `key` (unique; lower-case letters, digits, `.`, `_`, `-`), a
+    /// `type` and that type's fields:
+    /// `send` (`template`, `channels`, optional fixed `to`),
+    /// `delay` (one of `duration_secs`, `until_field`, `until_local_time`),
+    /// `wait_for` (`step` + `status` (`read`, `delivered`, `sent`), or
+    /// `event`; `timeout_secs`),
+    /// `branch` (`if`: `{step, outcome}` or `{field, op, value}`; `then`: a
+    /// later step's key or `end`),
+    /// `digest` (`window_secs`, optional `group_by`),
+    /// `throttle` (`limit`, `window_secs`, `on_limit`: `drop` or `merge`).
+    /// Durations are 1 second to a year.
+    #[oai(validator(min_items = 1, max_items = 50))]
+    pub steps: Vec<Value>,
+}
+
+/// A workflow at one version.
+#[derive(Debug, Clone, Object)]
+pub struct WorkflowBody {
+    /// Its key.
+    pub key: String,
+    /// Its display name.
+    pub name: String,
+    /// This version.
+    pub version: i32,
+    /// The newest version.
+    pub latest_version: i32,
+    /// The steps as stored.
+    pub steps: Vec<Value>,
+    /// When the workflow was first saved.
+    pub created_at: DateTime<Utc>,
+    /// When this version was saved.
+    pub saved_at: DateTime<Utc>,
+}
+
+impl From<Workflow> for WorkflowBody {
+    fn from(w: Workflow) -> Self {
+        Self {
+            key: w.key,
+            name: w.name,
+            version: w.version,
+            latest_version: w.latest,
+            steps: w
+                .steps
+                .0
+                .iter()
+                .map(|s| serde_json::to_value(s).unwrap_or_default())
+                .collect(),
+            created_at: w.created_at,
+            saved_at: w.saved_at,
+        }
+    }
+}
+
+/// Answers to a save.
+#[derive(Debug, ApiResponse)]
+pub enum SaveResponse {
+    /// The workflow's first version.
+    #[oai(status = 201)]
+    Created(Json<WorkflowBody>),
+    /// A new version of an existing workflow.
+    #[oai(status = 200)]
+    Saved(Json<WorkflowBody>),
+}
+
+/// A workflow.
+#[derive(Debug, ApiResponse)]
+pub enum WorkflowResponse {
+    /// The workflow.
+    #[oai(status = 200)]
+    Ok(Json<WorkflowBody>),
+}
+
+/// A page of workflows.
+#[derive(Debug, Clone, Object)]
+pub struct WorkflowPage {
+    /// The workflows (newest versions), by key.
+    pub items: Vec<WorkflowBody>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Workflows.
+#[derive(Debug, ApiResponse)]
+pub enum ListResponse {
+    /// A page.
+    #[oai(status = 200)]
+    Ok(Json<WorkflowPage>),
+}
+
+/// A trigger: one subscriber or every member of a topic.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerRequest {
+    /// The subscriber's external id (as sends name them); created on first
+    /// use. Give this or `topic`.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub subscriber_id: Option<String>,
+    /// A topic's key: one run per member (at most 10,000).
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub topic: Option<String>,
+    /// Data for the steps: template data, branch fields, delay timestamps
+    /// (a JSON object, at most 16 KiB).
+    pub payload: Option<Value>,
+    /// Name it to `POST /workflows/cancel` to cancel every run it started.
+    #[oai(validator(min_length = 1, max_length = 255))]
+    pub cancellation_key: Option<String>,
+}
+
+/// Runs started.
+#[derive(Debug, Clone, Object)]
+pub struct TriggerAccepted {
+    /// The workflow.
+    pub workflow: String,
+    /// The version the runs keep.
+    pub version: i32,
+    /// The runs, one per subscriber.
+    pub run_ids: Vec<String>,
+    /// Where to read the first run (`GET`).
+    pub status_url: Option<String>,
+}
+
+/// Answers to a trigger.
+#[derive(Debug, ApiResponse)]
+pub enum TriggerResponse {
+    /// Accepted: the runs are committed and due now. With the same
+    /// `Idempotency-Key` and body the same runs are returned again with
+    /// `Idempotent-Replayed: true`; nothing more starts.
+    #[oai(status = 202)]
+    Accepted(
+        Json<TriggerAccepted>,
+        #[oai(header = "Idempotent-Replayed")] Option<String>,
+    ),
+}
+
+fn key_ok(key: &str) -> bool {
+    let b = key.as_bytes();
+    (1..=100).contains(&b.len())
+        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
+}
+
+/// Workflow `key` (at `version`), or 404.
+async fn find(
+    state: &AppState,
+    tenant_id: TenantId,
+    key: &str,
+    version: Option<i32>,
+) -> Result<Workflow, ApiError> {
+    if !key_ok(key) {
+        return Err(ApiError::NotFound("workflow"));
+    }
+    store::get(&state.pool, tenant_id, key, version)
+        .await?
+        .ok_or(ApiError::NotFound("workflow"))
+}
+
+/// Checks a payload: a JSON object of at most [`MAX_PAYLOAD_BYTES`].
+pub(crate) fn payload(raw: Option<&Value>) -> Result<Value, ApiError> {
+    match raw {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => {
+            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
+            if size > MAX_PAYLOAD_BYTES {
+                return Err(ApiError::TooLarge(format!(
+                    "`payload` is {size} bytes as JSON; at most {MAX_PAYLOAD_BYTES} are allowed"
+                )));
+            }
+            Ok(v.clone())
+        }
+        Some(_) => Err(ApiError::invalid("payload", "must be a JSON object")),
+    }
+}
+
+/// The definition's problems that need Postgres: templates that do not
+/// exist or have no content for a channel a step sends on.
+async fn check_templates(
+    state: &AppState,
+    tenant_id: TenantId,
+    steps: &[shared::workflows::Step],
+) -> Result<Vec<StepProblem>, ApiError> {
+    let mut problems = Vec::new();
+    for step in steps {
+        let StepKind::Send {
+            template, channels, ..
+        } = &step.kind
+        else {
+            continue;
+        };
+        let Some(t) = shared::db::templates::get_by_key(&state.pool, tenant_id, template).await?
+        else {
+            problems.push(StepProblem {
+                step: step.key.clone(),
+                field: "template".into(),
+                reason: format!("no template has the key `{template}`"),
+            });
+            continue;
+        };
+        let has = t.template.channels();
+        for (i, c) in channels.iter().enumerate() {
+            if !has.contains(c) {
+                problems.push(StepProblem {
+                    step: step.key.clone(),
+                    field: format!("channels[{i}]"),
+                    reason: format!("the template `{template}` has no {} content", c.as_str()),
+                });
+            }
+        }
+    }
+    Ok(problems)
+}
+
+#[OpenApi(
+    prefix_path = "/api/v1/services/workflows",
+    tag = "ApiTags::Notifications"
+)]
+impl WorkflowsApi {
+    /// Save a workflow: the first version (201) or the next one (200).
+    /// Runs already started keep their version. A definition with problems
+    /// answers 400 with `errors`, each naming the step, field and reason.
+    #[oai(path = "/:key", method = "put", operation_id = "workflows.save")]
+    async fn save(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        /// The workflow's key: 1 to 100 lower-case letters, digits, `.`,
+        /// `_` or `-`, starting with a letter or digit (not `runs`,
+        /// `cancel` or `events`).
+        #[oai(validator(min_length = 1, max_length = 100))]
+        key: Path<String>,
+        body: StrictJson<SaveWorkflow>,
+    ) -> Result<SaveResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        if !key_ok(&key.0) || RESERVED.contains(&key.0.as_str()) {
+            return Err(ApiError::invalid(
+                "key",
+                "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit, and not `runs`, `cancel` or `events`",
+            ));
+        }
+        let name = body.0.name.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "name",
+                "must be 1 to 200 characters on one line",
+            ));
+        }
+        let steps = parse_steps(&Value::Array(body.0.steps)).map_err(|errors| {
+            ApiError::InvalidSteps(
+                errors
+                    .into_iter()
+                    .map(|e| StepProblem {
+                        step: e.step,
+                        field: e.field,
+                        reason: e.reason,
+                    })
+                    .collect(),
+            )
+        })?;
+        let problems = check_templates(&state, tenant_id, &steps).await?;
+        if !problems.is_empty() {
+            return Err(ApiError::InvalidSteps(problems));
+        }
+        let mut tx = state.pool.begin().await?;
+        let saved = store::save(&mut tx, tenant_id, &key.0, name, &steps).await?;
+        shared::db::audit::record(
+            &mut *tx,
+            shared::db::audit::Entry {
+                tenant_id: Some(tenant_id),
+                actor: &format!("api_key:{}", auth.0.key_id),
+                action: "workflow.save",
+                resource_type: "workflow",
+                resource_id: Some(saved.id.to_string()),
+                result: "success",
+                request_id: Some(&request_id.0.0),
+                details: serde_json::json!({"key": saved.key, "version": saved.version}),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(workflow = %saved.key, version = saved.version, "workflow saved");
+        Ok(if saved.version == 1 {
+            SaveResponse::Created(Json(saved.into()))
+        } else {
+            SaveResponse::Saved(Json(saved.into()))
+        })
+    }
+
+    /// Read a workflow: its newest version, or `version`.
+    #[oai(path = "/:key", method = "get", operation_id = "workflows.get")]
+    async fn get(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        /// The workflow's key.
+        #[oai(validator(min_length = 1, max_length = 100))]
+        key: Path<String>,
+        /// A version (default: the newest).
+        #[oai(validator(minimum(value = "1"), maximum(value = "2147483647")))]
+        version: Query<Option<i32>>,
+    ) -> Result<WorkflowResponse, ApiError> {
+        let w = find(&state, auth.0.tenant_id, &key.0, version.0).await?;
+        Ok(WorkflowResponse::Ok(Json(w.into())))
+    }
+
+    /// List the organisation's workflows by key (newest versions).
+    #[oai(path = "/", method = "get", operation_id = "workflows.list")]
+    async fn list(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        /// At most this many (1 to 200, default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the page before.
+        #[oai(validator(min_length = 1, max_length = 100))]
+        cursor: Query<Option<String>>,
+    ) -> Result<ListResponse, ApiError> {
+        let limit = match limit.0.unwrap_or(50) {
+            l @ 1..=MAX_PAGE => i64::from(l),
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be 1 to {MAX_PAGE}"),
+                ));
+            }
+        };
+        if cursor.0.as_deref().is_some_and(|c| !key_ok(c)) {
+            return Err(ApiError::invalid(
+                "cursor",
+                "is not a cursor this API issued",
+            ));
+        }
+        let mut items = store::list(
+            &state.pool,
+            auth.0.tenant_id,
+            cursor.0.as_deref(),
+            limit + 1,
+        )
+        .await?;
+        let more = items.len() as i64 > limit;
+        items.truncate(limit as usize);
+        let next_cursor = more.then(|| items.last().map(|w| w.key.clone())).flatten();
+        Ok(ListResponse::Ok(Json(WorkflowPage {
+            items: items.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Trigger a workflow for one subscriber or every member of a topic:
+    /// one run each, keeping the workflow's newest version, due now.
+    /// `Idempotency-Key` makes retries safe.
+    #[oai(
+        path = "/:key/trigger",
+        method = "post",
+        operation_id = "workflows.trigger"
+    )]
+    async fn trigger(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        /// The workflow's key.
+        #[oai(validator(min_length = 1, max_length = 100))]
+        key: Path<String>,
+        #[oai(name = "Idempotency-Key")] idem: Header<Option<String>>,
+        body: StrictJson<TriggerRequest>,
+    ) -> Result<TriggerResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let idem = idempotency_key(idem.0)?;
+        let req = &body.0;
+        let workflow = find(&state, tenant_id, &key.0, None).await?;
+        let payload = payload(req.payload.as_ref())?;
+        if let Some(k) = &req.cancellation_key
+            && (k.is_empty() || k.len() > 255 || k.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                "cancellation_key",
+                "must be 1 to 255 characters without control characters",
+            ));
+        }
+        let hash = Sha256::digest(serde_json::to_vec(&(&key.0, req)).unwrap_or_default()).to_vec();
+        if let Some(k) = &idem
+            && let Some(answer) = replay(&state, tenant_id, &workflow, k, &hash).await?
+        {
+            return Ok(answer);
+        }
+        let mut tx = state.pool.begin().await?;
+        let subscribers = match (&req.subscriber_id, &req.topic) {
+            (Some(s), None) => {
+                ExternalId::parse(s).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
+                shared::db::batches::subscriber_ids(&mut tx, tenant_id, std::slice::from_ref(s))
+                    .await?
+                    .into_iter()
+                    .map(|(_, id)| id)
+                    .collect()
+            }
+            (None, Some(t)) => {
+                let topic = crate::routes::topics::find(&state, tenant_id, t).await?;
+                let ids =
+                    store::topic_subscribers(&mut *tx, tenant_id, topic.id, MAX_TOPIC_RUNS + 1)
+                        .await?;
+                if ids.len() as i64 > MAX_TOPIC_RUNS {
+                    return Err(ApiError::Unprocessable(vec![crate::error::InvalidParam {
+                        name: "topic".into(),
+                        reason: format!(
+                            "has more than {MAX_TOPIC_RUNS} members; split it into smaller topics"
+                        ),
+                    }]));
+                }
+                ids
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    "subscriber_id",
+                    "give either `subscriber_id` or `topic`",
+                ));
+            }
+        };
+        let started = store::start(
+            &mut tx,
+            tenant_id,
+            NewRuns {
+                workflow_id: workflow.id,
+                version: workflow.version,
+                subscribers: &subscribers,
+                payload: &payload,
+                cancellation_key: req.cancellation_key.as_deref(),
+                idempotency: idem.as_deref().map(|k| (k, hash.clone())),
+            },
+        )
+        .await?;
+        let Some(ids) = started else {
+            // A concurrent request with the same key won.
+            drop(tx);
+            let k = idem.as_deref().unwrap_or_default();
+            return replay(&state, tenant_id, &workflow, k, &hash)
+                .await?
+                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("trigger vanished")));
+        };
+        tx.commit().await?;
+        tracing::info!(workflow = %workflow.key, runs = ids.len(), "workflow triggered");
+        metrics::counter!("workflow_runs_started_total").increment(ids.len() as u64);
+        Ok(accepted(&workflow, &ids, false))
+    }
+}
+
+fn accepted(workflow: &Workflow, ids: &[uuid::Uuid], replayed: bool) -> TriggerResponse {
+    TriggerResponse::Accepted(
+        Json(TriggerAccepted {
+            workflow: workflow.key.clone(),
+            version: workflow.version,
+            run_ids: ids.iter().map(ToString::to_string).collect(),
+            status_url: ids
+                .first()
+                .map(|id| format!("/api/v1/services/workflows/runs/{id}")),
+        }),
+        replayed.then(|| "true".to_owned()),
+    )
+}
+
+/// The first answer to a trigger with Idempotency-Key `key`, if there was
+/// one; 422 when that request had another body.
+async fn replay(
+    state: &AppState,
+    tenant_id: TenantId,
+    workflow: &Workflow,
+    key: &str,
+    hash: &[u8],
+) -> Result<Option<TriggerResponse>, ApiError> {
+    match store::earlier_trigger(&state.pool, tenant_id, key).await? {
+        None => Ok(None),
+        Some((stored, _)) if stored.as_deref() != Some(hash) => Err(ApiError::IdempotencyKeyReused),
+        Some((_, ids)) => {
+            let mut w = workflow.clone();
+            if let Some(first) = ids.first()
+                && let Some((run, _)) =
+                    store::run(&mut *state.pool.acquire().await?, tenant_id, *first).await?
+            {
+                w.version = run.version;
+            }
+            Ok(Some(accepted(&w, &ids, true)))
+        }
+    }
+}
