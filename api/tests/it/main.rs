@@ -35,3 +35,4 @@ mod templates;
 mod topics;
 mod users;
 mod webhooks;
+mod workflows;

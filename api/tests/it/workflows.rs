@@ -1,0 +1,370 @@
+//! Workflows: the healthcare escalation (in-app, then SMS if unread after an
+//! hour, then email to the care team if still unread a day later) on both
+//! of its branches, versions kept by runs, cancellation that stops pending
+//! steps and unsent notifications, events, digests, throttles, exactly-once
+//! execution under racing runners, and bad input.
+//!
+//! The scheduler's runner works in real time beside the tests; the tests
+//! move time by calling [`Runner::advance`] with the time they choose, so
+//! an hour's wait takes no time and nothing sleeps.
+
+mod runs;
+mod validation;
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use reqwest::Method;
+use scheduler::workflows::Runner;
+use serde_json::{Value, json};
+use testkit::TestApp;
+
+use crate::org_support::with;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+pub const WORKFLOWS: &str = "/api/v1/services/workflows";
+
+pub async fn call(
+    app: &TestApp,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
+    let req = with(app, method, path, key);
+    match body {
+        Some(b) => req.json(&b),
+        None => req,
+    }
+    .send()
+    .await
+    .unwrap()
+}
+
+pub async fn expect(resp: reqwest::Response, status: u16) -> Value {
+    let got = resp.status().as_u16();
+    let problem = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|c| c == "application/problem+json");
+    let text = resp.text().await.unwrap();
+    assert_eq!(got, status, "{text}");
+    if status >= 400 {
+        assert!(problem, "a problem+json body: {text}");
+    }
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// The escalation's templates, a patient with a phone and an email, and
+/// the platform.
+pub async fn clinic(app: &TestApp) {
+    for t in [
+        json!({
+            "key": "care.alert",
+            "name": "Care alert",
+            "category": "care",
+            "default_locale": "en",
+            "default_channels": ["inapp"],
+            "locales": {"en": {
+                "inapp": {"title": "Your care team sent a message about {{topic}}", "action_url": "/care"},
+                "sms": {"body": "Your care team sent you a message. Open the app to read it."},
+                "email": {"subject": "A message from your care team", "text": "Open the app to read it."}
+            }}
+        }),
+        json!({
+            "key": "care.escalation",
+            "name": "Unread care alert",
+            "default_locale": "en",
+            "default_channels": ["email"],
+            "locales": {"en": {
+                "email": {"subject": "A patient has not read a care alert", "text": "Patient {{patient_ref}} has not read an alert for a day."}
+            }}
+        }),
+        json!({
+            "key": "care.digest",
+            "name": "Digest",
+            "default_locale": "en",
+            "default_channels": ["inapp"],
+            "locales": {"en": {
+                "inapp": {"title": "{{digest.count}} updates from your care team", "action_url": "/care"}
+            }}
+        }),
+    ] {
+        expect(
+            call(
+                app,
+                &app.api_key,
+                Method::POST,
+                "/api/v1/admin/templates",
+                Some(t),
+            )
+            .await,
+            201,
+        )
+        .await;
+    }
+    patient(app, "pat").await;
+}
+
+pub async fn patient(app: &TestApp, id: &str) {
+    let resp = call(
+        app,
+        &app.api_key,
+        Method::PUT,
+        &format!("/api/v1/services/subscribers/{id}"),
+        Some(json!({"email": format!("{id}@patients.example"), "phone": "+14155550100"})),
+    )
+    .await;
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+}
+
+pub fn escalation() -> Value {
+    json!({
+        "name": "Unread care alert escalation",
+        "steps": [
+            {"key": "inapp", "type": "send", "template": "care.alert", "channels": ["inapp"]},
+            {"key": "wait-read", "type": "wait_for", "step": "inapp", "status": "read", "timeout_secs": 3600},
+            {"key": "read-in-time", "type": "branch", "if": {"step": "wait-read", "outcome": "met"}, "then": "end"},
+            {"key": "sms", "type": "send", "template": "care.alert", "channels": ["sms"]},
+            {"key": "wait-day", "type": "wait_for", "step": "inapp", "status": "read", "timeout_secs": 86400},
+            {"key": "read-later", "type": "branch", "if": {"step": "wait-day", "outcome": "met"}, "then": "end"},
+            {"key": "care-team", "type": "send", "template": "care.escalation", "channels": ["email"],
+             "to": "care-team@clinic.example"}
+        ]
+    })
+}
+
+pub async fn save(app: &TestApp, key: &str, body: Value) -> Value {
+    let resp = call(
+        app,
+        &app.api_key,
+        Method::PUT,
+        &format!("{WORKFLOWS}/{key}"),
+        Some(body),
+    )
+    .await;
+    let status = resp.status().as_u16();
+    assert!(
+        status == 200 || status == 201,
+        "{}",
+        resp.text().await.unwrap()
+    );
+    resp.json().await.unwrap()
+}
+
+/// Triggers `key`; returns the run ids.
+pub async fn trigger(app: &TestApp, key: &str, body: Value) -> Vec<String> {
+    let answer = expect(
+        call(
+            app,
+            &app.api_key,
+            Method::POST,
+            &format!("{WORKFLOWS}/{key}/trigger"),
+            Some(body),
+        )
+        .await,
+        202,
+    )
+    .await;
+    answer["run_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_owned())
+        .collect()
+}
+
+pub async fn run(app: &TestApp, id: &str) -> Value {
+    expect(
+        call(
+            app,
+            &app.api_key,
+            Method::GET,
+            &format!("{WORKFLOWS}/runs/{id}"),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await
+}
+
+pub fn step<'a>(run: &'a Value, key: &str) -> &'a Value {
+    run["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == key)
+        .unwrap_or_else(|| panic!("no step {key} in {run}"))
+}
+
+pub fn runner(app: &TestApp) -> Runner {
+    Runner::new(app.pool.clone(), app.settings.jobs.clone())
+}
+
+/// Runs due steps at `now` until `done` holds for run `id`.
+pub async fn advance_until(
+    app: &TestApp,
+    id: &str,
+    now: DateTime<Utc>,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let runner = runner(app);
+    testkit::eventually(what, WAIT, || async {
+        runner.advance(now).await.unwrap();
+        let r = run(app, id).await;
+        done(&r).then_some(r)
+    })
+    .await
+}
+
+async fn sms_count(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from notifications where channel = 'sms'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_care_alert_read_within_the_hour_sends_no_sms() {
+    let app = TestApp::builder().spawn().await;
+    clinic(&app).await;
+    save(&app, "care-alert", escalation()).await;
+    let secret = app.issue_jwt_secret(app.tenant_id).await;
+    let pat = testkit::jwks::user_token(&secret, app.tenant_id, "pat", &[]);
+    let ids = trigger(
+        &app,
+        "care-alert",
+        json!({"subscriber_id": "pat", "payload": {"topic": "your results"}}),
+    )
+    .await;
+    let id = &ids[0];
+    let start = Utc::now();
+    let r = advance_until(&app, id, start, "the in-app message", |r| {
+        step(r, "inapp")["state"] == "done"
+    })
+    .await;
+    assert_eq!(step(&r, "inapp")["outcome"], "sent");
+    assert_eq!(r["current_step"], "wait-read");
+    assert_eq!(step(&r, "wait-read")["state"], "current");
+    let inapp = step(&r, "inapp")["notification_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = app.wait_for_status(&inapp, "sent", WAIT).await;
+    assert_eq!(n["channel"], "inapp");
+
+    // Read 20 minutes in (the runner's clock), well within the hour.
+    let read = app
+        .client
+        .patch(app.url(&format!("/api/v1/users/me/notifications/{inapp}/read")))
+        .bearer_auth(&pat)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    let r = advance_until(
+        &app,
+        id,
+        start + TimeDelta::minutes(20),
+        "the run to end",
+        |r| r["status"] == "completed",
+    )
+    .await;
+    assert_eq!(step(&r, "wait-read")["outcome"], "met");
+    assert_eq!(step(&r, "read-in-time")["outcome"], "taken");
+    for later in ["sms", "wait-day", "read-later", "care-team"] {
+        assert_eq!(step(&r, later)["state"], "not_run", "{later}");
+    }
+    // A day later nothing more happens.
+    runner(&app)
+        .advance(start + TimeDelta::days(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        sms_count(&app).await,
+        0,
+        "no SMS for a message read in time"
+    );
+    assert_eq!(run(&app, id).await["status"], "completed");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unread_care_alert_goes_by_sms_after_an_hour_and_to_the_care_team_after_a_day() {
+    let app = TestApp::builder().spawn().await;
+    clinic(&app).await;
+    save(&app, "care-alert", escalation()).await;
+    let ids = trigger(
+        &app,
+        "care-alert",
+        json!({"subscriber_id": "pat", "payload": {"topic": "your results", "patient_ref": "P-7"}}),
+    )
+    .await;
+    let id = &ids[0];
+    let r = advance_until(&app, id, Utc::now(), "the in-app message", |r| {
+        step(r, "inapp")["state"] == "done"
+    })
+    .await;
+    let start = Utc::now();
+    let waiting = step(&r, "wait-read")["due_at"].as_str().unwrap();
+    let deadline: DateTime<Utc> = waiting.parse().unwrap();
+    assert!(
+        deadline <= start + TimeDelta::minutes(60) && deadline > start + TimeDelta::minutes(59)
+    );
+
+    // 59 minutes: still waiting, no SMS.
+    runner(&app)
+        .advance(start + TimeDelta::minutes(59))
+        .await
+        .unwrap();
+    assert_eq!(run(&app, id).await["current_step"], "wait-read");
+    assert_eq!(sms_count(&app).await, 0);
+
+    // 61 minutes: the wait times out and the SMS goes.
+    let r = advance_until(&app, id, start + TimeDelta::minutes(61), "the SMS", |r| {
+        r["current_step"] == "wait-day"
+    })
+    .await;
+    assert_eq!(step(&r, "wait-read")["outcome"], "timed_out");
+    assert_eq!(step(&r, "read-in-time")["outcome"], "not_taken");
+    assert_eq!(step(&r, "sms")["outcome"], "sent");
+    let sms = step(&r, "sms")["notification_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = app.notification(&sms).await;
+    assert_eq!(
+        (n["channel"].as_str(), n["to"].as_str()),
+        (Some("sms"), Some("+14155550100"))
+    );
+    assert_eq!(sms_count(&app).await, 1);
+
+    // A day after that, still unread: the care team's address is emailed.
+    let r = advance_until(
+        &app,
+        id,
+        start + TimeDelta::minutes(61) + TimeDelta::hours(24) + TimeDelta::minutes(1),
+        "the care team's email",
+        |r| r["status"] == "completed",
+    )
+    .await;
+    assert_eq!(step(&r, "wait-day")["outcome"], "timed_out");
+    assert_eq!(step(&r, "care-team")["outcome"], "sent");
+    let email = step(&r, "care-team")["notification_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let n = app.wait_for_status(&email, "sent", WAIT).await;
+    assert_eq!(n["to"], "care-team@clinic.example");
+    assert_eq!(sms_count(&app).await, 1, "one SMS in all");
+    // Running the runner again changes nothing.
+    runner(&app)
+        .advance(start + TimeDelta::days(30))
+        .await
+        .unwrap();
+    let again = run(&app, id).await;
+    assert_eq!(again["steps"], r["steps"]);
+    app.shutdown().await;
+}

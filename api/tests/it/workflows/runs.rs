@@ -1,0 +1,338 @@
+//! Runs: versions kept, cancellation (pending steps and unsent
+//! notifications), events, digests, throttles, and each step exactly once
+//! under racing runners and repeated sweeps.
+
+use chrono::{TimeDelta, Utc};
+use reqwest::Method;
+use serde_json::json;
+use testkit::TestApp;
+
+use super::{
+    WAIT, WORKFLOWS, advance_until, call, clinic, expect, patient, run, runner, save, step, trigger,
+};
+
+async fn notifications_of(app: &TestApp, run_id: &str) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "select channel, status from notifications where metadata->>'workflow_run_id' = $1
+         order by created_at",
+    )
+    .bind(run_id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn runs_keep_their_version_and_cancelled_runs_send_nothing_more() {
+    // No worker: notifications stay queued, as if no provider had them yet.
+    let app = TestApp::builder().without_worker().spawn().await;
+    clinic(&app).await;
+    patient(&app, "sam").await;
+    let v1 = json!({"name": "Reminder", "steps": [
+        {"key": "now", "type": "send", "template": "care.alert", "channels": ["sms"]},
+        {"key": "later", "type": "delay", "duration_secs": 3600},
+        {"key": "again", "type": "send", "template": "care.alert", "channels": ["sms", "email"]}
+    ]});
+    assert_eq!(save(&app, "reminder", v1.clone()).await["version"], 1);
+    let ids = trigger(
+        &app,
+        "reminder",
+        json!({"subscriber_id": "pat", "cancellation_key": "appt-42", "payload": {"topic": "x"}}),
+    )
+    .await;
+    let pat_run = ids[0].clone();
+    let sam_run = trigger(
+        &app,
+        "reminder",
+        json!({"subscriber_id": "sam", "cancellation_key": "appt-42"}),
+    )
+    .await[0]
+        .clone();
+    let other = trigger(
+        &app,
+        "reminder",
+        json!({"subscriber_id": "sam", "cancellation_key": "appt-43"}),
+    )
+    .await[0]
+        .clone();
+    let mut v2 = v1.clone();
+    v2["steps"][1]["duration_secs"] = json!(60);
+    let saved = save(&app, "reminder", v2).await;
+    assert_eq!(
+        (saved["version"].as_i64(), saved["latest_version"].as_i64()),
+        (Some(2), Some(2))
+    );
+    let start = Utc::now();
+    for id in [&pat_run, &sam_run, &other] {
+        let r = advance_until(&app, id, start, "the first send", |r| {
+            step(r, "now")["state"] == "done"
+        })
+        .await;
+        assert_eq!(r["version"], 1, "a run keeps the version it started with");
+        assert_eq!(r["current_step"], "later");
+    }
+    let old = expect(
+        call(
+            &app,
+            &app.api_key,
+            Method::GET,
+            &format!("{WORKFLOWS}/reminder?version=1"),
+            None,
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(old["steps"][1]["duration_secs"], 3600);
+    let newer = trigger(&app, "reminder", json!({"subscriber_id": "pat"})).await;
+    assert_eq!(run(&app, &newer[0]).await["version"], 2);
+
+    // Cancel by key: both runs stop, their queued SMS are cancelled.
+    let done = expect(
+        call(
+            &app,
+            &app.api_key,
+            Method::POST,
+            &format!("{WORKFLOWS}/cancel"),
+            Some(json!({"cancellation_key": "appt-42"})),
+        )
+        .await,
+        200,
+    )
+    .await;
+    assert_eq!(
+        done,
+        json!({"runs_cancelled": 2, "notifications_cancelled": 2})
+    );
+    runner(&app)
+        .advance(start + TimeDelta::hours(2))
+        .await
+        .unwrap();
+    for id in [&pat_run, &sam_run] {
+        let r = run(&app, id).await;
+        assert_eq!(r["status"], "cancelled");
+        assert_eq!(step(&r, "again")["state"], "not_run");
+        assert_eq!(
+            notifications_of(&app, id).await,
+            vec![("sms".to_owned(), "cancelled".to_owned())]
+        );
+    }
+    // The run with another key went on.
+    let r = run(&app, &other).await;
+    assert_eq!(r["status"], "completed");
+    assert_eq!(notifications_of(&app, &other).await.len(), 3);
+    // Cancelling one run; an ended run is 409.
+    let path = format!("{WORKFLOWS}/runs/{}/cancel", newer[0]);
+    let one = expect(
+        call(&app, &app.api_key, Method::POST, &path, None).await,
+        200,
+    )
+    .await;
+    assert_eq!(one["runs_cancelled"], 1);
+    expect(
+        call(&app, &app.api_key, Method::POST, &path, None).await,
+        409,
+    )
+    .await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_resumes_the_runs_waiting_for_it_and_a_timeout_ends_the_others() {
+    let app = TestApp::builder().spawn().await;
+    clinic(&app).await;
+    patient(&app, "sam").await;
+    save(&app, "confirm", json!({"name": "Confirm", "steps": [
+        {"key": "wait", "type": "wait_for", "event": "appointment.confirmed", "timeout_secs": 86400},
+        {"key": "unconfirmed", "type": "branch", "if": {"step": "wait", "outcome": "timed_out"}, "then": "end"},
+        {"key": "thanks", "type": "send", "template": "care.alert", "channels": ["inapp"]}
+    ]})).await;
+    let pat = trigger(
+        &app,
+        "confirm",
+        json!({"subscriber_id": "pat", "payload": {"topic": "your visit"}}),
+    )
+    .await[0]
+        .clone();
+    let sam = trigger(&app, "confirm", json!({"subscriber_id": "sam"})).await[0].clone();
+    let start = Utc::now();
+    for id in [&pat, &sam] {
+        advance_until(&app, id, start, "the wait", |r| r["status"] == "waiting").await;
+    }
+    let resumed = expect(
+        call(&app, &app.api_key, Method::POST, &format!("{WORKFLOWS}/events"),
+             Some(json!({"subscriber_id": "pat", "name": "appointment.confirmed", "payload": {"topic": "Tuesday"}}))).await,
+        202,
+    )
+    .await;
+    assert_eq!(resumed["resumed_run_ids"], json!([pat]));
+    let r = advance_until(&app, &pat, start, "the thanks", |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    assert_eq!(step(&r, "wait")["outcome"], "met");
+    assert_eq!(step(&r, "thanks")["outcome"], "sent");
+    let r = advance_until(
+        &app,
+        &sam,
+        start + TimeDelta::days(1) + TimeDelta::minutes(1),
+        "the timeout",
+        |r| r["status"] == "completed",
+    )
+    .await;
+    assert_eq!(step(&r, "wait")["outcome"], "timed_out");
+    assert_eq!(step(&r, "thanks")["state"], "not_run");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() {
+    let app = TestApp::builder().spawn().await;
+    clinic(&app).await;
+    save(
+        &app,
+        "updates",
+        json!({"name": "Updates", "steps": [
+            {"key": "collect", "type": "digest", "window_secs": 600},
+            {"key": "tell", "type": "send", "template": "care.digest", "channels": ["inapp"]}
+        ]}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.extend(
+            trigger(
+                &app,
+                "updates",
+                json!({"subscriber_id": "pat", "payload": {"n": i}}),
+            )
+            .await,
+        );
+    }
+    let start = Utc::now();
+    let runner = runner(&app);
+    testkit::eventually("the triggers to be collected", WAIT, || async {
+        runner.advance(start).await.unwrap();
+        let mut merged = 0;
+        for id in &ids {
+            merged += i32::from(run(&app, id).await["status"] == "merged");
+        }
+        (merged == 2).then_some(())
+    })
+    .await;
+    let collector = ids[0].clone();
+    let r = advance_until(
+        &app,
+        &collector,
+        start + TimeDelta::minutes(11),
+        "the digest",
+        |r| r["status"] == "completed",
+    )
+    .await;
+    assert_eq!(r["collected"], 3);
+    let n = step(&r, "tell")["notification_ids"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(n.len(), 1);
+    let sent = app
+        .wait_for_status(n[0].as_str().unwrap(), "sent", WAIT)
+        .await;
+    assert_eq!(sent["channel"], "inapp");
+    let title: String =
+        sqlx::query_scalar("select content->>'title' from notifications where id = $1::uuid")
+            .bind(n[0].as_str().unwrap())
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(title, "3 updates from your care team");
+
+    save(&app, "nudge", json!({"name": "Nudge", "steps": [
+        {"key": "limit", "type": "throttle", "limit": 2, "window_secs": 3600, "on_limit": "drop"},
+        {"key": "tell", "type": "send", "template": "care.alert", "channels": ["inapp"]}
+    ]})).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.extend(
+            trigger(
+                &app,
+                "nudge",
+                json!({"subscriber_id": "pat", "payload": {"topic": "x"}}),
+            )
+            .await,
+        );
+    }
+    let statuses = testkit::eventually("the throttle", WAIT, || async {
+        runner.advance(start).await.unwrap();
+        let mut s = Vec::new();
+        for id in &ids {
+            s.push(run(&app, id).await["status"].as_str().unwrap().to_owned());
+        }
+        s.sort();
+        (!s.iter().any(|x| x == "running" || x == "waiting")).then_some(s)
+    })
+    .await;
+    assert_eq!(statuses, ["completed", "completed", "dropped"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_runners_execute_each_step_of_each_run_once() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    clinic(&app).await;
+    save(
+        &app,
+        "once",
+        json!({"name": "Once", "steps": [
+            {"key": "a", "type": "send", "template": "care.alert", "channels": ["inapp", "sms"]},
+            {"key": "pause", "type": "delay", "duration_secs": 60},
+            {"key": "b", "type": "send", "template": "care.alert", "channels": ["email"]}
+        ]}),
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let who = format!("p{i}");
+        patient(&app, &who).await;
+        ids.extend(
+            trigger(
+                &app,
+                "once",
+                json!({"subscriber_id": who, "payload": {"topic": "x"}}),
+            )
+            .await,
+        );
+    }
+    let start = Utc::now();
+    let (one, two, three) = (runner(&app), runner(&app), runner(&app));
+    for now in [start, start + TimeDelta::minutes(2)] {
+        let (a, b, c) = tokio::join!(one.advance(now), two.advance(now), three.advance(now));
+        assert_eq!(
+            a.unwrap() + b.unwrap() + c.unwrap(),
+            30,
+            "each run moved on by one runner"
+        );
+        // A repeated sweep at the same time finds nothing due.
+        assert_eq!(one.advance(now).await.unwrap(), 0);
+    }
+    for id in &ids {
+        let r = run(&app, id).await;
+        assert_eq!(r["status"], "completed");
+        let mut channels: Vec<String> = notifications_of(&app, id)
+            .await
+            .into_iter()
+            .map(|(c, _)| c)
+            .collect();
+        channels.sort();
+        assert_eq!(
+            channels,
+            ["email", "inapp", "sms"],
+            "one notification per channel and step"
+        );
+    }
+    app.shutdown().await;
+}
