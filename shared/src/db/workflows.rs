@@ -117,6 +117,9 @@ pub async fn list(
     .await
 }
 
+/// A trigger as recorded: its request hash and the runs it started.
+pub type Trigger = (Option<Vec<u8>>, Vec<Uuid>);
+
 /// An earlier trigger with the same `Idempotency-Key`: its request hash and
 /// the runs it started.
 #[tracing::instrument(skip_all)]
@@ -124,7 +127,7 @@ pub async fn earlier_trigger(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     key: &str,
-) -> Result<Option<(Option<Vec<u8>>, Vec<Uuid>)>, sqlx::Error> {
+) -> Result<Option<Trigger>, sqlx::Error> {
     sqlx::query_as(
         "select request_hash, run_ids from workflow_triggers
          where tenant_id = $1 and idempotency_key = $2",

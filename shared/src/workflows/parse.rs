@@ -489,9 +489,7 @@ fn condition(
     }
     if let Some(step) = text("step") {
         let outcome = text("outcome");
-        let Some(j) = earlier(f, e, "if.step", step, i, index) else {
-            return None;
-        };
+        let j = earlier(f, e, "if.step", step, i, index)?;
         let Some(outcome) = outcome else {
             e.add(&f.step, "if.outcome", "is required");
             return None;

@@ -336,3 +336,171 @@ async fn racing_runners_execute_each_step_of_each_run_once() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_trigger_starts_a_run_per_member_and_a_wait_for_sent_ends_when_the_email_goes() {
+    let app = TestApp::builder().spawn().await;
+    clinic(&app).await;
+    patient(&app, "sam").await;
+    let topics = "/api/v1/services/topics";
+    expect(
+        call(
+            &app,
+            &app.api_key,
+            Method::POST,
+            topics,
+            Some(json!({"key": "ward-3", "name": "Ward 3"})),
+        )
+        .await,
+        201,
+    )
+    .await;
+    expect(
+        call(
+            &app,
+            &app.api_key,
+            Method::POST,
+            &format!("{topics}/ward-3/members"),
+            Some(json!({"subscribers": ["pat", "sam"]})),
+        )
+        .await,
+        200,
+    )
+    .await;
+    save(&app, "visit", json!({"name": "Visit", "steps": [
+        {"key": "mail", "type": "send", "template": "care.alert", "channels": ["email"]},
+        {"key": "gone", "type": "wait_for", "step": "mail", "status": "sent", "timeout_secs": 3600},
+        {"key": "sent", "type": "branch", "if": {"step": "gone", "outcome": "met"}, "then": "end"},
+        {"key": "fallback", "type": "send", "template": "care.alert", "channels": ["sms"]}
+    ]}))
+    .await;
+    let ids = trigger(
+        &app,
+        "visit",
+        json!({"topic": "ward-3", "payload": {"topic": "visiting hours"}}),
+    )
+    .await;
+    assert_eq!(ids.len(), 2);
+    let mut who = Vec::new();
+    for id in &ids {
+        let r = advance_until(&app, id, Utc::now(), "the email to go", |r| {
+            r["status"] == "completed"
+        })
+        .await;
+        assert_eq!(step(&r, "gone")["outcome"], "met");
+        assert_eq!(step(&r, "fallback")["state"], "not_run");
+        who.push(r["subscriber_id"].as_str().unwrap().to_owned());
+    }
+    who.sort();
+    assert_eq!(who, ["pat", "sam"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_held_by_a_runner_is_skipped_by_others_and_resumed_after_that_runner_dies() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    clinic(&app).await;
+    save(
+        &app,
+        "one",
+        json!({"name": "One", "steps": [
+            {"key": "a", "type": "send", "template": "care.alert", "channels": ["inapp"]}
+        ]}),
+    )
+    .await;
+    let id = trigger(
+        &app,
+        "one",
+        json!({"subscriber_id": "pat", "payload": {"topic": "x"}}),
+    )
+    .await[0]
+        .clone();
+    let now = Utc::now();
+    // A runner claims the run and dies before committing (its transaction
+    // is never committed).
+    let mut dying = app.pool.begin().await.unwrap();
+    let claimed = shared::db::workflow_runs::claim_due(&mut dying, now)
+        .await
+        .unwrap();
+    assert_eq!(claimed.map(|c| c.id.to_string()), Some(id.clone()));
+    assert_eq!(
+        runner(&app).advance(now).await.unwrap(),
+        0,
+        "the held run is skipped"
+    );
+    drop(dying);
+    assert_eq!(runner(&app).advance(now).await.unwrap(), 1);
+    let r = run(&app, &id).await;
+    assert_eq!(r["status"], "completed");
+    assert_eq!(notifications_of(&app, &id).await.len(), 1);
+    assert_eq!(
+        runner(&app).advance(now).await.unwrap(),
+        0,
+        "nothing runs twice"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merging_throttle_hands_the_extra_triggers_to_the_run_that_passed() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    clinic(&app).await;
+    save(&app, "merge", json!({"name": "Merge", "steps": [
+        {"key": "limit", "type": "throttle", "limit": 1, "window_secs": 3600, "on_limit": "merge"},
+        {"key": "pause", "type": "delay", "duration_secs": 300},
+        {"key": "tell", "type": "send", "template": "care.digest", "channels": ["inapp"]}
+    ]}))
+    .await;
+    let now = Utc::now();
+    let first = trigger(
+        &app,
+        "merge",
+        json!({"subscriber_id": "pat", "payload": {"n": 1}}),
+    )
+    .await[0]
+        .clone();
+    runner(&app).advance(now).await.unwrap();
+    let mut others = Vec::new();
+    for n in 2..4 {
+        others.extend(
+            trigger(
+                &app,
+                "merge",
+                json!({"subscriber_id": "pat", "payload": {"n": n}}),
+            )
+            .await,
+        );
+    }
+    runner(&app).advance(Utc::now()).await.unwrap();
+    for id in &others {
+        let r = run(&app, id).await;
+        assert_eq!(r["status"], "merged");
+        assert_eq!(step(&r, "limit")["outcome"], "merged");
+    }
+    runner(&app)
+        .advance(now + TimeDelta::minutes(6))
+        .await
+        .unwrap();
+    let r = run(&app, &first).await;
+    assert_eq!(
+        (r["status"].as_str(), r["collected"].as_i64()),
+        (Some("completed"), Some(3))
+    );
+    let title: String = sqlx::query_scalar(
+        "select content->>'title' from notifications where metadata->>'workflow_run_id' = $1",
+    )
+    .bind(&first)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(title, "3 updates from your care team");
+    app.shutdown().await;
+}
