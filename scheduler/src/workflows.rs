@@ -162,17 +162,28 @@ impl Runner {
                 if !runs::record(tx, run, seq, &record("sent", None), now).await? {
                     return Ok(after);
                 }
-                match self.send(tx, run, template, channels, to.as_deref()).await? {
+                match self
+                    .send(tx, run, template, channels, to.as_deref())
+                    .await?
+                {
                     Ok((ids, skipped)) => {
                         let outcome = if ids.is_empty() { "skipped" } else { "sent" };
                         let detail = (!skipped.is_empty()).then(|| skipped.join("; "));
-                        runs::set_notifications(tx, run, &step.key, &ids, outcome, detail.as_deref())
-                            .await?;
+                        runs::set_notifications(
+                            tx,
+                            run,
+                            &step.key,
+                            &ids,
+                            outcome,
+                            detail.as_deref(),
+                        )
+                        .await?;
                         Ok(after)
                     }
                     Err(why) => {
                         let why = format!("step `{}`: {why}", step.key);
-                        runs::set_notifications(tx, run, &step.key, &[], "failed", Some(&why)).await?;
+                        runs::set_notifications(tx, run, &step.key, &[], "failed", Some(&why))
+                            .await?;
                         Ok(Next::Finish("failed", Some(why)))
                     }
                 }
@@ -290,7 +301,10 @@ impl Runner {
                     .unwrap_or_default();
                 runs::lock(
                     tx,
-                    &format!("digest:{}:{}:{}:{group}", run.workflow_id, run.subscriber_id, run.step),
+                    &format!(
+                        "digest:{}:{}:{}:{group}",
+                        run.workflow_id, run.subscriber_id, run.step
+                    ),
                 )
                 .await?;
                 if let Some(collector) = runs::join_digest(tx, run, &group, now).await? {
@@ -311,7 +325,10 @@ impl Runner {
             } => {
                 runs::lock(
                     tx,
-                    &format!("throttle:{}:{}:{}", run.workflow_id, run.subscriber_id, step.key),
+                    &format!(
+                        "throttle:{}:{}:{}",
+                        run.workflow_id, run.subscriber_id, step.key
+                    ),
                 )
                 .await?;
                 let since = now - Duration::seconds(*window_secs);
@@ -370,9 +387,10 @@ impl Runner {
             return Ok(Err(format!("the template `{template}` no longer exists")));
         };
         let prepared = shared::templates::Prepared::new(stored.template);
-        let contacts = shared::db::subscribers::contacts(&mut *tx, run.tenant_id, run.subscriber_id)
-            .await?
-            .unwrap_or_default();
+        let contacts =
+            shared::db::subscribers::contacts(&mut *tx, run.tenant_id, run.subscriber_id)
+                .await?
+                .unwrap_or_default();
         let data = workflows::template_data(
             &run.payload.0,
             run.digest_items.as_ref().map(|d| &d.0),
@@ -393,7 +411,10 @@ impl Runner {
                 (None, Channel::Push) => None,
             };
             let Some(recipient) = recipient else {
-                skipped.push(format!("{}: the subscriber has no address", channel.as_str()));
+                skipped.push(format!(
+                    "{}: the subscriber has no address",
+                    channel.as_str()
+                ));
                 continue;
             };
             let rendered = match prepared.render(channel, locale.as_deref(), &data) {
@@ -408,7 +429,10 @@ impl Runner {
                     recipient: &recipient,
                     content: rendered.content,
                     metadata: metadata.clone(),
-                    max_attempts: self.jobs.queue(QueueName::for_channel(channel)).max_attempts,
+                    max_attempts: self
+                        .jobs
+                        .queue(QueueName::for_channel(channel))
+                        .max_attempts,
                     idempotency: None,
                     // A fixed address is not the subscriber: their
                     // preferences do not hold it back.
