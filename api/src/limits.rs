@@ -142,6 +142,10 @@ impl Class {
                 Some("/bulk/csv") => return Some(Class::Upload),
                 _ => {}
             }
+            // A workflow trigger starts sends.
+            if template == "/api/v1/services/workflows/{key}/trigger" {
+                return Some(Class::Send);
+            }
         }
         Some(Class::Write)
     }
@@ -928,6 +932,10 @@ mod tests {
         assert_eq!(
             of(Method::POST, &format!("{n}/bulk/csv")),
             Some(Class::Upload)
+        );
+        assert_eq!(
+            of(Method::POST, "/api/v1/services/workflows/{key}/trigger"),
+            Some(Class::Send)
         );
         assert_eq!(of(Method::GET, &format!("{n}/{{id}}")), Some(Class::Read));
         assert_eq!(

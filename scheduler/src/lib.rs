@@ -38,7 +38,7 @@ pub async fn run(
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;
-    let runner = workflows::Runner::new(pool.clone(), settings.jobs.clone());
+    let runner = workflows::Runner::new(pool.clone(), settings.jobs.clone()).spawn();
     let mut reports = fleet::FleetReports::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let mut ticker = cron::CronTicker::new(
         pool.clone(),
@@ -71,13 +71,12 @@ pub async fn run(
                     Err(error) => tracing::warn!(error = format!("{error:#}"), "cron tick failed; retrying"),
                 }
                 shared::db::ops_actions::advance_logged(&pool).await;
-                if let Err(error) = runner.advance(chrono::Utc::now()).await {
-                    tracing::warn!(error = format!("{error:#}"), "workflow runner failed; retrying");
-                }
             }
         }
     }
     alerting.stop().await;
+    runner.abort();
+    let _ = runner.await;
     pool.close().await;
     tracing::info!("scheduler stopped");
     Ok(())

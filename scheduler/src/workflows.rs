@@ -39,6 +39,8 @@ use uuid::Uuid;
 
 /// Most runs one [`Runner::advance`] call executes, so a tick stays short.
 const RUNS_PER_TICK: usize = 500;
+/// How often the scheduler's runner looks for due runs.
+pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Executes due workflow steps.
 #[derive(Debug, Clone)]
@@ -54,6 +56,25 @@ impl Runner {
             pool,
             jobs: Arc::new(jobs),
         }
+    }
+
+    /// Runs [`Runner::advance`] every [`INTERVAL`] on a task of its own, so
+    /// a backlog of runs never delays the dispatcher or the cron ticks.
+    /// Aborting the task rolls back the step it was executing.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(error) = self.advance(Utc::now()).await {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "workflow runner failed; retrying"
+                    );
+                }
+            }
+        })
     }
 
     /// Wakes finished waits and executes every run due at `now` (at most
