@@ -412,3 +412,32 @@ pub async fn merge_into_latest(
     .fetch_optional(db)
     .await
 }
+
+/// Erases the payloads (trigger, digest, event: PHI) of up to `limit` runs
+/// that ended more than `days` ago, like [`super::notifications::redact_expired_content`]
+/// does for message bodies. Status, steps and times stay. Works across
+/// tenants.
+#[tracing::instrument(skip_all)]
+pub async fn redact_finished(
+    db: impl PgExecutor<'_>,
+    days: u32,
+    limit: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update workflow_runs
+         set payload = '{}'::jsonb, digest_items = null, event_payload = null
+         where id in (
+             select id from workflow_runs
+             where status not in ('running', 'waiting')
+               and finished_at < now() - make_interval(days => $1)
+               and (payload <> '{}'::jsonb or digest_items is not null
+                    or event_payload is not null)
+             limit $2
+             for update skip locked)",
+    )
+    .bind(days as i32)
+    .bind(limit)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}

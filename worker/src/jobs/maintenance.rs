@@ -3,8 +3,8 @@
 //! * `vacuum_queues` drops the bookkeeping the Redis backend keeps for
 //!   finished jobs (their data, metadata and the `done` set), which would
 //!   otherwise grow without bound.
-//! * `redact_expired_content` erases the bodies of finished notifications past
-//!   the retention period.
+//! * `redact_expired_content` erases the bodies of finished notifications,
+//!   and the payloads of workflow runs that ended, past the retention period.
 //! * `expire_invitations` expires invitations past due and pushes lost
 //!   invitation jobs again.
 //! * `prune_events` drops real-time events kept for catch-up past their
@@ -142,6 +142,13 @@ async fn redact(state: &WorkerState) -> anyhow::Result<u64> {
     let mut total = 0;
     loop {
         let n = notifications::redact_expired_content(&state.pool, days, 5_000).await?;
+        total += n;
+        if n < 5_000 {
+            break;
+        }
+    }
+    loop {
+        let n = shared::db::workflow_runs::redact_finished(&state.pool, days, 5_000).await?;
         total += n;
         if n < 5_000 {
             return Ok(total);

@@ -397,7 +397,8 @@ async fn a_topic_trigger_starts_a_run_per_member_and_a_wait_for_sent_ends_when_t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_run_held_by_a_runner_is_skipped_by_others_and_resumed_after_that_runner_dies() {
+async fn a_run_held_by_a_runner_is_skipped_by_others_resumed_after_that_runner_dies_and_its_payload_erased_after_retention()
+ {
     let app = TestApp::builder()
         .without_worker()
         .without_scheduler()
