@@ -17,7 +17,10 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::{AppState, auth::ServiceKey, body::StrictJson, error::ApiError, routes::ApiTags};
+use crate::{
+    AppState, auth::ServiceKey, body::StrictJson, error::ApiError, middleware::RequestId,
+    routes::ApiTags,
+};
 
 /// Runs, cancellation and events.
 #[derive(Debug)]
@@ -158,6 +161,36 @@ pub enum EventResponse {
     Accepted(Json<EventAccepted>),
 }
 
+/// Records a cancellation in the audit log, in its transaction (counts
+/// only: a cancellation key is the caller's and may say more than needed).
+async fn audit_cancel(
+    tx: &mut sqlx::PgConnection,
+    auth: &ServiceKey,
+    request_id: &RequestId,
+    run: Option<Uuid>,
+    done: Cancelled,
+) -> Result<(), ApiError> {
+    shared::db::audit::record(
+        tx,
+        shared::db::audit::Entry {
+            tenant_id: Some(auth.0.tenant_id),
+            actor: &format!("api_key:{}", auth.0.key_id),
+            action: "workflow_run.cancel",
+            resource_type: "workflow_run",
+            resource_id: run.map(|r| r.to_string()),
+            result: "success",
+            request_id: Some(&request_id.0),
+            details: serde_json::json!({
+                "by": if run.is_some() { "run" } else { "cancellation_key" },
+                "runs": done.runs,
+                "notifications": done.notifications,
+            }),
+        },
+    )
+    .await?;
+    Ok(())
+}
+
 /// A run id from the path; malformed ids are unknown ids.
 fn run_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("workflow run"))
@@ -263,6 +296,7 @@ impl WorkflowRunsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
+        request_id: Data<&RequestId>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
         id: Path<String>,
@@ -278,6 +312,7 @@ impl WorkflowRunsApi {
             }
             return Err(ApiError::Conflict("the run has already ended".into()));
         }
+        audit_cancel(&mut tx, &auth, &request_id, Some(id), done).await?;
         tx.commit().await?;
         tracing::info!(run_id = %id, notifications = done.notifications, "workflow run cancelled");
         Ok(CancelResponse::Ok(Json(done.into())))
@@ -290,6 +325,7 @@ impl WorkflowRunsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
+        request_id: Data<&RequestId>,
         body: StrictJson<CancelByKey>,
     ) -> Result<CancelResponse, ApiError> {
         let key = &body.0.cancellation_key;
@@ -301,6 +337,9 @@ impl WorkflowRunsApi {
         }
         let mut tx = state.pool.begin().await?;
         let done = store::cancel(&mut tx, auth.0.tenant_id, Which::Key(key)).await?;
+        if done.runs > 0 {
+            audit_cancel(&mut tx, &auth, &request_id, None, done).await?;
+        }
         tx.commit().await?;
         tracing::info!(
             runs = done.runs,
