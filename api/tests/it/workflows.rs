@@ -1,7 +1,8 @@
 //! Workflows: the healthcare escalation (in-app, then SMS if unread after an
 //! hour, then email to the care team if still unread a day later) on both
 //! of its branches, versions kept by runs, cancellation that stops pending
-//! steps and unsent notifications, events, digests, throttles, exactly-once
+//! steps and unsent notifications, events, digests, throttles, preferences
+//! applied to workflow sends, exactly-once
 //! execution under racing runners, and bad input.
 //!
 //! The scheduler's runner works in real time beside the tests; the tests
@@ -366,5 +367,49 @@ async fn an_unread_care_alert_goes_by_sms_after_an_hour_and_to_the_care_team_aft
         .unwrap();
     let again = run(&app, id).await;
     assert_eq!(again["steps"], r["steps"]);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_patients_opt_out_holds_back_a_workflows_email_to_them_but_not_to_the_care_team() {
+    let app = TestApp::builder().spawn().await;
+    clinic(&app).await;
+    let secret = app.issue_jwt_secret(app.tenant_id).await;
+    let pat = testkit::jwks::user_token(&secret, app.tenant_id, "pat", &[]);
+    let prefs = app
+        .client
+        .put(app.url("/api/v1/users/me/preferences"))
+        .bearer_auth(&pat)
+        .json(&json!({"channels": {"email": false}, "categories": {}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(prefs.status(), 200);
+    save(&app, "both", json!({"name": "Both", "steps": [
+        {"key": "patient", "type": "send", "template": "care.alert", "channels": ["email"]},
+        {"key": "team", "type": "send", "template": "care.alert", "channels": ["email"], "to": "care-team@clinic.example"}
+    ]}))
+    .await;
+    let id = trigger(
+        &app,
+        "both",
+        json!({"subscriber_id": "pat", "payload": {"topic": "x"}}),
+    )
+    .await[0]
+        .clone();
+    let r = advance_until(&app, &id, Utc::now(), "the run", |r| {
+        r["status"] == "completed"
+    })
+    .await;
+    let to_patient = step(&r, "patient")["notification_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let to_team = step(&r, "team")["notification_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.wait_for_status(&to_patient, "suppressed", WAIT).await;
+    app.wait_for_status(&to_team, "sent", WAIT).await;
     app.shutdown().await;
 }
