@@ -2,8 +2,8 @@
 //! hour, then email to the care team if still unread a day later) on both
 //! of its branches, versions kept by runs, cancellation that stops pending
 //! steps and unsent notifications, events, digests, throttles, preferences
-//! applied to workflow sends, exactly-once
-//! execution under racing runners, and bad input.
+//! applied to workflow sends, exactly-once execution under racing runners,
+//! and bad input.
 //!
 //! The scheduler's runner works in real time beside the tests; the tests
 //! move time by calling [`Runner::advance`] with the time they choose, so
