@@ -505,3 +505,75 @@ async fn a_merging_throttle_hands_the_extra_triggers_to_the_run_that_passed() {
     assert_eq!(title, "3 updates from your care team");
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_channel_without_an_address_is_skipped_and_a_deleted_template_fails_the_run_naming_the_step()
+ {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    clinic(&app).await;
+    let created = expect(
+        call(&app, &app.api_key, Method::POST, "/api/v1/admin/templates", Some(json!({
+            "key": "short.lived", "name": "Short", "default_locale": "en", "default_channels": ["inapp"],
+            "locales": {"en": {"inapp": {"title": "Hello", "action_url": "/x"}}}
+        })))
+        .await,
+        201,
+    )
+    .await;
+    save(
+        &app,
+        "gaps",
+        json!({"name": "Gaps", "steps": [
+            {"key": "text", "type": "send", "template": "care.alert", "channels": ["sms", "inapp"]},
+            {"key": "later", "type": "send", "template": "short.lived", "channels": ["inapp"]}
+        ]}),
+    )
+    .await;
+    let template_id = created["id"].as_str().unwrap();
+    expect(
+        call(
+            &app,
+            &app.api_key,
+            Method::DELETE,
+            &format!("/api/v1/admin/templates/{template_id}"),
+            None,
+        )
+        .await,
+        204,
+    )
+    .await;
+    let email_only = call(
+        &app,
+        &app.api_key,
+        Method::PUT,
+        "/api/v1/services/subscribers/lee",
+        Some(json!({"email": "lee@patients.example"})),
+    )
+    .await;
+    assert!(email_only.status().is_success());
+    let id = trigger(
+        &app,
+        "gaps",
+        json!({"subscriber_id": "lee", "payload": {"topic": "x"}}),
+    )
+    .await[0]
+        .clone();
+    runner(&app).advance(Utc::now()).await.unwrap();
+    let r = run(&app, &id).await;
+    assert_eq!(step(&r, "text")["outcome"], "sent", "in-app went");
+    assert!(
+        step(&r, "text")["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("sms"),
+        "{r}"
+    );
+    assert_eq!(r["status"], "failed");
+    assert!(r["error"].as_str().unwrap().contains("`later`"), "{r}");
+    assert_eq!(step(&r, "later")["outcome"], "failed");
+    app.shutdown().await;
+}
