@@ -454,8 +454,8 @@ impl WorkflowsApi {
                 ExternalId::parse(s).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
                 shared::db::batches::subscriber_ids(&mut tx, tenant_id, std::slice::from_ref(s))
                     .await?
-                    .into_iter()
-                    .map(|(_, id)| id)
+                    .ids
+                    .into_values()
                     .collect()
             }
             (None, Some(t)) => {
