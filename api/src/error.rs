@@ -255,6 +255,41 @@ pub struct Problem {
     pub limit: Option<String>,
 }
 
+/// The error-tracking reason code of an error that answers 5xx
+/// ([`shared::errors::reasons`]), or `None` for a 4xx. Read from the error
+/// itself, never from the request.
+pub fn server_error_reason(err: &poem::Error) -> Option<&'static str> {
+    use shared::errors::reasons;
+    let internal = match err.downcast_ref::<ApiError>() {
+        Some(ApiError::Internal(e)) => Some(e),
+        _ => None,
+    };
+    let unreachable = internal.is_some_and(|e| {
+        e.chain().any(|c| {
+            c.downcast_ref::<sqlx::Error>()
+                .is_some_and(crate::outage::is_unreachable)
+        })
+    });
+    let status = err.status();
+    if unreachable {
+        return Some(reasons::POSTGRES_UNREACHABLE);
+    }
+    if !status.is_server_error() {
+        return None;
+    }
+    Some(match err.downcast_ref::<ApiError>() {
+        Some(ApiError::Unavailable(detail)) if detail.starts_with("Postgres") => {
+            reasons::POSTGRES_UNREACHABLE
+        }
+        _ if status == StatusCode::SERVICE_UNAVAILABLE => reasons::DEPENDENCY_UNAVAILABLE,
+        _ if internal.is_some_and(|e| e.chain().any(|c| c.is::<sqlx::Error>())) => {
+            reasons::DATABASE_ERROR
+        }
+        _ if status == StatusCode::INTERNAL_SERVER_ERROR => reasons::INTERNAL_ERROR,
+        _ => reasons::SERVER_ERROR,
+    })
+}
+
 /// What `Retry-After` says on a 503.
 pub const RETRY_UNAVAILABLE_SECS: u64 = 1;
 

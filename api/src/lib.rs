@@ -95,6 +95,8 @@ pub struct AppState {
     pub instance: Arc<fleet::Instance>,
     /// Finished work per queue and minute (in-app sends placed at once).
     pub throughput: shared::throughput::Throughput,
+    /// API 5xx, counted per cause for error tracking.
+    pub errors: shared::errors::ErrorTracker,
     /// The operators' queue overview, computed at most once a second.
     pub queue_overview: routes::ops::queues::OverviewCache,
 }
@@ -126,8 +128,13 @@ pub type Apis = (
     AlertApis,
 );
 
-/// Alert rules and alerts.
-pub type AlertApis = (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi);
+/// Alert rules and alerts, error tracking and lookups.
+pub type AlertApis = (
+    routes::alerts::AlertRulesApi,
+    routes::alerts::AlertsApi,
+    routes::errors::ErrorsApi,
+    routes::lookups::LookupsApi,
+);
 
 /// Topics, sends to a topic or the organisation, system broadcasts, and
 /// workflows with their runs.
@@ -188,7 +195,12 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::workflows::WorkflowsApi,
                 routes::workflows::WorkflowRunsApi,
             ),
-            (routes::alerts::AlertRulesApi, routes::alerts::AlertsApi),
+            (
+                routes::alerts::AlertRulesApi,
+                routes::alerts::AlertsApi,
+                routes::errors::ErrorsApi,
+                routes::lookups::LookupsApi,
+            ),
         ),
         "Notification platform API",
         env!("CARGO_PKG_VERSION"),
@@ -298,6 +310,7 @@ impl Application {
             signin: signin::SignIn::default(),
             instance: Arc::default(),
             throughput,
+            errors: shared::errors::ErrorTracker::new(),
             queue_overview: Default::default(),
         };
         let (postgres, postgres_probe) = outage::PostgresWatch::spawn(&settings.database_url)
@@ -335,6 +348,8 @@ impl Application {
         let pool = self.state.pool.clone();
         let throughput = self.state.throughput.clone();
         let flusher = throughput.spawn_flusher(pool.clone());
+        let errors = self.state.errors.clone();
+        let errors_flusher = errors.spawn_flusher(pool.clone());
         let listener = tokio::spawn(realtime::listen(
             secrecy::ExposeSecret::expose_secret(&self.redis_url).to_owned(),
             self.state.queues.prefix().to_owned(),
@@ -353,6 +368,7 @@ impl Application {
             templates: Arc::new(middleware::RouteTemplates::from_spec(&openapi().spec())),
             limiter: Some(self.state.limits.clone()),
             trusted_proxies: self.http.trusted_proxies.clone(),
+            errors: errors.clone(),
         };
         let served = server::serve(
             self.listener,
@@ -368,8 +384,12 @@ impl Application {
         reporter.abort();
         fleet::leave(&fleet_state).await;
         flusher.abort();
+        errors_flusher.abort();
         if let Err(error) = throughput.flush(&pool).await {
             tracing::warn!(%error, "cannot record the last second of queue throughput");
+        }
+        if let Err(error) = errors.flush(&pool).await {
+            tracing::warn!(%error, "cannot record the last second of error counts");
         }
         served?;
         pool.close().await;

@@ -61,6 +61,8 @@ pub struct Edge {
     pub limiter: Option<Arc<crate::limits::Limiter>>,
     /// Proxies whose `X-Forwarded-For` names the client ([`crate::client`]).
     pub trusted_proxies: shared::config::TrustedProxies,
+    /// Where 5xx answers are counted for error tracking.
+    pub errors: shared::errors::ErrorTracker,
 }
 
 /// The documented routes' path templates, to name a request's route in logs
@@ -276,9 +278,13 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
         } else {
             result
         };
+        let mut reason = None;
         let mut resp = match result {
             Ok(resp) => resp,
-            Err(err) => problem_response(err, &path, &request_id),
+            Err(err) => {
+                reason = crate::error::server_error_reason(&err);
+                problem_response(err, &path, &request_id)
+            }
         };
         if db && !limiter_down && resp.status() == StatusCode::SERVICE_UNAVAILABLE {
             edge.postgres.suspect();
@@ -303,6 +309,18 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
         metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route)
             .record(elapsed.as_secs_f64());
         if status.is_server_error() {
+            // Counted without anything of the request but its operation and
+            // (when the platform made it) its id.
+            let reason = reason.unwrap_or(if status == StatusCode::SERVICE_UNAVAILABLE {
+                shared::errors::reasons::DEPENDENCY_UNAVAILABLE
+            } else {
+                shared::errors::reasons::SERVER_ERROR
+            });
+            let sample = uuid::Uuid::parse_str(&request_id)
+                .ok()
+                .map(|id| id.to_string());
+            edge.errors
+                .record(shared::errors::ErrorKind::Api, reason, route, None, sample);
             tracing::warn!(status = status.as_u16(), route, elapsed_ms = elapsed.as_millis() as u64, "served");
         } else {
             tracing::info!(status = status.as_u16(), route, elapsed_ms = elapsed.as_millis() as u64, "served");

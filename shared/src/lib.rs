@@ -22,6 +22,8 @@
 //! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
 //! * [`workflows`]: organisations' multi-step notification journeys, checked
 //!   on save.
+//! * [`errors`]: error tracking, failures counted per cause and organisation.
+//! * [`lookups`]: the lists of values callers pick from.
 
 pub mod alerts;
 pub mod cache;
@@ -31,9 +33,11 @@ pub mod crypto;
 pub mod csv_rows;
 pub mod db;
 pub mod domain;
+pub mod errors;
 pub mod events;
 pub mod fleet;
 pub mod jobs;
+pub mod lookups;
 pub mod notices;
 pub mod pauses;
 pub mod preferences;

@@ -72,6 +72,8 @@ pub struct WorkerState {
     pub in_flight: heartbeat::InFlight,
     /// Finished work per queue and minute, for the operators' charts.
     pub throughput: shared::throughput::Throughput,
+    /// Failed jobs, counted per cause for error tracking.
+    pub errors: shared::errors::ErrorTracker,
 }
 
 /// How long one UPS request may take.
@@ -138,9 +140,12 @@ pub async fn run(
     );
     let throughput = shared::throughput::Throughput::new();
     let flusher = throughput.spawn_flusher(pool.clone());
+    let errors = shared::errors::ErrorTracker::new();
+    let errors_flusher = errors.spawn_flusher(pool.clone());
     let state = Arc::new(WorkerState {
         in_flight: heartbeat::InFlight::default(),
         throughput,
+        errors,
         together,
         wakes,
         heartbeat: settings.worker_heartbeat,
@@ -187,8 +192,12 @@ pub async fn run(
     beat.stop().await;
     monitor?;
     flusher.abort();
+    errors_flusher.abort();
     if let Err(error) = state.throughput.flush(&state.pool).await {
         tracing::warn!(%error, "cannot record the last second of queue throughput");
+    }
+    if let Err(error) = state.errors.flush(&state.pool).await {
+        tracing::warn!(%error, "cannot record the last second of error counts");
     }
     state.pool.close().await;
     tracing::info!(worker = %state.name, "worker stopped");

@@ -18,7 +18,7 @@ pub mod together;
 
 /// Counts one job of a queue whose jobs are the unit of work (not a
 /// notification) in the operators' throughput: done, or failed (it runs
-/// again).
+/// again). A failure is also counted for error tracking.
 pub fn count_job(
     state: &crate::WorkerState,
     queue: shared::jobs::QueueName,
@@ -29,6 +29,13 @@ pub fn count_job(
     let outcome = if ok {
         shared::throughput::Outcome::Sent
     } else {
+        state.errors.record(
+            shared::errors::ErrorKind::Job,
+            shared::errors::reasons::JOB_FAILED,
+            queue.as_str(),
+            tenant,
+            None,
+        );
         shared::throughput::Outcome::Retried
     };
     state

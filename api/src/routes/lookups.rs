@@ -1,0 +1,425 @@
+//! `/api/v1/lookups`: the lists of values the platform uses
+//! ([`shared::lookups`]), readable by every authenticated caller.
+//!
+//! Platform admins add, relabel and remove notification categories and
+//! relabel organisation types; every change is audited, refusals too.
+//! BAA statuses, shipment statuses, error classes and channels come from
+//! the code's own enums and cannot be changed.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
+use serde_json::json;
+use shared::{
+    db::lookups as store,
+    lookups::{self, LookupKind},
+};
+
+use crate::{
+    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
+    middleware::RequestId, routes::ApiTags,
+};
+
+/// The lookup endpoints.
+#[derive(Debug)]
+pub struct LookupsApi;
+
+/// A list of values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum LookupKindParam {
+    /// Notification categories (platform admins add, relabel and remove).
+    NotificationCategory,
+    /// Organisation types (platform admins relabel).
+    OrganizationType,
+    /// Where an organisation's BAA stands (read-only).
+    BaaStatus,
+    /// Shipment statuses (read-only).
+    ShipmentStatus,
+    /// Error classes (read-only).
+    ErrorClass,
+    /// Delivery channels (read-only).
+    Channel,
+}
+
+impl From<LookupKindParam> for LookupKind {
+    fn from(k: LookupKindParam) -> Self {
+        match k {
+            LookupKindParam::NotificationCategory => LookupKind::NotificationCategory,
+            LookupKindParam::OrganizationType => LookupKind::OrganizationType,
+            LookupKindParam::BaaStatus => LookupKind::BaaStatus,
+            LookupKindParam::ShipmentStatus => LookupKind::ShipmentStatus,
+            LookupKindParam::ErrorClass => LookupKind::ErrorClass,
+            LookupKindParam::Channel => LookupKind::Channel,
+        }
+    }
+}
+
+/// One value.
+#[derive(Debug, Object)]
+pub struct LookupValueView {
+    /// What the platform stores and accepts.
+    pub code: String,
+    /// A label for people.
+    pub label: String,
+    /// What it means.
+    pub description: Option<String>,
+    /// Where it is shown in its list.
+    pub position: i32,
+    /// Last changed (absent for read-only values).
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<store::Value> for LookupValueView {
+    fn from(v: store::Value) -> Self {
+        Self {
+            code: v.code,
+            label: v.label,
+            description: v.description,
+            position: v.position,
+            updated_at: Some(v.updated_at),
+        }
+    }
+}
+
+/// One list.
+#[derive(Debug, Object)]
+pub struct LookupListView {
+    /// Its kind.
+    pub kind: String,
+    /// Whether platform admins may change it.
+    pub editable: bool,
+    /// Its values, in order.
+    pub values: Vec<LookupValueView>,
+}
+
+/// Every list.
+#[derive(Debug, Object)]
+pub struct LookupLists {
+    /// In a fixed order.
+    pub items: Vec<LookupListView>,
+}
+
+/// A value's label, description and position.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct LookupValueBody {
+    /// A label for people (1 to 100 characters).
+    #[oai(validator(min_length = 1, max_length = 100))]
+    pub label: String,
+    /// What it means (at most 500 characters).
+    #[oai(validator(max_length = 500))]
+    pub description: Option<String>,
+    /// Where it is shown (0 to 10000; kept when absent, 0 for a new value).
+    #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
+    pub position: Option<i32>,
+}
+
+/// Answers with every list.
+#[derive(Debug, ApiResponse)]
+pub enum LookupListsResponse {
+    /// The lists.
+    #[oai(status = 200)]
+    Ok(Json<LookupLists>),
+}
+
+/// Answers with one list.
+#[derive(Debug, ApiResponse)]
+pub enum LookupListResponse {
+    /// The list.
+    #[oai(status = 200)]
+    Ok(Json<LookupListView>),
+}
+
+/// Answers with a value.
+#[derive(Debug, ApiResponse)]
+pub enum LookupValueResponse {
+    /// Changed.
+    #[oai(status = 200)]
+    Ok(Json<LookupValueView>),
+    /// Added.
+    #[oai(status = 201)]
+    Created(Json<LookupValueView>),
+}
+
+/// Answers to a removal.
+#[derive(Debug, ApiResponse)]
+pub enum LookupDeletedResponse {
+    /// Removed.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+async fn list_of(state: &AppState, kind: LookupKind) -> Result<LookupListView, ApiError> {
+    let values = if kind.editable() {
+        store::list(&state.pool, kind)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect()
+    } else {
+        kind.fixed_codes()
+            .into_iter()
+            .enumerate()
+            .map(|(i, code)| LookupValueView {
+                code: code.to_owned(),
+                label: lookups::label_of(code),
+                description: None,
+                position: i as i32,
+                updated_at: None,
+            })
+            .collect()
+    };
+    Ok(LookupListView {
+        kind: kind.as_str().to_owned(),
+        editable: kind.editable(),
+        values,
+    })
+}
+
+/// The label and description of a body, checked.
+fn checked(body: &LookupValueBody) -> Result<(String, Option<String>), ApiError> {
+    let label = body.label.trim();
+    if label.is_empty() || label.chars().count() > lookups::MAX_LABEL {
+        return Err(ApiError::invalid("label", "must be 1 to 100 characters"));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "label",
+            "must not hold control characters",
+        ));
+    }
+    let description = body.description.as_deref().map(str::trim);
+    if description.is_some_and(|d| d.chars().count() > lookups::MAX_DESCRIPTION) {
+        return Err(ApiError::invalid(
+            "description",
+            "must be at most 500 characters",
+        ));
+    }
+    if description.is_some_and(|d| d.chars().any(|c| c.is_control() && c != '\n')) {
+        return Err(ApiError::invalid(
+            "description",
+            "must not hold control characters",
+        ));
+    }
+    if body.position.is_some_and(|p| !(0..=10_000).contains(&p)) {
+        return Err(ApiError::invalid("position", "must be 0 to 10000"));
+    }
+    Ok((
+        label.to_owned(),
+        description.filter(|d| !d.is_empty()).map(str::to_owned),
+    ))
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Admin")]
+impl LookupsApi {
+    /// Every list of values (any authenticated caller): notification
+    /// categories, organisation types, BAA statuses, shipment statuses,
+    /// error classes and channels.
+    #[oai(path = "/lookups", method = "get", operation_id = "lookups.list")]
+    async fn list(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+    ) -> Result<LookupListsResponse, ApiError> {
+        Principal::resolve(&state, &auth).await?;
+        let mut items = Vec::new();
+        for kind in LookupKind::ALL {
+            items.push(list_of(&state, *kind).await?);
+        }
+        Ok(LookupListsResponse::Ok(Json(LookupLists { items })))
+    }
+
+    /// One list of values (any authenticated caller).
+    #[oai(path = "/lookups/:kind", method = "get", operation_id = "lookups.get")]
+    async fn get(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        kind: Path<LookupKindParam>,
+    ) -> Result<LookupListResponse, ApiError> {
+        Principal::resolve(&state, &auth).await?;
+        Ok(LookupListResponse::Ok(Json(
+            list_of(&state, kind.0.into()).await?,
+        )))
+    }
+
+    /// Add or change a value (platform admins): a notification category
+    /// (added when new; at most 200), or an organisation type's label
+    /// (its code must exist). Read-only kinds answer 409.
+    #[oai(
+        path = "/lookups/:kind/:code",
+        method = "put",
+        operation_id = "lookups.put"
+    )]
+    async fn put(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        kind: Path<LookupKindParam>,
+        #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))] code: Path<String>,
+        body: StrictJson<LookupValueBody>,
+    ) -> Result<LookupValueResponse, ApiError> {
+        let kind: LookupKind = kind.0.into();
+        let p = Principal::resolve(&state, &auth).await?;
+        let resource = format!("{}/{}", kind.as_str(), code.0);
+        let allowed = p.require_platform().and_then(|()| {
+            if kind.editable() {
+                Ok(())
+            } else {
+                Err(ApiError::Conflict(format!(
+                    "the values of {} come from the platform and cannot be changed",
+                    kind.as_str()
+                )))
+            }
+        });
+        p.refused(
+            &state,
+            &request_id,
+            "lookup.update",
+            "lookup",
+            Some(&resource),
+            allowed,
+        )
+        .await?;
+        if !lookups::valid_code(&code.0) {
+            return Err(ApiError::invalid(
+                "code",
+                "must be a lower-case letter, then lower-case letters, digits and _ (at most 64)",
+            ));
+        }
+        let (label, description) = checked(&body.0)?;
+        let mut tx = state.pool.begin().await?;
+        if kind.open() && store::count(&mut *tx, kind).await? >= lookups::MAX_VALUES {
+            let exists = store::list(&mut *tx, kind)
+                .await?
+                .iter()
+                .any(|v| v.code == code.0);
+            if !exists {
+                let full = Err(ApiError::Conflict(format!(
+                    "{} already has 200 values",
+                    kind.as_str()
+                )));
+                return p
+                    .refused(
+                        &state,
+                        &request_id,
+                        "lookup.create",
+                        "lookup",
+                        Some(&resource),
+                        full,
+                    )
+                    .await;
+            }
+        }
+        let change = store::Change {
+            label: &label,
+            description: description.as_deref(),
+            position: body.0.position,
+        };
+        let written = store::put(&mut *tx, kind, &code.0, &change, kind.open())
+            .await?
+            .ok_or(ApiError::NotFound("lookup value"));
+        let (value, created) = p
+            .refused(
+                &state,
+                &request_id,
+                "lookup.update",
+                "lookup",
+                Some(&resource),
+                written,
+            )
+            .await?;
+        let action = if created {
+            "lookup.create"
+        } else {
+            "lookup.update"
+        };
+        let details = json!({"kind": kind.as_str(), "code": value.code, "label": value.label,
+                             "description": value.description, "position": value.position});
+        p.audit(
+            &mut *tx,
+            &request_id,
+            None,
+            action,
+            "lookup",
+            &resource,
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(if created {
+            LookupValueResponse::Created(Json(value.into()))
+        } else {
+            LookupValueResponse::Ok(Json(value.into()))
+        })
+    }
+
+    /// Remove a notification category (platform admins). Other kinds
+    /// answer 409: their values are fixed.
+    #[oai(
+        path = "/lookups/:kind/:code",
+        method = "delete",
+        operation_id = "lookups.delete"
+    )]
+    async fn delete(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        kind: Path<LookupKindParam>,
+        #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))] code: Path<String>,
+    ) -> Result<LookupDeletedResponse, ApiError> {
+        let kind: LookupKind = kind.0.into();
+        let p = Principal::resolve(&state, &auth).await?;
+        let resource = format!("{}/{}", kind.as_str(), code.0);
+        let allowed = p.require_platform().and_then(|()| {
+            if kind.open() {
+                Ok(())
+            } else {
+                Err(ApiError::Conflict(format!(
+                    "the values of {} are fixed and cannot be removed",
+                    kind.as_str()
+                )))
+            }
+        });
+        p.refused(
+            &state,
+            &request_id,
+            "lookup.delete",
+            "lookup",
+            Some(&resource),
+            allowed,
+        )
+        .await?;
+        let mut tx = state.pool.begin().await?;
+        let gone = if store::delete(&mut *tx, kind, &code.0).await? {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound("lookup value"))
+        };
+        p.refused(
+            &state,
+            &request_id,
+            "lookup.delete",
+            "lookup",
+            Some(&resource),
+            gone,
+        )
+        .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            None,
+            "lookup.delete",
+            "lookup",
+            &resource,
+            json!({"kind": kind.as_str(), "code": code.0}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(LookupDeletedResponse::Deleted)
+    }
+}
