@@ -100,7 +100,7 @@ create table error_groups (
     -- The provider that failed (deliveries, `ups` for shipments).
     provider text check (length(provider) <= 64),
     channel text check (length(channel) <= 16),
-    -- The queue of a failed job, the operation of an API 5xx.
+    -- The queue of a failed job, the route template of an API 5xx.
     source text check (length(source) <= 100),
     created_at timestamptz not null default now(),
     updated_at timestamptz not null default now()

@@ -309,8 +309,8 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
         metrics::histogram!("http_request_duration_seconds", "method" => method.to_string(), "route" => route)
             .record(elapsed.as_secs_f64());
         if status.is_server_error() {
-            // Counted without anything of the request but its operation and
-            // (when the platform made it) its id.
+            // Counted without anything of the request but its route template
+            // and (when the platform made it) its id.
             let reason = reason.unwrap_or(if status == StatusCode::SERVICE_UNAVAILABLE {
                 shared::errors::reasons::DEPENDENCY_UNAVAILABLE
             } else {
@@ -319,8 +319,13 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
             let sample = uuid::Uuid::parse_str(&request_id)
                 .ok()
                 .map(|id| id.to_string());
-            edge.errors
-                .record(shared::errors::ErrorKind::Api, reason, route, None, sample);
+            edge.errors.record(
+                shared::errors::ErrorKind::Api,
+                reason,
+                &route_template,
+                None,
+                sample,
+            );
             tracing::warn!(status = status.as_u16(), route, elapsed_ms = elapsed.as_millis() as u64, "served");
         } else {
             tracing::info!(status = status.as_u16(), route, elapsed_ms = elapsed.as_millis() as u64, "served");

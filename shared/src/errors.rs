@@ -145,7 +145,7 @@ impl ErrorTracker {
     }
 
     /// Counts one failure of `kind` for `reason` (one of [`reasons`]) in
-    /// `source` (a queue or an API operation) of `tenant` (`None`: the
+    /// `source` (a queue or an API route template) of `tenant` (`None`: the
     /// platform's own), with `sample` (a job or request id; never anything
     /// a caller wrote).
     pub fn record(

@@ -145,7 +145,7 @@ pub struct ErrorGroupView {
     pub provider: Option<String>,
     /// The channel, for deliveries.
     pub channel: Option<String>,
-    /// The queue of a job, the operation id of an API request.
+    /// The queue of a job, the route template of an API request.
     pub source: Option<String>,
     /// Occurrences (in the caller's organisation; for platform admins, in
     /// all).

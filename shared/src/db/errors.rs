@@ -113,7 +113,7 @@ pub struct Group {
     pub provider: Option<String>,
     /// The channel.
     pub channel: Option<String>,
-    /// The queue or API operation.
+    /// The queue of a job, the route template of an API request.
     pub source: Option<String>,
     /// Occurrences.
     pub occurrences: i64,
