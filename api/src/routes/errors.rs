@@ -554,7 +554,7 @@ impl ErrorsApi {
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
         id: Path<Uuid>,
-        #[oai(validator(max_length = 20))] cursor: Query<Option<String>>,
+        #[oai(validator(pattern = "^[1-9][0-9]{0,17}$"))] cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
     ) -> Result<RecoveryPageResponse, ApiError> {
         let raw = id.0.to_string();

@@ -42,6 +42,41 @@ pub enum LookupKindParam {
     Channel,
 }
 
+/// A list platform admins edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum EditableKindParam {
+    /// Notification categories: added, relabelled, removed.
+    NotificationCategory,
+    /// Organisation types: relabelled.
+    OrganizationType,
+}
+
+impl From<EditableKindParam> for LookupKind {
+    fn from(k: EditableKindParam) -> Self {
+        match k {
+            EditableKindParam::NotificationCategory => LookupKind::NotificationCategory,
+            EditableKindParam::OrganizationType => LookupKind::OrganizationType,
+        }
+    }
+}
+
+/// A list whose values can be removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum OpenKindParam {
+    /// Notification categories.
+    NotificationCategory,
+}
+
+impl From<OpenKindParam> for LookupKind {
+    fn from(k: OpenKindParam) -> Self {
+        match k {
+            OpenKindParam::NotificationCategory => LookupKind::NotificationCategory,
+        }
+    }
+}
+
 impl From<LookupKindParam> for LookupKind {
     fn from(k: LookupKindParam) -> Self {
         match k {
@@ -105,11 +140,17 @@ pub struct LookupLists {
 #[oai(deny_unknown_fields)]
 #[serde(deny_unknown_fields)]
 pub struct LookupValueBody {
-    /// A label for people (1 to 100 characters).
-    #[oai(validator(min_length = 1, max_length = 100))]
+    /// A label for people (1 to 100 characters, not only spaces, no
+    /// control characters; trimmed).
+    #[oai(validator(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+    ))]
     pub label: String,
-    /// What it means (at most 500 characters).
-    #[oai(validator(max_length = 500))]
+    /// What it means (at most 500 characters; line breaks, but no other
+    /// control characters; trimmed).
+    #[oai(validator(max_length = 500, pattern = r"^[^\x00-\x09\x0b-\x1f\x7f]*$"))]
     pub description: Option<String>,
     /// Where it is shown (0 to 10000; kept when absent, 0 for a new value).
     #[oai(validator(minimum(value = "0"), maximum(value = "10000")))]
@@ -178,38 +219,51 @@ async fn list_of(state: &AppState, kind: LookupKind) -> Result<LookupListView, A
     })
 }
 
-/// The label and description of a body, checked.
+/// A C0 control character or DEL (what the document's patterns refuse).
+fn control(c: char) -> bool {
+    c < ' ' || c == '\x7f'
+}
+
+/// The label and description of a body, checked as the document states
+/// (lengths before trimming), then trimmed.
 fn checked(body: &LookupValueBody) -> Result<(String, Option<String>), ApiError> {
     let label = body.label.trim();
-    if label.is_empty() || label.chars().count() > lookups::MAX_LABEL {
-        return Err(ApiError::invalid("label", "must be 1 to 100 characters"));
+    if label.is_empty() || body.label.chars().count() > lookups::MAX_LABEL {
+        return Err(ApiError::invalid(
+            "label",
+            "must be 1 to 100 characters, not only spaces",
+        ));
     }
-    if label.chars().any(char::is_control) {
+    if body.label.chars().any(control) {
         return Err(ApiError::invalid(
             "label",
             "must not hold control characters",
         ));
     }
-    let description = body.description.as_deref().map(str::trim);
-    if description.is_some_and(|d| d.chars().count() > lookups::MAX_DESCRIPTION) {
-        return Err(ApiError::invalid(
-            "description",
-            "must be at most 500 characters",
-        ));
-    }
-    if description.is_some_and(|d| d.chars().any(|c| c.is_control() && c != '\n')) {
-        return Err(ApiError::invalid(
-            "description",
-            "must not hold control characters",
-        ));
+    if let Some(d) = &body.description {
+        if d.chars().count() > lookups::MAX_DESCRIPTION {
+            return Err(ApiError::invalid(
+                "description",
+                "must be at most 500 characters",
+            ));
+        }
+        if d.chars().any(|c| control(c) && c != '\n') {
+            return Err(ApiError::invalid(
+                "description",
+                "must not hold control characters other than line breaks",
+            ));
+        }
     }
     if body.position.is_some_and(|p| !(0..=10_000).contains(&p)) {
         return Err(ApiError::invalid("position", "must be 0 to 10000"));
     }
-    Ok((
-        label.to_owned(),
-        description.filter(|d| !d.is_empty()).map(str::to_owned),
-    ))
+    let description = body
+        .description
+        .as_deref()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
+    Ok((label.to_owned(), description))
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Admin")]
@@ -247,7 +301,7 @@ impl LookupsApi {
 
     /// Add or change a value (platform admins): a notification category
     /// (added when new; at most 200), or an organisation type's label
-    /// (its code must exist). Read-only kinds answer 409.
+    /// (its code must exist). The other kinds are read-only.
     #[oai(
         path = "/lookups/:kind/:code",
         method = "put",
@@ -258,23 +312,14 @@ impl LookupsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        kind: Path<LookupKindParam>,
+        kind: Path<EditableKindParam>,
         #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))] code: Path<String>,
         body: StrictJson<LookupValueBody>,
     ) -> Result<LookupValueResponse, ApiError> {
         let kind: LookupKind = kind.0.into();
         let p = Principal::resolve(&state, &auth).await?;
         let resource = format!("{}/{}", kind.as_str(), code.0);
-        let allowed = p.require_platform().and_then(|()| {
-            if kind.editable() {
-                Ok(())
-            } else {
-                Err(ApiError::Conflict(format!(
-                    "the values of {} come from the platform and cannot be changed",
-                    kind.as_str()
-                )))
-            }
-        });
+        let allowed = p.require_platform();
         p.refused(
             &state,
             &request_id,
@@ -357,8 +402,8 @@ impl LookupsApi {
         })
     }
 
-    /// Remove a notification category (platform admins). Other kinds
-    /// answer 409: their values are fixed.
+    /// Remove a notification category (platform admins); the other kinds'
+    /// values are fixed.
     #[oai(
         path = "/lookups/:kind/:code",
         method = "delete",
@@ -369,22 +414,13 @@ impl LookupsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        kind: Path<LookupKindParam>,
+        kind: Path<OpenKindParam>,
         #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))] code: Path<String>,
     ) -> Result<LookupDeletedResponse, ApiError> {
         let kind: LookupKind = kind.0.into();
         let p = Principal::resolve(&state, &auth).await?;
         let resource = format!("{}/{}", kind.as_str(), code.0);
-        let allowed = p.require_platform().and_then(|()| {
-            if kind.open() {
-                Ok(())
-            } else {
-                Err(ApiError::Conflict(format!(
-                    "the values of {} are fixed and cannot be removed",
-                    kind.as_str()
-                )))
-            }
-        });
+        let allowed = p.require_platform();
         p.refused(
             &state,
             &request_id,

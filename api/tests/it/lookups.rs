@@ -210,11 +210,12 @@ async fn platform_admins_edit_categories_and_labels_audited_and_others_are_refus
     assert_eq!(audit_rows(&app, "lookup.update", "failure").await, 2);
     assert_eq!(audit_rows(&app, "lookup.delete", "failure").await, 2);
 
-    // Values from the code, and organisation types' set, cannot change.
+    // Values from the code, and organisation types' set, cannot change:
+    // the document names the kinds each operation takes.
     for (path, status) in [
-        ("channel/email", 409),
-        ("error_class/network", 409),
-        ("shipment_status/delivered", 409),
+        ("channel/email", 400),
+        ("error_class/network", 400),
+        ("shipment_status/delivered", 400),
         ("organization_type/spaceport", 404),
     ] {
         let resp = put(&root.token, path, json!({"label": "X"})).await.unwrap();
@@ -229,7 +230,7 @@ async fn platform_admins_edit_categories_and_labels_audited_and_others_are_refus
     .send()
     .await
     .unwrap();
-    assert_eq!(resp.status(), 409);
+    assert_eq!(resp.status(), 400);
 
     // Malformed and oversized input.
     for (path, body) in [

@@ -44,6 +44,14 @@ pub async fn count(db: impl PgExecutor<'_>, kind: LookupKind) -> Result<i64, sql
         .await
 }
 
+/// A value written, and whether it is new.
+#[derive(Debug, sqlx::FromRow)]
+struct Written {
+    #[sqlx(flatten)]
+    value: Value,
+    created: bool,
+}
+
 /// A value's new label, description and position.
 #[derive(Debug, Clone)]
 pub struct Change<'a> {
@@ -66,7 +74,7 @@ pub async fn put(
     change: &Change<'_>,
     create: bool,
 ) -> Result<Option<(Value, bool)>, sqlx::Error> {
-    let row: Option<(String, String, Option<String>, i32, DateTime<Utc>, bool)> = if create {
+    let row: Option<Written> = if create {
         sqlx::query_as(
             "insert into lookup_values as v (kind, code, label, description, position)
              values ($1, $2, $3, $4, coalesce($5, 0))
@@ -87,7 +95,7 @@ pub async fn put(
             "update lookup_values set label = $3, description = $4,
                  position = coalesce($5, position)
              where kind = $1 and code = $2
-             returning code, label, description, position, updated_at, false",
+             returning code, label, description, position, updated_at, false as created",
         )
         .bind(kind.as_str())
         .bind(code)
@@ -97,20 +105,7 @@ pub async fn put(
         .fetch_optional(db)
         .await?
     };
-    Ok(row.map(
-        |(code, label, description, position, updated_at, created)| {
-            (
-                Value {
-                    code,
-                    label,
-                    description,
-                    position,
-                    updated_at,
-                },
-                created,
-            )
-        },
-    ))
+    Ok(row.map(|w| (w.value, w.created)))
 }
 
 /// Removes a value; false if there was none.
