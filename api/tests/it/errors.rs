@@ -412,3 +412,107 @@ async fn every_reason_code_falls_in_one_of_the_error_classes() {
     );
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_that_give_up_failed_bulk_jobs_and_failing_ups_polls_are_counted() {
+    let receiver = testkit::webhooks::Receiver::start().await;
+    let app = TestApp::builder()
+        .var("WEBHOOKS_ALLOW_LOOPBACK", true)
+        .var("JOBS__QUEUES__WEBHOOK__MAX_ATTEMPTS", 1)
+        .spawn()
+        .await;
+    expect(
+        with(&app, Method::POST, "/api/v1/admin/webhooks", &app.api_key)
+            .json(&json!({"url": receiver.url("/hook"), "events": ["notification.failed"]}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    receiver.always(503);
+    app.smtp.set_behaviour(Behaviour::RejectRecipients(
+        550,
+        format!("5.1.1 <{PATIENT}>: no such user"),
+    ));
+    let id = send(&app, &app.api_key).await;
+    app.wait_for_status(&id, "failed", WAIT).await;
+    let hook = eventually("the webhook delivery to give up", WAIT, || async {
+        let page = get(&app, &app.api_key, &format!("{ERRORS}?kind=webhook"), 200).await;
+        page["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert_eq!(
+        (hook["reason"].as_str(), hook["class"].as_str()),
+        (Some("http_5xx"), Some("external_provider"))
+    );
+    assert_eq!(hook["occurrences"], 1);
+
+    // A bulk job and a shipment poll failing, as the worker records them.
+    let bulk: String = sqlx::query_scalar(
+        "insert into bulk_jobs (id, tenant_id, template_key, channels, mapping, status)
+         values (gen_random_uuid(), $1, 'lab-ready', '{email}', '{}', 'parsing')
+         returning id::text",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update bulk_jobs set status = 'failed', failure = 'row 3: pat.patient@example.org is not an address',
+             failed_at = now() where id = $1::uuid",
+    )
+    .bind(&bulk)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let shipment: String = sqlx::query_scalar(
+        "insert into shipments (id, tenant_id, tracking_number, created_by, next_poll_at)
+         values (gen_random_uuid(), $1, '1Z999AA10123456784', 'test', now() + interval '1 hour')
+         returning id::text",
+    )
+    .bind(app.tenant_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        sqlx::query(
+            "update shipments set poll_failures = poll_failures + 1,
+                 last_error = 'UPS asked to slow down (429)' where id = $1::uuid",
+        )
+        .bind(&shipment)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let bulk_group = only_group(&app, &app.api_key, &format!("{ERRORS}?kind=bulk_job")).await;
+    assert_eq!(
+        (bulk_group["reason"].as_str(), bulk_group["class"].as_str()),
+        (Some("file_refused"), Some("validation"))
+    );
+    assert_eq!(samples(&bulk_group), vec![bulk]);
+    assert_no_phi(&bulk_group);
+    let ups = only_group(
+        &app,
+        &app.api_key,
+        &format!("{ERRORS}?kind=shipment&provider=ups"),
+    )
+    .await;
+    assert_eq!(
+        (ups["reason"].as_str(), ups["class"].as_str()),
+        (Some("rate_limited"), Some("transient"))
+    );
+    assert_eq!(ups["occurrences"], 2);
+    assert_eq!(samples(&ups), vec![shipment]);
+    let stats = get(&app, &app.api_key, &format!("{ERRORS}/statistics"), 200).await;
+    let kinds: Vec<&str> = stats["by_kind"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["name"].as_str().unwrap())
+        .collect();
+    for kind in ["delivery", "webhook", "bulk_job", "shipment"] {
+        assert!(kinds.contains(&kind), "{kinds:?}");
+    }
+    app.shutdown().await;
+}
