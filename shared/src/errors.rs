@@ -30,6 +30,10 @@ use crate::domain::TenantId;
 /// How often counts are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// How long counts are kept after a group was last seen in an
+/// organisation (hourly counts and recoveries: after their hour).
+pub const KEEP: chrono::TimeDelta = chrono::TimeDelta::days(90);
+
 /// Sample ids kept per group and organisation.
 pub const SAMPLES: usize = 5;
 
@@ -225,16 +229,24 @@ impl ErrorTracker {
         Ok(())
     }
 
-    /// Writes the counts every second until the handle is aborted.
+    /// Writes the counts every second until the handle is aborted, and
+    /// once an hour drops counts older than [`KEEP`].
     pub fn spawn_flusher(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_prune: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
                 if let Err(error) = this.flush(&pool).await {
                     tracing::warn!(%error, "cannot record error counts; keeping them for the next try");
+                }
+                if last_prune.is_none_or(|t| t.elapsed() > Duration::from_secs(3600)) {
+                    last_prune = Some(tokio::time::Instant::now());
+                    if let Err(error) = crate::db::errors::prune(&pool, Utc::now() - KEEP).await {
+                        tracing::warn!(%error, "cannot prune old error counts");
+                    }
                 }
             }
         })

@@ -516,3 +516,59 @@ async fn webhooks_that_give_up_failed_bulk_jobs_and_failing_ups_polls_are_counte
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn counts_older_than_90_days_are_pruned_and_newer_ones_kept() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .spawn()
+        .await;
+    let old = chrono::Utc::now() - chrono::TimeDelta::days(100);
+    let mut rows = shared::db::errors::Occurrences::default();
+    for (tenant, at) in [
+        (Some(app.tenant_id), old),
+        (None, old),
+        (None, chrono::Utc::now()),
+    ] {
+        rows.push(
+            shared::errors::ErrorKind::Job,
+            shared::errors::reasons::JOB_FAILED,
+            "email",
+            tenant,
+            None,
+            1,
+            at,
+        );
+    }
+    shared::db::errors::record(&app.pool, &rows).await.unwrap();
+    sqlx::query("update error_groups set created_at = $1")
+        .bind(old)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    shared::db::errors::prune(&app.pool, chrono::Utc::now() - shared::errors::KEEP)
+        .await
+        .unwrap();
+    let left: Vec<(Option<uuid::Uuid>, i64)> = sqlx::query_as(
+        "select nullif(tenant_id, '00000000-0000-0000-0000-000000000000'), occurrences
+         from error_group_tenants",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    // The platform's row was seen today (2 occurrences, one of them old);
+    // the organisation's only one is gone.
+    assert_eq!(left, vec![(None, 2)]);
+    let hours: i64 = sqlx::query_scalar("select count(*) from error_hours")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(hours, 1);
+    let groups: i64 = sqlx::query_scalar("select count(*) from error_groups")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(groups, 1);
+    app.shutdown().await;
+}

@@ -83,6 +83,30 @@ pub async fn record(db: impl PgExecutor<'_>, rows: &Occurrences) -> Result<(), s
     Ok(())
 }
 
+/// Drops hourly counts and recoveries from before `before`, each
+/// organisation's counts of groups it has not seen since, and groups no
+/// organisation has left. Across tenants (housekeeping).
+#[tracing::instrument(skip_all)]
+pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "with h as (delete from error_hours where hour < $1),
+              r as (delete from error_recoveries where recovered_at < $1)
+         delete from error_group_tenants where last_seen < $1",
+    )
+    .bind(before)
+    .execute(db)
+    .await?;
+    sqlx::query(
+        "delete from error_groups g
+         where g.created_at < $1
+           and not exists (select 1 from error_group_tenants t where t.group_id = g.id)",
+    )
+    .bind(before)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// Which groups: every field narrows, `None` does not.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
