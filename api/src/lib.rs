@@ -278,14 +278,22 @@ impl Application {
             settings.api_key_cache,
             auth::API_KEY_CACHE_CAPACITY,
         ));
-        let limits = Arc::new(limits::Limiter::new(
-            queues.connection(),
-            queues.prefix(),
-            settings.jobs.rate_limits.clone(),
-            pool.clone(),
-            api_keys.clone(),
-            &settings.jwt.tenant_claim,
-        ));
+        let limits = Arc::new(
+            limits::Limiter::new(
+                queues.connection(),
+                queues.prefix(),
+                settings.jobs.rate_limits.clone(),
+                pool.clone(),
+                api_keys.clone(),
+                &settings.jwt.tenant_claim,
+            )
+            .with_webhook_attempts(
+                settings
+                    .jobs
+                    .queue(shared::jobs::QueueName::Webhook)
+                    .max_attempts,
+            ),
+        );
         let state = AppState {
             pool,
             queues,
@@ -367,6 +375,11 @@ impl Application {
             postgres: self.postgres,
             templates: Arc::new(middleware::RouteTemplates::from_spec(&openapi().spec())),
             limiter: Some(self.state.limits.clone()),
+            refusals: Some(Arc::new(limits::refusals::RefusalEvents::new(
+                self.state.pool.clone(),
+                self.state.verifier.clone(),
+                self.state.api_keys.clone(),
+            ))),
             trusted_proxies: self.http.trusted_proxies.clone(),
             errors: errors.clone(),
         };

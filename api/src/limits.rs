@@ -58,6 +58,11 @@ use sqlx::PgPool;
 
 use crate::{auth::ApiKeyCache, error::ApiError};
 
+mod notices;
+pub mod refusals;
+
+use shared::db::quota_notices::Kind;
+
 /// A route class: what a request costs the platform, and so its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Class {
@@ -220,30 +225,37 @@ return {1, math.floor((now - allow_at) / interval), 0, math.ceil(new_tat - now)}
 ";
 
 /// Takes `add` from every quota counter of a send, or nothing.
-/// KEYS: counter, warned flag, for each quota. ARGV: quota, add, expiry
-/// (unix seconds), warning level, for each quota. Returns {1, crossed...}
-/// with 1 where the counter crossed its warning level for the first time
-/// this period, or {0, index (1-based), used} for the first quota the send
-/// would pass.
+/// KEYS: counter, warned flag, refused flag, for each quota. ARGV: quota,
+/// add, expiry (unix seconds), warning level, for each quota. Returns
+/// {1, crossed, used, ...} with, for each quota, 1 where the counter crossed
+/// its warning level for the first time this period and the count after the
+/// send, or {0, index (1-based), used, first} for the
+/// first quota the send would pass, `first` 1 when no send was refused by
+/// that quota before this period.
 const TAKE_QUOTA: &str = r"
-local n = #KEYS / 2
+local n = #KEYS / 3
 for i = 1, n do
-  local used = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local used = tonumber(redis.call('GET', KEYS[3 * i - 2]) or '0')
   if used + tonumber(ARGV[4 * i - 2]) > tonumber(ARGV[4 * i - 3]) then
-    return {0, i, used}
+    local first = 0
+    if redis.call('SET', KEYS[3 * i], '1', 'NX', 'EXAT', ARGV[4 * i - 1]) then
+      first = 1
+    end
+    return {0, i, used, first}
   end
 end
 local out = {1}
 for i = 1, n do
-  local used = redis.call('INCRBY', KEYS[2 * i - 1], ARGV[4 * i - 2])
-  redis.call('EXPIREAT', KEYS[2 * i - 1], ARGV[4 * i - 1])
+  local used = redis.call('INCRBY', KEYS[3 * i - 2], ARGV[4 * i - 2])
+  redis.call('EXPIREAT', KEYS[3 * i - 2], ARGV[4 * i - 1])
   local crossed = 0
   if used >= tonumber(ARGV[4 * i]) then
-    if redis.call('SET', KEYS[2 * i], '1', 'NX', 'EXAT', ARGV[4 * i - 1]) then
+    if redis.call('SET', KEYS[3 * i - 1], '1', 'NX', 'EXAT', ARGV[4 * i - 1]) then
       crossed = 1
     end
   end
-  out[i + 1] = crossed
+  out[2 * i] = crossed
+  out[2 * i + 1] = used
 end
 return out
 ";
@@ -296,6 +308,8 @@ pub enum Checked {
         limit: ClassLimit,
         /// The outcome.
         verdict: Verdict,
+        /// Who was counted.
+        caller: Caller,
     },
     /// Redis is away and the class fails closed.
     Unavailable(Class),
@@ -315,6 +329,7 @@ pub struct Limiter {
     gcra: Script,
     take_quota: Script,
     give_back: Script,
+    webhook_attempts: u32,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -367,7 +382,15 @@ impl Limiter {
             gcra: Script::new(GCRA),
             take_quota: Script::new(TAKE_QUOTA),
             give_back: Script::new(GIVE_BACK),
+            webhook_attempts: 1,
         }
+    }
+
+    /// With `attempts` for each quota notice's webhook delivery (the
+    /// `webhook` queue's `max_attempts`).
+    pub fn with_webhook_attempts(mut self, attempts: u32) -> Self {
+        self.webhook_attempts = attempts.max(1);
+        self
     }
 
     /// The platform's limits.
@@ -588,6 +611,7 @@ impl Limiter {
                     class,
                     limit,
                     verdict,
+                    caller,
                 }
             }
             Err(error) => {
@@ -646,6 +670,7 @@ impl Limiter {
             invocation
                 .key(&key)
                 .key(format!("{key}:warned"))
+                .key(format!("{key}:refused"))
                 .arg(q.quota)
                 .arg(*add)
                 .arg(period.end(now).timestamp() + 60)
@@ -667,6 +692,23 @@ impl Limiter {
             let (q, period, add) = &applied[index.min(applied.len() - 1)];
             metrics::counter!("send_quota_refusals_total", "channel" => q.channel.clone(), "period" => period.as_str())
                 .increment(1);
+            if answer.get(3) == Some(&1) {
+                let flag = format!(
+                    "{}:refused",
+                    self.quota_key(tenant, &q.channel, *period, now)
+                );
+                self.notify(
+                    tenant,
+                    request_id,
+                    q,
+                    *period,
+                    now,
+                    used,
+                    Kind::Exceeded,
+                    flag,
+                )
+                .await;
+            }
             let resets = period.end(now);
             return Err(ApiError::QuotaExceeded {
                 name: format!("{}:{}", q.channel, period.as_str()),
@@ -681,12 +723,23 @@ impl Limiter {
             });
         }
         for (i, (q, period, add)) in applied.iter().enumerate() {
-            ticket
-                .taken
-                .push((self.quota_key(tenant, &q.channel, *period, now), *add));
-            if answer.get(i + 1) == Some(&1) {
-                self.warn(tenant, request_id, q, *period).await;
+            let key = self.quota_key(tenant, &q.channel, *period, now);
+            if answer.get(2 * i + 1) == Some(&1) {
+                let used = answer.get(2 * i + 2).copied().unwrap_or(0);
+                let flag = format!("{key}:warned");
+                self.notify(
+                    tenant,
+                    request_id,
+                    q,
+                    *period,
+                    now,
+                    used,
+                    Kind::Warning,
+                    flag,
+                )
+                .await;
             }
+            ticket.taken.push((key, *add));
         }
         Ok(ticket)
     }
@@ -711,34 +764,6 @@ impl Limiter {
                 }
             }
             other => other,
-        }
-    }
-
-    async fn warn(&self, tenant: TenantId, request_id: Option<&str>, q: &Quota, period: Period) {
-        metrics::counter!("send_quota_warnings_total", "channel" => q.channel.clone(), "period" => period.as_str())
-            .increment(1);
-        tracing::info!(%tenant, channel = %q.channel, period = period.as_str(), "send quota 80% used");
-        let recorded = shared::db::audit::record(
-            &self.pool,
-            shared::db::audit::Entry {
-                tenant_id: Some(tenant),
-                actor: "system",
-                action: "quota.warning",
-                resource_type: "organization",
-                resource_id: Some(tenant.to_string()),
-                result: "success",
-                request_id,
-                details: serde_json::json!({
-                    "channel": q.channel,
-                    "period": period.as_str(),
-                    "quota": q.quota,
-                    "share": WARNING_SHARE,
-                }),
-            },
-        )
-        .await;
-        if let Err(error) = recorded {
-            tracing::warn!(%error, "cannot record the quota warning");
         }
     }
 
@@ -846,6 +871,15 @@ impl Period {
         match self {
             Self::Day => "daily",
             Self::Month => "monthly",
+        }
+    }
+
+    /// The first day of the period holding `now`.
+    pub fn start(self, now: DateTime<Utc>) -> NaiveDate {
+        let date = now.date_naive();
+        match self {
+            Self::Day => date,
+            Self::Month => date.with_day(1).unwrap_or(date),
         }
     }
 

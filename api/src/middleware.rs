@@ -59,6 +59,9 @@ pub struct Edge {
     pub templates: Arc<RouteTemplates>,
     /// Request rate limits; none: unlimited.
     pub limiter: Option<Arc<crate::limits::Limiter>>,
+    /// Where rate-limit refusals are recorded as security events; none:
+    /// they are not.
+    pub refusals: Option<Arc<crate::limits::refusals::RefusalEvents>>,
     /// Proxies whose `X-Forwarded-For` names the client ([`crate::client`]).
     pub trusted_proxies: shared::config::TrustedProxies,
     /// Where 5xx answers are counted for error tracking.
@@ -229,8 +232,12 @@ pub async fn edge<E: Endpoint>(ep: Arc<E>, mut req: Request, edge: Edge) -> poem
                         class,
                         limit,
                         verdict,
+                        caller,
                     } => {
                         if !verdict.allowed {
+                            if let Some(refusals) = &edge.refusals {
+                                refusals.refused(&req, class, &caller, &route_template);
+                            }
                             admitted = Err(ApiError::RateLimited {
                                 class: class.as_str(),
                                 burst: limit.burst,

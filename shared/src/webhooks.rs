@@ -49,6 +49,10 @@ pub enum WebhookEvent {
     Suppressed,
     /// A shipment's tracking status changed.
     ShipmentUpdated,
+    /// A send quota reached 80% of its period's allowance (once per period).
+    QuotaWarning,
+    /// A send was first refused by a used-up quota (once per period).
+    QuotaExceeded,
 }
 
 impl WebhookEvent {
@@ -73,6 +77,8 @@ impl WebhookEvent {
         WebhookEvent::Read,
         WebhookEvent::Suppressed,
         WebhookEvent::ShipmentUpdated,
+        WebhookEvent::QuotaWarning,
+        WebhookEvent::QuotaExceeded,
     ];
 
     /// The event's name, as subscribed to and sent in `type`.
@@ -85,6 +91,8 @@ impl WebhookEvent {
             WebhookEvent::Read => "notification.read",
             WebhookEvent::Suppressed => "notification.suppressed",
             WebhookEvent::ShipmentUpdated => "shipment.updated",
+            WebhookEvent::QuotaWarning => "quota.warning",
+            WebhookEvent::QuotaExceeded => "quota.exceeded",
         }
     }
 

@@ -1,6 +1,6 @@
 //! `/api/v1/security/events` and `/api/v1/security/statistics`: sign-ins,
-//! lockouts, unlocks, refresh-token reuse and session revocations, for
-//! admins.
+//! lockouts, unlocks, refresh-token reuse, session revocations, API key
+//! changes and refusals and sampled rate-limit refusals, for admins.
 //!
 //! An organisation admin sees its organisation's events. A platform admin
 //! sees every event, including failed sign-ins with an unknown address,
@@ -37,7 +37,8 @@ pub struct SecurityEventView {
     /// `login.succeeded`, `login.failed`, `login.throttled`,
     /// `account.locked`, `account.unlocked`, `refresh_token.reused`,
     /// `session.revoked`, `api_key.created`, `api_key.revoked`,
-    /// `api_key.networks_changed` or `api_key.address_refused`.
+    /// `api_key.networks_changed`, `api_key.address_refused` or
+    /// `rate_limit.refused`.
     #[oai(rename = "type")]
     pub kind: String,
     /// The user concerned.
@@ -170,7 +171,7 @@ impl SecurityApi {
         #[oai(
             name = "type",
             validator(
-                pattern = r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked|api_key\.created|api_key\.revoked|api_key\.networks_changed|api_key\.address_refused)$"
+                pattern = r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked|api_key\.created|api_key\.revoked|api_key\.networks_changed|api_key\.address_refused|rate_limit\.refused)$"
             )
         )]
         kind_filter: Query<Option<String>>,

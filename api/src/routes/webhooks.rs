@@ -64,7 +64,8 @@ pub struct CreateWebhook {
     /// The events it hears about, one or more of `notification.sent`,
     /// `notification.delivered`, `notification.failed`,
     /// `notification.bounced`, `notification.read`,
-    /// `notification.suppressed`, `shipment.updated`.
+    /// `notification.suppressed`, `shipment.updated`, `quota.warning`,
+    /// `quota.exceeded`.
     pub events: Vec<String>,
     /// Whether deliveries go to it (default true).
     pub enabled: Option<bool>,

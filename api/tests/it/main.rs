@@ -16,6 +16,7 @@ mod errors;
 mod identity;
 mod inbox;
 mod invitations;
+mod limit_events;
 mod logs;
 mod lookups;
 mod operations;

@@ -31,6 +31,7 @@ pub mod preferences;
 pub mod provider_events;
 pub mod providers;
 pub mod queue_ops;
+pub mod quota_notices;
 pub mod sealed;
 pub mod security_events;
 pub mod send_windows;

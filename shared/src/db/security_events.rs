@@ -1,5 +1,6 @@
 //! Security events: sign-ins, lockouts, unlocks, refresh-token reuse,
-//! session revocations and API key changes and refusals, per organisation. A failed sign-in with an unknown
+//! session revocations, API key changes and refusals and rate-limit
+//! refusals, per organisation. A failed sign-in with an unknown
 //! address has no organisation (`tenant_id` null): only platform admins see
 //! that stream. Never a password or token; IP and user agent are truncated
 //! by [`Event::new`].
@@ -24,6 +25,7 @@ pub const KINDS: &[&str] = &[
     API_KEY_REVOKED,
     API_KEY_NETWORKS_CHANGED,
     API_KEY_ADDRESS_REFUSED,
+    RATE_LIMIT_REFUSED,
 ];
 /// A sign-in that issued a session.
 pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
@@ -50,6 +52,10 @@ pub const API_KEY_NETWORKS_CHANGED: &str = "api_key.networks_changed";
 /// A request with an API key came from an address outside its allowlist
 /// (recorded at most once per key per minute by each API instance).
 pub const API_KEY_ADDRESS_REFUSED: &str = "api_key.address_refused";
+/// A request refused by its rate limit (recorded at most once per
+/// credential or client address and class per minute by each API
+/// instance).
+pub const RATE_LIMIT_REFUSED: &str = "rate_limit.refused";
 
 /// Longest stored IP text.
 pub const MAX_IP: usize = 64;
