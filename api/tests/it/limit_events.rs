@@ -334,3 +334,85 @@ async fn a_burst_of_rate_limit_refusals_is_one_security_event_seen_by_its_organi
     assert_eq!(refusal_events(&app, &app.api_key).await.len(), 1);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_of_anonymous_callers_and_forged_tokens_belong_to_no_organisation() {
+    let app = TestApp::builder()
+        .without_worker()
+        .without_scheduler()
+        .var("JOBS__RATE_LIMITS__AUTH__PER_SEC", 0.001)
+        .var("JOBS__RATE_LIMITS__AUTH__BURST", 1)
+        .var("JOBS__RATE_LIMITS__WRITE__PER_SEC", 0.001)
+        .var("JOBS__RATE_LIMITS__WRITE__BURST", 1)
+        .spawn()
+        .await;
+    let root = platform_admin(&app).await;
+
+    // Sign-ins are counted per address (the platform admin's sign-in took
+    // the only one): three refusals, one event.
+    for expected in [429, 429, 429] {
+        let resp = crate::org_support::login(&app, "nobody@example.org", "Wrong-Password-1").await;
+        assert_eq!(resp.status(), expected);
+    }
+    // A token forged with the organisation's id in its tenant claim: its
+    // refusal is not put in that organisation's stream.
+    let forged = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({
+            app.settings.jwt.tenant_claim.clone(): app.tenant_id.to_string(),
+            "sub": uuid::Uuid::new_v4().to_string(),
+            "roles": ["ADMIN"],
+            "exp": chrono::Utc::now().timestamp() + 600,
+        }),
+        &jsonwebtoken::EncodingKey::from_secret(b"not the organisation's secret"),
+    )
+    .unwrap();
+    for expected in [401, 429, 429] {
+        let resp = with(&app, Method::POST, "/api/v1/admin/webhooks", &forged)
+            .json(&json!({"url": "https://hooks.example.com/x", "events": ["quota.warning"]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), expected);
+    }
+
+    let platform = eventually("both refusals are recorded", WAIT, || async {
+        let page = expect(
+            with(
+                &app,
+                Method::GET,
+                "/api/v1/security/events?type=rate_limit.refused&organization_id=platform",
+                &root.token,
+            )
+            .send()
+            .await
+            .unwrap(),
+            200,
+        )
+        .await;
+        let items = page["items"].as_array().unwrap().clone();
+        (items.len() >= 2).then_some(items)
+    })
+    .await;
+    assert_eq!(platform.len(), 2, "{platform:?}");
+    let write = platform
+        .iter()
+        .find(|e| e["details"]["class"] == "write")
+        .unwrap();
+    assert_eq!(write["details"]["credential"], "unverified", "{write}");
+    assert_eq!(write["user_id"], Value::Null);
+    assert!(!write.to_string().contains(&forged[..20]), "no token");
+    let auth = platform
+        .iter()
+        .find(|e| e["details"]["class"] == "auth")
+        .unwrap();
+    assert_eq!(auth["details"]["route"], "/api/v1/auth/login");
+    assert_eq!(auth["details"]["caller"], "address");
+    assert!(auth["ip"].as_str().is_some(), "{auth}");
+    assert!(!auth.to_string().contains("nobody@example.org"));
+
+    // The organisation named in the forged claim sees neither.
+    assert!(refusal_events(&app, &app.api_key).await.is_empty());
+    assert_eq!(refusal_count(&app, &app.api_key).await, 0);
+    app.shutdown().await;
+}
