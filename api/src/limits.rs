@@ -33,7 +33,11 @@
 //! for every channel and period of the request at once in one Lua script,
 //! so two replicas cannot both take the last units. A request that would
 //! pass a quota is refused whole (429 naming channel and period); crossing
-//! 80% records a `quota.warning` audit event once per period.
+//! 80%, and the first refusal, raise a notice once per period
+//! (`notices`: a webhook event and an audit row; the counting is in
+//! `quotas`).
+//!
+//! **Refusals** are recorded as sampled security events ([`refusals`]).
 
 use std::{
     net::IpAddr,
