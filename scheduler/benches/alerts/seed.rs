@@ -261,7 +261,7 @@ pub async fn seed(
                 $3::int8[], case when q = 'push' and troubled then $4::int8[] else $3::int8[] end
          from {ORGS},
               unnest(array['email', 'sms', 'push', 'whatsapp', 'inapp', 'webhook']) as q,
-              generate_series(0, $5 - 1) as m"
+              generate_series(0, $5::int4 - 1) as m"
     ))
     .bind(orgs)
     .bind(troubled)
