@@ -1,0 +1,427 @@
+//! An in-app send to a topic of `BENCH_TOPIC_MEMBERS` members (default
+//! 1,000,000) end to end, with the api and the worker as real child
+//! processes (release builds), and in the same run the limit it is judged
+//! against.
+//!
+//! The members are seeded straight into Postgres with set-based SQL
+//! (subscribers, then the topic's membership rows); the send then goes
+//! through the real API (`POST /api/v1/services/notifications/send-topic`),
+//! which cuts the batch's chunks from the membership in its own
+//! transaction; the in-process scheduler's dispatcher feeds the chunks to
+//! the worker, which expands them into inbox notifications.
+//!
+//! Reports: how long the send took to be accepted; delivered/s from the
+//! accept (the 202) to the last notification in an inbox (`max(sent_at)`);
+//! p50/p99 of accepted → `sent_at` over every notification; Postgres CPU per
+//! notification (`testkit::bench::PgCpu`); and the limit, raw inserts of
+//! the same number of rows into a table created `like notifications
+//! including all` as `worker/benches/limits.rs` does them (statements of
+//! 1,000 rows, one connection per core), with the ratio. The machine's load
+//! average is printed before and after: on a shared machine it says how
+//! much the figures are worth.
+//!
+//! Build the api binary first, then run:
+//! `cargo build --release -p api && cargo bench -p worker --bench topic_fanout`.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use sqlx::{Connection, PgConnection};
+use testkit::{TestApp, bench};
+use uuid::Uuid;
+
+fn main() {
+    bench::run(run());
+}
+
+fn api_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the bench's path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let api = dir.join("api");
+    assert!(
+        api.exists(),
+        "build the api first: cargo build --release -p api ({} is missing)",
+        api.display()
+    );
+    api
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Children {
+    api: tokio::process::Child,
+    worker: tokio::process::Child,
+    base: String,
+}
+
+/// The api and the worker as child processes on the app's settings; their
+/// warnings go to `target/release/bench-topic-{api,worker}.log`.
+fn spawn(app: &TestApp) -> Children {
+    let port = free_port();
+    let vars: Vec<(String, String)> = app
+        .vars
+        .iter()
+        .filter(|(k, _)| k != "API_ADDR")
+        .cloned()
+        .chain([("API_ADDR".to_owned(), format!("127.0.0.1:{port}"))])
+        .collect();
+    let child = |path: PathBuf, name: &str| {
+        let log = api_binary().with_file_name(format!("bench-topic-{name}.log"));
+        let log = std::fs::File::create(&log).expect("the bench log can be written");
+        tokio::process::Command::new(path)
+            .envs(vars.iter().cloned())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the binary starts")
+    };
+    Children {
+        api: child(api_binary(), "api"),
+        worker: child(PathBuf::from(env!("CARGO_BIN_EXE_worker")), "worker"),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .get(format!("{base}/health/live"))
+        .send()
+        .await
+        .map(|r| !r.status().is_success())
+        .unwrap_or(true)
+    {
+        assert!(Instant::now() < deadline, "the api did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The machine's load average (1, 5, 15 minutes).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The Postgres settings that decide these numbers, printed with them.
+async fn postgres_settings(app: &TestApp) {
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "select name, setting from pg_settings
+         where name in ('autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size',
+                        'synchronous_commit', 'fsync', 'wal_level', 'checkpoint_timeout',
+                        'max_connections')
+         order by name",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("postgres: {}", line.join(" "));
+    if settings
+        .iter()
+        .any(|(k, v)| k == "autovacuum" && v == "off")
+    {
+        println!(
+            "WARNING: autovacuum is off; production runs with it on (tables are analyzed here after seeding)"
+        );
+    }
+}
+
+/// Seeds `n` subscribers of the app's organisation and makes them members
+/// of topic `key` (created through the API), with set-based SQL.
+async fn seed_topic(app: &TestApp, base: &str, key: &str, n: usize) {
+    let resp = app
+        .client
+        .post(format!("{base}/api/v1/services/topics"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"key": key, "name": "Every patient of the practice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let topic: Uuid = sqlx::query_scalar("select id from topics where tenant_id = $1 and key = $2")
+        .bind(app.tenant_id)
+        .bind(key)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into subscribers (id, tenant_id, external_id)
+         select gen_random_uuid(), $1, 'member-' || i from generate_series(1, $2) as i",
+    )
+    .bind(app.tenant_id)
+    .bind(n as i64)
+    .execute(&app.pool)
+    .await
+    .expect("the subscribers");
+    sqlx::query(
+        "insert into topic_members (topic_id, subscriber_id, tenant_id)
+         select $2, s.id, s.tenant_id from subscribers s
+         where s.tenant_id = $1 and s.external_id like 'member-%'",
+    )
+    .bind(app.tenant_id)
+    .bind(topic)
+    .execute(&app.pool)
+    .await
+    .expect("the membership");
+    sqlx::query("analyze subscribers, topic_members")
+        .execute(&app.pool)
+        .await
+        .expect("analyze");
+}
+
+/// Rows per insert statement, as in the limits bench.
+const STATEMENT_ROWS: usize = 1_000;
+
+/// The limits bench's raw insert (`worker/benches/limits.rs`): `rows`
+/// in-app notifications, as an in-app batch leaves them, into `table` through
+/// `writers` connections, 1,000 rows a statement; answers rows/s.
+async fn insert(url: &str, table: &str, rows: usize, writers: usize) -> f64 {
+    let sql = format!(
+        "insert into {table}
+             (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
+              send_id, status, sent_at, batch_id, batch_seq, batch_index)
+         select r.id, $1, 'inapp', r.recipient, r.content, 5, r.subscriber_id, 'results',
+                r.id, 'sent', now(), $2, $3, r.idx
+         from unnest($4::uuid[], $5::int4[], $6::text[], $7::jsonb[], $8::uuid[])
+              as r(id, idx, recipient, content, subscriber_id)"
+    );
+    let tenant = Uuid::new_v4();
+    let batch = Uuid::new_v4();
+    let statements = rows.div_ceil(STATEMENT_ROWS);
+    let started = Instant::now();
+    futures::stream::iter(0..writers)
+        .map(|w| {
+            let sql = sql.clone();
+            async move {
+                let mut conn = PgConnection::connect(url).await.expect("Postgres");
+                for seq in (w..statements).step_by(writers) {
+                    let range = seq * STATEMENT_ROWS..((seq + 1) * STATEMENT_ROWS).min(rows);
+                    let ids: Vec<Uuid> = range.clone().map(|_| Uuid::new_v4()).collect();
+                    let idx: Vec<i32> = range.clone().map(|i| (i % STATEMENT_ROWS) as i32).collect();
+                    let recipients: Vec<String> =
+                        range.clone().map(|i| format!("patient-{i}")).collect();
+                    let contents: Vec<Value> = range
+                        .clone()
+                        .map(|i| json!({"title": format!("Results for P{i}"), "action_url": "/results/7"}))
+                        .collect();
+                    let subscribers: Vec<Uuid> = range.map(|_| Uuid::new_v4()).collect();
+                    sqlx::query(&sql)
+                        .bind(tenant)
+                        .bind(batch)
+                        .bind(seq as i32)
+                        .bind(&ids)
+                        .bind(&idx)
+                        .bind(&recipients)
+                        .bind(&contents)
+                        .bind(&subscribers)
+                        .execute(&mut conn)
+                        .await
+                        .expect("the insert");
+                }
+            }
+        })
+        .buffer_unordered(writers)
+        .collect::<Vec<()>>()
+        .await;
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn get_json(app: &TestApp, url: &str) -> Value {
+    app.client
+        .get(url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn run() {
+    let n = bench::env_num("BENCH_TOPIC_MEMBERS", 1_000_000);
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let writers = bench::env_num("BENCH_LIMIT_WRITERS", cores).max(1);
+    println!(
+        "topic fan-out benchmark on {}: an in-app send to a topic of {n} members; load average {}",
+        bench::machine(),
+        load_average()
+    );
+    let app = TestApp::builder()
+        .without_worker()
+        .var("JOBS__DISPATCHER__GROUP_SIZE", 500)
+        .var("DATABASE_MAX_CONNECTIONS", 30)
+        .spawn()
+        .await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({
+            "key": "clinic.news", "name": "Practice news", "category": "news",
+            "default_locale": "en", "default_channels": ["inapp"],
+            "locales": {"en": {"inapp": {"title": "{{headline}}", "action_url": "/news/{{id}}"}}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    postgres_settings(&app).await;
+    let mut kids = spawn(&app);
+    let base = kids.base.clone();
+    wait_ready(&app.client, &base).await;
+    let worker_pid = kids.worker.id().unwrap();
+    let database: String = sqlx::query_scalar("select current_database()::text")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let seeding = Instant::now();
+    seed_topic(&app, &base, "everyone", n).await;
+    println!(
+        "seeded {n} subscribers and their membership in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
+
+    // The send, through the API.
+    let pg = bench::PgCpu::start(&database).await;
+    if pg.is_none() {
+        println!(
+            "WARNING: Postgres's processes cannot be read from /proc here; no CPU time per notification"
+        );
+    }
+    let started = Instant::now();
+    let resp = app
+        .client
+        .post(format!("{base}/api/v1/services/notifications/send-topic"))
+        .bearer_auth(&app.api_key)
+        .timeout(Duration::from_secs(3_600))
+        .json(&json!({
+            "topic": "everyone", "template": "clinic.news", "channels": ["inapp"],
+            "defaults": {"headline": "The practice is closed on Friday", "id": 7}
+        }))
+        .send()
+        .await
+        .unwrap();
+    let accept_took = started.elapsed();
+    let accepted_at: DateTime<Utc> = Utc::now();
+    let accepted = Instant::now();
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["recipients"], n as i64, "{body}");
+    let id = body["batch_id"].as_str().unwrap().to_owned();
+    println!(
+        "send-topic accepted in {:.2} s ({:.0} members/s cut into chunks in the request)",
+        accept_took.as_secs_f64(),
+        n as f64 / accept_took.as_secs_f64()
+    );
+
+    let url = format!("{base}/api/v1/services/notifications/batches/{id}");
+    let deadline = Instant::now() + Duration::from_secs(3 * 3_600);
+    let done = loop {
+        let v = get_json(&app, &url).await;
+        if v["status"] == "completed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "gave up waiting: {v}");
+        // A status read counts the batch's notifications per status; polled
+        // faster, the bench would take a core from the work it measures.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let polled = accepted.elapsed();
+    let cost = match pg {
+        Some(pg) => Some(pg.finish().await),
+        None => None,
+    };
+    assert_eq!(done["counts"]["sent"], n as i64, "{done}");
+    let (inboxes, last, p50, p99): (i64, f64, f64, f64) = sqlx::query_as(
+        "select count(*),
+                extract(epoch from max(sent_at) - $2)::float8,
+                percentile_cont(0.5) within group (order by extract(epoch from sent_at - $2))::float8,
+                percentile_cont(0.99) within group (order by extract(epoch from sent_at - $2))::float8
+         from notifications where batch_id = $1 and channel = 'inapp' and status = 'sent'",
+    )
+    .bind(Uuid::parse_str(&id).unwrap())
+    .bind(accepted_at)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(inboxes, n as i64, "one in-app notification per member");
+    let per_s = n as f64 / last;
+    println!(
+        "topic in-app end to end: {per_s:>9.0} delivered/s (accepted → last in an inbox {last:.1} s; \
+         `completed` seen after {:.1} s)   accepted → sent p50 {p50:.1} s, p99 {p99:.1} s",
+        polled.as_secs_f64()
+    );
+    let mut figures = vec![
+        ("topic_inapp_per_s", per_s),
+        ("topic_accept_s", accept_took.as_secs_f64()),
+        ("topic_inapp_p50_s", p50),
+        ("topic_inapp_p99_s", p99),
+    ];
+    if let Some(cost) = cost {
+        println!(
+            "postgres per in-app notification: {:.0} µs of CPU ({:.1} s in all), {:.0} bytes of WAL; \
+             other databases' backends used {:.1} s of CPU meanwhile",
+            cost.cpu_us / n as f64,
+            cost.cpu_us / 1e6,
+            cost.wal_bytes / n as f64,
+            cost.others_cpu_us / 1e6
+        );
+        figures.push(("topic_pg_us_per_inapp", cost.cpu_us / n as f64));
+    }
+    println!(
+        "worker peak RSS {:.0} MiB; load average {}",
+        bench::peak_rss_mib(worker_pid),
+        load_average()
+    );
+    let _ = kids.worker.kill().await;
+    let _ = kids.api.kill().await;
+
+    // The limit, on the same Postgres, at the same N, once the platform is idle.
+    let url = app
+        .vars
+        .iter()
+        .find(|(k, _)| k == "DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .expect("the app's database URL");
+    sqlx::query("create table limit_topic (like notifications including all)")
+        .execute(&app.pool)
+        .await
+        .expect("the limit table");
+    let limit = insert(&url, "limit_topic", n, writers).await;
+    sqlx::query("drop table limit_topic")
+        .execute(&app.pool)
+        .await
+        .expect("the limit table is dropped");
+    println!(
+        "limit: pg insert into `like notifications including all`: {limit:>9.0} rows/s \
+         ({n} rows, 1,000 per statement, {writers} connections)"
+    );
+    println!(
+        "ratio: topic delivered/s to the indexed insert limit: {:.3}; load average {}",
+        per_s / limit,
+        load_average()
+    );
+    figures.extend([
+        ("topic_insert_limit_rows_per_s", limit),
+        ("topic_inapp_ratio_to_insert", per_s / limit),
+    ]);
+    bench::figure(&figures);
+    app.shutdown().await;
+}
