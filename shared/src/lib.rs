@@ -19,6 +19,8 @@
 //!   charts.
 //! * [`fleet`]: what the running processes report about themselves, and
 //!   providers' live state, for operators.
+//! * [`reports`]: delivery analytics: hourly rollups, reports, scheduled
+//!   reports and a forecast.
 //! * [`wake`]: wake-ups that let idle workers fetch a pushed job at once.
 //! * [`workflows`]: organisations' multi-step notification journeys, checked
 //!   on save.
@@ -42,6 +44,7 @@ pub mod notices;
 pub mod pauses;
 pub mod preferences;
 pub mod providers;
+pub mod reports;
 pub mod roles;
 pub mod send_windows;
 pub mod shipments;

@@ -161,6 +161,7 @@ pub async fn queue(
                 None
             },
             category: template.category(),
+            template_key: Some(notice.key),
             critical: template.critical(),
             // The dispatcher pushes it once the caller's transaction commits.
             dispatched: false,

@@ -737,13 +737,14 @@ pub async fn expand(
          insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, subscriber_id,
               category, critical, send_id, status, last_error, batch_id, batch_seq, batch_index,
-              attempts, provider_message_id, sent_at)
+              attempts, provider_message_id, sent_at, template_key)
          select r.id, $1, r.channel, r.recipient, r.content, $2, r.max_attempts, r.subscriber_id,
                 $4, $5, null, case when r.placed then 'sent' else r.status end, r.error,
                 $6, $7, r.idx,
                 case when r.placed then 1 else 0 end,
                 case when r.placed then 'inapp:' || r.id::text end,
-                case when r.placed then now() end
+                case when r.placed then now() end,
+                (select b.template_key from batches b where b.id = $6)
          from r
          on conflict (batch_id, batch_seq, batch_index, channel) where batch_id is not null do nothing
          returning id, status = 'sent', created_at",

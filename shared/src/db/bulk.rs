@@ -723,13 +723,14 @@ pub async fn expand_chunk(
          insert into notifications
              (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
               critical, send_id, status, last_error, run_at, bulk_job_id, bulk_row,
-              attempts, provider_message_id, sent_at)
+              attempts, provider_message_id, sent_at, template_key)
          select r.id, $1, r.channel, r.recipient, r.content, r.max_attempts, r.subscriber_id, $3,
                 $4, null, case when r.placed then 'sent' else $12 end, $13,
                 case when $14 then 'infinity'::timestamptz else now() end, $2, r.row,
                 case when r.placed then 1 else 0 end,
                 case when r.placed then 'inapp:' || r.id::text end,
-                case when r.placed then now() end
+                case when r.placed then now() end,
+                (select j.template_key from bulk_jobs j where j.id = $2)
          from r
          on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing
          returning id, status = 'sent', created_at",

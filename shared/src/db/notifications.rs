@@ -70,6 +70,8 @@ pub struct NewNotification<'a> {
     pub subscriber_id: Option<SubscriberId>,
     /// The sender's category for it.
     pub category: Option<&'a str>,
+    /// The key of the template it was rendered from, for reports.
+    pub template_key: Option<&'a str>,
     /// Whether it ignores preferences and quiet hours.
     pub critical: bool,
     /// Whether the caller pushes its job right after the commit; if that
@@ -113,9 +115,9 @@ pub async fn insert(
     let created: Option<(NotificationId,)> = sqlx::query_as(
         "insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, idempotency_key, request_hash,
-              dispatched_at, subscriber_id, category, critical, send_id, run_at)
+              dispatched_at, subscriber_id, category, critical, send_id, run_at, template_key)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, $11, $12, $13,
-                 coalesce($14, $1), coalesce($15, now()))
+                 coalesce($14, $1), coalesce($15, now()), $16)
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
          returning id",
     )
@@ -134,6 +136,7 @@ pub async fn insert(
     .bind(new.critical)
     .bind(new.send_id)
     .bind(new.run_at)
+    .bind(new.template_key)
     .fetch_optional(&mut *db)
     .await?;
     if let Some((id,)) = created {
@@ -174,6 +177,8 @@ pub struct NewRow {
     pub subscriber_id: Option<SubscriberId>,
     /// The sender's category for it.
     pub category: Option<String>,
+    /// The key of the template it was rendered from, for reports.
+    pub template_key: Option<String>,
     /// Whether it ignores preferences and quiet hours.
     pub critical: bool,
     /// Whether its job is pushed right after the commit (see
@@ -193,13 +198,15 @@ pub async fn insert_many(db: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result
     sqlx::query(
         "insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts,
-              dispatched_at, subscriber_id, category, critical, send_id)
+              dispatched_at, subscriber_id, category, critical, send_id, template_key)
          select id, tenant_id, channel, recipient, content, metadata, max_attempts,
-                case when dispatched then now() end, subscriber_id, category, critical, send_id
+                case when dispatched then now() end, subscriber_id, category, critical, send_id,
+                template_key
          from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
-                     $7::int4[], $8::bool[], $9::uuid[], $10::text[], $11::bool[], $12::uuid[])
+                     $7::int4[], $8::bool[], $9::uuid[], $10::text[], $11::bool[], $12::uuid[],
+                     $13::text[])
               as r(id, tenant_id, channel, recipient, content, metadata, max_attempts,
-                   dispatched, subscriber_id, category, critical, send_id)",
+                   dispatched, subscriber_id, category, critical, send_id, template_key)",
     )
     .bind(col(|r| r.id.0))
     .bind(col(|r| r.tenant_id.0))
@@ -229,6 +236,11 @@ pub async fn insert_many(db: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result
     )
     .bind(rows.iter().map(|r| r.critical).collect::<Vec<_>>())
     .bind(col(|r| r.send_id.0))
+    .bind(
+        rows.iter()
+            .map(|r| r.template_key.as_deref())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *db)
     .await?;
     Ok(())

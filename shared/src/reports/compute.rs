@@ -1,0 +1,386 @@
+//! Reports computed from the hourly rollups alone: totals and rates, the
+//! breakdowns by channel, provider, template and category, latency
+//! percentiles, the busiest hours, the days of the range, the previous
+//! period of the same length and the trend.
+//!
+//! One statement with grouping sets reads the range's rows of
+//! `delivery_hours` once, and one more reads the previous period's totals,
+//! so a month costs the same at ten notifications as at tens of millions:
+//! what it reads grows with the hours and the distinct channels, providers,
+//! templates and categories, not with the notifications.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Row, postgres::PgRow};
+
+use super::ReportRange;
+use crate::{domain::TenantId, throughput::quantile};
+
+/// Counts and what follows from them, for the whole range or one slice.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Notifications accepted.
+    pub accepted: i64,
+    /// Handed to a provider (or placed in the inbox).
+    pub sent: i64,
+    /// Reported delivered by the provider.
+    pub delivered: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// Bounced (reported by the provider).
+    pub bounced: i64,
+    /// Read (reported by the provider, or marked read in the inbox).
+    pub read: i64,
+    /// `delivered / sent`, in percent.
+    pub delivery_rate: Option<f64>,
+    /// `failed / (sent + failed)`, in percent.
+    pub failure_rate: Option<f64>,
+    /// `bounced / sent`, in percent.
+    pub bounce_rate: Option<f64>,
+    /// `read / sent`, in percent.
+    pub read_rate: Option<f64>,
+    /// Median accepted-to-sent latency in milliseconds.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile of the accepted-to-sent latency in milliseconds.
+    pub latency_p99_ms: Option<f64>,
+}
+
+fn pct(part: i64, whole: i64) -> Option<f64> {
+    (whole > 0).then(|| (part as f64 * 10_000.0 / whole as f64).round() / 100.0)
+}
+
+impl Totals {
+    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let get = |c: &str| -> Result<i64, sqlx::Error> {
+            Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0))
+        };
+        let latency: Vec<Option<i64>> = row.try_get("latency_ms")?;
+        let latency: Vec<i64> = latency.into_iter().map(|c| c.unwrap_or(0)).collect();
+        Ok(Self::new(
+            [
+                get("accepted")?,
+                get("sent")?,
+                get("delivered")?,
+                get("failed")?,
+                get("bounced")?,
+                get("read")?,
+            ],
+            &latency,
+        ))
+    }
+
+    /// Totals of the counts `[accepted, sent, delivered, failed, bounced,
+    /// read]` and the latency histogram.
+    pub fn new(counts: [i64; 6], latency: &[i64]) -> Self {
+        let [accepted, sent, delivered, failed, bounced, read] = counts;
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        Self {
+            accepted,
+            sent,
+            delivered,
+            failed,
+            bounced,
+            read,
+            delivery_rate: pct(delivered, sent),
+            failure_rate: pct(failed, sent + failed),
+            bounce_rate: pct(bounced, sent),
+            read_rate: pct(read, sent),
+            latency_p50_ms: quantile(latency, 0.5).map(round),
+            latency_p99_ms: quantile(latency, 0.99).map(round),
+        }
+    }
+}
+
+/// One slice of a breakdown.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Slice {
+    /// The channel, provider, template or category; `none` when there is
+    /// none (accepted sends have no provider yet).
+    pub key: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// One hour or day of the range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Period {
+    /// Its start (UTC).
+    pub start: DateTime<Utc>,
+    /// Its counts.
+    #[serde(flatten)]
+    pub totals: Totals,
+}
+
+/// The change from the previous period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    /// The previous period's start.
+    pub from: DateTime<Utc>,
+    /// The previous period's end (the range's start).
+    pub to: DateTime<Utc>,
+    /// Its totals.
+    pub totals: Totals,
+    /// Change of accepted notifications, in percent of the previous.
+    pub accepted_change: Option<f64>,
+    /// Change of the delivery rate, in percentage points.
+    pub delivery_rate_change: Option<f64>,
+    /// Change of the failure rate, in percentage points.
+    pub failure_rate_change: Option<f64>,
+}
+
+/// Where daily volume is heading over the range.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Trend {
+    /// `rising`, `falling` or `flat` (the least-squares slope of accepted
+    /// per day is within 5% of the daily mean).
+    pub direction: &'static str,
+    /// Least-squares slope of accepted notifications per day.
+    pub slope_per_day: f64,
+}
+
+/// A report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// Its template.
+    pub template: &'static str,
+    /// The organisation; absent for a platform-wide report.
+    pub organization_id: Option<TenantId>,
+    /// The range's start (inclusive, a whole hour, UTC).
+    pub from: DateTime<Utc>,
+    /// The range's end (exclusive, a whole hour, UTC).
+    pub to: DateTime<Utc>,
+    /// The whole range.
+    pub totals: Totals,
+    /// Per channel, busiest first.
+    pub by_channel: Vec<Slice>,
+    /// Per provider, busiest first.
+    pub by_provider: Vec<Slice>,
+    /// Per template, busiest first.
+    pub by_template: Vec<Slice>,
+    /// Per category, busiest first.
+    pub by_category: Vec<Slice>,
+    /// The busiest hours by accepted notifications (at most 5).
+    pub busiest_hours: Vec<Period>,
+    /// Every day of the range with activity (UTC days), oldest first.
+    pub days: Vec<Period>,
+    /// The previous period of the same length.
+    pub previous: Comparison,
+    /// Daily volume's direction.
+    pub trend: Trend,
+}
+
+const SUMS: &str = "sum(accepted)::bigint as accepted, sum(sent)::bigint as sent,
+     sum(delivered)::bigint as delivered, sum(failed)::bigint as failed,
+     sum(bounced)::bigint as bounced, sum(read)::bigint as read";
+
+fn latency_sum() -> String {
+    let parts: Vec<String> = (1..=crate::throughput::BUCKETS)
+        .map(|i| format!("sum(latency_ms[{i}])::bigint"))
+        .collect();
+    format!("array[{}] as latency_ms", parts.join(", "))
+}
+
+fn scope(tenant: Option<TenantId>) -> &'static str {
+    match tenant {
+        Some(_) => "tenant_id = $1 and hour >= $2 and hour < $3",
+        None => "$1::uuid is null and hour >= $2 and hour < $3",
+    }
+}
+
+/// Computes the report of `range` for `tenant` (`None`: every
+/// organisation).
+#[tracing::instrument(skip_all)]
+pub async fn report(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    range: &ReportRange,
+) -> Result<Report, sqlx::Error> {
+    let sql = format!(
+        "select grouping(channel) as g_channel, grouping(provider) as g_provider,
+                grouping(template) as g_template, grouping(category) as g_category,
+                grouping(hour) as g_hour, grouping(date_trunc('day', hour, 'UTC')) as g_day,
+                channel, provider, template, category, hour,
+                date_trunc('day', hour, 'UTC') as day, {SUMS}, {lat}
+         from delivery_hours
+         where {scope}
+         group by grouping sets ((), (channel), (provider), (template), (category), (hour),
+                                 (date_trunc('day', hour, 'UTC')))",
+        lat = latency_sum(),
+        scope = scope(tenant),
+    );
+    let rows = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(range.from)
+        .bind(range.to)
+        .fetch_all(pool)
+        .await?;
+    let mut totals = Totals::new([0; 6], &[]);
+    let (mut by_channel, mut by_provider, mut by_template, mut by_category) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut hours, mut days) = (Vec::new(), Vec::new());
+    for row in &rows {
+        let flag = |c: &str| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i32, _>(c)? == 0) };
+        let slice = |c: &str| -> Result<Slice, sqlx::Error> {
+            let key: String = row.try_get(c)?;
+            Ok(Slice {
+                key: if key.is_empty() { "none".into() } else { key },
+                totals: Totals::from_row(row)?,
+            })
+        };
+        if flag("g_channel")? {
+            by_channel.push(slice("channel")?);
+        } else if flag("g_provider")? {
+            by_provider.push(slice("provider")?);
+        } else if flag("g_template")? {
+            by_template.push(slice("template")?);
+        } else if flag("g_category")? {
+            by_category.push(slice("category")?);
+        } else if flag("g_hour")? {
+            hours.push(Period {
+                start: row.try_get("hour")?,
+                totals: Totals::from_row(row)?,
+            });
+        } else if flag("g_day")? {
+            days.push(Period {
+                start: row.try_get("day")?,
+                totals: Totals::from_row(row)?,
+            });
+        } else {
+            totals = Totals::from_row(row)?;
+        }
+    }
+    for list in [
+        &mut by_channel,
+        &mut by_provider,
+        &mut by_template,
+        &mut by_category,
+    ] {
+        list.sort_by(|a, b| {
+            (b.totals.accepted + b.totals.sent)
+                .cmp(&(a.totals.accepted + a.totals.sent))
+                .then_with(|| a.key.cmp(&b.key))
+        });
+    }
+    hours.sort_by(|a, b| {
+        b.totals
+            .accepted
+            .cmp(&a.totals.accepted)
+            .then(a.start.cmp(&b.start))
+    });
+    hours.retain(|h| h.totals.accepted > 0);
+    hours.truncate(5);
+    days.sort_by_key(|d| d.start);
+    let previous = previous(pool, tenant, range, &totals).await?;
+    let trend = trend(range, &days);
+    Ok(Report {
+        template: range.template.as_str(),
+        organization_id: tenant,
+        from: range.from,
+        to: range.to,
+        totals,
+        by_channel,
+        by_provider,
+        by_template,
+        by_category,
+        busiest_hours: hours,
+        days,
+        previous,
+        trend,
+    })
+}
+
+async fn previous(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    range: &ReportRange,
+    now: &Totals,
+) -> Result<Comparison, sqlx::Error> {
+    let from = range.from - (range.to - range.from);
+    let sql = format!(
+        "select {SUMS}, {lat} from delivery_hours where {scope}",
+        lat = latency_sum(),
+        scope = scope(tenant),
+    );
+    let row = sqlx::query(&sql)
+        .bind(tenant)
+        .bind(from)
+        .bind(range.from)
+        .fetch_one(pool)
+        .await?;
+    let before = Totals::from_row(&row)?;
+    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| ((a - b) * 100.0).round() / 100.0);
+    Ok(Comparison {
+        from,
+        to: range.from,
+        accepted_change: pct(now.accepted - before.accepted, before.accepted),
+        delivery_rate_change: diff(now.delivery_rate, before.delivery_rate),
+        failure_rate_change: diff(now.failure_rate, before.failure_rate),
+        totals: before,
+    })
+}
+
+/// The least-squares slope of accepted per day over every day of the range
+/// (days without activity count as 0).
+fn trend(range: &ReportRange, days: &[Period]) -> Trend {
+    let n = ((range.to - range.from).num_hours() as f64 / 24.0).ceil().max(1.0) as usize;
+    let mut series = vec![0.0; n];
+    for d in days {
+        let i = ((d.start - range.from).num_hours().max(0) / 24) as usize;
+        if let Some(v) = series.get_mut(i) {
+            *v += d.totals.accepted as f64;
+        }
+    }
+    let slope = slope(&series);
+    let mean = series.iter().sum::<f64>() / n as f64;
+    let direction = if n < 2 || slope.abs() <= 0.05 * mean.max(f64::MIN_POSITIVE) {
+        "flat"
+    } else if slope > 0.0 {
+        "rising"
+    } else {
+        "falling"
+    };
+    Trend {
+        direction,
+        slope_per_day: (slope * 100.0).round() / 100.0,
+    }
+}
+
+/// Least-squares slope of `ys` against their index.
+pub(crate) fn slope(ys: &[f64]) -> f64 {
+    let n = ys.len() as f64;
+    if ys.len() < 2 {
+        return 0.0;
+    }
+    let mx = (n - 1.0) / 2.0;
+    let my = ys.iter().sum::<f64>() / n;
+    let (mut num, mut den) = (0.0, 0.0);
+    for (i, y) in ys.iter().enumerate() {
+        let dx = i as f64 - mx;
+        num += dx * (y - my);
+        den += dx * dx;
+    }
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_follow_the_counts() {
+        let t = Totals::new([10, 8, 6, 2, 1, 4], &[]);
+        assert_eq!(t.delivery_rate, Some(75.0));
+        assert_eq!(t.failure_rate, Some(20.0));
+        assert_eq!(t.bounce_rate, Some(12.5));
+        assert_eq!(t.read_rate, Some(50.0));
+        assert_eq!(t.latency_p50_ms, None);
+        assert_eq!(Totals::new([0; 6], &[]).delivery_rate, None);
+    }
+
+    #[test]
+    fn slope_of_a_line_is_its_step() {
+        assert!((slope(&[1.0, 3.0, 5.0, 7.0]) - 2.0).abs() < 1e-9);
+        assert_eq!(slope(&[4.0]), 0.0);
+    }
+}
