@@ -125,7 +125,13 @@ pub type Apis = (
     OrgApis,
     routes::ops::OpsApis,
     AudienceApis,
-    AlertApis,
+    (AlertApis, ReportApis),
+);
+
+/// Delivery reports and their schedules.
+pub type ReportApis = (
+    routes::reports::ReportsApi,
+    routes::reports::schedules::ReportSchedulesApi,
 );
 
 /// Alert rules and alerts, error tracking and lookups.
@@ -196,10 +202,16 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::workflows::WorkflowRunsApi,
             ),
             (
-                routes::alerts::AlertRulesApi,
-                routes::alerts::AlertsApi,
-                routes::errors::ErrorsApi,
-                routes::lookups::LookupsApi,
+                (
+                    routes::alerts::AlertRulesApi,
+                    routes::alerts::AlertsApi,
+                    routes::errors::ErrorsApi,
+                    routes::lookups::LookupsApi,
+                ),
+                (
+                    routes::reports::ReportsApi,
+                    routes::reports::schedules::ReportSchedulesApi,
+                ),
             ),
         ),
         "Notification platform API",

@@ -16,6 +16,8 @@
 //!   alerts' transitions.
 //! * [`workflows::Runner`] executes the due steps of workflow runs, each
 //!   once, claimed with `for update skip locked` so replicas split them.
+//! * [`reports::Reporting`] folds the delivery rollups and emails scheduled
+//!   reports once per firing across replicas.
 //!
 //! Several schedulers can run side by side; they split the work between them.
 
@@ -24,6 +26,7 @@ pub mod cron;
 pub mod dispatcher;
 pub mod fleet;
 pub mod workflows;
+pub mod reports;
 
 use std::{future::Future, time::Duration};
 
@@ -39,6 +42,7 @@ pub async fn run(
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;
     let runner = workflows::Runner::new(pool.clone(), settings.jobs.clone()).spawn();
+    let reporting = reports::Reporting::start(&settings, pool.clone());
     let mut reports = fleet::FleetReports::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let mut ticker = cron::CronTicker::new(
         pool.clone(),
@@ -77,6 +81,7 @@ pub async fn run(
     alerting.stop().await;
     runner.abort();
     let _ = runner.await;
+    reporting.stop().await;
     pool.close().await;
     tracing::info!("scheduler stopped");
     Ok(())

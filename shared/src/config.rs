@@ -821,6 +821,10 @@ pub struct Settings {
     /// How often the scheduler evaluates alert rules
     /// (`ALERTS_EVALUATE_SECS`, default 5; 0 turns evaluation off).
     pub alerts_interval: Option<Duration>,
+    /// How often the scheduler folds delivery rollups and sends due
+    /// scheduled reports (`REPORTS_TICK_SECS`, default 1; 0 turns both
+    /// off).
+    pub reports_interval: Option<Duration>,
 }
 
 impl Settings {
@@ -1000,6 +1004,10 @@ impl Settings {
             provider_urls,
             webhooks,
             alerts_interval: match num("ALERTS_EVALUATE_SECS", 5)? {
+                0 => None,
+                n => Some(Duration::from_secs(n.min(3600))),
+            },
+            reports_interval: match num("REPORTS_TICK_SECS", 1)? {
                 0 => None,
                 n => Some(Duration::from_secs(n.min(3600))),
             },

@@ -17,6 +17,7 @@ pub mod notifications;
 pub mod ops;
 pub mod organizations;
 pub mod providers;
+pub mod reports;
 pub mod security;
 pub mod sessions;
 pub mod shipments;
@@ -51,4 +52,6 @@ pub enum ApiTags {
     /// Running the platform: queues, failed work, pausing, workers, the
     /// scheduler, providers and search.
     Operations,
+    /// Delivery reports, their schedules and the volume forecast.
+    Reports,
 }

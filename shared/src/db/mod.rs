@@ -32,6 +32,7 @@ pub mod provider_events;
 pub mod providers;
 pub mod queue_ops;
 pub mod quota_notices;
+pub mod report_schedules;
 pub mod sealed;
 pub mod security_events;
 pub mod send_windows;

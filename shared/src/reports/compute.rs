@@ -309,7 +309,8 @@ async fn previous(
         .fetch_one(pool)
         .await?;
     let before = Totals::from_row(&row)?;
-    let diff = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| ((a - b) * 100.0).round() / 100.0);
+    let diff =
+        |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| ((a - b) * 100.0).round() / 100.0);
     Ok(Comparison {
         from,
         to: range.from,
@@ -323,7 +324,9 @@ async fn previous(
 /// The least-squares slope of accepted per day over every day of the range
 /// (days without activity count as 0).
 fn trend(range: &ReportRange, days: &[Period]) -> Trend {
-    let n = ((range.to - range.from).num_hours() as f64 / 24.0).ceil().max(1.0) as usize;
+    let n = ((range.to - range.from).num_hours() as f64 / 24.0)
+        .ceil()
+        .max(1.0) as usize;
     let mut series = vec![0.0; n];
     for d in days {
         let i = ((d.start - range.from).num_hours().max(0) / 24) as usize;

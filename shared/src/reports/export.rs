@@ -104,12 +104,27 @@ pub fn rows(r: &Report) -> Vec<Vec<Cell>> {
         }
     }
     for h in &r.busiest_hours {
-        out.push(row("busiest_hour", &h.start.to_rfc3339(), &h.totals, String::new()));
+        out.push(row(
+            "busiest_hour",
+            &h.start.to_rfc3339(),
+            &h.totals,
+            String::new(),
+        ));
     }
     for d in &r.days {
-        out.push(row("day", &d.start.format("%Y-%m-%d").to_string(), &d.totals, String::new()));
+        out.push(row(
+            "day",
+            &d.start.format("%Y-%m-%d").to_string(),
+            &d.totals,
+            String::new(),
+        ));
     }
-    let mut trend = row("trend", "accepted_per_day", &Default::default(), String::new());
+    let mut trend = row(
+        "trend",
+        "accepted_per_day",
+        &Default::default(),
+        String::new(),
+    );
     trend.truncate(2);
     trend.extend((2..HEADER.len() - 1).map(|_| Cell::Empty));
     trend.push(Cell::Text(format!(

@@ -161,7 +161,9 @@ mod tests {
         let mut seed: u64 = 42;
         (0..days)
             .map(|d| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 let noise = ((seed >> 33) as f64 / (1u64 << 31) as f64 - 0.5) * 0.16;
                 let base = if d % 7 >= 5 { 150.0 } else { 1000.0 };
                 base * (1.0 + 0.01 * (d / 7) as f64) * (1.0 + noise)

@@ -5,11 +5,13 @@
 //!   write notifications (set-based triggers append deltas; schedulers fold
 //!   them once a second), and the one-off backfill for upgrades.
 //! * [`compute`]: a report of a range from the rollups alone.
+//! * [`deliver`]: scheduled reports emailed once per firing.
 //! * [`export`]: a report as CSV rows (XLSX is the API's).
 //! * [`forecast`]: the next 7 days' volume per channel from daily history.
 //! * [`schedule`]: report schedules' cron and time zone, checked.
 
 pub mod compute;
+pub mod deliver;
 pub mod export;
 pub mod forecast;
 pub mod rollup;
@@ -127,7 +129,8 @@ impl ReportRange {
     ) -> Result<Self, RangeError> {
         let (from, to) = match template {
             Template::Custom => {
-                let from = from.ok_or_else(|| refuse("from", "is required with template=custom"))?;
+                let from =
+                    from.ok_or_else(|| refuse("from", "is required with template=custom"))?;
                 let to = to.ok_or_else(|| refuse("to", "is required with template=custom"))?;
                 (from, to)
             }
@@ -180,12 +183,33 @@ mod tests {
     fn ranges_are_checked_and_widened_to_hours() {
         let now = at("2026-12-05T10:30:00Z");
         let r = ReportRange::new(Template::DailySummary, None, None, now).unwrap();
-        assert_eq!((r.from, r.to), (at("2026-12-04T10:00:00Z"), at("2026-12-05T11:00:00Z")));
-        let m = ReportRange::new(Template::MonthlyComprehensive, None, Some(at("2026-03-31T00:00:00Z")), now).unwrap();
+        assert_eq!(
+            (r.from, r.to),
+            (at("2026-12-04T10:00:00Z"), at("2026-12-05T11:00:00Z"))
+        );
+        let m = ReportRange::new(
+            Template::MonthlyComprehensive,
+            None,
+            Some(at("2026-03-31T00:00:00Z")),
+            now,
+        )
+        .unwrap();
         assert_eq!(m.from, at("2026-02-28T00:00:00Z"));
-        let e = ReportRange::new(Template::Custom, Some(now), Some(now - TimeDelta::hours(1)), now).unwrap_err();
+        let e = ReportRange::new(
+            Template::Custom,
+            Some(now),
+            Some(now - TimeDelta::hours(1)),
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "from");
-        let e = ReportRange::new(Template::Custom, Some(now - TimeDelta::days(367)), Some(now), now).unwrap_err();
+        let e = ReportRange::new(
+            Template::Custom,
+            Some(now - TimeDelta::days(367)),
+            Some(now),
+            now,
+        )
+        .unwrap_err();
         assert_eq!(e.field, "to");
         let e = ReportRange::new(Template::WeeklyPerformance, Some(now), None, now).unwrap_err();
         assert_eq!(e.field, "from");

@@ -50,7 +50,10 @@ impl ReportCron {
         }
         let schedule = cron::Schedule::from_str(&format!("0 {}", fields.join(" ")))
             .map_err(|e| bad("cron", format!("does not parse: {e}")))?;
-        let start = zone.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).single().unwrap_or_else(|| Utc::now().with_timezone(&zone));
+        let start = zone
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_else(|| Utc::now().with_timezone(&zone));
         let mut firings = schedule.after(&start).take(CHECKED_FIRINGS);
         let Some(mut previous) = firings.next() else {
             return Err(bad("cron", "never fires".into()));
@@ -102,14 +105,28 @@ mod tests {
         let next = c
             .next_after("2026-12-05T00:00:00Z".parse().unwrap())
             .unwrap();
-        assert_eq!(next, "2026-12-07T12:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(
+            next,
+            "2026-12-07T12:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
         assert!(ReportCron::parse("0 * * * *", "UTC").is_ok());
         let e = ReportCron::parse("*/30 * * * *", "UTC").unwrap_err();
         assert!(e.too_often);
         let e = ReportCron::parse("0,30 9 * * *", "UTC").unwrap_err();
         assert!(e.too_often);
-        assert_eq!(ReportCron::parse("0 7 * *", "UTC").unwrap_err().field, "cron");
-        assert_eq!(ReportCron::parse("0 99 * * *", "UTC").unwrap_err().field, "cron");
-        assert_eq!(ReportCron::parse("0 7 * * *", "Mars/Base").unwrap_err().field, "timezone");
+        assert_eq!(
+            ReportCron::parse("0 7 * *", "UTC").unwrap_err().field,
+            "cron"
+        );
+        assert_eq!(
+            ReportCron::parse("0 99 * * *", "UTC").unwrap_err().field,
+            "cron"
+        );
+        assert_eq!(
+            ReportCron::parse("0 7 * * *", "Mars/Base")
+                .unwrap_err()
+                .field,
+            "timezone"
+        );
     }
 }

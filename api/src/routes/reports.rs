@@ -1,0 +1,442 @@
+//! `/api/v1/reports`: delivery reports of an organisation (of every
+//! organisation for platform admins) computed from the hourly rollups
+//! ([`shared::reports`]), as JSON, CSV or XLSX; a 7-day volume forecast;
+//! and report schedules that email a report on a cron schedule
+//! ([`schedules`]).
+//!
+//! Admins read their own organisation's reports; naming another
+//! organisation answers 404. Platform admins read any organisation's, or
+//! every organisation's together when they name none. Every export is
+//! audited.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::Query,
+    payload::{Attachment, AttachmentType, Json, PlainText},
+};
+use serde_json::json;
+use shared::{
+    domain::TenantId,
+    reports::{
+        ReportRange, Template,
+        compute::{self, Comparison, Period, Report, Slice, Totals, Trend},
+        export, forecast,
+    },
+};
+
+use crate::{
+    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
+    routes::ApiTags,
+};
+
+pub mod schedules;
+mod xlsx;
+
+/// The report and forecast endpoints.
+#[derive(Debug)]
+pub struct ReportsApi;
+
+/// Counts and rates.
+#[derive(Debug, Object)]
+pub struct TotalsView {
+    /// Notifications accepted.
+    pub accepted: i64,
+    /// Handed to a provider (or placed in the inbox).
+    pub sent: i64,
+    /// Reported delivered by the provider.
+    pub delivered: i64,
+    /// Failed for good.
+    pub failed: i64,
+    /// Bounced.
+    pub bounced: i64,
+    /// Read.
+    pub read: i64,
+    /// `delivered / sent` in percent; absent when nothing was sent.
+    pub delivery_rate: Option<f64>,
+    /// `failed / (sent + failed)` in percent.
+    pub failure_rate: Option<f64>,
+    /// `bounced / sent` in percent.
+    pub bounce_rate: Option<f64>,
+    /// `read / sent` in percent.
+    pub read_rate: Option<f64>,
+    /// Median accepted-to-sent latency (ms), from histogram buckets.
+    pub latency_p50_ms: Option<f64>,
+    /// 99th percentile accepted-to-sent latency (ms).
+    pub latency_p99_ms: Option<f64>,
+}
+
+impl From<&Totals> for TotalsView {
+    fn from(t: &Totals) -> Self {
+        Self {
+            accepted: t.accepted,
+            sent: t.sent,
+            delivered: t.delivered,
+            failed: t.failed,
+            bounced: t.bounced,
+            read: t.read,
+            delivery_rate: t.delivery_rate,
+            failure_rate: t.failure_rate,
+            bounce_rate: t.bounce_rate,
+            read_rate: t.read_rate,
+            latency_p50_ms: t.latency_p50_ms,
+            latency_p99_ms: t.latency_p99_ms,
+        }
+    }
+}
+
+/// One slice of a breakdown.
+#[derive(Debug, Object)]
+pub struct SliceView {
+    /// The channel, provider, template or category (`none`: without one;
+    /// accepted notifications have no provider yet).
+    pub key: String,
+    /// Its counts.
+    pub totals: TotalsView,
+}
+
+impl From<&Slice> for SliceView {
+    fn from(s: &Slice) -> Self {
+        Self {
+            key: s.key.clone(),
+            totals: (&s.totals).into(),
+        }
+    }
+}
+
+/// One hour or day.
+#[derive(Debug, Object)]
+pub struct PeriodView {
+    /// Its start (UTC).
+    pub start: DateTime<Utc>,
+    /// Its counts.
+    pub totals: TotalsView,
+}
+
+impl From<&Period> for PeriodView {
+    fn from(p: &Period) -> Self {
+        Self {
+            start: p.start,
+            totals: (&p.totals).into(),
+        }
+    }
+}
+
+/// The previous period of the same length, and the change from it.
+#[derive(Debug, Object)]
+pub struct ComparisonView {
+    /// Its start.
+    pub from: DateTime<Utc>,
+    /// Its end (the report's start).
+    pub to: DateTime<Utc>,
+    /// Its counts.
+    pub totals: TotalsView,
+    /// Change of accepted notifications, in percent of the previous period.
+    pub accepted_change: Option<f64>,
+    /// Change of the delivery rate, in percentage points.
+    pub delivery_rate_change: Option<f64>,
+    /// Change of the failure rate, in percentage points.
+    pub failure_rate_change: Option<f64>,
+}
+
+impl From<&Comparison> for ComparisonView {
+    fn from(c: &Comparison) -> Self {
+        Self {
+            from: c.from,
+            to: c.to,
+            totals: (&c.totals).into(),
+            accepted_change: c.accepted_change,
+            delivery_rate_change: c.delivery_rate_change,
+            failure_rate_change: c.failure_rate_change,
+        }
+    }
+}
+
+/// Where daily volume is heading.
+#[derive(Debug, Object)]
+pub struct TrendView {
+    /// `rising`, `falling` or `flat`.
+    pub direction: String,
+    /// Least-squares slope of accepted notifications per day.
+    pub slope_per_day: f64,
+}
+
+impl From<&Trend> for TrendView {
+    fn from(t: &Trend) -> Self {
+        Self {
+            direction: t.direction.to_owned(),
+            slope_per_day: t.slope_per_day,
+        }
+    }
+}
+
+/// A report.
+#[derive(Debug, Object)]
+pub struct ReportView {
+    /// `daily_summary`, `weekly_performance`, `monthly_comprehensive` or
+    /// `custom`.
+    pub template: String,
+    /// The organisation; absent for a platform-wide report.
+    pub organization_id: Option<String>,
+    /// Start (inclusive, whole hour, UTC).
+    pub from: DateTime<Utc>,
+    /// End (exclusive, whole hour, UTC).
+    pub to: DateTime<Utc>,
+    /// The whole range.
+    pub totals: TotalsView,
+    /// Per channel, busiest first.
+    pub by_channel: Vec<SliceView>,
+    /// Per provider, busiest first.
+    pub by_provider: Vec<SliceView>,
+    /// Per template, busiest first.
+    pub by_template: Vec<SliceView>,
+    /// Per category, busiest first.
+    pub by_category: Vec<SliceView>,
+    /// The busiest hours by accepted notifications (at most 5).
+    pub busiest_hours: Vec<PeriodView>,
+    /// Each UTC day with activity, oldest first.
+    pub days: Vec<PeriodView>,
+    /// The previous period of the same length.
+    pub previous: ComparisonView,
+    /// Daily volume's direction.
+    pub trend: TrendView,
+}
+
+impl From<&Report> for ReportView {
+    fn from(r: &Report) -> Self {
+        let slices = |v: &[Slice]| v.iter().map(Into::into).collect();
+        Self {
+            template: r.template.to_owned(),
+            organization_id: r.organization_id.map(|t| t.to_string()),
+            from: r.from,
+            to: r.to,
+            totals: (&r.totals).into(),
+            by_channel: slices(&r.by_channel),
+            by_provider: slices(&r.by_provider),
+            by_template: slices(&r.by_template),
+            by_category: slices(&r.by_category),
+            busiest_hours: r.busiest_hours.iter().map(Into::into).collect(),
+            days: r.days.iter().map(Into::into).collect(),
+            previous: (&r.previous).into(),
+            trend: (&r.trend).into(),
+        }
+    }
+}
+
+/// Answers with a report.
+#[derive(Debug, ApiResponse)]
+pub enum ReportResponse {
+    /// The report (`format=json`).
+    #[oai(status = 200)]
+    Ok(Json<ReportView>),
+    /// The report as CSV (`format=csv`): a header row, then one row per
+    /// section and key (`total`, `previous`, `channel`, `provider`,
+    /// `template`, `category`, `busiest_hour`, `day`, `trend`).
+    #[oai(status = 200, content_type = "text/csv; charset=utf-8")]
+    Csv(
+        PlainText<String>,
+        #[oai(header = "Content-Disposition")] String,
+    ),
+    /// The report as an Excel workbook (`format=xlsx`), the CSV's rows on
+    /// one sheet.
+    #[oai(
+        status = 200,
+        content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )]
+    Xlsx(Attachment<Vec<u8>>),
+}
+
+/// One day's forecast.
+#[derive(Debug, Object)]
+pub struct ForecastDay {
+    /// The UTC day.
+    pub date: NaiveDate,
+    /// Notifications expected to be accepted.
+    pub accepted: f64,
+}
+
+/// One channel's forecast.
+#[derive(Debug, Object)]
+pub struct ChannelForecastView {
+    /// The channel.
+    pub channel: String,
+    /// The next 7 days from today (UTC).
+    pub days: Vec<ForecastDay>,
+    /// Days of history used (up to 56, from the channel's first active
+    /// day).
+    pub history_days: i64,
+    /// Mean absolute error of the model on the last 7 days of history,
+    /// fitted on the days before them; absent with under 14 days.
+    pub holdout_mae: Option<f64>,
+    /// Mean absolute percentage error on the same held-out days.
+    pub holdout_mape: Option<f64>,
+}
+
+/// A forecast.
+#[derive(Debug, Object)]
+pub struct ForecastView {
+    /// `seasonal_mean_4w`: each day is the mean of the same weekday over
+    /// the last 4 weeks.
+    pub method: String,
+    /// The organisation; absent for a platform-wide forecast.
+    pub organization_id: Option<String>,
+    /// One entry per channel with history (or the one asked for).
+    pub channels: Vec<ChannelForecastView>,
+}
+
+/// Answers with a forecast.
+#[derive(Debug, ApiResponse)]
+pub enum ForecastResponse {
+    /// The forecast.
+    #[oai(status = 200)]
+    Ok(Json<ForecastView>),
+}
+
+/// The organisation a report is of (`None`: every organisation, for a
+/// platform admin naming none).
+fn subject(p: &Principal, requested: Option<&str>) -> Result<Option<TenantId>, ApiError> {
+    p.require_admin()?;
+    match requested {
+        None if p.platform => Ok(None),
+        other => p.target_tenant(other).map(Some),
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1/reports", tag = "ApiTags::Reports")]
+impl ReportsApi {
+    /// A delivery report (admins). `template` picks the period:
+    /// `daily_summary` (24 hours), `weekly_performance` (7 days) and
+    /// `monthly_comprehensive` (one calendar month) end at `to` (default
+    /// now) and take no `from`; `custom` needs `from` and `to`, at most 366
+    /// days apart. The range is widened to whole hours. `format` is `json`
+    /// (default), `csv` or `xlsx`. Platform admins may name one
+    /// `organization_id` or none (every organisation); others their own or
+    /// none. Counts come from the hourly rollups, which trail the
+    /// notifications by about a second.
+    #[oai(path = "/", method = "get", operation_id = "reports.get")]
+    #[expect(clippy::too_many_arguments)]
+    async fn report(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        #[oai(validator(
+            pattern = "^(daily_summary|weekly_performance|monthly_comprehensive|custom)$"
+        ))]
+        template: Query<String>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+        #[oai(validator(pattern = "^(json|csv|xlsx)$"))] format: Query<Option<String>>,
+        #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
+    ) -> Result<ReportResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p
+            .refused(
+                &state,
+                &request_id,
+                "report.export",
+                "report",
+                organization_id.0.as_deref(),
+                subject(&p, organization_id.0.as_deref()),
+            )
+            .await?;
+        let template = Template::parse(&template.0).ok_or_else(|| {
+            ApiError::invalid(
+                "template",
+                "must be daily_summary, weekly_performance, monthly_comprehensive or custom",
+            )
+        })?;
+        let range = ReportRange::new(template, from.0, to.0, Utc::now())
+            .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+        let format = format.0.unwrap_or_else(|| "json".into());
+        let report = compute::report(&state.pool, tenant, &range).await?;
+        p.audit(
+            &state.pool,
+            &request_id,
+            tenant,
+            "report.export",
+            "report",
+            template.as_str(),
+            json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}),
+        )
+        .await?;
+        let name = format!(
+            "report-{}-{}",
+            template.as_str(),
+            range.from.format("%Y%m%dT%H")
+        );
+        Ok(match format.as_str() {
+            "csv" => ReportResponse::Csv(
+                PlainText(
+                    String::from_utf8(export::csv(&report).map_err(anyhow::Error::from)?)
+                        .map_err(anyhow::Error::from)?,
+                ),
+                format!("attachment; filename=\"{name}.csv\""),
+            ),
+            "xlsx" => ReportResponse::Xlsx(
+                Attachment::new(xlsx::workbook(&report)?)
+                    .attachment_type(AttachmentType::Attachment)
+                    .filename(format!("{name}.xlsx")),
+            ),
+            _ => ReportResponse::Ok(Json((&report).into())),
+        })
+    }
+
+    /// The next 7 days' accepted notifications per channel (admins), from
+    /// the last 56 days of daily history: each day is the mean of the same
+    /// weekday over the last 4 weeks. Each channel carries the model's
+    /// error on its own held-out last 7 days. `channel` narrows to one;
+    /// `organization_id` as for reports.
+    #[oai(path = "/forecast", method = "get", operation_id = "reports.forecast")]
+    async fn forecast(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))] channel: Query<
+            Option<String>,
+        >,
+        #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
+    ) -> Result<ForecastResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p
+            .refused(
+                &state,
+                &request_id,
+                "report.forecast",
+                "report",
+                organization_id.0.as_deref(),
+                subject(&p, organization_id.0.as_deref()),
+            )
+            .await?;
+        if let Some(c) = channel.0.as_deref()
+            && shared::domain::Channel::parse(c).is_none()
+        {
+            return Err(ApiError::invalid(
+                "channel",
+                "must be email, sms, push, whatsapp or inapp",
+            ));
+        }
+        let today = Utc::now().date_naive();
+        let channels = forecast::forecast(&state.pool, tenant, channel.0.as_deref(), today).await?;
+        Ok(ForecastResponse::Ok(Json(ForecastView {
+            method: "seasonal_mean_4w".into(),
+            organization_id: tenant.map(|t| t.to_string()),
+            channels: channels
+                .into_iter()
+                .map(|c| ChannelForecastView {
+                    channel: c.channel,
+                    days: c
+                        .days
+                        .into_iter()
+                        .map(|(date, accepted)| ForecastDay { date, accepted })
+                        .collect(),
+                    history_days: c.history_days as i64,
+                    holdout_mae: c.holdout_mae,
+                    holdout_mape: c.holdout_mape,
+                })
+                .collect(),
+        })))
+    }
+}

@@ -1,0 +1,466 @@
+//! `/api/v1/reports/schedules`: reports an organisation's admins have
+//! emailed on a cron schedule to users of the organisation
+//! ([`shared::reports::deliver`]).
+//!
+//! A schedule belongs to the caller's organisation (a platform admin's:
+//! the platform organisation); another organisation's id answers 404.
+//! Every change is audited.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde_json::json;
+use shared::{
+    db::report_schedules::{self as store, ReportSchedule, ScheduleSpec},
+    reports::{Template, schedule::ReportCron},
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState,
+    access::Principal,
+    auth::Admin,
+    body::StrictJson,
+    error::{ApiError, InvalidParam},
+    middleware::RequestId,
+    routes::ApiTags,
+};
+
+/// Schedules an organisation may have.
+const MAX_SCHEDULES: i64 = 100;
+
+/// The report schedule endpoints.
+#[derive(Debug)]
+pub struct ReportSchedulesApi;
+
+/// A schedule to create, or a schedule's replacement.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ReportScheduleBody {
+    /// A name for people (1 to 200 characters).
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// `daily_summary` (the 24 hours before each firing),
+    /// `weekly_performance` (7 days) or `monthly_comprehensive` (one
+    /// calendar month).
+    #[oai(validator(pattern = "^(daily_summary|weekly_performance|monthly_comprehensive)$"))]
+    pub template: String,
+    /// How the report is laid out in the email body: `csv` (default) or
+    /// `json`.
+    #[oai(validator(pattern = "^(csv|json)$"))]
+    pub format: Option<String>,
+    /// Five fields: minute hour day-of-month month day-of-week, e.g.
+    /// `0 7 * * MON`. Firing more than once in an hour is refused (422).
+    #[oai(validator(min_length = 9, max_length = 200))]
+    pub cron: String,
+    /// The IANA time zone the cron expression is read in (default `UTC`).
+    #[oai(validator(min_length = 1, max_length = 64))]
+    pub timezone: Option<String>,
+    /// Ids of active users of the organisation (1 to 50) who receive it
+    /// by email.
+    #[oai(validator(min_items = 1, max_items = 50))]
+    pub recipients: Vec<Uuid>,
+    /// Whether it fires (default true).
+    pub enabled: Option<bool>,
+}
+
+/// A schedule.
+#[derive(Debug, Object)]
+pub struct ReportScheduleView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation.
+    pub organization_id: String,
+    /// Its name.
+    pub name: String,
+    /// The report template.
+    pub template: String,
+    /// `csv` or `json`.
+    pub format: String,
+    /// The cron expression.
+    pub cron: String,
+    /// Its time zone.
+    pub timezone: String,
+    /// The users who receive it.
+    pub recipients: Vec<Uuid>,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// The next firing (absent when disabled).
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The firing last sent.
+    pub last_run_for: Option<DateTime<Utc>>,
+    /// The email notifications of the last firing (their status is at
+    /// `/api/v1/notifications/{id}`).
+    pub last_notification_ids: Vec<Uuid>,
+    /// Who created it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ReportSchedule> for ReportScheduleView {
+    fn from(s: ReportSchedule) -> Self {
+        Self {
+            id: s.id,
+            organization_id: s.tenant_id.to_string(),
+            name: s.name,
+            template: s.template,
+            format: s.format,
+            cron: s.cron,
+            timezone: s.timezone,
+            recipients: s.recipients,
+            enabled: s.enabled,
+            next_run_at: s.next_run_at,
+            last_run_for: s.last_run_for,
+            last_notification_ids: s.last_notification_ids,
+            created_by: s.created_by,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// Schedules.
+#[derive(Debug, Object)]
+pub struct ReportScheduleList {
+    /// Oldest first (an organisation has at most 100).
+    pub items: Vec<ReportScheduleView>,
+}
+
+/// Answers with a schedule.
+#[derive(Debug, ApiResponse)]
+pub enum ScheduleResponse {
+    /// The schedule.
+    #[oai(status = 200)]
+    Ok(Json<ReportScheduleView>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<ReportScheduleView>),
+}
+
+/// Answers with schedules.
+#[derive(Debug, ApiResponse)]
+pub enum ScheduleListResponse {
+    /// The schedules.
+    #[oai(status = 200)]
+    Ok(Json<ReportScheduleList>),
+}
+
+/// Answers a deletion.
+#[derive(Debug, ApiResponse)]
+pub enum ScheduleDeletedResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+/// Checks a body: malformed fields are 400; a schedule firing more than
+/// hourly and recipients who are not active users of the organisation are
+/// 422.
+async fn check(
+    state: &AppState,
+    p: &Principal,
+    body: ReportScheduleBody,
+    now: DateTime<Utc>,
+) -> Result<ScheduleSpec, ApiError> {
+    let mut bad = Vec::new();
+    let name = body.name.trim().to_owned();
+    if name.is_empty() || name.chars().count() > 200 {
+        bad.push(("name", "must be 1 to 200 characters".to_owned()));
+    }
+    match Template::parse(&body.template) {
+        Some(Template::Custom) | None => bad.push((
+            "template",
+            "must be daily_summary, weekly_performance or monthly_comprehensive".to_owned(),
+        )),
+        Some(_) => {}
+    }
+    let format = body.format.unwrap_or_else(|| "csv".into());
+    if !matches!(format.as_str(), "csv" | "json") {
+        bad.push((
+            "format",
+            "must be csv or json (emails carry no attachments)".to_owned(),
+        ));
+    }
+    if body.recipients.is_empty() || body.recipients.len() > 50 {
+        bad.push(("recipients", "must name 1 to 50 users".to_owned()));
+    }
+    let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
+    let cron = match ReportCron::parse(&body.cron, &timezone) {
+        Ok(c) => Some(c),
+        Err(e) if e.too_often => {
+            if bad.is_empty() {
+                return Err(ApiError::Unprocessable(vec![InvalidParam {
+                    name: e.field.into(),
+                    reason: e.reason,
+                }]));
+            }
+            None
+        }
+        Err(e) => {
+            bad.push((e.field, e.reason));
+            None
+        }
+    };
+    if !bad.is_empty() {
+        return Err(ApiError::Invalid(
+            bad.into_iter()
+                .map(|(name, reason)| InvalidParam {
+                    name: name.into(),
+                    reason,
+                })
+                .collect(),
+        ));
+    }
+    let cron = cron.ok_or_else(|| ApiError::invalid("cron", "does not parse"))?;
+    let mut recipients = body.recipients;
+    recipients.sort();
+    recipients.dedup();
+    let known = store::active_users(&state.pool, p.caller.tenant_id, &recipients).await?;
+    let unknown: Vec<InvalidParam> = recipients
+        .iter()
+        .filter(|r| !known.contains(r))
+        .map(|r| InvalidParam {
+            name: "recipients".into(),
+            reason: format!("{r} is not an active user of the organisation"),
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ApiError::Unprocessable(unknown));
+    }
+    let enabled = body.enabled.unwrap_or(true);
+    Ok(ScheduleSpec {
+        name,
+        template: body.template,
+        format,
+        next_run_at: if enabled { cron.next_after(now) } else { None },
+        cron: cron.expression().to_owned(),
+        timezone: cron.zone().to_owned(),
+        recipients,
+        enabled,
+    })
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("report schedule"))
+}
+
+fn details(spec: &ScheduleSpec) -> serde_json::Value {
+    json!({"template": spec.template, "format": spec.format, "cron": spec.cron,
+           "timezone": spec.timezone, "recipients": spec.recipients.len(), "enabled": spec.enabled})
+}
+
+#[OpenApi(prefix_path = "/api/v1/reports/schedules", tag = "ApiTags::Reports")]
+impl ReportSchedulesApi {
+    /// The organisation's report schedules (admins).
+    #[oai(path = "/", method = "get", operation_id = "reports.schedules.list")]
+    async fn list(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+    ) -> Result<ScheduleListResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.refused(
+            &state,
+            &request_id,
+            "report_schedule.list",
+            "report_schedule",
+            None,
+            p.require_admin(),
+        )
+        .await?;
+        let items = store::list(&state.pool, p.caller.tenant_id).await?;
+        Ok(ScheduleListResponse::Ok(Json(ReportScheduleList {
+            items: items.into_iter().map(Into::into).collect(),
+        })))
+    }
+
+    /// Create a schedule (admins). 400 names each malformed field (an
+    /// unknown template or format, a cron expression that is not five valid
+    /// fields, an unknown time zone); 422 for a schedule firing more than
+    /// once an hour, or recipients who are not active users of the
+    /// organisation; 409 past 100 schedules.
+    #[oai(path = "/", method = "post", operation_id = "reports.schedules.create")]
+    async fn create(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: StrictJson<ReportScheduleBody>,
+    ) -> Result<ScheduleResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.refused(
+            &state,
+            &request_id,
+            "report_schedule.create",
+            "report_schedule",
+            None,
+            p.require_admin(),
+        )
+        .await?;
+        let spec = check(&state, &p, body.0, Utc::now()).await?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        if store::count(&mut *tx, tenant).await? >= MAX_SCHEDULES {
+            return Err(ApiError::Conflict(format!(
+                "an organisation has at most {MAX_SCHEDULES} report schedules"
+            )));
+        }
+        let s = store::insert(&mut *tx, tenant, &spec, &p.caller.actor).await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "report_schedule.create",
+            "report_schedule",
+            s.id,
+            details(&spec),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ScheduleResponse::Created(Json(s.into())))
+    }
+
+    /// One schedule (admins).
+    #[oai(path = "/:id", method = "get", operation_id = "reports.schedules.get")]
+    async fn get(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<ScheduleResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let found = match p.require_admin().and_then(|()| parse_id(&id.0)) {
+            Ok(sid) => store::get(&state.pool, p.caller.tenant_id, sid)
+                .await?
+                .ok_or(ApiError::NotFound("report schedule")),
+            Err(e) => Err(e),
+        };
+        let s = p
+            .refused(
+                &state,
+                &request_id,
+                "report_schedule.get",
+                "report_schedule",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        Ok(ScheduleResponse::Ok(Json(s.into())))
+    }
+
+    /// Replace a schedule (admins): every field as on creation; the next
+    /// firing is computed again from now.
+    #[oai(
+        path = "/:id",
+        method = "put",
+        operation_id = "reports.schedules.update"
+    )]
+    async fn update(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: StrictJson<ReportScheduleBody>,
+    ) -> Result<ScheduleResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let sid = p
+            .refused(
+                &state,
+                &request_id,
+                "report_schedule.update",
+                "report_schedule",
+                Some(&id.0),
+                p.require_admin().and_then(|()| parse_id(&id.0)),
+            )
+            .await?;
+        let spec = check(&state, &p, body.0, Utc::now()).await?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        let updated = store::update(&mut *tx, tenant, sid, &spec)
+            .await?
+            .ok_or(ApiError::NotFound("report schedule"));
+        let s = p
+            .refused(
+                &state,
+                &request_id,
+                "report_schedule.update",
+                "report_schedule",
+                Some(&id.0),
+                updated,
+            )
+            .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "report_schedule.update",
+            "report_schedule",
+            s.id,
+            details(&spec),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ScheduleResponse::Ok(Json(s.into())))
+    }
+
+    /// Delete a schedule (admins).
+    #[oai(
+        path = "/:id",
+        method = "delete",
+        operation_id = "reports.schedules.delete"
+    )]
+    async fn delete(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<ScheduleDeletedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let sid = p
+            .refused(
+                &state,
+                &request_id,
+                "report_schedule.delete",
+                "report_schedule",
+                Some(&id.0),
+                p.require_admin().and_then(|()| parse_id(&id.0)),
+            )
+            .await?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        let gone = if store::delete(&mut *tx, tenant, sid).await? {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound("report schedule"))
+        };
+        p.refused(
+            &state,
+            &request_id,
+            "report_schedule.delete",
+            "report_schedule",
+            Some(&id.0),
+            gone,
+        )
+        .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "report_schedule.delete",
+            "report_schedule",
+            sid,
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ScheduleDeletedResponse::Deleted)
+    }
+}

@@ -1,0 +1,52 @@
+//! Delivery analytics in the scheduler: every `REPORTS_TICK_SECS` it folds
+//! the delivery deltas the notification triggers appended into the hourly
+//! rollups ([`shared::reports::rollup::fold`]) and emails the scheduled
+//! reports that are due ([`shared::reports::deliver::run_due`]), each firing
+//! once across replicas.
+
+use chrono::Utc;
+use shared::{config::Settings, reports};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+
+/// The scheduler's reporting task.
+#[derive(Debug)]
+pub struct Reporting {
+    task: Option<JoinHandle<()>>,
+}
+
+impl Reporting {
+    /// Starts folding and sending every `REPORTS_TICK_SECS` (not at all when
+    /// it is 0).
+    pub fn start(settings: &Settings, pool: PgPool) -> Self {
+        let Some(interval) = settings.reports_interval else {
+            return Self { task: None };
+        };
+        let jobs = settings.jobs.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(error) = reports::rollup::fold(&pool).await {
+                    tracing::warn!(%error, "cannot fold delivery rollups; retrying");
+                }
+                if let Err(error) = reports::deliver::run_due(&pool, &jobs, Utc::now()).await {
+                    tracing::warn!(
+                        error = format!("{error:#}"),
+                        "scheduled reports failed; retrying"
+                    );
+                }
+            }
+        });
+        Self { task: Some(task) }
+    }
+
+    /// Stops the task (a pass cut off is rolled back and done by the next).
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Report schedules: an organisation's reports sent by email on a cron
+//! schedule ([`crate::reports::schedule`]).
+//!
+//! `next_run_at` is the next firing. The scheduler locks due rows with
+//! `for update skip locked`, sends each and moves `next_run_at` on in the
+//! same transaction ([`take_due`], [`mark_run`]), so a firing sends once
+//! however many schedulers run.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+
+/// A schedule.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ReportSchedule {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation.
+    pub tenant_id: TenantId,
+    /// A name for people.
+    pub name: String,
+    /// `daily_summary`, `weekly_performance` or `monthly_comprehensive`.
+    pub template: String,
+    /// `csv` or `json`: how the report is laid out in the email.
+    pub format: String,
+    /// Five-field cron expression.
+    pub cron: String,
+    /// IANA time zone the cron expression is read in.
+    pub timezone: String,
+    /// Users of the organisation who receive it.
+    pub recipients: Vec<Uuid>,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Its next firing.
+    pub next_run_at: Option<DateTime<Utc>>,
+    /// The firing it last sent.
+    pub last_run_for: Option<DateTime<Utc>>,
+    /// The email notifications of the last firing.
+    pub last_notification_ids: Vec<Uuid>,
+    /// Who created it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A schedule's settings.
+#[derive(Debug, Clone)]
+pub struct ScheduleSpec {
+    /// A name for people.
+    pub name: String,
+    /// The report template.
+    pub template: String,
+    /// `csv` or `json`.
+    pub format: String,
+    /// Checked cron expression.
+    pub cron: String,
+    /// Checked time zone.
+    pub timezone: String,
+    /// Checked recipients (users of the organisation).
+    pub recipients: Vec<Uuid>,
+    /// Whether it fires.
+    pub enabled: bool,
+    /// Its next firing.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "id, tenant_id, name, template, format, cron, timezone, recipients, enabled,
+     next_run_at, last_run_for, last_notification_ids, created_by, created_at, updated_at";
+
+/// Creates a schedule.
+#[tracing::instrument(skip_all)]
+pub async fn insert(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    spec: &ScheduleSpec,
+    created_by: &str,
+) -> Result<ReportSchedule, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into report_schedules
+             (id, tenant_id, name, template, format, cron, timezone, recipients, enabled, next_run_at,
+              created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         returning {COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant_id)
+    .bind(&spec.name)
+    .bind(&spec.template)
+    .bind(&spec.format)
+    .bind(&spec.cron)
+    .bind(&spec.timezone)
+    .bind(&spec.recipients)
+    .bind(spec.enabled)
+    .bind(spec.next_run_at)
+    .bind(created_by)
+    .fetch_one(db)
+    .await
+}
+
+/// The organisation's schedules, oldest first (at most 1,000).
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+) -> Result<Vec<ReportSchedule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from report_schedules where tenant_id = $1
+         order by created_at, id limit 1000"
+    ))
+    .bind(tenant_id)
+    .fetch_all(db)
+    .await
+}
+
+/// How many schedules the organisation has.
+#[tracing::instrument(skip_all)]
+pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from report_schedules where tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(db)
+        .await
+}
+
+/// One schedule of the organisation.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<Option<ReportSchedule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from report_schedules where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces a schedule's settings.
+#[tracing::instrument(skip_all)]
+pub async fn update(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    spec: &ScheduleSpec,
+) -> Result<Option<ReportSchedule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update report_schedules
+         set name = $3, template = $4, format = $5, cron = $6, timezone = $7, recipients = $8,
+             enabled = $9, next_run_at = $10
+         where tenant_id = $1 and id = $2
+         returning {COLUMNS}"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .bind(&spec.name)
+    .bind(&spec.template)
+    .bind(&spec.format)
+    .bind(&spec.cron)
+    .bind(&spec.timezone)
+    .bind(&spec.recipients)
+    .bind(spec.enabled)
+    .bind(spec.next_run_at)
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes a schedule; false when the organisation has none with `id`.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("delete from report_schedules where tenant_id = $1 and id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Locks and returns schedules of every organisation due at `now`;
+/// schedules another scheduler holds are skipped. Call within a
+/// transaction and [`mark_run`] each before committing.
+#[tracing::instrument(skip_all)]
+pub async fn take_due(
+    db: impl PgExecutor<'_>,
+    now: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<ReportSchedule>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {COLUMNS} from report_schedules
+         where enabled and next_run_at <= $1
+         order by next_run_at limit $2
+         for update skip locked"
+    ))
+    .bind(now)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Records that the firing `ran_for` was sent as `notifications`, and the
+/// next firing.
+#[tracing::instrument(skip_all)]
+pub async fn mark_run(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    ran_for: DateTime<Utc>,
+    next: Option<DateTime<Utc>>,
+    notifications: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update report_schedules
+         set last_run_for = $2, next_run_at = $3, last_notification_ids = $4
+         where id = $1",
+    )
+    .bind(id)
+    .bind(ran_for)
+    .bind(next)
+    .bind(notifications)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Of `ids`, the active users of the organisation.
+#[tracing::instrument(skip_all)]
+pub async fn active_users(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[Uuid],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from users where tenant_id = $1 and id = any($2) and status = 'active' order by id",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
