@@ -29,6 +29,7 @@ mod preferences;
 mod providers;
 mod rate_limits;
 mod realtime;
+mod reports;
 mod send_email;
 mod send_windows;
 mod sessions;

@@ -52,15 +52,17 @@ const BATCH: i64 = 20;
 
 static REPORT: LazyLock<MessageTemplate> = LazyLock::new(|| {
     notices::builtin(json!({
+        "key": TEMPLATE_KEY,
         "name": "Scheduled report",
-        "default_channels": ["email"],
         "category": "reports",
-        "channels": {
+        "default_locale": "en",
+        "default_channels": ["email"],
+        "locales": {"en": {
             "email": {
                 "subject": "{{name}}: {{template}} {{from}} to {{to}}",
                 "text": "{{name}} ({{template}})\nFrom {{from}} to {{to}} (UTC).\n\nAccepted: {{accepted}}\nSent: {{sent}}\nDelivered: {{delivered}}\nFailed: {{failed}}\nBounced: {{bounced}}\nRead: {{read}}\n\nThe report ({{format}}):\n\n{{body}}\n"
             }
-        }
+        }}
     }))
 });
 
