@@ -229,7 +229,7 @@ impl From<&Report> for ReportView {
 pub enum ReportResponse {
     /// The report (`format=json`).
     #[oai(status = 200)]
-    Ok(Json<ReportView>),
+    Ok(Json<Box<ReportView>>),
     /// The report as CSV (`format=csv`): a header row, then one row per
     /// section and key (`total`, `previous`, `channel`, `provider`,
     /// `template`, `category`, `busiest_hour`, `day`, `trend`).
@@ -245,6 +245,51 @@ pub enum ReportResponse {
         content_type = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     )]
     Xlsx(Attachment<Vec<u8>>),
+}
+
+/// [`ReportResponse`] with its three 200 answers documented as one
+/// response with three content types (poem-openapi keeps only the last
+/// variant of a status otherwise).
+#[derive(Debug)]
+pub struct ReportAnswer(ReportResponse);
+
+impl poem_openapi::ApiResponse for ReportAnswer {
+    fn meta() -> poem_openapi::registry::MetaResponses {
+        let mut merged: Vec<poem_openapi::registry::MetaResponse> = Vec::new();
+        for r in ReportResponse::meta().responses {
+            match merged.iter_mut().find(|m| m.status == r.status) {
+                Some(m) => {
+                    m.content.extend(r.content);
+                    for h in r.headers {
+                        if !m.headers.iter().any(|x| x.name == h.name) {
+                            m.headers.push(h);
+                        }
+                    }
+                }
+                None => merged.push(r),
+            }
+        }
+        for m in &mut merged {
+            m.description = "The report: JSON (`format=json`), CSV (`format=csv`: a header \
+                row, then one row per section and key: `total`, `previous`, `channel`, \
+                `provider`, `template`, `category`, `busiest_hour`, `day`, `trend`) or an \
+                Excel workbook (`format=xlsx`: the CSV's rows on one sheet).";
+            for h in &mut m.headers {
+                h.required = false;
+            }
+        }
+        poem_openapi::registry::MetaResponses { responses: merged }
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        ReportResponse::register(registry);
+    }
+}
+
+impl poem::IntoResponse for ReportAnswer {
+    fn into_response(self) -> poem::Response {
+        self.0.into_response()
+    }
 }
 
 /// One day's forecast.
@@ -329,7 +374,7 @@ impl ReportsApi {
         to: Query<Option<DateTime<Utc>>>,
         #[oai(validator(pattern = "^(json|csv|xlsx)$"))] format: Query<Option<String>>,
         #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
-    ) -> Result<ReportResponse, ApiError> {
+    ) -> Result<ReportAnswer, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
             .refused(
@@ -366,7 +411,7 @@ impl ReportsApi {
             template.as_str(),
             range.from.format("%Y%m%dT%H")
         );
-        Ok(match format.as_str() {
+        Ok(ReportAnswer(match format.as_str() {
             "csv" => ReportResponse::Csv(
                 PlainText(
                     String::from_utf8(export::csv(&report).map_err(anyhow::Error::from)?)
@@ -379,8 +424,8 @@ impl ReportsApi {
                     .attachment_type(AttachmentType::Attachment)
                     .filename(format!("{name}.xlsx")),
             ),
-            _ => ReportResponse::Ok(Json((&report).into())),
-        })
+            _ => ReportResponse::Ok(Json(Box::new((&report).into()))),
+        }))
     }
 
     /// The next 7 days' accepted notifications per channel (admins), from

@@ -108,7 +108,7 @@ async fn report_totals_equal_the_notifications_counted_directly() {
     sqlx::query(
         "update notifications set status = 'delivered', delivered_at = now() where id = any($1::uuid[])",
     )
-    .bind(&ids[..3].iter().map(|i| i.parse::<uuid::Uuid>().unwrap()).collect::<Vec<_>>())
+    .bind(ids[..3].iter().map(|i| i.parse::<uuid::Uuid>().unwrap()).collect::<Vec<_>>())
     .execute(&app.pool)
     .await
     .unwrap();
