@@ -83,6 +83,10 @@ pub enum Command {
     /// Discard failed work (same choices as retry): it leaves the failed
     /// lists and keeps its status.
     Discard(failed::SelectArgs),
+    /// Build the delivery report rollups of everything that happened
+    /// before the upgrade that brought reports, from the notifications
+    /// themselves; run once after upgrading (a second run does nothing).
+    BackfillReports,
 }
 
 /// Tenant subcommands.
@@ -314,6 +318,14 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
         Command::Discard(args) => {
             failed::apply(&pool, db::failed_work::Action::Discard, args).await?
         }
+        Command::BackfillReports => match shared::reports::rollup::backfill(&pool).await? {
+            shared::reports::rollup::Backfill::Done(before) => {
+                println!("report rollups built from the events before {before}")
+            }
+            shared::reports::rollup::Backfill::AlreadyDone(at) => {
+                println!("report rollups were already backfilled at {at}; nothing to do")
+            }
+        },
         Command::Tenant {
             command: TenantCommand::Create { name, reuse },
         } => {
