@@ -3,9 +3,12 @@
 //! percentiles, the busiest hours, the days of the range, the previous
 //! period of the same length and the trend.
 //!
-//! One statement with grouping sets reads the range's rows of
-//! `delivery_hours` once, and one more reads the previous period's totals,
-//! so a month costs the same at ten notifications as at tens of millions:
+//! Three statements run side by side on the pool: one adds the range's rows
+//! of `delivery_hours` up per day and key, then takes the totals, slices
+//! and days from those with grouping sets; one finds the busiest hours; one
+//! adds up the previous period (counts only: a comparison needs no
+//! latencies). A month costs the same at ten notifications as at tens of
+//! millions:
 //! what it reads grows with the hours and the distinct channels, providers,
 //! templates and categories, not with the notifications.
 
@@ -51,11 +54,20 @@ fn pct(part: i64, whole: i64) -> Option<f64> {
 
 impl Totals {
     fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
+        let latency: Vec<Option<i64>> = row.try_get("latency_ms")?;
+        let latency: Vec<i64> = latency.into_iter().map(|c| c.unwrap_or(0)).collect();
+        Self::with_latency(row, &latency)
+    }
+
+    /// Counts without latencies.
+    fn from_counts(row: &PgRow) -> Result<Self, sqlx::Error> {
+        Self::with_latency(row, &[])
+    }
+
+    fn with_latency(row: &PgRow, latency: &[i64]) -> Result<Self, sqlx::Error> {
         let get = |c: &str| -> Result<i64, sqlx::Error> {
             Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0))
         };
-        let latency: Vec<Option<i64>> = row.try_get("latency_ms")?;
-        let latency: Vec<i64> = latency.into_iter().map(|c| c.unwrap_or(0)).collect();
         Ok(Self::new(
             [
                 get("accepted")?,
@@ -65,7 +77,7 @@ impl Totals {
                 get("bounced")?,
                 get("read")?,
             ],
-            &latency,
+            latency,
         ))
     }
 
@@ -160,11 +172,13 @@ pub struct Report {
     pub by_template: Vec<Slice>,
     /// Per category, busiest first.
     pub by_category: Vec<Slice>,
-    /// The busiest hours by accepted notifications (at most 5).
+    /// The busiest hours by accepted notifications (at most 5; counts
+    /// only, no latencies).
     pub busiest_hours: Vec<Period>,
     /// Every day of the range with activity (UTC days), oldest first.
     pub days: Vec<Period>,
-    /// The previous period of the same length.
+    /// The previous period of the same length (counts only, no
+    /// latencies).
     pub previous: Comparison,
     /// Daily volume's direction.
     pub trend: Trend,
@@ -196,29 +210,55 @@ pub async fn report(
     tenant: Option<TenantId>,
     range: &ReportRange,
 ) -> Result<Report, sqlx::Error> {
+    // Days first: the slices and days then add up a 24th of the rows.
+    let lat = latency_sum();
     let sql = format!(
-        "select grouping(channel) as g_channel, grouping(provider) as g_provider,
+        "with d as (
+             select date_trunc('day', hour, 'UTC') as day, channel, provider, template, category,
+                    {SUMS}, {lat}
+             from delivery_hours
+             where {scope}
+             group by 1, 2, 3, 4, 5
+         )
+         select grouping(channel) as g_channel, grouping(provider) as g_provider,
                 grouping(template) as g_template, grouping(category) as g_category,
-                grouping(hour) as g_hour, grouping(date_trunc('day', hour, 'UTC')) as g_day,
-                channel, provider, template, category, hour,
-                date_trunc('day', hour, 'UTC') as day, {SUMS}, {lat}
-         from delivery_hours
-         where {scope}
-         group by grouping sets ((), (channel), (provider), (template), (category), (hour),
-                                 (date_trunc('day', hour, 'UTC')))",
-        lat = latency_sum(),
+                grouping(day) as g_day, channel, provider, template, category, day,
+                {SUMS}, {lat}
+         from d
+         group by grouping sets ((), (channel), (provider), (template), (category), (day))",
         scope = scope(tenant),
     );
-    let rows = sqlx::query(&sql)
-        .bind(tenant)
-        .bind(range.from)
-        .bind(range.to)
-        .fetch_all(pool)
-        .await?;
+    let busiest = format!(
+        "select hour, {SUMS} from delivery_hours where {scope}
+         group by hour order by sum(accepted) desc, hour limit 5",
+        scope = scope(tenant),
+    );
+    let (rows, hour_rows, previous) = tokio::try_join!(
+        sqlx::query(&sql)
+            .bind(tenant)
+            .bind(range.from)
+            .bind(range.to)
+            .fetch_all(pool),
+        sqlx::query(&busiest)
+            .bind(tenant)
+            .bind(range.from)
+            .bind(range.to)
+            .fetch_all(pool),
+        previous_totals(pool, tenant, range),
+    )?;
     let mut totals = Totals::new([0; 6], &[]);
     let (mut by_channel, mut by_provider, mut by_template, mut by_category) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut hours, mut days) = (Vec::new(), Vec::new());
+    let mut days = Vec::new();
+    let mut hours = hour_rows
+        .iter()
+        .map(|row| {
+            Ok(Period {
+                start: row.try_get("hour")?,
+                totals: Totals::from_counts(row)?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
     for row in &rows {
         let flag = |c: &str| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i32, _>(c)? == 0) };
         let slice = |c: &str| -> Result<Slice, sqlx::Error> {
@@ -236,11 +276,6 @@ pub async fn report(
             by_template.push(slice("template")?);
         } else if flag("g_category")? {
             by_category.push(slice("category")?);
-        } else if flag("g_hour")? {
-            hours.push(Period {
-                start: row.try_get("hour")?,
-                totals: Totals::from_row(row)?,
-            });
         } else if flag("g_day")? {
             days.push(Period {
                 start: row.try_get("day")?,
@@ -262,16 +297,9 @@ pub async fn report(
                 .then_with(|| a.key.cmp(&b.key))
         });
     }
-    hours.sort_by(|a, b| {
-        b.totals
-            .accepted
-            .cmp(&a.totals.accepted)
-            .then(a.start.cmp(&b.start))
-    });
     hours.retain(|h| h.totals.accepted > 0);
-    hours.truncate(5);
     days.sort_by_key(|d| d.start);
-    let previous = previous(pool, tenant, range, &totals).await?;
+    let previous = compare(range, &totals, previous);
     let trend = trend(range, &days);
     Ok(Report {
         template: range.template.as_str(),
@@ -290,16 +318,16 @@ pub async fn report(
     })
 }
 
-async fn previous(
+/// The previous period's counts (without latencies, which a comparison
+/// does not use).
+async fn previous_totals(
     pool: &PgPool,
     tenant: Option<TenantId>,
     range: &ReportRange,
-    now: &Totals,
-) -> Result<Comparison, sqlx::Error> {
+) -> Result<Totals, sqlx::Error> {
     let from = range.from - (range.to - range.from);
     let sql = format!(
-        "select {SUMS}, {lat} from delivery_hours where {scope}",
-        lat = latency_sum(),
+        "select {SUMS} from delivery_hours where {scope}",
         scope = scope(tenant),
     );
     let row = sqlx::query(&sql)
@@ -308,17 +336,20 @@ async fn previous(
         .bind(range.from)
         .fetch_one(pool)
         .await?;
-    let before = Totals::from_row(&row)?;
+    Totals::from_counts(&row)
+}
+
+fn compare(range: &ReportRange, now: &Totals, before: Totals) -> Comparison {
     let diff =
         |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| ((a - b) * 100.0).round() / 100.0);
-    Ok(Comparison {
-        from,
+    Comparison {
+        from: range.from - (range.to - range.from),
         to: range.from,
         accepted_change: pct(now.accepted - before.accepted, before.accepted),
         delivery_rate_change: diff(now.delivery_rate, before.delivery_rate),
         failure_rate_change: diff(now.failure_rate, before.failure_rate),
         totals: before,
-    })
+    }
 }
 
 /// The least-squares slope of accepted per day over every day of the range
