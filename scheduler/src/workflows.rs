@@ -463,6 +463,7 @@ impl Runner {
                     dispatched: false,
                     send_id: None,
                     run_at: None,
+                    template_key: Some(prepared.template().key()),
                 },
             )
             .await?;
