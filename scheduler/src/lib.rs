@@ -25,8 +25,8 @@ pub mod alerts;
 pub mod cron;
 pub mod dispatcher;
 pub mod fleet;
-pub mod workflows;
 pub mod reports;
+pub mod workflows;
 
 use std::{future::Future, time::Duration};
 
