@@ -87,7 +87,7 @@ pub async fn clinic(app: &TestApp) {
             "default_locale": "en",
             "default_channels": ["inapp"],
             "locales": {"en": {
-                "inapp": {"title": "{{digest.count}} updates from your care team", "action_url": "/care"}
+                "inapp": {"title": "{{digest.count}} updates from your care team", "body": "{{#each digest.items}}[{{n}}]{{/each}}", "action_url": "/care"}
             }}
         }),
     ] {

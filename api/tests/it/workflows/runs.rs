@@ -199,7 +199,7 @@ async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() 
     )
     .await;
     let mut ids = Vec::new();
-    for i in 0..3 {
+    for i in 0..10 {
         ids.extend(
             trigger(
                 &app,
@@ -217,7 +217,7 @@ async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() 
         for id in &ids {
             merged += i32::from(run(&app, id).await["status"] == "merged");
         }
-        (merged == 2).then_some(())
+        (merged == 9).then_some(())
     })
     .await;
     let collector = ids[0].clone();
@@ -229,7 +229,7 @@ async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() 
         |r| r["status"] == "completed",
     )
     .await;
-    assert_eq!(r["collected"], 3);
+    assert_eq!(r["collected"], 10);
     let n = step(&r, "tell")["notification_ids"]
         .as_array()
         .unwrap()
@@ -239,20 +239,29 @@ async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() 
         .wait_for_status(n[0].as_str().unwrap(), "sent", WAIT)
         .await;
     assert_eq!(sent["channel"], "inapp");
-    let title: String =
-        sqlx::query_scalar("select content->>'title' from notifications where id = $1::uuid")
-            .bind(n[0].as_str().unwrap())
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(title, "3 updates from your care team");
+    let (title, body): (String, String) = sqlx::query_as(
+        "select content->>'title', content->>'body' from notifications where id = $1::uuid",
+    )
+    .bind(n[0].as_str().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(title, "10 updates from your care team");
+    // Every trigger's payload, each once, in whatever order they joined.
+    let mut items: Vec<u32> = body
+        .trim_matches(|c| c == '[' || c == ']')
+        .split("][")
+        .map(|n| n.parse().unwrap())
+        .collect();
+    items.sort_unstable();
+    assert_eq!(items, (0..10).collect::<Vec<u32>>(), "{body}");
 
     save(&app, "nudge", json!({"name": "Nudge", "steps": [
-        {"key": "limit", "type": "throttle", "limit": 2, "window_secs": 3600, "on_limit": "drop"},
+        {"key": "limit", "type": "throttle", "limit": 3, "window_secs": 3600, "on_limit": "drop"},
         {"key": "tell", "type": "send", "template": "care.alert", "channels": ["inapp"]}
     ]})).await;
     let mut ids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         ids.extend(
             trigger(
                 &app,
@@ -272,7 +281,7 @@ async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() 
         (!s.iter().any(|x| x == "running" || x == "waiting")).then_some(s)
     })
     .await;
-    assert_eq!(statuses, ["completed", "completed", "dropped"]);
+    assert_eq!(statuses, ["completed", "completed", "completed", "dropped"]);
     app.shutdown().await;
 }
 
@@ -433,7 +442,9 @@ async fn a_run_held_by_a_runner_is_skipped_by_others_resumed_after_that_runner_d
         0,
         "the held run is skipped"
     );
-    drop(dying);
+    // Its transaction ends without a commit. (Dropping it would roll back
+    // only when the pool next uses the connection, racing the next runner.)
+    dying.rollback().await.unwrap();
     assert_eq!(runner(&app).advance(now).await.unwrap(), 1);
     let r = run(&app, &id).await;
     assert_eq!(r["status"], "completed");
