@@ -205,3 +205,30 @@ mod tests {
         );
     }
 }
+
+/// The time a page cursor's microseconds name, if Postgres can store it
+/// (years 1 to 9999): a forged cursor beyond that is refused by its route
+/// as not one it issued, not failed by the database.
+pub fn cursor_time(micros: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+    const FIRST: i64 = -62_135_596_800_000_000;
+    const LAST: i64 = 253_402_300_799_999_999;
+    (FIRST..=LAST)
+        .contains(&micros)
+        .then(|| chrono::DateTime::from_timestamp_micros(micros))
+        .flatten()
+}
+
+#[cfg(test)]
+mod cursor_tests {
+    use super::cursor_time;
+
+    #[test]
+    fn cursor_times_postgres_cannot_store_are_refused() {
+        assert!(cursor_time(0).is_some());
+        assert!(cursor_time(253_402_300_799_999_999).is_some());
+        assert!(cursor_time(-62_135_596_800_000_000).is_some());
+        assert!(cursor_time(-1_126_614_129_690_507_669).is_none());
+        assert!(cursor_time(253_402_300_800_000_000).is_none());
+        assert!(cursor_time(i64::MIN).is_none());
+    }
+}

@@ -347,7 +347,7 @@ fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     let at = at
         .parse::<i64>()
         .ok()
-        .and_then(DateTime::from_timestamp_micros)
+        .and_then(crate::input::cursor_time)
         .ok_or_else(bad_cursor)?;
     Ok((at, Uuid::parse_str(id).map_err(|_| bad_cursor())?))
 }

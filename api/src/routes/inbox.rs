@@ -163,7 +163,7 @@ fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, NotificationId), ApiError>
     let at = micros
         .parse()
         .ok()
-        .and_then(DateTime::from_timestamp_micros)
+        .and_then(crate::input::cursor_time)
         .ok_or_else(bad)?;
     Ok((at, id.parse().map_err(|_| bad())?))
 }

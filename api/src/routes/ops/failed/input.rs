@@ -231,7 +231,7 @@ pub fn decode_cursor(raw: &str) -> Result<Seek, ApiError> {
     let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
     let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
+    let at = crate::input::cursor_time(micros).ok_or_else(bad)?;
     let id = Uuid::try_parse(id).map_err(|_| bad())?;
     Ok((at, id))
 }
