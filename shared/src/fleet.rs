@@ -254,6 +254,22 @@ async fn live<T: DeserializeOwned>(
     }
     let keys: Vec<String> = names.iter().map(|n| member_key(prefix, kind, n)).collect();
     let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    // A record can run out between the index's pruning and this read (the
+    // index is pruned by this process's clock, the record by Redis's): its
+    // name leaves the index now, so a process that is gone leaves both.
+    let gone: Vec<&String> = names
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_none())
+        .map(|(n, _)| n)
+        .collect();
+    if !gone.is_empty() {
+        redis::cmd("ZREM")
+            .arg(&idx)
+            .arg(&gone)
+            .query_async::<()>(conn)
+            .await?;
+    }
     Ok(values
         .into_iter()
         .flatten()
