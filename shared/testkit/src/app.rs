@@ -252,7 +252,13 @@ impl TestAppBuilder {
         let mut app = TestApp {
             base: format!("http://{addr}"),
             addr,
-            client: reqwest::Client::new(),
+            // Idle connections are let go before the api's header-read
+            // timeout (10 s) closes them, so a request after a wait never
+            // races the server's close of the connection it reuses.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(5))
+                .build()
+                .expect("an HTTP client"),
             pool,
             tenant_id: tenant.id,
             api_key: key.secret.expose_secret().to_owned(),
