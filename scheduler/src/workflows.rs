@@ -1,5 +1,7 @@
-//! The workflow runner: on every scheduler tick it wakes runs whose wait is
-//! over (a watched notification reached its status), then claims due runs
+//! The workflow runner: on every scheduler tick it wakes the runs whose
+//! watched notification reached its status (queued by a trigger on the
+//! notification's update, so a tick costs nothing per waiting run), then
+//! claims due runs
 //! one at a time (`for update skip locked`, so schedulers side by side
 //! split them) and executes their steps.
 //!
@@ -80,7 +82,7 @@ impl Runner {
     /// Wakes finished waits and executes every run due at `now` (at most
     /// [`RUNS_PER_TICK`]). Returns how many runs were moved on.
     pub async fn advance(&self, now: DateTime<Utc>) -> anyhow::Result<usize> {
-        runs::wake_reached(&self.pool, now)
+        runs::wake_queued(&self.pool, now)
             .await
             .context("while waking runs whose wait is over")?;
         let mut done = 0;
@@ -142,6 +144,8 @@ impl Runner {
                     current.step = i;
                     current.step_started_at = now;
                     current.wait_until = None;
+                    current.wait_notifications = None;
+                    current.wait_status = None;
                     current.digest_key = None;
                     if i as usize >= steps.len() {
                         runs::advance(tx, &current, Next::Finish("completed", None), now).await?;
@@ -183,8 +187,11 @@ impl Runner {
                 if !runs::record(tx, run, seq, &record("sent", None), now).await? {
                     return Ok(after);
                 }
+                // A later step waiting for this one's status: its
+                // notifications are born watched.
+                let watched = steps_wait_on(&run.steps.0, &step.key);
                 match self
-                    .send(tx, run, template, channels, to.as_deref())
+                    .send(tx, run, template, channels, to.as_deref(), watched)
                     .await?
                 {
                     Ok((ids, skipped)) => {
@@ -249,6 +256,10 @@ impl Runner {
                                 .await?
                                 .map(|(_, ids)| ids)
                                 .unwrap_or_default();
+                            if runs::watch(tx, run, &ids, status.as_str()).await? {
+                                runs::record(tx, run, seq, &record("met", None), now).await?;
+                                return Ok(after);
+                            }
                             Next::Wait {
                                 until,
                                 notifications: Some(ids),
@@ -265,7 +276,15 @@ impl Runner {
                     });
                 };
                 let met = match on {
-                    WaitOn::Status { .. } => runs::reached(&mut *tx, run).await?,
+                    WaitOn::Status { status, .. } => {
+                        runs::reached(
+                            &mut *tx,
+                            run.tenant_id,
+                            run.wait_notifications.as_deref().unwrap_or_default(),
+                            run.wait_status.as_deref().unwrap_or(status.as_str()),
+                        )
+                        .await?
+                    }
                     WaitOn::Event { .. } => run.event_payload.is_some(),
                 };
                 if met {
@@ -401,6 +420,7 @@ impl Runner {
         template: &str,
         channels: &[Channel],
         to: Option<&str>,
+        watched: bool,
     ) -> anyhow::Result<Result<(Vec<Uuid>, Vec<String>), String>> {
         let Some(stored) =
             shared::db::templates::get_by_key(&mut *tx, run.tenant_id, template).await?
@@ -421,58 +441,85 @@ impl Runner {
         let metadata = json!({"workflow": run.workflow_key, "workflow_run_id": run.id});
         let (mut ids, mut skipped) = (Vec::new(), Vec::new());
         for &channel in channels {
-            let recipient = match (to, channel) {
-                (Some(to), _) => Some(to.to_owned()),
-                (None, Channel::InApp) => Some(run.external_id.clone()),
-                (None, Channel::Email) => contacts.email.as_ref().map(|e| e.as_str().to_owned()),
-                (None, Channel::Sms) => contacts.phone.as_ref().map(|p| p.as_str().to_owned()),
-                (None, Channel::WhatsApp) => {
-                    contacts.whatsapp.as_ref().map(|p| p.as_str().to_owned())
-                }
-                (None, Channel::Push) => None,
+            // Push goes to each of the subscriber's devices, as a single
+            // send's does; the other channels to one address.
+            let recipients: Vec<String> = match (to, channel) {
+                (Some(to), _) => vec![to.to_owned()],
+                (None, Channel::InApp) => vec![run.external_id.clone()],
+                (None, Channel::Email) => contacts
+                    .email
+                    .iter()
+                    .map(|e| e.as_str().to_owned())
+                    .collect(),
+                (None, Channel::Sms) => contacts
+                    .phone
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                (None, Channel::WhatsApp) => contacts
+                    .whatsapp
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
+                (None, Channel::Push) => contacts
+                    .push_tokens
+                    .iter()
+                    .map(|t| t.as_str().to_owned())
+                    .collect(),
             };
-            let Some(recipient) = recipient else {
-                skipped.push(format!(
-                    "{}: the subscriber has no address",
-                    channel.as_str()
-                ));
+            if recipients.is_empty() {
+                let why = match channel {
+                    Channel::Push => "the subscriber has no registered device",
+                    _ => "the subscriber has no address",
+                };
+                skipped.push(format!("{}: {why}", channel.as_str()));
                 continue;
-            };
+            }
             let rendered = match prepared.render(channel, locale.as_deref(), &data) {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(format!("template `{template}`: {e}"))),
             };
-            let inserted = notifications::insert(
-                tx,
-                run.tenant_id,
-                NewNotification {
-                    channel,
-                    recipient: &recipient,
-                    content: rendered.content,
-                    metadata: metadata.clone(),
-                    max_attempts: self
-                        .jobs
-                        .queue(QueueName::for_channel(channel))
-                        .max_attempts,
-                    idempotency: None,
-                    // A fixed address is not the subscriber: their
-                    // preferences do not hold it back.
-                    subscriber_id: to.is_none().then_some(run.subscriber_id),
-                    category: prepared.template().category(),
-                    critical: prepared.template().critical(),
-                    dispatched: false,
-                    send_id: None,
-                    run_at: None,
-                    template_key: Some(prepared.template().key()),
-                },
-            )
-            .await?;
-            if let Inserted::Created(id) = inserted {
-                ids.push(id.0);
+            for recipient in &recipients {
+                let inserted = notifications::insert(
+                    tx,
+                    run.tenant_id,
+                    NewNotification {
+                        channel,
+                        recipient,
+                        content: rendered.content.clone(),
+                        metadata: metadata.clone(),
+                        max_attempts: self
+                            .jobs
+                            .queue(QueueName::for_channel(channel))
+                            .max_attempts,
+                        idempotency: None,
+                        // A fixed address is not the subscriber: their
+                        // preferences do not hold it back.
+                        subscriber_id: to.is_none().then_some(run.subscriber_id),
+                        category: prepared.template().category(),
+                        critical: prepared.template().critical(),
+                        dispatched: false,
+                        send_id: None,
+                        run_at: None,
+                        template_key: Some(prepared.template().key()),
+                        waited_by_run: watched.then_some(run.id),
+                    },
+                )
+                .await?;
+                if let Inserted::Created(id) = inserted {
+                    ids.push(id.0);
+                }
             }
         }
         Ok(Ok((ids, skipped)))
     }
+}
+
+/// Whether a step of `steps` waits for the status of step `key`'s sends.
+fn steps_wait_on(steps: &[Step], key: &str) -> bool {
+    steps.iter().any(|s| {
+        matches!(&s.kind, StepKind::WaitFor { on: WaitOn::Status { step, .. }, .. } if step == key)
+    })
 }
 
 fn kind_name(kind: &StepKind) -> &'static str {

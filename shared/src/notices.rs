@@ -167,6 +167,7 @@ pub async fn queue(
             dispatched: false,
             send_id: out.notifications.first().map(|(_, id)| *id),
             run_at: None,
+            waited_by_run: None,
         };
         match notifications::insert(&mut *tx, tenant_id, new).await? {
             Inserted::Created(id) => out.notifications.push((channel, id)),

@@ -478,6 +478,7 @@ impl NotificationsApi {
                 dispatched: push.get(&queue).copied().unwrap_or(false),
                 send_id: created.first().map(|c| c.0),
                 run_at,
+                waited_by_run: None,
             };
             match notifications::insert(&mut tx, tenant_id, new).await? {
                 Inserted::Created(id) => {

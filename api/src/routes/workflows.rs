@@ -133,6 +133,25 @@ pub enum WorkflowResponse {
     Ok(Json<WorkflowBody>),
 }
 
+/// What deleting a workflow did.
+#[derive(Debug, Clone, Object)]
+pub struct WorkflowDeleted {
+    /// The deleted workflow's key (free to save again as a new workflow).
+    pub key: String,
+    /// Its runs that were still going and are now cancelled.
+    pub runs_cancelled: u64,
+    /// Their notifications cancelled before any provider had them.
+    pub notifications_cancelled: u64,
+}
+
+/// Answers to a delete.
+#[derive(Debug, ApiResponse)]
+pub enum DeleteResponse {
+    /// Deleted.
+    #[oai(status = 200)]
+    Ok(Json<WorkflowDeleted>),
+}
+
 /// A page of workflows.
 #[derive(Debug, Clone, Object)]
 pub struct WorkflowPage {
@@ -367,6 +386,57 @@ impl WorkflowsApi {
         Ok(WorkflowResponse::Ok(Json(w.into())))
     }
 
+    /// Delete a workflow: it no longer answers, lists or triggers, and its
+    /// key is free for a new workflow. Its runs still going are cancelled
+    /// (no further step runs; their notifications no provider has yet are
+    /// cancelled), so nothing of a withdrawn journey reaches a patient
+    /// afterwards; the answer counts them. Runs keep their history and stay
+    /// readable and listed under the key.
+    #[oai(path = "/:key", method = "delete", operation_id = "workflows.delete")]
+    async fn delete(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        /// The workflow's key.
+        #[oai(validator(min_length = 1, max_length = 100))]
+        key: Path<String>,
+    ) -> Result<DeleteResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        if !key_ok(&key.0) {
+            return Err(ApiError::NotFound("workflow"));
+        }
+        let mut tx = state.pool.begin().await?;
+        let (id, done) = store::delete(&mut tx, tenant_id, &key.0)
+            .await?
+            .ok_or(ApiError::NotFound("workflow"))?;
+        shared::db::audit::record(
+            &mut *tx,
+            shared::db::audit::Entry {
+                tenant_id: Some(tenant_id),
+                actor: &format!("api_key:{}", auth.0.key_id),
+                action: "workflow.delete",
+                resource_type: "workflow",
+                resource_id: Some(id.to_string()),
+                result: "success",
+                request_id: Some(&request_id.0.0),
+                details: serde_json::json!({
+                    "key": key.0,
+                    "runs_cancelled": done.runs,
+                    "notifications_cancelled": done.notifications,
+                }),
+            },
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(workflow = %key.0, runs_cancelled = done.runs, "workflow deleted");
+        Ok(DeleteResponse::Ok(Json(WorkflowDeleted {
+            key: key.0,
+            runs_cancelled: done.runs,
+            notifications_cancelled: done.notifications,
+        })))
+    }
+
     /// List the organisation's workflows by key (newest versions).
     #[oai(path = "/", method = "get", operation_id = "workflows.list")]
     async fn list(
@@ -449,6 +519,10 @@ impl WorkflowsApi {
             return Ok(answer);
         }
         let mut tx = state.pool.begin().await?;
+        if !store::hold(&mut tx, tenant_id, workflow.id).await? {
+            // Deleted since it was read.
+            return Err(ApiError::NotFound("workflow"));
+        }
         let subscribers = match (&req.subscriber_id, &req.topic) {
             (Some(s), None) => {
                 ExternalId::parse(s).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;

@@ -9,8 +9,11 @@
 //! move time by calling [`Runner::advance`] with the time they choose, so
 //! an hour's wait takes no time and nothing sleeps.
 
+mod admin;
+mod push;
 mod runs;
 mod validation;
+mod wakes;
 
 use std::time::Duration;
 

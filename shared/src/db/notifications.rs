@@ -82,6 +82,9 @@ pub struct NewNotification<'a> {
     pub send_id: Option<NotificationId>,
     /// When to send it; now when `None`.
     pub run_at: Option<DateTime<Utc>>,
+    /// The workflow run that will wait for its status: a change of status
+    /// then wakes that run (see `workflow_runs::watch`).
+    pub waited_by_run: Option<Uuid>,
 }
 
 /// What [`insert`] did.
@@ -115,9 +118,10 @@ pub async fn insert(
     let created: Option<(NotificationId,)> = sqlx::query_as(
         "insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, idempotency_key, request_hash,
-              dispatched_at, subscriber_id, category, critical, send_id, run_at, template_key)
+              dispatched_at, subscriber_id, category, critical, send_id, run_at, template_key,
+              waited_by_run)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, $11, $12, $13,
-                 coalesce($14, $1), coalesce($15, now()), $16)
+                 coalesce($14, $1), coalesce($15, now()), $16, $17)
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
          returning id",
     )
@@ -137,6 +141,7 @@ pub async fn insert(
     .bind(new.send_id)
     .bind(new.run_at)
     .bind(new.template_key)
+    .bind(new.waited_by_run)
     .fetch_optional(&mut *db)
     .await?;
     if let Some((id,)) = created {

@@ -1,7 +1,7 @@
-//! The runner's side of workflow runs: waking runs whose wait is over,
-//! claiming a due run (`for update skip locked`: the row stays locked until
-//! the transaction that executes its step commits), recording each executed
-//! step once, and moving the run on. Works across tenants; every statement
+//! The runner's side of workflow runs: waking the runs a notification's
+//! status change woke, claiming a due run (`for update skip locked`: the row
+//! stays locked until the transaction that executes its step commits),
+//! recording each executed step once, and moving the run on. Works across tenants; every statement
 //! that touches one run names its tenant.
 //!
 //! Times are the runner's `now`, passed in, so tests move time instead of
@@ -17,27 +17,51 @@ use crate::{
     workflows::Step,
 };
 
-/// The predicate "notification `n` reached the status run `r` waits for".
-const REACHED: &str = "case r.wait_status
-        when 'read' then n.read_at is not null
-        when 'delivered' then n.status in ('delivered', 'read') or n.read_at is not null
-        else n.status in ('sent', 'delivered', 'read') or n.read_at is not null end";
-
-/// Makes runs waiting for a notification status that has been reached due
-/// at `now` (one set-based statement each sweep). Returns how many.
+/// Makes the runs a notification's status change woke (queued in
+/// `workflow_wakes` by the trigger on `notifications`, see the migration
+/// `workflow_status_wakes`) due at `now`, and empties that queue. Only runs
+/// with a queued wake are touched, so the cost follows the wakes, not the
+/// runs waiting. Returns how many runs were made due.
 #[tracing::instrument(skip_all)]
-pub async fn wake_reached(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(&format!(
-        "update workflow_runs r set run_at = $1
-         where r.status = 'waiting' and r.wait_notifications is not null and r.run_at > $1
-           and exists (select 1 from notifications n
-                       where n.tenant_id = r.tenant_id and n.id = any(r.wait_notifications)
-                         and ({REACHED}))"
-    ))
+pub async fn wake_queued(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "with woken as (delete from workflow_wakes returning run_id, tenant_id)
+         update workflow_runs r set run_at = $1
+         from (select distinct run_id, tenant_id from woken) w
+         where r.id = w.run_id and r.tenant_id = w.tenant_id
+           and r.status = 'waiting' and r.run_at > $1",
+    )
     .bind(now)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
+}
+
+/// Starts watching notifications `ids` for run `run`: from now on a change
+/// of their status or read time that reaches `status` queues a wake for
+/// the run. Returns whether one of them has reached `status` already (the
+/// wait is then met at once). Watching first and looking second means a
+/// change committed in between is seen by one or the other.
+#[tracing::instrument(skip_all)]
+pub async fn watch(
+    db: &mut PgConnection,
+    run: &Claimed,
+    ids: &[Uuid],
+    status: &str,
+) -> Result<bool, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    sqlx::query(
+        "update notifications set waited_by_run = $2
+         where tenant_id = $1 and id = any($3) and waited_by_run is distinct from $2",
+    )
+    .bind(run.tenant_id)
+    .bind(run.id)
+    .bind(ids)
+    .execute(&mut *db)
+    .await?;
+    reached(db, run.tenant_id, ids, status).await
 }
 
 /// A run claimed for execution, with its version's steps.
@@ -65,6 +89,10 @@ pub struct Claimed {
     pub step_started_at: DateTime<Utc>,
     /// A wait's (or delay's) end, once the step started one.
     pub wait_until: Option<DateTime<Utc>>,
+    /// The notifications a status wait watches.
+    pub wait_notifications: Option<Vec<Uuid>>,
+    /// The status it waits for.
+    pub wait_status: Option<String>,
     /// The event that ended a wait.
     pub event_payload: Option<Json<Value>>,
     /// A digest being collected (its key).
@@ -86,7 +114,8 @@ pub async fn claim_due(
     sqlx::query_as(
         "select r.id, r.tenant_id, r.workflow_id, w.key as workflow_key, r.subscriber_id,
                 s.external_id, r.payload, r.status, r.step, r.step_started_at, r.wait_until,
-                r.event_payload, r.digest_key, r.digest_items,
+                r.wait_notifications, r.wait_status, r.event_payload, r.digest_key,
+                r.digest_items,
                 (select count(*) from workflow_run_steps x where x.run_id = r.id) as executed,
                 v.steps
          from workflow_runs r
@@ -195,17 +224,27 @@ pub async fn step_of(
     .await
 }
 
-/// Whether one of the notifications a waiting run watches reached its
-/// status.
+/// Whether one of notifications `ids` of `tenant_id` reached `status`
+/// (`read` is the read mark; `delivered` also counts `read`; `sent` counts
+/// anything from handed over on).
 #[tracing::instrument(skip_all)]
-pub async fn reached(db: impl PgExecutor<'_>, run: &Claimed) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "select exists (select 1 from workflow_runs r join notifications n
-                        on n.tenant_id = r.tenant_id and n.id = any(r.wait_notifications)
-                        where r.tenant_id = $1 and r.id = $2 and ({REACHED}))"
-    ))
-    .bind(run.tenant_id)
-    .bind(run.id)
+pub async fn reached(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    ids: &[Uuid],
+    status: &str,
+) -> Result<bool, sqlx::Error> {
+    if ids.is_empty() {
+        return Ok(false);
+    }
+    sqlx::query_scalar(
+        "select exists (select 1 from notifications
+                        where tenant_id = $1 and id = any($2)
+                          and workflow_status_reached($3, status, read_at))",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .bind(status)
     .fetch_one(db)
     .await
 }

@@ -52,7 +52,8 @@ pub async fn save(
 ) -> Result<Workflow, sqlx::Error> {
     let (id, version): (Uuid, i32) = sqlx::query_as(
         "insert into workflows (id, tenant_id, key, version) values ($1, $2, $3, 1)
-         on conflict (tenant_id, key) do update set version = workflows.version + 1
+         on conflict (tenant_id, key) where deleted_at is null
+         do update set version = workflows.version + 1
          returning id, version",
     )
     .bind(Uuid::now_v7())
@@ -87,7 +88,8 @@ pub async fn get(
     sqlx::query_as(&format!(
         "select {COLUMNS} from workflows w
          join workflow_versions v on v.workflow_id = w.id
-         where w.tenant_id = $1 and w.key = $2 and v.version = coalesce($3, w.version)"
+         where w.tenant_id = $1 and w.key = $2 and w.deleted_at is null
+           and v.version = coalesce($3, w.version)"
     ))
     .bind(tenant_id)
     .bind(key)
@@ -107,7 +109,7 @@ pub async fn list(
     sqlx::query_as(&format!(
         "select {COLUMNS} from workflows w
          join workflow_versions v on v.workflow_id = w.id and v.version = w.version
-         where w.tenant_id = $1 and ($2::text is null or w.key > $2)
+         where w.tenant_id = $1 and w.deleted_at is null and ($2::text is null or w.key > $2)
          order by w.key limit $3"
     ))
     .bind(tenant_id)
@@ -153,6 +155,50 @@ pub struct NewRuns<'a> {
     pub cancellation_key: Option<&'a str>,
     /// The caller's `Idempotency-Key` and a hash of the request.
     pub idempotency: Option<(&'a str, Vec<u8>)>,
+}
+
+/// Whether workflow `id` is still there (not deleted), holding it so until
+/// the transaction ends: a delete waits for the trigger that started runs
+/// to commit (and then cancels those runs too), and a trigger that comes
+/// second sees the workflow gone.
+#[tracing::instrument(skip_all)]
+pub async fn hold(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let held: Option<i32> = sqlx::query_scalar(
+        "select 1 from workflows where tenant_id = $1 and id = $2 and deleted_at is null
+         for share",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// Deletes workflow `key`: it no longer answers, lists or triggers, and its
+/// key is free; its versions and its runs' history stay. Runs still going
+/// are cancelled as [`cancel`] does. `None` when there is no such workflow.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    key: &str,
+) -> Result<Option<(Uuid, Cancelled)>, sqlx::Error> {
+    let id: Option<Uuid> = sqlx::query_scalar(
+        "update workflows set deleted_at = now()
+         where tenant_id = $1 and key = $2 and deleted_at is null
+         returning id",
+    )
+    .bind(tenant_id)
+    .bind(key)
+    .fetch_optional(&mut *db)
+    .await?;
+    let Some(id) = id else { return Ok(None) };
+    let cancelled = cancel(db, tenant_id, Which::Workflow(id)).await?;
+    Ok(Some((id, cancelled)))
 }
 
 /// Starts one run per subscriber, due now, and records the trigger. `None`
@@ -318,6 +364,8 @@ pub enum Which<'a> {
     Run(Uuid),
     /// Every run triggered with this cancellation key.
     Key(&'a str),
+    /// Every run of this workflow (it is being deleted).
+    Workflow(Uuid),
 }
 
 /// What [`cancel`] did.
@@ -341,21 +389,24 @@ pub async fn cancel(
     tenant_id: TenantId,
     which: Which<'_>,
 ) -> Result<Cancelled, sqlx::Error> {
-    let (id, key) = match which {
-        Which::Run(id) => (Some(id), None),
-        Which::Key(k) => (None, Some(k)),
+    let (id, key, workflow) = match which {
+        Which::Run(id) => (Some(id), None, None),
+        Which::Key(k) => (None, Some(k), None),
+        Which::Workflow(w) => (None, None, Some(w)),
     };
     let runs: Vec<Uuid> = sqlx::query_scalar(
         "update workflow_runs set status = 'cancelled', run_at = null, finished_at = now(),
              wait_notifications = null, wait_event = null
          where tenant_id = $1 and status in ('running', 'waiting')
            and (($2::uuid is not null and id = $2)
-                or ($3::text is not null and cancellation_key = $3))
+                or ($3::text is not null and cancellation_key = $3)
+                or ($4::uuid is not null and workflow_id = $4))
          returning id",
     )
     .bind(tenant_id)
     .bind(id)
     .bind(key)
+    .bind(workflow)
     .fetch_all(&mut *db)
     .await?;
     if runs.is_empty() {
@@ -415,6 +466,84 @@ pub async fn post_event(
     .bind(subscriber_id)
     .bind(name)
     .bind(payload)
+    .fetch_all(db)
+    .await
+}
+
+/// A run in a list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunSummary {
+    /// Its id.
+    pub id: Uuid,
+    /// The workflow's key.
+    pub workflow: String,
+    /// The version it runs.
+    pub version: i32,
+    /// The subscriber's external id.
+    pub subscriber_id: String,
+    /// Its status.
+    pub status: String,
+    /// The current step's key, while it goes on.
+    pub current_step: Option<String>,
+    /// The trigger's cancellation key.
+    pub cancellation_key: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was triggered.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Which runs to list; every filter given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter<'a> {
+    /// The workflow's key (runs of a deleted workflow of that key too).
+    pub workflow: Option<&'a str>,
+    /// The run's status.
+    pub status: Option<&'a str>,
+    /// The subscriber.
+    pub subscriber_id: Option<SubscriberId>,
+    /// The trigger's cancellation key.
+    pub cancellation_key: Option<&'a str>,
+}
+
+/// Up to `limit` runs of `tenant_id` matching `filter`, newest first, after
+/// `after` (the creation time and id of the last run of the page before).
+#[tracing::instrument(skip_all)]
+pub async fn list_runs(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    filter: &RunFilter<'_>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<RunSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
+                case when r.status in ('running', 'waiting')
+                     then v.steps -> r.step ->> 'key' end as current_step,
+                r.cancellation_key, r.error, r.created_at, r.finished_at
+         from workflow_runs r
+         join workflows w on w.id = r.workflow_id
+         join workflow_versions v on v.workflow_id = r.workflow_id and v.version = r.version
+         join subscribers s on s.id = r.subscriber_id
+         where r.tenant_id = $1
+           and ($2::text is null or w.key = $2)
+           and ($3::text is null or r.status = $3)
+           and ($4::uuid is null or r.subscriber_id = $4)
+           and ($5::text is null or r.cancellation_key = $5)
+           and ($6::timestamptz is null or (r.created_at, r.id) < ($6, $7))
+         order by r.created_at desc, r.id desc
+         limit $8",
+    )
+    .bind(tenant_id)
+    .bind(filter.workflow)
+    .bind(filter.status)
+    .bind(filter.subscriber_id)
+    .bind(filter.cancellation_key)
+    .bind(after.map(|a| a.0))
+    .bind(after.map(|a| a.1))
+    .bind(limit)
     .fetch_all(db)
     .await
 }

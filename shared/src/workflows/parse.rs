@@ -259,11 +259,6 @@ fn send(f: &mut Fields<'_>, e: &mut Errors) -> Option<StepKind> {
             for (i, c) in l.iter().enumerate() {
                 let name = format!("channels[{i}]");
                 match c.as_str().map(Channel::parse) {
-                    Some(Some(Channel::Push)) => e.add(
-                        &f.step,
-                        &name,
-                        "push is not offered in workflows (email, sms, whatsapp, inapp)",
-                    ),
                     Some(Some(c)) if channels.contains(&c) => {
                         e.add(&f.step, &name, "is listed twice")
                     }
@@ -271,7 +266,7 @@ fn send(f: &mut Fields<'_>, e: &mut Errors) -> Option<StepKind> {
                     _ => e.add(
                         &f.step,
                         &name,
-                        "must be a channel (email, sms, whatsapp, inapp)",
+                        "must be a channel (email, sms, whatsapp, push, inapp)",
                     ),
                 }
             }

@@ -8,10 +8,14 @@
 
 use chrono::{DateTime, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use serde_json::Value;
 use shared::{
-    db::workflows::{self as store, Cancelled, Which},
+    db::workflows::{self as store, Cancelled, RunFilter, RunSummary, Which},
     domain::{ExternalId, TenantId},
     workflows::StepKind,
 };
@@ -91,6 +95,97 @@ pub enum RunResponse {
     /// The run.
     #[oai(status = 200)]
     Ok(Json<RunBody>),
+}
+
+/// A run in a list (read the run for its steps).
+#[derive(Debug, Clone, Object)]
+pub struct RunListItem {
+    /// Its id.
+    pub id: String,
+    /// The workflow's key.
+    pub workflow: String,
+    /// The version it runs.
+    pub version: i32,
+    /// The subscriber's external id.
+    pub subscriber_id: String,
+    /// `running`, `waiting`, `completed`, `cancelled`, `failed`, `merged`
+    /// or `dropped`.
+    pub status: String,
+    /// The current step's key, while the run goes on.
+    pub current_step: Option<String>,
+    /// The trigger's cancellation key.
+    pub cancellation_key: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it was triggered.
+    pub created_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<RunSummary> for RunListItem {
+    fn from(r: RunSummary) -> Self {
+        Self {
+            id: r.id.to_string(),
+            workflow: r.workflow,
+            version: r.version,
+            subscriber_id: r.subscriber_id,
+            status: r.status,
+            current_step: r.current_step,
+            cancellation_key: r.cancellation_key,
+            error: r.error,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+/// A page of runs.
+#[derive(Debug, Clone, Object)]
+pub struct RunPage {
+    /// The runs, newest first.
+    pub items: Vec<RunListItem>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Runs.
+#[derive(Debug, ApiResponse)]
+pub enum RunListResponse {
+    /// A page.
+    #[oai(status = 200)]
+    Ok(Json<RunPage>),
+}
+
+/// Most runs on one page.
+const MAX_RUN_PAGE: u32 = 200;
+/// A run's statuses, as the `status` filter names them.
+const STATUSES: &[&str] = &[
+    "running",
+    "waiting",
+    "completed",
+    "cancelled",
+    "failed",
+    "merged",
+    "dropped",
+];
+
+fn bad_cursor() -> ApiError {
+    ApiError::invalid("cursor", "is not a cursor this API returned")
+}
+
+fn encode_cursor(r: &RunSummary) -> String {
+    format!("{}.{}", r.created_at.timestamp_micros(), r.id)
+}
+
+fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let (at, id) = raw.split_once('.').ok_or_else(bad_cursor)?;
+    let at = at
+        .parse::<i64>()
+        .ok()
+        .and_then(crate::input::cursor_time)
+        .ok_or_else(bad_cursor)?;
+    Ok((at, Uuid::parse_str(id).map_err(|_| bad_cursor())?))
 }
 
 /// What a cancel did.
@@ -269,6 +364,105 @@ async fn read(state: &AppState, tenant_id: TenantId, id: Uuid) -> Result<RunBody
     tag = "ApiTags::Notifications"
 )]
 impl WorkflowRunsApi {
+    /// List the organisation's runs, newest first, optionally only those of
+    /// a workflow key, a status, a subscriber or a cancellation key (every
+    /// filter given must hold). Runs of a deleted workflow are listed under
+    /// its key.
+    #[oai(path = "/runs", method = "get", operation_id = "workflows.list_runs")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_runs(
+        &self,
+        auth: ServiceKey,
+        state: Data<&AppState>,
+        /// At most this many (1 to 200, default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+        /// The `next_cursor` of the page before.
+        #[oai(validator(min_length = 1, max_length = 100))]
+        cursor: Query<Option<String>>,
+        /// Only runs of the workflow with this key.
+        #[oai(validator(min_length = 1, max_length = 100))]
+        workflow: Query<Option<String>>,
+        /// Only runs with this status: `running`, `waiting`, `completed`,
+        /// `cancelled`, `failed`, `merged` or `dropped`.
+        status: Query<Option<String>>,
+        /// Only runs of the subscriber with this external id.
+        #[oai(validator(min_length = 1, max_length = 255))]
+        subscriber_id: Query<Option<String>>,
+        /// Only runs triggered with this cancellation key.
+        #[oai(validator(min_length = 1, max_length = 255))]
+        cancellation_key: Query<Option<String>>,
+    ) -> Result<RunListResponse, ApiError> {
+        let tenant_id = auth.0.tenant_id;
+        let limit = match limit.0.unwrap_or(50) {
+            l @ 1..=MAX_RUN_PAGE => i64::from(l),
+            _ => {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("must be 1 to {MAX_RUN_PAGE}"),
+                ));
+            }
+        };
+        let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        if let Some(w) = &workflow.0
+            && !super::key_ok(w)
+        {
+            return Err(ApiError::invalid(
+                "workflow",
+                "must be a workflow key: 1 to 100 lower-case letters, digits, `.`, `_` or `-`",
+            ));
+        }
+        if let Some(s) = &status.0
+            && !STATUSES.contains(&s.as_str())
+        {
+            return Err(ApiError::invalid(
+                "status",
+                format!("must be one of {}", STATUSES.join(", ")),
+            ));
+        }
+        if let Some(k) = &cancellation_key.0
+            && (k.is_empty() || k.len() > 255 || k.chars().any(char::is_control))
+        {
+            return Err(ApiError::invalid(
+                "cancellation_key",
+                "must be 1 to 255 characters without control characters",
+            ));
+        }
+        let subscriber = match &subscriber_id.0 {
+            None => None,
+            Some(raw) => {
+                let external =
+                    ExternalId::parse(raw).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
+                match shared::db::subscribers::find_id(&state.pool, tenant_id, external.as_str())
+                    .await?
+                {
+                    Some(id) => Some(id),
+                    // No such subscriber: no runs.
+                    None => {
+                        return Ok(RunListResponse::Ok(Json(RunPage {
+                            items: Vec::new(),
+                            next_cursor: None,
+                        })));
+                    }
+                }
+            }
+        };
+        let filter = RunFilter {
+            workflow: workflow.0.as_deref(),
+            status: status.0.as_deref(),
+            subscriber_id: subscriber,
+            cancellation_key: cancellation_key.0.as_deref(),
+        };
+        let mut items = store::list_runs(&state.pool, tenant_id, &filter, after, limit + 1).await?;
+        let more = items.len() as i64 > limit;
+        items.truncate(limit as usize);
+        let next_cursor = more.then(|| items.last().map(encode_cursor)).flatten();
+        Ok(RunListResponse::Ok(Json(RunPage {
+            items: items.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
     /// Read a run: its status and every step's state, outcome and times.
     #[oai(path = "/runs/:id", method = "get", operation_id = "workflows.get_run")]
     async fn get_run(
