@@ -41,7 +41,9 @@ pub async fn run(
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;
-    let runner = workflows::Runner::new(pool.clone(), settings.jobs.clone()).spawn();
+    let runner = workflows::Runner::new(pool.clone(), settings.jobs.clone())
+        .with_quotas(queues.connection(), queues.prefix())
+        .spawn();
     let reporting = reports::Reporting::start(&settings, pool.clone());
     let mut reports = fleet::FleetReports::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let mut ticker = cron::CronTicker::new(

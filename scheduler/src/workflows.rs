@@ -15,9 +15,10 @@
 //!
 //! Sends go through the platform's send path: notification rows born
 //! undispatched, so the workers apply the subscriber's preferences, quiet
-//! hours and the organisation's send windows when they claim them. Send
-//! quotas (counted by the API on acceptance) are not charged for workflow
-//! sends.
+//! hours and the organisation's send windows when they claim them. Each
+//! channel's notifications are charged to the organisation's send quotas
+//! (the same Redis counters the API's sends use) before they are inserted;
+//! a channel over quota is skipped, and the step's detail names the quota.
 //!
 //! `now` is an argument everywhere, so tests move time.
 
@@ -25,7 +26,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use chrono::{DateTime, Duration, Utc};
+use redis::aio::ConnectionManager;
 use serde_json::json;
+use shared::quotas::Charged;
 use shared::{
     config::JobsConfig,
     db::{
@@ -44,11 +47,24 @@ const RUNS_PER_TICK: usize = 500;
 /// How often the scheduler's runner looks for due runs.
 pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// How long a quota charge may wait for Redis before the send goes
+/// uncounted.
+const QUOTA_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Executes due workflow steps.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Runner {
     pool: PgPool,
     jobs: Arc<JobsConfig>,
+    quotas: Option<(ConnectionManager, String)>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("quotas", &self.quotas.as_ref().map(|(_, prefix)| prefix))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Runner {
@@ -57,6 +73,53 @@ impl Runner {
         Self {
             pool,
             jobs: Arc::new(jobs),
+            quotas: None,
+        }
+    }
+
+    /// Charges send steps to the organisations' send quotas, counted in
+    /// Redis on `conn` under the deployment's `prefix` (as the API counts
+    /// them). Without it nothing is counted.
+    pub fn with_quotas(mut self, conn: ConnectionManager, prefix: &str) -> Self {
+        self.quotas = Some((conn, prefix.to_owned()));
+        self
+    }
+
+    /// Charges `add` notifications on `channel` to the run's organisation;
+    /// `Some(why)` when a quota refuses them. While Redis does not answer,
+    /// the send goes uncounted, as the API's do.
+    async fn charge(
+        &self,
+        quotas: &[shared::db::limits::Quota],
+        run: &Claimed,
+        channel: Channel,
+        add: u64,
+        now: DateTime<Utc>,
+    ) -> Option<String> {
+        let (conn, prefix) = self.quotas.as_ref()?;
+        let mut conn = conn.clone();
+        let charged = tokio::time::timeout(
+            QUOTA_TIMEOUT,
+            shared::quotas::charge(&mut conn, prefix, run.tenant_id, quotas, channel, add, now),
+        )
+        .await;
+        match charged {
+            Ok(Ok(Charged::Counted)) => None,
+            Ok(Ok(Charged::Refused { name, detail })) => {
+                metrics::counter!("workflow_send_quota_refusals_total", "channel" => channel.as_str())
+                    .increment(1);
+                Some(format!("over the `{name}` quota: {detail}"))
+            }
+            Ok(Err(error)) => {
+                metrics::counter!("send_quota_unavailable_total").increment(1);
+                tracing::warn!(%error, "send quotas unavailable; the workflow send is not counted");
+                None
+            }
+            Err(_) => {
+                metrics::counter!("send_quota_unavailable_total").increment(1);
+                tracing::warn!("send quotas timed out; the workflow send is not counted");
+                None
+            }
         }
     }
 
@@ -191,7 +254,7 @@ impl Runner {
                 // notifications are born watched.
                 let watched = steps_wait_on(&run.steps.0, &step.key);
                 match self
-                    .send(tx, run, template, channels, to.as_deref(), watched)
+                    .send(tx, run, template, channels, to.as_deref(), watched, now)
                     .await?
                 {
                     Ok((ids, skipped)) => {
@@ -413,6 +476,7 @@ impl Runner {
     /// undispatched. `Ok(Err(why))` when the run cannot go on (the template
     /// is gone or does not render with the payload); channels the
     /// subscriber cannot be reached on are skipped and named.
+    #[expect(clippy::too_many_arguments)]
     async fn send(
         &self,
         tx: &mut PgConnection,
@@ -421,6 +485,7 @@ impl Runner {
         channels: &[Channel],
         to: Option<&str>,
         watched: bool,
+        now: DateTime<Utc>,
     ) -> anyhow::Result<Result<(Vec<Uuid>, Vec<String>), String>> {
         let Some(stored) =
             shared::db::templates::get_by_key(&mut *tx, run.tenant_id, template).await?
@@ -439,6 +504,10 @@ impl Runner {
         );
         let locale = contacts.locale.as_ref().map(|l| l.as_str().to_owned());
         let metadata = json!({"workflow": run.workflow_key, "workflow_run_id": run.id});
+        let quotas = match self.quotas {
+            Some(_) => shared::db::limits::quotas(&mut *tx, run.tenant_id).await?,
+            None => Vec::new(),
+        };
         let (mut ids, mut skipped) = (Vec::new(), Vec::new());
         for &channel in channels {
             // Push goes to each of the subscriber's devices, as a single
@@ -479,6 +548,14 @@ impl Runner {
                 Ok(r) => r,
                 Err(e) => return Ok(Err(format!("template `{template}`: {e}"))),
             };
+            if !quotas.is_empty()
+                && let Some(why) = self
+                    .charge(&quotas, run, channel, recipients.len() as u64, now)
+                    .await
+            {
+                skipped.push(format!("{}: {why}", channel.as_str()));
+                continue;
+            }
             for recipient in &recipients {
                 let inserted = notifications::insert(
                     tx,

@@ -44,6 +44,7 @@ pub mod notices;
 pub mod pauses;
 pub mod preferences;
 pub mod providers;
+pub mod quotas;
 pub mod reports;
 pub mod roles;
 pub mod send_windows;

@@ -4,11 +4,13 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, Utc};
 use shared::{
     db::{limits::Quota, quota_notices::Kind},
     domain::{Channel, TenantId},
 };
+
+pub use shared::quotas::Period;
 
 use super::{Limiter, LimiterError, WARNING_SHARE};
 use crate::error::ApiError;
@@ -206,11 +208,7 @@ impl Limiter {
         period: Period,
         now: DateTime<Utc>,
     ) -> String {
-        format!(
-            "{}:quota:{tenant}:{channel}:{}",
-            self.prefix,
-            period.label(now)
-        )
+        shared::quotas::key(&self.prefix, tenant, channel, period, now)
     }
 
     /// How much of each of the organisation's quotas this period has used;
@@ -272,75 +270,6 @@ impl QuotaTicket {
     }
 }
 
-/// A quota's period.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Period {
-    /// A UTC day.
-    Day,
-    /// A calendar month (UTC).
-    Month,
-}
-
-impl Period {
-    /// `day` or `month`.
-    pub fn parse(raw: &str) -> Option<Self> {
-        match raw {
-            "day" => Some(Self::Day),
-            "month" => Some(Self::Month),
-            _ => None,
-        }
-    }
-
-    /// `day` or `month`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Day => "day",
-            Self::Month => "month",
-        }
-    }
-
-    fn adjective(self) -> &'static str {
-        match self {
-            Self::Day => "daily",
-            Self::Month => "monthly",
-        }
-    }
-
-    /// The first day of the period holding `now`.
-    pub fn start(self, now: DateTime<Utc>) -> NaiveDate {
-        let date = now.date_naive();
-        match self {
-            Self::Day => date,
-            Self::Month => date.with_day(1).unwrap_or(date),
-        }
-    }
-
-    fn label(self, now: DateTime<Utc>) -> String {
-        match self {
-            Self::Day => format!("day:{}", now.format("%Y%m%d")),
-            Self::Month => format!("month:{}", now.format("%Y%m")),
-        }
-    }
-
-    /// When the period holding `now` ends.
-    pub fn end(self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let date = now.date_naive();
-        let next = match self {
-            Self::Day => date.succ_opt(),
-            Self::Month => {
-                let (y, m) = if date.month() == 12 {
-                    (date.year() + 1, 1)
-                } else {
-                    (date.year(), date.month() + 1)
-                };
-                NaiveDate::from_ymd_opt(y, m, 1)
-            }
-        }
-        .unwrap_or(date);
-        Utc.from_utc_datetime(&next.and_hms_opt(0, 0, 0).unwrap_or_default())
-    }
-}
-
 /// How many notifications `channels` (one per notification) put on each
 /// channel.
 pub fn per_channel(channels: impl IntoIterator<Item = Channel>) -> Vec<(Channel, u64)> {
@@ -352,26 +281,4 @@ pub fn per_channel(channels: impl IntoIterator<Item = Channel>) -> Vec<(Channel,
         }
     }
     counts
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn periods_end_at_the_next_utc_midnight_or_month() {
-        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
-        assert_eq!(
-            Period::Day.end(at("2026-12-05T13:00:00Z")),
-            at("2026-12-06T00:00:00Z")
-        );
-        assert_eq!(
-            Period::Month.end(at("2026-12-05T13:00:00Z")),
-            at("2027-01-01T00:00:00Z")
-        );
-        assert_eq!(
-            Period::Month.end(at("2026-02-28T23:59:59Z")),
-            at("2026-03-01T00:00:00Z")
-        );
-    }
 }

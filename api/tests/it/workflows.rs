@@ -11,6 +11,7 @@
 
 mod admin;
 mod push;
+mod quotas;
 mod runs;
 mod validation;
 mod wakes;

@@ -369,7 +369,6 @@ impl WorkflowRunsApi {
     /// filter given must hold). Runs of a deleted workflow are listed under
     /// its key.
     #[oai(path = "/runs", method = "get", operation_id = "workflows.list_runs")]
-    #[allow(clippy::too_many_arguments)]
     async fn list_runs(
         &self,
         auth: ServiceKey,
