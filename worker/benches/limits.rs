@@ -249,7 +249,7 @@ async fn run() {
     let mut admin = connect(&db.url).await;
     admin
         .execute(
-            "create table limit_plain (like notifications including defaults including constraints);
+            "create table limit_plain (like notifications including defaults including constraints including generated);
              alter table limit_plain add primary key (id);
              create table limit_indexed (like notifications including all);
              create table limit_copy (like notifications including all);",

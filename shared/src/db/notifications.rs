@@ -894,7 +894,7 @@ pub async fn recover_expired_leases(
                  last_error = $2, run_at = now(), dispatched_at = null
              where id in (
                  select id from notifications
-                 where channel = $1 and status = 'sending' and run_at <= now()
+                 where channel = $1 and stage = 1 and status = 'sending' and run_at <= now()
                  order by run_at limit 1000
                  for update skip locked)
              returning id, tenant_id, attempts, status
@@ -926,7 +926,7 @@ pub async fn take_due(
     sqlx::query_as(
         "with due as (
              select id from notifications
-             where channel = $1 and status in ('queued', 'deferred') and run_at <= now()
+             where channel = $1 and stage = 1 and status in ('queued', 'deferred') and run_at <= now()
                and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $2))
              order by run_at
              limit $3
@@ -968,7 +968,8 @@ pub async fn release_taken(
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
-        "update notifications set dispatched_at = null where status in ('queued', 'deferred') and dispatched_at is not null",
+        "update notifications set dispatched_at = null
+         where stage = 1 and status in ('queued', 'deferred') and dispatched_at is not null",
     )
     .execute(db)
     .await?;
@@ -990,10 +991,9 @@ pub async fn redact_expired_content(
          set content = '{}'::jsonb, metadata = '{}'::jsonb, content_redacted_at = now()
          where id in (
              select id from notifications
-             where status in ('sent', 'delivered', 'read', 'failed', 'bounced', 'suppressed', 'cancelled')
-               and content_redacted_at is null
+             where stage in (2, 3) and content_redacted_at is null
+               and created_at < now() - make_interval(days => $1)
                and updated_at < now() - make_interval(days => $1)
-               and not (channel = 'inapp' and status = 'sent' and deleted_at is null)
              limit $2
              for update skip locked)",
     )

@@ -62,7 +62,7 @@ pub async fn record(
         Target::MessageId(message_id) => {
             sqlx::query_as(
                 "select id, status from notifications
-                 where tenant_id = $1 and channel = $2 and provider_message_id = $3
+                 where tenant_id = $1 and channel = $2 and channel <> 'inapp' and provider_message_id = $3
                  order by created_at desc limit 1
                  for update",
             )

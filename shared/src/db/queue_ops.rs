@@ -101,7 +101,7 @@ pub async fn waiting(
                 count(*) filter (where status = 'sending'),
                 min(run_at) filter (where status in ('queued', 'deferred') and run_at <= now())
          from notifications
-         where status in ('queued', 'deferred', 'sending') and ($1::uuid is null or tenant_id = $1)
+         where stage = 1 and ($1::uuid is null or tenant_id = $1)
          group by channel",
     )
     .bind(tenant)
