@@ -21,8 +21,9 @@ use argon2::{
 };
 use serde_json::{Value, json};
 use shared::{
-    db::{audit, organizations, users::Credentials},
+    db::{audit, organizations, permissions as perms, users::Credentials},
     domain::TenantId,
+    permissions::Permission,
     roles::Role,
 };
 use uuid::Uuid;
@@ -45,6 +46,10 @@ pub struct Principal {
     pub role: Option<Role>,
     /// The platform user, when it is one.
     pub user_id: Option<Uuid>,
+    /// A user's effective permissions with their sources; `None` for an
+    /// API key, whose scopes were checked when it was authenticated
+    /// ([`crate::permissions::routes`]).
+    pub permissions: Option<perms::Effective>,
 }
 
 impl Principal {
@@ -84,12 +89,37 @@ impl Principal {
             && organizations::get(&state.pool, caller.tenant_id)
                 .await?
                 .is_some_and(|o| o.kind == "platform");
+        let permissions = match auth {
+            Admin::Key(_) => None,
+            Admin::User(UserJwt(identity)) => Some(
+                perms::effective(&state.pool, caller.tenant_id, user_id, &identity.roles).await?,
+            ),
+        };
         Ok(Self {
             caller,
             platform,
             role,
             user_id,
+            permissions,
         })
+    }
+
+    /// Whether it holds `permission` (an API key holds what its scopes
+    /// allow, checked before any handler runs).
+    pub fn holds(&self, permission: Permission) -> bool {
+        self.permissions
+            .as_ref()
+            .is_none_or(|held| held.contains_key(&permission))
+    }
+
+    /// 403 naming `permission` unless it holds it: the one check every
+    /// administrative route makes.
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.holds(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(permission.required()))
+        }
     }
 
     /// Whether it is an admin (of its organisation, or of the platform).

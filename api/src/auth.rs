@@ -33,6 +33,7 @@ use shared::{
         security_events,
     },
     domain::ApiKeyId,
+    permissions::Permission,
 };
 
 use crate::{AppState, error::ApiError, identity::Identity};
@@ -62,7 +63,15 @@ async fn key_owner(req: &Request, state: &AppState, token: &str) -> poem::Result
     match check_key(&state.pool, &state.api_keys, token, client).await {
         Ok(KeyCheck::Allowed(owner)) => {
             tracing::Span::current().record("tenant_id", tracing::field::display(owner.tenant_id));
-            Ok(owner)
+            let scopes = match entry_of(&state.pool, &state.api_keys, token).await {
+                Ok(entry) => entry.and_then(|e| e.scopes),
+                Err(e) => return Err(ApiError::from(e).into()),
+            };
+            let path = req.uri().path();
+            match crate::permissions::key_may(scopes.as_deref(), req.method().as_str(), path) {
+                Ok(()) => Ok(owner),
+                Err(detail) => Err(ApiError::Forbidden(detail).into()),
+            }
         }
         Ok(KeyCheck::Refused(owner)) => {
             tracing::info!(tenant_id = %owner.tenant_id, key_id = %owner.key_id, "API key refused outside its allowlist");
@@ -149,9 +158,10 @@ async fn entry_of(
     }
     let entry = api_keys::lookup_hash(pool, &key_hash)
         .await?
-        .map(|(owner, networks)| CachedKey {
+        .map(|(owner, networks, scopes)| CachedKey {
             owner,
             networks: networks.into(),
+            scopes: scopes.map(Into::into),
         });
     if let Some(entry) = &entry {
         cache.insert(key_hash, entry.clone());
@@ -166,6 +176,8 @@ pub struct CachedKey {
     pub owner: KeyOwner,
     /// The networks it may be used from (empty: any).
     pub networks: Arc<[IpNet]>,
+    /// What it may do (`None`: every permission).
+    pub scopes: Option<Arc<[Permission]>>,
 }
 
 /// Most API keys kept by [`ApiKeyCache`]; past it the oldest are dropped.
@@ -275,6 +287,41 @@ impl AdminCaller {
 }
 
 impl Admin {
+    /// The caller if it holds `permission`, else 403 naming it. A user's
+    /// effective permissions are computed now
+    /// ([`shared::db::permissions::effective`]); an API key's scopes were
+    /// checked when it was authenticated.
+    pub async fn authorize(
+        &self,
+        state: &AppState,
+        permission: Permission,
+    ) -> Result<AdminCaller, ApiError> {
+        match self {
+            Admin::Key(ServiceKey(owner)) => Ok(AdminCaller {
+                tenant_id: owner.tenant_id,
+                actor: format!("api_key:{}", owner.key_id),
+            }),
+            Admin::User(UserJwt(identity)) => {
+                let user = uuid::Uuid::parse_str(&identity.subject).ok();
+                let held = shared::db::permissions::effective(
+                    &state.pool,
+                    identity.tenant_id,
+                    user,
+                    &identity.roles,
+                )
+                .await?;
+                if held.contains_key(&permission) {
+                    Ok(AdminCaller {
+                        tenant_id: identity.tenant_id,
+                        actor: format!("user:{}", identity.subject),
+                    })
+                } else {
+                    Err(ApiError::Forbidden(permission.required()))
+                }
+            }
+        }
+    }
+
     /// The caller, or 403 for a user without the `ADMIN` role.
     pub fn caller(&self) -> Result<AdminCaller, ApiError> {
         match self {

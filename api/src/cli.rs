@@ -127,6 +127,10 @@ pub enum KeyCommand {
         /// any address.
         #[arg(long = "allow", value_name = "CIDR", value_parser = parse_network)]
         allow: Vec<IpNet>,
+        /// A permission the key holds (`notifications:send`, …); repeat
+        /// for more. None: every permission, what keys could always do.
+        #[arg(long = "scope", value_name = "PERMISSION", value_parser = parse_scope)]
+        scope: Vec<shared::permissions::Permission>,
     },
     /// Replace the networks a key may be used from.
     Allow {
@@ -159,6 +163,13 @@ pub enum KeyCommand {
         #[arg(long)]
         key: ApiKeyId,
     },
+}
+
+/// A permission by name, for `--scope`.
+pub fn parse_scope(s: &str) -> Result<shared::permissions::Permission, String> {
+    shared::permissions::Permission::parse(s.trim()).ok_or_else(|| {
+        format!("{s:?} is not a permission: expected resource:action such as notifications:send")
+    })
 }
 
 /// Most networks in one key's allowlist.
@@ -485,14 +496,18 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
                     tenant,
                     name,
                     allow,
+                    mut scope,
                 },
         } => {
             let allow = allowlist(allow)?;
+            scope.sort();
+            scope.dedup();
             anyhow::ensure!(
                 tenants::get(&pool, tenant).await?.is_some(),
                 "no tenant {tenant}"
             );
-            let key = api_keys::create_with_networks(&pool, tenant, &name, &allow).await?;
+            let scopes = (!scope.is_empty()).then_some(scope.as_slice());
+            let key = api_keys::create_scoped(&pool, tenant, &name, &allow, scopes).await?;
             key_changed(
                 &pool,
                 tenant,

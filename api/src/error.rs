@@ -132,6 +132,10 @@ const CONFLICTS: &[(&str, &str)] = &[
         "this address already has an open invitation to this organisation",
     ),
     (
+        shared::db::permissions::SET_KEY_CONSTRAINT,
+        "a permission set with this key already exists",
+    ),
+    (
         shared::db::shipments::TRACKING_CONSTRAINT,
         "a shipment with this tracking number already exists",
     ),

@@ -33,6 +33,7 @@ pub mod input;
 pub mod limits;
 pub mod middleware;
 pub mod outage;
+pub mod permissions;
 pub mod realtime;
 pub mod routes;
 pub mod server;
@@ -161,6 +162,10 @@ pub type OrgApis = (
     routes::audit::AuditApi,
     routes::security::SecurityApi,
     routes::limits::LimitsApi,
+    (
+        routes::permissions::PermissionsApi,
+        routes::permissions::delegations::DelegationsApi,
+    ),
 );
 
 /// The documented API.
@@ -187,6 +192,10 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 routes::audit::AuditApi,
                 routes::security::SecurityApi,
                 routes::limits::LimitsApi,
+                (
+                    routes::permissions::PermissionsApi,
+                    routes::permissions::delegations::DelegationsApi,
+                ),
             ),
             (
                 routes::ops::queues::OpsQueuesApi,

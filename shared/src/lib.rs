@@ -42,6 +42,7 @@ pub mod jobs;
 pub mod lookups;
 pub mod notices;
 pub mod pauses;
+pub mod permissions;
 pub mod preferences;
 pub mod providers;
 pub mod quotas;

@@ -31,6 +31,7 @@ use shared::{
         sessions, subscribers, users,
     },
     domain::EmailAddress,
+    permissions::Permission,
     roles::Role,
 };
 use uuid::Uuid;
@@ -292,7 +293,7 @@ impl AdminUsersApi {
                 "user.create",
                 "user",
                 None,
-                p.require_admin()
+                p.require(Permission::UsersManage)
                     .and_then(|()| p.target_tenant(b.organization_id.as_deref())),
             )
             .await?;
@@ -376,11 +377,12 @@ impl AdminUsersApi {
                 "user.list",
                 "user",
                 None,
-                p.require_admin()
-                    .and_then(|()| match organization_id.0.as_deref() {
+                p.require(Permission::UsersRead).and_then(|()| {
+                    match organization_id.0.as_deref() {
                         None => Ok(p.scope()),
                         Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                    }),
+                    }
+                }),
             )
             .await?;
         let role = role.0.as_deref().map(check_role).transpose()?;
@@ -439,7 +441,7 @@ impl AdminUsersApi {
             "user.stats",
             "user",
             None,
-            p.require_admin(),
+            p.require(Permission::UsersRead),
         )
         .await?;
         let rows = users::stats(&state.pool, p.scope()).await?;
@@ -462,8 +464,8 @@ impl AdminUsersApi {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
             let uid = user_id(&id.0)?;
-            if !p.is_admin() && p.user_id != Some(uid) {
-                return Err(ApiError::Forbidden("the ADMIN role is required"));
+            if !p.holds(Permission::UsersRead) && p.user_id != Some(uid) {
+                return Err(ApiError::Forbidden(Permission::UsersRead.required()));
             }
             users::get(&state.pool, p.scope(), uid)
                 .await?
@@ -501,7 +503,8 @@ impl AdminUsersApi {
                 "user.update",
                 "user",
                 Some(&id.0),
-                p.require_admin().and_then(|()| user_id(&id.0)),
+                p.require(Permission::UsersManage)
+                    .and_then(|()| user_id(&id.0)),
             )
             .await?;
         let b = body.0;
@@ -617,10 +620,10 @@ impl AdminUsersApi {
             "user.password",
             "user",
             Some(&id.0),
-            if own || p.is_admin() {
+            if own || p.holds(Permission::UsersManage) {
                 Ok(())
             } else {
-                Err(ApiError::Forbidden("the ADMIN role is required"))
+                Err(ApiError::Forbidden(Permission::UsersManage.required()))
             },
         )
         .await?;
@@ -705,7 +708,7 @@ impl AdminUsersApi {
     ) -> Result<AcceptedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require_admin()?;
+            p.require(Permission::UsersManage)?;
             let uid = user_id(&id.0)?;
             let user = users::get(&state.pool, p.scope(), uid)
                 .await?
@@ -775,7 +778,7 @@ impl AdminUsersApi {
     ) -> Result<SessionsRevokedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require_admin()?;
+            p.require(Permission::UsersManage)?;
             let uid = user_id(&id.0)?;
             users::get(&state.pool, p.scope(), uid)
                 .await?
@@ -848,7 +851,7 @@ impl AdminUsersApi {
     ) -> Result<UnlockResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require_admin()?;
+            p.require(Permission::UsersManage)?;
             let uid = user_id(&id.0)?;
             users::get(&state.pool, p.scope(), uid)
                 .await?
@@ -914,7 +917,8 @@ async fn set_status(
             action,
             "user",
             Some(raw),
-            p.require_admin().and_then(|()| user_id(raw)),
+            p.require(Permission::UsersManage)
+                .and_then(|()| user_id(raw)),
         )
         .await?;
     let mut tx = state.pool.begin().await?;

@@ -193,7 +193,7 @@ impl AuditApi {
             "audit.list",
             "audit_log",
             None,
-            p.require_admin(),
+            p.require(shared::permissions::Permission::AuditRead),
         )
         .await?;
         let limit = limit.0.unwrap_or(50);
@@ -256,7 +256,7 @@ impl AuditApi {
             "audit.export",
             "audit_log",
             None,
-            p.require_admin(),
+            p.require(shared::permissions::Permission::AuditRead),
         )
         .await?;
         let f = Filters {

@@ -30,6 +30,7 @@ use shared::{
     db::{audit, invitations, subscribers, users},
     domain::TenantId,
     jobs::SendInvitation,
+    permissions::Permission,
     roles::{InvitationType, Role},
 };
 use uuid::Uuid;
@@ -417,6 +418,7 @@ async fn create_one(
     let message = check_message(body.message.as_deref())?;
     let expires_at = expiry(state, body.expires_in_days)?;
     let checks = (|| {
+        p.require(Permission::UsersInvite)?;
         let tenant = p.target_tenant(body.organization_id.as_deref())?;
         let role = p.role.unwrap_or(Role::Support);
         if !role.may_invite().contains(&ty) {
@@ -672,7 +674,7 @@ async fn cancel_one(
 
 /// Admins manage every invitation in scope; others only those they sent.
 fn check_can_manage(p: &Principal, inv: &invitations::Invitation) -> Result<(), ApiError> {
-    if p.is_admin() || inv.invited_by == p.caller.actor {
+    if p.holds(Permission::UsersManage) || inv.invited_by == p.caller.actor {
         Ok(())
     } else {
         Err(ApiError::NotFound("invitation"))
@@ -951,7 +953,7 @@ impl InvitationsApi {
             "invitation.summary",
             "invitation",
             None,
-            p.require_admin(),
+            p.require(Permission::UsersRead),
         )
         .await?;
         let rows = invitations::stats(&state.pool, p.scope()).await?;

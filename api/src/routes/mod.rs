@@ -16,6 +16,7 @@ pub mod lookups;
 pub mod notifications;
 pub mod ops;
 pub mod organizations;
+pub mod permissions;
 pub mod providers;
 pub mod reports;
 pub mod security;

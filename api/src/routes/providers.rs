@@ -242,7 +242,9 @@ impl ProvidersApi {
         request_id: Data<&RequestId>,
         body: StrictJson<CreateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth.caller()?;
+        let caller = auth
+            .authorize(&state, shared::permissions::Permission::ProvidersManage)
+            .await?;
         let req = body.0;
         let kind = ProviderKind::parse(&req.provider).ok_or_else(|| {
             ApiError::invalid(
@@ -298,7 +300,9 @@ impl ProvidersApi {
     /// The organisation's providers, by channel and failover order.
     #[oai(path = "/", method = "get", operation_id = "admin.providers.list")]
     async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
-        let caller = auth.caller()?;
+        let caller = auth
+            .authorize(&state, shared::permissions::Permission::ProvidersRead)
+            .await?;
         let items = db::list(&state.pool, caller.tenant_id).await?;
         Ok(ListResponse::Ok(Json(ProviderList {
             items: items.into_iter().map(Into::into).collect(),
@@ -313,7 +317,9 @@ impl ProvidersApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth.caller()?;
+        let caller = auth
+            .authorize(&state, shared::permissions::Permission::ProvidersRead)
+            .await?;
         let id = parse_id(&id.0)?;
         let config = db::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -332,7 +338,9 @@ impl ProvidersApi {
         id: Path<String>,
         body: StrictJson<UpdateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth.caller()?;
+        let caller = auth
+            .authorize(&state, shared::permissions::Permission::ProvidersManage)
+            .await?;
         let id = parse_id(&id.0)?;
         let current = db::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -428,7 +436,9 @@ impl ProvidersApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<DeleteResponse, ApiError> {
-        let caller = auth.caller()?;
+        let caller = auth
+            .authorize(&state, shared::permissions::Permission::ProvidersManage)
+            .await?;
         let id = parse_id(&id.0)?;
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("provider"));

@@ -25,6 +25,7 @@ mod ops_fleet;
 mod ops_queues;
 mod org_support;
 mod organizations;
+mod permissions;
 mod preferences;
 mod providers;
 mod rate_limits;

@@ -9,7 +9,10 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use sqlx::PgExecutor;
 
-use crate::domain::{ApiKeyId, TenantId};
+use crate::{
+    domain::{ApiKeyId, TenantId},
+    permissions::Permission,
+};
 
 /// The visible start of every key, so leaked keys are easy to find in code.
 pub const KEY_PREFIX: &str = "ntf_";
@@ -56,6 +59,20 @@ pub async fn create_with_networks(
     name: &str,
     networks: &[IpNet],
 ) -> Result<NewApiKey, sqlx::Error> {
+    create_scoped(db, tenant_id, name, networks, None).await
+}
+
+/// Creates a key for `tenant_id` usable from `networks` (empty: any
+/// address) for the operations `scopes` allow (`None`: every permission,
+/// what keys could always do).
+#[tracing::instrument(skip_all)]
+pub async fn create_scoped(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    name: &str,
+    networks: &[IpNet],
+    scopes: Option<&[Permission]>,
+) -> Result<NewApiKey, sqlx::Error> {
     let mut raw = [0u8; 30];
     rand::rng().fill_bytes(&mut raw);
     let secret = format!(
@@ -63,13 +80,14 @@ pub async fn create_with_networks(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
     let id = ApiKeyId::new();
-    sqlx::query("insert into api_keys (id, tenant_id, name, key_prefix, key_hash, allowed_networks) values ($1, $2, $3, $4, $5, $6)")
+    sqlx::query("insert into api_keys (id, tenant_id, name, key_prefix, key_hash, allowed_networks, scopes) values ($1, $2, $3, $4, $5, $6, $7)")
         .bind(id)
         .bind(tenant_id)
         .bind(name)
         .bind(&secret[..KEY_PREFIX.len() + 6])
         .bind(hash(&secret))
         .bind(networks_text(networks))
+        .bind(scopes.map(|s| s.iter().map(|p| p.as_str()).collect::<Vec<_>>()))
         .execute(db)
         .await?;
     Ok(NewApiKey {
@@ -87,6 +105,13 @@ pub async fn authenticate(
     authenticate_hash(db, &hash(secret.expose_secret())).await
 }
 
+/// A working key: its owner, the networks it may be used from (empty:
+/// any), and its scopes (`None`: every permission).
+pub type KeyLookup = (KeyOwner, Vec<IpNet>, Option<Vec<Permission>>);
+
+/// A key's row as [`lookup_hash`] reads it.
+type KeyRow = (TenantId, ApiKeyId, Option<Vec<String>>, Option<Vec<String>>);
+
 /// The owner of an active key of an active tenant whose stored hash is
 /// `key_hash` (see [`hash`]), if there is one. Ignores the key's allowlist:
 /// see [`lookup_hash`].
@@ -95,7 +120,7 @@ pub async fn authenticate_hash(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
 ) -> Result<Option<KeyOwner>, sqlx::Error> {
-    Ok(lookup_hash(db, key_hash).await?.map(|(owner, _)| owner))
+    Ok(lookup_hash(db, key_hash).await?.map(|(owner, _, _)| owner))
 }
 
 /// The owner of an active key of an active tenant whose stored hash is
@@ -104,15 +129,17 @@ pub async fn authenticate_hash(
 pub async fn lookup_hash(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
-) -> Result<Option<(KeyOwner, Vec<IpNet>)>, sqlx::Error> {
-    let row: Option<(TenantId, ApiKeyId, Option<Vec<String>>)> = sqlx::query_as(
-        "select k.tenant_id, k.id, k.allowed_networks from api_keys k join tenants t on t.id = k.tenant_id
+) -> Result<Option<KeyLookup>, sqlx::Error> {
+    let row: Option<KeyRow> = sqlx::query_as(
+        "select k.tenant_id, k.id, k.allowed_networks, k.scopes from api_keys k join tenants t on t.id = k.tenant_id
          where k.key_hash = $1 and k.revoked_at is null and t.status = 'active'",
     )
     .bind(key_hash)
     .fetch_optional(db)
     .await?;
-    row.map(|(tenant_id, key_id, networks)| {
+    row.map(|(tenant_id, key_id, networks, scopes)| {
+        // Names no longer in the vocabulary grant nothing.
+        let scopes = scopes.map(|s| s.iter().filter_map(|n| Permission::parse(n)).collect());
         let networks = networks
             .unwrap_or_default()
             .iter()
@@ -121,7 +148,7 @@ pub async fn lookup_hash(
                     .map_err(|e| sqlx::Error::Decode(Box::new(e)))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok((KeyOwner { tenant_id, key_id }, networks))
+        Ok((KeyOwner { tenant_id, key_id }, networks, scopes))
     })
     .transpose()
 }

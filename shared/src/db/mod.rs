@@ -27,6 +27,7 @@ pub mod notifications;
 pub mod ops_actions;
 pub mod ops_search;
 pub mod organizations;
+pub mod permissions;
 pub mod preferences;
 pub mod provider_events;
 pub mod providers;

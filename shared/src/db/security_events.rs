@@ -26,6 +26,7 @@ pub const KINDS: &[&str] = &[
     API_KEY_NETWORKS_CHANGED,
     API_KEY_ADDRESS_REFUSED,
     RATE_LIMIT_REFUSED,
+    PERMISSION_CHANGED,
 ];
 /// A sign-in that issued a session.
 pub const LOGIN_SUCCEEDED: &str = "login.succeeded";
@@ -56,6 +57,9 @@ pub const API_KEY_ADDRESS_REFUSED: &str = "api_key.address_refused";
 /// credential or client address and class per minute by each API
 /// instance).
 pub const RATE_LIMIT_REFUSED: &str = "rate_limit.refused";
+
+/// A permission set, a user's set or grants, or a delegation changed.
+pub const PERMISSION_CHANGED: &str = "permission.changed";
 
 /// Longest stored IP text.
 pub const MAX_IP: usize = 64;

@@ -1,0 +1,698 @@
+//! Every operation's permission, declared once: the table the API key
+//! scope check reads for each request, and the list a test compares with
+//! every operation of the OpenAPI document (an operation missing here fails
+//! it).
+
+use shared::permissions::Permission as P;
+
+use super::Access::{self, Me, Own, Public, Require};
+
+/// Operations served but hidden from the OpenAPI document (the
+/// subscriber whose external id is `bulk`), so the document's check skips
+/// them.
+pub const HIDDEN: &[(&str, &str)] = &[
+    ("PUT", "/api/v1/services/subscribers/bulk"),
+    ("GET", "/api/v1/services/subscribers/bulk"),
+    ("DELETE", "/api/v1/services/subscribers/bulk"),
+];
+
+/// (method, path as the OpenAPI document writes it, access).
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("POST", "/api/v1/admin/users", Require(P::UsersManage)),
+    ("GET", "/api/v1/admin/users", Require(P::UsersRead)),
+    ("GET", "/api/v1/admin/users/stats", Require(P::UsersRead)),
+    ("GET", "/api/v1/admin/users/{id}", Own(P::UsersRead)),
+    ("PATCH", "/api/v1/admin/users/{id}", Require(P::UsersManage)),
+    (
+        "PATCH",
+        "/api/v1/admin/users/{id}/activate",
+        Require(P::UsersManage),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/users/{id}/deactivate",
+        Require(P::UsersManage),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/users/{id}/password",
+        Own(P::UsersManage),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{id}/resend-invitation",
+        Require(P::UsersManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/users/{id}/sessions",
+        Require(P::UsersManage),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/users/{id}/unlock",
+        Require(P::UsersManage),
+    ),
+    ("GET", "/api/v1/admin/alert-rules", Require(P::AlertsRead)),
+    (
+        "POST",
+        "/api/v1/admin/alert-rules",
+        Require(P::AlertsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/alert-rules/{id}",
+        Require(P::AlertsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/alert-rules/{id}",
+        Require(P::AlertsManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/alert-rules/{id}",
+        Require(P::AlertsManage),
+    ),
+    ("GET", "/api/v1/admin/alerts", Require(P::AlertsRead)),
+    (
+        "GET",
+        "/api/v1/admin/alerts/statistics",
+        Require(P::AlertsRead),
+    ),
+    ("GET", "/api/v1/admin/alerts/{id}", Require(P::AlertsRead)),
+    (
+        "POST",
+        "/api/v1/admin/alerts/{id}/acknowledge",
+        Require(P::AlertsManage),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/alerts/{id}/resolve",
+        Require(P::AlertsManage),
+    ),
+    ("GET", "/api/v1/admin/audit", Require(P::AuditRead)),
+    ("GET", "/api/v1/admin/audit/export", Require(P::AuditRead)),
+    (
+        "POST",
+        "/api/v1/services/notifications/send-batch",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/send-chunk",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/batches/{id}/close",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/batches/{id}/cancel",
+        Require(P::NotificationsCancel),
+    ),
+    (
+        "GET",
+        "/api/v1/services/notifications/batches/{id}",
+        Require(P::NotificationsRead),
+    ),
+    (
+        "GET",
+        "/api/v1/services/notifications/batches/{id}/notifications",
+        Require(P::NotificationsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/broadcasts",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/broadcasts/{id}",
+        Require(P::NotificationsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/bulk/csv",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "GET",
+        "/api/v1/services/notifications/bulk/{job_id}",
+        Require(P::NotificationsRead),
+    ),
+    (
+        "GET",
+        "/api/v1/services/notifications/bulk/{job_id}/errors",
+        Require(P::NotificationsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/bulk/{job_id}/cancel",
+        Require(P::NotificationsCancel),
+    ),
+    ("POST", "/webhooks/sendgrid/{provider_id}", Public),
+    ("POST", "/webhooks/twilio/{provider_id}", Public),
+    ("POST", "/webhooks/whatsapp/{provider_id}", Public),
+    ("GET", "/webhooks/whatsapp/{provider_id}", Public),
+    ("GET", "/api/v1/errors", Require(P::ErrorsRead)),
+    ("GET", "/api/v1/errors/statistics", Require(P::ErrorsRead)),
+    ("GET", "/api/v1/errors/{id}", Require(P::ErrorsRead)),
+    (
+        "GET",
+        "/api/v1/errors/{id}/recoveries",
+        Require(P::ErrorsRead),
+    ),
+    ("GET", "/health/live", Public),
+    ("GET", "/health/ready", Public),
+    ("GET", "/api/v1/users/me/notifications", Me),
+    ("GET", "/api/v1/users/me/notifications/unread-count", Me),
+    ("POST", "/api/v1/users/me/notifications/mark-all-read", Me),
+    ("DELETE", "/api/v1/users/me/notifications", Me),
+    ("GET", "/api/v1/users/me/notifications/{id}", Me),
+    ("PATCH", "/api/v1/users/me/notifications/{id}/read", Me),
+    ("PATCH", "/api/v1/users/me/notifications/{id}/unread", Me),
+    ("PATCH", "/api/v1/users/me/notifications/{id}/archive", Me),
+    ("DELETE", "/api/v1/users/me/notifications/{id}", Me),
+    ("POST", "/api/v1/invitations", Require(P::UsersInvite)),
+    (
+        "POST",
+        "/api/v1/invitations/doctors",
+        Require(P::UsersInvite),
+    ),
+    ("POST", "/api/v1/invitations/sales", Require(P::UsersInvite)),
+    (
+        "POST",
+        "/api/v1/invitations/practice-staff",
+        Require(P::UsersInvite),
+    ),
+    ("POST", "/api/v1/invitations/bulk", Require(P::UsersInvite)),
+    (
+        "POST",
+        "/api/v1/invitations/bulk/resend",
+        Require(P::UsersInvite),
+    ),
+    (
+        "DELETE",
+        "/api/v1/invitations/bulk/cancel",
+        Require(P::UsersInvite),
+    ),
+    ("GET", "/api/v1/invitations", Require(P::UsersInvite)),
+    (
+        "GET",
+        "/api/v1/invitations/statistics/summary",
+        Require(P::UsersRead),
+    ),
+    ("GET", "/api/v1/invitations/validate/{token}", Public),
+    ("POST", "/api/v1/invitations/accept/{token}", Public),
+    ("GET", "/api/v1/invitations/{id}", Own(P::UsersInvite)),
+    ("PUT", "/api/v1/invitations/{id}", Own(P::UsersInvite)),
+    ("DELETE", "/api/v1/invitations/{id}", Own(P::UsersInvite)),
+    (
+        "POST",
+        "/api/v1/invitations/{id}/resend",
+        Own(P::UsersInvite),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations/{id}/rate-limits",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/organizations/{id}/rate-limits",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/organizations/{id}/rate-limits",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations/{id}/quotas",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/organizations/{id}/quotas",
+        Require(P::OrganizationsManage),
+    ),
+    ("GET", "/api/v1/lookups", Require(P::LookupsRead)),
+    ("GET", "/api/v1/lookups/{kind}", Require(P::LookupsRead)),
+    (
+        "PUT",
+        "/api/v1/lookups/{kind}/{code}",
+        Require(P::LookupsWrite),
+    ),
+    (
+        "DELETE",
+        "/api/v1/lookups/{kind}/{code}",
+        Require(P::LookupsWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/send",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/{id}/cancel",
+        Require(P::NotificationsCancel),
+    ),
+    (
+        "GET",
+        "/api/v1/services/notifications/{id}",
+        Require(P::NotificationsRead),
+    ),
+    ("GET", "/api/v1/ops/failed/groups", Require(P::ConsoleRead)),
+    ("GET", "/api/v1/ops/failed", Require(P::ConsoleRead)),
+    ("POST", "/api/v1/ops/failed/retry", Require(P::ConsoleRetry)),
+    (
+        "POST",
+        "/api/v1/ops/failed/discard",
+        Require(P::ConsoleRetry),
+    ),
+    ("GET", "/api/v1/ops/actions/{id}", Require(P::ConsoleRead)),
+    (
+        "POST",
+        "/api/v1/ops/actions/{id}/cancel",
+        Require(P::ConsoleRetry),
+    ),
+    ("GET", "/api/v1/ops/workers", Require(P::ConsoleRead)),
+    ("GET", "/api/v1/ops/scheduler", Require(P::ConsoleRead)),
+    ("GET", "/api/v1/ops/providers", Require(P::ConsoleRead)),
+    (
+        "POST",
+        "/api/v1/ops/providers/{id}/pause",
+        Require(P::ConsoleManage),
+    ),
+    (
+        "POST",
+        "/api/v1/ops/providers/{id}/resume",
+        Require(P::ConsoleManage),
+    ),
+    ("GET", "/api/v1/ops/realtime", Require(P::ConsoleRead)),
+    (
+        "GET",
+        "/api/v1/admin/websocket/statistics",
+        Require(P::ConsoleRead),
+    ),
+    ("GET", "/api/v1/ops/caches", Require(P::ConsoleRead)),
+    (
+        "POST",
+        "/api/v1/ops/caches/{name}/clear",
+        Require(P::ConsoleManage),
+    ),
+    (
+        "POST",
+        "/api/v1/ops/caches/{name}/invalidate",
+        Require(P::ConsoleManage),
+    ),
+    ("GET", "/api/v1/ops/queues", Require(P::ConsoleRead)),
+    ("GET", "/api/v1/ops/queues/{queue}", Require(P::ConsoleRead)),
+    (
+        "GET",
+        "/api/v1/ops/queues/{queue}/history",
+        Require(P::ConsoleRead),
+    ),
+    (
+        "POST",
+        "/api/v1/ops/queues/{queue}/pause",
+        Require(P::ConsoleManage),
+    ),
+    (
+        "POST",
+        "/api/v1/ops/queues/{queue}/resume",
+        Require(P::ConsoleManage),
+    ),
+    ("GET", "/api/v1/ops/stream", Require(P::ConsoleRead)),
+    ("GET", "/api/v1/ops/search", Require(P::ConsoleRead)),
+    (
+        "GET",
+        "/api/v1/ops/notifications/{id}/timeline",
+        Require(P::ConsoleRead),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/organizations",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations/stats",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations/baa-reminders",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations/{id}",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/organizations/{id}",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/organizations/{id}/deactivate",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/organizations/{id}/activate",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/organizations/{id}/sign-baa",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/organizations/{id}/baa-history",
+        Require(P::OrganizationsRead),
+    ),
+    (
+        "PATCH",
+        "/api/v1/admin/organizations/{id}/assign-admin",
+        Require(P::OrganizationsManage),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/providers",
+        Require(P::ProvidersManage),
+    ),
+    ("GET", "/api/v1/admin/providers", Require(P::ProvidersRead)),
+    (
+        "GET",
+        "/api/v1/admin/providers/{id}",
+        Require(P::ProvidersRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/providers/{id}",
+        Require(P::ProvidersManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/providers/{id}",
+        Require(P::ProvidersManage),
+    ),
+    ("GET", "/api/v1/reports", Require(P::ReportsRead)),
+    ("GET", "/api/v1/reports/forecast", Require(P::ReportsRead)),
+    ("GET", "/api/v1/reports/schedules", Require(P::ReportsRead)),
+    (
+        "POST",
+        "/api/v1/reports/schedules",
+        Require(P::ReportsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/reports/schedules/{id}",
+        Require(P::ReportsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/reports/schedules/{id}",
+        Require(P::ReportsManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/reports/schedules/{id}",
+        Require(P::ReportsManage),
+    ),
+    ("GET", "/api/v1/security/events", Require(P::SecurityRead)),
+    (
+        "GET",
+        "/api/v1/security/statistics",
+        Require(P::SecurityRead),
+    ),
+    ("POST", "/api/v1/auth/login", Public),
+    ("POST", "/api/v1/auth/refresh", Public),
+    ("POST", "/api/v1/auth/logout", Me),
+    ("POST", "/api/v1/shipments", Require(P::ShipmentsWrite)),
+    ("GET", "/api/v1/shipments", Require(P::ShipmentsRead)),
+    ("GET", "/api/v1/shipments/{id}", Require(P::ShipmentsRead)),
+    ("PUT", "/api/v1/shipments/{id}", Require(P::ShipmentsWrite)),
+    (
+        "DELETE",
+        "/api/v1/shipments/{id}",
+        Require(P::ShipmentsWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/shipments/{id}/refresh",
+        Require(P::ShipmentsWrite),
+    ),
+    (
+        "PUT",
+        "/api/v1/services/subscribers/{external_id}",
+        Require(P::SubscribersWrite),
+    ),
+    (
+        "GET",
+        "/api/v1/services/subscribers/{external_id}",
+        Require(P::SubscribersRead),
+    ),
+    (
+        "DELETE",
+        "/api/v1/services/subscribers/{external_id}",
+        Require(P::SubscribersWrite),
+    ),
+    (
+        "PUT",
+        "/api/v1/services/subscribers/bulk",
+        Require(P::SubscribersWrite),
+    ),
+    (
+        "GET",
+        "/api/v1/services/subscribers/bulk",
+        Require(P::SubscribersRead),
+    ),
+    (
+        "DELETE",
+        "/api/v1/services/subscribers/bulk",
+        Require(P::SubscribersWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/services/subscribers/bulk",
+        Require(P::SubscribersWrite),
+    ),
+    (
+        "GET",
+        "/api/v1/services/subscribers/{external_id}/preferences",
+        Require(P::SubscribersRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/services/subscribers/{external_id}/preferences",
+        Require(P::SubscribersWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/templates",
+        Require(P::TemplatesWrite),
+    ),
+    ("GET", "/api/v1/admin/templates", Require(P::TemplatesRead)),
+    (
+        "GET",
+        "/api/v1/admin/templates/{id}",
+        Require(P::TemplatesRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/templates/{id}",
+        Require(P::TemplatesWrite),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/templates/{id}",
+        Require(P::TemplatesWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/templates/{id}/preview",
+        Require(P::TemplatesRead),
+    ),
+    ("POST", "/api/v1/services/topics", Require(P::TopicsWrite)),
+    ("GET", "/api/v1/services/topics", Require(P::TopicsRead)),
+    (
+        "GET",
+        "/api/v1/services/topics/{key}",
+        Require(P::TopicsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/services/topics/{key}",
+        Require(P::TopicsWrite),
+    ),
+    (
+        "DELETE",
+        "/api/v1/services/topics/{key}",
+        Require(P::TopicsWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/services/topics/{key}/members",
+        Require(P::TopicsWrite),
+    ),
+    (
+        "POST",
+        "/api/v1/services/topics/{key}/members/remove",
+        Require(P::TopicsWrite),
+    ),
+    (
+        "GET",
+        "/api/v1/services/topics/{key}/members",
+        Require(P::TopicsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/send-topic",
+        Require(P::NotificationsSend),
+    ),
+    (
+        "POST",
+        "/api/v1/services/notifications/send-organization",
+        Require(P::NotificationsSend),
+    ),
+    ("GET", "/api/v1/users/me", Me),
+    ("GET", "/api/v1/users/me/preferences", Me),
+    ("PUT", "/api/v1/users/me/preferences", Me),
+    ("GET", "/api/v1/users/me/sessions", Me),
+    ("DELETE", "/api/v1/users/me/sessions/{id}", Me),
+    ("DELETE", "/api/v1/users/me/sessions", Me),
+    ("POST", "/api/v1/admin/webhooks", Require(P::WebhooksManage)),
+    ("GET", "/api/v1/admin/webhooks", Require(P::WebhooksRead)),
+    (
+        "GET",
+        "/api/v1/admin/webhooks/{id}",
+        Require(P::WebhooksRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/admin/webhooks/{id}",
+        Require(P::WebhooksManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/admin/webhooks/{id}",
+        Require(P::WebhooksManage),
+    ),
+    (
+        "POST",
+        "/api/v1/admin/webhooks/{id}/rotate-secret",
+        Require(P::WebhooksManage),
+    ),
+    (
+        "GET",
+        "/api/v1/admin/webhooks/{id}/deliveries",
+        Require(P::WebhooksRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/services/workflows/{key}",
+        Require(P::WorkflowsWrite),
+    ),
+    (
+        "GET",
+        "/api/v1/services/workflows/{key}",
+        Require(P::WorkflowsRead),
+    ),
+    (
+        "GET",
+        "/api/v1/services/workflows",
+        Require(P::WorkflowsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/services/workflows/{key}/trigger",
+        Require(P::WorkflowsTrigger),
+    ),
+    (
+        "GET",
+        "/api/v1/services/workflows/runs/{id}",
+        Require(P::WorkflowsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/services/workflows/runs/{id}/cancel",
+        Require(P::WorkflowsTrigger),
+    ),
+    (
+        "POST",
+        "/api/v1/services/workflows/cancel",
+        Require(P::WorkflowsTrigger),
+    ),
+    (
+        "POST",
+        "/api/v1/services/workflows/events",
+        Require(P::WorkflowsTrigger),
+    ),
+    (
+        "GET",
+        "/api/v1/permissions/sets",
+        Require(P::PermissionsRead),
+    ),
+    (
+        "POST",
+        "/api/v1/permissions/sets",
+        Require(P::PermissionsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/permissions/sets/{id}",
+        Require(P::PermissionsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/permissions/sets/{id}",
+        Require(P::PermissionsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/permissions/statistics",
+        Require(P::PermissionsRead),
+    ),
+    ("POST", "/api/v1/permissions/check", Own(P::PermissionsRead)),
+    ("POST", "/api/v1/permissions/delegations", Me),
+    (
+        "POST",
+        "/api/v1/permissions/delegations/{id}/revoke",
+        Own(P::PermissionsManage),
+    ),
+    (
+        "GET",
+        "/api/v1/users/{id}/permissions",
+        Own(P::PermissionsRead),
+    ),
+    (
+        "PUT",
+        "/api/v1/users/{id}/permission-set",
+        Require(P::PermissionsManage),
+    ),
+    (
+        "POST",
+        "/api/v1/users/{id}/permissions",
+        Require(P::PermissionsManage),
+    ),
+    (
+        "DELETE",
+        "/api/v1/users/{id}/permissions/{permission}",
+        Require(P::PermissionsManage),
+    ),
+];

@@ -1,0 +1,571 @@
+//! Permission sets, users' sets and single grants, effective permissions,
+//! the check endpoint and statistics (`/api/v1/permissions/*`,
+//! `/api/v1/users/{id}/permission…`). Delegations are in [`delegations`].
+//!
+//! Reading needs `permissions:read` (a user may read its own permissions
+//! and check itself); every change needs `permissions:manage`, is written
+//! to the audit log and recorded as a `permission.changed` security event.
+//! Refusals (403, 404) of changes are audited as `failure` rows. Another
+//! organisation's user or set answers 404.
+
+pub mod delegations;
+mod input;
+mod views;
+
+use std::collections::BTreeMap;
+
+use poem::web::Data;
+use poem_openapi::{
+    OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use serde_json::{Value, json};
+use shared::{
+    db::{permissions as db, security_events, users},
+    domain::TenantId,
+    permissions::Permission,
+};
+use uuid::Uuid;
+
+use crate::{
+    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
+    middleware::RequestId, routes::ApiTags,
+};
+
+pub use input::{MAX_INCLUDES, MAX_PERMISSIONS, find_cycle, parse_permissions};
+use input::{set_fields, set_id};
+pub use views::*;
+
+/// The permission endpoints.
+#[derive(Debug)]
+pub struct PermissionsApi;
+
+/// A user of the caller's organisation, or 404.
+pub async fn member(
+    state: &AppState,
+    tenant: TenantId,
+    raw: &str,
+) -> Result<users::User, ApiError> {
+    let id = Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("user"))?;
+    users::get(&state.pool, Some(tenant), id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))
+}
+
+/// Records a permission change: the audit row and the security event, in
+/// `tx`.
+#[expect(clippy::too_many_arguments)]
+pub async fn changed(
+    tx: &mut sqlx::PgConnection,
+    p: &Principal,
+    request_id: &RequestId,
+    action: &str,
+    resource_type: &str,
+    id: impl std::fmt::Display,
+    user: Option<Uuid>,
+    details: Value,
+) -> Result<(), ApiError> {
+    p.audit(
+        &mut *tx,
+        request_id,
+        None,
+        action,
+        resource_type,
+        &id,
+        details.clone(),
+    )
+    .await?;
+    let event = security_events::Event::new(
+        Some(p.caller.tenant_id),
+        security_events::PERMISSION_CHANGED,
+        user,
+        None,
+        None,
+    )
+    .details(json!({"action": action, "resource_id": id.to_string(), "actor": p.caller.actor, "change": details}));
+    security_events::record(&mut *tx, &[event]).await?;
+    Ok(())
+}
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Admin")]
+impl PermissionsApi {
+    /// List the permission sets the organisation sees: the built-in ones
+    /// (Member, Viewer, Developer, Admin, Owner) and its own, in id order.
+    #[oai(
+        path = "/permissions/sets",
+        method = "get",
+        operation_id = "permissions.sets.list"
+    )]
+    async fn list_sets(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Sets per page, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<SetPageResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.require(Permission::PermissionsRead)?;
+        let after = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()?;
+        let limit = i64::from(limit.0.unwrap_or(50));
+        let mut rows = db::list_sets(&state.pool, p.caller.tenant_id, after, limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        let keys = keys_of(&state, p.caller.tenant_id).await?;
+        Ok(SetPageResponse::Ok(Json(SetPage {
+            items: rows.into_iter().map(|s| set_view(s, &keys, None)).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Create a custom permission set: `key`, `name`, `permissions`
+    /// (`resource:action` names) and `includes` (keys of sets whose
+    /// permissions it also holds).
+    #[oai(
+        path = "/permissions/sets",
+        method = "post",
+        operation_id = "permissions.sets.create"
+    )]
+    async fn create_set(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: StrictJson<SetBody>,
+    ) -> Result<SetResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let allowed = p.require(Permission::PermissionsManage);
+        p.refused(
+            &state,
+            &request_id,
+            "permission_set.create",
+            "permission_set",
+            None,
+            allowed,
+        )
+        .await?;
+        let tenant = p.caller.tenant_id;
+        let fields = set_fields(&state, tenant, None, &body.0).await?;
+        let mut tx = state.pool.begin().await?;
+        let id = db::create_set(&mut tx, tenant, &fields, &p.caller.actor).await?;
+        changed(&mut tx, &p, &request_id, "permission_set.create", "permission_set", id, None,
+            json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
+        tx.commit().await?;
+        let set = read_set(&state, tenant, id).await?;
+        Ok(SetResponse::Created(
+            Json(set),
+            format!("/api/v1/permissions/sets/{id}"),
+        ))
+    }
+
+    /// A permission set, with every permission it holds through what it
+    /// includes.
+    #[oai(
+        path = "/permissions/sets/:id",
+        method = "get",
+        operation_id = "permissions.sets.get"
+    )]
+    async fn get_set(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<SetResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.require(Permission::PermissionsRead)?;
+        let id = set_id(&id.0)?;
+        Ok(SetResponse::Ok(Json(
+            read_set(&state, p.caller.tenant_id, id).await?,
+        )))
+    }
+
+    /// Replace a custom permission set (built-in sets cannot change: 404).
+    /// An `includes` that would make a cycle is refused, naming it.
+    #[oai(
+        path = "/permissions/sets/:id",
+        method = "put",
+        operation_id = "permissions.sets.update"
+    )]
+    async fn update_set(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: StrictJson<SetBody>,
+    ) -> Result<SetResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let found = match p
+            .require(Permission::PermissionsManage)
+            .and_then(|()| set_id(&id.0))
+        {
+            Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
+                Some(s) if s.tenant_id == Some(tenant) => Ok(sid),
+                _ => Err(ApiError::NotFound("permission set")),
+            },
+            Err(e) => Err(e),
+        };
+        let sid = p
+            .refused(
+                &state,
+                &request_id,
+                "permission_set.update",
+                "permission_set",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        let fields = set_fields(&state, tenant, Some(sid), &body.0).await?;
+        let mut tx = state.pool.begin().await?;
+        if !db::update_set(&mut tx, tenant, sid, &fields).await? {
+            return Err(ApiError::NotFound("permission set"));
+        }
+        changed(&mut tx, &p, &request_id, "permission_set.update", "permission_set", sid, None,
+            json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
+        tx.commit().await?;
+        Ok(SetResponse::Ok(Json(read_set(&state, tenant, sid).await?)))
+    }
+
+    /// How many users hold each set (assigned, or through their role), and
+    /// the organisation's custom sets, grants and delegations.
+    #[oai(
+        path = "/permissions/statistics",
+        method = "get",
+        operation_id = "permissions.statistics"
+    )]
+    async fn statistics(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+    ) -> Result<StatsResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.require(Permission::PermissionsRead)?;
+        let s = db::statistics(&state.pool, p.caller.tenant_id).await?;
+        Ok(StatsResponse::Ok(Json(PermissionStatistics {
+            sets: s
+                .sets
+                .into_iter()
+                .map(|c| SetUsage {
+                    set_id: c.set_id.to_string(),
+                    key: c.key,
+                    assigned: c.assigned,
+                    by_role: c.by_role,
+                })
+                .collect(),
+            custom_sets: s.custom_sets,
+            grants: s.grants,
+            active_delegations: s.active_delegations,
+            revoked_delegations: s.revoked_delegations,
+        })))
+    }
+
+    /// Whether a user (the caller when `user_id` is absent) holds a
+    /// permission now, and why. Checking another user needs
+    /// `permissions:read`.
+    #[oai(
+        path = "/permissions/check",
+        method = "post",
+        operation_id = "permissions.check"
+    )]
+    async fn check(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        body: StrictJson<CheckBody>,
+    ) -> Result<CheckResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let permission = parse_permissions("permission", std::slice::from_ref(&body.0.permission))
+            .map_err(|_| {
+                ApiError::invalid(
+                    "permission",
+                    format!(
+                        "unknown permission {:?}",
+                        body.0.permission.chars().take(64).collect::<String>()
+                    ),
+                )
+            })?[0];
+        let held = match body.0.user_id.as_deref() {
+            None => {
+                let Some(held) = p.permissions.clone() else {
+                    return Err(ApiError::invalid("user_id", "is required with an API key"));
+                };
+                held
+            }
+            Some(raw) => {
+                if p.user_id.map(|u| u.to_string()).as_deref() != Some(raw) {
+                    p.require(Permission::PermissionsRead)?;
+                }
+                let u = member(&state, p.caller.tenant_id, raw).await?;
+                db::effective(&state.pool, p.caller.tenant_id, Some(u.id), &[u.role]).await?
+            }
+        };
+        let sources = held
+            .get(&permission)
+            .map(|s| s.iter().map(source_view).collect())
+            .unwrap_or_default();
+        Ok(CheckResponse::Ok(Json(CheckResult {
+            permission: permission.as_str().to_owned(),
+            allowed: held.contains_key(&permission),
+            sources,
+        })))
+    }
+
+    /// A user's effective permissions, each with where it comes from (its
+    /// base set, a grant, a delegation in force). Anyone may read their
+    /// own; others' need `permissions:read`.
+    #[oai(
+        path = "/users/:id/permissions",
+        method = "get",
+        operation_id = "permissions.users.get"
+    )]
+    async fn user_permissions(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        id: Path<String>,
+    ) -> Result<EffectiveResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        if p.user_id.map(|u| u.to_string()) != Some(id.0.to_lowercase()) {
+            p.require(Permission::PermissionsRead)?;
+        }
+        let u = member(&state, p.caller.tenant_id, &id.0).await?;
+        let assigned = db::direct(&state.pool, p.caller.tenant_id, Some(u.id), &[]).await?;
+        let held = db::effective(
+            &state.pool,
+            p.caller.tenant_id,
+            Some(u.id),
+            std::slice::from_ref(&u.role),
+        )
+        .await?;
+        Ok(EffectiveResponse::Ok(Json(effective_view(
+            &u,
+            &held,
+            !assigned.is_empty(),
+        ))))
+    }
+
+    /// Assign a permission set to a user: it replaces the set the user's
+    /// role gave it.
+    #[oai(
+        path = "/users/:id/permission-set",
+        method = "put",
+        operation_id = "permissions.users.assign"
+    )]
+    async fn assign(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: StrictJson<AssignBody>,
+    ) -> Result<EffectiveResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let found = match p.require(Permission::PermissionsManage) {
+            Ok(()) => match member(&state, tenant, &id.0).await {
+                Ok(u) => match set_id(&body.0.set_id) {
+                    Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
+                        Some(set) => Ok((u, set)),
+                        None => Err(ApiError::NotFound("permission set")),
+                    },
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let (u, set) = p
+            .refused(
+                &state,
+                &request_id,
+                "permission_set.assign",
+                "user",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        let mut tx = state.pool.begin().await?;
+        db::assign_set(&mut *tx, tenant, u.id, set.id, &p.caller.actor).await?;
+        changed(
+            &mut tx,
+            &p,
+            &request_id,
+            "permission_set.assign",
+            "user",
+            u.id,
+            Some(u.id),
+            json!({"set_id": set.id, "set": set.key}),
+        )
+        .await?;
+        tx.commit().await?;
+        let held = db::effective(
+            &state.pool,
+            tenant,
+            Some(u.id),
+            std::slice::from_ref(&u.role),
+        )
+        .await?;
+        Ok(EffectiveResponse::Ok(Json(effective_view(&u, &held, true))))
+    }
+
+    /// Grant one permission to a user, on top of its set.
+    #[oai(
+        path = "/users/:id/permissions",
+        method = "post",
+        operation_id = "permissions.users.grant"
+    )]
+    async fn grant(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: StrictJson<GrantBody>,
+    ) -> Result<EffectiveResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let found = match p.require(Permission::PermissionsManage) {
+            Ok(()) => member(&state, tenant, &id.0).await,
+            Err(e) => Err(e),
+        };
+        let u = p
+            .refused(
+                &state,
+                &request_id,
+                "permission.grant",
+                "user",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        let permission = Permission::parse(&body.0.permission).ok_or_else(|| {
+            ApiError::invalid(
+                "permission",
+                format!(
+                    "unknown permission {:?}",
+                    body.0.permission.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+        let mut tx = state.pool.begin().await?;
+        if db::grant(&mut *tx, tenant, u.id, permission, &p.caller.actor).await? {
+            changed(
+                &mut tx,
+                &p,
+                &request_id,
+                "permission.grant",
+                "user",
+                u.id,
+                Some(u.id),
+                json!({"permission": permission.as_str()}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        let assigned = db::direct(&state.pool, tenant, Some(u.id), &[]).await?;
+        let held = db::effective(
+            &state.pool,
+            tenant,
+            Some(u.id),
+            std::slice::from_ref(&u.role),
+        )
+        .await?;
+        Ok(EffectiveResponse::Ok(Json(effective_view(
+            &u,
+            &held,
+            !assigned.is_empty(),
+        ))))
+    }
+
+    /// Remove a permission granted to a user (404 when it had no such
+    /// grant; what its set holds is not touched).
+    #[oai(
+        path = "/users/:id/permissions/:permission",
+        method = "delete",
+        operation_id = "permissions.users.revoke"
+    )]
+    async fn remove_grant(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        permission: Path<String>,
+    ) -> Result<RemovedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let found = match p.require(Permission::PermissionsManage) {
+            Ok(()) => member(&state, tenant, &id.0).await,
+            Err(e) => Err(e),
+        };
+        let u = p
+            .refused(
+                &state,
+                &request_id,
+                "permission.revoke",
+                "user",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        let permission = Permission::parse(&permission.0).ok_or_else(|| {
+            ApiError::invalid(
+                "permission",
+                format!(
+                    "unknown permission {:?}",
+                    permission.0.chars().take(64).collect::<String>()
+                ),
+            )
+        })?;
+        let mut tx = state.pool.begin().await?;
+        if !db::remove_grant(&mut *tx, tenant, u.id, permission).await? {
+            return Err(ApiError::NotFound("permission grant"));
+        }
+        changed(
+            &mut tx,
+            &p,
+            &request_id,
+            "permission.revoke",
+            "user",
+            u.id,
+            Some(u.id),
+            json!({"permission": permission.as_str()}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RemovedResponse::NoContent)
+    }
+}
+
+/// Keys of the sets `tenant` sees, by id.
+async fn keys_of(state: &AppState, tenant: TenantId) -> Result<BTreeMap<Uuid, String>, ApiError> {
+    Ok(db::list_sets(&state.pool, tenant, None, 10_000)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s.key))
+        .collect())
+}
+
+/// Set `id` with its closure, or 404.
+async fn read_set(state: &AppState, tenant: TenantId, id: Uuid) -> Result<SetView, ApiError> {
+    let set = db::get_set(&state.pool, tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound("permission set"))?;
+    let all = db::set_closure(&state.pool, id).await?;
+    let keys = keys_of(state, tenant).await?;
+    Ok(set_view(set, &keys, Some(all)))
+}

@@ -1,0 +1,277 @@
+//! Delegations: a user lends some of the permissions it holds (through its
+//! set or grants, never through another delegation) to another user of its
+//! organisation for a window of at most a year. Revocable by the
+//! delegator or by anyone with `permissions:manage`. A delegation counts
+//! only while its delegator still holds each permission: that is checked
+//! whenever the delegate's permissions are computed.
+
+use chrono::{DateTime, Duration, Utc};
+use poem::web::Data;
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use serde_json::json;
+use shared::{db::permissions as db, permissions::Permission};
+use uuid::Uuid;
+
+use super::{changed, member, parse_permissions};
+use crate::{
+    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
+    middleware::RequestId, routes::ApiTags,
+};
+
+/// The delegation endpoints.
+#[derive(Debug)]
+pub struct DelegationsApi;
+
+/// Longest delegation window.
+pub const MAX_WINDOW_DAYS: i64 = 365;
+
+/// A new delegation.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct DelegateBody {
+    /// The user who receives (same organisation, not the caller).
+    pub delegate_id: String,
+    /// What to lend (`resource:action`); each must be held by the caller.
+    pub permissions: Vec<String>,
+    /// From (default: now; not in the past).
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Until: after `starts_at`, at most 365 days after it.
+    pub ends_at: DateTime<Utc>,
+    /// Why (up to 500 characters).
+    pub reason: Option<String>,
+}
+
+/// A delegation.
+#[derive(Debug, Object)]
+pub struct DelegationView {
+    /// Its id.
+    pub id: String,
+    /// Who lends.
+    pub delegator_id: String,
+    /// Who receives.
+    pub delegate_id: String,
+    /// What is lent.
+    pub permissions: Vec<String>,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub reason: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+impl From<db::Delegation> for DelegationView {
+    fn from(d: db::Delegation) -> Self {
+        Self {
+            id: d.id.to_string(),
+            delegator_id: d.delegator_id.to_string(),
+            delegate_id: d.delegate_id.to_string(),
+            permissions: d.permissions,
+            starts_at: d.starts_at,
+            ends_at: d.ends_at,
+            reason: d.reason,
+            revoked_at: d.revoked_at,
+            created_at: d.created_at,
+        }
+    }
+}
+
+/// Answers with a delegation.
+#[derive(Debug, ApiResponse)]
+pub enum DelegationResponse {
+    /// The delegation.
+    #[oai(status = 200)]
+    Ok(Json<DelegationView>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<DelegationView>),
+}
+
+/// The checked window `[starts_at, ends_at)` of `b` at `now`.
+pub fn window(
+    b: &DelegateBody,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+    let starts = b.starts_at.unwrap_or(now);
+    if starts < now - Duration::minutes(1) {
+        return Err(ApiError::invalid("starts_at", "must not be in the past"));
+    }
+    if b.ends_at <= now {
+        return Err(ApiError::invalid("ends_at", "must be in the future"));
+    }
+    if b.ends_at <= starts {
+        return Err(ApiError::invalid("ends_at", "must be after starts_at"));
+    }
+    if b.ends_at - starts > Duration::days(MAX_WINDOW_DAYS) {
+        return Err(ApiError::invalid(
+            "ends_at",
+            format!("must be at most {MAX_WINDOW_DAYS} days after starts_at"),
+        ));
+    }
+    Ok((starts, b.ends_at))
+}
+
+#[OpenApi(
+    prefix_path = "/api/v1/permissions/delegations",
+    tag = "ApiTags::Admin"
+)]
+impl DelegationsApi {
+    /// Delegate some of your own permissions to another user of your
+    /// organisation for a window (a user token only). Lending one you do
+    /// not hold (through your set or grants) is refused with 403 naming it.
+    #[oai(
+        path = "/",
+        method = "post",
+        operation_id = "permissions.delegations.create"
+    )]
+    async fn create(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: StrictJson<DelegateBody>,
+    ) -> Result<DelegationResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let b = body.0;
+        let Some(me) = p.user_id else {
+            return Err(ApiError::Forbidden(
+                "only a signed-in user can delegate its permissions",
+            ));
+        };
+        let permissions = parse_permissions("permissions", &b.permissions)?;
+        if permissions.is_empty() {
+            return Err(ApiError::invalid(
+                "permissions",
+                "must name at least one permission",
+            ));
+        }
+        if b.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+            return Err(ApiError::invalid(
+                "reason",
+                "must be at most 500 characters",
+            ));
+        }
+        let (starts_at, ends_at) = window(&b, Utc::now())?;
+        if b.delegate_id.eq_ignore_ascii_case(&me.to_string()) {
+            return Err(ApiError::invalid("delegate_id", "cannot be yourself"));
+        }
+        let delegate = member(&state, tenant, &b.delegate_id).await;
+        let delegate = p
+            .refused(
+                &state,
+                &request_id,
+                "permission.delegate",
+                "user",
+                Some(&b.delegate_id),
+                delegate,
+            )
+            .await?;
+        let me_user = member(&state, tenant, &me.to_string()).await?;
+        let held = db::direct(&state.pool, tenant, Some(me), &[me_user.role]).await?;
+        let missing = permissions.iter().find(|p| !held.contains_key(p));
+        let allowed = match missing {
+            Some(p) => Err(ApiError::Forbidden(p.not_held())),
+            None => Ok(()),
+        };
+        p.refused(
+            &state,
+            &request_id,
+            "permission.delegate",
+            "user",
+            Some(&b.delegate_id),
+            allowed,
+        )
+        .await?;
+        let names: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
+        let mut tx = state.pool.begin().await?;
+        let d = db::create_delegation(
+            &mut *tx,
+            tenant,
+            &db::NewDelegation {
+                delegator_id: me,
+                delegate_id: delegate.id,
+                permissions: names.clone(),
+                starts_at,
+                ends_at,
+                reason: b.reason.as_deref(),
+                created_by: &p.caller.actor,
+            },
+        )
+        .await?;
+        changed(
+            &mut tx,
+            &p,
+            &request_id,
+            "permission.delegate",
+            "permission_delegation",
+            d.id,
+            Some(delegate.id),
+            json!({"delegate_id": delegate.id, "permissions": names,
+                "starts_at": starts_at, "ends_at": ends_at}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(DelegationResponse::Created(Json(d.into())))
+    }
+
+    /// Revoke a delegation (its delegator, or `permissions:manage`); it
+    /// stops counting at once. Revoking it again changes nothing.
+    #[oai(
+        path = "/:id/revoke",
+        method = "post",
+        operation_id = "permissions.delegations.revoke"
+    )]
+    async fn revoke(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<DelegationResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let found = match Uuid::parse_str(&id.0) {
+            Ok(did) => match db::get_delegation(&state.pool, tenant, did).await? {
+                Some(d) if Some(d.delegator_id) == p.user_id => Ok(d),
+                Some(d) => p.require(Permission::PermissionsManage).map(|()| d),
+                None => Err(ApiError::NotFound("delegation")),
+            },
+            Err(_) => Err(ApiError::NotFound("delegation")),
+        };
+        let d = p
+            .refused(
+                &state,
+                &request_id,
+                "permission.delegation_revoke",
+                "permission_delegation",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        let mut tx = state.pool.begin().await?;
+        let revoked = db::revoke_delegation(&mut *tx, tenant, d.id, &p.caller.actor)
+            .await?
+            .ok_or(ApiError::NotFound("delegation"))?;
+        if d.revoked_at.is_none() {
+            changed(
+                &mut tx,
+                &p,
+                &request_id,
+                "permission.delegation_revoke",
+                "permission_delegation",
+                d.id,
+                Some(d.delegate_id),
+                json!({"delegate_id": d.delegate_id}),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(DelegationResponse::Ok(Json(revoked.into())))
+    }
+}

@@ -1,0 +1,201 @@
+//! Checking the bodies of the permission endpoints: permission names, a
+//! custom set's fields, and include cycles.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shared::{
+    db::permissions as db,
+    domain::TenantId,
+    permissions::{BUILT_IN, Permission},
+};
+use uuid::Uuid;
+
+use super::SetBody;
+use crate::{AppState, error::ApiError};
+
+/// Most permissions a set lists, or a delegation lends.
+pub const MAX_PERMISSIONS: usize = 64;
+/// Most sets a set includes.
+pub const MAX_INCLUDES: usize = 16;
+
+/// Parses permission names, each at `field[i]`; duplicates collapse.
+pub fn parse_permissions(field: &str, names: &[String]) -> Result<Vec<Permission>, ApiError> {
+    if names.len() > MAX_PERMISSIONS {
+        return Err(ApiError::invalid(
+            field,
+            format!("at most {MAX_PERMISSIONS} permissions"),
+        ));
+    }
+    let mut out = BTreeSet::new();
+    let mut problems = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        match Permission::parse(name) {
+            Some(p) => {
+                out.insert(p);
+            }
+            None => problems.push(crate::error::InvalidParam {
+                name: format!("{field}[{i}]"),
+                reason: format!(
+                    "unknown permission {:?}: expected resource:action such as notifications:send",
+                    name.chars().take(64).collect::<String>()
+                ),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Ok(out.into_iter().collect())
+    } else {
+        Err(ApiError::Invalid(problems))
+    }
+}
+
+/// The checked body of a custom set, with its includes resolved to ids.
+pub async fn set_fields<'a>(
+    state: &AppState,
+    tenant: TenantId,
+    own_id: Option<Uuid>,
+    b: &'a SetBody,
+) -> Result<db::SetFields<'a>, ApiError> {
+    let key_ok = !b.key.is_empty()
+        && b.key.len() <= 64
+        && b.key
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+        && b.key
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric());
+    if !key_ok {
+        return Err(ApiError::invalid(
+            "key",
+            "must be 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
+        ));
+    }
+    if BUILT_IN.iter().any(|s| s.key == b.key) {
+        return Err(ApiError::invalid("key", "is the key of a built-in set"));
+    }
+    let name = b.name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
+    }
+    if b.description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > 500)
+    {
+        return Err(ApiError::invalid(
+            "description",
+            "must be at most 500 characters",
+        ));
+    }
+    let permissions = parse_permissions("permissions", &b.permissions)?;
+    if b.includes.len() > MAX_INCLUDES {
+        return Err(ApiError::invalid(
+            "includes",
+            format!("at most {MAX_INCLUDES} sets"),
+        ));
+    }
+    let visible = db::list_sets(&state.pool, tenant, None, 10_000).await?;
+    let mut includes = Vec::new();
+    for (i, key) in b.includes.iter().enumerate() {
+        let set = visible.iter().find(|s| &s.key == key).ok_or_else(|| {
+            ApiError::invalid(
+                format!("includes[{i}]"),
+                format!("no permission set with key {key:?}"),
+            )
+        })?;
+        if Some(set.id) == own_id {
+            return Err(ApiError::invalid(
+                format!("includes[{i}]"),
+                "a set cannot include itself",
+            ));
+        }
+        if !includes.contains(&set.id) {
+            includes.push(set.id);
+        }
+    }
+    if let Some(id) = own_id {
+        let keys: BTreeMap<Uuid, String> = visible.iter().map(|s| (s.id, s.key.clone())).collect();
+        let mut edges: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+        for (from, to, _) in db::include_edges(&state.pool, tenant).await? {
+            if from != id {
+                edges.entry(from).or_default().push(to);
+            }
+        }
+        edges.insert(id, includes.clone());
+        if let Some(cycle) = find_cycle(&edges, id) {
+            let names: Vec<&str> = cycle
+                .iter()
+                .map(|s| keys.get(s).map_or("?", String::as_str))
+                .collect();
+            return Err(ApiError::invalid(
+                "includes",
+                format!("would form a cycle: {}", names.join(" → ")),
+            ));
+        }
+    }
+    Ok(db::SetFields {
+        key: &b.key,
+        name,
+        description: b.description.as_deref(),
+        permissions: permissions.iter().map(|p| p.as_str().to_owned()).collect(),
+        includes,
+    })
+}
+
+/// A path from `start` back to itself through `edges`, if there is one
+/// (`[start, …, start]`).
+pub fn find_cycle(edges: &BTreeMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<Uuid>> {
+    fn walk(
+        edges: &BTreeMap<Uuid, Vec<Uuid>>,
+        start: Uuid,
+        at: Uuid,
+        path: &mut Vec<Uuid>,
+        seen: &mut BTreeSet<Uuid>,
+    ) -> bool {
+        for &next in edges.get(&at).map_or(&[][..], Vec::as_slice) {
+            path.push(next);
+            if next == start {
+                return true;
+            }
+            if seen.insert(next) && walk(edges, start, next, path, seen) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = vec![start];
+    let mut seen = BTreeSet::new();
+    walk(edges, start, start, &mut path, &mut seen).then_some(path)
+}
+
+pub fn set_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("permission set"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_is_found_and_named_from_its_start() {
+        let [a, b, c] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+        let mut edges = BTreeMap::from([(a, vec![b]), (b, vec![c])]);
+        assert_eq!(find_cycle(&edges, a), None);
+        edges.insert(c, vec![a]);
+        assert_eq!(find_cycle(&edges, a), Some(vec![a, b, c, a]));
+    }
+
+    #[test]
+    fn unknown_permission_names_are_refused_by_position() {
+        let err = parse_permissions(
+            "permissions",
+            &["templates:write".into(), "templates:fly".into()],
+        )
+        .unwrap_err();
+        let ApiError::Invalid(problems) = err else {
+            panic!("400 expected")
+        };
+        assert_eq!(problems[0].name, "permissions[1]");
+    }
+}

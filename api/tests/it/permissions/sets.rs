@@ -1,0 +1,389 @@
+//! Roles mapped onto sets, custom sets with inheritance, cycles, and who
+//! may edit sets.
+
+use reqwest::Method;
+use serde_json::json;
+use shared::permissions::Permission;
+
+use super::{app, audit_rows, changed_events, held, names, status_detail};
+use crate::org_support::{expect, user, with};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn roles_keep_what_they_could_do_through_their_sets() {
+    let app = app().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+
+    // ADMIN holds every permission, through the Owner set its role maps to.
+    let all: Vec<String> = Permission::ALL
+        .iter()
+        .map(|p| p.as_str().to_owned())
+        .collect();
+    let mut admin_held = names(&app, &admin.token, &admin.id).await;
+    admin_held.sort();
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(admin_held, expected);
+    let body = expect(
+        with(
+            &app,
+            Method::GET,
+            &format!("/api/v1/users/{}/permissions", admin.id),
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    let source = &body["permissions"][0]["sources"][0];
+    assert_eq!(source["kind"], "set");
+    assert_eq!(source["set"], "owner");
+    assert_eq!(source["via"], "role:ADMIN");
+    assert_eq!(body["set_assigned"], false);
+
+    // Any other role: invite and track shipments, as before; its own
+    // permissions are readable by itself.
+    let mut doc_held = names(&app, &doctor.token, &doctor.id).await;
+    doc_held.sort();
+    assert_eq!(
+        doc_held,
+        [
+            "lookups:read",
+            "shipments:read",
+            "shipments:write",
+            "users:invite"
+        ]
+    );
+
+    // Admin routes still refuse it, now naming the permission.
+    for (path, permission) in [
+        ("/api/v1/admin/templates", "templates:read"),
+        ("/api/v1/admin/providers", "providers:read"),
+        ("/api/v1/admin/audit", "audit:read"),
+        ("/api/v1/admin/users", "users:read"),
+    ] {
+        let (status, detail) = status_detail(
+            with(&app, Method::GET, path, &doctor.token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 403, "{path}");
+        assert_eq!(
+            detail,
+            Permission::parse(permission).unwrap().required(),
+            "{path}"
+        );
+        let ok = with(&app, Method::GET, path, &admin.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.status(), 200, "{path} for the admin");
+    }
+    // Reading someone else's permissions needs permissions:read.
+    let other = with(
+        &app,
+        Method::GET,
+        &format!("/api/v1/users/{}/permissions", admin.id),
+        &doctor.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(other.status(), 403);
+    // The tenant's API key keeps doing what keys always did.
+    let by_key = with(&app, Method::GET, "/api/v1/admin/templates", &app.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_key.status(), 200);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
+    let app = app().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let created = expect(
+        with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
+            .json(
+                &json!({"key": "template-editors", "name": "Template editors",
+                "permissions": ["templates:write"], "includes": ["viewer"]}),
+            )
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let set_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(created["built_in"], false);
+    assert_eq!(created["includes"], json!(["viewer"]));
+    let all = created["all_permissions"].as_array().unwrap();
+    assert!(all.contains(&json!("templates:read")), "from viewer");
+    assert!(all.contains(&json!("templates:write")));
+    assert!(!all.contains(&json!("audit:read")));
+
+    expect(
+        with(
+            &app,
+            Method::PUT,
+            &format!("/api/v1/users/{}/permission-set", doctor.id),
+            &admin.token,
+        )
+        .json(&json!({"set_id": set_id}))
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    // The set replaces the role's: templates open, shipments:write gone.
+    let got = held(&app, &doctor.token, &doctor.id).await;
+    let templates_read = got.iter().find(|(n, _)| n == "templates:read").unwrap();
+    assert_eq!(templates_read.1, ["set"]);
+    assert!(!got.iter().any(|(n, _)| n == "shipments:write"));
+    let list = with(&app, Method::GET, "/api/v1/admin/templates", &doctor.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    let audit = with(&app, Method::GET, "/api/v1/admin/audit", &doctor.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 403);
+
+    // A single grant adds audit:read; removing it takes it away again.
+    expect(
+        with(
+            &app,
+            Method::POST,
+            &format!("/api/v1/users/{}/permissions", doctor.id),
+            &admin.token,
+        )
+        .json(&json!({"permission": "audit:read"}))
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    let audit = with(&app, Method::GET, "/api/v1/admin/audit", &doctor.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 200);
+    let removed = with(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/users/{}/permissions/audit:read", doctor.id),
+        &admin.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(removed.status(), 204);
+    let audit = with(&app, Method::GET, "/api/v1/admin/audit", &doctor.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(audit.status(), 403);
+    let again = with(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/users/{}/permissions/audit:read", doctor.id),
+        &admin.token,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(again.status(), 404);
+
+    // Every change is audited and recorded as a security event.
+    assert_eq!(
+        audit_rows(&app, "permission_set.create", "success").await,
+        1
+    );
+    assert_eq!(
+        audit_rows(&app, "permission_set.assign", "success").await,
+        1
+    );
+    assert_eq!(audit_rows(&app, "permission.grant", "success").await, 1);
+    assert_eq!(audit_rows(&app, "permission.revoke", "success").await, 1);
+    assert_eq!(changed_events(&app).await, 4);
+
+    // Statistics count the assignment and the role holders.
+    let stats = expect(
+        with(
+            &app,
+            Method::GET,
+            "/api/v1/permissions/statistics",
+            &admin.token,
+        )
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    let row = |key: &str| {
+        stats["sets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["key"] == key)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("template-editors")["assigned"], 1);
+    assert_eq!(row("owner")["by_role"], 1);
+    assert_eq!(stats["custom_sets"], 1);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cycles_unknown_names_and_non_managers_are_refused() {
+    let app = app().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let create = |key: &str, includes: Vec<&str>| {
+        with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
+            .json(&json!({"key": key, "name": key, "permissions": ["reports:read"], "includes": includes}))
+    };
+    let a = expect(create("a", vec![]).send().await.unwrap(), 201).await;
+    expect(create("b", vec!["a"]).send().await.unwrap(), 201).await;
+    expect(create("c", vec!["b"]).send().await.unwrap(), 201).await;
+    let (status, _) = status_detail(create("c", vec![]).send().await.unwrap()).await;
+    assert_eq!(status, 409, "a key is unique in the organisation");
+
+    let cycle = with(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/permissions/sets/{}", a["id"].as_str().unwrap()),
+        &admin.token,
+    )
+    .json(&json!({"key": "a", "name": "a", "includes": ["c"]}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(cycle.status(), 400);
+    let body: serde_json::Value = cycle.json().await.unwrap();
+    assert_eq!(body["invalid_params"][0]["name"], "includes");
+    assert_eq!(
+        body["invalid_params"][0]["reason"],
+        "would form a cycle: a → c → b → a"
+    );
+
+    let unknown = with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
+        .json(&json!({"key": "d", "name": "d", "permissions": ["reports:read", "reports:fly"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 400);
+    let body: serde_json::Value = unknown.json().await.unwrap();
+    assert_eq!(body["invalid_params"][0]["name"], "permissions[1]");
+
+    // Built-in sets cannot change; a doctor cannot edit sets (audited).
+    let sets = expect(
+        with(&app, Method::GET, "/api/v1/permissions/sets", &admin.token)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    let owner = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["key"] == "owner")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let builtin = with(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/permissions/sets/{owner}"),
+        &admin.token,
+    )
+    .json(&json!({"key": "mine", "name": "mine"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(builtin.status(), 404);
+    let (status, detail) = status_detail(
+        with(
+            &app,
+            Method::POST,
+            "/api/v1/permissions/sets",
+            &doctor.token,
+        )
+        .json(&json!({"key": "e", "name": "e"}))
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, detail.as_str()),
+        (403, Permission::PermissionsManage.required())
+    );
+    let grant = with(
+        &app,
+        Method::POST,
+        &format!("/api/v1/users/{}/permissions", doctor.id),
+        &doctor.token,
+    )
+    .json(&json!({"permission": "audit:read"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(grant.status(), 403);
+    assert_eq!(
+        audit_rows(&app, "permission_set.create", "failure").await,
+        1
+    );
+    assert_eq!(audit_rows(&app, "permission.grant", "failure").await, 1);
+    let bad_grant = with(
+        &app,
+        Method::POST,
+        &format!("/api/v1/users/{}/permissions", doctor.id),
+        &admin.token,
+    )
+    .json(&json!({"permission": "everything"}))
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(bad_grant.status(), 400);
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_built_in_sets_in_the_database_are_those_the_code_describes() {
+    let app = app().await;
+    for set in shared::permissions::BUILT_IN {
+        let id: uuid::Uuid = sqlx::query_scalar(
+            "select id from permission_sets where tenant_id is null and key = $1",
+        )
+        .bind(set.key)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        let stored = shared::db::permissions::set_closure(&app.pool, id)
+            .await
+            .unwrap();
+        let mut expected: Vec<String> = shared::permissions::built_in_permissions(set.key)
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect();
+        expected.sort();
+        assert_eq!(stored, expected, "{}", set.key);
+    }
+    app.shutdown().await;
+}

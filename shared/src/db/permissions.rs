@@ -1,0 +1,586 @@
+//! Permission sets, their assignment to users, single grants and
+//! delegations, and the effective-permission calculation
+//! ([`effective`]), made at check time from the rows as they are: a
+//! revoked delegation, or one whose delegator lost a permission, stops
+//! counting at once, without a job.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::{domain::TenantId, permissions::Permission};
+
+/// A permission set as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PermissionSet {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation; `None` for a built-in set.
+    pub tenant_id: Option<TenantId>,
+    /// Its key, unique in its organisation.
+    pub key: String,
+    /// Display name.
+    pub name: String,
+    /// What it is for.
+    pub description: Option<String>,
+    /// The permissions it adds to what it includes.
+    pub permissions: Vec<String>,
+    /// The sets it includes.
+    pub includes: Vec<Uuid>,
+    /// Who made it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+const SET_COLUMNS: &str = "s.id, s.tenant_id, s.key, s.name, s.description, s.permissions,
+    coalesce((select array_agg(i.included_id order by i.included_id) from permission_set_includes i
+        where i.set_id = s.id), '{}') as includes, s.created_by, s.created_at, s.updated_at";
+
+/// The sets `tenant` sees (built-ins, then its own), in id order after
+/// `after`.
+#[tracing::instrument(skip_all)]
+pub async fn list_sets(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    after: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<PermissionSet>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {SET_COLUMNS} from permission_sets s
+         where (s.tenant_id is null or s.tenant_id = $1) and ($2::uuid is null or s.id > $2)
+         order by s.id limit $3"
+    ))
+    .bind(tenant)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Set `id` if `tenant` sees it.
+#[tracing::instrument(skip_all)]
+pub async fn get_set(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Option<PermissionSet>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {SET_COLUMNS} from permission_sets s
+         where s.id = $2 and (s.tenant_id is null or s.tenant_id = $1)"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every permission of set `id` with what it includes, sorted.
+#[tracing::instrument(skip_all)]
+pub async fn set_closure(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "with recursive closure(set_id) as (
+             select $1::uuid
+             union
+             select i.included_id from closure c join permission_set_includes i on i.set_id = c.set_id
+         )
+         select distinct p from closure c join permission_sets s on s.id = c.set_id,
+             unnest(s.permissions) p order by p",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await
+}
+
+/// Every include edge among the sets `tenant` sees: (set, included).
+#[tracing::instrument(skip_all)]
+pub async fn include_edges(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
+    sqlx::query_as(
+        "select i.set_id, i.included_id, s.key from permission_set_includes i
+         join permission_sets s on s.id = i.set_id
+         where s.tenant_id is null or s.tenant_id = $1",
+    )
+    .bind(tenant)
+    .fetch_all(db)
+    .await
+}
+
+/// A custom set's fields.
+#[derive(Debug, Clone)]
+pub struct SetFields<'a> {
+    /// Key.
+    pub key: &'a str,
+    /// Name.
+    pub name: &'a str,
+    /// Description.
+    pub description: Option<&'a str>,
+    /// Permissions (already validated).
+    pub permissions: Vec<String>,
+    /// Included sets (already checked: visible, no cycle).
+    pub includes: Vec<Uuid>,
+}
+
+/// The unique index on an organisation's set keys.
+pub const SET_KEY_CONSTRAINT: &str = "permission_sets_key";
+
+/// Creates a custom set of `tenant`. Run in a transaction (two statements).
+#[tracing::instrument(skip_all)]
+pub async fn create_set(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    fields: &SetFields<'_>,
+    created_by: &str,
+) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query(
+        "insert into permission_sets (id, tenant_id, key, name, description, permissions, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(fields.key)
+    .bind(fields.name)
+    .bind(fields.description)
+    .bind(&fields.permissions)
+    .bind(created_by)
+    .execute(&mut *conn)
+    .await?;
+    set_includes(conn, id, &fields.includes).await?;
+    Ok(id)
+}
+
+/// Replaces custom set `id` of `tenant`; false when it has no such set
+/// (built-in sets are not its own). Run in a transaction.
+#[tracing::instrument(skip_all)]
+pub async fn update_set(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+    fields: &SetFields<'_>,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update permission_sets set key = $3, name = $4, description = $5, permissions = $6
+         where id = $2 and tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(id)
+    .bind(fields.key)
+    .bind(fields.name)
+    .bind(fields.description)
+    .bind(&fields.permissions)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sqlx::query("delete from permission_set_includes where set_id = $1")
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    set_includes(conn, id, &fields.includes).await?;
+    Ok(true)
+}
+
+async fn set_includes(
+    conn: &mut sqlx::PgConnection,
+    id: Uuid,
+    includes: &[Uuid],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into permission_set_includes (set_id, included_id)
+         select $1, unnest($2::uuid[]) on conflict do nothing",
+    )
+    .bind(id)
+    .bind(includes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Assigns set `set` to user `user` of `tenant` (replacing the base set
+/// its role gave it).
+#[tracing::instrument(skip_all)]
+pub async fn assign_set(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: Uuid,
+    set: Uuid,
+    by: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into user_permission_sets (user_id, tenant_id, set_id, assigned_by)
+         values ($2, $1, $3, $4)
+         on conflict (user_id) do update set set_id = excluded.set_id, assigned_by = excluded.assigned_by",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(set)
+    .bind(by)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Grants `permission` to user `user` of `tenant`; false when it already
+/// had that grant.
+#[tracing::instrument(skip_all)]
+pub async fn grant(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: Uuid,
+    permission: Permission,
+    by: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "insert into user_permissions (id, user_id, tenant_id, permission, granted_by)
+         values ($1, $2, $3, $4, $5) on conflict (user_id, permission) do nothing",
+    )
+    .bind(Uuid::now_v7())
+    .bind(user)
+    .bind(tenant)
+    .bind(permission.as_str())
+    .bind(by)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes the grant of `permission` from user `user`; false when it had
+/// none.
+#[tracing::instrument(skip_all)]
+pub async fn remove_grant(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: Uuid,
+    permission: Permission,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "delete from user_permissions where tenant_id = $1 and user_id = $2 and permission = $3",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(permission.as_str())
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Where a permission comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A set: the base set `root` (reached through set `set`, which is
+    /// `root` itself or one it includes), assigned or given by a role.
+    Set {
+        /// The base set's key.
+        root: String,
+        /// The set that lists the permission.
+        set: String,
+        /// `assigned`, or `role:<ROLE>`.
+        via: String,
+    },
+    /// A single grant.
+    Grant,
+    /// A delegation still in force.
+    Delegation {
+        /// Its id.
+        id: Uuid,
+        /// Who lent it.
+        delegator_id: Uuid,
+        /// Until when.
+        ends_at: DateTime<Utc>,
+    },
+}
+
+/// Effective permissions, each with every source it comes from.
+pub type Effective = BTreeMap<Permission, Vec<Source>>;
+
+/// The permissions user `user` of `tenant` holds without delegations: its
+/// base set (the assigned one, else those of `roles`) with what it
+/// includes, and its grants. Names no longer in the vocabulary are skipped.
+#[tracing::instrument(skip_all)]
+pub async fn direct(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: Option<Uuid>,
+    roles: &[String],
+) -> Result<Effective, sqlx::Error> {
+    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        "with recursive base(set_id, via) as (
+             select set_id, 'assigned' from user_permission_sets where user_id = $2 and tenant_id = $1
+             union all
+             select r.set_id, 'role:' || r.role from role_permission_sets r
+             where r.role in (select upper(x) from unnest($3::text[]) x)
+               and not exists (select 1 from user_permission_sets where user_id = $2 and tenant_id = $1)
+         ), closure(set_id, root, via) as (
+             select set_id, set_id, via from base
+             union
+             select i.included_id, c.root, c.via from closure c
+             join permission_set_includes i on i.set_id = c.set_id
+         )
+         select 'set', c.via || ' ' || r.key, s.key, unnest(s.permissions)
+         from closure c join permission_sets s on s.id = c.set_id join permission_sets r on r.id = c.root
+         union all
+         select 'grant', '', '', permission from user_permissions where user_id = $2 and tenant_id = $1",
+    )
+    .bind(tenant)
+    .bind(user)
+    .bind(roles)
+    .fetch_all(db)
+    .await?;
+    let mut out = Effective::new();
+    for (kind, via_root, set, name) in rows {
+        let Some(p) = Permission::parse(&name) else {
+            continue;
+        };
+        let source = if kind == "grant" {
+            Source::Grant
+        } else {
+            let (via, root) = via_root.split_once(' ').unwrap_or((&via_root, ""));
+            Source::Set {
+                root: root.to_owned(),
+                set,
+                via: via.to_owned(),
+            }
+        };
+        let sources = out.entry(p).or_default();
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+    }
+    Ok(out)
+}
+
+/// A delegation as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delegation {
+    /// Its id.
+    pub id: Uuid,
+    /// The organisation.
+    pub tenant_id: TenantId,
+    /// Who lends.
+    pub delegator_id: Uuid,
+    /// Who receives.
+    pub delegate_id: Uuid,
+    /// What is lent.
+    pub permissions: Vec<String>,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub reason: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Who made it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+const DELEGATION_COLUMNS: &str = "id, tenant_id, delegator_id, delegate_id, permissions, starts_at,
+    ends_at, reason, revoked_at, revoked_by, created_by, created_at";
+
+/// A new delegation's fields (already checked against what the delegator
+/// holds).
+#[derive(Debug, Clone)]
+pub struct NewDelegation<'a> {
+    /// Who lends.
+    pub delegator_id: Uuid,
+    /// Who receives.
+    pub delegate_id: Uuid,
+    /// What.
+    pub permissions: Vec<String>,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Audit actor.
+    pub created_by: &'a str,
+}
+
+/// Records a delegation.
+#[tracing::instrument(skip_all)]
+pub async fn create_delegation(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    d: &NewDelegation<'_>,
+) -> Result<Delegation, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into permission_delegations (id, tenant_id, delegator_id, delegate_id, permissions,
+             starts_at, ends_at, reason, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {DELEGATION_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(d.delegator_id)
+    .bind(d.delegate_id)
+    .bind(&d.permissions)
+    .bind(d.starts_at)
+    .bind(d.ends_at)
+    .bind(d.reason)
+    .bind(d.created_by)
+    .fetch_one(db)
+    .await
+}
+
+/// Delegation `id` of `tenant`.
+#[tracing::instrument(skip_all)]
+pub async fn get_delegation(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Option<Delegation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {DELEGATION_COLUMNS} from permission_delegations where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Revokes delegation `id` of `tenant` unless it already was; the
+/// delegation as it is now.
+#[tracing::instrument(skip_all)]
+pub async fn revoke_delegation(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+    by: &str,
+) -> Result<Option<Delegation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update permission_delegations set revoked_at = coalesce(revoked_at, now()),
+             revoked_by = coalesce(revoked_by, $3)
+         where tenant_id = $1 and id = $2 returning {DELEGATION_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(by)
+    .fetch_optional(db)
+    .await
+}
+
+/// A delegation in force as [`effective`] reads it: id, delegator, end,
+/// permissions, the delegator's role.
+type Lent = (Uuid, Uuid, DateTime<Utc>, Vec<String>, String);
+
+/// Everything user `user` of `tenant` holds now: [`direct`] plus each
+/// delegated permission whose delegation is in its window, not revoked,
+/// and whose delegator (an active user of the same organisation) holds it
+/// directly at this moment. Delegated permissions are never passed on.
+#[tracing::instrument(skip_all)]
+pub async fn effective(
+    pool: &sqlx::PgPool,
+    tenant: TenantId,
+    user: Option<Uuid>,
+    roles: &[String],
+) -> Result<Effective, sqlx::Error> {
+    let mut out = direct(pool, tenant, user, roles).await?;
+    let Some(user) = user else {
+        return Ok(out);
+    };
+    let lent: Vec<Lent> = sqlx::query_as(
+        "select d.id, d.delegator_id, d.ends_at, d.permissions, u.role
+         from permission_delegations d join users u on u.id = d.delegator_id
+         where d.tenant_id = $1 and d.delegate_id = $2 and d.revoked_at is null
+           and d.starts_at <= now() and d.ends_at > now()
+           and u.tenant_id = $1 and u.status = 'active'
+         order by d.id",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    let mut holders: BTreeMap<Uuid, Effective> = BTreeMap::new();
+    for (id, delegator, ends_at, permissions, role) in lent {
+        if let std::collections::btree_map::Entry::Vacant(e) = holders.entry(delegator) {
+            e.insert(direct(pool, tenant, Some(delegator), &[role]).await?);
+        }
+        let held = &holders[&delegator];
+        for p in permissions.iter().filter_map(|n| Permission::parse(n)) {
+            if held.contains_key(&p) {
+                out.entry(p).or_default().push(Source::Delegation {
+                    id,
+                    delegator_id: delegator,
+                    ends_at,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// How many users hold each set as their base (assigned, or by role
+/// when none is assigned), for `tenant`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SetCount {
+    /// The set.
+    pub set_id: Uuid,
+    /// Its key.
+    pub key: String,
+    /// Users assigned it explicitly.
+    pub assigned: i64,
+    /// Users holding it through their role.
+    pub by_role: i64,
+}
+
+/// Per-set counts and the other statistics of `tenant`.
+#[derive(Debug, Clone)]
+pub struct Statistics {
+    /// Per set (every set `tenant` sees).
+    pub sets: Vec<SetCount>,
+    /// Custom sets.
+    pub custom_sets: i64,
+    /// Single grants.
+    pub grants: i64,
+    /// Delegations in their window and not revoked.
+    pub active_delegations: i64,
+    /// Delegations revoked.
+    pub revoked_delegations: i64,
+}
+
+/// The statistics of `tenant`.
+#[tracing::instrument(skip_all)]
+pub async fn statistics(pool: &sqlx::PgPool, tenant: TenantId) -> Result<Statistics, sqlx::Error> {
+    let sets: Vec<SetCount> = sqlx::query_as(
+        "select s.id as set_id, s.key,
+             (select count(*) from user_permission_sets a where a.set_id = s.id and a.tenant_id = $1) as assigned,
+             (select count(*) from users u join role_permission_sets r on r.role = u.role
+              where r.set_id = s.id and u.tenant_id = $1
+                and not exists (select 1 from user_permission_sets a where a.user_id = u.id)) as by_role
+         from permission_sets s where s.tenant_id is null or s.tenant_id = $1 order by s.id",
+    )
+    .bind(tenant)
+    .fetch_all(pool)
+    .await?;
+    let (custom_sets, grants, active_delegations, revoked_delegations): (i64, i64, i64, i64) =
+        sqlx::query_as(
+            "select (select count(*) from permission_sets where tenant_id = $1),
+                 (select count(*) from user_permissions where tenant_id = $1),
+                 (select count(*) from permission_delegations where tenant_id = $1
+                    and revoked_at is null and starts_at <= now() and ends_at > now()),
+                 (select count(*) from permission_delegations where tenant_id = $1
+                    and revoked_at is not null)",
+        )
+        .bind(tenant)
+        .fetch_one(pool)
+        .await?;
+    Ok(Statistics {
+        sets,
+        custom_sets,
+        grants,
+        active_delegations,
+        revoked_delegations,
+    })
+}
