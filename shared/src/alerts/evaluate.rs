@@ -6,14 +6,22 @@
 //! `evaluated_for` forward ([`alerts::claim_rules`]), so however many
 //! schedulers run, each rule is evaluated once per period.
 //!
-//! For one rule, in one transaction that locks its unresolved alerts:
+//! The claimed rules are evaluated as a set: every metric kind is read by
+//! one statement for all rules of that kind ([`measure::read_all`]), then,
+//! in one transaction that locks their unresolved alerts (one statement):
 //! subjects over the threshold without an alert open one (unless the last
-//! one about the subject resolved within the cooldown); unresolved alerts
-//! whose subject is no longer over it resolve as `auto`; open (not
-//! acknowledged) alerts notify each escalation level whose minutes have
-//! passed, once.
+//! one about the subject resolved within the cooldown), all in one insert;
+//! unresolved alerts whose subject is no longer over it resolve as `auto`,
+//! in one update; the others' values are updated in one statement; open
+//! (not acknowledged) alerts notify each escalation level whose minutes
+//! have passed, once. Only transitions cost statements per alert (their
+//! notices go through the platform's send path), so a quiet pass costs
+//! about a dozen statements whatever the number of rules.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::Duration,
+};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
@@ -27,10 +35,22 @@ use super::{
 };
 use crate::{
     config::JobsConfig,
-    db::alerts::{self, Alert},
+    db::alerts::{self, Alert, bulk},
     domain::TenantId,
     jobs::Queues,
 };
+
+/// Rules claimed and evaluated together.
+const CLAIM: i64 = 5_000;
+
+/// Whether an escalation level of `alert` not notified yet is due at `now`.
+fn due_level(rule: &Rule, alert: &Alert, now: DateTime<Utc>) -> bool {
+    let from = usize::try_from(alert.level).unwrap_or(0);
+    rule.spec
+        .escalation
+        .get(from)
+        .is_some_and(|level| TimeDelta::minutes(level.after_minutes) <= now - alert.opened_at)
+}
 
 /// Evaluates alert rules.
 #[derive(Debug, Clone)]
@@ -76,7 +96,10 @@ impl Evaluator {
     }
 
     /// Creates missing default rules, then evaluates every enabled rule not
-    /// yet evaluated in `now`'s period.
+    /// yet evaluated in `now`'s period, [`CLAIM`] rules at a time: each
+    /// metric kind is read by one statement for all of them, and their
+    /// alerts move in one transaction (a chunk that fails is logged and
+    /// evaluated again next period).
     pub async fn evaluate(&self, now: DateTime<Utc>) -> anyhow::Result<Report> {
         let mut tx = self.pool.begin().await?;
         super::ensure_defaults(&mut tx, None).await?;
@@ -84,15 +107,21 @@ impl Evaluator {
         let period = self.period(now);
         let mut report = Report::default();
         loop {
-            let rules = alerts::claim_rules(&self.pool, period, 50).await?;
+            let rules = alerts::claim_rules(&self.pool, period, CLAIM).await?;
             if rules.is_empty() {
                 break;
             }
-            for rule in rules {
-                report.rules += 1;
-                if let Err(error) = self.apply(&rule, now, &mut report).await {
-                    tracing::warn!(rule = %rule.id, error = format!("{error:#}"), "cannot evaluate an alert rule");
-                }
+            report.rules += rules.len();
+            let claimed = rules.len();
+            if let Err(error) = self.apply(&rules, now, &mut report).await {
+                tracing::warn!(
+                    rules = rules.len(),
+                    error = format!("{error:#}"),
+                    "cannot evaluate alert rules"
+                );
+            }
+            if (claimed as i64) < CLAIM {
+                break;
             }
         }
         Ok(report)
@@ -100,7 +129,7 @@ impl Evaluator {
 
     async fn apply(
         &self,
-        rule: &Rule,
+        rules: &[Rule],
         now: DateTime<Utc>,
         report: &mut Report,
     ) -> anyhow::Result<()> {
@@ -109,92 +138,131 @@ impl Evaluator {
             queues: &self.queues,
             queue_names: &self.queue_names,
         };
-        let readings = measure::read(&src, rule, now).await?;
-        let firing: BTreeMap<String, f64> = readings
-            .into_iter()
-            .filter(|r| rule.spec.metric.fires(r.value, rule.spec.threshold))
-            .map(|r| (r.subject, r.value))
+        let mut readings = measure::read_all(&src, rules, now).await?;
+        let by_id: HashMap<Uuid, &Rule> = rules.iter().map(|r| (r.id, r)).collect();
+        let firing: HashMap<Uuid, BTreeMap<String, f64>> = rules
+            .iter()
+            .map(|rule| {
+                let f = readings
+                    .remove(&rule.id)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| rule.spec.metric.fires(r.value, rule.spec.threshold))
+                    .map(|r| (r.subject, r.value))
+                    .collect();
+                (rule.id, f)
+            })
             .collect();
+        let ids: Vec<Uuid> = rules.iter().map(|r| r.id).collect();
         let mut tx = self.pool.begin().await?;
-        let active = alerts::active(&mut *tx, rule.id).await?;
+        let active = bulk::active_of(&mut *tx, &ids).await?;
+        let mut values = Vec::new();
+        let mut still = Vec::new();
+        let mut clearing = Vec::new();
         for alert in &active {
-            match firing.get(&alert.subject) {
+            let Some(rule) = by_id.get(&alert.rule_id) else {
+                continue;
+            };
+            match firing.get(&rule.id).and_then(|f| f.get(&alert.subject)) {
                 Some(value) => {
-                    alerts::set_value(
-                        &mut *tx,
-                        alert.id,
-                        *value,
-                        &summary(rule, &alert.subject, *value),
-                    )
-                    .await?;
+                    values.push((alert.id, *value, summary(rule, &alert.subject, *value)));
                     if alert.status == "open" {
-                        report.escalated += self.escalate(&mut tx, rule, alert, None, now).await?;
+                        still.push((*rule, alert));
                     }
                 }
-                None => {
-                    let Some(Ok(resolved)) =
-                        alerts::transition(&mut tx, None, alert.id, "resolved", "auto", now)
-                            .await?
-                    else {
-                        continue;
-                    };
-                    let event = alerts::event(
-                        &mut *tx,
-                        &resolved,
-                        "resolved",
-                        None,
-                        "auto",
-                        now,
-                        json!({"threshold": rule.spec.threshold}),
-                    )
-                    .await?;
-                    notify::follow_up(
-                        &mut tx,
-                        &self.jobs,
-                        &rule.spec.name,
-                        &resolved,
-                        event,
-                        "resolve",
-                        now,
-                    )
-                    .await?;
-                    metrics::counter!("alerts_resolved_total", "how" => "auto").increment(1);
-                    report.resolved += 1;
-                }
+                None => clearing.push(alert.id),
             }
         }
-        for (subject, value) in &firing {
-            if active.iter().any(|a| &a.subject == subject) {
-                continue;
+        bulk::set_values(&mut *tx, &values).await?;
+        for (rule, alert) in still {
+            if due_level(rule, alert, now) {
+                report.escalated += self.escalate(&mut tx, rule, alert, None, now).await?;
             }
-            if let Some(at) = alerts::last_resolved(&mut *tx, rule.id, subject).await?
-                && at + TimeDelta::seconds(i64::from(rule.spec.cooldown_secs)) > now
-            {
-                continue;
-            }
-            let text = summary(rule, subject, *value);
-            let Some(alert) = alerts::open(
-                &mut *tx,
-                rule.tenant_id,
-                rule.id,
-                subject,
-                rule.spec.severity,
-                &text,
-                *value,
-                now,
-            )
-            .await?
+        }
+        let resolved = bulk::resolve_many(&mut *tx, &clearing, "auto", now).await?;
+        let details: Vec<(&Alert, serde_json::Value)> = resolved
+            .iter()
+            .filter_map(|a| {
+                by_id
+                    .get(&a.rule_id)
+                    .map(|r| (a, json!({"threshold": r.spec.threshold})))
+            })
+            .collect();
+        let events = bulk::events(&mut *tx, &details, "resolved", "auto", now).await?;
+        for alert in &resolved {
+            let (Some(rule), Some(event)) = (by_id.get(&alert.rule_id), events.get(&alert.id))
             else {
                 continue;
             };
-            let details = json!({"value": value, "threshold": rule.spec.threshold, "metric": rule.spec.metric.as_str()});
-            let event =
-                alerts::event(&mut *tx, &alert, "opened", None, "evaluator", now, details).await?;
-            self.escalate(&mut tx, rule, &alert, Some(event), now)
+            notify::follow_up(
+                &mut tx,
+                &self.jobs,
+                &rule.spec.name,
+                alert,
+                *event,
+                "resolve",
+                now,
+            )
+            .await?;
+            metrics::counter!("alerts_resolved_total", "how" => "auto").increment(1);
+            report.resolved += 1;
+        }
+        let mut candidates = Vec::new();
+        for rule in rules {
+            for (subject, value) in firing.get(&rule.id).into_iter().flatten() {
+                if !active
+                    .iter()
+                    .any(|a| a.rule_id == rule.id && &a.subject == subject)
+                {
+                    candidates.push((rule, subject, *value));
+                }
+            }
+        }
+        let pairs: Vec<(Uuid, String)> = candidates
+            .iter()
+            .map(|(r, s, _)| (r.id, (*s).clone()))
+            .collect();
+        let last = if pairs.is_empty() {
+            HashMap::new()
+        } else {
+            bulk::last_resolved_of(&mut *tx, &pairs).await?
+        };
+        let fresh: Vec<bulk::NewAlert> = candidates
+            .into_iter()
+            .filter(|(rule, subject, _)| {
+                last.get(&(rule.id, (*subject).clone())).is_none_or(|at| {
+                    *at + TimeDelta::seconds(i64::from(rule.spec.cooldown_secs)) <= now
+                })
+            })
+            .map(|(rule, subject, value)| bulk::NewAlert {
+                tenant_id: rule.tenant_id.map(|t| t.0),
+                rule_id: rule.id,
+                subject: subject.clone(),
+                severity: rule.spec.severity.as_str(),
+                summary: summary(rule, subject, value),
+                value,
+            })
+            .collect();
+        let opened = bulk::open_many(&mut *tx, &fresh, now).await?;
+        let details: Vec<(&Alert, serde_json::Value)> = opened
+            .iter()
+            .filter_map(|a| {
+                by_id.get(&a.rule_id).map(|r| {
+                    (a, json!({"value": a.value, "threshold": r.spec.threshold, "metric": r.spec.metric.as_str()}))
+                })
+            })
+            .collect();
+        let events = bulk::events(&mut *tx, &details, "opened", "evaluator", now).await?;
+        for alert in &opened {
+            let (Some(rule), Some(event)) = (by_id.get(&alert.rule_id), events.get(&alert.id))
+            else {
+                continue;
+            };
+            self.escalate(&mut tx, rule, alert, Some(*event), now)
                 .await?;
             metrics::counter!("alerts_opened_total", "severity" => rule.spec.severity.as_str())
                 .increment(1);
-            tracing::info!(rule = %rule.id, alert = %alert.id, subject = %subject, "alert opened");
+            tracing::info!(rule = %rule.id, alert = %alert.id, subject = %alert.subject, "alert opened");
             report.opened += 1;
         }
         tx.commit().await?;

@@ -1,22 +1,23 @@
-//! Reading a rule's metric at a given moment, per subject.
+//! Reading the rules' metrics at a given moment, per rule and subject, a
+//! whole set of rules at once.
 //!
-//! Rates and latencies read the per-minute rollup (`queue_minutes`) over the
-//! rule's window ending at `now`, so a test that moves `now` moves the
-//! window. Queue ages are measured from `now` to the oldest due item
-//! ([`crate::db::queue_ops::waiting`]); circuits and live workers are read
-//! from the state the workers share in Redis ([`crate::fleet`]).
+//! Each metric kind is read by one statement for every rule of that kind
+//! (the rules travel as arrays and are joined to the data grouped by
+//! organisation), so a pass costs a handful of statements however many
+//! rules it evaluates. Rates and latencies read the per-minute rollup
+//! (`queue_minutes`, indexed by organisation and minute) over each rule's
+//! window ending at `now`, so a test that moves `now` moves the window.
+//! Queue ages are measured from `now` to the oldest due item; circuits and
+//! live workers are read from the state the workers share in Redis
+//! ([`crate::fleet`]), once per pass.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, TimeDelta, Utc};
+use uuid::Uuid;
 
 use super::{Metric, Rule};
-use crate::{
-    db::{failed_work, queue_ops},
-    domain::TenantId,
-    fleet,
-    jobs::Queues,
-};
+use crate::{domain::TenantId, fleet, jobs::Queues, throughput::BUCKETS};
 
 /// One subject's reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,132 +39,130 @@ pub struct Sources<'a> {
     pub queue_names: &'a [String],
 }
 
-/// Reads `rule`'s metric at `now`, for its organisation (every one for a
-/// platform-wide rule).
-pub async fn read(
+/// Readings per rule id.
+pub type Readings = HashMap<Uuid, Vec<Reading>>;
+
+/// Reads every rule's metric at `now`, for its organisation (every one for
+/// a platform-wide rule): one statement (or Redis read) per metric kind.
+pub async fn read_all(
     src: &Sources<'_>,
-    rule: &Rule,
+    rules: &[Rule],
     now: DateTime<Utc>,
-) -> anyhow::Result<Vec<Reading>> {
-    let tenant = rule.tenant_id;
-    let since = now - TimeDelta::seconds(i64::from(rule.spec.window_secs));
-    let mut out = Vec::new();
-    match rule.spec.metric {
-        Metric::FailureRate => {
-            for (queue, sent, failed, _) in minutes(src.pool, tenant, since, now).await? {
-                if rule.channel().is_some_and(|c| c != queue) || !is_channel(&queue) {
+) -> anyhow::Result<Readings> {
+    let mut out: Readings = rules.iter().map(|r| (r.id, Vec::new())).collect();
+    let of = |m: Metric| rules.iter().filter(move |r| r.spec.metric == m);
+    let rates: Vec<&Rule> = of(Metric::FailureRate)
+        .chain(of(Metric::LatencyP99))
+        .collect();
+    if !rates.is_empty() {
+        let sums = minutes(src.pool, &rates, now).await?;
+        for rule in rates {
+            let readings = out.entry(rule.id).or_default();
+            for (queue, sent, failed, latency) in sums.get(&rule.id).into_iter().flatten() {
+                if rule.channel().is_some_and(|c| c != queue) || !is_channel(queue) {
+                    continue;
+                }
+                let subject = queue.clone();
+                if rule.spec.metric == Metric::LatencyP99 {
+                    if let Some(p99) = crate::throughput::quantile(latency, 0.99) {
+                        readings.push(Reading {
+                            subject,
+                            value: p99,
+                        });
+                    }
                     continue;
                 }
                 let total = sent + failed;
-                if total < rule.min_events() || total == 0 {
-                    out.push(Reading {
-                        subject: queue,
-                        value: 0.0,
-                    });
-                    continue;
-                }
-                out.push(Reading {
-                    subject: queue,
-                    value: (failed as f64) * 100.0 / (total as f64),
-                });
+                let value = if total < rule.min_events() || total == 0 {
+                    0.0
+                } else {
+                    (*failed as f64) * 100.0 / (total as f64)
+                };
+                readings.push(Reading { subject, value });
             }
         }
-        Metric::LatencyP99 => {
-            for (queue, _, _, latency) in minutes(src.pool, tenant, since, now).await? {
-                if rule.channel().is_some_and(|c| c != queue) || !is_channel(&queue) {
-                    continue;
-                }
-                if let Some(p99) = crate::throughput::quantile(&latency, 0.99) {
-                    out.push(Reading {
-                        subject: queue,
-                        value: p99,
-                    });
-                }
-            }
-        }
-        Metric::QueueOldestDueAge | Metric::QueueDepth => {
-            for (queue, w) in queue_ops::waiting(src.pool, tenant).await? {
+    }
+    let queued: Vec<&Rule> = of(Metric::QueueOldestDueAge)
+        .chain(of(Metric::QueueDepth))
+        .collect();
+    if !queued.is_empty() {
+        let waiting = waiting(src.pool, &tenants_of(&queued)).await?;
+        for rule in queued {
+            let readings = out.entry(rule.id).or_default();
+            for (queue, (due, oldest)) in merged(&waiting, rule.tenant_id) {
                 if rule.queue().is_some_and(|q| q != queue) {
                     continue;
                 }
                 let value = if rule.spec.metric == Metric::QueueDepth {
-                    w.due as f64
+                    due as f64
                 } else {
-                    w.oldest_due.map_or(0.0, |at| {
+                    oldest.map_or(0.0, |at| {
                         (now - at).num_milliseconds().max(0) as f64 / 1000.0
                     })
                 };
-                out.push(Reading {
+                readings.push(Reading {
                     subject: queue,
                     value,
                 });
             }
         }
-        Metric::CircuitOpen => {
-            let configs: Vec<(uuid::Uuid, String)> = sqlx::query_as(
-                "select id, channel from provider_configs
-                 where ($1::uuid is null or tenant_id = $1) order by id",
-            )
-            .bind(tenant)
-            .fetch_all(src.pool)
-            .await?;
-            let ids: Vec<uuid::Uuid> = configs.iter().map(|(id, _)| *id).collect();
-            let mut conn = src.queues.connection();
-            let open = fleet::open_circuits(&mut conn, src.queues.prefix(), &ids).await?;
-            let mut by_channel: BTreeMap<String, f64> = BTreeMap::new();
-            for ((_, channel), open) in configs.into_iter().zip(open) {
-                if rule.channel().is_some_and(|c| c != channel) {
-                    continue;
-                }
-                *by_channel.entry(channel).or_default() += if open { 1.0 } else { 0.0 };
-            }
-            out.extend(
-                by_channel
-                    .into_iter()
-                    .map(|(subject, value)| Reading { subject, value }),
-            );
-        }
-        Metric::NoWorkerAlive => {
-            let mut conn = src.queues.connection();
-            let workers = fleet::live_workers(&mut conn, src.queues.prefix()).await?;
+    }
+    let circuits: Vec<&Rule> = of(Metric::CircuitOpen).collect();
+    if !circuits.is_empty() {
+        circuit_readings(src, &circuits, &mut out).await?;
+    }
+    let workers: Vec<&Rule> = of(Metric::NoWorkerAlive).collect();
+    if !workers.is_empty() {
+        let mut conn = src.queues.connection();
+        let live = fleet::live_workers(&mut conn, src.queues.prefix()).await?;
+        for rule in workers {
+            let readings = out.entry(rule.id).or_default();
             for queue in src.queue_names {
                 if rule.queue().is_some_and(|q| q != queue) {
                     continue;
                 }
-                let alive = workers
+                let alive = live
                     .iter()
                     .filter(|w| w.queues.iter().any(|q| q == queue))
                     .count();
-                out.push(Reading {
+                readings.push(Reading {
                     subject: queue.clone(),
                     value: alive as f64,
                 });
             }
         }
-        Metric::BaaExpiring => {
-            let rows: Vec<(TenantId, chrono::NaiveDate)> = sqlx::query_as(
-                "select t.id, b.expires_on from tenants t
-                 join baa_agreements b on b.id = t.current_baa_id
-                 where t.type <> 'platform' and t.status = 'active'
-                   and ($1::uuid is null or t.id = $1)",
-            )
-            .bind(tenant)
-            .fetch_all(src.pool)
-            .await?;
-            let today = now.date_naive();
-            out.extend(rows.into_iter().map(|(t, expires)| Reading {
-                subject: t.to_string(),
-                value: (expires - today).num_days() as f64,
-            }));
+    }
+    let baa: Vec<&Rule> = of(Metric::BaaExpiring).collect();
+    if !baa.is_empty() {
+        let (all, ids) = tenants_of(&baa);
+        let rows: Vec<(TenantId, chrono::NaiveDate)> = sqlx::query_as(
+            "select t.id, b.expires_on from tenants t
+             join baa_agreements b on b.id = t.current_baa_id
+             where t.type <> 'platform' and t.status = 'active'
+               and ($1 or t.id = any($2))",
+        )
+        .bind(all)
+        .bind(&ids)
+        .fetch_all(src.pool)
+        .await?;
+        let today = now.date_naive();
+        for rule in baa {
+            let readings = out.entry(rule.id).or_default();
+            for (t, expires) in &rows {
+                if rule.tenant_id.is_some_and(|r| r != *t) {
+                    continue;
+                }
+                readings.push(Reading {
+                    subject: t.to_string(),
+                    value: (*expires - today).num_days() as f64,
+                });
+            }
         }
-        Metric::FailedWork => {
-            let filter = failed_work::Filter {
-                tenant,
-                since: Some(since),
-                ..Default::default()
-            };
-            let n = failed_work::count(src.pool, &filter, now).await?;
-            out.push(Reading {
+    }
+    let failed: Vec<&Rule> = of(Metric::FailedWork).collect();
+    if !failed.is_empty() {
+        for (id, n) in failed_work(src.pool, &failed, now).await? {
+            out.entry(id).or_default().push(Reading {
                 subject: "failed_work".to_owned(),
                 value: n as f64,
             });
@@ -176,53 +175,216 @@ fn is_channel(queue: &str) -> bool {
     super::rules::CHANNELS.contains(&queue)
 }
 
+/// Whether any rule is platform-wide, and the organisations of the others.
+fn tenants_of(rules: &[&Rule]) -> (bool, Vec<Uuid>) {
+    let all = rules.iter().any(|r| r.tenant_id.is_none());
+    let mut ids: Vec<Uuid> = rules
+        .iter()
+        .filter_map(|r| r.tenant_id.map(|t| t.0))
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    (all, ids)
+}
+
+/// The arrays a statement joins the rules from: ids, organisations (nil
+/// for platform-wide rules) and window starts.
+fn rule_arrays(rules: &[&Rule], now: DateTime<Utc>) -> (Vec<Uuid>, Vec<Uuid>, Vec<DateTime<Utc>>) {
+    let ids = rules.iter().map(|r| r.id).collect();
+    let tenants = rules
+        .iter()
+        .map(|r| r.tenant_id.map_or(Uuid::nil(), |t| t.0))
+        .collect();
+    let since = rules
+        .iter()
+        .map(|r| now - TimeDelta::seconds(i64::from(r.spec.window_secs)))
+        .collect();
+    (ids, tenants, since)
+}
+
 type MinuteSums = (String, i64, i64, Vec<i64>);
 
-/// Per queue: sent, failed and the latency histogram over `(since, now]`
-/// by whole minutes.
+/// Per rule and queue: sent, failed and the latency histogram over each
+/// rule's `(since, now]` by whole minutes, in one statement. An
+/// organisation's rule reads its own rows by `(tenant_id, minute)`; a
+/// platform-wide one (`tenant` nil in the arrays) every organisation's.
 async fn minutes(
     pool: &sqlx::PgPool,
-    tenant: Option<TenantId>,
-    since: DateTime<Utc>,
+    rules: &[&Rule],
     now: DateTime<Utc>,
-) -> Result<Vec<MinuteSums>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "select queue, sum(sent)::int8, sum(failed)::int8 from queue_minutes
-         where minute >= date_trunc('minute', $2::timestamptz) and minute <= $3
-           and ($1::uuid is null or tenant_id = $1)
-         group by queue order by queue",
+) -> Result<HashMap<Uuid, Vec<MinuteSums>>, sqlx::Error> {
+    let (ids, tenants, since) = rule_arrays(rules, now);
+    let latency = (1..=BUCKETS)
+        .map(|i| format!("sum(q.latency_ms[{i}])"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let select = format!(
+        "select r.id, q.queue, sum(q.sent)::int8, sum(q.failed)::int8, array[{latency}]::int8[]"
+    );
+    let sql = format!(
+        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+                    as r(id, tenant_id, since))
+         {select} from r join queue_minutes q
+             on q.tenant_id = r.tenant_id
+            and q.minute >= date_trunc('minute', r.since) and q.minute <= $4
+         where r.tenant_id <> '00000000-0000-0000-0000-000000000000'
+         group by r.id, q.queue
+         union all
+         {select} from r join queue_minutes q
+             on q.minute >= date_trunc('minute', r.since) and q.minute <= $4
+         where r.tenant_id = '00000000-0000-0000-0000-000000000000'
+         group by r.id, q.queue
+         order by 1, 2"
+    );
+    let rows: Vec<(Uuid, String, i64, i64, Vec<Option<i64>>)> = sqlx::query_as(&sql)
+        .bind(&ids)
+        .bind(&tenants)
+        .bind(&since)
+        .bind(now)
+        .fetch_all(pool)
+        .await?;
+    let mut out: HashMap<Uuid, Vec<MinuteSums>> = HashMap::new();
+    for (id, queue, sent, failed, latency) in rows {
+        let latency = latency.into_iter().map(|n| n.unwrap_or(0)).collect();
+        out.entry(id)
+            .or_default()
+            .push((queue, sent, failed, latency));
+    }
+    Ok(out)
+}
+
+/// Per organisation and queue: items due now and when the oldest became
+/// due, for every organisation (`all`) or the listed ones; one statement
+/// over every source of work. "Now" is the database's, as the dispatcher's.
+async fn waiting(
+    pool: &sqlx::PgPool,
+    (all, ids): &(bool, Vec<Uuid>),
+) -> Result<Vec<(TenantId, String, i64, Option<DateTime<Utc>>)>, sqlx::Error> {
+    sqlx::query_as(
+        "select tenant_id, channel,
+                count(*) filter (where status in ('queued', 'deferred') and run_at <= now()
+                                 and dispatched_at is null),
+                min(run_at) filter (where status in ('queued', 'deferred') and run_at <= now())
+         from notifications
+         where status in ('queued', 'deferred', 'sending') and ($1 or tenant_id = any($2))
+         group by tenant_id, channel
+         union all
+         select tenant_id, 'webhook',
+                count(*) filter (where status = 'queued' and run_at <= now() and dispatched_at is null),
+                min(run_at) filter (where status = 'queued' and run_at <= now())
+         from webhook_deliveries
+         where status in ('queued', 'sending') and ($1 or tenant_id = any($2))
+         group by tenant_id
+         union all
+         select tenant_id, 'batch_chunk', count(*) filter (where dispatched_at is null),
+                min(created_at) filter (where dispatched_at is null)
+         from batch_chunks where expanded_at is null and ($1 or tenant_id = any($2))
+         group by tenant_id
+         union all
+         select tenant_id, 'bulk_chunk', count(*) filter (where dispatched_at is null),
+                min(created_at) filter (where dispatched_at is null)
+         from bulk_chunks where expanded_at is null and ($1 or tenant_id = any($2))
+         group by tenant_id
+         union all
+         select tenant_id, 'bulk_csv', count(*) filter (where status = 'queued'),
+                min(created_at) filter (where status = 'queued')
+         from bulk_jobs where status in ('queued', 'parsing') and ($1 or tenant_id = any($2))
+         group by tenant_id",
     )
-    .bind(tenant)
-    .bind(since)
-    .bind(now)
+    .bind(*all)
+    .bind(ids)
     .fetch_all(pool)
-    .await?;
-    let buckets: Vec<(String, i64, i64)> = sqlx::query_as(
-        "select queue, u.i, sum(u.l)::int8
-         from queue_minutes, unnest(latency_ms) with ordinality as u(l, i)
-         where minute >= date_trunc('minute', $2::timestamptz) and minute <= $3
-           and ($1::uuid is null or tenant_id = $1)
-         group by queue, u.i",
+    .await
+}
+
+/// Per queue, what `tenant` (every organisation for `None`) has waiting:
+/// items due, and when the oldest became due. Work queues with nothing
+/// waiting read as 0, as the operators' queue view shows them.
+fn merged(
+    rows: &[(TenantId, String, i64, Option<DateTime<Utc>>)],
+    tenant: Option<TenantId>,
+) -> BTreeMap<String, (i64, Option<DateTime<Utc>>)> {
+    let mut out: BTreeMap<String, (i64, Option<DateTime<Utc>>)> =
+        ["webhook", "batch_chunk", "bulk_chunk", "bulk_csv"]
+            .into_iter()
+            .map(|q| (q.to_owned(), (0, None)))
+            .collect();
+    for (t, queue, due, oldest) in rows {
+        if tenant.is_some_and(|r| r != *t) {
+            continue;
+        }
+        let slot = out.entry(queue.clone()).or_default();
+        slot.0 += due;
+        slot.1 = match (slot.1, *oldest) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    out
+}
+
+/// Open provider circuits per channel, for every circuit rule: one read of
+/// the organisations' provider configs, one of their circuits in Redis.
+async fn circuit_readings(
+    src: &Sources<'_>,
+    rules: &[&Rule],
+    out: &mut Readings,
+) -> anyhow::Result<()> {
+    let (all, ids) = tenants_of(rules);
+    let configs: Vec<(Uuid, TenantId, String)> = sqlx::query_as(
+        "select id, tenant_id, channel from provider_configs
+         where ($1 or tenant_id = any($2)) order by id",
     )
-    .bind(tenant)
-    .bind(since)
-    .bind(now)
-    .fetch_all(pool)
+    .bind(all)
+    .bind(&ids)
+    .fetch_all(src.pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(queue, sent, failed)| {
-            let mut latency = vec![0; crate::throughput::BUCKETS];
-            for (q, i, n) in &buckets {
-                if *q == queue
-                    && let Some(slot) = usize::try_from(*i - 1)
-                        .ok()
-                        .and_then(|i| latency.get_mut(i))
-                {
-                    *slot = *n;
-                }
+    let config_ids: Vec<Uuid> = configs.iter().map(|(id, _, _)| *id).collect();
+    let mut conn = src.queues.connection();
+    let open = fleet::open_circuits(&mut conn, src.queues.prefix(), &config_ids).await?;
+    for rule in rules {
+        let mut by_channel: BTreeMap<String, f64> = BTreeMap::new();
+        for ((_, tenant, channel), open) in configs.iter().zip(&open) {
+            if rule.tenant_id.is_some_and(|t| t != *tenant)
+                || rule.channel().is_some_and(|c| c != channel)
+            {
+                continue;
             }
-            (queue, sent, failed, latency)
-        })
-        .collect())
+            *by_channel.entry(channel.clone()).or_default() += if *open { 1.0 } else { 0.0 };
+        }
+        out.entry(rule.id).or_default().extend(
+            by_channel
+                .into_iter()
+                .map(|(subject, value)| Reading { subject, value }),
+        );
+    }
+    Ok(())
+}
+
+/// Per rule: items that failed for good within its window up to `now`, in
+/// one statement.
+async fn failed_work(
+    pool: &sqlx::PgPool,
+    rules: &[&Rule],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let (ids, tenants, since) = rule_arrays(rules, now);
+    sqlx::query_as(
+        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+                    as r(id, tenant_id, since))
+         select r.id, (select count(*) from failed_work f
+                       where f.tenant_id = r.tenant_id and f.failed_at >= r.since
+                         and f.failed_at <= $4)
+         from r where r.tenant_id <> '00000000-0000-0000-0000-000000000000'
+         union all
+         select r.id, (select count(*) from failed_work f
+                       where f.failed_at >= r.since and f.failed_at <= $4)
+         from r where r.tenant_id = '00000000-0000-0000-0000-000000000000'",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&since)
+    .bind(now)
+    .fetch_all(pool)
+    .await
 }

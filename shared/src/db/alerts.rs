@@ -15,6 +15,7 @@ use crate::{
     domain::TenantId,
 };
 
+pub mod bulk;
 pub mod outgoing;
 
 pub use outgoing::{Outgoing, claim_outgoing, finish_outgoing};
