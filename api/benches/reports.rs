@@ -10,9 +10,12 @@
 //! computes them (the statement with grouping sets and the previous
 //! period's totals), plus the CSV and XLSX rendering. Prints p50 and p99.
 //!
-//! The rows are seeded directly: what a report reads grows with hours and
-//! distinct keys, not with the notifications they count, so seeding the
-//! notifications themselves would only slow the bench down.
+//! The rows are seeded directly (the hourly ones, then the daily rollup and
+//! the hour totals added up from them, as the fold keeps them): what a
+//! report reads grows with days, edge hours and distinct keys, not with the
+//! notifications they count, so seeding the notifications themselves would
+//! only slow the bench down. The month ends at the current time, so both
+//! of its edges are partial days read from the hours.
 //!
 //! Run with `cargo bench -p api --bench reports` against the local
 //! Postgres; `BENCH_NOTIFICATIONS=100000 BENCH_TENANTS=1 BENCH_ROUNDS=3`
@@ -70,10 +73,32 @@ fn main() {
         .execute(&pool)
         .await
         .expect("rollups");
-        sqlx::query("analyze delivery_hours")
-            .execute(&pool)
-            .await
-            .expect("analyze");
+        // The daily rollup and the hour totals the fold keeps beside them.
+        sqlx::query(
+            "insert into delivery_days (tenant_id, day, channel, provider, template, category,
+                                        accepted, sent, delivered, failed, bounced, read, latency_ms)
+             select tenant_id, date_trunc('day', hour, 'UTC'), channel, provider, template, category,
+                    sum(accepted), sum(sent), sum(delivered), sum(failed), sum(bounced), sum(read),
+                    array[sum(latency_ms[1]), sum(latency_ms[2]), sum(latency_ms[3]), sum(latency_ms[4]), sum(latency_ms[5]), sum(latency_ms[6]), sum(latency_ms[7]), sum(latency_ms[8]), sum(latency_ms[9]), sum(latency_ms[10]), sum(latency_ms[11]), sum(latency_ms[12]), sum(latency_ms[13]), sum(latency_ms[14]), sum(latency_ms[15]), sum(latency_ms[16]), sum(latency_ms[17]), sum(latency_ms[18]), sum(latency_ms[19])]::bigint[]
+             from delivery_hours group by 1, 2, 3, 4, 5, 6",
+        )
+        .execute(&pool)
+        .await
+        .expect("daily rollups");
+        sqlx::query(
+            "insert into delivery_hour_totals (tenant_id, hour, accepted, sent, delivered, failed, bounced, read)
+             select tenant_id, hour, sum(accepted), sum(sent), sum(delivered), sum(failed), sum(bounced), sum(read)
+             from delivery_hours group by 1, 2",
+        )
+        .execute(&pool)
+        .await
+        .expect("hour totals");
+        for table in ["delivery_hours", "delivery_days", "delivery_hour_totals"] {
+            sqlx::query(&format!("analyze {table}"))
+                .execute(&pool)
+                .await
+                .expect("analyze");
+        }
         let rows: i64 = sqlx::query_scalar("select count(*) from delivery_hours")
             .fetch_one(&pool)
             .await

@@ -1,13 +1,18 @@
 //! Delivery analytics in the scheduler: every `REPORTS_TICK_SECS` it folds
 //! the delivery deltas the notification triggers appended into the hourly
-//! rollups ([`shared::reports::rollup::fold`]) and emails the scheduled
-//! reports that are due ([`shared::reports::deliver::run_due`]), each firing
-//! once across replicas.
+//! and daily rollups ([`shared::reports::rollup::fold`]) and emails the
+//! scheduled reports that are due ([`shared::reports::deliver::run_due`]),
+//! each firing once across replicas. About once an hour it drops rollups
+//! past their retention ([`shared::reports::rollup::prune`]: hours after
+//! 90 days, days after 800).
 
 use chrono::Utc;
 use shared::{config::Settings, reports};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
+
+/// How often rollups past retention are dropped.
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// The scheduler's reporting task.
 #[derive(Debug)]
@@ -26,8 +31,23 @@ impl Reporting {
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_prune: Option<tokio::time::Instant> = None;
             loop {
                 tick.tick().await;
+                if last_prune.is_none_or(|t| t.elapsed() > PRUNE_EVERY) {
+                    last_prune = Some(tokio::time::Instant::now());
+                    match reports::rollup::prune(&pool, Utc::now()).await {
+                        Ok(p) => tracing::debug!(
+                            hours = p.hours,
+                            hour_totals = p.hour_totals,
+                            days = p.days,
+                            "pruned delivery rollups"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot prune delivery rollups; retrying in an hour")
+                        }
+                    }
+                }
                 if let Err(error) = reports::rollup::fold(&pool).await {
                     tracing::warn!(%error, "cannot fold delivery rollups; retrying");
                 }

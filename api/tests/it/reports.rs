@@ -3,11 +3,13 @@
 //! provider report or an inbox read runs), the backfill rebuilding the same
 //! rollups, CSV and XLSX exports that parse back, platform-wide reports,
 //! other organisations' data out of reach, bad ranges and formats, and the
-//! forecast. Scheduled reports are in [`schedules`].
+//! forecast. Scheduled reports are in [`schedules`]; the daily rollup and
+//! retention in [`rollups`].
 //!
 //! The scheduler's own folding is off (`REPORTS_TICK_SECS=0`): the tests
 //! fold the deltas when they choose.
 
+mod rollups;
 mod schedules;
 
 use std::io::Read;
@@ -175,10 +177,12 @@ async fn report_totals_equal_the_notifications_counted_directly() {
     assert_eq!(r["previous"]["totals"]["accepted"], json!(0));
 
     // The backfill rebuilds the same rollups from the notifications.
-    sqlx::query("delete from delivery_hours")
-        .execute(&app.pool)
-        .await
-        .unwrap();
+    for table in ["delivery_hours", "delivery_days", "delivery_hour_totals"] {
+        sqlx::query(&format!("delete from {table}"))
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
     sqlx::query("update delivery_rollup_state set counting_since = now(), backfilled_at = null")
         .execute(&app.pool)
         .await

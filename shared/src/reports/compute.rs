@@ -1,18 +1,21 @@
-//! Reports computed from the hourly rollups alone: totals and rates, the
+//! Reports computed from the rollups alone: totals and rates, the
 //! breakdowns by channel, provider, template and category, latency
 //! percentiles, the busiest hours, the days of the range, the previous
 //! period of the same length and the trend.
 //!
-//! Three statements run side by side on the pool: one adds the range's rows
-//! of `delivery_hours` up per day and key, then takes the totals, slices
-//! and days from those with grouping sets; one finds the busiest hours; one
-//! adds up the previous period (counts only: a comparison needs no
-//! latencies). A month costs the same at ten notifications as at tens of
-//! millions:
-//! what it reads grows with the hours and the distinct channels, providers,
-//! templates and categories, not with the notifications.
+//! Three statements run side by side on the pool: one reads the range's
+//! whole UTC days from `delivery_days` and its partial days at the edges
+//! from `delivery_hours` (added up per day and key), then takes the totals,
+//! slices and days from those with grouping sets; one finds the busiest
+//! hours in `delivery_hour_totals` (a row per organisation and hour); one
+//! adds up the previous period the same way (counts only: a comparison
+//! needs no latencies). The three tables are kept by the same fold, so a
+//! report counts the same whichever it reads. A month costs the same at
+//! ten notifications as at tens of millions: what it reads grows with the
+//! days (and edge hours) and the distinct channels, providers, templates
+//! and categories, not with the notifications.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
 use sqlx::{PgPool, Row, postgres::PgRow};
 
@@ -195,11 +198,43 @@ fn latency_sum() -> String {
     format!("array[{}] as latency_ms", parts.join(", "))
 }
 
-fn scope(tenant: Option<TenantId>) -> &'static str {
+fn tenant_scope(tenant: Option<TenantId>) -> &'static str {
     match tenant {
-        Some(_) => "tenant_id = $1 and hour >= $2 and hour < $3",
-        None => "$1::uuid is null and hour >= $2 and hour < $3",
+        Some(_) => "tenant_id = $1",
+        None => "$1::uuid is null",
     }
+}
+
+/// The whole UTC days inside `[from, to)`: `(first, end)`, with
+/// `first == end == to` when there is none. Rows of those days are read
+/// from `delivery_days`; the hours before `first` and from `end` on from
+/// `delivery_hours`.
+pub fn whole_days(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+    let day = TimeDelta::days(1);
+    let floor = |t: DateTime<Utc>| t.duration_trunc(day).unwrap_or(t);
+    let first = if floor(from) == from {
+        from
+    } else {
+        floor(from) + day
+    };
+    let end = floor(to);
+    if first < end { (first, end) } else { (to, to) }
+}
+
+/// The rows of a range (`$2` to `$3`, whole days `$4` to `$5`) with
+/// `columns` of both rollups: hours at the edges, days in between.
+fn range_rows(tenant: Option<TenantId>, hour_columns: &str, day_columns: &str) -> String {
+    let t = tenant_scope(tenant);
+    format!(
+        "select {hour_columns} from delivery_hours
+         where {t} and hour >= $2 and hour < $4
+         union all
+         select {hour_columns} from delivery_hours
+         where {t} and hour >= $5 and hour < $3
+         union all
+         select {day_columns} from delivery_days
+         where {t} and day >= $4 and day < $5"
+    )
 }
 
 /// Computes the report of `range` for `tenant` (`None`: every
@@ -210,34 +245,39 @@ pub async fn report(
     tenant: Option<TenantId>,
     range: &ReportRange,
 ) -> Result<Report, sqlx::Error> {
-    // Days first: the slices and days then add up a 24th of the rows.
+    // Whole days from the daily rollup, the edges' hours added up per day:
+    // the slices and days then add up about a 24th of the hourly rows.
     let lat = latency_sum();
+    let rows_of = range_rows(
+        tenant,
+        "date_trunc('day', hour, 'UTC') as day, channel, provider, template, category,
+         accepted, sent, delivered, failed, bounced, read, latency_ms",
+        "day, channel, provider, template, category,
+         accepted, sent, delivered, failed, bounced, read, latency_ms",
+    );
     let sql = format!(
-        "with d as (
-             select date_trunc('day', hour, 'UTC') as day, channel, provider, template, category,
-                    {SUMS}, {lat}
-             from delivery_hours
-             where {scope}
-             group by 1, 2, 3, 4, 5
-         )
+        "with d as ({rows_of})
          select grouping(channel) as g_channel, grouping(provider) as g_provider,
                 grouping(template) as g_template, grouping(category) as g_category,
                 grouping(day) as g_day, channel, provider, template, category, day,
                 {SUMS}, {lat}
          from d
          group by grouping sets ((), (channel), (provider), (template), (category), (day))",
-        scope = scope(tenant),
     );
     let busiest = format!(
-        "select hour, {SUMS} from delivery_hours where {scope}
+        "select hour, {SUMS} from delivery_hour_totals
+         where {t} and hour >= $2 and hour < $3
          group by hour order by sum(accepted) desc, hour limit 5",
-        scope = scope(tenant),
+        t = tenant_scope(tenant),
     );
+    let (first, end) = whole_days(range.from, range.to);
     let (rows, hour_rows, previous) = tokio::try_join!(
         sqlx::query(&sql)
             .bind(tenant)
             .bind(range.from)
             .bind(range.to)
+            .bind(first)
+            .bind(end)
             .fetch_all(pool),
         sqlx::query(&busiest)
             .bind(tenant)
@@ -326,14 +366,18 @@ async fn previous_totals(
     range: &ReportRange,
 ) -> Result<Totals, sqlx::Error> {
     let from = range.from - (range.to - range.from);
+    let (first, end) = whole_days(from, range.from);
+    let counts = "accepted, sent, delivered, failed, bounced, read";
     let sql = format!(
-        "select {SUMS} from delivery_hours where {scope}",
-        scope = scope(tenant),
+        "select {SUMS} from ({rows}) p",
+        rows = range_rows(tenant, counts, counts),
     );
     let row = sqlx::query(&sql)
         .bind(tenant)
         .bind(from)
         .bind(range.from)
+        .bind(first)
+        .bind(end)
         .fetch_one(pool)
         .await?;
     Totals::from_counts(&row)
@@ -410,6 +454,26 @@ mod tests {
         assert_eq!(t.read_rate, Some(50.0));
         assert_eq!(t.latency_p50_ms, None);
         assert_eq!(Totals::new([0; 6], &[]).delivery_rate, None);
+    }
+
+    #[test]
+    fn whole_days_are_the_utc_days_inside_the_range() {
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        assert_eq!(
+            whole_days(at("2026-03-05T10:00:00Z"), at("2026-04-05T10:00:00Z")),
+            (at("2026-03-06T00:00:00Z"), at("2026-04-05T00:00:00Z"))
+        );
+        assert_eq!(
+            whole_days(at("2026-03-05T00:00:00Z"), at("2026-03-07T00:00:00Z")),
+            (at("2026-03-05T00:00:00Z"), at("2026-03-07T00:00:00Z"))
+        );
+        // No whole day: everything from the hours.
+        let to = at("2026-03-06T09:00:00Z");
+        assert_eq!(whole_days(at("2026-03-05T10:00:00Z"), to), (to, to));
+        assert_eq!(
+            whole_days(at("2026-03-05T00:00:00Z"), at("2026-03-05T23:00:00Z")).0,
+            at("2026-03-05T23:00:00Z")
+        );
     }
 
     #[test]

@@ -1,18 +1,29 @@
-//! The hourly delivery rollups (`delivery_hours`): folding the deltas the
-//! notification triggers append, and the one-off backfill from existing
-//! notifications.
+//! The delivery rollups: hourly (`delivery_hours`), daily (`delivery_days`)
+//! and each organisation's hour totals (`delivery_hour_totals`); folding
+//! the deltas the notification triggers append, the one-off backfill from
+//! existing notifications, and pruning past retention.
 //!
 //! Every statement that writes notifications appends aggregated deltas
 //! (migration `20261207000500_delivery_reports.sql`); [`fold`] adds them to
-//! the hours in one statement and deletes them. Schedulers fold about once
-//! a second ([`spawn_folder`]); two folding at once take disjoint deltas.
+//! the hours, the days and the hour totals in one statement and deletes
+//! them. Schedulers fold about once a second ([`spawn_folder`]); two
+//! folding at once take disjoint deltas. [`prune`] drops hours and hour
+//! totals older than [`HOURS_KEPT`] and days older than [`DAYS_KEPT`].
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgPool;
 
 use crate::throughput::BUCKETS;
+
+/// How long hourly rollups and hour totals are kept.
+pub const HOURS_KEPT: TimeDelta = TimeDelta::days(90);
+/// How long daily rollups are kept: the longest custom range (366 days)
+/// and the previous period it is compared with, with a month to spare.
+pub const DAYS_KEPT: TimeDelta = TimeDelta::days(800);
+/// Rows dropped per pruning statement.
+const PRUNE_BATCH: i64 = 10_000;
 
 /// Deltas folded per statement.
 const FOLD_BATCH: i64 = 50_000;
@@ -29,6 +40,7 @@ fn buckets(f: impl Fn(usize) -> String) -> String {
 pub async fn fold(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let sum = buckets(|i| format!("sum(latency_ms[{i}])"));
     let add = buckets(|i| format!("h.latency_ms[{i}] + excluded.latency_ms[{i}]"));
+    let add_day = buckets(|i| format!("d.latency_ms[{i}] + excluded.latency_ms[{i}]"));
     let sql = format!(
         "with taken as (
              delete from delivery_deltas
@@ -60,12 +72,50 @@ pub async fn fold(pool: &PgPool) -> Result<u64, sqlx::Error> {
                  read = h.read + excluded.read,
                  latency_ms = {add}
              returning 1
+         ),
+         days as (
+             insert into delivery_days as d
+                 (tenant_id, day, channel, provider, template, category,
+                  accepted, sent, delivered, failed, bounced, read, latency_ms)
+             select tenant_id, date_trunc('day', hour, 'UTC'), channel, provider, template,
+                    category, sum(accepted), sum(sent), sum(delivered), sum(failed),
+                    sum(bounced), sum(read), {sum}
+             from summed
+             group by 1, 2, 3, 4, 5, 6
+             order by 1, 2, 3, 4, 5, 6
+             on conflict (tenant_id, day, channel, provider, template, category) do update set
+                 accepted = d.accepted + excluded.accepted,
+                 sent = d.sent + excluded.sent,
+                 delivered = d.delivered + excluded.delivered,
+                 failed = d.failed + excluded.failed,
+                 bounced = d.bounced + excluded.bounced,
+                 read = d.read + excluded.read,
+                 latency_ms = {add_day}
+             returning 1
+         ),
+         totals as (
+             insert into delivery_hour_totals as t
+                 (tenant_id, hour, accepted, sent, delivered, failed, bounced, read)
+             select tenant_id, hour, sum(accepted), sum(sent), sum(delivered), sum(failed),
+                    sum(bounced), sum(read)
+             from summed
+             group by 1, 2
+             order by 1, 2
+             on conflict (tenant_id, hour) do update set
+                 accepted = t.accepted + excluded.accepted,
+                 sent = t.sent + excluded.sent,
+                 delivered = t.delivered + excluded.delivered,
+                 failed = t.failed + excluded.failed,
+                 bounced = t.bounced + excluded.bounced,
+                 read = t.read + excluded.read
+             returning 1
          )
-         select (select count(*) from taken), (select count(*) from upserted)"
+         select (select count(*) from taken), (select count(*) from upserted),
+                (select count(*) from days), (select count(*) from totals)"
     );
     let mut total = 0u64;
     loop {
-        let (taken, _): (i64, i64) = sqlx::query_as(&sql)
+        let (taken, _, _, _): (i64, i64, i64, i64) = sqlx::query_as(&sql)
             .bind(FOLD_BATCH)
             .fetch_one(pool)
             .await?;
@@ -157,4 +207,50 @@ pub async fn backfill(pool: &PgPool) -> Result<Backfill, sqlx::Error> {
     tx.commit().await?;
     fold(pool).await?;
     Ok(Backfill::Done(since))
+}
+
+/// What [`prune`] dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Hourly rows.
+    pub hours: u64,
+    /// Hour totals.
+    pub hour_totals: u64,
+    /// Daily rows.
+    pub days: u64,
+}
+
+/// Drops hourly rollups and hour totals of hours before `now - HOURS_KEPT`
+/// and daily rollups of days before `now - DAYS_KEPT`, in batches. `now`
+/// is an argument, so tests move time instead of waiting.
+#[tracing::instrument(skip_all)]
+pub async fn prune(pool: &PgPool, now: DateTime<Utc>) -> Result<Pruned, sqlx::Error> {
+    let mut pruned = Pruned::default();
+    for (table, column, keep, count) in [
+        ("delivery_hours", "hour", HOURS_KEPT, &mut pruned.hours),
+        (
+            "delivery_hour_totals",
+            "hour",
+            HOURS_KEPT,
+            &mut pruned.hour_totals,
+        ),
+        ("delivery_days", "day", DAYS_KEPT, &mut pruned.days),
+    ] {
+        let sql = format!(
+            "delete from {table} where ctid = any(array(
+                 select ctid from {table} where {column} < $1 limit $2))"
+        );
+        loop {
+            let done = sqlx::query(&sql)
+                .bind(now - keep)
+                .bind(PRUNE_BATCH)
+                .execute(pool)
+                .await?;
+            *count += done.rows_affected();
+            if done.rows_affected() < PRUNE_BATCH as u64 {
+                break;
+            }
+        }
+    }
+    Ok(pruned)
 }
