@@ -204,6 +204,10 @@ fn rule_arrays(rules: &[&Rule], now: DateTime<Utc>) -> (Vec<Uuid>, Vec<Uuid>, Ve
 
 type MinuteSums = (String, i64, i64, Vec<i64>);
 
+/// One rule's sums over one queue's minutes: rule, queue, sent, failed and
+/// the latency histogram's buckets.
+type QueueSumsRow = (Uuid, String, i64, i64, Vec<Option<i64>>);
+
 /// Per rule and queue: sent, failed and the latency histogram over each
 /// rule's `(since, now]` by whole minutes, in one statement. An
 /// organisation's rule reads its own rows by `(tenant_id, minute)`; a
@@ -236,7 +240,7 @@ async fn minutes(
          group by r.id, q.queue
          order by 1, 2"
     );
-    let rows: Vec<(Uuid, String, i64, i64, Vec<Option<i64>>)> = sqlx::query_as(&sql)
+    let rows: Vec<QueueSumsRow> = sqlx::query_as(&sql)
         .bind(&ids)
         .bind(&tenants)
         .bind(&since)

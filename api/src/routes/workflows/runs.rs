@@ -369,6 +369,10 @@ impl WorkflowRunsApi {
     /// filter given must hold). Runs of a deleted workflow are listed under
     /// its key.
     #[oai(path = "/runs", method = "get", operation_id = "workflows.list_runs")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each filter is its own query parameter"
+    )]
     async fn list_runs(
         &self,
         auth: ServiceKey,
