@@ -1,0 +1,84 @@
+//! Deactivating and reactivating a user, and ending their sessions.
+
+use super::*;
+
+pub(super) async fn set_status(
+    auth: &Admin,
+    state: &AppState,
+    request_id: &RequestId,
+    raw: &str,
+    status: &str,
+    action: &str,
+) -> Result<UserResponse, ApiError> {
+    let p = Principal::resolve(state, auth).await?;
+    let uid = p
+        .refused(
+            state,
+            request_id,
+            action,
+            "user",
+            Some(raw),
+            p.require(Permission::UsersManage)
+                .and_then(|()| user_id(raw)),
+        )
+        .await?;
+    let mut tx = state.pool.begin().await?;
+    let result = users::set_status(&mut *tx, p.scope(), uid, status)
+        .await?
+        .ok_or(ApiError::NotFound("user"));
+    let user = p
+        .refused(state, request_id, action, "user", Some(raw), result)
+        .await?;
+    let ended = if status == "active" {
+        Vec::new()
+    } else {
+        end_sessions(&mut tx, &user, "deactivated").await?
+    };
+    p.audit(
+        &mut *tx,
+        request_id,
+        Some(user.tenant_id),
+        action,
+        "user",
+        uid,
+        json!({"status": status}),
+    )
+    .await?;
+    tx.commit().await?;
+    crate::signin::announce_revoked(state, &ended).await;
+    Ok(UserResponse::Ok(Json(user.into())))
+}
+
+/// Revokes every live session of `user` (a password change, a
+/// deactivation), recording a security event for each; their ids, to
+/// announce after the commit.
+pub(super) async fn end_sessions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user: &users::User,
+    reason: &str,
+) -> Result<Vec<Uuid>, ApiError> {
+    let ended = sessions::revoke(
+        &mut **tx,
+        Some(user.tenant_id),
+        user.id,
+        sessions::Which::All,
+        reason,
+    )
+    .await?;
+    let recorded: Vec<Event> = ended
+        .iter()
+        .map(|sid| {
+            Event::new(
+                Some(user.tenant_id),
+                events::SESSION_REVOKED,
+                Some(user.id),
+                None,
+                None,
+            )
+            .session(*sid)
+            .details(json!({"reason": reason}))
+        })
+        .collect();
+    events::record(&mut **tx, &recorded).await?;
+    Ok(ended)
+}
