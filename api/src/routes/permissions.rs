@@ -343,19 +343,7 @@ impl PermissionsApi {
             p.require(Permission::PermissionsRead)?;
         }
         let u = member(&state, p.caller.tenant_id, &id.0).await?;
-        let assigned = db::direct(&state.pool, p.caller.tenant_id, Some(u.id), &[]).await?;
-        let held = db::effective(
-            &state.pool,
-            p.caller.tenant_id,
-            Some(u.id),
-            std::slice::from_ref(&u.role),
-        )
-        .await?;
-        Ok(EffectiveResponse::Ok(Json(effective_view(
-            &u,
-            &held,
-            !assigned.is_empty(),
-        ))))
+        effective_of(&state, p.caller.tenant_id, &u).await
     }
 
     /// Assign a permission set to a user: it replaces the set the user's
@@ -476,19 +464,7 @@ impl PermissionsApi {
             .await?;
         }
         tx.commit().await?;
-        let assigned = db::direct(&state.pool, tenant, Some(u.id), &[]).await?;
-        let held = db::effective(
-            &state.pool,
-            tenant,
-            Some(u.id),
-            std::slice::from_ref(&u.role),
-        )
-        .await?;
-        Ok(EffectiveResponse::Ok(Json(effective_view(
-            &u,
-            &held,
-            !assigned.is_empty(),
-        ))))
+        effective_of(&state, tenant, &u).await
     }
 
     /// Remove a permission granted to a user (404 when it had no such
@@ -568,4 +544,26 @@ async fn read_set(state: &AppState, tenant: TenantId, id: Uuid) -> Result<SetVie
     let all = db::set_closure(&state.pool, id).await?;
     let keys = keys_of(state, tenant).await?;
     Ok(set_view(set, &keys, Some(all)))
+}
+
+/// A user's effective permissions as the API answers them, with whether a
+/// set was assigned to the user directly.
+async fn effective_of(
+    state: &AppState,
+    tenant: TenantId,
+    u: &users::User,
+) -> Result<EffectiveResponse, ApiError> {
+    let assigned = db::direct(&state.pool, tenant, Some(u.id), &[]).await?;
+    let held = db::effective(
+        &state.pool,
+        tenant,
+        Some(u.id),
+        std::slice::from_ref(&u.role),
+    )
+    .await?;
+    Ok(EffectiveResponse::Ok(Json(effective_view(
+        u,
+        &held,
+        !assigned.is_empty(),
+    ))))
 }
