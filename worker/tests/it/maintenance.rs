@@ -33,7 +33,7 @@ async fn content_of_finished_notifications_past_retention_is_erased() {
         .await
         .unwrap();
     sqlx::query(
-        "update notifications set updated_at = now() - interval '31 days' where id = any($1::uuid[])",
+        "update notifications set created_at = now() - interval '31 days', updated_at = now() - interval '31 days' where id = any($1::uuid[])",
     )
     .bind(vec![old.clone(), inbox.clone()])
     .execute(&app.pool)
