@@ -390,11 +390,20 @@ async fn deleting_a_subscriber_erases_contacts_and_preferences_but_keeps_deliver
         .unwrap();
     assert_ne!(new_id, old_id);
 
-    // The cancelled email stays unsent once workers run again.
+    // The cancelled email stays unsent once workers run again: a marker
+    // email sent after it is delivered, and the email queue drained.
     app.start_worker();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    let marker = app.send_to("marker@example.org").await;
+    app.wait_for_status(&marker, "sent", WAIT).await;
+    app.wait_queue_empty(shared::jobs::QueueName::Email, WAIT)
+        .await;
     assert_eq!(app.notification(&pending).await["status"], "failed");
-    assert_eq!(app.smtp.received().len(), 1, "only the email sent before");
+    let received = app.smtp.received();
+    assert_eq!(
+        received.len(),
+        2,
+        "only the email sent before, and the marker"
+    );
     app.shutdown().await;
 }
 
