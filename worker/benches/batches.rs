@@ -22,7 +22,7 @@
 //! `cargo build --release -p api && cargo bench -p worker --bench batches`.
 
 use std::{
-    path::PathBuf,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -38,81 +38,6 @@ const BOUNDARY: &str = "----bench-boundary-4f1c";
 
 fn main() {
     testkit::bench::run(run());
-}
-
-fn api_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench's path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let api = dir.join("api");
-    assert!(
-        api.exists(),
-        "build the api first: cargo build --release -p api ({} is missing)",
-        api.display()
-    );
-    api
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Children {
-    api: tokio::process::Child,
-    worker: tokio::process::Child,
-    base: String,
-}
-
-fn spawn(app: &TestApp) -> Children {
-    let port = free_port();
-    let vars: Vec<(String, String)> = app
-        .vars
-        .iter()
-        .filter(|(k, _)| k != "API_ADDR")
-        .cloned()
-        .chain([("API_ADDR".to_owned(), format!("127.0.0.1:{port}"))])
-        .collect();
-    // Warnings and errors of each child are kept beside the bench binary
-    // (`target/release/bench-api.log`, `bench-worker.log`).
-    let child = |path: PathBuf| {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("child")
-            .to_owned();
-        let log = api_binary().with_file_name(format!("bench-{name}.log"));
-        let log = std::fs::File::create(&log).expect("the bench log can be written");
-        tokio::process::Command::new(path)
-            .envs(vars.iter().cloned())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the binary starts")
-    };
-    Children {
-        api: child(api_binary()),
-        worker: child(PathBuf::from(env!("CARGO_BIN_EXE_worker"))),
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the api did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The Postgres settings that decide these numbers, printed with them; a
@@ -348,9 +273,9 @@ async fn run() {
     }))
     .await;
     postgres_settings(&app).await;
-    let mut kids = spawn(&app);
+    let mut kids = testkit::bench::spawn(&app, Path::new(env!("CARGO_BIN_EXE_worker")), "");
     let base = kids.base.clone();
-    wait_ready(&app.client, &base).await;
+    testkit::bench::wait_ready(&app.client, &base).await;
     let api_pid = kids.api.id().unwrap();
     let worker_pid = kids.worker.id().unwrap();
 

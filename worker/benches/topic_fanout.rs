@@ -24,7 +24,7 @@
 //! `cargo build --release -p api && cargo bench -p worker --bench topic_fanout`.
 
 use std::{
-    path::PathBuf,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -37,76 +37,6 @@ use uuid::Uuid;
 
 fn main() {
     bench::run(run());
-}
-
-fn api_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the bench's path");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
-    let api = dir.join("api");
-    assert!(
-        api.exists(),
-        "build the api first: cargo build --release -p api ({} is missing)",
-        api.display()
-    );
-    api
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Children {
-    api: tokio::process::Child,
-    worker: tokio::process::Child,
-    base: String,
-}
-
-/// The api and the worker as child processes on the app's settings; their
-/// warnings go to `target/release/bench-topic-{api,worker}.log`.
-fn spawn(app: &TestApp) -> Children {
-    let port = free_port();
-    let vars: Vec<(String, String)> = app
-        .vars
-        .iter()
-        .filter(|(k, _)| k != "API_ADDR")
-        .cloned()
-        .chain([("API_ADDR".to_owned(), format!("127.0.0.1:{port}"))])
-        .collect();
-    let child = |path: PathBuf, name: &str| {
-        let log = api_binary().with_file_name(format!("bench-topic-{name}.log"));
-        let log = std::fs::File::create(&log).expect("the bench log can be written");
-        tokio::process::Command::new(path)
-            .envs(vars.iter().cloned())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("the binary starts")
-    };
-    Children {
-        api: child(api_binary(), "api"),
-        worker: child(PathBuf::from(env!("CARGO_BIN_EXE_worker")), "worker"),
-        base: format!("http://127.0.0.1:{port}"),
-    }
-}
-
-async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the api did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// The machine's load average (1, 5, 15 minutes).
@@ -281,9 +211,9 @@ async fn run() {
         .unwrap();
     assert_eq!(resp.status(), 201);
     postgres_settings(&app).await;
-    let mut kids = spawn(&app);
+    let mut kids = testkit::bench::spawn(&app, Path::new(env!("CARGO_BIN_EXE_worker")), "topic-");
     let base = kids.base.clone();
-    wait_ready(&app.client, &base).await;
+    testkit::bench::wait_ready(&app.client, &base).await;
     let worker_pid = kids.worker.id().unwrap();
     let database: String = sqlx::query_scalar("select current_database()::text")
         .fetch_one(&app.pool)

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 
 use sqlx::{Connection, PgConnection};
 
+mod platform;
+pub use platform::{Children, api_binary, spawn, wait_ready};
+
 /// A whole-number setting from the environment, or `default`.
 pub fn env_num(key: &str, default: usize) -> usize {
     std::env::var(key)
