@@ -34,67 +34,10 @@ fn main() {
     bench::run(run());
 }
 
-/// Rows per insert statement.
-const STATEMENT_ROWS: usize = 1_000;
-
 async fn connect(url: &str) -> PgConnection {
     PgConnection::connect(url)
         .await
         .expect("Postgres must be running for the benches (see README)")
-}
-
-/// Inserts `rows` in-app notifications, as an in-app batch leaves them
-/// (placed in the inbox, `sent`), into `table` through `writers`
-/// connections; answers rows/s.
-async fn insert(url: &str, table: &str, rows: usize, writers: usize) -> f64 {
-    let sql = format!(
-        "insert into {table}
-             (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
-              send_id, status, sent_at, batch_id, batch_seq, batch_index)
-         select r.id, $1, 'inapp', r.recipient, r.content, 5, r.subscriber_id, 'results',
-                r.id, 'sent', now(), $2, $3, r.idx
-         from unnest($4::uuid[], $5::int4[], $6::text[], $7::jsonb[], $8::uuid[])
-              as r(id, idx, recipient, content, subscriber_id)"
-    );
-    let tenant = Uuid::new_v4();
-    let batch = Uuid::new_v4();
-    let statements = rows.div_ceil(STATEMENT_ROWS);
-    let started = Instant::now();
-    futures::stream::iter(0..writers)
-        .map(|w| {
-            let sql = sql.clone();
-            async move {
-                let mut conn = connect(url).await;
-                for seq in (w..statements).step_by(writers) {
-                    let range = seq * STATEMENT_ROWS..((seq + 1) * STATEMENT_ROWS).min(rows);
-                    let ids: Vec<Uuid> = range.clone().map(|_| Uuid::new_v4()).collect();
-                    let idx: Vec<i32> = range.clone().map(|i| (i % STATEMENT_ROWS) as i32).collect();
-                    let recipients: Vec<String> =
-                        range.clone().map(|i| format!("patient-{i}")).collect();
-                    let contents: Vec<serde_json::Value> = range
-                        .clone()
-                        .map(|i| json!({"title": format!("Results for P{i}"), "action_url": "/results/7"}))
-                        .collect();
-                    let subscribers: Vec<Uuid> = range.map(|_| Uuid::new_v4()).collect();
-                    sqlx::query(&sql)
-                        .bind(tenant)
-                        .bind(batch)
-                        .bind(seq as i32)
-                        .bind(&ids)
-                        .bind(&idx)
-                        .bind(&recipients)
-                        .bind(&contents)
-                        .bind(&subscribers)
-                        .execute(&mut conn)
-                        .await
-                        .expect("the insert");
-                }
-            }
-        })
-        .buffer_unordered(writers)
-        .collect::<Vec<()>>()
-        .await;
-    rows as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The fields of one CSV line (quotes removed, doubled quotes undone).
@@ -263,11 +206,11 @@ async fn run() {
     .await
     .unwrap();
 
-    let plain = insert(&db.url, "limit_plain", rows, writers).await;
+    let plain = testkit::bench::insert_limit(&db.url, "limit_plain", rows, writers).await;
     println!(
         "pg insert, primary key only:        {plain:>10.0} rows/s ({rows} rows, 1,000 per statement)"
     );
-    let indexed = insert(&db.url, "limit_indexed", rows, writers).await;
+    let indexed = testkit::bench::insert_limit(&db.url, "limit_indexed", rows, writers).await;
     println!(
         "pg insert, the platform's {indexes} indexes: {indexed:>10.0} rows/s ({rows} rows, 1,000 per statement)"
     );

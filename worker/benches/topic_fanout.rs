@@ -29,9 +29,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde_json::{Value, json};
-use sqlx::{Connection, PgConnection};
 use testkit::{TestApp, bench};
 use uuid::Uuid;
 
@@ -111,63 +109,6 @@ async fn seed_topic(app: &TestApp, base: &str, key: &str, n: usize) {
         .execute(&app.pool)
         .await
         .expect("analyze");
-}
-
-/// Rows per insert statement, as in the limits bench.
-const STATEMENT_ROWS: usize = 1_000;
-
-/// The limits bench's raw insert (`worker/benches/limits.rs`): `rows`
-/// in-app notifications, as an in-app batch leaves them, into `table` through
-/// `writers` connections, 1,000 rows a statement; answers rows/s.
-async fn insert(url: &str, table: &str, rows: usize, writers: usize) -> f64 {
-    let sql = format!(
-        "insert into {table}
-             (id, tenant_id, channel, recipient, content, max_attempts, subscriber_id, category,
-              send_id, status, sent_at, batch_id, batch_seq, batch_index)
-         select r.id, $1, 'inapp', r.recipient, r.content, 5, r.subscriber_id, 'results',
-                r.id, 'sent', now(), $2, $3, r.idx
-         from unnest($4::uuid[], $5::int4[], $6::text[], $7::jsonb[], $8::uuid[])
-              as r(id, idx, recipient, content, subscriber_id)"
-    );
-    let tenant = Uuid::new_v4();
-    let batch = Uuid::new_v4();
-    let statements = rows.div_ceil(STATEMENT_ROWS);
-    let started = Instant::now();
-    futures::stream::iter(0..writers)
-        .map(|w| {
-            let sql = sql.clone();
-            async move {
-                let mut conn = PgConnection::connect(url).await.expect("Postgres");
-                for seq in (w..statements).step_by(writers) {
-                    let range = seq * STATEMENT_ROWS..((seq + 1) * STATEMENT_ROWS).min(rows);
-                    let ids: Vec<Uuid> = range.clone().map(|_| Uuid::new_v4()).collect();
-                    let idx: Vec<i32> = range.clone().map(|i| (i % STATEMENT_ROWS) as i32).collect();
-                    let recipients: Vec<String> =
-                        range.clone().map(|i| format!("patient-{i}")).collect();
-                    let contents: Vec<Value> = range
-                        .clone()
-                        .map(|i| json!({"title": format!("Results for P{i}"), "action_url": "/results/7"}))
-                        .collect();
-                    let subscribers: Vec<Uuid> = range.map(|_| Uuid::new_v4()).collect();
-                    sqlx::query(&sql)
-                        .bind(tenant)
-                        .bind(batch)
-                        .bind(seq as i32)
-                        .bind(&ids)
-                        .bind(&idx)
-                        .bind(&recipients)
-                        .bind(&contents)
-                        .bind(&subscribers)
-                        .execute(&mut conn)
-                        .await
-                        .expect("the insert");
-                }
-            }
-        })
-        .buffer_unordered(writers)
-        .collect::<Vec<()>>()
-        .await;
-    rows as f64 / started.elapsed().as_secs_f64()
 }
 
 async fn get_json(app: &TestApp, url: &str) -> Value {
@@ -334,7 +275,7 @@ async fn run() {
         .execute(&app.pool)
         .await
         .expect("the limit table");
-    let limit = insert(&url, "limit_topic", n, writers).await;
+    let limit = testkit::bench::insert_limit(&url, "limit_topic", n, writers).await;
     sqlx::query("drop table limit_topic")
         .execute(&app.pool)
         .await

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 
 use sqlx::{Connection, PgConnection};
 
+mod insert;
 mod platform;
+pub use insert::{STATEMENT_ROWS, insert_limit};
 pub use platform::{Children, api_binary, spawn, wait_ready};
 
 /// A whole-number setting from the environment, or `default`.
