@@ -147,6 +147,31 @@ export async function call(path, { method = 'GET', body, retry = true, signal } 
   return parsed;
 }
 
+/** Fetches a file with the bearer token and saves it through a blob link
+ * (a plain link cannot carry the token); the file name the server gave, or
+ * `fallback`. */
+export async function download(path, fallback, { retry = true } = {}) {
+  const resp = await fetch(path, { headers: { authorization: `Bearer ${await token()}` } });
+  if (resp.status === 401 && retry && session && session.refresh_token) {
+    await refresh();
+    return download(path, fallback, { retry: false });
+  }
+  if (!resp.ok) throw new ApiError(resp.status, await parse(resp));
+  const disposition = resp.headers.get('content-disposition') || '';
+  const named = disposition.match(/filename\*?=(?:UTF-8'')?"?([^";]+)"?/i);
+  const name = named ? decodeURIComponent(named[1]) : fallback;
+  const url = URL.createObjectURL(await resp.blob());
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = name;
+  link.hidden = true;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+  return name;
+}
+
 /** Ends the session on the server (best effort) and here. */
 export async function logout() {
   const s = session;

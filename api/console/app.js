@@ -1,6 +1,7 @@
 // The console's shell: the header and navigation, hash routes
 // (#/overview, #/queues/email, #/failed, #/workers, #/scheduler,
-// #/providers, #/search, #/notifications/<id>), and the sign-in gate.
+// #/providers, #/alerts, #/alerts/<id>, #/errors, #/errors/<id>, #/reports,
+// #/search, #/notifications/<id>), and the sign-in gate.
 
 import { current, logout, onSession } from './api.js';
 import { h } from './dom.js';
@@ -12,6 +13,9 @@ import * as workers from './views/workers.js';
 import * as scheduler from './views/scheduler.js';
 import * as providers from './views/providers.js';
 import * as search from './views/search.js';
+import * as alerts from './views/alerts.js';
+import * as errors from './views/errors.js';
+import * as reports from './views/reports.js';
 
 const routes = [
   { re: /^\/overview$/, view: overview, section: 'overview' },
@@ -20,6 +24,9 @@ const routes = [
   { re: /^\/workers$/, view: workers, section: 'workers' },
   { re: /^\/scheduler$/, view: scheduler, section: 'scheduler' },
   { re: /^\/providers$/, view: providers, section: 'providers' },
+  { re: /^\/alerts(?:\/([0-9a-f-]{36}))?$/, view: alerts, section: 'alerts' },
+  { re: /^\/errors(?:\/([0-9a-f-]{36}))?$/, view: errors, section: 'errors' },
+  { re: /^\/reports$/, view: reports, section: 'reports' },
   { re: /^\/search$/, view: search, section: 'search' },
   { re: /^\/notifications\/([^/]+)$/, view: search, section: 'search', timeline: true },
 ];

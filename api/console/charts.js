@@ -147,3 +147,87 @@ export function legend(items) {
   return h('ul', { class: 'legend' },
     items.map((it) => h('li', {}, h('span', { class: `swatch fill-${it.tone}`, 'aria-hidden': 'true' }), it.name)));
 }
+
+/**
+ * Vertical bars, one group per point: `points` [{label, title?, ...}],
+ * `series` [{key, name, tone}]. Hovering or moving the keyboard focus along
+ * it shows one point's values; the aria-label says the totals.
+ */
+export function barChart(points, series, { title = 'volume', height = 220, width = 1100, unit = '' } = {}) {
+  const W = width, H = height, L = 52, R = 12, T = 12, B = 30;
+  const iw = W - L - R, ih = H - T - B;
+  const n = points.length;
+  const highest = Math.max(0, ...points.flatMap((p) => series.map((sr) => p[sr.key] || 0)));
+  const stepY = niceStep(highest);
+  const max = stepY * 4;
+  const y = (v) => T + ih - (v / max) * ih;
+  const slot = iw / Math.max(n, 1);
+  const gap = Math.min(24, slot * 0.25);
+  const bw = Math.min(48, (slot - gap) / Math.max(series.length, 1));
+  const fmt = (v) => (Number.isInteger(v) ? num(v) : v.toFixed(1));
+  const totals = series.map((sr) => `${sr.name} ${fmt(points.reduce((a, p) => a + (p[sr.key] || 0), 0))}`);
+  const svg = s('svg', {
+    class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img', tabindex: '0',
+    'aria-label': `${title}: ${n} ${n === 1 ? 'bar group' : 'bar groups'}; totals ${totals.join(', ')}${unit}`,
+  });
+  for (let k = 0; k <= 4; k++) {
+    const v = stepY * k;
+    svg.append(
+      s('line', { x1: L, x2: W - R, y1: y(v), y2: y(v), class: 'grid' }),
+      s('text', { x: L - 8, y: y(v) + 4, class: 'axis', 'text-anchor': 'end', text: num(v) }),
+    );
+  }
+  const every = Math.max(1, Math.ceil(n / 12));
+  const cursor = s('rect', { x: 0, y: T, width: slot, height: ih, class: 'bar-cursor', visibility: 'hidden' });
+  svg.append(cursor);
+  points.forEach((p, i) => {
+    const x0 = L + i * slot + (slot - bw * series.length) / 2;
+    series.forEach((sr, j) => {
+      const v = p[sr.key] || 0;
+      const top = y(v);
+      svg.append(s('rect', {
+        x: x0 + j * bw, y: top, width: Math.max(bw - 2, 1), height: Math.max(T + ih - top, v > 0 ? 1 : 0), class: `bar fill-${sr.tone}`,
+      }, s('title', { text: `${p.title || p.label} — ${sr.name} ${fmt(v)}` })));
+    });
+    if (i % every === 0) {
+      svg.append(s('text', { x: L + i * slot + slot / 2, y: H - 8, class: 'axis', 'text-anchor': 'middle', text: p.label }));
+    }
+  });
+  const readout = h('p', { class: 'readout muted', 'aria-live': 'polite', text: 'Point at the chart, or focus it and use ← →, to read one bar group.' });
+  let at = n - 1;
+  const show = (i) => {
+    if (!n) return;
+    at = Math.max(0, Math.min(n - 1, i));
+    const p = points[at];
+    cursor.setAttribute('x', L + at * slot);
+    cursor.setAttribute('visibility', 'visible');
+    readout.textContent = `${p.title || p.label} — ${series.map((sr) => `${sr.name} ${fmt(p[sr.key] || 0)}`).join(', ')}`;
+  };
+  svg.addEventListener('mousemove', (e) => {
+    const box = svg.getBoundingClientRect();
+    const px = ((e.clientX - box.left) / box.width) * W;
+    show(Math.floor((px - L) / slot));
+  });
+  svg.addEventListener('keydown', (e) => {
+    if (e.key === 'ArrowLeft') { show(at - 1); e.preventDefault(); }
+    if (e.key === 'ArrowRight') { show(at + 1); e.preventDefault(); }
+    if (e.key === 'Home') { show(0); e.preventDefault(); }
+    if (e.key === 'End') { show(n - 1); e.preventDefault(); }
+  });
+  return h('figure', { class: 'chart-box' }, svg, legend(series), readout);
+}
+
+/** A small horizontal bar for a table cell: `parts` [{value, tone}] laid
+ * end to end against `max` (decorative: the cell's number says it). */
+export function meter(parts, max, { width = 100 } = {}) {
+  const bar = s('svg', { class: 'count-bar', viewBox: `0 0 ${width} 8`, preserveAspectRatio: 'none', 'aria-hidden': 'true' },
+    s('rect', { x: 0, y: 0, width, height: 8, rx: 2, class: 'stack-bg' }));
+  let at = 0;
+  for (const p of parts) {
+    if (!p.value || !max) continue;
+    const w = Math.max(2, (p.value / max) * width);
+    bar.append(s('rect', { x: at, y: 0, width: w, height: 8, rx: 2, class: `fill-${p.tone}` }));
+    at += w;
+  }
+  return bar;
+}

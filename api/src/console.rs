@@ -1,7 +1,8 @@
 //! The operator console at `/console`: a single page (plain HTML, CSS and
 //! JavaScript modules, no build step) that signs an admin in through
 //! `POST /api/v1/auth/login` and drives the operations API
-//! (`/api/v1/ops/*`) from the browser.
+//! (`/api/v1/ops/*`), alerts, error tracking and delivery reports from the
+//! browser.
 //!
 //! Its files are embedded in the binary (`api/console/`), so the console is
 //! always the one that matches the API it is served by. Every answer carries
@@ -57,6 +58,9 @@ const ASSETS: &[Asset] = assets![
     "views/scheduler.js" => "text/javascript; charset=utf-8",
     "views/providers.js" => "text/javascript; charset=utf-8",
     "views/search.js" => "text/javascript; charset=utf-8",
+    "views/alerts.js" => "text/javascript; charset=utf-8",
+    "views/errors.js" => "text/javascript; charset=utf-8",
+    "views/reports.js" => "text/javascript; charset=utf-8",
 ];
 
 /// The policy every console answer carries: scripts, styles, images and
