@@ -227,6 +227,9 @@ export function mount(root, ctx) {
     if (!ruleNames.size) await guard(rules, loadRules);
     if (!alive) return;
     await Promise.all([guard(stats, loadStats), guard(list, loadAlerts)]);
+    // One pending refresh however many ran at once (the timer's and an
+    // action's).
+    clearTimeout(timer);
     if (alive) timer = setTimeout(refresh, 5000);
   }
   refresh();

@@ -39,7 +39,7 @@ function countTable(rows, caption, field) {
     h('thead', {}, h('tr', {}, ['', 'Occurrences', 'Recoveries'].map((t) => h('th', { scope: 'col', text: t })))),
     h('tbody', {}, rows.map((r) => h('tr', { 'data-name': r.name },
       h('th', { scope: 'row' }, field === 'class' ? classBadge(r.name) : r.name),
-      h('td', { class: 'count-cell' }, meter([{ value: r.occurrences, tone: 'failed' }], max), h('span', { 'data-field': 'occurrences', text: num(r.occurrences) })),
+      h('td', { class: 'count-cell' }, meter([{ value: Math.min(r.recoveries, r.occurrences), tone: 'sent' }, { value: Math.max(0, r.occurrences - r.recoveries), tone: 'failed' }], max), h('span', { 'data-field': 'occurrences', text: num(r.occurrences) })),
       h('td', { text: num(r.recoveries) })))));
 }
 
@@ -85,6 +85,7 @@ export function mount(root, ctx) {
           countTable(st.by_class, 'By class', 'class'),
           countTable(st.by_channel, 'By channel', 'channel'),
           countTable(st.by_kind, 'By kind', 'kind')),
+        legend([{ name: 'Recovered', tone: 'sent' }, { name: 'Not recovered', tone: 'failed' }]),
         h('p', { class: 'muted', text: `From ${when(st.since)} to ${when(st.until)}; a recovery is a notification sent after failing in a group.` }));
     } catch (err) {
       if (alive) replace(stats, h('div', { class: 'card-head' }, h('h2', { id: 'stats-title', text: 'Occurrences' }), tabs), errorBox(err));

@@ -7,7 +7,8 @@
 // start the worker, count the emails that arrived.
 //
 // Environment: CONSOLE_BASE_URL, CONSOLE_EMAIL, CONSOLE_PASSWORD,
-// CONSOLE_API_KEY, CONSOLE_SCREENSHOTS (a folder; none: no screenshots).
+// CONSOLE_API_KEY, CONSOLE_TENANT_ID (the API key's organisation),
+// CONSOLE_SCREENSHOTS (a folder; none: no screenshots).
 
 import assert from 'node:assert/strict';
 import { createInterface } from 'node:readline';
@@ -22,6 +23,7 @@ export const env = {
   email: process.env.CONSOLE_EMAIL || '',
   password: process.env.CONSOLE_PASSWORD || '',
   apiKey: process.env.CONSOLE_API_KEY || '',
+  tenantId: process.env.CONSOLE_TENANT_ID || '',
   shots: process.env.CONSOLE_SCREENSHOTS || '',
 };
 
@@ -133,7 +135,9 @@ export async function open() {
     record(`request failed: ${req.method()} ${req.url()} ${failure ? failure.errorText : ''}`);
   });
   page.on('request', (req) => {
-    if (!req.url().startsWith(env.base) && !req.url().startsWith('data:')) record(`a request left the console's origin: ${req.url()}`);
+    // A download is saved through a blob of this origin.
+    const local = req.url().startsWith(env.base) || req.url().startsWith(`blob:${env.base}`);
+    if (!local && !req.url().startsWith('data:')) record(`a request left the console's origin: ${req.url()}`);
   });
   page.setDefaultTimeout(WAIT);
   return {

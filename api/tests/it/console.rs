@@ -90,6 +90,7 @@ impl Scenario {
             .env("CONSOLE_EMAIL", email)
             .env("CONSOLE_PASSWORD", password)
             .env("CONSOLE_API_KEY", &app.api_key)
+            .env("CONSOLE_TENANT_ID", app.tenant_id.to_string())
             .env("CONSOLE_SCREENSHOTS", screenshots())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -186,8 +187,13 @@ async fn run(app: &mut TestApp, fake: &FakeProviders, name: &str, email: &str, p
 
 /// The platform with an SMS provider on the fakes.
 async fn platform() -> (TestApp, FakeProviders) {
+    platform_with(TestApp::builder()).await
+}
+
+/// The platform from `builder`, with an SMS provider on the fakes.
+async fn platform_with(builder: testkit::TestAppBuilder) -> (TestApp, FakeProviders) {
     let fake = FakeProviders::start().await;
-    let app = TestApp::builder().providers(&fake).spawn().await;
+    let app = builder.providers(&fake).spawn().await;
     app.add_provider(&json!({
         "provider": "twilio", "name": "sms-main",
         "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
@@ -233,6 +239,12 @@ async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api_documen
     for (path, kind) in [
         ("/console/app.js", "text/javascript; charset=utf-8"),
         ("/console/views/failed.js", "text/javascript; charset=utf-8"),
+        ("/console/views/alerts.js", "text/javascript; charset=utf-8"),
+        ("/console/views/errors.js", "text/javascript; charset=utf-8"),
+        (
+            "/console/views/reports.js",
+            "text/javascript; charset=utf-8",
+        ),
         ("/console/console.css", "text/css; charset=utf-8"),
         ("/console/favicon.svg", "image/svg+xml"),
     ] {
@@ -350,5 +362,31 @@ async fn console_finds_a_notification_and_shows_its_timeline() {
     let (mut app, fake) = platform().await;
     let email = admin(&app).await;
     run(&mut app, &fake, "search", &email, PASSWORD).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn console_shows_an_alert_a_failing_provider_opens_and_acknowledges_and_resolves_it() {
+    // The scheduler evaluates the rules every second, as it would in
+    // production every few.
+    let (mut app, fake) = platform_with(TestApp::builder().var("ALERTS_EVALUATE_SECS", 1)).await;
+    let email = admin(&app).await;
+    run(&mut app, &fake, "alerts", &email, PASSWORD).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn console_shows_the_error_group_of_a_failing_provider_and_its_recoveries() {
+    let (mut app, fake) = platform().await;
+    let email = admin(&app).await;
+    run(&mut app, &fake, "errors", &email, PASSWORD).await;
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn console_reports_count_the_sends_made_and_download_as_csv_and_xlsx() {
+    let (mut app, fake) = platform().await;
+    let email = admin(&app).await;
+    run(&mut app, &fake, "reports", &email, PASSWORD).await;
     app.shutdown().await;
 }
