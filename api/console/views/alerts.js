@@ -279,8 +279,11 @@ function mountOne(root, { match, toast }) {
         stat('Value', Number.isInteger(a.value) ? num(a.value) : a.value.toFixed(2), 'value'),
         stat('Escalation level', num(a.escalation_level), 'level'),
         stat('Opened', when(a.opened_at), 'opened_at'),
-        stat('Acknowledged', a.acknowledged_at ? `${when(a.acknowledged_at)} by ${a.acknowledged_by || '—'}` : '—', 'acknowledged'),
-        stat('Resolved', a.resolved_at ? `${when(a.resolved_at)} by ${a.resolved_by || '—'}` : '—', 'resolved')));
+        stat('Acknowledged', when(a.acknowledged_at), 'acknowledged'),
+        stat('Resolved', when(a.resolved_at), 'resolved')),
+      a.acknowledged_by || a.resolved_by ? h('dl', { class: 'detail' },
+        a.acknowledged_by ? [h('dt', { text: 'Acknowledged by' }), h('dd', { 'data-field': 'acknowledged_by', text: a.acknowledged_by })] : null,
+        a.resolved_by ? [h('dt', { text: 'Resolved by' }), h('dd', { 'data-field': 'resolved_by', text: a.resolved_by })] : null) : null);
     replace(history,
       h('h2', { id: 'history-title', text: 'History' }),
       data.history.length === 0 ? empty('No event yet.') :
