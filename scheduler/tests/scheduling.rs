@@ -42,6 +42,8 @@ async fn two_scheduler_processes_enqueue_each_tick_exactly_once() {
             .unwrap()
     };
     let (mut a, mut b) = (spawn(), spawn());
+    // Two real scheduler processes ticking for a few seconds of wall time
+    // is the behaviour under test (their cron runs on the real clock).
     tokio::time::sleep(Duration::from_millis(4_500)).await;
     for child in [&mut a, &mut b] {
         let (status, _) = testkit::process::terminate(child, Duration::from_secs(10)).await;

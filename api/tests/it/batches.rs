@@ -295,9 +295,7 @@ async fn repeated_and_concurrent_chunks_create_each_notification_once() {
             .await
             .unwrap();
     }
-    app.wait_queue_empty(shared::jobs::QueueName::BatchChunk, WAIT)
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(rows_in_db(&app, &id).await, 50);
     let b = batch(&app, &id).await;
     assert_eq!(b["chunks"], 1);
@@ -430,7 +428,7 @@ async fn cancel_part_way_stops_everything_not_yet_sent() {
         b["chunks_pending"] == 0
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_settled(WAIT).await;
     let done2 = batch(&app, &id).await;
     assert_eq!(done2["counts"], done["counts"]);
     assert_eq!(done2["counts"]["sent"], 3);

@@ -149,7 +149,7 @@ async fn valid_rows_are_sent_once_and_bad_rows_are_reported_with_formulas_escape
     assert!(done["failure"].is_null());
 
     let mail = app.smtp.wait_for(3, WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.received().len(), 3, "each valid recipient once");
     let mut to: Vec<String> = mail.iter().flat_map(|m| m.to.clone()).collect();
     to.sort();
@@ -261,7 +261,7 @@ async fn bad_files_fail_with_their_reason_and_send_nothing() {
         .await,
         0
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_settled(WAIT).await;
     assert!(app.smtp.received().is_empty(), "no bad file sent anything");
     assert_eq!(count(&app, "select count(*) from notifications").await, 0);
     app.shutdown().await;
@@ -477,7 +477,7 @@ async fn cancel_stops_every_notification_not_yet_sent() {
     assert_eq!(cancelled["counts"]["cancelled"], 2);
     assert!(cancelled["cancelled_at"].is_string());
     app.start_scheduler();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.wait_settled(WAIT).await;
     assert!(app.smtp.received().is_empty());
     assert_eq!(job(&app, &id).await["counts"]["cancelled"], 2);
     app.shutdown().await;

@@ -540,6 +540,7 @@ async fn every_metric_the_dashboard_alerts_and_autoscaling_read_is_exported() {
         if gaps.is_empty() || tokio::time::Instant::now() > deadline {
             break (page, gaps);
         }
+        // Polls /metrics until every series shows; ends on a condition.
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(

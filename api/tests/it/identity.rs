@@ -256,7 +256,8 @@ async fn a_providers_key_rotation_is_picked_up_without_a_restart() {
     );
     // The provider rotates: rsa-b is published, rsa-a retired.
     jwks.set_kids(&["rsa-b"]);
-    // Wait out the refetch guard so the new kid triggers a fetch.
+    // Wait out the refetch guard so the new kid triggers a fetch: the guard
+    // is the api's own wall-clock time, which no injected clock reaches.
     tokio::time::sleep(api::identity::JWKS_REFETCH).await;
     assert_eq!(
         me(&app, &signed(Algorithm::RS256, "rsa-b", "rsa-b.pem", &c))

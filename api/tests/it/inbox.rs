@@ -424,6 +424,8 @@ async fn the_unread_count_is_exact_after_concurrent_sends_and_reads() {
         for _ in 0..20 {
             let resp = pat.mark_all_read().await;
             assert_eq!(resp.status(), 200);
+            // Spreads the reads over the sends: reads racing sends are the
+            // behaviour under test.
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     };

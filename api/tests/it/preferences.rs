@@ -185,7 +185,7 @@ async fn quiet_hours_defer_email_to_the_end_of_the_window() {
     let expected = end.with_second(0).unwrap().with_nanosecond(0).unwrap();
     assert_eq!(deferred.0, expected, "held until the window ends");
     assert_eq!(deferred.1, 0, "deferring spends no attempt");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     let subjects: Vec<String> = app
         .smtp
         .received()
@@ -216,7 +216,7 @@ async fn a_deferred_send_goes_out_when_the_quiet_window_ends() {
     let quiet = json!({"quiet_hours": {"start": hhmm(now - chrono::Duration::hours(1)), "end": hhmm(end), "timezone": "UTC"}});
     assert_eq!(put(&app, &token, &quiet).await.status(), 200);
     let email = send(&app, json!({"to": "pat@example.org", "subscriber_id": "pat", "subject": "After hours", "text": "t"})).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.wait_settled(WAIT).await;
     assert!(app.smtp.received().is_empty(), "held during quiet hours");
     let n = app
         .wait_for_status(&email, "sent", Duration::from_secs(150))

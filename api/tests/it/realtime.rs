@@ -451,6 +451,8 @@ async fn a_client_that_stops_reading_is_disconnected() {
         )
         .await;
     }
+    // A client that does not read for a while is the behaviour under test:
+    // the server's buffer for it fills meanwhile.
     tokio::time::sleep(Duration::from_secs(4)).await;
     // Now read: whatever was buffered arrives, then the connection ends.
     let mut received = 0;

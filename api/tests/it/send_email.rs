@@ -433,7 +433,7 @@ async fn the_same_idempotency_key_and_body_sends_once_and_returns_the_first_answ
 
     app.wait_for_status(first["id"].as_str().unwrap(), "sent", WAIT)
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.received().len(), 1, "one email");
     app.shutdown().await;
 }
@@ -453,7 +453,7 @@ async fn concurrent_requests_with_one_idempotency_key_send_once() {
     assert_eq!(ids.len(), 1, "every answer names the same notification");
     let id = ids.into_iter().next().unwrap();
     app.wait_for_status(&id, "sent", WAIT).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.received().len(), 1);
     assert_eq!(app.count_status("sent").await, 1);
     app.shutdown().await;

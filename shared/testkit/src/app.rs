@@ -419,6 +419,88 @@ impl TestApp {
         .await
     }
 
+    /// Waits until nothing of this deployment is left to do now: no job
+    /// waits in any queue's Redis backlog, no worker holds one in flight
+    /// (apalis-redis's per-worker `inflight` sets), and Postgres holds no
+    /// notification or webhook delivery that is being sent or is due.
+    /// Work scheduled for later (a retry's backoff, quiet hours) is not
+    /// waited for. Seen on two looks in a row, so a job that pushed a
+    /// follow-up between the looks is waited for too.
+    ///
+    /// This is how a test shows that something did *not* happen: once the
+    /// platform has settled, whatever it was going to do has been done.
+    pub async fn wait_settled(&self, timeout: Duration) {
+        self.wait_quiet("the platform to settle", timeout, true)
+            .await
+    }
+
+    /// Waits until no job waits in any queue's Redis backlog and no worker
+    /// holds one in flight, on two looks in a row; unlike
+    /// [`TestApp::wait_settled`], work Postgres holds that no dispatcher
+    /// will push (none runs) is not waited for.
+    pub async fn wait_queues_idle(&self, timeout: Duration) {
+        self.wait_quiet("the queues to be idle", timeout, false)
+            .await
+    }
+
+    async fn wait_quiet(&self, what: &str, timeout: Duration, with_postgres: bool) {
+        let quiet = std::sync::atomic::AtomicUsize::new(0);
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        crate::eventually(what, timeout, || async {
+            let mut busy = self.jobs_in_redis().await;
+            if with_postgres && busy == 0 {
+                busy += self.work_due_in_postgres().await;
+            }
+            if busy == 0 {
+                quiet.fetch_add(1, ordering);
+            } else {
+                quiet.store(0, ordering);
+            }
+            (quiet.load(ordering) >= 2).then_some(())
+        })
+        .await
+    }
+
+    /// Jobs waiting or in flight in every queue's Redis keys.
+    async fn jobs_in_redis(&self) -> usize {
+        let queues = shared::jobs::Queues::new(&self.settings.redis_url, &self.redis_prefix)
+            .expect("queues");
+        let mut redis = queues.connection();
+        let mut waiting = 0;
+        for &queue in shared::jobs::QueueName::ALL {
+            waiting += queues.backlog(queue).await.expect("redis answers");
+            let pattern = format!("{}:inflight:*", queues.namespace(queue));
+            let sets: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .expect("redis answers");
+            for set in sets {
+                let n: usize = redis::cmd("SCARD")
+                    .arg(&set)
+                    .query_async(&mut redis)
+                    .await
+                    .expect("redis answers");
+                waiting += n;
+            }
+        }
+        waiting
+    }
+
+    /// Notifications and webhook deliveries being sent or due now.
+    async fn work_due_in_postgres(&self) -> usize {
+        let due: i64 = sqlx::query_scalar(
+            "select (select count(*) from notifications
+                      where status = 'sending' or (status = 'queued' and run_at <= now()))
+                  + (select count(*) from webhook_deliveries
+                      where status = 'sending' or (status = 'queued' and run_at <= now()))",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .expect("postgres answers");
+        due as usize
+    }
+
     /// Sends a valid email to `to` and returns its notification id.
     pub async fn send_to(&self, to: &str) -> String {
         let resp = self

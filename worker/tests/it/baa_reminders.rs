@@ -49,9 +49,7 @@ async fn run_day(app: &TestApp, queues: &Queues, entries: &[CronEntry], day: Nai
         })
         .await
         .unwrap();
-    app.wait_queue_empty(QueueName::BaaReminder, WAIT).await;
-    // Let the last fetched job finish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

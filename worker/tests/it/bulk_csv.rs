@@ -122,6 +122,7 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
             started.elapsed() < Duration::from_secs(60),
             "parsing never started"
         );
+        // Polls for the moment to kill at; the loop ends on a condition.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     first.kill().await.unwrap();
@@ -208,6 +209,7 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
             started.elapsed() < Duration::from_secs(60),
             "expansion never started"
         );
+        // Polls for the moment to kill at; the loop ends on a condition.
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     second.kill().await.unwrap();

@@ -273,6 +273,8 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_a_good_probe
 
     // After the cool-down one send probes it; its success closes the circuit.
     fake.heal(Kind::Twilio, TWILIO_SID_A);
+    // The breaker's cool-down is the worker's own wall-clock time in
+    // another process; waiting it out is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     for _ in 0..2 {
         let id = sms(&app, PATIENT).await;

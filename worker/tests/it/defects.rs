@@ -96,6 +96,7 @@ async fn twenty_thousand_sends_accepted_while_no_worker_runs_are_all_sent_by_one
             started.elapsed() < Duration::from_secs(240),
             "only {sent} of {N} sent"
         );
+        // Polls, taking the backlog's peak on the way; ends on a condition.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(
@@ -124,6 +125,8 @@ async fn a_send_to_an_idle_worker_starts_within_a_second() {
         .var("WORKER_POLL_INTERVAL_MS", 100)
         .spawn()
         .await;
+    // An idle worker is the behaviour under test: let it go idle first, and
+    // again between the sends.
     tokio::time::sleep(Duration::from_secs(3)).await;
     for i in 0..3 {
         let started = Instant::now();
@@ -131,6 +134,7 @@ async fn a_send_to_an_idle_worker_starts_within_a_second() {
         app.smtp.wait_for(i + 1, Duration::from_secs(5)).await;
         let took = started.elapsed();
         assert!(took < Duration::from_secs(1), "pickup took {took:?}");
+        // Idle again before the next send (see above).
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     app.shutdown().await;
@@ -240,7 +244,20 @@ async fn sigterm_lets_an_in_flight_send_finish_and_exits_zero() {
     assert_eq!(n["status"], "sent", "the in-flight send finished: {n}");
     // A second send after the worker left stays queued: it fetched nothing new.
     let later = app.send_to("later@example.org").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queues = shared::jobs::Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    testkit::eventually(
+        "the second send's job to wait in Redis",
+        Duration::from_secs(20),
+        || async {
+            (queues
+                .backlog(shared::jobs::QueueName::Email)
+                .await
+                .unwrap()
+                == 1)
+                .then_some(())
+        },
+    )
+    .await;
     assert_eq!(app.notification(&later).await["status"], "queued");
     app.shutdown().await;
 }

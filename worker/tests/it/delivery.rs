@@ -48,7 +48,7 @@ async fn a_server_that_always_answers_451_is_tried_exactly_max_attempts_times_wi
     assert_eq!(n["attempt_count"], 4);
     assert!(n["last_error"].as_str().unwrap().contains("451"), "{n}");
     // Exactly four tries reached the server, and no more come later.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.wait_settled(WAIT).await;
     let tries = app.smtp.recipient_attempts();
     assert_eq!(tries.len(), 4, "{tries:?}");
     let gaps: Vec<Duration> = tries.windows(2).map(|w| w[1].1 - w[0].1).collect();
@@ -74,7 +74,7 @@ async fn a_5xx_answer_fails_at_once_without_retrying() {
     let n = app.wait_for_status(&id, "failed", WAIT).await;
     assert_eq!(outcomes(&n), ["failed"]);
     assert!(n["last_error"].as_str().unwrap().contains("550"));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.recipient_attempts().len(), 1);
     app.shutdown().await;
 }
@@ -145,9 +145,7 @@ async fn a_second_delivery_of_the_same_job_sends_nothing_again() {
     for _ in 0..3 {
         queues.push(job.clone()).await.unwrap();
     }
-    app.wait_queue_empty(shared::jobs::QueueName::Email, WAIT)
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(
         app.smtp.received().len(),
         1,
@@ -180,9 +178,7 @@ async fn a_job_for_the_wrong_tenant_claims_nothing() {
         .unwrap();
     let mut app = app;
     app.start_worker();
-    app.wait_queue_empty(shared::jobs::QueueName::Email, WAIT)
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_queues_idle(WAIT).await;
     assert!(app.smtp.received().is_empty());
     assert_eq!(app.notification(&id).await["status"], "queued");
     app.shutdown().await;

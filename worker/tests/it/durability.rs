@@ -22,14 +22,13 @@ async fn sends_accepted_while_redis_is_unreachable_all_arrive_once_it_is_back() 
         10,
         "committed while Redis is away"
     );
-    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(app.smtp.received().is_empty());
     proxy.restore();
     app.smtp.wait_for(10, WAIT).await;
     for id in &ids {
         app.wait_for_status(id, "sent", WAIT).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.received().len(), 10, "each sent once");
     app.shutdown().await;
 }
@@ -53,7 +52,7 @@ async fn sends_whose_jobs_redis_lost_are_pushed_again_and_arrive() {
     for id in &ids {
         app.wait_for_status(id, "sent", WAIT).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.received().len(), 10);
     app.shutdown().await;
 }
@@ -65,6 +64,8 @@ async fn a_worker_restarted_while_redis_was_down_picks_up_again() {
     app.wait_for_status(&first, "sent", WAIT).await;
     let proxy = app.proxy.as_ref().unwrap();
     proxy.cut();
+    // The outage itself is the behaviour under test: it lasts long enough
+    // for the worker's fetches and heartbeats to fail.
     tokio::time::sleep(Duration::from_secs(3)).await;
     proxy.restore();
     let after = app.send_to("after@example.org").await;

@@ -81,7 +81,7 @@ async fn a_notice_is_delivered_by_email_and_in_app_once_per_key() {
     .await
     .unwrap();
     assert_eq!(inbox.0, "Welcome, Dr Lee");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(app.smtp.received().len(), 1, "the repeat sent nothing");
 }
 

@@ -207,9 +207,7 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
     // A later tick polls nothing.
     let before = ups.track_requests().len();
     sweep(&app, t3 + chrono::Duration::hours(24)).await;
-    app.wait_queue_empty(shared::jobs::QueueName::UpsPoll, WAIT)
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_queues_idle(WAIT).await;
     assert_eq!(ups.track_requests().len(), before);
 
     // Notices to the assignee (in-app; no email address known) for out for
@@ -404,6 +402,8 @@ async fn the_token_is_shared_until_it_expires_and_a_401_refreshes_it_once() {
         .unwrap();
     assert!(!cached.contains("ups-access-"), "{cached}");
 
+    // The cached token's lifetime is counted by Redis's own clock (a key
+    // expiry), which no injected clock reaches: wait it out.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     ups.set_expires_in(14_399);
     let t1 = t0 + chrono::Duration::hours(1);
@@ -461,9 +461,7 @@ async fn one_tick_polls_each_shipment_once_with_two_schedulers() {
     for id in &ids {
         tick_wait_polled(&app, id, at).await;
     }
-    app.wait_queue_empty(shared::jobs::QueueName::UpsPoll, WAIT)
-        .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    app.wait_queues_idle(WAIT).await;
     let requests = ups.track_requests();
     assert_eq!(requests.len(), 20, "each shipment once");
     let mut unique = requests.clone();

@@ -147,9 +147,7 @@ async fn a_sent_email_produces_a_signed_delivery_the_receiver_verifies() {
         })
         .await
         .unwrap();
-    app.wait_queue_empty(shared::jobs::QueueName::Webhook, WAIT)
-        .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(receiver.received().len(), 1);
 }
 
@@ -226,12 +224,12 @@ async fn an_endpoint_that_keeps_failing_ends_failed_and_disabled_until_re_enable
         "{view}"
     );
     // Exactly max attempts per delivery reached the receiver, and no more come.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(receiver.received().len(), 6);
 
     // A disabled endpoint hears nothing.
     app.send_to("kim@example.org").await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.wait_settled(WAIT).await;
     assert_eq!(receiver.received().len(), 6);
 
     // Re-enabled with PUT, it hears about the next event.
@@ -272,7 +270,7 @@ async fn only_subscribed_events_are_delivered() {
     app.send_to("pat@example.org").await;
     receiver.wait_for(1, WAIT).await;
     wait_for_delivery(&app, &sent_only, "delivered").await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.wait_settled(WAIT).await;
     let paths: Vec<String> = receiver.received().into_iter().map(|r| r.path).collect();
     assert_eq!(paths, vec!["/sent-only"]);
     let list = get(&app, &format!("{PATH}/{failed_only}/deliveries")).await;
