@@ -222,22 +222,30 @@ async fn minutes(
         .map(|i| format!("sum(q.latency_ms[{i}])"))
         .collect::<Vec<_>>()
         .join(", ");
-    let select = format!(
-        "select r.id, q.queue, sum(q.sent)::int8, sum(q.failed)::int8, array[{latency}]::int8[]"
+    // Rules of one organisation with the same window read the same rows:
+    // each distinct (organisation, window start) is summed once and the
+    // sums are handed to every rule that asked for them.
+    let sums = format!(
+        "sum(q.sent)::int8 as sent, sum(q.failed)::int8 as failed, array[{latency}]::int8[] as latency"
     );
     let sql = format!(
-        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
-                    as r(id, tenant_id, since))
-         {select} from r join queue_minutes q
-             on q.tenant_id = r.tenant_id
-            and q.minute >= date_trunc('minute', r.since) and q.minute <= $4
-         where r.tenant_id <> '00000000-0000-0000-0000-000000000000'
-         group by r.id, q.queue
-         union all
-         {select} from r join queue_minutes q
-             on q.minute >= date_trunc('minute', r.since) and q.minute <= $4
-         where r.tenant_id = '00000000-0000-0000-0000-000000000000'
-         group by r.id, q.queue
+        "with r as (select id, tenant_id, date_trunc('minute', since) as since
+                    from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+                    as r(id, tenant_id, since)),
+         k as (select distinct tenant_id, since from r),
+         s as (select k.tenant_id, k.since, q.queue, {sums}
+               from k join queue_minutes q
+                 on q.tenant_id = k.tenant_id and q.minute >= k.since and q.minute <= $4
+               where k.tenant_id <> '00000000-0000-0000-0000-000000000000'
+               group by k.tenant_id, k.since, q.queue
+               union all
+               select k.tenant_id, k.since, q.queue, {sums}
+               from k join queue_minutes q
+                 on q.minute >= k.since and q.minute <= $4
+               where k.tenant_id = '00000000-0000-0000-0000-000000000000'
+               group by k.tenant_id, k.since, q.queue)
+         select r.id, s.queue, s.sent, s.failed, s.latency
+         from r join s on s.tenant_id = r.tenant_id and s.since = r.since
          order by 1, 2"
     );
     let rows: Vec<QueueSumsRow> = sqlx::query_as(&sql)
