@@ -81,7 +81,10 @@ pub struct AlertRuleBody {
     /// `latency_p99` (ms, accepted to sent), `circuit_open` (provider
     /// configs of a channel with an open breaker), `no_worker_alive` (live
     /// workers of a queue; fires below the threshold), `baa_expiring` (days
-    /// left; fires at or below) or `failed_work` (items failed for good).
+    /// left; fires at or below), `failed_work` (items failed for good),
+    /// `api_server_errors` (API requests answered 5xx; platform-wide rules
+    /// only) or `webhook_endpoint_disabled` (the organisation's disabled
+    /// webhook endpoints).
     pub metric: Option<String>,
     /// Narrows `failure_rate`, `latency_p99` and `circuit_open` to one
     /// channel (`email`, `sms`, `push`, `whatsapp`, `inapp`).
@@ -92,6 +95,10 @@ pub struct AlertRuleBody {
     /// `failure_rate`: fewest finished sends in the window for the rate to
     /// count (default 20).
     pub min_events: Option<i64>,
+    /// `webhook_endpoint_disabled`: count only endpoints disabled after
+    /// repeated failures (`failures`) or by an administrator (`admin`);
+    /// absent: both.
+    pub disabled_by: Option<String>,
     /// The threshold in the metric's unit; its range depends on the metric
     /// (e.g. 0.01 to 100 for `failure_rate`).
     pub threshold: Option<f64>,
@@ -139,6 +146,8 @@ pub struct AlertRuleView {
     pub queue: Option<String>,
     /// `failure_rate`: fewest sends for the rate to count.
     pub min_events: Option<i64>,
+    /// `webhook_endpoint_disabled`: `failures` or `admin`, if narrowed.
+    pub disabled_by: Option<String>,
     /// The threshold.
     pub threshold: f64,
     /// Its unit.
@@ -172,6 +181,7 @@ impl From<Rule> for AlertRuleView {
             channel: r.channel().map(str::to_owned),
             queue: r.queue().map(str::to_owned),
             min_events: (r.spec.metric == alerts::Metric::FailureRate).then(|| r.min_events()),
+            disabled_by: r.disabled_by().map(str::to_owned),
             name: r.spec.name,
             metric: r.spec.metric.as_str().to_owned(),
             threshold: r.spec.threshold,

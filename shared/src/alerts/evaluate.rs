@@ -379,6 +379,12 @@ pub fn summary(rule: &Rule, subject: &str, value: f64) -> String {
         Metric::FailedWork => {
             format!("{value:.0} items failed for good over the last {window} (threshold {t})")
         }
+        Metric::ApiServerErrors => {
+            format!("the API answered 5xx {value:.0} times over the last {window} (threshold {t})")
+        }
+        Metric::WebhookEndpointDisabled => format!(
+            "organisation {subject}: {value:.0} webhook endpoint(s) disabled (threshold {t})"
+        ),
     }
 }
 

@@ -9,7 +9,9 @@
 //! window ending at `now`, so a test that moves `now` moves the window.
 //! Queue ages are measured from `now` to the oldest due item; circuits and
 //! live workers are read from the state the workers share in Redis
-//! ([`crate::fleet`]), once per pass.
+//! ([`crate::fleet`]), once per pass. API 5xx are read from their
+//! per-minute counts (`api_error_minutes`) and disabled webhook endpoints
+//! from the endpoints themselves.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -164,6 +166,24 @@ pub async fn read_all(
         for (id, n) in failed_work(src.pool, &failed, now).await? {
             out.entry(id).or_default().push(Reading {
                 subject: "failed_work".to_owned(),
+                value: n as f64,
+            });
+        }
+    }
+    let api: Vec<&Rule> = of(Metric::ApiServerErrors).collect();
+    if !api.is_empty() {
+        for (id, n) in api_server_errors(src.pool, &api, now).await? {
+            out.entry(id).or_default().push(Reading {
+                subject: "api".to_owned(),
+                value: n as f64,
+            });
+        }
+    }
+    let hooks: Vec<&Rule> = of(Metric::WebhookEndpointDisabled).collect();
+    if !hooks.is_empty() {
+        for (id, tenant, n) in disabled_endpoints(src.pool, &hooks).await? {
+            out.entry(id).or_default().push(Reading {
+                subject: tenant.to_string(),
                 value: n as f64,
             });
         }
@@ -397,6 +417,68 @@ async fn failed_work(
     .bind(&tenants)
     .bind(&since)
     .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per rule: API requests answered 5xx within its window up to `now`, by
+/// whole minutes (`api_error_minutes`), in one statement. A platform-wide
+/// rule counts every organisation's and the platform's own.
+async fn api_server_errors(
+    pool: &sqlx::PgPool,
+    rules: &[&Rule],
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+    let (ids, tenants, since) = rule_arrays(rules, now);
+    sqlx::query_as(
+        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
+                    as r(id, tenant_id, since))
+         select r.id, (select coalesce(sum(m.occurrences), 0)::int8 from api_error_minutes m
+                       where m.minute >= date_trunc('minute', r.since) and m.minute <= $4
+                         and (r.tenant_id = '00000000-0000-0000-0000-000000000000'
+                              or m.tenant_id = r.tenant_id))
+         from r",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&since)
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// Per rule and organisation with webhook endpoints: how many are disabled
+/// (only those disabled after failures, or by an administrator, when the
+/// rule says `disabled_by`), in one statement.
+async fn disabled_endpoints(
+    pool: &sqlx::PgPool,
+    rules: &[&Rule],
+) -> Result<Vec<(Uuid, TenantId, i64)>, sqlx::Error> {
+    let ids: Vec<Uuid> = rules.iter().map(|r| r.id).collect();
+    let tenants: Vec<Uuid> = rules
+        .iter()
+        .map(|r| r.tenant_id.map_or(Uuid::nil(), |t| t.0))
+        .collect();
+    let by: Vec<String> = rules
+        .iter()
+        .map(|r| r.disabled_by().unwrap_or("").to_owned())
+        .collect();
+    sqlx::query_as(
+        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::text[])
+                    as r(id, tenant_id, disabled_by))
+         select r.id, e.tenant_id,
+                count(*) filter (where not e.enabled
+                                 and (r.disabled_by = ''
+                                      or (r.disabled_by = 'admin')
+                                         = (e.disabled_reason is not distinct from $4)))
+         from r join webhook_endpoints e
+           on r.tenant_id = '00000000-0000-0000-0000-000000000000' or e.tenant_id = r.tenant_id
+         group by r.id, e.tenant_id",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&by)
+    .bind(crate::db::webhooks::DISABLED_BY_ADMIN)
     .fetch_all(pool)
     .await
 }

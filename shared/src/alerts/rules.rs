@@ -46,11 +46,20 @@ pub enum Metric {
     /// Items that failed for good within the window (every kind of work);
     /// subject: `failed_work`.
     FailedWork,
+    /// API requests answered 5xx within the window (a count: the platform
+    /// keeps no per-window request counts to divide by). The API counts
+    /// its 5xx without the organisation, so only platform-wide rules may
+    /// watch it. Subject: `api`.
+    ApiServerErrors,
+    /// The organisation's outgoing webhook endpoints that are disabled
+    /// (after repeated failures, by an administrator, or either:
+    /// `disabled_by`). Subject: `webhook_endpoints`.
+    WebhookEndpointDisabled,
 }
 
 impl Metric {
     /// Every metric.
-    pub const ALL: [Metric; 8] = [
+    pub const ALL: [Metric; 10] = [
         Metric::FailureRate,
         Metric::QueueOldestDueAge,
         Metric::QueueDepth,
@@ -59,6 +68,8 @@ impl Metric {
         Metric::NoWorkerAlive,
         Metric::BaaExpiring,
         Metric::FailedWork,
+        Metric::ApiServerErrors,
+        Metric::WebhookEndpointDisabled,
     ];
 
     /// Its name.
@@ -72,6 +83,8 @@ impl Metric {
             Metric::NoWorkerAlive => "no_worker_alive",
             Metric::BaaExpiring => "baa_expiring",
             Metric::FailedWork => "failed_work",
+            Metric::ApiServerErrors => "api_server_errors",
+            Metric::WebhookEndpointDisabled => "webhook_endpoint_disabled",
         }
     }
 
@@ -85,7 +98,8 @@ impl Metric {
         match self {
             Metric::FailureRate => (0.01, 100.0),
             Metric::QueueOldestDueAge => (1.0, 604_800.0),
-            Metric::QueueDepth | Metric::FailedWork => (1.0, 1e9),
+            Metric::QueueDepth | Metric::FailedWork | Metric::ApiServerErrors => (1.0, 1e9),
+            Metric::WebhookEndpointDisabled => (1.0, 10_000.0),
             Metric::LatencyP99 => (1.0, 3_600_000.0),
             Metric::CircuitOpen | Metric::NoWorkerAlive => (1.0, 1_000.0),
             Metric::BaaExpiring => (0.0, 365.0),
@@ -102,6 +116,8 @@ impl Metric {
             Metric::CircuitOpen => "open circuits",
             Metric::NoWorkerAlive => "workers",
             Metric::BaaExpiring => "days",
+            Metric::ApiServerErrors => "5xx answers",
+            Metric::WebhookEndpointDisabled => "endpoints",
         }
     }
 
@@ -113,7 +129,15 @@ impl Metric {
             _ => value >= threshold,
         }
     }
+
+    /// Whether only platform-wide rules (no organisation) may watch it.
+    pub fn platform_only(self) -> bool {
+        self == Metric::ApiServerErrors
+    }
 }
+
+/// Who disabled a webhook endpoint, for `webhook_endpoint_disabled`.
+pub const DISABLED_BY: &[&str] = &["failures", "admin"];
 
 /// How urgent an alert is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -244,6 +268,9 @@ pub struct RuleInput {
     pub queue: Option<String>,
     /// Fewest finished sends in the window for a failure rate to count.
     pub min_events: Option<i64>,
+    /// `webhook_endpoint_disabled`: count only endpoints disabled after
+    /// repeated failures (`failures`) or by an administrator (`admin`).
+    pub disabled_by: Option<String>,
     /// The threshold, in the metric's unit.
     pub threshold: Option<f64>,
     /// Seconds to look back over.
@@ -351,6 +378,21 @@ impl RuleInput {
                 bad("queue", "is not a queue of the platform".into());
             } else {
                 scope.insert("queue".into(), q.into());
+            }
+        }
+        if let Some(by) = self.disabled_by {
+            if metric != Some(Metric::WebhookEndpointDisabled) {
+                bad(
+                    "disabled_by",
+                    "applies to webhook_endpoint_disabled only".into(),
+                );
+            } else if !DISABLED_BY.contains(&by.as_str()) {
+                bad(
+                    "disabled_by",
+                    format!("must be one of {}", DISABLED_BY.join(", ")),
+                );
+            } else {
+                scope.insert("disabled_by".into(), by.into());
             }
         }
         if let Some(n) = self.min_events {
@@ -557,6 +599,11 @@ impl Rule {
         self.spec.scope.get("queue").and_then(Value::as_str)
     }
 
+    /// `webhook_endpoint_disabled`: `failures` or `admin`, if narrowed.
+    pub fn disabled_by(&self) -> Option<&str> {
+        self.spec.scope.get("disabled_by").and_then(Value::as_str)
+    }
+
     /// Fewest sends for a failure rate to count (default 20).
     pub fn min_events(&self) -> i64 {
         self.spec
@@ -567,98 +614,8 @@ impl Rule {
     }
 }
 
-/// The default rules: `(builtin key, spec)`. Each notifies the
-/// organisation's admins in-app and by email at once.
-pub fn defaults() -> Vec<(&'static str, RuleSpec)> {
-    let admins = vec![Level {
-        after_minutes: 0,
-        channels: vec![ChannelSpec::InApp, ChannelSpec::Email],
-    }];
-    let spec =
-        |name: &str, metric, scope: Value, threshold, window_secs, severity, cooldown| RuleSpec {
-            name: name.to_owned(),
-            metric,
-            scope,
-            threshold,
-            window_secs,
-            severity,
-            cooldown_secs: cooldown,
-            escalation: admins.clone(),
-            enabled: true,
-        };
-    vec![
-        (
-            "high_failure_rate",
-            spec(
-                "High failure rate",
-                Metric::FailureRate,
-                json!({"min_events": 20}),
-                25.0,
-                900,
-                Severity::Critical,
-                1800,
-            ),
-        ),
-        (
-            "stuck_queue",
-            spec(
-                "Stuck queue",
-                Metric::QueueOldestDueAge,
-                json!({}),
-                900.0,
-                300,
-                Severity::Warning,
-                1800,
-            ),
-        ),
-        (
-            "breaker_open",
-            spec(
-                "Provider circuit breaker open",
-                Metric::CircuitOpen,
-                json!({}),
-                1.0,
-                60,
-                Severity::Critical,
-                900,
-            ),
-        ),
-        (
-            "baa_expiring",
-            spec(
-                "BAA expiring",
-                Metric::BaaExpiring,
-                json!({}),
-                30.0,
-                86_400,
-                Severity::Warning,
-                86_400,
-            ),
-        ),
-    ]
-}
-
-/// Creates the default rules of every organisation that never had them
-/// (of `tenant` only, when given); returns how many organisations got them.
-pub async fn ensure_defaults(
-    db: &mut sqlx::PgConnection,
-    tenant: Option<TenantId>,
-) -> Result<u64, sqlx::Error> {
-    let fresh: Vec<TenantId> = sqlx::query_scalar(
-        "insert into alert_rule_defaults (tenant_id)
-         select id from tenants where ($1::uuid is null or id = $1)
-         on conflict do nothing returning tenant_id",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *db)
-    .await?;
-    for t in &fresh {
-        for (key, spec) in defaults() {
-            crate::db::alerts::insert_rule(&mut *db, Some(*t), &spec, Some(key), "system").await?;
-        }
-    }
-    Ok(fresh.len() as u64)
-}
+mod defaults;
+pub use defaults::{defaults, ensure_defaults};
 
 #[cfg(test)]
 mod tests;

@@ -59,14 +59,28 @@ impl Occurrences {
     }
 }
 
-/// Counts `rows` in their groups, in one statement.
+/// Counts `rows` in their groups, in one statement; API 5xx are also
+/// counted per organisation and minute (`api_error_minutes`) for alert
+/// rules.
 #[tracing::instrument(skip_all, fields(rows = rows.kinds.len()))]
 pub async fn record(db: impl PgExecutor<'_>, rows: &Occurrences) -> Result<(), sqlx::Error> {
     if rows.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "select record_errors($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+        "with api as (
+             insert into api_error_minutes as m (tenant_id, minute, occurrences)
+             select coalesce(u.tenant, '00000000-0000-0000-0000-000000000000'::uuid),
+                    date_trunc('minute', u.at), sum(u.n)
+             from unnest($1::text[], $6::uuid[], $8::int8[], $9::timestamptz[])
+                 as u(kind, tenant, n, at)
+             where u.kind = 'api' and u.n > 0
+             group by 1, 2
+             order by 1, 2
+             on conflict (tenant_id, minute) do update
+             set occurrences = m.occurrences + excluded.occurrences
+         )
+         select record_errors($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                               $6::uuid[], $7::text[], $8::int8[], $9::timestamptz[])",
     )
     .bind(&rows.kinds)
@@ -83,14 +97,17 @@ pub async fn record(db: impl PgExecutor<'_>, rows: &Occurrences) -> Result<(), s
     Ok(())
 }
 
-/// Drops hourly counts and recoveries from before `before`, each
+/// Drops hourly counts and recoveries from before `before` (API 5xx per
+/// minute from before two days ago, or `before` if later), each
 /// organisation's counts of groups it has not seen since, and groups no
 /// organisation has left. Across tenants (housekeeping).
 #[tracing::instrument(skip_all)]
 pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
     sqlx::query(
         "with h as (delete from error_hours where hour < $1),
-              r as (delete from error_recoveries where recovered_at < $1)
+              r as (delete from error_recoveries where recovered_at < $1),
+              m as (delete from api_error_minutes
+                    where minute < greatest($1, now() - interval '2 days'))
          delete from error_group_tenants where last_seen < $1",
     )
     .bind(before)

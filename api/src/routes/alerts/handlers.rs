@@ -66,6 +66,7 @@ async fn check(state: &AppState, body: AlertRuleBody) -> Result<RuleSpec, ApiErr
         channel: body.channel,
         queue: body.queue,
         min_events: body.min_events,
+        disabled_by: body.disabled_by,
         threshold: body.threshold,
         window_secs: body.window_secs,
         severity: body.severity,
@@ -107,6 +108,23 @@ async fn check(state: &AppState, body: AlertRuleBody) -> Result<RuleSpec, ApiErr
     } else {
         Err(ApiError::Invalid(problems))
     }
+}
+
+/// Refuses a metric only platform-wide rules may watch in a rule of an
+/// organisation.
+fn scoped(spec: &RuleSpec, tenant: Option<TenantId>) -> Result<(), ApiError> {
+    if tenant.is_some() && spec.metric.platform_only() {
+        return Err(ApiError::invalid(
+            "metric",
+            format!(
+                "{} is counted for the whole platform (the API does not attribute its 5xx \
+                 answers to an organisation); only a platform admin's rule without \
+                 organization_id may watch it",
+                spec.metric.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The organisation a new rule is for (`None`: platform-wide).
@@ -190,6 +208,7 @@ impl AlertRulesApi {
             )
             .await?;
         let spec = check(&state, body).await?;
+        scoped(&spec, tenant)?;
         let mut tx = state.pool.begin().await?;
         let id = store::insert_rule(&mut *tx, tenant, &spec, None, &p.caller.actor).await?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
@@ -294,6 +313,8 @@ impl AlertRulesApi {
                 updated,
             )
             .await?;
+        // Rolled back (the transaction is dropped) when refused.
+        scoped(&spec, rule.tenant_id)?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
         p.audit(
             &mut *tx,

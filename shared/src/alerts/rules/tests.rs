@@ -14,6 +14,7 @@ fn input(v: Value) -> RuleInput {
         channel: base["channel"].as_str().map(str::to_owned),
         queue: base["queue"].as_str().map(str::to_owned),
         min_events: base["min_events"].as_i64(),
+        disabled_by: base["disabled_by"].as_str().map(str::to_owned),
         threshold: base["threshold"].as_f64(),
         window_secs: base["window_secs"].as_i64(),
         severity: base["severity"].as_str().map(str::to_owned),
@@ -59,6 +60,21 @@ fn each_bad_field_is_named() {
         ["threshold"]
     );
     assert_eq!(fields(json!({"queue": "sms"})), ["queue"]);
+    assert_eq!(fields(json!({"disabled_by": "admin"})), ["disabled_by"]);
+    assert_eq!(
+        fields(
+            json!({"metric": "webhook_endpoint_disabled", "threshold": 1, "disabled_by": "cron"})
+        ),
+        ["disabled_by"]
+    );
+    assert_eq!(
+        fields(json!({"metric": "api_server_errors", "threshold": 5, "channel": "sms"})),
+        ["channel"]
+    );
+    assert_eq!(
+        fields(json!({"metric": "webhook_endpoint_disabled", "threshold": 0})),
+        ["threshold"]
+    );
     assert_eq!(
         fields(json!({"metric": "queue_depth", "threshold": 5, "queue": "nope"})),
         ["queue"]

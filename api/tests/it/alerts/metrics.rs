@@ -1,0 +1,257 @@
+//! The metrics beyond sends and queues: API 5xx answers and disabled
+//! webhook endpoints. Each opens once, resolves by itself when the
+//! condition clears, and refuses the fields that do not apply, under an
+//! injected clock.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::{db::errors::Occurrences, errors::ErrorKind};
+
+use super::{alerts_of, app, create_rule, evaluator, start};
+use crate::org_support::{expect, platform_admin, user, with};
+use testkit::{TestApp, alerting::FakeTarget};
+
+/// Records `n` API 5xx answers (the platform's own, as the API counts
+/// them) at `at`.
+async fn server_errors(app: &TestApp, n: i64, at: DateTime<Utc>) {
+    let mut rows = Occurrences::default();
+    rows.push(
+        ErrorKind::Api,
+        shared::errors::reasons::INTERNAL_ERROR,
+        "/api/v1/services/notifications",
+        None,
+        None,
+        n,
+        at,
+    );
+    shared::db::errors::record(&app.pool, &rows).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_server_errors_open_one_platform_alert_that_resolves_once_the_window_passes() {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let root = platform_admin(&app).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let body = json!({
+        "name": "API failing",
+        "metric": "api_server_errors",
+        "threshold": 5,
+        "window_secs": 300,
+        "escalation": [{"after_minutes": 0, "channels": [{"type": "in_app"}]}],
+    });
+    // An organisation's rule cannot watch what is counted platform-wide.
+    let refused = expect(
+        with(
+            &app,
+            Method::POST,
+            "/api/v1/admin/alert-rules",
+            &admin.token,
+        )
+        .json(&body)
+        .send()
+        .await
+        .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(refused["invalid_params"][0]["name"], "metric", "{refused}");
+    let rule = create_rule(&app, &root, body).await;
+    assert_eq!(rule["organization_id"], Value::Null);
+    assert_eq!(rule["unit"], "5xx answers");
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+
+    let eval = evaluator(&app);
+    let t0 = start();
+    server_errors(&app, 3, t0 - TimeDelta::minutes(2)).await;
+    eval.evaluate(t0).await.unwrap();
+    assert!(alerts_of(&app, &rule_id).await.is_empty(), "3 < 5");
+
+    server_errors(&app, 4, t0 - TimeDelta::minutes(1)).await;
+    for s in [5, 10, 15] {
+        eval.evaluate(t0 + TimeDelta::seconds(s)).await.unwrap();
+    }
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts.len(), 1, "opens once: {alerts:?}");
+    assert_eq!(alerts[0].1, "open");
+    let value: f64 = sqlx::query_scalar("select value from alerts where id = $1")
+        .bind(alerts[0].0)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(value, 7.0);
+
+    // Five minutes on, the answers are out of the window.
+    eval.evaluate(t0 + TimeDelta::minutes(6)).await.unwrap();
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].1, "resolved");
+    assert_eq!(alerts[0].2.as_deref(), Some("auto"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_disabled_webhook_endpoint_opens_one_alert_and_re_enabling_it_resolves_it() {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let endpoint = |n: u16| json!({"url": format!("http://127.0.0.1:9/hook{n}"), "events": ["notification.failed"]});
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let created = expect(
+            with(&app, Method::POST, "/api/v1/admin/webhooks", &app.api_key)
+                .json(&endpoint(n))
+                .send()
+                .await
+                .unwrap(),
+            201,
+        )
+        .await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let any = create_rule(
+        &app,
+        &admin,
+        json!({"name": "Endpoint off", "metric": "webhook_endpoint_disabled",
+               "threshold": 1, "window_secs": 60, "cooldown_secs": 0}),
+    )
+    .await;
+    let automatic = create_rule(
+        &app,
+        &admin,
+        json!({"name": "Endpoint gave up", "metric": "webhook_endpoint_disabled",
+               "disabled_by": "failures", "threshold": 1, "window_secs": 60}),
+    )
+    .await;
+    assert_eq!(automatic["disabled_by"], "failures");
+    let (any, automatic) = (
+        any["id"].as_str().unwrap().to_owned(),
+        automatic["id"].as_str().unwrap().to_owned(),
+    );
+    let eval = evaluator(&app);
+    let t0 = start();
+    eval.evaluate(t0).await.unwrap();
+    assert!(alerts_of(&app, &any).await.is_empty(), "all enabled");
+
+    // An administrator disables one: the rule for any reason fires, the
+    // one for failures only does not.
+    let path = format!("/api/v1/admin/webhooks/{}", ids[0]);
+    let mut off = endpoint(0);
+    off["enabled"] = json!(false);
+    expect(
+        with(&app, Method::PUT, &path, &app.api_key)
+            .json(&off)
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    for s in [5, 10] {
+        eval.evaluate(t0 + TimeDelta::seconds(s)).await.unwrap();
+    }
+    let alerts = alerts_of(&app, &any).await;
+    assert_eq!(alerts.len(), 1, "opens once");
+    assert!(alerts_of(&app, &automatic).await.is_empty());
+
+    // The other one is disabled after failing deliveries.
+    sqlx::query(
+        "update webhook_endpoints set enabled = false, consecutive_failures = 5,
+             disabled_reason = 'disabled after 5 deliveries in a row failed their last attempt'
+         where id = $1::uuid",
+    )
+    .bind(&ids[1])
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    eval.evaluate(t0 + TimeDelta::seconds(15)).await.unwrap();
+    assert_eq!(alerts_of(&app, &automatic).await.len(), 1);
+    assert_eq!(alerts_of(&app, &any).await.len(), 1, "still one alert");
+
+    // Both enabled again: both alerts resolve by themselves.
+    for (i, id) in ids.iter().enumerate() {
+        let mut on = endpoint(i as u16);
+        on["enabled"] = json!(true);
+        expect(
+            with(
+                &app,
+                Method::PUT,
+                &format!("/api/v1/admin/webhooks/{id}"),
+                &app.api_key,
+            )
+            .json(&on)
+            .send()
+            .await
+            .unwrap(),
+            200,
+        )
+        .await;
+    }
+    eval.evaluate(t0 + TimeDelta::seconds(20)).await.unwrap();
+    for rule in [&any, &automatic] {
+        let alerts = alerts_of(&app, rule).await;
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(
+            (alerts[0].1.as_str(), alerts[0].2.as_deref()),
+            ("resolved", Some("auto"))
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fields_that_do_not_apply_to_the_new_metrics_are_refused_naming_them() {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let cases = [
+        (
+            json!({"metric": "failure_rate", "threshold": 10, "disabled_by": "admin"}),
+            "disabled_by",
+        ),
+        (
+            json!({"metric": "webhook_endpoint_disabled", "threshold": 1, "disabled_by": "cron"}),
+            "disabled_by",
+        ),
+        (
+            json!({"metric": "webhook_endpoint_disabled", "threshold": 1, "channel": "sms"}),
+            "channel",
+        ),
+        (
+            json!({"metric": "webhook_endpoint_disabled", "threshold": 0}),
+            "threshold",
+        ),
+        // Failure rates are kept per channel, not per provider.
+        (
+            json!({"metric": "failure_rate", "threshold": 10, "provider": "twilio"}),
+            "provider",
+        ),
+    ];
+    for (patch, field) in cases {
+        let mut body = json!({"name": "r", "window_secs": 60});
+        for (k, v) in patch.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let problem = expect(
+            with(
+                &app,
+                Method::POST,
+                "/api/v1/admin/alert-rules",
+                &admin.token,
+            )
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+            400,
+        )
+        .await;
+        let named = problem["invalid_params"]
+            .as_array()
+            .map(|ps| ps.iter().any(|p| p["name"] == field))
+            .unwrap_or(false)
+            || problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(field));
+        assert!(named, "{body} → {problem}");
+    }
+}

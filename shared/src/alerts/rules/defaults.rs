@@ -1,0 +1,96 @@
+//! The rules every organisation starts with, created once.
+
+use super::*;
+
+/// The default rules: `(builtin key, spec)`. Each notifies the
+/// organisation's admins in-app and by email at once.
+pub fn defaults() -> Vec<(&'static str, RuleSpec)> {
+    let admins = vec![Level {
+        after_minutes: 0,
+        channels: vec![ChannelSpec::InApp, ChannelSpec::Email],
+    }];
+    let spec =
+        |name: &str, metric, scope: Value, threshold, window_secs, severity, cooldown| RuleSpec {
+            name: name.to_owned(),
+            metric,
+            scope,
+            threshold,
+            window_secs,
+            severity,
+            cooldown_secs: cooldown,
+            escalation: admins.clone(),
+            enabled: true,
+        };
+    vec![
+        (
+            "high_failure_rate",
+            spec(
+                "High failure rate",
+                Metric::FailureRate,
+                json!({"min_events": 20}),
+                25.0,
+                900,
+                Severity::Critical,
+                1800,
+            ),
+        ),
+        (
+            "stuck_queue",
+            spec(
+                "Stuck queue",
+                Metric::QueueOldestDueAge,
+                json!({}),
+                900.0,
+                300,
+                Severity::Warning,
+                1800,
+            ),
+        ),
+        (
+            "breaker_open",
+            spec(
+                "Provider circuit breaker open",
+                Metric::CircuitOpen,
+                json!({}),
+                1.0,
+                60,
+                Severity::Critical,
+                900,
+            ),
+        ),
+        (
+            "baa_expiring",
+            spec(
+                "BAA expiring",
+                Metric::BaaExpiring,
+                json!({}),
+                30.0,
+                86_400,
+                Severity::Warning,
+                86_400,
+            ),
+        ),
+    ]
+}
+
+/// Creates the default rules of every organisation that never had them
+/// (of `tenant` only, when given); returns how many organisations got them.
+pub async fn ensure_defaults(
+    db: &mut sqlx::PgConnection,
+    tenant: Option<TenantId>,
+) -> Result<u64, sqlx::Error> {
+    let fresh: Vec<TenantId> = sqlx::query_scalar(
+        "insert into alert_rule_defaults (tenant_id)
+         select id from tenants where ($1::uuid is null or id = $1)
+         on conflict do nothing returning tenant_id",
+    )
+    .bind(tenant)
+    .fetch_all(&mut *db)
+    .await?;
+    for t in &fresh {
+        for (key, spec) in defaults() {
+            crate::db::alerts::insert_rule(&mut *db, Some(*t), &spec, Some(key), "system").await?;
+        }
+    }
+    Ok(fresh.len() as u64)
+}
