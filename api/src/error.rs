@@ -139,6 +139,14 @@ const CONFLICTS: &[(&str, &str)] = &[
         shared::db::shipments::TRACKING_CONSTRAINT,
         "a shipment with this tracking number already exists",
     ),
+    (
+        shared::db::report_templates::KEY_CONSTRAINT,
+        "a report template with this key already exists",
+    ),
+    (
+        shared::db::report_templates::SCHEDULE_CONSTRAINT,
+        "a report schedule uses this template; change or delete the schedule first",
+    ),
 ];
 
 impl From<sqlx::Error> for ApiError {

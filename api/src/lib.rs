@@ -133,6 +133,7 @@ pub type Apis = (
 pub type ReportApis = (
     routes::reports::ReportsApi,
     routes::reports::schedules::ReportSchedulesApi,
+    routes::reports::templates::ReportTemplatesApi,
 );
 
 /// Alert rules and alerts, error tracking and lookups.
@@ -220,6 +221,7 @@ pub fn openapi() -> OpenApiService<Apis, ()> {
                 (
                     routes::reports::ReportsApi,
                     routes::reports::schedules::ReportSchedulesApi,
+                    routes::reports::templates::ReportTemplatesApi,
                 ),
             ),
         ),

@@ -20,9 +20,10 @@ use serde_json::json;
 use shared::{
     domain::TenantId,
     reports::{
-        ReportRange, Template,
+        ReportRange,
         compute::{self, Comparison, Period, Report, Slice, Totals, Trend},
         export, forecast,
+        own::Section,
     },
 };
 
@@ -32,6 +33,7 @@ use crate::{
 };
 
 pub mod schedules;
+pub mod templates;
 mod xlsx;
 
 /// The report and forecast endpoints.
@@ -171,11 +173,12 @@ impl From<&Trend> for TrendView {
     }
 }
 
-/// A report.
+/// A report. A report template of the organisation's own keeps only the
+/// sections it names; the others are absent.
 #[derive(Debug, Object)]
 pub struct ReportView {
-    /// `daily_summary`, `weekly_performance`, `monthly_comprehensive` or
-    /// `custom`.
+    /// `daily_summary`, `weekly_performance`, `monthly_comprehensive`,
+    /// `custom`, or the key of the organisation's own template.
     pub template: String,
     /// The organisation; absent for a platform-wide report.
     pub organization_id: Option<String>,
@@ -185,41 +188,68 @@ pub struct ReportView {
     pub to: DateTime<Utc>,
     /// The whole range.
     pub totals: TotalsView,
-    /// Per channel, busiest first.
-    pub by_channel: Vec<SliceView>,
-    /// Per provider, busiest first.
-    pub by_provider: Vec<SliceView>,
-    /// Per template, busiest first.
-    pub by_template: Vec<SliceView>,
-    /// Per category, busiest first.
-    pub by_category: Vec<SliceView>,
-    /// The busiest hours by accepted notifications (at most 5).
-    pub busiest_hours: Vec<PeriodView>,
-    /// Each UTC day with activity, oldest first.
-    pub days: Vec<PeriodView>,
-    /// The previous period of the same length.
-    pub previous: ComparisonView,
-    /// Daily volume's direction.
-    pub trend: TrendView,
+    /// The channel an own template narrows the report to.
+    #[oai(skip_serializing_if_is_none)]
+    pub channel: Option<String>,
+    /// Per channel, busiest first (section `channels`).
+    #[oai(skip_serializing_if_is_none)]
+    pub by_channel: Option<Vec<SliceView>>,
+    /// Per provider, busiest first (section `providers`).
+    #[oai(skip_serializing_if_is_none)]
+    pub by_provider: Option<Vec<SliceView>>,
+    /// Per template, busiest first (section `templates`).
+    #[oai(skip_serializing_if_is_none)]
+    pub by_template: Option<Vec<SliceView>>,
+    /// Per category, busiest first (section `categories`).
+    #[oai(skip_serializing_if_is_none)]
+    pub by_category: Option<Vec<SliceView>>,
+    /// The busiest hours by accepted notifications (at most 5; section
+    /// `busiest_hours`).
+    #[oai(skip_serializing_if_is_none)]
+    pub busiest_hours: Option<Vec<PeriodView>>,
+    /// Each UTC day with activity, oldest first (section `days`).
+    #[oai(skip_serializing_if_is_none)]
+    pub days: Option<Vec<PeriodView>>,
+    /// The previous period of the same length (section `comparison`).
+    #[oai(skip_serializing_if_is_none)]
+    pub previous: Option<ComparisonView>,
+    /// Daily volume's direction (section `trend`).
+    #[oai(skip_serializing_if_is_none)]
+    pub trend: Option<TrendView>,
 }
 
-impl From<&Report> for ReportView {
-    fn from(r: &Report) -> Self {
-        let slices = |v: &[Slice]| v.iter().map(Into::into).collect();
+/// What a report keeps: its label, sections and channel.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The template's name or own key.
+    pub label: String,
+    /// The sections kept.
+    pub sections: Vec<Section>,
+    /// The channel it is narrowed to.
+    pub channel: Option<String>,
+}
+
+impl ReportView {
+    /// The view of `r` with the sections `shape` keeps.
+    pub fn of(r: &Report, shape: &Shape) -> Self {
+        let has = |s: Section| shape.sections.contains(&s);
+        let slices = |s: Section, v: &[Slice]| has(s).then(|| v.iter().map(Into::into).collect());
+        let periods = |s: Section, v: &[Period]| has(s).then(|| v.iter().map(Into::into).collect());
         Self {
-            template: r.template.to_owned(),
+            template: shape.label.clone(),
             organization_id: r.organization_id.map(|t| t.to_string()),
             from: r.from,
             to: r.to,
             totals: (&r.totals).into(),
-            by_channel: slices(&r.by_channel),
-            by_provider: slices(&r.by_provider),
-            by_template: slices(&r.by_template),
-            by_category: slices(&r.by_category),
-            busiest_hours: r.busiest_hours.iter().map(Into::into).collect(),
-            days: r.days.iter().map(Into::into).collect(),
-            previous: (&r.previous).into(),
-            trend: (&r.trend).into(),
+            channel: shape.channel.clone(),
+            by_channel: slices(Section::Channels, &r.by_channel),
+            by_provider: slices(Section::Providers, &r.by_provider),
+            by_template: slices(Section::Templates, &r.by_template),
+            by_category: slices(Section::Categories, &r.by_category),
+            busiest_hours: periods(Section::BusiestHours, &r.busiest_hours),
+            days: periods(Section::Days, &r.days),
+            previous: has(Section::Comparison).then(|| (&r.previous).into()),
+            trend: has(Section::Trend).then(|| (&r.trend).into()),
         }
     }
 }
@@ -354,7 +384,10 @@ impl ReportsApi {
     /// `daily_summary` (24 hours), `weekly_performance` (7 days) and
     /// `monthly_comprehensive` (one calendar month) end at `to` (default
     /// now) and take no `from`; `custom` needs `from` and `to`, at most 366
-    /// days apart. The range is widened to whole hours. `format` is `json`
+    /// days apart. The id or key of one of the caller's organisation's own
+    /// report templates (`/api/v1/reports/templates`) ends at `to` as well
+    /// and keeps its sections and channel only (an id of no template of
+    /// the organisation answers 404). The range is widened to whole hours. `format` is `json`
     /// (default), `csv` or `xlsx`. Platform admins may name one
     /// `organization_id` or none (every organisation); others their own or
     /// none. Counts come from the hourly rollups, which trail the
@@ -366,10 +399,9 @@ impl ReportsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        #[oai(validator(
-            pattern = "^(daily_summary|weekly_performance|monthly_comprehensive|custom)$"
-        ))]
-        template: Query<String>,
+        #[oai(validator(pattern = "^([a-z][a-z0-9_]{0,63}|[0-9a-fA-F-]{36})$"))] template: Query<
+            String,
+        >,
         from: Query<Option<DateTime<Utc>>>,
         to: Query<Option<DateTime<Utc>>>,
         #[oai(validator(pattern = "^(json|csv|xlsx)$"))] format: Query<Option<String>>,
@@ -386,45 +418,39 @@ impl ReportsApi {
                 subject(&p, organization_id.0.as_deref()),
             )
             .await?;
-        let template = Template::parse(&template.0).ok_or_else(|| {
-            ApiError::invalid(
-                "template",
-                "must be daily_summary, weekly_performance, monthly_comprehensive or custom",
-            )
-        })?;
+        let (template, shape) = templates::resolve(&state, &p, &template.0).await?;
         let range = ReportRange::new(template, from.0, to.0, Utc::now())
             .map_err(|e| ApiError::invalid(e.field, e.reason))?;
         let format = format.0.unwrap_or_else(|| "json".into());
-        let report = compute::report(&state.pool, tenant, &range).await?;
+        let report =
+            compute::report_of(&state.pool, tenant, &range, shape.channel.as_deref()).await?;
         p.audit(
             &state.pool,
             &request_id,
             tenant,
             "report.export",
             "report",
-            template.as_str(),
+            shape.label.as_str(),
             json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}),
         )
         .await?;
-        let name = format!(
-            "report-{}-{}",
-            template.as_str(),
-            range.from.format("%Y%m%dT%H")
-        );
+        let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
         Ok(ReportAnswer(match format.as_str() {
             "csv" => ReportResponse::Csv(
                 PlainText(
-                    String::from_utf8(export::csv(&report).map_err(anyhow::Error::from)?)
-                        .map_err(anyhow::Error::from)?,
+                    String::from_utf8(
+                        export::csv_of(&report, &shape.sections).map_err(anyhow::Error::from)?,
+                    )
+                    .map_err(anyhow::Error::from)?,
                 ),
                 format!("attachment; filename=\"{name}.csv\""),
             ),
             "xlsx" => ReportResponse::Xlsx(
-                Attachment::new(xlsx::workbook(&report)?)
+                Attachment::new(xlsx::workbook(&report, &shape.sections)?)
                     .attachment_type(AttachmentType::Attachment)
                     .filename(format!("{name}.xlsx")),
             ),
-            _ => ReportResponse::Ok(Json(Box::new((&report).into()))),
+            _ => ReportResponse::Ok(Json(Box::new(ReportView::of(&report, &shape)))),
         }))
     }
 

@@ -11,6 +11,7 @@
 
 mod rollups;
 mod schedules;
+mod templates;
 
 use std::io::Read;
 

@@ -34,6 +34,7 @@ pub mod providers;
 pub mod queue_ops;
 pub mod quota_notices;
 pub mod report_schedules;
+pub mod report_templates;
 pub mod sealed;
 pub mod security_events;
 pub mod send_windows;

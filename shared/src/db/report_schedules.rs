@@ -21,8 +21,11 @@ pub struct ReportSchedule {
     pub tenant_id: TenantId,
     /// A name for people.
     pub name: String,
-    /// `daily_summary`, `weekly_performance` or `monthly_comprehensive`.
+    /// `daily_summary`, `weekly_performance`, `monthly_comprehensive`, or
+    /// `own` with [`ReportSchedule::report_template_id`].
     pub template: String,
+    /// The organisation's own report template, for `own`.
+    pub report_template_id: Option<Uuid>,
     /// `csv` or `json`: how the report is laid out in the email.
     pub format: String,
     /// Five-field cron expression.
@@ -52,8 +55,10 @@ pub struct ReportSchedule {
 pub struct ScheduleSpec {
     /// A name for people.
     pub name: String,
-    /// The report template.
+    /// The report template: a built-in one's name, or `own`.
     pub template: String,
+    /// The organisation's own template, for `own`.
+    pub report_template_id: Option<Uuid>,
     /// `csv` or `json`.
     pub format: String,
     /// Checked cron expression.
@@ -68,7 +73,7 @@ pub struct ScheduleSpec {
     pub next_run_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "id, tenant_id, name, template, format, cron, timezone, recipients, enabled,
+const COLUMNS: &str = "id, tenant_id, name, template, report_template_id, format, cron, timezone, recipients, enabled,
      next_run_at, last_run_for, last_notification_ids, created_by, created_at, updated_at";
 
 /// Creates a schedule.
@@ -82,8 +87,8 @@ pub async fn insert(
     sqlx::query_as(&format!(
         "insert into report_schedules
              (id, tenant_id, name, template, format, cron, timezone, recipients, enabled, next_run_at,
-              created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+              created_by, report_template_id)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          returning {COLUMNS}"
     ))
     .bind(Uuid::now_v7())
@@ -97,6 +102,7 @@ pub async fn insert(
     .bind(spec.enabled)
     .bind(spec.next_run_at)
     .bind(created_by)
+    .bind(spec.report_template_id)
     .fetch_one(db)
     .await
 }
@@ -152,7 +158,7 @@ pub async fn update(
     sqlx::query_as(&format!(
         "update report_schedules
          set name = $3, template = $4, format = $5, cron = $6, timezone = $7, recipients = $8,
-             enabled = $9, next_run_at = $10
+             enabled = $9, next_run_at = $10, report_template_id = $11
          where tenant_id = $1 and id = $2
          returning {COLUMNS}"
     ))
@@ -166,6 +172,7 @@ pub async fn update(
     .bind(&spec.recipients)
     .bind(spec.enabled)
     .bind(spec.next_run_at)
+    .bind(spec.report_template_id)
     .fetch_optional(db)
     .await
 }

@@ -221,29 +221,44 @@ pub fn whole_days(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, Dat
     if first < end { (first, end) } else { (to, to) }
 }
 
-/// The rows of a range (`$2` to `$3`, whole days `$4` to `$5`) with
-/// `columns` of both rollups: hours at the edges, days in between.
+/// The rows of a range (`$2` to `$3`, whole days `$4` to `$5`, of channel
+/// `$6` when not null) with `columns` of both rollups: hours at the edges,
+/// days in between.
 fn range_rows(tenant: Option<TenantId>, hour_columns: &str, day_columns: &str) -> String {
     let t = tenant_scope(tenant);
+    let c = "($6::text is null or channel = $6)";
     format!(
         "select {hour_columns} from delivery_hours
-         where {t} and hour >= $2 and hour < $4
+         where {t} and {c} and hour >= $2 and hour < $4
          union all
          select {hour_columns} from delivery_hours
-         where {t} and hour >= $5 and hour < $3
+         where {t} and {c} and hour >= $5 and hour < $3
          union all
          select {day_columns} from delivery_days
-         where {t} and day >= $4 and day < $5"
+         where {t} and {c} and day >= $4 and day < $5"
     )
 }
 
 /// Computes the report of `range` for `tenant` (`None`: every
 /// organisation).
-#[tracing::instrument(skip_all)]
 pub async fn report(
     pool: &PgPool,
     tenant: Option<TenantId>,
     range: &ReportRange,
+) -> Result<Report, sqlx::Error> {
+    report_of(pool, tenant, range, None).await
+}
+
+/// Computes the report of `range` for `tenant` (`None`: every
+/// organisation), of one `channel` only when given (its busiest hours are
+/// then read from the hourly rollup, as the hour totals are of every
+/// channel).
+#[tracing::instrument(skip_all)]
+pub async fn report_of(
+    pool: &PgPool,
+    tenant: Option<TenantId>,
+    range: &ReportRange,
+    channel: Option<&str>,
 ) -> Result<Report, sqlx::Error> {
     // Whole days from the daily rollup, the edges' hours added up per day:
     // the slices and days then add up about a 24th of the hourly rows.
@@ -264,9 +279,14 @@ pub async fn report(
          from d
          group by grouping sets ((), (channel), (provider), (template), (category), (day))",
     );
+    let (table, c) = if channel.is_some() {
+        ("delivery_hours", "channel = $4")
+    } else {
+        ("delivery_hour_totals", "$4::text is null")
+    };
     let busiest = format!(
-        "select hour, {SUMS} from delivery_hour_totals
-         where {t} and hour >= $2 and hour < $3
+        "select hour, {SUMS} from {table}
+         where {t} and hour >= $2 and hour < $3 and {c}
          group by hour order by sum(accepted) desc, hour limit 5",
         t = tenant_scope(tenant),
     );
@@ -278,13 +298,15 @@ pub async fn report(
             .bind(range.to)
             .bind(first)
             .bind(end)
+            .bind(channel)
             .fetch_all(pool),
         sqlx::query(&busiest)
             .bind(tenant)
             .bind(range.from)
             .bind(range.to)
+            .bind(channel)
             .fetch_all(pool),
-        previous_totals(pool, tenant, range),
+        previous_totals(pool, tenant, range, channel),
     )?;
     let mut totals = Totals::new([0; 6], &[]);
     let (mut by_channel, mut by_provider, mut by_template, mut by_category) =
@@ -364,6 +386,7 @@ async fn previous_totals(
     pool: &PgPool,
     tenant: Option<TenantId>,
     range: &ReportRange,
+    channel: Option<&str>,
 ) -> Result<Totals, sqlx::Error> {
     let from = range.from - (range.to - range.from);
     let (first, end) = whole_days(from, range.from);
@@ -378,6 +401,7 @@ async fn previous_totals(
         .bind(range.from)
         .bind(first)
         .bind(end)
+        .bind(channel)
         .fetch_one(pool)
         .await?;
     Totals::from_counts(&row)

@@ -15,7 +15,11 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
-use super::{ReportRange, Template, compute, export, schedule::ReportCron};
+use super::{
+    ReportRange, Template, compute, export,
+    own::{self, Section},
+    schedule::ReportCron,
+};
 use crate::{
     config::JobsConfig,
     db::report_schedules::{self as store, ReportSchedule},
@@ -109,18 +113,45 @@ async fn send(
     s: &ReportSchedule,
     ran_for: DateTime<Utc>,
 ) -> anyhow::Result<Vec<uuid::Uuid>> {
-    let template = Template::parse(&s.template).unwrap_or(Template::DailySummary);
+    // An own template (kept from deletion while a schedule uses it) sets
+    // the period, the channel and the sections.
+    let own = match s.report_template_id {
+        Some(id) => crate::db::report_templates::get(&mut *tx, s.tenant_id, id).await?,
+        None => None,
+    };
+    let (template, label, sections, channel) = match &own {
+        Some(t) => (
+            Template::Own(t.spec.period),
+            t.spec.key.clone(),
+            t.spec.sections.clone(),
+            t.spec.channel.as_deref(),
+        ),
+        None => (
+            Template::parse(&s.template).unwrap_or(Template::DailySummary),
+            s.template.clone(),
+            Section::ALL.to_vec(),
+            None,
+        ),
+    };
     let range = ReportRange::new(template, None, Some(ran_for), ran_for)?;
-    let report = compute::report(pool, Some(s.tenant_id), &range).await?;
+    let report = compute::report_of(pool, Some(s.tenant_id), &range, channel).await?;
     let body = match s.format.as_str() {
-        "json" => serde_json::to_string_pretty(&report)?,
-        _ => String::from_utf8(export::csv(&report)?)?,
+        "json" => {
+            let mut value = serde_json::to_value(&report)?;
+            own::keep_json(&mut value, &sections);
+            value["template"] = label.clone().into();
+            if let Some(c) = channel {
+                value["channel"] = c.into();
+            }
+            serde_json::to_string_pretty(&value)?
+        }
+        _ => String::from_utf8(export::csv_of(&report, &sections)?)?,
     };
     let body = cut(body, MAX_BODY_BYTES);
     let t = &report.totals;
     let data = json!({
         "name": s.name,
-        "template": s.template,
+        "template": label,
         "format": s.format,
         "from": report.from.to_rfc3339(),
         "to": report.to.to_rfc3339(),

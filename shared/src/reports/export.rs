@@ -73,6 +73,22 @@ fn row(section: &str, key: &str, t: &Totals, note: String) -> Vec<Cell> {
 /// `provider`, `template`, `category`, `busiest_hour` and `day` rows, and a
 /// `trend` row whose note is the direction and slope.
 pub fn rows(r: &Report) -> Vec<Vec<Cell>> {
+    rows_of(r, &super::own::Section::ALL)
+}
+
+/// [`rows`] of the `total` row and the `sections` only.
+pub fn rows_of(r: &Report, sections: &[super::own::Section]) -> Vec<Vec<Cell>> {
+    let mut out = all_rows(r);
+    out.retain(|cells| match cells.first() {
+        Some(Cell::Text(section)) => {
+            section == "total" || sections.iter().any(|s| s.csv_section() == section)
+        }
+        _ => true,
+    });
+    out
+}
+
+fn all_rows(r: &Report) -> Vec<Vec<Cell>> {
     let mut out = vec![row(
         "total",
         "all",
@@ -137,9 +153,14 @@ pub fn rows(r: &Report) -> Vec<Vec<Cell>> {
 
 /// The report as CSV (RFC 4180, a header line first).
 pub fn csv(r: &Report) -> Result<Vec<u8>, csv::Error> {
+    csv_of(r, &super::own::Section::ALL)
+}
+
+/// [`csv`] of the `total` row and the `sections` only.
+pub fn csv_of(r: &Report, sections: &[super::own::Section]) -> Result<Vec<u8>, csv::Error> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(HEADER)?;
-    for cells in rows(r) {
+    for cells in rows_of(r, sections) {
         w.write_record(cells.iter().map(Cell::text))?;
     }
     w.into_inner().map_err(|e| e.into_error().into())

@@ -9,11 +9,13 @@
 //! * [`export`]: a report as CSV rows (XLSX is the API's).
 //! * [`forecast`]: the next 7 days' volume per channel from daily history.
 //! * [`schedule`]: report schedules' cron and time zone, checked.
+//! * [`own`]: report templates of an organisation's own.
 
 pub mod compute;
 pub mod deliver;
 pub mod export;
 pub mod forecast;
+pub mod own;
 pub mod rollup;
 pub mod schedule;
 
@@ -33,6 +35,8 @@ pub enum Template {
     MonthlyComprehensive,
     /// `from` to `to`, at most [`MAX_RANGE`].
     Custom,
+    /// An organisation's own template's period before its end.
+    Own(own::OwnPeriod),
 }
 
 impl Template {
@@ -62,6 +66,7 @@ impl Template {
             Self::WeeklyPerformance => "weekly_performance",
             Self::MonthlyComprehensive => "monthly_comprehensive",
             Self::Custom => "custom",
+            Self::Own(_) => "own",
         }
     }
 
@@ -73,6 +78,7 @@ impl Template {
             Self::WeeklyPerformance => Some(to - TimeDelta::days(7)),
             Self::MonthlyComprehensive => to.checked_sub_months(Months::new(1)),
             Self::Custom => None,
+            Self::Own(p) => p.start(to),
         }
     }
 }

@@ -12,6 +12,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
     db::report_schedules::{self as store, ReportSchedule, ScheduleSpec},
+    db::report_templates as templates_store,
     reports::{Template, schedule::ReportCron},
 };
 use uuid::Uuid;
@@ -42,9 +43,11 @@ pub struct ReportScheduleBody {
     #[oai(validator(min_length = 1, max_length = 200))]
     pub name: String,
     /// `daily_summary` (the 24 hours before each firing),
-    /// `weekly_performance` (7 days) or `monthly_comprehensive` (one
-    /// calendar month).
-    #[oai(validator(pattern = "^(daily_summary|weekly_performance|monthly_comprehensive)$"))]
+    /// `weekly_performance` (7 days), `monthly_comprehensive` (one
+    /// calendar month), or the id or key of one of the organisation's own
+    /// report templates (its period before each firing, its sections and
+    /// channel; another organisation's: 422).
+    #[oai(validator(pattern = "^([a-z][a-z0-9_]{0,63}|[0-9a-fA-F-]{36})$"))]
     pub template: String,
     /// How the report is laid out in the email body: `csv` (default) or
     /// `json`.
@@ -74,7 +77,8 @@ pub struct ReportScheduleView {
     pub organization_id: String,
     /// Its name.
     pub name: String,
-    /// The report template.
+    /// The report template: a built-in one's name, or the id of the
+    /// organisation's own template.
     pub template: String,
     /// `csv` or `json`.
     pub format: String,
@@ -107,7 +111,7 @@ impl From<ReportSchedule> for ReportScheduleView {
             id: s.id,
             organization_id: s.tenant_id.to_string(),
             name: s.name,
-            template: s.template,
+            template: s.report_template_id.map_or(s.template, |id| id.to_string()),
             format: s.format,
             cron: s.cron,
             timezone: s.timezone,
@@ -171,12 +175,24 @@ async fn check(
     if name.is_empty() || name.chars().count() > 200 {
         bad.push(("name", "must be 1 to 200 characters".to_owned()));
     }
+    let mut own = None;
     match Template::parse(&body.template) {
-        Some(Template::Custom) | None => bad.push((
+        Some(Template::Custom) => bad.push((
             "template",
-            "must be daily_summary, weekly_performance or monthly_comprehensive".to_owned(),
+            "must be daily_summary, weekly_performance, monthly_comprehensive or the id or key \
+             of one of the organisation's report templates (custom ranges cannot repeat)"
+                .to_owned(),
         )),
         Some(_) => {}
+        None if !shared::reports::own::is_reference(&body.template) => bad.push((
+            "template",
+            "must be a built-in template's name, or the id or key of one of the organisation's \
+             report templates"
+                .to_owned(),
+        )),
+        None => {
+            own = templates_store::find(&state.pool, p.caller.tenant_id, &body.template).await?;
+        }
     }
     let format = body.format.unwrap_or_else(|| "csv".into());
     if !matches!(format.as_str(), "csv" | "json") {
@@ -216,6 +232,14 @@ async fn check(
         ));
     }
     let cron = cron.ok_or_else(|| ApiError::invalid("cron", "does not parse"))?;
+    if own.is_none() && Template::parse(&body.template).is_none() {
+        return Err(ApiError::Unprocessable(vec![InvalidParam {
+            name: "template".into(),
+            reason: "is neither a built-in template nor one of the organisation's report \
+                     templates"
+                .into(),
+        }]));
+    }
     let mut recipients = body.recipients;
     recipients.sort();
     recipients.dedup();
@@ -234,7 +258,12 @@ async fn check(
     let enabled = body.enabled.unwrap_or(true);
     Ok(ScheduleSpec {
         name,
-        template: body.template,
+        report_template_id: own.as_ref().map(|t| t.id),
+        template: if own.is_some() {
+            "own".to_owned()
+        } else {
+            body.template
+        },
         format,
         next_run_at: if enabled { cron.next_after(now) } else { None },
         cron: cron.expression().to_owned(),
@@ -249,7 +278,7 @@ fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
 }
 
 fn details(spec: &ScheduleSpec) -> serde_json::Value {
-    json!({"template": spec.template, "format": spec.format, "cron": spec.cron,
+    json!({"template": spec.template, "report_template_id": spec.report_template_id, "format": spec.format, "cron": spec.cron,
            "timezone": spec.timezone, "recipients": spec.recipients.len(), "enabled": spec.enabled})
 }
 

@@ -4,18 +4,19 @@
 use rust_xlsxwriter::{Format, Workbook};
 use shared::reports::{
     compute::Report,
-    export::{Cell, HEADER, rows},
+    export::{Cell, HEADER, rows_of},
+    own::Section,
 };
 
 use crate::error::ApiError;
 
-/// The workbook's bytes.
-pub fn workbook(report: &Report) -> Result<Vec<u8>, ApiError> {
-    build(report)
+/// The workbook's bytes, with the total and `sections` only.
+pub fn workbook(report: &Report, sections: &[Section]) -> Result<Vec<u8>, ApiError> {
+    build(report, sections)
         .map_err(|e| ApiError::Internal(anyhow::Error::new(e).context("while writing XLSX")))
 }
 
-fn build(report: &Report) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
+fn build(report: &Report, sections: &[Section]) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
     let mut book = Workbook::new();
     let sheet = book.add_worksheet();
     sheet.set_name("Report")?;
@@ -24,7 +25,7 @@ fn build(report: &Report) -> Result<Vec<u8>, rust_xlsxwriter::XlsxError> {
         sheet.write_string_with_format(0, c as u16, *name, &bold)?;
     }
     sheet.set_freeze_panes(1, 0)?;
-    for (r, cells) in rows(report).iter().enumerate() {
+    for (r, cells) in rows_of(report, sections).iter().enumerate() {
         let r = r as u32 + 1;
         for (c, cell) in cells.iter().enumerate() {
             let c = c as u16;

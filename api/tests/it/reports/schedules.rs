@@ -149,7 +149,9 @@ async fn bad_schedules_are_refused_naming_the_field() {
         (json!({"cron": "0 25 * * *"}), 400, "cron"),
         (json!({"timezone": "Mars/Olympus_Mons"}), 400, "timezone"),
         (json!({"template": "custom"}), 400, "template"),
-        (json!({"template": "yearly"}), 400, "template"),
+        (json!({"template": "Yearly!"}), 400, "template"),
+        // The form of an own template's key, but the organisation has none.
+        (json!({"template": "yearly"}), 422, "template"),
         (json!({"format": "xlsx"}), 400, "format"),
         (json!({"format": "pdf"}), 400, "format"),
         (json!({"recipients": []}), 400, "recipients"),

@@ -1,0 +1,473 @@
+//! `/api/v1/reports/templates`: report templates of an organisation's own
+//! ([`shared::reports::own`]): a period, the sections to keep and an
+//! optional channel, used by `GET /api/v1/reports?template=` (its id or
+//! key) and by report schedules.
+//!
+//! A template belongs to the caller's organisation (a platform admin's:
+//! the platform organisation); another organisation's id answers 404.
+//! Every change is audited; refusals too.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
+use serde_json::json;
+use shared::{
+    db::report_templates::{self as store, ReportTemplate},
+    reports::{
+        Template,
+        own::{Section, TemplateInput, TemplateSpec},
+    },
+};
+use uuid::Uuid;
+
+use super::Shape;
+use crate::{
+    AppState,
+    access::Principal,
+    auth::Admin,
+    body::StrictJson,
+    error::{ApiError, InvalidParam},
+    middleware::RequestId,
+    routes::ApiTags,
+};
+
+/// Templates an organisation may have.
+const MAX_TEMPLATES: i64 = 100;
+
+/// The report template endpoints.
+#[derive(Debug)]
+pub struct ReportTemplatesApi;
+
+/// A template to create, or a template's replacement.
+#[derive(Debug, Object, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct ReportTemplateBody {
+    /// Its key, used as `?template=` (1 to 64 lower-case letters, digits
+    /// and underscores, starting with a letter; not a built-in template's
+    /// name). Unique in the organisation (409).
+    #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))]
+    pub key: String,
+    /// A name for people (1 to 200 characters).
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    /// `day` (24 hours), `week` (7 days) or `month` (one calendar month)
+    /// before the report's end; or give `period_days` instead.
+    #[oai(validator(pattern = "^(day|week|month)$"))]
+    pub period: Option<String>,
+    /// Instead of `period`: this many days (1 to 366) before the report's
+    /// end.
+    #[oai(validator(minimum(value = "1"), maximum(value = "366")))]
+    pub period_days: Option<i64>,
+    /// The sections to keep beside the totals (default: every one), each
+    /// once: `channels`, `providers`, `templates`, `categories`,
+    /// `busiest_hours`, `days`, `comparison`, `trend`.
+    #[oai(validator(
+        min_items = 1,
+        max_items = 8,
+        unique_items = true,
+        pattern = "^(channels|providers|templates|categories|busiest_hours|days|comparison|trend)$"
+    ))]
+    pub sections: Option<Vec<String>>,
+    /// Narrows the report to one channel (`email`, `sms`, `push`,
+    /// `whatsapp`, `inapp`).
+    #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))]
+    pub channel: Option<String>,
+}
+
+/// A template.
+#[derive(Debug, Object)]
+pub struct ReportTemplateView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation.
+    pub organization_id: String,
+    /// Its key.
+    pub key: String,
+    /// Its name.
+    pub name: String,
+    /// `day`, `week`, `month` or `days`.
+    pub period: String,
+    /// The days of `days`.
+    pub period_days: Option<i32>,
+    /// The sections it keeps, in a report's order.
+    pub sections: Vec<String>,
+    /// The channel it narrows to.
+    pub channel: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Last changed.
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<ReportTemplate> for ReportTemplateView {
+    fn from(t: ReportTemplate) -> Self {
+        let (period, period_days) = t.spec.period.columns();
+        Self {
+            id: t.id,
+            organization_id: t.tenant_id.to_string(),
+            key: t.spec.key,
+            name: t.spec.name,
+            period: period.to_owned(),
+            period_days,
+            sections: t
+                .spec
+                .sections
+                .iter()
+                .map(|s| s.as_str().to_owned())
+                .collect(),
+            channel: t.spec.channel,
+            created_by: t.created_by,
+            created_at: t.created_at,
+            updated_at: t.updated_at,
+        }
+    }
+}
+
+/// A page of templates.
+#[derive(Debug, Object)]
+pub struct ReportTemplatePage {
+    /// Oldest first.
+    pub items: Vec<ReportTemplateView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Answers with a template.
+#[derive(Debug, ApiResponse)]
+pub enum TemplateResponse {
+    /// The template.
+    #[oai(status = 200)]
+    Ok(Json<ReportTemplateView>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<ReportTemplateView>),
+}
+
+/// Answers with templates.
+#[derive(Debug, ApiResponse)]
+pub enum TemplatePageResponse {
+    /// The templates.
+    #[oai(status = 200)]
+    Ok(Json<ReportTemplatePage>),
+}
+
+/// Answers a deletion.
+#[derive(Debug, ApiResponse)]
+pub enum TemplateDeletedResponse {
+    /// Deleted.
+    #[oai(status = 204)]
+    Deleted,
+}
+
+fn check(body: ReportTemplateBody) -> Result<TemplateSpec, ApiError> {
+    TemplateInput {
+        key: Some(body.key),
+        name: Some(body.name),
+        period: body.period,
+        period_days: body.period_days,
+        sections: body.sections,
+        channel: body.channel,
+    }
+    .check()
+    .map_err(|problems| {
+        ApiError::Invalid(
+            problems
+                .into_iter()
+                .map(|(name, reason)| InvalidParam {
+                    name: name.into(),
+                    reason,
+                })
+                .collect(),
+        )
+    })
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("report template"))
+}
+
+fn details(spec: &TemplateSpec) -> serde_json::Value {
+    let (period, days) = spec.period.columns();
+    json!({"key": spec.key, "period": period, "period_days": days,
+           "sections": spec.sections.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+           "channel": spec.channel})
+}
+
+/// The template `raw` names for a report of the caller: a built-in one, or
+/// one of the caller's organisation's own by id or key. An id of none of
+/// its templates answers 404; any other unknown name 400.
+pub async fn resolve(
+    state: &AppState,
+    p: &Principal,
+    raw: &str,
+) -> Result<(Template, Shape), ApiError> {
+    if let Some(t) = Template::parse(raw) {
+        return Ok((
+            t,
+            Shape {
+                label: t.as_str().to_owned(),
+                sections: Section::ALL.to_vec(),
+                channel: None,
+            },
+        ));
+    }
+    match store::find(&state.pool, p.caller.tenant_id, raw).await? {
+        Some(own) => Ok((
+            Template::Own(own.spec.period),
+            Shape {
+                label: own.spec.key,
+                sections: own.spec.sections,
+                channel: own.spec.channel,
+            },
+        )),
+        None if Uuid::parse_str(raw).is_ok() => Err(ApiError::NotFound("report template")),
+        None => Err(ApiError::invalid(
+            "template",
+            "must be daily_summary, weekly_performance, monthly_comprehensive, custom, or the \
+             id or key of one of the organisation's report templates",
+        )),
+    }
+}
+
+#[OpenApi(prefix_path = "/api/v1/reports/templates", tag = "ApiTags::Reports")]
+impl ReportTemplatesApi {
+    /// The organisation's own report templates (admins), oldest first.
+    #[oai(path = "/", method = "get", operation_id = "reports.templates.list")]
+    async fn list(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Templates per page, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<TemplatePageResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.refused(
+            &state,
+            &request_id,
+            "report_template.list",
+            "report_template",
+            None,
+            p.require_admin(),
+        )
+        .await?;
+        let after = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()?;
+        let limit = i64::from(limit.0.unwrap_or(50).clamp(1, 200));
+        let mut rows = store::list(&state.pool, p.caller.tenant_id, after, limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|r| r.id.to_string()))
+            .flatten();
+        Ok(TemplatePageResponse::Ok(Json(ReportTemplatePage {
+            items: rows.into_iter().map(Into::into).collect(),
+            next_cursor,
+        })))
+    }
+
+    /// Create a template (admins). 400 names each malformed field (a key
+    /// that is a built-in template's name, both or neither of `period` and
+    /// `period_days`, an unknown or repeated section, an unknown channel);
+    /// 409 for a key the organisation already has, or past 100 templates.
+    #[oai(path = "/", method = "post", operation_id = "reports.templates.create")]
+    async fn create(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        body: StrictJson<ReportTemplateBody>,
+    ) -> Result<TemplateResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        p.refused(
+            &state,
+            &request_id,
+            "report_template.create",
+            "report_template",
+            None,
+            p.require_admin(),
+        )
+        .await?;
+        let spec = check(body.0)?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        let count: i64 =
+            sqlx::query_scalar("select count(*) from report_templates where tenant_id = $1")
+                .bind(tenant)
+                .fetch_one(&mut *tx)
+                .await?;
+        if count >= MAX_TEMPLATES {
+            return Err(ApiError::Conflict(format!(
+                "an organisation has at most {MAX_TEMPLATES} report templates"
+            )));
+        }
+        let t = store::insert(&mut *tx, tenant, &spec, &p.caller.actor).await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "report_template.create",
+            "report_template",
+            t.id,
+            details(&spec),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TemplateResponse::Created(Json(t.into())))
+    }
+
+    /// One template (admins).
+    #[oai(path = "/:id", method = "get", operation_id = "reports.templates.get")]
+    async fn get(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<TemplateResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let found = match p.require_admin().and_then(|()| parse_id(&id.0)) {
+            Ok(tid) => store::get(&state.pool, p.caller.tenant_id, tid)
+                .await?
+                .ok_or(ApiError::NotFound("report template")),
+            Err(e) => Err(e),
+        };
+        let t = p
+            .refused(
+                &state,
+                &request_id,
+                "report_template.get",
+                "report_template",
+                Some(&id.0),
+                found,
+            )
+            .await?;
+        Ok(TemplateResponse::Ok(Json(t.into())))
+    }
+
+    /// Replace a template (admins): every field as on creation. Schedules
+    /// using it send the new shape from their next firing.
+    #[oai(
+        path = "/:id",
+        method = "put",
+        operation_id = "reports.templates.update"
+    )]
+    async fn update(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+        body: StrictJson<ReportTemplateBody>,
+    ) -> Result<TemplateResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tid = p
+            .refused(
+                &state,
+                &request_id,
+                "report_template.update",
+                "report_template",
+                Some(&id.0),
+                p.require_admin().and_then(|()| parse_id(&id.0)),
+            )
+            .await?;
+        let spec = check(body.0)?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        let updated = store::update(&mut *tx, tenant, tid, &spec)
+            .await?
+            .ok_or(ApiError::NotFound("report template"));
+        let t = p
+            .refused(
+                &state,
+                &request_id,
+                "report_template.update",
+                "report_template",
+                Some(&id.0),
+                updated,
+            )
+            .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "report_template.update",
+            "report_template",
+            t.id,
+            details(&spec),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TemplateResponse::Ok(Json(t.into())))
+    }
+
+    /// Delete a template (admins); 409 while a schedule uses it.
+    #[oai(
+        path = "/:id",
+        method = "delete",
+        operation_id = "reports.templates.delete"
+    )]
+    async fn delete(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<TemplateDeletedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tid = p
+            .refused(
+                &state,
+                &request_id,
+                "report_template.delete",
+                "report_template",
+                Some(&id.0),
+                p.require_admin().and_then(|()| parse_id(&id.0)),
+            )
+            .await?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        let gone = if store::delete(&mut *tx, tenant, tid).await? {
+            Ok(())
+        } else {
+            Err(ApiError::NotFound("report template"))
+        };
+        p.refused(
+            &state,
+            &request_id,
+            "report_template.delete",
+            "report_template",
+            Some(&id.0),
+            gone,
+        )
+        .await?;
+        p.audit(
+            &mut *tx,
+            &request_id,
+            Some(tenant),
+            "report_template.delete",
+            "report_template",
+            tid,
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(TemplateDeletedResponse::Deleted)
+    }
+}
