@@ -17,6 +17,12 @@
 //! ([`crate::client::address`]) inside it; from elsewhere it gets 403 and
 //! counts as no key at all. The cache carries the allowlist, so the check
 //! costs no query (and a changed allowlist applies within the same bound).
+//!
+//! Once a caller is known, the rest of its request runs walled to its
+//! organisation's rows ([`wall_to`], row-level security); the lookups that
+//! find the caller run before, in platform scope. Administrators of the
+//! platform organisation (its API keys, its users with `ADMIN`) administer
+//! every organisation and stay in platform scope.
 
 use std::{
     net::IpAddr,
@@ -32,7 +38,7 @@ use shared::{
         api_keys::{self, KeyOwner},
         security_events,
     },
-    domain::ApiKeyId,
+    domain::{ApiKeyId, TenantId},
     permissions::Permission,
 };
 
@@ -69,7 +75,10 @@ async fn key_owner(req: &Request, state: &AppState, token: &str) -> poem::Result
             };
             let path = req.uri().path();
             match crate::permissions::key_may(scopes.as_deref(), req.method().as_str(), path) {
-                Ok(()) => Ok(owner),
+                Ok(()) => {
+                    wall_to(state, owner.tenant_id, true).await?;
+                    Ok(owner)
+                }
                 Err(detail) => Err(ApiError::Forbidden(detail).into()),
             }
         }
@@ -98,6 +107,47 @@ async fn key_owner(req: &Request, state: &AppState, token: &str) -> poem::Result
         Ok(KeyCheck::Unknown) => Err(ApiError::Unauthorized.into()),
         Err(e) => Err(ApiError::from(e).into()),
     }
+}
+
+/// Walls the rest of the request to `tenant`'s rows
+/// ([`shared::db::scope::narrow`]), unless the caller is an administrator
+/// (`admin`) of the platform organisation, which administers every
+/// organisation. Whether an organisation is the platform is read in
+/// platform scope and kept for [`PLATFORM_KIND_SECS`].
+pub async fn wall_to(state: &AppState, tenant: TenantId, admin: bool) -> Result<(), ApiError> {
+    if admin && is_platform(state, tenant).await? {
+        return Ok(());
+    }
+    if !shared::db::scope::narrow(tenant) {
+        // Only reachable outside a request's scope (no database work of
+        // the request can then be walled) or with a second caller of
+        // another organisation in one request: refuse rather than guess.
+        if shared::db::scope::current() != shared::db::scope::Scope::Tenant(tenant) {
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "the request could not be walled to its organisation"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How long whether an organisation is the platform is trusted without
+/// asking Postgres again.
+pub const PLATFORM_KIND_SECS: u64 = 5;
+
+async fn is_platform(state: &AppState, tenant: TenantId) -> Result<bool, sqlx::Error> {
+    static KINDS: OnceLock<shared::cache::TtlCache<TenantId, bool>> = OnceLock::new();
+    let kinds = KINDS.get_or_init(|| {
+        shared::cache::TtlCache::new(Duration::from_secs(PLATFORM_KIND_SECS), 10_000)
+    });
+    if let Some(platform) = kinds.get(&tenant) {
+        return Ok(platform);
+    }
+    let platform = shared::db::organizations::get(&state.pool, tenant)
+        .await?
+        .is_some_and(|o| o.kind == "platform");
+    kinds.insert(tenant, platform);
+    Ok(platform)
 }
 
 /// Keys whose refusal was recorded as a security event in the last minute:
@@ -226,6 +276,11 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
                 )
                 .into());
             }
+            let admin = identity
+                .roles
+                .iter()
+                .any(|r| r.eq_ignore_ascii_case("admin"));
+            wall_to(state, identity.tenant_id, admin).await?;
             Ok(identity)
         }
         Err(reason) => {

@@ -44,7 +44,7 @@ pub mod window;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use poem::{EndpointExt, Route, get, handler};
+use poem::{Endpoint, EndpointExt, Route, get, handler};
 use poem_openapi::OpenApiService;
 use shared::{
     config::{JobsConfig, Settings},
@@ -244,6 +244,9 @@ pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
         .at("/api/v1/ws", get(realtime::endpoint))
         .nest("/console", console::endpoint())
         .data(state)
+        // Platform scope until authentication walls the request to its
+        // caller's organisation (`auth::wall_to`).
+        .around(|ep, req| shared::db::scope::request(async move { ep.call(req).await }))
         .around(move |ep, req| middleware::edge(ep, req, edge.clone()))
 }
 

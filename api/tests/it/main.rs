@@ -31,6 +31,7 @@ mod providers;
 mod rate_limits;
 mod realtime;
 mod reports;
+mod row_level_security;
 mod send_email;
 mod send_windows;
 mod sessions;

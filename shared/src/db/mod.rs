@@ -5,6 +5,10 @@
 //! written with the tenant id as the first argument, so no query can cross
 //! tenants by accident. Functions that work across tenants (the dispatcher's
 //! sweeps, maintenance) say so in their names and docs.
+//!
+//! Behind those filters, row-level security walls each session to the
+//! organisation of its [`scope`]: the pool acts as the role `notify_app`
+//! and sets the scope on every connection it hands out.
 
 pub mod alerts;
 pub mod api_keys;
@@ -35,6 +39,7 @@ pub mod queue_ops;
 pub mod quota_notices;
 pub mod report_schedules;
 pub mod report_templates;
+pub mod scope;
 pub mod sealed;
 pub mod security_events;
 pub mod send_windows;
@@ -53,7 +58,7 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::{
-    PgPool,
+    Connection, PgConnection, PgPool,
     migrate::Migrator,
     postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
 };
@@ -73,12 +78,58 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 }
 
 /// Opens a pool on `url` with at most `max` connections.
+///
+/// Each connection acts as `notify_app` when the login role would bypass
+/// row-level security (a superuser or a `BYPASSRLS` role; see
+/// [`enter_app_role`]), and carries the [`scope`] of the task that acquires
+/// it. Setting the scope replaces the pool's liveness ping: one round trip
+/// per acquire either way.
 pub async fn connect_url(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
+        .test_before_acquire(false)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                enter_app_role(&mut *conn).await?;
+                apply_scope(conn).await
+            })
+        })
+        .before_acquire(|conn, _| Box::pin(async move { apply_scope(conn).await.map(|()| true) }))
         .connect_with(connect_options(url)?)
         .await
+}
+
+/// The role the application acts as; it owns nothing and cannot bypass
+/// row-level security.
+pub const APP_ROLE: &str = "notify_app";
+
+/// Switches the session to [`APP_ROLE`] when its login role would bypass
+/// row-level security (a superuser or `BYPASSRLS`) and the role exists (the
+/// first migration of a new cluster creates it). A login role that may not
+/// become it is refused here rather than left bypassing the wall. Any other
+/// login role stays itself: tables it owns are walled by `FORCE ROW LEVEL
+/// SECURITY`.
+pub async fn enter_app_role(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select set_config('role', $1, false)
+         from pg_roles r
+         where r.rolname = current_user and (r.rolsuper or r.rolbypassrls)
+           and exists (select 1 from pg_roles a where a.rolname = $1)",
+    )
+    .bind(APP_ROLE)
+    .fetch_optional(conn)
+    .await?;
+    Ok(())
+}
+
+/// Writes the current task's [`scope`] into the session (`app.tenant_id`).
+async fn apply_scope(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("select set_config('app.tenant_id', $1, false)")
+        .bind(scope::current().setting())
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The connection options `url` gives, with one change: a Postgres on this
@@ -107,8 +158,31 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 }
 
 /// Applies every pending migration; safe to run from several processes.
+///
+/// Migrations change tables, which only their owner may do, so they run on
+/// a connection of their own as the login role (never [`APP_ROLE`]), in
+/// platform scope so that data they move is not hidden by the wall. Idle
+/// pool connections opened before the migrations created [`APP_ROLE`] are
+/// switched to it afterwards.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
+    sqlx::query("select set_config('app.tenant_id', $1, false)")
+        .bind(scope::PLATFORM)
+        .execute(&mut conn)
+        .await?;
+    let applied = MIGRATOR.run(&mut conn).await;
+    let _ = conn.close().await;
+    applied?;
+    let mut idle = Vec::new();
+    while let Some(c) = pool.try_acquire() {
+        idle.push(c);
+    }
+    for mut c in idle {
+        if enter_app_role(&mut c).await.is_err() {
+            c.close_on_drop();
+        }
+    }
+    Ok(())
 }
 
 /// The name of the constraint a database error violated, if any.
