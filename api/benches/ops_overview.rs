@@ -94,7 +94,7 @@ fn main() {
         .await
         .expect("rollup");
         sqlx::query("analyze")
-            .execute(&pool)
+            .execute(&mut db.owner().await)
             .await
             .expect("analyze");
         let rollup: i64 = sqlx::query_scalar("select count(*) from queue_minutes")

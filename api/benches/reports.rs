@@ -95,7 +95,7 @@ fn main() {
         .expect("hour totals");
         for table in ["delivery_hours", "delivery_days", "delivery_hour_totals"] {
             sqlx::query(&format!("analyze {table}"))
-                .execute(&pool)
+                .execute(&mut db.owner().await)
                 .await
                 .expect("analyze");
         }

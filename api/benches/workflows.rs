@@ -207,7 +207,7 @@ fn main() {
             .expect("the membership");
         }
         sqlx::query("analyze subscribers, topic_members")
-            .execute(&app.pool)
+            .execute(&mut app.owner().await)
             .await
             .unwrap();
         let seeded = seeding.elapsed().as_secs_f64();
@@ -232,12 +232,12 @@ fn main() {
             runs as f64 / triggered
         );
         sqlx::query("analyze workflow_runs")
-            .execute(&app.pool)
+            .execute(&mut app.owner().await)
             .await
             .unwrap();
 
         let pgss = sqlx::query("create extension if not exists pg_stat_statements")
-            .execute(&app.pool)
+            .execute(&mut app.owner().await)
             .await
             .is_ok()
             && statements(&app).await.is_some();

@@ -183,7 +183,7 @@ fn main() {
                 .expect("open circuit");
         }
         sqlx::query("analyze")
-            .execute(&pool)
+            .execute(&mut db.owner().await)
             .await
             .expect("analyze");
         let seeded_in = seeding.elapsed();

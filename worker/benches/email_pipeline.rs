@@ -113,7 +113,7 @@ async fn run() {
         .unwrap();
     if autovacuum != "on" {
         sqlx::query("analyze notifications")
-            .execute(&app.pool)
+            .execute(&mut app.owner().await)
             .await
             .unwrap();
         println!("autovacuum is off on this server: notifications analyzed here, as it would have");

@@ -106,7 +106,7 @@ async fn seed_topic(app: &TestApp, base: &str, key: &str, n: usize) {
     .await
     .expect("the membership");
     sqlx::query("analyze subscribers, topic_members")
-        .execute(&app.pool)
+        .execute(&mut app.owner().await)
         .await
         .expect("analyze");
 }
@@ -272,12 +272,12 @@ async fn run() {
         .map(|(_, v)| v.clone())
         .expect("the app's database URL");
     sqlx::query("create table limit_topic (like notifications including all)")
-        .execute(&app.pool)
+        .execute(&mut app.owner().await)
         .await
         .expect("the limit table");
     let limit = testkit::bench::insert_limit(&url, "limit_topic", n, writers).await;
     sqlx::query("drop table limit_topic")
-        .execute(&app.pool)
+        .execute(&mut app.owner().await)
         .await
         .expect("the limit table is dropped");
     println!(

@@ -566,6 +566,13 @@ impl TestApp {
         secret
     }
 
+    /// A connection as the database's owner, outside the app role and
+    /// row-level security ([`TestDb::owner`]): for fixtures that change the
+    /// schema (`app.pool` acts as `notify_app`, which may not).
+    pub async fn owner(&self) -> sqlx::PgConnection {
+        self.db.owner().await
+    }
+
     /// Another tenant with its own key.
     pub async fn other_tenant(&self) -> (TenantId, String) {
         let t = shared::db::tenants::create(&self.pool, "Other Clinic")

@@ -94,6 +94,16 @@ impl TestDb {
         Self { name, url }
     }
 
+    /// A connection as the tests' login role (a superuser that owns the
+    /// tables), without the app role the platform's pool acts as, and so
+    /// outside row-level security: for fixtures that change the schema or
+    /// its statistics, or must see every row whatever the scope.
+    pub async fn owner(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .expect("an owner connection to the test database")
+    }
+
     /// Drops the database, closing whatever is still connected.
     pub async fn drop_now(&self) {
         let mut admin = admin_connection().await;

@@ -51,6 +51,7 @@ async fn app_with_rate_limited_twilio(fake: &FakeProviders) -> TestApp {
 /// Records every status change of a notification with the time it was
 /// made, so a test can see moves that a later one overwrote.
 async fn log_status_moves(app: &TestApp) {
+    let mut owner = app.owner().await;
     for statement in [
         "create table test_status_moves (
              notification_id uuid not null, old_status text not null, new_status text not null,
@@ -65,7 +66,7 @@ async fn log_status_moves(app: &TestApp) {
          for each row when (old.status is distinct from new.status)
          execute function test_log_status_move()",
     ] {
-        sqlx::query(statement).execute(&app.pool).await.unwrap();
+        sqlx::query(statement).execute(&mut owner).await.unwrap();
     }
 }
 

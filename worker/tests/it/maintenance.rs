@@ -28,19 +28,20 @@ async fn content_of_finished_notifications_past_retention_is_erased() {
     for id in [&old, &recent, &inbox] {
         app.wait_for_status(id, "sent", WAIT).await;
     }
+    let mut owner = app.owner().await;
     sqlx::query("alter table notifications disable trigger notifications_updated_at")
-        .execute(&app.pool)
+        .execute(&mut owner)
         .await
         .unwrap();
     sqlx::query(
         "update notifications set created_at = now() - interval '31 days', updated_at = now() - interval '31 days' where id = any($1::uuid[])",
     )
     .bind(vec![old.clone(), inbox.clone()])
-    .execute(&app.pool)
+    .execute(&mut owner)
     .await
     .unwrap();
     sqlx::query("alter table notifications enable trigger notifications_updated_at")
-        .execute(&app.pool)
+        .execute(&mut owner)
         .await
         .unwrap();
     let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
