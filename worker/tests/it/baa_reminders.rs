@@ -9,7 +9,7 @@ use scheduler::cron::CronTicker;
 use shared::{
     config::CronEntry,
     db::{organizations, users},
-    jobs::{QueueName, Queues, RemindBaaExpiry},
+    jobs::{Queues, RemindBaaExpiry},
 };
 use testkit::TestApp;
 
