@@ -1,11 +1,14 @@
-//! Who may administer what, for the organisation, user, invitation and audit
-//! routes.
+//! Who may administer what, for the administrative routes.
 //!
-//! A caller is an [`Admin`] (a tenant API key or a JWT). The platform
-//! organisation (`tenants.type = 'platform'`) is special: its admins (and its
-//! API keys) administer every organisation. Anyone else acts inside their own
-//! organisation only; another organisation's resources answer 404, as if
-//! they did not exist. A tenant API key acts as that organisation's admin.
+//! A caller is an [`Admin`] (a tenant API key or a JWT). The permission its
+//! operation declares was checked when it was authenticated
+//! ([`crate::permissions`]); what is left here is whose resource it is
+//! ([`Principal::require`] for operations open to a resource's owner) and
+//! where: the platform organisation (`tenants.type = 'platform'`) is
+//! special, its `ADMIN` users (and its API keys) administer every
+//! organisation. Anyone else acts inside their own organisation only;
+//! another organisation's resources answer 404, as if they did not exist. A
+//! tenant API key acts as that organisation's admin.
 //!
 //! Refusals (403, 404, 409, 410) of audited actions are written to the audit
 //! log as `failure` rows by [`Principal::refused`].
@@ -91,9 +94,19 @@ impl Principal {
                 .is_some_and(|o| o.kind == "platform");
         let permissions = match auth {
             Admin::Key(_) => None,
-            Admin::User(UserJwt(identity)) => Some(
-                perms::effective(&state.pool, caller.tenant_id, user_id, &identity.roles).await?,
-            ),
+            Admin::User(UserJwt(identity)) => Some(match &identity.permissions {
+                Some(held) => held.as_ref().clone(),
+                None => {
+                    perms::effective(
+                        &state.pool,
+                        caller.tenant_id,
+                        user_id,
+                        &identity.roles,
+                        state.permissions_clock.now(),
+                    )
+                    .await?
+                }
+            }),
         };
         Ok(Self {
             caller,
@@ -112,27 +125,15 @@ impl Principal {
             .is_none_or(|held| held.contains_key(&permission))
     }
 
-    /// 403 naming `permission` unless it holds it: the one check every
-    /// administrative route makes.
+    /// 403 naming `permission` unless it holds it: for operations declared
+    /// [`crate::permissions::Access::Own`], where the handler decides
+    /// whether the resource is the caller's own (every other declared
+    /// permission was checked when the caller was authenticated).
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
         if self.holds(permission) {
             Ok(())
         } else {
             Err(ApiError::Forbidden(permission.required()))
-        }
-    }
-
-    /// Whether it is an admin (of its organisation, or of the platform).
-    pub fn is_admin(&self) -> bool {
-        self.role == Some(Role::Admin)
-    }
-
-    /// 403 unless it is an admin.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(ApiError::Forbidden("the ADMIN role is required"))
         }
     }
 

@@ -6,10 +6,13 @@
 //!   [`crate::identity`].
 //!
 //! * [`Admin`]: tenant administration (`/api/v1/admin/*`), with the tenant's
-//!   API key or a JWT carrying the `ADMIN` role.
+//!   API key or a user's JWT.
 //!
-//! Any failure gets 401 (403 for a valid JWT without the role); neither keys
-//! nor tokens are ever logged. A key that worked is trusted for
+//! Once the caller is known, the permission its operation declares is
+//! checked here, before any handler runs: an API key's scopes, a user's
+//! effective permissions ([`crate::permissions`]). Any failure gets 401
+//! (403 for a caller without the permission); neither keys nor tokens are
+//! ever logged. A key that worked is trusted for
 //! `API_KEY_CACHE_SECS` (default 5) without asking Postgres again
 //! ([`ApiKeyCache`]); wrong keys are never cached.
 //!
@@ -263,7 +266,7 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
         return Err(ApiError::Unauthorized.into());
     }
     match state.verifier.verify(&bearer.token).await {
-        Ok(identity) => {
+        Ok(mut identity) => {
             tracing::Span::current()
                 .record("tenant_id", tracing::field::display(identity.tenant_id));
             let changing_password = req.method() == poem::http::Method::PATCH
@@ -281,6 +284,7 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
                 .iter()
                 .any(|r| r.eq_ignore_ascii_case("admin"));
             wall_to(state, identity.tenant_id, admin).await?;
+            crate::permissions::authorize_user(state, req, &mut identity).await?;
             Ok(identity)
         }
         Err(reason) => {
@@ -290,9 +294,10 @@ async fn check_jwt(req: &Request, bearer: Bearer) -> poem::Result<Identity> {
     }
 }
 
-/// A tenant administrator: the tenant's API key, or an end-user JWT whose
-/// roles include `ADMIN`. Call [`Admin::caller`] to get the tenant and the
-/// audit actor; it refuses a JWT without the role.
+/// A tenant administrator: the tenant's API key, or a user's JWT, either
+/// holding the permission the operation declares (checked when it was
+/// authenticated). Call [`Admin::caller`] to get the tenant and the audit
+/// actor.
 #[derive(Debug, SecurityScheme)]
 pub enum Admin {
     /// A tenant API key.
@@ -342,62 +347,19 @@ impl AdminCaller {
 }
 
 impl Admin {
-    /// The caller if it holds `permission`, else 403 naming it. A user's
-    /// effective permissions are computed now
-    /// ([`shared::db::permissions::effective`]); an API key's scopes were
-    /// checked when it was authenticated.
-    pub async fn authorize(
-        &self,
-        state: &AppState,
-        permission: Permission,
-    ) -> Result<AdminCaller, ApiError> {
+    /// The caller. Whatever permission the operation declares was checked
+    /// when the caller was authenticated ([`crate::permissions`]): a
+    /// user's effective permissions, an API key's scopes.
+    pub fn caller(&self) -> AdminCaller {
         match self {
-            Admin::Key(ServiceKey(owner)) => Ok(AdminCaller {
+            Admin::Key(ServiceKey(owner)) => AdminCaller {
                 tenant_id: owner.tenant_id,
                 actor: format!("api_key:{}", owner.key_id),
-            }),
-            Admin::User(UserJwt(identity)) => {
-                let user = uuid::Uuid::parse_str(&identity.subject).ok();
-                let held = shared::db::permissions::effective(
-                    &state.pool,
-                    identity.tenant_id,
-                    user,
-                    &identity.roles,
-                )
-                .await?;
-                if held.contains_key(&permission) {
-                    Ok(AdminCaller {
-                        tenant_id: identity.tenant_id,
-                        actor: format!("user:{}", identity.subject),
-                    })
-                } else {
-                    Err(ApiError::Forbidden(permission.required()))
-                }
-            }
-        }
-    }
-
-    /// The caller, or 403 for a user without the `ADMIN` role.
-    pub fn caller(&self) -> Result<AdminCaller, ApiError> {
-        match self {
-            Admin::Key(ServiceKey(owner)) => Ok(AdminCaller {
-                tenant_id: owner.tenant_id,
-                actor: format!("api_key:{}", owner.key_id),
-            }),
-            Admin::User(UserJwt(identity)) => {
-                if identity
-                    .roles
-                    .iter()
-                    .any(|r| r.eq_ignore_ascii_case("admin"))
-                {
-                    Ok(AdminCaller {
-                        tenant_id: identity.tenant_id,
-                        actor: format!("user:{}", identity.subject),
-                    })
-                } else {
-                    Err(ApiError::Forbidden("the ADMIN role is required"))
-                }
-            }
+            },
+            Admin::User(UserJwt(identity)) => AdminCaller {
+                tenant_id: identity.tenant_id,
+                actor: format!("user:{}", identity.subject),
+            },
         }
     }
 }

@@ -117,7 +117,8 @@ impl ApiError {
     }
 }
 
-/// Unique constraints a caller can run into, and what 409 says for each.
+/// Unique and foreign-key constraints a caller can run into, and what 409
+/// says for each.
 const CONFLICTS: &[(&str, &str)] = &[
     (
         shared::db::templates::KEY_CONSTRAINT,
@@ -134,6 +135,14 @@ const CONFLICTS: &[(&str, &str)] = &[
     (
         shared::db::permissions::SET_KEY_CONSTRAINT,
         "a permission set with this key already exists",
+    ),
+    (
+        shared::db::permissions::SET_ASSIGNED_CONSTRAINT,
+        "the permission set was deleted meanwhile",
+    ),
+    (
+        shared::db::permissions::SET_INCLUDED_CONSTRAINT,
+        "a set it includes was deleted meanwhile",
     ),
     (
         shared::db::shipments::TRACKING_CONSTRAINT,

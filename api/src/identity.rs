@@ -55,6 +55,10 @@ pub struct Identity {
     /// The sign-in session the token belongs to (`sid`); tokens from an
     /// external identity provider have none.
     pub session_id: Option<uuid::Uuid>,
+    /// The user's effective permissions, when the authentication step
+    /// computed them to check the operation's declared permission
+    /// ([`crate::permissions::authorize_user`]); `None` until then.
+    pub permissions: Option<std::sync::Arc<shared::db::permissions::Effective>>,
 }
 
 /// Why a token was refused. Each answers 401; the reason is only logged.
@@ -261,6 +265,7 @@ impl Verifier {
                         .ok_or_else(|| Rejected::Claim("sid".into()))?,
                 ),
             },
+            permissions: None,
         })
     }
 

@@ -92,6 +92,9 @@ pub struct AppState {
     pub limits: Arc<limits::Limiter>,
     /// Sign-in protection (its clock).
     pub signin: signin::SignIn,
+    /// The clock permission checks read (whether a delegation is in its
+    /// window); tests move it.
+    pub permissions_clock: Arc<dyn signin::Clock>,
     /// This instance's name and WebSocket message rate ([`fleet`]).
     pub instance: Arc<fleet::Instance>,
     /// Finished work per queue and minute (in-app sends placed at once).
@@ -342,6 +345,7 @@ impl Application {
             )),
             limits,
             signin: signin::SignIn::default(),
+            permissions_clock: Arc::new(signin::SystemClock),
             instance: Arc::default(),
             throughput,
             errors: shared::errors::ErrorTracker::new(),
@@ -369,6 +373,12 @@ impl Application {
     /// Makes sign-in protection read the time from `clock` (tests move it).
     pub fn set_signin_clock(&mut self, clock: Arc<dyn signin::Clock>) {
         self.state.signin.clock = clock;
+    }
+
+    /// Makes permission checks (delegation windows) read the time from
+    /// `clock` (tests move it).
+    pub fn set_permissions_clock(&mut self, clock: Arc<dyn signin::Clock>) {
+        self.state.permissions_clock = clock;
     }
 
     /// Serves until `shutdown` resolves, then lets open requests finish for

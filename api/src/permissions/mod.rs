@@ -1,13 +1,34 @@
 //! Permission checks at the edge: what each operation requires
-//! ([`routes::ROUTES`]) and the lookup of a request's operation in it.
+//! ([`routes::ROUTES`]) and the one place that enforces it, when the
+//! caller is authenticated and before any handler runs:
 //!
-//! Handlers check users with [`crate::access::Principal::require`];
-//! API keys are checked here, against their scopes, before any handler
-//! runs ([`key_may`]).
+//! * an API key against its scopes ([`key_may`]);
+//! * a user against its effective permissions at this moment (its set,
+//!   grants and delegations in force, [`authorize_user`]).
+//!
+//! An operation declared [`Access::Require`] is refused with 403 naming
+//! the permission, and the refusal of a user is written to the audit log
+//! ([`DENIED_ACTION`]). [`Access::Own`] operations are left to their
+//! handlers, which know whose resource it is
+//! ([`crate::access::Principal::require`]); tenant, platform and role
+//! hierarchy checks stay in the handlers too.
 
 pub mod routes;
 
-use shared::permissions::Permission;
+use std::sync::Arc;
+
+use poem::Request;
+use serde_json::json;
+use shared::{
+    db::{audit, permissions as perms},
+    permissions::Permission,
+};
+
+use crate::{AppState, error::ApiError, identity::Identity, middleware::RequestId};
+
+/// The audit action of a user refused an operation for lack of its
+/// permission (`resource_type` `operation`, the operation as its id).
+pub const DENIED_ACTION: &str = "permission.denied";
 
 /// What an operation requires.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +60,13 @@ impl Access {
 /// concrete path: `{x}` segments match any one segment, literal segments
 /// win over parameters), or `None` when no operation is declared for it.
 pub fn access_of(method: &str, path: &str) -> Option<Access> {
+    declared(method, path).map(|(_, a)| a)
+}
+
+/// [`access_of`] with the path template it matched.
+pub fn declared(method: &str, path: &str) -> Option<(&'static str, Access)> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let mut best: Option<(usize, Access)> = None;
+    let mut best: Option<(usize, &'static str, Access)> = None;
     for (m, template, access) in routes::ROUTES {
         if !m.eq_ignore_ascii_case(method) {
             continue;
@@ -60,11 +86,63 @@ pub fn access_of(method: &str, path: &str) -> Option<Access> {
                 false
             }
         });
-        if matches && best.is_none_or(|(l, _)| literal > l) {
-            best = Some((literal, *access));
+        if matches && best.is_none_or(|(l, _, _)| literal > l) {
+            best = Some((literal, template, *access));
         }
     }
-    best.map(|(_, a)| a)
+    best.map(|(_, t, a)| (t, a))
+}
+
+/// The user check: when the operation `req` names is declared
+/// [`Access::Require`], computes `identity`'s effective permissions now
+/// (at [`AppState::permissions_clock`]) and refuses with 403 naming the
+/// permission unless they hold it, recording the refusal as a
+/// [`DENIED_ACTION`] `failure` row. The permissions it computed are kept
+/// on the identity for the handler. Other operations pass untouched.
+pub async fn authorize_user(
+    state: &AppState,
+    req: &Request,
+    identity: &mut Identity,
+) -> Result<(), ApiError> {
+    let Some((template, Access::Require(permission))) =
+        declared(req.method().as_str(), req.uri().path())
+    else {
+        return Ok(());
+    };
+    let user = uuid::Uuid::parse_str(&identity.subject).ok();
+    let held = perms::effective(
+        &state.pool,
+        identity.tenant_id,
+        user,
+        &identity.roles,
+        state.permissions_clock.now(),
+    )
+    .await?;
+    if held.contains_key(&permission) {
+        identity.permissions = Some(Arc::new(held));
+        return Ok(());
+    }
+    let actor = format!("user:{}", identity.subject);
+    let operation = format!("{} {template}", req.method());
+    let recorded = audit::record(
+        &state.pool,
+        audit::Entry {
+            tenant_id: Some(identity.tenant_id),
+            actor: &actor,
+            action: DENIED_ACTION,
+            resource_type: "operation",
+            resource_id: Some(operation.chars().take(64).collect()),
+            result: "failure",
+            request_id: req.data::<RequestId>().map(|r| r.0.as_str()),
+            details: json!({"status": 403, "permission": permission.as_str(),
+                "operation": operation}),
+        },
+    )
+    .await;
+    if let Err(error) = recorded {
+        tracing::error!(%error, "cannot record a refused operation");
+    }
+    Err(ApiError::Forbidden(permission.required()))
 }
 
 /// Whether an API key with `scopes` (`None`: every permission) may call
@@ -105,6 +183,20 @@ mod tests {
             Some(Access::Require(Permission::NotificationsSend))
         );
         assert_eq!(access_of("GET", "/api/v1/nothing"), None);
+        assert_eq!(
+            declared("DELETE", "/api/v1/users/0190/permissions/audit:read"),
+            Some((
+                "/api/v1/users/{id}/permissions/{permission}",
+                Access::Require(Permission::PermissionsManage)
+            ))
+        );
+        assert_eq!(
+            declared("GET", "/api/v1/permissions/delegations/"),
+            Some((
+                "/api/v1/permissions/delegations",
+                Access::Own(Permission::PermissionsRead)
+            ))
+        );
     }
 
     #[test]

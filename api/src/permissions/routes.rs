@@ -1,5 +1,6 @@
-//! Every operation's permission, declared once: the table the API key
-//! scope check reads for each request, and the list a test compares with
+//! Every operation's permission, declared once: the table the permission
+//! check reads for each request (an API key's scopes, a user's effective
+//! permissions, [`super`]), and the list a test compares with
 //! every operation of the OpenAPI document (an operation missing here fails
 //! it).
 
@@ -217,7 +218,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("PUT", "/api/v1/permissions/sets/{id}", Require(P::PermissionsManage)),
     ("GET", "/api/v1/permissions/statistics", Require(P::PermissionsRead)),
     ("POST", "/api/v1/permissions/check", Own(P::PermissionsRead)),
+    ("DELETE", "/api/v1/permissions/sets/{id}", Require(P::PermissionsManage)),
     ("POST", "/api/v1/permissions/delegations", Me),
+    ("GET", "/api/v1/permissions/delegations", Own(P::PermissionsRead)),
     ("POST", "/api/v1/permissions/delegations/{id}/revoke", Own(P::PermissionsManage)),
     ("GET", "/api/v1/users/{id}/permissions", Own(P::PermissionsRead)),
     ("PUT", "/api/v1/users/{id}/permission-set", Require(P::PermissionsManage)),

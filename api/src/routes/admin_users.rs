@@ -72,8 +72,7 @@ impl AdminUsersApi {
                 "user.create",
                 "user",
                 None,
-                p.require(Permission::UsersManage)
-                    .and_then(|()| p.target_tenant(b.organization_id.as_deref())),
+                p.target_tenant(b.organization_id.as_deref()),
             )
             .await?;
         let email = check_email("email", &b.email)?;
@@ -150,19 +149,12 @@ impl AdminUsersApi {
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
-            .refused(
-                &state,
-                &request_id,
-                "user.list",
-                "user",
-                None,
-                p.require(Permission::UsersRead).and_then(|()| {
-                    match organization_id.0.as_deref() {
-                        None => Ok(p.scope()),
-                        Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                    }
-                }),
-            )
+            .refused(&state, &request_id, "user.list", "user", None, {
+                match organization_id.0.as_deref() {
+                    None => Ok(p.scope()),
+                    Some(raw) => p.target_tenant(Some(raw)).map(Some),
+                }
+            })
             .await?;
         let role = role.0.as_deref().map(check_role).transpose()?;
         if let Some(s) = status.0.as_deref()
@@ -207,22 +199,8 @@ impl AdminUsersApi {
     /// Users per role and status (admins: their organisation; platform
     /// admins: every organisation).
     #[oai(path = "/stats", method = "get", operation_id = "users.stats")]
-    async fn stats(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
-    ) -> Result<StatsResponse, ApiError> {
+    async fn stats(&self, auth: Admin, state: Data<&AppState>) -> Result<StatsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "user.stats",
-            "user",
-            None,
-            p.require(Permission::UsersRead),
-        )
-        .await?;
         let rows = users::stats(&state.pool, p.scope()).await?;
         Ok(StatsResponse::Ok(Json(
             rows.into_iter()
@@ -282,8 +260,7 @@ impl AdminUsersApi {
                 "user.update",
                 "user",
                 Some(&id.0),
-                p.require(Permission::UsersManage)
-                    .and_then(|()| user_id(&id.0)),
+                user_id(&id.0),
             )
             .await?;
         let b = body.0;
@@ -487,7 +464,6 @@ impl AdminUsersApi {
     ) -> Result<AcceptedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require(Permission::UsersManage)?;
             let uid = user_id(&id.0)?;
             let user = users::get(&state.pool, p.scope(), uid)
                 .await?
@@ -557,7 +533,6 @@ impl AdminUsersApi {
     ) -> Result<SessionsRevokedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require(Permission::UsersManage)?;
             let uid = user_id(&id.0)?;
             users::get(&state.pool, p.scope(), uid)
                 .await?
@@ -630,7 +605,6 @@ impl AdminUsersApi {
     ) -> Result<UnlockResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require(Permission::UsersManage)?;
             let uid = user_id(&id.0)?;
             users::get(&state.pool, p.scope(), uid)
                 .await?

@@ -174,7 +174,6 @@ impl AuditApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        request_id: Data<&RequestId>,
         organization_id: Query<Option<String>>,
         #[oai(validator(min_length = 1, max_length = 200))] actor: Query<Option<String>>,
         #[oai(validator(min_length = 1, max_length = 200))] action: Query<Option<String>>,
@@ -187,15 +186,6 @@ impl AuditApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "audit.list",
-            "audit_log",
-            None,
-            p.require(shared::permissions::Permission::AuditRead),
-        )
-        .await?;
         let limit = limit.0.unwrap_or(50);
         if !(1..=500).contains(&limit) {
             return Err(ApiError::invalid("limit", "must be 1 to 500"));
@@ -250,15 +240,6 @@ impl AuditApi {
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<CsvResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "audit.export",
-            "audit_log",
-            None,
-            p.require(shared::permissions::Permission::AuditRead),
-        )
-        .await?;
         let f = Filters {
             organization_id: organization_id.0,
             actor: actor.0,

@@ -404,15 +404,8 @@ impl ErrorsApi {
         id: Option<&str>,
     ) -> Result<Option<shared::domain::TenantId>, ApiError> {
         let p = Principal::resolve(state, auth).await?;
-        p.refused(
-            state,
-            request_id,
-            action,
-            "error_group",
-            id,
-            p.require_admin().map(|()| p.scope()),
-        )
-        .await
+        p.refused(state, request_id, action, "error_group", id, Ok(p.scope()))
+            .await
     }
 }
 

@@ -246,7 +246,6 @@ impl OrganizationsApi {
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            p.require_admin()?;
             let id = org_id(&id.0)?;
             if p.scope().is_some_and(|own| own != id) {
                 return Err(ApiError::NotFound("organization"));

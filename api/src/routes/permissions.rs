@@ -3,10 +3,12 @@
 //! `/api/v1/users/{id}/permission…`). Delegations are in [`delegations`].
 //!
 //! Reading needs `permissions:read` (a user may read its own permissions
-//! and check itself); every change needs `permissions:manage`, is written
-//! to the audit log and recorded as a `permission.changed` security event.
-//! Refusals (403, 404) of changes are audited as `failure` rows. Another
-//! organisation's user or set answers 404.
+//! and check itself); every change needs `permissions:manage`, both
+//! checked when the caller is authenticated ([`crate::permissions`]).
+//! Every change is written to the audit log and recorded as a
+//! `permission.changed` security event; refusals (403, 404, 409) of
+//! changes are audited as `failure` rows. Another organisation's user or
+//! set answers 404.
 
 pub mod delegations;
 mod input;
@@ -108,7 +110,6 @@ impl PermissionsApi {
         limit: Query<Option<u32>>,
     ) -> Result<SetPageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.require(Permission::PermissionsRead)?;
         let after = cursor
             .0
             .as_deref()
@@ -147,16 +148,6 @@ impl PermissionsApi {
         body: StrictJson<SetBody>,
     ) -> Result<SetResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let allowed = p.require(Permission::PermissionsManage);
-        p.refused(
-            &state,
-            &request_id,
-            "permission_set.create",
-            "permission_set",
-            None,
-            allowed,
-        )
-        .await?;
         let tenant = p.caller.tenant_id;
         let fields = set_fields(&state, tenant, None, &body.0).await?;
         let mut tx = state.pool.begin().await?;
@@ -185,7 +176,6 @@ impl PermissionsApi {
         id: Path<String>,
     ) -> Result<SetResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.require(Permission::PermissionsRead)?;
         let id = set_id(&id.0)?;
         Ok(SetResponse::Ok(Json(
             read_set(&state, p.caller.tenant_id, id).await?,
@@ -209,10 +199,7 @@ impl PermissionsApi {
     ) -> Result<SetResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match p
-            .require(Permission::PermissionsManage)
-            .and_then(|()| set_id(&id.0))
-        {
+        let found = match set_id(&id.0) {
             Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
                 Some(s) if s.tenant_id == Some(tenant) => Ok(sid),
                 _ => Err(ApiError::NotFound("permission set")),
@@ -240,6 +227,70 @@ impl PermissionsApi {
         Ok(SetResponse::Ok(Json(read_set(&state, tenant, sid).await?)))
     }
 
+    /// Delete a custom permission set. Built-in sets and other
+    /// organisations' sets answer 404; a set assigned to a user or
+    /// included by another set is kept and answers 409 naming why
+    /// (reassign the users or change the including sets first).
+    #[oai(
+        path = "/permissions/sets/:id",
+        method = "delete",
+        operation_id = "permissions.sets.delete"
+    )]
+    async fn delete_set(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        request_id: Data<&RequestId>,
+        id: Path<String>,
+    ) -> Result<RemovedResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let mut tx = state.pool.begin().await?;
+        let outcome = match set_id(&id.0) {
+            Ok(sid) => match db::delete_set(&mut tx, tenant, sid).await? {
+                db::SetDeletion::Deleted => Ok(sid),
+                db::SetDeletion::NotFound => Err(ApiError::NotFound("permission set")),
+                db::SetDeletion::Assigned(n) => Err(ApiError::Conflict(format!(
+                    "the permission set is assigned to {n} user(s); assign them another set first"
+                ))),
+                db::SetDeletion::Included(by) => Err(ApiError::Conflict(format!(
+                    "the permission set is included by {}; remove it from them first",
+                    by.join(", ")
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        let sid = match outcome {
+            Ok(sid) => sid,
+            Err(e) => {
+                drop(tx);
+                return p
+                    .refused(
+                        &state,
+                        &request_id,
+                        "permission_set.delete",
+                        "permission_set",
+                        Some(&id.0),
+                        Err(e),
+                    )
+                    .await;
+            }
+        };
+        changed(
+            &mut tx,
+            &p,
+            &request_id,
+            "permission_set.delete",
+            "permission_set",
+            sid,
+            None,
+            json!({}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(RemovedResponse::NoContent)
+    }
+
     /// How many users hold each set (assigned, or through their role), and
     /// the organisation's custom sets, grants and delegations.
     #[oai(
@@ -253,8 +304,12 @@ impl PermissionsApi {
         state: Data<&AppState>,
     ) -> Result<StatsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.require(Permission::PermissionsRead)?;
-        let s = db::statistics(&state.pool, p.caller.tenant_id).await?;
+        let s = db::statistics(
+            &state.pool,
+            p.caller.tenant_id,
+            state.permissions_clock.now(),
+        )
+        .await?;
         Ok(StatsResponse::Ok(Json(PermissionStatistics {
             sets: s
                 .sets
@@ -310,7 +365,14 @@ impl PermissionsApi {
                     p.require(Permission::PermissionsRead)?;
                 }
                 let u = member(&state, p.caller.tenant_id, raw).await?;
-                db::effective(&state.pool, p.caller.tenant_id, Some(u.id), &[u.role]).await?
+                db::effective(
+                    &state.pool,
+                    p.caller.tenant_id,
+                    Some(u.id),
+                    &[u.role],
+                    state.permissions_clock.now(),
+                )
+                .await?
             }
         };
         let sources = held
@@ -363,14 +425,11 @@ impl PermissionsApi {
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match p.require(Permission::PermissionsManage) {
-            Ok(()) => match member(&state, tenant, &id.0).await {
-                Ok(u) => match set_id(&body.0.set_id) {
-                    Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
-                        Some(set) => Ok((u, set)),
-                        None => Err(ApiError::NotFound("permission set")),
-                    },
-                    Err(e) => Err(e),
+        let found = match member(&state, tenant, &id.0).await {
+            Ok(u) => match set_id(&body.0.set_id) {
+                Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
+                    Some(set) => Ok((u, set)),
+                    None => Err(ApiError::NotFound("permission set")),
                 },
                 Err(e) => Err(e),
             },
@@ -405,6 +464,7 @@ impl PermissionsApi {
             tenant,
             Some(u.id),
             std::slice::from_ref(&u.role),
+            state.permissions_clock.now(),
         )
         .await?;
         Ok(EffectiveResponse::Ok(Json(effective_view(&u, &held, true))))
@@ -426,10 +486,7 @@ impl PermissionsApi {
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match p.require(Permission::PermissionsManage) {
-            Ok(()) => member(&state, tenant, &id.0).await,
-            Err(e) => Err(e),
-        };
+        let found = member(&state, tenant, &id.0).await;
         let u = p
             .refused(
                 &state,
@@ -484,10 +541,7 @@ impl PermissionsApi {
     ) -> Result<RemovedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match p.require(Permission::PermissionsManage) {
-            Ok(()) => member(&state, tenant, &id.0).await,
-            Err(e) => Err(e),
-        };
+        let found = member(&state, tenant, &id.0).await;
         let u = p
             .refused(
                 &state,
@@ -559,6 +613,7 @@ async fn effective_of(
         tenant,
         Some(u.id),
         std::slice::from_ref(&u.role),
+        state.permissions_clock.now(),
     )
     .await?;
     Ok(EffectiveResponse::Ok(Json(effective_view(

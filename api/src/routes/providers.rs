@@ -242,9 +242,7 @@ impl ProvidersApi {
         request_id: Data<&RequestId>,
         body: StrictJson<CreateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::ProvidersManage)
-            .await?;
+        let caller = auth.caller();
         let req = body.0;
         let kind = ProviderKind::parse(&req.provider).ok_or_else(|| {
             ApiError::invalid(
@@ -300,9 +298,7 @@ impl ProvidersApi {
     /// The organisation's providers, by channel and failover order.
     #[oai(path = "/", method = "get", operation_id = "admin.providers.list")]
     async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::ProvidersRead)
-            .await?;
+        let caller = auth.caller();
         let items = db::list(&state.pool, caller.tenant_id).await?;
         Ok(ListResponse::Ok(Json(ProviderList {
             items: items.into_iter().map(Into::into).collect(),
@@ -317,9 +313,7 @@ impl ProvidersApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::ProvidersRead)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         let config = db::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -338,9 +332,7 @@ impl ProvidersApi {
         id: Path<String>,
         body: StrictJson<UpdateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::ProvidersManage)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         let current = db::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -436,9 +428,7 @@ impl ProvidersApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<DeleteResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::ProvidersManage)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("provider"));

@@ -189,8 +189,7 @@ impl SecurityApi {
                 "security.events",
                 "security_event",
                 None,
-                p.require_admin()
-                    .and_then(|()| scope(&p, organization_id.0.as_deref())),
+                scope(&p, organization_id.0.as_deref()),
             )
             .await?;
         let kind = kind(kind_filter.0.as_deref())?;
@@ -259,8 +258,7 @@ impl SecurityApi {
                 "security.statistics",
                 "security_event",
                 None,
-                p.require_admin()
-                    .and_then(|()| scope(&p, organization_id.0.as_deref())),
+                scope(&p, organization_id.0.as_deref()),
             )
             .await?;
         let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);

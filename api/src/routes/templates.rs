@@ -310,9 +310,7 @@ impl TemplatesApi {
         request_id: Data<&RequestId>,
         body: Json<Value>,
     ) -> Result<CreatedResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::TemplatesWrite)
-            .await?;
+        let caller = auth.caller();
         let template = Template::parse(body.0).map_err(invalid)?;
         let mut tx = state.pool.begin().await?;
         let stored = templates::create(&mut *tx, caller.tenant_id, &template).await?;
@@ -344,9 +342,7 @@ impl TemplatesApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
         limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::TemplatesRead)
-            .await?;
+        let caller = auth.caller();
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
             return Err(ApiError::invalid(
@@ -381,9 +377,7 @@ impl TemplatesApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<TemplateResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::TemplatesRead)
-            .await?;
+        let caller = auth.caller();
         let id = template_id(&id.0)?;
         let stored = templates::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -401,9 +395,7 @@ impl TemplatesApi {
         id: Path<String>,
         body: Json<Value>,
     ) -> Result<TemplateResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::TemplatesWrite)
-            .await?;
+        let caller = auth.caller();
         let id = template_id(&id.0)?;
         let template = Template::parse(body.0).map_err(invalid)?;
         let mut tx = state.pool.begin().await?;
@@ -435,9 +427,7 @@ impl TemplatesApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<DeletedResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::TemplatesWrite)
-            .await?;
+        let caller = auth.caller();
         let id = template_id(&id.0)?;
         let mut tx = state.pool.begin().await?;
         let key = templates::delete(&mut *tx, caller.tenant_id, id)
@@ -477,9 +467,7 @@ impl TemplatesApi {
         id: Path<String>,
         body: StrictJson<PreviewRequest>,
     ) -> Result<PreviewResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::TemplatesRead)
-            .await?;
+        let caller = auth.caller();
         let id = template_id(&id.0)?;
         let req = body.0;
         let data = match req.data {

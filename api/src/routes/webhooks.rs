@@ -396,9 +396,7 @@ impl WebhooksApi {
         request_id: Data<&RequestId>,
         body: StrictJson<CreateWebhook>,
     ) -> Result<CreateResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksManage)
-            .await?;
+        let caller = auth.caller();
         let req = body.0;
         let checked = check(&state, &req.url, req.description.as_deref(), &req.events).await?;
         if db::count(&state.pool, caller.tenant_id).await? >= MAX_ENDPOINTS {
@@ -431,9 +429,7 @@ impl WebhooksApi {
     /// The organisation's endpoints.
     #[oai(path = "/", method = "get", operation_id = "admin.webhooks.list")]
     async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksRead)
-            .await?;
+        let caller = auth.caller();
         let items = db::list(&state.pool, caller.tenant_id).await?;
         Ok(ListResponse::Ok(Json(WebhookList {
             items: items.into_iter().map(Into::into).collect(),
@@ -448,9 +444,7 @@ impl WebhooksApi {
         state: Data<&AppState>,
         id: Path<String>,
     ) -> Result<WebhookResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksRead)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         let endpoint = db::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -470,9 +464,7 @@ impl WebhooksApi {
         id: Path<String>,
         body: StrictJson<UpdateWebhook>,
     ) -> Result<WebhookResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksManage)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         let current = db::get(&state.pool, caller.tenant_id, id)
             .await?
@@ -520,9 +512,7 @@ impl WebhooksApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<DeleteResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksManage)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
@@ -554,9 +544,7 @@ impl WebhooksApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<RotateResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksManage)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         let (secret, sealed) = new_secret(&state, &caller, id)?;
         if !db::set_secret(&state.pool, caller.tenant_id, id, &sealed).await? {
@@ -594,9 +582,7 @@ impl WebhooksApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
         limit: Query<Option<u32>>,
     ) -> Result<DeliveriesResponse, ApiError> {
-        let caller = auth
-            .authorize(&state, shared::permissions::Permission::WebhooksRead)
-            .await?;
+        let caller = auth.caller();
         let id = parse_id(&id.0)?;
         let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {

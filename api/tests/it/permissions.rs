@@ -1,11 +1,14 @@
 //! Permission sets, grants, delegation and API key scopes: the role
 //! mapping changes nothing, custom sets inherit, delegations end when
-//! revoked or when their delegator loses the permission, and every change
-//! is audited.
+//! revoked, when their window closes or when their delegator loses the
+//! permission, every route enforces its declared permission, and every
+//! change is audited.
 
 mod delegations;
+mod enforced;
 mod scopes;
 mod sets;
+mod windows;
 
 use reqwest::Method;
 use serde_json::Value;

@@ -245,7 +245,16 @@ async fn an_admin_unlocks_a_locked_account_in_its_own_organisation_only() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(refused, 2, "the 404 and the 403 are audited");
+    assert_eq!(refused, 1, "the 404 is audited");
+    let denied: i64 = sqlx::query_scalar(
+        "select count(*) from audit_log where action = $1 and result = 'failure'
+           and resource_id = 'POST /api/v1/admin/users/{id}/unlock'",
+    )
+    .bind(api::permissions::DENIED_ACTION)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(denied, 1, "so is the 403, as a refused operation");
     let events = expect(
         with(
             &app,

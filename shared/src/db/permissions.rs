@@ -12,6 +12,10 @@ use uuid::Uuid;
 
 use crate::{domain::TenantId, permissions::Permission};
 
+mod delegations;
+
+pub use delegations::*;
+
 /// A permission set as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PermissionSet {
@@ -188,6 +192,72 @@ pub async fn update_set(
     Ok(true)
 }
 
+/// The foreign key an assignment violates when its set was deleted while
+/// [`delete_set`] held it.
+pub const SET_ASSIGNED_CONSTRAINT: &str = "user_permission_sets_set_id_fkey";
+/// The foreign key an include edge violates when the included set was
+/// deleted meanwhile.
+pub const SET_INCLUDED_CONSTRAINT: &str = "permission_set_includes_included_id_fkey";
+
+/// What deleting a custom set did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetDeletion {
+    /// Deleted (with its own include edges).
+    Deleted,
+    /// `tenant` has no such custom set (built-in sets are nobody's).
+    NotFound,
+    /// Kept: this many users have it assigned.
+    Assigned(i64),
+    /// Kept: these sets (keys) include it.
+    Included(Vec<String>),
+}
+
+/// Deletes custom set `id` of `tenant` unless a user has it assigned or
+/// another set includes it. Run in a transaction: the set's row is locked
+/// first, so an assignment racing the delete waits and then fails on
+/// [`SET_ASSIGNED_CONSTRAINT`].
+#[tracing::instrument(skip_all)]
+pub async fn delete_set(
+    conn: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<SetDeletion, sqlx::Error> {
+    let found: Option<Uuid> = sqlx::query_scalar(
+        "select id from permission_sets where id = $2 and tenant_id = $1 for update",
+    )
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if found.is_none() {
+        return Ok(SetDeletion::NotFound);
+    }
+    let assigned: i64 =
+        sqlx::query_scalar("select count(*) from user_permission_sets where set_id = $1")
+            .bind(id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if assigned > 0 {
+        return Ok(SetDeletion::Assigned(assigned));
+    }
+    let including: Vec<String> = sqlx::query_scalar(
+        "select s.key from permission_set_includes i join permission_sets s on s.id = i.set_id
+         where i.included_id = $1 order by s.key",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?;
+    if !including.is_empty() {
+        return Ok(SetDeletion::Included(including));
+    }
+    sqlx::query("delete from permission_sets where id = $2 and tenant_id = $1")
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(SetDeletion::Deleted)
+}
+
 async fn set_includes(
     conn: &mut sqlx::PgConnection,
     id: Uuid,
@@ -357,134 +427,22 @@ pub async fn direct(
     Ok(out)
 }
 
-/// A delegation as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Delegation {
-    /// Its id.
-    pub id: Uuid,
-    /// The organisation.
-    pub tenant_id: TenantId,
-    /// Who lends.
-    pub delegator_id: Uuid,
-    /// Who receives.
-    pub delegate_id: Uuid,
-    /// What is lent.
-    pub permissions: Vec<String>,
-    /// From.
-    pub starts_at: DateTime<Utc>,
-    /// Until.
-    pub ends_at: DateTime<Utc>,
-    /// Why.
-    pub reason: Option<String>,
-    /// When it was revoked.
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// Who revoked it.
-    pub revoked_by: Option<String>,
-    /// Who made it.
-    pub created_by: String,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-}
-
-const DELEGATION_COLUMNS: &str = "id, tenant_id, delegator_id, delegate_id, permissions, starts_at,
-    ends_at, reason, revoked_at, revoked_by, created_by, created_at";
-
-/// A new delegation's fields (already checked against what the delegator
-/// holds).
-#[derive(Debug, Clone)]
-pub struct NewDelegation<'a> {
-    /// Who lends.
-    pub delegator_id: Uuid,
-    /// Who receives.
-    pub delegate_id: Uuid,
-    /// What.
-    pub permissions: Vec<String>,
-    /// From.
-    pub starts_at: DateTime<Utc>,
-    /// Until.
-    pub ends_at: DateTime<Utc>,
-    /// Why.
-    pub reason: Option<&'a str>,
-    /// Audit actor.
-    pub created_by: &'a str,
-}
-
-/// Records a delegation.
-#[tracing::instrument(skip_all)]
-pub async fn create_delegation(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    d: &NewDelegation<'_>,
-) -> Result<Delegation, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "insert into permission_delegations (id, tenant_id, delegator_id, delegate_id, permissions,
-             starts_at, ends_at, reason, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {DELEGATION_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .bind(d.delegator_id)
-    .bind(d.delegate_id)
-    .bind(&d.permissions)
-    .bind(d.starts_at)
-    .bind(d.ends_at)
-    .bind(d.reason)
-    .bind(d.created_by)
-    .fetch_one(db)
-    .await
-}
-
-/// Delegation `id` of `tenant`.
-#[tracing::instrument(skip_all)]
-pub async fn get_delegation(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    id: Uuid,
-) -> Result<Option<Delegation>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {DELEGATION_COLUMNS} from permission_delegations where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .fetch_optional(db)
-    .await
-}
-
-/// Revokes delegation `id` of `tenant` unless it already was; the
-/// delegation as it is now.
-#[tracing::instrument(skip_all)]
-pub async fn revoke_delegation(
-    db: impl PgExecutor<'_>,
-    tenant: TenantId,
-    id: Uuid,
-    by: &str,
-) -> Result<Option<Delegation>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update permission_delegations set revoked_at = coalesce(revoked_at, now()),
-             revoked_by = coalesce(revoked_by, $3)
-         where tenant_id = $1 and id = $2 returning {DELEGATION_COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(by)
-    .fetch_optional(db)
-    .await
-}
-
 /// A delegation in force as [`effective`] reads it: id, delegator, end,
 /// permissions, the delegator's role.
 type Lent = (Uuid, Uuid, DateTime<Utc>, Vec<String>, String);
 
-/// Everything user `user` of `tenant` holds now: [`direct`] plus each
-/// delegated permission whose delegation is in its window, not revoked,
-/// and whose delegator (an active user of the same organisation) holds it
-/// directly at this moment. Delegated permissions are never passed on.
+/// Everything user `user` of `tenant` holds at `now`: [`direct`] plus each
+/// delegated permission whose delegation is in its window at `now`, not
+/// revoked, and whose delegator (an active user of the same organisation)
+/// holds it directly at this moment. Delegated permissions are never
+/// passed on. `now` comes from the caller's clock, so tests move it.
 #[tracing::instrument(skip_all)]
 pub async fn effective(
     pool: &sqlx::PgPool,
     tenant: TenantId,
     user: Option<Uuid>,
     roles: &[String],
+    now: DateTime<Utc>,
 ) -> Result<Effective, sqlx::Error> {
     let mut out = direct(pool, tenant, user, roles).await?;
     let Some(user) = user else {
@@ -494,12 +452,13 @@ pub async fn effective(
         "select d.id, d.delegator_id, d.ends_at, d.permissions, u.role
          from permission_delegations d join users u on u.id = d.delegator_id
          where d.tenant_id = $1 and d.delegate_id = $2 and d.revoked_at is null
-           and d.starts_at <= now() and d.ends_at > now()
+           and d.starts_at <= $3 and d.ends_at > $3
            and u.tenant_id = $1 and u.status = 'active'
          order by d.id",
     )
     .bind(tenant)
     .bind(user)
+    .bind(now)
     .fetch_all(pool)
     .await?;
     let mut holders: BTreeMap<Uuid, Effective> = BTreeMap::new();
@@ -550,9 +509,13 @@ pub struct Statistics {
     pub revoked_delegations: i64,
 }
 
-/// The statistics of `tenant`.
+/// The statistics of `tenant` at `now`.
 #[tracing::instrument(skip_all)]
-pub async fn statistics(pool: &sqlx::PgPool, tenant: TenantId) -> Result<Statistics, sqlx::Error> {
+pub async fn statistics(
+    pool: &sqlx::PgPool,
+    tenant: TenantId,
+    now: DateTime<Utc>,
+) -> Result<Statistics, sqlx::Error> {
     let sets: Vec<SetCount> = sqlx::query_as(
         "select s.id as set_id, s.key,
              (select count(*) from user_permission_sets a where a.set_id = s.id and a.tenant_id = $1) as assigned,
@@ -569,11 +532,12 @@ pub async fn statistics(pool: &sqlx::PgPool, tenant: TenantId) -> Result<Statist
             "select (select count(*) from permission_sets where tenant_id = $1),
                  (select count(*) from user_permissions where tenant_id = $1),
                  (select count(*) from permission_delegations where tenant_id = $1
-                    and revoked_at is null and starts_at <= now() and ends_at > now()),
+                    and revoked_at is null and starts_at <= $2 and ends_at > $2),
                  (select count(*) from permission_delegations where tenant_id = $1
                     and revoked_at is not null)",
         )
         .bind(tenant)
+        .bind(now)
         .fetch_one(pool)
         .await?;
     Ok(Statistics {

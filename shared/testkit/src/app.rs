@@ -98,6 +98,7 @@ pub struct TestAppBuilder {
     postgres_proxy: bool,
     smtp: Option<SmtpServer>,
     signin_clock: Option<std::sync::Arc<dyn api::signin::Clock>>,
+    permissions_clock: Option<std::sync::Arc<dyn api::signin::Clock>>,
 }
 
 impl Default for TestAppBuilder {
@@ -110,6 +111,7 @@ impl Default for TestAppBuilder {
             postgres_proxy: false,
             smtp: None,
             signin_clock: None,
+            permissions_clock: None,
         }
     }
 }
@@ -162,6 +164,13 @@ impl TestAppBuilder {
     /// Makes the api's sign-in protection read the time from `clock`.
     pub fn signin_clock(mut self, clock: std::sync::Arc<dyn api::signin::Clock>) -> Self {
         self.signin_clock = Some(clock);
+        self
+    }
+
+    /// Makes the api's permission checks (delegation windows) read the
+    /// time from `clock`.
+    pub fn permissions_clock(mut self, clock: std::sync::Arc<dyn api::signin::Clock>) -> Self {
+        self.permissions_clock = Some(clock);
         self
     }
 
@@ -232,6 +241,9 @@ impl TestAppBuilder {
             .expect("the api starts");
         if let Some(clock) = self.signin_clock {
             application.set_signin_clock(clock);
+        }
+        if let Some(clock) = self.permissions_clock {
+            application.set_permissions_clock(clock);
         }
         let addr = application.addr();
         let api_settings = settings.clone();

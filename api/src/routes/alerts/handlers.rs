@@ -160,13 +160,12 @@ impl AlertRulesApi {
                 "alert_rule.list",
                 "alert_rule",
                 None,
-                p.require_admin()
-                    .and_then(|()| match organization_id.0.as_deref() {
-                        None => Ok(None),
-                        Some("platform") if p.platform => Ok(Some(None)),
-                        Some("platform") => Err(ApiError::NotFound("organization")),
-                        Some(raw) => p.target_tenant(Some(raw)).map(|t| Some(Some(t))),
-                    }),
+                match organization_id.0.as_deref() {
+                    None => Ok(None),
+                    Some("platform") if p.platform => Ok(Some(None)),
+                    Some("platform") => Err(ApiError::NotFound("organization")),
+                    Some(raw) => p.target_tenant(Some(raw)).map(|t| Some(Some(t))),
+                },
             )
             .await?;
         let mut conn = state.pool.acquire().await?;
@@ -203,8 +202,7 @@ impl AlertRulesApi {
                 "alert_rule.create",
                 "alert_rule",
                 None,
-                p.require_admin()
-                    .and_then(|()| owner(&p, body.organization_id.as_deref())),
+                owner(&p, body.organization_id.as_deref()),
             )
             .await?;
         let spec = check(&state, body).await?;
@@ -243,10 +241,7 @@ impl AlertRulesApi {
         id: Path<String>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match p
-            .require_admin()
-            .and_then(|()| parse_id(&id.0, "alert rule"))
-        {
+        let found = match parse_id(&id.0, "alert rule") {
             Ok(id) => store::get_rule(&state.pool, p.scope(), id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
@@ -288,8 +283,7 @@ impl AlertRulesApi {
                 "alert_rule.update",
                 "alert_rule",
                 Some(&id.0),
-                p.require_admin()
-                    .and_then(|()| parse_id(&id.0, "alert rule")),
+                parse_id(&id.0, "alert rule"),
             )
             .await?;
         if body.0.organization_id.is_some() {
@@ -346,10 +340,7 @@ impl AlertRulesApi {
     ) -> Result<AlertDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let mut tx = state.pool.begin().await?;
-        let found = match p
-            .require_admin()
-            .and_then(|()| parse_id(&id.0, "alert rule"))
-        {
+        let found = match parse_id(&id.0, "alert rule") {
             Ok(rule_id) => store::get_rule(&mut *tx, p.scope(), rule_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
@@ -410,11 +401,10 @@ impl AlertsApi {
                 "alert.list",
                 "alert",
                 None,
-                p.require_admin()
-                    .and_then(|()| match organization_id.0.as_deref() {
-                        None => Ok(p.scope()),
-                        Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                    }),
+                match organization_id.0.as_deref() {
+                    None => Ok(p.scope()),
+                    Some(raw) => p.target_tenant(Some(raw)).map(Some),
+                },
             )
             .await?;
         let rule = rule_id
@@ -471,11 +461,10 @@ impl AlertsApi {
                 "alert.statistics",
                 "alert",
                 None,
-                p.require_admin()
-                    .and_then(|()| match organization_id.0.as_deref() {
-                        None => Ok(p.scope()),
-                        Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                    }),
+                match organization_id.0.as_deref() {
+                    None => Ok(p.scope()),
+                    Some(raw) => p.target_tenant(Some(raw)).map(Some),
+                },
             )
             .await?;
         let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
@@ -517,7 +506,7 @@ impl AlertsApi {
         id: Path<String>,
     ) -> Result<AlertDetailResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match p.require_admin().and_then(|()| parse_id(&id.0, "alert")) {
+        let found = match parse_id(&id.0, "alert") {
             Ok(alert_id) => store::get(&state.pool, p.scope(), alert_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert")),
@@ -616,7 +605,7 @@ async fn act(
     } else {
         "alert.resolve"
     };
-    let moved = match p.require_admin().and_then(|()| parse_id(raw, "alert")) {
+    let moved = match parse_id(raw, "alert") {
         Ok(id) => {
             match alerts::evaluate::act(
                 &state.pool,

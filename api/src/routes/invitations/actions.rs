@@ -99,7 +99,6 @@ pub(super) async fn create_one(
     let message = check_message(body.message.as_deref())?;
     let expires_at = expiry(state, body.expires_in_days)?;
     let checks = (|| {
-        p.require(Permission::UsersInvite)?;
         let tenant = p.target_tenant(body.organization_id.as_deref())?;
         let role = p.role.unwrap_or(Role::Support);
         if !role.may_invite().contains(&ty) {

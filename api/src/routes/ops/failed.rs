@@ -234,26 +234,6 @@ enum Applied {
     Started(Box<OpsAction>),
 }
 
-/// 403 unless an admin, recorded as a refused `action`.
-async fn admin(
-    state: &AppState,
-    auth: &Admin,
-    request_id: &RequestId,
-    action: &str,
-) -> Result<Principal, ApiError> {
-    let p = Principal::resolve(state, auth).await?;
-    p.refused(
-        state,
-        request_id,
-        action,
-        "failed_work",
-        None,
-        p.require_admin(),
-    )
-    .await?;
-    Ok(p)
-}
-
 /// The query's filter.
 #[expect(clippy::too_many_arguments)]
 fn query_filter(
@@ -292,7 +272,7 @@ async fn apply(
     body: &SelectionBody,
 ) -> Result<Applied, ApiError> {
     let name = format!("ops.failed.{}", action.as_str());
-    let p = admin(state, auth, request_id, &name).await?;
+    let p = Principal::resolve(state, auth).await?;
     let selection = p
         .refused(
             state,
@@ -386,7 +366,7 @@ impl OpsFailedApi {
         #[oai(validator(min_length = 1, max_length = 100))] provider: Query<Option<String>>,
         #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] error_class: Query<Option<String>>,
     ) -> Result<GroupsResponse, ApiError> {
-        let p = admin(&state, &auth, &request_id, "ops.failed.groups").await?;
+        let p = Principal::resolve(&state, &auth).await?;
         let filter = query_filter(
             &p,
             since.0,
@@ -453,7 +433,7 @@ impl OpsFailedApi {
         #[oai(validator(pattern = "^-?[0-9]{1,19}_[0-9a-f]{32}$"))] cursor: Query<Option<String>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
     ) -> Result<PageResponse, ApiError> {
-        let p = admin(&state, &auth, &request_id, "ops.failed.list").await?;
+        let p = Principal::resolve(&state, &auth).await?;
         let filter = query_filter(
             &p,
             since.0,
@@ -574,7 +554,7 @@ impl OpsFailedApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<ActionResponse, ApiError> {
-        let p = admin(&state, &auth, &request_id, "ops.actions.get").await?;
+        let p = Principal::resolve(&state, &auth).await?;
         let id = input::path_id(&id.0)?;
         let found = ops_actions::get(&state.pool, p.scope(), id)
             .await?
@@ -607,7 +587,7 @@ impl OpsFailedApi {
         request_id: Data<&RequestId>,
         id: Path<String>,
     ) -> Result<ActionResponse, ApiError> {
-        let p = admin(&state, &auth, &request_id, "ops.actions.cancel").await?;
+        let p = Principal::resolve(&state, &auth).await?;
         let id = input::path_id(&id.0)?;
         let found = ops_actions::cancel(&state.pool, p.scope(), id)
             .await?

@@ -150,7 +150,6 @@ impl OpsFleetApi {
         organization_id: Query<Option<String>>,
     ) -> Result<Json<ProvidersView>, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.require_admin()?;
         let scope = providers::listing_scope(&p, organization_id.0.as_deref())?;
         let items = providers::list(&state, scope).await?;
         Ok(Json(ProvidersView { items }))

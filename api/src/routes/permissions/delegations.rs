@@ -3,11 +3,20 @@
 //! organisation for a window of at most a year. Revocable by the
 //! delegator or by anyone with `permissions:manage`. A delegation counts
 //! only while its delegator still holds each permission: that is checked
-//! whenever the delegate's permissions are computed.
+//! whenever the delegate's permissions are computed. Windows are judged by
+//! [`AppState::permissions_clock`].
+//!
+//! Anyone may list the delegations it gave and received; another user's
+//! need `permissions:read` (an API key holding it lists the whole
+//! organisation's).
 
 use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi,
+    param::{Path, Query},
+    payload::Json,
+};
 use serde_json::json;
 use shared::{db::permissions as db, permissions::Permission};
 use uuid::Uuid;
@@ -61,13 +70,18 @@ pub struct DelegationView {
     pub reason: Option<String>,
     /// When it was revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Whether it is in its window and not revoked now (it lends only
+    /// what its delegator still holds).
+    pub active: bool,
     /// Created.
     pub created_at: DateTime<Utc>,
 }
 
-impl From<db::Delegation> for DelegationView {
-    fn from(d: db::Delegation) -> Self {
+impl DelegationView {
+    /// `d` as the API shows it at `now`.
+    pub fn at(d: db::Delegation, now: DateTime<Utc>) -> Self {
         Self {
+            active: d.revoked_at.is_none() && d.starts_at <= now && d.ends_at > now,
             id: d.id.to_string(),
             delegator_id: d.delegator_id.to_string(),
             delegate_id: d.delegate_id.to_string(),
@@ -79,6 +93,35 @@ impl From<db::Delegation> for DelegationView {
             created_at: d.created_at,
         }
     }
+}
+
+/// Which of a user's delegations a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Direction {
+    /// Those it lent.
+    Given,
+    /// Those lent to it.
+    Received,
+    /// Both.
+    All,
+}
+
+/// A page of delegations, newest first.
+#[derive(Debug, Object)]
+pub struct DelegationPage {
+    /// The delegations.
+    pub items: Vec<DelegationView>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+}
+
+/// Answers with a page of delegations.
+#[derive(Debug, ApiResponse)]
+pub enum DelegationPageResponse {
+    /// The page.
+    #[oai(status = 200)]
+    Ok(Json<DelegationPage>),
 }
 
 /// Answers with a delegation.
@@ -157,7 +200,8 @@ impl DelegationsApi {
                 "must be at most 500 characters",
             ));
         }
-        let (starts_at, ends_at) = window(&b, Utc::now())?;
+        let now = state.permissions_clock.now();
+        let (starts_at, ends_at) = window(&b, now)?;
         if b.delegate_id.eq_ignore_ascii_case(&me.to_string()) {
             return Err(ApiError::invalid("delegate_id", "cannot be yourself"));
         }
@@ -217,7 +261,89 @@ impl DelegationsApi {
         )
         .await?;
         tx.commit().await?;
-        Ok(DelegationResponse::Created(Json(d.into())))
+        Ok(DelegationResponse::Created(Json(DelegationView::at(
+            d, now,
+        ))))
+    }
+
+    /// List delegations, newest first: those `user_id` (default: you) gave
+    /// and received, or only one `direction`; `active` keeps only those in
+    /// force now (`true`) or only those that are not (`false`: ended,
+    /// revoked, not started). Another user's need `permissions:read`; an
+    /// API key without `user_id` lists the whole organisation's.
+    #[oai(
+        path = "/",
+        method = "get",
+        operation_id = "permissions.delegations.list"
+    )]
+    #[expect(clippy::too_many_arguments)]
+    async fn list(
+        &self,
+        auth: Admin,
+        state: Data<&AppState>,
+        /// Whose delegations (default: the signed-in user; with an API key,
+        /// everyone's).
+        user_id: Query<Option<String>>,
+        /// Given, received, or all (default).
+        direction: Query<Option<Direction>>,
+        /// Only those in force now (`true`), or only those not (`false`).
+        active: Query<Option<bool>>,
+        /// From `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+        /// Delegations per page, 1 to 200 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
+        limit: Query<Option<u32>>,
+    ) -> Result<DelegationPageResponse, ApiError> {
+        let p = Principal::resolve(&state, &auth).await?;
+        let tenant = p.caller.tenant_id;
+        let before = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                Uuid::parse_str(c)
+                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
+            })
+            .transpose()?;
+        let whose = match user_id.0.as_deref() {
+            None => p.user_id,
+            Some(raw) => {
+                let own = p.user_id.is_some() && Uuid::parse_str(raw).ok() == p.user_id;
+                if !own {
+                    p.require(Permission::PermissionsRead)?;
+                }
+                Some(member(&state, tenant, raw).await?.id)
+            }
+        };
+        let direction = match direction.0.unwrap_or(Direction::All) {
+            Direction::Given => db::Direction::Given,
+            Direction::Received => db::Direction::Received,
+            Direction::All => db::Direction::Both,
+        };
+        let now = state.permissions_clock.now();
+        let limit = i64::from(limit.0.unwrap_or(50));
+        let mut rows = db::list_delegations(
+            &state.pool,
+            tenant,
+            whose,
+            direction,
+            active.0,
+            now,
+            before,
+            limit + 1,
+        )
+        .await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| rows.last().map(|d| d.id.to_string()))
+            .flatten();
+        Ok(DelegationPageResponse::Ok(Json(DelegationPage {
+            items: rows
+                .into_iter()
+                .map(|d| DelegationView::at(d, now))
+                .collect(),
+            next_cursor,
+        })))
     }
 
     /// Revoke a delegation (its delegator, or `permissions:manage`); it
@@ -272,6 +398,9 @@ impl DelegationsApi {
             .await?;
         }
         tx.commit().await?;
-        Ok(DelegationResponse::Ok(Json(revoked.into())))
+        Ok(DelegationResponse::Ok(Json(DelegationView::at(
+            revoked,
+            state.permissions_clock.now(),
+        ))))
     }
 }

@@ -290,18 +290,8 @@ impl ReportSchedulesApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        request_id: Data<&RequestId>,
     ) -> Result<ScheduleListResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "report_schedule.list",
-            "report_schedule",
-            None,
-            p.require_admin(),
-        )
-        .await?;
         let items = store::list(&state.pool, p.caller.tenant_id).await?;
         Ok(ScheduleListResponse::Ok(Json(ReportScheduleList {
             items: items.into_iter().map(Into::into).collect(),
@@ -322,15 +312,6 @@ impl ReportSchedulesApi {
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "report_schedule.create",
-            "report_schedule",
-            None,
-            p.require_admin(),
-        )
-        .await?;
         let spec = check(&state, &p, body.0, Utc::now()).await?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
@@ -364,7 +345,7 @@ impl ReportSchedulesApi {
         id: Path<String>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match p.require_admin().and_then(|()| parse_id(&id.0)) {
+        let found = match parse_id(&id.0) {
             Ok(sid) => store::get(&state.pool, p.caller.tenant_id, sid)
                 .await?
                 .ok_or(ApiError::NotFound("report schedule")),
@@ -406,7 +387,7 @@ impl ReportSchedulesApi {
                 "report_schedule.update",
                 "report_schedule",
                 Some(&id.0),
-                p.require_admin().and_then(|()| parse_id(&id.0)),
+                parse_id(&id.0),
             )
             .await?;
         let spec = check(&state, &p, body.0, Utc::now()).await?;
@@ -460,7 +441,7 @@ impl ReportSchedulesApi {
                 "report_schedule.delete",
                 "report_schedule",
                 Some(&id.0),
-                p.require_admin().and_then(|()| parse_id(&id.0)),
+                parse_id(&id.0),
             )
             .await?;
         let tenant = p.caller.tenant_id;

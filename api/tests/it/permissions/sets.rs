@@ -345,11 +345,12 @@ async fn cycles_unknown_names_and_non_managers_are_refused() {
     .await
     .unwrap();
     assert_eq!(grant.status(), 403);
+    // Refused for lack of the permission before any handler ran: one
+    // audit row each, naming the operation.
     assert_eq!(
-        audit_rows(&app, "permission_set.create", "failure").await,
-        1
+        audit_rows(&app, api::permissions::DENIED_ACTION, "failure").await,
+        2
     );
-    assert_eq!(audit_rows(&app, "permission.grant", "failure").await, 1);
     let bad_grant = with(
         &app,
         Method::POST,
@@ -385,5 +386,104 @@ async fn the_built_in_sets_in_the_database_are_those_the_code_describes() {
         expected.sort();
         assert_eq!(stored, expected, "{}", set.key);
     }
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_custom_set_is_deleted_only_when_nobody_holds_or_includes_it() {
+    let app = app().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let make = |body: serde_json::Value| {
+        with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
+            .json(&body)
+            .send()
+    };
+    let inner = expect(
+        make(json!({"key": "inner", "name": "Inner", "permissions": ["audit:read"]}))
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let inner = inner["id"].as_str().unwrap().to_owned();
+    let outer = expect(
+        make(json!({"key": "outer", "name": "Outer", "includes": ["inner"]}))
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    let outer = outer["id"].as_str().unwrap().to_owned();
+    let set_path = |id: &str| format!("/api/v1/permissions/sets/{id}");
+    let delete =
+        |id: String, token: String| with(&app, Method::DELETE, &set_path(&id), &token).send();
+    let assign = |set: &str| {
+        with(
+            &app,
+            Method::PUT,
+            &format!("/api/v1/users/{}/permission-set", doctor.id),
+            &admin.token,
+        )
+        .json(&json!({"set_id": set}))
+        .send()
+    };
+    expect(assign(&outer).await.unwrap(), 200).await;
+
+    // Included by another set, or assigned to a user: kept, 409 saying why.
+    let (status, detail) =
+        status_detail(delete(inner.clone(), admin.token.clone()).await.unwrap()).await;
+    assert_eq!(status, 409);
+    assert!(detail.contains("included by outer"), "{detail}");
+    let (status, detail) =
+        status_detail(delete(outer.clone(), admin.token.clone()).await.unwrap()).await;
+    assert_eq!(status, 409);
+    assert!(detail.contains("assigned to 1 user"), "{detail}");
+    assert_eq!(names(&app, &doctor.token, &doctor.id).await, ["audit:read"]);
+    // Without permissions:manage: 403 (the doctor holds only audit:read).
+    let by_doctor = delete(outer.clone(), doctor.token.clone()).await.unwrap();
+    assert_eq!(by_doctor.status(), 403);
+
+    // Reassigned, the outer set goes, and then the inner one.
+    let viewer = "00000000-0000-7000-8000-000000000002";
+    expect(assign(viewer).await.unwrap(), 200).await;
+    let gone = delete(outer.clone(), admin.token.clone()).await.unwrap();
+    assert_eq!(gone.status(), 204);
+    let gone = delete(inner.clone(), app.api_key.clone()).await.unwrap();
+    assert_eq!(gone.status(), 204);
+    let read = with(&app, Method::GET, &set_path(&outer), &admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 404);
+
+    // Gone, built in, another organisation's, or not an id: 404.
+    let (_, other_key) = app.other_tenant().await;
+    let theirs = expect(
+        with(&app, Method::POST, "/api/v1/permissions/sets", &other_key)
+            .json(&json!({"key": "theirs", "name": "Theirs"}))
+            .send()
+            .await
+            .unwrap(),
+        201,
+    )
+    .await;
+    for id in [
+        outer.clone(),
+        viewer.to_owned(),
+        theirs["id"].as_str().unwrap().to_owned(),
+        "not-an-id".to_owned(),
+    ] {
+        let resp = delete(id.clone(), admin.token.clone()).await.unwrap();
+        assert_eq!(resp.status(), 404, "{id}");
+    }
+    assert_eq!(
+        audit_rows(&app, "permission_set.delete", "success").await,
+        2
+    );
+    assert_eq!(
+        audit_rows(&app, "permission_set.delete", "failure").await,
+        6
+    );
     app.shutdown().await;
 }

@@ -1,0 +1,176 @@
+//! Delegations as stored: made, read, listed and revoked. Whether one
+//! counts is decided by [`super::effective`] when it is used.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::domain::TenantId;
+
+/// A delegation as stored.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Delegation {
+    /// Its id.
+    pub id: Uuid,
+    /// The organisation.
+    pub tenant_id: TenantId,
+    /// Who lends.
+    pub delegator_id: Uuid,
+    /// Who receives.
+    pub delegate_id: Uuid,
+    /// What is lent.
+    pub permissions: Vec<String>,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub reason: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+    /// Who made it.
+    pub created_by: String,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+}
+
+const DELEGATION_COLUMNS: &str = "id, tenant_id, delegator_id, delegate_id, permissions, starts_at,
+    ends_at, reason, revoked_at, revoked_by, created_by, created_at";
+
+/// A new delegation's fields (already checked against what the delegator
+/// holds).
+#[derive(Debug, Clone)]
+pub struct NewDelegation<'a> {
+    /// Who lends.
+    pub delegator_id: Uuid,
+    /// Who receives.
+    pub delegate_id: Uuid,
+    /// What.
+    pub permissions: Vec<String>,
+    /// From.
+    pub starts_at: DateTime<Utc>,
+    /// Until.
+    pub ends_at: DateTime<Utc>,
+    /// Why.
+    pub reason: Option<&'a str>,
+    /// Audit actor.
+    pub created_by: &'a str,
+}
+
+/// Records a delegation.
+#[tracing::instrument(skip_all)]
+pub async fn create_delegation(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    d: &NewDelegation<'_>,
+) -> Result<Delegation, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "insert into permission_delegations (id, tenant_id, delegator_id, delegate_id, permissions,
+             starts_at, ends_at, reason, created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {DELEGATION_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(tenant)
+    .bind(d.delegator_id)
+    .bind(d.delegate_id)
+    .bind(&d.permissions)
+    .bind(d.starts_at)
+    .bind(d.ends_at)
+    .bind(d.reason)
+    .bind(d.created_by)
+    .fetch_one(db)
+    .await
+}
+
+/// Delegation `id` of `tenant`.
+#[tracing::instrument(skip_all)]
+pub async fn get_delegation(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+) -> Result<Option<Delegation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "select {DELEGATION_COLUMNS} from permission_delegations where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Which delegations of a user a list holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Those it lent.
+    Given,
+    /// Those lent to it.
+    Received,
+    /// Both.
+    Both,
+}
+
+/// Delegations of `tenant`, newest first (id order, descending) before
+/// `before`: those `user` gave or received (`direction`), or every one of
+/// the organisation when `user` is `None`; with `active` only those in
+/// force at `now` (in their window and not revoked) or, when false, only
+/// those that are not.
+#[expect(clippy::too_many_arguments)]
+#[tracing::instrument(skip_all)]
+pub async fn list_delegations(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: Option<Uuid>,
+    direction: Direction,
+    active: Option<bool>,
+    now: DateTime<Utc>,
+    before: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Delegation>, sqlx::Error> {
+    let (given, received) = match direction {
+        Direction::Given => (true, false),
+        Direction::Received => (false, true),
+        Direction::Both => (true, true),
+    };
+    sqlx::query_as(&format!(
+        "select {DELEGATION_COLUMNS} from permission_delegations
+         where tenant_id = $1
+           and ($2::uuid is null or ($3 and delegator_id = $2) or ($4 and delegate_id = $2))
+           and ($5::bool is null
+                or $5 = (revoked_at is null and starts_at <= $6 and ends_at > $6))
+           and ($7::uuid is null or id < $7)
+         order by id desc limit $8"
+    ))
+    .bind(tenant)
+    .bind(user)
+    .bind(given)
+    .bind(received)
+    .bind(active)
+    .bind(now)
+    .bind(before)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// Revokes delegation `id` of `tenant` unless it already was; the
+/// delegation as it is now.
+#[tracing::instrument(skip_all)]
+pub async fn revoke_delegation(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    id: Uuid,
+    by: &str,
+) -> Result<Option<Delegation>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "update permission_delegations set revoked_at = coalesce(revoked_at, now()),
+             revoked_by = coalesce(revoked_by, $3)
+         where tenant_id = $1 and id = $2 returning {DELEGATION_COLUMNS}"
+    ))
+    .bind(tenant)
+    .bind(id)
+    .bind(by)
+    .fetch_optional(db)
+    .await
+}
