@@ -31,7 +31,7 @@ use shared::{
     domain::TenantId,
     jobs::SendInvitation,
     permissions::Permission,
-    roles::{InvitationType, Role},
+    roles::InvitationType,
 };
 use uuid::Uuid;
 

@@ -607,7 +607,7 @@ async fn effective_of(
     tenant: TenantId,
     u: &users::User,
 ) -> Result<EffectiveResponse, ApiError> {
-    let assigned = db::direct(&state.pool, tenant, Some(u.id), &[]).await?;
+    let assigned = db::assigned_set(&state.pool, tenant, u.id).await?;
     let held = db::effective(
         &state.pool,
         tenant,
@@ -619,6 +619,6 @@ async fn effective_of(
     Ok(EffectiveResponse::Ok(Json(effective_view(
         u,
         &held,
-        !assigned.is_empty(),
+        assigned.is_some(),
     ))))
 }

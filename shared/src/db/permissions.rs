@@ -298,6 +298,22 @@ pub async fn assign_set(
     Ok(())
 }
 
+/// The set assigned to user `user` of `tenant`, if any.
+#[tracing::instrument(skip_all)]
+pub async fn assigned_set(
+    db: impl PgExecutor<'_>,
+    tenant: TenantId,
+    user: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select set_id from user_permission_sets where tenant_id = $1 and user_id = $2",
+    )
+    .bind(tenant)
+    .bind(user)
+    .fetch_optional(db)
+    .await
+}
+
 /// Grants `permission` to user `user` of `tenant`; false when it already
 /// had that grant.
 #[tracing::instrument(skip_all)]
@@ -352,7 +368,8 @@ pub enum Source {
         root: String,
         /// The set that lists the permission.
         set: String,
-        /// `assigned`, or `role:<ROLE>`.
+        /// `assigned`, `role:<ROLE>`, or `default` (Member, for a caller
+        /// none of whose roles maps to a set, like a token without roles).
         via: String,
     },
     /// A single grant.
@@ -372,8 +389,9 @@ pub enum Source {
 pub type Effective = BTreeMap<Permission, Vec<Source>>;
 
 /// The permissions user `user` of `tenant` holds without delegations: its
-/// base set (the assigned one, else those of `roles`) with what it
-/// includes, and its grants. Names no longer in the vocabulary are skipped.
+/// base set (the assigned one, else those of `roles`, else Member, as
+/// [`crate::permissions::role_set`] maps any role but `ADMIN`) with what
+/// it includes, and its grants. Names no longer in the vocabulary are skipped.
 #[tracing::instrument(skip_all)]
 pub async fn direct(
     db: impl PgExecutor<'_>,
@@ -388,6 +406,12 @@ pub async fn direct(
              select r.set_id, 'role:' || r.role from role_permission_sets r
              where r.role in (select upper(x) from unnest($3::text[]) x)
                and not exists (select 1 from user_permission_sets where user_id = $2 and tenant_id = $1)
+             union all
+             select s.id, 'default' from permission_sets s
+             where s.tenant_id is null and s.key = 'member'
+               and not exists (select 1 from user_permission_sets where user_id = $2 and tenant_id = $1)
+               and not exists (select 1 from role_permission_sets r
+                               where r.role in (select upper(x) from unnest($3::text[]) x))
          ), closure(set_id, root, via) as (
              select set_id, set_id, via from base
              union

@@ -100,8 +100,9 @@ pub(super) async fn create_one(
     let expires_at = expiry(state, body.expires_in_days)?;
     let checks = (|| {
         let tenant = p.target_tenant(body.organization_id.as_deref())?;
-        let role = p.role.unwrap_or(Role::Support);
-        if !role.may_invite().contains(&ty) {
+        // A caller without a known role (a token with no roles) holds
+        // users:invite through the Member fallback, but invites nobody.
+        if !p.role.is_some_and(|role| role.may_invite().contains(&ty)) {
             return Err(ApiError::Forbidden(
                 "your role may not send this type of invitation",
             ));

@@ -119,7 +119,8 @@ pub struct SourceView {
     pub set: Option<String>,
     /// For a set: the set that lists it (the base set or one it includes).
     pub listed_in: Option<String>,
-    /// For a set: `assigned`, or `role:<ROLE>`.
+    /// For a set: `assigned`, `role:<ROLE>`, or `default` (Member, when no
+    /// role of the caller maps to a set).
     pub via: Option<String>,
     /// For a delegation: its id.
     pub delegation_id: Option<String>,

@@ -349,3 +349,43 @@ async fn grants_and_delegations_open_routes_that_needed_the_admin_role() {
     .await;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_without_roles_keeps_what_it_could_do() {
+    let app = app().await;
+    let secret = app.issue_jwt_secret(app.tenant_id).await;
+    let jwt = testkit::jwks::user_token(&secret, app.tenant_id, "outside-7", &[]);
+    // Member, by default: lookups and shipments, as before.
+    for path in ["/api/v1/lookups", "/api/v1/shipments"] {
+        let resp = with(&app, Method::GET, path, &jwt).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+    }
+    let checked = expect(
+        with(&app, Method::POST, "/api/v1/permissions/check", &jwt)
+            .json(&json!({"permission": "shipments:read"}))
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
+    assert_eq!(checked["allowed"], true);
+    assert_eq!(checked["sources"][0]["via"], "default");
+    // But no invitations (no role to invite with) and no administration.
+    let invite = with(&app, Method::POST, "/api/v1/invitations", &jwt)
+        .json(&json!({"email": "x@c.example", "invitation_type": "medical_staff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invite.status(), 403);
+    refused(
+        with(&app, Method::GET, "/api/v1/admin/templates", &jwt)
+            .send()
+            .await
+            .unwrap(),
+        Permission::TemplatesRead,
+        "templates without roles",
+    )
+    .await;
+    app.shutdown().await;
+}
