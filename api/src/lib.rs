@@ -6,11 +6,12 @@
 //! * `/api/v1/services/*`: machine callers with tenant API keys ([`auth`]):
 //!   sends and their status, subscribers and their preferences.
 //! * `/api/v1/admin/*`: organisation administrators, with the tenant's API
-//!   key or a JWT carrying the `ADMIN` role: providers and templates.
+//!   key or a user's JWT holding the permission the operation declares
+//!   ([`permissions`], checked when the caller is authenticated).
 //! * `/api/v1/admin/organizations`, `/api/v1/admin/users`,
 //!   `/api/v1/admin/audit`, `/api/v1/auth/login` and `/api/v1/invitations`:
 //!   organisations (tenants) with their BAAs, platform users, invitations
-//!   and the audit log; who may do what is in [`access`].
+//!   and the audit log; whose resource is whose is in [`access`].
 //! * `/webhooks/*`: providers' delivery callbacks, each checked against the
 //!   signing secret of the provider config its URL names.
 //! * `/health/live`, `/health/ready`, `/metrics`.
