@@ -112,10 +112,17 @@ impl Default for Cell {
     }
 }
 
-/// Counts finished work and writes it to `queue_minutes`.
+/// A provider's counts are kept per organisation, minute, channel and
+/// provider name.
+type ProviderKey = (Uuid, DateTime<Utc>, &'static str, String);
+
+/// Counts finished work and writes it to `queue_minutes`, and each
+/// provider's answers to `provider_minutes`.
 #[derive(Debug, Clone, Default)]
 pub struct Throughput {
     pending: Arc<Mutex<HashMap<Key, Cell>>>,
+    /// Sent and failed per provider.
+    providers: Arc<Mutex<HashMap<ProviderKey, (i64, i64)>>>,
 }
 
 impl Throughput {
@@ -163,9 +170,61 @@ impl Throughput {
         }
     }
 
-    /// Adds the counts held so far to `queue_minutes` in one statement. On
-    /// failure they are kept for the next flush.
+    /// Counts one answer of `provider` on `channel` for `tenant`: a send
+    /// it took (`sent`) or an attempt it failed, transient or not.
+    pub fn record_provider(
+        &self,
+        channel: &'static str,
+        tenant: TenantId,
+        provider: &str,
+        sent: bool,
+    ) {
+        let now = Utc::now();
+        let minute = now.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now);
+        let mut pending = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+        let cell = pending
+            .entry((tenant.0, minute, channel, provider.to_owned()))
+            .or_default();
+        if sent {
+            cell.0 += 1;
+        } else {
+            cell.1 += 1;
+        }
+    }
+
+    /// Adds the counts held so far to `queue_minutes` and
+    /// `provider_minutes`, one statement each. On failure they are kept
+    /// for the next flush.
     pub async fn flush(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        self.flush_providers(pool).await?;
+        self.flush_queues(pool).await
+    }
+
+    async fn flush_providers(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let taken: Vec<(ProviderKey, (i64, i64))> = {
+            let mut pending = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+            if pending.is_empty() {
+                return Ok(());
+            }
+            pending.drain().collect()
+        };
+        let mut rows = taken.clone();
+        // One order for every process, so concurrent flushes cannot deadlock.
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        let written = crate::db::queue_ops::add_provider_minutes(pool, &rows).await;
+        if let Err(error) = written {
+            let mut pending = self.providers.lock().unwrap_or_else(|p| p.into_inner());
+            for (key, (sent, failed)) in taken {
+                let held = pending.entry(key).or_default();
+                held.0 += sent;
+                held.1 += failed;
+            }
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    async fn flush_queues(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
         let taken: Vec<(Key, Cell)> = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             if pending.is_empty() {

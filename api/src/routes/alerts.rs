@@ -92,6 +92,10 @@ pub struct AlertRuleBody {
     /// Narrows `queue_oldest_due_age`, `queue_depth` and `no_worker_alive`
     /// to one queue.
     pub queue: Option<String>,
+    /// Narrows `failure_rate` to one provider config, by its name: the
+    /// share of that provider's answers (sends it took, attempts it failed,
+    /// failovers away from it) that were failures.
+    pub provider: Option<String>,
     /// `failure_rate`: fewest finished sends in the window for the rate to
     /// count (default 20).
     pub min_events: Option<i64>,
@@ -144,6 +148,8 @@ pub struct AlertRuleView {
     pub channel: Option<String>,
     /// The queue it narrows to.
     pub queue: Option<String>,
+    /// The provider config it narrows to (`failure_rate`).
+    pub provider: Option<String>,
     /// `failure_rate`: fewest sends for the rate to count.
     pub min_events: Option<i64>,
     /// `webhook_endpoint_disabled`: `failures` or `admin`, if narrowed.
@@ -180,6 +186,7 @@ impl From<Rule> for AlertRuleView {
             organization_id: r.tenant_id.map(|t| t.to_string()),
             channel: r.channel().map(str::to_owned),
             queue: r.queue().map(str::to_owned),
+            provider: r.provider().map(str::to_owned),
             min_events: (r.spec.metric == alerts::Metric::FailureRate).then(|| r.min_events()),
             disabled_by: r.disabled_by().map(str::to_owned),
             name: r.spec.name,

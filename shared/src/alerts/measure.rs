@@ -53,7 +53,31 @@ pub async fn read_all(
 ) -> anyhow::Result<Readings> {
     let mut out: Readings = rules.iter().map(|r| (r.id, Vec::new())).collect();
     let of = |m: Metric| rules.iter().filter(move |r| r.spec.metric == m);
-    let rates: Vec<&Rule> = of(Metric::FailureRate)
+    let (by_provider, by_channel): (Vec<&Rule>, Vec<&Rule>) =
+        of(Metric::FailureRate).partition(|r| r.provider().is_some());
+    if !by_provider.is_empty() {
+        let sums = provider_minutes(src.pool, &by_provider, now).await?;
+        for rule in by_provider {
+            let readings = out.entry(rule.id).or_default();
+            for (channel, sent, failed) in sums.get(&rule.id).into_iter().flatten() {
+                if rule.channel().is_some_and(|c| c != channel) {
+                    continue;
+                }
+                let total = sent + failed;
+                let value = if total < rule.min_events() || total == 0 {
+                    0.0
+                } else {
+                    (*failed as f64) * 100.0 / (total as f64)
+                };
+                readings.push(Reading {
+                    subject: format!("{channel}:{}", rule.provider().unwrap_or_default()),
+                    value,
+                });
+            }
+        }
+    }
+    let rates: Vec<&Rule> = by_channel
+        .into_iter()
         .chain(of(Metric::LatencyP99))
         .collect();
     if !rates.is_empty() {
@@ -220,6 +244,46 @@ fn rule_arrays(rules: &[&Rule], now: DateTime<Utc>) -> (Vec<Uuid>, Vec<Uuid>, Ve
         .map(|r| now - TimeDelta::seconds(i64::from(r.spec.window_secs)))
         .collect();
     (ids, tenants, since)
+}
+
+/// Per rule narrowed to a provider and per channel that provider served:
+/// its sends and failed attempts over the rule's `(since, now]` by whole
+/// minutes (`provider_minutes`), in one statement; a platform-wide rule
+/// adds up every organisation's.
+async fn provider_minutes(
+    pool: &sqlx::PgPool,
+    rules: &[&Rule],
+    now: DateTime<Utc>,
+) -> Result<HashMap<Uuid, Vec<(String, i64, i64)>>, sqlx::Error> {
+    let (ids, tenants, since) = rule_arrays(rules, now);
+    let providers: Vec<&str> = rules
+        .iter()
+        .map(|r| r.provider().unwrap_or_default())
+        .collect();
+    let rows: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+        "with r as (select id, tenant_id, date_trunc('minute', since) as since, provider
+                    from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[])
+                    as r(id, tenant_id, since, provider))
+         select r.id, p.channel, sum(p.sent)::int8, sum(p.failed)::int8
+         from r join provider_minutes p
+           on p.provider = r.provider
+          and (r.tenant_id = '00000000-0000-0000-0000-000000000000' or p.tenant_id = r.tenant_id)
+          and p.minute >= r.since and p.minute <= $5
+         group by r.id, p.channel
+         order by 1, 2",
+    )
+    .bind(&ids)
+    .bind(&tenants)
+    .bind(&since)
+    .bind(&providers)
+    .bind(now)
+    .fetch_all(pool)
+    .await?;
+    let mut out: HashMap<Uuid, Vec<(String, i64, i64)>> = HashMap::new();
+    for (id, channel, sent, failed) in rows {
+        out.entry(id).or_default().push((channel, sent, failed));
+    }
+    Ok(out)
 }
 
 type MinuteSums = (String, i64, i64, Vec<i64>);

@@ -266,6 +266,8 @@ pub struct RuleInput {
     pub channel: Option<String>,
     /// Narrows to one queue (age, depth, workers).
     pub queue: Option<String>,
+    /// Narrows a failure rate to one provider config, by name.
+    pub provider: Option<String>,
     /// Fewest finished sends in the window for a failure rate to count.
     pub min_events: Option<i64>,
     /// `webhook_endpoint_disabled`: count only endpoints disabled after
@@ -378,6 +380,22 @@ impl RuleInput {
                 bad("queue", "is not a queue of the platform".into());
             } else {
                 scope.insert("queue".into(), q.into());
+            }
+        }
+        if let Some(p) = self.provider {
+            if metric != Some(Metric::FailureRate) {
+                bad("provider", "applies to failure_rate only".into());
+            } else if p.trim().is_empty()
+                || p.chars().count() > 100
+                || p.chars().any(char::is_control)
+            {
+                bad(
+                    "provider",
+                    "must be a provider config's name (1 to 100 characters, no control characters)"
+                        .into(),
+                );
+            } else {
+                scope.insert("provider".into(), p.into());
             }
         }
         if let Some(by) = self.disabled_by {
@@ -599,7 +617,13 @@ impl Rule {
         self.spec.scope.get("queue").and_then(Value::as_str)
     }
 
-    /// `webhook_endpoint_disabled`: `failures` or `admin`, if narrowed.
+    /// `failure_rate`: the provider config it narrows to, by name.
+    pub fn provider(&self) -> Option<&str> {
+        self.spec.scope.get("provider").and_then(Value::as_str)
+    }
+
+    /// `webhook_endpoint_disabled`: the kind of disabling it counts, if
+    /// narrowed.
     pub fn disabled_by(&self) -> Option<&str> {
         self.spec.scope.get("disabled_by").and_then(Value::as_str)
     }

@@ -230,16 +230,49 @@ pub async fn add_minutes(db: impl PgExecutor<'_>, rows: &[MinuteRow]) -> Result<
     Ok(())
 }
 
-/// Drops rollup rows older than `before`.
-pub async fn prune_minutes(
+/// Adds per-provider counts, `((tenant, minute, channel, provider),
+/// (sent, failed))`, to `provider_minutes` in one statement.
+pub async fn add_provider_minutes(
     db: impl PgExecutor<'_>,
-    before: DateTime<Utc>,
-) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query("delete from queue_minutes where minute < $1")
+    rows: &[((Uuid, DateTime<Utc>, &'static str, String), (i64, i64))],
+) -> Result<(), sqlx::Error> {
+    let tenant: Vec<Uuid> = rows.iter().map(|r| r.0.0).collect();
+    let minute: Vec<DateTime<Utc>> = rows.iter().map(|r| r.0.1).collect();
+    let channel: Vec<&str> = rows.iter().map(|r| r.0.2).collect();
+    let provider: Vec<&str> = rows.iter().map(|r| r.0.3.as_str()).collect();
+    let sent: Vec<i64> = rows.iter().map(|r| r.1.0).collect();
+    let failed: Vec<i64> = rows.iter().map(|r| r.1.1).collect();
+    sqlx::query(
+        "insert into provider_minutes as p (tenant_id, minute, channel, provider, sent, failed)
+         select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[],
+                              $5::int8[], $6::int8[])
+         on conflict (tenant_id, minute, channel, provider) do update set
+             sent = p.sent + excluded.sent,
+             failed = p.failed + excluded.failed",
+    )
+    .bind(&tenant)
+    .bind(&minute)
+    .bind(&channel)
+    .bind(&provider)
+    .bind(&sent)
+    .bind(&failed)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Drops per-minute rollup rows (queues and providers) older than
+/// `before`.
+pub async fn prune_minutes(db: &sqlx::PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let queues = sqlx::query("delete from queue_minutes where minute < $1")
         .bind(before)
         .execute(db)
         .await?;
-    Ok(done.rows_affected())
+    let providers = sqlx::query("delete from provider_minutes where minute < $1")
+        .bind(before)
+        .execute(db)
+        .await?;
+    Ok(queues.rows_affected() + providers.rows_affected())
 }
 
 /// Counts of one queue over a window.

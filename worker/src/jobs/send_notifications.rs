@@ -585,6 +585,9 @@ async fn deliver(
                 tracing::error!(error = &error as &dyn std::error::Error, "cannot record the failovers");
             }
             metrics::counter!("provider_failovers_total", "channel" => channel.as_str()).increment(hops.len() as u64);
+            for hop in &hops {
+                state.throughput.record_provider(channel.as_str(), tenant_id, &hop.provider, false);
+            }
         }
         Some(Answered { row, channel, provider, latency, code, outcome, record_until, span: kept })
     }

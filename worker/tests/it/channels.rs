@@ -150,6 +150,28 @@ async fn a_transient_failure_fails_over_and_a_permanent_one_does_not() {
         .filter(|r| r.path.contains(TWILIO_SID_B) && r.body["To"] == INVALID_NUMBER)
         .count();
     assert_eq!(to_backup, 0);
+    // Each provider's answers are counted per minute for alert rules on
+    // one provider: primary failed twice (the failover and the invalid
+    // number), backup took one send.
+    let counted = testkit::eventually("the providers' answers to be counted", WAIT, || async {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "select channel, provider, sum(sent)::int8, sum(failed)::int8
+             from provider_minutes where tenant_id = $1 group by 1, 2 order by 2",
+        )
+        .bind(app.tenant_id.0)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        (rows.iter().map(|r| r.2 + r.3).sum::<i64>() == 3).then_some(rows)
+    })
+    .await;
+    assert_eq!(
+        counted,
+        [
+            ("sms".into(), "backup".into(), 1, 0),
+            ("sms".into(), "primary".into(), 0, 2)
+        ]
+    );
     app.shutdown().await;
 }
 

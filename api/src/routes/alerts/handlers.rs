@@ -65,6 +65,7 @@ async fn check(state: &AppState, body: AlertRuleBody) -> Result<RuleSpec, ApiErr
         metric: body.metric,
         channel: body.channel,
         queue: body.queue,
+        provider: body.provider,
         min_events: body.min_events,
         disabled_by: body.disabled_by,
         threshold: body.threshold,

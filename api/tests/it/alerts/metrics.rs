@@ -1,5 +1,5 @@
-//! The metrics beyond sends and queues: API 5xx answers and disabled
-//! webhook endpoints. Each opens once, resolves by itself when the
+//! The metrics beyond sends and queues: API 5xx answers, disabled
+//! webhook endpoints and one provider's failure rate. Each opens once, resolves by itself when the
 //! condition clears, and refuses the fields that do not apply, under an
 //! injected clock.
 
@@ -220,9 +220,13 @@ async fn fields_that_do_not_apply_to_the_new_metrics_are_refused_naming_them() {
             json!({"metric": "webhook_endpoint_disabled", "threshold": 0}),
             "threshold",
         ),
-        // Failure rates are kept per channel, not per provider.
+        // Only a failure rate is narrowed to a provider.
         (
-            json!({"metric": "failure_rate", "threshold": 10, "provider": "twilio"}),
+            json!({"metric": "webhook_endpoint_disabled", "threshold": 1, "provider": "twilio"}),
+            "provider",
+        ),
+        (
+            json!({"metric": "failure_rate", "threshold": 10, "provider": ""}),
             "provider",
         ),
     ];
@@ -254,4 +258,85 @@ async fn fields_that_do_not_apply_to_the_new_metrics_are_refused_naming_them() {
                 .is_some_and(|d| d.contains(field));
         assert!(named, "{body} → {problem}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failure_rate_narrowed_to_one_provider_watches_that_provider_alone() {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let rule = create_rule(
+        &app,
+        &admin,
+        json!({"name": "Twilio main failing", "metric": "failure_rate", "provider": "Twilio main",
+               "channel": "sms", "min_events": 4, "threshold": 50, "window_secs": 300}),
+    )
+    .await;
+    assert_eq!(rule["provider"], "Twilio main");
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    // Only a failure rate can be narrowed to a provider.
+    let refused = expect(
+        with(
+            &app,
+            Method::POST,
+            "/api/v1/admin/alert-rules",
+            &admin.token,
+        )
+        .json(
+            &json!({"name": "x", "metric": "queue_depth", "provider": "Twilio main",
+                          "threshold": 5, "window_secs": 60}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        400,
+    )
+    .await;
+    assert_eq!(
+        refused["invalid_params"][0]["name"], "provider",
+        "{refused}"
+    );
+
+    // The answers as the workers count them: the main provider fails three
+    // of four, the backup takes everything, another organisation's main
+    // provider fails too (not this rule's business).
+    let counts = shared::throughput::Throughput::new();
+    let (other, _) = app.other_tenant().await;
+    for sent in [true, false, false, false] {
+        counts.record_provider("sms", app.tenant_id, "Twilio main", sent);
+    }
+    for _ in 0..10 {
+        counts.record_provider("sms", app.tenant_id, "Backup", true);
+        counts.record_provider("sms", other, "Twilio main", false);
+    }
+    counts.flush(&app.pool).await.unwrap();
+    let minute: DateTime<Utc> = sqlx::query_scalar("select max(minute) from provider_minutes")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+
+    let eval = evaluator(&app);
+    eval.evaluate(minute + TimeDelta::seconds(30))
+        .await
+        .unwrap();
+    eval.evaluate(minute + TimeDelta::seconds(35))
+        .await
+        .unwrap();
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts.len(), 1, "opens once: {alerts:?}");
+    assert_eq!(alerts[0].1, "open");
+    let (subject, value): (String, f64) =
+        sqlx::query_as("select subject, value from alerts where id = $1")
+            .bind(alerts[0].0)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!((subject.as_str(), value), ("sms:Twilio main", 75.0));
+
+    // Once the answers leave the window, it resolves by itself.
+    eval.evaluate(minute + TimeDelta::minutes(6)).await.unwrap();
+    let alerts = alerts_of(&app, &rule_id).await;
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].1, "resolved");
+    assert_eq!(alerts[0].2.as_deref(), Some("auto"));
 }

@@ -13,6 +13,7 @@ fn input(v: Value) -> RuleInput {
         metric: base["metric"].as_str().map(str::to_owned),
         channel: base["channel"].as_str().map(str::to_owned),
         queue: base["queue"].as_str().map(str::to_owned),
+        provider: base["provider"].as_str().map(str::to_owned),
         min_events: base["min_events"].as_i64(),
         disabled_by: base["disabled_by"].as_str().map(str::to_owned),
         threshold: base["threshold"].as_f64(),
@@ -61,6 +62,18 @@ fn each_bad_field_is_named() {
     );
     assert_eq!(fields(json!({"queue": "sms"})), ["queue"]);
     assert_eq!(fields(json!({"disabled_by": "admin"})), ["disabled_by"]);
+    assert_eq!(
+        fields(json!({"metric": "latency_p99", "threshold": 100, "provider": "twilio"})),
+        ["provider"]
+    );
+    assert_eq!(fields(json!({"provider": " "})), ["provider"]);
+    assert_eq!(fields(json!({"provider": "a\u{7}b"})), ["provider"]);
+    assert_eq!(fields(json!({"provider": "p".repeat(101)})), ["provider"]);
+    let narrowed = input(json!({"provider": "Twilio main", "channel": "sms"}))
+        .check(false)
+        .expect("a failure rate narrowed to one provider");
+    assert_eq!(narrowed.scope["provider"], "Twilio main");
+    assert_eq!(narrowed.scope["channel"], "sms");
     assert_eq!(
         fields(
             json!({"metric": "webhook_endpoint_disabled", "threshold": 1, "disabled_by": "cron"})

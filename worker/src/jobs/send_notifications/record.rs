@@ -436,6 +436,20 @@ pub(super) fn report(
             state
                 .throughput
                 .record(queue, Some(tenant_id), done, 1, Some(a.latency), latency);
+            // What the provider itself answered, for alert rules on one
+            // provider (not a suppression, an inbox or a missing provider).
+            let answered = match &a.outcome {
+                Outcome::Sent { .. } => Some(true),
+                Outcome::Retry { .. } | Outcome::Failed { .. } => Some(false),
+                Outcome::Suppressed { .. } => None,
+            };
+            if let Some(sent) = answered
+                && !matches!(a.provider.as_str(), "none" | "preferences" | "inapp")
+            {
+                state
+                    .throughput
+                    .record_provider(channel.as_str(), tenant_id, &a.provider, sent);
+            }
         }
         Ok(false) => tracing::warn!(
             "the claim was lost (cancelled, or its lease ran out) before the outcome was recorded"
