@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::TenantId;
 
-/// The unique index on `lower(email)`.
+/// The unique index on `email_key` (the address lower-cased).
 pub const EMAIL_CONSTRAINT: &str = "users_email_key";
 
 /// A user, without its password hash.
@@ -235,7 +235,7 @@ pub async fn credentials(
     sqlx::query_as(
         "select u.id, u.tenant_id, u.role, u.status, u.password_hash, u.must_change_password,
             t.status as tenant_status
-         from users u join tenants t on t.id = u.tenant_id where lower(u.email) = lower($1)",
+         from users u join tenants t on t.id = u.tenant_id where u.email_key = lower($1)",
     )
     .bind(email)
     .fetch_optional(db)
