@@ -201,7 +201,7 @@ impl Throughput {
     }
 
     async fn flush_providers(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
-        let taken: Vec<(ProviderKey, (i64, i64))> = {
+        let taken: Vec<crate::db::queue_ops::ProviderMinute> = {
             let mut pending = self.providers.lock().unwrap_or_else(|p| p.into_inner());
             if pending.is_empty() {
                 return Ok(());

@@ -230,11 +230,14 @@ pub async fn add_minutes(db: impl PgExecutor<'_>, rows: &[MinuteRow]) -> Result<
     Ok(())
 }
 
-/// Adds per-provider counts, `((tenant, minute, channel, provider),
-/// (sent, failed))`, to `provider_minutes` in one statement.
+/// A provider's answers in one minute: `((tenant, minute, channel,
+/// provider), (sent, failed))`.
+pub type ProviderMinute = ((Uuid, DateTime<Utc>, &'static str, String), (i64, i64));
+
+/// Adds per-provider counts to `provider_minutes` in one statement.
 pub async fn add_provider_minutes(
     db: impl PgExecutor<'_>,
-    rows: &[((Uuid, DateTime<Utc>, &'static str, String), (i64, i64))],
+    rows: &[ProviderMinute],
 ) -> Result<(), sqlx::Error> {
     let tenant: Vec<Uuid> = rows.iter().map(|r| r.0.0).collect();
     let minute: Vec<DateTime<Utc>> = rows.iter().map(|r| r.0.1).collect();
