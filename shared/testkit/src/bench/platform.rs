@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::TestApp;
@@ -70,15 +70,13 @@ pub fn spawn(app: &TestApp, worker_exe: &Path, tag: &str) -> Children {
 
 /// Waits until the api at `base` answers its liveness probe.
 pub async fn wait_ready(client: &reqwest::Client, base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .get(format!("{base}/health/live"))
-        .send()
-        .await
-        .map(|r| !r.status().is_success())
-        .unwrap_or(true)
-    {
-        assert!(Instant::now() < deadline, "the api did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::eventually("the api to start", Duration::from_secs(30), || async {
+        client
+            .get(format!("{base}/health/live"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+            .then_some(())
+    })
+    .await
 }
