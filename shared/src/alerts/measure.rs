@@ -63,15 +63,9 @@ pub async fn read_all(
                 if rule.channel().is_some_and(|c| c != channel) {
                     continue;
                 }
-                let total = sent + failed;
-                let value = if total < rule.min_events() || total == 0 {
-                    0.0
-                } else {
-                    (*failed as f64) * 100.0 / (total as f64)
-                };
                 readings.push(Reading {
                     subject: format!("{channel}:{}", rule.provider().unwrap_or_default()),
-                    value,
+                    value: failure_percent(rule, *sent, *failed),
                 });
             }
         }
@@ -98,13 +92,10 @@ pub async fn read_all(
                     }
                     continue;
                 }
-                let total = sent + failed;
-                let value = if total < rule.min_events() || total == 0 {
-                    0.0
-                } else {
-                    (*failed as f64) * 100.0 / (total as f64)
-                };
-                readings.push(Reading { subject, value });
+                readings.push(Reading {
+                    subject,
+                    value: failure_percent(rule, *sent, *failed),
+                });
             }
         }
     }
@@ -233,6 +224,17 @@ fn tenants_of(rules: &[&Rule]) -> (bool, Vec<Uuid>) {
 
 /// The arrays a statement joins the rules from: ids, organisations (nil
 /// for platform-wide rules) and window starts.
+/// A failure rate's reading: `failed` as a percentage of `sent + failed`,
+/// or 0 until the rule's `min_events` have come in.
+fn failure_percent(rule: &Rule, sent: i64, failed: i64) -> f64 {
+    let total = sent + failed;
+    if total == 0 || total < rule.min_events() {
+        0.0
+    } else {
+        failed as f64 * 100.0 / total as f64
+    }
+}
+
 fn rule_arrays(rules: &[&Rule], now: DateTime<Utc>) -> (Vec<Uuid>, Vec<Uuid>, Vec<DateTime<Utc>>) {
     let ids = rules.iter().map(|r| r.id).collect();
     let tenants = rules
