@@ -195,8 +195,8 @@ impl Sender {
                 self.post(&url, bytes, Some((id, ts, signature)), 200..300)
                     .await
             }
-            ChannelSpec::InApp | ChannelSpec::Email => {
-                Outcome::Failed(None, "in-app and email are not outgoing calls".into())
+            ChannelSpec::InApp | ChannelSpec::Email | ChannelSpec::Sms { .. } => {
+                Outcome::Failed(None, "in-app, email and SMS are not outgoing calls".into())
             }
         }
     }

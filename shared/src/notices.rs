@@ -18,7 +18,7 @@ use crate::{
         notifications::{self, Inserted, NewNotification},
         subscribers, templates as stored_templates,
     },
-    domain::{Channel, EmailAddress, NotificationId, TenantId},
+    domain::{Channel, EmailAddress, NotificationId, PhoneNumber, TenantId},
     jobs::QueueName,
     templates::{RenderError, Template},
 };
@@ -45,6 +45,10 @@ pub struct Notice<'a> {
     /// user yet (an invitee). Never a user's address: that is resolved from
     /// `subscriber`, so the address the user chose wins.
     pub email: Option<&'a EmailAddress>,
+    /// A direct phone number for SMS, for someone who is not a subscriber
+    /// (an on-call number an alert rule names). As with `email`, a
+    /// subscriber's own number is resolved from `subscriber` instead.
+    pub phone: Option<&'a PhoneNumber>,
     /// The locale to render in; the subscriber's, then the template's
     /// default, otherwise.
     pub locale: Option<&'a str>,
@@ -124,10 +128,12 @@ pub async fn queue(
                     .map(|e| e.as_str().to_owned())
             }),
             Channel::InApp => notice.subscriber.map(str::to_owned),
-            Channel::Sms => contacts
-                .as_ref()
-                .and_then(|c| c.phone.as_ref())
-                .map(|p| p.as_str().to_owned()),
+            Channel::Sms => notice.phone.map(|p| p.as_str().to_owned()).or_else(|| {
+                contacts
+                    .as_ref()
+                    .and_then(|c| c.phone.as_ref())
+                    .map(|p| p.as_str().to_owned())
+            }),
             Channel::WhatsApp => contacts
                 .as_ref()
                 .and_then(|c| c.whatsapp.as_ref())

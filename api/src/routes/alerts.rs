@@ -41,7 +41,8 @@ pub struct AlertsApi;
 #[serde(deny_unknown_fields)]
 pub struct AlertChannelBody {
     /// `in_app` (the admins' inboxes), `email` (the admins, always with
-    /// in-app beside it), `webhook` (a signed POST), `slack` (an incoming
+    /// in-app beside it), `sms` (text messages through the organisation's
+    /// SMS provider), `webhook` (a signed POST), `slack` (an incoming
     /// webhook) or `pagerduty` (Events API v2).
     #[oai(rename = "type")]
     #[serde(rename = "type")]
@@ -55,6 +56,10 @@ pub struct AlertChannelBody {
     pub secret: Option<String>,
     /// `pagerduty`: the integration's routing key (letters and digits).
     pub routing_key: Option<String>,
+    /// `sms`: up to 10 E.164 numbers to text (e.g. an on-call phone);
+    /// without it, the organisation's admins are texted at the phone number
+    /// of their subscriber profile. Shown masked to the last four digits.
+    pub to: Option<Vec<String>>,
 }
 
 /// One escalation level.
@@ -306,7 +311,7 @@ pub struct AlertEventView {
 pub struct AlertNotificationView {
     /// Its id.
     pub id: String,
-    /// `in_app`, `email`, `webhook`, `slack` or `pagerduty`.
+    /// `in_app`, `email`, `sms`, `webhook`, `slack` or `pagerduty`.
     pub channel: String,
     /// `trigger`, `acknowledge` or `resolve`.
     pub action: String,

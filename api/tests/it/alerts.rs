@@ -560,3 +560,4 @@ async fn acknowledging_stops_the_escalation_and_tells_pagerduty_and_a_failed_cal
 
 mod access;
 mod metrics;
+mod sms;

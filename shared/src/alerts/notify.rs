@@ -1,9 +1,10 @@
 //! The notifications of an alert's transitions.
 //!
-//! In-app and email go to the admins of the alert's organisation (of the
-//! platform organisation for a platform-wide rule) as ordinary
+//! In-app, email and SMS go to the admins of the alert's organisation (of
+//! the platform organisation for a platform-wide rule) as ordinary
 //! notifications ([`crate::notices`]), inserted in the transition's
-//! transaction with an idempotency key per alert, transition and admin.
+//! transaction with an idempotency key per alert, transition and admin; an
+//! SMS channel that names numbers texts those instead, keyed per number.
 //! Outgoing calls (Slack, PagerDuty, signed webhooks) are recorded as
 //! `queued` deliveries that the scheduler posts with retries. The unique key
 //! `(transition, channel, target)` makes each notification once per
@@ -21,7 +22,7 @@ use crate::{
         alerts::{self, Alert, NewDelivery},
         organizations, users,
     },
-    domain::{Channel, NotificationId, TenantId},
+    domain::{Channel, NotificationId, PhoneNumber, TenantId},
     notices::{self, Notice, NoticeError},
     templates::Template,
 };
@@ -45,6 +46,9 @@ static ALERT: LazyLock<Template> = LazyLock::new(|| {
             "inapp": {
                 "title": "{{#if resolved}}Resolved: {{/if}}{{rule}} ({{subject}})",
                 "body": "{{summary}}"
+            },
+            "sms": {
+                "body": "{{#if resolved}}Resolved: {{/if}}[{{severity}}] {{rule}} ({{subject}}): {{summary}}{{#if resolved}}{{else}} Alert {{alert_id}}.{{/if}}"
             }
         }}
     }))
@@ -57,6 +61,30 @@ pub struct Wording<'a> {
     pub rule: &'a str,
     /// `opened`, `escalated` or `resolved`.
     pub state: &'a str,
+}
+
+impl Wording<'_> {
+    /// The template's data for `alert`.
+    fn data(&self, alert: &Alert) -> serde_json::Value {
+        json!({
+            "alert_id": alert.id,
+            "rule": self.rule,
+            "subject": alert.subject,
+            "severity": alert.severity,
+            "summary": alert.summary,
+            "state": self.state,
+            "resolved": self.state == "resolved",
+        })
+    }
+
+    /// The transition's action: `resolve` or `trigger`.
+    fn action(&self) -> &'static str {
+        if self.state == "resolved" {
+            "resolve"
+        } else {
+            "trigger"
+        }
+    }
 }
 
 /// Notifies level `index` of `rule` for `alert`, as transition `event_id`.
@@ -83,13 +111,20 @@ pub async fn level(
         .filter_map(|c| match c {
             ChannelSpec::InApp => Some(Channel::InApp),
             ChannelSpec::Email => Some(Channel::Email),
+            ChannelSpec::Sms { to } if to.is_empty() => Some(Channel::Sms),
             _ => None,
         })
         .collect();
     admins(tx, jobs, alert, event_id, &admin_channels, &wording, now).await?;
     for c in channels {
-        if matches!(c, ChannelSpec::InApp | ChannelSpec::Email) {
-            continue;
+        match c {
+            ChannelSpec::InApp | ChannelSpec::Email => continue,
+            ChannelSpec::Sms { to } if to.is_empty() => continue,
+            ChannelSpec::Sms { to } => {
+                texts(tx, jobs, alert, event_id, c, to, &wording, now).await?;
+                continue;
+            }
+            _ => {}
         }
         alerts::deliver(
             &mut *tx,
@@ -124,10 +159,15 @@ pub async fn follow_up(
 ) -> Result<(), NoticeError> {
     let targets = alerts::triggered(&mut *tx, alert.id).await?;
     let mut admin_channels = Vec::new();
+    let mut numbers: Vec<ChannelSpec> = Vec::new();
     for (channel, target_key, target) in targets {
         match channel.as_str() {
             "in_app" => admin_channels.push(Channel::InApp),
             "email" => admin_channels.push(Channel::Email),
+            // Text messages are notices like in-app and email: the people
+            // texted hear of the resolution, not of the acknowledgement.
+            "sms" if target_key == "admins" => admin_channels.push(Channel::Sms),
+            "sms" => numbers.extend(serde_json::from_value::<ChannelSpec>(target).ok()),
             _ => {
                 alerts::deliver(
                     &mut *tx,
@@ -153,6 +193,11 @@ pub async fn follow_up(
             state: "resolved",
         };
         admins(tx, jobs, alert, event_id, &admin_channels, &wording, now).await?;
+        for spec in &numbers {
+            if let ChannelSpec::Sms { to } = spec {
+                texts(tx, jobs, alert, event_id, spec, to, &wording, now).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -185,15 +230,7 @@ async fn admins(
         Some(t) => users::admins(&mut *tx, t).await?,
         None => Vec::new(),
     };
-    let data = json!({
-        "alert_id": alert.id,
-        "rule": wording.rule,
-        "subject": alert.subject,
-        "severity": alert.severity,
-        "summary": alert.summary,
-        "state": wording.state,
-        "resolved": wording.state == "resolved",
-    });
+    let data = wording.data(alert);
     let mut made: Vec<(Channel, NotificationId)> = Vec::new();
     if let Some(tenant) = tenant {
         for admin in &admins {
@@ -210,6 +247,7 @@ async fn admins(
                     channels,
                     subscriber: Some(&subscriber),
                     email: None,
+                    phone: None,
                     locale: None,
                     metadata: json!({"alert_id": alert.id, "alert_state": wording.state}),
                     idempotency_key: Some(&key),
@@ -225,10 +263,10 @@ async fn admins(
             .filter(|(c, _)| c == channel)
             .map(|(_, id)| id.0)
             .collect();
-        let kind = if *channel == Channel::Email {
-            "email"
-        } else {
-            "in_app"
+        let kind = match channel {
+            Channel::Email => "email",
+            Channel::Sms => "sms",
+            _ => "in_app",
         };
         alerts::deliver(
             &mut *tx,
@@ -238,11 +276,7 @@ async fn admins(
                 channel: kind,
                 target_key: "admins".to_owned(),
                 target: json!({"type": kind}),
-                action: if wording.state == "resolved" {
-                    "resolve"
-                } else {
-                    "trigger"
-                },
+                action: wording.action(),
                 status: if ids.is_empty() { "skipped" } else { "sent" },
                 notification_ids: ids,
                 run_at: now,
@@ -250,5 +284,70 @@ async fn admins(
         )
         .await?;
     }
+    Ok(())
+}
+
+/// Texts the numbers of an SMS channel (`spec`, whose numbers are `to`)
+/// about `alert`: one notification per number through the organisation's
+/// SMS provider, idempotent per alert, transition and number, recorded as
+/// one delivery of the channel.
+#[expect(clippy::too_many_arguments)]
+async fn texts(
+    tx: &mut sqlx::PgConnection,
+    jobs: &JobsConfig,
+    alert: &Alert,
+    event_id: i64,
+    spec: &ChannelSpec,
+    to: &[String],
+    wording: &Wording<'_>,
+    now: DateTime<Utc>,
+) -> Result<(), NoticeError> {
+    let tenant = audience(tx, alert).await?;
+    let data = wording.data(alert);
+    let mut ids = Vec::new();
+    if let Some(tenant) = tenant {
+        for raw in to {
+            // Checked when the rule was saved; a number that no longer
+            // parses is left out rather than failing the transition.
+            let Ok(number) = PhoneNumber::parse(raw) else {
+                continue;
+            };
+            let key = format!("alert:{}:{event_id}:sms:{}", alert.id, number.as_str());
+            let queued = notices::queue(
+                tx,
+                jobs,
+                tenant,
+                Notice {
+                    key: TEMPLATE_KEY,
+                    default: &ALERT,
+                    data: &data,
+                    channels: &[Channel::Sms],
+                    subscriber: None,
+                    email: None,
+                    phone: Some(&number),
+                    locale: None,
+                    metadata: json!({"alert_id": alert.id, "alert_state": wording.state}),
+                    idempotency_key: Some(&key),
+                },
+            )
+            .await?;
+            ids.extend(queued.notifications.into_iter().map(|(_, id)| id.0));
+        }
+    }
+    alerts::deliver(
+        &mut *tx,
+        alert,
+        NewDelivery {
+            event_id,
+            channel: "sms",
+            target_key: spec.target_key(),
+            target: serde_json::to_value(spec).unwrap_or_default(),
+            action: wording.action(),
+            status: if ids.is_empty() { "skipped" } else { "sent" },
+            notification_ids: ids,
+            run_at: now,
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -195,6 +195,14 @@ pub enum ChannelSpec {
         /// The integration's routing key.
         routing_key: String,
     },
+    /// Text messages through the organisation's SMS provider: to the E.164
+    /// numbers in `to`, or, when `to` is empty, to the organisation's admins
+    /// at the phone number of their subscriber profile.
+    Sms {
+        /// On-call numbers; empty for the admins.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        to: Vec<String>,
+    },
 }
 
 impl ChannelSpec {
@@ -206,6 +214,7 @@ impl ChannelSpec {
             ChannelSpec::Webhook { .. } => "webhook",
             ChannelSpec::Slack { .. } => "slack",
             ChannelSpec::Pagerduty { .. } => "pagerduty",
+            ChannelSpec::Sms { .. } => "sms",
         }
     }
 
@@ -214,6 +223,12 @@ impl ChannelSpec {
         use sha2::{Digest, Sha256};
         match self {
             ChannelSpec::InApp | ChannelSpec::Email => "admins".to_owned(),
+            ChannelSpec::Sms { to } if to.is_empty() => "admins".to_owned(),
+            ChannelSpec::Sms { to } => {
+                let mut sorted = to.clone();
+                sorted.sort();
+                hex::encode(&Sha256::digest(sorted.join(",").as_bytes())[..12])
+            }
             ChannelSpec::Webhook { url, .. } | ChannelSpec::Slack { url } => {
                 hex::encode(&Sha256::digest(url.as_bytes())[..12])
             }
@@ -240,9 +255,29 @@ impl ChannelSpec {
                 "type": "pagerduty",
                 "routing_key": format!("{}…", routing_key.chars().take(4).collect::<String>()),
             }),
+            ChannelSpec::Sms { to } if to.is_empty() => json!({"type": "sms"}),
+            ChannelSpec::Sms { to } => {
+                json!({"type": "sms", "to": to.iter().map(|n| mask_number(n)).collect::<Vec<_>>()})
+            }
         }
     }
 }
+
+/// A phone number fit to show: its last four digits.
+fn mask_number(n: &str) -> String {
+    let tail: String = n
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("+…{tail}")
+}
+
+/// Most numbers one SMS channel texts.
+pub const MAX_SMS_NUMBERS: usize = 10;
 
 /// One escalation level.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -532,7 +567,7 @@ fn check_levels(
                 format!("must have 1 to {MAX_CHANNELS} channels"),
             );
         }
-        for (j, c) in level.channels.iter().enumerate() {
+        for (j, c) in level.channels.iter_mut().enumerate() {
             let at = format!("{field}.channels[{j}]");
             match c {
                 ChannelSpec::Webhook { url, secret } => {
@@ -559,6 +594,24 @@ fn check_levels(
                             &format!("{at}.routing_key"),
                             "must be 1 to 64 letters and digits".into(),
                         );
+                    }
+                }
+                ChannelSpec::Sms { to } => {
+                    if to.len() > MAX_SMS_NUMBERS {
+                        bad(
+                            &format!("{at}.to"),
+                            format!("must have at most {MAX_SMS_NUMBERS} numbers"),
+                        );
+                    }
+                    let mut numbers = std::collections::HashSet::new();
+                    for (k, raw) in to.iter_mut().enumerate() {
+                        match crate::domain::PhoneNumber::parse(raw) {
+                            Ok(n) if numbers.insert(n.as_str().to_owned()) => {
+                                *raw = n.as_str().to_owned();
+                            }
+                            Ok(_) => bad(&format!("{at}.to[{k}]"), "is listed twice".into()),
+                            Err(why) => bad(&format!("{at}.to[{k}]"), why.0),
+                        }
                     }
                 }
                 ChannelSpec::InApp | ChannelSpec::Email => {}

@@ -409,7 +409,7 @@ pub async fn event(
 pub struct NewDelivery<'a> {
     /// The transition.
     pub event_id: i64,
-    /// `in_app`, `email`, `webhook`, `slack`, `pagerduty`.
+    /// `in_app`, `email`, `sms`, `webhook`, `slack`, `pagerduty`.
     pub channel: &'a str,
     /// Tells targets of one channel apart.
     pub target_key: String,

@@ -179,6 +179,7 @@ async fn send(
                 channels: &[Channel::Email],
                 subscriber: Some(&subscriber),
                 email: None,
+                phone: None,
                 locale: None,
                 metadata: json!({"report_schedule_id": s.id, "report_for": ran_for}),
                 idempotency_key: Some(&key),

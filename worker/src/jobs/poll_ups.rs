@@ -479,6 +479,7 @@ async fn notify(
                 channels: &[Channel::InApp, Channel::Email],
                 subscriber: Some(&who),
                 email: None,
+                phone: None,
                 locale: None,
                 metadata: json!({"shipment_id": shipment.id, "status": shipment.status}),
                 idempotency_key: Some(&idempotency),

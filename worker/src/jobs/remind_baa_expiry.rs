@@ -158,6 +158,7 @@ pub async fn remind(state: &WorkerState, scheduled_for: DateTime<Utc>) -> anyhow
                     channels: &[Channel::Email, Channel::InApp],
                     subscriber: Some(&subscriber),
                     email: None,
+                    phone: None,
                     locale: None,
                     metadata: json!({"baa_agreement_id": agreement, "threshold": threshold}),
                     idempotency_key: Some(&key),

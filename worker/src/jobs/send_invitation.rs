@@ -131,6 +131,7 @@ async fn send(state: &WorkerState, job: &SendInvitation) -> anyhow::Result<bool>
             channels: &[Channel::Email],
             subscriber: None,
             email: Some(&email),
+            phone: None,
             locale: None,
             metadata: json!({"invitation_id": job.invitation_id}),
             idempotency_key: Some(&key),

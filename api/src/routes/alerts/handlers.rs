@@ -53,6 +53,9 @@ async fn check(state: &AppState, body: AlertRuleBody) -> Result<RuleSpec, ApiErr
                                 o.insert(k.into(), v.into());
                             }
                         }
+                        if let Some(to) = c.to {
+                            o.insert("to".into(), to.into());
+                        }
                         Value::Object(o)
                     })
                     .collect();

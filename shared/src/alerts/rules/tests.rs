@@ -139,3 +139,34 @@ fn masked_channels_keep_no_secret() {
         "{shown}"
     );
 }
+
+#[test]
+fn sms_numbers_are_normalised_shown_masked_and_told_apart_by_the_set_of_numbers() {
+    let spec = input(json!({"escalation": [{"after_minutes": 0, "channels": [
+        {"type": "sms", "to": [" +15005550006", "+447700900123"]},
+        {"type": "sms"}]}]}))
+    .check(false)
+    .expect("valid");
+    let ChannelSpec::Sms { to } = &spec.escalation[0].channels[0] else {
+        panic!("an sms channel");
+    };
+    assert_eq!(to, &["+15005550006", "+447700900123"], "trimmed");
+    let shown = spec.escalation[0].channels[0].masked().to_string();
+    assert!(
+        shown.contains("+…0006") && !shown.contains("5550006"),
+        "{shown}"
+    );
+    assert_eq!(spec.escalation[0].channels[1].target_key(), "admins");
+    let swapped = ChannelSpec::Sms {
+        to: vec!["+447700900123".into(), "+15005550006".into()],
+    };
+    assert_eq!(
+        swapped.target_key(),
+        spec.escalation[0].channels[0].target_key(),
+        "the same numbers in another order are the same target"
+    );
+    assert_eq!(
+        serde_json::to_value(&spec.escalation[0].channels[1]).unwrap(),
+        json!({"type": "sms"})
+    );
+}
