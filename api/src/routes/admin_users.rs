@@ -26,7 +26,7 @@ use poem_openapi::{
 use serde_json::json;
 use shared::{
     db::{
-        login_throttle,
+        invitations, login_throttle,
         security_events::{self as events, Event},
         sessions, subscribers, users,
     },
@@ -468,17 +468,11 @@ impl AdminUsersApi {
             let user = users::get(&state.pool, p.scope(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))?;
-            let open: Option<(Uuid,)> = sqlx::query_as(
-                "select id from invitations where tenant_id = $1 and lower(email) = lower($2)
-                   and status in ('pending', 'sent', 'expired') order by created_at desc limit 1",
-            )
-            .bind(user.tenant_id)
-            .bind(&user.email)
-            .fetch_optional(&state.pool)
-            .await?;
-            let (inv,) = open.ok_or_else(|| {
-                ApiError::Conflict("this user has no invitation to resend".into())
-            })?;
+            let inv = invitations::resendable(&state.pool, user.tenant_id, &user.email)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::Conflict("this user has no invitation to resend".into())
+                })?;
             Ok((user.tenant_id, inv))
         }
         .await;

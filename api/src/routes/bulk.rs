@@ -546,6 +546,7 @@ impl BulkApi {
         }
         drop(conn);
         let pool = state.pool.clone();
+        let tenant = auth.0.tenant_id;
         let header = futures::stream::once(async {
             Ok::<_, std::io::Error>("row,column,reason,value\n".to_owned())
         });
@@ -553,7 +554,7 @@ impl BulkApi {
             let pool = pool.clone();
             async move {
                 let after = after?;
-                match bulk::errors(&pool, id, after, ERROR_PAGE).await {
+                match bulk::errors(&pool, tenant, id, after, ERROR_PAGE).await {
                     Ok(rows) if rows.is_empty() => None,
                     Ok(rows) => {
                         let next = rows.last().map(|r| (r.0, r.1));

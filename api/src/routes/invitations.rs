@@ -438,7 +438,7 @@ impl InvitationsApi {
             },
         )
         .await?;
-        invitations::set_user(&mut *tx, inv.id, user.id).await?;
+        invitations::set_user(&mut *tx, inv.tenant_id, inv.id, user.id).await?;
         subscribers::link_user(&mut *tx, &user).await?;
         audit::record(
             &mut *tx,

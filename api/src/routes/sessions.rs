@@ -134,16 +134,7 @@ async fn tenant_secret(state: &AppState, tenant: TenantId) -> Result<Vec<u8>, Ap
         rand::rng().fill_bytes(&mut raw);
         let secret = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw);
         let sealed = keyring.seal(secret.as_bytes(), &aad);
-        // Two first sign-ins at once keep the secret that landed first.
-        sqlx::query(
-            "insert into tenant_jwt_secrets (tenant_id, key_id, ciphertext) values ($1, $2, $3)
-             on conflict (tenant_id) do nothing",
-        )
-        .bind(tenant)
-        .bind(&sealed.key_id)
-        .bind(&sealed.bytes)
-        .execute(&state.pool)
-        .await?;
+        jwt_secrets::put_if_absent(&state.pool, tenant, &sealed).await?;
     }
     let sealed = jwt_secrets::get(&state.pool, tenant)
         .await?

@@ -369,14 +369,19 @@ pub async fn extend_lease(
 #[tracing::instrument(skip_all)]
 pub async fn part(
     db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
     id: BulkJobId,
     part: i32,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar("select data from bulk_parts where job_id = $1 and part = $2")
-        .bind(id)
-        .bind(part)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar(
+        "select p.data from bulk_parts p join bulk_jobs j on j.id = p.job_id
+         where j.tenant_id = $1 and p.job_id = $2 and p.part = $3",
+    )
+    .bind(tenant_id)
+    .bind(id)
+    .bind(part)
+    .fetch_optional(db)
+    .await
 }
 
 /// The recipients (the first channel's) already taken by valid rows, with
@@ -385,18 +390,21 @@ pub async fn part(
 #[tracing::instrument(skip_all)]
 pub async fn seen_recipients(
     db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
     id: BulkJobId,
     channel: Channel,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
     sqlx::query_as(
-        "select recipient, bulk_row from notifications where bulk_job_id = $1 and channel = $2
+        "select recipient, bulk_row from notifications
+         where tenant_id = $3 and bulk_job_id = $1 and channel = $2
          union all
          select r.t, r.r from bulk_chunks c
              cross join lateral json_to_recordset(c.notifications) as r(r int8, c text, t text)
-         where c.job_id = $1 and c.notifications is not null and r.c = $2",
+         where c.tenant_id = $3 and c.job_id = $1 and c.notifications is not null and r.c = $2",
     )
     .bind(id)
     .bind(channel)
+    .bind(tenant_id)
     .fetch_all(db)
     .await
 }

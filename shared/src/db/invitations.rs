@@ -296,12 +296,14 @@ pub async fn claim_for_send(
 #[tracing::instrument(skip_all)]
 pub async fn set_notification(
     db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
     id: Uuid,
     notification: NotificationId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update invitations set notification_id = $2 where id = $1")
+    sqlx::query("update invitations set notification_id = $2 where id = $1 and tenant_id = $3")
         .bind(id)
         .bind(notification)
+        .bind(tenant_id)
         .execute(db)
         .await?;
     Ok(())
@@ -366,12 +368,36 @@ pub async fn accept(db: impl PgExecutor<'_>, hash: &[u8]) -> Result<Option<ByTok
     .await
 }
 
+/// The latest invitation of `email` in the organisation that may still be
+/// sent again (pending, sent or expired), if any.
+#[tracing::instrument(skip_all)]
+pub async fn resendable(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    email: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "select id from invitations where tenant_id = $1 and lower(email) = lower($2)
+           and status in ('pending', 'sent', 'expired') order by created_at desc limit 1",
+    )
+    .bind(tenant_id)
+    .bind(email)
+    .fetch_optional(db)
+    .await
+}
+
 /// Links the user an accept created.
 #[tracing::instrument(skip_all)]
-pub async fn set_user(db: impl PgExecutor<'_>, id: Uuid, user: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update invitations set user_id = $2 where id = $1")
+pub async fn set_user(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    id: Uuid,
+    user: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update invitations set user_id = $2 where id = $1 and tenant_id = $3")
         .bind(id)
         .bind(user)
+        .bind(tenant_id)
         .execute(db)
         .await?;
     Ok(())

@@ -28,6 +28,26 @@ pub async fn put(
     Ok(())
 }
 
+/// Stores the sealed secret of `tenant_id` unless it has one: of two first
+/// sign-ins at once, the secret that landed first is kept.
+#[tracing::instrument(skip_all)]
+pub async fn put_if_absent(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    sealed: &Sealed,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into tenant_jwt_secrets (tenant_id, key_id, ciphertext) values ($1, $2, $3)
+         on conflict (tenant_id) do nothing",
+    )
+    .bind(tenant_id)
+    .bind(&sealed.key_id)
+    .bind(&sealed.bytes)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The sealed secret of an active tenant, if it has one.
 #[tracing::instrument(skip_all)]
 pub async fn get(

@@ -84,6 +84,15 @@ fn sections(spec: &TemplateSpec) -> Vec<&'static str> {
     spec.sections.iter().map(|s| s.as_str()).collect()
 }
 
+/// How many report templates the organisation has.
+#[tracing::instrument(skip_all)]
+pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from report_templates where tenant_id = $1")
+        .bind(tenant_id)
+        .fetch_one(db)
+        .await
+}
+
 /// Creates a template.
 #[tracing::instrument(skip_all)]
 pub async fn insert(

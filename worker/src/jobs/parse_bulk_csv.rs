@@ -171,12 +171,13 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
         locale: claimed.locale.clone(),
     };
     let key_channel = cx.channels[0];
-    let mut seen: HashMap<String, i64> = bulk::seen_recipients(&state.pool, id, key_channel)
-        .await
-        .context("while reading the rows already taken")?
-        .into_iter()
-        .map(|(recipient, row)| (dedupe_key(key_channel, &recipient), row))
-        .collect();
+    let mut seen: HashMap<String, i64> =
+        bulk::seen_recipients(&state.pool, tenant_id, id, key_channel)
+            .await
+            .context("while reading the rows already taken")?
+            .into_iter()
+            .map(|(recipient, row)| (dedupe_key(key_channel, &recipient), row))
+            .collect();
     let mut columns = match &claimed.header {
         Some(h) => Some(columns_of(&cx.mapping, h).map_err(anyhow::Error::msg)?),
         None => None,
@@ -189,7 +190,7 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
     let category = cx.template.template().category().map(str::to_owned);
     let critical = cx.template.template().critical();
     loop {
-        let data = bulk::part(&state.pool, id, part_no)
+        let data = bulk::part(&state.pool, tenant_id, id, part_no)
             .await
             .context("while reading a part of the file")?;
         let eof = data.is_none();
@@ -308,7 +309,7 @@ async fn check(
     let renew_every = (lease / 3).min(RENEW_EVERY);
     let mut renewed = Instant::now();
     for part_no in 0.. {
-        let data = bulk::part(&state.pool, id, part_no)
+        let data = bulk::part(&state.pool, tenant_id, id, part_no)
             .await
             .context("while reading a part of the file")?;
         let eof = data.is_none();

@@ -140,7 +140,7 @@ async fn send(state: &WorkerState, job: &SendInvitation) -> anyhow::Result<bool>
     .await
     .context("while queueing the invitation email")?;
     if let Some((_, id)) = queued.notifications.first() {
-        invitations::set_notification(&mut *tx, job.invitation_id, *id)
+        invitations::set_notification(&mut *tx, job.tenant_id, job.invitation_id, *id)
             .await
             .context("while linking the email")?;
     }

@@ -288,11 +288,7 @@ impl ReportTemplatesApi {
         let spec = check(body.0)?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
-        let count: i64 =
-            sqlx::query_scalar("select count(*) from report_templates where tenant_id = $1")
-                .bind(tenant)
-                .fetch_one(&mut *tx)
-                .await?;
+        let count = store::count(&mut *tx, tenant).await?;
         if count >= MAX_TEMPLATES {
             return Err(ApiError::Conflict(format!(
                 "an organisation has at most {MAX_TEMPLATES} report templates"

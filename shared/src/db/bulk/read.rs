@@ -131,19 +131,22 @@ pub(super) fn with_held(rows: Vec<(String, i64)>, job_status: &str) -> StatusCou
 #[tracing::instrument(skip_all)]
 pub async fn errors(
     db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
     id: BulkJobId,
     after: (i64, i16),
     limit: i64,
 ) -> Result<Vec<ErrorRow>, sqlx::Error> {
     sqlx::query_as(
-        "select row_number, position, column_name, reason, value from bulk_row_errors
-         where job_id = $1 and (row_number, position) > ($2, $3)
-         order by row_number, position limit $4",
+        "select e.row_number, e.position, e.column_name, e.reason, e.value
+         from bulk_row_errors e join bulk_jobs j on j.id = e.job_id
+         where j.tenant_id = $5 and e.job_id = $1 and (e.row_number, e.position) > ($2, $3)
+         order by e.row_number, e.position limit $4",
     )
     .bind(id)
     .bind(after.0)
     .bind(after.1)
     .bind(limit)
+    .bind(tenant_id)
     .fetch_all(db)
     .await
 }
