@@ -21,14 +21,21 @@ fn restart_delay(restarts: usize) -> Duration {
 /// jobs of type `$job`. Every queue worker is built the same way: a unique
 /// name per (re)start, the backend fetching when a push wakes it
 /// ([`shared::wake`]) and otherwise every `poll_interval` (an idle worker
-/// would else wait for its heartbeat), a delay before a restart, and the
-/// queue's concurrency.
+/// would else wait for its heartbeat), a delay before a restart (counted
+/// in `queue_worker_restarts_total`), and the queue's concurrency.
 macro_rules! queue_worker {
     ($monitor:expr, $state:expr, $queue:expr, $job:ty, $handler:path) => {{
         let state: Arc<WorkerState> = $state.clone();
         let queue: QueueName = $queue;
         let concurrency = state.jobs.queue(queue).concurrency;
         $monitor.register(move |restarts| {
+            if restarts > 0 {
+                // The worker's earlier future, with the jobs it ran, is
+                // gone by now (delivery jobs run on: see
+                // [`jobs::detached`]).
+                metrics::counter!("queue_worker_restarts_total", "queue" => queue.as_str())
+                    .increment(1);
+            }
             let delay = restart_delay(restarts);
             let config = state
                 .queues
