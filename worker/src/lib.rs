@@ -68,6 +68,9 @@ pub struct WorkerState {
     /// The delivery jobs' statements, asked together with those of the
     /// jobs running beside them.
     pub together: jobs::together::Together,
+    /// The delivery jobs' own tasks, bounded per queue by its concurrency
+    /// ([`jobs::detached`]).
+    pub slots: jobs::detached::Slots,
     /// Jobs running now, for the heartbeat ([`heartbeat`]).
     pub in_flight: heartbeat::InFlight,
     /// Finished work per queue and minute, for the operators' charts.
@@ -143,6 +146,7 @@ pub async fn run(
     let errors = shared::errors::ErrorTracker::new();
     let errors_flusher = errors.spawn_flusher(pool.clone());
     let state = Arc::new(WorkerState {
+        slots: jobs::detached::Slots::new(&settings.jobs),
         in_flight: heartbeat::InFlight::default(),
         throughput,
         errors,

@@ -5,6 +5,7 @@
 //! attempts.
 
 pub mod deliver_webhooks;
+pub mod detached;
 pub mod expand_batch_chunk;
 pub mod expand_bulk_chunk;
 pub mod maintenance;

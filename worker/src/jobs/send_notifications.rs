@@ -62,13 +62,16 @@ const PARALLEL_SENDS: usize = 8;
 /// worker is stopping (apalis gives a handler no waker for that).
 const STOP_CHECK: std::time::Duration = std::time::Duration::from_millis(200);
 
-/// Runs one `SendNotifications` job.
+/// Runs one `SendNotifications` job, as a task of its own that finishes
+/// what it claimed even if the queue worker drops this handler (see
+/// [`crate::jobs::detached`]).
 pub async fn handle(
     job: SendNotifications,
     state: Data<Arc<WorkerState>>,
     task_id: TaskId,
     worker: WorkerContext,
 ) -> Result<(), BoxDynError> {
+    let state: Arc<WorkerState> = (*state).clone();
     let queue = job.queue();
     let span = tracing::info_span!(
         "job",
@@ -78,185 +81,195 @@ pub async fn handle(
         tenant_id = %job.tenant_id,
         size = job.notification_ids.len(),
     );
-    async move {
-        if state.queues.is_paused(queue).await {
-            hand_back(&state, &job).await;
+    let delivery = run(job, state.clone(), task_id, worker).instrument(span);
+    state.slots.run(queue, delivery).await?
+}
+
+/// The job itself (see [`handle`]).
+async fn run(
+    job: SendNotifications,
+    state: Arc<WorkerState>,
+    task_id: TaskId,
+    worker: WorkerContext,
+) -> Result<(), BoxDynError> {
+    let queue = job.queue();
+    if state.queues.is_paused(queue).await {
+        hand_back(&state, &job).await;
+        return Ok(());
+    }
+    let config = state.jobs.queue(queue);
+    // Read with those of the jobs running beside this one (see
+    // [`together`]); in-app sends need no providers.
+    let setup = if job.channel == Channel::InApp {
+        webhooks::subscribed_events(&state.pool, job.tenant_id)
+            .await
+            .map(|hooked| (Vec::new(), hooked))
+            .map_err(Arc::new)
+    } else {
+        state.together.setup(job.tenant_id, job.channel).await
+    };
+    let (providers, hooked) = match setup {
+        Ok(s) => s,
+        Err(error) => {
+            // Nothing is claimed yet; the dispatcher pushes the rows again.
+            tracing::error!(
+                error = &*error as &dyn std::error::Error,
+                "cannot load providers or webhook subscriptions"
+            );
+            metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
             return Ok(());
         }
-        let config = state.jobs.queue(queue);
-        // Read with those of the jobs running beside this one (see
-        // [`together`]); in-app sends need no providers.
-        let setup = if job.channel == Channel::InApp {
-            webhooks::subscribed_events(&state.pool, job.tenant_id)
-                .await
-                .map(|hooked| (Vec::new(), hooked))
-                .map_err(Arc::new)
-        } else {
-            state.together.setup(job.tenant_id, job.channel).await
-        };
-        let (providers, hooked) = match setup {
-            Ok(s) => s,
-            Err(error) => {
-                // Nothing is claimed yet; the dispatcher pushes the rows again.
-                tracing::error!(
-                    error = &*error as &dyn std::error::Error,
-                    "cannot load providers or webhook subscriptions"
-                );
-                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
-                return Ok(());
-            }
-        };
-        // In-app is never held back, so it needs no send rules.
-        let rules = match job.channel {
-            Channel::InApp => Ok(Arc::new(SendRules::default())),
-            _ => state.together.rules(job.tenant_id).await,
-        };
-        let rules = match rules {
-            Ok(r) => r,
-            Err(error) => {
-                // Nothing is claimed yet; the dispatcher pushes the rows again.
-                tracing::error!(
-                    error = &*error as &dyn std::error::Error,
-                    "cannot load the organisation's send rules"
-                );
-                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
-                return Ok(());
-            }
-        };
-        let providers = &providers;
-        let hooked = &hooked;
-        // In-app rows that nobody hears about one by one and that need no
-        // look at preferences go into the inboxes as a group, claimed and
-        // delivered in one statement; the rest go one by one below.
-        let mut ids = job.notification_ids.clone();
-        if job.channel == Channel::InApp && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str())
-        {
-            let Some(placed) = place_in_inboxes(&state, job.tenant_id, &ids).await else {
-                // Nothing was written; the dispatcher pushes the rows again.
-                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
-                return Ok(());
-            };
-            if !placed.is_empty() {
-                let placed: std::collections::HashSet<_> = placed.into_iter().collect();
-                ids.retain(|id| !placed.contains(id));
-            }
-            if ids.is_empty() {
-                return Ok(());
-            }
-        }
-        let rounds = ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
-        let lease = config.timeout() * rounds;
-        // Taken before the claim, so never later than the lease's end in
-        // Postgres.
-        let lease_ends = tokio::time::Instant::now() + lease;
-        let claimed = match state
-            .together
-            .claim(job.tenant_id, ids.clone(), lease)
-            .await
-        {
-            Ok(c) => c,
-            Err(error) => {
-                // The rows stay queued; the dispatcher pushes them again.
-                tracing::error!(
-                    error = &*error as &dyn std::error::Error,
-                    "cannot claim notifications"
-                );
-                metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
-                return Ok(());
-            }
-        };
-        if claimed.len() < ids.len() {
-            tracing::debug!(
-                skipped = ids.len() - claimed.len(),
-                "already claimed or finished"
+    };
+    // In-app is never held back, so it needs no send rules.
+    let rules = match job.channel {
+        Channel::InApp => Ok(Arc::new(SendRules::default())),
+        _ => state.together.rules(job.tenant_id).await,
+    };
+    let rules = match rules {
+        Ok(r) => r,
+        Err(error) => {
+            // Nothing is claimed yet; the dispatcher pushes the rows again.
+            tracing::error!(
+                error = &*error as &dyn std::error::Error,
+                "cannot load the organisation's send rules"
             );
+            metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+            return Ok(());
         }
-        let (claimed, suppressed) = screen(
-            &state,
-            job.tenant_id,
-            job.channel,
-            &rules,
-            claimed,
-            lease_ends,
-        )
-        .await;
-        let suppressed = &suppressed;
-        // Rows wait here for their turn. When the worker starts to stop, the
-        // ones still waiting are given back at once (sends in flight finish
-        // and are recorded), rather than held until the lease runs out.
-        let some_wait = claimed.len() > PARALLEL_SENDS;
-        let waiting = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
-            claimed,
-        )));
-        if some_wait {
-            // Ends by itself once no row is left waiting.
-            tokio::spawn(
-                give_back_on_stop(
-                    (*state).clone(),
-                    job.tenant_id,
-                    waiting.clone(),
-                    lease_ends,
-                    worker,
-                )
-                .instrument(tracing::Span::current()),
-            );
-        }
-        let turns = waiting.clone();
-        // The claim checks of the sends and their outcomes are written for
-        // the group, a few at a time, beside the sends (see
-        // [`check_claims`] and [`record_group`]).
-        let (checks, asked) = tokio::sync::mpsc::unbounded_channel();
-        let (answers, answered) = tokio::sync::mpsc::unbounded_channel();
-        let checks = ClaimChecks(checks);
-        let check_until = lease_ends
-            .checked_sub(config.timeout())
-            .unwrap_or(lease_ends);
-        let sends = async {
-            futures::stream::iter(std::iter::from_fn(move || {
-                turns.lock().expect("not poisoned").pop_front()
-            }))
-            .for_each_concurrent(PARALLEL_SENDS, |row| {
-                let state = state.clone();
-                let task_id = task_id.clone();
-                let (checks, answers) = (&checks, &answers);
-                async move {
-                    let suppress = suppressed.get(&row.id).cloned();
-                    let answered = deliver(
-                        &state,
-                        job.tenant_id,
-                        job.channel,
-                        providers,
-                        suppress,
-                        row,
-                        lease_ends,
-                        &task_id,
-                        checks,
-                    )
-                    .await;
-                    let Some(answered) = answered else { return };
-                    if job.channel == Channel::InApp {
-                        // Placed in the inbox row by row, with its events.
-                        record_alone(&state, job.tenant_id, hooked, answered).await;
-                    } else if let Err(unsent) = answers.send(answered) {
-                        // Only if the recorder is gone: written alone instead.
-                        record_alone(&state, job.tenant_id, hooked, unsent.0).await;
-                    }
-                }
-            })
-            .await;
-            // The recorder and the checker end once they have seen the last.
-            drop(answers);
-            drop(checks);
+    };
+    let providers = &providers;
+    let hooked = &hooked;
+    // In-app rows that nobody hears about one by one and that need no
+    // look at preferences go into the inboxes as a group, claimed and
+    // delivered in one statement; the rest go one by one below.
+    let mut ids = job.notification_ids.clone();
+    if job.channel == Channel::InApp && !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str()) {
+        let Some(placed) = place_in_inboxes(&state, job.tenant_id, &ids).await else {
+            // Nothing was written; the dispatcher pushes the rows again.
+            metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+            return Ok(());
         };
-        tokio::join!(
-            sends,
-            check_claims(&state, job.tenant_id, asked, check_until),
-            record_group(&state, job.tenant_id, hooked, answered),
-        );
-        Ok(())
+        if !placed.is_empty() {
+            let placed: std::collections::HashSet<_> = placed.into_iter().collect();
+            ids.retain(|id| !placed.contains(id));
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
     }
-    .instrument(span)
-    .await
+    let rounds = ids.len().div_ceil(PARALLEL_SENDS) as u32 + 1;
+    let lease = config.timeout() * rounds;
+    // Taken before the claim, so never later than the lease's end in
+    // Postgres.
+    let lease_ends = tokio::time::Instant::now() + lease;
+    let claimed = match state
+        .together
+        .claim(job.tenant_id, ids.clone(), lease)
+        .await
+    {
+        Ok(c) => c,
+        Err(error) => {
+            // The rows stay queued; the dispatcher pushes them again. (Only
+            // if Postgres ran the claim and its answer alone was lost, the
+            // connection breaking on the way back, do they wait for their
+            // lease.)
+            tracing::error!(
+                error = &*error as &dyn std::error::Error,
+                "cannot claim notifications"
+            );
+            metrics::counter!("jobs_failed_total", "queue" => queue.as_str()).increment(1);
+            return Ok(());
+        }
+    };
+    if claimed.len() < ids.len() {
+        tracing::debug!(
+            skipped = ids.len() - claimed.len(),
+            "already claimed or finished"
+        );
+    }
+    let (claimed, suppressed) = screen(
+        &state,
+        job.tenant_id,
+        job.channel,
+        &rules,
+        claimed,
+        lease_ends,
+    )
+    .await;
+    let suppressed = &suppressed;
+    // Rows wait here for their turn. When the worker starts to stop, the
+    // ones still waiting are given back at once (sends in flight finish
+    // and are recorded), rather than held until the lease runs out.
+    let some_wait = claimed.len() > PARALLEL_SENDS;
+    let waiting = Arc::new(std::sync::Mutex::new(std::collections::VecDeque::from(
+        claimed,
+    )));
+    if some_wait {
+        // Ends by itself once no row is left waiting.
+        tokio::spawn(
+            give_back_on_stop(
+                state.clone(),
+                job.tenant_id,
+                waiting.clone(),
+                lease_ends,
+                worker,
+            )
+            .instrument(tracing::Span::current()),
+        );
+    }
+    let turns = waiting.clone();
+    // The claim checks of the sends and their outcomes are written for
+    // the group, a few at a time, beside the sends (see
+    // [`check_claims`] and [`record_group`]).
+    let (checks, asked) = tokio::sync::mpsc::unbounded_channel();
+    let (answers, answered) = tokio::sync::mpsc::unbounded_channel();
+    let checks = ClaimChecks(checks);
+    let check_until = lease_ends
+        .checked_sub(config.timeout())
+        .unwrap_or(lease_ends);
+    let sends = async {
+        futures::stream::iter(std::iter::from_fn(move || {
+            turns.lock().expect("not poisoned").pop_front()
+        }))
+        .for_each_concurrent(PARALLEL_SENDS, |row| {
+            let state = state.clone();
+            let task_id = task_id.clone();
+            let (checks, answers) = (&checks, &answers);
+            async move {
+                let suppress = suppressed.get(&row.id).cloned();
+                let answered = deliver(
+                    &state,
+                    job.tenant_id,
+                    job.channel,
+                    providers,
+                    suppress,
+                    row,
+                    lease_ends,
+                    &task_id,
+                    checks,
+                )
+                .await;
+                let Some(answered) = answered else { return };
+                if job.channel == Channel::InApp {
+                    // Placed in the inbox row by row, with its events.
+                    record_alone(&state, job.tenant_id, hooked, answered).await;
+                } else if let Err(unsent) = answers.send(answered) {
+                    // Only if the recorder is gone: written alone instead.
+                    record_alone(&state, job.tenant_id, hooked, unsent.0).await;
+                }
+            }
+        })
+        .await;
+        // The recorder and the checker end once they have seen the last.
+        drop(answers);
+        drop(checks);
+    };
+    tokio::join!(
+        sends,
+        check_claims(&state, job.tenant_id, asked, check_until),
+        record_group(&state, job.tenant_id, hooked, answered),
+    );
+    Ok(())
 }
 
 /// Gives back, at once, the rows of a group still `waiting` for their turn

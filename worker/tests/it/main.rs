@@ -6,6 +6,7 @@ mod cancel;
 mod channels;
 mod defects;
 mod delivery;
+mod dropped_jobs;
 mod durability;
 mod heartbeat;
 mod logs;

@@ -1,0 +1,127 @@
+//! A queue worker whose Redis fetch or heartbeat fails is dropped by apalis
+//! with every job it runs, and started again. The delivery jobs it held run
+//! on to the end: the rows they claimed are sent and every provider's answer
+//! is recorded at once, not when the claims' leases run out, and nothing is
+//! sent twice.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use testkit::{
+    TestApp,
+    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+};
+
+/// How long a test waits for one step. The claim's lease of a twelve-row
+/// SMS job is three queue timeouts (45 s): rows stranded until their lease
+/// runs out are not `sent` within the steps below.
+const WAIT: Duration = Duration::from_secs(12);
+
+/// The value of a counter of this process (0 when never counted).
+fn counter(series: &str) -> u64 {
+    shared::telemetry::metrics_handle()
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+const SMS_RESTARTS: &str = r#"queue_worker_restarts_total{queue="sms"}"#;
+
+/// Sends twelve SMS in one batch: the dispatcher gives them to one job.
+async fn twelve_sms(app: &TestApp) {
+    app.add_provider(&json!({
+        "provider": "twilio", "name": "twilio-main", "priority": 10,
+        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
+        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    }))
+    .await;
+    let resp = app
+        .client
+        .post(app.url("/api/v1/admin/templates"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({
+            "key": "flu.shot", "name": "Flu shot reminder", "default_locale": "en",
+            "default_channels": ["sms"],
+            "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let recipients: Vec<Value> = (0..12)
+        .map(|i| json!({"phone": format!("+1500555{:04}", 2000 + i), "data": {"name": format!("P{i}")}}))
+        .collect();
+    let resp = app
+        .client
+        .post(app.url("/api/v1/services/notifications/send-batch"))
+        .bearer_auth(&app.api_key)
+        .json(&json!({"template": "flu.shot", "channels": ["sms"], "recipients": recipients}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sms_of_a_job_its_queue_worker_dropped_are_sent_and_recorded_at_once() {
+    // The worker's counters are read from this process's recorder, which
+    // must be installed before the worker counts anything.
+    let _ = shared::telemetry::metrics_handle();
+    let fake = FakeProviders::start().await;
+    let gate = Gate::new();
+    fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Held(gate.clone()));
+    let app = TestApp::builder()
+        .providers(&fake)
+        .redis_through_proxy()
+        .spawn()
+        .await;
+    twelve_sms(&app).await;
+
+    // One job holds the twelve rows: eight at Twilio, four waiting their turn.
+    tokio::time::timeout(WAIT, gate.arrived(8))
+        .await
+        .expect("Twilio has eight messages");
+    let pool = app.pool.clone();
+    let by_status = || async {
+        sqlx::query_as::<_, (String, i32, i64)>(
+            "select status, attempts, count(*) from notifications group by 1, 2 order by 1, 2",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(by_status().await, [("sending".to_owned(), 1, 12)]);
+
+    // Redis goes away: the SMS queue worker's next fetch fails, and apalis
+    // drops it, with the job, and starts it again.
+    let restarts = counter(SMS_RESTARTS);
+    let proxy = app.proxy.as_ref().unwrap();
+    proxy.cut();
+    testkit::eventually(
+        "the SMS queue worker to be dropped and started again",
+        WAIT,
+        || async { (counter(SMS_RESTARTS) > restarts).then_some(()) },
+    )
+    .await;
+    proxy.restore();
+    gate.open();
+
+    testkit::eventually("all twelve to be sent", WAIT, || async {
+        (by_status().await == [("sent".to_owned(), 1, 12)]).then_some(())
+    })
+    .await;
+    let attempts: Vec<(i32, String, i64)> = sqlx::query_as(
+        "select attempt, outcome, count(*) from delivery_attempts group by 1, 2 order by 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        attempts,
+        [(1, "sent".to_owned(), 12)],
+        "one attempt each, recorded by the job"
+    );
+    assert_eq!(fake.requests(Kind::Twilio).len(), 12, "each sent once");
+    app.shutdown().await;
+}
