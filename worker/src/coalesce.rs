@@ -44,12 +44,26 @@ where
         F: Fn(K, Vec<I>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Vec<O>, sqlx::Error>> + Send + 'static,
     {
+        Self::with_unheard(at_most, in_flight, run, |_, _| {})
+    }
+
+    /// As [`Coalesce::new`], and hands each answer whose caller was gone
+    /// by the time its run ended (its future dropped) to `unheard`, with
+    /// its key: for a statement whose effect must not be left ownerless
+    /// (a claim nobody will act on).
+    pub fn with_unheard<F, Fut, U>(at_most: usize, in_flight: usize, run: F, unheard: U) -> Self
+    where
+        F: Fn(K, Vec<I>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<O>, sqlx::Error>> + Send + 'static,
+        U: Fn(K, O) + Send + Sync + 'static,
+    {
         let (asks, asked) = mpsc::unbounded_channel();
         tokio::spawn(drive(
             asked,
             at_most.max(1),
             in_flight.max(1),
             Arc::new(run),
+            Arc::new(unheard),
         ));
         Self { asks }
     }
@@ -69,17 +83,19 @@ where
 
 /// Takes what is waiting once a run may start, groups it by key and starts
 /// a run per group.
-async fn drive<K, I, O, F, Fut>(
+async fn drive<K, I, O, F, Fut, U>(
     mut asked: mpsc::UnboundedReceiver<Question<K, I, O>>,
     at_most: usize,
     in_flight: usize,
     run: Arc<F>,
+    unheard: Arc<U>,
 ) where
     K: Eq + Hash + Clone + Send + 'static,
     I: Send + 'static,
     O: Send + 'static,
     F: Fn(K, Vec<I>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Vec<O>, sqlx::Error>> + Send + 'static,
+    U: Fn(K, O) + Send + Sync + 'static,
 {
     let slots = Arc::new(Semaphore::new(in_flight));
     let mut waiting = Vec::new();
@@ -117,15 +133,17 @@ async fn drive<K, I, O, F, Fut>(
                     .await
                     .expect("the slots are never closed"),
             };
-            let run = run.clone();
+            let (run, unheard) = (run.clone(), unheard.clone());
             tokio::spawn(async move {
                 let asked = answers.len();
-                match run(key, inputs).await {
+                match run(key.clone(), inputs).await {
                     Ok(outputs) => {
                         debug_assert_eq!(outputs.len(), asked, "one output per input");
                         for (answer, output) in answers.into_iter().zip(outputs) {
-                            // A caller that is gone needs no answer.
-                            let _ = answer.send(Ok(output));
+                            // A caller that is gone cannot act on its answer.
+                            if let Err(Ok(output)) = answer.send(Ok(output)) {
+                                unheard(key.clone(), output);
+                            }
                         }
                     }
                     Err(error) => {
@@ -194,6 +212,43 @@ mod tests {
             runs[1..].contains(&(1, vec![2, 4])) && runs[1..].contains(&(2, vec![3])),
             "one run per key for what waited: {runs:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_answer_whose_caller_is_gone_goes_to_unheard() {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let (started, has_started) = oneshot::channel::<()>();
+        let started = Mutex::new(Some(started));
+        let (tell, told) = mpsc::unbounded_channel();
+        let coalesce = Coalesce::with_unheard(
+            8,
+            1,
+            move |_: u8, inputs: Vec<u32>| {
+                if let Some(s) = started.lock().unwrap().take() {
+                    let _ = s.send(());
+                }
+                let mut released = released.clone();
+                async move {
+                    released
+                        .wait_for(|r| *r)
+                        .await
+                        .expect("the test holds the sender");
+                    Ok(inputs.into_iter().map(|i| i * 10).collect())
+                }
+            },
+            move |key, output| tell.send((key, output)).unwrap(),
+        );
+        // The caller is dropped once its run has started.
+        tokio::select! {
+            _ = coalesce.ask(7, 4) => unreachable!("the run waits for the release"),
+            _ = has_started => {}
+        }
+        release.send(true).unwrap();
+        let mut told = told;
+        assert_eq!(told.recv().await, Some((7, 40)));
+        // A caller that waits for its answer gets it, and `unheard` nothing.
+        assert_eq!(coalesce.ask(7, 5).await.unwrap(), 50);
+        assert!(told.try_recv().is_err());
     }
 
     #[tokio::test]

@@ -76,6 +76,31 @@ pub struct Attempt {
     pub outcome: Outcome,
 }
 
+/// Gives back at once, unattempted, rows claimed for a job that was gone
+/// before the claim was answered, waiting for Postgres while their lease
+/// lasts (then the lease sweep puts them back).
+async fn give_back_unheard(pool: PgPool, tenant_id: TenantId, lease: Duration, rows: Vec<Claimed>) {
+    let until = Instant::now() + lease;
+    let ids: Vec<NotificationId> = rows.iter().map(|r| r.id).collect();
+    let attempts: Vec<i32> = rows.iter().map(|r| r.attempts).collect();
+    let released = persist::patiently("release", until, || {
+        notifications::release(&pool, tenant_id, &ids, &attempts)
+    })
+    .await;
+    match released {
+        Ok(n) => tracing::warn!(
+            %tenant_id,
+            released = n,
+            "a job was gone before its claim was answered; gave its rows back"
+        ),
+        Err(error) => tracing::error!(
+            %tenant_id,
+            error = &error as &dyn std::error::Error,
+            "cannot give back the rows of a job gone before its claim was answered; they wait for their lease"
+        ),
+    }
+}
+
 /// The delivery statements of this process, asked together.
 #[derive(Debug)]
 pub struct Together {
@@ -123,7 +148,8 @@ impl Together {
         };
         let claims = {
             let pool = pool.clone();
-            Coalesce::new(
+            let unclaim = pool.clone();
+            Coalesce::with_unheard(
                 AT_MOST,
                 IN_FLIGHT,
                 move |(tenant_id, lease), asked: Vec<Vec<NotificationId>>| {
@@ -139,6 +165,16 @@ impl Together {
                             .map(|ids| ids.iter().filter_map(|id| rows.remove(id)).collect())
                             .collect())
                     }
+                },
+                // A job that was gone before its claim was answered never
+                // sends those rows: they go back at once, not at the end of
+                // their lease.
+                move |(tenant_id, lease), rows: Vec<Claimed>| {
+                    if rows.is_empty() {
+                        return;
+                    }
+                    let pool = unclaim.clone();
+                    tokio::spawn(give_back_unheard(pool, tenant_id, lease, rows));
                 },
             )
         };
