@@ -7,6 +7,16 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod problems;
+mod recipient;
+mod rules;
+mod whatsapp;
+
+pub use problems::{FieldError, Problems};
+pub use recipient::recipient;
+pub use rules::*;
+pub use whatsapp::*;
+
 macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -235,8 +245,8 @@ impl fmt::Display for ExternalId {
     }
 }
 
-/// An FCM registration token: 1 to [`PushToken::MAX_LEN`] characters without
-/// whitespace or control characters. Opaque; never logged.
+/// An FCM registration token: 1 to [`PushToken::MAX_LEN`] printable ASCII
+/// characters (no spaces). Opaque; never logged.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct PushToken(String);
@@ -262,9 +272,9 @@ impl PushToken {
                 Self::MAX_LEN
             )));
         }
-        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(Invalid(
-                "must not contain whitespace or control characters".into(),
+                "must be a device registration token: printable ASCII without spaces".into(),
             ));
         }
         Ok(Self(raw.to_owned()))

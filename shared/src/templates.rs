@@ -49,7 +49,10 @@ use serde_json::{Value, json};
 
 use crate::{
     db::notifications::EmailContent,
-    domain::{Channel, Subject},
+    domain::{
+        Channel, Invalid, Problems, Subject, WhatsAppLanguage, action_url_ok, category_ok, key_ok,
+        whatsapp_parameter, whatsapp_parameter_count, whatsapp_template_name,
+    },
 };
 
 /// Largest template, as compact JSON.
@@ -62,8 +65,6 @@ pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 pub const MAX_SMS_CHARS: usize = 1_600;
 /// Most keys in a push or in-app `data` object.
 pub const MAX_DATA_KEYS: usize = 50;
-/// Most parameters of a WhatsApp template message.
-pub const MAX_WHATSAPP_PARAMETERS: usize = 50;
 /// Largest rendered field.
 pub const MAX_OUTPUT_BYTES: usize = 256 * 1024;
 /// Largest output of one render, over all fields.
@@ -93,15 +94,7 @@ const HELPERS: &[&str] = &[
 /// FCM refuses these as data keys.
 const RESERVED_PUSH_KEYS: &[&str] = &["from", "message_type", "collapse_key", "notification"];
 
-/// One invalid field of a template.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {reason}")]
-pub struct FieldError {
-    /// The field's path, e.g. `locales.fr.email.subject`.
-    pub field: String,
-    /// Why it was refused.
-    pub reason: String,
-}
+pub use crate::domain::FieldError;
 
 /// A validated template; only [`Template::parse`] makes one from caller input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -251,7 +244,7 @@ impl Template {
                 "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit",
             );
         }
-        p.line("name", &input.name, MAX_NAME_CHARS);
+        p.text("name", &input.name, MAX_NAME_CHARS, true);
         if let Some(d) = &input.description {
             if d.chars().count() > MAX_DESCRIPTION_CHARS {
                 p.add(
@@ -271,9 +264,7 @@ impl Template {
             );
         }
         validate_locales(&input, &mut p);
-        if !p.0.is_empty() {
-            return Err(p.0);
-        }
+        p.into_result(())?;
         Ok(Self {
             key: input.key,
             name: input.name,

@@ -239,11 +239,23 @@ fn opt<T>(
         .transpose()
 }
 
+/// The stored tokens that still parse. One stored before the token rule
+/// became printable ASCII only can reach no device (FCM tokens are ASCII),
+/// so it is passed over rather than failing the whole subscriber; the next
+/// profile write replaces the list.
 fn tokens(values: Vec<String>) -> Result<Vec<PushToken>, sqlx::Error> {
-    values
+    let total = values.len();
+    let kept: Vec<PushToken> = values
         .iter()
-        .map(|t| PushToken::parse(t).map_err(|e| decode("push_tokens", e)))
-        .collect()
+        .filter_map(|t| PushToken::parse(t).ok())
+        .collect();
+    if kept.len() < total {
+        tracing::warn!(
+            passed_over = total - kept.len(),
+            "stored push tokens that are not device registration tokens were passed over"
+        );
+    }
+    Ok(kept)
 }
 
 impl TryFrom<Row> for Subscriber {

@@ -37,7 +37,15 @@ fn subscriber_fields_are_parsed_strictly() {
     assert!(ExternalId::parse(&"é".repeat(255)).is_ok());
 
     assert!(PushToken::parse(&"t".repeat(4096)).is_ok());
-    for bad in [String::new(), "a b".into(), "a\tb".into(), "t".repeat(4097)] {
+    assert!(PushToken::parse("fcm:APA91b-x_y").is_ok());
+    for bad in [
+        String::new(),
+        "a b".into(),
+        "a\tb".into(),
+        "t".repeat(4097),
+        "tökén".into(),
+        "a\u{a0}b".into(),
+    ] {
         assert!(PushToken::parse(&bad).is_err(), "{bad:?} must be rejected");
     }
     assert_eq!(

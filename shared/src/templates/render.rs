@@ -283,6 +283,12 @@ pub(super) fn render_with(
                         let f = field(&format!("parameters[{i}]"));
                         let value = r.text(&f, p, Kind::LINE)?;
                         one_line(&f, &value)?;
+                        whatsapp_parameter(&value).map_err(|e| {
+                            invalid(
+                                &f,
+                                format!("renders to a parameter WhatsApp refuses: it {e}"),
+                            )
+                        })?;
                         parameters.push(value);
                     }
                     json!({ "template_name": name, "language": language, "parameters": parameters })

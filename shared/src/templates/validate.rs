@@ -39,32 +39,8 @@ impl Kind {
     };
 }
 
-/// Collects every invalid field.
-#[derive(Default)]
-pub(super) struct Problems(pub(super) Vec<FieldError>);
-
-impl Problems {
-    pub(super) fn add(&mut self, field: impl Into<String>, reason: impl Into<String>) {
-        self.0.push(error(field, reason));
-    }
-
-    /// A one-line, non-empty text of at most `max` characters.
-    pub(super) fn line(&mut self, field: &str, value: &str, max: usize) {
-        if value.trim().is_empty() {
-            self.add(field, "must not be empty");
-        } else if value.chars().count() > max {
-            self.add(field, format!("must be at most {max} characters"));
-        } else if value.chars().any(char::is_control) {
-            self.add(field, "must be one line without control characters");
-        }
-    }
-}
-
 pub(super) fn error(field: impl Into<String>, reason: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        reason: reason.into(),
-    }
+    FieldError::new(field, reason)
 }
 
 /// Names the field a serde error is about: its path (which for an unknown
@@ -101,40 +77,22 @@ pub(super) fn json_size(value: &Value) -> usize {
     c.0
 }
 
-pub(super) fn key_ok(key: &str) -> bool {
-    let b = key.as_bytes();
-    (1..=100).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'.' | b'_' | b'-')
-        })
-}
-
-/// The rule for a notification's category.
-pub(super) fn category_ok(c: &str) -> bool {
-    !c.is_empty()
-        && c.len() <= 100
-        && c.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
 pub(super) fn data_key_ok(k: &str) -> bool {
     (1..=64).contains(&k.len())
         && k.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Whether a rendered in-app `action_url` is a link the app may follow: an
-/// `http(s)://` URL or a path on the app's own origin.
-pub fn action_url_ok(url: &str) -> bool {
-    if url.len() > 2048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return false;
+/// Why a requested locale is refused.
+pub const LOCALE_REASON: &str = "is not a locale tag such as `en`, `en-US` or `pt-BR`";
+
+/// Checks a locale a send asks its template to be rendered in: a tag that
+/// [`canonical_locale`] reads, as rendering will.
+pub fn requested_locale(raw: &str) -> Result<(), Invalid> {
+    match canonical_locale(raw) {
+        Some(_) => Ok(()),
+        None => Err(Invalid(LOCALE_REASON.into())),
     }
-    if url.starts_with('/') && !url.starts_with("//") {
-        return true;
-    }
-    let lower = url.to_ascii_lowercase();
-    (lower.starts_with("https://") || lower.starts_with("http://")) && url.len() > "https://".len()
 }
 
 /// A locale tag in canonical form (`en`, `en-US`, `pt-BR`, `zh-Hant-TW`,
@@ -165,20 +123,6 @@ pub fn canonical_locale(raw: &str) -> Option<String> {
         out.push_str(&region.to_ascii_uppercase());
     }
     parts.next().is_none().then_some(out)
-}
-
-pub(super) fn whatsapp_name_ok(n: &str) -> bool {
-    (1..=512).contains(&n.len())
-        && n.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-}
-
-pub(super) fn whatsapp_language_ok(l: &str) -> bool {
-    let (lang, region) = l.split_once('_').unwrap_or((l, ""));
-    (2..=3).contains(&lang.len())
-        && lang.bytes().all(|b| b.is_ascii_lowercase())
-        && (region.is_empty()
-            || (region.len() == 2 && region.bytes().all(|b| b.is_ascii_uppercase())))
 }
 
 pub(super) fn validate_locales(t: &TemplateInput, p: &mut Problems) {
@@ -337,25 +281,15 @@ pub(super) fn validate_whatsapp(w: &WhatsAppTemplate, base: &str, p: &mut Proble
             }
         }
         (None, Some(name)) => {
-            if !whatsapp_name_ok(name) {
-                p.add(
-                    format!("{base}.template_name"),
-                    "must be the approved template's name: 1 to 512 lower-case letters, digits or `_`",
-                );
-            }
+            p.parse(format!("{base}.template_name"), name, whatsapp_template_name);
             match &w.language {
                 None => p.add(format!("{base}.language"), "is required with `template_name`"),
-                Some(l) if !whatsapp_language_ok(l) => p.add(
-                    format!("{base}.language"),
-                    "must be a WhatsApp language code such as `en` or `en_US`",
-                ),
-                Some(_) => {}
+                Some(l) => {
+                    p.parse(format!("{base}.language"), l, WhatsAppLanguage::parse);
+                }
             }
-            if w.parameters.len() > MAX_WHATSAPP_PARAMETERS {
-                p.add(
-                    format!("{base}.parameters"),
-                    format!("must have at most {MAX_WHATSAPP_PARAMETERS} parameters"),
-                );
+            if let Err(e) = whatsapp_parameter_count(w.parameters.len()) {
+                p.add(format!("{base}.parameters"), e.0);
             }
         }
     }

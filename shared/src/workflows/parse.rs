@@ -10,7 +10,7 @@ use super::{
     Condition, Delay, END, MAX_DURATION_SECS, MAX_STEPS, OnLimit, Op, Step, StepKind, WaitOn,
     WaitStatus, check_address, local_time, outcomes,
 };
-use crate::domain::Channel;
+use crate::domain::{Channel, key_ok};
 
 /// One problem of a definition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -34,14 +34,6 @@ impl Errors {
             reason: reason.into(),
         });
     }
-}
-
-fn key_ok(key: &str) -> bool {
-    let b = key.as_bytes();
-    (1..=100).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
 }
 
 /// A dotted payload path: 1 to 10 parts of 1 to 64 characters.
