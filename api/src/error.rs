@@ -8,6 +8,7 @@
 use poem::{Response, error::ResponseError, http::StatusCode};
 use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
 use serde::Serialize;
+use shared::domain::{FieldError, Problems};
 
 /// One field that failed validation.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, poem_openapi::Object)]
@@ -114,6 +115,26 @@ impl ApiError {
             name: name.into(),
             reason: reason.into(),
         }])
+    }
+
+    /// Every invalid field, as `invalid_params`.
+    pub fn fields(errors: Vec<FieldError>) -> Self {
+        Self::Invalid(errors.into_iter().map(InvalidParam::from).collect())
+    }
+}
+
+impl From<FieldError> for InvalidParam {
+    fn from(e: FieldError) -> Self {
+        Self {
+            name: e.field,
+            reason: e.reason,
+        }
+    }
+}
+
+impl From<Problems> for ApiError {
+    fn from(p: Problems) -> Self {
+        Self::fields(p.0)
     }
 }
 

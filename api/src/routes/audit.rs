@@ -13,7 +13,10 @@ use poem_openapi::{
     payload::{Json, PlainText},
 };
 use serde_json::Value;
-use shared::db::audit;
+use shared::{
+    db::audit,
+    domain::{CsvQuoting, csv_cell},
+};
 
 use crate::{
     AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
@@ -149,20 +152,6 @@ fn filter<'a>(
     })
 }
 
-/// One CSV cell: quoted, with formula triggers neutralised.
-pub fn csv_cell(raw: &str) -> String {
-    let risky = raw
-        .chars()
-        .next()
-        .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r'));
-    let value = if risky {
-        format!("'{raw}")
-    } else {
-        raw.to_owned()
-    };
-    format!("\"{}\"", value.replace('"', "\"\""))
-}
-
 #[OpenApi(prefix_path = "/api/v1/admin/audit", tag = "ApiTags::Admin")]
 impl AuditApi {
     /// Audit rows, newest first, filtered by `organization_id` (platform
@@ -268,7 +257,10 @@ impl AuditApi {
                 r.request_id.clone().unwrap_or_default(),
                 r.details.to_string(),
             ];
-            let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+            let line: Vec<String> = cells
+                .iter()
+                .map(|c| csv_cell(c, CsvQuoting::Always))
+                .collect();
             out.push_str(&line.join(","));
             out.push_str("\r\n");
         }
@@ -286,19 +278,5 @@ impl AuditApi {
             PlainText(out),
             "attachment; filename=\"audit.csv\"".to_owned(),
         ))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::csv_cell;
-
-    #[test]
-    fn formula_cells_are_neutralised_and_quotes_doubled() {
-        assert_eq!(csv_cell("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
-        assert_eq!(csv_cell("+1"), "\"'+1\"");
-        assert_eq!(csv_cell("-1"), "\"'-1\"");
-        assert_eq!(csv_cell("@SUM(A1)"), "\"'@SUM(A1)\"");
-        assert_eq!(csv_cell("plain"), "\"plain\"");
     }
 }

@@ -20,17 +20,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{
     db::batches::{self, ChunkAdded, ChunkAnswer, Counts, Created, NewBatch, StoredRecipient},
-    domain::{BatchId, Channel, EmailAddress, NotificationId, NotificationStatus, PhoneNumber},
+    domain::{BatchId, Channel, NotificationId, NotificationStatus, Problems, key_ok, recipient},
     jobs::{ExpandBatchChunk, QueueName},
+    templates::requested_locale,
 };
 
-use crate::{
-    AppState,
-    auth::ServiceKey,
-    body::StrictJson,
-    error::{ApiError, InvalidParam},
-    routes::ApiTags,
-};
+use crate::{AppState, auth::ServiceKey, body::StrictJson, error::ApiError, routes::ApiTags};
 
 mod views;
 pub use views::*;
@@ -58,31 +53,6 @@ fn batch_id(raw: &str) -> Result<BatchId, ApiError> {
     raw.parse().map_err(|_| ApiError::NotFound("batch"))
 }
 
-fn object(p: &mut Vec<InvalidParam>, name: &str, value: Option<&Value>, max_keys: usize) -> Value {
-    match value {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(Value::Object(m)) if m.len() > max_keys => {
-            p.push(InvalidParam {
-                name: name.into(),
-                reason: format!("must have at most {max_keys} keys"),
-            });
-            Value::Null
-        }
-        Some(v @ Value::Object(_)) => v.clone(),
-        Some(_) => {
-            p.push(InvalidParam {
-                name: name.into(),
-                reason: "must be a JSON object".into(),
-            });
-            Value::Null
-        }
-    }
-}
-
-fn one_line_ok(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
-}
-
 /// Checks a chunk's recipients against the batch's channels, and returns
 /// them normalised (addresses parsed) as they are stored.
 fn recipients(
@@ -90,56 +60,29 @@ fn recipients(
     field: &str,
     given: &[BatchRecipient],
 ) -> Result<Vec<StoredRecipient>, ApiError> {
-    let mut p = Vec::new();
-    let add = |p: &mut Vec<InvalidParam>, name: String, reason: &str| {
-        p.push(InvalidParam {
-            name,
-            reason: reason.into(),
-        })
-    };
     if given.is_empty() || given.len() > MAX_CHUNK {
         return Err(ApiError::invalid(
             field,
             format!("must hold 1 to {MAX_CHUNK} recipients"),
         ));
     }
+    let mut p = Problems::default();
     let mut out = Vec::with_capacity(given.len());
     for (i, r) in given.iter().enumerate() {
         let at = |f: &str| format!("{field}[{i}].{f}");
-        let subscriber_id = match &r.subscriber_id {
-            Some(s) if !one_line_ok(s, 255) => {
-                add(
-                    &mut p,
-                    at("subscriber_id"),
-                    "must be 1 to 255 characters on one line",
-                );
-                None
-            }
-            other => other.clone(),
-        };
-        let email = match &r.email {
-            Some(e) => match EmailAddress::parse(e) {
-                Ok(e) => Some(e.as_str().to_owned()),
-                Err(e) => {
-                    add(&mut p, at("email"), &e.0);
-                    None
-                }
-            },
-            None => None,
-        };
-        let phone = match &r.phone {
-            Some(n) => match PhoneNumber::parse(n) {
-                Ok(n) => Some(n.as_str().to_owned()),
-                Err(e) => {
-                    add(&mut p, at("phone"), &e.0);
-                    None
-                }
-            },
-            None => None,
-        };
-        let data = object(&mut p, &at("data"), r.data.as_ref(), MAX_KEYS);
+        // Each address is checked as a single send to it would be.
+        let subscriber_id = p.opt(at("subscriber_id"), r.subscriber_id.as_deref(), |s| {
+            recipient(Channel::InApp, s)
+        });
+        let email = p.opt(at("email"), r.email.as_deref(), |e| {
+            recipient(Channel::Email, e)
+        });
+        let phone = p.opt(at("phone"), r.phone.as_deref(), |n| {
+            recipient(Channel::Sms, n)
+        });
+        let data = p.object(&at("data"), r.data.as_ref(), MAX_KEYS);
         if serde_json::to_vec(&data).map_or(0, |v| v.len()) > MAX_DATA_BYTES {
-            add(&mut p, at("data"), "must be at most 16 KiB as JSON");
+            p.add(at("data"), "must be at most 16 KiB as JSON");
         }
         for channel in channels {
             let (missing, name) = match channel {
@@ -149,10 +92,9 @@ fn recipients(
                 Channel::Push => (false, ""),
             };
             if missing {
-                add(
-                    &mut p,
+                p.add(
                     at(name),
-                    &format!("is required: the batch sends {}", channel.as_str()),
+                    format!("is required: the batch sends {}", channel.as_str()),
                 );
             }
         }
@@ -163,11 +105,7 @@ fn recipients(
             data: Some(data).filter(|d| d.as_object().is_some_and(|m| !m.is_empty())),
         });
     }
-    if p.is_empty() {
-        Ok(out)
-    } else {
-        Err(ApiError::Invalid(p))
-    }
+    p.into_result(out).map_err(ApiError::fields)
 }
 
 fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
@@ -292,44 +230,31 @@ impl BatchesApi {
         let tenant_id = auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
-        let mut p = Vec::new();
-        if !one_line_ok(&req.template, 100) {
-            p.push(InvalidParam {
-                name: "template".into(),
-                reason: "must be a template key".into(),
-            });
+        let mut p = Problems::default();
+        if !key_ok(&req.template) {
+            p.add("template", "must be a template key");
         }
-        if let Some(locale) = &req.locale
-            && !(1..=35).contains(&locale.len())
-        {
-            p.push(InvalidParam {
-                name: "locale".into(),
-                reason: "must be a locale such as `en-US`".into(),
-            });
-        }
-        let defaults = object(&mut p, "defaults", req.defaults.as_ref(), MAX_KEYS);
-        let metadata = object(&mut p, "metadata", req.metadata.as_ref(), MAX_KEYS);
+        p.opt("locale", req.locale.as_deref(), requested_locale);
+        let defaults = p.object("defaults", req.defaults.as_ref(), MAX_KEYS);
+        let metadata = p.object("metadata", req.metadata.as_ref(), MAX_KEYS);
         let mut channels = Vec::new();
         if req.channels.as_ref().is_some_and(Vec::is_empty) {
-            p.push(InvalidParam {
-                name: "channels".into(),
-                reason: "must not be empty".into(),
-            });
+            p.add("channels", "must not be empty");
         }
         for (i, c) in req.channels.iter().flatten().enumerate() {
             let name = format!("channels[{i}]");
             match Channel::parse(c) {
-                Some(Channel::Push) => p.push(InvalidParam {
+                Some(Channel::Push) => p.add(
                     name,
-                    reason: "push is not offered for batches: devices belong to subscribers; send per subscriber".into(),
-                }),
+                    "push is not offered for batches: devices belong to subscribers; send per subscriber",
+                ),
                 Some(c) if !channels.contains(&c) => channels.push(c),
-                Some(_) => p.push(InvalidParam { name, reason: "is listed twice".into() }),
-                None => p.push(InvalidParam { name, reason: format!("`{c}` is not a channel") }),
+                Some(_) => p.add(name, "is listed twice"),
+                None => p.add(name, format!("`{c}` is not a channel")),
             }
         }
         if !p.is_empty() {
-            return Err(ApiError::Invalid(p));
+            return Err(p.into());
         }
         let template = shared::db::templates::get_by_key(&state.pool, tenant_id, &req.template)
             .await?

@@ -22,7 +22,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::{
     db::topics::{self, Broadcast, Broadcasted, NewBroadcast},
-    domain::{Channel, TenantId},
+    domain::{ACTION_URL_REASON, Channel, Problems, TenantId, action_url_ok, one_line_ok},
     events::Event,
     jobs::QueueName,
 };
@@ -111,64 +111,36 @@ pub enum BroadcastResponse {
     Ok(Json<BroadcastView>),
 }
 
-fn one_line(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
-}
-
-fn add(p: &mut Vec<InvalidParam>, name: impl Into<String>, reason: impl Into<String>) {
-    p.push(InvalidParam {
-        name: name.into(),
-        reason: reason.into(),
-    });
-}
-
 /// A checked request: its severity, email subject (when it emails) and
 /// organisations (`None`: all).
 type Checked = (String, Option<String>, Option<Vec<TenantId>>);
 
 /// Checks a request.
 fn check(req: &BroadcastRequest) -> Result<Checked, ApiError> {
-    let mut p = Vec::new();
-    if !one_line(&req.title, 200) {
-        add(&mut p, "title", "must be 1 to 200 characters on one line");
+    let mut p = Problems::default();
+    if !one_line_ok(&req.title, 200) {
+        p.add("title", "must be 1 to 200 characters on one line");
     }
     if req.body.trim().is_empty() || req.body.chars().count() > 5_000 {
-        add(&mut p, "body", "must be 1 to 5,000 characters");
+        p.add("body", "must be 1 to 5,000 characters");
     }
     let severity = req.severity.clone().unwrap_or_else(|| "info".into());
     if !["info", "warning", "critical"].contains(&severity.as_str()) {
-        add(
-            &mut p,
-            "severity",
-            "must be `info`, `warning` or `critical`",
-        );
+        p.add("severity", "must be `info`, `warning` or `critical`");
     }
-    if let Some(u) = &req.action_url {
-        let ok = u.len() <= 2_000
-            && !u.chars().any(|c| c.is_control() || c.is_whitespace())
-            && (u.starts_with("https://") || u.starts_with("http://") || u.starts_with('/'))
-            && !u.starts_with("//");
-        if !ok {
-            add(
-                &mut p,
-                "action_url",
-                "must be an http(s) URL or a path starting with `/`",
-            );
-        }
+    if let Some(u) = &req.action_url
+        && !action_url_ok(u)
+    {
+        p.add("action_url", ACTION_URL_REASON);
     }
     let email = req.email.unwrap_or(false);
     let subject = match (&req.email_subject, email) {
         (Some(_), false) => {
-            add(
-                &mut p,
-                "email_subject",
-                "is only used with `\"email\": true`",
-            );
+            p.add("email_subject", "is only used with `\"email\": true`");
             None
         }
-        (Some(s), true) if !one_line(s, 998) => {
-            add(
-                &mut p,
+        (Some(s), true) if !one_line_ok(s, 998) => {
+            p.add(
                 "email_subject",
                 "must be one line of at most 998 characters",
             );
@@ -181,8 +153,7 @@ fn check(req: &BroadcastRequest) -> Result<Checked, ApiError> {
     let orgs = match &req.organizations {
         None => None,
         Some(list) if list.is_empty() || list.len() > MAX_ORGANIZATIONS => {
-            add(
-                &mut p,
+            p.add(
                 "organizations",
                 format!("must name 1 to {MAX_ORGANIZATIONS} organisations; leave it out for all"),
             );
@@ -193,14 +164,10 @@ fn check(req: &BroadcastRequest) -> Result<Checked, ApiError> {
             for (i, raw) in list.iter().enumerate() {
                 match raw.parse::<TenantId>() {
                     Ok(id) if ids.contains(&id) => {
-                        add(&mut p, format!("organizations[{i}]"), "is listed twice")
+                        p.add(format!("organizations[{i}]"), "is listed twice")
                     }
                     Ok(id) => ids.push(id),
-                    Err(_) => add(
-                        &mut p,
-                        format!("organizations[{i}]"),
-                        "is not an organisation id",
-                    ),
+                    Err(_) => p.add(format!("organizations[{i}]"), "is not an organisation id"),
                 }
             }
             Some(ids)
@@ -209,7 +176,7 @@ fn check(req: &BroadcastRequest) -> Result<Checked, ApiError> {
     if p.is_empty() {
         Ok((severity, subject, orgs))
     } else {
-        Err(ApiError::Invalid(p))
+        Err(p.into())
     }
 }
 

@@ -20,7 +20,7 @@ use poem_openapi::{
 use sha2::{Digest, Sha256};
 use shared::{
     db::bulk::{self, Keyed, Mapping, NewJob, PART_BYTES},
-    domain::{BulkJobId, Channel},
+    domain::{BulkJobId, Channel, CsvQuoting, csv_cell},
     jobs::ParseBulkCsv,
 };
 use tokio::io::AsyncReadExt;
@@ -170,21 +170,6 @@ async fn text(field: Field, name: &str) -> Result<String, ApiError> {
         return Err(ApiError::invalid(name, crate::input::NUL_REASON));
     }
     Ok(text)
-}
-
-/// Escapes a cell for the errors file: a leading `=`, `+`, `-`, `@`, tab or
-/// carriage return gets a `'` so a spreadsheet shows it as text instead of
-/// running it as a formula; then CSV quoting.
-pub fn csv_cell(value: &str) -> String {
-    let guarded = match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
-        _ => value.to_owned(),
-    };
-    if guarded.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", guarded.replace('"', "\"\""))
-    } else {
-        guarded
-    }
 }
 
 fn view(job: bulk::Job, counts: &[(String, i64)]) -> BulkView {
@@ -562,9 +547,9 @@ impl BulkApi {
                         for (row, _, column, reason, value) in &rows {
                             out.push_str(&format!(
                                 "{row},{},{},{}\n",
-                                csv_cell(column),
-                                csv_cell(reason),
-                                csv_cell(value.as_deref().unwrap_or_default())
+                                csv_cell(column, CsvQuoting::Needed),
+                                csv_cell(reason, CsvQuoting::Needed),
+                                csv_cell(value.as_deref().unwrap_or_default(), CsvQuoting::Needed)
                             ));
                         }
                         let next = if rows.len() < ERROR_PAGE as usize {
@@ -619,6 +604,3 @@ impl BulkApi {
         Ok(BulkResponse::Ok(Json(load(&state, tenant_id, id).await?)))
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -16,7 +16,7 @@ use shared::{
         notifications::{self, EmailContent, Inserted, NewNotification, NewRow},
         subscribers,
     },
-    domain::{Channel, EmailAddress, NotificationId, NotificationStatus, PhoneNumber, Subject},
+    domain::{Channel, NotificationId, NotificationStatus, Subject},
     jobs::{QueueName, SendNotifications},
 };
 
@@ -38,8 +38,6 @@ use validate::*;
 
 /// Most keys in `metadata`.
 const MAX_METADATA_KEYS: usize = 50;
-/// Longest `Idempotency-Key`.
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// The notification endpoints.
 #[derive(Debug)]

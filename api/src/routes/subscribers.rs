@@ -28,18 +28,14 @@ use shared::{
         subscribers::{self, MAX_BULK, MAX_DATA_KEYS, MAX_PUSH_TOKENS, Profile, Subscriber},
     },
     domain::{
-        EmailAddress, ExternalId, Invalid, Locale, PersonName, PhoneNumber, PushToken,
+        EmailAddress, ExternalId, Locale, PersonName, PhoneNumber, Problems, PushToken,
         parse_time_zone,
     },
     preferences::Preferences,
 };
 
 use crate::{
-    AppState,
-    auth::ServiceKey,
-    body::StrictJson,
-    error::{ApiError, InvalidParam},
-    middleware::RequestId,
+    AppState, auth::ServiceKey, body::StrictJson, error::ApiError, middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -245,29 +241,6 @@ pub enum PreferencesResponse {
     Ok(Json<Value>),
 }
 
-/// Collects every invalid field of a request, each named by its full path.
-#[derive(Default)]
-struct Problems(Vec<InvalidParam>);
-
-impl Problems {
-    fn add(&mut self, name: String, reason: impl Into<String>) {
-        self.0.push(InvalidParam {
-            name,
-            reason: reason.into(),
-        });
-    }
-
-    /// Parses an optional field, recording why it does not parse.
-    fn opt<T>(
-        &mut self,
-        name: String,
-        value: Option<&str>,
-        parse: impl Fn(&str) -> Result<T, Invalid>,
-    ) -> Option<T> {
-        value.and_then(|v| parse(v).map_err(|e| self.add(name, e.0)).ok())
-    }
-}
-
 fn parse_external_id(p: &mut Problems, name: String, raw: &str) -> Option<ExternalId> {
     if raw.is_empty() {
         p.add(name, "is required");
@@ -384,7 +357,7 @@ fn bulk(req: BulkRequest) -> Result<Vec<(ExternalId, Profile)>, ApiError> {
     if p.0.is_empty() {
         Ok(rows)
     } else {
-        Err(ApiError::Invalid(p.0))
+        Err(ApiError::from(p))
     }
 }
 
@@ -438,7 +411,7 @@ impl poem_openapi::types::ParseFromParameter for ExternalIdSegment {
 
 fn path_id(raw: &str) -> Result<ExternalId, ApiError> {
     let mut p = Problems::default();
-    parse_external_id(&mut p, "external_id".into(), raw).ok_or(ApiError::Invalid(p.0))
+    parse_external_id(&mut p, "external_id".into(), raw).ok_or_else(|| ApiError::from(p))
 }
 
 fn preferences_json(prefs: &Preferences) -> Result<Json<Value>, ApiError> {
@@ -473,7 +446,7 @@ impl SubscribersApi {
         let id = parse_external_id(&mut p, "external_id".into(), &external_id.0.0);
         let profile = profile(&mut p, "", body.0);
         let (Some(id), Some(profile)) = (id, profile) else {
-            return Err(ApiError::Invalid(p.0));
+            return Err(ApiError::from(p));
         };
         let mut tx = state.pool.begin().await?;
         let done = subscribers::upsert_profile(&mut *tx, tenant_id, &id, &profile).await?;

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use shared::{
     db::templates::{self, StoredTemplate, TemplateSummary},
     domain::{Channel, TemplateId},
-    templates::{FieldError, RenderError, Template, canonical_locale, render},
+    templates::{FieldError, RenderError, Template, render, requested_locale},
 };
 
 use crate::body::StrictJson;
@@ -215,15 +215,7 @@ pub enum PreviewResponse {
 }
 
 fn invalid(errors: Vec<FieldError>) -> ApiError {
-    ApiError::Invalid(
-        errors
-            .into_iter()
-            .map(|e| InvalidParam {
-                name: e.field,
-                reason: e.reason,
-            })
-            .collect(),
-    )
+    ApiError::fields(errors)
 }
 
 fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
@@ -475,13 +467,8 @@ impl TemplatesApi {
             Some(v @ Value::Object(_)) => v,
             Some(_) => return Err(ApiError::invalid("data", "must be a JSON object")),
         };
-        if let Some(l) = &req.locale
-            && canonical_locale(l).is_none()
-        {
-            return Err(ApiError::invalid(
-                "locale",
-                "is not a locale tag such as `en`, `en-US` or `pt-BR`",
-            ));
+        if let Some(l) = &req.locale {
+            requested_locale(l).map_err(|e| ApiError::invalid("locale", e.0))?;
         }
         let stored = templates::get(&state.pool, caller.tenant_id, id)
             .await?

@@ -23,16 +23,10 @@ use poem_openapi::{
 };
 use shared::{
     db::topics::{self, MAX_MEMBERS_PER_CALL, Topic},
-    domain::{ExternalId, TenantId},
+    domain::{ExternalId, Problems, TenantId, key_ok, one_line_ok},
 };
 
-use crate::{
-    AppState,
-    auth::ServiceKey,
-    body::StrictJson,
-    error::{ApiError, InvalidParam},
-    routes::ApiTags,
-};
+use crate::{AppState, auth::ServiceKey, body::StrictJson, error::ApiError, routes::ApiTags};
 
 /// Most topics or members on one page.
 const MAX_PAGE: u32 = 500;
@@ -201,36 +195,13 @@ pub enum MemberPageResponse {
     Ok(Json<MemberPage>),
 }
 
-fn key_ok(key: &str) -> bool {
-    let b = key.as_bytes();
-    (1..=100).contains(&b.len())
-        && b[0].is_ascii_lowercase() | b[0].is_ascii_digit()
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
-}
-
-fn one_line(s: &str, max: usize) -> bool {
-    !s.trim().is_empty() && s.chars().count() <= max && !s.chars().any(char::is_control)
-}
-
-fn check_text(p: &mut Vec<InvalidParam>, name: &str, description: Option<&str>) {
+fn check_text(p: &mut Problems, name: &str, description: Option<&str>) {
     if let Some(d) = description
         && (d.trim().is_empty()
             || d.chars().count() > 2_000
             || d.chars().any(|c| c.is_control() && c != '\n'))
     {
-        p.push(InvalidParam {
-            name: name.into(),
-            reason: "must be 1 to 2,000 characters".into(),
-        });
-    }
-}
-
-fn problems(p: Vec<InvalidParam>) -> Result<(), ApiError> {
-    if p.is_empty() {
-        Ok(())
-    } else {
-        Err(ApiError::Invalid(p))
+        p.add(name, "must be 1 to 2,000 characters");
     }
 }
 
@@ -269,24 +240,21 @@ fn member_ids(req: &MembersRequest) -> Result<Vec<String>, ApiError> {
             format!("must hold 1 to {MAX_MEMBERS_PER_CALL} external ids; split larger lists"),
         ));
     }
-    let mut p = Vec::new();
+    let mut p = Problems::default();
     let mut seen = std::collections::HashMap::with_capacity(n);
     for (i, raw) in req.subscribers.iter().enumerate() {
         let name = format!("subscribers[{i}]");
         if let Err(e) = ExternalId::parse(raw) {
-            p.push(InvalidParam { name, reason: e.0 });
+            p.add(name, e.0);
         } else if let Some(first) = seen.insert(raw.as_str(), i) {
             seen.insert(raw.as_str(), first);
-            p.push(InvalidParam {
-                name,
-                reason: format!("repeats subscribers[{first}]"),
-            });
+            p.add(name, format!("repeats subscribers[{first}]"));
         }
         if p.len() >= 100 {
             break;
         }
     }
-    problems(p)?;
+    p.into_result(()).map_err(ApiError::fields)?;
     Ok(req.subscribers.clone())
 }
 
@@ -301,21 +269,15 @@ impl TopicsApi {
         body: StrictJson<CreateTopic>,
     ) -> Result<TopicResponse, ApiError> {
         let b = body.0;
-        let mut p = Vec::new();
+        let mut p = Problems::default();
         if !key_ok(&b.key) {
-            p.push(InvalidParam {
-                name: "key".into(),
-                reason: "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit".into(),
-            });
+            p.add("key", "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit");
         }
-        if !one_line(&b.name, 200) {
-            p.push(InvalidParam {
-                name: "name".into(),
-                reason: "must be 1 to 200 characters on one line".into(),
-            });
+        if !one_line_ok(&b.name, 200) {
+            p.add("name", "must be 1 to 200 characters on one line");
         }
         check_text(&mut p, "description", b.description.as_deref());
-        problems(p)?;
+        p.into_result(()).map_err(ApiError::fields)?;
         let created = topics::create(
             &state.pool,
             auth.0.tenant_id,
@@ -399,15 +361,12 @@ impl TopicsApi {
         if !key_ok(&key.0) {
             return Err(ApiError::NotFound("topic"));
         }
-        let mut p = Vec::new();
-        if !one_line(&b.name, 200) {
-            p.push(InvalidParam {
-                name: "name".into(),
-                reason: "must be 1 to 200 characters on one line".into(),
-            });
+        let mut p = Problems::default();
+        if !one_line_ok(&b.name, 200) {
+            p.add("name", "must be 1 to 200 characters on one line");
         }
         check_text(&mut p, "description", b.description.as_deref());
-        problems(p)?;
+        p.into_result(()).map_err(ApiError::fields)?;
         let topic = topics::update(
             &state.pool,
             auth.0.tenant_id,
@@ -547,20 +506,5 @@ impl TopicsApi {
             unknown: changed.unknown,
             members,
         })))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_keys_are_lower_case_words() {
-        for ok in ["a", "ward-3", "care.team_1", &"x".repeat(100)] {
-            assert!(key_ok(ok), "{ok}");
-        }
-        for bad in ["", "-a", ".a", "Ward", "a b", "a/b", "é", &"x".repeat(101)] {
-            assert!(!key_ok(bad), "{bad}");
-        }
     }
 }

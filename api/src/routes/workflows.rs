@@ -24,7 +24,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{
     db::workflows::{self as store, NewRuns, Workflow},
-    domain::{ExternalId, TenantId},
+    domain::{ExternalId, TenantId, key_ok},
     workflows::{MAX_PAYLOAD_BYTES, StepKind, parse_steps},
 };
 
@@ -213,14 +213,6 @@ pub enum TriggerResponse {
         Json<TriggerAccepted>,
         #[oai(header = "Idempotent-Replayed")] Option<String>,
     ),
-}
-
-fn key_ok(key: &str) -> bool {
-    let b = key.as_bytes();
-    (1..=100).contains(&b.len())
-        && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c))
 }
 
 /// Workflow `key` (at `version`), or 404.
@@ -504,13 +496,9 @@ impl WorkflowsApi {
         let req = &body.0;
         let workflow = find(&state, tenant_id, &key.0, None).await?;
         let payload = payload(req.payload.as_ref())?;
-        if let Some(k) = &req.cancellation_key
-            && (k.is_empty() || k.len() > 255 || k.chars().any(char::is_control))
-        {
-            return Err(ApiError::invalid(
-                "cancellation_key",
-                "must be 1 to 255 characters without control characters",
-            ));
+        if let Some(k) = &req.cancellation_key {
+            shared::domain::cancellation_key(k)
+                .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
         }
         let hash = Sha256::digest(serde_json::to_vec(&(&key.0, req)).unwrap_or_default()).to_vec();
         if let Some(k) = &idem

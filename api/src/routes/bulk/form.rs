@@ -84,13 +84,8 @@ pub(super) async fn form(
             "must name at least one channel",
         ));
     }
-    if let Some(l) = &locale
-        && !(1..=35).contains(&l.len())
-    {
-        return Err(ApiError::invalid(
-            "locale",
-            "must be a locale such as `en-US`",
-        ));
+    if let Some(l) = &locale {
+        shared::templates::requested_locale(l).map_err(|e| ApiError::invalid("locale", e.0))?;
     }
     let mapping_raw = mapping_raw.ok_or_else(|| ApiError::invalid("mapping", "is required"))?;
     let mapping: Mapping = serde_json::from_str(&mapping_raw)

@@ -2,6 +2,8 @@
 //! content rendered for each channel that can reach the subscriber, and the
 //! 202 answer built.
 
+use shared::domain::{Problems, recipient};
+
 use super::*;
 
 pub(super) fn accepted(
@@ -72,17 +74,14 @@ pub(super) async fn plan_template(
             Value::Null
         }
     };
-    let metadata = p.object("metadata", &req.metadata, MAX_METADATA_KEYS);
-    let subscriber = req
-        .subscriber_id
-        .as_deref()
-        .and_then(|s| p.text("subscriber_id", s, 255, true));
+    let metadata = p.object("metadata", req.metadata.as_ref(), MAX_METADATA_KEYS);
+    let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
     let mut channels = Vec::new();
     for (i, c) in req.channels.iter().flatten().enumerate() {
         match Channel::parse(c) {
             Some(c) if !channels.contains(&c) => channels.push(c),
-            Some(_) => p.add(&format!("channels[{i}]"), "is listed twice"),
-            None => p.add(&format!("channels[{i}]"), format!("`{c}` is not a channel")),
+            Some(_) => p.add(format!("channels[{i}]"), "is listed twice"),
+            None => p.add(format!("channels[{i}]"), format!("`{c}` is not a channel")),
         }
     }
     if req.channels.as_ref().is_some_and(Vec::is_empty) {
@@ -91,8 +90,8 @@ pub(super) async fn plan_template(
     if subscriber.is_none() && req.to.is_none() {
         p.add("subscriber_id", "`subscriber_id` or `to` is required");
     }
-    if !p.0.is_empty() {
-        return Err(ApiError::Invalid(p.0));
+    if !p.is_empty() {
+        return Err(p.into());
     }
     let prepared = state
         .templates
@@ -129,26 +128,8 @@ pub(super) async fn plan_template(
     for channel in channels {
         // Who: the direct address, or the subscriber's contact point.
         let recipients: Vec<String> = match (&req.to, channel) {
-            (Some(to), Channel::Email) => vec![
-                EmailAddress::parse(to)
-                    .map_err(|e| ApiError::invalid("to", e.0))?
-                    .as_str()
-                    .to_owned(),
-            ],
-            (Some(to), Channel::Sms | Channel::WhatsApp) => vec![
-                PhoneNumber::parse(to)
-                    .map_err(|e| ApiError::invalid("to", e.0))?
-                    .as_str()
-                    .to_owned(),
-            ],
-            (Some(to), Channel::Push) => {
-                if to.is_empty() || to.len() > 4096 || !to.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(ApiError::invalid(
-                        "to",
-                        "must be a device registration token",
-                    ));
-                }
-                vec![to.clone()]
+            (Some(to), Channel::Email | Channel::Sms | Channel::WhatsApp | Channel::Push) => {
+                vec![recipient(channel, to).map_err(|e| ApiError::invalid("to", e.0))?]
             }
             (Some(_), Channel::InApp) => {
                 return Err(ApiError::invalid(

@@ -2,6 +2,12 @@
 //! metadata, the WhatsApp template and the idempotency key, every problem
 //! named.
 
+use shared::domain::{
+    ACTION_URL_REASON, CATEGORY_REASON, ExternalId, Problems, WhatsAppLanguage, action_url_ok,
+    category_ok, idempotency_key_ok, recipient, whatsapp_parameter, whatsapp_parameter_count,
+    whatsapp_template_name,
+};
+
 use super::*;
 
 /// A send that passed validation.
@@ -16,87 +22,23 @@ pub(super) struct ValidSend {
     pub(super) metadata: Value,
 }
 
-/// Collects every invalid field of a request.
-#[derive(Default)]
-pub(super) struct Problems(pub(super) Vec<InvalidParam>);
-
-impl Problems {
-    pub(super) fn add(&mut self, name: &str, reason: impl Into<String>) {
-        self.0.push(InvalidParam {
-            name: name.into(),
-            reason: reason.into(),
-        });
-    }
-
-    pub(super) fn required<'a>(
-        &mut self,
-        name: &str,
-        value: &'a Option<String>,
-    ) -> Option<&'a str> {
-        if value.is_none() {
-            self.add(name, "is required");
+/// Flags every content field present in `req` that `channel` does not use.
+pub(super) fn only_fields_of(p: &mut Problems, req: &SendRequest, channel: &str, used: &[&str]) {
+    for (name, present) in req.content_fields() {
+        if present && !used.contains(&name) {
+            p.add(name, format!("is not used by the {channel} channel"));
         }
-        value.as_deref()
-    }
-
-    /// Flags every content field present in `req` that `channel` does not
-    /// use.
-    pub(super) fn only_fields_of(&mut self, req: &SendRequest, channel: &str, used: &[&str]) {
-        for (name, present) in req.content_fields() {
-            if present && !used.contains(&name) {
-                self.add(name, format!("is not used by the {channel} channel"));
-            }
-        }
-    }
-
-    pub(super) fn object(&mut self, name: &str, value: &Option<Value>, max_keys: usize) -> Value {
-        match value {
-            None | Some(Value::Null) => Value::Object(Default::default()),
-            Some(Value::Object(m)) if m.len() > max_keys => {
-                self.add(name, format!("must have at most {max_keys} keys"));
-                Value::Null
-            }
-            Some(v @ Value::Object(_)) => v.clone(),
-            Some(_) => {
-                self.add(name, "must be a JSON object");
-                Value::Null
-            }
-        }
-    }
-
-    pub(super) fn text(
-        &mut self,
-        name: &str,
-        value: &str,
-        max_chars: usize,
-        one_line: bool,
-    ) -> Option<String> {
-        if value.trim().is_empty() {
-            self.add(name, "must not be empty");
-        } else if value.chars().count() > max_chars {
-            self.add(name, format!("must be at most {max_chars} characters"));
-        } else if one_line && value.chars().any(char::is_control) {
-            self.add(name, "must be one line without control characters");
-        } else {
-            return Some(value.to_owned());
-        }
-        None
     }
 }
 
-pub(super) fn action_url_ok(url: &str) -> bool {
-    if url.len() > 2048 || url.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return false;
-    }
-    if url.starts_with('/') && !url.starts_with("//") {
-        return true;
-    }
-    let lower = url.to_ascii_lowercase();
-    (lower.starts_with("https://") || lower.starts_with("http://")) && url.len() > "https://".len()
+/// The subscriber a send names, by their external id.
+pub(super) fn subscriber_id(p: &mut Problems, raw: Option<&str>) -> Option<String> {
+    p.opt("subscriber_id", raw, ExternalId::parse)
+        .map(|id| id.as_str().to_owned())
 }
 
-/// Checks a WhatsApp template reference: a name, a language code and up to
-/// 20 text parameters.
+/// Checks a WhatsApp template reference: an approved template's name, its
+/// language code and its body parameters.
 pub(super) fn whatsapp_template(p: &mut Problems, tpl: &Value) -> Option<Value> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -113,78 +55,52 @@ pub(super) fn whatsapp_template(p: &mut Problems, tpl: &Value) -> Option<Value> 
             return None;
         }
     };
-    let name_ok = !tpl.name.is_empty()
-        && tpl.name.len() <= 512
-        && tpl
-            .name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    if !name_ok {
-        p.add(
-            "whatsapp_template.name",
-            "must be lower-case letters, digits and `_`",
-        );
-    }
-    let lang_ok = (2..=15).contains(&tpl.language.len())
-        && tpl
-            .language
-            .bytes()
-            .all(|b| b.is_ascii_alphabetic() || b == b'_');
-    if !lang_ok {
-        p.add(
-            "whatsapp_template.language",
-            "must be a language code such as `en_US`",
-        );
-    }
-    if tpl.parameters.len() > 20 {
-        p.add("whatsapp_template.parameters", "at most 20");
-    }
-    for (i, param) in tpl.parameters.iter().enumerate() {
-        if param.is_empty() || param.chars().count() > 1_024 {
-            p.add(
-                &format!("whatsapp_template.parameters[{i}]"),
-                "must be 1 to 1024 characters",
+    let before = p.len();
+    p.parse("whatsapp_template.name", &tpl.name, whatsapp_template_name);
+    let language = p.parse(
+        "whatsapp_template.language",
+        &tpl.language,
+        WhatsAppLanguage::parse,
+    );
+    if let Err(e) = whatsapp_parameter_count(tpl.parameters.len()) {
+        p.add("whatsapp_template.parameters", e.0);
+    } else {
+        for (i, param) in tpl.parameters.iter().enumerate() {
+            p.parse(
+                format!("whatsapp_template.parameters[{i}]"),
+                param,
+                whatsapp_parameter,
             );
         }
     }
-    (name_ok && lang_ok && tpl.parameters.len() <= 20).then(|| {
-        serde_json::json!({
-            "template_name": tpl.name,
-            "language": tpl.language,
-            "parameters": tpl.parameters,
-        })
-    })
+    let language = language.filter(|_| p.len() == before)?;
+    Some(serde_json::json!({
+        "template_name": tpl.name,
+        "language": language.as_str(),
+        "parameters": tpl.parameters,
+    }))
 }
 
 pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     let mut p = Problems::default();
     let category = req.category.as_ref().and_then(|c| {
-        let ok = !c.is_empty()
-            && c.len() <= 100
-            && c.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        let ok = category_ok(c);
         if !ok {
-            p.add(
-                "category",
-                "must be 1 to 100 letters, digits, `.`, `_` or `-`",
-            );
+            p.add("category", CATEGORY_REASON);
         }
         ok.then(|| c.clone())
     });
-    let metadata = p.object("metadata", &req.metadata, MAX_METADATA_KEYS);
+    let metadata = p.object("metadata", req.metadata.as_ref(), MAX_METADATA_KEYS);
     let valid = match req.channel.as_deref().unwrap_or("email") {
         "email" => {
-            p.only_fields_of(req, "email", &["to", "subject", "text", "html"]);
+            only_fields_of(&mut p, req, "email", &["to", "subject", "text", "html"]);
             let to = p
                 .required("to", &req.to)
-                .and_then(|to| EmailAddress::parse(to).map_err(|e| p.add("to", e.0)).ok());
+                .and_then(|to| p.parse("to", to, |t| recipient(Channel::Email, t)));
             let subject = p
                 .required("subject", &req.subject)
-                .and_then(|s| Subject::parse(s).map_err(|e| p.add("subject", e.0)).ok());
-            let subscriber = req
-                .subscriber_id
-                .as_deref()
-                .and_then(|s| p.text("subscriber_id", s, 255, true));
+                .and_then(|s| p.parse("subject", s, Subject::parse));
+            let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
             let non_empty =
                 |s: &Option<String>| s.as_ref().filter(|s| !s.trim().is_empty()).cloned();
             let (text, html) = (non_empty(&req.text), non_empty(&req.html));
@@ -193,7 +109,7 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             }
             to.zip(subject).map(|(to, subject)| ValidSend {
                 channel: Channel::Email,
-                recipient: to.as_str().to_owned(),
+                recipient: to,
                 subscriber,
                 content: serde_json::to_value(EmailContent {
                     subject: subject.as_str().to_owned(),
@@ -206,10 +122,15 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "inapp" => {
-            p.only_fields_of(req, "inapp", &["title", "body", "action_url", "data"]);
+            only_fields_of(
+                &mut p,
+                req,
+                "inapp",
+                &["title", "body", "action_url", "data"],
+            );
             let subscriber = p
                 .required("subscriber_id", &req.subscriber_id)
-                .and_then(|s| p.text("subscriber_id", s, 255, true));
+                .and_then(|s| subscriber_id(&mut p, Some(s)));
             let title = p
                 .required("title", &req.title)
                 .and_then(|t| p.text("title", t, 200, true));
@@ -220,12 +141,9 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             if let Some(url) = &req.action_url
                 && !action_url_ok(url)
             {
-                p.add(
-                    "action_url",
-                    "must be an http(s) URL or a path starting with `/`, at most 2048 characters",
-                );
+                p.add("action_url", ACTION_URL_REASON);
             }
-            let data = p.object("data", &req.data, MAX_METADATA_KEYS);
+            let data = p.object("data", req.data.as_ref(), MAX_METADATA_KEYS);
             subscriber.zip(title).map(|(subscriber, title)| ValidSend {
                 channel: Channel::InApp,
                 recipient: subscriber.clone(),
@@ -236,20 +154,17 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "sms" => {
-            p.only_fields_of(req, "sms", &["to", "text"]);
+            only_fields_of(&mut p, req, "sms", &["to", "text"]);
             let to = p
                 .required("to", &req.to)
-                .and_then(|to| PhoneNumber::parse(to).map_err(|e| p.add("to", e.0)).ok());
+                .and_then(|to| p.parse("to", to, |t| recipient(Channel::Sms, t)));
             let text = p
                 .required("text", &req.text)
                 .and_then(|t| p.text("text", t, 1_600, false));
-            let subscriber = req
-                .subscriber_id
-                .as_deref()
-                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
             to.zip(text).map(|(to, text)| ValidSend {
                 channel: Channel::Sms,
-                recipient: to.as_str().to_owned(),
+                recipient: to,
                 subscriber,
                 content: serde_json::json!({"body": text}),
                 category: category.clone(),
@@ -257,18 +172,10 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "push" => {
-            p.only_fields_of(req, "push", &["to", "title", "body", "data"]);
-            let to = p.required("to", &req.to).and_then(|t| {
-                let ok =
-                    !t.is_empty() && t.len() <= 4096 && t.bytes().all(|b| b.is_ascii_graphic());
-                if !ok {
-                    p.add(
-                        "to",
-                        "must be a device registration token (1 to 4096 printable characters)",
-                    );
-                }
-                ok.then(|| t.to_owned())
-            });
+            only_fields_of(&mut p, req, "push", &["to", "title", "body", "data"]);
+            let to = p
+                .required("to", &req.to)
+                .and_then(|to| p.parse("to", to, |t| recipient(Channel::Push, t)));
             let title = p
                 .required("title", &req.title)
                 .and_then(|t| p.text("title", t, 200, true));
@@ -276,16 +183,13 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 .body
                 .as_deref()
                 .and_then(|b| p.text("body", b, 5_000, false));
-            let data = p.object("data", &req.data, MAX_METADATA_KEYS);
+            let data = p.object("data", req.data.as_ref(), MAX_METADATA_KEYS);
             if let Value::Object(m) = &data
                 && m.values().any(|v| !v.is_string())
             {
                 p.add("data", "push data values must be strings");
             }
-            let subscriber = req
-                .subscriber_id
-                .as_deref()
-                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
             to.zip(title).map(|(to, title)| ValidSend {
                 channel: Channel::Push,
                 recipient: to,
@@ -296,10 +200,15 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             })
         }
         "whatsapp" => {
-            p.only_fields_of(req, "whatsapp", &["to", "text", "whatsapp_template"]);
+            only_fields_of(
+                &mut p,
+                req,
+                "whatsapp",
+                &["to", "text", "whatsapp_template"],
+            );
             let to = p
                 .required("to", &req.to)
-                .and_then(|to| PhoneNumber::parse(to).map_err(|e| p.add("to", e.0)).ok());
+                .and_then(|to| p.parse("to", to, |t| recipient(Channel::WhatsApp, t)));
             let content = match (&req.text, &req.whatsapp_template) {
                 (Some(t), None) => p
                     .text("text", t, 4_096, false)
@@ -313,13 +222,10 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                     None
                 }
             };
-            let subscriber = req
-                .subscriber_id
-                .as_deref()
-                .and_then(|s| p.text("subscriber_id", s, 255, true));
+            let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
             to.zip(content).map(|(to, content)| ValidSend {
                 channel: Channel::WhatsApp,
-                recipient: to.as_str().to_owned(),
+                recipient: to,
                 subscriber,
                 content,
                 category: category.clone(),
@@ -337,25 +243,20 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
         }
     };
     match valid {
-        Some(v) if p.0.is_empty() => Ok(v),
-        _ => Err(ApiError::Invalid(p.0)),
+        Some(v) if p.is_empty() => Ok(v),
+        _ => Err(p.into()),
     }
 }
 
-/// Checks an `Idempotency-Key` header: 1 to 255 printable ASCII characters
-/// without spaces. Every route that honours the key uses this one.
+/// Checks an `Idempotency-Key` header with the one rule for it
+/// ([`idempotency_key_ok`]). Every route that honours the key uses this.
 pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
     match raw {
         None => Ok(None),
-        Some(k) if k.is_empty() || k.len() > MAX_IDEMPOTENCY_KEY_LEN => Err(ApiError::BadHeader(
-            "Idempotency-Key",
-            "must be 1 to 255 characters",
-        )),
-        Some(k) if !k.bytes().all(|b| b.is_ascii_graphic()) => Err(ApiError::BadHeader(
-            "Idempotency-Key",
-            "must be printable ASCII without spaces",
-        )),
-        Some(k) => Ok(Some(k)),
+        Some(k) => match idempotency_key_ok(&k) {
+            Ok(()) => Ok(Some(k)),
+            Err(reason) => Err(ApiError::BadHeader("Idempotency-Key", reason)),
+        },
     }
 }
 

@@ -13,15 +13,16 @@ use shared::{
         batches::{self, Created, NewBatch},
         topics::{self, Audience},
     },
-    domain::{Channel, TenantId},
+    domain::{Channel, Problems, TenantId, key_ok},
+    templates::requested_locale,
 };
 
-use super::{MAX_KEYS, find, key_ok, one_line, problems};
+use super::{MAX_KEYS, find};
 use crate::{
     AppState,
     auth::ServiceKey,
     body::StrictJson,
-    error::{ApiError, InvalidParam},
+    error::ApiError,
     middleware::RequestId,
     routes::{ApiTags, notifications::idempotency_key},
 };
@@ -99,27 +100,6 @@ pub enum AudienceResponse {
     ),
 }
 
-fn object(p: &mut Vec<InvalidParam>, name: &str, value: Option<&Value>) -> Value {
-    match value {
-        None | Some(Value::Null) => Value::Object(Default::default()),
-        Some(Value::Object(m)) if m.len() <= MAX_KEYS => Value::Object(m.clone()),
-        Some(Value::Object(_)) => {
-            p.push(InvalidParam {
-                name: name.into(),
-                reason: format!("must have at most {MAX_KEYS} keys"),
-            });
-            Value::Null
-        }
-        Some(_) => {
-            p.push(InvalidParam {
-                name: name.into(),
-                reason: "must be a JSON object".into(),
-            });
-            Value::Null
-        }
-    }
-}
-
 /// The checked parts of a send to an audience.
 struct AudienceSend<'a> {
     template: &'a str,
@@ -140,29 +120,16 @@ async fn send_to(
     audience: (Audience, String),
     send: AudienceSend<'_>,
 ) -> Result<AudienceResponse, ApiError> {
-    let mut p = Vec::new();
-    if !one_line(send.template, 100) {
-        p.push(InvalidParam {
-            name: "template".into(),
-            reason: "must be a template key".into(),
-        });
+    let mut p = Problems::default();
+    if !key_ok(send.template) {
+        p.add("template", "must be a template key");
     }
-    if let Some(l) = send.locale
-        && !(1..=35).contains(&l.len())
-    {
-        p.push(InvalidParam {
-            name: "locale".into(),
-            reason: "must be a locale such as `en-US`".into(),
-        });
-    }
-    let defaults = object(&mut p, "defaults", send.defaults);
-    let metadata = object(&mut p, "metadata", send.metadata);
+    p.opt("locale", send.locale, requested_locale);
+    let defaults = p.object("defaults", send.defaults, MAX_KEYS);
+    let metadata = p.object("metadata", send.metadata, MAX_KEYS);
     let mut channels = Vec::new();
     if send.channels.is_some_and(<[String]>::is_empty) {
-        p.push(InvalidParam {
-            name: "channels".into(),
-            reason: "must not be empty".into(),
-        });
+        p.add("channels", "must not be empty");
     }
     for (i, c) in send.channels.unwrap_or_default().iter().enumerate() {
         let name = format!("channels[{i}]");
@@ -175,9 +142,9 @@ async fn send_to(
             Some(_) => "is listed twice".into(),
             None => format!("`{c}` is not a channel"),
         };
-        p.push(InvalidParam { name, reason });
+        p.add(name, reason);
     }
-    problems(p)?;
+    p.into_result(()).map_err(ApiError::fields)?;
     let template = shared::db::templates::get_by_key(&state.pool, tenant_id, send.template)
         .await?
         .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?

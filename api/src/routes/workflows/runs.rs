@@ -423,13 +423,9 @@ impl WorkflowRunsApi {
                 format!("must be one of {}", STATUSES.join(", ")),
             ));
         }
-        if let Some(k) = &cancellation_key.0
-            && (k.is_empty() || k.len() > 255 || k.chars().any(char::is_control))
-        {
-            return Err(ApiError::invalid(
-                "cancellation_key",
-                "must be 1 to 255 characters without control characters",
-            ));
+        if let Some(k) = &cancellation_key.0 {
+            shared::domain::cancellation_key(k)
+                .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
         }
         let subscriber = match &subscriber_id.0 {
             None => None,
@@ -526,12 +522,8 @@ impl WorkflowRunsApi {
         body: StrictJson<CancelByKey>,
     ) -> Result<CancelResponse, ApiError> {
         let key = &body.0.cancellation_key;
-        if key.is_empty() || key.len() > 255 || key.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "cancellation_key",
-                "must be 1 to 255 characters without control characters",
-            ));
-        }
+        shared::domain::cancellation_key(key)
+            .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
         let mut tx = state.pool.begin().await?;
         let done = store::cancel(&mut tx, auth.0.tenant_id, Which::Key(key)).await?;
         if done.runs > 0 {
