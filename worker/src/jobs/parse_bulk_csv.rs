@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 use shared::{
     csv_rows::{CsvRows, Record},
     db::bulk::{self, Chunk, HeldNotification, Mapping, PART_BYTES, RowError},
-    domain::{BulkJobId, Channel, EmailAddress, PhoneNumber, TenantId},
+    domain::{BulkJobId, Channel, TenantId, recipient},
     events::Event,
     jobs::{ExpandBulkChunk, Job, ParseBulkCsv, QueueName},
     templates::Prepared,
@@ -479,16 +479,13 @@ fn read_row(
     };
     let subscriber = match cx.mapping.subscriber_id.as_deref() {
         Some(col) => match value(col) {
-            Some(v) if v.chars().count() > 255 || v.chars().any(char::is_control) => {
-                error(
-                    &mut errors,
-                    col,
-                    "must be at most 255 characters on one line".into(),
-                    Some(v),
-                );
-                None
-            }
-            Some(v) => Some(v.to_owned()),
+            Some(v) => match recipient(Channel::InApp, v) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    error(&mut errors, col, e.0, Some(v));
+                    None
+                }
+            },
             None => None,
         },
         None => None,
@@ -498,16 +495,16 @@ fn read_row(
         let Some(col) = cx.mapping.column_for(channel) else {
             continue;
         };
-        let parsed = match (value(col), channel) {
-            (None, _) => Err("is required".to_owned()),
-            (Some(v), Channel::Email) => EmailAddress::parse(v)
-                .map(|e| e.as_str().to_owned())
-                .map_err(|e| format!("is not a valid email address: {}", e.0)),
-            (Some(v), Channel::Sms | Channel::WhatsApp) => PhoneNumber::parse(v)
-                .map(|p| p.as_str().to_owned())
-                .map_err(|e| format!("is not a valid phone number: {}", e.0)),
-            (Some(_), _) => subscriber.clone().ok_or_else(|| "is not valid".to_owned()),
-        };
+        let parsed =
+            match (value(col), channel) {
+                (None, _) => Err("is required".to_owned()),
+                // Each address is checked as a single send to it would be.
+                (Some(v), Channel::Email) => recipient(channel, v)
+                    .map_err(|e| format!("is not a valid email address: {}", e.0)),
+                (Some(v), Channel::Sms | Channel::WhatsApp) => recipient(channel, v)
+                    .map_err(|e| format!("is not a valid phone number: {}", e.0)),
+                (Some(_), _) => subscriber.clone().ok_or_else(|| "is not valid".to_owned()),
+            };
         match parsed {
             Ok(r) => recipients.push((channel, r)),
             Err(reason) => {
