@@ -33,6 +33,7 @@ mod realtime;
 mod reports;
 mod row_level_security;
 mod send_email;
+mod send_rules;
 mod send_windows;
 mod sessions;
 mod shipments;

@@ -165,6 +165,10 @@ async fn bad_or_foreign_topic_sends_answer_400_or_404() {
             "defaults",
         ),
         (
+            json!({"topic": "ward", "template": "care.update", "locale": "en_US!"}),
+            "locale",
+        ),
+        (
             json!({"topic": "ward", "template": "care.update", "recipients": []}),
             "recipients|body",
         ),
@@ -349,6 +353,15 @@ async fn a_broadcast_reaches_the_subscribers_of_the_organisations_named() {
         ),
         (
             json!({"title": "t", "body": "x", "action_url": "javascript:alert(1)"}),
+            "action_url",
+        ),
+        // In-app links follow the one rule of sends and templates.
+        (
+            json!({"title": "t", "body": "x", "action_url": "https://"}),
+            "action_url",
+        ),
+        (
+            json!({"title": "t", "body": "x", "action_url": "//evil.example/x"}),
             "action_url",
         ),
     ] {
