@@ -43,7 +43,10 @@ fn main() {
         let total = env_num("BENCH_NOTIFICATIONS", 1_000_000) as i64;
         let rounds = env_num("BENCH_ROUNDS", 50);
         let db = testkit::db::TestDb::new().await;
-        let pool = shared::db::connect_url(&db.url, 4).await.expect("postgres");
+        let pool =
+            shared::db::connect_url(&db.url, 4, shared::db::scope::Fallback::Platform("bench"))
+                .await
+                .expect("postgres");
         let mut tenants = Vec::new();
         for i in 0..5 {
             tenants.push(

@@ -40,7 +40,10 @@ fn main() {
         let tenants_n = env_num("BENCH_TENANTS", 5).max(1);
         let rounds = env_num("BENCH_ROUNDS", 20);
         let db = testkit::db::TestDb::new().await;
-        let pool = shared::db::connect_url(&db.url, 4).await.expect("postgres");
+        let pool =
+            shared::db::connect_url(&db.url, 4, shared::db::scope::Fallback::Platform("bench"))
+                .await
+                .expect("postgres");
         let mut tenants = Vec::new();
         for i in 0..tenants_n {
             tenants.push(

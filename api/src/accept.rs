@@ -100,11 +100,13 @@ impl Acceptor {
         for _ in 0..FLUSHERS {
             let rx = rx.clone();
             let sink = sink.clone();
-            tokio::spawn(async move {
+            // One transaction carries the sends of many requests, of any
+            // organisation: the flushers work in platform scope.
+            tokio::spawn(shared::db::scope::platform("accept_flush", async move {
                 while let Some(batch) = next_batch(&rx).await {
                     sink.flush(batch).await;
                 }
-            });
+            }));
         }
         Self { tx }
     }

@@ -21,11 +21,15 @@
 //! counts as no key at all. The cache carries the allowlist, so the check
 //! costs no query (and a changed allowlist applies within the same bound).
 //!
-//! Once a caller is known, the rest of its request runs walled to its
-//! organisation's rows ([`wall_to`], row-level security); the lookups that
-//! find the caller run before, in platform scope. Administrators of the
-//! platform organisation (its API keys, its users with `ADMIN`) administer
-//! every organisation and stay in platform scope.
+//! A request starts seeing no organisation's rows
+//! ([`shared::db::scope::request`]). Once a caller is known, the rest of its
+//! request runs walled to its organisation's rows ([`wall_to`], row-level
+//! security). The lookups that find the caller run before: the API-key
+//! lookup in platform scope (`api_key_lookup`: the key names no
+//! organisation until it is found), the token checks in the organisation
+//! the token names. Administrators of the platform organisation (its API
+//! keys, its users with `ADMIN`) administer every organisation: their
+//! requests are opened to platform scope (`platform_admin`).
 
 use std::{
     net::IpAddr,
@@ -101,7 +105,12 @@ async fn key_owner(req: &Request, state: &AppState, token: &str) -> poem::Result
                     user_agent,
                 )
                 .details(serde_json::json!({ "api_key_id": owner.key_id.to_string() }));
-                if let Err(e) = security_events::record(&state.pool, &[event]).await {
+                let recorded = shared::db::scope::tenant(
+                    owner.tenant_id,
+                    security_events::record(&state.pool, &[event]),
+                )
+                .await;
+                if let Err(e) = recorded {
                     tracing::warn!(error = %e, "security event not recorded");
                 }
             }
@@ -115,17 +124,25 @@ async fn key_owner(req: &Request, state: &AppState, token: &str) -> poem::Result
 /// Walls the rest of the request to `tenant`'s rows
 /// ([`shared::db::scope::narrow`]), unless the caller is an administrator
 /// (`admin`) of the platform organisation, which administers every
-/// organisation. Whether an organisation is the platform is read in
-/// platform scope and kept for [`PLATFORM_KIND_SECS`].
+/// organisation: its request is opened to platform scope
+/// ([`shared::db::scope::elevate`], reason `platform_admin`). Whether an
+/// organisation is the platform is kept for [`PLATFORM_KIND_SECS`].
 pub async fn wall_to(state: &AppState, tenant: TenantId, admin: bool) -> Result<(), ApiError> {
     if admin && is_platform(state, tenant).await? {
-        return Ok(());
+        if shared::db::scope::elevate("platform_admin") {
+            return Ok(());
+        }
+        // Outside a request's scope, or a request already walled to one
+        // organisation: refuse rather than widen.
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "the request could not be opened to the platform"
+        )));
     }
     if !shared::db::scope::narrow(tenant) {
         // Only reachable outside a request's scope (no database work of
         // the request can then be walled) or with a second caller of
         // another organisation in one request: refuse rather than guess.
-        if shared::db::scope::current() != shared::db::scope::Scope::Tenant(tenant) {
+        if shared::db::scope::current() != Some(shared::db::scope::Scope::Tenant(tenant)) {
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "the request could not be walled to its organisation"
             )));
@@ -146,7 +163,8 @@ async fn is_platform(state: &AppState, tenant: TenantId) -> Result<bool, sqlx::E
     if let Some(platform) = kinds.get(&tenant) {
         return Ok(platform);
     }
-    let platform = shared::db::organizations::get(&state.pool, tenant)
+    let read = shared::db::organizations::get(&state.pool, tenant);
+    let platform = shared::db::scope::tenant(tenant, read)
         .await?
         .is_some_and(|o| o.kind == "platform");
     kinds.insert(tenant, platform);
@@ -209,13 +227,15 @@ async fn entry_of(
     if let Some(entry) = cache.get(&key_hash) {
         return Ok(Some(entry));
     }
-    let entry = api_keys::lookup_hash(pool, &key_hash)
-        .await?
-        .map(|(owner, networks, scopes)| CachedKey {
-            owner,
-            networks: networks.into(),
-            scopes: scopes.map(Into::into),
-        });
+    // The key names no organisation until it is found.
+    let entry =
+        shared::db::scope::platform("api_key_lookup", api_keys::lookup_hash(pool, &key_hash))
+            .await?
+            .map(|(owner, networks, scopes)| CachedKey {
+                owner,
+                networks: networks.into(),
+                scopes: scopes.map(Into::into),
+            });
     if let Some(entry) = &entry {
         cache.insert(key_hash, entry.clone());
     }

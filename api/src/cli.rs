@@ -314,7 +314,7 @@ pub async fn admin(settings: &Settings, command: Command) -> anyhow::Result<()> 
             println!("database created");
         }
     }
-    let pool = db::connect(settings).await?;
+    let pool = db::connect(settings, db::scope::Fallback::Platform("admin_command")).await?;
     db::migrate(&pool).await?;
     match command {
         Command::Serve => unreachable!("serve is not an admin command"),

@@ -196,11 +196,14 @@ impl Verifier {
         let user_id = uuid::Uuid::parse_str(&identity.subject).ok();
         match user_id {
             Some(user_id) => {
-                let state = users::token_state(
-                    &self.pool,
+                let state = shared::db::scope::tenant(
                     identity.tenant_id,
-                    user_id,
-                    identity.session_id,
+                    users::token_state(
+                        &self.pool,
+                        identity.tenant_id,
+                        user_id,
+                        identity.session_id,
+                    ),
                 )
                 .await
                 .map_err(|_| Rejected::KeysUnavailable)?;
@@ -275,7 +278,7 @@ impl Verifier {
             .map_err(|_| Rejected::Malformed)?;
         let tenant_id = self.tenant_of(&claims)?;
         let keyring = self.keyring.as_ref().ok_or(Rejected::UnknownKey)?;
-        let sealed = jwt_secrets::get(&self.pool, tenant_id)
+        let sealed = shared::db::scope::tenant(tenant_id, jwt_secrets::get(&self.pool, tenant_id))
             .await
             .map_err(|_| Rejected::KeysUnavailable)?
             .ok_or(Rejected::UnknownKey)?;

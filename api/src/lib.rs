@@ -248,11 +248,24 @@ pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
         .at("/api/v1/ws", get(realtime::endpoint))
         .nest("/console", console::endpoint())
         .data(state)
-        // Platform scope until authentication walls the request to its
-        // caller's organisation (`auth::wall_to`).
+        // No organisation's rows until authentication walls the request to
+        // its caller's organisation (`auth::wall_to`); the lookups that find
+        // the caller say why they need platform scope.
         .around(|ep, req| shared::db::scope::request(async move { ep.call(req).await }))
         .around(move |ep, req| middleware::edge(ep, req, edge.clone()))
 }
+
+/// What the API's database work sees in a task without a scope (one
+/// spawned from a request, a background task that did not say): no
+/// organisation's rows. Requests start seeing none either
+/// ([`shared::db::scope::request`]); every read across organisations names
+/// its reason ([`shared::db::scope::platform`]).
+pub const DB_FALLBACK: shared::db::scope::Fallback = shared::db::scope::Fallback::Nothing;
+
+/// Why the API's queue-throughput counts are written in platform scope.
+const THROUGHPUT: &str = shared::throughput::SCOPE_REASON;
+/// Why the API's error counts are written in platform scope.
+const ERROR_COUNTS: &str = shared::errors::SCOPE_REASON;
 
 /// A bound, ready-to-run API server.
 pub struct Application {
@@ -279,7 +292,7 @@ impl Application {
     /// picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
         shared::telemetry::metrics_handle();
-        let (pool, queues) = shared::connect(settings).await?;
+        let (pool, queues) = shared::connect(settings, DB_FALLBACK).await?;
         shared::db::migrate(&pool)
             .await
             .context("while applying migrations")?;
@@ -435,10 +448,13 @@ impl Application {
         fleet::leave(&fleet_state).await;
         flusher.abort();
         errors_flusher.abort();
-        if let Err(error) = throughput.flush(&pool).await {
+        // Background work of the API across organisations: platform scope.
+        let flushed = shared::db::scope::platform(THROUGHPUT, throughput.flush(&pool)).await;
+        if let Err(error) = flushed {
             tracing::warn!(%error, "cannot record the last second of queue throughput");
         }
-        if let Err(error) = errors.flush(&pool).await {
+        let flushed = shared::db::scope::platform(ERROR_COUNTS, errors.flush(&pool)).await;
+        if let Err(error) = flushed {
             tracing::warn!(%error, "cannot record the last second of error counts");
         }
         served?;

@@ -488,7 +488,8 @@ impl Limiter {
         if let Some(set) = self.overrides.get(&tenant) {
             return Ok(set);
         }
-        let set = Arc::new(shared::db::limits::overrides(&self.pool, tenant).await?);
+        let read = shared::db::limits::overrides(&self.pool, tenant);
+        let set = Arc::new(shared::db::scope::tenant(tenant, read).await?);
         self.overrides.insert(tenant, set.clone());
         Ok(set)
     }
@@ -498,7 +499,8 @@ impl Limiter {
         if let Some(set) = self.quotas.get(&tenant) {
             return Ok(set);
         }
-        let set = Arc::new(shared::db::limits::quotas(&self.pool, tenant).await?);
+        let read = shared::db::limits::quotas(&self.pool, tenant);
+        let set = Arc::new(shared::db::scope::tenant(tenant, read).await?);
         self.quotas.insert(tenant, set.clone());
         Ok(set)
     }

@@ -343,16 +343,18 @@ pub async fn endpoint(
                 }
             },
         };
-        if let Err(error) = serve(
+        // The upgraded connection runs in a task of its own, outside the
+        // request's scope: walled to the caller's organisation here.
+        let tenant = identity.tenant_id;
+        let served = serve(
             &state,
             &settings,
             identity,
             params.since,
             &mut sink,
             &mut stream,
-        )
-        .await
-        {
+        );
+        if let Err(error) = shared::db::scope::tenant(tenant, served).await {
             tracing::debug!(%error, "websocket ended");
         }
     }))

@@ -135,7 +135,10 @@ fn main() {
         let load_before = load_average();
 
         let db = testkit::db::TestDb::new().await;
-        let pool = shared::db::connect_url(&db.url, 4).await.expect("postgres");
+        let pool =
+            shared::db::connect_url(&db.url, 4, shared::db::scope::Fallback::Platform("bench"))
+                .await
+                .expect("postgres");
         let prefix = format!("bench{}", &Uuid::new_v4().simple().to_string()[..12]);
         let queues =
             Queues::new(&SecretString::from(testkit::redis_url()), &prefix).expect("redis");

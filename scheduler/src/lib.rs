@@ -37,7 +37,11 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (pool, queues) = shared::connect(&settings).await?;
+    let (pool, queues) = shared::connect(
+        &settings,
+        shared::db::scope::Fallback::Platform("scheduler"),
+    )
+    .await?;
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;

@@ -30,6 +30,9 @@ use crate::domain::TenantId;
 /// How often counts are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// Why [`spawn_flusher`](ErrorTracker::spawn_flusher) writes in platform scope (`db_platform_scope_total{reason}`).
+pub const SCOPE_REASON: &str = "error_counts";
+
 /// How long counts are kept after a group was last seen in an
 /// organisation (hourly counts and recoveries: after their hour).
 pub const KEEP: chrono::TimeDelta = chrono::TimeDelta::days(90);
@@ -233,7 +236,9 @@ impl ErrorTracker {
     /// once an hour drops counts older than [`KEEP`].
     pub fn spawn_flusher(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
+        // Every organisation's counts: platform scope, whatever the pool's
+        // fallback.
+        tokio::spawn(crate::db::scope::platform(SCOPE_REASON, async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_prune: Option<tokio::time::Instant> = None;
@@ -249,7 +254,7 @@ impl ErrorTracker {
                     }
                 }
             }
-        })
+        }))
     }
 }
 

@@ -59,9 +59,15 @@ pub mod workflows;
 
 /// Opens the Postgres pool and the Redis queue handle every service needs.
 /// Redis connects lazily, so a service starts while Redis is away.
-pub async fn connect(settings: &config::Settings) -> anyhow::Result<(sqlx::PgPool, jobs::Queues)> {
+/// `fallback` is the database scope of work in a task without one
+/// ([`db::scope::Fallback`]): platform for the services that work across
+/// organisations, nothing for the API.
+pub async fn connect(
+    settings: &config::Settings,
+    fallback: db::scope::Fallback,
+) -> anyhow::Result<(sqlx::PgPool, jobs::Queues)> {
     use anyhow::Context;
-    let pool = db::connect(settings)
+    let pool = db::connect(settings, fallback)
         .await
         .context("while connecting to Postgres")?;
     let queues = jobs::Queues::new(&settings.redis_url, &settings.redis_prefix)

@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 use crate::{domain::TenantId, jobs::QueueName};
 
+/// Why [`spawn_flusher`](Throughput::spawn_flusher) writes in platform scope (`db_platform_scope_total{reason}`).
+pub const SCOPE_REASON: &str = "queue_throughput";
+
 /// Upper bounds of the histogram buckets in milliseconds; a last bucket
 /// holds everything slower.
 pub const BOUNDS_MS: [u64; 18] = [
@@ -273,7 +276,9 @@ impl Throughput {
     /// or aborted, and once an hour drops rows older than 8 days.
     pub fn spawn_flusher(&self, pool: PgPool) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        tokio::spawn(async move {
+        // Every organisation's counts: platform scope, whatever the pool's
+        // fallback.
+        tokio::spawn(crate::db::scope::platform(SCOPE_REASON, async move {
             let mut tick = tokio::time::interval(FLUSH_EVERY);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_prune: Option<tokio::time::Instant> = None;
@@ -291,7 +296,7 @@ impl Throughput {
                     }
                 }
             }
-        })
+        }))
     }
 }
 

@@ -97,7 +97,8 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let (pool, queues) = shared::connect(&settings).await?;
+    let (pool, queues) =
+        shared::connect(&settings, shared::db::scope::Fallback::Platform("worker")).await?;
     let email_timeout = settings.jobs.queue(QueueName::Email).timeout();
     let email =
         EmailSender::new(&settings.email, email_timeout).context("while setting up email")?;

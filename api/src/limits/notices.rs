@@ -44,7 +44,8 @@ impl Limiter {
             used,
             resets_at: period.end(now),
         };
-        match self.raise(tenant, request_id, &notice).await {
+        let raised = self.raise(tenant, request_id, &notice);
+        match shared::db::scope::tenant(tenant, raised).await {
             Ok(true) => {
                 if kind == Kind::Warning {
                     metrics::counter!("send_quota_warnings_total", "channel" => q.channel.clone(), "period" => period.as_str())

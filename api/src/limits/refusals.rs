@@ -93,7 +93,15 @@ impl RefusalEvents {
         let this = self.clone();
         tokio::spawn(async move {
             let event = this.event(refusal).await;
-            if let Err(error) = security_events::record(&this.pool, &[event]).await {
+            // Spawned: no request scope. An event of a proven organisation
+            // is written in its scope; one of an unknown caller has no
+            // organisation, which only platform scope may write.
+            let record = security_events::record(&this.pool, std::slice::from_ref(&event));
+            let recorded = match event.tenant_id {
+                Some(tenant) => shared::db::scope::tenant(tenant, record).await,
+                None => shared::db::scope::platform("anonymous_security_event", record).await,
+            };
+            if let Err(error) = recorded {
                 tracing::warn!(%error, "rate-limit refusal not recorded as a security event");
             }
         });

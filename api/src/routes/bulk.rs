@@ -531,6 +531,8 @@ impl BulkApi {
         }
         drop(conn);
         let pool = state.pool.clone();
+        // The body is read after the handler returned, outside the
+        // request's scope: each page is walled to the organisation again.
         let tenant = auth.0.tenant_id;
         let header = futures::stream::once(async {
             Ok::<_, std::io::Error>("row,column,reason,value\n".to_owned())
@@ -539,7 +541,8 @@ impl BulkApi {
             let pool = pool.clone();
             async move {
                 let after = after?;
-                match bulk::errors(&pool, tenant, id, after, ERROR_PAGE).await {
+                let page = bulk::errors(&pool, tenant, id, after, ERROR_PAGE);
+                match shared::db::scope::tenant(tenant, page).await {
                     Ok(rows) if rows.is_empty() => None,
                     Ok(rows) => {
                         let next = rows.last().map(|r| (r.0, r.1));

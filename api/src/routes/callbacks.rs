@@ -83,13 +83,17 @@ struct Found {
 }
 
 /// Finds config `raw_id` of `kind` and opens its credentials. An unknown id,
-/// a malformed one and another kind's config all answer 404.
+/// a malformed one and another kind's config all answer 404. The config id
+/// names no organisation until it is found (platform scope,
+/// `provider_callback`); the rest of the request is walled to the config's.
 async fn find(state: &AppState, raw_id: &str, kind: ProviderKind) -> Result<Found, ApiError> {
     let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::NotFound("provider"))?;
-    let (tenant_id, config) = providers::find_for_callback(&state.pool, id)
+    let lookup = providers::find_for_callback(&state.pool, id);
+    let (tenant_id, config) = shared::db::scope::platform("provider_callback", lookup)
         .await?
         .filter(|(_, c)| c.provider == kind)
         .ok_or(ApiError::NotFound("provider"))?;
+    crate::auth::wall_to(state, tenant_id, false).await?;
     let credentials = match config.sealed() {
         None => Value::Null,
         Some(sealed) => {

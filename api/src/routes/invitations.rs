@@ -61,6 +61,10 @@ pub const MAX_BULK: usize = 100;
 #[derive(Debug)]
 pub struct InvitationsApi;
 
+/// Why an invitation token is looked up in platform scope: it names no
+/// organisation until it is found.
+const INVITATION_TOKEN: &str = "invitation_token";
+
 #[OpenApi(prefix_path = "/api/v1/invitations", tag = "ApiTags::Admin")]
 impl InvitationsApi {
     /// Invite someone (any type the caller's role may invite).
@@ -358,11 +362,13 @@ impl InvitationsApi {
     ) -> Result<ValidityResponse, ApiError> {
         let valid = match token_hash(&token.0) {
             None => false,
-            Some(hash) => invitations::by_token(&state.pool, &hash)
-                .await?
-                .is_some_and(|i| {
-                    i.status == "sent" && i.expires_at > Utc::now() && i.tenant_active
-                }),
+            // The token names no organisation until it is found.
+            Some(hash) => shared::db::scope::platform(
+                INVITATION_TOKEN,
+                invitations::by_token(&state.pool, &hash),
+            )
+            .await?
+            .is_some_and(|i| i.status == "sent" && i.expires_at > Utc::now() && i.tenant_active),
         };
         Ok(ValidityResponse::Ok(Json(Validity { valid })))
     }
@@ -387,6 +393,14 @@ impl InvitationsApi {
         let first = check_name("first_name", b.first_name.as_deref())?;
         let last = check_name("last_name", b.last_name.as_deref())?;
         let password_hash = access::hash_password(b.password).await?;
+        // The token names no organisation until it is found; the rest is
+        // walled to the inviting organisation.
+        let lookup = invitations::by_token(&state.pool, &hash);
+        let Some(invited) = shared::db::scope::platform(INVITATION_TOKEN, lookup).await? else {
+            // Unknown tokens are not recorded: anyone can send them.
+            return Err(ApiError::NotFound("invitation"));
+        };
+        crate::auth::wall_to(&state, invited.tenant_id, false).await?;
         let mut tx = state.pool.begin().await?;
         let Some(inv) = invitations::accept(&mut *tx, &hash).await? else {
             drop(tx);

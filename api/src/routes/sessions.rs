@@ -30,7 +30,7 @@ use rand::RngCore;
 use serde_json::json;
 use shared::{
     db::{
-        audit, jwt_secrets, login_throttle,
+        audit, jwt_secrets, login_throttle, scope,
         security_events::{self as events, Event},
         sessions, users,
     },
@@ -122,6 +122,9 @@ pub enum LogoutResponse {
     #[oai(status = 204)]
     NoContent,
 }
+
+/// Why sign-in reads before its caller is known run in platform scope.
+const SIGN_IN: &str = "sign_in";
 
 /// The organisation's HS256 secret, created (sealed) on first use.
 async fn tenant_secret(state: &AppState, tenant: TenantId) -> Result<Vec<u8>, ApiError> {
@@ -299,34 +302,42 @@ impl SessionsApi {
         if let Some(ip) = &client.ip {
             keys.push(login_throttle::ip_key(ip));
         }
+        // Until the password is checked the caller has no organisation:
+        // the throttle (by address and email), the account lookup (by
+        // email) and the failure records run in platform scope.
         // Waiting or locked: refused before any password check.
         let now = state.signin.clock.now();
-        let throttled = login_throttle::states(&state.pool, &keys).await?;
+        let throttled =
+            scope::platform(SIGN_IN, login_throttle::states(&state.pool, &keys)).await?;
         if let Some(until) = throttled.iter().filter_map(|s| s.blocked_until(now)).max() {
             let account = throttled.iter().find(|s| s.key == account_key);
             let secs = signin::retry_after(now, until);
-            events::record(
-                &state.pool,
-                &[Event::new(
-                    account.and_then(|s| s.tenant_id),
-                    events::LOGIN_THROTTLED,
-                    account.and_then(|s| s.user_id),
-                    client.ip.as_deref(),
-                    client.user_agent.as_deref(),
-                )
-                .details(json!({"retry_after": secs}))],
+            let event = Event::new(
+                account.and_then(|s| s.tenant_id),
+                events::LOGIN_THROTTLED,
+                account.and_then(|s| s.user_id),
+                client.ip.as_deref(),
+                client.user_agent.as_deref(),
             )
-            .await?;
+            .details(json!({"retry_after": secs}));
+            scope::platform(SIGN_IN, events::record(&state.pool, &[event])).await?;
             return Err(ApiError::TooManyRequests(secs));
         }
         // Every refusal past this point costs the same: one lookup, one
         // password check, the same failure writes.
-        let creds = users::credentials(&state.pool, &email).await?;
+        let creds = scope::platform(SIGN_IN, users::credentials(&state.pool, &email)).await?;
         let known = creds.as_ref().map(|c| (c.tenant_id, c.id));
         let Some(c) = access::authenticate(creds, password).await else {
-            record_failure(&state, &client, &account_key, known).await?;
+            scope::platform(
+                SIGN_IN,
+                record_failure(&state, &client, &account_key, known),
+            )
+            .await?;
             return Err(ApiError::Unauthorized);
         };
+        scope::platform(SIGN_IN, login_throttle::clear(&state.pool, &account_key)).await?;
+        // The caller is known: the rest is walled to its organisation.
+        crate::auth::wall_to(&state, c.tenant_id, false).await?;
         let who = Holder {
             user: c.id,
             tenant: c.tenant_id,
@@ -340,7 +351,6 @@ impl SessionsApi {
         let session_expires = created + signin::SESSION_TTL;
         let refresh_expires = (created + signin::REFRESH_TTL).min(session_expires);
         let mut tx = state.pool.begin().await?;
-        login_throttle::clear(&mut *tx, &account_key).await?;
         sessions::create(
             &mut *tx,
             sessions::NewSession {
@@ -405,6 +415,14 @@ impl SessionsApi {
         }
         let client = Client::of(req);
         let hash = sessions::hash(&presented);
+        // The token names no organisation until it is found; the exchange
+        // then runs walled to the session's.
+        let found =
+            scope::platform("token_refresh", sessions::presented(&state.pool, &hash)).await?;
+        let Some(found) = found else {
+            return Err(ApiError::Unauthorized);
+        };
+        crate::auth::wall_to(&state, found.tenant_id, false).await?;
         let mut tx = state.pool.begin().await?;
         let Some(p) = sessions::presented(&mut *tx, &hash).await? else {
             return Err(ApiError::Unauthorized);

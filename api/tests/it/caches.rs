@@ -23,7 +23,9 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 async fn database() -> (TestDb, sqlx::PgPool) {
     let db = TestDb::new().await;
-    let pool = shared::db::connect_url(&db.url, 2).await.unwrap();
+    let pool = shared::db::connect_url(&db.url, 2, shared::db::scope::Fallback::Platform("test"))
+        .await
+        .unwrap();
     (db, pool)
 }
 

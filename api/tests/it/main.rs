@@ -26,6 +26,7 @@ mod ops_queues;
 mod org_support;
 mod organizations;
 mod permissions;
+mod platform_scope;
 mod preferences;
 mod providers;
 mod rate_limits;

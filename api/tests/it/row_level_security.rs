@@ -6,10 +6,7 @@
 
 use secrecy::ExposeSecret;
 use serde_json::json;
-use shared::{
-    db::scope::{self, Scope},
-    domain::TenantId,
-};
+use shared::{db::scope, domain::TenantId};
 use sqlx::{Connection, Executor, PgConnection, PgPool, Row};
 use testkit::{TestApp, db::TestDb};
 
@@ -162,7 +159,9 @@ async fn every_tenant_table_shows_a_tenant_scope_its_own_rows_only_and_refuses_a
         inserts.push(sql);
     }
 
-    let pool = shared::db::connect_url(&db.url, 2).await.unwrap();
+    let pool = shared::db::connect_url(&db.url, 2, scope::Fallback::Platform("test"))
+        .await
+        .unwrap();
     let mut unwalled = Vec::new();
     for (t, sql) in tables.iter().zip(&inserts) {
         let forced: (bool, bool) = sqlx::query_as(
@@ -172,7 +171,7 @@ async fn every_tenant_table_shows_a_tenant_scope_its_own_rows_only_and_refuses_a
         .fetch_one(&pool)
         .await
         .unwrap();
-        let everyone = scope::platform(count(&pool, &t.table)).await;
+        let everyone = scope::platform("test", count(&pool, &t.table)).await;
         // No tenant filter: the rows A's scope returns are classified after.
         let (total, own, shared): (i64, i64, i64) = scope::tenant(a, async {
             sqlx::query_as(&format!(
@@ -229,7 +228,9 @@ async fn every_tenant_table_shows_a_tenant_scope_its_own_rows_only_and_refuses_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_pool_acts_as_a_role_that_owns_nothing_and_cannot_bypass_the_wall() {
     let db = TestDb::new().await;
-    let pool = shared::db::connect_url(&db.url, 2).await.unwrap();
+    let pool = shared::db::connect_url(&db.url, 2, scope::Fallback::Platform("test"))
+        .await
+        .unwrap();
     let (user, bypasses, owns): (String, bool, i64) = sqlx::query_as(
         "select current_user::text, r.rolsuper or r.rolbypassrls,
                 (select count(*) from pg_class c where c.relowner = r.oid)
@@ -388,6 +389,6 @@ async fn a_request_runs_walled_to_its_callers_organisation_and_the_platform_in_p
     let seen = probed(&mut owner, "templates").await;
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[1].0, scope::PLATFORM);
-    assert_eq!(scope::current(), Scope::Platform);
+    assert_eq!(scope::current(), None);
     app.shutdown().await;
 }

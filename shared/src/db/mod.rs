@@ -68,11 +68,16 @@ use crate::config::Settings;
 /// The schema migrations, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Opens the connection pool.
-pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+/// Opens the connection pool; `fallback` is the scope of database work in
+/// a task without one ([`scope::Fallback`]).
+pub async fn connect(
+    settings: &Settings,
+    fallback: scope::Fallback,
+) -> Result<PgPool, sqlx::Error> {
     connect_url(
         settings.database_url.expose_secret(),
         settings.database_max_connections,
+        fallback,
     )
     .await
 }
@@ -82,20 +87,27 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
 /// Each connection acts as `notify_app` when the login role would bypass
 /// row-level security (a superuser or a `BYPASSRLS` role; see
 /// [`enter_app_role`]), and carries the [`scope`] of the task that acquires
-/// it. Setting the scope replaces the pool's liveness ping: one round trip
-/// per acquire either way.
-pub async fn connect_url(url: &str, max: u32) -> Result<PgPool, sqlx::Error> {
+/// it, or `fallback`'s for a task without one. Setting the scope replaces
+/// the pool's liveness ping: one round trip per acquire either way.
+pub async fn connect_url(
+    url: &str,
+    max: u32,
+    fallback: scope::Fallback,
+) -> Result<PgPool, sqlx::Error> {
+    fallback.declare();
     PgPoolOptions::new()
         .max_connections(max)
         .acquire_timeout(Duration::from_secs(5))
         .test_before_acquire(false)
-        .after_connect(|conn, _| {
+        .after_connect(move |conn, _| {
             Box::pin(async move {
                 enter_app_role(&mut *conn).await?;
-                apply_scope(conn).await
+                apply_scope(conn, fallback).await
             })
         })
-        .before_acquire(|conn, _| Box::pin(async move { apply_scope(conn).await.map(|()| true) }))
+        .before_acquire(move |conn, _| {
+            Box::pin(async move { apply_scope(conn, fallback).await.map(|()| true) })
+        })
         .connect_with(connect_options(url)?)
         .await
 }
@@ -123,10 +135,14 @@ pub async fn enter_app_role(conn: &mut PgConnection) -> Result<(), sqlx::Error> 
     Ok(())
 }
 
-/// Writes the current task's [`scope`] into the session (`app.tenant_id`).
-async fn apply_scope(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+/// Writes the current task's [`scope`] (or `fallback`'s) into the session
+/// (`app.tenant_id`).
+async fn apply_scope(
+    conn: &mut PgConnection,
+    fallback: scope::Fallback,
+) -> Result<(), sqlx::Error> {
     sqlx::query("select set_config('app.tenant_id', $1, false)")
-        .bind(scope::current().setting())
+        .bind(scope::effective(fallback).setting())
         .execute(conn)
         .await?;
     Ok(())

@@ -11,14 +11,17 @@
 //!
 //! * inside [`tenant`] (or after [`narrow`] inside [`request`]): that
 //!   organisation;
-//! * inside [`platform`], or in a task with no scope at all: platform.
-//!
-//! Platform is the fallback because the processes that work across
-//! organisations (the dispatcher, the workers, the scheduler, admin
-//! commands) and the API's work before a caller is known (sign-in, API-key
-//! lookup, provider callbacks) all need it. A task spawned from a request
-//! does not inherit the request's scope (task-locals do not cross
-//! `tokio::spawn`) and so runs in platform scope too.
+//! * inside [`request`] before its caller is known ([`Scope::Nobody`]):
+//!   no organisation's rows;
+//! * inside [`platform`] (or after [`elevate`]): every organisation's, for
+//!   a stated reason, counted in the metric
+//!   `db_platform_scope_total{reason}`;
+//! * in a task with no scope at all: the pool's [`Fallback`], which each
+//!   process declares when it opens its pool. The processes that work
+//!   across organisations (worker, scheduler, admin commands) declare
+//!   platform; the API declares [`Fallback::Nothing`], so that a task it
+//!   spawns from a request (task-locals do not cross `tokio::spawn`) or a
+//!   background task that forgot to say so reads no organisation's rows.
 //!
 //! A connection keeps the scope it was handed out with until it goes back
 //! to the pool: a transaction begun in one scope stays in it.
@@ -30,6 +33,8 @@ use crate::domain::TenantId;
 /// Whose rows a session may touch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
+    /// No organisation's: a request before its caller is known.
+    Nobody,
     /// Every organisation's: cross-tenant work.
     Platform,
     /// One organisation's only.
@@ -40,6 +45,7 @@ impl Scope {
     /// The value of the `app.tenant_id` setting for this scope.
     pub fn setting(self) -> String {
         match self {
+            Scope::Nobody => String::new(),
             Scope::Platform => PLATFORM.to_owned(),
             Scope::Tenant(t) => t.0.to_string(),
         }
@@ -49,16 +55,59 @@ impl Scope {
 /// The `app.tenant_id` value of platform scope.
 pub const PLATFORM: &str = "platform";
 
+/// What a pool applies for a task with no scope: declared once per process
+/// when it opens its pool ([`super::connect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// No organisation's rows (the API).
+    Nothing,
+    /// Every organisation's, for the reason given: a process whose work is
+    /// cross-tenant (worker, scheduler, admin commands, test assertions).
+    Platform(&'static str),
+}
+
+impl Fallback {
+    /// The scope a task without one gets.
+    pub fn scope(self) -> Scope {
+        match self {
+            Fallback::Nothing => Scope::Nobody,
+            Fallback::Platform(_) => Scope::Platform,
+        }
+    }
+
+    /// Counts the declaration of a platform fallback in
+    /// `db_platform_scope_total{reason}`.
+    pub fn declare(self) {
+        if let Fallback::Platform(reason) = self {
+            count(reason);
+            tracing::debug!(
+                reason,
+                "database work without a scope runs in platform scope"
+            );
+        }
+    }
+}
+
 tokio::task_local! {
     /// The scope of the current task's database work. A `Cell` so that a
-    /// request can start in platform scope (to authenticate its caller)
+    /// request can start with no organisation (to authenticate its caller)
     /// and [`narrow`] to the caller's organisation once it is known.
     pub static SCOPE: Cell<Scope>;
 }
 
-/// The scope the pool applies for the current task.
-pub fn current() -> Scope {
-    SCOPE.try_with(Cell::get).unwrap_or(Scope::Platform)
+/// The scope of the current task, if it has one (else its pool's
+/// [`Fallback`] applies).
+pub fn current() -> Option<Scope> {
+    SCOPE.try_with(Cell::get).ok()
+}
+
+/// The scope a pool with `fallback` applies for the current task.
+pub fn effective(fallback: Fallback) -> Scope {
+    current().unwrap_or(fallback.scope())
+}
+
+fn count(reason: &'static str) {
+    metrics::counter!("db_platform_scope_total", "reason" => reason).increment(1);
 }
 
 /// Runs `f` with the database walled to `tenant`'s rows.
@@ -66,16 +115,30 @@ pub async fn tenant<F: Future>(tenant: TenantId, f: F) -> F::Output {
     SCOPE.scope(Cell::new(Scope::Tenant(tenant)), f).await
 }
 
-/// Runs `f` in platform scope, even inside a tenant's: for the few
-/// cross-organisation reads a tenant's request makes on purpose.
-pub async fn platform<F: Future>(f: F) -> F::Output {
+/// Runs `f` in platform scope, even inside a tenant's or a request's before
+/// authentication: the audited path for cross-organisation work. `reason`
+/// names why (a short snake_case label) and is counted in
+/// `db_platform_scope_total{reason}`.
+pub async fn platform<F: Future>(reason: &'static str, f: F) -> F::Output {
+    count(reason);
     SCOPE.scope(Cell::new(Scope::Platform), f).await
 }
 
-/// Runs `f` in platform scope that [`narrow`] may turn into one
-/// organisation's: what the API wraps around every request.
+/// Runs `f` seeing no organisation's rows until [`narrow`] (or
+/// [`elevate`]) says whose: what the API wraps around every request.
 pub async fn request<F: Future>(f: F) -> F::Output {
-    SCOPE.scope(Cell::new(Scope::Platform), f).await
+    SCOPE.scope(Cell::new(Scope::Nobody), f).await
+}
+
+/// Runs `f` in `scope`, taken with [`current`] from the task `f` continues
+/// (a response body streamed after its handler returned runs outside the
+/// request's task-local scope). `None` leaves `f` to the pool's fallback.
+/// Grants nothing the continued task did not have, so it is not counted.
+pub async fn carry<F: Future>(scope: Option<Scope>, f: F) -> F::Output {
+    match scope {
+        Some(s) => SCOPE.scope(Cell::new(s), f).await,
+        None => f.await,
+    }
 }
 
 /// Walls the rest of the current [`request`] to `tenant`'s rows. Only ever
@@ -85,11 +148,29 @@ pub async fn request<F: Future>(f: F) -> F::Output {
 pub fn narrow(tenant: TenantId) -> bool {
     SCOPE
         .try_with(|scope| match scope.get() {
-            Scope::Platform => {
+            Scope::Nobody | Scope::Platform => {
                 scope.set(Scope::Tenant(tenant));
                 true
             }
             Scope::Tenant(t) => t == tenant,
+        })
+        .unwrap_or(false)
+}
+
+/// Opens the rest of the current [`request`] to every organisation's rows,
+/// for `reason` (counted like [`platform`]): for a platform administrator,
+/// once authenticated. Never widens a request already walled to one
+/// organisation (`false`); outside a request it does nothing (`false`).
+pub fn elevate(reason: &'static str) -> bool {
+    SCOPE
+        .try_with(|scope| match scope.get() {
+            Scope::Nobody => {
+                count(reason);
+                scope.set(Scope::Platform);
+                true
+            }
+            Scope::Platform => true,
+            Scope::Tenant(_) => false,
         })
         .unwrap_or(false)
 }
@@ -99,33 +180,51 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_task_without_scope_is_platform_and_narrowing_needs_a_request() {
-        assert_eq!(current(), Scope::Platform);
+    async fn a_task_without_scope_takes_its_pools_fallback_and_cannot_narrow() {
+        assert_eq!(current(), None);
+        assert_eq!(effective(Fallback::Nothing), Scope::Nobody);
+        assert_eq!(effective(Fallback::Platform("test")), Scope::Platform);
         let t = TenantId::new();
         assert!(!narrow(t));
-        assert_eq!(current(), Scope::Platform);
+        assert!(!elevate("test"));
+        assert_eq!(current(), None);
     }
 
     #[tokio::test]
-    async fn a_request_narrows_once_and_never_widens_or_moves() {
+    async fn a_request_sees_nobody_then_narrows_once_and_never_widens_or_moves() {
         let (a, b) = (TenantId::new(), TenantId::new());
         request(async {
-            assert_eq!(current(), Scope::Platform);
+            assert_eq!(current(), Some(Scope::Nobody));
+            assert_eq!(effective(Fallback::Platform("test")), Scope::Nobody);
             assert!(narrow(a));
-            assert_eq!(current(), Scope::Tenant(a));
+            assert_eq!(current(), Some(Scope::Tenant(a)));
             assert!(!narrow(b));
-            assert_eq!(current(), Scope::Tenant(a));
-            platform(async { assert_eq!(current(), Scope::Platform) }).await;
-            assert_eq!(current(), Scope::Tenant(a));
+            assert!(!elevate("test"));
+            assert_eq!(current(), Some(Scope::Tenant(a)));
+            platform("test", async {
+                assert_eq!(current(), Some(Scope::Platform))
+            })
+            .await;
+            assert_eq!(current(), Some(Scope::Tenant(a)));
         })
         .await;
-        tenant(b, async { assert_eq!(current(), Scope::Tenant(b)) }).await;
+        tenant(b, async { assert_eq!(current(), Some(Scope::Tenant(b))) }).await;
+    }
+
+    #[tokio::test]
+    async fn a_request_elevates_to_platform_only_before_it_is_walled() {
+        request(async {
+            assert!(elevate("test"));
+            assert_eq!(current(), Some(Scope::Platform));
+        })
+        .await;
     }
 
     #[test]
-    fn settings_name_the_organisation_or_the_platform() {
+    fn settings_name_the_organisation_the_platform_or_nobody() {
         let t = TenantId::new();
         assert_eq!(Scope::Tenant(t).setting(), t.0.to_string());
         assert_eq!(Scope::Platform.setting(), "platform");
+        assert_eq!(Scope::Nobody.setting(), "");
     }
 }

@@ -252,9 +252,13 @@ impl TestAppBuilder {
                 .run_until(shutdown, api_settings.shutdown_timeout)
                 .await
         });
-        let pool = shared::db::connect_url(&db.url, 5)
-            .await
-            .expect("test pool");
+        let pool = shared::db::connect_url(
+            &db.url,
+            5,
+            shared::db::scope::Fallback::Platform("test_assertions"),
+        )
+        .await
+        .expect("test pool");
         let tenant = shared::db::tenants::create(&pool, "Test Clinic")
             .await
             .expect("tenant");

@@ -616,6 +616,9 @@ impl OpsQueuesApi {
         let p = Principal::resolve(&state, &auth).await?;
         let scope = p.scope();
         let state = (*state).clone();
+        // The stream is read after the handler returned, outside the
+        // request's scope: each read carries the request's scope.
+        let db_scope = shared::db::scope::current();
         let started = Instant::now();
         let ticks = futures::stream::unfold(true, move |first| async move {
             if !first {
@@ -626,7 +629,7 @@ impl OpsQueuesApi {
         let lists = ticks
             .then(move |()| {
                 let state = state.clone();
-                async move { overview(&state, scope).await }
+                async move { shared::db::scope::carry(db_scope, overview(&state, scope)).await }
             })
             .filter_map(|r| async move {
                 match r {
