@@ -97,14 +97,10 @@ impl Principal {
             Admin::User(UserJwt(identity)) => Some(match &identity.permissions {
                 Some(held) => held.as_ref().clone(),
                 None => {
-                    perms::effective(
-                        &state.pool,
-                        caller.tenant_id,
-                        user_id,
-                        &identity.roles,
-                        state.permissions_clock.now(),
-                    )
-                    .await?
+                    crate::permissions::effective(state, caller.tenant_id, user_id, &identity.roles)
+                        .await?
+                        .as_ref()
+                        .clone()
                 }
             }),
         };

@@ -96,6 +96,9 @@ pub struct AppState {
     /// The clock permission checks read (whether a delegation is in its
     /// window); tests move it.
     pub permissions_clock: Arc<dyn signin::Clock>,
+    /// Users' effective permissions, trusted for
+    /// [`permissions::cache::PERMISSIONS_CACHE_SECS`].
+    pub permission_cache: Arc<permissions::cache::PermissionCache>,
     /// This instance's name and WebSocket message rate ([`fleet`]).
     pub instance: Arc<fleet::Instance>,
     /// Finished work per queue and minute (in-app sends placed at once).
@@ -240,6 +243,7 @@ pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
     let api = openapi();
     let docs = spec::docs_endpoint(&api);
     let spec = spec::endpoint(&api);
+    let permission_cache = state.permission_cache.clone();
     Route::new()
         .nest("/", api)
         .nest("/docs", docs)
@@ -248,6 +252,25 @@ pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {
         .at("/api/v1/ws", get(realtime::endpoint))
         .nest("/console", console::endpoint())
         .data(state)
+        // A change to permissions made through this replica applies to the
+        // next request at once: the cache drops the organisation's entries
+        // (every entry for a platform administrator's change).
+        .around(move |ep, req| {
+            let cache = permission_cache.clone();
+            async move {
+                let changes =
+                    permissions::cache::affects_permissions(req.method(), req.uri().path());
+                let resp = ep.call(req).await;
+                if changes {
+                    match shared::db::scope::current() {
+                        Some(shared::db::scope::Scope::Tenant(t)) => cache.changed(Some(t)),
+                        Some(shared::db::scope::Scope::Platform) => cache.changed(None),
+                        _ => {}
+                    }
+                }
+                resp
+            }
+        })
         // No organisation's rows until authentication walls the request to
         // its caller's organisation (`auth::wall_to`); the lookups that find
         // the caller say why they need platform scope.
@@ -360,6 +383,7 @@ impl Application {
             limits,
             signin: signin::SignIn::default(),
             permissions_clock: Arc::new(signin::SystemClock),
+            permission_cache: Arc::default(),
             instance: Arc::default(),
             throughput,
             errors: shared::errors::ErrorTracker::new(),

@@ -3,8 +3,9 @@
 //! caller is authenticated and before any handler runs:
 //!
 //! * an API key against its scopes ([`key_may`]);
-//! * a user against its effective permissions at this moment (its set,
-//!   grants and delegations in force, [`authorize_user`]).
+//! * a user against its effective permissions (its set, grants and
+//!   delegations in force, [`authorize_user`]), read at most
+//!   [`cache::PERMISSIONS_CACHE_SECS`] ago ([`effective`]).
 //!
 //! An operation declared [`Access::Require`] is refused with 403 naming
 //! the permission, and the refusal of a user is written to the audit log
@@ -13,6 +14,7 @@
 //! ([`crate::access::Principal::require`]); tenant, platform and role
 //! hierarchy checks stay in the handlers too.
 
+pub mod cache;
 pub mod routes;
 
 use std::sync::Arc;
@@ -93,9 +95,31 @@ pub fn declared(method: &str, path: &str) -> Option<(&'static str, Access)> {
     best.map(|(_, t, a)| (t, a))
 }
 
+/// The effective permissions of `user` of `tenant` with `roles` at
+/// [`AppState::permissions_clock`]'s now: from this replica's cache
+/// ([`cache::PermissionCache`]) when read less than
+/// [`cache::PERMISSIONS_CACHE_SECS`] ago and not changed through this
+/// replica since, else from Postgres.
+pub async fn effective(
+    state: &AppState,
+    tenant: shared::domain::TenantId,
+    user: Option<uuid::Uuid>,
+    roles: &[String],
+) -> Result<Arc<perms::Effective>, sqlx::Error> {
+    let now = state.permissions_clock.now();
+    match state.permission_cache.get(tenant, user, roles, now) {
+        Ok(held) => Ok(held),
+        Err(pending) => {
+            let held = Arc::new(perms::effective(&state.pool, tenant, user, roles, now).await?);
+            state.permission_cache.store(pending, held.clone());
+            Ok(held)
+        }
+    }
+}
+
 /// The user check: when the operation `req` names is declared
-/// [`Access::Require`], computes `identity`'s effective permissions now
-/// (at [`AppState::permissions_clock`]) and refuses with 403 naming the
+/// [`Access::Require`], reads `identity`'s effective permissions
+/// ([`effective`]) and refuses with 403 naming the
 /// permission unless they hold it, recording the refusal as a
 /// [`DENIED_ACTION`] `failure` row. The permissions it computed are kept
 /// on the identity for the handler. Other operations pass untouched.
@@ -110,16 +134,9 @@ pub async fn authorize_user(
         return Ok(());
     };
     let user = uuid::Uuid::parse_str(&identity.subject).ok();
-    let held = perms::effective(
-        &state.pool,
-        identity.tenant_id,
-        user,
-        &identity.roles,
-        state.permissions_clock.now(),
-    )
-    .await?;
+    let held = effective(state, identity.tenant_id, user, &identity.roles).await?;
     if held.contains_key(&permission) {
-        identity.permissions = Some(Arc::new(held));
+        identity.permissions = Some(held);
         return Ok(());
     }
     let actor = format!("user:{}", identity.subject);

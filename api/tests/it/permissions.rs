@@ -4,6 +4,7 @@
 //! permission, every route enforces its declared permission, and every
 //! change is audited.
 
+mod cache;
 mod delegations;
 mod enforced;
 mod scopes;
