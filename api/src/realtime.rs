@@ -5,8 +5,10 @@
 //!
 //! **Topics.** A connection starts on its user's topic (`user:<subject>`).
 //! `{"type":"subscribe","topics":[…]}` / `unsubscribe` add and remove
-//! topics: anyone may have `org`; `ADMIN`s may also have `batch:<id>` and
-//! `bulk:<id>`; nobody may have another user's topic. Topics never cross
+//! topics: anyone may have `org`; whoever holds `notifications:read` (an
+//! `ADMIN`, or a user given it by a set, a grant or a delegation) may also
+//! have `batch:<id>` and `bulk:<id>`, checked when subscribing; nobody may
+//! have another user's topic. Topics never cross
 //! tenants: a connection only hears its own tenant's channel.
 //!
 //! **Catch-up.** User events carry the user's event number; reconnecting
@@ -389,9 +391,10 @@ where
     }
 }
 
-/// Whether `who` may follow `topic`.
-fn allowed(who: &Identity, topic: &str) -> Result<(), &'static str> {
-    let is_admin = who.roles.iter().any(|r| r.eq_ignore_ascii_case("admin"));
+/// Whether `who` may follow `topic`; `may_read` says whether it holds
+/// `notifications:read`, which a batch's or CSV job's progress needs (as
+/// reading the batch or job over HTTP does).
+fn allowed(who: &Identity, topic: &str, may_read: bool) -> Result<(), &'static str> {
     let id_ok = |id: &str| {
         !id.is_empty()
             && id.len() <= 64
@@ -402,7 +405,7 @@ fn allowed(who: &Identity, topic: &str) -> Result<(), &'static str> {
         Some(("user", subject)) if subject == who.subject => Ok(()),
         Some(("user", _)) => Err("forbidden"),
         Some(("batch" | "bulk", id)) if id_ok(id) => {
-            if is_admin {
+            if may_read {
                 Ok(())
             } else {
                 Err("forbidden")
@@ -512,7 +515,7 @@ where
                 let Some(Ok(msg)) = incoming else { return Ok(()) };
                 last_heard = Instant::now();
                 match msg {
-                    Message::Text(text) => handle_client(&who, &reg, &text, sink).await?,
+                    Message::Text(text) => handle_client(state, &who, &reg, &text, sink).await?,
                     Message::Close(_) => return Ok(()),
                     _ => {}
                 }
@@ -544,7 +547,21 @@ where
     Ok(())
 }
 
+/// Whether `who` holds `notifications:read`: its effective permissions (its
+/// set, grants and delegations in force), as an HTTP call would read them.
+async fn may_read(state: &AppState, who: &Identity) -> bool {
+    let user = uuid::Uuid::parse_str(&who.subject).ok();
+    match crate::permissions::effective(state, who.tenant_id, user, &who.roles).await {
+        Ok(held) => held.contains_key(&shared::permissions::Permission::NotificationsRead),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read a websocket caller's permissions");
+            false
+        }
+    }
+}
+
 async fn handle_client<Si>(
+    state: &AppState,
     who: &Identity,
     reg: &Registration,
     text: &str,
@@ -568,8 +585,12 @@ where
     match msg["type"].as_str() {
         Some("subscribe") => {
             let mut granted = Vec::new();
+            let wants_progress = topics
+                .iter()
+                .any(|t| t.starts_with("batch:") || t.starts_with("bulk:"));
+            let may_read = wants_progress && may_read(state, who).await;
             for topic in topics {
-                match allowed(who, &topic) {
+                match allowed(who, &topic, may_read) {
                     Ok(()) => {
                         reg.topics
                             .lock()

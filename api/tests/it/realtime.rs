@@ -511,3 +511,44 @@ async fn an_oversized_or_malformed_client_message_is_refused() {
     }
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_progress_follows_the_permission_to_read_notifications_not_the_role() {
+    use crate::org_support::{expect, user, with};
+    let app = TestApp::builder().without_worker().spawn().await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let subscribe =
+        |topic: &str| Message::text(json!({"type": "subscribe", "topics": [topic]}).to_string());
+    let mut ws = connect(app.addr, Some(&doctor.token), None).await;
+    assert_eq!(next(&mut ws).await["type"], "ready");
+    ws.send(subscribe("batch:b1")).await.unwrap();
+    let refused = next_of(&mut ws, "error").await;
+    assert_eq!(
+        (refused["topic"].as_str(), refused["code"].as_str()),
+        (Some("batch:b1"), Some("forbidden"))
+    );
+    assert_eq!(next_of(&mut ws, "subscribed").await["topics"], json!([]));
+
+    // An admin grants the doctor `notifications:read`: the same connection
+    // may follow the batch from its next subscription on.
+    expect(
+        with(
+            &app,
+            reqwest::Method::POST,
+            &format!("/api/v1/users/{}/permissions", doctor.id),
+            &admin.token,
+        )
+        .json(&json!({"permission": "notifications:read"}))
+        .send()
+        .await
+        .unwrap(),
+        200,
+    )
+    .await;
+    ws.send(subscribe("bulk:j1")).await.unwrap();
+    assert_eq!(
+        next_of(&mut ws, "subscribed").await["topics"],
+        json!(["bulk:j1"])
+    );
+}
