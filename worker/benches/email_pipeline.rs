@@ -2,7 +2,8 @@
 //! worker delivers them into a local SMTP sink, how long an idle worker
 //! takes to pick a send up, and, in the same run, the sink's own ceiling:
 //! as many raw SMTP connections as the worker pools, each sending one
-//! prepared message over and over into a fresh sink.
+//! prepared message over and over into a fresh sink; and what the tables'
+//! row-level policies cost the accept path (rounds with them on and off).
 //!
 //! Run with `cargo bench -p worker --bench email_pipeline` (release build)
 //! against the local Postgres and Redis. `BENCH_SENDS` sets the batch size
@@ -61,6 +62,72 @@ async fn sink_ceiling(n: usize, connections: usize) -> f64 {
     sink.wait_for(each * connections, Duration::from_secs(600))
         .await;
     (each * connections) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Accept rates with and without the row-level policies.
+struct RlsCost {
+    with_per_s: f64,
+    without_per_s: f64,
+    with_p50_ms: f64,
+    without_p50_ms: f64,
+}
+
+/// Turns the row-level policies of every walled table off or on.
+async fn policies(app: &TestApp, tables: &[String], on: bool) {
+    let mut owner = app.owner().await;
+    let verb = if on { "enable" } else { "disable" };
+    for t in tables {
+        sqlx::query(&format!("alter table {t} {verb} row level security"))
+            .execute(&mut owner)
+            .await
+            .unwrap();
+    }
+}
+
+/// Four rounds of `n` sends each, policies on, off, on, off.
+async fn rls_cost(
+    app: &TestApp,
+    body: &serde_json::Value,
+    n: usize,
+    concurrency: usize,
+) -> RlsCost {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "select quote_ident(c.relname) from pg_class c join pg_namespace s on s.oid = c.relnamespace
+         where s.nspname = current_schema() and c.relkind = 'r' and c.relrowsecurity",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(!tables.is_empty(), "the tables are walled");
+    let mut took = [Duration::ZERO; 2];
+    let mut latency = [
+        Histogram::<u64>::new(3).unwrap(),
+        Histogram::<u64>::new(3).unwrap(),
+    ];
+    for round in 0..4 {
+        let on = round % 2 == 0;
+        policies(app, &tables, on).await;
+        let started = Instant::now();
+        let answers = app.send_many(n, concurrency, body).await;
+        took[usize::from(!on)] += started.elapsed();
+        assert!(
+            answers.iter().all(|(s, _)| *s == 202),
+            "every send is accepted"
+        );
+        for (_, l) in &answers {
+            latency[usize::from(!on)]
+                .record(l.as_micros() as u64)
+                .unwrap();
+        }
+    }
+    policies(app, &tables, true).await;
+    let per_s = |t: Duration| (2 * n) as f64 / t.as_secs_f64();
+    RlsCost {
+        with_per_s: per_s(took[0]),
+        without_per_s: per_s(took[1]),
+        with_p50_ms: ms(&latency[0], 0.5),
+        without_p50_ms: ms(&latency[1], 0.5),
+    }
 }
 
 fn main() {
@@ -170,7 +237,22 @@ async fn run() {
         ms(&pickup, 0.99),
         pickup.len()
     );
-    // 4. The sink's ceiling: the worker's delivery rate is judged against it.
+    // 4. What row-level security costs the accept path: the same sends with
+    // the tables' policies on and off (the pool's role and scope stay as
+    // they are, so this is the policies' own cost), in alternating rounds so
+    // the table's growth and the machine's other work fall on both alike.
+    app.stop_worker().await;
+    let rls = rls_cost(&app, &body, (sends / 4).max(1_000), concurrency).await;
+    println!(
+        "row-level security on the accept path: {:.0} sends/s with the policies, {:.0} without ({:+.1} %); p50 {:.2} / {:.2} ms",
+        rls.with_per_s,
+        rls.without_per_s,
+        (rls.with_per_s / rls.without_per_s - 1.0) * 100.0,
+        rls.with_p50_ms,
+        rls.without_p50_ms,
+    );
+
+    // 5. The sink's ceiling: the worker's delivery rate is judged against it.
     let sink_limit = sink_ceiling(sends, SMTP_CONNECTIONS).await;
     println!(
         "sink limit:   {sink_limit:>8.0} emails/s ({SMTP_CONNECTIONS} raw SMTP connections, one prepared message each; the worker reached {:.2} of it)",
@@ -185,6 +267,10 @@ async fn run() {
         ("email_worker_start_ms", boot.as_secs_f64() * 1000.0),
         ("pickup_p50_ms", ms(&pickup, 0.5)),
         ("pickup_p99_ms", ms(&pickup, 0.99)),
+        ("api_raw_rls_per_s", rls.with_per_s),
+        ("api_raw_no_rls_per_s", rls.without_per_s),
+        ("api_raw_rls_p50_ms", rls.with_p50_ms),
+        ("api_raw_no_rls_p50_ms", rls.without_p50_ms),
     ]);
     app.shutdown().await;
 }
