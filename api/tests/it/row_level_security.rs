@@ -392,3 +392,114 @@ async fn a_request_runs_walled_to_its_callers_organisation_and_the_platform_in_p
     assert_eq!(scope::current(), None);
     app.shutdown().await;
 }
+
+/// Tables without an organisation column, walled through the row they
+/// belong to: `(table, column naming the parent, parent table)`.
+const CHILDREN: &[(&str, &str, &str)] = &[
+    ("bulk_parts", "job_id", "bulk_jobs"),
+    ("bulk_row_errors", "job_id", "bulk_jobs"),
+    ("refresh_tokens", "session_id", "auth_sessions"),
+    ("permission_set_includes", "set_id", "permission_sets"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_without_an_organisation_column_are_walled_through_their_parent() {
+    let db = TestDb::new().await;
+    let mut owner = PgConnection::connect(&db.url).await.unwrap();
+    let (a, b) = two_tenants(&mut owner).await;
+    // Generic rows, as in the test above: no CHECKs, no foreign keys.
+    let checks: Vec<(String, String)> = sqlx::query_as(
+        "select c.conrelid::regclass::text, c.conname::text from pg_constraint c
+         join pg_namespace n on n.oid = c.connamespace
+         where n.nspname = 'public' and c.contype = 'c'",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    for (table, constraint) in checks {
+        owner
+            .execute(format!("alter table {table} drop constraint \"{constraint}\"").as_str())
+            .await
+            .unwrap();
+    }
+    owner
+        .execute("set session_replication_role = replica")
+        .await
+        .unwrap();
+    let pool = shared::db::connect_url(&db.url, 2, scope::Fallback::Platform("test"))
+        .await
+        .unwrap();
+    for &(child, fk, parent) in CHILDREN {
+        let parent_sql = insert_sql(
+            &mut owner,
+            &Owned {
+                table: parent.into(),
+                column: "tenant_id".into(),
+            },
+        )
+        .await
+            + " returning id";
+        let child_sql = insert_sql(
+            &mut owner,
+            &Owned {
+                table: child.into(),
+                column: fk.into(),
+            },
+        )
+        .await;
+        let mut parents = Vec::new();
+        for tenant in [a, b] {
+            let id: uuid::Uuid = sqlx::query_scalar(&parent_sql)
+                .bind(tenant)
+                .fetch_one(&mut owner)
+                .await
+                .unwrap_or_else(|e| panic!("seeding {parent}: {e}"));
+            sqlx::query(&child_sql)
+                .bind(id)
+                .execute(&mut owner)
+                .await
+                .unwrap_or_else(|e| panic!("seeding {child}: {e}\n{child_sql}"));
+            parents.push(id);
+        }
+        let (of_a, of_b) = (parents[0], parents[1]);
+        let seen = |tenant: TenantId| {
+            let pool = pool.clone();
+            scope::tenant(tenant, async move {
+                sqlx::query_as::<_, (i64, i64)>(&format!(
+                    "select count(*) filter (where {fk} = $1), count(*) filter (where {fk} = $2)
+                     from \"{child}\""
+                ))
+                .bind(of_a)
+                .bind(of_b)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+            })
+        };
+        assert_eq!(seen(a).await, (1, 0), "{child} in A's scope");
+        assert_eq!(seen(b).await, (0, 1), "{child} in B's scope");
+        let everyone = scope::platform("test", async {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "select count(*) from \"{child}\" where {fk} = any($1)"
+            ))
+            .bind([of_a, of_b])
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        })
+        .await;
+        assert_eq!(everyone, 2, "{child} in platform scope");
+        // A's scope may not write a row under B's parent.
+        let written = scope::tenant(a, async {
+            sqlx::query(&child_sql).bind(of_b).execute(&pool).await
+        })
+        .await;
+        let refused = written.expect_err(&format!(
+            "{child}: a row under another organisation's parent"
+        ));
+        assert!(
+            refused.to_string().contains("row-level security"),
+            "{child}: {refused}"
+        );
+    }
+}
