@@ -1,18 +1,17 @@
 -- The delivery-report trigger on `notifications` updates joined the
--- statement's old and new rows by nested loop when the planner took one side
--- for small. Over transition tables that spilled to disk (a dispatcher's
--- 20,000-row dispatch mark, wide rows) each outer row rescanned the other
--- side from its temporary file: one dispatch statement ran for 40 s and
--- more, holding its rows' locks, while the workers' claims of those rows
--- waited behind it for minutes. The join is now never a nested loop (hash or
--- merge, linear in the rows), and only rows that may report a transition
--- (sent, delivered, read, failed or bounced) are joined at all, so an update
--- that changes none of those joins nothing.
+-- statement's old and new rows in full, whatever the update changed. Over
+-- transition tables that spilled to disk (a dispatcher's 20,000-row
+-- dispatch mark, wide rows) the planner made that join a nested loop, each
+-- outer row rescanning the other side from its temporary file: one dispatch
+-- statement ran for 40 s and more, holding its rows' locks, while the
+-- workers' claims of those rows waited behind it for minutes. Only rows
+-- that may report a transition (sent, delivered, read, failed or bounced)
+-- are joined now, so an update that changes none of those (a dispatch
+-- mark, a claim) joins nothing.
 create or replace function delivery_deltas_of_update()
  RETURNS trigger
  LANGUAGE plpgsql
  SET plan_cache_mode TO 'force_custom_plan'
- SET enable_nestloop TO 'off'
 AS $function$
 begin
     insert into delivery_deltas (tenant_id, hour, channel, provider, template, category,
