@@ -105,6 +105,30 @@ async fn two_tenants(owner: &mut PgConnection) -> (TenantId, TenantId) {
     (a.id, b.id)
 }
 
+/// Lets `owner` write one generic row into any table of a database that is
+/// thrown away: every CHECK constraint is dropped, and the session skips
+/// foreign keys and triggers.
+async fn accept_generic_rows(owner: &mut PgConnection) {
+    let checks: Vec<(String, String)> = sqlx::query_as(
+        "select c.conrelid::regclass::text, c.conname::text from pg_constraint c
+         join pg_namespace n on n.oid = c.connamespace
+         where n.nspname = 'public' and c.contype = 'c'",
+    )
+    .fetch_all(&mut *owner)
+    .await
+    .unwrap();
+    for (table, constraint) in checks {
+        owner
+            .execute(format!("alter table {table} drop constraint \"{constraint}\"").as_str())
+            .await
+            .unwrap();
+    }
+    owner
+        .execute("set session_replication_role = replica")
+        .await
+        .unwrap();
+}
+
 /// Every row of `table` the pool's scope shows.
 async fn count(pool: &PgPool, table: &str) -> i64 {
     sqlx::query_scalar(&format!("select count(*) from \"{table}\""))
@@ -125,27 +149,8 @@ async fn every_tenant_table_shows_a_tenant_scope_its_own_rows_only_and_refuses_a
         tables.len()
     );
 
-    // This database is thrown away: its CHECK constraints go, and the
-    // seeding session skips foreign keys and triggers, so that one generic
-    // row per organisation can be written to every table.
-    let checks: Vec<(String, String)> = sqlx::query_as(
-        "select c.conrelid::regclass::text, c.conname::text from pg_constraint c
-         join pg_namespace n on n.oid = c.connamespace
-         where n.nspname = 'public' and c.contype = 'c'",
-    )
-    .fetch_all(&mut owner)
-    .await
-    .unwrap();
-    for (table, constraint) in checks {
-        owner
-            .execute(format!("alter table {table} drop constraint \"{constraint}\"").as_str())
-            .await
-            .unwrap();
-    }
-    owner
-        .execute("set session_replication_role = replica")
-        .await
-        .unwrap();
+    // This database is thrown away (see [`accept_generic_rows`]).
+    accept_generic_rows(&mut owner).await;
     let mut inserts = Vec::new();
     for t in &tables {
         let sql = insert_sql(&mut owner, t).await;
@@ -407,25 +412,7 @@ async fn rows_without_an_organisation_column_are_walled_through_their_parent() {
     let db = TestDb::new().await;
     let mut owner = PgConnection::connect(&db.url).await.unwrap();
     let (a, b) = two_tenants(&mut owner).await;
-    // Generic rows, as in the test above: no CHECKs, no foreign keys.
-    let checks: Vec<(String, String)> = sqlx::query_as(
-        "select c.conrelid::regclass::text, c.conname::text from pg_constraint c
-         join pg_namespace n on n.oid = c.connamespace
-         where n.nspname = 'public' and c.contype = 'c'",
-    )
-    .fetch_all(&mut owner)
-    .await
-    .unwrap();
-    for (table, constraint) in checks {
-        owner
-            .execute(format!("alter table {table} drop constraint \"{constraint}\"").as_str())
-            .await
-            .unwrap();
-    }
-    owner
-        .execute("set session_replication_role = replica")
-        .await
-        .unwrap();
+    accept_generic_rows(&mut owner).await;
     let pool = shared::db::connect_url(&db.url, 2, scope::Fallback::Platform("test"))
         .await
         .unwrap();
