@@ -19,6 +19,25 @@
 //!
 //! Every error is `application/problem+json` with the request id
 //! ([`error`], [`middleware`]).
+//!
+//! The modules:
+//!
+//! * [`routes`]: one module per resource; [`spec`] amends the OpenAPI
+//!   document where poem-openapi cannot describe the API.
+//! * [`server`]: the HTTP server and its connection limits; [`middleware`]
+//!   and [`input`]: checks every request gets at the edge; [`body`]: strict
+//!   JSON bodies with full paths in errors; [`client`]: the client address
+//!   behind trusted proxies; [`outage`]: Postgres outages answered at once.
+//! * [`auth`], [`identity`], [`access`], [`permissions`], [`signin`]: who the
+//!   caller is (API keys, JWTs), which organisation's rows they reach, what
+//!   they may do, and sign-in throttling and sessions.
+//! * [`accept`]: concurrent sends sharing one commit and one push;
+//!   [`window`]: the queues' Redis backlog seen by the push after commit;
+//!   [`limits`]: rate limits and send quotas.
+//! * [`realtime`]: the in-app WebSocket; [`console`]: the operator console;
+//!   [`fleet`]: what this instance tells the others.
+//! * [`cli`]: the `api` command line (serve, migrate, tenants, keys);
+//!   [`error`]: problem+json errors.
 
 pub mod accept;
 pub mod access;

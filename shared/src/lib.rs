@@ -26,6 +26,24 @@
 //!   on save.
 //! * [`errors`]: error tracking, failures counted per cause and organisation.
 //! * [`lookups`]: the lists of values callers pick from.
+//! * [`alerts`]: alert rules, the alerts they open, and who hears about
+//!   them.
+//! * [`callbacks`]: providers' delivery callbacks: signature checks and
+//!   how each provider's events are read.
+//! * [`csv_rows`]: CSV records read from a byte stream fed in pieces, with
+//!   resumable offsets.
+//! * [`notices`]: what the platform sends on its own behalf (invitations,
+//!   BAA-expiry reminders, shipment updates).
+//! * [`permissions`]: `resource:action` permissions and the built-in
+//!   permission sets.
+//! * [`preferences`]: subscribers' channel and category preferences and
+//!   quiet hours.
+//! * [`quotas`]: send quotas as every process counts them.
+//! * [`roles`]: user roles, invitation types and who may invite whom.
+//! * [`send_windows`]: organisations' send windows, subscribers' quiet
+//!   hours and the time zone they are read in.
+//! * [`shipments`]: UPS-tracked shipments, their statuses and polling
+//!   cadence.
 
 pub mod alerts;
 pub mod cache;
