@@ -9,12 +9,25 @@
 //!
 //! On SIGTERM the worker stops fetching, lets in-flight jobs finish within
 //! `SHUTDOWN_TIMEOUT_SECS`, and exits 0.
+//!
+//! * [`registry`]: the one place every queue is wired to its job type,
+//!   handler and concurrency.
+//! * [`jobs`]: one module per job.
+//! * [`providers`]: the outside services notifications are delivered
+//!   through, tried in order behind a shared rate limit and circuit breaker.
+//! * [`tracking`]: carriers whose shipments are polled (UPS), which deliver
+//!   nothing.
+//! * [`webhooks`]: the client that calls organisations' webhook endpoints,
+//!   guarded against server-side request forgery.
+//! * [`coalesce`]: the same statement of many concurrent jobs, asked as one.
+//! * [`heartbeat`]: what the process reports about itself to operators.
 
 pub mod coalesce;
 pub mod heartbeat;
 pub mod jobs;
 pub mod providers;
 pub mod registry;
+pub mod tracking;
 pub mod webhooks;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -64,7 +77,7 @@ pub struct WorkerState {
     /// Failed deliveries in a row that disable a webhook endpoint.
     pub webhook_disable_after: u32,
     /// Talks to UPS (tokens shared through Redis).
-    pub ups: providers::ups::UpsClient,
+    pub ups: tracking::ups::UpsClient,
     /// The delivery jobs' statements, asked together with those of the
     /// jobs running beside them.
     pub together: jobs::together::Together,
@@ -128,7 +141,7 @@ pub async fn run(
         settings.webhooks.allow_loopback,
     )
     .context("while setting up the webhook client")?;
-    let ups = providers::ups::UpsClient::new(
+    let ups = tracking::ups::UpsClient::new(
         &settings.provider_urls.ups,
         UPS_REQUEST_TIMEOUT,
         queues.connection(),

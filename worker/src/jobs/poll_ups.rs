@@ -47,7 +47,8 @@ use uuid::Uuid;
 
 use crate::{
     WorkerState,
-    providers::{chain, guard::Admission, ups::TrackError},
+    providers::{chain, guard::Admission},
+    tracking::ups::TrackError,
 };
 
 /// The Redis bucket every worker takes a token from before calling UPS.

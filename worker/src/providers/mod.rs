@@ -9,7 +9,6 @@ pub mod fcm;
 pub mod guard;
 pub mod sendgrid;
 pub mod twilio;
-pub mod ups;
 pub mod whatsapp;
 
 use std::time::Duration;

@@ -38,7 +38,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use super::retry_after;
+use crate::providers::retry_after;
 
 /// The `transactionSrc` header UPS asks callers to identify themselves with.
 pub const TRANSACTION_SRC: &str = "notify";
