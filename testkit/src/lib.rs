@@ -12,6 +12,11 @@
 //!   stand-ins that check requests and answer as documented.
 //! * [`webhooks::Receiver`]: an organisation's webhook endpoint that
 //!   records signed deliveries and answers with scripted status codes.
+//! * [`alerting::FakeTarget`]: Slack, PagerDuty and other stand-ins for alert
+//!   delivery.
+//! * [`ups::FakeUps`]: UPS's OAuth token endpoint and Track API.
+//! * [`bench`]: what the benchmarks share (settings, machine size, figure
+//!   lines, Postgres CPU time).
 //! * [`process::terminate`]: SIGTERM a child process and collect its output.
 //! * [`app::TestApp`]: the api, worker and scheduler in-process on port 0,
 //!   with their own database, Redis key prefix and SMTP server, plus helpers
@@ -37,7 +42,7 @@ pub use app::{TestApp, TestAppBuilder, spawn_app};
 /// The repository root.
 pub fn repo_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
+        .join("..")
         .canonicalize()
         .expect("repo root")
 }
