@@ -135,36 +135,8 @@ pub async fn deliver_inbox_group(
     tenant_id: TenantId,
     ids: &[NotificationId],
 ) -> Result<(Vec<NotificationId>, Vec<Event>), sqlx::Error> {
-    sqlx::query(
-        "select 1 from subscribers where tenant_id = $1 and id in (
-             select subscriber_id from notifications where tenant_id = $1 and id = any($2))
-         order by id for no key update",
-    )
-    .bind(tenant_id)
-    .bind(ids)
-    .execute(&mut *tx)
-    .await?;
-    let moved: Vec<(SubscriberId, inbox::Item)> = sqlx::query_as::<_, MovedRow>(
-        "update notifications n
-         set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
-             provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
-         where n.tenant_id = $1 and n.id = any($2)
-           and n.channel = 'inapp' and n.status in ('queued', 'deferred')
-           and n.run_at <= now() and n.attempts < n.max_attempts
-           and n.subscriber_id is not null
-           and (n.critical or not exists (
-               select 1 from subscriber_preferences p
-               where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))
-         returning n.subscriber_id, n.id, n.category, n.content, n.read_at, n.archived_at,
-                   n.created_at",
-    )
-    .bind(tenant_id)
-    .bind(ids)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .map(MovedRow::into_parts)
-    .collect();
+    events::lock_subscribers_of(&mut *tx, tenant_id, ids).await?;
+    let moved = inbox::place_group(&mut *tx, tenant_id, ids).await?;
     let placed = moved.iter().map(|(_, item)| item.id).collect();
     let events = announce_placed(tx, tenant_id, moved).await?;
     Ok((placed, events))
@@ -191,34 +163,9 @@ pub async fn announce_placed(
         per.entry(*s).or_default().push(item);
     }
     let subscribers: Vec<SubscriberId> = per.keys().copied().collect();
-    let unread: BTreeMap<SubscriberId, i64> = sqlx::query_as::<_, (SubscriberId, i64)>(
-        "select subscriber_id, count(*) from notifications
-         where tenant_id = $1 and subscriber_id = any($2) and channel = 'inapp' and status = 'sent'
-           and deleted_at is null and read_at is null and archived_at is null
-         group by subscriber_id",
-    )
-    .bind(tenant_id)
-    .bind(&subscribers)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
+    let unread = inbox::unread_counts(&mut *tx, tenant_id, &subscribers).await?;
     let counts: Vec<i64> = per.values().map(|items| items.len() as i64 + 1).collect();
-    let ends: BTreeMap<SubscriberId, (i64, String)> =
-        sqlx::query_as::<_, (SubscriberId, i64, String)>(
-            "update subscribers s set event_seq = s.event_seq + c.k
-             from unnest($2::uuid[], $3::int8[]) as c(id, k)
-             where s.id = c.id and s.tenant_id = $1
-             returning s.id, s.event_seq, s.external_id",
-        )
-        .bind(tenant_id)
-        .bind(&subscribers)
-        .bind(&counts)
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|(id, end, subject)| (id, (end, subject)))
-        .collect();
+    let ends = events::advance_seqs(&mut *tx, tenant_id, &subscribers, &counts).await?;
     let mut rows: Vec<(SubscriberId, i64, &'static str, Value, String)> = Vec::new();
     for (s, items) in &per {
         let Some((end, subject)) = ends.get(s) else {
@@ -248,22 +195,9 @@ pub async fn announce_placed(
     let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.2).collect();
     let payloads: Vec<&Value> = rows.iter().map(|r| &r.3).collect();
-    let at: DateTime<Utc> = sqlx::query_scalar(
-        "insert into subscriber_events (subscriber_id, seq, tenant_id, kind, payload)
-         select e.subscriber_id, e.seq, $1, e.kind, e.payload
-         from unnest($2::uuid[], $3::int8[], $4::text[], $5::jsonb[]) as e(subscriber_id, seq, kind, payload)
-         returning created_at",
-    )
-    .bind(tenant_id)
-    .bind(&subs)
-    .bind(&seqs)
-    .bind(&kinds)
-    .bind(&payloads)
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .next()
-    .unwrap_or_else(Utc::now);
+    let at = events::append_many(&mut *tx, tenant_id, &subs, &seqs, &kinds, &payloads)
+        .await?
+        .unwrap_or_else(Utc::now);
     Ok(rows
         .into_iter()
         .map(|(_, seq, kind, data, subject)| Event {
@@ -275,31 +209,4 @@ pub async fn announce_placed(
             at,
         })
         .collect())
-}
-
-#[derive(sqlx::FromRow)]
-struct MovedRow {
-    subscriber_id: SubscriberId,
-    id: NotificationId,
-    category: Option<String>,
-    content: sqlx::types::Json<Value>,
-    read_at: Option<DateTime<Utc>>,
-    archived_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-}
-
-impl MovedRow {
-    fn into_parts(self) -> (SubscriberId, inbox::Item) {
-        (
-            self.subscriber_id,
-            inbox::Item {
-                id: self.id,
-                category: self.category,
-                content: self.content,
-                read_at: self.read_at,
-                archived_at: self.archived_at,
-                created_at: self.created_at,
-            },
-        )
-    }
 }

@@ -1,10 +1,12 @@
 //! Subscribers' real-time events, kept for catch-up after a reconnect.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, types::Json};
 
-use crate::domain::{SubscriberId, TenantId};
+use crate::domain::{NotificationId, SubscriberId, TenantId};
 
 /// A stored event.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -60,6 +62,81 @@ pub async fn lock_subscribers(
     .execute(tx)
     .await?;
     Ok(())
+}
+
+/// Locks the subscribers of the notifications `ids`, as
+/// [`lock_subscribers`] does, in id order.
+#[tracing::instrument(skip_all, fields(count = ids.len()))]
+pub async fn lock_subscribers_of(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "select 1 from subscribers where tenant_id = $1 and id in (
+             select subscriber_id from notifications where tenant_id = $1 and id = any($2))
+         order by id for no key update",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Moves each subscriber's event number on by its count (`counts[i]` for
+/// `subscribers[i]`), so the caller can number that many events; returns
+/// each subscriber's new last number and external id. The caller holds the
+/// subscribers' locks.
+#[tracing::instrument(skip_all, fields(count = subscribers.len()))]
+pub async fn advance_seqs(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    subscribers: &[SubscriberId],
+    counts: &[i64],
+) -> Result<BTreeMap<SubscriberId, (i64, String)>, sqlx::Error> {
+    let rows: Vec<(SubscriberId, i64, String)> = sqlx::query_as(
+        "update subscribers s set event_seq = s.event_seq + c.k
+         from unnest($2::uuid[], $3::int8[]) as c(id, k)
+         where s.id = c.id and s.tenant_id = $1
+         returning s.id, s.event_seq, s.external_id",
+    )
+    .bind(tenant_id)
+    .bind(subscribers)
+    .bind(counts)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, end, subject)| (id, (end, subject)))
+        .collect())
+}
+
+/// Inserts events numbered by [`advance_seqs`] (the i-th of each array is
+/// one event); returns their time, or `None` when there were none.
+#[tracing::instrument(skip_all, fields(count = subscribers.len()))]
+pub async fn append_many(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    subscribers: &[SubscriberId],
+    seqs: &[i64],
+    kinds: &[&str],
+    payloads: &[&Value],
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let at: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "insert into subscriber_events (subscriber_id, seq, tenant_id, kind, payload)
+         select e.subscriber_id, e.seq, $1, e.kind, e.payload
+         from unnest($2::uuid[], $3::int8[], $4::text[], $5::jsonb[]) as e(subscriber_id, seq, kind, payload)
+         returning created_at",
+    )
+    .bind(tenant_id)
+    .bind(subscribers)
+    .bind(seqs)
+    .bind(kinds)
+    .bind(payloads)
+    .fetch_all(tx)
+    .await?;
+    Ok(at.into_iter().next())
 }
 
 /// Appends an event for a subscriber and returns its number and time. Call

@@ -4,14 +4,18 @@
 //! of anyone else is simply not found. Counts are counted, not kept, so they
 //! cannot drift from the rows.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgExecutor, types::Json};
+use sqlx::{PgConnection, PgExecutor, types::Json};
 
 use crate::domain::{NotificationId, SubscriberId, TenantId};
 
 /// What every inbox query is limited to.
 const MINE: &str = "tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null";
+/// [`MINE`] for the subscribers of the array `$2`.
+const MINE_ANY: &str = "tenant_id = $1 and subscriber_id = any($2) and channel = 'inapp' and status = 'sent' and deleted_at is null";
 
 /// One inbox entry.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -160,6 +164,72 @@ pub async fn unread_count(
     .bind(subscriber_id)
     .fetch_one(db)
     .await
+}
+
+/// [`unread_count`] of several subscribers at once; a subscriber without
+/// unread entries is absent.
+#[tracing::instrument(skip_all, fields(count = subscribers.len()))]
+pub async fn unread_counts(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscribers: &[SubscriberId],
+) -> Result<BTreeMap<SubscriberId, i64>, sqlx::Error> {
+    let rows: Vec<(SubscriberId, i64)> = sqlx::query_as(&format!(
+        "select subscriber_id, count(*) from notifications
+         where {MINE_ANY} and read_at is null and archived_at is null
+         group by subscriber_id"
+    ))
+    .bind(tenant_id)
+    .bind(subscribers)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Places the in-app notifications among `ids` that can go without a look
+/// at preferences into their subscribers' inboxes: due, with attempts left,
+/// with a subscriber, and critical or of a subscriber without stored
+/// preferences. Claimed and delivered in one statement (no attempt row:
+/// placing a message in an inbox has no provider answer to keep). Returns
+/// each placed entry with its subscriber; rows not taken are left as they
+/// are. The caller has locked the subscribers
+/// ([`super::events::lock_subscribers_of`]).
+#[tracing::instrument(skip_all, fields(count = ids.len()))]
+pub async fn place_group(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    ids: &[NotificationId],
+) -> Result<Vec<(SubscriberId, Item)>, sqlx::Error> {
+    let rows: Vec<Placed> = sqlx::query_as(
+        "update notifications n
+         set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
+             provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
+         where n.tenant_id = $1 and n.id = any($2)
+           and n.channel = 'inapp' and n.status in ('queued', 'deferred')
+           and n.run_at <= now() and n.attempts < n.max_attempts
+           and n.subscriber_id is not null
+           and (n.critical or not exists (
+               select 1 from subscriber_preferences p
+               where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))
+         returning n.subscriber_id, n.id, n.category, n.content, n.read_at, n.archived_at,
+                   n.created_at",
+    )
+    .bind(tenant_id)
+    .bind(ids)
+    .fetch_all(tx)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|p| (p.subscriber_id, p.item))
+        .collect())
+}
+
+/// A row [`place_group`] placed.
+#[derive(sqlx::FromRow)]
+struct Placed {
+    subscriber_id: SubscriberId,
+    #[sqlx(flatten)]
+    item: Item,
 }
 
 /// Marks every unread entry read; returns how many changed.
