@@ -56,8 +56,7 @@ impl HealthApi {
     /// either does not.
     #[oai(path = "/health/ready", method = "get", operation_id = "health.ready")]
     async fn ready(&self, state: Data<&AppState>) -> Result<HealthResponse, ApiError> {
-        let pg =
-            tokio::time::timeout(CHECK_TIMEOUT, sqlx::query("select 1").execute(&state.pool)).await;
+        let pg = tokio::time::timeout(CHECK_TIMEOUT, shared::db::ping(&state.pool)).await;
         let pg_ok = matches!(pg, Ok(Ok(_)));
         let redis_ok = matches!(
             tokio::time::timeout(CHECK_TIMEOUT, state.queues.ping()).await,

@@ -633,9 +633,7 @@ impl NotificationsApi {
         // One snapshot for the row and its attempts, so a worker recording an
         // attempt in between cannot make them disagree.
         let mut tx = state.pool.begin().await?;
-        sqlx::query("set transaction isolation level repeatable read, read only")
-            .execute(&mut *tx)
-            .await?;
+        shared::db::read_snapshot(&mut tx).await?;
         let n = notifications::get(&mut *tx, tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("notification"))?;

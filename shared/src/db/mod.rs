@@ -173,6 +173,21 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     })
 }
 
+/// Makes the transaction read from one snapshot, read-only: what it reads
+/// in several statements agrees, whatever commits meanwhile.
+pub async fn read_snapshot(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("set transaction isolation level repeatable read, read only")
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Answers when Postgres does (the readiness probe).
+pub async fn ping(db: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query("select 1").execute(db).await?;
+    Ok(())
+}
+
 /// Applies every pending migration; safe to run from several processes.
 ///
 /// Migrations change tables, which only their owner may do, so they run on
