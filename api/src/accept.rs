@@ -26,6 +26,7 @@ use shared::{
     db::notifications::{self, NewRow},
     domain::{Channel, NotificationId, TenantId},
     jobs::{QueueName, Queues, SendNotifications},
+    outbox::Enqueued,
 };
 use sqlx::PgPool;
 use tokio::sync::{Mutex, mpsc, oneshot};
@@ -152,7 +153,7 @@ struct Written {
     /// Their real-time events, published after the commit.
     events: Vec<shared::events::Event>,
     /// Jobs for in-app rows that need a worker's decision.
-    jobs: Vec<(QueueName, SendNotifications)>,
+    jobs: Vec<SendNotifications>,
 }
 
 impl Sink {
@@ -173,7 +174,7 @@ impl Sink {
                 }
             }
         }
-        let mut jobs: Vec<(QueueName, SendNotifications)> = Vec::new();
+        let mut jobs: Vec<SendNotifications> = Vec::new();
         for ((tenant_id, channel), members) in groups {
             let queue = QueueName::for_channel(channel);
             for chunk in members.chunks(self.group_size) {
@@ -182,17 +183,11 @@ impl Sink {
                     batch[p].rows[r].dispatched = room;
                 }
                 if room {
-                    jobs.push((
-                        queue,
-                        SendNotifications {
-                            tenant_id,
-                            channel,
-                            notification_ids: chunk
-                                .iter()
-                                .map(|&(p, r)| batch[p].rows[r].id)
-                                .collect(),
-                        },
-                    ));
+                    jobs.push(SendNotifications {
+                        tenant_id,
+                        channel,
+                        notification_ids: chunk.iter().map(|&(p, r)| batch[p].rows[r].id).collect(),
+                    });
                 }
             }
         }
@@ -247,7 +242,13 @@ impl Sink {
             tracing::warn!(%error, "cannot publish inbox events");
         }
         jobs.extend(written.jobs);
-        self.push(jobs).await;
+        // One round trip per queue; rows whose push fails are released for
+        // the dispatcher.
+        if let Err(error) = Enqueued::new(jobs).push(&self.queues, &self.pool).await {
+            // The rows' dispatch mark runs out and the dispatcher pushes
+            // them then.
+            tracing::warn!(%error, "cannot release the dispatch mark");
+        }
         for p in batch {
             let placed = p
                 .rows
@@ -296,49 +297,15 @@ impl Sink {
                 notifications::mark_dispatched(&mut *tx, tenant_id, chunk)
                     .await
                     .map_err(Failed::BeforeCommit)?;
-                written.jobs.push((
-                    QueueName::InApp,
-                    SendNotifications {
-                        tenant_id,
-                        channel: Channel::InApp,
-                        notification_ids: chunk.to_vec(),
-                    },
-                ));
+                written.jobs.push(SendNotifications {
+                    tenant_id,
+                    channel: Channel::InApp,
+                    notification_ids: chunk.to_vec(),
+                });
             }
         }
         tx.commit().await.map_err(Failed::Commit)?;
         Ok(written)
-    }
-
-    /// Pushes the jobs, one round trip per queue; rows whose push fails are
-    /// left to the dispatcher.
-    async fn push(&self, jobs: Vec<(QueueName, SendNotifications)>) {
-        let mut by_queue: BTreeMap<QueueName, Vec<SendNotifications>> = BTreeMap::new();
-        for (queue, job) in jobs {
-            by_queue.entry(queue).or_default().push(job);
-        }
-        for (queue, jobs) in by_queue {
-            let released: Vec<(TenantId, Vec<NotificationId>)> = jobs
-                .iter()
-                .map(|j| (j.tenant_id, j.notification_ids.clone()))
-                .collect();
-            if let Err(error) = self.queues.push_all(queue, jobs).await {
-                if error.is_paused() {
-                    tracing::debug!(queue = %queue, "the queue is paused; the send waits in Postgres");
-                } else {
-                    tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
-                }
-                for (tenant_id, ids) in released {
-                    if let Err(error) =
-                        notifications::release_dispatch(&self.pool, tenant_id, &ids).await
-                    {
-                        // The rows' dispatch mark runs out and the dispatcher
-                        // pushes them then.
-                        tracing::warn!(%error, "cannot release the dispatch mark");
-                    }
-                }
-            }
-        }
     }
 }
 

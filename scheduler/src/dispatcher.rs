@@ -1,53 +1,121 @@
 //! The dispatcher: due work from Postgres into Redis, under a bounded window.
 //!
-//! Each sweep, for each delivery queue:
+//! Every kind of queued work is an [`Outbox`] (see [`shared::outbox`]), and
+//! [`KINDS`] lists them all: each channel's notifications, webhook
+//! deliveries, batch chunks, CSV bulk jobs, CSV chunks and invitations. Each
+//! sweep, for each kind:
 //!
-//! 1. puts back rows whose worker died mid-send (their claim's lease ran out);
-//! 2. measures the queue's Redis backlog and, while it is under the
-//!    high-water mark, takes due rows that are not in Redis, groups them by
-//!    tenant into jobs of up to `group_size` ids, and pushes them.
-//!
-//! The `webhook` queue is fed the same way from `webhook_deliveries`: lost
-//! claims put back, due deliveries to enabled endpoints grouped by tenant.
+//! 1. puts back rows whose worker died mid-work (their claim's lease ran
+//!    out; [`Outbox::recover`]);
+//! 2. unless an operator paused the queue, [`Dispatcher::dispatch`]es it:
+//!    one dispatcher at a time per queue (an advisory lock), it measures the
+//!    queue's Redis backlog and, while it is under the high-water mark,
+//!    takes due rows that are not in Redis, turns them into jobs (grouped by
+//!    tenant into jobs of up to `group_size` ids for deliveries), and pushes
+//!    them.
 //!
 //! Rows taken but not pushed (the window filled, or Redis failed) are released
 //! at once for the next sweep. Cron ticks whose job never reached Redis are
 //! pushed too.
 //!
 //! Redis losing its data (a restart without persistence, a flush, a failover)
-//! is detected by a marker key: when the marker is gone, every queued row is
-//! treated as not pushed and goes out again. Workers' claims make the repeats
-//! harmless.
+//! is detected by a marker key: when the marker is gone, every kind forgets
+//! its dispatch marks ([`Outbox::forget`]) and every queued row goes out
+//! again. Workers' claims make the repeats harmless.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::{collections::BTreeSet, future::Future, pin::Pin, time::Duration};
 
 use anyhow::Context;
 use shared::{
     config::{CronJob, JobsConfig},
     db::{
-        batches, bulk, cron_ticks,
+        cron_ticks,
         locks::{self, LockKey},
-        notifications, queue_ops, webhooks,
+        queue_ops,
     },
-    domain::{Channel, NotificationId, TenantId},
-    jobs::{
-        DeliverWebhooks, ExpandBatchChunk, ExpandBulkChunk, ParseBulkCsv, QueueName, Queues,
-        SendNotifications,
+    domain::Channel,
+    jobs::{QueueName, Queues},
+    outbox::{
+        Outbox, OutboxJob,
+        kinds::{BatchChunks, BulkChunks, BulkJobs, Invitations, Notifications, WebhookDeliveries},
     },
 };
 use sqlx::PgPool;
 
 use crate::cron::push_tick;
 
-/// The channels the dispatcher feeds.
-const CHANNELS: &[Channel] = Channel::ALL;
+/// Every kind of queued work the dispatcher feeds, in sweep order. The
+/// sweep and the Redis-loss marker both walk this one list.
+pub static KINDS: &[&dyn Feed] = &[
+    &Notifications(Channel::Email),
+    &Notifications(Channel::Sms),
+    &Notifications(Channel::Push),
+    &Notifications(Channel::WhatsApp),
+    &Notifications(Channel::InApp),
+    &WebhookDeliveries,
+    &BatchChunks,
+    &BulkJobs,
+    &BulkChunks,
+    &Invitations,
+];
+
+/// Most rows one take asks for.
+const MAX_TAKE: usize = 20_000;
+
+type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An [`Outbox`] kind with its job type erased, so [`KINDS`] can list them
+/// all.
+pub trait Feed: Send + Sync {
+    /// The queue its jobs travel on.
+    fn queue(&self) -> QueueName;
+    /// Whether its rows count in `dispatched_notifications_total`.
+    fn grouped(&self) -> bool;
+    /// [`Dispatcher::dispatch`] for this kind.
+    fn dispatch<'a>(&'a self, dispatcher: &'a Dispatcher) -> BoxFuture<'a, anyhow::Result<Fed>>;
+    /// [`Outbox::forget`].
+    fn forget<'a>(&'a self, db: &'a PgPool) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+    /// [`Outbox::recover`].
+    fn recover<'a>(&'a self, db: &'a PgPool) -> BoxFuture<'a, Result<u64, sqlx::Error>>;
+}
+
+impl<K: Outbox> Feed for K {
+    fn queue(&self) -> QueueName {
+        Outbox::queue(self)
+    }
+
+    fn grouped(&self) -> bool {
+        K::GROUPED
+    }
+
+    fn dispatch<'a>(&'a self, dispatcher: &'a Dispatcher) -> BoxFuture<'a, anyhow::Result<Fed>> {
+        Box::pin(dispatcher.dispatch(self))
+    }
+
+    fn forget<'a>(&'a self, db: &'a PgPool) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+        Box::pin(Outbox::forget(self, db))
+    }
+
+    fn recover<'a>(&'a self, db: &'a PgPool) -> BoxFuture<'a, Result<u64, sqlx::Error>> {
+        Box::pin(Outbox::recover(self, db))
+    }
+}
+
+/// What one [`Dispatcher::dispatch`] pushed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Rows pushed.
+    pub rows: usize,
+    /// Jobs pushed.
+    pub jobs: usize,
+}
 
 /// What one sweep did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct SweepReport {
     /// Rows whose lost claim was put back.
     pub recovered: u64,
-    /// Rows pushed.
+    /// Rows pushed (a chunk, a CSV file and an invitation are one row).
     pub dispatched: usize,
     /// Jobs pushed.
     pub jobs: usize,
@@ -102,12 +170,9 @@ impl Dispatcher {
         }
         // Present from the first sweep, at 0, so a rate over it is 0 rather
         // than absent until the first push.
-        for q in CHANNELS
-            .iter()
-            .map(|c| QueueName::for_channel(*c))
-            .chain([QueueName::Webhook])
-        {
-            metrics::counter!("dispatched_notifications_total", "queue" => q.as_str()).increment(0);
+        for kind in KINDS.iter().filter(|k| k.grouped()) {
+            metrics::counter!("dispatched_notifications_total", "queue" => kind.queue().as_str())
+                .increment(0);
         }
         Ok(paused)
     }
@@ -123,12 +188,10 @@ impl Dispatcher {
             *at = Some(std::time::Instant::now());
         }
         // The queues this dispatcher does not feed get their Redis depth here.
-        for q in [
-            QueueName::Maintenance,
-            QueueName::Invitation,
-            QueueName::BaaReminder,
-            QueueName::UpsPoll,
-        ] {
+        for &q in QueueName::ALL
+            .iter()
+            .filter(|q| !KINDS.iter().any(|k| k.queue() == **q))
+        {
             if let Ok(n) = self.queues.backlog(q).await {
                 metrics::gauge!("queue_depth", "queue" => q.as_str()).set(n as f64);
             }
@@ -165,14 +228,14 @@ impl Dispatcher {
         Ok(created.is_some())
     }
 
-    /// One pass over every queue.
+    /// One pass over every kind.
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport::default();
         if self.redis_was_reset().await? {
-            let n = notifications::forget_dispatched(&self.pool).await?
-                + webhooks::forget_dispatched(&self.pool).await?
-                + batches::forget_dispatched(&self.pool).await?
-                + bulk::forget_dispatched(&self.pool).await?;
+            let mut n = 0;
+            for kind in KINDS {
+                n += kind.forget(&self.pool).await?;
+            }
             if n > 0 {
                 tracing::warn!(
                     rows = n,
@@ -183,29 +246,14 @@ impl Dispatcher {
         }
         // A paused queue is not fed: its work waits in Postgres.
         let paused = self.paused().await?;
-        for &channel in CHANNELS {
-            report.recovered += notifications::recover_expired_leases(&self.pool, channel).await?;
-            if paused.contains(&QueueName::for_channel(channel)) {
+        for kind in KINDS {
+            report.recovered += kind.recover(&self.pool).await?;
+            if paused.contains(&kind.queue()) {
                 continue;
             }
-            let (rows, jobs) = self.dispatch_channel(channel).await?;
-            report.dispatched += rows;
-            report.jobs += jobs;
-        }
-        report.recovered += webhooks::recover_expired_leases(&self.pool).await?;
-        if !paused.contains(&QueueName::Webhook) {
-            let (rows, jobs) = self.dispatch_webhooks().await?;
-            report.dispatched += rows;
-            report.jobs += jobs;
-        }
-        if !paused.contains(&QueueName::BatchChunk) {
-            report.jobs += self.dispatch_batch_chunks().await?;
-        }
-        if !paused.contains(&QueueName::BulkCsv) {
-            report.jobs += self.dispatch_bulk_jobs().await?;
-        }
-        if !paused.contains(&QueueName::BulkChunk) {
-            report.jobs += self.dispatch_bulk_chunks().await?;
+            let fed = kind.dispatch(self).await?;
+            report.dispatched += fed.rows;
+            report.jobs += fed.jobs;
         }
         if let Err(error) = self.gauge_waiting().await {
             tracing::warn!(%error, "cannot count the work waiting in Postgres");
@@ -220,30 +268,30 @@ impl Dispatcher {
         Ok(report)
     }
 
-    /// Dispatches one channel's queue, unless another dispatcher is doing it
-    /// right now: one at a time keeps the window a true bound.
-    async fn dispatch_channel(&self, channel: Channel) -> anyhow::Result<(usize, usize)> {
-        let queue = QueueName::for_channel(channel);
+    /// Feeds one kind's queue, unless another dispatcher is doing it right
+    /// now (one at a time keeps the window a true bound): while the queue's
+    /// Redis backlog is under the high-water mark, takes due rows, turns them
+    /// into jobs, pushes as many as there is room for and releases the rest.
+    /// Rows whose push failed are released too.
+    pub async fn dispatch<K: Outbox>(&self, kind: &K) -> anyhow::Result<Fed> {
+        let queue = Outbox::queue(kind);
         let key =
             LockKey::Dispatch(QueueName::ALL.iter().position(|q| *q == queue).unwrap_or(0) as u16);
         let mut lock = self.pool.acquire().await?;
         if !locks::try_lock(&mut lock, key).await? {
-            return Ok((0, 0));
+            return Ok(Fed::default());
         }
-        let result = self.dispatch_locked(queue, channel).await;
+        let result = self.dispatch_locked(kind).await;
         locks::unlock(&mut lock, key).await?;
         result
     }
 
-    async fn dispatch_locked(
-        &self,
-        queue: QueueName,
-        channel: Channel,
-    ) -> anyhow::Result<(usize, usize)> {
+    async fn dispatch_locked<K: Outbox>(&self, kind: &K) -> anyhow::Result<Fed> {
+        let queue = Outbox::queue(kind);
         let d = &self.config.dispatcher;
-        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
-        let mut rows_pushed = 0;
-        let mut jobs_pushed = 0;
+        let group_size = if K::GROUPED { d.group_size } else { 1 };
+        let redispatch_after = kind.redispatch_after(&self.config);
+        let mut fed = Fed::default();
         loop {
             let backlog = self.queues.backlog(queue).await?;
             metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
@@ -251,181 +299,35 @@ impl Dispatcher {
             if room == 0 {
                 break;
             }
-            let limit = (room * d.group_size).min(20_000);
-            let due = notifications::take_due(&self.pool, channel, limit, redispatch_after).await?;
-            if due.is_empty() {
+            let limit = (room * group_size).min(MAX_TAKE);
+            let rows = kind.take(&self.pool, limit, redispatch_after).await?;
+            if rows.is_empty() {
                 break;
             }
-            let taken = due.len();
-            let (jobs, leftover) = group(channel, due, d.group_size, room);
-            if !leftover.is_empty() {
-                notifications::release_taken(&self.pool, &leftover).await?;
+            let taken = rows.len();
+            let mut jobs = kind.group(rows, group_size);
+            let over = over_the_window(&mut jobs, room);
+            if !over.is_empty() {
+                K::Job::release(&self.pool, &over).await?;
             }
-            let pushed_rows: usize = jobs.iter().map(|j| j.notification_ids.len()).sum();
-            let job_count = jobs.len();
+            let rows: usize = jobs.iter().map(OutboxJob::rows).sum();
+            let count = jobs.len();
             if let Err(error) = self.queues.push_all(queue, jobs.clone()).await {
-                let ids: Vec<NotificationId> =
-                    jobs.into_iter().flat_map(|j| j.notification_ids).collect();
-                notifications::release_taken(&self.pool, &ids).await?;
-                return Err(error).context("while pushing due notifications");
+                K::Job::release(&self.pool, &jobs).await?;
+                return Err(error).with_context(|| format!("while pushing due {queue} jobs"));
             }
-            rows_pushed += pushed_rows;
-            jobs_pushed += job_count;
-            metrics::counter!("dispatched_notifications_total", "queue" => queue.as_str())
-                .increment(pushed_rows as u64);
-            // A short batch means nothing more is due.
+            fed.rows += rows;
+            fed.jobs += count;
+            if K::GROUPED {
+                metrics::counter!("dispatched_notifications_total", "queue" => queue.as_str())
+                    .increment(rows as u64);
+            }
+            // A short take means nothing more is due.
             if taken < limit {
                 break;
             }
         }
-        Ok((rows_pushed, jobs_pushed))
-    }
-
-    /// Pushes batch chunks that are not expanded and not in Redis (their push
-    /// failed, or their job was lost), under the `batch_chunk` window.
-    async fn dispatch_batch_chunks(&self) -> anyhow::Result<usize> {
-        let queue = QueueName::BatchChunk;
-        let d = &self.config.dispatcher;
-        let backlog = self.queues.backlog(queue).await?;
-        metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
-        let room = d.high_water_mark.saturating_sub(backlog);
-        if room == 0 {
-            return Ok(0);
-        }
-        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
-        let taken = batches::take_pending_chunks(&self.pool, room, redispatch_after).await?;
-        if taken.is_empty() {
-            return Ok(0);
-        }
-        let jobs: Vec<ExpandBatchChunk> = taken
-            .iter()
-            .map(|&(tenant_id, batch_id, seq)| ExpandBatchChunk {
-                tenant_id,
-                batch_id,
-                seq,
-            })
-            .collect();
-        let count = jobs.len();
-        if let Err(error) = self.queues.push_all(queue, jobs).await {
-            for (tenant_id, batch_id, seq) in taken {
-                batches::release_chunk(&self.pool, tenant_id, batch_id, seq).await?;
-            }
-            return Err(error).context("while pushing batch chunks");
-        }
-        Ok(count)
-    }
-
-    /// Pushes CSV bulk jobs that wait for a parser: never pushed, or whose
-    /// parser stopped committing (it died) for longer than its lease.
-    async fn dispatch_bulk_jobs(&self) -> anyhow::Result<usize> {
-        let queue = QueueName::BulkCsv;
-        let lease = self.config.queue(queue).timeout();
-        let taken = bulk::take_pending(&self.pool, lease, 100).await?;
-        if taken.is_empty() {
-            return Ok(0);
-        }
-        let jobs: Vec<ParseBulkCsv> = taken
-            .iter()
-            .map(|&(tenant_id, job_id)| ParseBulkCsv { tenant_id, job_id })
-            .collect();
-        let count = jobs.len();
-        if let Err(error) = self.queues.push_all(queue, jobs).await {
-            for (tenant_id, id) in taken {
-                bulk::release_dispatch(&self.pool, tenant_id, id).await?;
-            }
-            return Err(error).context("while pushing bulk jobs");
-        }
-        Ok(count)
-    }
-
-    /// Pushes CSV chunks that are not expanded and not in Redis (their push
-    /// after the parser's commit failed, or their job was lost), under the
-    /// `bulk_chunk` window.
-    async fn dispatch_bulk_chunks(&self) -> anyhow::Result<usize> {
-        let queue = QueueName::BulkChunk;
-        let d = &self.config.dispatcher;
-        let backlog = self.queues.backlog(queue).await?;
-        metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
-        let room = d.high_water_mark.saturating_sub(backlog);
-        if room == 0 {
-            return Ok(0);
-        }
-        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
-        let taken = bulk::take_pending_chunks(&self.pool, room, redispatch_after).await?;
-        if taken.is_empty() {
-            return Ok(0);
-        }
-        let jobs: Vec<ExpandBulkChunk> = taken
-            .iter()
-            .map(|&(tenant_id, job_id, seq)| ExpandBulkChunk {
-                tenant_id,
-                job_id,
-                seq,
-            })
-            .collect();
-        let count = jobs.len();
-        if let Err(error) = self.queues.push_all(queue, jobs).await {
-            for (tenant_id, id, seq) in taken {
-                bulk::release_chunks(&self.pool, tenant_id, id, &[seq]).await?;
-            }
-            return Err(error).context("while pushing CSV chunks");
-        }
-        Ok(count)
-    }
-
-    /// Dispatches the `webhook` queue, one dispatcher at a time.
-    async fn dispatch_webhooks(&self) -> anyhow::Result<(usize, usize)> {
-        let queue = QueueName::Webhook;
-        let key =
-            LockKey::Dispatch(QueueName::ALL.iter().position(|q| *q == queue).unwrap_or(0) as u16);
-        let mut lock = self.pool.acquire().await?;
-        if !locks::try_lock(&mut lock, key).await? {
-            return Ok((0, 0));
-        }
-        let result = self.dispatch_webhooks_locked().await;
-        locks::unlock(&mut lock, key).await?;
-        result
-    }
-
-    async fn dispatch_webhooks_locked(&self) -> anyhow::Result<(usize, usize)> {
-        let queue = QueueName::Webhook;
-        let d = &self.config.dispatcher;
-        let redispatch_after = Duration::from_secs(d.redispatch_after_secs);
-        let mut rows_pushed = 0;
-        let mut jobs_pushed = 0;
-        loop {
-            let backlog = self.queues.backlog(queue).await?;
-            metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
-            let room = d.high_water_mark.saturating_sub(backlog);
-            if room == 0 {
-                break;
-            }
-            let limit = (room * d.group_size).min(20_000);
-            let due = webhooks::take_due(&self.pool, limit, redispatch_after).await?;
-            if due.is_empty() {
-                break;
-            }
-            let taken = due.len();
-            let (jobs, leftover) = group_webhooks(due, d.group_size, room);
-            if !leftover.is_empty() {
-                webhooks::release_taken(&self.pool, &leftover).await?;
-            }
-            let pushed_rows: usize = jobs.iter().map(|j| j.delivery_ids.len()).sum();
-            let job_count = jobs.len();
-            if let Err(error) = self.queues.push_all(queue, jobs.clone()).await {
-                let ids: Vec<uuid::Uuid> = jobs.into_iter().flat_map(|j| j.delivery_ids).collect();
-                webhooks::release_taken(&self.pool, &ids).await?;
-                return Err(error).context("while pushing due webhook deliveries");
-            }
-            rows_pushed += pushed_rows;
-            jobs_pushed += job_count;
-            metrics::counter!("dispatched_notifications_total", "queue" => queue.as_str())
-                .increment(pushed_rows as u64);
-            if taken < limit {
-                break;
-            }
-        }
-        Ok((rows_pushed, jobs_pushed))
+        Ok(fed)
     }
 
     async fn push_unenqueued_ticks(&self) -> anyhow::Result<()> {
@@ -443,111 +345,36 @@ impl Dispatcher {
     }
 }
 
-/// Groups rows (sorted by tenant) into jobs of up to `group_size` ids of one
-/// tenant, at most `max_jobs` of them; returns the jobs and the rows left over.
-fn group(
-    channel: Channel,
-    rows: Vec<(TenantId, NotificationId)>,
-    group_size: usize,
-    max_jobs: usize,
-) -> (Vec<SendNotifications>, Vec<NotificationId>) {
-    let mut jobs: Vec<SendNotifications> = Vec::new();
-    let mut leftover = Vec::new();
-    for (tenant_id, id) in rows {
-        let fits = jobs
-            .last()
-            .is_some_and(|j| j.tenant_id == tenant_id && j.notification_ids.len() < group_size);
-        if fits {
-            jobs.last_mut()
-                .expect("checked above")
-                .notification_ids
-                .push(id);
-        } else if jobs.len() < max_jobs {
-            jobs.push(SendNotifications {
-                tenant_id,
-                channel,
-                notification_ids: vec![id],
-            });
-        } else {
-            leftover.push(id);
-        }
+/// Splits off the jobs past the first `room`: there is no room for them in
+/// the window.
+fn over_the_window<J>(jobs: &mut Vec<J>, room: usize) -> Vec<J> {
+    if jobs.len() > room {
+        jobs.split_off(room)
+    } else {
+        Vec::new()
     }
-    (jobs, leftover)
-}
-
-/// Groups webhook deliveries (sorted by tenant) like [`group`].
-fn group_webhooks(
-    rows: Vec<(TenantId, uuid::Uuid)>,
-    group_size: usize,
-    max_jobs: usize,
-) -> (Vec<DeliverWebhooks>, Vec<uuid::Uuid>) {
-    let mut jobs: Vec<DeliverWebhooks> = Vec::new();
-    let mut leftover = Vec::new();
-    for (tenant_id, id) in rows {
-        let count = jobs.len();
-        match jobs.last_mut() {
-            Some(j) if j.tenant_id == tenant_id && j.delivery_ids.len() < group_size => {
-                j.delivery_ids.push(id)
-            }
-            _ if count < max_jobs => jobs.push(DeliverWebhooks {
-                tenant_id,
-                delivery_ids: vec![id],
-            }),
-            _ => leftover.push(id),
-        }
-    }
-    (jobs, leftover)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn ids(n: usize) -> Vec<NotificationId> {
-        (0..n).map(|_| NotificationId::new()).collect()
+    #[test]
+    fn jobs_past_the_window_are_left_over() {
+        let mut jobs: Vec<usize> = (0..7).collect();
+        assert_eq!(over_the_window(&mut jobs, 5), vec![5, 6]);
+        assert_eq!(jobs, vec![0, 1, 2, 3, 4]);
+        assert!(over_the_window(&mut jobs, 10).is_empty());
+        assert_eq!(jobs.len(), 5);
     }
 
     #[test]
-    fn rows_are_grouped_by_tenant_and_size() {
-        let (a, b) = (TenantId::new(), TenantId::new());
-        let mut rows: Vec<_> = ids(5).into_iter().map(|i| (a, i)).collect();
-        rows.extend(ids(2).into_iter().map(|i| (b, i)));
-        let (jobs, leftover) = group(Channel::Email, rows, 2, 10);
-        let sizes: Vec<_> = jobs
-            .iter()
-            .map(|j| (j.tenant_id, j.notification_ids.len()))
-            .collect();
-        assert_eq!(sizes, vec![(a, 2), (a, 2), (a, 1), (b, 2)]);
-        assert!(leftover.is_empty());
-    }
-
-    #[test]
-    fn webhook_deliveries_are_grouped_by_tenant_within_the_window() {
-        let (a, b) = (TenantId::new(), TenantId::new());
-        let mut rows: Vec<_> = (0..3).map(|_| (a, uuid::Uuid::new_v4())).collect();
-        rows.extend((0..2).map(|_| (b, uuid::Uuid::new_v4())));
-        rows.sort_unstable();
-        let (jobs, leftover) = group_webhooks(rows.clone(), 2, 10);
-        let mut sizes: Vec<_> = jobs
-            .iter()
-            .map(|j| (j.tenant_id, j.delivery_ids.len()))
-            .collect();
-        sizes.sort_unstable();
-        let mut expected = vec![(a, 2), (a, 1), (b, 2)];
-        expected.sort_unstable();
-        assert_eq!(sizes, expected);
-        assert!(leftover.is_empty());
-        let (jobs, leftover) = group_webhooks(rows, 2, 1);
-        assert_eq!(jobs.len(), 1);
-        assert_eq!(leftover.len(), 3);
-    }
-
-    #[test]
-    fn rows_past_the_window_are_left_over() {
-        let a = TenantId::new();
-        let rows: Vec<_> = ids(7).into_iter().map(|i| (a, i)).collect();
-        let (jobs, leftover) = group(Channel::Email, rows, 3, 2);
-        assert_eq!(jobs.len(), 2);
-        assert_eq!(leftover.len(), 1);
+    fn every_channel_and_every_fed_queue_has_one_kind() {
+        for &channel in Channel::ALL {
+            let queue = QueueName::for_channel(channel);
+            assert_eq!(KINDS.iter().filter(|k| k.queue() == queue).count(), 1);
+        }
+        let queues: BTreeSet<QueueName> = KINDS.iter().map(|k| k.queue()).collect();
+        assert_eq!(queues.len(), KINDS.len(), "one kind per queue");
     }
 }

@@ -11,6 +11,8 @@
 //!   through Redis to every API instance.
 //! * [`jobs`]: job payloads next to their queues, and the [`jobs::Queues`]
 //!   handle that pushes them to Redis.
+//! * [`outbox`]: how committed rows reach their queues: the push after the
+//!   commit, and each kind of work as the dispatcher sweeps it.
 //! * [`telemetry`]: logs and metrics.
 //! * [`templates`]: tenants' message templates and their strict renderer.
 //! * [`webhooks`]: signed outgoing webhooks and the guard on where they may go.
@@ -59,6 +61,7 @@ pub mod fleet;
 pub mod jobs;
 pub mod lookups;
 pub mod notices;
+pub mod outbox;
 pub mod pauses;
 pub mod permissions;
 pub mod preferences;

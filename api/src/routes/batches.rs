@@ -22,6 +22,7 @@ use shared::{
     db::batches::{self, ChunkAdded, ChunkAnswer, Counts, Created, NewBatch, StoredRecipient},
     domain::{BatchId, Channel, NotificationId, NotificationStatus, Problems, key_ok, recipient},
     jobs::{ExpandBatchChunk, QueueName},
+    outbox::Enqueued,
     templates::requested_locale,
 };
 
@@ -149,22 +150,15 @@ async fn add_chunk(
     tx.commit().await?;
     match added {
         ChunkAdded::New(answer) => {
-            let job = ExpandBatchChunk {
+            let enqueued = Enqueued::one(ExpandBatchChunk {
                 tenant_id,
                 batch_id: id,
                 seq,
-            };
-            let pushed = state.window.reserve(QueueName::BatchChunk).await
-                && match state.queues.push(job).await {
-                    Ok(()) => true,
-                    Err(error) if error.is_paused() => false,
-                    Err(error) => {
-                        tracing::warn!(%error, "chunk stored in Postgres only; the dispatcher will push it");
-                        false
-                    }
-                };
-            if !pushed {
-                batches::release_chunk(&state.pool, tenant_id, id, seq).await?;
+            });
+            if state.window.reserve(QueueName::BatchChunk).await {
+                enqueued.push(&state.queues, &state.pool).await?;
+            } else {
+                enqueued.release(&state.pool).await?;
             }
             metrics::counter!("batch_chunks_accepted_total").increment(1);
             Ok((answer, false))

@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 use shared::{
     db::bulk::{self, Keyed, Mapping, NewJob, PART_BYTES},
     domain::{BulkJobId, Channel, CsvQuoting, csv_cell},
-    jobs::ParseBulkCsv,
 };
 use tokio::io::AsyncReadExt;
 
@@ -466,18 +465,10 @@ impl BulkApi {
             }
         };
         let hash = hasher.map(|h| h.finalize().to_vec());
-        bulk::finish_upload(&state.pool, tenant_id, id, size, hash.as_deref()).await?;
-        if let Err(error) = state
-            .queues
-            .push(ParseBulkCsv {
-                tenant_id,
-                job_id: id,
-            })
-            .await
-        {
-            tracing::warn!(%error, "bulk job stored in Postgres only; the dispatcher will push it");
-            bulk::release_dispatch(&state.pool, tenant_id, id).await?;
-        }
+        bulk::finish_upload(&state.pool, tenant_id, id, size, hash.as_deref())
+            .await?
+            .push(&state.queues, &state.pool)
+            .await?;
         tracing::info!(bulk_job_id = %id, size, "CSV upload stored");
         metrics::counter!("bulk_csv_bytes_received_total").increment(size);
         Ok(UploadResponse::Accepted(

@@ -30,6 +30,7 @@ use shared::{
     },
     domain::TenantId,
     jobs::{DeliverWebhooks, QueueName},
+    outbox::Enqueued,
     providers::{ProviderKind, ProviderSpec, aad},
     webhooks::WebhookEvent,
 };
@@ -176,14 +177,12 @@ async fn record(
     }
     tx.commit().await?;
     if !deliveries.is_empty() {
-        let job = DeliverWebhooks {
+        Enqueued::one(DeliverWebhooks {
             tenant_id: found.tenant_id,
             delivery_ids: deliveries,
-        };
-        if let Err(error) = state.queues.push(job.clone()).await {
-            tracing::warn!(%error, "cannot push webhook deliveries; the dispatcher will");
-            webhooks::release_dispatch(&state.pool, found.tenant_id, &job.delivery_ids).await?;
-        }
+        })
+        .push(&state.queues, &state.pool)
+        .await?;
     }
     tracing::info!(
         provider_id = %found.id,

@@ -30,6 +30,7 @@ use shared::{
     db::{audit, invitations, subscribers, users},
     domain::TenantId,
     jobs::SendInvitation,
+    outbox::Enqueued,
     permissions::Permission,
     roles::InvitationType,
 };

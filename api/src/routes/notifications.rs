@@ -18,6 +18,7 @@ use shared::{
     },
     domain::{Channel, NotificationId, NotificationStatus, Subject},
     jobs::{QueueName, SendNotifications},
+    outbox::Enqueued,
 };
 
 use crate::accept::Shared;
@@ -562,19 +563,13 @@ impl NotificationsApi {
                 .find(|(_, c, _)| QueueName::for_channel(*c) == queue)
                 .map(|(_, c, _)| *c);
             let Some(channel) = channel else { continue };
-            let job = SendNotifications {
+            Enqueued::one(SendNotifications {
                 tenant_id,
                 channel,
-                notification_ids: ids.clone(),
-            };
-            if let Err(error) = state.queues.push(job).await {
-                if error.is_paused() {
-                    tracing::debug!(queue = %queue, "the queue is paused; the send waits in Postgres");
-                } else {
-                    tracing::warn!(%error, queue = %queue, "queued in Postgres only; the dispatcher will push it");
-                }
-                notifications::release_dispatch(&state.pool, tenant_id, &ids).await?;
-            }
+                notification_ids: ids,
+            })
+            .push(&state.queues, &state.pool)
+            .await?;
         }
         tracing::info!(notification_id = %created[0].0, count = created.len(), "send accepted");
         Ok(accepted(&created, skipped, false))

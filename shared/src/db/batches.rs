@@ -272,21 +272,25 @@ async fn earlier_chunk(
     .await
 }
 
-/// Marks a chunk as not in Redis (its push failed), so the sweep pushes it.
+/// Marks chunks (`(tenant, batch, seq)`) as not in Redis (their push failed,
+/// the window was full, or a worker handed their job back), so the sweep
+/// pushes them. Called through [`crate::outbox`].
 #[tracing::instrument(skip_all)]
-pub async fn release_chunk(
+pub async fn release_chunks(
     db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    batch_id: BatchId,
-    seq: i32,
+    chunks: &[(TenantId, BatchId, i32)],
 ) -> Result<(), sqlx::Error> {
+    let (tenants, (batches, seqs)): (Vec<TenantId>, (Vec<BatchId>, Vec<i32>)) =
+        chunks.iter().map(|&(t, b, s)| (t, (b, s))).unzip();
     sqlx::query(
-        "update batch_chunks set dispatched_at = null
-         where tenant_id = $1 and batch_id = $2 and seq = $3 and expanded_at is null",
+        "update batch_chunks c set dispatched_at = null
+         from unnest($2::uuid[], $3::int4[]) as r(batch_id, seq)
+         where c.batch_id = r.batch_id and c.seq = r.seq and c.tenant_id = any($1)
+           and c.expanded_at is null",
     )
-    .bind(tenant_id)
-    .bind(batch_id)
-    .bind(seq)
+    .bind(tenants)
+    .bind(batches)
+    .bind(seqs)
     .execute(db)
     .await?;
     Ok(())

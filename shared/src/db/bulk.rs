@@ -42,7 +42,11 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, PgExecutor, types::Json};
 
-use crate::domain::{BulkJobId, Channel, NotificationId, SubscriberId, TenantId};
+use crate::{
+    domain::{BulkJobId, Channel, NotificationId, SubscriberId, TenantId},
+    jobs::ParseBulkCsv,
+    outbox::Enqueued,
+};
 
 mod read;
 pub use read::*;
@@ -147,6 +151,7 @@ pub async fn put_part(
 
 /// Marks an upload complete: the job is `queued` and marked pushed, with
 /// the hash of its form and file when it was given an idempotency key.
+/// Returns its parse job, for the caller to push after the commit.
 #[tracing::instrument(skip_all)]
 pub async fn finish_upload(
     db: impl PgExecutor<'_>,
@@ -154,8 +159,8 @@ pub async fn finish_upload(
     id: BulkJobId,
     size: u64,
     request_hash: Option<&[u8]>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Enqueued<ParseBulkCsv>, sqlx::Error> {
+    let done = sqlx::query(
         "update bulk_jobs set status = 'queued', size_bytes = $3, dispatched_at = now(),
              request_hash = $4
          where tenant_id = $1 and id = $2 and status = 'uploading'",
@@ -166,7 +171,14 @@ pub async fn finish_upload(
     .bind(request_hash)
     .execute(db)
     .await?;
-    Ok(())
+    Ok(if done.rows_affected() == 1 {
+        Enqueued::one(ParseBulkCsv {
+            tenant_id,
+            job_id: id,
+        })
+    } else {
+        Enqueued::none()
+    })
 }
 
 /// Deletes a job whose upload was refused or cut off, with its parts.
@@ -184,18 +196,22 @@ pub async fn discard(
     Ok(())
 }
 
-/// Marks a job as not in Redis (its push failed).
+/// Marks jobs (`(tenant, job)`) as not in Redis (their push failed, the
+/// window was full, or a parser handed its job back). Called through
+/// [`crate::outbox`].
 #[tracing::instrument(skip_all)]
 pub async fn release_dispatch(
     db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: BulkJobId,
+    jobs: &[(TenantId, BulkJobId)],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update bulk_jobs set dispatched_at = null where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
+    let (tenants, ids): (Vec<TenantId>, Vec<BulkJobId>) = jobs.iter().copied().unzip();
+    sqlx::query(
+        "update bulk_jobs set dispatched_at = null where tenant_id = any($1) and id = any($2)",
+    )
+    .bind(tenants)
+    .bind(ids)
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -226,23 +242,30 @@ pub async fn take_pending(
     .await
 }
 
-/// Forgets which waiting jobs and unexpanded chunks were pushed, after
-/// Redis lost its data.
+/// Forgets which waiting jobs were pushed, after Redis lost its data.
+/// Works across tenants.
 #[tracing::instrument(skip_all)]
-pub async fn forget_dispatched(db: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
-    let jobs = sqlx::query(
+pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
         "update bulk_jobs set dispatched_at = null
          where status in ('queued', 'parsing') and dispatched_at is not null",
     )
     .execute(db)
     .await?;
-    let chunks = sqlx::query(
+    Ok(done.rows_affected())
+}
+
+/// Forgets which unexpanded chunks were pushed, after Redis lost its data.
+/// Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn forget_dispatched_chunks(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
         "update bulk_chunks set dispatched_at = null
          where expanded_at is null and dispatched_at is not null",
     )
     .execute(db)
     .await?;
-    Ok(jobs.rows_affected() + chunks.rows_affected())
+    Ok(done.rows_affected())
 }
 
 /// Picks up to `limit` unexpanded chunks that are not in Redis (never
@@ -273,21 +296,24 @@ pub async fn take_pending_chunks(
     .await
 }
 
-/// Marks chunks as not in Redis (their push failed), so the sweep pushes
-/// them.
+/// Marks chunks (`(tenant, job, seq)`) as not in Redis (their push failed,
+/// the window was full, or a worker handed their job back), so the sweep
+/// pushes them. Called through [`crate::outbox`].
 #[tracing::instrument(skip_all)]
 pub async fn release_chunks(
     db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: BulkJobId,
-    seqs: &[i64],
+    chunks: &[(TenantId, BulkJobId, i64)],
 ) -> Result<(), sqlx::Error> {
+    let (tenants, (jobs, seqs)): (Vec<TenantId>, (Vec<BulkJobId>, Vec<i64>)) =
+        chunks.iter().map(|&(t, j, s)| (t, (j, s))).unzip();
     sqlx::query(
-        "update bulk_chunks set dispatched_at = null
-         where tenant_id = $1 and job_id = $2 and seq = any($3) and expanded_at is null",
+        "update bulk_chunks c set dispatched_at = null
+         from unnest($2::uuid[], $3::int8[]) as r(job_id, seq)
+         where c.job_id = r.job_id and c.seq = r.seq and c.tenant_id = any($1)
+           and c.expanded_at is null",
     )
-    .bind(tenant_id)
-    .bind(id)
+    .bind(tenants)
+    .bind(jobs)
     .bind(seqs)
     .execute(db)
     .await?;

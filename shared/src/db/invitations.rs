@@ -90,7 +90,7 @@ pub struct NewInvitation<'a> {
 }
 
 /// Inserts a `pending` invitation (marked dispatched: the caller pushes its
-/// job after commit).
+/// job after commit through [`crate::outbox::Enqueued`]).
 #[tracing::instrument(skip_all)]
 pub async fn insert(
     db: &mut sqlx::PgConnection,
@@ -416,13 +416,15 @@ pub async fn expire(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, 
     Ok(done.rows_affected())
 }
 
-/// `pending` invitations whose job was pushed more than `older_than_secs`
-/// ago (lost on the way): marks them pushed again and returns them.
+/// Picks up to `limit` `pending` invitations whose job is not in Redis
+/// (never pushed, or pushed longer than `redispatch_after` ago and still
+/// unclaimed) and marks them pushed. Concurrent dispatchers pick disjoint
+/// rows. Works across tenants.
 #[tracing::instrument(skip_all)]
-pub async fn redispatch(
+pub async fn take_pending(
     db: impl PgExecutor<'_>,
-    older_than_secs: i64,
-    limit: i64,
+    limit: usize,
+    redispatch_after: std::time::Duration,
 ) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
     sqlx::query_as(
         "update invitations set dispatched_at = now()
@@ -432,10 +434,43 @@ pub async fn redispatch(
                       order by created_at limit $2 for update skip locked)
          returning tenant_id, id",
     )
-    .bind(older_than_secs as f64)
-    .bind(limit)
+    .bind(redispatch_after.as_secs_f64())
+    .bind(limit as i64)
     .fetch_all(db)
     .await
+}
+
+/// Marks invitations (`(tenant, id)`) as not in Redis (their push failed or
+/// the window was full), so the dispatcher's next sweep pushes them. Called
+/// through [`crate::outbox`].
+#[tracing::instrument(skip_all)]
+pub async fn release_dispatch(
+    db: impl PgExecutor<'_>,
+    invitations: &[(TenantId, Uuid)],
+) -> Result<(), sqlx::Error> {
+    let (tenants, ids): (Vec<TenantId>, Vec<Uuid>) = invitations.iter().copied().unzip();
+    sqlx::query(
+        "update invitations set dispatched_at = null
+         where tenant_id = any($1) and id = any($2) and status = 'pending'",
+    )
+    .bind(tenants)
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets which `pending` invitations were pushed, after Redis lost its
+/// data. Works across tenants.
+#[tracing::instrument(skip_all)]
+pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update invitations set dispatched_at = null
+         where status = 'pending' and dispatched_at is not null",
+    )
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Counts per status (as shown) and type: `(status, type, count)`.

@@ -78,7 +78,7 @@ pub struct NewNotification<'a> {
     /// Whether it ignores preferences and quiet hours.
     pub critical: bool,
     /// Whether the caller pushes its job right after the commit; if that
-    /// push fails it must call [`release_dispatch`].
+    /// push fails it releases them (see [`crate::outbox::Enqueued`]).
     pub dispatched: bool,
     /// The first notification of the same send request; `None` for the
     /// first itself.
@@ -367,19 +367,21 @@ pub async fn attempts(
     .await
 }
 
-/// Marks rows of `tenant_id` as not in Redis (their push failed), so the
-/// dispatcher's next sweep pushes them.
+/// Marks rows of `tenants` as not in Redis (their push failed, the window
+/// was full, or a worker handed their job back), so the dispatcher's next
+/// sweep pushes them. Called through [`crate::outbox`], for any number of
+/// jobs at once.
 #[tracing::instrument(skip_all)]
 pub async fn release_dispatch(
     db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
+    tenants: &[TenantId],
     ids: &[NotificationId],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update notifications set dispatched_at = null
-         where tenant_id = $1 and id = any($2) and status in ('queued', 'deferred')",
+         where tenant_id = any($1) and id = any($2) and status in ('queued', 'deferred')",
     )
-    .bind(tenant_id)
+    .bind(tenants)
     .bind(ids)
     .execute(db)
     .await?;
@@ -387,7 +389,8 @@ pub async fn release_dispatch(
 }
 
 /// Marks queued rows of `tenant_id` as pushed by their caller, who pushes
-/// them after the commit (and calls [`release_dispatch`] if that fails).
+/// them after the commit (through [`crate::outbox::Enqueued`], which calls
+/// [`release_dispatch`] if that fails).
 #[tracing::instrument(skip_all)]
 pub async fn mark_dispatched(
     db: impl PgExecutor<'_>,
@@ -590,30 +593,19 @@ pub async fn take_due(
     })
 }
 
-/// Marks rows [`take_due`] returned as not pushed (the window filled or the
-/// push failed), so the next sweep takes them again. Works across tenants.
+/// Forgets that queued rows of `channel` were pushed, after Redis lost its
+/// data; the next sweep pushes them again. Works across tenants.
 #[tracing::instrument(skip_all)]
-pub async fn release_taken(
+pub async fn forget_dispatched(
     db: impl PgExecutor<'_>,
-    ids: &[NotificationId],
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update notifications set dispatched_at = null where id = any($1) and status in ('queued', 'deferred')",
-    )
-    .bind(ids)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Forgets that queued rows were pushed, after Redis lost its data; the next
-/// sweep pushes them again. Works across tenants.
-#[tracing::instrument(skip_all)]
-pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
+    channel: Channel,
+) -> Result<u64, sqlx::Error> {
     let done = sqlx::query(
         "update notifications set dispatched_at = null
-         where stage = 1 and status in ('queued', 'deferred') and dispatched_at is not null",
+         where channel = $1 and stage = 1 and status in ('queued', 'deferred')
+           and dispatched_at is not null",
     )
+    .bind(channel)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

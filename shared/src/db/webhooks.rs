@@ -233,7 +233,8 @@ pub async fn delete(
 /// is a snapshot of the row (ids, channel, status, provider, the caller's
 /// metadata, and the error with the recipient blanked out), never its content
 /// or recipient. The rows are marked pushed: the caller pushes their job after
-/// the commit, and calls [`release_dispatch`] if that push fails.
+/// the commit through [`crate::outbox::Enqueued`], which releases them if
+/// that push fails.
 #[tracing::instrument(skip_all)]
 pub async fn enqueue_for_notification(
     tx: &mut sqlx::PgConnection,
@@ -277,19 +278,20 @@ pub async fn enqueue_for_notification(
     .await
 }
 
-/// Marks deliveries of `tenant_id` as not in Redis (their push failed), so
-/// the dispatcher's next sweep pushes them.
+/// Marks deliveries of `tenants` as not in Redis (their push failed, the
+/// window was full, or a worker handed their job back), so the dispatcher's
+/// next sweep pushes them. Called through [`crate::outbox`].
 #[tracing::instrument(skip_all)]
 pub async fn release_dispatch(
     db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
+    tenants: &[TenantId],
     ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "update webhook_deliveries set dispatched_at = null
-         where tenant_id = $1 and id = any($2) and status = 'queued'",
+         where tenant_id = any($1) and id = any($2) and status = 'queued'",
     )
-    .bind(tenant_id)
+    .bind(tenants)
     .bind(ids)
     .execute(db)
     .await?;
@@ -538,18 +540,6 @@ pub async fn take_due(
         rows.sort_unstable();
         rows
     })
-}
-
-/// Marks rows [`take_due`] returned as not pushed. Works across tenants.
-#[tracing::instrument(skip_all)]
-pub async fn release_taken(db: impl PgExecutor<'_>, ids: &[Uuid]) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update webhook_deliveries set dispatched_at = null where id = any($1) and status = 'queued'",
-    )
-    .bind(ids)
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Forgets that queued deliveries were pushed, after Redis lost its data.

@@ -17,6 +17,7 @@ use shared::{
     db::webhooks::{self, Claimed, DeliveryOutcome, Recorded},
     domain::TenantId,
     jobs::{DeliverWebhooks, Job, QueueName},
+    outbox::{self, Enqueued},
 };
 use tracing::Instrument;
 
@@ -43,11 +44,7 @@ pub async fn handle(
     async move {
         if state.queues.is_paused(queue).await {
             // Back to Postgres: the dispatcher feeds them once resumed.
-            if let Err(error) =
-                webhooks::release_dispatch(&state.pool, job.tenant_id, &job.delivery_ids).await
-            {
-                tracing::warn!(%error, "cannot hand back a paused queue's job");
-            }
+            outbox::hand_back(&state.pool, &job).await;
             return Ok(());
         }
         let config = state.jobs.queue(queue);
@@ -85,25 +82,16 @@ pub async fn push(state: &WorkerState, tenant_id: TenantId, delivery_ids: Vec<uu
     if delivery_ids.is_empty() {
         return;
     }
-    let job = DeliverWebhooks {
+    let enqueued = Enqueued::one(DeliverWebhooks {
         tenant_id,
         delivery_ids,
-    };
-    if let Err(error) = state.queues.push(job.clone()).await {
-        if error.is_paused() {
-            tracing::debug!("the webhook queue is paused; the dispatcher will push them");
-        } else {
-            tracing::warn!(%error, "cannot push webhook deliveries; the dispatcher will");
-        }
-        if let Err(error) =
-            webhooks::release_dispatch(&state.pool, tenant_id, &job.delivery_ids).await
-        {
-            // They are pushed again once `redispatch_after` has passed.
-            tracing::error!(
-                error = &error as &dyn std::error::Error,
-                "cannot release webhook deliveries"
-            );
-        }
+    });
+    if let Err(error) = enqueued.push(&state.queues, &state.pool).await {
+        // They are pushed again once `redispatch_after` has passed.
+        tracing::error!(
+            error = &error as &dyn std::error::Error,
+            "cannot release webhook deliveries"
+        );
     }
 }
 

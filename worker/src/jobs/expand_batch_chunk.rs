@@ -45,11 +45,7 @@ pub async fn handle(
     async move {
         if state.queues.is_paused(QueueName::BatchChunk).await {
             // Back to Postgres: the dispatcher feeds it once resumed.
-            if let Err(error) =
-                batches::release_chunk(&state.pool, job.tenant_id, job.batch_id, job.seq).await
-            {
-                tracing::warn!(%error, "cannot hand back a paused queue's job");
-            }
+            shared::outbox::hand_back(&state.pool, &job).await;
             return Ok(());
         }
         let started = std::time::Instant::now();

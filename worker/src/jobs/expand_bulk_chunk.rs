@@ -42,11 +42,7 @@ pub async fn handle(
     async move {
         if state.queues.is_paused(QueueName::BulkChunk).await {
             // Back to Postgres: the dispatcher feeds it once resumed.
-            if let Err(error) =
-                bulk::release_chunks(&state.pool, job.tenant_id, job.job_id, &[job.seq]).await
-            {
-                tracing::warn!(%error, "cannot hand back a paused queue's job");
-            }
+            shared::outbox::hand_back(&state.pool, &job).await;
             return Ok(());
         }
         let started = std::time::Instant::now();

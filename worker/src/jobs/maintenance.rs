@@ -97,25 +97,13 @@ async fn vacuum_queues(state: &WorkerState) -> anyhow::Result<u64> {
     Ok(total)
 }
 
-/// Expires open invitations past due as of the tick, then pushes again the
-/// invitation jobs that never reached Redis (pending for over two minutes).
+/// Expires open invitations past due as of the tick. (Invitation jobs that
+/// never reached Redis are pushed by the dispatcher, like every other kind.)
 async fn expire_invitations(
     state: &WorkerState,
     now: chrono::DateTime<chrono::Utc>,
 ) -> anyhow::Result<u64> {
-    use shared::{db::invitations, jobs::SendInvitation};
-    let expired = invitations::expire(&state.pool, now).await?;
-    let stale = invitations::redispatch(&state.pool, 120, 1_000).await?;
-    for (tenant_id, invitation_id) in stale {
-        state
-            .queues
-            .push(SendInvitation {
-                tenant_id,
-                invitation_id,
-            })
-            .await?;
-    }
-    Ok(expired)
+    Ok(shared::db::invitations::expire(&state.pool, now).await?)
 }
 
 /// Drops real-time events past their retention, then security events older

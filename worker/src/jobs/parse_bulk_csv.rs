@@ -34,6 +34,7 @@ use shared::{
     domain::{BulkJobId, Channel, TenantId, recipient},
     events::Event,
     jobs::{ExpandBulkChunk, Job, ParseBulkCsv, QueueName},
+    outbox::{self, Enqueued},
     templates::Prepared,
 };
 use tracing::Instrument;
@@ -60,10 +61,7 @@ pub async fn handle(
     async move {
         if state.queues.is_paused(QueueName::BulkCsv).await {
             // Back to Postgres: the dispatcher feeds it once resumed.
-            if let Err(error) = bulk::release_dispatch(&state.pool, job.tenant_id, job.job_id).await
-            {
-                tracing::warn!(%error, "cannot hand back a paused queue's job");
-            }
+            outbox::hand_back(&state.pool, &job).await;
             return Ok(());
         }
         let started = std::time::Instant::now();
@@ -371,19 +369,17 @@ async fn push_chunks(
         return Ok(());
     }
     let jobs: Vec<ExpandBulkChunk> = seqs
-        .iter()
-        .map(|&seq| ExpandBulkChunk {
+        .into_iter()
+        .map(|seq| ExpandBulkChunk {
             tenant_id,
             job_id: id,
             seq,
         })
         .collect();
-    if let Err(error) = state.queues.push_all(QueueName::BulkChunk, jobs).await {
-        tracing::warn!(%error, "cannot push chunks; the dispatcher will");
-        bulk::release_chunks(&state.pool, tenant_id, id, &seqs)
-            .await
-            .context("while marking chunks not pushed")?;
-    }
+    Enqueued::new(jobs)
+        .push(&state.queues, &state.pool)
+        .await
+        .context("while marking chunks not pushed")?;
     Ok(())
 }
 

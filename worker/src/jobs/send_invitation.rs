@@ -4,7 +4,7 @@
 //! token (only its SHA-256 is stored) and queues the email notice in the same
 //! transaction, making the invitation `sent`. A duplicate job finds nothing
 //! pending and does nothing; a crash before commit leaves it `pending` for
-//! the next push (the `expire-invitations` entry pushes stale ones again).
+//! the next push (the dispatcher pushes stale ones again).
 //! The email is the organisation's `platform.invitation` template when it
 //! has one, the built-in one otherwise; its data holds `token`,
 //! `accept_path`, `organization`, `first_name`, `invitation_type`, `role`,

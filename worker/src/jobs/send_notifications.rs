@@ -94,7 +94,8 @@ async fn run(
 ) -> Result<(), BoxDynError> {
     let queue = job.queue();
     if state.queues.is_paused(queue).await {
-        hand_back(&state, &job).await;
+        // Back to Postgres: the dispatcher feeds it once resumed.
+        shared::outbox::hand_back(&state.pool, &job).await;
         return Ok(());
     }
     let config = state.jobs.queue(queue);
@@ -292,16 +293,6 @@ async fn give_back_on_stop(
     }
     let left: Vec<Claimed> = waiting.lock().expect("not poisoned").drain(..).collect();
     release(&state, tenant_id, &left, lease_ends).await;
-}
-
-/// Gives a job of a paused queue back to Postgres: its rows are marked not
-/// in Redis, so the dispatcher feeds them again once the queue is resumed.
-async fn hand_back(state: &WorkerState, job: &SendNotifications) {
-    match notifications::release_dispatch(&state.pool, job.tenant_id, &job.notification_ids).await {
-        Ok(()) => tracing::debug!("the queue is paused; handed the job back"),
-        // Their dispatch mark runs out and the dispatcher takes them then.
-        Err(error) => tracing::warn!(%error, "cannot hand back a paused queue's job"),
-    }
 }
 
 /// Puts what it can of a group into the inboxes in one transaction (see

@@ -3,18 +3,16 @@
 
 use super::*;
 
-/// Pushes the invitation's job; a failure is left to the
-/// `expire-invitations` cron entry, which pushes stale pending ones again.
+/// Pushes the invitation's job after its commit; if that fails the row is
+/// released and the dispatcher's next sweep pushes it.
 pub async fn push(state: &AppState, tenant_id: TenantId, invitation_id: Uuid) {
-    if let Err(error) = state
-        .queues
-        .push(SendInvitation {
-            tenant_id,
-            invitation_id,
-        })
-        .await
-    {
-        tracing::warn!(%error, %invitation_id, "invitation saved; its job will be pushed again later");
+    let enqueued = Enqueued::one(SendInvitation {
+        tenant_id,
+        invitation_id,
+    });
+    if let Err(error) = enqueued.push(&state.queues, &state.pool).await {
+        // The row's dispatch mark runs out and the dispatcher pushes it then.
+        tracing::warn!(%error, %invitation_id, "cannot release the invitation's dispatch mark");
     }
 }
 
