@@ -7,11 +7,13 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+mod content;
 mod problems;
 mod recipient;
 mod rules;
 mod whatsapp;
 
+pub use content::*;
 pub use problems::{FieldError, Problems};
 pub use recipient::recipient;
 pub use rules::*;
