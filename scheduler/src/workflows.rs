@@ -556,6 +556,7 @@ impl Runner {
                 skipped.push(format!("{}: {why}", channel.as_str()));
                 continue;
             }
+            let content = rendered.content.to_stored();
             for recipient in &recipients {
                 let inserted = notifications::insert(
                     tx,
@@ -563,7 +564,7 @@ impl Runner {
                     NewNotification {
                         channel,
                         recipient,
-                        content: rendered.content.clone(),
+                        content: content.clone(),
                         metadata: metadata.clone(),
                         max_attempts: self
                             .jobs

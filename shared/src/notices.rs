@@ -157,7 +157,7 @@ pub async fn queue(
         let new = NewNotification {
             channel,
             recipient: &recipient,
-            content: rendered.content,
+            content: rendered.content.to_stored(),
             metadata: notice.metadata.clone(),
             max_attempts: jobs.queue(QueueName::for_channel(channel)).max_attempts,
             idempotency: key.as_deref().zip(hash),

@@ -45,14 +45,13 @@ use handlebars::{
     template::{HelperTemplate, Parameter, Template as Compiled, TemplateElement},
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::{
-    db::notifications::EmailContent,
-    domain::{
-        Channel, Invalid, Problems, Subject, WhatsAppLanguage, action_url_ok, category_ok, key_ok,
-        whatsapp_parameter, whatsapp_parameter_count, whatsapp_template_name,
-    },
+use crate::domain::{
+    Channel, Content, EmailContent, InAppContent, Invalid, MAX_BODY_CHARS, MAX_TITLE_CHARS,
+    MAX_WHATSAPP_TEXT_CHARS, Problems, PushContent, SmsContent, Subject, WhatsAppContent,
+    WhatsAppLanguage, action_url_ok, category_ok, key_ok, whatsapp_parameter,
+    whatsapp_parameter_count, whatsapp_template_name,
 };
 
 /// Largest template, as compact JSON.
@@ -62,7 +61,7 @@ pub const MAX_LOCALES: usize = 20;
 /// Largest single string in a template.
 pub const MAX_FIELD_BYTES: usize = 16 * 1024;
 /// Longest SMS body, in characters (before and after rendering).
-pub const MAX_SMS_CHARS: usize = 1_600;
+pub use crate::domain::MAX_SMS_CHARS;
 /// Most keys in a push or in-app `data` object.
 pub const MAX_DATA_KEYS: usize = 50;
 /// Largest rendered field.
@@ -73,12 +72,6 @@ pub const MAX_RENDER_BYTES: usize = 512 * 1024;
 pub const MAX_ITERATIONS: usize = 10_000;
 /// Deepest nesting of blocks and subexpressions in one string.
 pub const MAX_NESTING: usize = 16;
-/// Longest in-app title, in characters (as for a direct send).
-const MAX_INAPP_TITLE_CHARS: usize = 200;
-/// Longest in-app body, in characters (as for a direct send).
-const MAX_INAPP_BODY_CHARS: usize = 5_000;
-/// Longest WhatsApp text body, in characters (the Cloud API's limit).
-const MAX_WHATSAPP_TEXT_CHARS: usize = 4_096;
 /// Longest name, in characters.
 const MAX_NAME_CHARS: usize = 200;
 /// Longest description, in characters.

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use shared::{
     db::{
-        notifications::{self, EmailContent, Inserted, NewNotification, NewRow},
+        notifications::{self, Inserted, NewNotification, NewRow},
         subscribers,
     },
     domain::{Channel, NotificationId, NotificationStatus, Subject},
@@ -353,7 +353,7 @@ impl NotificationsApi {
             .take_quota(
                 tenant_id,
                 Some(&request_id.0.0),
-                &crate::limits::per_channel(plans.iter().map(|p| p.channel)),
+                &crate::limits::per_channel(plans.iter().map(|p| p.channel())),
             )
             .await;
         let quota = state
@@ -398,13 +398,13 @@ impl NotificationsApi {
                 .map(|(i, plan)| NewRow {
                     id: if i == 0 { first } else { NotificationId::new() },
                     tenant_id,
-                    channel: plan.channel,
+                    channel: plan.channel(),
                     recipient: plan.recipient.clone(),
-                    content: plan.content.clone(),
+                    content: plan.content.to_stored(),
                     metadata: plan.metadata.clone(),
                     max_attempts: state
                         .jobs
-                        .queue(QueueName::for_channel(plan.channel))
+                        .queue(QueueName::for_channel(plan.channel()))
                         .max_attempts,
                     subscriber_id: plan.subscriber.as_ref().and(known.as_ref().map(|k| k.1)),
                     category: plan.category.clone(),
@@ -435,7 +435,7 @@ impl NotificationsApi {
         // Scheduled sends wait in Postgres; the dispatcher pushes them when due.
         let mut push = std::collections::BTreeMap::new();
         for plan in &plans {
-            let queue = QueueName::for_channel(plan.channel);
+            let queue = QueueName::for_channel(plan.channel());
             if run_at.is_none() && !push.contains_key(&queue) {
                 let room = state.window.reserve(queue).await;
                 push.insert(queue, room);
@@ -445,7 +445,7 @@ impl NotificationsApi {
         let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = Vec::new();
         // A subscriber is looked up (or created) once per send, not per channel.
         for (i, plan) in plans.iter().enumerate() {
-            let queue = QueueName::for_channel(plan.channel);
+            let queue = QueueName::for_channel(plan.channel());
             let subscriber_id = match &plan.subscriber {
                 Some(external_id) => match &known {
                     Some((known_id, id)) if known_id == external_id => Some(*id),
@@ -458,9 +458,9 @@ impl NotificationsApi {
                 None => None,
             };
             let new = NewNotification {
-                channel: plan.channel,
+                channel: plan.channel(),
                 recipient: &plan.recipient,
-                content: plan.content.clone(),
+                content: plan.content.to_stored(),
                 metadata: plan.metadata.clone(),
                 max_attempts: state.jobs.queue(queue).max_attempts,
                 // The first notification carries the request's key; the
@@ -481,7 +481,7 @@ impl NotificationsApi {
             };
             match notifications::insert(&mut tx, tenant_id, new).await? {
                 Inserted::Created(id) => {
-                    created.push((id, plan.channel, NotificationStatus::Queued))
+                    created.push((id, plan.channel(), NotificationStatus::Queued))
                 }
                 Inserted::Existing {
                     id,

@@ -483,7 +483,7 @@ impl TemplatesApi {
                         channel.as_str().to_owned(),
                         RenderedChannel {
                             locale: r.locale,
-                            content: r.content,
+                            content: r.content.to_stored(),
                         },
                     );
                 }

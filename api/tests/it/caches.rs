@@ -133,7 +133,12 @@ async fn a_template_edited_elsewhere_is_used_until_the_cache_bound_passes() {
                 .await
                 .unwrap()
                 .unwrap();
-            prepared.render(Channel::Sms, None, &data).unwrap().content["body"].clone()
+            prepared
+                .render(Channel::Sms, None, &data)
+                .unwrap()
+                .content
+                .to_stored()["body"]
+                .clone()
         }
     };
     assert_eq!(body().await, "Hello Pat");

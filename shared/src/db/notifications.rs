@@ -28,7 +28,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::{PgExecutor, types::Json};
 use uuid::Uuid;
@@ -40,19 +39,6 @@ use crate::providers::ProviderError;
 
 mod record;
 pub use record::*;
-
-/// The content of an email notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EmailContent {
-    /// The subject line.
-    pub subject: String,
-    /// The plain-text body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub text: Option<String>,
-    /// The HTML body.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub html: Option<String>,
-}
 
 /// A notification to insert.
 #[derive(Debug, Clone)]

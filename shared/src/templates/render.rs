@@ -74,12 +74,8 @@ pub struct Rendered {
     pub channel: Channel,
     /// The locale whose content was used.
     pub locale: String,
-    /// The content, shaped as a send's content for the channel: email
-    /// `{"subject","text","html"}` (absent parts omitted), sms `{"body"}`,
-    /// push `{"title","body","data"}`, whatsapp `{"text"}` or
-    /// `{"template_name","language","parameters"}`, in-app
-    /// `{"title","body","action_url","data"}` (absent ones null).
-    pub content: Value,
+    /// The content, as a direct send on the channel has it.
+    pub content: Content,
 }
 
 /// The locales tried for `requested`, best first: the exact tag, its
@@ -230,12 +226,11 @@ pub(super) fn render_with(
                     "`text` and `html` both render empty",
                 ));
             }
-            serde_json::to_value(EmailContent {
-                subject: subject.as_str().to_owned(),
+            Content::Email(EmailContent {
+                subject,
                 text,
                 html,
             })
-            .unwrap_or_default()
         }
         Channel::Sms => {
             let s = content
@@ -246,7 +241,7 @@ pub(super) fn render_with(
             let body = r.text(&f, &s.body, Kind::SMS)?;
             non_empty(&f, &body)?;
             max_chars(&f, &body, MAX_SMS_CHARS)?;
-            json!({ "body": body })
+            Content::Sms(SmsContent { body })
         }
         Channel::Push => {
             let t = content
@@ -258,11 +253,7 @@ pub(super) fn render_with(
             one_line(&f, &title)?;
             let body = r.optional(&field("body"), t.body.as_deref(), Kind::TEXT)?;
             let data = r.data(&field("data"), &t.data)?;
-            let mut out = json!({ "title": title, "data": data });
-            if let Some(b) = body {
-                out["body"] = Value::String(b);
-            }
-            out
+            Content::Push(PushContent { title, body, data })
         }
         Channel::WhatsApp => {
             let w = content
@@ -275,7 +266,7 @@ pub(super) fn render_with(
                     let text = r.text(&f, text, Kind::TEXT)?;
                     non_empty(&f, &text)?;
                     max_chars(&f, &text, MAX_WHATSAPP_TEXT_CHARS)?;
-                    json!({ "text": text })
+                    Content::WhatsApp(WhatsAppContent::Text { text })
                 }
                 (None, Some(name), Some(language)) => {
                     let mut parameters = Vec::with_capacity(w.parameters.len());
@@ -291,7 +282,11 @@ pub(super) fn render_with(
                         })?;
                         parameters.push(value);
                     }
-                    json!({ "template_name": name, "language": language, "parameters": parameters })
+                    Content::WhatsApp(WhatsAppContent::Template {
+                        template_name: name.clone(),
+                        language: language.clone(),
+                        parameters,
+                    })
                 }
                 _ => {
                     return Err(invalid(
@@ -309,11 +304,11 @@ pub(super) fn render_with(
             let f = field("title");
             let title = r.text(&f, &a.title, Kind::LINE)?;
             one_line(&f, &title)?;
-            max_chars(&f, &title, MAX_INAPP_TITLE_CHARS)?;
+            max_chars(&f, &title, MAX_TITLE_CHARS)?;
             let f = field("body");
             let body = r.optional(&f, a.body.as_deref(), Kind::TEXT)?;
             if let Some(b) = &body {
-                max_chars(&f, b, MAX_INAPP_BODY_CHARS)?;
+                max_chars(&f, b, MAX_BODY_CHARS)?;
             }
             let f = field("action_url");
             let action_url = r.optional(&f, a.action_url.as_deref(), Kind::LINE)?;
@@ -326,7 +321,15 @@ pub(super) fn render_with(
                 ));
             }
             let data = r.data(&field("data"), &a.data)?;
-            json!({ "title": title, "body": body, "action_url": action_url, "data": data })
+            Content::InApp(InAppContent {
+                title,
+                body,
+                action_url,
+                data: data
+                    .into_iter()
+                    .map(|(k, v)| (k, Value::String(v)))
+                    .collect(),
+            })
         }
     };
     Ok(Rendered {
@@ -566,12 +569,16 @@ impl<'c> Renderer<'c> {
     }
 
     /// Renders every value of a `data` object.
-    fn data(&mut self, base: &str, data: &BTreeMap<String, String>) -> Result<Value, RenderError> {
-        let mut out = serde_json::Map::new();
+    fn data(
+        &mut self,
+        base: &str,
+        data: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, RenderError> {
+        let mut out = BTreeMap::new();
         for (k, v) in data {
             let value = self.text(&format!("{base}.{k}"), v, Kind::TEXT)?;
-            out.insert(k.clone(), Value::String(value));
+            out.insert(k.clone(), value);
         }
-        Ok(Value::Object(out))
+        Ok(out)
     }
 }

@@ -1,3 +1,5 @@
+use serde_json::json;
+
 use super::*;
 
 fn base() -> Value {
@@ -332,31 +334,31 @@ fn every_channel_renders_to_its_send_shape() {
     let email = r(Channel::Email);
     assert_eq!(email.locale, "en");
     assert_eq!(
-        email.content,
+        email.content.to_stored(),
         json!({"subject": "See you Monday, Pat", "html": "<p>Hi Pat</p>", "text": "Hi Pat"})
     );
     assert_eq!(
-        serde_json::from_value::<EmailContent>(email.content).unwrap(),
-        EmailContent {
-            subject: "See you Monday, Pat".into(),
+        email.content,
+        Content::Email(EmailContent {
+            subject: Subject::parse("See you Monday, Pat").unwrap(),
             text: Some("Hi Pat".into()),
             html: Some("<p>Hi Pat</p>".into()),
-        }
+        })
     );
     assert_eq!(
-        r(Channel::Sms).content,
+        r(Channel::Sms).content.to_stored(),
         json!({"body": "Hi Pat, see you Monday."})
     );
     assert_eq!(
-        r(Channel::Push).content,
+        r(Channel::Push).content.to_stored(),
         json!({"title": "Tomorrow", "body": "See you Monday", "data": {"kind": "reminder", "day": "Monday"}})
     );
     assert_eq!(
-        r(Channel::WhatsApp).content,
+        r(Channel::WhatsApp).content.to_stored(),
         json!({"template_name": "appointment_reminder", "language": "en_US", "parameters": ["Pat", "Monday"]})
     );
     assert_eq!(
-        r(Channel::InApp).content,
+        r(Channel::InApp).content.to_stored(),
         json!({"title": "See you Monday", "body": null, "action_url": "/appointments/42", "data": {"id": "42"}})
     );
 }
@@ -397,7 +399,13 @@ fn optional_values_can_be_tested_with_if() {
         json!("Hi{{#if name}} {{name}}{{/if}}."),
     ))
     .unwrap();
-    let r = |d| render(&t, Channel::Sms, None, &d).unwrap().content["body"].clone();
+    let r = |d| {
+        render(&t, Channel::Sms, None, &d)
+            .unwrap()
+            .content
+            .to_stored()["body"]
+            .clone()
+    };
     assert_eq!(r(json!({})), "Hi.");
     assert_eq!(r(json!({"name": "Pat"})), "Hi Pat.");
 }
@@ -406,7 +414,10 @@ fn optional_values_can_be_tested_with_if() {
 fn email_html_escapes_data_and_other_fields_do_not() {
     let t = parsed();
     let hostile = json!({"name": "<script>alert(1)</script>", "day": "\"Mon\" & 'Tue'", "id": 1});
-    let email = render(&t, Channel::Email, None, &hostile).unwrap().content;
+    let email = render(&t, Channel::Email, None, &hostile)
+        .unwrap()
+        .content
+        .to_stored();
     assert_eq!(
         email["html"],
         "<p>Hi &lt;script&gt;alert(1)&lt;/script&gt;</p>"
@@ -416,7 +427,10 @@ fn email_html_escapes_data_and_other_fields_do_not() {
         email["subject"],
         "See you \"Mon\" & 'Tue', <script>alert(1)</script>"
     );
-    let sms = render(&t, Channel::Sms, None, &hostile).unwrap().content;
+    let sms = render(&t, Channel::Sms, None, &hostile)
+        .unwrap()
+        .content
+        .to_stored();
     assert_eq!(
         sms["body"],
         "Hi <script>alert(1)</script>, see you \"Mon\" & 'Tue'."
@@ -447,7 +461,7 @@ fn locales_fall_back_from_the_tag_to_its_language_to_the_default() {
     let used = |c, l: Option<&str>| render(&t, c, l, &data()).unwrap();
     assert_eq!(used(Channel::Sms, Some("fr-CA")).locale, "fr-CA");
     assert_eq!(
-        used(Channel::Sms, Some("fr-ca")).content["body"],
+        used(Channel::Sms, Some("fr-ca")).content.to_stored()["body"],
         "Allô Pat"
     );
     assert_eq!(used(Channel::Email, Some("fr-CA")).locale, "fr");
@@ -481,7 +495,7 @@ fn unsafe_action_urls_are_refused_once_rendered() {
     // The template's path stays a path, and data cannot break out of it.
     let path = |id: &str| render(&t, Channel::InApp, None, &json!({"day": "Mon", "id": id}));
     assert_eq!(
-        path("../javascript:alert(1)").unwrap().content["action_url"],
+        path("../javascript:alert(1)").unwrap().content.to_stored()["action_url"],
         "/appointments/../javascript:alert(1)"
     );
     for id in ["1 onclick=x", "1\nLocation: x"] {
@@ -513,7 +527,10 @@ fn unsafe_action_urls_are_refused_once_rendered() {
         &json!({"day": "Mon", "id": 1, "url": "https://clinic.example/a"}),
     )
     .unwrap();
-    assert_eq!(ok.content["action_url"], "https://clinic.example/a");
+    assert_eq!(
+        ok.content.to_stored()["action_url"],
+        "https://clinic.example/a"
+    );
 }
 
 #[test]
@@ -597,7 +614,7 @@ fn each_render_of_a_prepared_template_has_its_own_budgets() {
         .unwrap_err();
     assert!(e.reason().contains("loops more than"), "{e}");
     let ok = prepared.render(Channel::Sms, None, &json!({"a": [1, 2]}));
-    assert_eq!(ok.unwrap().content, json!({"body": "xxxx"}));
+    assert_eq!(ok.unwrap().content.to_stored(), json!({"body": "xxxx"}));
 }
 
 #[test]
@@ -619,7 +636,10 @@ fn the_output_of_all_fields_together_is_bounded() {
     ))
     .unwrap();
     let ok = render(&two, Channel::Push, None, &data).unwrap();
-    assert_eq!(ok.content["data"]["b"].as_str().unwrap().len(), 200 * 1024);
+    assert_eq!(
+        ok.content.to_stored()["data"]["b"].as_str().unwrap().len(),
+        200 * 1024
+    );
 }
 
 #[test]

@@ -138,7 +138,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
                 )),
                 (Some(t), Some(_)) => t
                     .render(channel, chunk.locale.as_deref(), &data)
-                    .map(|r| r.content)
+                    .map(|r| r.content.to_stored())
                     .map_err(|e| format!("template: {e}")),
             };
             let (status, content, error) = match rendered {

@@ -535,7 +535,7 @@ fn read_row(
                     row,
                     channel: *channel,
                     recipient: recipient.clone(),
-                    content: rendered.content,
+                    content: rendered.content.to_stored(),
                     subscriber: subscriber.clone(),
                     max_attempts: cx.max_attempts[i],
                 }),

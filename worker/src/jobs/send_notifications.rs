@@ -26,9 +26,9 @@ use apalis_core::{
 };
 use futures::StreamExt;
 use shared::{
-    db::notifications::{self, AttemptRecord, Claimed, EmailContent, Outcome},
+    db::notifications::{self, AttemptRecord, Claimed, Outcome},
     db::{events, inbox, webhooks},
-    domain::{Channel, NotificationId, TenantId},
+    domain::{Channel, Content, NotificationId, TenantId, WhatsAppContent},
     events::entry_view,
     jobs::{Job, QueueName, SendNotifications},
     send_windows::SendRules,
@@ -48,9 +48,8 @@ use crate::{
         Receipt, SendError,
         chain::{self, ChainOutcome, Provider},
         email::{self, build_message},
-        fcm::{self, PushContent, PushError},
-        sendgrid, twilio,
-        whatsapp::{self, WhatsAppContent},
+        fcm::{self, PushError},
+        sendgrid, twilio, whatsapp,
     },
 };
 use shared::providers::{FailureReason, ProviderSpec};
@@ -345,50 +344,49 @@ async fn place_in_inboxes(
     }
 }
 
-fn content<T: serde::de::DeserializeOwned>(row: &Claimed) -> Result<T, SendError> {
-    serde_json::from_value::<T>(row.content.0.clone())
-        // serde's message can quote the content: never kept.
+/// Reads a claimed row's content on its channel, once for every provider
+/// the chain tries.
+fn content(channel: Channel, row: &Claimed) -> Result<Content, SendError> {
+    Content::from_stored(channel, &row.content.0)
+        // The content itself is never quoted in the error.
         .map_err(|_| SendError::permanent(FailureReason::ContentUnreadable))
 }
 
-/// The SMS content.
-#[derive(serde::Deserialize)]
-struct SmsContent {
-    body: String,
-}
-
-/// Sends one claimed notification through one provider (SMTP over the
-/// connection `reserved` for it, if any).
+/// Sends one claimed notification with its `content` through one provider
+/// (SMTP over the connection `reserved` for it, if any).
 async fn send_with(
     state: &WorkerState,
     tenant_id: TenantId,
     row: &Claimed,
+    content: &Result<Content, SendError>,
     provider: &Provider,
     reserved: &std::sync::Mutex<Option<email::Connection>>,
 ) -> Result<Receipt, SendError> {
     let http = &state.http;
-    match &provider.spec {
-        ProviderSpec::Smtp(_) => {
-            let email = content::<EmailContent>(row)?;
+    if let ProviderSpec::Ups(..) = &provider.spec {
+        // Never listed for a channel; here only if a row says otherwise.
+        return Err(SendError::permanent(FailureReason::NotAMessagingProvider));
+    }
+    let content = content.as_ref().map_err(Clone::clone)?;
+    match (&provider.spec, content) {
+        (ProviderSpec::Smtp(_), Content::Email(email)) => {
             let (message, message_id) =
-                build_message(&state.email_from, row.id, &row.recipient, &email)?;
+                build_message(&state.email_from, row.id, &row.recipient, email)?;
             let reserved = reserved.lock().expect("not poisoned").take();
             state.email.send(reserved, message, message_id).await
         }
-        ProviderSpec::SendGrid(settings, credentials) => {
-            let email = content::<EmailContent>(row)?;
+        (ProviderSpec::SendGrid(settings, credentials), Content::Email(email)) => {
             sendgrid::send(
                 http,
                 settings,
                 credentials,
                 (tenant_id, row.id),
                 &row.recipient,
-                &email,
+                email,
             )
             .await
         }
-        ProviderSpec::Twilio(settings, credentials) => {
-            let sms = content::<SmsContent>(row)?;
+        (ProviderSpec::Twilio(settings, credentials), Content::Sms(sms)) => {
             let callback = http
                 .public_base_url
                 .as_ref()
@@ -399,15 +397,14 @@ async fn send_with(
                 settings,
                 credentials,
                 &row.recipient,
-                &sms.body,
+                sms,
                 callback.as_deref(),
             )
             .await
         }
-        ProviderSpec::Fcm(settings, credentials) => {
-            let push = content::<PushContent>(row)?;
+        (ProviderSpec::Fcm(settings, credentials), Content::Push(push)) => {
             let id = provider.id.unwrap_or_default();
-            match fcm::send(http, id, settings, credentials, &row.recipient, &push).await {
+            match fcm::send(http, id, settings, credentials, &row.recipient, push).await {
                 Ok(receipt) => Ok(receipt),
                 Err(PushError::Other(e)) => Err(e),
                 Err(PushError::TokenGone(e)) => {
@@ -416,15 +413,14 @@ async fn send_with(
                 }
             }
         }
-        ProviderSpec::WhatsApp(settings, credentials) => {
-            let message = content::<WhatsAppContent>(row)?;
+        (ProviderSpec::WhatsApp(settings, credentials), Content::WhatsApp(message)) => {
             if matches!(message, WhatsAppContent::Text { .. }) {
                 outside_whatsapp_window(state, tenant_id, &row.recipient).await?;
             }
-            whatsapp::send(http, settings, credentials, &row.recipient, &message).await
+            whatsapp::send(http, settings, credentials, &row.recipient, message).await
         }
-        // Never listed for a channel; here only if a row says otherwise.
-        ProviderSpec::Ups(..) => Err(SendError::permanent(FailureReason::NotAMessagingProvider)),
+        // A provider of another channel than the row's content.
+        _ => Err(SendError::permanent(FailureReason::ContentUnreadable)),
     }
 }
 
@@ -531,12 +527,13 @@ async fn deliver(
                     false => None,
                 });
                 let reserved = &reserved;
+                let content = &content(channel, row);
                 let (outcome, skipped) = chain::run(
                     &state.guard,
                     providers,
                     config.timeout(),
                     || still_claimed(state, tenant_id, row, checks, lease_ends),
-                    |i| send_with(state, tenant_id, row, &providers[i], reserved),
+                    |i| send_with(state, tenant_id, row, content, &providers[i], reserved),
                 )
                 .await;
                 hops = skipped;

@@ -31,8 +31,7 @@ use lettre::{
 use secrecy::ExposeSecret;
 use shared::{
     config::{EmailSettings, EmailTransport},
-    db::notifications::EmailContent,
-    domain::NotificationId,
+    domain::{EmailContent, NotificationId},
     providers::{FailureReason, ProviderCode, ProviderError, ProviderKind},
 };
 
@@ -474,7 +473,7 @@ pub fn build_message(
     let builder = Message::builder()
         .from(from.clone())
         .to(to)
-        .subject(content.subject.clone())
+        .subject(content.subject.as_str())
         .message_id(Some(message_id.clone()));
     let message = match (&content.text, &content.html) {
         (Some(text), Some(html)) => builder.multipart(MultiPart::alternative_plain_html(

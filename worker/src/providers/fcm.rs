@@ -15,8 +15,11 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use shared::providers::{
-    FailureReason, FcmCredentials, FcmSettings, ProviderCode, ProviderError, ProviderKind,
+use shared::{
+    domain::PushContent,
+    providers::{
+        FailureReason, FcmCredentials, FcmSettings, ProviderCode, ProviderError, ProviderKind,
+    },
 };
 use uuid::Uuid;
 
@@ -73,19 +76,6 @@ struct Assertion<'a> {
 struct TokenAnswer {
     access_token: String,
     expires_in: Option<u64>,
-}
-
-/// A push message's content.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushContent {
-    /// The title shown.
-    pub title: String,
-    /// The text shown.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub body: Option<String>,
-    /// Data for the app (string values, as FCM requires).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Why a push failed, beside the usual [`SendError`]: the device token is
@@ -178,8 +168,8 @@ pub async fn send(
         notification["body"] = json!(body);
     }
     let mut message = json!({"token": device_token, "notification": notification});
-    if let Some(data) = content.data.as_ref().filter(|d| !d.is_empty()) {
-        message["data"] = json!(data);
+    if !content.data.is_empty() {
+        message["data"] = json!(content.data);
     }
     let resp = http
         .client

@@ -6,8 +6,7 @@
 use serde::Deserialize;
 use serde_json::json;
 use shared::{
-    db::notifications::EmailContent,
-    domain::{NotificationId, TenantId},
+    domain::{EmailContent, NotificationId, TenantId},
     providers::{
         FailureReason, ProviderError, ProviderKind, SendGridCredentials, SendGridSettings,
     },

@@ -4,8 +4,11 @@
 //! message SID (`SM…`), recorded as the provider message id.
 
 use serde::Deserialize;
-use shared::providers::{
-    FailureReason, ProviderCode, ProviderError, ProviderKind, TwilioCredentials, TwilioSettings,
+use shared::{
+    domain::SmsContent,
+    providers::{
+        FailureReason, ProviderCode, ProviderError, ProviderKind, TwilioCredentials, TwilioSettings,
+    },
 };
 
 use super::{HttpProviders, Receipt, SendError, classify_status, retry_after};
@@ -36,21 +39,21 @@ fn reason(code: i64) -> Option<FailureReason> {
     })
 }
 
-/// Sends `body` to `to` (E.164). With `status_callback`, Twilio reports the
+/// Sends `content` to `to` (E.164). With `status_callback`, Twilio reports the
 /// message's delivery there (the API's `/webhooks/twilio/{provider_id}`).
 pub async fn send(
     http: &HttpProviders,
     settings: &TwilioSettings,
     credentials: &TwilioCredentials,
     to: &str,
-    body: &str,
+    content: &SmsContent,
     status_callback: Option<&str>,
 ) -> Result<Receipt, SendError> {
     let url = format!(
         "{}/2010-04-01/Accounts/{}/Messages.json",
         http.urls.twilio, settings.account_sid
     );
-    let mut form: Vec<(&str, &str)> = vec![("To", to), ("Body", body)];
+    let mut form: Vec<(&str, &str)> = vec![("To", to), ("Body", &content.body)];
     if let Some(url) = status_callback {
         form.push(("StatusCallback", url));
     }

@@ -5,34 +5,17 @@
 //! message to the business; outside it Meta answers error 131047 and the send
 //! fails for good with that reason: a pre-approved template is needed.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::providers::{
-    FailureReason, ProviderCode, ProviderError, ProviderKind, WhatsAppCredentials, WhatsAppSettings,
+use shared::{
+    domain::WhatsAppContent,
+    providers::{
+        FailureReason, ProviderCode, ProviderError, ProviderKind, WhatsAppCredentials,
+        WhatsAppSettings,
+    },
 };
 
 use super::{HttpProviders, Receipt, SendError, classify_status, retry_after};
-
-/// A WhatsApp message's content: free-form text, or a pre-approved template.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum WhatsAppContent {
-    /// Text, only inside the 24-hour customer-service window.
-    Text {
-        /// The text.
-        text: String,
-    },
-    /// A template approved by Meta.
-    Template {
-        /// Its name.
-        template_name: String,
-        /// Its language code, e.g. `en_US`.
-        language: String,
-        /// The body's parameters, in order.
-        #[serde(default)]
-        parameters: Vec<String>,
-    },
-}
 
 /// Meta's error codes that another attempt or provider cannot fix.
 const PERMANENT_CODES: &[i64] = &[

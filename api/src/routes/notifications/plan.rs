@@ -191,7 +191,6 @@ pub(super) async fn plan_template(
             })?;
         for recipient in recipients {
             plans.push(ValidSend {
-                channel,
                 recipient,
                 subscriber: subscriber.clone(),
                 content: rendered.content.clone(),

@@ -3,23 +3,31 @@
 //! named.
 
 use shared::domain::{
-    ACTION_URL_REASON, CATEGORY_REASON, ExternalId, Problems, WhatsAppLanguage, action_url_ok,
-    category_ok, idempotency_key_ok, recipient, whatsapp_parameter, whatsapp_parameter_count,
-    whatsapp_template_name,
+    ACTION_URL_REASON, CATEGORY_REASON, Content, EmailContent, ExternalId, InAppContent,
+    MAX_BODY_CHARS, MAX_SMS_CHARS, MAX_TITLE_CHARS, MAX_WHATSAPP_TEXT_CHARS, Problems, PushContent,
+    SmsContent, WhatsAppContent, WhatsAppLanguage, action_url_ok, category_ok, idempotency_key_ok,
+    recipient, whatsapp_parameter, whatsapp_parameter_count, whatsapp_template_name,
 };
 
 use super::*;
 
 /// A send that passed validation.
 pub(super) struct ValidSend {
-    pub(super) channel: Channel,
     /// The address, or the subscriber's external id.
     pub(super) recipient: String,
     /// The subscriber's external id, when the send names one.
     pub(super) subscriber: Option<String>,
-    pub(super) content: Value,
+    /// What it says; its channel is the send's.
+    pub(super) content: Content,
     pub(super) category: Option<String>,
     pub(super) metadata: Value,
+}
+
+impl ValidSend {
+    /// The channel it goes out on.
+    pub(super) fn channel(&self) -> Channel {
+        self.content.channel()
+    }
 }
 
 /// Flags every content field present in `req` that `channel` does not use.
@@ -39,7 +47,7 @@ pub(super) fn subscriber_id(p: &mut Problems, raw: Option<&str>) -> Option<Strin
 
 /// Checks a WhatsApp template reference: an approved template's name, its
 /// language code and its body parameters.
-pub(super) fn whatsapp_template(p: &mut Problems, tpl: &Value) -> Option<Value> {
+pub(super) fn whatsapp_template(p: &mut Problems, tpl: &Value) -> Option<WhatsAppContent> {
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Tpl {
@@ -74,11 +82,11 @@ pub(super) fn whatsapp_template(p: &mut Problems, tpl: &Value) -> Option<Value> 
         }
     }
     let language = language.filter(|_| p.len() == before)?;
-    Some(serde_json::json!({
-        "template_name": tpl.name,
-        "language": language.as_str(),
-        "parameters": tpl.parameters,
-    }))
+    Some(WhatsAppContent::Template {
+        template_name: tpl.name,
+        language: language.as_str().to_owned(),
+        parameters: tpl.parameters,
+    })
 }
 
 pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
@@ -108,15 +116,13 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 p.add("text", "`text` or `html` is required and must not be empty");
             }
             to.zip(subject).map(|(to, subject)| ValidSend {
-                channel: Channel::Email,
                 recipient: to,
                 subscriber,
-                content: serde_json::to_value(EmailContent {
-                    subject: subject.as_str().to_owned(),
+                content: Content::Email(EmailContent {
+                    subject,
                     text,
                     html,
-                })
-                .unwrap_or_default(),
+                }),
                 category: category.clone(),
                 metadata: metadata.clone(),
             })
@@ -133,25 +139,35 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 .and_then(|s| subscriber_id(&mut p, Some(s)));
             let title = p
                 .required("title", &req.title)
-                .and_then(|t| p.text("title", t, 200, true));
+                .and_then(|t| p.text("title", t, MAX_TITLE_CHARS, true));
             let body = req
                 .body
                 .as_deref()
-                .and_then(|b| p.text("body", b, 5_000, false));
+                .and_then(|b| p.text("body", b, MAX_BODY_CHARS, false));
             if let Some(url) = &req.action_url
                 && !action_url_ok(url)
             {
                 p.add("action_url", ACTION_URL_REASON);
             }
-            let data = p.object("data", req.data.as_ref(), MAX_METADATA_KEYS);
-            subscriber.zip(title).map(|(subscriber, title)| ValidSend {
-                channel: Channel::InApp,
-                recipient: subscriber.clone(),
-                subscriber: Some(subscriber),
-                content: serde_json::json!({"title": title, "body": body, "action_url": req.action_url, "data": data}),
-                category: category.clone(),
-                metadata: metadata.clone(),
-            })
+            let data = match p.object("data", req.data.as_ref(), MAX_METADATA_KEYS) {
+                Value::Object(data) => Some(data),
+                _ => None,
+            };
+            subscriber
+                .zip(title)
+                .zip(data)
+                .map(|((subscriber, title), data)| ValidSend {
+                    recipient: subscriber.clone(),
+                    subscriber: Some(subscriber),
+                    content: Content::InApp(InAppContent {
+                        title,
+                        body,
+                        action_url: req.action_url.clone(),
+                        data,
+                    }),
+                    category: category.clone(),
+                    metadata: metadata.clone(),
+                })
         }
         "sms" => {
             only_fields_of(&mut p, req, "sms", &["to", "text"]);
@@ -160,13 +176,12 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 .and_then(|to| p.parse("to", to, |t| recipient(Channel::Sms, t)));
             let text = p
                 .required("text", &req.text)
-                .and_then(|t| p.text("text", t, 1_600, false));
+                .and_then(|t| p.text("text", t, MAX_SMS_CHARS, false));
             let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
             to.zip(text).map(|(to, text)| ValidSend {
-                channel: Channel::Sms,
                 recipient: to,
                 subscriber,
-                content: serde_json::json!({"body": text}),
+                content: Content::Sms(SmsContent { body: text }),
                 category: category.clone(),
                 metadata: metadata.clone(),
             })
@@ -178,26 +193,27 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 .and_then(|to| p.parse("to", to, |t| recipient(Channel::Push, t)));
             let title = p
                 .required("title", &req.title)
-                .and_then(|t| p.text("title", t, 200, true));
+                .and_then(|t| p.text("title", t, MAX_TITLE_CHARS, true));
             let body = req
                 .body
                 .as_deref()
-                .and_then(|b| p.text("body", b, 5_000, false));
-            let data = p.object("data", req.data.as_ref(), MAX_METADATA_KEYS);
-            if let Value::Object(m) = &data
-                && m.values().any(|v| !v.is_string())
-            {
-                p.add("data", "push data values must be strings");
-            }
+                .and_then(|b| p.text("body", b, MAX_BODY_CHARS, false));
+            let data = match p.object("data", req.data.as_ref(), MAX_METADATA_KEYS) {
+                Value::Object(m) => PushContent::data_from(&m)
+                    .map_err(|e| p.add("data", e.0))
+                    .ok(),
+                _ => None,
+            };
             let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
-            to.zip(title).map(|(to, title)| ValidSend {
-                channel: Channel::Push,
-                recipient: to,
-                subscriber,
-                content: serde_json::json!({"title": title, "body": body, "data": data}),
-                category: category.clone(),
-                metadata: metadata.clone(),
-            })
+            to.zip(title)
+                .zip(data)
+                .map(|((to, title), data)| ValidSend {
+                    recipient: to,
+                    subscriber,
+                    content: Content::Push(PushContent { title, body, data }),
+                    category: category.clone(),
+                    metadata: metadata.clone(),
+                })
         }
         "whatsapp" => {
             only_fields_of(
@@ -211,8 +227,8 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
                 .and_then(|to| p.parse("to", to, |t| recipient(Channel::WhatsApp, t)));
             let content = match (&req.text, &req.whatsapp_template) {
                 (Some(t), None) => p
-                    .text("text", t, 4_096, false)
-                    .map(|t| serde_json::json!({"text": t})),
+                    .text("text", t, MAX_WHATSAPP_TEXT_CHARS, false)
+                    .map(|text| WhatsAppContent::Text { text }),
                 (None, Some(tpl)) => whatsapp_template(&mut p, tpl),
                 _ => {
                     p.add(
@@ -224,10 +240,9 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
             };
             let subscriber = subscriber_id(&mut p, req.subscriber_id.as_deref());
             to.zip(content).map(|(to, content)| ValidSend {
-                channel: Channel::WhatsApp,
                 recipient: to,
                 subscriber,
-                content,
+                content: Content::WhatsApp(content),
                 category: category.clone(),
                 metadata: metadata.clone(),
             })
