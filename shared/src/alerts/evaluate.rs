@@ -303,7 +303,17 @@ impl Evaluator {
                     (e, if index == 0 { "opened" } else { "escalated" })
                 }
             };
-            notify::level(tx, &self.jobs, rule, alert, index, event, state, now).await?;
+            let t = notify::Transition {
+                jobs: &self.jobs,
+                alert,
+                event_id: event,
+                wording: notify::Wording {
+                    rule: &rule.spec.name,
+                    state,
+                },
+                now,
+            };
+            notify::level(tx, &t, rule, index).await?;
             alerts::set_level(&mut *tx, alert.id, index as i32 + 1).await?;
             if index > 0 {
                 escalated += 1;

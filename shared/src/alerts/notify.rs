@@ -87,25 +87,32 @@ impl Wording<'_> {
     }
 }
 
-/// Notifies level `index` of `rule` for `alert`, as transition `event_id`.
-#[expect(clippy::too_many_arguments)]
+/// One transition of an alert, as its notifications tell it.
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    /// The queues' settings the notices are queued with.
+    pub jobs: &'a JobsConfig,
+    /// The alert.
+    pub alert: &'a Alert,
+    /// The transition's event id (what makes each notification once).
+    pub event_id: i64,
+    /// What the notices say.
+    pub wording: Wording<'a>,
+    /// When it happened.
+    pub now: DateTime<Utc>,
+}
+
+/// Notifies level `index` of `rule` for the transition `t`.
 pub async fn level(
     tx: &mut sqlx::PgConnection,
-    jobs: &JobsConfig,
+    t: &Transition<'_>,
     rule: &Rule,
-    alert: &Alert,
     index: usize,
-    event_id: i64,
-    state: &str,
-    now: DateTime<Utc>,
 ) -> Result<(), NoticeError> {
     let Some(Level { channels, .. }) = rule.spec.escalation.get(index) else {
         return Ok(());
     };
-    let wording = Wording {
-        rule: &rule.spec.name,
-        state,
-    };
+    let (alert, event_id, now) = (t.alert, t.event_id, t.now);
     let admin_channels: Vec<Channel> = channels
         .iter()
         .filter_map(|c| match c {
@@ -115,13 +122,13 @@ pub async fn level(
             _ => None,
         })
         .collect();
-    admins(tx, jobs, alert, event_id, &admin_channels, &wording, now).await?;
+    admins(tx, t, &admin_channels).await?;
     for c in channels {
         match c {
             ChannelSpec::InApp | ChannelSpec::Email => continue,
             ChannelSpec::Sms { to } if to.is_empty() => continue,
             ChannelSpec::Sms { to } => {
-                texts(tx, jobs, alert, event_id, c, to, &wording, now).await?;
+                texts(tx, t, c, to).await?;
                 continue;
             }
             _ => {}
@@ -188,14 +195,20 @@ pub async fn follow_up(
         }
     }
     if action == "resolve" {
-        let wording = Wording {
-            rule: rule_name,
-            state: "resolved",
+        let t = Transition {
+            jobs,
+            alert,
+            event_id,
+            wording: Wording {
+                rule: rule_name,
+                state: "resolved",
+            },
+            now,
         };
-        admins(tx, jobs, alert, event_id, &admin_channels, &wording, now).await?;
+        admins(tx, &t, &admin_channels).await?;
         for spec in &numbers {
             if let ChannelSpec::Sms { to } = spec {
-                texts(tx, jobs, alert, event_id, spec, to, &wording, now).await?;
+                texts(tx, &t, spec, to).await?;
             }
         }
     }
@@ -213,18 +226,22 @@ async fn audience(
     }
 }
 
+/// Notifies the admins of the alert's organisation on `channels`.
 async fn admins(
     tx: &mut sqlx::PgConnection,
-    jobs: &JobsConfig,
-    alert: &Alert,
-    event_id: i64,
+    t: &Transition<'_>,
     channels: &[Channel],
-    wording: &Wording<'_>,
-    now: DateTime<Utc>,
 ) -> Result<(), NoticeError> {
     if channels.is_empty() {
         return Ok(());
     }
+    let Transition {
+        jobs,
+        alert,
+        event_id,
+        ref wording,
+        now,
+    } = *t;
     let tenant = audience(tx, alert).await?;
     let admins = match tenant {
         Some(t) => users::admins(&mut *tx, t).await?,
@@ -291,17 +308,19 @@ async fn admins(
 /// about `alert`: one notification per number through the organisation's
 /// SMS provider, idempotent per alert, transition and number, recorded as
 /// one delivery of the channel.
-#[expect(clippy::too_many_arguments)]
 async fn texts(
     tx: &mut sqlx::PgConnection,
-    jobs: &JobsConfig,
-    alert: &Alert,
-    event_id: i64,
+    t: &Transition<'_>,
     spec: &ChannelSpec,
     to: &[String],
-    wording: &Wording<'_>,
-    now: DateTime<Utc>,
 ) -> Result<(), NoticeError> {
+    let Transition {
+        jobs,
+        alert,
+        event_id,
+        ref wording,
+        now,
+    } = *t;
     let tenant = audience(tx, alert).await?;
     let data = wording.data(alert);
     let mut ids = Vec::new();

@@ -277,37 +277,6 @@ pub async fn last_resolved(
     .await
 }
 
-/// Opens an alert; `None` when one is open for the rule and subject.
-#[expect(clippy::too_many_arguments)]
-pub async fn open(
-    db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
-    rule: Uuid,
-    subject: &str,
-    severity: Severity,
-    summary: &str,
-    value: f64,
-    at: DateTime<Utc>,
-) -> Result<Option<Alert>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "insert into alerts (id, tenant_id, rule_id, subject, status, severity, summary, value,
-             opened_at)
-         values ($1, $2, $3, $4, 'open', $5, $6, $7, $8)
-         on conflict (rule_id, subject) where status <> 'resolved' do nothing
-         returning {ALERT_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .bind(rule)
-    .bind(subject)
-    .bind(severity.as_str())
-    .bind(summary)
-    .bind(value)
-    .bind(at)
-    .fetch_optional(db)
-    .await
-}
-
 /// Notes the metric's latest value of an unresolved alert.
 pub async fn set_value(
     db: impl PgExecutor<'_>,
