@@ -179,16 +179,19 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         .await
         .context("while reading webhook subscriptions")?;
     let place_inapp = !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+    let how = batches::Written {
+        metadata: &chunk.metadata.0,
+        category: template.as_ref().and_then(|t| t.template().category()),
+        critical: template.as_ref().is_some_and(|t| t.template().critical()),
+        place_inapp,
+    };
     let written = batches::expand(
         &mut tx,
         job.tenant_id,
         job.batch_id,
         job.seq,
         &rows,
-        &chunk.metadata.0,
-        template.as_ref().and_then(|t| t.template().category()),
-        template.as_ref().is_some_and(|t| t.template().critical()),
-        place_inapp,
+        &how,
         &subscribers,
     )
     .await

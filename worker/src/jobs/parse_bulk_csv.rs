@@ -240,18 +240,15 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
         }
         let mut seqs = Vec::new();
         if chunk.rows > 0 || chunk.header.is_some() {
-            match bulk::commit_chunk(
-                &mut tx,
-                tenant_id,
-                id,
-                committed,
-                &chunk,
-                category.as_deref(),
+            let part = bulk::Part {
+                from_offset: committed,
+                chunk: &chunk,
+                category: category.as_deref(),
                 critical,
-                lease,
-            )
-            .await
-            .context("while committing a part")?
+            };
+            match bulk::commit_chunk(&mut tx, tenant_id, id, &part, lease)
+                .await
+                .context("while committing a part")?
             {
                 Some(s) => seqs = s,
                 None => {

@@ -140,6 +140,21 @@ pub struct ExpandedChunk {
     pub placed: Vec<(SubscriberId, crate::db::inbox::Item)>,
 }
 
+/// How a chunk's notifications are written: what they share, and whether
+/// in-app rows may go straight into their inboxes.
+#[derive(Debug, Clone, Copy)]
+pub struct Written<'a> {
+    /// The batch's metadata, on every notification.
+    pub metadata: &'a Value,
+    /// The template's category.
+    pub category: Option<&'a str>,
+    /// Whether the template is critical.
+    pub critical: bool,
+    /// Whether in-app rows that need no per-recipient decision are placed
+    /// in their inboxes here (see below).
+    pub place_inapp: bool,
+}
+
 /// Inserts a chunk's notifications in one statement (rows that exist from an
 /// earlier run are left alone) and marks the chunk expanded.
 ///
@@ -153,7 +168,6 @@ pub struct ExpandedChunk {
 /// the inbox: written once, never dispatched nor claimed. The caller passes
 /// `false` when someone must hear of each send on its own (a tenant webhook
 /// for `notification.sent`); those rows then go through the channel queue.
-#[expect(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(rows = rows.len()))]
 pub async fn expand(
     db: &mut PgConnection,
@@ -161,12 +175,15 @@ pub async fn expand(
     batch_id: BatchId,
     seq: i32,
     rows: &[Expanded],
-    metadata: &Value,
-    category: Option<&str>,
-    critical: bool,
-    place_inapp: bool,
+    how: &Written<'_>,
     known: &ChunkSubscribers,
 ) -> Result<ExpandedChunk, sqlx::Error> {
+    let Written {
+        metadata,
+        category,
+        critical,
+        place_inapp,
+    } = *how;
     let ids: Vec<NotificationId> = rows.iter().map(|_| NotificationId::new()).collect();
     let indexes: Vec<i32> = rows.iter().map(|r| r.index).collect();
     let channels: Vec<&str> = rows.iter().map(|r| r.channel.as_str()).collect();

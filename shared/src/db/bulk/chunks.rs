@@ -93,24 +93,40 @@ pub struct Chunk {
     pub header: Option<Vec<String>>,
 }
 
+/// One piece of the parse, ready to commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    /// The job's cursor the piece was read from; the commit is refused
+    /// unless the job is still there.
+    pub from_offset: i64,
+    /// What the piece yielded.
+    pub chunk: &'a Chunk,
+    /// The template's category.
+    pub category: Option<&'a str>,
+    /// Whether the template is critical.
+    pub critical: bool,
+}
+
 /// Commits one piece of the parse in one transaction: its notifications,
 /// held in chunks of up to [`CHUNK_ROWS`] rows (marked pushed: the caller
 /// pushes their jobs after the commit), row errors, counters and the
 /// cursor. Returns the chunks' keys, or `None` (nothing written) unless the
 /// job is still `parsing` at cursor `from_offset`: it was cancelled, or
 /// another parser moved on.
-#[expect(clippy::too_many_arguments)]
-#[tracing::instrument(skip_all, fields(rows = chunk.rows))]
+#[tracing::instrument(skip_all, fields(rows = part.chunk.rows))]
 pub async fn commit_chunk(
     db: &mut PgConnection,
     tenant_id: TenantId,
     id: BulkJobId,
-    from_offset: i64,
-    chunk: &Chunk,
-    category: Option<&str>,
-    critical: bool,
+    part: &Part<'_>,
     lease: Duration,
 ) -> Result<Option<Vec<i64>>, sqlx::Error> {
+    let Part {
+        from_offset,
+        chunk,
+        category,
+        critical,
+    } = *part;
     // No key update: expansions of this job's chunks never wait for it.
     let ours: Option<i64> = sqlx::query_scalar(
         "select cursor_offset from bulk_jobs
