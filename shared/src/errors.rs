@@ -208,7 +208,13 @@ impl ErrorTracker {
             for (i, s) in samples.into_iter().enumerate() {
                 let n = if i == last { left } else { 1 };
                 left -= n;
-                rows.push(k.kind, k.reason, &k.source, k.tenant, s.cloned(), n, c.last);
+                let cause = crate::db::errors::Cause {
+                    kind: k.kind,
+                    reason: k.reason,
+                    source: &k.source,
+                    tenant: k.tenant,
+                };
+                rows.push(&cause, s.cloned(), n, c.last);
             }
         }
         if let Err(error) = crate::db::errors::record(pool, &rows).await {

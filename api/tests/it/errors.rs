@@ -531,15 +531,13 @@ async fn counts_older_than_90_days_are_pruned_and_newer_ones_kept() {
         (None, old),
         (None, chrono::Utc::now()),
     ] {
-        rows.push(
-            shared::errors::ErrorKind::Job,
-            shared::errors::reasons::JOB_FAILED,
-            "email",
+        let cause = shared::db::errors::Cause {
+            kind: shared::errors::ErrorKind::Job,
+            reason: shared::errors::reasons::JOB_FAILED,
+            source: "email",
             tenant,
-            None,
-            1,
-            at,
-        );
+        };
+        rows.push(&cause, None, 1, at);
     }
     shared::db::errors::record(&app.pool, &rows).await.unwrap();
     sqlx::query("update error_groups set created_at = $1")

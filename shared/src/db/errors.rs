@@ -14,6 +14,21 @@ use crate::{
     errors::{ErrorClass, ErrorKind},
 };
 
+/// What an occurrence is counted under: its group's kind and reason, where
+/// it came from (empty when nowhere in particular), and its organisation
+/// (none for the platform's own).
+#[derive(Debug, Clone, Copy)]
+pub struct Cause<'a> {
+    /// The kind of error.
+    pub kind: ErrorKind,
+    /// Its reason within the kind.
+    pub reason: &'static str,
+    /// Where it came from (a route, a job, a provider), or empty.
+    pub source: &'a str,
+    /// The organisation it happened to.
+    pub tenant: Option<TenantId>,
+}
+
 /// Occurrences to count, as parallel columns for `record_errors`.
 #[derive(Debug, Clone, Default)]
 pub struct Occurrences {
@@ -29,18 +44,14 @@ pub struct Occurrences {
 }
 
 impl Occurrences {
-    /// Adds `n` occurrences of one cause.
-    #[expect(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        kind: ErrorKind,
-        reason: &'static str,
-        source: &str,
-        tenant: Option<TenantId>,
-        sample: Option<String>,
-        n: i64,
-        at: DateTime<Utc>,
-    ) {
+    /// Adds `n` occurrences of one cause, the last at `at`.
+    pub fn push(&mut self, cause: &Cause<'_>, sample: Option<String>, n: i64, at: DateTime<Utc>) {
+        let Cause {
+            kind,
+            reason,
+            source,
+            tenant,
+        } = *cause;
         self.kinds.push(kind.as_str());
         self.reasons.push(reason);
         self.providers.push(None);

@@ -6,7 +6,10 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
-use shared::{db::errors::Occurrences, errors::ErrorKind};
+use shared::{
+    db::errors::{Cause, Occurrences},
+    errors::ErrorKind,
+};
 
 use super::{alerts_of, app, create_rule, evaluator, start};
 use crate::org_support::{expect, platform_admin, user, with};
@@ -16,15 +19,13 @@ use testkit::{TestApp, alerting::FakeTarget};
 /// them) at `at`.
 async fn server_errors(app: &TestApp, n: i64, at: DateTime<Utc>) {
     let mut rows = Occurrences::default();
-    rows.push(
-        ErrorKind::Api,
-        shared::errors::reasons::INTERNAL_ERROR,
-        "/api/v1/services/notifications",
-        None,
-        None,
-        n,
-        at,
-    );
+    let cause = Cause {
+        kind: ErrorKind::Api,
+        reason: shared::errors::reasons::INTERNAL_ERROR,
+        source: "/api/v1/services/notifications",
+        tenant: None,
+    };
+    rows.push(&cause, None, n, at);
     shared::db::errors::record(&app.pool, &rows).await.unwrap();
 }
 
