@@ -253,10 +253,13 @@ impl Runner {
                 // A later step waiting for this one's status: its
                 // notifications are born watched.
                 let watched = steps_wait_on(&run.steps.0, &step.key);
-                match self
-                    .send(tx, run, template, channels, to.as_deref(), watched, now)
-                    .await?
-                {
+                let send = SendStep {
+                    template,
+                    channels,
+                    to: to.as_deref(),
+                    watched,
+                };
+                match self.send(tx, run, &send, now).await? {
                     Ok((ids, skipped)) => {
                         let outcome = if ids.is_empty() { "skipped" } else { "sent" };
                         let detail = (!skipped.is_empty()).then(|| skipped.join("; "));
@@ -476,17 +479,19 @@ impl Runner {
     /// undispatched. `Ok(Err(why))` when the run cannot go on (the template
     /// is gone or does not render with the payload); channels the
     /// subscriber cannot be reached on are skipped and named.
-    #[expect(clippy::too_many_arguments)]
     async fn send(
         &self,
         tx: &mut PgConnection,
         run: &Claimed,
-        template: &str,
-        channels: &[Channel],
-        to: Option<&str>,
-        watched: bool,
+        step: &SendStep<'_>,
         now: DateTime<Utc>,
     ) -> anyhow::Result<Result<(Vec<Uuid>, Vec<String>), String>> {
+        let SendStep {
+            template,
+            channels,
+            to,
+            watched,
+        } = *step;
         let Some(stored) =
             shared::db::templates::get_by_key(&mut *tx, run.tenant_id, template).await?
         else {
@@ -609,4 +614,17 @@ fn kind_name(kind: &StepKind) -> &'static str {
         StepKind::Digest { .. } => "digest",
         StepKind::Throttle { .. } => "throttle",
     }
+}
+
+/// A send step as the runner takes it.
+#[derive(Debug, Clone, Copy)]
+struct SendStep<'a> {
+    /// The template's key.
+    template: &'a str,
+    /// The channels, each a notification of its own.
+    channels: &'a [Channel],
+    /// A fixed address instead of the subscriber's.
+    to: Option<&'a str>,
+    /// Whether a later step waits on the notifications' status.
+    watched: bool,
 }
