@@ -237,18 +237,15 @@ async fn run(
             let (checks, answers) = (&checks, &answers);
             async move {
                 let suppress = suppressed.get(&row.id).cloned();
-                let answered = deliver(
-                    &state,
-                    job.tenant_id,
-                    job.channel,
+                let group = Group {
+                    tenant_id: job.tenant_id,
+                    channel: job.channel,
                     providers,
-                    suppress,
-                    row,
                     lease_ends,
-                    &task_id,
+                    task_id: &task_id,
                     checks,
-                )
-                .await;
+                };
+                let answered = deliver(&state, &group, suppress, row).await;
                 let Some(answered) = answered else { return };
                 if job.channel == Channel::InApp {
                     // Placed in the inbox row by row, with its events.
@@ -471,25 +468,38 @@ async fn forget_device(state: &WorkerState, tenant_id: TenantId, row: &Claimed) 
     }
 }
 
+/// What the rows of one job share as they are delivered.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    tenant_id: TenantId,
+    channel: Channel,
+    /// The organisation's providers of the channel, in order.
+    providers: &'a [Provider],
+    /// When the rows' claim lease ends.
+    lease_ends: tokio::time::Instant,
+    task_id: &'a TaskId,
+    /// Where the sends ask whether their rows are still claimed.
+    checks: &'a ClaimChecks,
+}
+
 /// Delivers one claimed notification on its channel and returns the answer
 /// to record, or `None` when there is nothing to record (deferred, or no
 /// longer this worker's). Failovers on the way are recorded here (waiting
 /// for Postgres, if need be, until the lease ends).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "what the group's rows share, passed as the job has it"
-)]
 async fn deliver(
     state: &WorkerState,
-    tenant_id: TenantId,
-    channel: Channel,
-    providers: &[Provider],
+    group: &Group<'_>,
     suppress: Option<String>,
     row: Claimed,
-    lease_ends: tokio::time::Instant,
-    task_id: &TaskId,
-    checks: &ClaimChecks,
 ) -> Option<Answered> {
+    let Group {
+        tenant_id,
+        channel,
+        providers,
+        lease_ends,
+        task_id,
+        checks,
+    } = *group;
     let queue = shared::jobs::QueueName::for_channel(channel);
     let span = tracing::info_span!(
         "delivery",
