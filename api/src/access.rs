@@ -153,9 +153,7 @@ impl Principal {
         match requested {
             None => Ok(self.caller.tenant_id),
             Some(raw) => {
-                let id: TenantId = raw
-                    .parse()
-                    .map_err(|_| ApiError::NotFound("organization"))?;
+                let id: TenantId = crate::extract::id(raw, "organization")?;
                 if self.platform || id == self.caller.tenant_id {
                     Ok(id)
                 } else {

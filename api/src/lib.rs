@@ -22,8 +22,11 @@
 //!
 //! The modules:
 //!
-//! * [`routes`]: one module per resource; [`spec`] amends the OpenAPI
-//!   document where poem-openapi cannot describe the API.
+//! * [`routes`]: one module per resource; [`extract`]: what handlers read
+//!   from a request before their own work (ids in the path, list cursors
+//!   and page sizes), so every route answers malformed input the same way;
+//!   [`spec`] amends the OpenAPI document where poem-openapi cannot
+//!   describe the API.
 //! * [`server`]: the HTTP server and its connection limits; [`middleware`]
 //!   and [`input`]: checks every request gets at the edge; [`body`]: strict
 //!   JSON bodies with full paths in errors; [`client`]: the client address
@@ -47,6 +50,7 @@ pub mod cli;
 pub mod client;
 pub mod console;
 pub mod error;
+pub mod extract;
 pub mod fleet;
 pub mod identity;
 pub mod input;

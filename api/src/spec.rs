@@ -19,6 +19,9 @@
 //! * **Integers are bounded** by their format (a `u32` is never negative).
 //! * **Objects are closed.** No object has properties beyond those it
 //!   declares: responses never carry others, and request objects refuse them.
+//! * **Grouped query parameters are listed one by one.** A handler that
+//!   reads its query parameters as one struct ([`crate::extract::Params`])
+//!   is documented as if it took each as an argument.
 
 use poem::{Endpoint, Response, endpoint::make_sync, web::Html};
 use serde_json::{Map, Value, json};
@@ -90,8 +93,9 @@ pub fn endpoint<T: poem_openapi::OpenApi>(
     })
 }
 
-/// Applies both amendments to a poem-openapi document.
+/// Applies the amendments to a poem-openapi document.
 pub fn amend(doc: &mut Value) {
+    crate::extract::query::expand(doc);
     if let Some(schemas) = doc
         .pointer_mut("/components/schemas")
         .and_then(Value::as_object_mut)
@@ -278,7 +282,10 @@ mod tests {
             .find(|p| p["name"] == "limit")
             .unwrap();
         assert_eq!(limit["schema"]["minimum"], 1.0, "a stated bound stays");
-        assert_eq!(limit["schema"]["maximum"], 200.0);
+        assert_eq!(
+            limit["schema"]["maximum"],
+            f64::from(crate::extract::PageSize::MAX)
+        );
         let days =
             &doc["components"]["schemas"]["CreateInvitation"]["properties"]["expires_in_days"];
         assert_eq!(days["minimum"], 0);

@@ -16,13 +16,10 @@
 //! email is the user's sign-in address, so notices (BAA reminders, shipment
 //! updates) reach its inbox and its mailbox.
 
+use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
-use poem_openapi::{
-    ApiResponse, Object, OpenApi,
-    param::{Path, Query},
-    payload::Json,
-};
+use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
     db::{
@@ -51,6 +48,17 @@ pub use views::*;
 /// The user endpoints.
 #[derive(Debug)]
 pub struct AdminUsersApi;
+
+crate::query_params! {
+    /// The filters and page of the user list.
+    pub struct ListQuery {
+        role: Option<String>,
+        status: Option<String>,
+        organization_id: Option<String>,
+        cursor: Option<Cursor<Uuid>>,
+        limit: PageSize,
+    }
+}
 
 #[OpenApi(prefix_path = "/api/v1/admin/users", tag = "ApiTags::Admin")]
 impl AdminUsersApi {
@@ -135,61 +143,48 @@ impl AdminUsersApi {
     /// List users (admins), filtered by `role`, `status` and, for platform
     /// admins, `organization_id`.
     #[oai(path = "/", method = "get", operation_id = "users.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        role: Query<Option<String>>,
-        status: Query<Option<String>>,
-        organization_id: Query<Option<String>>,
-        cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+        query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
+        let ListQuery {
+            role,
+            status,
+            organization_id,
+            cursor,
+            limit,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
             .refused(&state, &request_id, "user.list", "user", None, {
-                match organization_id.0.as_deref() {
+                match organization_id.as_deref() {
                     None => Ok(p.scope()),
                     Some(raw) => p.target_tenant(Some(raw)).map(Some),
                 }
             })
             .await?;
-        let role = role.0.as_deref().map(check_role).transpose()?;
-        if let Some(s) = status.0.as_deref()
+        let role = role.as_deref().map(check_role).transpose()?;
+        if let Some(s) = status.as_deref()
             && !["active", "inactive"].contains(&s)
         {
             return Err(ApiError::invalid("status", "must be active or inactive"));
         }
-        let limit = limit.0.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 200"));
-        }
-        let after = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
-        let mut rows = users::list(
+        let after = cursor.map(|c| c.0);
+        let rows = users::list(
             &state.pool,
             users::Filter {
                 tenant,
                 role: role.map(Role::as_str),
-                status: status.0.as_deref(),
+                status: status.as_deref(),
                 after,
             },
-            i64::from(limit) + 1,
+            limit.fetch(),
         )
         .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|u| u.id.to_string()))
-            .flatten();
+        let (rows, next_cursor) = page(rows, limit, |u| u.id);
         Ok(PageResponse::Ok(Json(UserPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -216,11 +211,11 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let uid = user_id(&id.0)?;
+            let uid = id.0.get("user")?;
             if !p.holds(Permission::UsersRead) && p.user_id != Some(uid) {
                 return Err(ApiError::Forbidden(Permission::UsersRead.required()));
             }
@@ -235,7 +230,7 @@ impl AdminUsersApi {
                 &request_id,
                 "user.read",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -249,7 +244,7 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -259,8 +254,8 @@ impl AdminUsersApi {
                 &request_id,
                 "user.update",
                 "user",
-                Some(&id.0),
-                user_id(&id.0),
+                Some(id.0.raw()),
+                id.0.get("user"),
             )
             .await?;
         let b = body.0;
@@ -284,7 +279,7 @@ impl AdminUsersApi {
                 &request_id,
                 "user.update",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -313,9 +308,17 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
-        set_status(&auth, &state, &request_id, &id.0, "active", "user.activate").await
+        set_status(
+            &auth,
+            &state,
+            &request_id,
+            id.0.raw(),
+            "active",
+            "user.activate",
+        )
+        .await
     }
 
     /// Deactivate a user (admins): its tokens stop working at once.
@@ -329,13 +332,13 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
         set_status(
             &auth,
             &state,
             &request_id,
-            &id.0,
+            id.0.raw(),
             "inactive",
             "user.deactivate",
         )
@@ -355,7 +358,7 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<ChangePassword>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -365,8 +368,8 @@ impl AdminUsersApi {
                 &request_id,
                 "user.password",
                 "user",
-                Some(&id.0),
-                user_id(&id.0),
+                Some(id.0.raw()),
+                id.0.get("user"),
             )
             .await?;
         let own = p.user_id == Some(uid);
@@ -375,7 +378,7 @@ impl AdminUsersApi {
             &request_id,
             "user.password",
             "user",
-            Some(&id.0),
+            Some(id.0.raw()),
             if own || p.holds(Permission::UsersManage) {
                 Ok(())
             } else {
@@ -397,7 +400,7 @@ impl AdminUsersApi {
                 &request_id,
                 "user.password",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 existing.ok_or(ApiError::NotFound("user")),
             )
             .await?;
@@ -460,11 +463,11 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<AcceptedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let uid = user_id(&id.0)?;
+            let uid = id.0.get("user")?;
             let user = users::get(&state.pool, p.scope(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))?;
@@ -482,7 +485,7 @@ impl AdminUsersApi {
                 &request_id,
                 "user.resend_invitation",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -523,11 +526,11 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<SessionsRevokedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let uid = user_id(&id.0)?;
+            let uid = id.0.get("user")?;
             users::get(&state.pool, p.scope(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))
@@ -539,7 +542,7 @@ impl AdminUsersApi {
                 &request_id,
                 "user.sessions.revoke",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -595,11 +598,11 @@ impl AdminUsersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<UnlockResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let uid = user_id(&id.0)?;
+            let uid = id.0.get("user")?;
             users::get(&state.pool, p.scope(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))
@@ -611,7 +614,7 @@ impl AdminUsersApi {
                 &request_id,
                 "user.unlock",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;

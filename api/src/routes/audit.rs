@@ -11,6 +11,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Query,
     payload::{Json, PlainText},
+    validation::{MaxLength, MinLength, Pattern},
 };
 use serde_json::Value;
 use shared::{
@@ -19,7 +20,12 @@ use shared::{
 };
 
 use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
+    AppState,
+    access::Principal,
+    auth::Admin,
+    error::ApiError,
+    extract::{Cursor, PageSize, Params, page},
+    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -100,16 +106,18 @@ pub enum CsvResponse {
     ),
 }
 
-/// The query filters.
-struct Filters {
-    organization_id: Option<String>,
-    actor: Option<String>,
-    action: Option<String>,
-    resource_type: Option<String>,
-    resource_id: Option<String>,
-    result: Option<String>,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
+crate::query_params! {
+    /// The query filters.
+    pub struct Filters {
+        organization_id: Option<String>,
+        actor: Option<String> where [MinLength::new(1), MaxLength::new(200)],
+        action: Option<String> where [MinLength::new(1), MaxLength::new(200)],
+        resource_type: Option<String> where [MinLength::new(1), MaxLength::new(200)],
+        resource_id: Option<String> where [MinLength::new(1), MaxLength::new(200)],
+        result: Option<String> where [Pattern::new("^(success|failure)$")],
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    }
 }
 
 fn filter<'a>(
@@ -158,52 +166,19 @@ impl AuditApi {
     /// admins), `actor`, `action` (exact, or a prefix ending in `.`),
     /// `resource_type`, `resource_id`, `result`, `since` and `until`.
     #[oai(path = "/", method = "get", operation_id = "audit.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        organization_id: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] actor: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] action: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] resource_type: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] resource_id: Query<Option<String>>,
-        #[oai(validator(pattern = "^(success|failure)$"))] result: Query<Option<String>>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
-        cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        filters: Params<Filters>,
+        cursor: Query<Option<Cursor<i64>>>,
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let limit = limit.0.unwrap_or(50);
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 500"));
-        }
-        let before = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>()
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
-        let f = Filters {
-            organization_id: organization_id.0,
-            actor: actor.0,
-            action: action.0,
-            resource_type: resource_type.0,
-            resource_id: resource_id.0,
-            result: result.0,
-            since: since.0,
-            until: until.0,
-        };
-        let filter = filter(&p, &f, before)?;
-        let mut rows = audit::list(&state.pool, filter, i64::from(limit) + 1).await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        let before = cursor.0.map(|c| c.0);
+        let filter = filter(&p, &filters.0, before)?;
+        let rows = audit::list(&state.pool, filter, limit.0.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(PageResponse::Ok(Json(AuditPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -213,33 +188,15 @@ impl AuditApi {
     /// The same rows as CSV (at most 10,000, newest first). The export is
     /// itself audited.
     #[oai(path = "/export", method = "get", operation_id = "audit.export")]
-    #[expect(clippy::too_many_arguments)]
     async fn export(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        organization_id: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] actor: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] action: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] resource_type: Query<Option<String>>,
-        #[oai(validator(min_length = 1, max_length = 200))] resource_id: Query<Option<String>>,
-        #[oai(validator(pattern = "^(success|failure)$"))] result: Query<Option<String>>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
+        filters: Params<Filters>,
     ) -> Result<CsvResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let f = Filters {
-            organization_id: organization_id.0,
-            actor: actor.0,
-            action: action.0,
-            resource_type: resource_type.0,
-            resource_id: resource_id.0,
-            result: result.0,
-            since: since.0,
-            until: until.0,
-        };
-        let filter = filter(&p, &f, None)?;
+        let filter = filter(&p, &filters.0, None)?;
         let rows = audit::list(&state.pool, filter, MAX_EXPORT).await?;
         let mut out = String::from(
             "id,created_at,organization_id,actor,action,resource_type,resource_id,result,request_id,details\r\n",

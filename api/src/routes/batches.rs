@@ -26,7 +26,14 @@ use shared::{
     templates::requested_locale,
 };
 
-use crate::{AppState, auth::ServiceKey, body::StrictJson, error::ApiError, routes::ApiTags};
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    body::StrictJson,
+    error::ApiError,
+    extract::{Cursor, PageSize, PathId, page},
+    routes::ApiTags,
+};
 
 mod views;
 pub use views::*;
@@ -39,8 +46,6 @@ const MAX_SEQ: i32 = 1_000_000;
 const MAX_KEYS: usize = 50;
 /// Largest `data` of one recipient, as JSON.
 const MAX_DATA_BYTES: usize = 16 * 1024;
-/// Most notifications on one page.
-const MAX_PAGE: u32 = 500;
 
 /// The batch endpoints.
 #[derive(Debug)]
@@ -48,10 +53,6 @@ pub struct BatchesApi;
 
 fn status_url(id: BatchId) -> String {
     format!("/api/v1/services/notifications/batches/{id}")
-}
-
-fn batch_id(raw: &str) -> Result<BatchId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("batch"))
 }
 
 /// Checks a chunk's recipients against the batch's channels, and returns
@@ -376,7 +377,7 @@ impl BatchesApi {
     ) -> Result<SendChunkResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
         let req = &body.0;
-        let id = batch_id(&req.batch_id)?;
+        let id = crate::extract::id(&req.batch_id, "batch")?;
         if !(0..=MAX_SEQ).contains(&req.seq) {
             return Err(ApiError::invalid("seq", format!("must be 0 to {MAX_SEQ}")));
         }
@@ -436,10 +437,10 @@ impl BatchesApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<BatchId>>,
     ) -> Result<BatchResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = batch_id(&id.0)?;
+        let id = id.0.get("batch")?;
         let mut conn = state.pool.acquire().await?;
         match batches::close(&mut conn, tenant_id, id).await? {
             batches::Transition::Done => tracing::info!(batch_id = %id, "batch closed"),
@@ -470,10 +471,10 @@ impl BatchesApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<BatchId>>,
     ) -> Result<BatchResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = batch_id(&id.0)?;
+        let id = id.0.get("batch")?;
         let mut tx = state.pool.begin().await?;
         let (done, cancelled) = batches::cancel(&mut tx, tenant_id, id).await?;
         tx.commit().await?;
@@ -502,9 +503,9 @@ impl BatchesApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<BatchId>>,
     ) -> Result<BatchResponse, ApiError> {
-        let id = batch_id(&id.0)?;
+        let id = id.0.get("batch")?;
         Ok(BatchResponse::Ok(Json(
             load(&state, auth.0.tenant_id, id).await?,
         )))
@@ -521,24 +522,16 @@ impl BatchesApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<BatchId>>,
         /// Only this status.
         status: Query<Option<String>>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Notifications per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<NotificationId>>>,
+        /// Notifications per page.
+        limit: Query<PageSize>,
     ) -> Result<ItemsResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = batch_id(&id.0)?;
-        let limit = limit.0.unwrap_or(100);
-        if !(1..=MAX_PAGE).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("must be 1 to {MAX_PAGE}"),
-            ));
-        }
+        let id = id.0.get("batch")?;
         let status = match status.0.as_deref() {
             None => None,
             Some(s) => Some(
@@ -549,31 +542,14 @@ impl BatchesApi {
                     .ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not a status")))?,
             ),
         };
-        let after =
-            match cursor.0.as_deref() {
-                None => None,
-                Some(c) => Some(c.parse::<NotificationId>().map_err(|_| {
-                    ApiError::invalid("cursor", "is not a cursor this API returned")
-                })?),
-            };
+        let after = cursor.0.map(|c| c.0);
         if batches::get(&state.pool, tenant_id, id).await?.is_none() {
             return Err(ApiError::NotFound("batch"));
         }
-        let mut items = batches::notifications(
-            &state.pool,
-            tenant_id,
-            id,
-            status,
-            after,
-            i64::from(limit) + 1,
-        )
-        .await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|i| i.id.to_string())
-        } else {
-            None
-        };
+        let items =
+            batches::notifications(&state.pool, tenant_id, id, status, after, limit.0.fetch())
+                .await?;
+        let (items, next_cursor) = page(items, limit.0, |i| i.id);
         Ok(ItemsResponse::Ok(Json(BatchItemsPage {
             items: items
                 .into_iter()

@@ -351,7 +351,7 @@ impl BroadcastsApi {
             p.require_platform(),
         )
         .await?;
-        let id: uuid::Uuid = id.0.parse().map_err(|_| ApiError::NotFound("broadcast"))?;
+        let id = crate::extract::id::<uuid::Uuid>(&id.0, "broadcast")?;
         let b = topics::get_broadcast(&state.pool, id)
             .await?
             .ok_or(ApiError::NotFound("broadcast"))?;

@@ -9,6 +9,7 @@
 //! their row, column and reason and do not stop valid ones; a file-level
 //! error fails the job and sends nothing.
 
+use crate::extract::PathId;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use poem::web::{Data, Field, Multipart};
@@ -142,10 +143,6 @@ pub enum ErrorsResponse {
         Binary<poem::Body>,
         #[oai(header = "Content-Disposition")] String,
     ),
-}
-
-fn job_id(raw: &str) -> Result<BulkJobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("bulk job"))
 }
 
 fn status_url(id: BulkJobId) -> String {
@@ -494,9 +491,9 @@ impl BulkApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        job_id: Path<String>,
+        job_id: Path<PathId<BulkJobId>>,
     ) -> Result<BulkResponse, ApiError> {
-        let id = self::job_id(&job_id.0)?;
+        let id = job_id.0.get("bulk job")?;
         Ok(BulkResponse::Ok(Json(
             load(&state, auth.0.tenant_id, id).await?,
         )))
@@ -513,9 +510,9 @@ impl BulkApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        job_id: Path<String>,
+        job_id: Path<PathId<BulkJobId>>,
     ) -> Result<ErrorsResponse, ApiError> {
-        let id = self::job_id(&job_id.0)?;
+        let id = job_id.0.get("bulk job")?;
         let mut conn = state.pool.acquire().await?;
         if bulk::get(&mut conn, auth.0.tenant_id, id).await?.is_none() {
             return Err(ApiError::NotFound("bulk job"));
@@ -576,10 +573,10 @@ impl BulkApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        job_id: Path<String>,
+        job_id: Path<PathId<BulkJobId>>,
     ) -> Result<BulkResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = self::job_id(&job_id.0)?;
+        let id = job_id.0.get("bulk job")?;
         let mut tx = state.pool.begin().await?;
         let done = bulk::cancel(&mut tx, tenant_id, id).await?;
         tx.commit().await?;

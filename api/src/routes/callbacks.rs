@@ -88,7 +88,7 @@ struct Found {
 /// names no organisation until it is found (platform scope,
 /// `provider_callback`); the rest of the request is walled to the config's.
 async fn find(state: &AppState, raw_id: &str, kind: ProviderKind) -> Result<Found, ApiError> {
-    let id = Uuid::parse_str(raw_id).map_err(|_| ApiError::NotFound("provider"))?;
+    let id = crate::extract::id(raw_id, "provider")?;
     let lookup = providers::find_for_callback(&state.pool, id);
     let (tenant_id, config) = shared::db::scope::platform("provider_callback", lookup)
         .await?

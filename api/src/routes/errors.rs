@@ -14,6 +14,7 @@ use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
     payload::Json,
+    validation::Pattern,
 };
 use shared::{
     db::errors::{self as store, Filter, Group, Recovery, Share, Tally},
@@ -22,7 +23,12 @@ use shared::{
 use uuid::Uuid;
 
 use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
+    AppState,
+    access::Principal,
+    auth::Admin,
+    error::ApiError,
+    extract::{Cursor, PageSize, Params, PathId, page},
+    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -334,24 +340,6 @@ pub enum ErrorStatisticsResponse {
 /// Longest range of statistics.
 const MAX_RANGE_DAYS: i64 = 366;
 
-fn bad_cursor() -> ApiError {
-    ApiError::invalid("cursor", "is not a cursor this API returned")
-}
-
-fn encode_cursor(g: &Group) -> String {
-    format!("{}.{}", g.last_seen.timestamp_micros(), g.id)
-}
-
-fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let (at, id) = raw.split_once('.').ok_or_else(bad_cursor)?;
-    let at = at
-        .parse::<i64>()
-        .ok()
-        .and_then(crate::input::cursor_time)
-        .ok_or_else(bad_cursor)?;
-    Ok((at, Uuid::parse_str(id).map_err(|_| bad_cursor())?))
-}
-
 /// `t` within what Postgres stores.
 fn clamp(t: DateTime<Utc>) -> DateTime<Utc> {
     let low = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
@@ -409,40 +397,44 @@ impl ErrorsApi {
     }
 }
 
+crate::query_params! {
+    /// The filters and page of the error group list.
+    pub struct ListQuery {
+        class: Option<ErrorClassParam>,
+        kind: Option<ErrorKindParam>,
+        channel: Option<ChannelParam>,
+        provider: Option<String> where [Pattern::new("^[a-z0-9_]{1,64}$")],
+        since: Option<DateTime<Utc>>,
+        cursor: Option<Cursor<(DateTime<Utc>, Uuid)>>,
+        limit: PageSize,
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Operations")]
 impl ErrorsApi {
     /// Error groups (admins): failures of the same cause, last seen first,
     /// with their counts, sample ids and recoveries. Narrow by `class`,
     /// `kind`, `channel`, `provider` and `since` (last seen at or after).
     #[oai(path = "/errors", method = "get", operation_id = "errors.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        class: Query<Option<ErrorClassParam>>,
-        kind: Query<Option<ErrorKindParam>>,
-        channel: Query<Option<ChannelParam>>,
-        #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] provider: Query<Option<String>>,
-        since: Query<Option<DateTime<Utc>>>,
-        #[oai(validator(max_length = 100))] cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+        query: Params<ListQuery>,
     ) -> Result<ErrorGroupPageResponse, ApiError> {
+        let q = query.0;
         let scope = Self::scope(&state, &auth, &request_id, "error_group.list", None).await?;
         let filter = Filter {
-            class: class.0.map(Into::into),
-            kind: kind.0.map(Into::into),
-            channel: channel.0.map(|c| c.as_str().to_owned()),
-            provider: provider.0,
-            since: since.0.map(clamp),
+            class: q.class.map(Into::into),
+            kind: q.kind.map(Into::into),
+            channel: q.channel.map(|c| c.as_str().to_owned()),
+            provider: q.provider,
+            since: q.since.map(clamp),
         };
-        let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let limit = limit.0.unwrap_or(50).clamp(1, 200) as usize;
-        let mut rows = store::list(&state.pool, scope, &filter, after, limit as i64 + 1).await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next_cursor = more.then(|| rows.last().map(encode_cursor)).flatten();
+        let after = q.cursor.map(|c| c.0);
+        let rows = store::list(&state.pool, scope, &filter, after, q.limit.fetch()).await?;
+        let (rows, next_cursor) = page(rows, q.limit, |g: &Group| (g.last_seen, g.id));
         Ok(ErrorGroupPageResponse::Ok(Json(ErrorGroupPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -511,17 +503,24 @@ impl ErrorsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<Uuid>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ErrorGroupResponse, ApiError> {
-        let raw = id.0.to_string();
-        let scope = Self::scope(&state, &auth, &request_id, "error_group.read", Some(&raw)).await?;
-        let group = store::get(&state.pool, scope, id.0)
+        let scope = Self::scope(
+            &state,
+            &auth,
+            &request_id,
+            "error_group.read",
+            Some(id.0.raw()),
+        )
+        .await?;
+        let id = id.0.get("error group")?;
+        let group = store::get(&state.pool, scope, id)
             .await?
             .ok_or(ApiError::NotFound("error group"))?;
         let affected_organizations = match scope {
             Some(_) => None,
             None => Some(
-                store::shares_across_tenants(&state.pool, id.0)
+                store::shares_across_tenants(&state.pool, id)
                     .await?
                     .into_iter()
                     .map(Into::into)
@@ -546,33 +545,25 @@ impl ErrorsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<Uuid>,
-        #[oai(validator(pattern = "^[1-9][0-9]{0,17}$"))] cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+        id: Path<PathId<Uuid>>,
+        cursor: Query<Option<Cursor<i64>>>,
+        limit: Query<PageSize>,
     ) -> Result<RecoveryPageResponse, ApiError> {
-        let raw = id.0.to_string();
-        let scope = Self::scope(&state, &auth, &request_id, "error_group.read", Some(&raw)).await?;
-        let before = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(bad_cursor)
-            })
-            .transpose()?;
-        store::get(&state.pool, scope, id.0)
+        let scope = Self::scope(
+            &state,
+            &auth,
+            &request_id,
+            "error_group.read",
+            Some(id.0.raw()),
+        )
+        .await?;
+        let id = id.0.get("error group")?;
+        store::get(&state.pool, scope, id)
             .await?
             .ok_or(ApiError::NotFound("error group"))?;
-        let limit = limit.0.unwrap_or(50).clamp(1, 200) as usize;
-        let mut rows =
-            store::recoveries(&state.pool, scope, id.0, before, limit as i64 + 1).await?;
-        let more = rows.len() > limit;
-        rows.truncate(limit);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        let before = cursor.0.map(|c| c.0);
+        let rows = store::recoveries(&state.pool, scope, id, before, limit.0.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(RecoveryPageResponse::Ok(Json(RecoveryPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,

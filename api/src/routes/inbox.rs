@@ -4,7 +4,6 @@
 //! anyone else, in this tenant or another, answers 404. Lists are newest
 //! first, paginated by an opaque cursor.
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -24,10 +23,15 @@ use shared::{
 };
 use sqlx::{Postgres, Transaction};
 
-use crate::{AppState, auth::UserJwt, error::ApiError, identity::Identity, routes::ApiTags};
+use crate::{
+    AppState,
+    auth::UserJwt,
+    error::ApiError,
+    extract::{Cursor, PageSize, PathId, page},
+    identity::Identity,
+    routes::ApiTags,
+};
 
-/// Most entries per page.
-const MAX_LIMIT: u32 = 100;
 /// Most ids in one bulk delete.
 const MAX_BULK: usize = 100;
 
@@ -145,33 +149,6 @@ pub enum DeletedResponse {
     NoContent,
 }
 
-fn encode_cursor(item: &Item) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        item.created_at.timestamp_micros(),
-        item.id
-    ))
-}
-
-fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, NotificationId), ApiError> {
-    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
-    let text = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .map_err(|_| bad())?;
-    let text = String::from_utf8(text).map_err(|_| bad())?;
-    let (micros, id) = text.split_once('|').ok_or_else(bad)?;
-    let at = micros
-        .parse()
-        .ok()
-        .and_then(crate::input::cursor_time)
-        .ok_or_else(bad)?;
-    Ok((at, id.parse().map_err(|_| bad())?))
-}
-
-fn entry_id(raw: &str) -> Result<NotificationId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("notification"))
-}
-
 /// The signed-in user's subscriber row, if they ever received anything.
 async fn subscriber(state: &AppState, who: &Identity) -> Result<Option<SubscriberId>, ApiError> {
     Ok(subscribers::find(&state.pool, who.tenant_id, &who.subject).await?)
@@ -197,19 +174,11 @@ impl InboxApi {
         /// Only this category.
         category: Query<Option<String>>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Entries per page, 1 to 100 (default 20).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<(DateTime<Utc>, NotificationId)>>>,
+        /// Entries per page.
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
-        let limit = limit.0.unwrap_or(20);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("must be 1 to {MAX_LIMIT}"),
-            ));
-        }
-        let before = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let before = cursor.0.map(|c| c.0);
         let Some(subscriber_id) = subscriber(&state, &auth.0).await? else {
             return Ok(PageResponse::Ok(Json(InboxPage {
                 items: vec![],
@@ -221,21 +190,16 @@ impl InboxApi {
             archived: archived.0,
             category: category.0,
         };
-        let mut items = inbox::list(
+        let items = inbox::list(
             &state.pool,
             auth.0.tenant_id,
             subscriber_id,
             &filter,
             before,
-            i64::from(limit) + 1,
+            limit.0.fetch(),
         )
         .await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(encode_cursor)
-        } else {
-            None
-        };
+        let (items, next_cursor) = page(items, limit.0, |i: &Item| (i.created_at, i.id));
         Ok(PageResponse::Ok(Json(InboxPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -338,9 +302,9 @@ impl InboxApi {
         &self,
         auth: UserJwt,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        let id = entry_id(&id.0)?;
+        let id = id.0.get("notification")?;
         let subscriber_id = subscriber(&state, &auth.0)
             .await?
             .ok_or(ApiError::NotFound("notification"))?;
@@ -356,9 +320,9 @@ impl InboxApi {
         &self,
         auth: UserJwt,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        change(&state, &auth.0, &id.0, Change::Read).await
+        change(&state, &auth.0, id.0.raw(), Change::Read).await
     }
 
     /// Mark an entry unread.
@@ -367,9 +331,9 @@ impl InboxApi {
         &self,
         auth: UserJwt,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        change(&state, &auth.0, &id.0, Change::Unread).await
+        change(&state, &auth.0, id.0.raw(), Change::Unread).await
     }
 
     /// Archive an entry.
@@ -382,9 +346,9 @@ impl InboxApi {
         &self,
         auth: UserJwt,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        change(&state, &auth.0, &id.0, Change::Archive).await
+        change(&state, &auth.0, id.0.raw(), Change::Archive).await
     }
 
     /// Delete an entry.
@@ -393,9 +357,9 @@ impl InboxApi {
         &self,
         auth: UserJwt,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<DeletedResponse, ApiError> {
-        let id = entry_id(&id.0)?;
+        let id = id.0.get("notification")?;
         let subscriber_id = subscriber(&state, &auth.0)
             .await?
             .ok_or(ApiError::NotFound("notification"))?;
@@ -418,7 +382,7 @@ async fn change(
     raw_id: &str,
     change: Change,
 ) -> Result<EntryResponse, ApiError> {
-    let id = entry_id(raw_id)?;
+    let id = crate::extract::id(raw_id, "notification")?;
     let subscriber_id = subscriber(state, who)
         .await?
         .ok_or(ApiError::NotFound("notification"))?;
@@ -459,41 +423,4 @@ async fn finish_change(
         tracing::warn!(%error, "cannot publish inbox events; clients catch up on reconnect");
     }
     Ok(())
-}
-
-/// Cursor properties: any text decodes without a panic, and every entry a
-/// page ends with round-trips to its `(created_at, id)`.
-#[cfg(test)]
-mod properties {
-    use base64::Engine as _;
-    use proptest::prelude::*;
-    use sqlx::types::Json;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn any_cursor_is_decoded_or_refused_without_a_panic(raw in any::<String>(), text in "[-0-9|a-f]{0,60}") {
-            let _ = decode_cursor(&raw);
-            let _ = decode_cursor(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text));
-        }
-
-        #[test]
-        fn cursors_round_trip(
-            micros in -62_135_596_800_000_000_i64..253_402_300_799_999_999,
-            id in any::<u128>(),
-        ) {
-            let item = Item {
-                id: NotificationId(uuid::Uuid::from_u128(id)),
-                category: None,
-                content: Json(Value::Null),
-                read_at: None,
-                archived_at: None,
-                created_at: DateTime::from_timestamp_micros(micros).unwrap(),
-            };
-            let (at, back) = decode_cursor(&encode_cursor(&item)).unwrap();
-            prop_assert_eq!(at, item.created_at);
-            prop_assert_eq!(back, item.id);
-        }
-    }
 }

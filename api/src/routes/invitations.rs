@@ -17,6 +17,7 @@
 //! fail the others. Every action, and every refusal, is audited without the
 //! token.
 
+use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -238,8 +239,8 @@ impl InvitationsApi {
         status: Query<Option<String>>,
         invitation_type: Query<Option<String>>,
         email: Query<Option<String>>,
-        cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<Uuid>>>,
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         const STATUSES: &[&str] = &[
@@ -269,20 +270,9 @@ impl InvitationsApi {
         if email.0.as_ref().is_some_and(|e| e.len() > 254) {
             return Err(ApiError::invalid("email", "must be at most 254 characters"));
         }
-        let limit = limit.0.unwrap_or(50);
-        if !(1..=200).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 200"));
-        }
-        let after = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
+        let limit = limit.0;
         let mut rows = Vec::new();
-        let mut after = after;
+        let mut after = cursor.0.map(|c| c.0);
         // Non-admins see only what they sent: filter while paging.
         loop {
             let batch = invitations::list(
@@ -294,25 +284,21 @@ impl InvitationsApi {
                     email: email.0.as_deref(),
                     after,
                 },
-                i64::from(limit) + 1,
+                limit.fetch(),
             )
             .await?;
-            let exhausted = batch.len() <= limit as usize;
+            let exhausted = batch.len() <= limit.get();
             after = batch.last().map(|i| i.id);
             rows.extend(
                 batch
                     .into_iter()
                     .filter(|i| check_can_manage(&p, i).is_ok()),
             );
-            if exhausted || rows.len() > limit as usize {
+            if exhausted || rows.len() > limit.get() {
                 break;
             }
         }
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|i| i.id.to_string()))
-            .flatten();
+        let (rows, next_cursor) = page(rows, limit, |i| i.id);
         Ok(PageResponse::Ok(Json(InvitationPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -480,11 +466,11 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let inv = invitations::get(&state.pool, p.scope(), invitation_id(&id.0)?)
+            let inv = invitations::get(&state.pool, p.scope(), id.0.get("invitation")?)
                 .await?
                 .ok_or(ApiError::NotFound("invitation"))?;
             check_can_manage(&p, &inv)?;
@@ -497,7 +483,7 @@ impl InvitationsApi {
                 &request_id,
                 "invitation.read",
                 "invitation",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -511,12 +497,12 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let inv = invitations::get(&state.pool, p.scope(), invitation_id(&id.0)?)
+            let inv = invitations::get(&state.pool, p.scope(), id.0.get("invitation")?)
                 .await?
                 .ok_or(ApiError::NotFound("invitation"))?;
             check_can_manage(&p, &inv)?;
@@ -529,7 +515,7 @@ impl InvitationsApi {
                 &request_id,
                 "invitation.update",
                 "invitation",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -564,7 +550,7 @@ impl InvitationsApi {
                 &request_id,
                 "invitation.update",
                 "invitation",
-                Some(&id.0),
+                Some(id.0.raw()),
                 updated,
             )
             .await?;
@@ -589,10 +575,10 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<CancelResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        cancel_one(&state, &p, &request_id, &id.0).await?;
+        cancel_one(&state, &p, &request_id, id.0.raw()).await?;
         Ok(CancelResponse::NoContent)
     }
 
@@ -608,13 +594,13 @@ impl InvitationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "30")))] expires_in_days: Query<
             Option<u32>,
         >,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let id = resend_one(&state, &p, &request_id, &id.0, expires_in_days.0).await?;
+        let id = resend_one(&state, &p, &request_id, id.0.raw(), expires_in_days.0).await?;
         let inv = invitations::get(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;

@@ -503,14 +503,10 @@ async fn quotas_view(state: &AppState, oid: TenantId, set: Vec<Quota>) -> Quotas
     }
 }
 
-fn parse_id(raw: &str) -> Result<TenantId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("organization"))
-}
-
 /// The organisation an admin may read: any for a platform admin, its own
 /// for an organisation's admin (another id answers 404).
 async fn readable(state: &AppState, p: &Principal, raw: &str) -> Result<TenantId, ApiError> {
-    let id = parse_id(raw)?;
+    let id = crate::extract::id(raw, "organization")?;
     if p.scope().is_some_and(|own| own != id) {
         return Err(ApiError::NotFound("organization"));
     }
@@ -530,7 +526,7 @@ async fn writable(state: &AppState, p: &Principal, raw: &str) -> Result<TenantId
         }
     }
     p.require_platform()?;
-    let id = parse_id(raw)?;
+    let id = crate::extract::id(raw, "organization")?;
     organizations::get(&state.pool, id)
         .await?
         .ok_or(ApiError::NotFound("organization"))?;

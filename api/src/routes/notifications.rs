@@ -6,6 +6,7 @@
 //! Right after the commit the API pushes the job to Redis; if that fails, the
 //! scheduler's dispatcher pushes it later.
 
+use crate::extract::PathId;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, param::Path, payload::Json};
@@ -590,12 +591,10 @@ impl NotificationsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<CancelResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id: NotificationId =
-            id.0.parse()
-                .map_err(|_| ApiError::NotFound("notification"))?;
+        let id = id.0.get("notification")?;
         let mut conn = state.pool.acquire().await?;
         match notifications::cancel(&mut conn, tenant_id, id).await? {
             notifications::Cancelled::Done => {
@@ -619,12 +618,10 @@ impl NotificationsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<GetResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id: NotificationId =
-            id.0.parse()
-                .map_err(|_| ApiError::NotFound("notification"))?;
+        let id = id.0.get("notification")?;
         // One snapshot for the row and its attempts, so a worker recording an
         // attempt in between cannot make them disagree.
         let mut tx = state.pool.begin().await?;

@@ -10,6 +10,7 @@
 //! is `compliant: false`. With the setting `block_phi_when_non_compliant`,
 //! its sends marked `phi: true` are refused with 403.
 
+use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, NaiveDate, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -120,8 +121,8 @@ impl OrganizationsApi {
         #[oai(name = "type")] kind: Query<Option<String>>,
         name: Query<Option<String>>,
         compliant: Query<Option<bool>>,
-        cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<TenantId>>>,
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         p.refused(
@@ -147,8 +148,7 @@ impl OrganizationsApi {
         if name.0.as_ref().is_some_and(|n| n.chars().count() > 200) {
             return Err(ApiError::invalid("name", "must be at most 200 characters"));
         }
-        let limit = check_limit(limit.0)?;
-        let mut rows = organizations::list(
+        let rows = organizations::list(
             &state.pool,
             Filter {
                 status: status.0.as_deref(),
@@ -156,16 +156,12 @@ impl OrganizationsApi {
                 name: name.0.as_deref(),
                 compliant: compliant.0,
                 today: today(),
-                after: decode_cursor(cursor.0.as_deref())?,
+                after: cursor.0.map(|c| c.0),
             },
-            i64::from(limit) + 1,
+            limit.0.fetch(),
         )
         .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|o| o.id.to_string()))
-            .flatten();
+        let (rows, next_cursor) = page(rows, limit.0, |o| o.id);
         Ok(PageResponse::Ok(Json(OrganizationPage {
             items: rows.into_iter().map(view).collect(),
             next_cursor,
@@ -242,11 +238,11 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
-            let id = org_id(&id.0)?;
+            let id = id.0.get("organization")?;
             if p.scope().is_some_and(|own| own != id) {
                 return Err(ApiError::NotFound("organization"));
             }
@@ -261,7 +257,7 @@ impl OrganizationsApi {
                 &request_id,
                 "organization.read",
                 "organization",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -275,7 +271,7 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
         body: StrictJson<UpdateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -285,8 +281,8 @@ impl OrganizationsApi {
                 &request_id,
                 "organization.update",
                 "organization",
-                Some(&id.0),
-                platform_target(&p, &id.0),
+                Some(id.0.raw()),
+                platform_target(&p, id.0.raw()),
             )
             .await?;
         let b = body.0;
@@ -328,7 +324,7 @@ impl OrganizationsApi {
             &request_id,
             "organization.update",
             "organization",
-            Some(&id.0),
+            Some(id.0.raw()),
             result,
         )
         .await?;
@@ -362,13 +358,13 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
         set_status(
             &auth,
             &state,
             &request_id,
-            &id.0,
+            id.0.raw(),
             "inactive",
             "organization.deactivate",
         )
@@ -386,13 +382,13 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
         set_status(
             &auth,
             &state,
             &request_id,
-            &id.0,
+            id.0.raw(),
             "active",
             "organization.activate",
         )
@@ -412,7 +408,7 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
         body: StrictJson<SignBaa>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -422,8 +418,8 @@ impl OrganizationsApi {
                 &request_id,
                 "organization.sign_baa",
                 "organization",
-                Some(&id.0),
-                platform_target(&p, &id.0),
+                Some(id.0.raw()),
+                platform_target(&p, id.0.raw()),
             )
             .await?;
         let b = body.0;
@@ -461,7 +457,7 @@ impl OrganizationsApi {
             &request_id,
             "organization.sign_baa",
             "organization",
-            Some(&id.0),
+            Some(id.0.raw()),
             result,
         )
         .await?;
@@ -503,7 +499,7 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
     ) -> Result<HistoryResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let oid = p
@@ -512,8 +508,8 @@ impl OrganizationsApi {
                 &request_id,
                 "organization.baa_history",
                 "organization",
-                Some(&id.0),
-                platform_target(&p, &id.0),
+                Some(id.0.raw()),
+                platform_target(&p, id.0.raw()),
             )
             .await?;
         organizations::get(&state.pool, oid)
@@ -545,7 +541,7 @@ impl OrganizationsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TenantId>>,
         body: StrictJson<AssignAdmin>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -555,8 +551,8 @@ impl OrganizationsApi {
                 &request_id,
                 "organization.assign_admin",
                 "organization",
-                Some(&id.0),
-                platform_target(&p, &id.0),
+                Some(id.0.raw()),
+                platform_target(&p, id.0.raw()),
             )
             .await?;
         let user_id = uuid::Uuid::parse_str(&body.0.user_id)
@@ -584,7 +580,7 @@ impl OrganizationsApi {
                 &request_id,
                 "organization.assign_admin",
                 "organization",
-                Some(&id.0),
+                Some(id.0.raw()),
                 result,
             )
             .await?;
@@ -617,7 +613,7 @@ fn platform_target(p: &Principal, raw: &str) -> Result<TenantId, ApiError> {
         }
     }
     p.require_platform()?;
-    org_id(raw)
+    crate::extract::id(raw, "organization")
 }
 
 /// The platform organisation is not changed through this API.

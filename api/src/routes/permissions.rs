@@ -14,6 +14,7 @@ pub mod delegations;
 mod input;
 mod views;
 
+use crate::extract::{Cursor, PageSize, PathId, page};
 use std::collections::BTreeMap;
 
 use poem::web::Data;
@@ -35,8 +36,8 @@ use crate::{
     middleware::RequestId, routes::ApiTags,
 };
 
+use input::set_fields;
 pub use input::{MAX_INCLUDES, MAX_PERMISSIONS, find_cycle, parse_permissions};
-use input::{set_fields, set_id};
 pub use views::*;
 
 /// The permission endpoints.
@@ -49,7 +50,7 @@ pub async fn member(
     tenant: TenantId,
     raw: &str,
 ) -> Result<users::User, ApiError> {
-    let id = Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("user"))?;
+    let id = crate::extract::id(raw, "user")?;
     users::get(&state.pool, Some(tenant), id)
         .await?
         .ok_or(ApiError::NotFound("user"))
@@ -104,27 +105,14 @@ impl PermissionsApi {
         auth: Admin,
         state: Data<&AppState>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Sets per page, 1 to 200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<Uuid>>>,
+        /// Sets per page.
+        limit: Query<PageSize>,
     ) -> Result<SetPageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let after = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
-        let limit = i64::from(limit.0.unwrap_or(50));
-        let mut rows = db::list_sets(&state.pool, p.caller.tenant_id, after, limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        let after = cursor.0.map(|c| c.0);
+        let rows = db::list_sets(&state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         let keys = keys_of(&state, p.caller.tenant_id).await?;
         Ok(SetPageResponse::Ok(Json(SetPage {
             items: rows.into_iter().map(|s| set_view(s, &keys, None)).collect(),
@@ -173,10 +161,10 @@ impl PermissionsApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<SetResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let id = set_id(&id.0)?;
+        let id = id.0.get("permission set")?;
         Ok(SetResponse::Ok(Json(
             read_set(&state, p.caller.tenant_id, id).await?,
         )))
@@ -194,12 +182,12 @@ impl PermissionsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<SetBody>,
     ) -> Result<SetResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match set_id(&id.0) {
+        let found = match id.0.get("permission set") {
             Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
                 Some(s) if s.tenant_id == Some(tenant) => Ok(sid),
                 _ => Err(ApiError::NotFound("permission set")),
@@ -212,7 +200,7 @@ impl PermissionsApi {
                 &request_id,
                 "permission_set.update",
                 "permission_set",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -241,12 +229,12 @@ impl PermissionsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<RemovedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
-        let outcome = match set_id(&id.0) {
+        let outcome = match id.0.get("permission set") {
             Ok(sid) => match db::delete_set(&mut tx, tenant, sid).await? {
                 db::SetDeletion::Deleted => Ok(sid),
                 db::SetDeletion::NotFound => Err(ApiError::NotFound("permission set")),
@@ -270,7 +258,7 @@ impl PermissionsApi {
                         &request_id,
                         "permission_set.delete",
                         "permission_set",
-                        Some(&id.0),
+                        Some(id.0.raw()),
                         Err(e),
                     )
                     .await;
@@ -398,13 +386,13 @@ impl PermissionsApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        if p.user_id.map(|u| u.to_string()) != Some(id.0.to_lowercase()) {
+        if p.user_id.map(|u| u.to_string()) != Some(id.0.raw().to_lowercase()) {
             p.require(Permission::PermissionsRead)?;
         }
-        let u = member(&state, p.caller.tenant_id, &id.0).await?;
+        let u = member(&state, p.caller.tenant_id, id.0.raw()).await?;
         effective_of(&state, p.caller.tenant_id, &u).await
     }
 
@@ -420,13 +408,13 @@ impl PermissionsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<AssignBody>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match member(&state, tenant, &id.0).await {
-            Ok(u) => match set_id(&body.0.set_id) {
+        let found = match member(&state, tenant, id.0.raw()).await {
+            Ok(u) => match crate::extract::id(&body.0.set_id, "permission set") {
                 Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
                     Some(set) => Ok((u, set)),
                     None => Err(ApiError::NotFound("permission set")),
@@ -441,7 +429,7 @@ impl PermissionsApi {
                 &request_id,
                 "permission_set.assign",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -481,19 +469,19 @@ impl PermissionsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<GrantBody>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = member(&state, tenant, &id.0).await;
+        let found = member(&state, tenant, id.0.raw()).await;
         let u = p
             .refused(
                 &state,
                 &request_id,
                 "permission.grant",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -536,19 +524,19 @@ impl PermissionsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         permission: Path<String>,
     ) -> Result<RemovedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = member(&state, tenant, &id.0).await;
+        let found = member(&state, tenant, id.0.raw()).await;
         let u = p
             .refused(
                 &state,
                 &request_id,
                 "permission.revoke",
                 "user",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;

@@ -5,6 +5,7 @@
 //! and provider ids bound in as associated data) and are never returned: the
 //! API answers their masked form. Every change is audited, without secrets.
 
+use crate::extract::PathId;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
@@ -146,10 +147,6 @@ pub enum DeleteResponse {
     /// Deleted.
     #[oai(status = 204)]
     Deleted,
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("provider"))
 }
 
 fn problems_of(list: Vec<(String, String)>) -> ApiError {
@@ -311,10 +308,10 @@ impl ProvidersApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ProviderResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("provider")?;
         let config = db::get(&state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("provider"))?;
@@ -329,11 +326,11 @@ impl ProvidersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("provider")?;
         let current = db::get(&state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("provider"))?;
@@ -426,10 +423,10 @@ impl ProvidersApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<DeleteResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("provider")?;
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("provider"));
         }

@@ -9,13 +9,18 @@
 
 use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
-use poem_openapi::{ApiResponse, Object, OpenApi, param::Query, payload::Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, validation::Pattern};
 use serde_json::Value;
 use shared::db::security_events::{self as events, Scope};
 use uuid::Uuid;
 
 use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
+    AppState,
+    access::Principal,
+    auth::Admin,
+    error::ApiError,
+    extract::{Cursor, PageSize, Params, page},
+    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -155,32 +160,53 @@ fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     t.map(|t| t.clamp(low, high))
 }
 
+crate::query_params! {
+    /// The filters and page of the security event list.
+    pub struct EventsQuery {
+        organization_id: Option<String>,
+        kind_filter as "type": Option<String> where [Pattern::new(
+            r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked|api_key\.created|api_key\.revoked|api_key\.networks_changed|api_key\.address_refused|rate_limit\.refused)$"
+        )],
+        user_id: Option<Uuid>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        cursor: Option<Cursor<i64>>,
+        limit: PageSize,
+    }
+}
+
+crate::query_params! {
+    /// The filters of the security statistics.
+    pub struct StatisticsQuery {
+        organization_id: Option<String>,
+        user_id: Option<Uuid>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1/security", tag = "ApiTags::Admin")]
 impl SecurityApi {
     /// Security events, newest first (admins), filtered by `type`,
     /// `user_id`, `since`, `until` and, for platform admins,
     /// `organization_id` (`platform`: events without an organisation).
     #[oai(path = "/events", method = "get", operation_id = "security.events")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        organization_id: Query<Option<String>>,
-        #[oai(
-            name = "type",
-            validator(
-                pattern = r"^(login\.succeeded|login\.failed|login\.throttled|account\.locked|account\.unlocked|refresh_token\.reused|session\.revoked|api_key\.created|api_key\.revoked|api_key\.networks_changed|api_key\.address_refused|rate_limit\.refused)$"
-            )
-        )]
-        kind_filter: Query<Option<String>>,
-        user_id: Query<Option<Uuid>>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
-        #[oai(validator(pattern = "^[1-9][0-9]{0,17}$"))] cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        query: Params<EventsQuery>,
     ) -> Result<EventsResponse, ApiError> {
+        let EventsQuery {
+            organization_id,
+            kind_filter,
+            user_id,
+            since,
+            until,
+            cursor,
+            limit,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let scope = p
             .refused(
@@ -189,42 +215,25 @@ impl SecurityApi {
                 "security.events",
                 "security_event",
                 None,
-                scope(&p, organization_id.0.as_deref()),
+                scope(&p, organization_id.as_deref()),
             )
             .await?;
-        let kind = kind(kind_filter.0.as_deref())?;
-        let limit = limit.0.unwrap_or(50);
-        if !(1..=500).contains(&limit) {
-            return Err(ApiError::invalid("limit", "must be 1 to 500"));
-        }
-        let before_id = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                c.parse::<i64>()
-                    .ok()
-                    .filter(|id| *id > 0)
-                    .ok_or_else(|| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
-        let mut rows = events::list(
+        let kind = kind(kind_filter.as_deref())?;
+        let before_id = cursor.map(|c| c.0);
+        let rows = events::list(
             &state.pool,
             events::Filter {
                 scope,
                 kind,
-                user_id: user_id.0,
-                since: clamp(since.0),
-                until: clamp(until.0),
+                user_id,
+                since: clamp(since),
+                until: clamp(until),
                 before_id,
             },
-            i64::from(limit) + 1,
+            limit.fetch(),
         )
         .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        let (rows, next_cursor) = page(rows, limit, |r| r.id);
         Ok(EventsResponse::Ok(Json(SecurityEventPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -239,17 +248,19 @@ impl SecurityApi {
         method = "get",
         operation_id = "security.statistics"
     )]
-    #[expect(clippy::too_many_arguments)]
     async fn statistics(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        organization_id: Query<Option<String>>,
-        user_id: Query<Option<Uuid>>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
+        query: Params<StatisticsQuery>,
     ) -> Result<StatisticsResponse, ApiError> {
+        let StatisticsQuery {
+            organization_id,
+            user_id,
+            since,
+            until,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let scope = p
             .refused(
@@ -258,11 +269,11 @@ impl SecurityApi {
                 "security.statistics",
                 "security_event",
                 None,
-                scope(&p, organization_id.0.as_deref()),
+                scope(&p, organization_id.as_deref()),
             )
             .await?;
-        let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
-        let since = match clamp(since.0) {
+        let until = clamp(Some(until.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
+        let since = match clamp(since) {
             Some(s) => s,
             None => until.checked_sub_signed(DEFAULT_WINDOW).unwrap_or(until),
         };
@@ -271,7 +282,7 @@ impl SecurityApi {
             events::Filter {
                 scope,
                 kind: None,
-                user_id: user_id.0,
+                user_id,
                 since: Some(since),
                 until: Some(until),
                 before_id: None,

@@ -29,12 +29,10 @@ use crate::{
     auth::{ServiceKey, UserJwt},
     body::StrictJson,
     error::{ApiError, InvalidParam},
+    extract::{Cursor, PageSize, PathId, page},
     routes::ApiTags,
 };
 
-/// Default and largest page.
-const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 200;
 /// Longest reference and user reference.
 const MAX_REFERENCE: usize = 255;
 /// A shipment can be refreshed once in this many seconds.
@@ -240,10 +238,6 @@ pub enum DeleteResponse {
     Deleted,
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("shipment"))
-}
-
 fn check_text(name: &str, value: Option<&str>, problems: &mut Vec<InvalidParam>) -> Option<String> {
     let v = value.map(str::trim).filter(|v| !v.is_empty())?;
     if v.chars().count() > MAX_REFERENCE || v.chars().any(char::is_control) {
@@ -323,18 +317,10 @@ impl ShipmentsApi {
         /// Only this status.
         status: Query<Option<String>>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Shipments per page, 1 to 200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<Uuid>>>,
+        /// Shipments per page.
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
-        let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("must be 1 to {MAX_LIMIT}"),
-            ));
-        }
         let status = match status.0.as_deref() {
             None => None,
             Some(s) => Some(ShipmentStatus::parse(s).ok_or_else(|| {
@@ -342,20 +328,16 @@ impl ShipmentsApi {
                 ApiError::invalid("status", format!("must be one of {}", known.join(", ")))
             })?),
         };
-        let before = match cursor.0.as_deref() {
-            None => None,
-            Some(c) => Some(
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor from this list"))?,
-            ),
-        };
-        let mut items = db::list(&state.pool, auth.tenant_id(), status, before, limit + 1).await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|s| s.id.to_string())
-        } else {
-            None
-        };
+        let before = cursor.0.map(|c| c.0);
+        let items = db::list(
+            &state.pool,
+            auth.tenant_id(),
+            status,
+            before,
+            limit.0.fetch(),
+        )
+        .await?;
+        let (items, next_cursor) = page(items, limit.0, |s| s.id);
         Ok(PageResponse::Ok(Json(ShipmentPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -368,9 +350,9 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ShipmentResponse, ApiError> {
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("shipment")?;
         let tenant = auth.tenant_id();
         let shipment = db::get(&state.pool, tenant, id)
             .await?
@@ -387,10 +369,10 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateShipment>,
     ) -> Result<ShipmentResponse, ApiError> {
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("shipment")?;
         let req = body.0;
         let mut problems = Vec::new();
         let reference = check_text("reference", req.reference.as_deref(), &mut problems);
@@ -416,9 +398,9 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<DeleteResponse, ApiError> {
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("shipment")?;
         if db::delete(&state.pool, auth.tenant_id(), id).await? {
             Ok(DeleteResponse::Deleted)
         } else {
@@ -437,9 +419,9 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<RefreshResponse, ApiError> {
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("shipment")?;
         let tenant = auth.tenant_id();
         let shipment = db::get(&state.pool, tenant, id)
             .await?

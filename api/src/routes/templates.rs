@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -29,14 +28,10 @@ use crate::{
     AppState,
     auth::Admin,
     error::{ApiError, InvalidParam},
+    extract::{Cursor, PageSize, PathId, page},
     middleware::RequestId,
     routes::ApiTags,
 };
-
-/// Templates per page unless `limit` says otherwise.
-const DEFAULT_LIMIT: u32 = 50;
-/// Most templates per page.
-const MAX_LIMIT: u32 = 200;
 
 /// The template administration endpoints.
 #[derive(Debug)]
@@ -218,26 +213,6 @@ fn invalid(errors: Vec<FieldError>) -> ApiError {
     ApiError::fields(errors)
 }
 
-fn template_id(raw: &str) -> Result<TemplateId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("template"))
-}
-
-fn encode_cursor(key: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
-}
-
-fn decode_cursor(raw: &str) -> Result<String, ApiError> {
-    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(raw)
-        .map_err(|_| bad())?;
-    // A key never holds control characters; a NUL would fail the query.
-    String::from_utf8(bytes)
-        .ok()
-        .filter(|k| (1..=100).contains(&k.len()) && !k.chars().any(char::is_control))
-        .ok_or_else(bad)
-}
-
 /// The channels a preview asks for, or the template's defaults.
 fn preview_channels(
     template: &Template,
@@ -329,32 +304,20 @@ impl TemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Templates per page, 1 to 200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<String>>>,
+        /// Templates per page.
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let caller = auth.caller();
-        let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("must be 1 to {MAX_LIMIT}"),
-            ));
-        }
-        let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let mut rows = templates::list(
+        let after = cursor.0.map(|c| c.0);
+        let rows = templates::list(
             &state.pool,
             caller.tenant_id,
             after.as_deref(),
-            i64::from(limit) + 1,
+            limit.0.fetch(),
         )
         .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| encode_cursor(&r.key)))
-            .flatten();
+        let (rows, next_cursor) = page(rows, limit.0, |r| r.key.clone());
         Ok(PageResponse::Ok(Json(TemplatePage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -367,10 +330,10 @@ impl TemplatesApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<TemplateId>>,
     ) -> Result<TemplateResponse, ApiError> {
         let caller = auth.caller();
-        let id = template_id(&id.0)?;
+        let id = id.0.get("template")?;
         let stored = templates::get(&state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
@@ -384,11 +347,11 @@ impl TemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TemplateId>>,
         body: Json<Value>,
     ) -> Result<TemplateResponse, ApiError> {
         let caller = auth.caller();
-        let id = template_id(&id.0)?;
+        let id = id.0.get("template")?;
         let template = Template::parse(body.0).map_err(invalid)?;
         let mut tx = state.pool.begin().await?;
         let stored = templates::update(&mut *tx, caller.tenant_id, id, &template)
@@ -417,10 +380,10 @@ impl TemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<TemplateId>>,
     ) -> Result<DeletedResponse, ApiError> {
         let caller = auth.caller();
-        let id = template_id(&id.0)?;
+        let id = id.0.get("template")?;
         let mut tx = state.pool.begin().await?;
         let key = templates::delete(&mut *tx, caller.tenant_id, id)
             .await?
@@ -456,11 +419,11 @@ impl TemplatesApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<TemplateId>>,
         body: StrictJson<PreviewRequest>,
     ) -> Result<PreviewResponse, ApiError> {
         let caller = auth.caller();
-        let id = template_id(&id.0)?;
+        let id = id.0.get("template")?;
         let req = body.0;
         let data = match req.data {
             None | Some(Value::Null) => json!({}),
@@ -501,34 +464,5 @@ fn render_problem(e: &RenderError) -> InvalidParam {
     InvalidParam {
         name: e.field().to_owned(),
         reason: e.reason(),
-    }
-}
-
-/// Cursor properties: any text decodes without a panic, to a key that can
-/// be queried (1 to 100 bytes, no control characters), and every key a page
-/// ends with round-trips.
-#[cfg(test)]
-mod properties {
-    use base64::Engine as _;
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn any_cursor_decodes_to_a_queryable_key_or_is_refused(raw in any::<String>(), bytes in proptest::collection::vec(any::<u8>(), 0..120)) {
-            let forged = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&bytes);
-            for raw in [raw, forged] {
-                if let Ok(key) = decode_cursor(&raw) {
-                    prop_assert!((1..=100).contains(&key.len()));
-                    prop_assert!(!key.chars().any(char::is_control), "{key:?}");
-                }
-            }
-        }
-
-        #[test]
-        fn template_keys_round_trip(key in "[a-z0-9][a-z0-9._-]{0,99}") {
-            prop_assert_eq!(decode_cursor(&encode_cursor(&key)).ok(), Some(key));
-        }
     }
 }

@@ -26,10 +26,15 @@ use shared::{
     domain::{ExternalId, Problems, TenantId, key_ok, one_line_ok},
 };
 
-use crate::{AppState, auth::ServiceKey, body::StrictJson, error::ApiError, routes::ApiTags};
+use crate::{
+    AppState,
+    auth::ServiceKey,
+    body::StrictJson,
+    error::ApiError,
+    extract::{Cursor, PageSize, page},
+    routes::ApiTags,
+};
 
-/// Most topics or members on one page.
-const MAX_PAGE: u32 = 500;
 mod sends;
 
 pub use sends::{
@@ -205,16 +210,6 @@ fn check_text(p: &mut Problems, name: &str, description: Option<&str>) {
     }
 }
 
-fn page_limit(limit: Option<u32>) -> Result<i64, ApiError> {
-    match limit.unwrap_or(100) {
-        l @ 1..=MAX_PAGE => Ok(i64::from(l)),
-        _ => Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_PAGE}"),
-        )),
-    }
-}
-
 /// The topic with `key`, or 404 (also for a malformed key and for another
 /// organisation's topic).
 pub(crate) async fn find(
@@ -305,31 +300,19 @@ impl TopicsApi {
         auth: ServiceKey,
         state: Data<&AppState>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Topics per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<String>>>,
+        /// Topics per page.
+        limit: Query<PageSize>,
     ) -> Result<TopicPageResponse, ApiError> {
-        let limit = page_limit(limit.0)?;
-        if cursor.0.as_deref().is_some_and(|c| !key_ok(c)) {
-            return Err(ApiError::invalid(
-                "cursor",
-                "is not a cursor this API returned",
-            ));
-        }
-        let mut items = topics::list(
+        let after = cursor.0.map(|c| c.0);
+        let items = topics::list(
             &state.pool,
             auth.0.tenant_id,
-            cursor.0.as_deref(),
-            limit + 1,
+            after.as_deref(),
+            limit.0.fetch(),
         )
         .await?;
-        let next_cursor = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|t| t.key.clone())
-        } else {
-            None
-        };
+        let (items, next_cursor) = page(items, limit.0, |t| t.key.clone());
         Ok(TopicPageResponse::Ok(Json(TopicPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -444,28 +427,16 @@ impl TopicsApi {
         state: Data<&AppState>,
         key: Path<String>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Members per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<uuid::Uuid>>>,
+        /// Members per page.
+        limit: Query<PageSize>,
     ) -> Result<MemberPageResponse, ApiError> {
-        let limit = page_limit(limit.0)?;
-        let after =
-            match cursor.0.as_deref() {
-                None => None,
-                Some(c) => Some(c.parse::<uuid::Uuid>().map_err(|_| {
-                    ApiError::invalid("cursor", "is not a cursor this API returned")
-                })?),
-            };
+        let after = cursor.0.map(|c| c.0);
         let tenant_id = auth.0.tenant_id;
         let topic = find(&state, tenant_id, &key.0).await?;
-        let mut items = topics::members(&state.pool, tenant_id, topic.id, after, limit + 1).await?;
-        let next_cursor = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|m| m.subscriber_id.to_string())
-        } else {
-            None
-        };
+        let items =
+            topics::members(&state.pool, tenant_id, topic.id, after, limit.0.fetch()).await?;
+        let (items, next_cursor) = page(items, limit.0, |m| m.subscriber_id);
         Ok(MemberPageResponse::Ok(Json(MemberPage {
             items: items
                 .into_iter()

@@ -220,7 +220,7 @@ impl UsersApi {
         id: Path<String>,
     ) -> Result<RevokedOneResponse, ApiError> {
         let who = auth.0;
-        let sid = Uuid::parse_str(&id.0).map_err(|_| ApiError::NotFound("session"))?;
+        let sid = crate::extract::id::<Uuid>(&id.0, "session")?;
         let user = platform_user(&who).ok_or(ApiError::NotFound("session"))?;
         let revoked = revoke_own(
             &state,

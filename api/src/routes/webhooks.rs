@@ -7,6 +7,7 @@
 //! connects. The signing secret is generated here, shown once (on creation and
 //! on rotation), and stored sealed. Every change is audited, without secrets.
 
+use crate::extract::{PageSize, PathId};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -37,10 +38,6 @@ pub const MAX_ENDPOINTS: i64 = 20;
 
 /// Longest description.
 const MAX_DESCRIPTION: usize = 500;
-
-/// Deliveries listed unless `limit` says otherwise, and at most.
-const DEFAULT_LIMIT: u32 = 50;
-const MAX_LIMIT: u32 = 100;
 
 /// How long a registration waits for the endpoint's host to resolve.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -259,10 +256,6 @@ pub enum DeleteResponse {
     Deleted,
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("webhook endpoint"))
-}
-
 /// The checked fields of a create or update.
 struct Checked {
     url: String,
@@ -442,10 +435,10 @@ impl WebhooksApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<WebhookResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("webhook endpoint")?;
         let endpoint = db::get(&state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("webhook endpoint"))?;
@@ -461,11 +454,11 @@ impl WebhooksApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateWebhook>,
     ) -> Result<WebhookResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("webhook endpoint")?;
         let current = db::get(&state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("webhook endpoint"))?;
@@ -510,10 +503,10 @@ impl WebhooksApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<DeleteResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("webhook endpoint")?;
         if !db::delete(&state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
@@ -542,10 +535,10 @@ impl WebhooksApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<RotateResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
+        let id = id.0.get("webhook endpoint")?;
         let (secret, sealed) = new_secret(&state, &caller, id)?;
         if !db::set_secret(&state.pool, caller.tenant_id, id, &sealed).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
@@ -577,25 +570,17 @@ impl WebhooksApi {
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        id: Path<String>,
-        /// How many, 1 to 100 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "100")))]
-        limit: Query<Option<u32>>,
+        id: Path<PathId<Uuid>>,
+        /// How many, newest first.
+        limit: Query<PageSize>,
     ) -> Result<DeliveriesResponse, ApiError> {
         let caller = auth.caller();
-        let id = parse_id(&id.0)?;
-        let limit = limit.0.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
+        let id = id.0.get("webhook endpoint")?;
         if db::get(&state.pool, caller.tenant_id, id).await?.is_none() {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
         let items =
-            db::recent_deliveries(&state.pool, caller.tenant_id, id, i64::from(limit)).await?;
+            db::recent_deliveries(&state.pool, caller.tenant_id, id, limit.0.as_i64()).await?;
         Ok(DeliveriesResponse::Ok(Json(DeliveryList {
             items: items.into_iter().map(Into::into).collect(),
         })))

@@ -33,6 +33,7 @@ use crate::{
     auth::ServiceKey,
     body::StrictJson,
     error::{ApiError, StepProblem},
+    extract::{Cursor, PageSize, page},
     middleware::RequestId,
     routes::{ApiTags, notifications::idempotency_key},
 };
@@ -41,8 +42,6 @@ mod runs;
 
 pub use runs::WorkflowRunsApi;
 
-/// Most workflows on one page.
-const MAX_PAGE: u32 = 200;
 /// Most members a trigger to a topic starts runs for.
 pub const MAX_TOPIC_RUNS: i64 = 10_000;
 /// Keys that name routes, not workflows.
@@ -435,38 +434,20 @@ impl WorkflowsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        /// At most this many (1 to 200, default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        /// Workflows per page.
+        limit: Query<PageSize>,
         /// The `next_cursor` of the page before.
-        #[oai(validator(min_length = 1, max_length = 100))]
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<Cursor<String>>>,
     ) -> Result<ListResponse, ApiError> {
-        let limit = match limit.0.unwrap_or(50) {
-            l @ 1..=MAX_PAGE => i64::from(l),
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("must be 1 to {MAX_PAGE}"),
-                ));
-            }
-        };
-        if cursor.0.as_deref().is_some_and(|c| !key_ok(c)) {
-            return Err(ApiError::invalid(
-                "cursor",
-                "is not a cursor this API issued",
-            ));
-        }
-        let mut items = store::list(
+        let after = cursor.0.map(|c| c.0);
+        let items = store::list(
             &state.pool,
             auth.0.tenant_id,
-            cursor.0.as_deref(),
-            limit + 1,
+            after.as_deref(),
+            limit.0.fetch(),
         )
         .await?;
-        let more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        let next_cursor = more.then(|| items.last().map(|w| w.key.clone())).flatten();
+        let (items, next_cursor) = page(items, limit.0, |w| w.key.clone());
         Ok(ListResponse::Ok(Json(WorkflowPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,

@@ -268,7 +268,7 @@ async fn the_inbox_pages_by_cursor_and_filters_by_category_and_read_state() {
     assert_eq!(pat.ids("?read=false&limit=100").await.len(), 24);
     for bad in [
         "?limit=0",
-        "?limit=101",
+        "?limit=501",
         "?limit=many",
         "?cursor=not-a-cursor",
         "?read=maybe",

@@ -538,8 +538,6 @@ async fn bad_input_answers_400_naming_the_field() {
         (format!("{FAILED}?limit=0"), "limit"),
         (format!("{FAILED}?cursor=garbage"), "cursor"),
         (format!("{FAILED}?group=garbage"), "group"),
-        ("/api/v1/ops/actions/not-an-id".to_owned(), "id"),
-        ("/api/v1/ops/notifications/12/timeline".to_owned(), "id"),
         ("/api/v1/ops/search?q=".to_owned(), "q"),
         (format!("/api/v1/ops/search?q={}", "x".repeat(256)), "q"),
     ];
@@ -558,6 +556,18 @@ async fn bad_input_answers_400_naming_the_field() {
             problem["invalid_params"][0]["name"], field,
             "{path}: {problem}"
         );
+    }
+    // A malformed id names nothing, like an unknown one.
+    for path in [
+        "/api/v1/ops/actions/not-an-id",
+        "/api/v1/ops/notifications/12/timeline",
+    ] {
+        let resp = with(&app, Method::GET, path, &root.token)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect(resp, 404).await;
+        assert_eq!(problem["type"], "/problems/not-found", "{path}");
     }
     let id = uuid::Uuid::now_v7().to_string();
     let many: Vec<Value> = (0..1001)

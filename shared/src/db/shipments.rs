@@ -134,7 +134,7 @@ pub async fn list(
     tenant_id: TenantId,
     status: Option<ShipmentStatus>,
     before: Option<Uuid>,
-    limit: u32,
+    limit: i64,
 ) -> Result<Vec<Shipment>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from shipments
@@ -144,7 +144,7 @@ pub async fn list(
     .bind(tenant_id)
     .bind(status.map(ShipmentStatus::as_str))
     .bind(before)
-    .bind(i64::from(limit))
+    .bind(limit)
     .fetch_all(db)
     .await
 }

@@ -12,7 +12,14 @@ pub(super) async fn set_status(
 ) -> Result<UserResponse, ApiError> {
     let p = Principal::resolve(state, auth).await?;
     let uid = p
-        .refused(state, request_id, action, "user", Some(raw), user_id(raw))
+        .refused(
+            state,
+            request_id,
+            action,
+            "user",
+            Some(raw),
+            crate::extract::id(raw, "user"),
+        )
         .await?;
     let mut tx = state.pool.begin().await?;
     let result = users::set_status(&mut *tx, p.scope(), uid, status)

@@ -191,10 +191,6 @@ pub enum AcceptedResponse {
     Accepted,
 }
 
-pub(super) fn user_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("user"))
-}
-
 /// Checks an optional name field.
 pub fn check_name(field: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
     match v.map(str::trim) {

@@ -2,27 +2,7 @@
 
 use super::*;
 use crate::error::InvalidParam;
-
-/// How a `cursor` of the alert list looks: `{opened_at in µs}.{id}`.
-fn encode_cursor(a: &Alert) -> String {
-    format!("{}.{}", a.opened_at.timestamp_micros(), a.id)
-}
-
-fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
-    let (at, id) = raw.split_once('.').ok_or_else(bad)?;
-    let at = at
-        .parse::<i64>()
-        .ok()
-        .and_then(crate::input::cursor_time)
-        .ok_or_else(bad)?;
-    let id = Uuid::parse_str(id).map_err(|_| bad())?;
-    Ok((at, id))
-}
-
-fn parse_id(raw: &str, what: &'static str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound(what))
-}
+use crate::extract::{Cursor, PageSize, PathId, page};
 
 /// `t` within what Postgres stores.
 fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -242,10 +222,10 @@ impl AlertRulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match parse_id(&id.0, "alert rule") {
+        let found = match id.0.get("alert rule") {
             Ok(id) => store::get_rule(&state.pool, p.scope(), id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
@@ -257,7 +237,7 @@ impl AlertRulesApi {
                 &request_id,
                 "alert_rule.get",
                 "alert_rule",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -276,7 +256,7 @@ impl AlertRulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<AlertRuleBody>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -286,8 +266,8 @@ impl AlertRulesApi {
                 &request_id,
                 "alert_rule.update",
                 "alert_rule",
-                Some(&id.0),
-                parse_id(&id.0, "alert rule"),
+                Some(id.0.raw()),
+                id.0.get("alert rule"),
             )
             .await?;
         if body.0.organization_id.is_some() {
@@ -307,7 +287,7 @@ impl AlertRulesApi {
                 &request_id,
                 "alert_rule.update",
                 "alert_rule",
-                Some(&id.0),
+                Some(id.0.raw()),
                 updated,
             )
             .await?;
@@ -340,11 +320,11 @@ impl AlertRulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<AlertDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let mut tx = state.pool.begin().await?;
-        let found = match parse_id(&id.0, "alert rule") {
+        let found = match id.0.get("alert rule") {
             Ok(rule_id) => store::get_rule(&mut *tx, p.scope(), rule_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
@@ -356,7 +336,7 @@ impl AlertRulesApi {
                 &request_id,
                 "alert_rule.delete",
                 "alert_rule",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -394,8 +374,8 @@ impl AlertsApi {
         rule_id: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
-        #[oai(validator(max_length = 100))] cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<(DateTime<Utc>, Uuid)>>>,
+        limit: Query<PageSize>,
     ) -> Result<AlertPageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
@@ -418,7 +398,6 @@ impl AlertsApi {
                 Uuid::parse_str(r).map_err(|_| ApiError::invalid("rule_id", "is not a rule id"))
             })
             .transpose()?;
-        let limit = limit.0.unwrap_or(50).clamp(1, 200);
         let filter = store::Filter {
             tenant,
             status: status.0,
@@ -426,12 +405,10 @@ impl AlertsApi {
             rule,
             since: clamp(since.0),
             until: clamp(until.0),
-            after: cursor.0.as_deref().map(decode_cursor).transpose()?,
+            after: cursor.0.map(|c| c.0),
         };
-        let mut rows = store::list(&state.pool, &filter, i64::from(limit) + 1).await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let next_cursor = more.then(|| rows.last().map(encode_cursor)).flatten();
+        let rows = store::list(&state.pool, &filter, limit.0.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit.0, |a: &Alert| (a.opened_at, a.id));
         Ok(AlertPageResponse::Ok(Json(AlertPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -507,10 +484,10 @@ impl AlertsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<AlertDetailResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match parse_id(&id.0, "alert") {
+        let found = match id.0.get("alert") {
             Ok(alert_id) => store::get(&state.pool, p.scope(), alert_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert")),
@@ -522,7 +499,7 @@ impl AlertsApi {
                 &request_id,
                 "alert.get",
                 "alert",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -572,9 +549,9 @@ impl AlertsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<AlertResponse, ApiError> {
-        act(&state, &auth, &request_id, &id.0, "acknowledged").await
+        act(&state, &auth, &request_id, id.0.raw(), "acknowledged").await
     }
 
     /// Resolve an alert by hand (admins): every target it reached hears of
@@ -590,9 +567,9 @@ impl AlertsApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<AlertResponse, ApiError> {
-        act(&state, &auth, &request_id, &id.0, "resolved").await
+        act(&state, &auth, &request_id, id.0.raw(), "resolved").await
     }
 }
 
@@ -609,7 +586,7 @@ async fn act(
     } else {
         "alert.resolve"
     };
-    let moved = match parse_id(raw, "alert") {
+    let moved = match crate::extract::id(raw, "alert") {
         Ok(id) => {
             match alerts::evaluate::act(
                 &state.pool,

@@ -16,10 +16,6 @@ pub async fn push(state: &AppState, tenant_id: TenantId, invitation_id: Uuid) {
     }
 }
 
-pub(super) fn invitation_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("invitation"))
-}
-
 pub(super) fn expiry(state: &AppState, days: Option<u32>) -> Result<DateTime<Utc>, ApiError> {
     let days = days.unwrap_or(state.jobs.invitations.expiry_days);
     if !(1..=30).contains(&days) {
@@ -241,7 +237,7 @@ pub(super) async fn resend_one(
     days: Option<u32>,
 ) -> Result<Uuid, ApiError> {
     let result = async {
-        let id = invitation_id(raw)?;
+        let id = crate::extract::id(raw, "invitation")?;
         let inv = invitations::get(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;
@@ -301,7 +297,7 @@ pub(super) async fn cancel_one(
     raw: &str,
 ) -> Result<Uuid, ApiError> {
     let result = async {
-        let id = invitation_id(raw)?;
+        let id = crate::extract::id(raw, "invitation")?;
         let inv = invitations::get(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;

@@ -16,6 +16,7 @@
 
 pub mod input;
 
+use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -30,7 +31,7 @@ use shared::db::{
 };
 use uuid::Uuid;
 
-use self::input::{FilterBody, Selection, SelectionBody, decode_cursor, encode_cursor};
+use self::input::{FilterBody, Selection, SelectionBody};
 use crate::{
     AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
     middleware::RequestId,
@@ -430,8 +431,8 @@ impl OpsFailedApi {
         #[oai(validator(min_length = 1, max_length = 100))] provider: Query<Option<String>>,
         #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] error_class: Query<Option<String>>,
         #[oai(validator(pattern = "^[A-Za-z0-9_-]{1,1024}$"))] group: Query<Option<String>>,
-        #[oai(validator(pattern = "^-?[0-9]{1,19}_[0-9a-f]{32}$"))] cursor: Query<Option<String>>,
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))] limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<failed_work::Seek>>>,
+        limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let filter = query_filter(
@@ -455,14 +456,9 @@ impl OpsFailedApi {
                 filter,
             )
             .await?;
-        let limit = input::limit(limit.0)?;
-        let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
-        let mut rows = failed_work::list(&state.pool, &filter, after, limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| encode_cursor((r.failed_at, r.id))))
-            .flatten();
+        let after = cursor.0.map(|c| c.0);
+        let rows = failed_work::list(&state.pool, &filter, after, limit.0.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit.0, |r| (r.failed_at, r.id));
         let items = rows
             .into_iter()
             .map(|r| FailedItem {
@@ -552,10 +548,10 @@ impl OpsFailedApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ActionResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let id = input::path_id(&id.0)?;
+        let id = id.0.get("action")?;
         let found = ops_actions::get(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
@@ -585,10 +581,10 @@ impl OpsFailedApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ActionResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let id = input::path_id(&id.0)?;
+        let id = id.0.get("action")?;
         let found = ops_actions::cancel(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));

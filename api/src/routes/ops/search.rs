@@ -18,10 +18,12 @@ use poem_openapi::{
 };
 use serde_json::{Value, json};
 use shared::db::ops_search::{self, Timeline};
+use uuid::Uuid;
 
-use super::failed::input::path_id;
-
-use crate::{AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId};
+use crate::{
+    AppState, access::Principal, auth::Admin, error::ApiError, extract::PathId,
+    middleware::RequestId,
+};
 
 /// The search and timeline endpoints.
 #[derive(Debug)]
@@ -250,10 +252,10 @@ impl OpsSearchApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<TimelineResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let id = path_id(&id.0)?;
+        let id = id.0.get("notification")?;
         let mut conn = state.pool.acquire().await?;
         let found = ops_search::timeline(&mut conn, p.scope(), id)
             .await?

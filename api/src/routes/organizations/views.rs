@@ -241,10 +241,6 @@ pub enum StatsResponse {
     Ok(Json<OrganizationStats>),
 }
 
-pub(super) fn org_id(raw: &str) -> Result<TenantId, ApiError> {
-    raw.parse().map_err(|_| ApiError::NotFound("organization"))
-}
-
 pub(super) fn check_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
@@ -289,21 +285,4 @@ pub(super) fn check_object(field: &str, v: Option<Value>) -> Result<Option<Value
             .map_err(|(name, reason)| ApiError::invalid(name, reason))?;
     }
     Ok(Some(v))
-}
-
-pub(super) fn decode_cursor(raw: Option<&str>) -> Result<Option<TenantId>, ApiError> {
-    raw.map(|c| {
-        c.parse()
-            .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-    })
-    .transpose()
-}
-
-pub(super) fn check_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(50);
-    if (1..=200).contains(&limit) {
-        Ok(limit)
-    } else {
-        Err(ApiError::invalid("limit", "must be 1 to 200"))
-    }
 }

@@ -23,8 +23,14 @@ use uuid::Uuid;
 
 use super::{changed, member, parse_permissions};
 use crate::{
-    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
-    middleware::RequestId, routes::ApiTags,
+    AppState,
+    access::Principal,
+    auth::Admin,
+    body::StrictJson,
+    error::ApiError,
+    extract::{Cursor, PageSize, page},
+    middleware::RequestId,
+    routes::ApiTags,
 };
 
 /// The delegation endpoints.
@@ -289,21 +295,13 @@ impl DelegationsApi {
         /// Only those in force now (`true`), or only those not (`false`).
         active: Query<Option<bool>>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Delegations per page, 1 to 200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<Uuid>>>,
+        /// Delegations per page.
+        limit: Query<PageSize>,
     ) -> Result<DelegationPageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let before = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
+        let before = cursor.0.map(|c| c.0);
         let whose = match user_id.0.as_deref() {
             None => p.user_id,
             Some(raw) => {
@@ -320,8 +318,7 @@ impl DelegationsApi {
             Direction::All => db::Direction::Both,
         };
         let now = state.permissions_clock.now();
-        let limit = i64::from(limit.0.unwrap_or(50));
-        let mut rows = db::list_delegations(
+        let rows = db::list_delegations(
             &state.pool,
             tenant,
             whose,
@@ -329,14 +326,10 @@ impl DelegationsApi {
             active.0,
             now,
             before,
-            limit + 1,
+            limit.0.fetch(),
         )
         .await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|d| d.id.to_string()))
-            .flatten();
+        let (rows, next_cursor) = page(rows, limit.0, |d| d.id);
         Ok(DelegationPageResponse::Ok(Json(DelegationPage {
             items: rows
                 .into_iter()
@@ -362,7 +355,7 @@ impl DelegationsApi {
     ) -> Result<DelegationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let found = match Uuid::parse_str(&id.0) {
+        let found = match crate::extract::id::<Uuid>(&id.0, "delegation") {
             Ok(did) => match db::get_delegation(&state.pool, tenant, did).await? {
                 Some(d) if Some(d.delegator_id) == p.user_id => Ok(d),
                 Some(d) => p.require(Permission::PermissionsManage).map(|()| d),

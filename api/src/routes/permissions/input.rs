@@ -169,10 +169,6 @@ pub fn find_cycle(edges: &BTreeMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<
     walk(edges, start, start, &mut path, &mut seen).then_some(path)
 }
 
-pub fn set_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("permission set"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@
 //! the platform organisation); another organisation's id answers 404.
 //! Every change is audited.
 
+use crate::extract::PathId;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
@@ -273,10 +274,6 @@ async fn check(
     })
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("report schedule"))
-}
-
 fn details(spec: &ScheduleSpec) -> serde_json::Value {
     json!({"template": spec.template, "report_template_id": spec.report_template_id, "format": spec.format, "cron": spec.cron,
            "timezone": spec.timezone, "recipients": spec.recipients.len(), "enabled": spec.enabled})
@@ -342,10 +339,10 @@ impl ReportSchedulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match parse_id(&id.0) {
+        let found = match id.0.get("report schedule") {
             Ok(sid) => store::get(&state.pool, p.caller.tenant_id, sid)
                 .await?
                 .ok_or(ApiError::NotFound("report schedule")),
@@ -357,7 +354,7 @@ impl ReportSchedulesApi {
                 &request_id,
                 "report_schedule.get",
                 "report_schedule",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -376,7 +373,7 @@ impl ReportSchedulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -386,8 +383,8 @@ impl ReportSchedulesApi {
                 &request_id,
                 "report_schedule.update",
                 "report_schedule",
-                Some(&id.0),
-                parse_id(&id.0),
+                Some(id.0.raw()),
+                id.0.get("report schedule"),
             )
             .await?;
         let spec = check(&state, &p, body.0, Utc::now()).await?;
@@ -402,7 +399,7 @@ impl ReportSchedulesApi {
                 &request_id,
                 "report_schedule.update",
                 "report_schedule",
-                Some(&id.0),
+                Some(id.0.raw()),
                 updated,
             )
             .await?;
@@ -431,7 +428,7 @@ impl ReportSchedulesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<ScheduleDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let sid = p
@@ -440,8 +437,8 @@ impl ReportSchedulesApi {
                 &request_id,
                 "report_schedule.delete",
                 "report_schedule",
-                Some(&id.0),
-                parse_id(&id.0),
+                Some(id.0.raw()),
+                id.0.get("report schedule"),
             )
             .await?;
         let tenant = p.caller.tenant_id;
@@ -456,7 +453,7 @@ impl ReportSchedulesApi {
             &request_id,
             "report_schedule.delete",
             "report_schedule",
-            Some(&id.0),
+            Some(id.0.raw()),
             gone,
         )
         .await?;

@@ -7,6 +7,7 @@
 //! the platform organisation); another organisation's id answers 404.
 //! Every change is audited; refusals too.
 
+use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -189,10 +190,6 @@ fn check(body: ReportTemplateBody) -> Result<TemplateSpec, ApiError> {
     })
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("report template"))
-}
-
 fn details(spec: &TemplateSpec) -> serde_json::Value {
     let (period, days) = spec.period.columns();
     json!({"key": spec.key, "period": period, "period_days": days,
@@ -245,27 +242,14 @@ impl ReportTemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<String>>,
-        /// Templates per page, 1 to 200 (default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        cursor: Query<Option<Cursor<Uuid>>>,
+        /// Templates per page.
+        limit: Query<PageSize>,
     ) -> Result<TemplatePageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let after = cursor
-            .0
-            .as_deref()
-            .map(|c| {
-                Uuid::parse_str(c)
-                    .map_err(|_| ApiError::invalid("cursor", "is not a cursor this API returned"))
-            })
-            .transpose()?;
-        let limit = i64::from(limit.0.unwrap_or(50).clamp(1, 200));
-        let mut rows = store::list(&state.pool, p.caller.tenant_id, after, limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| rows.last().map(|r| r.id.to_string()))
-            .flatten();
+        let after = cursor.0.map(|c| c.0);
+        let rows = store::list(&state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(TemplatePageResponse::Ok(Json(ReportTemplatePage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -316,10 +300,10 @@ impl ReportTemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let found = match parse_id(&id.0) {
+        let found = match id.0.get("report template") {
             Ok(tid) => store::get(&state.pool, p.caller.tenant_id, tid)
                 .await?
                 .ok_or(ApiError::NotFound("report template")),
@@ -331,7 +315,7 @@ impl ReportTemplatesApi {
                 &request_id,
                 "report_template.get",
                 "report_template",
-                Some(&id.0),
+                Some(id.0.raw()),
                 found,
             )
             .await?;
@@ -350,7 +334,7 @@ impl ReportTemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
         body: StrictJson<ReportTemplateBody>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
@@ -360,8 +344,8 @@ impl ReportTemplatesApi {
                 &request_id,
                 "report_template.update",
                 "report_template",
-                Some(&id.0),
-                parse_id(&id.0),
+                Some(id.0.raw()),
+                id.0.get("report template"),
             )
             .await?;
         let spec = check(body.0)?;
@@ -376,7 +360,7 @@ impl ReportTemplatesApi {
                 &request_id,
                 "report_template.update",
                 "report_template",
-                Some(&id.0),
+                Some(id.0.raw()),
                 updated,
             )
             .await?;
@@ -405,7 +389,7 @@ impl ReportTemplatesApi {
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<TemplateDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let tid = p
@@ -414,8 +398,8 @@ impl ReportTemplatesApi {
                 &request_id,
                 "report_template.delete",
                 "report_template",
-                Some(&id.0),
-                parse_id(&id.0),
+                Some(id.0.raw()),
+                id.0.get("report template"),
             )
             .await?;
         let tenant = p.caller.tenant_id;
@@ -430,7 +414,7 @@ impl ReportTemplatesApi {
             &request_id,
             "report_template.delete",
             "report_template",
-            Some(&id.0),
+            Some(id.0.raw()),
             gone,
         )
         .await?;

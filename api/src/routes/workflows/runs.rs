@@ -22,7 +22,12 @@ use shared::{
 use uuid::Uuid;
 
 use crate::{
-    AppState, auth::ServiceKey, body::StrictJson, error::ApiError, middleware::RequestId,
+    AppState,
+    auth::ServiceKey,
+    body::StrictJson,
+    error::ApiError,
+    extract::{Cursor, PageSize, PathId, page},
+    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -157,8 +162,6 @@ pub enum RunListResponse {
     Ok(Json<RunPage>),
 }
 
-/// Most runs on one page.
-const MAX_RUN_PAGE: u32 = 200;
 /// A run's statuses, as the `status` filter names them.
 const STATUSES: &[&str] = &[
     "running",
@@ -169,24 +172,6 @@ const STATUSES: &[&str] = &[
     "merged",
     "dropped",
 ];
-
-fn bad_cursor() -> ApiError {
-    ApiError::invalid("cursor", "is not a cursor this API returned")
-}
-
-fn encode_cursor(r: &RunSummary) -> String {
-    format!("{}.{}", r.created_at.timestamp_micros(), r.id)
-}
-
-fn decode_cursor(raw: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
-    let (at, id) = raw.split_once('.').ok_or_else(bad_cursor)?;
-    let at = at
-        .parse::<i64>()
-        .ok()
-        .and_then(crate::input::cursor_time)
-        .ok_or_else(bad_cursor)?;
-    Ok((at, Uuid::parse_str(id).map_err(|_| bad_cursor())?))
-}
 
 /// What a cancel did.
 #[derive(Debug, Clone, Object)]
@@ -286,11 +271,6 @@ async fn audit_cancel(
     Ok(())
 }
 
-/// A run id from the path; malformed ids are unknown ids.
-fn run_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound("workflow run"))
-}
-
 fn kind_name(kind: &StepKind) -> &'static str {
     match kind {
         StepKind::Send { .. } => "send",
@@ -377,12 +357,10 @@ impl WorkflowRunsApi {
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        /// At most this many (1 to 200, default 50).
-        #[oai(validator(minimum(value = "1"), maximum(value = "200")))]
-        limit: Query<Option<u32>>,
+        /// Runs per page.
+        limit: Query<PageSize>,
         /// The `next_cursor` of the page before.
-        #[oai(validator(min_length = 1, max_length = 100))]
-        cursor: Query<Option<String>>,
+        cursor: Query<Option<Cursor<(DateTime<Utc>, Uuid)>>>,
         /// Only runs of the workflow with this key.
         #[oai(validator(min_length = 1, max_length = 100))]
         workflow: Query<Option<String>>,
@@ -397,16 +375,7 @@ impl WorkflowRunsApi {
         cancellation_key: Query<Option<String>>,
     ) -> Result<RunListResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let limit = match limit.0.unwrap_or(50) {
-            l @ 1..=MAX_RUN_PAGE => i64::from(l),
-            _ => {
-                return Err(ApiError::invalid(
-                    "limit",
-                    format!("must be 1 to {MAX_RUN_PAGE}"),
-                ));
-            }
-        };
-        let after = cursor.0.as_deref().map(decode_cursor).transpose()?;
+        let after = cursor.0.map(|c| c.0);
         if let Some(w) = &workflow.0
             && !super::key_ok(w)
         {
@@ -452,10 +421,9 @@ impl WorkflowRunsApi {
             subscriber_id: subscriber,
             cancellation_key: cancellation_key.0.as_deref(),
         };
-        let mut items = store::list_runs(&state.pool, tenant_id, &filter, after, limit + 1).await?;
-        let more = items.len() as i64 > limit;
-        items.truncate(limit as usize);
-        let next_cursor = more.then(|| items.last().map(encode_cursor)).flatten();
+        let items =
+            store::list_runs(&state.pool, tenant_id, &filter, after, limit.0.fetch()).await?;
+        let (items, next_cursor) = page(items, limit.0, |r: &RunSummary| (r.created_at, r.id));
         Ok(RunListResponse::Ok(Json(RunPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -470,9 +438,9 @@ impl WorkflowRunsApi {
         state: Data<&AppState>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<RunResponse, ApiError> {
-        let id = run_id(&id.0)?;
+        let id = id.0.get("workflow run")?;
         Ok(RunResponse::Ok(Json(
             read(&state, auth.0.tenant_id, id).await?,
         )))
@@ -492,10 +460,10 @@ impl WorkflowRunsApi {
         request_id: Data<&RequestId>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
-        id: Path<String>,
+        id: Path<PathId<Uuid>>,
     ) -> Result<CancelResponse, ApiError> {
         let tenant_id = auth.0.tenant_id;
-        let id = run_id(&id.0)?;
+        let id = id.0.get("workflow run")?;
         let mut tx = state.pool.begin().await?;
         let done = store::cancel(&mut tx, tenant_id, Which::Run(id)).await?;
         if done.runs == 0 {

@@ -261,7 +261,7 @@ async fn runs_are_listed_newest_first_in_pages_and_filtered() {
         ("cursor=99999999999999999999.x", "cursor"),
         ("cursor=1.not-a-uuid", "cursor"),
         ("limit=0", "limit"),
-        ("limit=201", "limit"),
+        ("limit=501", "limit"),
         ("status=paused", "status"),
         ("workflow=Not%20A%20Key", "workflow"),
         ("subscriber_id=%20", "subscriber_id"),

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::{
-    db::failed_work::{Filter, GroupKey, KINDS, Kind, MAX_SELECTION, Seek},
+    db::failed_work::{Filter, GroupKey, KINDS, Kind, MAX_SELECTION},
     domain::TenantId,
 };
 use uuid::Uuid;
@@ -203,66 +203,5 @@ pub fn selection(p: &Principal, body: &SelectionBody) -> Result<Selection, ApiEr
                 .map(Selection::Ids)
         }
         (None, Some(f)) => filter(p, f, "filter.").map(Selection::Filter),
-    }
-}
-
-/// Most items on one page.
-pub const MAX_LIMIT: u32 = 500;
-
-/// Checks `limit` (default 50).
-pub fn limit(raw: Option<u32>) -> Result<i64, ApiError> {
-    let limit = raw.unwrap_or(50);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::invalid(
-            "limit",
-            format!("must be 1 to {MAX_LIMIT}"),
-        ));
-    }
-    Ok(i64::from(limit))
-}
-
-/// A cursor's text.
-pub fn encode_cursor((at, id): Seek) -> String {
-    format!("{}_{}", at.timestamp_micros(), id.simple())
-}
-
-/// A cursor [`encode_cursor`] made.
-pub fn decode_cursor(raw: &str) -> Result<Seek, ApiError> {
-    let bad = || ApiError::invalid("cursor", "is not a cursor this API returned");
-    let (micros, id) = raw.split_once('_').ok_or_else(bad)?;
-    let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = crate::input::cursor_time(micros).ok_or_else(bad)?;
-    let id = Uuid::try_parse(id).map_err(|_| bad())?;
-    Ok((at, id))
-}
-
-/// A path id: malformed is 400 naming `id`.
-pub fn path_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::try_parse(raw).map_err(|_| ApiError::invalid("id", "must be a UUID"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_refuse_others() {
-        let seek = (
-            DateTime::<Utc>::from_timestamp_micros(1_800_000_000_123_456).unwrap(),
-            Uuid::now_v7(),
-        );
-        assert_eq!(decode_cursor(&encode_cursor(seek)).unwrap(), seek);
-        for bad in [
-            "",
-            "x",
-            "1_",
-            "_1",
-            "12_not-a-uuid",
-            "99999999999999999999_0",
-            // Before the year 1: Postgres cannot compare with it.
-            "-1126614129690507669_ee69e84b55c6d44050464a816a2348f2",
-        ] {
-            assert!(decode_cursor(bad).is_err(), "{bad}");
-        }
     }
 }

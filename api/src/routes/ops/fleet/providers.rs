@@ -170,9 +170,7 @@ pub async fn target(
     p: &Principal,
     raw: &str,
 ) -> Result<(TenantId, ProviderConfig), ApiError> {
-    let id: Uuid = raw
-        .parse()
-        .map_err(|_| ApiError::NotFound("provider config"))?;
+    let id: Uuid = crate::extract::id(raw, "provider config")?;
     let found = shared::db::providers::find_for_callback(&state.pool, id).await?;
     match found {
         Some((tenant, c)) if p.scope().is_none_or(|own| own == tenant) => Ok((tenant, c)),
