@@ -55,6 +55,16 @@ pub struct Principal {
     pub permissions: Option<perms::Effective>,
 }
 
+/// What an audit row says was done: the action and the type of resource it
+/// was done to (`Act { action: "user.create", resource_type: "user" }`).
+#[derive(Debug, Clone, Copy)]
+pub struct Act<'a> {
+    /// The action, e.g. `user.create`.
+    pub action: &'a str,
+    /// The type of the resource acted on, e.g. `user`.
+    pub resource_type: &'a str,
+}
+
 impl Principal {
     /// Resolves the caller.
     pub async fn resolve(state: &AppState, auth: &Admin) -> Result<Self, ApiError> {
@@ -163,15 +173,14 @@ impl Principal {
         }
     }
 
-    /// Records a successful action in `tenant` (the caller's own when `None`).
-    #[expect(clippy::too_many_arguments)]
+    /// Records a successful action on resource `id` in `tenant` (the
+    /// caller's own when `None`).
     pub async fn audit(
         &self,
         db: impl sqlx::PgExecutor<'_>,
         request_id: &RequestId,
         tenant: Option<TenantId>,
-        action: &str,
-        resource_type: &str,
+        act: Act<'_>,
         id: impl std::fmt::Display,
         details: Value,
     ) -> Result<(), ApiError> {
@@ -180,8 +189,8 @@ impl Principal {
             audit::Entry {
                 tenant_id: Some(tenant.unwrap_or(self.caller.tenant_id)),
                 actor: &self.caller.actor,
-                action,
-                resource_type,
+                action: act.action,
+                resource_type: act.resource_type,
                 resource_id: Some(id.to_string()),
                 result: "success",
                 request_id: Some(&request_id.0),

@@ -19,39 +19,45 @@ use shared::db::{
 use super::{Limiter, Period, WARNING_SHARE};
 use shared::domain::TenantId;
 
+/// The `kind` notice of quota `q` for the period holding `now`, `used`
+/// being the count the script saw.
+pub(super) fn notice(
+    q: &Quota,
+    period: Period,
+    now: DateTime<Utc>,
+    used: i64,
+    kind: Kind,
+) -> Notice<'_> {
+    Notice {
+        kind,
+        channel: &q.channel,
+        period: period.as_str(),
+        period_start: period.start(now),
+        quota: q.quota,
+        used,
+        resets_at: period.end(now),
+    }
+}
+
 impl Limiter {
-    /// Raises the `kind` notice of quota `q` of `tenant` for the period
-    /// holding `now`, `used` being the count the script saw; `flag` is the
-    /// script's once-per-period flag for it.
-    #[expect(clippy::too_many_arguments)]
+    /// Raises `notice` of `tenant` ([`notice`]); `flag` is the script's
+    /// once-per-period flag for it.
     pub(super) async fn notify(
         &self,
         tenant: TenantId,
         request_id: Option<&str>,
-        q: &Quota,
-        period: Period,
-        now: DateTime<Utc>,
-        used: i64,
-        kind: Kind,
+        notice: Notice<'_>,
         flag: String,
     ) {
-        let notice = Notice {
-            kind,
-            channel: &q.channel,
-            period: period.as_str(),
-            period_start: period.start(now),
-            quota: q.quota,
-            used,
-            resets_at: period.end(now),
-        };
+        let kind = notice.kind;
         let raised = self.raise(tenant, request_id, &notice);
         match shared::db::scope::tenant(tenant, raised).await {
             Ok(true) => {
                 if kind == Kind::Warning {
-                    metrics::counter!("send_quota_warnings_total", "channel" => q.channel.clone(), "period" => period.as_str())
+                    metrics::counter!("send_quota_warnings_total", "channel" => notice.channel.to_owned(), "period" => notice.period.to_owned())
                         .increment(1);
                 }
-                tracing::info!(%tenant, channel = %q.channel, period = period.as_str(), notice = kind.as_str(), "send quota notice raised");
+                tracing::info!(%tenant, channel = %notice.channel, period = notice.period, notice = kind.as_str(), "send quota notice raised");
             }
             Ok(false) => {}
             Err(error) => {

@@ -12,7 +12,7 @@ use shared::{
 
 pub use shared::quotas::Period;
 
-use super::{Limiter, LimiterError, WARNING_SHARE};
+use super::{Limiter, LimiterError, WARNING_SHARE, notices::notice};
 use crate::error::ApiError;
 
 /// Takes `add` from every quota counter of a send, or nothing.
@@ -131,17 +131,8 @@ impl Limiter {
                     "{}:refused",
                     self.quota_key(tenant, &q.channel, *period, now)
                 );
-                self.notify(
-                    tenant,
-                    request_id,
-                    q,
-                    *period,
-                    now,
-                    used,
-                    Kind::Exceeded,
-                    flag,
-                )
-                .await;
+                let notice = notice(q, *period, now, used, Kind::Exceeded);
+                self.notify(tenant, request_id, notice, flag).await;
             }
             let resets = period.end(now);
             return Err(ApiError::QuotaExceeded {
@@ -161,17 +152,8 @@ impl Limiter {
             if answer.get(2 * i + 1) == Some(&1) {
                 let used = answer.get(2 * i + 2).copied().unwrap_or(0);
                 let flag = format!("{key}:warned");
-                self.notify(
-                    tenant,
-                    request_id,
-                    q,
-                    *period,
-                    now,
-                    used,
-                    Kind::Warning,
-                    flag,
-                )
-                .await;
+                let notice = notice(q, *period, now, used, Kind::Warning);
+                self.notify(tenant, request_id, notice, flag).await;
             }
             ticket.taken.push((key, *add));
         }

@@ -16,6 +16,7 @@
 //! email is the user's sign-in address, so notices (BAA reminders, shipment
 //! updates) reach its inbox and its mailbox.
 
+use crate::access::Act;
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::{Request, web::Data};
@@ -129,8 +130,10 @@ impl AdminUsersApi {
             &mut *tx,
             &request_id,
             Some(target),
-            "user.create",
-            "user",
+            Act {
+                action: "user.create",
+                resource_type: "user",
+            },
             user.id,
             json!({"role": role.as_str()}),
         )
@@ -287,8 +290,10 @@ impl AdminUsersApi {
             &mut *tx,
             &request_id,
             Some(user.tenant_id),
-            "user.update",
-            "user",
+            Act {
+                action: "user.update",
+                resource_type: "user",
+            },
             uid,
             json!({"role": role.map(Role::as_str)}),
         )
@@ -440,8 +445,10 @@ impl AdminUsersApi {
             &mut *tx,
             &request_id,
             Some(user.tenant_id),
-            "user.password",
-            "user",
+            Act {
+                action: "user.password",
+                resource_type: "user",
+            },
             uid,
             json!({"temporary": !own}),
         )
@@ -501,8 +508,10 @@ impl AdminUsersApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "invitation.resend",
-            "invitation",
+            Act {
+                action: "invitation.resend",
+                resource_type: "invitation",
+            },
             inv,
             json!({}),
         )
@@ -575,8 +584,10 @@ impl AdminUsersApi {
             &mut *tx,
             &request_id,
             Some(user.tenant_id),
-            "user.sessions.revoke",
-            "user",
+            Act {
+                action: "user.sessions.revoke",
+                resource_type: "user",
+            },
             user.id,
             json!({"revoked": revoked.len()}),
         )
@@ -640,8 +651,10 @@ impl AdminUsersApi {
             &mut *tx,
             &request_id,
             Some(user.tenant_id),
-            "user.unlock",
-            "user",
+            Act {
+                action: "user.unlock",
+                resource_type: "user",
+            },
             user.id,
             json!({"was_locked": was_locked}),
         )

@@ -19,6 +19,7 @@ use shared::{
     domain::{CsvQuoting, csv_cell},
 };
 
+use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
@@ -225,8 +226,10 @@ impl AuditApi {
             &state.pool,
             &request_id,
             None,
-            "audit.export",
-            "audit_log",
+            Act {
+                action: "audit.export",
+                resource_type: "audit_log",
+            },
             "export",
             serde_json::json!({"rows": rows.len()}),
         )

@@ -28,6 +28,7 @@ use shared::{
 };
 
 use super::notifications::idempotency_key;
+use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
@@ -282,8 +283,10 @@ impl BroadcastsApi {
                 &mut *tx,
                 &request_id,
                 None,
-                "broadcast.send",
-                "broadcast",
+                Act {
+                    action: "broadcast.send",
+                    resource_type: "broadcast",
+                },
                 broadcast.id,
                 json!({
                     "organizations": orgs.as_ref().map_or(json!("all"), |o| json!(o.len())),

@@ -27,7 +27,7 @@ use crate::{
     AppState,
     auth::UserJwt,
     error::ApiError,
-    extract::{Cursor, PageSize, PathId, page},
+    extract::{Cursor, PageSize, Params, PathId, page},
     identity::Identity,
     routes::ApiTags,
 };
@@ -154,31 +154,40 @@ async fn subscriber(state: &AppState, who: &Identity) -> Result<Option<Subscribe
     Ok(subscribers::find(&state.pool, who.tenant_id, &who.subject).await?)
 }
 
+crate::query_params! {
+    /// The filters and page of the inbox.
+    pub struct ListQuery {
+        /// Only read (`true`) or unread (`false`) entries.
+        read: Option<bool>,
+        /// Archived entries instead of the rest.
+        archived: bool = false,
+        /// Only this category.
+        category: Option<String>,
+        /// From `next_cursor` of the previous page.
+        cursor: Option<Cursor<(DateTime<Utc>, NotificationId)>>,
+        /// Entries per page.
+        limit: PageSize,
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1/users/me/notifications", tag = "ApiTags::Users")]
 impl InboxApi {
     /// List the inbox, newest first.
     #[oai(path = "/", method = "get", operation_id = "inbox.list")]
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "poem-openapi takes each query parameter as an argument"
-    )]
     async fn list(
         &self,
         auth: UserJwt,
         state: Data<&AppState>,
-        /// Only read (`true`) or unread (`false`) entries.
-        read: Query<Option<bool>>,
-        /// Archived entries instead of the rest.
-        #[oai(default)]
-        archived: Query<bool>,
-        /// Only this category.
-        category: Query<Option<String>>,
-        /// From `next_cursor` of the previous page.
-        cursor: Query<Option<Cursor<(DateTime<Utc>, NotificationId)>>>,
-        /// Entries per page.
-        limit: Query<PageSize>,
+        query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
-        let before = cursor.0.map(|c| c.0);
+        let ListQuery {
+            read,
+            archived,
+            category,
+            cursor,
+            limit,
+        } = query.0;
+        let before = cursor.map(|c| c.0);
         let Some(subscriber_id) = subscriber(&state, &auth.0).await? else {
             return Ok(PageResponse::Ok(Json(InboxPage {
                 items: vec![],
@@ -186,9 +195,9 @@ impl InboxApi {
             })));
         };
         let filter = Filter {
-            read: read.0,
-            archived: archived.0,
-            category: category.0,
+            read,
+            archived,
+            category,
         };
         let items = inbox::list(
             &state.pool,
@@ -196,10 +205,10 @@ impl InboxApi {
             subscriber_id,
             &filter,
             before,
-            limit.0.fetch(),
+            limit.fetch(),
         )
         .await?;
-        let (items, next_cursor) = page(items, limit.0, |i: &Item| (i.created_at, i.id));
+        let (items, next_cursor) = page(items, limit, |i: &Item| (i.created_at, i.id));
         Ok(PageResponse::Ok(Json(InboxPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,

@@ -17,7 +17,8 @@
 //! fail the others. Every action, and every refusal, is audited without the
 //! token.
 
-use crate::extract::{Cursor, PageSize, PathId, page};
+use crate::access::Act;
+use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -66,6 +67,17 @@ pub struct InvitationsApi;
 /// Why an invitation token is looked up in platform scope: it names no
 /// organisation until it is found.
 const INVITATION_TOKEN: &str = "invitation_token";
+
+crate::query_params! {
+    /// The filters and page of the invitation list.
+    pub struct ListQuery {
+        status: Option<String>,
+        invitation_type: Option<String>,
+        email: Option<String>,
+        cursor: Option<Cursor<Uuid>>,
+        limit: PageSize,
+    }
+}
 
 #[OpenApi(prefix_path = "/api/v1/invitations", tag = "ApiTags::Admin")]
 impl InvitationsApi {
@@ -231,17 +243,19 @@ impl InvitationsApi {
     /// List invitations (admins: every one in scope; others: those they
     /// sent), filtered by `status`, `invitation_type` and `email`.
     #[oai(path = "/", method = "get", operation_id = "invitations.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        status: Query<Option<String>>,
-        invitation_type: Query<Option<String>>,
-        email: Query<Option<String>>,
-        cursor: Query<Option<Cursor<Uuid>>>,
-        limit: Query<PageSize>,
+        query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
+        let ListQuery {
+            status,
+            invitation_type,
+            email,
+            cursor,
+            limit,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         const STATUSES: &[&str] = &[
             "pending",
@@ -251,14 +265,13 @@ impl InvitationsApi {
             "cancelled",
             "expired",
         ];
-        if status.0.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
+        if status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
             return Err(ApiError::invalid(
                 "status",
                 format!("must be one of {}", STATUSES.join(", ")),
             ));
         }
         if invitation_type
-            .0
             .as_deref()
             .is_some_and(|t| InvitationType::parse(t).is_none())
         {
@@ -267,21 +280,20 @@ impl InvitationsApi {
                 "is not an invitation type",
             ));
         }
-        if email.0.as_ref().is_some_and(|e| e.len() > 254) {
+        if email.as_ref().is_some_and(|e| e.len() > 254) {
             return Err(ApiError::invalid("email", "must be at most 254 characters"));
         }
-        let limit = limit.0;
         let mut rows = Vec::new();
-        let mut after = cursor.0.map(|c| c.0);
+        let mut after = cursor.map(|c| c.0);
         // Non-admins see only what they sent: filter while paging.
         loop {
             let batch = invitations::list(
                 &state.pool,
                 invitations::Filter {
                     tenant: p.scope(),
-                    status: status.0.as_deref(),
-                    invitation_type: invitation_type.0.as_deref(),
-                    email: email.0.as_deref(),
+                    status: status.as_deref(),
+                    invitation_type: invitation_type.as_deref(),
+                    email: email.as_deref(),
                     after,
                 },
                 limit.fetch(),
@@ -558,8 +570,10 @@ impl InvitationsApi {
             &mut *tx,
             &request_id,
             Some(inv.tenant_id),
-            "invitation.update",
-            "invitation",
+            Act {
+                action: "invitation.update",
+                resource_type: "invitation",
+            },
             inv.id,
             json!({}),
         )

@@ -17,6 +17,7 @@ use shared::{
     domain::{Channel, TenantId},
 };
 
+use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
@@ -248,15 +249,7 @@ impl LimitsApi {
         }
         let mut tx = state.pool.begin().await?;
         limits::replace_overrides(&mut tx, oid, &set).await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(oid),
-            "organization.rate_limits.update",
-            "organization",
-            oid,
-            json!({"limits": set.iter().map(|o| json!({"class": o.class, "per_sec": o.per_sec, "burst": o.burst})).collect::<Vec<_>>()}),
-        )
+        p.audit(&mut *tx, &request_id, Some(oid), Act { action: "organization.rate_limits.update", resource_type: "organization" }, oid, json!({"limits": set.iter().map(|o| json!({"class": o.class, "per_sec": o.per_sec, "burst": o.burst})).collect::<Vec<_>>()}))
         .await?;
         tx.commit().await?;
         state.limits.forget(oid);
@@ -295,8 +288,10 @@ impl LimitsApi {
             &mut *tx,
             &request_id,
             Some(oid),
-            "organization.rate_limits.delete",
-            "organization",
+            Act {
+                action: "organization.rate_limits.delete",
+                resource_type: "organization",
+            },
             oid,
             json!({}),
         )
@@ -371,15 +366,7 @@ impl LimitsApi {
         let set = check_quotas(body.0.quotas)?;
         let mut tx = state.pool.begin().await?;
         limits::replace_quotas(&mut tx, oid, &set).await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(oid),
-            "organization.quotas.update",
-            "organization",
-            oid,
-            json!({"quotas": set.iter().map(|q| json!({"channel": q.channel, "period": q.period, "quota": q.quota})).collect::<Vec<_>>()}),
-        )
+        p.audit(&mut *tx, &request_id, Some(oid), Act { action: "organization.quotas.update", resource_type: "organization" }, oid, json!({"quotas": set.iter().map(|q| json!({"channel": q.channel, "period": q.period, "quota": q.quota})).collect::<Vec<_>>()}))
         .await?;
         tx.commit().await?;
         state.limits.forget(oid);

@@ -15,6 +15,7 @@ use shared::{
     lookups::{self, LookupKind},
 };
 
+use crate::access::Act;
 use crate::{
     AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
     middleware::RequestId, routes::ApiTags,
@@ -388,8 +389,10 @@ impl LookupsApi {
             &mut *tx,
             &request_id,
             None,
-            action,
-            "lookup",
+            Act {
+                action,
+                resource_type: "lookup",
+            },
             &resource,
             details,
         )
@@ -449,8 +452,10 @@ impl LookupsApi {
             &mut *tx,
             &request_id,
             None,
-            "lookup.delete",
-            "lookup",
+            Act {
+                action: "lookup.delete",
+                resource_type: "lookup",
+            },
             &resource,
             json!({"kind": kind.as_str(), "code": code.0}),
         )

@@ -10,7 +10,8 @@
 //! is `compliant: false`. With the setting `block_phi_when_non_compliant`,
 //! its sends marked `phi: true` are refused with 403.
 
-use crate::extract::{Cursor, PageSize, PathId, page};
+use crate::access::Act;
+use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, NaiveDate, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -53,6 +54,18 @@ const MAX_OBJECT_BYTES: usize = 8 * 1024;
 /// The organisation endpoints.
 #[derive(Debug)]
 pub struct OrganizationsApi;
+
+crate::query_params! {
+    /// The filters and page of the organisation list.
+    pub struct ListQuery {
+        status: Option<String>,
+        kind as "type": Option<String>,
+        name: Option<String>,
+        compliant: Option<bool>,
+        cursor: Option<Cursor<TenantId>>,
+        limit: PageSize,
+    }
+}
 
 #[OpenApi(prefix_path = "/api/v1/admin/organizations", tag = "ApiTags::Admin")]
 impl OrganizationsApi {
@@ -97,8 +110,10 @@ impl OrganizationsApi {
             &mut *tx,
             &request_id,
             Some(org.id),
-            "organization.create",
-            "organization",
+            Act {
+                action: "organization.create",
+                resource_type: "organization",
+            },
             org.id,
             json!({"type": b.kind}),
         )
@@ -111,19 +126,21 @@ impl OrganizationsApi {
     /// List organisations (platform admins), filtered by `status`, `type`,
     /// part of the `name` and `compliant`.
     #[oai(path = "/", method = "get", operation_id = "organizations.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        status: Query<Option<String>>,
-        #[oai(name = "type")] kind: Query<Option<String>>,
-        name: Query<Option<String>>,
-        compliant: Query<Option<bool>>,
-        cursor: Query<Option<Cursor<TenantId>>>,
-        limit: Query<PageSize>,
+        query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
+        let ListQuery {
+            status,
+            kind,
+            name,
+            compliant,
+            cursor,
+            limit,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         p.refused(
             &state,
@@ -134,7 +151,7 @@ impl OrganizationsApi {
             p.require_platform(),
         )
         .await?;
-        if let Some(s) = status.0.as_deref()
+        if let Some(s) = status.as_deref()
             && !STATUSES.contains(&s)
         {
             return Err(ApiError::invalid(
@@ -142,26 +159,26 @@ impl OrganizationsApi {
                 "must be active, suspended or inactive",
             ));
         }
-        if let Some(k) = kind.0.as_deref() {
+        if let Some(k) = kind.as_deref() {
             check_type(k)?;
         }
-        if name.0.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
             return Err(ApiError::invalid("name", "must be at most 200 characters"));
         }
         let rows = organizations::list(
             &state.pool,
             Filter {
-                status: status.0.as_deref(),
-                kind: kind.0.as_deref(),
-                name: name.0.as_deref(),
-                compliant: compliant.0,
+                status: status.as_deref(),
+                kind: kind.as_deref(),
+                name: name.as_deref(),
+                compliant,
                 today: today(),
-                after: cursor.0.map(|c| c.0),
+                after: cursor.map(|c| c.0),
             },
-            limit.0.fetch(),
+            limit.fetch(),
         )
         .await?;
-        let (rows, next_cursor) = page(rows, limit.0, |o| o.id);
+        let (rows, next_cursor) = page(rows, limit, |o| o.id);
         Ok(PageResponse::Ok(Json(OrganizationPage {
             items: rows.into_iter().map(view).collect(),
             next_cursor,
@@ -333,8 +350,10 @@ impl OrganizationsApi {
             &mut *tx,
             &request_id,
             Some(oid),
-            "organization.update",
-            "organization",
+            Act {
+                action: "organization.update",
+                resource_type: "organization",
+            },
             oid,
             json!({"fields": changed}),
         )
@@ -471,15 +490,7 @@ impl OrganizationsApi {
         )
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(oid),
-            "organization.sign_baa",
-            "organization",
-            oid,
-            json!({"agreement_id": agreement, "signed_on": b.signed_on, "expires_on": b.expires_on}),
-        )
+        p.audit(&mut *tx, &request_id, Some(oid), Act { action: "organization.sign_baa", resource_type: "organization" }, oid, json!({"agreement_id": agreement, "signed_on": b.signed_on, "expires_on": b.expires_on}))
         .await?;
         let org = organizations::get(&mut *tx, oid)
             .await?
@@ -588,8 +599,10 @@ impl OrganizationsApi {
             &mut *tx,
             &request_id,
             Some(oid),
-            "organization.assign_admin",
-            "user",
+            Act {
+                action: "organization.assign_admin",
+                resource_type: "user",
+            },
             user.id,
             json!({"organization_id": oid}),
         )
@@ -663,8 +676,10 @@ async fn set_status(
         &mut *tx,
         request_id,
         Some(oid),
-        action,
-        "organization",
+        Act {
+            action,
+            resource_type: "organization",
+        },
         oid,
         json!({"status": status}),
     )

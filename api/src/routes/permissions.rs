@@ -14,6 +14,7 @@ pub mod delegations;
 mod input;
 mod views;
 
+use crate::access::Act;
 use crate::extract::{Cursor, PageSize, PathId, page};
 use std::collections::BTreeMap;
 
@@ -58,27 +59,17 @@ pub async fn member(
 
 /// Records a permission change: the audit row and the security event, in
 /// `tx`.
-#[expect(clippy::too_many_arguments)]
 pub async fn changed(
     tx: &mut sqlx::PgConnection,
     p: &Principal,
     request_id: &RequestId,
-    action: &str,
-    resource_type: &str,
+    act: Act<'_>,
     id: impl std::fmt::Display,
     user: Option<Uuid>,
     details: Value,
 ) -> Result<(), ApiError> {
-    p.audit(
-        &mut *tx,
-        request_id,
-        None,
-        action,
-        resource_type,
-        &id,
-        details.clone(),
-    )
-    .await?;
+    p.audit(&mut *tx, request_id, None, act, &id, details.clone())
+        .await?;
     let event = security_events::Event::new(
         Some(p.caller.tenant_id),
         security_events::PERMISSION_CHANGED,
@@ -86,7 +77,7 @@ pub async fn changed(
         None,
         None,
     )
-    .details(json!({"action": action, "resource_id": id.to_string(), "actor": p.caller.actor, "change": details}));
+    .details(json!({"action": act.action, "resource_id": id.to_string(), "actor": p.caller.actor, "change": details}));
     security_events::record(&mut *tx, &[event]).await?;
     Ok(())
 }
@@ -140,8 +131,7 @@ impl PermissionsApi {
         let fields = set_fields(&state, tenant, None, &body.0).await?;
         let mut tx = state.pool.begin().await?;
         let id = db::create_set(&mut tx, tenant, &fields, &p.caller.actor).await?;
-        changed(&mut tx, &p, &request_id, "permission_set.create", "permission_set", id, None,
-            json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
+        changed(&mut tx, &p, &request_id, Act { action: "permission_set.create", resource_type: "permission_set" }, id, None, json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
         tx.commit().await?;
         let set = read_set(&state, tenant, id).await?;
         Ok(SetResponse::Created(
@@ -209,8 +199,7 @@ impl PermissionsApi {
         if !db::update_set(&mut tx, tenant, sid, &fields).await? {
             return Err(ApiError::NotFound("permission set"));
         }
-        changed(&mut tx, &p, &request_id, "permission_set.update", "permission_set", sid, None,
-            json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
+        changed(&mut tx, &p, &request_id, Act { action: "permission_set.update", resource_type: "permission_set" }, sid, None, json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
         tx.commit().await?;
         Ok(SetResponse::Ok(Json(read_set(&state, tenant, sid).await?)))
     }
@@ -268,8 +257,10 @@ impl PermissionsApi {
             &mut tx,
             &p,
             &request_id,
-            "permission_set.delete",
-            "permission_set",
+            Act {
+                action: "permission_set.delete",
+                resource_type: "permission_set",
+            },
             sid,
             None,
             json!({}),
@@ -439,8 +430,10 @@ impl PermissionsApi {
             &mut tx,
             &p,
             &request_id,
-            "permission_set.assign",
-            "user",
+            Act {
+                action: "permission_set.assign",
+                resource_type: "user",
+            },
             u.id,
             Some(u.id),
             json!({"set_id": set.id, "set": set.key}),
@@ -500,8 +493,10 @@ impl PermissionsApi {
                 &mut tx,
                 &p,
                 &request_id,
-                "permission.grant",
-                "user",
+                Act {
+                    action: "permission.grant",
+                    resource_type: "user",
+                },
                 u.id,
                 Some(u.id),
                 json!({"permission": permission.as_str()}),
@@ -557,8 +552,10 @@ impl PermissionsApi {
             &mut tx,
             &p,
             &request_id,
-            "permission.revoke",
-            "user",
+            Act {
+                action: "permission.revoke",
+                resource_type: "user",
+            },
             u.id,
             Some(u.id),
             json!({"permission": permission.as_str()}),

@@ -15,6 +15,7 @@ use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Query,
     payload::{Attachment, AttachmentType, Json, PlainText},
+    validation::{MaxLength, Pattern},
 };
 use serde_json::json;
 use shared::{
@@ -27,9 +28,10 @@ use shared::{
     },
 };
 
+use crate::access::Act;
 use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
-    routes::ApiTags,
+    AppState, access::Principal, auth::Admin, error::ApiError, extract::Params,
+    middleware::RequestId, routes::ApiTags,
 };
 
 pub mod schedules;
@@ -377,6 +379,17 @@ fn subject(p: &Principal, requested: Option<&str>) -> Result<Option<TenantId>, A
     }
 }
 
+crate::query_params! {
+    /// What a report covers and how it is written.
+    pub struct ReportQuery {
+        template: String where [Pattern::new("^([a-z][a-z0-9_]{0,63}|[0-9a-fA-F-]{36})$")],
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        format: Option<String> where [Pattern::new("^(json|csv|xlsx)$")],
+        organization_id: Option<String> where [MaxLength::new(36)],
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1/reports", tag = "ApiTags::Reports")]
 impl ReportsApi {
     /// A delivery report (admins). `template` picks the period:
@@ -392,20 +405,20 @@ impl ReportsApi {
     /// none. Counts come from the hourly rollups, which trail the
     /// notifications by about a second.
     #[oai(path = "/", method = "get", operation_id = "reports.get")]
-    #[expect(clippy::too_many_arguments)]
     async fn report(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        #[oai(validator(pattern = "^([a-z][a-z0-9_]{0,63}|[0-9a-fA-F-]{36})$"))] template: Query<
-            String,
-        >,
-        from: Query<Option<DateTime<Utc>>>,
-        to: Query<Option<DateTime<Utc>>>,
-        #[oai(validator(pattern = "^(json|csv|xlsx)$"))] format: Query<Option<String>>,
-        #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
+        query: Params<ReportQuery>,
     ) -> Result<ReportAnswer, ApiError> {
+        let ReportQuery {
+            template,
+            from,
+            to,
+            format,
+            organization_id,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
             .refused(
@@ -413,25 +426,17 @@ impl ReportsApi {
                 &request_id,
                 "report.export",
                 "report",
-                organization_id.0.as_deref(),
-                subject(&p, organization_id.0.as_deref()),
+                organization_id.as_deref(),
+                subject(&p, organization_id.as_deref()),
             )
             .await?;
-        let (template, shape) = templates::resolve(&state, &p, &template.0).await?;
-        let range = ReportRange::new(template, from.0, to.0, Utc::now())
+        let (template, shape) = templates::resolve(&state, &p, &template).await?;
+        let range = ReportRange::new(template, from, to, Utc::now())
             .map_err(|e| ApiError::invalid(e.field, e.reason))?;
-        let format = format.0.unwrap_or_else(|| "json".into());
+        let format = format.unwrap_or_else(|| "json".into());
         let report =
             compute::report_of(&state.pool, tenant, &range, shape.channel.as_deref()).await?;
-        p.audit(
-            &state.pool,
-            &request_id,
-            tenant,
-            "report.export",
-            "report",
-            shape.label.as_str(),
-            json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}),
-        )
+        p.audit(&state.pool, &request_id, tenant, Act { action: "report.export", resource_type: "report" }, shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}))
         .await?;
         let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
         Ok(ReportAnswer(match format.as_str() {

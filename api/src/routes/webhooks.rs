@@ -407,8 +407,7 @@ impl WebhooksApi {
             enabled,
         };
         let created = db::create(&state.pool, caller.tenant_id, id, write, &sealed).await?;
-        caller.audit(&state.pool, &request_id, "webhook.create", "webhook_endpoint", id, json!({"host": host_of(&checked.url), "events": checked.events, "enabled": enabled}),
-        )
+        caller.audit(&state.pool, &request_id, "webhook.create", "webhook_endpoint", id, json!({"host": host_of(&checked.url), "events": checked.events, "enabled": enabled}))
         .await?;
         Ok(CreateResponse::Created(
             Json(CreatedWebhook {

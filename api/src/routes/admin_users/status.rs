@@ -1,6 +1,7 @@
 //! Deactivating and reactivating a user, and ending their sessions.
 
 use super::*;
+use crate::access::Act;
 
 pub(super) async fn set_status(
     auth: &Admin,
@@ -37,8 +38,10 @@ pub(super) async fn set_status(
         &mut *tx,
         request_id,
         Some(user.tenant_id),
-        action,
-        "user",
+        Act {
+            action,
+            resource_type: "user",
+        },
         uid,
         json!({"status": status}),
     )

@@ -1,8 +1,10 @@
 //! The alert endpoints' handlers.
 
 use super::*;
+use crate::access::Act;
 use crate::error::InvalidParam;
-use crate::extract::{Cursor, PageSize, PathId, page};
+use crate::extract::{Cursor, PageSize, Params, PathId, page};
+use poem_openapi::validation::Pattern;
 
 /// `t` within what Postgres stores.
 fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
@@ -198,8 +200,10 @@ impl AlertRulesApi {
             &mut *tx,
             &request_id,
             tenant,
-            "alert_rule.create",
-            "alert_rule",
+            Act {
+                action: "alert_rule.create",
+                resource_type: "alert_rule",
+            },
             id,
             details,
         )
@@ -298,8 +302,10 @@ impl AlertRulesApi {
             &mut *tx,
             &request_id,
             rule.tenant_id,
-            "alert_rule.update",
-            "alert_rule",
+            Act {
+                action: "alert_rule.update",
+                resource_type: "alert_rule",
+            },
             rule_id,
             details,
         )
@@ -345,8 +351,10 @@ impl AlertRulesApi {
             &mut *tx,
             &request_id,
             rule.tenant_id,
-            "alert_rule.delete",
-            "alert_rule",
+            Act {
+                action: "alert_rule.delete",
+                resource_type: "alert_rule",
+            },
             rule.id,
             json!({"metric": rule.spec.metric.as_str()}),
         )
@@ -356,27 +364,43 @@ impl AlertRulesApi {
     }
 }
 
+crate::query_params! {
+    /// The filters and page of the alert list.
+    pub struct AlertQuery {
+        organization_id: Option<String>,
+        status: Option<String> where [Pattern::new("^(open|acknowledged|resolved)$")],
+        severity: Option<String> where [Pattern::new("^(info|warning|critical)$")],
+        rule_id: Option<String>,
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        cursor: Option<Cursor<(DateTime<Utc>, Uuid)>>,
+        limit: PageSize,
+    }
+}
+
 #[OpenApi(prefix_path = "/api/v1/admin", tag = "ApiTags::Admin")]
 impl AlertsApi {
     /// Alerts, newest first (admins), filtered by `status`, `severity`,
     /// `rule_id`, opening time (`since` inclusive, `until` exclusive) and,
     /// for platform admins, `organization_id`.
     #[oai(path = "/alerts", method = "get", operation_id = "admin.alerts.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list_alerts(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        organization_id: Query<Option<String>>,
-        #[oai(validator(pattern = "^(open|acknowledged|resolved)$"))] status: Query<Option<String>>,
-        #[oai(validator(pattern = "^(info|warning|critical)$"))] severity: Query<Option<String>>,
-        rule_id: Query<Option<String>>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
-        cursor: Query<Option<Cursor<(DateTime<Utc>, Uuid)>>>,
-        limit: Query<PageSize>,
+        query: Params<AlertQuery>,
     ) -> Result<AlertPageResponse, ApiError> {
+        let AlertQuery {
+            organization_id,
+            status,
+            severity,
+            rule_id,
+            since,
+            until,
+            cursor,
+            limit,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p
             .refused(
@@ -385,14 +409,13 @@ impl AlertsApi {
                 "alert.list",
                 "alert",
                 None,
-                match organization_id.0.as_deref() {
+                match organization_id.as_deref() {
                     None => Ok(p.scope()),
                     Some(raw) => p.target_tenant(Some(raw)).map(Some),
                 },
             )
             .await?;
         let rule = rule_id
-            .0
             .as_deref()
             .map(|r| {
                 Uuid::parse_str(r).map_err(|_| ApiError::invalid("rule_id", "is not a rule id"))
@@ -400,15 +423,15 @@ impl AlertsApi {
             .transpose()?;
         let filter = store::Filter {
             tenant,
-            status: status.0,
-            severity: severity.0,
+            status,
+            severity,
             rule,
-            since: clamp(since.0),
-            until: clamp(until.0),
-            after: cursor.0.map(|c| c.0),
+            since: clamp(since),
+            until: clamp(until),
+            after: cursor.map(|c| c.0),
         };
-        let rows = store::list(&state.pool, &filter, limit.0.fetch()).await?;
-        let (rows, next_cursor) = page(rows, limit.0, |a: &Alert| (a.opened_at, a.id));
+        let rows = store::list(&state.pool, &filter, limit.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit, |a: &Alert| (a.opened_at, a.id));
         Ok(AlertPageResponse::Ok(Json(AlertPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -615,8 +638,10 @@ async fn act(
         &state.pool,
         request_id,
         alert.tenant_id,
-        action,
-        "alert",
+        Act {
+            action,
+            resource_type: "alert",
+        },
         alert.id,
         json!({"rule_id": alert.rule_id, "severity": alert.severity}),
     )

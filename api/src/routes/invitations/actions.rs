@@ -2,6 +2,7 @@
 //! or in bulk, and the rules on who may manage it.
 
 use super::*;
+use crate::access::Act;
 
 /// Pushes the invitation's job after its commit; if that fails the row is
 /// released and the dispatcher's next sweep pushes it.
@@ -155,8 +156,10 @@ pub(super) async fn create_one(
         &mut *tx,
         request_id,
         Some(tenant),
-        "invitation.create",
-        "invitation",
+        Act {
+            action: "invitation.create",
+            resource_type: "invitation",
+        },
         inv.id,
         json!({"invitation_type": ty.as_str()}),
     )
@@ -279,8 +282,10 @@ pub(super) async fn resend_one(
         &mut *tx,
         request_id,
         Some(inv.tenant_id),
-        "invitation.resend",
-        "invitation",
+        Act {
+            action: "invitation.resend",
+            resource_type: "invitation",
+        },
         inv.id,
         json!({}),
     )
@@ -337,8 +342,10 @@ pub(super) async fn cancel_one(
         &mut *tx,
         request_id,
         Some(inv.tenant_id),
-        "invitation.cancel",
-        "invitation",
+        Act {
+            action: "invitation.cancel",
+            resource_type: "invitation",
+        },
         inv.id,
         json!({}),
     )

@@ -16,13 +16,15 @@
 
 pub mod input;
 
-use crate::extract::{Cursor, PageSize, PathId, page};
+use crate::access::Act;
+use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::Path,
     payload::Json,
+    validation::{MaxLength, MinLength, Pattern},
 };
 use serde_json::{Value, json};
 use shared::db::{
@@ -235,29 +237,40 @@ enum Applied {
     Started(Box<OpsAction>),
 }
 
-/// The query's filter.
-#[expect(clippy::too_many_arguments)]
-fn query_filter(
-    p: &Principal,
-    since: Option<DateTime<Utc>>,
-    until: Option<DateTime<Utc>>,
-    organization_id: Option<Uuid>,
-    kind: Option<String>,
-    channel: Option<String>,
-    provider: Option<String>,
-    error_class: Option<String>,
-    group: Option<String>,
-) -> Result<Filter, ApiError> {
+crate::query_params! {
+    /// Which failed work the groups and the list show.
+    pub struct FailedQuery {
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        organization_id: Option<Uuid>,
+        kind: Option<String> where [Pattern::new("^(notification|webhook|bulk_job|shipment)$")],
+        channel: Option<String> where [Pattern::new("^(email|sms|push|whatsapp|inapp)$")],
+        provider: Option<String> where [MinLength::new(1), MaxLength::new(100)],
+        error_class: Option<String> where [Pattern::new("^[a-z0-9_]{1,64}$")],
+    }
+}
+
+crate::query_params! {
+    /// One group of the list, and the page.
+    pub struct FailedPageQuery {
+        group: Option<String> where [Pattern::new("^[A-Za-z0-9_-]{1,1024}$")],
+        cursor: Option<Cursor<failed_work::Seek>>,
+        limit: PageSize,
+    }
+}
+
+/// The query's filter, of `group` when one is named.
+fn query_filter(p: &Principal, q: FailedQuery, group: Option<String>) -> Result<Filter, ApiError> {
     input::filter(
         p,
         &FilterBody {
-            since,
-            until,
-            organization_id,
-            kind,
-            channel,
-            provider,
-            error_class,
+            since: q.since,
+            until: q.until,
+            organization_id: q.organization_id,
+            kind: q.kind,
+            channel: q.channel,
+            provider: q.provider,
+            error_class: q.error_class,
             group,
         },
         "",
@@ -296,8 +309,10 @@ async fn apply(
                 &mut *tx,
                 request_id,
                 None,
-                &name,
-                "failed_work",
+                Act {
+                    action: &name,
+                    resource_type: "failed_work",
+                },
                 "selection",
                 json!({"ids": ids, "applied": counts.applied, "skipped": counts.skipped,
                        "not_found": counts.not_found}),
@@ -319,8 +334,10 @@ async fn apply(
                 &state.pool,
                 request_id,
                 filter.tenant,
-                &name,
-                "ops_action",
+                Act {
+                    action: &name,
+                    resource_type: "ops_action",
+                },
                 started.id,
                 json!({"filter": serde_json::to_value(&filter).unwrap_or(Value::Null),
                        "matched": started.matched}),
@@ -349,36 +366,15 @@ impl OpsFailedApi {
         method = "get",
         operation_id = "ops.failed.groups"
     )]
-    #[expect(clippy::too_many_arguments)]
     async fn groups(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
-        organization_id: Query<Option<Uuid>>,
-        #[oai(validator(pattern = "^(notification|webhook|bulk_job|shipment)$"))] kind: Query<
-            Option<String>,
-        >,
-        #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))] channel: Query<
-            Option<String>,
-        >,
-        #[oai(validator(min_length = 1, max_length = 100))] provider: Query<Option<String>>,
-        #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] error_class: Query<Option<String>>,
+        query: Params<FailedQuery>,
     ) -> Result<GroupsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let filter = query_filter(
-            &p,
-            since.0,
-            until.0,
-            organization_id.0,
-            kind.0,
-            channel.0,
-            provider.0,
-            error_class.0,
-            None,
-        );
+        let filter = query_filter(&p, query.0, None);
         let filter = p
             .refused(
                 &state,
@@ -413,39 +409,21 @@ impl OpsFailedApi {
     /// groups and `group` (a group's `key`); paged with `cursor` and
     /// `limit` (1 to 500, default 50).
     #[oai(path = "/failed", method = "get", operation_id = "ops.failed.list")]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
         request_id: Data<&RequestId>,
-        since: Query<Option<DateTime<Utc>>>,
-        until: Query<Option<DateTime<Utc>>>,
-        organization_id: Query<Option<Uuid>>,
-        #[oai(validator(pattern = "^(notification|webhook|bulk_job|shipment)$"))] kind: Query<
-            Option<String>,
-        >,
-        #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))] channel: Query<
-            Option<String>,
-        >,
-        #[oai(validator(min_length = 1, max_length = 100))] provider: Query<Option<String>>,
-        #[oai(validator(pattern = "^[a-z0-9_]{1,64}$"))] error_class: Query<Option<String>>,
-        #[oai(validator(pattern = "^[A-Za-z0-9_-]{1,1024}$"))] group: Query<Option<String>>,
-        cursor: Query<Option<Cursor<failed_work::Seek>>>,
-        limit: Query<PageSize>,
+        query: Params<FailedQuery>,
+        page_query: Params<FailedPageQuery>,
     ) -> Result<PageResponse, ApiError> {
+        let FailedPageQuery {
+            group,
+            cursor,
+            limit,
+        } = page_query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        let filter = query_filter(
-            &p,
-            since.0,
-            until.0,
-            organization_id.0,
-            kind.0,
-            channel.0,
-            provider.0,
-            error_class.0,
-            group.0,
-        );
+        let filter = query_filter(&p, query.0, group);
         let filter = p
             .refused(
                 &state,
@@ -456,9 +434,9 @@ impl OpsFailedApi {
                 filter,
             )
             .await?;
-        let after = cursor.0.map(|c| c.0);
-        let rows = failed_work::list(&state.pool, &filter, after, limit.0.fetch()).await?;
-        let (rows, next_cursor) = page(rows, limit.0, |r| (r.failed_at, r.id));
+        let after = cursor.map(|c| c.0);
+        let rows = failed_work::list(&state.pool, &filter, after, limit.fetch()).await?;
+        let (rows, next_cursor) = page(rows, limit, |r| (r.failed_at, r.id));
         let items = rows
             .into_iter()
             .map(|r| FailedItem {
@@ -602,8 +580,10 @@ impl OpsFailedApi {
             &state.pool,
             &request_id,
             a.tenant_id,
-            "ops.actions.cancel",
-            "ops_action",
+            Act {
+                action: "ops.actions.cancel",
+                resource_type: "ops_action",
+            },
             a.id,
             json!({"status": a.status, "processed": a.processed, "matched": a.matched}),
         )

@@ -29,6 +29,7 @@ pub use self::{
     providers::{ProviderItem, ProvidersView},
     views::*,
 };
+use crate::access::Act;
 use crate::{
     AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
     middleware::RequestId,
@@ -313,15 +314,7 @@ async fn set_paused(
     let updated = db::fleet::set_paused(&mut *tx, tenant, config.id, by)
         .await?
         .ok_or(ApiError::NotFound("provider config"))?;
-    p.audit(
-        &mut *tx,
-        request_id,
-        Some(tenant),
-        action,
-        "provider_config",
-        config.id,
-        json!({"name": updated.name, "channel": updated.channel, "was_paused": config.paused_at.is_some()}),
-    )
+    p.audit(&mut *tx, request_id, Some(tenant), Act { action, resource_type: "provider_config" }, config.id, json!({"name": updated.name, "channel": updated.channel, "was_paused": config.paused_at.is_some()}))
     .await?;
     tx.commit().await?;
     let mut items = providers::items(state, vec![(tenant, updated)]).await?;
@@ -423,8 +416,10 @@ async fn cache_action(
         &state.pool,
         request_id,
         None,
-        action,
-        "cache",
+        Act {
+            action,
+            resource_type: "cache",
+        },
         name,
         json!({"tag": tenant.map(|t| t.to_string()), "other_instances_told": told.is_ok()}),
     )

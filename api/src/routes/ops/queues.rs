@@ -28,6 +28,7 @@ use shared::{
     throughput::quantile,
 };
 
+use crate::access::Act;
 use crate::{AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId};
 
 /// How stale a served overview may be.
@@ -544,8 +545,10 @@ impl OpsQueuesApi {
             &mut *tx,
             &request_id,
             None,
-            "queue.pause",
-            "queue",
+            Act {
+                action: "queue.pause",
+                resource_type: "queue",
+            },
             q,
             serde_json::json!({"reason": pause.reason}),
         )
@@ -588,8 +591,10 @@ impl OpsQueuesApi {
             &mut *tx,
             &request_id,
             None,
-            "queue.resume",
-            "queue",
+            Act {
+                action: "queue.resume",
+                resource_type: "queue",
+            },
             q,
             serde_json::json!({"was_paused": was_paused}),
         )

@@ -12,23 +12,20 @@
 
 use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
-use poem_openapi::{
-    ApiResponse, Enum, Object, OpenApi,
-    param::{Path, Query},
-    payload::Json,
-};
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{db::permissions as db, permissions::Permission};
 use uuid::Uuid;
 
 use super::{changed, member, parse_permissions};
+use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
     auth::Admin,
     body::StrictJson,
     error::ApiError,
-    extract::{Cursor, PageSize, page},
+    extract::{Cursor, PageSize, Params, page},
     middleware::RequestId,
     routes::ApiTags,
 };
@@ -165,6 +162,23 @@ pub fn window(
     Ok((starts, b.ends_at))
 }
 
+crate::query_params! {
+    /// The filters and page of the delegation list.
+    pub struct ListQuery {
+        /// Whose delegations (default: the signed-in user; with an API key,
+        /// everyone's).
+        user_id: Option<String>,
+        /// Given, received, or all (default).
+        direction: Option<Direction>,
+        /// Only those in force now (`true`), or only those not (`false`).
+        active: Option<bool>,
+        /// From `next_cursor` of the previous page.
+        cursor: Option<Cursor<Uuid>>,
+        /// Delegations per page.
+        limit: PageSize,
+    }
+}
+
 #[OpenApi(
     prefix_path = "/api/v1/permissions/delegations",
     tag = "ApiTags::Admin"
@@ -258,8 +272,10 @@ impl DelegationsApi {
             &mut tx,
             &p,
             &request_id,
-            "permission.delegate",
-            "permission_delegation",
+            Act {
+                action: "permission.delegate",
+                resource_type: "permission_delegation",
+            },
             d.id,
             Some(delegate.id),
             json!({"delegate_id": delegate.id, "permissions": names,
@@ -282,27 +298,23 @@ impl DelegationsApi {
         method = "get",
         operation_id = "permissions.delegations.list"
     )]
-    #[expect(clippy::too_many_arguments)]
     async fn list(
         &self,
         auth: Admin,
         state: Data<&AppState>,
-        /// Whose delegations (default: the signed-in user; with an API key,
-        /// everyone's).
-        user_id: Query<Option<String>>,
-        /// Given, received, or all (default).
-        direction: Query<Option<Direction>>,
-        /// Only those in force now (`true`), or only those not (`false`).
-        active: Query<Option<bool>>,
-        /// From `next_cursor` of the previous page.
-        cursor: Query<Option<Cursor<Uuid>>>,
-        /// Delegations per page.
-        limit: Query<PageSize>,
+        query: Params<ListQuery>,
     ) -> Result<DelegationPageResponse, ApiError> {
+        let ListQuery {
+            user_id,
+            direction,
+            active,
+            cursor,
+            limit,
+        } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let before = cursor.0.map(|c| c.0);
-        let whose = match user_id.0.as_deref() {
+        let before = cursor.map(|c| c.0);
+        let whose = match user_id.as_deref() {
             None => p.user_id,
             Some(raw) => {
                 let own = p.user_id.is_some() && Uuid::parse_str(raw).ok() == p.user_id;
@@ -312,7 +324,7 @@ impl DelegationsApi {
                 Some(member(&state, tenant, raw).await?.id)
             }
         };
-        let direction = match direction.0.unwrap_or(Direction::All) {
+        let direction = match direction.unwrap_or(Direction::All) {
             Direction::Given => db::Direction::Given,
             Direction::Received => db::Direction::Received,
             Direction::All => db::Direction::Both,
@@ -323,13 +335,13 @@ impl DelegationsApi {
             tenant,
             whose,
             direction,
-            active.0,
+            active,
             now,
             before,
-            limit.0.fetch(),
+            limit.fetch(),
         )
         .await?;
-        let (rows, next_cursor) = page(rows, limit.0, |d| d.id);
+        let (rows, next_cursor) = page(rows, limit, |d| d.id);
         Ok(DelegationPageResponse::Ok(Json(DelegationPage {
             items: rows
                 .into_iter()
@@ -382,8 +394,10 @@ impl DelegationsApi {
                 &mut tx,
                 &p,
                 &request_id,
-                "permission.delegation_revoke",
-                "permission_delegation",
+                Act {
+                    action: "permission.delegation_revoke",
+                    resource_type: "permission_delegation",
+                },
                 d.id,
                 Some(d.delegate_id),
                 json!({"delegate_id": d.delegate_id}),

@@ -6,6 +6,7 @@
 //! the platform organisation); another organisation's id answers 404.
 //! Every change is audited.
 
+use crate::access::Act;
 use crate::extract::PathId;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -322,8 +323,10 @@ impl ReportSchedulesApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "report_schedule.create",
-            "report_schedule",
+            Act {
+                action: "report_schedule.create",
+                resource_type: "report_schedule",
+            },
             s.id,
             details(&spec),
         )
@@ -407,8 +410,10 @@ impl ReportSchedulesApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "report_schedule.update",
-            "report_schedule",
+            Act {
+                action: "report_schedule.update",
+                resource_type: "report_schedule",
+            },
             s.id,
             details(&spec),
         )
@@ -461,8 +466,10 @@ impl ReportSchedulesApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "report_schedule.delete",
-            "report_schedule",
+            Act {
+                action: "report_schedule.delete",
+                resource_type: "report_schedule",
+            },
             sid,
             json!({}),
         )

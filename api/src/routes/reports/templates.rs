@@ -7,6 +7,7 @@
 //! the platform organisation); another organisation's id answers 404.
 //! Every change is audited; refusals too.
 
+use crate::access::Act;
 use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -283,8 +284,10 @@ impl ReportTemplatesApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "report_template.create",
-            "report_template",
+            Act {
+                action: "report_template.create",
+                resource_type: "report_template",
+            },
             t.id,
             details(&spec),
         )
@@ -368,8 +371,10 @@ impl ReportTemplatesApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "report_template.update",
-            "report_template",
+            Act {
+                action: "report_template.update",
+                resource_type: "report_template",
+            },
             t.id,
             details(&spec),
         )
@@ -422,8 +427,10 @@ impl ReportTemplatesApi {
             &mut *tx,
             &request_id,
             Some(tenant),
-            "report_template.delete",
-            "report_template",
+            Act {
+                action: "report_template.delete",
+                resource_type: "report_template",
+            },
             tid,
             json!({}),
         )

@@ -10,8 +10,9 @@ use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
-    param::{Path, Query},
+    param::Path,
     payload::Json,
+    validation::{MaxLength, MinLength},
 };
 use serde_json::Value;
 use shared::{
@@ -26,7 +27,7 @@ use crate::{
     auth::ServiceKey,
     body::StrictJson,
     error::ApiError,
-    extract::{Cursor, PageSize, PathId, page},
+    extract::{Cursor, PageSize, Params, PathId, page},
     middleware::RequestId,
     routes::ApiTags,
 };
@@ -339,6 +340,25 @@ async fn read(state: &AppState, tenant_id: TenantId, id: Uuid) -> Result<RunBody
     })
 }
 
+crate::query_params! {
+    /// The filters and page of the run list.
+    pub struct RunQuery {
+        /// Runs per page.
+        limit: PageSize,
+        /// The `next_cursor` of the page before.
+        cursor: Option<Cursor<(DateTime<Utc>, Uuid)>>,
+        /// Only runs of the workflow with this key.
+        workflow: Option<String> where [MinLength::new(1), MaxLength::new(100)],
+        /// Only runs with this status: `running`, `waiting`, `completed`,
+        /// `cancelled`, `failed`, `merged` or `dropped`.
+        status: Option<String>,
+        /// Only runs of the subscriber with this external id.
+        subscriber_id: Option<String> where [MinLength::new(1), MaxLength::new(255)],
+        /// Only runs triggered with this cancellation key.
+        cancellation_key: Option<String> where [MinLength::new(1), MaxLength::new(255)],
+    }
+}
+
 #[OpenApi(
     prefix_path = "/api/v1/services/workflows",
     tag = "ApiTags::Notifications"
@@ -349,34 +369,23 @@ impl WorkflowRunsApi {
     /// filter given must hold). Runs of a deleted workflow are listed under
     /// its key.
     #[oai(path = "/runs", method = "get", operation_id = "workflows.list_runs")]
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "each filter is its own query parameter"
-    )]
     async fn list_runs(
         &self,
         auth: ServiceKey,
         state: Data<&AppState>,
-        /// Runs per page.
-        limit: Query<PageSize>,
-        /// The `next_cursor` of the page before.
-        cursor: Query<Option<Cursor<(DateTime<Utc>, Uuid)>>>,
-        /// Only runs of the workflow with this key.
-        #[oai(validator(min_length = 1, max_length = 100))]
-        workflow: Query<Option<String>>,
-        /// Only runs with this status: `running`, `waiting`, `completed`,
-        /// `cancelled`, `failed`, `merged` or `dropped`.
-        status: Query<Option<String>>,
-        /// Only runs of the subscriber with this external id.
-        #[oai(validator(min_length = 1, max_length = 255))]
-        subscriber_id: Query<Option<String>>,
-        /// Only runs triggered with this cancellation key.
-        #[oai(validator(min_length = 1, max_length = 255))]
-        cancellation_key: Query<Option<String>>,
+        query: Params<RunQuery>,
     ) -> Result<RunListResponse, ApiError> {
+        let RunQuery {
+            limit,
+            cursor,
+            workflow,
+            status,
+            subscriber_id,
+            cancellation_key,
+        } = query.0;
         let tenant_id = auth.0.tenant_id;
-        let after = cursor.0.map(|c| c.0);
-        if let Some(w) = &workflow.0
+        let after = cursor.map(|c| c.0);
+        if let Some(w) = &workflow
             && !super::key_ok(w)
         {
             return Err(ApiError::invalid(
@@ -384,7 +393,7 @@ impl WorkflowRunsApi {
                 "must be a workflow key: 1 to 100 lower-case letters, digits, `.`, `_` or `-`",
             ));
         }
-        if let Some(s) = &status.0
+        if let Some(s) = &status
             && !STATUSES.contains(&s.as_str())
         {
             return Err(ApiError::invalid(
@@ -392,11 +401,11 @@ impl WorkflowRunsApi {
                 format!("must be one of {}", STATUSES.join(", ")),
             ));
         }
-        if let Some(k) = &cancellation_key.0 {
+        if let Some(k) = &cancellation_key {
             shared::domain::cancellation_key(k)
                 .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
         }
-        let subscriber = match &subscriber_id.0 {
+        let subscriber = match &subscriber_id {
             None => None,
             Some(raw) => {
                 let external =
@@ -416,14 +425,13 @@ impl WorkflowRunsApi {
             }
         };
         let filter = RunFilter {
-            workflow: workflow.0.as_deref(),
-            status: status.0.as_deref(),
+            workflow: workflow.as_deref(),
+            status: status.as_deref(),
             subscriber_id: subscriber,
-            cancellation_key: cancellation_key.0.as_deref(),
+            cancellation_key: cancellation_key.as_deref(),
         };
-        let items =
-            store::list_runs(&state.pool, tenant_id, &filter, after, limit.0.fetch()).await?;
-        let (items, next_cursor) = page(items, limit.0, |r: &RunSummary| (r.created_at, r.id));
+        let items = store::list_runs(&state.pool, tenant_id, &filter, after, limit.fetch()).await?;
+        let (items, next_cursor) = page(items, limit, |r: &RunSummary| (r.created_at, r.id));
         Ok(RunListResponse::Ok(Json(RunPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,
