@@ -330,17 +330,14 @@ impl DelegationsApi {
             Direction::All => db::Direction::Both,
         };
         let now = state.permissions_clock.now();
-        let rows = db::list_delegations(
-            &state.pool,
-            tenant,
-            whose,
+        let filter = db::DelegationFilter {
+            user: whose,
             direction,
             active,
             now,
-            before,
-            limit.fetch(),
-        )
-        .await?;
+        };
+        let rows =
+            db::list_delegations(&state.pool, tenant, &filter, before, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |d| d.id);
         Ok(DelegationPageResponse::Ok(Json(DelegationPage {
             items: rows

@@ -111,23 +111,38 @@ pub enum Direction {
     Both,
 }
 
-/// Delegations of `tenant`, newest first (id order, descending) before
-/// `before`: those `user` gave or received (`direction`), or every one of
-/// the organisation when `user` is `None`; with `active` only those in
-/// force at `now` (in their window and not revoked) or, when false, only
-/// those that are not.
-#[expect(clippy::too_many_arguments)]
+/// Which delegations a list holds: those `user` gave or received
+/// (`direction`), or every one of the organisation when `user` is `None`;
+/// with `active` only those in force at `now` (in their window and not
+/// revoked) or, when false, only those that are not.
+#[derive(Debug, Clone, Copy)]
+pub struct DelegationFilter {
+    /// Whose delegations.
+    pub user: Option<Uuid>,
+    /// Given, received or both.
+    pub direction: Direction,
+    /// In force or not (at `now`), or either.
+    pub active: Option<bool>,
+    /// The time `active` is judged at.
+    pub now: DateTime<Utc>,
+}
+
+/// Delegations of `tenant` that `filter` holds, newest first (id order,
+/// descending) before `before`.
 #[tracing::instrument(skip_all)]
 pub async fn list_delegations(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Option<Uuid>,
-    direction: Direction,
-    active: Option<bool>,
-    now: DateTime<Utc>,
+    filter: &DelegationFilter,
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Delegation>, sqlx::Error> {
+    let DelegationFilter {
+        user,
+        direction,
+        active,
+        now,
+    } = *filter;
     let (given, received) = match direction {
         Direction::Given => (true, false),
         Direction::Received => (false, true),
