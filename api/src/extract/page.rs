@@ -11,6 +11,8 @@ use poem_openapi::{
 };
 use uuid::Uuid;
 
+use crate::error::ApiError;
+
 /// Why a `cursor` is refused (400 naming `cursor`), on every list.
 pub const NOT_A_CURSOR: &str = "is not a cursor this API returned";
 
@@ -112,9 +114,21 @@ impl<A: CursorKey, B: CursorKey> CursorKey for (A, B) {
 /// The `cursor` query parameter: the `next_cursor` of the page before,
 /// read back into the key that page ended with (`cursor:
 /// Query<Option<Cursor<(DateTime<Utc>, Uuid)>>>`). Anything else is refused
-/// with 400 naming `cursor`, before the handler runs.
+/// with 400 naming `cursor` by [`Cursor::get`], which handlers call after
+/// the caller and the ids in the path are checked: a caller who may not
+/// list gets 403, and a list under an id that names nothing 404, whatever
+/// cursor they sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor<K>(pub K);
+pub struct Cursor<K>(Option<K>);
+
+impl<K> Cursor<K> {
+    /// The key the cursor carries; 400 naming `cursor` if the API did not
+    /// issue it.
+    pub fn get(self) -> Result<K, ApiError> {
+        self.0
+            .ok_or_else(|| ApiError::invalid("cursor", NOT_A_CURSOR))
+    }
+}
 
 impl<K: CursorKey> Cursor<K> {
     /// The key `raw` carries, if the API issued it.
@@ -153,9 +167,7 @@ impl<K: Send + Sync> Type for Cursor<K> {
 
 impl<K: CursorKey + Send + Sync> ParseFromParameter for Cursor<K> {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {
-        Self::decode(value)
-            .map(Self)
-            .ok_or_else(|| ParseError::custom(NOT_A_CURSOR))
+        Ok(Self(Self::decode(value)))
     }
 }
 
@@ -299,10 +311,9 @@ mod tests {
             &"9".repeat(101),
             "MS5ub3QtYS11dWlk",
         ] {
-            assert!(
-                Cursor::<(DateTime<Utc>, Uuid)>::parse_from_parameter(bad).is_err(),
-                "{bad}"
-            );
+            let read = Cursor::<(DateTime<Utc>, Uuid)>::parse_from_parameter(bad)
+                .expect("read as given; refused when the handler asks");
+            assert!(matches!(read.get(), Err(ApiError::Invalid(_))), "{bad}");
         }
         assert!(Cursor::<String>::decode("").is_none());
         assert!(Cursor::<String>::decode(&"\u{0}".to_owned().cursor()).is_none());

@@ -175,7 +175,7 @@ impl AdminUsersApi {
         {
             return Err(ApiError::invalid("status", "must be active or inactive"));
         }
-        let after = cursor.map(|c| c.0);
+        let after = cursor.map(Cursor::get).transpose()?;
         let rows = users::list(
             &state.pool,
             users::Filter {

@@ -176,7 +176,7 @@ impl AuditApi {
         limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let before = cursor.0.map(|c| c.0);
+        let before = cursor.0.map(Cursor::get).transpose()?;
         let filter = filter(&p, &filters.0, before)?;
         let rows = audit::list(&state.pool, filter, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);

@@ -542,7 +542,7 @@ impl BatchesApi {
                     .ok_or_else(|| ApiError::invalid("status", format!("`{s}` is not a status")))?,
             ),
         };
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         if batches::get(&state.pool, tenant_id, id).await?.is_none() {
             return Err(ApiError::NotFound("batch"));
         }

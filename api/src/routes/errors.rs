@@ -432,7 +432,7 @@ impl ErrorsApi {
             provider: q.provider,
             since: q.since.map(clamp),
         };
-        let after = q.cursor.map(|c| c.0);
+        let after = q.cursor.map(Cursor::get).transpose()?;
         let rows = store::list(&state.pool, scope, &filter, after, q.limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, q.limit, |g: &Group| (g.last_seen, g.id));
         Ok(ErrorGroupPageResponse::Ok(Json(ErrorGroupPage {
@@ -561,7 +561,7 @@ impl ErrorsApi {
         store::get(&state.pool, scope, id)
             .await?
             .ok_or(ApiError::NotFound("error group"))?;
-        let before = cursor.0.map(|c| c.0);
+        let before = cursor.0.map(Cursor::get).transpose()?;
         let rows = store::recoveries(&state.pool, scope, id, before, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(RecoveryPageResponse::Ok(Json(RecoveryPage {

@@ -187,7 +187,7 @@ impl InboxApi {
             cursor,
             limit,
         } = query.0;
-        let before = cursor.map(|c| c.0);
+        let before = cursor.map(Cursor::get).transpose()?;
         let Some(subscriber_id) = subscriber(&state, &auth.0).await? else {
             return Ok(PageResponse::Ok(Json(InboxPage {
                 items: vec![],

@@ -284,7 +284,7 @@ impl InvitationsApi {
             return Err(ApiError::invalid("email", "must be at most 254 characters"));
         }
         let mut rows = Vec::new();
-        let mut after = cursor.map(|c| c.0);
+        let mut after = cursor.map(Cursor::get).transpose()?;
         // Non-admins see only what they sent: filter while paging.
         loop {
             let batch = invitations::list(

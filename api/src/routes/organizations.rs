@@ -173,7 +173,7 @@ impl OrganizationsApi {
                 name: name.as_deref(),
                 compliant,
                 today: today(),
-                after: cursor.map(|c| c.0),
+                after: cursor.map(Cursor::get).transpose()?,
             },
             limit.fetch(),
         )

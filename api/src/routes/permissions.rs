@@ -101,7 +101,7 @@ impl PermissionsApi {
         limit: Query<PageSize>,
     ) -> Result<SetPageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         let rows = db::list_sets(&state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         let keys = keys_of(&state, p.caller.tenant_id).await?;

@@ -219,7 +219,7 @@ impl SecurityApi {
             )
             .await?;
         let kind = kind(kind_filter.as_deref())?;
-        let before_id = cursor.map(|c| c.0);
+        let before_id = cursor.map(Cursor::get).transpose()?;
         let rows = events::list(
             &state.pool,
             events::Filter {

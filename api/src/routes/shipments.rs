@@ -328,7 +328,7 @@ impl ShipmentsApi {
                 ApiError::invalid("status", format!("must be one of {}", known.join(", ")))
             })?),
         };
-        let before = cursor.0.map(|c| c.0);
+        let before = cursor.0.map(Cursor::get).transpose()?;
         let items = db::list(
             &state.pool,
             auth.tenant_id(),

@@ -309,7 +309,7 @@ impl TemplatesApi {
         limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let caller = auth.caller();
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         let rows = templates::list(
             &state.pool,
             caller.tenant_id,

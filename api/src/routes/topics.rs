@@ -304,7 +304,7 @@ impl TopicsApi {
         /// Topics per page.
         limit: Query<PageSize>,
     ) -> Result<TopicPageResponse, ApiError> {
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         let items = topics::list(
             &state.pool,
             auth.0.tenant_id,
@@ -431,7 +431,7 @@ impl TopicsApi {
         /// Members per page.
         limit: Query<PageSize>,
     ) -> Result<MemberPageResponse, ApiError> {
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         let tenant_id = auth.0.tenant_id;
         let topic = find(&state, tenant_id, &key.0).await?;
         let items =

@@ -439,7 +439,7 @@ impl WorkflowsApi {
         /// The `next_cursor` of the page before.
         cursor: Query<Option<Cursor<String>>>,
     ) -> Result<ListResponse, ApiError> {
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         let items = store::list(
             &state.pool,
             auth.0.tenant_id,

@@ -428,7 +428,7 @@ impl AlertsApi {
             rule,
             since: clamp(since),
             until: clamp(until),
-            after: cursor.map(|c| c.0),
+            after: cursor.map(Cursor::get).transpose()?,
         };
         let rows = store::list(&state.pool, &filter, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |a: &Alert| (a.opened_at, a.id));

@@ -434,7 +434,7 @@ impl OpsFailedApi {
                 filter,
             )
             .await?;
-        let after = cursor.map(|c| c.0);
+        let after = cursor.map(Cursor::get).transpose()?;
         let rows = failed_work::list(&state.pool, &filter, after, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |r| (r.failed_at, r.id));
         let items = rows

@@ -313,7 +313,7 @@ impl DelegationsApi {
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let tenant = p.caller.tenant_id;
-        let before = cursor.map(|c| c.0);
+        let before = cursor.map(Cursor::get).transpose()?;
         let whose = match user_id.as_deref() {
             None => p.user_id,
             Some(raw) => {

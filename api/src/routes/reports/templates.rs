@@ -248,7 +248,7 @@ impl ReportTemplatesApi {
         limit: Query<PageSize>,
     ) -> Result<TemplatePageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let after = cursor.0.map(|c| c.0);
+        let after = cursor.0.map(Cursor::get).transpose()?;
         let rows = store::list(&state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(TemplatePageResponse::Ok(Json(ReportTemplatePage {

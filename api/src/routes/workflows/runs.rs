@@ -384,7 +384,7 @@ impl WorkflowRunsApi {
             cancellation_key,
         } = query.0;
         let tenant_id = auth.0.tenant_id;
-        let after = cursor.map(|c| c.0);
+        let after = cursor.map(Cursor::get).transpose()?;
         if let Some(w) = &workflow
             && !super::key_ok(w)
         {
