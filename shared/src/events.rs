@@ -10,13 +10,15 @@
 //! inbox), `org` (the whole organisation), `batch:<id>` and `bulk:<id>`
 //! (progress, for admins).
 
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use crate::{
-    db::{events, inbox},
+    db::{batches::NewSubscriber, events, inbox},
     domain::{NotificationId, SubscriberId, TenantId},
     jobs::{QueueError, Queues},
 };
@@ -138,22 +140,29 @@ pub async fn deliver_inbox_group(
     events::lock_subscribers_of(&mut *tx, tenant_id, ids).await?;
     let moved = inbox::place_group(&mut *tx, tenant_id, ids).await?;
     let placed = moved.iter().map(|(_, item)| item.id).collect();
-    let events = announce_placed(tx, tenant_id, moved).await?;
+    let events = announce_placed(tx, tenant_id, moved, &HashMap::new()).await?;
     Ok((placed, events))
 }
 
 /// Writes the real-time events of new inbox entries, in the transaction that
 /// placed them, whose subscribers it has locked (`for no key update`, in id
-/// order, before placing them): each subscriber gets one
+/// order, before placing them) or created: each subscriber gets one
 /// `notification.created` per entry, oldest first, and then one
-/// `unread_count.changed` with the count after all of them. Returns the
-/// events to publish after the commit.
+/// `unread_count.changed` with the count after all of them. They are kept
+/// as one [`events::PLACED`] row per subscriber (per [`events::PLACED_SPAN`]
+/// entries), which a replay unfolds.
+///
+/// `created` names the subscribers this transaction created, with the event
+/// number each was created with ([`crate::db::batches::subscriber_ids`]):
+/// one created with exactly the numbers its entries take needs no update
+/// and no count (it has no other entries). Returns the events to publish
+/// after the commit.
 pub async fn announce_placed(
     tx: &mut PgConnection,
     tenant_id: TenantId,
     mut placed: Vec<(SubscriberId, inbox::Item)>,
+    created: &HashMap<SubscriberId, NewSubscriber>,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    use std::collections::BTreeMap;
     if placed.is_empty() {
         return Ok(Vec::new());
     }
@@ -162,45 +171,78 @@ pub async fn announce_placed(
     for (s, item) in &placed {
         per.entry(*s).or_default().push(item);
     }
-    let subscribers: Vec<SubscriberId> = per.keys().copied().collect();
-    let unread = inbox::unread_counts(&mut *tx, tenant_id, &subscribers).await?;
-    let counts: Vec<i64> = per.values().map(|items| items.len() as i64 + 1).collect();
-    let ends = events::advance_seqs(&mut *tx, tenant_id, &subscribers, &counts).await?;
-    let mut rows: Vec<(SubscriberId, i64, &'static str, Value, String)> = Vec::new();
+    // Each subscriber's last event number after this placement, and its
+    // unread count.
+    let mut ends: BTreeMap<SubscriberId, (i64, String)> = BTreeMap::new();
+    let mut unread: BTreeMap<SubscriberId, i64> = BTreeMap::new();
+    let (mut moved, mut by) = (Vec::new(), Vec::new());
+    let mut counted = Vec::new();
+    for (s, items) in &per {
+        let needed = items.len() as i64 + 1;
+        match created.get(s) {
+            Some(c) => {
+                unread.insert(*s, items.len() as i64);
+                if c.event_seq == needed {
+                    ends.insert(*s, (needed, c.external_id.clone()));
+                } else {
+                    moved.push(*s);
+                    by.push(needed - c.event_seq);
+                }
+            }
+            None => {
+                counted.push(*s);
+                moved.push(*s);
+                by.push(needed);
+            }
+        }
+    }
+    if !counted.is_empty() {
+        unread.extend(inbox::unread_counts(&mut *tx, tenant_id, &counted).await?);
+    }
+    if !moved.is_empty() {
+        ends.extend(events::advance_seqs(&mut *tx, tenant_id, &moved, &by).await?);
+    }
+    let mut rows: Vec<(SubscriberId, i64, events::Placed)> = Vec::new();
+    let mut out: Vec<(i64, &'static str, Value, String)> = Vec::new();
     for (s, items) in &per {
         let Some((end, subject)) = ends.get(s) else {
             continue;
         };
-        let mut seq = end - items.len() as i64;
-        for item in items {
+        let first = end - items.len() as i64;
+        let count = unread.get(s).copied().unwrap_or(0);
+        let pieces = items.chunks(events::PLACED_SPAN);
+        let last_piece = pieces.len() - 1;
+        for (i, piece) in pieces.enumerate() {
             rows.push((
                 *s,
-                seq,
+                first + (i * events::PLACED_SPAN) as i64,
+                events::Placed {
+                    ids: piece.iter().map(|item| item.id).collect(),
+                    unread: (i == last_piece).then_some(count),
+                },
+            ));
+        }
+        for (i, item) in items.iter().enumerate() {
+            out.push((
+                first + i as i64,
                 "notification.created",
                 entry_view(item),
                 subject.clone(),
             ));
-            seq += 1;
         }
-        let count = unread.get(s).copied().unwrap_or(0);
-        rows.push((
-            *s,
-            seq,
+        out.push((
+            *end,
             "unread_count.changed",
             json!({"unread": count}),
             subject.clone(),
         ));
     }
-    let subs: Vec<SubscriberId> = rows.iter().map(|r| r.0).collect();
-    let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
-    let kinds: Vec<&str> = rows.iter().map(|r| r.2).collect();
-    let payloads: Vec<&Value> = rows.iter().map(|r| &r.3).collect();
-    let at = events::append_many(&mut *tx, tenant_id, &subs, &seqs, &kinds, &payloads)
+    let at = events::append_placed(&mut *tx, tenant_id, &rows)
         .await?
         .unwrap_or_else(Utc::now);
-    Ok(rows
+    Ok(out
         .into_iter()
-        .map(|(_, seq, kind, data, subject)| Event {
+        .map(|(seq, kind, data, subject)| Event {
             tenant_id,
             topic: user_topic(&subject),
             kind: kind.to_owned(),

@@ -495,11 +495,16 @@ impl WorkflowsApi {
         let subscribers = match (&req.subscriber_id, &req.topic) {
             (Some(s), None) => {
                 ExternalId::parse(s).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
-                shared::db::batches::subscriber_ids(&mut tx, tenant_id, std::slice::from_ref(s))
-                    .await?
-                    .ids
-                    .into_values()
-                    .collect()
+                shared::db::batches::subscriber_ids(
+                    &mut tx,
+                    tenant_id,
+                    std::slice::from_ref(s),
+                    &Default::default(),
+                )
+                .await?
+                .ids
+                .into_values()
+                .collect()
             }
             (None, Some(t)) => {
                 let topic = crate::routes::topics::find(&state, tenant_id, t).await?;

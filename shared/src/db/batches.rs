@@ -10,10 +10,7 @@
 //! chunk in one statement, keyed by (batch, seq, index, channel), and marks
 //! the chunk expanded in the same transaction, so it happens exactly once.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Duration,
-};
+use std::{collections::HashMap, time::Duration};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -1,10 +1,10 @@
 //! Subscribers' real-time events, kept for catch-up after a reconnect.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::{PgConnection, PgExecutor, types::Json};
+use sqlx::{PgConnection, PgExecutor, PgPool, types::Json};
 
 use crate::domain::{NotificationId, SubscriberId, TenantId};
 
@@ -112,33 +112,6 @@ pub async fn advance_seqs(
         .collect())
 }
 
-/// Inserts events numbered by [`advance_seqs`] (the i-th of each array is
-/// one event); returns their time, or `None` when there were none.
-#[tracing::instrument(skip_all, fields(count = subscribers.len()))]
-pub async fn append_many(
-    tx: &mut PgConnection,
-    tenant_id: TenantId,
-    subscribers: &[SubscriberId],
-    seqs: &[i64],
-    kinds: &[&str],
-    payloads: &[&Value],
-) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    let at: Vec<DateTime<Utc>> = sqlx::query_scalar(
-        "insert into subscriber_events (subscriber_id, seq, tenant_id, kind, payload)
-         select e.subscriber_id, e.seq, $1, e.kind, e.payload
-         from unnest($2::uuid[], $3::int8[], $4::text[], $5::jsonb[]) as e(subscriber_id, seq, kind, payload)
-         returning created_at",
-    )
-    .bind(tenant_id)
-    .bind(subscribers)
-    .bind(seqs)
-    .bind(kinds)
-    .bind(payloads)
-    .fetch_all(tx)
-    .await?;
-    Ok(at.into_iter().next())
-}
-
 /// Appends an event for a subscriber and returns its number and time. Call
 /// in the transaction that made the change it reports.
 #[tracing::instrument(skip_all)]
@@ -166,25 +139,157 @@ pub async fn append(
     .await
 }
 
+/// The kind of a stored row that stands for the events of one placement of
+/// new inbox entries (see [`append_placed`]).
+pub const PLACED: &str = "inbox.placed";
+
+/// The most entries one [`PLACED`] row holds, so a replay knows how far
+/// before its starting number a row covering it can begin.
+pub const PLACED_SPAN: usize = 1_000;
+
+/// What a [`PLACED`] row keeps: the new entries, oldest first, and the
+/// unread count after them when the placement ends with it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Placed {
+    /// The entries' notifications, one `notification.created` each.
+    pub ids: Vec<NotificationId>,
+    /// The `unread_count.changed` that follows them, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unread: Option<i64>,
+}
+
+impl Placed {
+    /// How many event numbers the row takes.
+    pub fn span(&self) -> i64 {
+        self.ids.len() as i64 + i64::from(self.unread.is_some())
+    }
+}
+
+/// Stores placements numbered by [`advance_seqs`] or by the subscriber's
+/// creation: `rows[i]` is a subscriber, the number of its first event and
+/// what was placed (at most [`PLACED_SPAN`] entries). Returns their time, or
+/// `None` when there were none.
+#[tracing::instrument(skip_all, fields(count = rows.len()))]
+pub async fn append_placed(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    rows: &[(SubscriberId, i64, Placed)],
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    debug_assert!(
+        rows.iter()
+            .all(|(_, _, p)| p.ids.len() <= PLACED_SPAN && p.span() > 0)
+    );
+    let subscribers: Vec<SubscriberId> = rows.iter().map(|r| r.0).collect();
+    let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
+    let lasts: Vec<i64> = rows.iter().map(|r| r.1 + r.2.span() - 1).collect();
+    let payloads: Vec<Json<&Placed>> = rows.iter().map(|r| Json(&r.2)).collect();
+    let at: Vec<DateTime<Utc>> = sqlx::query_scalar(
+        "insert into subscriber_events (subscriber_id, seq, last_seq, tenant_id, kind, payload)
+         select e.subscriber_id, e.seq, e.last_seq, $1, $5, e.payload
+         from unnest($2::uuid[], $3::int8[], $4::int8[], $6::jsonb[])
+             as e(subscriber_id, seq, last_seq, payload)
+         returning created_at",
+    )
+    .bind(tenant_id)
+    .bind(&subscribers)
+    .bind(&seqs)
+    .bind(&lasts)
+    .bind(PLACED)
+    .bind(&payloads)
+    .fetch_all(tx)
+    .await?;
+    Ok(at.into_iter().next())
+}
+
+/// A stored row as [`since`] reads it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    seq: i64,
+    kind: String,
+    payload: Json<Value>,
+    created_at: DateTime<Utc>,
+}
+
 /// The subscriber's events after `since`, oldest first, at most `limit`.
+/// Placement rows are unfolded into their `notification.created` events
+/// (each entry as it was placed: unread, not archived) and their
+/// `unread_count.changed`; an entry whose notification is gone is left out.
 #[tracing::instrument(skip_all)]
 pub async fn since(
-    db: impl PgExecutor<'_>,
+    db: &PgPool,
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
     since: i64,
     limit: i64,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    sqlx::query_as(
+    // A placement row covering `since + 1` starts at most PLACED_SPAN
+    // numbers earlier.
+    let rows: Vec<Row> = sqlx::query_as(
         "select seq, kind, payload, created_at from subscriber_events
-         where tenant_id = $1 and subscriber_id = $2 and seq > $3 order by seq limit $4",
+         where tenant_id = $1 and subscriber_id = $2 and seq > $3 - $5
+           and coalesce(last_seq, seq) > $3
+         order by seq limit $4",
     )
     .bind(tenant_id)
     .bind(subscriber_id)
     .bind(since)
     .bind(limit)
+    .bind(PLACED_SPAN as i64 + 1)
     .fetch_all(db)
-    .await
+    .await?;
+    let placed: Vec<(usize, Placed)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.kind == PLACED)
+        .filter_map(|(i, r)| Some((i, serde_json::from_value(r.payload.0.clone()).ok()?)))
+        .collect();
+    let ids: Vec<NotificationId> = placed.iter().flat_map(|(_, p)| p.ids.clone()).collect();
+    let entries: HashMap<NotificationId, crate::db::inbox::Item> = if ids.is_empty() {
+        HashMap::new()
+    } else {
+        crate::db::inbox::placed(db, tenant_id, subscriber_id, &ids)
+            .await?
+            .into_iter()
+            .map(|item| (item.id, item))
+            .collect()
+    };
+    let mut placed = placed.into_iter().peekable();
+    let mut out = Vec::new();
+    for (i, row) in rows.into_iter().enumerate() {
+        if placed.peek().is_none_or(|(at, _)| *at != i) {
+            out.push(StoredEvent {
+                seq: row.seq,
+                kind: row.kind,
+                payload: row.payload,
+                created_at: row.created_at,
+            });
+            continue;
+        }
+        let Some((_, p)) = placed.next() else { break };
+        let mut seq = row.seq;
+        for id in &p.ids {
+            if let Some(item) = entries.get(id) {
+                out.push(StoredEvent {
+                    seq,
+                    kind: "notification.created".into(),
+                    payload: Json(crate::events::entry_view(item)),
+                    created_at: row.created_at,
+                });
+            }
+            seq += 1;
+        }
+        if let Some(unread) = p.unread {
+            out.push(StoredEvent {
+                seq,
+                kind: "unread_count.changed".into(),
+                payload: Json(serde_json::json!({ "unread": unread })),
+                created_at: row.created_at,
+            });
+        }
+    }
+    out.retain(|e| e.seq > since);
+    out.truncate(limit.max(0) as usize);
+    Ok(out)
 }
 
 /// The subscriber's last event number.

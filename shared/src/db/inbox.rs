@@ -232,6 +232,29 @@ struct Placed {
     item: Item,
 }
 
+/// The subscriber's entries among `ids` as they were placed (unread, not
+/// archived), whatever became of them since, for replaying the events that
+/// announced them; ids of other subscribers or no longer kept are absent.
+#[tracing::instrument(skip_all, fields(count = ids.len()))]
+pub async fn placed(
+    db: impl PgExecutor<'_>,
+    tenant_id: TenantId,
+    subscriber_id: SubscriberId,
+    ids: &[NotificationId],
+) -> Result<Vec<Item>, sqlx::Error> {
+    sqlx::query_as(
+        "select id, category, content, null::timestamptz as read_at,
+                null::timestamptz as archived_at, created_at
+         from notifications
+         where tenant_id = $1 and subscriber_id = $2 and id = any($3) and channel = 'inapp'",
+    )
+    .bind(tenant_id)
+    .bind(subscriber_id)
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
 /// Marks every unread entry read; returns how many changed.
 #[tracing::instrument(skip_all)]
 pub async fn mark_all_read(

@@ -122,9 +122,6 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         ids.dedup();
         ids
     };
-    let subscribers = batches::subscriber_ids(&mut tx, job.tenant_id, &external_ids)
-        .await
-        .context("while finding the subscribers")?;
     let cancelled = chunk.status == "cancelled";
     let mut rows = Vec::with_capacity(recipients.len() * channels.len());
     for (index, r) in recipients.iter().enumerate() {
@@ -154,16 +151,12 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
                     Some(e),
                 ),
             };
-            let subscriber_id = r
-                .subscriber_id
-                .as_ref()
-                .and_then(|s| subscribers.ids.get(s).copied());
             rows.push(Expanded {
                 index: index as i32,
                 channel,
                 recipient: r.address(channel).unwrap_or_default().to_owned(),
                 content,
-                subscriber_id,
+                subscriber_id: None,
                 status,
                 error,
                 max_attempts: state
@@ -179,6 +172,19 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
         .await
         .context("while reading webhook subscriptions")?;
     let place_inapp = !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+    // Each row's recipient, in the order the rows were built.
+    let owners = || {
+        recipients
+            .iter()
+            .flat_map(|r| channels.iter().map(move |_| r.subscriber_id.as_deref()))
+    };
+    let entries = batches::first_entries(&rows, owners(), place_inapp);
+    let subscribers = batches::subscriber_ids(&mut tx, job.tenant_id, &external_ids, &entries)
+        .await
+        .context("while finding the subscribers")?;
+    for (row, owner) in rows.iter_mut().zip(owners()) {
+        row.subscriber_id = owner.and_then(|s| subscribers.ids.get(s).copied());
+    }
     let how = batches::Written {
         metadata: &chunk.metadata.0,
         category: template.as_ref().and_then(|t| t.template().category()),
@@ -197,9 +203,10 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
     .await
     .context("while inserting the notifications")?;
     let placed = written.placed.len() as u64;
-    let events = shared::events::announce_placed(&mut tx, job.tenant_id, written.placed)
-        .await
-        .context("while recording inbox events")?;
+    let events =
+        shared::events::announce_placed(&mut tx, job.tenant_id, written.placed, &written.created)
+            .await
+            .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
     if placed > 0 {
         metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);

@@ -100,9 +100,10 @@ async fn expand(state: &WorkerState, job: &ExpandBulkChunk) -> anyhow::Result<Op
     .await
     .context("while inserting the notifications")?;
     let placed = written.placed.len() as u64;
-    let events = shared::events::announce_placed(&mut tx, job.tenant_id, written.placed)
-        .await
-        .context("while recording inbox events")?;
+    let events =
+        shared::events::announce_placed(&mut tx, job.tenant_id, written.placed, &written.created)
+            .await
+            .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
     if placed > 0 {
         metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);

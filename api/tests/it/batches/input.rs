@@ -247,20 +247,33 @@ async fn inapp_rows_are_placed_as_their_chunk_expands_and_stored_preferences_sti
     .await
     .unwrap();
     assert_eq!(attempts, 0);
-    let kinds: Vec<(i64, String)> = sqlx::query_as(
-        "select e.seq, e.kind from subscriber_events e join subscribers s on s.id = e.subscriber_id
+    // Kept as one row for the placement, which a replay unfolds into a
+    // `notification.created` and the unread count after it.
+    let stored: Vec<(i64, Option<i64>, String)> = sqlx::query_as(
+        "select e.seq, e.last_seq, e.kind from subscriber_events e
+         join subscribers s on s.id = e.subscriber_id
          where s.external_id = 'patient-0' order by e.seq",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
+    assert_eq!(stored, vec![(1, Some(2), "inbox.placed".to_owned())]);
+    let patient: shared::domain::SubscriberId =
+        sqlx::query_scalar("select id from subscribers where external_id = 'patient-0'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let replay = shared::db::events::since(&app.pool, app.tenant_id, patient, 0, 100)
+        .await
+        .unwrap();
+    let kinds: Vec<(i64, &str)> = replay.iter().map(|e| (e.seq, e.kind.as_str())).collect();
     assert_eq!(
         kinds,
-        vec![
-            (1, "notification.created".to_owned()),
-            (2, "unread_count.changed".to_owned())
-        ]
+        vec![(1, "notification.created"), (2, "unread_count.changed")]
     );
+    assert_eq!(replay[0].payload["title"], "Results for P0");
+    assert_eq!(replay[0].payload["read"], false);
+    assert_eq!(replay[1].payload["unread"], 1);
 
     // The dispatcher hands patient-1's to the in-app worker, which honours
     // the opt-out.
@@ -271,5 +284,110 @@ async fn inapp_rows_are_placed_as_their_chunk_expands_and_stored_preferences_sti
     .await;
     assert_eq!(done["counts"]["sent"], 2);
     assert_eq!(sum_counts(&done), 3);
+    app.shutdown().await;
+}
+
+/// The events a reconnecting client of `external` is replayed after `since`.
+async fn replayed(app: &TestApp, external: &str, since: i64) -> Vec<(i64, String, Value)> {
+    let subscriber: shared::domain::SubscriberId =
+        sqlx::query_scalar("select id from subscribers where external_id = $1")
+            .bind(external)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    shared::db::events::since(&app.pool, app.tenant_id, subscriber, since, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.kind, e.payload.0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_placement_is_replayed_event_by_event_for_new_and_known_subscribers() {
+    // No dispatcher: only what the chunk's own statement places is sent.
+    let app = app_with(true, false).await;
+    // patient-1 exists already and has one entry (events 1 and 2);
+    // patient-0 is created by the chunk.
+    let first = create(
+        &app,
+        &json!({"template": "lab.ready", "recipients": people(1, 1)}),
+    )
+    .await;
+    wait_batch(&app, &first, "the first batch", |b| {
+        b["counts"]["sent"] == 1
+    })
+    .await;
+    let mut recipients = people(0, 2);
+    recipients.extend(people(0, 2));
+    recipients.push(json!({"subscriber_id": "patient-0", "data": {"name": "Third"}}));
+    let id = create(
+        &app,
+        &json!({"template": "lab.ready", "recipients": recipients}),
+    )
+    .await;
+    wait_batch(&app, &id, "the chunk to be placed", |b| {
+        b["counts"]["sent"] == 5
+    })
+    .await;
+
+    let new = replayed(&app, "patient-0", 0).await;
+    let kinds: Vec<(i64, &str)> = new.iter().map(|(n, k, _)| (*n, k.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, "notification.created"),
+            (2, "notification.created"),
+            (3, "notification.created"),
+            (4, "unread_count.changed"),
+        ]
+    );
+    // Entries placed in one statement share their time and follow each
+    // other by id.
+    let mut titles: Vec<&str> = new[..3]
+        .iter()
+        .map(|(_, _, p)| p["title"].as_str().unwrap())
+        .collect();
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        ["Results for P0", "Results for P0", "Results for Third"]
+    );
+    assert!(new[..3].iter().all(|(_, _, p)| p["read"] == false));
+    assert_eq!(new[3].2, json!({"unread": 3}));
+    // From the middle of the placement: only what came after.
+    let later = replayed(&app, "patient-0", 2).await;
+    assert_eq!(later, new[2..].to_vec());
+
+    let known = replayed(&app, "patient-1", 0).await;
+    let kinds: Vec<(i64, &str)> = known.iter().map(|(n, k, _)| (*n, k.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, "notification.created"),
+            (2, "unread_count.changed"),
+            (3, "notification.created"),
+            (4, "notification.created"),
+            (5, "unread_count.changed"),
+        ]
+    );
+    assert_eq!(known[4].2, json!({"unread": 3}));
+    // The subscribers' last numbers match what was replayed: the next
+    // event continues from them.
+    let seqs: Vec<(String, i64)> =
+        sqlx::query_as("select external_id, event_seq from subscribers order by external_id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(seqs, vec![("patient-0".into(), 4), ("patient-1".into(), 5)]);
+    // An entry deleted since is still replayed as it was announced.
+    let gone = &new[1].2["id"];
+    sqlx::query("update notifications set deleted_at = now() where id = $1::uuid")
+        .bind(gone.as_str().unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let after = replayed(&app, "patient-0", 0).await;
+    assert_eq!(after, new);
     app.shutdown().await;
 }

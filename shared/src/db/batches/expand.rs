@@ -76,7 +76,17 @@ pub struct ChunkSubscribers {
     /// The subscribers this transaction created: no other transaction can
     /// see them before it commits, so they need no lock to order their
     /// inbox changes.
-    pub created: HashSet<SubscriberId>,
+    pub created: HashMap<SubscriberId, NewSubscriber>,
+}
+
+/// A subscriber created by the transaction that places its first entries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSubscriber {
+    /// The event number it was created with: the numbers its first
+    /// placement takes, so announcing them needs no second write of the row.
+    pub event_seq: i64,
+    /// Its external id (the topic its events go to).
+    pub external_id: String,
 }
 
 impl ChunkSubscribers {
@@ -84,49 +94,88 @@ impl ChunkSubscribers {
     /// changing: those not created here.
     pub fn to_lock(&self, ids: impl IntoIterator<Item = SubscriberId>) -> Vec<SubscriberId> {
         ids.into_iter()
-            .filter(|id| !self.created.contains(id))
+            .filter(|id| !self.created.contains_key(id))
             .collect()
     }
 }
 
 /// Finds the subscribers with these external ids, creating the missing
 /// ones, in one statement (the lookup does not see the rows the insert
-/// adds, so each id is answered once, by one side or the other).
+/// adds, so each id is answered once, by one side or the other). A
+/// subscriber created here starts at the event number `entries` gives its
+/// external id (see [`NewSubscriber`]), or 0.
 #[tracing::instrument(skip_all, fields(count = external_ids.len()))]
 pub async fn subscriber_ids(
     db: &mut PgConnection,
     tenant_id: TenantId,
     external_ids: &[String],
+    entries: &HashMap<String, i64>,
 ) -> Result<ChunkSubscribers, sqlx::Error> {
     if external_ids.is_empty() {
         return Ok(ChunkSubscribers::default());
     }
     let new_ids: Vec<SubscriberId> = external_ids.iter().map(|_| SubscriberId::new()).collect();
-    let rows: Vec<(String, SubscriberId, bool)> = sqlx::query_as(
+    let seqs: Vec<i64> = external_ids
+        .iter()
+        .map(|e| entries.get(e).copied().unwrap_or(0))
+        .collect();
+    let rows: Vec<(String, SubscriberId, Option<i64>)> = sqlx::query_as(
         "with created as (
-             insert into subscribers (id, tenant_id, external_id)
-             select n.id, $1, n.external_id from unnest($2::uuid[], $3::text[]) as n(id, external_id)
+             insert into subscribers (id, tenant_id, external_id, event_seq)
+             select n.id, $1, n.external_id, n.event_seq
+             from unnest($2::uuid[], $3::text[], $4::int8[]) as n(id, external_id, event_seq)
              on conflict (tenant_id, external_id) do nothing
-             returning external_id, id
+             returning external_id, id, event_seq
          )
-         select external_id, id, true from created
+         select external_id, id, event_seq from created
          union all
-         select external_id, id, false from subscribers
+         select external_id, id, null from subscribers
          where tenant_id = $1 and external_id = any($3)",
     )
     .bind(tenant_id)
     .bind(&new_ids)
     .bind(external_ids)
+    .bind(&seqs)
     .fetch_all(&mut *db)
     .await?;
     let mut out = ChunkSubscribers::default();
     for (external_id, id, created) in rows {
-        if created {
-            out.created.insert(id);
+        if let Some(event_seq) = created {
+            out.created.insert(
+                id,
+                NewSubscriber {
+                    event_seq,
+                    external_id: external_id.clone(),
+                },
+            );
         }
         out.ids.insert(external_id, id);
     }
     Ok(out)
+}
+
+/// The event numbers a subscriber created for `rows` would take if every
+/// in-app row of theirs that is queued went into the inbox (one per entry
+/// and one for the unread count), by external id; for
+/// [`subscriber_ids`]. `external` gives each row's external id.
+pub fn first_entries<'a>(
+    rows: &[Expanded],
+    external: impl IntoIterator<Item = Option<&'a str>>,
+    place_inapp: bool,
+) -> HashMap<String, i64> {
+    let mut out: HashMap<String, i64> = HashMap::new();
+    if !place_inapp {
+        return out;
+    }
+    for (row, id) in rows.iter().zip(external) {
+        if let Some(id) = id
+            && row.channel == Channel::InApp
+            && row.status == NotificationStatus::Queued
+        {
+            *out.entry(id.to_owned()).or_insert(1) += 1;
+        }
+    }
+    out
 }
 
 /// What [`expand`] wrote.
@@ -138,6 +187,9 @@ pub struct ExpandedChunk {
     /// with their subscribers; the caller announces them
     /// ([`crate::events::announce_placed`]) in the same transaction.
     pub placed: Vec<(SubscriberId, crate::db::inbox::Item)>,
+    /// The subscribers created for the chunk, which announcing their
+    /// entries needs (see [`NewSubscriber`]).
+    pub created: HashMap<SubscriberId, NewSubscriber>,
 }
 
 /// How a chunk's notifications are written: what they share, and whether
@@ -279,6 +331,7 @@ pub async fn expand(
     Ok(ExpandedChunk {
         inserted: written.len() as u64,
         placed,
+        created: known.created.clone(),
     })
 }
 

@@ -300,21 +300,11 @@ pub async fn expand_chunk(
     let mut external: Vec<String> = n.iter().filter_map(|n| n.subscriber.clone()).collect();
     external.sort_unstable();
     external.dedup();
-    let found = crate::db::batches::subscriber_ids(db, tenant_id, &external).await?;
-    let subscribers = &found.ids;
     let ids: Vec<NotificationId> = n.iter().map(|_| NotificationId::new()).collect();
     let rows: Vec<i64> = n.iter().map(|x| x.row).collect();
     let channels: Vec<&str> = n.iter().map(|x| x.channel.as_str()).collect();
     let recipients: Vec<&str> = n.iter().map(|x| x.recipient.as_str()).collect();
     let contents: Vec<&Value> = n.iter().map(|x| &x.content).collect();
-    let subs: Vec<Option<SubscriberId>> = n
-        .iter()
-        .map(|x| {
-            x.subscriber
-                .as_ref()
-                .and_then(|s| subscribers.get(s).copied())
-        })
-        .collect();
     let attempts: Vec<i32> = n.iter().map(|x| x.max_attempts).collect();
     let (status, error) = match chunk.job_status.as_str() {
         "cancelled" => ("cancelled", Some("the bulk job was cancelled")),
@@ -323,6 +313,24 @@ pub async fn expand_chunk(
     };
     let held = chunk.hold && status == "queued";
     let place_inapp = place_inapp && status == "queued" && !held;
+    // A subscriber created here starts at the numbers its entries take.
+    let mut entries: HashMap<String, i64> = HashMap::new();
+    if place_inapp {
+        for x in n.iter().filter(|x| x.channel == Channel::InApp) {
+            if let Some(s) = &x.subscriber {
+                *entries.entry(s.clone()).or_insert(1) += 1;
+            }
+        }
+    }
+    let found = crate::db::batches::subscriber_ids(db, tenant_id, &external, &entries).await?;
+    let subs: Vec<Option<SubscriberId>> = n
+        .iter()
+        .map(|x| {
+            x.subscriber
+                .as_ref()
+                .and_then(|s| found.ids.get(s).copied())
+        })
+        .collect();
     if place_inapp {
         let inbox_owners = found.to_lock(
             n.iter()
@@ -408,6 +416,7 @@ pub async fn expand_chunk(
     Ok(crate::db::batches::ExpandedChunk {
         inserted: written.len() as u64,
         placed,
+        created: found.created,
     })
 }
 
