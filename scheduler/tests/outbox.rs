@@ -151,11 +151,7 @@ async fn push_into_a_dead_redis<K: Outbox>(app: &TestApp, dead: &Queues, kind: K
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_row_whose_push_failed_is_pushed_by_the_next_sweep_for_every_kind() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
     let dead = Queues::new(
         &SecretString::from("redis://127.0.0.1:1".to_owned()),

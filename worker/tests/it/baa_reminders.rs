@@ -241,26 +241,20 @@ async fn a_reminder_is_emailed_where_the_admins_subscriber_says() {
     // An admin created through the admin API, who then keeps their notices
     // at another address (their subscriber's own email).
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/users"))
-        .bearer_auth(&app.api_key)
-        .json(
+        .post_with_key(
+            "/api/v1/admin/users",
             &serde_json::json!({"email": "head@clinic.example", "role": "admin",
             "temporary_password": "Correct-Horse-42"}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let body: serde_json::Value = resp.json().await.unwrap();
     let admin = body["id"].as_str().unwrap_or_else(|| panic!("{body}"));
     let resp = app
-        .client
-        .put(app.url(&format!("/api/v1/services/subscribers/{admin}")))
-        .bearer_auth(&app.api_key)
-        .json(&serde_json::json!({"email": "head.personal@home.example"}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_key(
+            &format!("/api/v1/services/subscribers/{admin}"),
+            &serde_json::json!({"email": "head.personal@home.example"}),
+        )
+        .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
     let start = NaiveDate::from_ymd_opt(2027, 3, 1).unwrap();

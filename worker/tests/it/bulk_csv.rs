@@ -61,17 +61,15 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
         .spawn()
         .await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "welcome", "name": "Welcome", "default_locale": "en",
-            "default_channels": ["inapp"],
-            "locales": {"en": {"inapp": {"title": "Welcome, {{name}}", "body": "{{note}}"}}}
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/admin/templates",
+            &json!({
+                "key": "welcome", "name": "Welcome", "default_locale": "en",
+                "default_channels": ["inapp"],
+                "locales": {"en": {"inapp": {"title": "Welcome, {{name}}", "body": "{{note}}"}}}
+            }),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let (file, valid, invalid, duplicate) = csv();
     let mut body = Vec::new();

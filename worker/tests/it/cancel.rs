@@ -22,19 +22,17 @@ async fn app_with_rate_limited_twilio(fake: &FakeProviders) -> TestApp {
         .spawn()
         .await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "flu.shot",
-            "name": "Flu shot reminder",
-            "default_locale": "en",
-            "default_channels": ["sms"],
-            "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/admin/templates",
+            &json!({
+                "key": "flu.shot",
+                "name": "Flu shot reminder",
+                "default_locale": "en",
+                "default_channels": ["sms"],
+                "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
+            }),
+        )
+        .await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     app.add_provider(&json!({
         "provider": "twilio", "name": "only",
@@ -120,25 +118,11 @@ fn accepted(fake: &FakeProviders) -> Vec<String> {
 }
 
 async fn post(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("{BASE}{path}")))
-        .bearer_auth(&app.api_key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    app.post_with_key(&format!("{BASE}{path}"), body).await
 }
 
 async fn batch(app: &TestApp, id: &str) -> Value {
-    let resp = app
-        .client
-        .get(app.url(&format!("{BASE}/batches/{id}")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    app.get_ok_json(&format!("{BASE}/batches/{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -562,13 +562,11 @@ async fn whatsapp_text_is_refused_when_callbacks_show_the_window_closed() {
     .await;
     for (who, number, hours_ago) in [("pat", "+15005550006", 50), ("sam", "+15005550007", 2)] {
         let resp = app
-            .client
-            .put(app.url(&format!("/api/v1/services/subscribers/{who}")))
-            .bearer_auth(&app.api_key)
-            .json(&json!({"whatsapp": number}))
-            .send()
-            .await
-            .unwrap();
+            .put_with_key(
+                &format!("/api/v1/services/subscribers/{who}"),
+                &json!({"whatsapp": number}),
+            )
+            .await;
         assert!(resp.status().is_success());
         // What WhatsApp's inbound-message callbacks record.
         sqlx::query(

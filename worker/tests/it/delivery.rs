@@ -158,11 +158,7 @@ async fn a_second_delivery_of_the_same_job_sends_nothing_again() {
 /// A job naming another tenant's notification does nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_for_the_wrong_tenant_claims_nothing() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let id = app.send_to("pat@example.org").await;
     let (other, _) = app.other_tenant().await;
     // Drop the real job, then push one that names the other tenant.

@@ -6,11 +6,13 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use testkit::{
     TestApp,
     providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
 };
+
+use crate::support::{add_flu_shot_template, send_flu_shot_batch};
 
 /// How long a test waits for one step. The claim's lease of a twelve-row
 /// SMS job is three queue timeouts (45 s): rows stranded until their lease
@@ -36,31 +38,8 @@ async fn twelve_sms(app: &TestApp) {
         "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
     }))
     .await;
-    let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "flu.shot", "name": "Flu shot reminder", "default_locale": "en",
-            "default_channels": ["sms"],
-            "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let recipients: Vec<Value> = (0..12)
-        .map(|i| json!({"phone": format!("+1500555{:04}", 2000 + i), "data": {"name": format!("P{i}")}}))
-        .collect();
-    let resp = app
-        .client
-        .post(app.url("/api/v1/services/notifications/send-batch"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"template": "flu.shot", "channels": ["sms"], "recipients": recipients}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    add_flu_shot_template(app).await;
+    send_flu_shot_batch(app, 2000, 12).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -114,11 +114,7 @@ async fn a_worker_reports_its_queues_and_jobs_in_flight_and_leaves_when_stopped(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_heartbeat_nobody_renews_drops_off_when_it_expires() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let q = queues(&app);
     let mut conn = q.connection();
     let now = chrono::Utc::now();

@@ -15,6 +15,7 @@ mod notices;
 mod recording;
 mod send_windows;
 mod startup;
+mod support;
 mod templated;
 mod ups;
 mod webhooks;

@@ -215,11 +215,7 @@ async fn security_event_ids(app: &TestApp) -> Vec<i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn security_events_are_pruned_in_batches_before_a_given_time() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let cutoff = Utc::now() - chrono::Duration::days(400);
     let second = chrono::Duration::seconds(1);
     let mut old = Vec::new();

@@ -90,13 +90,11 @@ async fn a_notice_is_delivered_by_email_and_in_app_once_per_key() {
 async fn an_organisation_template_with_the_key_replaces_the_platform_wording() {
     let app = TestApp::builder().spawn().await;
     let created = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&wording("{{name}}, welcome to Northside Clinic"))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/admin/templates",
+            &wording("{{name}}, welcome to Northside Clinic"),
+        )
+        .await;
     assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
     let default = notices::builtin(wording("Welcome to the platform, {{name}}"));
     queue(&app, &default, None).await;

@@ -13,6 +13,8 @@ use testkit::{
     providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
 };
 
+use crate::support::{add_flu_shot_template, send_flu_shot_batch};
+
 /// How long a test waits for one step. The claim's lease of a one-row SMS
 /// job is two queue timeouts (30 s): a row stranded until its lease runs
 /// out does not reach `sent` within this.
@@ -177,31 +179,8 @@ async fn sms_of_a_group_a_stopping_worker_never_got_to_are_given_back_at_once() 
     fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Held(gate.clone()));
     let mut app = builder(&fake).spawn().await;
     with_twilio(&app).await;
-    let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "flu.shot", "name": "Flu shot reminder", "default_locale": "en",
-            "default_channels": ["sms"],
-            "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let recipients: Vec<Value> = (0..12)
-        .map(|i| json!({"phone": format!("+1500555{:04}", 1000 + i), "data": {"name": format!("P{i}")}}))
-        .collect();
-    let resp = app
-        .client
-        .post(app.url("/api/v1/services/notifications/send-batch"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"template": "flu.shot", "channels": ["sms"], "recipients": recipients}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 202);
+    add_flu_shot_template(&app).await;
+    send_flu_shot_batch(&app, 1000, 12).await;
 
     // One job holds the twelve rows: eight at Twilio, four waiting their turn.
     tokio::time::timeout(WAIT, gate.arrived(8))

@@ -72,14 +72,7 @@ async fn put_subscriber(app: &TestApp, who: &str, profile: Value, preferences: V
             preferences,
         ),
     ] {
-        let resp = app
-            .client
-            .put(app.url(&path))
-            .bearer_auth(&app.api_key)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.put_with_key(&path, &body).await;
         assert!(resp.status().is_success(), "{path}: {}", resp.status());
     }
 }

@@ -38,13 +38,8 @@ fn reminder(critical: bool) -> Value {
 async fn setup(fake: &FakeProviders, critical: bool) -> TestApp {
     let app = TestApp::builder().providers(fake).spawn().await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&reminder(critical))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key("/api/v1/admin/templates", &reminder(critical))
+        .await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     app.add_provider(&json!({
         "provider": "twilio", "name": "twilio",
@@ -57,13 +52,8 @@ async fn setup(fake: &FakeProviders, critical: bool) -> TestApp {
 
 async fn subscriber(app: &TestApp, id: &str, body: Value) {
     let resp = app
-        .client
-        .put(app.url(&format!("/api/v1/services/subscribers/{id}")))
-        .bearer_auth(&app.api_key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .put_with_key(&format!("/api/v1/services/subscribers/{id}"), &body)
+        .await;
     assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
 }
 
@@ -265,13 +255,11 @@ async fn the_template_category_drives_preferences_and_critical_templates_overrid
         let app = setup(&fake, critical).await;
         subscriber(&app, "pat", json!({"email": "pat@example.org"})).await;
         let resp = app
-            .client
-            .put(app.url("/api/v1/services/subscribers/pat/preferences"))
-            .bearer_auth(&app.api_key)
-            .json(&json!({"categories": {"appointments": {"enabled": false}}}))
-            .send()
-            .await
-            .unwrap();
+            .put_with_key(
+                "/api/v1/services/subscribers/pat/preferences",
+                &json!({"categories": {"appointments": {"enabled": false}}}),
+            )
+            .await;
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
         let (status, answer) = send(
             &app,
@@ -306,12 +294,8 @@ async fn a_scheduled_send_can_be_cancelled_until_it_goes_out() {
         let app = &app;
         async move {
             let resp = app
-                .client
-                .post(app.url(&format!("/api/v1/services/notifications/{id}/cancel")))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap();
+                .post_empty_with_token(&format!("/api/v1/services/notifications/{id}/cancel"), key)
+                .await;
             let status = resp.status().as_u16();
             (status, resp.json::<Value>().await.unwrap())
         }

@@ -34,13 +34,11 @@ async fn add_ups(app: &TestApp) {
 
 async fn create(app: &TestApp, number: &str) -> String {
     let resp = app
-        .client
-        .post(app.url("/api/v1/shipments"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"tracking_number": number, "reference": "KIT-1", "assigned_to": "nurse-7"}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/shipments",
+            &json!({"tracking_number": number, "reference": "KIT-1", "assigned_to": "nurse-7"}),
+        )
+        .await;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(status, 201, "{body}");
@@ -124,13 +122,11 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
     add_ups(&app).await;
     let receiver = testkit::webhooks::Receiver::start().await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"url": receiver.url("/hook"), "events": ["shipment.updated"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/admin/webhooks",
+            &json!({"url": receiver.url("/hook"), "events": ["shipment.updated"]}),
+        )
+        .await;
     assert_eq!(resp.status(), 201);
     let n = number(1);
     let id = create(&app, &n).await;
@@ -511,16 +507,12 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
 
     // The assignee: created by an organisation admin (the API key).
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/users"))
-        .bearer_auth(&app.api_key)
-        .json(
+        .post_with_key(
+            "/api/v1/admin/users",
             &json!({"email": "nurse.ada@clinic.example", "role": "medical_staff",
             "temporary_password": password}),
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
     let body: Value = resp.json().await.unwrap();
     let assignee = body["id"]
         .as_str()
@@ -529,13 +521,11 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
 
     // The creator: invited, and signed up with the emailed token.
     let resp = app
-        .client
-        .post(app.url("/api/v1/invitations"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"email": "ops.lee@clinic.example", "invitation_type": "admin"}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/invitations",
+            &json!({"email": "ops.lee@clinic.example", "invitation_type": "admin"}),
+        )
+        .await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     let token = testkit::eventually("the invitation email", WAIT, || async {
         let mail = app.smtp.received();
@@ -546,24 +536,22 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
     })
     .await;
     let resp = app
-        .client
-        .post(app.url(&format!("/api/v1/invitations/accept/{token}")))
-        .json(&json!({"password": password}))
-        .send()
-        .await
-        .unwrap();
+        .post_anonymous(
+            &format!("/api/v1/invitations/accept/{token}"),
+            &json!({"password": password}),
+        )
+        .await;
     let body: Value = resp.json().await.unwrap();
     let creator = body["id"]
         .as_str()
         .unwrap_or_else(|| panic!("{body}"))
         .to_owned();
     let resp = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"email": "ops.lee@clinic.example", "password": password}))
-        .send()
-        .await
-        .unwrap();
+        .post_anonymous(
+            "/api/v1/auth/login",
+            &json!({"email": "ops.lee@clinic.example", "password": password}),
+        )
+        .await;
     let body: Value = resp.json().await.unwrap();
     let jwt = body["access_token"]
         .as_str()
@@ -596,13 +584,12 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
         ],
     );
     let resp = app
-        .client
-        .post(app.url("/api/v1/shipments"))
-        .bearer_auth(&jwt)
-        .json(&json!({"tracking_number": n, "reference": "KIT-9", "assigned_to": assignee}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_token(
+            "/api/v1/shipments",
+            &jwt,
+            &json!({"tracking_number": n, "reference": "KIT-9", "assigned_to": assignee}),
+        )
+        .await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     sweep(&app, start()).await;
     assert_eq!(
@@ -613,13 +600,11 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
 
     // An address the creator's subscriber stores wins over the sign-in one.
     let resp = app
-        .client
-        .put(app.url(&format!("/api/v1/services/subscribers/{creator}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"email": "lee.personal@home.example"}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_key(
+            &format!("/api/v1/services/subscribers/{creator}"),
+            &json!({"email": "lee.personal@home.example"}),
+        )
+        .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let n = number(41);
     ups.set_scans(
@@ -630,13 +615,12 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
         ],
     );
     let resp = app
-        .client
-        .post(app.url("/api/v1/shipments"))
-        .bearer_auth(&jwt)
-        .json(&json!({"tracking_number": n, "assigned_to": assignee}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_token(
+            "/api/v1/shipments",
+            &jwt,
+            &json!({"tracking_number": n, "assigned_to": assignee}),
+        )
+        .await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     sweep(&app, start()).await;
     assert_eq!(

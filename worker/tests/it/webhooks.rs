@@ -31,13 +31,8 @@ fn builder() -> TestAppBuilder {
 /// Registers an endpoint; returns its id and secret.
 async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String) {
     let resp = app
-        .client
-        .post(app.url(PATH))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"url": url, "events": events}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(PATH, &json!({"url": url, "events": events}))
+        .await;
     assert_eq!(resp.status(), 201);
     let body: Value = resp.json().await.unwrap();
     (
@@ -47,15 +42,7 @@ async fn register(app: &TestApp, url: &str, events: &[&str]) -> (String, String)
 }
 
 async fn get(app: &TestApp, path: &str) -> Value {
-    let resp = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    app.get_ok_json(path).await
 }
 
 /// Waits until the endpoint's newest delivery has `status`.
@@ -234,14 +221,7 @@ async fn an_endpoint_that_keeps_failing_ends_failed_and_disabled_until_re_enable
 
     // Re-enabled with PUT, it hears about the next event.
     receiver.always(204);
-    let resp = app
-        .client
-        .put(app.url(&format!("{PATH}/{endpoint}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"url": receiver.url("/hook"), "events": ["notification.sent"], "enabled": true}))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.put_with_key(&format!("{PATH}/{endpoint}"), &json!({"url": receiver.url("/hook"), "events": ["notification.sent"], "enabled": true})).await;
     assert_eq!(resp.status(), 200);
     let view: Value = resp.json().await.unwrap();
     assert_eq!(view["enabled"], true);
@@ -520,39 +500,28 @@ async fn each_email_of_a_batch_is_recorded_once_with_its_own_event_whatever_its_
         &["notification.sent", "notification.suppressed"],
     )
     .await;
-    let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
+    let resp = app.post_with_key("/api/v1/admin/templates", &json!({
             "key": "results", "name": "Results ready", "category": "results",
             "default_locale": "en", "default_channels": ["email"],
             "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}"}}}
-        }))
-        .send()
-        .await
-        .unwrap();
+        })).await;
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     // Three of the twenty-four turned these emails off.
     let opted_out = [3, 11, 19];
     for i in opted_out {
         let resp = app
-            .client
-            .put(app.url(&format!("/api/v1/services/subscribers/p{i}")))
-            .bearer_auth(&app.api_key)
-            .json(&json!({"email": format!("p{i}@example.org")}))
-            .send()
-            .await
-            .unwrap();
+            .put_with_key(
+                &format!("/api/v1/services/subscribers/p{i}"),
+                &json!({"email": format!("p{i}@example.org")}),
+            )
+            .await;
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
         let resp = app
-            .client
-            .put(app.url(&format!("/api/v1/services/subscribers/p{i}/preferences")))
-            .bearer_auth(&app.api_key)
-            .json(&json!({"categories": {"results": {"enabled": false}}}))
-            .send()
-            .await
-            .unwrap();
+            .put_with_key(
+                &format!("/api/v1/services/subscribers/p{i}/preferences"),
+                &json!({"categories": {"results": {"enabled": false}}}),
+            )
+            .await;
         assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
     }
     let recipients: Vec<Value> = (0..24)
@@ -562,13 +531,11 @@ async fn each_email_of_a_batch_is_recorded_once_with_its_own_event_whatever_its_
         })
         .collect();
     let resp = app
-        .client
-        .post(app.url("/api/v1/services/notifications/send-batch"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"template": "results", "channels": ["email"], "recipients": recipients}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/services/notifications/send-batch",
+            &json!({"template": "results", "channels": ["email"], "recipients": recipients}),
+        )
+        .await;
     assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
 
     let hooks = receiver.wait_for(24, WAIT).await;
