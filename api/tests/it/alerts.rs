@@ -24,7 +24,7 @@ use shared::{
 use testkit::{TestApp, alerting::FakeTarget, webhooks::Receiver};
 use uuid::Uuid;
 
-use crate::org_support::{Signed, expect, user, with};
+use crate::org_support::{Signed, answer, answer_json, request, user};
 
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
 const SECRET: &str = "alert-signing-secret-42";
@@ -84,11 +84,11 @@ async fn sends(
 /// The org admin's view of its rules; deletes the default failure-rate
 /// rule so the tests' own rule is the only one that reads failures.
 async fn drop_default_failure_rule(app: &TestApp, admin: &Signed) {
-    let rules = expect(
-        with(app, Method::GET, "/api/v1/admin/alert-rules", &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let rules = answer(
+        app,
+        Method::GET,
+        "/api/v1/admin/alert-rules",
+        &admin.token,
         200,
     )
     .await;
@@ -110,20 +110,17 @@ async fn drop_default_failure_rule(app: &TestApp, admin: &Signed) {
     );
     let id = rules["items"][0]["id"].as_str().unwrap();
     let path = format!("/api/v1/admin/alert-rules/{id}");
-    let resp = with(app, Method::DELETE, &path, &admin.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(app, Method::DELETE, &path, &admin.token).await;
     assert_eq!(resp.status(), 204);
 }
 
 async fn create_rule(app: &TestApp, admin: &Signed, body: Value) -> Value {
-    expect(
-        with(app, Method::POST, "/api/v1/admin/alert-rules", &admin.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        app,
+        Method::POST,
+        "/api/v1/admin/alert-rules",
+        &admin.token,
+        &body,
         201,
     )
     .await
@@ -294,16 +291,11 @@ async fn an_alert_opens_once_escalates_once_notifies_each_channel_once_resolves_
     );
 
     // The history shows every transition with its notifications.
-    let detail = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("/api/v1/admin/alerts/{alert}"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let detail = answer(
+        &app,
+        Method::GET,
+        &format!("/api/v1/admin/alerts/{alert}"),
+        &admin.token,
         200,
     )
     .await;
@@ -351,11 +343,11 @@ async fn an_alert_opens_once_escalates_once_notifies_each_channel_once_resolves_
     assert_eq!(alerts_of(&app, &rule_id).await.len(), 2);
 
     // The deleted default rule was not created again.
-    let rules = expect(
-        with(&app, Method::GET, "/api/v1/admin/alert-rules", &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let rules = answer(
+        &app,
+        Method::GET,
+        "/api/v1/admin/alert-rules",
+        &admin.token,
         200,
     )
     .await;
@@ -466,30 +458,23 @@ async fn acknowledging_stops_the_escalation_and_tells_pagerduty_and_a_failed_cal
     assert_eq!(pd[1].status, 202);
     assert_eq!(pd[1].body["payload"]["severity"], "warning");
 
-    let acked = expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let acked = answer(
+        &app,
+        Method::POST,
+        &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(acked["status"], "acknowledged");
     // Twice is a conflict.
-    let again = with(
+    let again = request(
         &app,
         Method::POST,
         &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(again.status(), 409);
     let r = eval.evaluate(t0 + TimeDelta::minutes(6)).await.unwrap();
     assert_eq!(r.escalated, 0, "an acknowledged alert does not escalate");
@@ -501,46 +486,31 @@ async fn acknowledging_stops_the_escalation_and_tells_pagerduty_and_a_failed_cal
     assert_eq!(pd[2].body["dedup_key"], alert.to_string());
     assert_eq!(pd[2].status, 202);
 
-    let resolved = expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("/api/v1/admin/alerts/{alert}/resolve"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let resolved = answer(
+        &app,
+        Method::POST,
+        &format!("/api/v1/admin/alerts/{alert}/resolve"),
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(resolved["status"], "resolved");
     assert_eq!(resolved["resolved_by"], format!("user:{}", admin.id));
 
-    let listed = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/admin/alerts?status=resolved&severity=warning&limit=1",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let listed = answer(
+        &app,
+        Method::GET,
+        "/api/v1/admin/alerts?status=resolved&severity=warning&limit=1",
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(listed["items"][0]["id"], alert.to_string());
-    let stats = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/admin/alerts/statistics?since=2000-01-01T00:00:00Z",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let stats = answer(
+        &app,
+        Method::GET,
+        "/api/v1/admin/alerts/statistics?since=2000-01-01T00:00:00Z",
+        &admin.token,
         200,
     )
     .await;

@@ -123,11 +123,7 @@ async fn an_allowlisted_key_works_only_from_its_networks_and_refusals_are_record
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_key_cache_carries_the_allowlist_until_its_bound() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let key = api_keys::create_with_networks(&app.pool, app.tenant_id, "k", &nets(&["10.0.0.0/8"]))
         .await
         .unwrap();

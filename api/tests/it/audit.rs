@@ -5,15 +5,11 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
-use crate::org_support::{expect, platform_admin, user, with};
+use crate::org_support::{answer, answer_json, platform_admin, request, request_json, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_app_role_may_append_audit_rows_but_never_change_or_remove_them() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let mut tx = app.pool.begin().await.unwrap();
     sqlx::query("set local role notify_app")
         .execute(&mut *tx)
@@ -84,67 +80,50 @@ async fn the_app_role_may_append_audit_rows_but_never_change_or_remove_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn admins_list_filter_and_export_their_organizations_audit_rows() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@c.example").await;
     let (other, other_key) = app.other_tenant().await;
-    app.client
-        .post(app.url("/api/v1/invitations"))
-        .bearer_auth(&other_key)
-        .json(&json!({"email": "z@o.example", "invitation_type": "chp_admin"}))
-        .send()
-        .await
-        .unwrap();
+    app.post_with_token(
+        "/api/v1/invitations",
+        &other_key,
+        &json!({"email": "z@o.example", "invitation_type": "chp_admin"}),
+    )
+    .await;
     for n in 0..3 {
-        expect(
-            with(&app, Method::POST, "/api/v1/invitations", &admin.token)
-                .json(&json!({"email": format!("p{n}@c.example"), "invitation_type": "chp_admin"}))
-                .send()
-                .await
-                .unwrap(),
+        answer_json(
+            &app,
+            Method::POST,
+            "/api/v1/invitations",
+            &admin.token,
+            &json!({"email": format!("p{n}@c.example"), "invitation_type": "chp_admin"}),
             201,
         )
         .await;
     }
-    with(
+    request_json(
         &app,
         Method::POST,
         "/api/v1/invitations/doctors",
         &admin.token,
+        &json!({"email": "=cmd@c.example"}),
     )
-    .json(&json!({"email": "=cmd@c.example"}))
-    .send()
-    .await
-    .unwrap();
-    let page = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/admin/audit?action=invitation.&limit=2",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    .await;
+    let page = answer(
+        &app,
+        Method::GET,
+        "/api/v1/admin/audit?action=invitation.&limit=2",
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let rest = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("/api/v1/admin/audit?action=invitation.&limit=10&cursor={cursor}"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let rest = answer(
+        &app,
+        Method::GET,
+        &format!("/api/v1/admin/audit?action=invitation.&limit=10&cursor={cursor}"),
+        &admin.token,
         200,
     )
     .await;
@@ -163,42 +142,30 @@ async fn admins_list_filter_and_export_their_organizations_audit_rows() {
         all.iter()
             .all(|r| r["organization_id"] == app.tenant_id.to_string())
     );
-    let failures = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/admin/audit?result=failure",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let failures = answer(
+        &app,
+        Method::GET,
+        "/api/v1/admin/audit?result=failure",
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(failures["items"][0]["details"]["status"], 403);
     assert_eq!(failures["items"][0]["actor"], format!("user:{}", admin.id));
     // Only a platform admin may look at another organisation.
-    let peek = with(
+    let peek = request(
         &app,
         Method::GET,
         &format!("/api/v1/admin/audit?organization_id={other}"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(peek.status(), 404);
-    let theirs = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("/api/v1/admin/audit?organization_id={other}"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let theirs = answer(
+        &app,
+        Method::GET,
+        &format!("/api/v1/admin/audit?organization_id={other}"),
+        &root.token,
         200,
     )
     .await;
@@ -210,26 +177,22 @@ async fn admins_list_filter_and_export_their_organizations_audit_rows() {
         "since=yesterday",
         "actor=",
     ] {
-        let resp = with(
+        let resp = request(
             &app,
             Method::GET,
             &format!("/api/v1/admin/audit?{q}"),
             &admin.token,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(resp.status(), 400, "{q}");
     }
-    let csv = with(
+    let csv = request(
         &app,
         Method::GET,
         "/api/v1/admin/audit/export?action=invitation.",
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(csv.status(), 200);
     assert!(
         csv.headers()["content-type"]
@@ -253,34 +216,23 @@ async fn admins_list_filter_and_export_their_organizations_audit_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn audit_filters_are_up_to_200_characters_not_bytes() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     // 200 two-byte characters are 400 bytes: still within the limit.
     for path in ["/api/v1/admin/audit", "/api/v1/admin/audit/export"] {
-        let fits = with(
+        let fits = request(
             &app,
             Method::GET,
             &format!("{path}?actor={}", "é".repeat(200)),
             &root.token,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(fits.status(), 200, "{path}");
-        let over = expect(
-            with(
-                &app,
-                Method::GET,
-                &format!("{path}?actor={}", "é".repeat(201)),
-                &root.token,
-            )
-            .send()
-            .await
-            .unwrap(),
+        let over = answer(
+            &app,
+            Method::GET,
+            &format!("{path}?actor={}", "é".repeat(201)),
+            &root.token,
             400,
         )
         .await;

@@ -37,13 +37,8 @@ async fn app_with(worker: bool, scheduler: bool) -> TestApp {
     }
     let app = builder.spawn().await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&template())
-        .send()
-        .await
-        .unwrap();
+        .post_with_key("/api/v1/admin/templates", &template())
+        .await;
     assert_eq!(resp.status(), 201);
     app
 }
@@ -67,22 +62,12 @@ fn mailed(from: usize, n: usize) -> Vec<Value> {
 }
 
 async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("{BASE}{path}")))
-        .bearer_auth(key)
-        .json(body)
-        .send()
+    app.post_with_token(&format!("{BASE}{path}"), key, body)
         .await
-        .unwrap()
 }
 
 async fn get(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(&format!("{BASE}{path}")))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
+    app.get_with_token(&format!("{BASE}{path}"), key).await
 }
 
 async fn create(app: &TestApp, body: &Value) -> String {

@@ -28,13 +28,8 @@ fn template() -> Value {
 async fn app(builder: testkit::TestAppBuilder) -> TestApp {
     let app = builder.spawn().await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&template())
-        .send()
-        .await
-        .unwrap();
+        .post_with_key("/api/v1/admin/templates", &template())
+        .await;
     assert_eq!(resp.status(), 201);
     app
 }
@@ -93,15 +88,7 @@ async fn upload(app: &TestApp, csv: &[u8]) -> String {
 }
 
 async fn job(app: &TestApp, id: &str) -> Value {
-    let resp = app
-        .client
-        .get(app.url(&format!("{BASE}/{id}")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
+    app.get_ok_json(&format!("{BASE}/{id}")).await
 }
 
 async fn wait_job(app: &TestApp, id: &str, status: &str) -> Value {
@@ -164,13 +151,7 @@ async fn valid_rows_are_sent_once_and_bad_rows_are_reported_with_formulas_escape
         "{text}"
     );
 
-    let resp = app
-        .client
-        .get(app.url(&format!("{BASE}/{id}/errors")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_with_key(&format!("{BASE}/{id}/errors")).await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -403,13 +384,12 @@ async fn malformed_uploads_answer_precise_problems() {
     assert_eq!(p["invalid_params"][0]["name"], "file");
     // Not multipart at all.
     let resp = app
-        .client
-        .post(app.url(&format!("{BASE}/csv")))
-        .bearer_auth(&key)
-        .json(&json!({"template": "lab.ready"}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_token(
+            &format!("{BASE}/csv"),
+            &key,
+            &json!({"template": "lab.ready"}),
+        )
+        .await;
     problem(resp, 415).await;
     assert_eq!(
         count(&app, "select count(*) from bulk_jobs").await,
@@ -425,31 +405,15 @@ async fn another_tenants_bulk_job_answers_404() {
     let id = upload(&app, b"Email,First name,Kind\na@example.org,A,b\n").await;
     let (_, other) = app.other_tenant().await;
     for path in [format!("{BASE}/{id}"), format!("{BASE}/{id}/errors")] {
-        let resp = app
-            .client
-            .get(app.url(&path))
-            .bearer_auth(&other)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.get_with_token(&path, &other).await;
         problem(resp, 404).await;
     }
     let resp = app
-        .client
-        .post(app.url(&format!("{BASE}/{id}/cancel")))
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
+        .post_empty_with_token(&format!("{BASE}/{id}/cancel"), &other)
+        .await;
     problem(resp, 404).await;
     assert_eq!(job(&app, &id).await["status"], "queued", "untouched");
-    let resp = app
-        .client
-        .get(app.url(&format!("{BASE}/not-a-job")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_with_key(&format!("{BASE}/not-a-job")).await;
     problem(resp, 404).await;
     app.shutdown().await;
 }
@@ -609,13 +573,8 @@ async fn an_idempotency_key_replays_the_first_upload_and_refuses_another() {
     // Another tenant's key space is its own.
     let (_, other) = app.other_tenant().await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&other)
-        .json(&template())
-        .send()
-        .await
-        .unwrap();
+        .post_with_token("/api/v1/admin/templates", &other, &template())
+        .await;
     assert_eq!(resp.status(), 201);
     let theirs = upload_keyed(&app, &other, "upload-1", multipart(&form, Some(csv))).await;
     assert_eq!(theirs.status(), 202);
@@ -638,12 +597,8 @@ async fn a_nul_in_a_cell_is_a_row_error_and_in_a_form_field_a_400() {
     assert_eq!(done["rows_valid"], 1, "{done}");
     assert_eq!(done["counts"]["sent"], 1, "{done}");
     let errors = app
-        .client
-        .get(app.url(&format!("{BASE}/{id}/errors")))
-        .bearer_auth(&app.api_key)
-        .send()
+        .get_with_key(&format!("{BASE}/{id}/errors"))
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -28,23 +28,14 @@ const VERIFY_TOKEN: &str = "verify-token-0123456789";
 const PHONE_NUMBER_ID: &str = "1234567890";
 
 async fn spawn() -> TestApp {
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 /// Adds a provider config for the tenant of `key`; returns its id.
 async fn add_provider(app: &TestApp, key: &str, body: &Value) -> String {
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/providers"))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+        .post_with_token("/api/v1/admin/providers", key, body)
+        .await;
     let status = resp.status();
     let created: Value = resp.json().await.unwrap();
     assert_eq!(status, 201, "{created}");

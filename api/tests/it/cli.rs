@@ -210,13 +210,7 @@ async fn a_jwt_secret_issued_on_the_command_line_signs_user_tokens_and_is_stored
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap();
-    let me = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let me = app.get_with_token("/api/v1/users/me", &token).await;
     assert_eq!(me.status(), 200);
     // Without encryption keys the command refuses rather than store it in the clear.
     let vars: Vec<(String, String)> = app
@@ -232,11 +226,7 @@ async fn a_jwt_secret_issued_on_the_command_line_signs_user_tokens_and_is_stored
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn platform_admin_bootstraps_the_platform_organization_once() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let mut vars = app.vars.clone();
     vars.push((
         "PLATFORM_ADMIN_PASSWORD".to_owned(),
@@ -273,12 +263,11 @@ async fn platform_admin_bootstraps_the_platform_organization_once() {
 
     // The admin signs in with the temporary password, which it must change.
     let session: serde_json::Value = app
-        .client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"email": "ops@platform.example", "password": "Bootstrap-Pass-1"}))
-        .send()
+        .post_anonymous(
+            "/api/v1/auth/login",
+            &json!({"email": "ops@platform.example", "password": "Bootstrap-Pass-1"}),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

@@ -17,7 +17,7 @@
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use serde_json::{Value, json};
-use shared::db::{organizations, users};
+use shared::db::users;
 use testkit::{
     TestApp,
     providers::{Answer, FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
@@ -211,13 +211,9 @@ async fn admin(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api_document() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     for path in ["/console", "/console/", "/console/index.html"] {
-        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        let resp = app.get_anonymous(path).await;
         assert_eq!(resp.status(), 200, "{path}");
         let h = resp.headers();
         assert_eq!(h["content-type"], "text/html; charset=utf-8", "{path}");
@@ -248,7 +244,7 @@ async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api_documen
         ("/console/console.css", "text/css; charset=utf-8"),
         ("/console/favicon.svg", "image/svg+xml"),
     ] {
-        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        let resp = app.get_anonymous(path).await;
         assert_eq!(resp.status(), 200, "{path}");
         assert_eq!(resp.headers()["content-type"], kind, "{path}");
         assert!(resp.headers().contains_key("content-security-policy"));
@@ -260,7 +256,7 @@ async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api_documen
         "/console/views/nope.js",
         "/console/index.html/x",
     ] {
-        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        let resp = app.get_anonymous(path).await;
         assert_eq!(resp.status(), 404, "{path}");
         assert_eq!(resp.headers()["x-frame-options"], "DENY", "{path}");
         assert!(
@@ -271,23 +267,9 @@ async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api_documen
             "{path}"
         );
     }
-    let resp = app
-        .client
-        .post(app.url("/console"))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_anonymous("/console", &json!({})).await;
     assert_eq!(resp.status(), 405);
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi_document().await;
     let paths = doc["paths"].as_object().unwrap();
     assert!(paths.keys().all(|p| !p.starts_with("/console")));
     app.shutdown().await;
@@ -296,20 +278,7 @@ async fn console_is_served_with_a_strict_policy_and_stays_out_of_the_api_documen
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn console_signs_in_with_a_temporary_password_changes_it_and_signs_out() {
     let (mut app, fake) = platform().await;
-    let mut conn = app.pool.acquire().await.unwrap();
-    let platform = organizations::create(
-        &mut conn,
-        organizations::NewOrganization {
-            name: "Platform",
-            kind: "platform",
-            contact: json!({}),
-            address: json!({}),
-            settings: json!({}),
-        },
-    )
-    .await
-    .unwrap();
-    drop(conn);
+    let platform = org_support::platform_org(&app).await;
     let hash = api::access::hash_password(PASSWORD.to_owned())
         .await
         .unwrap();
@@ -317,7 +286,7 @@ async fn console_signs_in_with_a_temporary_password_changes_it_and_signs_out() {
     users::insert(
         &app.pool,
         users::NewUser {
-            tenant_id: platform.id,
+            tenant_id: platform,
             email,
             first_name: None,
             last_name: None,

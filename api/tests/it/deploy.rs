@@ -505,27 +505,14 @@ async fn every_metric_the_dashboard_alerts_and_autoscaling_read_is_exported() {
     for id in &sent {
         app.wait_for_status(id, "sent", WAIT).await;
     }
-    let health = app
-        .client
-        .get(app.url("/health/ready"))
-        .send()
-        .await
-        .unwrap();
+    let health = app.get_anonymous("/health/ready").await;
     assert_eq!(health.status(), 200);
 
     // The gauges are set on the scheduler's sweeps: wait for the page to
     // carry everything, up to a bound, then report what is missing.
     let deadline = tokio::time::Instant::now() + WAIT;
     let (page, gaps) = loop {
-        let page = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = app.metrics_page().await;
         let mut gaps = missing(&page, &queries);
         // The per-queue gauges the scaling and the alerts rely on carry a
         // series for every queue, idle ones included (0, not absent).
@@ -564,14 +551,10 @@ async fn every_metric_the_dashboard_alerts_and_autoscaling_read_is_exported() {
 /// api's on its port, the worker's and scheduler's on METRICS_ADDR.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probe_routes_answer_on_the_running_services() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     assert_eq!(probe_paths("api"), ["/health/live", "/health/ready"]);
     for path in probe_paths("api") {
-        let resp = app.client.get(app.url(path)).send().await.unwrap();
+        let resp = app.get_anonymous(path).await;
         assert_eq!(resp.status(), 200, "{path}");
     }
     let addr = std::net::TcpListener::bind("127.0.0.1:0")

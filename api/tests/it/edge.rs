@@ -11,7 +11,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::org_support::{expect, platform_admin, with};
+use crate::org_support::{expect, platform_admin, request};
 
 /// The longest a test waits for an answer the server must give by itself.
 const GUARD: Duration = Duration::from_secs(15);
@@ -34,11 +34,7 @@ fn invalid_name(body: &Value) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_nul_character_anywhere_is_refused_with_where_it_was() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let send = |body: Value| {
         app.client
             .post(app.url("/api/v1/services/notifications/send"))
@@ -72,32 +68,24 @@ async fn a_nul_character_anywhere_is_refused_with_where_it_was() {
         );
     }
     let resp = app
-        .client
-        .put(app.url("/api/v1/services/subscribers/pat-1"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"email": "pat@example.org", "data": {"clinic": "North\u{0}"}}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_key(
+            "/api/v1/services/subscribers/pat-1",
+            &json!({"email": "pat@example.org", "data": {"clinic": "North\u{0}"}}),
+        )
+        .await;
     assert_eq!(invalid_name(&problem(resp, 400).await), "data.clinic");
     let resp = app
-        .client
-        .get(app.url("/api/v1/services/subscribers/pat%00-1"))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
+        .get_with_key("/api/v1/services/subscribers/pat%00-1")
+        .await;
     assert_eq!(invalid_name(&problem(resp, 400).await), "path");
     let admin = platform_admin(&app).await;
-    let resp = with(
+    let resp = request(
         &app,
         reqwest::Method::GET,
         "/api/v1/invitations?email=%00x",
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(invalid_name(&problem(resp, 400).await), "query.email");
     // Nothing reached Postgres.
     let stored: i64 = sqlx::query_scalar("select count(*) from notifications")
@@ -156,12 +144,7 @@ async fn slow_or_truncated_requests_are_cut_off_by_their_timeouts() {
     assert!(!answer.contains("200 OK"), "{answer}");
     assert!(took >= Duration::from_millis(300), "closed after {took:?}");
     // The server still serves.
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get_anonymous("/health/live").await;
     assert_eq!(live.status(), 200);
     let stored: i64 = sqlx::query_scalar("select count(*) from notifications")
         .fetch_one(&app.pool)
@@ -202,19 +185,17 @@ async fn a_stalled_csv_upload_is_answered_408_and_keeps_nothing() {
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     let template = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "t",
-            "name": "T",
-            "default_locale": "en",
-            "default_channels": ["email"],
-            "locales": {"en": {"email": {"subject": "Hi", "text": "Hello"}}}
-        }))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/admin/templates",
+            &json!({
+                "key": "t",
+                "name": "T",
+                "default_locale": "en",
+                "default_channels": ["email"],
+                "locales": {"en": {"email": {"subject": "Hi", "text": "Hello"}}}
+            }),
+        )
+        .await;
     assert_eq!(template.status(), 201, "{}", template.text().await.unwrap());
     let head = half_sent(&[("template", "t"), ("mapping", r#"{"email":"Email"}"#)]);
     let (answer, _) = raw_exchange(&app, head.as_bytes()).await;
@@ -306,22 +287,11 @@ async fn while_postgres_is_away_requests_get_a_quick_503_and_recover_by_themselv
         assert!(took < Duration::from_secs(3), "answered after {took:?}");
     }
     let started = Instant::now();
-    let resp = app
-        .client
-        .get(app.url("/api/v1/services/subscribers/pat-1"))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_with_key("/api/v1/services/subscribers/pat-1").await;
     assert_eq!(resp.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(1));
     // What needs no Postgres still answers.
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get_anonymous("/health/live").await;
     assert_eq!(live.status(), 200);
     proxy.restore();
     testkit::eventually("sends accepted again", GUARD, || async {
@@ -345,11 +315,7 @@ async fn while_postgres_is_away_requests_get_a_quick_503_and_recover_by_themselv
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_method_a_route_does_not_serve_is_answered_405_with_the_methods_it_does() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     for (method, path, allow) in [
         (reqwest::Method::DELETE, "/health/live", "GET"),
         (

@@ -10,18 +10,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{TestApp, eventually, smtp::Behaviour};
 
-use crate::org_support::{WAIT, expect, platform_admin, with};
+use crate::org_support::{WAIT, answer_json, expect, platform_admin, request, with};
 
 const ERRORS: &str = "/api/v1/errors";
 const PATIENT: &str = "pat.patient@example.org";
 const SECRET_TEXT: &str = "Your HIV test result is ready";
 
 async fn get(app: &TestApp, token: &str, path: &str, status: u16) -> Value {
-    expect(
-        with(app, Method::GET, path, token).send().await.unwrap(),
-        status,
-    )
-    .await
+    expect(request(app, Method::GET, path, token).await, status).await
 }
 
 /// Sends an email with PHI in it with `key`; returns its id.
@@ -192,12 +188,12 @@ async fn a_retry_that_succeeds_records_a_recovery() {
     app.wait_for_status(&id, "failed", WAIT).await;
     app.smtp.set_behaviour(Behaviour::Accept);
     let root = platform_admin(&app).await;
-    let done = expect(
-        with(&app, Method::POST, "/api/v1/ops/failed/retry", &root.token)
-            .json(&json!({"ids": [{"kind": "notification", "id": id}]}))
-            .send()
-            .await
-            .unwrap(),
+    let done = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/ops/failed/retry",
+        &root.token,
+        &json!({"ids": [{"kind": "notification", "id": id}]}),
         200,
     )
     .await;
@@ -280,11 +276,7 @@ async fn an_api_5xx_is_counted_without_the_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn error_endpoints_refuse_bad_input_and_callers_who_are_not_admins() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     for path in [
         format!("{ERRORS}?class=user"),
@@ -299,10 +291,7 @@ async fn error_endpoints_refuse_bad_input_and_callers_who_are_not_admins() {
         format!("{ERRORS}/statistics?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z"),
         format!("{ERRORS}/statistics?since=2020-01-01T00:00:00Z&until=2026-01-01T00:00:00Z"),
     ] {
-        let resp = with(&app, Method::GET, &path, &root.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, &path, &root.token).await;
         assert_eq!(resp.status(), 400, "{path}");
         assert_eq!(
             resp.headers()["content-type"],
@@ -312,15 +301,13 @@ async fn error_endpoints_refuse_bad_input_and_callers_who_are_not_admins() {
     }
     // The group is checked before the cursor: one that names nothing is
     // 404 whatever cursor comes with it.
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         &format!("{ERRORS}/00000000-0000-0000-0000-000000000001/recoveries?cursor=-1"),
         &root.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(resp.status(), 404);
     let p = get(
         &app,
@@ -333,7 +320,7 @@ async fn error_endpoints_refuse_bad_input_and_callers_who_are_not_admins() {
     // A malformed group id names no group, like an unknown one.
     let p = get(&app, &root.token, &format!("{ERRORS}/not-a-uuid"), 404).await;
     assert_eq!(p["type"], "/problems/not-found");
-    let resp = app.client.get(app.url(ERRORS)).send().await.unwrap();
+    let resp = app.get_anonymous(ERRORS).await;
     assert_eq!(resp.status(), 401);
     let staff = crate::org_support::user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     let p = get(&app, &staff.token, ERRORS, 403).await;
@@ -343,11 +330,7 @@ async fn error_endpoints_refuse_bad_input_and_callers_who_are_not_admins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_reason_code_falls_in_one_of_the_error_classes() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let reasons = [
         "recipient_invalid",
         "recipient_unreachable",
@@ -434,12 +417,12 @@ async fn webhooks_that_give_up_failed_bulk_jobs_and_failing_ups_polls_are_counte
         .var("JOBS__QUEUES__WEBHOOK__MAX_ATTEMPTS", 1)
         .spawn()
         .await;
-    expect(
-        with(&app, Method::POST, "/api/v1/admin/webhooks", &app.api_key)
-            .json(&json!({"url": receiver.url("/hook"), "events": ["notification.failed"]}))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/admin/webhooks",
+        &app.api_key,
+        &json!({"url": receiver.url("/hook"), "events": ["notification.failed"]}),
         201,
     )
     .await;
@@ -532,11 +515,7 @@ async fn webhooks_that_give_up_failed_bulk_jobs_and_failing_ups_polls_are_counte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counts_older_than_90_days_are_pruned_and_newer_ones_kept() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let old = chrono::Utc::now() - chrono::TimeDelta::days(100);
     let mut rows = shared::db::errors::Occurrences::default();
     for (tenant, at) in [

@@ -45,12 +45,7 @@ fn signed(alg: Algorithm, kid: &str, key_file: &str, claims: &Value) -> String {
 }
 
 async fn me(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .get(app.url("/api/v1/users/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
+    app.get_with_token("/api/v1/users/me", token).await
 }
 
 async fn assert_401(app: &TestApp, token: &str, why: &str) {
@@ -65,11 +60,7 @@ async fn assert_401(app: &TestApp, token: &str, why: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tenant_signed_hs256_token_identifies_the_user_and_bad_ones_are_refused() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let secret = app.issue_jwt_secret(app.tenant_id).await;
     let resp = me(&app, &hs256(&secret, &claims(&app))).await;
     assert_eq!(resp.status(), 200);
@@ -145,12 +136,7 @@ async fn a_tenant_signed_hs256_token_identifies_the_user_and_bad_ones_are_refuse
     for junk in ["", "a.b", "not a token", "a.b.c.d", &"x".repeat(10_000)] {
         assert_401(&app, junk, "junk").await;
     }
-    let missing = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .send()
-        .await
-        .unwrap();
+    let missing = app.get_anonymous("/api/v1/users/me").await;
     assert_eq!(missing.status(), 401);
     // An API key is not a user token.
     assert_401(&app, &app.api_key, "an API key").await;
@@ -305,11 +291,7 @@ async fn only_allowed_algorithms_are_accepted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_suspended_tenants_tokens_stop_working() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let secret = app.issue_jwt_secret(app.tenant_id).await;
     let token = hs256(&secret, &claims(&app));
     assert_eq!(me(&app, &token).await.status(), 200);

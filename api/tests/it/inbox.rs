@@ -339,11 +339,7 @@ async fn nobody_sees_another_users_or_tenants_notifications() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_inapp_sends_are_rejected_with_nothing_stored() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let ok = json!({"channel": "inapp", "subscriber_id": "pat", "title": "Hello"});
     let with = |k: &str, v: Value| {
         let mut b = ok.clone();

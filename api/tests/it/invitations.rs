@@ -5,34 +5,29 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{PASSWORD, WAIT, expect, login, platform_admin, token_for, user, with};
+use crate::org_support::{
+    PASSWORD, WAIT, answer, answer_json, expect, login, platform_admin, request, request_json,
+    token_for, user,
+};
 
 const INV: &str = "/api/v1/invitations";
 
 async fn invite(app: &TestApp, token: &str, path: &str, body: Value) -> reqwest::Response {
-    with(app, Method::POST, &format!("{INV}{path}"), token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap()
+    request_json(app, Method::POST, &format!("{INV}{path}"), token, &body).await
 }
 
 async fn accept(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("{INV}/accept/{token}")))
-        .json(&json!({"password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
+    app.post_anonymous(
+        &format!("{INV}/accept/{token}"),
+        &json!({"password": PASSWORD}),
+    )
+    .await
 }
 
 async fn valid(app: &TestApp, token: &str) -> bool {
     let v: Value = app
-        .client
-        .get(app.url(&format!("{INV}/validate/{token}")))
-        .send()
+        .get_anonymous(&format!("{INV}/validate/{token}"))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -46,11 +41,7 @@ async fn valid(app: &TestApp, token: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_hierarchy_decides_who_may_invite_whom() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let t = app.tenant_id;
     let admin = user(&app, t, "ADMIN", "admin@c.example").await;
     let chp = user(&app, t, "CHP_ADMIN", "chp@c.example").await;
@@ -135,14 +126,7 @@ async fn an_accepted_invitation_creates_the_user_once_even_when_accepts_race() {
     assert_eq!(created["status"], "pending");
     let id = created["id"].as_str().unwrap().to_owned();
     let token = token_for(&app, "first.admin@other.example", 1).await;
-    let shown = expect(
-        with(&app, Method::GET, &format!("{INV}/{id}"), &root.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let shown = answer(&app, Method::GET, &format!("{INV}/{id}"), &root.token, 200).await;
     assert_eq!(shown["status"], "sent");
     assert!(shown["email_status"].is_string());
     let stored: Option<Vec<u8>> =
@@ -232,16 +216,11 @@ async fn resend_invalidates_the_old_token_and_cancelled_or_expired_ones_are_gone
     .await;
     let a_id = a["id"].as_str().unwrap().to_owned();
     let first = token_for(&app, "a@c.example", 1).await;
-    let resent = expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("{INV}/{a_id}/resend"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let resent = answer(
+        &app,
+        Method::POST,
+        &format!("{INV}/{a_id}/resend"),
+        &admin.token,
         200,
     )
     .await;
@@ -261,19 +240,14 @@ async fn resend_invalidates_the_old_token_and_cancelled_or_expired_ones_are_gone
     assert!(valid(&app, &second).await);
 
     // Cancelled: 410, and cancelling twice is a conflict.
-    let cancel = with(&app, Method::DELETE, &format!("{INV}/{a_id}"), &admin.token)
-        .send()
-        .await
-        .unwrap();
+    let cancel = request(&app, Method::DELETE, &format!("{INV}/{a_id}"), &admin.token).await;
     assert_eq!(cancel.status(), 204);
     assert!(!valid(&app, &second).await);
     let gone = expect(accept(&app, &second).await, 410).await;
     assert_eq!(gone["type"], "/problems/gone");
     assert_eq!(
-        with(&app, Method::DELETE, &format!("{INV}/{a_id}"), &admin.token)
-            .send()
+        request(&app, Method::DELETE, &format!("{INV}/{a_id}"), &admin.token)
             .await
-            .unwrap()
             .status(),
         409
     );
@@ -305,41 +279,31 @@ async fn resend_invalidates_the_old_token_and_cancelled_or_expired_ones_are_gone
         .await
         .unwrap();
     assert_eq!(expired, 1);
-    let shown = expect(
-        with(&app, Method::GET, &format!("{INV}/{b_id}"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let shown = answer(
+        &app,
+        Method::GET,
+        &format!("{INV}/{b_id}"),
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(shown["status"], "expired");
     // An expired invitation may be sent again, with a new token.
-    expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("{INV}/{b_id}/resend"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::POST,
+        &format!("{INV}/{b_id}/resend"),
+        &admin.token,
         200,
     )
     .await;
     let fresh = token_for(&app, "b@c.example", 2).await;
     assert_eq!(accept(&app, &fresh).await.status(), 201);
-    let summary = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{INV}/statistics/summary"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let summary = answer(
+        &app,
+        Method::GET,
+        &format!("{INV}/statistics/summary"),
+        &admin.token,
         200,
     )
     .await;
@@ -349,11 +313,7 @@ async fn resend_invalidates_the_old_token_and_cancelled_or_expired_ones_are_gone
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bulk_requests_answer_per_item() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@c.example").await;
     let (other, _) = app.other_tenant().await;
     let body = json!({"invitations": [
@@ -381,17 +341,12 @@ async fn bulk_requests_answer_per_item() {
         .iter()
         .filter_map(|r| r["id"].as_str().map(str::to_owned))
         .collect();
-    let cancel = expect(
-        with(
-            &app,
-            Method::DELETE,
-            &format!("{INV}/bulk/cancel"),
-            &admin.token,
-        )
-        .json(&json!({"ids": [ids[0], "00000000-0000-0000-0000-000000000000", "junk", ids[0]]}))
-        .send()
-        .await
-        .unwrap(),
+    let cancel = answer_json(
+        &app,
+        Method::DELETE,
+        &format!("{INV}/bulk/cancel"),
+        &admin.token,
+        &json!({"ids": [ids[0], "00000000-0000-0000-0000-000000000000", "junk", ids[0]]}),
         207,
     )
     .await;
@@ -402,17 +357,12 @@ async fn bulk_requests_answer_per_item() {
         .map(|r| r["status"].as_u64().unwrap())
         .collect();
     assert_eq!(statuses, [200, 404, 404, 409]);
-    let resend = expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("{INV}/bulk/resend"),
-            &admin.token,
-        )
-        .json(&json!({"ids": [ids[0], ids[1]]}))
-        .send()
-        .await
-        .unwrap(),
+    let resend = answer_json(
+        &app,
+        Method::POST,
+        &format!("{INV}/bulk/resend"),
+        &admin.token,
+        &json!({"ids": [ids[0], ids[1]]}),
         207,
     )
     .await;
@@ -442,11 +392,7 @@ async fn bulk_requests_answer_per_item() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hostile_tokens_and_inputs_get_precise_answers() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@c.example").await;
     let long = "A".repeat(5000);
     for token in [
@@ -463,11 +409,7 @@ async fn hostile_tokens_and_inputs_get_precise_answers() {
     // A NUL in the token is refused at the edge, before any lookup, for
     // both: it says nothing about which tokens exist.
     for resp in [
-        app.client
-            .get(app.url(&format!("{INV}/validate/%00")))
-            .send()
-            .await
-            .unwrap(),
+        app.get_anonymous(&format!("{INV}/validate/%00")).await,
         accept(&app, "%00").await,
     ] {
         assert_eq!(resp.status(), 400);
@@ -524,13 +466,12 @@ async fn hostile_tokens_and_inputs_get_precise_answers() {
     // Another organisation's invitation does not exist for this admin.
     let (other, other_key) = app.other_tenant().await;
     let theirs = expect(
-        app.client
-            .post(app.url(INV))
-            .bearer_auth(&other_key)
-            .json(&json!({"email": "z@o.example", "invitation_type": "chp_admin"}))
-            .send()
-            .await
-            .unwrap(),
+        app.post_with_token(
+            INV,
+            &other_key,
+            &json!({"email": "z@o.example", "invitation_type": "chp_admin"}),
+        )
+        .await,
         201,
     )
     .await;
@@ -542,21 +483,10 @@ async fn hostile_tokens_and_inputs_get_precise_answers() {
         (Method::DELETE, format!("{INV}/{id}")),
         (Method::POST, format!("{INV}/{id}/resend")),
     ] {
-        let resp = with(&app, method.clone(), &path, &admin.token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
+        let resp = request_json(&app, method.clone(), &path, &admin.token, &json!({})).await;
         assert_eq!(resp.status(), 404, "{method} {path}");
     }
-    let mine = expect(
-        with(&app, Method::GET, INV, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let mine = answer(&app, Method::GET, INV, &admin.token, 200).await;
     assert!(mine["items"].as_array().unwrap().is_empty());
     app.shutdown().await;
 }
@@ -579,14 +509,7 @@ async fn an_invitation_whose_email_failed_shows_failed_and_can_be_resent() {
     let id = created["id"].as_str().unwrap().to_owned();
     token_for(&app, "lost@c.example", 1).await;
     let shown = testkit::eventually("the email's status", WAIT, || async {
-        let v = expect(
-            with(&app, Method::GET, &format!("{INV}/{id}"), &admin.token)
-                .send()
-                .await
-                .unwrap(),
-            200,
-        )
-        .await;
+        let v = answer(&app, Method::GET, &format!("{INV}/{id}"), &admin.token, 200).await;
         (v["email_status"] == "sent").then_some(v)
     })
     .await;
@@ -597,52 +520,28 @@ async fn an_invitation_whose_email_failed_shows_failed_and_can_be_resent() {
         .execute(&app.pool)
         .await
         .unwrap();
-    let shown = expect(
-        with(&app, Method::GET, &format!("{INV}/{id}"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let shown = answer(&app, Method::GET, &format!("{INV}/{id}"), &admin.token, 200).await;
     assert_eq!(shown["status"], "failed");
     assert_eq!(shown["email_status"], "bounced");
-    let failed = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{INV}?status=failed"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let failed = answer(
+        &app,
+        Method::GET,
+        &format!("{INV}?status=failed"),
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(failed["items"].as_array().unwrap().len(), 1);
-    expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("{INV}/{id}/resend"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::POST,
+        &format!("{INV}/{id}/resend"),
+        &admin.token,
         200,
     )
     .await;
     token_for(&app, "lost@c.example", 2).await;
-    let shown = expect(
-        with(&app, Method::GET, &format!("{INV}/{id}"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let shown = answer(&app, Method::GET, &format!("{INV}/{id}"), &admin.token, 200).await;
     assert_eq!(shown["send_count"], 2);
     app.shutdown().await;
 }

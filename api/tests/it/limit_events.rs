@@ -9,7 +9,7 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use testkit::{TestApp, eventually, webhooks::Receiver};
 
-use crate::org_support::{expect, platform_admin, with};
+use crate::org_support::{answer, answer_json, platform_admin, request_json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -55,41 +55,34 @@ async fn quota_warning_and_exceeded_webhooks_arrive_once_per_period_across_repli
     ));
 
     let hook = Receiver::start().await;
-    let created = expect(
-        with(&app, Method::POST, "/api/v1/admin/webhooks", &app.api_key)
-            .json(
-                &json!({"url": hook.url("/quota"), "events": ["quota.warning", "quota.exceeded"]}),
-            )
-            .send()
-            .await
-            .unwrap(),
+    let created = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/admin/webhooks",
+        &app.api_key,
+        &json!({"url": hook.url("/quota"), "events": ["quota.warning", "quota.exceeded"]}),
         201,
     )
     .await;
     let secret = created["secret"].as_str().unwrap().to_owned();
     // Another endpoint, not subscribed to quota events, hears nothing.
     let deaf = Receiver::start().await;
-    expect(
-        with(&app, Method::POST, "/api/v1/admin/webhooks", &app.api_key)
-            .json(&json!({"url": deaf.url("/sent"), "events": ["notification.bounced"]}))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/admin/webhooks",
+        &app.api_key,
+        &json!({"url": deaf.url("/sent"), "events": ["notification.bounced"]}),
         201,
     )
     .await;
     let root = platform_admin(&app).await;
-    expect(
-        with(
-            &app,
-            Method::PUT,
-            &format!("/api/v1/admin/organizations/{}/quotas", app.tenant_id),
-            &root.token,
-        )
-        .json(&json!({"quotas": [{"channel": "email", "period": "day", "quota": 10}]}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/admin/organizations/{}/quotas", app.tenant_id),
+        &root.token,
+        &json!({"quotas": [{"channel": "email", "period": "day", "quota": 10}]}),
         200,
     )
     .await;
@@ -224,16 +217,11 @@ async fn quota_warning_and_exceeded_webhooks_arrive_once_per_period_across_repli
 
 /// The organisation's `rate_limit.refused` events as `key` reads them.
 async fn refusal_events(app: &TestApp, key: &str) -> Vec<Value> {
-    let page = expect(
-        with(
-            app,
-            Method::GET,
-            "/api/v1/security/events?type=rate_limit.refused",
-            key,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let page = answer(
+        app,
+        Method::GET,
+        "/api/v1/security/events?type=rate_limit.refused",
+        key,
         200,
     )
     .await;
@@ -242,14 +230,7 @@ async fn refusal_events(app: &TestApp, key: &str) -> Vec<Value> {
 
 /// The `rate_limit.refused` count of the statistics `key` reads.
 async fn refusal_count(app: &TestApp, key: &str) -> i64 {
-    let stats = expect(
-        with(app, Method::GET, "/api/v1/security/statistics", key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let stats = answer(app, Method::GET, "/api/v1/security/statistics", key, 200).await;
     stats["counts"]
         .as_array()
         .unwrap()
@@ -368,25 +349,23 @@ async fn refusals_of_anonymous_callers_and_forged_tokens_belong_to_no_organisati
     )
     .unwrap();
     for expected in [401, 429, 429] {
-        let resp = with(&app, Method::POST, "/api/v1/admin/webhooks", &forged)
-            .json(&json!({"url": "https://hooks.example.com/x", "events": ["quota.warning"]}))
-            .send()
-            .await
-            .unwrap();
+        let resp = request_json(
+            &app,
+            Method::POST,
+            "/api/v1/admin/webhooks",
+            &forged,
+            &json!({"url": "https://hooks.example.com/x", "events": ["quota.warning"]}),
+        )
+        .await;
         assert_eq!(resp.status(), expected);
     }
 
     let platform = eventually("both refusals are recorded", WAIT, || async {
-        let page = expect(
-            with(
-                &app,
-                Method::GET,
-                "/api/v1/security/events?type=rate_limit.refused&organization_id=platform",
-                &root.token,
-            )
-            .send()
-            .await
-            .unwrap(),
+        let page = answer(
+            &app,
+            Method::GET,
+            "/api/v1/security/events?type=rate_limit.refused&organization_id=platform",
+            &root.token,
             200,
         )
         .await;

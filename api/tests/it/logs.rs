@@ -8,11 +8,7 @@ use testkit::TestApp;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_logs_are_json_with_request_ids_and_no_message_content() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{expect, platform_admin, user, with};
+use crate::org_support::{answer, expect, platform_admin, request, user, with};
 
 const LOOKUPS: &str = "/api/v1/lookups";
 
@@ -33,21 +33,10 @@ async fn audit_rows(app: &TestApp, action: &str, result: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_authenticated_caller_reads_the_lists_from_the_code_and_the_platform() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let staff = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     for token in [app.api_key.as_str(), staff.token.as_str()] {
-        let all = expect(
-            with(&app, Method::GET, LOOKUPS, token)
-                .send()
-                .await
-                .unwrap(),
-            200,
-        )
-        .await;
+        let all = answer(&app, Method::GET, LOOKUPS, token, 200).await;
         let kinds: Vec<&str> = all["items"]
             .as_array()
             .unwrap()
@@ -70,13 +59,7 @@ async fn every_authenticated_caller_reads_the_lists_from_the_code_and_the_platfo
         let path = format!("{LOOKUPS}/{kind}");
         let key = app.api_key.clone();
         let app = &app;
-        async move {
-            expect(
-                with(app, Method::GET, &path, &key).send().await.unwrap(),
-                200,
-            )
-            .await
-        }
+        async move { answer(app, Method::GET, &path, &key, 200).await }
     };
     let channels = get("channel").await;
     assert_eq!(channels["editable"], false);
@@ -109,28 +92,22 @@ async fn every_authenticated_caller_reads_the_lists_from_the_code_and_the_platfo
             >= 5
     );
 
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         &format!("{LOOKUPS}/colours"),
         &app.api_key,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(resp.status(), 400);
-    let resp = app.client.get(app.url(LOOKUPS)).send().await.unwrap();
+    let resp = app.get_anonymous(LOOKUPS).await;
     assert_eq!(resp.status(), 401);
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn platform_admins_edit_categories_and_labels_audited_and_others_are_refused() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let put = |token: &str, path: &str, body: Value| {
         with(&app, Method::PUT, &format!("{LOOKUPS}/{path}"), token)
@@ -196,15 +173,13 @@ async fn platform_admins_edit_categories_and_labels_audited_and_others_are_refus
         )
         .await;
         assert_eq!(p["type"], "/problems/forbidden");
-        let resp = with(
+        let resp = request(
             &app,
             Method::DELETE,
             &format!("{LOOKUPS}/notification_category/lab_results"),
             token,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(resp.status(), 403);
     }
     assert_eq!(audit_rows(&app, "lookup.update", "failure").await, 2);
@@ -221,15 +196,13 @@ async fn platform_admins_edit_categories_and_labels_audited_and_others_are_refus
         let resp = put(&root.token, path, json!({"label": "X"})).await.unwrap();
         assert_eq!(resp.status(), status, "{path}");
     }
-    let resp = with(
+    let resp = request(
         &app,
         Method::DELETE,
         &format!("{LOOKUPS}/organization_type/clinic"),
         &root.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(resp.status(), 400);
 
     // Malformed and oversized input.
@@ -283,27 +256,16 @@ async fn platform_admins_edit_categories_and_labels_audited_and_others_are_refus
 
     // Removing a category.
     let path = format!("{LOOKUPS}/notification_category/lab_results");
-    let resp = with(&app, Method::DELETE, &path, &root.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::DELETE, &path, &root.token).await;
     assert_eq!(resp.status(), 204);
-    let resp = with(&app, Method::DELETE, &path, &root.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::DELETE, &path, &root.token).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(audit_rows(&app, "lookup.delete", "success").await, 1);
-    let list = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{LOOKUPS}/notification_category"),
-            &app.api_key,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let list = answer(
+        &app,
+        Method::GET,
+        &format!("{LOOKUPS}/notification_category"),
+        &app.api_key,
         200,
     )
     .await;

@@ -39,6 +39,7 @@ mod send_windows;
 mod sessions;
 mod shipments;
 mod subscribers;
+mod support;
 mod templates;
 mod topics;
 mod users;

@@ -13,13 +13,7 @@ async fn readiness_follows_postgres_and_redis() {
         .without_scheduler()
         .spawn()
         .await;
-    let ready = || async {
-        app.client
-            .get(app.url("/health/ready"))
-            .send()
-            .await
-            .unwrap()
-    };
+    let ready = || async { app.get_anonymous("/health/ready").await };
     let resp = ready().await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
@@ -35,12 +29,7 @@ async fn readiness_follows_postgres_and_redis() {
         body["detail"].as_str().unwrap().contains("redis down"),
         "{body}"
     );
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get_anonymous("/health/live").await;
     assert_eq!(live.status(), 200, "liveness does not depend on Redis");
     app.proxy.as_ref().unwrap().restore();
     testkit::eventually(
@@ -75,20 +64,9 @@ async fn metrics_count_requests_by_route_and_status_and_sends_by_outcome() {
     app.wait_for_status(&id, "sent", Duration::from_secs(15))
         .await;
     let _ = app
-        .client
-        .get(app.url("/api/v1/services/notifications/nope"))
-        .send()
-        .await
-        .unwrap();
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .get_anonymous("/api/v1/services/notifications/nope")
+        .await;
+    let text = app.metrics_page().await;
     for expected in [
         r#"http_requests_total{method="POST",route="notifications.send",status="202"}"#,
         r#"http_requests_total{method="GET",route="notifications.get",status="401"}"#,
@@ -109,21 +87,13 @@ async fn metrics_count_requests_by_route_and_status_and_sends_by_outcome() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_openapi_document_and_swagger_ui_are_served() {
     let app = spawn_app().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.openapi_document().await;
     assert!(spec["paths"]["/api/v1/services/notifications/send"]["post"].is_object());
     assert!(spec["paths"]["/api/v1/services/notifications/{id}"]["get"].is_object());
     assert!(spec["paths"]["/health/ready"]["get"].is_object());
     let send = &spec["paths"]["/api/v1/services/notifications/send"]["post"]["responses"];
     assert!(send["202"].is_object() && send["400"].is_object() && send["422"].is_object());
-    let docs = app.client.get(app.url("/docs")).send().await.unwrap();
+    let docs = app.get_anonymous("/docs").await;
     assert_eq!(docs.status(), 200);
     let html = docs.text().await.unwrap();
     assert!(html.to_lowercase().contains("swagger"));

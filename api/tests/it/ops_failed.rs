@@ -13,7 +13,7 @@ use testkit::{
     webhooks::Receiver,
 };
 
-use crate::org_support::{WAIT, expect, platform_admin, user, with};
+use crate::org_support::{WAIT, answer, expect, platform_admin, request, request_json, user, with};
 
 mod cli;
 mod kinds;
@@ -27,19 +27,11 @@ pub const PATIENT_EMAIL: &str = "pat.patient@example.org";
 const PATIENT_PHONE: &str = "+15005550006";
 
 pub async fn get(app: &TestApp, token: &str, path: &str) -> Value {
-    expect(
-        with(app, Method::GET, path, token).send().await.unwrap(),
-        200,
-    )
-    .await
+    answer(app, Method::GET, path, token, 200).await
 }
 
 pub async fn post(app: &TestApp, token: &str, path: &str, body: &Value, status: u16) -> Value {
-    let resp = with(app, Method::POST, path, token)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = request_json(app, Method::POST, path, token, body).await;
     expect(resp, status).await
 }
 
@@ -96,13 +88,11 @@ async fn failures_are_grouped_without_phi_and_a_retry_after_healing_sends_them()
         "credentials": {"auth_token": TWILIO_AUTH_TOKEN}}))
         .await;
     let hook = expect(
-        app.client
-            .post(app.url("/api/v1/admin/webhooks"))
-            .bearer_auth(&app.api_key)
-            .json(&json!({"url": receiver.url("/hook"), "events": ["notification.failed"]}))
-            .send()
-            .await
-            .unwrap(),
+        app.post_with_key(
+            "/api/v1/admin/webhooks",
+            &json!({"url": receiver.url("/hook"), "events": ["notification.failed"]}),
+        )
+        .await,
         201,
     )
     .await;
@@ -137,10 +127,7 @@ async fn failures_are_grouped_without_phi_and_a_retry_after_healing_sends_them()
     .await;
 
     let root = platform_admin(&app).await;
-    let resp = with(&app, Method::GET, GROUPS, &root.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::GET, GROUPS, &root.token).await;
     let text = resp.text().await.unwrap();
     for leak in ["pat.patient", "5005550006", "HIV", "no such user"] {
         assert!(!text.contains(leak), "{leak} in {text}");
@@ -256,15 +243,13 @@ async fn failures_are_grouped_without_phi_and_a_retry_after_healing_sends_them()
     assert_eq!(left["total"], 0, "{left}");
 
     // The timeline: accepted, the failed attempt, the sent one, webhooks.
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         &format!("/api/v1/ops/notifications/{}/timeline", emails[0]),
         &root.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     let text = resp.text().await.unwrap();
     assert!(
         !text.contains("pat.patient") && !text.contains("lab results"),
@@ -292,11 +277,7 @@ async fn failures_are_grouped_without_phi_and_a_retry_after_healing_sends_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_filter_runs_as_an_action_in_steps_that_a_scheduler_picks_up_and_can_be_cancelled() {
-    let mut app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let mut app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     failed_rows(&app, app.tenant_id, 2_500).await;
     let groups = get(&app, &root.token, GROUPS).await;
@@ -398,11 +379,7 @@ async fn a_filter_runs_as_an_action_in_steps_that_a_scheduler_picks_up_and_can_b
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn organisation_admins_see_and_act_on_their_own_failures_only() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let (other, other_key) = app.other_tenant().await;
     let mine = failed_rows(&app, app.tenant_id, 3).await;
@@ -436,16 +413,10 @@ async fn organisation_admins_see_and_act_on_their_own_failures_only() {
         format!("{FAILED}?organization_id={other}"),
         format!("/api/v1/ops/notifications/{}/timeline", theirs[0]),
     ] {
-        let resp = with(&app, Method::GET, &path, &admin.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, &path, &admin.token).await;
         expect(resp, 404).await;
     }
-    let resp = with(&app, Method::GET, GROUPS, &doctor.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::GET, GROUPS, &doctor.token).await;
     expect(resp, 403).await;
     let found = get(
         &app,
@@ -494,10 +465,7 @@ async fn organisation_admins_see_and_act_on_their_own_failures_only() {
             ),
         ),
     ] {
-        let resp = with(&app, method, &path, &admin.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, method, &path, &admin.token).await;
         expect(resp, 404).await;
     }
     let refused: i64 = sqlx::query_scalar(
@@ -512,11 +480,7 @@ async fn organisation_admins_see_and_act_on_their_own_failures_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_answers_400_naming_the_field() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let bad_gets = [
         (format!("{GROUPS}?kind=email"), "kind"),
@@ -542,10 +506,7 @@ async fn bad_input_answers_400_naming_the_field() {
         (format!("/api/v1/ops/search?q={}", "x".repeat(256)), "q"),
     ];
     for (path, field) in bad_gets {
-        let resp = with(&app, Method::GET, &path, &root.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, &path, &root.token).await;
         assert_eq!(
             resp.headers()["content-type"],
             "application/problem+json",
@@ -562,10 +523,7 @@ async fn bad_input_answers_400_naming_the_field() {
         "/api/v1/ops/actions/not-an-id",
         "/api/v1/ops/notifications/12/timeline",
     ] {
-        let resp = with(&app, Method::GET, path, &root.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, path, &root.token).await;
         let problem = expect(resp, 404).await;
         assert_eq!(problem["type"], "/problems/not-found", "{path}");
     }
@@ -616,10 +574,10 @@ async fn bad_input_answers_400_naming_the_field() {
             format!("/api/v1/ops/notifications/{id}/timeline"),
         ),
     ] {
-        let resp = with(&app, method, &path, &root.token).send().await.unwrap();
+        let resp = request(&app, method, &path, &root.token).await;
         expect(resp, 404).await;
     }
-    let resp = app.client.get(app.url(GROUPS)).send().await.unwrap();
+    let resp = app.get_anonymous(GROUPS).await;
     assert_eq!(resp.status(), 401);
     app.shutdown().await;
 }

@@ -16,14 +16,14 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest},
 };
 
-use crate::org_support::{Signed, WAIT, expect, platform_admin, with};
+use crate::org_support::{Signed, WAIT, expect, platform_admin, request, with};
 
 mod caches;
 
 const PATIENT: &str = "+15005550006";
 
 async fn get(app: &TestApp, path: &str, token: &str) -> reqwest::Response {
-    with(app, Method::GET, path, token).send().await.unwrap()
+    request(app, Method::GET, path, token).await
 }
 
 async fn post(app: &TestApp, path: &str, token: &str, body: Option<Value>) -> reqwest::Response {
@@ -308,21 +308,16 @@ async fn a_paused_provider_is_skipped_and_sends_wait_when_none_is_left_until_it_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn providers_are_confined_to_their_organisation() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let own = app.add_provider(&twilio("ours", TWILIO_SID_A, 1)).await;
     let (other_tenant, other_key) = app.other_tenant().await;
     let resp = app
-        .client
-        .post(app.url("/api/v1/admin/providers"))
-        .bearer_auth(&other_key)
-        .json(&twilio("theirs", TWILIO_SID_B, 1))
-        .send()
-        .await
-        .unwrap();
+        .post_with_token(
+            "/api/v1/admin/providers",
+            &other_key,
+            &twilio("theirs", TWILIO_SID_B, 1),
+        )
+        .await;
     let theirs = expect(resp, 201).await["id"].as_str().unwrap().to_owned();
     let key = app.api_key.clone();
 
@@ -416,11 +411,7 @@ async fn providers_are_confined_to_their_organisation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn realtime_statistics_count_a_connected_websocket() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin: Signed = platform_admin(&app).await;
     let before = expect(get(&app, "/api/v1/ops/realtime", &admin.token).await, 200).await;
     assert_eq!(before["connections"], 0);
@@ -479,17 +470,13 @@ async fn revoke_keys(app: &TestApp) {
 }
 
 async fn probe(app: &TestApp, key: &str) -> u16 {
-    app.client
-        .get(app.url(&format!(
-            "/api/v1/services/notifications/{}",
-            uuid::Uuid::new_v4()
-        )))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    app.get_with_token(
+        &format!("/api/v1/services/notifications/{}", uuid::Uuid::new_v4()),
+        key,
+    )
+    .await
+    .status()
+    .as_u16()
 }
 
 fn cache<'a>(body: &'a Value, name: &str) -> &'a Value {

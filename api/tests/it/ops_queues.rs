@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use shared::jobs::QueueName;
 use testkit::{TestApp, spawn_app};
 
-use crate::org_support::{WAIT, expect, platform_admin, user, with};
+use crate::org_support::{
+    WAIT, answer, answer_json, platform_admin, request, request_json, user, with,
+};
 
 /// The queue named `name` in an overview.
 fn queue<'a>(list: &'a Value, name: &str) -> &'a Value {
@@ -24,14 +26,7 @@ fn queue<'a>(list: &'a Value, name: &str) -> &'a Value {
 }
 
 async fn overview(app: &TestApp, token: &str) -> Value {
-    expect(
-        with(app, Method::GET, "/api/v1/ops/queues", token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await
+    answer(app, Method::GET, "/api/v1/ops/queues", token, 200).await
 }
 
 /// Waits until the email queue's overview satisfies `check`.
@@ -102,16 +97,11 @@ async fn the_overview_counts_finished_work_per_organisation() {
     assert_eq!(queue(&theirs, "email")["last_1h"]["sent"], 0);
 
     // The hour's chart has every minute, and its points add up.
-    let history = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/ops/queues/email/history?range=1h",
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let history = answer(
+        &app,
+        Method::GET,
+        "/api/v1/ops/queues/email/history?range=1h",
+        &root.token,
         200,
     )
     .await;
@@ -121,16 +111,11 @@ async fn the_overview_counts_finished_work_per_organisation() {
     let sent: i64 = points.iter().map(|p| p["sent"].as_i64().unwrap()).sum();
     assert_eq!(sent, 3);
     for (range, count, step) in [("24h", 96, 900), ("7d", 168, 3600)] {
-        let h = expect(
-            with(
-                &app,
-                Method::GET,
-                &format!("/api/v1/ops/queues/email/history?range={range}"),
-                &root.token,
-            )
-            .send()
-            .await
-            .unwrap(),
+        let h = answer(
+            &app,
+            Method::GET,
+            &format!("/api/v1/ops/queues/email/history?range={range}"),
+            &root.token,
             200,
         )
         .await;
@@ -144,16 +129,11 @@ async fn the_overview_counts_finished_work_per_organisation() {
             .sum();
         assert_eq!(sent, 3, "{range}");
     }
-    let theirs = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/ops/queues/email/history",
-            &other_admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let theirs = answer(
+        &app,
+        Method::GET,
+        "/api/v1/ops/queues/email/history",
+        &other_admin.token,
         200,
     )
     .await;
@@ -172,17 +152,12 @@ async fn a_paused_queue_holds_sends_in_postgres_until_resumed() {
     let app = spawn_app().await;
     let root = platform_admin(&app).await;
 
-    let paused = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/ops/queues/email/pause",
-            &root.token,
-        )
-        .json(&json!({"reason": "SendGrid incident"}))
-        .send()
-        .await
-        .unwrap(),
+    let paused = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/ops/queues/email/pause",
+        &root.token,
+        &json!({"reason": "SendGrid incident"}),
         200,
     )
     .await;
@@ -200,32 +175,22 @@ async fn a_paused_queue_holds_sends_in_postgres_until_resumed() {
     assert!(app.smtp.received().is_empty());
 
     // Pausing again keeps the first pause.
-    let again = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/ops/queues/email/pause",
-            &root.token,
-        )
-        .json(&json!({"reason": "another"}))
-        .send()
-        .await
-        .unwrap(),
+    let again = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/ops/queues/email/pause",
+        &root.token,
+        &json!({"reason": "another"}),
         200,
     )
     .await;
     assert_eq!(again["pause_reason"], "SendGrid incident");
 
-    let resumed = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/ops/queues/email/resume",
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let resumed = answer(
+        &app,
+        Method::POST,
+        "/api/v1/ops/queues/email/resume",
+        &root.token,
         200,
     )
     .await;
@@ -251,17 +216,12 @@ async fn jobs_fetched_from_a_paused_queue_are_handed_back() {
     let id = app.send_to("held@example.com").await;
     email_until(&app, &root.token, "the job in Redis", |q| q["backlog"] == 1).await;
 
-    expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/ops/queues/email/pause",
-            &root.token,
-        )
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/ops/queues/email/pause",
+        &root.token,
+        &json!({}),
         200,
     )
     .await;
@@ -275,16 +235,11 @@ async fn jobs_fetched_from_a_paused_queue_are_handed_back() {
     assert_eq!(app.notification(&id).await["status"], "queued");
     assert!(app.smtp.received().is_empty());
 
-    expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/ops/queues/email/resume",
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::POST,
+        "/api/v1/ops/queues/email/resume",
+        &root.token,
         200,
     )
     .await;
@@ -311,17 +266,9 @@ async fn only_platform_admins_pause_and_bad_requests_are_refused() {
         "application/problem+json"
     );
     // Other roles and API keys that are not admins' see nothing.
-    let resp = with(&app, Method::GET, "/api/v1/ops/queues", &doctor.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::GET, "/api/v1/ops/queues", &doctor.token).await;
     assert_eq!(resp.status(), 403);
-    let resp = app
-        .client
-        .get(app.url("/api/v1/ops/queues"))
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_anonymous("/api/v1/ops/queues").await;
     assert_eq!(resp.status(), 401);
 
     for path in [
@@ -330,10 +277,7 @@ async fn only_platform_admins_pause_and_bad_requests_are_refused() {
         "/api/v1/ops/queues/email%00/history",
         "/api/v1/ops/queues/nope/history",
     ] {
-        let resp = with(&app, Method::GET, path, &root.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, path, &root.token).await;
         assert!(
             [400, 404].contains(&resp.status().as_u16()),
             "{path}: {}",
@@ -352,15 +296,13 @@ async fn only_platform_admins_pause_and_bad_requests_are_refused() {
         .unwrap();
     assert_eq!(resp.status(), 409);
     for (query, status) in [("range=2h", 400), ("range=", 400), ("range=7d", 200)] {
-        let resp = with(
+        let resp = request(
             &app,
             Method::GET,
             &format!("/api/v1/ops/queues/sms/history?{query}"),
             &root.token,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(resp.status(), status, "{query}");
     }
     for body in [
@@ -368,16 +310,14 @@ async fn only_platform_admins_pause_and_bad_requests_are_refused() {
         json!({"reason": ["x"]}),
         json!([]),
     ] {
-        let resp = with(
+        let resp = request_json(
             &app,
             Method::POST,
             "/api/v1/ops/queues/sms/pause",
             &root.token,
+            &body,
         )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(resp.status(), 400, "{body}");
     }
     let resp = with(
@@ -393,11 +333,11 @@ async fn only_platform_admins_pause_and_bad_requests_are_refused() {
     .unwrap();
     assert_eq!(resp.status(), 400);
     // Nothing was paused by any of it; the refusals were audited.
-    let sms = expect(
-        with(&app, Method::GET, "/api/v1/ops/queues/sms", &root.token)
-            .send()
-            .await
-            .unwrap(),
+    let sms = answer(
+        &app,
+        Method::GET,
+        "/api/v1/ops/queues/sms",
+        &root.token,
         200,
     )
     .await;
@@ -416,10 +356,7 @@ async fn only_platform_admins_pause_and_bad_requests_are_refused() {
 async fn the_stream_sends_the_overview_as_server_sent_events() {
     let app = TestApp::builder().without_worker().spawn().await;
     let root = platform_admin(&app).await;
-    let resp = with(&app, Method::GET, "/api/v1/ops/stream", &root.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::GET, "/api/v1/ops/stream", &root.token).await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -474,11 +411,11 @@ async fn the_command_line_lists_pauses_and_resumes_queues() {
     assert!(out.contains("sms paused"), "{out}");
     // The API instance sees it within a second.
     testkit::eventually("the pause seen by the API", WAIT, || async {
-        let sms = expect(
-            with(&app, Method::GET, "/api/v1/ops/queues/sms", &root.token)
-                .send()
-                .await
-                .unwrap(),
+        let sms = answer(
+            &app,
+            Method::GET,
+            "/api/v1/ops/queues/sms",
+            &root.token,
             200,
         )
         .await;

@@ -28,12 +28,11 @@ pub struct Signed {
 
 /// Signs in; returns the answer.
 pub async fn login(app: &TestApp, email: &str, password: &str) -> Response {
-    app.client
-        .post(app.url("/api/v1/auth/login"))
-        .json(&json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
+    app.post_anonymous(
+        "/api/v1/auth/login",
+        &json!({"email": email, "password": password}),
+    )
+    .await
 }
 
 /// A user of `role` in `tenant` with a permanent password, signed in.
@@ -67,6 +66,12 @@ pub async fn user(app: &TestApp, tenant: TenantId, role: &str, email: &str) -> S
 
 /// The platform organisation and one of its admins.
 pub async fn platform_admin(app: &TestApp) -> Signed {
+    let platform = platform_org(app).await;
+    user(app, platform, "ADMIN", "root@platform.example").await
+}
+
+/// Creates the platform organisation; returns its id.
+pub async fn platform_org(app: &TestApp) -> TenantId {
     let mut conn = app.pool.acquire().await.unwrap();
     let platform = organizations::create(
         &mut conn,
@@ -81,7 +86,7 @@ pub async fn platform_admin(app: &TestApp) -> Signed {
     .await
     .unwrap();
     drop(conn);
-    user(app, platform.id, "ADMIN", "root@platform.example").await
+    platform.id
 }
 
 /// A request with a bearer token.
@@ -100,6 +105,50 @@ pub async fn expect(resp: Response, status: u16) -> Value {
     let text = resp.text().await.unwrap();
     assert_eq!(got, status, "{text}");
     serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+/// Sends a request with a bearer token; returns the answer.
+pub async fn request(app: &TestApp, method: reqwest::Method, path: &str, token: &str) -> Response {
+    with(app, method, path, token).send().await.unwrap()
+}
+
+/// Sends a request with a bearer token and a JSON `body`; returns the answer.
+pub async fn request_json<T: serde::Serialize + ?Sized>(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: &T,
+) -> Response {
+    with(app, method, path, token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The JSON answer to a request with a bearer token, which must have `status`.
+pub async fn answer(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    status: u16,
+) -> Value {
+    expect(request(app, method, path, token).await, status).await
+}
+
+/// The JSON answer to a request with a bearer token and a JSON `body`, which
+/// must have `status`.
+pub async fn answer_json<T: serde::Serialize + ?Sized>(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: &T,
+    status: u16,
+) -> Value {
+    expect(request_json(app, method, path, token, body).await, status).await
 }
 
 /// The token in the invitation email sent to `to`, once it arrived (the

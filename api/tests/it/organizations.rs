@@ -6,26 +6,24 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
-use crate::org_support::{expect, platform_admin, user, with};
+use crate::org_support::{
+    answer, answer_json, expect, platform_admin, request, request_json, user, with,
+};
 
 const ORGS: &str = "/api/v1/admin/organizations";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_platform_admin_creates_lists_updates_and_deactivates_an_organization() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
-    let created = expect(
-        with(&app, Method::POST, ORGS, &root.token)
-            .json(&json!({"name": "Lakeside Clinic", "type": "clinic",
+    let created = answer_json(
+        &app,
+        Method::POST,
+        ORGS,
+        &root.token,
+        &json!({"name": "Lakeside Clinic", "type": "clinic",
                 "contact": {"email": "office@lakeside.example"},
-                "address": {"city": "Austin"}, "settings": {"block_phi_when_non_compliant": true}}))
-            .send()
-            .await
-            .unwrap(),
+                "address": {"city": "Austin"}, "settings": {"block_phi_when_non_compliant": true}}),
         201,
     )
     .await;
@@ -33,28 +31,23 @@ async fn a_platform_admin_creates_lists_updates_and_deactivates_an_organization(
     assert_eq!(created["status"], "active");
     assert_eq!(created["compliant"], false, "no BAA yet");
 
-    let page = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{ORGS}?name=lakeside&type=clinic"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let page = answer(
+        &app,
+        Method::GET,
+        &format!("{ORGS}?name=lakeside&type=clinic"),
+        &root.token,
         200,
     )
     .await;
     assert_eq!(page["items"].as_array().unwrap().len(), 1);
     assert_eq!(page["items"][0]["id"], id.as_str());
 
-    let updated = expect(
-        with(&app, Method::PATCH, &format!("{ORGS}/{id}"), &root.token)
-            .json(&json!({"name": "Lakeside Health"}))
-            .send()
-            .await
-            .unwrap(),
+    let updated = answer_json(
+        &app,
+        Method::PATCH,
+        &format!("{ORGS}/{id}"),
+        &root.token,
+        &json!({"name": "Lakeside Health"}),
         200,
     )
     .await;
@@ -64,25 +57,20 @@ async fn a_platform_admin_creates_lists_updates_and_deactivates_an_organization(
         "untouched fields stay"
     );
 
-    let deactivated = expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("{ORGS}/{id}/deactivate"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let deactivated = answer(
+        &app,
+        Method::PATCH,
+        &format!("{ORGS}/{id}/deactivate"),
+        &root.token,
         200,
     )
     .await;
     assert_eq!(deactivated["status"], "inactive");
-    let stats = expect(
-        with(&app, Method::GET, &format!("{ORGS}/stats"), &root.token)
-            .send()
-            .await
-            .unwrap(),
+    let stats = answer(
+        &app,
+        Method::GET,
+        &format!("{ORGS}/stats"),
+        &root.token,
         200,
     )
     .await;
@@ -110,11 +98,7 @@ async fn a_platform_admin_creates_lists_updates_and_deactivates_an_organization(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn signing_a_baa_keeps_the_history_and_decides_compliance() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let id = app.tenant_id.to_string();
     let today = Utc::now().date_naive();
@@ -140,16 +124,11 @@ async fn signing_a_baa_keeps_the_history_and_decides_compliance() {
     )
     .await;
     assert_eq!(old["compliant"], false, "expired");
-    let expiring = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{ORGS}/baa-reminders?days=10"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let expiring = answer(
+        &app,
+        Method::GET,
+        &format!("{ORGS}/baa-reminders?days=10"),
+        &root.token,
         200,
     )
     .await;
@@ -173,16 +152,11 @@ async fn signing_a_baa_keeps_the_history_and_decides_compliance() {
     .await;
     assert_eq!(new["compliant"], true);
     assert_eq!(new["baa_days_left"], 365);
-    let history = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{ORGS}/{id}/baa-history"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let history = answer(
+        &app,
+        Method::GET,
+        &format!("{ORGS}/{id}/baa-history"),
+        &root.token,
         200,
     )
     .await;
@@ -199,16 +173,11 @@ async fn signing_a_baa_keeps_the_history_and_decides_compliance() {
             "https://docs.example/baa-1.pdf"
         ]
     );
-    let none = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{ORGS}/baa-reminders?days=30"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let none = answer(
+        &app,
+        Method::GET,
+        &format!("{ORGS}/baa-reminders?days=30"),
+        &root.token,
         200,
     )
     .await;
@@ -233,27 +202,18 @@ async fn signing_a_baa_keeps_the_history_and_decides_compliance() {
             "document_url",
         ),
     ] {
-        let problem = expect(
-            with(
-                &app,
-                Method::PATCH,
-                &format!("{ORGS}/{id}/sign-baa"),
-                &root.token,
-            )
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
+        let problem = answer_json(
+            &app,
+            Method::PATCH,
+            &format!("{ORGS}/{id}/sign-baa"),
+            &root.token,
+            &body,
             400,
         )
         .await;
         assert_eq!(problem["invalid_params"][0]["name"], field, "{problem}");
     }
-    let bad_date = with(&app, Method::PATCH, &format!("{ORGS}/{id}/sign-baa"), &root.token)
-        .json(&json!({"signed_on": "yesterday", "expires_on": today, "document_url": "https://d.example/x"}))
-        .send()
-        .await
-        .unwrap();
+    let bad_date = request_json(&app, Method::PATCH, &format!("{ORGS}/{id}/sign-baa"), &root.token, &json!({"signed_on": "yesterday", "expires_on": today, "document_url": "https://d.example/x"})).await;
     assert_eq!(bad_date.status(), 400);
     let count: i64 = sqlx::query_scalar("select count(*) from baa_agreements")
         .fetch_one(&app.pool)
@@ -265,36 +225,28 @@ async fn signing_a_baa_keeps_the_history_and_decides_compliance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_organization_admin_cannot_touch_another_organization() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let (other, _) = app.other_tenant().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@test-clinic.example").await;
 
     // Its own organisation it may read, not change.
-    let own = with(
+    let own = request(
         &app,
         Method::GET,
         &format!("{ORGS}/{}", app.tenant_id),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(own.status(), 200);
-    let change_own = with(
+    let change_own = request_json(
         &app,
         Method::PATCH,
         &format!("{ORGS}/{}", app.tenant_id),
         &admin.token,
+        &json!({"name": "Mine now"}),
     )
-    .json(&json!({"name": "Mine now"}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(change_own.status(), 403);
     // Another organisation does not exist for it, whatever the route.
     let baa = json!({"signed_on": "2026-01-01", "expires_on": "2027-01-01", "document_url": "https://d.example/x"});
@@ -332,27 +284,21 @@ async fn an_organization_admin_cannot_touch_another_organization() {
         (Method::GET, ORGS.to_owned()),
         (Method::GET, format!("{ORGS}/stats")),
     ] {
-        let resp = with(&app, method.clone(), &path, &admin.token)
-            .json(&json!({"name": "Mine", "type": "clinic"}))
-            .send()
-            .await
-            .unwrap();
+        let resp = request_json(
+            &app,
+            method.clone(),
+            &path,
+            &admin.token,
+            &json!({"name": "Mine", "type": "clinic"}),
+        )
+        .await;
         assert_eq!(resp.status(), 403, "{method} {path}");
     }
     // A tenant API key is an organisation admin too, not a platform one.
-    let by_key = app
-        .client
-        .get(app.url(&format!("{ORGS}/{other}")))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
+    let by_key = app.get_with_key(&format!("{ORGS}/{other}")).await;
     assert_eq!(by_key.status(), 404);
     // The platform admin sees it.
-    let seen = with(&app, Method::GET, &format!("{ORGS}/{other}"), &root.token)
-        .send()
-        .await
-        .unwrap();
+    let seen = request(&app, Method::GET, &format!("{ORGS}/{other}"), &root.token).await;
     assert_eq!(seen.status(), 200);
     // Refusals are audited as failures, with the actor and request id.
     let failures: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
@@ -371,11 +317,7 @@ async fn an_organization_admin_cannot_touch_another_organization() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_organization_input_gets_a_precise_400() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     for (body, field) in [
         (json!({"name": "", "type": "clinic"}), "name"),
@@ -396,22 +338,17 @@ async fn bad_organization_input_gets_a_precise_400() {
             "settings.block_phi_when_non_compliant",
         ),
     ] {
-        let problem = expect(
-            with(&app, Method::POST, ORGS, &root.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-            400,
-        )
-        .await;
+        let problem = answer_json(&app, Method::POST, ORGS, &root.token, &body, 400).await;
         assert_eq!(problem["invalid_params"][0]["name"], field, "{problem}");
     }
-    let unknown_field = with(&app, Method::POST, ORGS, &root.token)
-        .json(&json!({"name": "Ok", "type": "clinic", "owner": "me"}))
-        .send()
-        .await
-        .unwrap();
+    let unknown_field = request_json(
+        &app,
+        Method::POST,
+        ORGS,
+        &root.token,
+        &json!({"name": "Ok", "type": "clinic", "owner": "me"}),
+    )
+    .await;
     assert_eq!(unknown_field.status(), 400);
     for query in [
         "status=gone",
@@ -420,10 +357,7 @@ async fn bad_organization_input_gets_a_precise_400() {
         "limit=9999",
         "cursor=zzz",
     ] {
-        let resp = with(&app, Method::GET, &format!("{ORGS}?{query}"), &root.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, &format!("{ORGS}?{query}"), &root.token).await;
         assert_eq!(resp.status(), 400, "{query}");
     }
     let count: i64 = sqlx::query_scalar("select count(*) from tenants")
@@ -436,11 +370,7 @@ async fn bad_organization_input_gets_a_precise_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_non_compliant_organization_may_be_set_to_block_phi_sends() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let id = app.tenant_id.to_string();
     let send = |phi: bool| {
@@ -455,12 +385,12 @@ async fn a_non_compliant_organization_may_be_set_to_block_phi_sends() {
         202,
         "not blocking by default"
     );
-    expect(
-        with(&app, Method::PATCH, &format!("{ORGS}/{id}"), &root.token)
-            .json(&json!({"settings": {"block_phi_when_non_compliant": true}}))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::PATCH,
+        &format!("{ORGS}/{id}"),
+        &root.token,
+        &json!({"settings": {"block_phi_when_non_compliant": true}}),
         200,
     )
     .await;
@@ -472,20 +402,13 @@ async fn a_non_compliant_organization_may_be_set_to_block_phi_sends() {
         "no PHI, no BAA needed"
     );
     let today = Utc::now().date_naive();
-    expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("{ORGS}/{id}/sign-baa"),
-            &root.token,
-        )
-        .json(
-            &json!({"signed_on": today, "expires_on": today + Days::new(365),
+    answer_json(
+        &app,
+        Method::PATCH,
+        &format!("{ORGS}/{id}/sign-baa"),
+        &root.token,
+        &json!({"signed_on": today, "expires_on": today + Days::new(365),
                 "document_url": "https://docs.example/baa.pdf"}),
-        )
-        .send()
-        .await
-        .unwrap(),
         200,
     )
     .await;

@@ -12,33 +12,26 @@ mod sets;
 mod windows;
 
 use reqwest::Method;
+use secrecy::ExposeSecret;
 use serde_json::Value;
+use shared::{db::api_keys, permissions::Permission};
 use testkit::TestApp;
 
-use crate::org_support::{expect, with};
+use crate::org_support::answer;
 
 /// An app without worker and scheduler.
 pub async fn app() -> TestApp {
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 /// The effective permissions of `user` as `token` reads them: name →
 /// source kinds.
 pub async fn held(app: &TestApp, token: &str, user: &str) -> Vec<(String, Vec<String>)> {
-    let body = expect(
-        with(
-            app,
-            Method::GET,
-            &format!("/api/v1/users/{user}/permissions"),
-            token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let body = answer(
+        app,
+        Method::GET,
+        &format!("/api/v1/users/{user}/permissions"),
+        token,
         200,
     )
     .await;
@@ -67,6 +60,20 @@ pub async fn names(app: &TestApp, token: &str, user: &str) -> Vec<String> {
         .into_iter()
         .map(|(n, _)| n)
         .collect()
+}
+
+/// A new key of the test tenant that may only send; returns its secret.
+pub async fn sender_key(app: &TestApp) -> String {
+    let key = api_keys::create_scoped(
+        &app.pool,
+        app.tenant_id,
+        "sender",
+        &[],
+        Some(&[Permission::NotificationsSend]),
+    )
+    .await
+    .unwrap();
+    key.secret.expose_secret().to_owned()
 }
 
 /// The status and problem detail of `resp`.

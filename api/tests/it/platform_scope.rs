@@ -17,11 +17,7 @@ async fn notifications(pool: &PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_api_task_without_a_scope_or_before_authentication_reads_no_tenant_rows() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     app.send_to("pat@example.com").await;
     // The assertions' pool falls back to platform scope.
     assert_eq!(notifications(&app.pool).await, 1);
@@ -56,15 +52,7 @@ async fn an_api_task_without_a_scope_or_before_authentication_reads_no_tenant_ro
     pool.close().await;
 
     // The API itself found the sender's key on the counted path.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_page().await;
     assert!(
         metrics
             .lines()

@@ -16,23 +16,14 @@ async fn pat_token(app: &TestApp) -> String {
 }
 
 async fn put(app: &TestApp, token: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .put(app.url("/api/v1/users/me/preferences"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
+    app.put_with_token("/api/v1/users/me/preferences", token, body)
         .await
-        .unwrap()
 }
 
 async fn get(app: &TestApp, token: &str) -> Value {
     let resp = app
-        .client
-        .get(app.url("/api/v1/users/me/preferences"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+        .get_with_token("/api/v1/users/me/preferences", token)
+        .await;
     assert_eq!(resp.status(), 200);
     resp.json().await.unwrap()
 }
@@ -48,11 +39,7 @@ async fn send(app: &TestApp, body: Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn preferences_are_stored_and_bad_ones_refused_with_the_key_named() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let token = pat_token(&app).await;
     assert_eq!(
         get(&app, &token).await,
@@ -91,12 +78,7 @@ async fn preferences_are_stored_and_bad_ones_refused_with_the_key_named() {
         prefs,
         "unchanged by the refused updates"
     );
-    let anon = app
-        .client
-        .get(app.url("/api/v1/users/me/preferences"))
-        .send()
-        .await
-        .unwrap();
+    let anon = app.get_anonymous("/api/v1/users/me/preferences").await;
     assert_eq!(anon.status(), 401);
     app.shutdown().await;
 }
@@ -133,12 +115,8 @@ async fn opt_outs_suppress_sends_unless_they_are_critical() {
     assert_eq!(mails.len(), 1, "only the critical email");
     assert_eq!(mails[0].parsed().subject(), Some("Critical result"));
     let inbox: Value = app
-        .client
-        .get(app.url("/api/v1/users/me/notifications"))
-        .bearer_auth(&token)
-        .send()
+        .get_with_token("/api/v1/users/me/notifications", &token)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

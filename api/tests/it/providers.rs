@@ -2,6 +2,7 @@
 //! sealed and only ever shown masked, changes audited, other tenants' configs
 //! invisible, and the key rotation command.
 
+use crate::support::{call_parts, invalid_param_names};
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
@@ -16,42 +17,11 @@ fn twilio(name: &str) -> Value {
     })
 }
 
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    key: &str,
-    body: Option<&Value>,
-) -> (u16, Value, String) {
-    let mut req = app.client.request(method, app.url(path)).bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, json, text)
-}
-
-fn names(problem: &Value) -> Vec<String> {
-    problem["invalid_params"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn configs_round_trip_with_credentials_only_ever_masked() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let key = app.api_key.clone();
-    let (status, created, text) = call(
+    let (status, created, text) = call_parts(
         &app,
         reqwest::Method::POST,
         "/api/v1/admin/providers",
@@ -65,7 +35,7 @@ async fn configs_round_trip_with_credentials_only_ever_masked() {
     assert_eq!(created["credentials"], json!({"auth_token": "••••6789"}));
     let id = created["id"].as_str().unwrap();
 
-    let (status, _, text) = call(
+    let (status, _, text) = call_parts(
         &app,
         reqwest::Method::GET,
         "/api/v1/admin/providers",
@@ -77,7 +47,7 @@ async fn configs_round_trip_with_credentials_only_ever_masked() {
     assert!(text.contains("twilio-main") && !text.contains(TWILIO_AUTH_TOKEN));
 
     // A settings change keeps the stored credentials.
-    let (status, updated, _) = call(
+    let (status, updated, _) = call_parts(
         &app,
         reqwest::Method::PUT,
         &format!("/api/v1/admin/providers/{id}"),
@@ -90,7 +60,7 @@ async fn configs_round_trip_with_credentials_only_ever_masked() {
     assert_eq!(updated["priority"], 1);
 
     // FCM service-account files are accepted whole; the private key is never shown.
-    let (status, fcm, text) = call(
+    let (status, fcm, text) = call_parts(
         &app,
         reqwest::Method::POST,
         "/api/v1/admin/providers",
@@ -102,7 +72,7 @@ async fn configs_round_trip_with_credentials_only_ever_masked() {
     assert!(!text.contains("PRIVATE KEY"));
     assert_eq!(fcm["credentials"]["private_key"], "••••");
 
-    let (status, _, _) = call(
+    let (status, _, _) = call_parts(
         &app,
         reqwest::Method::DELETE,
         &format!("/api/v1/admin/providers/{id}"),
@@ -139,17 +109,13 @@ async fn configs_round_trip_with_credentials_only_ever_masked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_configs_are_refused_naming_each_field_and_nothing_is_stored() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let key = app.api_key.clone();
     let post = |body: Value| {
         let app = &app;
         let key = key.clone();
         async move {
-            call(
+            call_parts(
                 app,
                 reqwest::Method::POST,
                 "/api/v1/admin/providers",
@@ -168,7 +134,7 @@ async fn bad_configs_are_refused_naming_each_field_and_nothing_is_stored() {
     .await;
     assert_eq!(status, 400);
     assert_eq!(
-        names(&p),
+        invalid_param_names(&p),
         [
             "name",
             "priority",
@@ -182,19 +148,25 @@ async fn bad_configs_are_refused_naming_each_field_and_nothing_is_stored() {
     hostile["settings"]["base_url"] = json!("http://169.254.169.254/latest/meta-data");
     let (status, p, _) = post(hostile).await;
     assert_eq!(status, 400);
-    assert_eq!(names(&p), ["settings.base_url"]);
+    assert_eq!(invalid_param_names(&p), ["settings.base_url"]);
     let (status, p, _) = post(json!({"provider": "pigeon", "name": "x"})).await;
-    assert_eq!((status, names(&p)), (400, vec!["provider".to_owned()]));
+    assert_eq!(
+        (status, invalid_param_names(&p)),
+        (400, vec!["provider".to_owned()])
+    );
     let (status, p, _) = post(json!({"provider": "fcm", "name": "x", "settings": {"project_id": "p"}, "credentials": {"client_email": "a@b.example", "private_key": "not a key"}})).await;
     assert_eq!(
-        (status, names(&p)),
+        (status, invalid_param_names(&p)),
         (400, vec!["credentials.private_key".to_owned()])
     );
     let (status, _, _) = post(json!({"provider": "twilio", "name": "x", "surprise": 1})).await;
     assert_eq!(status, 400);
     let (status, p, _) =
         post(json!({"provider": "smtp", "name": "relay", "credentials": {"password": "x"}})).await;
-    assert_eq!((status, names(&p)), (400, vec!["credentials".to_owned()]));
+    assert_eq!(
+        (status, invalid_param_names(&p)),
+        (400, vec!["credentials".to_owned()])
+    );
     let count: i64 = sqlx::query_scalar("select count(*) from provider_configs")
         .fetch_one(&app.pool)
         .await
@@ -211,11 +183,7 @@ async fn bad_configs_are_refused_naming_each_field_and_nothing_is_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let id = app.add_provider(&twilio("mine")).await;
     let (other, other_key) = app.other_tenant().await;
     for (method, body) in [
@@ -223,7 +191,7 @@ async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
         (reqwest::Method::PUT, Some(json!({"name": "stolen"}))),
         (reqwest::Method::DELETE, None),
     ] {
-        let (status, p, _) = call(
+        let (status, p, _) = call_parts(
             &app,
             method.clone(),
             &format!("/api/v1/admin/providers/{id}"),
@@ -233,7 +201,7 @@ async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
         .await;
         assert_eq!(status, 404, "{method} {p}");
     }
-    let (_, list, _) = call(
+    let (_, list, _) = call_parts(
         &app,
         reqwest::Method::GET,
         "/api/v1/admin/providers",
@@ -242,7 +210,7 @@ async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
     )
     .await;
     assert_eq!(list["items"], json!([]));
-    let (status, _, _) = call(
+    let (status, _, _) = call_parts(
         &app,
         reqwest::Method::GET,
         "/api/v1/admin/providers/not-a-uuid",
@@ -254,7 +222,7 @@ async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
 
     let secret = app.issue_jwt_secret(app.tenant_id).await;
     let user = testkit::jwks::user_token(&secret, app.tenant_id, "pat", &[]);
-    let (status, p, _) = call(
+    let (status, p, _) = call_parts(
         &app,
         reqwest::Method::GET,
         "/api/v1/admin/providers",
@@ -264,7 +232,7 @@ async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
     .await;
     assert_eq!(status, 403, "{p}");
     let admin = testkit::jwks::user_token(&secret, app.tenant_id, "dr-lee", &["ADMIN"]);
-    let (status, list, _) = call(
+    let (status, list, _) = call_parts(
         &app,
         reqwest::Method::GET,
         "/api/v1/admin/providers",
@@ -275,7 +243,7 @@ async fn other_tenants_configs_are_not_found_and_users_need_the_admin_role() {
     assert_eq!(status, 200);
     assert_eq!(list["items"][0]["id"], id.as_str());
     let _ = other;
-    let (status, _, _) = call(
+    let (status, _, _) = call_parts(
         &app,
         reqwest::Method::GET,
         "/api/v1/admin/providers",
@@ -298,13 +266,11 @@ async fn rotate_secrets_reseals_everything_with_the_new_key() {
     app.add_provider(&twilio("main")).await;
     app.issue_jwt_secret(app.tenant_id).await;
     let hook = app
-        .client
-        .post(app.url("/api/v1/admin/webhooks"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]}))
-        .send()
-        .await
-        .unwrap();
+        .post_with_key(
+            "/api/v1/admin/webhooks",
+            &json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]}),
+        )
+        .await;
     assert_eq!(hook.status(), 201);
     let mut vars: Vec<(String, String)> = app
         .vars

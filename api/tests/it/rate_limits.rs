@@ -12,7 +12,7 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use testkit::{TestApp, TestAppBuilder};
 
-use crate::org_support::{expect, login, platform_admin, with};
+use crate::org_support::{answer, answer_json, expect, login, platform_admin, request_json, with};
 
 const ORGS: &str = "/api/v1/admin/organizations";
 
@@ -90,24 +90,11 @@ async fn answers_count_down_then_refuse_with_retry_after() {
     assert_eq!(sent.status(), 202);
 
     // Unlimited routes carry no headers.
-    let live = app
-        .client
-        .get(app.url("/health/live"))
-        .send()
-        .await
-        .unwrap();
+    let live = app.get_anonymous("/health/live").await;
     assert_eq!(live.status(), 200);
     assert!(live.headers().get("ratelimit-limit").is_none());
 
-    let refusals = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let refusals = app.metrics_page().await;
     assert!(
         refusals
             .lines()
@@ -161,19 +148,22 @@ async fn an_organisation_override_raises_and_lowers_its_limit() {
     refused(read(&app.base, &app.client, &app.api_key).await, "read").await;
 
     // The organisation's own key may not change its limits.
-    let own = with(&app, Method::PUT, &limits_url, &app.api_key)
-        .json(&json!({"read": {"per_sec": 1000, "burst": 1000}}))
-        .send()
-        .await
-        .unwrap();
+    let own = request_json(
+        &app,
+        Method::PUT,
+        &limits_url,
+        &app.api_key,
+        &json!({"read": {"per_sec": 1000, "burst": 1000}}),
+    )
+    .await;
     assert_eq!(own.status(), 403);
 
-    let raised = expect(
-        with(&app, Method::PUT, &limits_url, &root.token)
-            .json(&json!({"read": {"per_sec": 1000, "burst": 1000}}))
-            .send()
-            .await
-            .unwrap(),
+    let raised = answer_json(
+        &app,
+        Method::PUT,
+        &limits_url,
+        &root.token,
+        &json!({"read": {"per_sec": 1000, "burst": 1000}}),
         200,
     )
     .await;
@@ -192,12 +182,12 @@ async fn an_organisation_override_raises_and_lowers_its_limit() {
         assert_eq!(header(&resp, "ratelimit-limit"), Some(1000));
     }
 
-    expect(
-        with(&app, Method::PUT, &limits_url, &root.token)
-            .json(&json!({"read": {"per_sec": 0.001, "burst": 1}}))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &limits_url,
+        &root.token,
+        &json!({"read": {"per_sec": 0.001, "burst": 1}}),
         200,
     )
     .await;
@@ -206,14 +196,7 @@ async fn an_organisation_override_raises_and_lowers_its_limit() {
     assert_eq!(header(&resp, "ratelimit-limit"), Some(1));
     refused(read(&app.base, &app.client, &app.api_key).await, "read").await;
 
-    let cleared = expect(
-        with(&app, Method::DELETE, &limits_url, &root.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let cleared = answer(&app, Method::DELETE, &limits_url, &root.token, 200).await;
     assert!(
         cleared["limits"]
             .as_array()
@@ -241,11 +224,7 @@ async fn an_organisation_override_raises_and_lowers_its_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_overrides_and_quotas_are_refused() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let limits_url = format!("{ORGS}/{}/rate-limits", app.tenant_id);
     let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
@@ -316,29 +295,17 @@ async fn bad_overrides_and_quotas_are_refused() {
         404,
     )
     .await;
-    expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{ORGS}/not-an-id/quotas"),
-            &root.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::GET,
+        &format!("{ORGS}/not-an-id/quotas"),
+        &root.token,
         404,
     )
     .await;
     // Another organisation's admin learns nothing about this one.
     let (_, other_key) = app.other_tenant().await;
-    expect(
-        with(&app, Method::GET, &quotas_url, &other_key)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    answer(&app, Method::GET, &quotas_url, &other_key, 404).await;
     app.shutdown().await;
 }
 
@@ -346,11 +313,8 @@ async fn bad_overrides_and_quotas_are_refused() {
 async fn anonymous_sign_in_and_invitation_tokens_are_limited_per_address() {
     let app = tiny("auth", 3).spawn().await;
     let validate = || async {
-        app.client
-            .get(app.url("/api/v1/invitations/validate/no-such-token-at-all"))
-            .send()
+        app.get_anonymous("/api/v1/invitations/validate/no-such-token-at-all")
             .await
-            .unwrap()
     };
     let first = validate().await;
     assert_ne!(first.status(), 429);
@@ -444,22 +408,18 @@ async fn email(app: &TestApp, key: &str) -> Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_quota_warns_at_80_percent_and_refuses_past_100() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
-    let set = expect(
-        with(&app, Method::PUT, &quotas_url, &root.token)
-            .json(&json!({"quotas": [
-                {"channel": "email", "period": "day", "quota": 5},
-                {"channel": "email", "period": "month", "quota": 1000},
-            ]}))
-            .send()
-            .await
-            .unwrap(),
+    let set = answer_json(
+        &app,
+        Method::PUT,
+        &quotas_url,
+        &root.token,
+        &json!({"quotas": [
+            {"channel": "email", "period": "day", "quota": 5},
+            {"channel": "email", "period": "month", "quota": 1000},
+        ]}),
         200,
     )
     .await;
@@ -485,14 +445,7 @@ async fn a_send_quota_warns_at_80_percent_and_refuses_past_100() {
     assert!(detail.contains("daily email quota of 5"), "{detail}");
 
     // The refused send was not counted.
-    let usage = expect(
-        with(&app, Method::GET, &quotas_url, &app.api_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let usage = answer(&app, Method::GET, &quotas_url, &app.api_key, 200).await;
     let day = usage["quotas"]
         .as_array()
         .unwrap()
@@ -528,19 +481,15 @@ async fn a_send_quota_warns_at_80_percent_and_refuses_past_100() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_send_gives_its_quota_back() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
-    expect(
-        with(&app, Method::PUT, &quotas_url, &root.token)
-            .json(&json!({"quotas": [{"channel": "email", "period": "day", "quota": 2}]}))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &quotas_url,
+        &root.token,
+        &json!({"quotas": [{"channel": "email", "period": "day", "quota": 2}]}),
         200,
     )
     .await;
@@ -568,11 +517,7 @@ async fn a_replayed_send_gives_its_quota_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_batch_chunk_that_would_pass_a_quota_is_refused_whole() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let post = |path: &str, body: Value| {
         app.client
             .post(app.url(path))
@@ -598,12 +543,12 @@ async fn a_batch_chunk_that_would_pass_a_quota_is_refused_whole() {
     .await;
     let root = platform_admin(&app).await;
     let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
-    expect(
-        with(&app, Method::PUT, &quotas_url, &root.token)
-            .json(&json!({"quotas": [{"channel": "email", "period": "day", "quota": 10}]}))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &quotas_url,
+        &root.token,
+        &json!({"quotas": [{"channel": "email", "period": "day", "quota": 10}]}),
         200,
     )
     .await;
@@ -648,14 +593,7 @@ async fn a_batch_chunk_that_would_pass_a_quota_is_refused_whole() {
     // The repeated first chunk is a replay and takes nothing.
     expect(chunk(0, people(0, 8)).await.unwrap(), 202).await;
     expect(chunk(1, people(8, 2)).await.unwrap(), 202).await;
-    let usage = expect(
-        with(&app, Method::GET, &quotas_url, &app.api_key)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let usage = answer(&app, Method::GET, &quotas_url, &app.api_key, 200).await;
     assert_eq!(usage["quotas"][0]["used"], 10, "{usage}");
     assert_eq!(usage["quotas"][0]["remaining"], 0, "{usage}");
     app.shutdown().await;

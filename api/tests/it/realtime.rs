@@ -118,12 +118,8 @@ async fn a_connected_user_hears_new_notifications_and_exact_unread_counts() {
     );
 
     let read = app
-        .client
-        .patch(app.url(&format!("/api/v1/users/me/notifications/{id}/read")))
-        .bearer_auth(&pat)
-        .send()
-        .await
-        .unwrap();
+        .patch_with_token(&format!("/api/v1/users/me/notifications/{id}/read"), &pat)
+        .await;
     assert_eq!(read.status(), 200);
     let updated = next(&mut ws).await;
     assert_eq!(updated["type"], "notification.updated");
@@ -194,12 +190,11 @@ async fn a_client_on_one_replica_hears_changes_made_through_another() {
     let created = next_of(&mut on_b, "notification.created").await;
     assert_eq!(created["data"]["id"], id.as_str());
     // A change made through A reaches the client on B.
-    app.client
-        .patch(app.url(&format!("/api/v1/users/me/notifications/{id}/archive")))
-        .bearer_auth(&pat)
-        .send()
-        .await
-        .unwrap();
+    app.patch_with_token(
+        &format!("/api/v1/users/me/notifications/{id}/archive"),
+        &pat,
+    )
+    .await;
     let updated = next_of(&mut on_b, "notification.updated").await;
     assert_eq!(updated["data"]["archived"], true);
     let _ = stop.send(());
@@ -478,15 +473,7 @@ async fn a_client_that_stops_reading_is_disconnected() {
     if let Some(code) = close_code {
         assert_eq!(code, 4008, "told it was too slow");
     }
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics_page().await;
     assert!(
         metrics.contains("ws_slow_clients_closed_total"),
         "{metrics}"
@@ -514,7 +501,7 @@ async fn an_oversized_or_malformed_client_message_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batch_progress_follows_the_permission_to_read_notifications_not_the_role() {
-    use crate::org_support::{expect, user, with};
+    use crate::org_support::{answer_json, user};
     let app = TestApp::builder().without_worker().spawn().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
@@ -532,17 +519,12 @@ async fn batch_progress_follows_the_permission_to_read_notifications_not_the_rol
 
     // An admin grants the doctor `notifications:read`: the same connection
     // may follow the batch from its next subscription on.
-    expect(
-        with(
-            &app,
-            reqwest::Method::POST,
-            &format!("/api/v1/users/{}/permissions", doctor.id),
-            &admin.token,
-        )
-        .json(&json!({"permission": "notifications:read"}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        reqwest::Method::POST,
+        &format!("/api/v1/users/{}/permissions", doctor.id),
+        &admin.token,
+        &json!({"permission": "notifications:read"}),
         200,
     )
     .await;

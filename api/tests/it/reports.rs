@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use shared::reports::rollup;
 use testkit::TestApp;
 
-use crate::org_support::{Signed, expect, platform_admin, user, with};
+use crate::org_support::{Signed, answer, expect, platform_admin, request, user};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -45,11 +45,11 @@ fn urlencode(s: &str) -> String {
 }
 
 async fn report(app: &TestApp, token: &str, query: &str) -> Value {
-    expect(
-        with(app, Method::GET, &format!("/api/v1/reports?{query}"), token)
-            .send()
-            .await
-            .unwrap(),
+    answer(
+        app,
+        Method::GET,
+        &format!("/api/v1/reports?{query}"),
+        token,
         200,
     )
     .await
@@ -210,15 +210,13 @@ async fn csv_and_xlsx_exports_parse_back_to_the_same_numbers() {
     rollup::fold(&app.pool).await.unwrap();
     let q = around_now();
 
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         &format!("/api/v1/reports?{q}&format=csv"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(
         resp.headers()["content-type"]
@@ -248,15 +246,13 @@ async fn csv_and_xlsx_exports_parse_back_to_the_same_numbers() {
     assert_eq!((&category[1], &category[2]), ("billing", "3"));
     assert!(rows.iter().any(|r| &r[0] == "trend"));
 
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         &format!("/api/v1/reports?{q}&format=xlsx"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["content-type"].to_str().unwrap(),
@@ -311,28 +307,16 @@ async fn organisations_see_only_their_own_numbers_and_platform_admins_see_all() 
         ),
         format!("/api/v1/reports/forecast?organization_id={}", app.tenant_id),
     ] {
-        let body = expect(
-            with(&app, Method::GET, &path, &theirs.token)
-                .send()
-                .await
-                .unwrap(),
-            404,
-        )
-        .await;
+        let body = answer(&app, Method::GET, &path, &theirs.token, 404).await;
         assert_eq!(body["status"], json!(404));
     }
     // A member who is not an admin is refused.
     let member = user(&app, app.tenant_id, "MEDICAL_STAFF", "staff@mine.example").await;
-    expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("/api/v1/reports?{q}"),
-            &member.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::GET,
+        &format!("/api/v1/reports?{q}"),
+        &member.token,
         403,
     )
     .await;
@@ -381,15 +365,13 @@ async fn bad_ranges_templates_and_formats_are_refused_naming_the_parameter() {
         ("".to_owned(), "template"),
     ];
     for (query, field) in cases {
-        let resp = with(
+        let resp = request(
             &app,
             Method::GET,
             &format!("/api/v1/reports?{query}"),
             &admin.token,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
         let status = resp.status().as_u16();
         assert_eq!(
             resp.headers()["content-type"].to_str().unwrap(),
@@ -408,15 +390,13 @@ async fn bad_ranges_templates_and_formats_are_refused_naming_the_parameter() {
             "{query}: {body}"
         );
     }
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         "/api/v1/reports/forecast?channel=fax",
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(resp.status(), 400);
     app.shutdown().await;
 }
@@ -445,16 +425,11 @@ async fn the_forecast_follows_the_weekly_rhythm_and_reports_its_held_out_error()
         .await
         .unwrap();
     }
-    let f = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/reports/forecast?channel=sms",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let f = answer(
+        &app,
+        Method::GET,
+        "/api/v1/reports/forecast?channel=sms",
+        &admin.token,
         200,
     )
     .await;

@@ -355,22 +355,13 @@ fn template(key: &str) -> serde_json::Value {
 }
 
 async fn create_template(app: &TestApp, key: &str, token: &str) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(token)
-        .json(&template(key))
-        .send()
+    app.post_with_token("/api/v1/admin/templates", token, &template(key))
         .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_runs_walled_to_its_callers_organisation_and_the_platform_in_platform_scope() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let url = app.settings.database_url.expose_secret().to_owned();
     let mut owner = PgConnection::connect(&url).await.unwrap();
     probe(&mut owner, "templates").await;

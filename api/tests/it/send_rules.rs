@@ -10,21 +10,11 @@ const SEND: &str = "/api/v1/services/notifications";
 const BOUNDARY: &str = "----send-rules-boundary-3Ka9";
 
 async fn app() -> TestApp {
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 async fn post(app: &TestApp, path: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .bearer_auth(&app.api_key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    app.post_with_key(path, body).await
 }
 
 async fn send(app: &TestApp, body: &Value) -> reqwest::Response {
@@ -179,13 +169,11 @@ async fn whatsapp_parameters_have_one_limit_for_sends_and_templates() {
 }
 
 async fn put_token(app: &TestApp, token: &str) -> reqwest::Response {
-    app.client
-        .put(app.url("/api/v1/services/subscribers/pat"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"push_tokens": [token]}))
-        .send()
-        .await
-        .unwrap()
+    app.put_with_key(
+        "/api/v1/services/subscribers/pat",
+        &json!({"push_tokens": [token]}),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -215,13 +203,7 @@ async fn push_tokens_follow_one_rule_for_sends_and_subscriber_profiles() {
     .execute(&mut owner)
     .await
     .unwrap();
-    let resp = app
-        .client
-        .get(app.url("/api/v1/services/subscribers/pat"))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.get_with_key("/api/v1/services/subscribers/pat").await;
     assert_eq!(resp.status(), 200);
     let read: Value = resp.json().await.unwrap();
     assert_eq!(read["push_tokens"], json!([token]));

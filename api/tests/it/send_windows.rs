@@ -9,18 +9,14 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{expect, platform_admin, with};
+use crate::org_support::{answer, answer_json, platform_admin};
 
 const ORGS: &str = "/api/v1/admin/organizations";
 const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn send_windows_are_stored_and_bad_ones_refused_with_the_field_named() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let path = format!("{ORGS}/{}", app.tenant_id);
     let settings = json!({
@@ -31,12 +27,12 @@ async fn send_windows_are_stored_and_bad_ones_refused_with_the_field_named() {
             "push": {"start": "22:00", "end": "06:30"},
         },
     });
-    let updated = expect(
-        with(&app, Method::PATCH, &path, &root.token)
-            .json(&json!({"settings": settings}))
-            .send()
-            .await
-            .unwrap(),
+    let updated = answer_json(
+        &app,
+        Method::PATCH,
+        &path,
+        &root.token,
+        &json!({"settings": settings}),
         200,
     )
     .await;
@@ -80,12 +76,12 @@ async fn send_windows_are_stored_and_bad_ones_refused_with_the_field_named() {
             "settings",
         ),
     ] {
-        let problem = expect(
-            with(&app, Method::PATCH, &path, &root.token)
-                .json(&json!({"settings": bad}))
-                .send()
-                .await
-                .unwrap(),
+        let problem = answer_json(
+            &app,
+            Method::PATCH,
+            &path,
+            &root.token,
+            &json!({"settings": bad}),
             400,
         )
         .await;
@@ -93,25 +89,18 @@ async fn send_windows_are_stored_and_bad_ones_refused_with_the_field_named() {
             problem["invalid_params"][0]["name"], field,
             "{bad}: {problem}"
         );
-        let created = expect(
-            with(&app, Method::POST, ORGS, &root.token)
-                .json(&json!({"name": "Night Clinic", "type": "clinic", "settings": bad}))
-                .send()
-                .await
-                .unwrap(),
+        let created = answer_json(
+            &app,
+            Method::POST,
+            ORGS,
+            &root.token,
+            &json!({"name": "Night Clinic", "type": "clinic", "settings": bad}),
             400,
         )
         .await;
         assert_eq!(created["invalid_params"][0]["name"], field, "{created}");
     }
-    let now = expect(
-        with(&app, Method::GET, &path, &root.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let now = answer(&app, Method::GET, &path, &root.token, 200).await;
     assert_eq!(
         now["settings"], settings,
         "unchanged by the refused updates"
@@ -137,18 +126,13 @@ async fn an_email_outside_the_window_set_through_the_api_waits_for_its_opening()
     let now = Utc::now();
     let hhmm = |t: DateTime<Utc>| format!("{:02}:{:02}", t.hour(), t.minute());
     let opening = now + chrono::Duration::hours(3);
-    expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("{ORGS}/{}", app.tenant_id),
-            &root.token,
-        )
-        .json(&json!({"settings": {"send_windows": {"email": {
-                "start": hhmm(opening), "end": hhmm(now + chrono::Duration::hours(5))}}}}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::PATCH,
+        &format!("{ORGS}/{}", app.tenant_id),
+        &root.token,
+        &json!({"settings": {"send_windows": {"email": {
+                "start": hhmm(opening), "end": hhmm(now + chrono::Duration::hours(5))}}}}),
         200,
     )
     .await;

@@ -19,7 +19,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest},
 };
 
-use crate::org_support::{PASSWORD, Signed, expect, login, platform_admin, user, with};
+use crate::org_support::{PASSWORD, Signed, answer, expect, login, platform_admin, request, user};
 
 mod events;
 
@@ -55,11 +55,7 @@ async fn app_with(clock: Arc<Manual>) -> TestApp {
 }
 
 async fn app() -> TestApp {
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 /// A sign-in's status, `Retry-After` and problem type.
@@ -198,31 +194,10 @@ async fn an_admin_unlocks_a_locked_account_in_its_own_organisation_only() {
     five_failures(&app, &clock, "doc@clinic.example").await;
     assert_eq!(attempt(&app, "doc@clinic.example", PASSWORD).await.0, 429);
     let unlock = format!("/api/v1/admin/users/{}/unlock", doctor.id);
-    expect(
-        with(&app, Method::POST, &unlock, &stranger.token)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
-    expect(
-        with(&app, Method::POST, &unlock, &doctor.token)
-            .send()
-            .await
-            .unwrap(),
-        403,
-    )
-    .await;
+    answer(&app, Method::POST, &unlock, &stranger.token, 404).await;
+    answer(&app, Method::POST, &unlock, &doctor.token, 403).await;
     assert_eq!(attempt(&app, "doc@clinic.example", PASSWORD).await.0, 429);
-    let done = expect(
-        with(&app, Method::POST, &unlock, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let done = answer(&app, Method::POST, &unlock, &admin.token, 200).await;
     assert_eq!(done["was_locked"], true);
     assert_eq!(
         attempt(&app, "doc@clinic.example", PASSWORD).await.0,
@@ -255,16 +230,11 @@ async fn an_admin_unlocks_a_locked_account_in_its_own_organisation_only() {
     .await
     .unwrap();
     assert_eq!(denied, 1, "so is the 403, as a refused operation");
-    let events = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/security/events?type=account.unlocked",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let events = answer(
+        &app,
+        Method::GET,
+        "/api/v1/security/events?type=account.unlocked",
+        &admin.token,
         200,
     )
     .await;
@@ -288,21 +258,13 @@ async fn session(app: &TestApp, email: &str, agent: &str) -> Value {
 }
 
 async fn refresh(app: &TestApp, token: &Value) -> Response {
-    app.client
-        .post(app.url("/api/v1/auth/refresh"))
-        .json(&json!({"refresh_token": token}))
-        .send()
+    app.post_anonymous("/api/v1/auth/refresh", &json!({"refresh_token": token}))
         .await
-        .unwrap()
 }
 
 async fn me(app: &TestApp, token: &Value) -> u16 {
-    app.client
-        .get(app.url("/api/v1/users/me"))
-        .bearer_auth(token.as_str().unwrap())
-        .send()
+    app.get_with_token("/api/v1/users/me", token.as_str().unwrap())
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -391,13 +353,7 @@ async fn malformed_refresh_tokens_are_problems() {
         ),
     ];
     for (body, status) in cases {
-        let resp = app
-            .client
-            .post(app.url("/api/v1/auth/refresh"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = app.post_anonymous("/api/v1/auth/refresh", &body).await;
         assert_eq!(resp.status().as_u16(), status, "{body}");
         assert_eq!(
             resp.headers()["content-type"],
@@ -467,23 +423,15 @@ async fn logout_ends_the_access_token_and_closes_the_sessions_websockets() {
     let mut ws_one = connect(&app, one["access_token"].as_str().unwrap()).await;
     let mut ws_two = connect(&app, two["access_token"].as_str().unwrap()).await;
     let out = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(one["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+        .post_empty_with_token("/api/v1/auth/logout", one["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(out.status(), 204);
     assert_eq!(closed_with(&mut ws_one).await, Some(4401));
     assert_eq!(me(&app, &one["access_token"]).await, 401);
     expect(refresh(&app, &one["refresh_token"]).await, 401).await;
     let again = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(one["access_token"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap();
+        .post_empty_with_token("/api/v1/auth/logout", one["access_token"].as_str().unwrap())
+        .await;
     assert_eq!(again.status(), 401);
     // The other session is untouched, socket included.
     assert_eq!(me(&app, &two["access_token"]).await, 200);
@@ -509,12 +457,8 @@ async fn logout_ends_the_access_token_and_closes_the_sessions_websockets() {
     let external = testkit::jwks::user_token(&secret, other, "idp-user-7", &[]);
     assert_eq!(me(&app, &json!(external)).await, 200, "still works");
     let refused = expect(
-        app.client
-            .post(app.url("/api/v1/auth/logout"))
-            .bearer_auth(&external)
-            .send()
-            .await
-            .unwrap(),
+        app.post_empty_with_token("/api/v1/auth/logout", &external)
+            .await,
         409,
     )
     .await;
@@ -543,14 +487,7 @@ async fn a_user_lists_and_revokes_its_own_sessions() {
     let c = session(&app, "doc@clinic.example", "x".repeat(1000).as_str()).await;
     let sessions = "/api/v1/users/me/sessions";
     let token = |s: &Value| s["access_token"].as_str().unwrap().to_owned();
-    let list = expect(
-        with(&app, Method::GET, sessions, &token(&c))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let list = answer(&app, Method::GET, sessions, &token(&c), 200).await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     assert_eq!(items[0]["id"], c["session_id"]);
@@ -568,55 +505,26 @@ async fn a_user_lists_and_revokes_its_own_sessions() {
     }
     // Someone else's session is not ours to end.
     let theirs = format!("{sessions}/{}", a["session_id"].as_str().unwrap());
-    expect(
-        with(&app, Method::DELETE, &theirs, &nurse.token)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    answer(&app, Method::DELETE, &theirs, &nurse.token, 404).await;
     assert_eq!(me(&app, &a["access_token"]).await, 200);
-    let done = with(&app, Method::DELETE, &theirs, &token(&c))
-        .send()
-        .await
-        .unwrap();
+    let done = request(&app, Method::DELETE, &theirs, &token(&c)).await;
     assert_eq!(done.status(), 204);
     assert_eq!(me(&app, &a["access_token"]).await, 401);
     for id in [a["session_id"].as_str().unwrap(), "not-a-session"] {
-        expect(
-            with(
-                &app,
-                Method::DELETE,
-                &format!("{sessions}/{id}"),
-                &token(&c),
-            )
-            .send()
-            .await
-            .unwrap(),
+        answer(
+            &app,
+            Method::DELETE,
+            &format!("{sessions}/{id}"),
+            &token(&c),
             404,
         )
         .await;
     }
-    let others = expect(
-        with(&app, Method::DELETE, sessions, &token(&c))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let others = answer(&app, Method::DELETE, sessions, &token(&c), 200).await;
     assert_eq!(others["revoked"], 1, "every session but this one");
     assert_eq!(me(&app, &b["access_token"]).await, 401);
     assert_eq!(me(&app, &c["access_token"]).await, 200);
-    let left = expect(
-        with(&app, Method::GET, sessions, &token(&c))
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let left = answer(&app, Method::GET, sessions, &token(&c), 200).await;
     assert_eq!(left["items"].as_array().unwrap().len(), 1);
     app.shutdown().await;
 }
@@ -630,23 +538,9 @@ async fn an_admin_revokes_a_users_sessions_only_in_its_own_organisation() {
     let stranger = user(&app, other, "ADMIN", "admin@other.example").await;
     let mut ws = connect(&app, &doctor.token).await;
     let path = format!("/api/v1/admin/users/{}/sessions", doctor.id);
-    expect(
-        with(&app, Method::DELETE, &path, &stranger.token)
-            .send()
-            .await
-            .unwrap(),
-        404,
-    )
-    .await;
+    answer(&app, Method::DELETE, &path, &stranger.token, 404).await;
     assert_eq!(me(&app, &json!(doctor.token)).await, 200);
-    let done = expect(
-        with(&app, Method::DELETE, &path, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let done = answer(&app, Method::DELETE, &path, &admin.token, 200).await;
     assert_eq!(done["revoked"], 1);
     assert_eq!(me(&app, &json!(doctor.token)).await, 401);
     assert_eq!(closed_with(&mut ws).await, Some(4401));

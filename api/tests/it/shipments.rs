@@ -8,22 +8,11 @@ const VALID: &str = "1Z999AA10123456784";
 
 async fn app() -> TestApp {
     // No worker: these tests look at the API alone.
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 async fn post(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let resp = app
-        .client
-        .post(app.url(PATH))
-        .bearer_auth(key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = app.post_with_token(PATH, key, body).await;
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -142,13 +131,8 @@ async fn shipments_are_created_listed_read_updated_and_deleted() {
     assert_eq!(one["assigned_to"], "nurse-7");
 
     let resp = app
-        .client
-        .put(app.url(&format!("{PATH}/{id}")))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"reference": "KIT-18"}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_key(&format!("{PATH}/{id}"), &json!({"reference": "KIT-18"}))
+        .await;
     assert_eq!(resp.status(), 200);
     let updated: Value = resp.json().await.unwrap();
     assert_eq!(updated["reference"], "KIT-18");
@@ -292,13 +276,12 @@ async fn another_organisations_shipment_answers_404() {
         assert_eq!(status, 404, "{method} {path}: {problem}");
     }
     let resp = app
-        .client
-        .put(app.url(&format!("{PATH}/{id}")))
-        .bearer_auth(&other_key)
-        .json(&json!({"reference": "mine now"}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_token(
+            &format!("{PATH}/{id}"),
+            &other_key,
+            &json!({"reference": "mine now"}),
+        )
+        .await;
     assert_eq!(resp.status(), 404);
     let (_, list) = call(&app, reqwest::Method::GET, PATH, &other_key).await;
     assert_eq!(list["items"], json!([]));

@@ -65,13 +65,8 @@ async fn delete(app: &TestApp, key: &str, external_id: &str) -> reqwest::Respons
 }
 
 async fn bulk(app: &TestApp, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.url("/api/v1/services/subscribers/bulk"))
-        .bearer_auth(&app.api_key)
-        .json(body)
-        .send()
+    app.post_with_key("/api/v1/services/subscribers/bulk", body)
         .await
-        .unwrap()
 }
 
 async fn put_prefs(app: &TestApp, key: &str, external_id: &str, body: &Value) -> reqwest::Response {
@@ -136,11 +131,7 @@ fn full_profile() -> Value {
 }
 
 async fn api_app() -> TestApp {
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,11 +11,7 @@ mod limits;
 const BASE: &str = "/api/v1/admin/templates";
 
 async fn app() -> TestApp {
-    TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await
+    TestApp::spawn_api_only().await
 }
 
 /// A valid template: email and SMS in English, French and Canadian French.

@@ -11,7 +11,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{platform_admin, with};
+use crate::org_support::platform_admin;
+use crate::support::{call, expect};
 
 mod sends;
 
@@ -45,37 +46,6 @@ async fn app() -> TestApp {
     .await;
     assert_eq!(resp.status(), 201);
     app
-}
-
-async fn call(
-    app: &TestApp,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let req = with(app, method, path, key);
-    match body {
-        Some(b) => req.json(&b),
-        None => req,
-    }
-    .send()
-    .await
-    .unwrap()
-}
-
-async fn expect(resp: reqwest::Response, status: u16) -> Value {
-    let got = resp.status().as_u16();
-    let problem = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|c| c == "application/problem+json");
-    let text = resp.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    if status >= 400 {
-        assert!(problem, "a problem+json body: {text}");
-    }
-    serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
 /// The names of the invalid fields of a 400.
@@ -146,11 +116,7 @@ async fn wait_completed(app: &TestApp, url: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn topics_are_created_listed_read_updated_and_deleted() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let key = app.api_key.clone();
     let created = create_topic(&app, &key, "ward-3").await;
     assert_eq!(created["key"], "ward-3");
@@ -275,11 +241,7 @@ async fn topics_are_created_listed_read_updated_and_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn members_are_added_in_bulk_unknown_ids_reported_and_paged() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let key = app.api_key.clone();
     // p-25 exists but never joins.
     subscribers(&app, &key, "p", 0, 26).await;
@@ -344,11 +306,7 @@ async fn members_are_added_in_bulk_unknown_ids_reported_and_paged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_topic_and_member_input_answers_precise_problems() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let key = app.api_key.clone();
     for (body, field) in [
         (json!({"key": "Ward 3", "name": "x"}), "key"),

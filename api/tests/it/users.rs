@@ -5,25 +5,23 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{PASSWORD, expect, login, platform_admin, user, with};
+use crate::org_support::{
+    PASSWORD, answer, answer_json, expect, login, platform_admin, request, request_json, user, with,
+};
 
 const USERS: &str = "/api/v1/admin/users";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_temporary_password_must_be_changed_before_anything_else() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
-    let created = expect(
-        with(&app, Method::POST, USERS, &admin.token)
-            .json(&json!({"email": "Dr.Lee@Clinic.example", "role": "doctor",
-                "first_name": "Ana", "temporary_password": "Temporary-Pass-1"}))
-            .send()
-            .await
-            .unwrap(),
+    let created = answer_json(
+        &app,
+        Method::POST,
+        USERS,
+        &admin.token,
+        &json!({"email": "Dr.Lee@Clinic.example", "role": "doctor",
+                "first_name": "Ana", "temporary_password": "Temporary-Pass-1"}),
         201,
     )
     .await;
@@ -47,47 +45,32 @@ async fn a_temporary_password_must_be_changed_before_anything_else() {
     assert_eq!(session["must_change_password"], true);
     assert_eq!(session["user_id"], id.as_str());
     let temp = session["access_token"].as_str().unwrap().to_owned();
-    let me = app
-        .client
-        .get(app.url("/api/v1/users/me"))
-        .bearer_auth(&temp)
-        .send()
-        .await
-        .unwrap();
+    let me = app.get_with_token("/api/v1/users/me", &temp).await;
     assert_eq!(me.status(), 403, "only the password may be changed");
-    let weak = with(
+    let weak = request_json(
         &app,
         Method::PATCH,
         &format!("{USERS}/{id}/password"),
         &temp,
+        &json!({"password": "short", "current_password": "Temporary-Pass-1"}),
     )
-    .json(&json!({"password": "short", "current_password": "Temporary-Pass-1"}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(weak.status(), 400);
-    let wrong = with(
+    let wrong = request_json(
         &app,
         Method::PATCH,
         &format!("{USERS}/{id}/password"),
         &temp,
+        &json!({"password": PASSWORD, "current_password": "Not-The-Pass-1"}),
     )
-    .json(&json!({"password": PASSWORD, "current_password": "Not-The-Pass-1"}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(wrong.status(), 400);
-    let changed = expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("{USERS}/{id}/password"),
-            &temp,
-        )
-        .json(&json!({"password": PASSWORD, "current_password": "Temporary-Pass-1"}))
-        .send()
-        .await
-        .unwrap(),
+    let changed = answer_json(
+        &app,
+        Method::PATCH,
+        &format!("{USERS}/{id}/password"),
+        &temp,
+        &json!({"password": PASSWORD, "current_password": "Temporary-Pass-1"}),
         200,
     )
     .await;
@@ -112,12 +95,11 @@ async fn a_temporary_password_must_be_changed_before_anything_else() {
     let session: Value = expect(login(&app, "dr.lee@clinic.example", PASSWORD).await, 200).await;
     assert_eq!(session["must_change_password"], false);
     let me: Value = expect(
-        app.client
-            .get(app.url("/api/v1/users/me"))
-            .bearer_auth(session["access_token"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap(),
+        app.get_with_token(
+            "/api/v1/users/me",
+            session["access_token"].as_str().unwrap(),
+        )
+        .await,
         200,
     )
     .await;
@@ -128,47 +110,28 @@ async fn a_temporary_password_must_be_changed_before_anything_else() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deactivating_a_user_revokes_its_tokens_at_once() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     let me = |token: String| {
         let app = &app;
-        async move {
-            app.client
-                .get(app.url("/api/v1/users/me"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-        }
+        async move { app.get_with_token("/api/v1/users/me", token).await.status() }
     };
     assert_eq!(me(doctor.token.clone()).await, 200);
     // A doctor is not an admin.
-    let refused = with(
+    let refused = request(
         &app,
         Method::PATCH,
         &format!("{USERS}/{}/deactivate", admin.id),
         &doctor.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(refused.status(), 403);
-    let off = expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("{USERS}/{}/deactivate", doctor.id),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let off = answer(
+        &app,
+        Method::PATCH,
+        &format!("{USERS}/{}/deactivate", doctor.id),
+        &admin.token,
         200,
     )
     .await;
@@ -178,16 +141,11 @@ async fn deactivating_a_user_revokes_its_tokens_at_once() {
         login(&app, "doc@clinic.example", PASSWORD).await.status(),
         401
     );
-    expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("{USERS}/{}/activate", doctor.id),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::PATCH,
+        &format!("{USERS}/{}/activate", doctor.id),
+        &admin.token,
         200,
     )
     .await;
@@ -201,11 +159,7 @@ async fn deactivating_a_user_revokes_its_tokens_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_organization_admin_manages_only_its_own_users() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let (other, _) = app.other_tenant().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
@@ -240,21 +194,17 @@ async fn an_organization_admin_manages_only_its_own_users() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), 404, "{method} {path}");
     }
-    let create_elsewhere = with(&app, Method::POST, USERS, &admin.token)
-        .json(&json!({"email": "x@other.example", "role": "DOCTOR",
-            "temporary_password": "Temporary-Pass-1", "organization_id": other.to_string()}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(create_elsewhere.status(), 404);
-    let listed = expect(
-        with(&app, Method::GET, USERS, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
+    let create_elsewhere = request_json(
+        &app,
+        Method::POST,
+        USERS,
+        &admin.token,
+        &json!({"email": "x@other.example", "role": "DOCTOR",
+            "temporary_password": "Temporary-Pass-1", "organization_id": other.to_string()}),
     )
     .await;
+    assert_eq!(create_elsewhere.status(), 404);
+    let listed = answer(&app, Method::GET, USERS, &admin.token, 200).await;
     let ids: Vec<&str> = listed["items"]
         .as_array()
         .unwrap()
@@ -263,20 +213,13 @@ async fn an_organization_admin_manages_only_its_own_users() {
         .collect();
     assert_eq!(ids, [admin.id.as_str()]);
     // The platform admin manages every organisation's users.
-    let all = expect(
-        with(&app, Method::GET, USERS, &root.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let all = answer(&app, Method::GET, USERS, &root.token, 200).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 3);
-    let stats = expect(
-        with(&app, Method::GET, &format!("{USERS}/stats"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let stats = answer(
+        &app,
+        Method::GET,
+        &format!("{USERS}/stats"),
+        &admin.token,
         200,
     )
     .await;
@@ -289,11 +232,7 @@ async fn an_organization_admin_manages_only_its_own_users() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_user_input_gets_a_precise_4xx() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let base = json!({"email": "new@clinic.example", "role": "DOCTOR", "temporary_password": "Temporary-Pass-1"});
     for (patch, field) in [
@@ -318,43 +257,16 @@ async fn bad_user_input_gets_a_precise_4xx() {
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let problem = expect(
-            with(&app, Method::POST, USERS, &admin.token)
-                .json(&body)
-                .send()
-                .await
-                .unwrap(),
-            400,
-        )
-        .await;
+        let problem = answer_json(&app, Method::POST, USERS, &admin.token, &body, 400).await;
         assert_eq!(problem["invalid_params"][0]["name"], field, "{problem}");
     }
-    expect(
-        with(&app, Method::POST, USERS, &admin.token)
-            .json(&base)
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    answer_json(&app, Method::POST, USERS, &admin.token, &base, 201).await;
     let mut dup = base.clone();
     dup["email"] = json!("NEW@clinic.example");
-    let conflict = expect(
-        with(&app, Method::POST, USERS, &admin.token)
-            .json(&dup)
-            .send()
-            .await
-            .unwrap(),
-        409,
-    )
-    .await;
+    let conflict = answer_json(&app, Method::POST, USERS, &admin.token, &dup, 409).await;
     assert_eq!(conflict["type"], "/problems/conflict");
     for bad in ["not-a-uuid", "00000000-0000-0000-0000-000000000000"] {
-        let resp = with(&app, Method::GET, &format!("{USERS}/{bad}"), &admin.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, Method::GET, &format!("{USERS}/{bad}"), &admin.token).await;
         assert_eq!(resp.status(), 404, "{bad}");
     }
     // Sign-in tells nothing about which part was wrong.

@@ -2,35 +2,9 @@
 //! addresses, the signing secret shown once, other tenants' endpoints
 //! invisible, re-enabling with PUT.
 
+use crate::support::{call_parts, invalid_param_names};
 use serde_json::{Value, json};
 use testkit::TestApp;
-
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    key: &str,
-    body: Option<&Value>,
-) -> (u16, Value, String) {
-    let mut req = app.client.request(method, app.url(path)).bearer_auth(key);
-    if let Some(b) = body {
-        req = req.json(b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    (status, json, text)
-}
-
-fn names(problem: &Value) -> Vec<String> {
-    problem["invalid_params"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
-}
 
 async fn api_only(allow_loopback: bool) -> TestApp {
     TestApp::builder()
@@ -72,7 +46,7 @@ async fn registration_refuses_internal_and_malformed_urls() {
         "",
         long.as_str(),
     ] {
-        let (status, problem, text) = call(
+        let (status, problem, text) = call_parts(
             &app,
             reqwest::Method::POST,
             PATH,
@@ -81,10 +55,10 @@ async fn registration_refuses_internal_and_malformed_urls() {
         )
         .await;
         assert_eq!(status, 400, "{url}: {text}");
-        assert_eq!(names(&problem), vec!["url"], "{url}: {text}");
+        assert_eq!(invalid_param_names(&problem), vec!["url"], "{url}: {text}");
         assert!(!text.contains("secret"), "{text}");
     }
-    let (_, list, _) = call(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
+    let (_, list, _) = call_parts(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
     assert_eq!(list["items"], json!([]), "nothing was written");
 }
 
@@ -92,7 +66,7 @@ async fn registration_refuses_internal_and_malformed_urls() {
 async fn loopback_is_allowed_only_with_the_flag_and_metadata_never() {
     let app = api_only(true).await;
     let ok = |url: &str| json!({"url": url, "events": ["notification.sent"]});
-    let (status, _, text) = call(
+    let (status, _, text) = call_parts(
         &app,
         reqwest::Method::POST,
         PATH,
@@ -106,7 +80,7 @@ async fn loopback_is_allowed_only_with_the_flag_and_metadata_never() {
         "https://[fd00:ec2::254]/",
         "https://user:pw@127.0.0.1/",
     ] {
-        let (status, problem, text) = call(
+        let (status, problem, text) = call_parts(
             &app,
             reqwest::Method::POST,
             PATH,
@@ -115,7 +89,7 @@ async fn loopback_is_allowed_only_with_the_flag_and_metadata_never() {
         )
         .await;
         assert_eq!(status, 400, "{url}: {text}");
-        assert_eq!(names(&problem), vec!["url"]);
+        assert_eq!(invalid_param_names(&problem), vec!["url"]);
     }
 }
 
@@ -147,9 +121,9 @@ async fn malformed_fields_are_named_and_nothing_is_written() {
     ];
     for (body, expected) in cases {
         let (status, problem, text) =
-            call(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+            call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
         assert_eq!(status, 400, "{text}");
-        assert_eq!(names(&problem), expected, "{text}");
+        assert_eq!(invalid_param_names(&problem), expected, "{text}");
     }
     // Wrong types and unknown fields are 400s too.
     for body in [
@@ -158,10 +132,10 @@ async fn malformed_fields_are_named_and_nothing_is_written() {
         json!({"url": "http://127.0.0.1:9/", "events": ["notification.sent"], "secret": "mine"}),
     ] {
         let (status, _, text) =
-            call(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+            call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
         assert_eq!(status, 400, "{body}: {text}");
     }
-    let (status, _, text) = call(
+    let (status, _, text) = call_parts(
         &app,
         reqwest::Method::GET,
         &format!("{PATH}/{}/deliveries?limit=0", uuid::Uuid::nil()),
@@ -170,14 +144,14 @@ async fn malformed_fields_are_named_and_nothing_is_written() {
     )
     .await;
     assert_eq!(status, 400, "{text}");
-    let (_, list, _) = call(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
+    let (_, list, _) = call_parts(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
     assert_eq!(list["items"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_secret_is_shown_once_and_never_read_back() {
     let app = api_only(true).await;
-    let (status, created, text) = call(
+    let (status, created, text) = call_parts(
         &app,
         reqwest::Method::POST,
         PATH,
@@ -200,7 +174,7 @@ async fn the_secret_is_shown_once_and_never_read_back() {
     assert_eq!(created["consecutive_failures"], 0);
     let id = created["id"].as_str().unwrap().to_owned();
 
-    let (status, one, text) = call(
+    let (status, one, text) = call_parts(
         &app,
         reqwest::Method::GET,
         &format!("{PATH}/{id}"),
@@ -213,10 +187,10 @@ async fn the_secret_is_shown_once_and_never_read_back() {
         one.get("secret").is_none() && !text.contains(&secret),
         "{text}"
     );
-    let (_, _, list) = call(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
+    let (_, _, list) = call_parts(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
     assert!(list.contains(&id) && !list.contains(&secret), "{list}");
 
-    let (status, rotated, text) = call(
+    let (status, rotated, text) = call_parts(
         &app,
         reqwest::Method::POST,
         &format!("{PATH}/{id}/rotate-secret"),
@@ -227,7 +201,7 @@ async fn the_secret_is_shown_once_and_never_read_back() {
     assert_eq!(status, 200, "{text}");
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
-    let (_, _, text) = call(
+    let (_, _, text) = call_parts(
         &app,
         reqwest::Method::GET,
         &format!("{PATH}/{id}"),
@@ -260,7 +234,7 @@ async fn the_secret_is_shown_once_and_never_read_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_tenants_endpoints_answer_404() {
     let app = api_only(true).await;
-    let (_, created, _) = call(
+    let (_, created, _) = call_parts(
         &app,
         reqwest::Method::POST,
         PATH,
@@ -287,7 +261,8 @@ async fn other_tenants_endpoints_answer_404() {
         ),
         (reqwest::Method::GET, format!("{PATH}/not-a-uuid"), None),
     ] {
-        let (status, problem, text) = call(&app, method.clone(), &path, &other_key, body).await;
+        let (status, problem, text) =
+            call_parts(&app, method.clone(), &path, &other_key, body).await;
         assert_eq!(status, 404, "{method} {path}: {text}");
         assert_eq!(
             problem["type"].as_str().map(|t| t.ends_with("not-found")),
@@ -295,9 +270,9 @@ async fn other_tenants_endpoints_answer_404() {
             "{text}"
         );
     }
-    let (_, list, _) = call(&app, reqwest::Method::GET, PATH, &other_key, None).await;
+    let (_, list, _) = call_parts(&app, reqwest::Method::GET, PATH, &other_key, None).await;
     assert_eq!(list["items"], json!([]));
-    let (_, still, _) = call(
+    let (_, still, _) = call_parts(
         &app,
         reqwest::Method::GET,
         &format!("{PATH}/{id}"),
@@ -311,7 +286,7 @@ async fn other_tenants_endpoints_answer_404() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_replaces_disables_and_re_enables_an_endpoint() {
     let app = api_only(true).await;
-    let (_, created, _) = call(
+    let (_, created, _) = call_parts(
         &app,
         reqwest::Method::POST,
         PATH,
@@ -321,7 +296,7 @@ async fn put_replaces_disables_and_re_enables_an_endpoint() {
     .await;
     let id = created["id"].as_str().unwrap().to_owned();
     let path = format!("{PATH}/{id}");
-    let (status, problem, _) = call(
+    let (status, problem, _) = call_parts(
         &app,
         reqwest::Method::PUT,
         &path,
@@ -330,9 +305,9 @@ async fn put_replaces_disables_and_re_enables_an_endpoint() {
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(names(&problem), vec!["url"]);
+    assert_eq!(invalid_param_names(&problem), vec!["url"]);
 
-    let (status, off, text) = call(
+    let (status, off, text) = call_parts(
         &app,
         reqwest::Method::PUT,
         &path,
@@ -346,7 +321,7 @@ async fn put_replaces_disables_and_re_enables_an_endpoint() {
     assert_eq!(off["url"], "http://127.0.0.1:9/v2");
     assert_eq!(off["events"], json!(["notification.failed"]));
 
-    let (status, on, _) = call(
+    let (status, on, _) = call_parts(
         &app,
         reqwest::Method::PUT,
         &path,
@@ -358,9 +333,9 @@ async fn put_replaces_disables_and_re_enables_an_endpoint() {
     assert_eq!(on["enabled"], true);
     assert_eq!(on["disabled_reason"], Value::Null);
 
-    let (status, _, _) = call(&app, reqwest::Method::DELETE, &path, &app.api_key, None).await;
+    let (status, _, _) = call_parts(&app, reqwest::Method::DELETE, &path, &app.api_key, None).await;
     assert_eq!(status, 204);
-    let (status, _, _) = call(&app, reqwest::Method::GET, &path, &app.api_key, None).await;
+    let (status, _, _) = call_parts(&app, reqwest::Method::GET, &path, &app.api_key, None).await;
     assert_eq!(status, 404);
 }
 
@@ -370,10 +345,10 @@ async fn an_organisation_has_at_most_twenty_endpoints() {
     let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]});
     for _ in 0..20 {
         let (status, _, text) =
-            call(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+            call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
         assert_eq!(status, 201, "{text}");
     }
     let (status, _, text) =
-        call(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+        call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
     assert_eq!(status, 409, "{text}");
 }

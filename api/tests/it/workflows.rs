@@ -24,41 +24,10 @@ use scheduler::workflows::Runner;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::with;
+pub use crate::support::{call, expect};
 
 pub const WAIT: Duration = Duration::from_secs(30);
 pub const WORKFLOWS: &str = "/api/v1/services/workflows";
-
-pub async fn call(
-    app: &TestApp,
-    key: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> reqwest::Response {
-    let req = with(app, method, path, key);
-    match body {
-        Some(b) => req.json(&b),
-        None => req,
-    }
-    .send()
-    .await
-    .unwrap()
-}
-
-pub async fn expect(resp: reqwest::Response, status: u16) -> Value {
-    let got = resp.status().as_u16();
-    let problem = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|c| c == "application/problem+json");
-    let text = resp.text().await.unwrap();
-    assert_eq!(got, status, "{text}");
-    if status >= 400 {
-        assert!(problem, "a problem+json body: {text}");
-    }
-    serde_json::from_str(&text).unwrap_or(Value::Null)
-}
 
 /// The escalation's templates, a patient with a phone and an email, and
 /// the platform.
@@ -262,12 +231,11 @@ async fn a_care_alert_read_within_the_hour_sends_no_sms() {
 
     // Read 20 minutes in (the runner's clock), well within the hour.
     let read = app
-        .client
-        .patch(app.url(&format!("/api/v1/users/me/notifications/{inapp}/read")))
-        .bearer_auth(&pat)
-        .send()
-        .await
-        .unwrap();
+        .patch_with_token(
+            &format!("/api/v1/users/me/notifications/{inapp}/read"),
+            &pat,
+        )
+        .await;
     assert_eq!(read.status(), 200);
     let r = advance_until(
         &app,
@@ -381,13 +349,12 @@ async fn a_patients_opt_out_holds_back_a_workflows_email_to_them_but_not_to_the_
     let secret = app.issue_jwt_secret(app.tenant_id).await;
     let pat = testkit::jwks::user_token(&secret, app.tenant_id, "pat", &[]);
     let prefs = app
-        .client
-        .put(app.url("/api/v1/users/me/preferences"))
-        .bearer_auth(&pat)
-        .json(&json!({"channels": {"email": false}, "categories": {}}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_token(
+            "/api/v1/users/me/preferences",
+            &pat,
+            &json!({"channels": {"email": false}, "categories": {}}),
+        )
+        .await;
     assert_eq!(prefs.status(), 200);
     save(&app, "both", json!({"name": "Both", "steps": [
         {"key": "patient", "type": "send", "template": "care.alert", "channels": ["email"]},

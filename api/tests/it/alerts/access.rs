@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{alerts_of, app, create_rule, evaluator, sends, start};
-use crate::org_support::{expect, platform_admin, user, with};
+use crate::org_support::{answer, expect, platform_admin, request, request_json, user};
 use chrono::TimeDelta;
 use testkit::alerting::FakeTarget;
 
@@ -56,16 +56,14 @@ async fn bad_rules_are_refused_naming_the_field() {
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let resp = with(
+        let resp = request_json(
             &app,
             Method::POST,
             "/api/v1/admin/alert-rules",
             &admin.token,
+            &body,
         )
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+        .await;
         let problem = expect(resp, 400).await;
         let names: Vec<&str> = problem["invalid_params"]
             .as_array()
@@ -120,35 +118,29 @@ async fn another_organisations_rules_and_alerts_answer_404_and_platform_admins_s
             "/api/v1/admin/alert-rules/not-a-uuid".to_owned(),
         ),
     ] {
-        let resp = with(&app, method.clone(), &path, &b.token)
-            .send()
-            .await
-            .unwrap();
+        let resp = request(&app, method.clone(), &path, &b.token).await;
         assert_eq!(resp.status(), 404, "{method} {path}");
     }
-    let put = with(&app, Method::PUT, &rule_path, &b.token)
-        .json(&json!({"name": "mine now", "metric": "failure_rate", "threshold": 10, "window_secs": 60}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 404);
-    let named = with(&app, Method::POST, "/api/v1/admin/alert-rules", &b.token)
-        .json(
-            &json!({"name": "x", "metric": "failure_rate", "threshold": 10, "window_secs": 60,
-                      "organization_id": app.tenant_id.to_string()}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(named.status(), 404, "naming another organisation");
-    let listed = expect(
-        with(&app, Method::GET, "/api/v1/admin/alerts", &b.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
+    let put = request_json(
+        &app,
+        Method::PUT,
+        &rule_path,
+        &b.token,
+        &json!({"name": "mine now", "metric": "failure_rate", "threshold": 10, "window_secs": 60}),
     )
     .await;
+    assert_eq!(put.status(), 404);
+    let named = request_json(
+        &app,
+        Method::POST,
+        "/api/v1/admin/alert-rules",
+        &b.token,
+        &json!({"name": "x", "metric": "failure_rate", "threshold": 10, "window_secs": 60,
+                      "organization_id": app.tenant_id.to_string()}),
+    )
+    .await;
+    assert_eq!(named.status(), 404, "naming another organisation");
+    let listed = answer(&app, Method::GET, "/api/v1/admin/alerts", &b.token, 200).await;
     assert!(
         listed["items"]
             .as_array()
@@ -156,27 +148,18 @@ async fn another_organisations_rules_and_alerts_answer_404_and_platform_admins_s
             .iter()
             .all(|a| a["id"] != alert.to_string())
     );
-    let forbidden = with(
+    let forbidden = request(
         &app,
         Method::GET,
         "/api/v1/admin/alert-rules",
         &doctor.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(forbidden.status(), 403, "admins only");
 
     // The platform admin sees both organisations' alerts and makes
     // platform-wide rules.
-    let seen = expect(
-        with(&app, Method::GET, &alert_path, &root.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let seen = answer(&app, Method::GET, &alert_path, &root.token, 200).await;
     assert_eq!(seen["alert"]["organization_id"], app.tenant_id.to_string());
     let wide = create_rule(
         &app,
@@ -186,15 +169,13 @@ async fn another_organisations_rules_and_alerts_answer_404_and_platform_admins_s
     )
     .await;
     assert!(wide["organization_id"].is_null());
-    let hidden = with(
+    let hidden = request(
         &app,
         Method::GET,
         &format!("/api/v1/admin/alert-rules/{}", wide["id"].as_str().unwrap()),
         &a.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         hidden.status(),
         404,

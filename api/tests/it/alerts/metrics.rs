@@ -12,7 +12,7 @@ use shared::{
 };
 
 use super::{alerts_of, app, create_rule, evaluator, start};
-use crate::org_support::{expect, platform_admin, user, with};
+use crate::org_support::{answer_json, platform_admin, user};
 use testkit::{TestApp, alerting::FakeTarget};
 
 /// Records `n` API 5xx answers (the platform's own, as the API counts
@@ -43,17 +43,12 @@ async fn api_server_errors_open_one_platform_alert_that_resolves_once_the_window
         "escalation": [{"after_minutes": 0, "channels": [{"type": "in_app"}]}],
     });
     // An organisation's rule cannot watch what is counted platform-wide.
-    let refused = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/admin/alert-rules",
-            &admin.token,
-        )
-        .json(&body)
-        .send()
-        .await
-        .unwrap(),
+    let refused = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/admin/alert-rules",
+        &admin.token,
+        &body,
         400,
     )
     .await;
@@ -99,12 +94,12 @@ async fn a_disabled_webhook_endpoint_opens_one_alert_and_re_enabling_it_resolves
     let endpoint = |n: u16| json!({"url": format!("http://127.0.0.1:9/hook{n}"), "events": ["notification.failed"]});
     let mut ids = Vec::new();
     for n in 0..2 {
-        let created = expect(
-            with(&app, Method::POST, "/api/v1/admin/webhooks", &app.api_key)
-                .json(&endpoint(n))
-                .send()
-                .await
-                .unwrap(),
+        let created = answer_json(
+            &app,
+            Method::POST,
+            "/api/v1/admin/webhooks",
+            &app.api_key,
+            &endpoint(n),
             201,
         )
         .await;
@@ -139,15 +134,7 @@ async fn a_disabled_webhook_endpoint_opens_one_alert_and_re_enabling_it_resolves
     let path = format!("/api/v1/admin/webhooks/{}", ids[0]);
     let mut off = endpoint(0);
     off["enabled"] = json!(false);
-    expect(
-        with(&app, Method::PUT, &path, &app.api_key)
-            .json(&off)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    answer_json(&app, Method::PUT, &path, &app.api_key, &off, 200).await;
     for s in [5, 10] {
         eval.evaluate(t0 + TimeDelta::seconds(s)).await.unwrap();
     }
@@ -173,17 +160,12 @@ async fn a_disabled_webhook_endpoint_opens_one_alert_and_re_enabling_it_resolves
     for (i, id) in ids.iter().enumerate() {
         let mut on = endpoint(i as u16);
         on["enabled"] = json!(true);
-        expect(
-            with(
-                &app,
-                Method::PUT,
-                &format!("/api/v1/admin/webhooks/{id}"),
-                &app.api_key,
-            )
-            .json(&on)
-            .send()
-            .await
-            .unwrap(),
+        answer_json(
+            &app,
+            Method::PUT,
+            &format!("/api/v1/admin/webhooks/{id}"),
+            &app.api_key,
+            &on,
             200,
         )
         .await;
@@ -236,17 +218,12 @@ async fn fields_that_do_not_apply_to_the_new_metrics_are_refused_naming_them() {
         for (k, v) in patch.as_object().unwrap() {
             body[k] = v.clone();
         }
-        let problem = expect(
-            with(
-                &app,
-                Method::POST,
-                "/api/v1/admin/alert-rules",
-                &admin.token,
-            )
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
+        let problem = answer_json(
+            &app,
+            Method::POST,
+            "/api/v1/admin/alert-rules",
+            &admin.token,
+            &body,
             400,
         )
         .await;
@@ -276,20 +253,13 @@ async fn a_failure_rate_narrowed_to_one_provider_watches_that_provider_alone() {
     assert_eq!(rule["provider"], "Twilio main");
     let rule_id = rule["id"].as_str().unwrap().to_owned();
     // Only a failure rate can be narrowed to a provider.
-    let refused = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/admin/alert-rules",
-            &admin.token,
-        )
-        .json(
-            &json!({"name": "x", "metric": "queue_depth", "provider": "Twilio main",
+    let refused = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/admin/alert-rules",
+        &admin.token,
+        &json!({"name": "x", "metric": "queue_depth", "provider": "Twilio main",
                           "threshold": 5, "window_secs": 60}),
-        )
-        .send()
-        .await
-        .unwrap(),
         400,
     )
     .await;

@@ -12,7 +12,7 @@ use testkit::{
 };
 
 use super::{WAIT, alerts_of, create_rule, drop_default_failure_rule, evaluator, sends, start};
-use crate::org_support::{expect, user, with};
+use crate::org_support::{answer, request_json, user};
 
 const ON_CALL: &str = "+15005550006";
 const ADMIN_PHONE: &str = "+447700900123";
@@ -55,13 +55,11 @@ async fn an_alert_texts_the_on_call_number_and_the_admins_once_when_it_opens_and
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     // The admin's subscriber profile (external id: the user's id) has a phone.
     let resp = app
-        .client
-        .put(app.url(&format!("/api/v1/services/subscribers/{}", admin.id)))
-        .bearer_auth(&app.api_key)
-        .json(&json!({"phone": ADMIN_PHONE}))
-        .send()
-        .await
-        .unwrap();
+        .put_with_key(
+            &format!("/api/v1/services/subscribers/{}", admin.id),
+            &json!({"phone": ADMIN_PHONE}),
+        )
+        .await;
     assert!(resp.status().is_success(), "{}", resp.status());
     drop_default_failure_rule(&app, &admin).await;
     let rule = create_rule(
@@ -109,16 +107,11 @@ async fn an_alert_texts_the_on_call_number_and_the_admins_once_when_it_opens_and
     }
 
     // Acknowledging does not text anyone.
-    expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::POST,
+        &format!("/api/v1/admin/alerts/{alert}/acknowledge"),
+        &admin.token,
         200,
     )
     .await;
@@ -238,13 +231,14 @@ async fn sms_numbers_are_checked_and_each_mistake_is_named() {
 }
 
 async fn post_rule(app: &TestApp, token: &str, channel: Value) -> reqwest::Response {
-    with(app, Method::POST, "/api/v1/admin/alert-rules", token)
-        .json(
-            &json!({"name": "Push failing", "metric": "failure_rate", "channel": "push",
+    request_json(
+        app,
+        Method::POST,
+        "/api/v1/admin/alert-rules",
+        token,
+        &json!({"name": "Push failing", "metric": "failure_rate", "channel": "push",
                       "threshold": 10, "window_secs": 600,
                       "escalation": [{"after_minutes": 0, "channels": [channel]}]}),
-        )
-        .send()
-        .await
-        .unwrap()
+    )
+    .await
 }

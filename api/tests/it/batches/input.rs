@@ -221,17 +221,11 @@ async fn inapp_rows_are_placed_as_their_chunk_expands_and_stored_preferences_sti
     assert_eq!(expanded["counts"]["queued"], 1);
     let secret = app.issue_jwt_secret(app.tenant_id).await;
     let inbox: Value = app
-        .client
-        .get(app.url("/api/v1/users/me/notifications"))
-        .bearer_auth(testkit::jwks::user_token(
-            &secret,
-            app.tenant_id,
-            "patient-2",
-            &[],
-        ))
-        .send()
+        .get_with_token(
+            "/api/v1/users/me/notifications",
+            testkit::jwks::user_token(&secret, app.tenant_id, "patient-2", &[]),
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

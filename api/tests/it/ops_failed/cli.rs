@@ -30,11 +30,7 @@ fn api(app: &TestApp, args: &[&str]) -> (String, Output) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_commands_list_groups_and_retry_or_discard_them_audited() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let ids = failed_rows(&app, app.tenant_id, 1_200).await;
     let (out, _) = api(&app, &["failed", "--since", "1h"]);
     assert!(out.contains("mail_refused"), "{out}");
@@ -85,11 +81,7 @@ async fn the_commands_list_groups_and_retry_or_discard_them_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_failure_the_platform_records_gets_its_own_class() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let reasons = [
         R::RecipientInvalid,
         R::RecipientUnreachable,

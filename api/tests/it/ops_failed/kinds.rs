@@ -8,15 +8,11 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use super::{DISCARD, FAILED, GROUPS, RETRY, get, post};
-use crate::org_support::{expect, platform_admin, with};
+use crate::org_support::{expect, platform_admin, request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bulk_jobs_and_shipments_are_grouped_and_retried_or_discarded_by_kind() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let bulk: String = sqlx::query_scalar(
         "insert into bulk_jobs (id, tenant_id, template_key, channels, mapping, status, failure, failed_at)
@@ -40,10 +36,7 @@ async fn bulk_jobs_and_shipments_are_grouped_and_retried_or_discarded_by_kind() 
     .await
     .unwrap();
 
-    let resp = with(&app, Method::GET, GROUPS, &root.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::GET, GROUPS, &root.token).await;
     let text = resp.text().await.unwrap();
     assert!(!text.contains("pat.patient"), "{text}");
     let groups: Value = serde_json::from_str(&text).unwrap();
@@ -98,15 +91,13 @@ async fn bulk_jobs_and_shipments_are_grouped_and_retried_or_discarded_by_kind() 
         .unwrap();
     let again = get(&app, &root.token, &format!("{FAILED}?kind=shipment")).await;
     assert_eq!(again["items"][0]["error_class"], "rate_limited", "{again}");
-    let resp = with(
+    let resp = request(
         &app,
         Method::GET,
         &format!("{FAILED}?kind=shipment&provider=ups&channel=sms"),
         &root.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(expect(resp, 200).await["items"], json!([]));
     app.shutdown().await;
 }
@@ -114,11 +105,7 @@ async fn bulk_jobs_and_shipments_are_grouped_and_retried_or_discarded_by_kind() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_notification_whose_content_retention_erased_is_skipped_and_its_timeline_shows_callbacks()
 {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let id: String = sqlx::query_scalar(
         "insert into notifications (id, tenant_id, channel, recipient, content, max_attempts, status,

@@ -5,15 +5,11 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use super::{PATIENT_EMAIL, get};
-use crate::org_support::{expect, platform_admin, with};
+use crate::org_support::{expect, platform_admin, request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_finds_notifications_batches_bulk_jobs_and_subscribers_by_each_key() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let root = platform_admin(&app).await;
     let resp = app
         .post_send(
@@ -63,15 +59,13 @@ async fn search_finds_notifications_batches_bulk_jobs_and_subscribers_by_each_ke
     ];
     for token in [root.token.as_str(), app.api_key.as_str()] {
         for (q, kind, id) in &cases {
-            let resp = with(
+            let resp = request(
                 &app,
                 Method::GET,
                 &format!("/api/v1/ops/search?q={q}"),
                 token,
             )
-            .send()
-            .await
-            .unwrap();
+            .await;
             let text = resp.text().await.unwrap();
             assert!(
                 !text.contains("pat.patient") && !text.contains("See you"),

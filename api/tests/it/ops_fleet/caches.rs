@@ -230,15 +230,7 @@ async fn providers_show_the_state_workers_share_and_the_scheduler_sets_the_fleet
     assert_eq!(exists, 1, "reading changes nothing");
 
     testkit::eventually("the fleet gauges", WAIT, || async {
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics_page().await;
         let value = |series: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())

@@ -13,7 +13,7 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
-use crate::org_support::{user, with};
+use crate::org_support::{request_json, user};
 
 /// A clock that stands still until the test moves it.
 #[derive(Debug)]
@@ -69,11 +69,14 @@ async fn a_revoked_permission_is_refused_at_once_here_and_on_other_replicas_once
 
     // Granted through A: A answers at once; B trusts its refusal until the
     // bound has passed.
-    let grant = with(&app, Method::POST, &grants, &admin.token)
-        .json(&json!({"permission": "audit:read"}))
-        .send()
-        .await
-        .unwrap();
+    let grant = request_json(
+        &app,
+        Method::POST,
+        &grants,
+        &admin.token,
+        &json!({"permission": "audit:read"}),
+    )
+    .await;
     assert!(grant.status().is_success(), "{}", grant.status());
     assert_eq!(status(audit_on(&app.base)).await, 200, "A, at once");
     assert_eq!(status(audit_on(&b)).await, 403, "B, within the bound");

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{app, audit_rows, changed_events, held, status_detail};
-use crate::org_support::{expect, user, with};
+use crate::org_support::{answer, answer_json, request, request_json, user, with};
 
 const DELEGATE: &str = "/api/v1/permissions/delegations";
 
@@ -17,12 +17,12 @@ fn lend(to: &str, permissions: &[&str], days: i64) -> Value {
 }
 
 async fn check(app: &testkit::TestApp, token: &str, permission: &str) -> bool {
-    let body = expect(
-        with(app, Method::POST, "/api/v1/permissions/check", token)
-            .json(&json!({"permission": permission}))
-            .send()
-            .await
-            .unwrap(),
+    let body = answer_json(
+        app,
+        Method::POST,
+        "/api/v1/permissions/check",
+        token,
+        &json!({"permission": permission}),
         200,
     )
     .await;
@@ -38,12 +38,12 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
     assert_eq!(audit().send().await.unwrap().status(), 403);
     assert!(!check(&app, &doctor.token, "audit:read").await);
 
-    let d = expect(
-        with(&app, Method::POST, DELEGATE, &admin.token)
-            .json(&lend(&doctor.id, &["audit:read"], 1))
-            .send()
-            .await
-            .unwrap(),
+    let d = answer_json(
+        &app,
+        Method::POST,
+        DELEGATE,
+        &admin.token,
+        &lend(&doctor.id, &["audit:read"], 1),
         201,
     )
     .await;
@@ -54,16 +54,11 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
         got.iter().find(|(n, _)| n == "audit:read").unwrap().1,
         ["delegation"]
     );
-    let stats = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/permissions/statistics",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let stats = answer(
+        &app,
+        Method::GET,
+        "/api/v1/permissions/statistics",
+        &admin.token,
         200,
     )
     .await;
@@ -71,24 +66,10 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
 
     // Revoked: gone at once (and revoking again changes nothing).
     let revoke = format!("{DELEGATE}/{}/revoke", d["id"].as_str().unwrap());
-    let r = expect(
-        with(&app, Method::POST, &revoke, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let r = answer(&app, Method::POST, &revoke, &admin.token, 200).await;
     assert!(r["revoked_at"].is_string());
     assert_eq!(audit().send().await.unwrap().status(), 403);
-    expect(
-        with(&app, Method::POST, &revoke, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    answer(&app, Method::POST, &revoke, &admin.token, 200).await;
     assert_eq!(
         audit_rows(&app, "permission.delegation_revoke", "success").await,
         1
@@ -96,28 +77,23 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
 
     // A new one ends when its delegator loses audit:read (Viewer assigned
     // by the tenant's key), with no job in between.
-    expect(
-        with(&app, Method::POST, DELEGATE, &admin.token)
-            .json(&lend(&doctor.id, &["audit:read"], 2))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        DELEGATE,
+        &admin.token,
+        &lend(&doctor.id, &["audit:read"], 2),
         201,
     )
     .await;
     assert_eq!(audit().send().await.unwrap().status(), 200);
     let viewer = "00000000-0000-7000-8000-000000000002";
-    expect(
-        with(
-            &app,
-            Method::PUT,
-            &format!("/api/v1/users/{}/permission-set", admin.id),
-            &app.api_key,
-        )
-        .json(&json!({"set_id": viewer}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/users/{}/permission-set", admin.id),
+        &app.api_key,
+        &json!({"set_id": viewer}),
         200,
     )
     .await;
@@ -125,17 +101,12 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
     assert!(!check(&app, &doctor.token, "audit:read").await);
     // Given back, the delegation counts again: it was never deleted.
     let owner = "00000000-0000-7000-8000-000000000005";
-    expect(
-        with(
-            &app,
-            Method::PUT,
-            &format!("/api/v1/users/{}/permission-set", admin.id),
-            &app.api_key,
-        )
-        .json(&json!({"set_id": owner}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/users/{}/permission-set", admin.id),
+        &app.api_key,
+        &json!({"set_id": owner}),
         200,
     )
     .await;
@@ -156,11 +127,14 @@ async fn a_delegation_never_exceeds_its_delegator_and_bad_requests_are_refused()
 
     // A doctor holds no audit:read, so cannot lend it.
     let (status, detail) = status_detail(
-        with(&app, Method::POST, DELEGATE, &doctor.token)
-            .json(&lend(&nurse.id, &["shipments:read", "audit:read"], 1))
-            .send()
-            .await
-            .unwrap(),
+        request_json(
+            &app,
+            Method::POST,
+            DELEGATE,
+            &doctor.token,
+            &lend(&nurse.id, &["shipments:read", "audit:read"], 1),
+        )
+        .await,
     )
     .await;
     assert_eq!(
@@ -169,20 +143,23 @@ async fn a_delegation_never_exceeds_its_delegator_and_bad_requests_are_refused()
     );
     assert_eq!(audit_rows(&app, "permission.delegate", "failure").await, 1);
     // What it does hold it may lend; the nurse cannot pass it on.
-    expect(
-        with(&app, Method::POST, DELEGATE, &doctor.token)
-            .json(&lend(&nurse.id, &["shipments:read"], 1))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        DELEGATE,
+        &doctor.token,
+        &lend(&nurse.id, &["shipments:read"], 1),
         201,
     )
     .await;
-    let onward = with(&app, Method::POST, DELEGATE, &nurse.token)
-        .json(&lend(&admin.id, &["audit:read"], 1))
-        .send()
-        .await
-        .unwrap();
+    let onward = request_json(
+        &app,
+        Method::POST,
+        DELEGATE,
+        &nurse.token,
+        &lend(&admin.id, &["audit:read"], 1),
+    )
+    .await;
     assert_eq!(onward.status(), 403);
 
     let bad = |body: Value| {
@@ -235,43 +212,42 @@ async fn a_delegation_never_exceeds_its_delegator_and_bad_requests_are_refused()
         assert_eq!(resp.status(), 404, "{method} {path}");
     }
     // The other organisation's custom set is not found either.
-    let theirs = expect(
-        with(&app, Method::POST, "/api/v1/permissions/sets", &other_key)
-            .json(&json!({"key": "theirs", "name": "Theirs"}))
-            .send()
-            .await
-            .unwrap(),
+    let theirs = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/sets",
+        &other_key,
+        &json!({"key": "theirs", "name": "Theirs"}),
         201,
     )
     .await;
     let theirs = theirs["id"].as_str().unwrap();
-    let get = with(
+    let get = request(
         &app,
         Method::GET,
         &format!("/api/v1/permissions/sets/{theirs}"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(get.status(), 404);
-    let assign = with(
+    let assign = request_json(
         &app,
         Method::PUT,
         &format!("/api/v1/users/{}/permission-set", doctor.id),
         &admin.token,
+        &json!({"set_id": theirs}),
     )
-    .json(&json!({"set_id": theirs}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(assign.status(), 404);
     // An API key has no permissions of its own to lend.
-    let by_key = with(&app, Method::POST, DELEGATE, &app.api_key)
-        .json(&lend(&doctor.id, &["audit:read"], 1))
-        .send()
-        .await
-        .unwrap();
+    let by_key = request_json(
+        &app,
+        Method::POST,
+        DELEGATE,
+        &app.api_key,
+        &lend(&doctor.id, &["audit:read"], 1),
+    )
+    .await;
     assert_eq!(by_key.status(), 403);
     app.shutdown().await;
 }

@@ -4,23 +4,22 @@
 //! once), and an API key scoped without it is refused the same way.
 
 use reqwest::Method;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use shared::{db::api_keys, permissions::Permission};
+use shared::permissions::Permission;
 use testkit::TestApp;
 
-use super::{app, audit_rows};
-use crate::org_support::{Signed, expect, user, with};
+use super::{app, audit_rows, sender_key};
+use crate::org_support::{Signed, answer, answer_json, request, request_json, user, with};
 
 /// Creates a custom set holding exactly `permission`; its id.
 async fn set_of(app: &TestApp, admin: &Signed, permission: &str) -> String {
     let key = permission.replace(':', "-");
-    let created = expect(
-        with(app, Method::POST, "/api/v1/permissions/sets", &admin.token)
-            .json(&json!({"key": key, "name": key, "permissions": [permission]}))
-            .send()
-            .await
-            .unwrap(),
+    let created = answer_json(
+        app,
+        Method::POST,
+        "/api/v1/permissions/sets",
+        &admin.token,
+        &json!({"key": key, "name": key, "permissions": [permission]}),
         201,
     )
     .await;
@@ -29,17 +28,12 @@ async fn set_of(app: &TestApp, admin: &Signed, permission: &str) -> String {
 
 /// Assigns set `set` to `who`.
 async fn assign(app: &TestApp, admin: &Signed, who: &Signed, set: &str) {
-    expect(
-        with(
-            app,
-            Method::PUT,
-            &format!("/api/v1/users/{}/permission-set", who.id),
-            &admin.token,
-        )
-        .json(&json!({"set_id": set}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        app,
+        Method::PUT,
+        &format!("/api/v1/users/{}/permission-set", who.id),
+        &admin.token,
+        &json!({"set_id": set}),
         200,
     )
     .await;
@@ -69,26 +63,17 @@ async fn a_set_holding_exactly_the_declared_permission_opens_each_route_group() 
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     let tenant = app.tenant_id.to_string();
-    let nothing = expect(
-        with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
-            .json(&json!({"key": "nothing", "name": "Nothing"}))
-            .send()
-            .await
-            .unwrap(),
+    let nothing = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/sets",
+        &admin.token,
+        &json!({"key": "nothing", "name": "Nothing"}),
         201,
     )
     .await;
     let nothing = nothing["id"].as_str().unwrap().to_owned();
-    let sender = api_keys::create_scoped(
-        &app.pool,
-        app.tenant_id,
-        "sender",
-        &[],
-        Some(&[Permission::NotificationsSend]),
-    )
-    .await
-    .unwrap();
-    let sender = sender.secret.expose_secret().to_owned();
+    let sender = sender_key(&app).await;
     let missing = format!("/api/v1/admin/alert-rules/{}", uuid::Uuid::now_v7());
 
     // (group, method, path, permission, status once allowed).
@@ -171,37 +156,25 @@ async fn a_set_holding_exactly_the_declared_permission_opens_each_route_group() 
         let what = format!("{group}: {method} {path}");
         let set = set_of_once(&app, &admin, name).await;
         assign(&app, &admin, &doctor, &set).await;
-        let allowed = with(&app, method.clone(), &path, &doctor.token)
-            .send()
-            .await
-            .unwrap();
+        let allowed = request(&app, method.clone(), &path, &doctor.token).await;
         assert_eq!(allowed.status().as_u16(), status, "{what} with {name}");
 
         assign(&app, &admin, &doctor, &nothing).await;
         refused(
-            with(&app, method.clone(), &path, &doctor.token)
-                .send()
-                .await
-                .unwrap(),
+            request(&app, method.clone(), &path, &doctor.token).await,
             permission,
             &what,
         )
         .await;
         denied += 1;
         refused(
-            with(&app, method.clone(), &path, &sender)
-                .send()
-                .await
-                .unwrap(),
+            request(&app, method.clone(), &path, &sender).await,
             permission,
             &format!("{what} by a key scoped to sending"),
         )
         .await;
         // The admin's role still opens it.
-        let by_admin = with(&app, method, &path, &admin.token)
-            .send()
-            .await
-            .unwrap();
+        let by_admin = request(&app, method, &path, &admin.token).await;
         assert_eq!(by_admin.status().as_u16(), status, "{what} by the admin");
     }
     // Each user refusal is one audit row naming the operation.
@@ -261,54 +234,37 @@ async fn grants_and_delegations_open_routes_that_needed_the_admin_role() {
     .await;
 
     // A grant.
-    expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("/api/v1/users/{}/permissions", doctor.id),
-            &admin.token,
-        )
-        .json(&json!({"permission": "alerts:read"}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        &format!("/api/v1/users/{}/permissions", doctor.id),
+        &admin.token,
+        &json!({"permission": "alerts:read"}),
         200,
     )
     .await;
     assert_eq!(alerts().send().await.unwrap().status(), 200);
 
     // A delegation from the admin.
-    let lent = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/permissions/delegations",
-            &admin.token,
-        )
-        .json(
-            &json!({"delegate_id": doctor.id, "permissions": ["security:read"],
+    let lent = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/delegations",
+        &admin.token,
+        &json!({"delegate_id": doctor.id, "permissions": ["security:read"],
                 "ends_at": (chrono::Utc::now() + chrono::Duration::days(1)).to_rfc3339()}),
-        )
-        .send()
-        .await
-        .unwrap(),
         201,
     )
     .await;
     assert_eq!(events().send().await.unwrap().status(), 200);
-    expect(
-        with(
-            &app,
-            Method::POST,
-            &format!(
-                "/api/v1/permissions/delegations/{}/revoke",
-                lent["id"].as_str().unwrap()
-            ),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::POST,
+        &format!(
+            "/api/v1/permissions/delegations/{}/revoke",
+            lent["id"].as_str().unwrap()
+        ),
+        &admin.token,
         200,
     )
     .await;
@@ -326,23 +282,18 @@ async fn grants_and_delegations_open_routes_that_needed_the_admin_role() {
     assign(&app, &admin, &other_admin, viewer).await;
     let rule = format!("/api/v1/admin/alert-rules/{}", uuid::Uuid::now_v7());
     assert_eq!(
-        with(
+        request(
             &app,
             Method::GET,
             "/api/v1/admin/alert-rules",
             &other_admin.token
         )
-        .send()
         .await
-        .unwrap()
         .status(),
         200
     );
     refused(
-        with(&app, Method::DELETE, &rule, &other_admin.token)
-            .send()
-            .await
-            .unwrap(),
+        request(&app, Method::DELETE, &rule, &other_admin.token).await,
         Permission::AlertsManage,
         "an admin holding Viewer",
     )
@@ -357,32 +308,32 @@ async fn a_token_without_roles_keeps_what_it_could_do() {
     let jwt = testkit::jwks::user_token(&secret, app.tenant_id, "outside-7", &[]);
     // Member, by default: lookups and shipments, as before.
     for path in ["/api/v1/lookups", "/api/v1/shipments"] {
-        let resp = with(&app, Method::GET, path, &jwt).send().await.unwrap();
+        let resp = request(&app, Method::GET, path, &jwt).await;
         assert_eq!(resp.status(), 200, "{path}");
     }
-    let checked = expect(
-        with(&app, Method::POST, "/api/v1/permissions/check", &jwt)
-            .json(&json!({"permission": "shipments:read"}))
-            .send()
-            .await
-            .unwrap(),
+    let checked = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/check",
+        &jwt,
+        &json!({"permission": "shipments:read"}),
         200,
     )
     .await;
     assert_eq!(checked["allowed"], true);
     assert_eq!(checked["sources"][0]["via"], "default");
     // But no invitations (no role to invite with) and no administration.
-    let invite = with(&app, Method::POST, "/api/v1/invitations", &jwt)
-        .json(&json!({"email": "x@c.example", "invitation_type": "medical_staff"}))
-        .send()
-        .await
-        .unwrap();
+    let invite = request_json(
+        &app,
+        Method::POST,
+        "/api/v1/invitations",
+        &jwt,
+        &json!({"email": "x@c.example", "invitation_type": "medical_staff"}),
+    )
+    .await;
     assert_eq!(invite.status(), 403);
     refused(
-        with(&app, Method::GET, "/api/v1/admin/templates", &jwt)
-            .send()
-            .await
-            .unwrap(),
+        request(&app, Method::GET, "/api/v1/admin/templates", &jwt).await,
         Permission::TemplatesRead,
         "templates without roles",
     )

@@ -1,26 +1,16 @@
 //! API key scopes, and the declaration of every operation's permission.
 
 use reqwest::Method;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use shared::{db::api_keys, permissions::Permission};
+use shared::permissions::Permission;
 
-use super::{app, status_detail};
-use crate::org_support::with;
+use super::{app, sender_key, status_detail};
+use crate::org_support::request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_scoped_to_sending_sends_and_is_refused_everything_else() {
     let app = app().await;
-    let key = api_keys::create_scoped(
-        &app.pool,
-        app.tenant_id,
-        "sender",
-        &[],
-        Some(&[Permission::NotificationsSend]),
-    )
-    .await
-    .unwrap();
-    let key = key.secret.expose_secret().to_owned();
+    let key = sender_key(&app).await;
     let sent = app
         .post_send(
             &key,
@@ -50,8 +40,7 @@ async fn a_key_scoped_to_sending_sends_and_is_refused_everything_else() {
             "permissions:read",
         ),
     ] {
-        let (status, detail) =
-            status_detail(with(&app, method, &path, &key).send().await.unwrap()).await;
+        let (status, detail) = status_detail(request(&app, method, &path, &key).await).await;
         assert_eq!(status, 403, "{path}");
         assert_eq!(
             detail,
@@ -60,15 +49,13 @@ async fn a_key_scoped_to_sending_sends_and_is_refused_everything_else() {
         );
     }
     // The unscoped key reads the same notification.
-    let read = with(
+    let read = request(
         &app,
         Method::GET,
         &format!("/api/v1/services/notifications/{id}"),
         &app.api_key,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(read.status(), 200);
     app.shutdown().await;
 }
@@ -76,15 +63,7 @@ async fn a_key_scoped_to_sending_sends_and_is_refused_everything_else() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_documented_operation_declares_its_permission() {
     let app = app().await;
-    let doc: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.openapi_document().await;
     let mut missing = Vec::new();
     let mut seen = 0;
     for (path, item) in doc["paths"].as_object().unwrap() {

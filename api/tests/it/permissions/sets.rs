@@ -6,7 +6,7 @@ use serde_json::json;
 use shared::permissions::Permission;
 
 use super::{app, audit_rows, changed_events, held, names, status_detail};
-use crate::org_support::{expect, user, with};
+use crate::org_support::{answer, answer_json, expect, request, request_json, user, with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn roles_keep_what_they_could_do_through_their_sets() {
@@ -24,16 +24,11 @@ async fn roles_keep_what_they_could_do_through_their_sets() {
     let mut expected = all.clone();
     expected.sort();
     assert_eq!(admin_held, expected);
-    let body = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("/api/v1/users/{}/permissions", admin.id),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let body = answer(
+        &app,
+        Method::GET,
+        &format!("/api/v1/users/{}/permissions", admin.id),
+        &admin.token,
         200,
     )
     .await;
@@ -64,41 +59,28 @@ async fn roles_keep_what_they_could_do_through_their_sets() {
         ("/api/v1/admin/audit", "audit:read"),
         ("/api/v1/admin/users", "users:read"),
     ] {
-        let (status, detail) = status_detail(
-            with(&app, Method::GET, path, &doctor.token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (status, detail) =
+            status_detail(request(&app, Method::GET, path, &doctor.token).await).await;
         assert_eq!(status, 403, "{path}");
         assert_eq!(
             detail,
             Permission::parse(permission).unwrap().required(),
             "{path}"
         );
-        let ok = with(&app, Method::GET, path, &admin.token)
-            .send()
-            .await
-            .unwrap();
+        let ok = request(&app, Method::GET, path, &admin.token).await;
         assert_eq!(ok.status(), 200, "{path} for the admin");
     }
     // Reading someone else's permissions needs permissions:read.
-    let other = with(
+    let other = request(
         &app,
         Method::GET,
         &format!("/api/v1/users/{}/permissions", admin.id),
         &doctor.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(other.status(), 403);
     // The tenant's API key keeps doing what keys always did.
-    let by_key = with(&app, Method::GET, "/api/v1/admin/templates", &app.api_key)
-        .send()
-        .await
-        .unwrap();
+    let by_key = request(&app, Method::GET, "/api/v1/admin/templates", &app.api_key).await;
     assert_eq!(by_key.status(), 200);
     app.shutdown().await;
 }
@@ -108,15 +90,13 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     let app = app().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
-    let created = expect(
-        with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
-            .json(
-                &json!({"key": "template-editors", "name": "Template editors",
+    let created = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/sets",
+        &admin.token,
+        &json!({"key": "template-editors", "name": "Template editors",
                 "permissions": ["templates:write"], "includes": ["viewer"]}),
-            )
-            .send()
-            .await
-            .unwrap(),
         201,
     )
     .await;
@@ -128,17 +108,12 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     assert!(all.contains(&json!("templates:write")));
     assert!(!all.contains(&json!("audit:read")));
 
-    expect(
-        with(
-            &app,
-            Method::PUT,
-            &format!("/api/v1/users/{}/permission-set", doctor.id),
-            &admin.token,
-        )
-        .json(&json!({"set_id": set_id}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &format!("/api/v1/users/{}/permission-set", doctor.id),
+        &admin.token,
+        &json!({"set_id": set_id}),
         200,
     )
     .await;
@@ -147,61 +122,40 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     let templates_read = got.iter().find(|(n, _)| n == "templates:read").unwrap();
     assert_eq!(templates_read.1, ["set"]);
     assert!(!got.iter().any(|(n, _)| n == "shipments:write"));
-    let list = with(&app, Method::GET, "/api/v1/admin/templates", &doctor.token)
-        .send()
-        .await
-        .unwrap();
+    let list = request(&app, Method::GET, "/api/v1/admin/templates", &doctor.token).await;
     assert_eq!(list.status(), 200);
-    let audit = with(&app, Method::GET, "/api/v1/admin/audit", &doctor.token)
-        .send()
-        .await
-        .unwrap();
+    let audit = request(&app, Method::GET, "/api/v1/admin/audit", &doctor.token).await;
     assert_eq!(audit.status(), 403);
 
     // A single grant adds audit:read; removing it takes it away again.
-    expect(
-        with(
-            &app,
-            Method::POST,
-            &format!("/api/v1/users/{}/permissions", doctor.id),
-            &admin.token,
-        )
-        .json(&json!({"permission": "audit:read"}))
-        .send()
-        .await
-        .unwrap(),
+    answer_json(
+        &app,
+        Method::POST,
+        &format!("/api/v1/users/{}/permissions", doctor.id),
+        &admin.token,
+        &json!({"permission": "audit:read"}),
         200,
     )
     .await;
-    let audit = with(&app, Method::GET, "/api/v1/admin/audit", &doctor.token)
-        .send()
-        .await
-        .unwrap();
+    let audit = request(&app, Method::GET, "/api/v1/admin/audit", &doctor.token).await;
     assert_eq!(audit.status(), 200);
-    let removed = with(
+    let removed = request(
         &app,
         Method::DELETE,
         &format!("/api/v1/users/{}/permissions/audit:read", doctor.id),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(removed.status(), 204);
-    let audit = with(&app, Method::GET, "/api/v1/admin/audit", &doctor.token)
-        .send()
-        .await
-        .unwrap();
+    let audit = request(&app, Method::GET, "/api/v1/admin/audit", &doctor.token).await;
     assert_eq!(audit.status(), 403);
-    let again = with(
+    let again = request(
         &app,
         Method::DELETE,
         &format!("/api/v1/users/{}/permissions/audit:read", doctor.id),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(again.status(), 404);
 
     // Every change is audited and recorded as a security event.
@@ -218,16 +172,11 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     assert_eq!(changed_events(&app).await, 4);
 
     // Statistics count the assignment and the role holders.
-    let stats = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/permissions/statistics",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let stats = answer(
+        &app,
+        Method::GET,
+        "/api/v1/permissions/statistics",
+        &admin.token,
         200,
     )
     .await;
@@ -261,16 +210,14 @@ async fn cycles_unknown_names_and_non_managers_are_refused() {
     let (status, _) = status_detail(create("c", vec![]).send().await.unwrap()).await;
     assert_eq!(status, 409, "a key is unique in the organisation");
 
-    let cycle = with(
+    let cycle = request_json(
         &app,
         Method::PUT,
         &format!("/api/v1/permissions/sets/{}", a["id"].as_str().unwrap()),
         &admin.token,
+        &json!({"key": "a", "name": "a", "includes": ["c"]}),
     )
-    .json(&json!({"key": "a", "name": "a", "includes": ["c"]}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(cycle.status(), 400);
     let body: serde_json::Value = cycle.json().await.unwrap();
     assert_eq!(body["invalid_params"][0]["name"], "includes");
@@ -279,21 +226,24 @@ async fn cycles_unknown_names_and_non_managers_are_refused() {
         "would form a cycle: a → c → b → a"
     );
 
-    let unknown = with(&app, Method::POST, "/api/v1/permissions/sets", &admin.token)
-        .json(&json!({"key": "d", "name": "d", "permissions": ["reports:read", "reports:fly"]}))
-        .send()
-        .await
-        .unwrap();
+    let unknown = request_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/sets",
+        &admin.token,
+        &json!({"key": "d", "name": "d", "permissions": ["reports:read", "reports:fly"]}),
+    )
+    .await;
     assert_eq!(unknown.status(), 400);
     let body: serde_json::Value = unknown.json().await.unwrap();
     assert_eq!(body["invalid_params"][0]["name"], "permissions[1]");
 
     // Built-in sets cannot change; a doctor cannot edit sets (audited).
-    let sets = expect(
-        with(&app, Method::GET, "/api/v1/permissions/sets", &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let sets = answer(
+        &app,
+        Method::GET,
+        "/api/v1/permissions/sets",
+        &admin.token,
         200,
     )
     .await;
@@ -306,44 +256,38 @@ async fn cycles_unknown_names_and_non_managers_are_refused() {
         .as_str()
         .unwrap()
         .to_owned();
-    let builtin = with(
+    let builtin = request_json(
         &app,
         Method::PUT,
         &format!("/api/v1/permissions/sets/{owner}"),
         &admin.token,
+        &json!({"key": "mine", "name": "mine"}),
     )
-    .json(&json!({"key": "mine", "name": "mine"}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(builtin.status(), 404);
     let (status, detail) = status_detail(
-        with(
+        request_json(
             &app,
             Method::POST,
             "/api/v1/permissions/sets",
             &doctor.token,
+            &json!({"key": "e", "name": "e"}),
         )
-        .json(&json!({"key": "e", "name": "e"}))
-        .send()
-        .await
-        .unwrap(),
+        .await,
     )
     .await;
     assert_eq!(
         (status, detail.as_str()),
         (403, Permission::PermissionsManage.required())
     );
-    let grant = with(
+    let grant = request_json(
         &app,
         Method::POST,
         &format!("/api/v1/users/{}/permissions", doctor.id),
         &doctor.token,
+        &json!({"permission": "audit:read"}),
     )
-    .json(&json!({"permission": "audit:read"}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(grant.status(), 403);
     // Refused for lack of the permission before any handler ran: one
     // audit row each, naming the operation.
@@ -351,16 +295,14 @@ async fn cycles_unknown_names_and_non_managers_are_refused() {
         audit_rows(&app, api::permissions::DENIED_ACTION, "failure").await,
         2
     );
-    let bad_grant = with(
+    let bad_grant = request_json(
         &app,
         Method::POST,
         &format!("/api/v1/users/{}/permissions", doctor.id),
         &admin.token,
+        &json!({"permission": "everything"}),
     )
-    .json(&json!({"permission": "everything"}))
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(bad_grant.status(), 400);
     app.shutdown().await;
 }
@@ -451,20 +393,17 @@ async fn a_custom_set_is_deleted_only_when_nobody_holds_or_includes_it() {
     assert_eq!(gone.status(), 204);
     let gone = delete(inner.clone(), app.api_key.clone()).await.unwrap();
     assert_eq!(gone.status(), 204);
-    let read = with(&app, Method::GET, &set_path(&outer), &admin.token)
-        .send()
-        .await
-        .unwrap();
+    let read = request(&app, Method::GET, &set_path(&outer), &admin.token).await;
     assert_eq!(read.status(), 404);
 
     // Gone, built in, another organisation's, or not an id: 404.
     let (_, other_key) = app.other_tenant().await;
-    let theirs = expect(
-        with(&app, Method::POST, "/api/v1/permissions/sets", &other_key)
-            .json(&json!({"key": "theirs", "name": "Theirs"}))
-            .send()
-            .await
-            .unwrap(),
+    let theirs = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/permissions/sets",
+        &other_key,
+        &json!({"key": "theirs", "name": "Theirs"}),
         201,
     )
     .await;

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use super::status_detail;
-use crate::org_support::{Signed, expect, user, with};
+use crate::org_support::{Signed, answer, answer_json, request, request_json, user, with};
 
 const DELEGATIONS: &str = "/api/v1/permissions/delegations";
 
@@ -42,24 +42,16 @@ async fn lend(
     if let Some(s) = starts_at {
         body["starts_at"] = json!(s.to_rfc3339());
     }
-    expect(
-        with(app, Method::POST, DELEGATIONS, &from.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await
+    answer_json(app, Method::POST, DELEGATIONS, &from.token, &body, 201).await
 }
 
 /// The ids of the delegations `token` lists with `query`.
 async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<String> {
-    let page = expect(
-        with(app, Method::GET, &format!("{DELEGATIONS}?{query}"), token)
-            .send()
-            .await
-            .unwrap(),
+    let page = answer(
+        app,
+        Method::GET,
+        &format!("{DELEGATIONS}?{query}"),
+        token,
         200,
     )
     .await;
@@ -121,40 +113,32 @@ async fn a_delegation_counts_only_inside_its_window_on_the_permissions_clock() {
         listed(&app, &doctor.token, "active=false").await,
         [id.as_str()]
     );
-    let stats = expect(
-        with(
-            &app,
-            Method::GET,
-            "/api/v1/permissions/statistics",
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let stats = answer(
+        &app,
+        Method::GET,
+        "/api/v1/permissions/statistics",
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(stats["active_delegations"], 0);
     // A window is judged against the same clock when it is made.
-    let late = with(&app, Method::POST, DELEGATIONS, &admin.token)
-        .json(
-            &json!({"delegate_id": doctor.id, "permissions": ["audit:read"],
+    let late = request_json(
+        &app,
+        Method::POST,
+        DELEGATIONS,
+        &admin.token,
+        &json!({"delegate_id": doctor.id, "permissions": ["audit:read"],
             "ends_at": (start + Duration::hours(2)).to_rfc3339()}),
-        )
-        .send()
-        .await
-        .unwrap();
+    )
+    .await;
     assert_eq!(late.status(), 400, "ends before the clock's now");
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn users_list_the_delegations_they_gave_and_received() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     let nurse = user(&app, app.tenant_id, "MEDICAL_STAFF", "nurse@clinic.example").await;
@@ -186,31 +170,21 @@ async fn users_list_the_delegations_they_gave_and_received() {
         [given.as_str(), received.as_str()]
     );
     // Pages.
-    let first = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{DELEGATIONS}?limit=1"),
-            &doctor.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let first = answer(
+        &app,
+        Method::GET,
+        &format!("{DELEGATIONS}?limit=1"),
+        &doctor.token,
         200,
     )
     .await;
     assert_eq!(first["items"][0]["id"], json!(given));
     let cursor = first["next_cursor"].as_str().unwrap();
-    let second = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{DELEGATIONS}?limit=1&cursor={cursor}"),
-            &doctor.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let second = answer(
+        &app,
+        Method::GET,
+        &format!("{DELEGATIONS}?limit=1&cursor={cursor}"),
+        &doctor.token,
         200,
     )
     .await;
@@ -219,15 +193,13 @@ async fn users_list_the_delegations_they_gave_and_received() {
 
     // Someone else's: permissions:read, inside the organisation.
     let (status, _) = status_detail(
-        with(
+        request(
             &app,
             Method::GET,
             &format!("{DELEGATIONS}?user_id={}", doctor.id),
             &nurse.token,
         )
-        .send()
-        .await
-        .unwrap(),
+        .await,
     )
     .await;
     assert_eq!(status, 403);
@@ -235,15 +207,13 @@ async fn users_list_the_delegations_they_gave_and_received() {
         listed(&app, &admin.token, &format!("user_id={}", nurse.id)).await,
         [given.as_str()]
     );
-    let cross = with(
+    let cross = request(
         &app,
         Method::GET,
         &format!("{DELEGATIONS}?user_id={}", stranger.id),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(cross.status(), 404);
     // The organisation's key lists the whole organisation's, no other's.
     assert_eq!(
@@ -257,15 +227,13 @@ async fn users_list_the_delegations_they_gave_and_received() {
         ("limit=0", "limit"),
         ("active=maybe", "active"),
     ] {
-        let resp = with(
+        let resp = request(
             &app,
             Method::GET,
             &format!("{DELEGATIONS}?{query}"),
             &doctor.token,
         )
-        .send()
-        .await
-        .unwrap();
+        .await;
         assert_eq!(resp.status(), 400, "{query}");
         let text = resp.text().await.unwrap();
         assert!(text.contains(field), "{query}: {text}");

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shared::reports::{deliver, rollup};
 
 use super::{WAIT, admin, app, send_and_drain};
-use crate::org_support::{expect, user, with};
+use crate::org_support::{answer, answer_json, expect, request, request_json, user};
 
 const PATH: &str = "/api/v1/reports/schedules";
 
@@ -22,12 +22,12 @@ fn body(recipient: &str) -> Value {
 async fn schedules_are_created_read_replaced_and_deleted_by_their_organisation_only() {
     let app = app().await;
     let admin = admin(&app, "admin@sched.example").await;
-    let created = expect(
-        with(&app, Method::POST, PATH, &admin.token)
-            .json(&body(&admin.id))
-            .send()
-            .await
-            .unwrap(),
+    let created = answer_json(
+        &app,
+        Method::POST,
+        PATH,
+        &admin.token,
+        &body(&admin.id),
         201,
     )
     .await;
@@ -42,25 +42,18 @@ async fn schedules_are_created_read_replaced_and_deleted_by_their_organisation_o
         "{next}"
     );
 
-    let list = expect(
-        with(&app, Method::GET, PATH, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let list = answer(&app, Method::GET, PATH, &admin.token, 200).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let mut replaced = body(&admin.id);
     replaced["template"] = json!("weekly_performance");
     replaced["cron"] = json!("30 6 * * MON");
     replaced["format"] = json!("json");
-    let updated = expect(
-        with(&app, Method::PUT, &format!("{PATH}/{id}"), &admin.token)
-            .json(&replaced)
-            .send()
-            .await
-            .unwrap(),
+    let updated = answer_json(
+        &app,
+        Method::PUT,
+        &format!("{PATH}/{id}"),
+        &admin.token,
+        &replaced,
         200,
     )
     .await;
@@ -73,65 +66,39 @@ async fn schedules_are_created_read_replaced_and_deleted_by_their_organisation_o
     let (other, _) = app.other_tenant().await;
     let theirs = user(&app, other, "ADMIN", "admin@elsewhere.example").await;
     for method in [Method::GET, Method::DELETE] {
-        expect(
-            with(&app, method, &format!("{PATH}/{id}"), &theirs.token)
-                .send()
-                .await
-                .unwrap(),
-            404,
-        )
-        .await;
+        answer(&app, method, &format!("{PATH}/{id}"), &theirs.token, 404).await;
     }
-    expect(
-        with(&app, Method::PUT, &format!("{PATH}/{id}"), &theirs.token)
-            .json(&body(&theirs.id))
-            .send()
-            .await
-            .unwrap(),
+    answer_json(
+        &app,
+        Method::PUT,
+        &format!("{PATH}/{id}"),
+        &theirs.token,
+        &body(&theirs.id),
         404,
     )
     .await;
-    let theirs_list = expect(
-        with(&app, Method::GET, PATH, &theirs.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let theirs_list = answer(&app, Method::GET, PATH, &theirs.token, 200).await;
     assert_eq!(theirs_list["items"], json!([]));
     // Nor may they send it to someone of ours.
-    let resp = with(&app, Method::POST, PATH, &theirs.token)
-        .json(&body(&admin.id))
-        .send()
-        .await
-        .unwrap();
+    let resp = request_json(&app, Method::POST, PATH, &theirs.token, &body(&admin.id)).await;
     let refused = expect(resp, 422).await;
     assert_eq!(refused["invalid_params"][0]["name"], json!("recipients"));
 
-    expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{PATH}/not-an-id"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::GET,
+        &format!("{PATH}/not-an-id"),
+        &admin.token,
         404,
     )
     .await;
-    let resp = with(&app, Method::DELETE, &format!("{PATH}/{id}"), &admin.token)
-        .send()
-        .await
-        .unwrap();
+    let resp = request(&app, Method::DELETE, &format!("{PATH}/{id}"), &admin.token).await;
     assert_eq!(resp.status(), 204);
-    expect(
-        with(&app, Method::GET, &format!("{PATH}/{id}"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    answer(
+        &app,
+        Method::GET,
+        &format!("{PATH}/{id}"),
+        &admin.token,
         404,
     )
     .await;
@@ -169,11 +136,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
         for (k, v) in change.as_object().unwrap() {
             b[k] = v.clone();
         }
-        let resp = with(&app, Method::POST, PATH, &admin.token)
-            .json(&b)
-            .send()
-            .await
-            .unwrap();
+        let resp = request_json(&app, Method::POST, PATH, &admin.token, &b).await;
         assert_eq!(
             resp.headers()["content-type"].to_str().unwrap(),
             "application/problem+json",
@@ -189,14 +152,7 @@ async fn bad_schedules_are_refused_naming_the_field() {
             "{change}: {got}"
         );
     }
-    let list = expect(
-        with(&app, Method::GET, PATH, &admin.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let list = answer(&app, Method::GET, PATH, &admin.token, 200).await;
     assert_eq!(list["items"], json!([]));
     app.shutdown().await;
 }
@@ -209,15 +165,7 @@ async fn a_scheduled_report_arrives_once_per_firing_with_two_schedulers_running(
     rollup::fold(&app.pool).await.unwrap();
     let mut b = body(&admin.id);
     b["timezone"] = json!("UTC");
-    let created = expect(
-        with(&app, Method::POST, PATH, &admin.token)
-            .json(&b)
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    let created = answer_json(&app, Method::POST, PATH, &admin.token, &b, 201).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let first: DateTime<Utc> = created["next_run_at"].as_str().unwrap().parse().unwrap();
     let jobs = app.settings.jobs.clone();
@@ -241,11 +189,11 @@ async fn a_scheduled_report_arrives_once_per_firing_with_two_schedulers_running(
             .unwrap()
             .is_empty()
     );
-    let s = expect(
-        with(&app, Method::GET, &format!("{PATH}/{id}"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let s = answer(
+        &app,
+        Method::GET,
+        &format!("{PATH}/{id}"),
+        &admin.token,
         200,
     )
     .await;
@@ -273,11 +221,11 @@ async fn a_scheduled_report_arrives_once_per_firing_with_two_schedulers_running(
         deliver::run_due(&app.pool, &jobs, second + TimeDelta::seconds(1)),
     );
     assert_eq!(a.unwrap().len() + b2.unwrap().len(), 1);
-    let s = expect(
-        with(&app, Method::GET, &format!("{PATH}/{id}"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    let s = answer(
+        &app,
+        Method::GET,
+        &format!("{PATH}/{id}"),
+        &admin.token,
         200,
     )
     .await;

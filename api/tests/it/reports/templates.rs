@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shared::reports::{deliver, rollup};
 
 use super::{WAIT, admin, app, report, send_and_drain};
-use crate::org_support::{expect, user, with};
+use crate::org_support::{answer, answer_json, expect, request, request_json, user, with};
 
 const PATH: &str = "/api/v1/reports/templates";
 
@@ -27,12 +27,12 @@ async fn own_templates_are_created_paged_replaced_used_in_reports_and_deleted_by
     send_and_drain(&app, 3, "results").await;
     rollup::fold(&app.pool).await.unwrap();
 
-    let created = expect(
-        with(&app, Method::POST, PATH, &admin.token)
-            .json(&body("email_week"))
-            .send()
-            .await
-            .unwrap(),
+    let created = answer_json(
+        &app,
+        Method::POST,
+        PATH,
+        &admin.token,
+        &body("email_week"),
         201,
     )
     .await;
@@ -65,15 +65,13 @@ async fn own_templates_are_created_paged_replaced_used_in_reports_and_deleted_by
         let span = to - from;
         assert!(span >= TimeDelta::days(7) && span <= TimeDelta::days(7) + TimeDelta::hours(1));
     }
-    let csv = with(
+    let csv = request(
         &app,
         Method::GET,
         "/api/v1/reports?template=email_week&format=csv",
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(csv.status(), 200);
     let csv = csv.text().await.unwrap();
     let sections: Vec<&str> = csv
@@ -88,15 +86,7 @@ async fn own_templates_are_created_paged_replaced_used_in_reports_and_deleted_by
     sms["channel"] = json!("sms");
     sms["period"] = Value::Null;
     sms["period_days"] = json!(14);
-    let sms = expect(
-        with(&app, Method::POST, PATH, &admin.token)
-            .json(&sms)
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
+    let sms = answer_json(&app, Method::POST, PATH, &admin.token, &sms, 201).await;
     assert_eq!(
         (sms["period"].as_str(), sms["period_days"].as_i64()),
         (Some("days"), Some(14))
@@ -106,28 +96,16 @@ async fn own_templates_are_created_paged_replaced_used_in_reports_and_deleted_by
     assert_eq!(r["by_channel"], json!([]));
 
     // A key the organisation already has: 409.
-    let dup = with(&app, Method::POST, PATH, &admin.token)
-        .json(&body("email_week"))
-        .send()
-        .await
-        .unwrap();
+    let dup = request_json(&app, Method::POST, PATH, &admin.token, &body("email_week")).await;
     assert_eq!(dup.status(), 409);
 
     // Cursor pages, oldest first.
-    expect(
-        with(&app, Method::POST, PATH, &admin.token)
-            .json(&body("third"))
-            .send()
-            .await
-            .unwrap(),
-        201,
-    )
-    .await;
-    let page = expect(
-        with(&app, Method::GET, &format!("{PATH}?limit=2"), &admin.token)
-            .send()
-            .await
-            .unwrap(),
+    answer_json(&app, Method::POST, PATH, &admin.token, &body("third"), 201).await;
+    let page = answer(
+        &app,
+        Method::GET,
+        &format!("{PATH}?limit=2"),
+        &admin.token,
         200,
     )
     .await;
@@ -141,42 +119,35 @@ async fn own_templates_are_created_paged_replaced_used_in_reports_and_deleted_by
     };
     assert_eq!(keys(&page), ["email_week", "sms_fortnight"]);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let rest = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!("{PATH}?limit=2&cursor={cursor}"),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let rest = answer(
+        &app,
+        Method::GET,
+        &format!("{PATH}?limit=2&cursor={cursor}"),
+        &admin.token,
         200,
     )
     .await;
     assert_eq!(keys(&rest), ["third"]);
     assert_eq!(rest["next_cursor"], Value::Null);
-    let bad_cursor = with(
+    let bad_cursor = request(
         &app,
         Method::GET,
         &format!("{PATH}?cursor=nope"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(bad_cursor.status(), 400);
 
     // Replaced.
     let mut replaced = body("email_week");
     replaced["period"] = json!("month");
     replaced["sections"] = json!(["comparison"]);
-    let updated = expect(
-        with(&app, Method::PUT, &format!("{PATH}/{id}"), &admin.token)
-            .json(&replaced)
-            .send()
-            .await
-            .unwrap(),
+    let updated = answer_json(
+        &app,
+        Method::PUT,
+        &format!("{PATH}/{id}"),
+        &admin.token,
+        &replaced,
         200,
     )
     .await;
@@ -194,46 +165,27 @@ async fn own_templates_are_created_paged_replaced_used_in_reports_and_deleted_by
         (Method::DELETE, format!("{PATH}/{id}")),
         (Method::GET, format!("/api/v1/reports?template={id}")),
     ] {
-        let resp = with(&app, method.clone(), &path, &theirs.token)
-            .json(&replaced)
-            .send()
-            .await
-            .unwrap();
+        let resp = request_json(&app, method.clone(), &path, &theirs.token, &replaced).await;
         assert_eq!(resp.status(), 404, "{method} {path}");
     }
-    let by_key = with(
+    let by_key = request(
         &app,
         Method::GET,
         "/api/v1/reports?template=email_week",
         &theirs.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(
         by_key.status(),
         400,
         "another organisation's key is no template"
     );
-    let listed = expect(
-        with(&app, Method::GET, PATH, &theirs.token)
-            .send()
-            .await
-            .unwrap(),
-        200,
-    )
-    .await;
+    let listed = answer(&app, Method::GET, PATH, &theirs.token, 200).await;
     assert_eq!(listed["items"], json!([]));
 
-    let gone = with(&app, Method::DELETE, &format!("{PATH}/{id}"), &admin.token)
-        .send()
-        .await
-        .unwrap();
+    let gone = request(&app, Method::DELETE, &format!("{PATH}/{id}"), &admin.token).await;
     assert_eq!(gone.status(), 204);
-    let after = with(&app, Method::GET, &format!("{PATH}/{id}"), &admin.token)
-        .send()
-        .await
-        .unwrap();
+    let after = request(&app, Method::GET, &format!("{PATH}/{id}"), &admin.token).await;
     assert_eq!(after.status(), 404);
 
     let audited: Vec<String> = sqlx::query_scalar(
@@ -286,11 +238,7 @@ async fn malformed_templates_are_refused_naming_the_field() {
                 b[k] = v.clone();
             }
         }
-        let resp = with(&app, Method::POST, PATH, &admin.token)
-            .json(&b)
-            .send()
-            .await
-            .unwrap();
+        let resp = request_json(&app, Method::POST, PATH, &admin.token, &b).await;
         assert_eq!(
             resp.headers()["content-type"],
             "application/problem+json",
@@ -328,15 +276,13 @@ async fn a_schedule_sends_its_own_templates_sections_and_keeps_the_template_from
     let theirs = user(&app, other, "ADMIN", "admin@theirtpl.example").await;
     send_and_drain(&app, 2, "results").await;
     rollup::fold(&app.pool).await.unwrap();
-    let template = expect(
-        with(&app, Method::POST, PATH, &admin.token)
-            .json(
-                &json!({"key": "results_two_days", "name": "Results", "period_days": 2,
+    let template = answer_json(
+        &app,
+        Method::POST,
+        PATH,
+        &admin.token,
+        &json!({"key": "results_two_days", "name": "Results", "period_days": 2,
                           "sections": ["categories"], "channel": "email"}),
-            )
-            .send()
-            .await
-            .unwrap(),
         201,
     )
     .await;
@@ -347,33 +293,23 @@ async fn a_schedule_sends_its_own_templates_sections_and_keeps_the_template_from
     let mut foreign = schedule.clone();
     foreign["template"] = json!(template_id);
     foreign["recipients"] = json!([theirs.id]);
-    let refused = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/reports/schedules",
-            &theirs.token,
-        )
-        .json(&foreign)
-        .send()
-        .await
-        .unwrap(),
+    let refused = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/reports/schedules",
+        &theirs.token,
+        &foreign,
         422,
     )
     .await;
     assert_eq!(refused["invalid_params"][0]["name"], "template");
 
-    let created = expect(
-        with(
-            &app,
-            Method::POST,
-            "/api/v1/reports/schedules",
-            &admin.token,
-        )
-        .json(&schedule)
-        .send()
-        .await
-        .unwrap(),
+    let created = answer_json(
+        &app,
+        Method::POST,
+        "/api/v1/reports/schedules",
+        &admin.token,
+        &schedule,
         201,
     )
     .await;
@@ -381,15 +317,13 @@ async fn a_schedule_sends_its_own_templates_sections_and_keeps_the_template_from
     let first: DateTime<Utc> = created["next_run_at"].as_str().unwrap().parse().unwrap();
 
     // In use: the template cannot be deleted.
-    let in_use = with(
+    let in_use = request(
         &app,
         Method::DELETE,
         &format!("{PATH}/{template_id}"),
         &admin.token,
     )
-    .send()
-    .await
-    .unwrap();
+    .await;
     assert_eq!(in_use.status(), 409);
 
     let jobs = app.settings.jobs.clone();
@@ -397,19 +331,14 @@ async fn a_schedule_sends_its_own_templates_sections_and_keeps_the_template_from
         .await
         .unwrap();
     assert_eq!(sent.len(), 1);
-    let s = expect(
-        with(
-            &app,
-            Method::GET,
-            &format!(
-                "/api/v1/reports/schedules/{}",
-                created["id"].as_str().unwrap()
-            ),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    let s = answer(
+        &app,
+        Method::GET,
+        &format!(
+            "/api/v1/reports/schedules/{}",
+            created["id"].as_str().unwrap()
+        ),
+        &admin.token,
         200,
     )
     .await;

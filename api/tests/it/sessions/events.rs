@@ -2,6 +2,7 @@
 //! across replicas, by deactivation and by a password change.
 
 use super::*;
+use crate::org_support::with;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn security_events_are_listed_with_filters_and_counted() {
@@ -240,12 +241,8 @@ async fn signing_out_through_one_replica_closes_the_sessions_socket_on_another()
     assert_eq!(next_text(&mut on_b).await["type"], "ready");
     revocations_followed_by(&app, 2).await;
     let out = app
-        .client
-        .post(app.url("/api/v1/auth/logout"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
+        .post_empty_with_token("/api/v1/auth/logout", token)
+        .await;
     assert_eq!(out.status(), 204);
     assert_eq!(closed_with(&mut on_b).await, Some(4401));
     let _ = stop.send(());

@@ -359,23 +359,15 @@ async fn deleting_a_subscriber_erases_contacts_and_preferences_but_keeps_deliver
     // The external id is free: the user signing in again is a new subscriber
     // with default preferences and an empty inbox.
     let me: Value = app
-        .client
-        .get(app.url("/api/v1/users/me/preferences"))
-        .bearer_auth(&token)
-        .send()
+        .get_with_token("/api/v1/users/me/preferences", &token)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(me, json!({"channels": {}, "categories": {}}));
     let inbox: Value = app
-        .client
-        .get(app.url("/api/v1/users/me/notifications"))
-        .bearer_auth(&token)
-        .send()
+        .get_with_token("/api/v1/users/me/notifications", &token)
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -420,13 +412,12 @@ async fn subscriber_routes_need_a_service_key() {
         );
         assert_eq!(get_prefs(&app, key, "pat").await.status(), 401, "{key}");
         let resp = app
-            .client
-            .post(app.url("/api/v1/services/subscribers/bulk"))
-            .bearer_auth(key)
-            .json(&json!({"subscribers": [item(1)]}))
-            .send()
-            .await
-            .unwrap();
+            .post_with_token(
+                "/api/v1/services/subscribers/bulk",
+                key,
+                &json!({"subscribers": [item(1)]}),
+            )
+            .await;
         assert_eq!(resp.status(), 401, "{key}");
     }
     assert_eq!(count_subscribers(&app, app.tenant_id).await, 0);

@@ -101,7 +101,7 @@ async fn only_administrators_may_manage_templates() {
             .unwrap();
     assert_eq!(actor, "user:dr-lee");
 
-    let anonymous = app.client.get(app.url(BASE)).send().await.unwrap();
+    let anonymous = app.get_anonymous(BASE).await;
     problem(anonymous, 401).await;
     let forged = Admin {
         app: &app,
@@ -245,15 +245,7 @@ async fn a_key_already_used_in_the_organisation_is_a_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_template_endpoints_are_documented() {
     let app = app().await;
-    let spec: Value = app
-        .client
-        .get(app.url("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let spec: Value = app.openapi_document().await;
     let paths = &spec["paths"];
     for (path, method, status) in [
         (BASE.to_owned(), "post", "201"),

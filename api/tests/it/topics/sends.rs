@@ -2,6 +2,7 @@
 //! once, bad or foreign topics refused.
 
 use super::*;
+use crate::org_support::with;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_topic_send_reaches_every_member_once_with_their_preferences() {
@@ -119,11 +120,7 @@ async fn a_topic_send_reaches_every_member_once_with_their_preferences() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_or_foreign_topic_sends_answer_400_or_404() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     let resp = call(
         &app,
         &app.api_key,

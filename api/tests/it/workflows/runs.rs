@@ -290,11 +290,7 @@ async fn a_digest_sends_once_with_every_trigger_and_a_throttle_drops_the_rest() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn racing_runners_execute_each_step_of_each_run_once() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     clinic(&app).await;
     save(
         &app,
@@ -411,11 +407,7 @@ async fn a_topic_trigger_starts_a_run_per_member_and_a_wait_for_sent_ends_when_t
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_run_held_by_a_runner_is_skipped_by_others_resumed_after_that_runner_dies_and_its_payload_erased_after_retention()
  {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     clinic(&app).await;
     save(
         &app,
@@ -462,11 +454,7 @@ async fn a_run_held_by_a_runner_is_skipped_by_others_resumed_after_that_runner_d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_merging_throttle_hands_the_extra_triggers_to_the_run_that_passed() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     clinic(&app).await;
     save(&app, "merge", json!({"name": "Merge", "steps": [
         {"key": "limit", "type": "throttle", "limit": 1, "window_secs": 3600, "on_limit": "merge"},
@@ -523,11 +511,7 @@ async fn a_merging_throttle_hands_the_extra_triggers_to_the_run_that_passed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_channel_without_an_address_is_skipped_and_a_deleted_template_fails_the_run_naming_the_step()
  {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .spawn()
-        .await;
+    let app = TestApp::spawn_api_only().await;
     clinic(&app).await;
     let created = expect(
         call(&app, &app.api_key, Method::POST, "/api/v1/admin/templates", Some(json!({
