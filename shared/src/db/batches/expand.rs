@@ -207,8 +207,12 @@ pub struct Written<'a> {
     pub place_inapp: bool,
 }
 
-/// Inserts a chunk's notifications in one statement (rows that exist from an
-/// earlier run are left alone) and marks the chunk expanded.
+/// Inserts a chunk's notifications in one statement and marks the chunk
+/// expanded, in the transaction that locked the unexpanded chunk
+/// ([`take_chunk`]): a chunk's rows are written exactly once, by the
+/// transaction that also marks it, so the insert needs no conflict
+/// handling (the unique index on the row's place in its batch would refuse
+/// a second copy rather than skip it).
 ///
 /// Each notification is a send of its own, found by its id: its `send_id`
 /// stays empty, which keeps it out of that index.
@@ -278,7 +282,6 @@ pub async fn expand(
                 case when r.placed then now() end,
                 (select b.template_key from batches b where b.id = $6)
          from r
-         on conflict (batch_id, batch_seq, batch_index, channel) where batch_id is not null do nothing
          returning id, status = 'sent', created_at",
     )
     .bind(tenant_id)

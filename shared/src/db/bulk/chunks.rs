@@ -281,8 +281,8 @@ pub async fn take_chunk(
     }))
 }
 
-/// Inserts a locked chunk's notifications in one statement (rows that exist
-/// from an earlier run are left alone; due at once, held while the job
+/// Inserts a locked chunk's notifications in one statement (written once,
+/// as [`crate::db::batches::expand`] explains; due at once, held while the job
 /// holds them, `cancelled` once the job is cancelled or failed) and marks
 /// the chunk expanded, dropping its payload. With `place_inapp`, due in-app
 /// rows that leave nothing to decide are inserted already in their inboxes,
@@ -364,7 +364,6 @@ pub async fn expand_chunk(
                 case when r.placed then now() end,
                 (select j.template_key from bulk_jobs j where j.id = $2)
          from r
-         on conflict (bulk_job_id, bulk_row, channel) where bulk_job_id is not null do nothing
          returning id, status = 'sent', created_at",
     )
     .bind(tenant_id)
