@@ -26,19 +26,26 @@ use crate::{
     },
 };
 
-/// The distinct tenants of `jobs`.
-fn tenants<J>(jobs: &[J], tenant: impl Fn(&J) -> TenantId) -> Vec<TenantId> {
-    let set: BTreeSet<TenantId> = jobs.iter().map(tenant).collect();
-    set.into_iter().collect()
+/// The distinct tenants of grouped `jobs` and every row id they carry
+/// (`of` gives a job's tenant and ids).
+fn tenants_and_ids<J, I: Copy>(
+    jobs: &[J],
+    of: impl Fn(&J) -> (TenantId, &[I]),
+) -> (Vec<TenantId>, Vec<I>) {
+    let mut tenants = BTreeSet::new();
+    let mut ids = Vec::new();
+    for job in jobs {
+        let (tenant, carried) = of(job);
+        tenants.insert(tenant);
+        ids.extend_from_slice(carried);
+    }
+    (tenants.into_iter().collect(), ids)
 }
 
 impl OutboxJob for SendNotifications {
     async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
-        let ids: Vec<NotificationId> = jobs
-            .iter()
-            .flat_map(|j| j.notification_ids.iter().copied())
-            .collect();
-        notifications::release_dispatch(db, &tenants(jobs, |j| j.tenant_id), &ids).await
+        let (tenants, ids) = tenants_and_ids(jobs, |j| (j.tenant_id, &j.notification_ids));
+        notifications::release_dispatch(db, &tenants, &ids).await
     }
 
     fn rows(&self) -> usize {
@@ -48,52 +55,12 @@ impl OutboxJob for SendNotifications {
 
 impl OutboxJob for DeliverWebhooks {
     async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
-        let ids: Vec<Uuid> = jobs
-            .iter()
-            .flat_map(|j| j.delivery_ids.iter().copied())
-            .collect();
-        webhooks::release_dispatch(db, &tenants(jobs, |j| j.tenant_id), &ids).await
+        let (tenants, ids) = tenants_and_ids(jobs, |j| (j.tenant_id, &j.delivery_ids));
+        webhooks::release_dispatch(db, &tenants, &ids).await
     }
 
     fn rows(&self) -> usize {
         self.delivery_ids.len()
-    }
-}
-
-impl OutboxJob for ExpandBatchChunk {
-    async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
-        let chunks: Vec<_> = jobs
-            .iter()
-            .map(|j| (j.tenant_id, j.batch_id, j.seq))
-            .collect();
-        batches::release_chunks(db, &chunks).await
-    }
-}
-
-impl OutboxJob for ParseBulkCsv {
-    async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
-        let ids: Vec<_> = jobs.iter().map(|j| (j.tenant_id, j.job_id)).collect();
-        bulk::release_dispatch(db, &ids).await
-    }
-}
-
-impl OutboxJob for ExpandBulkChunk {
-    async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
-        let chunks: Vec<_> = jobs
-            .iter()
-            .map(|j| (j.tenant_id, j.job_id, j.seq))
-            .collect();
-        bulk::release_chunks(db, &chunks).await
-    }
-}
-
-impl OutboxJob for SendInvitation {
-    async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
-        let ids: Vec<_> = jobs
-            .iter()
-            .map(|j| (j.tenant_id, j.invitation_id))
-            .collect();
-        invitations::release_dispatch(db, &ids).await
     }
 }
 
@@ -182,154 +149,95 @@ impl Outbox for WebhookDeliveries {
     }
 }
 
-/// Batch chunks not yet expanded into notifications, one job each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchChunks;
+/// Declares kinds whose rows each travel in a job of their own (never
+/// grouped, no leases to recover), implementing [`Outbox`] for each and
+/// [`OutboxJob`] for its job from its queue, how its rows are taken,
+/// forgotten and released, and the job's fields, which are the row's
+/// columns in order. Items in braces after `release` go into the `Outbox`
+/// impl as they are.
+macro_rules! one_job_per_row {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident: $row:ty => $job:ident { $($field:ident),+ },
+        queue: $queue:expr,
+        take: |$db:ident, $limit:ident, $after:ident| $take:expr,
+        forget: $forget:path, release: $release:path $({ $($extra:tt)* })?;
+    )*) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $kind;
 
-impl Outbox for BatchChunks {
-    type Row = (TenantId, BatchId, i32);
-    type Job = ExpandBatchChunk;
-    const GROUPED: bool = false;
+        impl Outbox for $kind {
+            type Row = $row;
+            type Job = $job;
+            const GROUPED: bool = false;
 
-    fn queue(&self) -> QueueName {
-        QueueName::BatchChunk
-    }
+            fn queue(&self) -> QueueName {
+                $queue
+            }
 
-    async fn take(
-        &self,
-        db: &PgPool,
-        limit: usize,
-        redispatch_after: Duration,
-    ) -> Result<Vec<Self::Row>, sqlx::Error> {
-        batches::take_pending_chunks(db, limit, redispatch_after).await
-    }
+            $($($extra)*)?
 
-    fn group(&self, rows: Vec<Self::Row>, _group_size: usize) -> Vec<Self::Job> {
-        rows.into_iter()
-            .map(|(tenant_id, batch_id, seq)| ExpandBatchChunk {
-                tenant_id,
-                batch_id,
-                seq,
-            })
-            .collect()
-    }
+            async fn take(
+                &self,
+                $db: &PgPool,
+                $limit: usize,
+                $after: Duration,
+            ) -> Result<Vec<Self::Row>, sqlx::Error> {
+                $take.await
+            }
 
-    async fn forget(&self, db: &PgPool) -> Result<u64, sqlx::Error> {
-        batches::forget_dispatched(db).await
-    }
+            fn group(&self, rows: Vec<Self::Row>, _group_size: usize) -> Vec<Self::Job> {
+                rows.into_iter()
+                    .map(|($($field),+)| $job { $($field),+ })
+                    .collect()
+            }
+
+            async fn forget(&self, db: &PgPool) -> Result<u64, sqlx::Error> {
+                $forget(db).await
+            }
+        }
+
+        impl OutboxJob for $job {
+            async fn release(db: &PgPool, jobs: &[Self]) -> Result<(), sqlx::Error> {
+                let rows: Vec<$row> = jobs.iter().map(|j| ($(j.$field),+)).collect();
+                $release(db, &rows).await
+            }
+        }
+    )*};
 }
 
-/// Uploaded CSV files waiting for a parser, one job each: never pushed, or
-/// whose parser stopped renewing its lease (it died), in which case the
-/// next parser resumes from the last commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BulkJobs;
+one_job_per_row! {
+    /// Batch chunks not yet expanded into notifications, one job each.
+    BatchChunks: (TenantId, BatchId, i32) => ExpandBatchChunk { tenant_id, batch_id, seq },
+    queue: QueueName::BatchChunk,
+    take: |db, limit, after| batches::take_pending_chunks(db, limit, after),
+    forget: batches::forget_dispatched, release: batches::release_chunks;
 
-impl Outbox for BulkJobs {
-    type Row = (TenantId, BulkJobId);
-    type Job = ParseBulkCsv;
-    const GROUPED: bool = false;
+    /// Chunks of CSV files' notifications not yet expanded, one job each.
+    BulkChunks: (TenantId, BulkJobId, i64) => ExpandBulkChunk { tenant_id, job_id, seq },
+    queue: QueueName::BulkChunk,
+    take: |db, limit, after| bulk::take_pending_chunks(db, limit, after),
+    forget: bulk::forget_dispatched_chunks, release: bulk::release_chunks;
 
-    fn queue(&self) -> QueueName {
-        QueueName::BulkCsv
-    }
+    /// Uploaded CSV files waiting for a parser, one job each: never pushed, or
+    /// whose parser stopped renewing its lease (it died), in which case the
+    /// next parser resumes from the last commit.
+    BulkJobs: (TenantId, BulkJobId) => ParseBulkCsv { tenant_id, job_id },
+    queue: QueueName::BulkCsv,
+    take: |db, limit, after| bulk::take_pending(db, after, limit),
+    forget: bulk::forget_dispatched, release: bulk::release_dispatch {
+        /// A parser holds its job for up to the queue's timeout (its
+        /// lease), so a pushed job is taken as lost only after that.
+        fn redispatch_after(&self, config: &JobsConfig) -> Duration {
+            config.queue(QueueName::BulkCsv).timeout()
+        }
+    };
 
-    /// A parser holds its job for up to the queue's timeout (its lease), so
-    /// a pushed job is taken as lost only after that.
-    fn redispatch_after(&self, config: &JobsConfig) -> Duration {
-        config.queue(QueueName::BulkCsv).timeout()
-    }
-
-    async fn take(
-        &self,
-        db: &PgPool,
-        limit: usize,
-        redispatch_after: Duration,
-    ) -> Result<Vec<Self::Row>, sqlx::Error> {
-        bulk::take_pending(db, redispatch_after, limit).await
-    }
-
-    fn group(&self, rows: Vec<Self::Row>, _group_size: usize) -> Vec<Self::Job> {
-        rows.into_iter()
-            .map(|(tenant_id, job_id)| ParseBulkCsv { tenant_id, job_id })
-            .collect()
-    }
-
-    async fn forget(&self, db: &PgPool) -> Result<u64, sqlx::Error> {
-        bulk::forget_dispatched(db).await
-    }
-}
-
-/// Chunks of CSV files' notifications not yet expanded, one job each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BulkChunks;
-
-impl Outbox for BulkChunks {
-    type Row = (TenantId, BulkJobId, i64);
-    type Job = ExpandBulkChunk;
-    const GROUPED: bool = false;
-
-    fn queue(&self) -> QueueName {
-        QueueName::BulkChunk
-    }
-
-    async fn take(
-        &self,
-        db: &PgPool,
-        limit: usize,
-        redispatch_after: Duration,
-    ) -> Result<Vec<Self::Row>, sqlx::Error> {
-        bulk::take_pending_chunks(db, limit, redispatch_after).await
-    }
-
-    fn group(&self, rows: Vec<Self::Row>, _group_size: usize) -> Vec<Self::Job> {
-        rows.into_iter()
-            .map(|(tenant_id, job_id, seq)| ExpandBulkChunk {
-                tenant_id,
-                job_id,
-                seq,
-            })
-            .collect()
-    }
-
-    async fn forget(&self, db: &PgPool) -> Result<u64, sqlx::Error> {
-        bulk::forget_dispatched_chunks(db).await
-    }
-}
-
-/// `pending` invitations whose job (issue the token, queue the email) is
-/// not in Redis, one job each.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Invitations;
-
-impl Outbox for Invitations {
-    type Row = (TenantId, Uuid);
-    type Job = SendInvitation;
-    const GROUPED: bool = false;
-
-    fn queue(&self) -> QueueName {
-        QueueName::Invitation
-    }
-
-    async fn take(
-        &self,
-        db: &PgPool,
-        limit: usize,
-        redispatch_after: Duration,
-    ) -> Result<Vec<Self::Row>, sqlx::Error> {
-        invitations::take_pending(db, limit, redispatch_after).await
-    }
-
-    fn group(&self, rows: Vec<Self::Row>, _group_size: usize) -> Vec<Self::Job> {
-        rows.into_iter()
-            .map(|(tenant_id, invitation_id)| SendInvitation {
-                tenant_id,
-                invitation_id,
-            })
-            .collect()
-    }
-
-    async fn forget(&self, db: &PgPool) -> Result<u64, sqlx::Error> {
-        invitations::forget_dispatched(db).await
-    }
+    /// `pending` invitations whose job (issue the token, queue the email) is
+    /// not in Redis, one job each.
+    Invitations: (TenantId, Uuid) => SendInvitation { tenant_id, invitation_id },
+    queue: QueueName::Invitation,
+    take: |db, limit, after| invitations::take_pending(db, limit, after),
+    forget: invitations::forget_dispatched, release: invitations::release_dispatch;
 }
