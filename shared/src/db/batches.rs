@@ -149,13 +149,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<Option<Batch>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {BATCH_COLUMNS} from batches where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    super::get_owned(db, BATCH_COLUMNS, "batches", tenant_id, id).await
 }
 
 /// The first answer to a chunk.
@@ -277,20 +271,7 @@ pub async fn release_chunks(
     db: impl PgExecutor<'_>,
     chunks: &[(TenantId, BatchId, i32)],
 ) -> Result<(), sqlx::Error> {
-    let (tenants, (batches, seqs)): (Vec<TenantId>, (Vec<BatchId>, Vec<i32>)) =
-        chunks.iter().map(|&(t, b, s)| (t, (b, s))).unzip();
-    sqlx::query(
-        "update batch_chunks c set dispatched_at = null
-         from unnest($2::uuid[], $3::int4[]) as r(batch_id, seq)
-         where c.batch_id = r.batch_id and c.seq = r.seq and c.tenant_id = any($1)
-           and c.expanded_at is null",
-    )
-    .bind(tenants)
-    .bind(batches)
-    .bind(seqs)
-    .execute(db)
-    .await?;
-    Ok(())
+    super::chunks::BATCH.release(db, chunks).await
 }
 
 /// Picks up to `limit` unexpanded chunks that are not in Redis (never pushed,
@@ -302,36 +283,16 @@ pub async fn take_pending_chunks(
     limit: usize,
     redispatch_after: Duration,
 ) -> Result<Vec<(TenantId, BatchId, i32)>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
-             select batch_id, seq from batch_chunks
-             where expanded_at is null
-               and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
-             order by dispatched_at nulls first
-             limit $2
-             for update skip locked
-         )
-         update batch_chunks c set dispatched_at = now()
-         from due where c.batch_id = due.batch_id and c.seq = due.seq
-         returning c.tenant_id, c.batch_id, c.seq",
-    )
-    .bind(redispatch_after.as_secs_f64())
-    .bind(limit as i64)
-    .fetch_all(db)
-    .await
+    super::chunks::BATCH
+        .take_pending(db, limit, redispatch_after)
+        .await
 }
 
 /// Forgets that unexpanded chunks were pushed, after Redis lost its data.
 /// Works across tenants.
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update batch_chunks set dispatched_at = null
-         where expanded_at is null and dispatched_at is not null",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::chunks::BATCH.forget_dispatched(db).await
 }
 
 /// What a close or cancel found.

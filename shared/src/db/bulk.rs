@@ -259,13 +259,7 @@ pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Err
 /// Works across tenants.
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched_chunks(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update bulk_chunks set dispatched_at = null
-         where expanded_at is null and dispatched_at is not null",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::chunks::BULK.forget_dispatched(db).await
 }
 
 /// Picks up to `limit` unexpanded chunks that are not in Redis (never
@@ -277,23 +271,9 @@ pub async fn take_pending_chunks(
     limit: usize,
     redispatch_after: Duration,
 ) -> Result<Vec<(TenantId, BulkJobId, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
-             select job_id, seq from bulk_chunks
-             where expanded_at is null
-               and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
-             order by dispatched_at nulls first
-             limit $2
-             for update skip locked
-         )
-         update bulk_chunks c set dispatched_at = now()
-         from due where c.job_id = due.job_id and c.seq = due.seq
-         returning c.tenant_id, c.job_id, c.seq",
-    )
-    .bind(redispatch_after.as_secs_f64())
-    .bind(limit as i64)
-    .fetch_all(db)
-    .await
+    super::chunks::BULK
+        .take_pending(db, limit, redispatch_after)
+        .await
 }
 
 /// Marks chunks (`(tenant, job, seq)`) as not in Redis (their push failed,
@@ -304,20 +284,7 @@ pub async fn release_chunks(
     db: impl PgExecutor<'_>,
     chunks: &[(TenantId, BulkJobId, i64)],
 ) -> Result<(), sqlx::Error> {
-    let (tenants, (jobs, seqs)): (Vec<TenantId>, (Vec<BulkJobId>, Vec<i64>)) =
-        chunks.iter().map(|&(t, j, s)| (t, (j, s))).unzip();
-    sqlx::query(
-        "update bulk_chunks c set dispatched_at = null
-         from unnest($2::uuid[], $3::int8[]) as r(job_id, seq)
-         where c.job_id = r.job_id and c.seq = r.seq and c.tenant_id = any($1)
-           and c.expanded_at is null",
-    )
-    .bind(tenants)
-    .bind(jobs)
-    .bind(seqs)
-    .execute(db)
-    .await?;
-    Ok(())
+    super::chunks::BULK.release(db, chunks).await
 }
 
 /// A job a parser holds.

@@ -15,6 +15,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod batches;
 pub mod bulk;
+mod chunks;
 pub mod cron_ticks;
 pub mod errors;
 pub mod events;
@@ -58,12 +59,12 @@ use std::time::Duration;
 
 use secrecy::ExposeSecret;
 use sqlx::{
-    Connection, PgConnection, PgPool,
+    Connection, PgConnection, PgPool, Postgres,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions, PgSslMode},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode},
 };
 
-use crate::config::Settings;
+use crate::{config::Settings, domain::TenantId};
 
 /// The schema migrations, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -186,6 +187,63 @@ pub async fn read_snapshot(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
 pub async fn ping(db: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("select 1").execute(db).await?;
     Ok(())
+}
+
+/// How many rows of `tenant_id` `table` holds.
+pub(crate) async fn count_owned(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &str,
+    tenant_id: TenantId,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(&format!(
+        "select count(*) from {table} where tenant_id = $1"
+    ))
+    .bind(tenant_id)
+    .fetch_one(db)
+    .await
+}
+
+/// The row `id` of `tenant_id` in `table`, read as `columns`: for the
+/// aggregates whose rows are addressed by their organisation and id.
+pub(crate) async fn get_owned<T, I>(
+    db: impl sqlx::PgExecutor<'_>,
+    columns: &str,
+    table: &str,
+    tenant_id: TenantId,
+    id: I,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+{
+    sqlx::query_as(&format!(
+        "select {columns} from {table} where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes the row `id` of `tenant_id` from `table`; false when there was
+/// none.
+pub(crate) async fn delete_owned<I>(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &str,
+    tenant_id: TenantId,
+    id: I,
+) -> Result<bool, sqlx::Error>
+where
+    I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+{
+    let done = sqlx::query(&format!(
+        "delete from {table} where tenant_id = $1 and id = $2"
+    ))
+    .bind(tenant_id)
+    .bind(id)
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Applies every pending migration; safe to run from several processes.

@@ -149,13 +149,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from provider_configs where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    super::get_owned(db, COLUMNS, "provider_configs", tenant_id, id).await
 }
 
 /// A config and its tenant, found by id alone: a provider's callback names
@@ -223,12 +217,7 @@ pub async fn delete(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from provider_configs where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::delete_owned(db, "provider_configs", tenant_id, id).await
 }
 
 /// The enabled config of `kind` that goes first (lowest priority), if any:

@@ -125,10 +125,7 @@ pub async fn list(
 /// How many schedules the organisation has.
 #[tracing::instrument(skip_all)]
 pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from report_schedules where tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_one(db)
-        .await
+    super::count_owned(db, "report_schedules", tenant_id).await
 }
 
 /// One schedule of the organisation.
@@ -138,13 +135,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<ReportSchedule>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from report_schedules where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    super::get_owned(db, COLUMNS, "report_schedules", tenant_id, id).await
 }
 
 /// Replaces a schedule's settings.
@@ -184,12 +175,7 @@ pub async fn delete(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from report_schedules where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::delete_owned(db, "report_schedules", tenant_id, id).await
 }
 
 /// Locks and returns schedules of every organisation due at `now`;

@@ -87,10 +87,7 @@ fn sections(spec: &TemplateSpec) -> Vec<&'static str> {
 /// How many report templates the organisation has.
 #[tracing::instrument(skip_all)]
 pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from report_templates where tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_one(db)
-        .await
+    super::count_owned(db, "report_templates", tenant_id).await
 }
 
 /// Creates a template.
@@ -151,13 +148,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from report_templates where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+    let row: Option<Row> = super::get_owned(db, COLUMNS, "report_templates", tenant_id, id).await?;
     Ok(row.map(of))
 }
 
@@ -217,10 +208,5 @@ pub async fn delete(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from report_templates where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::delete_owned(db, "report_templates", tenant_id, id).await
 }

@@ -117,13 +117,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from shipments where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    super::get_owned(db, COLUMNS, "shipments", tenant_id, id).await
 }
 
 /// Shipments of `tenant_id`, newest first, optionally of one status, after
@@ -177,12 +171,7 @@ pub async fn delete(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from shipments where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::delete_owned(db, "shipments", tenant_id, id).await
 }
 
 /// A shipment's events, newest first.

@@ -170,13 +170,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: TemplateId,
 ) -> Result<Option<StoredTemplate>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from templates where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await?;
+    let row: Option<Row> = super::get_owned(db, COLUMNS, "templates", tenant_id, id).await?;
     row.map(TryInto::try_into).transpose()
 }
 

@@ -118,10 +118,7 @@ pub async fn create(
 /// How many endpoints `tenant_id` has.
 #[tracing::instrument(skip_all)]
 pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from webhook_endpoints where tenant_id = $1")
-        .bind(tenant_id)
-        .fetch_one(db)
-        .await
+    super::count_owned(db, "webhook_endpoints", tenant_id).await
 }
 
 /// The endpoints of `tenant_id`, oldest first.
@@ -145,13 +142,7 @@ pub async fn get(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<Endpoint>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from webhook_endpoints where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    super::get_owned(db, COLUMNS, "webhook_endpoints", tenant_id, id).await
 }
 
 /// Replaces an endpoint's fields. Enabling it clears its disabled reason and
@@ -219,12 +210,7 @@ pub async fn delete(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from webhook_endpoints where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
+    super::delete_owned(db, "webhook_endpoints", tenant_id, id).await
 }
 
 /// Queues one delivery of `event` about a notification to each enabled

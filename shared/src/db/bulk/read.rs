@@ -63,13 +63,8 @@ pub async fn get(
     const COLUMNS: &str = "id, status, failure, template_key, channels, file_name, size_bytes, \
         cursor_offset, rows_read, rows_valid, rows_invalid, rows_duplicate, checked_at, parsed_at, \
         completed_at, cancelled_at, failed_at, created_at, updated_at";
-    let job: Option<Job> = sqlx::query_as(&format!(
-        "select {COLUMNS} from bulk_jobs where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_optional(&mut *db)
-    .await?;
+    let job: Option<Job> =
+        crate::db::get_owned(&mut *db, COLUMNS, "bulk_jobs", tenant_id, id).await?;
     let Some(mut job) = job else {
         return Ok(None);
     };
