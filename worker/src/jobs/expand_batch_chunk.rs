@@ -17,14 +17,13 @@ use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use serde_json::{Value, json};
 use shared::{
     db::batches::{self, Expanded, StoredRecipient},
-    db::webhooks,
     domain::{Channel, NotificationStatus},
     events::Event,
     jobs::{ExpandBatchChunk, Job, QueueName},
-    webhooks::WebhookEvent,
 };
 use tracing::Instrument;
 
+use super::expansion;
 use crate::WorkerState;
 
 /// Runs one `ExpandBatchChunk` job.
@@ -43,47 +42,31 @@ pub async fn handle(
         seq = job.seq,
     );
     async move {
-        if state.queues.is_paused(QueueName::BatchChunk).await {
-            // Back to Postgres: the dispatcher feeds it once resumed.
-            shared::outbox::hand_back(&state.pool, &job).await;
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let expanded = expand(&state, &job).await;
-        crate::jobs::count_job(
+        let created = expansion::run(
             &state,
             QueueName::BatchChunk,
-            Some(job.tenant_id),
-            expanded.is_ok(),
-            started,
-        );
-        match expanded {
-            Ok(Some(created)) => {
-                metrics::counter!("batch_notifications_created_total").increment(created);
-                tracing::info!(created, "chunk expanded");
-                let event = Event {
-                    tenant_id: job.tenant_id,
-                    topic: format!("batch:{}", job.batch_id),
-                    kind: "batch.progress".into(),
-                    id: None,
-                    data: json!({
-                        "batch_id": job.batch_id,
-                        "seq": job.seq,
-                        "notifications_created": created,
-                    }),
-                    at: chrono::Utc::now(),
-                };
-                if let Err(error) = shared::events::publish(&state.queues, &[event]).await {
-                    tracing::warn!(%error, "cannot publish batch progress");
-                }
-            }
-            Ok(None) => tracing::debug!("chunk already expanded"),
-            Err(error) => {
-                // Rolled back: the chunk stays unexpanded and the dispatcher
-                // pushes it again.
-                tracing::error!(error = %format!("{error:#}"), "cannot expand the chunk");
-                metrics::counter!("jobs_failed_total", "queue" => QueueName::BatchChunk.as_str())
-                    .increment(1);
+            &job,
+            job.tenant_id,
+            expand(&state, &job),
+        )
+        .await;
+        if let Some(created) = created {
+            metrics::counter!("batch_notifications_created_total").increment(created);
+            tracing::info!(created, "chunk expanded");
+            let event = Event {
+                tenant_id: job.tenant_id,
+                topic: format!("batch:{}", job.batch_id),
+                kind: "batch.progress".into(),
+                id: None,
+                data: json!({
+                    "batch_id": job.batch_id,
+                    "seq": job.seq,
+                    "notifications_created": created,
+                }),
+                at: chrono::Utc::now(),
+            };
+            if let Err(error) = shared::events::publish(&state.queues, &[event]).await {
+                tracing::warn!(%error, "cannot publish batch progress");
             }
         }
         Ok(())
@@ -166,12 +149,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
             });
         }
     }
-    // Someone who hears of each send on its own gets it from the channel
-    // queue's worker; otherwise in-app rows go straight into the inboxes.
-    let hooked = webhooks::subscribed_events(&mut *tx, job.tenant_id)
-        .await
-        .context("while reading webhook subscriptions")?;
-    let place_inapp = !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+    let place_inapp = expansion::place_inapp(&mut tx, job.tenant_id).await?;
     // Each row's recipient, in the order the rows were built.
     let owners = || {
         recipients
@@ -208,23 +186,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
             .await
             .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
-    if placed > 0 {
-        metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);
-        metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
-            .increment(placed);
-        state.throughput.record(
-            QueueName::InApp,
-            Some(job.tenant_id),
-            shared::throughput::Outcome::Sent,
-            placed,
-            None,
-            None,
-        );
-        if let Err(error) = shared::events::publish(&state.queues, &events).await {
-            // Connected clients catch up from Postgres when they reconnect.
-            tracing::warn!(%error, "cannot publish inbox events");
-        }
-    }
+    expansion::announce_placed(state, job.tenant_id, placed, &events).await;
     Ok(Some(written.inserted))
 }
 

@@ -16,12 +16,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use apalis_core::{error::BoxDynError, task::data::Data, task::task_id::TaskId};
 use shared::{
-    db::{bulk, webhooks},
+    db::bulk,
     jobs::{ExpandBulkChunk, Job, QueueName},
-    webhooks::WebhookEvent,
 };
 use tracing::Instrument;
 
+use super::expansion;
 use crate::WorkerState;
 
 /// Runs one `ExpandBulkChunk` job.
@@ -40,33 +40,17 @@ pub async fn handle(
         seq = job.seq,
     );
     async move {
-        if state.queues.is_paused(QueueName::BulkChunk).await {
-            // Back to Postgres: the dispatcher feeds it once resumed.
-            shared::outbox::hand_back(&state.pool, &job).await;
-            return Ok(());
-        }
-        let started = std::time::Instant::now();
-        let expanded = expand(&state, &job).await;
-        crate::jobs::count_job(
+        let created = expansion::run(
             &state,
             QueueName::BulkChunk,
-            Some(job.tenant_id),
-            expanded.is_ok(),
-            started,
-        );
-        match expanded {
-            Ok(Some(created)) => {
-                metrics::counter!("bulk_notifications_created_total").increment(created);
-                tracing::debug!(created, "chunk expanded");
-            }
-            Ok(None) => tracing::debug!("chunk already expanded"),
-            Err(error) => {
-                // Rolled back: the chunk stays unexpanded and the dispatcher
-                // pushes it again.
-                tracing::error!(error = %format!("{error:#}"), "cannot expand the chunk");
-                metrics::counter!("jobs_failed_total", "queue" => QueueName::BulkChunk.as_str())
-                    .increment(1);
-            }
+            &job,
+            job.tenant_id,
+            expand(&state, &job),
+        )
+        .await;
+        if let Some(created) = created {
+            metrics::counter!("bulk_notifications_created_total").increment(created);
+            tracing::debug!(created, "chunk expanded");
         }
         Ok(())
     }
@@ -83,12 +67,7 @@ async fn expand(state: &WorkerState, job: &ExpandBulkChunk) -> anyhow::Result<Op
     else {
         return Ok(None);
     };
-    // Someone who hears of each send on its own gets it from the channel
-    // queue's worker; otherwise in-app rows go straight into the inboxes.
-    let hooked = webhooks::subscribed_events(&mut *tx, job.tenant_id)
-        .await
-        .context("while reading webhook subscriptions")?;
-    let place_inapp = !hooked.iter().any(|h| h == WebhookEvent::Sent.as_str());
+    let place_inapp = expansion::place_inapp(&mut tx, job.tenant_id).await?;
     let written = bulk::expand_chunk(
         &mut tx,
         job.tenant_id,
@@ -105,22 +84,6 @@ async fn expand(state: &WorkerState, job: &ExpandBulkChunk) -> anyhow::Result<Op
             .await
             .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
-    if placed > 0 {
-        metrics::counter!("jobs_succeeded_total", "queue" => "inapp").increment(placed);
-        metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
-            .increment(placed);
-        state.throughput.record(
-            QueueName::InApp,
-            Some(job.tenant_id),
-            shared::throughput::Outcome::Sent,
-            placed,
-            None,
-            None,
-        );
-        if let Err(error) = shared::events::publish(&state.queues, &events).await {
-            // Connected clients catch up from Postgres when they reconnect.
-            tracing::warn!(%error, "cannot publish inbox events");
-        }
-    }
+    expansion::announce_placed(state, job.tenant_id, placed, &events).await;
     Ok(Some(written.inserted))
 }

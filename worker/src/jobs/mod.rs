@@ -8,6 +8,7 @@ pub mod deliver_webhooks;
 pub mod detached;
 pub mod expand_batch_chunk;
 pub mod expand_bulk_chunk;
+pub mod expansion;
 pub mod maintenance;
 pub mod parse_bulk_csv;
 pub mod persist;
