@@ -254,24 +254,12 @@ pub fn backoff(attempt: i32) -> TimeDelta {
 }
 
 fn describe_error(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let what = if e.is_timeout() {
-        "no answer in time"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "the call failed"
-    };
-    let mut cause: Option<&dyn std::error::Error> = e.source();
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c.to_string());
-        cause = c.source();
-    }
-    match last {
-        Some(c) => format!("{what}: {c}"),
-        None => what.to_owned(),
-    }
+    shared::webhooks::describe_call_error(
+        e,
+        e.is_timeout(),
+        e.is_connect(),
+        ["no answer in time", "cannot connect", "the call failed"],
+    )
 }
 
 /// The Slack message of a transition.

@@ -14,6 +14,8 @@
 //!   [`forbidden_reason`], [`resolve_allowed`]). It is checked when an
 //!   endpoint is registered and again at connect time, so DNS rebinding
 //!   cannot reach an internal address.
+//! * [`describe_call_error`]: what a failed call to such a URL is recorded
+//!   as.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -22,6 +24,37 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
+
+/// What a call that failed before any answer is recorded as: one of
+/// `phrases` (no answer in time, cannot connect, any other failure) as
+/// `timed_out` and `connect` say, followed by the innermost cause of `e`
+/// (refused, forbidden address, TLS), which names no more than the URL's
+/// own host.
+pub fn describe_call_error(
+    e: &dyn std::error::Error,
+    timed_out: bool,
+    connect: bool,
+    phrases: [&str; 3],
+) -> String {
+    let [timeout, no_connection, failed] = phrases;
+    let what = if timed_out {
+        timeout
+    } else if connect {
+        no_connection
+    } else {
+        failed
+    };
+    let mut cause = e.source();
+    let mut last = None;
+    while let Some(c) = cause {
+        last = Some(c.to_string());
+        cause = c.source();
+    }
+    match last {
+        Some(c) => format!("{what}: {c}"),
+        None => what.to_owned(),
+    }
+}
 
 /// The longest endpoint URL accepted.
 pub const MAX_URL_LEN: usize = 2048;

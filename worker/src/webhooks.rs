@@ -122,26 +122,16 @@ fn describe(status: StatusCode) -> String {
 }
 
 fn describe_error(e: &reqwest::Error) -> String {
-    use std::error::Error as _;
-    let what = if e.is_timeout() {
-        "no answer from the endpoint in time"
-    } else if e.is_connect() {
-        "cannot connect to the endpoint"
-    } else {
-        "the call to the endpoint failed"
-    };
-    // The innermost cause says why (refused, forbidden address, TLS), and
-    // names no more than the endpoint's own host.
-    let mut cause: Option<&dyn std::error::Error> = e.source();
-    let mut last = None;
-    while let Some(c) = cause {
-        last = Some(c.to_string());
-        cause = c.source();
-    }
-    match last {
-        Some(c) => format!("{what}: {c}"),
-        None => what.to_owned(),
-    }
+    shared::webhooks::describe_call_error(
+        e,
+        e.is_timeout(),
+        e.is_connect(),
+        [
+            "no answer from the endpoint in time",
+            "cannot connect to the endpoint",
+            "the call to the endpoint failed",
+        ],
+    )
 }
 
 #[cfg(test)]
