@@ -65,6 +65,73 @@ pub struct Act<'a> {
     pub resource_type: &'a str,
 }
 
+/// A [`Principal`] within one request ([`Principal::at`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InRequest<'a> {
+    principal: &'a Principal,
+    state: &'a AppState,
+    request_id: &'a RequestId,
+}
+
+impl<'a> InRequest<'a> {
+    /// `action` on resources of `resource_type`.
+    pub fn acting(self, action: &'a str, resource_type: &'a str) -> Acting<'a> {
+        Acting {
+            caller: self,
+            act: Act {
+                action,
+                resource_type,
+            },
+        }
+    }
+}
+
+/// One action of a [`Principal`] on one type of resource, within one
+/// request: what its audit rows ([`Acting::audit`]) and its recorded
+/// refusals ([`Acting::refused`]) name.
+#[derive(Debug, Clone, Copy)]
+pub struct Acting<'a> {
+    caller: InRequest<'a>,
+    act: Act<'a>,
+}
+
+impl Acting<'_> {
+    /// [`Principal::refused`] for this action.
+    pub async fn refused<T>(
+        &self,
+        id: Option<&str>,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let InRequest {
+            principal,
+            state,
+            request_id,
+        } = self.caller;
+        let Act {
+            action,
+            resource_type,
+        } = self.act;
+        principal
+            .refused(state, request_id, action, resource_type, id, result)
+            .await
+    }
+
+    /// [`Principal::audit`] of this action.
+    pub async fn audit(
+        &self,
+        db: impl sqlx::PgExecutor<'_>,
+        tenant: Option<TenantId>,
+        id: impl std::fmt::Display,
+        details: Value,
+    ) -> Result<(), ApiError> {
+        let caller = self.caller;
+        caller
+            .principal
+            .audit(db, caller.request_id, tenant, self.act, id, details)
+            .await
+    }
+}
+
 impl Principal {
     /// Resolves the caller.
     pub async fn resolve(state: &AppState, auth: &Admin) -> Result<Self, ApiError> {
@@ -170,6 +237,16 @@ impl Principal {
                     Err(ApiError::NotFound("organization"))
                 }
             }
+        }
+    }
+
+    /// This caller at the request `request_id`, to name an action it takes
+    /// there ([`InRequest::acting`]): audited and refused as that action.
+    pub fn at<'a>(&'a self, state: &'a AppState, request_id: &'a RequestId) -> InRequest<'a> {
+        InRequest {
+            principal: self,
+            state,
+            request_id,
         }
     }
 

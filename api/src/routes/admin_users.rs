@@ -73,16 +73,10 @@ impl AdminUsersApi {
         body: StrictJson<CreateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p.at(&state, &request_id).acting("user.create", "user");
         let b = body.0;
-        let target = p
-            .refused(
-                &state,
-                &request_id,
-                "user.create",
-                "user",
-                None,
-                p.target_tenant(b.organization_id.as_deref()),
-            )
+        let target = act
+            .refused(None, p.target_tenant(b.organization_id.as_deref()))
             .await?;
         let email = check_email("email", &b.email)?;
         let first = check_name("first_name", b.first_name.as_deref())?;
@@ -90,11 +84,7 @@ impl AdminUsersApi {
         let role = check_role(&b.role)?;
         crate::access::check_password("temporary_password", &b.temporary_password)?;
         let org = shared::db::organizations::get(&state.pool, target).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "user.create",
-            "user",
+        act.refused(
             None,
             org.ok_or(ApiError::NotFound("organization")).map(|_| ()),
         )
@@ -115,25 +105,11 @@ impl AdminUsersApi {
             },
         )
         .await;
-        let user = p
-            .refused(
-                &state,
-                &request_id,
-                "user.create",
-                "user",
-                None,
-                user.map_err(ApiError::from),
-            )
-            .await?;
+        let user = act.refused(None, user.map_err(ApiError::from)).await?;
         subscribers::link_user(&mut *tx, &user).await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             Some(target),
-            Act {
-                action: "user.create",
-                resource_type: "user",
-            },
             user.id,
             json!({"role": role.as_str()}),
         )
@@ -161,8 +137,9 @@ impl AdminUsersApi {
             limit,
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        let tenant = p
-            .refused(&state, &request_id, "user.list", "user", None, {
+        let act = p.at(&state, &request_id).acting("user.list", "user");
+        let tenant = act
+            .refused(None, {
                 match organization_id.as_deref() {
                     None => Ok(p.scope()),
                     Some(raw) => p.target_tenant(Some(raw)).map(Some),
@@ -217,6 +194,7 @@ impl AdminUsersApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p.at(&state, &request_id).acting("user.read", "user");
         let result = async {
             let uid = id.0.get("user")?;
             if !p.holds(Permission::UsersRead) && p.user_id != Some(uid) {
@@ -227,16 +205,7 @@ impl AdminUsersApi {
                 .ok_or(ApiError::NotFound("user"))
         }
         .await;
-        let user = p
-            .refused(
-                &state,
-                &request_id,
-                "user.read",
-                "user",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
+        let user = act.refused(Some(id.0.raw()), result).await?;
         Ok(UserResponse::Ok(Json(user.into())))
     }
 
@@ -251,16 +220,8 @@ impl AdminUsersApi {
         body: StrictJson<UpdateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let uid = p
-            .refused(
-                &state,
-                &request_id,
-                "user.update",
-                "user",
-                Some(id.0.raw()),
-                id.0.get("user"),
-            )
-            .await?;
+        let act = p.at(&state, &request_id).acting("user.update", "user");
+        let uid = act.refused(Some(id.0.raw()), id.0.get("user")).await?;
         let b = body.0;
         let first = check_name("first_name", b.first_name.as_deref())?;
         let last = check_name("last_name", b.last_name.as_deref())?;
@@ -276,24 +237,10 @@ impl AdminUsersApi {
         )
         .await?
         .ok_or(ApiError::NotFound("user"));
-        let user = p
-            .refused(
-                &state,
-                &request_id,
-                "user.update",
-                "user",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
-        p.audit(
+        let user = act.refused(Some(id.0.raw()), result).await?;
+        act.audit(
             &mut *tx,
-            &request_id,
             Some(user.tenant_id),
-            Act {
-                action: "user.update",
-                resource_type: "user",
-            },
             uid,
             json!({"role": role.map(Role::as_str)}),
         )
@@ -367,22 +314,10 @@ impl AdminUsersApi {
         body: StrictJson<ChangePassword>,
     ) -> Result<UserResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let uid = p
-            .refused(
-                &state,
-                &request_id,
-                "user.password",
-                "user",
-                Some(id.0.raw()),
-                id.0.get("user"),
-            )
-            .await?;
+        let act = p.at(&state, &request_id).acting("user.password", "user");
+        let uid = act.refused(Some(id.0.raw()), id.0.get("user")).await?;
         let own = p.user_id == Some(uid);
-        p.refused(
-            &state,
-            &request_id,
-            "user.password",
-            "user",
+        act.refused(
             Some(id.0.raw()),
             if own || p.holds(Permission::UsersManage) {
                 Ok(())
@@ -399,15 +334,8 @@ impl AdminUsersApi {
             p.scope()
         };
         let existing = users::get(&state.pool, scope, uid).await?;
-        let existing = p
-            .refused(
-                &state,
-                &request_id,
-                "user.password",
-                "user",
-                Some(id.0.raw()),
-                existing.ok_or(ApiError::NotFound("user")),
-            )
+        let existing = act
+            .refused(Some(id.0.raw()), existing.ok_or(ApiError::NotFound("user")))
             .await?;
         if own {
             let current = b.current_password.ok_or_else(|| {
@@ -441,14 +369,9 @@ impl AdminUsersApi {
             .await?
             .ok_or(ApiError::NotFound("user"))?;
         let ended = end_sessions(&mut tx, &user, "password_changed").await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             Some(user.tenant_id),
-            Act {
-                action: "user.password",
-                resource_type: "user",
-            },
             uid,
             json!({"temporary": !own}),
         )
@@ -487,14 +410,9 @@ impl AdminUsersApi {
         }
         .await;
         let (tenant, inv) = p
-            .refused(
-                &state,
-                &request_id,
-                "user.resend_invitation",
-                "user",
-                Some(id.0.raw()),
-                result,
-            )
+            .at(&state, &request_id)
+            .acting("user.resend_invitation", "user")
+            .refused(Some(id.0.raw()), result)
             .await?;
         let expires =
             Utc::now() + chrono::Duration::days(i64::from(state.jobs.invitations.expiry_days));
@@ -538,6 +456,9 @@ impl AdminUsersApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<SessionsRevokedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("user.sessions.revoke", "user");
         let result = async {
             let uid = id.0.get("user")?;
             users::get(&state.pool, p.scope(), uid)
@@ -545,16 +466,7 @@ impl AdminUsersApi {
                 .ok_or(ApiError::NotFound("user"))
         }
         .await;
-        let user = p
-            .refused(
-                &state,
-                &request_id,
-                "user.sessions.revoke",
-                "user",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
+        let user = act.refused(Some(id.0.raw()), result).await?;
         let client = crate::signin::Client::of(req);
         let mut tx = state.pool.begin().await?;
         let revoked = sessions::revoke(
@@ -580,14 +492,9 @@ impl AdminUsersApi {
             })
             .collect();
         events::record(&mut *tx, &recorded).await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             Some(user.tenant_id),
-            Act {
-                action: "user.sessions.revoke",
-                resource_type: "user",
-            },
             user.id,
             json!({"revoked": revoked.len()}),
         )
@@ -612,6 +519,7 @@ impl AdminUsersApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<UnlockResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p.at(&state, &request_id).acting("user.unlock", "user");
         let result = async {
             let uid = id.0.get("user")?;
             users::get(&state.pool, p.scope(), uid)
@@ -619,16 +527,7 @@ impl AdminUsersApi {
                 .ok_or(ApiError::NotFound("user"))
         }
         .await;
-        let user = p
-            .refused(
-                &state,
-                &request_id,
-                "user.unlock",
-                "user",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
+        let user = act.refused(Some(id.0.raw()), result).await?;
         let now = state.signin.clock.now();
         let client = crate::signin::Client::of(req);
         let mut tx = state.pool.begin().await?;
@@ -647,14 +546,9 @@ impl AdminUsersApi {
             .details(json!({"by": p.caller.actor, "was_locked": was_locked}))],
         )
         .await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             Some(user.tenant_id),
-            Act {
-                action: "user.unlock",
-                resource_type: "user",
-            },
             user.id,
             json!({"was_locked": was_locked}),
         )

@@ -19,7 +19,6 @@ use shared::{
     domain::{CsvQuoting, csv_cell},
 };
 
-use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
@@ -197,6 +196,9 @@ impl AuditApi {
         filters: Params<Filters>,
     ) -> Result<CsvResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("audit.export", "audit_log");
         let filter = filter(&p, &filters.0, None)?;
         let rows = audit::list(&state.pool, filter, MAX_EXPORT).await?;
         let mut out = String::from(
@@ -222,14 +224,9 @@ impl AuditApi {
             out.push_str(&line.join(","));
             out.push_str("\r\n");
         }
-        p.audit(
+        act.audit(
             &state.pool,
-            &request_id,
             None,
-            Act {
-                action: "audit.export",
-                resource_type: "audit_log",
-            },
             "export",
             serde_json::json!({"rows": rows.len()}),
         )

@@ -28,7 +28,6 @@ use shared::{
 };
 
 use super::notifications::idempotency_key;
-use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
@@ -221,15 +220,10 @@ impl BroadcastsApi {
         body: StrictJson<BroadcastRequest>,
     ) -> Result<BroadcastResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "broadcast.send",
-            "broadcast",
-            None,
-            p.require_platform(),
-        )
-        .await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("broadcast.send", "broadcast");
+        act.refused(None, p.require_platform()).await?;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
         let (severity, subject, orgs) = check(req)?;
@@ -279,22 +273,7 @@ impl BroadcastsApi {
             Broadcasted::Existing { .. } => return Err(ApiError::IdempotencyKeyReused),
         };
         if !replayed {
-            p.audit(
-                &mut *tx,
-                &request_id,
-                None,
-                Act {
-                    action: "broadcast.send",
-                    resource_type: "broadcast",
-                },
-                broadcast.id,
-                json!({
-                    "organizations": orgs.as_ref().map_or(json!("all"), |o| json!(o.len())),
-                    "severity": severity,
-                    "inapp": broadcast.inapp_count,
-                    "email": broadcast.email_count,
-                }),
-            )
+            act.audit(&mut *tx, None, broadcast.id, json!({ "organizations": orgs.as_ref().map_or(json!("all"), |o| json!(o.len())), "severity": severity, "inapp": broadcast.inapp_count, "email": broadcast.email_count, }))
             .await?;
         }
         tx.commit().await?;
@@ -345,15 +324,10 @@ impl BroadcastsApi {
         id: Path<String>,
     ) -> Result<BroadcastResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "broadcast.read",
-            "broadcast",
-            Some(&id.0),
-            p.require_platform(),
-        )
-        .await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("broadcast.read", "broadcast");
+        act.refused(Some(&id.0), p.require_platform()).await?;
         let id = crate::extract::id::<uuid::Uuid>(&id.0, "broadcast")?;
         let b = topics::get_broadcast(&state.pool, id)
             .await?

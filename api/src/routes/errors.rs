@@ -392,8 +392,8 @@ impl ErrorsApi {
         id: Option<&str>,
     ) -> Result<Option<shared::domain::TenantId>, ApiError> {
         let p = Principal::resolve(state, auth).await?;
-        p.refused(state, request_id, action, "error_group", id, Ok(p.scope()))
-            .await
+        let act = p.at(state, request_id).acting(action, "error_group");
+        act.refused(id, Ok(p.scope())).await
     }
 }
 

@@ -17,7 +17,6 @@
 //! fail the others. Every action, and every refusal, is audited without the
 //! token.
 
-use crate::access::Act;
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
@@ -481,6 +480,9 @@ impl InvitationsApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("invitation.read", "invitation");
         let result = async {
             let inv = invitations::get(&state.pool, p.scope(), id.0.get("invitation")?)
                 .await?
@@ -489,16 +491,7 @@ impl InvitationsApi {
             Ok(inv)
         }
         .await;
-        let inv = p
-            .refused(
-                &state,
-                &request_id,
-                "invitation.read",
-                "invitation",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
+        let inv = act.refused(Some(id.0.raw()), result).await?;
         Ok(InvitationResponse::Ok(Json(inv.into())))
     }
 
@@ -513,6 +506,9 @@ impl InvitationsApi {
         body: StrictJson<UpdateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("invitation.update", "invitation");
         let result = async {
             let inv = invitations::get(&state.pool, p.scope(), id.0.get("invitation")?)
                 .await?
@@ -521,16 +517,7 @@ impl InvitationsApi {
             Ok(inv)
         }
         .await;
-        let inv = p
-            .refused(
-                &state,
-                &request_id,
-                "invitation.update",
-                "invitation",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
+        let inv = act.refused(Some(id.0.raw()), result).await?;
         let b = body.0;
         let first = check_name("first_name", b.first_name.as_deref())?;
         let last = check_name("last_name", b.last_name.as_deref())?;
@@ -556,28 +543,9 @@ impl InvitationsApi {
                 inv.status
             ))
         });
-        let updated = p
-            .refused(
-                &state,
-                &request_id,
-                "invitation.update",
-                "invitation",
-                Some(id.0.raw()),
-                updated,
-            )
+        let updated = act.refused(Some(id.0.raw()), updated).await?;
+        act.audit(&mut *tx, Some(inv.tenant_id), inv.id, json!({}))
             .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(inv.tenant_id),
-            Act {
-                action: "invitation.update",
-                resource_type: "invitation",
-            },
-            inv.id,
-            json!({}),
-        )
-        .await?;
         tx.commit().await?;
         Ok(InvitationResponse::Ok(Json(updated.into())))
     }

@@ -17,7 +17,6 @@ use shared::{
     domain::{Channel, TenantId},
 };
 
-use crate::access::Act;
 use crate::{
     AppState,
     access::Principal,
@@ -175,17 +174,11 @@ impl LimitsApi {
         id: Path<String>,
     ) -> Result<RateLimitsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.rate_limits.read", "organization");
         let result = readable(&state, &p, &id.0).await;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.rate_limits.read",
-                "organization",
-                Some(&id.0),
-                result,
-            )
-            .await?;
+        let oid = act.refused(Some(&id.0), result).await?;
         let set = limits::overrides(&state.pool, oid).await?;
         Ok(RateLimitsResponse::Ok(Json(rate_view(&state, oid, &set))))
     }
@@ -207,17 +200,11 @@ impl LimitsApi {
         body: StrictJson<RateLimitsInput>,
     ) -> Result<RateLimitsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.rate_limits.update", "organization");
         let result = writable(&state, &p, &id.0).await;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.rate_limits.update",
-                "organization",
-                Some(&id.0),
-                result,
-            )
-            .await?;
+        let oid = act.refused(Some(&id.0), result).await?;
         let b = body.0;
         let mut problems = Vec::new();
         let mut set = Vec::new();
@@ -249,7 +236,7 @@ impl LimitsApi {
         }
         let mut tx = state.pool.begin().await?;
         limits::replace_overrides(&mut tx, oid, &set).await?;
-        p.audit(&mut *tx, &request_id, Some(oid), Act { action: "organization.rate_limits.update", resource_type: "organization" }, oid, json!({"limits": set.iter().map(|o| json!({"class": o.class, "per_sec": o.per_sec, "burst": o.burst})).collect::<Vec<_>>()}))
+        act.audit(&mut *tx, Some(oid), oid, json!({"limits": set.iter().map(|o| json!({"class": o.class, "per_sec": o.per_sec, "burst": o.burst})).collect::<Vec<_>>()}))
         .await?;
         tx.commit().await?;
         state.limits.forget(oid);
@@ -271,31 +258,14 @@ impl LimitsApi {
         id: Path<String>,
     ) -> Result<RateLimitsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.rate_limits.delete", "organization");
         let result = writable(&state, &p, &id.0).await;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.rate_limits.delete",
-                "organization",
-                Some(&id.0),
-                result,
-            )
-            .await?;
+        let oid = act.refused(Some(&id.0), result).await?;
         let mut tx = state.pool.begin().await?;
         limits::replace_overrides(&mut tx, oid, &[]).await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(oid),
-            Act {
-                action: "organization.rate_limits.delete",
-                resource_type: "organization",
-            },
-            oid,
-            json!({}),
-        )
-        .await?;
+        act.audit(&mut *tx, Some(oid), oid, json!({})).await?;
         tx.commit().await?;
         state.limits.forget(oid);
         Ok(RateLimitsResponse::Ok(Json(rate_view(&state, oid, &[]))))
@@ -317,17 +287,11 @@ impl LimitsApi {
         id: Path<String>,
     ) -> Result<QuotasResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.quotas.read", "organization");
         let result = readable(&state, &p, &id.0).await;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.quotas.read",
-                "organization",
-                Some(&id.0),
-                result,
-            )
-            .await?;
+        let oid = act.refused(Some(&id.0), result).await?;
         let set = limits::quotas(&state.pool, oid).await?;
         Ok(QuotasResponse::Ok(Json(
             quotas_view(&state, oid, set).await,
@@ -352,21 +316,15 @@ impl LimitsApi {
         body: StrictJson<QuotasInput>,
     ) -> Result<QuotasResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.quotas.update", "organization");
         let result = writable(&state, &p, &id.0).await;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.quotas.update",
-                "organization",
-                Some(&id.0),
-                result,
-            )
-            .await?;
+        let oid = act.refused(Some(&id.0), result).await?;
         let set = check_quotas(body.0.quotas)?;
         let mut tx = state.pool.begin().await?;
         limits::replace_quotas(&mut tx, oid, &set).await?;
-        p.audit(&mut *tx, &request_id, Some(oid), Act { action: "organization.quotas.update", resource_type: "organization" }, oid, json!({"quotas": set.iter().map(|q| json!({"channel": q.channel, "period": q.period, "quota": q.quota})).collect::<Vec<_>>()}))
+        act.audit(&mut *tx, Some(oid), oid, json!({"quotas": set.iter().map(|q| json!({"channel": q.channel, "period": q.period, "quota": q.quota})).collect::<Vec<_>>()}))
         .await?;
         tx.commit().await?;
         state.limits.forget(oid);

@@ -321,15 +321,10 @@ impl LookupsApi {
         let p = Principal::resolve(&state, &auth).await?;
         let resource = format!("{}/{}", kind.as_str(), code.0);
         let allowed = p.require_platform();
-        p.refused(
-            &state,
-            &request_id,
-            "lookup.update",
-            "lookup",
-            Some(&resource),
-            allowed,
-        )
-        .await?;
+        p.at(&state, &request_id)
+            .acting("lookup.update", "lookup")
+            .refused(Some(&resource), allowed)
+            .await?;
         if !lookups::valid_code(&code.0) {
             return Err(ApiError::invalid(
                 "code",
@@ -349,14 +344,9 @@ impl LookupsApi {
                     kind.as_str()
                 )));
                 return p
-                    .refused(
-                        &state,
-                        &request_id,
-                        "lookup.create",
-                        "lookup",
-                        Some(&resource),
-                        full,
-                    )
+                    .at(&state, &request_id)
+                    .acting("lookup.create", "lookup")
+                    .refused(Some(&resource), full)
                     .await;
             }
         }
@@ -369,14 +359,9 @@ impl LookupsApi {
             .await?
             .ok_or(ApiError::NotFound("lookup value"));
         let (value, created) = p
-            .refused(
-                &state,
-                &request_id,
-                "lookup.update",
-                "lookup",
-                Some(&resource),
-                written,
-            )
+            .at(&state, &request_id)
+            .acting("lookup.update", "lookup")
+            .refused(Some(&resource), written)
             .await?;
         let action = if created {
             "lookup.create"
@@ -422,40 +407,20 @@ impl LookupsApi {
     ) -> Result<LookupDeletedResponse, ApiError> {
         let kind: LookupKind = kind.0.into();
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p.at(&state, &request_id).acting("lookup.delete", "lookup");
         let resource = format!("{}/{}", kind.as_str(), code.0);
         let allowed = p.require_platform();
-        p.refused(
-            &state,
-            &request_id,
-            "lookup.delete",
-            "lookup",
-            Some(&resource),
-            allowed,
-        )
-        .await?;
+        act.refused(Some(&resource), allowed).await?;
         let mut tx = state.pool.begin().await?;
         let gone = if store::delete(&mut *tx, kind, &code.0).await? {
             Ok(())
         } else {
             Err(ApiError::NotFound("lookup value"))
         };
-        p.refused(
-            &state,
-            &request_id,
-            "lookup.delete",
-            "lookup",
-            Some(&resource),
-            gone,
-        )
-        .await?;
-        p.audit(
+        act.refused(Some(&resource), gone).await?;
+        act.audit(
             &mut *tx,
-            &request_id,
             None,
-            Act {
-                action: "lookup.delete",
-                resource_type: "lookup",
-            },
             &resource,
             json!({"kind": kind.as_str(), "code": code.0}),
         )

@@ -79,15 +79,10 @@ impl OrganizationsApi {
         body: StrictJson<CreateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "organization.create",
-            "organization",
-            None,
-            p.require_platform(),
-        )
-        .await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.create", "organization");
+        act.refused(None, p.require_platform()).await?;
         let b = body.0;
         let name = check_name(&b.name)?;
         check_type(&b.kind)?;
@@ -106,18 +101,8 @@ impl OrganizationsApi {
             },
         )
         .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(org.id),
-            Act {
-                action: "organization.create",
-                resource_type: "organization",
-            },
-            org.id,
-            json!({"type": b.kind}),
-        )
-        .await?;
+        act.audit(&mut *tx, Some(org.id), org.id, json!({"type": b.kind}))
+            .await?;
         tx.commit().await?;
         let location = format!("/api/v1/admin/organizations/{}", org.id);
         Ok(OrgResponse::Created(Json(view(org)), location))
@@ -142,15 +127,10 @@ impl OrganizationsApi {
             limit,
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "organization.list",
-            "organization",
-            None,
-            p.require_platform(),
-        )
-        .await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.list", "organization");
+        act.refused(None, p.require_platform()).await?;
         if let Some(s) = status.as_deref()
             && !STATUSES.contains(&s)
         {
@@ -194,15 +174,10 @@ impl OrganizationsApi {
         request_id: Data<&RequestId>,
     ) -> Result<StatsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "organization.stats",
-            "organization",
-            None,
-            p.require_platform(),
-        )
-        .await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.stats", "organization");
+        act.refused(None, p.require_platform()).await?;
         let s = organizations::stats(&state.pool, today()).await?;
         Ok(StatsResponse::Ok(Json(OrganizationStats {
             total: s.total,
@@ -229,15 +204,10 @@ impl OrganizationsApi {
         #[oai(validator(maximum(value = "3650")))] days: Query<Option<u32>>,
     ) -> Result<ListResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        p.refused(
-            &state,
-            &request_id,
-            "organization.baa_reminders",
-            "organization",
-            None,
-            p.require_platform(),
-        )
-        .await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.baa_reminders", "organization");
+        act.refused(None, p.require_platform()).await?;
         let days = days.0.unwrap_or(30);
         if days > 3650 {
             return Err(ApiError::invalid("days", "must be 0 to 3650"));
@@ -258,6 +228,9 @@ impl OrganizationsApi {
         id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.read", "organization");
         let result = async {
             let id = id.0.get("organization")?;
             if p.scope().is_some_and(|own| own != id) {
@@ -268,16 +241,7 @@ impl OrganizationsApi {
                 .ok_or(ApiError::NotFound("organization"))
         }
         .await;
-        let org = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.read",
-                "organization",
-                Some(id.0.raw()),
-                result,
-            )
-            .await?;
+        let org = act.refused(Some(id.0.raw()), result).await?;
         Ok(OrgResponse::Ok(Json(view(org))))
     }
 
@@ -292,15 +256,11 @@ impl OrganizationsApi {
         body: StrictJson<UpdateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.update",
-                "organization",
-                Some(id.0.raw()),
-                platform_target(&p, id.0.raw()),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.update", "organization");
+        let oid = act
+            .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
         let b = body.0;
         let name = b.name.as_deref().map(check_name).transpose()?;
@@ -336,28 +296,10 @@ impl OrganizationsApi {
         .collect();
         let mut tx = state.pool.begin().await?;
         let result = not_platform(&mut tx, oid).await;
-        p.refused(
-            &state,
-            &request_id,
-            "organization.update",
-            "organization",
-            Some(id.0.raw()),
-            result,
-        )
-        .await?;
+        act.refused(Some(id.0.raw()), result).await?;
         organizations::update(&mut *tx, oid, patch).await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(oid),
-            Act {
-                action: "organization.update",
-                resource_type: "organization",
-            },
-            oid,
-            json!({"fields": changed}),
-        )
-        .await?;
+        act.audit(&mut *tx, Some(oid), oid, json!({"fields": changed}))
+            .await?;
         let org = organizations::get(&mut *tx, oid)
             .await?
             .ok_or(ApiError::NotFound("organization"))?;
@@ -431,15 +373,11 @@ impl OrganizationsApi {
         body: StrictJson<SignBaa>,
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.sign_baa",
-                "organization",
-                Some(id.0.raw()),
-                platform_target(&p, id.0.raw()),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.sign_baa", "organization");
+        let oid = act
+            .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
         let b = body.0;
         let mut problems = Vec::new();
@@ -471,15 +409,7 @@ impl OrganizationsApi {
         }
         let mut tx = state.pool.begin().await?;
         let result = not_platform(&mut tx, oid).await;
-        p.refused(
-            &state,
-            &request_id,
-            "organization.sign_baa",
-            "organization",
-            Some(id.0.raw()),
-            result,
-        )
-        .await?;
+        act.refused(Some(id.0.raw()), result).await?;
         let agreement = organizations::sign_baa(
             &mut tx,
             oid,
@@ -490,7 +420,7 @@ impl OrganizationsApi {
         )
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-        p.audit(&mut *tx, &request_id, Some(oid), Act { action: "organization.sign_baa", resource_type: "organization" }, oid, json!({"agreement_id": agreement, "signed_on": b.signed_on, "expires_on": b.expires_on}))
+        act.audit(&mut *tx, Some(oid), oid, json!({"agreement_id": agreement, "signed_on": b.signed_on, "expires_on": b.expires_on}))
         .await?;
         let org = organizations::get(&mut *tx, oid)
             .await?
@@ -513,15 +443,11 @@ impl OrganizationsApi {
         id: Path<PathId<TenantId>>,
     ) -> Result<HistoryResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.baa_history",
-                "organization",
-                Some(id.0.raw()),
-                platform_target(&p, id.0.raw()),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("organization.baa_history", "organization");
+        let oid = act
+            .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
         organizations::get(&state.pool, oid)
             .await?
@@ -557,14 +483,9 @@ impl OrganizationsApi {
     ) -> Result<OrgResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let oid = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.assign_admin",
-                "organization",
-                Some(id.0.raw()),
-                platform_target(&p, id.0.raw()),
-            )
+            .at(&state, &request_id)
+            .acting("organization.assign_admin", "organization")
+            .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
         let user_id = uuid::Uuid::parse_str(&body.0.user_id)
             .map_err(|_| ApiError::invalid("user_id", "must be a user id"))?;
@@ -586,14 +507,9 @@ impl OrganizationsApi {
         }
         .await;
         let user = p
-            .refused(
-                &state,
-                &request_id,
-                "organization.assign_admin",
-                "organization",
-                Some(id.0.raw()),
-                result,
-            )
+            .at(&state, &request_id)
+            .acting("organization.assign_admin", "organization")
+            .refused(Some(id.0.raw()), result)
             .await?;
         p.audit(
             &mut *tx,
@@ -649,20 +565,11 @@ async fn set_status(
     action: &str,
 ) -> Result<OrgResponse, ApiError> {
     let p = Principal::resolve(state, auth).await?;
-    let oid = p
-        .refused(
-            state,
-            request_id,
-            action,
-            "organization",
-            Some(raw),
-            platform_target(&p, raw),
-        )
-        .await?;
+    let act = p.at(state, request_id).acting(action, "organization");
+    let oid = act.refused(Some(raw), platform_target(&p, raw)).await?;
     let mut tx = state.pool.begin().await?;
     let result = not_platform(&mut tx, oid).await;
-    p.refused(state, request_id, action, "organization", Some(raw), result)
-        .await?;
+    act.refused(Some(raw), result).await?;
     organizations::update(
         &mut *tx,
         oid,
@@ -672,18 +579,8 @@ async fn set_status(
         },
     )
     .await?;
-    p.audit(
-        &mut *tx,
-        request_id,
-        Some(oid),
-        Act {
-            action,
-            resource_type: "organization",
-        },
-        oid,
-        json!({"status": status}),
-    )
-    .await?;
+    act.audit(&mut *tx, Some(oid), oid, json!({"status": status}))
+        .await?;
     let org = organizations::get(&mut *tx, oid)
         .await?
         .ok_or(ApiError::NotFound("organization"))?;

@@ -176,6 +176,9 @@ impl PermissionsApi {
         body: StrictJson<SetBody>,
     ) -> Result<SetResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("permission_set.update", "permission_set");
         let tenant = p.caller.tenant_id;
         let found = match id.0.get("permission set") {
             Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
@@ -184,16 +187,7 @@ impl PermissionsApi {
             },
             Err(e) => Err(e),
         };
-        let sid = p
-            .refused(
-                &state,
-                &request_id,
-                "permission_set.update",
-                "permission_set",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let sid = act.refused(Some(id.0.raw()), found).await?;
         let fields = set_fields(&state, tenant, Some(sid), &body.0).await?;
         let mut tx = state.pool.begin().await?;
         if !db::update_set(&mut tx, tenant, sid, &fields).await? {
@@ -221,6 +215,9 @@ impl PermissionsApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<RemovedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("permission_set.delete", "permission_set");
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
         let outcome = match id.0.get("permission set") {
@@ -241,16 +238,7 @@ impl PermissionsApi {
             Ok(sid) => sid,
             Err(e) => {
                 drop(tx);
-                return p
-                    .refused(
-                        &state,
-                        &request_id,
-                        "permission_set.delete",
-                        "permission_set",
-                        Some(id.0.raw()),
-                        Err(e),
-                    )
-                    .await;
+                return act.refused(Some(id.0.raw()), Err(e)).await;
             }
         };
         changed(
@@ -403,6 +391,9 @@ impl PermissionsApi {
         body: StrictJson<AssignBody>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("permission_set.assign", "user");
         let tenant = p.caller.tenant_id;
         let found = match member(&state, tenant, id.0.raw()).await {
             Ok(u) => match crate::extract::id(&body.0.set_id, "permission set") {
@@ -414,16 +405,7 @@ impl PermissionsApi {
             },
             Err(e) => Err(e),
         };
-        let (u, set) = p
-            .refused(
-                &state,
-                &request_id,
-                "permission_set.assign",
-                "user",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let (u, set) = act.refused(Some(id.0.raw()), found).await?;
         let mut tx = state.pool.begin().await?;
         db::assign_set(&mut *tx, tenant, u.id, set.id, &p.caller.actor).await?;
         changed(
@@ -466,18 +448,10 @@ impl PermissionsApi {
         body: StrictJson<GrantBody>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p.at(&state, &request_id).acting("permission.grant", "user");
         let tenant = p.caller.tenant_id;
         let found = member(&state, tenant, id.0.raw()).await;
-        let u = p
-            .refused(
-                &state,
-                &request_id,
-                "permission.grant",
-                "user",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let u = act.refused(Some(id.0.raw()), found).await?;
         let permission = Permission::parse(&body.0.permission).ok_or_else(|| {
             ApiError::invalid(
                 "permission",
@@ -523,18 +497,12 @@ impl PermissionsApi {
         permission: Path<String>,
     ) -> Result<RemovedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("permission.revoke", "user");
         let tenant = p.caller.tenant_id;
         let found = member(&state, tenant, id.0.raw()).await;
-        let u = p
-            .refused(
-                &state,
-                &request_id,
-                "permission.revoke",
-                "user",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let u = act.refused(Some(id.0.raw()), found).await?;
         let permission = Permission::parse(&permission.0).ok_or_else(|| {
             ApiError::invalid(
                 "permission",

@@ -28,7 +28,6 @@ use shared::{
     },
 };
 
-use crate::access::Act;
 use crate::{
     AppState, access::Principal, auth::Admin, error::ApiError, extract::Params,
     middleware::RequestId, routes::ApiTags,
@@ -420,12 +419,9 @@ impl ReportsApi {
             organization_id,
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        let tenant = p
+        let act = p.at(&state, &request_id).acting("report.export", "report");
+        let tenant = act
             .refused(
-                &state,
-                &request_id,
-                "report.export",
-                "report",
                 organization_id.as_deref(),
                 subject(&p, organization_id.as_deref()),
             )
@@ -436,7 +432,7 @@ impl ReportsApi {
         let format = format.unwrap_or_else(|| "json".into());
         let report =
             compute::report_of(&state.pool, tenant, &range, shape.channel.as_deref()).await?;
-        p.audit(&state.pool, &request_id, tenant, Act { action: "report.export", resource_type: "report" }, shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}))
+        act.audit(&state.pool, tenant, shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}))
         .await?;
         let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
         Ok(ReportAnswer(match format.as_str() {
@@ -475,12 +471,11 @@ impl ReportsApi {
         #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
     ) -> Result<ForecastResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let tenant = p
+        let act = p
+            .at(&state, &request_id)
+            .acting("report.forecast", "report");
+        let tenant = act
             .refused(
-                &state,
-                &request_id,
-                "report.forecast",
-                "report",
                 organization_id.0.as_deref(),
                 subject(&p, organization_id.0.as_deref()),
             )

@@ -208,15 +208,11 @@ impl SecurityApi {
             limit,
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        let scope = p
-            .refused(
-                &state,
-                &request_id,
-                "security.events",
-                "security_event",
-                None,
-                scope(&p, organization_id.as_deref()),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("security.events", "security_event");
+        let scope = act
+            .refused(None, scope(&p, organization_id.as_deref()))
             .await?;
         let kind = kind(kind_filter.as_deref())?;
         let before_id = cursor.map(Cursor::get).transpose()?;
@@ -262,15 +258,11 @@ impl SecurityApi {
             until,
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        let scope = p
-            .refused(
-                &state,
-                &request_id,
-                "security.statistics",
-                "security_event",
-                None,
-                scope(&p, organization_id.as_deref()),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("security.statistics", "security_event");
+        let scope = act
+            .refused(None, scope(&p, organization_id.as_deref()))
             .await?;
         let until = clamp(Some(until.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
         let since = match clamp(since) {

@@ -1,7 +1,6 @@
 //! Deactivating and reactivating a user, and ending their sessions.
 
 use super::*;
-use crate::access::Act;
 
 pub(super) async fn set_status(
     auth: &Admin,
@@ -12,36 +11,23 @@ pub(super) async fn set_status(
     action: &str,
 ) -> Result<UserResponse, ApiError> {
     let p = Principal::resolve(state, auth).await?;
-    let uid = p
-        .refused(
-            state,
-            request_id,
-            action,
-            "user",
-            Some(raw),
-            crate::extract::id(raw, "user"),
-        )
+    let act = p.at(state, request_id).acting(action, "user");
+    let uid = act
+        .refused(Some(raw), crate::extract::id(raw, "user"))
         .await?;
     let mut tx = state.pool.begin().await?;
     let result = users::set_status(&mut *tx, p.scope(), uid, status)
         .await?
         .ok_or(ApiError::NotFound("user"));
-    let user = p
-        .refused(state, request_id, action, "user", Some(raw), result)
-        .await?;
+    let user = act.refused(Some(raw), result).await?;
     let ended = if status == "active" {
         Vec::new()
     } else {
         end_sessions(&mut tx, &user, "deactivated").await?
     };
-    p.audit(
+    act.audit(
         &mut *tx,
-        request_id,
         Some(user.tenant_id),
-        Act {
-            action,
-            resource_type: "user",
-        },
         uid,
         json!({"status": status}),
     )

@@ -1,7 +1,6 @@
 //! The alert endpoints' handlers.
 
 use super::*;
-use crate::access::Act;
 use crate::error::InvalidParam;
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use poem_openapi::validation::Pattern;
@@ -139,12 +138,11 @@ impl AlertRulesApi {
         organization_id: Query<Option<String>>,
     ) -> Result<AlertRuleListResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let only = p
+        let act = p
+            .at(&state, &request_id)
+            .acting("alert_rule.list", "alert_rule");
+        let only = act
             .refused(
-                &state,
-                &request_id,
-                "alert_rule.list",
-                "alert_rule",
                 None,
                 match organization_id.0.as_deref() {
                     None => Ok(None),
@@ -180,34 +178,19 @@ impl AlertRulesApi {
         body: StrictJson<AlertRuleBody>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("alert_rule.create", "alert_rule");
         let body = body.0;
-        let tenant = p
-            .refused(
-                &state,
-                &request_id,
-                "alert_rule.create",
-                "alert_rule",
-                None,
-                owner(&p, body.organization_id.as_deref()),
-            )
+        let tenant = act
+            .refused(None, owner(&p, body.organization_id.as_deref()))
             .await?;
         let spec = check(&state, body).await?;
         scoped(&spec, tenant)?;
         let mut tx = state.pool.begin().await?;
         let id = store::insert_rule(&mut *tx, tenant, &spec, None, &p.caller.actor).await?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
-        p.audit(
-            &mut *tx,
-            &request_id,
-            tenant,
-            Act {
-                action: "alert_rule.create",
-                resource_type: "alert_rule",
-            },
-            id,
-            details,
-        )
-        .await?;
+        act.audit(&mut *tx, tenant, id, details).await?;
         let rule = store::get_rule(&mut *tx, None, id)
             .await?
             .ok_or(ApiError::NotFound("alert rule"))?;
@@ -229,22 +212,16 @@ impl AlertRulesApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("alert_rule.get", "alert_rule");
         let found = match id.0.get("alert rule") {
             Ok(id) => store::get_rule(&state.pool, p.scope(), id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
             Err(e) => Err(e),
         };
-        let rule = p
-            .refused(
-                &state,
-                &request_id,
-                "alert_rule.get",
-                "alert_rule",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let rule = act.refused(Some(id.0.raw()), found).await?;
         Ok(AlertRuleResponse::Ok(Json(rule.into())))
     }
 
@@ -264,15 +241,11 @@ impl AlertRulesApi {
         body: StrictJson<AlertRuleBody>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let rule_id = p
-            .refused(
-                &state,
-                &request_id,
-                "alert_rule.update",
-                "alert_rule",
-                Some(id.0.raw()),
-                id.0.get("alert rule"),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("alert_rule.update", "alert_rule");
+        let rule_id = act
+            .refused(Some(id.0.raw()), id.0.get("alert rule"))
             .await?;
         if body.0.organization_id.is_some() {
             return Err(ApiError::invalid(
@@ -285,31 +258,12 @@ impl AlertRulesApi {
         let updated = store::update_rule(&mut *tx, p.scope(), rule_id, &spec)
             .await?
             .ok_or(ApiError::NotFound("alert rule"));
-        let rule = p
-            .refused(
-                &state,
-                &request_id,
-                "alert_rule.update",
-                "alert_rule",
-                Some(id.0.raw()),
-                updated,
-            )
-            .await?;
+        let rule = act.refused(Some(id.0.raw()), updated).await?;
         // Rolled back (the transaction is dropped) when refused.
         scoped(&spec, rule.tenant_id)?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
-        p.audit(
-            &mut *tx,
-            &request_id,
-            rule.tenant_id,
-            Act {
-                action: "alert_rule.update",
-                resource_type: "alert_rule",
-            },
-            rule_id,
-            details,
-        )
-        .await?;
+        act.audit(&mut *tx, rule.tenant_id, rule_id, details)
+            .await?;
         tx.commit().await?;
         Ok(AlertRuleResponse::Ok(Json(rule.into())))
     }
@@ -329,6 +283,9 @@ impl AlertRulesApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("alert_rule.delete", "alert_rule");
         let mut tx = state.pool.begin().await?;
         let found = match id.0.get("alert rule") {
             Ok(rule_id) => store::get_rule(&mut *tx, p.scope(), rule_id)
@@ -336,25 +293,11 @@ impl AlertRulesApi {
                 .ok_or(ApiError::NotFound("alert rule")),
             Err(e) => Err(e),
         };
-        let rule = p
-            .refused(
-                &state,
-                &request_id,
-                "alert_rule.delete",
-                "alert_rule",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let rule = act.refused(Some(id.0.raw()), found).await?;
         store::delete_rule(&mut *tx, p.scope(), rule.id).await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             rule.tenant_id,
-            Act {
-                action: "alert_rule.delete",
-                resource_type: "alert_rule",
-            },
             rule.id,
             json!({"metric": rule.spec.metric.as_str()}),
         )
@@ -402,12 +345,9 @@ impl AlertsApi {
             limit,
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
-        let tenant = p
+        let act = p.at(&state, &request_id).acting("alert.list", "alert");
+        let tenant = act
             .refused(
-                &state,
-                &request_id,
-                "alert.list",
-                "alert",
                 None,
                 match organization_id.as_deref() {
                     None => Ok(p.scope()),
@@ -458,12 +398,11 @@ impl AlertsApi {
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<AlertStatisticsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let tenant = p
+        let act = p
+            .at(&state, &request_id)
+            .acting("alert.statistics", "alert");
+        let tenant = act
             .refused(
-                &state,
-                &request_id,
-                "alert.statistics",
-                "alert",
                 None,
                 match organization_id.0.as_deref() {
                     None => Ok(p.scope()),
@@ -510,22 +449,14 @@ impl AlertsApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertDetailResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p.at(&state, &request_id).acting("alert.get", "alert");
         let found = match id.0.get("alert") {
             Ok(alert_id) => store::get(&state.pool, p.scope(), alert_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert")),
             Err(e) => Err(e),
         };
-        let alert = p
-            .refused(
-                &state,
-                &request_id,
-                "alert.get",
-                "alert",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let alert = act.refused(Some(id.0.raw()), found).await?;
         let mut conn = state.pool.acquire().await?;
         let (events, deliveries) = store::history(&mut conn, alert.id).await?;
         let history = events
@@ -609,6 +540,7 @@ async fn act(
     } else {
         "alert.resolve"
     };
+    let act = p.at(state, request_id).acting(action, "alert");
     let moved = match crate::extract::id(raw, "alert") {
         Ok(id) => {
             match alerts::evaluate::act(
@@ -631,17 +563,10 @@ async fn act(
         }
         Err(e) => Err(e),
     };
-    let alert = p
-        .refused(state, request_id, action, "alert", Some(raw), moved)
-        .await?;
-    p.audit(
+    let alert = act.refused(Some(raw), moved).await?;
+    act.audit(
         &state.pool,
-        request_id,
         alert.tenant_id,
-        Act {
-            action,
-            resource_type: "alert",
-        },
         alert.id,
         json!({"rule_id": alert.rule_id, "severity": alert.severity}),
     )

@@ -105,27 +105,20 @@ pub(super) async fn create_one(
         Ok(tenant)
     })();
     let tenant = p
-        .refused(
-            state,
-            request_id,
-            "invitation.create",
-            "invitation",
-            None,
-            checks,
-        )
+        .at(state, request_id)
+        .acting("invitation.create", "invitation")
+        .refused(None, checks)
         .await?;
     let org = shared::db::organizations::get(&state.pool, tenant)
         .await?
         .filter(|o| o.status == "active" && o.kind != "platform");
-    p.refused(
-        state,
-        request_id,
-        "invitation.create",
-        "invitation",
-        None,
-        org.map(|_| ()).ok_or(ApiError::NotFound("organization")),
-    )
-    .await?;
+    p.at(state, request_id)
+        .acting("invitation.create", "invitation")
+        .refused(
+            None,
+            org.map(|_| ()).ok_or(ApiError::NotFound("organization")),
+        )
+        .await?;
     let mut tx = state.pool.begin().await?;
     let inv = invitations::insert(
         &mut tx,
@@ -143,14 +136,9 @@ pub(super) async fn create_one(
     .await
     .map_err(ApiError::from);
     let inv = p
-        .refused(
-            state,
-            request_id,
-            "invitation.create",
-            "invitation",
-            None,
-            inv,
-        )
+        .at(state, request_id)
+        .acting("invitation.create", "invitation")
+        .refused(None, inv)
         .await?;
     p.audit(
         &mut *tx,
@@ -249,14 +237,9 @@ pub(super) async fn resend_one(
     }
     .await;
     let inv = p
-        .refused(
-            state,
-            request_id,
-            "invitation.resend",
-            "invitation",
-            Some(raw),
-            result,
-        )
+        .at(state, request_id)
+        .acting("invitation.resend", "invitation")
+        .refused(Some(raw), result)
         .await?;
     let expires_at = expiry(state, days)?;
     let mut tx = state.pool.begin().await?;
@@ -269,15 +252,10 @@ pub(super) async fn resend_one(
             inv.status
         )))
     };
-    p.refused(
-        state,
-        request_id,
-        "invitation.resend",
-        "invitation",
-        Some(raw),
-        reopened,
-    )
-    .await?;
+    p.at(state, request_id)
+        .acting("invitation.resend", "invitation")
+        .refused(Some(raw), reopened)
+        .await?;
     p.audit(
         &mut *tx,
         request_id,
@@ -311,14 +289,9 @@ pub(super) async fn cancel_one(
     }
     .await;
     let inv = p
-        .refused(
-            state,
-            request_id,
-            "invitation.cancel",
-            "invitation",
-            Some(raw),
-            result,
-        )
+        .at(state, request_id)
+        .acting("invitation.cancel", "invitation")
+        .refused(Some(raw), result)
         .await?;
     let mut tx = state.pool.begin().await?;
     let done = if invitations::cancel(&mut *tx, Some(inv.tenant_id), inv.id).await? {
@@ -329,15 +302,10 @@ pub(super) async fn cancel_one(
             inv.status
         )))
     };
-    p.refused(
-        state,
-        request_id,
-        "invitation.cancel",
-        "invitation",
-        Some(raw),
-        done,
-    )
-    .await?;
+    p.at(state, request_id)
+        .acting("invitation.cancel", "invitation")
+        .refused(Some(raw), done)
+        .await?;
     p.audit(
         &mut *tx,
         request_id,

@@ -288,14 +288,9 @@ async fn apply(
     let name = format!("ops.failed.{}", action.as_str());
     let p = Principal::resolve(state, auth).await?;
     let selection = p
-        .refused(
-            state,
-            request_id,
-            &name,
-            "failed_work",
-            None,
-            input::selection(&p, body),
-        )
+        .at(state, request_id)
+        .acting(&name, "failed_work")
+        .refused(None, input::selection(&p, body))
         .await?;
     match selection {
         Selection::Ids(items) => {
@@ -374,17 +369,11 @@ impl OpsFailedApi {
         query: Params<FailedQuery>,
     ) -> Result<GroupsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("ops.failed.groups", "failed_work");
         let filter = query_filter(&p, query.0, None);
-        let filter = p
-            .refused(
-                &state,
-                &request_id,
-                "ops.failed.groups",
-                "failed_work",
-                None,
-                filter,
-            )
-            .await?;
+        let filter = act.refused(None, filter).await?;
         let rows = failed_work::groups(&state.pool, &filter).await?;
         let total = rows.iter().map(|g| g.count).sum();
         let groups = rows
@@ -423,17 +412,11 @@ impl OpsFailedApi {
             limit,
         } = page_query.0;
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("ops.failed.list", "failed_work");
         let filter = query_filter(&p, query.0, group);
-        let filter = p
-            .refused(
-                &state,
-                &request_id,
-                "ops.failed.list",
-                "failed_work",
-                None,
-                filter,
-            )
-            .await?;
+        let filter = act.refused(None, filter).await?;
         let after = cursor.map(Cursor::get).transpose()?;
         let rows = failed_work::list(&state.pool, &filter, after, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |r| (r.failed_at, r.id));
@@ -529,20 +512,14 @@ impl OpsFailedApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<ActionResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("ops.actions.get", "ops_action");
         let id = id.0.get("action")?;
         let found = ops_actions::get(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
-        let a = p
-            .refused(
-                &state,
-                &request_id,
-                "ops.actions.get",
-                "ops_action",
-                Some(&id.to_string()),
-                found,
-            )
-            .await?;
+        let a = act.refused(Some(&id.to_string()), found).await?;
         Ok(ActionResponse::Ok(Json(a.into())))
     }
 
@@ -562,28 +539,17 @@ impl OpsFailedApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<ActionResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("ops.actions.cancel", "ops_action");
         let id = id.0.get("action")?;
         let found = ops_actions::cancel(&state.pool, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
-        let a = p
-            .refused(
-                &state,
-                &request_id,
-                "ops.actions.cancel",
-                "ops_action",
-                Some(&id.to_string()),
-                found,
-            )
-            .await?;
-        p.audit(
+        let a = act.refused(Some(&id.to_string()), found).await?;
+        act.audit(
             &state.pool,
-            &request_id,
             a.tenant_id,
-            Act {
-                action: "ops.actions.cancel",
-                resource_type: "ops_action",
-            },
             a.id,
             json!({"status": a.status, "processed": a.processed, "matched": a.matched}),
         )

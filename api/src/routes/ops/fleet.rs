@@ -29,7 +29,6 @@ pub use self::{
     providers::{ProviderItem, ProvidersView},
     views::*,
 };
-use crate::access::Act;
 use crate::{
     AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
     middleware::RequestId,
@@ -298,23 +297,15 @@ async fn set_paused(
         "provider.resume"
     };
     let p = Principal::resolve(state, auth).await?;
+    let act = p.at(state, request_id).acting(action, "provider_config");
     let result = providers::target(state, &p, raw).await;
-    let (tenant, config) = p
-        .refused(
-            state,
-            request_id,
-            action,
-            "provider_config",
-            Some(raw),
-            result,
-        )
-        .await?;
+    let (tenant, config) = act.refused(Some(raw), result).await?;
     let mut tx = state.pool.begin().await?;
     let by = pause.then_some(p.caller.actor.as_str());
     let updated = db::fleet::set_paused(&mut *tx, tenant, config.id, by)
         .await?
         .ok_or(ApiError::NotFound("provider config"))?;
-    p.audit(&mut *tx, request_id, Some(tenant), Act { action, resource_type: "provider_config" }, config.id, json!({"name": updated.name, "channel": updated.channel, "was_paused": config.paused_at.is_some()}))
+    act.audit(&mut *tx, Some(tenant), config.id, json!({"name": updated.name, "channel": updated.channel, "was_paused": config.paused_at.is_some()}))
     .await?;
     tx.commit().await?;
     let mut items = providers::items(state, vec![(tenant, updated)]).await?;
@@ -387,6 +378,7 @@ async fn cache_action(
         "cache.clear"
     };
     let p = Principal::resolve(state, auth).await?;
+    let act = p.at(state, request_id).acting(action, "cache");
     let allowed = p.require_platform().and_then(|()| {
         if crate::fleet::CACHES.contains(&name) {
             Ok(())
@@ -394,8 +386,7 @@ async fn cache_action(
             Err(ApiError::NotFound("cache"))
         }
     });
-    p.refused(state, request_id, action, "cache", Some(name), allowed)
-        .await?;
+    act.refused(Some(name), allowed).await?;
     let tenant = tag
         .map(|t| {
             t.parse::<shared::domain::TenantId>()
@@ -412,14 +403,9 @@ async fn cache_action(
     if let Err(error) = &told {
         tracing::warn!(%error, "cannot tell the other instances to clear the cache");
     }
-    p.audit(
+    act.audit(
         &state.pool,
-        request_id,
         None,
-        Act {
-            action,
-            resource_type: "cache",
-        },
         name,
         json!({"tag": tenant.map(|t| t.to_string()), "other_instances_told": told.is_ok()}),
     )

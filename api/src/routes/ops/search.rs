@@ -255,21 +255,15 @@ impl OpsSearchApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<TimelineResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("ops.notifications.timeline", "notification");
         let id = id.0.get("notification")?;
         let mut conn = state.pool.acquire().await?;
         let found = ops_search::timeline(&mut conn, p.scope(), id)
             .await?
             .ok_or(ApiError::NotFound("notification"));
-        let t = p
-            .refused(
-                &state,
-                &request_id,
-                "ops.notifications.timeline",
-                "notification",
-                Some(&id.to_string()),
-                found,
-            )
-            .await?;
+        let t = act.refused(Some(&id.to_string()), found).await?;
         let events = events(&t);
         let h = t.header;
         Ok(TimelineResponse::Ok(Json(TimelineView {

@@ -200,6 +200,9 @@ impl DelegationsApi {
         body: StrictJson<DelegateBody>,
     ) -> Result<DelegationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("permission.delegate", "user");
         let tenant = p.caller.tenant_id;
         let b = body.0;
         let Some(me) = p.user_id else {
@@ -226,16 +229,7 @@ impl DelegationsApi {
             return Err(ApiError::invalid("delegate_id", "cannot be yourself"));
         }
         let delegate = member(&state, tenant, &b.delegate_id).await;
-        let delegate = p
-            .refused(
-                &state,
-                &request_id,
-                "permission.delegate",
-                "user",
-                Some(&b.delegate_id),
-                delegate,
-            )
-            .await?;
+        let delegate = act.refused(Some(&b.delegate_id), delegate).await?;
         let me_user = member(&state, tenant, &me.to_string()).await?;
         let held = db::direct(&state.pool, tenant, Some(me), &[me_user.role]).await?;
         let missing = permissions.iter().find(|p| !held.contains_key(p));
@@ -243,15 +237,7 @@ impl DelegationsApi {
             Some(p) => Err(ApiError::Forbidden(p.not_held())),
             None => Ok(()),
         };
-        p.refused(
-            &state,
-            &request_id,
-            "permission.delegate",
-            "user",
-            Some(&b.delegate_id),
-            allowed,
-        )
-        .await?;
+        act.refused(Some(&b.delegate_id), allowed).await?;
         let names: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
         let mut tx = state.pool.begin().await?;
         let d = db::create_delegation(
@@ -363,6 +349,9 @@ impl DelegationsApi {
         id: Path<String>,
     ) -> Result<DelegationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("permission.delegation_revoke", "permission_delegation");
         let tenant = p.caller.tenant_id;
         let found = match crate::extract::id::<Uuid>(&id.0, "delegation") {
             Ok(did) => match db::get_delegation(&state.pool, tenant, did).await? {
@@ -372,16 +361,7 @@ impl DelegationsApi {
             },
             Err(_) => Err(ApiError::NotFound("delegation")),
         };
-        let d = p
-            .refused(
-                &state,
-                &request_id,
-                "permission.delegation_revoke",
-                "permission_delegation",
-                Some(&id.0),
-                found,
-            )
-            .await?;
+        let d = act.refused(Some(&id.0), found).await?;
         let mut tx = state.pool.begin().await?;
         let revoked = db::revoke_delegation(&mut *tx, tenant, d.id, &p.caller.actor)
             .await?

@@ -6,7 +6,6 @@
 //! the platform organisation); another organisation's id answers 404.
 //! Every change is audited.
 
-use crate::access::Act;
 use crate::extract::PathId;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -310,6 +309,9 @@ impl ReportSchedulesApi {
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_schedule.create", "report_schedule");
         let spec = check(&state, &p, body.0, Utc::now()).await?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
@@ -319,18 +321,8 @@ impl ReportSchedulesApi {
             )));
         }
         let s = store::insert(&mut *tx, tenant, &spec, &p.caller.actor).await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "report_schedule.create",
-                resource_type: "report_schedule",
-            },
-            s.id,
-            details(&spec),
-        )
-        .await?;
+        act.audit(&mut *tx, Some(tenant), s.id, details(&spec))
+            .await?;
         tx.commit().await?;
         Ok(ScheduleResponse::Created(Json(s.into())))
     }
@@ -345,22 +337,16 @@ impl ReportSchedulesApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_schedule.get", "report_schedule");
         let found = match id.0.get("report schedule") {
             Ok(sid) => store::get(&state.pool, p.caller.tenant_id, sid)
                 .await?
                 .ok_or(ApiError::NotFound("report schedule")),
             Err(e) => Err(e),
         };
-        let s = p
-            .refused(
-                &state,
-                &request_id,
-                "report_schedule.get",
-                "report_schedule",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let s = act.refused(Some(id.0.raw()), found).await?;
         Ok(ScheduleResponse::Ok(Json(s.into())))
     }
 
@@ -380,15 +366,11 @@ impl ReportSchedulesApi {
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let sid = p
-            .refused(
-                &state,
-                &request_id,
-                "report_schedule.update",
-                "report_schedule",
-                Some(id.0.raw()),
-                id.0.get("report schedule"),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_schedule.update", "report_schedule");
+        let sid = act
+            .refused(Some(id.0.raw()), id.0.get("report schedule"))
             .await?;
         let spec = check(&state, &p, body.0, Utc::now()).await?;
         let tenant = p.caller.tenant_id;
@@ -396,28 +378,9 @@ impl ReportSchedulesApi {
         let updated = store::update(&mut *tx, tenant, sid, &spec)
             .await?
             .ok_or(ApiError::NotFound("report schedule"));
-        let s = p
-            .refused(
-                &state,
-                &request_id,
-                "report_schedule.update",
-                "report_schedule",
-                Some(id.0.raw()),
-                updated,
-            )
+        let s = act.refused(Some(id.0.raw()), updated).await?;
+        act.audit(&mut *tx, Some(tenant), s.id, details(&spec))
             .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "report_schedule.update",
-                resource_type: "report_schedule",
-            },
-            s.id,
-            details(&spec),
-        )
-        .await?;
         tx.commit().await?;
         Ok(ScheduleResponse::Ok(Json(s.into())))
     }
@@ -436,15 +399,11 @@ impl ReportSchedulesApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<ScheduleDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let sid = p
-            .refused(
-                &state,
-                &request_id,
-                "report_schedule.delete",
-                "report_schedule",
-                Some(id.0.raw()),
-                id.0.get("report schedule"),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_schedule.delete", "report_schedule");
+        let sid = act
+            .refused(Some(id.0.raw()), id.0.get("report schedule"))
             .await?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
@@ -453,27 +412,8 @@ impl ReportSchedulesApi {
         } else {
             Err(ApiError::NotFound("report schedule"))
         };
-        p.refused(
-            &state,
-            &request_id,
-            "report_schedule.delete",
-            "report_schedule",
-            Some(id.0.raw()),
-            gone,
-        )
-        .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "report_schedule.delete",
-                resource_type: "report_schedule",
-            },
-            sid,
-            json!({}),
-        )
-        .await?;
+        act.refused(Some(id.0.raw()), gone).await?;
+        act.audit(&mut *tx, Some(tenant), sid, json!({})).await?;
         tx.commit().await?;
         Ok(ScheduleDeletedResponse::Deleted)
     }

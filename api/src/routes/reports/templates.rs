@@ -7,7 +7,6 @@
 //! the platform organisation); another organisation's id answers 404.
 //! Every change is audited; refusals too.
 
-use crate::access::Act;
 use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
@@ -270,6 +269,9 @@ impl ReportTemplatesApi {
         body: StrictJson<ReportTemplateBody>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_template.create", "report_template");
         let spec = check(body.0)?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
@@ -280,18 +282,8 @@ impl ReportTemplatesApi {
             )));
         }
         let t = store::insert(&mut *tx, tenant, &spec, &p.caller.actor).await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "report_template.create",
-                resource_type: "report_template",
-            },
-            t.id,
-            details(&spec),
-        )
-        .await?;
+        act.audit(&mut *tx, Some(tenant), t.id, details(&spec))
+            .await?;
         tx.commit().await?;
         Ok(TemplateResponse::Created(Json(t.into())))
     }
@@ -306,22 +298,16 @@ impl ReportTemplatesApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_template.get", "report_template");
         let found = match id.0.get("report template") {
             Ok(tid) => store::get(&state.pool, p.caller.tenant_id, tid)
                 .await?
                 .ok_or(ApiError::NotFound("report template")),
             Err(e) => Err(e),
         };
-        let t = p
-            .refused(
-                &state,
-                &request_id,
-                "report_template.get",
-                "report_template",
-                Some(id.0.raw()),
-                found,
-            )
-            .await?;
+        let t = act.refused(Some(id.0.raw()), found).await?;
         Ok(TemplateResponse::Ok(Json(t.into())))
     }
 
@@ -341,15 +327,11 @@ impl ReportTemplatesApi {
         body: StrictJson<ReportTemplateBody>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let tid = p
-            .refused(
-                &state,
-                &request_id,
-                "report_template.update",
-                "report_template",
-                Some(id.0.raw()),
-                id.0.get("report template"),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_template.update", "report_template");
+        let tid = act
+            .refused(Some(id.0.raw()), id.0.get("report template"))
             .await?;
         let spec = check(body.0)?;
         let tenant = p.caller.tenant_id;
@@ -357,28 +339,9 @@ impl ReportTemplatesApi {
         let updated = store::update(&mut *tx, tenant, tid, &spec)
             .await?
             .ok_or(ApiError::NotFound("report template"));
-        let t = p
-            .refused(
-                &state,
-                &request_id,
-                "report_template.update",
-                "report_template",
-                Some(id.0.raw()),
-                updated,
-            )
+        let t = act.refused(Some(id.0.raw()), updated).await?;
+        act.audit(&mut *tx, Some(tenant), t.id, details(&spec))
             .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "report_template.update",
-                resource_type: "report_template",
-            },
-            t.id,
-            details(&spec),
-        )
-        .await?;
         tx.commit().await?;
         Ok(TemplateResponse::Ok(Json(t.into())))
     }
@@ -397,15 +360,11 @@ impl ReportTemplatesApi {
         id: Path<PathId<Uuid>>,
     ) -> Result<TemplateDeletedResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let tid = p
-            .refused(
-                &state,
-                &request_id,
-                "report_template.delete",
-                "report_template",
-                Some(id.0.raw()),
-                id.0.get("report template"),
-            )
+        let act = p
+            .at(&state, &request_id)
+            .acting("report_template.delete", "report_template");
+        let tid = act
+            .refused(Some(id.0.raw()), id.0.get("report template"))
             .await?;
         let tenant = p.caller.tenant_id;
         let mut tx = state.pool.begin().await?;
@@ -414,27 +373,8 @@ impl ReportTemplatesApi {
         } else {
             Err(ApiError::NotFound("report template"))
         };
-        p.refused(
-            &state,
-            &request_id,
-            "report_template.delete",
-            "report_template",
-            Some(id.0.raw()),
-            gone,
-        )
-        .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "report_template.delete",
-                resource_type: "report_template",
-            },
-            tid,
-            json!({}),
-        )
-        .await?;
+        act.refused(Some(id.0.raw()), gone).await?;
+        act.audit(&mut *tx, Some(tenant), tid, json!({})).await?;
         tx.commit().await?;
         Ok(TemplateDeletedResponse::Deleted)
     }
