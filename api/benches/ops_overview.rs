@@ -16,7 +16,13 @@ use std::time::Instant;
 
 use chrono::{TimeDelta, Utc};
 use hdrhistogram::Histogram;
-use shared::{db::queue_ops, jobs::QueueName};
+use shared::{
+    db::{
+        queue_ops,
+        scope::{self, Reach},
+    },
+    jobs::QueueName,
+};
 use testkit::bench::{env_num, figure, machine, run};
 
 async fn time<F, Fut, T>(rounds: usize, mut f: F) -> Histogram<u64>
@@ -111,24 +117,25 @@ fn main() {
         .await
         .expect("settings");
 
-        let one = Some(tenants[0]);
-        let waiting_all = time(rounds, || queue_ops::waiting(&pool, None)).await;
+        let one = Reach::Tenant(tenants[0]);
+        let all = Reach::Platform(scope::platform_wide().expect("a bench runs in platform scope"));
+        let waiting_all = time(rounds, || queue_ops::waiting(&pool, all)).await;
         let waiting_one = time(rounds, || queue_ops::waiting(&pool, one)).await;
-        let recent_all = time(rounds, || queue_ops::recent(&pool, None)).await;
+        let recent_all = time(rounds, || queue_ops::recent(&pool, all)).await;
         let week = time(rounds, || {
             queue_ops::history(
                 &pool,
+                all,
                 QueueName::Email,
                 Utc::now() - TimeDelta::days(7),
                 3_600,
-                None,
             )
         })
         .await;
         let whole = time(rounds, || async {
             queue_ops::pauses(&pool).await.expect("pauses");
-            queue_ops::waiting(&pool, None).await.expect("waiting");
-            queue_ops::recent(&pool, None).await.expect("recent");
+            queue_ops::waiting(&pool, all).await.expect("waiting");
+            queue_ops::recent(&pool, all).await.expect("recent");
         })
         .await;
 

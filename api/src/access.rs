@@ -24,7 +24,11 @@ use argon2::{
 };
 use serde_json::{Value, json};
 use shared::{
-    db::{audit, organizations, permissions as perms, users::Credentials},
+    db::{
+        audit, organizations, permissions as perms,
+        scope::{self, Reach},
+        users::Credentials,
+    },
     domain::TenantId,
     permissions::Permission,
     roles::Role,
@@ -45,6 +49,9 @@ pub struct Principal {
     pub caller: AdminCaller,
     /// Whether it administers every organisation.
     pub platform: bool,
+    /// Whose rows its reads reach: every organisation's (with the witness
+    /// of its platform-wide request) when `platform`, else its own's.
+    reach: Reach,
     /// Its role (an API key acts as `ADMIN`).
     pub role: Option<Role>,
     /// The platform user, when it is one.
@@ -181,9 +188,22 @@ impl Principal {
                 }
             }),
         };
+        let reach = if platform {
+            // Its request was opened to the platform when it was
+            // authenticated (`auth::wall_to`); without that, refuse rather
+            // than read across organisations.
+            Reach::Platform(scope::platform_wide().ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!(
+                    "a platform administrator's request is walled to one organisation"
+                ))
+            })?)
+        } else {
+            Reach::Tenant(caller.tenant_id)
+        };
         Ok(Self {
             caller,
             platform,
+            reach,
             role,
             user_id,
             permissions,
@@ -219,9 +239,21 @@ impl Principal {
         }
     }
 
-    /// The organisation it is confined to (`None`: every organisation).
-    pub fn scope(&self) -> Option<TenantId> {
-        (!self.platform).then_some(self.caller.tenant_id)
+    /// Whose rows it reads: its own organisation's, or every
+    /// organisation's for a platform admin.
+    pub fn reach(&self) -> Reach {
+        self.reach
+    }
+
+    /// The reach of a read that may name one organisation: `requested`'s
+    /// (its own, or any for a platform admin; another answers 404, a
+    /// malformed id 400 as [`Principal::target_tenant`] says), else its
+    /// own [`Principal::reach`].
+    pub fn reach_of(&self, requested: Option<&str>) -> Result<Reach, ApiError> {
+        match requested {
+            None => Ok(self.reach),
+            other => self.target_tenant(other).map(Reach::Tenant),
+        }
     }
 
     /// The organisation a create acts in: `requested` for a platform admin,

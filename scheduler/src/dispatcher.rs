@@ -32,6 +32,7 @@ use shared::{
         cron_ticks,
         locks::{self, LockKey},
         queue_ops,
+        scope::Reach,
     },
     domain::Channel,
     jobs::{QueueName, Queues},
@@ -196,7 +197,9 @@ impl Dispatcher {
                 metrics::gauge!("queue_depth", "queue" => q.as_str()).set(n as f64);
             }
         }
-        let waiting = queue_ops::waiting(&self.pool, None).await?;
+        let every = shared::db::scope::platform_wide()
+            .context("the dispatcher's gauges run walled to one organisation")?;
+        let waiting = queue_ops::waiting(&self.pool, Reach::Platform(every)).await?;
         let now = chrono::Utc::now();
         for q in QueueName::ALL {
             let w = waiting.get(q.as_str()).cloned().unwrap_or_default();

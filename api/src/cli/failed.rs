@@ -14,6 +14,7 @@ use shared::{
         audit,
         failed_work::{self, Action, Filter, GroupKey, Kind, MAX_SELECTION},
         ops_actions,
+        scope::{self, Reach},
     },
     domain::TenantId,
 };
@@ -101,14 +102,26 @@ pub struct SelectArgs {
     pub organization: Option<TenantId>,
 }
 
+/// Whose items a command acts on: `organization`'s, else every
+/// organisation's (whoever runs an admin command is the platform's
+/// operator).
+fn reach(organization: Option<TenantId>) -> anyhow::Result<Reach> {
+    match organization {
+        Some(t) => Ok(Reach::Tenant(t)),
+        None => scope::platform_wide()
+            .map(Reach::Platform)
+            .ok_or_else(|| anyhow::anyhow!("an admin command runs walled to one organisation")),
+    }
+}
+
 /// Prints the groups.
 pub async fn list(pool: &sqlx::PgPool, args: ListArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.until.is_none_or(|u| u >= args.since),
         "--since must not be after --until"
     );
+    let reach = reach(args.organization)?;
     let filter = Filter {
-        tenant: args.organization,
         kind: args.kind,
         channel: args.channel,
         provider: args.provider,
@@ -117,7 +130,7 @@ pub async fn list(pool: &sqlx::PgPool, args: ListArgs) -> anyhow::Result<()> {
         until: args.until,
         group: None,
     };
-    let groups = failed_work::groups(pool, &filter).await?;
+    let groups = failed_work::groups(pool, reach, &filter).await?;
     println!(
         "{:<12} {:<24} {:<16} {:<8} {:>8} {:>5} {:<20} {:<20} KEY",
         "KIND", "ERROR_CLASS", "PROVIDER", "CHANNEL", "COUNT", "ORGS", "FIRST_SEEN", "LAST_SEEN"
@@ -155,8 +168,8 @@ pub async fn apply(pool: &sqlx::PgPool, action: Action, args: SelectArgs) -> any
                 "at most {MAX_SELECTION} --id; use --group for more"
             );
             let mut tx = pool.begin().await?;
-            let counts =
-                failed_work::apply_selection(&mut tx, args.organization, action, &args.id).await?;
+            let reach = reach(args.organization)?;
+            let counts = failed_work::apply_selection(&mut tx, reach, action, &args.id).await?;
             let ids: Vec<String> = args
                 .id
                 .iter()
@@ -195,12 +208,12 @@ pub async fn apply(pool: &sqlx::PgPool, action: Action, args: SelectArgs) -> any
                 anyhow::anyhow!("--group {key:?} is not a key `api failed` printed")
             })?;
             let filter = Filter {
-                tenant: args.organization,
                 since: args.since,
                 group: Some(group),
                 ..Filter::default()
             };
-            let started = ops_actions::create(pool, action, &filter, "cli", None).await?;
+            let reach = reach(args.organization)?;
+            let started = ops_actions::create(pool, reach, action, &filter, "cli", None).await?;
             audit::record(
                 pool,
                 audit::Entry {
@@ -218,7 +231,7 @@ pub async fn apply(pool: &sqlx::PgPool, action: Action, args: SelectArgs) -> any
             println!("action={} matched={}", started.id, started.matched);
             loop {
                 ops_actions::advance(pool, std::time::Duration::from_millis(500)).await?;
-                let a = ops_actions::get(pool, None, started.id)
+                let a = ops_actions::get(pool, reach, started.id)
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("the action {} is gone", started.id))?;
                 println!(

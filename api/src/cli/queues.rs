@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use shared::{
     config::Settings,
-    db::{audit, queue_ops},
+    db::{audit, queue_ops, scope::Reach},
     jobs::{QueueName, Queues},
     throughput::quantile,
 };
@@ -16,8 +16,12 @@ use shared::{
 pub async fn list(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<()> {
     let queues = Queues::new(&settings.redis_url, &settings.redis_prefix)?;
     let pauses = queue_ops::pauses(pool).await?;
-    let waiting = queue_ops::waiting(pool, None).await?;
-    let recent = queue_ops::recent(pool, None).await?;
+    // Whoever runs an admin command is the platform's operator.
+    let every = shared::db::scope::platform_wide()
+        .map(Reach::Platform)
+        .ok_or_else(|| anyhow::anyhow!("an admin command runs walled to one organisation"))?;
+    let waiting = queue_ops::waiting(pool, every).await?;
+    let recent = queue_ops::recent(pool, every).await?;
     println!(
         "{:<13} {:<7} {:>8} {:>8} {:>8} {:>9} {:>9} {:>8} {:>8} {:>8} {:>9}",
         "QUEUE",

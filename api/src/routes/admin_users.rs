@@ -25,6 +25,7 @@ use serde_json::json;
 use shared::{
     db::{
         invitations, login_throttle,
+        scope::Reach,
         security_events::{self as events, Event},
         sessions, subscribers, users,
     },
@@ -138,13 +139,8 @@ impl AdminUsersApi {
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let act = p.at(&state, &request_id).acting("user.list", "user");
-        let tenant = act
-            .refused(None, {
-                match organization_id.as_deref() {
-                    None => Ok(p.scope()),
-                    Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                }
-            })
+        let reach = act
+            .refused(None, p.reach_of(organization_id.as_deref()))
             .await?;
         let role = role.as_deref().map(check_role).transpose()?;
         if let Some(s) = status.as_deref()
@@ -155,8 +151,8 @@ impl AdminUsersApi {
         let after = cursor.map(Cursor::get).transpose()?;
         let rows = users::list(
             &state.pool,
+            reach,
             users::Filter {
-                tenant,
                 role: role.map(Role::as_str),
                 status: status.as_deref(),
                 after,
@@ -176,7 +172,7 @@ impl AdminUsersApi {
     #[oai(path = "/stats", method = "get", operation_id = "users.stats")]
     async fn stats(&self, auth: Admin, state: Data<&AppState>) -> Result<StatsResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let rows = users::stats(&state.pool, p.scope()).await?;
+        let rows = users::stats(&state.pool, p.reach()).await?;
         Ok(StatsResponse::Ok(Json(
             rows.into_iter()
                 .map(|(key, status, count)| Count { key, status, count })
@@ -200,7 +196,7 @@ impl AdminUsersApi {
             if !p.holds(Permission::UsersRead) && p.user_id != Some(uid) {
                 return Err(ApiError::Forbidden(Permission::UsersRead.required()));
             }
-            users::get(&state.pool, p.scope(), uid)
+            users::get(&state.pool, p.reach(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))
         }
@@ -229,7 +225,7 @@ impl AdminUsersApi {
         let mut tx = state.pool.begin().await?;
         let result = users::update(
             &mut *tx,
-            p.scope(),
+            p.reach(),
             uid,
             first.as_deref(),
             last.as_deref(),
@@ -329,9 +325,9 @@ impl AdminUsersApi {
         let b = body.0;
         crate::access::check_password("password", &b.password)?;
         let scope = if own {
-            Some(p.caller.tenant_id)
+            Reach::Tenant(p.caller.tenant_id)
         } else {
-            p.scope()
+            p.reach()
         };
         let existing = users::get(&state.pool, scope, uid).await?;
         let existing = act
@@ -398,7 +394,7 @@ impl AdminUsersApi {
         let p = Principal::resolve(&state, &auth).await?;
         let result = async {
             let uid = id.0.get("user")?;
-            let user = users::get(&state.pool, p.scope(), uid)
+            let user = users::get(&state.pool, p.reach(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))?;
             let inv = invitations::resendable(&state.pool, user.tenant_id, &user.email)
@@ -417,7 +413,7 @@ impl AdminUsersApi {
         let expires =
             Utc::now() + chrono::Duration::days(i64::from(state.jobs.invitations.expiry_days));
         let mut tx = state.pool.begin().await?;
-        if !shared::db::invitations::reopen(&mut *tx, Some(tenant), inv, expires).await? {
+        if !shared::db::invitations::reopen(&mut *tx, tenant, inv, expires).await? {
             return Err(ApiError::Conflict(
                 "this invitation can no longer be resent".into(),
             ));
@@ -461,7 +457,7 @@ impl AdminUsersApi {
             .acting("user.sessions.revoke", "user");
         let result = async {
             let uid = id.0.get("user")?;
-            users::get(&state.pool, p.scope(), uid)
+            users::get(&state.pool, p.reach(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))
         }
@@ -471,7 +467,7 @@ impl AdminUsersApi {
         let mut tx = state.pool.begin().await?;
         let revoked = sessions::revoke(
             &mut *tx,
-            Some(user.tenant_id),
+            user.tenant_id,
             user.id,
             sessions::Which::All,
             "revoked_by_admin",
@@ -522,7 +518,7 @@ impl AdminUsersApi {
         let act = p.at(&state, &request_id).acting("user.unlock", "user");
         let result = async {
             let uid = id.0.get("user")?;
-            users::get(&state.pool, p.scope(), uid)
+            users::get(&state.pool, p.reach(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))
         }

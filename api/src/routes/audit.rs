@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 use shared::{
-    db::audit,
+    db::{audit, scope::Reach},
     domain::{CsvQuoting, csv_cell},
 };
 
@@ -124,7 +124,7 @@ fn filter<'a>(
     p: &Principal,
     f: &'a Filters,
     before_id: Option<i64>,
-) -> Result<audit::Filter<'a>, ApiError> {
+) -> Result<(Reach, audit::Filter<'a>), ApiError> {
     for (name, v) in [
         ("actor", &f.actor),
         ("action", &f.action),
@@ -143,21 +143,20 @@ fn filter<'a>(
     {
         return Err(ApiError::invalid("result", "must be success or failure"));
     }
-    let tenant = match f.organization_id.as_deref() {
-        None => p.scope(),
-        Some(raw) => Some(p.target_tenant(Some(raw))?),
-    };
-    Ok(audit::Filter {
-        tenant,
-        actor: f.actor.as_deref(),
-        action: f.action.as_deref(),
-        resource_type: f.resource_type.as_deref(),
-        resource_id: f.resource_id.as_deref(),
-        result: f.result.as_deref(),
-        since: f.since,
-        until: f.until,
-        before_id,
-    })
+    let reach = p.reach_of(f.organization_id.as_deref())?;
+    Ok((
+        reach,
+        audit::Filter {
+            actor: f.actor.as_deref(),
+            action: f.action.as_deref(),
+            resource_type: f.resource_type.as_deref(),
+            resource_id: f.resource_id.as_deref(),
+            result: f.result.as_deref(),
+            since: f.since,
+            until: f.until,
+            before_id,
+        },
+    ))
 }
 
 #[OpenApi(prefix_path = "/api/v1/admin/audit", tag = "ApiTags::Admin")]
@@ -176,8 +175,8 @@ impl AuditApi {
     ) -> Result<PageResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let before = cursor.0.map(Cursor::get).transpose()?;
-        let filter = filter(&p, &filters.0, before)?;
-        let rows = audit::list(&state.pool, filter, limit.0.fetch()).await?;
+        let (reach, filter) = filter(&p, &filters.0, before)?;
+        let rows = audit::list(&state.pool, reach, filter, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(PageResponse::Ok(Json(AuditPage {
             items: rows.into_iter().map(Into::into).collect(),
@@ -199,8 +198,8 @@ impl AuditApi {
         let act = p
             .at(&state, &request_id)
             .acting("audit.export", "audit_log");
-        let filter = filter(&p, &filters.0, None)?;
-        let rows = audit::list(&state.pool, filter, MAX_EXPORT).await?;
+        let (reach, filter) = filter(&p, &filters.0, None)?;
+        let rows = audit::list(&state.pool, reach, filter, MAX_EXPORT).await?;
         let mut out = String::from(
             "id,created_at,organization_id,actor,action,resource_type,resource_id,result,request_id,details\r\n",
         );

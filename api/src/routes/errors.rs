@@ -17,7 +17,10 @@ use poem_openapi::{
     validation::Pattern,
 };
 use shared::{
-    db::errors::{self as store, Filter, Group, Recovery, Share, Tally},
+    db::{
+        errors::{self as store, Filter, Group, Recovery, Share, Tally},
+        scope::Reach,
+    },
     errors::{ErrorClass, ErrorKind},
 };
 use uuid::Uuid;
@@ -383,17 +386,17 @@ fn counts(
 }
 
 impl ErrorsApi {
-    /// The caller's scope, or 403 (audited) for a caller who is no admin.
-    async fn scope(
+    /// The caller's reach, or 403 (audited) for a caller who is no admin.
+    async fn reach(
         state: &AppState,
         auth: &Admin,
         request_id: &RequestId,
         action: &str,
         id: Option<&str>,
-    ) -> Result<Option<shared::domain::TenantId>, ApiError> {
+    ) -> Result<Reach, ApiError> {
         let p = Principal::resolve(state, auth).await?;
         let act = p.at(state, request_id).acting(action, "error_group");
-        act.refused(id, Ok(p.scope())).await
+        act.refused(id, Ok(p.reach())).await
     }
 }
 
@@ -424,7 +427,7 @@ impl ErrorsApi {
         query: Params<ListQuery>,
     ) -> Result<ErrorGroupPageResponse, ApiError> {
         let q = query.0;
-        let scope = Self::scope(&state, &auth, &request_id, "error_group.list", None).await?;
+        let scope = Self::reach(&state, &auth, &request_id, "error_group.list", None).await?;
         let filter = Filter {
             class: q.class.map(Into::into),
             kind: q.kind.map(Into::into),
@@ -458,7 +461,7 @@ impl ErrorsApi {
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<ErrorStatisticsResponse, ApiError> {
-        let scope = Self::scope(&state, &auth, &request_id, "error_group.statistics", None).await?;
+        let scope = Self::reach(&state, &auth, &request_id, "error_group.statistics", None).await?;
         let until = clamp(until.0.unwrap_or_else(Utc::now));
         let since = clamp(since.0.unwrap_or(until - Duration::hours(24)));
         if since >= until {
@@ -505,7 +508,7 @@ impl ErrorsApi {
         request_id: Data<&RequestId>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ErrorGroupResponse, ApiError> {
-        let scope = Self::scope(
+        let scope = Self::reach(
             &state,
             &auth,
             &request_id,
@@ -518,8 +521,8 @@ impl ErrorsApi {
             .await?
             .ok_or(ApiError::NotFound("error group"))?;
         let affected_organizations = match scope {
-            Some(_) => None,
-            None => Some(
+            Reach::Tenant(_) => None,
+            Reach::Platform(_) => Some(
                 store::shares_across_tenants(&state.pool, id)
                     .await?
                     .into_iter()
@@ -549,7 +552,7 @@ impl ErrorsApi {
         cursor: Query<Option<Cursor<i64>>>,
         limit: Query<PageSize>,
     ) -> Result<RecoveryPageResponse, ApiError> {
-        let scope = Self::scope(
+        let scope = Self::reach(
             &state,
             &auth,
             &request_id,

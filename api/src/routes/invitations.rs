@@ -288,8 +288,8 @@ impl InvitationsApi {
         loop {
             let batch = invitations::list(
                 &state.pool,
+                p.reach(),
                 invitations::Filter {
-                    tenant: p.scope(),
                     status: status.as_deref(),
                     invitation_type: invitation_type.as_deref(),
                     email: email.as_deref(),
@@ -328,7 +328,7 @@ impl InvitationsApi {
         state: Data<&AppState>,
     ) -> Result<SummaryResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let rows = invitations::stats(&state.pool, p.scope()).await?;
+        let rows = invitations::stats(&state.pool, p.reach()).await?;
         let mut by_status = std::collections::BTreeMap::new();
         for (s, _, n) in &rows {
             *by_status.entry(s.clone()).or_insert(0) += n;
@@ -484,7 +484,7 @@ impl InvitationsApi {
             .at(&state, &request_id)
             .acting("invitation.read", "invitation");
         let result = async {
-            let inv = invitations::get(&state.pool, p.scope(), id.0.get("invitation")?)
+            let inv = invitations::get(&state.pool, p.reach(), id.0.get("invitation")?)
                 .await?
                 .ok_or(ApiError::NotFound("invitation"))?;
             check_can_manage(&p, &inv)?;
@@ -510,7 +510,7 @@ impl InvitationsApi {
             .at(&state, &request_id)
             .acting("invitation.update", "invitation");
         let result = async {
-            let inv = invitations::get(&state.pool, p.scope(), id.0.get("invitation")?)
+            let inv = invitations::get(&state.pool, p.reach(), id.0.get("invitation")?)
                 .await?
                 .ok_or(ApiError::NotFound("invitation"))?;
             check_can_manage(&p, &inv)?;
@@ -529,7 +529,7 @@ impl InvitationsApi {
         let mut tx = state.pool.begin().await?;
         let updated = invitations::update(
             &mut tx,
-            Some(inv.tenant_id),
+            inv.tenant_id,
             inv.id,
             first.as_deref(),
             last.as_deref(),
@@ -583,7 +583,7 @@ impl InvitationsApi {
     ) -> Result<InvitationResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
         let id = resend_one(&state, &p, &request_id, id.0.raw(), expires_in_days.0).await?;
-        let inv = invitations::get(&state.pool, p.scope(), id)
+        let inv = invitations::get(&state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;
         Ok(InvitationResponse::Ok(Json(inv.into())))

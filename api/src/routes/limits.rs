@@ -452,7 +452,7 @@ async fn quotas_view(state: &AppState, oid: TenantId, set: Vec<Quota>) -> Quotas
 /// for an organisation's admin (another id answers 404).
 async fn readable(state: &AppState, p: &Principal, raw: &str) -> Result<TenantId, ApiError> {
     let id = crate::extract::id(raw, "organization")?;
-    if p.scope().is_some_and(|own| own != id) {
+    if !p.reach().covers(id) {
         return Err(ApiError::NotFound("organization"));
     }
     organizations::get(&state.pool, id)
@@ -464,7 +464,7 @@ async fn readable(state: &AppState, p: &Principal, raw: &str) -> Result<TenantId
 /// The organisation a platform admin changes: 404 for another
 /// organisation's admin naming anyone but its own, 403 for its own.
 async fn writable(state: &AppState, p: &Principal, raw: &str) -> Result<TenantId, ApiError> {
-    if p.scope().is_some() {
+    if !p.platform {
         let id: Option<TenantId> = raw.parse().ok();
         if id != Some(p.caller.tenant_id) {
             return Err(ApiError::NotFound("organization"));

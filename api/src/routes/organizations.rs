@@ -233,7 +233,7 @@ impl OrganizationsApi {
             .acting("organization.read", "organization");
         let result = async {
             let id = id.0.get("organization")?;
-            if p.scope().is_some_and(|own| own != id) {
+            if !p.reach().covers(id) {
                 return Err(ApiError::NotFound("organization"));
             }
             organizations::get(&state.pool, id)
@@ -496,7 +496,7 @@ impl OrganizationsApi {
                 .ok_or(ApiError::NotFound("organization"))?;
             users::update(
                 &mut *tx,
-                Some(oid),
+                shared::db::scope::Reach::Tenant(oid),
                 user_id,
                 None,
                 None,
@@ -534,7 +534,7 @@ impl OrganizationsApi {
 /// The organisation a platform-admin route acts on: 403 for anyone else,
 /// 404 for a malformed id.
 fn platform_target(p: &Principal, raw: &str) -> Result<TenantId, ApiError> {
-    if p.scope().is_some() {
+    if !p.platform {
         // An organisation admin learns nothing about other organisations.
         let id: Option<TenantId> = raw.parse().ok();
         if id != Some(p.caller.tenant_id) {

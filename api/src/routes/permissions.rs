@@ -52,7 +52,7 @@ pub async fn member(
     raw: &str,
 ) -> Result<users::User, ApiError> {
     let id = crate::extract::id(raw, "user")?;
-    users::get(&state.pool, Some(tenant), id)
+    users::get(&state.pool, shared::db::scope::Reach::Tenant(tenant), id)
         .await?
         .ok_or(ApiError::NotFound("user"))
 }

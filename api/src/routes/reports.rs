@@ -19,7 +19,7 @@ use poem_openapi::{
 };
 use serde_json::json;
 use shared::{
-    domain::TenantId,
+    db::scope::Reach,
     reports::{
         ReportRange,
         compute::{self, Comparison, Period, Report, Slice, Totals, Trend},
@@ -369,13 +369,10 @@ pub enum ForecastResponse {
     Ok(Json<ForecastView>),
 }
 
-/// The organisation a report is of (`None`: every organisation, for a
-/// platform admin naming none).
-fn subject(p: &Principal, requested: Option<&str>) -> Result<Option<TenantId>, ApiError> {
-    match requested {
-        None if p.platform => Ok(None),
-        other => p.target_tenant(other).map(Some),
-    }
+/// Whose rows a report reads (every organisation's for a platform admin
+/// naming none).
+fn subject(p: &Principal, requested: Option<&str>) -> Result<Reach, ApiError> {
+    p.reach_of(requested)
 }
 
 crate::query_params! {
@@ -420,7 +417,7 @@ impl ReportsApi {
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let act = p.at(&state, &request_id).acting("report.export", "report");
-        let tenant = act
+        let reach = act
             .refused(
                 organization_id.as_deref(),
                 subject(&p, organization_id.as_deref()),
@@ -431,8 +428,8 @@ impl ReportsApi {
             .map_err(|e| ApiError::invalid(e.field, e.reason))?;
         let format = format.unwrap_or_else(|| "json".into());
         let report =
-            compute::report_of(&state.pool, tenant, &range, shape.channel.as_deref()).await?;
-        act.audit(&state.pool, tenant, shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": tenant.is_none()}))
+            compute::report_of(&state.pool, reach, &range, shape.channel.as_deref()).await?;
+        act.audit(&state.pool, reach.tenant(), shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": reach.tenant().is_none()}))
         .await?;
         let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
         Ok(ReportAnswer(match format.as_str() {
@@ -474,7 +471,7 @@ impl ReportsApi {
         let act = p
             .at(&state, &request_id)
             .acting("report.forecast", "report");
-        let tenant = act
+        let reach = act
             .refused(
                 organization_id.0.as_deref(),
                 subject(&p, organization_id.0.as_deref()),
@@ -489,10 +486,10 @@ impl ReportsApi {
             ));
         }
         let today = Utc::now().date_naive();
-        let channels = forecast::forecast(&state.pool, tenant, channel.0.as_deref(), today).await?;
+        let channels = forecast::forecast(&state.pool, reach, channel.0.as_deref(), today).await?;
         Ok(ForecastResponse::Ok(Json(ForecastView {
             method: "seasonal_mean_4w".into(),
-            organization_id: tenant.map(|t| t.to_string()),
+            organization_id: reach.tenant().map(|t| t.to_string()),
             channels: channels
                 .into_iter()
                 .map(|c| ChannelForecastView {

@@ -11,7 +11,10 @@ use chrono::{DateTime, Duration, Utc};
 use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, validation::Pattern};
 use serde_json::Value;
-use shared::db::security_events::{self as events, Scope};
+use shared::db::{
+    scope::Reach,
+    security_events::{self as events, Scope},
+};
 use uuid::Uuid;
 
 use crate::{
@@ -126,12 +129,10 @@ pub enum StatisticsResponse {
 
 /// The organisations the caller reads.
 fn scope(p: &Principal, organization_id: Option<&str>) -> Result<Scope, ApiError> {
-    match organization_id {
-        None if p.platform => Ok(Scope::All),
-        None => Ok(Scope::Tenant(p.caller.tenant_id)),
-        Some("platform") if p.platform => Ok(Scope::Platform),
-        Some("platform") => Err(ApiError::NotFound("organization")),
-        Some(raw) => p.target_tenant(Some(raw)).map(Scope::Tenant),
+    match (organization_id, p.reach()) {
+        (Some("platform"), Reach::Platform(operator)) => Ok(Scope::Unowned(operator)),
+        (Some("platform"), Reach::Tenant(_)) => Err(ApiError::NotFound("organization")),
+        (other, _) => p.reach_of(other).map(Scope::Within),
     }
 }
 

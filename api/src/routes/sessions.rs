@@ -531,7 +531,7 @@ pub async fn revoke_own(
     reason: &str,
 ) -> Result<Vec<Uuid>, ApiError> {
     let mut tx = state.pool.begin().await?;
-    let revoked = sessions::revoke(&mut *tx, Some(tenant), user, which, reason).await?;
+    let revoked = sessions::revoke(&mut *tx, tenant, user, which, reason).await?;
     let recorded: Vec<Event> = revoked
         .iter()
         .map(|sid| {

@@ -35,8 +35,10 @@ use super::{
 };
 use crate::{
     config::JobsConfig,
-    db::alerts::{self, Alert, bulk},
-    domain::TenantId,
+    db::{
+        alerts::{self, Alert, bulk},
+        scope::Reach,
+    },
     jobs::Queues,
 };
 
@@ -102,7 +104,7 @@ impl Evaluator {
     /// evaluated again next period).
     pub async fn evaluate(&self, now: DateTime<Utc>) -> anyhow::Result<Report> {
         let mut tx = self.pool.begin().await?;
-        super::ensure_defaults(&mut tx, None).await?;
+        super::ensure_defaults_across_tenants(&mut tx).await?;
         tx.commit().await?;
         let period = self.period(now);
         let mut report = Report::default();
@@ -324,20 +326,20 @@ impl Evaluator {
 }
 
 /// Acknowledges (`to = "acknowledged"`) or resolves (`"resolved"`) alert
-/// `id` of `scope` on behalf of `by`, telling every target it triggered.
+/// `id` within `reach` on behalf of `by`, telling every target it triggered.
 /// `Ok(None)`: no such alert; `Ok(Some(Err(status)))`: it cannot move from
 /// `status`.
 pub async fn act(
     pool: &PgPool,
     jobs: &JobsConfig,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     to: &str,
     by: &str,
     now: DateTime<Utc>,
 ) -> anyhow::Result<Option<Result<Alert, String>>> {
     let mut tx = pool.begin().await?;
-    let moved = alerts::transition(&mut tx, scope, id, to, by, now).await?;
+    let moved = alerts::transition(&mut tx, reach, id, to, by, now).await?;
     let Some(Ok(alert)) = moved else {
         return Ok(moved);
     };

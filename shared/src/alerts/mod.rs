@@ -33,4 +33,7 @@ pub mod notify;
 pub mod rules;
 
 pub use evaluate::{Evaluator, Report};
-pub use rules::{ChannelSpec, Level, Metric, Rule, RuleInput, RuleSpec, Severity, ensure_defaults};
+pub use rules::{
+    ChannelSpec, Level, Metric, Rule, RuleInput, RuleSpec, Severity, ensure_defaults,
+    ensure_defaults_across_tenants,
+};

@@ -692,7 +692,7 @@ impl Rule {
 }
 
 mod defaults;
-pub use defaults::{defaults, ensure_defaults};
+pub use defaults::{defaults, ensure_defaults, ensure_defaults_across_tenants};
 
 #[cfg(test)]
 mod tests;

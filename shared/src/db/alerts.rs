@@ -1,15 +1,16 @@
 //! Alert rules, alerts, their transitions and their deliveries
 //! ([`crate::alerts`]).
 //!
-//! `scope` arguments confine a read or change to one organisation's rows
-//! (`Some`) or let it see every row, platform-wide ones included (`None`,
-//! platform admins and the evaluator).
+//! [`Reach`] arguments confine a read or change to one organisation's rows
+//! or let it see every row, platform-wide ones included (an operator's
+//! platform-wide reach: platform admins and the evaluator).
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::scope::Reach;
 use crate::{
     alerts::{Level, Metric, Rule, RuleSpec, Severity},
     domain::TenantId,
@@ -99,11 +100,11 @@ pub async fn insert_rule(
     Ok(id)
 }
 
-/// Replaces rule `id`'s definition; `None` when `scope` has no such rule.
+/// Replaces rule `id`'s definition; `None` when `reach` has no such rule.
 #[tracing::instrument(skip_all)]
 pub async fn update_rule(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     spec: &RuleSpec,
 ) -> Result<Option<Rule>, sqlx::Error> {
@@ -113,7 +114,7 @@ pub async fn update_rule(
          where id = $2 and ($1::uuid is null or tenant_id = $1)
          returning {RULE_COLUMNS}"
     ))
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .bind(&spec.name)
     .bind(spec.metric.as_str())
@@ -129,52 +130,52 @@ pub async fn update_rule(
     Ok(row.map(Into::into))
 }
 
-/// Deletes rule `id` with its alerts; false when `scope` has no such rule.
+/// Deletes rule `id` with its alerts; false when `reach` has no such rule.
 #[tracing::instrument(skip_all)]
 pub async fn delete_rule(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "delete from alert_rules where id = $2 and ($1::uuid is null or tenant_id = $1)",
     )
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Rule `id`, if `scope` has it.
+/// Rule `id`, if `reach` has it.
 #[tracing::instrument(skip_all)]
 pub async fn get_rule(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<Rule>, sqlx::Error> {
     let row: Option<RuleRow> = sqlx::query_as(&format!(
         "select {RULE_COLUMNS} from alert_rules
          where id = $2 and ($1::uuid is null or tenant_id = $1)"
     ))
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .fetch_optional(db)
     .await?;
     Ok(row.map(Into::into))
 }
 
-/// Rules of `scope` (every rule for `None`), or of exactly `only` (`Some(None)`:
-/// platform-wide rules), oldest first, at most 1,000.
+/// Rules within `reach`, or of exactly `only` (`Some(None)`: platform-wide
+/// rules), oldest first, at most 1,000.
 #[tracing::instrument(skip_all)]
 pub async fn list_rules(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     only: Option<Option<TenantId>>,
 ) -> Result<Vec<Rule>, sqlx::Error> {
     let mut qb =
         QueryBuilder::<Postgres>::new(format!("select {RULE_COLUMNS} from alert_rules where true"));
-    if let Some(t) = scope {
+    if let Reach::Tenant(t) = reach {
         qb.push(" and tenant_id = ").push_bind(t);
     }
     match only {
@@ -305,12 +306,12 @@ pub async fn set_level(db: impl PgExecutor<'_>, id: Uuid, level: i32) -> Result<
     Ok(())
 }
 
-/// Acknowledges or resolves alert `id` of `scope` by `by` at `at`; the alert
+/// Acknowledges or resolves alert `id` within `reach` by `by` at `at`; the alert
 /// after the change, or `Err(status)` with its status when it cannot move
 /// (already acknowledged or resolved), or `Ok(None)` when there is none.
 pub async fn transition(
     db: &mut sqlx::PgConnection,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     to: &str,
     by: &str,
@@ -320,7 +321,7 @@ pub async fn transition(
         "select {ALERT_COLUMNS} from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)
          for update"
     ))
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .fetch_optional(&mut *db)
     .await?;
@@ -443,8 +444,6 @@ pub async fn triggered(
 /// Which alerts to list: every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// One organisation (the caller's, for an organisation admin).
-    pub tenant: Option<TenantId>,
     /// `open`, `acknowledged` or `resolved`.
     pub status: Option<String>,
     /// `info`, `warning` or `critical`.
@@ -459,16 +458,17 @@ pub struct Filter {
     pub after: Option<(DateTime<Utc>, Uuid)>,
 }
 
-/// Alerts matching `filter`, newest first, at most `limit`.
+/// Alerts within `reach` matching `filter`, newest first, at most `limit`.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
+    reach: Reach,
     filter: &Filter,
     limit: i64,
 ) -> Result<Vec<Alert>, sqlx::Error> {
     let mut qb =
         QueryBuilder::<Postgres>::new(format!("select {ALERT_COLUMNS} from alerts where true"));
-    if let Some(t) = filter.tenant {
+    if let Reach::Tenant(t) = reach {
         qb.push(" and tenant_id = ").push_bind(t);
     }
     if let Some(s) = &filter.status {
@@ -498,17 +498,17 @@ pub async fn list(
     qb.build_query_as().fetch_all(db).await
 }
 
-/// Alert `id`, if `scope` has it.
+/// Alert `id`, if `reach` has it.
 #[tracing::instrument(skip_all)]
 pub async fn get(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<Alert>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {ALERT_COLUMNS} from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)"
     ))
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .fetch_optional(db)
     .await
@@ -595,12 +595,12 @@ pub struct Statistics {
     pub opened: i64,
 }
 
-/// Statistics of `tenant` (every alert for `None`) over alerts opened in
+/// Statistics within `reach` over alerts opened in
 /// `[since, until)`; open counts are of now.
 #[tracing::instrument(skip_all)]
 pub async fn statistics(
     db: &mut sqlx::PgConnection,
-    tenant: Option<TenantId>,
+    reach: Reach,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Statistics, sqlx::Error> {
@@ -609,7 +609,7 @@ pub async fn statistics(
          where status <> 'resolved' and ($1::uuid is null or tenant_id = $1)
          group by severity order by severity",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(&mut *db)
     .await?;
     let (ack, resolve, opened): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
@@ -619,7 +619,7 @@ pub async fn statistics(
          from alerts
          where ($1::uuid is null or tenant_id = $1) and opened_at >= $2 and opened_at < $3",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .bind(since)
     .bind(until)
     .fetch_one(&mut *db)

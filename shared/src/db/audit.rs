@@ -75,8 +75,6 @@ pub struct Row {
 /// Filters for [`list`]; every field narrows.
 #[derive(Debug, Clone, Default)]
 pub struct Filter<'a> {
-    /// One tenant.
-    pub tenant: Option<TenantId>,
     /// Exact actor.
     pub actor: Option<&'a str>,
     /// Exact action, or a prefix ending in `.` (`invitation.`).
@@ -95,10 +93,12 @@ pub struct Filter<'a> {
     pub before_id: Option<i64>,
 }
 
-/// Records newest first.
+/// Records within `reach` newest first (an operator's platform-wide reach
+/// includes the platform's own, which name no organisation).
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
+    reach: super::scope::Reach,
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
@@ -113,7 +113,7 @@ pub async fn list(
            and ($8::timestamptz is null or created_at < $8) and ($9::bigint is null or id < $9)
          order by id desc limit $10",
     )
-    .bind(f.tenant)
+    .bind(reach.param())
     .bind(f.actor)
     .bind(f.action)
     .bind(f.resource_type)

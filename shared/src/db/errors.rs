@@ -1,14 +1,15 @@
 //! Error groups ([`crate::errors`]): counting occurrences, and reading
 //! groups, their organisations, recoveries and statistics.
 //!
-//! Reads take an optional tenant scope first: `None` (a platform admin)
-//! sums every organisation's counts, `Some` reads that organisation's
-//! counts only, and a group it has none of is not found.
+//! Reads take a [`Reach`] first: an operator's platform-wide reach sums
+//! every organisation's counts, one organisation's reads its counts only,
+//! and a group it has none of is not found.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::scope::Reach;
 use crate::{
     domain::TenantId,
     errors::{ErrorClass, ErrorKind},
@@ -183,7 +184,7 @@ pub struct Group {
     pub sample_ids: Vec<String>,
 }
 
-fn select_groups(scope: Option<TenantId>) -> QueryBuilder<'static, Postgres> {
+fn select_groups(reach: Reach) -> QueryBuilder<'static, Postgres> {
     let mut qb = QueryBuilder::new(
         "select g.id, g.kind, g.class, g.reason, g.provider, g.channel, g.source,
                 sum(t.occurrences)::int8 as occurrences, sum(t.recoveries)::int8 as recoveries,
@@ -193,17 +194,17 @@ fn select_groups(scope: Option<TenantId>) -> QueryBuilder<'static, Postgres> {
                     select s from error_group_tenants t2, unnest(t2.sample_ids) as s
                     where t2.group_id = g.id and (",
     );
-    qb.push_bind(scope)
+    qb.push_bind(reach.param())
         .push("::uuid is null or t2.tenant_id = ")
-        .push_bind(scope)
+        .push_bind(reach.param())
         .push(
             ") order by t2.last_seen desc limit 5) x), '{}') as sample_ids
          from error_groups g join error_group_tenants t on t.group_id = g.id
          where (",
         )
-        .push_bind(scope)
+        .push_bind(reach.param())
         .push("::uuid is null or t.tenant_id = ")
-        .push_bind(scope)
+        .push_bind(reach.param())
         .push(")");
     qb
 }
@@ -213,12 +214,12 @@ fn select_groups(scope: Option<TenantId>) -> QueryBuilder<'static, Postgres> {
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     filter: &Filter,
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<Group>, sqlx::Error> {
-    let mut qb = select_groups(scope);
+    let mut qb = select_groups(reach);
     if let Some(c) = filter.class {
         qb.push(" and g.class = ").push_bind(c.as_str());
     }
@@ -252,10 +253,10 @@ pub async fn list(
 #[tracing::instrument(skip_all)]
 pub async fn get(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<Group>, sqlx::Error> {
-    let mut qb = select_groups(scope);
+    let mut qb = select_groups(reach);
     qb.push(" and g.id = ").push_bind(id).push(" group by g.id");
     qb.build_query_as().fetch_optional(db).await
 }
@@ -317,7 +318,7 @@ pub struct Recovery {
 #[tracing::instrument(skip_all)]
 pub async fn recoveries(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     before: Option<i64>,
     limit: i64,
@@ -328,7 +329,7 @@ pub async fn recoveries(
            and ($3::int8 is null or id < $3)
          order by id desc limit $4",
     )
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .bind(before)
     .bind(limit)
@@ -356,7 +357,7 @@ pub struct Tally {
 #[tracing::instrument(skip_all)]
 pub async fn tallies(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<Tally>, sqlx::Error> {
@@ -368,7 +369,7 @@ pub async fn tallies(
            and h.hour >= date_trunc('hour', $2::timestamptz) and h.hour < $3
          group by 1, 2, 3 order by 1, 2, 3",
     )
-    .bind(scope)
+    .bind(reach.param())
     .bind(since)
     .bind(until)
     .fetch_all(db)

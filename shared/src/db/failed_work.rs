@@ -12,8 +12,8 @@
 //! Nothing here returns a recipient, a body or a provider's own text: the
 //! view's `error` is written by the platform (see the migration).
 //!
-//! Functions take an optional tenant scope first: `None` (a platform admin)
-//! works across organisations, `Some` confines every read and write to one.
+//! Functions take a [`Reach`] first: an operator's works across
+//! organisations, one organisation's confines every read and write to it.
 
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use super::scope::Reach;
 use crate::domain::TenantId;
 
 /// What can fail, in the order a filtered action walks them.
@@ -120,11 +121,12 @@ impl GroupKey {
     }
 }
 
-/// Which failed items: every field narrows, `None` does not.
+/// Which failed items within a [`Reach`]: every field narrows, `None` does
+/// not. Stored with a filtered action ([`super::ops_actions`]), whose
+/// `tenant_id` keeps the reach (a `tenant` key stored by earlier versions
+/// is ignored).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Filter {
-    /// One organisation's items only.
-    pub tenant: Option<TenantId>,
     /// One kind.
     pub kind: Option<Kind>,
     /// One channel (notifications).
@@ -142,10 +144,11 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Appends ` where …` for this filter to a query on `failed_work`.
-    pub(crate) fn push_where(&self, qb: &mut QueryBuilder<'_, Postgres>) {
+    /// Appends ` where …` for this filter within `reach` to a query on
+    /// `failed_work`.
+    pub(crate) fn push_where(&self, reach: Reach, qb: &mut QueryBuilder<'_, Postgres>) {
         qb.push(" where true");
-        if let Some(t) = self.tenant {
+        if let Reach::Tenant(t) = reach {
             qb.push(" and tenant_id = ").push_bind(t);
         }
         if let Some(k) = self.kind {
@@ -218,9 +221,14 @@ impl Group {
     }
 }
 
-/// The groups `filter` matches, largest first (at most [`MAX_GROUPS`]).
+/// The groups `filter` matches within `reach`, largest first (at most
+/// [`MAX_GROUPS`]).
 #[tracing::instrument(skip_all)]
-pub async fn groups(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Group>, sqlx::Error> {
+pub async fn groups(
+    db: impl PgExecutor<'_>,
+    reach: Reach,
+    filter: &Filter,
+) -> Result<Vec<Group>, sqlx::Error> {
     let mut qb = QueryBuilder::new(
         "select kind, error_class, provider, channel, count(*) as count,
                 min(failed_at) as first_seen, max(failed_at) as last_seen,
@@ -231,7 +239,7 @@ pub async fn groups(db: impl PgExecutor<'_>, filter: &Filter) -> Result<Vec<Grou
         "] as sample_ids, count(distinct tenant_id) as organizations
          from failed_work",
     );
-    filter.push_where(&mut qb);
+    filter.push_where(reach, &mut qb);
     qb.push(
         " group by kind, error_class, provider, channel
           order by count(*) desc, kind, error_class, provider, channel limit ",
@@ -266,11 +274,12 @@ pub struct Item {
 /// Where a page of [`list`] starts: after this failure time and id.
 pub type Seek = (DateTime<Utc>, Uuid);
 
-/// Up to `limit` items `filter` matches, newest failure first, after
-/// `after`.
+/// Up to `limit` items `filter` matches within `reach`, newest failure
+/// first, after `after`.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
+    reach: Reach,
     filter: &Filter,
     after: Option<Seek>,
     limit: i64,
@@ -279,7 +288,7 @@ pub async fn list(
         "select kind, id, tenant_id, channel, provider, error_class, error, failed_at, attempts
          from failed_work",
     );
-    filter.push_where(&mut qb);
+    filter.push_where(reach, &mut qb);
     if let Some((at, id)) = after {
         qb.push(" and (failed_at, id) < (")
             .push_bind(at)
@@ -292,15 +301,17 @@ pub async fn list(
     qb.build_query_as().fetch_all(db).await
 }
 
-/// How many items `filter` matches that failed at or before `upto`.
+/// How many items `filter` matches within `reach` that failed at or before
+/// `upto`.
 #[tracing::instrument(skip_all)]
 pub async fn count(
     db: impl PgExecutor<'_>,
+    reach: Reach,
     filter: &Filter,
     upto: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
     let mut qb = QueryBuilder::new("select count(*) from failed_work");
-    filter.push_where(&mut qb);
+    filter.push_where(reach, &mut qb);
     qb.push(" and failed_at <= ").push_bind(upto);
     qb.build_query_scalar().fetch_one(db).await
 }
@@ -346,12 +357,12 @@ pub struct Counts {
     pub not_found: u64,
 }
 
-/// Applies `action` to the items `ids` of one kind within `scope`; returns
+/// Applies `action` to the items `ids` of one kind within `reach`; returns
 /// the ids it changed. Each statement re-checks that the item is still
 /// failed, so a concurrent retry or a row that moved on is left alone.
 pub(crate) async fn apply(
     db: &mut PgConnection,
-    scope: Option<TenantId>,
+    reach: Reach,
     action: Action,
     kind: Kind,
     ids: &[Uuid],
@@ -413,15 +424,15 @@ pub(crate) async fn apply(
     };
     sqlx::query_scalar(sql)
         .bind(ids)
-        .bind(scope)
+        .bind(reach.param())
         .fetch_all(&mut *db)
         .await
 }
 
-/// The ids among `ids` of one kind that exist within `scope`.
+/// The ids among `ids` of one kind that exist within `reach`.
 async fn existing(
     db: &mut PgConnection,
-    scope: Option<TenantId>,
+    reach: Reach,
     kind: Kind,
     ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -435,18 +446,18 @@ async fn existing(
         "select id from {table} where id = any($1) and ($2::uuid is null or tenant_id = $2)"
     ))
     .bind(ids)
-    .bind(scope)
+    .bind(reach.param())
     .fetch_all(&mut *db)
     .await
 }
 
 /// Applies `action` to a selection (at most [`MAX_SELECTION`] items) within
-/// `scope`, in one transaction; returns the counts and the tenants of the
+/// `reach`, in one transaction; returns the counts and the tenants of the
 /// items changed.
 #[tracing::instrument(skip_all, fields(items = items.len()))]
 pub async fn apply_selection(
     db: &mut PgConnection,
-    scope: Option<TenantId>,
+    reach: Reach,
     action: Action,
     items: &[(Kind, Uuid)],
 ) -> Result<Counts, sqlx::Error> {
@@ -462,8 +473,8 @@ pub async fn apply_selection(
         if ids.is_empty() {
             continue;
         }
-        let found = existing(db, scope, kind, &ids).await?;
-        let changed = apply(db, scope, action, kind, &found).await?;
+        let found = existing(db, reach, kind, &ids).await?;
+        let changed = apply(db, reach, action, kind, &found).await?;
         counts.applied += changed.len() as u64;
         counts.skipped += (found.len() - changed.len()) as u64;
         counts.not_found += (ids.len() - found.len()) as u64;

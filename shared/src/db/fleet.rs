@@ -7,7 +7,10 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::{
-    db::providers::{COLUMNS, ProviderConfig},
+    db::{
+        providers::{COLUMNS, ProviderConfig},
+        scope::Reach,
+    },
     domain::TenantId,
 };
 
@@ -21,12 +24,12 @@ pub struct TenantProvider {
     pub config: ProviderConfig,
 }
 
-/// Provider configs of `scope` (every organisation's when `None`), by
+/// Provider configs within `reach` (every organisation's, platform-wide), by
 /// organisation, channel and failover order; at most `limit`.
 #[tracing::instrument(skip_all)]
 pub async fn providers(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     limit: i64,
 ) -> Result<Vec<TenantProvider>, sqlx::Error> {
     sqlx::query_as(&format!(
@@ -35,7 +38,7 @@ pub async fn providers(
          order by tenant_id, channel, priority, name
          limit $2"
     ))
-    .bind(scope)
+    .bind(reach.param())
     .bind(limit)
     .fetch_all(db)
     .await

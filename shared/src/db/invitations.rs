@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::scope::Reach;
 use crate::domain::{NotificationId, TenantId};
 
 /// The unique index allowing one open invitation per address and
@@ -113,23 +114,23 @@ pub async fn insert(
     .bind(n.invited_by)
     .execute(&mut *db)
     .await?;
-    get(&mut *db, Some(n.tenant_id), id)
+    get(&mut *db, Reach::Tenant(n.tenant_id), id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)
 }
 
-/// Reads an invitation; `tenant` `None` reads any organisation's.
+/// Reads an invitation within `reach`.
 #[tracing::instrument(skip_all)]
 pub async fn get(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<Invitation>, sqlx::Error> {
     sqlx::query_as(&format!(
         "{SELECT} where i.id = $1 and ($2::uuid is null or i.tenant_id = $2)"
     ))
     .bind(id)
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_optional(db)
     .await
 }
@@ -137,8 +138,6 @@ pub async fn get(
 /// Filters for [`list`].
 #[derive(Debug, Clone, Default)]
 pub struct Filter<'a> {
-    /// One organisation.
-    pub tenant: Option<TenantId>,
     /// Status as shown.
     pub status: Option<&'a str>,
     /// Type.
@@ -149,10 +148,11 @@ pub struct Filter<'a> {
     pub after: Option<Uuid>,
 }
 
-/// Invitations in id (creation) order.
+/// Invitations within `reach` in id (creation) order.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
+    reach: Reach,
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
@@ -163,7 +163,7 @@ pub async fn list(
          where ($2::text is null or v.status = $2)
          order by v.id limit $6"
     ))
-    .bind(f.tenant)
+    .bind(reach.param())
     .bind(f.status)
     .bind(f.invitation_type)
     .bind(f.email)
@@ -178,7 +178,7 @@ pub async fn list(
 #[tracing::instrument(skip_all)]
 pub async fn update(
     db: &mut sqlx::PgConnection,
-    tenant: Option<TenantId>,
+    tenant_id: TenantId,
     id: Uuid,
     first_name: Option<&str>,
     last_name: Option<&str>,
@@ -189,10 +189,10 @@ pub async fn update(
         "update invitations set first_name = coalesce($3, first_name),
             last_name = coalesce($4, last_name), message = coalesce($5, message),
             expires_at = coalesce($6, expires_at)
-         where id = $1 and ($2::uuid is null or tenant_id = $2) and status in ('pending', 'sent')",
+         where id = $1 and tenant_id = $2 and status in ('pending', 'sent')",
     )
     .bind(id)
-    .bind(tenant)
+    .bind(tenant_id)
     .bind(first_name)
     .bind(last_name)
     .bind(message)
@@ -202,7 +202,7 @@ pub async fn update(
     if done.rows_affected() == 0 {
         return Ok(None);
     }
-    get(&mut *db, tenant, id).await
+    get(&mut *db, Reach::Tenant(tenant_id), id).await
 }
 
 /// Cancels an open invitation; its token stops working. `false` when it is
@@ -210,15 +210,15 @@ pub async fn update(
 #[tracing::instrument(skip_all)]
 pub async fn cancel(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "update invitations set status = 'cancelled', cancelled_at = now()
-         where id = $1 and ($2::uuid is null or tenant_id = $2) and status in ('pending', 'sent')",
+         where id = $1 and tenant_id = $2 and status in ('pending', 'sent')",
     )
     .bind(id)
-    .bind(tenant)
+    .bind(tenant_id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -230,18 +230,18 @@ pub async fn cancel(
 #[tracing::instrument(skip_all)]
 pub async fn reopen(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    tenant_id: TenantId,
     id: Uuid,
     expires_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "update invitations set status = 'pending', token_hash = null, expires_at = $3,
             dispatched_at = now()
-         where id = $1 and ($2::uuid is null or tenant_id = $2)
+         where id = $1 and tenant_id = $2
            and status in ('pending', 'sent', 'failed', 'expired')",
     )
     .bind(id)
-    .bind(tenant)
+    .bind(tenant_id)
     .bind(expires_at)
     .execute(db)
     .await?;
@@ -473,18 +473,19 @@ pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Err
     Ok(done.rows_affected())
 }
 
-/// Counts per status (as shown) and type: `(status, type, count)`.
+/// Counts per status (as shown) and type within `reach`: `(status, type,
+/// count)`.
 #[tracing::instrument(skip_all)]
 pub async fn stats(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select v.status, v.invitation_type, count(*) from ({SELECT}
             where ($1::uuid is null or i.tenant_id = $1)) v
          group by v.status, v.invitation_type order by 1, 2"
     ))
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(db)
     .await
 }

@@ -4,7 +4,10 @@
 //! transaction) with its SQL beside it. Tenant-owned data is always read and
 //! written with the tenant id as the first argument, so no query can cross
 //! tenants by accident. Functions that work across tenants (the dispatcher's
-//! sweeps, maintenance) say so in their names and docs.
+//! sweeps, maintenance) say so in their names and docs. The operators' reads
+//! and changes that may span organisations take a [`scope::Reach`] first
+//! instead: one organisation's, or every one's with the
+//! [`scope::PlatformWide`] witness that only an operator's task can make.
 //!
 //! Behind those filters, row-level security walls each session to the
 //! organisation of its [`scope`]: the pool acts as the role `notify_app`

@@ -19,6 +19,7 @@ use sqlx::{PgExecutor, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 use super::failed_work::{self, Action, Filter, Kind};
+use super::scope::{self, Reach};
 use crate::domain::TenantId;
 
 /// Most items one step handles.
@@ -69,11 +70,12 @@ const COLUMNS: &str =
     "id, tenant_id, action, status, filter, upto, matched, processed, applied, skipped,
     cursor_kind, cursor_at, cursor_id, error, created_by, actor_tenant_id, finished_at, created_at";
 
-/// Creates a running action over what `filter` matches now, counting it.
-/// `filter.tenant` is the scope it stays within.
+/// Creates a running action over what `filter` matches within `reach`
+/// now, counting it; its steps stay within `reach`.
 #[tracing::instrument(skip_all)]
 pub async fn create(
     pool: &PgPool,
+    reach: Reach,
     action: Action,
     filter: &Filter,
     created_by: &str,
@@ -83,14 +85,14 @@ pub async fn create(
     let upto: DateTime<Utc> = sqlx::query_scalar("select now()")
         .fetch_one(&mut *tx)
         .await?;
-    let matched = failed_work::count(&mut *tx, filter, upto).await?;
+    let matched = failed_work::count(&mut *tx, reach, filter, upto).await?;
     let row = sqlx::query_as(&format!(
         "insert into ops_actions (id, tenant_id, action, filter, upto, matched, created_by, actor_tenant_id)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
          returning {COLUMNS}"
     ))
     .bind(Uuid::now_v7())
-    .bind(filter.tenant)
+    .bind(reach.param())
     .bind(action.as_str())
     .bind(sqlx::types::Json(filter))
     .bind(upto)
@@ -103,28 +105,28 @@ pub async fn create(
     Ok(row)
 }
 
-/// One action within `scope` (`None`: any).
+/// One action within `reach`.
 #[tracing::instrument(skip_all)]
 pub async fn get(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<OpsAction>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from ops_actions where id = $1 and ($2::uuid is null or tenant_id = $2)"
     ))
     .bind(id)
-    .bind(scope)
+    .bind(reach.param())
     .fetch_optional(db)
     .await
 }
 
-/// Cancels a running action within `scope`; returns it as it is now
+/// Cancels a running action within `reach`; returns it as it is now
 /// (`None`: no such action). A finished one is returned unchanged.
 #[tracing::instrument(skip_all)]
 pub async fn cancel(
     pool: &PgPool,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<OpsAction>, sqlx::Error> {
     let mut tx = pool.begin().await?;
@@ -134,7 +136,7 @@ pub async fn cancel(
          where id = $1 and ($2::uuid is null or tenant_id = $2) for update"
     ))
     .bind(id)
-    .bind(scope)
+    .bind(reach.param())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(found) = found else {
@@ -182,10 +184,18 @@ pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
         tx.commit().await?;
         return Ok(Some(a.id));
     };
-    let mut filter = a.filter.0.clone();
-    filter.tenant = a.tenant_id;
+    let reach = match a.tenant_id {
+        Some(t) => Reach::Tenant(t),
+        // An operator's action across organisations, stepped where every
+        // organisation's rows are seen (the scheduler's platform scope).
+        None => Reach::Platform(scope::platform_wide().ok_or_else(|| {
+            sqlx::Error::Configuration(
+                "an action across organisations is stepped walled to one".into(),
+            )
+        })?),
+    };
     let mut qb = QueryBuilder::new("select id, failed_at from failed_work");
-    filter.push_where(&mut qb);
+    a.filter.0.push_where(reach, &mut qb);
     qb.push(" and kind = ")
         .push_bind(kind.as_str())
         .push(" and failed_at <= ")
@@ -201,7 +211,7 @@ pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
         .push_bind(STEP_ROWS);
     let rows: Vec<(Uuid, DateTime<Utc>)> = qb.build_query_as().fetch_all(&mut *tx).await?;
     let ids: Vec<Uuid> = rows.iter().map(|r| r.0).collect();
-    let changed = failed_work::apply(&mut tx, a.tenant_id, action, kind, &ids).await?;
+    let changed = failed_work::apply(&mut tx, reach, action, kind, &ids).await?;
     let n = rows.len() as i64;
     let applied = changed.len() as i64;
     let (next_kind, at, id) = match rows.last() {

@@ -1,8 +1,8 @@
 //! Operators' search and a notification's timeline.
 //!
 //! Search finds notifications, batches, bulk jobs and subscribers by an id,
-//! an idempotency key or a subscriber's external id, within a tenant scope
-//! (`None`: every organisation). Lookups by key use the per-tenant unique
+//! an idempotency key or a subscriber's external id, within a [`Reach`]
+//! (an operator's: every organisation). Lookups by key use the per-tenant unique
 //! indexes, one probe per organisation, so they stay cheap across tenants.
 //!
 //! The timeline is a notification's history, oldest first: accepted, each
@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::scope::Reach;
 use crate::domain::TenantId;
 
 /// Most matches a search returns.
@@ -36,11 +37,11 @@ pub struct Match {
 }
 
 /// What `q` (an id, an idempotency key or a subscriber's external id)
-/// finds within `scope`, newest first.
+/// finds within `reach`, newest first.
 #[tracing::instrument(skip_all)]
 pub async fn search(
     db: impl PgExecutor<'_>,
-    scope: Option<TenantId>,
+    reach: Reach,
     q: &str,
 ) -> Result<Vec<Match>, sqlx::Error> {
     let id = Uuid::parse_str(q).ok();
@@ -93,7 +94,7 @@ pub async fn search(
          from found order by kind, id, summary
          limit $4",
     )
-    .bind(scope)
+    .bind(reach.param())
     .bind(id)
     .bind(q)
     .bind(MAX_MATCHES)
@@ -224,11 +225,11 @@ pub struct Timeline {
     pub webhooks: Vec<WebhookRow>,
 }
 
-/// The timeline of notification `id` within `scope`, or `None`.
+/// The timeline of notification `id` within `reach`, or `None`.
 #[tracing::instrument(skip_all)]
 pub async fn timeline(
     db: &mut sqlx::PgConnection,
-    scope: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<Timeline>, sqlx::Error> {
     let header: Option<Header> = sqlx::query_as(
@@ -242,7 +243,7 @@ pub async fn timeline(
          from notifications where id = $1 and ($2::uuid is null or tenant_id = $2)",
     )
     .bind(id)
-    .bind(scope)
+    .bind(reach.param())
     .fetch_optional(&mut *db)
     .await?;
     let Some(header) = header else {

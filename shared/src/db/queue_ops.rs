@@ -2,9 +2,9 @@
 //! Postgres per queue, and the per-minute throughput rollup
 //! (`queue_minutes`, written by [`crate::throughput`]).
 //!
-//! Counts read across tenants unless a tenant is given; they read only rows
-//! still waiting (partial indexes) and the small rollup table, never the
-//! whole of `notifications`.
+//! Counts read within a [`Reach`]: one tenant's, or an operator's every
+//! tenant's. They read only rows still waiting (partial indexes) and the
+//! small rollup table, never the whole of `notifications`.
 
 use std::collections::HashMap;
 
@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::{domain::TenantId, jobs::QueueName};
+use super::scope::Reach;
+use crate::jobs::QueueName;
 
 /// A paused queue.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -84,11 +85,11 @@ pub struct Waiting {
 
 type WaitingRow = (String, i64, i64, i64, i64, Option<DateTime<Utc>>);
 
-/// Work waiting per queue (queues with nothing waiting are absent), for
-/// every tenant or one.
+/// Work waiting per queue (queues with nothing waiting are absent), within
+/// `reach`.
 pub async fn waiting(
     pool: &sqlx::PgPool,
-    tenant: Option<TenantId>,
+    reach: Reach,
 ) -> Result<HashMap<String, Waiting>, sqlx::Error> {
     let mut out = HashMap::new();
     let channels: Vec<WaitingRow> = sqlx::query_as(
@@ -104,7 +105,7 @@ pub async fn waiting(
          where stage = 1 and ($1::uuid is null or tenant_id = $1)
          group by channel",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(pool)
     .await?;
     for (channel, due, deferred, scheduled, in_flight, oldest_due) in channels {
@@ -129,7 +130,7 @@ pub async fn waiting(
          from webhook_deliveries
          where status in ('queued', 'sending') and ($1::uuid is null or tenant_id = $1)",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_one(pool)
     .await?;
     let chunks: Vec<WaitingRow> = sqlx::query_as(
@@ -148,7 +149,7 @@ pub async fn waiting(
                 min(created_at) filter (where status = 'queued')
          from bulk_jobs where status in ('queued', 'parsing') and ($1::uuid is null or tenant_id = $1)",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(pool)
     .await?;
     for (queue, due, deferred, scheduled, in_flight, oldest_due) in
@@ -307,10 +308,10 @@ pub struct Recent {
 type CountsRow = (String, i64, i64, i64, i64, i64, i64, i64, i64, i64);
 
 /// Every queue's counts over the last hour (queues without any are absent),
-/// for every tenant or one.
+/// within `reach`.
 pub async fn recent(
     pool: &sqlx::PgPool,
-    tenant: Option<TenantId>,
+    reach: Reach,
 ) -> Result<HashMap<String, Recent>, sqlx::Error> {
     let rows: Vec<CountsRow> = sqlx::query_as(
         "with w as (select date_trunc('minute', now()) as m)
@@ -326,7 +327,7 @@ pub async fn recent(
          where minute >= w.m - interval '1 hour' and ($1::uuid is null or tenant_id = $1)
          group by queue",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(pool)
     .await?;
     let mut out: HashMap<String, Recent> = HashMap::new();
@@ -361,7 +362,7 @@ pub async fn recent(
            and ($1::uuid is null or tenant_id = $1)
          group by queue, u.i",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(pool)
     .await?;
     for (queue, i, d, l) in buckets {
@@ -386,13 +387,13 @@ pub struct Point {
 }
 
 /// `queue`'s counts per `step_secs` since `since` (aligned to the step),
-/// only the steps with any.
+/// only the steps with any, within `reach`.
 pub async fn history(
     db: impl PgExecutor<'_>,
+    reach: Reach,
     queue: QueueName,
     since: DateTime<Utc>,
     step_secs: i64,
-    tenant: Option<TenantId>,
 ) -> Result<Vec<Point>, sqlx::Error> {
     let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
         "select to_timestamp(floor(extract(epoch from minute) / $3) * $3) as at,
@@ -404,7 +405,7 @@ pub async fn history(
     .bind(queue.as_str())
     .bind(since)
     .bind(step_secs as f64)
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(db)
     .await?;
     Ok(rows

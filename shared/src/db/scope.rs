@@ -25,6 +25,11 @@
 //!
 //! A connection keeps the scope it was handed out with until it goes back
 //! to the pool: a transaction begun in one scope stays in it.
+//!
+//! The queries an operator may run across organisations take a [`Reach`]
+//! first: one organisation's rows, or every organisation's with a
+//! [`PlatformWide`] witness, which only [`platform_wide`] makes and only
+//! where the task is not walled to one organisation (or to none).
 
 use std::{cell::Cell, future::Future};
 
@@ -85,6 +90,64 @@ impl Fallback {
                 "database work without a scope runs in platform scope"
             );
         }
+    }
+}
+
+/// Whose rows an operator's query reads: what a tenant-owned query that
+/// may also run across organisations takes first, in place of a tenant id.
+/// In SQL it is the filter `($1::uuid is null or tenant_id = $1)` bound to
+/// [`Reach::param`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reach {
+    /// One organisation's rows only.
+    Tenant(TenantId),
+    /// Every organisation's, by an operator ([`platform_wide`]).
+    Platform(PlatformWide),
+}
+
+impl Reach {
+    /// The organisation it is confined to, if one.
+    pub fn tenant(self) -> Option<TenantId> {
+        match self {
+            Reach::Tenant(t) => Some(t),
+            Reach::Platform(_) => None,
+        }
+    }
+
+    /// The value bound to `$n` in `($n::uuid is null or tenant_id = $n)`:
+    /// the organisation's id, or null for every organisation.
+    pub fn param(self) -> Option<uuid::Uuid> {
+        self.tenant().map(|t| t.0)
+    }
+
+    /// Whether it reads `tenant`'s rows.
+    pub fn covers(self, tenant: TenantId) -> bool {
+        self.tenant().is_none_or(|t| t == tenant)
+    }
+}
+
+impl From<TenantId> for Reach {
+    fn from(t: TenantId) -> Self {
+        Reach::Tenant(t)
+    }
+}
+
+/// The witness that the code holding it established operator authority:
+/// it reads every organisation's rows. Its field is private, so the only
+/// way to one is [`platform_wide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PlatformWide(());
+
+/// A [`PlatformWide`] witness, unless the current task is walled to one
+/// organisation or to none: inside [`platform`] or an [`elevate`]d
+/// request (a platform administrator), or in a task with no scope, whose
+/// pool's [`Fallback`] then decides (platform for the worker, scheduler and
+/// admin commands; nothing for the API). Grants nothing row-level security
+/// does not already allow, so it is not counted.
+pub fn platform_wide() -> Option<PlatformWide> {
+    match current() {
+        None | Some(Scope::Platform) => Some(PlatformWide(())),
+        Some(Scope::Tenant(_) | Scope::Nobody) => None,
     }
 }
 
@@ -218,6 +281,29 @@ mod tests {
             assert_eq!(current(), Some(Scope::Platform));
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn only_an_unwalled_task_can_reach_every_organisation() {
+        let t = TenantId::new();
+        assert!(platform_wide().is_some());
+        request(async {
+            assert_eq!(platform_wide(), None);
+            assert!(narrow(t));
+            assert_eq!(platform_wide(), None);
+        })
+        .await;
+        request(async {
+            assert!(elevate("test"));
+            let all = Reach::Platform(platform_wide().expect("elevated"));
+            assert_eq!(all.param(), None);
+            assert!(all.covers(t));
+        })
+        .await;
+        tenant(t, async { assert_eq!(platform_wide(), None) }).await;
+        assert!(platform("test", async { platform_wide() }).await.is_some());
+        assert_eq!(Reach::from(t).param(), Some(t.0));
+        assert!(!Reach::from(t).covers(TenantId::new()));
     }
 
     #[test]

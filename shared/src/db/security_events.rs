@@ -10,6 +10,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::scope::{PlatformWide, Reach};
 use crate::domain::TenantId;
 
 /// Every kind of event, for filters and statistics.
@@ -172,12 +173,11 @@ pub struct Row {
 /// Which organisations' events a reader sees.
 #[derive(Debug, Clone, Copy)]
 pub enum Scope {
-    /// One organisation's.
-    Tenant(TenantId),
-    /// Those without an organisation (unknown addresses).
-    Platform,
-    /// Every event.
-    All,
+    /// Those within a reach: one organisation's, or (an operator's) every
+    /// event.
+    Within(Reach),
+    /// Those without an organisation (unknown addresses), for an operator.
+    Unowned(PlatformWide),
 }
 
 /// Filters for [`list`] and [`counts`]; every field narrows.
@@ -198,11 +198,12 @@ pub struct Filter<'a> {
 }
 
 impl Filter<'_> {
-    fn scope(&self) -> (Option<TenantId>, bool) {
+    /// The binds of `$1` (the organisation, null for every one) and `$2`
+    /// (only events without an organisation).
+    fn scope(&self) -> (Option<Uuid>, bool) {
         match self.scope {
-            Scope::Tenant(t) => (Some(t), false),
-            Scope::Platform => (None, true),
-            Scope::All => (None, false),
+            Scope::Within(reach) => (reach.param(), false),
+            Scope::Unowned(_) => (None, true),
         }
     }
 }

@@ -207,12 +207,11 @@ pub enum Which {
     AllBut(Uuid),
 }
 
-/// Revokes live sessions of `user` in `tenant` (any organisation when
-/// `None`); returns their ids.
+/// Revokes live sessions of `user` in `tenant`; returns their ids.
 #[tracing::instrument(skip_all)]
 pub async fn revoke(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    tenant: TenantId,
     user: Uuid,
     which: Which,
     reason: &str,
@@ -224,7 +223,7 @@ pub async fn revoke(
     };
     sqlx::query_scalar(
         "update auth_sessions set revoked_at = now(), revoked_reason = $5
-         where user_id = $1 and ($2::uuid is null or tenant_id = $2)
+         where user_id = $1 and tenant_id = $2
            and ($3::uuid is null or id = $3) and ($4::uuid is null or id <> $4)
            and revoked_at is null and expires_at > now()
          returning id",

@@ -11,6 +11,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
+use super::scope::Reach;
 use crate::domain::TenantId;
 
 /// The unique index on `email_key` (the address lower-cased).
@@ -90,18 +91,18 @@ pub async fn insert(db: impl PgExecutor<'_>, u: NewUser<'_>) -> Result<User, sql
     .await
 }
 
-/// Reads a user; `tenant` `None` reads any organisation's (platform admins).
+/// Reads a user within `reach` (any organisation's for platform admins).
 #[tracing::instrument(skip_all)]
 pub async fn get(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
 ) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as(&format!(
         "select {COLUMNS} from users where id = $1 and ($2::uuid is null or tenant_id = $2)"
     ))
     .bind(id)
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_optional(db)
     .await
 }
@@ -109,8 +110,6 @@ pub async fn get(
 /// Filters for [`list`].
 #[derive(Debug, Clone, Default)]
 pub struct Filter<'a> {
-    /// One organisation (always set for organisation admins).
-    pub tenant: Option<TenantId>,
     /// Exact role.
     pub role: Option<&'a str>,
     /// Exact status.
@@ -119,10 +118,11 @@ pub struct Filter<'a> {
     pub after: Option<Uuid>,
 }
 
-/// Users in id (creation) order.
+/// Users within `reach` in id (creation) order.
 #[tracing::instrument(skip_all)]
 pub async fn list(
     db: impl PgExecutor<'_>,
+    reach: Reach,
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<User>, sqlx::Error> {
@@ -132,7 +132,7 @@ pub async fn list(
            and ($3::text is null or status = $3) and ($4::uuid is null or id > $4)
          order by id limit $5"
     ))
-    .bind(f.tenant)
+    .bind(reach.param())
     .bind(f.role)
     .bind(f.status)
     .bind(f.after)
@@ -145,7 +145,7 @@ pub async fn list(
 #[tracing::instrument(skip_all)]
 pub async fn update(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     first_name: Option<&str>,
     last_name: Option<&str>,
@@ -157,7 +157,7 @@ pub async fn update(
          where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
     ))
     .bind(id)
-    .bind(tenant)
+    .bind(reach.param())
     .bind(first_name)
     .bind(last_name)
     .bind(role)
@@ -170,7 +170,7 @@ pub async fn update(
 #[tracing::instrument(skip_all)]
 pub async fn set_status(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     status: &str,
 ) -> Result<Option<User>, sqlx::Error> {
@@ -179,7 +179,7 @@ pub async fn set_status(
          where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
     ))
     .bind(id)
-    .bind(tenant)
+    .bind(reach.param())
     .bind(status)
     .fetch_optional(db)
     .await
@@ -189,7 +189,7 @@ pub async fn set_status(
 #[tracing::instrument(skip_all)]
 pub async fn set_password(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
     id: Uuid,
     hash: &str,
     must_change: bool,
@@ -200,7 +200,7 @@ pub async fn set_password(
          where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
     ))
     .bind(id)
-    .bind(tenant)
+    .bind(reach.param())
     .bind(hash)
     .bind(must_change)
     .fetch_optional(db)
@@ -301,17 +301,17 @@ pub async fn admins(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<Uui
     .await
 }
 
-/// Counts per role and status: `(role, status, count)`.
+/// Counts per role and status within `reach`: `(role, status, count)`.
 #[tracing::instrument(skip_all)]
 pub async fn stats(
     db: impl PgExecutor<'_>,
-    tenant: Option<TenantId>,
+    reach: Reach,
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     sqlx::query_as(
         "select role, status, count(*) from users where ($1::uuid is null or tenant_id = $1)
          group by role, status order by role, status",
     )
-    .bind(tenant)
+    .bind(reach.param())
     .fetch_all(db)
     .await
 }

@@ -20,7 +20,7 @@ use serde::Serialize;
 use sqlx::{PgPool, Row, postgres::PgRow};
 
 use super::ReportRange;
-use crate::{domain::TenantId, throughput::quantile};
+use crate::{db::scope::Reach, domain::TenantId, throughput::quantile};
 
 /// Counts and what follows from them, for the whole range or one slice.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -198,10 +198,10 @@ fn latency_sum() -> String {
     format!("array[{}] as latency_ms", parts.join(", "))
 }
 
-fn tenant_scope(tenant: Option<TenantId>) -> &'static str {
-    match tenant {
-        Some(_) => "tenant_id = $1",
-        None => "$1::uuid is null",
+fn tenant_scope(reach: Reach) -> &'static str {
+    match reach {
+        Reach::Tenant(_) => "tenant_id = $1",
+        Reach::Platform(_) => "$1::uuid is null",
     }
 }
 
@@ -224,8 +224,8 @@ pub fn whole_days(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, Dat
 /// The rows of a range (`$2` to `$3`, whole days `$4` to `$5`, of channel
 /// `$6` when not null) with `columns` of both rollups: hours at the edges,
 /// days in between.
-fn range_rows(tenant: Option<TenantId>, hour_columns: &str, day_columns: &str) -> String {
-    let t = tenant_scope(tenant);
+fn range_rows(reach: Reach, hour_columns: &str, day_columns: &str) -> String {
+    let t = tenant_scope(reach);
     let c = "($6::text is null or channel = $6)";
     format!(
         "select {hour_columns} from delivery_hours
@@ -239,24 +239,24 @@ fn range_rows(tenant: Option<TenantId>, hour_columns: &str, day_columns: &str) -
     )
 }
 
-/// Computes the report of `range` for `tenant` (`None`: every
-/// organisation).
+/// Computes the report of `range` within `reach` (one organisation's, or
+/// an operator's of every organisation).
 pub async fn report(
     pool: &PgPool,
-    tenant: Option<TenantId>,
+    reach: Reach,
     range: &ReportRange,
 ) -> Result<Report, sqlx::Error> {
-    report_of(pool, tenant, range, None).await
+    report_of(pool, reach, range, None).await
 }
 
-/// Computes the report of `range` for `tenant` (`None`: every
-/// organisation), of one `channel` only when given (its busiest hours are
+/// Computes the report of `range` within `reach` (one organisation's, or
+/// an operator's of every organisation), of one `channel` only when given (its busiest hours are
 /// then read from the hourly rollup, as the hour totals are of every
 /// channel).
 #[tracing::instrument(skip_all)]
 pub async fn report_of(
     pool: &PgPool,
-    tenant: Option<TenantId>,
+    reach: Reach,
     range: &ReportRange,
     channel: Option<&str>,
 ) -> Result<Report, sqlx::Error> {
@@ -264,7 +264,7 @@ pub async fn report_of(
     // the slices and days then add up about a 24th of the hourly rows.
     let lat = latency_sum();
     let rows_of = range_rows(
-        tenant,
+        reach,
         "date_trunc('day', hour, 'UTC') as day, channel, provider, template, category,
          accepted, sent, delivered, failed, bounced, read, latency_ms",
         "day, channel, provider, template, category,
@@ -288,12 +288,12 @@ pub async fn report_of(
         "select hour, {SUMS} from {table}
          where {t} and hour >= $2 and hour < $3 and {c}
          group by hour order by sum(accepted) desc, hour limit 5",
-        t = tenant_scope(tenant),
+        t = tenant_scope(reach),
     );
     let (first, end) = whole_days(range.from, range.to);
     let (rows, hour_rows, previous) = tokio::try_join!(
         sqlx::query(&sql)
-            .bind(tenant)
+            .bind(reach.param())
             .bind(range.from)
             .bind(range.to)
             .bind(first)
@@ -301,12 +301,12 @@ pub async fn report_of(
             .bind(channel)
             .fetch_all(pool),
         sqlx::query(&busiest)
-            .bind(tenant)
+            .bind(reach.param())
             .bind(range.from)
             .bind(range.to)
             .bind(channel)
             .fetch_all(pool),
-        previous_totals(pool, tenant, range, channel),
+        previous_totals(pool, reach, range, channel),
     )?;
     let mut totals = Totals::new([0; 6], &[]);
     let (mut by_channel, mut by_provider, mut by_template, mut by_category) =
@@ -365,7 +365,7 @@ pub async fn report_of(
     let trend = trend(range, &days);
     Ok(Report {
         template: range.template.as_str(),
-        organization_id: tenant,
+        organization_id: reach.tenant(),
         from: range.from,
         to: range.to,
         totals,
@@ -384,7 +384,7 @@ pub async fn report_of(
 /// does not use).
 async fn previous_totals(
     pool: &PgPool,
-    tenant: Option<TenantId>,
+    reach: Reach,
     range: &ReportRange,
     channel: Option<&str>,
 ) -> Result<Totals, sqlx::Error> {
@@ -393,10 +393,10 @@ async fn previous_totals(
     let counts = "accepted, sent, delivered, failed, bounced, read";
     let sql = format!(
         "select {SUMS} from ({rows}) p",
-        rows = range_rows(tenant, counts, counts),
+        rows = range_rows(reach, counts, counts),
     );
     let row = sqlx::query(&sql)
-        .bind(tenant)
+        .bind(reach.param())
         .bind(from)
         .bind(range.from)
         .bind(first)

@@ -22,7 +22,10 @@ use super::{
 };
 use crate::{
     config::JobsConfig,
-    db::report_schedules::{self as store, ReportSchedule},
+    db::{
+        report_schedules::{self as store, ReportSchedule},
+        scope::Reach,
+    },
     domain::Channel,
     notices::{self, Notice},
     templates::Template as MessageTemplate,
@@ -134,7 +137,7 @@ async fn send(
         ),
     };
     let range = ReportRange::new(template, None, Some(ran_for), ran_for)?;
-    let report = compute::report_of(pool, Some(s.tenant_id), &range, channel).await?;
+    let report = compute::report_of(pool, Reach::Tenant(s.tenant_id), &range, channel).await?;
     let body = match s.format.as_str() {
         "json" => {
             let mut value = serde_json::to_value(&report)?;

@@ -13,7 +13,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::domain::TenantId;
+use crate::db::scope::Reach;
 
 /// Days of history read.
 pub const HISTORY_DAYS: u64 = 56;
@@ -86,11 +86,11 @@ pub struct ChannelForecast {
 }
 
 /// Forecasts the 7 days from `today` (a UTC day) for each channel (or only
-/// `channel`) of `tenant` (`None`: every organisation).
+/// `channel`) within `reach`.
 #[tracing::instrument(skip_all)]
 pub async fn forecast(
     pool: &PgPool,
-    tenant: Option<TenantId>,
+    reach: Reach,
     channel: Option<&str>,
     today: NaiveDate,
 ) -> Result<Vec<ChannelForecast>, sqlx::Error> {
@@ -102,13 +102,12 @@ pub async fn forecast(
          from delivery_hours
          where {} and hour >= $2 and hour < $3 and ($4::text is null or channel = $4)
          group by 1, 2 order by 1, 2",
-        if tenant.is_some() {
-            "tenant_id = $1"
-        } else {
-            "$1::uuid is null"
+        match reach {
+            Reach::Tenant(_) => "tenant_id = $1",
+            Reach::Platform(_) => "$1::uuid is null",
         }
     ))
-    .bind(tenant)
+    .bind(reach.param())
     .bind(from)
     .bind(to)
     .bind(channel)

@@ -16,7 +16,7 @@ pub(super) async fn set_status(
         .refused(Some(raw), crate::extract::id(raw, "user"))
         .await?;
     let mut tx = state.pool.begin().await?;
-    let result = users::set_status(&mut *tx, p.scope(), uid, status)
+    let result = users::set_status(&mut *tx, p.reach(), uid, status)
         .await?
         .ok_or(ApiError::NotFound("user"));
     let user = act.refused(Some(raw), result).await?;
@@ -47,7 +47,7 @@ pub(super) async fn end_sessions(
 ) -> Result<Vec<Uuid>, ApiError> {
     let ended = sessions::revoke(
         &mut **tx,
-        Some(user.tenant_id),
+        user.tenant_id,
         user.id,
         sessions::Which::All,
         reason,

@@ -153,10 +153,10 @@ impl AlertRulesApi {
             )
             .await?;
         let mut conn = state.pool.acquire().await?;
-        if let Some(t) = p.scope().or(only.flatten()) {
-            alerts::ensure_defaults(&mut conn, Some(t)).await?;
+        if let Some(t) = p.reach().tenant().or(only.flatten()) {
+            alerts::ensure_defaults(&mut conn, t).await?;
         }
-        let rules = store::list_rules(&mut *conn, p.scope(), only).await?;
+        let rules = store::list_rules(&mut *conn, p.reach(), only).await?;
         Ok(AlertRuleListResponse::Ok(Json(AlertRuleList {
             items: rules.into_iter().map(Into::into).collect(),
         })))
@@ -191,7 +191,7 @@ impl AlertRulesApi {
         let id = store::insert_rule(&mut *tx, tenant, &spec, None, &p.caller.actor).await?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
         act.audit(&mut *tx, tenant, id, details).await?;
-        let rule = store::get_rule(&mut *tx, None, id)
+        let rule = store::get_rule(&mut *tx, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("alert rule"))?;
         tx.commit().await?;
@@ -216,7 +216,7 @@ impl AlertRulesApi {
             .at(&state, &request_id)
             .acting("alert_rule.get", "alert_rule");
         let found = match id.0.get("alert rule") {
-            Ok(id) => store::get_rule(&state.pool, p.scope(), id)
+            Ok(id) => store::get_rule(&state.pool, p.reach(), id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
             Err(e) => Err(e),
@@ -255,7 +255,7 @@ impl AlertRulesApi {
         }
         let spec = check(&state, body.0).await?;
         let mut tx = state.pool.begin().await?;
-        let updated = store::update_rule(&mut *tx, p.scope(), rule_id, &spec)
+        let updated = store::update_rule(&mut *tx, p.reach(), rule_id, &spec)
             .await?
             .ok_or(ApiError::NotFound("alert rule"));
         let rule = act.refused(Some(id.0.raw()), updated).await?;
@@ -288,13 +288,13 @@ impl AlertRulesApi {
             .acting("alert_rule.delete", "alert_rule");
         let mut tx = state.pool.begin().await?;
         let found = match id.0.get("alert rule") {
-            Ok(rule_id) => store::get_rule(&mut *tx, p.scope(), rule_id)
+            Ok(rule_id) => store::get_rule(&mut *tx, p.reach(), rule_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert rule")),
             Err(e) => Err(e),
         };
         let rule = act.refused(Some(id.0.raw()), found).await?;
-        store::delete_rule(&mut *tx, p.scope(), rule.id).await?;
+        store::delete_rule(&mut *tx, p.reach(), rule.id).await?;
         act.audit(
             &mut *tx,
             rule.tenant_id,
@@ -346,14 +346,8 @@ impl AlertsApi {
         } = query.0;
         let p = Principal::resolve(&state, &auth).await?;
         let act = p.at(&state, &request_id).acting("alert.list", "alert");
-        let tenant = act
-            .refused(
-                None,
-                match organization_id.as_deref() {
-                    None => Ok(p.scope()),
-                    Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                },
-            )
+        let reach = act
+            .refused(None, p.reach_of(organization_id.as_deref()))
             .await?;
         let rule = rule_id
             .as_deref()
@@ -362,7 +356,6 @@ impl AlertsApi {
             })
             .transpose()?;
         let filter = store::Filter {
-            tenant,
             status,
             severity,
             rule,
@@ -370,7 +363,7 @@ impl AlertsApi {
             until: clamp(until),
             after: cursor.map(Cursor::get).transpose()?,
         };
-        let rows = store::list(&state.pool, &filter, limit.fetch()).await?;
+        let rows = store::list(&state.pool, reach, &filter, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |a: &Alert| (a.opened_at, a.id));
         Ok(AlertPageResponse::Ok(Json(AlertPage {
             items: rows.into_iter().map(Into::into).collect(),
@@ -401,20 +394,14 @@ impl AlertsApi {
         let act = p
             .at(&state, &request_id)
             .acting("alert.statistics", "alert");
-        let tenant = act
-            .refused(
-                None,
-                match organization_id.0.as_deref() {
-                    None => Ok(p.scope()),
-                    Some(raw) => p.target_tenant(Some(raw)).map(Some),
-                },
-            )
+        let reach = act
+            .refused(None, p.reach_of(organization_id.0.as_deref()))
             .await?;
         let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
         let since = clamp(since.0)
             .unwrap_or_else(|| until.checked_sub_signed(Duration::days(7)).unwrap_or(until));
         let mut conn = state.pool.acquire().await?;
-        let stats = store::statistics(&mut conn, tenant, since, until).await?;
+        let stats = store::statistics(&mut conn, reach, since, until).await?;
         let mut open = AlertOpenBySeverity::default();
         for (severity, n) in stats.open_by_severity {
             match severity.as_str() {
@@ -451,7 +438,7 @@ impl AlertsApi {
         let p = Principal::resolve(&state, &auth).await?;
         let act = p.at(&state, &request_id).acting("alert.get", "alert");
         let found = match id.0.get("alert") {
-            Ok(alert_id) => store::get(&state.pool, p.scope(), alert_id)
+            Ok(alert_id) => store::get(&state.pool, p.reach(), alert_id)
                 .await?
                 .ok_or(ApiError::NotFound("alert")),
             Err(e) => Err(e),
@@ -546,7 +533,7 @@ async fn act(
             match alerts::evaluate::act(
                 &state.pool,
                 &state.jobs,
-                p.scope(),
+                p.reach(),
                 id,
                 to,
                 &p.caller.actor,

@@ -229,7 +229,7 @@ pub(super) async fn resend_one(
 ) -> Result<Uuid, ApiError> {
     let result = async {
         let id = crate::extract::id(raw, "invitation")?;
-        let inv = invitations::get(&state.pool, p.scope(), id)
+        let inv = invitations::get(&state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;
         check_can_manage(p, &inv)?;
@@ -243,7 +243,7 @@ pub(super) async fn resend_one(
         .await?;
     let expires_at = expiry(state, days)?;
     let mut tx = state.pool.begin().await?;
-    let reopened = invitations::reopen(&mut *tx, Some(inv.tenant_id), inv.id, expires_at).await?;
+    let reopened = invitations::reopen(&mut *tx, inv.tenant_id, inv.id, expires_at).await?;
     let reopened = if reopened {
         Ok(())
     } else {
@@ -281,7 +281,7 @@ pub(super) async fn cancel_one(
 ) -> Result<Uuid, ApiError> {
     let result = async {
         let id = crate::extract::id(raw, "invitation")?;
-        let inv = invitations::get(&state.pool, p.scope(), id)
+        let inv = invitations::get(&state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;
         check_can_manage(p, &inv)?;
@@ -294,7 +294,7 @@ pub(super) async fn cancel_one(
         .refused(Some(raw), result)
         .await?;
     let mut tx = state.pool.begin().await?;
-    let done = if invitations::cancel(&mut *tx, Some(inv.tenant_id), inv.id).await? {
+    let done = if invitations::cancel(&mut *tx, inv.tenant_id, inv.id).await? {
         Ok(())
     } else {
         Err(ApiError::Conflict(format!(

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use shared::db::{
     failed_work::{self, Action, Filter},
     ops_actions::{self, OpsAction},
+    scope::Reach,
 };
 use uuid::Uuid;
 
@@ -260,7 +261,11 @@ crate::query_params! {
 }
 
 /// The query's filter, of `group` when one is named.
-fn query_filter(p: &Principal, q: FailedQuery, group: Option<String>) -> Result<Filter, ApiError> {
+fn query_filter(
+    p: &Principal,
+    q: FailedQuery,
+    group: Option<String>,
+) -> Result<(Reach, Filter), ApiError> {
     input::filter(
         p,
         &FilterBody {
@@ -295,7 +300,7 @@ async fn apply(
     match selection {
         Selection::Ids(items) => {
             let mut tx = state.pool.begin().await?;
-            let counts = failed_work::apply_selection(&mut tx, p.scope(), action, &items).await?;
+            let counts = failed_work::apply_selection(&mut tx, p.reach(), action, &items).await?;
             let ids: Vec<String> = items
                 .iter()
                 .map(|(k, id)| format!("{}:{id}", k.as_str()))
@@ -316,9 +321,10 @@ async fn apply(
             tx.commit().await?;
             Ok(Applied::Done(counts))
         }
-        Selection::Filter(filter) => {
+        Selection::Filter(reach, filter) => {
             let started = ops_actions::create(
                 &state.pool,
+                reach,
                 action,
                 &filter,
                 &p.caller.actor,
@@ -328,7 +334,7 @@ async fn apply(
             p.audit(
                 &state.pool,
                 request_id,
-                filter.tenant,
+                reach.tenant(),
                 Act {
                     action: &name,
                     resource_type: "ops_action",
@@ -373,8 +379,8 @@ impl OpsFailedApi {
             .at(&state, &request_id)
             .acting("ops.failed.groups", "failed_work");
         let filter = query_filter(&p, query.0, None);
-        let filter = act.refused(None, filter).await?;
-        let rows = failed_work::groups(&state.pool, &filter).await?;
+        let (reach, filter) = act.refused(None, filter).await?;
+        let rows = failed_work::groups(&state.pool, reach, &filter).await?;
         let total = rows.iter().map(|g| g.count).sum();
         let groups = rows
             .into_iter()
@@ -416,9 +422,9 @@ impl OpsFailedApi {
             .at(&state, &request_id)
             .acting("ops.failed.list", "failed_work");
         let filter = query_filter(&p, query.0, group);
-        let filter = act.refused(None, filter).await?;
+        let (reach, filter) = act.refused(None, filter).await?;
         let after = cursor.map(Cursor::get).transpose()?;
-        let rows = failed_work::list(&state.pool, &filter, after, limit.fetch()).await?;
+        let rows = failed_work::list(&state.pool, reach, &filter, after, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |r| (r.failed_at, r.id));
         let items = rows
             .into_iter()
@@ -516,7 +522,7 @@ impl OpsFailedApi {
             .at(&state, &request_id)
             .acting("ops.actions.get", "ops_action");
         let id = id.0.get("action")?;
-        let found = ops_actions::get(&state.pool, p.scope(), id)
+        let found = ops_actions::get(&state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
         let a = act.refused(Some(&id.to_string()), found).await?;
@@ -543,7 +549,7 @@ impl OpsFailedApi {
             .at(&state, &request_id)
             .acting("ops.actions.cancel", "ops_action");
         let id = id.0.get("action")?;
-        let found = ops_actions::cancel(&state.pool, p.scope(), id)
+        let found = ops_actions::cancel(&state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
         let a = act.refused(Some(&id.to_string()), found).await?;

@@ -22,8 +22,10 @@ use poem_openapi::{
     payload::{EventStream, Json},
 };
 use shared::{
-    db::queue_ops::{self, Counts, Pause, Recent, Waiting},
-    domain::TenantId,
+    db::{
+        queue_ops::{self, Counts, Pause, Recent, Waiting},
+        scope::Reach,
+    },
     jobs::QueueName,
     throughput::quantile,
 };
@@ -225,7 +227,7 @@ pub enum HistoryResponse {
 }
 
 /// Overviews by scope, with when each was computed.
-type Held = HashMap<Option<TenantId>, (Instant, Arc<QueueList>)>;
+type Held = HashMap<Reach, (Instant, Arc<QueueList>)>;
 
 /// The overview, shared between callers for [`OVERVIEW_FRESH`].
 #[derive(Debug, Clone, Default)]
@@ -234,14 +236,14 @@ pub struct OverviewCache {
 }
 
 impl OverviewCache {
-    fn get(&self, scope: Option<TenantId>) -> Option<Arc<QueueList>> {
+    fn get(&self, scope: Reach) -> Option<Arc<QueueList>> {
         let held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.get(&scope)
             .filter(|(at, _)| at.elapsed() < OVERVIEW_FRESH)
             .map(|(_, list)| list.clone())
     }
 
-    fn put(&self, scope: Option<TenantId>, list: Arc<QueueList>) {
+    fn put(&self, scope: Reach, list: Arc<QueueList>) {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         held.retain(|_, (at, _)| at.elapsed() < OVERVIEW_FRESH);
         held.insert(scope, (Instant::now(), list));
@@ -304,18 +306,15 @@ fn view(
     }
 }
 
-/// Every queue as `scope` sees it (`None`: the platform).
-pub async fn overview(
-    state: &AppState,
-    scope: Option<TenantId>,
-) -> Result<Arc<QueueList>, ApiError> {
+/// Every queue as `scope` sees it (an operator's: the platform).
+pub async fn overview(state: &AppState, scope: Reach) -> Result<Arc<QueueList>, ApiError> {
     if let Some(list) = state.queue_overview.get(scope) {
         return Ok(list);
     }
     let pauses = queue_ops::pauses(&state.pool).await?;
     let mut waiting = queue_ops::waiting(&state.pool, scope).await?;
     let mut recent = queue_ops::recent(&state.pool, scope).await?;
-    let backlogs: Vec<Option<i64>> = if scope.is_none() {
+    let backlogs: Vec<Option<i64>> = if let Reach::Platform(_) = scope {
         futures::future::join_all(
             QueueName::ALL
                 .iter()
@@ -351,11 +350,7 @@ fn queue_of(raw: &str) -> Result<QueueName, ApiError> {
 }
 
 /// One queue as `scope` sees it.
-async fn one(
-    state: &AppState,
-    scope: Option<TenantId>,
-    q: QueueName,
-) -> Result<QueueView, ApiError> {
+async fn one(state: &AppState, scope: Reach, q: QueueName) -> Result<QueueView, ApiError> {
     let list = overview(state, scope).await?;
     list.items
         .iter()
@@ -419,7 +414,7 @@ impl OpsQueuesApi {
     #[oai(path = "/queues", method = "get", operation_id = "ops.queues.list")]
     async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let list = overview(&state, p.scope()).await?;
+        let list = overview(&state, p.reach()).await?;
         Ok(ListResponse::Ok(Json((*list).clone())))
     }
 
@@ -447,7 +442,7 @@ impl OpsQueuesApi {
                 queue_of(&queue.0),
             )
             .await?;
-        Ok(QueueResponse::Ok(Json(one(&state, p.scope(), q).await?)))
+        Ok(QueueResponse::Ok(Json(one(&state, p.reach(), q).await?)))
     }
 
     /// A queue's finished work over time, for charts: the last hour per
@@ -484,7 +479,7 @@ impl OpsQueuesApi {
         let current = now.duration_trunc(TimeDelta::seconds(step)).unwrap_or(now);
         let count = span / step;
         let since = current - TimeDelta::seconds(step * (count - 1));
-        let points = queue_ops::history(&state.pool, q, since, step, p.scope()).await?;
+        let points = queue_ops::history(&state.pool, p.reach(), q, since, step).await?;
         Ok(HistoryResponse::Ok(Json(QueueHistory {
             queue: q.as_str().to_owned(),
             range,
@@ -556,7 +551,7 @@ impl OpsQueuesApi {
         tx.commit().await?;
         publish_pauses(&state).await?;
         tracing::info!(queue = %q, by = %p.caller.actor, "queue paused");
-        Ok(QueueResponse::Ok(Json(one(&state, p.scope(), q).await?)))
+        Ok(QueueResponse::Ok(Json(one(&state, p.reach(), q).await?)))
     }
 
     /// Resumes a paused queue (platform admins): the dispatcher feeds it
@@ -604,7 +599,7 @@ impl OpsQueuesApi {
         if was_paused {
             tracing::info!(queue = %q, by = %p.caller.actor, "queue resumed");
         }
-        Ok(QueueResponse::Ok(Json(one(&state, p.scope(), q).await?)))
+        Ok(QueueResponse::Ok(Json(one(&state, p.reach(), q).await?)))
     }
 
     /// The queue overview as server-sent events: an event `queues` with the
@@ -619,7 +614,7 @@ impl OpsQueuesApi {
         state: Data<&AppState>,
     ) -> Result<EventStream<Lists>, ApiError> {
         let p = Principal::resolve(&state, &auth).await?;
-        let scope = p.scope();
+        let scope = p.reach();
         let state = (*state).clone();
         // The stream is read after the handler returned, outside the
         // request's scope: each read carries the request's scope.

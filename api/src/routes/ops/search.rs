@@ -225,7 +225,7 @@ impl OpsSearchApi {
                 "must be 1 to 255 printable characters: an id, an idempotency key or an external id",
             ));
         }
-        let rows = ops_search::search(&state.pool, p.scope(), q).await?;
+        let rows = ops_search::search(&state.pool, p.reach(), q).await?;
         let matches = rows
             .into_iter()
             .map(|m| SearchMatch {
@@ -260,7 +260,7 @@ impl OpsSearchApi {
             .acting("ops.notifications.timeline", "notification");
         let id = id.0.get("notification")?;
         let mut conn = state.pool.acquire().await?;
-        let found = ops_search::timeline(&mut conn, p.scope(), id)
+        let found = ops_search::timeline(&mut conn, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("notification"));
         let t = act.refused(Some(&id.to_string()), found).await?;

@@ -5,7 +5,10 @@
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde_json::Value;
-use shared::reports::{ReportRange, Template, compute, rollup};
+use shared::{
+    db::scope::Reach,
+    reports::{ReportRange, Template, compute, rollup},
+};
 
 use super::{admin, app, direct_counts, report, report_counts, send_and_drain, urlencode};
 
@@ -91,7 +94,7 @@ async fn reports_over_whole_days_read_the_days_and_count_what_the_notifications_
         now,
     )
     .unwrap();
-    let later = compute::report(&app.pool, Some(app.tenant_id), &next)
+    let later = compute::report(&app.pool, Reach::Tenant(app.tenant_id), &next)
         .await
         .unwrap();
     assert_eq!(later.totals.accepted, 0);

@@ -73,21 +73,45 @@ pub fn defaults() -> Vec<(&'static str, RuleSpec)> {
     ]
 }
 
-/// Creates the default rules of every organisation that never had them
-/// (of `tenant` only, when given); returns how many organisations got them.
+/// Creates `tenant`'s default rules if it never had them; returns 1 if it
+/// got them, else 0.
 pub async fn ensure_defaults(
     db: &mut sqlx::PgConnection,
-    tenant: Option<TenantId>,
+    tenant: TenantId,
 ) -> Result<u64, sqlx::Error> {
     let fresh: Vec<TenantId> = sqlx::query_scalar(
         "insert into alert_rule_defaults (tenant_id)
-         select id from tenants where ($1::uuid is null or id = $1)
+         select id from tenants where id = $1
          on conflict do nothing returning tenant_id",
     )
     .bind(tenant)
     .fetch_all(&mut *db)
     .await?;
-    for t in &fresh {
+    insert_defaults(db, &fresh).await
+}
+
+/// Creates the default rules of every organisation that never had them
+/// (the evaluator's sweep across tenants); returns how many organisations
+/// got them.
+pub async fn ensure_defaults_across_tenants(
+    db: &mut sqlx::PgConnection,
+) -> Result<u64, sqlx::Error> {
+    let fresh: Vec<TenantId> = sqlx::query_scalar(
+        "insert into alert_rule_defaults (tenant_id)
+         select id from tenants
+         on conflict do nothing returning tenant_id",
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    insert_defaults(db, &fresh).await
+}
+
+/// Inserts the default rules of each of `fresh`; returns how many.
+async fn insert_defaults(
+    db: &mut sqlx::PgConnection,
+    fresh: &[TenantId],
+) -> Result<u64, sqlx::Error> {
+    for t in fresh {
         for (key, spec) in defaults() {
             crate::db::alerts::insert_rule(&mut *db, Some(*t), &spec, Some(key), "system").await?;
         }

@@ -6,7 +6,10 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::{
-    db::failed_work::{Filter, GroupKey, KINDS, Kind, MAX_SELECTION},
+    db::{
+        failed_work::{Filter, GroupKey, KINDS, Kind, MAX_SELECTION},
+        scope::Reach,
+    },
     domain::TenantId,
 };
 use uuid::Uuid;
@@ -68,21 +71,16 @@ fn token(field: &str, raw: Option<&str>, max: usize) -> Result<Option<String>, A
     }
 }
 
-/// The organisation an optional `organization_id` narrows to: malformed is
-/// 400, another organisation than an organisation admin's own is 404.
-pub fn tenant(p: &Principal, raw: Option<&str>, field: &str) -> Result<Option<TenantId>, ApiError> {
-    match raw {
-        None => Ok(p.scope()),
-        Some(raw) => {
-            if raw.parse::<TenantId>().is_err() {
-                return Err(ApiError::invalid(
-                    field,
-                    "must be an organisation id (a UUID)",
-                ));
-            }
-            p.target_tenant(Some(raw)).map(Some)
-        }
+/// The reach an optional `organization_id` narrows to: malformed is 400,
+/// another organisation than an organisation admin's own is 404.
+pub fn reach(p: &Principal, raw: Option<&str>, field: &str) -> Result<Reach, ApiError> {
+    if raw.is_some_and(|raw| raw.parse::<TenantId>().is_err()) {
+        return Err(ApiError::invalid(
+            field,
+            "must be an organisation id (a UUID)",
+        ));
     }
+    p.reach_of(raw)
 }
 
 /// Parses a kind.
@@ -91,8 +89,8 @@ pub fn kind(field: &str, raw: &str) -> Result<Kind, ApiError> {
         .ok_or_else(|| ApiError::invalid(field, format!("must be one of {}", KINDS.join(", "))))
 }
 
-/// Checks a filter and confines it to what `p` may see.
-pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<Filter, ApiError> {
+/// Checks a filter and the reach it is confined to (what `p` may see).
+pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<(Reach, Filter), ApiError> {
     let name = |field: &str| format!("{prefix}{field}");
     let kind = f
         .kind
@@ -132,12 +130,12 @@ pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<Filter, Api
             })
         })
         .transpose()?;
-    Ok(Filter {
-        tenant: tenant(
-            p,
-            f.organization_id.map(|o| o.to_string()).as_deref(),
-            &name("organization_id"),
-        )?,
+    let reach = reach(
+        p,
+        f.organization_id.map(|o| o.to_string()).as_deref(),
+        &name("organization_id"),
+    )?;
+    let filter = Filter {
         kind,
         channel: f.channel.clone(),
         provider: token(&name("provider"), f.provider.as_deref(), 100)?,
@@ -145,7 +143,8 @@ pub fn filter(p: &Principal, f: &FilterBody, prefix: &str) -> Result<Filter, Api
         since,
         until,
         group,
-    })
+    };
+    Ok((reach, filter))
 }
 
 /// One item of a selection.
@@ -178,8 +177,8 @@ pub struct SelectionBody {
 pub enum Selection {
     /// These items.
     Ids(Vec<(Kind, Uuid)>),
-    /// What this matches.
-    Filter(Filter),
+    /// What this matches within this reach.
+    Filter(Reach, Filter),
 }
 
 /// Checks a selection body.
@@ -202,6 +201,6 @@ pub fn selection(p: &Principal, body: &SelectionBody) -> Result<Selection, ApiEr
                 .collect::<Result<Vec<_>, ApiError>>()
                 .map(Selection::Ids)
         }
-        (None, Some(f)) => filter(p, f, "filter.").map(Selection::Filter),
+        (None, Some(f)) => filter(p, f, "filter.").map(|(r, f)| Selection::Filter(r, f)),
     }
 }

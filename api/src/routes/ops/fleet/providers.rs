@@ -6,7 +6,7 @@
 use chrono::{DateTime, Utc};
 use poem_openapi::Object;
 use shared::{
-    db::{fleet as db, providers::ProviderConfig},
+    db::{fleet as db, providers::ProviderConfig, scope::Reach},
     domain::{Channel, TenantId},
     fleet::{self, ProviderLive, ProviderProbe},
     jobs::QueueName,
@@ -134,26 +134,22 @@ fn item(tenant: TenantId, c: ProviderConfig, live: ProviderLive) -> ProviderItem
 /// The organisation whose configs a listing shows: `requested` for a
 /// platform admin (every one when absent), the caller's own otherwise (a
 /// malformed id is 400, another organisation 404).
-pub fn listing_scope(p: &Principal, requested: Option<&str>) -> Result<Option<TenantId>, ApiError> {
+pub fn listing_scope(p: &Principal, requested: Option<&str>) -> Result<Reach, ApiError> {
     let requested = requested
         .map(|r| {
             r.parse::<TenantId>()
                 .map_err(|_| ApiError::invalid("organization_id", "is not an organisation id"))
         })
         .transpose()?;
-    match (p.scope(), requested) {
-        (None, r) => Ok(r),
-        (Some(own), None) => Ok(Some(own)),
-        (Some(own), Some(r)) if r == own => Ok(Some(own)),
-        (Some(_), Some(_)) => Err(ApiError::NotFound("organization")),
+    match requested {
+        None => Ok(p.reach()),
+        Some(r) if p.reach().covers(r) => Ok(Reach::Tenant(r)),
+        Some(_) => Err(ApiError::NotFound("organization")),
     }
 }
 
 /// Provider configs `p` may see.
-pub async fn list(
-    state: &AppState,
-    scope: Option<TenantId>,
-) -> Result<Vec<ProviderItem>, ApiError> {
+pub async fn list(state: &AppState, scope: Reach) -> Result<Vec<ProviderItem>, ApiError> {
     let rows = db::providers(&state.pool, scope, MAX_ITEMS).await?;
     items(
         state,
@@ -173,7 +169,7 @@ pub async fn target(
     let id: Uuid = crate::extract::id(raw, "provider config")?;
     let found = shared::db::providers::find_for_callback(&state.pool, id).await?;
     match found {
-        Some((tenant, c)) if p.scope().is_none_or(|own| own == tenant) => Ok((tenant, c)),
+        Some((tenant, c)) if p.reach().covers(tenant) => Ok((tenant, c)),
         _ => Err(ApiError::NotFound("provider config")),
     }
 }
