@@ -14,6 +14,7 @@ delete from workflow_wakes where tenant_id = :'t';
 delete from workflow_runs where tenant_id = :'t';
 delete from workflows where tenant_id = :'t';
 delete from notifications where tenant_id = :'t';
+delete from subscriber_events where tenant_id = :'t';
 delete from subscribers where tenant_id = :'t';
 insert into subscribers (id, tenant_id, external_id)
 select gen_random_uuid(), :'t', 'p' || i from generate_series(1, :n) i;

@@ -13,6 +13,7 @@ use shared::{
 use testkit::TestApp;
 
 mod delivery;
+mod references;
 
 const WAIT: Duration = Duration::from_secs(20);
 

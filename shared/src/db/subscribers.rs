@@ -597,6 +597,12 @@ pub async fn delete(
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    // Their real-time events are theirs alone; nothing else names them.
+    sqlx::query("delete from subscriber_events where tenant_id = $1 and subscriber_id = $2")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("delete from subscribers where tenant_id = $1 and id = $2")
         .bind(tenant_id)
         .bind(id)
