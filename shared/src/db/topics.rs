@@ -174,8 +174,14 @@ async fn known(
     tenant_id: TenantId,
     external_ids: &[String],
 ) -> Result<(Vec<Uuid>, Vec<String>), sqlx::Error> {
+    // One index lookup per external id, whatever the planner knows of the
+    // organisation's size (see `batches::subscriber_ids`).
     let found: Vec<(String, Uuid)> = sqlx::query_as(
-        "select external_id, id from subscribers where tenant_id = $1 and external_id = any($2)",
+        "select s.external_id, s.id
+         from (select distinct e from unnest($2::text[]) as e) as e(external_id)
+         cross join lateral (
+             select external_id, id from subscribers
+             where tenant_id = $1 and external_id = e.external_id limit 1) s",
     )
     .bind(tenant_id)
     .bind(external_ids)
