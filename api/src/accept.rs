@@ -5,8 +5,9 @@
 //! whatever sends are waiting, up to [`MAX_ROWS`], insert them in one
 //! statement, commit once, and push one delivery job per tenant and channel
 //! (up to the dispatcher's group size) before answering every caller. In-app
-//! rows go into their inboxes in the same transaction, as a lone send's do
-//! (see [`places_inapp_now`]). Nothing
+//! rows that leave nothing to decide are written once, already in their
+//! inboxes, with their owners locked first and their real-time events
+//! written in the same transaction (see [`places_inapp_now`]). Nothing
 //! waits for company: a flusher takes what is there when it is free, so a
 //! lone send is committed at once, and under load the sends that arrived
 //! while the previous commit was in flight go in the next one.
@@ -18,7 +19,7 @@
 //! answers every caller with the error, as a lone commit would.
 
 use std::{
-    collections::{BTreeMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashSet},
     sync::Arc,
 };
 
@@ -266,30 +267,55 @@ impl Sink {
         inapp: &BTreeMap<TenantId, Vec<NotificationId>>,
     ) -> Result<Written, Failed> {
         let mut tx = self.pool.begin().await.map_err(Failed::BeforeCommit)?;
-        notifications::insert_many(&mut tx, rows)
-            .await
-            .map_err(Failed::BeforeCommit)?;
-        let mut written = Written::default();
         // Tenants in id order, so concurrent transactions lock inbox owners
-        // in one order.
-        for (&tenant_id, ids) in inapp {
-            let (placed, events) = if places_inapp_now(&mut tx, tenant_id)
+        // in one order; the owners are locked before their entries are
+        // written, which then go straight into the inboxes.
+        let mut placing = BTreeSet::new();
+        for &tenant_id in inapp.keys() {
+            if !places_inapp_now(&mut tx, tenant_id)
                 .await
                 .map_err(Failed::BeforeCommit)?
             {
-                shared::events::deliver_inbox_group(&mut tx, tenant_id, ids)
+                continue;
+            }
+            placing.insert(tenant_id);
+            let owners = rows
+                .iter()
+                .filter(|r| r.tenant_id == tenant_id && r.channel == Channel::InApp)
+                .filter_map(|r| r.subscriber_id)
+                .collect();
+            shared::db::events::lock_subscribers(&mut tx, tenant_id, owners)
+                .await
+                .map_err(Failed::BeforeCommit)?;
+        }
+        let placed = notifications::insert_many(&mut tx, rows, &placing)
+            .await
+            .map_err(Failed::BeforeCommit)?;
+        let mut written = Written::default();
+        let mut by_tenant: BTreeMap<TenantId, Vec<_>> = BTreeMap::new();
+        let tenant_of: std::collections::HashMap<NotificationId, TenantId> =
+            rows.iter().map(|r| (r.id, r.tenant_id)).collect();
+        for (subscriber, item) in placed {
+            written.placed.insert(item.id);
+            by_tenant
+                .entry(tenant_of[&item.id])
+                .or_default()
+                .push((subscriber, item));
+        }
+        for (tenant_id, entries) in by_tenant {
+            let events =
+                shared::events::announce_placed(&mut tx, tenant_id, entries, &Default::default())
                     .await
-                    .map_err(Failed::BeforeCommit)?
-            } else {
-                (Vec::new(), Vec::new())
-            };
+                    .map_err(Failed::BeforeCommit)?;
             written.events.extend(events);
+        }
+        // In-app rows left to decide go to the channel's worker.
+        for (&tenant_id, ids) in inapp {
             let left: Vec<NotificationId> = ids
                 .iter()
-                .filter(|id| !placed.contains(id))
+                .filter(|id| !written.placed.contains(id))
                 .copied()
                 .collect();
-            written.placed.extend(placed);
             for chunk in left.chunks(self.group_size) {
                 if !self.window.reserve(QueueName::InApp).await {
                     continue;

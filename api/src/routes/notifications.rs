@@ -504,7 +504,7 @@ impl NotificationsApi {
             }
         }
         // An in-app message that leaves nothing to decide goes into the
-        // inbox in this transaction: no job, no claim, no second write.
+        // inbox in this transaction: no job and no claim.
         let inapp: Vec<NotificationId> = created
             .iter()
             .filter(|(_, c, _)| *c == Channel::InApp)

@@ -7,6 +7,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
+mod written_once;
+
 const WAIT: Duration = Duration::from_secs(20);
 
 struct User<'a> {

@@ -183,24 +183,59 @@ pub struct NewRow {
 }
 
 /// Inserts `rows`, of any tenants, in one statement.
+///
+/// In-app rows of the tenants in `placing` that leave nothing to decide
+/// (with a subscriber, and critical or of a subscriber without stored
+/// preferences) are written once, already `sent` in their subscribers'
+/// inboxes, as a batch chunk's are ([`super::batches::expand`]); they are
+/// returned with their subscribers for the caller to announce
+/// ([`crate::events::announce_placed`]) in the same transaction, which has
+/// locked those subscribers ([`super::events::lock_subscribers`]). Every
+/// other row is inserted `queued`.
 #[tracing::instrument(skip_all, fields(rows = rows.len()))]
-pub async fn insert_many(db: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result<(), sqlx::Error> {
+pub async fn insert_many(
+    db: &mut sqlx::PgConnection,
+    rows: &[NewRow],
+    placing: &std::collections::BTreeSet<TenantId>,
+) -> Result<Vec<(SubscriberId, super::inbox::Item)>, sqlx::Error> {
     if rows.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let col = |f: fn(&NewRow) -> Uuid| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "insert into notifications
+    let may_place: Vec<bool> = rows
+        .iter()
+        .map(|r| {
+            r.channel == Channel::InApp
+                && r.subscriber_id.is_some()
+                && placing.contains(&r.tenant_id)
+        })
+        .collect();
+    let returned: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
+        "with r as (
+             select r.*, (r.may_place and (r.critical or not exists (
+                              select 1 from subscriber_preferences p
+                              where p.tenant_id = r.tenant_id and p.subscriber_id = r.subscriber_id)))
+                         as placed
+             from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
+                         $7::int4[], $8::bool[], $9::uuid[], $10::text[], $11::bool[], $12::uuid[],
+                         $13::text[], $14::bool[])
+                  as r(id, tenant_id, channel, recipient, content, metadata, max_attempts,
+                       dispatched, subscriber_id, category, critical, send_id, template_key,
+                       may_place)
+         )
+         insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts,
-              dispatched_at, subscriber_id, category, critical, send_id, template_key)
+              dispatched_at, subscriber_id, category, critical, send_id, template_key,
+              status, attempts, provider_message_id, sent_at)
          select id, tenant_id, channel, recipient, content, metadata, max_attempts,
-                case when dispatched then now() end, subscriber_id, category, critical, send_id,
-                template_key
-         from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[],
-                     $7::int4[], $8::bool[], $9::uuid[], $10::text[], $11::bool[], $12::uuid[],
-                     $13::text[])
-              as r(id, tenant_id, channel, recipient, content, metadata, max_attempts,
-                   dispatched, subscriber_id, category, critical, send_id, template_key)",
+                case when dispatched and not placed then now() end, subscriber_id, category,
+                critical, send_id, template_key,
+                case when placed then 'sent' else 'queued' end,
+                case when placed then 1 else 0 end,
+                case when placed then 'inapp:' || id::text end,
+                case when placed then now() end
+         from r
+         returning id, status = 'sent', created_at",
     )
     .bind(col(|r| r.id.0))
     .bind(col(|r| r.tenant_id.0))
@@ -235,9 +270,29 @@ pub async fn insert_many(db: &mut sqlx::PgConnection, rows: &[NewRow]) -> Result
             .map(|r| r.template_key.as_deref())
             .collect::<Vec<_>>(),
     )
-    .execute(&mut *db)
+    .bind(&may_place)
+    .fetch_all(&mut *db)
     .await?;
-    Ok(())
+    let by_id: std::collections::HashMap<NotificationId, &NewRow> =
+        rows.iter().map(|r| (r.id, r)).collect();
+    Ok(returned
+        .into_iter()
+        .filter(|(_, placed, _)| *placed)
+        .filter_map(|(id, _, created_at)| {
+            let row = by_id.get(&id)?;
+            Some((
+                row.subscriber_id?,
+                super::inbox::Item {
+                    id,
+                    category: row.category.clone(),
+                    content: Json(row.content.clone()),
+                    read_at: None,
+                    archived_at: None,
+                    created_at,
+                },
+            ))
+        })
+        .collect())
 }
 
 /// A notification as its tenant sees it.
