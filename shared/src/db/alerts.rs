@@ -67,6 +67,21 @@ impl From<RuleRow> for Rule {
 const RULE_COLUMNS: &str = "id, tenant_id, name, metric, scope, threshold, window_secs, severity,
     cooldown_secs, escalation, enabled, builtin, created_by, created_at, updated_at";
 
+/// Binds `spec`'s fields from its name to whether it is enabled, in the
+/// order [`insert_rule`] and [`update_rule`] number them.
+fn bind_spec<'q, Q: super::Bind<'q>>(query: Q, spec: &'q RuleSpec) -> Q {
+    query
+        .bind_next(&spec.name)
+        .bind_next(spec.metric.as_str())
+        .bind_next(&spec.scope)
+        .bind_next(spec.threshold)
+        .bind_next(spec.window_secs)
+        .bind_next(spec.severity.as_str())
+        .bind_next(spec.cooldown_secs)
+        .bind_next(serde_json::to_value(&spec.escalation).unwrap_or_default())
+        .bind_next(spec.enabled)
+}
+
 /// Stores a new rule; returns its id.
 #[tracing::instrument(skip_all)]
 pub async fn insert_rule(
@@ -77,26 +92,18 @@ pub async fn insert_rule(
     by: &str,
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
-    sqlx::query(
+    let query = sqlx::query(
         "insert into alert_rules (id, tenant_id, name, metric, scope, threshold, window_secs,
              severity, cooldown_secs, escalation, enabled, builtin, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(id)
-    .bind(tenant)
-    .bind(&spec.name)
-    .bind(spec.metric.as_str())
-    .bind(&spec.scope)
-    .bind(spec.threshold)
-    .bind(spec.window_secs)
-    .bind(spec.severity.as_str())
-    .bind(spec.cooldown_secs)
-    .bind(serde_json::to_value(&spec.escalation).unwrap_or_default())
-    .bind(spec.enabled)
-    .bind(builtin)
-    .bind(by)
-    .execute(db)
-    .await?;
+    .bind(tenant);
+    bind_spec(query, spec)
+        .bind(builtin)
+        .bind(by)
+        .execute(db)
+        .await?;
     Ok(id)
 }
 
@@ -108,25 +115,14 @@ pub async fn update_rule(
     id: Uuid,
     spec: &RuleSpec,
 ) -> Result<Option<Rule>, sqlx::Error> {
-    let row: Option<RuleRow> = sqlx::query_as(&format!(
+    let sql = format!(
         "update alert_rules set name = $3, metric = $4, scope = $5, threshold = $6,
              window_secs = $7, severity = $8, cooldown_secs = $9, escalation = $10, enabled = $11
          where id = $2 and ($1::uuid is null or tenant_id = $1)
          returning {RULE_COLUMNS}"
-    ))
-    .bind(reach.param())
-    .bind(id)
-    .bind(&spec.name)
-    .bind(spec.metric.as_str())
-    .bind(&spec.scope)
-    .bind(spec.threshold)
-    .bind(spec.window_secs)
-    .bind(spec.severity.as_str())
-    .bind(spec.cooldown_secs)
-    .bind(serde_json::to_value(&spec.escalation).unwrap_or_default())
-    .bind(spec.enabled)
-    .fetch_optional(db)
-    .await?;
+    );
+    let query = sqlx::query_as(&sql).bind(reach.param()).bind(id);
+    let row: Option<RuleRow> = bind_spec(query, spec).fetch_optional(db).await?;
     Ok(row.map(Into::into))
 }
 

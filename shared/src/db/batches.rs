@@ -142,14 +142,10 @@ pub struct Batch {
 const BATCH_COLUMNS: &str = "id, template_key, channels, locale, defaults, metadata, status, \
                              closed_at, cancelled_at, completed_at, created_at, updated_at";
 
-/// Reads one batch of `tenant_id`.
-#[tracing::instrument(skip_all)]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: BatchId,
-) -> Result<Option<Batch>, sqlx::Error> {
-    super::get_owned(db, BATCH_COLUMNS, "batches", tenant_id, id).await
+super::owned_rows! {
+    "batches", id: BatchId;
+    /// Reads one batch of `tenant_id`.
+    get -> Batch, BATCH_COLUMNS;
 }
 
 /// The first answer to a chunk.
@@ -311,12 +307,7 @@ async fn status_of(
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<Transition, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("select status from batches where tenant_id = $1 and id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&mut *db)
-            .await?;
+    let status = super::status_owned(&mut *db, "batches", tenant_id, id).await?;
     Ok(status.map_or(Transition::NotFound, Transition::Refused))
 }
 

@@ -205,14 +205,8 @@ pub async fn release_dispatch(
     jobs: &[(TenantId, BulkJobId)],
 ) -> Result<(), sqlx::Error> {
     let (tenants, ids): (Vec<TenantId>, Vec<BulkJobId>) = jobs.iter().copied().unzip();
-    sqlx::query(
-        "update bulk_jobs set dispatched_at = null where tenant_id = any($1) and id = any($2)",
-    )
-    .bind(tenants)
-    .bind(ids)
-    .execute(db)
-    .await?;
-    Ok(())
+    // Whatever the job's status.
+    super::release_dispatched(db, "bulk_jobs", "true", &tenants, ids).await
 }
 
 /// Picks up to `limit` jobs waiting for a parser (never pushed, pushed more
@@ -246,13 +240,7 @@ pub async fn take_pending(
 /// Works across tenants.
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update bulk_jobs set dispatched_at = null
-         where status in ('queued', 'parsing') and dispatched_at is not null",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::forget_dispatched(db, "bulk_jobs", "status in ('queued', 'parsing')").await
 }
 
 /// Forgets which unexpanded chunks were pushed, after Redis lost its data.
@@ -520,12 +508,7 @@ pub async fn cancel(
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 0 {
-        let status: Option<String> =
-            sqlx::query_scalar("select status from bulk_jobs where tenant_id = $1 and id = $2")
-                .bind(tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *db)
-                .await?;
+        let status = super::status_owned(&mut *db, "bulk_jobs", tenant_id, id).await?;
         return Ok(status.map_or(Cancelled::NotFound, Cancelled::Refused));
     }
     settle_chunks(db, tenant_id, id).await?;

@@ -108,13 +108,6 @@ impl Chunks {
         self,
         db: impl PgExecutor<'_>,
     ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(&format!(
-            "update {} set dispatched_at = null
-         where expanded_at is null and dispatched_at is not null",
-            self.table
-        ))
-        .execute(db)
-        .await?;
-        Ok(done.rows_affected())
+        super::forget_dispatched(db, self.table, "expanded_at is null").await
     }
 }

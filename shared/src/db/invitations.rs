@@ -126,13 +126,7 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} where i.id = $1 and ($2::uuid is null or i.tenant_id = $2)"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .fetch_optional(db)
-    .await
+    super::get_within(db, SELECT, "i.", reach, id).await
 }
 
 /// Filters for [`list`].
@@ -440,6 +434,9 @@ pub async fn take_pending(
     .await
 }
 
+/// The invitations whose job may be in Redis.
+const PENDING: &str = "status = 'pending'";
+
 /// Marks invitations (`(tenant, id)`) as not in Redis (their push failed or
 /// the window was full), so the dispatcher's next sweep pushes them. Called
 /// through [`crate::outbox`].
@@ -449,28 +446,14 @@ pub async fn release_dispatch(
     invitations: &[(TenantId, Uuid)],
 ) -> Result<(), sqlx::Error> {
     let (tenants, ids): (Vec<TenantId>, Vec<Uuid>) = invitations.iter().copied().unzip();
-    sqlx::query(
-        "update invitations set dispatched_at = null
-         where tenant_id = any($1) and id = any($2) and status = 'pending'",
-    )
-    .bind(tenants)
-    .bind(ids)
-    .execute(db)
-    .await?;
-    Ok(())
+    super::release_dispatched(db, "invitations", PENDING, &tenants, ids).await
 }
 
 /// Forgets which `pending` invitations were pushed, after Redis lost its
 /// data. Works across tenants.
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update invitations set dispatched_at = null
-         where status = 'pending' and dispatched_at is not null",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::forget_dispatched(db, "invitations", PENDING).await
 }
 
 /// Counts per status (as shown) and type within `reach`: `(status, type,

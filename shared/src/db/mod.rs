@@ -64,7 +64,7 @@ use secrecy::ExposeSecret;
 use sqlx::{
     Connection, PgConnection, PgPool, Postgres,
     migrate::Migrator,
-    postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode},
+    postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode},
 };
 
 use crate::{config::Settings, domain::TenantId};
@@ -219,8 +219,72 @@ where
     T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
     I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
 {
+    get_owned_by(db, columns, table, tenant_id, "id", id).await
+}
+
+/// The row of `tenant_id` in `table` whose `key` column holds `value`
+/// (unique in the organisation), read as `columns`.
+pub(crate) async fn get_owned_by<T, V>(
+    db: impl sqlx::PgExecutor<'_>,
+    columns: &str,
+    table: &str,
+    tenant_id: TenantId,
+    key: &str,
+    value: V,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    V: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+{
     sqlx::query_as(&format!(
-        "select {columns} from {table} where tenant_id = $1 and id = $2"
+        "select {columns} from {table} where tenant_id = $1 and {key} = $2"
+    ))
+    .bind(tenant_id)
+    .bind(value)
+    .fetch_optional(db)
+    .await
+}
+
+/// Up to `limit` rows of `tenant_id` in `table`, read as `columns`, in the
+/// order of their `key` (unique in the organisation), after the key
+/// `after` when given.
+pub(crate) async fn page_by_key<T>(
+    db: impl sqlx::PgExecutor<'_>,
+    columns: &str,
+    table: &str,
+    tenant_id: TenantId,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(&format!(
+        "select {columns} from {table}
+         where tenant_id = $1 and ($2::text is null or key > $2)
+         order by key limit $3"
+    ))
+    .bind(tenant_id)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The status of the row `id` of `tenant_id` in `table`: what a refused
+/// change of it reports.
+pub(crate) async fn status_owned<T, I>(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &str,
+    tenant_id: TenantId,
+    id: I,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres> + Send + Unpin,
+    I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+{
+    sqlx::query_scalar(&format!(
+        "select status from {table} where tenant_id = $1 and id = $2"
     ))
     .bind(tenant_id)
     .bind(id)
@@ -228,26 +292,190 @@ where
     .await
 }
 
-/// Deletes the row `id` of `tenant_id` from `table`; false when there was
-/// none.
-pub(crate) async fn delete_owned<I>(
+/// The row `id` that `select` (a `select … from …` with no `where`) reads
+/// within `reach`; `alias` qualifies the row's columns (`"i."`, or `""`).
+pub(crate) async fn get_within<T>(
+    db: impl sqlx::PgExecutor<'_>,
+    select: &str,
+    alias: &str,
+    reach: scope::Reach,
+    id: uuid::Uuid,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    sqlx::query_as(&format!(
+        "{select} where {alias}id = $1 and ($2::uuid is null or {alias}tenant_id = $2)"
+    ))
+    .bind(id)
+    .bind(reach.param())
+    .fetch_optional(db)
+    .await
+}
+
+/// Deletes the row of `tenant_id` from `table` whose `key` column holds
+/// `value` (unique in the organisation); false when there was none.
+pub(crate) async fn delete_owned_by<V>(
     db: impl sqlx::PgExecutor<'_>,
     table: &str,
     tenant_id: TenantId,
-    id: I,
+    key: &str,
+    value: V,
 ) -> Result<bool, sqlx::Error>
 where
-    I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+    V: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
 {
     let done = sqlx::query(&format!(
-        "delete from {table} where tenant_id = $1 and id = $2"
+        "delete from {table} where tenant_id = $1 and {key} = $2"
     ))
     .bind(tenant_id)
-    .bind(id)
+    .bind(value)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// Marks the rows `ids` of `tenants` in `table` that are `waiting` (an SQL
+/// condition on the row) as not in Redis: their push failed, the window was
+/// full, or a worker handed their job back, so the dispatcher's next sweep
+/// pushes them. For the tables of queued work (see [`crate::outbox`]).
+pub(crate) async fn release_dispatched<I>(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &str,
+    waiting: &str,
+    tenants: &[TenantId],
+    ids: I,
+) -> Result<(), sqlx::Error>
+where
+    I: for<'q> sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres> + Send,
+{
+    sqlx::query(&format!(
+        "update {table} set dispatched_at = null
+         where tenant_id = any($1) and id = any($2) and {waiting}"
+    ))
+    .bind(tenants)
+    .bind(ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Forgets which `waiting` rows of `table` (an SQL condition on the row)
+/// were pushed, after Redis lost its data, so the next sweep pushes them
+/// again; returns how many. Works across tenants.
+pub(crate) async fn forget_dispatched(
+    db: impl sqlx::PgExecutor<'_>,
+    table: &str,
+    waiting: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "update {table} set dispatched_at = null where {waiting} and dispatched_at is not null"
+    ))
+    .execute(db)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// A statement whose parameters are bound in order, whatever it returns:
+/// lets one function bind the fields a module's statements share (a
+/// create's and an update's), in the order they number them.
+pub(crate) trait Bind<'q>: Sized {
+    /// Binds the next parameter.
+    fn bind_next<T>(self, value: T) -> Self
+    where
+        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>;
+}
+
+macro_rules! impl_bind {
+    ($(<$($o:ident)?> $ty:ty;)*) => {$(
+        impl<'q $(, $o)?> Bind<'q> for $ty {
+            fn bind_next<T>(self, value: T) -> Self
+            where
+                T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
+            {
+                self.bind(value)
+            }
+        }
+    )*};
+}
+
+impl_bind! {
+    <> sqlx::query::Query<'q, Postgres, PgArguments>;
+    <O> sqlx::query::QueryAs<'q, Postgres, O, PgArguments>;
+    <O> sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>;
+}
+
+/// Declares the functions of a module over rows of one organisation's
+/// table, addressed by the organisation and a column unique in it (`id`, or
+/// a text `key`), each with its own doc comment:
+///
+/// - `count`: how many rows the organisation has ([`count_owned`]);
+/// - `get -> Row, COLUMNS`: one row, read as `COLUMNS` ([`get_owned_by`]);
+/// - `delete`: deletes one row; false when there was none
+///   ([`delete_owned_by`]);
+/// - `list -> Row, COLUMNS` (by a text `key` only): up to `limit` rows in
+///   key order, after the key `after` ([`page_by_key`]).
+///
+/// ```ignore
+/// super::owned_rows! {
+///     "webhook_endpoints", id: Uuid;
+///     /// One endpoint of `tenant_id`.
+///     get -> Endpoint, COLUMNS;
+///     /// Deletes an endpoint and its deliveries.
+///     delete;
+/// }
+/// ```
+macro_rules! owned_rows {
+    ($table:literal, $by:ident: $by_ty:ty;
+     $($(#[$doc:meta])* $kind:ident $(-> $row:ty, $columns:expr)?;)*) => {
+        $($crate::db::owned_rows!(@fn $table, $by, $by_ty, $(#[$doc])* $kind $(-> $row, $columns)?);)*
+    };
+    (@fn $table:literal, $by:ident, $by_ty:ty, $(#[$doc:meta])* count) => {
+        $(#[$doc])*
+        #[tracing::instrument(skip_all)]
+        pub async fn count(
+            db: impl sqlx::PgExecutor<'_>,
+            tenant_id: $crate::domain::TenantId,
+        ) -> Result<i64, sqlx::Error> {
+            $crate::db::count_owned(db, $table, tenant_id).await
+        }
+    };
+    (@fn $table:literal, $by:ident, $by_ty:ty, $(#[$doc:meta])* get -> $row:ty, $columns:expr) => {
+        $(#[$doc])*
+        #[tracing::instrument(skip_all)]
+        pub async fn get(
+            db: impl sqlx::PgExecutor<'_>,
+            tenant_id: $crate::domain::TenantId,
+            $by: $by_ty,
+        ) -> Result<Option<$row>, sqlx::Error> {
+            $crate::db::get_owned_by(db, $columns, $table, tenant_id, stringify!($by), $by).await
+        }
+    };
+    (@fn $table:literal, $by:ident, $by_ty:ty, $(#[$doc:meta])* delete) => {
+        $(#[$doc])*
+        #[tracing::instrument(skip_all)]
+        pub async fn delete(
+            db: impl sqlx::PgExecutor<'_>,
+            tenant_id: $crate::domain::TenantId,
+            $by: $by_ty,
+        ) -> Result<bool, sqlx::Error> {
+            $crate::db::delete_owned_by(db, $table, tenant_id, stringify!($by), $by).await
+        }
+    };
+    (@fn $table:literal, key, $by_ty:ty, $(#[$doc:meta])* list -> $row:ty, $columns:expr) => {
+        $(#[$doc])*
+        #[tracing::instrument(skip_all)]
+        pub async fn list(
+            db: impl sqlx::PgExecutor<'_>,
+            tenant_id: $crate::domain::TenantId,
+            after: Option<&str>,
+            limit: i64,
+        ) -> Result<Vec<$row>, sqlx::Error> {
+            $crate::db::page_by_key(db, $columns, $table, tenant_id, after, limit).await
+        }
+    };
+}
+pub(crate) use owned_rows;
 
 /// Applies every pending migration; safe to run from several processes.
 ///

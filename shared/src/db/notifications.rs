@@ -418,15 +418,14 @@ pub async fn release_dispatch(
     tenants: &[TenantId],
     ids: &[NotificationId],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update notifications set dispatched_at = null
-         where tenant_id = any($1) and id = any($2) and status in ('queued', 'deferred')",
+    super::release_dispatched(
+        db,
+        "notifications",
+        "status in ('queued', 'deferred')",
+        tenants,
+        ids,
     )
-    .bind(tenants)
-    .bind(ids)
-    .execute(db)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Marks queued rows of `tenant_id` as pushed by their caller, who pushes
@@ -554,12 +553,7 @@ pub async fn cancel(
     if done.rows_affected() == 1 {
         return Ok(Cancelled::Done);
     }
-    let status: Option<NotificationStatus> =
-        sqlx::query_scalar("select status from notifications where tenant_id = $1 and id = $2")
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(&mut *db)
-            .await?;
+    let status = super::status_owned(&mut *db, "notifications", tenant_id, id).await?;
     Ok(status.map_or(Cancelled::NotFound, Cancelled::TooLate))
 }
 

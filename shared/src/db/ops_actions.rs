@@ -112,12 +112,13 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<OpsAction>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from ops_actions where id = $1 and ($2::uuid is null or tenant_id = $2)"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .fetch_optional(db)
+    super::get_within(
+        db,
+        &format!("select {COLUMNS} from ops_actions"),
+        "",
+        reach,
+        id,
+    )
     .await
 }
 

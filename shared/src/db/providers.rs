@@ -80,6 +80,20 @@ pub fn is_name_taken(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "provider_configs_tenant_name_key")
 }
 
+/// Binds `new`'s fields from its provider to its masked credentials, in
+/// the order [`create`] and [`update`] number them.
+fn bind_write<'q, Q: super::Bind<'q>>(query: Q, new: &'q ProviderWrite<'_>) -> Q {
+    query
+        .bind_next(new.provider)
+        .bind_next(new.name)
+        .bind_next(new.priority)
+        .bind_next(new.enabled)
+        .bind_next(&new.settings)
+        .bind_next(new.sealed.as_ref().map(|s| s.key_id.as_str()))
+        .bind_next(new.sealed.as_ref().map(|s| s.bytes.as_slice()))
+        .bind_next(&new.masked)
+}
+
 /// Creates a config with the given id (the id is part of the credentials'
 /// associated data, so the caller picks it before sealing).
 #[tracing::instrument(skip_all)]
@@ -89,25 +103,17 @@ pub async fn create(
     id: Uuid,
     new: ProviderWrite<'_>,
 ) -> Result<ProviderConfig, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "insert into provider_configs
              (id, tenant_id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(tenant_id)
-    .bind(new.provider.channel_name())
-    .bind(new.provider)
-    .bind(new.name)
-    .bind(new.priority)
-    .bind(new.enabled)
-    .bind(&new.settings)
-    .bind(new.sealed.as_ref().map(|s| s.key_id.as_str()))
-    .bind(new.sealed.as_ref().map(|s| s.bytes.as_slice()))
-    .bind(&new.masked)
-    .fetch_one(db)
-    .await
+    );
+    let query = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(tenant_id)
+        .bind(new.provider.channel_name());
+    bind_write(query, &new).fetch_one(db).await
 }
 
 /// Replaces a config. The provider kind cannot change. `None` credentials
@@ -119,7 +125,7 @@ pub async fn update(
     id: Uuid,
     new: ProviderWrite<'_>,
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "update provider_configs
          set name = $4, priority = $5, enabled = $6, settings = $7,
              key_id = case when $8::text is null then key_id else $8 end,
@@ -127,29 +133,17 @@ pub async fn update(
              masked = case when $8::text is null then masked else $10 end
          where tenant_id = $1 and id = $2 and provider = $3
          returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(new.provider)
-    .bind(new.name)
-    .bind(new.priority)
-    .bind(new.enabled)
-    .bind(&new.settings)
-    .bind(new.sealed.as_ref().map(|s| s.key_id.as_str()))
-    .bind(new.sealed.as_ref().map(|s| s.bytes.as_slice()))
-    .bind(&new.masked)
-    .fetch_optional(db)
-    .await
+    );
+    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
+    bind_write(query, &new).fetch_optional(db).await
 }
 
-/// One config of `tenant_id`.
-#[tracing::instrument(skip_all)]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<Option<ProviderConfig>, sqlx::Error> {
-    super::get_owned(db, COLUMNS, "provider_configs", tenant_id, id).await
+super::owned_rows! {
+    "provider_configs", id: Uuid;
+    /// One config of `tenant_id`.
+    get -> ProviderConfig, COLUMNS;
+    /// Deletes a config; false if there was none.
+    delete;
 }
 
 /// A config and its tenant, found by id alone: a provider's callback names
@@ -208,16 +202,6 @@ pub async fn for_channel(
     .bind(channel)
     .fetch_all(db)
     .await
-}
-
-/// Deletes a config; false if there was none.
-#[tracing::instrument(skip_all)]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    super::delete_owned(db, "provider_configs", tenant_id, id).await
 }
 
 /// The enabled config of `kind` that goes first (lowest priority), if any:

@@ -76,6 +76,21 @@ pub struct ScheduleSpec {
 const COLUMNS: &str = "id, tenant_id, name, template, report_template_id, format, cron, timezone, recipients, enabled,
      next_run_at, last_run_for, last_notification_ids, created_by, created_at, updated_at";
 
+/// Binds `spec`'s fields, from its name to its own report template, in the
+/// order [`insert`] and [`update`] number them.
+fn bind_spec<'q, Q: super::Bind<'q>>(query: Q, spec: &'q ScheduleSpec) -> Q {
+    query
+        .bind_next(&spec.name)
+        .bind_next(&spec.template)
+        .bind_next(&spec.format)
+        .bind_next(&spec.cron)
+        .bind_next(&spec.timezone)
+        .bind_next(&spec.recipients)
+        .bind_next(spec.enabled)
+        .bind_next(spec.next_run_at)
+        .bind_next(spec.report_template_id)
+}
+
 /// Creates a schedule.
 #[tracing::instrument(skip_all)]
 pub async fn insert(
@@ -84,27 +99,15 @@ pub async fn insert(
     spec: &ScheduleSpec,
     created_by: &str,
 ) -> Result<ReportSchedule, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "insert into report_schedules
              (id, tenant_id, name, template, format, cron, timezone, recipients, enabled, next_run_at,
-              created_by, report_template_id)
+              report_template_id, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(&spec.name)
-    .bind(&spec.template)
-    .bind(&spec.format)
-    .bind(&spec.cron)
-    .bind(&spec.timezone)
-    .bind(&spec.recipients)
-    .bind(spec.enabled)
-    .bind(spec.next_run_at)
-    .bind(created_by)
-    .bind(spec.report_template_id)
-    .fetch_one(db)
-    .await
+    );
+    let query = sqlx::query_as(&sql).bind(Uuid::now_v7()).bind(tenant_id);
+    bind_spec(query, spec).bind(created_by).fetch_one(db).await
 }
 
 /// The organisation's schedules, oldest first (at most 1,000).
@@ -122,20 +125,14 @@ pub async fn list(
     .await
 }
 
-/// How many schedules the organisation has.
-#[tracing::instrument(skip_all)]
-pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
-    super::count_owned(db, "report_schedules", tenant_id).await
-}
-
-/// One schedule of the organisation.
-#[tracing::instrument(skip_all)]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<Option<ReportSchedule>, sqlx::Error> {
-    super::get_owned(db, COLUMNS, "report_schedules", tenant_id, id).await
+super::owned_rows! {
+    "report_schedules", id: Uuid;
+    /// How many schedules the organisation has.
+    count;
+    /// One schedule of the organisation.
+    get -> ReportSchedule, COLUMNS;
+    /// Deletes a schedule; false when the organisation has none with `id`.
+    delete;
 }
 
 /// Replaces a schedule's settings.
@@ -146,36 +143,15 @@ pub async fn update(
     id: Uuid,
     spec: &ScheduleSpec,
 ) -> Result<Option<ReportSchedule>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "update report_schedules
          set name = $3, template = $4, format = $5, cron = $6, timezone = $7, recipients = $8,
              enabled = $9, next_run_at = $10, report_template_id = $11
          where tenant_id = $1 and id = $2
          returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(&spec.name)
-    .bind(&spec.template)
-    .bind(&spec.format)
-    .bind(&spec.cron)
-    .bind(&spec.timezone)
-    .bind(&spec.recipients)
-    .bind(spec.enabled)
-    .bind(spec.next_run_at)
-    .bind(spec.report_template_id)
-    .fetch_optional(db)
-    .await
-}
-
-/// Deletes a schedule; false when the organisation has none with `id`.
-#[tracing::instrument(skip_all)]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    super::delete_owned(db, "report_schedules", tenant_id, id).await
+    );
+    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
+    bind_spec(query, spec).fetch_optional(db).await
 }
 
 /// Locks and returns schedules of every organisation due at `now`;

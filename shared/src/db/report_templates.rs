@@ -80,14 +80,27 @@ fn of(r: Row) -> ReportTemplate {
     }
 }
 
-fn sections(spec: &TemplateSpec) -> Vec<&'static str> {
-    spec.sections.iter().map(|s| s.as_str()).collect()
+/// Binds `spec`'s fields, from its key to its channel, in the order
+/// [`insert`] and [`update`] number them.
+fn bind_spec<'q, Q: super::Bind<'q>>(query: Q, spec: &'q TemplateSpec) -> Q {
+    let (period, days) = spec.period.columns();
+    let sections: Vec<&'static str> = spec.sections.iter().map(|s| s.as_str()).collect();
+    query
+        .bind_next(&spec.key)
+        .bind_next(&spec.name)
+        .bind_next(period)
+        .bind_next(days)
+        .bind_next(sections)
+        .bind_next(&spec.channel)
 }
 
-/// How many report templates the organisation has.
-#[tracing::instrument(skip_all)]
-pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
-    super::count_owned(db, "report_templates", tenant_id).await
+super::owned_rows! {
+    "report_templates", id: Uuid;
+    /// How many report templates the organisation has.
+    count;
+    /// Deletes a template; false when the organisation has none with `id`. A
+    /// template a schedule uses violates [`SCHEDULE_CONSTRAINT`].
+    delete;
 }
 
 /// Creates a template.
@@ -98,24 +111,17 @@ pub async fn insert(
     spec: &TemplateSpec,
     created_by: &str,
 ) -> Result<ReportTemplate, sqlx::Error> {
-    let (period, days) = spec.period.columns();
-    let row: Row = sqlx::query_as(&format!(
+    let sql = format!(
         "insert into report_templates
              (id, tenant_id, key, name, period, period_days, sections, channel, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(&spec.key)
-    .bind(&spec.name)
-    .bind(period)
-    .bind(days)
-    .bind(sections(spec))
-    .bind(&spec.channel)
-    .bind(created_by)
-    .fetch_one(db)
-    .await?;
+    );
+    let query = sqlx::query_as(&sql).bind(Uuid::now_v7()).bind(tenant_id);
+    let row: Row = bind_spec(query, spec)
+        .bind(created_by)
+        .fetch_one(db)
+        .await?;
     Ok(of(row))
 }
 
@@ -180,33 +186,13 @@ pub async fn update(
     id: Uuid,
     spec: &TemplateSpec,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
-    let (period, days) = spec.period.columns();
-    let row: Option<Row> = sqlx::query_as(&format!(
+    let sql = format!(
         "update report_templates
          set key = $3, name = $4, period = $5, period_days = $6, sections = $7, channel = $8
          where tenant_id = $1 and id = $2
          returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(&spec.key)
-    .bind(&spec.name)
-    .bind(period)
-    .bind(days)
-    .bind(sections(spec))
-    .bind(&spec.channel)
-    .fetch_optional(db)
-    .await?;
+    );
+    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
+    let row: Option<Row> = bind_spec(query, spec).fetch_optional(db).await?;
     Ok(row.map(of))
-}
-
-/// Deletes a template; false when the organisation has none with `id`. A
-/// template a schedule uses violates [`SCHEDULE_CONSTRAINT`].
-#[tracing::instrument(skip_all)]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    super::delete_owned(db, "report_templates", tenant_id, id).await
 }

@@ -197,14 +197,26 @@ pub struct Filter<'a> {
     pub before_id: Option<i64>,
 }
 
-impl Filter<'_> {
-    /// The binds of `$1` (the organisation, null for every one) and `$2`
-    /// (only events without an organisation).
-    fn scope(&self) -> (Option<Uuid>, bool) {
-        match self.scope {
+impl<'a> Filter<'a> {
+    /// Binds `$1` to `$7` of [`WHERE`]: the organisation (null for every
+    /// one), whether only events without an organisation, and the rest of
+    /// the filter.
+    fn bind<'q, Q: super::Bind<'q>>(self, query: Q) -> Q
+    where
+        'a: 'q,
+    {
+        let (tenant, platform) = match self.scope {
             Scope::Within(reach) => (reach.param(), false),
             Scope::Unowned(_) => (None, true),
-        }
+        };
+        query
+            .bind_next(tenant)
+            .bind_next(platform)
+            .bind_next(self.kind)
+            .bind_next(self.user_id)
+            .bind_next(self.since)
+            .bind_next(self.until)
+            .bind_next(self.before_id)
     }
 }
 
@@ -220,21 +232,14 @@ pub async fn list(
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    let (tenant, platform) = f.scope();
-    sqlx::query_as(&format!(
+    let sql = format!(
         "select id, tenant_id, kind, user_id, session_id, ip, user_agent, details, created_at
          from security_events {WHERE} order by id desc limit $8"
-    ))
-    .bind(tenant)
-    .bind(platform)
-    .bind(f.kind)
-    .bind(f.user_id)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(f.before_id)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+    );
+    f.bind(sqlx::query_as(&sql))
+        .bind(limit)
+        .fetch_all(db)
+        .await
 }
 
 /// Events per kind: `(kind, count)`.
@@ -243,19 +248,8 @@ pub async fn counts(
     db: impl PgExecutor<'_>,
     f: Filter<'_>,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let (tenant, platform) = f.scope();
-    sqlx::query_as(&format!(
-        "select kind, count(*) from security_events {WHERE} group by kind order by kind"
-    ))
-    .bind(tenant)
-    .bind(platform)
-    .bind(f.kind)
-    .bind(f.user_id)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(f.before_id)
-    .fetch_all(db)
-    .await
+    let sql = format!("select kind, count(*) from security_events {WHERE} group by kind order by kind");
+    f.bind(sqlx::query_as(&sql)).fetch_all(db).await
 }
 
 /// Deletes up to `limit` events (across organisations) created before

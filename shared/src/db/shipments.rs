@@ -110,14 +110,12 @@ pub async fn create(
     .await
 }
 
-/// One shipment of `tenant_id`.
-#[tracing::instrument(skip_all)]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<Option<Shipment>, sqlx::Error> {
-    super::get_owned(db, COLUMNS, "shipments", tenant_id, id).await
+super::owned_rows! {
+    "shipments", id: Uuid;
+    /// One shipment of `tenant_id`.
+    get -> Shipment, COLUMNS;
+    /// Deletes a shipment and its events; false if there was none.
+    delete;
 }
 
 /// Shipments of `tenant_id`, newest first, optionally of one status, after
@@ -162,16 +160,6 @@ pub async fn update(
     .bind(assigned_to)
     .fetch_optional(db)
     .await
-}
-
-/// Deletes a shipment and its events; false if there was none.
-#[tracing::instrument(skip_all)]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    super::delete_owned(db, "shipments", tenant_id, id).await
 }
 
 /// A shipment's events, newest first.

@@ -109,8 +109,23 @@ impl TryFrom<Row> for StoredTemplate {
 const COLUMNS: &str = "id, key, name, description, category, critical, default_locale, \
      default_channels, locales, created_at, updated_at";
 
-fn channel_names(t: &Template) -> Vec<&'static str> {
-    t.default_channels.iter().map(|c| c.as_str()).collect()
+/// Binds `template`'s fields, from its key to its locales, in the order
+/// [`create`] and [`update`] number them.
+fn bind_template<'q, Q: super::Bind<'q>>(query: Q, template: &'q Template) -> Q {
+    let channels: Vec<&'static str> = template
+        .default_channels
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    query
+        .bind_next(&template.key)
+        .bind_next(&template.name)
+        .bind_next(&template.description)
+        .bind_next(&template.category)
+        .bind_next(template.critical)
+        .bind_next(&template.default_locale)
+        .bind_next(channels)
+        .bind_next(Json(&template.locales))
 }
 
 /// Stores a new template.
@@ -120,47 +135,25 @@ pub async fn create(
     tenant_id: TenantId,
     template: &Template,
 ) -> Result<StoredTemplate, sqlx::Error> {
-    let row: Row = sqlx::query_as(&format!(
+    let sql = format!(
         "insert into templates (id, tenant_id, key, name, description, category, critical,
                                 default_locale, default_channels, locales)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          returning {COLUMNS}"
-    ))
-    .bind(TemplateId::new())
-    .bind(tenant_id)
-    .bind(&template.key)
-    .bind(&template.name)
-    .bind(&template.description)
-    .bind(&template.category)
-    .bind(template.critical)
-    .bind(&template.default_locale)
-    .bind(channel_names(template))
-    .bind(Json(&template.locales))
-    .fetch_one(db)
-    .await?;
+    );
+    let query = sqlx::query_as(&sql).bind(TemplateId::new()).bind(tenant_id);
+    let row: Row = bind_template(query, template).fetch_one(db).await?;
     row.try_into()
 }
 
-/// Up to `limit` templates in key order, after the key `after` when given.
-#[tracing::instrument(skip_all)]
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<TemplateSummary>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, key, name, description, category, critical, default_locale,
-                default_channels, created_at, updated_at
-         from templates
-         where tenant_id = $1 and ($2::text is null or key > $2)
-         order by key limit $3",
-    )
-    .bind(tenant_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+/// The columns of a [`TemplateSummary`].
+const SUMMARY_COLUMNS: &str = "id, key, name, description, category, critical, default_locale, \
+     default_channels, created_at, updated_at";
+
+super::owned_rows! {
+    "templates", key: &str;
+    /// Up to `limit` templates in key order, after the key `after` when given.
+    list -> TemplateSummary, SUMMARY_COLUMNS;
 }
 
 /// One template by id.
@@ -181,13 +174,8 @@ pub async fn get_by_key(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<StoredTemplate>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from templates where tenant_id = $1 and key = $2"
-    ))
-    .bind(tenant_id)
-    .bind(key)
-    .fetch_optional(db)
-    .await?;
+    let row: Option<Row> =
+        super::get_owned_by(db, COLUMNS, "templates", tenant_id, "key", key).await?;
     row.map(TryInto::try_into).transpose()
 }
 
@@ -199,25 +187,15 @@ pub async fn update(
     id: TemplateId,
     template: &Template,
 ) -> Result<Option<StoredTemplate>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(&format!(
+    let sql = format!(
         "update templates
          set key = $3, name = $4, description = $5, category = $6, critical = $7,
              default_locale = $8, default_channels = $9, locales = $10
          where tenant_id = $1 and id = $2
          returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(&template.key)
-    .bind(&template.name)
-    .bind(&template.description)
-    .bind(&template.category)
-    .bind(template.critical)
-    .bind(&template.default_locale)
-    .bind(channel_names(template))
-    .bind(Json(&template.locales))
-    .fetch_optional(db)
-    .await?;
+    );
+    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
+    let row: Option<Row> = bind_template(query, template).fetch_optional(db).await?;
     row.map(TryInto::try_into).transpose()
 }
 

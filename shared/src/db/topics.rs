@@ -79,40 +79,14 @@ pub async fn create(
     .await
 }
 
-/// Reads the topic with `key` of `tenant_id`.
-#[tracing::instrument(skip_all)]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    key: &str,
-) -> Result<Option<Topic>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from topics t where t.tenant_id = $1 and t.key = $2"
-    ))
-    .bind(tenant_id)
-    .bind(key)
-    .fetch_optional(db)
-    .await
-}
-
-/// Up to `limit` topics of `tenant_id` by key, after `after`.
-#[tracing::instrument(skip_all)]
-pub async fn list(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    after: Option<&str>,
-    limit: i64,
-) -> Result<Vec<Topic>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from topics t
-         where t.tenant_id = $1 and ($2::text is null or t.key > $2)
-         order by t.key limit $3"
-    ))
-    .bind(tenant_id)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(db)
-    .await
+super::owned_rows! {
+    "topics t", key: &str;
+    /// Reads the topic with `key` of `tenant_id`.
+    get -> Topic, COLUMNS;
+    /// Up to `limit` topics of `tenant_id` by key, after `after`.
+    list -> Topic, COLUMNS;
+    /// Deletes a topic and its memberships; whether there was one.
+    delete;
 }
 
 /// Renames or re-describes a topic; `None` when there is none.
@@ -141,21 +115,6 @@ pub async fn update(
     .bind(description)
     .fetch_optional(db)
     .await
-}
-
-/// Deletes a topic and its memberships; whether there was one.
-#[tracing::instrument(skip_all)]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    key: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from topics where tenant_id = $1 and key = $2")
-        .bind(tenant_id)
-        .bind(key)
-        .execute(db)
-        .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// What a membership change did.
@@ -196,6 +155,29 @@ async fn known(
     Ok((found.into_iter().map(|(_, id)| id).collect(), unknown))
 }
 
+/// Runs `statement` (tenant, topic, subscriber ids) on the subscribers of
+/// `external_ids` that the organisation has, and reports the rest unknown.
+async fn change_members(
+    db: &mut PgConnection,
+    tenant_id: TenantId,
+    topic_id: Uuid,
+    external_ids: &[String],
+    statement: &'static str,
+) -> Result<Changed, sqlx::Error> {
+    let (ids, unknown) = known(db, tenant_id, external_ids).await?;
+    let done = sqlx::query(statement)
+        .bind(tenant_id)
+        .bind(topic_id)
+        .bind(&ids)
+        .execute(&mut *db)
+        .await?;
+    Ok(Changed {
+        changed: done.rows_affected(),
+        unchanged: ids.len() as u64 - done.rows_affected(),
+        unknown,
+    })
+}
+
 /// Adds the subscribers of `external_ids` (distinct) to topic `topic_id` of
 /// `tenant_id`, in one statement; external ids without a subscriber are
 /// reported, not created.
@@ -206,22 +188,16 @@ pub async fn add_members(
     topic_id: Uuid,
     external_ids: &[String],
 ) -> Result<Changed, sqlx::Error> {
-    let (ids, unknown) = known(db, tenant_id, external_ids).await?;
-    let done = sqlx::query(
+    change_members(
+        db,
+        tenant_id,
+        topic_id,
+        external_ids,
         "insert into topic_members (topic_id, subscriber_id, tenant_id)
          select $2, s, $1 from unnest($3::uuid[]) as s
          on conflict (topic_id, subscriber_id) do nothing",
     )
-    .bind(tenant_id)
-    .bind(topic_id)
-    .bind(&ids)
-    .execute(&mut *db)
-    .await?;
-    Ok(Changed {
-        changed: done.rows_affected(),
-        unchanged: ids.len() as u64 - done.rows_affected(),
-        unknown,
-    })
+    .await
 }
 
 /// Removes the subscribers of `external_ids` (distinct) from topic
@@ -233,21 +209,15 @@ pub async fn remove_members(
     topic_id: Uuid,
     external_ids: &[String],
 ) -> Result<Changed, sqlx::Error> {
-    let (ids, unknown) = known(db, tenant_id, external_ids).await?;
-    let done = sqlx::query(
+    change_members(
+        db,
+        tenant_id,
+        topic_id,
+        external_ids,
         "delete from topic_members
          where tenant_id = $1 and topic_id = $2 and subscriber_id = any($3)",
     )
-    .bind(tenant_id)
-    .bind(topic_id)
-    .bind(&ids)
-    .execute(&mut *db)
-    .await?;
-    Ok(Changed {
-        changed: done.rows_affected(),
-        unchanged: ids.len() as u64 - done.rows_affected(),
-        unknown,
-    })
+    .await
 }
 
 /// One member of a topic.

@@ -98,13 +98,7 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from users where id = $1 and ($2::uuid is null or tenant_id = $2)"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .fetch_optional(db)
-    .await
+    super::get_within(db, &format!("select {COLUMNS} from users"), "", reach, id).await
 }
 
 /// Filters for [`list`].

@@ -115,10 +115,14 @@ pub async fn create(
     .await
 }
 
-/// How many endpoints `tenant_id` has.
-#[tracing::instrument(skip_all)]
-pub async fn count(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<i64, sqlx::Error> {
-    super::count_owned(db, "webhook_endpoints", tenant_id).await
+super::owned_rows! {
+    "webhook_endpoints", id: Uuid;
+    /// How many endpoints `tenant_id` has.
+    count;
+    /// One endpoint of `tenant_id`.
+    get -> Endpoint, COLUMNS;
+    /// Deletes an endpoint and its deliveries.
+    delete;
 }
 
 /// The endpoints of `tenant_id`, oldest first.
@@ -133,16 +137,6 @@ pub async fn list(
     .bind(tenant_id)
     .fetch_all(db)
     .await
-}
-
-/// One endpoint of `tenant_id`.
-#[tracing::instrument(skip_all)]
-pub async fn get(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<Option<Endpoint>, sqlx::Error> {
-    super::get_owned(db, COLUMNS, "webhook_endpoints", tenant_id, id).await
 }
 
 /// Replaces an endpoint's fields. Enabling it clears its disabled reason and
@@ -203,16 +197,6 @@ pub async fn set_secret(
     Ok(done.rows_affected() == 1)
 }
 
-/// Deletes an endpoint and its deliveries.
-#[tracing::instrument(skip_all)]
-pub async fn delete(
-    db: impl PgExecutor<'_>,
-    tenant_id: TenantId,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    super::delete_owned(db, "webhook_endpoints", tenant_id, id).await
-}
-
 /// Queues one delivery of `event` about a notification to each enabled
 /// endpoint of `tenant_id` that subscribed to it, and returns their ids. Run
 /// it in the transaction that changes the notification's status: the payload
@@ -264,6 +248,9 @@ pub async fn enqueue_for_notification(
     .await
 }
 
+/// The deliveries whose job may be in Redis.
+const QUEUED: &str = "status = 'queued'";
+
 /// Marks deliveries of `tenants` as not in Redis (their push failed, the
 /// window was full, or a worker handed their job back), so the dispatcher's
 /// next sweep pushes them. Called through [`crate::outbox`].
@@ -273,15 +260,7 @@ pub async fn release_dispatch(
     tenants: &[TenantId],
     ids: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update webhook_deliveries set dispatched_at = null
-         where tenant_id = any($1) and id = any($2) and status = 'queued'",
-    )
-    .bind(tenants)
-    .bind(ids)
-    .execute(db)
-    .await?;
-    Ok(())
+    super::release_dispatched(db, "webhook_deliveries", QUEUED, tenants, ids).await
 }
 
 /// A delivery a worker now holds, with what it needs to make the call.
@@ -532,12 +511,7 @@ pub async fn take_due(
 /// Works across tenants.
 #[tracing::instrument(skip_all)]
 pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
-        "update webhook_deliveries set dispatched_at = null where status = 'queued' and dispatched_at is not null",
-    )
-    .execute(db)
-    .await?;
-    Ok(done.rows_affected())
+    super::forget_dispatched(db, "webhook_deliveries", QUEUED).await
 }
 
 /// A delivery as its tenant sees it.
