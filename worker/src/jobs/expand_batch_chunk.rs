@@ -180,14 +180,7 @@ async fn expand(state: &WorkerState, job: &ExpandBatchChunk) -> anyhow::Result<O
     )
     .await
     .context("while inserting the notifications")?;
-    let placed = written.placed.len() as u64;
-    let events =
-        shared::events::announce_placed(&mut tx, job.tenant_id, written.placed, &written.created)
-            .await
-            .context("while recording inbox events")?;
-    tx.commit().await.context("while committing")?;
-    expansion::announce_placed(state, job.tenant_id, placed, &events).await;
-    Ok(Some(written.inserted))
+    expansion::commit(state, tx, job.tenant_id, written).await
 }
 
 /// The batch's default data with the recipient's keys over it.

@@ -78,12 +78,5 @@ async fn expand(state: &WorkerState, job: &ExpandBulkChunk) -> anyhow::Result<Op
     )
     .await
     .context("while inserting the notifications")?;
-    let placed = written.placed.len() as u64;
-    let events =
-        shared::events::announce_placed(&mut tx, job.tenant_id, written.placed, &written.created)
-            .await
-            .context("while recording inbox events")?;
-    tx.commit().await.context("while committing")?;
-    expansion::announce_placed(state, job.tenant_id, placed, &events).await;
-    Ok(Some(written.inserted))
+    expansion::commit(state, tx, job.tenant_id, written).await
 }

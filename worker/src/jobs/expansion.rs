@@ -7,7 +7,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use shared::{
-    db::webhooks, domain::TenantId, events::Event, jobs::QueueName, outbox::OutboxJob,
+    db::{batches::ExpandedChunk, webhooks},
+    domain::TenantId,
+    events::Event,
+    jobs::QueueName,
+    outbox::OutboxJob,
     webhooks::WebhookEvent,
 };
 
@@ -55,6 +59,25 @@ pub async fn place_inapp(tx: &mut sqlx::PgConnection, tenant: TenantId) -> anyho
         .await
         .context("while reading webhook subscriptions")?;
     Ok(!hooked.iter().any(|h| h == WebhookEvent::Sent.as_str()))
+}
+
+/// Ends an expansion of `tenant`'s chunk that `written` holds: records the
+/// inbox events of the in-app notifications it placed, commits, and then
+/// announces them ([`announce_placed`]). Returns how many notifications it
+/// created.
+pub async fn commit(
+    state: &WorkerState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant: TenantId,
+    written: ExpandedChunk,
+) -> anyhow::Result<Option<u64>> {
+    let placed = written.placed.len() as u64;
+    let events = shared::events::announce_placed(&mut tx, tenant, written.placed, &written.created)
+        .await
+        .context("while recording inbox events")?;
+    tx.commit().await.context("while committing")?;
+    announce_placed(state, tenant, placed, &events).await;
+    Ok(Some(written.inserted))
 }
 
 /// Counts `placed` in-app notifications written straight into the inboxes

@@ -172,6 +172,18 @@ pub struct HttpProviders {
     pub public_base_url: Option<String>,
 }
 
+/// The worker's HTTP client for providers' and carriers' APIs: requests
+/// give up after `timeout`, and redirects are not followed (they would let
+/// an answer point the credentials elsewhere).
+pub fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
 impl HttpProviders {
     /// A client whose requests give up after `timeout`.
     pub fn new(
@@ -179,14 +191,8 @@ impl HttpProviders {
         timeout: Duration,
         public_base_url: Option<String>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
-            client,
+            client: http_client(timeout)?,
             urls,
             fcm_tokens: fcm::TokenCache::default(),
             public_base_url,

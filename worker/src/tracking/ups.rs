@@ -38,7 +38,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::providers::retry_after;
+use crate::providers::{http_client, retry_after};
 
 /// The `transactionSrc` header UPS asks callers to identify themselves with.
 pub const TRANSACTION_SRC: &str = "notify";
@@ -178,16 +178,8 @@ impl UpsClient {
         prefix: &str,
         keyring: Option<Keyring>,
     ) -> anyhow::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            // Following redirects would let an answer point the credentials
-            // elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("notify-worker/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         Ok(Self {
-            client,
+            client: http_client(timeout)?,
             base_url: base_url.trim_end_matches('/').to_owned(),
             conn,
             prefix: prefix.to_owned(),
