@@ -236,10 +236,7 @@ pub async fn list(
         "select id, tenant_id, kind, user_id, session_id, ip, user_agent, details, created_at
          from security_events {WHERE} order by id desc limit $8"
     );
-    f.bind(sqlx::query_as(&sql))
-        .bind(limit)
-        .fetch_all(db)
-        .await
+    f.bind(sqlx::query_as(&sql)).bind(limit).fetch_all(db).await
 }
 
 /// Events per kind: `(kind, count)`.
@@ -248,7 +245,8 @@ pub async fn counts(
     db: impl PgExecutor<'_>,
     f: Filter<'_>,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let sql = format!("select kind, count(*) from security_events {WHERE} group by kind order by kind");
+    let sql =
+        format!("select kind, count(*) from security_events {WHERE} group by kind order by kind");
     f.bind(sqlx::query_as(&sql)).fetch_all(db).await
 }
 
