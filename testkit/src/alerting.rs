@@ -22,10 +22,7 @@ use std::{
     time::Duration,
 };
 
-use poem::{
-    Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, listener::TcpAcceptor,
-    web::Data,
-};
+use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, web::Data};
 use serde_json::{Value, json};
 
 /// A request as it arrived.
@@ -172,15 +169,8 @@ impl FakeTarget {
             calls: Mutex::default(),
             script: Mutex::default(),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the fake target");
-        let addr = listener.local_addr().expect("addr");
         let app = Route::new().at("/*", receive).data(state.clone());
-        let acceptor = TcpAcceptor::from_tokio(listener).expect("acceptor");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (addr, task) = crate::serve_locally(app, "the fake target").await;
         Self { addr, state, task }
     }
 

@@ -580,6 +580,17 @@ impl TestApp {
         created["id"].as_str().unwrap().to_owned()
     }
 
+    /// Adds a message template through the admin API; it must be created.
+    /// Returns its id.
+    pub async fn add_template(&self, body: &Value) -> String {
+        let resp = self.post_with_key("/api/v1/admin/templates", body).await;
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert_eq!(status, 201, "{text}");
+        let created: Value = serde_json::from_str(&text).unwrap();
+        created["id"].as_str().unwrap().to_owned()
+    }
+
     /// A Redis connection (no prefix applied).
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         redis::Client::open(crate::redis_url())

@@ -39,6 +39,52 @@ pub fn machine() -> String {
     )
 }
 
+/// The machine's load average (1, 5, 15 minutes), or `unknown`.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Prints the Postgres settings that decide a bench's numbers, and a
+/// warning when autovacuum is off (tables filled from empty then never get
+/// statistics, and the plans go bad at a million rows); `advice` ends that
+/// warning's sentence.
+pub async fn print_postgres_settings(pool: &sqlx::PgPool, advice: &str) {
+    let settings: Vec<(String, String)> = sqlx::query_as(
+        "select name, setting from pg_settings
+         where name in ('autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size',
+                        'synchronous_commit', 'fsync', 'wal_level', 'checkpoint_timeout',
+                        'max_connections')
+         order by name",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("postgres: {}", line.join(" "));
+    if settings
+        .iter()
+        .any(|(k, v)| k == "autovacuum" && v == "off")
+    {
+        println!("WARNING: autovacuum is off; production runs with it on{advice}");
+    }
+}
+
+/// Inserts `n` subscribers of `tenant`, `member-1` to `member-n`, with one
+/// set-based statement.
+pub async fn seed_members(pool: &sqlx::PgPool, tenant: shared::domain::TenantId, n: usize) {
+    sqlx::query(
+        "insert into subscribers (id, tenant_id, external_id)
+         select gen_random_uuid(), $1, 'member-' || i from generate_series(1, $2) as i",
+    )
+    .bind(tenant)
+    .bind(n as i64)
+    .execute(pool)
+    .await
+    .expect("the subscribers");
+}
+
 /// Runs a benchmark's async body on a multi-threaded runtime.
 pub fn run<F: std::future::Future<Output = ()>>(body: F) {
     tokio::runtime::Builder::new_multi_thread()
@@ -135,6 +181,21 @@ pub struct PgCost {
     pub others_cpu_us: f64,
     /// WAL bytes written by the whole server.
     pub wal_bytes: f64,
+}
+
+impl PgCost {
+    /// Prints what Postgres spent per in-app notification, `n` of them,
+    /// and what other databases' backends used meanwhile.
+    pub fn print_per_inapp(&self, n: usize) {
+        println!(
+            "postgres per in-app notification: {:.0} µs of CPU ({:.1} s in all), {:.0} bytes of WAL; \
+             other databases' backends used {:.1} s of CPU meanwhile",
+            self.cpu_us / n as f64,
+            self.cpu_us / 1e6,
+            self.wal_bytes / n as f64,
+            self.others_cpu_us / 1e6
+        );
+    }
 }
 
 /// Samples the CPU time of every Postgres process every 200 ms (a backend

@@ -9,7 +9,7 @@ use std::{
     },
 };
 
-use poem::{EndpointExt, Route, get, handler, listener::TcpAcceptor, web::Data};
+use poem::{EndpointExt, Route, get, handler, web::Data};
 use serde_json::{Value, json};
 
 /// A fixture file's bytes.
@@ -60,15 +60,8 @@ impl JwksServer {
     pub async fn start(kids: &[&str]) -> Self {
         let state = Arc::new(State::default());
         *state.keys.lock().unwrap() = kids.iter().map(|k| jwk(k)).collect();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind jwks");
-        let addr = listener.local_addr().unwrap();
-        let acceptor = TcpAcceptor::from_tokio(listener).expect("acceptor");
         let app = Route::new().at("/jwks.json", get(keys)).data(state.clone());
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (addr, task) = crate::serve_locally(app, "jwks").await;
         Self { addr, state, task }
     }
 

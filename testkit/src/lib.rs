@@ -58,6 +58,23 @@ pub fn redis_url() -> String {
     std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Serves `app` on a free port of 127.0.0.1 (`what` names it if the port
+/// cannot be bound); the address and the server's task.
+pub(crate) async fn serve_locally(
+    app: impl poem::Endpoint + 'static,
+    what: &str,
+) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("bind {what}: {e}"));
+    let addr = listener.local_addr().expect("addr");
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener).expect("acceptor");
+    let task = tokio::spawn(async move {
+        let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
+    });
+    (addr, task)
+}
+
 /// Polls `check` every 20 ms until it returns `Some`, or panics after
 /// `timeout` with `what`.
 pub async fn eventually<T, F, Fut>(what: &str, timeout: std::time::Duration, mut check: F) -> T

@@ -23,7 +23,6 @@ use base64::Engine as _;
 use poem::{
     Body, EndpointExt, Request, Response, Route, handler,
     http::StatusCode,
-    listener::TcpAcceptor,
     post,
     web::{Data, Path},
 };
@@ -47,6 +46,20 @@ pub const INVALID_NUMBER: &str = "+15005550001";
 pub const WINDOW_CLOSED_NUMBER: &str = "+15550100047";
 /// Device tokens starting with this are unknown to FCM (`UNREGISTERED`).
 pub const UNREGISTERED_TOKEN_PREFIX: &str = "gone-";
+
+/// The provider config of Twilio account `sid` (the fake's auth token,
+/// sending from +15005550999), named `name`, at `priority` when given.
+pub fn twilio_config(name: &str, sid: &str, priority: Option<i32>) -> Value {
+    let mut config = json!({
+        "provider": "twilio", "name": name,
+        "settings": {"account_sid": sid, "from": "+15005550999"},
+        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    });
+    if let Some(p) = priority {
+        config["priority"] = json!(p);
+    }
+    config
+}
 
 /// A service-account key file for the fake FCM project (the fixture RSA key).
 pub fn fcm_service_account() -> Value {
@@ -612,11 +625,6 @@ impl FakeProviders {
     /// Starts the fakes on a free port.
     pub async fn start() -> Self {
         let state = Arc::new(State::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        *state.base.lock().unwrap() = format!("http://{addr}");
         let app = Route::new()
             .at("/2010-04-01/Accounts/:sid/Messages.json", post(twilio))
             .at("/v3/mail/send", post(sendgrid))
@@ -624,10 +632,9 @@ impl FakeProviders {
             .at("/v1/projects/*rest", post(fcm))
             .at("/:version/:phone_id/messages", post(whatsapp))
             .data(state.clone());
-        let acceptor = TcpAcceptor::from_tokio(listener).expect("acceptor");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (addr, task) = crate::serve_locally(app, "the fake providers").await;
+        // Read only while answering, so set before any request arrives.
+        *state.base.lock().unwrap() = format!("http://{addr}");
         Self { addr, state, task }
     }
 

@@ -26,7 +26,6 @@ use base64::Engine as _;
 use poem::{
     Body, EndpointExt, Request, Response, Route, get, handler,
     http::StatusCode,
-    listener::TcpAcceptor,
     post,
     web::{Data, Path},
 };
@@ -293,18 +292,11 @@ impl FakeUps {
     /// Starts the fake on a free port.
     pub async fn start() -> Self {
         let state = Arc::new(State::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
         let app = Route::new()
             .at("/security/v1/oauth/token", post(token))
             .at("/api/track/v1/details/:number", get(track))
             .data(state.clone());
-        let acceptor = TcpAcceptor::from_tokio(listener).expect("acceptor");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (addr, task) = crate::serve_locally(app, "the fake UPS").await;
         Self { addr, state, task }
     }
 

@@ -10,10 +10,7 @@ use std::{
     time::Duration,
 };
 
-use poem::{
-    Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, listener::TcpAcceptor,
-    web::Data,
-};
+use poem::{Body, EndpointExt, Request, Response, Route, handler, http::StatusCode, web::Data};
 
 /// One delivery as it arrived.
 #[derive(Debug, Clone)]
@@ -97,15 +94,8 @@ impl Receiver {
     /// Starts on a free port.
     pub async fn start() -> Self {
         let state = Arc::new(State::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("addr");
         let app = Route::new().at("/*", receive).data(state.clone());
-        let acceptor = TcpAcceptor::from_tokio(listener).expect("acceptor");
-        let task = tokio::spawn(async move {
-            let _ = poem::Server::new_with_acceptor(acceptor).run(app).await;
-        });
+        let (addr, task) = crate::serve_locally(app, "the receiver").await;
         Self { addr, state, task }
     }
 

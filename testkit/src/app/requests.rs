@@ -14,6 +14,26 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
+    /// A POST of the `multipart/form-data` `body` (parts separated by
+    /// `boundary`) to `url` (whole: a bench's api may run elsewhere) with
+    /// bearer `key`, ready to send.
+    pub fn multipart_post(
+        &self,
+        url: &str,
+        key: &str,
+        boundary: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> RequestBuilder {
+        self.client
+            .post(url)
+            .bearer_auth(key)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body)
+    }
+
     /// The text of the API's `/metrics` page (asked without credentials).
     pub async fn metrics_page(&self) -> String {
         self.get_anonymous("/metrics").await.text().await.unwrap()
