@@ -33,18 +33,11 @@ use scheduler::workflows::Runner;
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    bench::{env_num, figure, machine, run},
+    bench::{env_num, figure, load_average, machine, run, seed_members},
 };
 
 /// Most members a trigger to a topic starts runs for.
 const TOPIC_RUNS: usize = 10_000;
-
-/// The machine's load average (1, 5, 15 minutes).
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
 
 async fn post(app: &TestApp, path: &str, method: reqwest::Method, body: Value) -> Value {
     let resp = app
@@ -172,15 +165,7 @@ fn main() {
 
         // The members: topics of at most 10,000, seeded with set-based SQL.
         let seeding = Instant::now();
-        sqlx::query(
-            "insert into subscribers (id, tenant_id, external_id)
-             select gen_random_uuid(), $1, 'member-' || i from generate_series(1, $2) as i",
-        )
-        .bind(app.tenant_id)
-        .bind(runs as i64)
-        .execute(&app.pool)
-        .await
-        .expect("the subscribers");
+        seed_members(&app.pool, app.tenant_id, runs).await;
         let topics = runs.div_ceil(TOPIC_RUNS);
         for t in 0..topics {
             let key = format!("cohort-{t}");

@@ -46,7 +46,7 @@ use shared::{
     jobs::Queues,
 };
 use sqlx::{Connection, PgConnection};
-use testkit::bench::{env_num, figure, machine, run};
+use testkit::bench::{env_num, figure, load_average, machine, run};
 use uuid::Uuid;
 
 #[path = "alerts/seed.rs"]
@@ -107,12 +107,6 @@ fn worker(n: u32, queues: &[String]) -> WorkerBeat {
         last_heartbeat: Utc::now(),
         version: "bench".to_owned(),
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -31,40 +31,17 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    providers::{FakeProviders, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{FakeProviders, TWILIO_SID_A, twilio_config},
 };
+
+/// How to turn autovacuum on, for the warning when it is off.
+const TURN_AUTOVACUUM_ON: &str =
+    ". Turn it on with `ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf();`";
 
 const BOUNDARY: &str = "----bench-boundary-4f1c";
 
 fn main() {
     testkit::bench::run(run());
-}
-
-/// The Postgres settings that decide these numbers, printed with them; a
-/// warning when autovacuum is off (tables filled from empty then never get
-/// statistics, and the plans go bad at a million rows).
-async fn postgres_settings(app: &TestApp) {
-    let settings: Vec<(String, String)> = sqlx::query_as(
-        "select name, setting from pg_settings
-         where name in ('autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size',
-                        'synchronous_commit', 'fsync', 'wal_level', 'checkpoint_timeout',
-                        'max_connections')
-         order by name",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
-    let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("postgres: {}", line.join(" "));
-    if settings
-        .iter()
-        .any(|(k, v)| k == "autovacuum" && v == "off")
-    {
-        println!(
-            "WARNING: autovacuum is off; production runs with it on. Turn it on with \
-             `ALTER SYSTEM SET autovacuum = on; SELECT pg_reload_conf();`"
-        );
-    }
 }
 
 /// p50 and p99, in seconds, of the time from `since` to `sent_at` over the
@@ -211,15 +188,9 @@ fn multipart_head(mapping: &str) -> Vec<u8> {
 
 async fn upload(app: &TestApp, base: &str, body: reqwest::Body) -> (String, Duration) {
     let started = Instant::now();
+    let url = format!("{base}/api/v1/services/notifications/bulk/csv");
     let resp = app
-        .client
-        .post(format!("{base}/api/v1/services/notifications/bulk/csv"))
-        .bearer_auth(&app.api_key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
+        .multipart_post(&url, &app.api_key, BOUNDARY, body)
         .send()
         .await
         .unwrap();
@@ -250,29 +221,19 @@ async fn run() {
         .var("MAX_CSV_BYTES", 2u64 << 30)
         .spawn()
         .await;
-    let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "results", "name": "Results ready", "category": "results",
-            "default_locale": "en", "default_channels": ["inapp"],
-            "locales": {"en": {
-                "inapp": {"title": "Results for {{name}}", "action_url": "/results/{{id}}"},
-                "sms": {"body": "Hi {{name}}, your results are ready."}
-            }}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999", "rate_per_sec": 10000},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    app.add_template(&json!({
+        "key": "results", "name": "Results ready", "category": "results",
+        "default_locale": "en", "default_channels": ["inapp"],
+        "locales": {"en": {
+            "inapp": {"title": "Results for {{name}}", "action_url": "/results/{{id}}"},
+            "sms": {"body": "Hi {{name}}, your results are ready."}
+        }}
     }))
     .await;
-    postgres_settings(&app).await;
+    let mut twilio = twilio_config("twilio", TWILIO_SID_A, None);
+    twilio["settings"]["rate_per_sec"] = json!(10000);
+    app.add_provider(&twilio).await;
+    testkit::bench::print_postgres_settings(&app.pool, TURN_AUTOVACUUM_ON).await;
     let mut kids = testkit::bench::spawn(&app, Path::new(env!("CARGO_BIN_EXE_worker")), "");
     let base = kids.base.clone();
     testkit::bench::wait_ready(&app.client, &base).await;
@@ -333,14 +294,7 @@ async fn run() {
             ("inapp_batch_p99_s", p99),
         ]);
         if let Some(cost) = cost {
-            println!(
-                "postgres per in-app notification: {:.0} µs of CPU ({:.1} s in all), {:.0} bytes of WAL; \
-                 other databases' backends used {:.1} s of CPU meanwhile",
-                cost.cpu_us / n as f64,
-                cost.cpu_us / 1e6,
-                cost.wal_bytes / n as f64,
-                cost.others_cpu_us / 1e6
-            );
+            cost.print_per_inapp(n);
             if cost.others_cpu_us > 0.05 * cost.cpu_us {
                 println!(
                     "WARNING: other work ran on this Postgres during the stage; the WAL figure counts it too"

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use testkit::{
     TestApp,
-    providers::{FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{FakeProviders, Kind, TWILIO_SID_A, twilio_config},
 };
 
 fn ms(h: &Histogram<u64>, q: f64) -> f64 {
@@ -82,28 +82,18 @@ async fn run() {
         .var("JOBS__DISPATCHER__INTERVAL_MS", 250)
         .spawn()
         .await;
-    let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "results", "name": "Results ready", "category": "results",
-            "default_locale": "en", "default_channels": ["inapp"],
-            "locales": {"en": {
-                "inapp": {"title": "Results for {{patient.first_name}}", "body": "{{#each tests}}{{name}}: {{status}}\n{{/each}}", "action_url": "/results/{{id}}"},
-                "sms": {"body": "Hi {{patient.first_name}}, {{count}} results are ready."}
-            }}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999", "rate_per_sec": 10000},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
+    app.add_template(&json!({
+        "key": "results", "name": "Results ready", "category": "results",
+        "default_locale": "en", "default_channels": ["inapp"],
+        "locales": {"en": {
+            "inapp": {"title": "Results for {{patient.first_name}}", "body": "{{#each tests}}{{name}}: {{status}}\n{{/each}}", "action_url": "/results/{{id}}"},
+            "sms": {"body": "Hi {{patient.first_name}}, {{count}} results are ready."}
+        }}
     }))
     .await;
+    let mut twilio = twilio_config("twilio", TWILIO_SID_A, None);
+    twilio["settings"]["rate_per_sec"] = json!(10000);
+    app.add_provider(&twilio).await;
     let data = json!({
         "patient": {"first_name": "Pat"}, "id": 42, "count": 3,
         "tests": [{"name": "CBC", "status": "normal"}, {"name": "A1C", "status": "review"}, {"name": "Lipids", "status": "normal"}],

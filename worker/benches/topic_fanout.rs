@@ -37,37 +37,6 @@ fn main() {
     bench::run(run());
 }
 
-/// The machine's load average (1, 5, 15 minutes).
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The Postgres settings that decide these numbers, printed with them.
-async fn postgres_settings(app: &TestApp) {
-    let settings: Vec<(String, String)> = sqlx::query_as(
-        "select name, setting from pg_settings
-         where name in ('autovacuum', 'autovacuum_naptime', 'shared_buffers', 'max_wal_size',
-                        'synchronous_commit', 'fsync', 'wal_level', 'checkpoint_timeout',
-                        'max_connections')
-         order by name",
-    )
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
-    let line: Vec<String> = settings.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("postgres: {}", line.join(" "));
-    if settings
-        .iter()
-        .any(|(k, v)| k == "autovacuum" && v == "off")
-    {
-        println!(
-            "WARNING: autovacuum is off; production runs with it on (tables are analyzed here after seeding)"
-        );
-    }
-}
-
 /// Seeds `n` subscribers of the app's organisation and makes them members
 /// of topic `key` (created through the API), with set-based SQL.
 async fn seed_topic(app: &TestApp, base: &str, key: &str, n: usize) {
@@ -86,15 +55,7 @@ async fn seed_topic(app: &TestApp, base: &str, key: &str, n: usize) {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    sqlx::query(
-        "insert into subscribers (id, tenant_id, external_id)
-         select gen_random_uuid(), $1, 'member-' || i from generate_series(1, $2) as i",
-    )
-    .bind(app.tenant_id)
-    .bind(n as i64)
-    .execute(&app.pool)
-    .await
-    .expect("the subscribers");
+    bench::seed_members(&app.pool, app.tenant_id, n).await;
     sqlx::query(
         "insert into topic_members (topic_id, subscriber_id, tenant_id)
          select $2, s.id, s.tenant_id from subscribers s
@@ -130,7 +91,7 @@ async fn run() {
     println!(
         "topic fan-out benchmark on {}: an in-app send to a topic of {n} members; load average {}",
         bench::machine(),
-        load_average()
+        bench::load_average()
     );
     let app = TestApp::builder()
         .without_worker()
@@ -138,23 +99,16 @@ async fn run() {
         .var("DATABASE_MAX_CONNECTIONS", 30)
         .spawn()
         .await;
-    let resp = app
-        .client
-        .post(app.url("/api/v1/admin/templates"))
-        .bearer_auth(&app.api_key)
-        .json(&json!({
-            "key": "clinic.news", "name": "Practice news", "category": "news",
-            "default_locale": "en", "default_channels": ["inapp"],
-            "locales": {"en": {"inapp": {"title": "{{headline}}", "action_url": "/news/{{id}}"}}}
-        }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    postgres_settings(&app).await;
-    let mut kids = testkit::bench::spawn(&app, Path::new(env!("CARGO_BIN_EXE_worker")), "topic-");
+    app.add_template(&json!({
+        "key": "clinic.news", "name": "Practice news", "category": "news",
+        "default_locale": "en", "default_channels": ["inapp"],
+        "locales": {"en": {"inapp": {"title": "{{headline}}", "action_url": "/news/{{id}}"}}}
+    }))
+    .await;
+    bench::print_postgres_settings(&app.pool, " (tables are analyzed here after seeding)").await;
+    let mut kids = bench::spawn(&app, Path::new(env!("CARGO_BIN_EXE_worker")), "topic-");
     let base = kids.base.clone();
-    testkit::bench::wait_ready(&app.client, &base).await;
+    bench::wait_ready(&app.client, &base).await;
     let worker_pid = kids.worker.id().unwrap();
     let database: String = sqlx::query_scalar("select current_database()::text")
         .fetch_one(&app.pool)
@@ -246,20 +200,13 @@ async fn run() {
         ("topic_inapp_p99_s", p99),
     ];
     if let Some(cost) = cost {
-        println!(
-            "postgres per in-app notification: {:.0} µs of CPU ({:.1} s in all), {:.0} bytes of WAL; \
-             other databases' backends used {:.1} s of CPU meanwhile",
-            cost.cpu_us / n as f64,
-            cost.cpu_us / 1e6,
-            cost.wal_bytes / n as f64,
-            cost.others_cpu_us / 1e6
-        );
+        cost.print_per_inapp(n);
         figures.push(("topic_pg_us_per_inapp", cost.cpu_us / n as f64));
     }
     println!(
         "worker peak RSS {:.0} MiB; load average {}",
         bench::peak_rss_mib(worker_pid),
-        load_average()
+        bench::load_average()
     );
     let _ = kids.worker.kill().await;
     let _ = kids.api.kill().await;
@@ -275,7 +222,7 @@ async fn run() {
         .execute(&mut app.owner().await)
         .await
         .expect("the limit table");
-    let limit = testkit::bench::insert_limit(&url, "limit_topic", n, writers).await;
+    let limit = bench::insert_limit(&url, "limit_topic", n, writers).await;
     sqlx::query("drop table limit_topic")
         .execute(&mut app.owner().await)
         .await
@@ -287,7 +234,7 @@ async fn run() {
     println!(
         "ratio: topic delivered/s to the indexed insert limit: {:.3}; load average {}",
         per_s / limit,
-        load_average()
+        bench::load_average()
     );
     figures.extend([
         ("topic_insert_limit_rows_per_s", limit),
