@@ -13,11 +13,46 @@ mod windows;
 
 use reqwest::Method;
 use secrecy::ExposeSecret;
-use serde_json::Value;
+use serde_json::{Value, json};
 use shared::{db::api_keys, permissions::Permission};
 use testkit::TestApp;
 
-use crate::org_support::answer;
+use crate::org_support::{answer, answer_json};
+
+/// Assigns permission set `set` to user `user`, as `token`; it must succeed.
+pub async fn assign_set(app: &TestApp, token: &str, user: &str, set: &str) {
+    let path = format!("/api/v1/users/{user}/permission-set");
+    let body = json!({"set_id": set});
+    answer_json(app, Method::PUT, &path, token, &body, 200).await;
+}
+
+/// Grants `permission` to user `user`, as `token`; it must succeed.
+pub async fn grant(app: &TestApp, token: &str, user: &str, permission: &str) {
+    let path = format!("/api/v1/users/{user}/permissions");
+    let body = json!({"permission": permission});
+    answer_json(app, Method::POST, &path, token, &body, 200).await;
+}
+
+/// The organisation's permission statistics, as `token` reads them.
+pub async fn statistics(app: &TestApp, token: &str) -> Value {
+    answer(
+        app,
+        Method::GET,
+        "/api/v1/permissions/statistics",
+        token,
+        200,
+    )
+    .await
+}
+
+/// Creates a custom permission set in another organisation, with that
+/// organisation's key `other_key`; its id.
+pub async fn foreign_set(app: &TestApp, other_key: &str) -> String {
+    let body = json!({"key": "theirs", "name": "Theirs"});
+    let path = "/api/v1/permissions/sets";
+    let theirs = answer_json(app, Method::POST, path, other_key, &body, 201).await;
+    theirs["id"].as_str().unwrap().to_owned()
+}
 
 /// An app without worker and scheduler.
 pub async fn app() -> TestApp {

@@ -4,12 +4,9 @@
 //! access token and closes the session's WebSockets; users and admins list
 //! and revoke sessions; security events are listed and counted.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use chrono::{DateTime, Utc};
+use chrono::{TimeDelta, Utc};
 use futures::{SinkExt, StreamExt};
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
@@ -20,32 +17,13 @@ use tokio_tungstenite::{
 };
 
 use crate::org_support::{PASSWORD, Signed, answer, expect, login, platform_admin, request, user};
+use crate::support::ManualClock;
 
 mod events;
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A clock that stands still until the test moves it.
-#[derive(Debug)]
-struct Manual(Mutex<DateTime<Utc>>);
-
-impl api::signin::Clock for Manual {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl Manual {
-    fn new() -> Arc<Self> {
-        Arc::new(Self(Mutex::new(Utc::now())))
-    }
-
-    fn advance(&self, secs: i64) {
-        *self.0.lock().unwrap() += chrono::Duration::seconds(secs);
-    }
-}
-
-async fn app_with(clock: Arc<Manual>) -> TestApp {
+async fn app_with(clock: Arc<ManualClock>) -> TestApp {
     TestApp::builder()
         .without_worker()
         .without_scheduler()
@@ -84,7 +62,7 @@ async fn attempt(app: &TestApp, email: &str, password: &str) -> (u16, Option<Str
 /// Drives five failures through the growing delays; returns every answer.
 async fn five_failures(
     app: &TestApp,
-    clock: &Manual,
+    clock: &ManualClock,
     email: &str,
 ) -> Vec<(u16, Option<String>, Value)> {
     let mut seen = Vec::new();
@@ -94,7 +72,7 @@ async fn five_failures(
     // are refused unchecked, even with the right password.
     for wait in [1, 2, 4] {
         seen.push(attempt(app, email, PASSWORD).await);
-        clock.advance(wait);
+        clock.advance(TimeDelta::seconds(wait));
         seen.push(attempt(app, email, "Wrong-Horse-3").await);
     }
     seen
@@ -102,7 +80,7 @@ async fn five_failures(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failures_wait_then_lock_the_same_way_for_unknown_addresses_until_time_passes() {
-    let clock = Manual::new();
+    let clock = ManualClock::at(Utc::now());
     let app = app_with(clock.clone()).await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     let unauthorized = (401, None, json!("/problems/unauthorized"));
@@ -144,12 +122,12 @@ async fn failures_wait_then_lock_the_same_way_for_unknown_addresses_until_time_p
         wait("900")
     );
     // The unknown address's sequence took 7 s of the doctor's lock.
-    clock.advance(892);
+    clock.advance(TimeDelta::seconds(892));
     assert_eq!(
         attempt(&app, "doc@clinic.example", PASSWORD).await,
         wait("1")
     );
-    clock.advance(1);
+    clock.advance(TimeDelta::seconds(1));
     let (status, _, _) = attempt(&app, "doc@clinic.example", PASSWORD).await;
     assert_eq!(status, 200, "unlocked by time");
     // A success forgets the failures: two more are free of delays again.
@@ -185,7 +163,7 @@ async fn failures_wait_then_lock_the_same_way_for_unknown_addresses_until_time_p
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_admin_unlocks_a_locked_account_in_its_own_organisation_only() {
-    let clock = Manual::new();
+    let clock = ManualClock::at(Utc::now());
     let app = app_with(clock.clone()).await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;

@@ -1,8 +1,11 @@
 //! Request helpers the API's tests share across areas: a call with a key
 //! and an optional JSON body, the JSON of an answer that must have a status
 //! (an error must be `application/problem+json`), and the names a 400
-//! problem lists as invalid.
+//! problem lists as invalid; and a clock the test moves.
 
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::Method;
 use serde_json::Value;
 use testkit::TestApp;
@@ -72,4 +75,26 @@ pub fn invalid_param_names(problem: &Value) -> Vec<String> {
         .flatten()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// A clock that stands still until the test moves it.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl api::signin::Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl ManualClock {
+    /// A clock standing at `start`.
+    pub fn at(start: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(Self(Mutex::new(start)))
+    }
+
+    /// Moves the clock on by `by`.
+    pub fn advance(&self, by: TimeDelta) {
+        *self.0.lock().unwrap() += by;
+    }
 }

@@ -3,40 +3,22 @@
 //! to the very next request; on another replica (or straight in Postgres)
 //! once the bound has passed on the permissions clock, which the test moves.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration as StdDuration,
-};
+use std::time::Duration as StdDuration;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{Duration, Utc};
 use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
 use crate::org_support::{request_json, user};
-
-/// A clock that stands still until the test moves it.
-#[derive(Debug)]
-struct Manual(Mutex<DateTime<Utc>>);
-
-impl api::signin::Clock for Manual {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl Manual {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
+use crate::support::ManualClock;
 
 const BOUND: i64 = api::permissions::cache::PERMISSIONS_CACHE_SECS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revoked_permission_is_refused_at_once_here_and_on_other_replicas_once_the_bound_passed()
 {
-    let clock = Arc::new(Manual(Mutex::new(Utc::now())));
+    let clock = ManualClock::at(Utc::now());
     let app = TestApp::builder()
         .without_worker()
         .without_scheduler()

@@ -6,7 +6,9 @@ use chrono::{Duration, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{app, audit_rows, changed_events, held, status_detail};
+use super::{
+    app, assign_set, audit_rows, changed_events, foreign_set, held, statistics, status_detail,
+};
 use crate::org_support::{answer, answer_json, request, request_json, user, with};
 
 const DELEGATE: &str = "/api/v1/permissions/delegations";
@@ -54,14 +56,7 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
         got.iter().find(|(n, _)| n == "audit:read").unwrap().1,
         ["delegation"]
     );
-    let stats = answer(
-        &app,
-        Method::GET,
-        "/api/v1/permissions/statistics",
-        &admin.token,
-        200,
-    )
-    .await;
+    let stats = statistics(&app, &admin.token).await;
     assert_eq!(stats["active_delegations"], 1);
 
     // Revoked: gone at once (and revoking again changes nothing).
@@ -88,28 +83,12 @@ async fn a_delegation_works_until_revoked_or_until_its_delegator_loses_the_permi
     .await;
     assert_eq!(audit().send().await.unwrap().status(), 200);
     let viewer = "00000000-0000-7000-8000-000000000002";
-    answer_json(
-        &app,
-        Method::PUT,
-        &format!("/api/v1/users/{}/permission-set", admin.id),
-        &app.api_key,
-        &json!({"set_id": viewer}),
-        200,
-    )
-    .await;
+    assign_set(&app, &app.api_key, &admin.id, viewer).await;
     assert_eq!(audit().send().await.unwrap().status(), 403);
     assert!(!check(&app, &doctor.token, "audit:read").await);
     // Given back, the delegation counts again: it was never deleted.
     let owner = "00000000-0000-7000-8000-000000000005";
-    answer_json(
-        &app,
-        Method::PUT,
-        &format!("/api/v1/users/{}/permission-set", admin.id),
-        &app.api_key,
-        &json!({"set_id": owner}),
-        200,
-    )
-    .await;
+    assign_set(&app, &app.api_key, &admin.id, owner).await;
     assert_eq!(audit().send().await.unwrap().status(), 200);
     assert_eq!(audit_rows(&app, "permission.delegate", "success").await, 2);
     assert!(changed_events(&app).await >= 5);
@@ -212,16 +191,7 @@ async fn a_delegation_never_exceeds_its_delegator_and_bad_requests_are_refused()
         assert_eq!(resp.status(), 404, "{method} {path}");
     }
     // The other organisation's custom set is not found either.
-    let theirs = answer_json(
-        &app,
-        Method::POST,
-        "/api/v1/permissions/sets",
-        &other_key,
-        &json!({"key": "theirs", "name": "Theirs"}),
-        201,
-    )
-    .await;
-    let theirs = theirs["id"].as_str().unwrap();
+    let theirs = foreign_set(&app, &other_key).await;
     let get = request(
         &app,
         Method::GET,

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shared::permissions::Permission;
 use testkit::TestApp;
 
-use super::{app, audit_rows, sender_key};
+use super::{app, assign_set, audit_rows, grant, sender_key};
 use crate::org_support::{Signed, answer, answer_json, request, request_json, user, with};
 
 /// Creates a custom set holding exactly `permission`; its id.
@@ -28,15 +28,7 @@ async fn set_of(app: &TestApp, admin: &Signed, permission: &str) -> String {
 
 /// Assigns set `set` to `who`.
 async fn assign(app: &TestApp, admin: &Signed, who: &Signed, set: &str) {
-    answer_json(
-        app,
-        Method::PUT,
-        &format!("/api/v1/users/{}/permission-set", who.id),
-        &admin.token,
-        &json!({"set_id": set}),
-        200,
-    )
-    .await;
+    assign_set(app, &admin.token, &who.id, set).await;
 }
 
 /// Asserts `resp` is the 403 problem naming `permission`.
@@ -234,15 +226,7 @@ async fn grants_and_delegations_open_routes_that_needed_the_admin_role() {
     .await;
 
     // A grant.
-    answer_json(
-        &app,
-        Method::POST,
-        &format!("/api/v1/users/{}/permissions", doctor.id),
-        &admin.token,
-        &json!({"permission": "alerts:read"}),
-        200,
-    )
-    .await;
+    grant(&app, &admin.token, &doctor.id, "alerts:read").await;
     assert_eq!(alerts().send().await.unwrap().status(), 200);
 
     // A delegation from the admin.

@@ -5,7 +5,10 @@ use reqwest::Method;
 use serde_json::json;
 use shared::permissions::Permission;
 
-use super::{app, audit_rows, changed_events, held, names, status_detail};
+use super::{
+    app, assign_set, audit_rows, changed_events, foreign_set, grant, held, names, statistics,
+    status_detail,
+};
 use crate::org_support::{answer, answer_json, expect, request, request_json, user, with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,15 +111,7 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     assert!(all.contains(&json!("templates:write")));
     assert!(!all.contains(&json!("audit:read")));
 
-    answer_json(
-        &app,
-        Method::PUT,
-        &format!("/api/v1/users/{}/permission-set", doctor.id),
-        &admin.token,
-        &json!({"set_id": set_id}),
-        200,
-    )
-    .await;
+    assign_set(&app, &admin.token, &doctor.id, &set_id).await;
     // The set replaces the role's: templates open, shipments:write gone.
     let got = held(&app, &doctor.token, &doctor.id).await;
     let templates_read = got.iter().find(|(n, _)| n == "templates:read").unwrap();
@@ -128,15 +123,7 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     assert_eq!(audit.status(), 403);
 
     // A single grant adds audit:read; removing it takes it away again.
-    answer_json(
-        &app,
-        Method::POST,
-        &format!("/api/v1/users/{}/permissions", doctor.id),
-        &admin.token,
-        &json!({"permission": "audit:read"}),
-        200,
-    )
-    .await;
+    grant(&app, &admin.token, &doctor.id, "audit:read").await;
     let audit = request(&app, Method::GET, "/api/v1/admin/audit", &doctor.token).await;
     assert_eq!(audit.status(), 200);
     let removed = request(
@@ -172,14 +159,7 @@ async fn a_custom_set_holds_what_it_includes_and_opens_the_routes_it_names() {
     assert_eq!(changed_events(&app).await, 4);
 
     // Statistics count the assignment and the role holders.
-    let stats = answer(
-        &app,
-        Method::GET,
-        "/api/v1/permissions/statistics",
-        &admin.token,
-        200,
-    )
-    .await;
+    let stats = statistics(&app, &admin.token).await;
     let row = |key: &str| {
         stats["sets"]
             .as_array()
@@ -398,19 +378,11 @@ async fn a_custom_set_is_deleted_only_when_nobody_holds_or_includes_it() {
 
     // Gone, built in, another organisation's, or not an id: 404.
     let (_, other_key) = app.other_tenant().await;
-    let theirs = answer_json(
-        &app,
-        Method::POST,
-        "/api/v1/permissions/sets",
-        &other_key,
-        &json!({"key": "theirs", "name": "Theirs"}),
-        201,
-    )
-    .await;
+    let theirs = foreign_set(&app, &other_key).await;
     for id in [
         outer.clone(),
         viewer.to_owned(),
-        theirs["id"].as_str().unwrap().to_owned(),
+        theirs,
         "not-an-id".to_owned(),
     ] {
         let resp = delete(id.clone(), admin.token.clone()).await.unwrap();

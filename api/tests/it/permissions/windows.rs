@@ -1,33 +1,16 @@
 //! Delegation windows judged by the permissions clock (the test moves it),
 //! and the list of delegations a user gave and received.
 
-use std::sync::{Arc, Mutex};
-
 use chrono::{DateTime, Duration, Utc};
 use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use super::status_detail;
+use super::{statistics, status_detail};
 use crate::org_support::{Signed, answer, answer_json, request, request_json, user, with};
+use crate::support::ManualClock;
 
 const DELEGATIONS: &str = "/api/v1/permissions/delegations";
-
-/// A clock that stands still until the test moves it.
-#[derive(Debug)]
-struct Manual(Mutex<DateTime<Utc>>);
-
-impl api::signin::Clock for Manual {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap()
-    }
-}
-
-impl Manual {
-    fn advance(&self, by: Duration) {
-        *self.0.lock().unwrap() += by;
-    }
-}
 
 async fn lend(
     app: &TestApp,
@@ -66,7 +49,7 @@ async fn listed(app: &TestApp, token: &str, query: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delegation_counts_only_inside_its_window_on_the_permissions_clock() {
     let start = Utc::now();
-    let clock = Arc::new(Manual(Mutex::new(start)));
+    let clock = ManualClock::at(start);
     let app = TestApp::builder()
         .without_worker()
         .without_scheduler()
@@ -113,14 +96,7 @@ async fn a_delegation_counts_only_inside_its_window_on_the_permissions_clock() {
         listed(&app, &doctor.token, "active=false").await,
         [id.as_str()]
     );
-    let stats = answer(
-        &app,
-        Method::GET,
-        "/api/v1/permissions/statistics",
-        &admin.token,
-        200,
-    )
-    .await;
+    let stats = statistics(&app, &admin.token).await;
     assert_eq!(stats["active_delegations"], 0);
     // A window is judged against the same clock when it is made.
     let late = request_json(

@@ -2,7 +2,14 @@
 //! across replicas, by deactivation and by a password change.
 
 use super::*;
-use crate::org_support::with;
+use crate::org_support::answer_json;
+
+/// `GET /api/v1/security/{path}` as `who`, which must answer
+/// `status`; the JSON.
+async fn security(app: &TestApp, who: &Signed, path: &str, status: u16) -> Value {
+    let path = format!("/api/v1/security/{path}");
+    answer(app, Method::GET, &path, &who.token, status).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn security_events_are_listed_with_filters_and_counted() {
@@ -22,12 +29,7 @@ async fn security_events_are_listed_with_filters_and_counted() {
             .0,
         401
     );
-    let get = |path: String, token: String| {
-        let app = &app;
-        async move { with(app, Method::GET, &path, &token).send().await.unwrap() }
-    };
-    let events = "/api/v1/security/events";
-    let all = expect(get(events.into(), admin.token.clone()).await, 200).await;
+    let all = security(&app, &admin, "events", 200).await;
     let kinds: Vec<&str> = all["items"]
         .as_array()
         .unwrap()
@@ -42,43 +44,23 @@ async fn security_events_are_listed_with_filters_and_counted() {
     for e in all["items"].as_array().unwrap() {
         assert_eq!(e["organization_id"], app.tenant_id.to_string());
     }
-    let failed = expect(
-        get(format!("{events}?type=login.failed"), admin.token.clone()).await,
-        200,
-    )
-    .await;
+    let failed = security(&app, &admin, "events?type=login.failed", 200).await;
     assert_eq!(failed["items"].as_array().unwrap().len(), 1);
     assert_eq!(failed["items"][0]["user_id"], doctor.id.as_str());
     assert_eq!(failed["items"][0]["ip"], "127.0.0.1");
-    let by_user = expect(
-        get(
-            format!("{events}?user_id={}", admin.id),
-            admin.token.clone(),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let by_user = security(&app, &admin, &format!("events?user_id={}", admin.id), 200).await;
     assert_eq!(by_user["items"].as_array().unwrap().len(), 1);
-    let future = expect(
-        get(
-            format!("{events}?since=2999-01-01T00:00:00Z"),
-            admin.token.clone(),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let future = security(&app, &admin, "events?since=2999-01-01T00:00:00Z", 200).await;
     assert!(future["items"].as_array().unwrap().is_empty());
     // Pages of one, by cursor, cover the same events.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
-            Some(c) => format!("{events}?limit=1&cursor={c}"),
-            None => format!("{events}?limit=1"),
+            Some(c) => format!("events?limit=1&cursor={c}"),
+            None => "events?limit=1".to_owned(),
         };
-        let page = expect(get(path, admin.token.clone()).await, 200).await;
+        let page = security(&app, &admin, &path, 200).await;
         seen.extend(
             page["items"]
                 .as_array()
@@ -104,11 +86,7 @@ async fn security_events_are_listed_with_filters_and_counted() {
         "cursor=abc",
         "limit=0",
     ] {
-        let problem = expect(
-            get(format!("{events}?{bad}"), admin.token.clone()).await,
-            400,
-        )
-        .await;
+        let problem = security(&app, &admin, &format!("events?{bad}"), 400).await;
         assert_eq!(problem["status"], 400, "{bad}");
     }
     // An empty window, or one beyond what is stored, selects nothing.
@@ -116,54 +94,34 @@ async fn security_events_are_listed_with_filters_and_counted() {
         "since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
         "until=0000-01-01T00:00:00Z",
     ] {
-        let page = expect(
-            get(format!("{events}?{empty}"), admin.token.clone()).await,
-            200,
-        )
-        .await;
+        let page = security(&app, &admin, &format!("events?{empty}"), 200).await;
         assert!(page["items"].as_array().unwrap().is_empty(), "{empty}");
     }
-    let far = expect(
-        get(
-            format!("{events}?since=0000-01-01T00:00:00Z&until=9999-12-31T23:59:59Z"),
-            admin.token.clone(),
-        )
-        .await,
+    let far = security(
+        &app,
+        &admin,
+        "events?since=0000-01-01T00:00:00Z&until=9999-12-31T23:59:59Z",
         200,
     )
     .await;
     assert_eq!(far["items"], all["items"]);
-    expect(get(events.into(), doctor.token.clone()).await, 403).await;
-    expect(
-        get(
-            format!("{events}?organization_id={other}"),
-            admin.token.clone(),
-        )
-        .await,
+    security(&app, &doctor, "events", 403).await;
+    security(
+        &app,
+        &admin,
+        &format!("events?organization_id={other}"),
         404,
     )
     .await;
     // The platform sees the unknown address's failure, which has no
     // organisation.
-    let platform = expect(
-        get(
-            format!("{events}?organization_id=platform"),
-            root.token.clone(),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let platform = security(&app, &root, "events?organization_id=platform", 200).await;
     let items = platform["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["type"], "login.failed");
     assert!(items[0]["organization_id"].is_null() && items[0]["user_id"].is_null());
 
-    let stats = expect(
-        get("/api/v1/security/statistics".into(), admin.token.clone()).await,
-        200,
-    )
-    .await;
+    let stats = security(&app, &admin, "statistics", 200).await;
     let count = |stats: &Value, kind: &str| {
         stats["counts"]
             .as_array()
@@ -178,22 +136,10 @@ async fn security_events_are_listed_with_filters_and_counted() {
     assert_eq!(count(&stats, "login.failed"), 1);
     assert_eq!(count(&stats, "account.locked"), 0);
     assert_eq!(stats["total"], 3);
-    let everyone = expect(
-        get("/api/v1/security/statistics".into(), root.token.clone()).await,
-        200,
-    )
-    .await;
+    let everyone = security(&app, &root, "statistics", 200).await;
     assert_eq!(count(&everyone, "login.failed"), 2);
     assert_eq!(count(&everyone, "login.succeeded"), 4);
-    let old = expect(
-        get(
-            "/api/v1/security/statistics?until=2000-01-01T00:00:00Z".into(),
-            admin.token.clone(),
-        )
-        .await,
-        200,
-    )
-    .await;
+    let old = security(&app, &admin, "statistics?until=2000-01-01T00:00:00Z", 200).await;
     assert_eq!(old["total"], 0);
     app.shutdown().await;
 }
@@ -255,18 +201,14 @@ async fn deactivation_and_a_password_change_end_every_session() {
     let app = app().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let of_doctor = |action: &str| format!("/api/v1/admin/users/{}/{action}", doctor.id);
     let signed = session(&app, "doc@clinic.example", "laptop").await;
     let mut ws = connect(&app, signed["access_token"].as_str().unwrap()).await;
-    expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("/api/v1/admin/users/{}/deactivate", doctor.id),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::PATCH,
+        &of_doctor("deactivate"),
+        &admin.token,
         200,
     )
     .await;
@@ -280,31 +222,22 @@ async fn deactivation_and_a_password_change_end_every_session() {
     .await
     .unwrap();
     assert_eq!(reasons, ["deactivated"]);
-    expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("/api/v1/admin/users/{}/activate", doctor.id),
-            &admin.token,
-        )
-        .send()
-        .await
-        .unwrap(),
+    answer(
+        &app,
+        Method::PATCH,
+        &of_doctor("activate"),
+        &admin.token,
         200,
     )
     .await;
     let again = session(&app, "doc@clinic.example", "laptop").await;
-    expect(
-        with(
-            &app,
-            Method::PATCH,
-            &format!("/api/v1/admin/users/{}/password", doctor.id),
-            &admin.token,
-        )
-        .json(&json!({"password": "Temporary-Pass-77"}))
-        .send()
-        .await
-        .unwrap(),
+    let password = json!({"password": "Temporary-Pass-77"});
+    answer_json(
+        &app,
+        Method::PATCH,
+        &of_doctor("password"),
+        &admin.token,
+        &password,
         200,
     )
     .await;
