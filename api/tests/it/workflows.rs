@@ -64,18 +64,7 @@ pub async fn clinic(app: &TestApp) {
             }}
         }),
     ] {
-        expect(
-            call(
-                app,
-                &app.api_key,
-                Method::POST,
-                "/api/v1/admin/templates",
-                Some(t),
-            )
-            .await,
-            201,
-        )
-        .await;
+        app.add_template(&t).await;
     }
     patient(app, "pat").await;
 }
@@ -146,6 +135,34 @@ pub async fn trigger(app: &TestApp, key: &str, body: Value) -> Vec<String> {
         .iter()
         .map(|v| v.as_str().unwrap().to_owned())
         .collect()
+}
+
+/// Triggers workflow `key` with `body`; the first run it started.
+pub async fn first_run(app: &TestApp, key: &str, body: Value) -> String {
+    trigger(app, key, body).await[0].clone()
+}
+
+/// Triggers workflow `key` for subscriber `who` with payload `topic`; the
+/// first run it started.
+pub async fn run_for(app: &TestApp, key: &str, who: &str, topic: &str) -> String {
+    first_run(
+        app,
+        key,
+        json!({"subscriber_id": who, "payload": {"topic": topic}}),
+    )
+    .await
+}
+
+/// The clinic (see [`clinic`]) in an app without a scheduler or a worker:
+/// runs move only when the test drives the runner.
+pub async fn driven_clinic() -> TestApp {
+    let app = TestApp::builder()
+        .without_scheduler()
+        .without_worker()
+        .spawn()
+        .await;
+    clinic(&app).await;
+    app
 }
 
 pub async fn run(app: &TestApp, id: &str) -> Value {
@@ -361,13 +378,7 @@ async fn a_patients_opt_out_holds_back_a_workflows_email_to_them_but_not_to_the_
         {"key": "team", "type": "send", "template": "care.alert", "channels": ["email"], "to": "care-team@clinic.example"}
     ]}))
     .await;
-    let id = trigger(
-        &app,
-        "both",
-        json!({"subscriber_id": "pat", "payload": {"topic": "x"}}),
-    )
-    .await[0]
-        .clone();
+    let id = run_for(&app, "both", "pat", "x").await;
     let r = advance_until(&app, &id, Utc::now(), "the run", |r| {
         r["status"] == "completed"
     })

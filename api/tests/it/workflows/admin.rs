@@ -8,7 +8,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use super::{WORKFLOWS, call, clinic, expect, patient, run, runner, save, trigger};
+use super::{
+    WORKFLOWS, call, driven_clinic, expect, first_run, patient, run, run_for, runner, save,
+};
 
 fn in_flight() -> Value {
     json!({"name": "Follow-up", "steps": [
@@ -24,29 +26,12 @@ async fn get(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deleting_a_workflow_cancels_its_runs_keeps_their_history_and_frees_its_key() {
-    let app = TestApp::builder()
-        .without_scheduler()
-        .without_worker()
-        .spawn()
-        .await;
-    clinic(&app).await;
+    let app = driven_clinic().await;
     save(&app, "follow-up", in_flight()).await;
-    let going = trigger(
-        &app,
-        "follow-up",
-        json!({"subscriber_id": "pat", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
+    let going = run_for(&app, "follow-up", "pat", "t").await;
     // Due, not yet started: cancelled too.
     runner(&app).advance(Utc::now()).await.unwrap();
-    let queued = trigger(
-        &app,
-        "follow-up",
-        json!({"subscriber_id": "pat", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
+    let queued = run_for(&app, "follow-up", "pat", "t").await;
     assert_eq!(run(&app, &going).await["current_step"], "pause");
 
     // Another organisation cannot delete it.
@@ -134,25 +119,14 @@ async fn deleting_a_workflow_cancels_its_runs_keeps_their_history_and_frees_its_
     // The key is free: saving it again starts a new workflow at version 1.
     let again = save(&app, "follow-up", in_flight()).await;
     assert_eq!(again["version"], 1);
-    let fresh = trigger(
-        &app,
-        "follow-up",
-        json!({"subscriber_id": "pat", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
+    let fresh = run_for(&app, "follow-up", "pat", "t").await;
     assert_eq!(run(&app, &fresh).await["status"], "running");
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn runs_are_listed_newest_first_in_pages_and_filtered() {
-    let app = TestApp::builder()
-        .without_scheduler()
-        .without_worker()
-        .spawn()
-        .await;
-    clinic(&app).await;
+    let app = driven_clinic().await;
     patient(&app, "sam").await;
     save(&app, "follow-up", in_flight()).await;
     save(
@@ -173,7 +147,7 @@ async fn runs_are_listed_newest_first_in_pages_and_filtered() {
     ] {
         let body =
             json!({"subscriber_id": who, "cancellation_key": cancel, "payload": {"topic": "t"}});
-        ids.push(trigger(&app, workflow, body).await[0].clone());
+        ids.push(first_run(&app, workflow, body).await);
     }
     // `once` runs complete; `follow-up` runs wait in their delay.
     runner(&app).advance(Utc::now()).await.unwrap();

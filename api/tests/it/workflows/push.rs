@@ -7,38 +7,22 @@
 use chrono::Utc;
 use reqwest::Method;
 use serde_json::json;
-use testkit::TestApp;
 
-use super::{WORKFLOWS, call, clinic, expect, run, runner, save, step, trigger};
+use super::{WORKFLOWS, call, driven_clinic, expect, run, run_for, runner, save, step};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_push_step_reaches_every_registered_device_and_skips_subscribers_without_one() {
-    let app = TestApp::builder()
-        .without_scheduler()
-        .without_worker()
-        .spawn()
-        .await;
-    clinic(&app).await;
-    expect(
-        call(
-            &app,
-            &app.api_key,
-            Method::POST,
-            "/api/v1/admin/templates",
-            Some(json!({
-                "key": "care.push",
-                "name": "Care push",
-                "default_locale": "en",
-                "default_channels": ["push"],
-                "locales": {"en": {
-                    "push": {"title": "About {{topic}}", "body": "Open the app.", "data": {"screen": "care"}},
-                    "inapp": {"title": "About {{topic}}"}
-                }}
-            })),
-        )
-        .await,
-        201,
-    )
+    let app = driven_clinic().await;
+    app.add_template(&json!({
+        "key": "care.push",
+        "name": "Care push",
+        "default_locale": "en",
+        "default_channels": ["push"],
+        "locales": {"en": {
+            "push": {"title": "About {{topic}}", "body": "Open the app.", "data": {"screen": "care"}},
+            "inapp": {"title": "About {{topic}}"}
+        }}
+    }))
     .await;
     for (who, tokens) in [
         ("pat", json!(["fcm-phone", "fcm-tablet"])),
@@ -62,20 +46,8 @@ async fn a_push_step_reaches_every_registered_device_and_skips_subscribers_witho
         ]}),
     )
     .await;
-    let pat = trigger(
-        &app,
-        "nudge",
-        json!({"subscriber_id": "pat", "payload": {"topic": "your results"}}),
-    )
-    .await[0]
-        .clone();
-    let sam = trigger(
-        &app,
-        "nudge",
-        json!({"subscriber_id": "sam", "payload": {"topic": "your results"}}),
-    )
-    .await[0]
-        .clone();
+    let pat = run_for(&app, "nudge", "pat", "your results").await;
+    let sam = run_for(&app, "nudge", "sam", "your results").await;
     assert_eq!(runner(&app).advance(Utc::now()).await.unwrap(), 2);
 
     let r = run(&app, &pat).await;

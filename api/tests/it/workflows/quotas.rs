@@ -6,18 +6,12 @@
 use chrono::Utc;
 use serde_json::json;
 use shared::quotas::{Period, key};
-use testkit::TestApp;
 
-use super::{clinic, patient, run, runner, save, step, trigger};
+use super::{driven_clinic, first_run, patient, run, runner, save, step};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn workflow_sends_are_charged_to_the_send_quota_and_a_channel_over_it_is_skipped_naming_it() {
-    let app = TestApp::builder()
-        .without_scheduler()
-        .without_worker()
-        .spawn()
-        .await;
-    clinic(&app).await;
+    let app = driven_clinic().await;
     patient(&app, "sam").await;
     patient(&app, "kim").await;
     sqlx::query(
@@ -38,7 +32,7 @@ async fn workflow_sends_are_charged_to_the_send_quota_and_a_channel_over_it_is_s
     let mut ids = Vec::new();
     for who in ["pat", "sam", "kim"] {
         let body = json!({"subscriber_id": who, "payload": {"topic": "t"}});
-        ids.push(trigger(&app, "text", body).await[0].clone());
+        ids.push(first_run(&app, "text", body).await);
     }
     let queues = shared::jobs::Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
     let runner = runner(&app).with_quotas(queues.connection(), &app.redis_prefix);

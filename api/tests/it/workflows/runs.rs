@@ -8,7 +8,8 @@ use serde_json::json;
 use testkit::TestApp;
 
 use super::{
-    WAIT, WORKFLOWS, advance_until, call, clinic, expect, patient, run, runner, save, step, trigger,
+    WAIT, WORKFLOWS, advance_until, call, clinic, expect, first_run, patient, run, run_for, runner,
+    save, step, trigger,
 };
 
 async fn notifications_of(app: &TestApp, run_id: &str) -> Vec<(String, String)> {
@@ -41,20 +42,18 @@ async fn runs_keep_their_version_and_cancelled_runs_send_nothing_more() {
     )
     .await;
     let pat_run = ids[0].clone();
-    let sam_run = trigger(
+    let sam_run = first_run(
         &app,
         "reminder",
         json!({"subscriber_id": "sam", "cancellation_key": "appt-42"}),
     )
-    .await[0]
-        .clone();
-    let other = trigger(
+    .await;
+    let other = first_run(
         &app,
         "reminder",
         json!({"subscriber_id": "sam", "cancellation_key": "appt-43"}),
     )
-    .await[0]
-        .clone();
+    .await;
     let mut v2 = v1.clone();
     v2["steps"][1]["duration_secs"] = json!(60);
     let saved = save(&app, "reminder", v2).await;
@@ -150,14 +149,8 @@ async fn an_event_resumes_the_runs_waiting_for_it_and_a_timeout_ends_the_others(
         {"key": "unconfirmed", "type": "branch", "if": {"step": "wait", "outcome": "timed_out"}, "then": "end"},
         {"key": "thanks", "type": "send", "template": "care.alert", "channels": ["inapp"]}
     ]})).await;
-    let pat = trigger(
-        &app,
-        "confirm",
-        json!({"subscriber_id": "pat", "payload": {"topic": "your visit"}}),
-    )
-    .await[0]
-        .clone();
-    let sam = trigger(&app, "confirm", json!({"subscriber_id": "sam"})).await[0].clone();
+    let pat = run_for(&app, "confirm", "pat", "your visit").await;
+    let sam = first_run(&app, "confirm", json!({"subscriber_id": "sam"})).await;
     let start = Utc::now();
     for id in [&pat, &sam] {
         advance_until(&app, id, start, "the wait", |r| r["status"] == "waiting").await;
@@ -417,13 +410,7 @@ async fn a_run_held_by_a_runner_is_skipped_by_others_resumed_after_that_runner_d
         ]}),
     )
     .await;
-    let id = trigger(
-        &app,
-        "one",
-        json!({"subscriber_id": "pat", "payload": {"topic": "x"}}),
-    )
-    .await[0]
-        .clone();
+    let id = run_for(&app, "one", "pat", "x").await;
     let now = Utc::now();
     // A runner claims the run and dies before committing (its transaction
     // is never committed).
@@ -463,13 +450,12 @@ async fn a_merging_throttle_hands_the_extra_triggers_to_the_run_that_passed() {
     ]}))
     .await;
     let now = Utc::now();
-    let first = trigger(
+    let first = first_run(
         &app,
         "merge",
         json!({"subscriber_id": "pat", "payload": {"n": 1}}),
     )
-    .await[0]
-        .clone();
+    .await;
     runner(&app).advance(now).await.unwrap();
     let mut others = Vec::new();
     for n in 2..4 {
@@ -553,13 +539,7 @@ async fn a_channel_without_an_address_is_skipped_and_a_deleted_template_fails_th
     )
     .await;
     assert!(email_only.status().is_success());
-    let id = trigger(
-        &app,
-        "gaps",
-        json!({"subscriber_id": "lee", "payload": {"topic": "x"}}),
-    )
-    .await[0]
-        .clone();
+    let id = run_for(&app, "gaps", "lee", "x").await;
     runner(&app).advance(Utc::now()).await.unwrap();
     let r = run(&app, &id).await;
     assert_eq!(step(&r, "text")["outcome"], "sent", "in-app went");

@@ -13,7 +13,7 @@ use serde_json::json;
 use testkit::TestApp;
 use uuid::Uuid;
 
-use super::{clinic, patient, run, runner, save, step, trigger};
+use super::{driven_clinic, patient, run, run_for, runner, save, step};
 
 async fn notification_of(app: &TestApp, run_id: &str, key: &str) -> Uuid {
     let r = run(app, run_id).await;
@@ -55,12 +55,7 @@ async fn set_status(app: &TestApp, id: Uuid, status: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivery_wakes_only_the_run_waiting_on_it_and_unwatched_notifications_queue_nothing() {
-    let app = TestApp::builder()
-        .without_scheduler()
-        .without_worker()
-        .spawn()
-        .await;
-    clinic(&app).await;
+    let app = driven_clinic().await;
     patient(&app, "sam").await;
     save(&app, "delivery", json!({"name": "Delivery", "steps": [
         {"key": "msg", "type": "send", "template": "care.alert", "channels": ["inapp"]},
@@ -75,27 +70,9 @@ async fn a_delivery_wakes_only_the_run_waiting_on_it_and_unwatched_notifications
         ]}),
     )
     .await;
-    let pat = trigger(
-        &app,
-        "delivery",
-        json!({"subscriber_id": "pat", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
-    let sam = trigger(
-        &app,
-        "delivery",
-        json!({"subscriber_id": "sam", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
-    let plain = trigger(
-        &app,
-        "plain",
-        json!({"subscriber_id": "pat", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
+    let pat = run_for(&app, "delivery", "pat", "t").await;
+    let sam = run_for(&app, "delivery", "sam", "t").await;
+    let plain = run_for(&app, "plain", "pat", "t").await;
     let start = Utc::now();
     assert_eq!(runner(&app).advance(start).await.unwrap(), 3);
     let (pat_msg, sam_msg, plain_msg) = (
@@ -145,12 +122,7 @@ async fn a_delivery_wakes_only_the_run_waiting_on_it_and_unwatched_notifications
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_status_reached_before_the_wait_begins_meets_it_at_once() {
-    let app = TestApp::builder()
-        .without_scheduler()
-        .without_worker()
-        .spawn()
-        .await;
-    clinic(&app).await;
+    let app = driven_clinic().await;
     save(&app, "later", json!({"name": "Later", "steps": [
         {"key": "msg", "type": "send", "template": "care.alert", "channels": ["inapp"]},
         {"key": "pause", "type": "delay", "duration_secs": 600},
@@ -158,13 +130,7 @@ async fn a_status_reached_before_the_wait_begins_meets_it_at_once() {
         {"key": "unread", "type": "branch", "if": {"step": "wait", "outcome": "timed_out"}, "then": "end"}
     ]}))
     .await;
-    let id = trigger(
-        &app,
-        "later",
-        json!({"subscriber_id": "pat", "payload": {"topic": "t"}}),
-    )
-    .await[0]
-        .clone();
+    let id = run_for(&app, "later", "pat", "t").await;
     let start = Utc::now();
     assert_eq!(runner(&app).advance(start).await.unwrap(), 1);
     let r = run(&app, &id).await;
