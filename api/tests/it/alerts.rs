@@ -39,6 +39,15 @@ async fn app(pagerduty: &FakeTarget) -> TestApp {
         .await
 }
 
+/// The PagerDuty stand-in, the app sending to it, and an admin of the
+/// app's organisation.
+async fn app_with_admin() -> (FakeTarget, TestApp, Signed) {
+    let pagerduty = FakeTarget::pagerduty().await;
+    let app = app(&pagerduty).await;
+    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    (pagerduty, app, admin)
+}
+
 fn evaluator(app: &TestApp) -> Evaluator {
     let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
     Evaluator::new(
@@ -361,9 +370,7 @@ async fn an_alert_opens_once_escalates_once_notifies_each_channel_once_resolves_
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_storm_of_failures_under_two_racing_evaluators_is_evaluated_once_per_period_and_makes_one_alert()
  {
-    let pagerduty = FakeTarget::pagerduty().await;
-    let app = app(&pagerduty).await;
-    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let (_pagerduty, app, admin) = app_with_admin().await;
     drop_default_failure_rule(&app, &admin).await;
     let rule = create_rule(
         &app,
@@ -411,9 +418,7 @@ async fn a_storm_of_failures_under_two_racing_evaluators_is_evaluated_once_per_p
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledging_stops_the_escalation_and_tells_pagerduty_and_a_failed_call_is_retried_with_backoff()
  {
-    let pagerduty = FakeTarget::pagerduty().await;
-    let app = app(&pagerduty).await;
-    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let (pagerduty, app, admin) = app_with_admin().await;
     drop_default_failure_rule(&app, &admin).await;
     let rule = create_rule(
         &app,

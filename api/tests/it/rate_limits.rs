@@ -397,6 +397,15 @@ async fn while_redis_is_away_reads_go_through_and_sign_in_is_refused() {
 }
 
 /// Sends one email with `key`.
+/// Sets the app's organisation's send quotas (a JSON list) as a platform
+/// admin; the answer, which must be 200.
+async fn set_quotas(app: &TestApp, quotas: Value) -> Value {
+    let root = platform_admin(app).await;
+    let path = format!("{ORGS}/{}/quotas", app.tenant_id);
+    let body = json!({ "quotas": quotas });
+    answer_json(app, Method::PUT, &path, &root.token, &body, 200).await
+}
+
 async fn email(app: &TestApp, key: &str) -> Response {
     app.post_send(
         key,
@@ -409,18 +418,13 @@ async fn email(app: &TestApp, key: &str) -> Response {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_send_quota_warns_at_80_percent_and_refuses_past_100() {
     let app = TestApp::spawn_api_only().await;
-    let root = platform_admin(&app).await;
     let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
-    let set = answer_json(
+    let set = set_quotas(
         &app,
-        Method::PUT,
-        &quotas_url,
-        &root.token,
-        &json!({"quotas": [
+        json!([
             {"channel": "email", "period": "day", "quota": 5},
             {"channel": "email", "period": "month", "quota": 1000},
-        ]}),
-        200,
+        ]),
     )
     .await;
     assert_eq!(set["quotas"][0]["used"], 0, "{set}");
@@ -482,15 +486,9 @@ async fn a_send_quota_warns_at_80_percent_and_refuses_past_100() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replayed_send_gives_its_quota_back() {
     let app = TestApp::spawn_api_only().await;
-    let root = platform_admin(&app).await;
-    let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
-    answer_json(
+    set_quotas(
         &app,
-        Method::PUT,
-        &quotas_url,
-        &root.token,
-        &json!({"quotas": [{"channel": "email", "period": "day", "quota": 2}]}),
-        200,
+        json!([{"channel": "email", "period": "day", "quota": 2}]),
     )
     .await;
     let body =
@@ -525,31 +523,18 @@ async fn a_batch_chunk_that_would_pass_a_quota_is_refused_whole() {
             .json(&body)
             .send()
     };
-    expect(
-        post(
-            "/api/v1/admin/templates",
-            json!({
-                "key": "lab.ready",
-                "name": "Lab results ready",
-                "default_locale": "en",
-                "default_channels": ["email"],
-                "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}."}}}
-            }),
-        )
-        .await
-        .unwrap(),
-        201,
-    )
+    app.add_template(&json!({
+        "key": "lab.ready",
+        "name": "Lab results ready",
+        "default_locale": "en",
+        "default_channels": ["email"],
+        "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}."}}}
+    }))
     .await;
-    let root = platform_admin(&app).await;
     let quotas_url = format!("{ORGS}/{}/quotas", app.tenant_id);
-    answer_json(
+    set_quotas(
         &app,
-        Method::PUT,
-        &quotas_url,
-        &root.token,
-        &json!({"quotas": [{"channel": "email", "period": "day", "quota": 10}]}),
-        200,
+        json!([{"channel": "email", "period": "day", "quota": 10}]),
     )
     .await;
     let batch = expect(

@@ -3,16 +3,15 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::{alerts_of, app, create_rule, evaluator, sends, start};
+use super::{alerts_of, app, app_with_admin, create_rule, evaluator, sends, start};
 use crate::org_support::{answer, expect, platform_admin, request, request_json, user};
+use crate::support::invalid_param_names;
 use chrono::TimeDelta;
 use testkit::alerting::FakeTarget;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_rules_are_refused_naming_the_field() {
-    let pagerduty = FakeTarget::pagerduty().await;
-    let app = app(&pagerduty).await;
-    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let (_pagerduty, app, admin) = app_with_admin().await;
     let base = json!({"name": "r", "metric": "failure_rate", "threshold": 10, "window_secs": 60});
     let cases: Vec<(Value, &str)> = vec![
         (json!({"metric": "cpu_load"}), "metric"),
@@ -65,13 +64,8 @@ async fn bad_rules_are_refused_naming_the_field() {
         )
         .await;
         let problem = expect(resp, 400).await;
-        let names: Vec<&str> = problem["invalid_params"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{problem}"))
-            .iter()
-            .map(|p| p["name"].as_str().unwrap())
-            .collect();
-        assert!(names.contains(&field), "{body} → {problem}");
+        let names = invalid_param_names(&problem);
+        assert!(names.iter().any(|n| n == field), "{body} → {problem}");
     }
     let none: i64 =
         sqlx::query_scalar("select count(*) from alert_rules where created_by <> 'system'")

@@ -11,7 +11,7 @@ use shared::{
     errors::ErrorKind,
 };
 
-use super::{alerts_of, app, create_rule, evaluator, start};
+use super::{alerts_of, app, app_with_admin, create_rule, evaluator, start};
 use crate::org_support::{answer_json, platform_admin, user};
 use testkit::{TestApp, alerting::FakeTarget};
 
@@ -88,9 +88,7 @@ async fn api_server_errors_open_one_platform_alert_that_resolves_once_the_window
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_disabled_webhook_endpoint_opens_one_alert_and_re_enabling_it_resolves_it() {
-    let pagerduty = FakeTarget::pagerduty().await;
-    let app = app(&pagerduty).await;
-    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let (_pagerduty, app, admin) = app_with_admin().await;
     let endpoint = |n: u16| json!({"url": format!("http://127.0.0.1:9/hook{n}"), "events": ["notification.failed"]});
     let mut ids = Vec::new();
     for n in 0..2 {
@@ -183,9 +181,7 @@ async fn a_disabled_webhook_endpoint_opens_one_alert_and_re_enabling_it_resolves
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn fields_that_do_not_apply_to_the_new_metrics_are_refused_naming_them() {
-    let pagerduty = FakeTarget::pagerduty().await;
-    let app = app(&pagerduty).await;
-    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let (_pagerduty, app, admin) = app_with_admin().await;
     let cases = [
         (
             json!({"metric": "failure_rate", "threshold": 10, "disabled_by": "admin"}),
@@ -240,9 +236,7 @@ async fn fields_that_do_not_apply_to_the_new_metrics_are_refused_naming_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_failure_rate_narrowed_to_one_provider_watches_that_provider_alone() {
-    let pagerduty = FakeTarget::pagerduty().await;
-    let app = app(&pagerduty).await;
-    let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
+    let (_pagerduty, app, admin) = app_with_admin().await;
     let rule = create_rule(
         &app,
         &admin,

@@ -3,12 +3,13 @@
 //! when an alert opens and when it resolves, once per transition and
 //! number, never on acknowledgement; numbers are checked and shown masked.
 
+use crate::support::invalid_param_names;
 use chrono::TimeDelta;
 use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    providers::{FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{FakeProviders, Kind, TWILIO_SID_A, twilio_config},
 };
 
 use super::{WAIT, alerts_of, create_rule, drop_default_failure_rule, evaluator, sends, start};
@@ -24,12 +25,8 @@ async fn platform() -> (TestApp, FakeProviders) {
         .providers(&fake)
         .spawn()
         .await;
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "sms-main",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
+    app.add_provider(&twilio_config("sms-main", TWILIO_SID_A, None))
+        .await;
     (app, fake)
 }
 
@@ -213,10 +210,7 @@ async fn sms_numbers_are_checked_and_each_mistake_is_named() {
         let resp = post_rule(&app, &admin.token, channel.clone()).await;
         assert_eq!(resp.status(), 400, "{channel}");
         let problem: Value = resp.json().await.unwrap();
-        let names: Vec<&str> = problem["invalid_params"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p["name"].as_str()).collect())
-            .unwrap_or_default();
+        let names = invalid_param_names(&problem);
         assert_eq!(names, [field], "{channel} → {problem}");
     }
     // Not a list of numbers at all.
