@@ -149,6 +149,23 @@ async fn push_into_a_dead_redis<K: Outbox>(app: &TestApp, dead: &Queues, kind: K
     assert_eq!(marked(app, queue).await, 0, "{queue}: released at once");
 }
 
+/// An app with neither worker nor scheduler, with `vars` set, whose
+/// organisation has `n` queued rows of every kind; its queues, and a
+/// dispatcher over them.
+async fn seeded_alone(vars: &[(&str, i32)], n: i32) -> (TestApp, Queues, Dispatcher) {
+    let mut builder = TestApp::builder().without_worker().without_scheduler();
+    for (key, value) in vars {
+        builder = builder.var(key, value);
+    }
+    let app = builder.spawn().await;
+    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    let dispatcher = Dispatcher::new(app.pool.clone(), queues.clone(), app.settings.jobs.clone());
+    for kind in KINDS {
+        seed(&app, app.tenant_id, kind.queue(), n).await;
+    }
+    (app, queues, dispatcher)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_row_whose_push_failed_is_pushed_by_the_next_sweep_for_every_kind() {
     let app = TestApp::spawn_api_only().await;
@@ -192,17 +209,7 @@ async fn a_row_whose_push_failed_is_pushed_by_the_next_sweep_for_every_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn after_redis_lost_its_data_every_queued_row_of_every_kind_goes_out_again() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .var("JOBS__DISPATCHER__GROUP_SIZE", 1)
-        .spawn()
-        .await;
-    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
-    let dispatcher = Dispatcher::new(app.pool.clone(), queues.clone(), app.settings.jobs.clone());
-    for kind in KINDS {
-        seed(&app, app.tenant_id, kind.queue(), 3).await;
-    }
+    let (app, queues, dispatcher) = seeded_alone(&[("JOBS__DISPATCHER__GROUP_SIZE", 1)], 3).await;
     dispatcher.sweep().await.unwrap();
     assert_eq!(backlogs(&queues).await, every_kind(3));
     let again = dispatcher.sweep().await.unwrap();
@@ -219,18 +226,14 @@ async fn after_redis_lost_its_data_every_queued_row_of_every_kind_goes_out_again
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_window_bounds_what_every_kind_pushes() {
-    let app = TestApp::builder()
-        .without_worker()
-        .without_scheduler()
-        .var("JOBS__DISPATCHER__HIGH_WATER_MARK", 2)
-        .var("JOBS__DISPATCHER__GROUP_SIZE", 1)
-        .spawn()
-        .await;
-    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
-    let dispatcher = Dispatcher::new(app.pool.clone(), queues.clone(), app.settings.jobs.clone());
-    for kind in KINDS {
-        seed(&app, app.tenant_id, kind.queue(), 5).await;
-    }
+    let (app, queues, dispatcher) = seeded_alone(
+        &[
+            ("JOBS__DISPATCHER__HIGH_WATER_MARK", 2),
+            ("JOBS__DISPATCHER__GROUP_SIZE", 1),
+        ],
+        5,
+    )
+    .await;
     dispatcher.sweep().await.unwrap();
     assert_eq!(backlogs(&queues).await, every_kind(2));
     for kind in KINDS {

@@ -132,12 +132,12 @@ async fn the_key_cache_carries_the_allowlist_until_its_bound() {
     let outside: IpAddr = "192.0.2.1".parse().unwrap();
     let cache = ApiKeyCache::new(Duration::from_secs(3600), 10);
     assert!(matches!(
-        check_key(&app.pool, &cache, token, Some(inside)).await.unwrap(),
+        check(&app, &cache, token, Some(inside)).await,
         KeyCheck::Allowed(o) if o.key_id == key.id
     ));
     // Answered from the cache: no address at all is refused by the list.
     assert!(matches!(
-        check_key(&app.pool, &cache, token, None).await.unwrap(),
+        check(&app, &cache, token, None).await,
         KeyCheck::Refused(_)
     ));
     assert!(
@@ -147,32 +147,29 @@ async fn the_key_cache_carries_the_allowlist_until_its_bound() {
     );
     // The cached allowlist holds until the entry expires ...
     assert!(matches!(
-        check_key(&app.pool, &cache, token, Some(outside))
-            .await
-            .unwrap(),
+        check(&app, &cache, token, Some(outside)).await,
         KeyCheck::Refused(_)
     ));
     // ... a fresh read sees the new one.
     let fresh = ApiKeyCache::new(Duration::from_secs(3600), 10);
     assert!(matches!(
-        check_key(&app.pool, &fresh, token, Some(outside))
-            .await
-            .unwrap(),
+        check(&app, &fresh, token, Some(outside)).await,
         KeyCheck::Allowed(_)
     ));
     assert!(matches!(
-        check_key(&app.pool, &fresh, token, Some(inside))
-            .await
-            .unwrap(),
+        check(&app, &fresh, token, Some(inside)).await,
         KeyCheck::Refused(_)
     ));
     assert_eq!(
-        check_key(&app.pool, &fresh, "ntf_wrong", Some(inside))
-            .await
-            .unwrap(),
+        check(&app, &fresh, "ntf_wrong", Some(inside)).await,
         KeyCheck::Unknown
     );
     app.shutdown().await;
+}
+
+/// What `check_key` answers for `token` from `addr`, through `cache`.
+async fn check(app: &TestApp, cache: &ApiKeyCache, token: &str, addr: Option<IpAddr>) -> KeyCheck {
+    check_key(&app.pool, cache, token, addr).await.unwrap()
 }
 
 fn cli(vars: &[(String, String)], args: &[&str]) -> (bool, String, String) {
@@ -257,6 +254,15 @@ async fn the_command_line_sets_and_clears_allowlists_and_each_change_is_a_securi
             .to_owned()
     };
     let (key_id, token) = (value("api_key_id"), value("api_key"));
+    // `key allow --tenant <tenant> --key <key_id>` and then `extra`.
+    let allow = |tenant: &str, extra: &[&str]| {
+        let args = [
+            &["key", "allow", "--tenant", tenant, "--key", &key_id],
+            extra,
+        ]
+        .concat();
+        cli(&app.vars, &args)
+    };
     let stored: Option<Vec<String>> =
         sqlx::query_scalar("select allowed_networks from api_keys where id = $1::uuid")
             .bind(&key_id)
@@ -270,85 +276,28 @@ async fn the_command_line_sets_and_clears_allowlists_and_each_change_is_a_securi
     assert_eq!(send(&app, &token, Some("10.0.0.1")).await.status(), 202);
     assert_eq!(send(&app, &token, Some("192.0.2.1")).await.status(), 403);
 
-    let (ok, _, stderr) = cli(
-        &app.vars,
-        &["key", "allow", "--tenant", &tenant, "--key", &key_id],
-    );
+    let (ok, _, stderr) = allow(&tenant, &[]);
     assert!(
         !ok && stderr.contains("--allow"),
         "neither --allow nor --any: {stderr}"
     );
-    let (ok, _, stderr) = cli(
-        &app.vars,
-        &[
-            "key",
-            "allow",
-            "--tenant",
-            &tenant,
-            "--key",
-            &key_id,
-            "--allow",
-            "192.0.2.0/24",
-            "--any",
-        ],
-    );
+    let (ok, _, stderr) = allow(&tenant, &["--allow", "192.0.2.0/24", "--any"]);
     assert!(!ok && stderr.contains("--any"), "both: {stderr}");
-    let (ok, _, stderr) = cli(
-        &app.vars,
-        &[
-            "key",
-            "allow",
-            "--tenant",
-            &tenant,
-            "--key",
-            &key_id,
-            "--allow",
-            "not-a-net",
-        ],
-    );
+    let (ok, _, stderr) = allow(&tenant, &["--allow", "not-a-net"]);
     assert!(!ok && stderr.contains("expected a CIDR"), "{stderr}");
 
-    let (ok, stdout, stderr) = cli(
-        &app.vars,
-        &[
-            "key",
-            "allow",
-            "--tenant",
-            &tenant,
-            "--key",
-            &key_id,
-            "--allow",
-            "192.0.2.0/24",
-        ],
-    );
+    let (ok, stdout, stderr) = allow(&tenant, &["--allow", "192.0.2.0/24"]);
     assert!(ok && stdout.contains("192.0.2.0/24"), "{stderr}");
     assert_eq!(send(&app, &token, Some("192.0.2.1")).await.status(), 202);
     assert_eq!(send(&app, &token, Some("10.0.0.1")).await.status(), 403);
 
-    let (ok, _, stderr) = cli(
-        &app.vars,
-        &[
-            "key", "allow", "--tenant", &tenant, "--key", &key_id, "--any",
-        ],
-    );
+    let (ok, _, stderr) = allow(&tenant, &["--any"]);
     assert!(ok, "{stderr}");
     assert_eq!(send(&app, &token, Some("10.0.0.1")).await.status(), 202);
 
     // Another tenant's key cannot be changed through this tenant.
     let (other, _) = app.other_tenant().await;
-    let (ok, _, stderr) = cli(
-        &app.vars,
-        &[
-            "key",
-            "allow",
-            "--tenant",
-            &other.to_string(),
-            "--key",
-            &key_id,
-            "--allow",
-            "10.0.0.0/8",
-        ],
-    );
+    let (ok, _, stderr) = allow(&other.to_string(), &["--allow", "10.0.0.0/8"]);
     assert!(!ok && stderr.contains("no active key"), "{stderr}");
 
     let (ok, _, stderr) = cli(
@@ -356,12 +305,7 @@ async fn the_command_line_sets_and_clears_allowlists_and_each_change_is_a_securi
         &["key", "revoke", "--tenant", &tenant, "--key", &key_id],
     );
     assert!(ok, "{stderr}");
-    let (ok, _, _) = cli(
-        &app.vars,
-        &[
-            "key", "allow", "--tenant", &tenant, "--key", &key_id, "--any",
-        ],
-    );
+    let (ok, _, _) = allow(&tenant, &["--any"]);
     assert!(!ok, "a revoked key has no allowlist to change");
 
     let rows: Vec<(String, Value)> = sqlx::query_as(

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use crate::support::invalid_param_names;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
@@ -36,10 +37,7 @@ async fn app_with(worker: bool, scheduler: bool) -> TestApp {
         builder = builder.without_scheduler();
     }
     let app = builder.spawn().await;
-    let resp = app
-        .post_with_key("/api/v1/admin/templates", &template())
-        .await;
-    assert_eq!(resp.status(), 201);
+    app.add_template(&template()).await;
     app
 }
 
@@ -68,6 +66,11 @@ async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> reqwest::Re
 
 async fn get(app: &TestApp, key: &str, path: &str) -> reqwest::Response {
     app.get_with_token(&format!("{BASE}{path}"), key).await
+}
+
+/// POSTs `action` (`close` or `cancel`) to batch `id` with `key`.
+async fn act(app: &TestApp, key: &str, id: &str, action: &str) -> reqwest::Response {
+    post(app, key, &format!("/batches/{id}/{action}"), &json!({})).await
 }
 
 async fn create(app: &TestApp, body: &Value) -> String {
@@ -110,13 +113,7 @@ async fn problem(resp: reqwest::Response, status: u16) -> Value {
 }
 
 async fn invalid(resp: reqwest::Response) -> Vec<String> {
-    let body = problem(resp, 400).await;
-    body["invalid_params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
+    invalid_param_names(&problem(resp, 400).await)
 }
 
 /// The sum of every per-status count.
@@ -160,13 +157,7 @@ async fn a_closed_batch_completes_with_counts_that_add_up() {
     )
     .await;
     assert_eq!(resp.status(), 202);
-    let resp = post(
-        &app,
-        &app.api_key,
-        &format!("/batches/{id}/close"),
-        &json!({}),
-    )
-    .await;
+    let resp = act(&app, &app.api_key, &id, "close").await;
     assert_eq!(resp.status(), 200);
     let closed: Value = resp.json().await.unwrap();
     assert!(closed["closed_at"].is_string());
@@ -309,22 +300,10 @@ async fn a_closed_batch_refuses_new_chunks_but_replays_accepted_ones() {
     )
     .await;
     assert_eq!(chunk(&app, &id, 1, people(2, 2)).await.status(), 202);
-    let resp = post(
-        &app,
-        &app.api_key,
-        &format!("/batches/{id}/close"),
-        &json!({}),
-    )
-    .await;
+    let resp = act(&app, &app.api_key, &id, "close").await;
     assert_eq!(resp.status(), 200);
     // Closing again is a no-op.
-    let resp = post(
-        &app,
-        &app.api_key,
-        &format!("/batches/{id}/close"),
-        &json!({}),
-    )
-    .await;
+    let resp = act(&app, &app.api_key, &id, "close").await;
     assert_eq!(resp.status(), 200);
 
     let body = problem(chunk(&app, &id, 2, people(4, 1)).await, 409).await;
@@ -346,17 +325,7 @@ async fn a_closed_batch_refuses_new_chunks_but_replays_accepted_ones() {
     assert_eq!(done["counts"]["sent"], 4);
     assert_eq!(rows_in_db(&app, &id).await, 4);
     // A completed batch can be neither cancelled nor given chunks.
-    problem(
-        post(
-            &app,
-            &app.api_key,
-            &format!("/batches/{id}/cancel"),
-            &json!({}),
-        )
-        .await,
-        409,
-    )
-    .await;
+    problem(act(&app, &app.api_key, &id, "cancel").await, 409).await;
     problem(chunk(&app, &id, 3, people(9, 1)).await, 409).await;
     app.shutdown().await;
 }
@@ -388,13 +357,7 @@ async fn cancel_part_way_stops_everything_not_yet_sent() {
     app.stop_worker().await;
     assert_eq!(chunk(&app, &id, 2, mailed(7, 2)).await.status(), 202);
 
-    let resp = post(
-        &app,
-        &app.api_key,
-        &format!("/batches/{id}/cancel"),
-        &json!({}),
-    )
-    .await;
+    let resp = act(&app, &app.api_key, &id, "cancel").await;
     assert_eq!(resp.status(), 200);
     let cancelled: Value = resp.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
@@ -441,16 +404,8 @@ async fn another_tenants_batch_answers_404() {
         404,
     )
     .await;
-    problem(
-        post(&app, &other, &format!("/batches/{id}/close"), &json!({})).await,
-        404,
-    )
-    .await;
-    problem(
-        post(&app, &other, &format!("/batches/{id}/cancel"), &json!({})).await,
-        404,
-    )
-    .await;
+    problem(act(&app, &other, &id, "close").await, 404).await;
+    problem(act(&app, &other, &id, "cancel").await, 404).await;
     let resp = post(
         &app,
         &other,

@@ -27,10 +27,7 @@ fn template() -> Value {
 
 async fn app(builder: testkit::TestAppBuilder) -> TestApp {
     let app = builder.spawn().await;
-    let resp = app
-        .post_with_key("/api/v1/admin/templates", &template())
-        .await;
-    assert_eq!(resp.status(), 201);
+    app.add_template(&template()).await;
     app
 }
 
@@ -62,14 +59,7 @@ fn multipart(fields: &[(&str, &str)], file: Option<&[u8]>) -> Vec<u8> {
 const MAPPING: &str = r#"{"email": "Email", "data": {"name": "First name", "kind": "Kind"}}"#;
 
 async fn upload_with(app: &TestApp, key: &str, body: Vec<u8>) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("{BASE}/csv")))
-        .bearer_auth(key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
+    app.multipart_post(&app.url(&format!("{BASE}/csv")), key, BOUNDARY, body)
         .send()
         .await
         .unwrap()
@@ -453,15 +443,8 @@ async fn upload_keyed(
     idem: &str,
     body: Vec<u8>,
 ) -> reqwest::Response {
-    app.client
-        .post(app.url(&format!("{BASE}/csv")))
-        .bearer_auth(api_key)
+    app.multipart_post(&app.url(&format!("{BASE}/csv")), api_key, BOUNDARY, body)
         .header("Idempotency-Key", idem)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
         .send()
         .await
         .unwrap()

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use shared::db::users;
 use testkit::{
     TestApp,
-    providers::{Answer, FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{Answer, FakeProviders, Kind, TWILIO_SID_A, twilio_config},
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
@@ -194,12 +194,8 @@ async fn platform() -> (TestApp, FakeProviders) {
 async fn platform_with(builder: testkit::TestAppBuilder) -> (TestApp, FakeProviders) {
     let fake = FakeProviders::start().await;
     let app = builder.providers(&fake).spawn().await;
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "sms-main",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
+    app.add_provider(&twilio_config("sms-main", TWILIO_SID_A, None))
+        .await;
     (app, fake)
 }
 

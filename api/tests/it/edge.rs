@@ -184,19 +184,14 @@ async fn a_stalled_csv_upload_is_answered_408_and_keeps_nothing() {
     // The form is checked first: the template does not exist.
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
-    let template = app
-        .post_with_key(
-            "/api/v1/admin/templates",
-            &json!({
-                "key": "t",
-                "name": "T",
-                "default_locale": "en",
-                "default_channels": ["email"],
-                "locales": {"en": {"email": {"subject": "Hi", "text": "Hello"}}}
-            }),
-        )
-        .await;
-    assert_eq!(template.status(), 201, "{}", template.text().await.unwrap());
+    app.add_template(&json!({
+        "key": "t",
+        "name": "T",
+        "default_locale": "en",
+        "default_channels": ["email"],
+        "locales": {"en": {"email": {"subject": "Hi", "text": "Hello"}}}
+    }))
+    .await;
     let head = half_sent(&[("template", "t"), ("mapping", r#"{"email":"Email"}"#)]);
     let (answer, _) = raw_exchange(&app, head.as_bytes()).await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");

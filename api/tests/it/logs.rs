@@ -1,30 +1,13 @@
 //! The API's logs: JSON lines carrying the request id, and never the
 //! recipient, subject or body of a message.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::TestApp;
+use testkit::{TestApp, process::spawn_json_logging};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn api_logs_are_json_with_request_ids_and_no_message_content() {
-    let app = TestApp::spawn_api_only().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_api"))
-        .envs(app.vars.iter().cloned())
-        .env("API_ADDR", format!("127.0.0.1:{port}"))
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+/// Waits until the api binary at `base` answers at all.
+async fn api_listening(app: &TestApp, base: &str) {
     testkit::eventually(
         "the api binary to listen",
         Duration::from_secs(20),
@@ -38,6 +21,24 @@ async fn api_logs_are_json_with_request_ids_and_no_message_content() {
         },
     )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn api_logs_are_json_with_request_ids_and_no_message_content() {
+    let app = TestApp::spawn_api_only().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = spawn_json_logging(
+        env!("CARGO_BIN_EXE_api"),
+        &app.vars,
+        &[("API_ADDR", format!("127.0.0.1:{port}"))],
+        "info",
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    api_listening(&app, &base).await;
     let secret_bits = [
         "jordan.secret@example.org",
         "HIV test result",
@@ -127,16 +128,7 @@ struct Logged {
 impl Logged {
     fn spawn(bin: &str, vars: &[(String, String)], extra: &[(&str, String)]) -> Self {
         use tokio::io::AsyncReadExt;
-        let mut child = tokio::process::Command::new(bin)
-            .envs(vars.iter().cloned())
-            .envs(extra.iter().map(|(k, v)| (*k, v.clone())))
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "trace")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = spawn_json_logging(bin, vars, extra, "trace");
         let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let mut readers = Vec::new();
         let streams: Vec<Box<dyn tokio::io::AsyncRead + Unpin + Send>> = vec![
@@ -192,7 +184,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn phi_canaries_reach_no_log_at_any_level() {
-    use testkit::providers::{FakeProviders, INVALID_NUMBER, TWILIO_AUTH_TOKEN, TWILIO_SID_A};
+    use testkit::providers::{FakeProviders, INVALID_NUMBER, TWILIO_SID_A, twilio_config};
 
     let fake = FakeProviders::start().await;
     let app = TestApp::builder()
@@ -217,19 +209,7 @@ async fn phi_canaries_reach_no_log_at_any_level() {
         worker_bin.display()
     );
     let worker = Logged::spawn(worker_bin.to_str().unwrap(), &app.vars, &[]);
-    testkit::eventually(
-        "the api binary to listen",
-        Duration::from_secs(20),
-        || async {
-            app.client
-                .get(format!("{base}/health/live"))
-                .send()
-                .await
-                .ok()
-                .map(|_| ())
-        },
-    )
-    .await;
+    api_listening(&app, &base).await;
     // Each canary is something a log line must never carry: an external
     // id (a patient id), addresses, names, message text, metadata, and the
     // search terms and sign-in names callers send.
@@ -265,12 +245,8 @@ async fn phi_canaries_reach_no_log_at_any_level() {
         }
         async move { req.send().await.unwrap() }
     };
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "only",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
+    app.add_provider(&twilio_config("only", TWILIO_SID_A, None))
+        .await;
     // Accepted sends: an email that goes out, an SMS the provider refuses
     // with an answer that echoes the number.
     let sent = call(

@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{
     TestApp, eventually,
-    providers::{Answer, FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{Answer, FakeProviders, Kind, TWILIO_SID_A, twilio_config},
     smtp::Behaviour,
     webhooks::Receiver,
 };
@@ -83,9 +83,7 @@ async fn failures_are_grouped_without_phi_and_a_retry_after_healing_sends_them()
         .var("JOBS__QUEUES__WEBHOOK__MAX_ATTEMPTS", 1)
         .spawn()
         .await;
-    app.add_provider(&json!({"provider": "twilio", "name": "sms-main",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN}}))
+    app.add_provider(&twilio_config("sms-main", TWILIO_SID_A, None))
         .await;
     let hook = expect(
         app.post_with_key(

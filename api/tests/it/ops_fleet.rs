@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    providers::{FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A, TWILIO_SID_B},
+    providers::{FakeProviders, Kind, TWILIO_SID_A, TWILIO_SID_B, twilio_config},
 };
 use tokio_tungstenite::{
     connect_async,
@@ -35,11 +35,7 @@ async fn post(app: &TestApp, path: &str, token: &str, body: Option<Value>) -> re
 }
 
 fn twilio(name: &str, sid: &str, priority: i32) -> Value {
-    json!({
-        "provider": "twilio", "name": name, "priority": priority,
-        "settings": {"account_sid": sid, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    })
+    twilio_config(name, sid, Some(priority))
 }
 
 async fn audit_rows(app: &TestApp, action: &str, result: &str) -> i64 {

@@ -6,15 +6,11 @@ use crate::support::{call_parts, invalid_param_names};
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    providers::{TWILIO_AUTH_TOKEN, TWILIO_SID_A, fcm_service_account},
+    providers::{TWILIO_AUTH_TOKEN, TWILIO_SID_A, fcm_service_account, twilio_config},
 };
 
 fn twilio(name: &str) -> Value {
-    json!({
-        "provider": "twilio", "name": name, "priority": 5,
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    })
+    twilio_config(name, TWILIO_SID_A, Some(5))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

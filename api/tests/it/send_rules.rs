@@ -305,14 +305,8 @@ async fn a_bulk_csv_locale_is_checked_as_rendering_reads_it() {
             body.push_str(&format!(
                 "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"p.csv\"\r\nContent-Type: text/csv\r\n\r\nEmail,Name\npat@example.org,Pat\r\n--{BOUNDARY}--\r\n"
             ));
-            app.client
-                .post(app.url(&format!("{SEND}/bulk/csv")))
-                .bearer_auth(&app.api_key)
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={BOUNDARY}"),
-                )
-                .body(body)
+            let url = app.url(&format!("{SEND}/bulk/csv"));
+            app.multipart_post(&url, &app.api_key, BOUNDARY, body)
                 .send()
                 .await
                 .unwrap()

@@ -1,5 +1,6 @@
 //! `/api/v1/shipments`: CRUD, validation, tenancy and the refresh limit.
 
+use crate::support::invalid_param_names;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
@@ -17,6 +18,16 @@ async fn post(app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates the shipment `body` with the app's own key.
+async fn create(app: &TestApp, body: Value) -> (u16, Value) {
+    post(app, &app.api_key, &body).await
+}
+
+/// `GET path` with the app's own key.
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    call(app, reqwest::Method::GET, path, &app.api_key).await
+}
+
 async fn call(app: &TestApp, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
     let resp = app
         .client
@@ -29,15 +40,19 @@ async fn call(app: &TestApp, method: reqwest::Method, path: &str, key: &str) -> 
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// How many shipments are stored, across every organisation.
+async fn stored_shipments(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from shipments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipments_are_created_listed_read_updated_and_deleted() {
     let app = app().await;
-    let (status, created) = post(
-        &app,
-        &app.api_key,
-        &json!({"tracking_number": "1z 999 aa1 0123456784", "reference": "KIT-17", "assigned_to": "nurse-7", "carrier": "UPS"}),
-    )
-    .await;
+    let kit = json!({"tracking_number": "1z 999 aa1 0123456784", "reference": "KIT-17", "assigned_to": "nurse-7", "carrier": "UPS"});
+    let (status, created) = create(&app, kit).await;
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["tracking_number"], VALID, "normalised");
     assert_eq!(created["status"], "pending");
@@ -54,30 +69,18 @@ async fn shipments_are_created_listed_read_updated_and_deleted() {
     );
     let id = created["id"].as_str().unwrap().to_owned();
 
-    let (status, dup) = post(&app, &app.api_key, &json!({"tracking_number": VALID})).await;
+    let (status, dup) = create(&app, json!({"tracking_number": VALID})).await;
     assert_eq!(status, 409, "{dup}");
 
     for n in ["T1234567890", "123456789"] {
-        let (status, _) = post(&app, &app.api_key, &json!({"tracking_number": n})).await;
+        let (status, _) = create(&app, json!({"tracking_number": n})).await;
         assert_eq!(status, 201);
     }
-    let (status, page) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}?limit=2"),
-        &app.api_key,
-    )
-    .await;
+    let (status, page) = get(&app, &format!("{PATH}?limit=2")).await;
     assert_eq!(status, 200);
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let (_, rest) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}?limit=2&cursor={cursor}"),
-        &app.api_key,
-    )
-    .await;
+    let (_, rest) = get(&app, &format!("{PATH}?limit=2&cursor={cursor}")).await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert_eq!(
         rest["items"][0]["id"],
@@ -85,47 +88,17 @@ async fn shipments_are_created_listed_read_updated_and_deleted() {
         "newest first: the first one last"
     );
     assert!(rest["next_cursor"].is_null());
-    let (_, delivered) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}?status=delivered"),
-        &app.api_key,
-    )
-    .await;
+    let (_, delivered) = get(&app, &format!("{PATH}?status=delivered")).await;
     assert_eq!(delivered["items"].as_array().unwrap().len(), 0);
-    let (status, bad) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}?status=lost"),
-        &app.api_key,
-    )
-    .await;
+    let (status, bad) = get(&app, &format!("{PATH}?status=lost")).await;
     assert_eq!(status, 400);
     assert_eq!(bad["invalid_params"][0]["name"], "status");
-    let (status, _) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}?limit=0"),
-        &app.api_key,
-    )
-    .await;
+    let (status, _) = get(&app, &format!("{PATH}?limit=0")).await;
     assert_eq!(status, 400);
-    let (status, _) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}?cursor=nope"),
-        &app.api_key,
-    )
-    .await;
+    let (status, _) = get(&app, &format!("{PATH}?cursor=nope")).await;
     assert_eq!(status, 400);
 
-    let (status, one) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-    )
-    .await;
+    let (status, one) = get(&app, &format!("{PATH}/{id}")).await;
     assert_eq!(status, 200);
     assert_eq!(one["events"], json!([]));
     assert_eq!(one["assigned_to"], "nurse-7");
@@ -138,21 +111,10 @@ async fn shipments_are_created_listed_read_updated_and_deleted() {
     assert_eq!(updated["reference"], "KIT-18");
     assert!(updated["assigned_to"].is_null());
 
-    let (status, _) = call(
-        &app,
-        reqwest::Method::DELETE,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-    )
-    .await;
+    let path = format!("{PATH}/{id}");
+    let (status, _) = call(&app, reqwest::Method::DELETE, &path, &app.api_key).await;
     assert_eq!(status, 204);
-    let (status, _) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-    )
-    .await;
+    let (status, _) = get(&app, &format!("{PATH}/{id}")).await;
     assert_eq!(status, 404);
     app.shutdown().await;
 }
@@ -170,17 +132,12 @@ async fn invalid_tracking_numbers_answer_422_naming_the_field_and_store_nothing(
         "'; drop table shipments; --",
         &"9".repeat(5000),
     ] {
-        let (status, problem) = post(&app, &app.api_key, &json!({"tracking_number": bad})).await;
+        let (status, problem) = create(&app, json!({"tracking_number": bad})).await;
         assert_eq!(status, 422, "{bad}: {problem}");
         assert_eq!(problem["invalid_params"][0]["name"], "tracking_number");
         assert_eq!(problem["type"], "/problems/validation");
     }
-    let (status, problem) = post(
-        &app,
-        &app.api_key,
-        &json!({"tracking_number": "1Z999AA10123456785"}),
-    )
-    .await;
+    let (status, problem) = create(&app, json!({"tracking_number": "1Z999AA10123456785"})).await;
     assert_eq!(status, 422);
     assert!(
         problem["invalid_params"][0]["reason"]
@@ -188,34 +145,23 @@ async fn invalid_tracking_numbers_answer_422_naming_the_field_and_store_nothing(
             .unwrap()
             .contains("check digit")
     );
-    let (status, problem) = post(
+    let (status, problem) = create(
         &app,
-        &app.api_key,
-        &json!({"tracking_number": VALID, "carrier": "fedex", "reference": "a\u{1}b"}),
+        json!({"tracking_number": VALID, "carrier": "fedex", "reference": "a\u{1}b"}),
     )
     .await;
     assert_eq!(status, 422);
-    let names: Vec<&str> = problem["invalid_params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = invalid_param_names(&problem);
     assert_eq!(names, ["carrier", "reference"]);
     // A NUL is refused at the edge with 400, before the domain's checks.
-    let (status, problem) = post(
+    let (status, problem) = create(
         &app,
-        &app.api_key,
-        &json!({"tracking_number": VALID, "reference": "a\u{0}b"}),
+        json!({"tracking_number": VALID, "reference": "a\u{0}b"}),
     )
     .await;
     assert_eq!(status, 400);
     assert_eq!(problem["invalid_params"][0]["name"], "reference");
-    let stored: i64 = sqlx::query_scalar("select count(*) from shipments")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(stored_shipments(&app).await, 0);
     app.shutdown().await;
 }
 
@@ -252,18 +198,14 @@ async fn malformed_unknown_and_oversized_bodies_are_refused() {
     assert_eq!(resp.status(), 413);
     let (status, _) = post(&app, "ntf_not-a-key", &json!({"tracking_number": VALID})).await;
     assert_eq!(status, 401);
-    let stored: i64 = sqlx::query_scalar("select count(*) from shipments")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(stored, 0);
+    assert_eq!(stored_shipments(&app).await, 0);
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_organisations_shipment_answers_404() {
     let app = app().await;
-    let (_, created) = post(&app, &app.api_key, &json!({"tracking_number": VALID})).await;
+    let (_, created) = create(&app, json!({"tracking_number": VALID})).await;
     let id = created["id"].as_str().unwrap();
     let (_, other_key) = app.other_tenant().await;
     for (method, path) in [
@@ -288,13 +230,7 @@ async fn another_organisations_shipment_answers_404() {
     // The other organisation may track the same number on its own.
     let (status, _) = post(&app, &other_key, &json!({"tracking_number": VALID})).await;
     assert_eq!(status, 201);
-    let (status, mine) = call(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-    )
-    .await;
+    let (status, mine) = get(&app, &format!("{PATH}/{id}")).await;
     assert_eq!(status, 200);
     assert!(mine["reference"].is_null());
     app.shutdown().await;

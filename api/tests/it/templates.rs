@@ -3,6 +3,7 @@
 //! saved, rendering is strict and escapes email HTML, and nobody reaches
 //! another organisation's templates.
 
+use crate::support::invalid_param_names;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
@@ -299,12 +300,7 @@ async fn preview_renders_each_channel_and_refuses_an_unknown_variable() {
         400,
     )
     .await;
-    let fields: Vec<&str> = body["invalid_params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let fields = invalid_param_names(&body);
     assert_eq!(fields, ["locales.en.email.subject", "locales.en.sms.body"]);
     assert!(
         body["invalid_params"][0]["reason"]
@@ -421,22 +417,12 @@ async fn syntax_errors_and_partials_are_refused_on_save_naming_the_field() {
     body["default_locale"] = json!("de");
     body["default_channels"] = json!(["email", "fax"]);
     let refused = problem(admin.create(&body).await, 400).await;
-    let names: Vec<&str> = refused["invalid_params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = invalid_param_names(&refused);
     assert_eq!(names, ["default_channels[1]"], "a type error stops parsing");
     let mut body = reminder("Not A Key");
     body["default_locale"] = json!("de");
     let refused = problem(admin.create(&body).await, 400).await;
-    let names: Vec<&str> = refused["invalid_params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    let names = invalid_param_names(&refused);
     assert_eq!(names, ["key", "default_locale"]);
     app.shutdown().await;
 }

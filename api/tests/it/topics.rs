@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use crate::org_support::platform_admin;
-use crate::support::{call, expect};
+use crate::support::{call, expect, invalid_param_names};
 
 mod sends;
 
@@ -50,12 +50,7 @@ async fn app() -> TestApp {
 
 /// The names of the invalid fields of a 400.
 async fn invalid(resp: reqwest::Response) -> Vec<String> {
-    expect(resp, 400).await["invalid_params"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap().to_owned())
-        .collect()
+    invalid_param_names(&expect(resp, 400).await)
 }
 
 /// Creates subscribers `{prefix}-{from..to}` in `key`'s organisation.

@@ -3,6 +3,7 @@
 //! invisible, re-enabling with PUT.
 
 use crate::support::{call_parts, invalid_param_names};
+use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
@@ -16,6 +17,24 @@ async fn api_only(allow_loopback: bool) -> TestApp {
 }
 
 const PATH: &str = "/api/v1/admin/webhooks";
+
+/// `method path` with the app's own key: the status, the JSON and the text.
+async fn admin(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value, String) {
+    call_parts(app, method, path, &app.api_key, body).await
+}
+
+/// Registers `http://127.0.0.1:9/hook` for `notification.sent`; its id.
+async fn add_hook(app: &TestApp) -> String {
+    let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]});
+    let (status, created, text) = admin(app, Method::POST, PATH, Some(&body)).await;
+    assert_eq!(status, 201, "{text}");
+    created["id"].as_str().unwrap().to_owned()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn registration_refuses_internal_and_malformed_urls() {
@@ -46,11 +65,10 @@ async fn registration_refuses_internal_and_malformed_urls() {
         "",
         long.as_str(),
     ] {
-        let (status, problem, text) = call_parts(
+        let (status, problem, text) = admin(
             &app,
-            reqwest::Method::POST,
+            Method::POST,
             PATH,
-            &app.api_key,
             Some(&json!({"url": url, "events": ["notification.sent"]})),
         )
         .await;
@@ -58,7 +76,7 @@ async fn registration_refuses_internal_and_malformed_urls() {
         assert_eq!(invalid_param_names(&problem), vec!["url"], "{url}: {text}");
         assert!(!text.contains("secret"), "{text}");
     }
-    let (_, list, _) = call_parts(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
+    let (_, list, _) = admin(&app, Method::GET, PATH, None).await;
     assert_eq!(list["items"], json!([]), "nothing was written");
 }
 
@@ -66,11 +84,10 @@ async fn registration_refuses_internal_and_malformed_urls() {
 async fn loopback_is_allowed_only_with_the_flag_and_metadata_never() {
     let app = api_only(true).await;
     let ok = |url: &str| json!({"url": url, "events": ["notification.sent"]});
-    let (status, _, text) = call_parts(
+    let (status, _, text) = admin(
         &app,
-        reqwest::Method::POST,
+        Method::POST,
         PATH,
-        &app.api_key,
         Some(&ok("http://127.0.0.1:9/hook")),
     )
     .await;
@@ -80,14 +97,7 @@ async fn loopback_is_allowed_only_with_the_flag_and_metadata_never() {
         "https://[fd00:ec2::254]/",
         "https://user:pw@127.0.0.1/",
     ] {
-        let (status, problem, text) = call_parts(
-            &app,
-            reqwest::Method::POST,
-            PATH,
-            &app.api_key,
-            Some(&ok(url)),
-        )
-        .await;
+        let (status, problem, text) = admin(&app, Method::POST, PATH, Some(&ok(url))).await;
         assert_eq!(status, 400, "{url}: {text}");
         assert_eq!(invalid_param_names(&problem), vec!["url"]);
     }
@@ -120,8 +130,7 @@ async fn malformed_fields_are_named_and_nothing_is_written() {
         ),
     ];
     for (body, expected) in cases {
-        let (status, problem, text) =
-            call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+        let (status, problem, text) = admin(&app, Method::POST, PATH, Some(&body)).await;
         assert_eq!(status, 400, "{text}");
         assert_eq!(invalid_param_names(&problem), expected, "{text}");
     }
@@ -131,31 +140,28 @@ async fn malformed_fields_are_named_and_nothing_is_written() {
         json!({"url": "http://127.0.0.1:9/", "events": "notification.sent"}),
         json!({"url": "http://127.0.0.1:9/", "events": ["notification.sent"], "secret": "mine"}),
     ] {
-        let (status, _, text) =
-            call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+        let (status, _, text) = admin(&app, Method::POST, PATH, Some(&body)).await;
         assert_eq!(status, 400, "{body}: {text}");
     }
-    let (status, _, text) = call_parts(
+    let (status, _, text) = admin(
         &app,
-        reqwest::Method::GET,
+        Method::GET,
         &format!("{PATH}/{}/deliveries?limit=0", uuid::Uuid::nil()),
-        &app.api_key,
         None,
     )
     .await;
     assert_eq!(status, 400, "{text}");
-    let (_, list, _) = call_parts(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
+    let (_, list, _) = admin(&app, Method::GET, PATH, None).await;
     assert_eq!(list["items"], json!([]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_secret_is_shown_once_and_never_read_back() {
     let app = api_only(true).await;
-    let (status, created, text) = call_parts(
+    let (status, created, text) = admin(
         &app,
-        reqwest::Method::POST,
+        Method::POST,
         PATH,
-        &app.api_key,
         Some(&json!({
             "url": "http://127.0.0.1:9/hook",
             "events": ["notification.sent", "notification.failed", "notification.sent"],
@@ -174,41 +180,26 @@ async fn the_secret_is_shown_once_and_never_read_back() {
     assert_eq!(created["consecutive_failures"], 0);
     let id = created["id"].as_str().unwrap().to_owned();
 
-    let (status, one, text) = call_parts(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-        None,
-    )
-    .await;
+    let (status, one, text) = admin(&app, Method::GET, &format!("{PATH}/{id}"), None).await;
     assert_eq!(status, 200);
     assert!(
         one.get("secret").is_none() && !text.contains(&secret),
         "{text}"
     );
-    let (_, _, list) = call_parts(&app, reqwest::Method::GET, PATH, &app.api_key, None).await;
+    let (_, _, list) = admin(&app, Method::GET, PATH, None).await;
     assert!(list.contains(&id) && !list.contains(&secret), "{list}");
 
-    let (status, rotated, text) = call_parts(
+    let (status, rotated, text) = admin(
         &app,
-        reqwest::Method::POST,
+        Method::POST,
         &format!("{PATH}/{id}/rotate-secret"),
-        &app.api_key,
         None,
     )
     .await;
     assert_eq!(status, 200, "{text}");
     let new_secret = rotated["secret"].as_str().unwrap().to_owned();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
-    let (_, _, text) = call_parts(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-        None,
-    )
-    .await;
+    let (_, _, text) = admin(&app, Method::GET, &format!("{PATH}/{id}"), None).await;
     assert!(!text.contains(&new_secret));
 
     // Stored sealed, and the audit log names actions without secrets.
@@ -234,32 +225,16 @@ async fn the_secret_is_shown_once_and_never_read_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_tenants_endpoints_answer_404() {
     let app = api_only(true).await;
-    let (_, created, _) = call_parts(
-        &app,
-        reqwest::Method::POST,
-        PATH,
-        &app.api_key,
-        Some(&json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]})),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = add_hook(&app).await;
     let (_, other_key) = app.other_tenant().await;
     let put = json!({"url": "http://127.0.0.1:9/stolen", "events": ["notification.sent"]});
     for (method, path, body) in [
-        (reqwest::Method::GET, format!("{PATH}/{id}"), None),
-        (reqwest::Method::PUT, format!("{PATH}/{id}"), Some(&put)),
-        (reqwest::Method::DELETE, format!("{PATH}/{id}"), None),
-        (
-            reqwest::Method::POST,
-            format!("{PATH}/{id}/rotate-secret"),
-            None,
-        ),
-        (
-            reqwest::Method::GET,
-            format!("{PATH}/{id}/deliveries"),
-            None,
-        ),
-        (reqwest::Method::GET, format!("{PATH}/not-a-uuid"), None),
+        (Method::GET, format!("{PATH}/{id}"), None),
+        (Method::PUT, format!("{PATH}/{id}"), Some(&put)),
+        (Method::DELETE, format!("{PATH}/{id}"), None),
+        (Method::POST, format!("{PATH}/{id}/rotate-secret"), None),
+        (Method::GET, format!("{PATH}/{id}/deliveries"), None),
+        (Method::GET, format!("{PATH}/not-a-uuid"), None),
     ] {
         let (status, problem, text) =
             call_parts(&app, method.clone(), &path, &other_key, body).await;
@@ -270,72 +245,43 @@ async fn other_tenants_endpoints_answer_404() {
             "{text}"
         );
     }
-    let (_, list, _) = call_parts(&app, reqwest::Method::GET, PATH, &other_key, None).await;
+    let (_, list, _) = call_parts(&app, Method::GET, PATH, &other_key, None).await;
     assert_eq!(list["items"], json!([]));
-    let (_, still, _) = call_parts(
-        &app,
-        reqwest::Method::GET,
-        &format!("{PATH}/{id}"),
-        &app.api_key,
-        None,
-    )
-    .await;
+    let (_, still, _) = admin(&app, Method::GET, &format!("{PATH}/{id}"), None).await;
     assert_eq!(still["url"], "http://127.0.0.1:9/hook", "unchanged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_replaces_disables_and_re_enables_an_endpoint() {
     let app = api_only(true).await;
-    let (_, created, _) = call_parts(
-        &app,
-        reqwest::Method::POST,
-        PATH,
-        &app.api_key,
-        Some(&json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]})),
-    )
-    .await;
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = add_hook(&app).await;
     let path = format!("{PATH}/{id}");
-    let (status, problem, _) = call_parts(
+    let (status, problem, _) = admin(
         &app,
-        reqwest::Method::PUT,
+        Method::PUT,
         &path,
-        &app.api_key,
         Some(&json!({"url": "https://169.254.169.254/", "events": ["notification.sent"]})),
     )
     .await;
     assert_eq!(status, 400);
     assert_eq!(invalid_param_names(&problem), vec!["url"]);
 
-    let (status, off, text) = call_parts(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        &app.api_key,
-        Some(&json!({"url": "http://127.0.0.1:9/v2", "events": ["notification.failed"], "enabled": false})),
-    )
-    .await;
+    let v2 = |enabled: bool| json!({"url": "http://127.0.0.1:9/v2", "events": ["notification.failed"], "enabled": enabled});
+    let (status, off, text) = admin(&app, Method::PUT, &path, Some(&v2(false))).await;
     assert_eq!(status, 200, "{text}");
     assert_eq!(off["enabled"], false);
     assert_eq!(off["disabled_reason"], "disabled by an administrator");
     assert_eq!(off["url"], "http://127.0.0.1:9/v2");
     assert_eq!(off["events"], json!(["notification.failed"]));
 
-    let (status, on, _) = call_parts(
-        &app,
-        reqwest::Method::PUT,
-        &path,
-        &app.api_key,
-        Some(&json!({"url": "http://127.0.0.1:9/v2", "events": ["notification.failed"], "enabled": true})),
-    )
-    .await;
+    let (status, on, _) = admin(&app, Method::PUT, &path, Some(&v2(true))).await;
     assert_eq!(status, 200);
     assert_eq!(on["enabled"], true);
     assert_eq!(on["disabled_reason"], Value::Null);
 
-    let (status, _, _) = call_parts(&app, reqwest::Method::DELETE, &path, &app.api_key, None).await;
+    let (status, _, _) = admin(&app, Method::DELETE, &path, None).await;
     assert_eq!(status, 204);
-    let (status, _, _) = call_parts(&app, reqwest::Method::GET, &path, &app.api_key, None).await;
+    let (status, _, _) = admin(&app, Method::GET, &path, None).await;
     assert_eq!(status, 404);
 }
 
@@ -344,11 +290,9 @@ async fn an_organisation_has_at_most_twenty_endpoints() {
     let app = api_only(true).await;
     let body = json!({"url": "http://127.0.0.1:9/hook", "events": ["notification.sent"]});
     for _ in 0..20 {
-        let (status, _, text) =
-            call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+        let (status, _, text) = admin(&app, Method::POST, PATH, Some(&body)).await;
         assert_eq!(status, 201, "{text}");
     }
-    let (status, _, text) =
-        call_parts(&app, reqwest::Method::POST, PATH, &app.api_key, Some(&body)).await;
+    let (status, _, text) = admin(&app, Method::POST, PATH, Some(&body)).await;
     assert_eq!(status, 409, "{text}");
 }

@@ -9,6 +9,7 @@ use shared::reports::{deliver, rollup};
 
 use super::{WAIT, admin, app, report, send_and_drain};
 use crate::org_support::{answer, answer_json, expect, request, request_json, user, with};
+use crate::support::invalid_param_names;
 
 const PATH: &str = "/api/v1/reports/templates";
 
@@ -245,12 +246,7 @@ async fn malformed_templates_are_refused_naming_the_field() {
             "{b}"
         );
         let problem = expect(resp, 400).await;
-        let names: Vec<&str> = problem["invalid_params"]
-            .as_array()
-            .unwrap_or_else(|| panic!("{b} → {problem}"))
-            .iter()
-            .map(|p| p["name"].as_str().unwrap())
-            .collect();
+        let names = invalid_param_names(&problem);
         assert!(names.iter().any(|n| n.contains(field)), "{b} → {problem}");
     }
     let not_json = with(&app, Method::POST, PATH, &admin.token)
