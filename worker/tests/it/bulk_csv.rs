@@ -60,17 +60,12 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
         .var("JOBS__QUEUES__BULK_CSV__TIMEOUT_SECS", 2)
         .spawn()
         .await;
-    let resp = app
-        .post_with_key(
-            "/api/v1/admin/templates",
-            &json!({
-                "key": "welcome", "name": "Welcome", "default_locale": "en",
-                "default_channels": ["inapp"],
-                "locales": {"en": {"inapp": {"title": "Welcome, {{name}}", "body": "{{note}}"}}}
-            }),
-        )
-        .await;
-    assert_eq!(resp.status(), 201);
+    app.add_template(&json!({
+        "key": "welcome", "name": "Welcome", "default_locale": "en",
+        "default_channels": ["inapp"],
+        "locales": {"en": {"inapp": {"title": "Welcome, {{name}}", "body": "{{note}}"}}}
+    }))
+    .await;
     let (file, valid, invalid, duplicate) = csv();
     let mut body = Vec::new();
     for (name, value) in [
@@ -93,15 +88,9 @@ async fn a_worker_killed_mid_csv_resumes_and_sends_every_valid_recipient_once() 
     );
     body.extend_from_slice(&file);
     body.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
+    let url = app.url("/api/v1/services/notifications/bulk/csv");
     let resp = app
-        .client
-        .post(app.url("/api/v1/services/notifications/bulk/csv"))
-        .bearer_auth(&app.api_key)
-        .header(
-            "content-type",
-            format!("multipart/form-data; boundary={BOUNDARY}"),
-        )
-        .body(body)
+        .multipart_post(&url, &app.api_key, BOUNDARY, body)
         .send()
         .await
         .unwrap();

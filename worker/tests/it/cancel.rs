@@ -6,9 +6,11 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::support::{add_flu_shot_template, lab_results_sms, send_flu_shot_batch};
 use testkit::{
     TestApp,
-    providers::{Answer, FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{Answer, FakeProviders, Kind, TWILIO_SID_A, twilio_config},
 };
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -21,25 +23,9 @@ async fn app_with_rate_limited_twilio(fake: &FakeProviders) -> TestApp {
         .var("JOBS__QUEUES__SMS__BACKOFF__MAX_MS", 500)
         .spawn()
         .await;
-    let resp = app
-        .post_with_key(
-            "/api/v1/admin/templates",
-            &json!({
-                "key": "flu.shot",
-                "name": "Flu shot reminder",
-                "default_locale": "en",
-                "default_channels": ["sms"],
-                "locales": {"en": {"sms": {"body": "Hello {{name}}, flu shots are available."}}}
-            }),
-        )
+    add_flu_shot_template(&app).await;
+    app.add_provider(&twilio_config("only", TWILIO_SID_A, None))
         .await;
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "only",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
     // Twilio answers every message with 429 and `Retry-After: 2` until healed.
     fake.always(Kind::Twilio, TWILIO_SID_A, Answer::TooManyRequests(Some(2)));
     log_status_moves(&app).await;
@@ -129,20 +115,7 @@ async fn batch(app: &TestApp, id: &str) -> Value {
 async fn a_batch_cancelled_while_its_sends_wait_out_a_429_sends_none_of_them() {
     let fake = FakeProviders::start().await;
     let mut app = app_with_rate_limited_twilio(&fake).await;
-    let recipients: Vec<Value> = (0..20)
-        .map(|i| json!({"phone": format!("+1500555{:04}", 1000 + i), "data": {"name": format!("P{i}")}}))
-        .collect();
-    let resp = post(
-        &app,
-        "/send-batch",
-        &json!({"template": "flu.shot", "channels": ["sms"], "recipients": recipients}),
-    )
-    .await;
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<Value>().await.unwrap()["batch_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = send_flu_shot_batch(&app, 1000, 20).await;
 
     // Twilio has answered 429, every request made so far has been dealt
     // with (none is in flight), and a worker holds rows of the batch while it
@@ -199,22 +172,7 @@ async fn a_batch_cancelled_while_its_sends_wait_out_a_429_sends_none_of_them() {
 async fn a_send_cancelled_while_a_worker_holds_it_for_a_429_is_not_sent() {
     let fake = FakeProviders::start().await;
     let mut app = app_with_rate_limited_twilio(&fake).await;
-    let send = |to: &'static str| {
-        let app = &app;
-        async move {
-            let resp = post(
-                app,
-                "/send",
-                &json!({"channel": "sms", "to": to, "text": "Your lab results are ready."}),
-            )
-            .await;
-            assert_eq!(resp.status(), 202);
-            resp.json::<Value>().await.unwrap()["id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
-    };
+    let send = |to: &'static str| lab_results_sms(&app, to);
     // The first send gets the 429, which pauses Twilio for 2 s.
     let first = send("+15005550006").await;
     testkit::eventually("the first send to get its 429", WAIT, || async {

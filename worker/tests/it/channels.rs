@@ -11,7 +11,7 @@ use testkit::{
     providers::{
         Answer, FakeProviders, INVALID_NUMBER, Kind, SENDGRID_KEY, TWILIO_AUTH_TOKEN, TWILIO_SID_A,
         TWILIO_SID_B, UNREGISTERED_TOKEN_PREFIX, WHATSAPP_TOKEN, WINDOW_CLOSED_NUMBER,
-        fcm_service_account,
+        fcm_service_account, twilio_config,
     },
 };
 
@@ -30,11 +30,7 @@ fn builder(fake: &FakeProviders) -> TestAppBuilder {
 }
 
 fn twilio(name: &str, sid: &str, priority: i32) -> Value {
-    json!({
-        "provider": "twilio", "name": name, "priority": priority,
-        "settings": {"account_sid": sid, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    })
+    twilio_config(name, sid, Some(priority))
 }
 
 async fn send(app: &TestApp, body: Value) -> String {
@@ -46,11 +42,39 @@ async fn send(app: &TestApp, body: Value) -> String {
 }
 
 async fn sms(app: &TestApp, to: &str) -> String {
-    send(
-        app,
-        json!({"channel": "sms", "to": to, "text": "Your lab results are ready."}),
-    )
-    .await
+    crate::support::lab_results_sms(app, to).await
+}
+
+/// Sends `body` and waits for the notification to reach `status`.
+async fn send_until(app: &TestApp, body: Value, status: &str) -> Value {
+    let id = send(app, body).await;
+    app.wait_for_status(&id, status, WAIT).await
+}
+
+/// Sends the lab-results SMS to `to` and waits for it to reach `status`.
+async fn sms_until(app: &TestApp, to: &str, status: &str) -> Value {
+    let id = sms(app, to).await;
+    app.wait_for_status(&id, status, WAIT).await
+}
+
+/// Adds the WhatsApp Cloud API provider for phone number 106540352242922.
+async fn add_whatsapp(app: &TestApp, credentials: Value) {
+    app.add_provider(&json!({
+        "provider": "whatsapp", "name": "cloud-api",
+        "settings": {"phone_number_id": "106540352242922"},
+        "credentials": credentials,
+    }))
+    .await;
+}
+
+/// A WhatsApp text message to `to`.
+fn whatsapp_text(to: &str, text: &str) -> Value {
+    json!({"channel": "whatsapp", "to": to, "text": text})
+}
+
+/// The provider's id for a sent notification.
+fn provider_id(n: &Value) -> &str {
+    n["provider_message_id"].as_str().unwrap()
 }
 
 fn outcomes(n: &Value) -> Vec<(String, String, Option<i64>)> {
@@ -78,9 +102,8 @@ async fn sms_goes_out_through_twilio_with_the_documented_request() {
     let provider = app
         .add_provider(&twilio("twilio-main", TWILIO_SID_A, 10))
         .await;
-    let id = sms(&app, PATIENT).await;
-    let n = app.wait_for_status(&id, "sent", WAIT).await;
-    let sid = n["provider_message_id"].as_str().unwrap();
+    let n = sms_until(&app, PATIENT, "sent").await;
+    let sid = provider_id(&n);
     assert!(sid.starts_with("SM") && sid.len() == 34, "{sid}");
     assert_eq!(
         outcomes(&n),
@@ -108,8 +131,7 @@ async fn sms_goes_out_through_twilio_with_the_documented_request() {
 async fn a_channel_without_a_provider_fails_with_that_reason() {
     let fake = FakeProviders::start().await;
     let app = builder(&fake).spawn().await;
-    let id = sms(&app, PATIENT).await;
-    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    let n = sms_until(&app, PATIENT, "failed").await;
     assert_eq!(
         n["last_error"],
         "no sms provider is configured for this organisation"
@@ -125,8 +147,7 @@ async fn a_transient_failure_fails_over_and_a_permanent_one_does_not() {
     app.add_provider(&twilio("primary", TWILIO_SID_A, 1)).await;
     app.add_provider(&twilio("backup", TWILIO_SID_B, 2)).await;
     fake.script(Kind::Twilio, TWILIO_SID_A, [Answer::Unavailable]);
-    let id = sms(&app, PATIENT).await;
-    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let n = sms_until(&app, PATIENT, "sent").await;
     assert_eq!(
         outcomes(&n),
         [
@@ -137,8 +158,7 @@ async fn a_transient_failure_fails_over_and_a_permanent_one_does_not() {
     assert_eq!(n["attempt_count"], 1, "failover happens within one attempt");
 
     // An invalid number is the message's fault: no failover, no retry.
-    let id = sms(&app, INVALID_NUMBER).await;
-    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    let n = sms_until(&app, INVALID_NUMBER, "failed").await;
     assert_eq!(
         outcomes(&n),
         [("failed".into(), "primary".into(), Some(400))]
@@ -244,8 +264,7 @@ async fn a_provider_that_hangs_times_out_and_the_send_fails_over() {
         TWILIO_SID_A,
         [Answer::Hang(Duration::from_secs(10))],
     );
-    let id = sms(&app, PATIENT).await;
-    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let n = sms_until(&app, PATIENT, "sent").await;
     let attempts = n["attempts"].as_array().unwrap();
     assert_eq!(attempts[0]["outcome"], "failover");
     assert_eq!(attempts[0]["provider"], "slow");
@@ -270,8 +289,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_a_good_probe
     app.add_provider(&twilio("steady", TWILIO_SID_B, 2)).await;
     fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Unavailable);
     for _ in 0..2 {
-        let id = sms(&app, PATIENT).await;
-        app.wait_for_status(&id, "sent", WAIT).await;
+        sms_until(&app, PATIENT, "sent").await;
     }
     let tried = |fake: &FakeProviders| {
         fake.requests(Kind::Twilio)
@@ -282,8 +300,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_a_good_probe
     assert_eq!(tried(&fake), 2, "both sends tried the flaky provider first");
 
     // Open: the flaky provider is skipped, not called.
-    let id = sms(&app, PATIENT).await;
-    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let n = sms_until(&app, PATIENT, "sent").await;
     assert_eq!(tried(&fake), 2);
     assert!(
         n["attempts"][0]["error"]
@@ -299,8 +316,7 @@ async fn the_circuit_opens_after_repeated_failures_and_closes_after_a_good_probe
     // another process; waiting it out is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
     for _ in 0..2 {
-        let id = sms(&app, PATIENT).await;
-        let n = app.wait_for_status(&id, "sent", WAIT).await;
+        let n = sms_until(&app, PATIENT, "sent").await;
         assert_eq!(outcomes(&n), [("sent".into(), "flaky".into(), Some(201))]);
     }
     assert_eq!(tried(&fake), 4);
@@ -374,12 +390,7 @@ async fn email_goes_out_through_sendgrid_and_falls_back_to_the_platform_relay() 
     let email = json!({"to": "pat@example.org", "subject": "Results", "text": "Ready.", "html": "<p>Ready.</p>"});
     let id = send(&app, email.clone()).await;
     let n = app.wait_for_status(&id, "sent", WAIT).await;
-    assert!(
-        n["provider_message_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("sg-")
-    );
+    assert!(provider_id(&n).starts_with("sg-"), "{n}");
     let r = &fake.requests(Kind::SendGrid)[0];
     assert_eq!(
         r.body["personalizations"][0]["to"][0]["email"],
@@ -395,8 +406,7 @@ async fn email_goes_out_through_sendgrid_and_falls_back_to_the_platform_relay() 
     assert!(app.smtp.received().is_empty());
 
     fake.always(Kind::SendGrid, SENDGRID_KEY, Answer::Unavailable);
-    let id = send(&app, email).await;
-    let n = app.wait_for_status(&id, "sent", WAIT).await;
+    let n = send_until(&app, email, "sent").await;
     assert_eq!(
         outcomes(&n),
         [
@@ -418,18 +428,12 @@ async fn push_through_fcm_reuses_its_access_token_and_drops_gone_devices() {
         "credentials": fcm_service_account(),
     }))
     .await;
+    let visit = json!({"channel": "push", "to": "device-token-1", "title": "Your visit", "body": "Starts at 3 PM", "data": {"visit": "42"}});
     for _ in 0..2 {
-        let id = send(
-            &app,
-            json!({"channel": "push", "to": "device-token-1", "title": "Your visit", "body": "Starts at 3 PM", "data": {"visit": "42"}}),
-        )
-        .await;
-        let n = app.wait_for_status(&id, "sent", WAIT).await;
+        let n = send_until(&app, visit.clone(), "sent").await;
         assert!(
-            n["provider_message_id"]
-                .as_str()
-                .unwrap()
-                .starts_with("projects/test-project/messages/")
+            provider_id(&n).starts_with("projects/test-project/messages/"),
+            "{n}"
         );
     }
     assert_eq!(
@@ -448,12 +452,12 @@ async fn push_through_fcm_reuses_its_access_token_and_drops_gone_devices() {
             .starts_with("Bearer ya29.")
     );
 
-    let id = send(
+    let n = send_until(
         &app,
         json!({"channel": "push", "to": format!("{UNREGISTERED_TOKEN_PREFIX}1"), "title": "Hello"}),
+        "failed",
     )
     .await;
-    let n = app.wait_for_status(&id, "failed", WAIT).await;
     assert!(
         n["last_error"].as_str().unwrap().contains("UNREGISTERED"),
         "{n}"
@@ -465,31 +469,16 @@ async fn push_through_fcm_reuses_its_access_token_and_drops_gone_devices() {
 async fn whatsapp_sends_text_and_templates_and_refuses_text_outside_the_window() {
     let fake = FakeProviders::start().await;
     let app = builder(&fake).spawn().await;
-    app.add_provider(&json!({
-        "provider": "whatsapp", "name": "cloud-api",
-        "settings": {"phone_number_id": "106540352242922"},
-        "credentials": {"access_token": WHATSAPP_TOKEN, "app_secret": "0123456789abcdef"},
-    }))
-    .await;
-    let id = send(
+    add_whatsapp(
         &app,
-        json!({"channel": "whatsapp", "to": PATIENT, "text": "See you soon"}),
+        json!({"access_token": WHATSAPP_TOKEN, "app_secret": "0123456789abcdef"}),
     )
     .await;
-    let n = app.wait_for_status(&id, "sent", WAIT).await;
-    assert!(
-        n["provider_message_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("wamid.")
-    );
-    let id = send(
-        &app,
-        json!({"channel": "whatsapp", "to": WINDOW_CLOSED_NUMBER,
-               "whatsapp_template": {"name": "appointment_reminder", "language": "en_US", "parameters": ["Pat", "3 PM"]}}),
-    )
-    .await;
-    app.wait_for_status(&id, "sent", WAIT).await;
+    let n = send_until(&app, whatsapp_text(PATIENT, "See you soon"), "sent").await;
+    assert!(provider_id(&n).starts_with("wamid."), "{n}");
+    let reminder = json!({"channel": "whatsapp", "to": WINDOW_CLOSED_NUMBER,
+               "whatsapp_template": {"name": "appointment_reminder", "language": "en_US", "parameters": ["Pat", "3 PM"]}});
+    send_until(&app, reminder, "sent").await;
     let reqs = fake.requests(Kind::WhatsApp);
     assert_eq!(reqs[0].path, "/v21.0/106540352242922/messages");
     assert_eq!(reqs[0].body["to"], PATIENT.trim_start_matches('+'));
@@ -501,12 +490,7 @@ async fn whatsapp_sends_text_and_templates_and_refuses_text_outside_the_window()
         "3 PM"
     );
 
-    let id = send(
-        &app,
-        json!({"channel": "whatsapp", "to": WINDOW_CLOSED_NUMBER, "text": "Hi"}),
-    )
-    .await;
-    let n = app.wait_for_status(&id, "failed", WAIT).await;
+    let n = send_until(&app, whatsapp_text(WINDOW_CLOSED_NUMBER, "Hi"), "failed").await;
     let error = n["last_error"].as_str().unwrap();
     assert!(
         error.contains("131047") && error.contains("template"),
@@ -554,12 +538,7 @@ async fn credentials_are_sealed_and_a_tampered_ciphertext_is_not_used() {
 async fn whatsapp_text_is_refused_when_callbacks_show_the_window_closed() {
     let fake = FakeProviders::start().await;
     let app = builder(&fake).spawn().await;
-    app.add_provider(&json!({
-        "provider": "whatsapp", "name": "cloud-api",
-        "settings": {"phone_number_id": "106540352242922"},
-        "credentials": {"access_token": WHATSAPP_TOKEN},
-    }))
-    .await;
+    add_whatsapp(&app, json!({"access_token": WHATSAPP_TOKEN})).await;
     for (who, number, hours_ago) in [("pat", "+15005550006", 50), ("sam", "+15005550007", 2)] {
         let resp = app
             .put_with_key(
@@ -578,29 +557,15 @@ async fn whatsapp_text_is_refused_when_callbacks_show_the_window_closed() {
         .await
         .unwrap();
     }
-    let closed = send(
-        &app,
-        json!({"channel": "whatsapp", "to": "+15005550006", "text": "Hi"}),
-    )
-    .await;
-    let n = app.wait_for_status(&closed, "failed", WAIT).await;
+    let n = send_until(&app, whatsapp_text("+15005550006", "Hi"), "failed").await;
     assert!(
         n["last_error"].as_str().unwrap().contains("24 hours"),
         "{n}"
     );
-    let open = send(
-        &app,
-        json!({"channel": "whatsapp", "to": "+15005550007", "text": "Hi"}),
-    )
-    .await;
-    app.wait_for_status(&open, "sent", WAIT).await;
-    let template = send(
-        &app,
-        json!({"channel": "whatsapp", "to": "+15005550006",
-               "whatsapp_template": {"name": "appointment_reminder", "language": "en_US"}}),
-    )
-    .await;
-    app.wait_for_status(&template, "sent", WAIT).await;
+    send_until(&app, whatsapp_text("+15005550007", "Hi"), "sent").await;
+    let template = json!({"channel": "whatsapp", "to": "+15005550006",
+                          "whatsapp_template": {"name": "appointment_reminder", "language": "en_US"}});
+    send_until(&app, template, "sent").await;
     let to_closed = fake
         .requests(Kind::WhatsApp)
         .iter()

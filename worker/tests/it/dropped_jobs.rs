@@ -6,13 +6,12 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use testkit::{
     TestApp,
-    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_SID_A},
 };
 
-use crate::support::{add_flu_shot_template, send_flu_shot_batch};
+use crate::support::{statuses, twelve_sms_held};
 
 /// How long a test waits for one step. The claim's lease of a twelve-row
 /// SMS job is three queue timeouts (45 s): rows stranded until their lease
@@ -30,18 +29,6 @@ fn counter(series: &str) -> u64 {
 
 const SMS_RESTARTS: &str = r#"queue_worker_restarts_total{queue="sms"}"#;
 
-/// Sends twelve SMS in one batch: the dispatcher gives them to one job.
-async fn twelve_sms(app: &TestApp) {
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio-main", "priority": 10,
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
-    add_flu_shot_template(app).await;
-    send_flu_shot_batch(app, 2000, 12).await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sms_of_a_job_its_queue_worker_dropped_are_sent_and_recorded_at_once() {
     // The worker's counters are read from this process's recorder, which
@@ -55,22 +42,9 @@ async fn sms_of_a_job_its_queue_worker_dropped_are_sent_and_recorded_at_once() {
         .redis_through_proxy()
         .spawn()
         .await;
-    twelve_sms(&app).await;
-
     // One job holds the twelve rows: eight at Twilio, four waiting their turn.
-    tokio::time::timeout(WAIT, gate.arrived(8))
-        .await
-        .expect("Twilio has eight messages");
-    let pool = app.pool.clone();
-    let by_status = || async {
-        sqlx::query_as::<_, (String, i32, i64)>(
-            "select status, attempts, count(*) from notifications group by 1, 2 order by 1, 2",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-    };
-    assert_eq!(by_status().await, [("sending".to_owned(), 1, 12)]);
+    twelve_sms_held(&app, &gate, 2000, WAIT).await;
+    let by_status = || statuses(&app.pool);
 
     // Redis goes away: the SMS queue worker's next fetch fails, and apalis
     // drops it, with the job, and starts it again.
@@ -93,7 +67,7 @@ async fn sms_of_a_job_its_queue_worker_dropped_are_sent_and_recorded_at_once() {
     let attempts: Vec<(i32, String, i64)> = sqlx::query_as(
         "select attempt, outcome, count(*) from delivery_attempts group by 1, 2 order by 1, 2",
     )
-    .fetch_all(&pool)
+    .fetch_all(&app.pool)
     .await
     .unwrap();
     assert_eq!(

@@ -5,14 +5,13 @@
 
 use std::time::Duration;
 
-use serde_json::json;
 use shared::{
     fleet::{self, WorkerBeat},
     jobs::{QueueName, Queues},
 };
 use testkit::{
     TestApp,
-    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_SID_A, twilio_config},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -39,24 +38,9 @@ async fn a_worker_reports_its_queues_and_jobs_in_flight_and_leaves_when_stopped(
         .var("WORKER_HEARTBEAT_SECS", 1)
         .spawn()
         .await;
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio-main", "priority": 1,
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
-    let resp = app
-        .post_send(
-            &app.api_key,
-            None,
-            &json!({"channel": "sms", "to": "+15005550006", "text": "Your lab results are ready."}),
-        )
+    app.add_provider(&twilio_config("twilio-main", TWILIO_SID_A, Some(1)))
         .await;
-    assert_eq!(resp.status(), 202);
-    let id = resp.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let id = crate::support::lab_results_sms(&app, "+15005550006").await;
     tokio::time::timeout(WAIT, gate.arrived(1))
         .await
         .expect("Twilio has the message");

@@ -1,7 +1,7 @@
 //! The worker's logs: JSON lines whose job spans carry queue, job id, tenant
 //! and attempt, and never the recipient, subject or body.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use testkit::TestApp;
@@ -9,15 +9,8 @@ use testkit::TestApp;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_logs_carry_job_context_and_no_message_content() {
     let app = TestApp::builder().without_worker().spawn().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
-        .envs(app.vars.iter().cloned())
-        .env("LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut child =
+        testkit::process::spawn_json_logging(env!("CARGO_BIN_EXE_worker"), &app.vars, &[], "info");
     let resp = app
         .send_email(&json!({"to": "jordan.secret@example.org", "subject": "HIV test result", "text": "You tested positive for X."}))
         .await;

@@ -89,13 +89,8 @@ async fn a_notice_is_delivered_by_email_and_in_app_once_per_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_organisation_template_with_the_key_replaces_the_platform_wording() {
     let app = TestApp::builder().spawn().await;
-    let created = app
-        .post_with_key(
-            "/api/v1/admin/templates",
-            &wording("{{name}}, welcome to Northside Clinic"),
-        )
+    app.add_template(&wording("{{name}}, welcome to Northside Clinic"))
         .await;
-    assert_eq!(created.status(), 201, "{}", created.text().await.unwrap());
     let default = notices::builtin(wording("Welcome to the platform, {{name}}"));
     queue(&app, &default, None).await;
     let mail = app.smtp.wait_for(1, WAIT).await;

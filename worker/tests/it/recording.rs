@@ -7,13 +7,12 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use testkit::{
     TestApp, TestAppBuilder,
-    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{Answer, FakeProviders, Gate, Kind, TWILIO_SID_A, twilio_config},
 };
 
-use crate::support::{add_flu_shot_template, send_flu_shot_batch};
+use crate::support::{lab_results_sms, statuses, twelve_sms_held};
 
 /// How long a test waits for one step. The claim's lease of a one-row SMS
 /// job is two queue timeouts (30 s): a row stranded until its lease runs
@@ -28,27 +27,8 @@ fn builder(fake: &FakeProviders) -> TestAppBuilder {
 }
 
 async fn with_twilio(app: &TestApp) {
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio-main", "priority": 10,
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
-}
-
-async fn sms(app: &TestApp, to: &str) -> String {
-    let resp = app
-        .post_send(
-            &app.api_key,
-            None,
-            &json!({"channel": "sms", "to": to, "text": "Your lab results are ready."}),
-        )
+    app.add_provider(&twilio_config("twilio-main", TWILIO_SID_A, Some(10)))
         .await;
-    assert_eq!(resp.status(), 202);
-    resp.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 /// The value of a counter of this process (0 when never counted).
@@ -110,7 +90,7 @@ async fn an_sms_twilio_accepted_while_postgres_was_down_is_recorded_sent_once_it
     fake.script(Kind::Twilio, TWILIO_SID_A, [Answer::Held(gate.clone())]);
     let app = builder(&fake).postgres_through_proxy().spawn().await;
     with_twilio(&app).await;
-    let id = sms(&app, "+15005550006").await;
+    let id = lab_results_sms(&app, "+15005550006").await;
     tokio::time::timeout(WAIT, gate.arrived(1))
         .await
         .expect("Twilio has the message");
@@ -143,7 +123,7 @@ async fn sms_answers_that_find_the_pool_exhausted_are_recorded_once_a_connection
     with_twilio(&app).await;
     let mut ids = Vec::new();
     for i in 0..HELD_ANSWERS {
-        ids.push(sms(&app, &format!("+15005551{i:03}")).await);
+        ids.push(lab_results_sms(&app, &format!("+15005551{i:03}")).await);
     }
     tokio::time::timeout(WAIT, gate.arrived(HELD_ANSWERS))
         .await
@@ -178,24 +158,10 @@ async fn sms_of_a_group_a_stopping_worker_never_got_to_are_given_back_at_once() 
     let gate = Gate::new();
     fake.always(Kind::Twilio, TWILIO_SID_A, Answer::Held(gate.clone()));
     let mut app = builder(&fake).spawn().await;
-    with_twilio(&app).await;
-    add_flu_shot_template(&app).await;
-    send_flu_shot_batch(&app, 1000, 12).await;
-
     // One job holds the twelve rows: eight at Twilio, four waiting their turn.
-    tokio::time::timeout(WAIT, gate.arrived(8))
-        .await
-        .expect("Twilio has eight messages");
+    twelve_sms_held(&app, &gate, 1000, WAIT).await;
     let pool = app.pool.clone();
-    let by_status = || async {
-        sqlx::query_as::<_, (String, i32, i64)>(
-            "select status, attempts, count(*) from notifications group by 1, 2 order by 1, 2",
-        )
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-    };
-    assert_eq!(by_status().await, [("sending".to_owned(), 1, 12)]);
+    let by_status = || statuses(&pool);
 
     // The worker is told to stop while the eight are in flight.
     let given_back = async {

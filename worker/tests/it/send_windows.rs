@@ -14,7 +14,7 @@ use chrono::{DateTime, Timelike, Utc};
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    providers::{FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{FakeProviders, Kind, TWILIO_SID_A, twilio_config},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -36,12 +36,8 @@ fn hours(h: i64) -> chrono::Duration {
 
 async fn app_with_twilio(fake: &FakeProviders) -> TestApp {
     let app = TestApp::builder().providers(fake).spawn().await;
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio-main",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
+    app.add_provider(&twilio_config("twilio-main", TWILIO_SID_A, None))
+        .await;
     app
 }
 

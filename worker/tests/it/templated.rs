@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use testkit::{
     TestApp,
-    providers::{FakeProviders, Kind, TWILIO_AUTH_TOKEN, TWILIO_SID_A},
+    providers::{FakeProviders, Kind, TWILIO_SID_A, twilio_config},
 };
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -37,16 +37,9 @@ fn reminder(critical: bool) -> Value {
 
 async fn setup(fake: &FakeProviders, critical: bool) -> TestApp {
     let app = TestApp::builder().providers(fake).spawn().await;
-    let resp = app
-        .post_with_key("/api/v1/admin/templates", &reminder(critical))
+    app.add_template(&reminder(critical)).await;
+    app.add_provider(&twilio_config("twilio", TWILIO_SID_A, None))
         .await;
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    app.add_provider(&json!({
-        "provider": "twilio", "name": "twilio",
-        "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-        "credentials": {"auth_token": TWILIO_AUTH_TOKEN},
-    }))
-    .await;
     app
 }
 

@@ -32,6 +32,30 @@ async fn add_ups(app: &TestApp) {
     .await;
 }
 
+/// The fake UPS and an app that polls it with the organisation's UPS
+/// credentials.
+async fn ups_app() -> (FakeUps, TestApp) {
+    let ups = FakeUps::start().await;
+    let app = spawn(&ups).await;
+    add_ups(&app).await;
+    (ups, app)
+}
+
+/// Scans at fixed times in November 2026, one per letter of `kinds`: a label
+/// (`M`), in transit (`I`), out for delivery (`O`), delivered (`D`).
+fn scans(kinds: &str) -> Vec<Scan> {
+    kinds
+        .chars()
+        .map(|kind| match kind {
+            'M' => Scan::new("M", "20261121", "090000"),
+            'I' => Scan::new("I", "20261122", "031500"),
+            'O' => Scan::new("O", "20261123", "080000"),
+            'D' => Scan::new("D", "20261123", "143000"),
+            other => panic!("no fixed scan for {other}"),
+        })
+        .collect()
+}
+
 async fn create(app: &TestApp, number: &str) -> String {
     let resp = app
         .post_with_key(
@@ -117,9 +141,7 @@ async fn count(app: &TestApp, sql: &str, id: &str) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops() {
-    let ups = FakeUps::start().await;
-    let app = spawn(&ups).await;
-    add_ups(&app).await;
+    let (ups, app) = ups_app().await;
     let receiver = testkit::webhooks::Receiver::start().await;
     let resp = app
         .post_with_key(
@@ -131,7 +153,7 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
     let n = number(1);
     let id = create(&app, &n).await;
     let t0 = start();
-    ups.set_scans(&n, vec![Scan::new("M", "20261121", "090000")]);
+    ups.set_scans(&n, scans("M"));
     // What every API instance relays to the organisation's WebSocket clients.
     let mut pubsub = redis::Client::open(testkit::redis_url())
         .unwrap()
@@ -162,14 +184,7 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
     );
 
     let t1 = t0 + chrono::Duration::minutes(30);
-    ups.set_scans(
-        &n,
-        vec![
-            Scan::new("M", "20261121", "090000"),
-            Scan::new("I", "20261122", "031500"),
-            Scan::new("O", "20261123", "080000"),
-        ],
-    );
+    ups.set_scans(&n, scans("MIO"));
     let r = tick_and_wait(&app, &id, t1, None).await;
     assert_eq!(r.status, "out_for_delivery");
     assert_eq!(r.next_poll_at, Some(t1 + chrono::Duration::minutes(15)));
@@ -187,15 +202,7 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
     assert_eq!(r.next_poll_at, Some(t2 + chrono::Duration::minutes(15)));
 
     let t3 = t2 + chrono::Duration::minutes(15);
-    ups.set_scans(
-        &n,
-        vec![
-            Scan::new("M", "20261121", "090000"),
-            Scan::new("I", "20261122", "031500"),
-            Scan::new("O", "20261123", "080000"),
-            Scan::new("D", "20261123", "143000"),
-        ],
-    );
+    ups.set_scans(&n, scans("MIOD"));
     let r = tick_and_wait(&app, &id, t3, None).await;
     assert_eq!(r.status, "delivered");
     assert_eq!(r.next_poll_at, None, "delivered stops polling");
@@ -241,9 +248,7 @@ async fn status_changes_are_recorded_once_notified_and_polling_adapts_then_stops
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unknown_tracking_number_is_noted_and_asked_again_in_an_hour() {
-    let ups = FakeUps::start().await;
-    let app = spawn(&ups).await;
-    add_ups(&app).await;
+    let (_ups, app) = ups_app().await;
     let id = create(&app, &number(2)).await;
     let t0 = start();
     let r = tick_and_wait(&app, &id, t0, None).await;
@@ -259,11 +264,9 @@ async fn an_unknown_tracking_number_is_noted_and_asked_again_in_an_hour() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_429_backs_off_and_5xx_answers_open_the_organisations_breaker() {
-    let ups = FakeUps::start().await;
-    let app = spawn(&ups).await;
-    add_ups(&app).await;
+    let (ups, app) = ups_app().await;
     let limited = number(3);
-    ups.set_scans(&limited, vec![Scan::new("I", "20261122", "031500")]);
+    ups.set_scans(&limited, scans("I"));
     let id = create(&app, &limited).await;
     ups.script([Answer::TooManyRequests(Some(600))]);
     let t0 = start();
@@ -343,9 +346,7 @@ async fn a_429_backs_off_and_5xx_answers_open_the_organisations_breaker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_and_oversized_answers_are_recorded_as_failures() {
-    let ups = FakeUps::start().await;
-    let app = spawn(&ups).await;
-    add_ups(&app).await;
+    let (ups, app) = ups_app().await;
     let id = create(&app, &number(7)).await;
     ups.always(Answer::Malformed);
     let t0 = start();
@@ -366,13 +367,11 @@ async fn malformed_and_oversized_answers_are_recorded_as_failures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_token_is_shared_until_it_expires_and_a_401_refreshes_it_once() {
-    let ups = FakeUps::start().await;
-    let app = spawn(&ups).await;
-    add_ups(&app).await;
+    let (ups, app) = ups_app().await;
     let numbers = [number(8), number(9), number(10)];
     let mut ids = Vec::new();
     for n in &numbers {
-        ups.set_scans(n, vec![Scan::new("I", "20261122", "031500")]);
+        ups.set_scans(n, scans("I"));
         ids.push(create(&app, n).await);
     }
     // Lives 61 s at UPS: cached for 1 s (a minute's margin).
@@ -425,13 +424,11 @@ async fn tick_wait_polled(app: &TestApp, id: &str, at: DateTime<Utc>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_tick_polls_each_shipment_once_with_two_schedulers() {
-    let ups = FakeUps::start().await;
-    let app = spawn(&ups).await;
-    add_ups(&app).await;
+    let (ups, app) = ups_app().await;
     let mut ids = Vec::new();
     for i in 0..20 {
         let n = number(100 + i);
-        ups.set_scans(&n, vec![Scan::new("I", "20261122", "031500")]);
+        ups.set_scans(&n, scans("I"));
         ids.push(create(&app, &n).await);
     }
     let entries: Vec<_> = app
@@ -465,6 +462,22 @@ async fn one_tick_polls_each_shipment_once_with_two_schedulers() {
     unique.dedup();
     assert_eq!(unique.len(), 20);
     app.shutdown().await;
+}
+
+/// Creates the shipment `body` as the user with `jwt`, then sweeps.
+async fn track_and_sweep(app: &TestApp, jwt: &str, body: Value) {
+    let resp = app.post_with_token("/api/v1/shipments", jwt, &body).await;
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    sweep(app, start()).await;
+}
+
+/// The string `name` of a JSON answer.
+async fn field(resp: reqwest::Response, name: &str) -> String {
+    let body: Value = resp.json().await.unwrap();
+    body[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned()
 }
 
 /// Waits for the emails with `subject` and returns their recipients, sorted.
@@ -513,11 +526,7 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
             "temporary_password": password}),
         )
         .await;
-    let body: Value = resp.json().await.unwrap();
-    let assignee = body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
+    let assignee = field(resp, "id").await;
 
     // The creator: invited, and signed up with the emailed token.
     let resp = app
@@ -541,22 +550,14 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
             &json!({"password": password}),
         )
         .await;
-    let body: Value = resp.json().await.unwrap();
-    let creator = body["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
+    let creator = field(resp, "id").await;
     let resp = app
         .post_anonymous(
             "/api/v1/auth/login",
             &json!({"email": "ops.lee@clinic.example", "password": password}),
         )
         .await;
-    let body: Value = resp.json().await.unwrap();
-    let jwt = body["access_token"]
-        .as_str()
-        .unwrap_or_else(|| panic!("{body}"))
-        .to_owned();
+    let jwt = field(resp, "access_token").await;
 
     // Each user's subscriber carries the sign-in address.
     assert_eq!(
@@ -576,22 +577,13 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
         .unwrap();
 
     let n = number(40);
-    ups.set_scans(
-        &n,
-        vec![
-            Scan::new("M", "20261121", "090000"),
-            Scan::new("O", "20261123", "080000"),
-        ],
-    );
-    let resp = app
-        .post_with_token(
-            "/api/v1/shipments",
-            &jwt,
-            &json!({"tracking_number": n, "reference": "KIT-9", "assigned_to": assignee}),
-        )
-        .await;
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    sweep(&app, start()).await;
+    ups.set_scans(&n, scans("MO"));
+    track_and_sweep(
+        &app,
+        &jwt,
+        json!({"tracking_number": n, "reference": "KIT-9", "assigned_to": assignee}),
+    )
+    .await;
     assert_eq!(
         mailed(&app, "Shipment out for delivery", 2).await,
         ["nurse.ada@clinic.example", "ops.lee@clinic.example"],
@@ -607,22 +599,13 @@ async fn shipment_notices_are_emailed_to_users_created_by_an_admin_or_an_invitat
         .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
     let n = number(41);
-    ups.set_scans(
-        &n,
-        vec![
-            Scan::new("M", "20261121", "090000"),
-            Scan::new("D", "20261123", "143000"),
-        ],
-    );
-    let resp = app
-        .post_with_token(
-            "/api/v1/shipments",
-            &jwt,
-            &json!({"tracking_number": n, "assigned_to": assignee}),
-        )
-        .await;
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    sweep(&app, start()).await;
+    ups.set_scans(&n, scans("MD"));
+    track_and_sweep(
+        &app,
+        &jwt,
+        json!({"tracking_number": n, "assigned_to": assignee}),
+    )
+    .await;
     assert_eq!(
         mailed(&app, "Shipment delivered", 2).await,
         ["lee.personal@home.example", "nurse.ada@clinic.example"]

@@ -398,16 +398,13 @@ async fn provider_reports_reach_the_organisations_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provider_errors_that_echo_the_request_reach_no_webhook_or_status() {
     use testkit::providers::{
-        Answer, FakeProviders, Kind, SENDGRID_KEY, TWILIO_AUTH_TOKEN, TWILIO_SID_A,
-        fcm_service_account,
+        Answer, FakeProviders, Kind, SENDGRID_KEY, TWILIO_SID_A, fcm_service_account, twilio_config,
     };
     let fake = FakeProviders::start().await;
     let receiver = Receiver::start().await;
     let app = builder().providers(&fake).spawn().await;
     for config in [
-        json!({"provider": "twilio", "name": "sms-main",
-               "settings": {"account_sid": TWILIO_SID_A, "from": "+15005550999"},
-               "credentials": {"auth_token": TWILIO_AUTH_TOKEN}}),
+        twilio_config("sms-main", TWILIO_SID_A, None),
         json!({"provider": "sendgrid", "name": "mail-main",
                "settings": {"from_email": "care@clinic.example.org"},
                "credentials": {"api_key": SENDGRID_KEY}}),
@@ -500,12 +497,12 @@ async fn each_email_of_a_batch_is_recorded_once_with_its_own_event_whatever_its_
         &["notification.sent", "notification.suppressed"],
     )
     .await;
-    let resp = app.post_with_key("/api/v1/admin/templates", &json!({
-            "key": "results", "name": "Results ready", "category": "results",
-            "default_locale": "en", "default_channels": ["email"],
-            "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}"}}}
-        })).await;
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    app.add_template(&json!({
+        "key": "results", "name": "Results ready", "category": "results",
+        "default_locale": "en", "default_channels": ["email"],
+        "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}"}}}
+    }))
+    .await;
     // Three of the twenty-four turned these emails off.
     let opted_out = [3, 11, 19];
     for i in opted_out {
