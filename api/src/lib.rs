@@ -139,8 +139,23 @@ fn metrics_endpoint() -> poem::Response {
         .body(shared::telemetry::metrics_handle().render())
 }
 
-/// Every documented endpoint group.
-pub type Apis = (
+/// Declares [`Apis`], every documented endpoint group, and [`openapi`], the
+/// API made of them: each group is a unit struct, so the value it serves is
+/// written as its type is.
+macro_rules! documented_apis {
+    ($($groups:tt)*) => {
+        /// Every documented endpoint group.
+        pub type Apis = ($($groups)*);
+
+        /// The documented API.
+        pub fn openapi() -> OpenApiService<Apis, ()> {
+            OpenApiService::new(($($groups)*), "Notification platform API", env!("CARGO_PKG_VERSION"))
+                .description("Send notifications to patients and staff, and track their delivery.")
+        }
+    };
+}
+
+documented_apis!(
     routes::notifications::NotificationsApi,
     routes::batches::BatchesApi,
     routes::bulk::BulkApi,
@@ -153,113 +168,52 @@ pub type Apis = (
     routes::callbacks::CallbacksApi,
     routes::health::HealthApi,
     routes::shipments::ShipmentsApi,
-    OrgApis,
-    routes::ops::OpsApis,
-    AudienceApis,
-    (AlertApis, ReportApis),
-);
-
-/// Delivery reports and their schedules.
-pub type ReportApis = (
-    routes::reports::ReportsApi,
-    routes::reports::schedules::ReportSchedulesApi,
-    routes::reports::templates::ReportTemplatesApi,
-);
-
-/// Alert rules and alerts, error tracking and lookups.
-pub type AlertApis = (
-    routes::alerts::AlertRulesApi,
-    routes::alerts::AlertsApi,
-    routes::errors::ErrorsApi,
-    routes::lookups::LookupsApi,
-);
-
-/// Topics, sends to a topic or the organisation, system broadcasts, and
-/// workflows with their runs.
-pub type AudienceApis = (
-    routes::topics::TopicsApi,
-    routes::topics::TopicSendsApi,
-    routes::broadcasts::BroadcastsApi,
-    routes::workflows::WorkflowsApi,
-    routes::workflows::WorkflowRunsApi,
-);
-
-/// Organisations, users, sign-in, invitations and the audit log.
-pub type OrgApis = (
-    routes::organizations::OrganizationsApi,
-    routes::admin_users::AdminUsersApi,
-    routes::sessions::SessionsApi,
-    routes::invitations::InvitationsApi,
-    routes::audit::AuditApi,
-    routes::security::SecurityApi,
-    routes::limits::LimitsApi,
+    // Organisations, users, sign-in, invitations and the audit log.
     (
-        routes::permissions::PermissionsApi,
-        routes::permissions::delegations::DelegationsApi,
+        routes::organizations::OrganizationsApi,
+        routes::admin_users::AdminUsersApi,
+        routes::sessions::SessionsApi,
+        routes::invitations::InvitationsApi,
+        routes::audit::AuditApi,
+        routes::security::SecurityApi,
+        routes::limits::LimitsApi,
+        (
+            routes::permissions::PermissionsApi,
+            routes::permissions::delegations::DelegationsApi,
+        ),
+    ),
+    // Every operations endpoint group.
+    (
+        routes::ops::queues::OpsQueuesApi,
+        routes::ops::failed::OpsFailedApi,
+        routes::ops::search::OpsSearchApi,
+        routes::ops::fleet::OpsFleetApi,
+    ),
+    // Topics, sends to a topic or the organisation, system broadcasts, and
+    // workflows with their runs.
+    (
+        routes::topics::TopicsApi,
+        routes::topics::TopicSendsApi,
+        routes::broadcasts::BroadcastsApi,
+        routes::workflows::WorkflowsApi,
+        routes::workflows::WorkflowRunsApi,
+    ),
+    (
+        // Alert rules and alerts, error tracking and lookups.
+        (
+            routes::alerts::AlertRulesApi,
+            routes::alerts::AlertsApi,
+            routes::errors::ErrorsApi,
+            routes::lookups::LookupsApi,
+        ),
+        // Delivery reports and their schedules.
+        (
+            routes::reports::ReportsApi,
+            routes::reports::schedules::ReportSchedulesApi,
+            routes::reports::templates::ReportTemplatesApi,
+        ),
     ),
 );
-
-/// The documented API.
-pub fn openapi() -> OpenApiService<Apis, ()> {
-    OpenApiService::new(
-        (
-            routes::notifications::NotificationsApi,
-            routes::batches::BatchesApi,
-            routes::bulk::BulkApi,
-            routes::subscribers::SubscribersApi,
-            routes::users::UsersApi,
-            routes::inbox::InboxApi,
-            routes::providers::ProvidersApi,
-            routes::templates::TemplatesApi,
-            routes::webhooks::WebhooksApi,
-            routes::callbacks::CallbacksApi,
-            routes::health::HealthApi,
-            routes::shipments::ShipmentsApi,
-            (
-                routes::organizations::OrganizationsApi,
-                routes::admin_users::AdminUsersApi,
-                routes::sessions::SessionsApi,
-                routes::invitations::InvitationsApi,
-                routes::audit::AuditApi,
-                routes::security::SecurityApi,
-                routes::limits::LimitsApi,
-                (
-                    routes::permissions::PermissionsApi,
-                    routes::permissions::delegations::DelegationsApi,
-                ),
-            ),
-            (
-                routes::ops::queues::OpsQueuesApi,
-                routes::ops::failed::OpsFailedApi,
-                routes::ops::search::OpsSearchApi,
-                routes::ops::fleet::OpsFleetApi,
-            ),
-            (
-                routes::topics::TopicsApi,
-                routes::topics::TopicSendsApi,
-                routes::broadcasts::BroadcastsApi,
-                routes::workflows::WorkflowsApi,
-                routes::workflows::WorkflowRunsApi,
-            ),
-            (
-                (
-                    routes::alerts::AlertRulesApi,
-                    routes::alerts::AlertsApi,
-                    routes::errors::ErrorsApi,
-                    routes::lookups::LookupsApi,
-                ),
-                (
-                    routes::reports::ReportsApi,
-                    routes::reports::schedules::ReportSchedulesApi,
-                    routes::reports::templates::ReportTemplatesApi,
-                ),
-            ),
-        ),
-        "Notification platform API",
-        env!("CARGO_PKG_VERSION"),
-    )
-    .description("Send notifications to patients and staff, and track their delivery.")
-}
 
 /// The whole application as one endpoint.
 pub fn app(state: AppState, edge: middleware::Edge) -> impl poem::Endpoint {

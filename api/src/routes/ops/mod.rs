@@ -8,11 +8,3 @@ pub mod failed;
 pub mod fleet;
 pub mod queues;
 pub mod search;
-
-/// Every operations endpoint group.
-pub type OpsApis = (
-    queues::OpsQueuesApi,
-    failed::OpsFailedApi,
-    search::OpsSearchApi,
-    fleet::OpsFleetApi,
-);
