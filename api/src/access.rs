@@ -39,6 +39,7 @@ use crate::{
     AppState,
     auth::{Admin, AdminCaller, ServiceKey, UserJwt},
     error::ApiError,
+    extract::PathId,
     middleware::RequestId,
 };
 
@@ -120,6 +121,24 @@ impl Acting<'_> {
         } = self.act;
         principal
             .refused(state, request_id, action, resource_type, id, result)
+            .await
+    }
+
+    /// The id in the path, a malformed one refused as one naming nothing
+    /// (404 `no {what} with that id`, recorded).
+    pub async fn id<T: Copy>(&self, id: &PathId<T>, what: &'static str) -> Result<T, ApiError> {
+        self.refused(Some(id.raw()), id.get(what)).await
+    }
+
+    /// `row`, the resource the path's `id` names; 404 `no {what} with that
+    /// id` (recorded) when there is none.
+    pub async fn found<T, R>(
+        &self,
+        id: &PathId<T>,
+        what: &'static str,
+        row: Option<R>,
+    ) -> Result<R, ApiError> {
+        self.refused(Some(id.raw()), row.ok_or(ApiError::NotFound(what)))
             .await
     }
 
@@ -293,21 +312,13 @@ impl Principal {
         id: impl std::fmt::Display,
         details: Value,
     ) -> Result<(), ApiError> {
-        audit::record(
-            db,
-            audit::Entry {
-                tenant_id: Some(tenant.unwrap_or(self.caller.tenant_id)),
-                actor: &self.caller.actor,
-                action: act.action,
-                resource_type: act.resource_type,
-                resource_id: Some(id.to_string()),
-                result: "success",
-                request_id: Some(&request_id.0),
-                details,
-            },
-        )
-        .await?;
-        Ok(())
+        let caller = AdminCaller {
+            tenant_id: tenant.unwrap_or(self.caller.tenant_id),
+            actor: self.caller.actor.clone(),
+        };
+        caller
+            .audit(db, request_id, act.action, act.resource_type, id, details)
+            .await
     }
 
     /// Passes `result` through, recording a refusal (403, 404, 409, 410) of

@@ -88,6 +88,16 @@ pub enum Class {
 pub const OVERRIDABLE: [Class; 4] = [Class::Send, Class::Read, Class::Write, Class::Upload];
 
 impl Class {
+    /// Every class, in the order the limits are listed.
+    pub const ALL: [Class; 6] = [
+        Class::Send,
+        Class::Read,
+        Class::Write,
+        Class::Upload,
+        Class::Auth,
+        Class::Callback,
+    ];
+
     /// The class's name, as in `jobs.toml` and the problem details.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -102,16 +112,7 @@ impl Class {
 
     /// The class named `name`.
     pub fn parse(name: &str) -> Option<Self> {
-        [
-            Class::Send,
-            Class::Read,
-            Class::Write,
-            Class::Upload,
-            Class::Auth,
-            Class::Callback,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == name)
+        Class::ALL.into_iter().find(|c| c.as_str() == name)
     }
 
     /// The class of a request by its method and route template (as

@@ -143,27 +143,7 @@ impl<K: CursorKey> Cursor<K> {
     }
 }
 
-impl<K: Send + Sync> Type for Cursor<K> {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
-
-    fn name() -> Cow<'static, str> {
-        String::name()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        String::schema_ref()
-    }
-
-    fn as_raw_value(&self) -> Option<&String> {
-        None
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
-        Box::new(std::iter::empty())
-    }
-}
+documented_as_string!(Cursor, |_cursor| None);
 
 impl<K: CursorKey + Send + Sync> ParseFromParameter for Cursor<K> {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {

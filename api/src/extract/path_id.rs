@@ -1,11 +1,8 @@
 //! A resource's id in the URL path.
 
-use std::{borrow::Cow, str::FromStr};
+use std::str::FromStr;
 
-use poem_openapi::{
-    registry::MetaSchemaRef,
-    types::{ParseFromParameter, ParseResult, Type},
-};
+use poem_openapi::types::{ParseFromParameter, ParseResult};
 
 use crate::error::ApiError;
 
@@ -43,27 +40,7 @@ impl<T> PathId<T> {
     }
 }
 
-impl<T: Send + Sync> Type for PathId<T> {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = String;
-    type RawElementValueType = String;
-
-    fn name() -> Cow<'static, str> {
-        String::name()
-    }
-
-    fn schema_ref() -> MetaSchemaRef {
-        String::schema_ref()
-    }
-
-    fn as_raw_value(&self) -> Option<&String> {
-        Some(&self.raw)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a String> + 'a> {
-        Box::new(std::iter::once(&self.raw))
-    }
-}
+documented_as_string!(PathId, |id| Some(&id.raw));
 
 impl<T: FromStr + Send + Sync> ParseFromParameter for PathId<T> {
     fn parse_from_parameter(value: &str) -> ParseResult<Self> {

@@ -160,6 +160,20 @@ impl Limiter {
         Ok(ticket)
     }
 
+    /// [`Limiter::take_quota`] for a request that may repeat one accepted
+    /// before: a refusal stands unless `replayed` finds that it was
+    /// ([`Limiter::unless_replayed`]).
+    pub async fn take_quota_unless_replayed(
+        self: &Arc<Self>,
+        tenant: TenantId,
+        request_id: &str,
+        counts: &[(Channel, u64)],
+        replayed: impl std::future::Future<Output = Result<bool, sqlx::Error>>,
+    ) -> Result<QuotaTicket, ApiError> {
+        let taken = self.take_quota(tenant, Some(request_id), counts).await;
+        self.unless_replayed(taken, replayed).await
+    }
+
     /// `taken`, unless it refused a quota and `replayed` finds that the
     /// request was accepted before: a replay answers as the first time did
     /// and takes nothing. `replayed` is only asked on a refusal.

@@ -16,10 +16,9 @@
 //! email is the user's sign-in address, so notices (BAA reminders, shipment
 //! updates) reach its inbox and its mailbox.
 
-use crate::access::Act;
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Utc};
-use poem::{Request, web::Data};
+use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
@@ -36,10 +35,7 @@ use shared::{
 use uuid::Uuid;
 
 use crate::body::StrictJson;
-use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
-    routes::ApiTags,
-};
+use crate::{error::ApiError, extract::AdminCtx, routes::ApiTags};
 
 mod status;
 use status::*;
@@ -68,13 +64,11 @@ impl AdminUsersApi {
     #[oai(path = "/", method = "post", operation_id = "users.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateUser>,
     ) -> Result<UserResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("user.create", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.create", "user");
         let b = body.0;
         let target = act
             .refused(None, p.target_tenant(b.organization_id.as_deref()))
@@ -84,14 +78,14 @@ impl AdminUsersApi {
         let last = check_name("last_name", b.last_name.as_deref())?;
         let role = check_role(&b.role)?;
         crate::access::check_password("temporary_password", &b.temporary_password)?;
-        let org = shared::db::organizations::get(&state.pool, target).await?;
+        let org = shared::db::organizations::get(&cx.state.pool, target).await?;
         act.refused(
             None,
             org.ok_or(ApiError::NotFound("organization")).map(|_| ()),
         )
         .await?;
         let hash = crate::access::hash_password(b.temporary_password).await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let user = users::insert(
             &mut *tx,
             users::NewUser {
@@ -125,9 +119,7 @@ impl AdminUsersApi {
     #[oai(path = "/", method = "get", operation_id = "users.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
         let ListQuery {
@@ -137,8 +129,8 @@ impl AdminUsersApi {
             cursor,
             limit,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("user.list", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.list", "user");
         let reach = act
             .refused(None, p.reach_of(organization_id.as_deref()))
             .await?;
@@ -150,7 +142,7 @@ impl AdminUsersApi {
         }
         let after = cursor.map(Cursor::get).transpose()?;
         let rows = users::list(
-            &state.pool,
+            &cx.state.pool,
             reach,
             users::Filter {
                 role: role.map(Role::as_str),
@@ -170,9 +162,9 @@ impl AdminUsersApi {
     /// Users per role and status (admins: their organisation; platform
     /// admins: every organisation).
     #[oai(path = "/stats", method = "get", operation_id = "users.stats")]
-    async fn stats(&self, auth: Admin, state: Data<&AppState>) -> Result<StatsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let rows = users::stats(&state.pool, p.reach()).await?;
+    async fn stats(&self, cx: AdminCtx<'_>) -> Result<StatsResponse, ApiError> {
+        let p = cx.principal().await?;
+        let rows = users::stats(&cx.state.pool, p.reach()).await?;
         Ok(StatsResponse::Ok(Json(
             rows.into_iter()
                 .map(|(key, status, count)| Count { key, status, count })
@@ -184,19 +176,17 @@ impl AdminUsersApi {
     #[oai(path = "/:id", method = "get", operation_id = "users.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("user.read", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.read", "user");
         let result = async {
             let uid = id.0.get("user")?;
             if !p.holds(Permission::UsersRead) && p.user_id != Some(uid) {
                 return Err(ApiError::Forbidden(Permission::UsersRead.required()));
             }
-            users::get(&state.pool, p.reach(), uid)
+            users::get(&cx.state.pool, p.reach(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))
         }
@@ -209,21 +199,19 @@ impl AdminUsersApi {
     #[oai(path = "/:id", method = "patch", operation_id = "users.update")]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateUser>,
     ) -> Result<UserResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("user.update", "user");
-        let uid = act.refused(Some(id.0.raw()), id.0.get("user")).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.update", "user");
+        let uid = act.id(&id.0, "user").await?;
         let b = body.0;
         let first = check_name("first_name", b.first_name.as_deref())?;
         let last = check_name("last_name", b.last_name.as_deref())?;
         let role = b.role.as_deref().map(check_role).transpose()?;
-        let mut tx = state.pool.begin().await?;
-        let result = users::update(
+        let mut tx = cx.state.pool.begin().await?;
+        let found = users::update(
             &mut *tx,
             p.reach(),
             uid,
@@ -231,9 +219,8 @@ impl AdminUsersApi {
             last.as_deref(),
             role.map(Role::as_str),
         )
-        .await?
-        .ok_or(ApiError::NotFound("user"));
-        let user = act.refused(Some(id.0.raw()), result).await?;
+        .await?;
+        let user = act.found(&id.0, "user", found).await?;
         act.audit(
             &mut *tx,
             Some(user.tenant_id),
@@ -253,20 +240,10 @@ impl AdminUsersApi {
     )]
     async fn activate(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
-        set_status(
-            &auth,
-            &state,
-            &request_id,
-            id.0.raw(),
-            "active",
-            "user.activate",
-        )
-        .await
+        set_status(&cx, id.0.raw(), "active", "user.activate").await
     }
 
     /// Deactivate a user (admins): its tokens stop working at once.
@@ -277,20 +254,10 @@ impl AdminUsersApi {
     )]
     async fn deactivate(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<UserResponse, ApiError> {
-        set_status(
-            &auth,
-            &state,
-            &request_id,
-            id.0.raw(),
-            "inactive",
-            "user.deactivate",
-        )
-        .await
+        set_status(&cx, id.0.raw(), "inactive", "user.deactivate").await
     }
 
     /// Set a password. Users change their own with `current_password`; an
@@ -303,15 +270,13 @@ impl AdminUsersApi {
     )]
     async fn password(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<ChangePassword>,
     ) -> Result<UserResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("user.password", "user");
-        let uid = act.refused(Some(id.0.raw()), id.0.get("user")).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.password", "user");
+        let uid = act.id(&id.0, "user").await?;
         let own = p.user_id == Some(uid);
         act.refused(
             Some(id.0.raw()),
@@ -329,7 +294,7 @@ impl AdminUsersApi {
         } else {
             p.reach()
         };
-        let existing = users::get(&state.pool, scope, uid).await?;
+        let existing = users::get(&cx.state.pool, scope, uid).await?;
         let existing = act
             .refused(Some(id.0.raw()), existing.ok_or(ApiError::NotFound("user")))
             .await?;
@@ -340,14 +305,14 @@ impl AdminUsersApi {
                     "is required to change your own password",
                 )
             })?;
-            let creds = users::credentials(&state.pool, &existing.email).await?;
+            let creds = users::credentials(&cx.state.pool, &existing.email).await?;
             if !crate::access::verify_password(current, creds.and_then(|c| c.password_hash)).await {
                 return Err(ApiError::invalid("current_password", "does not match"));
             }
             if b.password.len() <= crate::access::MAX_PASSWORD
                 && crate::access::verify_password(
                     b.password.clone(),
-                    users::credentials(&state.pool, &existing.email)
+                    users::credentials(&cx.state.pool, &existing.email)
                         .await?
                         .and_then(|c| c.password_hash),
                 )
@@ -360,11 +325,11 @@ impl AdminUsersApi {
             }
         }
         let hash = crate::access::hash_password(b.password).await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let user = users::set_password(&mut *tx, scope, uid, &hash, !own)
             .await?
             .ok_or(ApiError::NotFound("user"))?;
-        let ended = end_sessions(&mut tx, &user, "password_changed").await?;
+        let ended = end_sessions(&mut tx, &user, "password_changed", None).await?;
         act.audit(
             &mut *tx,
             Some(user.tenant_id),
@@ -373,7 +338,7 @@ impl AdminUsersApi {
         )
         .await?;
         tx.commit().await?;
-        crate::signin::announce_revoked(&state, &ended).await;
+        crate::signin::announce_revoked(cx.state, &ended).await;
         Ok(UserResponse::Ok(Json(user.into())))
     }
 
@@ -386,18 +351,16 @@ impl AdminUsersApi {
     )]
     async fn resend_invitation(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<AcceptedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let result = async {
             let uid = id.0.get("user")?;
-            let user = users::get(&state.pool, p.reach(), uid)
+            let user = users::get(&cx.state.pool, p.reach(), uid)
                 .await?
                 .ok_or(ApiError::NotFound("user"))?;
-            let inv = invitations::resendable(&state.pool, user.tenant_id, &user.email)
+            let inv = invitations::resendable(&cx.state.pool, user.tenant_id, &user.email)
                 .await?
                 .ok_or_else(|| {
                     ApiError::Conflict("this user has no invitation to resend".into())
@@ -405,33 +368,23 @@ impl AdminUsersApi {
             Ok((user.tenant_id, inv))
         }
         .await;
-        let (tenant, inv) = p
-            .at(&state, &request_id)
-            .acting("user.resend_invitation", "user")
+        let (tenant, inv) = cx
+            .acting(&p, "user.resend_invitation", "user")
             .refused(Some(id.0.raw()), result)
             .await?;
         let expires =
-            Utc::now() + chrono::Duration::days(i64::from(state.jobs.invitations.expiry_days));
-        let mut tx = state.pool.begin().await?;
+            Utc::now() + chrono::Duration::days(i64::from(cx.state.jobs.invitations.expiry_days));
+        let mut tx = cx.state.pool.begin().await?;
         if !shared::db::invitations::reopen(&mut *tx, tenant, inv, expires).await? {
             return Err(ApiError::Conflict(
                 "this invitation can no longer be resent".into(),
             ));
         }
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(tenant),
-            Act {
-                action: "invitation.resend",
-                resource_type: "invitation",
-            },
-            inv,
-            json!({}),
-        )
-        .await?;
+        cx.acting(&p, "invitation.resend", "invitation")
+            .audit(&mut *tx, Some(tenant), inv, json!({}))
+            .await?;
         tx.commit().await?;
-        crate::routes::invitations::push(&state, tenant, inv).await;
+        crate::routes::invitations::push(cx.state, tenant, inv).await;
         Ok(AcceptedResponse::Accepted)
     }
 
@@ -446,48 +399,18 @@ impl AdminUsersApi {
     async fn revoke_sessions(
         &self,
         req: &Request,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<SessionsRevokedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("user.sessions.revoke", "user");
-        let result = async {
-            let uid = id.0.get("user")?;
-            users::get(&state.pool, p.reach(), uid)
-                .await?
-                .ok_or(ApiError::NotFound("user"))
-        }
-        .await;
-        let user = act.refused(Some(id.0.raw()), result).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.sessions.revoke", "user");
+        let uid = act.id(&id.0, "user").await?;
+        let found = users::get(&cx.state.pool, p.reach(), uid).await?;
+        let user = act.found(&id.0, "user", found).await?;
         let client = crate::signin::Client::of(req);
-        let mut tx = state.pool.begin().await?;
-        let revoked = sessions::revoke(
-            &mut *tx,
-            user.tenant_id,
-            user.id,
-            sessions::Which::All,
-            "revoked_by_admin",
-        )
-        .await?;
-        let recorded: Vec<Event> = revoked
-            .iter()
-            .map(|sid| {
-                Event::new(
-                    Some(user.tenant_id),
-                    events::SESSION_REVOKED,
-                    Some(user.id),
-                    client.ip.as_deref(),
-                    client.user_agent.as_deref(),
-                )
-                .session(*sid)
-                .details(json!({"reason": "revoked_by_admin", "by": p.caller.actor}))
-            })
-            .collect();
-        events::record(&mut *tx, &recorded).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let by = Some((&client, p.caller.actor.as_str()));
+        let revoked = end_sessions(&mut tx, &user, "revoked_by_admin", by).await?;
         act.audit(
             &mut *tx,
             Some(user.tenant_id),
@@ -496,7 +419,7 @@ impl AdminUsersApi {
         )
         .await?;
         tx.commit().await?;
-        crate::signin::announce_revoked(&state, &revoked).await;
+        crate::signin::announce_revoked(cx.state, &revoked).await;
         Ok(SessionsRevokedResponse::Ok(Json(SessionsRevoked {
             revoked: revoked.len() as u64,
         })))
@@ -509,24 +432,17 @@ impl AdminUsersApi {
     async fn unlock(
         &self,
         req: &Request,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<UnlockResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("user.unlock", "user");
-        let result = async {
-            let uid = id.0.get("user")?;
-            users::get(&state.pool, p.reach(), uid)
-                .await?
-                .ok_or(ApiError::NotFound("user"))
-        }
-        .await;
-        let user = act.refused(Some(id.0.raw()), result).await?;
-        let now = state.signin.clock.now();
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "user.unlock", "user");
+        let uid = act.id(&id.0, "user").await?;
+        let found = users::get(&cx.state.pool, p.reach(), uid).await?;
+        let user = act.found(&id.0, "user", found).await?;
+        let now = cx.state.signin.clock.now();
         let client = crate::signin::Client::of(req);
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let cleared =
             login_throttle::clear(&mut *tx, &login_throttle::account_key(&user.email)).await?;
         let was_locked = cleared.is_some_and(|s| s.blocked_until(now).is_some());

@@ -8,7 +8,6 @@
 //! any organisation. Every change is audited; refusals too.
 
 use chrono::{DateTime, Duration, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -22,10 +21,7 @@ use shared::{
 };
 use uuid::Uuid;
 
-use crate::{
-    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
-    middleware::RequestId, routes::ApiTags,
-};
+use crate::{AppState, access::Principal, body::StrictJson, error::ApiError, routes::ApiTags};
 
 /// The alert-rule endpoints.
 #[derive(Debug)]

@@ -6,7 +6,6 @@
 //! formula (`=`, `+`, `-`, `@`, tab, carriage return) prefixed with `'`.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Query,
@@ -20,12 +19,10 @@ use shared::{
 };
 
 use crate::{
-    AppState,
     access::Principal,
-    auth::Admin,
     error::ApiError,
+    extract::AdminCtx,
     extract::{Cursor, PageSize, Params, page},
-    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -167,16 +164,15 @@ impl AuditApi {
     #[oai(path = "/", method = "get", operation_id = "audit.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         filters: Params<Filters>,
         cursor: Query<Option<Cursor<i64>>>,
         limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let before = cursor.0.map(Cursor::get).transpose()?;
         let (reach, filter) = filter(&p, &filters.0, before)?;
-        let rows = audit::list(&state.pool, reach, filter, limit.0.fetch()).await?;
+        let rows = audit::list(&cx.state.pool, reach, filter, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(PageResponse::Ok(Json(AuditPage {
             items: rows.into_iter().map(Into::into).collect(),
@@ -189,17 +185,13 @@ impl AuditApi {
     #[oai(path = "/export", method = "get", operation_id = "audit.export")]
     async fn export(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         filters: Params<Filters>,
     ) -> Result<CsvResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("audit.export", "audit_log");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "audit.export", "audit_log");
         let (reach, filter) = filter(&p, &filters.0, None)?;
-        let rows = audit::list(&state.pool, reach, filter, MAX_EXPORT).await?;
+        let rows = audit::list(&cx.state.pool, reach, filter, MAX_EXPORT).await?;
         let mut out = String::from(
             "id,created_at,organization_id,actor,action,resource_type,resource_id,result,request_id,details\r\n",
         );
@@ -224,7 +216,7 @@ impl AuditApi {
             out.push_str("\r\n");
         }
         act.audit(
-            &state.pool,
+            &cx.state.pool,
             None,
             "export",
             serde_json::json!({"rows": rows.len()}),

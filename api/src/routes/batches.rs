@@ -10,14 +10,12 @@
 //! notification is final.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
     payload::Json,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use shared::{
     db::batches::{self, ChunkAdded, ChunkAnswer, Counts, Created, NewBatch, StoredRecipient},
     domain::{BatchId, Channel, NotificationId, NotificationStatus, Problems, key_ok, recipient},
@@ -28,9 +26,9 @@ use shared::{
 
 use crate::{
     AppState,
-    auth::ServiceKey,
     body::StrictJson,
     error::ApiError,
+    extract::ServiceCtx,
     extract::{Cursor, PageSize, PathId, page},
     routes::ApiTags,
 };
@@ -124,6 +122,17 @@ fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
 /// What a chunk of `recipients` counts against the send quotas: one
 /// notification per recipient and channel of its batch (recipients later
 /// skipped for want of an address or by their preferences still count).
+/// The channels a batch of `template` goes out on when it names none: the
+/// template's default channels but push, which batches do not send.
+pub(crate) fn default_batch_channels(template: &shared::templates::Template) -> Vec<Channel> {
+    template
+        .default_channels()
+        .iter()
+        .copied()
+        .filter(|c| *c != Channel::Push)
+        .collect()
+}
+
 fn chunk_counts(channels: &[Channel], recipients: usize) -> Vec<(Channel, u64)> {
     channels.iter().map(|c| (*c, recipients as u64)).collect()
 }
@@ -137,7 +146,7 @@ async fn add_chunk(
     stored: &[StoredRecipient],
 ) -> Result<(ChunkAnswer, bool), ApiError> {
     let json = serde_json::to_value(stored).map_err(anyhow::Error::from)?;
-    let hash = Sha256::digest(serde_json::to_vec(&json).unwrap_or_default()).to_vec();
+    let hash = request_hash(&json);
     let added = batches::add_chunk(
         &mut tx,
         tenant_id,
@@ -198,7 +207,7 @@ async fn load(
     Ok(view(batch, &counts))
 }
 
-use super::notifications::idempotency_key;
+use super::notifications::{accepted_before, idempotency_key, request_hash};
 
 #[OpenApi(
     prefix_path = "/api/v1/services/notifications",
@@ -216,13 +225,11 @@ impl BatchesApi {
     )]
     async fn send_batch(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&crate::middleware::RequestId>,
+        cx: ServiceCtx<'_>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<SendBatchRequest>,
     ) -> Result<SendBatchResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
         let mut p = Problems::default();
@@ -251,17 +258,12 @@ impl BatchesApi {
         if !p.is_empty() {
             return Err(p.into());
         }
-        let template = shared::db::templates::get_by_key(&state.pool, tenant_id, &req.template)
+        let template = shared::db::templates::get_by_key(&cx.state.pool, tenant_id, &req.template)
             .await?
             .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
             .template;
         if channels.is_empty() {
-            channels = template
-                .default_channels()
-                .iter()
-                .copied()
-                .filter(|c| *c != Channel::Push)
-                .collect();
+            channels = default_batch_channels(&template);
             if channels.is_empty() {
                 return Err(ApiError::invalid(
                     "channels",
@@ -274,27 +276,13 @@ impl BatchesApi {
             .as_deref()
             .map(|r| recipients(&channels, "recipients", r))
             .transpose()?;
-        let taken = state
-            .limits
-            .take_quota(
-                tenant_id,
-                Some(&request_id.0.0),
-                &chunk_counts(&channels, first.as_ref().map_or(0, Vec::len)),
-            )
-            .await;
-        let quota = state
-            .limits
-            .unless_replayed(taken, async {
-                match key.as_deref() {
-                    Some(k) => shared::db::limits::batch_accepted(&state.pool, tenant_id, k).await,
-                    None => Ok(false),
-                }
-            })
-            .await?;
-        let hash = key
-            .as_ref()
-            .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
-        let mut tx = state.pool.begin().await?;
+        let counts = chunk_counts(&channels, first.as_ref().map_or(0, Vec::len));
+        let replayed = accepted_before(key.as_deref(), |k| {
+            shared::db::limits::batch_accepted(&cx.state.pool, tenant_id, k)
+        });
+        let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
+        let hash = key.as_ref().map(|_| request_hash(req));
+        let mut tx = cx.state.pool.begin().await?;
         let created = batches::create(
             &mut tx,
             tenant_id,
@@ -323,7 +311,7 @@ impl BatchesApi {
             }
         };
         let chunk = match &first {
-            Some(stored) => match add_chunk(&state, tx, tenant_id, id, 0, stored).await {
+            Some(stored) => match add_chunk(cx.state, tx, tenant_id, id, 0, stored).await {
                 Ok((answer, chunk_replayed)) => {
                     if chunk_replayed {
                         quota.give_back().await;
@@ -343,7 +331,7 @@ impl BatchesApi {
         if !replayed {
             tracing::info!(batch_id = %id, "batch created");
         }
-        let status = batches::get(&state.pool, tenant_id, id)
+        let status = batches::get(&cx.state.pool, tenant_id, id)
             .await?
             .map(|b| b.status)
             .unwrap_or_default();
@@ -370,18 +358,16 @@ impl BatchesApi {
     )]
     async fn send_chunk(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&crate::middleware::RequestId>,
+        cx: ServiceCtx<'_>,
         body: StrictJson<SendChunkRequest>,
     ) -> Result<SendChunkResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let req = &body.0;
         let id = crate::extract::id(&req.batch_id, "batch")?;
         if !(0..=MAX_SEQ).contains(&req.seq) {
             return Err(ApiError::invalid("seq", format!("must be 0 to {MAX_SEQ}")));
         }
-        let batch = batches::get(&state.pool, tenant_id, id)
+        let batch = batches::get(&cx.state.pool, tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("batch"))?;
         let channels: Vec<Channel> = batch
@@ -390,30 +376,18 @@ impl BatchesApi {
             .filter_map(|c| Channel::parse(c))
             .collect();
         let stored = recipients(&channels, "recipients", &req.recipients)?;
-        let taken = state
-            .limits
-            .take_quota(
-                tenant_id,
-                Some(&request_id.0.0),
-                &chunk_counts(&channels, stored.len()),
-            )
-            .await;
-        let quota = state
-            .limits
-            .unless_replayed(
-                taken,
-                shared::db::limits::chunk_accepted(&state.pool, tenant_id, id, req.seq),
-            )
-            .await?;
-        let tx = state.pool.begin().await?;
-        let (answer, replayed) = match add_chunk(&state, tx, tenant_id, id, req.seq, &stored).await
-        {
-            Ok(added) => added,
-            Err(e) => {
-                quota.give_back().await;
-                return Err(e);
-            }
-        };
+        let counts = chunk_counts(&channels, stored.len());
+        let replayed = shared::db::limits::chunk_accepted(&cx.state.pool, tenant_id, id, req.seq);
+        let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
+        let tx = cx.state.pool.begin().await?;
+        let (answer, replayed) =
+            match add_chunk(cx.state, tx, tenant_id, id, req.seq, &stored).await {
+                Ok(added) => added,
+                Err(e) => {
+                    quota.give_back().await;
+                    return Err(e);
+                }
+            };
         if replayed {
             quota.give_back().await;
         }
@@ -435,13 +409,12 @@ impl BatchesApi {
     )]
     async fn close(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         id: Path<PathId<BatchId>>,
     ) -> Result<BatchResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("batch")?;
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = cx.state.pool.acquire().await?;
         match batches::close(&mut conn, tenant_id, id).await? {
             batches::Transition::Done => tracing::info!(batch_id = %id, "batch closed"),
             batches::Transition::Refused(s) if s == "closed" || s == "completed" => {}
@@ -453,7 +426,9 @@ impl BatchesApi {
             batches::Transition::NotFound => return Err(ApiError::NotFound("batch")),
         }
         drop(conn);
-        Ok(BatchResponse::Ok(Json(load(&state, tenant_id, id).await?)))
+        Ok(BatchResponse::Ok(Json(
+            load(cx.state, tenant_id, id).await?,
+        )))
     }
 
     /// Cancel a batch: every notification not yet sent is `cancelled`,
@@ -469,13 +444,12 @@ impl BatchesApi {
     )]
     async fn cancel(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         id: Path<PathId<BatchId>>,
     ) -> Result<BatchResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("batch")?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let (done, cancelled) = batches::cancel(&mut tx, tenant_id, id).await?;
         tx.commit().await?;
         match done {
@@ -490,7 +464,9 @@ impl BatchesApi {
             }
             batches::Transition::NotFound => return Err(ApiError::NotFound("batch")),
         }
-        Ok(BatchResponse::Ok(Json(load(&state, tenant_id, id).await?)))
+        Ok(BatchResponse::Ok(Json(
+            load(cx.state, tenant_id, id).await?,
+        )))
     }
 
     /// Read a batch: its state, counts per status, progress and timestamps.
@@ -501,13 +477,12 @@ impl BatchesApi {
     )]
     async fn get(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         id: Path<PathId<BatchId>>,
     ) -> Result<BatchResponse, ApiError> {
         let id = id.0.get("batch")?;
         Ok(BatchResponse::Ok(Json(
-            load(&state, auth.0.tenant_id, id).await?,
+            load(cx.state, cx.auth.0.tenant_id, id).await?,
         )))
     }
 
@@ -520,8 +495,7 @@ impl BatchesApi {
     )]
     async fn list(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         id: Path<PathId<BatchId>>,
         /// Only this status.
         status: Query<Option<String>>,
@@ -530,7 +504,7 @@ impl BatchesApi {
         /// Notifications per page.
         limit: Query<PageSize>,
     ) -> Result<ItemsResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("batch")?;
         let status = match status.0.as_deref() {
             None => None,
@@ -543,12 +517,18 @@ impl BatchesApi {
             ),
         };
         let after = cursor.0.map(Cursor::get).transpose()?;
-        if batches::get(&state.pool, tenant_id, id).await?.is_none() {
+        if batches::get(&cx.state.pool, tenant_id, id).await?.is_none() {
             return Err(ApiError::NotFound("batch"));
         }
-        let items =
-            batches::notifications(&state.pool, tenant_id, id, status, after, limit.0.fetch())
-                .await?;
+        let items = batches::notifications(
+            &cx.state.pool,
+            tenant_id,
+            id,
+            status,
+            after,
+            limit.0.fetch(),
+        )
+        .await?;
         let (items, next_cursor) = page(items, limit.0, |i| i.id);
         Ok(ItemsResponse::Ok(Json(BatchItemsPage {
             items: items

@@ -12,14 +12,12 @@
 //! audited (`broadcast.send`), refusals too.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path},
     payload::Json,
 };
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use shared::{
     db::topics::{self, Broadcast, Broadcasted, NewBroadcast},
     domain::{ACTION_URL_REASON, Channel, Problems, TenantId, action_url_ok, one_line_ok},
@@ -27,14 +25,12 @@ use shared::{
     jobs::QueueName,
 };
 
-use super::notifications::idempotency_key;
+use super::notifications::{idempotency_key, request_hash};
 use crate::{
     AppState,
-    access::Principal,
-    auth::Admin,
     body::StrictJson,
     error::{ApiError, InvalidParam},
-    middleware::RequestId,
+    extract::AdminCtx,
     routes::ApiTags,
 };
 
@@ -213,22 +209,18 @@ impl BroadcastsApi {
     #[oai(path = "/", method = "post", operation_id = "broadcasts.send")]
     async fn send(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<BroadcastRequest>,
     ) -> Result<BroadcastResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("broadcast.send", "broadcast");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "broadcast.send", "broadcast");
         act.refused(None, p.require_platform()).await?;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
         let (severity, subject, orgs) = check(req)?;
         if let Some(orgs) = &orgs {
-            let unknown = topics::unknown_organizations(&state.pool, orgs).await?;
+            let unknown = topics::unknown_organizations(&cx.state.pool, orgs).await?;
             if !unknown.is_empty() {
                 let names = req.organizations.iter().flatten().enumerate();
                 return Err(ApiError::Invalid(
@@ -244,11 +236,10 @@ impl BroadcastsApi {
                 ));
             }
         }
-        let hash = key
-            .as_ref()
-            .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
-        let attempts = |c: Channel| state.jobs.queue(QueueName::for_channel(c)).max_attempts as i32;
-        let mut tx = state.pool.begin().await?;
+        let hash = key.as_ref().map(|_| request_hash(req));
+        let attempts =
+            |c: Channel| cx.state.jobs.queue(QueueName::for_channel(c)).max_attempts as i32;
+        let mut tx = cx.state.pool.begin().await?;
         let done = topics::broadcast(
             &mut tx,
             NewBroadcast {
@@ -299,12 +290,12 @@ impl BroadcastsApi {
                     at,
                 })
                 .collect();
-            if let Err(error) = shared::events::publish(&state.queues, &events).await {
+            if let Err(error) = shared::events::publish(&cx.state.queues, &events).await {
                 // The inbox entries still arrive; only the live alert is lost.
                 tracing::warn!(%error, "cannot publish the system alert");
             }
         }
-        let view = view(&state, broadcast).await?;
+        let view = view(cx.state, broadcast).await?;
         let location = view.status_url.clone();
         Ok(BroadcastResponse::Accepted(
             Json(view),
@@ -316,22 +307,14 @@ impl BroadcastsApi {
     /// Read a broadcast (platform admins): its notifications per channel and
     /// status.
     #[oai(path = "/:id", method = "get", operation_id = "broadcasts.get")]
-    async fn get(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
-        id: Path<String>,
-    ) -> Result<BroadcastResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("broadcast.read", "broadcast");
+    async fn get(&self, cx: AdminCtx<'_>, id: Path<String>) -> Result<BroadcastResponse, ApiError> {
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "broadcast.read", "broadcast");
         act.refused(Some(&id.0), p.require_platform()).await?;
         let id = crate::extract::id::<uuid::Uuid>(&id.0, "broadcast")?;
-        let b = topics::get_broadcast(&state.pool, id)
+        let b = topics::get_broadcast(&cx.state.pool, id)
             .await?
             .ok_or(ApiError::NotFound("broadcast"))?;
-        Ok(BroadcastResponse::Ok(Json(view(&state, b).await?)))
+        Ok(BroadcastResponse::Ok(Json(view(cx.state, b).await?)))
     }
 }

@@ -10,9 +10,10 @@
 //! error fails the job and sends nothing.
 
 use crate::extract::PathId;
+use crate::extract::ServiceCtx;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use poem::web::{Data, Field, Multipart};
+use poem::web::{Field, Multipart};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path},
@@ -27,9 +28,11 @@ use tokio::io::AsyncReadExt;
 
 use crate::{
     AppState,
-    auth::ServiceKey,
     error::ApiError,
-    routes::{ApiTags, batches::StatusCounts},
+    routes::{
+        ApiTags,
+        batches::{StatusCounts, default_batch_channels},
+    },
 };
 
 mod form;
@@ -373,13 +376,12 @@ impl BulkApi {
     )]
     async fn upload(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         upload: CsvForm,
     ) -> Result<UploadResponse, ApiError> {
         let mut multipart = upload.0;
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let key = super::notifications::idempotency_key(key.0)?;
         let bad_form = |e: poem::error::ParseMultipartError| {
             ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
@@ -408,10 +410,10 @@ impl BulkApi {
         let mut hasher = key
             .as_ref()
             .map(|_| request_hasher(&fields, file_name.as_deref()));
-        let form = form(&state, tenant_id, fields).await?;
+        let form = form(cx.state, tenant_id, fields).await?;
         let mapping = serde_json::to_value(&form.mapping).map_err(anyhow::Error::from)?;
         let created = bulk::create(
-            &state.pool,
+            &cx.state.pool,
             tenant_id,
             NewJob {
                 template_key: &form.template,
@@ -427,7 +429,7 @@ impl BulkApi {
             (Some(id), _, _) => id,
             // Another upload holds the key: this one is a replay, or a reuse.
             (None, Some(k), Some(h)) => {
-                let prior = bulk::by_idempotency_key(&state.pool, tenant_id, k)
+                let prior = bulk::by_idempotency_key(&cx.state.pool, tenant_id, k)
                     .await?
                     .ok_or_else(|| {
                         ApiError::Conflict(
@@ -435,7 +437,7 @@ impl BulkApi {
                                 .into(),
                         )
                     })?;
-                return replay(&state, prior, file, &mut multipart, h.clone()).await;
+                return replay(cx.state, prior, file, &mut multipart, h.clone()).await;
             }
             (None, _, _) => {
                 return Err(ApiError::Internal(anyhow::anyhow!(
@@ -444,7 +446,7 @@ impl BulkApi {
             }
         };
         let stored = async {
-            let size = store_file(&state, id, file, hasher.as_mut()).await?;
+            let size = store_file(cx.state, id, file, hasher.as_mut()).await?;
             if size == 0 {
                 return Err(ApiError::invalid("file", "is empty"));
             }
@@ -457,14 +459,14 @@ impl BulkApi {
         let size = match stored {
             Ok(size) => size,
             Err(e) => {
-                bulk::discard(&state.pool, tenant_id, id).await?;
+                bulk::discard(&cx.state.pool, tenant_id, id).await?;
                 return Err(e);
             }
         };
         let hash = hasher.map(|h| h.finalize().to_vec());
-        bulk::finish_upload(&state.pool, tenant_id, id, size, hash.as_deref())
+        bulk::finish_upload(&cx.state.pool, tenant_id, id, size, hash.as_deref())
             .await?
-            .push(&state.queues, &state.pool)
+            .push(&cx.state.queues, &cx.state.pool)
             .await?;
         tracing::info!(bulk_job_id = %id, size, "CSV upload stored");
         metrics::counter!("bulk_csv_bytes_received_total").increment(size);
@@ -489,13 +491,12 @@ impl BulkApi {
     )]
     async fn get(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         job_id: Path<PathId<BulkJobId>>,
     ) -> Result<BulkResponse, ApiError> {
         let id = job_id.0.get("bulk job")?;
         Ok(BulkResponse::Ok(Json(
-            load(&state, auth.0.tenant_id, id).await?,
+            load(cx.state, cx.auth.0.tenant_id, id).await?,
         )))
     }
 
@@ -508,20 +509,22 @@ impl BulkApi {
     )]
     async fn errors(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         job_id: Path<PathId<BulkJobId>>,
     ) -> Result<ErrorsResponse, ApiError> {
         let id = job_id.0.get("bulk job")?;
-        let mut conn = state.pool.acquire().await?;
-        if bulk::get(&mut conn, auth.0.tenant_id, id).await?.is_none() {
+        let mut conn = cx.state.pool.acquire().await?;
+        if bulk::get(&mut conn, cx.auth.0.tenant_id, id)
+            .await?
+            .is_none()
+        {
             return Err(ApiError::NotFound("bulk job"));
         }
         drop(conn);
-        let pool = state.pool.clone();
+        let pool = cx.state.pool.clone();
         // The body is read after the handler returned, outside the
         // request's scope: each page is walled to the organisation again.
-        let tenant = auth.0.tenant_id;
+        let tenant = cx.auth.0.tenant_id;
         let header = futures::stream::once(async {
             Ok::<_, std::io::Error>("row,column,reason,value\n".to_owned())
         });
@@ -571,13 +574,12 @@ impl BulkApi {
     )]
     async fn cancel(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         job_id: Path<PathId<BulkJobId>>,
     ) -> Result<BulkResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = job_id.0.get("bulk job")?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let done = bulk::cancel(&mut tx, tenant_id, id).await?;
         tx.commit().await?;
         match done {
@@ -592,6 +594,6 @@ impl BulkApi {
             }
             bulk::Cancelled::NotFound => return Err(ApiError::NotFound("bulk job")),
         }
-        Ok(BulkResponse::Ok(Json(load(&state, tenant_id, id).await?)))
+        Ok(BulkResponse::Ok(Json(load(cx.state, tenant_id, id).await?)))
     }
 }

@@ -9,7 +9,6 @@
 //! touches.
 
 use chrono::{DateTime, Duration, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
@@ -26,12 +25,9 @@ use shared::{
 use uuid::Uuid;
 
 use crate::{
-    AppState,
-    access::Principal,
-    auth::Admin,
     error::ApiError,
+    extract::AdminCtx,
     extract::{Cursor, PageSize, Params, PathId, page},
-    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -387,15 +383,9 @@ fn counts(
 
 impl ErrorsApi {
     /// The caller's reach, or 403 (audited) for a caller who is no admin.
-    async fn reach(
-        state: &AppState,
-        auth: &Admin,
-        request_id: &RequestId,
-        action: &str,
-        id: Option<&str>,
-    ) -> Result<Reach, ApiError> {
-        let p = Principal::resolve(state, auth).await?;
-        let act = p.at(state, request_id).acting(action, "error_group");
+    async fn reach(cx: &AdminCtx<'_>, action: &str, id: Option<&str>) -> Result<Reach, ApiError> {
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, action, "error_group");
         act.refused(id, Ok(p.reach())).await
     }
 }
@@ -421,13 +411,11 @@ impl ErrorsApi {
     #[oai(path = "/errors", method = "get", operation_id = "errors.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<ListQuery>,
     ) -> Result<ErrorGroupPageResponse, ApiError> {
         let q = query.0;
-        let scope = Self::reach(&state, &auth, &request_id, "error_group.list", None).await?;
+        let scope = Self::reach(&cx, "error_group.list", None).await?;
         let filter = Filter {
             class: q.class.map(Into::into),
             kind: q.kind.map(Into::into),
@@ -436,7 +424,7 @@ impl ErrorsApi {
             since: q.since.map(clamp),
         };
         let after = q.cursor.map(Cursor::get).transpose()?;
-        let rows = store::list(&state.pool, scope, &filter, after, q.limit.fetch()).await?;
+        let rows = store::list(&cx.state.pool, scope, &filter, after, q.limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, q.limit, |g: &Group| (g.last_seen, g.id));
         Ok(ErrorGroupPageResponse::Ok(Json(ErrorGroupPage {
             items: rows.into_iter().map(Into::into).collect(),
@@ -455,13 +443,11 @@ impl ErrorsApi {
     )]
     async fn statistics(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<ErrorStatisticsResponse, ApiError> {
-        let scope = Self::reach(&state, &auth, &request_id, "error_group.statistics", None).await?;
+        let scope = Self::reach(&cx, "error_group.statistics", None).await?;
         let until = clamp(until.0.unwrap_or_else(Utc::now));
         let since = clamp(since.0.unwrap_or(until - Duration::hours(24)));
         if since >= until {
@@ -473,7 +459,7 @@ impl ErrorsApi {
                 "the range is longer than 366 days",
             ));
         }
-        let tallies = store::tallies(&state.pool, scope, since, until).await?;
+        let tallies = store::tallies(&cx.state.pool, scope, since, until).await?;
         let occurrences: i64 = tallies.iter().map(|t| t.occurrences).sum();
         let recoveries: i64 = tallies.iter().map(|t| t.recoveries).sum();
         let classes: Vec<&str> = ErrorClass::ALL.iter().map(|c| c.as_str()).collect();
@@ -503,27 +489,18 @@ impl ErrorsApi {
     #[oai(path = "/errors/:id", method = "get", operation_id = "errors.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ErrorGroupResponse, ApiError> {
-        let scope = Self::reach(
-            &state,
-            &auth,
-            &request_id,
-            "error_group.read",
-            Some(id.0.raw()),
-        )
-        .await?;
+        let scope = Self::reach(&cx, "error_group.read", Some(id.0.raw())).await?;
         let id = id.0.get("error group")?;
-        let group = store::get(&state.pool, scope, id)
+        let group = store::get(&cx.state.pool, scope, id)
             .await?
             .ok_or(ApiError::NotFound("error group"))?;
         let affected_organizations = match scope {
             Reach::Tenant(_) => None,
             Reach::Platform(_) => Some(
-                store::shares_across_tenants(&state.pool, id)
+                store::shares_across_tenants(&cx.state.pool, id)
                     .await?
                     .into_iter()
                     .map(Into::into)
@@ -545,27 +522,18 @@ impl ErrorsApi {
     )]
     async fn recoveries(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         cursor: Query<Option<Cursor<i64>>>,
         limit: Query<PageSize>,
     ) -> Result<RecoveryPageResponse, ApiError> {
-        let scope = Self::reach(
-            &state,
-            &auth,
-            &request_id,
-            "error_group.read",
-            Some(id.0.raw()),
-        )
-        .await?;
+        let scope = Self::reach(&cx, "error_group.read", Some(id.0.raw())).await?;
         let id = id.0.get("error group")?;
-        store::get(&state.pool, scope, id)
+        store::get(&cx.state.pool, scope, id)
             .await?
             .ok_or(ApiError::NotFound("error group"))?;
         let before = cursor.0.map(Cursor::get).transpose()?;
-        let rows = store::recoveries(&state.pool, scope, id, before, limit.0.fetch()).await?;
+        let rows = store::recoveries(&cx.state.pool, scope, id, before, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(RecoveryPageResponse::Ok(Json(RecoveryPage {
             items: rows.into_iter().map(Into::into).collect(),

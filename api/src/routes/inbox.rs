@@ -5,7 +5,6 @@
 //! first, paginated by an opaque cursor.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -25,8 +24,8 @@ use sqlx::{Postgres, Transaction};
 
 use crate::{
     AppState,
-    auth::UserJwt,
     error::ApiError,
+    extract::UserCtx,
     extract::{Cursor, PageSize, Params, PathId, page},
     identity::Identity,
     routes::ApiTags,
@@ -176,8 +175,7 @@ impl InboxApi {
     #[oai(path = "/", method = "get", operation_id = "inbox.list")]
     async fn list(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
         let ListQuery {
@@ -188,7 +186,7 @@ impl InboxApi {
             limit,
         } = query.0;
         let before = cursor.map(Cursor::get).transpose()?;
-        let Some(subscriber_id) = subscriber(&state, &auth.0).await? else {
+        let Some(subscriber_id) = subscriber(cx.state, &cx.auth.0).await? else {
             return Ok(PageResponse::Ok(Json(InboxPage {
                 items: vec![],
                 next_cursor: None,
@@ -200,8 +198,8 @@ impl InboxApi {
             category,
         };
         let items = inbox::list(
-            &state.pool,
-            auth.0.tenant_id,
+            &cx.state.pool,
+            cx.auth.0.tenant_id,
             subscriber_id,
             &filter,
             before,
@@ -221,13 +219,9 @@ impl InboxApi {
         method = "get",
         operation_id = "inbox.unread_count"
     )]
-    async fn unread_count(
-        &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
-    ) -> Result<CountResponse, ApiError> {
-        let unread = match subscriber(&state, &auth.0).await? {
-            Some(s) => inbox::unread_count(&state.pool, auth.0.tenant_id, s).await?,
+    async fn unread_count(&self, cx: UserCtx<'_>) -> Result<CountResponse, ApiError> {
+        let unread = match subscriber(cx.state, &cx.auth.0).await? {
+            Some(s) => inbox::unread_count(&cx.state.pool, cx.auth.0.tenant_id, s).await?,
             None => 0,
         };
         Ok(CountResponse::Ok(Json(UnreadCount { unread })))
@@ -239,16 +233,12 @@ impl InboxApi {
         method = "post",
         operation_id = "inbox.mark_all_read"
     )]
-    async fn mark_all_read(
-        &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
-    ) -> Result<ChangedResponse, ApiError> {
-        let Some(subscriber_id) = subscriber(&state, &auth.0).await? else {
+    async fn mark_all_read(&self, cx: UserCtx<'_>) -> Result<ChangedResponse, ApiError> {
+        let Some(subscriber_id) = subscriber(cx.state, &cx.auth.0).await? else {
             return Ok(ChangedResponse::Ok(Json(Changed { count: 0 })));
         };
-        let mut tx = begin_change(&state, &auth.0, subscriber_id).await?;
-        let count = inbox::mark_all_read(&mut *tx, auth.0.tenant_id, subscriber_id).await?;
+        let mut tx = begin_change(cx.state, &cx.auth.0, subscriber_id).await?;
+        let count = inbox::mark_all_read(&mut *tx, cx.auth.0.tenant_id, subscriber_id).await?;
         let changes = if count > 0 {
             vec![(
                 "notification.updated",
@@ -257,7 +247,7 @@ impl InboxApi {
         } else {
             vec![]
         };
-        finish_change(&state, tx, &auth.0, subscriber_id, changes).await?;
+        finish_change(cx.state, tx, &cx.auth.0, subscriber_id, changes).await?;
         Ok(ChangedResponse::Ok(Json(Changed { count })))
     }
 
@@ -266,8 +256,7 @@ impl InboxApi {
     #[oai(path = "/", method = "delete", operation_id = "inbox.delete_many")]
     async fn delete_many(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         /// Comma-separated notification ids.
         ids: Query<String>,
     ) -> Result<ChangedResponse, ApiError> {
@@ -291,17 +280,17 @@ impl InboxApi {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let Some(subscriber_id) = subscriber(&state, &auth.0).await? else {
+        let Some(subscriber_id) = subscriber(cx.state, &cx.auth.0).await? else {
             return Ok(ChangedResponse::Ok(Json(Changed { count: 0 })));
         };
-        let mut tx = begin_change(&state, &auth.0, subscriber_id).await?;
-        let deleted = inbox::delete(&mut *tx, auth.0.tenant_id, subscriber_id, &parsed).await?;
+        let mut tx = begin_change(cx.state, &cx.auth.0, subscriber_id).await?;
+        let deleted = inbox::delete(&mut *tx, cx.auth.0.tenant_id, subscriber_id, &parsed).await?;
         let count = deleted.len() as u64;
         let changes = deleted
             .into_iter()
             .map(|id| ("notification.updated", json!({"id": id, "deleted": true})))
             .collect();
-        finish_change(&state, tx, &auth.0, subscriber_id, changes).await?;
+        finish_change(cx.state, tx, &cx.auth.0, subscriber_id, changes).await?;
         Ok(ChangedResponse::Ok(Json(Changed { count })))
     }
 
@@ -309,15 +298,14 @@ impl InboxApi {
     #[oai(path = "/:id", method = "get", operation_id = "inbox.get")]
     async fn get(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
         let id = id.0.get("notification")?;
-        let subscriber_id = subscriber(&state, &auth.0)
+        let subscriber_id = subscriber(cx.state, &cx.auth.0)
             .await?
             .ok_or(ApiError::NotFound("notification"))?;
-        let item = inbox::get(&state.pool, auth.0.tenant_id, subscriber_id, id)
+        let item = inbox::get(&cx.state.pool, cx.auth.0.tenant_id, subscriber_id, id)
             .await?
             .ok_or(ApiError::NotFound("notification"))?;
         Ok(EntryResponse::Ok(Json(item.into())))
@@ -327,22 +315,20 @@ impl InboxApi {
     #[oai(path = "/:id/read", method = "patch", operation_id = "inbox.read")]
     async fn read(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        change(&state, &auth.0, id.0.raw(), Change::Read).await
+        change(cx.state, &cx.auth.0, id.0.raw(), Change::Read).await
     }
 
     /// Mark an entry unread.
     #[oai(path = "/:id/unread", method = "patch", operation_id = "inbox.unread")]
     async fn unread(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        change(&state, &auth.0, id.0.raw(), Change::Unread).await
+        change(cx.state, &cx.auth.0, id.0.raw(), Change::Unread).await
     }
 
     /// Archive an entry.
@@ -353,34 +339,32 @@ impl InboxApi {
     )]
     async fn archive(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<EntryResponse, ApiError> {
-        change(&state, &auth.0, id.0.raw(), Change::Archive).await
+        change(cx.state, &cx.auth.0, id.0.raw(), Change::Archive).await
     }
 
     /// Delete an entry.
     #[oai(path = "/:id", method = "delete", operation_id = "inbox.delete")]
     async fn delete(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<DeletedResponse, ApiError> {
         let id = id.0.get("notification")?;
-        let subscriber_id = subscriber(&state, &auth.0)
+        let subscriber_id = subscriber(cx.state, &cx.auth.0)
             .await?
             .ok_or(ApiError::NotFound("notification"))?;
-        let mut tx = begin_change(&state, &auth.0, subscriber_id).await?;
-        if inbox::delete(&mut *tx, auth.0.tenant_id, subscriber_id, &[id])
+        let mut tx = begin_change(cx.state, &cx.auth.0, subscriber_id).await?;
+        if inbox::delete(&mut *tx, cx.auth.0.tenant_id, subscriber_id, &[id])
             .await?
             .is_empty()
         {
             return Err(ApiError::NotFound("notification"));
         }
         let changes = vec![("notification.updated", json!({"id": id, "deleted": true}))];
-        finish_change(&state, tx, &auth.0, subscriber_id, changes).await?;
+        finish_change(cx.state, tx, &cx.auth.0, subscriber_id, changes).await?;
         Ok(DeletedResponse::NoContent)
     }
 }

@@ -41,8 +41,8 @@ use crate::body::StrictJson;
 use crate::{
     AppState,
     access::{self, Principal},
-    auth::Admin,
     error::ApiError,
+    extract::AdminCtx,
     middleware::RequestId,
     routes::{
         ApiTags,
@@ -84,12 +84,10 @@ impl InvitationsApi {
     #[oai(path = "/", method = "post", operation_id = "invitations.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
-        created(&state, &auth, &request_id, body.0, None, None).await
+        created(&cx, body.0, None, None).await
     }
 
     /// Invite a doctor.
@@ -100,20 +98,10 @@ impl InvitationsApi {
     )]
     async fn create_doctor(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
-        created(
-            &state,
-            &auth,
-            &request_id,
-            body.0,
-            Some(InvitationType::Doctor),
-            None,
-        )
-        .await
+        created(&cx, body.0, Some(InvitationType::Doctor), None).await
     }
 
     /// Invite a sales representative.
@@ -124,20 +112,10 @@ impl InvitationsApi {
     )]
     async fn create_sales(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
-        created(
-            &state,
-            &auth,
-            &request_id,
-            body.0,
-            Some(InvitationType::Sales),
-            None,
-        )
-        .await
+        created(&cx, body.0, Some(InvitationType::Sales), None).await
     }
 
     /// Invite practice staff (office_admin or medical_staff).
@@ -148,15 +126,11 @@ impl InvitationsApi {
     )]
     async fn create_practice_staff(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         created(
-            &state,
-            &auth,
-            &request_id,
+            &cx,
             body.0,
             None,
             Some(&[InvitationType::OfficeAdmin, InvitationType::MedicalStaff]),
@@ -172,12 +146,10 @@ impl InvitationsApi {
     )]
     async fn bulk_create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<BulkCreate>,
     ) -> Result<BulkResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let items = body.0.invitations;
         if items.is_empty() || items.len() > MAX_BULK {
             return Err(ApiError::invalid(
@@ -187,7 +159,7 @@ impl InvitationsApi {
         }
         let mut results = Vec::with_capacity(items.len());
         for (i, body) in items.into_iter().enumerate() {
-            let r = create_one(&state, &p, &request_id, body, None, None).await;
+            let r = create_one(cx.state, &p, cx.request_id, body, None, None).await;
             results.push(item(i, r.map(|inv| (201, inv.id))));
         }
         Ok(summarise(results))
@@ -201,19 +173,14 @@ impl InvitationsApi {
     )]
     async fn bulk_resend(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<BulkIds>,
     ) -> Result<BulkResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        bulk_ids(&body.0.ids)?;
-        let mut results = Vec::new();
-        for (i, raw) in body.0.ids.iter().enumerate() {
-            let r = resend_one(&state, &p, &request_id, raw, None).await;
-            results.push(item(i, r.map(|id| (200, id))));
-        }
-        Ok(summarise(results))
+        let p = cx.principal().await?;
+        bulk_each(&body.0.ids, |raw| {
+            resend_one(cx.state, &p, cx.request_id, raw, None)
+        })
+        .await
     }
 
     /// Cancel up to 100 invitations (207).
@@ -224,19 +191,14 @@ impl InvitationsApi {
     )]
     async fn bulk_cancel(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<BulkIds>,
     ) -> Result<BulkResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        bulk_ids(&body.0.ids)?;
-        let mut results = Vec::new();
-        for (i, raw) in body.0.ids.iter().enumerate() {
-            let r = cancel_one(&state, &p, &request_id, raw).await;
-            results.push(item(i, r.map(|id| (200, id))));
-        }
-        Ok(summarise(results))
+        let p = cx.principal().await?;
+        bulk_each(&body.0.ids, |raw| {
+            cancel_one(cx.state, &p, cx.request_id, raw)
+        })
+        .await
     }
 
     /// List invitations (admins: every one in scope; others: those they
@@ -244,8 +206,7 @@ impl InvitationsApi {
     #[oai(path = "/", method = "get", operation_id = "invitations.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
         let ListQuery {
@@ -255,7 +216,7 @@ impl InvitationsApi {
             cursor,
             limit,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         const STATUSES: &[&str] = &[
             "pending",
             "sent",
@@ -287,7 +248,7 @@ impl InvitationsApi {
         // Non-admins see only what they sent: filter while paging.
         loop {
             let batch = invitations::list(
-                &state.pool,
+                &cx.state.pool,
                 p.reach(),
                 invitations::Filter {
                     status: status.as_deref(),
@@ -322,13 +283,9 @@ impl InvitationsApi {
         method = "get",
         operation_id = "invitations.summary"
     )]
-    async fn summary(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<SummaryResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let rows = invitations::stats(&state.pool, p.reach()).await?;
+    async fn summary(&self, cx: AdminCtx<'_>) -> Result<SummaryResponse, ApiError> {
+        let p = cx.principal().await?;
+        let rows = invitations::stats(&cx.state.pool, p.reach()).await?;
         let mut by_status = std::collections::BTreeMap::new();
         for (s, _, n) in &rows {
             *by_status.entry(s.clone()).or_insert(0) += n;
@@ -474,24 +431,12 @@ impl InvitationsApi {
     #[oai(path = "/:id", method = "get", operation_id = "invitations.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<InvitationResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("invitation.read", "invitation");
-        let result = async {
-            let inv = invitations::get(&state.pool, p.reach(), id.0.get("invitation")?)
-                .await?
-                .ok_or(ApiError::NotFound("invitation"))?;
-            check_can_manage(&p, &inv)?;
-            Ok(inv)
-        }
-        .await;
-        let inv = act.refused(Some(id.0.raw()), result).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "invitation.read", "invitation");
+        let inv = managed(cx.state, &p, &act, id.0.raw()).await?;
         Ok(InvitationResponse::Ok(Json(inv.into())))
     }
 
@@ -499,34 +444,22 @@ impl InvitationsApi {
     #[oai(path = "/:id", method = "put", operation_id = "invitations.update")]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("invitation.update", "invitation");
-        let result = async {
-            let inv = invitations::get(&state.pool, p.reach(), id.0.get("invitation")?)
-                .await?
-                .ok_or(ApiError::NotFound("invitation"))?;
-            check_can_manage(&p, &inv)?;
-            Ok(inv)
-        }
-        .await;
-        let inv = act.refused(Some(id.0.raw()), result).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "invitation.update", "invitation");
+        let inv = managed(cx.state, &p, &act, id.0.raw()).await?;
         let b = body.0;
         let first = check_name("first_name", b.first_name.as_deref())?;
         let last = check_name("last_name", b.last_name.as_deref())?;
         let message = check_message(b.message.as_deref())?;
         let expires_at = b
             .expires_in_days
-            .map(|d| expiry(&state, Some(d)))
+            .map(|d| expiry(cx.state, Some(d)))
             .transpose()?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let updated = invitations::update(
             &mut tx,
             inv.tenant_id,
@@ -554,13 +487,11 @@ impl InvitationsApi {
     #[oai(path = "/:id", method = "delete", operation_id = "invitations.cancel")]
     async fn cancel(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<CancelResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        cancel_one(&state, &p, &request_id, id.0.raw()).await?;
+        let p = cx.principal().await?;
+        cancel_one(cx.state, &p, cx.request_id, id.0.raw()).await?;
         Ok(CancelResponse::NoContent)
     }
 
@@ -573,17 +504,15 @@ impl InvitationsApi {
     )]
     async fn resend(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "30")))] expires_in_days: Query<
             Option<u32>,
         >,
     ) -> Result<InvitationResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let id = resend_one(&state, &p, &request_id, id.0.raw(), expires_in_days.0).await?;
-        let inv = invitations::get(&state.pool, p.reach(), id)
+        let p = cx.principal().await?;
+        let id = resend_one(cx.state, &p, cx.request_id, id.0.raw(), expires_in_days.0).await?;
+        let inv = invitations::get(&cx.state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("invitation"))?;
         Ok(InvitationResponse::Ok(Json(inv.into())))

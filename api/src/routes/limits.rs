@@ -7,7 +7,6 @@
 //! and within `rate_limits.settings_cache_secs` on the others.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
@@ -20,11 +19,10 @@ use shared::{
 use crate::{
     AppState,
     access::Principal,
-    auth::Admin,
     body::StrictJson,
     error::{ApiError, InvalidParam},
+    extract::AdminCtx,
     limits::{Class, OVERRIDABLE, Period},
-    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -168,19 +166,15 @@ impl LimitsApi {
     )]
     async fn get_rate_limits(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<String>,
     ) -> Result<RateLimitsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.rate_limits.read", "organization");
-        let result = readable(&state, &p, &id.0).await;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.rate_limits.read", "organization");
+        let result = readable(cx.state, &p, &id.0).await;
         let oid = act.refused(Some(&id.0), result).await?;
-        let set = limits::overrides(&state.pool, oid).await?;
-        Ok(RateLimitsResponse::Ok(Json(rate_view(&state, oid, &set))))
+        let set = limits::overrides(&cx.state.pool, oid).await?;
+        Ok(RateLimitsResponse::Ok(Json(rate_view(cx.state, oid, &set))))
     }
 
     /// Set an organisation's own request rate limits (platform admins): the
@@ -193,17 +187,13 @@ impl LimitsApi {
     )]
     async fn put_rate_limits(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<String>,
         body: StrictJson<RateLimitsInput>,
     ) -> Result<RateLimitsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.rate_limits.update", "organization");
-        let result = writable(&state, &p, &id.0).await;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.rate_limits.update", "organization");
+        let result = writable(cx.state, &p, &id.0).await;
         let oid = act.refused(Some(&id.0), result).await?;
         let b = body.0;
         let mut problems = Vec::new();
@@ -234,13 +224,13 @@ impl LimitsApi {
         if !problems.is_empty() {
             return Err(ApiError::Invalid(problems));
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         limits::replace_overrides(&mut tx, oid, &set).await?;
         act.audit(&mut *tx, Some(oid), oid, json!({"limits": set.iter().map(|o| json!({"class": o.class, "per_sec": o.per_sec, "burst": o.burst})).collect::<Vec<_>>()}))
         .await?;
         tx.commit().await?;
-        state.limits.forget(oid);
-        Ok(RateLimitsResponse::Ok(Json(rate_view(&state, oid, &set))))
+        cx.state.limits.forget(oid);
+        Ok(RateLimitsResponse::Ok(Json(rate_view(cx.state, oid, &set))))
     }
 
     /// Remove an organisation's own request rate limits (platform admins):
@@ -252,23 +242,19 @@ impl LimitsApi {
     )]
     async fn delete_rate_limits(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<String>,
     ) -> Result<RateLimitsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.rate_limits.delete", "organization");
-        let result = writable(&state, &p, &id.0).await;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.rate_limits.delete", "organization");
+        let result = writable(cx.state, &p, &id.0).await;
         let oid = act.refused(Some(&id.0), result).await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         limits::replace_overrides(&mut tx, oid, &[]).await?;
         act.audit(&mut *tx, Some(oid), oid, json!({})).await?;
         tx.commit().await?;
-        state.limits.forget(oid);
-        Ok(RateLimitsResponse::Ok(Json(rate_view(&state, oid, &[]))))
+        cx.state.limits.forget(oid);
+        Ok(RateLimitsResponse::Ok(Json(rate_view(cx.state, oid, &[]))))
     }
 
     /// An organisation's send quotas and what the current day and month
@@ -281,20 +267,16 @@ impl LimitsApi {
     )]
     async fn get_quotas(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<String>,
     ) -> Result<QuotasResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.quotas.read", "organization");
-        let result = readable(&state, &p, &id.0).await;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.quotas.read", "organization");
+        let result = readable(cx.state, &p, &id.0).await;
         let oid = act.refused(Some(&id.0), result).await?;
-        let set = limits::quotas(&state.pool, oid).await?;
+        let set = limits::quotas(&cx.state.pool, oid).await?;
         Ok(QuotasResponse::Ok(Json(
-            quotas_view(&state, oid, set).await,
+            quotas_view(cx.state, oid, set).await,
         )))
     }
 
@@ -309,27 +291,23 @@ impl LimitsApi {
     )]
     async fn put_quotas(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<String>,
         body: StrictJson<QuotasInput>,
     ) -> Result<QuotasResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.quotas.update", "organization");
-        let result = writable(&state, &p, &id.0).await;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.quotas.update", "organization");
+        let result = writable(cx.state, &p, &id.0).await;
         let oid = act.refused(Some(&id.0), result).await?;
         let set = check_quotas(body.0.quotas)?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         limits::replace_quotas(&mut tx, oid, &set).await?;
         act.audit(&mut *tx, Some(oid), oid, json!({"quotas": set.iter().map(|q| json!({"channel": q.channel, "period": q.period, "quota": q.quota})).collect::<Vec<_>>()}))
         .await?;
         tx.commit().await?;
-        state.limits.forget(oid);
+        cx.state.limits.forget(oid);
         Ok(QuotasResponse::Ok(Json(
-            quotas_view(&state, oid, set).await,
+            quotas_view(cx.state, oid, set).await,
         )))
     }
 }
@@ -389,17 +367,9 @@ fn check_quotas(input: Vec<QuotaInput>) -> Result<Vec<Quota>, ApiError> {
 }
 
 fn rate_view(state: &AppState, oid: TenantId, set: &[Override]) -> RateLimitsView {
-    let classes = [
-        Class::Send,
-        Class::Read,
-        Class::Write,
-        Class::Upload,
-        Class::Auth,
-        Class::Callback,
-    ];
     RateLimitsView {
         organization_id: oid.to_string(),
-        limits: classes
+        limits: Class::ALL
             .into_iter()
             .map(|class| {
                 let own = OVERRIDABLE

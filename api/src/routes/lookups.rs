@@ -7,7 +7,6 @@
 //! the code's own enums and cannot be changed.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
@@ -16,10 +15,7 @@ use shared::{
 };
 
 use crate::access::Act;
-use crate::{
-    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
-    middleware::RequestId, routes::ApiTags,
-};
+use crate::{AppState, body::StrictJson, error::ApiError, extract::AdminCtx, routes::ApiTags};
 
 /// The lookup endpoints.
 #[derive(Debug)]
@@ -273,15 +269,11 @@ impl LookupsApi {
     /// categories, organisation types, BAA statuses, shipment statuses,
     /// error classes and channels.
     #[oai(path = "/lookups", method = "get", operation_id = "lookups.list")]
-    async fn list(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<LookupListsResponse, ApiError> {
-        Principal::resolve(&state, &auth).await?;
+    async fn list(&self, cx: AdminCtx<'_>) -> Result<LookupListsResponse, ApiError> {
+        cx.principal().await?;
         let mut items = Vec::new();
         for kind in LookupKind::ALL {
-            items.push(list_of(&state, *kind).await?);
+            items.push(list_of(cx.state, *kind).await?);
         }
         Ok(LookupListsResponse::Ok(Json(LookupLists { items })))
     }
@@ -290,13 +282,12 @@ impl LookupsApi {
     #[oai(path = "/lookups/:kind", method = "get", operation_id = "lookups.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         kind: Path<LookupKindParam>,
     ) -> Result<LookupListResponse, ApiError> {
-        Principal::resolve(&state, &auth).await?;
+        cx.principal().await?;
         Ok(LookupListResponse::Ok(Json(
-            list_of(&state, kind.0.into()).await?,
+            list_of(cx.state, kind.0.into()).await?,
         )))
     }
 
@@ -310,19 +301,16 @@ impl LookupsApi {
     )]
     async fn put(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         kind: Path<EditableKindParam>,
         #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))] code: Path<String>,
         body: StrictJson<LookupValueBody>,
     ) -> Result<LookupValueResponse, ApiError> {
         let kind: LookupKind = kind.0.into();
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let resource = format!("{}/{}", kind.as_str(), code.0);
         let allowed = p.require_platform();
-        p.at(&state, &request_id)
-            .acting("lookup.update", "lookup")
+        cx.acting(&p, "lookup.update", "lookup")
             .refused(Some(&resource), allowed)
             .await?;
         if !lookups::valid_code(&code.0) {
@@ -332,7 +320,7 @@ impl LookupsApi {
             ));
         }
         let (label, description) = checked(&body.0)?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         if kind.open() && store::count(&mut *tx, kind).await? >= lookups::MAX_VALUES {
             let exists = store::list(&mut *tx, kind)
                 .await?
@@ -343,9 +331,8 @@ impl LookupsApi {
                     "{} already has 200 values",
                     kind.as_str()
                 )));
-                return p
-                    .at(&state, &request_id)
-                    .acting("lookup.create", "lookup")
+                return cx
+                    .acting(&p, "lookup.create", "lookup")
                     .refused(Some(&resource), full)
                     .await;
             }
@@ -358,9 +345,8 @@ impl LookupsApi {
         let written = store::put(&mut *tx, kind, &code.0, &change, kind.open())
             .await?
             .ok_or(ApiError::NotFound("lookup value"));
-        let (value, created) = p
-            .at(&state, &request_id)
-            .acting("lookup.update", "lookup")
+        let (value, created) = cx
+            .acting(&p, "lookup.update", "lookup")
             .refused(Some(&resource), written)
             .await?;
         let action = if created {
@@ -372,7 +358,7 @@ impl LookupsApi {
                              "description": value.description, "position": value.position});
         p.audit(
             &mut *tx,
-            &request_id,
+            cx.request_id,
             None,
             Act {
                 action,
@@ -399,19 +385,17 @@ impl LookupsApi {
     )]
     async fn delete(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         kind: Path<OpenKindParam>,
         #[oai(validator(pattern = "^[a-z][a-z0-9_]{0,63}$"))] code: Path<String>,
     ) -> Result<LookupDeletedResponse, ApiError> {
         let kind: LookupKind = kind.0.into();
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("lookup.delete", "lookup");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "lookup.delete", "lookup");
         let resource = format!("{}/{}", kind.as_str(), code.0);
         let allowed = p.require_platform();
         act.refused(Some(&resource), allowed).await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let gone = if store::delete(&mut *tx, kind, &code.0).await? {
             Ok(())
         } else {

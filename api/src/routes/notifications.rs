@@ -7,8 +7,8 @@
 //! scheduler's dispatcher pushes it later.
 
 use crate::extract::PathId;
+use crate::extract::ServiceCtx;
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, param::Path, payload::Json};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -26,7 +26,6 @@ use crate::accept::Shared;
 use crate::body::StrictJson;
 use crate::{
     AppState,
-    auth::ServiceKey,
     error::{ApiError, InvalidParam},
     routes::ApiTags,
 };
@@ -35,8 +34,8 @@ mod plan;
 mod validate;
 
 use plan::*;
-pub(crate) use validate::idempotency_key;
 use validate::*;
+pub(crate) use validate::{accepted_before, idempotency_key, request_hash};
 
 /// Most keys in `metadata`.
 const MAX_METADATA_KEYS: usize = 50;
@@ -305,17 +304,15 @@ impl NotificationsApi {
     #[oai(path = "/send", method = "post", operation_id = "notifications.send")]
     async fn send(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&crate::middleware::RequestId>,
+        cx: ServiceCtx<'_>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<SendRequest>,
     ) -> Result<SendResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
         if req.phi == Some(true) {
-            phi_allowed(&state, tenant_id).await?;
+            phi_allowed(cx.state, tenant_id).await?;
         }
         let run_at = match req.send_at {
             Some(at) if at > Utc::now() + chrono::Duration::days(365) => {
@@ -328,7 +325,7 @@ impl NotificationsApi {
             _ => None,
         };
         let (plans, skipped, critical, known) = match &req.template {
-            Some(template) => plan_template(&state, tenant_id, req, template).await?,
+            Some(template) => plan_template(cx.state, tenant_id, req, template).await?,
             None => {
                 for (name, present) in [
                     ("template_data", req.template_data.is_some()),
@@ -349,26 +346,12 @@ impl NotificationsApi {
         };
         // Counted against the organisation's send quotas before anything is
         // written: a send that would pass one is refused whole.
-        let taken = state
-            .limits
-            .take_quota(
-                tenant_id,
-                Some(&request_id.0.0),
-                &crate::limits::per_channel(plans.iter().map(|p| p.channel())),
-            )
-            .await;
-        let quota = state
-            .limits
-            .unless_replayed(taken, async {
-                match key.as_deref() {
-                    Some(k) => shared::db::limits::send_accepted(&state.pool, tenant_id, k).await,
-                    None => Ok(false),
-                }
-            })
-            .await?;
-        let hash = key
-            .as_ref()
-            .map(|_| Sha256::digest(serde_json::to_vec(req).unwrap_or_default()).to_vec());
+        let counts = crate::limits::per_channel(plans.iter().map(|p| p.channel()));
+        let replayed = accepted_before(key.as_deref(), |k| {
+            shared::db::limits::send_accepted(&cx.state.pool, tenant_id, k)
+        });
+        let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
+        let hash = key.as_ref().map(|_| request_hash(req));
         // A send with nothing to decide in its transaction shares a commit
         // with the sends accepted beside it; a subscriber it names must
         // exist already.
@@ -378,7 +361,7 @@ impl NotificationsApi {
             && known.is_none()
             && let Some(external_id) = plans.iter().find_map(|p| p.subscriber.as_ref())
         {
-            known = subscribers::find_id(&state.pool, tenant_id, external_id)
+            known = subscribers::find_id(&cx.state.pool, tenant_id, external_id)
                 .await?
                 .map(|id| (external_id.clone(), id));
         }
@@ -403,7 +386,8 @@ impl NotificationsApi {
                     recipient: plan.recipient.clone(),
                     content: plan.content.to_stored(),
                     metadata: plan.metadata.clone(),
-                    max_attempts: state
+                    max_attempts: cx
+                        .state
                         .jobs
                         .queue(QueueName::for_channel(plan.channel()))
                         .max_attempts,
@@ -419,7 +403,7 @@ impl NotificationsApi {
                 .iter()
                 .map(|r| (r.id, r.channel, NotificationStatus::Queued))
                 .collect();
-            if let Shared::Committed { placed } = state.acceptor.accept(rows).await? {
+            if let Shared::Committed { placed } = cx.state.acceptor.accept(rows).await? {
                 for (id, _, status) in &mut created {
                     if placed.contains(id) {
                         *status = NotificationStatus::Sent;
@@ -438,11 +422,11 @@ impl NotificationsApi {
         for plan in &plans {
             let queue = QueueName::for_channel(plan.channel());
             if run_at.is_none() && !push.contains_key(&queue) {
-                let room = state.window.reserve(queue).await;
+                let room = cx.state.window.reserve(queue).await;
                 push.insert(queue, room);
             }
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = Vec::new();
         // A subscriber is looked up (or created) once per send, not per channel.
         for (i, plan) in plans.iter().enumerate() {
@@ -463,7 +447,7 @@ impl NotificationsApi {
                 recipient: &plan.recipient,
                 content: plan.content.to_stored(),
                 metadata: plan.metadata.clone(),
-                max_attempts: state.jobs.queue(queue).max_attempts,
+                max_attempts: cx.state.jobs.queue(queue).max_attempts,
                 // The first notification carries the request's key; the
                 // others are found through it.
                 idempotency: if i == 0 {
@@ -491,7 +475,7 @@ impl NotificationsApi {
                     drop(tx);
                     // A replay sends nothing again.
                     quota.give_back().await;
-                    let earlier = notifications::of_send(&state.pool, tenant_id, id).await?;
+                    let earlier = notifications::of_send(&cx.state.pool, tenant_id, id).await?;
                     return Ok(accepted(&earlier, skipped, true));
                 }
                 Inserted::Existing {
@@ -532,7 +516,7 @@ impl NotificationsApi {
         if !inbox_events.is_empty() {
             metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
                 .increment(1);
-            state.throughput.record(
+            cx.state.throughput.record(
                 QueueName::InApp,
                 Some(tenant_id),
                 shared::throughput::Outcome::Sent,
@@ -540,7 +524,7 @@ impl NotificationsApi {
                 None,
                 Some(std::time::Duration::ZERO),
             );
-            if let Err(error) = shared::events::publish(&state.queues, &inbox_events).await {
+            if let Err(error) = shared::events::publish(&cx.state.queues, &inbox_events).await {
                 // Connected clients catch up from Postgres when they reconnect.
                 tracing::warn!(%error, "cannot publish inbox events");
             }
@@ -569,7 +553,7 @@ impl NotificationsApi {
                 channel,
                 notification_ids: ids,
             })
-            .push(&state.queues, &state.pool)
+            .push(&cx.state.queues, &cx.state.pool)
             .await?;
         }
         tracing::info!(notification_id = %created[0].0, count = created.len(), "send accepted");
@@ -589,13 +573,12 @@ impl NotificationsApi {
     )]
     async fn cancel(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<CancelResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("notification")?;
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = cx.state.pool.acquire().await?;
         match notifications::cancel(&mut conn, tenant_id, id).await? {
             notifications::Cancelled::Done => {
                 tracing::info!(notification_id = %id, "cancelled");
@@ -616,15 +599,14 @@ impl NotificationsApi {
     #[oai(path = "/:id", method = "get", operation_id = "notifications.get")]
     async fn get(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<GetResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("notification")?;
         // One snapshot for the row and its attempts, so a worker recording an
         // attempt in between cannot make them disagree.
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         shared::db::read_snapshot(&mut tx).await?;
         let n = notifications::get(&mut *tx, tenant_id, id)
             .await?

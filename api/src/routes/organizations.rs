@@ -10,10 +10,8 @@
 //! is `compliant: false`. With the setting `block_phi_when_non_compliant`,
 //! its sends marked `phi: true` are refused with 403.
 
-use crate::access::Act;
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, NaiveDate, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -28,10 +26,7 @@ use shared::{
 };
 
 use crate::body::StrictJson;
-use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId,
-    routes::ApiTags,
-};
+use crate::{access::Principal, error::ApiError, extract::AdminCtx, routes::ApiTags};
 
 mod views;
 
@@ -73,15 +68,11 @@ impl OrganizationsApi {
     #[oai(path = "/", method = "post", operation_id = "organizations.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.create", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.create", "organization");
         act.refused(None, p.require_platform()).await?;
         let b = body.0;
         let name = check_name(&b.name)?;
@@ -89,7 +80,7 @@ impl OrganizationsApi {
         let contact = check_object("contact", b.contact)?.unwrap_or_else(|| json!({}));
         let address = check_object("address", b.address)?.unwrap_or_else(|| json!({}));
         let settings = check_object("settings", b.settings)?.unwrap_or_else(|| json!({}));
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let org = organizations::create(
             &mut tx,
             NewOrganization {
@@ -113,9 +104,7 @@ impl OrganizationsApi {
     #[oai(path = "/", method = "get", operation_id = "organizations.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<ListQuery>,
     ) -> Result<PageResponse, ApiError> {
         let ListQuery {
@@ -126,10 +115,8 @@ impl OrganizationsApi {
             cursor,
             limit,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.list", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.list", "organization");
         act.refused(None, p.require_platform()).await?;
         if let Some(s) = status.as_deref()
             && !STATUSES.contains(&s)
@@ -146,7 +133,7 @@ impl OrganizationsApi {
             return Err(ApiError::invalid("name", "must be at most 200 characters"));
         }
         let rows = organizations::list(
-            &state.pool,
+            &cx.state.pool,
             Filter {
                 status: status.as_deref(),
                 kind: kind.as_deref(),
@@ -167,18 +154,11 @@ impl OrganizationsApi {
 
     /// Organisation counts (platform admins).
     #[oai(path = "/stats", method = "get", operation_id = "organizations.stats")]
-    async fn stats(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
-    ) -> Result<StatsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.stats", "organization");
+    async fn stats(&self, cx: AdminCtx<'_>) -> Result<StatsResponse, ApiError> {
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.stats", "organization");
         act.refused(None, p.require_platform()).await?;
-        let s = organizations::stats(&state.pool, today()).await?;
+        let s = organizations::stats(&cx.state.pool, today()).await?;
         Ok(StatsResponse::Ok(Json(OrganizationStats {
             total: s.total,
             active: s.active,
@@ -198,22 +178,18 @@ impl OrganizationsApi {
     )]
     async fn baa_reminders(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         #[oai(validator(maximum(value = "3650")))] days: Query<Option<u32>>,
     ) -> Result<ListResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.baa_reminders", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.baa_reminders", "organization");
         act.refused(None, p.require_platform()).await?;
         let days = days.0.unwrap_or(30);
         if days > 3650 {
             return Err(ApiError::invalid("days", "must be 0 to 3650"));
         }
         let until = today() + chrono::Days::new(u64::from(days));
-        let rows = organizations::expiring_by(&state.pool, until).await?;
+        let rows = organizations::expiring_by(&cx.state.pool, until).await?;
         Ok(ListResponse::Ok(Json(rows.into_iter().map(view).collect())))
     }
 
@@ -222,21 +198,17 @@ impl OrganizationsApi {
     #[oai(path = "/:id", method = "get", operation_id = "organizations.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.read", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.read", "organization");
         let result = async {
             let id = id.0.get("organization")?;
             if !p.reach().covers(id) {
                 return Err(ApiError::NotFound("organization"));
             }
-            organizations::get(&state.pool, id)
+            organizations::get(&cx.state.pool, id)
                 .await?
                 .ok_or(ApiError::NotFound("organization"))
         }
@@ -249,16 +221,12 @@ impl OrganizationsApi {
     #[oai(path = "/:id", method = "patch", operation_id = "organizations.update")]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
         body: StrictJson<UpdateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.update", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.update", "organization");
         let oid = act
             .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
@@ -294,17 +262,13 @@ impl OrganizationsApi {
         .into_iter()
         .filter_map(|(f, set)| set.then_some(f))
         .collect();
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let result = not_platform(&mut tx, oid).await;
         act.refused(Some(id.0.raw()), result).await?;
         organizations::update(&mut *tx, oid, patch).await?;
         act.audit(&mut *tx, Some(oid), oid, json!({"fields": changed}))
             .await?;
-        let org = organizations::get(&mut *tx, oid)
-            .await?
-            .ok_or(ApiError::NotFound("organization"))?;
-        tx.commit().await?;
-        Ok(OrgResponse::Ok(Json(view(org))))
+        answer(tx, oid).await
     }
 
     /// Deactivate an organisation (platform admins): its API keys and its
@@ -316,20 +280,10 @@ impl OrganizationsApi {
     )]
     async fn deactivate(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
-        set_status(
-            &auth,
-            &state,
-            &request_id,
-            id.0.raw(),
-            "inactive",
-            "organization.deactivate",
-        )
-        .await
+        set_status(&cx, id.0.raw(), "inactive", "organization.deactivate").await
     }
 
     /// Activate an organisation again (platform admins).
@@ -340,20 +294,10 @@ impl OrganizationsApi {
     )]
     async fn activate(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
     ) -> Result<OrgResponse, ApiError> {
-        set_status(
-            &auth,
-            &state,
-            &request_id,
-            id.0.raw(),
-            "active",
-            "organization.activate",
-        )
-        .await
+        set_status(&cx, id.0.raw(), "active", "organization.activate").await
     }
 
     /// Record a newly signed BAA (platform admins). It becomes the current
@@ -366,16 +310,12 @@ impl OrganizationsApi {
     )]
     async fn sign_baa(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
         body: StrictJson<SignBaa>,
     ) -> Result<OrgResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.sign_baa", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.sign_baa", "organization");
         let oid = act
             .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
@@ -407,7 +347,7 @@ impl OrganizationsApi {
                     .collect(),
             ));
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let result = not_platform(&mut tx, oid).await;
         act.refused(Some(id.0.raw()), result).await?;
         let agreement = organizations::sign_baa(
@@ -422,11 +362,7 @@ impl OrganizationsApi {
         .ok_or(ApiError::NotFound("organization"))?;
         act.audit(&mut *tx, Some(oid), oid, json!({"agreement_id": agreement, "signed_on": b.signed_on, "expires_on": b.expires_on}))
         .await?;
-        let org = organizations::get(&mut *tx, oid)
-            .await?
-            .ok_or(ApiError::NotFound("organization"))?;
-        tx.commit().await?;
-        Ok(OrgResponse::Ok(Json(view(org))))
+        answer(tx, oid).await
     }
 
     /// Every BAA the organisation signed, newest first (platform admins).
@@ -437,22 +373,18 @@ impl OrganizationsApi {
     )]
     async fn baa_history(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
     ) -> Result<HistoryResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("organization.baa_history", "organization");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "organization.baa_history", "organization");
         let oid = act
             .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
-        organizations::get(&state.pool, oid)
+        organizations::get(&cx.state.pool, oid)
             .await?
             .ok_or(ApiError::NotFound("organization"))?;
-        let rows = organizations::baa_history(&state.pool, oid).await?;
+        let rows = organizations::baa_history(&cx.state.pool, oid).await?;
         Ok(HistoryResponse::Ok(Json(
             rows.into_iter()
                 .map(|a| AgreementView {
@@ -475,21 +407,18 @@ impl OrganizationsApi {
     )]
     async fn assign_admin(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TenantId>>,
         body: StrictJson<AssignAdmin>,
     ) -> Result<OrgResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let oid = p
-            .at(&state, &request_id)
-            .acting("organization.assign_admin", "organization")
+        let p = cx.principal().await?;
+        let oid = cx
+            .acting(&p, "organization.assign_admin", "organization")
             .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
         let user_id = uuid::Uuid::parse_str(&body.0.user_id)
             .map_err(|_| ApiError::invalid("user_id", "must be a user id"))?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let result = async {
             organizations::get(&mut *tx, oid)
                 .await?
@@ -506,29 +435,32 @@ impl OrganizationsApi {
             .ok_or(ApiError::NotFound("user"))
         }
         .await;
-        let user = p
-            .at(&state, &request_id)
-            .acting("organization.assign_admin", "organization")
+        let user = cx
+            .acting(&p, "organization.assign_admin", "organization")
             .refused(Some(id.0.raw()), result)
             .await?;
-        p.audit(
-            &mut *tx,
-            &request_id,
-            Some(oid),
-            Act {
-                action: "organization.assign_admin",
-                resource_type: "user",
-            },
-            user.id,
-            json!({"organization_id": oid}),
-        )
-        .await?;
-        let org = organizations::get(&mut *tx, oid)
-            .await?
-            .ok_or(ApiError::NotFound("organization"))?;
-        tx.commit().await?;
-        Ok(OrgResponse::Ok(Json(view(org))))
+        cx.acting(&p, "organization.assign_admin", "user")
+            .audit(
+                &mut *tx,
+                Some(oid),
+                user.id,
+                json!({"organization_id": oid}),
+            )
+            .await?;
+        answer(tx, oid).await
     }
+}
+
+/// Commits `tx` and answers with organisation `oid` as it now is.
+async fn answer(
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    oid: TenantId,
+) -> Result<OrgResponse, ApiError> {
+    let org = organizations::get(&mut *tx, oid)
+        .await?
+        .ok_or(ApiError::NotFound("organization"))?;
+    tx.commit().await?;
+    Ok(OrgResponse::Ok(Json(view(org))))
 }
 
 /// The organisation a platform-admin route acts on: 403 for anyone else,
@@ -557,17 +489,15 @@ async fn not_platform(tx: &mut sqlx::PgConnection, id: TenantId) -> Result<(), A
 }
 
 async fn set_status(
-    auth: &Admin,
-    state: &AppState,
-    request_id: &RequestId,
+    cx: &AdminCtx<'_>,
     raw: &str,
     status: &str,
     action: &str,
 ) -> Result<OrgResponse, ApiError> {
-    let p = Principal::resolve(state, auth).await?;
-    let act = p.at(state, request_id).acting(action, "organization");
+    let p = cx.principal().await?;
+    let act = cx.acting(&p, action, "organization");
     let oid = act.refused(Some(raw), platform_target(&p, raw)).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = cx.state.pool.begin().await?;
     let result = not_platform(&mut tx, oid).await;
     act.refused(Some(raw), result).await?;
     organizations::update(
@@ -581,9 +511,5 @@ async fn set_status(
     .await?;
     act.audit(&mut *tx, Some(oid), oid, json!({"status": status}))
         .await?;
-    let org = organizations::get(&mut *tx, oid)
-        .await?
-        .ok_or(ApiError::NotFound("organization"))?;
-    tx.commit().await?;
-    Ok(OrgResponse::Ok(Json(view(org))))
+    answer(tx, oid).await
 }

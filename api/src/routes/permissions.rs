@@ -18,7 +18,6 @@ use crate::access::Act;
 use crate::extract::{Cursor, PageSize, PathId, page};
 use std::collections::BTreeMap;
 
-use poem::web::Data;
 use poem_openapi::{
     OpenApi,
     param::{Path, Query},
@@ -33,7 +32,7 @@ use shared::{
 use uuid::Uuid;
 
 use crate::{
-    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
+    AppState, access::Principal, body::StrictJson, error::ApiError, extract::AdminCtx,
     middleware::RequestId, routes::ApiTags,
 };
 
@@ -93,18 +92,18 @@ impl PermissionsApi {
     )]
     async fn list_sets(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<Cursor<Uuid>>>,
         /// Sets per page.
         limit: Query<PageSize>,
     ) -> Result<SetPageResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let after = cursor.0.map(Cursor::get).transpose()?;
-        let rows = db::list_sets(&state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
+        let rows =
+            db::list_sets(&cx.state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
-        let keys = keys_of(&state, p.caller.tenant_id).await?;
+        let keys = keys_of(cx.state, p.caller.tenant_id).await?;
         Ok(SetPageResponse::Ok(Json(SetPage {
             items: rows.into_iter().map(|s| set_view(s, &keys, None)).collect(),
             next_cursor,
@@ -121,19 +120,17 @@ impl PermissionsApi {
     )]
     async fn create_set(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<SetBody>,
     ) -> Result<SetResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let tenant = p.caller.tenant_id;
-        let fields = set_fields(&state, tenant, None, &body.0).await?;
-        let mut tx = state.pool.begin().await?;
+        let fields = set_fields(cx.state, tenant, None, &body.0).await?;
+        let mut tx = cx.state.pool.begin().await?;
         let id = db::create_set(&mut tx, tenant, &fields, &p.caller.actor).await?;
-        changed(&mut tx, &p, &request_id, Act { action: "permission_set.create", resource_type: "permission_set" }, id, None, json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
+        changed(&mut tx, &p, cx.request_id, Act { action: "permission_set.create", resource_type: "permission_set" }, id, None, json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
         tx.commit().await?;
-        let set = read_set(&state, tenant, id).await?;
+        let set = read_set(cx.state, tenant, id).await?;
         Ok(SetResponse::Created(
             Json(set),
             format!("/api/v1/permissions/sets/{id}"),
@@ -149,14 +146,13 @@ impl PermissionsApi {
     )]
     async fn get_set(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<SetResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let id = id.0.get("permission set")?;
         Ok(SetResponse::Ok(Json(
-            read_set(&state, p.caller.tenant_id, id).await?,
+            read_set(cx.state, p.caller.tenant_id, id).await?,
         )))
     }
 
@@ -169,33 +165,31 @@ impl PermissionsApi {
     )]
     async fn update_set(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<SetBody>,
     ) -> Result<SetResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("permission_set.update", "permission_set");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission_set.update", "permission_set");
         let tenant = p.caller.tenant_id;
         let found = match id.0.get("permission set") {
-            Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
+            Ok(sid) => match db::get_set(&cx.state.pool, tenant, sid).await? {
                 Some(s) if s.tenant_id == Some(tenant) => Ok(sid),
                 _ => Err(ApiError::NotFound("permission set")),
             },
             Err(e) => Err(e),
         };
         let sid = act.refused(Some(id.0.raw()), found).await?;
-        let fields = set_fields(&state, tenant, Some(sid), &body.0).await?;
-        let mut tx = state.pool.begin().await?;
+        let fields = set_fields(cx.state, tenant, Some(sid), &body.0).await?;
+        let mut tx = cx.state.pool.begin().await?;
         if !db::update_set(&mut tx, tenant, sid, &fields).await? {
             return Err(ApiError::NotFound("permission set"));
         }
-        changed(&mut tx, &p, &request_id, Act { action: "permission_set.update", resource_type: "permission_set" }, sid, None, json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
+        changed(&mut tx, &p, cx.request_id, Act { action: "permission_set.update", resource_type: "permission_set" }, sid, None, json!({"key": fields.key, "permissions": fields.permissions, "includes": body.0.includes})).await?;
         tx.commit().await?;
-        Ok(SetResponse::Ok(Json(read_set(&state, tenant, sid).await?)))
+        Ok(SetResponse::Ok(Json(
+            read_set(cx.state, tenant, sid).await?,
+        )))
     }
 
     /// Delete a custom permission set. Built-in sets and other
@@ -209,17 +203,13 @@ impl PermissionsApi {
     )]
     async fn delete_set(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<RemovedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("permission_set.delete", "permission_set");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission_set.delete", "permission_set");
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let outcome = match id.0.get("permission set") {
             Ok(sid) => match db::delete_set(&mut tx, tenant, sid).await? {
                 db::SetDeletion::Deleted => Ok(sid),
@@ -244,7 +234,7 @@ impl PermissionsApi {
         changed(
             &mut tx,
             &p,
-            &request_id,
+            cx.request_id,
             Act {
                 action: "permission_set.delete",
                 resource_type: "permission_set",
@@ -265,16 +255,12 @@ impl PermissionsApi {
         method = "get",
         operation_id = "permissions.statistics"
     )]
-    async fn statistics(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<StatsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+    async fn statistics(&self, cx: AdminCtx<'_>) -> Result<StatsResponse, ApiError> {
+        let p = cx.principal().await?;
         let s = db::statistics(
-            &state.pool,
+            &cx.state.pool,
             p.caller.tenant_id,
-            state.permissions_clock.now(),
+            cx.state.permissions_clock.now(),
         )
         .await?;
         Ok(StatsResponse::Ok(Json(PermissionStatistics {
@@ -305,11 +291,10 @@ impl PermissionsApi {
     )]
     async fn check(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CheckBody>,
     ) -> Result<CheckResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let permission = parse_permissions("permission", std::slice::from_ref(&body.0.permission))
             .map_err(|_| {
                 ApiError::invalid(
@@ -331,13 +316,13 @@ impl PermissionsApi {
                 if p.user_id.map(|u| u.to_string()).as_deref() != Some(raw) {
                     p.require(Permission::PermissionsRead)?;
                 }
-                let u = member(&state, p.caller.tenant_id, raw).await?;
+                let u = member(cx.state, p.caller.tenant_id, raw).await?;
                 db::effective(
-                    &state.pool,
+                    &cx.state.pool,
                     p.caller.tenant_id,
                     Some(u.id),
                     &[u.role],
-                    state.permissions_clock.now(),
+                    cx.state.permissions_clock.now(),
                 )
                 .await?
             }
@@ -363,16 +348,15 @@ impl PermissionsApi {
     )]
     async fn user_permissions(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<EffectiveResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         if p.user_id.map(|u| u.to_string()) != Some(id.0.raw().to_lowercase()) {
             p.require(Permission::PermissionsRead)?;
         }
-        let u = member(&state, p.caller.tenant_id, id.0.raw()).await?;
-        effective_of(&state, p.caller.tenant_id, &u).await
+        let u = member(cx.state, p.caller.tenant_id, id.0.raw()).await?;
+        effective_of(cx.state, p.caller.tenant_id, &u).await
     }
 
     /// Assign a permission set to a user: it replaces the set the user's
@@ -384,20 +368,16 @@ impl PermissionsApi {
     )]
     async fn assign(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<AssignBody>,
     ) -> Result<EffectiveResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("permission_set.assign", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission_set.assign", "user");
         let tenant = p.caller.tenant_id;
-        let found = match member(&state, tenant, id.0.raw()).await {
+        let found = match member(cx.state, tenant, id.0.raw()).await {
             Ok(u) => match crate::extract::id(&body.0.set_id, "permission set") {
-                Ok(sid) => match db::get_set(&state.pool, tenant, sid).await? {
+                Ok(sid) => match db::get_set(&cx.state.pool, tenant, sid).await? {
                     Some(set) => Ok((u, set)),
                     None => Err(ApiError::NotFound("permission set")),
                 },
@@ -406,12 +386,12 @@ impl PermissionsApi {
             Err(e) => Err(e),
         };
         let (u, set) = act.refused(Some(id.0.raw()), found).await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         db::assign_set(&mut *tx, tenant, u.id, set.id, &p.caller.actor).await?;
         changed(
             &mut tx,
             &p,
-            &request_id,
+            cx.request_id,
             Act {
                 action: "permission_set.assign",
                 resource_type: "user",
@@ -423,11 +403,11 @@ impl PermissionsApi {
         .await?;
         tx.commit().await?;
         let held = db::effective(
-            &state.pool,
+            &cx.state.pool,
             tenant,
             Some(u.id),
             std::slice::from_ref(&u.role),
-            state.permissions_clock.now(),
+            cx.state.permissions_clock.now(),
         )
         .await?;
         Ok(EffectiveResponse::Ok(Json(effective_view(&u, &held, true))))
@@ -441,16 +421,14 @@ impl PermissionsApi {
     )]
     async fn grant(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<GrantBody>,
     ) -> Result<EffectiveResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("permission.grant", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission.grant", "user");
         let tenant = p.caller.tenant_id;
-        let found = member(&state, tenant, id.0.raw()).await;
+        let found = member(cx.state, tenant, id.0.raw()).await;
         let u = act.refused(Some(id.0.raw()), found).await?;
         let permission = Permission::parse(&body.0.permission).ok_or_else(|| {
             ApiError::invalid(
@@ -461,12 +439,12 @@ impl PermissionsApi {
                 ),
             )
         })?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         if db::grant(&mut *tx, tenant, u.id, permission, &p.caller.actor).await? {
             changed(
                 &mut tx,
                 &p,
-                &request_id,
+                cx.request_id,
                 Act {
                     action: "permission.grant",
                     resource_type: "user",
@@ -478,7 +456,7 @@ impl PermissionsApi {
             .await?;
         }
         tx.commit().await?;
-        effective_of(&state, tenant, &u).await
+        effective_of(cx.state, tenant, &u).await
     }
 
     /// Remove a permission granted to a user (404 when it had no such
@@ -490,18 +468,14 @@ impl PermissionsApi {
     )]
     async fn remove_grant(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         permission: Path<String>,
     ) -> Result<RemovedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("permission.revoke", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission.revoke", "user");
         let tenant = p.caller.tenant_id;
-        let found = member(&state, tenant, id.0.raw()).await;
+        let found = member(cx.state, tenant, id.0.raw()).await;
         let u = act.refused(Some(id.0.raw()), found).await?;
         let permission = Permission::parse(&permission.0).ok_or_else(|| {
             ApiError::invalid(
@@ -512,14 +486,14 @@ impl PermissionsApi {
                 ),
             )
         })?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         if !db::remove_grant(&mut *tx, tenant, u.id, permission).await? {
             return Err(ApiError::NotFound("permission grant"));
         }
         changed(
             &mut tx,
             &p,
-            &request_id,
+            cx.request_id,
             Act {
                 action: "permission.revoke",
                 resource_type: "user",

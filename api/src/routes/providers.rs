@@ -7,7 +7,6 @@
 
 use crate::extract::PathId;
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
@@ -19,9 +18,9 @@ use uuid::Uuid;
 use crate::body::StrictJson;
 use crate::{
     AppState,
-    auth::{Admin, AdminCaller},
+    auth::AdminCaller,
     error::{ApiError, InvalidParam},
-    middleware::RequestId,
+    extract::AdminCtx,
     routes::ApiTags,
 };
 
@@ -234,12 +233,10 @@ impl ProvidersApi {
     #[oai(path = "/", method = "post", operation_id = "admin.providers.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let req = body.0;
         let kind = ProviderKind::parse(&req.provider).ok_or_else(|| {
             ApiError::invalid(
@@ -257,7 +254,7 @@ impl ProvidersApi {
         )?
         .ok_or_else(|| ApiError::invalid("credentials", "are required"))?;
         let id = Uuid::now_v7();
-        let (sealed, masked) = seal(&state, &caller, id, &spec)?;
+        let (sealed, masked) = seal(cx.state, &caller, id, &spec)?;
         let write = ProviderWrite {
             provider: kind,
             name: req.name.trim(),
@@ -267,7 +264,7 @@ impl ProvidersApi {
             sealed,
             masked,
         };
-        let created = match db::create(&state.pool, caller.tenant_id, id, write).await {
+        let created = match db::create(&cx.state.pool, caller.tenant_id, id, write).await {
             Ok(c) => c,
             Err(e) if db::is_name_taken(&e) => {
                 return Err(ApiError::Conflict(
@@ -276,16 +273,14 @@ impl ProvidersApi {
             }
             Err(e) => return Err(e.into()),
         };
-        caller
-            .audit(
-                &state.pool,
-                &request_id,
-                "provider.create",
-                "provider",
-                id,
-                serde_json::json!({"provider": kind.as_str(), "channel": kind.channel_name()}),
-            )
-            .await?;
+        cx.audit(
+            &cx.state.pool,
+            "provider.create",
+            "provider",
+            id,
+            serde_json::json!({"provider": kind.as_str(), "channel": kind.channel_name()}),
+        )
+        .await?;
         Ok(ProviderResponse::Created(
             Json(created.into()),
             format!("/api/v1/admin/providers/{id}"),
@@ -294,9 +289,9 @@ impl ProvidersApi {
 
     /// The organisation's providers, by channel and failover order.
     #[oai(path = "/", method = "get", operation_id = "admin.providers.list")]
-    async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
-        let caller = auth.caller();
-        let items = db::list(&state.pool, caller.tenant_id).await?;
+    async fn list(&self, cx: AdminCtx<'_>) -> Result<ListResponse, ApiError> {
+        let caller = cx.auth.caller();
+        let items = db::list(&cx.state.pool, caller.tenant_id).await?;
         Ok(ListResponse::Ok(Json(ProviderList {
             items: items.into_iter().map(Into::into).collect(),
         })))
@@ -306,13 +301,12 @@ impl ProvidersApi {
     #[oai(path = "/:id", method = "get", operation_id = "admin.providers.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("provider")?;
-        let config = db::get(&state.pool, caller.tenant_id, id)
+        let config = db::get(&cx.state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("provider"))?;
         Ok(ProviderResponse::Ok(Json(config.into())))
@@ -323,15 +317,13 @@ impl ProvidersApi {
     #[oai(path = "/:id", method = "put", operation_id = "admin.providers.update")]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("provider")?;
-        let current = db::get(&state.pool, caller.tenant_id, id)
+        let current = db::get(&cx.state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("provider"))?;
         let req = body.0;
@@ -346,13 +338,13 @@ impl ProvidersApi {
         )?;
         let (settings, sealed, masked) = match spec {
             Some(spec) => {
-                let (sealed, masked) = seal(&state, &caller, id, &spec)?;
+                let (sealed, masked) = seal(cx.state, &caller, id, &spec)?;
                 (spec.settings(), sealed, masked)
             }
             None => {
                 // Settings change alone: check them against the stored
                 // credentials, which must still open.
-                let keyring = state.keyring.as_ref();
+                let keyring = cx.state.keyring.as_ref();
                 let stored = match (current.sealed(), keyring) {
                     (None, _) => Value::Null,
                     (Some(sealed), Some(ring)) => {
@@ -389,7 +381,7 @@ impl ProvidersApi {
             sealed: sealed.clone(),
             masked,
         };
-        let updated = match db::update(&state.pool, caller.tenant_id, id, write).await {
+        let updated = match db::update(&cx.state.pool, caller.tenant_id, id, write).await {
             Ok(Some(c)) => c,
             Ok(None) => return Err(ApiError::NotFound("provider")),
             Err(e) if db::is_name_taken(&e) => {
@@ -399,16 +391,14 @@ impl ProvidersApi {
             }
             Err(e) => return Err(e.into()),
         };
-        caller
-            .audit(
-                &state.pool,
-                &request_id,
-                "provider.update",
-                "provider",
-                id,
-                serde_json::json!({"credentials_replaced": sealed.is_some()}),
-            )
-            .await?;
+        cx.audit(
+            &cx.state.pool,
+            "provider.update",
+            "provider",
+            id,
+            serde_json::json!({"credentials_replaced": sealed.is_some()}),
+        )
+        .await?;
         Ok(ProviderResponse::Ok(Json(updated.into())))
     }
 
@@ -420,26 +410,22 @@ impl ProvidersApi {
     )]
     async fn delete(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<DeleteResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("provider")?;
-        if !db::delete(&state.pool, caller.tenant_id, id).await? {
+        if !db::delete(&cx.state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("provider"));
         }
-        caller
-            .audit(
-                &state.pool,
-                &request_id,
-                "provider.delete",
-                "provider",
-                id,
-                Value::Object(Default::default()),
-            )
-            .await?;
+        cx.audit(
+            &cx.state.pool,
+            "provider.delete",
+            "provider",
+            id,
+            Value::Object(Default::default()),
+        )
+        .await?;
         Ok(DeleteResponse::Deleted)
     }
 }

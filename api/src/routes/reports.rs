@@ -10,7 +10,6 @@
 //! audited.
 
 use chrono::{DateTime, NaiveDate, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Query,
@@ -29,8 +28,7 @@ use shared::{
 };
 
 use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, extract::Params,
-    middleware::RequestId, routes::ApiTags,
+    access::Principal, error::ApiError, extract::AdminCtx, extract::Params, routes::ApiTags,
 };
 
 pub mod schedules;
@@ -403,9 +401,7 @@ impl ReportsApi {
     #[oai(path = "/", method = "get", operation_id = "reports.get")]
     async fn report(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<ReportQuery>,
     ) -> Result<ReportAnswer, ApiError> {
         let ReportQuery {
@@ -415,21 +411,21 @@ impl ReportsApi {
             format,
             organization_id,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("report.export", "report");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report.export", "report");
         let reach = act
             .refused(
                 organization_id.as_deref(),
                 subject(&p, organization_id.as_deref()),
             )
             .await?;
-        let (template, shape) = templates::resolve(&state, &p, &template).await?;
+        let (template, shape) = templates::resolve(cx.state, &p, &template).await?;
         let range = ReportRange::new(template, from, to, Utc::now())
             .map_err(|e| ApiError::invalid(e.field, e.reason))?;
         let format = format.unwrap_or_else(|| "json".into());
         let report =
-            compute::report_of(&state.pool, reach, &range, shape.channel.as_deref()).await?;
-        act.audit(&state.pool, reach.tenant(), shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": reach.tenant().is_none()}))
+            compute::report_of(&cx.state.pool, reach, &range, shape.channel.as_deref()).await?;
+        act.audit(&cx.state.pool, reach.tenant(), shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": reach.tenant().is_none()}))
         .await?;
         let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
         Ok(ReportAnswer(match format.as_str() {
@@ -459,18 +455,14 @@ impl ReportsApi {
     #[oai(path = "/forecast", method = "get", operation_id = "reports.forecast")]
     async fn forecast(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         #[oai(validator(pattern = "^(email|sms|push|whatsapp|inapp)$"))] channel: Query<
             Option<String>,
         >,
         #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
     ) -> Result<ForecastResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report.forecast", "report");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report.forecast", "report");
         let reach = act
             .refused(
                 organization_id.0.as_deref(),
@@ -486,7 +478,8 @@ impl ReportsApi {
             ));
         }
         let today = Utc::now().date_naive();
-        let channels = forecast::forecast(&state.pool, reach, channel.0.as_deref(), today).await?;
+        let channels =
+            forecast::forecast(&cx.state.pool, reach, channel.0.as_deref(), today).await?;
         Ok(ForecastResponse::Ok(Json(ForecastView {
             method: "seasonal_mean_4w".into(),
             organization_id: reach.tenant().map(|t| t.to_string()),

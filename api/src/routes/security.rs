@@ -8,7 +8,6 @@
 //! organisation, `organization_id=platform` to those without one.
 
 use chrono::{DateTime, Duration, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json, validation::Pattern};
 use serde_json::Value;
 use shared::db::{
@@ -18,12 +17,10 @@ use shared::db::{
 use uuid::Uuid;
 
 use crate::{
-    AppState,
     access::Principal,
-    auth::Admin,
     error::ApiError,
+    extract::AdminCtx,
     extract::{Cursor, PageSize, Params, page},
-    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -194,9 +191,7 @@ impl SecurityApi {
     #[oai(path = "/events", method = "get", operation_id = "security.events")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<EventsQuery>,
     ) -> Result<EventsResponse, ApiError> {
         let EventsQuery {
@@ -208,17 +203,15 @@ impl SecurityApi {
             cursor,
             limit,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("security.events", "security_event");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "security.events", "security_event");
         let scope = act
             .refused(None, scope(&p, organization_id.as_deref()))
             .await?;
         let kind = kind(kind_filter.as_deref())?;
         let before_id = cursor.map(Cursor::get).transpose()?;
         let rows = events::list(
-            &state.pool,
+            &cx.state.pool,
             events::Filter {
                 scope,
                 kind,
@@ -247,9 +240,7 @@ impl SecurityApi {
     )]
     async fn statistics(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<StatisticsQuery>,
     ) -> Result<StatisticsResponse, ApiError> {
         let StatisticsQuery {
@@ -258,10 +249,8 @@ impl SecurityApi {
             since,
             until,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("security.statistics", "security_event");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "security.statistics", "security_event");
         let scope = act
             .refused(None, scope(&p, organization_id.as_deref()))
             .await?;
@@ -271,7 +260,7 @@ impl SecurityApi {
             None => until.checked_sub_signed(DEFAULT_WINDOW).unwrap_or(until),
         };
         let found = events::counts(
-            &state.pool,
+            &cx.state.pool,
             events::Filter {
                 scope,
                 kind: None,

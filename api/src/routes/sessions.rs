@@ -41,8 +41,8 @@ use uuid::Uuid;
 use crate::body::StrictJson;
 use crate::{
     AppState, access,
-    auth::UserJwt,
     error::ApiError,
+    extract::UserCtx,
     middleware::RequestId,
     routes::ApiTags,
     signin::{self, Client},
@@ -494,13 +494,8 @@ impl SessionsApi {
     /// WebSockets are closed. 409 for a token without a session (one from
     /// an external identity provider).
     #[oai(path = "/logout", method = "post", operation_id = "auth.logout")]
-    async fn logout(
-        &self,
-        req: &Request,
-        auth: UserJwt,
-        state: Data<&AppState>,
-    ) -> Result<LogoutResponse, ApiError> {
-        let who = auth.0;
+    async fn logout(&self, req: &Request, cx: UserCtx<'_>) -> Result<LogoutResponse, ApiError> {
+        let who = cx.auth.0;
         let (Some(sid), Ok(user)) = (who.session_id, Uuid::parse_str(&who.subject)) else {
             return Err(ApiError::Conflict(
                 "this token has no sign-in session; sign out at its identity provider".into(),
@@ -508,7 +503,7 @@ impl SessionsApi {
         };
         let client = Client::of(req);
         revoke_own(
-            &state,
+            cx.state,
             &client,
             who.tenant_id,
             user,

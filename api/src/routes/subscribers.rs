@@ -18,7 +18,6 @@
 use std::collections::{HashMap, hash_map::Entry};
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -34,10 +33,7 @@ use shared::{
     preferences::Preferences,
 };
 
-use crate::{
-    AppState, auth::ServiceKey, body::StrictJson, error::ApiError, middleware::RequestId,
-    routes::ApiTags,
-};
+use crate::{body::StrictJson, error::ApiError, extract::ServiceCtx, routes::ApiTags};
 
 /// The external id that shares its path with the bulk call.
 const BULK: &str = "bulk";
@@ -436,19 +432,18 @@ impl SubscribersApi {
     )]
     async fn put(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         external_id: Path<ExternalIdSegment>,
         body: StrictJson<SubscriberInput>,
     ) -> Result<PutResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let mut p = Problems::default();
         let id = parse_external_id(&mut p, "external_id".into(), &external_id.0.0);
         let profile = profile(&mut p, "", body.0);
         let (Some(id), Some(profile)) = (id, profile) else {
             return Err(ApiError::from(p));
         };
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let done = subscribers::upsert_profile(&mut *tx, tenant_id, &id, &profile).await?;
         let stored = subscribers::get_by_external_id(&mut *tx, tenant_id, id.as_str())
             .await?
@@ -471,14 +466,14 @@ impl SubscribersApi {
     )]
     async fn get(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         external_id: Path<ExternalIdSegment>,
     ) -> Result<GetResponse, ApiError> {
         let id = path_id(&external_id.0.0)?;
-        let stored = subscribers::get_by_external_id(&state.pool, auth.0.tenant_id, id.as_str())
-            .await?
-            .ok_or(ApiError::NotFound("subscriber"))?;
+        let stored =
+            subscribers::get_by_external_id(&cx.state.pool, cx.auth.0.tenant_id, id.as_str())
+                .await?
+                .ok_or(ApiError::NotFound("subscriber"))?;
         Ok(GetResponse::Ok(Json(stored.into())))
     }
 
@@ -494,14 +489,12 @@ impl SubscribersApi {
     )]
     async fn delete(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         external_id: Path<ExternalIdSegment>,
     ) -> Result<DeleteResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = path_id(&external_id.0.0)?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let deleted = subscribers::delete(&mut tx, tenant_id, id.as_str())
             .await?
             .ok_or(ApiError::NotFound("subscriber"))?;
@@ -509,12 +502,12 @@ impl SubscribersApi {
             &mut *tx,
             audit::Entry {
                 tenant_id: Some(tenant_id),
-                actor: &format!("api_key:{}", auth.0.key_id),
+                actor: &format!("api_key:{}", cx.auth.0.key_id),
                 action: "subscriber.delete",
                 resource_type: "subscriber",
                 resource_id: Some(deleted.id.to_string()),
                 result: "success",
-                request_id: Some(&request_id.0.0),
+                request_id: Some(&cx.request_id.0),
                 details: serde_json::json!({
                     "notifications_cancelled": deleted.cancelled,
                     "notifications_detached": deleted.detached,
@@ -537,11 +530,10 @@ impl SubscribersApi {
     )]
     async fn put_bulk_named(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         body: StrictJson<SubscriberInput>,
     ) -> Result<PutResponse, ApiError> {
-        self.put(auth, state, Path(ExternalIdSegment(BULK.to_owned())), body)
+        self.put(cx, Path(ExternalIdSegment(BULK.to_owned())), body)
             .await
     }
 
@@ -552,13 +544,8 @@ impl SubscribersApi {
         operation_id = "subscribers.get",
         hidden
     )]
-    async fn get_bulk_named(
-        &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-    ) -> Result<GetResponse, ApiError> {
-        self.get(auth, state, Path(ExternalIdSegment(BULK.to_owned())))
-            .await
+    async fn get_bulk_named(&self, cx: ServiceCtx<'_>) -> Result<GetResponse, ApiError> {
+        self.get(cx, Path(ExternalIdSegment(BULK.to_owned()))).await
     }
 
     /// `DELETE` for the subscriber whose external id is `bulk`.
@@ -568,19 +555,9 @@ impl SubscribersApi {
         operation_id = "subscribers.delete",
         hidden
     )]
-    async fn delete_bulk_named(
-        &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
-    ) -> Result<DeleteResponse, ApiError> {
-        self.delete(
-            auth,
-            state,
-            request_id,
-            Path(ExternalIdSegment(BULK.to_owned())),
-        )
-        .await
+    async fn delete_bulk_named(&self, cx: ServiceCtx<'_>) -> Result<DeleteResponse, ApiError> {
+        self.delete(cx, Path(ExternalIdSegment(BULK.to_owned())))
+            .await
     }
 
     /// Create or replace up to 1,000 subscribers in one call.
@@ -592,12 +569,11 @@ impl SubscribersApi {
     #[oai(path = "/bulk", method = "post", operation_id = "subscribers.bulk")]
     async fn bulk(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         body: StrictJson<BulkRequest>,
     ) -> Result<BulkResponse, ApiError> {
         let rows = bulk(body.0)?;
-        let done = subscribers::bulk_upsert(&state.pool, auth.0.tenant_id, &rows).await?;
+        let done = subscribers::bulk_upsert(&cx.state.pool, cx.auth.0.tenant_id, &rows).await?;
         tracing::info!(
             created = done.created,
             updated = done.updated,
@@ -617,16 +593,15 @@ impl SubscribersApi {
     )]
     async fn get_preferences(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         external_id: Path<ExternalIdSegment>,
     ) -> Result<PreferencesResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = path_id(&external_id.0.0)?;
-        let subscriber = subscribers::find(&state.pool, tenant_id, id.as_str())
+        let subscriber = subscribers::find(&cx.state.pool, tenant_id, id.as_str())
             .await?
             .ok_or(ApiError::NotFound("subscriber"))?;
-        let prefs = preferences::get(&state.pool, tenant_id, subscriber).await?;
+        let prefs = preferences::get(&cx.state.pool, tenant_id, subscriber).await?;
         Ok(PreferencesResponse::Ok(preferences_json(&prefs)?))
     }
 
@@ -641,19 +616,18 @@ impl SubscribersApi {
     )]
     async fn put_preferences(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         external_id: Path<ExternalIdSegment>,
         body: Json<Value>,
     ) -> Result<PreferencesResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = path_id(&external_id.0.0)?;
         let prefs = Preferences::parse(body.0)
             .map_err(|reason| ApiError::invalid("preferences", reason))?;
-        let subscriber = subscribers::find(&state.pool, tenant_id, id.as_str())
+        let subscriber = subscribers::find(&cx.state.pool, tenant_id, id.as_str())
             .await?
             .ok_or(ApiError::NotFound("subscriber"))?;
-        match preferences::put(&state.pool, tenant_id, subscriber, &prefs).await {
+        match preferences::put(&cx.state.pool, tenant_id, subscriber, &prefs).await {
             // Deleted in between.
             Err(e)
                 if db::violated_constraint(&e)

@@ -10,7 +10,6 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -25,11 +24,9 @@ use shared::{
 
 use crate::body::StrictJson;
 use crate::{
-    AppState,
-    auth::Admin,
     error::{ApiError, InvalidParam},
+    extract::AdminCtx,
     extract::{Cursor, PageSize, PathId, page},
-    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -272,25 +269,21 @@ impl TemplatesApi {
     #[oai(path = "/", method = "post", operation_id = "templates.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: Json<Value>,
     ) -> Result<CreatedResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let template = Template::parse(body.0).map_err(invalid)?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let stored = templates::create(&mut *tx, caller.tenant_id, &template).await?;
-        caller
-            .audit(
-                &mut *tx,
-                &request_id,
-                "template.create",
-                "template",
-                stored.id,
-                json!({"key": template.key()}),
-            )
-            .await?;
+        cx.audit(
+            &mut *tx,
+            "template.create",
+            "template",
+            stored.id,
+            json!({"key": template.key()}),
+        )
+        .await?;
         tx.commit().await?;
         tracing::info!(template_id = %stored.id, "template created");
         let location = format!("/api/v1/admin/templates/{}", stored.id);
@@ -301,17 +294,16 @@ impl TemplatesApi {
     #[oai(path = "/", method = "get", operation_id = "templates.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<Cursor<String>>>,
         /// Templates per page.
         limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let after = cursor.0.map(Cursor::get).transpose()?;
         let rows = templates::list(
-            &state.pool,
+            &cx.state.pool,
             caller.tenant_id,
             after.as_deref(),
             limit.0.fetch(),
@@ -328,13 +320,12 @@ impl TemplatesApi {
     #[oai(path = "/:id", method = "get", operation_id = "templates.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TemplateId>>,
     ) -> Result<TemplateResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("template")?;
-        let stored = templates::get(&state.pool, caller.tenant_id, id)
+        let stored = templates::get(&cx.state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
         Ok(TemplateResponse::Ok(Json(view(stored)?)))
@@ -344,31 +335,27 @@ impl TemplatesApi {
     #[oai(path = "/:id", method = "put", operation_id = "templates.put")]
     async fn put(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TemplateId>>,
         body: Json<Value>,
     ) -> Result<TemplateResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("template")?;
         let template = Template::parse(body.0).map_err(invalid)?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let stored = templates::update(&mut *tx, caller.tenant_id, id, &template)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
-        caller
-            .audit(
-                &mut *tx,
-                &request_id,
-                "template.update",
-                "template",
-                id,
-                json!({"key": template.key()}),
-            )
-            .await?;
+        cx.audit(
+            &mut *tx,
+            "template.update",
+            "template",
+            id,
+            json!({"key": template.key()}),
+        )
+        .await?;
         tx.commit().await?;
-        state.templates.forget_tenant(caller.tenant_id);
+        cx.state.templates.forget_tenant(caller.tenant_id);
         tracing::info!(template_id = %id, "template updated");
         Ok(TemplateResponse::Ok(Json(view(stored)?)))
     }
@@ -377,29 +364,25 @@ impl TemplatesApi {
     #[oai(path = "/:id", method = "delete", operation_id = "templates.delete")]
     async fn delete(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TemplateId>>,
     ) -> Result<DeletedResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("template")?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let key = templates::delete(&mut *tx, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
-        caller
-            .audit(
-                &mut *tx,
-                &request_id,
-                "template.delete",
-                "template",
-                id,
-                json!({"key": key}),
-            )
-            .await?;
+        cx.audit(
+            &mut *tx,
+            "template.delete",
+            "template",
+            id,
+            json!({"key": key}),
+        )
+        .await?;
         tx.commit().await?;
-        state.templates.forget_tenant(caller.tenant_id);
+        cx.state.templates.forget_tenant(caller.tenant_id);
         tracing::info!(template_id = %id, "template deleted");
         Ok(DeletedResponse::NoContent)
     }
@@ -417,12 +400,11 @@ impl TemplatesApi {
     )]
     async fn preview(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<TemplateId>>,
         body: StrictJson<PreviewRequest>,
     ) -> Result<PreviewResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("template")?;
         let req = body.0;
         let data = match req.data {
@@ -433,7 +415,7 @@ impl TemplatesApi {
         if let Some(l) = &req.locale {
             requested_locale(l).map_err(|e| ApiError::invalid("locale", e.0))?;
         }
-        let stored = templates::get(&state.pool, caller.tenant_id, id)
+        let stored = templates::get(&cx.state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("template"))?;
         let channels = preview_channels(&stored.template, req.channels.as_deref())?;

@@ -15,7 +15,6 @@
 //! topic answers 404.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -28,9 +27,9 @@ use shared::{
 
 use crate::{
     AppState,
-    auth::ServiceKey,
     body::StrictJson,
     error::ApiError,
+    extract::ServiceCtx,
     extract::{Cursor, PageSize, page},
     routes::ApiTags,
 };
@@ -259,8 +258,7 @@ impl TopicsApi {
     #[oai(path = "/", method = "post", operation_id = "topics.create")]
     async fn create(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         body: StrictJson<CreateTopic>,
     ) -> Result<TopicResponse, ApiError> {
         let b = body.0;
@@ -274,8 +272,8 @@ impl TopicsApi {
         check_text(&mut p, "description", b.description.as_deref());
         p.into_result(()).map_err(ApiError::fields)?;
         let created = topics::create(
-            &state.pool,
-            auth.0.tenant_id,
+            &cx.state.pool,
+            cx.auth.0.tenant_id,
             &b.key,
             &b.name,
             b.description.as_deref(),
@@ -297,8 +295,7 @@ impl TopicsApi {
     #[oai(path = "/", method = "get", operation_id = "topics.list")]
     async fn list(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<Cursor<String>>>,
         /// Topics per page.
@@ -306,8 +303,8 @@ impl TopicsApi {
     ) -> Result<TopicPageResponse, ApiError> {
         let after = cursor.0.map(Cursor::get).transpose()?;
         let items = topics::list(
-            &state.pool,
-            auth.0.tenant_id,
+            &cx.state.pool,
+            cx.auth.0.tenant_id,
             after.as_deref(),
             limit.0.fetch(),
         )
@@ -321,13 +318,8 @@ impl TopicsApi {
 
     /// Read a topic.
     #[oai(path = "/:key", method = "get", operation_id = "topics.get")]
-    async fn get(
-        &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        key: Path<String>,
-    ) -> Result<TopicResponse, ApiError> {
-        let topic = find(&state, auth.0.tenant_id, &key.0).await?;
+    async fn get(&self, cx: ServiceCtx<'_>, key: Path<String>) -> Result<TopicResponse, ApiError> {
+        let topic = find(cx.state, cx.auth.0.tenant_id, &key.0).await?;
         Ok(TopicResponse::Ok(Json(topic.into())))
     }
 
@@ -335,8 +327,7 @@ impl TopicsApi {
     #[oai(path = "/:key", method = "put", operation_id = "topics.update")]
     async fn update(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         key: Path<String>,
         body: StrictJson<UpdateTopic>,
     ) -> Result<TopicResponse, ApiError> {
@@ -351,8 +342,8 @@ impl TopicsApi {
         check_text(&mut p, "description", b.description.as_deref());
         p.into_result(()).map_err(ApiError::fields)?;
         let topic = topics::update(
-            &state.pool,
-            auth.0.tenant_id,
+            &cx.state.pool,
+            cx.auth.0.tenant_id,
             &key.0,
             &b.name,
             b.description.as_deref(),
@@ -367,11 +358,10 @@ impl TopicsApi {
     #[oai(path = "/:key", method = "delete", operation_id = "topics.delete")]
     async fn delete(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         key: Path<String>,
     ) -> Result<TopicDeletedResponse, ApiError> {
-        if !key_ok(&key.0) || !topics::delete(&state.pool, auth.0.tenant_id, &key.0).await? {
+        if !key_ok(&key.0) || !topics::delete(&cx.state.pool, cx.auth.0.tenant_id, &key.0).await? {
             return Err(ApiError::NotFound("topic"));
         }
         Ok(TopicDeletedResponse::Deleted)
@@ -387,12 +377,11 @@ impl TopicsApi {
     )]
     async fn add_members(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         key: Path<String>,
         body: StrictJson<MembersRequest>,
     ) -> Result<MembersChangedResponse, ApiError> {
-        self.change(auth.0.tenant_id, &state, &key.0, &body.0, true)
+        self.change(cx.auth.0.tenant_id, cx.state, &key.0, &body.0, true)
             .await
     }
 
@@ -406,12 +395,11 @@ impl TopicsApi {
     )]
     async fn remove_members(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         key: Path<String>,
         body: StrictJson<MembersRequest>,
     ) -> Result<MembersChangedResponse, ApiError> {
-        self.change(auth.0.tenant_id, &state, &key.0, &body.0, false)
+        self.change(cx.auth.0.tenant_id, cx.state, &key.0, &body.0, false)
             .await
     }
 
@@ -423,8 +411,7 @@ impl TopicsApi {
     )]
     async fn list_members(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         key: Path<String>,
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<Cursor<uuid::Uuid>>>,
@@ -432,10 +419,10 @@ impl TopicsApi {
         limit: Query<PageSize>,
     ) -> Result<MemberPageResponse, ApiError> {
         let after = cursor.0.map(Cursor::get).transpose()?;
-        let tenant_id = auth.0.tenant_id;
-        let topic = find(&state, tenant_id, &key.0).await?;
+        let tenant_id = cx.auth.0.tenant_id;
+        let topic = find(cx.state, tenant_id, &key.0).await?;
         let items =
-            topics::members(&state.pool, tenant_id, topic.id, after, limit.0.fetch()).await?;
+            topics::members(&cx.state.pool, tenant_id, topic.id, after, limit.0.fetch()).await?;
         let (items, next_cursor) = page(items, limit.0, |m| m.subscriber_id);
         Ok(MemberPageResponse::Ok(Json(MemberPage {
             items: items

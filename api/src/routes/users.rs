@@ -3,7 +3,7 @@
 //! JWT, their own notification preferences and their sign-in sessions.
 
 use chrono::{DateTime, Utc};
-use poem::{Request, web::Data};
+use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
@@ -13,8 +13,8 @@ use shared::{
 use uuid::Uuid;
 
 use crate::{
-    AppState, auth::UserJwt, error::ApiError, routes::ApiTags, routes::sessions::revoke_own,
-    signin::Client,
+    auth::UserJwt, error::ApiError, extract::UserCtx, routes::ApiTags,
+    routes::sessions::revoke_own, signin::Client,
 };
 
 /// The user endpoints.
@@ -131,13 +131,11 @@ impl UsersApi {
         method = "get",
         operation_id = "users.preferences.get"
     )]
-    async fn get_preferences(
-        &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
-    ) -> Result<PreferencesResponse, ApiError> {
-        let prefs = match subscribers::find(&state.pool, auth.0.tenant_id, &auth.0.subject).await? {
-            Some(s) => preferences::get(&state.pool, auth.0.tenant_id, s).await?,
+    async fn get_preferences(&self, cx: UserCtx<'_>) -> Result<PreferencesResponse, ApiError> {
+        let prefs = match subscribers::find(&cx.state.pool, cx.auth.0.tenant_id, &cx.auth.0.subject)
+            .await?
+        {
+            Some(s) => preferences::get(&cx.state.pool, cx.auth.0.tenant_id, s).await?,
             None => Preferences::default(),
         };
         Ok(PreferencesResponse::Ok(Json(
@@ -154,19 +152,18 @@ impl UsersApi {
     )]
     async fn put_preferences(
         &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         body: Json<Value>,
     ) -> Result<PreferencesResponse, ApiError> {
         let prefs = Preferences::parse(body.0)
             .map_err(|reason| ApiError::invalid("preferences", reason))?;
         let subscriber = subscribers::upsert(
-            &mut *state.pool.acquire().await?,
-            auth.0.tenant_id,
-            &auth.0.subject,
+            &mut *cx.state.pool.acquire().await?,
+            cx.auth.0.tenant_id,
+            &cx.auth.0.subject,
         )
         .await?;
-        preferences::put(&state.pool, auth.0.tenant_id, subscriber, &prefs).await?;
+        preferences::put(&cx.state.pool, cx.auth.0.tenant_id, subscriber, &prefs).await?;
         Ok(PreferencesResponse::Ok(Json(
             serde_json::to_value(prefs).map_err(anyhow::Error::from)?,
         )))
@@ -180,14 +177,10 @@ impl UsersApi {
         method = "get",
         operation_id = "users.sessions.list"
     )]
-    async fn list_sessions(
-        &self,
-        auth: UserJwt,
-        state: Data<&AppState>,
-    ) -> Result<SessionsResponse, ApiError> {
-        let who = auth.0;
+    async fn list_sessions(&self, cx: UserCtx<'_>) -> Result<SessionsResponse, ApiError> {
+        let who = cx.auth.0;
         let items = match platform_user(&who) {
-            Some(user) => sessions::live(&state.pool, who.tenant_id, user)
+            Some(user) => sessions::live(&cx.state.pool, who.tenant_id, user)
                 .await?
                 .into_iter()
                 .map(|s| SessionView {
@@ -215,15 +208,14 @@ impl UsersApi {
     async fn revoke_session(
         &self,
         req: &Request,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
         id: Path<String>,
     ) -> Result<RevokedOneResponse, ApiError> {
-        let who = auth.0;
+        let who = cx.auth.0;
         let sid = crate::extract::id::<Uuid>(&id.0, "session")?;
         let user = platform_user(&who).ok_or(ApiError::NotFound("session"))?;
         let revoked = revoke_own(
-            &state,
+            cx.state,
             &Client::of(req),
             who.tenant_id,
             user,
@@ -248,10 +240,9 @@ impl UsersApi {
     async fn revoke_other_sessions(
         &self,
         req: &Request,
-        auth: UserJwt,
-        state: Data<&AppState>,
+        cx: UserCtx<'_>,
     ) -> Result<RevokedResponse, ApiError> {
-        let who = auth.0;
+        let who = cx.auth.0;
         let Some(user) = platform_user(&who) else {
             return Ok(RevokedResponse::Ok(Json(Revoked { revoked: 0 })));
         };
@@ -260,7 +251,7 @@ impl UsersApi {
             None => sessions::Which::All,
         };
         let revoked = revoke_own(
-            &state,
+            cx.state,
             &Client::of(req),
             who.tenant_id,
             user,

@@ -11,7 +11,6 @@ use crate::extract::{PageSize, PathId};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -27,9 +26,9 @@ use uuid::Uuid;
 use crate::body::StrictJson;
 use crate::{
     AppState,
-    auth::{Admin, AdminCaller},
+    auth::AdminCaller,
     error::{ApiError, InvalidParam},
-    middleware::RequestId,
+    extract::AdminCtx,
     routes::ApiTags,
 };
 
@@ -384,21 +383,19 @@ impl WebhooksApi {
     #[oai(path = "/", method = "post", operation_id = "admin.webhooks.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<CreateWebhook>,
     ) -> Result<CreateResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let req = body.0;
-        let checked = check(&state, &req.url, req.description.as_deref(), &req.events).await?;
-        if db::count(&state.pool, caller.tenant_id).await? >= MAX_ENDPOINTS {
+        let checked = check(cx.state, &req.url, req.description.as_deref(), &req.events).await?;
+        if db::count(&cx.state.pool, caller.tenant_id).await? >= MAX_ENDPOINTS {
             return Err(ApiError::Conflict(format!(
                 "an organisation can register at most {MAX_ENDPOINTS} webhook endpoints"
             )));
         }
         let id = Uuid::now_v7();
-        let (secret, sealed) = new_secret(&state, &caller, id)?;
+        let (secret, sealed) = new_secret(cx.state, &caller, id)?;
         let enabled = req.enabled.unwrap_or(true);
         let write = EndpointWrite {
             url: &checked.url,
@@ -406,8 +403,14 @@ impl WebhooksApi {
             events: checked.events.clone(),
             enabled,
         };
-        let created = db::create(&state.pool, caller.tenant_id, id, write, &sealed).await?;
-        caller.audit(&state.pool, &request_id, "webhook.create", "webhook_endpoint", id, json!({"host": host_of(&checked.url), "events": checked.events, "enabled": enabled}))
+        let created = db::create(&cx.state.pool, caller.tenant_id, id, write, &sealed).await?;
+        cx.audit(
+            &cx.state.pool,
+            "webhook.create",
+            "webhook_endpoint",
+            id,
+            json!({"host": host_of(&checked.url), "events": checked.events, "enabled": enabled}),
+        )
         .await?;
         Ok(CreateResponse::Created(
             Json(CreatedWebhook {
@@ -420,9 +423,9 @@ impl WebhooksApi {
 
     /// The organisation's endpoints.
     #[oai(path = "/", method = "get", operation_id = "admin.webhooks.list")]
-    async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
-        let caller = auth.caller();
-        let items = db::list(&state.pool, caller.tenant_id).await?;
+    async fn list(&self, cx: AdminCtx<'_>) -> Result<ListResponse, ApiError> {
+        let caller = cx.auth.caller();
+        let items = db::list(&cx.state.pool, caller.tenant_id).await?;
         Ok(ListResponse::Ok(Json(WebhookList {
             items: items.into_iter().map(Into::into).collect(),
         })))
@@ -432,13 +435,12 @@ impl WebhooksApi {
     #[oai(path = "/:id", method = "get", operation_id = "admin.webhooks.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<WebhookResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
-        let endpoint = db::get(&state.pool, caller.tenant_id, id)
+        let endpoint = db::get(&cx.state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("webhook endpoint"))?;
         Ok(WebhookResponse::Ok(Json(endpoint.into())))
@@ -450,19 +452,17 @@ impl WebhooksApi {
     #[oai(path = "/:id", method = "put", operation_id = "admin.webhooks.update")]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<UpdateWebhook>,
     ) -> Result<WebhookResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
-        let current = db::get(&state.pool, caller.tenant_id, id)
+        let current = db::get(&cx.state.pool, caller.tenant_id, id)
             .await?
             .ok_or(ApiError::NotFound("webhook endpoint"))?;
         let req = body.0;
-        let checked = check(&state, &req.url, req.description.as_deref(), &req.events).await?;
+        let checked = check(cx.state, &req.url, req.description.as_deref(), &req.events).await?;
         let enabled = req.enabled.unwrap_or(current.enabled);
         let write = EndpointWrite {
             url: &checked.url,
@@ -470,24 +470,22 @@ impl WebhooksApi {
             events: checked.events.clone(),
             enabled,
         };
-        let updated = db::update(&state.pool, caller.tenant_id, id, write)
+        let updated = db::update(&cx.state.pool, caller.tenant_id, id, write)
             .await?
             .ok_or(ApiError::NotFound("webhook endpoint"))?;
-        caller
-            .audit(
-                &state.pool,
-                &request_id,
-                "webhook.update",
-                "webhook_endpoint",
-                id,
-                json!({
-                    "host": host_of(&checked.url),
-                    "events": checked.events,
-                    "enabled": enabled,
-                    "re_enabled": enabled && !current.enabled,
-                }),
-            )
-            .await?;
+        cx.audit(
+            &cx.state.pool,
+            "webhook.update",
+            "webhook_endpoint",
+            id,
+            json!({
+                "host": host_of(&checked.url),
+                "events": checked.events,
+                "enabled": enabled,
+                "re_enabled": enabled && !current.enabled,
+            }),
+        )
+        .await?;
         Ok(WebhookResponse::Ok(Json(updated.into())))
     }
 
@@ -499,26 +497,22 @@ impl WebhooksApi {
     )]
     async fn delete(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<DeleteResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
-        if !db::delete(&state.pool, caller.tenant_id, id).await? {
+        if !db::delete(&cx.state.pool, caller.tenant_id, id).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
-        caller
-            .audit(
-                &state.pool,
-                &request_id,
-                "webhook.delete",
-                "webhook_endpoint",
-                id,
-                json!({}),
-            )
-            .await?;
+        cx.audit(
+            &cx.state.pool,
+            "webhook.delete",
+            "webhook_endpoint",
+            id,
+            json!({}),
+        )
+        .await?;
         Ok(DeleteResponse::Deleted)
     }
 
@@ -531,27 +525,23 @@ impl WebhooksApi {
     )]
     async fn rotate_secret(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<RotateResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
-        let (secret, sealed) = new_secret(&state, &caller, id)?;
-        if !db::set_secret(&state.pool, caller.tenant_id, id, &sealed).await? {
+        let (secret, sealed) = new_secret(cx.state, &caller, id)?;
+        if !db::set_secret(&cx.state.pool, caller.tenant_id, id, &sealed).await? {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
-        caller
-            .audit(
-                &state.pool,
-                &request_id,
-                "webhook.rotate_secret",
-                "webhook_endpoint",
-                id,
-                json!({}),
-            )
-            .await?;
+        cx.audit(
+            &cx.state.pool,
+            "webhook.rotate_secret",
+            "webhook_endpoint",
+            id,
+            json!({}),
+        )
+        .await?;
         Ok(RotateResponse::Ok(Json(RotatedSecret {
             id: id.to_string(),
             secret,
@@ -567,19 +557,21 @@ impl WebhooksApi {
     )]
     async fn deliveries(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         /// How many, newest first.
         limit: Query<PageSize>,
     ) -> Result<DeliveriesResponse, ApiError> {
-        let caller = auth.caller();
+        let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
-        if db::get(&state.pool, caller.tenant_id, id).await?.is_none() {
+        if db::get(&cx.state.pool, caller.tenant_id, id)
+            .await?
+            .is_none()
+        {
             return Err(ApiError::NotFound("webhook endpoint"));
         }
         let items =
-            db::recent_deliveries(&state.pool, caller.tenant_id, id, limit.0.as_i64()).await?;
+            db::recent_deliveries(&cx.state.pool, caller.tenant_id, id, limit.0.as_i64()).await?;
         Ok(DeliveriesResponse::Ok(Json(DeliveryList {
             items: items.into_iter().map(Into::into).collect(),
         })))

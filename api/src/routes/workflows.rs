@@ -14,14 +14,12 @@
 //! [`runs`]. Another organisation's workflows and runs answer 404.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Header, Path, Query},
     payload::Json,
 };
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use shared::{
     db::workflows::{self as store, NewRuns, Workflow},
     domain::{ExternalId, TenantId, key_ok},
@@ -30,12 +28,14 @@ use shared::{
 
 use crate::{
     AppState,
-    auth::ServiceKey,
     body::StrictJson,
     error::{ApiError, StepProblem},
+    extract::ServiceCtx,
     extract::{Cursor, PageSize, page},
-    middleware::RequestId,
-    routes::{ApiTags, notifications::idempotency_key},
+    routes::{
+        ApiTags,
+        notifications::{idempotency_key, request_hash},
+    },
 };
 
 mod runs;
@@ -295,9 +295,7 @@ impl WorkflowsApi {
     #[oai(path = "/:key", method = "put", operation_id = "workflows.save")]
     async fn save(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         /// The workflow's key: 1 to 100 lower-case letters, digits, `.`,
         /// `_` or `-`, starting with a letter or digit (not `runs`,
         /// `cancel` or `events`).
@@ -305,7 +303,7 @@ impl WorkflowsApi {
         key: Path<String>,
         body: StrictJson<SaveWorkflow>,
     ) -> Result<SaveResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         if !key_ok(&key.0) || RESERVED.contains(&key.0.as_str()) {
             return Err(ApiError::invalid(
                 "key",
@@ -331,22 +329,22 @@ impl WorkflowsApi {
                     .collect(),
             )
         })?;
-        let problems = check_templates(&state, tenant_id, &steps).await?;
+        let problems = check_templates(cx.state, tenant_id, &steps).await?;
         if !problems.is_empty() {
             return Err(ApiError::InvalidSteps(problems));
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let saved = store::save(&mut tx, tenant_id, &key.0, name, &steps).await?;
         shared::db::audit::record(
             &mut *tx,
             shared::db::audit::Entry {
                 tenant_id: Some(tenant_id),
-                actor: &format!("api_key:{}", auth.0.key_id),
+                actor: &format!("api_key:{}", cx.auth.0.key_id),
                 action: "workflow.save",
                 resource_type: "workflow",
                 resource_id: Some(saved.id.to_string()),
                 result: "success",
-                request_id: Some(&request_id.0.0),
+                request_id: Some(&cx.request_id.0),
                 details: serde_json::json!({"key": saved.key, "version": saved.version}),
             },
         )
@@ -364,8 +362,7 @@ impl WorkflowsApi {
     #[oai(path = "/:key", method = "get", operation_id = "workflows.get")]
     async fn get(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         /// The workflow's key.
         #[oai(validator(min_length = 1, max_length = 100))]
         key: Path<String>,
@@ -373,7 +370,7 @@ impl WorkflowsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "2147483647")))]
         version: Query<Option<i32>>,
     ) -> Result<WorkflowResponse, ApiError> {
-        let w = find(&state, auth.0.tenant_id, &key.0, version.0).await?;
+        let w = find(cx.state, cx.auth.0.tenant_id, &key.0, version.0).await?;
         Ok(WorkflowResponse::Ok(Json(w.into())))
     }
 
@@ -386,18 +383,16 @@ impl WorkflowsApi {
     #[oai(path = "/:key", method = "delete", operation_id = "workflows.delete")]
     async fn delete(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         /// The workflow's key.
         #[oai(validator(min_length = 1, max_length = 100))]
         key: Path<String>,
     ) -> Result<DeleteResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         if !key_ok(&key.0) {
             return Err(ApiError::NotFound("workflow"));
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let (id, done) = store::delete(&mut tx, tenant_id, &key.0)
             .await?
             .ok_or(ApiError::NotFound("workflow"))?;
@@ -405,12 +400,12 @@ impl WorkflowsApi {
             &mut *tx,
             shared::db::audit::Entry {
                 tenant_id: Some(tenant_id),
-                actor: &format!("api_key:{}", auth.0.key_id),
+                actor: &format!("api_key:{}", cx.auth.0.key_id),
                 action: "workflow.delete",
                 resource_type: "workflow",
                 resource_id: Some(id.to_string()),
                 result: "success",
-                request_id: Some(&request_id.0.0),
+                request_id: Some(&cx.request_id.0),
                 details: serde_json::json!({
                     "key": key.0,
                     "runs_cancelled": done.runs,
@@ -432,8 +427,7 @@ impl WorkflowsApi {
     #[oai(path = "/", method = "get", operation_id = "workflows.list")]
     async fn list(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         /// Workflows per page.
         limit: Query<PageSize>,
         /// The `next_cursor` of the page before.
@@ -441,8 +435,8 @@ impl WorkflowsApi {
     ) -> Result<ListResponse, ApiError> {
         let after = cursor.0.map(Cursor::get).transpose()?;
         let items = store::list(
-            &state.pool,
-            auth.0.tenant_id,
+            &cx.state.pool,
+            cx.auth.0.tenant_id,
             after.as_deref(),
             limit.0.fetch(),
         )
@@ -464,30 +458,29 @@ impl WorkflowsApi {
     )]
     async fn trigger(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         /// The workflow's key.
         #[oai(validator(min_length = 1, max_length = 100))]
         key: Path<String>,
         #[oai(name = "Idempotency-Key")] idem: Header<Option<String>>,
         body: StrictJson<TriggerRequest>,
     ) -> Result<TriggerResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let idem = idempotency_key(idem.0)?;
         let req = &body.0;
-        let workflow = find(&state, tenant_id, &key.0, None).await?;
+        let workflow = find(cx.state, tenant_id, &key.0, None).await?;
         let payload = payload(req.payload.as_ref())?;
         if let Some(k) = &req.cancellation_key {
             shared::domain::cancellation_key(k)
                 .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
         }
-        let hash = Sha256::digest(serde_json::to_vec(&(&key.0, req)).unwrap_or_default()).to_vec();
+        let hash = request_hash(&(&key.0, req));
         if let Some(k) = &idem
-            && let Some(answer) = replay(&state, tenant_id, &workflow, k, &hash).await?
+            && let Some(answer) = replay(cx.state, tenant_id, &workflow, k, &hash).await?
         {
             return Ok(answer);
         }
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         if !store::hold(&mut tx, tenant_id, workflow.id).await? {
             // Deleted since it was read.
             return Err(ApiError::NotFound("workflow"));
@@ -507,7 +500,7 @@ impl WorkflowsApi {
                 .collect()
             }
             (None, Some(t)) => {
-                let topic = crate::routes::topics::find(&state, tenant_id, t).await?;
+                let topic = crate::routes::topics::find(cx.state, tenant_id, t).await?;
                 let ids =
                     store::topic_subscribers(&mut *tx, tenant_id, topic.id, MAX_TOPIC_RUNS + 1)
                         .await?;
@@ -545,7 +538,7 @@ impl WorkflowsApi {
             // A concurrent request with the same key won.
             drop(tx);
             let k = idem.as_deref().unwrap_or_default();
-            return replay(&state, tenant_id, &workflow, k, &hash)
+            return replay(cx.state, tenant_id, &workflow, k, &hash)
                 .await?
                 .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("trigger vanished")));
         };

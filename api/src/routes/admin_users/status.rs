@@ -3,19 +3,17 @@
 use super::*;
 
 pub(super) async fn set_status(
-    auth: &Admin,
-    state: &AppState,
-    request_id: &RequestId,
+    cx: &AdminCtx<'_>,
     raw: &str,
     status: &str,
     action: &str,
 ) -> Result<UserResponse, ApiError> {
-    let p = Principal::resolve(state, auth).await?;
-    let act = p.at(state, request_id).acting(action, "user");
+    let p = cx.principal().await?;
+    let act = cx.acting(&p, action, "user");
     let uid = act
         .refused(Some(raw), crate::extract::id(raw, "user"))
         .await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = cx.state.pool.begin().await?;
     let result = users::set_status(&mut *tx, p.reach(), uid, status)
         .await?
         .ok_or(ApiError::NotFound("user"));
@@ -23,7 +21,7 @@ pub(super) async fn set_status(
     let ended = if status == "active" {
         Vec::new()
     } else {
-        end_sessions(&mut tx, &user, "deactivated").await?
+        end_sessions(&mut tx, &user, "deactivated", None).await?
     };
     act.audit(
         &mut *tx,
@@ -33,17 +31,19 @@ pub(super) async fn set_status(
     )
     .await?;
     tx.commit().await?;
-    crate::signin::announce_revoked(state, &ended).await;
+    crate::signin::announce_revoked(cx.state, &ended).await;
     Ok(UserResponse::Ok(Json(user.into())))
 }
 
 /// Revokes every live session of `user` (a password change, a
-/// deactivation), recording a security event for each; their ids, to
-/// announce after the commit.
+/// deactivation, an admin's revocation `by` an actor from a client),
+/// recording a security event for each; their ids, to announce after the
+/// commit.
 pub(super) async fn end_sessions(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     user: &users::User,
     reason: &str,
+    by: Option<(&crate::signin::Client, &str)>,
 ) -> Result<Vec<Uuid>, ApiError> {
     let ended = sessions::revoke(
         &mut **tx,
@@ -56,15 +56,23 @@ pub(super) async fn end_sessions(
     let recorded: Vec<Event> = ended
         .iter()
         .map(|sid| {
+            let (ip, user_agent, details) = match by {
+                Some((client, actor)) => (
+                    client.ip.as_deref(),
+                    client.user_agent.as_deref(),
+                    json!({"reason": reason, "by": actor}),
+                ),
+                None => (None, None, json!({"reason": reason})),
+            };
             Event::new(
                 Some(user.tenant_id),
                 events::SESSION_REVOKED,
                 Some(user.id),
-                None,
-                None,
+                ip,
+                user_agent,
             )
             .session(*sid)
-            .details(json!({"reason": reason}))
+            .details(details)
         })
         .collect();
     events::record(&mut **tx, &recorded).await?;

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::error::InvalidParam;
-use crate::extract::{Cursor, PageSize, Params, PathId, page};
+use crate::extract::{AdminCtx, Cursor, PageSize, Params, PathId, page};
 use poem_openapi::validation::Pattern;
 
 /// `t` within what Postgres stores.
@@ -132,15 +132,11 @@ impl AlertRulesApi {
     )]
     async fn list_rules(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         organization_id: Query<Option<String>>,
     ) -> Result<AlertRuleListResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("alert_rule.list", "alert_rule");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert_rule.list", "alert_rule");
         let only = act
             .refused(
                 None,
@@ -152,7 +148,7 @@ impl AlertRulesApi {
                 },
             )
             .await?;
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = cx.state.pool.acquire().await?;
         if let Some(t) = p.reach().tenant().or(only.flatten()) {
             alerts::ensure_defaults(&mut conn, t).await?;
         }
@@ -172,22 +168,18 @@ impl AlertRulesApi {
     )]
     async fn create_rule(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<AlertRuleBody>,
     ) -> Result<AlertRuleResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("alert_rule.create", "alert_rule");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert_rule.create", "alert_rule");
         let body = body.0;
         let tenant = act
             .refused(None, owner(&p, body.organization_id.as_deref()))
             .await?;
-        let spec = check(&state, body).await?;
+        let spec = check(cx.state, body).await?;
         scoped(&spec, tenant)?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let id = store::insert_rule(&mut *tx, tenant, &spec, None, &p.caller.actor).await?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
         act.audit(&mut *tx, tenant, id, details).await?;
@@ -206,22 +198,14 @@ impl AlertRulesApi {
     )]
     async fn get_rule(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertRuleResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("alert_rule.get", "alert_rule");
-        let found = match id.0.get("alert rule") {
-            Ok(id) => store::get_rule(&state.pool, p.reach(), id)
-                .await?
-                .ok_or(ApiError::NotFound("alert rule")),
-            Err(e) => Err(e),
-        };
-        let rule = act.refused(Some(id.0.raw()), found).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert_rule.get", "alert_rule");
+        let rule_id = act.id(&id.0, "alert rule").await?;
+        let found = store::get_rule(&cx.state.pool, p.reach(), rule_id).await?;
+        let rule = act.found(&id.0, "alert rule", found).await?;
         Ok(AlertRuleResponse::Ok(Json(rule.into())))
     }
 
@@ -234,31 +218,23 @@ impl AlertRulesApi {
     )]
     async fn update_rule(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<AlertRuleBody>,
     ) -> Result<AlertRuleResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("alert_rule.update", "alert_rule");
-        let rule_id = act
-            .refused(Some(id.0.raw()), id.0.get("alert rule"))
-            .await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert_rule.update", "alert_rule");
+        let rule_id = act.id(&id.0, "alert rule").await?;
         if body.0.organization_id.is_some() {
             return Err(ApiError::invalid(
                 "organization_id",
                 "cannot be changed; create a rule in the other organisation",
             ));
         }
-        let spec = check(&state, body.0).await?;
-        let mut tx = state.pool.begin().await?;
-        let updated = store::update_rule(&mut *tx, p.reach(), rule_id, &spec)
-            .await?
-            .ok_or(ApiError::NotFound("alert rule"));
-        let rule = act.refused(Some(id.0.raw()), updated).await?;
+        let spec = check(cx.state, body.0).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let found = store::update_rule(&mut *tx, p.reach(), rule_id, &spec).await?;
+        let rule = act.found(&id.0, "alert rule", found).await?;
         // Rolled back (the transaction is dropped) when refused.
         scoped(&spec, rule.tenant_id)?;
         let details = json!({"metric": spec.metric.as_str(), "threshold": spec.threshold, "severity": spec.severity.as_str(), "enabled": spec.enabled});
@@ -277,23 +253,15 @@ impl AlertRulesApi {
     )]
     async fn delete_rule(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertDeletedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("alert_rule.delete", "alert_rule");
-        let mut tx = state.pool.begin().await?;
-        let found = match id.0.get("alert rule") {
-            Ok(rule_id) => store::get_rule(&mut *tx, p.reach(), rule_id)
-                .await?
-                .ok_or(ApiError::NotFound("alert rule")),
-            Err(e) => Err(e),
-        };
-        let rule = act.refused(Some(id.0.raw()), found).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert_rule.delete", "alert_rule");
+        let mut tx = cx.state.pool.begin().await?;
+        let rule_id = act.id(&id.0, "alert rule").await?;
+        let found = store::get_rule(&mut *tx, p.reach(), rule_id).await?;
+        let rule = act.found(&id.0, "alert rule", found).await?;
         store::delete_rule(&mut *tx, p.reach(), rule.id).await?;
         act.audit(
             &mut *tx,
@@ -329,9 +297,7 @@ impl AlertsApi {
     #[oai(path = "/alerts", method = "get", operation_id = "admin.alerts.list")]
     async fn list_alerts(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<AlertQuery>,
     ) -> Result<AlertPageResponse, ApiError> {
         let AlertQuery {
@@ -344,8 +310,8 @@ impl AlertsApi {
             cursor,
             limit,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("alert.list", "alert");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert.list", "alert");
         let reach = act
             .refused(None, p.reach_of(organization_id.as_deref()))
             .await?;
@@ -363,7 +329,7 @@ impl AlertsApi {
             until: clamp(until),
             after: cursor.map(Cursor::get).transpose()?,
         };
-        let rows = store::list(&state.pool, reach, &filter, limit.fetch()).await?;
+        let rows = store::list(&cx.state.pool, reach, &filter, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |a: &Alert| (a.opened_at, a.id));
         Ok(AlertPageResponse::Ok(Json(AlertPage {
             items: rows.into_iter().map(Into::into).collect(),
@@ -383,24 +349,20 @@ impl AlertsApi {
     )]
     async fn statistics(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         organization_id: Query<Option<String>>,
         since: Query<Option<DateTime<Utc>>>,
         until: Query<Option<DateTime<Utc>>>,
     ) -> Result<AlertStatisticsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("alert.statistics", "alert");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert.statistics", "alert");
         let reach = act
             .refused(None, p.reach_of(organization_id.0.as_deref()))
             .await?;
         let until = clamp(Some(until.0.unwrap_or_else(Utc::now))).unwrap_or_else(Utc::now);
         let since = clamp(since.0)
             .unwrap_or_else(|| until.checked_sub_signed(Duration::days(7)).unwrap_or(until));
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = cx.state.pool.acquire().await?;
         let stats = store::statistics(&mut conn, reach, since, until).await?;
         let mut open = AlertOpenBySeverity::default();
         for (severity, n) in stats.open_by_severity {
@@ -430,21 +392,15 @@ impl AlertsApi {
     )]
     async fn get_alert(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertDetailResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p.at(&state, &request_id).acting("alert.get", "alert");
-        let found = match id.0.get("alert") {
-            Ok(alert_id) => store::get(&state.pool, p.reach(), alert_id)
-                .await?
-                .ok_or(ApiError::NotFound("alert")),
-            Err(e) => Err(e),
-        };
-        let alert = act.refused(Some(id.0.raw()), found).await?;
-        let mut conn = state.pool.acquire().await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "alert.get", "alert");
+        let alert_id = act.id(&id.0, "alert").await?;
+        let found = store::get(&cx.state.pool, p.reach(), alert_id).await?;
+        let alert = act.found(&id.0, "alert", found).await?;
+        let mut conn = cx.state.pool.acquire().await?;
         let (events, deliveries) = store::history(&mut conn, alert.id).await?;
         let history = events
             .into_iter()
@@ -487,12 +443,10 @@ impl AlertsApi {
     )]
     async fn acknowledge(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertResponse, ApiError> {
-        act(&state, &auth, &request_id, id.0.raw(), "acknowledged").await
+        act(&cx, id.0.raw(), "acknowledged").await
     }
 
     /// Resolve an alert by hand (admins): every target it reached hears of
@@ -505,34 +459,26 @@ impl AlertsApi {
     )]
     async fn resolve(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<AlertResponse, ApiError> {
-        act(&state, &auth, &request_id, id.0.raw(), "resolved").await
+        act(&cx, id.0.raw(), "resolved").await
     }
 }
 
-async fn act(
-    state: &AppState,
-    auth: &Admin,
-    request_id: &RequestId,
-    raw: &str,
-    to: &str,
-) -> Result<AlertResponse, ApiError> {
-    let p = Principal::resolve(state, auth).await?;
+async fn act(cx: &AdminCtx<'_>, raw: &str, to: &str) -> Result<AlertResponse, ApiError> {
+    let p = cx.principal().await?;
     let action = if to == "acknowledged" {
         "alert.acknowledge"
     } else {
         "alert.resolve"
     };
-    let act = p.at(state, request_id).acting(action, "alert");
+    let act = cx.acting(&p, action, "alert");
     let moved = match crate::extract::id(raw, "alert") {
         Ok(id) => {
             match alerts::evaluate::act(
-                &state.pool,
-                &state.jobs,
+                &cx.state.pool,
+                &cx.state.jobs,
                 p.reach(),
                 id,
                 to,
@@ -552,7 +498,7 @@ async fn act(
     };
     let alert = act.refused(Some(raw), moved).await?;
     act.audit(
-        &state.pool,
+        &cx.state.pool,
         alert.tenant_id,
         alert.id,
         json!({"rule_id": alert.rule_id, "severity": alert.severity}),

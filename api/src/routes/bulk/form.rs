@@ -70,12 +70,7 @@ pub(super) async fn form(
             }
         }
         None => {
-            channels = stored
-                .default_channels()
-                .iter()
-                .copied()
-                .filter(|c| *c != Channel::Push)
-                .collect();
+            channels = default_batch_channels(&stored);
         }
     }
     if channels.is_empty() {

@@ -2,7 +2,8 @@
 //! or in bulk, and the rules on who may manage it.
 
 use super::*;
-use crate::access::Act;
+use crate::access::{Act, Acting};
+use crate::extract::AdminCtx;
 
 /// Pushes the invitation's job after its commit; if that fails the row is
 /// released and the dispatcher's next sweep pushes it.
@@ -158,15 +159,13 @@ pub(super) async fn create_one(
 }
 
 pub(super) async fn created(
-    state: &AppState,
-    auth: &Admin,
-    request_id: &RequestId,
+    cx: &AdminCtx<'_>,
     body: CreateInvitation,
     fixed: Option<InvitationType>,
     allowed: Option<&[InvitationType]>,
 ) -> Result<InvitationResponse, ApiError> {
-    let p = Principal::resolve(state, auth).await?;
-    let inv = create_one(state, &p, request_id, body, fixed, allowed).await?;
+    let p = cx.principal().await?;
+    let inv = create_one(cx.state, &p, cx.request_id, body, fixed, allowed).await?;
     let location = format!("/api/v1/invitations/{}", inv.id);
     Ok(InvitationResponse::Created(Json(inv.into()), location))
 }
@@ -227,20 +226,10 @@ pub(super) async fn resend_one(
     raw: &str,
     days: Option<u32>,
 ) -> Result<Uuid, ApiError> {
-    let result = async {
-        let id = crate::extract::id(raw, "invitation")?;
-        let inv = invitations::get(&state.pool, p.reach(), id)
-            .await?
-            .ok_or(ApiError::NotFound("invitation"))?;
-        check_can_manage(p, &inv)?;
-        Ok(inv)
-    }
-    .await;
-    let inv = p
+    let act = p
         .at(state, request_id)
-        .acting("invitation.resend", "invitation")
-        .refused(Some(raw), result)
-        .await?;
+        .acting("invitation.resend", "invitation");
+    let inv = managed(state, p, &act, raw).await?;
     let expires_at = expiry(state, days)?;
     let mut tx = state.pool.begin().await?;
     let reopened = invitations::reopen(&mut *tx, inv.tenant_id, inv.id, expires_at).await?;
@@ -252,22 +241,9 @@ pub(super) async fn resend_one(
             inv.status
         )))
     };
-    p.at(state, request_id)
-        .acting("invitation.resend", "invitation")
-        .refused(Some(raw), reopened)
+    act.refused(Some(raw), reopened).await?;
+    act.audit(&mut *tx, Some(inv.tenant_id), inv.id, json!({}))
         .await?;
-    p.audit(
-        &mut *tx,
-        request_id,
-        Some(inv.tenant_id),
-        Act {
-            action: "invitation.resend",
-            resource_type: "invitation",
-        },
-        inv.id,
-        json!({}),
-    )
-    .await?;
     tx.commit().await?;
     push(state, inv.tenant_id, inv.id).await;
     Ok(inv.id)
@@ -279,20 +255,10 @@ pub(super) async fn cancel_one(
     request_id: &RequestId,
     raw: &str,
 ) -> Result<Uuid, ApiError> {
-    let result = async {
-        let id = crate::extract::id(raw, "invitation")?;
-        let inv = invitations::get(&state.pool, p.reach(), id)
-            .await?
-            .ok_or(ApiError::NotFound("invitation"))?;
-        check_can_manage(p, &inv)?;
-        Ok(inv)
-    }
-    .await;
-    let inv = p
+    let act = p
         .at(state, request_id)
-        .acting("invitation.cancel", "invitation")
-        .refused(Some(raw), result)
-        .await?;
+        .acting("invitation.cancel", "invitation");
+    let inv = managed(state, p, &act, raw).await?;
     let mut tx = state.pool.begin().await?;
     let done = if invitations::cancel(&mut *tx, inv.tenant_id, inv.id).await? {
         Ok(())
@@ -302,24 +268,50 @@ pub(super) async fn cancel_one(
             inv.status
         )))
     };
-    p.at(state, request_id)
-        .acting("invitation.cancel", "invitation")
-        .refused(Some(raw), done)
+    act.refused(Some(raw), done).await?;
+    act.audit(&mut *tx, Some(inv.tenant_id), inv.id, json!({}))
         .await?;
-    p.audit(
-        &mut *tx,
-        request_id,
-        Some(inv.tenant_id),
-        Act {
-            action: "invitation.cancel",
-            resource_type: "invitation",
-        },
-        inv.id,
-        json!({}),
-    )
-    .await?;
     tx.commit().await?;
     Ok(inv.id)
+}
+
+/// The invitation `raw` names, when `p` may manage it ([`check_can_manage`]:
+/// another's answers 404, as one that does not exist); refusals recorded as
+/// `act`'s.
+pub(super) async fn managed(
+    state: &AppState,
+    p: &Principal,
+    act: &Acting<'_>,
+    raw: &str,
+) -> Result<invitations::Invitation, ApiError> {
+    let result = async {
+        let id = crate::extract::id(raw, "invitation")?;
+        let inv = invitations::get(&state.pool, p.reach(), id)
+            .await?
+            .ok_or(ApiError::NotFound("invitation"))?;
+        check_can_manage(p, &inv)?;
+        Ok(inv)
+    }
+    .await;
+    act.refused(Some(raw), result).await
+}
+
+/// Answers a bulk body (207): `each` applied to every id in turn, an item
+/// for each.
+pub(super) async fn bulk_each<'a, F, Fut>(
+    ids: &'a [String],
+    each: F,
+) -> Result<BulkResponse, ApiError>
+where
+    F: Fn(&'a str) -> Fut,
+    Fut: Future<Output = Result<Uuid, ApiError>>,
+{
+    bulk_ids(ids)?;
+    let mut results = Vec::new();
+    for (i, raw) in ids.iter().enumerate() {
+        results.push(item(i, each(raw).await.map(|id| (200, id))));
+    }
+    Ok(summarise(results))
 }
 
 /// Admins manage every invitation in scope; others only those they sent.

@@ -263,6 +263,28 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     }
 }
 
+/// What a request's idempotency key is stored with: a replay under the key
+/// must carry a body of the same hash.
+pub(crate) fn request_hash(body: &impl serde::Serialize) -> Vec<u8> {
+    Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).to_vec()
+}
+
+/// Whether a request with idempotency `key` was accepted before, as
+/// `accepted` finds; never for a request without a key. Asked only when
+/// awaited.
+pub(crate) async fn accepted_before<'k, F>(
+    key: Option<&'k str>,
+    accepted: impl FnOnce(&'k str) -> F,
+) -> Result<bool, sqlx::Error>
+where
+    F: Future<Output = Result<bool, sqlx::Error>>,
+{
+    match key {
+        Some(k) => accepted(k).await,
+        None => Ok(false),
+    }
+}
+
 /// Checks an `Idempotency-Key` header with the one rule for it
 /// ([`idempotency_key_ok`]). Every route that honours the key uses this.
 pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {

@@ -19,7 +19,6 @@ pub mod input;
 use crate::access::Act;
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Path,
@@ -35,10 +34,7 @@ use shared::db::{
 use uuid::Uuid;
 
 use self::input::{FilterBody, Selection, SelectionBody};
-use crate::{
-    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
-    middleware::RequestId,
-};
+use crate::{access::Principal, body::StrictJson, error::ApiError, extract::AdminCtx};
 
 /// The failed-work endpoints.
 #[derive(Debug)]
@@ -284,22 +280,19 @@ fn query_filter(
 
 /// Checks the body, applies it (or starts the action) and audits it.
 async fn apply(
-    state: &AppState,
-    auth: &Admin,
-    request_id: &RequestId,
+    cx: &AdminCtx<'_>,
     action: Action,
     body: &SelectionBody,
 ) -> Result<Applied, ApiError> {
     let name = format!("ops.failed.{}", action.as_str());
-    let p = Principal::resolve(state, auth).await?;
-    let selection = p
-        .at(state, request_id)
-        .acting(&name, "failed_work")
+    let p = cx.principal().await?;
+    let selection = cx
+        .acting(&p, &name, "failed_work")
         .refused(None, input::selection(&p, body))
         .await?;
     match selection {
         Selection::Ids(items) => {
-            let mut tx = state.pool.begin().await?;
+            let mut tx = cx.state.pool.begin().await?;
             let counts = failed_work::apply_selection(&mut tx, p.reach(), action, &items).await?;
             let ids: Vec<String> = items
                 .iter()
@@ -307,7 +300,7 @@ async fn apply(
                 .collect();
             p.audit(
                 &mut *tx,
-                request_id,
+                cx.request_id,
                 None,
                 Act {
                     action: &name,
@@ -323,7 +316,7 @@ async fn apply(
         }
         Selection::Filter(reach, filter) => {
             let started = ops_actions::create(
-                &state.pool,
+                &cx.state.pool,
                 reach,
                 action,
                 &filter,
@@ -332,8 +325,8 @@ async fn apply(
             )
             .await?;
             p.audit(
-                &state.pool,
-                request_id,
+                &cx.state.pool,
+                cx.request_id,
                 reach.tenant(),
                 Act {
                     action: &name,
@@ -369,18 +362,14 @@ impl OpsFailedApi {
     )]
     async fn groups(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<FailedQuery>,
     ) -> Result<GroupsResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("ops.failed.groups", "failed_work");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "ops.failed.groups", "failed_work");
         let filter = query_filter(&p, query.0, None);
         let (reach, filter) = act.refused(None, filter).await?;
-        let rows = failed_work::groups(&state.pool, reach, &filter).await?;
+        let rows = failed_work::groups(&cx.state.pool, reach, &filter).await?;
         let total = rows.iter().map(|g| g.count).sum();
         let groups = rows
             .into_iter()
@@ -406,9 +395,7 @@ impl OpsFailedApi {
     #[oai(path = "/failed", method = "get", operation_id = "ops.failed.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         query: Params<FailedQuery>,
         page_query: Params<FailedPageQuery>,
     ) -> Result<PageResponse, ApiError> {
@@ -417,14 +404,12 @@ impl OpsFailedApi {
             cursor,
             limit,
         } = page_query.0;
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("ops.failed.list", "failed_work");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "ops.failed.list", "failed_work");
         let filter = query_filter(&p, query.0, group);
         let (reach, filter) = act.refused(None, filter).await?;
         let after = cursor.map(Cursor::get).transpose()?;
-        let rows = failed_work::list(&state.pool, reach, &filter, after, limit.fetch()).await?;
+        let rows = failed_work::list(&cx.state.pool, reach, &filter, after, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |r| (r.failed_at, r.id));
         let items = rows
             .into_iter()
@@ -456,23 +441,19 @@ impl OpsFailedApi {
     )]
     async fn retry(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<SelectionBody>,
     ) -> Result<RetryResponse, ApiError> {
-        Ok(
-            match apply(&state, &auth, &request_id, Action::Retry, &body.0).await? {
-                Applied::Done(c) => RetryResponse::Done(Json(Retried {
-                    retried: c.applied,
-                    skipped: c.skipped,
-                    not_found: c.not_found,
-                })),
-                Applied::Started(a) => {
-                    RetryResponse::Started(Json(Box::new((*a).clone().into())), location(&a))
-                }
-            },
-        )
+        Ok(match apply(&cx, Action::Retry, &body.0).await? {
+            Applied::Done(c) => RetryResponse::Done(Json(Retried {
+                retried: c.applied,
+                skipped: c.skipped,
+                not_found: c.not_found,
+            })),
+            Applied::Started(a) => {
+                RetryResponse::Started(Json(Box::new((*a).clone().into())), location(&a))
+            }
+        })
     }
 
     /// Discards failed items (same bodies as retry): they leave the failed
@@ -485,23 +466,19 @@ impl OpsFailedApi {
     )]
     async fn discard(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<SelectionBody>,
     ) -> Result<DiscardResponse, ApiError> {
-        Ok(
-            match apply(&state, &auth, &request_id, Action::Discard, &body.0).await? {
-                Applied::Done(c) => DiscardResponse::Done(Json(Discarded {
-                    discarded: c.applied,
-                    skipped: c.skipped,
-                    not_found: c.not_found,
-                })),
-                Applied::Started(a) => {
-                    DiscardResponse::Started(Json(Box::new((*a).clone().into())), location(&a))
-                }
-            },
-        )
+        Ok(match apply(&cx, Action::Discard, &body.0).await? {
+            Applied::Done(c) => DiscardResponse::Done(Json(Discarded {
+                discarded: c.applied,
+                skipped: c.skipped,
+                not_found: c.not_found,
+            })),
+            Applied::Started(a) => {
+                DiscardResponse::Started(Json(Box::new((*a).clone().into())), location(&a))
+            }
+        })
     }
 
     /// A retry or discard action and its progress.
@@ -512,17 +489,13 @@ impl OpsFailedApi {
     )]
     async fn action(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ActionResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("ops.actions.get", "ops_action");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "ops.actions.get", "ops_action");
         let id = id.0.get("action")?;
-        let found = ops_actions::get(&state.pool, p.reach(), id)
+        let found = ops_actions::get(&cx.state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
         let a = act.refused(Some(&id.to_string()), found).await?;
@@ -539,22 +512,18 @@ impl OpsFailedApi {
     )]
     async fn cancel(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ActionResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("ops.actions.cancel", "ops_action");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "ops.actions.cancel", "ops_action");
         let id = id.0.get("action")?;
-        let found = ops_actions::cancel(&state.pool, p.reach(), id)
+        let found = ops_actions::cancel(&cx.state.pool, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("action"));
         let a = act.refused(Some(&id.to_string()), found).await?;
         act.audit(
-            &state.pool,
+            &cx.state.pool,
             a.tenant_id,
             a.id,
             json!({"status": a.status, "processed": a.processed, "matched": a.matched}),

@@ -16,7 +16,6 @@ mod providers;
 mod views;
 
 use chrono::Utc;
-use poem::web::Data;
 use poem_openapi::{
     OpenApi,
     param::{Path, Query},
@@ -29,10 +28,7 @@ pub use self::{
     providers::{ProviderItem, ProvidersView},
     views::*,
 };
-use crate::{
-    AppState, access::Principal, auth::Admin, body::StrictJson, error::ApiError,
-    middleware::RequestId,
-};
+use crate::{AppState, body::StrictJson, error::ApiError, extract::AdminCtx};
 
 /// The fleet endpoints.
 #[derive(Debug)]
@@ -64,16 +60,10 @@ impl OpsFleetApi {
         method = "get",
         operation_id = "ops.workers.list"
     )]
-    async fn workers(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<Json<WorkersView>, ApiError> {
-        Principal::resolve(&state, &auth)
-            .await?
-            .require_platform()?;
-        let mut conn = state.queues.connection();
-        let workers = fleet::live_workers(&mut conn, state.queues.prefix())
+    async fn workers(&self, cx: AdminCtx<'_>) -> Result<Json<WorkersView>, ApiError> {
+        cx.principal().await?.require_platform()?;
+        let mut conn = cx.state.queues.connection();
+        let workers = fleet::live_workers(&mut conn, cx.state.queues.prefix())
             .await
             .map_err(unavailable)?;
         Ok(Json(WorkersView {
@@ -89,18 +79,13 @@ impl OpsFleetApi {
         method = "get",
         operation_id = "ops.scheduler.get"
     )]
-    async fn scheduler(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<Json<SchedulerView>, ApiError> {
-        Principal::resolve(&state, &auth)
-            .await?
-            .require_platform()?;
-        let names: Vec<String> = state.jobs.cron.iter().map(|e| e.name.clone()).collect();
-        let ticks = db::fleet::last_ticks(&state.pool, &names).await?;
+    async fn scheduler(&self, cx: AdminCtx<'_>) -> Result<Json<SchedulerView>, ApiError> {
+        cx.principal().await?.require_platform()?;
+        let names: Vec<String> = cx.state.jobs.cron.iter().map(|e| e.name.clone()).collect();
+        let ticks = db::fleet::last_ticks(&cx.state.pool, &names).await?;
         let now = Utc::now();
-        let entries = state
+        let entries = cx
+            .state
             .jobs
             .cron
             .iter()
@@ -119,8 +104,8 @@ impl OpsFleetApi {
                 }
             })
             .collect();
-        let mut conn = state.queues.connection();
-        let sweep = fleet::last_sweep(&mut conn, state.queues.prefix())
+        let mut conn = cx.state.queues.connection();
+        let sweep = fleet::last_sweep(&mut conn, cx.state.queues.prefix())
             .await
             .map_err(unavailable)?;
         Ok(Json(SchedulerView {
@@ -143,15 +128,14 @@ impl OpsFleetApi {
     )]
     async fn providers(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         /// Only this organisation's configs (platform admins; an
         /// organisation's admin may name only its own).
         organization_id: Query<Option<String>>,
     ) -> Result<Json<ProvidersView>, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let scope = providers::listing_scope(&p, organization_id.0.as_deref())?;
-        let items = providers::list(&state, scope).await?;
+        let items = providers::list(cx.state, scope).await?;
         Ok(Json(ProvidersView { items }))
     }
 
@@ -166,13 +150,11 @@ impl OpsFleetApi {
     )]
     async fn pause_provider(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         /// The provider config's id.
         id: Path<String>,
     ) -> Result<Json<ProviderItem>, ApiError> {
-        set_paused(&state, &auth, &request_id, &id.0, true).await
+        set_paused(&cx, &id.0, true).await
     }
 
     /// Resume a paused provider config: sends use it again.
@@ -183,13 +165,11 @@ impl OpsFleetApi {
     )]
     async fn resume_provider(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         /// The provider config's id.
         id: Path<String>,
     ) -> Result<Json<ProviderItem>, ApiError> {
-        set_paused(&state, &auth, &request_id, &id.0, false).await
+        set_paused(&cx, &id.0, false).await
     }
 
     /// WebSocket statistics of every live API instance: connections,
@@ -199,15 +179,9 @@ impl OpsFleetApi {
         method = "get",
         operation_id = "ops.realtime.get"
     )]
-    async fn realtime(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<Json<RealtimeView>, ApiError> {
-        Principal::resolve(&state, &auth)
-            .await?
-            .require_platform()?;
-        Ok(Json(realtime_view(&state).await?))
+    async fn realtime(&self, cx: AdminCtx<'_>) -> Result<Json<RealtimeView>, ApiError> {
+        cx.principal().await?.require_platform()?;
+        Ok(Json(realtime_view(cx.state).await?))
     }
 
     /// WebSocket statistics (platform admins): the same as
@@ -217,30 +191,18 @@ impl OpsFleetApi {
         method = "get",
         operation_id = "admin.websocket.statistics"
     )]
-    async fn websocket_statistics(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<Json<RealtimeView>, ApiError> {
-        Principal::resolve(&state, &auth)
-            .await?
-            .require_platform()?;
-        Ok(Json(realtime_view(&state).await?))
+    async fn websocket_statistics(&self, cx: AdminCtx<'_>) -> Result<Json<RealtimeView>, ApiError> {
+        cx.principal().await?.require_platform()?;
+        Ok(Json(realtime_view(cx.state).await?))
     }
 
     /// The API's in-process caches, added up over every live instance:
     /// entries, hits, misses and how stale an entry may be (platform admins).
     #[oai(path = "/ops/caches", method = "get", operation_id = "ops.caches.list")]
-    async fn caches(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<Json<CachesView>, ApiError> {
-        Principal::resolve(&state, &auth)
-            .await?
-            .require_platform()?;
+    async fn caches(&self, cx: AdminCtx<'_>) -> Result<Json<CachesView>, ApiError> {
+        cx.principal().await?.require_platform()?;
         Ok(Json(CachesView {
-            caches: caches_view(&state).await?,
+            caches: caches_view(cx.state).await?,
         }))
     }
 
@@ -253,13 +215,11 @@ impl OpsFleetApi {
     )]
     async fn clear_cache(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         /// `api_keys` or `templates`.
         name: Path<String>,
     ) -> Result<Json<CacheView>, ApiError> {
-        cache_action(&state, &auth, &request_id, &name.0, None).await
+        cache_action(&cx, &name.0, None).await
     }
 
     /// Drop one organisation's entries from a cache on every API instance
@@ -271,23 +231,19 @@ impl OpsFleetApi {
     )]
     async fn invalidate_cache(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         /// `api_keys` or `templates`.
         name: Path<String>,
         body: StrictJson<InvalidateInput>,
     ) -> Result<Json<CacheView>, ApiError> {
         let tag = body.0.tag;
-        cache_action(&state, &auth, &request_id, &name.0, Some(&tag)).await
+        cache_action(&cx, &name.0, Some(&tag)).await
     }
 }
 
 /// Pauses or resumes config `raw` for its organisation, audited.
 async fn set_paused(
-    state: &AppState,
-    auth: &Admin,
-    request_id: &RequestId,
+    cx: &AdminCtx<'_>,
     raw: &str,
     pause: bool,
 ) -> Result<Json<ProviderItem>, ApiError> {
@@ -296,11 +252,11 @@ async fn set_paused(
     } else {
         "provider.resume"
     };
-    let p = Principal::resolve(state, auth).await?;
-    let act = p.at(state, request_id).acting(action, "provider_config");
-    let result = providers::target(state, &p, raw).await;
+    let p = cx.principal().await?;
+    let act = cx.acting(&p, action, "provider_config");
+    let result = providers::target(cx.state, &p, raw).await;
     let (tenant, config) = act.refused(Some(raw), result).await?;
-    let mut tx = state.pool.begin().await?;
+    let mut tx = cx.state.pool.begin().await?;
     let by = pause.then_some(p.caller.actor.as_str());
     let updated = db::fleet::set_paused(&mut *tx, tenant, config.id, by)
         .await?
@@ -308,7 +264,7 @@ async fn set_paused(
     act.audit(&mut *tx, Some(tenant), config.id, json!({"name": updated.name, "channel": updated.channel, "was_paused": config.paused_at.is_some()}))
     .await?;
     tx.commit().await?;
-    let mut items = providers::items(state, vec![(tenant, updated)]).await?;
+    let mut items = providers::items(cx.state, vec![(tenant, updated)]).await?;
     Ok(Json(items.remove(0)))
 }
 
@@ -366,9 +322,7 @@ async fn caches_view(state: &AppState) -> Result<Vec<CacheView>, ApiError> {
 /// Clears cache `name` (or organisation `tag`'s entries) here and on every
 /// other instance, audited.
 async fn cache_action(
-    state: &AppState,
-    auth: &Admin,
-    request_id: &RequestId,
+    cx: &AdminCtx<'_>,
     name: &str,
     tag: Option<&str>,
 ) -> Result<Json<CacheView>, ApiError> {
@@ -377,8 +331,8 @@ async fn cache_action(
     } else {
         "cache.clear"
     };
-    let p = Principal::resolve(state, auth).await?;
-    let act = p.at(state, request_id).acting(action, "cache");
+    let p = cx.principal().await?;
+    let act = cx.acting(&p, action, "cache");
     let allowed = p.require_platform().and_then(|()| {
         if crate::fleet::CACHES.contains(&name) {
             Ok(())
@@ -393,24 +347,24 @@ async fn cache_action(
                 .map_err(|_| ApiError::invalid("tag", "is not an organisation id"))
         })
         .transpose()?;
-    crate::fleet::apply(state, name, tenant);
+    crate::fleet::apply(cx.state, name, tenant);
     let command = fleet::CacheCommand {
         cache: name.to_owned(),
         tag: tenant.map(|t| t.0),
-        from: state.instance.name().to_owned(),
+        from: cx.state.instance.name().to_owned(),
     };
-    let told = crate::fleet::broadcast(state, &command).await;
+    let told = crate::fleet::broadcast(cx.state, &command).await;
     if let Err(error) = &told {
         tracing::warn!(%error, "cannot tell the other instances to clear the cache");
     }
     act.audit(
-        &state.pool,
+        &cx.state.pool,
         None,
         name,
         json!({"tag": tenant.map(|t| t.to_string()), "other_instances_told": told.is_ok()}),
     )
     .await?;
-    let view = caches_view(state)
+    let view = caches_view(cx.state)
         .await?
         .into_iter()
         .find(|c| c.name == name)

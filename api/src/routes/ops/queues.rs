@@ -15,7 +15,7 @@ use std::{
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use futures::{Stream, StreamExt};
-use poem::web::{Data, sse::Event};
+use poem::web::sse::Event;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi,
     param::{Path, Query},
@@ -30,8 +30,8 @@ use shared::{
     throughput::quantile,
 };
 
-use crate::access::Act;
-use crate::{AppState, access::Principal, auth::Admin, error::ApiError, middleware::RequestId};
+use crate::extract::AdminCtx;
+use crate::{AppState, error::ApiError};
 
 /// How stale a served overview may be.
 const OVERVIEW_FRESH: Duration = Duration::from_secs(1);
@@ -412,9 +412,9 @@ impl OpsQueuesApi {
     /// accepted-to-sent latency percentiles, and whether it is paused. An
     /// organisation admin sees its own organisation's work only.
     #[oai(path = "/queues", method = "get", operation_id = "ops.queues.list")]
-    async fn list(&self, auth: Admin, state: Data<&AppState>) -> Result<ListResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let list = overview(&state, p.reach()).await?;
+    async fn list(&self, cx: AdminCtx<'_>) -> Result<ListResponse, ApiError> {
+        let p = cx.principal().await?;
+        let list = overview(cx.state, p.reach()).await?;
         Ok(ListResponse::Ok(Json((*list).clone())))
     }
 
@@ -424,25 +424,13 @@ impl OpsQueuesApi {
         method = "get",
         operation_id = "ops.queues.get"
     )]
-    async fn get(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
-        queue: Path<String>,
-    ) -> Result<QueueResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let q = p
-            .refused(
-                &state,
-                &request_id,
-                "queue.get",
-                "queue",
-                Some(&queue.0),
-                queue_of(&queue.0),
-            )
+    async fn get(&self, cx: AdminCtx<'_>, queue: Path<String>) -> Result<QueueResponse, ApiError> {
+        let p = cx.principal().await?;
+        let q = cx
+            .acting(&p, "queue.get", "queue")
+            .refused(Some(&queue.0), queue_of(&queue.0))
             .await?;
-        Ok(QueueResponse::Ok(Json(one(&state, p.reach(), q).await?)))
+        Ok(QueueResponse::Ok(Json(one(cx.state, p.reach(), q).await?)))
     }
 
     /// A queue's finished work over time, for charts: the last hour per
@@ -456,22 +444,14 @@ impl OpsQueuesApi {
     )]
     async fn history(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         queue: Path<String>,
         range: Query<Option<HistoryRange>>,
     ) -> Result<HistoryResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let q = p
-            .refused(
-                &state,
-                &request_id,
-                "queue.history",
-                "queue",
-                Some(&queue.0),
-                queue_of(&queue.0),
-            )
+        let p = cx.principal().await?;
+        let q = cx
+            .acting(&p, "queue.history", "queue")
+            .refused(Some(&queue.0), queue_of(&queue.0))
             .await?;
         let range = range.0.unwrap_or(HistoryRange::Hour);
         let (span, step) = range.span_and_step();
@@ -479,7 +459,7 @@ impl OpsQueuesApi {
         let current = now.duration_trunc(TimeDelta::seconds(step)).unwrap_or(now);
         let count = span / step;
         let since = current - TimeDelta::seconds(step * (count - 1));
-        let points = queue_ops::history(&state.pool, p.reach(), q, since, step).await?;
+        let points = queue_ops::history(&cx.state.pool, p.reach(), q, since, step).await?;
         Ok(HistoryResponse::Ok(Json(QueueHistory {
             queue: q.as_str().to_owned(),
             range,
@@ -501,19 +481,14 @@ impl OpsQueuesApi {
     )]
     async fn pause(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         queue: Path<String>,
         body: Json<PauseRequest>,
     ) -> Result<QueueResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let q = p
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "queue.pause", "queue");
+        let q = act
             .refused(
-                &state,
-                &request_id,
-                "queue.pause",
-                "queue",
                 Some(&queue.0),
                 p.require_platform()
                     .and_then(|()| queue_of(&queue.0))
@@ -534,24 +509,19 @@ impl OpsQueuesApi {
             .as_deref()
             .map(str::trim)
             .filter(|r| !r.is_empty());
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let pause = queue_ops::pause(&mut tx, q, &p.caller.actor, reason).await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             None,
-            Act {
-                action: "queue.pause",
-                resource_type: "queue",
-            },
             q,
             serde_json::json!({"reason": pause.reason}),
         )
         .await?;
         tx.commit().await?;
-        publish_pauses(&state).await?;
+        publish_pauses(cx.state).await?;
         tracing::info!(queue = %q, by = %p.caller.actor, "queue paused");
-        Ok(QueueResponse::Ok(Json(one(&state, p.reach(), q).await?)))
+        Ok(QueueResponse::Ok(Json(one(cx.state, p.reach(), q).await?)))
     }
 
     /// Resumes a paused queue (platform admins): the dispatcher feeds it
@@ -564,42 +534,32 @@ impl OpsQueuesApi {
     )]
     async fn resume(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         queue: Path<String>,
     ) -> Result<QueueResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let q = p
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "queue.resume", "queue");
+        let q = act
             .refused(
-                &state,
-                &request_id,
-                "queue.resume",
-                "queue",
                 Some(&queue.0),
                 p.require_platform().and_then(|()| queue_of(&queue.0)),
             )
             .await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let was_paused = queue_ops::resume(&mut *tx, q).await?;
-        p.audit(
+        act.audit(
             &mut *tx,
-            &request_id,
             None,
-            Act {
-                action: "queue.resume",
-                resource_type: "queue",
-            },
             q,
             serde_json::json!({"was_paused": was_paused}),
         )
         .await?;
         tx.commit().await?;
-        publish_pauses(&state).await?;
+        publish_pauses(cx.state).await?;
         if was_paused {
             tracing::info!(queue = %q, by = %p.caller.actor, "queue resumed");
         }
-        Ok(QueueResponse::Ok(Json(one(&state, p.reach(), q).await?)))
+        Ok(QueueResponse::Ok(Json(one(cx.state, p.reach(), q).await?)))
     }
 
     /// The queue overview as server-sent events: an event `queues` with the
@@ -608,14 +568,10 @@ impl OpsQueuesApi {
     /// `EventSource` cannot send an `Authorization` header: read it with
     /// `fetch()`.
     #[oai(path = "/stream", method = "get", operation_id = "ops.stream")]
-    async fn stream(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<EventStream<Lists>, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+    async fn stream(&self, cx: AdminCtx<'_>) -> Result<EventStream<Lists>, ApiError> {
+        let p = cx.principal().await?;
         let scope = p.reach();
-        let state = (*state).clone();
+        let state = cx.state.clone();
         // The stream is read after the handler returned, outside the
         // request's scope: each read carries the request's scope.
         let db_scope = shared::db::scope::current();

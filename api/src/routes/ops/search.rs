@@ -10,7 +10,6 @@
 //! only, and other organisations' ids are not found.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -20,10 +19,7 @@ use serde_json::{Value, json};
 use shared::db::ops_search::{self, Timeline};
 use uuid::Uuid;
 
-use crate::{
-    AppState, access::Principal, auth::Admin, error::ApiError, extract::PathId,
-    middleware::RequestId,
-};
+use crate::{error::ApiError, extract::AdminCtx, extract::PathId};
 
 /// The search and timeline endpoints.
 #[derive(Debug)]
@@ -212,11 +208,10 @@ impl OpsSearchApi {
     #[oai(path = "/search", method = "get", operation_id = "ops.search")]
     async fn search(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         #[oai(validator(min_length = 1, max_length = 255))] q: Query<Option<String>>,
     ) -> Result<SearchResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let q = q.0.unwrap_or_default();
         let q = q.trim();
         if q.is_empty() || q.chars().count() > 255 || q.chars().any(char::is_control) {
@@ -225,7 +220,7 @@ impl OpsSearchApi {
                 "must be 1 to 255 printable characters: an id, an idempotency key or an external id",
             ));
         }
-        let rows = ops_search::search(&state.pool, p.reach(), q).await?;
+        let rows = ops_search::search(&cx.state.pool, p.reach(), q).await?;
         let matches = rows
             .into_iter()
             .map(|m| SearchMatch {
@@ -249,17 +244,13 @@ impl OpsSearchApi {
     )]
     async fn timeline(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<TimelineResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("ops.notifications.timeline", "notification");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "ops.notifications.timeline", "notification");
         let id = id.0.get("notification")?;
-        let mut conn = state.pool.acquire().await?;
+        let mut conn = cx.state.pool.acquire().await?;
         let found = ops_search::timeline(&mut conn, p.reach(), id)
             .await?
             .ok_or(ApiError::NotFound("notification"));

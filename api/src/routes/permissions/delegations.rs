@@ -11,7 +11,6 @@
 //! organisation's).
 
 use chrono::{DateTime, Duration, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{db::permissions as db, permissions::Permission};
@@ -20,13 +19,10 @@ use uuid::Uuid;
 use super::{changed, member, parse_permissions};
 use crate::access::Act;
 use crate::{
-    AppState,
-    access::Principal,
-    auth::Admin,
     body::StrictJson,
     error::ApiError,
+    extract::AdminCtx,
     extract::{Cursor, PageSize, Params, page},
-    middleware::RequestId,
     routes::ApiTags,
 };
 
@@ -194,15 +190,11 @@ impl DelegationsApi {
     )]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<DelegateBody>,
     ) -> Result<DelegationResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("permission.delegate", "user");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission.delegate", "user");
         let tenant = p.caller.tenant_id;
         let b = body.0;
         let Some(me) = p.user_id else {
@@ -223,15 +215,15 @@ impl DelegationsApi {
                 "must be at most 500 characters",
             ));
         }
-        let now = state.permissions_clock.now();
+        let now = cx.state.permissions_clock.now();
         let (starts_at, ends_at) = window(&b, now)?;
         if b.delegate_id.eq_ignore_ascii_case(&me.to_string()) {
             return Err(ApiError::invalid("delegate_id", "cannot be yourself"));
         }
-        let delegate = member(&state, tenant, &b.delegate_id).await;
+        let delegate = member(cx.state, tenant, &b.delegate_id).await;
         let delegate = act.refused(Some(&b.delegate_id), delegate).await?;
-        let me_user = member(&state, tenant, &me.to_string()).await?;
-        let held = db::direct(&state.pool, tenant, Some(me), &[me_user.role]).await?;
+        let me_user = member(cx.state, tenant, &me.to_string()).await?;
+        let held = db::direct(&cx.state.pool, tenant, Some(me), &[me_user.role]).await?;
         let missing = permissions.iter().find(|p| !held.contains_key(p));
         let allowed = match missing {
             Some(p) => Err(ApiError::Forbidden(p.not_held())),
@@ -239,7 +231,7 @@ impl DelegationsApi {
         };
         act.refused(Some(&b.delegate_id), allowed).await?;
         let names: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let d = db::create_delegation(
             &mut *tx,
             tenant,
@@ -257,7 +249,7 @@ impl DelegationsApi {
         changed(
             &mut tx,
             &p,
-            &request_id,
+            cx.request_id,
             Act {
                 action: "permission.delegate",
                 resource_type: "permission_delegation",
@@ -286,8 +278,7 @@ impl DelegationsApi {
     )]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         query: Params<ListQuery>,
     ) -> Result<DelegationPageResponse, ApiError> {
         let ListQuery {
@@ -297,7 +288,7 @@ impl DelegationsApi {
             cursor,
             limit,
         } = query.0;
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let tenant = p.caller.tenant_id;
         let before = cursor.map(Cursor::get).transpose()?;
         let whose = match user_id.as_deref() {
@@ -307,7 +298,7 @@ impl DelegationsApi {
                 if !own {
                     p.require(Permission::PermissionsRead)?;
                 }
-                Some(member(&state, tenant, raw).await?.id)
+                Some(member(cx.state, tenant, raw).await?.id)
             }
         };
         let direction = match direction.unwrap_or(Direction::All) {
@@ -315,7 +306,7 @@ impl DelegationsApi {
             Direction::Received => db::Direction::Received,
             Direction::All => db::Direction::Both,
         };
-        let now = state.permissions_clock.now();
+        let now = cx.state.permissions_clock.now();
         let filter = db::DelegationFilter {
             user: whose,
             direction,
@@ -323,7 +314,7 @@ impl DelegationsApi {
             now,
         };
         let rows =
-            db::list_delegations(&state.pool, tenant, &filter, before, limit.fetch()).await?;
+            db::list_delegations(&cx.state.pool, tenant, &filter, before, limit.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit, |d| d.id);
         Ok(DelegationPageResponse::Ok(Json(DelegationPage {
             items: rows
@@ -343,18 +334,14 @@ impl DelegationsApi {
     )]
     async fn revoke(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<String>,
     ) -> Result<DelegationResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("permission.delegation_revoke", "permission_delegation");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "permission.delegation_revoke", "permission_delegation");
         let tenant = p.caller.tenant_id;
         let found = match crate::extract::id::<Uuid>(&id.0, "delegation") {
-            Ok(did) => match db::get_delegation(&state.pool, tenant, did).await? {
+            Ok(did) => match db::get_delegation(&cx.state.pool, tenant, did).await? {
                 Some(d) if Some(d.delegator_id) == p.user_id => Ok(d),
                 Some(d) => p.require(Permission::PermissionsManage).map(|()| d),
                 None => Err(ApiError::NotFound("delegation")),
@@ -362,7 +349,7 @@ impl DelegationsApi {
             Err(_) => Err(ApiError::NotFound("delegation")),
         };
         let d = act.refused(Some(&id.0), found).await?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let revoked = db::revoke_delegation(&mut *tx, tenant, d.id, &p.caller.actor)
             .await?
             .ok_or(ApiError::NotFound("delegation"))?;
@@ -370,7 +357,7 @@ impl DelegationsApi {
             changed(
                 &mut tx,
                 &p,
-                &request_id,
+                cx.request_id,
                 Act {
                     action: "permission.delegation_revoke",
                     resource_type: "permission_delegation",
@@ -384,7 +371,7 @@ impl DelegationsApi {
         tx.commit().await?;
         Ok(DelegationResponse::Ok(Json(DelegationView::at(
             revoked,
-            state.permissions_clock.now(),
+            cx.state.permissions_clock.now(),
         ))))
     }
 }

@@ -8,7 +8,6 @@
 
 use crate::extract::PathId;
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
@@ -21,10 +20,9 @@ use uuid::Uuid;
 use crate::{
     AppState,
     access::Principal,
-    auth::Admin,
     body::StrictJson,
     error::{ApiError, InvalidParam},
-    middleware::RequestId,
+    extract::AdminCtx,
     routes::ApiTags,
 };
 
@@ -283,13 +281,9 @@ fn details(spec: &ScheduleSpec) -> serde_json::Value {
 impl ReportSchedulesApi {
     /// The organisation's report schedules (admins).
     #[oai(path = "/", method = "get", operation_id = "reports.schedules.list")]
-    async fn list(
-        &self,
-        auth: Admin,
-        state: Data<&AppState>,
-    ) -> Result<ScheduleListResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let items = store::list(&state.pool, p.caller.tenant_id).await?;
+    async fn list(&self, cx: AdminCtx<'_>) -> Result<ScheduleListResponse, ApiError> {
+        let p = cx.principal().await?;
+        let items = store::list(&cx.state.pool, p.caller.tenant_id).await?;
         Ok(ScheduleListResponse::Ok(Json(ReportScheduleList {
             items: items.into_iter().map(Into::into).collect(),
         })))
@@ -303,18 +297,14 @@ impl ReportSchedulesApi {
     #[oai(path = "/", method = "post", operation_id = "reports.schedules.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_schedule.create", "report_schedule");
-        let spec = check(&state, &p, body.0, Utc::now()).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_schedule.create", "report_schedule");
+        let spec = check(cx.state, &p, body.0, Utc::now()).await?;
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         if store::count(&mut *tx, tenant).await? >= MAX_SCHEDULES {
             return Err(ApiError::Conflict(format!(
                 "an organisation has at most {MAX_SCHEDULES} report schedules"
@@ -331,22 +321,14 @@ impl ReportSchedulesApi {
     #[oai(path = "/:id", method = "get", operation_id = "reports.schedules.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ScheduleResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_schedule.get", "report_schedule");
-        let found = match id.0.get("report schedule") {
-            Ok(sid) => store::get(&state.pool, p.caller.tenant_id, sid)
-                .await?
-                .ok_or(ApiError::NotFound("report schedule")),
-            Err(e) => Err(e),
-        };
-        let s = act.refused(Some(id.0.raw()), found).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_schedule.get", "report_schedule");
+        let sid = act.id(&id.0, "report schedule").await?;
+        let found = store::get(&cx.state.pool, p.caller.tenant_id, sid).await?;
+        let s = act.found(&id.0, "report schedule", found).await?;
         Ok(ScheduleResponse::Ok(Json(s.into())))
     }
 
@@ -359,26 +341,18 @@ impl ReportSchedulesApi {
     )]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_schedule.update", "report_schedule");
-        let sid = act
-            .refused(Some(id.0.raw()), id.0.get("report schedule"))
-            .await?;
-        let spec = check(&state, &p, body.0, Utc::now()).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_schedule.update", "report_schedule");
+        let sid = act.id(&id.0, "report schedule").await?;
+        let spec = check(cx.state, &p, body.0, Utc::now()).await?;
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
-        let updated = store::update(&mut *tx, tenant, sid, &spec)
-            .await?
-            .ok_or(ApiError::NotFound("report schedule"));
-        let s = act.refused(Some(id.0.raw()), updated).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let found = store::update(&mut *tx, tenant, sid, &spec).await?;
+        let s = act.found(&id.0, "report schedule", found).await?;
         act.audit(&mut *tx, Some(tenant), s.id, details(&spec))
             .await?;
         tx.commit().await?;
@@ -393,26 +367,17 @@ impl ReportSchedulesApi {
     )]
     async fn delete(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<ScheduleDeletedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_schedule.delete", "report_schedule");
-        let sid = act
-            .refused(Some(id.0.raw()), id.0.get("report schedule"))
-            .await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_schedule.delete", "report_schedule");
+        let sid = act.id(&id.0, "report schedule").await?;
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
-        let gone = if store::delete(&mut *tx, tenant, sid).await? {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound("report schedule"))
-        };
-        act.refused(Some(id.0.raw()), gone).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let deleted = store::delete(&mut *tx, tenant, sid).await?;
+        act.found(&id.0, "report schedule", deleted.then_some(()))
+            .await?;
         act.audit(&mut *tx, Some(tenant), sid, json!({})).await?;
         tx.commit().await?;
         Ok(ScheduleDeletedResponse::Deleted)

@@ -9,7 +9,6 @@
 
 use crate::extract::{Cursor, PageSize, PathId, page};
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::{Path, Query},
@@ -29,10 +28,9 @@ use super::Shape;
 use crate::{
     AppState,
     access::Principal,
-    auth::Admin,
     body::StrictJson,
     error::{ApiError, InvalidParam},
-    middleware::RequestId,
+    extract::AdminCtx,
     routes::ApiTags,
 };
 
@@ -239,16 +237,15 @@ impl ReportTemplatesApi {
     #[oai(path = "/", method = "get", operation_id = "reports.templates.list")]
     async fn list(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
+        cx: AdminCtx<'_>,
         /// From `next_cursor` of the previous page.
         cursor: Query<Option<Cursor<Uuid>>>,
         /// Templates per page.
         limit: Query<PageSize>,
     ) -> Result<TemplatePageResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
+        let p = cx.principal().await?;
         let after = cursor.0.map(Cursor::get).transpose()?;
-        let rows = store::list(&state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
+        let rows = store::list(&cx.state.pool, p.caller.tenant_id, after, limit.0.fetch()).await?;
         let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
         Ok(TemplatePageResponse::Ok(Json(ReportTemplatePage {
             items: rows.into_iter().map(Into::into).collect(),
@@ -263,18 +260,14 @@ impl ReportTemplatesApi {
     #[oai(path = "/", method = "post", operation_id = "reports.templates.create")]
     async fn create(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         body: StrictJson<ReportTemplateBody>,
     ) -> Result<TemplateResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_template.create", "report_template");
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_template.create", "report_template");
         let spec = check(body.0)?;
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let count = store::count(&mut *tx, tenant).await?;
         if count >= MAX_TEMPLATES {
             return Err(ApiError::Conflict(format!(
@@ -292,22 +285,14 @@ impl ReportTemplatesApi {
     #[oai(path = "/:id", method = "get", operation_id = "reports.templates.get")]
     async fn get(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<TemplateResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_template.get", "report_template");
-        let found = match id.0.get("report template") {
-            Ok(tid) => store::get(&state.pool, p.caller.tenant_id, tid)
-                .await?
-                .ok_or(ApiError::NotFound("report template")),
-            Err(e) => Err(e),
-        };
-        let t = act.refused(Some(id.0.raw()), found).await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_template.get", "report_template");
+        let tid = act.id(&id.0, "report template").await?;
+        let found = store::get(&cx.state.pool, p.caller.tenant_id, tid).await?;
+        let t = act.found(&id.0, "report template", found).await?;
         Ok(TemplateResponse::Ok(Json(t.into())))
     }
 
@@ -320,26 +305,18 @@ impl ReportTemplatesApi {
     )]
     async fn update(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
         body: StrictJson<ReportTemplateBody>,
     ) -> Result<TemplateResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_template.update", "report_template");
-        let tid = act
-            .refused(Some(id.0.raw()), id.0.get("report template"))
-            .await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_template.update", "report_template");
+        let tid = act.id(&id.0, "report template").await?;
         let spec = check(body.0)?;
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
-        let updated = store::update(&mut *tx, tenant, tid, &spec)
-            .await?
-            .ok_or(ApiError::NotFound("report template"));
-        let t = act.refused(Some(id.0.raw()), updated).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let found = store::update(&mut *tx, tenant, tid, &spec).await?;
+        let t = act.found(&id.0, "report template", found).await?;
         act.audit(&mut *tx, Some(tenant), t.id, details(&spec))
             .await?;
         tx.commit().await?;
@@ -354,26 +331,17 @@ impl ReportTemplatesApi {
     )]
     async fn delete(
         &self,
-        auth: Admin,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: AdminCtx<'_>,
         id: Path<PathId<Uuid>>,
     ) -> Result<TemplateDeletedResponse, ApiError> {
-        let p = Principal::resolve(&state, &auth).await?;
-        let act = p
-            .at(&state, &request_id)
-            .acting("report_template.delete", "report_template");
-        let tid = act
-            .refused(Some(id.0.raw()), id.0.get("report template"))
-            .await?;
+        let p = cx.principal().await?;
+        let act = cx.acting(&p, "report_template.delete", "report_template");
+        let tid = act.id(&id.0, "report template").await?;
         let tenant = p.caller.tenant_id;
-        let mut tx = state.pool.begin().await?;
-        let gone = if store::delete(&mut *tx, tenant, tid).await? {
-            Ok(())
-        } else {
-            Err(ApiError::NotFound("report template"))
-        };
-        act.refused(Some(id.0.raw()), gone).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let deleted = store::delete(&mut *tx, tenant, tid).await?;
+        act.found(&id.0, "report template", deleted.then_some(()))
+            .await?;
         act.audit(&mut *tx, Some(tenant), tid, json!({})).await?;
         tx.commit().await?;
         Ok(TemplateDeletedResponse::Deleted)

@@ -4,7 +4,6 @@
 //! one statement in the request's transaction (see
 //! [`shared::db::topics::cut_chunks`]).
 
-use poem::web::Data;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::Json};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -20,9 +19,9 @@ use shared::{
 use super::{MAX_KEYS, find};
 use crate::{
     AppState,
-    auth::ServiceKey,
     body::StrictJson,
     error::ApiError,
+    extract::ServiceCtx,
     middleware::RequestId,
     routes::{ApiTags, notifications::idempotency_key},
 };
@@ -241,13 +240,11 @@ impl TopicSendsApi {
     )]
     async fn send_topic(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<TopicSendRequest>,
     ) -> Result<AudienceResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
         if !key_ok(&req.topic) {
@@ -256,12 +253,12 @@ impl TopicSendsApi {
                 "must be a topic key (lower-case letters, digits, `.`, `_`, `-`)",
             ));
         }
-        let topic = find(&state, tenant_id, &req.topic).await?;
+        let topic = find(cx.state, tenant_id, &req.topic).await?;
         let hash_of = serde_json::to_vec(&(req, "topic")).unwrap_or_default();
         send_to(
-            &state,
+            cx.state,
             tenant_id,
-            &request_id,
+            cx.request_id,
             key,
             hash_of,
             (Audience::Topic(topic.id), format!("topic:{}", topic.key)),
@@ -285,9 +282,7 @@ impl TopicSendsApi {
     )]
     async fn send_organization(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<OrganizationSendRequest>,
     ) -> Result<AudienceResponse, ApiError> {
@@ -295,9 +290,9 @@ impl TopicSendsApi {
         let req = &body.0;
         let hash_of = serde_json::to_vec(&(req, "organization")).unwrap_or_default();
         send_to(
-            &state,
-            auth.0.tenant_id,
-            &request_id,
+            cx.state,
+            cx.auth.0.tenant_id,
+            cx.request_id,
             key,
             hash_of,
             (Audience::Organization, "organization".to_owned()),

@@ -7,7 +7,6 @@
 //! does), so nothing of a cancelled run is sent afterwards.
 
 use chrono::{DateTime, Utc};
-use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
     param::Path,
@@ -27,6 +26,7 @@ use crate::{
     auth::ServiceKey,
     body::StrictJson,
     error::ApiError,
+    extract::ServiceCtx,
     extract::{Cursor, PageSize, Params, PathId, page},
     middleware::RequestId,
     routes::ApiTags,
@@ -371,8 +371,7 @@ impl WorkflowRunsApi {
     #[oai(path = "/runs", method = "get", operation_id = "workflows.list_runs")]
     async fn list_runs(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         query: Params<RunQuery>,
     ) -> Result<RunListResponse, ApiError> {
         let RunQuery {
@@ -383,7 +382,7 @@ impl WorkflowRunsApi {
             subscriber_id,
             cancellation_key,
         } = query.0;
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let after = cursor.map(Cursor::get).transpose()?;
         if let Some(w) = &workflow
             && !super::key_ok(w)
@@ -410,7 +409,7 @@ impl WorkflowRunsApi {
             Some(raw) => {
                 let external =
                     ExternalId::parse(raw).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
-                match shared::db::subscribers::find_id(&state.pool, tenant_id, external.as_str())
+                match shared::db::subscribers::find_id(&cx.state.pool, tenant_id, external.as_str())
                     .await?
                 {
                     Some(id) => Some(id),
@@ -430,7 +429,8 @@ impl WorkflowRunsApi {
             subscriber_id: subscriber,
             cancellation_key: cancellation_key.as_deref(),
         };
-        let items = store::list_runs(&state.pool, tenant_id, &filter, after, limit.fetch()).await?;
+        let items =
+            store::list_runs(&cx.state.pool, tenant_id, &filter, after, limit.fetch()).await?;
         let (items, next_cursor) = page(items, limit, |r: &RunSummary| (r.created_at, r.id));
         Ok(RunListResponse::Ok(Json(RunPage {
             items: items.into_iter().map(Into::into).collect(),
@@ -442,15 +442,14 @@ impl WorkflowRunsApi {
     #[oai(path = "/runs/:id", method = "get", operation_id = "workflows.get_run")]
     async fn get_run(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
         id: Path<PathId<Uuid>>,
     ) -> Result<RunResponse, ApiError> {
         let id = id.0.get("workflow run")?;
         Ok(RunResponse::Ok(Json(
-            read(&state, auth.0.tenant_id, id).await?,
+            read(cx.state, cx.auth.0.tenant_id, id).await?,
         )))
     }
 
@@ -463,25 +462,23 @@ impl WorkflowRunsApi {
     )]
     async fn cancel_run(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
         id: Path<PathId<Uuid>>,
     ) -> Result<CancelResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("workflow run")?;
-        let mut tx = state.pool.begin().await?;
+        let mut tx = cx.state.pool.begin().await?;
         let done = store::cancel(&mut tx, tenant_id, Which::Run(id)).await?;
         if done.runs == 0 {
             drop(tx);
-            if !store::run_exists(&state.pool, tenant_id, id).await? {
+            if !store::run_exists(&cx.state.pool, tenant_id, id).await? {
                 return Err(ApiError::NotFound("workflow run"));
             }
             return Err(ApiError::Conflict("the run has already ended".into()));
         }
-        audit_cancel(&mut tx, &auth, &request_id, Some(id), done).await?;
+        audit_cancel(&mut tx, &cx.auth, cx.request_id, Some(id), done).await?;
         tx.commit().await?;
         tracing::info!(run_id = %id, notifications = done.notifications, "workflow run cancelled");
         Ok(CancelResponse::Ok(Json(done.into())))
@@ -492,18 +489,16 @@ impl WorkflowRunsApi {
     #[oai(path = "/cancel", method = "post", operation_id = "workflows.cancel")]
     async fn cancel(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
-        request_id: Data<&RequestId>,
+        cx: ServiceCtx<'_>,
         body: StrictJson<CancelByKey>,
     ) -> Result<CancelResponse, ApiError> {
         let key = &body.0.cancellation_key;
         shared::domain::cancellation_key(key)
             .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
-        let mut tx = state.pool.begin().await?;
-        let done = store::cancel(&mut tx, auth.0.tenant_id, Which::Key(key)).await?;
+        let mut tx = cx.state.pool.begin().await?;
+        let done = store::cancel(&mut tx, cx.auth.0.tenant_id, Which::Key(key)).await?;
         if done.runs > 0 {
-            audit_cancel(&mut tx, &auth, &request_id, None, done).await?;
+            audit_cancel(&mut tx, &cx.auth, cx.request_id, None, done).await?;
         }
         tx.commit().await?;
         tracing::info!(
@@ -524,11 +519,10 @@ impl WorkflowRunsApi {
     )]
     async fn post_event(
         &self,
-        auth: ServiceKey,
-        state: Data<&AppState>,
+        cx: ServiceCtx<'_>,
         body: StrictJson<EventRequest>,
     ) -> Result<EventResponse, ApiError> {
-        let tenant_id = auth.0.tenant_id;
+        let tenant_id = cx.auth.0.tenant_id;
         let req = body.0;
         let external = ExternalId::parse(&req.subscriber_id)
             .map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
@@ -545,9 +539,11 @@ impl WorkflowRunsApi {
         }
         let payload = super::payload(req.payload.as_ref())?;
         let subscriber =
-            shared::db::subscribers::find_id(&state.pool, tenant_id, external.as_str()).await?;
+            shared::db::subscribers::find_id(&cx.state.pool, tenant_id, external.as_str()).await?;
         let resumed = match subscriber {
-            Some(id) => store::post_event(&state.pool, tenant_id, id, &req.name, &payload).await?,
+            Some(id) => {
+                store::post_event(&cx.state.pool, tenant_id, id, &req.name, &payload).await?
+            }
             None => Vec::new(),
         };
         Ok(EventResponse::Accepted(Json(EventAccepted {
