@@ -343,6 +343,13 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<(Transition, u64), sqlx::Error> {
+    // Waits for the chunk expansions in flight (they hold the batch `for
+    // key share`), so the cancel below sees what they wrote.
+    sqlx::query("select 1 from batches where tenant_id = $1 and id = $2 for update")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(&mut *db)
+        .await?;
     let done = sqlx::query(
         "update batches set status = 'cancelled', cancelled_at = now()
          where tenant_id = $1 and id = $2 and status in ('open', 'closed')",

@@ -32,12 +32,16 @@ pub async fn take_chunk(
     batch_id: BatchId,
     seq: i32,
 ) -> Result<Option<PendingChunk>, sqlx::Error> {
-    // The batch first, in the order cancel locks them.
+    // The batch first, in the order cancel locks them. `for key share`
+    // holds off a cancel (which locks the batch `for update` and then
+    // cancels what expansions wrote) but not a close: closing changes
+    // nothing an expansion reads, and with chunks expanding back to back
+    // a close would otherwise wait for the last of them.
     sqlx::query_as(
         "select c.recipients, b.status, b.template_key, b.channels, b.locale, b.defaults, b.metadata
          from batches b join batch_chunks c on c.batch_id = b.id
          where b.tenant_id = $1 and b.id = $2 and c.seq = $3 and c.expanded_at is null
-         for share of b for update of c",
+         for key share of b for update of c",
     )
     .bind(tenant_id)
     .bind(batch_id)
