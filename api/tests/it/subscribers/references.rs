@@ -71,23 +71,17 @@ async fn insert_event(
 /// held by another: the order of two transactions is the behaviour under
 /// test.
 async fn until_a_session_waits_for_a_lock(app: &TestApp) {
-    let mut db = app.owner().await;
-    let started = std::time::Instant::now();
-    loop {
+    testkit::eventually("a session to wait for the lock", WAIT, || async {
         let waiting: i64 = sqlx::query_scalar(
             "select count(*) from pg_stat_activity
              where datname = current_database() and wait_event_type = 'Lock'",
         )
-        .fetch_one(&mut db)
+        .fetch_one(&mut app.owner().await)
         .await
         .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(started.elapsed() < WAIT, "nothing ever waited for the lock");
-        // Polls the server's own view; ends on a condition.
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+        (waiting > 0).then_some(())
+    })
+    .await
 }
 
 fn assert_refused(result: Result<(), sqlx::Error>, table: &str) {
