@@ -1,6 +1,8 @@
 //! Delivery analytics in the scheduler: every `REPORTS_TICK_SECS` it folds
 //! the delivery deltas the notification triggers appended into the hourly
-//! and daily rollups ([`shared::reports::rollup::fold`]) and emails the
+//! and daily rollups ([`shared::reports::rollup::fold`]), folds the batch
+//! and CSV job status deltas into their counts
+//! ([`shared::db::group_counts::fold_all_tenants`]) and emails the
 //! scheduled reports that are due ([`shared::reports::deliver::run_due`]),
 //! each firing once across replicas. About once an hour it drops rollups
 //! past their retention ([`shared::reports::rollup::prune`]: hours after
@@ -50,6 +52,9 @@ impl Reporting {
                 }
                 if let Err(error) = reports::rollup::fold(&pool).await {
                     tracing::warn!(%error, "cannot fold delivery rollups; retrying");
+                }
+                if let Err(error) = shared::db::group_counts::fold_all_tenants(&pool).await {
+                    tracing::warn!(%error, "cannot fold batch and CSV job counts; retrying");
                 }
                 if let Err(error) = reports::deliver::run_due(&pool, &jobs, Utc::now()).await {
                     tracing::warn!(

@@ -8,6 +8,7 @@ use crate::support::invalid_param_names;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
+mod counts;
 mod input;
 
 const WAIT: Duration = Duration::from_secs(30);

@@ -421,14 +421,7 @@ pub async fn counts(
     .bind(id)
     .fetch_one(&mut *db)
     .await?;
-    let by_status: Vec<(String, i64)> = sqlx::query_as(
-        "select status, count(*) from notifications
-         where tenant_id = $1 and batch_id = $2 group by status order by status",
-    )
-    .bind(tenant_id)
-    .bind(id)
-    .fetch_all(&mut *db)
-    .await?;
+    let by_status = super::group_counts::by_status(&mut *db, tenant_id, id.0).await?;
     let counts = Counts {
         chunks,
         chunks_pending,

@@ -24,6 +24,7 @@ pub mod errors;
 pub mod events;
 pub mod failed_work;
 pub mod fleet;
+pub mod group_counts;
 pub mod inbox;
 pub mod invitations;
 pub mod jwt_secrets;

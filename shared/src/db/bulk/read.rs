@@ -68,10 +68,15 @@ pub async fn get(
     let Some(mut job) = job else {
         return Ok(None);
     };
-    // Notifications and the chunks not yet expanded, in one snapshot.
+    // Notifications (their counts per status, kept as `db::group_counts`
+    // keeps them) and the chunks not yet expanded, in one snapshot.
     let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select status, count(*) from notifications
-         where tenant_id = $1 and bulk_job_id = $2 group by status
+        "select status, sum(n)::int8 from (
+             select status, n from group_status_counts where group_id = $2 and tenant_id = $1
+             union all
+             select status, n from group_status_deltas where group_id = $2 and tenant_id = $1
+         ) c
+         group by status having sum(n) <> 0
          union all
          select '', coalesce(sum(notification_count), 0)::int8 from bulk_chunks
          where tenant_id = $1 and job_id = $2 and expanded_at is null",
