@@ -1,7 +1,8 @@
 //! Concurrent sends share one commit and one push.
 //!
 //! A send that needs nothing of its own in its transaction (no
-//! `Idempotency-Key`, no `send_at`, no subscriber to create) hands its rows to the [`Acceptor`]. A few flushers each take
+//! `Idempotency-Key`, no `send_at`; a new subscriber it names is created
+//! before) hands its rows to the [`Acceptor`]. A few flushers each take
 //! whatever sends are waiting, up to [`MAX_ROWS`], insert them in one
 //! statement, commit once, and push one delivery job per tenant and channel
 //! (up to the dispatcher's group size) before answering every caller. In-app

@@ -353,17 +353,24 @@ impl NotificationsApi {
         let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
         let hash = key.as_ref().map(|_| request_hash(req));
         // A send with nothing to decide in its transaction shares a commit
-        // with the sends accepted beside it; a subscriber it names must
-        // exist already.
+        // with the sends accepted beside it. A subscriber it names is
+        // created first when it is new (as any send would create it; a
+        // subscriber erased before the shared commit makes that commit
+        // fail, and the send then goes on alone, creating it again).
         let mut known = known;
         if key.is_none()
             && run_at.is_none()
             && known.is_none()
             && let Some(external_id) = plans.iter().find_map(|p| p.subscriber.as_ref())
         {
-            known = subscribers::find_id(&cx.state.pool, tenant_id, external_id)
-                .await?
-                .map(|id| (external_id.clone(), id));
+            let id = match subscribers::find_id(&cx.state.pool, tenant_id, external_id).await? {
+                Some(id) => id,
+                None => {
+                    let mut conn = cx.state.pool.acquire().await?;
+                    subscribers::upsert(&mut conn, tenant_id, external_id).await?
+                }
+            };
+            known = Some((external_id.clone(), id));
         }
         let shareable = key.is_none()
             && run_at.is_none()
