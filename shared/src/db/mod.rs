@@ -12,6 +12,11 @@
 //! Behind those filters, row-level security walls each session to the
 //! organisation of its [`scope`]: the pool acts as the role `notify_app`
 //! and sets the scope on every connection it hands out.
+//!
+//! Besides the aggregates' modules, some hold the statements of one
+//! computation: the delivery rollups' upkeep ([`delivery_rollups`]) and
+//! the reports' and forecasts' reads of them ([`delivery_reports`]). SQL
+//! lives under `db/` only.
 
 pub mod alerts;
 pub mod api_keys;
@@ -20,6 +25,8 @@ pub mod batches;
 pub mod bulk;
 mod chunks;
 pub mod cron_ticks;
+pub mod delivery_reports;
+pub mod delivery_rollups;
 pub mod errors;
 pub mod events;
 pub mod failed_work;

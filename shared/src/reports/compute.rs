@@ -3,9 +3,10 @@
 //! percentiles, the busiest hours, the days of the range, the previous
 //! period of the same length and the trend.
 //!
-//! Three statements run side by side on the pool: one reads the range's
-//! whole UTC days from `delivery_days` and its partial days at the edges
-//! from `delivery_hours` (added up per day and key), then takes the totals,
+//! Three statements ([`crate::db::delivery_reports`]) run side by side on
+//! the pool: one reads the range's whole UTC days from `delivery_days` and
+//! its partial days at the edges from `delivery_hours` (added up per day
+//! and key), then takes the totals,
 //! slices and days from those with grouping sets; one finds the busiest
 //! hours in `delivery_hour_totals` (a row per organisation and hour); one
 //! adds up the previous period the same way (counts only: a comparison
@@ -17,10 +18,17 @@
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Row, postgres::PgRow};
+use sqlx::PgPool;
 
 use super::ReportRange;
-use crate::{db::scope::Reach, domain::TenantId, throughput::quantile};
+use crate::{
+    db::{
+        delivery_reports::{self, RangeGroup},
+        scope::Reach,
+    },
+    domain::TenantId,
+    throughput::quantile,
+};
 
 /// Counts and what follows from them, for the whole range or one slice.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -56,34 +64,6 @@ fn pct(part: i64, whole: i64) -> Option<f64> {
 }
 
 impl Totals {
-    fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        let latency: Vec<Option<i64>> = row.try_get("latency_ms")?;
-        let latency: Vec<i64> = latency.into_iter().map(|c| c.unwrap_or(0)).collect();
-        Self::with_latency(row, &latency)
-    }
-
-    /// Counts without latencies.
-    fn from_counts(row: &PgRow) -> Result<Self, sqlx::Error> {
-        Self::with_latency(row, &[])
-    }
-
-    fn with_latency(row: &PgRow, latency: &[i64]) -> Result<Self, sqlx::Error> {
-        let get = |c: &str| -> Result<i64, sqlx::Error> {
-            Ok(row.try_get::<Option<i64>, _>(c)?.unwrap_or(0))
-        };
-        Ok(Self::new(
-            [
-                get("accepted")?,
-                get("sent")?,
-                get("delivered")?,
-                get("failed")?,
-                get("bounced")?,
-                get("read")?,
-            ],
-            latency,
-        ))
-    }
-
     /// Totals of the counts `[accepted, sent, delivered, failed, bounced,
     /// read]` and the latency histogram.
     pub fn new(counts: [i64; 6], latency: &[i64]) -> Self {
@@ -187,24 +167,6 @@ pub struct Report {
     pub trend: Trend,
 }
 
-const SUMS: &str = "sum(accepted)::bigint as accepted, sum(sent)::bigint as sent,
-     sum(delivered)::bigint as delivered, sum(failed)::bigint as failed,
-     sum(bounced)::bigint as bounced, sum(read)::bigint as read";
-
-fn latency_sum() -> String {
-    let parts: Vec<String> = (1..=crate::throughput::BUCKETS)
-        .map(|i| format!("sum(latency_ms[{i}])::bigint"))
-        .collect();
-    format!("array[{}] as latency_ms", parts.join(", "))
-}
-
-fn tenant_scope(reach: Reach) -> &'static str {
-    match reach {
-        Reach::Tenant(_) => "tenant_id = $1",
-        Reach::Platform(_) => "$1::uuid is null",
-    }
-}
-
 /// The whole UTC days inside `[from, to)`: `(first, end)`, with
 /// `first == end == to` when there is none. Rows of those days are read
 /// from `delivery_days`; the hours before `first` and from `end` on from
@@ -219,24 +181,6 @@ pub fn whole_days(from: DateTime<Utc>, to: DateTime<Utc>) -> (DateTime<Utc>, Dat
     };
     let end = floor(to);
     if first < end { (first, end) } else { (to, to) }
-}
-
-/// The rows of a range (`$2` to `$3`, whole days `$4` to `$5`, of channel
-/// `$6` when not null) with `columns` of both rollups: hours at the edges,
-/// days in between.
-fn range_rows(reach: Reach, hour_columns: &str, day_columns: &str) -> String {
-    let t = tenant_scope(reach);
-    let c = "($6::text is null or channel = $6)";
-    format!(
-        "select {hour_columns} from delivery_hours
-         where {t} and {c} and hour >= $2 and hour < $4
-         union all
-         select {hour_columns} from delivery_hours
-         where {t} and {c} and hour >= $5 and hour < $3
-         union all
-         select {day_columns} from delivery_days
-         where {t} and {c} and day >= $4 and day < $5"
-    )
 }
 
 /// Computes the report of `range` within `reach` (one organisation's, or
@@ -260,91 +204,39 @@ pub async fn report_of(
     range: &ReportRange,
     channel: Option<&str>,
 ) -> Result<Report, sqlx::Error> {
-    // Whole days from the daily rollup, the edges' hours added up per day:
-    // the slices and days then add up about a 24th of the hourly rows.
-    let lat = latency_sum();
-    let rows_of = range_rows(
-        reach,
-        "date_trunc('day', hour, 'UTC') as day, channel, provider, template, category,
-         accepted, sent, delivered, failed, bounced, read, latency_ms",
-        "day, channel, provider, template, category,
-         accepted, sent, delivered, failed, bounced, read, latency_ms",
-    );
-    let sql = format!(
-        "with d as ({rows_of})
-         select grouping(channel) as g_channel, grouping(provider) as g_provider,
-                grouping(template) as g_template, grouping(category) as g_category,
-                grouping(day) as g_day, channel, provider, template, category, day,
-                {SUMS}, {lat}
-         from d
-         group by grouping sets ((), (channel), (provider), (template), (category), (day))",
-    );
-    let (table, c) = if channel.is_some() {
-        ("delivery_hours", "channel = $4")
-    } else {
-        ("delivery_hour_totals", "$4::text is null")
-    };
-    let busiest = format!(
-        "select hour, {SUMS} from {table}
-         where {t} and hour >= $2 and hour < $3 and {c}
-         group by hour order by sum(accepted) desc, hour limit 5",
-        t = tenant_scope(reach),
-    );
-    let (first, end) = whole_days(range.from, range.to);
+    let days_of = whole_days(range.from, range.to);
     let (rows, hour_rows, previous) = tokio::try_join!(
-        sqlx::query(&sql)
-            .bind(reach.param())
-            .bind(range.from)
-            .bind(range.to)
-            .bind(first)
-            .bind(end)
-            .bind(channel)
-            .fetch_all(pool),
-        sqlx::query(&busiest)
-            .bind(reach.param())
-            .bind(range.from)
-            .bind(range.to)
-            .bind(channel)
-            .fetch_all(pool),
+        delivery_reports::range_sums(pool, reach, range.from, range.to, days_of, channel),
+        delivery_reports::busiest_hours(pool, reach, range.from, range.to, channel),
         previous_totals(pool, reach, range, channel),
     )?;
     let mut totals = Totals::new([0; 6], &[]);
     let (mut by_channel, mut by_provider, mut by_template, mut by_category) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut days = Vec::new();
-    let mut hours = hour_rows
-        .iter()
-        .map(|row| {
-            Ok(Period {
-                start: row.try_get("hour")?,
-                totals: Totals::from_counts(row)?,
-            })
+    let mut hours: Vec<Period> = hour_rows
+        .into_iter()
+        .map(|row| Period {
+            start: row.hour,
+            totals: Totals::new(row.counts, &[]),
         })
-        .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    for row in &rows {
-        let flag = |c: &str| -> Result<bool, sqlx::Error> { Ok(row.try_get::<i32, _>(c)? == 0) };
-        let slice = |c: &str| -> Result<Slice, sqlx::Error> {
-            let key: String = row.try_get(c)?;
-            Ok(Slice {
-                key: if key.is_empty() { "none".into() } else { key },
-                totals: Totals::from_row(row)?,
-            })
+        .collect();
+    for row in rows {
+        let sums = Totals::new(row.counts, &row.latency_ms);
+        let slice = |key: String, totals| Slice {
+            key: if key.is_empty() { "none".into() } else { key },
+            totals,
         };
-        if flag("g_channel")? {
-            by_channel.push(slice("channel")?);
-        } else if flag("g_provider")? {
-            by_provider.push(slice("provider")?);
-        } else if flag("g_template")? {
-            by_template.push(slice("template")?);
-        } else if flag("g_category")? {
-            by_category.push(slice("category")?);
-        } else if flag("g_day")? {
-            days.push(Period {
-                start: row.try_get("day")?,
-                totals: Totals::from_row(row)?,
-            });
-        } else {
-            totals = Totals::from_row(row)?;
+        match row.group {
+            RangeGroup::Channel(key) => by_channel.push(slice(key, sums)),
+            RangeGroup::Provider(key) => by_provider.push(slice(key, sums)),
+            RangeGroup::Template(key) => by_template.push(slice(key, sums)),
+            RangeGroup::Category(key) => by_category.push(slice(key, sums)),
+            RangeGroup::Day(start) => days.push(Period {
+                start,
+                totals: sums,
+            }),
+            RangeGroup::Total => totals = sums,
         }
     }
     for list in [
@@ -389,22 +281,16 @@ async fn previous_totals(
     channel: Option<&str>,
 ) -> Result<Totals, sqlx::Error> {
     let from = range.from - (range.to - range.from);
-    let (first, end) = whole_days(from, range.from);
-    let counts = "accepted, sent, delivered, failed, bounced, read";
-    let sql = format!(
-        "select {SUMS} from ({rows}) p",
-        rows = range_rows(reach, counts, counts),
-    );
-    let row = sqlx::query(&sql)
-        .bind(reach.param())
-        .bind(from)
-        .bind(range.from)
-        .bind(first)
-        .bind(end)
-        .bind(channel)
-        .fetch_one(pool)
-        .await?;
-    Totals::from_counts(&row)
+    let counts = delivery_reports::range_counts(
+        pool,
+        reach,
+        from,
+        range.from,
+        whole_days(from, range.from),
+        channel,
+    )
+    .await?;
+    Ok(Totals::new(counts, &[]))
 }
 
 fn compare(range: &ReportRange, now: &Totals, before: Totals) -> Comparison {

@@ -13,7 +13,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use crate::db::scope::Reach;
+use crate::db::{delivery_reports, scope::Reach};
 
 /// Days of history read.
 pub const HISTORY_DAYS: u64 = 56;
@@ -97,22 +97,7 @@ pub async fn forecast(
     let start = today - Days::new(HISTORY_DAYS);
     let from: DateTime<Utc> = start.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
     let to: DateTime<Utc> = today.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc();
-    let rows: Vec<(String, DateTime<Utc>, i64)> = sqlx::query_as(&format!(
-        "select channel, date_trunc('day', hour, 'UTC') as day, sum(accepted)::bigint
-         from delivery_hours
-         where {} and hour >= $2 and hour < $3 and ($4::text is null or channel = $4)
-         group by 1, 2 order by 1, 2",
-        match reach {
-            Reach::Tenant(_) => "tenant_id = $1",
-            Reach::Platform(_) => "$1::uuid is null",
-        }
-    ))
-    .bind(reach.param())
-    .bind(from)
-    .bind(to)
-    .bind(channel)
-    .fetch_all(pool)
-    .await?;
+    let rows = delivery_reports::accepted_per_channel_day(pool, reach, from, to, channel).await?;
     let mut channels: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
     if let Some(c) = channel {
         channels.push(c.to_owned());
