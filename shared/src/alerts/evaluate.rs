@@ -36,6 +36,7 @@ use super::{
 use crate::{
     config::JobsConfig,
     db::{
+        alert_rule_names,
         alerts::{self, Alert, bulk},
         scope::Reach,
     },
@@ -343,10 +344,7 @@ pub async fn act(
     let Some(Ok(alert)) = moved else {
         return Ok(moved);
     };
-    let rule_name: String = sqlx::query_scalar("select name from alert_rules where id = $1")
-        .bind(alert.rule_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let rule_name = alert_rule_names::name(&mut *tx, alert.rule_id).await?;
     let (kind, action) = if to == "acknowledged" {
         ("acknowledged", "acknowledge")
     } else {

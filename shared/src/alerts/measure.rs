@@ -11,7 +11,8 @@
 //! live workers are read from the state the workers share in Redis
 //! ([`crate::fleet`]), once per pass. API 5xx are read from their
 //! per-minute counts (`api_error_minutes`) and disabled webhook endpoints
-//! from the endpoints themselves.
+//! from the endpoints themselves. The statements are in
+//! [`crate::db::alert_metrics`].
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -19,7 +20,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{Metric, Rule};
-use crate::{domain::TenantId, fleet, jobs::Queues, throughput::BUCKETS};
+use crate::{db::alert_metrics, domain::TenantId, fleet, jobs::Queues};
 
 /// One subject's reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,16 +153,7 @@ pub async fn read_all(
     let baa: Vec<&Rule> = of(Metric::BaaExpiring).collect();
     if !baa.is_empty() {
         let (all, ids) = tenants_of(&baa);
-        let rows: Vec<(TenantId, chrono::NaiveDate)> = sqlx::query_as(
-            "select t.id, b.expires_on from tenants t
-             join baa_agreements b on b.id = t.current_baa_id
-             where t.type <> 'platform' and t.status = 'active'
-               and ($1 or t.id = any($2))",
-        )
-        .bind(all)
-        .bind(&ids)
-        .fetch_all(src.pool)
-        .await?;
+        let rows = alert_metrics::baa_expiry(src.pool, all, &ids).await?;
         let today = now.date_naive();
         for rule in baa {
             let readings = out.entry(rule.id).or_default();
@@ -258,29 +250,12 @@ async fn provider_minutes(
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Vec<(String, i64, i64)>>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
-    let providers: Vec<&str> = rules
+    let providers: Vec<String> = rules
         .iter()
-        .map(|r| r.provider().unwrap_or_default())
+        .map(|r| r.provider().unwrap_or_default().to_owned())
         .collect();
-    let rows: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
-        "with r as (select id, tenant_id, date_trunc('minute', since) as since, provider
-                    from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[])
-                    as r(id, tenant_id, since, provider))
-         select r.id, p.channel, sum(p.sent)::int8, sum(p.failed)::int8
-         from r join provider_minutes p
-           on p.provider = r.provider
-          and (r.tenant_id = '00000000-0000-0000-0000-000000000000' or p.tenant_id = r.tenant_id)
-          and p.minute >= r.since and p.minute <= $5
-         group by r.id, p.channel
-         order by 1, 2",
-    )
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(&since)
-    .bind(&providers)
-    .bind(now)
-    .fetch_all(pool)
-    .await?;
+    let rows =
+        alert_metrics::provider_minute_sums(pool, &ids, &tenants, &since, &providers, now).await?;
     let mut out: HashMap<Uuid, Vec<(String, i64, i64)>> = HashMap::new();
     for (id, channel, sent, failed) in rows {
         out.entry(id).or_default().push((channel, sent, failed));
@@ -289,10 +264,6 @@ async fn provider_minutes(
 }
 
 type MinuteSums = (String, i64, i64, Vec<i64>);
-
-/// One rule's sums over one queue's minutes: rule, queue, sent, failed and
-/// the latency histogram's buckets.
-type QueueSumsRow = (Uuid, String, i64, i64, Vec<Option<i64>>);
 
 /// Per rule and queue: sent, failed and the latency histogram over each
 /// rule's `(since, now]` by whole minutes, in one statement. An
@@ -304,43 +275,7 @@ async fn minutes(
     now: DateTime<Utc>,
 ) -> Result<HashMap<Uuid, Vec<MinuteSums>>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
-    let latency = (1..=BUCKETS)
-        .map(|i| format!("sum(q.latency_ms[{i}])"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Rules of one organisation with the same window read the same rows:
-    // each distinct (organisation, window start) is summed once and the
-    // sums are handed to every rule that asked for them.
-    let sums = format!(
-        "sum(q.sent)::int8 as sent, sum(q.failed)::int8 as failed, array[{latency}]::int8[] as latency"
-    );
-    let sql = format!(
-        "with r as (select id, tenant_id, date_trunc('minute', since) as since
-                    from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
-                    as r(id, tenant_id, since)),
-         k as (select distinct tenant_id, since from r),
-         s as (select k.tenant_id, k.since, q.queue, {sums}
-               from k join queue_minutes q
-                 on q.tenant_id = k.tenant_id and q.minute >= k.since and q.minute <= $4
-               where k.tenant_id <> '00000000-0000-0000-0000-000000000000'
-               group by k.tenant_id, k.since, q.queue
-               union all
-               select k.tenant_id, k.since, q.queue, {sums}
-               from k join queue_minutes q
-                 on q.minute >= k.since and q.minute <= $4
-               where k.tenant_id = '00000000-0000-0000-0000-000000000000'
-               group by k.tenant_id, k.since, q.queue)
-         select r.id, s.queue, s.sent, s.failed, s.latency
-         from r join s on s.tenant_id = r.tenant_id and s.since = r.since
-         order by 1, 2"
-    );
-    let rows: Vec<QueueSumsRow> = sqlx::query_as(&sql)
-        .bind(&ids)
-        .bind(&tenants)
-        .bind(&since)
-        .bind(now)
-        .fetch_all(pool)
-        .await?;
+    let rows = alert_metrics::queue_minute_sums(pool, &ids, &tenants, &since, now).await?;
     let mut out: HashMap<Uuid, Vec<MinuteSums>> = HashMap::new();
     for (id, queue, sent, failed, latency) in rows {
         let latency = latency.into_iter().map(|n| n.unwrap_or(0)).collect();
@@ -358,41 +293,7 @@ async fn waiting(
     pool: &sqlx::PgPool,
     (all, ids): &(bool, Vec<Uuid>),
 ) -> Result<Vec<(TenantId, String, i64, Option<DateTime<Utc>>)>, sqlx::Error> {
-    sqlx::query_as(
-        "select tenant_id, channel,
-                count(*) filter (where status in ('queued', 'deferred') and run_at <= now()
-                                 and dispatched_at is null),
-                min(run_at) filter (where status in ('queued', 'deferred') and run_at <= now())
-         from notifications
-         where status in ('queued', 'deferred', 'sending') and ($1 or tenant_id = any($2))
-         group by tenant_id, channel
-         union all
-         select tenant_id, 'webhook',
-                count(*) filter (where status = 'queued' and run_at <= now() and dispatched_at is null),
-                min(run_at) filter (where status = 'queued' and run_at <= now())
-         from webhook_deliveries
-         where status in ('queued', 'sending') and ($1 or tenant_id = any($2))
-         group by tenant_id
-         union all
-         select tenant_id, 'batch_chunk', count(*) filter (where dispatched_at is null),
-                min(created_at) filter (where dispatched_at is null)
-         from batch_chunks where expanded_at is null and ($1 or tenant_id = any($2))
-         group by tenant_id
-         union all
-         select tenant_id, 'bulk_chunk', count(*) filter (where dispatched_at is null),
-                min(created_at) filter (where dispatched_at is null)
-         from bulk_chunks where expanded_at is null and ($1 or tenant_id = any($2))
-         group by tenant_id
-         union all
-         select tenant_id, 'bulk_csv', count(*) filter (where status = 'queued'),
-                min(created_at) filter (where status = 'queued')
-         from bulk_jobs where status in ('queued', 'parsing') and ($1 or tenant_id = any($2))
-         group by tenant_id",
-    )
-    .bind(*all)
-    .bind(ids)
-    .fetch_all(pool)
-    .await
+    alert_metrics::waiting(pool, *all, ids).await
 }
 
 /// Per queue, what `tenant` (every organisation for `None`) has waiting:
@@ -429,14 +330,7 @@ async fn circuit_readings(
     out: &mut Readings,
 ) -> anyhow::Result<()> {
     let (all, ids) = tenants_of(rules);
-    let configs: Vec<(Uuid, TenantId, String)> = sqlx::query_as(
-        "select id, tenant_id, channel from provider_configs
-         where ($1 or tenant_id = any($2)) order by id",
-    )
-    .bind(all)
-    .bind(&ids)
-    .fetch_all(src.pool)
-    .await?;
+    let configs = alert_metrics::provider_configs(src.pool, all, &ids).await?;
     let config_ids: Vec<Uuid> = configs.iter().map(|(id, _, _)| *id).collect();
     let mut conn = src.queues.connection();
     let open = fleet::open_circuits(&mut conn, src.queues.prefix(), &config_ids).await?;
@@ -467,24 +361,7 @@ async fn failed_work(
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
-    sqlx::query_as(
-        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
-                    as r(id, tenant_id, since))
-         select r.id, (select count(*) from failed_work f
-                       where f.tenant_id = r.tenant_id and f.failed_at >= r.since
-                         and f.failed_at <= $4)
-         from r where r.tenant_id <> '00000000-0000-0000-0000-000000000000'
-         union all
-         select r.id, (select count(*) from failed_work f
-                       where f.failed_at >= r.since and f.failed_at <= $4)
-         from r where r.tenant_id = '00000000-0000-0000-0000-000000000000'",
-    )
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(&since)
-    .bind(now)
-    .fetch_all(pool)
-    .await
+    alert_metrics::failed_work_counts(pool, &ids, &tenants, &since, now).await
 }
 
 /// Per rule: API requests answered 5xx within its window up to `now`, by
@@ -496,21 +373,7 @@ async fn api_server_errors(
     now: DateTime<Utc>,
 ) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
-    sqlx::query_as(
-        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
-                    as r(id, tenant_id, since))
-         select r.id, (select coalesce(sum(m.occurrences), 0)::int8 from api_error_minutes m
-                       where m.minute >= date_trunc('minute', r.since) and m.minute <= $4
-                         and (r.tenant_id = '00000000-0000-0000-0000-000000000000'
-                              or m.tenant_id = r.tenant_id))
-         from r",
-    )
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(&since)
-    .bind(now)
-    .fetch_all(pool)
-    .await
+    alert_metrics::api_server_error_counts(pool, &ids, &tenants, &since, now).await
 }
 
 /// Per rule and organisation with webhook endpoints: how many are disabled
@@ -529,22 +392,5 @@ async fn disabled_endpoints(
         .iter()
         .map(|r| r.disabled_by().unwrap_or("").to_owned())
         .collect();
-    sqlx::query_as(
-        "with r as (select * from unnest($1::uuid[], $2::uuid[], $3::text[])
-                    as r(id, tenant_id, disabled_by))
-         select r.id, e.tenant_id,
-                count(*) filter (where not e.enabled
-                                 and (r.disabled_by = ''
-                                      or (r.disabled_by = 'admin')
-                                         = (e.disabled_reason is not distinct from $4)))
-         from r join webhook_endpoints e
-           on r.tenant_id = '00000000-0000-0000-0000-000000000000' or e.tenant_id = r.tenant_id
-         group by r.id, e.tenant_id",
-    )
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(&by)
-    .bind(crate::db::webhooks::DISABLED_BY_ADMIN)
-    .fetch_all(pool)
-    .await
+    alert_metrics::disabled_endpoint_counts(pool, &ids, &tenants, &by).await
 }

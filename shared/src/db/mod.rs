@@ -15,9 +15,15 @@
 //!
 //! Besides the aggregates' modules, some hold the statements of one
 //! computation: the delivery rollups' upkeep ([`delivery_rollups`]) and
-//! the reports' and forecasts' reads of them ([`delivery_reports`]). SQL
-//! lives under `db/` only.
+//! the reports' and forecasts' reads of them ([`delivery_reports`]), the
+//! alert evaluator's metric readings ([`alert_metrics`]), which
+//! organisations got their default alert rules ([`alert_rule_defaults`])
+//! and alert rules' names ([`alert_rule_names`]). SQL lives under `db/`
+//! only.
 
+pub mod alert_metrics;
+pub mod alert_rule_defaults;
+pub mod alert_rule_names;
 pub mod alerts;
 pub mod api_keys;
 pub mod audit;

@@ -1,6 +1,7 @@
 //! The rules every organisation starts with, created once.
 
 use super::*;
+use crate::db::alert_rule_defaults;
 
 /// The default rules: `(builtin key, spec)`. Each notifies the
 /// organisation's admins in-app and by email at once.
@@ -79,14 +80,7 @@ pub async fn ensure_defaults(
     db: &mut sqlx::PgConnection,
     tenant: TenantId,
 ) -> Result<u64, sqlx::Error> {
-    let fresh: Vec<TenantId> = sqlx::query_scalar(
-        "insert into alert_rule_defaults (tenant_id)
-         select id from tenants where id = $1
-         on conflict do nothing returning tenant_id",
-    )
-    .bind(tenant)
-    .fetch_all(&mut *db)
-    .await?;
+    let fresh = alert_rule_defaults::claim(&mut *db, tenant).await?;
     insert_defaults(db, &fresh).await
 }
 
@@ -96,13 +90,7 @@ pub async fn ensure_defaults(
 pub async fn ensure_defaults_across_tenants(
     db: &mut sqlx::PgConnection,
 ) -> Result<u64, sqlx::Error> {
-    let fresh: Vec<TenantId> = sqlx::query_scalar(
-        "insert into alert_rule_defaults (tenant_id)
-         select id from tenants
-         on conflict do nothing returning tenant_id",
-    )
-    .fetch_all(&mut *db)
-    .await?;
+    let fresh = alert_rule_defaults::claim_across_tenants(&mut *db).await?;
     insert_defaults(db, &fresh).await
 }
 

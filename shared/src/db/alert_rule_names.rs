@@ -1,0 +1,12 @@
+//! Alert rules' names, for the messages about their alerts
+//! ([`crate::alerts::evaluate`]).
+
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+/// The name of alert rule `id` (an error when there is none).
+pub async fn name(db: impl PgExecutor<'_>, id: Uuid) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar!("select name from alert_rules where id = $1", id)
+        .fetch_one(db)
+        .await
+}
