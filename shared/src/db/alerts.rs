@@ -67,21 +67,6 @@ impl From<RuleRow> for Rule {
 const RULE_COLUMNS: &str = "id, tenant_id, name, metric, scope, threshold, window_secs, severity,
     cooldown_secs, escalation, enabled, builtin, created_by, created_at, updated_at";
 
-/// Binds `spec`'s fields from its name to whether it is enabled, in the
-/// order [`insert_rule`] and [`update_rule`] number them.
-fn bind_spec<'q, Q: super::Bind<'q>>(query: Q, spec: &'q RuleSpec) -> Q {
-    query
-        .bind_next(&spec.name)
-        .bind_next(spec.metric.as_str())
-        .bind_next(&spec.scope)
-        .bind_next(spec.threshold)
-        .bind_next(spec.window_secs)
-        .bind_next(spec.severity.as_str())
-        .bind_next(spec.cooldown_secs)
-        .bind_next(serde_json::to_value(&spec.escalation).unwrap_or_default())
-        .bind_next(spec.enabled)
-}
-
 /// Stores a new rule; returns its id.
 #[tracing::instrument(skip_all)]
 pub async fn insert_rule(
@@ -92,18 +77,26 @@ pub async fn insert_rule(
     by: &str,
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
-    let query = sqlx::query(
+    sqlx::query!(
         "insert into alert_rules (id, tenant_id, name, metric, scope, threshold, window_secs,
              severity, cooldown_secs, escalation, enabled, builtin, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        id,
+        tenant as _,
+        spec.name,
+        spec.metric.as_str(),
+        spec.scope,
+        spec.threshold,
+        spec.window_secs,
+        spec.severity.as_str(),
+        spec.cooldown_secs,
+        serde_json::to_value(&spec.escalation).unwrap_or_default(),
+        spec.enabled,
+        builtin,
+        by,
     )
-    .bind(id)
-    .bind(tenant);
-    bind_spec(query, spec)
-        .bind(builtin)
-        .bind(by)
-        .execute(db)
-        .await?;
+    .execute(db)
+    .await?;
     Ok(id)
 }
 
@@ -115,14 +108,28 @@ pub async fn update_rule(
     id: Uuid,
     spec: &RuleSpec,
 ) -> Result<Option<Rule>, sqlx::Error> {
-    let sql = format!(
-        "update alert_rules set name = $3, metric = $4, scope = $5, threshold = $6,
+    let row = sqlx::query_as!(
+        RuleRow,
+        r#"update alert_rules set name = $3, metric = $4, scope = $5, threshold = $6,
              window_secs = $7, severity = $8, cooldown_secs = $9, escalation = $10, enabled = $11
          where id = $2 and ($1::uuid is null or tenant_id = $1)
-         returning {RULE_COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(reach.param()).bind(id);
-    let row: Option<RuleRow> = bind_spec(query, spec).fetch_optional(db).await?;
+         returning id, tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
+             severity, cooldown_secs, escalation, enabled, builtin, created_by, created_at,
+             updated_at"#,
+        reach.param(),
+        id,
+        spec.name,
+        spec.metric.as_str(),
+        spec.scope,
+        spec.threshold,
+        spec.window_secs,
+        spec.severity.as_str(),
+        spec.cooldown_secs,
+        serde_json::to_value(&spec.escalation).unwrap_or_default(),
+        spec.enabled,
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(Into::into))
 }
 
@@ -133,11 +140,11 @@ pub async fn delete_rule(
     reach: Reach,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from alert_rules where id = $2 and ($1::uuid is null or tenant_id = $1)",
+        reach.param(),
+        id,
     )
-    .bind(reach.param())
-    .bind(id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -150,12 +157,16 @@ pub async fn get_rule(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<Rule>, sqlx::Error> {
-    let row: Option<RuleRow> = sqlx::query_as(&format!(
-        "select {RULE_COLUMNS} from alert_rules
-         where id = $2 and ($1::uuid is null or tenant_id = $1)"
-    ))
-    .bind(reach.param())
-    .bind(id)
+    let row = sqlx::query_as!(
+        RuleRow,
+        r#"select id, tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
+             severity, cooldown_secs, escalation, enabled, builtin, created_by, created_at,
+             updated_at
+         from alert_rules
+         where id = $2 and ($1::uuid is null or tenant_id = $1)"#,
+        reach.param(),
+        id,
+    )
     .fetch_optional(db)
     .await?;
     Ok(row.map(Into::into))
@@ -197,15 +208,18 @@ pub async fn claim_rules(
     period: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Rule>, sqlx::Error> {
-    let rows: Vec<RuleRow> = sqlx::query_as(&format!(
-        "update alert_rules set evaluated_for = $1
+    let rows = sqlx::query_as!(
+        RuleRow,
+        r#"update alert_rules set evaluated_for = $1
          where id in (select id from alert_rules
                       where enabled and (evaluated_for is null or evaluated_for < $1)
                       order by id limit $2 for update skip locked)
-         returning {RULE_COLUMNS}"
-    ))
-    .bind(period)
-    .bind(limit)
+         returning id, tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
+             severity, cooldown_secs, escalation, enabled, builtin, created_by, created_at,
+             updated_at"#,
+        period,
+        limit,
+    )
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(Into::into).collect())
@@ -249,11 +263,14 @@ const ALERT_COLUMNS: &str = "id, tenant_id, rule_id, subject, status, severity, 
 
 /// Rule `rule`'s unresolved alerts.
 pub async fn active(db: impl PgExecutor<'_>, rule: Uuid) -> Result<Vec<Alert>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {ALERT_COLUMNS} from alerts where rule_id = $1 and status <> 'resolved'
-         order by subject for update"
-    ))
-    .bind(rule)
+    sqlx::query_as!(
+        Alert,
+        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
+         from alerts where rule_id = $1 and status <> 'resolved'
+         order by subject for update"#,
+        rule,
+    )
     .fetch_all(db)
     .await
 }
@@ -264,12 +281,12 @@ pub async fn last_resolved(
     rule: Uuid,
     subject: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select max(resolved_at) from alerts where rule_id = $1 and subject = $2
-         and status = 'resolved'",
+    sqlx::query_scalar!(
+        r#"select max(resolved_at) as "max?" from alerts where rule_id = $1 and subject = $2
+         and status = 'resolved'"#,
+        rule,
+        subject,
     )
-    .bind(rule)
-    .bind(subject)
     .fetch_one(db)
     .await
 }
@@ -281,12 +298,12 @@ pub async fn set_value(
     value: f64,
     summary: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update alerts set value = $2, summary = $3 where id = $1 and status <> 'resolved'",
+        id,
+        value,
+        summary,
     )
-    .bind(id)
-    .bind(value)
-    .bind(summary)
     .execute(db)
     .await?;
     Ok(())
@@ -294,11 +311,13 @@ pub async fn set_value(
 
 /// Notes that `level` levels were notified.
 pub async fn set_level(db: impl PgExecutor<'_>, id: Uuid, level: i32) -> Result<(), sqlx::Error> {
-    sqlx::query("update alerts set level = greatest(level, $2) where id = $1")
-        .bind(id)
-        .bind(level)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update alerts set level = greatest(level, $2) where id = $1",
+        id,
+        level,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -313,12 +332,15 @@ pub async fn transition(
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<Result<Alert, String>>, sqlx::Error> {
-    let current: Option<Alert> = sqlx::query_as(&format!(
-        "select {ALERT_COLUMNS} from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)
-         for update"
-    ))
-    .bind(reach.param())
-    .bind(id)
+    let current = sqlx::query_as!(
+        Alert,
+        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
+         from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)
+         for update"#,
+        reach.param(),
+        id,
+    )
     .fetch_optional(&mut *db)
     .await?;
     let Some(current) = current else {
@@ -331,17 +353,33 @@ pub async fn transition(
     if !allowed {
         return Ok(Some(Err(current.status)));
     }
-    let sql = if to == "acknowledged" {
-        "update alerts set status = 'acknowledged', acknowledged_at = $2, acknowledged_by = $3"
-    } else {
-        "update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3"
-    };
-    let alert: Alert = sqlx::query_as(&format!("{sql} where id = $1 returning {ALERT_COLUMNS}"))
-        .bind(id)
-        .bind(at)
-        .bind(by)
+    let alert = if to == "acknowledged" {
+        sqlx::query_as!(
+            Alert,
+            r#"update alerts set status = 'acknowledged', acknowledged_at = $2, acknowledged_by = $3
+             where id = $1
+             returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
+            id,
+            at,
+            by,
+        )
         .fetch_one(&mut *db)
-        .await?;
+        .await?
+    } else {
+        sqlx::query_as!(
+            Alert,
+            r#"update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3
+             where id = $1
+             returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
+            id,
+            at,
+            by,
+        )
+        .fetch_one(&mut *db)
+        .await?
+    };
     Ok(Some(Ok(alert)))
 }
 
@@ -355,17 +393,17 @@ pub async fn event(
     at: DateTime<Utc>,
     details: Value,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into alert_events (alert_id, tenant_id, kind, level, actor, at, details)
          values ($1, $2, $3, $4, $5, $6, $7) returning id",
+        alert.id,
+        alert.tenant_id as _,
+        kind,
+        level,
+        actor,
+        at,
+        details,
     )
-    .bind(alert.id)
-    .bind(alert.tenant_id)
-    .bind(kind)
-    .bind(level)
-    .bind(actor)
-    .bind(at)
-    .bind(details)
     .fetch_one(db)
     .await
 }
@@ -398,24 +436,24 @@ pub async fn deliver(
     alert: &Alert,
     d: NewDelivery<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "insert into alert_deliveries (id, alert_id, event_id, tenant_id, channel, target_key,
              target, action, status, notification_ids, run_at, sent_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                 case when $9 = 'sent' then $11 end)
+                 case when $9 = 'sent' then $11::timestamptz end)
          on conflict on constraint alert_deliveries_once do nothing",
+        Uuid::now_v7(),
+        alert.id,
+        d.event_id,
+        alert.tenant_id as _,
+        d.channel,
+        d.target_key,
+        d.target,
+        d.action,
+        d.status,
+        d.notification_ids.as_slice(),
+        d.run_at,
     )
-    .bind(Uuid::now_v7())
-    .bind(alert.id)
-    .bind(d.event_id)
-    .bind(alert.tenant_id)
-    .bind(d.channel)
-    .bind(&d.target_key)
-    .bind(&d.target)
-    .bind(d.action)
-    .bind(d.status)
-    .bind(&d.notification_ids)
-    .bind(d.run_at)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -427,14 +465,18 @@ pub async fn triggered(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Vec<(String, String, Value)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "select distinct on (channel, target_key) channel, target_key, target
          from alert_deliveries where alert_id = $1 and action = 'trigger'
          order by channel, target_key, created_at",
+        id,
     )
-    .bind(id)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.channel, r.target_key, r.target))
+        .collect())
 }
 
 /// Which alerts to list: every field narrows.
@@ -501,17 +543,20 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<Alert>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {ALERT_COLUMNS} from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)"
-    ))
-    .bind(reach.param())
-    .bind(id)
+    sqlx::query_as!(
+        Alert,
+        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
+         from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)"#,
+        reach.param(),
+        id,
+    )
     .fetch_optional(db)
     .await
 }
 
 /// One transition.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Event {
     /// Its id.
     pub id: i64,
@@ -528,7 +573,7 @@ pub struct Event {
 }
 
 /// One notification of a transition, as recorded.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// Its id.
     pub id: Uuid,
@@ -558,19 +603,21 @@ pub async fn history(
     db: &mut sqlx::PgConnection,
     id: Uuid,
 ) -> Result<(Vec<Event>, Vec<Delivery>), sqlx::Error> {
-    let events = sqlx::query_as(
+    let events = sqlx::query_as!(
+        Event,
         "select id, kind, level, actor, at, details from alert_events
          where alert_id = $1 order by id",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
-    let deliveries = sqlx::query_as(
+    let deliveries = sqlx::query_as!(
+        Delivery,
         "select id, event_id, channel, action, status, attempts, response_status, last_error,
                 notification_ids, sent_at
          from alert_deliveries where alert_id = $1 order by event_id, channel, target_key",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
     Ok((events, deliveries))
@@ -600,30 +647,33 @@ pub async fn statistics(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Statistics, sqlx::Error> {
-    let open_by_severity = sqlx::query_as(
-        "select severity, count(*) from alerts
+    let open_by_severity = sqlx::query!(
+        r#"select severity, count(*) as "count!" from alerts
          where status <> 'resolved' and ($1::uuid is null or tenant_id = $1)
-         group by severity order by severity",
+         group by severity order by severity"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_all(&mut *db)
-    .await?;
-    let (ack, resolve, opened): (Option<f64>, Option<f64>, i64) = sqlx::query_as(
-        "select avg(extract(epoch from acknowledged_at - opened_at))::float8,
-                avg(extract(epoch from resolved_at - opened_at))::float8,
-                count(*)
+    .await?
+    .into_iter()
+    .map(|r| (r.severity, r.count))
+    .collect();
+    let window = sqlx::query!(
+        r#"select avg(extract(epoch from acknowledged_at - opened_at))::float8 as "ack?",
+                avg(extract(epoch from resolved_at - opened_at))::float8 as "resolve?",
+                count(*) as "opened!"
          from alerts
-         where ($1::uuid is null or tenant_id = $1) and opened_at >= $2 and opened_at < $3",
+         where ($1::uuid is null or tenant_id = $1) and opened_at >= $2 and opened_at < $3"#,
+        reach.param(),
+        since,
+        until,
     )
-    .bind(reach.param())
-    .bind(since)
-    .bind(until)
     .fetch_one(&mut *db)
     .await?;
     Ok(Statistics {
         open_by_severity,
-        mean_secs_to_acknowledge: ack,
-        mean_secs_to_resolve: resolve,
-        opened,
+        mean_secs_to_acknowledge: window.ack,
+        mean_secs_to_resolve: window.resolve,
+        opened: window.opened,
     })
 }

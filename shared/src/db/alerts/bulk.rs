@@ -9,15 +9,19 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use super::{ALERT_COLUMNS, Alert};
+use super::Alert;
+use crate::domain::TenantId;
 
 /// The unresolved alerts of `rules`, locked, by rule and subject.
 pub async fn active_of(db: impl PgExecutor<'_>, rules: &[Uuid]) -> Result<Vec<Alert>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {ALERT_COLUMNS} from alerts where rule_id = any($1) and status <> 'resolved'
-         order by rule_id, subject for update"
-    ))
-    .bind(rules)
+    sqlx::query_as!(
+        Alert,
+        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
+         from alerts where rule_id = any($1) and status <> 'resolved'
+         order by rule_id, subject for update"#,
+        rules,
+    )
     .fetch_all(db)
     .await
 }
@@ -30,19 +34,22 @@ pub async fn last_resolved_of(
 ) -> Result<HashMap<(Uuid, String), DateTime<Utc>>, sqlx::Error> {
     let rules: Vec<Uuid> = pairs.iter().map(|(r, _)| *r).collect();
     let subjects: Vec<&str> = pairs.iter().map(|(_, s)| s.as_str()).collect();
-    let rows: Vec<(Uuid, String, DateTime<Utc>)> = sqlx::query_as(
-        "select p.rule_id, p.subject, l.at
+    let rows = sqlx::query!(
+        r#"select p.rule_id as "rule_id!", p.subject as "subject!", l.at as "at!"
          from unnest($1::uuid[], $2::text[]) as p(rule_id, subject)
          cross join lateral (select max(a.resolved_at) as at from alerts a
                              where a.rule_id = p.rule_id and a.subject = p.subject
                                and a.status = 'resolved') l
-         where l.at is not null",
+         where l.at is not null"#,
+        &rules,
+        &subjects as _,
     )
-    .bind(&rules)
-    .bind(&subjects)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|(r, s, at)| ((r, s), at)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.rule_id, r.subject), r.at))
+        .collect())
 }
 
 /// The latest value and wording of unresolved alerts.
@@ -56,15 +63,15 @@ pub async fn set_values(
     let ids: Vec<Uuid> = values.iter().map(|v| v.0).collect();
     let vals: Vec<f64> = values.iter().map(|v| v.1).collect();
     let summaries: Vec<&str> = values.iter().map(|v| v.2.as_str()).collect();
-    sqlx::query(
+    sqlx::query!(
         "update alerts a set value = v.value, summary = v.summary
          from unnest($1::uuid[], $2::float8[], $3::text[]) as v(id, value, summary)
          where a.id = v.id and a.status <> 'resolved'
            and (a.value is distinct from v.value or a.summary is distinct from v.summary)",
+        &ids,
+        &vals,
+        &summaries as _,
     )
-    .bind(&ids)
-    .bind(&vals)
-    .bind(&summaries)
     .execute(db)
     .await?;
     Ok(())
@@ -104,23 +111,25 @@ pub async fn open_many(
     let severities: Vec<&str> = alerts.iter().map(|a| a.severity).collect();
     let summaries: Vec<&str> = alerts.iter().map(|a| a.summary.as_str()).collect();
     let values: Vec<f64> = alerts.iter().map(|a| a.value).collect();
-    sqlx::query_as(&format!(
-        "insert into alerts (id, tenant_id, rule_id, subject, status, severity, summary, value,
+    sqlx::query_as!(
+        Alert,
+        r#"insert into alerts (id, tenant_id, rule_id, subject, status, severity, summary, value,
              opened_at)
          select id, tenant_id, rule_id, subject, 'open', severity, summary, value, $8
          from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                      $7::float8[]) as n(id, tenant_id, rule_id, subject, severity, summary, value)
          on conflict (rule_id, subject) where status <> 'resolved' do nothing
-         returning {ALERT_COLUMNS}"
-    ))
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(&rules)
-    .bind(&subjects)
-    .bind(&severities)
-    .bind(&summaries)
-    .bind(&values)
-    .bind(at)
+         returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
+        &ids,
+        &tenants as _,
+        &rules,
+        &subjects as _,
+        &severities as _,
+        &summaries as _,
+        &values,
+        at,
+    )
     .fetch_all(db)
     .await
 }
@@ -135,14 +144,16 @@ pub async fn resolve_many(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    sqlx::query_as(&format!(
-        "update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3
+    sqlx::query_as!(
+        Alert,
+        r#"update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3
          where id = any($1) and status <> 'resolved'
-         returning {ALERT_COLUMNS}"
-    ))
-    .bind(ids)
-    .bind(at)
-    .bind(by)
+         returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
+        ids,
+        at,
+        by,
+    )
     .fetch_all(db)
     .await
 }
@@ -165,19 +176,19 @@ pub async fn events(
         .map(|(a, _)| a.tenant_id.map(|t| t.0))
         .collect();
     let details: Vec<Value> = alerts.iter().map(|(_, d)| d.clone()).collect();
-    let rows: Vec<(i64, Uuid)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "insert into alert_events (alert_id, tenant_id, kind, actor, at, details)
          select alert_id, tenant_id, $3, $4, $5, details
          from unnest($1::uuid[], $2::uuid[], $6::jsonb[]) as e(alert_id, tenant_id, details)
          returning id, alert_id",
+        &ids,
+        &tenants as _,
+        kind,
+        actor,
+        at,
+        &details,
     )
-    .bind(&ids)
-    .bind(&tenants)
-    .bind(kind)
-    .bind(actor)
-    .bind(at)
-    .bind(&details)
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(|(id, alert)| (alert, id)).collect())
+    Ok(rows.into_iter().map(|r| (r.alert_id, r.id)).collect())
 }

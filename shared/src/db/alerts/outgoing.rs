@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::domain::TenantId;
 
 /// An outgoing call to make.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Outgoing {
     /// The delivery.
     pub id: Uuid,
@@ -51,21 +51,24 @@ pub async fn claim_outgoing(
     lease: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<Outgoing>, sqlx::Error> {
-    sqlx::query_as(
-        "with c as (
+    sqlx::query_as!(
+        Outgoing,
+        r#"with c as (
              update alert_deliveries set status = 'sending', run_at = $2
              where id in (select id from alert_deliveries
                           where status in ('queued', 'sending') and run_at <= $1
                           order by run_at limit $3 for update skip locked)
              returning id, alert_id, event_id, channel, target, action, attempts)
-         select c.id, c.alert_id, c.channel, c.target, c.action, c.attempts, e.kind,
-                a.tenant_id, a.subject, a.severity, a.summary, a.status, r.name as rule_name, e.at
+         select c.id as "id!", c.alert_id as "alert_id!", c.channel as "channel!",
+                c.target as "target!", c.action as "action!", c.attempts as "attempts!", e.kind,
+                a.tenant_id as "tenant_id: TenantId", a.subject, a.severity, a.summary, a.status,
+                r.name as rule_name, e.at
          from c join alert_events e on e.id = c.event_id join alerts a on a.id = c.alert_id
-              join alert_rules r on r.id = a.rule_id",
+              join alert_rules r on r.id = a.rule_id"#,
+        now,
+        lease,
+        limit,
     )
-    .bind(now)
-    .bind(lease)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -82,18 +85,18 @@ pub async fn finish_outgoing(
     at: DateTime<Utc>,
     retry_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update alert_deliveries set status = $2, attempts = attempts + 1,
              response_status = $3, last_error = left($4, 1000), run_at = $6,
-             sent_at = case when $2 = 'sent' then $5 end
+             sent_at = case when $2 = 'sent' then $5::timestamptz end
          where id = $1",
+        id,
+        status,
+        response_status,
+        error,
+        at,
+        retry_at,
     )
-    .bind(id)
-    .bind(status)
-    .bind(response_status)
-    .bind(error)
-    .bind(at)
-    .bind(retry_at)
     .execute(db)
     .await?;
     Ok(())
