@@ -80,16 +80,19 @@ pub async fn create_scoped(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
     );
     let id = ApiKeyId::new();
-    sqlx::query("insert into api_keys (id, tenant_id, name, key_prefix, key_hash, allowed_networks, scopes) values ($1, $2, $3, $4, $5, $6, $7)")
-        .bind(id)
-        .bind(tenant_id)
-        .bind(name)
-        .bind(&secret[..KEY_PREFIX.len() + 6])
-        .bind(hash(&secret))
-        .bind(networks_text(networks))
-        .bind(scopes.map(|s| s.iter().map(|p| p.as_str()).collect::<Vec<_>>()))
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "insert into api_keys (id, tenant_id, name, key_prefix, key_hash, allowed_networks, scopes)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+        id as _,
+        tenant_id as _,
+        name,
+        &secret[..KEY_PREFIX.len() + 6],
+        hash(&secret),
+        networks_text(networks) as _,
+        scopes.map(|s| s.iter().map(|p| p.as_str()).collect::<Vec<_>>()) as _,
+    )
+    .execute(db)
+    .await?;
     Ok(NewApiKey {
         id,
         secret: SecretString::from(secret),
@@ -109,9 +112,6 @@ pub async fn authenticate(
 /// any), and its scopes (`None`: every permission).
 pub type KeyLookup = (KeyOwner, Vec<IpNet>, Option<Vec<Permission>>);
 
-/// A key's row as [`lookup_hash`] reads it.
-type KeyRow = (TenantId, ApiKeyId, Option<Vec<String>>, Option<Vec<String>>);
-
 /// The owner of an active key of an active tenant whose stored hash is
 /// `key_hash` (see [`hash`]), if there is one. Ignores the key's allowlist:
 /// see [`lookup_hash`].
@@ -130,14 +130,18 @@ pub async fn lookup_hash(
     db: impl PgExecutor<'_>,
     key_hash: &[u8],
 ) -> Result<Option<KeyLookup>, sqlx::Error> {
-    let row: Option<KeyRow> = sqlx::query_as(
-        "select k.tenant_id, k.id, k.allowed_networks, k.scopes from api_keys k join tenants t on t.id = k.tenant_id
-         where k.key_hash = $1 and k.revoked_at is null and t.status = 'active'",
+    let row = sqlx::query!(
+        r#"select k.tenant_id as "tenant_id: TenantId", k.id as "id: ApiKeyId",
+                k.allowed_networks, k.scopes
+         from api_keys k join tenants t on t.id = k.tenant_id
+         where k.key_hash = $1 and k.revoked_at is null and t.status = 'active'"#,
+        key_hash,
     )
-    .bind(key_hash)
     .fetch_optional(db)
     .await?;
-    row.map(|(tenant_id, key_id, networks, scopes)| {
+    row.map(|r| {
+        let (tenant_id, key_id, networks, scopes) =
+            (r.tenant_id, r.id, r.allowed_networks, r.scopes);
         // Names no longer in the vocabulary grant nothing.
         let scopes = scopes.map(|s| s.iter().filter_map(|n| Permission::parse(n)).collect());
         let networks = networks
@@ -162,12 +166,13 @@ pub async fn set_networks(
     key_id: ApiKeyId,
     networks: &[IpNet],
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update api_keys set allowed_networks = $3 where tenant_id = $1 and id = $2 and revoked_at is null",
+    let done = sqlx::query!(
+        "update api_keys set allowed_networks = $3
+         where tenant_id = $1 and id = $2 and revoked_at is null",
+        tenant_id as _,
+        key_id as _,
+        networks_text(networks) as _,
     )
-    .bind(tenant_id)
-    .bind(key_id)
-    .bind(networks_text(networks))
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -194,11 +199,12 @@ pub async fn revoke(
     tenant_id: TenantId,
     key_id: ApiKeyId,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update api_keys set revoked_at = now() where tenant_id = $1 and id = $2 and revoked_at is null",
+    let done = sqlx::query!(
+        "update api_keys set revoked_at = now()
+         where tenant_id = $1 and id = $2 and revoked_at is null",
+        tenant_id as _,
+        key_id as _,
     )
-    .bind(tenant_id)
-    .bind(key_id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -30,25 +30,25 @@ pub struct Entry<'a> {
 /// Appends a record.
 #[tracing::instrument(skip_all)]
 pub async fn record(db: impl PgExecutor<'_>, entry: Entry<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into audit_log (tenant_id, actor, action, resource_type, resource_id, result, request_id, details)
          values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        entry.tenant_id as _,
+        entry.actor,
+        entry.action,
+        entry.resource_type,
+        entry.resource_id,
+        entry.result,
+        entry.request_id,
+        entry.details,
     )
-    .bind(entry.tenant_id)
-    .bind(entry.actor)
-    .bind(entry.action)
-    .bind(entry.resource_type)
-    .bind(entry.resource_id)
-    .bind(entry.result)
-    .bind(entry.request_id)
-    .bind(entry.details)
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A stored audit record.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Row {
     /// Its id (ascending in time).
     pub id: i64,
@@ -102,27 +102,28 @@ pub async fn list(
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, tenant_id, actor, action, resource_type, resource_id, result, request_id,
-            details, created_at
+    sqlx::query_as!(
+        Row,
+        r#"select id, tenant_id as "tenant_id: TenantId", actor, action, resource_type,
+            resource_id, result, request_id, details, created_at
          from audit_log
          where ($1::uuid is null or tenant_id = $1) and ($2::text is null or actor = $2)
            and ($3::text is null or action = $3 or (right($3, 1) = '.' and starts_with(action, $3)))
            and ($4::text is null or resource_type = $4) and ($5::text is null or resource_id = $5)
            and ($6::text is null or result = $6) and ($7::timestamptz is null or created_at >= $7)
            and ($8::timestamptz is null or created_at < $8) and ($9::bigint is null or id < $9)
-         order by id desc limit $10",
+         order by id desc limit $10"#,
+        reach.param(),
+        f.actor,
+        f.action,
+        f.resource_type,
+        f.resource_id,
+        f.result,
+        f.since,
+        f.until,
+        f.before_id,
+        limit,
     )
-    .bind(reach.param())
-    .bind(f.actor)
-    .bind(f.action)
-    .bind(f.resource_type)
-    .bind(f.resource_id)
-    .bind(f.result)
-    .bind(f.since)
-    .bind(f.until)
-    .bind(f.before_id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }

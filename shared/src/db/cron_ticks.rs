@@ -18,12 +18,12 @@ pub async fn claim(
     scheduled_for: DateTime<Utc>,
     job: &str,
 ) -> Result<bool, sqlx::Error> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into cron_ticks (name, scheduled_for, job) values ($1, $2, $3) on conflict do nothing",
+        name,
+        scheduled_for,
+        job,
     )
-    .bind(name)
-    .bind(scheduled_for)
-    .bind(job)
     .execute(db)
     .await?;
     Ok(inserted.rows_affected() == 1)
@@ -36,11 +36,13 @@ pub async fn mark_enqueued(
     name: &str,
     scheduled_for: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update cron_ticks set enqueued_at = now() where name = $1 and scheduled_for = $2")
-        .bind(name)
-        .bind(scheduled_for)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update cron_ticks set enqueued_at = now() where name = $1 and scheduled_for = $2",
+        name,
+        scheduled_for,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -51,12 +53,16 @@ pub async fn mark_enqueued(
 pub async fn lock_unenqueued(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(String, DateTime<Utc>, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "select name, scheduled_for, job from cron_ticks
          where enqueued_at is null and scheduled_for > now() - interval '1 day'
          order by scheduled_for limit 100
          for update skip locked",
     )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.name, r.scheduled_for, r.job))
+        .collect())
 }

@@ -16,13 +16,13 @@ pub async fn put(
     tenant_id: TenantId,
     sealed: &Sealed,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into tenant_jwt_secrets (tenant_id, key_id, ciphertext) values ($1, $2, $3)
          on conflict (tenant_id) do update set key_id = excluded.key_id, ciphertext = excluded.ciphertext",
+        tenant_id as _,
+        sealed.key_id,
+        sealed.bytes,
     )
-    .bind(tenant_id)
-    .bind(&sealed.key_id)
-    .bind(&sealed.bytes)
     .execute(db)
     .await?;
     Ok(())
@@ -36,13 +36,13 @@ pub async fn put_if_absent(
     tenant_id: TenantId,
     sealed: &Sealed,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into tenant_jwt_secrets (tenant_id, key_id, ciphertext) values ($1, $2, $3)
          on conflict (tenant_id) do nothing",
+        tenant_id as _,
+        sealed.key_id,
+        sealed.bytes,
     )
-    .bind(tenant_id)
-    .bind(&sealed.key_id)
-    .bind(&sealed.bytes)
     .execute(db)
     .await?;
     Ok(())
@@ -54,12 +54,15 @@ pub async fn get(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Option<Sealed>, sqlx::Error> {
-    let row: Option<(String, Vec<u8>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "select s.key_id, s.ciphertext from tenant_jwt_secrets s join tenants t on t.id = s.tenant_id
          where s.tenant_id = $1 and t.status = 'active'",
+        tenant_id as _,
     )
-    .bind(tenant_id)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(key_id, bytes)| Sealed { key_id, bytes }))
+    Ok(row.map(|r| Sealed {
+        key_id: r.key_id,
+        bytes: r.ciphertext,
+    }))
 }

@@ -22,16 +22,14 @@ impl LockKey {
 
 /// Takes the lock if it is free; true when this connection now holds it.
 pub async fn try_lock(conn: &mut PgConnection, key: LockKey) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar("select pg_try_advisory_lock($1)")
-        .bind(key.id())
+    sqlx::query_scalar!(r#"select pg_try_advisory_lock($1) as "locked!""#, key.id())
         .fetch_one(conn)
         .await
 }
 
 /// Releases a lock this connection holds.
 pub async fn unlock(conn: &mut PgConnection, key: LockKey) -> Result<(), sqlx::Error> {
-    sqlx::query_scalar::<_, bool>("select pg_advisory_unlock($1)")
-        .bind(key.id())
+    sqlx::query_scalar!(r#"select pg_advisory_unlock($1) as "unlocked!""#, key.id())
         .fetch_one(conn)
         .await?;
     Ok(())
