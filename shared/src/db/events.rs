@@ -9,7 +9,7 @@ use sqlx::{PgConnection, PgExecutor, PgPool, types::Json};
 use crate::domain::{NotificationId, SubscriberId, TenantId};
 
 /// A stored event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     /// Its number for the subscriber, increasing by one.
     pub seq: i64,
@@ -31,11 +31,14 @@ pub async fn lock_subscriber(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("select 1 from subscribers where tenant_id = $1 and id = $2 for no key update")
-        .bind(tenant_id)
-        .bind(subscriber_id)
-        .execute(tx)
-        .await?;
+    sqlx::query!(
+        r#"select 1 as "locked" from subscribers where tenant_id = $1 and id = $2
+         for no key update"#,
+        tenant_id as _,
+        subscriber_id as _,
+    )
+    .fetch_optional(tx)
+    .await?;
     Ok(())
 }
 
@@ -53,13 +56,13 @@ pub async fn lock_subscribers(
     if ids.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "select 1 from subscribers where tenant_id = $1 and id = any($2)
-         order by id for no key update",
+    sqlx::query!(
+        r#"select 1 as "locked" from subscribers where tenant_id = $1 and id = any($2)
+         order by id for no key update"#,
+        tenant_id as _,
+        &ids as _,
     )
-    .bind(tenant_id)
-    .bind(&ids)
-    .execute(tx)
+    .fetch_all(tx)
     .await?;
     Ok(())
 }
@@ -72,14 +75,14 @@ pub async fn lock_subscribers_of(
     tenant_id: TenantId,
     ids: &[NotificationId],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "select 1 from subscribers where tenant_id = $1 and id in (
+    sqlx::query!(
+        r#"select 1 as "locked" from subscribers where tenant_id = $1 and id in (
              select subscriber_id from notifications where tenant_id = $1 and id = any($2))
-         order by id for no key update",
+         order by id for no key update"#,
+        tenant_id as _,
+        ids as _,
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .execute(tx)
+    .fetch_all(tx)
     .await?;
     Ok(())
 }
@@ -95,20 +98,20 @@ pub async fn advance_seqs(
     subscribers: &[SubscriberId],
     counts: &[i64],
 ) -> Result<BTreeMap<SubscriberId, (i64, String)>, sqlx::Error> {
-    let rows: Vec<(SubscriberId, i64, String)> = sqlx::query_as(
-        "update subscribers s set event_seq = s.event_seq + c.k
+    let rows = sqlx::query!(
+        r#"update subscribers s set event_seq = s.event_seq + c.k
          from unnest($2::uuid[], $3::int8[]) as c(id, k)
          where s.id = c.id and s.tenant_id = $1
-         returning s.id, s.event_seq, s.external_id",
+         returning s.id as "id: SubscriberId", s.event_seq, s.external_id"#,
+        tenant_id as _,
+        subscribers as _,
+        counts,
     )
-    .bind(tenant_id)
-    .bind(subscribers)
-    .bind(counts)
     .fetch_all(tx)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, end, subject)| (id, (end, subject)))
+        .map(|r| (r.id, (r.event_seq, r.external_id)))
         .collect())
 }
 
@@ -122,7 +125,7 @@ pub async fn append(
     kind: &str,
     payload: &Value,
 ) -> Result<(i64, DateTime<Utc>), sqlx::Error> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "with next as (
              update subscribers set event_seq = event_seq + 1
              where tenant_id = $1 and id = $2 returning event_seq
@@ -130,13 +133,14 @@ pub async fn append(
          insert into subscriber_events (subscriber_id, seq, tenant_id, kind, payload)
          select $2, event_seq, $1, $3, $4 from next
          returning seq, created_at",
+        tenant_id as _,
+        subscriber_id as _,
+        kind,
+        payload,
     )
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(kind)
-    .bind(payload)
     .fetch_one(tx)
-    .await
+    .await?;
+    Ok((row.seq, row.created_at))
 }
 
 /// The kind of a stored row that stands for the events of one placement of
@@ -183,26 +187,25 @@ pub async fn append_placed(
     let seqs: Vec<i64> = rows.iter().map(|r| r.1).collect();
     let lasts: Vec<i64> = rows.iter().map(|r| r.1 + r.2.span() - 1).collect();
     let payloads: Vec<Json<&Placed>> = rows.iter().map(|r| Json(&r.2)).collect();
-    let at: Vec<DateTime<Utc>> = sqlx::query_scalar(
+    let at = sqlx::query_scalar!(
         "insert into subscriber_events (subscriber_id, seq, last_seq, tenant_id, kind, payload)
          select e.subscriber_id, e.seq, e.last_seq, $1, $5, e.payload
          from unnest($2::uuid[], $3::int8[], $4::int8[], $6::jsonb[])
              as e(subscriber_id, seq, last_seq, payload)
          returning created_at",
+        tenant_id as _,
+        &subscribers as _,
+        &seqs,
+        &lasts,
+        PLACED,
+        &payloads as _,
     )
-    .bind(tenant_id)
-    .bind(&subscribers)
-    .bind(&seqs)
-    .bind(&lasts)
-    .bind(PLACED)
-    .bind(&payloads)
     .fetch_all(tx)
     .await?;
     Ok(at.into_iter().next())
 }
 
 /// A stored row as [`since`] reads it.
-#[derive(sqlx::FromRow)]
 struct Row {
     seq: i64,
     kind: String,
@@ -224,17 +227,18 @@ pub async fn since(
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     // A placement row covering `since + 1` starts at most PLACED_SPAN
     // numbers earlier.
-    let rows: Vec<Row> = sqlx::query_as(
-        "select seq, kind, payload, created_at from subscriber_events
-         where tenant_id = $1 and subscriber_id = $2 and seq > $3 - $5
+    let rows = sqlx::query_as!(
+        Row,
+        r#"select seq, kind, payload as "payload: Json<Value>", created_at from subscriber_events
+         where tenant_id = $1 and subscriber_id = $2 and seq > $3::int8 - $5::int8
            and coalesce(last_seq, seq) > $3
-         order by seq limit $4",
+         order by seq limit $4"#,
+        tenant_id as _,
+        subscriber_id as _,
+        since,
+        limit,
+        PLACED_SPAN as i64 + 1,
     )
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(since)
-    .bind(limit)
-    .bind(PLACED_SPAN as i64 + 1)
     .fetch_all(db)
     .await?;
     let placed: Vec<(usize, Placed)> = rows
@@ -299,21 +303,23 @@ pub async fn last_seq(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select event_seq from subscribers where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(subscriber_id)
-        .fetch_optional(db)
-        .await
-        .map(Option::unwrap_or_default)
+    sqlx::query_scalar!(
+        "select event_seq from subscribers where tenant_id = $1 and id = $2",
+        tenant_id as _,
+        subscriber_id as _,
+    )
+    .fetch_optional(db)
+    .await
+    .map(Option::unwrap_or_default)
 }
 
 /// Drops events older than `hours` (across tenants); returns how many.
 #[tracing::instrument(skip_all)]
 pub async fn prune(db: impl PgExecutor<'_>, hours: u32) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from subscriber_events where created_at < now() - make_interval(hours => $1)",
+        hours as i32,
     )
-    .bind(hours as i32)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -12,10 +12,10 @@ use sqlx::{PgConnection, PgExecutor, types::Json};
 
 use crate::domain::{NotificationId, SubscriberId, TenantId};
 
-/// What every inbox query is limited to.
-const MINE: &str = "tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null";
-/// [`MINE`] for the subscribers of the array `$2`.
-const MINE_ANY: &str = "tenant_id = $1 and subscriber_id = any($2) and channel = 'inapp' and status = 'sent' and deleted_at is null";
+// Every inbox query is limited to the tenant's (`$1`) subscriber's (`$2`)
+// sent in-app notifications that are not deleted:
+//   tenant_id = $1 and subscriber_id = $2 and channel = 'inapp'
+//   and status = 'sent' and deleted_at is null
 
 /// One inbox entry.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -33,8 +33,6 @@ pub struct Item {
     /// When it was sent.
     pub created_at: DateTime<Utc>,
 }
-
-const COLUMNS: &str = "id, category, content, read_at, archived_at, created_at";
 
 /// Which entries to list.
 #[derive(Debug, Clone, Default)]
@@ -58,22 +56,25 @@ pub async fn list(
     limit: i64,
 ) -> Result<Vec<Item>, sqlx::Error> {
     let (at, id) = before.unzip();
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from notifications where {MINE}
+    sqlx::query_as!(
+        Item,
+        r#"select id as "id: NotificationId", category, content as "content: Json<Value>", read_at,
+                archived_at, created_at
+         from notifications where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null
            and ($3::boolean is null or (read_at is not null) = $3)
            and (archived_at is not null) = $4
            and ($5::text is null or category = $5)
            and ($6::timestamptz is null or (created_at, id) < ($6, $7))
-         order by created_at desc, id desc limit $8"
-    ))
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(filter.read)
-    .bind(filter.archived)
-    .bind(&filter.category)
-    .bind(at)
-    .bind(id)
-    .bind(limit)
+         order by created_at desc, id desc limit $8"#,
+        tenant_id as _,
+        subscriber_id as _,
+        filter.read,
+        filter.archived,
+        filter.category,
+        at,
+        id as _,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -86,12 +87,15 @@ pub async fn get(
     subscriber_id: SubscriberId,
     id: NotificationId,
 ) -> Result<Option<Item>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from notifications where {MINE} and id = $3"
-    ))
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(id)
+    sqlx::query_as!(
+        Item,
+        r#"select id as "id: NotificationId", category, content as "content: Json<Value>", read_at,
+                archived_at, created_at
+         from notifications where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and id = $3"#,
+        tenant_id as _,
+        subscriber_id as _,
+        id as _,
+    )
     .fetch_optional(db)
     .await
 }
@@ -116,19 +120,33 @@ pub async fn change(
     id: NotificationId,
     change: Change,
 ) -> Result<Option<Item>, sqlx::Error> {
-    let set = match change {
-        Change::Read => "read_at = coalesce(read_at, now())",
-        Change::Unread => "read_at = null",
-        Change::Archive => "archived_at = coalesce(archived_at, now())",
-    };
-    sqlx::query_as(&format!(
-        "update notifications set {set} where {MINE} and id = $3 returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(id)
-    .fetch_optional(db)
-    .await
+    macro_rules! changed {
+        ($sql:tt) => {
+            sqlx::query_as!(Item, $sql, tenant_id as _, subscriber_id as _, id as _)
+                .fetch_optional(db)
+                .await
+        };
+    }
+    match change {
+        Change::Read => changed!(
+            r#"update notifications set read_at = coalesce(read_at, now())
+             where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and id = $3
+             returning id as "id: NotificationId", category, content as "content: Json<Value>", read_at,
+                archived_at, created_at"#
+        ),
+        Change::Unread => changed!(
+            r#"update notifications set read_at = null
+             where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and id = $3
+             returning id as "id: NotificationId", category, content as "content: Json<Value>", read_at,
+                archived_at, created_at"#
+        ),
+        Change::Archive => changed!(
+            r#"update notifications set archived_at = coalesce(archived_at, now())
+             where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and id = $3
+             returning id as "id: NotificationId", category, content as "content: Json<Value>", read_at,
+                archived_at, created_at"#
+        ),
+    }
 }
 
 /// Deletes entries (they leave the inbox; the delivery record stays).
@@ -140,12 +158,14 @@ pub async fn delete(
     subscriber_id: SubscriberId,
     ids: &[NotificationId],
 ) -> Result<Vec<NotificationId>, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "update notifications set deleted_at = now() where {MINE} and id = any($3) returning id"
-    ))
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(ids)
+    sqlx::query_scalar!(
+        r#"update notifications set deleted_at = now()
+         where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and id = any($3)
+         returning id as "id: NotificationId""#,
+        tenant_id as _,
+        subscriber_id as _,
+        ids as _,
+    )
     .fetch_all(db)
     .await
 }
@@ -157,11 +177,12 @@ pub async fn unread_count(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(&format!(
-        "select count(*) from notifications where {MINE} and read_at is null and archived_at is null"
-    ))
-    .bind(tenant_id)
-    .bind(subscriber_id)
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from notifications
+         where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and read_at is null and archived_at is null"#,
+        tenant_id as _,
+        subscriber_id as _,
+    )
     .fetch_one(db)
     .await
 }
@@ -174,16 +195,20 @@ pub async fn unread_counts(
     tenant_id: TenantId,
     subscribers: &[SubscriberId],
 ) -> Result<BTreeMap<SubscriberId, i64>, sqlx::Error> {
-    let rows: Vec<(SubscriberId, i64)> = sqlx::query_as(&format!(
-        "select subscriber_id, count(*) from notifications
-         where {MINE_ANY} and read_at is null and archived_at is null
-         group by subscriber_id"
-    ))
-    .bind(tenant_id)
-    .bind(subscribers)
+    let rows = sqlx::query!(
+        r#"select subscriber_id as "subscriber_id!: SubscriberId", count(*) as "count!"
+         from notifications
+         where tenant_id = $1 and subscriber_id = any($2) and channel = 'inapp' and status = 'sent' and deleted_at is null and read_at is null and archived_at is null
+         group by subscriber_id"#,
+        tenant_id as _,
+        subscribers as _,
+    )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.subscriber_id, r.count))
+        .collect())
 }
 
 /// Places the in-app notifications among `ids` that can go without a look
@@ -200,8 +225,8 @@ pub async fn place_group(
     tenant_id: TenantId,
     ids: &[NotificationId],
 ) -> Result<Vec<(SubscriberId, Item)>, sqlx::Error> {
-    let rows: Vec<Placed> = sqlx::query_as(
-        "update notifications n
+    let rows = sqlx::query!(
+        r#"update notifications n
          set status = 'sent', attempts = n.attempts + 1, run_at = now(), dispatched_at = null,
              provider_message_id = 'inapp:' || n.id::text, last_error = null, sent_at = now()
          where n.tenant_id = $1 and n.id = any($2)
@@ -211,25 +236,28 @@ pub async fn place_group(
            and (n.critical or not exists (
                select 1 from subscriber_preferences p
                where p.tenant_id = $1 and p.subscriber_id = n.subscriber_id))
-         returning n.subscriber_id, n.id, n.category, n.content, n.read_at, n.archived_at,
-                   n.created_at",
+         returning n.subscriber_id as "subscriber_id!: SubscriberId",
+                   n.id as "id: NotificationId", n.category, n.content as "content: Json<Value>",
+                   n.read_at, n.archived_at, n.created_at"#,
+        tenant_id as _,
+        ids as _,
     )
-    .bind(tenant_id)
-    .bind(ids)
     .fetch_all(tx)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|p| (p.subscriber_id, p.item))
+        .map(|r| {
+            let item = Item {
+                id: r.id,
+                category: r.category,
+                content: r.content,
+                read_at: r.read_at,
+                archived_at: r.archived_at,
+                created_at: r.created_at,
+            };
+            (r.subscriber_id, item)
+        })
         .collect())
-}
-
-/// A row [`place_group`] placed.
-#[derive(sqlx::FromRow)]
-struct Placed {
-    subscriber_id: SubscriberId,
-    #[sqlx(flatten)]
-    item: Item,
 }
 
 /// The subscriber's entries among `ids` as they were placed (unread, not
@@ -242,15 +270,16 @@ pub async fn placed(
     subscriber_id: SubscriberId,
     ids: &[NotificationId],
 ) -> Result<Vec<Item>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, category, content, null::timestamptz as read_at,
-                null::timestamptz as archived_at, created_at
+    sqlx::query_as!(
+        Item,
+        r#"select id as "id: NotificationId", category, content as "content: Json<Value>",
+                null::timestamptz as "read_at?", null::timestamptz as "archived_at?", created_at
          from notifications
-         where tenant_id = $1 and subscriber_id = $2 and id = any($3) and channel = 'inapp'",
+         where tenant_id = $1 and subscriber_id = $2 and id = any($3) and channel = 'inapp'"#,
+        tenant_id as _,
+        subscriber_id as _,
+        ids as _,
     )
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(ids)
     .fetch_all(db)
     .await
 }
@@ -262,11 +291,12 @@ pub async fn mark_all_read(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(&format!(
-        "update notifications set read_at = now() where {MINE} and read_at is null"
-    ))
-    .bind(tenant_id)
-    .bind(subscriber_id)
+    let done = sqlx::query!(
+        "update notifications set read_at = now()
+         where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and read_at is null",
+        tenant_id as _,
+        subscriber_id as _,
+    )
     .execute(db)
     .await?;
     Ok(done.rows_affected())
