@@ -79,8 +79,8 @@ pub async fn record(db: impl PgExecutor<'_>, rows: &Occurrences) -> Result<(), s
     if rows.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        "with api as (
+    sqlx::query!(
+        r#"with api as (
              insert into api_error_minutes as m (tenant_id, minute, occurrences)
              select coalesce(u.tenant, '00000000-0000-0000-0000-000000000000'::uuid),
                     date_trunc('minute', u.at), sum(u.n)
@@ -93,18 +93,19 @@ pub async fn record(db: impl PgExecutor<'_>, rows: &Occurrences) -> Result<(), s
              set occurrences = m.occurrences + excluded.occurrences
          )
          select record_errors($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                              $6::uuid[], $7::text[], $8::int8[], $9::timestamptz[])",
+                              $6::uuid[], $7::text[], $8::int8[], $9::timestamptz[])
+             as "recorded: ()""#,
+        &rows.kinds as _,
+        &rows.reasons as _,
+        &rows.providers as _,
+        &rows.channels as _,
+        &rows.sources as _,
+        &rows.tenants as _,
+        &rows.samples as _,
+        &rows.counts,
+        &rows.ats,
     )
-    .bind(&rows.kinds)
-    .bind(&rows.reasons)
-    .bind(&rows.providers)
-    .bind(&rows.channels)
-    .bind(&rows.sources)
-    .bind(&rows.tenants)
-    .bind(&rows.samples)
-    .bind(&rows.counts)
-    .bind(&rows.ats)
-    .execute(db)
+    .fetch_one(db)
     .await?;
     Ok(())
 }
@@ -115,22 +116,22 @@ pub async fn record(db: impl PgExecutor<'_>, rows: &Occurrences) -> Result<(), s
 /// organisation has left. Across tenants (housekeeping).
 #[tracing::instrument(skip_all)]
 pub async fn prune(db: &sqlx::PgPool, before: DateTime<Utc>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "with h as (delete from error_hours where hour < $1),
               r as (delete from error_recoveries where recovered_at < $1),
               m as (delete from api_error_minutes
                     where minute < greatest($1, now() - interval '2 days'))
          delete from error_group_tenants where last_seen < $1",
+        before,
     )
-    .bind(before)
     .execute(db)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "delete from error_groups g
          where g.created_at < $1
            and not exists (select 1 from error_group_tenants t where t.group_id = g.id)",
+        before,
     )
-    .bind(before)
     .execute(db)
     .await?;
     Ok(())
@@ -262,7 +263,7 @@ pub async fn get(
 }
 
 /// One organisation's share of a group.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Share {
     /// The organisation; the nil uuid is the platform's own.
     pub tenant_id: Uuid,
@@ -286,20 +287,21 @@ pub async fn shares_across_tenants(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Vec<Share>, sqlx::Error> {
-    sqlx::query_as(
-        "select t.tenant_id, o.name, t.occurrences, t.recoveries, t.last_seen
+    sqlx::query_as!(
+        Share,
+        r#"select t.tenant_id, o.name as "name?", t.occurrences, t.recoveries, t.last_seen
          from error_group_tenants t left join tenants o on o.id = t.tenant_id
          where t.group_id = $1
-         order by t.occurrences desc, t.tenant_id limit $2",
+         order by t.occurrences desc, t.tenant_id limit $2"#,
+        id,
+        MAX_SHARES,
     )
-    .bind(id)
-    .bind(MAX_SHARES)
     .fetch_all(db)
     .await
 }
 
 /// One recovery.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Recovery {
     /// Its position, newest highest.
     pub id: i64,
@@ -323,22 +325,23 @@ pub async fn recoveries(
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Recovery>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Recovery,
         "select id, tenant_id, notification_id, failures, recovered_at from error_recoveries
          where group_id = $2 and ($1::uuid is null or tenant_id = $1)
            and ($3::int8 is null or id < $3)
          order by id desc limit $4",
+        reach.param(),
+        id,
+        before,
+        limit,
     )
-    .bind(reach.param())
-    .bind(id)
-    .bind(before)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
 
 /// Counts of one class, kind and channel over a range.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Tally {
     /// The class.
     pub class: String,
@@ -361,17 +364,18 @@ pub async fn tallies(
     since: DateTime<Utc>,
     until: DateTime<Utc>,
 ) -> Result<Vec<Tally>, sqlx::Error> {
-    sqlx::query_as(
-        "select g.class, g.kind, g.channel, sum(h.occurrences)::int8 as occurrences,
-                sum(h.recoveries)::int8 as recoveries
+    sqlx::query_as!(
+        Tally,
+        r#"select g.class, g.kind, g.channel, sum(h.occurrences)::int8 as "occurrences!",
+                sum(h.recoveries)::int8 as "recoveries!"
          from error_hours h join error_groups g on g.id = h.group_id
          where ($1::uuid is null or h.tenant_id = $1)
            and h.hour >= date_trunc('hour', $2::timestamptz) and h.hour < $3
-         group by 1, 2, 3 order by 1, 2, 3",
+         group by 1, 2, 3 order by 1, 2, 3"#,
+        reach.param(),
+        since,
+        until,
     )
-    .bind(reach.param())
-    .bind(since)
-    .bind(until)
     .fetch_all(db)
     .await
 }
@@ -382,10 +386,11 @@ pub async fn classes_of(
     db: impl PgExecutor<'_>,
     reasons: &[&str],
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select error_class_of(r) from unnest($1::text[]) with ordinality as x(r, o) order by o",
+    sqlx::query_scalar!(
+        r#"select error_class_of(r) as "class!"
+         from unnest($1::text[]) with ordinality as x(r, o) order by o"#,
+        reasons as _,
     )
-    .bind(reasons)
     .fetch_all(db)
     .await
 }

@@ -367,20 +367,32 @@ pub(crate) async fn apply(
     kind: Kind,
     ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let sql = match (action, kind) {
+    // Each statement is checked against the schema; they share their
+    // parameters: the ids, then the reach.
+    macro_rules! changed {
+        ($sql:tt) => {
+            sqlx::query_scalar!($sql, ids, reach.param())
+                .fetch_all(&mut *db)
+                .await
+        };
+    }
+    match (action, kind) {
         // Due again exactly like a fresh send: queued, due now, not in
         // Redis, with its full attempts again.
         (Action::Retry, Kind::Notification) => {
-            "update notifications
+            changed!(
+                "update notifications
              set status = 'queued', run_at = now(), dispatched_at = null, attempts = 0,
                  last_error = null, sent_at = null, delivered_at = null
              where id = any($1) and ($2::uuid is null or tenant_id = $2)
                and status in ('failed', 'bounced') and discarded_at is null
                and content_redacted_at is null
              returning id"
+            )
         }
         (Action::Retry, Kind::Webhook) => {
-            "update webhook_deliveries d
+            changed!(
+                "update webhook_deliveries d
              set status = 'queued', run_at = now(), dispatched_at = null, attempts = 0,
                  last_error = null, last_status_code = null
              from webhook_endpoints e
@@ -388,45 +400,51 @@ pub(crate) async fn apply(
                and d.status = 'failed' and d.discarded_at is null
                and e.tenant_id = d.tenant_id and e.id = d.endpoint_id and e.enabled
              returning d.id"
+            )
         }
         // A failed file is not run again: it is uploaded again.
-        (Action::Retry, Kind::BulkJob) => return Ok(Vec::new()),
+        (Action::Retry, Kind::BulkJob) => Ok(Vec::new()),
         (Action::Retry, Kind::Shipment) => {
-            "update shipments set next_poll_at = now(), discarded_at = null
+            changed!(
+                "update shipments set next_poll_at = now(), discarded_at = null
              where id = any($1) and ($2::uuid is null or tenant_id = $2)
                and poll_failures > 0 and (discarded_at is null or discarded_at < updated_at)
              returning id"
+            )
         }
         (Action::Discard, Kind::Notification) => {
-            "update notifications set discarded_at = now()
+            changed!(
+                "update notifications set discarded_at = now()
              where id = any($1) and ($2::uuid is null or tenant_id = $2)
                and status in ('failed', 'bounced') and discarded_at is null
              returning id"
+            )
         }
         (Action::Discard, Kind::Webhook) => {
-            "update webhook_deliveries set discarded_at = now()
+            changed!(
+                "update webhook_deliveries set discarded_at = now()
              where id = any($1) and ($2::uuid is null or tenant_id = $2)
                and status = 'failed' and discarded_at is null
              returning id"
+            )
         }
         (Action::Discard, Kind::BulkJob) => {
-            "update bulk_jobs set discarded_at = now()
+            changed!(
+                "update bulk_jobs set discarded_at = now()
              where id = any($1) and ($2::uuid is null or tenant_id = $2)
                and status = 'failed' and discarded_at is null
              returning id"
+            )
         }
         (Action::Discard, Kind::Shipment) => {
-            "update shipments set discarded_at = now()
+            changed!(
+                "update shipments set discarded_at = now()
              where id = any($1) and ($2::uuid is null or tenant_id = $2)
                and poll_failures > 0 and (discarded_at is null or discarded_at < updated_at)
              returning id"
+            )
         }
-    };
-    sqlx::query_scalar(sql)
-        .bind(ids)
-        .bind(reach.param())
-        .fetch_all(&mut *db)
-        .await
+    }
 }
 
 /// The ids among `ids` of one kind that exist within `reach`.
@@ -436,19 +454,31 @@ async fn existing(
     kind: Kind,
     ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    let table = match kind {
-        Kind::Notification => "notifications",
-        Kind::Webhook => "webhook_deliveries",
-        Kind::BulkJob => "bulk_jobs",
-        Kind::Shipment => "shipments",
-    };
-    sqlx::query_scalar(&format!(
-        "select id from {table} where id = any($1) and ($2::uuid is null or tenant_id = $2)"
-    ))
-    .bind(ids)
-    .bind(reach.param())
-    .fetch_all(&mut *db)
-    .await
+    macro_rules! found {
+        ($sql:tt) => {
+            sqlx::query_scalar!($sql, ids, reach.param())
+                .fetch_all(&mut *db)
+                .await
+        };
+    }
+    match kind {
+        Kind::Notification => found!(
+            "select id from notifications
+             where id = any($1) and ($2::uuid is null or tenant_id = $2)"
+        ),
+        Kind::Webhook => found!(
+            "select id from webhook_deliveries
+             where id = any($1) and ($2::uuid is null or tenant_id = $2)"
+        ),
+        Kind::BulkJob => found!(
+            "select id from bulk_jobs
+             where id = any($1) and ($2::uuid is null or tenant_id = $2)"
+        ),
+        Kind::Shipment => found!(
+            "select id from shipments
+             where id = any($1) and ($2::uuid is null or tenant_id = $2)"
+        ),
+    }
 }
 
 /// Applies `action` to a selection (at most [`MAX_SELECTION`] items) within
