@@ -74,9 +74,10 @@ pub async fn set_paused(
 pub async fn provider_channels(
     db: impl PgExecutor<'_>,
 ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
-    sqlx::query_as("select id, channel from provider_configs order by id")
+    let rows = sqlx::query!("select id, channel from provider_configs order by id")
         .fetch_all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.channel)).collect())
 }
 
 /// Notes that scheduler replica `by` won the tick `name@scheduled_for`.
@@ -87,17 +88,19 @@ pub async fn note_tick_winner(
     scheduled_for: DateTime<Utc>,
     by: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update cron_ticks set claimed_by = $3 where name = $1 and scheduled_for = $2")
-        .bind(name)
-        .bind(scheduled_for)
-        .bind(by)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update cron_ticks set claimed_by = $3 where name = $1 and scheduled_for = $2",
+        name,
+        scheduled_for,
+        by,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// A cron entry's latest tick.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct LastTick {
     /// The entry.
     pub name: String,
@@ -115,16 +118,18 @@ pub async fn last_ticks(
     db: impl PgExecutor<'_>,
     names: &[String],
 ) -> Result<Vec<LastTick>, sqlx::Error> {
-    sqlx::query_as(
-        "select t.name, t.scheduled_for, t.enqueued_at, t.claimed_by
+    sqlx::query_as!(
+        LastTick,
+        r#"select t.name as "name!", t.scheduled_for as "scheduled_for!",
+                t.enqueued_at as "enqueued_at?", t.claimed_by as "claimed_by?"
          from unnest($1::text[]) as n (name)
          cross join lateral (
              select name, scheduled_for, enqueued_at, claimed_by from cron_ticks
              where cron_ticks.name = n.name
              order by scheduled_for desc limit 1
-         ) t",
+         ) t"#,
+        names,
     )
-    .bind(names)
     .fetch_all(db)
     .await
 }

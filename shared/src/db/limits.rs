@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use crate::domain::TenantId;
 
 /// One class's overridden limit.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Override {
     /// `send`, `read`, `write` or `upload`.
     pub class: String,
@@ -21,11 +21,12 @@ pub async fn overrides(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Vec<Override>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Override,
         "select class, per_sec, burst from rate_limit_overrides
          where tenant_id = $1 order by class",
+        tenant_id as _,
     )
-    .bind(tenant_id)
     .fetch_all(db)
     .await
 }
@@ -36,19 +37,21 @@ pub async fn replace_overrides(
     tenant_id: TenantId,
     set: &[Override],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from rate_limit_overrides where tenant_id = $1")
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "delete from rate_limit_overrides where tenant_id = $1",
+        tenant_id as _,
+    )
+    .execute(&mut *tx)
+    .await?;
     for o in set {
-        sqlx::query(
+        sqlx::query!(
             "insert into rate_limit_overrides (tenant_id, class, per_sec, burst)
              values ($1, $2, $3, $4)",
+            tenant_id as _,
+            o.class,
+            o.per_sec,
+            o.burst,
         )
-        .bind(tenant_id)
-        .bind(&o.class)
-        .bind(o.per_sec)
-        .bind(o.burst)
         .execute(&mut *tx)
         .await?;
     }
@@ -56,7 +59,7 @@ pub async fn replace_overrides(
 }
 
 /// One send quota.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Quota {
     /// The channel counted.
     pub channel: String,
@@ -71,11 +74,12 @@ pub async fn quotas(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Vec<Quota>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Quota,
         "select channel, period, quota from send_quotas
          where tenant_id = $1 order by channel, period",
+        tenant_id as _,
     )
-    .bind(tenant_id)
     .fetch_all(db)
     .await
 }
@@ -86,18 +90,20 @@ pub async fn replace_quotas(
     tenant_id: TenantId,
     set: &[Quota],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from send_quotas where tenant_id = $1")
-        .bind(tenant_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "delete from send_quotas where tenant_id = $1",
+        tenant_id as _,
+    )
+    .execute(&mut *tx)
+    .await?;
     for q in set {
-        sqlx::query(
+        sqlx::query!(
             "insert into send_quotas (tenant_id, channel, period, quota) values ($1, $2, $3, $4)",
+            tenant_id as _,
+            q.channel,
+            q.period,
+            q.quota,
         )
-        .bind(tenant_id)
-        .bind(&q.channel)
-        .bind(&q.period)
-        .bind(q.quota)
         .execute(&mut *tx)
         .await?;
     }
@@ -111,11 +117,12 @@ pub async fn send_accepted(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from notifications where tenant_id = $1 and idempotency_key = $2)",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from notifications where tenant_id = $1 and idempotency_key = $2)
+             as "exists!""#,
+        tenant_id as _,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_one(db)
     .await
 }
@@ -127,11 +134,12 @@ pub async fn batch_accepted(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from batches where tenant_id = $1 and idempotency_key = $2)",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from batches where tenant_id = $1 and idempotency_key = $2)
+             as "exists!""#,
+        tenant_id as _,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_one(db)
     .await
 }
@@ -143,12 +151,13 @@ pub async fn chunk_accepted(
     batch_id: crate::domain::BatchId,
     seq: i32,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from batch_chunks where tenant_id = $1 and batch_id = $2 and seq = $3)",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from batch_chunks where tenant_id = $1 and batch_id = $2 and seq = $3)
+             as "exists!""#,
+        tenant_id as _,
+        batch_id as _,
+        seq,
     )
-    .bind(tenant_id)
-    .bind(batch_id)
-    .bind(seq)
     .fetch_one(db)
     .await
 }

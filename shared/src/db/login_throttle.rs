@@ -28,7 +28,7 @@ pub fn ip_key(ip: &str) -> String {
 }
 
 /// One key's state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct State {
     /// The key.
     pub key: String,
@@ -61,16 +61,16 @@ impl State {
     }
 }
 
-const COLUMNS: &str = "key, failures, window_started_at, last_failure_at, next_attempt_at,
-    locked_until, locks, tenant_id, user_id";
-
 /// The stored states of `keys` (absent keys have none).
 #[tracing::instrument(skip_all)]
 pub async fn states(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<State>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from login_throttle where key = any($1)"
-    ))
-    .bind(keys)
+    sqlx::query_as!(
+        State,
+        r#"select key, failures, window_started_at, last_failure_at, next_attempt_at, locked_until, locks,
+             tenant_id as "tenant_id: TenantId", user_id
+         from login_throttle where key = any($1)"#,
+        keys,
+    )
     .fetch_all(db)
     .await
 }
@@ -79,14 +79,19 @@ pub async fn states(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<Stat
 /// there was none).
 #[tracing::instrument(skip_all)]
 pub async fn lock(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<State, sqlx::Error> {
-    sqlx::query("insert into login_throttle (key) values ($1) on conflict (key) do nothing")
-        .bind(key)
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from login_throttle where key = $1 for update"
-    ))
-    .bind(key)
+    sqlx::query!(
+        "insert into login_throttle (key) values ($1) on conflict (key) do nothing",
+        key,
+    )
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query_as!(
+        State,
+        r#"select key, failures, window_started_at, last_failure_at, next_attempt_at, locked_until, locks,
+             tenant_id as "tenant_id: TenantId", user_id
+         from login_throttle where key = $1 for update"#,
+        key,
+    )
     .fetch_one(&mut **tx)
     .await
 }
@@ -94,21 +99,21 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<State
 /// Stores `state`.
 #[tracing::instrument(skip_all)]
 pub async fn save(db: impl PgExecutor<'_>, s: &State) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update login_throttle set failures = $2, window_started_at = $3, last_failure_at = $4,
             next_attempt_at = $5, locked_until = $6, locks = $7,
             tenant_id = coalesce($8, tenant_id), user_id = coalesce($9, user_id)
          where key = $1",
+        s.key,
+        s.failures,
+        s.window_started_at,
+        s.last_failure_at,
+        s.next_attempt_at,
+        s.locked_until,
+        s.locks,
+        s.tenant_id as _,
+        s.user_id,
     )
-    .bind(&s.key)
-    .bind(s.failures)
-    .bind(s.window_started_at)
-    .bind(s.last_failure_at)
-    .bind(s.next_attempt_at)
-    .bind(s.locked_until)
-    .bind(s.locks)
-    .bind(s.tenant_id)
-    .bind(s.user_id)
     .execute(db)
     .await?;
     Ok(())
@@ -118,10 +123,13 @@ pub async fn save(db: impl PgExecutor<'_>, s: &State) -> Result<(), sqlx::Error>
 /// had, if any.
 #[tracing::instrument(skip_all)]
 pub async fn clear(db: impl PgExecutor<'_>, key: &str) -> Result<Option<State>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "delete from login_throttle where key = $1 returning {COLUMNS}"
-    ))
-    .bind(key)
+    sqlx::query_as!(
+        State,
+        r#"delete from login_throttle where key = $1
+         returning key, failures, window_started_at, last_failure_at, next_attempt_at, locked_until, locks,
+             tenant_id as "tenant_id: TenantId", user_id"#,
+        key,
+    )
     .fetch_optional(db)
     .await
 }
@@ -136,15 +144,15 @@ pub async fn prune(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from login_throttle where key in (
             select key from login_throttle
             where last_failure_at < $1 and (locked_until is null or locked_until <= $2)
             limit $3 for update skip locked)",
+        before,
+        now,
+        limit,
     )
-    .bind(before)
-    .bind(now)
-    .bind(limit)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -8,7 +8,7 @@ use sqlx::PgExecutor;
 use crate::lookups::{LookupKind, MAX_VALUES};
 
 /// One stored value.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Value {
     /// Its code.
     pub code: String,
@@ -26,30 +26,25 @@ pub struct Value {
 /// [`MAX_VALUES`]).
 #[tracing::instrument(skip_all)]
 pub async fn list(db: impl PgExecutor<'_>, kind: LookupKind) -> Result<Vec<Value>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Value,
         "select code, label, description, position, updated_at from lookup_values
          where kind = $1 order by position, code limit $2",
+        kind.as_str(),
+        MAX_VALUES,
     )
-    .bind(kind.as_str())
-    .bind(MAX_VALUES)
     .fetch_all(db)
     .await
 }
 
 /// How many values an editable kind has.
 pub async fn count(db: impl PgExecutor<'_>, kind: LookupKind) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from lookup_values where kind = $1")
-        .bind(kind.as_str())
-        .fetch_one(db)
-        .await
-}
-
-/// A value written, and whether it is new.
-#[derive(Debug, sqlx::FromRow)]
-struct Written {
-    #[sqlx(flatten)]
-    value: Value,
-    created: bool,
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from lookup_values where kind = $1"#,
+        kind.as_str(),
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// A value's new label, description and position.
@@ -74,38 +69,58 @@ pub async fn put(
     change: &Change<'_>,
     create: bool,
 ) -> Result<Option<(Value, bool)>, sqlx::Error> {
-    let row: Option<Written> = if create {
-        sqlx::query_as(
-            "insert into lookup_values as v (kind, code, label, description, position)
-             values ($1, $2, $3, $4, coalesce($5, 0))
-             on conflict (kind, code) do update
-             set label = excluded.label, description = excluded.description,
-                 position = coalesce($5, v.position)
-             returning code, label, description, position, updated_at, (xmax = 0) as created",
+    // A value written, and whether it is new.
+    macro_rules! written {
+        ($row:expr) => {
+            $row.map(|r| {
+                let value = Value {
+                    code: r.code,
+                    label: r.label,
+                    description: r.description,
+                    position: r.position,
+                    updated_at: r.updated_at,
+                };
+                (value, r.created)
+            })
+        };
+    }
+    Ok(if create {
+        written!(
+            sqlx::query!(
+                r#"insert into lookup_values as v (kind, code, label, description, position)
+                 values ($1, $2, $3, $4, coalesce($5, 0))
+                 on conflict (kind, code) do update
+                 set label = excluded.label, description = excluded.description,
+                     position = coalesce($5, v.position)
+                 returning code, label, description, position, updated_at,
+                     (xmax = 0) as "created!""#,
+                kind.as_str(),
+                code,
+                change.label,
+                change.description,
+                change.position,
+            )
+            .fetch_optional(db)
+            .await?
         )
-        .bind(kind.as_str())
-        .bind(code)
-        .bind(change.label)
-        .bind(change.description)
-        .bind(change.position)
-        .fetch_optional(db)
-        .await?
     } else {
-        sqlx::query_as(
-            "update lookup_values set label = $3, description = $4,
-                 position = coalesce($5, position)
-             where kind = $1 and code = $2
-             returning code, label, description, position, updated_at, false as created",
+        written!(
+            sqlx::query!(
+                r#"update lookup_values set label = $3, description = $4,
+                     position = coalesce($5, position)
+                 where kind = $1 and code = $2
+                 returning code, label, description, position, updated_at,
+                     false as "created!""#,
+                kind.as_str(),
+                code,
+                change.label,
+                change.description,
+                change.position,
+            )
+            .fetch_optional(db)
+            .await?
         )
-        .bind(kind.as_str())
-        .bind(code)
-        .bind(change.label)
-        .bind(change.description)
-        .bind(change.position)
-        .fetch_optional(db)
-        .await?
-    };
-    Ok(row.map(|w| (w.value, w.created)))
+    })
 }
 
 /// Removes a value; false if there was none.
@@ -115,10 +130,12 @@ pub async fn delete(
     kind: LookupKind,
     code: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from lookup_values where kind = $1 and code = $2")
-        .bind(kind.as_str())
-        .bind(code)
-        .execute(db)
-        .await?;
+    let done = sqlx::query!(
+        "delete from lookup_values where kind = $1 and code = $2",
+        kind.as_str(),
+        code,
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
