@@ -20,7 +20,7 @@ use crate::domain::{NotificationId, TenantId};
 pub const OPEN_EMAIL_CONSTRAINT: &str = "invitations_open_email_key";
 
 /// An invitation.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Invitation {
     /// Its id.
     pub id: Uuid,
@@ -62,12 +62,8 @@ pub struct Invitation {
     pub updated_at: DateTime<Utc>,
 }
 
-const SELECT: &str = "select i.id, i.tenant_id, i.email, i.invitation_type, i.first_name, i.last_name,
-        i.message,
-        case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed' else i.status end as status,
-        n.status as email_status, i.notification_id, i.expires_at, i.invited_by, i.user_id,
-        i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at, i.updated_at
-    from invitations i left join notifications n on n.id = i.notification_id";
+// Every read shows an invitation as `get` selects it: its stored status,
+// except `failed` for a `sent` one whose email failed or bounced.
 
 /// A new invitation's fields.
 #[derive(Debug, Clone)]
@@ -98,20 +94,20 @@ pub async fn insert(
     n: NewInvitation<'_>,
 ) -> Result<Invitation, sqlx::Error> {
     let id = Uuid::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "insert into invitations (id, tenant_id, email, invitation_type, first_name, last_name,
             message, expires_at, invited_by, dispatched_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
+        id,
+        n.tenant_id as _,
+        n.email,
+        n.invitation_type,
+        n.first_name,
+        n.last_name,
+        n.message,
+        n.expires_at,
+        n.invited_by,
     )
-    .bind(id)
-    .bind(n.tenant_id)
-    .bind(n.email)
-    .bind(n.invitation_type)
-    .bind(n.first_name)
-    .bind(n.last_name)
-    .bind(n.message)
-    .bind(n.expires_at)
-    .bind(n.invited_by)
     .execute(&mut *db)
     .await?;
     get(&mut *db, Reach::Tenant(n.tenant_id), id)
@@ -126,7 +122,22 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<Invitation>, sqlx::Error> {
-    super::get_within(db, SELECT, "i.", reach, id).await
+    sqlx::query_as!(
+        Invitation,
+        r#"select i.id, i.tenant_id as "tenant_id: TenantId", i.email, i.invitation_type,
+                i.first_name, i.last_name, i.message,
+                case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed'
+                     else i.status end as "status!",
+                n.status as "email_status?", i.notification_id, i.expires_at, i.invited_by,
+                i.user_id, i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
+                i.updated_at
+         from invitations i left join notifications n on n.id = i.notification_id
+         where i.id = $1 and ($2::uuid is null or i.tenant_id = $2)"#,
+        id,
+        reach.param(),
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Filters for [`list`].
@@ -150,19 +161,33 @@ pub async fn list(
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Invitation>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select * from ({SELECT}
+    sqlx::query_as!(
+        Invitation,
+        r#"select v.id as "id!", v.tenant_id as "tenant_id!: TenantId", v.email as "email!",
+                v.invitation_type as "invitation_type!", v.first_name, v.last_name, v.message,
+                v.status as "status!", v.email_status as "email_status?", v.notification_id,
+                v.expires_at as "expires_at!", v.invited_by as "invited_by!", v.user_id,
+                v.send_count as "send_count!", v.sent_at, v.accepted_at, v.cancelled_at,
+                v.created_at as "created_at!", v.updated_at as "updated_at!"
+         from (select i.id, i.tenant_id, i.email, i.invitation_type, i.first_name, i.last_name,
+                i.message,
+                case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed'
+                     else i.status end as status,
+                n.status as email_status, i.notification_id, i.expires_at, i.invited_by,
+                i.user_id, i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
+                i.updated_at
+             from invitations i left join notifications n on n.id = i.notification_id
             where ($1::uuid is null or i.tenant_id = $1) and ($3::text is null or i.invitation_type = $3)
               and ($4::text is null or lower(i.email) = lower($4)) and ($5::uuid is null or i.id > $5)) v
          where ($2::text is null or v.status = $2)
-         order by v.id limit $6"
-    ))
-    .bind(reach.param())
-    .bind(f.status)
-    .bind(f.invitation_type)
-    .bind(f.email)
-    .bind(f.after)
-    .bind(limit)
+         order by v.id limit $6"#,
+        reach.param(),
+        f.status,
+        f.invitation_type,
+        f.email,
+        f.after,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -179,18 +204,18 @@ pub async fn update(
     message: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
 ) -> Result<Option<Invitation>, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update invitations set first_name = coalesce($3, first_name),
             last_name = coalesce($4, last_name), message = coalesce($5, message),
             expires_at = coalesce($6, expires_at)
          where id = $1 and tenant_id = $2 and status in ('pending', 'sent')",
+        id,
+        tenant_id as _,
+        first_name,
+        last_name,
+        message,
+        expires_at,
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(first_name)
-    .bind(last_name)
-    .bind(message)
-    .bind(expires_at)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 0 {
@@ -207,12 +232,12 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update invitations set status = 'cancelled', cancelled_at = now()
          where id = $1 and tenant_id = $2 and status in ('pending', 'sent')",
+        id,
+        tenant_id as _,
     )
-    .bind(id)
-    .bind(tenant_id)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -228,22 +253,22 @@ pub async fn reopen(
     id: Uuid,
     expires_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update invitations set status = 'pending', token_hash = null, expires_at = $3,
             dispatched_at = now()
          where id = $1 and tenant_id = $2
            and status in ('pending', 'sent', 'failed', 'expired')",
+        id,
+        tenant_id as _,
+        expires_at,
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(expires_at)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// What the email needs, from a claimed invitation.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     /// Address.
     pub email: String,
@@ -270,7 +295,8 @@ pub async fn claim_for_send(
     id: Uuid,
     token_hash: &[u8],
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Claimed,
         "update invitations i set status = 'sent', token_hash = $3, sent_at = now(),
             send_count = send_count + 1
          from tenants t
@@ -278,10 +304,10 @@ pub async fn claim_for_send(
            and i.status = 'pending' and i.expires_at > now()
          returning i.email, i.invitation_type, i.first_name, i.last_name, i.message,
             i.expires_at, t.name as organization",
+        id,
+        tenant as _,
+        token_hash,
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(token_hash)
     .fetch_optional(db)
     .await
 }
@@ -294,17 +320,19 @@ pub async fn set_notification(
     id: Uuid,
     notification: NotificationId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update invitations set notification_id = $2 where id = $1 and tenant_id = $3")
-        .bind(id)
-        .bind(notification)
-        .bind(tenant_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update invitations set notification_id = $2 where id = $1 and tenant_id = $3",
+        id,
+        notification as _,
+        tenant_id as _,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// An invitation found by its token.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ByToken {
     /// Its id.
     pub id: Uuid,
@@ -328,20 +356,21 @@ pub struct ByToken {
     pub tenant_active: bool,
 }
 
-const BY_TOKEN: &str = "i.id, i.tenant_id, i.status, i.expires_at, i.email, i.invitation_type,
-    i.first_name, i.last_name, i.invited_by, t.status = 'active' as tenant_active";
-
 /// The invitation whose current token hashes to `hash`.
 #[tracing::instrument(skip_all)]
 pub async fn by_token(
     db: impl PgExecutor<'_>,
     hash: &[u8],
 ) -> Result<Option<ByToken>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {BY_TOKEN} from invitations i join tenants t on t.id = i.tenant_id
-         where i.token_hash = $1"
-    ))
-    .bind(hash)
+    sqlx::query_as!(
+        ByToken,
+        r#"select i.id, i.tenant_id as "tenant_id: TenantId", i.status, i.expires_at, i.email,
+                i.invitation_type, i.first_name, i.last_name, i.invited_by,
+                t.status = 'active' as "tenant_active!"
+         from invitations i join tenants t on t.id = i.tenant_id
+         where i.token_hash = $1"#,
+        hash,
+    )
     .fetch_optional(db)
     .await
 }
@@ -350,14 +379,17 @@ pub async fn by_token(
 /// use. `None` when the token is not (or no longer) acceptable.
 #[tracing::instrument(skip_all)]
 pub async fn accept(db: impl PgExecutor<'_>, hash: &[u8]) -> Result<Option<ByToken>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update invitations i set status = 'accepted', accepted_at = now()
+    sqlx::query_as!(
+        ByToken,
+        r#"update invitations i set status = 'accepted', accepted_at = now()
          from tenants t
          where i.token_hash = $1 and t.id = i.tenant_id and t.status = 'active'
            and i.status = 'sent' and i.expires_at > now()
-         returning {BY_TOKEN}"
-    ))
-    .bind(hash)
+         returning i.id, i.tenant_id as "tenant_id: TenantId", i.status, i.expires_at, i.email,
+                i.invitation_type, i.first_name, i.last_name, i.invited_by,
+                t.status = 'active' as "tenant_active!""#,
+        hash,
+    )
     .fetch_optional(db)
     .await
 }
@@ -370,12 +402,12 @@ pub async fn resendable(
     tenant_id: TenantId,
     email: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select id from invitations where tenant_id = $1 and lower(email) = lower($2)
            and status in ('pending', 'sent', 'expired') order by created_at desc limit 1",
+        tenant_id as _,
+        email,
     )
-    .bind(tenant_id)
-    .bind(email)
     .fetch_optional(db)
     .await
 }
@@ -388,23 +420,25 @@ pub async fn set_user(
     id: Uuid,
     user: Uuid,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update invitations set user_id = $2 where id = $1 and tenant_id = $3")
-        .bind(id)
-        .bind(user)
-        .bind(tenant_id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "update invitations set user_id = $2 where id = $1 and tenant_id = $3",
+        id,
+        user,
+        tenant_id as _,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
 /// Marks open invitations past `now` expired; returns how many.
 #[tracing::instrument(skip_all)]
 pub async fn expire(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update invitations set status = 'expired'
          where status in ('pending', 'sent') and expires_at <= $1",
+        now,
     )
-    .bind(now)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -420,18 +454,19 @@ pub async fn take_pending(
     limit: usize,
     redispatch_after: std::time::Duration,
 ) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "update invitations set dispatched_at = now()
+    let rows = sqlx::query!(
+        r#"update invitations set dispatched_at = now()
          where id in (select id from invitations
                       where status = 'pending'
                         and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
                       order by created_at limit $2 for update skip locked)
-         returning tenant_id, id",
+         returning tenant_id as "tenant_id: TenantId", id"#,
+        redispatch_after.as_secs_f64(),
+        limit as i64,
     )
-    .bind(redispatch_after.as_secs_f64())
-    .bind(limit as i64)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.tenant_id, r.id)).collect())
 }
 
 /// The invitations whose job may be in Redis.
@@ -463,12 +498,25 @@ pub async fn stats(
     db: impl PgExecutor<'_>,
     reach: Reach,
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select v.status, v.invitation_type, count(*) from ({SELECT}
+    let rows = sqlx::query!(
+        r#"select v.status as "status!", v.invitation_type as "invitation_type!",
+                count(*) as "count!"
+         from (select i.id, i.tenant_id, i.email, i.invitation_type, i.first_name, i.last_name,
+                i.message,
+                case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed'
+                     else i.status end as status,
+                n.status as email_status, i.notification_id, i.expires_at, i.invited_by,
+                i.user_id, i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
+                i.updated_at
+             from invitations i left join notifications n on n.id = i.notification_id
             where ($1::uuid is null or i.tenant_id = $1)) v
-         group by v.status, v.invitation_type order by 1, 2"
-    ))
-    .bind(reach.param())
+         group by v.status, v.invitation_type order by 1, 2"#,
+        reach.param(),
+    )
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.status, r.invitation_type, r.count))
+        .collect())
 }
