@@ -17,7 +17,7 @@ mod delegations;
 pub use delegations::*;
 
 /// A permission set as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct PermissionSet {
     /// Its id.
     pub id: Uuid,
@@ -41,10 +41,6 @@ pub struct PermissionSet {
     pub updated_at: DateTime<Utc>,
 }
 
-const SET_COLUMNS: &str = "s.id, s.tenant_id, s.key, s.name, s.description, s.permissions,
-    coalesce((select array_agg(i.included_id order by i.included_id) from permission_set_includes i
-        where i.set_id = s.id), '{}') as includes, s.created_by, s.created_at, s.updated_at";
-
 /// The sets `tenant` sees (built-ins, then its own), in id order after
 /// `after`.
 #[tracing::instrument(skip_all)]
@@ -54,14 +50,20 @@ pub async fn list_sets(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<PermissionSet>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {SET_COLUMNS} from permission_sets s
+    sqlx::query_as!(
+        PermissionSet,
+        r#"select s.id, s.tenant_id as "tenant_id: TenantId", s.key, s.name, s.description,
+             s.permissions,
+             coalesce((select array_agg(i.included_id order by i.included_id)
+                 from permission_set_includes i where i.set_id = s.id), '{}') as "includes!",
+             s.created_by, s.created_at, s.updated_at
+         from permission_sets s
          where (s.tenant_id is null or s.tenant_id = $1) and ($2::uuid is null or s.id > $2)
-         order by s.id limit $3"
-    ))
-    .bind(tenant)
-    .bind(after)
-    .bind(limit)
+         order by s.id limit $3"#,
+        tenant.0,
+        after,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -73,12 +75,18 @@ pub async fn get_set(
     tenant: TenantId,
     id: Uuid,
 ) -> Result<Option<PermissionSet>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {SET_COLUMNS} from permission_sets s
-         where s.id = $2 and (s.tenant_id is null or s.tenant_id = $1)"
-    ))
-    .bind(tenant)
-    .bind(id)
+    sqlx::query_as!(
+        PermissionSet,
+        r#"select s.id, s.tenant_id as "tenant_id: TenantId", s.key, s.name, s.description,
+             s.permissions,
+             coalesce((select array_agg(i.included_id order by i.included_id)
+                 from permission_set_includes i where i.set_id = s.id), '{}') as "includes!",
+             s.created_by, s.created_at, s.updated_at
+         from permission_sets s
+         where s.id = $2 and (s.tenant_id is null or s.tenant_id = $1)"#,
+        tenant.0,
+        id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -86,16 +94,16 @@ pub async fn get_set(
 /// Every permission of set `id` with what it includes, sorted.
 #[tracing::instrument(skip_all)]
 pub async fn set_closure(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "with recursive closure(set_id) as (
+    sqlx::query_scalar!(
+        r#"with recursive closure(set_id) as (
              select $1::uuid
              union
              select i.included_id from closure c join permission_set_includes i on i.set_id = c.set_id
          )
-         select distinct p from closure c join permission_sets s on s.id = c.set_id,
-             unnest(s.permissions) p order by p",
+         select distinct p as "p!" from closure c join permission_sets s on s.id = c.set_id,
+             unnest(s.permissions) p order by p"#,
+        id,
     )
-    .bind(id)
     .fetch_all(db)
     .await
 }
@@ -106,14 +114,18 @@ pub async fn include_edges(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
 ) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "select i.set_id, i.included_id, s.key from permission_set_includes i
          join permission_sets s on s.id = i.set_id
          where s.tenant_id is null or s.tenant_id = $1",
+        tenant.0,
     )
-    .bind(tenant)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.set_id, r.included_id, r.key))
+        .collect())
 }
 
 /// A custom set's fields.
@@ -143,17 +155,17 @@ pub async fn create_set(
     created_by: &str,
 ) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "insert into permission_sets (id, tenant_id, key, name, description, permissions, created_by)
          values ($1, $2, $3, $4, $5, $6, $7)",
+        id,
+        tenant.0,
+        fields.key,
+        fields.name,
+        fields.description,
+        &fields.permissions,
+        created_by,
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(fields.key)
-    .bind(fields.name)
-    .bind(fields.description)
-    .bind(&fields.permissions)
-    .bind(created_by)
     .execute(&mut *conn)
     .await?;
     set_includes(conn, id, &fields.includes).await?;
@@ -169,23 +181,22 @@ pub async fn update_set(
     id: Uuid,
     fields: &SetFields<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update permission_sets set key = $3, name = $4, description = $5, permissions = $6
          where id = $2 and tenant_id = $1",
+        tenant.0,
+        id,
+        fields.key,
+        fields.name,
+        fields.description,
+        &fields.permissions,
     )
-    .bind(tenant)
-    .bind(id)
-    .bind(fields.key)
-    .bind(fields.name)
-    .bind(fields.description)
-    .bind(&fields.permissions)
     .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query("delete from permission_set_includes where set_id = $1")
-        .bind(id)
+    sqlx::query!("delete from permission_set_includes where set_id = $1", id)
         .execute(&mut *conn)
         .await?;
     set_includes(conn, id, &fields.includes).await?;
@@ -222,39 +233,42 @@ pub async fn delete_set(
     tenant: TenantId,
     id: Uuid,
 ) -> Result<SetDeletion, sqlx::Error> {
-    let found: Option<Uuid> = sqlx::query_scalar(
+    let found: Option<Uuid> = sqlx::query_scalar!(
         "select id from permission_sets where id = $2 and tenant_id = $1 for update",
+        tenant.0,
+        id,
     )
-    .bind(tenant)
-    .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
     if found.is_none() {
         return Ok(SetDeletion::NotFound);
     }
-    let assigned: i64 =
-        sqlx::query_scalar("select count(*) from user_permission_sets where set_id = $1")
-            .bind(id)
-            .fetch_one(&mut *conn)
-            .await?;
+    let assigned: i64 = sqlx::query_scalar!(
+        r#"select count(*) as "count!" from user_permission_sets where set_id = $1"#,
+        id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     if assigned > 0 {
         return Ok(SetDeletion::Assigned(assigned));
     }
-    let including: Vec<String> = sqlx::query_scalar(
+    let including: Vec<String> = sqlx::query_scalar!(
         "select s.key from permission_set_includes i join permission_sets s on s.id = i.set_id
          where i.included_id = $1 order by s.key",
+        id,
     )
-    .bind(id)
     .fetch_all(&mut *conn)
     .await?;
     if !including.is_empty() {
         return Ok(SetDeletion::Included(including));
     }
-    sqlx::query("delete from permission_sets where id = $2 and tenant_id = $1")
-        .bind(tenant)
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "delete from permission_sets where id = $2 and tenant_id = $1",
+        tenant.0,
+        id,
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(SetDeletion::Deleted)
 }
 
@@ -263,12 +277,12 @@ async fn set_includes(
     id: Uuid,
     includes: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into permission_set_includes (set_id, included_id)
          select $1, unnest($2::uuid[]) on conflict do nothing",
+        id,
+        includes as &[Uuid],
     )
-    .bind(id)
-    .bind(includes)
     .execute(conn)
     .await?;
     Ok(())
@@ -284,15 +298,15 @@ pub async fn assign_set(
     set: Uuid,
     by: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into user_permission_sets (user_id, tenant_id, set_id, assigned_by)
          values ($2, $1, $3, $4)
          on conflict (user_id) do update set set_id = excluded.set_id, assigned_by = excluded.assigned_by",
+        tenant.0,
+        user,
+        set,
+        by,
     )
-    .bind(tenant)
-    .bind(user)
-    .bind(set)
-    .bind(by)
     .execute(db)
     .await?;
     Ok(())
@@ -305,11 +319,11 @@ pub async fn assigned_set(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select set_id from user_permission_sets where tenant_id = $1 and user_id = $2",
+        tenant.0,
+        user,
     )
-    .bind(tenant)
-    .bind(user)
     .fetch_optional(db)
     .await
 }
@@ -324,15 +338,15 @@ pub async fn grant(
     permission: Permission,
     by: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "insert into user_permissions (id, user_id, tenant_id, permission, granted_by)
          values ($1, $2, $3, $4, $5) on conflict (user_id, permission) do nothing",
+        Uuid::now_v7(),
+        user,
+        tenant.0,
+        permission.as_str(),
+        by,
     )
-    .bind(Uuid::now_v7())
-    .bind(user)
-    .bind(tenant)
-    .bind(permission.as_str())
-    .bind(by)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -347,12 +361,12 @@ pub async fn remove_grant(
     user: Uuid,
     permission: Permission,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from user_permissions where tenant_id = $1 and user_id = $2 and permission = $3",
+        tenant.0,
+        user,
+        permission.as_str(),
     )
-    .bind(tenant)
-    .bind(user)
-    .bind(permission.as_str())
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -399,8 +413,8 @@ pub async fn direct(
     user: Option<Uuid>,
     roles: &[String],
 ) -> Result<Effective, sqlx::Error> {
-    let rows: Vec<(String, String, String, String)> = sqlx::query_as(
-        "with recursive base(set_id, via) as (
+    let rows = sqlx::query!(
+        r#"with recursive base(set_id, via) as (
              select set_id, 'assigned' from user_permission_sets where user_id = $2 and tenant_id = $1
              union all
              select r.set_id, 'role:' || r.role from role_permission_sets r
@@ -418,18 +432,20 @@ pub async fn direct(
              select i.included_id, c.root, c.via from closure c
              join permission_set_includes i on i.set_id = c.set_id
          )
-         select 'set', c.via || ' ' || r.key, s.key, unnest(s.permissions)
+         select 'set' as "kind!", c.via || ' ' || r.key as "via_root!", s.key as "set!",
+             unnest(s.permissions) as "name!"
          from closure c join permission_sets s on s.id = c.set_id join permission_sets r on r.id = c.root
          union all
-         select 'grant', '', '', permission from user_permissions where user_id = $2 and tenant_id = $1",
+         select 'grant', '', '', permission from user_permissions where user_id = $2 and tenant_id = $1"#,
+        tenant.0,
+        user,
+        roles as &[String],
     )
-    .bind(tenant)
-    .bind(user)
-    .bind(roles)
     .fetch_all(db)
     .await?;
     let mut out = Effective::new();
-    for (kind, via_root, set, name) in rows {
+    for row in rows {
+        let (kind, via_root, set, name) = (row.kind, row.via_root, row.set, row.name);
         let Some(p) = Permission::parse(&name) else {
             continue;
         };
@@ -451,10 +467,6 @@ pub async fn direct(
     Ok(out)
 }
 
-/// A delegation in force as [`effective`] reads it: id, delegator, end,
-/// permissions, the delegator's role.
-type Lent = (Uuid, Uuid, DateTime<Utc>, Vec<String>, String);
-
 /// Everything user `user` of `tenant` holds at `now`: [`direct`] plus each
 /// delegated permission whose delegation is in its window at `now`, not
 /// revoked, and whose delegator (an active user of the same organisation)
@@ -472,21 +484,23 @@ pub async fn effective(
     let Some(user) = user else {
         return Ok(out);
     };
-    let lent: Vec<Lent> = sqlx::query_as(
+    let lent = sqlx::query!(
         "select d.id, d.delegator_id, d.ends_at, d.permissions, u.role
          from permission_delegations d join users u on u.id = d.delegator_id
          where d.tenant_id = $1 and d.delegate_id = $2 and d.revoked_at is null
            and d.starts_at <= $3 and d.ends_at > $3
            and u.tenant_id = $1 and u.status = 'active'
          order by d.id",
+        tenant.0,
+        user,
+        now,
     )
-    .bind(tenant)
-    .bind(user)
-    .bind(now)
     .fetch_all(pool)
     .await?;
     let mut holders: BTreeMap<Uuid, Effective> = BTreeMap::new();
-    for (id, delegator, ends_at, permissions, role) in lent {
+    for d in lent {
+        let (id, delegator, ends_at, permissions, role) =
+            (d.id, d.delegator_id, d.ends_at, d.permissions, d.role);
         if let std::collections::btree_map::Entry::Vacant(e) = holders.entry(delegator) {
             e.insert(direct(pool, tenant, Some(delegator), &[role]).await?);
         }
@@ -506,7 +520,7 @@ pub async fn effective(
 
 /// How many users hold each set as their base (assigned, or by role
 /// when none is assigned), for `tenant`.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct SetCount {
     /// The set.
     pub set_id: Uuid,
@@ -540,35 +554,35 @@ pub async fn statistics(
     tenant: TenantId,
     now: DateTime<Utc>,
 ) -> Result<Statistics, sqlx::Error> {
-    let sets: Vec<SetCount> = sqlx::query_as(
-        "select s.id as set_id, s.key,
-             (select count(*) from user_permission_sets a where a.set_id = s.id and a.tenant_id = $1) as assigned,
+    let sets = sqlx::query_as!(
+        SetCount,
+        r#"select s.id as set_id, s.key,
+             (select count(*) from user_permission_sets a where a.set_id = s.id and a.tenant_id = $1) as "assigned!",
              (select count(*) from users u join role_permission_sets r on r.role = u.role
               where r.set_id = s.id and u.tenant_id = $1
-                and not exists (select 1 from user_permission_sets a where a.user_id = u.id)) as by_role
-         from permission_sets s where s.tenant_id is null or s.tenant_id = $1 order by s.id",
+                and not exists (select 1 from user_permission_sets a where a.user_id = u.id)) as "by_role!"
+         from permission_sets s where s.tenant_id is null or s.tenant_id = $1 order by s.id"#,
+        tenant.0,
     )
-    .bind(tenant)
     .fetch_all(pool)
     .await?;
-    let (custom_sets, grants, active_delegations, revoked_delegations): (i64, i64, i64, i64) =
-        sqlx::query_as(
-            "select (select count(*) from permission_sets where tenant_id = $1),
-                 (select count(*) from user_permissions where tenant_id = $1),
-                 (select count(*) from permission_delegations where tenant_id = $1
-                    and revoked_at is null and starts_at <= $2 and ends_at > $2),
-                 (select count(*) from permission_delegations where tenant_id = $1
-                    and revoked_at is not null)",
-        )
-        .bind(tenant)
-        .bind(now)
-        .fetch_one(pool)
-        .await?;
+    let counts = sqlx::query!(
+        r#"select (select count(*) from permission_sets where tenant_id = $1) as "custom_sets!",
+             (select count(*) from user_permissions where tenant_id = $1) as "grants!",
+             (select count(*) from permission_delegations where tenant_id = $1
+                and revoked_at is null and starts_at <= $2 and ends_at > $2) as "active_delegations!",
+             (select count(*) from permission_delegations where tenant_id = $1
+                and revoked_at is not null) as "revoked_delegations!""#,
+        tenant.0,
+        now,
+    )
+    .fetch_one(pool)
+    .await?;
     Ok(Statistics {
         sets,
-        custom_sets,
-        grants,
-        active_delegations,
-        revoked_delegations,
+        custom_sets: counts.custom_sets,
+        grants: counts.grants,
+        active_delegations: counts.active_delegations,
+        revoked_delegations: counts.revoked_delegations,
     })
 }

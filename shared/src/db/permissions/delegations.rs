@@ -8,7 +8,7 @@ use uuid::Uuid;
 use crate::domain::TenantId;
 
 /// A delegation as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Delegation {
     /// Its id.
     pub id: Uuid,
@@ -35,9 +35,6 @@ pub struct Delegation {
     /// Created.
     pub created_at: DateTime<Utc>,
 }
-
-const DELEGATION_COLUMNS: &str = "id, tenant_id, delegator_id, delegate_id, permissions, starts_at,
-    ends_at, reason, revoked_at, revoked_by, created_by, created_at";
 
 /// A new delegation's fields (already checked against what the delegator
 /// holds).
@@ -66,20 +63,23 @@ pub async fn create_delegation(
     tenant: TenantId,
     d: &NewDelegation<'_>,
 ) -> Result<Delegation, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "insert into permission_delegations (id, tenant_id, delegator_id, delegate_id, permissions,
+    sqlx::query_as!(
+        Delegation,
+        r#"insert into permission_delegations (id, tenant_id, delegator_id, delegate_id, permissions,
              starts_at, ends_at, reason, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {DELEGATION_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(tenant)
-    .bind(d.delegator_id)
-    .bind(d.delegate_id)
-    .bind(&d.permissions)
-    .bind(d.starts_at)
-    .bind(d.ends_at)
-    .bind(d.reason)
-    .bind(d.created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         returning id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+             starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at"#,
+        Uuid::now_v7(),
+        tenant.0,
+        d.delegator_id,
+        d.delegate_id,
+        &d.permissions,
+        d.starts_at,
+        d.ends_at,
+        d.reason,
+        d.created_by,
+    )
     .fetch_one(db)
     .await
 }
@@ -91,11 +91,14 @@ pub async fn get_delegation(
     tenant: TenantId,
     id: Uuid,
 ) -> Result<Option<Delegation>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {DELEGATION_COLUMNS} from permission_delegations where tenant_id = $1 and id = $2"
-    ))
-    .bind(tenant)
-    .bind(id)
+    sqlx::query_as!(
+        Delegation,
+        r#"select id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+             starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at
+         from permission_delegations where tenant_id = $1 and id = $2"#,
+        tenant.0,
+        id,
+    )
     .fetch_optional(db)
     .await
 }
@@ -148,23 +151,26 @@ pub async fn list_delegations(
         Direction::Received => (false, true),
         Direction::Both => (true, true),
     };
-    sqlx::query_as(&format!(
-        "select {DELEGATION_COLUMNS} from permission_delegations
+    sqlx::query_as!(
+        Delegation,
+        r#"select id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+             starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at
+         from permission_delegations
          where tenant_id = $1
            and ($2::uuid is null or ($3 and delegator_id = $2) or ($4 and delegate_id = $2))
            and ($5::bool is null
                 or $5 = (revoked_at is null and starts_at <= $6 and ends_at > $6))
            and ($7::uuid is null or id < $7)
-         order by id desc limit $8"
-    ))
-    .bind(tenant)
-    .bind(user)
-    .bind(given)
-    .bind(received)
-    .bind(active)
-    .bind(now)
-    .bind(before)
-    .bind(limit)
+         order by id desc limit $8"#,
+        tenant.0,
+        user,
+        given,
+        received,
+        active,
+        now,
+        before,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -178,14 +184,17 @@ pub async fn revoke_delegation(
     id: Uuid,
     by: &str,
 ) -> Result<Option<Delegation>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update permission_delegations set revoked_at = coalesce(revoked_at, now()),
+    sqlx::query_as!(
+        Delegation,
+        r#"update permission_delegations set revoked_at = coalesce(revoked_at, now()),
              revoked_by = coalesce(revoked_by, $3)
-         where tenant_id = $1 and id = $2 returning {DELEGATION_COLUMNS}"
-    ))
-    .bind(tenant)
-    .bind(id)
-    .bind(by)
+         where tenant_id = $1 and id = $2
+         returning id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+             starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at"#,
+        tenant.0,
+        id,
+        by,
+    )
     .fetch_optional(db)
     .await
 }
