@@ -44,11 +44,13 @@ pub async fn find_id(
     tenant_id: TenantId,
     external_id: &str,
 ) -> Result<Option<SubscriberId>, sqlx::Error> {
-    sqlx::query_scalar("select id from subscribers where tenant_id = $1 and external_id = $2")
-        .bind(tenant_id)
-        .bind(external_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select id as "id: SubscriberId" from subscribers where tenant_id = $1 and external_id = $2"#,
+        tenant_id.0,
+        external_id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The subscriber of `tenant_id` known as `external_id`, created on first use.
@@ -67,14 +69,14 @@ pub async fn upsert(
     }
     // A concurrent first use may win the insert; then this one updates
     // nothing but still returns the row.
-    sqlx::query_scalar(
-        "insert into subscribers (id, tenant_id, external_id) values ($1, $2, $3)
+    sqlx::query_scalar!(
+        r#"insert into subscribers (id, tenant_id, external_id) values ($1, $2, $3)
          on conflict (tenant_id, external_id) do update set external_id = excluded.external_id
-         returning id",
+         returning id as "id: SubscriberId""#,
+        SubscriberId::new().0,
+        tenant_id.0,
+        external_id,
     )
-    .bind(SubscriberId::new())
-    .bind(tenant_id)
-    .bind(external_id)
     .fetch_one(&mut *db)
     .await
 }
@@ -89,16 +91,16 @@ pub async fn link_user(
     user: &crate::db::users::User,
 ) -> Result<SubscriberId, sqlx::Error> {
     let email = EmailAddress::parse(&user.email).ok();
-    sqlx::query_scalar(
-        "insert into subscribers (id, tenant_id, external_id, email) values ($1, $2, $3, $4)
+    sqlx::query_scalar!(
+        r#"insert into subscribers (id, tenant_id, external_id, email) values ($1, $2, $3, $4)
          on conflict (tenant_id, external_id)
              do update set email = coalesce(subscribers.email, excluded.email)
-         returning id",
+         returning id as "id: SubscriberId""#,
+        SubscriberId::new().0,
+        user.tenant_id.0,
+        user.id.to_string(),
+        email.as_ref().map(EmailAddress::as_str),
     )
-    .bind(SubscriberId::new())
-    .bind(user.tenant_id)
-    .bind(user.id.to_string())
-    .bind(email.as_ref().map(EmailAddress::as_str))
     .fetch_one(db)
     .await
 }
@@ -110,11 +112,13 @@ pub async fn find(
     tenant_id: TenantId,
     external_id: &str,
 ) -> Result<Option<SubscriberId>, sqlx::Error> {
-    sqlx::query_scalar("select id from subscribers where tenant_id = $1 and external_id = $2")
-        .bind(tenant_id)
-        .bind(external_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        r#"select id as "id: SubscriberId" from subscribers where tenant_id = $1 and external_id = $2"#,
+        tenant_id.0,
+        external_id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// What a tenant stores about a subscriber, every field already valid.
@@ -204,7 +208,6 @@ impl fmt::Debug for Contacts {
 }
 
 /// A subscriber row as stored.
-#[derive(sqlx::FromRow)]
 struct Row {
     id: SubscriberId,
     external_id: String,
@@ -220,9 +223,6 @@ struct Row {
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
-
-const COLUMNS: &str = "id, external_id, email, phone, whatsapp, push_tokens, locale, timezone, \
-                       first_name, last_name, data, created_at, updated_at";
 
 /// A stored value that no longer parses: written around the API.
 fn decode(column: &str, e: Invalid) -> sqlx::Error {
@@ -331,8 +331,8 @@ async fn upsert_many(
         .iter()
         .map(|(external_id, p)| record(SubscriberId::new(), external_id, p))
         .collect();
-    sqlx::query_as(
-        "insert into subscribers
+    let done = sqlx::query!(
+        r#"insert into subscribers
              (id, tenant_id, external_id, email, phone, whatsapp, push_tokens, locale, timezone,
               first_name, last_name, data)
          select r.id, $1, r.external_id, r.email, r.phone, r.whatsapp, coalesce(r.push_tokens, '{}'),
@@ -345,12 +345,13 @@ async fn upsert_many(
              push_tokens = excluded.push_tokens, locale = excluded.locale,
              timezone = excluded.timezone, first_name = excluded.first_name,
              last_name = excluded.last_name, data = excluded.data
-         returning id, (xmax = 0)",
+         returning id as "id: SubscriberId", (xmax = 0) as "created!""#,
+        tenant_id.0,
+        Value::Array(records),
     )
-    .bind(tenant_id)
-    .bind(Json(Value::Array(records)))
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(done.into_iter().map(|r| (r.id, r.created)).collect())
 }
 
 /// Creates the subscriber of `tenant_id` known as `external_id` with
@@ -410,17 +411,21 @@ pub async fn get_by_external_id(
     tenant_id: TenantId,
     external_id: &str,
 ) -> Result<Option<Subscriber>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from subscribers where tenant_id = $1 and external_id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(external_id)
+    let row: Option<Row> = sqlx::query_as!(
+        Row,
+        r#"select id as "id: SubscriberId", external_id, email, phone, whatsapp, push_tokens,
+             locale, timezone, first_name, last_name, data as "data: Json<Value>", created_at,
+             updated_at
+         from subscribers where tenant_id = $1 and external_id = $2"#,
+        tenant_id.0,
+        external_id,
+    )
     .fetch_optional(db)
     .await?;
     row.map(Subscriber::try_from).transpose()
 }
 
-/// A row of [`CONTACTS`].
+/// How to reach a subscriber, as `contact_row!` reads it.
 type ContactRow = (
     SubscriberId,
     Option<String>,
@@ -432,16 +437,24 @@ type ContactRow = (
     Option<String>,
 );
 
-/// How to reach a subscriber, with the user's sign-in address. Only an
-/// external id shaped like a uuid is cast, so other ids never fail the
-/// statement. The caller adds the `where` clause.
-const CONTACTS: &str =
-    "select s.id, s.email, u.email, s.phone, s.whatsapp, s.push_tokens, s.locale, s.timezone
-     from subscribers s
-     left join users u on u.tenant_id = s.tenant_id
-         and u.id = case when s.external_id
-             ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-             then s.external_id::uuid end";
+/// How to reach a subscriber, with the user's sign-in address: the
+/// statements of [`contacts`] and [`contacts_by_external_id`] read it as
+/// one row. Only an external id shaped like a uuid is cast, so other ids
+/// never fail the statement.
+macro_rules! contact_row {
+    ($r:ident) => {
+        (
+            $r.id,
+            $r.email,
+            $r.sign_in,
+            $r.phone,
+            $r.whatsapp,
+            $r.push_tokens,
+            $r.locale,
+            $r.timezone,
+        )
+    };
+}
 
 fn contacts_of(row: ContactRow) -> Result<(SubscriberId, Contacts), sqlx::Error> {
     let (id, email, sign_in, phone, whatsapp, push_tokens, locale, timezone) = row;
@@ -476,12 +489,21 @@ pub async fn contacts(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<Option<Contacts>, sqlx::Error> {
-    let row: Option<ContactRow> =
-        sqlx::query_as(&format!("{CONTACTS} where s.tenant_id = $1 and s.id = $2"))
-            .bind(tenant_id)
-            .bind(subscriber_id)
-            .fetch_optional(db)
-            .await?;
+    let row: Option<ContactRow> = sqlx::query!(
+        r#"select s.id as "id: SubscriberId", s.email, u.email as "sign_in?", s.phone, s.whatsapp,
+             s.push_tokens, s.locale, s.timezone
+         from subscribers s
+         left join users u on u.tenant_id = s.tenant_id
+             and u.id = case when s.external_id
+                 ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                 then s.external_id::uuid end
+         where s.tenant_id = $1 and s.id = $2"#,
+        tenant_id.0,
+        subscriber_id.0,
+    )
+    .map(|r| contact_row!(r))
+    .fetch_optional(db)
+    .await?;
     Ok(row.map(contacts_of).transpose()?.map(|(_, c)| c))
 }
 
@@ -494,11 +516,19 @@ pub async fn contacts_by_external_id(
     tenant_id: TenantId,
     external_id: &str,
 ) -> Result<Option<(SubscriberId, Contacts)>, sqlx::Error> {
-    let row: Option<ContactRow> = sqlx::query_as(&format!(
-        "{CONTACTS} where s.tenant_id = $1 and s.external_id = $2"
-    ))
-    .bind(tenant_id)
-    .bind(external_id)
+    let row: Option<ContactRow> = sqlx::query!(
+        r#"select s.id as "id: SubscriberId", s.email, u.email as "sign_in?", s.phone, s.whatsapp,
+             s.push_tokens, s.locale, s.timezone
+         from subscribers s
+         left join users u on u.tenant_id = s.tenant_id
+             and u.id = case when s.external_id
+                 ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+                 then s.external_id::uuid end
+         where s.tenant_id = $1 and s.external_id = $2"#,
+        tenant_id.0,
+        external_id,
+    )
+    .map(|r| contact_row!(r))
     .fetch_optional(db)
     .await?;
     row.map(contacts_of).transpose()
@@ -513,13 +543,13 @@ pub async fn remove_push_token(
     subscriber_id: SubscriberId,
     token: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update subscribers set push_tokens = array_remove(push_tokens, $3)
          where tenant_id = $1 and id = $2 and $3 = any(push_tokens)",
+        tenant_id.0,
+        subscriber_id.0,
+        token,
     )
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(token)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -560,29 +590,30 @@ pub async fn delete(
 ) -> Result<Option<Deleted>, sqlx::Error> {
     // Locking the row orders this after sends and inbox changes in flight
     // for the subscriber, and makes later ones wait and create a new one.
-    let id: Option<SubscriberId> = sqlx::query_scalar(
-        "select id from subscribers where tenant_id = $1 and external_id = $2 for update",
+    let id: Option<SubscriberId> = sqlx::query_scalar!(
+        r#"select id as "id: SubscriberId" from subscribers
+         where tenant_id = $1 and external_id = $2 for update"#,
+        tenant_id.0,
+        external_id,
     )
-    .bind(tenant_id)
-    .bind(external_id)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = id else {
         return Ok(None);
     };
-    let cancelled = sqlx::query(
+    let cancelled = sqlx::query!(
         "update notifications
          set status = 'failed', last_error = $3, run_at = now(), dispatched_at = null,
              content = '{}'::jsonb, metadata = '{}'::jsonb, content_redacted_at = now()
          where tenant_id = $1 and subscriber_id = $2 and status in ('queued', 'deferred', 'sending')",
+        tenant_id.0,
+        id.0,
+        DELETED_BEFORE_SENT,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(DELETED_BEFORE_SENT)
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let detached = sqlx::query(
+    let detached = sqlx::query!(
         "update notifications
          set subscriber_id = null,
              deleted_at = case when channel = 'inapp' then coalesce(deleted_at, now()) else deleted_at end,
@@ -591,23 +622,27 @@ pub async fn delete(
              content_redacted_at = case when channel = 'inapp'
                  then coalesce(content_redacted_at, now()) else content_redacted_at end
          where tenant_id = $1 and subscriber_id = $2",
+        tenant_id.0,
+        id.0,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     // Their real-time events are theirs alone; nothing else names them.
-    sqlx::query("delete from subscriber_events where tenant_id = $1 and subscriber_id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("delete from subscribers where tenant_id = $1 and id = $2")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "delete from subscriber_events where tenant_id = $1 and subscriber_id = $2",
+        tenant_id.0,
+        id.0,
+    )
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "delete from subscribers where tenant_id = $1 and id = $2",
+        tenant_id.0,
+        id.0,
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(Some(Deleted {
         id,
         cancelled,

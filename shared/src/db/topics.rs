@@ -61,20 +61,22 @@ pub async fn create(
     name: &str,
     description: Option<&str>,
 ) -> Result<Topic, sqlx::Error> {
-    sqlx::query_as(
-        "with t as (
+    sqlx::query_as!(
+        Topic,
+        r#"with t as (
              insert into topics (id, tenant_id, key, name, description)
              values ($1, $2, $3, $4, $5)
              returning *
          )
-         select t.id, t.key, t.name, t.description, 0::int8 as members, t.created_at, t.updated_at
-         from t",
+         select t.id as "id!", t.key as "key!", t.name as "name!", t.description as "description?",
+                0::int8 as "members!", t.created_at as "created_at!", t.updated_at as "updated_at!"
+         from t"#,
+        Uuid::now_v7(),
+        tenant_id.0,
+        key,
+        name,
+        description,
     )
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(key)
-    .bind(name)
-    .bind(description)
     .fetch_one(db)
     .await
 }
@@ -98,21 +100,22 @@ pub async fn update(
     name: &str,
     description: Option<&str>,
 ) -> Result<Option<Topic>, sqlx::Error> {
-    sqlx::query_as(
-        "with t as (
+    sqlx::query_as!(
+        Topic,
+        r#"with t as (
              update topics set name = $3, description = $4
              where tenant_id = $1 and key = $2
              returning *
          )
-         select t.id, t.key, t.name, t.description,
-                (select count(*) from topic_members m where m.topic_id = t.id) as members,
-                t.created_at, t.updated_at
-         from t",
+         select t.id as "id!", t.key as "key!", t.name as "name!", t.description as "description?",
+                (select count(*) from topic_members m where m.topic_id = t.id) as "members!",
+                t.created_at as "created_at!", t.updated_at as "updated_at!"
+         from t"#,
+        tenant_id.0,
+        key,
+        name,
+        description,
     )
-    .bind(tenant_id)
-    .bind(key)
-    .bind(name)
-    .bind(description)
     .fetch_optional(db)
     .await
 }
@@ -135,17 +138,20 @@ async fn known(
 ) -> Result<(Vec<Uuid>, Vec<String>), sqlx::Error> {
     // One index lookup per external id, whatever the planner knows of the
     // organisation's size (see `batches::subscriber_ids`).
-    let found: Vec<(String, Uuid)> = sqlx::query_as(
-        "select s.external_id, s.id
+    let found: Vec<(String, Uuid)> = sqlx::query!(
+        r#"select s.external_id as "external_id!", s.id as "id!"
          from (select distinct e from unnest($2::text[]) as e) as e(external_id)
          cross join lateral (
              select external_id, id from subscribers
-             where tenant_id = $1 and external_id = e.external_id limit 1) s",
+             where tenant_id = $1 and external_id = e.external_id limit 1) s"#,
+        tenant_id.0,
+        external_ids as &[String],
     )
-    .bind(tenant_id)
-    .bind(external_ids)
     .fetch_all(&mut *db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.external_id, r.id))
+    .collect();
     let by_id: std::collections::HashSet<&str> = found.iter().map(|(e, _)| e.as_str()).collect();
     let unknown = external_ids
         .iter()
@@ -155,27 +161,14 @@ async fn known(
     Ok((found.into_iter().map(|(_, id)| id).collect(), unknown))
 }
 
-/// Runs `statement` (tenant, topic, subscriber ids) on the subscribers of
-/// `external_ids` that the organisation has, and reports the rest unknown.
-async fn change_members(
-    db: &mut PgConnection,
-    tenant_id: TenantId,
-    topic_id: Uuid,
-    external_ids: &[String],
-    statement: &'static str,
-) -> Result<Changed, sqlx::Error> {
-    let (ids, unknown) = known(db, tenant_id, external_ids).await?;
-    let done = sqlx::query(statement)
-        .bind(tenant_id)
-        .bind(topic_id)
-        .bind(&ids)
-        .execute(&mut *db)
-        .await?;
-    Ok(Changed {
-        changed: done.rows_affected(),
-        unchanged: ids.len() as u64 - done.rows_affected(),
+/// What a statement over the subscribers `ids` (of the external ids
+/// asked for, the rest `unknown`) changed, `changed` of them.
+fn changed(ids: &[Uuid], changed: u64, unknown: Vec<String>) -> Changed {
+    Changed {
+        changed,
+        unchanged: ids.len() as u64 - changed,
         unknown,
-    })
+    }
 }
 
 /// Adds the subscribers of `external_ids` (distinct) to topic `topic_id` of
@@ -188,16 +181,18 @@ pub async fn add_members(
     topic_id: Uuid,
     external_ids: &[String],
 ) -> Result<Changed, sqlx::Error> {
-    change_members(
-        db,
-        tenant_id,
-        topic_id,
-        external_ids,
+    let (ids, unknown) = known(db, tenant_id, external_ids).await?;
+    let done = sqlx::query!(
         "insert into topic_members (topic_id, subscriber_id, tenant_id)
          select $2, s, $1 from unnest($3::uuid[]) as s
          on conflict (topic_id, subscriber_id) do nothing",
+        tenant_id.0,
+        topic_id,
+        &ids,
     )
-    .await
+    .execute(&mut *db)
+    .await?;
+    Ok(changed(&ids, done.rows_affected(), unknown))
 }
 
 /// Removes the subscribers of `external_ids` (distinct) from topic
@@ -209,19 +204,21 @@ pub async fn remove_members(
     topic_id: Uuid,
     external_ids: &[String],
 ) -> Result<Changed, sqlx::Error> {
-    change_members(
-        db,
-        tenant_id,
-        topic_id,
-        external_ids,
+    let (ids, unknown) = known(db, tenant_id, external_ids).await?;
+    let done = sqlx::query!(
         "delete from topic_members
          where tenant_id = $1 and topic_id = $2 and subscriber_id = any($3)",
+        tenant_id.0,
+        topic_id,
+        &ids,
     )
-    .await
+    .execute(&mut *db)
+    .await?;
+    Ok(changed(&ids, done.rows_affected(), unknown))
 }
 
 /// One member of a topic.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Member {
     /// The subscriber's id (the page cursor).
     pub subscriber_id: Uuid,
@@ -241,17 +238,18 @@ pub async fn members(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Member>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Member,
         "select m.subscriber_id, s.external_id, m.created_at as added_at
          from topic_members m join subscribers s on s.id = m.subscriber_id
          where m.tenant_id = $1 and m.topic_id = $2
            and ($3::uuid is null or m.subscriber_id > $3)
          order by m.subscriber_id limit $4",
+        tenant_id.0,
+        topic_id,
+        after,
+        limit,
     )
-    .bind(tenant_id)
-    .bind(topic_id)
-    .bind(after)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -286,8 +284,8 @@ pub async fn cut_chunks(
         Audience::Topic(id) => (Some(id), false),
         Audience::Organization => (None, true),
     };
-    let counts: Vec<i64> = sqlx::query_scalar(
-        "with audience as (
+    let counts: Vec<i64> = sqlx::query_scalar!(
+        r#"with audience as (
              select s.external_id, s.email,
                     case when $4 then coalesce(s.whatsapp, s.phone) else s.phone end as phone,
                     row_number() over (order by s.id) - 1 as n
@@ -300,17 +298,17 @@ pub async fn cut_chunks(
          select $2, (n / $6)::int4, $1,
                 jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                     'subscriber_id', external_id, 'email', email, 'phone', phone)) order by n),
-                count(*)::int4, '\\x00'::bytea
+                count(*)::int4, '\x00'::bytea
          from audience
          group by n / $6
-         returning recipient_count::int8",
+         returning recipient_count::int8 as "recipient_count!""#,
+        tenant_id.0,
+        batch_id.0,
+        topic,
+        whatsapp_number,
+        everyone,
+        CHUNK,
     )
-    .bind(tenant_id)
-    .bind(batch_id)
-    .bind(topic)
-    .bind(whatsapp_number)
-    .bind(everyone)
-    .bind(CHUNK)
     .fetch_all(&mut *db)
     .await?;
     Ok(counts.iter().sum())
@@ -324,12 +322,12 @@ pub async fn close_cut_batch(
     tenant_id: TenantId,
     batch_id: BatchId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update batches set status = 'closed', closed_at = now()
          where tenant_id = $1 and id = $2 and status = 'open'",
+        tenant_id.0,
+        batch_id.0,
     )
-    .bind(tenant_id)
-    .bind(batch_id)
     .execute(db)
     .await?;
     Ok(())
@@ -359,7 +357,7 @@ pub struct NewBroadcast<'a> {
 }
 
 /// A stored broadcast.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Broadcast {
     /// Its id.
     pub id: Uuid,
@@ -393,9 +391,6 @@ pub enum Broadcasted {
     },
 }
 
-const BROADCAST_COLUMNS: &str =
-    "id, actor, title, severity, organizations, inapp_count, email_count, created_at";
-
 /// Stores a broadcast and, in the same transaction, one in-app notification
 /// for every subscriber of its organisations (and one email for each that
 /// has an address, when `email_subject` is given), born undispatched.
@@ -410,36 +405,51 @@ pub async fn broadcast(
         None => (None, None),
     };
     let orgs: Option<Vec<Uuid>> = new.organizations.map(|o| o.iter().map(|t| t.0).collect());
-    let created: Option<Broadcast> = sqlx::query_as(&format!(
+    let created: Option<Broadcast> = sqlx::query_as!(
+        Broadcast,
         "insert into broadcasts (id, actor, title, body, severity, action_url, email_subject,
                                  organizations, idempotency_key, request_hash)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (actor, idempotency_key) where idempotency_key is not null do nothing
-         returning {BROADCAST_COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(new.actor)
-    .bind(new.title)
-    .bind(new.body)
-    .bind(new.severity)
-    .bind(new.action_url)
-    .bind(new.email_subject)
-    .bind(&orgs)
-    .bind(key)
-    .bind(hash)
+         returning id, actor, title, severity, organizations, inapp_count, email_count, created_at",
+        Uuid::now_v7(),
+        new.actor,
+        new.title,
+        new.body,
+        new.severity,
+        new.action_url,
+        new.email_subject,
+        orgs.as_deref(),
+        key,
+        hash,
+    )
     .fetch_optional(&mut *db)
     .await?;
     let Some(mut b) = created else {
         let (broadcast, stored): (Broadcast, Option<Vec<u8>>) = {
-            let row: BroadcastWithHash = sqlx::query_as(&format!(
-                "select {BROADCAST_COLUMNS}, request_hash from broadcasts
-                 where actor = $1 and idempotency_key = $2"
-            ))
-            .bind(new.actor)
-            .bind(key)
+            let row = sqlx::query!(
+                "select id, actor, title, severity, organizations, inapp_count, email_count,
+                        created_at, request_hash
+                 from broadcasts
+                 where actor = $1 and idempotency_key = $2",
+                new.actor,
+                key,
+            )
             .fetch_one(&mut *db)
             .await?;
-            (row.broadcast, row.request_hash)
+            (
+                Broadcast {
+                    id: row.id,
+                    actor: row.actor,
+                    title: row.title,
+                    severity: row.severity,
+                    organizations: row.organizations,
+                    inapp_count: row.inapp_count,
+                    email_count: row.email_count,
+                    created_at: row.created_at,
+                },
+                row.request_hash,
+            )
         };
         return Ok(Broadcasted::Existing {
             broadcast,
@@ -452,8 +462,8 @@ pub async fn broadcast(
         "title": new.title, "body": new.body, "action_url": new.action_url, "data": data,
     });
     let metadata = serde_json::json!({"broadcast_id": b.id});
-    let reached: Vec<(TenantId, i64)> = sqlx::query_as(
-        "with ins as (
+    let reached = sqlx::query!(
+        r#"with ins as (
              insert into notifications
                  (id, tenant_id, channel, recipient, content, metadata, max_attempts,
                   subscriber_id, category, critical, broadcast_id)
@@ -463,21 +473,21 @@ pub async fn broadcast(
              where $6::uuid[] is null or s.tenant_id = any($6)
              returning tenant_id
          )
-         select tenant_id, count(*) from ins group by tenant_id",
+         select tenant_id as "tenant_id!", count(*) as "count!" from ins group by tenant_id"#,
+        b.id,
+        &inapp,
+        &metadata,
+        new.max_attempts.0,
+        critical,
+        orgs.as_deref(),
     )
-    .bind(b.id)
-    .bind(&inapp)
-    .bind(&metadata)
-    .bind(new.max_attempts.0)
-    .bind(critical)
-    .bind(&orgs)
     .fetch_all(&mut *db)
     .await?;
-    b.inapp_count = reached.iter().map(|(_, n)| n).sum();
+    b.inapp_count = reached.iter().map(|r| r.count).sum();
     if let Some(subject) = new.email_subject {
         let email = serde_json::json!({"subject": subject, "text": new.body});
-        b.email_count = sqlx::query_scalar(
-            "with ins as (
+        b.email_count = sqlx::query_scalar!(
+            r#"with ins as (
                  insert into notifications
                      (id, tenant_id, channel, recipient, content, metadata, max_attempts,
                       subscriber_id, category, critical, broadcast_id)
@@ -487,36 +497,32 @@ pub async fn broadcast(
                  where s.email is not null and ($6::uuid[] is null or s.tenant_id = any($6))
                  returning 1
              )
-             select count(*) from ins",
+             select count(*) as "count!" from ins"#,
+            b.id,
+            &email,
+            &metadata,
+            new.max_attempts.1,
+            critical,
+            orgs.as_deref(),
         )
-        .bind(b.id)
-        .bind(&email)
-        .bind(&metadata)
-        .bind(new.max_attempts.1)
-        .bind(critical)
-        .bind(&orgs)
         .fetch_one(&mut *db)
         .await?;
     }
-    sqlx::query("update broadcasts set inapp_count = $2, email_count = $3 where id = $1")
-        .bind(b.id)
-        .bind(b.inapp_count)
-        .bind(b.email_count)
-        .execute(&mut *db)
-        .await?;
-    let tenants: Vec<TenantId> =
-        sqlx::query_scalar("select id from tenants where $1::uuid[] is null or id = any($1)")
-            .bind(&orgs)
-            .fetch_all(&mut *db)
-            .await?;
+    sqlx::query!(
+        "update broadcasts set inapp_count = $2, email_count = $3 where id = $1",
+        b.id,
+        b.inapp_count,
+        b.email_count,
+    )
+    .execute(&mut *db)
+    .await?;
+    let tenants: Vec<TenantId> = sqlx::query_scalar!(
+        r#"select id as "id: TenantId" from tenants where $1::uuid[] is null or id = any($1)"#,
+        orgs.as_deref(),
+    )
+    .fetch_all(&mut *db)
+    .await?;
     Ok(Broadcasted::New(b, tenants))
-}
-
-#[derive(sqlx::FromRow)]
-struct BroadcastWithHash {
-    #[sqlx(flatten)]
-    broadcast: Broadcast,
-    request_hash: Option<Vec<u8>>,
 }
 
 /// Which of `ids` are organisations; the rest are returned.
@@ -526,14 +532,13 @@ pub async fn unknown_organizations(
     ids: &[TenantId],
 ) -> Result<Vec<TenantId>, sqlx::Error> {
     let raw: Vec<Uuid> = ids.iter().map(|t| t.0).collect();
-    sqlx::query_scalar(
-        "select i from unnest($1::uuid[]) as i
-         where not exists (select 1 from tenants t where t.id = i)",
+    sqlx::query_scalar!(
+        r#"select i as "i!: TenantId" from unnest($1::uuid[]) as i
+         where not exists (select 1 from tenants t where t.id = i)"#,
+        &raw,
     )
-    .bind(&raw)
     .fetch_all(db)
     .await
-    .map(|v: Vec<Uuid>| v.into_iter().map(TenantId).collect())
 }
 
 /// A broadcast's notifications per channel and status.
@@ -542,13 +547,17 @@ pub async fn broadcast_counts(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select channel, status, count(*) from notifications
-         where broadcast_id = $1 group by channel, status order by channel, status",
+    let rows = sqlx::query!(
+        r#"select channel, status, count(*) as "count!" from notifications
+         where broadcast_id = $1 group by channel, status order by channel, status"#,
+        id,
     )
-    .bind(id)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.channel, r.status, r.count))
+        .collect())
 }
 
 /// Reads a broadcast.
@@ -557,10 +566,12 @@ pub async fn get_broadcast(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<Broadcast>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {BROADCAST_COLUMNS} from broadcasts where id = $1"
-    ))
-    .bind(id)
+    sqlx::query_as!(
+        Broadcast,
+        "select id, actor, title, severity, organizations, inapp_count, email_count, created_at
+         from broadcasts where id = $1",
+        id,
+    )
     .fetch_optional(db)
     .await
 }
