@@ -96,21 +96,23 @@ pub async fn create(
     new: EndpointWrite<'_>,
     secret: &Sealed,
 ) -> Result<Endpoint, sqlx::Error> {
-    sqlx::query_as(&format!(
+    sqlx::query_as!(
+        Endpoint,
         "insert into webhook_endpoints
              (id, tenant_id, url, description, events, enabled, disabled_reason, key_id, secret_ciphertext)
          values ($1, $2, $3, $4, $5, $6, case when $6 then null else $9 end, $7, $8)
-         returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(tenant_id)
-    .bind(new.url)
-    .bind(new.description)
-    .bind(&new.events)
-    .bind(new.enabled)
-    .bind(&secret.key_id)
-    .bind(&secret.bytes)
-    .bind(DISABLED_BY_ADMIN)
+         returning id, url, description, events, key_id, secret_ciphertext, enabled, disabled_reason,
+             consecutive_failures, created_at, updated_at",
+        id,
+        tenant_id.0,
+        new.url,
+        new.description,
+        &new.events,
+        new.enabled,
+        &secret.key_id,
+        &secret.bytes,
+        DISABLED_BY_ADMIN,
+    )
     .fetch_one(db)
     .await
 }
@@ -131,10 +133,13 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Vec<Endpoint>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from webhook_endpoints where tenant_id = $1 order by created_at, id"
-    ))
-    .bind(tenant_id)
+    sqlx::query_as!(
+        Endpoint,
+        "select id, url, description, events, key_id, secret_ciphertext, enabled, disabled_reason,
+             consecutive_failures, created_at, updated_at
+         from webhook_endpoints where tenant_id = $1 order by created_at, id",
+        tenant_id.0,
+    )
     .fetch_all(db)
     .await
 }
@@ -149,14 +154,16 @@ pub async fn update(
     id: Uuid,
     new: EndpointWrite<'_>,
 ) -> Result<Option<Endpoint>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "with changed as (
+    sqlx::query_as!(
+        Endpoint,
+        r#"with changed as (
              update webhook_endpoints
              set url = $3, description = $4, events = $5, enabled = $6,
                  disabled_reason = case when $6 then null when enabled then $7 else disabled_reason end,
                  consecutive_failures = case when $6 and not enabled then 0 else consecutive_failures end
              where tenant_id = $1 and id = $2
-             returning {COLUMNS}
+             returning id, url, description, events, key_id, secret_ciphertext, enabled,
+                 disabled_reason, consecutive_failures, created_at, updated_at
          ),
          dropped as (
              update webhook_deliveries d set status = 'failed', last_error = 'the endpoint was disabled',
@@ -164,15 +171,19 @@ pub async fn update(
              from changed c
              where not c.enabled and d.tenant_id = $1 and d.endpoint_id = c.id and d.status = 'queued'
          )
-         select * from changed"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(new.url)
-    .bind(new.description)
-    .bind(&new.events)
-    .bind(new.enabled)
-    .bind(DISABLED_BY_ADMIN)
+         select id as "id!", url as "url!", description as "description!", events as "events!",
+             key_id as "key_id!", secret_ciphertext as "secret_ciphertext!", enabled as "enabled!",
+             disabled_reason as "disabled_reason?", consecutive_failures as "consecutive_failures!",
+             created_at as "created_at!", updated_at as "updated_at!"
+         from changed"#,
+        tenant_id.0,
+        id,
+        new.url,
+        new.description,
+        &new.events,
+        new.enabled,
+        DISABLED_BY_ADMIN,
+    )
     .fetch_optional(db)
     .await
 }
@@ -185,13 +196,13 @@ pub async fn set_secret(
     id: Uuid,
     secret: &Sealed,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update webhook_endpoints set key_id = $3, secret_ciphertext = $4 where tenant_id = $1 and id = $2",
+        tenant_id.0,
+        id,
+        &secret.key_id,
+        &secret.bytes,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(&secret.key_id)
-    .bind(&secret.bytes)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -213,7 +224,7 @@ pub async fn enqueue_for_notification(
     event: WebhookEvent,
     max_attempts: u32,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "with targets as (
              select gen_random_uuid() as id, e.id as endpoint_id
              from webhook_endpoints e
@@ -239,11 +250,11 @@ pub async fn enqueue_for_notification(
          from targets t
          join notifications n on n.tenant_id = $1 and n.id = $2
          returning id",
+        tenant_id.0,
+        notification_id.0,
+        event.as_str(),
+        max_attempts.max(1) as i32,
     )
-    .bind(tenant_id)
-    .bind(notification_id)
-    .bind(event.as_str())
-    .bind(max_attempts.max(1) as i32)
     .fetch_all(tx)
     .await
 }
@@ -264,7 +275,7 @@ pub async fn release_dispatch(
 }
 
 /// A delivery a worker now holds, with what it needs to make the call.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     /// Its id (also the event's `id` and `Webhook-Id`).
     pub id: Uuid,
@@ -304,19 +315,21 @@ pub async fn claim(
     ids: &[Uuid],
     lease: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "update webhook_deliveries d
+    sqlx::query_as!(
+        Claimed,
+        r#"update webhook_deliveries d
          set status = 'sending', attempts = d.attempts + 1, dispatched_at = null,
              run_at = now() + make_interval(secs => $3)
          from webhook_endpoints e
          where d.tenant_id = $1 and d.id = any($2) and d.status = 'queued' and d.run_at <= now()
            and d.attempts < d.max_attempts
            and e.tenant_id = $1 and e.id = d.endpoint_id and e.enabled
-         returning d.id, d.endpoint_id, d.attempts, d.max_attempts, d.payload, e.url, e.key_id, e.secret_ciphertext",
+         returning d.id, d.endpoint_id, d.attempts, d.max_attempts, d.payload as "payload: Json<Value>",
+             e.url, e.key_id, e.secret_ciphertext"#,
+        tenant_id.0,
+        ids as &[Uuid],
+        lease.as_secs_f64(),
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(lease.as_secs_f64())
     .fetch_all(db)
     .await
 }
@@ -380,21 +393,21 @@ pub async fn record_attempt(
         DeliveryOutcome::Failed { code, error } => ("failed", 0.0, *code, Some(error.as_str())),
     };
     let mut tx = pool.begin().await?;
-    let endpoint: Option<Uuid> = sqlx::query_scalar(
+    let endpoint: Option<Uuid> = sqlx::query_scalar!(
         "update webhook_deliveries
          set status = $4, run_at = now() + make_interval(secs => $5), dispatched_at = null,
              last_status_code = $6, last_error = $7,
              delivered_at = case when $4 = 'delivered' then now() else delivered_at end
          where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3
          returning endpoint_id",
+        tenant_id.0,
+        id,
+        attempt,
+        status,
+        delay,
+        code.map(i32::from),
+        error,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(attempt)
-    .bind(status)
-    .bind(delay)
-    .bind(code.map(i32::from))
-    .bind(error)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(endpoint_id) = endpoint else {
@@ -403,19 +416,19 @@ pub async fn record_attempt(
     let mut recorded = Recorded::Written;
     match outcome {
         DeliveryOutcome::Delivered { .. } => {
-            sqlx::query(
+            sqlx::query!(
                 "update webhook_endpoints set consecutive_failures = 0
                  where tenant_id = $1 and id = $2 and consecutive_failures <> 0",
+                tenant_id.0,
+                endpoint_id,
             )
-            .bind(tenant_id)
-            .bind(endpoint_id)
             .execute(&mut *tx)
             .await?;
         }
         DeliveryOutcome::Retry { .. } => {}
         DeliveryOutcome::Failed { .. } => {
-            let disabled: Option<bool> = sqlx::query_scalar(
-                "update webhook_endpoints
+            let disabled: Option<bool> = sqlx::query_scalar!(
+                r#"update webhook_endpoints
                  set consecutive_failures = consecutive_failures + 1,
                      enabled = enabled and consecutive_failures + 1 < $3,
                      disabled_reason = case when enabled and consecutive_failures + 1 >= $3
@@ -423,21 +436,21 @@ pub async fn record_attempt(
                                      consecutive_failures + 1)
                          else disabled_reason end
                  where tenant_id = $1 and id = $2
-                 returning not enabled",
+                 returning not enabled as "disabled!""#,
+                tenant_id.0,
+                endpoint_id,
+                disable_after.max(1) as i32,
             )
-            .bind(tenant_id)
-            .bind(endpoint_id)
-            .bind(disable_after.max(1) as i32)
             .fetch_optional(&mut *tx)
             .await?;
             if disabled == Some(true) {
-                sqlx::query(
+                sqlx::query!(
                     "update webhook_deliveries set status = 'failed', last_error = 'the endpoint was disabled',
                          dispatched_at = null
                      where tenant_id = $1 and endpoint_id = $2 and status = 'queued'",
+                    tenant_id.0,
+                    endpoint_id,
                 )
-                .bind(tenant_id)
-                .bind(endpoint_id)
                 .execute(&mut *tx)
                 .await?;
                 recorded = Recorded::EndpointDisabled;
@@ -456,7 +469,7 @@ pub const LOST_WORKER: &str = "the worker stopped during the attempt; the outcom
 /// Works across tenants.
 #[tracing::instrument(skip_all)]
 pub async fn recover_expired_leases(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update webhook_deliveries
          set status = case when attempts >= max_attempts then 'failed' else 'queued' end,
              last_error = $1, run_at = now(), dispatched_at = null
@@ -465,8 +478,8 @@ pub async fn recover_expired_leases(db: impl PgExecutor<'_>) -> Result<u64, sqlx
              where status = 'sending' and run_at <= now()
              order by run_at limit 1000
              for update skip locked)",
+        LOST_WORKER,
     )
-    .bind(LOST_WORKER)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -483,8 +496,8 @@ pub async fn take_due(
     limit: usize,
     redispatch_after: Duration,
 ) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
+    sqlx::query!(
+        r#"with due as (
              select d.id from webhook_deliveries d
              join webhook_endpoints e on e.id = d.endpoint_id and e.enabled
              where d.status = 'queued' and d.run_at <= now()
@@ -495,13 +508,15 @@ pub async fn take_due(
          )
          update webhook_deliveries d set dispatched_at = now()
          from due where d.id = due.id
-         returning d.tenant_id, d.id",
+         returning d.tenant_id as "tenant_id: TenantId", d.id"#,
+        redispatch_after.as_secs_f64(),
+        limit as i64,
     )
-    .bind(redispatch_after.as_secs_f64())
-    .bind(limit as i64)
     .fetch_all(db)
     .await
-    .map(|mut rows: Vec<(TenantId, Uuid)>| {
+    .map(|rows| {
+        let mut rows: Vec<(TenantId, Uuid)> =
+            rows.into_iter().map(|r| (r.tenant_id, r.id)).collect();
         rows.sort_unstable();
         rows
     })
@@ -515,7 +530,7 @@ pub async fn forget_dispatched(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Err
 }
 
 /// A delivery as its tenant sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Delivery {
     /// Its id (the event's `id`).
     pub id: Uuid,
@@ -552,15 +567,16 @@ pub async fn recent_deliveries(
     endpoint_id: Uuid,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Delivery,
         "select id, event, notification_id, status, attempts, max_attempts, last_status_code, last_error,
                 run_at, delivered_at, created_at, updated_at
          from webhook_deliveries where tenant_id = $1 and endpoint_id = $2
          order by created_at desc, id desc limit $3",
+        tenant_id.0,
+        endpoint_id,
+        limit,
     )
-    .bind(tenant_id)
-    .bind(endpoint_id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
@@ -573,10 +589,11 @@ pub async fn subscribed_events(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select distinct unnest(events) from webhook_endpoints where tenant_id = $1 and enabled",
+    sqlx::query_scalar!(
+        r#"select distinct unnest(events) as "event!" from webhook_endpoints
+         where tenant_id = $1 and enabled"#,
+        tenant_id.0,
     )
-    .bind(tenant_id)
     .fetch_all(db)
     .await
 }
