@@ -24,14 +24,14 @@ use crate::{
 /// runs waiting. Returns how many runs were made due.
 #[tracing::instrument(skip_all)]
 pub async fn wake_queued(db: impl PgExecutor<'_>, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "with woken as (delete from workflow_wakes returning run_id, tenant_id)
          update workflow_runs r set run_at = $1
          from (select distinct run_id, tenant_id from woken) w
          where r.id = w.run_id and r.tenant_id = w.tenant_id
            and r.status = 'waiting' and r.run_at > $1",
+        now,
     )
-    .bind(now)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -52,20 +52,20 @@ pub async fn watch(
     if ids.is_empty() {
         return Ok(false);
     }
-    sqlx::query(
+    sqlx::query!(
         "update notifications set waited_by_run = $2
          where tenant_id = $1 and id = any($3) and waited_by_run is distinct from $2",
+        run.tenant_id.0,
+        run.id,
+        ids as &[Uuid],
     )
-    .bind(run.tenant_id)
-    .bind(run.id)
-    .bind(ids)
     .execute(&mut *db)
     .await?;
     reached(db, run.tenant_id, ids, status).await
 }
 
 /// A run claimed for execution, with its version's steps.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     /// Its id.
     pub id: Uuid,
@@ -111,13 +111,16 @@ pub async fn claim_due(
     db: &mut PgConnection,
     now: DateTime<Utc>,
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "select r.id, r.tenant_id, r.workflow_id, w.key as workflow_key, r.subscriber_id,
-                s.external_id, r.payload, r.status, r.step, r.step_started_at, r.wait_until,
-                r.wait_notifications, r.wait_status, r.event_payload, r.digest_key,
-                r.digest_items,
-                (select count(*) from workflow_run_steps x where x.run_id = r.id) as executed,
-                v.steps
+    sqlx::query_as!(
+        Claimed,
+        r#"select r.id, r.tenant_id as "tenant_id: TenantId", r.workflow_id, w.key as workflow_key,
+                r.subscriber_id as "subscriber_id: SubscriberId", s.external_id,
+                r.payload as "payload: Json<Value>", r.status, r.step, r.step_started_at,
+                r.wait_until, r.wait_notifications, r.wait_status,
+                r.event_payload as "event_payload: Json<Value>", r.digest_key,
+                r.digest_items as "digest_items: Json<Value>",
+                (select count(*) from workflow_run_steps x where x.run_id = r.id) as "executed!",
+                v.steps as "steps: Json<Vec<Step>>"
          from workflow_runs r
          join workflows w on w.id = r.workflow_id
          join workflow_versions v on v.workflow_id = r.workflow_id and v.version = r.version
@@ -125,9 +128,9 @@ pub async fn claim_due(
          where r.status in ('running', 'waiting') and r.run_at <= $1
          order by r.run_at
          limit 1
-         for update of r skip locked",
+         for update of r skip locked"#,
+        now,
     )
-    .bind(now)
     .fetch_optional(db)
     .await
 }
@@ -157,25 +160,25 @@ pub async fn record(
     e: &Executed<'_>,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "insert into workflow_run_steps
              (run_id, tenant_id, step_key, seq, kind, outcome, detail, notification_ids,
               workflow_id, subscriber_id, started_at, finished_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
          on conflict (run_id, step_key) do nothing",
+        run.id,
+        run.tenant_id.0,
+        e.key,
+        seq as i32,
+        e.kind,
+        e.outcome,
+        e.detail.as_deref(),
+        &e.notifications,
+        run.workflow_id,
+        run.subscriber_id.0,
+        run.step_started_at.min(now),
+        now,
     )
-    .bind(run.id)
-    .bind(run.tenant_id)
-    .bind(e.key)
-    .bind(seq as i32)
-    .bind(e.kind)
-    .bind(e.outcome)
-    .bind(e.detail.as_deref())
-    .bind(&e.notifications)
-    .bind(run.workflow_id)
-    .bind(run.subscriber_id)
-    .bind(run.step_started_at.min(now))
-    .bind(now)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -191,16 +194,16 @@ pub async fn set_notifications(
     outcome: &str,
     detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update workflow_run_steps set notification_ids = $4, outcome = $5, detail = $6
          where tenant_id = $1 and run_id = $2 and step_key = $3",
+        run.tenant_id.0,
+        run.id,
+        key,
+        ids as &[Uuid],
+        outcome,
+        detail,
     )
-    .bind(run.tenant_id)
-    .bind(run.id)
-    .bind(key)
-    .bind(ids)
-    .bind(outcome)
-    .bind(detail)
     .execute(db)
     .await?;
     Ok(())
@@ -213,15 +216,16 @@ pub async fn step_of(
     run: &Claimed,
     key: &str,
 ) -> Result<Option<(String, Vec<Uuid>)>, sqlx::Error> {
-    sqlx::query_as(
+    let step = sqlx::query!(
         "select outcome, notification_ids from workflow_run_steps
          where tenant_id = $1 and run_id = $2 and step_key = $3",
+        run.tenant_id.0,
+        run.id,
+        key,
     )
-    .bind(run.tenant_id)
-    .bind(run.id)
-    .bind(key)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(step.map(|s| (s.outcome, s.notification_ids)))
 }
 
 /// Whether one of notifications `ids` of `tenant_id` reached `status`
@@ -237,14 +241,14 @@ pub async fn reached(
     if ids.is_empty() {
         return Ok(false);
     }
-    sqlx::query_scalar(
-        "select exists (select 1 from notifications
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from notifications
                         where tenant_id = $1 and id = any($2)
-                          and workflow_status_reached($3, status, read_at))",
+                          and workflow_status_reached($3, status, read_at)) as "reached!""#,
+        tenant_id.0,
+        ids as &[Uuid],
+        status,
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(status)
     .fetch_one(db)
     .await
 }
@@ -292,64 +296,64 @@ pub async fn advance(
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
     let q = match next {
-        Next::Step(step) => sqlx::query(
+        Next::Step(step) => sqlx::query!(
             "update workflow_runs set status = 'running', step = $3, step_started_at = $4,
                  run_at = $4, wait_until = null, wait_notifications = null, wait_status = null,
                  wait_event = null, digest_key = null
              where tenant_id = $1 and id = $2",
-        )
-        .bind(run.tenant_id)
-        .bind(run.id)
-        .bind(step)
-        .bind(now),
+            run.tenant_id.0,
+            run.id,
+            step,
+            now,
+        ),
         Next::Sleep {
             until,
             digest_key,
             digest_items,
-        } => sqlx::query(
+        } => sqlx::query!(
             "update workflow_runs set status = case when $4::text is null then 'running'
                                                      else 'waiting' end,
                  run_at = $3, wait_until = $3, digest_key = $4,
                  digest_items = coalesce($5, digest_items)
              where tenant_id = $1 and id = $2",
-        )
-        .bind(run.tenant_id)
-        .bind(run.id)
-        .bind(until)
-        .bind(digest_key)
-        .bind(digest_items),
+            run.tenant_id.0,
+            run.id,
+            until,
+            digest_key,
+            digest_items,
+        ),
         Next::Wait {
             until,
             notifications,
             status,
             event,
-        } => sqlx::query(
+        } => sqlx::query!(
             "update workflow_runs set status = 'waiting', run_at = $3, wait_until = $3,
                  wait_notifications = $4, wait_status = $5, wait_event = $6, event_payload = null
              where tenant_id = $1 and id = $2",
-        )
-        .bind(run.tenant_id)
-        .bind(run.id)
-        .bind(until)
-        .bind(notifications)
-        .bind(status)
-        .bind(event),
-        Next::Park(until) => {
-            sqlx::query("update workflow_runs set run_at = $3 where tenant_id = $1 and id = $2")
-                .bind(run.tenant_id)
-                .bind(run.id)
-                .bind(until)
-        }
-        Next::Finish(status, error) => sqlx::query(
+            run.tenant_id.0,
+            run.id,
+            until,
+            notifications.as_deref(),
+            status,
+            event,
+        ),
+        Next::Park(until) => sqlx::query!(
+            "update workflow_runs set run_at = $3 where tenant_id = $1 and id = $2",
+            run.tenant_id.0,
+            run.id,
+            until,
+        ),
+        Next::Finish(status, error) => sqlx::query!(
             "update workflow_runs set status = $3, error = $4, run_at = null, finished_at = $5,
                  wait_notifications = null, wait_event = null, digest_key = null
              where tenant_id = $1 and id = $2",
-        )
-        .bind(run.tenant_id)
-        .bind(run.id)
-        .bind(status)
-        .bind(error)
-        .bind(now),
+            run.tenant_id.0,
+            run.id,
+            status,
+            error,
+            now,
+        ),
     };
     q.execute(db).await?;
     Ok(())
@@ -359,10 +363,12 @@ pub async fn advance(
 /// subscriber and key), so runs of one subscriber decide one at a time.
 #[tracing::instrument(skip_all)]
 pub async fn lock(db: &mut PgConnection, parts: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("select pg_advisory_xact_lock(hashtextextended($1, 7))")
-        .bind(parts)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtextextended($1, 7))",
+        parts
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -377,7 +383,7 @@ pub async fn join_digest(
     key: &str,
     now: DateTime<Utc>,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update workflow_runs set digest_items = digest_items || jsonb_build_array($6::jsonb)
          where id = (select id from workflow_runs
                      where tenant_id = $1 and workflow_id = $2 and subscriber_id = $3
@@ -386,15 +392,15 @@ pub async fn join_digest(
                      order by created_at limit 1)
            and status = 'waiting' and digest_key = $5 and wait_until > $7
          returning id",
+        run.tenant_id.0,
+        run.workflow_id,
+        run.subscriber_id.0,
+        run.step,
+        key,
+        &run.payload.0,
+        now,
+        run.id,
     )
-    .bind(run.tenant_id)
-    .bind(run.workflow_id)
-    .bind(run.subscriber_id)
-    .bind(run.step)
-    .bind(key)
-    .bind(&run.payload.0)
-    .bind(now)
-    .bind(run.id)
     .fetch_optional(db)
     .await
 }
@@ -408,15 +414,15 @@ pub async fn passed(
     key: &str,
     since: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "select count(*) from workflow_run_steps
+    sqlx::query_scalar!(
+        r#"select count(*) as "count!" from workflow_run_steps
          where workflow_id = $1 and subscriber_id = $2 and step_key = $3 and outcome = 'passed'
-           and finished_at > $4",
+           and finished_at > $4"#,
+        run.workflow_id,
+        run.subscriber_id.0,
+        key,
+        since,
     )
-    .bind(run.workflow_id)
-    .bind(run.subscriber_id)
-    .bind(key)
-    .bind(since)
     .fetch_one(db)
     .await
 }
@@ -430,7 +436,7 @@ pub async fn merge_into_latest(
     run: &Claimed,
     key: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update workflow_runs r
          set digest_items = coalesce(r.digest_items, jsonb_build_array(r.payload))
                             || jsonb_build_array($5::jsonb)
@@ -441,13 +447,13 @@ pub async fn merge_into_latest(
                          and o.status in ('running', 'waiting') and o.id <> $6
                        order by x.finished_at desc limit 1)
          returning r.id",
+        run.tenant_id.0,
+        run.workflow_id,
+        run.subscriber_id.0,
+        key,
+        &run.payload.0,
+        run.id,
     )
-    .bind(run.tenant_id)
-    .bind(run.workflow_id)
-    .bind(run.subscriber_id)
-    .bind(key)
-    .bind(&run.payload.0)
-    .bind(run.id)
     .fetch_optional(db)
     .await
 }
@@ -462,7 +468,7 @@ pub async fn redact_finished(
     days: u32,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update workflow_runs
          set payload = '{}'::jsonb, digest_items = null, event_payload = null
          where id in (
@@ -473,9 +479,9 @@ pub async fn redact_finished(
                     or event_payload is not null)
              limit $2
              for update skip locked)",
+        days as i32,
+        limit,
     )
-    .bind(days as i32)
-    .bind(limit)
     .execute(db)
     .await?;
     Ok(done.rows_affected())

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// A workflow at one version.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Workflow {
     /// Its id.
     pub id: Uuid,
@@ -37,9 +37,6 @@ pub struct Workflow {
     pub saved_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "w.id, w.key, v.version, w.version as latest, v.name, v.steps, \
-                       w.created_at, v.created_at as saved_at";
-
 /// Saves `steps` as the next version of workflow `key` (the first when it
 /// is new), and returns it.
 #[tracing::instrument(skip_all)]
@@ -50,26 +47,27 @@ pub async fn save(
     name: &str,
     steps: &[Step],
 ) -> Result<Workflow, sqlx::Error> {
-    let (id, version): (Uuid, i32) = sqlx::query_as(
+    let saved = sqlx::query!(
         "insert into workflows (id, tenant_id, key, version) values ($1, $2, $3, 1)
          on conflict (tenant_id, key) where deleted_at is null
          do update set version = workflows.version + 1
          returning id, version",
+        Uuid::now_v7(),
+        tenant_id.0,
+        key,
     )
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(key)
     .fetch_one(&mut *db)
     .await?;
-    sqlx::query(
+    let (id, version) = (saved.id, saved.version);
+    sqlx::query!(
         "insert into workflow_versions (workflow_id, tenant_id, version, name, steps)
          values ($1, $2, $3, $4, $5)",
+        id,
+        tenant_id.0,
+        version,
+        name,
+        Json(steps) as _,
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(version)
-    .bind(name)
-    .bind(Json(steps))
     .execute(&mut *db)
     .await?;
     get(&mut *db, tenant_id, key, Some(version))
@@ -85,15 +83,18 @@ pub async fn get(
     key: &str,
     version: Option<i32>,
 ) -> Result<Option<Workflow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from workflows w
+    sqlx::query_as!(
+        Workflow,
+        r#"select w.id, w.key, v.version, w.version as latest, v.name,
+             v.steps as "steps: Json<Vec<Step>>", w.created_at, v.created_at as saved_at
+         from workflows w
          join workflow_versions v on v.workflow_id = w.id
          where w.tenant_id = $1 and w.key = $2 and w.deleted_at is null
-           and v.version = coalesce($3, w.version)"
-    ))
-    .bind(tenant_id)
-    .bind(key)
-    .bind(version)
+           and v.version = coalesce($3, w.version)"#,
+        tenant_id.0,
+        key,
+        version,
+    )
     .fetch_optional(db)
     .await
 }
@@ -106,15 +107,18 @@ pub async fn list(
     after: Option<&str>,
     limit: i64,
 ) -> Result<Vec<Workflow>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from workflows w
+    sqlx::query_as!(
+        Workflow,
+        r#"select w.id, w.key, v.version, w.version as latest, v.name,
+             v.steps as "steps: Json<Vec<Step>>", w.created_at, v.created_at as saved_at
+         from workflows w
          join workflow_versions v on v.workflow_id = w.id and v.version = w.version
          where w.tenant_id = $1 and w.deleted_at is null and ($2::text is null or w.key > $2)
-         order by w.key limit $3"
-    ))
-    .bind(tenant_id)
-    .bind(after)
-    .bind(limit)
+         order by w.key limit $3"#,
+        tenant_id.0,
+        after,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -130,14 +134,15 @@ pub async fn earlier_trigger(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<Trigger>, sqlx::Error> {
-    sqlx::query_as(
+    let found = sqlx::query!(
         "select request_hash, run_ids from workflow_triggers
          where tenant_id = $1 and idempotency_key = $2",
+        tenant_id.0,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(found.map(|t| (t.request_hash, t.run_ids)))
 }
 
 /// What a trigger starts.
@@ -167,12 +172,12 @@ pub async fn hold(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    let held: Option<i32> = sqlx::query_scalar(
-        "select 1 from workflows where tenant_id = $1 and id = $2 and deleted_at is null
-         for share",
+    let held: Option<i32> = sqlx::query_scalar!(
+        r#"select 1 as "held!" from workflows where tenant_id = $1 and id = $2 and deleted_at is null
+         for share"#,
+        tenant_id.0,
+        id,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_optional(db)
     .await?;
     Ok(held.is_some())
@@ -187,13 +192,13 @@ pub async fn delete(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<(Uuid, Cancelled)>, sqlx::Error> {
-    let id: Option<Uuid> = sqlx::query_scalar(
+    let id: Option<Uuid> = sqlx::query_scalar!(
         "update workflows set deleted_at = now()
          where tenant_id = $1 and key = $2 and deleted_at is null
          returning id",
+        tenant_id.0,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_optional(&mut *db)
     .await?;
     let Some(id) = id else { return Ok(None) };
@@ -215,35 +220,35 @@ pub async fn start(
         Some((k, h)) => (Some(*k), Some(h.as_slice())),
         None => (None, None),
     };
-    let recorded = sqlx::query(
+    let recorded = sqlx::query!(
         "insert into workflow_triggers (id, tenant_id, idempotency_key, request_hash, run_ids)
          values ($1, $2, $3, $4, $5)
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing",
+        Uuid::now_v7(),
+        tenant_id.0,
+        key,
+        hash,
+        &ids,
     )
-    .bind(Uuid::now_v7())
-    .bind(tenant_id)
-    .bind(key)
-    .bind(hash)
-    .bind(&ids)
     .execute(&mut *db)
     .await?;
     if recorded.rows_affected() == 0 {
         return Ok(None);
     }
-    sqlx::query(
+    sqlx::query!(
         "insert into workflow_runs
              (id, tenant_id, workflow_id, version, subscriber_id, payload, cancellation_key,
               status, step, run_at)
          select r.id, $1, $2, $3, r.subscriber_id, $4, $5, 'running', 0, now()
          from unnest($6::uuid[], $7::uuid[]) as r(id, subscriber_id)",
+        tenant_id.0,
+        new.workflow_id,
+        new.version,
+        new.payload,
+        new.cancellation_key,
+        &ids,
+        new.subscribers as _,
     )
-    .bind(tenant_id)
-    .bind(new.workflow_id)
-    .bind(new.version)
-    .bind(new.payload)
-    .bind(new.cancellation_key)
-    .bind(&ids)
-    .bind(new.subscribers)
     .execute(&mut *db)
     .await?;
     Ok(Some(ids))
@@ -258,19 +263,20 @@ pub async fn topic_subscribers(
     topic_id: Uuid,
     limit: i64,
 ) -> Result<Vec<SubscriberId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select subscriber_id from topic_members where tenant_id = $1 and topic_id = $2
-         order by subscriber_id limit $3",
+    sqlx::query_scalar!(
+        r#"select subscriber_id as "subscriber_id: SubscriberId" from topic_members
+         where tenant_id = $1 and topic_id = $2
+         order by subscriber_id limit $3"#,
+        tenant_id.0,
+        topic_id,
+        limit,
     )
-    .bind(tenant_id)
-    .bind(topic_id)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
 
 /// A run as its organisation sees it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Run {
     /// Its id.
     pub id: Uuid,
@@ -306,7 +312,7 @@ pub struct Run {
 }
 
 /// One executed step of a run.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RunStep {
     /// The step's key.
     pub step_key: String,
@@ -331,27 +337,30 @@ pub async fn run(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<(Run, Vec<RunStep>)>, sqlx::Error> {
-    let run: Option<Run> = sqlx::query_as(
-        "select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
+    let run: Option<Run> = sqlx::query_as!(
+        Run,
+        r#"select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
                 r.step, r.step_started_at, r.run_at, r.wait_until, r.cancellation_key,
-                r.digest_items, r.error, r.created_at, r.finished_at, v.steps
+                r.digest_items as "digest_items: Json<Value>", r.error, r.created_at, r.finished_at,
+                v.steps as "steps: Json<Vec<Step>>"
          from workflow_runs r
          join workflows w on w.id = r.workflow_id
          join workflow_versions v on v.workflow_id = r.workflow_id and v.version = r.version
          join subscribers s on s.id = r.subscriber_id
-         where r.tenant_id = $1 and r.id = $2",
+         where r.tenant_id = $1 and r.id = $2"#,
+        tenant_id.0,
+        id,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_optional(&mut *db)
     .await?;
     let Some(run) = run else { return Ok(None) };
-    let steps = sqlx::query_as(
+    let steps = sqlx::query_as!(
+        RunStep,
         "select step_key, kind, outcome, detail, notification_ids, started_at, finished_at
          from workflow_run_steps where tenant_id = $1 and run_id = $2 order by seq",
+        tenant_id.0,
+        id,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
     Ok(Some((run, steps)))
@@ -394,7 +403,7 @@ pub async fn cancel(
         Which::Key(k) => (None, Some(k), None),
         Which::Workflow(w) => (None, None, Some(w)),
     };
-    let runs: Vec<Uuid> = sqlx::query_scalar(
+    let runs: Vec<Uuid> = sqlx::query_scalar!(
         "update workflow_runs set status = 'cancelled', run_at = null, finished_at = now(),
              wait_notifications = null, wait_event = null
          where tenant_id = $1 and status in ('running', 'waiting')
@@ -402,25 +411,25 @@ pub async fn cancel(
                 or ($3::text is not null and cancellation_key = $3)
                 or ($4::uuid is not null and workflow_id = $4))
          returning id",
+        tenant_id.0,
+        id,
+        key,
+        workflow,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(key)
-    .bind(workflow)
     .fetch_all(&mut *db)
     .await?;
     if runs.is_empty() {
         return Ok(Cancelled::default());
     }
-    let notifications = sqlx::query(
+    let notifications = sqlx::query!(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'cancelled with its workflow run'
          where tenant_id = $1 and status in ('queued', 'deferred', 'sending')
            and id in (select unnest(notification_ids) from workflow_run_steps
                       where tenant_id = $1 and run_id = any($2))",
+        tenant_id.0,
+        &runs,
     )
-    .bind(tenant_id)
-    .bind(&runs)
     .execute(&mut *db)
     .await?
     .rows_affected();
@@ -437,11 +446,11 @@ pub async fn run_exists(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from workflow_runs where tenant_id = $1 and id = $2)",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from workflow_runs where tenant_id = $1 and id = $2) as "exists!""#,
+        tenant_id.0,
+        id,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_one(db)
     .await
 }
@@ -456,22 +465,22 @@ pub async fn post_event(
     name: &str,
     payload: &Value,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update workflow_runs set event_payload = $4, run_at = least(run_at, now())
          where tenant_id = $1 and subscriber_id = $2 and status = 'waiting' and wait_event = $3
            and event_payload is null
          returning id",
+        tenant_id.0,
+        subscriber_id.0,
+        name,
+        payload,
     )
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(name)
-    .bind(payload)
     .fetch_all(db)
     .await
 }
 
 /// A run in a list.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct RunSummary {
     /// Its id.
     pub id: Uuid,
@@ -518,7 +527,8 @@ pub async fn list_runs(
     after: Option<(DateTime<Utc>, Uuid)>,
     limit: i64,
 ) -> Result<Vec<RunSummary>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        RunSummary,
         "select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
                 case when r.status in ('running', 'waiting')
                      then v.steps -> r.step ->> 'key' end as current_step,
@@ -535,15 +545,15 @@ pub async fn list_runs(
            and ($6::timestamptz is null or (r.created_at, r.id) < ($6, $7))
          order by r.created_at desc, r.id desc
          limit $8",
+        tenant_id.0,
+        filter.workflow,
+        filter.status,
+        filter.subscriber_id.map(|s| s.0),
+        filter.cancellation_key,
+        after.map(|a| a.0),
+        after.map(|a| a.1),
+        limit,
     )
-    .bind(tenant_id)
-    .bind(filter.workflow)
-    .bind(filter.status)
-    .bind(filter.subscriber_id)
-    .bind(filter.cancellation_key)
-    .bind(after.map(|a| a.0))
-    .bind(after.map(|a| a.1))
-    .bind(limit)
     .fetch_all(db)
     .await
 }
