@@ -13,14 +13,13 @@ use uuid::Uuid;
 use crate::domain::TenantId;
 
 /// An organisation with its current BAA.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Organization {
     /// Its id (the tenant id).
     pub id: TenantId,
     /// Its name.
     pub name: String,
     /// `platform`, `clinic`, `hospital`, …
-    #[sqlx(rename = "type")]
     pub kind: String,
     /// `active`, `suspended` or `inactive`.
     pub status: String,
@@ -61,11 +60,6 @@ impl Organization {
     }
 }
 
-const SELECT: &str = "select t.id, t.name, t.type, t.status, t.contact, t.address, t.settings,
-        t.created_at, t.updated_at, b.id as baa_id, b.signed_on as baa_signed_on,
-        b.expires_on as baa_expires_on, b.document_url as baa_document_url
-    from tenants t left join baa_agreements b on b.id = t.current_baa_id";
-
 /// A new organisation's fields.
 #[derive(Debug, Clone)]
 pub struct NewOrganization<'a> {
@@ -88,15 +82,15 @@ pub async fn create(
     new: NewOrganization<'_>,
 ) -> Result<Organization, sqlx::Error> {
     let id = TenantId::new();
-    sqlx::query(
+    sqlx::query!(
         "insert into tenants (id, name, type, contact, address, settings) values ($1, $2, $3, $4, $5, $6)",
+        id.0,
+        new.name,
+        new.kind,
+        new.contact,
+        new.address,
+        new.settings,
     )
-    .bind(id)
-    .bind(new.name)
-    .bind(new.kind)
-    .bind(new.contact)
-    .bind(new.address)
-    .bind(new.settings)
     .execute(&mut *db)
     .await?;
     get(&mut *db, id).await?.ok_or(sqlx::Error::RowNotFound)
@@ -108,18 +102,34 @@ pub async fn get(
     db: impl PgExecutor<'_>,
     id: TenantId,
 ) -> Result<Option<Organization>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} where t.id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Organization,
+        r#"select t.id as "id: TenantId", t.name, t.type as kind, t.status, t.contact, t.address,
+             t.settings, t.created_at, t.updated_at, b.id as "baa_id?",
+             b.signed_on as "baa_signed_on?", b.expires_on as "baa_expires_on?",
+             b.document_url as "baa_document_url?"
+         from tenants t left join baa_agreements b on b.id = t.current_baa_id
+         where t.id = $1"#,
+        id.0,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// The platform organisation, if there is one.
 #[tracing::instrument(skip_all)]
 pub async fn platform(db: impl PgExecutor<'_>) -> Result<Option<Organization>, sqlx::Error> {
-    sqlx::query_as(&format!("{SELECT} where t.type = 'platform'"))
-        .fetch_optional(db)
-        .await
+    sqlx::query_as!(
+        Organization,
+        r#"select t.id as "id: TenantId", t.name, t.type as kind, t.status, t.contact, t.address,
+             t.settings, t.created_at, t.updated_at, b.id as "baa_id?",
+             b.signed_on as "baa_signed_on?", b.expires_on as "baa_expires_on?",
+             b.document_url as "baa_document_url?"
+         from tenants t left join baa_agreements b on b.id = t.current_baa_id
+         where t.type = 'platform'"#
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Filters for [`list`].
@@ -146,22 +156,27 @@ pub async fn list(
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Organization>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT}
+    sqlx::query_as!(
+        Organization,
+        r#"select t.id as "id: TenantId", t.name, t.type as kind, t.status, t.contact, t.address,
+             t.settings, t.created_at, t.updated_at, b.id as "baa_id?",
+             b.signed_on as "baa_signed_on?", b.expires_on as "baa_expires_on?",
+             b.document_url as "baa_document_url?"
+         from tenants t left join baa_agreements b on b.id = t.current_baa_id
          where ($1::text is null or t.status = $1)
            and ($2::text is null or t.type = $2)
-           and ($3::text is null or t.name ilike '%' || replace(replace(replace($3, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%')
+           and ($3::text is null or t.name ilike '%' || replace(replace(replace($3, '\', '\\'), '%', '\%'), '_', '\_') || '%')
            and ($4::boolean is null or (coalesce(b.expires_on > $5 and b.signed_on <= $5, false)) = $4)
            and ($6::uuid is null or t.id > $6)
-         order by t.id limit $7"
-    ))
-    .bind(f.status)
-    .bind(f.kind)
-    .bind(f.name)
-    .bind(f.compliant)
-    .bind(f.today)
-    .bind(f.after)
-    .bind(limit)
+         order by t.id limit $7"#,
+        f.status,
+        f.kind,
+        f.name,
+        f.compliant,
+        f.today,
+        f.after.map(|t| t.0),
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -190,26 +205,26 @@ pub async fn update(
     id: TenantId,
     p: Patch<'_>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update tenants set name = coalesce($2, name), type = coalesce($3, type),
             status = coalesce($4, status), contact = coalesce($5, contact),
             address = coalesce($6, address), settings = coalesce($7, settings)
          where id = $1",
+        id.0,
+        p.name,
+        p.kind,
+        p.status,
+        p.contact,
+        p.address,
+        p.settings,
     )
-    .bind(id)
-    .bind(p.name)
-    .bind(p.kind)
-    .bind(p.status)
-    .bind(p.contact)
-    .bind(p.address)
-    .bind(p.settings)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// One signed agreement.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Agreement {
     /// Its id.
     pub id: Uuid,
@@ -236,32 +251,32 @@ pub async fn sign_baa(
     document_url: &str,
     signed_by: &str,
 ) -> Result<Option<Uuid>, sqlx::Error> {
-    let exists: Option<(TenantId,)> =
-        sqlx::query_as("select id from tenants where id = $1 for update")
-            .bind(id)
-            .fetch_optional(&mut *db)
-            .await?;
+    let exists = sqlx::query_scalar!("select id from tenants where id = $1 for update", id.0)
+        .fetch_optional(&mut *db)
+        .await?;
     if exists.is_none() {
         return Ok(None);
     }
     let agreement = Uuid::now_v7();
-    sqlx::query(
+    sqlx::query!(
         "insert into baa_agreements (id, tenant_id, signed_on, expires_on, document_url, signed_by)
          values ($1, $2, $3, $4, $5, $6)",
+        agreement,
+        id.0,
+        signed_on,
+        expires_on,
+        document_url,
+        signed_by,
     )
-    .bind(agreement)
-    .bind(id)
-    .bind(signed_on)
-    .bind(expires_on)
-    .bind(document_url)
-    .bind(signed_by)
     .execute(&mut *db)
     .await?;
-    sqlx::query("update tenants set current_baa_id = $2 where id = $1")
-        .bind(id)
-        .bind(agreement)
-        .execute(&mut *db)
-        .await?;
+    sqlx::query!(
+        "update tenants set current_baa_id = $2 where id = $1",
+        id.0,
+        agreement,
+    )
+    .execute(&mut *db)
+    .await?;
     Ok(Some(agreement))
 }
 
@@ -271,11 +286,12 @@ pub async fn baa_history(
     db: impl PgExecutor<'_>,
     id: TenantId,
 ) -> Result<Vec<Agreement>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Agreement,
         "select id, signed_on, expires_on, document_url, signed_by, created_at
          from baa_agreements where tenant_id = $1 order by created_at desc, id desc",
+        id.0,
     )
-    .bind(id)
     .fetch_all(db)
     .await
 }
@@ -287,17 +303,23 @@ pub async fn expiring_by(
     db: impl PgExecutor<'_>,
     until: NaiveDate,
 ) -> Result<Vec<Organization>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{SELECT} where t.status = 'active' and t.type <> 'platform' and b.expires_on <= $1
-         order by b.expires_on, t.id"
-    ))
-    .bind(until)
+    sqlx::query_as!(
+        Organization,
+        r#"select t.id as "id: TenantId", t.name, t.type as kind, t.status, t.contact, t.address,
+             t.settings, t.created_at, t.updated_at, b.id as "baa_id?",
+             b.signed_on as "baa_signed_on?", b.expires_on as "baa_expires_on?",
+             b.document_url as "baa_document_url?"
+         from tenants t left join baa_agreements b on b.id = t.current_baa_id
+         where t.status = 'active' and t.type <> 'platform' and b.expires_on <= $1
+         order by b.expires_on, t.id"#,
+        until,
+    )
     .fetch_all(db)
     .await
 }
 
 /// Counts for the dashboard.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Stats {
     /// Every organisation.
     pub total: i64,
@@ -316,17 +338,18 @@ pub struct Stats {
 /// Counts organisations (the platform one aside) as of `today`.
 #[tracing::instrument(skip_all)]
 pub async fn stats(db: impl PgExecutor<'_>, today: NaiveDate) -> Result<Stats, sqlx::Error> {
-    sqlx::query_as(
-        "select count(*) as total,
-            count(*) filter (where t.status = 'active') as active,
-            count(*) filter (where t.status <> 'active') as inactive,
-            count(*) filter (where t.status = 'active' and b.expires_on > $1 and b.signed_on <= $1) as compliant,
-            count(*) filter (where t.status = 'active' and not coalesce(b.expires_on > $1 and b.signed_on <= $1, false)) as non_compliant,
-            count(*) filter (where b.expires_on > $1 and b.expires_on <= $1 + 30) as expiring_30_days
+    sqlx::query_as!(
+        Stats,
+        r#"select count(*) as "total!",
+            count(*) filter (where t.status = 'active') as "active!",
+            count(*) filter (where t.status <> 'active') as "inactive!",
+            count(*) filter (where t.status = 'active' and b.expires_on > $1 and b.signed_on <= $1) as "compliant!",
+            count(*) filter (where t.status = 'active' and not coalesce(b.expires_on > $1 and b.signed_on <= $1, false)) as "non_compliant!",
+            count(*) filter (where b.expires_on > $1 and b.expires_on <= $1 + 30) as "expiring_30_days!"
          from tenants t left join baa_agreements b on b.id = t.current_baa_id
-         where t.type <> 'platform'",
+         where t.type <> 'platform'"#,
+        today,
     )
-    .bind(today)
     .fetch_one(db)
     .await
 }
@@ -343,15 +366,15 @@ pub async fn claim_reminder(
     scheduled_for: DateTime<Utc>,
     recipients: i32,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "insert into baa_reminders_sent (agreement_id, threshold, tenant_id, scheduled_for, recipients)
          values ($1, $2, $3, $4, $5) on conflict do nothing",
+        agreement,
+        threshold,
+        tenant_id.0,
+        scheduled_for,
+        recipients,
     )
-    .bind(agreement)
-    .bind(threshold)
-    .bind(tenant_id)
-    .bind(scheduled_for)
-    .bind(recipients)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)

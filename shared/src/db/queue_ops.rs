@@ -16,7 +16,7 @@ use super::scope::Reach;
 use crate::jobs::QueueName;
 
 /// A paused queue.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Pause {
     /// The queue.
     pub queue: String,
@@ -30,9 +30,12 @@ pub struct Pause {
 
 /// Every paused queue.
 pub async fn pauses(db: impl PgExecutor<'_>) -> Result<Vec<Pause>, sqlx::Error> {
-    sqlx::query_as("select queue, paused_at, paused_by, reason from queue_pauses order by queue")
-        .fetch_all(db)
-        .await
+    sqlx::query_as!(
+        Pause,
+        "select queue, paused_at, paused_by, reason from queue_pauses order by queue"
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Pauses `queue`; a queue already paused keeps its first pause. Returns
@@ -43,25 +46,27 @@ pub async fn pause(
     by: &str,
     reason: Option<&str>,
 ) -> Result<Pause, sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into queue_pauses (queue, paused_by, reason) values ($1, $2, $3)
          on conflict (queue) do nothing",
+        queue.as_str(),
+        by,
+        reason,
     )
-    .bind(queue.as_str())
-    .bind(by)
-    .bind(reason)
     .execute(&mut *db)
     .await?;
-    sqlx::query_as("select queue, paused_at, paused_by, reason from queue_pauses where queue = $1")
-        .bind(queue.as_str())
-        .fetch_one(&mut *db)
-        .await
+    sqlx::query_as!(
+        Pause,
+        "select queue, paused_at, paused_by, reason from queue_pauses where queue = $1",
+        queue.as_str(),
+    )
+    .fetch_one(&mut *db)
+    .await
 }
 
 /// Resumes `queue`; true when it was paused.
 pub async fn resume(db: impl PgExecutor<'_>, queue: QueueName) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("delete from queue_pauses where queue = $1")
-        .bind(queue.as_str())
+    let done = sqlx::query!("delete from queue_pauses where queue = $1", queue.as_str())
         .execute(db)
         .await?;
     Ok(done.rows_affected() > 0)
@@ -83,8 +88,6 @@ pub struct Waiting {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
-type WaitingRow = (String, i64, i64, i64, i64, Option<DateTime<Utc>>);
-
 /// Work waiting per queue (queues with nothing waiting are absent), within
 /// `reach`.
 pub async fn waiting(
@@ -92,51 +95,48 @@ pub async fn waiting(
     reach: Reach,
 ) -> Result<HashMap<String, Waiting>, sqlx::Error> {
     let mut out = HashMap::new();
-    let channels: Vec<WaitingRow> = sqlx::query_as(
-        "select channel,
+    let channels = sqlx::query_as!(
+        Queued,
+        r#"select channel as queue,
                 count(*) filter (where status in ('queued', 'deferred') and run_at <= now()
-                                 and dispatched_at is null),
+                                 and dispatched_at is null) as "due!",
                 count(*) filter (where run_at > now() and (status = 'deferred'
-                                 or (status = 'queued' and attempts > 0))),
-                count(*) filter (where status = 'queued' and attempts = 0 and run_at > now()),
-                count(*) filter (where status = 'sending'),
+                                 or (status = 'queued' and attempts > 0))) as "deferred!",
+                count(*) filter (where status = 'queued' and attempts = 0 and run_at > now())
+                    as "scheduled!",
+                count(*) filter (where status = 'sending') as "in_flight!",
                 min(run_at) filter (where status in ('queued', 'deferred') and run_at <= now())
+                    as oldest_due
          from notifications
          where stage = 1 and ($1::uuid is null or tenant_id = $1)
-         group by channel",
+         group by channel"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_all(pool)
     .await?;
-    for (channel, due, deferred, scheduled, in_flight, oldest_due) in channels {
-        out.insert(
-            channel,
-            Waiting {
-                due,
-                deferred,
-                scheduled,
-                in_flight,
-                oldest_due,
-            },
-        );
-    }
-    let webhook: WaitingRow = sqlx::query_as(
-        "select 'webhook',
-                count(*) filter (where status = 'queued' and run_at <= now() and dispatched_at is null),
-                count(*) filter (where status = 'queued' and attempts > 0 and run_at > now()),
-                count(*) filter (where status = 'queued' and attempts = 0 and run_at > now()),
-                count(*) filter (where status = 'sending'),
-                min(run_at) filter (where status = 'queued' and run_at <= now())
+    let webhook = sqlx::query_as!(
+        Queued,
+        r#"select 'webhook' as "queue!",
+                count(*) filter (where status = 'queued' and run_at <= now() and dispatched_at is null)
+                    as "due!",
+                count(*) filter (where status = 'queued' and attempts > 0 and run_at > now())
+                    as "deferred!",
+                count(*) filter (where status = 'queued' and attempts = 0 and run_at > now())
+                    as "scheduled!",
+                count(*) filter (where status = 'sending') as "in_flight!",
+                min(run_at) filter (where status = 'queued' and run_at <= now()) as oldest_due
          from webhook_deliveries
-         where status in ('queued', 'sending') and ($1::uuid is null or tenant_id = $1)",
+         where status in ('queued', 'sending') and ($1::uuid is null or tenant_id = $1)"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_one(pool)
     .await?;
-    let chunks: Vec<WaitingRow> = sqlx::query_as(
-        "select 'batch_chunk', count(*) filter (where dispatched_at is null), 0::int8, 0::int8,
-                count(*) filter (where dispatched_at is not null),
-                min(created_at) filter (where dispatched_at is null)
+    let chunks = sqlx::query_as!(
+        Queued,
+        r#"select 'batch_chunk' as "queue!", count(*) filter (where dispatched_at is null) as "due!",
+                0::int8 as "deferred!", 0::int8 as "scheduled!",
+                count(*) filter (where dispatched_at is not null) as "in_flight!",
+                min(created_at) filter (where dispatched_at is null) as oldest_due
          from batch_chunks where expanded_at is null and ($1::uuid is null or tenant_id = $1)
          union all
          select 'bulk_chunk', count(*) filter (where dispatched_at is null), 0, 0,
@@ -147,26 +147,34 @@ pub async fn waiting(
          select 'bulk_csv', count(*) filter (where status = 'queued'), 0, 0,
                 count(*) filter (where status = 'parsing'),
                 min(created_at) filter (where status = 'queued')
-         from bulk_jobs where status in ('queued', 'parsing') and ($1::uuid is null or tenant_id = $1)",
+         from bulk_jobs where status in ('queued', 'parsing') and ($1::uuid is null or tenant_id = $1)"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_all(pool)
     .await?;
-    for (queue, due, deferred, scheduled, in_flight, oldest_due) in
-        std::iter::once(webhook).chain(chunks)
-    {
+    for q in channels.into_iter().chain([webhook]).chain(chunks) {
         out.insert(
-            queue,
+            q.queue,
             Waiting {
-                due,
-                deferred,
-                scheduled,
-                in_flight,
-                oldest_due,
+                due: q.due,
+                deferred: q.deferred,
+                scheduled: q.scheduled,
+                in_flight: q.in_flight,
+                oldest_due: q.oldest_due,
             },
         );
     }
     Ok(out)
+}
+
+/// One queue's row of [`waiting`].
+struct Queued {
+    queue: String,
+    due: i64,
+    deferred: i64,
+    scheduled: i64,
+    in_flight: i64,
+    oldest_due: Option<DateTime<Utc>>,
 }
 
 /// One row of counts to add to `queue_minutes`.
@@ -202,7 +210,7 @@ pub async fn add_minutes(db: impl PgExecutor<'_>, rows: &[MinuteRow]) -> Result<
         rows.iter().map(|r| r.duration_ms.clone().into()).collect();
     let latency: Vec<serde_json::Value> =
         rows.iter().map(|r| r.latency_ms.clone().into()).collect();
-    sqlx::query(
+    sqlx::query!(
         "insert into queue_minutes as q
              (queue, minute, tenant_id, sent, failed, retried, duration_ms, latency_ms)
          select r.queue, r.minute, r.tenant_id, r.sent, r.failed, r.retried,
@@ -217,15 +225,15 @@ pub async fn add_minutes(db: impl PgExecutor<'_>, rows: &[MinuteRow]) -> Result<
              retried = q.retried + excluded.retried,
              duration_ms = array(select a + b from unnest(q.duration_ms, excluded.duration_ms) as t(a, b)),
              latency_ms = array(select a + b from unnest(q.latency_ms, excluded.latency_ms) as t(a, b))",
+        queue.as_slice() as &[&str],
+        &minute,
+        &tenant,
+        &sent,
+        &failed,
+        &retried,
+        &duration,
+        &latency,
     )
-    .bind(&queue)
-    .bind(&minute)
-    .bind(&tenant)
-    .bind(&sent)
-    .bind(&failed)
-    .bind(&retried)
-    .bind(&duration)
-    .bind(&latency)
     .execute(db)
     .await?;
     Ok(())
@@ -246,20 +254,20 @@ pub async fn add_provider_minutes(
     let provider: Vec<&str> = rows.iter().map(|r| r.0.3.as_str()).collect();
     let sent: Vec<i64> = rows.iter().map(|r| r.1.0).collect();
     let failed: Vec<i64> = rows.iter().map(|r| r.1.1).collect();
-    sqlx::query(
+    sqlx::query!(
         "insert into provider_minutes as p (tenant_id, minute, channel, provider, sent, failed)
          select * from unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[],
                               $5::int8[], $6::int8[])
          on conflict (tenant_id, minute, channel, provider) do update set
              sent = p.sent + excluded.sent,
              failed = p.failed + excluded.failed",
+        &tenant,
+        &minute,
+        channel.as_slice() as &[&str],
+        provider.as_slice() as &[&str],
+        &sent,
+        &failed,
     )
-    .bind(&tenant)
-    .bind(&minute)
-    .bind(&channel)
-    .bind(&provider)
-    .bind(&sent)
-    .bind(&failed)
     .execute(db)
     .await?;
     Ok(())
@@ -268,12 +276,10 @@ pub async fn add_provider_minutes(
 /// Drops per-minute rollup rows (queues and providers) older than
 /// `before`.
 pub async fn prune_minutes(db: &sqlx::PgPool, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    let queues = sqlx::query("delete from queue_minutes where minute < $1")
-        .bind(before)
+    let queues = sqlx::query!("delete from queue_minutes where minute < $1", before)
         .execute(db)
         .await?;
-    let providers = sqlx::query("delete from provider_minutes where minute < $1")
-        .bind(before)
+    let providers = sqlx::query!("delete from provider_minutes where minute < $1", before)
         .execute(db)
         .await?;
     Ok(queues.rows_affected() + providers.rows_affected())
@@ -305,33 +311,34 @@ pub struct Recent {
     pub latency_ms: Vec<i64>,
 }
 
-type CountsRow = (String, i64, i64, i64, i64, i64, i64, i64, i64, i64);
-
 /// Every queue's counts over the last hour (queues without any are absent),
 /// within `reach`.
 pub async fn recent(
     pool: &sqlx::PgPool,
     reach: Reach,
 ) -> Result<HashMap<String, Recent>, sqlx::Error> {
-    let rows: Vec<CountsRow> = sqlx::query_as(
-        "with w as (select date_trunc('minute', now()) as m)
+    let rows = sqlx::query!(
+        r#"with w as (select date_trunc('minute', now()) as m)
          select queue,
-                coalesce(sum(sent) filter (where minute >= w.m - interval '1 minute'), 0)::int8,
-                coalesce(sum(failed) filter (where minute >= w.m - interval '1 minute'), 0)::int8,
-                coalesce(sum(retried) filter (where minute >= w.m - interval '1 minute'), 0)::int8,
-                coalesce(sum(sent) filter (where minute >= w.m - interval '15 minutes'), 0)::int8,
-                coalesce(sum(failed) filter (where minute >= w.m - interval '15 minutes'), 0)::int8,
-                coalesce(sum(retried) filter (where minute >= w.m - interval '15 minutes'), 0)::int8,
-                sum(sent)::int8, sum(failed)::int8, sum(retried)::int8
+                coalesce(sum(sent) filter (where minute >= w.m - interval '1 minute'), 0)::int8 as "s1!",
+                coalesce(sum(failed) filter (where minute >= w.m - interval '1 minute'), 0)::int8 as "f1!",
+                coalesce(sum(retried) filter (where minute >= w.m - interval '1 minute'), 0)::int8 as "r1!",
+                coalesce(sum(sent) filter (where minute >= w.m - interval '15 minutes'), 0)::int8 as "s15!",
+                coalesce(sum(failed) filter (where minute >= w.m - interval '15 minutes'), 0)::int8 as "f15!",
+                coalesce(sum(retried) filter (where minute >= w.m - interval '15 minutes'), 0)::int8 as "r15!",
+                sum(sent)::int8 as "s60!", sum(failed)::int8 as "f60!", sum(retried)::int8 as "r60!"
          from queue_minutes, w
          where minute >= w.m - interval '1 hour' and ($1::uuid is null or tenant_id = $1)
-         group by queue",
+         group by queue"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_all(pool)
     .await?;
     let mut out: HashMap<String, Recent> = HashMap::new();
-    for (queue, s1, f1, r1, s15, f15, r15, s60, f60, r60) in rows {
+    for row in rows {
+        let (queue, s1, f1, r1, s15, f15, r15, s60, f60, r60) = (
+            row.queue, row.s1, row.f1, row.r1, row.s15, row.f15, row.r15, row.s60, row.f60, row.r60,
+        );
         out.insert(
             queue,
             Recent {
@@ -355,17 +362,18 @@ pub async fn recent(
             },
         );
     }
-    let buckets: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-        "select queue, u.i, sum(u.d)::int8, sum(u.l)::int8
+    let buckets = sqlx::query!(
+        r#"select queue, u.i as "i!", sum(u.d)::int8 as "d!", sum(u.l)::int8 as "l!"
          from queue_minutes, unnest(duration_ms, latency_ms) with ordinality as u(d, l, i)
          where minute >= date_trunc('minute', now()) - interval '1 hour'
            and ($1::uuid is null or tenant_id = $1)
-         group by queue, u.i",
+         group by queue, u.i"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_all(pool)
     .await?;
-    for (queue, i, d, l) in buckets {
+    for b in buckets {
+        let (queue, i, d, l) = (b.queue, b.i, b.d, b.l);
         if let Some(r) = out.get_mut(&queue) {
             let i = (i - 1) as usize;
             if i < r.duration_ms.len() {
@@ -395,27 +403,28 @@ pub async fn history(
     since: DateTime<Utc>,
     step_secs: i64,
 ) -> Result<Vec<Point>, sqlx::Error> {
-    let rows: Vec<(DateTime<Utc>, i64, i64, i64)> = sqlx::query_as(
-        "select to_timestamp(floor(extract(epoch from minute) / $3) * $3) as at,
-                sum(sent)::int8, sum(failed)::int8, sum(retried)::int8
+    let rows = sqlx::query!(
+        r#"select to_timestamp(floor(extract(epoch from minute) / $3) * $3) as "at!",
+                sum(sent)::int8 as "sent!", sum(failed)::int8 as "failed!",
+                sum(retried)::int8 as "retried!"
          from queue_minutes
          where queue = $1 and minute >= $2 and ($4::uuid is null or tenant_id = $4)
-         group by 1 order by 1",
+         group by 1 order by 1"#,
+        queue.as_str(),
+        since,
+        step_secs as f64,
+        reach.param(),
     )
-    .bind(queue.as_str())
-    .bind(since)
-    .bind(step_secs as f64)
-    .bind(reach.param())
     .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(at, sent, failed, retried)| Point {
-            at,
+        .map(|r| Point {
+            at: r.at,
             counts: Counts {
-                sent,
-                failed,
-                retried,
+                sent: r.sent,
+                failed: r.failed,
+                retried: r.retried,
             },
         })
         .collect())

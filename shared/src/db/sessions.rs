@@ -37,16 +37,16 @@ pub struct NewSession<'a> {
 /// Creates a session.
 #[tracing::instrument(skip_all)]
 pub async fn create(db: impl PgExecutor<'_>, s: NewSession<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into auth_sessions (id, tenant_id, user_id, expires_at, ip, user_agent)
          values ($1, $2, $3, $4, $5, $6)",
+        s.id,
+        s.tenant_id.0,
+        s.user_id,
+        s.expires_at,
+        s.ip,
+        s.user_agent,
     )
-    .bind(s.id)
-    .bind(s.tenant_id)
-    .bind(s.user_id)
-    .bind(s.expires_at)
-    .bind(s.ip)
-    .bind(s.user_agent)
     .execute(db)
     .await?;
     Ok(())
@@ -60,19 +60,19 @@ pub async fn add_refresh_token(
     token_hash: &[u8],
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into refresh_tokens (token_hash, session_id, expires_at) values ($1, $2, $3)",
+        token_hash,
+        session,
+        expires_at,
     )
-    .bind(token_hash)
-    .bind(session)
-    .bind(expires_at)
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A presented refresh token with its session and user.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Presented {
     /// The session.
     pub session_id: Uuid,
@@ -103,22 +103,23 @@ pub async fn presented(
     db: impl PgExecutor<'_>,
     token_hash: &[u8],
 ) -> Result<Option<Presented>, sqlx::Error> {
-    sqlx::query_as(
-        "select s.id as session_id, s.tenant_id, s.user_id, r.used_at,
-            r.expires_at <= now() as token_expired,
-            (s.revoked_at is not null or s.expires_at <= now()) as session_over,
+    sqlx::query_as!(
+        Presented,
+        r#"select s.id as session_id, s.tenant_id as "tenant_id: TenantId", s.user_id, r.used_at,
+            r.expires_at <= now() as "token_expired!",
+            (s.revoked_at is not null or s.expires_at <= now()) as "session_over!",
             s.expires_at as session_expires_at,
             (u.status = 'active' and t.status = 'active'
-              and s.created_at >= u.tokens_valid_after) as user_ok,
+              and s.created_at >= u.tokens_valid_after) as "user_ok!",
             u.role, u.must_change_password
          from refresh_tokens r
          join auth_sessions s on s.id = r.session_id
          join users u on u.id = s.user_id
          join tenants t on t.id = u.tenant_id
          where r.token_hash = $1
-         for update of r",
+         for update of r"#,
+        token_hash,
     )
-    .bind(token_hash)
     .fetch_optional(db)
     .await
 }
@@ -126,10 +127,10 @@ pub async fn presented(
 /// Marks the token used; false when it already was.
 #[tracing::instrument(skip_all)]
 pub async fn mark_used(db: impl PgExecutor<'_>, token_hash: &[u8]) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update refresh_tokens set used_at = now() where token_hash = $1 and used_at is null",
+        token_hash,
     )
-    .bind(token_hash)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -143,21 +144,21 @@ pub async fn touch(
     ip: Option<&str>,
     user_agent: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update auth_sessions set last_used_at = now(), ip = coalesce($2, ip),
             user_agent = coalesce($3, user_agent)
          where id = $1",
+        id,
+        ip,
+        user_agent,
     )
-    .bind(id)
-    .bind(ip)
-    .bind(user_agent)
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A live session.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Session {
     /// Its id.
     pub id: Uuid,
@@ -184,14 +185,16 @@ pub async fn live(
     tenant: TenantId,
     user: Uuid,
 ) -> Result<Vec<Session>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, tenant_id, user_id, created_at, last_used_at, expires_at, ip, user_agent
+    sqlx::query_as!(
+        Session,
+        r#"select id, tenant_id as "tenant_id: TenantId", user_id, created_at, last_used_at,
+             expires_at, ip, user_agent
          from auth_sessions
          where user_id = $1 and tenant_id = $2 and revoked_at is null and expires_at > now()
-         order by created_at desc, id desc limit 1000",
+         order by created_at desc, id desc limit 1000"#,
+        user,
+        tenant.0,
     )
-    .bind(user)
-    .bind(tenant)
     .fetch_all(db)
     .await
 }
@@ -221,18 +224,18 @@ pub async fn revoke(
         Which::All => (None, None),
         Which::AllBut(id) => (None, Some(id)),
     };
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "update auth_sessions set revoked_at = now(), revoked_reason = $5
          where user_id = $1 and tenant_id = $2
            and ($3::uuid is null or id = $3) and ($4::uuid is null or id <> $4)
            and revoked_at is null and expires_at > now()
          returning id",
+        user,
+        tenant.0,
+        only,
+        except,
+        reason,
     )
-    .bind(user)
-    .bind(tenant)
-    .bind(only)
-    .bind(except)
-    .bind(reason)
     .fetch_all(db)
     .await
 }
@@ -245,12 +248,12 @@ pub async fn revoke_family(
     id: Uuid,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update auth_sessions set revoked_at = now(), revoked_reason = $2
          where id = $1 and revoked_at is null",
+        id,
+        reason,
     )
-    .bind(id)
-    .bind(reason)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -259,12 +262,12 @@ pub async fn revoke_family(
 /// Whether session `id` of `user` is live.
 #[tracing::instrument(skip_all)]
 pub async fn is_live(db: impl PgExecutor<'_>, id: Uuid, user: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists(select 1 from auth_sessions where id = $1 and user_id = $2
-            and revoked_at is null and expires_at > now())",
+    sqlx::query_scalar!(
+        r#"select exists(select 1 from auth_sessions where id = $1 and user_id = $2
+            and revoked_at is null and expires_at > now()) as "live!""#,
+        id,
+        user,
     )
-    .bind(id)
-    .bind(user)
     .fetch_one(db)
     .await
 }

@@ -53,7 +53,7 @@ pub struct Shipment {
 }
 
 /// One carrier event.
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ShipmentEvent {
     /// When it happened.
     pub occurred_at: DateTime<Utc>,
@@ -95,17 +95,21 @@ pub async fn create(
     id: Uuid,
     new: NewShipment<'_>,
 ) -> Result<Shipment, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "insert into shipments (id, tenant_id, tracking_number, reference, created_by, assigned_to, next_poll_at)
+    sqlx::query_as!(
+        Shipment,
+        r#"insert into shipments (id, tenant_id, tracking_number, reference, created_by, assigned_to, next_poll_at)
          values ($1, $2, $3, $4, $5, $6, now())
-         returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(tenant_id)
-    .bind(new.tracking_number)
-    .bind(new.reference)
-    .bind(new.created_by)
-    .bind(new.assigned_to)
+         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+             status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
+             last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
+             assigned_to, created_at, updated_at"#,
+        id,
+        tenant_id.0,
+        new.tracking_number,
+        new.reference,
+        new.created_by,
+        new.assigned_to,
+    )
     .fetch_one(db)
     .await
 }
@@ -128,15 +132,20 @@ pub async fn list(
     before: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from shipments
+    sqlx::query_as!(
+        Shipment,
+        r#"select id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+             status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
+             last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
+             assigned_to, created_at, updated_at
+         from shipments
          where tenant_id = $1 and ($2::text is null or status = $2) and ($3::uuid is null or id < $3)
-         order by id desc limit $4"
-    ))
-    .bind(tenant_id)
-    .bind(status.map(ShipmentStatus::as_str))
-    .bind(before)
-    .bind(limit)
+         order by id desc limit $4"#,
+        tenant_id.0,
+        status.map(ShipmentStatus::as_str),
+        before,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -150,14 +159,19 @@ pub async fn update(
     reference: Option<&str>,
     assigned_to: Option<&str>,
 ) -> Result<Option<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update shipments set reference = $3, assigned_to = $4
-         where tenant_id = $1 and id = $2 returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(reference)
-    .bind(assigned_to)
+    sqlx::query_as!(
+        Shipment,
+        r#"update shipments set reference = $3, assigned_to = $4
+         where tenant_id = $1 and id = $2
+         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+             status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
+             last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
+             assigned_to, created_at, updated_at"#,
+        tenant_id.0,
+        id,
+        reference,
+        assigned_to,
+    )
     .fetch_optional(db)
     .await
 }
@@ -169,13 +183,14 @@ pub async fn events(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Vec<ShipmentEvent>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        ShipmentEvent,
         "select occurred_at, status, status_type, status_code, description, location
          from shipment_events where tenant_id = $1 and shipment_id = $2
          order by occurred_at desc, id desc",
+        tenant_id.0,
+        id,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_all(db)
     .await
 }
@@ -193,8 +208,8 @@ pub async fn claim_due(
     tick: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
-    let mut rows: Vec<(TenantId, Uuid)> = sqlx::query_as(
-        "with due as (
+    let mut rows: Vec<(TenantId, Uuid)> = sqlx::query!(
+        r#"with due as (
              select id from shipments
              where next_poll_at <= $1 and (claimed_for is null or claimed_for < $1)
              order by next_poll_at
@@ -204,13 +219,16 @@ pub async fn claim_due(
          update shipments s
          set claimed_for = $1, next_poll_at = $1 + make_interval(secs => $3)
          from due where s.id = due.id
-         returning s.tenant_id, s.id",
+         returning s.tenant_id as "tenant_id: TenantId", s.id"#,
+        tick,
+        limit as i64,
+        CLAIM_LEASE_SECS,
     )
-    .bind(tick)
-    .bind(limit as i64)
-    .bind(CLAIM_LEASE_SECS)
     .fetch_all(db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.tenant_id, r.id))
+    .collect();
     rows.sort_unstable();
     Ok(rows)
 }
@@ -224,17 +242,17 @@ pub async fn claim_one(
     id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update shipments
          set claimed_for = $3,
              next_poll_at = case when next_poll_at is null then null
-                                 else greatest(next_poll_at, $3 + make_interval(secs => $4)) end
+                                 else greatest(next_poll_at, $3::timestamptz + make_interval(secs => $4)) end
          where tenant_id = $1 and id = $2",
+        tenant_id.0,
+        id,
+        at,
+        CLAIM_LEASE_SECS,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(at)
-    .bind(CLAIM_LEASE_SECS)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -249,14 +267,18 @@ pub async fn take(
     ids: &[Uuid],
     tick: DateTime<Utc>,
 ) -> Result<Vec<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update shipments set claimed_for = null
+    sqlx::query_as!(
+        Shipment,
+        r#"update shipments set claimed_for = null
          where tenant_id = $1 and id = any($2) and claimed_for = $3
-         returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(tick)
+         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+             status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
+             last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
+             assigned_to, created_at, updated_at"#,
+        tenant_id.0,
+        ids as &[Uuid],
+        tick,
+    )
     .fetch_all(db)
     .await
 }
@@ -286,20 +308,20 @@ pub async fn append_events(
         description.push(e.description.as_str());
         location.push(e.location.as_str());
     }
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "insert into shipment_events
              (tenant_id, shipment_id, occurred_at, status, status_type, status_code, description, location)
          select $1, $2, * from unnest($3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
          on conflict on constraint shipment_events_once do nothing",
+        tenant_id.0,
+        shipment_id,
+        &at,
+        status.as_slice() as &[&str],
+        kind.as_slice() as &[&str],
+        code.as_slice() as &[&str],
+        description.as_slice() as &[&str],
+        location.as_slice() as &[&str],
     )
-    .bind(tenant_id)
-    .bind(shipment_id)
-    .bind(at)
-    .bind(status)
-    .bind(kind)
-    .bind(code)
-    .bind(description)
-    .bind(location)
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())
@@ -332,24 +354,28 @@ pub async fn record_poll(
     id: Uuid,
     r: &PollResult,
 ) -> Result<Option<Shipment>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update shipments
+    sqlx::query_as!(
+        Shipment,
+        r#"update shipments
          set status = $3, eta = coalesce($4, eta), last_event = coalesce($5, last_event),
              last_polled_at = $6,
              status_changed_at = case when $7 then $6 else status_changed_at end,
              next_poll_at = $8, poll_failures = 0, last_error = $9
          where tenant_id = $1 and id = $2
-         returning {COLUMNS}"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(r.status)
-    .bind(r.eta)
-    .bind(r.last_event.as_ref().map(Json))
-    .bind(r.at)
-    .bind(r.changed)
-    .bind(r.next_poll_at)
-    .bind(r.note.as_deref())
+         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+             status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
+             last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
+             assigned_to, created_at, updated_at"#,
+        tenant_id.0,
+        id,
+        r.status.as_str(),
+        r.eta,
+        r.last_event.as_ref(),
+        r.at,
+        r.changed,
+        r.next_poll_at,
+        r.note.as_deref(),
+    )
     .fetch_optional(&mut *tx)
     .await
 }
@@ -365,17 +391,17 @@ pub async fn record_failure(
     next_poll_at: DateTime<Utc>,
     counts: bool,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update shipments
          set poll_failures = poll_failures + case when $5 then 1 else 0 end,
              last_error = $3, next_poll_at = $4
          where tenant_id = $1 and id = $2",
+        tenant_id.0,
+        id,
+        error,
+        next_poll_at,
+        counts,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(error)
-    .bind(next_poll_at)
-    .bind(counts)
     .execute(db)
     .await?;
     Ok(())
@@ -392,7 +418,7 @@ pub async fn enqueue_webhook(
     data: &Value,
     max_attempts: u32,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "with targets as (
              select gen_random_uuid() as id, e.id as endpoint_id
              from webhook_endpoints e
@@ -406,10 +432,10 @@ pub async fn enqueue_webhook(
                     'created_at', to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                     'data', $2::jsonb)
          from targets t",
+        tenant_id.0,
+        data,
+        max_attempts.max(1) as i32,
     )
-    .bind(tenant_id)
-    .bind(Json(data))
-    .bind(max_attempts.max(1) as i32)
     .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected())

@@ -18,7 +18,7 @@ use crate::domain::TenantId;
 pub const EMAIL_CONSTRAINT: &str = "users_email_key";
 
 /// A user, without its password hash.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct User {
     /// Its id.
     pub id: Uuid,
@@ -46,9 +46,6 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, tenant_id, email, first_name, last_name, role, status,
-    must_change_password, last_login_at, created_by, created_at, updated_at";
-
 /// A new user's fields.
 #[derive(Debug, Clone)]
 pub struct NewUser<'a> {
@@ -73,20 +70,23 @@ pub struct NewUser<'a> {
 /// Creates an active user.
 #[tracing::instrument(skip_all)]
 pub async fn insert(db: impl PgExecutor<'_>, u: NewUser<'_>) -> Result<User, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "insert into users (id, tenant_id, email, first_name, last_name, role, password_hash,
+    sqlx::query_as!(
+        User,
+        r#"insert into users (id, tenant_id, email, first_name, last_name, role, password_hash,
             must_change_password, created_by)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(u.tenant_id)
-    .bind(u.email)
-    .bind(u.first_name)
-    .bind(u.last_name)
-    .bind(u.role)
-    .bind(u.password_hash)
-    .bind(u.must_change_password)
-    .bind(u.created_by)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+             must_change_password, last_login_at, created_by, created_at, updated_at"#,
+        Uuid::now_v7(),
+        u.tenant_id.0,
+        u.email,
+        u.first_name,
+        u.last_name,
+        u.role,
+        u.password_hash,
+        u.must_change_password,
+        u.created_by,
+    )
     .fetch_one(db)
     .await
 }
@@ -98,7 +98,16 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<User>, sqlx::Error> {
-    super::get_within(db, &format!("select {COLUMNS} from users"), "", reach, id).await
+    sqlx::query_as!(
+        User,
+        r#"select id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+             must_change_password, last_login_at, created_by, created_at, updated_at
+         from users where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
+        id,
+        reach.param(),
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Filters for [`list`].
@@ -120,17 +129,20 @@ pub async fn list(
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<User>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from users
+    sqlx::query_as!(
+        User,
+        r#"select id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+             must_change_password, last_login_at, created_by, created_at, updated_at
+         from users
          where ($1::uuid is null or tenant_id = $1) and ($2::text is null or role = $2)
            and ($3::text is null or status = $3) and ($4::uuid is null or id > $4)
-         order by id limit $5"
-    ))
-    .bind(reach.param())
-    .bind(f.role)
-    .bind(f.status)
-    .bind(f.after)
-    .bind(limit)
+         order by id limit $5"#,
+        reach.param(),
+        f.role,
+        f.status,
+        f.after,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -145,16 +157,19 @@ pub async fn update(
     last_name: Option<&str>,
     role: Option<&str>,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update users set first_name = coalesce($3, first_name), last_name = coalesce($4, last_name),
+    sqlx::query_as!(
+        User,
+        r#"update users set first_name = coalesce($3, first_name), last_name = coalesce($4, last_name),
             role = coalesce($5, role)
-         where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .bind(first_name)
-    .bind(last_name)
-    .bind(role)
+         where id = $1 and ($2::uuid is null or tenant_id = $2)
+         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+             must_change_password, last_login_at, created_by, created_at, updated_at"#,
+        id,
+        reach.param(),
+        first_name,
+        last_name,
+        role,
+    )
     .fetch_optional(db)
     .await
 }
@@ -168,13 +183,16 @@ pub async fn set_status(
     id: Uuid,
     status: &str,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update users set status = $3, tokens_valid_after = date_trunc('second', now())
-         where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .bind(status)
+    sqlx::query_as!(
+        User,
+        r#"update users set status = $3, tokens_valid_after = date_trunc('second', now())
+         where id = $1 and ($2::uuid is null or tenant_id = $2)
+         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+             must_change_password, last_login_at, created_by, created_at, updated_at"#,
+        id,
+        reach.param(),
+        status,
+    )
     .fetch_optional(db)
     .await
 }
@@ -188,21 +206,24 @@ pub async fn set_password(
     hash: &str,
     must_change: bool,
 ) -> Result<Option<User>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "update users set password_hash = $3, must_change_password = $4,
+    sqlx::query_as!(
+        User,
+        r#"update users set password_hash = $3, must_change_password = $4,
             tokens_valid_after = date_trunc('second', now())
-         where id = $1 and ($2::uuid is null or tenant_id = $2) returning {COLUMNS}"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .bind(hash)
-    .bind(must_change)
+         where id = $1 and ($2::uuid is null or tenant_id = $2)
+         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+             must_change_password, last_login_at, created_by, created_at, updated_at"#,
+        id,
+        reach.param(),
+        hash,
+        must_change,
+    )
     .fetch_optional(db)
     .await
 }
 
 /// What sign-in needs.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Credentials {
     /// User id.
     pub id: Uuid,
@@ -226,12 +247,13 @@ pub async fn credentials(
     db: impl PgExecutor<'_>,
     email: &str,
 ) -> Result<Option<Credentials>, sqlx::Error> {
-    sqlx::query_as(
-        "select u.id, u.tenant_id, u.role, u.status, u.password_hash, u.must_change_password,
-            t.status as tenant_status
-         from users u join tenants t on t.id = u.tenant_id where u.email_key = lower($1)",
+    sqlx::query_as!(
+        Credentials,
+        r#"select u.id, u.tenant_id as "tenant_id: TenantId", u.role, u.status, u.password_hash,
+            u.must_change_password, t.status as tenant_status
+         from users u join tenants t on t.id = u.tenant_id where u.email_key = lower($1)"#,
+        email,
     )
-    .bind(email)
     .fetch_optional(db)
     .await
 }
@@ -239,15 +261,14 @@ pub async fn credentials(
 /// Records a sign-in.
 #[tracing::instrument(skip_all)]
 pub async fn touch_login(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("update users set last_login_at = now() where id = $1")
-        .bind(id)
+    sqlx::query!("update users set last_login_at = now() where id = $1", id)
         .execute(db)
         .await?;
     Ok(())
 }
 
 /// What each request checks about a token's user.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct TokenState {
     /// Status.
     pub status: String,
@@ -269,16 +290,17 @@ pub async fn token_state(
     id: Uuid,
     sid: Option<Uuid>,
 ) -> Result<Option<TokenState>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        TokenState,
         "select u.status, u.must_change_password, u.tokens_valid_after,
             case when $3::uuid is null then null else exists(
                 select 1 from auth_sessions s where s.id = $3 and s.user_id = u.id
                   and s.revoked_at is null and s.expires_at > now()) end as session_live
          from users u where u.id = $1 and u.tenant_id = $2",
+        id,
+        tenant.0,
+        sid,
     )
-    .bind(id)
-    .bind(tenant)
-    .bind(sid)
     .fetch_optional(db)
     .await
 }
@@ -286,11 +308,11 @@ pub async fn token_state(
 /// The ids of the active admins of an organisation.
 #[tracing::instrument(skip_all)]
 pub async fn admins(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select id from users where tenant_id = $1 and role = 'ADMIN' and status = 'active'
          order by id",
+        tenant.0,
     )
-    .bind(tenant)
     .fetch_all(db)
     .await
 }
@@ -301,11 +323,16 @@ pub async fn stats(
     db: impl PgExecutor<'_>,
     reach: Reach,
 ) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select role, status, count(*) from users where ($1::uuid is null or tenant_id = $1)
-         group by role, status order by role, status",
+    let rows = sqlx::query!(
+        r#"select role, status, count(*) as "count!" from users
+         where ($1::uuid is null or tenant_id = $1)
+         group by role, status order by role, status"#,
+        reach.param(),
     )
-    .bind(reach.param())
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.role, r.status, r.count))
+        .collect())
 }
