@@ -47,54 +47,54 @@ pub async fn record(
 ) -> Result<Recorded, sqlx::Error> {
     let channel = provider.channel();
     let found: Option<(NotificationId, NotificationStatus)> = match &event.target {
-        Target::Notification(id) => {
-            sqlx::query_as(
-                "select id, status from notifications
-                 where tenant_id = $1 and channel = $2 and id = $3
-                 for update",
-            )
-            .bind(tenant_id)
-            .bind(channel)
-            .bind(id)
-            .fetch_optional(&mut *db)
-            .await?
-        }
-        Target::MessageId(message_id) => {
-            sqlx::query_as(
-                "select id, status from notifications
-                 where tenant_id = $1 and channel = $2 and channel <> 'inapp' and provider_message_id = $3
-                 order by created_at desc limit 1
-                 for update",
-            )
-            .bind(tenant_id)
-            .bind(channel)
-            .bind(message_id)
-            .fetch_optional(&mut *db)
-            .await?
-        }
+        Target::Notification(id) => sqlx::query!(
+            r#"select id as "id: NotificationId", status as "status: NotificationStatus"
+             from notifications
+             where tenant_id = $1 and channel = $2 and id = $3
+             for update"#,
+            tenant_id.0,
+            channel as _,
+            id,
+        )
+        .fetch_optional(&mut *db)
+        .await?
+        .map(|r| (r.id, r.status)),
+        Target::MessageId(message_id) => sqlx::query!(
+            r#"select id as "id: NotificationId", status as "status: NotificationStatus"
+             from notifications
+             where tenant_id = $1 and channel = $2 and channel <> 'inapp' and provider_message_id = $3
+             order by created_at desc limit 1
+             for update"#,
+            tenant_id.0,
+            channel as _,
+            message_id,
+        )
+        .fetch_optional(&mut *db)
+        .await?
+        .map(|r| (r.id, r.status)),
     };
     let Some((id, status)) = found else {
         return Ok(Recorded::Unmatched);
     };
     let next = status.after_report(event.report);
-    let inserted: Option<i64> = sqlx::query_scalar(
+    let inserted: Option<i64> = sqlx::query_scalar!(
         "insert into provider_events
              (tenant_id, notification_id, provider_id, provider, event_key, event, status,
               provider_message_id, error_code, occurred_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
          on conflict (tenant_id, provider, event_key) do nothing
          returning id",
+        tenant_id.0,
+        id.0,
+        provider_id,
+        provider as _,
+        &event.key,
+        &event.event,
+        next as _,
+        event.provider_message_id.as_deref(),
+        event.error_code.as_deref(),
+        event.occurred_at,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(provider_id)
-    .bind(provider)
-    .bind(&event.key)
-    .bind(&event.event)
-    .bind(next)
-    .bind(event.provider_message_id.as_deref())
-    .bind(event.error_code.as_deref())
-    .bind(event.occurred_at)
     .fetch_optional(&mut *db)
     .await?;
     if inserted.is_none() {
@@ -103,7 +103,7 @@ pub async fn record(
     let Some(next) = next else {
         return Ok(Recorded::Unchanged);
     };
-    sqlx::query(
+    sqlx::query!(
         "update notifications
          set status = $3,
              delivered_at = case when $3 in ('delivered', 'read')
@@ -111,12 +111,12 @@ pub async fn record(
              read_at = case when $3 = 'read' then coalesce(read_at, $4, now()) else read_at end,
              last_error = case when $3 in ('failed', 'bounced') then $5 else last_error end
          where tenant_id = $1 and id = $2",
+        tenant_id.0,
+        id.0,
+        next as _,
+        event.occurred_at,
+        event.error.as_deref(),
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(next)
-    .bind(event.occurred_at)
-    .bind(event.error.as_deref())
     .execute(&mut *db)
     .await?;
     Ok(Recorded::Moved(id, next))
@@ -133,14 +133,14 @@ pub async fn record_whatsapp_inbound(
     number: &str,
     at: DateTime<Utc>,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update subscribers
-         set whatsapp_last_inbound_at = greatest(whatsapp_last_inbound_at, least($3, now()))
+         set whatsapp_last_inbound_at = greatest(whatsapp_last_inbound_at, least($3::timestamptz, now()))
          where tenant_id = $1 and whatsapp = $2",
+        tenant_id.0,
+        number,
+        at,
     )
-    .bind(tenant_id)
-    .bind(number)
-    .bind(at)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -154,12 +154,12 @@ pub async fn last_whatsapp_inbound(
     tenant_id: TenantId,
     number: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select max(whatsapp_last_inbound_at) from subscribers
          where tenant_id = $1 and whatsapp = $2",
+        tenant_id.0,
+        number,
     )
-    .bind(tenant_id)
-    .bind(number)
     .fetch_one(db)
     .await
 }

@@ -80,20 +80,6 @@ pub fn is_name_taken(e: &sqlx::Error) -> bool {
         .is_some_and(|c| c == "provider_configs_tenant_name_key")
 }
 
-/// Binds `new`'s fields from its provider to its masked credentials, in
-/// the order [`create`] and [`update`] number them.
-fn bind_write<'q, Q: super::Bind<'q>>(query: Q, new: &'q ProviderWrite<'_>) -> Q {
-    query
-        .bind_next(new.provider)
-        .bind_next(new.name)
-        .bind_next(new.priority)
-        .bind_next(new.enabled)
-        .bind_next(&new.settings)
-        .bind_next(new.sealed.as_ref().map(|s| s.key_id.as_str()))
-        .bind_next(new.sealed.as_ref().map(|s| s.bytes.as_slice()))
-        .bind_next(&new.masked)
-}
-
 /// Creates a config with the given id (the id is part of the credentials'
 /// associated data, so the caller picks it before sealing).
 #[tracing::instrument(skip_all)]
@@ -103,17 +89,28 @@ pub async fn create(
     id: Uuid,
     new: ProviderWrite<'_>,
 ) -> Result<ProviderConfig, sqlx::Error> {
-    let sql = format!(
-        "insert into provider_configs
+    sqlx::query_as!(
+        ProviderConfig,
+        r#"insert into provider_configs
              (id, tenant_id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql)
-        .bind(id)
-        .bind(tenant_id)
-        .bind(new.provider.channel_name());
-    bind_write(query, &new).fetch_one(db).await
+         returning id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+             settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
+             created_at, updated_at, paused_at, paused_by"#,
+        id,
+        tenant_id.0,
+        new.provider.channel_name(),
+        new.provider as _,
+        new.name,
+        new.priority,
+        new.enabled,
+        &new.settings,
+        new.sealed.as_ref().map(|s| s.key_id.as_str()),
+        new.sealed.as_ref().map(|s| s.bytes.as_slice()),
+        &new.masked,
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// Replaces a config. The provider kind cannot change. `None` credentials
@@ -125,17 +122,30 @@ pub async fn update(
     id: Uuid,
     new: ProviderWrite<'_>,
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
-    let sql = format!(
-        "update provider_configs
+    sqlx::query_as!(
+        ProviderConfig,
+        r#"update provider_configs
          set name = $4, priority = $5, enabled = $6, settings = $7,
              key_id = case when $8::text is null then key_id else $8 end,
              ciphertext = case when $8::text is null then ciphertext else $9 end,
              masked = case when $8::text is null then masked else $10 end
          where tenant_id = $1 and id = $2 and provider = $3
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
-    bind_write(query, &new).fetch_optional(db).await
+         returning id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+             settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
+             created_at, updated_at, paused_at, paused_by"#,
+        tenant_id.0,
+        id,
+        new.provider as _,
+        new.name,
+        new.priority,
+        new.enabled,
+        &new.settings,
+        new.sealed.as_ref().map(|s| s.key_id.as_str()),
+        new.sealed.as_ref().map(|s| s.bytes.as_slice()),
+        &new.masked,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 super::owned_rows! {
@@ -155,19 +165,36 @@ pub async fn find_for_callback(
     db: impl PgExecutor<'_>,
     id: Uuid,
 ) -> Result<Option<(TenantId, ProviderConfig)>, sqlx::Error> {
-    #[derive(sqlx::FromRow)]
-    struct Row {
-        tenant_id: TenantId,
-        #[sqlx(flatten)]
-        config: ProviderConfig,
-    }
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "select tenant_id, {COLUMNS} from provider_configs where id = $1"
-    ))
-    .bind(id)
+    let row = sqlx::query!(
+        r#"select tenant_id as "tenant_id: TenantId", id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+             settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
+             created_at, updated_at, paused_at, paused_by
+         from provider_configs where id = $1"#,
+        id,
+    )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|r| (r.tenant_id, r.config)))
+    Ok(row.map(|r| {
+        (
+            r.tenant_id,
+            ProviderConfig {
+                id: r.id,
+                channel: r.channel,
+                provider: r.provider,
+                name: r.name,
+                priority: r.priority,
+                enabled: r.enabled,
+                settings: r.settings,
+                key_id: r.key_id,
+                ciphertext: r.ciphertext,
+                masked: r.masked,
+                created_at: r.created_at,
+                updated_at: r.updated_at,
+                paused_at: r.paused_at,
+                paused_by: r.paused_by,
+            },
+        )
+    }))
 }
 
 /// Every config of `tenant_id`, by channel then failover order.
@@ -176,11 +203,15 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Vec<ProviderConfig>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from provider_configs where tenant_id = $1
-         order by channel, priority, name"
-    ))
-    .bind(tenant_id)
+    sqlx::query_as!(
+        ProviderConfig,
+        r#"select id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+             settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
+             created_at, updated_at, paused_at, paused_by
+         from provider_configs where tenant_id = $1
+         order by channel, priority, name"#,
+        tenant_id.0,
+    )
     .fetch_all(db)
     .await
 }
@@ -193,13 +224,17 @@ pub async fn for_channel(
     tenant_id: TenantId,
     channel: Channel,
 ) -> Result<Vec<ProviderConfig>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from provider_configs
+    sqlx::query_as!(
+        ProviderConfig,
+        r#"select id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+             settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
+             created_at, updated_at, paused_at, paused_by
+         from provider_configs
          where tenant_id = $1 and channel = $2 and enabled
-         order by priority, name"
-    ))
-    .bind(tenant_id)
-    .bind(channel)
+         order by priority, name"#,
+        tenant_id.0,
+        channel as _,
+    )
     .fetch_all(db)
     .await
 }
@@ -212,13 +247,17 @@ pub async fn first_of_kind(
     tenant_id: TenantId,
     kind: ProviderKind,
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from provider_configs
+    sqlx::query_as!(
+        ProviderConfig,
+        r#"select id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+             settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
+             created_at, updated_at, paused_at, paused_by
+         from provider_configs
          where tenant_id = $1 and provider = $2 and enabled
-         order by priority, name limit 1"
-    ))
-    .bind(tenant_id)
-    .bind(kind)
+         order by priority, name limit 1"#,
+        tenant_id.0,
+        kind as _,
+    )
     .fetch_optional(db)
     .await
 }
