@@ -76,21 +76,6 @@ pub struct ScheduleSpec {
 const COLUMNS: &str = "id, tenant_id, name, template, report_template_id, format, cron, timezone, recipients, enabled,
      next_run_at, last_run_for, last_notification_ids, created_by, created_at, updated_at";
 
-/// Binds `spec`'s fields, from its name to its own report template, in the
-/// order [`insert`] and [`update`] number them.
-fn bind_spec<'q, Q: super::Bind<'q>>(query: Q, spec: &'q ScheduleSpec) -> Q {
-    query
-        .bind_next(&spec.name)
-        .bind_next(&spec.template)
-        .bind_next(&spec.format)
-        .bind_next(&spec.cron)
-        .bind_next(&spec.timezone)
-        .bind_next(&spec.recipients)
-        .bind_next(spec.enabled)
-        .bind_next(spec.next_run_at)
-        .bind_next(spec.report_template_id)
-}
-
 /// Creates a schedule.
 #[tracing::instrument(skip_all)]
 pub async fn insert(
@@ -99,15 +84,30 @@ pub async fn insert(
     spec: &ScheduleSpec,
     created_by: &str,
 ) -> Result<ReportSchedule, sqlx::Error> {
-    let sql = format!(
-        "insert into report_schedules
+    sqlx::query_as!(
+        ReportSchedule,
+        r#"insert into report_schedules
              (id, tenant_id, name, template, format, cron, timezone, recipients, enabled, next_run_at,
               report_template_id, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(Uuid::now_v7()).bind(tenant_id);
-    bind_spec(query, spec).bind(created_by).fetch_one(db).await
+         returning id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+             timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
+             created_by, created_at, updated_at"#,
+        Uuid::now_v7(),
+        tenant_id.0,
+        &spec.name,
+        &spec.template,
+        &spec.format,
+        &spec.cron,
+        &spec.timezone,
+        &spec.recipients,
+        spec.enabled,
+        spec.next_run_at,
+        spec.report_template_id,
+        created_by,
+    )
+    .fetch_one(db)
+    .await
 }
 
 /// The organisation's schedules, oldest first (at most 1,000).
@@ -116,11 +116,15 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
 ) -> Result<Vec<ReportSchedule>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from report_schedules where tenant_id = $1
-         order by created_at, id limit 1000"
-    ))
-    .bind(tenant_id)
+    sqlx::query_as!(
+        ReportSchedule,
+        r#"select id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+             timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
+             created_by, created_at, updated_at
+         from report_schedules where tenant_id = $1
+         order by created_at, id limit 1000"#,
+        tenant_id.0,
+    )
     .fetch_all(db)
     .await
 }
@@ -143,15 +147,29 @@ pub async fn update(
     id: Uuid,
     spec: &ScheduleSpec,
 ) -> Result<Option<ReportSchedule>, sqlx::Error> {
-    let sql = format!(
-        "update report_schedules
+    sqlx::query_as!(
+        ReportSchedule,
+        r#"update report_schedules
          set name = $3, template = $4, format = $5, cron = $6, timezone = $7, recipients = $8,
              enabled = $9, next_run_at = $10, report_template_id = $11
          where tenant_id = $1 and id = $2
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
-    bind_spec(query, spec).fetch_optional(db).await
+         returning id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+             timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
+             created_by, created_at, updated_at"#,
+        tenant_id.0,
+        id,
+        &spec.name,
+        &spec.template,
+        &spec.format,
+        &spec.cron,
+        &spec.timezone,
+        &spec.recipients,
+        spec.enabled,
+        spec.next_run_at,
+        spec.report_template_id,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Locks and returns schedules of every organisation due at `now`;
@@ -163,14 +181,18 @@ pub async fn take_due(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Vec<ReportSchedule>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "select {COLUMNS} from report_schedules
+    sqlx::query_as!(
+        ReportSchedule,
+        r#"select id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+             timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
+             created_by, created_at, updated_at
+         from report_schedules
          where enabled and next_run_at <= $1
          order by next_run_at limit $2
-         for update skip locked"
-    ))
-    .bind(now)
-    .bind(limit)
+         for update skip locked"#,
+        now,
+        limit,
+    )
     .fetch_all(db)
     .await
 }
@@ -185,15 +207,15 @@ pub async fn mark_run(
     next: Option<DateTime<Utc>>,
     notifications: &[Uuid],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update report_schedules
          set last_run_for = $2, next_run_at = $3, last_notification_ids = $4
          where id = $1",
+        id,
+        ran_for,
+        next,
+        notifications as &[Uuid],
     )
-    .bind(id)
-    .bind(ran_for)
-    .bind(next)
-    .bind(notifications)
     .execute(db)
     .await?;
     Ok(())
@@ -206,11 +228,11 @@ pub async fn active_users(
     tenant_id: TenantId,
     ids: &[Uuid],
 ) -> Result<Vec<Uuid>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select id from users where tenant_id = $1 and id = any($2) and status = 'active' order by id",
+        tenant_id.0,
+        ids as &[Uuid],
     )
-    .bind(tenant_id)
-    .bind(ids)
     .fetch_all(db)
     .await
 }

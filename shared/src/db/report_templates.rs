@@ -47,8 +47,26 @@ type Row = (
     DateTime<Utc>,
 );
 
-const COLUMNS: &str = "id, tenant_id, key, name, period, period_days, sections, channel, \
-                       created_by, created_at, updated_at";
+/// The [`Row`] of a record of `report_templates` read as `COLUMNS`
+/// (`id, tenant_id, key, name, period, period_days, sections, channel,
+/// created_by, created_at, updated_at`).
+macro_rules! row {
+    ($r:ident) => {
+        (
+            $r.id,
+            $r.tenant_id,
+            $r.key,
+            $r.name,
+            $r.period,
+            $r.period_days,
+            $r.sections,
+            $r.channel,
+            $r.created_by,
+            $r.created_at,
+            $r.updated_at,
+        )
+    };
+}
 
 fn of(r: Row) -> ReportTemplate {
     let (
@@ -80,18 +98,9 @@ fn of(r: Row) -> ReportTemplate {
     }
 }
 
-/// Binds `spec`'s fields, from its key to its channel, in the order
-/// [`insert`] and [`update`] number them.
-fn bind_spec<'q, Q: super::Bind<'q>>(query: Q, spec: &'q TemplateSpec) -> Q {
-    let (period, days) = spec.period.columns();
-    let sections: Vec<&'static str> = spec.sections.iter().map(|s| s.as_str()).collect();
-    query
-        .bind_next(&spec.key)
-        .bind_next(&spec.name)
-        .bind_next(period)
-        .bind_next(days)
-        .bind_next(sections)
-        .bind_next(&spec.channel)
+/// `spec`'s sections as stored.
+fn sections(spec: &TemplateSpec) -> Vec<&'static str> {
+    spec.sections.iter().map(|s| s.as_str()).collect()
 }
 
 super::owned_rows! {
@@ -111,18 +120,27 @@ pub async fn insert(
     spec: &TemplateSpec,
     created_by: &str,
 ) -> Result<ReportTemplate, sqlx::Error> {
-    let sql = format!(
-        "insert into report_templates
+    let (period, days) = spec.period.columns();
+    let sections = sections(spec);
+    let r = sqlx::query!(
+        r#"insert into report_templates
              (id, tenant_id, key, name, period, period_days, sections, channel, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(Uuid::now_v7()).bind(tenant_id);
-    let row: Row = bind_spec(query, spec)
-        .bind(created_by)
-        .fetch_one(db)
-        .await?;
-    Ok(of(row))
+         returning id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+             created_by, created_at, updated_at"#,
+        Uuid::now_v7(),
+        tenant_id.0,
+        &spec.key,
+        &spec.name,
+        period,
+        days,
+        sections.as_slice() as &[&str],
+        spec.channel.as_deref(),
+        created_by,
+    )
+    .fetch_one(db)
+    .await?;
+    Ok(of(row!(r)))
 }
 
 /// A page of the organisation's templates in id (creation) order, after
@@ -134,17 +152,19 @@ pub async fn list(
     after: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<ReportTemplate>, sqlx::Error> {
-    let rows: Vec<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from report_templates
+    let rows = sqlx::query!(
+        r#"select id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+             created_by, created_at, updated_at
+         from report_templates
          where tenant_id = $1 and ($2::uuid is null or id > $2)
-         order by id limit $3"
-    ))
-    .bind(tenant_id)
-    .bind(after)
-    .bind(limit)
+         order by id limit $3"#,
+        tenant_id.0,
+        after,
+        limit,
+    )
     .fetch_all(db)
     .await?;
-    Ok(rows.into_iter().map(of).collect())
+    Ok(rows.into_iter().map(|r| of(row!(r))).collect())
 }
 
 /// One template of the organisation, by id.
@@ -154,8 +174,16 @@ pub async fn get(
     tenant_id: TenantId,
     id: Uuid,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
-    let row: Option<Row> = super::get_owned(db, COLUMNS, "report_templates", tenant_id, id).await?;
-    Ok(row.map(of))
+    let row = sqlx::query!(
+        r#"select id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+             created_by, created_at, updated_at
+         from report_templates where tenant_id = $1 and id = $2"#,
+        tenant_id.0,
+        id,
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| of(row!(r))))
 }
 
 /// One template of the organisation, by id or key.
@@ -166,16 +194,18 @@ pub async fn find(
     id_or_key: &str,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
     let id = Uuid::parse_str(id_or_key).ok();
-    let row: Option<Row> = sqlx::query_as(&format!(
-        "select {COLUMNS} from report_templates
-         where tenant_id = $1 and (id = $2 or ($2 is null and key = $3))"
-    ))
-    .bind(tenant_id)
-    .bind(id)
-    .bind(id_or_key)
+    let row = sqlx::query!(
+        r#"select id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+             created_by, created_at, updated_at
+         from report_templates
+         where tenant_id = $1 and (id = $2 or ($2 is null and key = $3))"#,
+        tenant_id.0,
+        id,
+        id_or_key,
+    )
     .fetch_optional(db)
     .await?;
-    Ok(row.map(of))
+    Ok(row.map(|r| of(row!(r))))
 }
 
 /// Replaces a template.
@@ -186,13 +216,24 @@ pub async fn update(
     id: Uuid,
     spec: &TemplateSpec,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
-    let sql = format!(
-        "update report_templates
+    let (period, days) = spec.period.columns();
+    let sections = sections(spec);
+    let row = sqlx::query!(
+        r#"update report_templates
          set key = $3, name = $4, period = $5, period_days = $6, sections = $7, channel = $8
          where tenant_id = $1 and id = $2
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
-    let row: Option<Row> = bind_spec(query, spec).fetch_optional(db).await?;
-    Ok(row.map(of))
+         returning id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+             created_by, created_at, updated_at"#,
+        tenant_id.0,
+        id,
+        &spec.key,
+        &spec.name,
+        period,
+        days,
+        sections.as_slice() as &[&str],
+        spec.channel.as_deref(),
+    )
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|r| of(row!(r))))
 }

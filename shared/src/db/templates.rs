@@ -60,7 +60,6 @@ pub struct TemplateSummary {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
 struct Row {
     id: TemplateId,
     key: String,
@@ -106,26 +105,13 @@ impl TryFrom<Row> for StoredTemplate {
     }
 }
 
-const COLUMNS: &str = "id, key, name, description, category, critical, default_locale, \
-     default_channels, locales, created_at, updated_at";
-
-/// Binds `template`'s fields, from its key to its locales, in the order
-/// [`create`] and [`update`] number them.
-fn bind_template<'q, Q: super::Bind<'q>>(query: Q, template: &'q Template) -> Q {
-    let channels: Vec<&'static str> = template
+/// `template`'s default channels as stored.
+fn channels(template: &Template) -> Vec<&'static str> {
+    template
         .default_channels
         .iter()
         .map(|c| c.as_str())
-        .collect();
-    query
-        .bind_next(&template.key)
-        .bind_next(&template.name)
-        .bind_next(&template.description)
-        .bind_next(&template.category)
-        .bind_next(template.critical)
-        .bind_next(&template.default_locale)
-        .bind_next(channels)
-        .bind_next(Json(&template.locales))
+        .collect()
 }
 
 /// Stores a new template.
@@ -135,14 +121,28 @@ pub async fn create(
     tenant_id: TenantId,
     template: &Template,
 ) -> Result<StoredTemplate, sqlx::Error> {
-    let sql = format!(
-        "insert into templates (id, tenant_id, key, name, description, category, critical,
+    let channels = channels(template);
+    let row = sqlx::query_as!(
+        Row,
+        r#"insert into templates (id, tenant_id, key, name, description, category, critical,
                                 default_locale, default_channels, locales)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(TemplateId::new()).bind(tenant_id);
-    let row: Row = bind_template(query, template).fetch_one(db).await?;
+         returning id as "id: TemplateId", key, name, description, category, critical, default_locale,
+             default_channels, locales as "locales: Json<BTreeMap<String, LocaleContent>>",
+             created_at, updated_at"#,
+        TemplateId::new().0,
+        tenant_id.0,
+        &template.key,
+        &template.name,
+        template.description.as_deref(),
+        template.category.as_deref(),
+        template.critical,
+        &template.default_locale,
+        channels.as_slice() as &[&str],
+        Json(&template.locales) as _,
+    )
+    .fetch_one(db)
+    .await?;
     row.try_into()
 }
 
@@ -163,7 +163,17 @@ pub async fn get(
     tenant_id: TenantId,
     id: TemplateId,
 ) -> Result<Option<StoredTemplate>, sqlx::Error> {
-    let row: Option<Row> = super::get_owned(db, COLUMNS, "templates", tenant_id, id).await?;
+    let row = sqlx::query_as!(
+        Row,
+        r#"select id as "id: TemplateId", key, name, description, category, critical, default_locale,
+             default_channels, locales as "locales: Json<BTreeMap<String, LocaleContent>>",
+             created_at, updated_at
+         from templates where tenant_id = $1 and id = $2"#,
+        tenant_id.0,
+        id.0,
+    )
+    .fetch_optional(db)
+    .await?;
     row.map(TryInto::try_into).transpose()
 }
 
@@ -174,8 +184,17 @@ pub async fn get_by_key(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<StoredTemplate>, sqlx::Error> {
-    let row: Option<Row> =
-        super::get_owned_by(db, COLUMNS, "templates", tenant_id, "key", key).await?;
+    let row = sqlx::query_as!(
+        Row,
+        r#"select id as "id: TemplateId", key, name, description, category, critical, default_locale,
+             default_channels, locales as "locales: Json<BTreeMap<String, LocaleContent>>",
+             created_at, updated_at
+         from templates where tenant_id = $1 and key = $2"#,
+        tenant_id.0,
+        key,
+    )
+    .fetch_optional(db)
+    .await?;
     row.map(TryInto::try_into).transpose()
 }
 
@@ -187,15 +206,29 @@ pub async fn update(
     id: TemplateId,
     template: &Template,
 ) -> Result<Option<StoredTemplate>, sqlx::Error> {
-    let sql = format!(
-        "update templates
+    let channels = channels(template);
+    let row = sqlx::query_as!(
+        Row,
+        r#"update templates
          set key = $3, name = $4, description = $5, category = $6, critical = $7,
              default_locale = $8, default_channels = $9, locales = $10
          where tenant_id = $1 and id = $2
-         returning {COLUMNS}"
-    );
-    let query = sqlx::query_as(&sql).bind(tenant_id).bind(id);
-    let row: Option<Row> = bind_template(query, template).fetch_optional(db).await?;
+         returning id as "id: TemplateId", key, name, description, category, critical, default_locale,
+             default_channels, locales as "locales: Json<BTreeMap<String, LocaleContent>>",
+             created_at, updated_at"#,
+        tenant_id.0,
+        id.0,
+        &template.key,
+        &template.name,
+        template.description.as_deref(),
+        template.category.as_deref(),
+        template.critical,
+        &template.default_locale,
+        channels.as_slice() as &[&str],
+        Json(&template.locales) as _,
+    )
+    .fetch_optional(db)
+    .await?;
     row.map(TryInto::try_into).transpose()
 }
 
@@ -207,11 +240,13 @@ pub async fn delete(
     tenant_id: TenantId,
     id: TemplateId,
 ) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("delete from templates where tenant_id = $1 and id = $2 returning key")
-        .bind(tenant_id)
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_scalar!(
+        "delete from templates where tenant_id = $1 and id = $2 returning key",
+        tenant_id.0,
+        id.0,
+    )
+    .fetch_optional(db)
+    .await
 }
 
 /// Most templates a [`TemplateCache`] keeps compiled; past it the oldest are
