@@ -26,7 +26,7 @@ use crate::domain::TenantId;
 pub const STEP_ROWS: i64 = 1000;
 
 /// One action.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct OpsAction {
     /// Its id.
     pub id: Uuid,
@@ -66,10 +66,6 @@ pub struct OpsAction {
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str =
-    "id, tenant_id, action, status, filter, upto, matched, processed, applied, skipped,
-    cursor_kind, cursor_at, cursor_id, error, created_by, actor_tenant_id, finished_at, created_at";
-
 /// Creates a running action over what `filter` matches within `reach`
 /// now, counting it; its steps stay within `reach`.
 #[tracing::instrument(skip_all)]
@@ -82,23 +78,27 @@ pub async fn create(
     actor_tenant: Option<TenantId>,
 ) -> Result<OpsAction, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let upto: DateTime<Utc> = sqlx::query_scalar("select now()")
+    let upto: DateTime<Utc> = sqlx::query_scalar!(r#"select now() as "now!""#)
         .fetch_one(&mut *tx)
         .await?;
     let matched = failed_work::count(&mut *tx, reach, filter, upto).await?;
-    let row = sqlx::query_as(&format!(
-        "insert into ops_actions (id, tenant_id, action, filter, upto, matched, created_by, actor_tenant_id)
+    let row = sqlx::query_as!(
+        OpsAction,
+        r#"insert into ops_actions (id, tenant_id, action, filter, upto, matched, created_by, actor_tenant_id)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
-         returning {COLUMNS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(reach.param())
-    .bind(action.as_str())
-    .bind(sqlx::types::Json(filter))
-    .bind(upto)
-    .bind(matched)
-    .bind(created_by)
-    .bind(actor_tenant)
+         returning id, tenant_id as "tenant_id: TenantId", action, status,
+             filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
+             skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
+             actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at"#,
+        Uuid::now_v7(),
+        reach.param(),
+        action.as_str(),
+        sqlx::types::Json(filter) as _,
+        upto,
+        matched,
+        created_by,
+        actor_tenant.map(|t| t.0),
+    )
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -112,13 +112,17 @@ pub async fn get(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<OpsAction>, sqlx::Error> {
-    super::get_within(
-        db,
-        &format!("select {COLUMNS} from ops_actions"),
-        "",
-        reach,
+    sqlx::query_as!(
+        OpsAction,
+        r#"select id, tenant_id as "tenant_id: TenantId", action, status,
+             filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
+             skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
+             actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at
+         from ops_actions where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
         id,
+        reach.param(),
     )
+    .fetch_optional(db)
     .await
 }
 
@@ -132,23 +136,33 @@ pub async fn cancel(
 ) -> Result<Option<OpsAction>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Waits for a step in progress, so what is returned is final.
-    let found: Option<OpsAction> = sqlx::query_as(&format!(
-        "select {COLUMNS} from ops_actions
-         where id = $1 and ($2::uuid is null or tenant_id = $2) for update"
-    ))
-    .bind(id)
-    .bind(reach.param())
+    let found: Option<OpsAction> = sqlx::query_as!(
+        OpsAction,
+        r#"select id, tenant_id as "tenant_id: TenantId", action, status,
+             filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
+             skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
+             actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at
+         from ops_actions
+         where id = $1 and ($2::uuid is null or tenant_id = $2) for update"#,
+        id,
+        reach.param(),
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(found) = found else {
         return Ok(None);
     };
     let row = if found.status == "running" {
-        sqlx::query_as(&format!(
-            "update ops_actions set status = 'cancelled', finished_at = now()
-             where id = $1 returning {COLUMNS}"
-        ))
-        .bind(id)
+        sqlx::query_as!(
+            OpsAction,
+            r#"update ops_actions set status = 'cancelled', finished_at = now()
+             where id = $1
+             returning id, tenant_id as "tenant_id: TenantId", action, status,
+             filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
+             skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
+             actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at"#,
+            id,
+        )
         .fetch_one(&mut *tx)
         .await?
     } else {
@@ -163,10 +177,15 @@ pub async fn cancel(
 #[tracing::instrument(skip_all)]
 pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let found: Option<OpsAction> = sqlx::query_as(&format!(
-        "select {COLUMNS} from ops_actions where status = 'running'
-         order by created_at limit 1 for update skip locked"
-    ))
+    let found: Option<OpsAction> = sqlx::query_as!(
+        OpsAction,
+        r#"select id, tenant_id as "tenant_id: TenantId", action, status,
+             filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
+             skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
+             actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at
+         from ops_actions where status = 'running'
+         order by created_at limit 1 for update skip locked"#
+    )
     .fetch_optional(&mut *tx)
     .await?;
     let Some(a) = found else {
@@ -176,10 +195,10 @@ pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
         return Ok(None);
     };
     let Some(kind) = Kind::ALL.get(a.cursor_kind.max(0) as usize).copied() else {
-        sqlx::query(
+        sqlx::query!(
             "update ops_actions set status = 'completed', finished_at = now() where id = $1",
+            a.id,
         )
-        .bind(a.id)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -220,22 +239,22 @@ pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
         _ => (a.cursor_kind + 1, None, None),
     };
     let done = next_kind as usize >= Kind::ALL.len();
-    sqlx::query(
+    sqlx::query!(
         "update ops_actions
          set processed = processed + $2, applied = applied + $3, skipped = skipped + $4,
              cursor_kind = $5, cursor_at = $6, cursor_id = $7,
              status = case when $8 then 'completed' else status end,
              finished_at = case when $8 then now() else finished_at end
          where id = $1",
+        a.id,
+        n,
+        applied,
+        n - applied,
+        next_kind,
+        at,
+        id,
+        done,
     )
-    .bind(a.id)
-    .bind(n)
-    .bind(applied)
-    .bind(n - applied)
-    .bind(next_kind)
-    .bind(at)
-    .bind(id)
-    .bind(done)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;

@@ -20,7 +20,7 @@ use crate::domain::TenantId;
 pub const MAX_MATCHES: i64 = 50;
 
 /// One search match.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Match {
     /// `notification`, `batch`, `bulk_job` or `subscriber`.
     pub kind: String,
@@ -45,8 +45,9 @@ pub async fn search(
     q: &str,
 ) -> Result<Vec<Match>, sqlx::Error> {
     let id = Uuid::parse_str(q).ok();
-    sqlx::query_as(
-        "with scope as (
+    sqlx::query_as!(
+        Match,
+        r#"with scope as (
              select id from tenants where $1::uuid is null or id = $1
          ),
          found as (
@@ -90,14 +91,16 @@ pub async fn search(
              from subscribers sub
              where sub.id = $2 and ($1::uuid is null or sub.tenant_id = $1)
          )
-         select distinct on (kind, id) kind, id, tenant_id, status, created_at, summary
+         select distinct on (kind, id) kind as "kind!", id as "id!",
+                tenant_id as "tenant_id!: TenantId", status, created_at as "created_at!",
+                summary as "summary!"
          from found order by kind, id, summary
-         limit $4",
+         limit $4"#,
+        reach.param(),
+        id,
+        q,
+        MAX_MATCHES,
     )
-    .bind(reach.param())
-    .bind(id)
-    .bind(q)
-    .bind(MAX_MATCHES)
     .fetch_all(db)
     .await
     .map(|mut rows: Vec<Match>| {
@@ -107,7 +110,7 @@ pub async fn search(
 }
 
 /// A notification as its timeline shows it: no recipient, no content.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Header {
     /// Its id.
     pub id: Uuid,
@@ -154,7 +157,7 @@ pub struct Header {
 }
 
 /// One delivery attempt.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AttemptRow {
     /// Its number within its round.
     pub attempt: i32,
@@ -175,7 +178,7 @@ pub struct AttemptRow {
 }
 
 /// One provider callback event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ProviderEventRow {
     /// `sendgrid`, `twilio` or `whatsapp`.
     pub provider: String,
@@ -192,7 +195,7 @@ pub struct ProviderEventRow {
 }
 
 /// One webhook delivery about the notification.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct WebhookRow {
     /// Its id.
     pub id: Uuid,
@@ -232,53 +235,57 @@ pub async fn timeline(
     reach: Reach,
     id: Uuid,
 ) -> Result<Option<Timeline>, sqlx::Error> {
-    let header: Option<Header> = sqlx::query_as(
-        "select id, tenant_id, channel, status, attempts, max_attempts, created_at, updated_at,
+    let header: Option<Header> = sqlx::query_as!(
+        Header,
+        r#"select id, tenant_id as "tenant_id: TenantId", channel, status, attempts, max_attempts, created_at, updated_at,
                 dispatched_at, run_at, sent_at, delivered_at, provider_message_id,
                 case when notification_error_class(last_error) = 'other'
                      then 'an unclassified error (its text is withheld)'
-                     else replace(last_error, recipient, '[recipient]') end as last_error,
+                     else replace(last_error, recipient, '[recipient]') end as "last_error?",
                 error_class, failed_at, discarded_at, category, batch_id, bulk_job_id,
                 content_redacted_at
-         from notifications where id = $1 and ($2::uuid is null or tenant_id = $2)",
+         from notifications where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
+        id,
+        reach.param(),
     )
-    .bind(id)
-    .bind(reach.param())
     .fetch_optional(&mut *db)
     .await?;
     let Some(header) = header else {
         return Ok(None);
     };
-    let attempts = sqlx::query_as(
-        "select a.attempt, a.outcome, a.provider, a.response_code,
+    let attempts = sqlx::query_as!(
+        AttemptRow,
+        r#"select a.attempt, a.outcome, a.provider, a.response_code,
                 case when notification_error_class(a.error) = 'other'
                      then 'an unclassified error (its text is withheld)'
-                     else replace(a.error, n.recipient, '[recipient]') end as error,
+                     else replace(a.error, n.recipient, '[recipient]') end as "error?",
                 a.latency_ms, a.worker, a.created_at
          from delivery_attempts a join notifications n on n.id = a.notification_id
          where a.tenant_id = $1 and a.notification_id = $2
-         order by a.created_at, a.id",
+         order by a.created_at, a.id"#,
+        header.tenant_id.0,
+        id,
     )
-    .bind(header.tenant_id)
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
-    let provider_events = sqlx::query_as(
+    let provider_events = sqlx::query_as!(
+        ProviderEventRow,
         "select provider, event, status, error_code, occurred_at, received_at
          from provider_events where tenant_id = $1 and notification_id = $2
          order by received_at, id",
+        header.tenant_id.0,
+        id,
     )
-    .bind(header.tenant_id)
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
-    let webhooks = sqlx::query_as(
+    let webhooks = sqlx::query_as!(
+        WebhookRow,
         "select id, endpoint_id, event, status, attempts, last_status_code, created_at, delivered_at
          from webhook_deliveries where tenant_id = $1 and notification_id = $2
          order by created_at, id",
+        header.tenant_id.0,
+        id,
     )
-    .bind(header.tenant_id)
-    .bind(id)
     .fetch_all(&mut *db)
     .await?;
     Ok(Some(Timeline {

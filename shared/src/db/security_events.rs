@@ -148,7 +148,7 @@ pub async fn record(db: impl PgExecutor<'_>, events: &[Event]) -> Result<(), sql
 }
 
 /// A stored event.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Row {
     /// Its id (ascending in time).
     pub id: i64,
@@ -197,33 +197,17 @@ pub struct Filter<'a> {
     pub before_id: Option<i64>,
 }
 
-impl<'a> Filter<'a> {
-    /// Binds `$1` to `$7` of [`WHERE`]: the organisation (null for every
-    /// one), whether only events without an organisation, and the rest of
-    /// the filter.
-    fn bind<'q, Q: super::Bind<'q>>(self, query: Q) -> Q
-    where
-        'a: 'q,
-    {
-        let (tenant, platform) = match self.scope {
+impl Filter<'_> {
+    /// `$1` and `$2` of the filter's `where` clause: the organisation (null
+    /// for every one), and whether only events without an organisation.
+    /// `$3` to `$7` are the rest of the filter, in field order.
+    fn scope_params(self) -> (Option<Uuid>, bool) {
+        match self.scope {
             Scope::Within(reach) => (reach.param(), false),
             Scope::Unowned(_) => (None, true),
-        };
-        query
-            .bind_next(tenant)
-            .bind_next(platform)
-            .bind_next(self.kind)
-            .bind_next(self.user_id)
-            .bind_next(self.since)
-            .bind_next(self.until)
-            .bind_next(self.before_id)
+        }
     }
 }
-
-const WHERE: &str = "where ($1::uuid is null or tenant_id = $1) and (not $2 or tenant_id is null)
-      and ($3::text is null or kind = $3) and ($4::uuid is null or user_id = $4)
-      and ($5::timestamptz is null or created_at >= $5)
-      and ($6::timestamptz is null or created_at < $6) and ($7::bigint is null or id < $7)";
 
 /// Events newest first.
 #[tracing::instrument(skip_all)]
@@ -232,11 +216,28 @@ pub async fn list(
     f: Filter<'_>,
     limit: i64,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    let sql = format!(
-        "select id, tenant_id, kind, user_id, session_id, ip, user_agent, details, created_at
-         from security_events {WHERE} order by id desc limit $8"
-    );
-    f.bind(sqlx::query_as(&sql)).bind(limit).fetch_all(db).await
+    let (tenant, platform) = f.scope_params();
+    sqlx::query_as!(
+        Row,
+        r#"select id, tenant_id as "tenant_id: TenantId", kind, user_id, session_id, ip,
+             user_agent, details, created_at
+         from security_events
+         where ($1::uuid is null or tenant_id = $1) and (not $2 or tenant_id is null)
+           and ($3::text is null or kind = $3) and ($4::uuid is null or user_id = $4)
+           and ($5::timestamptz is null or created_at >= $5)
+           and ($6::timestamptz is null or created_at < $6) and ($7::bigint is null or id < $7)
+         order by id desc limit $8"#,
+        tenant,
+        platform,
+        f.kind,
+        f.user_id,
+        f.since,
+        f.until,
+        f.before_id,
+        limit,
+    )
+    .fetch_all(db)
+    .await
 }
 
 /// Events per kind: `(kind, count)`.
@@ -245,9 +246,25 @@ pub async fn counts(
     db: impl PgExecutor<'_>,
     f: Filter<'_>,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    let sql =
-        format!("select kind, count(*) from security_events {WHERE} group by kind order by kind");
-    f.bind(sqlx::query_as(&sql)).fetch_all(db).await
+    let (tenant, platform) = f.scope_params();
+    let rows = sqlx::query!(
+        r#"select kind, count(*) as "count!" from security_events
+         where ($1::uuid is null or tenant_id = $1) and (not $2 or tenant_id is null)
+           and ($3::text is null or kind = $3) and ($4::uuid is null or user_id = $4)
+           and ($5::timestamptz is null or created_at >= $5)
+           and ($6::timestamptz is null or created_at < $6) and ($7::bigint is null or id < $7)
+         group by kind order by kind"#,
+        tenant,
+        platform,
+        f.kind,
+        f.user_id,
+        f.since,
+        f.until,
+        f.before_id,
+    )
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.kind, r.count)).collect())
 }
 
 /// Deletes up to `limit` events (across organisations) created before
@@ -259,13 +276,13 @@ pub async fn prune(
     before: DateTime<Utc>,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "delete from security_events where id in (
             select id from security_events where created_at < $1
             order by created_at limit $2 for update skip locked)",
+        before,
+        limit,
     )
-    .bind(before)
-    .bind(limit)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
