@@ -141,13 +141,13 @@ pub const APP_ROLE: &str = "notify_app";
 /// login role stays itself: tables it owns are walled by `FORCE ROW LEVEL
 /// SECURITY`.
 pub async fn enter_app_role(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "select set_config('role', $1, false)
          from pg_roles r
          where r.rolname = current_user and (r.rolsuper or r.rolbypassrls)
            and exists (select 1 from pg_roles a where a.rolname = $1)",
+        APP_ROLE,
     )
-    .bind(APP_ROLE)
     .fetch_optional(conn)
     .await?;
     Ok(())
@@ -159,10 +159,12 @@ async fn apply_scope(
     conn: &mut PgConnection,
     fallback: scope::Fallback,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("select set_config('app.tenant_id', $1, false)")
-        .bind(scope::effective(fallback).setting())
-        .execute(conn)
-        .await?;
+    sqlx::query!(
+        "select set_config('app.tenant_id', $1, false)",
+        scope::effective(fallback).setting(),
+    )
+    .fetch_one(conn)
+    .await?;
     Ok(())
 }
 
@@ -194,7 +196,7 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 /// Makes the transaction read from one snapshot, read-only: what it reads
 /// in several statements agrees, whatever commits meanwhile.
 pub async fn read_snapshot(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("set transaction isolation level repeatable read, read only")
+    sqlx::query!("set transaction isolation level repeatable read, read only")
         .execute(tx)
         .await?;
     Ok(())
@@ -202,7 +204,7 @@ pub async fn read_snapshot(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
 
 /// Answers when Postgres does (the readiness probe).
 pub async fn ping(db: impl sqlx::PgExecutor<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query("select 1").execute(db).await?;
+    sqlx::query!("select 1 as one").fetch_one(db).await?;
     Ok(())
 }
 
@@ -500,10 +502,12 @@ pub(crate) use owned_rows;
 /// switched to it afterwards.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     let mut conn = PgConnection::connect_with(&pool.connect_options()).await?;
-    sqlx::query("select set_config('app.tenant_id', $1, false)")
-        .bind(scope::PLATFORM)
-        .execute(&mut conn)
-        .await?;
+    sqlx::query!(
+        "select set_config('app.tenant_id', $1, false)",
+        scope::PLATFORM,
+    )
+    .fetch_one(&mut conn)
+    .await?;
     let applied = MIGRATOR.run(&mut conn).await;
     let _ = conn.close().await;
     applied?;

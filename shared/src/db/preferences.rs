@@ -16,12 +16,14 @@ pub async fn get(
     tenant_id: TenantId,
     subscriber_id: SubscriberId,
 ) -> Result<Preferences, sqlx::Error> {
-    let stored: Option<Json<Value>> =
-        sqlx::query_scalar("select preferences from subscriber_preferences where tenant_id = $1 and subscriber_id = $2")
-            .bind(tenant_id)
-            .bind(subscriber_id)
-            .fetch_optional(db)
-            .await?;
+    let stored: Option<Json<Value>> = sqlx::query_scalar!(
+        r#"select preferences as "preferences: Json<Value>" from subscriber_preferences
+         where tenant_id = $1 and subscriber_id = $2"#,
+        tenant_id.0,
+        subscriber_id.0,
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(stored
         .and_then(|v| Preferences::parse(v.0).ok())
         .unwrap_or_default())
@@ -35,13 +37,13 @@ pub async fn put(
     subscriber_id: SubscriberId,
     preferences: &Preferences,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into subscriber_preferences (subscriber_id, tenant_id, preferences) values ($2, $1, $3)
          on conflict (subscriber_id) do update set preferences = excluded.preferences",
+        tenant_id.0,
+        subscriber_id.0,
+        Json(preferences) as _,
     )
-    .bind(tenant_id)
-    .bind(subscriber_id)
-    .bind(Json(preferences))
     .execute(db)
     .await?;
     Ok(())

@@ -88,8 +88,8 @@ pub async fn record(
         "used": notice.used,
         "resets_at": notice.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     });
-    let (raised, deliveries): (i64, i64) = sqlx::query_as(
-        "with notice as (
+    let counts = sqlx::query!(
+        r#"with notice as (
              insert into quota_notices (tenant_id, channel, period, period_start, kind, quota, used)
              values ($1, $2, $3, $4, $5, $6, $7)
              on conflict do nothing
@@ -100,7 +100,7 @@ pub async fn record(
                     jsonb_build_object(
                         'id', t.id,
                         'type', $8,
-                        'created_at', to_char(now() at time zone 'utc', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                        'created_at', to_char(now() at time zone 'utc', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
                         'data', $10::jsonb)
              from (select gen_random_uuid() as id, e.id as endpoint_id
                    from webhook_endpoints e
@@ -108,20 +108,21 @@ pub async fn record(
                      and exists (select 1 from notice)) t
              returning 1
          )
-         select (select count(*) from notice), (select count(*) from queued)",
+         select (select count(*) from notice) as "raised!", (select count(*) from queued) as "deliveries!""#,
+        tenant_id.0,
+        notice.channel,
+        notice.period,
+        notice.period_start,
+        notice.kind.as_str(),
+        notice.quota,
+        notice.used,
+        event,
+        max_attempts.max(1) as i32,
+        &data,
     )
-    .bind(tenant_id)
-    .bind(notice.channel)
-    .bind(notice.period)
-    .bind(notice.period_start)
-    .bind(notice.kind.as_str())
-    .bind(notice.quota)
-    .bind(notice.used)
-    .bind(event)
-    .bind(max_attempts.max(1) as i32)
-    .bind(sqlx::types::Json(&data))
     .fetch_one(db)
     .await?;
+    let (raised, deliveries) = (counts.raised, counts.deliveries);
     Ok(Recorded {
         raised: raised > 0,
         deliveries: deliveries.max(0) as u64,

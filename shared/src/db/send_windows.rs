@@ -19,10 +19,10 @@ use crate::{
 /// settings no longer parse).
 #[tracing::instrument(skip_all)]
 pub async fn rules(db: impl PgExecutor<'_>, tenant_id: TenantId) -> Result<SendRules, sqlx::Error> {
-    let settings: Option<Value> = sqlx::query_scalar("select settings from tenants where id = $1")
-        .bind(tenant_id)
-        .fetch_optional(db)
-        .await?;
+    let settings: Option<Value> =
+        sqlx::query_scalar!("select settings from tenants where id = $1", tenant_id.0)
+            .fetch_optional(db)
+            .await?;
     Ok(settings.map(|s| SendRules::of(&s)).unwrap_or_default())
 }
 
@@ -44,18 +44,20 @@ pub async fn subscribers(
     tenant_id: TenantId,
     ids: &[SubscriberId],
 ) -> Result<HashMap<SubscriberId, Subscriber>, sqlx::Error> {
-    let rows: Vec<(SubscriberId, Option<String>, Option<Json<Value>>)> = sqlx::query_as(
-        "select s.id, s.timezone, p.preferences
+    let rows = sqlx::query!(
+        r#"select s.id as "id: SubscriberId", s.timezone,
+             p.preferences as "preferences?: Json<Value>"
          from subscribers s left join subscriber_preferences p on p.subscriber_id = s.id
-         where s.tenant_id = $1 and s.id = any($2)",
+         where s.tenant_id = $1 and s.id = any($2)"#,
+        tenant_id.0,
+        ids as _,
     )
-    .bind(tenant_id)
-    .bind(ids)
     .fetch_all(db)
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, timezone, preferences)| {
+        .map(|r| {
+            let (id, timezone, preferences) = (r.id, r.timezone, r.preferences);
             let subscriber = Subscriber {
                 timezone: timezone.and_then(|tz| parse_time_zone(&tz).ok()),
                 preferences: preferences
@@ -81,17 +83,17 @@ pub async fn defer(
     let ids: Vec<NotificationId> = rows.iter().map(|r| r.0).collect();
     let attempts: Vec<i32> = rows.iter().map(|r| r.1).collect();
     let until: Vec<DateTime<Utc>> = rows.iter().map(|r| r.2).collect();
-    sqlx::query_scalar(
-        "update notifications n
+    sqlx::query_scalar!(
+        r#"update notifications n
          set status = 'deferred', attempts = n.attempts - 1, run_at = r.until, dispatched_at = null
          from unnest($2::uuid[], $3::int4[], $4::timestamptz[]) as r(id, attempt, until)
          where n.tenant_id = $1 and n.id = r.id and n.status = 'sending' and n.attempts = r.attempt
-         returning n.id",
+         returning n.id as "id: NotificationId""#,
+        tenant_id.0,
+        ids as _,
+        &attempts,
+        &until,
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(attempts)
-    .bind(until)
     .fetch_all(db)
     .await
 }
