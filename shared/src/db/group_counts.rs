@@ -22,18 +22,19 @@ pub async fn by_status(
     tenant_id: TenantId,
     group_id: Uuid,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select status, sum(n)::int8 from (
+    let rows = sqlx::query!(
+        r#"select status as "status!", sum(n)::int8 as "n!" from (
              select status, n from group_status_counts where group_id = $2 and tenant_id = $1
              union all
              select status, n from group_status_deltas where group_id = $2 and tenant_id = $1
          ) c
-         group by status having sum(n) <> 0 order by status",
+         group by status having sum(n) <> 0 order by status"#,
+        tenant_id as _,
+        group_id,
     )
-    .bind(tenant_id)
-    .bind(group_id)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
 
 /// Folds pending deltas into the counts until none is left (every
@@ -43,8 +44,8 @@ pub async fn by_status(
 pub async fn fold_all_tenants(pool: &PgPool) -> Result<u64, sqlx::Error> {
     let mut folded = 0;
     loop {
-        let n: i64 = sqlx::query_scalar(
-            "with taken as (
+        let n: i64 = sqlx::query_scalar!(
+            r#"with taken as (
                  delete from group_status_deltas
                  where id in (select id from group_status_deltas order by id limit $1
                               for update skip locked)
@@ -61,9 +62,9 @@ pub async fn fold_all_tenants(pool: &PgPool) -> Result<u64, sqlx::Error> {
                  on conflict (group_id, status) do update set n = c.n + excluded.n
                  returning 1
              )
-             select (select count(*) from taken) + 0 * (select count(*) from upserted)",
+             select (select count(*) from taken) + 0 * (select count(*) from upserted) as "n!""#,
+            FOLD_LIMIT,
         )
-        .bind(FOLD_LIMIT)
         .fetch_one(pool)
         .await?;
         folded += n as u64;
