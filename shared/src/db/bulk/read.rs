@@ -70,8 +70,8 @@ pub async fn get(
     };
     // Notifications (their counts per status, kept as `db::group_counts`
     // keeps them) and the chunks not yet expanded, in one snapshot.
-    let rows: Vec<(String, i64)> = sqlx::query_as(
-        "select status, sum(n)::int8 from (
+    let rows: Vec<(String, i64)> = sqlx::query!(
+        r#"select status as "status!", sum(n)::int8 as "n!" from (
              select status, n from group_status_counts where group_id = $2 and tenant_id = $1
              union all
              select status, n from group_status_deltas where group_id = $2 and tenant_id = $1
@@ -79,12 +79,15 @@ pub async fn get(
          group by status having sum(n) <> 0
          union all
          select '', coalesce(sum(notification_count), 0)::int8 from bulk_chunks
-         where tenant_id = $1 and job_id = $2 and expanded_at is null",
+         where tenant_id = $1 and job_id = $2 and expanded_at is null"#,
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_all(&mut *db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.status, r.n))
+    .collect();
     let counts = with_held(rows, &job.status);
     let open = counts
         .iter()
@@ -136,17 +139,21 @@ pub async fn errors(
     after: (i64, i16),
     limit: i64,
 ) -> Result<Vec<ErrorRow>, sqlx::Error> {
-    sqlx::query_as(
+    let rows = sqlx::query!(
         "select e.row_number, e.position, e.column_name, e.reason, e.value
          from bulk_row_errors e join bulk_jobs j on j.id = e.job_id
          where j.tenant_id = $5 and e.job_id = $1 and (e.row_number, e.position) > ($2, $3)
          order by e.row_number, e.position limit $4",
+        id as _,
+        after.0,
+        after.1,
+        limit,
+        tenant_id as _,
     )
-    .bind(id)
-    .bind(after.0)
-    .bind(after.1)
-    .bind(limit)
-    .bind(tenant_id)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.row_number, r.position, r.column_name, r.reason, r.value))
+        .collect())
 }
