@@ -83,21 +83,21 @@ pub async fn create(
     new: NewJob<'_>,
 ) -> Result<Option<BulkJobId>, sqlx::Error> {
     let channels: Vec<&str> = new.channels.iter().map(|c| c.as_str()).collect();
-    sqlx::query_scalar(
-        "insert into bulk_jobs
+    sqlx::query_scalar!(
+        r#"insert into bulk_jobs
              (id, tenant_id, template_key, channels, locale, mapping, file_name, idempotency_key)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
-         returning id",
+         returning id as "id: BulkJobId""#,
+        BulkJobId::new() as _,
+        tenant_id as _,
+        new.template_key,
+        channels.as_slice() as &[&str],
+        new.locale,
+        &new.mapping,
+        new.file_name,
+        new.idempotency_key,
     )
-    .bind(BulkJobId::new())
-    .bind(tenant_id)
-    .bind(new.template_key)
-    .bind(&channels)
-    .bind(new.locale)
-    .bind(&new.mapping)
-    .bind(new.file_name)
-    .bind(new.idempotency_key)
     .fetch_optional(db)
     .await
 }
@@ -122,12 +122,13 @@ pub async fn by_idempotency_key(
     tenant_id: TenantId,
     key: &str,
 ) -> Result<Option<Keyed>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, status, size_bytes, request_hash from bulk_jobs
-         where tenant_id = $1 and idempotency_key = $2",
+    sqlx::query_as!(
+        Keyed,
+        r#"select id as "id: BulkJobId", status, size_bytes, request_hash from bulk_jobs
+         where tenant_id = $1 and idempotency_key = $2"#,
+        tenant_id as _,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_optional(db)
     .await
 }
@@ -140,12 +141,14 @@ pub async fn put_part(
     part: i32,
     data: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into bulk_parts (job_id, part, data) values ($1, $2, $3)")
-        .bind(id)
-        .bind(part)
-        .bind(data)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "insert into bulk_parts (job_id, part, data) values ($1, $2, $3)",
+        id as _,
+        part,
+        data,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -160,15 +163,15 @@ pub async fn finish_upload(
     size: u64,
     request_hash: Option<&[u8]>,
 ) -> Result<Enqueued<ParseBulkCsv>, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update bulk_jobs set status = 'queued', size_bytes = $3, dispatched_at = now(),
              request_hash = $4
          where tenant_id = $1 and id = $2 and status = 'uploading'",
+        tenant_id as _,
+        id as _,
+        size as i64,
+        request_hash,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(size as i64)
-    .bind(request_hash)
     .execute(db)
     .await?;
     Ok(if done.rows_affected() == 1 {
@@ -188,11 +191,13 @@ pub async fn discard(
     tenant_id: TenantId,
     id: BulkJobId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from bulk_jobs where tenant_id = $1 and id = $2 and status = 'uploading'")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(db)
-        .await?;
+    sqlx::query!(
+        "delete from bulk_jobs where tenant_id = $1 and id = $2 and status = 'uploading'",
+        tenant_id as _,
+        id as _,
+    )
+    .execute(db)
+    .await?;
     Ok(())
 }
 
@@ -218,8 +223,8 @@ pub async fn take_pending(
     after: Duration,
     limit: usize,
 ) -> Result<Vec<(TenantId, BulkJobId)>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
+    let rows = sqlx::query!(
+        r#"with due as (
              select id from bulk_jobs
              where status in ('queued', 'parsing')
                and (lease_until is null or lease_until < now())
@@ -228,12 +233,13 @@ pub async fn take_pending(
              for update skip locked
          )
          update bulk_jobs j set dispatched_at = now() from due where j.id = due.id
-         returning j.tenant_id, j.id",
+         returning j.tenant_id as "tenant_id: TenantId", j.id as "id: BulkJobId""#,
+        after.as_secs_f64(),
+        limit as i64,
     )
-    .bind(after.as_secs_f64())
-    .bind(limit as i64)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.tenant_id, r.id)).collect())
 }
 
 /// Forgets which waiting jobs were pushed, after Redis lost its data.
@@ -306,17 +312,18 @@ pub async fn claim(
     id: BulkJobId,
     lease: Duration,
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "update bulk_jobs set status = 'parsing', lease_until = now() + make_interval(secs => $3),
+    sqlx::query_as!(
+        Claimed,
+        r#"update bulk_jobs set status = 'parsing', lease_until = now() + make_interval(secs => $3),
              dispatched_at = null
          where tenant_id = $1 and id = $2 and status in ('queued', 'parsing')
            and (lease_until is null or lease_until < now())
-         returning template_key, channels, locale, mapping, size_bytes, cursor_offset, cursor_row, header,
-             checked_at",
+         returning template_key, channels, locale, mapping as "mapping: Json<Value>", size_bytes, cursor_offset, cursor_row, header,
+             checked_at"#,
+        tenant_id as _,
+        id as _,
+        lease.as_secs_f64(),
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(lease.as_secs_f64())
     .fetch_optional(db)
     .await
 }
@@ -332,15 +339,15 @@ pub async fn extend_lease(
     lease: Duration,
     checked: bool,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update bulk_jobs set lease_until = now() + make_interval(secs => $3),
              checked_at = case when $4 then now() else checked_at end
          where tenant_id = $1 and id = $2 and status = 'parsing'",
+        tenant_id as _,
+        id as _,
+        lease.as_secs_f64(),
+        checked,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(lease.as_secs_f64())
-    .bind(checked)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -354,13 +361,13 @@ pub async fn part(
     id: BulkJobId,
     part: i32,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select p.data from bulk_parts p join bulk_jobs j on j.id = p.job_id
          where j.tenant_id = $1 and p.job_id = $2 and p.part = $3",
+        tenant_id as _,
+        id as _,
+        part,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(part)
     .fetch_optional(db)
     .await
 }
@@ -375,19 +382,23 @@ pub async fn seen_recipients(
     id: BulkJobId,
     channel: Channel,
 ) -> Result<Vec<(String, i64)>, sqlx::Error> {
-    sqlx::query_as(
-        "select recipient, bulk_row from notifications
+    let rows = sqlx::query!(
+        r#"select recipient as "recipient!", bulk_row as "bulk_row!" from notifications
          where tenant_id = $3 and bulk_job_id = $1 and channel = $2
          union all
          select r.t, r.r from bulk_chunks c
              cross join lateral json_to_recordset(c.notifications) as r(r int8, c text, t text)
-         where c.tenant_id = $3 and c.job_id = $1 and c.notifications is not null and r.c = $2",
+         where c.tenant_id = $3 and c.job_id = $1 and c.notifications is not null and r.c = $2"#,
+        id as _,
+        channel as _,
+        tenant_id as _,
     )
-    .bind(id)
-    .bind(channel)
-    .bind(tenant_id)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.recipient, r.bulk_row))
+        .collect())
 }
 
 /// The whole file has parsed: moves the job to `sending` and, when it
@@ -401,12 +412,12 @@ pub async fn release(
     id: BulkJobId,
     held: bool,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update bulk_jobs set status = 'sending', parsed_at = now(), lease_until = null
          where tenant_id = $1 and id = $2 and status = 'parsing'",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 0 {
@@ -416,12 +427,12 @@ pub async fn release(
         return Ok(true);
     }
     settle_chunks(db, tenant_id, id).await?;
-    sqlx::query(
+    sqlx::query!(
         "update notifications set run_at = now()
          where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     Ok(true)
@@ -438,39 +449,39 @@ pub async fn fail(
     id: BulkJobId,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update bulk_jobs set status = 'failed', failure = $3, failed_at = now(), lease_until = null
          where tenant_id = $1 and id = $2 and status in ('queued', 'parsing')",
+        tenant_id as _,
+        id as _,
+        reason,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(reason)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 1 {
-        sqlx::query(
+        sqlx::query!(
             "delete from bulk_chunks where tenant_id = $1 and job_id = $2 and expanded_at is null",
+            tenant_id as _,
+            id as _,
         )
-        .bind(tenant_id)
-        .bind(id)
         .execute(&mut *db)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "delete from notifications
              where tenant_id = $1 and bulk_job_id = $2 and status = 'queued' and run_at = 'infinity'",
+            tenant_id as _,
+            id as _,
         )
-        .bind(tenant_id)
-        .bind(id)
         .execute(&mut *db)
         .await?;
-        sqlx::query(
+        sqlx::query!(
             "update notifications set status = 'cancelled', dispatched_at = null,
                  last_error = 'the bulk job failed: ' || $3
              where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred', 'sending')",
+            tenant_id as _,
+            id as _,
+            reason,
         )
-        .bind(tenant_id)
-        .bind(id)
-        .bind(reason)
         .execute(&mut *db)
         .await?;
     }
@@ -499,12 +510,12 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: BulkJobId,
 ) -> Result<Cancelled, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update bulk_jobs set status = 'cancelled', cancelled_at = now(), lease_until = null
          where tenant_id = $1 and id = $2 and status in ('uploading', 'queued', 'parsing', 'sending')",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 0 {
@@ -512,21 +523,21 @@ pub async fn cancel(
         return Ok(status.map_or(Cancelled::NotFound, Cancelled::Refused));
     }
     settle_chunks(db, tenant_id, id).await?;
-    let held: i64 = sqlx::query_scalar(
-        "select coalesce(sum(notification_count), 0)::int8 from bulk_chunks
-         where tenant_id = $1 and job_id = $2 and expanded_at is null",
+    let held: i64 = sqlx::query_scalar!(
+        r#"select coalesce(sum(notification_count), 0)::int8 as "held!" from bulk_chunks
+         where tenant_id = $1 and job_id = $2 and expanded_at is null"#,
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_one(&mut *db)
     .await?;
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'the bulk job was cancelled'
          where tenant_id = $1 and bulk_job_id = $2 and status in ('queued', 'deferred', 'sending')",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     Ok(Cancelled::Done(n.rows_affected() + held as u64))
