@@ -128,12 +128,12 @@ pub async fn commit_chunk(
         critical,
     } = *part;
     // No key update: expansions of this job's chunks never wait for it.
-    let ours: Option<i64> = sqlx::query_scalar(
+    let ours: Option<i64> = sqlx::query_scalar!(
         "select cursor_offset from bulk_jobs
          where tenant_id = $1 and id = $2 and status = 'parsing' for no key update",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_optional(&mut *db)
     .await?;
     if ours != Some(from_offset) {
@@ -149,22 +149,22 @@ pub async fn commit_chunk(
             .map(|p| serde_json::to_string(p.2))
             .collect::<Result<Vec<String>, _>>()
             .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-        sqlx::query(
+        sqlx::query!(
             "insert into bulk_chunks
                  (job_id, seq, tenant_id, row_count, notification_count, notifications, category,
                   critical, dispatched_at)
              select $1, c.seq, $2, c.rows, c.n, c.payload::json, $3, $4, now()
              from unnest($5::int8[], $6::int4[], $7::int4[], $8::text[]) as c(seq, rows, n, payload)
              on conflict (job_id, seq) do nothing",
+            id as _,
+            tenant_id as _,
+            category,
+            critical,
+            &seqs,
+            &rows,
+            &counts,
+            &payloads,
         )
-        .bind(id)
-        .bind(tenant_id)
-        .bind(category)
-        .bind(critical)
-        .bind(&seqs)
-        .bind(&rows)
-        .bind(&counts)
-        .bind(&payloads)
         .execute(&mut *db)
         .await?;
     }
@@ -184,38 +184,38 @@ pub async fn commit_chunk(
         let columns: Vec<&str> = e.iter().map(|x| x.column.as_str()).collect();
         let reasons: Vec<&str> = e.iter().map(|x| x.reason.as_str()).collect();
         let values: Vec<Option<&str>> = e.iter().map(|x| x.value.as_deref()).collect();
-        sqlx::query(
+        sqlx::query!(
             "insert into bulk_row_errors (job_id, row_number, position, column_name, reason, value)
              select $1, r.row, r.position, r.col, r.reason, r.value
              from unnest($2::int8[], $3::int2[], $4::text[], $5::text[], $6::text[])
                   as r(row, position, col, reason, value)
              on conflict do nothing",
+            id as _,
+            &rows,
+            &positions,
+            columns.as_slice() as &[&str],
+            reasons.as_slice() as &[&str],
+            &values as _,
         )
-        .bind(id)
-        .bind(&rows)
-        .bind(&positions)
-        .bind(&columns)
-        .bind(&reasons)
-        .bind(&values)
         .execute(&mut *db)
         .await?;
     }
-    sqlx::query(
+    sqlx::query!(
         "update bulk_jobs set cursor_offset = $3, cursor_row = cursor_row + $4,
              rows_read = rows_read + $4, rows_valid = rows_valid + $5,
              rows_invalid = rows_invalid + $6, rows_duplicate = rows_duplicate + $7,
              header = coalesce($8, header), lease_until = now() + make_interval(secs => $9)
          where tenant_id = $1 and id = $2",
+        tenant_id as _,
+        id as _,
+        chunk.next_offset,
+        chunk.rows,
+        chunk.valid,
+        chunk.invalid,
+        chunk.duplicates,
+        chunk.header.as_deref(),
+        lease.as_secs_f64(),
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(chunk.next_offset)
-    .bind(chunk.rows)
-    .bind(chunk.valid)
-    .bind(chunk.invalid)
-    .bind(chunk.duplicates)
-    .bind(&chunk.header)
-    .bind(lease.as_secs_f64())
     .execute(&mut *db)
     .await?;
     Ok(Some(seqs))
@@ -249,27 +249,29 @@ pub async fn take_chunk(
     id: BulkJobId,
     seq: i64,
 ) -> Result<Option<PendingChunk>, sqlx::Error> {
-    let chunk: Option<(Option<String>, Option<String>, bool)> = sqlx::query_as(
-        "select notifications::text, category, critical from bulk_chunks
+    let chunk: Option<(Option<String>, Option<String>, bool)> = sqlx::query!(
+        r#"select notifications::text as "notifications?", category, critical from bulk_chunks
          where tenant_id = $1 and job_id = $2 and seq = $3 and expanded_at is null
-         for update",
+         for update"#,
+        tenant_id as _,
+        id as _,
+        seq,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(seq)
     .fetch_optional(&mut *db)
-    .await?;
+    .await?
+    .map(|r| (r.notifications, r.category, r.critical));
     let Some((payload, category, critical)) = chunk else {
         return Ok(None);
     };
-    let (job_status, hold): (String, bool) = sqlx::query_as(
-        "select status, status = 'parsing' and checked_at is null from bulk_jobs
-         where tenant_id = $1 and id = $2",
+    let job = sqlx::query!(
+        r#"select status, status = 'parsing' and checked_at is null as "hold!" from bulk_jobs
+         where tenant_id = $1 and id = $2"#,
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_one(&mut *db)
     .await?;
+    let (job_status, hold) = (job.status, job.hold);
     let notifications = serde_json::from_str(payload.as_deref().unwrap_or("[]"))
         .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     Ok(Some(PendingChunk {
@@ -340,8 +342,8 @@ pub async fn expand_chunk(
         );
         crate::db::events::lock_subscribers(db, tenant_id, inbox_owners).await?;
     }
-    let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
-        "with r as (
+    let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query!(
+        r#"with r as (
              -- Whether each row goes straight into its inbox, decided once per row.
              select r.*, ($15 and r.channel = 'inapp' and r.subscriber_id is not null
                           and ($4 or not exists (
@@ -364,32 +366,35 @@ pub async fn expand_chunk(
                 case when r.placed then now() end,
                 (select j.template_key from bulk_jobs j where j.id = $2)
          from r
-         returning id, status = 'sent', created_at",
+         returning id as "id: NotificationId", status = 'sent' as "sent!", created_at"#,
+        tenant_id as _,
+        id as _,
+        chunk.category.as_deref(),
+        chunk.critical,
+        &ids as _,
+        &rows,
+        channels.as_slice() as &[&str],
+        recipients.as_slice() as &[&str],
+        &contents as _,
+        &subs as _,
+        &attempts,
+        status,
+        error,
+        held,
+        place_inapp,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(chunk.category.as_deref())
-    .bind(chunk.critical)
-    .bind(&ids)
-    .bind(&rows)
-    .bind(&channels)
-    .bind(&recipients)
-    .bind(&contents)
-    .bind(&subs)
-    .bind(&attempts)
-    .bind(status)
-    .bind(error)
-    .bind(held)
-    .bind(place_inapp)
     .fetch_all(&mut *db)
-    .await?;
-    sqlx::query(
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.sent, r.created_at))
+    .collect();
+    sqlx::query!(
         "update bulk_chunks set expanded_at = now(), notifications = null
          where tenant_id = $1 and job_id = $2 and seq = $3",
+        tenant_id as _,
+        id as _,
+        seq,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(seq)
     .execute(&mut *db)
     .await?;
     let by_id: HashMap<NotificationId, usize> =
@@ -426,12 +431,12 @@ pub(super) async fn settle_chunks(
     tenant_id: TenantId,
     id: BulkJobId,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update bulk_chunks set dispatched_at = dispatched_at
          where tenant_id = $1 and job_id = $2 and expanded_at is null",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     Ok(())
