@@ -76,34 +76,35 @@ pub async fn create(
         None => (None, None),
     };
     let channels: Vec<&str> = new.channels.iter().map(|c| c.as_str()).collect();
-    let created: Option<BatchId> = sqlx::query_scalar(
-        "insert into batches (id, tenant_id, template_key, channels, locale, defaults, metadata,
+    let created: Option<BatchId> = sqlx::query_scalar!(
+        r#"insert into batches (id, tenant_id, template_key, channels, locale, defaults, metadata,
                               idempotency_key, request_hash)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
-         returning id",
+         returning id as "id: BatchId""#,
+        BatchId::new() as _,
+        tenant_id as _,
+        new.template_key,
+        channels.as_slice() as &[&str],
+        new.locale,
+        &new.defaults,
+        &new.metadata,
+        key,
+        hash,
     )
-    .bind(BatchId::new())
-    .bind(tenant_id)
-    .bind(new.template_key)
-    .bind(&channels)
-    .bind(new.locale)
-    .bind(&new.defaults)
-    .bind(&new.metadata)
-    .bind(key)
-    .bind(hash)
     .fetch_optional(&mut *db)
     .await?;
     if let Some(id) = created {
         return Ok(Created::New(id));
     }
-    let (id, stored): (BatchId, Option<Vec<u8>>) = sqlx::query_as(
-        "select id, request_hash from batches where tenant_id = $1 and idempotency_key = $2",
+    let row = sqlx::query!(
+        r#"select id as "id: BatchId", request_hash from batches where tenant_id = $1 and idempotency_key = $2"#,
+        tenant_id as _,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_one(&mut *db)
     .await?;
+    let (id, stored) = (row.id, row.request_hash);
     Ok(Created::Existing {
         id,
         same_request: stored.as_deref() == hash,
@@ -190,12 +191,13 @@ pub async fn add_chunk(
     count: i32,
     hash: &[u8],
 ) -> Result<ChunkAdded, sqlx::Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("select status from batches where tenant_id = $1 and id = $2 for share")
-            .bind(tenant_id)
-            .bind(batch_id)
-            .fetch_optional(&mut *db)
-            .await?;
+    let status: Option<String> = sqlx::query_scalar!(
+        "select status from batches where tenant_id = $1 and id = $2 for share",
+        tenant_id as _,
+        batch_id as _,
+    )
+    .fetch_optional(&mut *db)
+    .await?;
     let Some(status) = status else {
         return Ok(ChunkAdded::NotFound);
     };
@@ -212,18 +214,18 @@ pub async fn add_chunk(
             None => ChunkAdded::NotOpen(status),
         });
     }
-    let created: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let created: Option<DateTime<Utc>> = sqlx::query_scalar!(
         "insert into batch_chunks (batch_id, seq, tenant_id, recipients, recipient_count, request_hash, dispatched_at)
          values ($1, $2, $3, $4, $5, $6, now())
          on conflict (batch_id, seq) do nothing
          returning created_at",
+        batch_id as _,
+        seq,
+        tenant_id as _,
+        recipients,
+        count,
+        hash,
     )
-    .bind(batch_id)
-    .bind(seq)
-    .bind(tenant_id)
-    .bind(recipients)
-    .bind(count)
-    .bind(hash)
     .fetch_optional(&mut *db)
     .await?;
     if let Some(accepted_at) = created {
@@ -249,14 +251,15 @@ async fn earlier_chunk(
     batch_id: BatchId,
     seq: i32,
 ) -> Result<Option<(i32, DateTime<Utc>, Vec<u8>)>, sqlx::Error> {
-    sqlx::query_as(
+    let row = sqlx::query!(
         "select recipient_count, created_at, request_hash from batch_chunks
          where batch_id = $1 and seq = $2",
+        batch_id as _,
+        seq,
     )
-    .bind(batch_id)
-    .bind(seq)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.recipient_count, r.created_at, r.request_hash)))
 }
 
 /// Marks chunks (`(tenant, batch, seq)`) as not in Redis (their push failed,
@@ -318,12 +321,12 @@ pub async fn close(
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<Transition, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update batches set status = 'closed', closed_at = now()
          where tenant_id = $1 and id = $2 and status = 'open'",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 1 {
@@ -345,29 +348,31 @@ pub async fn cancel(
 ) -> Result<(Transition, u64), sqlx::Error> {
     // Waits for the chunk expansions in flight (they hold the batch `for
     // key share`), so the cancel below sees what they wrote.
-    sqlx::query("select 1 from batches where tenant_id = $1 and id = $2 for update")
-        .bind(tenant_id)
-        .bind(id)
-        .execute(&mut *db)
-        .await?;
-    let done = sqlx::query(
+    sqlx::query!(
+        r#"select 1 as "locked" from batches where tenant_id = $1 and id = $2 for update"#,
+        tenant_id as _,
+        id as _,
+    )
+    .fetch_optional(&mut *db)
+    .await?;
+    let done = sqlx::query!(
         "update batches set status = 'cancelled', cancelled_at = now()
          where tenant_id = $1 and id = $2 and status in ('open', 'closed')",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 0 {
         return Ok((status_of(db, tenant_id, id).await?, 0));
     }
-    let cancelled = sqlx::query(
+    let cancelled = sqlx::query!(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'the batch was cancelled'
          where tenant_id = $1 and batch_id = $2 and status in ('queued', 'deferred', 'sending')",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     Ok((Transition::Done, cancelled.rows_affected()))
@@ -412,15 +417,16 @@ pub async fn counts(
     tenant_id: TenantId,
     id: BatchId,
 ) -> Result<(Counts, bool), sqlx::Error> {
-    let (chunks, chunks_pending, recipients): (i64, i64, i64) = sqlx::query_as(
-        "select count(*), count(*) filter (where expanded_at is null),
-                coalesce(sum(recipient_count), 0)::int8
-         from batch_chunks where tenant_id = $1 and batch_id = $2",
+    let row = sqlx::query!(
+        r#"select count(*) as "chunks!", count(*) filter (where expanded_at is null) as "chunks_pending!",
+                coalesce(sum(recipient_count), 0)::int8 as "recipients!"
+         from batch_chunks where tenant_id = $1 and batch_id = $2"#,
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_one(&mut *db)
     .await?;
+    let (chunks, chunks_pending, recipients) = (row.chunks, row.chunks_pending, row.recipients);
     let by_status = super::group_counts::by_status(&mut *db, tenant_id, id.0).await?;
     let counts = Counts {
         chunks,
@@ -430,14 +436,14 @@ pub async fn counts(
     };
     let mut completed = false;
     if chunks_pending == 0 && counts.finished() == counts.notifications() {
-        let done = sqlx::query(
+        let done = sqlx::query!(
             "update batches b set status = 'completed',
                  completed_at = greatest(b.closed_at, (select max(updated_at) from notifications
                                                        where tenant_id = $1 and batch_id = $2))
              where tenant_id = $1 and id = $2 and status = 'closed'",
+            tenant_id as _,
+            id as _,
         )
-        .bind(tenant_id)
-        .bind(id)
         .execute(&mut *db)
         .await?;
         completed = done.rows_affected() == 1;
@@ -479,19 +485,21 @@ pub async fn notifications(
     after: Option<NotificationId>,
     limit: i64,
 ) -> Result<Vec<Item>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, batch_seq as seq, batch_index as index, channel, recipient, status, last_error,
-                created_at, updated_at
+    sqlx::query_as!(
+        Item,
+        r#"select id as "id: NotificationId", batch_seq as "seq!", batch_index as "index!",
+                channel as "channel: Channel", recipient, status as "status: NotificationStatus",
+                last_error, created_at, updated_at
          from notifications
          where tenant_id = $1 and batch_id = $2 and ($3::text is null or status = $3)
            and ($4::uuid is null or id > $4)
-         order by id limit $5",
+         order by id limit $5"#,
+        tenant_id as _,
+        id as _,
+        status as _,
+        after as _,
+        limit,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(status)
-    .bind(after)
-    .bind(limit)
     .fetch_all(db)
     .await
 }
