@@ -37,15 +37,17 @@ pub async fn take_chunk(
     // cancels what expansions wrote) but not a close: closing changes
     // nothing an expansion reads, and with chunks expanding back to back
     // a close would otherwise wait for the last of them.
-    sqlx::query_as(
-        "select c.recipients, b.status, b.template_key, b.channels, b.locale, b.defaults, b.metadata
+    sqlx::query_as!(
+        PendingChunk,
+        r#"select c.recipients as "recipients: Json<Value>", b.status, b.template_key, b.channels, b.locale,
+                b.defaults as "defaults: Json<Value>", b.metadata as "metadata: Json<Value>"
          from batches b join batch_chunks c on c.batch_id = b.id
          where b.tenant_id = $1 and b.id = $2 and c.seq = $3 and c.expanded_at is null
-         for key share of b for update of c",
+         for key share of b for update of c"#,
+        tenant_id as _,
+        batch_id as _,
+        seq,
     )
-    .bind(tenant_id)
-    .bind(batch_id)
-    .bind(seq)
     .fetch_optional(db)
     .await
 }
@@ -127,30 +129,31 @@ pub async fn subscriber_ids(
         .iter()
         .map(|e| entries.get(e).copied().unwrap_or(0))
         .collect();
-    let rows: Vec<(String, SubscriberId, Option<i64>)> = sqlx::query_as(
-        "with created as (
+    let rows = sqlx::query!(
+        r#"with created as (
              insert into subscribers (id, tenant_id, external_id, event_seq)
              select n.id, $1, n.external_id, n.event_seq
              from unnest($2::uuid[], $3::text[], $4::int8[]) as n(id, external_id, event_seq)
              on conflict (tenant_id, external_id) do nothing
              returning external_id, id, event_seq
          )
-         select external_id, id, event_seq from created
+         select external_id as "external_id!", id as "id!: SubscriberId", event_seq as "event_seq?" from created
          union all
          select s.external_id, s.id, null
          from (select distinct e from unnest($3::text[]) as e) as e(external_id)
          cross join lateral (
              select external_id, id from subscribers
-             where tenant_id = $1 and external_id = e.external_id limit 1) s",
+             where tenant_id = $1 and external_id = e.external_id limit 1) s"#,
+        tenant_id as _,
+        &new_ids as _,
+        external_ids,
+        &seqs,
     )
-    .bind(tenant_id)
-    .bind(&new_ids)
-    .bind(external_ids)
-    .bind(&seqs)
     .fetch_all(&mut *db)
     .await?;
     let mut out = ChunkSubscribers::default();
-    for (external_id, id, created) in rows {
+    for row in rows {
+        let (external_id, id, created) = (row.external_id, row.id, row.event_seq);
         if let Some(event_seq) = created {
             out.created.insert(
                 id,
@@ -268,8 +271,8 @@ pub async fn expand(
         );
         crate::db::events::lock_subscribers(db, tenant_id, inbox_owners).await?;
     }
-    let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
-        "with r as (
+    let written: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query!(
+        r#"with r as (
              -- Whether each row goes straight into its inbox, decided once per row.
              select r.*, ($16 and r.channel = 'inapp' and r.status = 'queued'
                           and r.subscriber_id is not null
@@ -293,33 +296,36 @@ pub async fn expand(
                 case when r.placed then now() end,
                 (select b.template_key from batches b where b.id = $6)
          from r
-         returning id, status = 'sent', created_at",
+         returning id as "id: NotificationId", status = 'sent' as "sent!", created_at"#,
+        tenant_id as _,
+        metadata,
+        &attempts,
+        category,
+        critical,
+        batch_id as _,
+        seq,
+        &ids as _,
+        &indexes,
+        channels.as_slice() as &[&str],
+        recipients.as_slice() as &[&str],
+        &contents as _,
+        &subscribers as _,
+        statuses.as_slice() as &[&str],
+        &errors as _,
+        place_inapp,
     )
-    .bind(tenant_id)
-    .bind(metadata)
-    .bind(&attempts)
-    .bind(category)
-    .bind(critical)
-    .bind(batch_id)
-    .bind(seq)
-    .bind(&ids)
-    .bind(&indexes)
-    .bind(&channels)
-    .bind(&recipients)
-    .bind(&contents)
-    .bind(&subscribers)
-    .bind(&statuses)
-    .bind(&errors)
-    .bind(place_inapp)
     .fetch_all(&mut *db)
-    .await?;
-    sqlx::query(
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.sent, r.created_at))
+    .collect();
+    sqlx::query!(
         "update batch_chunks set expanded_at = now()
          where tenant_id = $1 and batch_id = $2 and seq = $3",
+        tenant_id as _,
+        batch_id as _,
+        seq,
     )
-    .bind(tenant_id)
-    .bind(batch_id)
-    .bind(seq)
     .execute(&mut *db)
     .await?;
     let by_id: HashMap<NotificationId, usize> =
