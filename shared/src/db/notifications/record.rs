@@ -63,7 +63,7 @@ pub async fn record_attempt(
     outcome: &Outcome,
 ) -> Result<bool, sqlx::Error> {
     let (status, attempt_outcome, delay, provider_message_id, response, error) = columns(outcome);
-    let written = sqlx::query(
+    let written = sqlx::query!(
         "with moved as (
              update notifications
              set status = $4,
@@ -80,20 +80,20 @@ pub async fn record_attempt(
              (tenant_id, notification_id, attempt, outcome, provider, provider_response, error, latency_ms, worker,
               response_code)
          select $1, id, $3, $9, $10, $7, $8, $11, $12, $13 from moved",
+        tenant_id as _,
+        id as _,
+        record.attempt,
+        status,
+        delay,
+        provider_message_id,
+        response,
+        error,
+        attempt_outcome as _,
+        record.provider,
+        record.latency.as_millis().min(i32::MAX as u128) as i32,
+        record.worker,
+        record.code.map(i32::from),
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(record.attempt)
-    .bind(status)
-    .bind(delay)
-    .bind(provider_message_id)
-    .bind(response)
-    .bind(error)
-    .bind(attempt_outcome)
-    .bind(record.provider)
-    .bind(record.latency.as_millis().min(i32::MAX as u128) as i32)
-    .bind(record.worker)
-    .bind(record.code.map(i32::from))
     .execute(db)
     .await?;
     Ok(written.rows_affected() == 1)
@@ -203,8 +203,8 @@ pub async fn record_attempts(
         workers.push(a.record.worker);
         codes.push(a.record.code.map(i32::from));
     }
-    sqlx::query_scalar(
-        "with o as (
+    sqlx::query_scalar!(
+        r#"with o as (
              select * from unnest($2::uuid[], $3::int4[], $4::text[], $5::float8[], $6::text[],
                                   $7::text[], $8::text[], $9::text[], $10::text[], $11::int4[],
                                   $12::text[], $13::int4[])
@@ -229,21 +229,21 @@ pub async fn record_attempts(
               response_code)
          select $1, o.id, o.attempt, o.outcome, o.provider, o.response, o.error, o.latency_ms, o.worker, o.code
          from o join moved on moved.id = o.id
-         returning notification_id",
+         returning notification_id as "notification_id: NotificationId""#,
+        tenant_id as _,
+        &ids as _,
+        &numbers,
+        &statuses as _,
+        &delays,
+        &message_ids as _,
+        &responses as _,
+        &errors as _,
+        &outcomes as _,
+        &providers as _,
+        &latencies,
+        &workers as _,
+        &codes as _,
     )
-    .bind(tenant_id)
-    .bind(&ids)
-    .bind(&numbers)
-    .bind(&statuses)
-    .bind(&delays)
-    .bind(&message_ids)
-    .bind(&responses)
-    .bind(&errors)
-    .bind(&outcomes)
-    .bind(&providers)
-    .bind(&latencies)
-    .bind(&workers)
-    .bind(&codes)
     .fetch_all(db)
     .await
 }
@@ -257,14 +257,14 @@ pub async fn still_claimed_of(
     ids: &[NotificationId],
     attempts: &[i32],
 ) -> Result<Vec<NotificationId>, sqlx::Error> {
-    sqlx::query_scalar(
-        "select n.id from notifications n
+    sqlx::query_scalar!(
+        r#"select n.id as "id: NotificationId" from notifications n
          join unnest($2::uuid[], $3::int4[]) as c(id, attempt) on n.id = c.id
-         where n.tenant_id = $1 and n.status = 'sending' and n.attempts = c.attempt",
+         where n.tenant_id = $1 and n.status = 'sending' and n.attempts = c.attempt"#,
+        tenant_id as _,
+        ids as _,
+        attempts,
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(attempts)
     .fetch_all(db)
     .await
 }
@@ -291,22 +291,22 @@ pub async fn record_failovers(
         .iter()
         .map(|h| h.3.as_millis().min(i32::MAX as u128) as i32)
         .collect();
-    sqlx::query(
+    sqlx::query!(
         "insert into delivery_attempts
              (tenant_id, notification_id, attempt, outcome, provider, error, response_code, latency_ms, worker)
          select $1, n.id, $3, 'failover', h.provider, h.error, h.code, h.latency, $4
          from notifications n,
               unnest($5::text[], $6::text[], $7::int4[], $8::int4[]) as h(provider, error, code, latency)
          where n.tenant_id = $1 and n.id = $2 and n.status in ('sending', 'cancelled') and n.attempts = $3",
+        tenant_id as _,
+        id as _,
+        attempt,
+        worker,
+        providers.as_slice() as &[&str],
+        &errors,
+        &codes as _,
+        &latencies,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(attempt)
-    .bind(worker)
-    .bind(&providers)
-    .bind(&errors)
-    .bind(&codes)
-    .bind(&latencies)
     .execute(db)
     .await?;
     Ok(())
@@ -324,14 +324,14 @@ pub async fn defer(
     attempt: i32,
     until: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update notifications set status = 'deferred', attempts = attempts - 1, run_at = $4, dispatched_at = null
          where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3",
+        tenant_id as _,
+        id as _,
+        attempt,
+        until,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(attempt)
-    .bind(until)
     .execute(db)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -349,15 +349,15 @@ pub async fn release(
     ids: &[NotificationId],
     attempts: &[i32],
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update notifications n
          set status = 'queued', attempts = n.attempts - 1, run_at = now(), dispatched_at = null
          from unnest($2::uuid[], $3::int4[]) as r(id, attempt)
          where n.tenant_id = $1 and n.id = r.id and n.status = 'sending' and n.attempts = r.attempt",
+        tenant_id as _,
+        ids as _,
+        attempts,
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(attempts)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
