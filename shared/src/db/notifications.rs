@@ -104,45 +104,46 @@ pub async fn insert(
         Some((k, h)) => (Some(*k), Some(h.as_slice())),
         None => (None, None),
     };
-    let created: Option<(NotificationId,)> = sqlx::query_as(
-        "insert into notifications
+    let created: Option<NotificationId> = sqlx::query_scalar!(
+        r#"insert into notifications
              (id, tenant_id, channel, recipient, content, metadata, max_attempts, idempotency_key, request_hash,
               dispatched_at, subscriber_id, category, critical, send_id, run_at, template_key,
               waited_by_run)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, case when $10 then now() end, $11, $12, $13,
-                 coalesce($14, $1), coalesce($15, now()), $16, $17)
+                 coalesce($14::uuid, $1), coalesce($15, now()), $16, $17)
          on conflict (tenant_id, idempotency_key) where idempotency_key is not null do nothing
-         returning id",
+         returning id as "id: NotificationId""#,
+        id as _,
+        tenant_id as _,
+        new.channel as _,
+        new.recipient,
+        &new.content,
+        &new.metadata,
+        new.max_attempts as i32,
+        key,
+        hash,
+        new.dispatched,
+        new.subscriber_id as _,
+        new.category,
+        new.critical,
+        new.send_id as _,
+        new.run_at,
+        new.template_key,
+        new.waited_by_run,
     )
-    .bind(id)
-    .bind(tenant_id)
-    .bind(new.channel)
-    .bind(new.recipient)
-    .bind(&new.content)
-    .bind(&new.metadata)
-    .bind(new.max_attempts as i32)
-    .bind(key)
-    .bind(hash)
-    .bind(new.dispatched)
-    .bind(new.subscriber_id)
-    .bind(new.category)
-    .bind(new.critical)
-    .bind(new.send_id)
-    .bind(new.run_at)
-    .bind(new.template_key)
-    .bind(new.waited_by_run)
     .fetch_optional(&mut *db)
     .await?;
-    if let Some((id,)) = created {
+    if let Some(id) = created {
         return Ok(Inserted::Created(id));
     }
-    let (id, stored_hash): (NotificationId, Option<Vec<u8>>) = sqlx::query_as(
-        "select id, request_hash from notifications where tenant_id = $1 and idempotency_key = $2",
+    let row = sqlx::query!(
+        r#"select id as "id: NotificationId", request_hash from notifications where tenant_id = $1 and idempotency_key = $2"#,
+        tenant_id as _,
+        key,
     )
-    .bind(tenant_id)
-    .bind(key)
     .fetch_one(&mut *db)
     .await?;
+    let (id, stored_hash) = (row.id, row.request_hash);
     Ok(Inserted::Existing {
         id,
         same_request: stored_hash.as_deref() == hash,
@@ -210,8 +211,8 @@ pub async fn insert_many(
                 && placing.contains(&r.tenant_id)
         })
         .collect();
-    let returned: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query_as(
-        "with r as (
+    let returned: Vec<(NotificationId, bool, DateTime<Utc>)> = sqlx::query!(
+        r#"with r as (
              select r.*, (r.may_place and (r.critical or not exists (
                               select 1 from subscriber_preferences p
                               where p.tenant_id = r.tenant_id and p.subscriber_id = r.subscriber_id)))
@@ -235,44 +236,38 @@ pub async fn insert_many(
                 case when placed then 'inapp:' || id::text end,
                 case when placed then now() end
          from r
-         returning id, status = 'sent', created_at",
-    )
-    .bind(col(|r| r.id.0))
-    .bind(col(|r| r.tenant_id.0))
-    .bind(rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>())
-    .bind(
+         returning id as "id: NotificationId", status = 'sent' as "sent!", created_at"#,
+        &col(|r| r.id.0),
+        &col(|r| r.tenant_id.0),
+        rows.iter().map(|r| r.channel.as_str()).collect::<Vec<_>>() as _,
         rows.iter()
             .map(|r| r.recipient.as_str())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| Json(&r.content)).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| Json(&r.metadata)).collect::<Vec<_>>())
-    .bind(
-        rows.iter()
+            .collect::<Vec<_>>() as _,
+        rows.iter().map(|r| Json(&r.content)).collect::<Vec<_>>() as _,
+        rows.iter().map(|r| Json(&r.metadata)).collect::<Vec<_>>() as _,
+        &rows
+            .iter()
             .map(|r| r.max_attempts as i32)
             .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.dispatched).collect::<Vec<_>>())
-    .bind(
+        &rows.iter().map(|r| r.dispatched).collect::<Vec<_>>(),
         rows.iter()
             .map(|r| r.subscriber_id.map(|s| s.0))
-            .collect::<Vec<_>>(),
-    )
-    .bind(
+            .collect::<Vec<_>>() as _,
         rows.iter()
             .map(|r| r.category.as_deref())
-            .collect::<Vec<_>>(),
-    )
-    .bind(rows.iter().map(|r| r.critical).collect::<Vec<_>>())
-    .bind(col(|r| r.send_id.0))
-    .bind(
+            .collect::<Vec<_>>() as _,
+        &rows.iter().map(|r| r.critical).collect::<Vec<_>>(),
+        &col(|r| r.send_id.0),
         rows.iter()
             .map(|r| r.template_key.as_deref())
-            .collect::<Vec<_>>(),
+            .collect::<Vec<_>>() as _,
+        &may_place,
     )
-    .bind(&may_place)
     .fetch_all(&mut *db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.id, r.sent, r.created_at))
+    .collect();
     let by_id: std::collections::HashMap<NotificationId, &NewRow> =
         rows.iter().map(|r| (r.id, r)).collect();
     Ok(returned
@@ -340,14 +335,17 @@ pub async fn get(
     tenant_id: TenantId,
     id: NotificationId,
 ) -> Result<Option<Notification>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, channel, recipient, content, metadata, status, attempts, max_attempts,
+    sqlx::query_as!(
+        Notification,
+        r#"select id as "id: NotificationId", channel as "channel: Channel", recipient,
+                content as "content: Json<Value>", metadata as "metadata: Json<Value>",
+                status as "status: NotificationStatus", attempts, max_attempts,
                 provider_message_id, last_error, run_at, sent_at, delivered_at, read_at,
                 created_at, updated_at
-         from notifications where tenant_id = $1 and id = $2",
+         from notifications where tenant_id = $1 and id = $2"#,
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_optional(db)
     .await
 }
@@ -360,14 +358,19 @@ pub async fn of_send(
     tenant_id: TenantId,
     send_id: NotificationId,
 ) -> Result<Vec<(NotificationId, Channel, NotificationStatus)>, sqlx::Error> {
-    sqlx::query_as(
-        "select id, channel, status from notifications
-         where tenant_id = $1 and (send_id = $2 or id = $2) order by (id = $2) desc, id",
+    let rows = sqlx::query!(
+        r#"select id as "id: NotificationId", channel as "channel: Channel",
+                status as "status: NotificationStatus" from notifications
+         where tenant_id = $1 and (send_id = $2 or id = $2) order by (id = $2) desc, id"#,
+        tenant_id as _,
+        send_id as _,
     )
-    .bind(tenant_id)
-    .bind(send_id)
     .fetch_all(db)
-    .await
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.id, r.channel, r.status))
+        .collect())
 }
 
 /// One recorded attempt.
@@ -398,12 +401,13 @@ pub async fn attempts(
     tenant_id: TenantId,
     id: NotificationId,
 ) -> Result<Vec<Attempt>, sqlx::Error> {
-    sqlx::query_as(
-        "select attempt, outcome, provider, provider_response, response_code, error, latency_ms, created_at
-         from delivery_attempts where tenant_id = $1 and notification_id = $2 order by attempt, id",
+    sqlx::query_as!(
+        Attempt,
+        r#"select attempt, outcome as "outcome: AttemptOutcome", provider, provider_response, response_code, error, latency_ms, created_at
+         from delivery_attempts where tenant_id = $1 and notification_id = $2 order by attempt, id"#,
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .fetch_all(db)
     .await
 }
@@ -437,12 +441,12 @@ pub async fn mark_dispatched(
     tenant_id: TenantId,
     ids: &[NotificationId],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "update notifications set dispatched_at = now()
          where tenant_id = $1 and id = any($2) and status = 'queued'",
+        tenant_id as _,
+        ids as _,
     )
-    .bind(tenant_id)
-    .bind(ids)
     .execute(db)
     .await?;
     Ok(())
@@ -481,18 +485,20 @@ pub async fn claim(
     ids: &[NotificationId],
     lease: Duration,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    sqlx::query_as(
-        "update notifications
+    sqlx::query_as!(
+        Claimed,
+        r#"update notifications
          set status = 'sending', attempts = attempts + 1, dispatched_at = null,
              run_at = now() + make_interval(secs => $3)
          where tenant_id = $1 and id = any($2) and status in ('queued', 'deferred') and run_at <= now()
            and attempts < max_attempts
-         returning id, recipient, content, attempts, max_attempts, subscriber_id, category, critical,
-                   created_at",
+         returning id as "id: NotificationId", recipient, content as "content: Json<Value>", attempts,
+                   max_attempts, subscriber_id as "subscriber_id: SubscriberId", category, critical,
+                   created_at"#,
+        tenant_id as _,
+        ids as _,
+        lease.as_secs_f64(),
     )
-    .bind(tenant_id)
-    .bind(ids)
-    .bind(lease.as_secs_f64())
     .fetch_all(db)
     .await
 }
@@ -508,13 +514,13 @@ pub async fn still_claimed(
     id: NotificationId,
     attempt: i32,
 ) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists (select 1 from notifications
-                        where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3)",
+    sqlx::query_scalar!(
+        r#"select exists (select 1 from notifications
+                        where tenant_id = $1 and id = $2 and status = 'sending' and attempts = $3) as "exists!""#,
+        tenant_id as _,
+        id as _,
+        attempt,
     )
-    .bind(tenant_id)
-    .bind(id)
-    .bind(attempt)
     .fetch_one(db)
     .await
 }
@@ -541,13 +547,13 @@ pub async fn cancel(
     tenant_id: TenantId,
     id: NotificationId,
 ) -> Result<Cancelled, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update notifications set status = 'cancelled', dispatched_at = null,
              last_error = 'cancelled by the sender'
          where tenant_id = $1 and id = $2 and status in ('queued', 'deferred', 'sending')",
+        tenant_id as _,
+        id as _,
     )
-    .bind(tenant_id)
-    .bind(id)
     .execute(&mut *db)
     .await?;
     if done.rows_affected() == 1 {
@@ -568,7 +574,7 @@ pub async fn recover_expired_leases(
     db: impl PgExecutor<'_>,
     channel: Channel,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "with lost as (
              update notifications
              set status = case when attempts >= max_attempts then 'failed' else 'queued' end,
@@ -585,9 +591,9 @@ pub async fn recover_expired_leases(
          select tenant_id, id, attempts, case status when 'failed' then 'failed' else 'retry' end,
                 'unknown', $2, 0, 'dispatcher'
          from lost",
+        channel as _,
+        LOST_WORKER,
     )
-    .bind(channel)
-    .bind(LOST_WORKER)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -604,8 +610,8 @@ pub async fn take_due(
     limit: usize,
     redispatch_after: Duration,
 ) -> Result<Vec<(TenantId, NotificationId)>, sqlx::Error> {
-    sqlx::query_as(
-        "with due as (
+    sqlx::query!(
+        r#"with due as (
              select id from notifications
              where channel = $1 and stage = 1 and status in ('queued', 'deferred') and run_at <= now()
                and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $2))
@@ -615,14 +621,16 @@ pub async fn take_due(
          )
          update notifications n set dispatched_at = now()
          from due where n.id = due.id
-         returning n.tenant_id, n.id",
+         returning n.tenant_id as "tenant_id: TenantId", n.id as "id: NotificationId""#,
+        channel as _,
+        redispatch_after.as_secs_f64(),
+        limit as i64,
     )
-    .bind(channel)
-    .bind(redispatch_after.as_secs_f64())
-    .bind(limit as i64)
     .fetch_all(db)
     .await
-    .map(|mut rows: Vec<(TenantId, NotificationId)>| {
+    .map(|rows| {
+        let mut rows: Vec<(TenantId, NotificationId)> =
+            rows.into_iter().map(|r| (r.tenant_id, r.id)).collect();
         rows.sort_unstable();
         rows
     })
@@ -635,12 +643,12 @@ pub async fn forget_dispatched(
     db: impl PgExecutor<'_>,
     channel: Channel,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update notifications set dispatched_at = null
          where channel = $1 and stage = 1 and status in ('queued', 'deferred')
            and dispatched_at is not null",
+        channel as _,
     )
-    .bind(channel)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
@@ -656,7 +664,7 @@ pub async fn redact_expired_content(
     days: u32,
     limit: i64,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update notifications
          set content = '{}'::jsonb, metadata = '{}'::jsonb, content_redacted_at = now()
          where id in (
@@ -666,9 +674,9 @@ pub async fn redact_expired_content(
                and updated_at < now() - make_interval(days => $1)
              limit $2
              for update skip locked)",
+        days as i32,
+        limit,
     )
-    .bind(days as i32)
-    .bind(limit)
     .execute(db)
     .await?;
     Ok(done.rows_affected())
