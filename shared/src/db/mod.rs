@@ -78,7 +78,7 @@ use secrecy::ExposeSecret;
 use sqlx::{
     Connection, PgConnection, PgPool, Postgres,
     migrate::Migrator,
-    postgres::{PgArguments, PgConnectOptions, PgPoolOptions, PgRow, PgSslMode},
+    postgres::{PgConnectOptions, PgPoolOptions, PgRow, PgSslMode},
 };
 
 use crate::{config::Settings, domain::TenantId};
@@ -308,27 +308,6 @@ where
     .await
 }
 
-/// The row `id` that `select` (a `select … from …` with no `where`) reads
-/// within `reach`; `alias` qualifies the row's columns (`"i."`, or `""`).
-pub(crate) async fn get_within<T>(
-    db: impl sqlx::PgExecutor<'_>,
-    select: &str,
-    alias: &str,
-    reach: scope::Reach,
-    id: uuid::Uuid,
-) -> Result<Option<T>, sqlx::Error>
-where
-    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
-{
-    sqlx::query_as(&format!(
-        "{select} where {alias}id = $1 and ($2::uuid is null or {alias}tenant_id = $2)"
-    ))
-    .bind(id)
-    .bind(reach.param())
-    .fetch_optional(db)
-    .await
-}
-
 /// Deletes the row of `tenant_id` from `table` whose `key` column holds
 /// `value` (unique in the organisation); false when there was none.
 pub(crate) async fn delete_owned_by<V>(
@@ -390,35 +369,6 @@ pub(crate) async fn forget_dispatched(
     .execute(db)
     .await?;
     Ok(done.rows_affected())
-}
-
-/// A statement whose parameters are bound in order, whatever it returns:
-/// lets one function bind the fields a module's statements share (a
-/// create's and an update's), in the order they number them.
-pub(crate) trait Bind<'q>: Sized {
-    /// Binds the next parameter.
-    fn bind_next<T>(self, value: T) -> Self
-    where
-        T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>;
-}
-
-macro_rules! impl_bind {
-    ($(<$($o:ident)?> $ty:ty;)*) => {$(
-        impl<'q $(, $o)?> Bind<'q> for $ty {
-            fn bind_next<T>(self, value: T) -> Self
-            where
-                T: 'q + sqlx::Encode<'q, Postgres> + sqlx::Type<Postgres>,
-            {
-                self.bind(value)
-            }
-        }
-    )*};
-}
-
-impl_bind! {
-    <> sqlx::query::Query<'q, Postgres, PgArguments>;
-    <O> sqlx::query::QueryAs<'q, Postgres, O, PgArguments>;
-    <O> sqlx::query::QueryScalar<'q, Postgres, O, PgArguments>;
 }
 
 /// Declares the functions of a module over rows of one organisation's
