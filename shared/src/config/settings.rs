@@ -245,9 +245,9 @@ pub struct Settings {
     /// How often the scheduler evaluates alert rules
     /// (`ALERTS_EVALUATE_SECS`, default 5; 0 turns evaluation off).
     pub alerts_interval: Option<Duration>,
-    /// How often the scheduler folds delivery rollups and sends due
-    /// scheduled reports (`REPORTS_TICK_SECS`, default 1; 0 turns both
-    /// off).
+    /// How often the scheduler folds delivery rollups and batch and CSV
+    /// job counts and sends due scheduled reports (`REPORTS_TICK_SECS`,
+    /// default 1; 0 turns all three off).
     pub reports_interval: Option<Duration>,
 }
 
