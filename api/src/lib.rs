@@ -61,6 +61,7 @@ pub mod permissions;
 pub mod realtime;
 pub mod routes;
 pub mod server;
+pub mod services;
 pub mod signin;
 pub mod spec;
 pub mod window;

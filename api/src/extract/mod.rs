@@ -16,6 +16,8 @@
 //! * [`Ctx`] ([`AdminCtx`], [`ServiceCtx`], [`UserCtx`]): the
 //!   authenticated caller with the state and the request id (the one its
 //!   audit rows name), as one argument.
+//! * [`idempotency_key`] and [`request_hash`]: the `Idempotency-Key`
+//!   header's one rule, and the hash of the request it is stored with.
 
 /// Implements poem-openapi's `Type` for `$ty<T>`, a parameter the document
 /// describes as the plain string it is in the URL; `$raw` is the string as
@@ -48,11 +50,13 @@ macro_rules! documented_as_string {
 }
 
 mod ctx;
+pub mod idempotency;
 mod page;
 mod path_id;
 pub mod query;
 
 pub use ctx::{AdminCtx, Ctx, ServiceCtx, UserCtx};
+pub use idempotency::{accepted_before, idempotency_key, request_hash};
 pub use page::{Cursor, CursorKey, NOT_A_CURSOR, PageSize, page};
 pub use path_id::{PathId, id};
 pub use query::{Param, Params, QueryParams, Rule, read};

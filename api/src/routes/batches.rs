@@ -207,7 +207,7 @@ async fn load(
     Ok(view(batch, &counts))
 }
 
-use super::notifications::{accepted_before, idempotency_key, request_hash};
+use crate::extract::{accepted_before, idempotency_key, request_hash};
 
 #[OpenApi(
     prefix_path = "/api/v1/services/notifications",

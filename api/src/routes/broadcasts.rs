@@ -25,7 +25,7 @@ use shared::{
     jobs::QueueName,
 };
 
-use super::notifications::{idempotency_key, request_hash};
+use crate::extract::{idempotency_key, request_hash};
 use crate::{
     AppState,
     body::StrictJson,

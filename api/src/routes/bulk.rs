@@ -382,7 +382,7 @@ impl BulkApi {
     ) -> Result<UploadResponse, ApiError> {
         let mut multipart = upload.0;
         let tenant_id = cx.auth.0.tenant_id;
-        let key = super::notifications::idempotency_key(key.0)?;
+        let key = crate::extract::idempotency_key(key.0)?;
         let bad_form = |e: poem::error::ParseMultipartError| {
             ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
         };

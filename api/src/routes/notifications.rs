@@ -11,7 +11,6 @@ use crate::extract::ServiceCtx;
 use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, param::Path, payload::Json};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use shared::{
     db::{
         notifications::{self, Inserted, NewNotification, NewRow},
@@ -33,9 +32,9 @@ use crate::{
 mod plan;
 mod validate;
 
+use crate::extract::{accepted_before, idempotency_key, request_hash};
 use plan::*;
 use validate::*;
-pub(crate) use validate::{accepted_before, idempotency_key, request_hash};
 
 /// Most keys in `metadata`.
 const MAX_METADATA_KEYS: usize = 50;

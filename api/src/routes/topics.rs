@@ -32,6 +32,7 @@ use crate::{
     extract::ServiceCtx,
     extract::{Cursor, PageSize, page},
     routes::ApiTags,
+    services::topics::find,
 };
 
 mod sends;
@@ -207,21 +208,6 @@ fn check_text(p: &mut Problems, name: &str, description: Option<&str>) {
     {
         p.add(name, "must be 1 to 2,000 characters");
     }
-}
-
-/// The topic with `key`, or 404 (also for a malformed key and for another
-/// organisation's topic).
-pub(crate) async fn find(
-    state: &AppState,
-    tenant_id: TenantId,
-    key: &str,
-) -> Result<Topic, ApiError> {
-    if !key_ok(key) {
-        return Err(ApiError::NotFound("topic"));
-    }
-    topics::get(&state.pool, tenant_id, key)
-        .await?
-        .ok_or(ApiError::NotFound("topic"))
 }
 
 /// The external ids of a membership call, checked: each well-formed and

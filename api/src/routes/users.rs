@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     auth::UserJwt, error::ApiError, extract::UserCtx, routes::ApiTags,
-    routes::sessions::revoke_own, signin::Client,
+    services::sessions::revoke_own, signin::Client,
 };
 
 /// The user endpoints.

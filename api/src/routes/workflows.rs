@@ -21,31 +21,25 @@ use poem_openapi::{
 };
 use serde_json::Value;
 use shared::{
-    db::workflows::{self as store, NewRuns, Workflow},
-    domain::{ExternalId, TenantId, key_ok},
-    workflows::{MAX_PAYLOAD_BYTES, StepKind, parse_steps},
+    db::workflows::{self as store, Workflow},
+    domain::key_ok,
 };
 
 use crate::{
-    AppState,
     body::StrictJson,
-    error::{ApiError, StepProblem},
+    error::ApiError,
     extract::ServiceCtx,
     extract::{Cursor, PageSize, page},
-    routes::{
-        ApiTags,
-        notifications::{idempotency_key, request_hash},
-    },
+    extract::{idempotency_key, request_hash},
+    routes::ApiTags,
+    services::workflows as service,
 };
 
 mod runs;
 
 pub use runs::WorkflowRunsApi;
 
-/// Most members a trigger to a topic starts runs for.
-pub const MAX_TOPIC_RUNS: i64 = 10_000;
-/// Keys that name routes, not workflows.
-const RESERVED: &[&str] = &["runs", "cancel", "events"];
+pub use crate::services::workflows::MAX_TOPIC_RUNS;
 
 /// The workflow endpoints.
 #[derive(Debug)]
@@ -214,76 +208,6 @@ pub enum TriggerResponse {
     ),
 }
 
-/// Workflow `key` (at `version`), or 404.
-async fn find(
-    state: &AppState,
-    tenant_id: TenantId,
-    key: &str,
-    version: Option<i32>,
-) -> Result<Workflow, ApiError> {
-    if !key_ok(key) {
-        return Err(ApiError::NotFound("workflow"));
-    }
-    store::get(&state.pool, tenant_id, key, version)
-        .await?
-        .ok_or(ApiError::NotFound("workflow"))
-}
-
-/// Checks a payload: a JSON object of at most [`MAX_PAYLOAD_BYTES`].
-pub(crate) fn payload(raw: Option<&Value>) -> Result<Value, ApiError> {
-    match raw {
-        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
-        Some(v @ Value::Object(_)) => {
-            let size = serde_json::to_vec(v).map(|b| b.len()).unwrap_or(usize::MAX);
-            if size > MAX_PAYLOAD_BYTES {
-                return Err(ApiError::TooLarge(format!(
-                    "`payload` is {size} bytes as JSON; at most {MAX_PAYLOAD_BYTES} are allowed"
-                )));
-            }
-            Ok(v.clone())
-        }
-        Some(_) => Err(ApiError::invalid("payload", "must be a JSON object")),
-    }
-}
-
-/// The definition's problems that need Postgres: templates that do not
-/// exist or have no content for a channel a step sends on.
-async fn check_templates(
-    state: &AppState,
-    tenant_id: TenantId,
-    steps: &[shared::workflows::Step],
-) -> Result<Vec<StepProblem>, ApiError> {
-    let mut problems = Vec::new();
-    for step in steps {
-        let StepKind::Send {
-            template, channels, ..
-        } = &step.kind
-        else {
-            continue;
-        };
-        let Some(t) = shared::db::templates::get_by_key(&state.pool, tenant_id, template).await?
-        else {
-            problems.push(StepProblem {
-                step: step.key.clone(),
-                field: "template".into(),
-                reason: format!("no template has the key `{template}`"),
-            });
-            continue;
-        };
-        let has = t.template.channels();
-        for (i, c) in channels.iter().enumerate() {
-            if !has.contains(c) {
-                problems.push(StepProblem {
-                    step: step.key.clone(),
-                    field: format!("channels[{i}]"),
-                    reason: format!("the template `{template}` has no {} content", c.as_str()),
-                });
-            }
-        }
-    }
-    Ok(problems)
-}
-
 #[OpenApi(
     prefix_path = "/api/v1/services/workflows",
     tag = "ApiTags::Notifications"
@@ -303,54 +227,15 @@ impl WorkflowsApi {
         key: Path<String>,
         body: StrictJson<SaveWorkflow>,
     ) -> Result<SaveResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
-        if !key_ok(&key.0) || RESERVED.contains(&key.0.as_str()) {
-            return Err(ApiError::invalid(
-                "key",
-                "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`, starting with a letter or digit, and not `runs`, `cancel` or `events`",
-            ));
-        }
-        let name = body.0.name.trim();
-        if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-            return Err(ApiError::invalid(
-                "name",
-                "must be 1 to 200 characters on one line",
-            ));
-        }
-        let steps = parse_steps(&Value::Array(body.0.steps)).map_err(|errors| {
-            ApiError::InvalidSteps(
-                errors
-                    .into_iter()
-                    .map(|e| StepProblem {
-                        step: e.step,
-                        field: e.field,
-                        reason: e.reason,
-                    })
-                    .collect(),
-            )
-        })?;
-        let problems = check_templates(cx.state, tenant_id, &steps).await?;
-        if !problems.is_empty() {
-            return Err(ApiError::InvalidSteps(problems));
-        }
-        let mut tx = cx.state.pool.begin().await?;
-        let saved = store::save(&mut tx, tenant_id, &key.0, name, &steps).await?;
-        shared::db::audit::record(
-            &mut *tx,
-            shared::db::audit::Entry {
-                tenant_id: Some(tenant_id),
-                actor: &format!("api_key:{}", cx.auth.0.key_id),
-                action: "workflow.save",
-                resource_type: "workflow",
-                resource_id: Some(saved.id.to_string()),
-                result: "success",
-                request_id: Some(&cx.request_id.0),
-                details: serde_json::json!({"key": saved.key, "version": saved.version}),
-            },
+        let saved = service::save(
+            cx.state,
+            &cx.auth.0,
+            &cx.request_id.0,
+            &key.0,
+            &body.0.name,
+            body.0.steps,
         )
         .await?;
-        tx.commit().await?;
-        tracing::info!(workflow = %saved.key, version = saved.version, "workflow saved");
         Ok(if saved.version == 1 {
             SaveResponse::Created(Json(saved.into()))
         } else {
@@ -370,7 +255,7 @@ impl WorkflowsApi {
         #[oai(validator(minimum(value = "1"), maximum(value = "2147483647")))]
         version: Query<Option<i32>>,
     ) -> Result<WorkflowResponse, ApiError> {
-        let w = find(cx.state, cx.auth.0.tenant_id, &key.0, version.0).await?;
+        let w = service::find(cx.state, cx.auth.0.tenant_id, &key.0, version.0).await?;
         Ok(WorkflowResponse::Ok(Json(w.into())))
     }
 
@@ -465,87 +350,18 @@ impl WorkflowsApi {
         #[oai(name = "Idempotency-Key")] idem: Header<Option<String>>,
         body: StrictJson<TriggerRequest>,
     ) -> Result<TriggerResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
+        let req = body.0;
+        let hash = request_hash(&(&key.0, &req));
+        let trigger = service::Trigger {
+            subscriber_id: req.subscriber_id,
+            topic: req.topic,
+            payload: req.payload,
+            cancellation_key: req.cancellation_key,
+        };
         let idem = idempotency_key(idem.0)?;
-        let req = &body.0;
-        let workflow = find(cx.state, tenant_id, &key.0, None).await?;
-        let payload = payload(req.payload.as_ref())?;
-        if let Some(k) = &req.cancellation_key {
-            shared::domain::cancellation_key(k)
-                .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
-        }
-        let hash = request_hash(&(&key.0, req));
-        if let Some(k) = &idem
-            && let Some(answer) = replay(cx.state, tenant_id, &workflow, k, &hash).await?
-        {
-            return Ok(answer);
-        }
-        let mut tx = cx.state.pool.begin().await?;
-        if !store::hold(&mut tx, tenant_id, workflow.id).await? {
-            // Deleted since it was read.
-            return Err(ApiError::NotFound("workflow"));
-        }
-        let subscribers = match (&req.subscriber_id, &req.topic) {
-            (Some(s), None) => {
-                ExternalId::parse(s).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
-                shared::db::batches::subscriber_ids(
-                    &mut tx,
-                    tenant_id,
-                    std::slice::from_ref(s),
-                    &Default::default(),
-                )
-                .await?
-                .ids
-                .into_values()
-                .collect()
-            }
-            (None, Some(t)) => {
-                let topic = crate::routes::topics::find(cx.state, tenant_id, t).await?;
-                let ids =
-                    store::topic_subscribers(&mut *tx, tenant_id, topic.id, MAX_TOPIC_RUNS + 1)
-                        .await?;
-                if ids.len() as i64 > MAX_TOPIC_RUNS {
-                    return Err(ApiError::Unprocessable(vec![crate::error::InvalidParam {
-                        name: "topic".into(),
-                        reason: format!(
-                            "has more than {MAX_TOPIC_RUNS} members; split it into smaller topics"
-                        ),
-                    }]));
-                }
-                ids
-            }
-            _ => {
-                return Err(ApiError::invalid(
-                    "subscriber_id",
-                    "give either `subscriber_id` or `topic`",
-                ));
-            }
-        };
-        let started = store::start(
-            &mut tx,
-            tenant_id,
-            NewRuns {
-                workflow_id: workflow.id,
-                version: workflow.version,
-                subscribers: &subscribers,
-                payload: &payload,
-                cancellation_key: req.cancellation_key.as_deref(),
-                idempotency: idem.as_deref().map(|k| (k, hash.clone())),
-            },
-        )
-        .await?;
-        let Some(ids) = started else {
-            // A concurrent request with the same key won.
-            drop(tx);
-            let k = idem.as_deref().unwrap_or_default();
-            return replay(cx.state, tenant_id, &workflow, k, &hash)
-                .await?
-                .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("trigger vanished")));
-        };
-        tx.commit().await?;
-        tracing::info!(workflow = %workflow.key, runs = ids.len(), "workflow triggered");
-        metrics::counter!("workflow_runs_started_total").increment(ids.len() as u64);
-        Ok(accepted(&workflow, &ids, false))
+        let t =
+            service::trigger(cx.state, cx.auth.0.tenant_id, &key.0, trigger, idem, hash).await?;
+        Ok(accepted(&t.workflow, &t.runs, t.replayed))
     }
 }
 
@@ -561,29 +377,4 @@ fn accepted(workflow: &Workflow, ids: &[uuid::Uuid], replayed: bool) -> TriggerR
         }),
         replayed.then(|| "true".to_owned()),
     )
-}
-
-/// The first answer to a trigger with Idempotency-Key `key`, if there was
-/// one; 422 when that request had another body.
-async fn replay(
-    state: &AppState,
-    tenant_id: TenantId,
-    workflow: &Workflow,
-    key: &str,
-    hash: &[u8],
-) -> Result<Option<TriggerResponse>, ApiError> {
-    match store::earlier_trigger(&state.pool, tenant_id, key).await? {
-        None => Ok(None),
-        Some((stored, _)) if stored.as_deref() != Some(hash) => Err(ApiError::IdempotencyKeyReused),
-        Some((_, ids)) => {
-            let mut w = workflow.clone();
-            if let Some(first) = ids.first()
-                && let Some((run, _)) =
-                    store::run(&mut *state.pool.acquire().await?, tenant_id, *first).await?
-            {
-                w.version = run.version;
-            }
-            Ok(Some(accepted(&w, &ids, true)))
-        }
-    }
 }

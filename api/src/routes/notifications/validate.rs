@@ -5,8 +5,8 @@
 use shared::domain::{
     ACTION_URL_REASON, CATEGORY_REASON, Content, EmailContent, ExternalId, InAppContent,
     MAX_BODY_CHARS, MAX_SMS_CHARS, MAX_TITLE_CHARS, MAX_WHATSAPP_TEXT_CHARS, Problems, PushContent,
-    SmsContent, WhatsAppContent, WhatsAppLanguage, action_url_ok, category_ok, idempotency_key_ok,
-    recipient, whatsapp_parameter, whatsapp_parameter_count, whatsapp_template_name,
+    SmsContent, WhatsAppContent, WhatsAppLanguage, action_url_ok, category_ok, recipient,
+    whatsapp_parameter, whatsapp_parameter_count, whatsapp_template_name,
 };
 
 use super::*;
@@ -260,64 +260,5 @@ pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     match valid {
         Some(v) if p.is_empty() => Ok(v),
         _ => Err(p.into()),
-    }
-}
-
-/// What a request's idempotency key is stored with: a replay under the key
-/// must carry a body of the same hash.
-pub(crate) fn request_hash(body: &impl serde::Serialize) -> Vec<u8> {
-    Sha256::digest(serde_json::to_vec(body).unwrap_or_default()).to_vec()
-}
-
-/// Whether a request with idempotency `key` was accepted before, as
-/// `accepted` finds; never for a request without a key. Asked only when
-/// awaited.
-pub(crate) async fn accepted_before<'k, F>(
-    key: Option<&'k str>,
-    accepted: impl FnOnce(&'k str) -> F,
-) -> Result<bool, sqlx::Error>
-where
-    F: Future<Output = Result<bool, sqlx::Error>>,
-{
-    match key {
-        Some(k) => accepted(k).await,
-        None => Ok(false),
-    }
-}
-
-/// Checks an `Idempotency-Key` header with the one rule for it
-/// ([`idempotency_key_ok`]). Every route that honours the key uses this.
-pub(crate) fn idempotency_key(raw: Option<String>) -> Result<Option<String>, ApiError> {
-    match raw {
-        None => Ok(None),
-        Some(k) => match idempotency_key_ok(&k) {
-            Ok(()) => Ok(Some(k)),
-            Err(reason) => Err(ApiError::BadHeader("Idempotency-Key", reason)),
-        },
-    }
-}
-
-/// `Idempotency-Key` properties: any header value is accepted or refused
-/// without a panic, and what is accepted is 1 to 255 printable ASCII
-/// characters (no NUL, no spaces), unchanged.
-#[cfg(test)]
-mod idempotency_key_properties {
-    use proptest::prelude::*;
-
-    use super::*;
-
-    proptest! {
-        #[test]
-        fn accepted_keys_are_short_printable_ascii(raw in prop_oneof![
-            any::<String>(),
-            "[ -~\\x00]{0,300}",
-            "[!-~]{250,260}",
-        ]) {
-            if let Ok(Some(key)) = idempotency_key(Some(raw.clone())) {
-                prop_assert!((1..=255).contains(&key.len()));
-                prop_assert!(key.bytes().all(|b| b.is_ascii_graphic()), "{key:?}");
-                prop_assert_eq!(key, raw);
-            }
-        }
     }
 }

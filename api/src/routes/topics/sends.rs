@@ -16,14 +16,11 @@ use shared::{
     templates::requested_locale,
 };
 
-use super::{MAX_KEYS, find};
+use super::MAX_KEYS;
+use crate::services::topics::find;
 use crate::{
-    AppState,
-    body::StrictJson,
-    error::ApiError,
-    extract::ServiceCtx,
-    middleware::RequestId,
-    routes::{ApiTags, notifications::idempotency_key},
+    AppState, body::StrictJson, error::ApiError, extract::ServiceCtx, extract::idempotency_key,
+    middleware::RequestId, routes::ApiTags,
 };
 
 /// The sends to a topic or to the organisation.

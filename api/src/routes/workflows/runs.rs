@@ -537,7 +537,7 @@ impl WorkflowRunsApi {
                 "must be 1 to 100 lower-case letters, digits, `.`, `_` or `-`",
             ));
         }
-        let payload = super::payload(req.payload.as_ref())?;
+        let payload = crate::services::workflows::payload(req.payload.as_ref())?;
         let subscriber =
             shared::db::subscribers::find_id(&cx.state.pool, tenant_id, external.as_str()).await?;
         let resumed = match subscriber {
