@@ -17,21 +17,15 @@ use poem_openapi::{
     param::{Header, Path},
     payload::Json,
 };
-use serde_json::json;
 use shared::{
-    db::topics::{self, Broadcast, Broadcasted, NewBroadcast},
-    domain::{ACTION_URL_REASON, Channel, Problems, TenantId, action_url_ok, one_line_ok},
-    events::Event,
-    jobs::QueueName,
+    db::topics::{self, Broadcast},
+    domain::{ACTION_URL_REASON, Problems, TenantId, action_url_ok, one_line_ok},
 };
 
 use crate::extract::{idempotency_key, request_hash};
 use crate::{
-    AppState,
-    body::StrictJson,
-    error::{ApiError, InvalidParam},
-    extract::AdminCtx,
-    routes::ApiTags,
+    AppState, body::StrictJson, error::ApiError, extract::AdminCtx, routes::ApiTags,
+    services::broadcasts as service,
 };
 
 /// Most organisations one broadcast names.
@@ -182,7 +176,7 @@ async fn view(state: &AppState, b: Broadcast) -> Result<BroadcastView, ApiError>
         let per = counts
             .entry(channel)
             .or_insert_with(|| serde_json::Value::Object(Default::default()));
-        per[status] = json!(n);
+        per[status] = serde_json::json!(n);
     }
     Ok(BroadcastView {
         id: b.id.to_string(),
@@ -217,90 +211,24 @@ impl BroadcastsApi {
         let act = cx.acting(&p, "broadcast.send", "broadcast");
         act.refused(None, p.require_platform()).await?;
         let key = idempotency_key(key.0)?;
-        let req = &body.0;
-        let (severity, subject, orgs) = check(req)?;
-        if let Some(orgs) = &orgs {
-            let unknown = topics::unknown_organizations(&cx.state.pool, orgs).await?;
-            if !unknown.is_empty() {
-                let names = req.organizations.iter().flatten().enumerate();
-                return Err(ApiError::Invalid(
-                    names
-                        .filter(|(_, raw)| {
-                            unknown.iter().any(|u| u.to_string() == raw.to_lowercase())
-                        })
-                        .map(|(i, _)| InvalidParam {
-                            name: format!("organizations[{i}]"),
-                            reason: "no organisation with this id".into(),
-                        })
-                        .collect(),
-                ));
-            }
-        }
-        let hash = key.as_ref().map(|_| request_hash(req));
-        let attempts =
-            |c: Channel| cx.state.jobs.queue(QueueName::for_channel(c)).max_attempts as i32;
-        let mut tx = cx.state.pool.begin().await?;
-        let done = topics::broadcast(
-            &mut tx,
-            NewBroadcast {
-                actor: &p.caller.actor,
-                title: &req.title,
-                body: &req.body,
-                severity: &severity,
-                action_url: req.action_url.as_deref(),
-                email_subject: subject.as_deref(),
-                organizations: orgs.as_deref(),
-                max_attempts: (attempts(Channel::InApp), attempts(Channel::Email)),
-                idempotency: key.as_deref().zip(hash),
-            },
-        )
-        .await?;
-        let (broadcast, targets, replayed) = match done {
-            Broadcasted::New(b, targets) => (b, targets, false),
-            Broadcasted::Existing {
-                broadcast,
-                same_request: true,
-            } => (broadcast, Vec::new(), true),
-            Broadcasted::Existing { .. } => return Err(ApiError::IdempotencyKeyReused),
+        let req = body.0;
+        let idempotency = key.map(|k| (k, request_hash(&req)));
+        let (severity, email_subject, organizations) = check(&req)?;
+        let message = service::Message {
+            title: req.title,
+            body: req.body,
+            severity,
+            action_url: req.action_url,
+            email_subject,
+            organizations,
         };
-        if !replayed {
-            act.audit(&mut *tx, None, broadcast.id, json!({ "organizations": orgs.as_ref().map_or(json!("all"), |o| json!(o.len())), "severity": severity, "inapp": broadcast.inapp_count, "email": broadcast.email_count, }))
-            .await?;
-        }
-        tx.commit().await?;
-        if !replayed {
-            tracing::info!(broadcast_id = %broadcast.id, organizations = targets.len(),
-                inapp = broadcast.inapp_count, email = broadcast.email_count, "broadcast sent");
-            let at = Utc::now();
-            let data = json!({
-                "broadcast_id": broadcast.id,
-                "title": req.title,
-                "body": req.body,
-                "severity": severity,
-                "action_url": req.action_url,
-            });
-            let events: Vec<Event> = targets
-                .into_iter()
-                .map(|tenant_id| Event {
-                    tenant_id,
-                    topic: "org".into(),
-                    kind: "system.alert".into(),
-                    id: None,
-                    data: data.clone(),
-                    at,
-                })
-                .collect();
-            if let Err(error) = shared::events::publish(&cx.state.queues, &events).await {
-                // The inbox entries still arrive; only the live alert is lost.
-                tracing::warn!(%error, "cannot publish the system alert");
-            }
-        }
-        let view = view(cx.state, broadcast).await?;
+        let sent = service::send(cx.state, &act, &p.caller.actor, message, idempotency).await?;
+        let view = view(cx.state, sent.broadcast).await?;
         let location = view.status_url.clone();
         Ok(BroadcastResponse::Accepted(
             Json(view),
             location,
-            replayed.then(|| "true".to_owned()),
+            sent.replayed.then(|| "true".to_owned()),
         ))
     }
 

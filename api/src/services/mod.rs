@@ -3,11 +3,13 @@
 //! service function and shape its answer; services call the db layer
 //! ([`shared::db`]) and each other, never a route.
 //!
+//! * [`broadcasts`]: system messages to every organisation's subscribers.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
 //! * [`topics`]: finding a topic by key.
 //! * [`workflows`]: saving workflow definitions and triggering runs.
 
+pub mod broadcasts;
 pub mod sessions;
 pub mod topics;
 pub mod workflows;
