@@ -82,6 +82,11 @@ pub struct InRequest<'a> {
 }
 
 impl<'a> InRequest<'a> {
+    /// The application state.
+    pub fn state(self) -> &'a AppState {
+        self.state
+    }
+
     /// `action` on resources of `resource_type`.
     pub fn acting(self, action: &'a str, resource_type: &'a str) -> Acting<'a> {
         Acting {

@@ -14,8 +14,10 @@ use shared::{
     lookups::{self, LookupKind},
 };
 
-use crate::access::Act;
-use crate::{AppState, body::StrictJson, error::ApiError, extract::AdminCtx, routes::ApiTags};
+use crate::{
+    AppState, body::StrictJson, error::ApiError, extract::AdminCtx, routes::ApiTags,
+    services::lookups as service,
+};
 
 /// The lookup endpoints.
 #[derive(Debug)]
@@ -320,55 +322,13 @@ impl LookupsApi {
             ));
         }
         let (label, description) = checked(&body.0)?;
-        let mut tx = cx.state.pool.begin().await?;
-        if kind.open() && store::count(&mut *tx, kind).await? >= lookups::MAX_VALUES {
-            let exists = store::list(&mut *tx, kind)
-                .await?
-                .iter()
-                .any(|v| v.code == code.0);
-            if !exists {
-                let full = Err(ApiError::Conflict(format!(
-                    "{} already has 200 values",
-                    kind.as_str()
-                )));
-                return cx
-                    .acting(&p, "lookup.create", "lookup")
-                    .refused(Some(&resource), full)
-                    .await;
-            }
-        }
         let change = store::Change {
             label: &label,
             description: description.as_deref(),
             position: body.0.position,
         };
-        let written = store::put(&mut *tx, kind, &code.0, &change, kind.open())
-            .await?
-            .ok_or(ApiError::NotFound("lookup value"));
-        let (value, created) = cx
-            .acting(&p, "lookup.update", "lookup")
-            .refused(Some(&resource), written)
-            .await?;
-        let action = if created {
-            "lookup.create"
-        } else {
-            "lookup.update"
-        };
-        let details = json!({"kind": kind.as_str(), "code": value.code, "label": value.label,
-                             "description": value.description, "position": value.position});
-        p.audit(
-            &mut *tx,
-            cx.request_id,
-            None,
-            Act {
-                action,
-                resource_type: "lookup",
-            },
-            &resource,
-            details,
-        )
-        .await?;
-        tx.commit().await?;
+        let at = p.at(cx.state, cx.request_id);
+        let (value, created) = service::put(at, kind, &code.0, &change).await?;
         Ok(if created {
             LookupValueResponse::Created(Json(value.into()))
         } else {
