@@ -22,7 +22,9 @@
 //!
 //! The modules:
 //!
-//! * [`routes`]: one module per resource; [`extract`]: what handlers read
+//! * [`routes`]: one module per resource; [`services`]: the rules of the
+//!   features whose handlers only parse and answer (routes call services,
+//!   never each other); [`extract`]: what handlers read
 //!   from a request before their own work (ids in the path, list cursors
 //!   and page sizes), so every route answers malformed input the same way;
 //!   [`spec`] amends the OpenAPI document where poem-openapi cannot
