@@ -1,14 +1,16 @@
 //! Concurrent sends share one commit and one push.
 //!
 //! A send that needs nothing of its own in its transaction (no
-//! `Idempotency-Key`, no `send_at`; a new subscriber it names is created
-//! before) hands its rows to the [`Acceptor`]. A few flushers each take
-//! whatever sends are waiting, up to [`MAX_ROWS`], insert them in one
-//! statement, commit once, and push one delivery job per tenant and channel
-//! (up to the dispatcher's group size) before answering every caller. In-app
-//! rows that leave nothing to decide are written once, already in their
-//! inboxes, with their owners locked first and their real-time events
-//! written in the same transaction (see [`places_inapp_now`]). Nothing
+//! `Idempotency-Key`, no `send_at`) hands its rows to the [`Acceptor`]. A
+//! few flushers each take whatever sends are waiting, up to [`MAX_ROWS`],
+//! insert them in one statement, commit once, and push one delivery job per
+//! tenant and channel (up to the dispatcher's group size) before answering
+//! every caller. The in-app rows' owners are found by external id (and
+//! created when new) and locked in one statement per tenant for the whole
+//! group, not looked up per send; rows that leave nothing to decide are
+//! written once, already in their inboxes, and their real-time events are
+//! counted, numbered and written in one more statement of the same
+//! transaction (see [`places_inapp_now`]). Nothing
 //! waits for company: a flusher takes what is there when it is free, so a
 //! lone send is committed at once, and under load the sends that arrived
 //! while the previous commit was in flight go in the next one.
@@ -25,8 +27,11 @@ use std::{
 };
 
 use shared::{
-    db::notifications::{self, NewRow},
-    domain::{Channel, NotificationId, TenantId},
+    db::{
+        notifications::{self, NewRow},
+        subscribers,
+    },
+    domain::{Channel, NotificationId, SubscriberId, TenantId},
     jobs::{QueueName, Queues, SendNotifications},
     outbox::Enqueued,
 };
@@ -115,8 +120,10 @@ impl Acceptor {
     }
 
     /// Commits `rows` with whatever other sends are waiting. Every row must
-    /// be due now, without an idempotency key, and need no subscriber
-    /// created (in-app rows name theirs); `dispatched` is decided here.
+    /// be due now and without an idempotency key; a row of another channel
+    /// that has a subscriber names them by id, an in-app row by id or only
+    /// by external id (its recipient), found or created here. `dispatched`
+    /// is decided here.
     pub async fn accept(&self, rows: Vec<NewRow>) -> Result<Shared, ApiError> {
         let (reply, answer) = oneshot::channel();
         if self.tx.send(Pending { rows, reply }).await.is_err() {
@@ -193,8 +200,8 @@ impl Sink {
                 }
             }
         }
-        let rows: Vec<NewRow> = batch.iter().flat_map(|p| p.rows.iter().cloned()).collect();
-        let written = match self.write(&rows, &inapp).await {
+        let mut rows: Vec<NewRow> = batch.iter().flat_map(|p| p.rows.iter().cloned()).collect();
+        let written = match self.write(&mut rows, &inapp).await {
             Ok(written) => written,
             Err(Failed::BeforeCommit(error)) => {
                 tracing::warn!(%error, sends = batch.len(), "a shared accept failed; each send goes on alone");
@@ -264,30 +271,69 @@ impl Sink {
 
     async fn write(
         &self,
-        rows: &[NewRow],
+        rows: &mut [NewRow],
         inapp: &BTreeMap<TenantId, Vec<NotificationId>>,
     ) -> Result<Written, Failed> {
         let mut tx = self.pool.begin().await.map_err(Failed::BeforeCommit)?;
         // Tenants in id order, so concurrent transactions lock inbox owners
         // in one order; the owners are locked before their entries are
-        // written, which then go straight into the inboxes.
+        // written, which then go straight into the inboxes. Owners named by
+        // their external id are found with the same statement (and created
+        // when new), once for every send of the tenant.
         let mut placing = BTreeSet::new();
         for &tenant_id in inapp.keys() {
-            if !places_inapp_now(&mut tx, tenant_id)
-                .await
-                .map_err(Failed::BeforeCommit)?
-            {
-                continue;
-            }
-            placing.insert(tenant_id);
-            let owners = rows
-                .iter()
-                .filter(|r| r.tenant_id == tenant_id && r.channel == Channel::InApp)
-                .filter_map(|r| r.subscriber_id)
-                .collect();
-            shared::db::events::lock_subscribers(&mut tx, tenant_id, owners)
+            let place = places_inapp_now(&mut tx, tenant_id)
                 .await
                 .map_err(Failed::BeforeCommit)?;
+            if place {
+                placing.insert(tenant_id);
+            }
+            let of_tenant =
+                |r: &&mut NewRow| r.tenant_id == tenant_id && r.channel == Channel::InApp;
+            let owners: Vec<SubscriberId> = rows
+                .iter_mut()
+                .filter(of_tenant)
+                .filter_map(|r| r.subscriber_id)
+                .collect();
+            let mut named: Vec<String> = rows
+                .iter_mut()
+                .filter(of_tenant)
+                .filter(|r| r.subscriber_id.is_none())
+                .map(|r| r.recipient.clone())
+                .collect();
+            named.sort_unstable();
+            named.dedup();
+            let mut found =
+                shared::db::events::subscribers_named(&mut tx, tenant_id, &owners, &named, place)
+                    .await
+                    .map_err(Failed::BeforeCommit)?;
+            let missing: Vec<String> = named
+                .iter()
+                .filter(|e| !found.contains_key(*e))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                found.extend(
+                    subscribers::create_missing(&mut tx, tenant_id, &missing)
+                        .await
+                        .map_err(Failed::BeforeCommit)?,
+                );
+                // Created by a concurrent transaction since.
+                let late: Vec<String> = missing
+                    .into_iter()
+                    .filter(|e| !found.contains_key(e))
+                    .collect();
+                found.extend(
+                    shared::db::events::subscribers_named(&mut tx, tenant_id, &[], &late, place)
+                        .await
+                        .map_err(Failed::BeforeCommit)?,
+                );
+            }
+            for row in rows.iter_mut().filter(|r| of_tenant(r)) {
+                if row.subscriber_id.is_none() {
+                    row.subscriber_id = found.get(&row.recipient).copied();
+                }
+            }
         }
         let placed = notifications::insert_many(&mut tx, rows, &placing)
             .await

@@ -171,6 +171,9 @@ pub async fn announce_placed(
     for (s, item) in &placed {
         per.entry(*s).or_default().push(item);
     }
+    if created.is_empty() && per.values().all(|items| items.len() <= events::PLACED_SPAN) {
+        return announce_counted(tx, tenant_id, &per).await;
+    }
     // Each subscriber's last event number after this placement, and its
     // unread count.
     let mut ends: BTreeMap<SubscriberId, (i64, String)> = BTreeMap::new();
@@ -251,4 +254,50 @@ pub async fn announce_placed(
             at,
         })
         .collect())
+}
+
+/// [`announce_placed`] with no subscriber numbered at creation, at most
+/// [`events::PLACED_SPAN`] new entries each: counted, numbered and stored in
+/// one statement ([`events::append_counted`]) rather than three.
+async fn announce_counted(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    per: &BTreeMap<SubscriberId, Vec<&inbox::Item>>,
+) -> Result<Vec<Event>, sqlx::Error> {
+    let entries: Vec<events::NewEntries> = per
+        .iter()
+        .map(|(s, items)| events::NewEntries {
+            subscriber_id: *s,
+            ids: items.iter().map(|item| item.id).collect(),
+        })
+        .collect();
+    let (counted, at) = events::append_counted(tx, tenant_id, &entries).await?;
+    let at = at.unwrap_or_else(Utc::now);
+    let mut out = Vec::new();
+    for (s, items) in per {
+        let Some(c) = counted.get(s) else {
+            continue;
+        };
+        let first = c.last_seq - items.len() as i64;
+        let topic = user_topic(&c.external_id);
+        for (i, item) in items.iter().enumerate() {
+            out.push(Event {
+                tenant_id,
+                topic: topic.clone(),
+                kind: "notification.created".to_owned(),
+                id: Some(first + i as i64),
+                data: entry_view(item),
+                at,
+            });
+        }
+        out.push(Event {
+            tenant_id,
+            topic,
+            kind: "unread_count.changed".to_owned(),
+            id: Some(c.last_seq),
+            data: json!({"unread": c.unread}),
+            at,
+        });
+    }
+    Ok(out)
 }

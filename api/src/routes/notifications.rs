@@ -352,14 +352,19 @@ impl NotificationsApi {
         let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
         let hash = key.as_ref().map(|_| request_hash(req));
         // A send with nothing to decide in its transaction shares a commit
-        // with the sends accepted beside it. A subscriber it names is
-        // created first when it is new (as any send would create it; a
-        // subscriber erased before the shared commit makes that commit
-        // fail, and the send then goes on alone, creating it again).
+        // with the sends accepted beside it. In-app rows name their
+        // subscriber by external id, and the shared commit finds (or
+        // creates) every subscriber of its sends at once. A subscriber a
+        // send on another channel names is created first when it is new (as
+        // any send would create it; a subscriber erased before the shared
+        // commit makes that commit fail, and the send then goes on alone,
+        // creating it again).
         let mut known = known;
+        let inapp_only = plans.iter().all(|p| p.channel() == Channel::InApp);
         if key.is_none()
             && run_at.is_none()
             && known.is_none()
+            && !inapp_only
             && let Some(external_id) = plans.iter().find_map(|p| p.subscriber.as_ref())
         {
             let id = match subscribers::find_id(&cx.state.pool, tenant_id, external_id).await? {
@@ -374,11 +379,12 @@ impl NotificationsApi {
         let shareable = key.is_none()
             && run_at.is_none()
             && plans.iter().all(|p| {
-                p.subscriber.as_ref().is_none_or(|s| {
-                    known
-                        .as_ref()
-                        .is_some_and(|(external_id, _)| external_id == s)
-                })
+                p.channel() == Channel::InApp
+                    || p.subscriber.as_ref().is_none_or(|s| {
+                        known
+                            .as_ref()
+                            .is_some_and(|(external_id, _)| external_id == s)
+                    })
             });
         if shareable {
             let first = NotificationId::new();

@@ -457,3 +457,54 @@ async fn the_unread_count_is_exact_after_concurrent_sends_and_reads() {
     assert_eq!(pat.unread().await, 0);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn templated_inapp_sends_from_many_callers_create_each_new_subscriber_once() {
+    const EACH: usize = 12;
+    let app = TestApp::builder().without_worker().spawn().await;
+    app.add_template(&json!({
+        "key": "results", "name": "Results ready", "category": "results",
+        "default_locale": "en", "default_channels": ["inapp"],
+        "locales": {"en": {"inapp": {"title": "Results for {{name}}", "body": "Ready."}}}
+    }))
+    .await;
+    let people = ["ana", "ben", "cal", "dee"];
+    let send = |person: &'static str| {
+        let body = json!({"template": "results", "subscriber_id": person, "template_data": {"name": person}});
+        let app = &app;
+        async move { app.send_many(EACH, EACH, &body).await }
+    };
+    let (a, b, c, d) = tokio::join!(
+        send(people[0]),
+        send(people[1]),
+        send(people[2]),
+        send(people[3])
+    );
+    for answers in [a, b, c, d] {
+        assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    }
+    let created: i64 = sqlx::query_scalar(
+        "select count(*) from subscribers where tenant_id = $1 and external_id = any($2)",
+    )
+    .bind(app.tenant_id.0)
+    .bind(&people[..])
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(created, people.len() as i64);
+    // Placed as they were accepted, with no worker running.
+    assert_eq!(app.count_status("sent").await, (EACH * people.len()) as i64);
+    let secret = app.issue_jwt_secret(app.tenant_id).await;
+    for person in people {
+        let inbox = user(&app, &secret, app.tenant_id, person).await;
+        assert_eq!(inbox.unread().await, EACH as i64, "{person}");
+        let titles: Vec<String> = inbox.json("?limit=100").await["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["title"].as_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(titles, vec![format!("Results for {person}"); EACH]);
+    }
+    app.shutdown().await;
+}

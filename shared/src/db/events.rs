@@ -67,6 +67,51 @@ pub async fn lock_subscribers(
     Ok(())
 }
 
+/// The subscribers of `tenant_id` named by `ids` or known as
+/// `external_ids`, by external id, locked together as [`lock_subscribers`]
+/// locks them (in id order) when `lock`; those that do not exist are absent
+/// (see [`super::subscribers::create_missing`]). Repeated names are fine.
+#[tracing::instrument(skip_all, fields(ids = ids.len(), external_ids = external_ids.len()))]
+pub async fn subscribers_named(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    ids: &[SubscriberId],
+    external_ids: &[String],
+    lock: bool,
+) -> Result<HashMap<String, SubscriberId>, sqlx::Error> {
+    if external_ids.is_empty() && (ids.is_empty() || !lock) {
+        return Ok(HashMap::new());
+    }
+    let rows = if lock {
+        sqlx::query!(
+            r#"select id as "id: SubscriberId", external_id from subscribers
+             where tenant_id = $1 and (id = any($2) or external_id = any($3))
+             order by id for no key update"#,
+            tenant_id as _,
+            ids as _,
+            external_ids,
+        )
+        .fetch_all(tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.external_id, r.id))
+        .collect()
+    } else {
+        sqlx::query!(
+            r#"select id as "id: SubscriberId", external_id from subscribers
+             where tenant_id = $1 and external_id = any($2)"#,
+            tenant_id as _,
+            external_ids,
+        )
+        .fetch_all(tx)
+        .await?
+        .into_iter()
+        .map(|r| (r.external_id, r.id))
+        .collect()
+    };
+    Ok(rows)
+}
+
 /// Locks the subscribers of the notifications `ids`, as
 /// [`lock_subscribers`] does, in id order.
 #[tracing::instrument(skip_all, fields(count = ids.len()))]
@@ -203,6 +248,98 @@ pub async fn append_placed(
     .fetch_all(tx)
     .await?;
     Ok(at.into_iter().next())
+}
+
+/// One subscriber's new inbox entries for [`append_counted`].
+#[derive(Debug, Clone)]
+pub struct NewEntries {
+    /// Whose inbox.
+    pub subscriber_id: SubscriberId,
+    /// The entries' notifications, oldest first (at most [`PLACED_SPAN`]).
+    pub ids: Vec<NotificationId>,
+}
+
+/// What [`append_counted`] numbered for one subscriber.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    /// The subscriber's last event number now (the `unread_count.changed`).
+    pub last_seq: i64,
+    /// Their external id.
+    pub external_id: String,
+    /// Their unread count after the new entries.
+    pub unread: i64,
+}
+
+/// Announces new inbox entries, already written in this transaction, of
+/// subscribers it has locked (or created), in one statement: counts
+/// each one's unread entries (the new ones among them), moves their event
+/// number on by their entries and the count, and stores one [`PLACED`] row
+/// each. Returns what was numbered per subscriber and the rows' time, or
+/// `None` when there were none.
+#[tracing::instrument(skip_all, fields(count = entries.len()))]
+pub async fn append_counted(
+    tx: &mut PgConnection,
+    tenant_id: TenantId,
+    entries: &[NewEntries],
+) -> Result<(BTreeMap<SubscriberId, Counted>, Option<DateTime<Utc>>), sqlx::Error> {
+    debug_assert!(
+        entries
+            .iter()
+            .all(|e| !e.ids.is_empty() && e.ids.len() <= PLACED_SPAN)
+    );
+    let subscribers: Vec<SubscriberId> = entries.iter().map(|e| e.subscriber_id).collect();
+    let counts: Vec<i64> = entries.iter().map(|e| e.ids.len() as i64).collect();
+    let ids: Vec<Json<&Vec<NotificationId>>> = entries.iter().map(|e| Json(&e.ids)).collect();
+    let rows = sqlx::query!(
+        r#"with c as (
+             select * from unnest($2::uuid[], $3::int8[], $4::jsonb[]) as c(id, k, ids)
+         ), unread as (
+             select n.subscriber_id, count(*) as n from notifications n
+             where n.tenant_id = $1 and n.subscriber_id = any($2) and n.channel = 'inapp'
+               and n.status = 'sent' and n.deleted_at is null and n.read_at is null
+               and n.archived_at is null
+             group by n.subscriber_id
+         ), moved as (
+             update subscribers s set event_seq = s.event_seq + c.k + 1
+             from c where s.id = c.id and s.tenant_id = $1
+             returning s.id, s.event_seq, s.external_id, c.k, c.ids
+         ), counted as (
+             select m.*, coalesce(u.n, 0) as unread
+             from moved m left join unread u on u.subscriber_id = m.id
+         ), stored as (
+             insert into subscriber_events (subscriber_id, seq, last_seq, tenant_id, kind, payload)
+             select id, event_seq - k, event_seq, $1, $5,
+                    jsonb_build_object('ids', ids, 'unread', unread)
+             from counted
+             returning created_at
+         )
+         select id as "id!: SubscriberId", event_seq as "event_seq!", external_id as "external_id!",
+                unread as "unread!", (select max(created_at) from stored) as "at"
+         from counted"#,
+        tenant_id as _,
+        &subscribers as _,
+        &counts,
+        &ids as _,
+        PLACED,
+    )
+    .fetch_all(tx)
+    .await?;
+    let at = rows.first().and_then(|r| r.at);
+    Ok((
+        rows.into_iter()
+            .map(|r| {
+                (
+                    r.id,
+                    Counted {
+                        last_seq: r.event_seq,
+                        external_id: r.external_id,
+                        unread: r.unread,
+                    },
+                )
+            })
+            .collect(),
+        at,
+    ))
 }
 
 /// A stored row as [`since`] reads it.

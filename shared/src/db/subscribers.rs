@@ -81,6 +81,40 @@ pub async fn upsert(
     .await
 }
 
+/// Creates the subscribers of `tenant_id` known as `external_ids` that do
+/// not exist yet, in external id order, and returns them by external id. One
+/// a concurrent transaction created first is absent: the caller finds it
+/// ([`super::events::subscribers_named`]) once that one has committed.
+/// Repeated ids are fine.
+#[tracing::instrument(skip_all, fields(count = external_ids.len()))]
+pub async fn create_missing(
+    db: &mut sqlx::PgConnection,
+    tenant_id: TenantId,
+    external_ids: &[String],
+) -> Result<std::collections::HashMap<String, SubscriberId>, sqlx::Error> {
+    let mut names: Vec<String> = external_ids.to_vec();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    let ids: Vec<uuid::Uuid> = names.iter().map(|_| SubscriberId::new().0).collect();
+    let rows = sqlx::query!(
+        r#"insert into subscribers (id, tenant_id, external_id)
+         select n.id, $1, n.external_id
+         from unnest($2::uuid[], $3::text[]) with ordinality as n(id, external_id, i)
+         order by n.i
+         on conflict (tenant_id, external_id) do nothing
+         returning id as "id: SubscriberId", external_id"#,
+        tenant_id.0,
+        &ids,
+        &names,
+    )
+    .fetch_all(&mut *db)
+    .await?;
+    Ok(rows.into_iter().map(|r| (r.external_id, r.id)).collect())
+}
+
 /// The subscriber of platform user `user`: its external id is the user's id
 /// (so in-app notices reach the user's inbox) and its email the user's
 /// sign-in address. Created with the user; one that exists already keeps the

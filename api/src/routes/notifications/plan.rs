@@ -108,14 +108,19 @@ pub(super) async fn plan_template(
             "a direct address serves one channel; name it in `channels`, or send to a `subscriber_id`",
         ));
     }
+    // An in-app message reaches the subscriber by their external id; their
+    // stored details matter only for a locale the template could render
+    // differently.
+    let needs_contacts = channels.iter().any(|c| *c != Channel::InApp)
+        || (req.locale.is_none() && template.locales().len() > 1);
     let (known, contacts) = match &subscriber {
-        Some(external_id) => {
+        Some(external_id) if needs_contacts => {
             match subscribers::contacts_by_external_id(&state.pool, tenant_id, external_id).await? {
                 Some((id, contacts)) => (Some((external_id.clone(), id)), Some(contacts)),
                 None => (None, None),
             }
         }
-        None => (None, None),
+        _ => (None, None),
     };
     let locale = req.locale.clone().or_else(|| {
         contacts
