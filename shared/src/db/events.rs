@@ -270,6 +270,10 @@ pub struct Counted {
     pub unread: i64,
 }
 
+/// What [`append_counted`] numbered, by subscriber, and the time of the
+/// rows it stored (`None` when there were none).
+pub type Announced = (BTreeMap<SubscriberId, Counted>, Option<DateTime<Utc>>);
+
 /// Announces new inbox entries, already written in this transaction, of
 /// subscribers it has locked (or created), in one statement: counts
 /// each one's unread entries (the new ones among them), moves their event
@@ -281,7 +285,7 @@ pub async fn append_counted(
     tx: &mut PgConnection,
     tenant_id: TenantId,
     entries: &[NewEntries],
-) -> Result<(BTreeMap<SubscriberId, Counted>, Option<DateTime<Utc>>), sqlx::Error> {
+) -> Result<Announced, sqlx::Error> {
     debug_assert!(
         entries
             .iter()
