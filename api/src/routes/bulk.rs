@@ -344,7 +344,8 @@ async fn store_file(
         if let Some(h) = hasher.as_deref_mut() {
             h.update(&buf[..filled]);
         }
-        bulk::put_part(&state.pool, id, part, &buf[..filled]).await?;
+        let mut conn = state.pool.acquire().await?;
+        bulk::put_part(&mut conn, id, part, &buf[..filled]).await?;
         part += 1;
         if filled < PART_BYTES {
             return Ok(total);

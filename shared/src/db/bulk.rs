@@ -133,22 +133,27 @@ pub async fn by_idempotency_key(
     .await
 }
 
-/// Stores part `part` of an upload.
+/// Stores part `part` of an upload, then gives back the connection's
+/// buffers: a part grows them to its size, and a pooled connection would
+/// otherwise keep a part's worth of memory for as long as it lives (each
+/// connection of the pool, as an upload's parts go round them).
 #[tracing::instrument(skip_all)]
 pub async fn put_part(
-    db: impl PgExecutor<'_>,
+    db: &mut PgConnection,
     id: BulkJobId,
     part: i32,
     data: &[u8],
 ) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+    let stored = sqlx::query!(
         "insert into bulk_parts (job_id, part, data) values ($1, $2, $3)",
         id as _,
         part,
         data,
     )
-    .execute(db)
-    .await?;
+    .execute(&mut *db)
+    .await;
+    sqlx::Connection::shrink_buffers(db);
+    stored?;
     Ok(())
 }
 
@@ -353,23 +358,26 @@ pub async fn extend_lease(
     Ok(done.rows_affected() == 1)
 }
 
-/// Part `part` of a job's file.
+/// Part `part` of a job's file. The connection's buffers are given back
+/// after the read, as [`put_part`] does after a write.
 #[tracing::instrument(skip_all)]
 pub async fn part(
-    db: impl PgExecutor<'_>,
+    db: &mut PgConnection,
     tenant_id: TenantId,
     id: BulkJobId,
     part: i32,
 ) -> Result<Option<Vec<u8>>, sqlx::Error> {
-    sqlx::query_scalar!(
+    let data = sqlx::query_scalar!(
         "select p.data from bulk_parts p join bulk_jobs j on j.id = p.job_id
          where j.tenant_id = $1 and p.job_id = $2 and p.part = $3",
         tenant_id as _,
         id as _,
         part,
     )
-    .fetch_optional(db)
-    .await
+    .fetch_optional(&mut *db)
+    .await;
+    sqlx::Connection::shrink_buffers(db);
+    data
 }
 
 /// The recipients (the first channel's) already taken by valid rows, with

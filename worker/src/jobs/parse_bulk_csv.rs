@@ -188,7 +188,7 @@ async fn parse(state: &WorkerState, tenant_id: TenantId, id: BulkJobId) -> anyho
     let category = cx.template.template().category().map(str::to_owned);
     let critical = cx.template.template().critical();
     loop {
-        let data = bulk::part(&state.pool, tenant_id, id, part_no)
+        let data = bulk::part(&mut *state.pool.acquire().await?, tenant_id, id, part_no)
             .await
             .context("while reading a part of the file")?;
         let eof = data.is_none();
@@ -304,7 +304,7 @@ async fn check(
     let renew_every = (lease / 3).min(RENEW_EVERY);
     let mut renewed = Instant::now();
     for part_no in 0.. {
-        let data = bulk::part(&state.pool, tenant_id, id, part_no)
+        let data = bulk::part(&mut *state.pool.acquire().await?, tenant_id, id, part_no)
             .await
             .context("while reading a part of the file")?;
         let eof = data.is_none();
