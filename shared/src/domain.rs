@@ -83,6 +83,15 @@ uuid_id!(
     /// A tenant's reusable message template.
     TemplateId
 );
+uuid_id!(
+    /// A parcel an organisation tracks with its carrier.
+    ShipmentId
+);
+uuid_id!(
+    /// An organisation's provider config: one provider account (Twilio,
+    /// SendGrid, UPS, …) with its credentials and failover priority.
+    ProviderId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

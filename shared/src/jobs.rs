@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     config::CronJob,
-    domain::{BatchId, BulkJobId, Channel, NotificationId, TenantId},
+    domain::{BatchId, BulkJobId, Channel, NotificationId, ShipmentId, TenantId},
 };
 
 /// Every queue the workers serve.
@@ -289,7 +289,7 @@ pub struct PollUpsShipments {
     /// Whose shipments (for a group).
     pub tenant_id: Option<TenantId>,
     /// The shipments of a group; empty for a sweep.
-    pub shipments: Vec<uuid::Uuid>,
+    pub shipments: Vec<ShipmentId>,
 }
 
 impl Job for PollUpsShipments {

@@ -559,7 +559,7 @@ pub fn mask(credentials: &Value) -> Value {
 }
 
 /// The associated data a config's credentials are sealed with.
-pub fn aad(tenant_id: crate::domain::TenantId, provider_id: uuid::Uuid) -> Vec<u8> {
+pub fn aad(tenant_id: crate::domain::TenantId, provider_id: crate::domain::ProviderId) -> Vec<u8> {
     format!("tenant:{tenant_id}/provider:{provider_id}").into_bytes()
 }
 

@@ -73,7 +73,8 @@ macro_rules! uuid_cursor_keys {
 uuid_cursor_keys!(
     shared::domain::TenantId,
     shared::domain::NotificationId,
-    shared::domain::TemplateId
+    shared::domain::TemplateId,
+    shared::domain::ShipmentId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

@@ -28,13 +28,12 @@ use shared::{
         provider_events::{self, Recorded},
         providers, webhooks,
     },
-    domain::TenantId,
+    domain::{ProviderId, TenantId},
     jobs::{DeliverWebhooks, QueueName},
     outbox::Enqueued,
     providers::{ProviderKind, ProviderSpec, aad},
     webhooks::WebhookEvent,
 };
-use uuid::Uuid;
 
 use crate::{AppState, error::ApiError, routes::ApiTags};
 
@@ -79,7 +78,7 @@ pub enum VerifyResponse {
 /// A provider config found by a callback, with its checked credentials.
 struct Found {
     tenant_id: TenantId,
-    id: Uuid,
+    id: ProviderId,
     spec: ProviderSpec,
 }
 

@@ -11,9 +11,9 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
     db::providers::{self as db, ProviderConfig, ProviderWrite},
+    domain::ProviderId,
     providers::{ProviderKind, ProviderSpec, aad, mask},
 };
-use uuid::Uuid;
 
 use crate::body::StrictJson;
 use crate::{
@@ -208,7 +208,7 @@ fn check(
 fn seal(
     state: &AppState,
     caller: &AdminCaller,
-    id: Uuid,
+    id: ProviderId,
     spec: &ProviderSpec,
 ) -> Result<(Option<shared::crypto::Sealed>, Value), ApiError> {
     let Some(credentials) = spec.credentials() else {
@@ -253,7 +253,7 @@ impl ProvidersApi {
             true,
         )?
         .ok_or_else(|| ApiError::invalid("credentials", "are required"))?;
-        let id = Uuid::now_v7();
+        let id = ProviderId::new();
         let (sealed, masked) = seal(cx.state, &caller, id, &spec)?;
         let write = ProviderWrite {
             provider: kind,
@@ -302,7 +302,7 @@ impl ProvidersApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ProviderId>>,
     ) -> Result<ProviderResponse, ApiError> {
         let caller = cx.auth.caller();
         let id = id.0.get("provider")?;
@@ -318,7 +318,7 @@ impl ProvidersApi {
     async fn update(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ProviderId>>,
         body: StrictJson<UpdateProvider>,
     ) -> Result<ProviderResponse, ApiError> {
         let caller = cx.auth.caller();
@@ -411,7 +411,7 @@ impl ProvidersApi {
     async fn delete(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ProviderId>>,
     ) -> Result<DeleteResponse, ApiError> {
         let caller = cx.auth.caller();
         let id = id.0.get("provider")?;

@@ -18,11 +18,10 @@ use serde::Deserialize;
 use serde_json::Value;
 use shared::{
     db::shipments::{self as db, NewShipment, Shipment, ShipmentEvent},
-    domain::TenantId,
+    domain::{ShipmentId, TenantId},
     jobs::PollUpsShipments,
     shipments::{ShipmentStatus, TrackingNumber},
 };
-use uuid::Uuid;
 
 use crate::{
     AppState,
@@ -288,7 +287,7 @@ impl ShipmentsApi {
         let (Some(tracking), true) = (tracking, problems.is_empty()) else {
             return Err(ApiError::Unprocessable(problems));
         };
-        let id = Uuid::now_v7();
+        let id = ShipmentId::new();
         let actor = auth.actor();
         let created = db::create(
             &state.pool,
@@ -317,7 +316,7 @@ impl ShipmentsApi {
         /// Only this status.
         status: Query<Option<String>>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<Cursor<Uuid>>>,
+        cursor: Query<Option<Cursor<ShipmentId>>>,
         /// Shipments per page.
         limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
@@ -350,7 +349,7 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ShipmentId>>,
     ) -> Result<ShipmentResponse, ApiError> {
         let id = id.0.get("shipment")?;
         let tenant = auth.tenant_id();
@@ -369,7 +368,7 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ShipmentId>>,
         body: StrictJson<UpdateShipment>,
     ) -> Result<ShipmentResponse, ApiError> {
         let id = id.0.get("shipment")?;
@@ -398,7 +397,7 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ShipmentId>>,
     ) -> Result<DeleteResponse, ApiError> {
         let id = id.0.get("shipment")?;
         if db::delete(&state.pool, auth.tenant_id(), id).await? {
@@ -419,7 +418,7 @@ impl ShipmentsApi {
         &self,
         auth: OrgCaller,
         state: Data<&AppState>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ShipmentId>>,
     ) -> Result<RefreshResponse, ApiError> {
         let id = id.0.get("shipment")?;
         let tenant = auth.tenant_id();

@@ -316,11 +316,14 @@ async fn rotate_secrets_reseals_everything_with_the_new_key() {
         .unwrap()
         .encryption
         .unwrap();
-    let (tenant, id, ciphertext): (shared::domain::TenantId, uuid::Uuid, Vec<u8>) =
-        sqlx::query_as("select tenant_id, id, ciphertext from provider_configs")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let (tenant, id, ciphertext): (
+        shared::domain::TenantId,
+        shared::domain::ProviderId,
+        Vec<u8>,
+    ) = sqlx::query_as("select tenant_id, id, ciphertext from provider_configs")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     let sealed = shared::crypto::Sealed {
         key_id: "next".into(),
         bytes: ciphertext,

@@ -51,7 +51,7 @@ pub async fn providers(
 pub async fn set_paused(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: crate::domain::ProviderId,
     by: Option<&str>,
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
     sqlx::query_as(&format!(

@@ -10,11 +10,10 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
-use uuid::Uuid;
 
 use crate::{
     callbacks::{ReportedEvent, Target},
-    domain::{NotificationId, NotificationStatus, TenantId},
+    domain::{NotificationId, NotificationStatus, ProviderId, TenantId},
     providers::ProviderKind,
 };
 
@@ -41,7 +40,7 @@ pub enum Recorded {
 pub async fn record(
     db: &mut PgConnection,
     tenant_id: TenantId,
-    provider_id: Uuid,
+    provider_id: ProviderId,
     provider: ProviderKind,
     event: &ReportedEvent,
 ) -> Result<Recorded, sqlx::Error> {
@@ -86,7 +85,7 @@ pub async fn record(
          returning id",
         tenant_id.0,
         id.0,
-        provider_id,
+        provider_id.0,
         provider as _,
         &event.key,
         &event.event,

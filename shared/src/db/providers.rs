@@ -1,18 +1,20 @@
 //! Organisations' provider configs (see [`crate::providers`]). Credentials are
 //! stored sealed; this module never sees them in the clear.
 
+use crate::{
+    crypto::Sealed,
+    domain::{Channel, ProviderId, TenantId},
+    providers::ProviderKind,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, types::Json};
-use uuid::Uuid;
-
-use crate::{crypto::Sealed, domain::Channel, domain::TenantId, providers::ProviderKind};
 
 /// A provider config as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ProviderConfig {
     /// Its id.
-    pub id: Uuid,
+    pub id: ProviderId,
     /// The channel it delivers (`tracking` for UPS).
     pub channel: String,
     /// The provider.
@@ -86,7 +88,7 @@ pub fn is_name_taken(e: &sqlx::Error) -> bool {
 pub async fn create(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ProviderId,
     new: ProviderWrite<'_>,
 ) -> Result<ProviderConfig, sqlx::Error> {
     sqlx::query_as!(
@@ -94,10 +96,10 @@ pub async fn create(
         r#"insert into provider_configs
              (id, tenant_id, channel, provider, name, priority, enabled, settings, key_id, ciphertext, masked)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         returning id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+         returning id as "id: ProviderId", channel, provider as "provider: ProviderKind", name, priority, enabled,
              settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
              created_at, updated_at, paused_at, paused_by"#,
-        id,
+        id.0,
         tenant_id.0,
         new.provider.channel_name(),
         new.provider as _,
@@ -119,7 +121,7 @@ pub async fn create(
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ProviderId,
     new: ProviderWrite<'_>,
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
     sqlx::query_as!(
@@ -130,11 +132,11 @@ pub async fn update(
              ciphertext = case when $8::text is null then ciphertext else $9 end,
              masked = case when $8::text is null then masked else $10 end
          where tenant_id = $1 and id = $2 and provider = $3
-         returning id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+         returning id as "id: ProviderId", channel, provider as "provider: ProviderKind", name, priority, enabled,
              settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
              created_at, updated_at, paused_at, paused_by"#,
         tenant_id.0,
-        id,
+        id.0,
         new.provider as _,
         new.name,
         new.priority,
@@ -149,7 +151,7 @@ pub async fn update(
 }
 
 super::owned_rows! {
-    "provider_configs", id: Uuid;
+    "provider_configs", id: ProviderId;
     /// One config of `tenant_id`.
     get -> ProviderConfig, COLUMNS;
     /// Deletes a config; false if there was none.
@@ -163,14 +165,14 @@ super::owned_rows! {
 #[tracing::instrument(skip_all)]
 pub async fn find_for_callback(
     db: impl PgExecutor<'_>,
-    id: Uuid,
+    id: ProviderId,
 ) -> Result<Option<(TenantId, ProviderConfig)>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"select tenant_id as "tenant_id: TenantId", id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+        r#"select tenant_id as "tenant_id: TenantId", id as "id: ProviderId", channel, provider as "provider: ProviderKind", name, priority, enabled,
              settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
              created_at, updated_at, paused_at, paused_by
          from provider_configs where id = $1"#,
-        id,
+        id.0,
     )
     .fetch_optional(db)
     .await?;
@@ -205,7 +207,7 @@ pub async fn list(
 ) -> Result<Vec<ProviderConfig>, sqlx::Error> {
     sqlx::query_as!(
         ProviderConfig,
-        r#"select id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+        r#"select id as "id: ProviderId", channel, provider as "provider: ProviderKind", name, priority, enabled,
              settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
              created_at, updated_at, paused_at, paused_by
          from provider_configs where tenant_id = $1
@@ -226,7 +228,7 @@ pub async fn for_channel(
 ) -> Result<Vec<ProviderConfig>, sqlx::Error> {
     sqlx::query_as!(
         ProviderConfig,
-        r#"select id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+        r#"select id as "id: ProviderId", channel, provider as "provider: ProviderKind", name, priority, enabled,
              settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
              created_at, updated_at, paused_at, paused_by
          from provider_configs
@@ -249,7 +251,7 @@ pub async fn first_of_kind(
 ) -> Result<Option<ProviderConfig>, sqlx::Error> {
     sqlx::query_as!(
         ProviderConfig,
-        r#"select id, channel, provider as "provider: ProviderKind", name, priority, enabled,
+        r#"select id as "id: ProviderId", channel, provider as "provider: ProviderKind", name, priority, enabled,
              settings as "settings: Json<Value>", key_id, ciphertext, masked as "masked: Json<Value>",
              created_at, updated_at, paused_at, paused_by
          from provider_configs

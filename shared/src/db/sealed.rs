@@ -46,7 +46,9 @@ impl SecretKind {
     /// The associated data a secret of this kind is sealed with.
     pub fn aad(self, tenant_id: TenantId, id: Uuid) -> Vec<u8> {
         match self {
-            SecretKind::ProviderCredentials => crate::providers::aad(tenant_id, id),
+            SecretKind::ProviderCredentials => {
+                crate::providers::aad(tenant_id, crate::domain::ProviderId(id))
+            }
             SecretKind::WebhookSecret => crate::webhooks::aad(tenant_id, id),
             SecretKind::JwtSecret => super::jwt_secrets::aad(tenant_id),
         }

@@ -6,18 +6,19 @@
 //! claim; the group job then [`take`]s its claims, consuming them, so a
 //! repeated job polls nothing twice.
 
+use crate::{
+    domain::{ShipmentId, TenantId},
+    shipments::ShipmentStatus,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgExecutor, types::Json};
-use uuid::Uuid;
-
-use crate::{domain::TenantId, shipments::ShipmentStatus};
 
 /// A shipment as stored.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Shipment {
     /// Its id.
-    pub id: Uuid,
+    pub id: ShipmentId,
     /// Whose it is.
     pub tenant_id: TenantId,
     /// Always `ups` for now.
@@ -92,18 +93,18 @@ pub struct NewShipment<'a> {
 pub async fn create(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ShipmentId,
     new: NewShipment<'_>,
 ) -> Result<Shipment, sqlx::Error> {
     sqlx::query_as!(
         Shipment,
         r#"insert into shipments (id, tenant_id, tracking_number, reference, created_by, assigned_to, next_poll_at)
          values ($1, $2, $3, $4, $5, $6, now())
-         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+         returning id as "id: ShipmentId", tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
              status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
              last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
              assigned_to, created_at, updated_at"#,
-        id,
+        id.0,
         tenant_id.0,
         new.tracking_number,
         new.reference,
@@ -115,7 +116,7 @@ pub async fn create(
 }
 
 super::owned_rows! {
-    "shipments", id: Uuid;
+    "shipments", id: ShipmentId;
     /// One shipment of `tenant_id`.
     get -> Shipment, COLUMNS;
     /// Deletes a shipment and its events; false if there was none.
@@ -129,12 +130,12 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     status: Option<ShipmentStatus>,
-    before: Option<Uuid>,
+    before: Option<ShipmentId>,
     limit: i64,
 ) -> Result<Vec<Shipment>, sqlx::Error> {
     sqlx::query_as!(
         Shipment,
-        r#"select id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+        r#"select id as "id: ShipmentId", tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
              status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
              last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
              assigned_to, created_at, updated_at
@@ -143,7 +144,7 @@ pub async fn list(
          order by id desc limit $4"#,
         tenant_id.0,
         status.map(ShipmentStatus::as_str),
-        before,
+        before.map(|id| id.0),
         limit,
     )
     .fetch_all(db)
@@ -155,7 +156,7 @@ pub async fn list(
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ShipmentId,
     reference: Option<&str>,
     assigned_to: Option<&str>,
 ) -> Result<Option<Shipment>, sqlx::Error> {
@@ -163,12 +164,12 @@ pub async fn update(
         Shipment,
         r#"update shipments set reference = $3, assigned_to = $4
          where tenant_id = $1 and id = $2
-         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+         returning id as "id: ShipmentId", tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
              status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
              last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
              assigned_to, created_at, updated_at"#,
         tenant_id.0,
-        id,
+        id.0,
         reference,
         assigned_to,
     )
@@ -181,7 +182,7 @@ pub async fn update(
 pub async fn events(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ShipmentId,
 ) -> Result<Vec<ShipmentEvent>, sqlx::Error> {
     sqlx::query_as!(
         ShipmentEvent,
@@ -189,7 +190,7 @@ pub async fn events(
          from shipment_events where tenant_id = $1 and shipment_id = $2
          order by occurred_at desc, id desc",
         tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_all(db)
     .await
@@ -207,8 +208,8 @@ pub async fn claim_due(
     db: impl PgExecutor<'_>,
     tick: DateTime<Utc>,
     limit: usize,
-) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
-    let mut rows: Vec<(TenantId, Uuid)> = sqlx::query!(
+) -> Result<Vec<(TenantId, ShipmentId)>, sqlx::Error> {
+    let mut rows: Vec<(TenantId, ShipmentId)> = sqlx::query!(
         r#"with due as (
              select id from shipments
              where next_poll_at <= $1 and (claimed_for is null or claimed_for < $1)
@@ -219,7 +220,7 @@ pub async fn claim_due(
          update shipments s
          set claimed_for = $1, next_poll_at = $1 + make_interval(secs => $3)
          from due where s.id = due.id
-         returning s.tenant_id as "tenant_id: TenantId", s.id"#,
+         returning s.tenant_id as "tenant_id: TenantId", s.id as "id: ShipmentId""#,
         tick,
         limit as i64,
         CLAIM_LEASE_SECS,
@@ -239,7 +240,7 @@ pub async fn claim_due(
 pub async fn claim_one(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ShipmentId,
     at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
@@ -249,7 +250,7 @@ pub async fn claim_one(
                                  else greatest(next_poll_at, $3::timestamptz + make_interval(secs => $4)) end
          where tenant_id = $1 and id = $2",
         tenant_id.0,
-        id,
+        id.0,
         at,
         CLAIM_LEASE_SECS,
     )
@@ -264,19 +265,19 @@ pub async fn claim_one(
 pub async fn take(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    ids: &[Uuid],
+    ids: &[ShipmentId],
     tick: DateTime<Utc>,
 ) -> Result<Vec<Shipment>, sqlx::Error> {
     sqlx::query_as!(
         Shipment,
         r#"update shipments set claimed_for = null
          where tenant_id = $1 and id = any($2) and claimed_for = $3
-         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+         returning id as "id: ShipmentId", tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
              status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
              last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
              assigned_to, created_at, updated_at"#,
         tenant_id.0,
-        ids as &[Uuid],
+        ids as _,
         tick,
     )
     .fetch_all(db)
@@ -288,7 +289,7 @@ pub async fn take(
 pub async fn append_events(
     tx: &mut sqlx::PgConnection,
     tenant_id: TenantId,
-    shipment_id: Uuid,
+    shipment_id: ShipmentId,
     events: &[ShipmentEvent],
 ) -> Result<u64, sqlx::Error> {
     if events.is_empty() {
@@ -314,7 +315,7 @@ pub async fn append_events(
          select $1, $2, * from unnest($3::timestamptz[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
          on conflict on constraint shipment_events_once do nothing",
         tenant_id.0,
-        shipment_id,
+        shipment_id.0,
         &at,
         status.as_slice() as &[&str],
         kind.as_slice() as &[&str],
@@ -351,7 +352,7 @@ pub struct PollResult {
 pub async fn record_poll(
     tx: &mut sqlx::PgConnection,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ShipmentId,
     r: &PollResult,
 ) -> Result<Option<Shipment>, sqlx::Error> {
     sqlx::query_as!(
@@ -362,12 +363,12 @@ pub async fn record_poll(
              status_changed_at = case when $7 then $6 else status_changed_at end,
              next_poll_at = $8, poll_failures = 0, last_error = $9
          where tenant_id = $1 and id = $2
-         returning id, tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
+         returning id as "id: ShipmentId", tenant_id as "tenant_id: TenantId", carrier, tracking_number, reference,
              status as "status: ShipmentStatus", eta, last_event as "last_event: Json<Value>",
              last_polled_at, status_changed_at, next_poll_at, poll_failures, last_error, created_by,
              assigned_to, created_at, updated_at"#,
         tenant_id.0,
-        id,
+        id.0,
         r.status.as_str(),
         r.eta,
         r.last_event.as_ref(),
@@ -386,7 +387,7 @@ pub async fn record_poll(
 pub async fn record_failure(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ShipmentId,
     error: &str,
     next_poll_at: DateTime<Utc>,
     counts: bool,
@@ -397,7 +398,7 @@ pub async fn record_failure(
              last_error = $3, next_poll_at = $4
          where tenant_id = $1 and id = $2",
         tenant_id.0,
-        id,
+        id.0,
         error,
         next_poll_at,
         counts,

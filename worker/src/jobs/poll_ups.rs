@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use shared::{
     config::RateLimit,
     db::{providers as provider_db, shipments as db},
-    domain::{Channel, TenantId},
+    domain::{Channel, ProviderId, ShipmentId, TenantId},
     events::{self, Event},
     jobs::{Job, PollUpsShipments, QueueName},
     notices::{self, Notice},
@@ -111,7 +111,7 @@ pub async fn sweep(state: &WorkerState, tick: DateTime<Utc>) -> anyhow::Result<u
         let claimed = db::claim_due(&state.pool, tick, CLAIM_BATCH.min(budget - total)).await?;
         let n = claimed.len();
         total += n;
-        let mut by_tenant: BTreeMap<TenantId, Vec<Uuid>> = BTreeMap::new();
+        let mut by_tenant: BTreeMap<TenantId, Vec<ShipmentId>> = BTreeMap::new();
         for (tenant, id) in claimed {
             by_tenant.entry(tenant).or_default().push(id);
         }
@@ -143,7 +143,7 @@ pub async fn sweep(state: &WorkerState, tick: DateTime<Utc>) -> anyhow::Result<u
 async fn ups_config(
     state: &WorkerState,
     tenant_id: TenantId,
-) -> anyhow::Result<Option<(Uuid, UpsCredentials)>> {
+) -> anyhow::Result<Option<(ProviderId, UpsCredentials)>> {
     let Some(config) =
         provider_db::first_of_kind(&state.pool, tenant_id, ProviderKind::Ups).await?
     else {
@@ -163,7 +163,7 @@ async fn ups_config(
 pub async fn poll_group(
     state: &WorkerState,
     tenant_id: TenantId,
-    ids: &[Uuid],
+    ids: &[ShipmentId],
     tick: DateTime<Utc>,
 ) -> anyhow::Result<usize> {
     let taken = db::take(&state.pool, tenant_id, ids, tick).await?;
@@ -208,7 +208,7 @@ fn rate_limit(state: &WorkerState) -> RateLimit {
 async fn poll_one(
     state: &WorkerState,
     tenant_id: TenantId,
-    config: Option<&(Uuid, UpsCredentials)>,
+    config: Option<&(ProviderId, UpsCredentials)>,
     shipment: &db::Shipment,
     tick: DateTime<Utc>,
 ) -> anyhow::Result<()> {
@@ -225,7 +225,12 @@ async fn poll_one(
         .await?;
         return Ok(());
     };
-    if state.guard.admit(*config_id, Duration::from_secs(60)).await == Admission::Open {
+    if state
+        .guard
+        .admit(config_id.0, Duration::from_secs(60))
+        .await
+        == Admission::Open
+    {
         db::record_failure(
             &state.pool,
             tenant_id,
@@ -269,7 +274,7 @@ async fn poll_one(
     metrics::histogram!("ups_track_seconds").record(started.elapsed().as_secs_f64());
     match answer {
         Ok(tracking) => {
-            state.guard.succeeded(*config_id).await;
+            state.guard.succeeded(config_id.0).await;
             let status = tracking.status.unwrap_or(shipment.status);
             let result = db::PollResult {
                 status,
@@ -283,7 +288,7 @@ async fn poll_one(
             record(state, tenant_id, shipment, &tracking.events, result).await
         }
         Err(TrackError::NotFound) => {
-            state.guard.succeeded(*config_id).await;
+            state.guard.succeeded(config_id.0).await;
             let result = db::PollResult {
                 status: shipment.status,
                 changed: false,
@@ -310,7 +315,7 @@ async fn poll_one(
             Ok(())
         }
         Err(TrackError::Transient(why)) => {
-            let opened = state.guard.failed(*config_id).await;
+            let opened = state.guard.failed(config_id.0).await;
             if opened {
                 tracing::warn!(provider_id = %config_id, "UPS circuit opened for the organisation");
             }

@@ -94,7 +94,7 @@ pub async fn load(
                     })
                     .or(default_rate);
                 Some(Provider {
-                    id: Some(c.id),
+                    id: Some(c.id.0),
                     paused: c.paused_at.is_some(),
                     name: c.name,
                     spec,

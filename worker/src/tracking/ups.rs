@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use shared::{
     crypto::{Keyring, Sealed},
     db::shipments::ShipmentEvent,
-    domain::TenantId,
+    domain::{ProviderId, TenantId},
     providers::UpsCredentials,
     shipments::ShipmentStatus,
 };
@@ -187,19 +187,19 @@ impl UpsClient {
         })
     }
 
-    fn token_key(&self, config_id: Uuid) -> String {
+    fn token_key(&self, config_id: ProviderId) -> String {
         format!("{}:ups:token:{config_id}", self.prefix)
     }
 
-    fn lock_key(&self, config_id: Uuid) -> String {
+    fn lock_key(&self, config_id: ProviderId) -> String {
         format!("{}:ups:token-lock:{config_id}", self.prefix)
     }
 
-    fn token_aad(tenant_id: TenantId, config_id: Uuid) -> Vec<u8> {
+    fn token_aad(tenant_id: TenantId, config_id: ProviderId) -> Vec<u8> {
         format!("ups-token:{tenant_id}:{config_id}").into_bytes()
     }
 
-    async fn cached_token(&self, tenant_id: TenantId, config_id: Uuid) -> Option<String> {
+    async fn cached_token(&self, tenant_id: TenantId, config_id: ProviderId) -> Option<String> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = redis::cmd("GET")
             .arg(self.token_key(config_id))
@@ -225,7 +225,13 @@ impl UpsClient {
         }
     }
 
-    async fn store_token(&self, tenant_id: TenantId, config_id: Uuid, token: &str, ttl: Duration) {
+    async fn store_token(
+        &self,
+        tenant_id: TenantId,
+        config_id: ProviderId,
+        token: &str,
+        ttl: Duration,
+    ) {
         let value = match &self.keyring {
             None => token.to_owned(),
             Some(ring) => {
@@ -251,7 +257,7 @@ impl UpsClient {
     }
 
     /// Drops the cached token of a config (UPS refused it).
-    pub async fn forget_token(&self, config_id: Uuid) {
+    pub async fn forget_token(&self, config_id: ProviderId) {
         let mut conn = self.conn.clone();
         let _: Result<(), _> = redis::cmd("DEL")
             .arg(self.token_key(config_id))
@@ -263,7 +269,7 @@ impl UpsClient {
     pub async fn token(
         &self,
         tenant_id: TenantId,
-        config_id: Uuid,
+        config_id: ProviderId,
         credentials: &UpsCredentials,
     ) -> Result<String, TrackError> {
         if let Some(t) = self.cached_token(tenant_id, config_id).await {
@@ -313,7 +319,7 @@ impl UpsClient {
     async fn fetch_token(
         &self,
         tenant_id: TenantId,
-        config_id: Uuid,
+        config_id: ProviderId,
         credentials: &UpsCredentials,
     ) -> Result<String, TrackError> {
         let url = TokenUrl::new(format!("{}/security/v1/oauth/token", self.base_url))
@@ -360,7 +366,7 @@ impl UpsClient {
     pub async fn track(
         &self,
         tenant_id: TenantId,
-        config_id: Uuid,
+        config_id: ProviderId,
         credentials: &UpsCredentials,
         number: &str,
     ) -> Result<Tracking, TrackError> {

@@ -11,7 +11,6 @@ use shared::{
     fleet::{self, ProviderLive, ProviderProbe},
     jobs::QueueName,
 };
-use uuid::Uuid;
 
 use crate::{AppState, access::Principal, error::ApiError};
 
@@ -91,7 +90,7 @@ pub async fn items(
     let probes: Vec<ProviderProbe> = configs
         .iter()
         .map(|(_, c)| ProviderProbe {
-            id: c.id,
+            id: c.id.0,
             rate: rate_of(state, c),
         })
         .collect();
@@ -166,7 +165,7 @@ pub async fn target(
     p: &Principal,
     raw: &str,
 ) -> Result<(TenantId, ProviderConfig), ApiError> {
-    let id: Uuid = crate::extract::id(raw, "provider config")?;
+    let id: shared::domain::ProviderId = crate::extract::id(raw, "provider config")?;
     let found = shared::db::providers::find_for_callback(&state.pool, id).await?;
     match found {
         Some((tenant, c)) if p.reach().covers(tenant) => Ok((tenant, c)),
