@@ -92,6 +92,10 @@ uuid_id!(
     /// SendGrid, UPS, …) with its credentials and failover priority.
     ProviderId
 );
+uuid_id!(
+    /// An organisation's webhook endpoint: a URL that receives events.
+    WebhookEndpointId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

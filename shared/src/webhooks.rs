@@ -146,7 +146,10 @@ pub fn generate_secret() -> String {
 }
 
 /// The associated data an endpoint's secret is sealed with.
-pub fn aad(tenant_id: crate::domain::TenantId, endpoint_id: uuid::Uuid) -> Vec<u8> {
+pub fn aad(
+    tenant_id: crate::domain::TenantId,
+    endpoint_id: crate::domain::WebhookEndpointId,
+) -> Vec<u8> {
     format!("tenant:{tenant_id}/webhook:{endpoint_id}").into_bytes()
 }
 

@@ -19,9 +19,9 @@ use poem_openapi::{
 use serde_json::{Value, json};
 use shared::{
     db::webhooks::{self as db, Delivery, Endpoint, EndpointWrite},
+    domain::WebhookEndpointId,
     webhooks::{WebhookEvent, aad, check_endpoint, generate_secret},
 };
-use uuid::Uuid;
 
 use crate::body::StrictJson;
 use crate::{
@@ -340,7 +340,7 @@ async fn check(
 fn new_secret(
     state: &AppState,
     caller: &AdminCaller,
-    id: Uuid,
+    id: WebhookEndpointId,
 ) -> Result<(String, shared::crypto::Sealed), ApiError> {
     let keyring = state.keyring.as_ref().ok_or_else(|| {
         ApiError::Unavailable(
@@ -394,7 +394,7 @@ impl WebhooksApi {
                 "an organisation can register at most {MAX_ENDPOINTS} webhook endpoints"
             )));
         }
-        let id = Uuid::now_v7();
+        let id = WebhookEndpointId::new();
         let (secret, sealed) = new_secret(cx.state, &caller, id)?;
         let enabled = req.enabled.unwrap_or(true);
         let write = EndpointWrite {
@@ -436,7 +436,7 @@ impl WebhooksApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WebhookEndpointId>>,
     ) -> Result<WebhookResponse, ApiError> {
         let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
@@ -453,7 +453,7 @@ impl WebhooksApi {
     async fn update(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WebhookEndpointId>>,
         body: StrictJson<UpdateWebhook>,
     ) -> Result<WebhookResponse, ApiError> {
         let caller = cx.auth.caller();
@@ -498,7 +498,7 @@ impl WebhooksApi {
     async fn delete(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WebhookEndpointId>>,
     ) -> Result<DeleteResponse, ApiError> {
         let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
@@ -526,7 +526,7 @@ impl WebhooksApi {
     async fn rotate_secret(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WebhookEndpointId>>,
     ) -> Result<RotateResponse, ApiError> {
         let caller = cx.auth.caller();
         let id = id.0.get("webhook endpoint")?;
@@ -558,7 +558,7 @@ impl WebhooksApi {
     async fn deliveries(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WebhookEndpointId>>,
         /// How many, newest first.
         limit: Query<PageSize>,
     ) -> Result<DeliveriesResponse, ApiError> {

@@ -49,7 +49,9 @@ impl SecretKind {
             SecretKind::ProviderCredentials => {
                 crate::providers::aad(tenant_id, crate::domain::ProviderId(id))
             }
-            SecretKind::WebhookSecret => crate::webhooks::aad(tenant_id, id),
+            SecretKind::WebhookSecret => {
+                crate::webhooks::aad(tenant_id, crate::domain::WebhookEndpointId(id))
+            }
             SecretKind::JwtSecret => super::jwt_secrets::aad(tenant_id),
         }
     }

@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::{
     crypto::Sealed,
-    domain::{NotificationId, TenantId},
+    domain::{NotificationId, TenantId, WebhookEndpointId},
     webhooks::WebhookEvent,
 };
 
@@ -34,7 +34,7 @@ use crate::{
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Endpoint {
     /// Its id.
-    pub id: Uuid,
+    pub id: WebhookEndpointId,
     /// Where deliveries are POSTed.
     pub url: String,
     /// The organisation's note about it.
@@ -92,18 +92,18 @@ pub const DISABLED_BY_ADMIN: &str = "disabled by an administrator";
 pub async fn create(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: WebhookEndpointId,
     new: EndpointWrite<'_>,
     secret: &Sealed,
 ) -> Result<Endpoint, sqlx::Error> {
     sqlx::query_as!(
         Endpoint,
-        "insert into webhook_endpoints
+        r#"insert into webhook_endpoints
              (id, tenant_id, url, description, events, enabled, disabled_reason, key_id, secret_ciphertext)
          values ($1, $2, $3, $4, $5, $6, case when $6 then null else $9 end, $7, $8)
-         returning id, url, description, events, key_id, secret_ciphertext, enabled, disabled_reason,
-             consecutive_failures, created_at, updated_at",
-        id,
+         returning id as "id: WebhookEndpointId", url, description, events, key_id, secret_ciphertext,
+             enabled, disabled_reason, consecutive_failures, created_at, updated_at"#,
+        id.0,
         tenant_id.0,
         new.url,
         new.description,
@@ -118,7 +118,7 @@ pub async fn create(
 }
 
 super::owned_rows! {
-    "webhook_endpoints", id: Uuid;
+    "webhook_endpoints", id: WebhookEndpointId;
     /// How many endpoints `tenant_id` has.
     count;
     /// One endpoint of `tenant_id`.
@@ -135,9 +135,9 @@ pub async fn list(
 ) -> Result<Vec<Endpoint>, sqlx::Error> {
     sqlx::query_as!(
         Endpoint,
-        "select id, url, description, events, key_id, secret_ciphertext, enabled, disabled_reason,
-             consecutive_failures, created_at, updated_at
-         from webhook_endpoints where tenant_id = $1 order by created_at, id",
+        r#"select id as "id: WebhookEndpointId", url, description, events, key_id, secret_ciphertext,
+             enabled, disabled_reason, consecutive_failures, created_at, updated_at
+         from webhook_endpoints where tenant_id = $1 order by created_at, id"#,
         tenant_id.0,
     )
     .fetch_all(db)
@@ -151,7 +151,7 @@ pub async fn list(
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: WebhookEndpointId,
     new: EndpointWrite<'_>,
 ) -> Result<Option<Endpoint>, sqlx::Error> {
     sqlx::query_as!(
@@ -171,13 +171,13 @@ pub async fn update(
              from changed c
              where not c.enabled and d.tenant_id = $1 and d.endpoint_id = c.id and d.status = 'queued'
          )
-         select id as "id!", url as "url!", description as "description!", events as "events!",
+         select id as "id!: WebhookEndpointId", url as "url!", description as "description!", events as "events!",
              key_id as "key_id!", secret_ciphertext as "secret_ciphertext!", enabled as "enabled!",
              disabled_reason as "disabled_reason?", consecutive_failures as "consecutive_failures!",
              created_at as "created_at!", updated_at as "updated_at!"
          from changed"#,
         tenant_id.0,
-        id,
+        id.0,
         new.url,
         new.description,
         &new.events,
@@ -193,13 +193,13 @@ pub async fn update(
 pub async fn set_secret(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: WebhookEndpointId,
     secret: &Sealed,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "update webhook_endpoints set key_id = $3, secret_ciphertext = $4 where tenant_id = $1 and id = $2",
         tenant_id.0,
-        id,
+        id.0,
         &secret.key_id,
         &secret.bytes,
     )
@@ -280,7 +280,7 @@ pub struct Claimed {
     /// Its id (also the event's `id` and `Webhook-Id`).
     pub id: Uuid,
     /// Its endpoint.
-    pub endpoint_id: Uuid,
+    pub endpoint_id: WebhookEndpointId,
     /// This attempt's number.
     pub attempts: i32,
     /// Attempts allowed.
@@ -324,7 +324,7 @@ pub async fn claim(
          where d.tenant_id = $1 and d.id = any($2) and d.status = 'queued' and d.run_at <= now()
            and d.attempts < d.max_attempts
            and e.tenant_id = $1 and e.id = d.endpoint_id and e.enabled
-         returning d.id, d.endpoint_id, d.attempts, d.max_attempts, d.payload as "payload: Json<Value>",
+         returning d.id, d.endpoint_id as "endpoint_id: WebhookEndpointId", d.attempts, d.max_attempts, d.payload as "payload: Json<Value>",
              e.url, e.key_id, e.secret_ciphertext"#,
         tenant_id.0,
         ids as &[Uuid],
@@ -564,7 +564,7 @@ pub struct Delivery {
 pub async fn recent_deliveries(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    endpoint_id: Uuid,
+    endpoint_id: WebhookEndpointId,
     limit: i64,
 ) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as!(
@@ -574,7 +574,7 @@ pub async fn recent_deliveries(
          from webhook_deliveries where tenant_id = $1 and endpoint_id = $2
          order by created_at desc, id desc limit $3",
         tenant_id.0,
-        endpoint_id,
+        endpoint_id.0,
         limit,
     )
     .fetch_all(db)

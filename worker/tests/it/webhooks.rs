@@ -259,7 +259,7 @@ async fn only_subscribed_events_are_delivered() {
 
 /// Registers an endpoint for `tenant` directly, sealed as the API does.
 async fn insert_foreign_endpoint(app: &TestApp, tenant: TenantId, url: &str) {
-    let id = uuid::Uuid::now_v7();
+    let id = shared::domain::WebhookEndpointId::new();
     let keyring = app.settings.encryption.as_ref().unwrap();
     let sealed = keyring.seal(
         shared::webhooks::generate_secret().as_bytes(),
