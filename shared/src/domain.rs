@@ -96,6 +96,15 @@ uuid_id!(
     /// An organisation's webhook endpoint: a URL that receives events.
     WebhookEndpointId
 );
+uuid_id!(
+    /// An organisation's own report template: the sections and period of
+    /// a delivery report.
+    ReportTemplateId
+);
+uuid_id!(
+    /// A report schedule: a report emailed to users on a cron schedule.
+    ReportScheduleId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -74,7 +74,8 @@ uuid_cursor_keys!(
     shared::domain::TenantId,
     shared::domain::NotificationId,
     shared::domain::TemplateId,
-    shared::domain::ShipmentId
+    shared::domain::ShipmentId,
+    shared::domain::ReportTemplateId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

@@ -10,13 +10,13 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::domain::TenantId;
+use crate::domain::{ReportScheduleId, ReportTemplateId, TenantId};
 
 /// A schedule.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ReportSchedule {
     /// Its id.
-    pub id: Uuid,
+    pub id: ReportScheduleId,
     /// Its organisation.
     pub tenant_id: TenantId,
     /// A name for people.
@@ -25,7 +25,7 @@ pub struct ReportSchedule {
     /// `own` with [`ReportSchedule::report_template_id`].
     pub template: String,
     /// The organisation's own report template, for `own`.
-    pub report_template_id: Option<Uuid>,
+    pub report_template_id: Option<ReportTemplateId>,
     /// `csv` or `json`: how the report is laid out in the email.
     pub format: String,
     /// Five-field cron expression.
@@ -58,7 +58,7 @@ pub struct ScheduleSpec {
     /// The report template: a built-in one's name, or `own`.
     pub template: String,
     /// The organisation's own template, for `own`.
-    pub report_template_id: Option<Uuid>,
+    pub report_template_id: Option<ReportTemplateId>,
     /// `csv` or `json`.
     pub format: String,
     /// Checked cron expression.
@@ -90,10 +90,11 @@ pub async fn insert(
              (id, tenant_id, name, template, format, cron, timezone, recipients, enabled, next_run_at,
               report_template_id, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-         returning id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+         returning id as "id: ReportScheduleId", tenant_id as "tenant_id: TenantId", name, template,
+             report_template_id as "report_template_id: ReportTemplateId", format, cron,
              timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
              created_by, created_at, updated_at"#,
-        Uuid::now_v7(),
+        ReportScheduleId::new().0,
         tenant_id.0,
         &spec.name,
         &spec.template,
@@ -103,7 +104,7 @@ pub async fn insert(
         &spec.recipients,
         spec.enabled,
         spec.next_run_at,
-        spec.report_template_id,
+        spec.report_template_id.map(|id| id.0),
         created_by,
     )
     .fetch_one(db)
@@ -118,7 +119,8 @@ pub async fn list(
 ) -> Result<Vec<ReportSchedule>, sqlx::Error> {
     sqlx::query_as!(
         ReportSchedule,
-        r#"select id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+        r#"select id as "id: ReportScheduleId", tenant_id as "tenant_id: TenantId", name, template,
+             report_template_id as "report_template_id: ReportTemplateId", format, cron,
              timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
              created_by, created_at, updated_at
          from report_schedules where tenant_id = $1
@@ -130,7 +132,7 @@ pub async fn list(
 }
 
 super::owned_rows! {
-    "report_schedules", id: Uuid;
+    "report_schedules", id: ReportScheduleId;
     /// How many schedules the organisation has.
     count;
     /// One schedule of the organisation.
@@ -144,7 +146,7 @@ super::owned_rows! {
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ReportScheduleId,
     spec: &ScheduleSpec,
 ) -> Result<Option<ReportSchedule>, sqlx::Error> {
     sqlx::query_as!(
@@ -153,11 +155,12 @@ pub async fn update(
          set name = $3, template = $4, format = $5, cron = $6, timezone = $7, recipients = $8,
              enabled = $9, next_run_at = $10, report_template_id = $11
          where tenant_id = $1 and id = $2
-         returning id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+         returning id as "id: ReportScheduleId", tenant_id as "tenant_id: TenantId", name, template,
+             report_template_id as "report_template_id: ReportTemplateId", format, cron,
              timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
              created_by, created_at, updated_at"#,
         tenant_id.0,
-        id,
+        id.0,
         &spec.name,
         &spec.template,
         &spec.format,
@@ -166,7 +169,7 @@ pub async fn update(
         &spec.recipients,
         spec.enabled,
         spec.next_run_at,
-        spec.report_template_id,
+        spec.report_template_id.map(|id| id.0),
     )
     .fetch_optional(db)
     .await
@@ -183,7 +186,8 @@ pub async fn take_due(
 ) -> Result<Vec<ReportSchedule>, sqlx::Error> {
     sqlx::query_as!(
         ReportSchedule,
-        r#"select id, tenant_id as "tenant_id: TenantId", name, template, report_template_id, format, cron,
+        r#"select id as "id: ReportScheduleId", tenant_id as "tenant_id: TenantId", name, template,
+             report_template_id as "report_template_id: ReportTemplateId", format, cron,
              timezone, recipients, enabled, next_run_at, last_run_for, last_notification_ids,
              created_by, created_at, updated_at
          from report_schedules
@@ -202,7 +206,7 @@ pub async fn take_due(
 #[tracing::instrument(skip_all)]
 pub async fn mark_run(
     db: impl PgExecutor<'_>,
-    id: Uuid,
+    id: ReportScheduleId,
     ran_for: DateTime<Utc>,
     next: Option<DateTime<Utc>>,
     notifications: &[Uuid],
@@ -211,7 +215,7 @@ pub async fn mark_run(
         "update report_schedules
          set last_run_for = $2, next_run_at = $3, last_notification_ids = $4
          where id = $1",
-        id,
+        id.0,
         ran_for,
         next,
         notifications as &[Uuid],

@@ -7,7 +7,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::{
-    domain::TenantId,
+    domain::{ReportTemplateId, TenantId},
     reports::own::{OwnPeriod, Section, TemplateSpec},
 };
 
@@ -20,7 +20,7 @@ pub const SCHEDULE_CONSTRAINT: &str = "report_schedules_report_template_fkey";
 #[derive(Debug, Clone)]
 pub struct ReportTemplate {
     /// Its id.
-    pub id: Uuid,
+    pub id: ReportTemplateId,
     /// Its organisation.
     pub tenant_id: TenantId,
     /// The template.
@@ -34,7 +34,7 @@ pub struct ReportTemplate {
 }
 
 type Row = (
-    Uuid,
+    ReportTemplateId,
     TenantId,
     String,
     String,
@@ -104,7 +104,7 @@ fn sections(spec: &TemplateSpec) -> Vec<&'static str> {
 }
 
 super::owned_rows! {
-    "report_templates", id: Uuid;
+    "report_templates", id: ReportTemplateId;
     /// How many report templates the organisation has.
     count;
     /// Deletes a template; false when the organisation has none with `id`. A
@@ -126,9 +126,9 @@ pub async fn insert(
         r#"insert into report_templates
              (id, tenant_id, key, name, period, period_days, sections, channel, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         returning id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+         returning id as "id: ReportTemplateId", tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
              created_by, created_at, updated_at"#,
-        Uuid::now_v7(),
+        ReportTemplateId::new().0,
         tenant_id.0,
         &spec.key,
         &spec.name,
@@ -149,17 +149,17 @@ pub async fn insert(
 pub async fn list(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    after: Option<Uuid>,
+    after: Option<ReportTemplateId>,
     limit: i64,
 ) -> Result<Vec<ReportTemplate>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"select id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+        r#"select id as "id: ReportTemplateId", tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
              created_by, created_at, updated_at
          from report_templates
          where tenant_id = $1 and ($2::uuid is null or id > $2)
          order by id limit $3"#,
         tenant_id.0,
-        after,
+        after.map(|id| id.0),
         limit,
     )
     .fetch_all(db)
@@ -172,14 +172,14 @@ pub async fn list(
 pub async fn get(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ReportTemplateId,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"select id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+        r#"select id as "id: ReportTemplateId", tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
              created_by, created_at, updated_at
          from report_templates where tenant_id = $1 and id = $2"#,
         tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_optional(db)
     .await?;
@@ -195,7 +195,7 @@ pub async fn find(
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
     let id = Uuid::parse_str(id_or_key).ok();
     let row = sqlx::query!(
-        r#"select id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+        r#"select id as "id: ReportTemplateId", tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
              created_by, created_at, updated_at
          from report_templates
          where tenant_id = $1 and (id = $2 or ($2 is null and key = $3))"#,
@@ -213,7 +213,7 @@ pub async fn find(
 pub async fn update(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: ReportTemplateId,
     spec: &TemplateSpec,
 ) -> Result<Option<ReportTemplate>, sqlx::Error> {
     let (period, days) = spec.period.columns();
@@ -222,10 +222,10 @@ pub async fn update(
         r#"update report_templates
          set key = $3, name = $4, period = $5, period_days = $6, sections = $7, channel = $8
          where tenant_id = $1 and id = $2
-         returning id, tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
+         returning id as "id: ReportTemplateId", tenant_id as "tenant_id: TenantId", key, name, period, period_days, sections, channel,
              created_by, created_at, updated_at"#,
         tenant_id.0,
-        id,
+        id.0,
         &spec.key,
         &spec.name,
         period,

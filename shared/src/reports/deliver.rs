@@ -78,7 +78,7 @@ pub async fn run_due(
     pool: &PgPool,
     jobs: &JobsConfig,
     now: DateTime<Utc>,
-) -> anyhow::Result<Vec<uuid::Uuid>> {
+) -> anyhow::Result<Vec<crate::domain::ReportScheduleId>> {
     use anyhow::Context;
     let mut sent = Vec::new();
     loop {

@@ -13,6 +13,7 @@ use serde_json::json;
 use shared::{
     db::report_schedules::{self as store, ReportSchedule, ScheduleSpec},
     db::report_templates as templates_store,
+    domain::ReportScheduleId,
     reports::{Template, schedule::ReportCron},
 };
 use uuid::Uuid;
@@ -107,7 +108,7 @@ pub struct ReportScheduleView {
 impl From<ReportSchedule> for ReportScheduleView {
     fn from(s: ReportSchedule) -> Self {
         Self {
-            id: s.id,
+            id: s.id.0,
             organization_id: s.tenant_id.to_string(),
             name: s.name,
             template: s.report_template_id.map_or(s.template, |id| id.to_string()),
@@ -322,7 +323,7 @@ impl ReportSchedulesApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ReportScheduleId>>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "report_schedule.get", "report_schedule");
@@ -342,7 +343,7 @@ impl ReportSchedulesApi {
     async fn update(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ReportScheduleId>>,
         body: StrictJson<ReportScheduleBody>,
     ) -> Result<ScheduleResponse, ApiError> {
         let p = cx.principal().await?;
@@ -368,7 +369,7 @@ impl ReportSchedulesApi {
     async fn delete(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ReportScheduleId>>,
     ) -> Result<ScheduleDeletedResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "report_schedule.delete", "report_schedule");

@@ -17,6 +17,7 @@ use poem_openapi::{
 use serde_json::json;
 use shared::{
     db::report_templates::{self as store, ReportTemplate},
+    domain::ReportTemplateId,
     reports::{
         Template,
         own::{Section, TemplateInput, TemplateSpec},
@@ -109,7 +110,7 @@ impl From<ReportTemplate> for ReportTemplateView {
     fn from(t: ReportTemplate) -> Self {
         let (period, period_days) = t.spec.period.columns();
         Self {
-            id: t.id,
+            id: t.id.0,
             organization_id: t.tenant_id.to_string(),
             key: t.spec.key,
             name: t.spec.name,
@@ -239,7 +240,7 @@ impl ReportTemplatesApi {
         &self,
         cx: AdminCtx<'_>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<Cursor<Uuid>>>,
+        cursor: Query<Option<Cursor<ReportTemplateId>>>,
         /// Templates per page.
         limit: Query<PageSize>,
     ) -> Result<TemplatePageResponse, ApiError> {
@@ -286,7 +287,7 @@ impl ReportTemplatesApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ReportTemplateId>>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "report_template.get", "report_template");
@@ -306,7 +307,7 @@ impl ReportTemplatesApi {
     async fn update(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ReportTemplateId>>,
         body: StrictJson<ReportTemplateBody>,
     ) -> Result<TemplateResponse, ApiError> {
         let p = cx.principal().await?;
@@ -332,7 +333,7 @@ impl ReportTemplatesApi {
     async fn delete(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ReportTemplateId>>,
     ) -> Result<TemplateDeletedResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "report_template.delete", "report_template");
