@@ -105,6 +105,10 @@ uuid_id!(
     /// A report schedule: a report emailed to users on a cron schedule.
     ReportScheduleId
 );
+uuid_id!(
+    /// One run of a workflow for one subscriber.
+    WorkflowRunId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

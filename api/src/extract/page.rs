@@ -75,7 +75,8 @@ uuid_cursor_keys!(
     shared::domain::NotificationId,
     shared::domain::TemplateId,
     shared::domain::ShipmentId,
-    shared::domain::ReportTemplateId
+    shared::domain::ReportTemplateId,
+    shared::domain::WorkflowRunId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

@@ -365,7 +365,11 @@ impl WorkflowsApi {
     }
 }
 
-fn accepted(workflow: &Workflow, ids: &[uuid::Uuid], replayed: bool) -> TriggerResponse {
+fn accepted(
+    workflow: &Workflow,
+    ids: &[shared::domain::WorkflowRunId],
+    replayed: bool,
+) -> TriggerResponse {
     TriggerResponse::Accepted(
         Json(TriggerAccepted {
             workflow: workflow.key.clone(),

@@ -12,7 +12,7 @@ use sqlx::{PgConnection, PgExecutor, types::Json};
 use uuid::Uuid;
 
 use crate::{
-    domain::{SubscriberId, TenantId},
+    domain::{SubscriberId, TenantId, WorkflowRunId},
     workflows::Step,
 };
 
@@ -124,7 +124,7 @@ pub async fn list(
 }
 
 /// A trigger as recorded: its request hash and the runs it started.
-pub type Trigger = (Option<Vec<u8>>, Vec<Uuid>);
+pub type Trigger = (Option<Vec<u8>>, Vec<WorkflowRunId>);
 
 /// An earlier trigger with the same `Idempotency-Key`: its request hash and
 /// the runs it started.
@@ -142,7 +142,10 @@ pub async fn earlier_trigger(
     )
     .fetch_optional(db)
     .await?;
-    Ok(found.map(|t| (t.request_hash, t.run_ids)))
+    Ok(found.map(|t| {
+        let runs = t.run_ids.into_iter().map(WorkflowRunId).collect();
+        (t.request_hash, runs)
+    }))
 }
 
 /// What a trigger starts.
@@ -214,7 +217,7 @@ pub async fn start(
     db: &mut PgConnection,
     tenant_id: TenantId,
     new: NewRuns<'_>,
-) -> Result<Option<Vec<Uuid>>, sqlx::Error> {
+) -> Result<Option<Vec<WorkflowRunId>>, sqlx::Error> {
     let ids: Vec<Uuid> = new.subscribers.iter().map(|_| Uuid::now_v7()).collect();
     let (key, hash) = match &new.idempotency {
         Some((k, h)) => (Some(*k), Some(h.as_slice())),
@@ -251,7 +254,7 @@ pub async fn start(
     )
     .execute(&mut *db)
     .await?;
-    Ok(Some(ids))
+    Ok(Some(ids.into_iter().map(WorkflowRunId).collect()))
 }
 
 /// The subscribers of topic `topic_id`, at most `limit` (the caller refuses
@@ -279,7 +282,7 @@ pub async fn topic_subscribers(
 #[derive(Debug, Clone)]
 pub struct Run {
     /// Its id.
-    pub id: Uuid,
+    pub id: WorkflowRunId,
     /// The workflow's key.
     pub workflow: String,
     /// The version it runs.
@@ -335,12 +338,12 @@ pub struct RunStep {
 pub async fn run(
     db: &mut PgConnection,
     tenant_id: TenantId,
-    id: Uuid,
+    id: WorkflowRunId,
 ) -> Result<Option<(Run, Vec<RunStep>)>, sqlx::Error> {
     let run: Option<Run> = sqlx::query_as!(
         Run,
-        r#"select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
-                r.step, r.step_started_at, r.run_at, r.wait_until, r.cancellation_key,
+        r#"select r.id as "id: WorkflowRunId", w.key as workflow, r.version,
+                s.external_id as subscriber_id, r.status, r.step, r.step_started_at, r.run_at, r.wait_until, r.cancellation_key,
                 r.digest_items as "digest_items: Json<Value>", r.error, r.created_at, r.finished_at,
                 v.steps as "steps: Json<Vec<Step>>"
          from workflow_runs r
@@ -349,7 +352,7 @@ pub async fn run(
          join subscribers s on s.id = r.subscriber_id
          where r.tenant_id = $1 and r.id = $2"#,
         tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_optional(&mut *db)
     .await?;
@@ -359,7 +362,7 @@ pub async fn run(
         "select step_key, kind, outcome, detail, notification_ids, started_at, finished_at
          from workflow_run_steps where tenant_id = $1 and run_id = $2 order by seq",
         tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -370,7 +373,7 @@ pub async fn run(
 #[derive(Debug, Clone, Copy)]
 pub enum Which<'a> {
     /// One run.
-    Run(Uuid),
+    Run(WorkflowRunId),
     /// Every run triggered with this cancellation key.
     Key(&'a str),
     /// Every run of this workflow (it is being deleted).
@@ -399,7 +402,7 @@ pub async fn cancel(
     which: Which<'_>,
 ) -> Result<Cancelled, sqlx::Error> {
     let (id, key, workflow) = match which {
-        Which::Run(id) => (Some(id), None, None),
+        Which::Run(id) => (Some(id.0), None, None),
         Which::Key(k) => (None, Some(k), None),
         Which::Workflow(w) => (None, None, Some(w)),
     };
@@ -444,12 +447,12 @@ pub async fn cancel(
 pub async fn run_exists(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: WorkflowRunId,
 ) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         r#"select exists (select 1 from workflow_runs where tenant_id = $1 and id = $2) as "exists!""#,
         tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_one(db)
     .await
@@ -483,7 +486,7 @@ pub async fn post_event(
 #[derive(Debug, Clone)]
 pub struct RunSummary {
     /// Its id.
-    pub id: Uuid,
+    pub id: WorkflowRunId,
     /// The workflow's key.
     pub workflow: String,
     /// The version it runs.
@@ -524,12 +527,12 @@ pub async fn list_runs(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     filter: &RunFilter<'_>,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<(DateTime<Utc>, WorkflowRunId)>,
     limit: i64,
 ) -> Result<Vec<RunSummary>, sqlx::Error> {
     sqlx::query_as!(
         RunSummary,
-        "select r.id, w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
+        r#"select r.id as "id: WorkflowRunId", w.key as workflow, r.version, s.external_id as subscriber_id, r.status,
                 case when r.status in ('running', 'waiting')
                      then v.steps -> r.step ->> 'key' end as current_step,
                 r.cancellation_key, r.error, r.created_at, r.finished_at
@@ -544,14 +547,14 @@ pub async fn list_runs(
            and ($5::text is null or r.cancellation_key = $5)
            and ($6::timestamptz is null or (r.created_at, r.id) < ($6, $7))
          order by r.created_at desc, r.id desc
-         limit $8",
+         limit $8"#,
         tenant_id.0,
         filter.workflow,
         filter.status,
         filter.subscriber_id.map(|s| s.0),
         filter.cancellation_key,
         after.map(|a| a.0),
-        after.map(|a| a.1),
+        after.map(|a| a.1.0),
         limit,
     )
     .fetch_all(db)

@@ -16,10 +16,9 @@ use poem_openapi::{
 use serde_json::Value;
 use shared::{
     db::workflows::{self as store, Cancelled, RunFilter, RunSummary, Which},
-    domain::{ExternalId, TenantId},
+    domain::{ExternalId, TenantId, WorkflowRunId},
     workflows::StepKind,
 };
-use uuid::Uuid;
 
 use crate::{
     AppState,
@@ -248,7 +247,7 @@ async fn audit_cancel(
     tx: &mut sqlx::PgConnection,
     auth: &ServiceKey,
     request_id: &RequestId,
-    run: Option<Uuid>,
+    run: Option<WorkflowRunId>,
     done: Cancelled,
 ) -> Result<(), ApiError> {
     shared::db::audit::record(
@@ -283,7 +282,11 @@ fn kind_name(kind: &StepKind) -> &'static str {
     }
 }
 
-async fn read(state: &AppState, tenant_id: TenantId, id: Uuid) -> Result<RunBody, ApiError> {
+async fn read(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: WorkflowRunId,
+) -> Result<RunBody, ApiError> {
     let mut conn = state.pool.acquire().await?;
     let (run, done) = store::run(&mut conn, tenant_id, id)
         .await?
@@ -346,7 +349,7 @@ crate::query_params! {
         /// Runs per page.
         limit: PageSize,
         /// The `next_cursor` of the page before.
-        cursor: Option<Cursor<(DateTime<Utc>, Uuid)>>,
+        cursor: Option<Cursor<(DateTime<Utc>, WorkflowRunId)>>,
         /// Only runs of the workflow with this key.
         workflow: Option<String> where [MinLength::new(1), MaxLength::new(100)],
         /// Only runs with this status: `running`, `waiting`, `completed`,
@@ -445,7 +448,7 @@ impl WorkflowRunsApi {
         cx: ServiceCtx<'_>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WorkflowRunId>>,
     ) -> Result<RunResponse, ApiError> {
         let id = id.0.get("workflow run")?;
         Ok(RunResponse::Ok(Json(
@@ -465,7 +468,7 @@ impl WorkflowRunsApi {
         cx: ServiceCtx<'_>,
         /// The run's id.
         #[oai(validator(max_length = 36))]
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<WorkflowRunId>>,
     ) -> Result<CancelResponse, ApiError> {
         let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("workflow run")?;
