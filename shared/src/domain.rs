@@ -109,6 +109,11 @@ uuid_id!(
     /// One run of a workflow for one subscriber.
     WorkflowRunId
 );
+uuid_id!(
+    /// An error group: the failures that share a kind, class, reason,
+    /// provider, channel and source.
+    ErrorGroupId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

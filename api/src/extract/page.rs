@@ -76,7 +76,8 @@ uuid_cursor_keys!(
     shared::domain::TemplateId,
     shared::domain::ShipmentId,
     shared::domain::ReportTemplateId,
-    shared::domain::WorkflowRunId
+    shared::domain::WorkflowRunId,
+    shared::domain::ErrorGroupId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

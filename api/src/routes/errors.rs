@@ -20,9 +20,9 @@ use shared::{
         errors::{self as store, Filter, Group, Recovery, Share, Tally},
         scope::Reach,
     },
+    domain::ErrorGroupId,
     errors::{ErrorClass, ErrorKind},
 };
-use uuid::Uuid;
 
 use crate::{
     error::ApiError,
@@ -398,7 +398,7 @@ crate::query_params! {
         channel: Option<ChannelParam>,
         provider: Option<String> where [Pattern::new("^[a-z0-9_]{1,64}$")],
         since: Option<DateTime<Utc>>,
-        cursor: Option<Cursor<(DateTime<Utc>, Uuid)>>,
+        cursor: Option<Cursor<(DateTime<Utc>, ErrorGroupId)>>,
         limit: PageSize,
     }
 }
@@ -490,7 +490,7 @@ impl ErrorsApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ErrorGroupId>>,
     ) -> Result<ErrorGroupResponse, ApiError> {
         let scope = Self::reach(&cx, "error_group.read", Some(id.0.raw())).await?;
         let id = id.0.get("error group")?;
@@ -523,7 +523,7 @@ impl ErrorsApi {
     async fn recoveries(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<ErrorGroupId>>,
         cursor: Query<Option<Cursor<i64>>>,
         limit: Query<PageSize>,
     ) -> Result<RecoveryPageResponse, ApiError> {

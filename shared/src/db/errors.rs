@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::scope::Reach;
 use crate::{
-    domain::TenantId,
+    domain::{ErrorGroupId, TenantId},
     errors::{ErrorClass, ErrorKind},
 };
 
@@ -156,7 +156,7 @@ pub struct Filter {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Group {
     /// Its id.
-    pub id: Uuid,
+    pub id: ErrorGroupId,
     /// Its kind.
     pub kind: String,
     /// Its class.
@@ -217,7 +217,7 @@ pub async fn list(
     db: impl PgExecutor<'_>,
     reach: Reach,
     filter: &Filter,
-    after: Option<(DateTime<Utc>, Uuid)>,
+    after: Option<(DateTime<Utc>, ErrorGroupId)>,
     limit: i64,
 ) -> Result<Vec<Group>, sqlx::Error> {
     let mut qb = select_groups(reach);
@@ -255,7 +255,7 @@ pub async fn list(
 pub async fn get(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: ErrorGroupId,
 ) -> Result<Option<Group>, sqlx::Error> {
     let mut qb = select_groups(reach);
     qb.push(" and g.id = ").push_bind(id).push(" group by g.id");
@@ -285,7 +285,7 @@ pub const MAX_SHARES: i64 = 100;
 #[tracing::instrument(skip_all)]
 pub async fn shares_across_tenants(
     db: impl PgExecutor<'_>,
-    id: Uuid,
+    id: ErrorGroupId,
 ) -> Result<Vec<Share>, sqlx::Error> {
     sqlx::query_as!(
         Share,
@@ -293,7 +293,7 @@ pub async fn shares_across_tenants(
          from error_group_tenants t left join tenants o on o.id = t.tenant_id
          where t.group_id = $1
          order by t.occurrences desc, t.tenant_id limit $2"#,
-        id,
+        id.0,
         MAX_SHARES,
     )
     .fetch_all(db)
@@ -321,7 +321,7 @@ pub struct Recovery {
 pub async fn recoveries(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: ErrorGroupId,
     before: Option<i64>,
     limit: i64,
 ) -> Result<Vec<Recovery>, sqlx::Error> {
@@ -332,7 +332,7 @@ pub async fn recoveries(
            and ($3::int8 is null or id < $3)
          order by id desc limit $4",
         reach.param(),
-        id,
+        id.0,
         before,
         limit,
     )
