@@ -114,6 +114,11 @@ uuid_id!(
     /// provider, channel and source.
     ErrorGroupId
 );
+uuid_id!(
+    /// An operator's retry or discard of every failed item a filter
+    /// matches, done in the background.
+    OpsActionId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

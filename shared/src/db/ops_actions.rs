@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use super::failed_work::{self, Action, Filter, Kind};
 use super::scope::{self, Reach};
-use crate::domain::TenantId;
+use crate::domain::{OpsActionId, TenantId};
 
 /// Most items one step handles.
 pub const STEP_ROWS: i64 = 1000;
@@ -29,7 +29,7 @@ pub const STEP_ROWS: i64 = 1000;
 #[derive(Debug, Clone)]
 pub struct OpsAction {
     /// Its id.
-    pub id: Uuid,
+    pub id: OpsActionId,
     /// The organisation it is confined to (`None`: every one).
     pub tenant_id: Option<TenantId>,
     /// `retry` or `discard`.
@@ -86,11 +86,11 @@ pub async fn create(
         OpsAction,
         r#"insert into ops_actions (id, tenant_id, action, filter, upto, matched, created_by, actor_tenant_id)
          values ($1, $2, $3, $4, $5, $6, $7, $8)
-         returning id, tenant_id as "tenant_id: TenantId", action, status,
+         returning id as "id: OpsActionId", tenant_id as "tenant_id: TenantId", action, status,
              filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
              skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
              actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at"#,
-        Uuid::now_v7(),
+        OpsActionId::new().0,
         reach.param(),
         action.as_str(),
         sqlx::types::Json(filter) as _,
@@ -110,16 +110,16 @@ pub async fn create(
 pub async fn get(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: OpsActionId,
 ) -> Result<Option<OpsAction>, sqlx::Error> {
     sqlx::query_as!(
         OpsAction,
-        r#"select id, tenant_id as "tenant_id: TenantId", action, status,
+        r#"select id as "id: OpsActionId", tenant_id as "tenant_id: TenantId", action, status,
              filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
              skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
              actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at
          from ops_actions where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
-        id,
+        id.0,
         reach.param(),
     )
     .fetch_optional(db)
@@ -132,19 +132,19 @@ pub async fn get(
 pub async fn cancel(
     pool: &PgPool,
     reach: Reach,
-    id: Uuid,
+    id: OpsActionId,
 ) -> Result<Option<OpsAction>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // Waits for a step in progress, so what is returned is final.
     let found: Option<OpsAction> = sqlx::query_as!(
         OpsAction,
-        r#"select id, tenant_id as "tenant_id: TenantId", action, status,
+        r#"select id as "id: OpsActionId", tenant_id as "tenant_id: TenantId", action, status,
              filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
              skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
              actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at
          from ops_actions
          where id = $1 and ($2::uuid is null or tenant_id = $2) for update"#,
-        id,
+        id.0,
         reach.param(),
     )
     .fetch_optional(&mut *tx)
@@ -157,11 +157,11 @@ pub async fn cancel(
             OpsAction,
             r#"update ops_actions set status = 'cancelled', finished_at = now()
              where id = $1
-             returning id, tenant_id as "tenant_id: TenantId", action, status,
+             returning id as "id: OpsActionId", tenant_id as "tenant_id: TenantId", action, status,
              filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
              skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
              actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at"#,
-            id,
+            id.0,
         )
         .fetch_one(&mut *tx)
         .await?
@@ -175,11 +175,11 @@ pub async fn cancel(
 /// Runs one step of one running action; returns its id, or `None` when no
 /// action is waiting.
 #[tracing::instrument(skip_all)]
-pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn step(pool: &PgPool) -> Result<Option<OpsActionId>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let found: Option<OpsAction> = sqlx::query_as!(
         OpsAction,
-        r#"select id, tenant_id as "tenant_id: TenantId", action, status,
+        r#"select id as "id: OpsActionId", tenant_id as "tenant_id: TenantId", action, status,
              filter as "filter: sqlx::types::Json<Filter>", upto, matched, processed, applied,
              skipped, cursor_kind, cursor_at, cursor_id, error, created_by,
              actor_tenant_id as "actor_tenant_id: TenantId", finished_at, created_at
@@ -197,7 +197,7 @@ pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
     let Some(kind) = Kind::ALL.get(a.cursor_kind.max(0) as usize).copied() else {
         sqlx::query!(
             "update ops_actions set status = 'completed', finished_at = now() where id = $1",
-            a.id,
+            a.id.0,
         )
         .execute(&mut *tx)
         .await?;
@@ -246,7 +246,7 @@ pub async fn step(pool: &PgPool) -> Result<Option<Uuid>, sqlx::Error> {
              status = case when $8 then 'completed' else status end,
              finished_at = case when $8 then now() else finished_at end
          where id = $1",
-        a.id,
+        a.id.0,
         n,
         applied,
         n - applied,

@@ -14,7 +14,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::scope::Reach;
-use crate::domain::TenantId;
+use crate::domain::{NotificationId, TenantId};
 
 /// Most matches a search returns.
 pub const MAX_MATCHES: i64 = 50;
@@ -113,7 +113,7 @@ pub async fn search(
 #[derive(Debug, Clone)]
 pub struct Header {
     /// Its id.
-    pub id: Uuid,
+    pub id: NotificationId,
     /// Its organisation.
     pub tenant_id: TenantId,
     /// Its channel.
@@ -233,19 +233,20 @@ pub struct Timeline {
 pub async fn timeline(
     db: &mut sqlx::PgConnection,
     reach: Reach,
-    id: Uuid,
+    id: NotificationId,
 ) -> Result<Option<Timeline>, sqlx::Error> {
     let header: Option<Header> = sqlx::query_as!(
         Header,
-        r#"select id, tenant_id as "tenant_id: TenantId", channel, status, attempts, max_attempts, created_at, updated_at,
-                dispatched_at, run_at, sent_at, delivered_at, provider_message_id,
+        r#"select id as "id: NotificationId", tenant_id as "tenant_id: TenantId", channel, status, attempts,
+                max_attempts, created_at, updated_at, dispatched_at, run_at, sent_at, delivered_at,
+                provider_message_id,
                 case when notification_error_class(last_error) = 'other'
                      then 'an unclassified error (its text is withheld)'
                      else replace(last_error, recipient, '[recipient]') end as "last_error?",
                 error_class, failed_at, discarded_at, category, batch_id, bulk_job_id,
                 content_redacted_at
          from notifications where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
-        id,
+        id.0,
         reach.param(),
     )
     .fetch_optional(&mut *db)
@@ -264,7 +265,7 @@ pub async fn timeline(
          where a.tenant_id = $1 and a.notification_id = $2
          order by a.created_at, a.id"#,
         header.tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -274,7 +275,7 @@ pub async fn timeline(
          from provider_events where tenant_id = $1 and notification_id = $2
          order by received_at, id",
         header.tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -284,7 +285,7 @@ pub async fn timeline(
          from webhook_deliveries where tenant_id = $1 and notification_id = $2
          order by created_at, id",
         header.tenant_id.0,
-        id,
+        id.0,
     )
     .fetch_all(&mut *db)
     .await?;

@@ -26,10 +26,13 @@ use poem_openapi::{
     validation::{MaxLength, MinLength, Pattern},
 };
 use serde_json::{Value, json};
-use shared::db::{
-    failed_work::{self, Action, Filter},
-    ops_actions::{self, OpsAction},
-    scope::Reach,
+use shared::{
+    db::{
+        failed_work::{self, Action, Filter},
+        ops_actions::{self, OpsAction},
+        scope::Reach,
+    },
+    domain::OpsActionId,
 };
 use uuid::Uuid;
 
@@ -490,7 +493,7 @@ impl OpsFailedApi {
     async fn action(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<OpsActionId>>,
     ) -> Result<ActionResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "ops.actions.get", "ops_action");
@@ -513,7 +516,7 @@ impl OpsFailedApi {
     async fn cancel(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<OpsActionId>>,
     ) -> Result<ActionResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "ops.actions.cancel", "ops_action");

@@ -16,8 +16,10 @@ use poem_openapi::{
     payload::Json,
 };
 use serde_json::{Value, json};
-use shared::db::ops_search::{self, Timeline};
-use uuid::Uuid;
+use shared::{
+    db::ops_search::{self, Timeline},
+    domain::NotificationId,
+};
 
 use crate::{error::ApiError, extract::AdminCtx, extract::PathId};
 
@@ -245,7 +247,7 @@ impl OpsSearchApi {
     async fn timeline(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<NotificationId>>,
     ) -> Result<TimelineResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "ops.notifications.timeline", "notification");
