@@ -119,6 +119,10 @@ uuid_id!(
     /// matches, done in the background.
     OpsActionId
 );
+uuid_id!(
+    /// An invitation of a person to join an organisation as a staff user.
+    InvitationId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use crate::{
     config::CronJob,
-    domain::{BatchId, BulkJobId, Channel, NotificationId, ShipmentId, TenantId},
+    domain::{BatchId, BulkJobId, Channel, InvitationId, NotificationId, ShipmentId, TenantId},
 };
 
 /// Every queue the workers serve.
@@ -251,7 +251,7 @@ pub struct SendInvitation {
     /// The organisation invited into.
     pub tenant_id: TenantId,
     /// The invitation.
-    pub invitation_id: uuid::Uuid,
+    pub invitation_id: InvitationId,
 }
 
 impl Job for SendInvitation {

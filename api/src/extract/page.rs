@@ -77,7 +77,8 @@ uuid_cursor_keys!(
     shared::domain::ShipmentId,
     shared::domain::ReportTemplateId,
     shared::domain::WorkflowRunId,
-    shared::domain::ErrorGroupId
+    shared::domain::ErrorGroupId,
+    shared::domain::InvitationId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

@@ -29,13 +29,12 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::{
     db::{audit, invitations, subscribers, users},
-    domain::TenantId,
+    domain::{InvitationId, TenantId},
     jobs::SendInvitation,
     outbox::Enqueued,
     permissions::Permission,
     roles::InvitationType,
 };
-use uuid::Uuid;
 
 use crate::body::StrictJson;
 use crate::{
@@ -73,7 +72,7 @@ crate::query_params! {
         status: Option<String>,
         invitation_type: Option<String>,
         email: Option<String>,
-        cursor: Option<Cursor<Uuid>>,
+        cursor: Option<Cursor<InvitationId>>,
         limit: PageSize,
     }
 }
@@ -432,7 +431,7 @@ impl InvitationsApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<InvitationId>>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "invitation.read", "invitation");
@@ -445,7 +444,7 @@ impl InvitationsApi {
     async fn update(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<InvitationId>>,
         body: StrictJson<UpdateInvitation>,
     ) -> Result<InvitationResponse, ApiError> {
         let p = cx.principal().await?;
@@ -488,7 +487,7 @@ impl InvitationsApi {
     async fn cancel(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<InvitationId>>,
     ) -> Result<CancelResponse, ApiError> {
         let p = cx.principal().await?;
         cancel_one(cx.state, &p, cx.request_id, id.0.raw()).await?;
@@ -505,7 +504,7 @@ impl InvitationsApi {
     async fn resend(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<InvitationId>>,
         #[oai(validator(minimum(value = "1"), maximum(value = "30")))] expires_in_days: Query<
             Option<u32>,
         >,

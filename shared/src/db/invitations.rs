@@ -13,7 +13,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::scope::Reach;
-use crate::domain::{NotificationId, TenantId};
+use crate::domain::{InvitationId, NotificationId, TenantId};
 
 /// The unique index allowing one open invitation per address and
 /// organisation.
@@ -23,7 +23,7 @@ pub const OPEN_EMAIL_CONSTRAINT: &str = "invitations_open_email_key";
 #[derive(Debug, Clone)]
 pub struct Invitation {
     /// Its id.
-    pub id: Uuid,
+    pub id: InvitationId,
     /// The organisation invited into.
     pub tenant_id: TenantId,
     /// The invited address.
@@ -93,12 +93,12 @@ pub async fn insert(
     db: &mut sqlx::PgConnection,
     n: NewInvitation<'_>,
 ) -> Result<Invitation, sqlx::Error> {
-    let id = Uuid::now_v7();
+    let id = InvitationId::new();
     sqlx::query!(
         "insert into invitations (id, tenant_id, email, invitation_type, first_name, last_name,
             message, expires_at, invited_by, dispatched_at)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, now())",
-        id,
+        id.0,
         n.tenant_id as _,
         n.email,
         n.invitation_type,
@@ -120,12 +120,12 @@ pub async fn insert(
 pub async fn get(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: InvitationId,
 ) -> Result<Option<Invitation>, sqlx::Error> {
     sqlx::query_as!(
         Invitation,
-        r#"select i.id, i.tenant_id as "tenant_id: TenantId", i.email, i.invitation_type,
-                i.first_name, i.last_name, i.message,
+        r#"select i.id as "id: InvitationId", i.tenant_id as "tenant_id: TenantId", i.email,
+                i.invitation_type, i.first_name, i.last_name, i.message,
                 case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed'
                      else i.status end as "status!",
                 n.status as "email_status?", i.notification_id, i.expires_at, i.invited_by,
@@ -133,7 +133,7 @@ pub async fn get(
                 i.updated_at
          from invitations i left join notifications n on n.id = i.notification_id
          where i.id = $1 and ($2::uuid is null or i.tenant_id = $2)"#,
-        id,
+        id.0,
         reach.param(),
     )
     .fetch_optional(db)
@@ -150,7 +150,7 @@ pub struct Filter<'a> {
     /// Address (case-insensitive, exact).
     pub email: Option<&'a str>,
     /// After this id.
-    pub after: Option<Uuid>,
+    pub after: Option<InvitationId>,
 }
 
 /// Invitations within `reach` in id (creation) order.
@@ -163,7 +163,7 @@ pub async fn list(
 ) -> Result<Vec<Invitation>, sqlx::Error> {
     sqlx::query_as!(
         Invitation,
-        r#"select v.id as "id!", v.tenant_id as "tenant_id!: TenantId", v.email as "email!",
+        r#"select v.id as "id!: InvitationId", v.tenant_id as "tenant_id!: TenantId", v.email as "email!",
                 v.invitation_type as "invitation_type!", v.first_name, v.last_name, v.message,
                 v.status as "status!", v.email_status as "email_status?", v.notification_id,
                 v.expires_at as "expires_at!", v.invited_by as "invited_by!", v.user_id,
@@ -185,7 +185,7 @@ pub async fn list(
         f.status,
         f.invitation_type,
         f.email,
-        f.after,
+        f.after.map(|id| id.0),
         limit,
     )
     .fetch_all(db)
@@ -198,7 +198,7 @@ pub async fn list(
 pub async fn update(
     db: &mut sqlx::PgConnection,
     tenant_id: TenantId,
-    id: Uuid,
+    id: InvitationId,
     first_name: Option<&str>,
     last_name: Option<&str>,
     message: Option<&str>,
@@ -209,7 +209,7 @@ pub async fn update(
             last_name = coalesce($4, last_name), message = coalesce($5, message),
             expires_at = coalesce($6, expires_at)
          where id = $1 and tenant_id = $2 and status in ('pending', 'sent')",
-        id,
+        id.0,
         tenant_id as _,
         first_name,
         last_name,
@@ -230,12 +230,12 @@ pub async fn update(
 pub async fn cancel(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: InvitationId,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "update invitations set status = 'cancelled', cancelled_at = now()
          where id = $1 and tenant_id = $2 and status in ('pending', 'sent')",
-        id,
+        id.0,
         tenant_id as _,
     )
     .execute(db)
@@ -250,7 +250,7 @@ pub async fn cancel(
 pub async fn reopen(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: InvitationId,
     expires_at: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
@@ -258,7 +258,7 @@ pub async fn reopen(
             dispatched_at = now()
          where id = $1 and tenant_id = $2
            and status in ('pending', 'sent', 'failed', 'expired')",
-        id,
+        id.0,
         tenant_id as _,
         expires_at,
     )
@@ -292,7 +292,7 @@ pub struct Claimed {
 pub async fn claim_for_send(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    id: Uuid,
+    id: InvitationId,
     token_hash: &[u8],
 ) -> Result<Option<Claimed>, sqlx::Error> {
     sqlx::query_as!(
@@ -304,7 +304,7 @@ pub async fn claim_for_send(
            and i.status = 'pending' and i.expires_at > now()
          returning i.email, i.invitation_type, i.first_name, i.last_name, i.message,
             i.expires_at, t.name as organization",
-        id,
+        id.0,
         tenant as _,
         token_hash,
     )
@@ -317,12 +317,12 @@ pub async fn claim_for_send(
 pub async fn set_notification(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: InvitationId,
     notification: NotificationId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update invitations set notification_id = $2 where id = $1 and tenant_id = $3",
-        id,
+        id.0,
         notification as _,
         tenant_id as _,
     )
@@ -335,7 +335,7 @@ pub async fn set_notification(
 #[derive(Debug, Clone)]
 pub struct ByToken {
     /// Its id.
-    pub id: Uuid,
+    pub id: InvitationId,
     /// Organisation.
     pub tenant_id: TenantId,
     /// Stored status.
@@ -364,7 +364,8 @@ pub async fn by_token(
 ) -> Result<Option<ByToken>, sqlx::Error> {
     sqlx::query_as!(
         ByToken,
-        r#"select i.id, i.tenant_id as "tenant_id: TenantId", i.status, i.expires_at, i.email,
+        r#"select i.id as "id: InvitationId", i.tenant_id as "tenant_id: TenantId", i.status,
+                i.expires_at, i.email,
                 i.invitation_type, i.first_name, i.last_name, i.invited_by,
                 t.status = 'active' as "tenant_active!"
          from invitations i join tenants t on t.id = i.tenant_id
@@ -385,7 +386,8 @@ pub async fn accept(db: impl PgExecutor<'_>, hash: &[u8]) -> Result<Option<ByTok
          from tenants t
          where i.token_hash = $1 and t.id = i.tenant_id and t.status = 'active'
            and i.status = 'sent' and i.expires_at > now()
-         returning i.id, i.tenant_id as "tenant_id: TenantId", i.status, i.expires_at, i.email,
+         returning i.id as "id: InvitationId", i.tenant_id as "tenant_id: TenantId", i.status,
+                i.expires_at, i.email,
                 i.invitation_type, i.first_name, i.last_name, i.invited_by,
                 t.status = 'active' as "tenant_active!""#,
         hash,
@@ -401,10 +403,10 @@ pub async fn resendable(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     email: &str,
-) -> Result<Option<Uuid>, sqlx::Error> {
+) -> Result<Option<InvitationId>, sqlx::Error> {
     sqlx::query_scalar!(
-        "select id from invitations where tenant_id = $1 and lower(email) = lower($2)
-           and status in ('pending', 'sent', 'expired') order by created_at desc limit 1",
+        r#"select id as "id: InvitationId" from invitations where tenant_id = $1 and lower(email) = lower($2)
+           and status in ('pending', 'sent', 'expired') order by created_at desc limit 1"#,
         tenant_id as _,
         email,
     )
@@ -417,12 +419,12 @@ pub async fn resendable(
 pub async fn set_user(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
-    id: Uuid,
+    id: InvitationId,
     user: Uuid,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update invitations set user_id = $2 where id = $1 and tenant_id = $3",
-        id,
+        id.0,
         user,
         tenant_id as _,
     )
@@ -453,14 +455,14 @@ pub async fn take_pending(
     db: impl PgExecutor<'_>,
     limit: usize,
     redispatch_after: std::time::Duration,
-) -> Result<Vec<(TenantId, Uuid)>, sqlx::Error> {
+) -> Result<Vec<(TenantId, InvitationId)>, sqlx::Error> {
     let rows = sqlx::query!(
         r#"update invitations set dispatched_at = now()
          where id in (select id from invitations
                       where status = 'pending'
                         and (dispatched_at is null or dispatched_at < now() - make_interval(secs => $1))
                       order by created_at limit $2 for update skip locked)
-         returning tenant_id as "tenant_id: TenantId", id"#,
+         returning tenant_id as "tenant_id: TenantId", id as "id: InvitationId""#,
         redispatch_after.as_secs_f64(),
         limit as i64,
     )
@@ -478,9 +480,10 @@ const PENDING: &str = "status = 'pending'";
 #[tracing::instrument(skip_all)]
 pub async fn release_dispatch(
     db: impl PgExecutor<'_>,
-    invitations: &[(TenantId, Uuid)],
+    invitations: &[(TenantId, InvitationId)],
 ) -> Result<(), sqlx::Error> {
-    let (tenants, ids): (Vec<TenantId>, Vec<Uuid>) = invitations.iter().copied().unzip();
+    let (tenants, ids): (Vec<TenantId>, Vec<Uuid>) =
+        invitations.iter().map(|&(t, id)| (t, id.0)).unzip();
     super::release_dispatched(db, "invitations", PENDING, &tenants, ids).await
 }
 

@@ -19,7 +19,7 @@ use super::{Outbox, OutboxJob, group_by_tenant};
 use crate::{
     config::JobsConfig,
     db::{batches, bulk, invitations, notifications, webhooks},
-    domain::{BatchId, BulkJobId, Channel, NotificationId, TenantId},
+    domain::{BatchId, BulkJobId, Channel, InvitationId, NotificationId, TenantId},
     jobs::{
         DeliverWebhooks, ExpandBatchChunk, ExpandBulkChunk, ParseBulkCsv, QueueName,
         SendInvitation, SendNotifications,
@@ -236,7 +236,7 @@ one_job_per_row! {
 
     /// `pending` invitations whose job (issue the token, queue the email) is
     /// not in Redis, one job each.
-    Invitations: (TenantId, Uuid) => SendInvitation { tenant_id, invitation_id },
+    Invitations: (TenantId, InvitationId) => SendInvitation { tenant_id, invitation_id },
     queue: QueueName::Invitation,
     take: |db, limit, after| invitations::take_pending(db, limit, after),
     forget: invitations::forget_dispatched, release: invitations::release_dispatch;

@@ -7,7 +7,7 @@ use crate::extract::AdminCtx;
 
 /// Pushes the invitation's job after its commit; if that fails the row is
 /// released and the dispatcher's next sweep pushes it.
-pub async fn push(state: &AppState, tenant_id: TenantId, invitation_id: Uuid) {
+pub async fn push(state: &AppState, tenant_id: TenantId, invitation_id: InvitationId) {
     let enqueued = Enqueued::one(SendInvitation {
         tenant_id,
         invitation_id,
@@ -180,7 +180,10 @@ pub(super) fn bulk_ids(ids: &[String]) -> Result<(), ApiError> {
     Ok(())
 }
 
-pub(super) fn item(index: usize, result: Result<(u16, Uuid), ApiError>) -> InvitationBulkItem {
+pub(super) fn item(
+    index: usize,
+    result: Result<(u16, InvitationId), ApiError>,
+) -> InvitationBulkItem {
     use poem::error::ResponseError;
     match result {
         Ok((status, id)) => InvitationBulkItem {
@@ -225,7 +228,7 @@ pub(super) async fn resend_one(
     request_id: &RequestId,
     raw: &str,
     days: Option<u32>,
-) -> Result<Uuid, ApiError> {
+) -> Result<InvitationId, ApiError> {
     let act = p
         .at(state, request_id)
         .acting("invitation.resend", "invitation");
@@ -254,7 +257,7 @@ pub(super) async fn cancel_one(
     p: &Principal,
     request_id: &RequestId,
     raw: &str,
-) -> Result<Uuid, ApiError> {
+) -> Result<InvitationId, ApiError> {
     let act = p
         .at(state, request_id)
         .acting("invitation.cancel", "invitation");
@@ -304,7 +307,7 @@ pub(super) async fn bulk_each<'a, F, Fut>(
 ) -> Result<BulkResponse, ApiError>
 where
     F: Fn(&'a str) -> Fut,
-    Fut: Future<Output = Result<Uuid, ApiError>>,
+    Fut: Future<Output = Result<InvitationId, ApiError>>,
 {
     bulk_ids(ids)?;
     let mut results = Vec::new();
