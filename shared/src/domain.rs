@@ -123,6 +123,11 @@ uuid_id!(
     /// An invitation of a person to join an organisation as a staff user.
     InvitationId
 );
+uuid_id!(
+    /// A permission set: named permissions, with the sets it includes,
+    /// built in or an organisation's own.
+    PermissionSetId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -78,7 +78,8 @@ uuid_cursor_keys!(
     shared::domain::ReportTemplateId,
     shared::domain::WorkflowRunId,
     shared::domain::ErrorGroupId,
-    shared::domain::InvitationId
+    shared::domain::InvitationId,
+    shared::domain::PermissionSetId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

@@ -26,7 +26,7 @@ use poem_openapi::{
 use serde_json::{Value, json};
 use shared::{
     db::{permissions as db, security_events, users},
-    domain::TenantId,
+    domain::{PermissionSetId, TenantId},
     permissions::Permission,
 };
 use uuid::Uuid;
@@ -94,7 +94,7 @@ impl PermissionsApi {
         &self,
         cx: AdminCtx<'_>,
         /// From `next_cursor` of the previous page.
-        cursor: Query<Option<Cursor<Uuid>>>,
+        cursor: Query<Option<Cursor<PermissionSetId>>>,
         /// Sets per page.
         limit: Query<PageSize>,
     ) -> Result<SetPageResponse, ApiError> {
@@ -147,7 +147,7 @@ impl PermissionsApi {
     async fn get_set(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<PermissionSetId>>,
     ) -> Result<SetResponse, ApiError> {
         let p = cx.principal().await?;
         let id = id.0.get("permission set")?;
@@ -166,7 +166,7 @@ impl PermissionsApi {
     async fn update_set(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<PermissionSetId>>,
         body: StrictJson<SetBody>,
     ) -> Result<SetResponse, ApiError> {
         let p = cx.principal().await?;
@@ -204,7 +204,7 @@ impl PermissionsApi {
     async fn delete_set(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<PermissionSetId>>,
     ) -> Result<RemovedResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "permission_set.delete", "permission_set");
@@ -509,7 +509,10 @@ impl PermissionsApi {
 }
 
 /// Keys of the sets `tenant` sees, by id.
-async fn keys_of(state: &AppState, tenant: TenantId) -> Result<BTreeMap<Uuid, String>, ApiError> {
+async fn keys_of(
+    state: &AppState,
+    tenant: TenantId,
+) -> Result<BTreeMap<PermissionSetId, String>, ApiError> {
     Ok(db::list_sets(&state.pool, tenant, None, 10_000)
         .await?
         .into_iter()
@@ -518,7 +521,11 @@ async fn keys_of(state: &AppState, tenant: TenantId) -> Result<BTreeMap<Uuid, St
 }
 
 /// Set `id` with its closure, or 404.
-async fn read_set(state: &AppState, tenant: TenantId, id: Uuid) -> Result<SetView, ApiError> {
+async fn read_set(
+    state: &AppState,
+    tenant: TenantId,
+    id: PermissionSetId,
+) -> Result<SetView, ApiError> {
     let set = db::get_set(&state.pool, tenant, id)
         .await?
         .ok_or(ApiError::NotFound("permission set"))?;

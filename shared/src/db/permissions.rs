@@ -10,7 +10,10 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::{domain::TenantId, permissions::Permission};
+use crate::{
+    domain::{PermissionSetId, TenantId},
+    permissions::Permission,
+};
 
 mod delegations;
 
@@ -20,7 +23,7 @@ pub use delegations::*;
 #[derive(Debug, Clone)]
 pub struct PermissionSet {
     /// Its id.
-    pub id: Uuid,
+    pub id: PermissionSetId,
     /// Its organisation; `None` for a built-in set.
     pub tenant_id: Option<TenantId>,
     /// Its key, unique in its organisation.
@@ -32,7 +35,7 @@ pub struct PermissionSet {
     /// The permissions it adds to what it includes.
     pub permissions: Vec<String>,
     /// The sets it includes.
-    pub includes: Vec<Uuid>,
+    pub includes: Vec<PermissionSetId>,
     /// Who made it.
     pub created_by: String,
     /// Created.
@@ -47,21 +50,22 @@ pub struct PermissionSet {
 pub async fn list_sets(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    after: Option<Uuid>,
+    after: Option<PermissionSetId>,
     limit: i64,
 ) -> Result<Vec<PermissionSet>, sqlx::Error> {
     sqlx::query_as!(
         PermissionSet,
-        r#"select s.id, s.tenant_id as "tenant_id: TenantId", s.key, s.name, s.description,
-             s.permissions,
+        r#"select s.id as "id: PermissionSetId", s.tenant_id as "tenant_id: TenantId", s.key, s.name,
+             s.description, s.permissions,
              coalesce((select array_agg(i.included_id order by i.included_id)
-                 from permission_set_includes i where i.set_id = s.id), '{}') as "includes!",
+                 from permission_set_includes i where i.set_id = s.id), '{}')
+                 as "includes!: Vec<PermissionSetId>",
              s.created_by, s.created_at, s.updated_at
          from permission_sets s
          where (s.tenant_id is null or s.tenant_id = $1) and ($2::uuid is null or s.id > $2)
          order by s.id limit $3"#,
         tenant.0,
-        after,
+        after.map(|id| id.0),
         limit,
     )
     .fetch_all(db)
@@ -73,19 +77,20 @@ pub async fn list_sets(
 pub async fn get_set(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    id: Uuid,
+    id: PermissionSetId,
 ) -> Result<Option<PermissionSet>, sqlx::Error> {
     sqlx::query_as!(
         PermissionSet,
-        r#"select s.id, s.tenant_id as "tenant_id: TenantId", s.key, s.name, s.description,
-             s.permissions,
+        r#"select s.id as "id: PermissionSetId", s.tenant_id as "tenant_id: TenantId", s.key, s.name,
+             s.description, s.permissions,
              coalesce((select array_agg(i.included_id order by i.included_id)
-                 from permission_set_includes i where i.set_id = s.id), '{}') as "includes!",
+                 from permission_set_includes i where i.set_id = s.id), '{}')
+                 as "includes!: Vec<PermissionSetId>",
              s.created_by, s.created_at, s.updated_at
          from permission_sets s
          where s.id = $2 and (s.tenant_id is null or s.tenant_id = $1)"#,
         tenant.0,
-        id,
+        id.0,
     )
     .fetch_optional(db)
     .await
@@ -93,7 +98,10 @@ pub async fn get_set(
 
 /// Every permission of set `id` with what it includes, sorted.
 #[tracing::instrument(skip_all)]
-pub async fn set_closure(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<String>, sqlx::Error> {
+pub async fn set_closure(
+    db: impl PgExecutor<'_>,
+    id: PermissionSetId,
+) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query_scalar!(
         r#"with recursive closure(set_id) as (
              select $1::uuid
@@ -102,7 +110,7 @@ pub async fn set_closure(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<String
          )
          select distinct p as "p!" from closure c join permission_sets s on s.id = c.set_id,
              unnest(s.permissions) p order by p"#,
-        id,
+        id.0,
     )
     .fetch_all(db)
     .await
@@ -113,11 +121,13 @@ pub async fn set_closure(db: impl PgExecutor<'_>, id: Uuid) -> Result<Vec<String
 pub async fn include_edges(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-) -> Result<Vec<(Uuid, Uuid, String)>, sqlx::Error> {
+) -> Result<Vec<(PermissionSetId, PermissionSetId, String)>, sqlx::Error> {
     let rows = sqlx::query!(
-        "select i.set_id, i.included_id, s.key from permission_set_includes i
+        r#"select i.set_id as "set_id: PermissionSetId", i.included_id as "included_id: PermissionSetId",
+             s.key
+         from permission_set_includes i
          join permission_sets s on s.id = i.set_id
-         where s.tenant_id is null or s.tenant_id = $1",
+         where s.tenant_id is null or s.tenant_id = $1"#,
         tenant.0,
     )
     .fetch_all(db)
@@ -140,7 +150,7 @@ pub struct SetFields<'a> {
     /// Permissions (already validated).
     pub permissions: Vec<String>,
     /// Included sets (already checked: visible, no cycle).
-    pub includes: Vec<Uuid>,
+    pub includes: Vec<PermissionSetId>,
 }
 
 /// The unique index on an organisation's set keys.
@@ -153,12 +163,12 @@ pub async fn create_set(
     tenant: TenantId,
     fields: &SetFields<'_>,
     created_by: &str,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::now_v7();
+) -> Result<PermissionSetId, sqlx::Error> {
+    let id = PermissionSetId::new();
     sqlx::query!(
         "insert into permission_sets (id, tenant_id, key, name, description, permissions, created_by)
          values ($1, $2, $3, $4, $5, $6, $7)",
-        id,
+        id.0,
         tenant.0,
         fields.key,
         fields.name,
@@ -178,14 +188,14 @@ pub async fn create_set(
 pub async fn update_set(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
-    id: Uuid,
+    id: PermissionSetId,
     fields: &SetFields<'_>,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "update permission_sets set key = $3, name = $4, description = $5, permissions = $6
          where id = $2 and tenant_id = $1",
         tenant.0,
-        id,
+        id.0,
         fields.key,
         fields.name,
         fields.description,
@@ -196,9 +206,12 @@ pub async fn update_set(
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query!("delete from permission_set_includes where set_id = $1", id)
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query!(
+        "delete from permission_set_includes where set_id = $1",
+        id.0
+    )
+    .execute(&mut *conn)
+    .await?;
     set_includes(conn, id, &fields.includes).await?;
     Ok(true)
 }
@@ -231,12 +244,12 @@ pub enum SetDeletion {
 pub async fn delete_set(
     conn: &mut sqlx::PgConnection,
     tenant: TenantId,
-    id: Uuid,
+    id: PermissionSetId,
 ) -> Result<SetDeletion, sqlx::Error> {
     let found: Option<Uuid> = sqlx::query_scalar!(
         "select id from permission_sets where id = $2 and tenant_id = $1 for update",
         tenant.0,
-        id,
+        id.0,
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -245,7 +258,7 @@ pub async fn delete_set(
     }
     let assigned: i64 = sqlx::query_scalar!(
         r#"select count(*) as "count!" from user_permission_sets where set_id = $1"#,
-        id,
+        id.0,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -255,7 +268,7 @@ pub async fn delete_set(
     let including: Vec<String> = sqlx::query_scalar!(
         "select s.key from permission_set_includes i join permission_sets s on s.id = i.set_id
          where i.included_id = $1 order by s.key",
-        id,
+        id.0,
     )
     .fetch_all(&mut *conn)
     .await?;
@@ -265,7 +278,7 @@ pub async fn delete_set(
     sqlx::query!(
         "delete from permission_sets where id = $2 and tenant_id = $1",
         tenant.0,
-        id,
+        id.0,
     )
     .execute(&mut *conn)
     .await?;
@@ -274,14 +287,14 @@ pub async fn delete_set(
 
 async fn set_includes(
     conn: &mut sqlx::PgConnection,
-    id: Uuid,
-    includes: &[Uuid],
+    id: PermissionSetId,
+    includes: &[PermissionSetId],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "insert into permission_set_includes (set_id, included_id)
          select $1, unnest($2::uuid[]) on conflict do nothing",
-        id,
-        includes as &[Uuid],
+        id.0,
+        includes as _,
     )
     .execute(conn)
     .await?;
@@ -295,7 +308,7 @@ pub async fn assign_set(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
     user: Uuid,
-    set: Uuid,
+    set: PermissionSetId,
     by: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
@@ -304,7 +317,7 @@ pub async fn assign_set(
          on conflict (user_id) do update set set_id = excluded.set_id, assigned_by = excluded.assigned_by",
         tenant.0,
         user,
-        set,
+        set.0,
         by,
     )
     .execute(db)
@@ -318,9 +331,10 @@ pub async fn assigned_set(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
     user: Uuid,
-) -> Result<Option<Uuid>, sqlx::Error> {
+) -> Result<Option<PermissionSetId>, sqlx::Error> {
     sqlx::query_scalar!(
-        "select set_id from user_permission_sets where tenant_id = $1 and user_id = $2",
+        r#"select set_id as "set_id: PermissionSetId" from user_permission_sets
+         where tenant_id = $1 and user_id = $2"#,
         tenant.0,
         user,
     )
@@ -523,7 +537,7 @@ pub async fn effective(
 #[derive(Debug, Clone)]
 pub struct SetCount {
     /// The set.
-    pub set_id: Uuid,
+    pub set_id: PermissionSetId,
     /// Its key.
     pub key: String,
     /// Users assigned it explicitly.
@@ -556,7 +570,7 @@ pub async fn statistics(
 ) -> Result<Statistics, sqlx::Error> {
     let sets = sqlx::query_as!(
         SetCount,
-        r#"select s.id as set_id, s.key,
+        r#"select s.id as "set_id: PermissionSetId", s.key,
              (select count(*) from user_permission_sets a where a.set_id = s.id and a.tenant_id = $1) as "assigned!",
              (select count(*) from users u join role_permission_sets r on r.role = u.role
               where r.set_id = s.id and u.tenant_id = $1

@@ -5,10 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shared::{
     db::permissions as db,
-    domain::TenantId,
+    domain::{PermissionSetId, TenantId},
     permissions::{BUILT_IN, Permission},
 };
-use uuid::Uuid;
 
 use super::SetBody;
 use crate::{AppState, error::ApiError};
@@ -53,7 +52,7 @@ pub fn parse_permissions(field: &str, names: &[String]) -> Result<Vec<Permission
 pub async fn set_fields<'a>(
     state: &AppState,
     tenant: TenantId,
-    own_id: Option<Uuid>,
+    own_id: Option<PermissionSetId>,
     b: &'a SetBody,
 ) -> Result<db::SetFields<'a>, ApiError> {
     let key_ok = !b.key.is_empty()
@@ -114,8 +113,9 @@ pub async fn set_fields<'a>(
         }
     }
     if let Some(id) = own_id {
-        let keys: BTreeMap<Uuid, String> = visible.iter().map(|s| (s.id, s.key.clone())).collect();
-        let mut edges: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+        let keys: BTreeMap<PermissionSetId, String> =
+            visible.iter().map(|s| (s.id, s.key.clone())).collect();
+        let mut edges: BTreeMap<PermissionSetId, Vec<PermissionSetId>> = BTreeMap::new();
         for (from, to, _) in db::include_edges(&state.pool, tenant).await? {
             if from != id {
                 edges.entry(from).or_default().push(to);
@@ -144,13 +144,16 @@ pub async fn set_fields<'a>(
 
 /// A path from `start` back to itself through `edges`, if there is one
 /// (`[start, …, start]`).
-pub fn find_cycle(edges: &BTreeMap<Uuid, Vec<Uuid>>, start: Uuid) -> Option<Vec<Uuid>> {
+pub fn find_cycle(
+    edges: &BTreeMap<PermissionSetId, Vec<PermissionSetId>>,
+    start: PermissionSetId,
+) -> Option<Vec<PermissionSetId>> {
     fn walk(
-        edges: &BTreeMap<Uuid, Vec<Uuid>>,
-        start: Uuid,
-        at: Uuid,
-        path: &mut Vec<Uuid>,
-        seen: &mut BTreeSet<Uuid>,
+        edges: &BTreeMap<PermissionSetId, Vec<PermissionSetId>>,
+        start: PermissionSetId,
+        at: PermissionSetId,
+        path: &mut Vec<PermissionSetId>,
+        seen: &mut BTreeSet<PermissionSetId>,
     ) -> bool {
         for &next in edges.get(&at).map_or(&[][..], Vec::as_slice) {
             path.push(next);
@@ -175,7 +178,11 @@ mod tests {
 
     #[test]
     fn a_cycle_is_found_and_named_from_its_start() {
-        let [a, b, c] = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+        let [a, b, c] = [
+            PermissionSetId::new(),
+            PermissionSetId::new(),
+            PermissionSetId::new(),
+        ];
         let mut edges = BTreeMap::from([(a, vec![b]), (b, vec![c])]);
         assert_eq!(find_cycle(&edges, a), None);
         edges.insert(c, vec![a]);

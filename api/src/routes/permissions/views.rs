@@ -4,11 +4,13 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, payload::Json};
-use shared::db::{
-    permissions::{self as db, Effective, Source},
-    users::User,
+use shared::{
+    db::{
+        permissions::{self as db, Effective, Source},
+        users::User,
+    },
+    domain::PermissionSetId,
 };
-use uuid::Uuid;
 
 /// A custom permission set's fields.
 #[derive(Debug, Object, serde::Deserialize)]
@@ -61,7 +63,7 @@ pub struct SetView {
 /// The view of `s`, its includes named by `keys`.
 pub fn set_view(
     s: db::PermissionSet,
-    keys: &BTreeMap<Uuid, String>,
+    keys: &BTreeMap<PermissionSetId, String>,
     all: Option<Vec<String>>,
 ) -> SetView {
     SetView {

@@ -291,7 +291,7 @@ async fn cycles_unknown_names_and_non_managers_are_refused() {
 async fn the_built_in_sets_in_the_database_are_those_the_code_describes() {
     let app = app().await;
     for set in shared::permissions::BUILT_IN {
-        let id: uuid::Uuid = sqlx::query_scalar(
+        let id: shared::domain::PermissionSetId = sqlx::query_scalar(
             "select id from permission_sets where tenant_id is null and key = $1",
         )
         .bind(set.key)
