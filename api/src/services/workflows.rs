@@ -8,10 +8,9 @@ use shared::{
         api_keys::KeyOwner,
         workflows::{self as store, NewRuns, Workflow},
     },
-    domain::{ExternalId, TenantId, key_ok},
+    domain::{ExternalId, TenantId, WorkflowRunId, key_ok},
     workflows::{MAX_PAYLOAD_BYTES, StepKind, parse_steps},
 };
-use uuid::Uuid;
 
 use crate::{
     AppState,
@@ -43,7 +42,7 @@ pub struct Triggered {
     /// The workflow, at the version the runs keep.
     pub workflow: Workflow,
     /// The runs, one per subscriber.
-    pub runs: Vec<Uuid>,
+    pub runs: Vec<WorkflowRunId>,
     /// Whether these are an earlier trigger's runs.
     pub replayed: bool,
 }
