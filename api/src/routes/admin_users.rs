@@ -17,7 +17,7 @@
 //! updates) reach its inbox and its mailbox.
 
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
@@ -28,14 +28,18 @@ use shared::{
         security_events::{self as events, Event},
         sessions, subscribers, users,
     },
-    domain::EmailAddress,
     permissions::Permission,
     roles::Role,
 };
 use uuid::Uuid;
 
 use crate::body::StrictJson;
-use crate::{error::ApiError, extract::AdminCtx, routes::ApiTags};
+use crate::{
+    error::ApiError,
+    extract::AdminCtx,
+    routes::{ApiTags, views::UserView},
+    services::users::{check_email, check_name},
+};
 
 mod status;
 use status::*;
@@ -384,7 +388,7 @@ impl AdminUsersApi {
             .audit(&mut *tx, Some(tenant), inv, json!({}))
             .await?;
         tx.commit().await?;
-        crate::routes::invitations::push(cx.state, tenant, inv).await;
+        crate::services::invitations::push(cx.state, tenant, inv).await;
         Ok(AcceptedResponse::Accepted)
     }
 

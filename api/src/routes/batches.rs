@@ -31,6 +31,7 @@ use crate::{
     extract::ServiceCtx,
     extract::{Cursor, PageSize, PathId, page},
     routes::ApiTags,
+    services::batches::default_batch_channels,
 };
 
 mod views;
@@ -118,25 +119,14 @@ fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
     }
 }
 
-/// Stores a chunk in `tx` and commits; pushes its job if it is new.
 /// What a chunk of `recipients` counts against the send quotas: one
 /// notification per recipient and channel of its batch (recipients later
 /// skipped for want of an address or by their preferences still count).
-/// The channels a batch of `template` goes out on when it names none: the
-/// template's default channels but push, which batches do not send.
-pub(crate) fn default_batch_channels(template: &shared::templates::Template) -> Vec<Channel> {
-    template
-        .default_channels()
-        .iter()
-        .copied()
-        .filter(|c| *c != Channel::Push)
-        .collect()
-}
-
 fn chunk_counts(channels: &[Channel], recipients: usize) -> Vec<(Channel, u64)> {
     channels.iter().map(|c| (*c, recipients as u64)).collect()
 }
 
+/// Stores a chunk in `tx` and commits; pushes its job if it is new.
 async fn add_chunk(
     state: &AppState,
     mut tx: sqlx::Transaction<'_, sqlx::Postgres>,

@@ -29,10 +29,7 @@ use tokio::io::AsyncReadExt;
 use crate::{
     AppState,
     error::ApiError,
-    routes::{
-        ApiTags,
-        batches::{StatusCounts, default_batch_channels},
-    },
+    routes::{ApiTags, views::StatusCounts},
 };
 
 mod form;

@@ -29,9 +29,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use shared::{
     db::{audit, invitations, subscribers, users},
-    domain::{InvitationId, TenantId},
-    jobs::SendInvitation,
-    outbox::Enqueued,
+    domain::InvitationId,
     permissions::Permission,
     roles::InvitationType,
 };
@@ -43,14 +41,12 @@ use crate::{
     error::ApiError,
     extract::AdminCtx,
     middleware::RequestId,
-    routes::{
-        ApiTags,
-        admin_users::{UserView, check_email, check_name},
-    },
+    routes::{ApiTags, views::UserView},
+    services::users::{check_email, check_name},
 };
 
 mod actions;
-pub use actions::*;
+use actions::*;
 
 mod views;
 pub use views::*;

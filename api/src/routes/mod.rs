@@ -1,4 +1,5 @@
-//! Routes, one module per resource.
+//! Routes, one module per resource; [`views`] holds the answers several
+//! resources give.
 
 pub mod admin_users;
 pub mod alerts;
@@ -26,6 +27,7 @@ pub mod subscribers;
 pub mod templates;
 pub mod topics;
 pub mod users;
+pub mod views;
 pub mod webhooks;
 pub mod workflows;
 

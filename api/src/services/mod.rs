@@ -3,15 +3,21 @@
 //! service function and shape its answer; services call the db layer
 //! ([`shared::db`]) and each other, never a route.
 //!
+//! * [`batches`]: rules every batch follows, whichever route creates it.
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
+//! * [`invitations`]: what follows an invitation's commit.
 //! * [`lookups`]: reference values platform admins edit.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
 //! * [`topics`]: finding a topic by key.
+//! * [`users`]: the rules a platform user's fields follow.
 //! * [`workflows`]: saving workflow definitions and triggering runs.
 
+pub mod batches;
 pub mod broadcasts;
+pub mod invitations;
 pub mod lookups;
 pub mod sessions;
 pub mod topics;
+pub mod users;
 pub mod workflows;

@@ -3,51 +3,6 @@
 
 use super::*;
 
-/// A user.
-#[derive(Debug, Object)]
-pub struct UserView {
-    /// Its id (its tokens' `sub`).
-    pub id: String,
-    /// Its organisation.
-    pub organization_id: String,
-    /// Sign-in address.
-    pub email: String,
-    /// Given name.
-    pub first_name: Option<String>,
-    /// Family name.
-    pub last_name: Option<String>,
-    /// Role.
-    pub role: String,
-    /// `active` or `inactive`.
-    pub status: String,
-    /// Whether its password is temporary.
-    pub must_change_password: bool,
-    /// Last sign-in.
-    pub last_login_at: Option<DateTime<Utc>>,
-    /// Created.
-    pub created_at: DateTime<Utc>,
-    /// Last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<users::User> for UserView {
-    fn from(u: users::User) -> Self {
-        Self {
-            id: u.id.to_string(),
-            organization_id: u.tenant_id.to_string(),
-            email: u.email,
-            first_name: u.first_name,
-            last_name: u.last_name,
-            role: u.role,
-            status: u.status,
-            must_change_password: u.must_change_password,
-            last_login_at: u.last_login_at,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-        }
-    }
-}
-
 /// A new user.
 #[derive(Debug, Object, serde::Deserialize)]
 #[oai(deny_unknown_fields)]
@@ -189,25 +144,6 @@ pub enum AcceptedResponse {
     /// Queued.
     #[oai(status = 202)]
     Accepted,
-}
-
-/// Checks an optional name field.
-pub fn check_name(field: &str, v: Option<&str>) -> Result<Option<String>, ApiError> {
-    match v.map(str::trim) {
-        None => Ok(None),
-        Some(s) if s.is_empty() || s.chars().count() > 100 || s.chars().any(char::is_control) => {
-            Err(ApiError::invalid(
-                field,
-                "must be 1 to 100 characters without control characters",
-            ))
-        }
-        Some(s) => Ok(Some(s.to_owned())),
-    }
-}
-
-/// Parses an email address field.
-pub fn check_email(field: &str, v: &str) -> Result<EmailAddress, ApiError> {
-    EmailAddress::parse(v.trim()).map_err(|e| ApiError::invalid(field, e.0))
 }
 
 pub(super) fn check_role(v: &str) -> Result<Role, ApiError> {

@@ -2,6 +2,7 @@
 //! their counts and items.
 
 use super::*;
+use crate::routes::views::StatusCounts;
 
 /// One recipient of a chunk.
 #[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
@@ -82,31 +83,6 @@ pub struct BatchAccepted {
     pub status_url: String,
     /// The first chunk, when the request carried one.
     pub chunk: Option<ChunkAccepted>,
-}
-
-/// Notifications per status.
-#[derive(Debug, Clone, Default, Object)]
-pub struct StatusCounts {
-    /// Waiting for a worker.
-    pub queued: i64,
-    /// Held back (quiet hours, providers paused).
-    pub deferred: i64,
-    /// Being sent.
-    pub sending: i64,
-    /// Accepted by the provider (in-app: in the inbox).
-    pub sent: i64,
-    /// Reported delivered.
-    pub delivered: i64,
-    /// Reported read.
-    pub read: i64,
-    /// Failed for good.
-    pub failed: i64,
-    /// Bounced.
-    pub bounced: i64,
-    /// Ruled out by the subscriber's preferences.
-    pub suppressed: i64,
-    /// Cancelled.
-    pub cancelled: i64,
 }
 
 /// A batch's state.
@@ -221,29 +197,6 @@ pub enum ItemsResponse {
     /// The page.
     #[oai(status = 200)]
     Ok(Json<BatchItemsPage>),
-}
-
-impl StatusCounts {
-    /// From `(status, count)` rows.
-    pub fn from_rows(rows: &[(String, i64)]) -> Self {
-        let mut by = StatusCounts::default();
-        for (status, n) in rows {
-            let slot = match status.as_str() {
-                "queued" => &mut by.queued,
-                "deferred" => &mut by.deferred,
-                "sending" => &mut by.sending,
-                "sent" => &mut by.sent,
-                "delivered" => &mut by.delivered,
-                "read" => &mut by.read,
-                "failed" => &mut by.failed,
-                "bounced" => &mut by.bounced,
-                "suppressed" => &mut by.suppressed,
-                _ => &mut by.cancelled,
-            };
-            *slot += n;
-        }
-        by
-    }
 }
 
 pub(super) fn view(batch: batches::Batch, counts: &Counts) -> BatchView {

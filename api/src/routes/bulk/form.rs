@@ -70,7 +70,7 @@ pub(super) async fn form(
             }
         }
         None => {
-            channels = default_batch_channels(&stored);
+            channels = crate::services::batches::default_batch_channels(&stored);
         }
     }
     if channels.is_empty() {
