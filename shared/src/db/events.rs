@@ -67,10 +67,12 @@ pub async fn lock_subscribers(
     Ok(())
 }
 
-/// The subscribers of `tenant_id` named by `ids` or known as
-/// `external_ids`, by external id, locked together as [`lock_subscribers`]
-/// locks them (in id order) when `lock`; those that do not exist are absent
-/// (see [`super::subscribers::create_missing`]). Repeated names are fine.
+/// The subscribers of `tenant_id` known as `external_ids`, by external id;
+/// those that do not exist are absent (see
+/// [`super::subscribers::create_missing`]). Repeated names are fine. When
+/// `lock`, they are locked together with the subscribers `ids` (which are
+/// only locked, not looked up otherwise), in id order as
+/// [`lock_subscribers`] locks them.
 #[tracing::instrument(skip_all, fields(ids = ids.len(), external_ids = external_ids.len()))]
 pub async fn subscribers_named(
     tx: &mut PgConnection,
