@@ -91,8 +91,9 @@ export ENCRYPTION_KEYS="st:$(python3 -c 'import base64, os; print(base64.b64enco
 export ENCRYPTION_KEY_ID=st
 export LOG_FORMAT=json
 export RUST_LOG=warn
-# The document is checked here, not the rate limits (api/tests/it/rate_limits.rs
-# does): schemathesis fires far faster than any caller may.
+# The document is checked here, not the rate limits
+# (system-tests/tests/it/http/rate_limits.rs does): schemathesis fires far
+# faster than any caller may.
 for class in SEND READ WRITE UPLOAD AUTH CALLBACK; do
   export "JOBS__RATE_LIMITS__${class}__PER_SEC=1000000" "JOBS__RATE_LIMITS__${class}__BURST=1000000"
 done

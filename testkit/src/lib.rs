@@ -17,7 +17,9 @@
 //! * [`ups::FakeUps`]: UPS's OAuth token endpoint and Track API.
 //! * [`bench`]: what the benchmarks share (settings, machine size, figure
 //!   lines, Postgres CPU time).
-//! * [`process::terminate`]: SIGTERM a child process and collect its output.
+//! * [`process`]: the workspace's binaries as child processes (found by
+//!   [`process::binary`]), with JSON logs or SIGTERMed and their output
+//!   collected.
 //! * [`app::TestApp`]: the api, worker and scheduler in-process on port 0,
 //!   with their own database, Redis key prefix and SMTP server, plus helpers
 //!   to drive the API.

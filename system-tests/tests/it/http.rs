@@ -1,4 +1,11 @@
-//! The API's integration tests, against real Postgres, Redis and SMTP; one binary so CI links it once.
+//! What callers see through the HTTP API, organised by route area: each
+//! module sends real requests to a platform started by `testkit` and checks
+//! the answers, the rows written and what arrives at SMTP, providers and
+//! webhook endpoints. The api binary's command line (`cli`, `ops_failed::cli`),
+//! its logs (`logs`), the deployment (`deploy`) and the operator console's
+//! browser scenarios (`console`, scripts in `system-tests/console/`) are here
+//! too. `org_support` is what the organisation, user and permission tests
+//! share.
 
 mod alerts;
 mod api_key_networks;
@@ -39,7 +46,6 @@ mod send_windows;
 mod sessions;
 mod shipments;
 mod subscribers;
-mod support;
 mod templates;
 mod topics;
 mod users;

@@ -12,7 +12,7 @@ const BOUNDARY: &str = "----bulk-kill-test-boundary";
 const ROWS: usize = 100_000;
 
 fn spawn_worker(app: &TestApp, queues: Option<&str>) -> tokio::process::Child {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"));
+    let mut command = tokio::process::Command::new(testkit::process::binary("worker"));
     command.envs(app.vars.iter().cloned());
     if let Some(queues) = queues {
         command.env("WORKER_QUEUES", queues);

@@ -335,7 +335,7 @@ async fn the_rate_limit_holds_across_two_worker_processes() {
     // every job while it waits for the shared limit and the second has a
     // share to send whenever it starts.
     let spawn = || {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+        tokio::process::Command::new(testkit::process::binary("worker"))
             .envs(app.vars.iter().cloned())
             .env("JOBS__QUEUES__SMS__CONCURRENCY", "4")
             .env("RUST_LOG", "warn")

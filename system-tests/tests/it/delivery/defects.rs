@@ -223,7 +223,7 @@ async fn a_worker_killed_mid_send_loses_nothing_once_a_new_worker_starts() {
 }
 
 fn spawn_worker(app: &TestApp) -> tokio::process::Child {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_worker"))
+    tokio::process::Command::new(testkit::process::binary("worker"))
         .envs(app.vars.iter().cloned())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())

@@ -9,8 +9,12 @@ use testkit::TestApp;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn worker_logs_carry_job_context_and_no_message_content() {
     let app = TestApp::builder().without_worker().spawn().await;
-    let mut child =
-        testkit::process::spawn_json_logging(env!("CARGO_BIN_EXE_worker"), &app.vars, &[], "info");
+    let mut child = testkit::process::spawn_json_logging(
+        &testkit::process::binary("worker"),
+        &app.vars,
+        &[],
+        "info",
+    );
     let resp = app
         .send_email(&json!({"to": "jordan.secret@example.org", "subject": "HIV test result", "text": "You tested positive for X."}))
         .await;

@@ -21,7 +21,7 @@ fn a_bad_jobs_file_stops_the_worker_and_names_the_key() {
     ] {
         let path = std::env::temp_dir().join(format!("jobs-{}.toml", uuid::Uuid::new_v4()));
         std::fs::write(&path, bad).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_worker"))
+        let out = Command::new(testkit::process::binary("worker"))
             .env("JOBS_FILE", &path)
             .env("DATABASE_URL", "postgres://127.0.0.1:1/never")
             .output()

@@ -24,7 +24,7 @@ use shared::{
 use testkit::{TestApp, alerting::FakeTarget, webhooks::Receiver};
 use uuid::Uuid;
 
-use crate::org_support::{Signed, answer, answer_json, request, user};
+use crate::http::org_support::{Signed, answer, answer_json, request, user};
 
 const ROUTING_KEY: &str = "R0UT1NGKEY0123456789abcdefABCDEF";
 const SECRET: &str = "alert-signing-secret-42";

@@ -173,7 +173,7 @@ async fn check(app: &TestApp, cache: &ApiKeyCache, token: &str, addr: Option<IpA
 }
 
 fn cli(vars: &[(String, String)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_api"))
+    let out = Command::new(testkit::process::binary("api"))
         .envs(vars.iter().cloned())
         .args(args)
         .output()

@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
-use crate::org_support::{answer, answer_json, platform_admin, request, request_json, user};
+use crate::http::org_support::{answer, answer_json, platform_admin, request, request_json, user};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_app_role_may_append_audit_rows_but_never_change_or_remove_them() {

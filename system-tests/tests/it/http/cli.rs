@@ -8,7 +8,7 @@ use sqlx::{Connection, Executor, PgConnection};
 use testkit::{TestApp, spawn_app};
 
 fn api(vars: &[(String, String)], args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_api"))
+    let out = Command::new(testkit::process::binary("api"))
         .envs(vars.iter().cloned())
         .args(args)
         .output()

@@ -1,6 +1,6 @@
 //! The operator console at `/console`: how it is served (its headers, its
 //! files, not in the OpenAPI document), and the browser scenarios in
-//! `api/tests/console/*.mjs`, each run by `node` with Playwright driving
+//! `system-tests/console/*.mjs`, each run by `node` with Playwright driving
 //! headless Chromium against a whole platform (api, worker, scheduler, SMTP,
 //! fake providers) started here.
 //!
@@ -9,7 +9,7 @@
 //! stdin: `stop-worker`, `start-worker`, `break-provider twilio`,
 //! `heal-provider twilio`, `smtp-count`.
 //!
-//! Node, `npm ci` in `api/tests/console` and `/usr/bin/chromium` are needed
+//! Node, `npm ci` in `system-tests/console` and `/usr/bin/chromium` are needed
 //! (`.ci/run` installs them); without them these tests fail and say so.
 //! Screenshots go to `target/console-screenshots/`, or to the folder
 //! `CONSOLE_SCREENSHOTS` names (`docs/console` refreshes the README's).
@@ -27,13 +27,14 @@ use tokio::{
     process::{Child, ChildStdin, Command},
 };
 
-use crate::org_support::{self, PASSWORD};
+use crate::http::org_support::{self, PASSWORD};
 
 /// How long one scenario may run.
 const SCENARIO_LIMIT: Duration = Duration::from_secs(240);
 
+/// The scenarios' Node project, `console/` in this crate.
 fn scripts() -> PathBuf {
-    testkit::repo_root().join("api/tests/console")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("console")
 }
 
 /// Fails, saying what to install, when node, playwright-core or Chromium is
@@ -48,7 +49,7 @@ fn prerequisites() {
         scripts()
             .join("node_modules/playwright-core/package.json")
             .exists(),
-        "the console tests need playwright-core: run `npm ci` in api/tests/console"
+        "the console tests need playwright-core: run `npm ci` in system-tests/console"
     );
     assert!(
         std::path::Path::new("/usr/bin/chromium").exists(),

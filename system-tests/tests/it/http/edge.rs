@@ -11,7 +11,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::org_support::{expect, platform_admin, request};
+use crate::http::org_support::{expect, platform_admin, request};
 
 /// The longest a test waits for an answer the server must give by itself.
 const GUARD: Duration = Duration::from_secs(15);

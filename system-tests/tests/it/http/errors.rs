@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::{TestApp, eventually, smtp::Behaviour};
 
-use crate::org_support::{WAIT, answer_json, expect, platform_admin, request, with};
+use crate::http::org_support::{WAIT, answer_json, expect, platform_admin, request, with};
 
 const ERRORS: &str = "/api/v1/errors";
 const PATIENT: &str = "pat.patient@example.org";
@@ -322,7 +322,8 @@ async fn error_endpoints_refuse_bad_input_and_callers_who_are_not_admins() {
     assert_eq!(p["type"], "/problems/not-found");
     let resp = app.get_anonymous(ERRORS).await;
     assert_eq!(resp.status(), 401);
-    let staff = crate::org_support::user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
+    let staff =
+        crate::http::org_support::user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
     let p = get(&app, &staff.token, ERRORS, 403).await;
     assert_eq!(p["type"], "/problems/forbidden");
     app.shutdown().await;

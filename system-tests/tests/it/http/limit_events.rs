@@ -9,7 +9,7 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use testkit::{TestApp, eventually, webhooks::Receiver};
 
-use crate::org_support::{answer, answer_json, platform_admin, request_json};
+use crate::http::org_support::{answer, answer_json, platform_admin, request_json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -332,7 +332,8 @@ async fn refusals_of_anonymous_callers_and_forged_tokens_belong_to_no_organisati
     // Sign-ins are counted per address (the platform admin's sign-in took
     // the only one): three refusals, one event.
     for expected in [429, 429, 429] {
-        let resp = crate::org_support::login(&app, "nobody@example.org", "Wrong-Password-1").await;
+        let resp =
+            crate::http::org_support::login(&app, "nobody@example.org", "Wrong-Password-1").await;
         assert_eq!(resp.status(), expected);
     }
     // A token forged with the organisation's id in its tenant claim: its

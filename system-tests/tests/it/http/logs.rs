@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use testkit::{TestApp, process::spawn_json_logging};
+use testkit::{
+    TestApp,
+    process::{binary, spawn_json_logging},
+};
 
 /// Waits until the api binary at `base` answers at all.
 async fn api_listening(app: &TestApp, base: &str) {
@@ -32,7 +35,7 @@ async fn api_logs_are_json_with_request_ids_and_no_message_content() {
         .unwrap()
         .port();
     let mut child = spawn_json_logging(
-        env!("CARGO_BIN_EXE_api"),
+        &binary("api"),
         &app.vars,
         &[("API_ADDR", format!("127.0.0.1:{port}"))],
         "info",
@@ -126,7 +129,7 @@ struct Logged {
 }
 
 impl Logged {
-    fn spawn(bin: &str, vars: &[(String, String)], extra: &[(&str, String)]) -> Self {
+    fn spawn(bin: &std::path::Path, vars: &[(String, String)], extra: &[(&str, String)]) -> Self {
         use tokio::io::AsyncReadExt;
         let mut child = spawn_json_logging(bin, vars, extra, "trace");
         let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
@@ -196,19 +199,11 @@ async fn phi_canaries_reach_no_log_at_any_level() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let api = Logged::spawn(
-        env!("CARGO_BIN_EXE_api"),
+        &binary("api"),
         &app.vars,
         &[("API_ADDR", format!("127.0.0.1:{port}"))],
     );
-    // The worker's binary sits beside the api's: the workspace's test build
-    // (`cargo nextest run --workspace`, the README's test command) makes both.
-    let worker_bin = std::path::Path::new(env!("CARGO_BIN_EXE_api")).with_file_name("worker");
-    assert!(
-        worker_bin.exists(),
-        "{} is missing: run the tests for the whole workspace",
-        worker_bin.display()
-    );
-    let worker = Logged::spawn(worker_bin.to_str().unwrap(), &app.vars, &[]);
+    let worker = Logged::spawn(&binary("worker"), &app.vars, &[]);
     api_listening(&app, &base).await;
     // Each canary is something a log line must never carry: an external
     // id (a patient id), addresses, names, message text, metadata, and the

@@ -7,7 +7,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{answer, expect, platform_admin, request, user, with};
+use crate::http::org_support::{answer, expect, platform_admin, request, user, with};
 
 const LOOKUPS: &str = "/api/v1/lookups";
 

@@ -13,7 +13,9 @@ use testkit::{
     webhooks::Receiver,
 };
 
-use crate::org_support::{WAIT, answer, expect, platform_admin, request, request_json, user, with};
+use crate::http::org_support::{
+    WAIT, answer, expect, platform_admin, request, request_json, user, with,
+};
 
 mod cli;
 mod kinds;

@@ -16,7 +16,7 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest},
 };
 
-use crate::org_support::{Signed, WAIT, expect, platform_admin, request, with};
+use crate::http::org_support::{Signed, WAIT, expect, platform_admin, request, with};
 
 mod caches;
 

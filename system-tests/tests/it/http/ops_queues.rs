@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use shared::jobs::QueueName;
 use testkit::{TestApp, spawn_app};
 
-use crate::org_support::{
+use crate::http::org_support::{
     WAIT, answer, answer_json, platform_admin, request, request_json, user, with,
 };
 
@@ -395,7 +395,7 @@ async fn the_command_line_lists_pauses_and_resumes_queues() {
     let app = TestApp::builder().without_worker().spawn().await;
     let root = platform_admin(&app).await;
     let api = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_api"))
+        let out = Command::new(testkit::process::binary("api"))
             .envs(app.vars.iter().cloned())
             .args(args)
             .output()

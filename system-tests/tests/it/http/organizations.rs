@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
-use crate::org_support::{
+use crate::http::org_support::{
     answer, answer_json, expect, platform_admin, request, request_json, user, with,
 };
 

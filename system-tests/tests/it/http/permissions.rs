@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use shared::{db::api_keys, permissions::Permission};
 use testkit::TestApp;
 
-use crate::org_support::{answer, answer_json};
+use crate::http::org_support::{answer, answer_json};
 
 /// Assigns permission set `set` to user `user`, as `token`; it must succeed.
 pub async fn assign_set(app: &TestApp, token: &str, user: &str, set: &str) {

@@ -280,7 +280,7 @@ async fn rotate_secrets_reseals_everything_with_the_new_key() {
         format!("test:KioqKioqKioqKioqKioqKioqKioqKioqKioqKioqKio=,{new_key}"),
     ));
     vars.push(("ENCRYPTION_KEY_ID".into(), "next".into()));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_api"))
+    let out = std::process::Command::new(testkit::process::binary("api"))
         .envs(vars.iter().cloned())
         .arg("rotate-secrets")
         .output()

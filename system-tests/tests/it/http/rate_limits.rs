@@ -12,7 +12,9 @@ use reqwest::{Method, Response};
 use serde_json::{Value, json};
 use testkit::{TestApp, TestAppBuilder};
 
-use crate::org_support::{answer, answer_json, expect, login, platform_admin, request_json, with};
+use crate::http::org_support::{
+    answer, answer_json, expect, login, platform_admin, request_json, with,
+};
 
 const ORGS: &str = "/api/v1/admin/organizations";
 

@@ -501,7 +501,7 @@ async fn an_oversized_or_malformed_client_message_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn batch_progress_follows_the_permission_to_read_notifications_not_the_role() {
-    use crate::org_support::user;
+    use crate::http::org_support::user;
     let app = TestApp::builder().without_worker().spawn().await;
     let admin = user(&app, app.tenant_id, "ADMIN", "admin@clinic.example").await;
     let doctor = user(&app, app.tenant_id, "DOCTOR", "doc@clinic.example").await;
@@ -519,7 +519,7 @@ async fn batch_progress_follows_the_permission_to_read_notifications_not_the_rol
 
     // An admin grants the doctor `notifications:read`: the same connection
     // may follow the batch from its next subscription on.
-    crate::permissions::grant(&app, &admin.token, &doctor.id, "notifications:read").await;
+    crate::http::permissions::grant(&app, &admin.token, &doctor.id, "notifications:read").await;
     ws.send(subscribe("bulk:j1")).await.unwrap();
     assert_eq!(
         next_of(&mut ws, "subscribed").await["topics"],

@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 use shared::reports::rollup;
 use testkit::TestApp;
 
-use crate::org_support::{Signed, answer, expect, platform_admin, request, user};
+use crate::http::org_support::{Signed, answer, expect, platform_admin, request, user};
 
 const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 

@@ -9,7 +9,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{answer, answer_json, platform_admin};
+use crate::http::org_support::{answer, answer_json, platform_admin};
 
 const ORGS: &str = "/api/v1/admin/organizations";
 const WAIT: Duration = Duration::from_secs(20);

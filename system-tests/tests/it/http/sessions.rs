@@ -16,7 +16,9 @@ use tokio_tungstenite::{
     tungstenite::{Message, client::IntoClientRequest},
 };
 
-use crate::org_support::{PASSWORD, Signed, answer, expect, login, platform_admin, request, user};
+use crate::http::org_support::{
+    PASSWORD, Signed, answer, expect, login, platform_admin, request, user,
+};
 use crate::support::ManualClock;
 
 mod events;

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::platform_admin;
+use crate::http::org_support::platform_admin;
 use crate::support::{call, expect, invalid_param_names};
 
 mod sends;

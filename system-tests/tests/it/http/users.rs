@@ -5,7 +5,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use testkit::TestApp;
 
-use crate::org_support::{
+use crate::http::org_support::{
     PASSWORD, answer, answer_json, expect, login, platform_admin, request, request_json, user, with,
 };
 

@@ -4,7 +4,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use super::{alerts_of, app, app_with_admin, create_rule, evaluator, sends, start};
-use crate::org_support::{answer, expect, platform_admin, request, request_json, user};
+use crate::http::org_support::{answer, expect, platform_admin, request, request_json, user};
 use crate::support::invalid_param_names;
 use chrono::TimeDelta;
 use testkit::alerting::FakeTarget;

@@ -12,7 +12,7 @@ use shared::{
 };
 
 use super::{alerts_of, app, app_with_admin, create_rule, evaluator, start};
-use crate::org_support::{answer_json, platform_admin, user};
+use crate::http::org_support::{answer_json, platform_admin, user};
 use testkit::{TestApp, alerting::FakeTarget};
 
 /// Records `n` API 5xx answers (the platform's own, as the API counts

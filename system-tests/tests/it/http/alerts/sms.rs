@@ -13,7 +13,7 @@ use testkit::{
 };
 
 use super::{WAIT, alerts_of, create_rule, drop_default_failure_rule, evaluator, sends, start};
-use crate::org_support::{answer, request_json, user};
+use crate::http::org_support::{answer, request_json, user};
 
 const ON_CALL: &str = "+15005550006";
 const ADMIN_PHONE: &str = "+447700900123";

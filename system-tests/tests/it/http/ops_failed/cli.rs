@@ -14,7 +14,7 @@ use testkit::TestApp;
 use super::failed_rows;
 
 fn api(app: &TestApp, args: &[&str]) -> (String, Output) {
-    let out = Command::new(env!("CARGO_BIN_EXE_api"))
+    let out = Command::new(testkit::process::binary("api"))
         .envs(app.vars.iter().cloned())
         .args(args)
         .output()
@@ -70,7 +70,7 @@ async fn the_commands_list_groups_and_retry_or_discard_them_audited() {
             ("cli".to_owned(), "ops.failed.retry".to_owned())
         ]
     );
-    let refused = Command::new(env!("CARGO_BIN_EXE_api"))
+    let refused = Command::new(testkit::process::binary("api"))
         .envs(app.vars.iter().cloned())
         .args(["retry", "--id", "email:nope"])
         .output()

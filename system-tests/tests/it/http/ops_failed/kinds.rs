@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use super::{DISCARD, FAILED, GROUPS, RETRY, get, post};
-use crate::org_support::{expect, platform_admin, request};
+use crate::http::org_support::{expect, platform_admin, request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bulk_jobs_and_shipments_are_grouped_and_retried_or_discarded_by_kind() {

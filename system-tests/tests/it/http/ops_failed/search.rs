@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use super::{PATIENT_EMAIL, get};
-use crate::org_support::{expect, platform_admin, request};
+use crate::http::org_support::{expect, platform_admin, request};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn search_finds_notifications_batches_bulk_jobs_and_subscribers_by_each_key() {

@@ -10,7 +10,7 @@ use reqwest::Method;
 use serde_json::json;
 use testkit::TestApp;
 
-use crate::org_support::{request_json, user};
+use crate::http::org_support::{request_json, user};
 use crate::support::ManualClock;
 
 const BOUND: i64 = api::permissions::cache::PERMISSIONS_CACHE_SECS;

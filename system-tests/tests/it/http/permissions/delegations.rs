@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{
     app, assign_set, audit_rows, changed_events, foreign_set, held, statistics, status_detail,
 };
-use crate::org_support::{answer, answer_json, request, request_json, user, with};
+use crate::http::org_support::{answer, answer_json, request, request_json, user, with};
 
 const DELEGATE: &str = "/api/v1/permissions/delegations";
 

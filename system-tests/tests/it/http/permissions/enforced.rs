@@ -9,7 +9,7 @@ use shared::permissions::Permission;
 use testkit::TestApp;
 
 use super::{app, assign_set, audit_rows, grant, sender_key};
-use crate::org_support::{Signed, answer, answer_json, request, request_json, user, with};
+use crate::http::org_support::{Signed, answer, answer_json, request, request_json, user, with};
 
 /// Creates a custom set holding exactly `permission`; its id.
 async fn set_of(app: &TestApp, admin: &Signed, permission: &str) -> String {

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 use shared::permissions::Permission;
 
 use super::{app, sender_key, status_detail};
-use crate::org_support::request;
+use crate::http::org_support::request;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_key_scoped_to_sending_sends_and_is_refused_everything_else() {

@@ -9,7 +9,7 @@ use super::{
     app, assign_set, audit_rows, changed_events, foreign_set, grant, held, names, statistics,
     status_detail,
 };
-use crate::org_support::{answer, answer_json, expect, request, request_json, user, with};
+use crate::http::org_support::{answer, answer_json, expect, request, request_json, user, with};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn roles_keep_what_they_could_do_through_their_sets() {

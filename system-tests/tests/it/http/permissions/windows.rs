@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use testkit::TestApp;
 
 use super::{statistics, status_detail};
-use crate::org_support::{Signed, answer, answer_json, request, request_json, user, with};
+use crate::http::org_support::{Signed, answer, answer_json, request, request_json, user, with};
 use crate::support::ManualClock;
 
 const DELEGATIONS: &str = "/api/v1/permissions/delegations";

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use shared::reports::{deliver, rollup};
 
 use super::{WAIT, admin, app, send_and_drain};
-use crate::org_support::{answer, answer_json, expect, request, request_json, user};
+use crate::http::org_support::{answer, answer_json, expect, request, request_json, user};
 
 const PATH: &str = "/api/v1/reports/schedules";
 

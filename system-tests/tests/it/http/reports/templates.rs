@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use shared::reports::{deliver, rollup};
 
 use super::{WAIT, admin, app, report, send_and_drain};
-use crate::org_support::{answer, answer_json, expect, request, request_json, user, with};
+use crate::http::org_support::{answer, answer_json, expect, request, request_json, user, with};
 use crate::support::invalid_param_names;
 
 const PATH: &str = "/api/v1/reports/templates";

@@ -2,7 +2,7 @@
 //! across replicas, by deactivation and by a password change.
 
 use super::*;
-use crate::org_support::answer_json;
+use crate::http::org_support::answer_json;
 
 /// `GET /api/v1/security/{path}` as `who`, which must answer
 /// `status`; the JSON.

@@ -2,7 +2,7 @@
 //! once, bad or foreign topics refused.
 
 use super::*;
-use crate::org_support::with;
+use crate::http::org_support::with;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_topic_send_reaches_every_member_once_with_their_preferences() {
