@@ -4,7 +4,8 @@
 //! A send is validated, committed to Postgres, and only then answered 202:
 //! the 202 is a promise that the message goes out even if Redis is away.
 //! Right after the commit the API pushes the job to Redis; if that fails, the
-//! scheduler's dispatcher pushes it later.
+//! scheduler's dispatcher pushes it later. The rules of a send are in
+//! [`crate::services::notifications`].
 
 use crate::extract::PathId;
 use crate::extract::ServiceCtx;
@@ -12,32 +13,17 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
-    db::{
-        notifications::{self, Inserted, NewNotification, NewRow},
-        subscribers,
-    },
-    domain::{Channel, NotificationId, NotificationStatus, Subject},
-    jobs::{QueueName, SendNotifications},
-    outbox::Enqueued,
+    db::notifications,
+    domain::{NotificationId, NotificationStatus},
 };
 
-use crate::accept::Shared;
 use crate::body::StrictJson;
 use crate::{
-    AppState,
-    error::{ApiError, InvalidParam},
+    error::ApiError,
+    extract::{idempotency_key, request_hash},
     routes::ApiTags,
+    services::notifications::{self as service, Sent},
 };
-
-mod plan;
-mod validate;
-
-use crate::extract::{accepted_before, idempotency_key, request_hash};
-use plan::*;
-use validate::*;
-
-/// Most keys in `metadata`.
-const MAX_METADATA_KEYS: usize = 50;
 
 /// The notification endpoints.
 #[derive(Debug)]
@@ -108,40 +94,6 @@ pub struct SendRequest {
     /// `block_phi_when_non_compliant` is on, such sends get 403.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub phi: Option<bool>,
-}
-
-/// 403 when `tenant_id` blocks PHI sends and has no valid BAA.
-async fn phi_allowed(
-    state: &AppState,
-    tenant_id: shared::domain::TenantId,
-) -> Result<(), ApiError> {
-    let org = shared::db::organizations::get(&state.pool, tenant_id).await?;
-    let blocked = org.is_some_and(|o| {
-        o.blocks_phi_when_non_compliant() && !o.compliant(Utc::now().date_naive())
-    });
-    if blocked {
-        return Err(ApiError::Forbidden(
-            "this organisation has no valid BAA: sends that carry PHI are blocked",
-        ));
-    }
-    Ok(())
-}
-
-impl SendRequest {
-    /// The raw-content fields, each with whether it is present.
-    fn content_fields(&self) -> [(&'static str, bool); 9] {
-        [
-            ("to", self.to.is_some()),
-            ("subject", self.subject.is_some()),
-            ("text", self.text.is_some()),
-            ("html", self.html.is_some()),
-            ("title", self.title.is_some()),
-            ("body", self.body.is_some()),
-            ("action_url", self.action_url.is_some()),
-            ("data", self.data.is_some()),
-            ("whatsapp_template", self.whatsapp_template.is_some()),
-        ]
-    }
 }
 
 /// One notification a send created.
@@ -307,269 +259,18 @@ impl NotificationsApi {
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<SendRequest>,
     ) -> Result<SendResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
-        let req = &body.0;
-        if req.phi == Some(true) {
-            phi_allowed(cx.state, tenant_id).await?;
-        }
-        let run_at = match req.send_at {
-            Some(at) if at > Utc::now() + chrono::Duration::days(365) => {
-                return Err(ApiError::invalid(
-                    "send_at",
-                    "must be at most 365 days ahead",
-                ));
-            }
-            Some(at) if at > Utc::now() => Some(at),
-            _ => None,
-        };
-        let (plans, skipped, critical, known) = match &req.template {
-            Some(template) => plan_template(cx.state, tenant_id, req, template).await?,
-            None => {
-                for (name, present) in [
-                    ("template_data", req.template_data.is_some()),
-                    ("channels", req.channels.is_some()),
-                    ("locale", req.locale.is_some()),
-                ] {
-                    if present {
-                        return Err(ApiError::invalid(name, "is only used with `template`"));
-                    }
-                }
-                (
-                    vec![validate(req)?],
-                    Vec::new(),
-                    req.critical.unwrap_or(false),
-                    None,
-                )
-            }
-        };
-        // Counted against the organisation's send quotas before anything is
-        // written: a send that would pass one is refused whole.
-        let counts = crate::limits::per_channel(plans.iter().map(|p| p.channel()));
-        let replayed = accepted_before(key.as_deref(), |k| {
-            shared::db::limits::send_accepted(&cx.state.pool, tenant_id, k)
-        });
-        let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
-        let hash = key.as_ref().map(|_| request_hash(req));
-        // A send with nothing to decide in its transaction shares a commit
-        // with the sends accepted beside it. In-app rows name their
-        // subscriber by external id, and the shared commit finds (or
-        // creates) every subscriber of its sends at once. A subscriber a
-        // send on another channel names is created first when it is new (as
-        // any send would create it; a subscriber erased before the shared
-        // commit makes that commit fail, and the send then goes on alone,
-        // creating it again).
-        let mut known = known;
-        let inapp_only = plans.iter().all(|p| p.channel() == Channel::InApp);
-        if key.is_none()
-            && run_at.is_none()
-            && known.is_none()
-            && !inapp_only
-            && let Some(external_id) = plans.iter().find_map(|p| p.subscriber.as_ref())
-        {
-            let id = match subscribers::find_id(&cx.state.pool, tenant_id, external_id).await? {
-                Some(id) => id,
-                None => {
-                    let mut conn = cx.state.pool.acquire().await?;
-                    subscribers::upsert(&mut conn, tenant_id, external_id).await?
-                }
-            };
-            known = Some((external_id.clone(), id));
-        }
-        let shareable = key.is_none()
-            && run_at.is_none()
-            && plans.iter().all(|p| {
-                p.channel() == Channel::InApp
-                    || p.subscriber.as_ref().is_none_or(|s| {
-                        known
-                            .as_ref()
-                            .is_some_and(|(external_id, _)| external_id == s)
-                    })
-            });
-        if shareable {
-            let first = NotificationId::new();
-            let rows: Vec<NewRow> = plans
-                .iter()
-                .enumerate()
-                .map(|(i, plan)| NewRow {
-                    id: if i == 0 { first } else { NotificationId::new() },
-                    tenant_id,
-                    channel: plan.channel(),
-                    recipient: plan.recipient.clone(),
-                    content: plan.content.to_stored(),
-                    metadata: plan.metadata.clone(),
-                    max_attempts: cx
-                        .state
-                        .jobs
-                        .queue(QueueName::for_channel(plan.channel()))
-                        .max_attempts,
-                    subscriber_id: plan.subscriber.as_ref().and(known.as_ref().map(|k| k.1)),
-                    category: plan.category.clone(),
-                    template_key: req.template.clone(),
-                    critical,
-                    dispatched: false,
-                    send_id: first,
-                })
-                .collect();
-            let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = rows
-                .iter()
-                .map(|r| (r.id, r.channel, NotificationStatus::Queued))
-                .collect();
-            if let Shared::Committed { placed } = cx.state.acceptor.accept(rows).await? {
-                for (id, _, status) in &mut created {
-                    if placed.contains(id) {
-                        *status = NotificationStatus::Sent;
-                    }
-                }
-                for (_, channel, _) in &created {
-                    metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
-                        .increment(1);
-                }
-                tracing::info!(notification_id = %created[0].0, count = created.len(), "send accepted");
-                return Ok(accepted(&created, skipped, false));
-            }
-        }
-        // Scheduled sends wait in Postgres; the dispatcher pushes them when due.
-        let mut push = std::collections::BTreeMap::new();
-        for plan in &plans {
-            let queue = QueueName::for_channel(plan.channel());
-            if run_at.is_none() && !push.contains_key(&queue) {
-                let room = cx.state.window.reserve(queue).await;
-                push.insert(queue, room);
-            }
-        }
-        let mut tx = cx.state.pool.begin().await?;
-        let mut created: Vec<(NotificationId, Channel, NotificationStatus)> = Vec::new();
-        // A subscriber is looked up (or created) once per send, not per channel.
-        for (i, plan) in plans.iter().enumerate() {
-            let queue = QueueName::for_channel(plan.channel());
-            let subscriber_id = match &plan.subscriber {
-                Some(external_id) => match &known {
-                    Some((known_id, id)) if known_id == external_id => Some(*id),
-                    _ => {
-                        let id = subscribers::upsert(&mut tx, tenant_id, external_id).await?;
-                        known = Some((external_id.clone(), id));
-                        Some(id)
-                    }
-                },
-                None => None,
-            };
-            let new = NewNotification {
-                channel: plan.channel(),
-                recipient: &plan.recipient,
-                content: plan.content.to_stored(),
-                metadata: plan.metadata.clone(),
-                max_attempts: cx.state.jobs.queue(queue).max_attempts,
-                // The first notification carries the request's key; the
-                // others are found through it.
-                idempotency: if i == 0 {
-                    key.as_deref().zip(hash.clone())
-                } else {
-                    None
-                },
-                subscriber_id,
-                category: plan.category.as_deref(),
-                template_key: req.template.as_deref(),
-                critical,
-                dispatched: push.get(&queue).copied().unwrap_or(false),
-                send_id: created.first().map(|c| c.0),
-                run_at,
-                waited_by_run: None,
-            };
-            match notifications::insert(&mut tx, tenant_id, new).await? {
-                Inserted::Created(id) => {
-                    created.push((id, plan.channel(), NotificationStatus::Queued))
-                }
-                Inserted::Existing {
-                    id,
-                    same_request: true,
-                } => {
-                    drop(tx);
-                    // A replay sends nothing again.
-                    quota.give_back().await;
-                    let earlier = notifications::of_send(&cx.state.pool, tenant_id, id).await?;
-                    return Ok(accepted(&earlier, skipped, true));
-                }
-                Inserted::Existing {
-                    same_request: false,
-                    ..
-                } => {
-                    quota.give_back().await;
-                    return Err(ApiError::IdempotencyKeyReused);
-                }
-            }
-        }
-        // An in-app message that leaves nothing to decide goes into the
-        // inbox in this transaction: no job and no claim.
-        let inapp: Vec<NotificationId> = created
-            .iter()
-            .filter(|(_, c, _)| *c == Channel::InApp)
-            .map(|(id, _, _)| *id)
-            .collect();
-        let mut inbox_events = Vec::new();
-        if run_at.is_none()
-            && !inapp.is_empty()
-            && crate::accept::places_inapp_now(&mut tx, tenant_id).await?
-        {
-            let (placed, events) =
-                shared::events::deliver_inbox_group(&mut tx, tenant_id, &inapp).await?;
-            for (id, _, status) in &mut created {
-                if placed.contains(id) {
-                    *status = NotificationStatus::Sent;
-                }
-            }
-            inbox_events = events;
-        }
-        tx.commit().await?;
-        for (_, channel, _) in &created {
-            metrics::counter!("notifications_accepted_total", "channel" => channel.as_str())
-                .increment(1);
-        }
-        if !inbox_events.is_empty() {
-            metrics::counter!("notifications_sent_total", "channel" => "inapp", "outcome" => "sent")
-                .increment(1);
-            cx.state.throughput.record(
-                QueueName::InApp,
-                Some(tenant_id),
-                shared::throughput::Outcome::Sent,
-                1,
-                None,
-                Some(std::time::Duration::ZERO),
-            );
-            if let Err(error) = shared::events::publish(&cx.state.queues, &inbox_events).await {
-                // Connected clients catch up from Postgres when they reconnect.
-                tracing::warn!(%error, "cannot publish inbox events");
-            }
-        }
-        for (queue, room) in push {
-            if !room {
-                continue;
-            }
-            let ids: Vec<NotificationId> = created
-                .iter()
-                .filter(|(_, c, s)| {
-                    QueueName::for_channel(*c) == queue && *s == NotificationStatus::Queued
-                })
-                .map(|(id, _, _)| *id)
-                .collect();
-            if ids.is_empty() {
-                continue;
-            }
-            let channel = created
-                .iter()
-                .find(|(_, c, _)| QueueName::for_channel(*c) == queue)
-                .map(|(_, c, _)| *c);
-            let Some(channel) = channel else { continue };
-            Enqueued::one(SendNotifications {
-                tenant_id,
-                channel,
-                notification_ids: ids,
-            })
-            .push(&cx.state.queues, &cx.state.pool)
-            .await?;
-        }
-        tracing::info!(notification_id = %created[0].0, count = created.len(), "send accepted");
-        Ok(accepted(&created, skipped, false))
+        let idempotency = key.map(|k| (k, request_hash(&body.0)));
+        let req = body.0.into();
+        let sent = service::send(
+            cx.state,
+            cx.auth.0.tenant_id,
+            &cx.request_id.0,
+            &req,
+            idempotency,
+        )
+        .await?;
+        Ok(accepted(sent))
     }
 
     /// Cancel a notification that has not gone out: queued, scheduled
@@ -661,4 +362,70 @@ impl NotificationsApi {
             read_at: n.read_at,
         })))
     }
+}
+
+impl From<SendRequest> for service::Send {
+    fn from(r: SendRequest) -> Self {
+        Self {
+            channel: r.channel,
+            to: r.to,
+            subject: r.subject,
+            text: r.text,
+            html: r.html,
+            subscriber_id: r.subscriber_id,
+            title: r.title,
+            body: r.body,
+            whatsapp_template: r.whatsapp_template,
+            action_url: r.action_url,
+            data: r.data,
+            category: r.category,
+            critical: r.critical,
+            metadata: r.metadata,
+            template: r.template,
+            template_data: r.template_data,
+            channels: r.channels,
+            locale: r.locale,
+            send_at: r.send_at,
+            phi: r.phi,
+        }
+    }
+}
+
+/// The 202 for a send: its first notification, and every one with where to
+/// poll it.
+fn accepted(sent: Sent) -> SendResponse {
+    let url = |id: &NotificationId| format!("/api/v1/services/notifications/{id}");
+    let notifications: Vec<AcceptedNotification> = sent
+        .notifications
+        .iter()
+        .map(|(id, channel, status)| AcceptedNotification {
+            id: id.to_string(),
+            channel: channel.as_str().into(),
+            status: status.as_str().into(),
+            status_url: url(id),
+        })
+        .collect();
+    let skipped = sent
+        .skipped
+        .into_iter()
+        .map(|s| SkippedChannel {
+            channel: s.channel.as_str().into(),
+            reason: s.reason.into(),
+        })
+        .collect();
+    let first = notifications.first().cloned();
+    let (id, status, status_url) = first
+        .map(|n| (n.id, n.status, n.status_url))
+        .unwrap_or_default();
+    SendResponse::Accepted(
+        Json(Accepted {
+            id,
+            status,
+            status_url: status_url.clone(),
+            notifications,
+            skipped,
+        }),
+        status_url,
+        sent.replayed.then(|| "true".to_owned()),
+    )
 }

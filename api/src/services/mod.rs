@@ -7,6 +7,9 @@
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
 //! * [`invitations`]: what follows an invitation's commit.
 //! * [`lookups`]: reference values platform admins edit.
+//! * [`notifications`]: sending a notification, raw (checked in its
+//!   `validate`) or from a template (rendered per channel in its `plan`),
+//!   committed alone or in a shared commit.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
 //! * [`topics`]: finding a topic by key.
@@ -17,6 +20,7 @@ pub mod batches;
 pub mod broadcasts;
 pub mod invitations;
 pub mod lookups;
+pub mod notifications;
 pub mod sessions;
 pub mod topics;
 pub mod users;
