@@ -7,7 +7,8 @@
 //! its first answer and expanded into notifications by one `batch_chunk`
 //! job; the notifications then go through the channel queues under the
 //! dispatcher's window. A batch is `completed` when it is closed and every
-//! notification is final.
+//! notification is final. Creating a batch and adding a chunk follow the
+//! rules in [`crate::services::batches`].
 
 use chrono::{DateTime, Utc};
 use poem_openapi::{
@@ -17,11 +18,8 @@ use poem_openapi::{
 };
 use serde_json::Value;
 use shared::{
-    db::batches::{self, ChunkAdded, ChunkAnswer, Counts, Created, NewBatch, StoredRecipient},
-    domain::{BatchId, Channel, NotificationId, NotificationStatus, Problems, key_ok, recipient},
-    jobs::{ExpandBatchChunk, QueueName},
-    outbox::Enqueued,
-    templates::requested_locale,
+    db::batches::{self, ChunkAnswer, Counts},
+    domain::{BatchId, NotificationId, NotificationStatus},
 };
 
 use crate::{
@@ -29,22 +27,15 @@ use crate::{
     body::StrictJson,
     error::ApiError,
     extract::ServiceCtx,
-    extract::{Cursor, PageSize, PathId, page},
+    extract::{Cursor, PageSize, PathId, idempotency_key, page, request_hash},
     routes::ApiTags,
-    services::batches::default_batch_channels,
+    services::batches::{self as service, NewBatchRequest, Recipient},
 };
 
 mod views;
 pub use views::*;
 
-/// Most recipients in one chunk.
-pub const MAX_CHUNK: usize = 1_000;
-/// Highest chunk sequence number.
-const MAX_SEQ: i32 = 1_000_000;
-/// Most keys in `defaults`, `metadata` or a recipient's `data`.
-const MAX_KEYS: usize = 50;
-/// Largest `data` of one recipient, as JSON.
-const MAX_DATA_BYTES: usize = 16 * 1024;
+pub use service::MAX_CHUNK;
 
 /// The batch endpoints.
 #[derive(Debug)]
@@ -54,59 +45,29 @@ fn status_url(id: BatchId) -> String {
     format!("/api/v1/services/notifications/batches/{id}")
 }
 
-/// Checks a chunk's recipients against the batch's channels, and returns
-/// them normalised (addresses parsed) as they are stored.
-fn recipients(
-    channels: &[Channel],
-    field: &str,
-    given: &[BatchRecipient],
-) -> Result<Vec<StoredRecipient>, ApiError> {
-    if given.is_empty() || given.len() > MAX_CHUNK {
-        return Err(ApiError::invalid(
-            field,
-            format!("must hold 1 to {MAX_CHUNK} recipients"),
-        ));
+/// A new batch as the batches service reads it.
+fn new_batch(req: &SendBatchRequest) -> NewBatchRequest<'_> {
+    NewBatchRequest {
+        template: &req.template,
+        channels: req.channels.as_deref(),
+        locale: req.locale.as_deref(),
+        defaults: req.defaults.as_ref(),
+        metadata: req.metadata.as_ref(),
+        recipients: req.recipients.as_deref().map(given),
     }
-    let mut p = Problems::default();
-    let mut out = Vec::with_capacity(given.len());
-    for (i, r) in given.iter().enumerate() {
-        let at = |f: &str| format!("{field}[{i}].{f}");
-        // Each address is checked as a single send to it would be.
-        let subscriber_id = p.opt(at("subscriber_id"), r.subscriber_id.as_deref(), |s| {
-            recipient(Channel::InApp, s)
-        });
-        let email = p.opt(at("email"), r.email.as_deref(), |e| {
-            recipient(Channel::Email, e)
-        });
-        let phone = p.opt(at("phone"), r.phone.as_deref(), |n| {
-            recipient(Channel::Sms, n)
-        });
-        let data = p.object(&at("data"), r.data.as_ref(), MAX_KEYS);
-        if serde_json::to_vec(&data).map_or(0, |v| v.len()) > MAX_DATA_BYTES {
-            p.add(at("data"), "must be at most 16 KiB as JSON");
-        }
-        for channel in channels {
-            let (missing, name) = match channel {
-                Channel::Email => (r.email.is_none(), "email"),
-                Channel::Sms | Channel::WhatsApp => (r.phone.is_none(), "phone"),
-                Channel::InApp => (r.subscriber_id.is_none(), "subscriber_id"),
-                Channel::Push => (false, ""),
-            };
-            if missing {
-                p.add(
-                    at(name),
-                    format!("is required: the batch sends {}", channel.as_str()),
-                );
-            }
-        }
-        out.push(StoredRecipient {
-            subscriber_id,
-            email,
-            phone,
-            data: Some(data).filter(|d| d.as_object().is_some_and(|m| !m.is_empty())),
-        });
-    }
-    p.into_result(out).map_err(ApiError::fields)
+}
+
+/// A chunk's recipients as the batches service reads them.
+fn given(recipients: &[BatchRecipient]) -> Vec<Recipient<'_>> {
+    recipients
+        .iter()
+        .map(|r| Recipient {
+            subscriber_id: r.subscriber_id.as_deref(),
+            email: r.email.as_deref(),
+            phone: r.phone.as_deref(),
+            data: r.data.as_ref(),
+        })
+        .collect()
 }
 
 fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
@@ -116,67 +77,6 @@ fn chunk_accepted(id: BatchId, seq: i32, answer: ChunkAnswer) -> ChunkAccepted {
         recipients: answer.recipients,
         accepted_at: answer.accepted_at,
         status_url: status_url(id),
-    }
-}
-
-/// What a chunk of `recipients` counts against the send quotas: one
-/// notification per recipient and channel of its batch (recipients later
-/// skipped for want of an address or by their preferences still count).
-fn chunk_counts(channels: &[Channel], recipients: usize) -> Vec<(Channel, u64)> {
-    channels.iter().map(|c| (*c, recipients as u64)).collect()
-}
-
-/// Stores a chunk in `tx` and commits; pushes its job if it is new.
-async fn add_chunk(
-    state: &AppState,
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-    tenant_id: shared::domain::TenantId,
-    id: BatchId,
-    seq: i32,
-    stored: &[StoredRecipient],
-) -> Result<(ChunkAnswer, bool), ApiError> {
-    let json = serde_json::to_value(stored).map_err(anyhow::Error::from)?;
-    let hash = request_hash(&json);
-    let added = batches::add_chunk(
-        &mut tx,
-        tenant_id,
-        id,
-        seq,
-        &json,
-        stored.len() as i32,
-        &hash,
-    )
-    .await?;
-    tx.commit().await?;
-    match added {
-        ChunkAdded::New(answer) => {
-            let enqueued = Enqueued::one(ExpandBatchChunk {
-                tenant_id,
-                batch_id: id,
-                seq,
-            });
-            if state.window.reserve(QueueName::BatchChunk).await {
-                enqueued.push(&state.queues, &state.pool).await?;
-            } else {
-                enqueued.release(&state.pool).await?;
-            }
-            metrics::counter!("batch_chunks_accepted_total").increment(1);
-            Ok((answer, false))
-        }
-        ChunkAdded::Existing {
-            answer,
-            same_request: true,
-        } => Ok((answer, true)),
-        ChunkAdded::Existing {
-            same_request: false,
-            ..
-        } => Err(ApiError::Conflict(format!(
-            "chunk {seq} was already accepted with different recipients"
-        ))),
-        ChunkAdded::NotOpen(status) => Err(ApiError::Conflict(format!(
-            "the batch is {status} and takes no more chunks"
-        ))),
-        ChunkAdded::NotFound => Err(ApiError::NotFound("batch")),
     }
 }
 
@@ -196,8 +96,6 @@ async fn load(
         .ok_or(ApiError::NotFound("batch"))?;
     Ok(view(batch, &counts))
 }
-
-use crate::extract::{accepted_before, idempotency_key, request_hash};
 
 #[OpenApi(
     prefix_path = "/api/v1/services/notifications",
@@ -219,121 +117,23 @@ impl BatchesApi {
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<SendBatchRequest>,
     ) -> Result<SendBatchResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
-        let mut p = Problems::default();
-        if !key_ok(&req.template) {
-            p.add("template", "must be a template key");
-        }
-        p.opt("locale", req.locale.as_deref(), requested_locale);
-        let defaults = p.object("defaults", req.defaults.as_ref(), MAX_KEYS);
-        let metadata = p.object("metadata", req.metadata.as_ref(), MAX_KEYS);
-        let mut channels = Vec::new();
-        if req.channels.as_ref().is_some_and(Vec::is_empty) {
-            p.add("channels", "must not be empty");
-        }
-        for (i, c) in req.channels.iter().flatten().enumerate() {
-            let name = format!("channels[{i}]");
-            match Channel::parse(c) {
-                Some(Channel::Push) => p.add(
-                    name,
-                    "push is not offered for batches: devices belong to subscribers; send per subscriber",
-                ),
-                Some(c) if !channels.contains(&c) => channels.push(c),
-                Some(_) => p.add(name, "is listed twice"),
-                None => p.add(name, format!("`{c}` is not a channel")),
-            }
-        }
-        if !p.is_empty() {
-            return Err(p.into());
-        }
-        let template = shared::db::templates::get_by_key(&cx.state.pool, tenant_id, &req.template)
-            .await?
-            .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
-            .template;
-        if channels.is_empty() {
-            channels = default_batch_channels(&template);
-            if channels.is_empty() {
-                return Err(ApiError::invalid(
-                    "channels",
-                    "the template's default channels are push only; name the channels",
-                ));
-            }
-        }
-        let first = req
-            .recipients
-            .as_deref()
-            .map(|r| recipients(&channels, "recipients", r))
-            .transpose()?;
-        let counts = chunk_counts(&channels, first.as_ref().map_or(0, Vec::len));
-        let replayed = accepted_before(key.as_deref(), |k| {
-            shared::db::limits::batch_accepted(&cx.state.pool, tenant_id, k)
-        });
-        let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
-        let hash = key.as_ref().map(|_| request_hash(req));
-        let mut tx = cx.state.pool.begin().await?;
-        let created = batches::create(
-            &mut tx,
-            tenant_id,
-            NewBatch {
-                template_key: &req.template,
-                channels: &channels,
-                locale: req.locale.as_deref(),
-                defaults,
-                metadata,
-                idempotency: key.as_deref().zip(hash),
-            },
-        )
-        .await?;
-        let (id, replayed) = match created {
-            Created::New(id) => (id, false),
-            Created::Existing {
-                id,
-                same_request: true,
-            } => (id, true),
-            Created::Existing {
-                same_request: false,
-                ..
-            } => {
-                quota.give_back().await;
-                return Err(ApiError::IdempotencyKeyReused);
-            }
-        };
-        let chunk = match &first {
-            Some(stored) => match add_chunk(cx.state, tx, tenant_id, id, 0, stored).await {
-                Ok((answer, chunk_replayed)) => {
-                    if chunk_replayed {
-                        quota.give_back().await;
-                    }
-                    Some(chunk_accepted(id, 0, answer))
-                }
-                Err(e) => {
-                    quota.give_back().await;
-                    return Err(e);
-                }
-            },
-            None => {
-                tx.commit().await?;
-                None
-            }
-        };
-        if !replayed {
-            tracing::info!(batch_id = %id, "batch created");
-        }
-        let status = batches::get(&cx.state.pool, tenant_id, id)
-            .await?
-            .map(|b| b.status)
-            .unwrap_or_default();
+        let idempotency = key.map(|k| (k, request_hash(req)));
+        let tenant_id = cx.auth.0.tenant_id;
+        let new = new_batch(req);
+        let created =
+            service::create(cx.state, tenant_id, &cx.request_id.0, new, idempotency).await?;
+        let id = created.id;
         Ok(SendBatchResponse::Accepted(
             Json(BatchAccepted {
                 batch_id: id.to_string(),
-                status,
+                status: created.status,
                 status_url: status_url(id),
-                chunk,
+                chunk: created.chunk.map(|answer| chunk_accepted(id, 0, answer)),
             }),
             status_url(id),
-            replayed.then(|| "true".to_owned()),
+            created.replayed.then(|| "true".to_owned()),
         ))
     }
 
@@ -351,36 +151,18 @@ impl BatchesApi {
         cx: ServiceCtx<'_>,
         body: StrictJson<SendChunkRequest>,
     ) -> Result<SendChunkResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
         let req = &body.0;
         let id = crate::extract::id(&req.batch_id, "batch")?;
-        if !(0..=MAX_SEQ).contains(&req.seq) {
-            return Err(ApiError::invalid("seq", format!("must be 0 to {MAX_SEQ}")));
-        }
-        let batch = batches::get(&cx.state.pool, tenant_id, id)
-            .await?
-            .ok_or(ApiError::NotFound("batch"))?;
-        let channels: Vec<Channel> = batch
-            .channels
-            .iter()
-            .filter_map(|c| Channel::parse(c))
-            .collect();
-        let stored = recipients(&channels, "recipients", &req.recipients)?;
-        let counts = chunk_counts(&channels, stored.len());
-        let replayed = shared::db::limits::chunk_accepted(&cx.state.pool, tenant_id, id, req.seq);
-        let quota = cx.take_quota(tenant_id, &counts, replayed).await?;
-        let tx = cx.state.pool.begin().await?;
-        let (answer, replayed) =
-            match add_chunk(cx.state, tx, tenant_id, id, req.seq, &stored).await {
-                Ok(added) => added,
-                Err(e) => {
-                    quota.give_back().await;
-                    return Err(e);
-                }
-            };
-        if replayed {
-            quota.give_back().await;
-        }
+        let recipients = given(&req.recipients);
+        let (answer, replayed) = service::add(
+            cx.state,
+            cx.auth.0.tenant_id,
+            &cx.request_id.0,
+            id,
+            req.seq,
+            &recipients,
+        )
+        .await?;
         Ok(SendChunkResponse::Accepted(
             Json(chunk_accepted(id, req.seq, answer)),
             status_url(id),

@@ -3,7 +3,8 @@
 //! service function and shape its answer; services call the db layer
 //! ([`shared::db`]) and each other, never a route.
 //!
-//! * [`batches`]: rules every batch follows, whichever route creates it.
+//! * [`batches`]: rules every batch follows, whichever route creates it;
+//!   creating a batch and adding its chunks.
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
 //! * [`invitations`]: what follows an invitation's commit.
 //! * [`lookups`]: reference values platform admins edit.
