@@ -41,9 +41,6 @@ pub use sends::{
     AudienceAccepted, AudienceResponse, OrganizationSendRequest, TopicSendRequest, TopicSendsApi,
 };
 
-/// Most keys in `defaults` or `metadata`.
-const MAX_KEYS: usize = 50;
-
 /// The topic endpoints.
 #[derive(Debug)]
 pub struct TopicsApi;

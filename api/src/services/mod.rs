@@ -13,7 +13,8 @@
 //!   committed alone or in a shared commit.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
-//! * [`topics`]: finding a topic by key.
+//! * [`topics`]: finding a topic by key, and sends to a topic or to the
+//!   whole organisation.
 //! * [`users`]: the rules a platform user's fields follow.
 //! * [`workflows`]: saving workflow definitions and triggering runs.
 

@@ -2,25 +2,18 @@
 //! `/api/v1/services/notifications`: a batch whose recipients the platform
 //! reads itself, created closed with its chunks cut from the audience in
 //! one statement in the request's transaction (see
-//! [`shared::db::topics::cut_chunks`]).
+//! [`shared::db::topics::cut_chunks`]); the rules are in
+//! [`crate::services::topics`].
 
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Header, payload::Json};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
-use shared::{
-    db::{
-        batches::{self, Created, NewBatch},
-        topics::{self, Audience},
-    },
-    domain::{Channel, Problems, TenantId, key_ok},
-    templates::requested_locale,
-};
 
-use super::MAX_KEYS;
-use crate::services::topics::find;
 use crate::{
-    AppState, body::StrictJson, error::ApiError, extract::ServiceCtx, extract::idempotency_key,
-    middleware::RequestId, routes::ApiTags,
+    body::StrictJson,
+    error::ApiError,
+    extract::{ServiceCtx, idempotency_key, request_hash},
+    routes::ApiTags,
+    services::topics::{self as service, AudienceSend, AudienceSent, Target},
 };
 
 /// The sends to a topic or to the organisation.
@@ -96,129 +89,20 @@ pub enum AudienceResponse {
     ),
 }
 
-/// The checked parts of a send to an audience.
-struct AudienceSend<'a> {
-    template: &'a str,
-    channels: Option<&'a [String]>,
-    locale: Option<&'a str>,
-    defaults: Option<&'a Value>,
-    metadata: Option<&'a Value>,
-}
-
-/// Validates, creates the batch closed with its chunks cut from `audience`,
-/// takes the quota for what it holds, and commits.
-async fn send_to(
-    state: &AppState,
-    tenant_id: TenantId,
-    request_id: &RequestId,
-    key: Option<String>,
-    hash_of: Vec<u8>,
-    audience: (Audience, String),
-    send: AudienceSend<'_>,
-) -> Result<AudienceResponse, ApiError> {
-    let mut p = Problems::default();
-    if !key_ok(send.template) {
-        p.add("template", "must be a template key");
-    }
-    p.opt("locale", send.locale, requested_locale);
-    let defaults = p.object("defaults", send.defaults, MAX_KEYS);
-    let metadata = p.object("metadata", send.metadata, MAX_KEYS);
-    let mut channels = Vec::new();
-    if send.channels.is_some_and(<[String]>::is_empty) {
-        p.add("channels", "must not be empty");
-    }
-    for (i, c) in send.channels.unwrap_or_default().iter().enumerate() {
-        let name = format!("channels[{i}]");
-        let reason = match Channel::parse(c) {
-            Some(Channel::Push) => "push is not offered for audiences: send per subscriber".into(),
-            Some(c) if !channels.contains(&c) => {
-                channels.push(c);
-                continue;
-            }
-            Some(_) => "is listed twice".into(),
-            None => format!("`{c}` is not a channel"),
-        };
-        p.add(name, reason);
-    }
-    p.into_result(()).map_err(ApiError::fields)?;
-    let template = shared::db::templates::get_by_key(&state.pool, tenant_id, send.template)
-        .await?
-        .ok_or_else(|| ApiError::invalid("template", "no template with this key"))?
-        .template;
-    if channels.is_empty() {
-        channels = (template.default_channels().iter().copied())
-            .filter(|c| *c != Channel::Push)
-            .collect();
-        if channels.is_empty() {
-            return Err(ApiError::invalid(
-                "channels",
-                "the template's default channels are push only; name the channels",
-            ));
-        }
-    }
-    let hash = key.as_ref().map(|_| Sha256::digest(&hash_of).to_vec());
-    let mut tx = state.pool.begin().await?;
-    let created = batches::create(
-        &mut tx,
-        tenant_id,
-        NewBatch {
-            template_key: send.template,
-            channels: &channels,
-            locale: send.locale,
-            defaults,
-            metadata,
-            idempotency: key.as_deref().zip(hash),
-        },
-    )
-    .await?;
-    let (label, audience_label) = (audience.0, audience.1);
-    let (id, recipients, replayed) = match created {
-        Created::New(id) => {
-            let recipients = topics::cut_chunks(&mut tx, tenant_id, id, label, &channels).await?;
-            topics::close_cut_batch(&mut *tx, tenant_id, id).await?;
-            let counts: Vec<(Channel, u64)> =
-                channels.iter().map(|c| (*c, recipients as u64)).collect();
-            let quota = state
-                .limits
-                .take_quota(tenant_id, Some(&request_id.0), &counts)
-                .await?;
-            if let Err(e) = tx.commit().await {
-                quota.give_back().await;
-                return Err(e.into());
-            }
-            tracing::info!(batch_id = %id, recipients, "audience send accepted");
-            metrics::counter!("audience_sends_accepted_total").increment(1);
-            (id, recipients, false)
-        }
-        Created::Existing {
-            id,
-            same_request: true,
-        } => {
-            drop(tx);
-            let counts = {
-                let mut conn = state.pool.acquire().await?;
-                batches::counts(&mut conn, tenant_id, id).await?.0
-            };
-            (id, counts.recipients, true)
-        }
-        Created::Existing { .. } => return Err(ApiError::IdempotencyKeyReused),
-    };
-    let status = batches::get(&state.pool, tenant_id, id)
-        .await?
-        .map(|b| b.status)
-        .unwrap_or_default();
-    let url = format!("/api/v1/services/notifications/batches/{id}");
-    Ok(AudienceResponse::Accepted(
+/// The 202 for a send to an audience.
+fn accepted(sent: AudienceSent) -> AudienceResponse {
+    let url = format!("/api/v1/services/notifications/batches/{}", sent.batch_id);
+    AudienceResponse::Accepted(
         Json(AudienceAccepted {
-            batch_id: id.to_string(),
-            status,
-            audience: audience_label,
-            recipients,
+            batch_id: sent.batch_id.to_string(),
+            status: sent.status,
+            audience: sent.audience,
+            recipients: sent.recipients,
             status_url: url.clone(),
         }),
         url,
-        replayed.then(|| "true".to_owned()),
-    ))
+        sent.replayed.then(|| "true".to_owned()),
+    )
 }
 
 #[OpenApi(
@@ -241,33 +125,28 @@ impl TopicSendsApi {
         #[oai(name = "Idempotency-Key")] key: Header<Option<String>>,
         body: StrictJson<TopicSendRequest>,
     ) -> Result<AudienceResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
         let key = idempotency_key(key.0)?;
         let req = &body.0;
-        if !key_ok(&req.topic) {
-            return Err(ApiError::invalid(
-                "topic",
-                "must be a topic key (lower-case letters, digits, `.`, `_`, `-`)",
-            ));
-        }
-        let topic = find(cx.state, tenant_id, &req.topic).await?;
-        let hash_of = serde_json::to_vec(&(req, "topic")).unwrap_or_default();
-        send_to(
+        let idempotency = key.map(|k| (k, request_hash(&(req, "topic"))));
+        let send = AudienceSend {
+            template: &req.template,
+            channels: req.channels.as_deref(),
+            locale: req.locale.as_deref(),
+            defaults: req.defaults.as_ref(),
+            metadata: req.metadata.as_ref(),
+        };
+        let target = Target::Topic(&req.topic);
+        let tenant_id = cx.auth.0.tenant_id;
+        let sent = service::send(
             cx.state,
             tenant_id,
-            cx.request_id,
-            key,
-            hash_of,
-            (Audience::Topic(topic.id), format!("topic:{}", topic.key)),
-            AudienceSend {
-                template: &req.template,
-                channels: req.channels.as_deref(),
-                locale: req.locale.as_deref(),
-                defaults: req.defaults.as_ref(),
-                metadata: req.metadata.as_ref(),
-            },
+            &cx.request_id.0,
+            target,
+            send,
+            idempotency,
         )
-        .await
+        .await?;
+        Ok(accepted(sent))
     }
 
     /// Send a template to every subscriber of the organisation, as a closed
@@ -285,22 +164,25 @@ impl TopicSendsApi {
     ) -> Result<AudienceResponse, ApiError> {
         let key = idempotency_key(key.0)?;
         let req = &body.0;
-        let hash_of = serde_json::to_vec(&(req, "organization")).unwrap_or_default();
-        send_to(
+        let idempotency = key.map(|k| (k, request_hash(&(req, "organization"))));
+        let send = AudienceSend {
+            template: &req.template,
+            channels: req.channels.as_deref(),
+            locale: req.locale.as_deref(),
+            defaults: req.defaults.as_ref(),
+            metadata: req.metadata.as_ref(),
+        };
+        let target = Target::Organization;
+        let tenant_id = cx.auth.0.tenant_id;
+        let sent = service::send(
             cx.state,
-            cx.auth.0.tenant_id,
-            cx.request_id,
-            key,
-            hash_of,
-            (Audience::Organization, "organization".to_owned()),
-            AudienceSend {
-                template: &req.template,
-                channels: req.channels.as_deref(),
-                locale: req.locale.as_deref(),
-                defaults: req.defaults.as_ref(),
-                metadata: req.metadata.as_ref(),
-            },
+            tenant_id,
+            &cx.request_id.0,
+            target,
+            send,
+            idempotency,
         )
-        .await
+        .await?;
+        Ok(accepted(sent))
     }
 }
