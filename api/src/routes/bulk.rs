@@ -7,7 +7,8 @@
 //! passes `MAX_CSV_BYTES`. A `bulk_csv` job on any worker then parses it
 //! (see `worker/src/jobs/parse_bulk_csv.rs`). Invalid rows are recorded with
 //! their row, column and reason and do not stop valid ones; a file-level
-//! error fails the job and sends nothing.
+//! error fails the job and sends nothing. The rules of an upload are in
+//! [`crate::services::bulk`]; this module reads the form.
 
 use crate::extract::PathId;
 use crate::extract::ServiceCtx;
@@ -19,10 +20,9 @@ use poem_openapi::{
     param::{Header, Path},
     payload::{Binary, Json},
 };
-use sha2::{Digest, Sha256};
 use shared::{
-    db::bulk::{self, Keyed, Mapping, NewJob, PART_BYTES},
-    domain::{BulkJobId, Channel, CsvQuoting, csv_cell},
+    db::bulk,
+    domain::{BulkJobId, CsvQuoting, csv_cell},
 };
 use tokio::io::AsyncReadExt;
 
@@ -30,10 +30,11 @@ use crate::{
     AppState,
     error::ApiError,
     routes::{ApiTags, views::StatusCounts},
+    services::bulk::{self as service, Upload, Uploaded},
 };
 
 mod form;
-use form::*;
+use form::CsvForm;
 
 /// The upload's path; the edge middleware lets its body stream.
 pub const UPLOAD_PATH: &str = "/api/v1/services/notifications/bulk/csv";
@@ -224,130 +225,50 @@ async fn load(
     Ok(view(job, &counts))
 }
 
-fn file_too_large(state: &AppState) -> ApiError {
-    ApiError::TooLarge(format!(
-        "the file is larger than {} bytes",
-        state.max_csv_bytes
-    ))
-}
-
-/// A hash of the form's text fields (in name order) and the file's name,
-/// to which the file's bytes are added as they arrive.
-fn request_hasher(fields: &[(String, String)], file_name: Option<&str>) -> Sha256 {
-    let mut sorted: Vec<&(String, String)> = fields.iter().collect();
-    sorted.sort();
-    let mut hasher = Sha256::new();
-    let mut put = |bytes: &[u8]| {
-        hasher.update((bytes.len() as u64).to_le_bytes());
-        hasher.update(bytes);
-    };
-    for (name, value) in sorted {
-        put(name.as_bytes());
-        put(value.as_bytes());
-    }
-    put(file_name.unwrap_or_default().as_bytes());
-    hasher
-}
-
-/// An upload under an idempotency key that a job already holds: the file is
-/// read (and hashed, not stored) so the caller gets an answer rather than a
-/// broken connection, then compared with the first upload.
-async fn replay(
-    state: &AppState,
-    prior: Keyed,
-    file: Field,
-    multipart: &mut Multipart,
-    mut hasher: Sha256,
-) -> Result<UploadResponse, ApiError> {
-    let mut reader = file.into_async_read();
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut total: u64 = 0;
+/// The form's text fields, by name in order, up to the file, which must
+/// come last.
+async fn fields(multipart: &mut Multipart) -> Result<(Vec<(String, String)>, Field), ApiError> {
+    let mut fields = Vec::new();
     loop {
-        let n = reader
-            .read(&mut buf)
-            .await
-            .map_err(|e| ApiError::invalid("file", format!("the upload broke off: {e}")))?;
-        if n == 0 {
-            break;
+        let Some(field) = multipart.next_field().await.map_err(bad_form)? else {
+            return Err(ApiError::invalid("file", "is required (as the last field)"));
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "file" {
+            return Ok((fields, field));
         }
-        total += n as u64;
-        if total > state.max_csv_bytes {
-            return Err(file_too_large(state));
+        if fields.len() >= 8 {
+            return Err(ApiError::invalid(name, "too many fields"));
         }
-        hasher.update(&buf[..n]);
+        let value = text(field, &name).await?;
+        fields.push((name, value));
     }
-    // The field must let go of the form before the next field is read.
-    drop(reader);
-    if multipart
-        .next_field()
-        .await
-        .map_err(|e| ApiError::invalid("body", format!("is not a valid multipart form: {e}")))?
-        .is_some()
-    {
+}
+
+/// Whether the form ends after the file: an error if another field follows.
+async fn end(mut multipart: Multipart) -> Result<(), ApiError> {
+    if multipart.next_field().await.map_err(bad_form)?.is_some() {
         return Err(ApiError::invalid("file", "must be the last field"));
     }
-    let Some(first) = prior.request_hash else {
-        return Err(ApiError::Conflict(
-            "an upload with this Idempotency-Key is still in progress; retry when it has finished"
-                .into(),
-        ));
-    };
-    if first != hasher.finalize().as_slice() {
-        return Err(ApiError::IdempotencyKeyReused);
-    }
-    Ok(UploadResponse::Accepted(
-        Json(BulkAccepted {
-            job_id: prior.id.to_string(),
-            status: prior.status,
-            size_bytes: prior.size_bytes,
-            status_url: status_url(prior.id),
-        }),
-        status_url(prior.id),
-        Some("true".into()),
-    ))
+    Ok(())
 }
 
-/// Streams the file field into parts, adding it to `hasher` when there is
-/// one; the job is discarded on any error.
-async fn store_file(
-    state: &AppState,
-    id: BulkJobId,
-    field: Field,
-    mut hasher: Option<&mut Sha256>,
-) -> Result<u64, ApiError> {
-    let mut reader = field.into_async_read();
-    let mut buf = vec![0u8; PART_BYTES];
-    let mut total: u64 = 0;
-    let mut part = 0;
-    loop {
-        let mut filled = 0;
-        while filled < PART_BYTES {
-            let n = reader
-                .read(&mut buf[filled..])
-                .await
-                .map_err(|e| ApiError::invalid("file", format!("the upload broke off: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            filled += n;
-        }
-        total += filled as u64;
-        if total > state.max_csv_bytes {
-            return Err(file_too_large(state));
-        }
-        if filled == 0 {
-            return Ok(total);
-        }
-        if let Some(h) = hasher.as_deref_mut() {
-            h.update(&buf[..filled]);
-        }
-        let mut conn = state.pool.acquire().await?;
-        bulk::put_part(&mut conn, id, part, &buf[..filled]).await?;
-        part += 1;
-        if filled < PART_BYTES {
-            return Ok(total);
-        }
-    }
+fn bad_form(e: poem::error::ParseMultipartError) -> ApiError {
+    ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
+}
+
+/// The 202 for an upload.
+fn accepted(up: Uploaded) -> UploadResponse {
+    UploadResponse::Accepted(
+        Json(BulkAccepted {
+            job_id: up.id.to_string(),
+            status: up.status,
+            size_bytes: up.size_bytes,
+            status_url: status_url(up.id),
+        }),
+        status_url(up.id),
+        up.replayed.then(|| "true".to_owned()),
+    )
 }
 
 #[OpenApi(
@@ -379,105 +300,17 @@ impl BulkApi {
         upload: CsvForm,
     ) -> Result<UploadResponse, ApiError> {
         let mut multipart = upload.0;
-        let tenant_id = cx.auth.0.tenant_id;
         let key = crate::extract::idempotency_key(key.0)?;
-        let bad_form = |e: poem::error::ParseMultipartError| {
-            ApiError::invalid("body", format!("is not a valid multipart form: {e}"))
+        let (fields, file) = fields(&mut multipart).await?;
+        let upload = Upload {
+            key,
+            fields,
+            file_name: file.file_name().map(str::to_owned),
+            file: file.into_async_read(),
+            end: end(multipart),
         };
-        let mut fields = Vec::new();
-        let file = loop {
-            let Some(field) = multipart.next_field().await.map_err(bad_form)? else {
-                return Err(ApiError::invalid("file", "is required (as the last field)"));
-            };
-            let name = field.name().unwrap_or_default().to_owned();
-            if name == "file" {
-                break field;
-            }
-            if fields.len() >= 8 {
-                return Err(ApiError::invalid(name, "too many fields"));
-            }
-            let value = text(field, &name).await?;
-            fields.push((name, value));
-        };
-        let file_name = file.file_name().map(|n| {
-            n.chars()
-                .filter(|c| !c.is_control())
-                .take(255)
-                .collect::<String>()
-        });
-        let mut hasher = key
-            .as_ref()
-            .map(|_| request_hasher(&fields, file_name.as_deref()));
-        let form = form(cx.state, tenant_id, fields).await?;
-        let mapping = serde_json::to_value(&form.mapping).map_err(anyhow::Error::from)?;
-        let created = bulk::create(
-            &cx.state.pool,
-            tenant_id,
-            NewJob {
-                template_key: &form.template,
-                channels: &form.channels,
-                locale: form.locale.as_deref(),
-                mapping,
-                file_name: file_name.as_deref(),
-                idempotency_key: key.as_deref(),
-            },
-        )
-        .await?;
-        let id = match (created, &key, &hasher) {
-            (Some(id), _, _) => id,
-            // Another upload holds the key: this one is a replay, or a reuse.
-            (None, Some(k), Some(h)) => {
-                let prior = bulk::by_idempotency_key(&cx.state.pool, tenant_id, k)
-                    .await?
-                    .ok_or_else(|| {
-                        ApiError::Conflict(
-                            "the upload that held this Idempotency-Key was just refused; retry"
-                                .into(),
-                        )
-                    })?;
-                return replay(cx.state, prior, file, &mut multipart, h.clone()).await;
-            }
-            (None, _, _) => {
-                return Err(ApiError::Internal(anyhow::anyhow!(
-                    "a bulk job without a key was not created"
-                )));
-            }
-        };
-        let stored = async {
-            let size = store_file(cx.state, id, file, hasher.as_mut()).await?;
-            if size == 0 {
-                return Err(ApiError::invalid("file", "is empty"));
-            }
-            if multipart.next_field().await.map_err(bad_form)?.is_some() {
-                return Err(ApiError::invalid("file", "must be the last field"));
-            }
-            Ok(size)
-        }
-        .await;
-        let size = match stored {
-            Ok(size) => size,
-            Err(e) => {
-                bulk::discard(&cx.state.pool, tenant_id, id).await?;
-                return Err(e);
-            }
-        };
-        let hash = hasher.map(|h| h.finalize().to_vec());
-        bulk::finish_upload(&cx.state.pool, tenant_id, id, size, hash.as_deref())
-            .await?
-            .push(&cx.state.queues, &cx.state.pool)
-            .await?;
-        tracing::info!(bulk_job_id = %id, size, "CSV upload stored");
-        metrics::counter!("bulk_csv_bytes_received_total").increment(size);
-        Ok(UploadResponse::Accepted(
-            Json(BulkAccepted {
-                job_id: id.to_string(),
-                status: "queued".into(),
-                size_bytes: size as i64,
-                status_url: status_url(id),
-            }),
-            status_url(id),
-            None,
-        ))
+        let uploaded = service::upload(cx.state, cx.auth.0.tenant_id, upload).await?;
+        Ok(accepted(uploaded))
     }
 
     /// Read a bulk job: state, rows read, valid, invalid and duplicate

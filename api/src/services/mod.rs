@@ -6,6 +6,8 @@
 //! * [`batches`]: rules every batch follows, whichever route creates it;
 //!   creating a batch and adding its chunks.
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
+//! * [`bulk`]: CSV uploads: the form checked, the file stored, the job
+//!   queued, and replays under an idempotency key.
 //! * [`invitations`]: what follows an invitation's commit.
 //! * [`lookups`]: reference values platform admins edit.
 //! * [`notifications`]: sending a notification, raw (checked in its
@@ -20,6 +22,7 @@
 
 pub mod batches;
 pub mod broadcasts;
+pub mod bulk;
 pub mod invitations;
 pub mod lookups;
 pub mod notifications;
