@@ -22,6 +22,7 @@ use crate::{
     AppState,
     error::ApiError,
     extract::{accepted_before, request_hash},
+    limits::QuotaTicket,
 };
 
 /// Most recipients in one chunk.
@@ -100,17 +101,7 @@ pub async fn create(
     req: NewBatchRequest<'_>,
     idempotency: Option<(String, Vec<u8>)>,
 ) -> Result<BatchCreated, ApiError> {
-    let mut p = Problems::default();
-    if !key_ok(req.template) {
-        p.add("template", "must be a template key");
-    }
-    p.opt("locale", req.locale, requested_locale);
-    let defaults = p.object("defaults", req.defaults, MAX_KEYS);
-    let metadata = p.object("metadata", req.metadata, MAX_KEYS);
-    let channels = named_channels(&mut p, req.channels);
-    if !p.is_empty() {
-        return Err(p.into());
-    }
+    let (defaults, metadata, channels) = check(&req)?;
     let channels = channels_or_default(state, tenant_id, req.template, channels).await?;
     let first = req
         .recipients
@@ -155,18 +146,11 @@ pub async fn create(
         }
     };
     let chunk = match &first {
-        Some(stored) => match add_chunk(state, tx, tenant_id, id, 0, stored).await {
-            Ok((answer, chunk_replayed)) => {
-                if chunk_replayed {
-                    quota.give_back().await;
-                }
-                Some(answer)
-            }
-            Err(e) => {
-                quota.give_back().await;
-                return Err(e);
-            }
-        },
+        Some(stored) => Some(
+            store_chunk(state, tx, tenant_id, id, 0, stored, quota)
+                .await?
+                .0,
+        ),
         None => {
             tx.commit().await?;
             None
@@ -218,17 +202,49 @@ pub async fn add(
         .take_quota_unless_replayed(tenant_id, request_id, &counts, replayed)
         .await?;
     let tx = state.pool.begin().await?;
-    let (answer, replayed) = match add_chunk(state, tx, tenant_id, id, seq, &stored).await {
-        Ok(added) => added,
+    store_chunk(state, tx, tenant_id, id, seq, &stored, quota).await
+}
+
+/// A new batch's own fields, checked: its `defaults`, its `metadata` and
+/// the channels it names; every problem named.
+fn check(req: &NewBatchRequest<'_>) -> Result<(Value, Value, Vec<Channel>), ApiError> {
+    let mut p = Problems::default();
+    if !key_ok(req.template) {
+        p.add("template", "must be a template key");
+    }
+    p.opt("locale", req.locale, requested_locale);
+    let defaults = p.object("defaults", req.defaults, MAX_KEYS);
+    let metadata = p.object("metadata", req.metadata, MAX_KEYS);
+    let channels = named_channels(&mut p, req.channels);
+    if !p.is_empty() {
+        return Err(p.into());
+    }
+    Ok((defaults, metadata, channels))
+}
+
+/// Stores a chunk (see [`add_chunk`]) for which `quota` was taken, and
+/// gives the quota back when the chunk was stored before or is refused.
+async fn store_chunk(
+    state: &AppState,
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    tenant_id: TenantId,
+    id: BatchId,
+    seq: i32,
+    stored: &[StoredRecipient],
+    quota: QuotaTicket,
+) -> Result<(ChunkAnswer, bool), ApiError> {
+    match add_chunk(state, tx, tenant_id, id, seq, stored).await {
+        Ok((answer, replayed)) => {
+            if replayed {
+                quota.give_back().await;
+            }
+            Ok((answer, replayed))
+        }
         Err(e) => {
             quota.give_back().await;
-            return Err(e);
+            Err(e)
         }
-    };
-    if replayed {
-        quota.give_back().await;
     }
-    Ok((answer, replayed))
 }
 
 /// The channels a new batch names, each once and none of them push; every

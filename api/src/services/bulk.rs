@@ -14,7 +14,7 @@ use std::future::Future;
 
 use sha2::{Digest, Sha256};
 use shared::{
-    db::bulk::{self, Keyed, Mapping, NewJob, PART_BYTES},
+    db::bulk::{self, Mapping, NewJob, PART_BYTES},
     domain::{BulkJobId, Channel, TenantId},
 };
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -80,7 +80,7 @@ where
             .take(255)
             .collect::<String>()
     });
-    let mut hasher = key
+    let hasher = key
         .as_ref()
         .map(|_| request_hasher(&fields, file_name.as_deref()));
     let form = form(state, tenant_id, fields).await?;
@@ -101,22 +101,31 @@ where
     let id = match (created, &key, &hasher) {
         (Some(id), _, _) => id,
         // Another upload holds the key: this one is a replay, or a reuse.
-        (None, Some(k), Some(h)) => {
-            let prior = bulk::by_idempotency_key(&state.pool, tenant_id, k)
-                .await?
-                .ok_or_else(|| {
-                    ApiError::Conflict(
-                        "the upload that held this Idempotency-Key was just refused; retry".into(),
-                    )
-                })?;
-            return replay(state, prior, file, end, h.clone()).await;
-        }
+        (None, Some(k), Some(h)) => return replay(state, tenant_id, k, file, end, h.clone()).await,
         (None, _, _) => {
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "a bulk job without a key was not created"
             )));
         }
     };
+    store(state, tenant_id, id, file, end, hasher).await
+}
+
+/// Stores the file of new job `id` and queues the job; the job is
+/// discarded when the file breaks off, is too large or empty, or is not
+/// the form's last field.
+async fn store<R, E>(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: BulkJobId,
+    file: R,
+    end: E,
+    mut hasher: Option<Sha256>,
+) -> Result<Uploaded, ApiError>
+where
+    R: AsyncRead + Unpin,
+    E: Future<Output = Result<(), ApiError>>,
+{
     let stored = async {
         let size = store_file(state, id, file, hasher.as_mut()).await?;
         if size == 0 {
@@ -322,12 +331,13 @@ fn request_hasher(fields: &[(String, String)], file_name: Option<&str>) -> Sha25
     hasher
 }
 
-/// An upload under an idempotency key that a job already holds: the file is
-/// read (and hashed, not stored) so the caller gets an answer rather than a
-/// broken connection, then compared with the first upload.
+/// An upload under idempotency `key`, which a job already holds: the file
+/// is read (and hashed, not stored) so the caller gets an answer rather than
+/// a broken connection, then compared with the first upload.
 async fn replay<R, E>(
     state: &AppState,
-    prior: Keyed,
+    tenant_id: TenantId,
+    key: &str,
     mut file: R,
     end: E,
     mut hasher: Sha256,
@@ -336,6 +346,13 @@ where
     R: AsyncRead + Unpin,
     E: Future<Output = Result<(), ApiError>>,
 {
+    let prior = bulk::by_idempotency_key(&state.pool, tenant_id, key)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(
+                "the upload that held this Idempotency-Key was just refused; retry".into(),
+            )
+        })?;
     let mut buf = vec![0u8; 64 * 1024];
     let mut total: u64 = 0;
     loop {

@@ -88,19 +88,7 @@ pub async fn send(
     send: AudienceSend<'_>,
     idempotency: Option<(String, Vec<u8>)>,
 ) -> Result<AudienceSent, ApiError> {
-    let (audience, label) = match target {
-        Target::Topic(key) => {
-            if !key_ok(key) {
-                return Err(ApiError::invalid(
-                    "topic",
-                    "must be a topic key (lower-case letters, digits, `.`, `_`, `-`)",
-                ));
-            }
-            let topic = find(state, tenant_id, key).await?;
-            (Audience::Topic(topic.id), format!("topic:{}", topic.key))
-        }
-        Target::Organization => (Audience::Organization, "organization".to_owned()),
-    };
+    let (audience, label) = audience(state, tenant_id, target).await?;
     let (defaults, metadata, channels) = check(&send)?;
     let channels = channels_or_default(state, tenant_id, send.template, channels).await?;
     let (key, hash) = idempotency.unzip();
@@ -120,22 +108,14 @@ pub async fn send(
     .await?;
     let (id, recipients, replayed) = match created {
         Created::New(id) => {
-            let recipients =
-                topics::cut_chunks(&mut tx, tenant_id, id, audience, &channels).await?;
-            topics::close_cut_batch(&mut *tx, tenant_id, id).await?;
-            let counts: Vec<(Channel, u64)> =
-                channels.iter().map(|c| (*c, recipients as u64)).collect();
-            let quota = state
-                .limits
-                .take_quota(tenant_id, Some(request_id), &counts)
-                .await?;
-            if let Err(e) = tx.commit().await {
-                quota.give_back().await;
-                return Err(e.into());
-            }
-            tracing::info!(batch_id = %id, recipients, "audience send accepted");
-            metrics::counter!("audience_sends_accepted_total").increment(1);
-            (id, recipients, false)
+            let cut = Cut {
+                tenant_id,
+                request_id,
+                id,
+                audience,
+                channels: &channels,
+            };
+            (id, cut_and_commit(state, tx, cut).await?, false)
         }
         Created::Existing {
             id,
@@ -161,6 +141,67 @@ pub async fn send(
         recipients,
         replayed,
     })
+}
+
+/// The audience `target` names, and how the answer names it: 400 for a
+/// malformed topic key, 404 for an unknown topic.
+async fn audience(
+    state: &AppState,
+    tenant_id: TenantId,
+    target: Target<'_>,
+) -> Result<(Audience, String), ApiError> {
+    match target {
+        Target::Topic(key) => {
+            if !key_ok(key) {
+                return Err(ApiError::invalid(
+                    "topic",
+                    "must be a topic key (lower-case letters, digits, `.`, `_`, `-`)",
+                ));
+            }
+            let topic = find(state, tenant_id, key).await?;
+            Ok((Audience::Topic(topic.id), format!("topic:{}", topic.key)))
+        }
+        Target::Organization => Ok((Audience::Organization, "organization".to_owned())),
+    }
+}
+
+/// A new batch to cut from its audience.
+struct Cut<'a> {
+    tenant_id: TenantId,
+    request_id: &'a str,
+    id: BatchId,
+    audience: Audience,
+    channels: &'a [Channel],
+}
+
+/// Cuts the new batch's chunks from its audience and closes it in `tx`,
+/// takes the quota for what it holds and commits; its recipients.
+async fn cut_and_commit(
+    state: &AppState,
+    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    cut: Cut<'_>,
+) -> Result<i64, ApiError> {
+    let Cut {
+        tenant_id,
+        request_id,
+        id,
+        audience,
+        channels,
+    } = cut;
+    let recipients = topics::cut_chunks(&mut tx, tenant_id, id, audience, channels).await?;
+    topics::close_cut_batch(&mut *tx, tenant_id, id).await?;
+    let counts: Vec<(Channel, u64)> = channels.iter().map(|c| (*c, recipients as u64)).collect();
+    let quota = state
+        .limits
+        .take_quota(tenant_id, Some(request_id), &counts)
+        .await?;
+    if let Err(e) = tx.commit().await {
+        quota.give_back().await;
+        return Err(e.into());
+    }
+    tracing::info!(batch_id = %id, recipients, "audience send accepted");
+    metrics::counter!("audience_sends_accepted_total").increment(1);
+    Ok(recipients)
 }
 
 /// Checks a send's fields: its `defaults`, `metadata` and the channels it
