@@ -279,8 +279,16 @@ impl Backoff {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DispatcherConfig {
-    /// Pause between sweeps, in milliseconds.
+    /// Pause between sweeps while they find work, in milliseconds.
     pub interval_ms: u64,
+    /// Longest pause between sweeps while they find nothing, in
+    /// milliseconds: each empty sweep doubles the pause up to this. Writers
+    /// of work only the dispatcher feeds wake it at once (see
+    /// [`crate::wake::DispatcherWakes`]); this bounds how late work that
+    /// becomes due by the clock (scheduled sends, retries) goes out, and
+    /// what an idle dispatcher costs.
+    #[serde(default = "DispatcherConfig::default_idle_interval_ms")]
+    pub idle_interval_ms: u64,
     /// Most jobs waiting in one queue's Redis backlog.
     pub high_water_mark: usize,
     /// Most notifications carried by one delivery job.
@@ -290,9 +298,29 @@ pub struct DispatcherConfig {
 }
 
 impl DispatcherConfig {
-    /// Pause between sweeps.
+    fn default_idle_interval_ms() -> u64 {
+        1_000
+    }
+
+    /// Pause between sweeps while they find work.
     pub fn interval(&self) -> Duration {
         Duration::from_millis(self.interval_ms)
+    }
+
+    /// Longest pause between sweeps while they find nothing.
+    pub fn idle_interval(&self) -> Duration {
+        Duration::from_millis(self.idle_interval_ms)
+    }
+
+    /// The pause before the next sweep, after one that paused `previous`
+    /// before it: [`Self::interval`] when that sweep found work, else
+    /// twice `previous`, at most [`Self::idle_interval`].
+    pub fn next_pause(&self, previous: Duration, found_work: bool) -> Duration {
+        if found_work {
+            self.interval()
+        } else {
+            (previous * 2).clamp(self.interval(), self.idle_interval())
+        }
     }
 }
 
@@ -509,6 +537,12 @@ impl JobsConfig {
         let d = &self.dispatcher;
         if d.interval_ms == 0 {
             bail!("dispatcher.interval_ms: must be at least 1");
+        }
+        if d.idle_interval_ms < d.interval_ms || d.idle_interval_ms > 60_000 {
+            bail!(
+                "dispatcher.idle_interval_ms: must be between dispatcher.interval_ms ({}) and 60000",
+                d.interval_ms
+            );
         }
         if d.high_water_mark == 0 || d.high_water_mark > 5_000 {
             bail!(

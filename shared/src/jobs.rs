@@ -436,6 +436,27 @@ impl Queues {
         }
     }
 
+    /// Tells the scheduler's dispatchers that work only they feed was
+    /// committed (see [`crate::wake::DispatcherWakes`]), so an idle one
+    /// sweeps now instead of at its next idle sweep. Only a hint.
+    pub async fn wake_dispatcher(&self) {
+        let mut conn = self.conn.clone();
+        let published = redis::cmd("PUBLISH")
+            .arg(crate::wake::dispatcher_channel(&self.prefix))
+            .arg(1)
+            .query_async::<i64>(&mut conn)
+            .await;
+        if let Err(error) = published {
+            tracing::debug!(%error, "cannot wake the dispatcher");
+        }
+    }
+
+    /// Subscribes this process to the dispatcher's wake-ups (the scheduler
+    /// does).
+    pub fn subscribe_dispatcher_wakes(&self) -> crate::wake::DispatcherWakes {
+        crate::wake::DispatcherWakes::subscribe(self.client.clone(), &self.prefix)
+    }
+
     /// Subscribes this process to the wake-ups of `queues` (a worker does,
     /// for the queues it serves).
     pub fn subscribe_wakes(&self, queues: &[QueueName]) -> crate::wake::Wakes {

@@ -12,6 +12,12 @@
 //! away) leaves the job to the next poll, which can therefore be long
 //! (`WORKER_POLL_INTERVAL_MS`) without costing idle CPU. After each
 //! (re)subscription every queue is woken once, for what it may have missed.
+//!
+//! The scheduler's dispatcher is woken the same way ([`DispatcherWakes`],
+//! channel `{prefix}:dispatcher:wake`) by writers that commit work only the
+//! dispatcher feeds (a chunk's rows born undispatched, a queue resumed), so
+//! its sweeps can slow down while nothing happens without delaying that
+//! work.
 
 use std::{
     collections::HashMap,
@@ -33,6 +39,12 @@ use crate::jobs::QueueName;
 /// namespace is `namespace` (see [`crate::jobs::Queues::namespace`]).
 pub fn channel(namespace: &str) -> String {
     format!("{namespace}:wake")
+}
+
+/// The pub/sub channel that wakes the dispatchers of the deployment whose
+/// Redis keys start with `prefix`.
+pub fn dispatcher_channel(prefix: &str) -> String {
+    format!("{prefix}:dispatcher:wake")
 }
 
 /// Longest wait before subscribing again after the subscription failed.
@@ -90,6 +102,50 @@ impl Wakes {
         let signal = self.signals.get(&queue).cloned().unwrap_or_default();
         let seen = signal.count.load(Ordering::Acquire);
         WakeStrategy { signal, seen }
+    }
+}
+
+/// This process's subscription to the dispatcher's wake channel (see
+/// [`dispatcher_channel`]); ends when dropped.
+#[derive(Debug)]
+pub struct DispatcherWakes {
+    signal: Arc<Signal>,
+    seen: u64,
+    _stop: watch::Sender<()>,
+}
+
+impl DispatcherWakes {
+    /// Subscribes, in the background, to the dispatcher's wake channel of
+    /// the deployment whose keys start with `prefix`; reconnects by itself
+    /// when Redis goes away (and counts each (re)subscription as a wake-up).
+    pub fn subscribe(client: redis::Client, prefix: &str) -> Self {
+        let signal = Arc::new(Signal::default());
+        let by_channel = HashMap::from([(dispatcher_channel(prefix), signal.clone())]);
+        let (stop, stopped) = watch::channel(());
+        tokio::spawn(listen(client, by_channel, stopped));
+        Self {
+            signal,
+            seen: 0,
+            _stop: stop,
+        }
+    }
+
+    /// Resolves at the first wake-up not seen yet (at once if one came
+    /// since the last call). Cancel-safe: dropping the future loses nothing.
+    pub async fn woken(&mut self) {
+        std::future::poll_fn(|cx| {
+            // Register before reading the count, so a wake-up in between is
+            // not lost.
+            self.signal.waker.register(cx.waker());
+            let count = self.signal.count.load(Ordering::Acquire);
+            if count != self.seen {
+                self.seen = count;
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
     }
 }
 

@@ -278,3 +278,30 @@ fn backoff_grows_and_is_capped() {
         assert!((100..=300).contains(&ms), "{ms}");
     }
 }
+
+#[test]
+fn empty_sweeps_slow_the_dispatcher_down_and_work_speeds_it_up() {
+    let d = parse(REAL).unwrap().dispatcher;
+    let busy = d.interval();
+    assert_eq!(busy, Duration::from_millis(250));
+    assert_eq!(d.idle_interval(), Duration::from_millis(1_000));
+    let mut pause = busy;
+    let mut pauses = Vec::new();
+    for _ in 0..4 {
+        pause = d.next_pause(pause, false);
+        pauses.push(pause.as_millis());
+    }
+    assert_eq!(pauses, [500, 1_000, 1_000, 1_000]);
+    assert_eq!(d.next_pause(pause, true), busy, "a sweep that found work");
+}
+
+#[test]
+fn the_idle_interval_is_optional_and_checked() {
+    let without = REAL.replace("idle_interval_ms = 1_000\n", "");
+    assert_eq!(parse(&without).unwrap().dispatcher.idle_interval_ms, 1_000);
+    let err = error_of(&REAL.replace("idle_interval_ms = 1_000", "idle_interval_ms = 100"));
+    assert_eq!(
+        err,
+        "dispatcher.idle_interval_ms: must be between dispatcher.interval_ms (250) and 60000"
+    );
+}
