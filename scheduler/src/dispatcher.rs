@@ -27,7 +27,7 @@ use std::{collections::BTreeSet, future::Future, pin::Pin, time::Duration};
 
 use anyhow::Context;
 use shared::{
-    config::{CronJob, JobsConfig},
+    config::{CronJob, DispatcherConfig, JobsConfig},
     db::{
         cron_ticks,
         locks::{self, LockKey},
@@ -109,6 +109,8 @@ pub struct Fed {
     pub rows: usize,
     /// Jobs pushed.
     pub jobs: usize,
+    /// Whether the queue's window was full (due rows may still wait).
+    pub full: bool,
 }
 
 /// What one sweep did.
@@ -122,6 +124,16 @@ pub struct SweepReport {
     pub jobs: usize,
     /// Whether Redis was found to have lost its data.
     pub redis_reset: bool,
+    /// Whether some queue's window was full, so due rows may still wait.
+    pub full: bool,
+}
+
+impl SweepReport {
+    /// Whether the sweep found anything to do, so the next one should come
+    /// soon (see [`shared::config::DispatcherConfig::next_pause`]).
+    pub fn found_work(&self) -> bool {
+        self.recovered > 0 || self.dispatched > 0 || self.redis_reset || self.full
+    }
 }
 
 /// How often the dispatcher counts the work waiting in Postgres for the
@@ -257,6 +269,7 @@ impl Dispatcher {
             let fed = kind.dispatch(self).await?;
             report.dispatched += fed.rows;
             report.jobs += fed.jobs;
+            report.full |= fed.full;
         }
         if let Err(error) = self.gauge_waiting().await {
             tracing::warn!(%error, "cannot count the work waiting in Postgres");
@@ -300,6 +313,7 @@ impl Dispatcher {
             metrics::gauge!("queue_depth", "queue" => queue.as_str()).set(backlog as f64);
             let room = d.high_water_mark.saturating_sub(backlog);
             if room == 0 {
+                fed.full = true;
                 break;
             }
             let limit = (room * group_size).min(MAX_TAKE);
@@ -311,6 +325,7 @@ impl Dispatcher {
             let mut jobs = kind.group(rows, group_size);
             let over = over_the_window(&mut jobs, room);
             if !over.is_empty() {
+                fed.full = true;
                 K::Job::release(&self.pool, &over).await?;
             }
             let rows: usize = jobs.iter().map(OutboxJob::rows).sum();
@@ -348,6 +363,60 @@ impl Dispatcher {
     }
 }
 
+/// When the dispatcher sweeps next: every `interval` while sweeps find
+/// work, slowing down to `idle_interval` while they find none (see
+/// [`DispatcherConfig::next_pause`]), so an idle platform costs a sweep a
+/// second rather than four. A wake-up ([`shared::wake::DispatcherWakes`])
+/// brings the next sweep forward, but never closer than `interval` to the
+/// one before it, so a stream of wake-ups under load does not add sweeps.
+#[derive(Debug)]
+pub struct Pacing {
+    config: DispatcherConfig,
+    pause: Duration,
+    swept: tokio::time::Instant,
+    next: tokio::time::Instant,
+}
+
+impl Pacing {
+    /// The first sweep is due at once.
+    pub fn new(config: DispatcherConfig) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            pause: config.interval(),
+            config,
+            swept: now,
+            next: now,
+        }
+    }
+
+    /// Resolves when the next sweep is due. Cancel-safe.
+    pub async fn due(&self) {
+        tokio::time::sleep_until(self.next).await
+    }
+
+    /// When the next sweep is due.
+    pub fn next(&self) -> tokio::time::Instant {
+        self.next
+    }
+
+    /// A sweep just ended; `found_work` says whether it did anything.
+    pub fn swept(&mut self, found_work: bool) {
+        self.swept_at(tokio::time::Instant::now(), found_work);
+    }
+
+    /// A sweep ended `at`.
+    fn swept_at(&mut self, at: tokio::time::Instant, found_work: bool) {
+        self.pause = self.config.next_pause(self.pause, found_work);
+        self.swept = at;
+        self.next = at + self.pause;
+    }
+
+    /// Someone committed work only the dispatcher feeds.
+    pub fn woken(&mut self) {
+        self.next = self.next.min(self.swept + self.config.interval());
+    }
+}
+
 /// Splits off the jobs past the first `room`: there is no room for them in
 /// the window.
 fn over_the_window<J>(jobs: &mut Vec<J>, room: usize) -> Vec<J> {
@@ -369,6 +438,56 @@ mod tests {
         assert_eq!(jobs, vec![0, 1, 2, 3, 4]);
         assert!(over_the_window(&mut jobs, 10).is_empty());
         assert_eq!(jobs.len(), 5);
+    }
+
+    fn pacing() -> Pacing {
+        let config: DispatcherConfig = serde_json::from_value(serde_json::json!({
+            "interval_ms": 250,
+            "idle_interval_ms": 1_000,
+            "high_water_mark": 2_000,
+            "group_size": 100,
+            "redispatch_after_secs": 120,
+        }))
+        .unwrap();
+        Pacing::new(config)
+    }
+
+    #[test]
+    fn empty_sweeps_slow_down_and_a_sweep_with_work_speeds_up() {
+        let mut pacing = pacing();
+        let start = pacing.next();
+        let mut gaps = Vec::new();
+        for found_work in [false, false, false, false, true] {
+            // Each sweep takes 10 ms.
+            let at = pacing.next() + Duration::from_millis(10);
+            pacing.swept_at(at, found_work);
+            gaps.push((pacing.next() - at).as_millis());
+        }
+        assert_eq!(gaps, [500, 1_000, 1_000, 1_000, 250]);
+        assert_eq!((pacing.next() - start).as_millis(), 3_800);
+    }
+
+    #[test]
+    fn a_wake_up_brings_an_idle_sweep_forward_but_not_closer_than_the_interval() {
+        let mut pacing = pacing();
+        let mut at = pacing.next();
+        for _ in 0..3 {
+            at = pacing.next();
+            pacing.swept_at(at, false);
+        }
+        assert_eq!(pacing.next() - at, Duration::from_millis(1_000));
+        pacing.woken();
+        assert_eq!(
+            pacing.next() - at,
+            Duration::from_millis(250),
+            "due one interval after the last sweep"
+        );
+        pacing.woken();
+        assert_eq!(pacing.next() - at, Duration::from_millis(250));
+        // Under load the next sweep is already that close: unchanged.
+        pacing.swept_at(at, true);
+        pacing.woken();
+        assert_eq!(pacing.next() - at, Duration::from_millis(250));
     }
 
     #[test]

@@ -42,6 +42,7 @@ pub async fn run(
         shared::db::scope::Fallback::Platform("scheduler"),
     )
     .await?;
+    let mut wakes = queues.subscribe_dispatcher_wakes();
     let dispatcher =
         dispatcher::Dispatcher::new(pool.clone(), queues.clone(), settings.jobs.clone());
     let alerting = alerts::Alerting::start(&settings, pool.clone(), queues.clone())?;
@@ -56,8 +57,7 @@ pub async fn run(
         settings.jobs.cron.clone(),
         chrono::Utc::now(),
     );
-    let mut sweep = tokio::time::interval(settings.jobs.dispatcher.interval());
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pacing = dispatcher::Pacing::new(settings.jobs.dispatcher.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -65,13 +65,21 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = sweep.tick() => {
-                match dispatcher.sweep().await {
-                    Ok(_) => if let Err(error) = reports.swept().await {
-                        tracing::debug!(error = format!("{error:#}"), "cannot report the sweep");
-                    },
-                    Err(error) => tracing::warn!(error = format!("{error:#}"), "dispatcher sweep failed; retrying"),
-                }
+            () = wakes.woken() => pacing.woken(),
+            () = pacing.due() => {
+                let found_work = match dispatcher.sweep().await {
+                    Ok(report) => {
+                        if let Err(error) = reports.swept().await {
+                            tracing::debug!(error = format!("{error:#}"), "cannot report the sweep");
+                        }
+                        report.found_work()
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "dispatcher sweep failed; retrying");
+                        true
+                    }
+                };
+                pacing.swept(found_work);
             }
             _ = tick.tick() => {
                 match ticker.tick(chrono::Utc::now()).await {

@@ -246,6 +246,10 @@ async fn the_window_bounds_what_every_kind_pushes() {
     }
     let full = dispatcher.sweep().await.unwrap();
     assert_eq!(full.jobs, 0, "a full window takes nothing more");
+    assert!(
+        full.full && full.found_work(),
+        "a full window keeps the sweeps coming at the busy pace"
+    );
 
     // Workers take the jobs: the window has room again.
     let mut conn = app.redis().await;
@@ -263,5 +267,47 @@ async fn the_window_bounds_what_every_kind_pushes() {
     for kind in KINDS {
         assert_eq!(marked(&app, kind.queue()).await, 4, "{}", kind.queue());
     }
+    app.shutdown().await;
+}
+
+/// An idle dispatcher sweeps only every `idle_interval_ms`; a chunk whose
+/// deliveries wait for it wakes it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chunk_whose_deliveries_wait_for_the_dispatcher_wakes_it() {
+    const WAIT: Duration = Duration::from_secs(30);
+    let app = TestApp::builder().without_scheduler().spawn().await;
+    let queues = Queues::new(&app.settings.redis_url, &app.redis_prefix).unwrap();
+    let mut wakes = queues.subscribe_dispatcher_wakes();
+    tokio::time::timeout(WAIT, wakes.woken())
+        .await
+        .expect("the first wake-up says the subscription is up");
+    app.add_template(&serde_json::json!({
+        "key": "lab.ready",
+        "name": "Lab results ready",
+        "default_locale": "en",
+        "default_channels": ["email"],
+        "locales": {"en": {"email": {"subject": "Results for {{name}}", "text": "Hello {{name}}"}}}
+    }))
+    .await;
+    let recipients: Vec<serde_json::Value> = (0..3)
+        .map(|i| serde_json::json!({"email": format!("p{i}@example.org"), "data": {"name": format!("P{i}")}}))
+        .collect();
+    let resp = app
+        .post_with_key(
+            "/api/v1/services/notifications/send-batch",
+            &serde_json::json!({"template": "lab.ready", "channels": ["email"], "recipients": recipients}),
+        )
+        .await;
+    assert_eq!(resp.status(), 202, "{}", resp.text().await.unwrap());
+    tokio::time::timeout(WAIT, wakes.woken())
+        .await
+        .expect("the chunk's expansion woke the dispatcher");
+    let waiting: i64 = sqlx::query_scalar(
+        "select count(*) from notifications where status = 'queued' and dispatched_at is null",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(waiting, 3, "the deliveries wait for the dispatcher");
     app.shutdown().await;
 }

@@ -65,6 +65,7 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("SHUTDOWN_TIMEOUT_SECS", "10"),
     ("EMAIL_FROM", "Care Team <care@clinic.example.org>"),
     ("JOBS__DISPATCHER__INTERVAL_MS", "50"),
+    ("JOBS__DISPATCHER__IDLE_INTERVAL_MS", "200"),
     // Alert rules are evaluated by the alert tests themselves, with their
     // own clock; elsewhere a default rule tripped by a test's failures
     // would add notices that test does not expect.

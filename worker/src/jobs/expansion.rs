@@ -77,6 +77,11 @@ pub async fn commit(
         .context("while recording inbox events")?;
     tx.commit().await.context("while committing")?;
     announce_placed(state, tenant, placed, &events).await;
+    if written.inserted > placed {
+        // The rows not placed wait for the dispatcher; an idle one sweeps
+        // now instead of at its next idle sweep.
+        state.queues.wake_dispatcher().await;
+    }
     Ok(Some(written.inserted))
 }
 

@@ -371,6 +371,9 @@ async fn publish_pauses(state: &AppState) -> Result<(), ApiError> {
         // The dispatcher's next sweep publishes it.
         tracing::warn!(%error, "cannot publish the paused queues; the dispatcher will");
     }
+    // A resumed queue's waiting work goes out at the dispatcher's next
+    // sweep; this brings an idle dispatcher's sweep forward.
+    state.queues.wake_dispatcher().await;
     state.queue_overview.clear();
     Ok(())
 }
