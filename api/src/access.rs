@@ -29,11 +29,10 @@ use shared::{
         scope::{self, Reach},
         users::Credentials,
     },
-    domain::TenantId,
+    domain::{TenantId, UserId},
     permissions::Permission,
     roles::Role,
 };
-use uuid::Uuid;
 
 use crate::{
     AppState,
@@ -56,7 +55,7 @@ pub struct Principal {
     /// Its role (an API key acts as `ADMIN`).
     pub role: Option<Role>,
     /// The platform user, when it is one.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// A user's effective permissions with their sources; `None` for an
     /// API key, whose scopes were checked when it was authenticated
     /// ([`crate::permissions::routes`]).
@@ -192,7 +191,7 @@ impl Principal {
                         actor: format!("user:{}", identity.subject),
                     },
                     role,
-                    Uuid::parse_str(&identity.subject).ok(),
+                    identity.subject.parse::<UserId>().ok(),
                 )
             }
         };
@@ -563,7 +562,7 @@ mod tests {
 
     fn creds(hash: Option<&str>, status: &str, tenant_status: &str) -> Credentials {
         Credentials {
-            id: uuid::Uuid::now_v7(),
+            id: shared::domain::UserId::new(),
             tenant_id: "018f2a4e-0000-7000-8000-000000000001".parse().unwrap(),
             role: "DOCTOR".into(),
             status: status.into(),

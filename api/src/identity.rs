@@ -193,7 +193,7 @@ impl Verifier {
         // A platform user (its `sub` is its users.id) must still be active,
         // the token newer than its last password change or deactivation, and
         // its session (`sid`, when it has one) live: one query.
-        let user_id = uuid::Uuid::parse_str(&identity.subject).ok();
+        let user_id = identity.subject.parse::<shared::domain::UserId>().ok();
         match user_id {
             Some(user_id) => {
                 let state = shared::db::scope::tenant(

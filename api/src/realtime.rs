@@ -438,8 +438,10 @@ where
     );
     // A session revoked between the token check and the registration was
     // announced before this connection could hear it.
-    if let (Some(sid), Ok(user)) = (who.session_id, uuid::Uuid::parse_str(&who.subject))
-        && !shared::db::sessions::is_live(&state.pool, sid, user).await?
+    if let (Some(sid), Ok(user)) = (
+        who.session_id,
+        who.subject.parse::<shared::domain::UserId>(),
+    ) && !shared::db::sessions::is_live(&state.pool, sid, user).await?
     {
         return close_revoked(sink).await;
     }
@@ -550,7 +552,7 @@ where
 /// Whether `who` holds `notifications:read`: its effective permissions (its
 /// set, grants and delegations in force), as an HTTP call would read them.
 async fn may_read(state: &AppState, who: &Identity) -> bool {
-    let user = uuid::Uuid::parse_str(&who.subject).ok();
+    let user = who.subject.parse().ok();
     match crate::permissions::effective(state, who.tenant_id, user, &who.roles).await {
         Ok(held) => held.contains_key(&shared::permissions::Permission::NotificationsRead),
         Err(error) => {

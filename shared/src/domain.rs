@@ -128,6 +128,20 @@ uuid_id!(
     /// built in or an organisation's own.
     PermissionSetId
 );
+uuid_id!(
+    /// A user who signs in with a password: platform or organisation
+    /// staff. It is the `sub` of the tokens it is issued.
+    UserId
+);
+uuid_id!(
+    /// An alert rule: a metric, a threshold and whom to tell when it is
+    /// crossed.
+    AlertRuleId
+);
+uuid_id!(
+    /// An alert a rule opened about one subject (PagerDuty's dedup key).
+    AlertId
+);
 
 /// Why a value was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -79,7 +79,9 @@ uuid_cursor_keys!(
     shared::domain::WorkflowRunId,
     shared::domain::ErrorGroupId,
     shared::domain::InvitationId,
-    shared::domain::PermissionSetId
+    shared::domain::PermissionSetId,
+    shared::domain::UserId,
+    shared::domain::AlertId
 );
 
 /// A key of text (a template's or topic's key): 1 to 200 bytes, no control

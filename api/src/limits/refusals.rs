@@ -16,7 +16,6 @@ use shared::{
     domain::TenantId,
 };
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::{Caller, Class, bearer};
 use crate::{
@@ -111,7 +110,7 @@ impl RefusalEvents {
     /// the credential proves them.
     async fn event(&self, r: Refusal) -> Event {
         let mut tenant: Option<TenantId> = None;
-        let mut user_id: Option<Uuid> = None;
+        let mut user_id: Option<shared::domain::UserId> = None;
         let mut details = serde_json::json!({
             "class": r.class.as_str(),
             "route": r.route,
@@ -141,7 +140,7 @@ impl RefusalEvents {
                         tenant = Some(identity.tenant_id);
                         // Only a platform user's id; an identity
                         // provider's subject may be personal data.
-                        user_id = Uuid::parse_str(&identity.subject).ok();
+                        user_id = identity.subject.parse().ok();
                     }
                     Err(_) => details["credential"] = "unverified".into(),
                 }

@@ -27,9 +27,8 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use shared::{
     db::permissions::{Effective, Source},
-    domain::TenantId,
+    domain::{TenantId, UserId},
 };
-use uuid::Uuid;
 
 /// How long a user's effective permissions are trusted without asking
 /// Postgres again, on replicas that did not make the change.
@@ -43,7 +42,7 @@ const CAPACITY: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     tenant: TenantId,
-    user: Option<Uuid>,
+    user: Option<UserId>,
     roles: Vec<String>,
 }
 
@@ -93,7 +92,7 @@ impl PermissionCache {
     pub fn get(
         &self,
         tenant: TenantId,
-        user: Option<Uuid>,
+        user: Option<UserId>,
         roles: &[String],
         now: DateTime<Utc>,
     ) -> Result<Arc<Effective>, Pending> {
@@ -220,7 +219,7 @@ mod tests {
     fn an_entry_is_trusted_for_the_bound_and_dropped_at_once_by_a_change_here() {
         let cache = PermissionCache::new(TimeDelta::seconds(5));
         let (t, other) = (TenantId::new(), TenantId::new());
-        let user = Some(Uuid::now_v7());
+        let user = Some(UserId::new());
         let roles = ["DOCTOR".to_owned()];
         let now = Utc::now();
         let pending = cache.get(t, user, &roles, now).unwrap_err();
@@ -266,8 +265,8 @@ mod tests {
         let now = Utc::now();
         let pending = cache.get(t, None, &[], now).unwrap_err();
         let lent = Source::Delegation {
-            id: Uuid::now_v7(),
-            delegator_id: Uuid::now_v7(),
+            id: uuid::Uuid::now_v7(),
+            delegator_id: UserId::new(),
             ends_at: now + TimeDelta::seconds(2),
         };
         cache.store(pending, held(Permission::AuditRead, vec![lent]));

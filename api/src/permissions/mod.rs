@@ -103,7 +103,7 @@ pub fn declared(method: &str, path: &str) -> Option<(&'static str, Access)> {
 pub async fn effective(
     state: &AppState,
     tenant: shared::domain::TenantId,
-    user: Option<uuid::Uuid>,
+    user: Option<shared::domain::UserId>,
     roles: &[String],
 ) -> Result<Arc<perms::Effective>, sqlx::Error> {
     let now = state.permissions_clock.now();
@@ -133,7 +133,7 @@ pub async fn authorize_user(
     else {
         return Ok(());
     };
-    let user = uuid::Uuid::parse_str(&identity.subject).ok();
+    let user = identity.subject.parse().ok();
     let held = effective(state, identity.tenant_id, user, &identity.roles).await?;
     if held.contains_key(&permission) {
         identity.permissions = Some(held);

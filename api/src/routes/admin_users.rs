@@ -24,21 +24,23 @@ use serde_json::json;
 use shared::{
     db::{
         invitations, login_throttle,
-        scope::Reach,
         security_events::{self as events, Event},
-        sessions, subscribers, users,
+        subscribers, users,
     },
+    domain::UserId,
     permissions::Permission,
     roles::Role,
 };
-use uuid::Uuid;
 
 use crate::body::StrictJson;
 use crate::{
     error::ApiError,
     extract::AdminCtx,
     routes::{ApiTags, views::UserView},
-    services::users::{check_email, check_name},
+    services::{
+        sessions::end_sessions,
+        users::{self as users_service, check_email, check_name},
+    },
 };
 
 mod status;
@@ -57,7 +59,7 @@ crate::query_params! {
         role: Option<String>,
         status: Option<String>,
         organization_id: Option<String>,
-        cursor: Option<Cursor<Uuid>>,
+        cursor: Option<Cursor<UserId>>,
         limit: PageSize,
     }
 }
@@ -181,7 +183,7 @@ impl AdminUsersApi {
     async fn get(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<UserResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "user.read", "user");
@@ -204,7 +206,7 @@ impl AdminUsersApi {
     async fn update(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
         body: StrictJson<UpdateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = cx.principal().await?;
@@ -245,7 +247,7 @@ impl AdminUsersApi {
     async fn activate(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<UserResponse, ApiError> {
         set_status(&cx, id.0.raw(), "active", "user.activate").await
     }
@@ -259,7 +261,7 @@ impl AdminUsersApi {
     async fn deactivate(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<UserResponse, ApiError> {
         set_status(&cx, id.0.raw(), "inactive", "user.deactivate").await
     }
@@ -275,74 +277,21 @@ impl AdminUsersApi {
     async fn password(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
         body: StrictJson<ChangePassword>,
     ) -> Result<UserResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "user.password", "user");
         let uid = act.id(&id.0, "user").await?;
-        let own = p.user_id == Some(uid);
-        act.refused(
-            Some(id.0.raw()),
-            if own || p.holds(Permission::UsersManage) {
-                Ok(())
-            } else {
-                Err(ApiError::Forbidden(Permission::UsersManage.required()))
-            },
-        )
-        .await?;
-        let b = body.0;
-        crate::access::check_password("password", &b.password)?;
-        let scope = if own {
-            Reach::Tenant(p.caller.tenant_id)
-        } else {
-            p.reach()
+        let ChangePassword {
+            password,
+            current_password,
+        } = body.0;
+        let new = users_service::NewPassword {
+            password,
+            current_password,
         };
-        let existing = users::get(&cx.state.pool, scope, uid).await?;
-        let existing = act
-            .refused(Some(id.0.raw()), existing.ok_or(ApiError::NotFound("user")))
-            .await?;
-        if own {
-            let current = b.current_password.ok_or_else(|| {
-                ApiError::invalid(
-                    "current_password",
-                    "is required to change your own password",
-                )
-            })?;
-            let creds = users::credentials(&cx.state.pool, &existing.email).await?;
-            if !crate::access::verify_password(current, creds.and_then(|c| c.password_hash)).await {
-                return Err(ApiError::invalid("current_password", "does not match"));
-            }
-            if b.password.len() <= crate::access::MAX_PASSWORD
-                && crate::access::verify_password(
-                    b.password.clone(),
-                    users::credentials(&cx.state.pool, &existing.email)
-                        .await?
-                        .and_then(|c| c.password_hash),
-                )
-                .await
-            {
-                return Err(ApiError::invalid(
-                    "password",
-                    "must differ from the current password",
-                ));
-            }
-        }
-        let hash = crate::access::hash_password(b.password).await?;
-        let mut tx = cx.state.pool.begin().await?;
-        let user = users::set_password(&mut *tx, scope, uid, &hash, !own)
-            .await?
-            .ok_or(ApiError::NotFound("user"))?;
-        let ended = end_sessions(&mut tx, &user, "password_changed", None).await?;
-        act.audit(
-            &mut *tx,
-            Some(user.tenant_id),
-            uid,
-            json!({"temporary": !own}),
-        )
-        .await?;
-        tx.commit().await?;
-        crate::signin::announce_revoked(cx.state, &ended).await;
+        let user = users_service::set_password(cx.state, &p, &act, id.0.raw(), uid, new).await?;
         Ok(UserResponse::Ok(Json(user.into())))
     }
 
@@ -356,7 +305,7 @@ impl AdminUsersApi {
     async fn resend_invitation(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<AcceptedResponse, ApiError> {
         let p = cx.principal().await?;
         let result = async {
@@ -404,7 +353,7 @@ impl AdminUsersApi {
         &self,
         req: &Request,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<SessionsRevokedResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "user.sessions.revoke", "user");
@@ -437,7 +386,7 @@ impl AdminUsersApi {
         &self,
         req: &Request,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<UnlockResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "user.unlock", "user");

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use shared::{
     alerts::{self, Rule, RuleInput, RuleSpec},
     db::alerts::{self as store, Alert},
-    domain::TenantId,
+    domain::{AlertId, AlertRuleId, TenantId},
 };
 use uuid::Uuid;
 

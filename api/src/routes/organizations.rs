@@ -416,7 +416,10 @@ impl OrganizationsApi {
             .acting(&p, "organization.assign_admin", "organization")
             .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
             .await?;
-        let user_id = uuid::Uuid::parse_str(&body.0.user_id)
+        let user_id = body
+            .0
+            .user_id
+            .parse::<shared::domain::UserId>()
             .map_err(|_| ApiError::invalid("user_id", "must be a user id"))?;
         let mut tx = cx.state.pool.begin().await?;
         let result = async {

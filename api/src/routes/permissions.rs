@@ -23,63 +23,24 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 use shared::{
-    db::{permissions as db, security_events, users},
-    domain::{PermissionSetId, TenantId},
+    db::{permissions as db, users},
+    domain::{PermissionSetId, TenantId, UserId},
     permissions::Permission,
 };
-use uuid::Uuid;
 
-use crate::{
-    AppState, access::Principal, body::StrictJson, error::ApiError, extract::AdminCtx,
-    middleware::RequestId, routes::ApiTags,
-};
+use crate::{AppState, body::StrictJson, error::ApiError, extract::AdminCtx, routes::ApiTags};
 
+pub use crate::services::permissions::{MAX_PERMISSIONS, parse_permissions};
+use crate::services::permissions::{changed, member};
 use input::set_fields;
-pub use input::{MAX_INCLUDES, MAX_PERMISSIONS, find_cycle, parse_permissions};
+pub use input::{MAX_INCLUDES, find_cycle};
 pub use views::*;
 
 /// The permission endpoints.
 #[derive(Debug)]
 pub struct PermissionsApi;
-
-/// A user of the caller's organisation, or 404.
-pub async fn member(
-    state: &AppState,
-    tenant: TenantId,
-    raw: &str,
-) -> Result<users::User, ApiError> {
-    let id = crate::extract::id(raw, "user")?;
-    users::get(&state.pool, shared::db::scope::Reach::Tenant(tenant), id)
-        .await?
-        .ok_or(ApiError::NotFound("user"))
-}
-
-/// Records a permission change: the audit row and the security event, in
-/// `tx`.
-pub async fn changed(
-    tx: &mut sqlx::PgConnection,
-    p: &Principal,
-    request_id: &RequestId,
-    act: Act<'_>,
-    id: impl std::fmt::Display,
-    user: Option<Uuid>,
-    details: Value,
-) -> Result<(), ApiError> {
-    p.audit(&mut *tx, request_id, None, act, &id, details.clone())
-        .await?;
-    let event = security_events::Event::new(
-        Some(p.caller.tenant_id),
-        security_events::PERMISSION_CHANGED,
-        user,
-        None,
-        None,
-    )
-    .details(json!({"action": act.action, "resource_id": id.to_string(), "actor": p.caller.actor, "change": details}));
-    security_events::record(&mut *tx, &[event]).await?;
-    Ok(())
-}
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Admin")]
 impl PermissionsApi {
@@ -349,7 +310,7 @@ impl PermissionsApi {
     async fn user_permissions(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = cx.principal().await?;
         if p.user_id.map(|u| u.to_string()) != Some(id.0.raw().to_lowercase()) {
@@ -369,7 +330,7 @@ impl PermissionsApi {
     async fn assign(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
         body: StrictJson<AssignBody>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = cx.principal().await?;
@@ -422,7 +383,7 @@ impl PermissionsApi {
     async fn grant(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
         body: StrictJson<GrantBody>,
     ) -> Result<EffectiveResponse, ApiError> {
         let p = cx.principal().await?;
@@ -469,7 +430,7 @@ impl PermissionsApi {
     async fn remove_grant(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<UserId>>,
         permission: Path<String>,
     ) -> Result<RemovedResponse, ApiError> {
         let p = cx.principal().await?;

@@ -14,6 +14,7 @@ use shared::db::{
     scope::Reach,
     security_events::{self as events, Scope},
 };
+use shared::domain::UserId;
 use uuid::Uuid;
 
 use crate::{
@@ -215,7 +216,7 @@ impl SecurityApi {
             events::Filter {
                 scope,
                 kind,
-                user_id,
+                user_id: user_id.map(UserId),
                 since: clamp(since),
                 until: clamp(until),
                 before_id,
@@ -264,7 +265,7 @@ impl SecurityApi {
             events::Filter {
                 scope,
                 kind: None,
-                user_id,
+                user_id: user_id.map(UserId),
                 since: Some(since),
                 until: Some(until),
                 before_id: None,

@@ -23,8 +23,7 @@
 
 use poem::{Request, web::Data};
 use poem_openapi::{ApiResponse, Object, OpenApi, payload::Json};
-use shared::db::sessions;
-use uuid::Uuid;
+use shared::{db::sessions, domain::UserId};
 
 use crate::body::StrictJson;
 use crate::{
@@ -147,7 +146,7 @@ impl SessionsApi {
     #[oai(path = "/logout", method = "post", operation_id = "auth.logout")]
     async fn logout(&self, req: &Request, cx: UserCtx<'_>) -> Result<LogoutResponse, ApiError> {
         let who = cx.auth.0;
-        let (Some(sid), Ok(user)) = (who.session_id, Uuid::parse_str(&who.subject)) else {
+        let (Some(sid), Ok(user)) = (who.session_id, who.subject.parse::<UserId>()) else {
             return Err(ApiError::Conflict(
                 "this token has no sign-in session; sign out at its identity provider".into(),
             ));

@@ -8,6 +8,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
     db::{preferences, sessions, subscribers},
+    domain::UserId,
     preferences::Preferences,
 };
 use uuid::Uuid;
@@ -108,8 +109,8 @@ pub enum RevokedOneResponse {
 }
 
 /// The platform user the token speaks for (`None` for an external one).
-fn platform_user(id: &crate::identity::Identity) -> Option<Uuid> {
-    Uuid::parse_str(&id.subject).ok()
+fn platform_user(id: &crate::identity::Identity) -> Option<UserId> {
+    id.subject.parse().ok()
 }
 
 #[OpenApi(prefix_path = "/api/v1/users", tag = "ApiTags::Users")]

@@ -13,11 +13,14 @@
 //! * [`notifications`]: sending a notification, raw (checked in its
 //!   `validate`) or from a template (rendered per channel in its `plan`),
 //!   committed alone or in a shared commit.
+//! * [`permissions`]: permission names, the users a change names, how a
+//!   change is recorded, and delegating permissions.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
 //! * [`topics`]: finding a topic by key, and sends to a topic or to the
 //!   whole organisation.
-//! * [`users`]: the rules a platform user's fields follow.
+//! * [`users`]: the rules a platform user's fields follow, and setting a
+//!   user's password.
 //! * [`workflows`]: saving workflow definitions and triggering runs.
 
 pub mod batches;
@@ -26,6 +29,7 @@ pub mod bulk;
 pub mod invitations;
 pub mod lookups;
 pub mod notifications;
+pub mod permissions;
 pub mod sessions;
 pub mod topics;
 pub mod users;

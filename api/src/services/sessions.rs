@@ -24,7 +24,7 @@ use shared::{
         security_events::{self as events, Event},
         sessions, users,
     },
-    domain::TenantId,
+    domain::{TenantId, UserId},
 };
 use uuid::Uuid;
 
@@ -44,7 +44,7 @@ pub const REFRESH_PREFIX: &str = "rt_";
 #[derive(Debug)]
 pub struct Issued {
     /// The user.
-    pub user: Uuid,
+    pub user: UserId,
     /// The user's organisation.
     pub tenant: TenantId,
     /// The user's role.
@@ -288,7 +288,7 @@ pub async fn revoke_own(
     state: &AppState,
     client: &Client,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
     which: sessions::Which,
     reason: &str,
 ) -> Result<Vec<Uuid>, ApiError> {
@@ -312,6 +312,50 @@ pub async fn revoke_own(
     tx.commit().await?;
     signin::announce_revoked(state, &revoked).await;
     Ok(revoked)
+}
+
+/// Revokes every live session of `user` in `tx` (a password change, a
+/// deactivation, an admin's revocation `by` an actor from a client),
+/// recording a security event for each; their ids, to announce
+/// ([`signin::announce_revoked`]) after the commit.
+pub async fn end_sessions(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    user: &users::User,
+    reason: &str,
+    by: Option<(&Client, &str)>,
+) -> Result<Vec<Uuid>, ApiError> {
+    let ended = sessions::revoke(
+        &mut **tx,
+        user.tenant_id,
+        user.id,
+        sessions::Which::All,
+        reason,
+    )
+    .await?;
+    let recorded: Vec<Event> = ended
+        .iter()
+        .map(|sid| {
+            let (ip, user_agent, details) = match by {
+                Some((client, actor)) => (
+                    client.ip.as_deref(),
+                    client.user_agent.as_deref(),
+                    json!({"reason": reason, "by": actor}),
+                ),
+                None => (None, None, json!({"reason": reason})),
+            };
+            Event::new(
+                Some(user.tenant_id),
+                events::SESSION_REVOKED,
+                Some(user.id),
+                ip,
+                user_agent,
+            )
+            .session(*sid)
+            .details(details)
+        })
+        .collect();
+    events::record(&mut **tx, &recorded).await?;
+    Ok(ended)
 }
 
 /// Why sign-in reads before its caller is known run in platform scope.
@@ -340,7 +384,7 @@ async fn tenant_secret(state: &AppState, tenant: TenantId) -> Result<Vec<u8>, Ap
 
 /// Who a token pair is issued to.
 struct Holder {
-    user: Uuid,
+    user: UserId,
     tenant: TenantId,
     role: String,
     must_change_password: bool,
@@ -397,7 +441,7 @@ async fn record_failure(
     state: &AppState,
     client: &Client,
     account_key: &str,
-    known: Option<(TenantId, Uuid)>,
+    known: Option<(TenantId, UserId)>,
 ) -> Result<(), ApiError> {
     let now = state.signin.clock.now();
     let mut tx = state.pool.begin().await?;

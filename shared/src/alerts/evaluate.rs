@@ -26,7 +26,6 @@ use std::{
 use chrono::{DateTime, TimeDelta, Utc};
 use serde_json::json;
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use super::{
     Metric, Rule,
@@ -40,6 +39,7 @@ use crate::{
         alerts::{self, Alert, bulk},
         scope::Reach,
     },
+    domain::{AlertId, AlertRuleId},
     jobs::Queues,
 };
 
@@ -142,8 +142,8 @@ impl Evaluator {
             queue_names: &self.queue_names,
         };
         let mut readings = measure::read_all(&src, rules, now).await?;
-        let by_id: HashMap<Uuid, &Rule> = rules.iter().map(|r| (r.id, r)).collect();
-        let firing: HashMap<Uuid, BTreeMap<String, f64>> = rules
+        let by_id: HashMap<AlertRuleId, &Rule> = rules.iter().map(|r| (r.id, r)).collect();
+        let firing: HashMap<AlertRuleId, BTreeMap<String, f64>> = rules
             .iter()
             .map(|rule| {
                 let f = readings
@@ -156,7 +156,7 @@ impl Evaluator {
                 (rule.id, f)
             })
             .collect();
-        let ids: Vec<Uuid> = rules.iter().map(|r| r.id).collect();
+        let ids: Vec<AlertRuleId> = rules.iter().map(|r| r.id).collect();
         let mut tx = self.pool.begin().await?;
         let active = bulk::active_of(&mut *tx, &ids).await?;
         let mut values = Vec::new();
@@ -221,7 +221,7 @@ impl Evaluator {
                 }
             }
         }
-        let pairs: Vec<(Uuid, String)> = candidates
+        let pairs: Vec<(AlertRuleId, String)> = candidates
             .iter()
             .map(|(r, s, _)| (r.id, (*s).clone()))
             .collect();
@@ -334,7 +334,7 @@ pub async fn act(
     pool: &PgPool,
     jobs: &JobsConfig,
     reach: Reach,
-    id: Uuid,
+    id: AlertId,
     to: &str,
     by: &str,
     now: DateTime<Utc>,

@@ -20,7 +20,12 @@ use chrono::{DateTime, TimeDelta, Utc};
 use uuid::Uuid;
 
 use super::{Metric, Rule};
-use crate::{db::alert_metrics, domain::TenantId, fleet, jobs::Queues};
+use crate::{
+    db::alert_metrics,
+    domain::{AlertRuleId, TenantId},
+    fleet,
+    jobs::Queues,
+};
 
 /// One subject's reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,7 +48,7 @@ pub struct Sources<'a> {
 }
 
 /// Readings per rule id.
-pub type Readings = HashMap<Uuid, Vec<Reading>>;
+pub type Readings = HashMap<AlertRuleId, Vec<Reading>>;
 
 /// Reads every rule's metric at `now`, for its organisation (every one for
 /// a platform-wide rule): one statement (or Redis read) per metric kind.
@@ -227,7 +232,10 @@ fn failure_percent(rule: &Rule, sent: i64, failed: i64) -> f64 {
     }
 }
 
-fn rule_arrays(rules: &[&Rule], now: DateTime<Utc>) -> (Vec<Uuid>, Vec<Uuid>, Vec<DateTime<Utc>>) {
+fn rule_arrays(
+    rules: &[&Rule],
+    now: DateTime<Utc>,
+) -> (Vec<AlertRuleId>, Vec<Uuid>, Vec<DateTime<Utc>>) {
     let ids = rules.iter().map(|r| r.id).collect();
     let tenants = rules
         .iter()
@@ -248,7 +256,7 @@ async fn provider_minutes(
     pool: &sqlx::PgPool,
     rules: &[&Rule],
     now: DateTime<Utc>,
-) -> Result<HashMap<Uuid, Vec<(String, i64, i64)>>, sqlx::Error> {
+) -> Result<HashMap<AlertRuleId, Vec<(String, i64, i64)>>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
     let providers: Vec<String> = rules
         .iter()
@@ -256,7 +264,7 @@ async fn provider_minutes(
         .collect();
     let rows =
         alert_metrics::provider_minute_sums(pool, &ids, &tenants, &since, &providers, now).await?;
-    let mut out: HashMap<Uuid, Vec<(String, i64, i64)>> = HashMap::new();
+    let mut out: HashMap<AlertRuleId, Vec<(String, i64, i64)>> = HashMap::new();
     for (id, channel, sent, failed) in rows {
         out.entry(id).or_default().push((channel, sent, failed));
     }
@@ -273,10 +281,10 @@ async fn minutes(
     pool: &sqlx::PgPool,
     rules: &[&Rule],
     now: DateTime<Utc>,
-) -> Result<HashMap<Uuid, Vec<MinuteSums>>, sqlx::Error> {
+) -> Result<HashMap<AlertRuleId, Vec<MinuteSums>>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
     let rows = alert_metrics::queue_minute_sums(pool, &ids, &tenants, &since, now).await?;
-    let mut out: HashMap<Uuid, Vec<MinuteSums>> = HashMap::new();
+    let mut out: HashMap<AlertRuleId, Vec<MinuteSums>> = HashMap::new();
     for (id, queue, sent, failed, latency) in rows {
         let latency = latency.into_iter().map(|n| n.unwrap_or(0)).collect();
         out.entry(id)
@@ -359,7 +367,7 @@ async fn failed_work(
     pool: &sqlx::PgPool,
     rules: &[&Rule],
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+) -> Result<Vec<(AlertRuleId, i64)>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
     alert_metrics::failed_work_counts(pool, &ids, &tenants, &since, now).await
 }
@@ -371,7 +379,7 @@ async fn api_server_errors(
     pool: &sqlx::PgPool,
     rules: &[&Rule],
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+) -> Result<Vec<(AlertRuleId, i64)>, sqlx::Error> {
     let (ids, tenants, since) = rule_arrays(rules, now);
     alert_metrics::api_server_error_counts(pool, &ids, &tenants, &since, now).await
 }
@@ -382,8 +390,8 @@ async fn api_server_errors(
 async fn disabled_endpoints(
     pool: &sqlx::PgPool,
     rules: &[&Rule],
-) -> Result<Vec<(Uuid, TenantId, i64)>, sqlx::Error> {
-    let ids: Vec<Uuid> = rules.iter().map(|r| r.id).collect();
+) -> Result<Vec<(AlertRuleId, TenantId, i64)>, sqlx::Error> {
+    let ids: Vec<AlertRuleId> = rules.iter().map(|r| r.id).collect();
     let tenants: Vec<Uuid> = rules
         .iter()
         .map(|r| r.tenant_id.map_or(Uuid::nil(), |t| t.0))

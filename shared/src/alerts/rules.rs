@@ -4,9 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
-use crate::domain::TenantId;
+use crate::domain::{AlertRuleId, TenantId};
 
 /// The longest window a rule may look back over.
 pub const MAX_WINDOW_SECS: i64 = 86_400;
@@ -644,7 +643,7 @@ fn check_levels(
 #[derive(Debug, Clone)]
 pub struct Rule {
     /// Its id.
-    pub id: Uuid,
+    pub id: AlertRuleId,
     /// Its organisation; `None` for a platform-wide rule.
     pub tenant_id: Option<TenantId>,
     /// The rule.

@@ -13,7 +13,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::{domain::TenantId, throughput::BUCKETS};
+use crate::{
+    domain::{AlertRuleId, TenantId},
+    throughput::BUCKETS,
+};
 
 /// When the current BAA of each active organisation (not the platform)
 /// expires, for every organisation (`all`) or the listed ones.
@@ -41,17 +44,18 @@ pub async fn baa_expiry(
 /// order.
 pub async fn provider_minute_sums(
     db: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    rules: &[AlertRuleId],
     tenants: &[Uuid],
     since: &[DateTime<Utc>],
     providers: &[String],
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, String, i64, i64)>, sqlx::Error> {
+) -> Result<Vec<(AlertRuleId, String, i64, i64)>, sqlx::Error> {
+    let ids: Vec<Uuid> = rules.iter().map(|r| r.0).collect();
     let rows = sqlx::query!(
         r#"with r as (select id, tenant_id, date_trunc('minute', since) as since, provider
                     from unnest($1::uuid[], $2::uuid[], $3::timestamptz[], $4::text[])
                     as r(id, tenant_id, since, provider))
-         select r.id as "id!", p.channel as "channel!", sum(p.sent)::int8 as "sent!",
+         select r.id as "id!: AlertRuleId", p.channel as "channel!", sum(p.sent)::int8 as "sent!",
                 sum(p.failed)::int8 as "failed!"
          from r join provider_minutes p
            on p.provider = r.provider
@@ -59,7 +63,7 @@ pub async fn provider_minute_sums(
           and p.minute >= r.since and p.minute <= $5
          group by r.id, p.channel
          order by 1, 2"#,
-        ids,
+        &ids,
         tenants,
         since,
         providers,
@@ -75,7 +79,7 @@ pub async fn provider_minute_sums(
 
 /// One rule's sums over one queue's minutes: rule, queue, sent, failed and
 /// the latency histogram's buckets.
-pub type QueueSumsRow = (Uuid, String, i64, i64, Vec<Option<i64>>);
+pub type QueueSumsRow = (AlertRuleId, String, i64, i64, Vec<Option<i64>>);
 
 /// Per rule (`ids`, of `tenants`, since `since`) and queue: sent, failed
 /// and the latency histogram from the minute of `since` to `now`
@@ -84,11 +88,12 @@ pub type QueueSumsRow = (Uuid, String, i64, i64, Vec<Option<i64>>);
 /// platform-wide one every organisation's.
 pub async fn queue_minute_sums(
     db: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    rules: &[AlertRuleId],
     tenants: &[Uuid],
     since: &[DateTime<Utc>],
     now: DateTime<Utc>,
 ) -> Result<Vec<QueueSumsRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = rules.iter().map(|r| r.0).collect();
     let latency = (1..=BUCKETS)
         .map(|i| format!("sum(q.latency_ms[{i}])"))
         .collect::<Vec<_>>()
@@ -120,7 +125,7 @@ pub async fn queue_minute_sums(
          order by 1, 2"
     );
     sqlx::query_as(&sql)
-        .bind(ids)
+        .bind(&ids)
         .bind(tenants)
         .bind(since)
         .bind(now)
@@ -204,15 +209,16 @@ pub async fn provider_configs(
 /// good from `since` to `now`.
 pub async fn failed_work_counts(
     db: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    rules: &[AlertRuleId],
     tenants: &[Uuid],
     since: &[DateTime<Utc>],
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+) -> Result<Vec<(AlertRuleId, i64)>, sqlx::Error> {
+    let ids: Vec<Uuid> = rules.iter().map(|r| r.0).collect();
     let rows = sqlx::query!(
         r#"with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
                     as r(id, tenant_id, since))
-         select r.id as "id!", (select count(*) from failed_work f
+         select r.id as "id!: AlertRuleId", (select count(*) from failed_work f
                        where f.tenant_id = r.tenant_id and f.failed_at >= r.since
                          and f.failed_at <= $4) as "failed!"
          from r where r.tenant_id <> '00000000-0000-0000-0000-000000000000'
@@ -220,7 +226,7 @@ pub async fn failed_work_counts(
          select r.id, (select count(*) from failed_work f
                        where f.failed_at >= r.since and f.failed_at <= $4)
          from r where r.tenant_id = '00000000-0000-0000-0000-000000000000'"#,
-        ids,
+        &ids,
         tenants,
         since,
         now,
@@ -235,20 +241,21 @@ pub async fn failed_work_counts(
 /// platform-wide rule counts every organisation's and the platform's own.
 pub async fn api_server_error_counts(
     db: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    rules: &[AlertRuleId],
     tenants: &[Uuid],
     since: &[DateTime<Utc>],
     now: DateTime<Utc>,
-) -> Result<Vec<(Uuid, i64)>, sqlx::Error> {
+) -> Result<Vec<(AlertRuleId, i64)>, sqlx::Error> {
+    let ids: Vec<Uuid> = rules.iter().map(|r| r.0).collect();
     let rows = sqlx::query!(
         r#"with r as (select * from unnest($1::uuid[], $2::uuid[], $3::timestamptz[])
                     as r(id, tenant_id, since))
-         select r.id as "id!", (select coalesce(sum(m.occurrences), 0)::int8 from api_error_minutes m
+         select r.id as "id!: AlertRuleId", (select coalesce(sum(m.occurrences), 0)::int8 from api_error_minutes m
                        where m.minute >= date_trunc('minute', r.since) and m.minute <= $4
                          and (r.tenant_id = '00000000-0000-0000-0000-000000000000'
                               or m.tenant_id = r.tenant_id)) as "errors!"
          from r"#,
-        ids,
+        &ids,
         tenants,
         since,
         now,
@@ -265,14 +272,15 @@ pub async fn api_server_error_counts(
 /// both.
 pub async fn disabled_endpoint_counts(
     db: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    rules: &[AlertRuleId],
     tenants: &[Uuid],
     disabled_by: &[String],
-) -> Result<Vec<(Uuid, TenantId, i64)>, sqlx::Error> {
+) -> Result<Vec<(AlertRuleId, TenantId, i64)>, sqlx::Error> {
+    let ids: Vec<Uuid> = rules.iter().map(|r| r.0).collect();
     let rows = sqlx::query!(
         r#"with r as (select * from unnest($1::uuid[], $2::uuid[], $3::text[])
                     as r(id, tenant_id, disabled_by))
-         select r.id as "id!", e.tenant_id as "tenant_id!: TenantId",
+         select r.id as "id!: AlertRuleId", e.tenant_id as "tenant_id!: TenantId",
                 count(*) filter (where not e.enabled
                                  and (r.disabled_by = ''
                                       or (r.disabled_by = 'admin')
@@ -281,7 +289,7 @@ pub async fn disabled_endpoint_counts(
          from r join webhook_endpoints e
            on r.tenant_id = '00000000-0000-0000-0000-000000000000' or e.tenant_id = r.tenant_id
          group by r.id, e.tenant_id"#,
-        ids,
+        &ids,
         tenants,
         disabled_by,
         super::webhooks::DISABLED_BY_ADMIN,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::scope::Reach;
 use crate::{
     alerts::{Level, Metric, Rule, RuleSpec, Severity},
-    domain::TenantId,
+    domain::{AlertId, AlertRuleId, TenantId},
 };
 
 pub mod bulk;
@@ -23,7 +23,7 @@ pub use outgoing::{Outgoing, claim_outgoing, finish_outgoing};
 
 #[derive(sqlx::FromRow)]
 struct RuleRow {
-    id: Uuid,
+    id: AlertRuleId,
     tenant_id: Option<TenantId>,
     name: String,
     metric: String,
@@ -75,13 +75,13 @@ pub async fn insert_rule(
     spec: &RuleSpec,
     builtin: Option<&str>,
     by: &str,
-) -> Result<Uuid, sqlx::Error> {
-    let id = Uuid::now_v7();
+) -> Result<AlertRuleId, sqlx::Error> {
+    let id = AlertRuleId::new();
     sqlx::query!(
         "insert into alert_rules (id, tenant_id, name, metric, scope, threshold, window_secs,
              severity, cooldown_secs, escalation, enabled, builtin, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        id,
+        id.0,
         tenant as _,
         spec.name,
         spec.metric.as_str(),
@@ -105,7 +105,7 @@ pub async fn insert_rule(
 pub async fn update_rule(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: AlertRuleId,
     spec: &RuleSpec,
 ) -> Result<Option<Rule>, sqlx::Error> {
     let row = sqlx::query_as!(
@@ -113,11 +113,11 @@ pub async fn update_rule(
         r#"update alert_rules set name = $3, metric = $4, scope = $5, threshold = $6,
              window_secs = $7, severity = $8, cooldown_secs = $9, escalation = $10, enabled = $11
          where id = $2 and ($1::uuid is null or tenant_id = $1)
-         returning id, tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
+         returning id as "id: AlertRuleId", tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
              severity, cooldown_secs, escalation, enabled, builtin, created_by, created_at,
              updated_at"#,
         reach.param(),
-        id,
+        id.0,
         spec.name,
         spec.metric.as_str(),
         spec.scope,
@@ -138,12 +138,12 @@ pub async fn update_rule(
 pub async fn delete_rule(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: AlertRuleId,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "delete from alert_rules where id = $2 and ($1::uuid is null or tenant_id = $1)",
         reach.param(),
-        id,
+        id.0,
     )
     .execute(db)
     .await?;
@@ -155,17 +155,17 @@ pub async fn delete_rule(
 pub async fn get_rule(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: AlertRuleId,
 ) -> Result<Option<Rule>, sqlx::Error> {
     let row = sqlx::query_as!(
         RuleRow,
-        r#"select id, tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
+        r#"select id as "id: AlertRuleId", tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
              severity, cooldown_secs, escalation, enabled, builtin, created_by, created_at,
              updated_at
          from alert_rules
          where id = $2 and ($1::uuid is null or tenant_id = $1)"#,
         reach.param(),
-        id,
+        id.0,
     )
     .fetch_optional(db)
     .await?;
@@ -214,7 +214,7 @@ pub async fn claim_rules(
          where id in (select id from alert_rules
                       where enabled and (evaluated_for is null or evaluated_for < $1)
                       order by id limit $2 for update skip locked)
-         returning id, tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
+         returning id as "id: AlertRuleId", tenant_id as "tenant_id: TenantId", name, metric, scope, threshold, window_secs,
              severity, cooldown_secs, escalation, enabled, builtin, created_by, created_at,
              updated_at"#,
         period,
@@ -229,11 +229,11 @@ pub async fn claim_rules(
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Alert {
     /// Its id (PagerDuty's dedup key).
-    pub id: Uuid,
+    pub id: AlertId,
     /// Its organisation (`None`: platform-wide).
     pub tenant_id: Option<TenantId>,
     /// The rule that opened it.
-    pub rule_id: Uuid,
+    pub rule_id: AlertRuleId,
     /// What it is about (a channel, queue, organisation).
     pub subject: String,
     /// `open`, `acknowledged` or `resolved`.
@@ -262,14 +262,15 @@ const ALERT_COLUMNS: &str = "id, tenant_id, rule_id, subject, status, severity, 
     level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by";
 
 /// Rule `rule`'s unresolved alerts.
-pub async fn active(db: impl PgExecutor<'_>, rule: Uuid) -> Result<Vec<Alert>, sqlx::Error> {
+pub async fn active(db: impl PgExecutor<'_>, rule: AlertRuleId) -> Result<Vec<Alert>, sqlx::Error> {
     sqlx::query_as!(
         Alert,
-        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+        r#"select id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
          from alerts where rule_id = $1 and status <> 'resolved'
          order by subject for update"#,
-        rule,
+        rule.0,
     )
     .fetch_all(db)
     .await
@@ -278,13 +279,13 @@ pub async fn active(db: impl PgExecutor<'_>, rule: Uuid) -> Result<Vec<Alert>, s
 /// When the last alert of `rule` about `subject` resolved.
 pub async fn last_resolved(
     db: impl PgExecutor<'_>,
-    rule: Uuid,
+    rule: AlertRuleId,
     subject: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar!(
         r#"select max(resolved_at) as "max?" from alerts where rule_id = $1 and subject = $2
          and status = 'resolved'"#,
-        rule,
+        rule.0,
         subject,
     )
     .fetch_one(db)
@@ -294,13 +295,13 @@ pub async fn last_resolved(
 /// Notes the metric's latest value of an unresolved alert.
 pub async fn set_value(
     db: impl PgExecutor<'_>,
-    id: Uuid,
+    id: AlertId,
     value: f64,
     summary: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update alerts set value = $2, summary = $3 where id = $1 and status <> 'resolved'",
-        id,
+        id.0,
         value,
         summary,
     )
@@ -310,10 +311,14 @@ pub async fn set_value(
 }
 
 /// Notes that `level` levels were notified.
-pub async fn set_level(db: impl PgExecutor<'_>, id: Uuid, level: i32) -> Result<(), sqlx::Error> {
+pub async fn set_level(
+    db: impl PgExecutor<'_>,
+    id: AlertId,
+    level: i32,
+) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update alerts set level = greatest(level, $2) where id = $1",
-        id,
+        id.0,
         level,
     )
     .execute(db)
@@ -327,19 +332,20 @@ pub async fn set_level(db: impl PgExecutor<'_>, id: Uuid, level: i32) -> Result<
 pub async fn transition(
     db: &mut sqlx::PgConnection,
     reach: Reach,
-    id: Uuid,
+    id: AlertId,
     to: &str,
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<Option<Result<Alert, String>>, sqlx::Error> {
     let current = sqlx::query_as!(
         Alert,
-        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+        r#"select id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
          from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)
          for update"#,
         reach.param(),
-        id,
+        id.0,
     )
     .fetch_optional(&mut *db)
     .await?;
@@ -358,9 +364,10 @@ pub async fn transition(
             Alert,
             r#"update alerts set status = 'acknowledged', acknowledged_at = $2, acknowledged_by = $3
              where id = $1
-             returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             returning id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
-            id,
+            id.0,
             at,
             by,
         )
@@ -371,9 +378,10 @@ pub async fn transition(
             Alert,
             r#"update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3
              where id = $1
-             returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+             returning id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
-            id,
+            id.0,
             at,
             by,
         )
@@ -396,7 +404,7 @@ pub async fn event(
     sqlx::query_scalar!(
         "insert into alert_events (alert_id, tenant_id, kind, level, actor, at, details)
          values ($1, $2, $3, $4, $5, $6, $7) returning id",
-        alert.id,
+        alert.id.0,
         alert.tenant_id as _,
         kind,
         level,
@@ -443,7 +451,7 @@ pub async fn deliver(
                  case when $9 = 'sent' then $11::timestamptz end)
          on conflict on constraint alert_deliveries_once do nothing",
         Uuid::now_v7(),
-        alert.id,
+        alert.id.0,
         d.event_id,
         alert.tenant_id as _,
         d.channel,
@@ -463,13 +471,13 @@ pub async fn deliver(
 /// target)`.
 pub async fn triggered(
     db: impl PgExecutor<'_>,
-    id: Uuid,
+    id: AlertId,
 ) -> Result<Vec<(String, String, Value)>, sqlx::Error> {
     let rows = sqlx::query!(
         "select distinct on (channel, target_key) channel, target_key, target
          from alert_deliveries where alert_id = $1 and action = 'trigger'
          order by channel, target_key, created_at",
-        id,
+        id.0,
     )
     .fetch_all(db)
     .await?;
@@ -487,13 +495,13 @@ pub struct Filter {
     /// `info`, `warning` or `critical`.
     pub severity: Option<String>,
     /// One rule.
-    pub rule: Option<Uuid>,
+    pub rule: Option<AlertRuleId>,
     /// Opened at or after.
     pub since: Option<DateTime<Utc>>,
     /// Opened before.
     pub until: Option<DateTime<Utc>>,
     /// After this `(opened_at, id)` in newest-first order.
-    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub after: Option<(DateTime<Utc>, AlertId)>,
 }
 
 /// Alerts within `reach` matching `filter`, newest first, at most `limit`.
@@ -541,15 +549,16 @@ pub async fn list(
 pub async fn get(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: AlertId,
 ) -> Result<Option<Alert>, sqlx::Error> {
     sqlx::query_as!(
         Alert,
-        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+        r#"select id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
          from alerts where id = $2 and ($1::uuid is null or tenant_id = $1)"#,
         reach.param(),
-        id,
+        id.0,
     )
     .fetch_optional(db)
     .await
@@ -601,13 +610,13 @@ pub struct Delivery {
 #[tracing::instrument(skip_all)]
 pub async fn history(
     db: &mut sqlx::PgConnection,
-    id: Uuid,
+    id: AlertId,
 ) -> Result<(Vec<Event>, Vec<Delivery>), sqlx::Error> {
     let events = sqlx::query_as!(
         Event,
         "select id, kind, level, actor, at, details from alert_events
          where alert_id = $1 order by id",
-        id,
+        id.0,
     )
     .fetch_all(&mut *db)
     .await?;
@@ -616,7 +625,7 @@ pub async fn history(
         "select id, event_id, channel, action, status, attempts, response_status, last_error,
                 notification_ids, sent_at
          from alert_deliveries where alert_id = $1 order by event_id, channel, target_key",
-        id,
+        id.0,
     )
     .fetch_all(&mut *db)
     .await?;

@@ -13,7 +13,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::scope::Reach;
-use crate::domain::{InvitationId, NotificationId, TenantId};
+use crate::domain::{InvitationId, NotificationId, TenantId, UserId};
 
 /// The unique index allowing one open invitation per address and
 /// organisation.
@@ -47,7 +47,7 @@ pub struct Invitation {
     /// Audit actor of the inviter.
     pub invited_by: String,
     /// The user created by accepting.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// Emails sent so far.
     pub send_count: i32,
     /// Last sent.
@@ -129,7 +129,7 @@ pub async fn get(
                 case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed'
                      else i.status end as "status!",
                 n.status as "email_status?", i.notification_id, i.expires_at, i.invited_by,
-                i.user_id, i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
+                i.user_id as "user_id: UserId", i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
                 i.updated_at
          from invitations i left join notifications n on n.id = i.notification_id
          where i.id = $1 and ($2::uuid is null or i.tenant_id = $2)"#,
@@ -166,7 +166,7 @@ pub async fn list(
         r#"select v.id as "id!: InvitationId", v.tenant_id as "tenant_id!: TenantId", v.email as "email!",
                 v.invitation_type as "invitation_type!", v.first_name, v.last_name, v.message,
                 v.status as "status!", v.email_status as "email_status?", v.notification_id,
-                v.expires_at as "expires_at!", v.invited_by as "invited_by!", v.user_id,
+                v.expires_at as "expires_at!", v.invited_by as "invited_by!", v.user_id as "user_id: UserId",
                 v.send_count as "send_count!", v.sent_at, v.accepted_at, v.cancelled_at,
                 v.created_at as "created_at!", v.updated_at as "updated_at!"
          from (select i.id, i.tenant_id, i.email, i.invitation_type, i.first_name, i.last_name,
@@ -420,12 +420,12 @@ pub async fn set_user(
     db: impl PgExecutor<'_>,
     tenant_id: TenantId,
     id: InvitationId,
-    user: Uuid,
+    user: UserId,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "update invitations set user_id = $2 where id = $1 and tenant_id = $3",
         id.0,
-        user,
+        user.0,
         tenant_id as _,
     )
     .execute(db)
@@ -509,7 +509,7 @@ pub async fn stats(
                 case when i.status = 'sent' and n.status in ('failed', 'bounced') then 'failed'
                      else i.status end as status,
                 n.status as email_status, i.notification_id, i.expires_at, i.invited_by,
-                i.user_id, i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
+                i.user_id as "user_id: UserId", i.send_count, i.sent_at, i.accepted_at, i.cancelled_at, i.created_at,
                 i.updated_at
              from invitations i left join notifications n on n.id = i.notification_id
             where ($1::uuid is null or i.tenant_id = $1)) v

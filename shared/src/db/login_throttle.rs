@@ -7,9 +7,8 @@
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use sqlx::{PgExecutor, Postgres, Transaction};
-use uuid::Uuid;
 
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// The key of a sign-in address: the same for every spelling that signs in
 /// as the same user (case and surrounding blanks), whether a user has it or
@@ -47,7 +46,7 @@ pub struct State {
     /// The organisation of the user with this address, when known.
     pub tenant_id: Option<TenantId>,
     /// The user with this address, when known.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
 }
 
 impl State {
@@ -67,7 +66,7 @@ pub async fn states(db: impl PgExecutor<'_>, keys: &[String]) -> Result<Vec<Stat
     sqlx::query_as!(
         State,
         r#"select key, failures, window_started_at, last_failure_at, next_attempt_at, locked_until, locks,
-             tenant_id as "tenant_id: TenantId", user_id
+             tenant_id as "tenant_id: TenantId", user_id as "user_id: UserId"
          from login_throttle where key = any($1)"#,
         keys,
     )
@@ -88,7 +87,7 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<State
     sqlx::query_as!(
         State,
         r#"select key, failures, window_started_at, last_failure_at, next_attempt_at, locked_until, locks,
-             tenant_id as "tenant_id: TenantId", user_id
+             tenant_id as "tenant_id: TenantId", user_id as "user_id: UserId"
          from login_throttle where key = $1 for update"#,
         key,
     )
@@ -112,7 +111,7 @@ pub async fn save(db: impl PgExecutor<'_>, s: &State) -> Result<(), sqlx::Error>
         s.locked_until,
         s.locks,
         s.tenant_id as _,
-        s.user_id,
+        s.user_id.map(|u| u.0),
     )
     .execute(db)
     .await?;
@@ -127,7 +126,7 @@ pub async fn clear(db: impl PgExecutor<'_>, key: &str) -> Result<Option<State>, 
         State,
         r#"delete from login_throttle where key = $1
          returning key, failures, window_started_at, last_failure_at, next_attempt_at, locked_until, locks,
-             tenant_id as "tenant_id: TenantId", user_id"#,
+             tenant_id as "tenant_id: TenantId", user_id as "user_id: UserId""#,
         key,
     )
     .fetch_optional(db)

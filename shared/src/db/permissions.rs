@@ -11,7 +11,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::{
-    domain::{PermissionSetId, TenantId},
+    domain::{PermissionSetId, TenantId, UserId},
     permissions::Permission,
 };
 
@@ -307,7 +307,7 @@ async fn set_includes(
 pub async fn assign_set(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
     set: PermissionSetId,
     by: &str,
 ) -> Result<(), sqlx::Error> {
@@ -316,7 +316,7 @@ pub async fn assign_set(
          values ($2, $1, $3, $4)
          on conflict (user_id) do update set set_id = excluded.set_id, assigned_by = excluded.assigned_by",
         tenant.0,
-        user,
+        user.0,
         set.0,
         by,
     )
@@ -330,13 +330,13 @@ pub async fn assign_set(
 pub async fn assigned_set(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
 ) -> Result<Option<PermissionSetId>, sqlx::Error> {
     sqlx::query_scalar!(
         r#"select set_id as "set_id: PermissionSetId" from user_permission_sets
          where tenant_id = $1 and user_id = $2"#,
         tenant.0,
-        user,
+        user.0,
     )
     .fetch_optional(db)
     .await
@@ -348,7 +348,7 @@ pub async fn assigned_set(
 pub async fn grant(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
     permission: Permission,
     by: &str,
 ) -> Result<bool, sqlx::Error> {
@@ -356,7 +356,7 @@ pub async fn grant(
         "insert into user_permissions (id, user_id, tenant_id, permission, granted_by)
          values ($1, $2, $3, $4, $5) on conflict (user_id, permission) do nothing",
         Uuid::now_v7(),
-        user,
+        user.0,
         tenant.0,
         permission.as_str(),
         by,
@@ -372,13 +372,13 @@ pub async fn grant(
 pub async fn remove_grant(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
     permission: Permission,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query!(
         "delete from user_permissions where tenant_id = $1 and user_id = $2 and permission = $3",
         tenant.0,
-        user,
+        user.0,
         permission.as_str(),
     )
     .execute(db)
@@ -407,7 +407,7 @@ pub enum Source {
         /// Its id.
         id: Uuid,
         /// Who lent it.
-        delegator_id: Uuid,
+        delegator_id: UserId,
         /// Until when.
         ends_at: DateTime<Utc>,
     },
@@ -424,7 +424,7 @@ pub type Effective = BTreeMap<Permission, Vec<Source>>;
 pub async fn direct(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Option<Uuid>,
+    user: Option<UserId>,
     roles: &[String],
 ) -> Result<Effective, sqlx::Error> {
     let rows = sqlx::query!(
@@ -452,7 +452,7 @@ pub async fn direct(
          union all
          select 'grant', '', '', permission from user_permissions where user_id = $2 and tenant_id = $1"#,
         tenant.0,
-        user,
+        user.map(|u| u.0),
         roles as &[String],
     )
     .fetch_all(db)
@@ -490,7 +490,7 @@ pub async fn direct(
 pub async fn effective(
     pool: &sqlx::PgPool,
     tenant: TenantId,
-    user: Option<Uuid>,
+    user: Option<UserId>,
     roles: &[String],
     now: DateTime<Utc>,
 ) -> Result<Effective, sqlx::Error> {
@@ -499,19 +499,19 @@ pub async fn effective(
         return Ok(out);
     };
     let lent = sqlx::query!(
-        "select d.id, d.delegator_id, d.ends_at, d.permissions, u.role
+        r#"select d.id, d.delegator_id as "delegator_id: UserId", d.ends_at, d.permissions, u.role
          from permission_delegations d join users u on u.id = d.delegator_id
          where d.tenant_id = $1 and d.delegate_id = $2 and d.revoked_at is null
            and d.starts_at <= $3 and d.ends_at > $3
            and u.tenant_id = $1 and u.status = 'active'
-         order by d.id",
+         order by d.id"#,
         tenant.0,
-        user,
+        user.0,
         now,
     )
     .fetch_all(pool)
     .await?;
-    let mut holders: BTreeMap<Uuid, Effective> = BTreeMap::new();
+    let mut holders: BTreeMap<UserId, Effective> = BTreeMap::new();
     for d in lent {
         let (id, delegator, ends_at, permissions, role) =
             (d.id, d.delegator_id, d.ends_at, d.permissions, d.role);

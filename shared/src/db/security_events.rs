@@ -11,7 +11,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::scope::{PlatformWide, Reach};
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// Every kind of event, for filters and statistics.
 pub const KINDS: &[&str] = &[
@@ -75,7 +75,7 @@ pub struct Event {
     /// One of [`KINDS`].
     pub kind: &'static str,
     /// The user concerned, when known.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// The session concerned.
     pub session_id: Option<Uuid>,
     /// The client address.
@@ -92,7 +92,7 @@ impl Event {
     pub fn new(
         tenant_id: Option<TenantId>,
         kind: &'static str,
-        user_id: Option<Uuid>,
+        user_id: Option<UserId>,
         ip: Option<&str>,
         user_agent: Option<&str>,
     ) -> Self {
@@ -157,7 +157,7 @@ pub struct Row {
     /// Its kind.
     pub kind: String,
     /// The user.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// The session.
     pub session_id: Option<Uuid>,
     /// The client address.
@@ -188,7 +188,7 @@ pub struct Filter<'a> {
     /// Exact kind.
     pub kind: Option<&'a str>,
     /// One user.
-    pub user_id: Option<Uuid>,
+    pub user_id: Option<UserId>,
     /// At or after.
     pub since: Option<DateTime<Utc>>,
     /// Before.
@@ -219,7 +219,8 @@ pub async fn list(
     let (tenant, platform) = f.scope_params();
     sqlx::query_as!(
         Row,
-        r#"select id, tenant_id as "tenant_id: TenantId", kind, user_id, session_id, ip,
+        r#"select id, tenant_id as "tenant_id: TenantId", kind, user_id as "user_id: UserId",
+             session_id, ip,
              user_agent, details, created_at
          from security_events
          where ($1::uuid is null or tenant_id = $1) and (not $2 or tenant_id is null)
@@ -230,7 +231,7 @@ pub async fn list(
         tenant,
         platform,
         f.kind,
-        f.user_id,
+        f.user_id.map(|u| u.0),
         f.since,
         f.until,
         f.before_id,
@@ -257,7 +258,7 @@ pub async fn counts(
         tenant,
         platform,
         f.kind,
-        f.user_id,
+        f.user_id.map(|u| u.0),
         f.since,
         f.until,
         f.before_id,

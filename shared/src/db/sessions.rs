@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// The SHA-256 a refresh token is stored and looked up by.
 pub fn hash(token: &str) -> Vec<u8> {
@@ -25,7 +25,7 @@ pub struct NewSession<'a> {
     /// The user's organisation.
     pub tenant_id: TenantId,
     /// The user.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// When it ends whatever happens.
     pub expires_at: DateTime<Utc>,
     /// The client address, truncated.
@@ -42,7 +42,7 @@ pub async fn create(db: impl PgExecutor<'_>, s: NewSession<'_>) -> Result<(), sq
          values ($1, $2, $3, $4, $5, $6)",
         s.id,
         s.tenant_id.0,
-        s.user_id,
+        s.user_id.0,
         s.expires_at,
         s.ip,
         s.user_agent,
@@ -79,7 +79,7 @@ pub struct Presented {
     /// Its organisation.
     pub tenant_id: TenantId,
     /// Its user.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// When the token was used, if it was.
     pub used_at: Option<DateTime<Utc>>,
     /// Whether the token has expired.
@@ -105,7 +105,7 @@ pub async fn presented(
 ) -> Result<Option<Presented>, sqlx::Error> {
     sqlx::query_as!(
         Presented,
-        r#"select s.id as session_id, s.tenant_id as "tenant_id: TenantId", s.user_id, r.used_at,
+        r#"select s.id as session_id, s.tenant_id as "tenant_id: TenantId", s.user_id as "user_id: UserId", r.used_at,
             r.expires_at <= now() as "token_expired!",
             (s.revoked_at is not null or s.expires_at <= now()) as "session_over!",
             s.expires_at as session_expires_at,
@@ -165,7 +165,7 @@ pub struct Session {
     /// Its organisation.
     pub tenant_id: TenantId,
     /// Its user.
-    pub user_id: Uuid,
+    pub user_id: UserId,
     /// Signed in.
     pub created_at: DateTime<Utc>,
     /// Last signed in or refreshed.
@@ -183,16 +183,16 @@ pub struct Session {
 pub async fn live(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
 ) -> Result<Vec<Session>, sqlx::Error> {
     sqlx::query_as!(
         Session,
-        r#"select id, tenant_id as "tenant_id: TenantId", user_id, created_at, last_used_at,
+        r#"select id, tenant_id as "tenant_id: TenantId", user_id as "user_id: UserId", created_at, last_used_at,
              expires_at, ip, user_agent
          from auth_sessions
          where user_id = $1 and tenant_id = $2 and revoked_at is null and expires_at > now()
          order by created_at desc, id desc limit 1000"#,
-        user,
+        user.0,
         tenant.0,
     )
     .fetch_all(db)
@@ -215,7 +215,7 @@ pub enum Which {
 pub async fn revoke(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    user: Uuid,
+    user: UserId,
     which: Which,
     reason: &str,
 ) -> Result<Vec<Uuid>, sqlx::Error> {
@@ -230,7 +230,7 @@ pub async fn revoke(
            and ($3::uuid is null or id = $3) and ($4::uuid is null or id <> $4)
            and revoked_at is null and expires_at > now()
          returning id",
-        user,
+        user.0,
         tenant.0,
         only,
         except,
@@ -261,12 +261,12 @@ pub async fn revoke_family(
 
 /// Whether session `id` of `user` is live.
 #[tracing::instrument(skip_all)]
-pub async fn is_live(db: impl PgExecutor<'_>, id: Uuid, user: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn is_live(db: impl PgExecutor<'_>, id: Uuid, user: UserId) -> Result<bool, sqlx::Error> {
     sqlx::query_scalar!(
         r#"select exists(select 1 from auth_sessions where id = $1 and user_id = $2
             and revoked_at is null and expires_at > now()) as "live!""#,
         id,
-        user,
+        user.0,
     )
     .fetch_one(db)
     .await

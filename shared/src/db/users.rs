@@ -12,7 +12,7 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::scope::Reach;
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// The unique index on `email_key` (the address lower-cased).
 pub const EMAIL_CONSTRAINT: &str = "users_email_key";
@@ -21,7 +21,7 @@ pub const EMAIL_CONSTRAINT: &str = "users_email_key";
 #[derive(Debug, Clone)]
 pub struct User {
     /// Its id.
-    pub id: Uuid,
+    pub id: UserId,
     /// Its organisation.
     pub tenant_id: TenantId,
     /// Sign-in address.
@@ -75,9 +75,9 @@ pub async fn insert(db: impl PgExecutor<'_>, u: NewUser<'_>) -> Result<User, sql
         r#"insert into users (id, tenant_id, email, first_name, last_name, role, password_hash,
             must_change_password, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+         returning id as "id: UserId", tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
              must_change_password, last_login_at, created_by, created_at, updated_at"#,
-        Uuid::now_v7(),
+        UserId::new().0,
         u.tenant_id.0,
         u.email,
         u.first_name,
@@ -96,14 +96,14 @@ pub async fn insert(db: impl PgExecutor<'_>, u: NewUser<'_>) -> Result<User, sql
 pub async fn get(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: UserId,
 ) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        r#"select id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+        r#"select id as "id: UserId", tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
              must_change_password, last_login_at, created_by, created_at, updated_at
          from users where id = $1 and ($2::uuid is null or tenant_id = $2)"#,
-        id,
+        id.0,
         reach.param(),
     )
     .fetch_optional(db)
@@ -118,7 +118,7 @@ pub struct Filter<'a> {
     /// Exact status.
     pub status: Option<&'a str>,
     /// After this id.
-    pub after: Option<Uuid>,
+    pub after: Option<UserId>,
 }
 
 /// Users within `reach` in id (creation) order.
@@ -131,7 +131,7 @@ pub async fn list(
 ) -> Result<Vec<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
-        r#"select id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+        r#"select id as "id: UserId", tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
              must_change_password, last_login_at, created_by, created_at, updated_at
          from users
          where ($1::uuid is null or tenant_id = $1) and ($2::text is null or role = $2)
@@ -140,7 +140,7 @@ pub async fn list(
         reach.param(),
         f.role,
         f.status,
-        f.after,
+        f.after.map(|id| id.0),
         limit,
     )
     .fetch_all(db)
@@ -152,7 +152,7 @@ pub async fn list(
 pub async fn update(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: UserId,
     first_name: Option<&str>,
     last_name: Option<&str>,
     role: Option<&str>,
@@ -162,9 +162,9 @@ pub async fn update(
         r#"update users set first_name = coalesce($3, first_name), last_name = coalesce($4, last_name),
             role = coalesce($5, role)
          where id = $1 and ($2::uuid is null or tenant_id = $2)
-         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+         returning id as "id: UserId", tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
              must_change_password, last_login_at, created_by, created_at, updated_at"#,
-        id,
+        id.0,
         reach.param(),
         first_name,
         last_name,
@@ -180,16 +180,16 @@ pub async fn update(
 pub async fn set_status(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: UserId,
     status: &str,
 ) -> Result<Option<User>, sqlx::Error> {
     sqlx::query_as!(
         User,
         r#"update users set status = $3, tokens_valid_after = date_trunc('second', now())
          where id = $1 and ($2::uuid is null or tenant_id = $2)
-         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+         returning id as "id: UserId", tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
              must_change_password, last_login_at, created_by, created_at, updated_at"#,
-        id,
+        id.0,
         reach.param(),
         status,
     )
@@ -202,7 +202,7 @@ pub async fn set_status(
 pub async fn set_password(
     db: impl PgExecutor<'_>,
     reach: Reach,
-    id: Uuid,
+    id: UserId,
     hash: &str,
     must_change: bool,
 ) -> Result<Option<User>, sqlx::Error> {
@@ -211,9 +211,9 @@ pub async fn set_password(
         r#"update users set password_hash = $3, must_change_password = $4,
             tokens_valid_after = date_trunc('second', now())
          where id = $1 and ($2::uuid is null or tenant_id = $2)
-         returning id, tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
+         returning id as "id: UserId", tenant_id as "tenant_id: TenantId", email, first_name, last_name, role, status,
              must_change_password, last_login_at, created_by, created_at, updated_at"#,
-        id,
+        id.0,
         reach.param(),
         hash,
         must_change,
@@ -226,7 +226,7 @@ pub async fn set_password(
 #[derive(Debug, Clone)]
 pub struct Credentials {
     /// User id.
-    pub id: Uuid,
+    pub id: UserId,
     /// Organisation.
     pub tenant_id: TenantId,
     /// Role.
@@ -249,7 +249,7 @@ pub async fn credentials(
 ) -> Result<Option<Credentials>, sqlx::Error> {
     sqlx::query_as!(
         Credentials,
-        r#"select u.id, u.tenant_id as "tenant_id: TenantId", u.role, u.status, u.password_hash,
+        r#"select u.id as "id: UserId", u.tenant_id as "tenant_id: TenantId", u.role, u.status, u.password_hash,
             u.must_change_password, t.status as tenant_status
          from users u join tenants t on t.id = u.tenant_id where u.email_key = lower($1)"#,
         email,
@@ -260,8 +260,8 @@ pub async fn credentials(
 
 /// Records a sign-in.
 #[tracing::instrument(skip_all)]
-pub async fn touch_login(db: impl PgExecutor<'_>, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query!("update users set last_login_at = now() where id = $1", id)
+pub async fn touch_login(db: impl PgExecutor<'_>, id: UserId) -> Result<(), sqlx::Error> {
+    sqlx::query!("update users set last_login_at = now() where id = $1", id.0)
         .execute(db)
         .await?;
     Ok(())
@@ -287,7 +287,7 @@ pub struct TokenState {
 pub async fn token_state(
     db: impl PgExecutor<'_>,
     tenant: TenantId,
-    id: Uuid,
+    id: UserId,
     sid: Option<Uuid>,
 ) -> Result<Option<TokenState>, sqlx::Error> {
     sqlx::query_as!(
@@ -297,7 +297,7 @@ pub async fn token_state(
                 select 1 from auth_sessions s where s.id = $3 and s.user_id = u.id
                   and s.revoked_at is null and s.expires_at > now()) end as session_live
          from users u where u.id = $1 and u.tenant_id = $2",
-        id,
+        id.0,
         tenant.0,
         sid,
     )
@@ -307,10 +307,10 @@ pub async fn token_state(
 
 /// The ids of the active admins of an organisation.
 #[tracing::instrument(skip_all)]
-pub async fn admins(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<Uuid>, sqlx::Error> {
+pub async fn admins(db: impl PgExecutor<'_>, tenant: TenantId) -> Result<Vec<UserId>, sqlx::Error> {
     sqlx::query_scalar!(
-        "select id from users where tenant_id = $1 and role = 'ADMIN' and status = 'active'
-         order by id",
+        r#"select id as "id: UserId" from users where tenant_id = $1 and role = 'ADMIN' and status = 'active'
+         order by id"#,
         tenant.0,
     )
     .fetch_all(db)

@@ -199,7 +199,7 @@ impl AlertRulesApi {
     async fn get_rule(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<AlertRuleId>>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "alert_rule.get", "alert_rule");
@@ -219,7 +219,7 @@ impl AlertRulesApi {
     async fn update_rule(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<AlertRuleId>>,
         body: StrictJson<AlertRuleBody>,
     ) -> Result<AlertRuleResponse, ApiError> {
         let p = cx.principal().await?;
@@ -254,7 +254,7 @@ impl AlertRulesApi {
     async fn delete_rule(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<AlertRuleId>>,
     ) -> Result<AlertDeletedResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "alert_rule.delete", "alert_rule");
@@ -284,7 +284,7 @@ crate::query_params! {
         rule_id: Option<String>,
         since: Option<DateTime<Utc>>,
         until: Option<DateTime<Utc>>,
-        cursor: Option<Cursor<(DateTime<Utc>, Uuid)>>,
+        cursor: Option<Cursor<(DateTime<Utc>, AlertId)>>,
         limit: PageSize,
     }
 }
@@ -318,7 +318,8 @@ impl AlertsApi {
         let rule = rule_id
             .as_deref()
             .map(|r| {
-                Uuid::parse_str(r).map_err(|_| ApiError::invalid("rule_id", "is not a rule id"))
+                r.parse::<AlertRuleId>()
+                    .map_err(|_| ApiError::invalid("rule_id", "is not a rule id"))
             })
             .transpose()?;
         let filter = store::Filter {
@@ -393,7 +394,7 @@ impl AlertsApi {
     async fn get_alert(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<AlertId>>,
     ) -> Result<AlertDetailResponse, ApiError> {
         let p = cx.principal().await?;
         let act = cx.acting(&p, "alert.get", "alert");
@@ -444,7 +445,7 @@ impl AlertsApi {
     async fn acknowledge(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<AlertId>>,
     ) -> Result<AlertResponse, ApiError> {
         act(&cx, id.0.raw(), "acknowledged").await
     }
@@ -460,7 +461,7 @@ impl AlertsApi {
     async fn resolve(
         &self,
         cx: AdminCtx<'_>,
-        id: Path<PathId<Uuid>>,
+        id: Path<PathId<AlertId>>,
     ) -> Result<AlertResponse, ApiError> {
         act(&cx, id.0.raw(), "resolved").await
     }

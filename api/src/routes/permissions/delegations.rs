@@ -10,14 +10,14 @@
 //! need `permissions:read` (an API key holding it lists the whole
 //! organisation's).
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
-use shared::{db::permissions as db, permissions::Permission};
+use shared::{db::permissions as db, domain::UserId, permissions::Permission};
 use uuid::Uuid;
 
-use super::{changed, member, parse_permissions};
 use crate::access::Act;
+use crate::services::permissions::{self as service, changed, member};
 use crate::{
     body::StrictJson,
     error::ApiError,
@@ -29,9 +29,6 @@ use crate::{
 /// The delegation endpoints.
 #[derive(Debug)]
 pub struct DelegationsApi;
-
-/// Longest delegation window.
-pub const MAX_WINDOW_DAYS: i64 = 365;
 
 /// A new delegation.
 #[derive(Debug, Object, serde::Deserialize)]
@@ -134,30 +131,6 @@ pub enum DelegationResponse {
     Created(Json<DelegationView>),
 }
 
-/// The checked window `[starts_at, ends_at)` of `b` at `now`.
-pub fn window(
-    b: &DelegateBody,
-    now: DateTime<Utc>,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let starts = b.starts_at.unwrap_or(now);
-    if starts < now - Duration::minutes(1) {
-        return Err(ApiError::invalid("starts_at", "must not be in the past"));
-    }
-    if b.ends_at <= now {
-        return Err(ApiError::invalid("ends_at", "must be in the future"));
-    }
-    if b.ends_at <= starts {
-        return Err(ApiError::invalid("ends_at", "must be after starts_at"));
-    }
-    if b.ends_at - starts > Duration::days(MAX_WINDOW_DAYS) {
-        return Err(ApiError::invalid(
-            "ends_at",
-            format!("must be at most {MAX_WINDOW_DAYS} days after starts_at"),
-        ));
-    }
-    Ok((starts, b.ends_at))
-}
-
 crate::query_params! {
     /// The filters and page of the delegation list.
     pub struct ListQuery {
@@ -194,73 +167,21 @@ impl DelegationsApi {
         body: StrictJson<DelegateBody>,
     ) -> Result<DelegationResponse, ApiError> {
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "permission.delegate", "user");
-        let tenant = p.caller.tenant_id;
-        let b = body.0;
-        let Some(me) = p.user_id else {
-            return Err(ApiError::Forbidden(
-                "only a signed-in user can delegate its permissions",
-            ));
+        let DelegateBody {
+            delegate_id,
+            permissions,
+            starts_at,
+            ends_at,
+            reason,
+        } = body.0;
+        let lending = service::Lending {
+            delegate_id,
+            permissions,
+            starts_at,
+            ends_at,
+            reason,
         };
-        let permissions = parse_permissions("permissions", &b.permissions)?;
-        if permissions.is_empty() {
-            return Err(ApiError::invalid(
-                "permissions",
-                "must name at least one permission",
-            ));
-        }
-        if b.reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
-            return Err(ApiError::invalid(
-                "reason",
-                "must be at most 500 characters",
-            ));
-        }
-        let now = cx.state.permissions_clock.now();
-        let (starts_at, ends_at) = window(&b, now)?;
-        if b.delegate_id.eq_ignore_ascii_case(&me.to_string()) {
-            return Err(ApiError::invalid("delegate_id", "cannot be yourself"));
-        }
-        let delegate = member(cx.state, tenant, &b.delegate_id).await;
-        let delegate = act.refused(Some(&b.delegate_id), delegate).await?;
-        let me_user = member(cx.state, tenant, &me.to_string()).await?;
-        let held = db::direct(&cx.state.pool, tenant, Some(me), &[me_user.role]).await?;
-        let missing = permissions.iter().find(|p| !held.contains_key(p));
-        let allowed = match missing {
-            Some(p) => Err(ApiError::Forbidden(p.not_held())),
-            None => Ok(()),
-        };
-        act.refused(Some(&b.delegate_id), allowed).await?;
-        let names: Vec<String> = permissions.iter().map(|p| p.as_str().to_owned()).collect();
-        let mut tx = cx.state.pool.begin().await?;
-        let d = db::create_delegation(
-            &mut *tx,
-            tenant,
-            &db::NewDelegation {
-                delegator_id: me,
-                delegate_id: delegate.id,
-                permissions: names.clone(),
-                starts_at,
-                ends_at,
-                reason: b.reason.as_deref(),
-                created_by: &p.caller.actor,
-            },
-        )
-        .await?;
-        changed(
-            &mut tx,
-            &p,
-            cx.request_id,
-            Act {
-                action: "permission.delegate",
-                resource_type: "permission_delegation",
-            },
-            d.id,
-            Some(delegate.id),
-            json!({"delegate_id": delegate.id, "permissions": names,
-                "starts_at": starts_at, "ends_at": ends_at}),
-        )
-        .await?;
-        tx.commit().await?;
+        let (d, now) = service::delegate(cx.state, &p, cx.request_id, lending).await?;
         Ok(DelegationResponse::Created(Json(DelegationView::at(
             d, now,
         ))))
@@ -294,7 +215,7 @@ impl DelegationsApi {
         let whose = match user_id.as_deref() {
             None => p.user_id,
             Some(raw) => {
-                let own = p.user_id.is_some() && Uuid::parse_str(raw).ok() == p.user_id;
+                let own = p.user_id.is_some() && raw.parse::<UserId>().ok() == p.user_id;
                 if !own {
                     p.require(Permission::PermissionsRead)?;
                 }

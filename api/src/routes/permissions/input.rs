@@ -6,47 +6,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use shared::{
     db::permissions as db,
     domain::{PermissionSetId, TenantId},
-    permissions::{BUILT_IN, Permission},
+    permissions::BUILT_IN,
 };
 
 use super::SetBody;
-use crate::{AppState, error::ApiError};
+use crate::{AppState, error::ApiError, services::permissions::parse_permissions};
 
-/// Most permissions a set lists, or a delegation lends.
-pub const MAX_PERMISSIONS: usize = 64;
 /// Most sets a set includes.
 pub const MAX_INCLUDES: usize = 16;
-
-/// Parses permission names, each at `field[i]`; duplicates collapse.
-pub fn parse_permissions(field: &str, names: &[String]) -> Result<Vec<Permission>, ApiError> {
-    if names.len() > MAX_PERMISSIONS {
-        return Err(ApiError::invalid(
-            field,
-            format!("at most {MAX_PERMISSIONS} permissions"),
-        ));
-    }
-    let mut out = BTreeSet::new();
-    let mut problems = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        match Permission::parse(name) {
-            Some(p) => {
-                out.insert(p);
-            }
-            None => problems.push(crate::error::InvalidParam {
-                name: format!("{field}[{i}]"),
-                reason: format!(
-                    "unknown permission {:?}: expected resource:action such as notifications:send",
-                    name.chars().take(64).collect::<String>()
-                ),
-            }),
-        }
-    }
-    if problems.is_empty() {
-        Ok(out.into_iter().collect())
-    } else {
-        Err(ApiError::Invalid(problems))
-    }
-}
 
 /// The checked body of a custom set, with its includes resolved to ids.
 pub async fn set_fields<'a>(
@@ -55,12 +22,39 @@ pub async fn set_fields<'a>(
     own_id: Option<PermissionSetId>,
     b: &'a SetBody,
 ) -> Result<db::SetFields<'a>, ApiError> {
-    let key_ok = !b.key.is_empty()
-        && b.key.len() <= 64
-        && b.key
+    check_key(&b.key)?;
+    let name = check_name(&b.name)?;
+    check_description(b.description.as_deref())?;
+    let permissions = parse_permissions("permissions", &b.permissions)?;
+    if b.includes.len() > MAX_INCLUDES {
+        return Err(ApiError::invalid(
+            "includes",
+            format!("at most {MAX_INCLUDES} sets"),
+        ));
+    }
+    let visible = db::list_sets(&state.pool, tenant, None, 10_000).await?;
+    let includes = resolve_includes(&visible, &b.includes, own_id)?;
+    if let Some(id) = own_id {
+        check_acyclic(state, tenant, &visible, id, &includes).await?;
+    }
+    Ok(db::SetFields {
+        key: &b.key,
+        name,
+        description: b.description.as_deref(),
+        permissions: permissions.iter().map(|p| p.as_str().to_owned()).collect(),
+        includes,
+    })
+}
+
+/// A custom set's key: 1 to 64 lower-case letters, digits, '.', '_' or
+/// '-', starting with a letter or digit, and not a built-in set's.
+fn check_key(key: &str) -> Result<(), ApiError> {
+    let key_ok = !key.is_empty()
+        && key.len() <= 64
+        && key
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-        && b.key
+        && key
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric());
@@ -70,32 +64,41 @@ pub async fn set_fields<'a>(
             "must be 1 to 64 lower-case letters, digits, '.', '_' or '-', starting with a letter or digit",
         ));
     }
-    if BUILT_IN.iter().any(|s| s.key == b.key) {
+    if BUILT_IN.iter().any(|s| s.key == key) {
         return Err(ApiError::invalid("key", "is the key of a built-in set"));
     }
-    let name = b.name.trim();
+    Ok(())
+}
+
+/// The trimmed name: 1 to 100 characters, none a control character.
+fn check_name(raw: &str) -> Result<&str, ApiError> {
+    let name = raw.trim();
     if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid("name", "must be 1 to 100 characters"));
     }
-    if b.description
-        .as_ref()
-        .is_some_and(|d| d.chars().count() > 500)
-    {
+    Ok(name)
+}
+
+/// A description: at most 500 characters.
+fn check_description(description: Option<&str>) -> Result<(), ApiError> {
+    if description.is_some_and(|d| d.chars().count() > 500) {
         return Err(ApiError::invalid(
             "description",
             "must be at most 500 characters",
         ));
     }
-    let permissions = parse_permissions("permissions", &b.permissions)?;
-    if b.includes.len() > MAX_INCLUDES {
-        return Err(ApiError::invalid(
-            "includes",
-            format!("at most {MAX_INCLUDES} sets"),
-        ));
-    }
-    let visible = db::list_sets(&state.pool, tenant, None, 10_000).await?;
+    Ok(())
+}
+
+/// The ids of the sets `keys` name among `visible`, each once, in order;
+/// a set (`own_id`) may not include itself.
+fn resolve_includes(
+    visible: &[db::PermissionSet],
+    keys: &[String],
+    own_id: Option<PermissionSetId>,
+) -> Result<Vec<PermissionSetId>, ApiError> {
     let mut includes = Vec::new();
-    for (i, key) in b.includes.iter().enumerate() {
+    for (i, key) in keys.iter().enumerate() {
         let set = visible.iter().find(|s| &s.key == key).ok_or_else(|| {
             ApiError::invalid(
                 format!("includes[{i}]"),
@@ -112,34 +115,38 @@ pub async fn set_fields<'a>(
             includes.push(set.id);
         }
     }
-    if let Some(id) = own_id {
-        let keys: BTreeMap<PermissionSetId, String> =
-            visible.iter().map(|s| (s.id, s.key.clone())).collect();
-        let mut edges: BTreeMap<PermissionSetId, Vec<PermissionSetId>> = BTreeMap::new();
-        for (from, to, _) in db::include_edges(&state.pool, tenant).await? {
-            if from != id {
-                edges.entry(from).or_default().push(to);
-            }
-        }
-        edges.insert(id, includes.clone());
-        if let Some(cycle) = find_cycle(&edges, id) {
-            let names: Vec<&str> = cycle
-                .iter()
-                .map(|s| keys.get(s).map_or("?", String::as_str))
-                .collect();
-            return Err(ApiError::invalid(
-                "includes",
-                format!("would form a cycle: {}", names.join(" → ")),
-            ));
+    Ok(includes)
+}
+
+/// Refuses `includes` for set `id` when, with the organisation's other
+/// include edges, they would lead back to it, naming the cycle's keys.
+async fn check_acyclic(
+    state: &AppState,
+    tenant: TenantId,
+    visible: &[db::PermissionSet],
+    id: PermissionSetId,
+    includes: &[PermissionSetId],
+) -> Result<(), ApiError> {
+    let keys: BTreeMap<PermissionSetId, String> =
+        visible.iter().map(|s| (s.id, s.key.clone())).collect();
+    let mut edges: BTreeMap<PermissionSetId, Vec<PermissionSetId>> = BTreeMap::new();
+    for (from, to, _) in db::include_edges(&state.pool, tenant).await? {
+        if from != id {
+            edges.entry(from).or_default().push(to);
         }
     }
-    Ok(db::SetFields {
-        key: &b.key,
-        name,
-        description: b.description.as_deref(),
-        permissions: permissions.iter().map(|p| p.as_str().to_owned()).collect(),
-        includes,
-    })
+    edges.insert(id, includes.to_vec());
+    if let Some(cycle) = find_cycle(&edges, id) {
+        let names: Vec<&str> = cycle
+            .iter()
+            .map(|s| keys.get(s).map_or("?", String::as_str))
+            .collect();
+        return Err(ApiError::invalid(
+            "includes",
+            format!("would form a cycle: {}", names.join(" → ")),
+        ));
+    }
+    Ok(())
 }
 
 /// A path from `start` back to itself through `edges`, if there is one

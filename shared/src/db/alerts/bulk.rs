@@ -10,17 +10,22 @@ use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use super::Alert;
-use crate::domain::TenantId;
+use crate::domain::{AlertId, AlertRuleId, TenantId};
 
 /// The unresolved alerts of `rules`, locked, by rule and subject.
-pub async fn active_of(db: impl PgExecutor<'_>, rules: &[Uuid]) -> Result<Vec<Alert>, sqlx::Error> {
+pub async fn active_of(
+    db: impl PgExecutor<'_>,
+    rules: &[AlertRuleId],
+) -> Result<Vec<Alert>, sqlx::Error> {
+    let rules: Vec<Uuid> = rules.iter().map(|r| r.0).collect();
     sqlx::query_as!(
         Alert,
-        r#"select id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+        r#"select id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by
          from alerts where rule_id = any($1) and status <> 'resolved'
          order by rule_id, subject for update"#,
-        rules,
+        &rules,
     )
     .fetch_all(db)
     .await
@@ -30,12 +35,12 @@ pub async fn active_of(db: impl PgExecutor<'_>, rules: &[Uuid]) -> Result<Vec<Al
 /// never had one are absent).
 pub async fn last_resolved_of(
     db: impl PgExecutor<'_>,
-    pairs: &[(Uuid, String)],
-) -> Result<HashMap<(Uuid, String), DateTime<Utc>>, sqlx::Error> {
-    let rules: Vec<Uuid> = pairs.iter().map(|(r, _)| *r).collect();
+    pairs: &[(AlertRuleId, String)],
+) -> Result<HashMap<(AlertRuleId, String), DateTime<Utc>>, sqlx::Error> {
+    let rules: Vec<Uuid> = pairs.iter().map(|(r, _)| r.0).collect();
     let subjects: Vec<&str> = pairs.iter().map(|(_, s)| s.as_str()).collect();
     let rows = sqlx::query!(
-        r#"select p.rule_id as "rule_id!", p.subject as "subject!", l.at as "at!"
+        r#"select p.rule_id as "rule_id!: AlertRuleId", p.subject as "subject!", l.at as "at!"
          from unnest($1::uuid[], $2::text[]) as p(rule_id, subject)
          cross join lateral (select max(a.resolved_at) as at from alerts a
                              where a.rule_id = p.rule_id and a.subject = p.subject
@@ -55,12 +60,12 @@ pub async fn last_resolved_of(
 /// The latest value and wording of unresolved alerts.
 pub async fn set_values(
     db: impl PgExecutor<'_>,
-    values: &[(Uuid, f64, String)],
+    values: &[(AlertId, f64, String)],
 ) -> Result<(), sqlx::Error> {
     if values.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Uuid> = values.iter().map(|v| v.0).collect();
+    let ids: Vec<Uuid> = values.iter().map(|v| v.0.0).collect();
     let vals: Vec<f64> = values.iter().map(|v| v.1).collect();
     let summaries: Vec<&str> = values.iter().map(|v| v.2.as_str()).collect();
     sqlx::query!(
@@ -83,7 +88,7 @@ pub struct NewAlert {
     /// Its organisation (`None`: platform-wide).
     pub tenant_id: Option<Uuid>,
     /// The rule.
-    pub rule_id: Uuid,
+    pub rule_id: AlertRuleId,
     /// What it is about.
     pub subject: String,
     /// The rule's severity.
@@ -104,9 +109,9 @@ pub async fn open_many(
     if alerts.is_empty() {
         return Ok(Vec::new());
     }
-    let ids: Vec<Uuid> = alerts.iter().map(|_| Uuid::now_v7()).collect();
+    let ids: Vec<Uuid> = alerts.iter().map(|_| AlertId::new().0).collect();
     let tenants: Vec<Option<Uuid>> = alerts.iter().map(|a| a.tenant_id).collect();
-    let rules: Vec<Uuid> = alerts.iter().map(|a| a.rule_id).collect();
+    let rules: Vec<Uuid> = alerts.iter().map(|a| a.rule_id.0).collect();
     let subjects: Vec<&str> = alerts.iter().map(|a| a.subject.as_str()).collect();
     let severities: Vec<&str> = alerts.iter().map(|a| a.severity).collect();
     let summaries: Vec<&str> = alerts.iter().map(|a| a.summary.as_str()).collect();
@@ -119,7 +124,8 @@ pub async fn open_many(
          from unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::text[],
                      $7::float8[]) as n(id, tenant_id, rule_id, subject, severity, summary, value)
          on conflict (rule_id, subject) where status <> 'resolved' do nothing
-         returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+         returning id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
         &ids,
         &tenants as _,
@@ -137,20 +143,22 @@ pub async fn open_many(
 /// Resolves unresolved alerts `ids` as `by` at `at`; the alerts it moved.
 pub async fn resolve_many(
     db: impl PgExecutor<'_>,
-    ids: &[Uuid],
+    ids: &[AlertId],
     by: &str,
     at: DateTime<Utc>,
 ) -> Result<Vec<Alert>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
     sqlx::query_as!(
         Alert,
         r#"update alerts set status = 'resolved', resolved_at = $2, resolved_by = $3
          where id = any($1) and status <> 'resolved'
-         returning id, tenant_id as "tenant_id: TenantId", rule_id, subject, status, severity, summary,
+         returning id as "id: AlertId", tenant_id as "tenant_id: TenantId",
+             rule_id as "rule_id: AlertRuleId", subject, status, severity, summary,
              value, level, opened_at, acknowledged_at, acknowledged_by, resolved_at, resolved_by"#,
-        ids,
+        &ids,
         at,
         by,
     )
@@ -166,21 +174,21 @@ pub async fn events(
     kind: &str,
     actor: &str,
     at: DateTime<Utc>,
-) -> Result<HashMap<Uuid, i64>, sqlx::Error> {
+) -> Result<HashMap<AlertId, i64>, sqlx::Error> {
     if alerts.is_empty() {
         return Ok(HashMap::new());
     }
-    let ids: Vec<Uuid> = alerts.iter().map(|(a, _)| a.id).collect();
+    let ids: Vec<Uuid> = alerts.iter().map(|(a, _)| a.id.0).collect();
     let tenants: Vec<Option<Uuid>> = alerts
         .iter()
         .map(|(a, _)| a.tenant_id.map(|t| t.0))
         .collect();
     let details: Vec<Value> = alerts.iter().map(|(_, d)| d.clone()).collect();
     let rows = sqlx::query!(
-        "insert into alert_events (alert_id, tenant_id, kind, actor, at, details)
+        r#"insert into alert_events (alert_id, tenant_id, kind, actor, at, details)
          select alert_id, tenant_id, $3, $4, $5, details
          from unnest($1::uuid[], $2::uuid[], $6::jsonb[]) as e(alert_id, tenant_id, details)
-         returning id, alert_id",
+         returning id, alert_id as "alert_id: AlertId""#,
         &ids,
         &tenants as _,
         kind,

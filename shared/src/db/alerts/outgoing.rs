@@ -7,7 +7,7 @@ use serde_json::Value;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::domain::TenantId;
+use crate::domain::{AlertId, TenantId};
 
 /// An outgoing call to make.
 #[derive(Debug, Clone)]
@@ -15,7 +15,7 @@ pub struct Outgoing {
     /// The delivery.
     pub id: Uuid,
     /// The alert.
-    pub alert_id: Uuid,
+    pub alert_id: AlertId,
     /// `webhook`, `slack` or `pagerduty`.
     pub channel: String,
     /// The channel's spec.
@@ -59,7 +59,7 @@ pub async fn claim_outgoing(
                           where status in ('queued', 'sending') and run_at <= $1
                           order by run_at limit $3 for update skip locked)
              returning id, alert_id, event_id, channel, target, action, attempts)
-         select c.id as "id!", c.alert_id as "alert_id!", c.channel as "channel!",
+         select c.id as "id!", c.alert_id as "alert_id!: AlertId", c.channel as "channel!",
                 c.target as "target!", c.action as "action!", c.attempts as "attempts!", e.kind,
                 a.tenant_id as "tenant_id: TenantId", a.subject, a.severity, a.summary, a.status,
                 r.name as rule_name, e.at

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::domain::TenantId;
+use crate::domain::{TenantId, UserId};
 
 /// A delegation as stored.
 #[derive(Debug, Clone)]
@@ -15,9 +15,9 @@ pub struct Delegation {
     /// The organisation.
     pub tenant_id: TenantId,
     /// Who lends.
-    pub delegator_id: Uuid,
+    pub delegator_id: UserId,
     /// Who receives.
-    pub delegate_id: Uuid,
+    pub delegate_id: UserId,
     /// What is lent.
     pub permissions: Vec<String>,
     /// From.
@@ -41,9 +41,9 @@ pub struct Delegation {
 #[derive(Debug, Clone)]
 pub struct NewDelegation<'a> {
     /// Who lends.
-    pub delegator_id: Uuid,
+    pub delegator_id: UserId,
     /// Who receives.
-    pub delegate_id: Uuid,
+    pub delegate_id: UserId,
     /// What.
     pub permissions: Vec<String>,
     /// From.
@@ -68,12 +68,13 @@ pub async fn create_delegation(
         r#"insert into permission_delegations (id, tenant_id, delegator_id, delegate_id, permissions,
              starts_at, ends_at, reason, created_by)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-         returning id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+         returning id, tenant_id as "tenant_id: TenantId", delegator_id as "delegator_id: UserId",
+             delegate_id as "delegate_id: UserId", permissions,
              starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at"#,
         Uuid::now_v7(),
         tenant.0,
-        d.delegator_id,
-        d.delegate_id,
+        d.delegator_id.0,
+        d.delegate_id.0,
         &d.permissions,
         d.starts_at,
         d.ends_at,
@@ -93,7 +94,8 @@ pub async fn get_delegation(
 ) -> Result<Option<Delegation>, sqlx::Error> {
     sqlx::query_as!(
         Delegation,
-        r#"select id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+        r#"select id, tenant_id as "tenant_id: TenantId", delegator_id as "delegator_id: UserId",
+             delegate_id as "delegate_id: UserId", permissions,
              starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at
          from permission_delegations where tenant_id = $1 and id = $2"#,
         tenant.0,
@@ -121,7 +123,7 @@ pub enum Direction {
 #[derive(Debug, Clone, Copy)]
 pub struct DelegationFilter {
     /// Whose delegations.
-    pub user: Option<Uuid>,
+    pub user: Option<UserId>,
     /// Given, received or both.
     pub direction: Direction,
     /// In force or not (at `now`), or either.
@@ -153,7 +155,8 @@ pub async fn list_delegations(
     };
     sqlx::query_as!(
         Delegation,
-        r#"select id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+        r#"select id, tenant_id as "tenant_id: TenantId", delegator_id as "delegator_id: UserId",
+             delegate_id as "delegate_id: UserId", permissions,
              starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at
          from permission_delegations
          where tenant_id = $1
@@ -163,7 +166,7 @@ pub async fn list_delegations(
            and ($7::uuid is null or id < $7)
          order by id desc limit $8"#,
         tenant.0,
-        user,
+        user.map(|u| u.0),
         given,
         received,
         active,
@@ -189,7 +192,8 @@ pub async fn revoke_delegation(
         r#"update permission_delegations set revoked_at = coalesce(revoked_at, now()),
              revoked_by = coalesce(revoked_by, $3)
          where tenant_id = $1 and id = $2
-         returning id, tenant_id as "tenant_id: TenantId", delegator_id, delegate_id, permissions,
+         returning id, tenant_id as "tenant_id: TenantId", delegator_id as "delegator_id: UserId",
+             delegate_id as "delegate_id: UserId", permissions,
              starts_at, ends_at, reason, revoked_at, revoked_by, created_by, created_at"#,
         tenant.0,
         id,
