@@ -18,7 +18,7 @@
 //! token.
 
 use crate::extract::{Cursor, PageSize, Params, PathId, page};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
@@ -26,23 +26,22 @@ use poem_openapi::{
     payload::Json,
 };
 use serde_json::json;
-use sha2::{Digest, Sha256};
 use shared::{
-    db::{audit, invitations, subscribers, users},
-    domain::InvitationId,
-    permissions::Permission,
-    roles::InvitationType,
+    db::invitations, domain::InvitationId, permissions::Permission, roles::InvitationType,
 };
 
 use crate::body::StrictJson;
 use crate::{
     AppState,
-    access::{self, Principal},
+    access::Principal,
     error::ApiError,
     extract::AdminCtx,
     middleware::RequestId,
     routes::{ApiTags, views::UserView},
-    services::users::{check_email, check_name},
+    services::{
+        invitations::{self as service, INVITATION_TOKEN, check_message, expiry, token_hash},
+        users::check_name,
+    },
 };
 
 mod actions;
@@ -57,10 +56,6 @@ pub const MAX_BULK: usize = 100;
 /// The invitation endpoints.
 #[derive(Debug)]
 pub struct InvitationsApi;
-
-/// Why an invitation token is looked up in platform scope: it names no
-/// organisation until it is found.
-const INVITATION_TOKEN: &str = "invitation_token";
 
 crate::query_params! {
     /// The filters and page of the invitation list.
@@ -154,7 +149,7 @@ impl InvitationsApi {
         }
         let mut results = Vec::with_capacity(items.len());
         for (i, body) in items.into_iter().enumerate() {
-            let r = create_one(cx.state, &p, cx.request_id, body, None, None).await;
+            let r = service::create(cx.state, &p, cx.request_id, invite(body), None, None).await;
             results.push(item(i, r.map(|inv| (201, inv.id))));
         }
         Ok(summarise(results))
@@ -337,88 +332,17 @@ impl InvitationsApi {
         token: Path<String>,
         body: StrictJson<Accept>,
     ) -> Result<AcceptResponse, ApiError> {
-        let hash = token_hash(&token.0).ok_or(ApiError::NotFound("invitation"))?;
-        let b = body.0;
-        access::check_password("password", &b.password)?;
-        let first = check_name("first_name", b.first_name.as_deref())?;
-        let last = check_name("last_name", b.last_name.as_deref())?;
-        let password_hash = access::hash_password(b.password).await?;
-        // The token names no organisation until it is found; the rest is
-        // walled to the inviting organisation.
-        let lookup = invitations::by_token(&state.pool, &hash);
-        let Some(invited) = shared::db::scope::platform(INVITATION_TOKEN, lookup).await? else {
-            // Unknown tokens are not recorded: anyone can send them.
-            return Err(ApiError::NotFound("invitation"));
+        let Accept {
+            password,
+            first_name,
+            last_name,
+        } = body.0;
+        let acceptance = service::Acceptance {
+            password,
+            first_name,
+            last_name,
         };
-        crate::auth::wall_to(&state, invited.tenant_id, false).await?;
-        let mut tx = state.pool.begin().await?;
-        let Some(inv) = invitations::accept(&mut *tx, &hash).await? else {
-            drop(tx);
-            let Some(found) = invitations::by_token(&state.pool, &hash).await? else {
-                // Unknown tokens are not recorded: anyone can send them.
-                return Err(ApiError::NotFound("invitation"));
-            };
-            let (why, status) = if found.status == "accepted" {
-                (
-                    ApiError::Conflict("this invitation was already accepted".into()),
-                    409,
-                )
-            } else {
-                (
-                    ApiError::Gone("this invitation has expired or was cancelled"),
-                    410,
-                )
-            };
-            audit::record(
-                &state.pool,
-                audit::Entry {
-                    tenant_id: Some(found.tenant_id),
-                    actor: "anonymous",
-                    action: "invitation.accept",
-                    resource_type: "invitation",
-                    resource_id: Some(found.id.to_string()),
-                    result: "failure",
-                    request_id: Some(&request_id.0.0),
-                    details: json!({"status": status}),
-                },
-            )
-            .await?;
-            return Err(why);
-        };
-        let ty = InvitationType::parse(&inv.invitation_type)
-            .ok_or_else(|| anyhow::anyhow!("stored invitation type {}", inv.invitation_type))?;
-        let actor = format!("invitation:{}", inv.id);
-        let user = users::insert(
-            &mut *tx,
-            users::NewUser {
-                tenant_id: inv.tenant_id,
-                email: &inv.email,
-                first_name: first.as_deref().or(inv.first_name.as_deref()),
-                last_name: last.as_deref().or(inv.last_name.as_deref()),
-                role: ty.role().as_str(),
-                password_hash: Some(&password_hash),
-                must_change_password: false,
-                created_by: &actor,
-            },
-        )
-        .await?;
-        invitations::set_user(&mut *tx, inv.tenant_id, inv.id, user.id).await?;
-        subscribers::link_user(&mut *tx, &user).await?;
-        audit::record(
-            &mut *tx,
-            audit::Entry {
-                tenant_id: Some(inv.tenant_id),
-                actor: &format!("user:{}", user.id),
-                action: "invitation.accept",
-                resource_type: "invitation",
-                resource_id: Some(inv.id.to_string()),
-                result: "success",
-                request_id: Some(&request_id.0.0),
-                details: json!({"user_id": user.id, "role": ty.role().as_str()}),
-            },
-        )
-        .await?;
-        tx.commit().await?;
+        let user = service::accept(&state, &request_id.0.0, &token.0, acceptance).await?;
         Ok(AcceptResponse::Created(Json(user.into())))
     }
 

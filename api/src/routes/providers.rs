@@ -12,16 +12,15 @@ use serde_json::Value;
 use shared::{
     db::providers::{self as db, ProviderConfig, ProviderWrite},
     domain::ProviderId,
-    providers::{ProviderKind, ProviderSpec, aad, mask},
+    providers::ProviderKind,
 };
 
 use crate::body::StrictJson;
 use crate::{
-    AppState,
-    auth::AdminCaller,
-    error::{ApiError, InvalidParam},
+    error::ApiError,
     extract::AdminCtx,
     routes::ApiTags,
+    services::providers::{self as service, check, seal},
 };
 
 /// The provider endpoints.
@@ -148,85 +147,6 @@ pub enum DeleteResponse {
     Deleted,
 }
 
-fn problems_of(list: Vec<(String, String)>) -> ApiError {
-    ApiError::Invalid(
-        list.into_iter()
-            .map(|(name, reason)| InvalidParam { name, reason })
-            .collect(),
-    )
-}
-
-/// Checks the common fields and the kind's settings and credentials.
-fn check(
-    kind: ProviderKind,
-    name: &str,
-    priority: Option<i32>,
-    settings: &Option<Value>,
-    credentials: &Option<Value>,
-    credentials_required: bool,
-) -> Result<Option<ProviderSpec>, ApiError> {
-    let mut problems = Vec::new();
-    if name.trim().is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
-        problems.push((
-            "name".to_owned(),
-            "must be 1 to 100 characters on one line".to_owned(),
-        ));
-    }
-    if let Some(p) = priority
-        && !(0..=1000).contains(&p)
-    {
-        problems.push(("priority".into(), "must be between 0 and 1000".into()));
-    }
-    let settings = settings
-        .clone()
-        .unwrap_or_else(|| Value::Object(Default::default()));
-    let spec = match (credentials, credentials_required) {
-        (None, false) => {
-            // Settings alone are checked with the kind's rules on update;
-            // the stored credentials are kept.
-            None
-        }
-        _ => {
-            let creds = credentials.clone().unwrap_or(Value::Null);
-            match ProviderSpec::parse(kind, &settings, &creds) {
-                Ok(spec) => Some(spec),
-                Err(p) => {
-                    problems.extend(p);
-                    None
-                }
-            }
-        }
-    };
-    if problems.is_empty() {
-        Ok(spec)
-    } else {
-        Err(problems_of(problems))
-    }
-}
-
-/// Seals `spec`'s credentials for config `id` of the caller's tenant.
-fn seal(
-    state: &AppState,
-    caller: &AdminCaller,
-    id: ProviderId,
-    spec: &ProviderSpec,
-) -> Result<(Option<shared::crypto::Sealed>, Value), ApiError> {
-    let Some(credentials) = spec.credentials() else {
-        return Ok((None, Value::Object(Default::default())));
-    };
-    let keyring = state.keyring.as_ref().ok_or_else(|| {
-        ApiError::Unavailable(
-            "credentials cannot be stored: no encryption key is configured (ENCRYPTION_KEYS)"
-                .into(),
-        )
-    })?;
-    let plain = serde_json::to_vec(&credentials).map_err(anyhow::Error::from)?;
-    Ok((
-        Some(keyring.seal(&plain, &aad(caller.tenant_id, id))),
-        mask(&credentials),
-    ))
-}
-
 #[OpenApi(prefix_path = "/api/v1/admin/providers", tag = "ApiTags::Admin")]
 impl ProvidersApi {
     /// Add a provider to a channel.
@@ -323,82 +243,15 @@ impl ProvidersApi {
     ) -> Result<ProviderResponse, ApiError> {
         let caller = cx.auth.caller();
         let id = id.0.get("provider")?;
-        let current = db::get(&cx.state.pool, caller.tenant_id, id)
-            .await?
-            .ok_or(ApiError::NotFound("provider"))?;
         let req = body.0;
-        let kind = current.provider;
-        let spec = check(
-            kind,
-            &req.name,
-            req.priority,
-            &req.settings,
-            &req.credentials,
-            false,
-        )?;
-        let (settings, sealed, masked) = match spec {
-            Some(spec) => {
-                let (sealed, masked) = seal(cx.state, &caller, id, &spec)?;
-                (spec.settings(), sealed, masked)
-            }
-            None => {
-                // Settings change alone: check them against the stored
-                // credentials, which must still open.
-                let keyring = cx.state.keyring.as_ref();
-                let stored = match (current.sealed(), keyring) {
-                    (None, _) => Value::Null,
-                    (Some(sealed), Some(ring)) => {
-                        let plain =
-                            ring.open(&sealed, &aad(caller.tenant_id, id))
-                                .map_err(|_| {
-                                    ApiError::invalid(
-                                        "credentials",
-                                        "the stored credentials no longer open; send them again",
-                                    )
-                                })?;
-                        serde_json::from_slice(&plain).unwrap_or(Value::Null)
-                    }
-                    (Some(_), None) => {
-                        return Err(ApiError::Unavailable(
-                            "no encryption key is configured (ENCRYPTION_KEYS)".into(),
-                        ));
-                    }
-                };
-                let settings = req
-                    .settings
-                    .clone()
-                    .unwrap_or_else(|| Value::Object(Default::default()));
-                let spec = ProviderSpec::parse(kind, &settings, &stored).map_err(problems_of)?;
-                (spec.settings(), None, Value::Null)
-            }
+        let replacement = service::Replacement {
+            name: req.name,
+            priority: req.priority,
+            enabled: req.enabled,
+            settings: req.settings,
+            credentials: req.credentials,
         };
-        let write = ProviderWrite {
-            provider: kind,
-            name: req.name.trim(),
-            priority: req.priority.unwrap_or(current.priority),
-            enabled: req.enabled.unwrap_or(current.enabled),
-            settings,
-            sealed: sealed.clone(),
-            masked,
-        };
-        let updated = match db::update(&cx.state.pool, caller.tenant_id, id, write).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return Err(ApiError::NotFound("provider")),
-            Err(e) if db::is_name_taken(&e) => {
-                return Err(ApiError::Conflict(
-                    "a provider with that name already exists".into(),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        cx.audit(
-            &cx.state.pool,
-            "provider.update",
-            "provider",
-            id,
-            serde_json::json!({"credentials_replaced": sealed.is_some()}),
-        )
-        .await?;
+        let updated = service::update(cx.state, &caller, cx.request_id, id, replacement).await?;
         Ok(ProviderResponse::Ok(Json(updated.into())))
     }
 

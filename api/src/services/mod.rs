@@ -8,13 +8,16 @@
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
 //! * [`bulk`]: CSV uploads: the form checked, the file stored, the job
 //!   queued, and replays under an idempotency key.
-//! * [`invitations`]: what follows an invitation's commit.
+//! * [`invitations`]: inviting someone, accepting an invitation, and what
+//!   follows an invitation's commit.
 //! * [`lookups`]: reference values platform admins edit.
 //! * [`notifications`]: sending a notification, raw (checked in its
 //!   `validate`) or from a template (rendered per channel in its `plan`),
 //!   committed alone or in a shared commit.
 //! * [`permissions`]: permission names, the users a change names, how a
 //!   change is recorded, and delegating permissions.
+//! * [`providers`]: checking, sealing and replacing provider configs.
+//! * [`reports`]: the rules a report schedule follows.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
 //! * [`topics`]: finding a topic by key, and sends to a topic or to the
@@ -30,6 +33,8 @@ pub mod invitations;
 pub mod lookups;
 pub mod notifications;
 pub mod permissions;
+pub mod providers;
+pub mod reports;
 pub mod sessions;
 pub mod topics;
 pub mod users;

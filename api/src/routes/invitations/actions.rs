@@ -2,148 +2,21 @@
 //! or in bulk, and the rules on who may manage it.
 
 use super::*;
-use crate::access::{Act, Acting};
+use crate::access::Acting;
 use crate::extract::AdminCtx;
 use crate::services::invitations::push;
 
-pub(super) fn expiry(state: &AppState, days: Option<u32>) -> Result<DateTime<Utc>, ApiError> {
-    let days = days.unwrap_or(state.jobs.invitations.expiry_days);
-    if !(1..=30).contains(&days) {
-        return Err(ApiError::invalid("expires_in_days", "must be 1 to 30"));
+/// `body` as the invitations service takes it.
+pub(super) fn invite(body: CreateInvitation) -> service::Invite {
+    service::Invite {
+        email: body.email,
+        invitation_type: body.invitation_type,
+        first_name: body.first_name,
+        last_name: body.last_name,
+        message: body.message,
+        expires_in_days: body.expires_in_days,
+        organization_id: body.organization_id,
     }
-    Ok(Utc::now() + Duration::days(i64::from(days)))
-}
-
-pub(super) fn check_message(v: Option<&str>) -> Result<Option<String>, ApiError> {
-    match v {
-        Some(m) if m.chars().count() > 2000 => Err(ApiError::invalid(
-            "message",
-            "must be at most 2,000 characters",
-        )),
-        Some(m) => Ok(Some(m.to_owned())),
-        None => Ok(None),
-    }
-}
-
-/// A token as issued: 43 URL-safe base64 characters (256 bits). Anything
-/// else is not looked up.
-pub(super) fn token_hash(token: &str) -> Option<Vec<u8>> {
-    let well_formed = token.len() == 43
-        && token
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    well_formed.then(|| Sha256::digest(token.as_bytes()).to_vec())
-}
-
-/// What [`create_one`] refuses with, before anything is written.
-pub(super) async fn create_one(
-    state: &AppState,
-    p: &Principal,
-    request_id: &RequestId,
-    body: CreateInvitation,
-    fixed: Option<InvitationType>,
-    allowed: Option<&[InvitationType]>,
-) -> Result<invitations::Invitation, ApiError> {
-    let ty = match (fixed, body.invitation_type.as_deref()) {
-        (Some(t), None) => t,
-        (Some(t), Some(raw)) if raw == t.as_str() => t,
-        (Some(t), Some(_)) => {
-            return Err(ApiError::invalid(
-                "invitation_type",
-                format!("this route invites {} only", t.as_str()),
-            ));
-        }
-        (None, None) if allowed.is_some() => InvitationType::MedicalStaff,
-        (None, None) => return Err(ApiError::invalid("invitation_type", "is required")),
-        (None, Some(raw)) => InvitationType::parse(raw).ok_or_else(|| {
-            ApiError::invalid(
-                "invitation_type",
-                format!(
-                    "must be one of {}",
-                    InvitationType::ALL
-                        .iter()
-                        .map(|t| t.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?,
-    };
-    if let Some(allowed) = allowed
-        && !allowed.contains(&ty)
-    {
-        return Err(ApiError::invalid(
-            "invitation_type",
-            "must be office_admin or medical_staff",
-        ));
-    }
-    let email = check_email("email", &body.email)?;
-    let first = check_name("first_name", body.first_name.as_deref())?;
-    let last = check_name("last_name", body.last_name.as_deref())?;
-    let message = check_message(body.message.as_deref())?;
-    let expires_at = expiry(state, body.expires_in_days)?;
-    let checks = (|| {
-        let tenant = p.target_tenant(body.organization_id.as_deref())?;
-        // A caller without a known role (a token with no roles) holds
-        // users:invite through the Member fallback, but invites nobody.
-        if !p.role.is_some_and(|role| role.may_invite().contains(&ty)) {
-            return Err(ApiError::Forbidden(
-                "your role may not send this type of invitation",
-            ));
-        }
-        Ok(tenant)
-    })();
-    let tenant = p
-        .at(state, request_id)
-        .acting("invitation.create", "invitation")
-        .refused(None, checks)
-        .await?;
-    let org = shared::db::organizations::get(&state.pool, tenant)
-        .await?
-        .filter(|o| o.status == "active" && o.kind != "platform");
-    p.at(state, request_id)
-        .acting("invitation.create", "invitation")
-        .refused(
-            None,
-            org.map(|_| ()).ok_or(ApiError::NotFound("organization")),
-        )
-        .await?;
-    let mut tx = state.pool.begin().await?;
-    let inv = invitations::insert(
-        &mut tx,
-        invitations::NewInvitation {
-            tenant_id: tenant,
-            email: email.as_str(),
-            invitation_type: ty.as_str(),
-            first_name: first.as_deref(),
-            last_name: last.as_deref(),
-            message: message.as_deref(),
-            expires_at,
-            invited_by: &p.caller.actor,
-        },
-    )
-    .await
-    .map_err(ApiError::from);
-    let inv = p
-        .at(state, request_id)
-        .acting("invitation.create", "invitation")
-        .refused(None, inv)
-        .await?;
-    p.audit(
-        &mut *tx,
-        request_id,
-        Some(tenant),
-        Act {
-            action: "invitation.create",
-            resource_type: "invitation",
-        },
-        inv.id,
-        json!({"invitation_type": ty.as_str()}),
-    )
-    .await?;
-    tx.commit().await?;
-    push(state, tenant, inv.id).await;
-    Ok(inv)
 }
 
 pub(super) async fn created(
@@ -153,7 +26,7 @@ pub(super) async fn created(
     allowed: Option<&[InvitationType]>,
 ) -> Result<InvitationResponse, ApiError> {
     let p = cx.principal().await?;
-    let inv = create_one(cx.state, &p, cx.request_id, body, fixed, allowed).await?;
+    let inv = service::create(cx.state, &p, cx.request_id, invite(body), fixed, allowed).await?;
     let location = format!("/api/v1/invitations/{}", inv.id);
     Ok(InvitationResponse::Created(Json(inv.into()), location))
 }

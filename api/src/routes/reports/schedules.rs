@@ -12,19 +12,13 @@ use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::json;
 use shared::{
     db::report_schedules::{self as store, ReportSchedule, ScheduleSpec},
-    db::report_templates as templates_store,
     domain::ReportScheduleId,
-    reports::{Template, schedule::ReportCron},
 };
 use uuid::Uuid;
 
 use crate::{
-    AppState,
-    access::Principal,
-    body::StrictJson,
-    error::{ApiError, InvalidParam},
-    extract::AdminCtx,
-    routes::ApiTags,
+    AppState, access::Principal, body::StrictJson, error::ApiError, extract::AdminCtx,
+    routes::ApiTags, services::reports,
 };
 
 /// Schedules an organisation may have.
@@ -161,116 +155,24 @@ pub enum ScheduleDeletedResponse {
     Deleted,
 }
 
-/// Checks a body: malformed fields are 400; a schedule firing more than
-/// hourly and recipients who are not active users of the organisation are
-/// 422.
+/// The schedule `body` asks for, checked for `p`'s organisation
+/// ([`reports::check_schedule`]).
 async fn check(
     state: &AppState,
     p: &Principal,
     body: ReportScheduleBody,
     now: DateTime<Utc>,
 ) -> Result<ScheduleSpec, ApiError> {
-    let mut bad = Vec::new();
-    let name = body.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 200 {
-        bad.push(("name", "must be 1 to 200 characters".to_owned()));
-    }
-    let mut own = None;
-    match Template::parse(&body.template) {
-        Some(Template::Custom) => bad.push((
-            "template",
-            "must be daily_summary, weekly_performance, monthly_comprehensive or the id or key \
-             of one of the organisation's report templates (custom ranges cannot repeat)"
-                .to_owned(),
-        )),
-        Some(_) => {}
-        None if !shared::reports::own::is_reference(&body.template) => bad.push((
-            "template",
-            "must be a built-in template's name, or the id or key of one of the organisation's \
-             report templates"
-                .to_owned(),
-        )),
-        None => {
-            own = templates_store::find(&state.pool, p.caller.tenant_id, &body.template).await?;
-        }
-    }
-    let format = body.format.unwrap_or_else(|| "csv".into());
-    if !matches!(format.as_str(), "csv" | "json") {
-        bad.push((
-            "format",
-            "must be csv or json (emails carry no attachments)".to_owned(),
-        ));
-    }
-    if body.recipients.is_empty() || body.recipients.len() > 50 {
-        bad.push(("recipients", "must name 1 to 50 users".to_owned()));
-    }
-    let timezone = body.timezone.unwrap_or_else(|| "UTC".into());
-    let cron = match ReportCron::parse(&body.cron, &timezone) {
-        Ok(c) => Some(c),
-        Err(e) if e.too_often => {
-            if bad.is_empty() {
-                return Err(ApiError::Unprocessable(vec![InvalidParam {
-                    name: e.field.into(),
-                    reason: e.reason,
-                }]));
-            }
-            None
-        }
-        Err(e) => {
-            bad.push((e.field, e.reason));
-            None
-        }
+    let input = reports::ScheduleInput {
+        name: body.name,
+        template: body.template,
+        format: body.format,
+        cron: body.cron,
+        timezone: body.timezone,
+        recipients: body.recipients,
+        enabled: body.enabled,
     };
-    if !bad.is_empty() {
-        return Err(ApiError::Invalid(
-            bad.into_iter()
-                .map(|(name, reason)| InvalidParam {
-                    name: name.into(),
-                    reason,
-                })
-                .collect(),
-        ));
-    }
-    let cron = cron.ok_or_else(|| ApiError::invalid("cron", "does not parse"))?;
-    if own.is_none() && Template::parse(&body.template).is_none() {
-        return Err(ApiError::Unprocessable(vec![InvalidParam {
-            name: "template".into(),
-            reason: "is neither a built-in template nor one of the organisation's report \
-                     templates"
-                .into(),
-        }]));
-    }
-    let mut recipients = body.recipients;
-    recipients.sort();
-    recipients.dedup();
-    let known = store::active_users(&state.pool, p.caller.tenant_id, &recipients).await?;
-    let unknown: Vec<InvalidParam> = recipients
-        .iter()
-        .filter(|r| !known.contains(r))
-        .map(|r| InvalidParam {
-            name: "recipients".into(),
-            reason: format!("{r} is not an active user of the organisation"),
-        })
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ApiError::Unprocessable(unknown));
-    }
-    let enabled = body.enabled.unwrap_or(true);
-    Ok(ScheduleSpec {
-        name,
-        report_template_id: own.as_ref().map(|t| t.id),
-        template: if own.is_some() {
-            "own".to_owned()
-        } else {
-            body.template
-        },
-        format,
-        next_run_at: if enabled { cron.next_after(now) } else { None },
-        cron: cron.expression().to_owned(),
-        timezone: cron.zone().to_owned(),
-        recipients,
-        enabled,
-    })
+    reports::check_schedule(state, p.caller.tenant_id, input, now).await
 }
 
 fn details(spec: &ScheduleSpec) -> serde_json::Value {
