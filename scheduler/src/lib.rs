@@ -8,7 +8,8 @@
 //!   passed, rows whose worker died, and everything again after Redis lost its
 //!   data. It keeps each queue's Redis backlog under a high-water mark, so
 //!   millions of rows wait cheaply in Postgres and the Redis backend never
-//!   sees the due-job burst that crashes it.
+//!   sees the due-job burst that crashes it. [`dispatcher::Pacing`] slows
+//!   its sweeps down while they find nothing; writers wake it.
 //! * [`fleet::FleetReports`] tells operators when the dispatcher last swept,
 //!   which replica won each cron tick, and how many workers serve each queue.
 //! * [`alerts::Alerting`] evaluates alert rules once per period across
