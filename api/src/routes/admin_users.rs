@@ -16,7 +16,7 @@
 //! email is the user's sign-in address, so notices (BAA reminders, shipment
 //! updates) reach its inbox and its mailbox.
 
-use crate::extract::{Cursor, PageSize, Params, PathId, page};
+use crate::extract::{Cursor, PageSize, Params, PathId};
 use chrono::Utc;
 use poem::Request;
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
@@ -25,7 +25,7 @@ use shared::{
     db::{
         invitations, login_throttle,
         security_events::{self as events, Event},
-        subscribers, users,
+        users,
     },
     domain::UserId,
     permissions::Permission,
@@ -39,7 +39,7 @@ use crate::{
     routes::{ApiTags, views::UserView},
     services::{
         sessions::end_sessions,
-        users::{self as users_service, check_email, check_name},
+        users::{self as users_service, check_name, check_role},
     },
 };
 
@@ -74,48 +74,16 @@ impl AdminUsersApi {
         body: StrictJson<CreateUser>,
     ) -> Result<UserResponse, ApiError> {
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "user.create", "user");
         let b = body.0;
-        let target = act
-            .refused(None, p.target_tenant(b.organization_id.as_deref()))
-            .await?;
-        let email = check_email("email", &b.email)?;
-        let first = check_name("first_name", b.first_name.as_deref())?;
-        let last = check_name("last_name", b.last_name.as_deref())?;
-        let role = check_role(&b.role)?;
-        crate::access::check_password("temporary_password", &b.temporary_password)?;
-        let org = shared::db::organizations::get(&cx.state.pool, target).await?;
-        act.refused(
-            None,
-            org.ok_or(ApiError::NotFound("organization")).map(|_| ()),
-        )
-        .await?;
-        let hash = crate::access::hash_password(b.temporary_password).await?;
-        let mut tx = cx.state.pool.begin().await?;
-        let user = users::insert(
-            &mut *tx,
-            users::NewUser {
-                tenant_id: target,
-                email: email.as_str(),
-                first_name: first.as_deref(),
-                last_name: last.as_deref(),
-                role: role.as_str(),
-                password_hash: Some(&hash),
-                must_change_password: true,
-                created_by: &p.caller.actor,
-            },
-        )
-        .await;
-        let user = act.refused(None, user.map_err(ApiError::from)).await?;
-        subscribers::link_user(&mut *tx, &user).await?;
-        act.audit(
-            &mut *tx,
-            Some(target),
-            user.id,
-            json!({"role": role.as_str()}),
-        )
-        .await?;
-        tx.commit().await?;
+        let new = users_service::NewUser {
+            email: b.email,
+            first_name: b.first_name,
+            last_name: b.last_name,
+            role: b.role,
+            temporary_password: b.temporary_password,
+            organization_id: b.organization_id,
+        };
+        let user = users_service::create(cx.state, &p, cx.request_id, new).await?;
         let location = format!("/api/v1/admin/users/{}", user.id);
         Ok(UserResponse::Created(Json(user.into()), location))
     }
@@ -136,29 +104,13 @@ impl AdminUsersApi {
             limit,
         } = query.0;
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "user.list", "user");
-        let reach = act
-            .refused(None, p.reach_of(organization_id.as_deref()))
-            .await?;
-        let role = role.as_deref().map(check_role).transpose()?;
-        if let Some(s) = status.as_deref()
-            && !["active", "inactive"].contains(&s)
-        {
-            return Err(ApiError::invalid("status", "must be active or inactive"));
-        }
-        let after = cursor.map(Cursor::get).transpose()?;
-        let rows = users::list(
-            &cx.state.pool,
-            reach,
-            users::Filter {
-                role: role.map(Role::as_str),
-                status: status.as_deref(),
-                after,
-            },
-            limit.fetch(),
-        )
-        .await?;
-        let (rows, next_cursor) = page(rows, limit, |u| u.id);
+        let filter = users_service::ListFilter {
+            role,
+            status,
+            organization_id,
+        };
+        let (rows, next_cursor) =
+            users_service::list(cx.state, &p, cx.request_id, filter, cursor, limit).await?;
         Ok(PageResponse::Ok(Json(UserPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,

@@ -17,7 +17,7 @@
 //! fail the others. Every action, and every refusal, is audited without the
 //! token.
 
-use crate::extract::{Cursor, PageSize, Params, PathId, page};
+use crate::extract::{Cursor, PageSize, Params, PathId};
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::{
@@ -26,9 +26,7 @@ use poem_openapi::{
     payload::Json,
 };
 use serde_json::json;
-use shared::{
-    db::invitations, domain::InvitationId, permissions::Permission, roles::InvitationType,
-};
+use shared::{db::invitations, domain::InvitationId, roles::InvitationType};
 
 use crate::body::StrictJson;
 use crate::{
@@ -207,60 +205,12 @@ impl InvitationsApi {
             limit,
         } = query.0;
         let p = cx.principal().await?;
-        const STATUSES: &[&str] = &[
-            "pending",
-            "sent",
-            "accepted",
-            "failed",
-            "cancelled",
-            "expired",
-        ];
-        if status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
-            return Err(ApiError::invalid(
-                "status",
-                format!("must be one of {}", STATUSES.join(", ")),
-            ));
-        }
-        if invitation_type
-            .as_deref()
-            .is_some_and(|t| InvitationType::parse(t).is_none())
-        {
-            return Err(ApiError::invalid(
-                "invitation_type",
-                "is not an invitation type",
-            ));
-        }
-        if email.as_ref().is_some_and(|e| e.len() > 254) {
-            return Err(ApiError::invalid("email", "must be at most 254 characters"));
-        }
-        let mut rows = Vec::new();
-        let mut after = cursor.map(Cursor::get).transpose()?;
-        // Non-admins see only what they sent: filter while paging.
-        loop {
-            let batch = invitations::list(
-                &cx.state.pool,
-                p.reach(),
-                invitations::Filter {
-                    status: status.as_deref(),
-                    invitation_type: invitation_type.as_deref(),
-                    email: email.as_deref(),
-                    after,
-                },
-                limit.fetch(),
-            )
-            .await?;
-            let exhausted = batch.len() <= limit.get();
-            after = batch.last().map(|i| i.id);
-            rows.extend(
-                batch
-                    .into_iter()
-                    .filter(|i| check_can_manage(&p, i).is_ok()),
-            );
-            if exhausted || rows.len() > limit.get() {
-                break;
-            }
-        }
-        let (rows, next_cursor) = page(rows, limit, |i| i.id);
+        let filter = service::ListFilter {
+            status,
+            invitation_type,
+            email,
+        };
+        let (rows, next_cursor) = service::list(cx.state, &p, filter, cursor, limit).await?;
         Ok(PageResponse::Ok(Json(InvitationPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,

@@ -315,52 +315,9 @@ impl NotificationsApi {
         cx: ServiceCtx<'_>,
         id: Path<PathId<NotificationId>>,
     ) -> Result<GetResponse, ApiError> {
-        let tenant_id = cx.auth.0.tenant_id;
         let id = id.0.get("notification")?;
-        // One snapshot for the row and its attempts, so a worker recording an
-        // attempt in between cannot make them disagree.
-        let mut tx = cx.state.pool.begin().await?;
-        shared::db::read_snapshot(&mut tx).await?;
-        let n = notifications::get(&mut *tx, tenant_id, id)
-            .await?
-            .ok_or(ApiError::NotFound("notification"))?;
-        let attempts = notifications::attempts(&mut *tx, tenant_id, id).await?;
-        tx.commit().await?;
-        let next_attempt_at = match n.status {
-            NotificationStatus::Queued if n.attempts > 0 => Some(n.run_at),
-            NotificationStatus::Deferred => Some(n.run_at),
-            _ => None,
-        };
-        Ok(GetResponse::Ok(Json(NotificationView {
-            id: n.id.to_string(),
-            channel: n.channel.as_str().into(),
-            to: n.recipient,
-            status: n.status.as_str().into(),
-            attempt_count: n.attempts,
-            max_attempts: n.max_attempts,
-            next_attempt_at,
-            provider_message_id: n.provider_message_id,
-            last_error: n.last_error,
-            attempts: attempts
-                .into_iter()
-                .map(|a| AttemptView {
-                    attempt: a.attempt,
-                    outcome: a.outcome.as_str().into(),
-                    provider: a.provider,
-                    provider_response: a.provider_response,
-                    response_code: a.response_code,
-                    error: a.error,
-                    latency_ms: a.latency_ms,
-                    at: a.created_at,
-                })
-                .collect(),
-            metadata: n.metadata.0,
-            created_at: n.created_at,
-            updated_at: n.updated_at,
-            sent_at: n.sent_at,
-            delivered_at: n.delivered_at,
-            read_at: n.read_at,
-        })))
+        let status = service::status(cx.state, cx.auth.0.tenant_id, id).await?;
+        Ok(GetResponse::Ok(Json(view(status))))
     }
 }
 
@@ -428,4 +385,43 @@ fn accepted(sent: Sent) -> SendResponse {
         status_url,
         sent.replayed.then(|| "true".to_owned()),
     )
+}
+
+/// A notification's status as shown, its attempts oldest first.
+fn view(status: service::Status) -> NotificationView {
+    let service::Status {
+        notification: n,
+        attempts,
+        next_attempt_at,
+    } = status;
+    NotificationView {
+        id: n.id.to_string(),
+        channel: n.channel.as_str().into(),
+        to: n.recipient,
+        status: n.status.as_str().into(),
+        attempt_count: n.attempts,
+        max_attempts: n.max_attempts,
+        next_attempt_at,
+        provider_message_id: n.provider_message_id,
+        last_error: n.last_error,
+        attempts: attempts
+            .into_iter()
+            .map(|a| AttemptView {
+                attempt: a.attempt,
+                outcome: a.outcome.as_str().into(),
+                provider: a.provider,
+                provider_response: a.provider_response,
+                response_code: a.response_code,
+                error: a.error,
+                latency_ms: a.latency_ms,
+                at: a.created_at,
+            })
+            .collect(),
+        metadata: n.metadata.0,
+        created_at: n.created_at,
+        updated_at: n.updated_at,
+        sent_at: n.sent_at,
+        delivered_at: n.delivered_at,
+        read_at: n.read_at,
+    }
 }

@@ -10,18 +10,12 @@ use chrono::{DateTime, Utc};
 use poem_openapi::{ApiResponse, Object, OpenApi, param::Path, payload::Json};
 use serde_json::Value;
 use shared::{
-    db::providers::{self as db, ProviderConfig, ProviderWrite},
+    db::providers::{self as db, ProviderConfig},
     domain::ProviderId,
-    providers::ProviderKind,
 };
 
 use crate::body::StrictJson;
-use crate::{
-    error::ApiError,
-    extract::AdminCtx,
-    routes::ApiTags,
-    services::providers::{self as service, check, seal},
-};
+use crate::{error::ApiError, extract::AdminCtx, routes::ApiTags, services::providers as service};
 
 /// The provider endpoints.
 #[derive(Debug)]
@@ -158,53 +152,17 @@ impl ProvidersApi {
     ) -> Result<ProviderResponse, ApiError> {
         let caller = cx.auth.caller();
         let req = body.0;
-        let kind = ProviderKind::parse(&req.provider).ok_or_else(|| {
-            ApiError::invalid(
-                "provider",
-                "must be one of `smtp`, `sendgrid`, `twilio`, `fcm`, `whatsapp`",
-            )
-        })?;
-        let spec = check(
-            kind,
-            &req.name,
-            req.priority,
-            &req.settings,
-            &req.credentials,
-            true,
-        )?
-        .ok_or_else(|| ApiError::invalid("credentials", "are required"))?;
-        let id = ProviderId::new();
-        let (sealed, masked) = seal(cx.state, &caller, id, &spec)?;
-        let write = ProviderWrite {
-            provider: kind,
-            name: req.name.trim(),
-            priority: req.priority.unwrap_or(100),
-            enabled: req.enabled.unwrap_or(true),
-            settings: spec.settings(),
-            sealed,
-            masked,
+        let config = service::NewConfig {
+            provider: req.provider,
+            name: req.name,
+            priority: req.priority,
+            enabled: req.enabled,
+            settings: req.settings,
+            credentials: req.credentials,
         };
-        let created = match db::create(&cx.state.pool, caller.tenant_id, id, write).await {
-            Ok(c) => c,
-            Err(e) if db::is_name_taken(&e) => {
-                return Err(ApiError::Conflict(
-                    "a provider with that name already exists".into(),
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
-        cx.audit(
-            &cx.state.pool,
-            "provider.create",
-            "provider",
-            id,
-            serde_json::json!({"provider": kind.as_str(), "channel": kind.channel_name()}),
-        )
-        .await?;
-        Ok(ProviderResponse::Created(
-            Json(created.into()),
-            format!("/api/v1/admin/providers/{id}"),
-        ))
+        let created = service::create(cx.state, &caller, cx.request_id, config).await?;
+        let location = format!("/api/v1/admin/providers/{}", created.id);
+        Ok(ProviderResponse::Created(Json(created.into()), location))
     }
 
     /// The organisation's providers, by channel and failover order.

@@ -16,19 +16,22 @@ use poem_openapi::{
     payload::{Attachment, AttachmentType, Json, PlainText},
     validation::{MaxLength, Pattern},
 };
-use serde_json::json;
 use shared::{
-    db::scope::Reach,
+    domain::TenantId,
     reports::{
-        ReportRange,
-        compute::{self, Comparison, Period, Report, Slice, Totals, Trend},
-        export, forecast,
+        compute::{Comparison, Period, Report, Slice, Totals, Trend},
+        export,
+        forecast::ChannelForecast,
         own::Section,
     },
 };
 
 use crate::{
-    access::Principal, error::ApiError, extract::AdminCtx, extract::Params, routes::ApiTags,
+    error::ApiError,
+    extract::AdminCtx,
+    extract::Params,
+    routes::ApiTags,
+    services::reports::{self as service, Shape},
 };
 
 pub mod schedules;
@@ -217,17 +220,6 @@ pub struct ReportView {
     pub trend: Option<TrendView>,
 }
 
-/// What a report keeps: its label, sections and channel.
-#[derive(Debug, Clone)]
-pub struct Shape {
-    /// The template's name or own key.
-    pub label: String,
-    /// The sections kept.
-    pub sections: Vec<Section>,
-    /// The channel it is narrowed to.
-    pub channel: Option<String>,
-}
-
 impl ReportView {
     /// The view of `r` with the sections `shape` keeps.
     pub fn of(r: &Report, shape: &Shape) -> Self {
@@ -367,12 +359,6 @@ pub enum ForecastResponse {
     Ok(Json<ForecastView>),
 }
 
-/// Whose rows a report reads (every organisation's for a platform admin
-/// naming none).
-fn subject(p: &Principal, requested: Option<&str>) -> Result<Reach, ApiError> {
-    p.reach_of(requested)
-}
-
 crate::query_params! {
     /// What a report covers and how it is written.
     pub struct ReportQuery {
@@ -412,39 +398,15 @@ impl ReportsApi {
             organization_id,
         } = query.0;
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "report.export", "report");
-        let reach = act
-            .refused(
-                organization_id.as_deref(),
-                subject(&p, organization_id.as_deref()),
-            )
-            .await?;
-        let (template, shape) = templates::resolve(cx.state, &p, &template).await?;
-        let range = ReportRange::new(template, from, to, Utc::now())
-            .map_err(|e| ApiError::invalid(e.field, e.reason))?;
-        let format = format.unwrap_or_else(|| "json".into());
-        let report =
-            compute::report_of(&cx.state.pool, reach, &range, shape.channel.as_deref()).await?;
-        act.audit(&cx.state.pool, reach.tenant(), shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": reach.tenant().is_none()}))
-        .await?;
-        let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
-        Ok(ReportAnswer(match format.as_str() {
-            "csv" => ReportResponse::Csv(
-                PlainText(
-                    String::from_utf8(
-                        export::csv_of(&report, &shape.sections).map_err(anyhow::Error::from)?,
-                    )
-                    .map_err(anyhow::Error::from)?,
-                ),
-                format!("attachment; filename=\"{name}.csv\""),
-            ),
-            "xlsx" => ReportResponse::Xlsx(
-                Attachment::new(xlsx::workbook(&report, &shape.sections)?)
-                    .attachment_type(AttachmentType::Attachment)
-                    .filename(format!("{name}.xlsx")),
-            ),
-            _ => ReportResponse::Ok(Json(Box::new(ReportView::of(&report, &shape)))),
-        }))
+        let ask = service::ReportAsk {
+            template,
+            from,
+            to,
+            format,
+            organization_id,
+        };
+        let exported = service::export(cx.state, &p, cx.request_id, ask).await?;
+        written(exported).map(ReportAnswer)
     }
 
     /// The next 7 days' accepted notifications per channel (admins), from
@@ -462,41 +424,68 @@ impl ReportsApi {
         #[oai(validator(max_length = 36))] organization_id: Query<Option<String>>,
     ) -> Result<ForecastResponse, ApiError> {
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "report.forecast", "report");
-        let reach = act
-            .refused(
-                organization_id.0.as_deref(),
-                subject(&p, organization_id.0.as_deref()),
-            )
-            .await?;
-        if let Some(c) = channel.0.as_deref()
-            && shared::domain::Channel::parse(c).is_none()
-        {
-            return Err(ApiError::invalid(
-                "channel",
-                "must be email, sms, push, whatsapp or inapp",
-            ));
-        }
-        let today = Utc::now().date_naive();
-        let channels =
-            forecast::forecast(&cx.state.pool, reach, channel.0.as_deref(), today).await?;
-        Ok(ForecastResponse::Ok(Json(ForecastView {
-            method: "seasonal_mean_4w".into(),
-            organization_id: reach.tenant().map(|t| t.to_string()),
-            channels: channels
-                .into_iter()
-                .map(|c| ChannelForecastView {
-                    channel: c.channel,
-                    days: c
-                        .days
-                        .into_iter()
-                        .map(|(date, accepted)| ForecastDay { date, accepted })
-                        .collect(),
-                    history_days: c.history_days as i64,
-                    holdout_mae: c.holdout_mae,
-                    holdout_mape: c.holdout_mape,
-                })
-                .collect(),
-        })))
+        let (reach, channels) = service::forecast(
+            cx.state,
+            &p,
+            cx.request_id,
+            channel.0.as_deref(),
+            organization_id.0.as_deref(),
+        )
+        .await?;
+        Ok(ForecastResponse::Ok(Json(forecast_view(
+            reach.tenant(),
+            channels,
+        ))))
+    }
+}
+
+/// A report written in its format: JSON, CSV or XLSX (those two as
+/// attachments named after the template and the range's start).
+fn written(e: service::Exported) -> Result<ReportResponse, ApiError> {
+    let service::Exported {
+        report,
+        shape,
+        range,
+        format,
+    } = e;
+    let name = format!("report-{}-{}", shape.label, range.from.format("%Y%m%dT%H"));
+    Ok(match format.as_str() {
+        "csv" => ReportResponse::Csv(
+            PlainText(
+                String::from_utf8(
+                    export::csv_of(&report, &shape.sections).map_err(anyhow::Error::from)?,
+                )
+                .map_err(anyhow::Error::from)?,
+            ),
+            format!("attachment; filename=\"{name}.csv\""),
+        ),
+        "xlsx" => ReportResponse::Xlsx(
+            Attachment::new(xlsx::workbook(&report, &shape.sections)?)
+                .attachment_type(AttachmentType::Attachment)
+                .filename(format!("{name}.xlsx")),
+        ),
+        _ => ReportResponse::Ok(Json(Box::new(ReportView::of(&report, &shape)))),
+    })
+}
+
+/// The forecast of `tenant` (platform-wide when none) as shown.
+fn forecast_view(tenant: Option<TenantId>, channels: Vec<ChannelForecast>) -> ForecastView {
+    ForecastView {
+        method: "seasonal_mean_4w".into(),
+        organization_id: tenant.map(|t| t.to_string()),
+        channels: channels
+            .into_iter()
+            .map(|c| ChannelForecastView {
+                channel: c.channel,
+                days: c
+                    .days
+                    .into_iter()
+                    .map(|(date, accepted)| ForecastDay { date, accepted })
+                    .collect(),
+                history_days: c.history_days as i64,
+                holdout_mae: c.holdout_mae,
+                holdout_mape: c.holdout_mape,
+            })
+            .collect(),
     }
 }

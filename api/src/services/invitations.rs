@@ -15,6 +15,7 @@ use shared::{
     domain::{InvitationId, TenantId},
     jobs::SendInvitation,
     outbox::Enqueued,
+    permissions::Permission,
     roles::InvitationType,
 };
 
@@ -22,6 +23,7 @@ use crate::{
     AppState,
     access::{self, Principal},
     error::ApiError,
+    extract::{Cursor, PageSize, page},
     middleware::RequestId,
     services::users::{check_email, check_name},
 };
@@ -47,6 +49,17 @@ pub struct Invite {
     pub expires_in_days: Option<u32>,
     /// The organisation (platform admins; the caller's own otherwise).
     pub organization_id: Option<String>,
+}
+
+/// The filters of the invitation list, as sent.
+#[derive(Debug)]
+pub struct ListFilter {
+    /// Status as shown.
+    pub status: Option<String>,
+    /// Type.
+    pub invitation_type: Option<String>,
+    /// Address (case-insensitive, exact).
+    pub email: Option<String>,
 }
 
 /// An accept as sent.
@@ -330,5 +343,78 @@ pub async fn push(state: &AppState, tenant_id: TenantId, invitation_id: Invitati
     if let Err(error) = enqueued.push(&state.queues, &state.pool).await {
         // The row's dispatch mark runs out and the dispatcher pushes it then.
         tracing::warn!(%error, %invitation_id, "cannot release the invitation's dispatch mark");
+    }
+}
+
+/// Statuses an invitation is shown with.
+const STATUSES: &[&str] = &[
+    "pending",
+    "sent",
+    "accepted",
+    "failed",
+    "cancelled",
+    "expired",
+];
+
+/// One page (`limit`, after `cursor`) of the invitations within `p`'s reach
+/// that match `f` and `p` may manage ([`check_can_manage`]), with the
+/// cursor of the next. The filters are checked before the cursor.
+pub async fn list(
+    state: &AppState,
+    p: &Principal,
+    f: ListFilter,
+    cursor: Option<Cursor<InvitationId>>,
+    limit: PageSize,
+) -> Result<(Vec<invitations::Invitation>, Option<String>), ApiError> {
+    if f.status.as_deref().is_some_and(|s| !STATUSES.contains(&s)) {
+        return Err(ApiError::invalid(
+            "status",
+            format!("must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    if f.invitation_type
+        .as_deref()
+        .is_some_and(|t| InvitationType::parse(t).is_none())
+    {
+        return Err(ApiError::invalid(
+            "invitation_type",
+            "is not an invitation type",
+        ));
+    }
+    if f.email.as_ref().is_some_and(|e| e.len() > 254) {
+        return Err(ApiError::invalid("email", "must be at most 254 characters"));
+    }
+    let mut rows = Vec::new();
+    let mut after = cursor.map(Cursor::get).transpose()?;
+    // Non-admins see only what they sent: filter while paging.
+    loop {
+        let batch = invitations::list(
+            &state.pool,
+            p.reach(),
+            invitations::Filter {
+                status: f.status.as_deref(),
+                invitation_type: f.invitation_type.as_deref(),
+                email: f.email.as_deref(),
+                after,
+            },
+            limit.fetch(),
+        )
+        .await?;
+        let exhausted = batch.len() <= limit.get();
+        after = batch.last().map(|i| i.id);
+        rows.extend(batch.into_iter().filter(|i| check_can_manage(p, i).is_ok()));
+        if exhausted || rows.len() > limit.get() {
+            break;
+        }
+    }
+    Ok(page(rows, limit, |i| i.id))
+}
+
+/// Admins manage every invitation in scope; others only those they sent.
+pub fn check_can_manage(p: &Principal, inv: &invitations::Invitation) -> Result<(), ApiError> {
+    if p.holds(Permission::UsersManage) || inv.invited_by == p.caller.actor {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("invitation"))
     }
 }

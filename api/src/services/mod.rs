@@ -8,23 +8,27 @@
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
 //! * [`bulk`]: CSV uploads: the form checked, the file stored, the job
 //!   queued, and replays under an idempotency key.
-//! * [`invitations`]: inviting someone, accepting an invitation, and what
-//!   follows an invitation's commit.
+//! * [`invitations`]: inviting someone, accepting an invitation, what
+//!   follows an invitation's commit, and listing the invitations a caller
+//!   may manage.
 //! * [`lookups`]: reference values platform admins edit.
 //! * [`notifications`]: sending a notification, raw (checked in its
 //!   `validate`) or from a template (rendered per channel in its `plan`),
-//!   committed alone or in a shared commit.
+//!   committed alone or in a shared commit; a notification's status.
 //! * [`permissions`]: permission names, the users a change names, how a
 //!   change is recorded, and delegating permissions.
-//! * [`providers`]: checking, sealing and replacing provider configs.
-//! * [`reports`]: the rules a report schedule follows.
+//! * [`providers`]: checking, sealing, adding and replacing provider
+//!   configs.
+//! * [`reports`]: the rules a report schedule follows, which template a
+//!   report names, computing and auditing a report, and the forecast.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
 //! * [`topics`]: finding a topic by key, and sends to a topic or to the
 //!   whole organisation.
-//! * [`users`]: the rules a platform user's fields follow, and setting a
-//!   user's password.
-//! * [`workflows`]: saving workflow definitions and triggering runs.
+//! * [`users`]: the rules a platform user's fields follow, creating and
+//!   listing users, and setting a user's password.
+//! * [`workflows`]: saving workflow definitions, triggering runs and
+//!   listing them.
 
 pub mod batches;
 pub mod broadcasts;

@@ -99,6 +99,19 @@ impl Send {
     }
 }
 
+/// A notification as it stands: the row, its attempts oldest first, and
+/// when it is tried next.
+#[derive(Debug)]
+pub struct Status {
+    /// The notification.
+    pub notification: notifications::Notification,
+    /// Its attempts, oldest first.
+    pub attempts: Vec<notifications::Attempt>,
+    /// When it is tried next: a queued notification tried before, or a
+    /// deferred one.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+}
+
 /// A notification a send created: its id, channel and status.
 pub type Created = (NotificationId, Channel, NotificationStatus);
 
@@ -130,6 +143,33 @@ struct Planned {
     skipped: Vec<Skipped>,
     critical: bool,
     known: KnownSubscriber,
+}
+
+/// Notification `id` of `tenant_id` and its attempts (404 when it has
+/// none), read in one snapshot so a worker recording an attempt in between
+/// cannot make them disagree.
+pub async fn status(
+    state: &AppState,
+    tenant_id: TenantId,
+    id: NotificationId,
+) -> Result<Status, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    shared::db::read_snapshot(&mut tx).await?;
+    let n = notifications::get(&mut *tx, tenant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("notification"))?;
+    let attempts = notifications::attempts(&mut *tx, tenant_id, id).await?;
+    tx.commit().await?;
+    let next_attempt_at = match n.status {
+        NotificationStatus::Queued if n.attempts > 0 => Some(n.run_at),
+        NotificationStatus::Deferred => Some(n.run_at),
+        _ => None,
+    };
+    Ok(Status {
+        notification: n,
+        attempts,
+        next_attempt_at,
+    })
 }
 
 /// Sends `req` for `tenant_id`. `idempotency` is the request's key and the

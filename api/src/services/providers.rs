@@ -1,6 +1,7 @@
 //! Provider configs: the rules a config's fields and its kind's settings and
-//! credentials follow, sealing credentials, and replacing a config. The
-//! routes in [`crate::routes::providers`] parse requests and shape answers.
+//! credentials follow, sealing credentials, and adding or replacing a
+//! config. The routes in [`crate::routes::providers`] parse requests and
+//! shape answers.
 //!
 //! Credentials are sealed with AES-256-GCM (the tenant and provider ids bound
 //! in as associated data) and only their masked form is kept readable.
@@ -18,6 +19,23 @@ use crate::{
     error::{ApiError, InvalidParam},
     middleware::RequestId,
 };
+
+/// A new config as sent.
+#[derive(Debug)]
+pub struct NewConfig {
+    /// The provider kind's name.
+    pub provider: String,
+    /// Its name.
+    pub name: String,
+    /// Failover order (default 100).
+    pub priority: Option<i32>,
+    /// Whether sends use it (default true).
+    pub enabled: Option<bool>,
+    /// Plain settings.
+    pub settings: Option<Value>,
+    /// Secrets (required).
+    pub credentials: Option<Value>,
+}
 
 /// A config's replacement as sent. The provider kind cannot change.
 #[derive(Debug)]
@@ -116,6 +134,55 @@ pub fn seal(
         Some(keyring.seal(&plain, &aad(caller.tenant_id, id))),
         mask(&credentials),
     ))
+}
+
+/// Adds config `c` to the caller's organisation, audited as the caller's
+/// (without secrets): 409 when another config has the name.
+pub async fn create(
+    state: &AppState,
+    caller: &AdminCaller,
+    request_id: &RequestId,
+    c: NewConfig,
+) -> Result<ProviderConfig, ApiError> {
+    let kind = ProviderKind::parse(&c.provider).ok_or_else(|| {
+        ApiError::invalid(
+            "provider",
+            "must be one of `smtp`, `sendgrid`, `twilio`, `fcm`, `whatsapp`",
+        )
+    })?;
+    let spec = check(kind, &c.name, c.priority, &c.settings, &c.credentials, true)?
+        .ok_or_else(|| ApiError::invalid("credentials", "are required"))?;
+    let id = ProviderId::new();
+    let (sealed, masked) = seal(state, caller, id, &spec)?;
+    let write = ProviderWrite {
+        provider: kind,
+        name: c.name.trim(),
+        priority: c.priority.unwrap_or(100),
+        enabled: c.enabled.unwrap_or(true),
+        settings: spec.settings(),
+        sealed,
+        masked,
+    };
+    let created = match db::create(&state.pool, caller.tenant_id, id, write).await {
+        Ok(c) => c,
+        Err(e) if db::is_name_taken(&e) => {
+            return Err(ApiError::Conflict(
+                "a provider with that name already exists".into(),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    caller
+        .audit(
+            &state.pool,
+            request_id,
+            "provider.create",
+            "provider",
+            id,
+            serde_json::json!({"provider": kind.as_str(), "channel": kind.channel_name()}),
+        )
+        .await?;
+    Ok(created)
 }
 
 /// Replaces config `id` of the caller's organisation with `r`, audited as

@@ -1,5 +1,7 @@
-//! Report schedules: the rules a schedule follows before it is stored. The
-//! routes in [`crate::routes::reports`] parse requests and shape answers.
+//! Reports: which template a report names, computing and auditing a
+//! report, the 7-day forecast, and the rules a report schedule follows
+//! before it is stored. The routes in [`crate::routes::reports`] parse
+//! requests and shape answers.
 //!
 //! Malformed fields are 400, every one named at once; a schedule firing
 //! more than hourly, a template that is neither built in nor the
@@ -7,20 +9,70 @@
 //! organisation are 422.
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use shared::{
     db::{
         report_schedules::{self as store, ScheduleSpec},
         report_templates::{self as templates_store, ReportTemplate},
+        scope::Reach,
     },
     domain::TenantId,
-    reports::{Template, schedule::ReportCron},
+    reports::{
+        ReportRange, Template,
+        compute::{self, Report},
+        forecast::{self, ChannelForecast},
+        own::Section,
+        schedule::ReportCron,
+    },
 };
 use uuid::Uuid;
 
 use crate::{
     AppState,
+    access::Principal,
     error::{ApiError, InvalidParam},
+    middleware::RequestId,
 };
+
+/// What a report keeps: its label, sections and channel.
+#[derive(Debug, Clone)]
+pub struct Shape {
+    /// The template's name or own key.
+    pub label: String,
+    /// The sections kept.
+    pub sections: Vec<Section>,
+    /// The channel it is narrowed to.
+    pub channel: Option<String>,
+}
+
+/// A report as asked for.
+#[derive(Debug)]
+pub struct ReportAsk {
+    /// A built-in template's name, or the id or key of one of the
+    /// organisation's own.
+    pub template: String,
+    /// Start (`custom` only).
+    pub from: Option<DateTime<Utc>>,
+    /// End (default now).
+    pub to: Option<DateTime<Utc>>,
+    /// `json` (default), `csv` or `xlsx`.
+    pub format: Option<String>,
+    /// The organisation (platform admins: one or none).
+    pub organization_id: Option<String>,
+}
+
+/// A report computed and audited, to be written in its format.
+#[derive(Debug)]
+pub struct Exported {
+    /// The report.
+    pub report: Report,
+    /// What of it is kept.
+    pub shape: Shape,
+    /// The range it covers.
+    pub range: ReportRange,
+    /// `json`, `csv` or `xlsx`.
+    pub format: String,
+}
 
 /// A schedule as sent: a new one, or a schedule's replacement.
 #[derive(Debug)]
@@ -208,4 +260,100 @@ async fn active_recipients(
         return Err(ApiError::Unprocessable(unknown));
     }
     Ok(recipients)
+}
+
+/// Whose rows a report reads (every organisation's for a platform admin
+/// naming none).
+fn subject(p: &Principal, requested: Option<&str>) -> Result<Reach, ApiError> {
+    p.reach_of(requested)
+}
+
+/// The template `raw` names for a report of the caller: a built-in one, or
+/// one of the caller's organisation's own by id or key. An id of none of
+/// its templates answers 404; any other unknown name 400.
+pub async fn resolve(
+    state: &AppState,
+    p: &Principal,
+    raw: &str,
+) -> Result<(Template, Shape), ApiError> {
+    if let Some(t) = Template::parse(raw) {
+        return Ok((
+            t,
+            Shape {
+                label: t.as_str().to_owned(),
+                sections: Section::ALL.to_vec(),
+                channel: None,
+            },
+        ));
+    }
+    match templates_store::find(&state.pool, p.caller.tenant_id, raw).await? {
+        Some(own) => Ok((
+            Template::Own(own.spec.period),
+            Shape {
+                label: own.spec.key,
+                sections: own.spec.sections,
+                channel: own.spec.channel,
+            },
+        )),
+        None if Uuid::parse_str(raw).is_ok() => Err(ApiError::NotFound("report template")),
+        None => Err(ApiError::invalid(
+            "template",
+            "must be daily_summary, weekly_performance, monthly_comprehensive, custom, or the \
+             id or key of one of the organisation's report templates",
+        )),
+    }
+}
+
+/// The report `ask` names, computed from the hourly rollups and audited as
+/// `report.export`: whose rows first (refusal audited), then the template,
+/// then the range.
+pub async fn export(
+    state: &AppState,
+    p: &Principal,
+    request_id: &RequestId,
+    ask: ReportAsk,
+) -> Result<Exported, ApiError> {
+    let act = p.at(state, request_id).acting("report.export", "report");
+    let requested = ask.organization_id.as_deref();
+    let reach = act.refused(requested, subject(p, requested)).await?;
+    let (template, shape) = resolve(state, p, &ask.template).await?;
+    let range = ReportRange::new(template, ask.from, ask.to, Utc::now())
+        .map_err(|e| ApiError::invalid(e.field, e.reason))?;
+    let format = ask.format.unwrap_or_else(|| "json".into());
+    let report = compute::report_of(&state.pool, reach, &range, shape.channel.as_deref()).await?;
+    act.audit(&state.pool, reach.tenant(), shape.label.as_str(), json!({"from": range.from, "to": range.to, "format": format, "platform_wide": reach.tenant().is_none()}))
+        .await?;
+    Ok(Exported {
+        report,
+        shape,
+        range,
+        format,
+    })
+}
+
+/// The next 7 days' accepted notifications per channel (or `channel`
+/// alone) of the organisations `organization_id` names for `p` (refusal
+/// audited as `report.forecast`), and whose they are.
+pub async fn forecast(
+    state: &AppState,
+    p: &Principal,
+    request_id: &RequestId,
+    channel: Option<&str>,
+    organization_id: Option<&str>,
+) -> Result<(Reach, Vec<ChannelForecast>), ApiError> {
+    let act = p.at(state, request_id).acting("report.forecast", "report");
+    let reach = act
+        .refused(organization_id, subject(p, organization_id))
+        .await?;
+    if let Some(c) = channel
+        && shared::domain::Channel::parse(c).is_none()
+    {
+        return Err(ApiError::invalid(
+            "channel",
+            "must be email, sms, push, whatsapp or inapp",
+        ));
+    }
+    let today = Utc::now().date_naive();
+    let channels = forecast::forecast(&state.pool, reach, channel, today).await?;
+    Ok((reach, channels))
 }

@@ -1,12 +1,14 @@
 //! Workflows: saving a definition (each save a new version) and starting
-//! runs of one, for one subscriber or every member of a topic. The routes
-//! in [`crate::routes::workflows`] parse requests and shape answers.
+//! runs of one, for one subscriber or every member of a topic, and listing
+//! runs. The routes in [`crate::routes::workflows`] parse requests and
+//! shape answers.
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::{
     db::{
         api_keys::KeyOwner,
-        workflows::{self as store, NewRuns, Workflow},
+        workflows::{self as store, NewRuns, RunFilter, RunSummary, Workflow},
     },
     domain::{ExternalId, TenantId, WorkflowRunId, key_ok},
     workflows::{MAX_PAYLOAD_BYTES, StepKind, parse_steps},
@@ -15,6 +17,7 @@ use shared::{
 use crate::{
     AppState,
     error::{ApiError, StepProblem},
+    extract::{Cursor, PageSize, page},
 };
 
 /// Most members a trigger to a topic starts runs for.
@@ -300,4 +303,83 @@ async fn replay(
             }))
         }
     }
+}
+
+/// A run's statuses, as the `status` filter names them.
+const STATUSES: &[&str] = &[
+    "running",
+    "waiting",
+    "completed",
+    "cancelled",
+    "failed",
+    "merged",
+    "dropped",
+];
+
+/// The filters of the run list, as sent (every filter given must hold).
+#[derive(Debug)]
+pub struct RunListFilter {
+    /// The workflow's key.
+    pub workflow: Option<String>,
+    /// The run's status.
+    pub status: Option<String>,
+    /// The subscriber's external id.
+    pub subscriber_id: Option<String>,
+    /// The trigger's cancellation key.
+    pub cancellation_key: Option<String>,
+}
+
+/// One page (`limit`, after `cursor`) of `tenant_id`'s runs matching `f`,
+/// newest first, with the cursor of the next. The cursor is checked
+/// before the filters; an unknown subscriber has no runs.
+pub async fn list_runs(
+    state: &AppState,
+    tenant_id: TenantId,
+    f: RunListFilter,
+    cursor: Option<Cursor<(DateTime<Utc>, WorkflowRunId)>>,
+    limit: PageSize,
+) -> Result<(Vec<RunSummary>, Option<String>), ApiError> {
+    let after = cursor.map(Cursor::get).transpose()?;
+    if let Some(w) = &f.workflow
+        && !key_ok(w)
+    {
+        return Err(ApiError::invalid(
+            "workflow",
+            "must be a workflow key: 1 to 100 lower-case letters, digits, `.`, `_` or `-`",
+        ));
+    }
+    if let Some(s) = &f.status
+        && !STATUSES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status",
+            format!("must be one of {}", STATUSES.join(", ")),
+        ));
+    }
+    if let Some(k) = &f.cancellation_key {
+        shared::domain::cancellation_key(k)
+            .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
+    }
+    let subscriber = match &f.subscriber_id {
+        None => None,
+        Some(raw) => {
+            let external =
+                ExternalId::parse(raw).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
+            match shared::db::subscribers::find_id(&state.pool, tenant_id, external.as_str())
+                .await?
+            {
+                Some(id) => Some(id),
+                // No such subscriber: no runs.
+                None => return Ok((Vec::new(), None)),
+            }
+        }
+    };
+    let filter = RunFilter {
+        workflow: f.workflow.as_deref(),
+        status: f.status.as_deref(),
+        subscriber_id: subscriber,
+        cancellation_key: f.cancellation_key.as_deref(),
+    };
+    let items = store::list_runs(&state.pool, tenant_id, &filter, after, limit.fetch()).await?;
+    Ok(page(items, limit, |r: &RunSummary| (r.created_at, r.id)))
 }

@@ -145,19 +145,3 @@ pub enum AcceptedResponse {
     #[oai(status = 202)]
     Accepted,
 }
-
-pub(super) fn check_role(v: &str) -> Result<Role, ApiError> {
-    Role::parse(v).ok_or_else(|| {
-        ApiError::invalid(
-            "role",
-            format!(
-                "must be one of {}",
-                Role::ALL
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })
-}

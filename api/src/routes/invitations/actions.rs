@@ -4,7 +4,7 @@
 use super::*;
 use crate::access::Acting;
 use crate::extract::AdminCtx;
-use crate::services::invitations::push;
+use crate::services::invitations::{check_can_manage, push};
 
 /// `body` as the invitations service takes it.
 pub(super) fn invite(body: CreateInvitation) -> service::Invite {
@@ -176,16 +176,4 @@ where
         results.push(item(i, each(raw).await.map(|id| (200, id))));
     }
     Ok(summarise(results))
-}
-
-/// Admins manage every invitation in scope; others only those they sent.
-pub(super) fn check_can_manage(
-    p: &Principal,
-    inv: &invitations::Invitation,
-) -> Result<(), ApiError> {
-    if p.holds(Permission::UsersManage) || inv.invited_by == p.caller.actor {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound("invitation"))
-    }
 }

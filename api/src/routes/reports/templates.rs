@@ -18,17 +18,11 @@ use serde_json::json;
 use shared::{
     db::report_templates::{self as store, ReportTemplate},
     domain::ReportTemplateId,
-    reports::{
-        Template,
-        own::{Section, TemplateInput, TemplateSpec},
-    },
+    reports::own::{TemplateInput, TemplateSpec},
 };
 use uuid::Uuid;
 
-use super::Shape;
 use crate::{
-    AppState,
-    access::Principal,
     body::StrictJson,
     error::{ApiError, InvalidParam},
     extract::AdminCtx,
@@ -194,42 +188,6 @@ fn details(spec: &TemplateSpec) -> serde_json::Value {
     json!({"key": spec.key, "period": period, "period_days": days,
            "sections": spec.sections.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
            "channel": spec.channel})
-}
-
-/// The template `raw` names for a report of the caller: a built-in one, or
-/// one of the caller's organisation's own by id or key. An id of none of
-/// its templates answers 404; any other unknown name 400.
-pub async fn resolve(
-    state: &AppState,
-    p: &Principal,
-    raw: &str,
-) -> Result<(Template, Shape), ApiError> {
-    if let Some(t) = Template::parse(raw) {
-        return Ok((
-            t,
-            Shape {
-                label: t.as_str().to_owned(),
-                sections: Section::ALL.to_vec(),
-                channel: None,
-            },
-        ));
-    }
-    match store::find(&state.pool, p.caller.tenant_id, raw).await? {
-        Some(own) => Ok((
-            Template::Own(own.spec.period),
-            Shape {
-                label: own.spec.key,
-                sections: own.spec.sections,
-                channel: own.spec.channel,
-            },
-        )),
-        None if Uuid::parse_str(raw).is_ok() => Err(ApiError::NotFound("report template")),
-        None => Err(ApiError::invalid(
-            "template",
-            "must be daily_summary, weekly_performance, monthly_comprehensive, custom, or the \
-             id or key of one of the organisation's report templates",
-        )),
-    }
 }
 
 #[OpenApi(prefix_path = "/api/v1/reports/templates", tag = "ApiTags::Reports")]

@@ -15,7 +15,7 @@ use poem_openapi::{
 };
 use serde_json::Value;
 use shared::{
-    db::workflows::{self as store, Cancelled, RunFilter, RunSummary, Which},
+    db::workflows::{self as store, Cancelled, RunSummary, Which},
     domain::{ExternalId, TenantId, WorkflowRunId},
     workflows::StepKind,
 };
@@ -26,9 +26,10 @@ use crate::{
     body::StrictJson,
     error::ApiError,
     extract::ServiceCtx,
-    extract::{Cursor, PageSize, Params, PathId, page},
+    extract::{Cursor, PageSize, Params, PathId},
     middleware::RequestId,
     routes::ApiTags,
+    services::workflows as service,
 };
 
 /// Runs, cancellation and events.
@@ -161,17 +162,6 @@ pub enum RunListResponse {
     #[oai(status = 200)]
     Ok(Json<RunPage>),
 }
-
-/// A run's statuses, as the `status` filter names them.
-const STATUSES: &[&str] = &[
-    "running",
-    "waiting",
-    "completed",
-    "cancelled",
-    "failed",
-    "merged",
-    "dropped",
-];
 
 /// What a cancel did.
 #[derive(Debug, Clone, Object)]
@@ -385,56 +375,14 @@ impl WorkflowRunsApi {
             subscriber_id,
             cancellation_key,
         } = query.0;
-        let tenant_id = cx.auth.0.tenant_id;
-        let after = cursor.map(Cursor::get).transpose()?;
-        if let Some(w) = &workflow
-            && !super::key_ok(w)
-        {
-            return Err(ApiError::invalid(
-                "workflow",
-                "must be a workflow key: 1 to 100 lower-case letters, digits, `.`, `_` or `-`",
-            ));
-        }
-        if let Some(s) = &status
-            && !STATUSES.contains(&s.as_str())
-        {
-            return Err(ApiError::invalid(
-                "status",
-                format!("must be one of {}", STATUSES.join(", ")),
-            ));
-        }
-        if let Some(k) = &cancellation_key {
-            shared::domain::cancellation_key(k)
-                .map_err(|e| ApiError::invalid("cancellation_key", e.0))?;
-        }
-        let subscriber = match &subscriber_id {
-            None => None,
-            Some(raw) => {
-                let external =
-                    ExternalId::parse(raw).map_err(|e| ApiError::invalid("subscriber_id", e.0))?;
-                match shared::db::subscribers::find_id(&cx.state.pool, tenant_id, external.as_str())
-                    .await?
-                {
-                    Some(id) => Some(id),
-                    // No such subscriber: no runs.
-                    None => {
-                        return Ok(RunListResponse::Ok(Json(RunPage {
-                            items: Vec::new(),
-                            next_cursor: None,
-                        })));
-                    }
-                }
-            }
+        let filter = service::RunListFilter {
+            workflow,
+            status,
+            subscriber_id,
+            cancellation_key,
         };
-        let filter = RunFilter {
-            workflow: workflow.as_deref(),
-            status: status.as_deref(),
-            subscriber_id: subscriber,
-            cancellation_key: cancellation_key.as_deref(),
-        };
-        let items =
-            store::list_runs(&cx.state.pool, tenant_id, &filter, after, limit.fetch()).await?;
-        let (items, next_cursor) = page(items, limit, |r: &RunSummary| (r.created_at, r.id));
+        let (items, next_cursor) =
+            service::list_runs(cx.state, cx.auth.0.tenant_id, filter, cursor, limit).await?;
         Ok(RunListResponse::Ok(Json(RunPage {
             items: items.into_iter().map(Into::into).collect(),
             next_cursor,
