@@ -10,7 +10,7 @@
 //! is `compliant: false`. With the setting `block_phi_when_non_compliant`,
 //! its sends marked `phi: true` are refused with 403.
 
-use crate::extract::{Cursor, PageSize, Params, PathId, page};
+use crate::extract::{Cursor, PageSize, Params, PathId};
 use chrono::{DateTime, NaiveDate, Utc};
 use poem_openapi::{
     ApiResponse, Object, OpenApi,
@@ -19,32 +19,25 @@ use poem_openapi::{
 };
 use serde_json::{Value, json};
 use shared::{
-    db::organizations::{self, Filter, NewOrganization, Organization, Patch},
+    db::organizations::{self, NewOrganization, Organization, Patch},
     db::users,
     domain::TenantId,
     roles::Role,
 };
 
 use crate::body::StrictJson;
-use crate::{access::Principal, error::ApiError, extract::AdminCtx, routes::ApiTags};
+use crate::{
+    error::ApiError,
+    extract::AdminCtx,
+    routes::ApiTags,
+    services::organizations::{
+        self as service, check_name, check_object, check_type, not_platform, platform_target, today,
+    },
+};
 
 mod views;
 
 pub use views::*;
-
-/// Organisation types.
-pub const TYPES: &[&str] = &[
-    "clinic",
-    "hospital",
-    "pharmacy",
-    "laboratory",
-    "telehealth",
-    "distributor",
-    "other",
-];
-const STATUSES: &[&str] = &["active", "suspended", "inactive"];
-/// Largest JSON object accepted for contact, address or settings.
-const MAX_OBJECT_BYTES: usize = 8 * 1024;
 
 /// The organisation endpoints.
 #[derive(Debug)]
@@ -116,36 +109,14 @@ impl OrganizationsApi {
             limit,
         } = query.0;
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "organization.list", "organization");
-        act.refused(None, p.require_platform()).await?;
-        if let Some(s) = status.as_deref()
-            && !STATUSES.contains(&s)
-        {
-            return Err(ApiError::invalid(
-                "status",
-                "must be active, suspended or inactive",
-            ));
-        }
-        if let Some(k) = kind.as_deref() {
-            check_type(k)?;
-        }
-        if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-            return Err(ApiError::invalid("name", "must be at most 200 characters"));
-        }
-        let rows = organizations::list(
-            &cx.state.pool,
-            Filter {
-                status: status.as_deref(),
-                kind: kind.as_deref(),
-                name: name.as_deref(),
-                compliant,
-                today: today(),
-                after: cursor.map(Cursor::get).transpose()?,
-            },
-            limit.fetch(),
-        )
-        .await?;
-        let (rows, next_cursor) = page(rows, limit, |o| o.id);
+        let filter = service::ListFilter {
+            status,
+            kind,
+            name,
+            compliant,
+        };
+        let (rows, next_cursor) =
+            service::list(cx.state, &p, cx.request_id, filter, cursor, limit).await?;
         Ok(PageResponse::Ok(Json(OrganizationPage {
             items: rows.into_iter().map(view).collect(),
             next_cursor,
@@ -226,49 +197,17 @@ impl OrganizationsApi {
         body: StrictJson<UpdateOrganization>,
     ) -> Result<OrgResponse, ApiError> {
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "organization.update", "organization");
-        let oid = act
-            .refused(Some(id.0.raw()), platform_target(&p, id.0.raw()))
-            .await?;
         let b = body.0;
-        let name = b.name.as_deref().map(check_name).transpose()?;
-        if let Some(k) = b.kind.as_deref() {
-            check_type(k)?;
-        }
-        if let Some(s) = b.status.as_deref()
-            && !STATUSES.contains(&s)
-        {
-            return Err(ApiError::invalid(
-                "status",
-                "must be active, suspended or inactive",
-            ));
-        }
-        let patch = Patch {
-            name,
-            kind: b.kind.as_deref(),
-            status: b.status.as_deref(),
-            contact: check_object("contact", b.contact)?,
-            address: check_object("address", b.address)?,
-            settings: check_object("settings", b.settings)?,
+        let changes = service::Changes {
+            name: b.name,
+            kind: b.kind,
+            status: b.status,
+            contact: b.contact,
+            address: b.address,
+            settings: b.settings,
         };
-        let changed: Vec<&str> = [
-            ("name", patch.name.is_some()),
-            ("type", patch.kind.is_some()),
-            ("status", patch.status.is_some()),
-            ("contact", patch.contact.is_some()),
-            ("address", patch.address.is_some()),
-            ("settings", patch.settings.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(f, set)| set.then_some(f))
-        .collect();
-        let mut tx = cx.state.pool.begin().await?;
-        let result = not_platform(&mut tx, oid).await;
-        act.refused(Some(id.0.raw()), result).await?;
-        organizations::update(&mut *tx, oid, patch).await?;
-        act.audit(&mut *tx, Some(oid), oid, json!({"fields": changed}))
-            .await?;
-        answer(tx, oid).await
+        let org = service::update(cx.state, &p, cx.request_id, id.0.raw(), changes).await?;
+        Ok(OrgResponse::Ok(Json(view(org))))
     }
 
     /// Deactivate an organisation (platform admins): its API keys and its
@@ -456,39 +395,11 @@ impl OrganizationsApi {
 
 /// Commits `tx` and answers with organisation `oid` as it now is.
 async fn answer(
-    mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+    tx: sqlx::Transaction<'_, sqlx::Postgres>,
     oid: TenantId,
 ) -> Result<OrgResponse, ApiError> {
-    let org = organizations::get(&mut *tx, oid)
-        .await?
-        .ok_or(ApiError::NotFound("organization"))?;
-    tx.commit().await?;
+    let org = service::committed(tx, oid).await?;
     Ok(OrgResponse::Ok(Json(view(org))))
-}
-
-/// The organisation a platform-admin route acts on: 403 for anyone else,
-/// 404 for a malformed id.
-fn platform_target(p: &Principal, raw: &str) -> Result<TenantId, ApiError> {
-    if !p.platform {
-        // An organisation admin learns nothing about other organisations.
-        let id: Option<TenantId> = raw.parse().ok();
-        if id != Some(p.caller.tenant_id) {
-            return Err(ApiError::NotFound("organization"));
-        }
-    }
-    p.require_platform()?;
-    crate::extract::id(raw, "organization")
-}
-
-/// The platform organisation is not changed through this API.
-async fn not_platform(tx: &mut sqlx::PgConnection, id: TenantId) -> Result<(), ApiError> {
-    match organizations::get(&mut *tx, id).await? {
-        None => Err(ApiError::NotFound("organization")),
-        Some(o) if o.kind == "platform" => Err(ApiError::Forbidden(
-            "the platform organisation cannot be changed through this API",
-        )),
-        Some(_) => Ok(()),
-    }
 }
 
 async fn set_status(

@@ -15,6 +15,8 @@
 //! * [`notifications`]: sending a notification, raw (checked in its
 //!   `validate`) or from a template (rendered per channel in its `plan`),
 //!   committed alone or in a shared commit; a notification's status.
+//! * [`organizations`]: the rules an organisation's fields follow, which
+//!   organisation a platform admin acts on, listing and changing them.
 //! * [`permissions`]: permission names, the users a change names, how a
 //!   change is recorded, and delegating permissions.
 //! * [`providers`]: checking, sealing, adding and replacing provider
@@ -36,6 +38,7 @@ pub mod bulk;
 pub mod invitations;
 pub mod lookups;
 pub mod notifications;
+pub mod organizations;
 pub mod permissions;
 pub mod providers;
 pub mod reports;

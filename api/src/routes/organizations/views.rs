@@ -47,10 +47,6 @@ pub struct OrganizationView {
     pub updated_at: DateTime<Utc>,
 }
 
-pub(super) fn today() -> NaiveDate {
-    Utc::now().date_naive()
-}
-
 pub(super) fn view(o: Organization) -> OrganizationView {
     let today = today();
     let compliant = o.compliant(today);
@@ -239,50 +235,4 @@ pub enum StatsResponse {
     /// Counts.
     #[oai(status = 200)]
     Ok(Json<OrganizationStats>),
-}
-
-pub(super) fn check_name(name: &str) -> Result<&str, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "must be 1 to 200 characters without control characters",
-        ));
-    }
-    Ok(name)
-}
-
-pub(super) fn check_type(kind: &str) -> Result<(), ApiError> {
-    if TYPES.contains(&kind) {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "type",
-            format!("must be one of {}", TYPES.join(", ")),
-        ))
-    }
-}
-
-pub(super) fn check_object(field: &str, v: Option<Value>) -> Result<Option<Value>, ApiError> {
-    let Some(v) = v else { return Ok(None) };
-    if !v.is_object() {
-        return Err(ApiError::invalid(field, "must be an object"));
-    }
-    if v.to_string().len() > MAX_OBJECT_BYTES {
-        return Err(ApiError::invalid(field, "must be at most 8 KiB of JSON"));
-    }
-    if field == "settings"
-        && v.get("block_phi_when_non_compliant")
-            .is_some_and(|b| !b.is_boolean())
-    {
-        return Err(ApiError::invalid(
-            "settings.block_phi_when_non_compliant",
-            "must be a boolean",
-        ));
-    }
-    if field == "settings" {
-        shared::send_windows::SendRules::parse(&v)
-            .map_err(|(name, reason)| ApiError::invalid(name, reason))?;
-    }
-    Ok(Some(v))
 }
