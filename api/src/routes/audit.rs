@@ -13,21 +13,15 @@ use poem_openapi::{
     validation::{MaxLength, MinLength, Pattern},
 };
 use serde_json::Value;
-use shared::{
-    db::{audit, scope::Reach},
-    domain::{CsvQuoting, csv_cell},
-};
+use shared::db::audit;
 
 use crate::{
-    access::Principal,
     error::ApiError,
     extract::AdminCtx,
-    extract::{Cursor, PageSize, Params, page},
+    extract::{Cursor, PageSize, Params},
     routes::ApiTags,
+    services::audit as service,
 };
-
-/// Most rows in one export.
-pub const MAX_EXPORT: i64 = 10_000;
 
 /// The audit endpoints.
 #[derive(Debug)]
@@ -117,43 +111,19 @@ crate::query_params! {
     }
 }
 
-fn filter<'a>(
-    p: &Principal,
-    f: &'a Filters,
-    before_id: Option<i64>,
-) -> Result<(Reach, audit::Filter<'a>), ApiError> {
-    for (name, v) in [
-        ("actor", &f.actor),
-        ("action", &f.action),
-        ("resource_type", &f.resource_type),
-        ("resource_id", &f.resource_id),
-    ] {
-        if v.as_ref()
-            .is_some_and(|s| s.is_empty() || s.chars().count() > 200)
-        {
-            return Err(ApiError::invalid(name, "must be 1 to 200 characters"));
-        }
-    }
-    if f.result
-        .as_deref()
-        .is_some_and(|r| r != "success" && r != "failure")
-    {
-        return Err(ApiError::invalid("result", "must be success or failure"));
-    }
-    let reach = p.reach_of(f.organization_id.as_deref())?;
-    Ok((
-        reach,
-        audit::Filter {
-            actor: f.actor.as_deref(),
-            action: f.action.as_deref(),
-            resource_type: f.resource_type.as_deref(),
-            resource_id: f.resource_id.as_deref(),
-            result: f.result.as_deref(),
+impl From<Filters> for service::Filters {
+    fn from(f: Filters) -> Self {
+        Self {
+            organization_id: f.organization_id,
+            actor: f.actor,
+            action: f.action,
+            resource_type: f.resource_type,
+            resource_id: f.resource_id,
+            result: f.result,
             since: f.since,
             until: f.until,
-            before_id,
-        },
-    ))
+        }
+    }
 }
 
 #[OpenApi(prefix_path = "/api/v1/admin/audit", tag = "ApiTags::Admin")]
@@ -170,10 +140,8 @@ impl AuditApi {
         limit: Query<PageSize>,
     ) -> Result<PageResponse, ApiError> {
         let p = cx.principal().await?;
-        let before = cursor.0.map(Cursor::get).transpose()?;
-        let (reach, filter) = filter(&p, &filters.0, before)?;
-        let rows = audit::list(&cx.state.pool, reach, filter, limit.0.fetch()).await?;
-        let (rows, next_cursor) = page(rows, limit.0, |r| r.id);
+        let (rows, next_cursor) =
+            service::list(cx.state, &p, filters.0.into(), cursor.0, limit.0).await?;
         Ok(PageResponse::Ok(Json(AuditPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
@@ -189,39 +157,7 @@ impl AuditApi {
         filters: Params<Filters>,
     ) -> Result<CsvResponse, ApiError> {
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "audit.export", "audit_log");
-        let (reach, filter) = filter(&p, &filters.0, None)?;
-        let rows = audit::list(&cx.state.pool, reach, filter, MAX_EXPORT).await?;
-        let mut out = String::from(
-            "id,created_at,organization_id,actor,action,resource_type,resource_id,result,request_id,details\r\n",
-        );
-        for r in &rows {
-            let cells = [
-                r.id.to_string(),
-                r.created_at.to_rfc3339(),
-                r.tenant_id.map(|t| t.to_string()).unwrap_or_default(),
-                r.actor.clone(),
-                r.action.clone(),
-                r.resource_type.clone(),
-                r.resource_id.clone().unwrap_or_default(),
-                r.result.clone(),
-                r.request_id.clone().unwrap_or_default(),
-                r.details.to_string(),
-            ];
-            let line: Vec<String> = cells
-                .iter()
-                .map(|c| csv_cell(c, CsvQuoting::Always))
-                .collect();
-            out.push_str(&line.join(","));
-            out.push_str("\r\n");
-        }
-        act.audit(
-            &cx.state.pool,
-            None,
-            "export",
-            serde_json::json!({"rows": rows.len()}),
-        )
-        .await?;
+        let out = service::export(cx.state, &p, cx.request_id, filters.0.into()).await?;
         Ok(CsvResponse::Ok(
             PlainText(out),
             "attachment; filename=\"audit.csv\"".to_owned(),

@@ -17,23 +17,23 @@ use poem_openapi::{
 use serde::Deserialize;
 use serde_json::Value;
 use shared::{
-    db::shipments::{self as db, NewShipment, Shipment, ShipmentEvent},
+    db::shipments::{self as db, Shipment, ShipmentEvent},
     domain::{ShipmentId, TenantId},
     jobs::PollUpsShipments,
-    shipments::{ShipmentStatus, TrackingNumber},
+    shipments::ShipmentStatus,
 };
 
 use crate::{
     AppState,
     auth::{ServiceKey, UserJwt},
     body::StrictJson,
-    error::{ApiError, InvalidParam},
+    error::ApiError,
     extract::{Cursor, PageSize, PathId, page},
     routes::ApiTags,
+    services::shipments::{self as service, check_text},
 };
 
 /// Longest reference and user reference.
-const MAX_REFERENCE: usize = 255;
 /// A shipment can be refreshed once in this many seconds.
 pub const REFRESH_EVERY_SECS: u64 = 30;
 
@@ -237,20 +237,6 @@ pub enum DeleteResponse {
     Deleted,
 }
 
-fn check_text(name: &str, value: Option<&str>, problems: &mut Vec<InvalidParam>) -> Option<String> {
-    let v = value.map(str::trim).filter(|v| !v.is_empty())?;
-    if v.chars().count() > MAX_REFERENCE || v.chars().any(char::is_control) {
-        problems.push(InvalidParam {
-            name: name.to_owned(),
-            reason: format!(
-                "must be at most {MAX_REFERENCE} characters without control characters"
-            ),
-        });
-        return None;
-    }
-    Some(v.to_owned())
-}
-
 #[OpenApi(prefix_path = "/api/v1/shipments", tag = "ApiTags::Shipments")]
 impl ShipmentsApi {
     /// Track a UPS shipment. It is polled at once, then at an interval that
@@ -263,48 +249,15 @@ impl ShipmentsApi {
         body: StrictJson<CreateShipment>,
     ) -> Result<CreateResponse, ApiError> {
         let req = body.0;
-        let mut problems = Vec::new();
-        let tracking = match TrackingNumber::parse(&req.tracking_number) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                problems.push(InvalidParam {
-                    name: "tracking_number".into(),
-                    reason: e.to_string(),
-                });
-                None
-            }
+        let new = service::NewTracking {
+            tracking_number: req.tracking_number,
+            carrier: req.carrier,
+            reference: req.reference,
+            assigned_to: req.assigned_to,
         };
-        if let Some(c) = &req.carrier
-            && !c.eq_ignore_ascii_case("ups")
-        {
-            problems.push(InvalidParam {
-                name: "carrier".into(),
-                reason: "only `ups` is supported".into(),
-            });
-        }
-        let reference = check_text("reference", req.reference.as_deref(), &mut problems);
-        let assigned_to = check_text("assigned_to", req.assigned_to.as_deref(), &mut problems);
-        let (Some(tracking), true) = (tracking, problems.is_empty()) else {
-            return Err(ApiError::Unprocessable(problems));
-        };
-        let id = ShipmentId::new();
-        let actor = auth.actor();
-        let created = db::create(
-            &state.pool,
-            auth.tenant_id(),
-            id,
-            NewShipment {
-                tracking_number: tracking.as_str(),
-                reference: reference.as_deref(),
-                created_by: &actor,
-                assigned_to: assigned_to.as_deref(),
-            },
-        )
-        .await?;
-        Ok(CreateResponse::Created(
-            Json(created.into()),
-            format!("/api/v1/shipments/{id}"),
-        ))
+        let created = service::create(state.0, auth.tenant_id(), &auth.actor(), new).await?;
+        let location = format!("/api/v1/shipments/{}", created.id);
+        Ok(CreateResponse::Created(Json(created.into()), location))
     }
 
     /// The organisation's shipments, newest first.

@@ -3,6 +3,9 @@
 //! service function and shape its answer; services call the db layer
 //! ([`shared::db`]) and each other, never a route.
 //!
+//! * [`alerts`]: listing the alerts a caller may see.
+//! * [`audit`]: which audit rows a filter names, and exporting them as
+//!   CSV.
 //! * [`batches`]: rules every batch follows, whichever route creates it;
 //!   creating a batch and adding its chunks.
 //! * [`broadcasts`]: system messages to every organisation's subscribers.
@@ -25,6 +28,8 @@
 //!   report names, computing and auditing a report, and the forecast.
 //! * [`sessions`]: signing in, refreshing a session's tokens, revoking
 //!   sessions.
+//! * [`shipments`]: the rules a tracked shipment's fields follow, and
+//!   starting to track one.
 //! * [`topics`]: finding a topic by key, and sends to a topic or to the
 //!   whole organisation.
 //! * [`users`]: the rules a platform user's fields follow, creating and
@@ -32,6 +37,8 @@
 //! * [`workflows`]: saving workflow definitions, triggering runs and
 //!   listing them.
 
+pub mod alerts;
+pub mod audit;
 pub mod batches;
 pub mod broadcasts;
 pub mod bulk;
@@ -43,6 +50,7 @@ pub mod permissions;
 pub mod providers;
 pub mod reports;
 pub mod sessions;
+pub mod shipments;
 pub mod topics;
 pub mod users;
 pub mod workflows;

@@ -2,15 +2,9 @@
 
 use super::*;
 use crate::error::InvalidParam;
-use crate::extract::{AdminCtx, Cursor, PageSize, Params, PathId, page};
+use crate::extract::{AdminCtx, Cursor, PageSize, Params, PathId};
+use crate::services::alerts::{self as service, clamp};
 use poem_openapi::validation::Pattern;
-
-/// `t` within what Postgres stores.
-fn clamp(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
-    let low = DateTime::<Utc>::from_timestamp(-62_135_596_800, 0).unwrap_or_default();
-    let high = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or_default();
-    t.map(|t| t.clamp(low, high))
-}
 
 /// Checks a rule body; also resolves every URL's host, which must not lead
 /// to a forbidden address.
@@ -311,27 +305,16 @@ impl AlertsApi {
             limit,
         } = query.0;
         let p = cx.principal().await?;
-        let act = cx.acting(&p, "alert.list", "alert");
-        let reach = act
-            .refused(None, p.reach_of(organization_id.as_deref()))
-            .await?;
-        let rule = rule_id
-            .as_deref()
-            .map(|r| {
-                r.parse::<AlertRuleId>()
-                    .map_err(|_| ApiError::invalid("rule_id", "is not a rule id"))
-            })
-            .transpose()?;
-        let filter = store::Filter {
+        let filter = service::ListFilter {
+            organization_id,
             status,
             severity,
-            rule,
-            since: clamp(since),
-            until: clamp(until),
-            after: cursor.map(Cursor::get).transpose()?,
+            rule_id,
+            since,
+            until,
         };
-        let rows = store::list(&cx.state.pool, reach, &filter, limit.fetch()).await?;
-        let (rows, next_cursor) = page(rows, limit, |a: &Alert| (a.opened_at, a.id));
+        let (rows, next_cursor) =
+            service::list(cx.state, &p, cx.request_id, filter, cursor, limit).await?;
         Ok(AlertPageResponse::Ok(Json(AlertPage {
             items: rows.into_iter().map(Into::into).collect(),
             next_cursor,
