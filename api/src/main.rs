@@ -3,6 +3,13 @@
 use anyhow::Context;
 use clap::Parser;
 
+/// jemalloc gives memory back to the system after a burst (a large batch
+/// accepted, a CSV streamed in); glibc's allocator kept what those bursts
+/// freed, so the API stayed at its high-water mark.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = api::cli::Cli::parse();
