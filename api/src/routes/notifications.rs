@@ -29,72 +29,7 @@ use crate::{
 #[derive(Debug)]
 pub struct NotificationsApi;
 
-/// A notification to send: an email (`channel` omitted or `email`) or an
-/// in-app message (`channel: "inapp"`).
-#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
-#[oai(deny_unknown_fields)]
-#[serde(deny_unknown_fields)]
-pub struct SendRequest {
-    /// `email` (the default), `sms`, `push`, `whatsapp` or `inapp`.
-    pub channel: Option<String>,
-    /// Required for email (an address, e.g. `pat@example.org`), sms and
-    /// whatsapp (an E.164 number, e.g. `+15005550006`) and push (the device's
-    /// FCM registration token).
-    pub to: Option<String>,
-    /// Email, required. The subject: one line, at most 998 characters.
-    pub subject: Option<String>,
-    /// Email: the plain-text body (at least one of `text` and `html` is
-    /// required). SMS: the message, required, at most 1,600 characters.
-    /// WhatsApp: free-form text (only within 24 hours of the person's last
-    /// message; otherwise use `whatsapp_template`).
-    pub text: Option<String>,
-    /// Email. The HTML body.
-    pub html: Option<String>,
-    /// The user's id at your identity provider (the JWT subject they sign in
-    /// with). Required for in-app; for email it makes the user's preferences
-    /// apply.
-    pub subscriber_id: Option<String>,
-    /// In-app and push, required. One line, at most 200 characters.
-    pub title: Option<String>,
-    /// In-app and push. The message, at most 5,000 characters.
-    pub body: Option<String>,
-    /// WhatsApp. A template approved by Meta: `{"name": "appointment_reminder",
-    /// "language": "en_US", "parameters": ["Pat", "3 PM"]}`.
-    pub whatsapp_template: Option<Value>,
-    /// In-app. Where a click leads: an `https://` or `http://` URL, or a path
-    /// starting with `/`.
-    pub action_url: Option<String>,
-    /// In-app and push. Data for your app (a JSON object; push needs string
-    /// values).
-    pub data: Option<Value>,
-    /// A category (letters, digits, `.`, `_`, `-`; at most 100), for inbox
-    /// filters.
-    pub category: Option<String>,
-    /// Critical (a result, a safety alert): sent even against the user's
-    /// opt-outs and quiet hours.
-    pub critical: Option<bool>,
-    /// Your own key/value data, returned as given (a JSON object).
-    pub metadata: Option<Value>,
-    /// The key of one of your templates (`/api/v1/admin/templates`) to render
-    /// instead of giving the content. Its category and critical flag apply.
-    pub template: Option<String>,
-    /// The template's variables (a JSON object). Every variable the template
-    /// uses must be present.
-    pub template_data: Option<Value>,
-    /// With a template: the channels to send on (default: the template's
-    /// default channels). Each becomes its own notification.
-    pub channels: Option<Vec<String>>,
-    /// With a template: the locale to render (default: the subscriber's, then
-    /// the template's default).
-    pub locale: Option<String>,
-    /// When to send (RFC 3339, at most 365 days ahead); now when omitted.
-    pub send_at: Option<DateTime<Utc>>,
-    /// Whether the message carries protected health information. While the
-    /// organisation has no valid BAA and its setting
-    /// `block_phi_when_non_compliant` is on, such sends get 403.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phi: Option<bool>,
-}
+pub use crate::services::notifications::SendRequest;
 
 /// One notification a send created.
 #[derive(Debug, Clone, Object)]
@@ -261,7 +196,7 @@ impl NotificationsApi {
     ) -> Result<SendResponse, ApiError> {
         let key = idempotency_key(key.0)?;
         let idempotency = key.map(|k| (k, request_hash(&body.0)));
-        let req = body.0.into();
+        let req = body.0;
         let sent = service::send(
             cx.state,
             cx.auth.0.tenant_id,
@@ -318,33 +253,6 @@ impl NotificationsApi {
         let id = id.0.get("notification")?;
         let status = service::status(cx.state, cx.auth.0.tenant_id, id).await?;
         Ok(GetResponse::Ok(Json(view(status))))
-    }
-}
-
-impl From<SendRequest> for service::Send {
-    fn from(r: SendRequest) -> Self {
-        Self {
-            channel: r.channel,
-            to: r.to,
-            subject: r.subject,
-            text: r.text,
-            html: r.html,
-            subscriber_id: r.subscriber_id,
-            title: r.title,
-            body: r.body,
-            whatsapp_template: r.whatsapp_template,
-            action_url: r.action_url,
-            data: r.data,
-            category: r.category,
-            critical: r.critical,
-            metadata: r.metadata,
-            template: r.template,
-            template_data: r.template_data,
-            channels: r.channels,
-            locale: r.locale,
-            send_at: r.send_at,
-            phi: r.phi,
-        }
     }
 }
 

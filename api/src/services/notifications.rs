@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use poem_openapi::Object;
 use serde_json::Value;
 use shared::{
     db::{
@@ -37,52 +38,74 @@ use validate::{ValidSend, validate};
 /// Most keys in `metadata`.
 const MAX_METADATA_KEYS: usize = 50;
 
-/// A send as asked, its fields as given (see the route's `SendRequest`).
-#[derive(Debug, Clone, Default)]
-pub struct Send {
+/// A notification to send: an email (`channel` omitted or `email`) or an
+/// in-app message (`channel: "inapp"`).
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+#[oai(deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
+pub struct SendRequest {
     /// `email` (the default), `sms`, `push`, `whatsapp` or `inapp`.
     pub channel: Option<String>,
-    /// The address, number or device token.
+    /// Required for email (an address, e.g. `pat@example.org`), sms and
+    /// whatsapp (an E.164 number, e.g. `+15005550006`) and push (the device's
+    /// FCM registration token).
     pub to: Option<String>,
-    /// Email: the subject.
+    /// Email, required. The subject: one line, at most 998 characters.
     pub subject: Option<String>,
-    /// Email: the plain-text body; SMS and WhatsApp: the message.
+    /// Email: the plain-text body (at least one of `text` and `html` is
+    /// required). SMS: the message, required, at most 1,600 characters.
+    /// WhatsApp: free-form text (only within 24 hours of the person's last
+    /// message; otherwise use `whatsapp_template`).
     pub text: Option<String>,
-    /// Email: the HTML body.
+    /// Email. The HTML body.
     pub html: Option<String>,
-    /// The subscriber's external id.
+    /// The user's id at your identity provider (the JWT subject they sign in
+    /// with). Required for in-app; for email it makes the user's preferences
+    /// apply.
     pub subscriber_id: Option<String>,
-    /// In-app and push: the title.
+    /// In-app and push, required. One line, at most 200 characters.
     pub title: Option<String>,
-    /// In-app and push: the message.
+    /// In-app and push. The message, at most 5,000 characters.
     pub body: Option<String>,
-    /// WhatsApp: an approved template, its language and parameters.
+    /// WhatsApp. A template approved by Meta: `{"name": "appointment_reminder",
+    /// "language": "en_US", "parameters": ["Pat", "3 PM"]}`.
     pub whatsapp_template: Option<Value>,
-    /// In-app: where a click leads.
+    /// In-app. Where a click leads: an `https://` or `http://` URL, or a path
+    /// starting with `/`.
     pub action_url: Option<String>,
-    /// In-app and push: data for the app.
+    /// In-app and push. Data for your app (a JSON object; push needs string
+    /// values).
     pub data: Option<Value>,
-    /// A category for inbox filters.
+    /// A category (letters, digits, `.`, `_`, `-`; at most 100), for inbox
+    /// filters.
     pub category: Option<String>,
-    /// Sent even against the subscriber's opt-outs and quiet hours.
+    /// Critical (a result, a safety alert): sent even against the user's
+    /// opt-outs and quiet hours.
     pub critical: Option<bool>,
-    /// The caller's key/value data.
+    /// Your own key/value data, returned as given (a JSON object).
     pub metadata: Option<Value>,
-    /// A template's key, to render instead of giving the content.
+    /// The key of one of your templates (`/api/v1/admin/templates`) to render
+    /// instead of giving the content. Its category and critical flag apply.
     pub template: Option<String>,
-    /// The template's variables.
+    /// The template's variables (a JSON object). Every variable the template
+    /// uses must be present.
     pub template_data: Option<Value>,
-    /// With a template: the channels to send on.
+    /// With a template: the channels to send on (default: the template's
+    /// default channels). Each becomes its own notification.
     pub channels: Option<Vec<String>>,
-    /// With a template: the locale to render.
+    /// With a template: the locale to render (default: the subscriber's, then
+    /// the template's default).
     pub locale: Option<String>,
-    /// When to send; now when omitted.
+    /// When to send (RFC 3339, at most 365 days ahead); now when omitted.
     pub send_at: Option<DateTime<Utc>>,
-    /// Whether the message carries protected health information.
+    /// Whether the message carries protected health information. While the
+    /// organisation has no valid BAA and its setting
+    /// `block_phi_when_non_compliant` is on, such sends get 403.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub phi: Option<bool>,
 }
 
-impl Send {
+impl SendRequest {
     /// The raw-content fields, each with whether it is present.
     fn content_fields(&self) -> [(&'static str, bool); 9] {
         [
@@ -181,7 +204,7 @@ pub async fn send(
     state: &AppState,
     tenant_id: TenantId,
     request_id: &str,
-    req: &Send,
+    req: &SendRequest,
     idempotency: Option<(String, Vec<u8>)>,
 ) -> Result<Sent, ApiError> {
     if req.phi == Some(true) {
@@ -288,7 +311,11 @@ fn run_at(send_at: Option<DateTime<Utc>>) -> Result<Option<DateTime<Utc>>, ApiEr
 
 /// Checks a send: a template rendered per channel, or raw content (which
 /// takes none of the template's fields).
-async fn plan(state: &AppState, tenant_id: TenantId, req: &Send) -> Result<Planned, ApiError> {
+async fn plan(
+    state: &AppState,
+    tenant_id: TenantId,
+    req: &SendRequest,
+) -> Result<Planned, ApiError> {
     if let Some(template) = &req.template {
         return plan_template(state, tenant_id, req, template).await;
     }
@@ -358,7 +385,7 @@ fn shareable(plans: &[ValidSend], known: &KnownSubscriber) -> bool {
 fn shared_rows(
     state: &AppState,
     tenant_id: TenantId,
-    req: &Send,
+    req: &SendRequest,
     plans: &[ValidSend],
     critical: bool,
     known: &KnownSubscriber,
@@ -431,7 +458,7 @@ async fn reserve_room(
 
 /// What every notification of a send going alone shares.
 struct Insert<'a> {
-    req: &'a Send,
+    req: &'a SendRequest,
     critical: bool,
     run_at: Option<DateTime<Utc>>,
     idempotency: Option<&'a (String, Vec<u8>)>,

@@ -7,7 +7,7 @@ use shared::{
     domain::{Channel, Problems, SubscriberId, TenantId, recipient},
 };
 
-use super::{MAX_METADATA_KEYS, Planned, Send, Skipped, validate::ValidSend};
+use super::{MAX_METADATA_KEYS, Planned, SendRequest, Skipped, validate::ValidSend};
 use crate::{
     AppState,
     error::{ApiError, InvalidParam},
@@ -32,7 +32,7 @@ struct Fields {
 pub(super) async fn plan_template(
     state: &AppState,
     tenant_id: TenantId,
-    req: &Send,
+    req: &SendRequest,
     key: &str,
 ) -> Result<Planned, ApiError> {
     let Fields {
@@ -118,7 +118,7 @@ pub(super) async fn plan_template(
 
 /// Checks the fields a template send takes, and refuses the ones the
 /// template gives; every problem named.
-fn fields(req: &Send) -> Result<Fields, ApiError> {
+fn fields(req: &SendRequest) -> Result<Fields, ApiError> {
     let mut p = Problems::default();
     let given = [("channel", req.channel.is_some())]
         .into_iter()
@@ -175,7 +175,7 @@ fn fields(req: &Send) -> Result<Fields, ApiError> {
 /// subscriber's contact point (every device for push); none when the
 /// subscriber has none.
 fn recipients(
-    req: &Send,
+    req: &SendRequest,
     channel: Channel,
     subscriber: Option<&String>,
     contacts: Option<&Contacts>,

@@ -10,7 +10,7 @@ use shared::domain::{
     whatsapp_parameter, whatsapp_parameter_count, whatsapp_template_name,
 };
 
-use super::{MAX_METADATA_KEYS, Send};
+use super::{MAX_METADATA_KEYS, SendRequest};
 use crate::error::ApiError;
 
 /// A send that passed validation.
@@ -33,7 +33,7 @@ impl ValidSend {
 }
 
 /// Flags every content field present in `req` that `channel` does not use.
-pub(super) fn only_fields_of(p: &mut Problems, req: &Send, channel: &str, used: &[&str]) {
+pub(super) fn only_fields_of(p: &mut Problems, req: &SendRequest, channel: &str, used: &[&str]) {
     for (name, present) in req.content_fields() {
         if present && !used.contains(&name) {
             p.add(name, format!("is not used by the {channel} channel"));
@@ -99,7 +99,7 @@ struct Common {
 
 /// Checks a raw send: its channel's fields, none of another channel's, and
 /// every problem named.
-pub(super) fn validate(req: &Send) -> Result<ValidSend, ApiError> {
+pub(super) fn validate(req: &SendRequest) -> Result<ValidSend, ApiError> {
     let mut p = Problems::default();
     let category = req.category.as_ref().and_then(|c| {
         let ok = category_ok(c);
@@ -133,7 +133,7 @@ pub(super) fn validate(req: &Send) -> Result<ValidSend, ApiError> {
 }
 
 /// An email: an address, a subject, and text or HTML.
-fn email(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
+fn email(p: &mut Problems, req: &SendRequest, common: Common) -> Option<ValidSend> {
     only_fields_of(p, req, "email", &["to", "subject", "text", "html"]);
     let to = p
         .required("to", &req.to)
@@ -162,7 +162,7 @@ fn email(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
 
 /// An in-app message: a subscriber, a title, and optionally a body, a link
 /// and data.
-fn inapp(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
+fn inapp(p: &mut Problems, req: &SendRequest, common: Common) -> Option<ValidSend> {
     only_fields_of(p, req, "inapp", &["title", "body", "action_url", "data"]);
     let subscriber = p
         .required("subscriber_id", &req.subscriber_id)
@@ -201,7 +201,7 @@ fn inapp(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
 }
 
 /// An SMS: a number and the message.
-fn sms(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
+fn sms(p: &mut Problems, req: &SendRequest, common: Common) -> Option<ValidSend> {
     only_fields_of(p, req, "sms", &["to", "text"]);
     let to = p
         .required("to", &req.to)
@@ -220,7 +220,7 @@ fn sms(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
 }
 
 /// A push: a device token, a title, and optionally a body and string data.
-fn push(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
+fn push(p: &mut Problems, req: &SendRequest, common: Common) -> Option<ValidSend> {
     only_fields_of(p, req, "push", &["to", "title", "body", "data"]);
     let to = p
         .required("to", &req.to)
@@ -252,7 +252,7 @@ fn push(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
 
 /// A WhatsApp message: a number, and free-form text or an approved
 /// template.
-fn whatsapp(p: &mut Problems, req: &Send, common: Common) -> Option<ValidSend> {
+fn whatsapp(p: &mut Problems, req: &SendRequest, common: Common) -> Option<ValidSend> {
     only_fields_of(p, req, "whatsapp", &["to", "text", "whatsapp_template"]);
     let to = p
         .required("to", &req.to)
