@@ -92,6 +92,34 @@ const DEFAULT_VARS: &[(&str, &str)] = &[
     ("JOBS__RATE_LIMITS__CALLBACK__BURST", "1000000"),
 ];
 
+/// A dispatcher interval the caller chose above the idle pace, without
+/// choosing an idle pace, gets the production ratio (idle sweeps four
+/// intervals apart) instead of a configuration the platform refuses.
+fn idle_pace_follows_interval(vars: &mut Vec<(String, String)>) {
+    let last = |vars: &[(String, String)], key: &str| {
+        vars.iter()
+            .rev()
+            .position(|(k, _)| k == key)
+            .map(|i| vars.len() - 1 - i)
+    };
+    let (Some(interval), Some(idle)) = (
+        last(vars, "JOBS__DISPATCHER__INTERVAL_MS"),
+        last(vars, "JOBS__DISPATCHER__IDLE_INTERVAL_MS"),
+    ) else {
+        return;
+    };
+    let value = |i: usize| vars[i].1.parse::<u64>().ok();
+    if interval > idle
+        && let (Some(ms), Some(idle_ms)) = (value(interval), value(idle))
+        && ms > idle_ms
+    {
+        vars.push((
+            "JOBS__DISPATCHER__IDLE_INTERVAL_MS".to_owned(),
+            (ms.saturating_mul(4)).min(60_000).max(ms).to_string(),
+        ));
+    }
+}
+
 /// Builds a [`TestApp`].
 #[derive(Debug)]
 pub struct TestAppBuilder {
@@ -239,6 +267,7 @@ impl TestAppBuilder {
             ("SMTP_URL".to_owned(), smtp.url()),
         ]);
         vars.extend(self.vars);
+        idle_pace_follows_interval(&mut vars);
         let settings = Settings::from_vars(vars.clone()).expect("test settings are valid");
         let mut application = api::Application::build(&settings)
             .await
