@@ -660,3 +660,54 @@ impl TestApp {
         self.db.drop_now().await;
     }
 }
+
+#[cfg(test)]
+mod idle_pace_tests {
+    use super::idle_pace_follows_interval;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn idle(vars: &[(String, String)]) -> &str {
+        let (_, v) = vars
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "JOBS__DISPATCHER__IDLE_INTERVAL_MS")
+            .unwrap();
+        v
+    }
+
+    const INTERVAL: &str = "JOBS__DISPATCHER__INTERVAL_MS";
+    const IDLE: &str = "JOBS__DISPATCHER__IDLE_INTERVAL_MS";
+
+    #[test]
+    fn an_interval_above_the_default_idle_pace_raises_it_to_four_intervals() {
+        let mut v = vars(&[(INTERVAL, "50"), (IDLE, "200"), (INTERVAL, "250")]);
+        idle_pace_follows_interval(&mut v);
+        assert_eq!(idle(&v), "1000");
+    }
+
+    #[test]
+    fn an_idle_pace_the_caller_chose_is_kept() {
+        let mut v = vars(&[
+            (INTERVAL, "50"),
+            (IDLE, "200"),
+            (INTERVAL, "250"),
+            (IDLE, "300"),
+        ]);
+        idle_pace_follows_interval(&mut v);
+        assert_eq!(idle(&v), "300");
+    }
+
+    #[test]
+    fn an_interval_below_the_idle_pace_changes_nothing() {
+        let mut v = vars(&[(INTERVAL, "50"), (IDLE, "200"), (INTERVAL, "20")]);
+        idle_pace_follows_interval(&mut v);
+        assert_eq!(v.len(), 3);
+        assert_eq!(idle(&v), "200");
+    }
+}
