@@ -281,7 +281,8 @@ pub type Announced = (BTreeMap<SubscriberId, Counted>, Option<DateTime<Utc>>);
 /// each one's unread entries (the new ones among them), moves their event
 /// number on by their entries and the count, and stores one [`PLACED`] row
 /// each. Returns what was numbered per subscriber and the rows' time, or
-/// `None` when there were none.
+/// `None` when there were none. The statement is the database function
+/// `inbox_announce`, which keeps its index-probe plan per connection.
 #[tracing::instrument(skip_all, fields(count = entries.len()))]
 pub async fn append_counted(
     tx: &mut PgConnection,
@@ -297,31 +298,9 @@ pub async fn append_counted(
     let counts: Vec<i64> = entries.iter().map(|e| e.ids.len() as i64).collect();
     let ids: Vec<Json<&Vec<NotificationId>>> = entries.iter().map(|e| Json(&e.ids)).collect();
     let rows = sqlx::query!(
-        r#"with c as (
-             select * from unnest($2::uuid[], $3::int8[], $4::jsonb[]) as c(id, k, ids)
-         ), unread as (
-             select n.subscriber_id, count(*) as n from notifications n
-             where n.tenant_id = $1 and n.subscriber_id = any($2) and n.channel = 'inapp'
-               and n.status = 'sent' and n.deleted_at is null and n.read_at is null
-               and n.archived_at is null
-             group by n.subscriber_id
-         ), moved as (
-             update subscribers s set event_seq = s.event_seq + c.k + 1
-             from c where s.id = c.id and s.tenant_id = $1
-             returning s.id, s.event_seq, s.external_id, c.k, c.ids
-         ), counted as (
-             select m.*, coalesce(u.n, 0) as unread
-             from moved m left join unread u on u.subscriber_id = m.id
-         ), stored as (
-             insert into subscriber_events (subscriber_id, seq, last_seq, tenant_id, kind, payload)
-             select id, event_seq - k, event_seq, $1, $5,
-                    jsonb_build_object('ids', ids, 'unread', unread)
-             from counted
-             returning created_at
-         )
-         select id as "id!: SubscriberId", event_seq as "event_seq!", external_id as "external_id!",
-                unread as "unread!", (select max(created_at) from stored) as "at"
-         from counted"#,
+        r#"select id as "id!: SubscriberId", event_seq as "event_seq!",
+                external_id as "external_id!", unread as "unread!", at
+         from inbox_announce($1, $2, $3, $4, $5)"#,
         tenant_id as _,
         &subscribers as _,
         &counts,

@@ -178,8 +178,8 @@ pub async fn unread_count(
     subscriber_id: SubscriberId,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"select count(*) as "count!" from notifications
-         where tenant_id = $1 and subscriber_id = $2 and channel = 'inapp' and status = 'sent' and deleted_at is null and read_at is null and archived_at is null"#,
+        r#"select coalesce(sum(unread), 0)::int8 as "count!"
+         from inbox_unread_counts($1, array[$2::uuid])"#,
         tenant_id as _,
         subscriber_id as _,
     )
@@ -196,10 +196,8 @@ pub async fn unread_counts(
     subscribers: &[SubscriberId],
 ) -> Result<BTreeMap<SubscriberId, i64>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"select subscriber_id as "subscriber_id!: SubscriberId", count(*) as "count!"
-         from notifications
-         where tenant_id = $1 and subscriber_id = any($2) and channel = 'inapp' and status = 'sent' and deleted_at is null and read_at is null and archived_at is null
-         group by subscriber_id"#,
+        r#"select subscriber_id as "subscriber_id!: SubscriberId", unread as "count!"
+         from inbox_unread_counts($1, $2)"#,
         tenant_id as _,
         subscribers as _,
     )
