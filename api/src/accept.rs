@@ -3,9 +3,11 @@
 //! A send that needs nothing of its own in its transaction (no
 //! `Idempotency-Key`, no `send_at`) hands its rows to the [`Acceptor`]. A
 //! few flushers each take whatever sends are waiting, up to [`MAX_ROWS`],
-//! insert them in one statement, commit once, and push one delivery job per
-//! tenant and channel (up to the dispatcher's group size) before answering
-//! every caller. The in-app rows' owners are found by external id (and
+//! insert them in one statement, commit once, answer every caller, and
+//! hand the commit's Redis work (one delivery job per tenant and channel, up
+//! to the dispatcher's group size, and the real-time events) to their own
+//! publisher, which does it in commit order while the flusher goes on with
+//! the next transaction. The in-app rows' owners are found by external id (and
 //! created when new) and locked in one statement per tenant for the whole
 //! group, not looked up per send; rows that leave nothing to decide are
 //! written once, already in their inboxes, and their real-time events are
@@ -16,6 +18,9 @@
 //! while the previous commit was in flight go in the next one.
 //!
 //! A 202 still means committed: each caller is answered after the commit.
+//! It does not mean pushed, as it never did (a push can fail): rows whose
+//! push did not happen (Redis away, the process gone) keep their dispatch
+//! mark until it runs out, and the dispatcher pushes them then.
 //! When the shared transaction fails before its commit, each caller goes on
 //! alone through the ordinary path (nothing of theirs was written), so a bad
 //! row cannot take its neighbours' sends down with it; a failed commit
@@ -49,6 +54,9 @@ pub const MAX_ROWS: usize = 512;
 /// templated in-app sends were accepted at 1,438–2,143/s with four
 /// flushers (Postgres 55–69% of the CPU) and 1,683–2,372/s with two.
 pub const FLUSHERS: usize = 2;
+
+/// Commits a flusher may run ahead of its publisher before it waits.
+const PUBLISH_BACKLOG: usize = 16;
 
 /// What became of rows handed to [`Acceptor::accept`].
 #[derive(Debug)]
@@ -111,12 +119,19 @@ impl Acceptor {
         });
         for _ in 0..FLUSHERS {
             let rx = rx.clone();
-            let sink = sink.clone();
+            let (flushing, publishing) = (sink.clone(), sink.clone());
+            let (after_tx, mut after_rx) = mpsc::channel::<AfterCommit>(PUBLISH_BACKLOG);
             // One transaction carries the sends of many requests, of any
             // organisation: the flushers work in platform scope.
             tokio::spawn(shared::db::scope::platform("accept_flush", async move {
                 while let Some(batch) = next_batch(&rx).await {
-                    sink.flush(batch).await;
+                    flushing.flush(batch, &after_tx).await;
+                }
+            }));
+            // Each flusher's publisher, so its commits reach Redis in order.
+            tokio::spawn(shared::db::scope::platform("accept_publish", async move {
+                while let Some(after) = after_rx.recv().await {
+                    publishing.publish(after).await;
                 }
             }));
         }
@@ -158,6 +173,12 @@ async fn next_batch(rx: &Mutex<mpsc::Receiver<Pending>>) -> Option<Vec<Pending>>
     Some(batch)
 }
 
+/// A committed transaction's Redis work: its real-time events and its jobs.
+struct AfterCommit {
+    events: Vec<shared::events::Event>,
+    jobs: Vec<SendNotifications>,
+}
+
 /// What a shared transaction wrote beyond its rows.
 #[derive(Default)]
 struct Written {
@@ -170,7 +191,7 @@ struct Written {
 }
 
 impl Sink {
-    async fn flush(&self, mut batch: Vec<Pending>) {
+    async fn flush(&self, mut batch: Vec<Pending>, after_commit: &mpsc::Sender<AfterCommit>) {
         // One job per tenant and channel, up to the group size each; in-app
         // rows go into their inboxes in the transaction when they can.
         let mut groups: BTreeMap<(TenantId, Channel), Vec<(usize, usize)>> = BTreeMap::new();
@@ -250,17 +271,15 @@ impl Sink {
                 }
             }
         }
-        if let Err(error) = shared::events::publish(&self.queues, &written.events).await {
-            // Connected clients catch up from Postgres when they reconnect.
-            tracing::warn!(%error, "cannot publish inbox events");
-        }
         jobs.extend(written.jobs);
-        // One round trip per queue; rows whose push fails are released for
-        // the dispatcher.
-        if let Err(error) = Enqueued::new(jobs).push(&self.queues, &self.pool).await {
-            // The rows' dispatch mark runs out and the dispatcher pushes
-            // them then.
-            tracing::warn!(%error, "cannot release the dispatch mark");
+        let after = AfterCommit {
+            events: written.events,
+            jobs,
+        };
+        if after_commit.send(after).await.is_err() {
+            // The process is stopping: the rows' dispatch mark runs out and
+            // the dispatcher pushes them; clients catch up from Postgres.
+            tracing::warn!("the shared accept's publisher is gone");
         }
         for p in batch {
             let placed = p
@@ -270,6 +289,24 @@ impl Sink {
                 .map(|r| r.id)
                 .collect();
             let _ = p.reply.send(Ok(Shared::Committed { placed }));
+        }
+    }
+
+    /// Publishes a commit's real-time events and pushes its jobs.
+    async fn publish(&self, after: AfterCommit) {
+        if let Err(error) = shared::events::publish(&self.queues, &after.events).await {
+            // Connected clients catch up from Postgres when they reconnect.
+            tracing::warn!(%error, "cannot publish inbox events");
+        }
+        // One round trip per queue; rows whose push fails are released for
+        // the dispatcher.
+        if let Err(error) = Enqueued::new(after.jobs)
+            .push(&self.queues, &self.pool)
+            .await
+        {
+            // The rows' dispatch mark runs out and the dispatcher pushes
+            // them then.
+            tracing::warn!(%error, "cannot release the dispatch mark");
         }
     }
 
